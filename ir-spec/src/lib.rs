@@ -8,12 +8,16 @@
 //! - [`verify`]: the verifier, which reports every violation at once;
 //! - [`interp`]: the reference interpreter, the executable definition of every op.
 
+pub mod interp;
 pub mod module;
 pub mod ops;
 pub mod parse;
 pub mod print;
 pub mod rounding;
+pub mod shape;
 pub mod types;
+pub mod typing;
+pub mod verify;
 
 pub use module::{Attr, ConstData, Module, Node, NodeId, Value, ValueDef, ValueId};
 pub use ops::{Attrs, Op, OpInfo};

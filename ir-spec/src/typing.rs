@@ -1,0 +1,1 @@
+//! Type rules (being written).
