@@ -15,6 +15,7 @@ pub mod parse;
 pub mod print;
 pub mod rounding;
 pub mod shape;
+pub mod spec;
 pub mod types;
 pub mod typing;
 pub mod verify;

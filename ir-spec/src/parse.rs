@@ -441,6 +441,7 @@ impl Parser {
                 }
                 Tok::Word(w) if w == "input" => {
                     self.next();
+                    let pos = self.pos();
                     let name = match self.next() {
                         Tok::Value(n) => n,
                         other => {
