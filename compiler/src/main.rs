@@ -1,1 +1,207 @@
-fn main() {}
+//! The `qcc` command-line tool.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use qcc::npy;
+use qcc::passes::{self, Pipeline};
+use qcc_ir::interp::{self, TensorData};
+use qcc_ir::{ElemType, Module, parse_module};
+
+#[derive(Parser)]
+#[command(
+    name = "qcc",
+    version,
+    about = "qcc: an ahead-of-time compiler for low-bit quantized neural networks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run IR text through the reference interpreter (inputs and outputs as .npy).
+    Interp {
+        /// The module, in the IR text form (.qir).
+        file: PathBuf,
+        /// One .npy file per graph input, in order.
+        #[arg(long = "input", value_name = "X.npy")]
+        inputs: Vec<PathBuf>,
+        /// Folder for the outputs, written as <output name>.npy.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Run passes over IR text and print the result.
+    Opt {
+        /// The module, in the IR text form (.qir).
+        file: PathBuf,
+        /// Comma-separated pass names, run in order (see `qcc passes`).
+        #[arg(long, value_delimiter = ',', value_name = "PASS,...")]
+        passes: Vec<String>,
+        /// Print the module after these passes.
+        #[arg(long, value_delimiter = ',', value_name = "PASS,...")]
+        print_after: Vec<String>,
+        /// Stop after this pass.
+        #[arg(long, value_name = "PASS")]
+        stop_after: Option<String>,
+        /// Print the time each pass took (on stderr).
+        #[arg(long)]
+        time_passes: bool,
+        /// Write the result here instead of standard output.
+        #[arg(short, long, value_name = "OUT.qir")]
+        output: Option<PathBuf>,
+    },
+    /// List the passes with their one-line summaries.
+    Passes,
+    /// Check IR text with the verifier; print every violation.
+    Verify {
+        /// The module, in the IR text form (.qir).
+        file: PathBuf,
+    },
+}
+
+fn load_module(path: &Path) -> Result<Module> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_module(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))
+}
+
+fn verified(path: &Path) -> Result<Module> {
+    let m = load_module(path)?;
+    qcc_ir::verify::verify(&m)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid module:\n{e}", path.display()))?;
+    Ok(m)
+}
+
+/// Output file name for a value name (names may contain `/`).
+fn file_stem_for(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn cmd_interp(file: &Path, inputs: &[PathBuf], out: &Path) -> Result<()> {
+    let m = verified(file)?;
+    if inputs.len() != m.inputs.len() {
+        let names: Vec<String> = m
+            .inputs
+            .iter()
+            .map(|&i| format!("{}: {}", m.value(i).spelling(), m.ty(i)))
+            .collect();
+        bail!(
+            "{} takes {} input(s) ({}), but {} --input file(s) were given",
+            file.display(),
+            m.inputs.len(),
+            names.join(", "),
+            inputs.len()
+        );
+    }
+    let mut tensors = Vec::new();
+    for (path, &id) in inputs.iter().zip(&m.inputs) {
+        let t = npy::read_npy(path)?;
+        let ty = m.ty(id);
+        let spelled = m.value(id).spelling();
+        match (&ty.elem, &t.data) {
+            (ElemType::F32, TensorData::Int(_)) => {
+                bail!(
+                    "{}: input {spelled} is {ty}; give a float array",
+                    path.display()
+                )
+            }
+            (e, TensorData::F32(_)) if e.is_integer() => bail!(
+                "{}: input {spelled} is {ty}; give an integer array of codes",
+                path.display()
+            ),
+            _ => {}
+        }
+        if t.shape != ty.shape {
+            bail!(
+                "{}: input {spelled} has shape {:?}, the array has shape {:?}",
+                path.display(),
+                ty.shape,
+                t.shape
+            );
+        }
+        tensors.push(t);
+    }
+    let outputs = interp::run(&m, &tensors).map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for (&id, t) in m.outputs.iter().zip(&outputs) {
+        let path = out.join(format!("{}.npy", file_stem_for(&m.value(id).name)));
+        npy::write_npy(&path, t)?;
+        eprintln!("wrote {} ({:?})", path.display(), t.shape);
+    }
+    Ok(())
+}
+
+fn cmd_opt(
+    file: &Path,
+    names: &[String],
+    print_after: &[String],
+    stop_after: Option<&str>,
+    time_passes: bool,
+    output: Option<&Path>,
+) -> Result<()> {
+    let mut m = load_module(file)?;
+    let mut pipeline = Pipeline::from_names("--passes", names)?;
+    pipeline.verify_each = true;
+    pipeline.print_after(print_after)?;
+    if let Some(s) = stop_after {
+        pipeline.stop_after(s)?;
+    }
+    let timings = pipeline.run(&mut m, &mut |text| println!("{text}"))?;
+    if time_passes {
+        eprint!("{}", passes::format_timings(&timings));
+    }
+    match output {
+        Some(p) => std::fs::write(p, m.to_string())
+            .with_context(|| format!("cannot write {}", p.display()))?,
+        None => print!("{m}"),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Interp { file, inputs, out } => cmd_interp(file, inputs, out),
+        Command::Opt {
+            file,
+            passes,
+            print_after,
+            stop_after,
+            time_passes,
+            output,
+        } => cmd_opt(
+            file,
+            passes,
+            print_after,
+            stop_after.as_deref(),
+            *time_passes,
+            output.as_deref(),
+        ),
+        Command::Passes => {
+            for p in passes::REGISTRY {
+                println!("{:<20} {}", p.name, p.summary);
+            }
+            Ok(())
+        }
+        Command::Verify { file } => verified(file).map(|_| println!("{}: ok", file.display())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

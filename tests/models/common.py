@@ -1,5 +1,4 @@
 """Shared helpers for the tests/models generator scripts."""
-import collections
 import os
 
 import numpy as np
@@ -29,8 +28,8 @@ def ort_run(onnx_path, x):
     return sess.run(None, {name: x})[0]
 
 
-def ort_accuracy(onnx_path, x, y, batch=None):
-    """Test accuracy; runs batch-1 if the model has a fixed batch of 1."""
+def ort_accuracy(onnx_path, x, y):
+    """(accuracy, logits) over x; feeds one image at a time if the batch is fixed to 1."""
     import onnx
 
     m = onnx.load(onnx_path)
@@ -45,20 +44,6 @@ def ort_accuracy(onnx_path, x, y, batch=None):
 def save_ref(onnx_name, x, y):
     np.savez_compressed(path(onnx_name.replace(".onnx", ".ref.npz")),
                         x=x.astype(np.float32), y=y.astype(np.float32))
-
-
-def op_histogram(onnx_path):
-    import onnx
-
-    m = onnx.load(onnx_path)
-    c = collections.Counter((n.domain or "ai.onnx", n.op_type) for n in m.graph.node)
-    return sorted(c.items())
-
-
-def write_result(key, lines):
-    """Record a generator's results in results_<key>.txt (used for the README)."""
-    with open(path(f"results_{key}.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
 
 
 def prune_opset_imports(onnx_path):

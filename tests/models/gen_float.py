@@ -13,7 +13,7 @@ import onnx
 import torch
 import torch.nn as nn
 
-from common import N_REF, load_split, ort_accuracy, path, save_ref, write_result
+from common import N_REF, load_split, ort_accuracy, path, save_ref
 
 OPSET = 13
 
@@ -109,7 +109,6 @@ def main():
     np.random.seed(0)
     xtr, ytr = load_split("train")
     xte, yte = load_split("test")
-    lines = []
     for base, cls, epochs in [("digits_cnn", DigitsCNN, 30), ("digits_resnet", DigitsResNet, 30)]:
         torch.manual_seed(0)
         model = cls()
@@ -127,8 +126,6 @@ def main():
             save_ref(name, xte[:N_REF], out[:N_REF])
             ops = sorted({n.op_type for n in m.graph.node})
             print(f"  {name}: ORT test acc {acc:.4f} (torch {torch_acc:.4f}) ops {ops}")
-            lines.append(f"{name}\t{acc:.4f}\t{nparams}\t{','.join(ops)}")
-    write_result("float", lines)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       QuantType, quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from common import (N_REF, load_split, ort_accuracy, path, prune_opset_imports, save_ref,
-                    write_result)
+from common import N_REF, load_split, ort_accuracy, path, prune_opset_imports, save_ref
 
 N_CALIB = 200
 
@@ -44,7 +43,6 @@ def main():
     xtr, _ = load_split("train")
     xte, yte = load_split("test")
     calib = xtr[:N_CALIB]
-    lines = []
     variants = [
         ("qdq", dict(quant_format=QuantFormat.QDQ, weight_type=QuantType.QInt8)),
         ("qop", dict(quant_format=QuantFormat.QOperator, weight_type=QuantType.QInt8)),
@@ -74,8 +72,6 @@ def main():
                 ops = sorted({(n.domain + ":" if n.domain else "") + n.op_type for n in m.graph.node})
                 opset = {o.domain or "ai.onnx": o.version for o in m.opset_import}
                 print(f"{name}: test acc {acc:.4f} opset {opset} ops {ops}")
-                lines.append(f"{name}\t{acc:.4f}\t{opset}\t{','.join(ops)}")
-    write_result("ort_quant", lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,299 @@
+//! f32 convolution: im2col into the kernel's workspace, then the GEMM micro-kernel
+//! with the weights packed at compile time (one packed matrix per group).
+//!
+//! `out[n, g*Mg + m, p] = bias + sum_kk W_g[m, kk] * P[kk, p]` where `P` is the patch
+//! matrix `[Cg*kh*kw, OH*OW]` of group g (row-major, rows in the weights' (c, i, j)
+//! order). A 1x1 convolution with unit strides and no padding reads `x` in place. The
+//! batch and group loops are run-time loops (depthwise convolutions have many groups).
+//! Padded taps are written as zeros by im2col; which output rows and columns a tap
+//! reaches is computed at compile time, so the copy loops have no bounds tests.
+
+use cranelift_codegen::ir::types::{F32, F32X4};
+use cranelift_codegen::ir::{InstBuilder, Value};
+use qcc_ir::{Attrs, Module, Node};
+
+use super::gemm::{self, AIn, BIn, Epilogue, Gemm};
+use crate::backend::kb::Kb;
+
+/// The geometry of a 2-D convolution or pooling sweep.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub m: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub top: usize,
+    pub left: usize,
+    pub group: usize,
+}
+
+impl ConvGeom {
+    pub fn cg(&self) -> usize {
+        self.c / self.group
+    }
+    pub fn mg(&self) -> usize {
+        self.m / self.group
+    }
+    /// Depth of the per-group GEMM.
+    pub fn kdim(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+    pub fn npix(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// Whether the patch matrix is `x` itself.
+    pub fn is_pointwise(&self) -> bool {
+        self.kh == 1
+            && self.kw == 1
+            && self.sh == 1
+            && self.sw == 1
+            && self.top == 0
+            && self.left == 0
+            && self.oh == self.h
+            && self.ow == self.w
+    }
+    pub fn macs(&self) -> u64 {
+        (self.n * self.m * self.npix() * self.kdim()) as u64
+    }
+
+    /// Output rows `[lo, hi)` for which window row `i` falls inside the input.
+    pub fn rows_valid(&self, i: usize) -> (usize, usize) {
+        valid_range(self.oh, self.h, self.sh, i * self.dh, self.top)
+    }
+    pub fn cols_valid(&self, j: usize) -> (usize, usize) {
+        valid_range(self.ow, self.w, self.sw, j * self.dw, self.left)
+    }
+}
+
+/// Outputs `o` in `[0, out)` with `0 <= o*s + tap - pad < len`, as a range.
+pub(crate) fn valid_range(out: usize, len: usize, s: usize, tap: usize, pad: usize) -> (usize, usize) {
+    let ok = |o: usize| {
+        let p = o * s + tap;
+        p >= pad && p - pad < len
+    };
+    let lo = (0..out).find(|&o| ok(o)).unwrap_or(out);
+    let hi = (lo..out).find(|&o| !ok(o)).unwrap_or(out);
+    (lo, hi)
+}
+
+/// Reads a conv node's geometry from its operand and result types and attributes.
+pub(crate) fn conv_geom(m: &Module, node: &Node) -> Result<ConvGeom, String> {
+    let xs = &m.ty(node.operands[0]).shape;
+    let ws = &m.ty(node.operands[1]).shape;
+    let os = &m.ty(node.result).shape;
+    if xs.len() != 4 || ws.len() != 4 || os.len() != 4 {
+        return Err("x, w and the result must have rank 4".into());
+    }
+    let a = Attrs::new(node.op, &node.attrs);
+    let s = a.usizes("strides")?;
+    let p = a.usizes("pads")?;
+    let d = a.usizes("dilations")?;
+    let group = a.int("group")? as usize;
+    if s.len() != 2 || p.len() != 4 || d.len() != 2 || group == 0 {
+        return Err("bad strides, pads, dilations or group".into());
+    }
+    Ok(ConvGeom {
+        n: xs[0],
+        c: xs[1],
+        h: xs[2],
+        w: xs[3],
+        m: ws[0],
+        kh: ws[2],
+        kw: ws[3],
+        oh: os[2],
+        ow: os[3],
+        sh: s[0],
+        sw: s[1],
+        dh: d[0],
+        dw: d[1],
+        top: p[0],
+        left: p[1],
+        group,
+    })
+}
+
+/// Packs f32 weights `[M, Cg, kh, kw]` into one packed A matrix per group.
+pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
+    let (mg, k) = (g.mg(), g.kdim());
+    let mut out = Vec::with_capacity(w.len());
+    for grp in 0..g.group {
+        out.extend(gemm::pack_a(mg, k, |i, kk| w[(grp * mg + i) * k + kk]));
+    }
+    out
+}
+
+/// Workspace bytes: the f32 patch matrix of one group.
+pub(crate) fn workspace(g: &ConvGeom) -> usize {
+    if g.is_pointwise() {
+        0
+    } else {
+        g.kdim() * g.npix() * 4
+    }
+}
+
+/// Emits the convolution. `w` points at the packed weights, `bias` at M floats.
+#[allow(clippy::too_many_arguments, reason = "the pointers of one kernel")]
+pub(crate) fn emit(
+    kb: &mut Kb<'_, '_>,
+    g: &ConvGeom,
+    x: Value,
+    w: Value,
+    bias: Option<Value>,
+    out: Value,
+    ws: Value,
+    lo: Option<f32>,
+    hi: Option<f32>,
+) {
+    let (cg, mg, k, npix) = (g.cg(), g.mg(), g.kdim(), g.npix());
+    let gc = *g;
+    kb.for_range(0, g.n as i64, 1, |kb, n| {
+        let xn = kb.idx(x, n, (g.c * g.h * g.w * 4) as i64);
+        let on = kb.idx(out, n, (g.m * npix * 4) as i64);
+        kb.for_range(0, g.group as i64, 1, |kb, grp| {
+            let xg = kb.idx(xn, grp, (cg * g.h * g.w * 4) as i64);
+            let og = kb.idx(on, grp, (mg * npix * 4) as i64);
+            let wg = kb.idx(w, grp, (mg * k * 4) as i64);
+            let b = if gc.is_pointwise() {
+                BIn::Strided {
+                    p: xg,
+                    row: npix as i64,
+                }
+            } else {
+                im2col(kb, &gc, xg, ws);
+                BIn::Strided {
+                    p: ws,
+                    row: npix as i64,
+                }
+            };
+            let bias = bias.map(|bp| (kb.idx(bp, grp, (mg * 4) as i64), 1, 0));
+            gemm::emit(
+                kb,
+                &Gemm {
+                    m: mg,
+                    n: npix,
+                    k,
+                    a: AIn::Packed(wg),
+                    b,
+                    out: og,
+                    ldc: npix,
+                    epi: Epilogue {
+                        bias,
+                        lo,
+                        hi,
+                        ..Epilogue::plain()
+                    },
+                },
+            );
+        });
+    });
+}
+
+/// Writes the patch matrix `[Cg*kh*kw, OH*OW]` of the channels at `x` into `ws`.
+fn im2col(kb: &mut Kb<'_, '_>, g: &ConvGeom, x: Value, ws: Value) {
+    let npix = g.npix();
+    let g = *g;
+    kb.for_range(0, g.cg() as i64, 1, |kb, c| {
+        let xc = kb.idx(x, c, (g.h * g.w * 4) as i64);
+        let wc = kb.idx(ws, c, (g.kh * g.kw * npix * 4) as i64);
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let row = kb.off(wc, (((i * g.kw + j) * npix) * 4) as i64);
+                let (ylo, yhi) = g.rows_valid(i);
+                let (xlo, xhi) = g.cols_valid(j);
+                if ylo >= yhi || xlo >= xhi {
+                    fill_zero(kb, row, 0, npix);
+                    continue;
+                }
+                fill_zero(kb, row, 0, ylo * g.ow);
+                fill_zero(kb, row, (yhi * g.ow * 4) as i64, (g.oh - yhi) * g.ow);
+                // First input element of the row's valid run (for oy = 0).
+                let x0 = (xlo * g.sw + j * g.dw) as i64 - g.left as i64 + (i * g.dh) as i64 * g.w as i64
+                    - (g.top * g.w) as i64;
+                kb.for_range(ylo as i64, yhi as i64, 1, |kb, oy| {
+                    let dst = kb.idx(row, oy, (g.ow * 4) as i64);
+                    let src = kb.idx(xc, oy, (g.sh * g.w * 4) as i64);
+                    fill_zero(kb, dst, 0, xlo);
+                    copy_run(kb, dst, (xlo * 4) as i64, src, x0 * 4, xhi - xlo, g.sw as i64);
+                    fill_zero(kb, dst, (xhi * 4) as i64, g.ow - xhi);
+                });
+            }
+        }
+    });
+}
+
+/// Zeroes `len` f32 at `p + off`.
+pub(crate) fn fill_zero(kb: &mut Kb<'_, '_>, p: Value, off: i64, len: usize) {
+    if len == 0 {
+        return;
+    }
+    let z = kb.fconst(F32X4, 0.0);
+    let nv = len / 4;
+    if nv > 8 {
+        kb.for_range(0, nv as i64, 1, |kb, v| {
+            let d = kb.idx(p, v, 16);
+            kb.store(z, d, off);
+        });
+    } else {
+        for v in 0..nv {
+            kb.store(z, p, off + (v * 16) as i64);
+        }
+    }
+    let zs = kb.fconst(F32, 0.0);
+    for e in nv * 4..len {
+        kb.store(zs, p, off + (e * 4) as i64);
+    }
+}
+
+/// Copies `len` f32 from `src + soff` (element stride `stride`) to `dst + doff`.
+pub(crate) fn copy_run(
+    kb: &mut Kb<'_, '_>,
+    dst: Value,
+    doff: i64,
+    src: Value,
+    soff: i64,
+    len: usize,
+    stride: i64,
+) {
+    if stride == 1 {
+        let nv = len / 4;
+        if nv > 8 {
+            kb.for_range(0, nv as i64, 1, |kb, v| {
+                let s = kb.idx(src, v, 16);
+                let d = kb.idx(dst, v, 16);
+                let x = kb.load(F32X4, s, soff);
+                kb.store(x, d, doff);
+            });
+        } else {
+            for v in 0..nv as i64 {
+                let x = kb.load(F32X4, src, soff + v * 16);
+                kb.store(x, dst, doff + v * 16);
+            }
+        }
+        for e in (nv * 4) as i64..len as i64 {
+            let x = kb.load(F32, src, soff + e * 4);
+            kb.store(x, dst, doff + e * 4);
+        }
+    } else if len > 8 {
+        kb.for_range(0, len as i64, 1, |kb, e| {
+            let s = kb.idx(src, e, stride * 4);
+            let d = kb.idx(dst, e, 4);
+            let x = kb.load(F32, s, soff);
+            kb.store(x, d, doff);
+        });
+    } else {
+        for e in 0..len as i64 {
+            let x = kb.load(F32, src, soff + e * stride * 4);
+            kb.store(x, dst, doff + e * 4);
+        }
+    }
+    let _ = InstBuilder::iconst;
+}

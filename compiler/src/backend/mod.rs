@@ -1,0 +1,175 @@
+//! The Cranelift backend: lowers a verified qcc-ir module to native code.
+//!
+//! Why it is shaped this way (see DESIGN.md and KERNELS.md):
+//!
+//! - **One Cranelift function per kernel** (usually one per node), with every shape and
+//!   stride baked in as a constant: Cranelift neither unrolls nor vectorizes, and
+//!   constant trip counts and offsets are what let register-tiled kernels keep their
+//!   accumulators in registers.
+//! - **Weights are packed at compile time** into read-only data objects, in the layout
+//!   the kernel reads (interleaved panels for GEMM, i16 pairs for `pmaddwd`).
+//! - **One scratch arena** sized by a liveness-based memory plan ([`plan`]): buffers of
+//!   dead values are reused, offsets are 64-byte aligned, views (reshape and friends)
+//!   alias their operand.
+//! - **No runtime, no libm**: exp and sigmoid are inline polynomials ([`math`]), and no
+//!   instruction that Cranelift would lower to a libcall (`fma` without FMA hardware,
+//!   `nearest`/`floor`/`ceil` without SSE4.1) is ever emitted.
+//! - The same lowering serves the object writer ([`compile_object`]) and the JIT
+//!   ([`JitModel`]); the only `unsafe` is the call into JIT code, in [`jit`].
+//!
+//! Selection and emission are separate steps: [`select`] decides, for every node, the
+//! kernel and its workspace (and reports every node it cannot lower at once); the
+//! memory plan then places values; [`emit`] generates the functions.
+
+mod emit;
+mod header;
+mod jit;
+mod kb;
+mod kernels;
+pub mod math;
+pub mod plan;
+pub mod report;
+mod select;
+mod storage;
+mod target;
+
+use std::fmt;
+
+use qcc_ir::Module;
+
+pub use jit::JitModel;
+pub use report::{LayerReport, Report};
+pub use target::Target;
+
+/// Why the backend could not compile a module. Errors say whose fault they are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendError {
+    /// The module does not pass the verifier (the caller's fault: give a valid module).
+    Invalid(String),
+    /// Nodes the backend cannot lower yet: every one of them, not just the first.
+    Unsupported(Vec<Unsupported>),
+    /// A graph input or output is not f32 (object ABI v1 passes only float32 tensors).
+    Boundary(String),
+    /// The target triple or CPU name is not known or not available.
+    Target(String),
+    /// Wrong arguments to [`JitModel::run`] (count, shape or kind of a tensor).
+    BadArguments(String),
+    /// qcc's own fault: Cranelift rejected generated code, or an invariant broke.
+    Internal(String),
+}
+
+/// One node the backend cannot lower, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unsupported {
+    /// The node's printed line (`%y: f32[..] = op(..) {..}`).
+    pub node: String,
+    pub op: String,
+    pub reason: String,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::Invalid(e) => write!(f, "the module is invalid:\n{e}"),
+            BackendError::Unsupported(list) => {
+                writeln!(
+                    f,
+                    "the backend cannot lower {} node(s) of this module yet:",
+                    list.len()
+                )?;
+                for u in list {
+                    writeln!(f, "  {}: {}\n    {}", u.op, u.reason, u.node)?;
+                }
+                Ok(())
+            }
+            BackendError::Boundary(e) => write!(f, "{e}"),
+            BackendError::Target(e) => write!(f, "target: {e}"),
+            BackendError::BadArguments(e) => write!(f, "bad arguments: {e}"),
+            BackendError::Internal(e) => write!(f, "internal error in the backend: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+/// A compiled object: the object file's bytes, the C header and the compile report.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub object: Vec<u8>,
+    pub header: String,
+    pub report: Report,
+}
+
+/// Compiles `m` into a relocatable object exporting ABI v1 (DESIGN.md) under the C
+/// identifier `name` (`NAME_run`, `NAME_input_size`, ...), plus its header and report.
+/// The same module, name and target give byte-identical object and header.
+pub fn compile_object(m: &Module, name: &str, target: &Target) -> Result<Compiled, BackendError> {
+    if !is_c_identifier(name) {
+        return Err(BackendError::BadArguments(format!(
+            "the name `{name}` is not a C identifier (letters, digits and `_`, not starting \
+             with a digit)"
+        )));
+    }
+    check_boundary(m)?;
+    let isa = target.isa(true)?;
+    let out = emit::compile_object(m, name, isa)?;
+    let header = header::header(m, name, out.report.arena_bytes);
+    Ok(Compiled {
+        object: out.object,
+        header,
+        report: out.report,
+    })
+}
+
+/// The Cranelift IR of every kernel of `m`, each function preceded by a comment with the
+/// qcc node (its printed line) it was generated from: what `--emit clif` writes.
+pub fn emit_clif(m: &Module, name: &str, target: &Target) -> Result<String, BackendError> {
+    let isa = target.isa(true)?;
+    emit::clif_text(m, name, isa)
+}
+
+/// The report of compiling `m` for `target` without writing anything.
+pub fn report(m: &Module, target: &Target) -> Result<Report, BackendError> {
+    let isa = target.isa(true)?;
+    Ok(emit::compile_object(m, "model", isa)?.report)
+}
+
+/// Turns any string into a C identifier (used for default model names).
+pub fn c_identifier(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+fn is_c_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// ABI v1 passes float32 tensors only.
+fn check_boundary(m: &Module) -> Result<(), BackendError> {
+    let mut bad = Vec::new();
+    for (what, ids) in [("input", &m.inputs), ("output", &m.outputs)] {
+        for &id in ids {
+            let ty = m.ty(id);
+            if !ty.elem.is_float() {
+                bad.push(format!("{what} {}: {ty}", m.value(id).spelling()));
+            }
+        }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(BackendError::Boundary(format!(
+            "object ABI v1 passes only float32 inputs and outputs, but this module has {}; \
+             add a dequantize (outputs) or quantize (inputs) node at the boundary",
+            bad.join(", ")
+        )))
+    }
+}

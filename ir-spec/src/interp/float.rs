@@ -1,0 +1,310 @@
+//! Float ops: elementwise arithmetic and activations (in f32), softmax, batch norm,
+//! matrix products and reductions (accumulated in f64, rounded once to f32).
+
+use super::{Cx, Tensor, split_at_axis};
+use crate::shape::{broadcast, broadcast_indices, normalize_axis};
+
+/// `f(a, b)` elementwise with numpy broadcasting.
+pub(super) fn binary(cx: &Cx<'_>, f: impl Fn(f32, f32) -> f32) -> Result<Tensor, String> {
+    let (a, b) = (cx.f32(0)?, cx.f32(1)?);
+    let shape = broadcast(cx.shape(0), cx.shape(1))?;
+    let ia = broadcast_indices(cx.shape(0), &shape);
+    let ib = broadcast_indices(cx.shape(1), &shape);
+    let data = ia.iter().zip(&ib).map(|(&i, &j)| f(a[i], b[j])).collect();
+    Ok(Tensor::f32(shape, data))
+}
+
+/// `f(x)` elementwise.
+pub(super) fn unary(cx: &Cx<'_>, f: impl Fn(f32) -> f32) -> Result<Tensor, String> {
+    let x = cx.f32(0)?;
+    Ok(Tensor::f32(cx.shape(0), x.iter().map(|&v| f(v)).collect()))
+}
+
+/// `min(max(x, 0), 1)`, keeping NaN.
+pub(super) fn clamp01(x: f32) -> f32 {
+    if x < 0.0 {
+        0.0
+    } else if x > 1.0 {
+        1.0
+    } else {
+        x
+    }
+}
+
+/// ONNX Sign: -1, 0 or +1; NaN stays NaN.
+pub(super) fn sign(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        // 0, -0 and NaN are returned as they are.
+        x
+    }
+}
+
+pub(super) fn clip(cx: &Cx<'_>) -> Result<Tensor, String> {
+    let lo = cx.attrs.opt_float("min")?;
+    let hi = cx.attrs.opt_float("max")?;
+    unary(cx, |x| {
+        let x = match lo {
+            Some(lo) if x < lo => lo,
+            _ => x,
+        };
+        match hi {
+            Some(hi) if x > hi => hi,
+            _ => x,
+        }
+    })
+}
+
+pub(super) fn leaky_relu(cx: &Cx<'_>) -> Result<Tensor, String> {
+    let alpha = cx.attrs.float("alpha")?;
+    unary(cx, |x| if x >= 0.0 { x } else { alpha * x })
+}
+
+pub(super) fn hard_sigmoid(cx: &Cx<'_>) -> Result<Tensor, String> {
+    let alpha = cx.attrs.float("alpha")?;
+    let beta = cx.attrs.float("beta")?;
+    unary(cx, |x| clamp01(alpha * x + beta))
+}
+
+/// Softmax along `axis`, computed in f64 and rounded once.
+pub(super) fn softmax(cx: &Cx<'_>) -> Result<Tensor, String> {
+    let x = cx.f32(0)?;
+    let shape = cx.shape(0);
+    let axis = normalize_axis(cx.attrs.int("axis")?, shape.len())?;
+    let (outer, d, inner) = split_at_axis(shape, axis);
+    let mut out = vec![0f32; x.len()];
+    let mut e = vec![0f64; d];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * d + k) * inner + i;
+            let max = (0..d).map(|k| x[at(k)]).fold(f32::NEG_INFINITY, f32::max) as f64;
+            let mut sum = 0f64;
+            for (k, ek) in e.iter_mut().enumerate() {
+                *ek = (x[at(k)] as f64 - max).exp();
+                sum += *ek;
+            }
+            for (k, ek) in e.iter().enumerate() {
+                out[at(k)] = (ek / sum) as f32;
+            }
+        }
+    }
+    Ok(Tensor::f32(shape, out))
+}
+
+/// Inference batch norm over axis 1, in f32.
+pub(super) fn batch_norm(cx: &Cx<'_>) -> Result<Tensor, String> {
+    let x = cx.f32(0)?;
+    let shape = cx.shape(0);
+    if shape.len() < 2 {
+        return Err(format!("x must be [N, C, ...], found shape {shape:?}"));
+    }
+    let c = shape[1];
+    let mut params = Vec::with_capacity(4);
+    for (i, name) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "var")] {
+        let p = cx.f32(i)?;
+        if p.len() != c {
+            return Err(format!("{name} must have {c} elements, found {}", p.len()));
+        }
+        params.push(p);
+    }
+    let (scale, bias, mean, var) = (params[0], params[1], params[2], params[3]);
+    let eps = cx.attrs.float("epsilon")?;
+    let inner: usize = shape[2..].iter().product();
+    let out = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let ch = (i / inner.max(1)) % c;
+            (v - mean[ch]) / (var[ch] + eps).sqrt() * scale[ch] + bias[ch]
+        })
+        .collect();
+    Ok(Tensor::f32(shape, out))
+}
+
+/// The shape bookkeeping of a numpy matmul: rank-1 promotion and batch broadcasting.
+pub(super) struct MatMulGeom {
+    pub out_shape: Vec<usize>,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// For every output batch (row-major), the batch index into a and into b.
+    pub batches: Vec<(usize, usize)>,
+}
+
+pub(super) fn matmul_geom(a: &[usize], b: &[usize]) -> Result<MatMulGeom, String> {
+    if a.is_empty() || b.is_empty() {
+        return Err("matmul operands must have rank 1 or more".into());
+    }
+    let a2: Vec<usize> = if a.len() == 1 {
+        vec![1, a[0]]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<usize> = if b.len() == 1 {
+        vec![b[0], 1]
+    } else {
+        b.to_vec()
+    };
+    let (ra, rb) = (a2.len(), b2.len());
+    let (m, k) = (a2[ra - 2], a2[ra - 1]);
+    let (kb, n) = (b2[rb - 2], b2[rb - 1]);
+    if k != kb {
+        return Err(format!(
+            "inner dimensions differ: {a:?} x {b:?} ({k} vs {kb})"
+        ));
+    }
+    let (ba, bb) = (&a2[..ra - 2], &b2[..rb - 2]);
+    let batch = broadcast(ba, bb)?;
+    let ia = broadcast_indices(ba, &batch);
+    let ib = broadcast_indices(bb, &batch);
+    let mut out_shape = batch;
+    if a.len() > 1 {
+        out_shape.push(m);
+    }
+    if b.len() > 1 {
+        out_shape.push(n);
+    }
+    Ok(MatMulGeom {
+        out_shape,
+        m,
+        k,
+        n,
+        batches: ia.into_iter().zip(ib).collect(),
+    })
+}
+
+pub(super) fn matmul(cx: &Cx<'_>) -> Result<Tensor, String> {
+    let (a, b) = (cx.f32(0)?, cx.f32(1)?);
+    let g = matmul_geom(cx.shape(0), cx.shape(1))?;
+    let (m, k, n) = (g.m, g.k, g.n);
+    let mut out = Vec::with_capacity(g.batches.len() * m * n);
+    for &(ba, bb) in &g.batches {
+        let (a0, b0) = (ba * m * k, bb * k * n);
+        for i in 0..m {
+            for j in 0..n {
+                let s: f64 = (0..k)
+                    .map(|p| a[a0 + i * k + p] as f64 * b[b0 + p * n + j] as f64)
+                    .sum();
+                out.push(s as f32);
+            }
+        }
+    }
+    Ok(Tensor::f32(g.out_shape, out))
+}
+
+pub(super) fn gemm(cx: &Cx<'_>) -> Result<Tensor, String> {
+    let (a, b) = (cx.f32(0)?, cx.f32(1)?);
+    let (sa, sb) = (cx.shape(0), cx.shape(1));
+    if sa.len() != 2 || sb.len() != 2 {
+        return Err(format!("a and b must have rank 2, found {sa:?} and {sb:?}"));
+    }
+    let ta = cx.attrs.bool("trans_a")?;
+    let tb = cx.attrs.bool("trans_b")?;
+    let alpha = cx.attrs.float("alpha")? as f64;
+    let beta = cx.attrs.float("beta")? as f64;
+    let (m, k) = if ta { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+    let (kb, n) = if tb { (sb[1], sb[0]) } else { (sb[0], sb[1]) };
+    if k != kb {
+        return Err(format!("inner dimensions differ ({k} vs {kb})"));
+    }
+    let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
+    let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
+    let cvals: Option<(Vec<usize>, &[f32])> = match cx.opt(2) {
+        Some(c) => {
+            let cs = &c.shape;
+            if !crate::shape::broadcasts_to(cs, &[m, n]) {
+                return Err(format!(
+                    "c of shape {cs:?} does not broadcast to [{m}, {n}]"
+                ));
+            }
+            Some((broadcast_indices(cs, &[m, n]), cx.f32(2)?))
+        }
+        None => None,
+    };
+    let mut out = Vec::with_capacity(m * n);
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k).map(|p| at(i, p) as f64 * bt(p, j) as f64).sum();
+            let mut r = alpha * s;
+            if let Some((idx, c)) = &cvals {
+                r += beta * c[idx[i * n + j]] as f64;
+            }
+            out.push(r as f32);
+        }
+    }
+    Ok(Tensor::f32(vec![m, n], out))
+}
+
+/// Mean over the given (distinct, normalized) axes of an f32 tensor, in f64.
+fn mean_over(x: &[f32], shape: &[usize], axes: &[bool], keepdims: bool) -> Tensor {
+    let kept: Vec<usize> = shape
+        .iter()
+        .zip(axes)
+        .map(|(&d, &r)| if r { 1 } else { d })
+        .collect();
+    let count: usize = shape
+        .iter()
+        .zip(axes)
+        .filter(|(_, r)| **r)
+        .map(|(&d, _)| d)
+        .product();
+    let nout: usize = kept.iter().product();
+    let mut sums = vec![0f64; nout];
+    // Map each input element to its output element.
+    let kept_strides = crate::shape::strides(&kept);
+    let mut idx = vec![0usize; shape.len()];
+    for &v in x {
+        let o: usize = idx
+            .iter()
+            .zip(axes)
+            .zip(&kept_strides)
+            .map(|((&i, &r), &s)| if r { 0 } else { i * s })
+            .sum();
+        sums[o] += v as f64;
+        super::next_index(&mut idx, shape);
+    }
+    let data = sums
+        .into_iter()
+        .map(|s| (s / count as f64) as f32)
+        .collect();
+    let out_shape = if keepdims {
+        kept
+    } else {
+        shape
+            .iter()
+            .zip(axes)
+            .filter(|(_, r)| !**r)
+            .map(|(&d, _)| d)
+            .collect()
+    };
+    Tensor::f32(out_shape, data)
+}
+
+pub(super) fn global_avg_pool(cx: &Cx<'_>) -> Result<Tensor, String> {
+    let x = cx.f32(0)?;
+    let shape = cx.shape(0);
+    if shape.len() < 2 {
+        return Err(format!("x must be [N, C, ...], found shape {shape:?}"));
+    }
+    let axes: Vec<bool> = (0..shape.len()).map(|i| i >= 2).collect();
+    Ok(mean_over(x, shape, &axes, true))
+}
+
+pub(super) fn reduce_mean(cx: &Cx<'_>) -> Result<Tensor, String> {
+    let x = cx.f32(0)?;
+    let shape = cx.shape(0);
+    let list = cx.attrs.ints("axes")?;
+    let keepdims = cx.attrs.bool("keepdims")?;
+    let mut axes = vec![list.is_empty(); shape.len()];
+    for &a in &list {
+        let a = normalize_axis(a, shape.len())?;
+        if axes[a] {
+            return Err(format!("axis {a} is listed twice in `axes`"));
+        }
+        axes[a] = true;
+    }
+    Ok(mean_over(x, shape, &axes, keepdims))
+}
