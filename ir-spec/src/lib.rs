@@ -4,7 +4,7 @@
 //! - [`ops`]: the op table, from which the op enum, printer, parser, verifier checks and
 //!   SPEC.md's op section follow;
 //! - [`module`]: the SSA graph;
-//! - [`print`] and [`parse`]: the text form (print then parse gives the same module);
+//! - [`print`](mod@print) and [`parse`]: the text form (print then parse gives the same module);
 //! - [`verify`]: the verifier, which reports every violation at once;
 //! - [`interp`]: the reference interpreter, the executable definition of every op.
 

@@ -411,7 +411,7 @@ op_table! {
     /// `nearest_mode` and clamps it into the input; linear interpolates between the two
     /// neighbours of the clamped coordinate.
     Resize = "resize", "nearest or linear resampling",
-        operands: UNARY_X,
+        operands: &[one("x", "any tensor for nearest; f32 for linear")],
         attrs: [
             attr("mode", AttrKind::Enum(&["nearest", "linear"]), AttrDefault::Enum("nearest"), "interpolation"),
             attr("coordinate_transformation_mode", AttrKind::Enum(&["half_pixel", "pytorch_half_pixel", "asymmetric", "align_corners"]), AttrDefault::Enum("half_pixel"), "output-to-input coordinate map"),
@@ -431,7 +431,7 @@ op_table! {
         operands: &[one("x", "any tensor")],
         attrs: [attr("axis", AttrKind::Int, AttrDefault::Int(1), "first axis of the second dimension (negative counts from the back)")],
         traits: [DataMovement];
-    /// Output axis i is input axis perm[i].
+    /// Output axis i is input axis `perm[i]`.
     Transpose = "transpose", "permute axes",
         operands: &[one("x", "any tensor")],
         attrs: [attr("perm", AttrKind::Ints, AttrDefault::Required, "permutation of the axes")],
@@ -455,8 +455,9 @@ op_table! {
         ],
         traits: [DataMovement];
     /// ONNX Slice: for each listed axis, indices `starts, starts+steps, ...` up to (not
-    /// including) `ends`; negative starts/ends count from the back, and both are clamped
-    /// to the axis (to [0, D] for positive steps, [-1, D-1] for negative ones).
+    /// including) `ends`; negative starts/ends count from the back (D is added once), then
+    /// they are clamped: for positive steps both to [0, D]; for negative steps `starts` to
+    /// [0, D-1] and `ends` to [-1, D-1].
     Slice = "slice", "strided sub-tensor",
         operands: &[one("x", "any tensor")],
         attrs: [
@@ -480,7 +481,8 @@ op_table! {
     /// Element type conversion to the result type. f32 -> integer: rounded by `rounding`,
     /// then saturated to the type's range (NaN becomes 0). Integer-valued -> f32: the code,
     /// rounded to nearest f32. Integer-valued -> integer or quantized: the code, wrapped
-    /// to the storage (two's complement), i.e. a reinterpretation of codes.
+    /// to the storage (two's complement), i.e. a reinterpretation of codes. Integer-valued
+    /// -> `b1`: the codes must be +1 or -1 (anything else is an error at run time).
     Cast = "cast", "convert element type",
         operands: &[one("x", "any tensor")],
         attrs: [attr("rounding", ROUNDING, AttrDefault::Enum("down"), "rounding of f32 -> integer")],

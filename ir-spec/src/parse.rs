@@ -202,7 +202,7 @@ impl<'a> Lexer<'a> {
                 }
                 c if c.is_ascii_digit() || c == '-' || c == '+' => self.number(pos)?,
                 c if c.is_ascii_alphabetic() || c == '_' => {
-                    let w = self.take_while(|c| c.is_ascii_alphanumeric() || c == '_');
+                    let w = self.take_while(is_name_char);
                     match w.as_str() {
                         "nan" => Tok::Float(f32::NAN),
                         "inf" => Tok::Float(f32::INFINITY),
@@ -427,7 +427,6 @@ impl Parser {
         let pos = self.pos();
         self.module.name = match self.next() {
             Tok::Word(w) => w,
-            Tok::Int(i) => i.to_string(),
             other => return self.err_at(pos, format!("expected the module's name, found {other}")),
         };
         self.punct('{')?;

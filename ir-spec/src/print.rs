@@ -28,6 +28,11 @@ pub fn is_valid_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(is_name_char)
 }
 
+/// Whether `s` can be a module's name: a valid name that starts with a letter or `_`.
+pub fn is_valid_module_name(s: &str) -> bool {
+    is_valid_name(s) && s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+}
+
 /// Turns any string into a valid name (replacing other characters by `_`).
 pub fn sanitize_name(s: &str) -> String {
     let out: String = s

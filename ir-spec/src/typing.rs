@@ -108,12 +108,13 @@ pub fn infer(
         Op::Squeeze => squeeze(&cx, attrs),
         Op::Unsqueeze => unsqueeze(&cx, attrs),
         Op::Cast => {
+            // Integer-valued -> b1 keeps the codes (they must be +-1 at run time).
             let x = cx.get(0);
-            if declared.elem == ElemType::Bipolar && x.elem != ElemType::Bipolar {
-                return Err(format!(
-                    "cast cannot produce b1 from {} (a cast keeps codes, and b1 holds only +1 and -1); use binarize",
-                    x.elem
-                ));
+            if declared.elem == ElemType::Bipolar && x.elem.is_float() {
+                return Err(
+                    "cast cannot produce b1 from f32 (a cast keeps values, and b1 holds only +1 and -1); use binarize"
+                        .into(),
+                );
             }
             Ok(TensorType::new(declared.elem.clone(), x.shape.clone()))
         }
@@ -730,8 +731,15 @@ fn reduce_mean(cx: &Cx<'_, '_>, attrs: &Attrs<'_>) -> Result<TensorType, String>
     Ok(TensorType::f32(shape))
 }
 
+/// Linear resize interpolates, so it needs f32; nearest resize only copies elements and
+/// takes any element type, provided it leaves a quantization axis alone.
 fn resize(cx: &Cx<'_, '_>, attrs: &Attrs<'_>) -> Result<TensorType, String> {
-    let x = cx.f32(0)?;
+    let mode = attrs.word("mode")?;
+    let x = if mode == "nearest" {
+        cx.get(0)
+    } else {
+        cx.f32(0)?
+    };
     let r = x.rank();
     let sizes = attrs.usizes("sizes")?;
     if sizes.len() != r || sizes.contains(&0) {
@@ -745,7 +753,31 @@ fn resize(cx: &Cx<'_, '_>, attrs: &Attrs<'_>) -> Result<TensorType, String> {
             "attribute `scales` of resize must hold {r} positive finite scales (one per axis of {x}), found {scales:?}"
         ));
     }
-    Ok(TensorType::f32(sizes))
+    if x.shape.contains(&0) {
+        return Err(format!(
+            "resize of {x}: an empty axis has no element to resample"
+        ));
+    }
+    if let Some(p) = axis_params(&x.elem) {
+        // An axis of unchanged size and scale 1 maps every output index to itself
+        // under every coordinate transformation.
+        let same = |a: usize| sizes[a] == x.shape[a] && scales[a] == 1.0;
+        let axis = p.axis().unwrap_or(0);
+        if matches!(p, QuantParams::Blocked { .. }) && !(0..r).all(same) {
+            no_blocked(
+                cx.op,
+                "x",
+                x,
+                "resampling would change its parameter tensor",
+            )?;
+        }
+        if !same(axis) {
+            return Err(format!(
+                "resize moves elements along quantization axis {axis} of {x}; keep that axis's size and scale 1"
+            ));
+        }
+    }
+    Ok(TensorType::new(x.elem.clone(), sizes))
 }
 
 // ---------------------------------------------------------------- data movement

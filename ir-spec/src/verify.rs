@@ -2,7 +2,8 @@
 //!
 //! Invariants checked, in the order they are checked:
 //!
-//! 1. **Module name**: the module's name is a valid name ([`is_valid_name`]).
+//! 1. **Module name**: the module's name is a valid name starting with a letter or `_`
+//!    ([`is_valid_module_name`]).
 //! 2. **Value names**: every value's name is valid and no two values share a name
 //!    (inputs, constants and node results share one namespace).
 //! 3. **Types**: every value's type passes [`verify_types`]:
@@ -32,14 +33,16 @@
 //! 8. **Operands**: every operand is in range, and an operand defined by a node is
 //!    defined by an earlier node (nodes are in topological order; inputs and constants
 //!    are defined before every node).
-//! 9. **Arity**: the operand count fits the op table's slots ([`Arity`](crate::ops::Arity): `One` exactly
-//!    one, `Optional` zero or one, `Variadic` one or more).
+//! 9. **Arity**: the operand count fits the op table's slots
+//!    ([`Arity`](crate::ops::Arity): `One` exactly one, `Optional` zero or one,
+//!    `Variadic` one or more).
 //! 10. **Attributes**: no attribute the op does not declare, every required attribute
 //!     present, every value of the declared kind (`Float` also accepts an integer,
 //!     `Floats` a list of integers), every enum word one of the declared words.
 //! 11. **Result type**: the declared result type equals [`typing::infer`]'s. This rule
-//!     is skipped for a node that already broke 7-10 or has an operand or result of an
-//!     invalid type, so one mistake is reported once.
+//!     is skipped for a node that already broke 7, 9 or 10, has an operand out of range,
+//!     or has an operand or result of an invalid type (3), so one mistake is reported
+//!     once. (A use before definition does not skip it: the operand's type is known.)
 //! 12. **Constant operands**: where an op constrains operand data and the operand is a
 //!     constant, the data obeys: the thresholds `t` of `threshold` are sorted
 //!     (non-decreasing) along K; the `scale` of `fake_quant` and the `scale` and
@@ -54,7 +57,7 @@ use std::fmt;
 
 use crate::module::{Attr, ConstData, Module, NodeId, ValueDef, ValueId};
 use crate::ops::{AttrDefault, AttrKind, Attrs, Op};
-use crate::print::{LineKind, is_valid_name, write_attr};
+use crate::print::{LineKind, is_valid_module_name, is_valid_name, write_attr};
 use crate::types::{ElemType, IntType, QuantParams, TensorType};
 use crate::typing;
 
@@ -292,11 +295,11 @@ impl Verifier<'_> {
     fn run(&mut self) {
         let m = self.m;
         // 1.
-        if !is_valid_name(&m.name) {
+        if !is_valid_module_name(&m.name) {
             self.err(
                 Location::Module,
                 format!(
-                    "module name {:?} is not a valid name (letters, digits, `_ . $ / -`, not empty)",
+                    "module name {:?} is not a valid name (a letter or `_`, then letters, digits, `_ . $ / -`)",
                     m.name
                 ),
             );
@@ -333,7 +336,7 @@ impl Verifier<'_> {
                 self.err(
                     here,
                     format!(
-                        "value name {:?} is not a valid name (letters, digits, `_ . $ / -`, not empty)",
+                        "value name {:?} is not a valid name (a letter or `_`, then letters, digits, `_ . $ / -`)",
                         v.name
                     ),
                 );

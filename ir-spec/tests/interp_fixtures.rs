@@ -46,6 +46,9 @@ fn load(
         .by_name(name)
         .map_err(|e| format!("{name}: {e}"))?
         .ok_or_else(|| format!("the npz has no array `{name}`"))?;
+    if npy.order() != npyz::Order::C {
+        return Err(format!("{name} is stored in Fortran order"));
+    }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let data = if ty.elem.is_float() {
         TensorData::F32(

@@ -316,6 +316,17 @@ fn inv03i_pow2_only_for_powers_of_two() {
 }
 
 #[test]
+fn inv03j_element_count_fits() {
+    let e = errors_of(
+        "module m {
+  input %x: f32[4294967296,4294967296]
+  output %x
+}",
+    );
+    assert_under(&e, "input %x", "has more than 9223372036854775807 elements");
+}
+
+#[test]
 fn inv03_result_types_are_checked_too() {
     let e = errors_of(
         "module m {
@@ -813,6 +824,18 @@ fn inv11b_type_rule_errors() {
             "use binarize",
         ),
         (
+            "input %x: q<u8, 0.5:0>[1,2]
+  %y: q<u8, 0.5:0>[2,4] = resize(%x) {mode = linear, sizes = [2, 4], scales = [2, 2]}",
+            "resize(%x)",
+            "operand `x` of resize must be f32, found q<u8, 0.5:0>[1,2]",
+        ),
+        (
+            "input %x: q<u8, axis=0, [0.5:0]>[1,2]
+  %y: q<u8, axis=0, [0.5:0, 0.5:0]>[2,4] = resize(%x) {sizes = [2, 4], scales = [2, 2]}",
+            "resize(%x)",
+            "resize moves elements along quantization axis 0",
+        ),
+        (
             "input %x: f32[3]
   %y: f32[2] = pad(%x) {pads = [-4, 3]}",
             "pad(%x)",
@@ -979,8 +1002,10 @@ const VALID: &[&str] = &[
   %z: f32[1,1] = reduce_mean(%y)
   output %z",
     "input %x: f32[1,1,2,2]
+  input %q: q<u8, axis=1, [0.5:7, 0.25:0]>[1,2,2,3]
   %y: f32[1,1,4,4] = resize(%x) {sizes = [1, 1, 4, 4], scales = [1, 1, 2, 2], mode = linear}
-  output %y",
+  %z: q<u8, axis=1, [0.5:7, 0.25:0]>[1,2,4,6] = resize(%q) {sizes = [1, 2, 4, 6], scales = [1, 1, 2, 2]}
+  output %y, %z",
     "input %x: q<i8, axis=0, [0.5:0, 0.25:0]>[2,3,4]
   %y: q<i8, axis=0, [0.5:0, 0.25:0]>[2,12] = reshape(%x) {shape = [2, 12]}
   %z: q<i8, axis=0, [0.5:0, 0.25:0]>[2,12] = flatten(%x)
@@ -1006,7 +1031,8 @@ const VALID: &[&str] = &[
     "input %x: f32[3]
   %y: i8[3] = cast(%x) {rounding = half_even}
   %z: u4[3] = cast(%y)
-  output %z",
+  %b: b1[3] = cast(%y)
+  output %z, %b",
     "input %x: f32[2]
   %q: q<u8, 0.1:3>[2] = quantize(%x)
   %d: f32[2] = dequantize(%q)

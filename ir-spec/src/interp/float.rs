@@ -22,13 +22,7 @@ pub(super) fn unary(cx: &Cx<'_>, f: impl Fn(f32) -> f32) -> Result<Tensor, Strin
 
 /// `min(max(x, 0), 1)`, keeping NaN.
 pub(super) fn clamp01(x: f32) -> f32 {
-    if x < 0.0 {
-        0.0
-    } else if x > 1.0 {
-        1.0
-    } else {
-        x
-    }
+    x.clamp(0.0, 1.0)
 }
 
 /// ONNX Sign: -1, 0 or +1; NaN stays NaN.

@@ -133,8 +133,8 @@ pub(super) fn pad(cx: &Cx<'_>) -> Result<Tensor, String> {
     let mut before = Vec::with_capacity(r); // padding before
     for (a, &d) in x.shape.iter().enumerate() {
         let (b, e) = (pads[a], pads[r + a]);
-        let crop_b = usize::try_from((-b).max(0)).map_err(|_| "pad out of range")?;
-        let crop_e = usize::try_from((-e).max(0)).map_err(|_| "pad out of range")?;
+        let crop_b = usize::try_from(b.saturating_neg().max(0)).map_err(|_| "pad out of range")?;
+        let crop_e = usize::try_from(e.saturating_neg().max(0)).map_err(|_| "pad out of range")?;
         let k = d
             .checked_sub(crop_b.saturating_add(crop_e))
             .ok_or_else(|| format!("pads {b}, {e} crop more than the {d} elements of axis {a}"))?;

@@ -180,8 +180,12 @@ pub(super) fn conv_transpose2d(cx: &Cx<'_>) -> Result<Tensor, String> {
         if len == 0 || k == 0 {
             return Err("input and kernel extents must be positive".to_string());
         }
-        (st * (len - 1) + opad + dl * (k - 1) + 1)
-            .checked_sub(b + e)
+        let full = st
+            .checked_mul(len - 1)
+            .and_then(|v| v.checked_add(dl.checked_mul(k - 1)?))
+            .and_then(|v| v.checked_add(opad + 1))
+            .ok_or("output size out of range")?;
+        full.checked_sub(b.saturating_add(e))
             .ok_or_else(|| "padding exceeds the output".to_string())
     };
     let oh = size(h, s[0], d[0], kh, op[0], pads[0], pads[2])?;
