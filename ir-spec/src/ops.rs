@@ -443,7 +443,8 @@ op_table! {
         attrs: [attr("axis", AttrKind::Int, AttrDefault::Required, "joined axis (negative counts from the back)")],
         traits: [DataMovement];
     /// Pad (or crop, for negative amounts) each axis: `pads` holds the begin amounts of
-    /// every axis, then the end amounts. `constant` fills with `value` (for integer-valued
+    /// every axis, then the end amounts. Negative amounts crop first; the positive amounts
+    /// then pad the cropped tensor (as ONNX Runtime does). `constant` fills with `value` (for integer-valued
     /// types, `value` is a code and must be integral and admitted by the type), `reflect`
     /// mirrors without repeating the edge, `edge` repeats the edge, `wrap` wraps around.
     Pad = "pad", "pad or crop each axis",
@@ -536,7 +537,8 @@ op_table! {
     /// integers), `r = rounding(a * multiplier[c] / 2^shift[c])` (a negative shift
     /// multiplies), `q = clamp(r + zq, lo, hi)` where `zq` is the result's zero point,
     /// `[lo, hi]` the result's storage range intersected with `[min, max]` when given. `c`
-    /// indexes `axis` when `multiplier`/`shift` have more than one entry. The real scale is
+    /// indexes `axis` when `multiplier`/`shift` have more than one entry. The storage range is
+    /// narrow-aware (`qmin..=qmax`); an empty `[lo, hi]` is an error. The real scale is
     /// `multiplier * 2^-shift`; a shift-only requantize has multiplier 1.
     Requantize = "requantize", "fixed-point rescale of integers to a (quantized) integer type",
         operands: &[one("x", "integer or quantized tensor")],
@@ -573,7 +575,8 @@ op_table! {
         traits: [Elementwise];
     /// Multi-threshold: `count = #{k : x >= t[c, k]}` where `t` is [C, K] (or [1, K] for
     /// one set shared by every channel) and c indexes `axis` of `x` (codes compared as
-    /// integers). Result code `count + offset`; for a `b1` result K must be 1, offset 0, and
+    /// integers). Result code `count + offset`, which must be a code of the result type (an
+    /// error otherwise); for a `b1` result K must be 1, offset 0, and
     /// count 0 gives -1, count 1 gives +1. Batch norm followed by sign folds into this.
     Threshold = "threshold", "per-channel integer thresholds",
         operands: &[one("x", "integer or quantized tensor"), one("t", "integer [C, K] or [1, K], sorted along K")],

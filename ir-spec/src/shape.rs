@@ -100,8 +100,15 @@ pub fn window_out(
     if k == 0 || stride == 0 || dilation == 0 {
         return Err("kernel, stride and dilation must be positive".into());
     }
-    let span = dilation * (k - 1) + 1;
-    let padded = n + pad_begin + pad_end;
+    let overflow = || "window arithmetic overflows".to_string();
+    let span = dilation
+        .checked_mul(k - 1)
+        .and_then(|x| x.checked_add(1))
+        .ok_or_else(overflow)?;
+    let padded = n
+        .checked_add(pad_begin)
+        .and_then(|x| x.checked_add(pad_end))
+        .ok_or_else(overflow)?;
     if padded < span {
         return Err(format!(
             "window of extent {span} does not fit in padded length {padded}"
@@ -113,10 +120,36 @@ pub fn window_out(
     } else {
         room / stride + 1
     };
-    if ceil_mode && (out - 1) * stride >= n + pad_begin {
+    if ceil_mode && (out - 1) * stride >= n.saturating_add(pad_begin) {
         out -= 1;
     }
     Ok(out)
+}
+
+/// ONNX Slice along one axis of length `d`: the first index and the number of elements
+/// selected by `start`, `end` (exclusive) and a non-zero `step`. Negative `start`/`end`
+/// count from the back; then, for positive steps both clamp to `[0, d]`, for negative
+/// steps `start` clamps to `[0, d-1]` and `end` to `[-1, d-1]`.
+pub fn slice_range(start: i64, end: i64, step: i64, d: usize) -> (i64, usize) {
+    let d = d as i128;
+    let (step, resolve) = (step as i128, |v: i64| {
+        let v = v as i128;
+        if v < 0 { v + d } else { v }
+    });
+    let (s, e) = (resolve(start), resolve(end));
+    let (s, e) = if step > 0 {
+        (s.clamp(0, d), e.clamp(0, d))
+    } else {
+        (s.clamp(0, (d - 1).max(0)), e.clamp(-1, d - 1))
+    };
+    let count = if step > 0 && e > s {
+        (e - s + step - 1) / step
+    } else if step < 0 && s > e {
+        (s - e - step - 1) / -step
+    } else {
+        0
+    };
+    (s as i64, count as usize)
 }
 
 #[cfg(test)]
@@ -132,6 +165,16 @@ mod tests {
         assert!(!broadcasts_to(&[2, 3], &[3]));
         assert_eq!(broadcast_indices(&[1, 2], &[2, 2]), vec![0, 1, 0, 1]);
         assert_eq!(broadcast_indices(&[2, 1], &[2, 2]), vec![0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn slices() {
+        assert_eq!(slice_range(1, 3, 1, 5), (1, 2));
+        assert_eq!(slice_range(-1, -6, -1, 5), (4, 5));
+        // ONNX: start -100 clamps to 0 for negative steps, end -200 to -1: one element.
+        assert_eq!(slice_range(-100, -200, -1, 10), (0, 1));
+        assert_eq!(slice_range(0, 100, 3, 10), (0, 4));
+        assert_eq!(slice_range(5, 2, 1, 10).1, 0);
     }
 
     #[test]

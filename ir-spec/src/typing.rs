@@ -1028,19 +1028,8 @@ fn slice(cx: &Cx<'_, '_>, attrs: &Attrs<'_>) -> Result<TensorType, String> {
                 "attribute `steps` of slice must be non-zero, found {steps:?}"
             ));
         }
-        let resolve = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
-        let (lo, hi) = if step > 0 { (0, d) } else { (-1, d - 1) };
-        let s = resolve(starts[i]).clamp(lo, hi);
-        let e = resolve(ends[i]).clamp(lo, hi);
-        let (s, e, step) = (s as i128, e as i128, step as i128);
-        let len = if step > 0 {
-            if e > s { (e - s + step - 1) / step } else { 0 }
-        } else if s > e {
-            (s - e + (-step) - 1) / (-step)
-        } else {
-            0
-        } as i64;
-        let s = s as i64;
+        let (s, len) = crate::shape::slice_range(starts[i], ends[i], step, x.shape[a]);
+        let len = len as i64;
         shape[a] = len as usize;
         whole[a] = step == 1 && s == 0 && len == d;
     }

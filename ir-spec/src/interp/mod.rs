@@ -15,6 +15,18 @@
 //! evaluate (bad attributes, inconsistent shapes, wrong element kinds) is an error that
 //! names the node.
 //!
+//! Where an op's description leaves a case open, the interpreter decides as follows
+//! (each is also stated at the op's implementation):
+//! - `pad` with negative amounts crops first; the positive amounts then pad the cropped
+//!   tensor (as ONNX Runtime does), so `reflect`/`edge`/`wrap` read the cropped tensor.
+//! - `requantize` clamps to the result's narrow-aware code range (`QuantType::qmin/qmax`),
+//!   intersected with `min`/`max`; an empty range is an error.
+//! - `threshold` results must be codes of the result type (checked, not wrapped).
+//! - `max_pool`/`avg_pool` windows that cover no input element are an error.
+//! - `cast` to `b1` accepts only +-1 codes; f32 cannot be cast to `b1`.
+//! - `resize` also accepts integer codes in `nearest` mode; `linear` needs f32.
+//! - `softmax` is computed in f64 and rounded once, like the other reductions.
+//!
 //! Layout: this file holds [`Tensor`], [`run`] and the dispatch over [`Op`]; the ops
 //! live by family in `float.rs` (elementwise, matmul, reductions), `nn.rs` (conv,
 //! pooling, resize), `movement.rs` (reshape, transpose, concat, pad, slice, ...) and
@@ -317,13 +329,18 @@ pub fn run_with(
 fn load_const(module: &Module, id: ValueId) -> Result<Tensor, String> {
     let v = module.value(id);
     match &v.def {
-        ValueDef::Const(_) => const_tensor(module, id).ok_or_else(|| {
-            format!(
-                "constant {} does not match its type {} (element count or kind)",
-                v.spelling(),
-                v.ty
-            )
-        }),
+        ValueDef::Const(_) => {
+            let t = const_tensor(module, id).ok_or_else(|| {
+                format!(
+                    "constant {} does not match its type {} (element count or kind)",
+                    v.spelling(),
+                    v.ty
+                )
+            })?;
+            t.check_type(&v.ty)
+                .map_err(|e| format!("constant {} {e}", v.spelling()))?;
+            Ok(t)
+        }
         ValueDef::Input | ValueDef::Node(_) => Err(format!(
             "operand {} is used before it is defined",
             v.spelling()

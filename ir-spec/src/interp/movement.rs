@@ -239,29 +239,11 @@ pub(super) fn slice(cx: &Cx<'_>) -> Result<Tensor, String> {
         if std::mem::replace(&mut seen[a], true) {
             return Err(format!("axis {a} is sliced twice"));
         }
-        let d = x.shape[a] as i128;
-        let step = steps[i] as i128;
-        if step == 0 {
+        if steps[i] == 0 {
             return Err(format!("step of axis {a} is 0"));
         }
-        let resolve = |v: i64| {
-            let v = v as i128;
-            if v < 0 { v + d } else { v }
-        };
-        let (s, e) = (resolve(starts[i]), resolve(ends[i]));
-        let (s, e) = if step > 0 {
-            (s.clamp(0, d), e.clamp(0, d))
-        } else {
-            (s.clamp(-1, d - 1), e.clamp(-1, d - 1))
-        };
-        let count = if step > 0 {
-            if e > s { (e - s + step - 1) / step } else { 0 }
-        } else if s > e {
-            (s - e + (-step) - 1) / (-step)
-        } else {
-            0
-        };
-        sel[a] = (s as i64, step as i64, count as usize);
+        let (s, count) = crate::shape::slice_range(starts[i], ends[i], steps[i], x.shape[a]);
+        sel[a] = (s, steps[i], count);
     }
     let out_shape: Vec<usize> = sel.iter().map(|s| s.2).collect();
     let st = strides(&x.shape);
