@@ -91,37 +91,41 @@ impl Rounding {
         }
     }
 
-    /// Round `n / 2^shift` exactly, for `shift` in 0..=62. Negative `shift` multiplies by
-    /// `2^-shift` (wrapping on overflow of i64).
+    /// Round `n / 2^shift` exactly. A negative `shift` multiplies by `2^-shift`, saturating
+    /// at the i64 range.
     pub fn shift_right(self, n: i64, shift: i32) -> i64 {
+        let r = self.shift_right_wide(n as i128, shift as i64);
+        r.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    }
+
+    /// Round `n / 2^shift` exactly on i128, for any shift. A negative `shift` multiplies by
+    /// `2^-shift`, saturating at the i128 range (far beyond any storage range the result is
+    /// then clamped to).
+    pub fn shift_right_wide(self, n: i128, shift: i64) -> i128 {
         if shift <= 0 {
-            return n.wrapping_shl((-shift) as u32);
+            let k = shift.unsigned_abs();
+            let sat = if n < 0 { i128::MIN } else { i128::MAX };
+            return match k {
+                _ if n == 0 => 0,
+                0..=126 => n.checked_mul(1i128 << k).unwrap_or(sat),
+                _ => sat,
+            };
         }
-        let shift = shift.min(63) as u32;
-        let floor = n >> shift; // arithmetic: toward -infinity
-        let rem = n - (floor << shift); // 0 <= rem < 2^shift
+        let s = shift.min(126) as u32;
+        let floor = n >> s; // arithmetic: toward -infinity
+        let rem = n - (floor << s); // 0 <= rem < 2^s
         if rem == 0 {
             return floor;
         }
-        let half = 1i64 << (shift - 1);
+        let half = 1i128 << (s - 1);
         let ceil = floor + 1;
+        let away = if n < 0 { floor } else { ceil };
+        let toward = if n < 0 { ceil } else { floor };
         match self {
             Rounding::Floor => floor,
             Rounding::Ceil => ceil,
-            Rounding::Down => {
-                if n < 0 {
-                    ceil
-                } else {
-                    floor
-                }
-            }
-            Rounding::Up => {
-                if n < 0 {
-                    floor
-                } else {
-                    ceil
-                }
-            }
+            Rounding::Down => toward,
+            Rounding::Up => away,
             Rounding::HalfEven | Rounding::HalfUp | Rounding::HalfDown => {
                 if rem < half {
                     floor
@@ -129,29 +133,10 @@ impl Rounding {
                     ceil
                 } else {
                     match self {
-                        Rounding::HalfEven => {
-                            if floor % 2 == 0 {
-                                floor
-                            } else {
-                                ceil
-                            }
-                        }
-                        // Tie: away from zero.
-                        Rounding::HalfUp => {
-                            if n < 0 {
-                                floor
-                            } else {
-                                ceil
-                            }
-                        }
-                        // Tie: toward zero.
-                        _ => {
-                            if n < 0 {
-                                ceil
-                            } else {
-                                floor
-                            }
-                        }
+                        Rounding::HalfUp => away,
+                        Rounding::HalfDown => toward,
+                        _ if floor % 2 == 0 => floor,
+                        _ => ceil,
                     }
                 }
             }

@@ -335,54 +335,9 @@ pub(super) fn trunc(cx: &Cx<'_>) -> Result<Tensor, String> {
 // ---------------------------------------------------------------------------------
 // requantize
 
-/// `rounding(n / 2^shift)` exactly, for any shift: [`Rounding::shift_right`] carried
-/// out on i128 (a negative shift multiplies, saturating at the i128 range, far beyond
-/// any storage range the result is then clamped to).
+/// `rounding(n / 2^shift)` exactly, for any shift (see [`Rounding::shift_right_wide`]).
 pub(super) fn round_shift(rounding: Rounding, n: i128, shift: i64) -> i128 {
-    if shift <= 0 {
-        let k = shift.unsigned_abs();
-        let sat = if n < 0 { i128::MIN } else { i128::MAX };
-        return match k {
-            _ if n == 0 => 0,
-            0..=126 => n.checked_mul(1i128 << k).unwrap_or(sat),
-            _ => sat,
-        };
-    }
-    let s = shift.min(126) as u32;
-    let floor = n >> s;
-    let rem = n - (floor << s);
-    if rem == 0 {
-        return floor;
-    }
-    let half = 1i128 << (s - 1);
-    let ceil = floor + 1;
-    let away = if n < 0 { floor } else { ceil };
-    let toward = if n < 0 { ceil } else { floor };
-    match rounding {
-        Rounding::Floor => floor,
-        Rounding::Ceil => ceil,
-        Rounding::Down => toward,
-        Rounding::Up => away,
-        Rounding::HalfEven | Rounding::HalfUp | Rounding::HalfDown => {
-            if rem < half {
-                floor
-            } else if rem > half {
-                ceil
-            } else {
-                match rounding {
-                    Rounding::HalfUp => away,
-                    Rounding::HalfDown => toward,
-                    _ => {
-                        if floor % 2 == 0 {
-                            floor
-                        } else {
-                            ceil
-                        }
-                    }
-                }
-            }
-        }
-    }
+    rounding.shift_right_wide(n, shift)
 }
 
 /// A per-channel attribute: one entry, or one per index of the channel axis.
