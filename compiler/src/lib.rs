@@ -5,5 +5,6 @@
 //! holds the passes and their registry ([`passes`]), tensor file I/O ([`npy`]) and the
 //! `qcc` command-line tool.
 
+pub mod backend;
 pub mod npy;
 pub mod passes;

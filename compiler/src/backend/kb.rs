@@ -33,10 +33,6 @@ impl<'a, 'f> Kb<'a, 'f> {
         self.b.ins().iconst(I64, v)
     }
 
-    pub fn i32c(&mut self, v: i32) -> Value {
-        self.b.ins().iconst(I32, v as i64)
-    }
-
     /// `p + off` (no instruction for 0).
     pub fn off(&mut self, p: Value, off: i64) -> Value {
         if off == 0 {
@@ -95,7 +91,15 @@ impl<'a, 'f> Kb<'a, 'f> {
     }
 
     /// `cond ? x : y` for floats of type `ty` with a float comparison mask.
-    pub fn fselect(&mut self, ty: Type, cc: FloatCC, a: Value, b: Value, x: Value, y: Value) -> Value {
+    pub fn fselect(
+        &mut self,
+        ty: Type,
+        cc: FloatCC,
+        a: Value,
+        b: Value,
+        x: Value,
+        y: Value,
+    ) -> Value {
         let m = self.b.ins().fcmp(cc, a, b);
         if ty == F32 {
             self.b.ins().select(m, x, y)
@@ -113,7 +117,13 @@ impl<'a, 'f> Kb<'a, 'f> {
     }
 
     /// `for iv in (start..end).step_by(step) { f(iv) }` with constant bounds.
-    pub fn for_range(&mut self, start: i64, end: i64, step: i64, mut f: impl FnMut(&mut Self, Value)) {
+    pub fn for_range(
+        &mut self,
+        start: i64,
+        end: i64,
+        step: i64,
+        mut f: impl FnMut(&mut Self, Value),
+    ) {
         debug_assert!(step > 0);
         if start >= end {
             return;
@@ -260,7 +270,9 @@ impl<'a, 'f> Kb<'a, 'f> {
 
     /// Horizontal sum of an f32x4.
     pub fn hsum(&mut self, v: Value) -> Value {
-        let l: Vec<Value> = (0..4).map(|i| self.b.ins().extractlane(v, i as u8)).collect();
+        let l: Vec<Value> = (0..4)
+            .map(|i| self.b.ins().extractlane(v, i as u8))
+            .collect();
         let a = self.b.ins().fadd(l[0], l[1]);
         let b = self.b.ins().fadd(l[2], l[3]);
         self.b.ins().fadd(a, b)
@@ -268,7 +280,9 @@ impl<'a, 'f> Kb<'a, 'f> {
 
     /// Horizontal max of an f32x4 (NaN-propagating like `fmax`).
     pub fn hmax(&mut self, v: Value) -> Value {
-        let l: Vec<Value> = (0..4).map(|i| self.b.ins().extractlane(v, i as u8)).collect();
+        let l: Vec<Value> = (0..4)
+            .map(|i| self.b.ins().extractlane(v, i as u8))
+            .collect();
         let a = self.b.ins().fmax(l[0], l[1]);
         let b = self.b.ins().fmax(l[2], l[3]);
         self.b.ins().fmax(a, b)

@@ -13,7 +13,7 @@
 //! `sigmoid(x) = 1 / (1 + exp(-x))` inherits the bound (relative error below 6e-7).
 
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4};
+use cranelift_codegen::ir::types::{F32, I32, I32X4};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value};
 
 use super::kb::Kb;
@@ -31,7 +31,7 @@ const P: [f32; 6] = [
     8.333_452e-3,
     4.166_579_6e-2,
     1.666_666_5e-1,
-    5.000_000_1e-1,
+    0.5,
 ];
 const HI: f32 = 88.722_84;
 const LO: f32 = -104.0;

@@ -6,7 +6,6 @@
 //! storage is signed or not. (Sub-byte bit packing is the job of `bit_pack` and the
 //! low-bit kernels, not of the default storage.)
 
-use cranelift_codegen::ir::{Type, types};
 use qcc_ir::ElemType;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,20 +43,6 @@ impl Store {
             Store::I16 | Store::U16 => 2,
             Store::F32 | Store::I32 | Store::U32 => 4,
         }
-    }
-
-    /// The Cranelift type of one element in memory.
-    pub fn mem_type(self) -> Type {
-        match self {
-            Store::F32 => types::F32,
-            Store::I8 | Store::U8 => types::I8,
-            Store::I16 | Store::U16 => types::I16,
-            Store::I32 | Store::U32 => types::I32,
-        }
-    }
-
-    pub fn signed(self) -> bool {
-        matches!(self, Store::I8 | Store::I16 | Store::I32)
     }
 
     pub fn name(self) -> &'static str {

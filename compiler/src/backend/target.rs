@@ -6,7 +6,6 @@
 //! detected features, only for the host triple, and the default of the JIT).
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use cranelift_codegen::isa::{self, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
@@ -61,7 +60,11 @@ impl Target {
         set(
             &mut flags,
             "enable_verifier",
-            if cfg!(debug_assertions) { "true" } else { "false" },
+            if cfg!(debug_assertions) {
+                "true"
+            } else {
+                "false"
+            },
         )?;
         // Kernels never probe the stack: their frames are small and fixed.
         set(&mut flags, "enable_probestack", "false")?;
@@ -105,12 +108,4 @@ impl Target {
 pub(crate) struct Features {
     /// A fused multiply-add instruction (otherwise `fma` would become a libcall).
     pub fma: bool,
-}
-
-impl Features {
-    pub fn of(isa: &Arc<dyn isa::TargetIsa>) -> Features {
-        Features {
-            fma: isa.has_native_fma(),
-        }
-    }
 }

@@ -1,5 +1,6 @@
-//! f32 convolution: im2col into the kernel's workspace, then the GEMM micro-kernel
-//! with the weights packed at compile time (one packed matrix per group).
+//! f32 convolution: im2col into the kernel's workspace, packing into GEMM panels, then
+//! the GEMM micro-kernel with the weights packed at compile time (one packed matrix per
+//! group).
 //!
 //! `out[n, g*Mg + m, p] = bias + sum_kk W_g[m, kk] * P[kk, p]` where `P` is the patch
 //! matrix `[Cg*kh*kw, OH*OW]` of group g (row-major, rows in the weights' (c, i, j)
@@ -8,8 +9,8 @@
 //! Padded taps are written as zeros by im2col; which output rows and columns a tap
 //! reaches is computed at compile time, so the copy loops have no bounds tests.
 
+use cranelift_codegen::ir::Value;
 use cranelift_codegen::ir::types::{F32, F32X4};
-use cranelift_codegen::ir::{InstBuilder, Value};
 use qcc_ir::{Attrs, Module, Node};
 
 use super::gemm::{self, AIn, BIn, Epilogue, Gemm};
@@ -75,7 +76,13 @@ impl ConvGeom {
 }
 
 /// Outputs `o` in `[0, out)` with `0 <= o*s + tap - pad < len`, as a range.
-pub(crate) fn valid_range(out: usize, len: usize, s: usize, tap: usize, pad: usize) -> (usize, usize) {
+pub(crate) fn valid_range(
+    out: usize,
+    len: usize,
+    s: usize,
+    tap: usize,
+    pad: usize,
+) -> (usize, usize) {
     let ok = |o: usize| {
         let p = o * s + tap;
         p >= pad && p - pad < len
@@ -131,13 +138,11 @@ pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
     out
 }
 
-/// Workspace bytes: the f32 patch matrix of one group.
+/// Workspace bytes: the f32 patch matrix of one group (unless pointwise), then the
+/// same matrix packed into GEMM panels.
 pub(crate) fn workspace(g: &ConvGeom) -> usize {
-    if g.is_pointwise() {
-        0
-    } else {
-        g.kdim() * g.npix() * 4
-    }
+    let m = g.kdim() * g.npix() * 4;
+    if g.is_pointwise() { m } else { 2 * m }
 }
 
 /// Emits the convolution. `w` points at the packed weights, `bias` at M floats.
@@ -162,18 +167,16 @@ pub(crate) fn emit(
             let xg = kb.idx(xn, grp, (cg * g.h * g.w * 4) as i64);
             let og = kb.idx(on, grp, (mg * npix * 4) as i64);
             let wg = kb.idx(w, grp, (mg * k * 4) as i64);
-            let b = if gc.is_pointwise() {
-                BIn::Strided {
-                    p: xg,
-                    row: npix as i64,
-                }
+            // Patches (x itself when pointwise), packed into panels so that the
+            // micro-kernel reads B contiguously.
+            let (src, packed) = if gc.is_pointwise() {
+                (xg, ws)
             } else {
                 im2col(kb, &gc, xg, ws);
-                BIn::Strided {
-                    p: ws,
-                    row: npix as i64,
-                }
+                (ws, kb.off(ws, (k * npix * 4) as i64))
             };
+            gemm::pack_b_runtime(kb, src, npix, k, npix, packed);
+            let b = BIn::Packed(packed);
             let bias = bias.map(|bp| (kb.idx(bp, grp, (mg * 4) as i64), 1, 0));
             gemm::emit(
                 kb,
@@ -216,13 +219,22 @@ fn im2col(kb: &mut Kb<'_, '_>, g: &ConvGeom, x: Value, ws: Value) {
                 fill_zero(kb, row, 0, ylo * g.ow);
                 fill_zero(kb, row, (yhi * g.ow * 4) as i64, (g.oh - yhi) * g.ow);
                 // First input element of the row's valid run (for oy = 0).
-                let x0 = (xlo * g.sw + j * g.dw) as i64 - g.left as i64 + (i * g.dh) as i64 * g.w as i64
+                let x0 = (xlo * g.sw + j * g.dw) as i64 - g.left as i64
+                    + (i * g.dh) as i64 * g.w as i64
                     - (g.top * g.w) as i64;
                 kb.for_range(ylo as i64, yhi as i64, 1, |kb, oy| {
                     let dst = kb.idx(row, oy, (g.ow * 4) as i64);
                     let src = kb.idx(xc, oy, (g.sh * g.w * 4) as i64);
                     fill_zero(kb, dst, 0, xlo);
-                    copy_run(kb, dst, (xlo * 4) as i64, src, x0 * 4, xhi - xlo, g.sw as i64);
+                    copy_run(
+                        kb,
+                        dst,
+                        (xlo * 4) as i64,
+                        src,
+                        x0 * 4,
+                        xhi - xlo,
+                        g.sw as i64,
+                    );
                     fill_zero(kb, dst, (xhi * 4) as i64, g.ow - xhi);
                 });
             }
@@ -295,5 +307,4 @@ pub(crate) fn copy_run(
             kb.store(x, dst, doff + e * 4);
         }
     }
-    let _ = InstBuilder::iconst;
 }

@@ -218,7 +218,14 @@ impl Broadcast {
 }
 
 /// `out = a op b` with broadcasting.
-pub(crate) fn emit_binary(kb: &mut Kb<'_, '_>, op: Binary, bc: &Broadcast, a: Value, b: Value, out: Value) {
+pub(crate) fn emit_binary(
+    kb: &mut Kb<'_, '_>,
+    op: Binary,
+    bc: &Broadcast,
+    a: Value,
+    b: Value,
+    out: Value,
+) {
     nest(kb, op, bc, 0, a, b, out);
 }
 
@@ -327,7 +334,14 @@ pub(crate) fn emit_batch_norm(
 }
 
 /// Softmax along an axis of `[outer, d, inner]`: `e^(x - max) / sum`.
-pub(crate) fn emit_softmax(kb: &mut Kb<'_, '_>, outer: usize, d: usize, inner: usize, x: Value, out: Value) {
+pub(crate) fn emit_softmax(
+    kb: &mut Kb<'_, '_>,
+    outer: usize,
+    d: usize,
+    inner: usize,
+    x: Value,
+    out: Value,
+) {
     let ev = ExpConsts::new(kb, F32X4);
     let es = ExpConsts::new(kb, F32);
     if inner == 1 {

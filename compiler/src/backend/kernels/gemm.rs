@@ -1,6 +1,6 @@
 //! The f32 GEMM micro-kernel: `C[i, j] = epilogue(sum_k A[i, k] B[k, j])`.
 //!
-//! Register tile of [`MR`] rows by [`NR`] columns (4 x 2 f32x4 accumulators, 8 of the
+//! Register tile of [`MR`] rows by [`NR`] columns (6 x 2 f32x4 accumulators, 12 of the
 //! 16 xmm registers), K loop unrolled by two. A is read by broadcasting one element per
 //! row, B by vector loads along j. Both may be *packed* (the kernel's own layout,
 //! contiguous per tile: written at compile time for weights, or by im2col at run time)
@@ -17,7 +17,7 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 
 use crate::backend::kb::Kb;
 
-pub(crate) const MR: usize = 4;
+pub(crate) const MR: usize = 6;
 pub(crate) const NR: usize = 8;
 
 /// A block of packed B columns (or of A rows): first index, width, element offset.
@@ -94,6 +94,49 @@ pub(crate) fn pack_a(m: usize, k: usize, get: impl Fn(usize, usize) -> f32) -> V
     out
 }
 
+/// Packs a row-major `[k][n]` f32 matrix at `src` (row stride `row` elements) into
+/// the panel layout at `dst`, at run time.
+pub(crate) fn pack_b_runtime(
+    kb: &mut Kb<'_, '_>,
+    src: Value,
+    row: usize,
+    k: usize,
+    n: usize,
+    dst: Value,
+) {
+    let panels = b_panels(n, k);
+    let full = n / NR;
+    let copy_panel = |kb: &mut Kb<'_, '_>, s: Value, d: Value, w: usize| {
+        kb.for_range(0, k as i64, 1, |kb, kk| {
+            let sp = kb.idx(s, kk, (row * 4) as i64);
+            let dp = kb.idx(d, kk, (w * 4) as i64);
+            let mut c = 0;
+            while c + 4 <= w {
+                let v = kb.load(F32X4, sp, (c * 4) as i64);
+                kb.store(v, dp, (c * 4) as i64);
+                c += 4;
+            }
+            while c < w {
+                let v = kb.load(F32, sp, (c * 4) as i64);
+                kb.store(v, dp, (c * 4) as i64);
+                c += 1;
+            }
+        });
+    };
+    if full > 0 {
+        kb.for_range(0, full as i64, 1, |kb, p| {
+            let s = kb.idx(src, p, (NR * 4) as i64);
+            let d = kb.idx(dst, p, (k * NR * 4) as i64);
+            copy_panel(kb, s, d, NR);
+        });
+    }
+    for p in panels.iter().skip(full) {
+        let s = kb.off(src, (p.first * 4) as i64);
+        let d = kb.off(dst, (p.off * 4) as i64);
+        copy_panel(kb, s, d, p.width);
+    }
+}
+
 /// How the kernel reads A.
 #[derive(Clone, Copy)]
 pub(crate) enum AIn {
@@ -159,7 +202,7 @@ pub(crate) fn emit(kb: &mut Kb<'_, '_>, g: &Gemm) {
     if full_blocks > 0 {
         groups.push((MR, blocks[..full_blocks].to_vec()));
     }
-    if g.m % MR != 0 {
+    if !g.m.is_multiple_of(MR) {
         groups.push((g.m % MR, blocks[full_blocks..].to_vec()));
     }
     for (rows, blks) in groups {
@@ -185,12 +228,26 @@ pub(crate) fn emit(kb: &mut Kb<'_, '_>, g: &Gemm) {
             if full > 0 {
                 kb.for_range(0, full as i64, 1, |kb, pi| {
                     let col0 = kb.b.ins().imul_imm_s(pi, NR as i64);
-                    tile(kb, g, rows, row0, a_base, a_kstep, a_row, col0, NR, pi, None);
+                    tile(
+                        kb, g, rows, row0, a_base, a_kstep, a_row, col0, NR, pi, None,
+                    );
                 });
             }
             for p in panels.iter().skip(full) {
                 let col0 = kb.c(p.first as i64);
-                tile(kb, g, rows, row0, a_base, a_kstep, a_row, col0, p.width, col0, Some(p.off));
+                tile(
+                    kb,
+                    g,
+                    rows,
+                    row0,
+                    a_base,
+                    a_kstep,
+                    a_row,
+                    col0,
+                    p.width,
+                    col0,
+                    Some(p.off),
+                );
             }
             let _ = out_row;
         });
@@ -199,7 +256,10 @@ pub(crate) fn emit(kb: &mut Kb<'_, '_>, g: &Gemm) {
 
 /// One register tile: `rows` rows from `row0`, `width` columns from `col0`.
 /// `panel_off`: the panel's element offset in packed B (None: full panel `pi`).
-#[allow(clippy::too_many_arguments, reason = "one tile needs all of its geometry")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one tile needs all of its geometry"
+)]
 fn tile(
     kb: &mut Kb<'_, '_>,
     g: &Gemm,
@@ -244,7 +304,11 @@ fn tile(
         .map(|_| {
             cols.iter()
                 .map(|&(_, l)| {
-                    let (ty, z) = if l == 4 { (F32X4, zero_v) } else { (F32, zero_s) };
+                    let (ty, z) = if l == 4 {
+                        (F32X4, zero_v)
+                    } else {
+                        (F32, zero_s)
+                    };
                     kb.var(ty, z)
                 })
                 .collect()
@@ -293,7 +357,8 @@ fn tile(
     }
     // Epilogue and store.
     let epi = g.epi;
-    let alpha = (epi.alpha != 1.0).then(|| (kb.fconst(F32X4, epi.alpha), kb.fconst(F32, epi.alpha)));
+    let alpha =
+        (epi.alpha != 1.0).then(|| (kb.fconst(F32X4, epi.alpha), kb.fconst(F32, epi.alpha)));
     let beta = (epi.beta != 1.0).then(|| (kb.fconst(F32X4, epi.beta), kb.fconst(F32, epi.beta)));
     let lo = epi.lo.map(|v| (kb.fconst(F32X4, v), kb.fconst(F32, v)));
     let hi = epi.hi.map(|v| (kb.fconst(F32X4, v), kb.fconst(F32, v)));
@@ -329,11 +394,25 @@ fn tile(
             let ty = if vec { F32X4 } else { F32 };
             if let Some(l) = lo {
                 let l = pick(l);
-                v = kb.fselect(ty, cranelift_codegen::ir::condcodes::FloatCC::LessThan, v, l, l, v);
+                v = kb.fselect(
+                    ty,
+                    cranelift_codegen::ir::condcodes::FloatCC::LessThan,
+                    v,
+                    l,
+                    l,
+                    v,
+                );
             }
             if let Some(h) = hi {
                 let h = pick(h);
-                v = kb.fselect(ty, cranelift_codegen::ir::condcodes::FloatCC::GreaterThan, v, h, h, v);
+                v = kb.fselect(
+                    ty,
+                    cranelift_codegen::ir::condcodes::FloatCC::GreaterThan,
+                    v,
+                    h,
+                    h,
+                    v,
+                );
             }
             kb.store(v, out_tile, ((r * g.ldc + c) * 4) as i64);
         }

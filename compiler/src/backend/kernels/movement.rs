@@ -55,7 +55,13 @@ fn int_ty(bytes: usize) -> Type {
 }
 
 /// Emits the gather; `tables` points at [`Gather::table_bytes`] (if any table).
-pub(crate) fn emit_gather(kb: &mut Kb<'_, '_>, g: &Gather, src: Value, out: Value, tables: Option<Value>) {
+pub(crate) fn emit_gather(
+    kb: &mut Kb<'_, '_>,
+    g: &Gather,
+    src: Value,
+    out: Value,
+    tables: Option<Value>,
+) {
     let mut tptr = Vec::new();
     let mut at = 0i64;
     for m in &g.maps {
@@ -153,7 +159,13 @@ impl Ctx<'_> {
 }
 
 /// Concat: `outer` rows; operand i contributes `chunks[i]` bytes per row.
-pub(crate) fn emit_concat(kb: &mut Kb<'_, '_>, outer: usize, chunks: &[usize], srcs: &[Value], out: Value) {
+pub(crate) fn emit_concat(
+    kb: &mut Kb<'_, '_>,
+    outer: usize,
+    chunks: &[usize],
+    srcs: &[Value],
+    out: Value,
+) {
     let total: usize = chunks.iter().sum();
     kb.for_range(0, outer as i64, 1, |kb, o| {
         let orow = kb.idx(out, o, total as i64);

@@ -24,7 +24,15 @@ struct Seg {
 }
 
 #[allow(clippy::too_many_arguments, reason = "one axis of a window sweep")]
-fn segments(out: usize, len: usize, k: usize, s: usize, d: usize, pb: usize, pe: usize) -> Vec<Seg> {
+fn segments(
+    out: usize,
+    len: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+    pb: usize,
+    pe: usize,
+) -> Vec<Seg> {
     let mut v: Vec<Seg> = Vec::new();
     for o in 0..out {
         let ok = |i: usize| {
@@ -121,7 +129,8 @@ pub(crate) fn emit_pool(
                         match kind {
                             PoolKind::Max => acc,
                             PoolKind::Avg(_) => {
-                                let c = kb.fconst(if lanes == 4 { F32X4 } else { F32 }, count as f32);
+                                let c =
+                                    kb.fconst(if lanes == 4 { F32X4 } else { F32 }, count as f32);
                                 kb.b.ins().fdiv(acc, c)
                             }
                         }
@@ -156,7 +165,13 @@ pub(crate) fn emit_pool(
 }
 
 /// Mean over the `inner` elements of each of `planes` planes.
-pub(crate) fn emit_global_avg(kb: &mut Kb<'_, '_>, planes: usize, inner: usize, x: Value, out: Value) {
+pub(crate) fn emit_global_avg(
+    kb: &mut Kb<'_, '_>,
+    planes: usize,
+    inner: usize,
+    x: Value,
+    out: Value,
+) {
     let nv = (inner / 4) as i64;
     kb.for_range(0, planes as i64, 1, |kb, pl| {
         let xp = kb.idx(x, pl, (inner * 4) as i64);

@@ -1,0 +1,205 @@
+//! Throughput of the backend's f32 and int8 GEMM/conv kernels at M = N = 256, K = 1024
+//! (single thread, JIT on this machine), against KERNELS.md's ceilings on the project's
+//! machine (fp32 ~18, int8 ~20 G MAC/s).
+//!
+//!     cargo run -p qcc --example bench_kernels [-- ITERS]
+//!
+//! Every case is checked against the interpreter once before it is timed.
+
+use std::collections::BTreeMap;
+
+use qcc::backend::JitModel;
+use qcc_ir::interp::{self, Tensor};
+use qcc_ir::{
+    Attr, Attrs, ConstData, ElemType, IntType, Module, Op, QuantType, TensorType, ValueId,
+};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn i(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % ((hi - lo + 1) as u64)) as i64
+    }
+}
+
+fn node(
+    m: &mut Module,
+    op: Op,
+    ops: &[ValueId],
+    a: BTreeMap<String, Attr>,
+    elem: ElemType,
+) -> ValueId {
+    let tys: Vec<TensorType> = ops.iter().map(|&o| m.ty(o).clone()).collect();
+    let refs: Vec<&TensorType> = tys.iter().collect();
+    let ty = qcc_ir::typing::infer(
+        op,
+        &Attrs::new(op, &a),
+        &refs,
+        &TensorType::new(elem, vec![]),
+    )
+    .expect("type");
+    let name = m.fresh_name("v");
+    m.add_node(op, ops.to_vec(), a, name, ty)
+}
+
+fn q(bits: u8, signed: bool, zp: i32) -> ElemType {
+    ElemType::Quant(QuantType::per_tensor(IntType::new(bits, signed), 0.05, zp))
+}
+
+fn bench(label: &str, m: &Module, inputs: &[Tensor], macs: u64, iters: usize, ceiling: f64) {
+    let want = interp::run(m, inputs).expect("interp");
+    let jit = JitModel::new(m).expect("compile");
+    let (got, best) = jit.run_timed(inputs, iters).expect("run");
+    let ok = match (&want[0].data, &got[0].data) {
+        (interp::TensorData::Int(a), interp::TensorData::Int(b)) => a == b,
+        (interp::TensorData::F32(a), interp::TensorData::F32(b)) => a
+            .iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 1e-3 * (1.0 + x.abs())),
+        _ => false,
+    };
+    let gmacs = macs as f64 / best.as_secs_f64() / 1e9;
+    println!(
+        "{label:<44} {:>8.3} ms  {gmacs:>6.2} G MAC/s  ({:>3.0}% of ~{ceiling})  {}  [{}]",
+        best.as_secs_f64() * 1e3,
+        100.0 * gmacs / ceiling,
+        if ok { "matches interp" } else { "MISMATCH" },
+        jit.report().layers[0].kernel
+    );
+}
+
+fn main() {
+    let iters: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let (m_, n_, k_) = (256usize, 256usize, 1024usize);
+    let macs = (m_ * n_ * k_) as u64;
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+
+    // f32 gemm: activations [M, K] times constant weights [K, N].
+    let mut m = Module::new("gemm_f32");
+    let x = m.add_input("x", TensorType::f32(vec![m_, k_]));
+    let w = m.add_const(
+        "w",
+        TensorType::f32(vec![k_, n_]),
+        ConstData::F32((0..k_ * n_).map(|_| r.f()).collect()),
+    );
+    let y = node(&mut m, Op::Gemm, &[x, w], BTreeMap::new(), ElemType::F32);
+    m.outputs.push(y);
+    let xin = Tensor::f32(vec![m_, k_], (0..m_ * k_).map(|_| r.f()).collect());
+    bench("gemm f32 256x256x1024", &m, &[xin], macs, iters, 18.0);
+
+    // f32 1x1 convolution: C = K = 1024 in, M = 256 out, 16x16 pixels (N = 256).
+    let conv = |r: &mut Rng, kh: usize, c: usize| {
+        let mut m = Module::new("conv_f32");
+        let x = m.add_input("x", TensorType::f32(vec![1, c, 16, 16]));
+        let w = m.add_const(
+            "w",
+            TensorType::f32(vec![256, c, kh, kh]),
+            ConstData::F32((0..256 * c * kh * kh).map(|_| r.f() * 0.1).collect()),
+        );
+        let p = (kh / 2) as i64;
+        let mut a = BTreeMap::new();
+        a.insert("pads".to_string(), Attr::Ints(vec![p; 4]));
+        let y = node(&mut m, Op::Conv2d, &[x, w], a, ElemType::F32);
+        m.outputs.push(y);
+        let xin = Tensor::f32(vec![1, c, 16, 16], (0..c * 256).map(|_| r.f()).collect());
+        (m, xin, (256 * 256 * c * kh * kh) as u64)
+    };
+    let (m, xin, mc) = conv(&mut r, 1, 1024);
+    bench(
+        "conv2d f32 1x1, C=1024 M=256 16x16",
+        &m,
+        &[xin],
+        mc,
+        iters,
+        18.0,
+    );
+    let (m, xin, mc) = conv(&mut r, 3, 114);
+    bench(
+        "conv2d f32 3x3, C=114 M=256 16x16 (K=1026)",
+        &m,
+        &[xin],
+        mc,
+        iters,
+        18.0,
+    );
+
+    // int8 matmul: u8 activations [M, K] times constant i8 weights [K, N] -> i32.
+    let mut m = Module::new("matmul_i8");
+    let x = m.add_input("x", TensorType::new(q(8, false, 128), vec![m_, k_]));
+    let w = m.add_const(
+        "w",
+        TensorType::new(q(8, true, 0), vec![k_, n_]),
+        ConstData::Int((0..k_ * n_).map(|_| r.i(-127, 127)).collect()),
+    );
+    let y = node(
+        &mut m,
+        Op::MatMulInt,
+        &[x, w],
+        BTreeMap::new(),
+        ElemType::I32,
+    );
+    m.outputs.push(y);
+    let xin = Tensor::int(vec![m_, k_], (0..m_ * k_).map(|_| r.i(0, 255)).collect());
+    bench(
+        "matmul_int u8 x i8 -> i32 256x256x1024",
+        &m,
+        &[xin],
+        macs,
+        iters,
+        20.0,
+    );
+
+    // int8 convolutions with the fused requantize epilogue.
+    let conv_i8 = |r: &mut Rng, kh: usize, c: usize| {
+        let mut m = Module::new("conv_i8");
+        let x = m.add_input("x", TensorType::new(q(8, false, 128), vec![1, c, 16, 16]));
+        let w = m.add_const(
+            "w",
+            TensorType::new(q(8, true, 0), vec![256, c, kh, kh]),
+            ConstData::Int((0..256 * c * kh * kh).map(|_| r.i(-127, 127)).collect()),
+        );
+        let p = (kh / 2) as i64;
+        let mut a = BTreeMap::new();
+        a.insert("pads".to_string(), Attr::Ints(vec![p; 4]));
+        let acc = node(&mut m, Op::Conv2dInt, &[x, w], a, ElemType::I32);
+        let mut a = BTreeMap::new();
+        a.insert("multiplier".to_string(), Attr::Ints(vec![1 << 30]));
+        a.insert("shift".to_string(), Attr::Ints(vec![44]));
+        let y = node(&mut m, Op::Requantize, &[acc], a, q(8, false, 128));
+        m.outputs.push(y);
+        let xin = Tensor::int(
+            vec![1, c, 16, 16],
+            (0..c * 256).map(|_| r.i(0, 255)).collect(),
+        );
+        (m, xin, (256 * 256 * c * kh * kh) as u64)
+    };
+    let (m, xin, mc) = conv_i8(&mut r, 1, 1024);
+    bench(
+        "conv2d_int+requant 1x1, C=1024 M=256 16x16",
+        &m,
+        &[xin],
+        mc,
+        iters,
+        20.0,
+    );
+    let (m, xin, mc) = conv_i8(&mut r, 3, 114);
+    bench(
+        "conv2d_int+requant 3x3, C=114 M=256 16x16",
+        &m,
+        &[xin],
+        mc,
+        iters,
+        20.0,
+    );
+}

@@ -1,0 +1,643 @@
+//! Building the Cranelift module: data objects, one function per kernel, the entry
+//! function and the ABI v1 getters. Shared by the object writer and the JIT.
+//!
+//! Symbols: `NAME_run`, `NAME_input_size`, ... are exported; kernels
+//! (`NAME__kI_OP`) and data objects (`NAME__dI`) are local, numbered in schedule
+//! order, so the same module gives the same object bytes.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::Context;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I32, I64};
+use cranelift_codegen::ir::{
+    AbiParam, Function, GlobalValue, InstBuilder, Signature, UserFuncName, Value,
+};
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module as ClModule};
+use cranelift_object::{ObjectBuilder, ObjectModule};
+use qcc_ir::{Module, ValueDef};
+
+use super::BackendError;
+use super::kb::Kb;
+use super::kernels::{self, DataSink, Ecx, Lowering};
+use super::plan::{self, Loc, MemoryPlan};
+use super::report::{LayerReport, Report};
+use super::select::{self, Dest, Schedule};
+use super::target::Features;
+
+/// What [`build`] produced.
+pub(crate) struct Built {
+    pub run: FuncId,
+    pub report: Report,
+    pub clif: String,
+    pub plan: MemoryPlan,
+}
+
+pub(crate) struct ObjectOut {
+    pub object: Vec<u8>,
+    pub report: Report,
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Internal(format!("{what}: {e}"))
+}
+
+pub(crate) fn compile_object(
+    m: &Module,
+    name: &str,
+    isa: OwnedTargetIsa,
+) -> Result<ObjectOut, BackendError> {
+    let builder = ObjectBuilder::new(
+        isa,
+        name.to_string(),
+        cranelift_module::default_libcall_names(),
+    )
+    .map_err(|e| internal("object builder", e))?;
+    let mut module = ObjectModule::new(builder);
+    let built = build(&mut module, m, name, false)?;
+    let object = module
+        .finish()
+        .emit()
+        .map_err(|e| internal("object emission", e))?;
+    Ok(ObjectOut {
+        object,
+        report: built.report,
+    })
+}
+
+pub(crate) fn clif_text(
+    m: &Module,
+    name: &str,
+    isa: OwnedTargetIsa,
+) -> Result<String, BackendError> {
+    let builder = ObjectBuilder::new(
+        isa,
+        name.to_string(),
+        cranelift_module::default_libcall_names(),
+    )
+    .map_err(|e| internal("object builder", e))?;
+    let mut module = ObjectModule::new(builder);
+    Ok(build(&mut module, m, name, true)?.clif)
+}
+
+/// Data objects defined so far (kept across kernels).
+#[derive(Default)]
+struct DataState {
+    count: usize,
+    bytes: u64,
+    dedupe: HashMap<(Vec<u8>, u64), DataId>,
+}
+
+struct Data<'a, M: ClModule> {
+    module: &'a mut M,
+    st: &'a mut DataState,
+    prefix: &'a str,
+}
+
+impl<M: ClModule> Data<'_, M> {
+    fn data_id(&mut self, bytes: Vec<u8>, align: u64) -> DataId {
+        let key = (bytes, align);
+        if let Some(&id) = self.st.dedupe.get(&key) {
+            return id;
+        }
+        let name = format!("{}__d{}", self.prefix, self.st.count);
+        self.st.count += 1;
+        // Names are fresh, so declaring and defining cannot collide.
+        let id = self
+            .module
+            .declare_data(&name, Linkage::Local, false, false)
+            .expect("fresh data names do not collide");
+        let mut d = DataDescription::new();
+        let mut b = key.0.clone();
+        if b.is_empty() {
+            b.push(0);
+        }
+        self.st.bytes += b.len() as u64;
+        d.define(b.into_boxed_slice());
+        d.set_align(align);
+        self.module
+            .define_data(id, &d)
+            .expect("a fresh data object is defined once");
+        self.st.dedupe.insert(key, id);
+        id
+    }
+}
+
+impl<M: ClModule> DataSink for Data<'_, M> {
+    fn define(&mut self, func: &mut Function, bytes: Vec<u8>, align: u64) -> GlobalValue {
+        let id = self.data_id(bytes, align);
+        self.module.declare_data_in_func(id, func)
+    }
+}
+
+fn sig<M: ClModule>(
+    module: &M,
+    params: usize,
+    ret: Option<cranelift_codegen::ir::Type>,
+) -> Signature {
+    let mut s = module.make_signature();
+    for _ in 0..params {
+        s.params.push(AbiParam::new(I64));
+    }
+    if let Some(r) = ret {
+        s.returns.push(AbiParam::new(r));
+    }
+    s
+}
+
+/// Lowers `m` into `module`; returns the entry function and the report.
+pub(crate) fn build<M: ClModule>(
+    module: &mut M,
+    m: &Module,
+    name: &str,
+    want_clif: bool,
+) -> Result<Built, BackendError> {
+    qcc_ir::verify::verify(m).map_err(|e| BackendError::Invalid(e.to_string()))?;
+    let isa = module.isa();
+    if isa.pointer_type() != I64 {
+        return Err(BackendError::Target(format!(
+            "{} is not a 64-bit target; qcc generates code for 64-bit targets only",
+            isa.triple()
+        )));
+    }
+    let feat = Features {
+        fma: isa.has_native_fma(),
+    };
+    let frontend = isa.frontend_config();
+    let target_name = format!("{} ({})", isa.triple(), isa.name());
+    let sched = select::schedule(m)?;
+    let plan = plan::plan(m, &sched);
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut data = DataState::default();
+    let mut clif = String::new();
+    let mut kernels_ids = Vec::with_capacity(sched.steps.len());
+    for (si, step) in sched.steps.iter().enumerate() {
+        let op = match step.node {
+            Some(n) => m.nodes[n].op.name(),
+            None => "output_copy",
+        };
+        let fname = format!("{name}__k{si}_{op}");
+        let s = sig(module, step.reads.len() + 2, None);
+        let fid = module
+            .declare_function(&fname, Linkage::Local, &s)
+            .map_err(|e| internal("declare kernel", e))?;
+        ctx.func.signature = s;
+        ctx.func.name = UserFuncName::user(0, fid.as_u32());
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let blk = b.create_block();
+            b.append_block_params_for_function_params(blk);
+            b.switch_to_block(blk);
+            b.seal_block(blk);
+            let params = b.block_params(blk).to_vec();
+            let (out, ws) = (params[params.len() - 2], params[params.len() - 1]);
+            let mut kb = Kb::new(&mut b, feat);
+            let mut sink = Data {
+                module,
+                st: &mut data,
+                prefix: name,
+            };
+            emit_step(&mut kb, m, &sched, step, &params, out, ws, &mut sink);
+            b.ins().return_(&[]);
+            b.finalize(frontend);
+        }
+        if want_clif {
+            let line = match step.node {
+                Some(n) => {
+                    let mut l = m.node_line(&m.nodes[n]);
+                    for &f in &step.fused {
+                        l.push_str("\n;   fused: ");
+                        l.push_str(&m.node_line(&m.nodes[f]));
+                    }
+                    l
+                }
+                None => format!("copy into output {}", dest_text(step.dest, &plan)),
+            };
+            clif.push_str(&format!(
+                "; qcc node: {line}\n; kernel: {}\n{}\n",
+                step.lowering.kernel_name(),
+                ctx.func.display()
+            ));
+        }
+        module
+            .define_function(fid, &mut ctx)
+            .map_err(|e| internal(&format!("kernel {fname}"), e))?;
+        module.clear_context(&mut ctx);
+        kernels_ids.push(fid);
+    }
+    let run = emit_entry(
+        module,
+        m,
+        name,
+        &sched,
+        &plan,
+        &kernels_ids,
+        &mut ctx,
+        &mut fctx,
+    )?;
+    emit_getters(module, m, name, plan.arena, &mut data, &mut ctx, &mut fctx)?;
+    let report = make_report(m, &sched, &plan, data.bytes, target_name);
+    Ok(Built {
+        run,
+        report,
+        clif,
+        plan,
+    })
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the pieces of one kernel function"
+)]
+fn emit_step<M: ClModule>(
+    kb: &mut Kb<'_, '_>,
+    m: &Module,
+    sched: &Schedule,
+    step: &select::Step,
+    params: &[Value],
+    out: Value,
+    ws: Value,
+    sink: &mut Data<'_, M>,
+) {
+    let const_of = |v: qcc_ir::ValueId| sched.const_data(m, v);
+    match step.node {
+        Some(n) => {
+            let node = &m.nodes[n];
+            let mut it = params.iter();
+            let ops = step
+                .runtime_operand
+                .iter()
+                .map(|&rt| if rt { it.next().copied() } else { None })
+                .collect();
+            let mut cx = Ecx {
+                kb,
+                m,
+                node,
+                data: sink,
+                const_of: &const_of,
+                ops,
+                out,
+                ws,
+            };
+            kernels::emit(&mut cx, &step.lowering);
+        }
+        None => {
+            let Lowering::Copy { bytes } = step.lowering else {
+                unreachable!("output steps are copies")
+            };
+            let src = match step.reads.first() {
+                Some(_) => params[0],
+                None => {
+                    // A constant output: its data, in its storage layout.
+                    let Dest::Output(j) = step.dest else {
+                        unreachable!("copies write outputs")
+                    };
+                    let v = m.outputs[j];
+                    let bytes = match const_of(v) {
+                        Some(qcc_ir::ConstData::F32(d)) => {
+                            d.iter().flat_map(|x| x.to_le_bytes()).collect()
+                        }
+                        Some(qcc_ir::ConstData::Int(d)) => {
+                            let mut b = Vec::new();
+                            super::storage::Store::of(&m.ty(v).elem).encode_ints(d, &mut b);
+                            b
+                        }
+                        None => Vec::new(),
+                    };
+                    let gv = sink.define(kb.b.func, bytes, 16);
+                    kb.b.ins().symbol_value(I64, gv)
+                }
+            };
+            kb.copy_bytes(out, src, bytes as i64);
+        }
+    }
+}
+
+fn dest_text(d: Dest, plan: &MemoryPlan) -> String {
+    match d {
+        Dest::Output(j) => format!("output[{j}]"),
+        Dest::Value(v) => match plan.loc[v.index()] {
+            Loc::Scratch(o) => format!("scratch+{o}"),
+            l => format!("{l:?}"),
+        },
+    }
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the pieces of the entry function"
+)]
+fn emit_entry<M: ClModule>(
+    module: &mut M,
+    m: &Module,
+    name: &str,
+    sched: &Schedule,
+    plan: &MemoryPlan,
+    kernels: &[FuncId],
+    ctx: &mut Context,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<FuncId, BackendError> {
+    let s = sig(module, 3, Some(I32));
+    let fname = format!("{name}_run");
+    let fid = module
+        .declare_function(&fname, Linkage::Export, &s)
+        .map_err(|e| internal("declare entry", e))?;
+    ctx.func.signature = s;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    let refs: Vec<_> = kernels
+        .iter()
+        .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
+        .collect();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let entry = b.create_block();
+        let body = b.create_block();
+        let fail = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let (ins, outs, scratch) = (p[0], p[1], p[2]);
+        // Argument checks: array pointers, every tensor pointer, scratch and its alignment.
+        let mut bad = b.ins().icmp_imm_s(IntCC::Equal, outs, 0);
+        if !m.inputs.is_empty() {
+            let t = b.ins().icmp_imm_s(IntCC::Equal, ins, 0);
+            bad = b.ins().bor(bad, t);
+        }
+        if plan.arena > 0 {
+            let t = b.ins().icmp_imm_s(IntCC::Equal, scratch, 0);
+            bad = b.ins().bor(bad, t);
+            let low = b.ins().band_imm_s(scratch, (plan::ALIGN - 1) as i64);
+            let t = b.ins().icmp_imm_s(IntCC::NotEqual, low, 0);
+            bad = b.ins().bor(bad, t);
+        }
+        b.ins().brif(bad, fail, &[], body, &[]);
+        b.switch_to_block(fail);
+        b.seal_block(fail);
+        let one = b.ins().iconst(I32, 1);
+        b.ins().return_(&[one]);
+
+        b.switch_to_block(body);
+        b.seal_block(body);
+        let fail2 = b.create_block();
+        let go = b.create_block();
+        let mf = super::kb::MF;
+        let in_ptrs: Vec<Value> = (0..m.inputs.len())
+            .map(|i| b.ins().load(I64, mf, ins, (i * 8) as i32))
+            .collect();
+        let out_ptrs: Vec<Value> = (0..m.outputs.len())
+            .map(|j| b.ins().load(I64, mf, outs, (j * 8) as i32))
+            .collect();
+        let mut bad = b.ins().iconst(cranelift_codegen::ir::types::I8, 0);
+        for &q in in_ptrs.iter().chain(&out_ptrs) {
+            let t = b.ins().icmp_imm_s(IntCC::Equal, q, 0);
+            bad = b.ins().bor(bad, t);
+        }
+        b.ins().brif(bad, fail2, &[], go, &[]);
+        b.switch_to_block(fail2);
+        b.seal_block(fail2);
+        let one = b.ins().iconst(I32, 1);
+        b.ins().return_(&[one]);
+        b.switch_to_block(go);
+        b.seal_block(go);
+        let ptr_of = |b: &mut FunctionBuilder<'_>, l: Loc| -> Value {
+            match l {
+                Loc::Input(i) => in_ptrs[i],
+                Loc::Output(j) => out_ptrs[j],
+                Loc::Scratch(o) => b.ins().iadd_imm_s(scratch, o as i64),
+                Loc::None => b.ins().iconst(I64, 0),
+            }
+        };
+        for (si, step) in sched.steps.iter().enumerate() {
+            let mut args: Vec<Value> = step
+                .reads
+                .iter()
+                .map(|&v| ptr_of(&mut b, plan.loc[v.index()]))
+                .collect();
+            let out = match step.dest {
+                Dest::Output(j) => out_ptrs[j],
+                Dest::Value(v) => ptr_of(&mut b, plan.loc[v.index()]),
+            };
+            args.push(out);
+            let (wo, wsz) = plan.workspace[si];
+            args.push(if wsz > 0 {
+                b.ins().iadd_imm_s(scratch, wo as i64)
+            } else {
+                scratch
+            });
+            b.ins().call(refs[si], &args);
+        }
+        let zero = b.ins().iconst(I32, 0);
+        b.ins().return_(&[zero]);
+        b.finalize(module.isa().frontend_config());
+    }
+    module
+        .define_function(fid, ctx)
+        .map_err(|e| internal("entry function", e))?;
+    module.clear_context(ctx);
+    Ok(fid)
+}
+
+/// `NAME_input_size(i)`, `_output_size`, `_input_rank`, `_output_rank`,
+/// `_input_dims`, `_output_dims`, `_scratch_size()`.
+fn emit_getters<M: ClModule>(
+    module: &mut M,
+    m: &Module,
+    name: &str,
+    arena: u64,
+    data: &mut DataState,
+    ctx: &mut Context,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<(), BackendError> {
+    let shapes = |ids: &[qcc_ir::ValueId]| -> Vec<Vec<usize>> {
+        ids.iter().map(|&v| m.ty(v).shape.clone()).collect()
+    };
+    let ins = shapes(&m.inputs);
+    let outs = shapes(&m.outputs);
+    enum G<'s> {
+        Table(Vec<i64>),
+        Dims(&'s [Vec<usize>]),
+        Const(i64),
+    }
+    let getters: Vec<(String, G<'_>)> = vec![
+        (
+            format!("{name}_input_size"),
+            G::Table(
+                ins.iter()
+                    .map(|s| s.iter().product::<usize>() as i64)
+                    .collect(),
+            ),
+        ),
+        (
+            format!("{name}_output_size"),
+            G::Table(
+                outs.iter()
+                    .map(|s| s.iter().product::<usize>() as i64)
+                    .collect(),
+            ),
+        ),
+        (
+            format!("{name}_input_rank"),
+            G::Table(ins.iter().map(|s| s.len() as i64).collect()),
+        ),
+        (
+            format!("{name}_output_rank"),
+            G::Table(outs.iter().map(|s| s.len() as i64).collect()),
+        ),
+        (format!("{name}_input_dims"), G::Dims(&ins)),
+        (format!("{name}_output_dims"), G::Dims(&outs)),
+        (format!("{name}_scratch_size"), G::Const(arena as i64)),
+    ];
+    for (fname, g) in getters {
+        let nparams = if matches!(g, G::Const(_)) { 0 } else { 1 };
+        let s = sig(module, nparams, Some(I64));
+        let fid = module
+            .declare_function(&fname, Linkage::Export, &s)
+            .map_err(|e| internal("declare getter", e))?;
+        ctx.func.signature = s;
+        ctx.func.name = UserFuncName::user(0, fid.as_u32());
+        // Data objects first (they need the module), then the body.
+        let dims_gv: Vec<GlobalValue> = match &g {
+            G::Dims(shapes) => shapes
+                .iter()
+                .map(|s| {
+                    let bytes: Vec<u8> = s.iter().flat_map(|&d| (d as i64).to_le_bytes()).collect();
+                    let mut sink = Data {
+                        module: &mut *module,
+                        st: &mut *data,
+                        prefix: name,
+                    };
+                    let bytes = if bytes.is_empty() { vec![0; 8] } else { bytes };
+                    sink.define(&mut ctx.func, bytes, 8)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+            let blk = b.create_block();
+            b.append_block_params_for_function_params(blk);
+            b.switch_to_block(blk);
+            b.seal_block(blk);
+            let r = match &g {
+                G::Const(c) => b.ins().iconst(I64, *c),
+                G::Table(t) => {
+                    let i = b.block_params(blk)[0];
+                    let mut acc = b.ins().iconst(I64, 0);
+                    for (k, &v) in t.iter().enumerate() {
+                        let c = b.ins().icmp_imm_s(IntCC::Equal, i, k as i64);
+                        let vv = b.ins().iconst(I64, v);
+                        acc = b.ins().select(c, vv, acc);
+                    }
+                    acc
+                }
+                G::Dims(_) => {
+                    let i = b.block_params(blk)[0];
+                    let mut acc = b.ins().iconst(I64, 0);
+                    for (k, &gv) in dims_gv.iter().enumerate() {
+                        let c = b.ins().icmp_imm_s(IntCC::Equal, i, k as i64);
+                        let p = b.ins().symbol_value(I64, gv);
+                        acc = b.ins().select(c, p, acc);
+                    }
+                    acc
+                }
+            };
+            b.ins().return_(&[r]);
+            b.finalize(module.isa().frontend_config());
+        }
+        module
+            .define_function(fid, ctx)
+            .map_err(|e| internal("getter", e))?;
+        module.clear_context(ctx);
+    }
+    Ok(())
+}
+
+fn make_report(
+    m: &Module,
+    sched: &Schedule,
+    plan: &MemoryPlan,
+    weight_bytes: u64,
+    target: String,
+) -> Report {
+    let mut layers = Vec::new();
+    for (si, step) in sched.steps.iter().enumerate() {
+        let (op, result, loc, inputs, input_bits, out_v) = match step.node {
+            Some(n) => {
+                let node = &m.nodes[n];
+                let mut op = node.op.name().to_string();
+                let mut out_v = node.result;
+                for &f in &step.fused {
+                    op.push('+');
+                    op.push_str(m.nodes[f].op.name());
+                    out_v = m.nodes[f].result;
+                }
+                (
+                    op,
+                    m.value(out_v).spelling(),
+                    node.loc.clone(),
+                    node.operands
+                        .iter()
+                        .map(|&o| m.ty(o).elem.to_string())
+                        .collect::<Vec<_>>(),
+                    node.operands
+                        .iter()
+                        .map(|&o| m.ty(o).elem.bits())
+                        .collect::<Vec<_>>(),
+                    out_v,
+                )
+            }
+            None => {
+                let Dest::Output(j) = step.dest else {
+                    unreachable!("copies write outputs")
+                };
+                let v = m.outputs[j];
+                (
+                    "copy".to_string(),
+                    m.value(v).spelling(),
+                    None,
+                    vec![m.ty(v).elem.to_string()],
+                    vec![m.ty(v).elem.bits()],
+                    v,
+                )
+            }
+        };
+        let out_ty = &m.ty(out_v).elem;
+        let integer = match step.node {
+            Some(n) => {
+                let node = &m.nodes[n];
+                node.operands.iter().all(|&o| !m.ty(o).elem.is_float())
+                    && !matches!(m.value(out_v).def, ValueDef::Input)
+                    && node.operands.iter().all(|&o| m.ty(o).elem.is_integer())
+            }
+            None => false,
+        };
+        layers.push(LayerReport {
+            index: si,
+            op,
+            result,
+            loc,
+            kernel: step.lowering.kernel_name(),
+            inputs,
+            output: out_ty.to_string(),
+            input_bits,
+            output_bits: out_ty.bits(),
+            macs: step.lowering.macs(),
+            dest: dest_text(step.dest, plan),
+            workspace: plan.workspace[si],
+            integer,
+        });
+    }
+    Report {
+        model: m.name.clone(),
+        target,
+        total_macs: layers.iter().map(|l| l.macs).sum(),
+        layers,
+        weight_bytes,
+        arena_bytes: plan.arena,
+        tensor_bytes: plan.tensor_bytes,
+    }
+}

@@ -1,0 +1,195 @@
+//! The JIT: the same lowering as objects, compiled into this process's memory.
+//!
+//! The internal entry is the object's `NAME_run`, so the JIT exercises exactly the code
+//! that objects contain. Unlike ABI v1, the JIT also accepts and returns integer-valued
+//! tensors (their codes, stored as the backend stores them), which the differential
+//! tests use to drive integer kernels directly.
+#![allow(
+    unsafe_code,
+    reason = "calling generated code is the one unsafe operation of the compiler"
+)]
+
+use cranelift_jit::{JITBuilder, JITModule};
+use qcc_ir::interp::{Tensor, TensorData};
+use qcc_ir::{Module, TensorType};
+
+use super::emit;
+use super::plan::ALIGN;
+use super::storage::Store;
+use super::target::Target;
+use super::{BackendError, Report};
+
+/// A module compiled for this machine, callable from Rust.
+pub struct JitModel {
+    module: Option<JITModule>,
+    entry: *const u8,
+    inputs: Vec<TensorType>,
+    outputs: Vec<TensorType>,
+    arena: u64,
+    report: Report,
+}
+
+impl std::fmt::Debug for JitModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitModel")
+            .field("arena", &self.arena)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JitModel {
+    /// Compiles `m` for the host (its detected CPU features).
+    pub fn new(m: &Module) -> Result<JitModel, BackendError> {
+        let isa = Target::host().isa(false)?;
+        let mut module = JITModule::new(JITBuilder::with_isa(
+            isa,
+            cranelift_module::default_libcall_names(),
+        ));
+        let built = emit::build(&mut module, m, "jit", false)?;
+        module
+            .finalize_definitions()
+            .map_err(|e| BackendError::Internal(format!("JIT finalize: {e}")))?;
+        let entry = module.get_finalized_function(built.run);
+        Ok(JitModel {
+            module: Some(module),
+            entry,
+            inputs: m.inputs.iter().map(|&v| m.ty(v).clone()).collect(),
+            outputs: m.outputs.iter().map(|&v| m.ty(v).clone()).collect(),
+            arena: built.plan.arena,
+            report: built.report,
+        })
+    }
+
+    /// The compile report.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// Runs the model on `inputs` (one per module input, in order).
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
+        Ok(self.run_timed(inputs, 1)?.0)
+    }
+
+    /// Runs the model `iters` times (at least once) on the same buffers; returns the
+    /// outputs and the fastest call's time (argument conversion not included).
+    pub fn run_timed(
+        &self,
+        inputs: &[Tensor],
+        iters: usize,
+    ) -> Result<(Vec<Tensor>, std::time::Duration), BackendError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(BackendError::BadArguments(format!(
+                "the model takes {} inputs, {} given",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let mut in_bufs: Vec<Vec<u8>> = Vec::with_capacity(inputs.len());
+        for (i, (t, ty)) in inputs.iter().zip(&self.inputs).enumerate() {
+            if t.shape != ty.shape {
+                return Err(BackendError::BadArguments(format!(
+                    "input {i} has shape {:?}, the model wants {ty}",
+                    t.shape
+                )));
+            }
+            let st = Store::of(&ty.elem);
+            let mut b = Vec::with_capacity(t.numel() * st.bytes() + 16);
+            match (&t.data, st) {
+                (TensorData::F32(v), Store::F32) => {
+                    b.extend(v.iter().flat_map(|x| x.to_le_bytes()))
+                }
+                (TensorData::Int(v), st) if st != Store::F32 => {
+                    if let Some(c) = v.iter().find(|&&c| !ty.elem.admits(c)) {
+                        return Err(BackendError::BadArguments(format!(
+                            "input {i} holds code {c}, which {ty} does not admit"
+                        )));
+                    }
+                    st.encode_ints(v, &mut b)
+                }
+                _ => {
+                    return Err(BackendError::BadArguments(format!(
+                        "input {i} holds {} data, the model wants {ty}",
+                        t.data.kind()
+                    )));
+                }
+            }
+            if b.len() != t.numel() * st.bytes() {
+                return Err(BackendError::BadArguments(format!(
+                    "input {i} has {} elements for shape {:?}",
+                    t.data.len(),
+                    t.shape
+                )));
+            }
+            in_bufs.push(b);
+        }
+        let mut out_bufs: Vec<Vec<u8>> = self
+            .outputs
+            .iter()
+            .map(|ty| vec![0u8; ty.numel() * Store::of(&ty.elem).bytes()])
+            .collect();
+        let mut scratch = vec![0u8; self.arena as usize + ALIGN as usize];
+        let skip = scratch.as_ptr().align_offset(ALIGN as usize);
+        let scratch_ptr = scratch[skip..].as_mut_ptr();
+        // Zero-sized buffers still need distinct non-null pointers.
+        let ins: Vec<*const u8> = in_bufs.iter().map(|b| b.as_ptr()).collect();
+        let outs: Vec<*mut u8> = out_bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
+        let mut best = std::time::Duration::MAX;
+        for _ in 0..iters.max(1) {
+            let t = std::time::Instant::now();
+            let rc = call(self.entry, &ins, &outs, scratch_ptr);
+            best = best.min(t.elapsed());
+            if rc != 0 {
+                return Err(BackendError::Internal(format!(
+                    "the compiled entry returned {rc}"
+                )));
+            }
+        }
+        let outputs = out_bufs
+            .iter()
+            .zip(&self.outputs)
+            .map(|(b, ty)| {
+                let st = Store::of(&ty.elem);
+                let data = if st == Store::F32 {
+                    TensorData::F32(
+                        b.chunks_exact(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect(),
+                    )
+                } else {
+                    TensorData::Int(st.decode_ints(b))
+                };
+                Tensor {
+                    shape: ty.shape.clone(),
+                    data,
+                }
+            })
+            .collect();
+        Ok((outputs, best))
+    }
+}
+
+/// Calls the compiled entry `NAME_run(inputs, outputs, scratch)`.
+///
+/// Sound because: `entry` is the finalized address of the function `emit::build`
+/// defined with exactly this signature (three pointers in, i32 out, the platform's C
+/// calling convention) and the `JITModule` owning the code lives in the `JitModel`
+/// that holds `entry`; `ins`/`outs` hold one pointer per model input/output, each to a
+/// buffer of exactly the tensor's size in the backend's storage layout (checked by
+/// [`JitModel::run`]); `scratch` points at `arena` writable bytes aligned to 64, and
+/// the memory plan keeps every access of the generated code inside these buffers.
+fn call(entry: *const u8, ins: &[*const u8], outs: &[*mut u8], scratch: *mut u8) -> i32 {
+    type Entry = extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
+    // SAFETY: see the function's documentation.
+    let f: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(entry) };
+    f(ins.as_ptr(), outs.as_ptr(), scratch)
+}
+
+impl Drop for JitModel {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: the code is no longer reachable: `entry` is only used through
+            // `&self`, and `self` is being dropped.
+            unsafe { m.free_memory() };
+        }
+    }
+}

@@ -1,0 +1,809 @@
+//! Kernel selection (what each node becomes, decided before any code exists) and
+//! emission (the Cranelift code of one kernel).
+//!
+//! [`select`] maps a node to a [`Lowering`]: the kernel family with every constant it
+//! needs (geometry, strides, fused epilogue). It fails with a reason for what cannot be
+//! lowered yet. [`emit`] turns a lowering into the body of the kernel's function.
+
+pub(crate) mod conv;
+pub(crate) mod elementwise;
+pub(crate) mod gemm;
+pub(crate) mod movement;
+pub(crate) mod pool;
+pub(crate) mod quant;
+
+use cranelift_codegen::ir::types::I64;
+use cranelift_codegen::ir::{Function, GlobalValue, InstBuilder, Value};
+use qcc_ir::shape::{broadcast, broadcast_indices, normalize_axis, strides};
+use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, ValueId};
+
+use self::conv::ConvGeom;
+use self::elementwise::{Binary, Broadcast, Unary};
+use self::movement::{AxisMap, FILL, Gather};
+use self::pool::PoolKind;
+use super::kb::Kb;
+use super::storage::Store;
+
+/// What a node (with any nodes fused into it) is lowered to.
+#[derive(Clone, Debug)]
+pub(crate) enum Lowering {
+    Unary {
+        op: Unary,
+        n: usize,
+    },
+    Binary {
+        op: Binary,
+        bc: Broadcast,
+    },
+    Conv {
+        g: ConvGeom,
+        lo: Option<f32>,
+        hi: Option<f32>,
+    },
+    Gemm(GemmPlan),
+    Pool {
+        g: ConvGeom,
+        pads: [usize; 4],
+        kind: PoolKind,
+        st: Store,
+    },
+    GlobalAvg {
+        planes: usize,
+        inner: usize,
+    },
+    BatchNorm {
+        n: usize,
+        c: usize,
+        inner: usize,
+        eps: f32,
+    },
+    Softmax {
+        outer: usize,
+        d: usize,
+        inner: usize,
+    },
+    /// A plain copy of `bytes` bytes (views that must be materialised, outputs).
+    Copy {
+        bytes: usize,
+    },
+    Gather(Gather),
+    Concat {
+        outer: usize,
+        chunks: Vec<usize>,
+    },
+    Quant(quant::QuantLowering),
+}
+
+/// A matrix product (gemm or batched matmul) on f32.
+#[derive(Clone, Debug)]
+pub(crate) struct GemmPlan {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// Per output batch: batch index into a and into b.
+    pub batches: Vec<(usize, usize)>,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub alpha: f32,
+    pub beta: f32,
+    /// The bias operand's strides along i and j (elements; 0 broadcasts).
+    pub c: Option<(i64, i64)>,
+    /// B is a constant, packed at compile time.
+    pub b_const: bool,
+    pub lo: Option<f32>,
+    pub hi: Option<f32>,
+}
+
+impl Lowering {
+    /// The kernel's name in reports.
+    pub fn kernel_name(&self) -> String {
+        match self {
+            Lowering::Unary { op, .. } => format!("{}.f32x4", op.name()),
+            Lowering::Binary { op, .. } => {
+                format!("{}.broadcast.f32x4", format!("{op:?}").to_lowercase())
+            }
+            Lowering::Conv { g, lo, hi } => {
+                let kind = if g.is_pointwise() {
+                    "pointwise"
+                } else {
+                    "im2col"
+                };
+                let act = match (lo, hi) {
+                    (None, None) => "",
+                    (Some(l), None) if *l == 0.0 => "+relu",
+                    _ => "+clip",
+                };
+                format!("conv2d.{kind}+gemm{}x{}.f32{act}", gemm::MR, gemm::NR)
+            }
+            Lowering::Gemm(p) => {
+                let b = if p.b_const { "packed" } else { "strided" };
+                let act = if p.lo.is_some() || p.hi.is_some() {
+                    "+clamp"
+                } else {
+                    ""
+                };
+                format!("gemm{}x{}.f32.b-{b}{act}", gemm::MR, gemm::NR)
+            }
+            Lowering::Pool { kind, st, .. } => match kind {
+                PoolKind::Max => format!("max_pool.{}", st.name()),
+                PoolKind::Avg(_) => "avg_pool.f32".into(),
+            },
+            Lowering::GlobalAvg { .. } => "global_avg_pool.f32x4".into(),
+            Lowering::BatchNorm { .. } => "batch_norm.f32x4".into(),
+            Lowering::Softmax { inner, .. } => {
+                if *inner == 1 {
+                    "softmax.f32x4".into()
+                } else {
+                    "softmax.strided.f32".into()
+                }
+            }
+            Lowering::Copy { .. } => "copy".into(),
+            Lowering::Gather(g) => {
+                if g.maps.iter().any(|m| matches!(m, AxisMap::Table(_))) {
+                    "gather.table".into()
+                } else {
+                    "gather.affine".into()
+                }
+            }
+            Lowering::Concat { .. } => "concat.copy".into(),
+            Lowering::Quant(q) => q.kernel_name(),
+        }
+    }
+
+    /// Bytes of scratch the kernel needs while it runs.
+    pub fn workspace(&self) -> usize {
+        match self {
+            Lowering::Conv { g, .. } => conv::workspace(g),
+            Lowering::Quant(q) => q.workspace(),
+            _ => 0,
+        }
+    }
+
+    /// Multiply-accumulates performed.
+    pub fn macs(&self) -> u64 {
+        match self {
+            Lowering::Conv { g, .. } => g.macs(),
+            Lowering::Gemm(p) => (p.batches.len() * p.m * p.n * p.k) as u64,
+            Lowering::Quant(q) => q.macs(),
+            _ => 0,
+        }
+    }
+}
+
+/// Constant data of a value (following views back to a constant), if it is one.
+pub(crate) type ConstOf<'a> = dyn Fn(ValueId) -> Option<&'a ConstData> + 'a;
+
+pub(crate) fn f32_data(d: &ConstData) -> Option<&[f32]> {
+    match d {
+        ConstData::F32(v) => Some(v),
+        ConstData::Int(_) => None,
+    }
+}
+
+/// Chooses the lowering of `node`; `fused` is an activation node absorbed into it.
+pub(crate) fn select(
+    m: &Module,
+    node: &Node,
+    fused: Option<&Node>,
+    const_of: &ConstOf<'_>,
+) -> Result<Lowering, String> {
+    let a = Attrs::new(node.op, &node.attrs);
+    let ty = |i: usize| m.ty(node.operands[i]);
+    let out = m.ty(node.result);
+    let is_f32 = |i: usize| ty(i).elem.is_float();
+    let all_f32 = node.operands.iter().all(|&o| m.ty(o).elem.is_float()) && out.elem.is_float();
+    let need_f32 = || {
+        if all_f32 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} on non-f32 operands is not lowered yet",
+                node.op
+            ))
+        }
+    };
+    let (lo, hi) = match fused {
+        Some(f) if f.op != Op::Requantize => activation_bounds(f)?,
+        _ => (None, None),
+    };
+    let unary = |op: Unary| -> Result<Lowering, String> {
+        need_f32()?;
+        Ok(Lowering::Unary { op, n: out.numel() })
+    };
+    let binary = |op: Binary| -> Result<Lowering, String> {
+        need_f32()?;
+        broadcast(&ty(0).shape, &ty(1).shape)?;
+        Ok(Lowering::Binary {
+            op,
+            bc: Broadcast::new(&ty(0).shape, &ty(1).shape, &out.shape),
+        })
+    };
+    match node.op {
+        Op::Conv2d => {
+            need_f32()?;
+            let g = conv::conv_geom(m, node)?;
+            if const_of(node.operands[1]).is_none() {
+                return Err(
+                    "conv2d with run-time weights is not lowered yet (weights must be a constant)"
+                        .into(),
+                );
+            }
+            Ok(Lowering::Conv { g, lo, hi })
+        }
+        Op::Gemm => {
+            need_f32()?;
+            let (sa, sb) = (&ty(0).shape, &ty(1).shape);
+            if sa.len() != 2 || sb.len() != 2 {
+                return Err("gemm operands must have rank 2".into());
+            }
+            let trans_a = a.bool("trans_a")?;
+            let trans_b = a.bool("trans_b")?;
+            let (mm, k) = if trans_a {
+                (sa[1], sa[0])
+            } else {
+                (sa[0], sa[1])
+            };
+            let n = if trans_b { sb[0] } else { sb[1] };
+            let b_const = const_of(node.operands[1]).is_some();
+            if trans_b && !b_const {
+                return Err("gemm with a run-time transposed B is not lowered yet".into());
+            }
+            let c = if node.operands.len() > 2 {
+                let cs = &ty(2).shape;
+                if !qcc_ir::shape::broadcasts_to(cs, &[mm, n]) {
+                    return Err(format!(
+                        "c of shape {cs:?} does not broadcast to [{mm}, {n}]"
+                    ));
+                }
+                let (cm, cn) = match cs.len() {
+                    0 => (1, 1),
+                    1 => (1, cs[0]),
+                    _ => (cs[cs.len() - 2], cs[cs.len() - 1]),
+                };
+                Some((
+                    if cm == 1 { 0 } else { cn as i64 },
+                    if cn == 1 { 0 } else { 1 },
+                ))
+            } else {
+                None
+            };
+            Ok(Lowering::Gemm(GemmPlan {
+                m: mm,
+                n,
+                k,
+                batches: vec![(0, 0)],
+                trans_a,
+                trans_b,
+                alpha: a.float("alpha")?,
+                beta: a.float("beta")?,
+                c,
+                b_const,
+                lo,
+                hi,
+            }))
+        }
+        Op::MatMul => {
+            need_f32()?;
+            let g = matmul_geom(&ty(0).shape, &ty(1).shape)?;
+            if g.batches.len() > 256 {
+                return Err(format!(
+                    "matmul with {} batches is not lowered yet (at most 256)",
+                    g.batches.len()
+                ));
+            }
+            Ok(Lowering::Gemm(GemmPlan {
+                m: g.m,
+                n: g.n,
+                k: g.k,
+                batches: g.batches,
+                trans_a: false,
+                trans_b: false,
+                alpha: 1.0,
+                beta: 1.0,
+                c: None,
+                b_const: const_of(node.operands[1]).is_some(),
+                lo,
+                hi,
+            }))
+        }
+        Op::Add => binary(Binary::Add),
+        Op::Sub => binary(Binary::Sub),
+        Op::Mul => binary(Binary::Mul),
+        Op::Div => binary(Binary::Div),
+        Op::Relu => unary(Unary::Relu),
+        Op::Clip => unary(Unary::Clip(a.opt_float("min")?, a.opt_float("max")?)),
+        Op::LeakyRelu => unary(Unary::LeakyRelu(a.float("alpha")?)),
+        Op::HardSigmoid => unary(Unary::HardSigmoid(a.float("alpha")?, a.float("beta")?)),
+        Op::HardSwish => unary(Unary::HardSwish),
+        Op::Sigmoid => unary(Unary::Sigmoid),
+        Op::Exp => unary(Unary::Exp),
+        Op::Sqrt => unary(Unary::Sqrt),
+        Op::Sign => unary(Unary::Sign),
+        Op::Softmax => {
+            need_f32()?;
+            let axis = normalize_axis(a.int("axis")?, out.rank())?;
+            let s = &out.shape;
+            Ok(Lowering::Softmax {
+                outer: s[..axis].iter().product(),
+                d: s[axis],
+                inner: s[axis + 1..].iter().product(),
+            })
+        }
+        Op::BatchNorm => {
+            need_f32()?;
+            let s = &ty(0).shape;
+            if s.len() < 2 {
+                return Err("batch_norm needs x of rank 2 or more".into());
+            }
+            Ok(Lowering::BatchNorm {
+                n: s[0],
+                c: s[1],
+                inner: s[2..].iter().product(),
+                eps: a.float("epsilon")?,
+            })
+        }
+        Op::MaxPool | Op::AvgPool => {
+            let xs = &ty(0).shape;
+            if xs.len() != 4 {
+                return Err("pooling needs x of rank 4".into());
+            }
+            let k = a.usizes("kernel")?;
+            let s = a.usizes("strides")?;
+            let p = a.usizes("pads")?;
+            let d = if node.op == Op::MaxPool {
+                a.usizes("dilations")?
+            } else {
+                vec![1, 1]
+            };
+            if k.len() != 2 || s.len() != 2 || p.len() != 4 || d.len() != 2 {
+                return Err("bad kernel, strides, pads or dilations".into());
+            }
+            let g = ConvGeom {
+                n: xs[0],
+                c: xs[1],
+                h: xs[2],
+                w: xs[3],
+                m: xs[1],
+                kh: k[0],
+                kw: k[1],
+                oh: out.shape[2],
+                ow: out.shape[3],
+                sh: s[0],
+                sw: s[1],
+                dh: d[0],
+                dw: d[1],
+                top: p[0],
+                left: p[1],
+                group: xs[1],
+            };
+            let pads = [p[0], p[1], p[2], p[3]];
+            if !pool::windows_nonempty(&g, pads) {
+                return Err("a pooling window covers no input element".into());
+            }
+            let (kind, st) = if node.op == Op::MaxPool {
+                (PoolKind::Max, Store::of(&ty(0).elem))
+            } else {
+                need_f32()?;
+                (PoolKind::Avg(a.bool("count_include_pad")?), Store::F32)
+            };
+            Ok(Lowering::Pool { g, pads, kind, st })
+        }
+        Op::GlobalAvgPool => {
+            need_f32()?;
+            let s = &ty(0).shape;
+            if s.len() < 2 {
+                return Err("global_avg_pool needs x of rank 2 or more".into());
+            }
+            Ok(Lowering::GlobalAvg {
+                planes: s[0] * s[1],
+                inner: s[2..].iter().product(),
+            })
+        }
+        Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze => Ok(Lowering::Copy {
+            bytes: out.numel() * Store::of(&out.elem).bytes(),
+        }),
+        Op::Transpose => {
+            let perm = a.usizes("perm")?;
+            let xs = &ty(0).shape;
+            let eb = Store::of(&ty(0).elem).bytes();
+            let st = strides(xs);
+            Ok(Lowering::Gather(Gather {
+                dims: out.shape.clone(),
+                maps: perm
+                    .iter()
+                    .map(|&p| AxisMap::Affine {
+                        start: 0,
+                        stride: (st[p] * eb) as i64,
+                    })
+                    .collect(),
+                elem: eb,
+                fill: 0,
+            }))
+        }
+        Op::Slice => slice_gather(m, node),
+        Op::Pad => pad_gather(m, node),
+        Op::Concat => {
+            let axis = normalize_axis(a.int("axis")?, out.rank())?;
+            let eb = Store::of(&out.elem).bytes();
+            let inner: usize = out.shape[axis + 1..].iter().product();
+            Ok(Lowering::Concat {
+                outer: out.shape[..axis].iter().product(),
+                chunks: node
+                    .operands
+                    .iter()
+                    .map(|&o| m.ty(o).shape[axis] * inner * eb)
+                    .collect(),
+            })
+        }
+        Op::Quantize | Op::Dequantize | Op::Requantize | Op::Conv2dInt | Op::MatMulInt => {
+            quant::select(m, node, fused, const_of).map(Lowering::Quant)
+        }
+        Op::ConvTranspose2d
+        | Op::Pow
+        | Op::ReduceMean
+        | Op::Resize
+        | Op::Cast
+        | Op::FakeQuant
+        | Op::Trunc
+        | Op::Binarize
+        | Op::Threshold
+        | Op::BitPack
+        | Op::BitUnpack => {
+            let _ = is_f32;
+            Err(format!("no kernel for {} yet", node.op))
+        }
+    }
+}
+
+/// The clamp bounds of an activation that can be fused into a GEMM epilogue.
+pub(crate) fn activation_bounds(n: &Node) -> Result<(Option<f32>, Option<f32>), String> {
+    let a = Attrs::new(n.op, &n.attrs);
+    match n.op {
+        Op::Relu => Ok((Some(0.0), None)),
+        Op::Clip => Ok((a.opt_float("min")?, a.opt_float("max")?)),
+        _ => Err(format!("{} is not a fusable activation", n.op)),
+    }
+}
+
+pub(crate) struct MatMulGeom {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub batches: Vec<(usize, usize)>,
+}
+
+/// numpy matmul bookkeeping: rank-1 promotion and batch broadcasting.
+pub(crate) fn matmul_geom(a: &[usize], b: &[usize]) -> Result<MatMulGeom, String> {
+    if a.is_empty() || b.is_empty() {
+        return Err("matmul operands must have rank 1 or more".into());
+    }
+    let a2: Vec<usize> = if a.len() == 1 {
+        vec![1, a[0]]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<usize> = if b.len() == 1 {
+        vec![b[0], 1]
+    } else {
+        b.to_vec()
+    };
+    let (ra, rb) = (a2.len(), b2.len());
+    let (m, k) = (a2[ra - 2], a2[ra - 1]);
+    let (kb, n) = (b2[rb - 2], b2[rb - 1]);
+    if k != kb {
+        return Err(format!("inner dimensions differ: {a:?} x {b:?}"));
+    }
+    let (ba, bb) = (&a2[..ra - 2], &b2[..rb - 2]);
+    let batch = broadcast(ba, bb)?;
+    let ia = broadcast_indices(ba, &batch);
+    let ib = broadcast_indices(bb, &batch);
+    Ok(MatMulGeom {
+        m,
+        k,
+        n,
+        batches: ia.into_iter().zip(ib).collect(),
+    })
+}
+
+fn slice_gather(m: &Module, node: &Node) -> Result<Lowering, String> {
+    let a = Attrs::new(node.op, &node.attrs);
+    let xs = &m.ty(node.operands[0]).shape;
+    let eb = Store::of(&m.ty(node.operands[0]).elem).bytes();
+    let r = xs.len();
+    let (starts, ends, axes, steps) = (
+        a.ints("starts")?,
+        a.ints("ends")?,
+        a.ints("axes")?,
+        a.ints("steps")?,
+    );
+    let st = strides(xs);
+    let mut sel: Vec<(i64, i64)> = vec![(0, 1); r];
+    for i in 0..axes.len() {
+        let ax = normalize_axis(axes[i], r)?;
+        let d = xs[ax] as i64;
+        let step = steps[i];
+        if step == 0 {
+            return Err("slice step 0".into());
+        }
+        let res = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+        let s = if step > 0 {
+            res(starts[i]).clamp(0, d)
+        } else {
+            res(starts[i]).clamp(-1, d - 1)
+        };
+        sel[ax] = (s, step);
+        let _ = ends;
+    }
+    let out = &m.ty(node.result).shape;
+    Ok(Lowering::Gather(Gather {
+        dims: out.clone(),
+        maps: (0..r)
+            .map(|ax| AxisMap::Affine {
+                start: sel[ax].0 * (st[ax] * eb) as i64,
+                stride: sel[ax].1 * (st[ax] * eb) as i64,
+            })
+            .collect(),
+        elem: eb,
+        fill: 0,
+    }))
+}
+
+fn pad_gather(m: &Module, node: &Node) -> Result<Lowering, String> {
+    let a = Attrs::new(node.op, &node.attrs);
+    let xty = m.ty(node.operands[0]);
+    let xs = &xty.shape;
+    let eb = Store::of(&xty.elem).bytes();
+    let r = xs.len();
+    let pads = a.ints("pads")?;
+    let mode = a.word("mode")?;
+    let value = a.float("value")?;
+    if pads.len() != 2 * r {
+        return Err("pads must have two entries per axis".into());
+    }
+    let st = strides(xs);
+    let out = &m.ty(node.result).shape;
+    let mut maps = Vec::with_capacity(r);
+    let mut needs_fill = false;
+    for ax in 0..r {
+        let (b, e) = (pads[ax], pads[r + ax]);
+        let d = xs[ax] as i64;
+        let crop_b = (-b).max(0);
+        let crop_e = (-e).max(0);
+        let k = d - crop_b - crop_e;
+        let pb = b.max(0);
+        if k < 0 {
+            return Err("pads crop more than the axis holds".into());
+        }
+        let mut t = Vec::with_capacity(out[ax]);
+        for o in 0..out[ax] as i64 {
+            let i = o - pb;
+            let j = if (0..k).contains(&i) {
+                Some(i)
+            } else if k == 0 {
+                None
+            } else {
+                match mode.as_str() {
+                    "edge" => Some(i.clamp(0, k - 1)),
+                    "wrap" => Some(i.rem_euclid(k)),
+                    "reflect" => Some(if k == 1 {
+                        0
+                    } else {
+                        let period = 2 * (k - 1);
+                        let mm = i.rem_euclid(period);
+                        if mm < k { mm } else { period - mm }
+                    }),
+                    _ => None,
+                }
+            };
+            t.push(match j {
+                Some(j) => (crop_b + j) * (st[ax] * eb) as i64,
+                None => {
+                    needs_fill = true;
+                    FILL
+                }
+            });
+        }
+        maps.push(AxisMap::Table(t));
+    }
+    let fill = match &xty.elem {
+        ElemType::F32 => value.to_bits() as i32 as i64,
+        e => {
+            let code = value as i64;
+            if needs_fill && (code as f32 != value || !e.admits(code)) {
+                return Err(format!("fill value {value} is not a code of {e}"));
+            }
+            code
+        }
+    };
+    Ok(Lowering::Gather(Gather {
+        dims: out.clone(),
+        maps,
+        elem: eb,
+        fill,
+    }))
+}
+
+/// Where the kernel's data comes from while its body is generated.
+pub(crate) trait DataSink {
+    /// Defines a read-only data object holding `bytes` and returns it in `func`.
+    fn define(&mut self, func: &mut Function, bytes: Vec<u8>, align: u64) -> GlobalValue;
+}
+
+/// The emission context of one kernel.
+pub(crate) struct Ecx<'k, 'a, 'f, 'd> {
+    pub kb: &'k mut Kb<'a, 'f>,
+    pub m: &'d Module,
+    pub node: &'d Node,
+    pub data: &'k mut dyn DataSink,
+    pub const_of: &'k ConstOf<'d>,
+    /// Run-time pointer of each operand of `node` (None for constants).
+    pub ops: Vec<Option<Value>>,
+    pub out: Value,
+    pub ws: Value,
+}
+
+impl Ecx<'_, '_, '_, '_> {
+    /// A pointer to read-only `bytes`.
+    pub fn rodata(&mut self, bytes: Vec<u8>, align: u64) -> Value {
+        let gv = self.data.define(self.kb.b.func, bytes, align);
+        self.kb.b.ins().symbol_value(I64, gv)
+    }
+
+    pub fn rodata_f32(&mut self, v: &[f32]) -> Value {
+        let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.rodata(bytes, 16)
+    }
+
+    /// Operand `i`: its run-time pointer, or its constant data in its storage layout.
+    pub fn operand(&mut self, i: usize) -> Value {
+        if let Some(p) = self.ops[i] {
+            return p;
+        }
+        let id = self.node.operands[i];
+        let data = (self.const_of)(id).expect("a constant operand has data");
+        let st = Store::of(&self.m.ty(id).elem);
+        let bytes = match data {
+            ConstData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ConstData::Int(v) => {
+                let mut b = Vec::new();
+                st.encode_ints(v, &mut b);
+                b
+            }
+        };
+        self.rodata(bytes, 16)
+    }
+
+    pub fn const_f32(&self, i: usize) -> Option<&'_ [f32]> {
+        (self.const_of)(self.node.operands[i]).and_then(f32_data)
+    }
+}
+
+/// Emits the body of a kernel.
+pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
+    let out = cx.out;
+    match low {
+        Lowering::Unary { op, n } => {
+            let x = cx.operand(0);
+            elementwise::emit_unary(cx.kb, *op, *n, x, out);
+        }
+        Lowering::Binary { op, bc } => {
+            let a = cx.operand(0);
+            let b = cx.operand(1);
+            elementwise::emit_binary(cx.kb, *op, bc, a, b, out);
+        }
+        Lowering::Conv { g, lo, hi } => {
+            let x = cx.operand(0);
+            let w = cx.const_f32(1).expect("conv weights are constant").to_vec();
+            let packed = conv::pack_weights(g, &w);
+            let wp = cx.rodata_f32(&packed);
+            let bias = (cx.node.operands.len() > 2).then(|| cx.operand(2));
+            let ws = cx.ws;
+            conv::emit(cx.kb, g, x, wp, bias, out, ws, *lo, *hi);
+        }
+        Lowering::Gemm(p) => emit_gemm(cx, p),
+        Lowering::Pool { g, pads, kind, st } => {
+            let x = cx.operand(0);
+            pool::emit_pool(cx.kb, g, *pads, *kind, *st, x, out);
+        }
+        Lowering::GlobalAvg { planes, inner } => {
+            let x = cx.operand(0);
+            pool::emit_global_avg(cx.kb, *planes, *inner, x, out);
+        }
+        Lowering::BatchNorm { n, c, inner, eps } => {
+            let x = cx.operand(0);
+            let p = [cx.operand(1), cx.operand(2), cx.operand(3), cx.operand(4)];
+            elementwise::emit_batch_norm(cx.kb, *n, *c, *inner, *eps, x, p, out);
+        }
+        Lowering::Softmax { outer, d, inner } => {
+            let x = cx.operand(0);
+            elementwise::emit_softmax(cx.kb, *outer, *d, *inner, x, out);
+        }
+        Lowering::Copy { bytes } => {
+            let x = cx.operand(0);
+            cx.kb.copy_bytes(out, x, *bytes as i64);
+        }
+        Lowering::Gather(g) => {
+            let x = cx.operand(0);
+            let tb = g.table_bytes();
+            let t = (!tb.is_empty()).then(|| cx.rodata(tb, 16));
+            movement::emit_gather(cx.kb, g, x, out, t);
+        }
+        Lowering::Concat { outer, chunks } => {
+            let srcs: Vec<Value> = (0..chunks.len()).map(|i| cx.operand(i)).collect();
+            movement::emit_concat(cx.kb, *outer, chunks, &srcs, out);
+        }
+        Lowering::Quant(q) => quant::emit(cx, q),
+    }
+}
+
+fn emit_gemm(cx: &mut Ecx<'_, '_, '_, '_>, p: &GemmPlan) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let a = cx.operand(0);
+    let nb_b = p.batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
+    let b_packed = if p.b_const {
+        let b = cx.const_f32(1).expect("constant B").to_vec();
+        let mut packed = Vec::with_capacity(b.len());
+        for s in 0..nb_b {
+            let slab = &b[s * k * n..(s + 1) * k * n];
+            packed.extend(gemm::pack_b(k, n, |kk, j| {
+                if p.trans_b {
+                    slab[j * k + kk]
+                } else {
+                    slab[kk * n + j]
+                }
+            }));
+        }
+        Some(cx.rodata_f32(&packed))
+    } else {
+        None
+    };
+    let b_rt = if p.b_const { None } else { Some(cx.operand(1)) };
+    let c = p.c.map(|(rs, cs)| (cx.operand(2), rs, cs));
+    let out = cx.out;
+    for (bi, &(ba, bb)) in p.batches.iter().enumerate() {
+        let a_in = {
+            let base = cx.kb.off(a, (ba * m * k * 4) as i64);
+            if p.trans_a {
+                gemm::AIn::Strided {
+                    p: base,
+                    row: 1,
+                    col: m as i64,
+                }
+            } else {
+                gemm::AIn::Strided {
+                    p: base,
+                    row: k as i64,
+                    col: 1,
+                }
+            }
+        };
+        let b_in = match (b_packed, b_rt) {
+            (Some(bp), _) => gemm::BIn::Packed(cx.kb.off(bp, (bb * k * n * 4) as i64)),
+            (None, Some(br)) => gemm::BIn::Strided {
+                p: cx.kb.off(br, (bb * k * n * 4) as i64),
+                row: n as i64,
+            },
+            (None, None) => unreachable!("B is either constant or a run-time operand"),
+        };
+        let o = cx.kb.off(out, (bi * m * n * 4) as i64);
+        gemm::emit(
+            cx.kb,
+            &gemm::Gemm {
+                m,
+                n,
+                k,
+                a: a_in,
+                b: b_in,
+                out: o,
+                ldc: n,
+                epi: gemm::Epilogue {
+                    bias: c,
+                    alpha: p.alpha,
+                    beta: p.beta,
+                    lo: p.lo,
+                    hi: p.hi,
+                },
+            },
+        );
+    }
+}

@@ -1,0 +1,1247 @@
+//! The integer path: quantize, dequantize, requantize, and the integer convolution and
+//! matrix product with i32 accumulation (bit-exact with the interpreter).
+//!
+//! - `quantize`/`dequantize` run on f32x4 lanes: the division is an f32 division as in
+//!   the interpreter, rounding uses the 1.5 * 2^23 trick plus exact fix-ups for the
+//!   other modes (no SSE4.1 `round` needed), then saturation to the storage range.
+//! - `conv2d_int`/`matmul_int` (operands of at most 8 bits) subtract the zero points
+//!   while packing into i16 *pairs* along K (`[K/2][N][2]`, at run time by im2col, at
+//!   compile time for constant weights), so that one `pmaddwd` (KERNELS.md's
+//!   `iadd_pairwise(imul(swiden_low a, swiden_low b), imul(swiden_high ..))` tree) does
+//!   two multiply-adds per lane; products of two 9-bit values and their pair sums fit in
+//!   i32, and i32 wrap-around addition is the interpreter's wrap of the exact sum. Tile:
+//!   4 rows x 8 columns of i32x4 accumulators.
+//! - `requantize` is exact 64-bit fixed point: `a * multiplier` fits in i64 (|a| < 2^32,
+//!   |multiplier| <= 2^31); left shifts saturate first (the bound is chosen so the
+//!   clamp to the 32-bit output range is unchanged); right shifts round by the named
+//!   mode from the floor and the remainder. Fused after an integer conv/matmul it runs
+//!   on the accumulators before they are stored, so the i32 tensor never exists.
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, F32X4, I16X8, I32, I32X4, I64, I64X2};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value};
+use qcc_ir::shape::normalize_axis;
+use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, QuantParams, Rounding};
+
+use super::conv::{self, ConvGeom};
+use super::{ConstOf, Ecx, matmul_geom};
+use crate::backend::kb::{Kb, MF};
+use crate::backend::storage::Store;
+
+/// Exact fixed-point rescale, one entry per channel.
+#[derive(Clone, Debug)]
+pub(crate) struct Requant {
+    pub rounding: Rounding,
+    pub lo: i64,
+    pub hi: i64,
+    /// Per channel: multiplier, right shift, left shift, pre-shift bound, zx, zq.
+    pub chans: Vec<[i64; 6]>,
+}
+
+impl Requant {
+    fn table(&self) -> Vec<u8> {
+        self.chans
+            .iter()
+            .flat_map(|c| c.iter().flat_map(|v| v.to_le_bytes()))
+            .collect()
+    }
+}
+
+/// Integer results: optional bias, optional fused requantize, storage of the result.
+#[derive(Clone, Debug)]
+pub(crate) struct IntEpi {
+    pub has_bias: bool,
+    pub rq: Option<Requant>,
+    pub st_out: Store,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum QuantLowering {
+    Quantize {
+        outer: usize,
+        d: usize,
+        inner: usize,
+        scales: Vec<f32>,
+        zps: Vec<i64>,
+        rounding: Rounding,
+        lo: i64,
+        hi: i64,
+        st: Store,
+    },
+    Dequantize {
+        outer: usize,
+        d: usize,
+        inner: usize,
+        scales: Vec<f32>,
+        zps: Vec<i64>,
+        st: Store,
+    },
+    Requantize {
+        outer: usize,
+        d: usize,
+        inner: usize,
+        rq: Requant,
+        st_in: Store,
+        st_out: Store,
+    },
+    ConvInt {
+        g: ConvGeom,
+        zx: i64,
+        zw: Vec<i64>,
+        st_x: Store,
+        epi: IntEpi,
+    },
+    MatMulInt {
+        m: usize,
+        n: usize,
+        k: usize,
+        batches: Vec<(usize, usize)>,
+        za: i64,
+        zb: Vec<i64>,
+        st_a: Store,
+        st_b: Store,
+        b_const: bool,
+        epi: IntEpi,
+    },
+}
+
+const MR: usize = 4;
+const NV: usize = 2; // vectors of 4 columns per tile
+
+fn kp(k: usize) -> usize {
+    k.div_ceil(2) * 2
+}
+fn np(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+impl QuantLowering {
+    pub fn kernel_name(&self) -> String {
+        match self {
+            QuantLowering::Quantize { st, .. } => format!("quantize.f32x4->{}", st.name()),
+            QuantLowering::Dequantize { st, .. } => format!("dequantize.{}->f32x4", st.name()),
+            QuantLowering::Requantize { st_in, st_out, .. } => {
+                format!("requantize.{}->{}", st_in.name(), st_out.name())
+            }
+            QuantLowering::ConvInt { st_x, epi, .. } => format!(
+                "conv2d_int.im2col+pmaddwd4x8.{}{}",
+                st_x.name(),
+                if epi.rq.is_some() { "+requantize" } else { "" }
+            ),
+            QuantLowering::MatMulInt { st_a, epi, .. } => format!(
+                "matmul_int.pmaddwd4x8.{}{}",
+                st_a.name(),
+                if epi.rq.is_some() { "+requantize" } else { "" }
+            ),
+        }
+    }
+
+    pub fn workspace(&self) -> usize {
+        match self {
+            QuantLowering::ConvInt { g, .. } => kp(g.kdim()) * np(g.npix()) * 2,
+            QuantLowering::MatMulInt {
+                m, n, k, b_const, ..
+            } => m * kp(*k) * 2 + if *b_const { 0 } else { kp(*k) * np(*n) * 2 },
+            _ => 0,
+        }
+    }
+
+    pub fn macs(&self) -> u64 {
+        match self {
+            QuantLowering::ConvInt { g, .. } => g.macs(),
+            QuantLowering::MatMulInt {
+                m, n, k, batches, ..
+            } => (batches.len() * m * n * k) as u64,
+            _ => 0,
+        }
+    }
+}
+
+/// `(outer, d, inner, scales, zero points)`.
+type ParamLayout = (usize, usize, usize, Vec<f32>, Vec<i64>);
+
+/// `(outer, d, inner)` of per-tensor or per-axis parameters over `shape`, with the
+/// parameters per index.
+fn param_layout(p: &QuantParams, shape: &[usize]) -> Result<ParamLayout, String> {
+    let n: usize = shape.iter().product();
+    match p {
+        QuantParams::PerTensor { scale, zero_point } => {
+            Ok((1, 1, n, vec![*scale], vec![*zero_point as i64]))
+        }
+        QuantParams::PerAxis {
+            axis,
+            scales,
+            zero_points,
+        } => Ok((
+            shape[..*axis].iter().product(),
+            shape[*axis],
+            shape[*axis + 1..].iter().product(),
+            scales.clone(),
+            zero_points.iter().map(|&z| z as i64).collect(),
+        )),
+        QuantParams::Blocked { .. } => {
+            Err("blocked quantization parameters are not lowered yet".into())
+        }
+    }
+}
+
+/// Zero point per index along `axis` of length `len` (per-tensor repeats).
+fn axis_zps(e: &ElemType, axis: usize, len: usize) -> Result<Vec<i64>, String> {
+    match e {
+        ElemType::Quant(q) => match &q.params {
+            QuantParams::PerTensor { zero_point, .. } => Ok(vec![*zero_point as i64; len]),
+            QuantParams::PerAxis {
+                axis: a,
+                zero_points,
+                ..
+            } if *a == axis => Ok(zero_points.iter().map(|&z| z as i64).collect()),
+            _ => Err(format!(
+                "{e} must be quantized per tensor or along axis {axis}"
+            )),
+        },
+        _ => Ok(vec![0; len]),
+    }
+}
+
+fn tensor_zp(e: &ElemType) -> Result<i64, String> {
+    match e {
+        ElemType::Quant(q) => match &q.params {
+            QuantParams::PerTensor { zero_point, .. } => Ok(*zero_point as i64),
+            _ => Err(format!("{e} must be quantized per tensor")),
+        },
+        _ => Ok(0),
+    }
+}
+
+/// The requantize of `node` as per-channel constants over `shape`; `want_axis`: the
+/// channel axis the caller iterates (None: take the node's own, or per tensor).
+/// Returns the table and the axis its channels run along (None: one channel).
+fn requant_of(
+    m: &Module,
+    node: &Node,
+    want_axis: Option<usize>,
+) -> Result<(Requant, Option<usize>), String> {
+    let a = Attrs::new(node.op, &node.attrs);
+    let xty = m.ty(node.operands[0]);
+    let oty = m.ty(node.result);
+    let shape = &xty.shape;
+    let rank = shape.len();
+    let mult = a.ints("multiplier")?;
+    let shift = a.ints("shift")?;
+    let rounding = a.rounding("rounding")?;
+    if oty.elem == ElemType::Bipolar {
+        return Err("requantize to b1".into());
+    }
+    let (out_lo, out_hi) = oty.elem.code_range().ok_or("result has no code range")?;
+    let lo = a.opt_int("min")?.map_or(out_lo, |v| v.max(out_lo));
+    let hi = a.opt_int("max")?.map_or(out_hi, |v| v.min(out_hi));
+    if lo > hi {
+        return Err("empty clamp range".into());
+    }
+    // Axes of the three per-channel parameter sets.
+    let mut axis: Option<usize> = None;
+    let mut join = |ax: Option<usize>| -> Result<(), String> {
+        match (axis, ax) {
+            (_, None) => Ok(()),
+            (None, Some(x)) => {
+                axis = Some(x);
+                Ok(())
+            }
+            (Some(y), Some(x)) if x == y => Ok(()),
+            _ => Err("per-channel parameters along different axes are not lowered yet".into()),
+        }
+    };
+    if mult.len() > 1 || shift.len() > 1 {
+        join(Some(normalize_axis(a.int("axis")?, rank)?))?;
+    }
+    let px = xty.elem.quant().map(|q| q.params.axis()).unwrap_or(None);
+    let po = oty.elem.quant().map(|q| q.params.axis()).unwrap_or(None);
+    if matches!(
+        xty.elem.quant().map(|q| &q.params),
+        Some(QuantParams::Blocked { .. })
+    ) || matches!(
+        oty.elem.quant().map(|q| &q.params),
+        Some(QuantParams::Blocked { .. })
+    ) {
+        return Err("blocked quantization parameters are not lowered yet".into());
+    }
+    join(px)?;
+    join(po)?;
+    if let (Some(w), Some(x)) = (want_axis, axis)
+        && w != x
+    {
+        return Err(format!(
+            "requantize channels along axis {x}, the producer's along {w}"
+        ));
+    }
+    let axis = axis.or(want_axis);
+    let c = axis.map_or(1, |ax| shape[ax]);
+    let zx = match axis {
+        Some(ax) => axis_zps(&xty.elem, ax, c)?,
+        None => vec![tensor_zp(&xty.elem)?; 1],
+    };
+    let zq = match axis {
+        Some(ax) => axis_zps(&oty.elem, ax, c)?,
+        None => vec![tensor_zp(&oty.elem)?; 1],
+    };
+    let pick = |v: &[i64], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+    let chans = (0..c)
+        .map(|i| {
+            let sh = pick(&shift, i);
+            let (s, k) = if sh >= 0 {
+                (sh.min(62), 0)
+            } else {
+                (0, (-sh).min(62))
+            };
+            let bound = if k == 0 {
+                i64::MAX
+            } else if k <= 34 {
+                1i64 << (34 - k)
+            } else {
+                1
+            };
+            [pick(&mult, i), s, k, bound, pick(&zx, i), pick(&zq, i)]
+        })
+        .collect();
+    Ok((
+        Requant {
+            rounding,
+            lo,
+            hi,
+            chans,
+        },
+        axis,
+    ))
+}
+
+pub(crate) fn select(
+    m: &Module,
+    node: &Node,
+    fused: Option<&Node>,
+    const_of: &ConstOf<'_>,
+) -> Result<QuantLowering, String> {
+    let xty = m.ty(node.operands[0]);
+    let oty = m.ty(node.result);
+    match node.op {
+        Op::Quantize => {
+            let q = oty.elem.quant().ok_or("the result must be quantized")?;
+            let st = Store::of(&oty.elem);
+            if st.bytes() > 2 {
+                return Err("quantize to 32-bit storage is not lowered yet".into());
+            }
+            let (outer, d, inner, scales, zps) = param_layout(&q.params, &oty.shape)?;
+            Ok(QuantLowering::Quantize {
+                outer,
+                d,
+                inner,
+                scales,
+                zps,
+                rounding: Attrs::new(node.op, &node.attrs).rounding("rounding")?,
+                lo: q.qmin(),
+                hi: q.qmax(),
+                st,
+            })
+        }
+        Op::Dequantize => {
+            let q = xty.elem.quant().ok_or("the operand must be quantized")?;
+            let st = Store::of(&xty.elem);
+            if st == Store::U32 {
+                return Err("dequantize of u32 storage is not lowered yet".into());
+            }
+            let (outer, d, inner, scales, zps) = param_layout(&q.params, &xty.shape)?;
+            Ok(QuantLowering::Dequantize {
+                outer,
+                d,
+                inner,
+                scales,
+                zps,
+                st,
+            })
+        }
+        Op::Requantize => {
+            let (rq, axis) = requant_of(m, node, None)?;
+            let s = &xty.shape;
+            let (outer, d, inner) = match axis {
+                Some(ax) => (
+                    s[..ax].iter().product(),
+                    s[ax],
+                    s[ax + 1..].iter().product(),
+                ),
+                None => (1, 1, s.iter().product()),
+            };
+            Ok(QuantLowering::Requantize {
+                outer,
+                d,
+                inner,
+                rq,
+                st_in: Store::of(&xty.elem),
+                st_out: Store::of(&oty.elem),
+            })
+        }
+        Op::Conv2dInt => {
+            let wty = m.ty(node.operands[1]);
+            let st_x = Store::of(&xty.elem);
+            if xty.elem.bits() > 8 || wty.elem.bits() > 8 {
+                return Err("conv2d_int on operands wider than 8 bits is not lowered yet".into());
+            }
+            let g = conv::conv_geom(m, node)?;
+            if const_of(node.operands[1]).is_none() {
+                return Err("conv2d_int with run-time weights is not lowered yet".into());
+            }
+            let zx = tensor_zp(&xty.elem)?;
+            let zw = axis_zps(&wty.elem, 0, g.m)?;
+            let epi = int_epi(m, node, fused, 1)?;
+            Ok(QuantLowering::ConvInt {
+                g,
+                zx,
+                zw,
+                st_x,
+                epi,
+            })
+        }
+        Op::MatMulInt => {
+            let bty = m.ty(node.operands[1]);
+            if xty.elem.bits() > 8 || bty.elem.bits() > 8 {
+                return Err("matmul_int on operands wider than 8 bits is not lowered yet".into());
+            }
+            let g = matmul_geom(&xty.shape, &bty.shape)?;
+            if g.batches.len() > 256 {
+                return Err("matmul_int with more than 256 batches is not lowered yet".into());
+            }
+            let za = tensor_zp(&xty.elem)?;
+            let rb = bty.shape.len();
+            let zb = if rb >= 2 {
+                axis_zps(&bty.elem, rb - 1, g.n)?
+            } else {
+                vec![tensor_zp(&bty.elem)?; g.n]
+            };
+            let out_rank = oty.shape.len();
+            let epi = int_epi(m, node, fused, out_rank.saturating_sub(1))?;
+            if epi.rq.as_ref().is_some_and(|r| r.chans.len() > 1) && bty.shape.len() < 2 {
+                return Err("per-channel requantize of a matrix-vector product".into());
+            }
+            Ok(QuantLowering::MatMulInt {
+                m: g.m,
+                n: g.n,
+                k: g.k,
+                batches: g.batches,
+                za,
+                zb,
+                st_a: Store::of(&xty.elem),
+                st_b: Store::of(&bty.elem),
+                b_const: const_of(node.operands[1]).is_some(),
+                epi,
+            })
+        }
+        _ => Err(format!("{} is not an integer-path op", node.op)),
+    }
+}
+
+/// The epilogue of an integer conv/matmul whose channels run along `axis` of the result.
+fn int_epi(m: &Module, node: &Node, fused: Option<&Node>, axis: usize) -> Result<IntEpi, String> {
+    let has_bias = node.operands.len() > 2;
+    match fused {
+        None => Ok(IntEpi {
+            has_bias,
+            rq: None,
+            st_out: Store::of(&m.ty(node.result).elem),
+        }),
+        Some(f) => {
+            let (rq, _) = requant_of(m, f, Some(axis))?;
+            Ok(IntEpi {
+                has_bias,
+                rq: Some(rq),
+                st_out: Store::of(&m.ty(f.result).elem),
+            })
+        }
+    }
+}
+
+pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
+    match q {
+        QuantLowering::Quantize {
+            outer,
+            d,
+            inner,
+            scales,
+            zps,
+            rounding,
+            lo,
+            hi,
+            st,
+        } => {
+            let x = cx.operand(0);
+            let tab = param_table(cx, scales, zps);
+            let out = cx.out;
+            per_channel(
+                cx.kb,
+                *outer,
+                *d,
+                *inner,
+                tab,
+                x,
+                4,
+                out,
+                st.bytes(),
+                |kb, ch| QuantizeConsts::new(kb, ch, *rounding, *lo, *hi),
+                |kb, c, v, lanes, dst| c.store(kb, *st, v, lanes, dst),
+            );
+        }
+        QuantLowering::Dequantize {
+            outer,
+            d,
+            inner,
+            scales,
+            zps,
+            st,
+        } => {
+            let x = cx.operand(0);
+            let tab = param_table(cx, scales, zps);
+            let out = cx.out;
+            let st = *st;
+            let kb = &mut *cx.kb;
+            kb.for_range(0, (*outer * *d) as i64, 1, |kb, od| {
+                let ch = kb.b.ins().urem_imm_u(od, *d as i64);
+                let tp = kb.idx(tab, ch, 8);
+                let s = kb.load(F32, tp, 0);
+                let zi = kb.load(I32, tp, 4);
+                let z = kb.b.ins().fcvt_from_sint(F32, zi);
+                let (sv, zv) = (kb.b.ins().splat(F32X4, s), kb.b.ins().splat(F32X4, z));
+                let xp = kb.idx(x, od, (*inner * st.bytes()) as i64);
+                let op = kb.idx(out, od, (*inner * 4) as i64);
+                let n8 = (*inner / 8) as i64;
+                kb.for_range(0, n8, 1, |kb, i| {
+                    let p = kb.idx(xp, i, 8 * st.bytes() as i64);
+                    let (a, b) = load_codes_x8(kb, st, p);
+                    let o = kb.idx(op, i, 32);
+                    for (h, v) in [a, b].into_iter().enumerate() {
+                        let f = kb.b.ins().fcvt_from_sint(F32X4, v);
+                        let f = kb.b.ins().fsub(f, zv);
+                        let f = kb.b.ins().fmul(f, sv);
+                        kb.store(f, o, (h * 16) as i64);
+                    }
+                });
+                for e in (n8 * 8) as usize..*inner {
+                    let c = kb.load_i32(st, xp, (e * st.bytes()) as i64);
+                    let f = kb.b.ins().fcvt_from_sint(F32, c);
+                    let f = kb.b.ins().fsub(f, z);
+                    let f = kb.b.ins().fmul(f, s);
+                    kb.store(f, op, (e * 4) as i64);
+                }
+            });
+        }
+        QuantLowering::Requantize {
+            outer,
+            d,
+            inner,
+            rq,
+            st_in,
+            st_out,
+        } => {
+            let x = cx.operand(0);
+            let tab = cx.rodata(rq.table(), 16);
+            let out = cx.out;
+            let (st_in, st_out) = (*st_in, *st_out);
+            let kb = &mut *cx.kb;
+            kb.for_range(0, (*outer * *d) as i64, 1, |kb, od| {
+                let ch = kb.b.ins().urem_imm_u(od, *d as i64);
+                let xp = kb.idx(x, od, (*inner * st_in.bytes()) as i64);
+                let op = kb.idx(out, od, (*inner * st_out.bytes()) as i64);
+                let tp = kb.idx(tab, ch, 48);
+                kb.for_range(0, *inner as i64, 1, |kb, i| {
+                    let s = kb.idx(xp, i, st_in.bytes() as i64);
+                    let v = kb.load_i64(st_in, s, 0);
+                    let r = requant_scalar(kb, rq, tp, v);
+                    let o = kb.idx(op, i, st_out.bytes() as i64);
+                    kb.store_int(st_out, r, o, 0);
+                });
+            });
+        }
+        QuantLowering::ConvInt {
+            g,
+            zx,
+            zw,
+            st_x,
+            epi,
+        } => emit_conv_int(cx, g, *zx, zw, *st_x, epi),
+        QuantLowering::MatMulInt { .. } => emit_matmul_int(cx, q),
+    }
+}
+
+/// (scale f32, zero point i32) pairs.
+fn param_table(cx: &mut Ecx<'_, '_, '_, '_>, scales: &[f32], zps: &[i64]) -> Value {
+    let mut b = Vec::new();
+    for (s, z) in scales.iter().zip(zps) {
+        b.extend_from_slice(&s.to_le_bytes());
+        b.extend_from_slice(&(*z as i32).to_le_bytes());
+    }
+    cx.rodata(b, 16)
+}
+
+/// Loads 8 codes of 1- or 2-byte storage (or two i32x4 of 4-byte storage) as i32x4s.
+fn load_codes_x8(kb: &mut Kb<'_, '_>, st: Store, p: Value) -> (Value, Value) {
+    match st {
+        Store::I8 | Store::U8 => {
+            let v = if st == Store::I8 {
+                kb.b.ins().sload8x8(MF, p, 0)
+            } else {
+                kb.b.ins().uload8x8(MF, p, 0)
+            };
+            if st == Store::I8 {
+                (kb.b.ins().swiden_low(v), kb.b.ins().swiden_high(v))
+            } else {
+                (kb.b.ins().uwiden_low(v), kb.b.ins().uwiden_high(v))
+            }
+        }
+        Store::I16 | Store::U16 => {
+            let v = kb.load(I16X8, p, 0);
+            if st == Store::I16 {
+                (kb.b.ins().swiden_low(v), kb.b.ins().swiden_high(v))
+            } else {
+                (kb.b.ins().uwiden_low(v), kb.b.ins().uwiden_high(v))
+            }
+        }
+        _ => (kb.load(I32X4, p, 0), kb.load(I32X4, p, 16)),
+    }
+}
+
+/// Constants of one quantize channel, for vectors and scalars.
+struct QuantizeConsts {
+    s: [Value; 2],
+    z: [Value; 2],
+    lim: [Value; 4],
+    magic: [Value; 2],
+    one: [Value; 2],
+    half: [Value; 2],
+    zero: [Value; 2],
+    lo: [Value; 2],
+    hi: [Value; 2],
+    rounding: Rounding,
+}
+
+impl QuantizeConsts {
+    /// `ch`: pointer to the channel's (scale, zero point).
+    fn new(kb: &mut Kb<'_, '_>, ch: Value, rounding: Rounding, lo: i64, hi: i64) -> QuantizeConsts {
+        let s = kb.load(F32, ch, 0);
+        let z = kb.load(I32, ch, 4);
+        let sv = kb.b.ins().splat(F32X4, s);
+        let zv = kb.b.ins().splat(I32X4, z);
+        let both = |kb: &mut Kb<'_, '_>, x: f32| [kb.fconst(F32X4, x), kb.fconst(F32, x)];
+        let ints = |kb: &mut Kb<'_, '_>, x: i64| [kb.iconst_t(I32X4, x), kb.iconst_t(I32, x)];
+        let l = both(kb, -(1 << 20) as f32);
+        let h = both(kb, (1 << 20) as f32);
+        QuantizeConsts {
+            s: [sv, s],
+            z: [zv, z],
+            lim: [l[0], l[1], h[0], h[1]],
+            magic: both(kb, 12_582_912.0),
+            one: both(kb, 1.0),
+            half: both(kb, 0.5),
+            zero: both(kb, 0.0),
+            lo: ints(kb, lo),
+            hi: ints(kb, hi),
+            rounding,
+        }
+    }
+
+    /// Quantizes `x` (F32X4 or F32) to i32 codes, clamped.
+    fn codes(&self, kb: &mut Kb<'_, '_>, x: Value, vec: bool) -> Value {
+        let i = if vec { 0 } else { 1 };
+        let (ft, it) = if vec { (F32X4, I32X4) } else { (F32, I32) };
+        let y = kb.b.ins().fdiv(x, self.s[i]);
+        // Clamp to +-2^20 (beyond every <= 16-bit range; NaN stays NaN).
+        let (l, h) = (self.lim[i], self.lim[2 + i]);
+        let y = kb.fselect(ft, FloatCC::LessThan, y, l, l, y);
+        let y = kb.fselect(ft, FloatCC::GreaterThan, y, h, h, y);
+        let t = kb.b.ins().fadd(y, self.magic[i]);
+        let r = kb.b.ins().fsub(t, self.magic[i]); // nearest, ties to even
+        let one = self.one[i];
+        let fl = {
+            let rm1 = kb.b.ins().fsub(r, one);
+            kb.fselect(ft, FloatCC::GreaterThan, r, y, rm1, r)
+        };
+        let ce = {
+            let rp1 = kb.b.ins().fadd(r, one);
+            kb.fselect(ft, FloatCC::LessThan, r, y, rp1, r)
+        };
+        let zero = self.zero[i];
+        let rounded = match self.rounding {
+            Rounding::HalfEven => r,
+            Rounding::Floor => fl,
+            Rounding::Ceil => ce,
+            Rounding::Down => kb.fselect(ft, FloatCC::GreaterThanOrEqual, y, zero, fl, ce),
+            Rounding::Up => kb.fselect(ft, FloatCC::GreaterThanOrEqual, y, zero, ce, fl),
+            Rounding::HalfUp | Rounding::HalfDown => {
+                let d = kb.b.ins().fsub(y, fl);
+                let flp1 = kb.b.ins().fadd(fl, one);
+                let tie_val = if self.rounding == Rounding::HalfUp {
+                    kb.fselect(ft, FloatCC::GreaterThan, y, zero, flp1, fl)
+                } else {
+                    kb.fselect(ft, FloatCC::GreaterThan, y, zero, fl, flp1)
+                };
+                kb.fselect(ft, FloatCC::Equal, d, self.half[i], tie_val, r)
+            }
+        };
+        let c = kb.b.ins().fcvt_to_sint_sat(it, rounded); // NaN -> 0
+        let c = kb.b.ins().iadd(c, self.z[i]);
+        let c = kb.b.ins().smax(c, self.lo[i]);
+        kb.b.ins().smin(c, self.hi[i])
+    }
+
+    /// Quantizes 8 (vector) or 1 (scalar) elements at `src` and stores them at `dst`.
+    fn store(&self, kb: &mut Kb<'_, '_>, st: Store, src: Value, lanes: usize, dst: Value) {
+        if lanes == 1 {
+            let x = kb.load(F32, src, 0);
+            let c = self.codes(kb, x, false);
+            kb.store_int(st, c, dst, 0);
+            return;
+        }
+        let a = kb.load(F32X4, src, 0);
+        let b = kb.load(F32X4, src, 16);
+        let ca = self.codes(kb, a, true);
+        let cb = self.codes(kb, b, true);
+        // Values are inside the storage range, so the saturating narrows are exact.
+        match st {
+            Store::I16 => {
+                let v = kb.b.ins().snarrow(ca, cb);
+                kb.store(v, dst, 0);
+            }
+            Store::U16 => {
+                let v = kb.b.ins().unarrow(ca, cb);
+                kb.store(v, dst, 0);
+            }
+            _ => {
+                let v = kb.b.ins().snarrow(ca, cb);
+                let v = if st == Store::U8 {
+                    kb.b.ins().unarrow(v, v)
+                } else {
+                    kb.b.ins().snarrow(v, v)
+                };
+                let v = kb.b.ins().bitcast(
+                    I64X2,
+                    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little),
+                    v,
+                );
+                let lo = kb.b.ins().extractlane(v, 0);
+                kb.store(lo, dst, 0);
+            }
+        }
+    }
+}
+
+/// A loop over `outer * d` channel runs of `inner` f32 elements, 8 at a time.
+#[allow(clippy::too_many_arguments, reason = "one loop nest")]
+fn per_channel<C>(
+    kb: &mut Kb<'_, '_>,
+    outer: usize,
+    d: usize,
+    inner: usize,
+    tab: Value,
+    x: Value,
+    in_bytes: usize,
+    out: Value,
+    out_bytes: usize,
+    consts: impl Fn(&mut Kb<'_, '_>, Value) -> C,
+    body: impl Fn(&mut Kb<'_, '_>, &C, Value, usize, Value),
+) {
+    kb.for_range(0, (outer * d) as i64, 1, |kb, od| {
+        let ch = kb.b.ins().urem_imm_u(od, d as i64);
+        let tp = kb.idx(tab, ch, 8);
+        let c = consts(kb, tp);
+        let xp = kb.idx(x, od, (inner * in_bytes) as i64);
+        let op = kb.idx(out, od, (inner * out_bytes) as i64);
+        let n8 = (inner / 8) as i64;
+        kb.for_range(0, n8, 1, |kb, i| {
+            let s = kb.idx(xp, i, (8 * in_bytes) as i64);
+            let dd = kb.idx(op, i, (8 * out_bytes) as i64);
+            body(kb, &c, s, 8, dd);
+        });
+        for e in (n8 * 8) as usize..inner {
+            let s = kb.off(xp, (e * in_bytes) as i64);
+            let dd = kb.off(op, (e * out_bytes) as i64);
+            body(kb, &c, s, 1, dd);
+        }
+    });
+}
+
+/// Exact requantize of the i64 code `x` with the channel constants at `tp`.
+fn requant_scalar(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Value) -> Value {
+    let mult = kb.load(I64, tp, 0);
+    let s = kb.load(I64, tp, 8);
+    let k = kb.load(I64, tp, 16);
+    let bound = kb.load(I64, tp, 24);
+    let zx = kb.load(I64, tp, 32);
+    let zq = kb.load(I64, tp, 40);
+    let a = kb.b.ins().isub(x, zx);
+    let p = kb.b.ins().imul(a, mult);
+    // Left shift (k > 0): saturate to +-bound first.
+    let nb = kb.b.ins().ineg(bound);
+    let p = kb.b.ins().smin(p, bound);
+    let p = kb.b.ins().smax(p, nb);
+    let p = kb.b.ins().ishl(p, k);
+    // Right shift by s with rounding.
+    let one = kb.c(1);
+    let pow = kb.b.ins().ishl(one, s);
+    let mask = kb.b.ins().isub(pow, one);
+    let half = kb.b.ins().ushr_imm_u(pow, 1);
+    let floor = kb.b.ins().sshr(p, s);
+    let rem = kb.b.ins().band(p, mask);
+    let inexact = kb.b.ins().icmp_imm_s(IntCC::NotEqual, rem, 0);
+    let inexact64 = kb.b.ins().uextend(I64, inexact);
+    let ceil = kb.b.ins().iadd(floor, inexact64);
+    let neg = kb.b.ins().icmp_imm_s(IntCC::SignedLessThan, p, 0);
+    let r = match rq.rounding {
+        Rounding::Floor => floor,
+        Rounding::Ceil => ceil,
+        Rounding::Down => kb.b.ins().select(neg, ceil, floor),
+        Rounding::Up => kb.b.ins().select(neg, floor, ceil),
+        Rounding::HalfEven | Rounding::HalfUp | Rounding::HalfDown => {
+            let fl1 = kb.b.ins().iadd_imm_s(floor, 1);
+            let tie = match rq.rounding {
+                Rounding::HalfUp => kb.b.ins().select(neg, floor, fl1),
+                Rounding::HalfDown => kb.b.ins().select(neg, fl1, floor),
+                _ => {
+                    let odd = kb.b.ins().band_imm_s(floor, 1);
+                    kb.b.ins().iadd(floor, odd)
+                }
+            };
+            let gt = kb.b.ins().icmp(IntCC::SignedGreaterThan, rem, half);
+            let eq = kb.b.ins().icmp(IntCC::Equal, rem, half);
+            let eq = kb.b.ins().band(eq, inexact);
+            let r = kb.b.ins().select(gt, fl1, floor);
+            kb.b.ins().select(eq, tie, r)
+        }
+    };
+    let big = kb.c(1 << 40);
+    let nbig = kb.c(-(1 << 40));
+    let r = kb.b.ins().smin(r, big);
+    let r = kb.b.ins().smax(r, nbig);
+    let r = kb.b.ins().iadd(r, zq);
+    let lo = kb.c(rq.lo);
+    let hi = kb.c(rq.hi);
+    let r = kb.b.ins().smax(r, lo);
+    kb.b.ins().smin(r, hi)
+}
+
+/// The i16-pair GEMM: `out[i, j] = epi(sum_p A2[i, p] . B2[p, j])` where `A2[i, p]` is
+/// the i32 holding two i16 at `a + i*a_row + p*4` and `B2` is `[P][Np][2]` i16 at `b`.
+/// `chan_of_row`: the epilogue's channel is the row (conv) or the column (matmul).
+struct IntGemm<'t> {
+    m: usize,
+    n: usize,
+    pairs: usize,
+    a: Value,
+    a_row: i64,
+    b: Value,
+    out: Value,
+    ldc: usize,
+    bias: Option<Value>,
+    rq: Option<(&'t Requant, Value)>,
+    st_out: Store,
+    chan_of_row: bool,
+}
+
+fn emit_int_gemm(kb: &mut Kb<'_, '_>, g: &IntGemm<'_>) {
+    let npad = np(g.n);
+    let row_groups: Vec<(usize, usize, usize)> = {
+        // (first row, rows per tile, tile count)
+        let mut v = Vec::new();
+        if g.m / MR > 0 {
+            v.push((0, MR, g.m / MR));
+        }
+        if !g.m.is_multiple_of(MR) {
+            v.push((g.m / MR * MR, g.m % MR, 1));
+        }
+        v
+    };
+    // Tiles entirely inside the n columns, then one tile of the rest (padding lanes are
+    // computed on the zeroed workspace columns but never stored).
+    let tiles_full = g.n / (4 * NV);
+    let col_tail = (g.n - tiles_full * 4 * NV).div_ceil(4);
+    let _ = npad;
+    for (first, rows, count) in row_groups {
+        kb.for_range(0, count as i64, 1, |kb, ti| {
+            let row0 = kb.b.ins().imul_imm_s(ti, MR as i64);
+            let row0 = kb.b.ins().iadd_imm_s(row0, first as i64);
+            let a_base = kb.idx(g.a, row0, g.a_row);
+            if tiles_full > 0 {
+                kb.for_range(0, tiles_full as i64, 1, |kb, tj| {
+                    let col0 = kb.b.ins().imul_imm_s(tj, (4 * NV) as i64);
+                    int_tile(kb, g, rows, NV, row0, a_base, col0, Some(4 * NV));
+                });
+            }
+            if col_tail > 0 {
+                let col0 = kb.c((tiles_full * 4 * NV) as i64);
+                int_tile(kb, g, rows, col_tail, row0, a_base, col0, None);
+            }
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "one tile's geometry")]
+fn int_tile(
+    kb: &mut Kb<'_, '_>,
+    g: &IntGemm<'_>,
+    rows: usize,
+    vecs: usize,
+    row0: Value,
+    a_base: Value,
+    col0: Value,
+    full: Option<usize>,
+) {
+    let npad = np(g.n);
+    let b_base = kb.idx(g.b, col0, 4);
+    let zero = kb.iconst_t(I32X4, 0);
+    let accs: Vec<Vec<_>> = (0..rows)
+        .map(|_| (0..vecs).map(|_| kb.var(I32X4, zero)).collect())
+        .collect();
+    let step = |kb: &mut Kb<'_, '_>, ap: Value, bp: Value, u: i64| {
+        let bv: Vec<Value> = (0..vecs)
+            .map(|v| kb.load(I16X8, bp, u * (npad * 4) as i64 + (v * 16) as i64))
+            .collect();
+        for (r, acc_r) in accs.iter().enumerate() {
+            let pair = kb.load(I32, ap, u * 4 + r as i64 * g.a_row);
+            let av = kb.b.ins().splat(I32X4, pair);
+            let av = kb.b.ins().bitcast(
+                I16X8,
+                MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little),
+                av,
+            );
+            let al = kb.b.ins().swiden_low(av);
+            let ah = kb.b.ins().swiden_high(av);
+            for (v, &bvv) in bv.iter().enumerate() {
+                // pmaddwd: iadd_pairwise(imul(swiden_low a, swiden_low b), imul(swiden_high ..)).
+                let bl = kb.b.ins().swiden_low(bvv);
+                let bh = kb.b.ins().swiden_high(bvv);
+                let pl = kb.b.ins().imul(bl, al);
+                let ph = kb.b.ins().imul(bh, ah);
+                let d = kb.b.ins().iadd_pairwise(pl, ph);
+                let acc = kb.b.use_var(acc_r[v]);
+                let s = kb.b.ins().iadd(acc, d);
+                kb.b.def_var(acc_r[v], s);
+            }
+        }
+    };
+    let p = g.pairs as i64;
+    let main = p / 2 * 2;
+    if main > 0 {
+        kb.for_range(0, main, 2, |kb, pi| {
+            let ap = kb.idx(a_base, pi, 4);
+            let bp = kb.idx(b_base, pi, (npad * 4) as i64);
+            step(kb, ap, bp, 0);
+            step(kb, ap, bp, 1);
+        });
+    }
+    if main < p {
+        let ap = kb.off(a_base, main * 4);
+        let bp = kb.off(b_base, main * (npad * 4) as i64);
+        step(kb, ap, bp, 0);
+    }
+    // Epilogue, lane by lane (columns past n are padding and never stored).
+    let ob = g.st_out.bytes() as i64;
+    let out_row = kb.idx(g.out, row0, g.ldc as i64 * ob);
+    let out_tile = kb.idx(out_row, col0, ob);
+    let static_cols = full.is_none();
+    for (r, acc_r) in accs.iter().enumerate() {
+        for (v, &acc) in acc_r.iter().enumerate() {
+            let accv = kb.b.use_var(acc);
+            for lane in 0..4 {
+                let c = v * 4 + lane;
+                if static_cols {
+                    // Tail tile: col0 is a constant; skip padding columns.
+                    let first = (g.n / (4 * NV)) * 4 * NV;
+                    if first + c >= g.n {
+                        continue;
+                    }
+                }
+                let mut x = kb.b.ins().extractlane(accv, lane as u8);
+                let chan = if g.chan_of_row {
+                    kb.b.ins().iadd_imm_s(row0, r as i64)
+                } else {
+                    kb.b.ins().iadd_imm_s(col0, c as i64)
+                };
+                if let Some(bp) = g.bias {
+                    let a = kb.idx(bp, chan, 4);
+                    let bv = kb.load(I32, a, 0);
+                    x = kb.b.ins().iadd(x, bv);
+                }
+                let off = (r as i64 * g.ldc as i64 + c as i64) * ob;
+                match g.rq {
+                    Some((rq, tab)) => {
+                        let tp = if rq.chans.len() > 1 {
+                            kb.idx(tab, chan, 48)
+                        } else {
+                            tab
+                        };
+                        let x64 = kb.b.ins().sextend(I64, x);
+                        let y = requant_scalar(kb, rq, tp, x64);
+                        kb.store_int(g.st_out, y, out_tile, off);
+                    }
+                    None => kb.store_int(g.st_out, x, out_tile, off),
+                }
+            }
+        }
+    }
+}
+
+/// Packs `get(kk, j)` (already zero-point corrected) into the `[P][Np][2]` i16 layout.
+fn pack_pairs(k: usize, n: usize, get: impl Fn(usize, usize) -> i64) -> Vec<u8> {
+    let (kpp, npp) = (kp(k), np(n));
+    let mut v = vec![0u8; kpp * npp * 2];
+    for kk in 0..k {
+        for j in 0..n {
+            let at = ((kk / 2) * npp + j) * 2 + kk % 2;
+            v[at * 2..at * 2 + 2].copy_from_slice(&(get(kk, j) as i16).to_le_bytes());
+        }
+    }
+    v
+}
+
+/// Packs rows `get(i, kk)` into `[M][Kp]` i16 (pairs along K, zero-padded).
+fn pack_rows(m: usize, k: usize, get: impl Fn(usize, usize) -> i64) -> Vec<u8> {
+    let kpp = kp(k);
+    let mut v = vec![0u8; m * kpp * 2];
+    for i in 0..m {
+        for kk in 0..k {
+            let at = i * kpp + kk;
+            v[at * 2..at * 2 + 2].copy_from_slice(&(get(i, kk) as i16).to_le_bytes());
+        }
+    }
+    v
+}
+
+fn const_ints<'a>(cx: &Ecx<'_, '_, '_, 'a>, i: usize) -> &'a [i64] {
+    match (cx.const_of)(cx.node.operands[i]) {
+        Some(ConstData::Int(v)) => v,
+        _ => &[],
+    }
+}
+
+fn emit_conv_int(
+    cx: &mut Ecx<'_, '_, '_, '_>,
+    g: &ConvGeom,
+    zx: i64,
+    zw: &[i64],
+    st_x: Store,
+    epi: &IntEpi,
+) {
+    let (cg, mg, k, npix) = (g.cg(), g.mg(), g.kdim(), g.npix());
+    let kpp = kp(k);
+    let x = cx.operand(0);
+    let w = const_ints(cx, 1).to_vec();
+    let mut packed = Vec::new();
+    for grp in 0..g.group {
+        packed.extend(pack_rows(mg, k, |i, kk| {
+            let oc = grp * mg + i;
+            w[oc * k + kk] - zw[oc]
+        }));
+    }
+    let wp = cx.rodata(packed, 16);
+    let bias = epi.has_bias.then(|| cx.operand(2));
+    let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let (out, ws) = (cx.out, cx.ws);
+    let ob = epi.st_out.bytes();
+    let g = *g;
+    let kb = &mut *cx.kb;
+    kb.for_range(0, g.n as i64, 1, |kb, n| {
+        let xn = kb.idx(x, n, (g.c * g.h * g.w * st_x.bytes()) as i64);
+        let on = kb.idx(out, n, (g.m * npix * ob) as i64);
+        kb.for_range(0, g.group as i64, 1, |kb, grp| {
+            let xg = kb.idx(xn, grp, (cg * g.h * g.w * st_x.bytes()) as i64);
+            let og = kb.idx(on, grp, (mg * npix * ob) as i64);
+            let wg = kb.idx(wp, grp, (mg * kpp * 2) as i64);
+            im2col_pairs(kb, &g, zx, st_x, xg, ws);
+            let bias_g = bias.map(|b| kb.idx(b, grp, (mg * 4) as i64));
+            let rq_g = rq.map(|(r, t)| {
+                let t = if r.chans.len() > 1 {
+                    kb.idx(t, grp, (mg * 48) as i64)
+                } else {
+                    t
+                };
+                (r, t)
+            });
+            emit_int_gemm(
+                kb,
+                &IntGemm {
+                    m: mg,
+                    n: npix,
+                    pairs: kpp / 2,
+                    a: wg,
+                    a_row: (kpp * 2) as i64,
+                    b: ws,
+                    out: og,
+                    ldc: npix,
+                    bias: bias_g,
+                    rq: rq_g,
+                    st_out: epi.st_out,
+                    chan_of_row: true,
+                },
+            );
+        });
+    });
+}
+
+/// Writes `x - zx` of one group's patches into the `[Kp/2][Np][2]` i16 workspace.
+fn im2col_pairs(kb: &mut Kb<'_, '_>, g: &ConvGeom, zx: i64, st: Store, x: Value, ws: Value) {
+    let (k, npix) = (g.kdim(), g.npix());
+    let npad = np(npix);
+    let eb = st.bytes() as i64;
+    // Zero everything first: padding taps, padding columns and the odd K row.
+    conv::fill_zero(kb, ws, 0, kp(k) * npad / 2);
+    let zxv = kb.c(zx);
+    let g = *g;
+    kb.for_range(0, g.cg() as i64, 1, |kb, c| {
+        let xc = kb.idx(x, c, (g.h * g.w) as i64 * eb);
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let (ylo, yhi) = g.rows_valid(i);
+                let (xlo, xhi) = g.cols_valid(j);
+                if ylo >= yhi || xlo >= xhi {
+                    continue;
+                }
+                // Row kk = (c*kh + i)*kw + j: pair kk/2, half kk%2; c is a run-time value,
+                // so compute the row's byte offset at run time.
+                let ij = (i * g.kw + j) as i64;
+                let kk = kb.b.ins().imul_imm_s(c, (g.kh * g.kw) as i64);
+                let kk = kb.b.ins().iadd_imm_s(kk, ij);
+                let pair = kb.b.ins().ushr_imm_u(kk, 1);
+                let half = kb.b.ins().band_imm_s(kk, 1);
+                let rowp = kb.idx(ws, pair, (npad * 4) as i64);
+                let rowp = kb.idx(rowp, half, 2);
+                let x0 = ((xlo * g.sw + j * g.dw) as i64 - g.left as i64)
+                    + ((i * g.dh) as i64 - g.top as i64) * g.w as i64;
+                kb.for_range(ylo as i64, yhi as i64, 1, |kb, oy| {
+                    let src = kb.idx(xc, oy, (g.sh * g.w) as i64 * eb);
+                    let dst = kb.idx(rowp, oy, (g.ow * 4) as i64);
+                    let len = xhi - xlo;
+                    let body = |kb: &mut Kb<'_, '_>, s: Value, d: Value| {
+                        let v = kb.load_i64(st, s, x0 * eb);
+                        let v = kb.b.ins().isub(v, zxv);
+                        kb.b.ins().istore16(MF, v, d, (xlo * 4) as i32);
+                    };
+                    if len > 8 {
+                        kb.for_range(0, len as i64, 1, |kb, e| {
+                            let s = kb.idx(src, e, g.sw as i64 * eb);
+                            let d = kb.idx(dst, e, 4);
+                            body(kb, s, d);
+                        });
+                    } else {
+                        for e in 0..len as i64 {
+                            let s = kb.off(src, e * g.sw as i64 * eb);
+                            let d = kb.off(dst, e * 4);
+                            body(kb, s, d);
+                        }
+                    }
+                });
+            }
+        }
+    });
+}
+
+fn emit_matmul_int(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
+    let QuantLowering::MatMulInt {
+        m,
+        n,
+        k,
+        batches,
+        za,
+        zb,
+        st_a,
+        st_b,
+        b_const,
+        epi,
+    } = q
+    else {
+        return;
+    };
+    let (m, n, k) = (*m, *n, *k);
+    let (kpp, npp) = (kp(k), np(n));
+    let a = cx.operand(0);
+    let nb_b = batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
+    let b_packed = if *b_const {
+        let b = const_ints(cx, 1).to_vec();
+        let mut packed = Vec::new();
+        for s in 0..nb_b {
+            packed.extend(pack_pairs(k, n, |kk, j| b[s * k * n + kk * n + j] - zb[j]));
+        }
+        Some(cx.rodata(packed, 16))
+    } else {
+        None
+    };
+    let b_rt = if *b_const { None } else { Some(cx.operand(1)) };
+    let zb_tab = if *b_const {
+        None
+    } else {
+        let bytes = zb.iter().flat_map(|&z| z.to_le_bytes()).collect();
+        Some(cx.rodata(bytes, 16))
+    };
+    let bias = epi.has_bias.then(|| cx.operand(2));
+    let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let (out, ws) = (cx.out, cx.ws);
+    let ob = epi.st_out.bytes();
+    let (st_a, st_b, za) = (*st_a, *st_b, *za);
+    let kb = &mut *cx.kb;
+    let a_ws = ws;
+    let b_ws = kb.off(ws, (m * kpp * 2) as i64);
+    let zav = kb.c(za);
+    for (bi, &(ba, bb)) in batches.iter().enumerate() {
+        // A rows -> [M][Kp] i16 of (a - za).
+        let ab = kb.off(a, (ba * m * k * st_a.bytes()) as i64);
+        conv::fill_zero(kb, a_ws, 0, m * kpp / 2);
+        kb.for_range(0, m as i64, 1, |kb, i| {
+            let src = kb.idx(ab, i, (k * st_a.bytes()) as i64);
+            let dst = kb.idx(a_ws, i, (kpp * 2) as i64);
+            kb.for_range(0, k as i64, 1, |kb, kk| {
+                let s = kb.idx(src, kk, st_a.bytes() as i64);
+                let v = kb.load_i64(st_a, s, 0);
+                let v = kb.b.ins().isub(v, zav);
+                let d = kb.idx(dst, kk, 2);
+                kb.b.ins().istore16(MF, v, d, 0);
+            });
+        });
+        let bp = match (b_packed, b_rt, zb_tab) {
+            (Some(p), _, _) => kb.off(p, (bb * kpp * npp * 2) as i64),
+            (None, Some(br), Some(zt)) => {
+                let bsrc = kb.off(br, (bb * k * n * st_b.bytes()) as i64);
+                conv::fill_zero(kb, b_ws, 0, kpp * npp / 2);
+                kb.for_range(0, k as i64, 1, |kb, kk| {
+                    let pair = kb.b.ins().ushr_imm_u(kk, 1);
+                    let half = kb.b.ins().band_imm_s(kk, 1);
+                    let row = kb.idx(b_ws, pair, (npp * 4) as i64);
+                    let row = kb.idx(row, half, 2);
+                    let src = kb.idx(bsrc, kk, (n * st_b.bytes()) as i64);
+                    kb.for_range(0, n as i64, 1, |kb, j| {
+                        let s = kb.idx(src, j, st_b.bytes() as i64);
+                        let v = kb.load_i64(st_b, s, 0);
+                        let zp = kb.idx(zt, j, 8);
+                        let z = kb.load(I64, zp, 0);
+                        let v = kb.b.ins().isub(v, z);
+                        let d = kb.idx(row, j, 4);
+                        kb.b.ins().istore16(MF, v, d, 0);
+                    });
+                });
+                b_ws
+            }
+            _ => return,
+        };
+        let o = kb.off(out, (bi * m * n * ob) as i64);
+        emit_int_gemm(
+            kb,
+            &IntGemm {
+                m,
+                n,
+                pairs: kpp / 2,
+                a: a_ws,
+                a_row: (kpp * 2) as i64,
+                b: bp,
+                out: o,
+                ldc: n,
+                bias,
+                rq,
+                st_out: epi.st_out,
+                chan_of_row: false,
+            },
+        );
+    }
+    let _: Type = I64;
+}

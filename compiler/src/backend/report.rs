@@ -1,0 +1,158 @@
+//! The compile report: per layer the kernel chosen, element types and bits, MACs and
+//! scratch offsets; totals for weights, arena and tensors. Printable as text (stderr)
+//! and as JSON (`--report FILE.json`, hand-written to keep dependencies lean).
+
+use std::fmt::{self, Write};
+
+/// One kernel call of the entry function.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerReport {
+    /// Position in the entry function.
+    pub index: usize,
+    /// The op, with fused ops after `+` (`conv2d+relu`); `copy` for output copies.
+    pub op: String,
+    /// The result's spelling (`%v3`) and the node's `loc`, if any.
+    pub result: String,
+    pub loc: Option<String>,
+    /// The kernel chosen.
+    pub kernel: String,
+    /// Operand element types (`f32`, `q<u8, 0.1:3>`, ...), then the result's.
+    pub inputs: Vec<String>,
+    pub output: String,
+    /// Storage bits of the operands and the result.
+    pub input_bits: Vec<u32>,
+    pub output_bits: u32,
+    pub macs: u64,
+    /// Where the result goes: `scratch+OFF`, `output[j]`.
+    pub dest: String,
+    /// The workspace's arena offset and bytes (0 bytes: none).
+    pub workspace: (u64, u64),
+    /// Whether the kernel computes on integers.
+    pub integer: bool,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Report {
+    pub model: String,
+    pub target: String,
+    pub layers: Vec<LayerReport>,
+    /// Bytes of read-only data (packed weights, tables).
+    pub weight_bytes: u64,
+    /// Bytes of scratch the caller provides (NAME_scratch_size()).
+    pub arena_bytes: u64,
+    /// Sum of the sizes of every run-time tensor (what no reuse would need).
+    pub tensor_bytes: u64,
+    pub total_macs: u64,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "qcc compile report: {} for {}", self.model, self.target)?;
+        writeln!(
+            f,
+            "{:>3}  {:<22} {:<34} {:>10}  {:<18} types",
+            "#", "op", "kernel", "MACs", "result at"
+        )?;
+        for l in &self.layers {
+            let ws = if l.workspace.1 > 0 {
+                format!(" (workspace scratch+{} {} B)", l.workspace.0, l.workspace.1)
+            } else {
+                String::new()
+            };
+            writeln!(
+                f,
+                "{:>3}  {:<22} {:<34} {:>10}  {:<18} ({}) -> {}{ws}",
+                l.index,
+                l.op,
+                l.kernel,
+                l.macs,
+                l.dest,
+                l.inputs.join(", "),
+                l.output
+            )?;
+        }
+        let int = self.layers.iter().filter(|l| l.integer).count();
+        writeln!(
+            f,
+            "totals: {} MACs, {} layers ({} integer), weights {} B, arena {} B, tensors {} B",
+            self.total_macs,
+            self.layers.len(),
+            int,
+            self.weight_bytes,
+            self.arena_bytes,
+            self.tensor_bytes
+        )
+    }
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl Report {
+    /// The report as a JSON object (stable key order).
+    pub fn to_json(&self) -> String {
+        let mut o = String::from("{\n");
+        o.push_str("  \"model\": ");
+        json_str(&mut o, &self.model);
+        o.push_str(",\n  \"target\": ");
+        json_str(&mut o, &self.target);
+        let _ = write!(
+            o,
+            ",\n  \"weight_bytes\": {},\n  \"arena_bytes\": {},\n  \"tensor_bytes\": {},\n  \"total_macs\": {},\n  \"layers\": [",
+            self.weight_bytes, self.arena_bytes, self.tensor_bytes, self.total_macs
+        );
+        for (i, l) in self.layers.iter().enumerate() {
+            o.push_str(if i == 0 { "\n    {" } else { ",\n    {" });
+            let _ = write!(o, "\"index\": {}, \"op\": ", l.index);
+            json_str(&mut o, &l.op);
+            o.push_str(", \"result\": ");
+            json_str(&mut o, &l.result);
+            o.push_str(", \"loc\": ");
+            match &l.loc {
+                Some(s) => json_str(&mut o, s),
+                None => o.push_str("null"),
+            }
+            o.push_str(", \"kernel\": ");
+            json_str(&mut o, &l.kernel);
+            o.push_str(", \"inputs\": [");
+            for (k, s) in l.inputs.iter().enumerate() {
+                if k > 0 {
+                    o.push_str(", ");
+                }
+                json_str(&mut o, s);
+            }
+            o.push_str("], \"output\": ");
+            json_str(&mut o, &l.output);
+            let bits: Vec<String> = l.input_bits.iter().map(|b| b.to_string()).collect();
+            let _ = write!(
+                o,
+                ", \"input_bits\": [{}], \"output_bits\": {}, \"macs\": {}, \"dest\": ",
+                bits.join(", "),
+                l.output_bits,
+                l.macs
+            );
+            json_str(&mut o, &l.dest);
+            let _ = write!(
+                o,
+                ", \"workspace_offset\": {}, \"workspace_bytes\": {}, \"integer\": {}}}",
+                l.workspace.0, l.workspace.1, l.integer
+            );
+        }
+        o.push_str("\n  ]\n}\n");
+        o
+    }
+}

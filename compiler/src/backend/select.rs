@@ -1,0 +1,206 @@
+//! The schedule: the ordered steps the entry function runs, decided for the whole module
+//! before any code is generated.
+//!
+//! - Views (reshape, flatten, squeeze, unsqueeze) cost nothing: their result aliases the
+//!   operand's bytes. A view of a constant is a constant.
+//! - An activation (relu, clip) whose operand is an f32 conv or gemm used only by it is
+//!   fused into that kernel's epilogue; a requantize after an integer conv/matmul is
+//!   fused the same way (see `kernels::quant`).
+//! - Every graph output is written by the kernel that computes it; outputs that are
+//!   inputs, constants, views or repeated get a copy step at the end.
+//!
+//! Every node that cannot be lowered is collected, so the error lists them all.
+
+use qcc_ir::{ConstData, Module, Op, ValueDef, ValueId};
+
+use super::kernels::{self, Lowering};
+use super::storage::Store;
+use super::{BackendError, Unsupported};
+
+/// Where a step writes its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dest {
+    Value(ValueId),
+    Output(usize),
+}
+
+/// One call of the entry function.
+#[derive(Clone, Debug)]
+pub(crate) struct Step {
+    /// The node whose operands the kernel reads (None for output copies).
+    pub node: Option<usize>,
+    /// Nodes fused into it (their results are never materialised).
+    pub fused: Vec<usize>,
+    /// Run-time values read, in the node's operand order (constants left out).
+    pub reads: Vec<ValueId>,
+    /// Per operand of the node: whether it is read at run time.
+    pub runtime_operand: Vec<bool>,
+    pub dest: Dest,
+    pub lowering: Lowering,
+}
+
+#[derive(Debug)]
+pub(crate) struct Schedule {
+    pub steps: Vec<Step>,
+    /// Per value: the value whose bytes it shares (itself unless a view).
+    pub root: Vec<ValueId>,
+    /// Per value: the constant it is (following views), if any.
+    pub const_root: Vec<Option<ValueId>>,
+    /// Per value: whether it is a node result no step writes (fused away).
+    pub absorbed: Vec<bool>,
+}
+
+impl Schedule {
+    pub fn const_data<'m>(&self, m: &'m Module, v: ValueId) -> Option<&'m ConstData> {
+        self.const_root[v.index()].and_then(|c| m.const_data(c))
+    }
+}
+
+fn is_view(op: Op) -> bool {
+    matches!(op, Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze)
+}
+
+pub(crate) fn schedule(m: &Module) -> Result<Schedule, BackendError> {
+    let nv = m.values.len();
+    let users = m.users();
+    let is_output = |v: ValueId| m.outputs.contains(&v);
+    let mut root: Vec<ValueId> = (0..nv as u32).map(ValueId).collect();
+    let mut const_root: Vec<Option<ValueId>> = m
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| matches!(v.def, ValueDef::Const(_)).then_some(ValueId(i as u32)))
+        .collect();
+    let mut absorbed = vec![false; nv];
+    let mut direct_output: Vec<Option<usize>> = vec![None; nv];
+    let mut steps = Vec::new();
+    let mut bad = Vec::new();
+    let mut skip = vec![false; m.nodes.len()];
+
+    for (ni, node) in m.nodes.iter().enumerate() {
+        if skip[ni] {
+            continue;
+        }
+        let res = node.result;
+        // Views alias their operand (unless the result must land in an output buffer).
+        if is_view(node.op) && !is_output(res) {
+            let src = node.operands[0];
+            root[res.index()] = root[src.index()];
+            const_root[res.index()] = const_root[src.index()];
+            continue;
+        }
+        // Fusion of a following activation or requantize.
+        let mut fused_node = None;
+        let fusable_producer = matches!(node.op, Op::Conv2d | Op::Gemm | Op::MatMul)
+            || matches!(node.op, Op::Conv2dInt | Op::MatMulInt);
+        if fusable_producer && !is_output(res) && users[res.index()].len() == 1 {
+            let u = users[res.index()][0].index();
+            let un = &m.nodes[u];
+            let ok = match node.op {
+                Op::Conv2d | Op::Gemm | Op::MatMul => matches!(un.op, Op::Relu | Op::Clip),
+                _ => un.op == Op::Requantize,
+            };
+            if ok && un.operands[0] == res {
+                fused_node = Some(u);
+            }
+        }
+        let const_of = |v: ValueId| const_root[v.index()].and_then(|c| m.const_data(c));
+        let fused_ref = fused_node.map(|u| &m.nodes[u]);
+        let lowering = match kernels::select(m, node, fused_ref, &const_of) {
+            Ok(l) => l,
+            Err(e) if fused_node.is_some() => {
+                // Retry without fusion; the activation then gets its own kernel.
+                fused_node = None;
+                match kernels::select(m, node, None, &const_of) {
+                    Ok(l) => l,
+                    Err(_) => {
+                        bad.push(unsupported(m, ni, e));
+                        continue;
+                    }
+                }
+            }
+            Err(e) => {
+                bad.push(unsupported(m, ni, e));
+                continue;
+            }
+        };
+        if lowering.workspace() > i32::MAX as usize {
+            bad.push(unsupported(
+                m,
+                ni,
+                "the kernel's workspace exceeds 2 GiB".into(),
+            ));
+            continue;
+        }
+        let final_res = match fused_node {
+            Some(u) => {
+                skip[u] = true;
+                absorbed[res.index()] = true;
+                m.nodes[u].result
+            }
+            None => res,
+        };
+        let runtime_operand: Vec<bool> = node
+            .operands
+            .iter()
+            .map(|&o| const_root[o.index()].is_none())
+            .collect();
+        let reads = node
+            .operands
+            .iter()
+            .zip(&runtime_operand)
+            .filter(|(_, rt)| **rt)
+            .map(|(&o, _)| o)
+            .collect();
+        let dest = match m.outputs.iter().position(|&o| o == final_res) {
+            Some(j) => {
+                direct_output[final_res.index()] = Some(j);
+                Dest::Output(j)
+            }
+            None => Dest::Value(final_res),
+        };
+        steps.push(Step {
+            node: Some(ni),
+            fused: fused_node.into_iter().collect(),
+            reads,
+            runtime_operand,
+            dest,
+            lowering,
+        });
+    }
+    if !bad.is_empty() {
+        return Err(BackendError::Unsupported(bad));
+    }
+    // Outputs not written directly: copies at the end.
+    for (j, &o) in m.outputs.iter().enumerate() {
+        if direct_output[o.index()] == Some(j) {
+            continue;
+        }
+        let ty = m.ty(o);
+        let bytes = ty.numel() * Store::of(&ty.elem).bytes();
+        let is_const = const_root[o.index()].is_some();
+        steps.push(Step {
+            node: None,
+            fused: Vec::new(),
+            reads: if is_const { Vec::new() } else { vec![o] },
+            runtime_operand: vec![!is_const],
+            dest: Dest::Output(j),
+            lowering: Lowering::Copy { bytes },
+        });
+    }
+    Ok(Schedule {
+        steps,
+        root,
+        const_root,
+        absorbed,
+    })
+}
+
+fn unsupported(m: &Module, ni: usize, reason: String) -> Unsupported {
+    let node = &m.nodes[ni];
+    Unsupported {
+        node: m.node_line(node),
+        op: node.op.name().to_string(),
+        reason,
+    }
+}

@@ -1,0 +1,170 @@
+//! Helpers of the backend's differential tests: building modules node by node, random
+//! data, and comparing the JIT with the reference interpreter.
+#![allow(dead_code, reason = "each test file uses a different subset")]
+
+use std::collections::BTreeMap;
+
+use qcc::backend::JitModel;
+use qcc_ir::interp::{self, Tensor, TensorData};
+use qcc_ir::{Attr, Attrs, ConstData, ElemType, Module, Op, TensorType, ValueId};
+
+/// Float tolerance of compiled code against the interpreter (which accumulates in f64):
+/// `|jit - interp| <= TOL * (1 + |interp|)`.
+pub const TOL: f32 = 1e-4;
+
+/// A small deterministic generator (xorshift64*), seeded by proptest.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [lo, hi).
+    pub fn f(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    pub fn fs(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f(lo, hi)).collect()
+    }
+    /// Uniform in [lo, hi].
+    pub fn i(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % ((hi - lo + 1) as u64)) as i64
+    }
+    pub fn is(&mut self, n: usize, lo: i64, hi: i64) -> Vec<i64> {
+        (0..n).map(|_| self.i(lo, hi)).collect()
+    }
+}
+
+pub fn attrs(list: &[(&str, Attr)]) -> BTreeMap<String, Attr> {
+    list.iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+pub fn ints(v: &[i64]) -> Attr {
+    Attr::Ints(v.to_vec())
+}
+
+/// Builds a module and the inputs to run it on.
+pub struct B {
+    pub m: Module,
+    pub inputs: Vec<Tensor>,
+}
+
+impl B {
+    pub fn new() -> B {
+        B {
+            m: Module::new("t"),
+            inputs: Vec::new(),
+        }
+    }
+
+    pub fn input_f32(&mut self, shape: &[usize], data: Vec<f32>) -> ValueId {
+        let name = self.m.fresh_name("x");
+        self.inputs.push(Tensor::f32(shape.to_vec(), data));
+        self.m.add_input(name, TensorType::f32(shape.to_vec()))
+    }
+
+    pub fn input_int(&mut self, elem: ElemType, shape: &[usize], data: Vec<i64>) -> ValueId {
+        let name = self.m.fresh_name("x");
+        self.inputs.push(Tensor::int(shape.to_vec(), data));
+        self.m
+            .add_input(name, TensorType::new(elem, shape.to_vec()))
+    }
+
+    pub fn const_f32(&mut self, shape: &[usize], data: Vec<f32>) -> ValueId {
+        let name = self.m.fresh_name("c");
+        self.m
+            .add_const(name, TensorType::f32(shape.to_vec()), ConstData::F32(data))
+    }
+
+    pub fn const_int(&mut self, elem: ElemType, shape: &[usize], data: Vec<i64>) -> ValueId {
+        let name = self.m.fresh_name("c");
+        self.m.add_const(
+            name,
+            TensorType::new(elem, shape.to_vec()),
+            ConstData::Int(data),
+        )
+    }
+
+    /// Either an input or a constant holding `data`.
+    pub fn f32_operand(&mut self, constant: bool, shape: &[usize], data: Vec<f32>) -> ValueId {
+        if constant {
+            self.const_f32(shape, data)
+        } else {
+            self.input_f32(shape, data)
+        }
+    }
+
+    /// Adds `op(operands)`; the result type comes from the type rules (`elem` is the
+    /// declared element type for ops whose result type the producer chooses).
+    pub fn node(
+        &mut self,
+        op: Op,
+        operands: &[ValueId],
+        a: BTreeMap<String, Attr>,
+        elem: ElemType,
+    ) -> ValueId {
+        let tys: Vec<TensorType> = operands.iter().map(|&o| self.m.ty(o).clone()).collect();
+        let refs: Vec<&TensorType> = tys.iter().collect();
+        let declared = TensorType::new(elem, vec![]);
+        let ty = qcc_ir::typing::infer(op, &Attrs::new(op, &a), &refs, &declared)
+            .unwrap_or_else(|e| panic!("{op}: {e}"));
+        let name = self.m.fresh_name("v");
+        self.m.add_node(op, operands.to_vec(), a, name, ty)
+    }
+
+    pub fn f(&mut self, op: Op, operands: &[ValueId], a: BTreeMap<String, Attr>) -> ValueId {
+        self.node(op, operands, a, ElemType::F32)
+    }
+
+    pub fn output(&mut self, v: ValueId) {
+        self.m.outputs.push(v);
+    }
+}
+
+/// Runs `b` through the interpreter and the JIT; integer outputs must be identical,
+/// float outputs within [`TOL`]. Returns Err with a description on mismatch.
+pub fn check(b: &B) -> Result<(), String> {
+    qcc_ir::verify::verify(&b.m).map_err(|e| format!("invalid test module:\n{e}"))?;
+    let want = interp::run(&b.m, &b.inputs).map_err(|e| format!("interp: {e}"))?;
+    let jit = JitModel::new(&b.m).map_err(|e| format!("compile: {e}\n{}", b.m))?;
+    let got = jit.run(&b.inputs).map_err(|e| format!("run: {e}"))?;
+    for (k, (w, g)) in want.iter().zip(&got).enumerate() {
+        if w.shape != g.shape {
+            return Err(format!("output {k}: shape {:?} vs {:?}", w.shape, g.shape));
+        }
+        match (&w.data, &g.data) {
+            (TensorData::F32(w), TensorData::F32(g)) => {
+                for (i, (a, c)) in w.iter().zip(g).enumerate() {
+                    let ok = (a.is_nan() && c.is_nan())
+                        || a == c
+                        || (a - c).abs() <= TOL * (1.0 + a.abs());
+                    if !ok {
+                        return Err(format!(
+                            "output {k}[{i}]: interp {a}, jit {c}\nmodule:\n{}\nreport:\n{}",
+                            b.m,
+                            jit.report()
+                        ));
+                    }
+                }
+            }
+            (TensorData::Int(w), TensorData::Int(g)) => {
+                if let Some(i) = (0..w.len()).find(|&i| w[i] != g[i]) {
+                    return Err(format!(
+                        "output {k}[{i}]: interp {}, jit {}\nmodule:\n{}\nreport:\n{}",
+                        w[i],
+                        g[i],
+                        b.m,
+                        jit.report()
+                    ));
+                }
+            }
+            _ => return Err(format!("output {k}: data kinds differ")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! Differential tests of the f32 kernels: the JIT against the reference interpreter on
+//! random shapes, attributes and data (tolerance: `backend_common::TOL`).
+
+mod backend_common;
+
+use backend_common::{B, Rng, attrs, check, ints};
+use proptest::prelude::*;
+use qcc_ir::{Attr, Op};
+
+fn cfg() -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(48),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+fn shape(r: &mut Rng, rank: usize, max: i64) -> Vec<usize> {
+    (0..rank).map(|_| r.i(1, max) as usize).collect()
+}
+
+const UNARY: [Op; 9] = [
+    Op::Relu,
+    Op::Clip,
+    Op::LeakyRelu,
+    Op::HardSigmoid,
+    Op::HardSwish,
+    Op::Sigmoid,
+    Op::Exp,
+    Op::Sqrt,
+    Op::Sign,
+];
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    #[test]
+    fn unary(seed: u64, which in 0..UNARY.len(), rank in 0usize..4) {
+        let mut r = Rng(seed | 1);
+        let op = UNARY[which];
+        let s = shape(&mut r, rank, 9);
+        let n = s.iter().product();
+        let (lo, hi) = if op == Op::Sqrt { (0.0, 50.0) } else { (-20.0, 20.0) };
+        let mut data = r.fs(n, lo, hi);
+        if n > 2 && op != Op::Sqrt { data[0] = 0.0; data[1] = -0.0; }
+        let mut b = B::new();
+        let x = b.input_f32(&s, data);
+        let a = match op {
+            Op::Clip => attrs(&[("min", Attr::Float(r.f(-5.0, 0.0))), ("max", Attr::Float(r.f(0.0, 5.0)))]),
+            Op::LeakyRelu => attrs(&[("alpha", Attr::Float(r.f(0.0, 0.5)))]),
+            Op::HardSigmoid => attrs(&[("alpha", Attr::Float(r.f(0.05, 0.5))), ("beta", Attr::Float(r.f(0.0, 1.0)))]),
+            _ => attrs(&[]),
+        };
+        let y = b.f(op, &[x], a);
+        b.output(y);
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn binary_broadcast(seed: u64, which in 0usize..4, rank in 0usize..5, ca: bool, cb: bool) {
+        let mut r = Rng(seed | 1);
+        let op = [Op::Add, Op::Sub, Op::Mul, Op::Div][which];
+        let out = shape(&mut r, rank, 7);
+        let pick = |r: &mut Rng| -> Vec<usize> {
+            let drop = r.i(0, out.len() as i64) as usize;
+            out[drop..].iter().map(|&d| if r.i(0, 2) == 0 { 1 } else { d }).collect()
+        };
+        let (sa, sb) = (pick(&mut r), pick(&mut r));
+        let na: usize = sa.iter().product();
+        let nb: usize = sb.iter().product();
+        let mut b = B::new();
+        let da = r.fs(na, -3.0, 3.0);
+        let db: Vec<f32> = (0..nb).map(|_| { let v = r.f(0.5, 2.0); if r.i(0, 1) == 0 { v } else { -v } }).collect();
+        let x = b.f32_operand(ca && cb, &sa, da);
+        let y = b.f32_operand(cb && !ca, &sb, db);
+        let z = b.f(op, &[x, y], attrs(&[]));
+        b.output(z);
+        if b.m.inputs.is_empty() { return Ok(()); }
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn conv2d(seed: u64, fuse in 0usize..3, with_bias: bool, depthwise: bool) {
+        let mut r = Rng(seed | 1);
+        let n = r.i(1, 2) as usize;
+        let group = if depthwise { r.i(1, 6) as usize } else { r.i(1, 3) as usize };
+        let cg = if depthwise { 1 } else { r.i(1, 4) as usize };
+        let mg = r.i(1, if depthwise { 2 } else { 5 }) as usize;
+        let (c, m) = (cg * group, mg * group);
+        let (kh, kw) = (r.i(1, 3) as usize, r.i(1, 3) as usize);
+        let (sh, sw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
+        let (dh, dw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
+        let pads: Vec<i64> = (0..4).map(|_| r.i(0, 2)).collect();
+        let (h, w) = (r.i(1, 11) as usize, r.i(1, 11) as usize);
+        let fits = |len: usize, k: usize, d: usize, p0: i64, p1: i64| len as i64 + p0 + p1 >= (d * (k - 1) + 1) as i64;
+        prop_assume!(fits(h, kh, dh, pads[0], pads[2]) && fits(w, kw, dw, pads[1], pads[3]));
+        let mut b = B::new();
+        let x = b.input_f32(&[n, c, h, w], r.fs(n * c * h * w, -1.0, 1.0));
+        let wt = b.const_f32(&[m, cg, kh, kw], r.fs(m * cg * kh * kw, -1.0, 1.0));
+        let mut ops = vec![x, wt];
+        if with_bias { ops.push(b.const_f32(&[m], r.fs(m, -1.0, 1.0))); }
+        let a = attrs(&[
+            ("strides", ints(&[sh as i64, sw as i64])),
+            ("pads", ints(&pads)),
+            ("dilations", ints(&[dh as i64, dw as i64])),
+            ("group", Attr::Int(group as i64)),
+        ]);
+        let mut y = b.f(Op::Conv2d, &ops, a);
+        y = match fuse {
+            1 => b.f(Op::Relu, &[y], attrs(&[])),
+            2 => b.f(Op::Clip, &[y], attrs(&[("min", Attr::Float(-0.5)), ("max", Attr::Float(0.7))])),
+            _ => y,
+        };
+        b.output(y);
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn gemm(seed: u64, ta: bool, tb: bool, bconst: bool, with_c in 0usize..5, relu: bool) {
+        let mut r = Rng(seed | 1);
+        let (m, n, k) = (r.i(1, 19) as usize, r.i(1, 37) as usize, r.i(1, 40) as usize);
+        let bconst = bconst || tb;
+        let mut b = B::new();
+        let sa = if ta { [k, m] } else { [m, k] };
+        let sb = if tb { [n, k] } else { [k, n] };
+        let x = b.input_f32(&sa, r.fs(m * k, -1.0, 1.0));
+        let y = b.f32_operand(bconst, &sb, r.fs(n * k, -1.0, 1.0));
+        let mut ops = vec![x, y];
+        let cs: Option<Vec<usize>> = match with_c { 1 => Some(vec![n]), 2 => Some(vec![m, 1]), 3 => Some(vec![m, n]), 4 => Some(vec![]), _ => None };
+        if let Some(cs) = &cs {
+            let nc = cs.iter().product();
+            let d = r.fs(nc, -1.0, 1.0);
+            ops.push(b.f32_operand(r.i(0, 1) == 0, cs, d));
+        }
+        let a = attrs(&[
+            ("trans_a", Attr::Bool(ta)), ("trans_b", Attr::Bool(tb)),
+            ("alpha", Attr::Float(if r.i(0, 1) == 0 { 1.0 } else { r.f(-2.0, 2.0) })),
+            ("beta", Attr::Float(if r.i(0, 1) == 0 { 1.0 } else { r.f(-2.0, 2.0) })),
+        ]);
+        let mut z = b.f(Op::Gemm, &ops, a);
+        if relu { z = b.f(Op::Relu, &[z], attrs(&[])); }
+        b.output(z);
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn matmul(seed: u64, bconst: bool, ra in 1usize..4, rb in 1usize..4) {
+        let mut r = Rng(seed | 1);
+        let (m, n, k) = (r.i(1, 9) as usize, r.i(1, 13) as usize, r.i(1, 17) as usize);
+        let batch = shape(&mut r, 2, 3);
+        let mk = |r: &mut Rng, rank: usize, last2: [usize; 2]| -> Vec<usize> {
+            if rank == 1 { return vec![last2[1]]; }
+            let mut s: Vec<usize> = batch[2 - (rank - 2).min(2)..].iter().map(|&d| if r.i(0, 2) == 0 { 1 } else { d }).collect();
+            s.extend(last2);
+            s
+        };
+        let sa = mk(&mut r, ra, [m, k]);
+        let sb = if rb == 1 { vec![k] } else { mk(&mut r, rb, [k, n]) };
+        let mut b = B::new();
+        let x = b.input_f32(&sa, r.fs(sa.iter().product(), -1.0, 1.0));
+        let y = b.f32_operand(bconst, &sb, r.fs(sb.iter().product(), -1.0, 1.0));
+        let z = b.f(Op::MatMul, &[x, y], attrs(&[]));
+        b.output(z);
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn pooling(seed: u64, max: bool, ceil: bool, include_pad: bool) {
+        let mut r = Rng(seed | 1);
+        let (n, c) = (r.i(1, 2) as usize, r.i(1, 3) as usize);
+        let (h, w) = (r.i(1, 12) as usize, r.i(1, 12) as usize);
+        let (kh, kw) = (r.i(1, 3) as usize, r.i(1, 3) as usize);
+        let (sh, sw) = (r.i(1, 3) as usize, r.i(1, 3) as usize);
+        let d: Vec<i64> = if max { vec![r.i(1, 2), r.i(1, 2)] } else { vec![1, 1] };
+        let pads: Vec<i64> = vec![r.i(0, (kh as i64 - 1).min(1)), r.i(0, (kw as i64 - 1).min(1)), r.i(0, (kh as i64 - 1).min(1)), r.i(0, (kw as i64 - 1).min(1))];
+        let fits = |len: usize, k: usize, dd: i64, p0: i64, p1: i64| len as i64 + p0 + p1 > dd * (k as i64 - 1);
+        prop_assume!(fits(h, kh, d[0], pads[0], pads[2]) && fits(w, kw, d[1], pads[1], pads[3]));
+        let mut b = B::new();
+        let x = b.input_f32(&[n, c, h, w], r.fs(n * c * h * w, -4.0, 4.0));
+        let mut a = vec![
+            ("kernel", ints(&[kh as i64, kw as i64])),
+            ("strides", ints(&[sh as i64, sw as i64])),
+            ("pads", ints(&pads)),
+            ("ceil_mode", Attr::Bool(ceil)),
+        ];
+        if max { a.push(("dilations", ints(&d))); } else { a.push(("count_include_pad", Attr::Bool(include_pad))); }
+        let y = b.f(if max { Op::MaxPool } else { Op::AvgPool }, &[x], attrs(&a));
+        b.output(y);
+        // Windows that cover only padding are rejected by the interpreter; skip those.
+        if qcc_ir::interp::run(&b.m, &b.inputs).is_err() { return Ok(()); }
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn reductions_and_norms(seed: u64, which in 0usize..3) {
+        let mut r = Rng(seed | 1);
+        let rank = r.i(2, 4) as usize;
+        let s = shape(&mut r, rank, 9);
+        let n: usize = s.iter().product();
+        let mut b = B::new();
+        let x = b.input_f32(&s, r.fs(n, -6.0, 6.0));
+        let y = match which {
+            0 => b.f(Op::GlobalAvgPool, &[x], attrs(&[])),
+            1 => {
+                let c = s[1];
+                let p: Vec<_> = (0..4).map(|i| {
+                    let d = if i == 3 { r.fs(c, 0.1, 2.0) } else { r.fs(c, -1.0, 1.0) };
+                    b.const_f32(&[c], d)
+                }).collect();
+                b.f(Op::BatchNorm, &[x, p[0], p[1], p[2], p[3]], attrs(&[("epsilon", Attr::Float(1e-5))]))
+            }
+            _ => {
+                let axis = r.i(-(rank as i64), rank as i64 - 1);
+                b.f(Op::Softmax, &[x], attrs(&[("axis", Attr::Int(axis))]))
+            }
+        };
+        b.output(y);
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn movement(seed: u64, which in 0usize..6) {
+        let mut r = Rng(seed | 1);
+        let rank = r.i(1, 4) as usize;
+        let s = shape(&mut r, rank, 6);
+        let n: usize = s.iter().product();
+        let mut b = B::new();
+        let x = b.input_f32(&s, r.fs(n, -3.0, 3.0));
+        let y = match which {
+            0 => {
+                let mut perm: Vec<i64> = (0..rank as i64).collect();
+                for i in (1..rank).rev() { perm.swap(i, r.i(0, i as i64) as usize); }
+                b.f(Op::Transpose, &[x], attrs(&[("perm", ints(&perm))]))
+            }
+            1 => {
+                let ax = r.i(0, rank as i64 - 1);
+                let d = s[ax as usize] as i64;
+                let step = [1, 2, -1, -2][r.i(0, 3) as usize];
+                let (st, en) = (r.i(-d - 1, d + 1), r.i(-d - 1, d + 1));
+                b.f(Op::Slice, &[x], attrs(&[("starts", ints(&[st])), ("ends", ints(&[en])), ("axes", ints(&[ax])), ("steps", ints(&[step]))]))
+            }
+            2 => {
+                let mode = ["constant", "reflect", "edge", "wrap"][r.i(0, 3) as usize];
+                let pads: Vec<i64> = (0..2 * rank).map(|i| {
+                    let d = s[i % rank] as i64;
+                    if mode == "constant" { r.i(-1.min(d - 1), 2) } else { r.i(0, (d - 1).min(2)) }
+                }).collect();
+                b.f(Op::Pad, &[x], attrs(&[("pads", ints(&pads)), ("mode", Attr::Enum(mode.into())), ("value", Attr::Float(1.5))]))
+            }
+            3 => {
+                let ax = r.i(0, rank as i64 - 1) as usize;
+                let mut s2 = s.clone();
+                s2[ax] = r.i(1, 4) as usize;
+                let n2 = s2.iter().product();
+                let d = r.fs(n2, -1.0, 1.0);
+                let z = b.f32_operand(r.i(0, 1) == 0, &s2, d);
+                b.f(Op::Concat, &[x, z, x], attrs(&[("axis", Attr::Int(ax as i64))]))
+            }
+            4 => {
+                // A view that is an output is copied.
+                b.f(Op::Flatten, &[x], attrs(&[("axis", Attr::Int(r.i(0, rank as i64)))]))
+            }
+            _ => {
+                // A view in the middle aliases; an input that is also an output is copied.
+                let v = b.f(Op::Reshape, &[x], attrs(&[("shape", ints(&[n as i64]))]));
+                let z = b.f(Op::Relu, &[v], attrs(&[]));
+                b.output(x);
+                z
+            }
+        };
+        b.output(y);
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+}

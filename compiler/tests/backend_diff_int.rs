@@ -1,0 +1,284 @@
+//! Differential tests of the integer path: the JIT must equal the interpreter bit for
+//! bit (quantize/dequantize through f32 within the float tolerance where the result is
+//! f32, which for dequantize is exact too).
+
+mod backend_common;
+
+use backend_common::{B, Rng, attrs, check, ints};
+use proptest::prelude::*;
+use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, Rounding};
+
+fn cfg() -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(48),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+fn qtype(bits: u8, signed: bool, params: QuantParams) -> ElemType {
+    ElemType::Quant(QuantType {
+        storage: IntType::new(bits, signed),
+        narrow: false,
+        pow2: false,
+        params,
+    })
+}
+
+fn zp(r: &mut Rng, st: IntType) -> i32 {
+    r.i(st.min_code().max(-20), st.max_code().min(20)) as i32
+}
+
+/// Per-tensor or per-axis params for a tensor of `shape`.
+fn params(r: &mut Rng, st: IntType, shape: &[usize], per_axis: bool) -> QuantParams {
+    if per_axis && !shape.is_empty() {
+        let axis = r.i(0, shape.len() as i64 - 1) as usize;
+        let c = shape[axis];
+        QuantParams::PerAxis {
+            axis,
+            scales: (0..c).map(|_| r.f(0.01, 0.5)).collect(),
+            zero_points: (0..c).map(|_| zp(r, st)).collect(),
+        }
+    } else {
+        QuantParams::PerTensor {
+            scale: r.f(0.01, 0.5),
+            zero_point: zp(r, st),
+        }
+    }
+}
+
+const STORAGES: [(u8, bool); 6] = [
+    (8, true),
+    (8, false),
+    (4, true),
+    (4, false),
+    (16, true),
+    (2, false),
+];
+
+fn codes(r: &mut Rng, e: &ElemType, n: usize) -> Vec<i64> {
+    let (lo, hi) = e.code_range().unwrap();
+    r.is(n, lo, hi)
+}
+
+fn shape(r: &mut Rng, rank: usize, max: i64) -> Vec<usize> {
+    (0..rank).map(|_| r.i(1, max) as usize).collect()
+}
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    #[test]
+    fn quantize(seed: u64, st in 0usize..6, per_axis: bool, rnd in 0usize..7, rank in 0usize..4) {
+        let mut r = Rng(seed | 1);
+        let (bits, signed) = STORAGES[st];
+        let s = shape(&mut r, rank, 11);
+        let n: usize = s.iter().product();
+        let p = params(&mut r, IntType::new(bits, signed), &s, per_axis);
+        let e = qtype(bits, signed, p.clone());
+        // Values around the grid, with exact ties (x = (k + 0.5) * scale) and NaN.
+        let mut data = r.fs(n, -20.0, 20.0);
+        let sc = p.scales()[0];
+        for (i, v) in data.iter_mut().enumerate() {
+            match i % 5 { 1 => *v = (r.i(-40, 40) as f32 + 0.5) * sc, 2 => *v = r.i(-40, 40) as f32 * sc, _ => {} }
+        }
+        if n > 3 { data[3] = f32::NAN; }
+        let mut b = B::new();
+        let x = b.input_f32(&s, data);
+        let q = b.node(Op::Quantize, &[x], attrs(&[("rounding", Attr::Enum(Rounding::ALL[rnd].name().into()))]), e);
+        b.output(q);
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn dequantize(seed: u64, st in 0usize..6, per_axis: bool, rank in 0usize..4) {
+        let mut r = Rng(seed | 1);
+        let (bits, signed) = STORAGES[st];
+        let s = shape(&mut r, rank, 11);
+        let n: usize = s.iter().product();
+        let e = qtype(bits, signed, params(&mut r, IntType::new(bits, signed), &s, per_axis));
+        let mut b = B::new();
+        let d = codes(&mut r, &e, n);
+        let x = b.input_int(e, &s, d);
+        let y = b.f(Op::Dequantize, &[x], attrs(&[]));
+        b.output(y);
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn requantize(seed: u64, st in 0usize..6, per_ch: bool, rnd in 0usize..7, clamp: bool, quant_in: bool) {
+        let mut r = Rng(seed | 1);
+        let (bits, signed) = STORAGES[st];
+        let s = shape(&mut r, 3, 7);
+        let n: usize = s.iter().product();
+        let in_e = if quant_in { qtype(8, false, QuantParams::PerTensor { scale: 0.1, zero_point: 7 }) } else { ElemType::I32 };
+        let mut b = B::new();
+        let d = if quant_in { codes(&mut r, &in_e, n) } else {
+            (0..n).map(|i| match i % 3 { 0 => r.i(i32::MIN as i64, i32::MAX as i64), 1 => r.i(-5000, 5000), _ => r.i(-64, 64) }).collect()
+        };
+        let x = b.input_int(in_e, &s, d);
+        let axis = 1usize;
+        let c = if per_ch { s[axis] } else { 1 };
+        let mult: Vec<i64> = (0..c).map(|_| if r.i(0, 3) == 0 { 1 } else { r.i(-(1 << 31), (1 << 31) - 1) }).collect();
+        let shift: Vec<i64> = (0..c).map(|_| r.i(-4, 45)).collect();
+        let out_st = IntType::new(bits, signed);
+        let out_e = qtype(bits, signed, params(&mut r, out_st, &s, false));
+        let mut a = vec![
+            ("multiplier", ints(&mult)), ("shift", ints(&shift)), ("axis", Attr::Int(axis as i64)),
+            ("rounding", Attr::Enum(Rounding::ALL[rnd].name().into())),
+        ];
+        if clamp { a.push(("min", Attr::Int(out_st.min_code() + 1))); a.push(("max", Attr::Int(out_st.max_code() - 1))); }
+        let y = b.node(Op::Requantize, &[x], attrs(&a), out_e);
+        b.output(y);
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn conv2d_int(seed: u64, xs in 0usize..4, with_bias: bool, requant in 0usize..3, per_axis_w: bool, depthwise: bool) {
+        let mut r = Rng(seed | 1);
+        let (xb, xsg) = STORAGES[xs];
+        let n = r.i(1, 2) as usize;
+        let group = if depthwise { r.i(1, 5) as usize } else { r.i(1, 2) as usize };
+        let cg = if depthwise { 1 } else { r.i(1, 4) as usize };
+        let mg = r.i(1, 6) as usize;
+        let (c, m) = (cg * group, mg * group);
+        let (kh, kw) = (r.i(1, 3) as usize, r.i(1, 3) as usize);
+        let (sh, sw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
+        let (dh, dw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
+        let pads: Vec<i64> = (0..4).map(|_| r.i(0, 2)).collect();
+        let (h, w) = (r.i(1, 10) as usize, r.i(1, 13) as usize);
+        let fits = |len: usize, k: usize, d: usize, p0: i64, p1: i64| len as i64 + p0 + p1 >= (d * (k - 1) + 1) as i64;
+        prop_assume!(fits(h, kh, dh, pads[0], pads[2]) && fits(w, kw, dw, pads[1], pads[3]));
+        let x_e = qtype(xb, xsg, params(&mut r, IntType::new(xb, xsg), &[], false));
+        let w_st = IntType::new(8, true);
+        let w_p = if per_axis_w {
+            QuantParams::PerAxis { axis: 0, scales: vec![0.1; m], zero_points: (0..m).map(|_| zp(&mut r, w_st)).collect() }
+        } else { QuantParams::PerTensor { scale: 0.1, zero_point: zp(&mut r, w_st) } };
+        let w_e = qtype(8, true, w_p);
+        let mut b = B::new();
+        let xd = codes(&mut r, &x_e, n * c * h * w);
+        let x = b.input_int(x_e, &[n, c, h, w], xd);
+        let wd = codes(&mut r, &w_e, m * cg * kh * kw);
+        let wt = b.const_int(w_e, &[m, cg, kh, kw], wd);
+        let mut ops = vec![x, wt];
+        if with_bias { let bd = r.is(m, -3000, 3000); ops.push(b.const_int(ElemType::I32, &[m], bd)); }
+        let a = attrs(&[
+            ("strides", ints(&[sh as i64, sw as i64])), ("pads", ints(&pads)),
+            ("dilations", ints(&[dh as i64, dw as i64])), ("group", Attr::Int(group as i64)),
+        ]);
+        let mut y = b.node(Op::Conv2dInt, &ops, a, ElemType::I32);
+        if requant > 0 {
+            let per = requant == 2;
+            let cnt = if per { m } else { 1 };
+            let mult: Vec<i64> = (0..cnt).map(|_| r.i(1 << 20, 1 << 30)).collect();
+            let shift: Vec<i64> = (0..cnt).map(|_| r.i(28, 40)).collect();
+            let out_e = qtype(8, false, QuantParams::PerTensor { scale: 0.05, zero_point: 3 });
+            y = b.node(Op::Requantize, &[y], attrs(&[("multiplier", ints(&mult)), ("shift", ints(&shift)), ("min", Attr::Int(3))]), out_e);
+        }
+        b.output(y);
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn matmul_int(seed: u64, bconst: bool, with_bias: bool, requant in 0usize..3, batched: bool, xs in 0usize..4) {
+        let mut r = Rng(seed | 1);
+        let (m, n, k) = (r.i(1, 9) as usize, r.i(1, 21) as usize, r.i(1, 40) as usize);
+        let (ab, asg) = STORAGES[xs];
+        let a_e = qtype(ab, asg, QuantParams::PerTensor { scale: 0.1, zero_point: zp(&mut r, IntType::new(ab, asg)) });
+        let bs = if batched { vec![2, k, n] } else { vec![k, n] };
+        let b_st = IntType::new(8, true);
+        let b_e = qtype(8, true, QuantParams::PerAxis { axis: bs.len() - 1, scales: vec![0.1; n], zero_points: (0..n).map(|_| zp(&mut r, b_st)).collect() });
+        let mut b = B::new();
+        let asz = if batched { vec![2, m, k] } else { vec![m, k] };
+        let ad = codes(&mut r, &a_e, asz.iter().product());
+        let x = b.input_int(a_e, &asz, ad);
+        let bd = codes(&mut r, &b_e, bs.iter().product());
+        let y = if bconst { b.const_int(b_e, &bs, bd) } else { b.input_int(b_e, &bs, bd) };
+        let mut ops = vec![x, y];
+        if with_bias { let d = r.is(n, -3000, 3000); ops.push(b.const_int(ElemType::I32, &[n], d)); }
+        let mut z = b.node(Op::MatMulInt, &ops, attrs(&[]), ElemType::I32);
+        if requant > 0 {
+            let cnt = if requant == 2 { n } else { 1 };
+            let mult: Vec<i64> = (0..cnt).map(|_| r.i(1 << 20, 1 << 30)).collect();
+            let shift: Vec<i64> = (0..cnt).map(|_| r.i(26, 36)).collect();
+            let out_e = qtype(8, true, QuantParams::PerTensor { scale: 0.05, zero_point: -2 });
+            let axis = if batched { 2 } else { 1 };
+            z = b.node(Op::Requantize, &[z], attrs(&[("multiplier", ints(&mult)), ("shift", ints(&shift)), ("axis", Attr::Int(axis))]), out_e);
+        }
+        b.output(z);
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+}
+
+/// A float -> int8 -> float pipeline as the QDQ models have it: quantize, integer conv
+/// with fused requantize, dequantize, all through one object boundary of f32.
+#[test]
+fn qdq_pipeline_runs_in_integer_kernels() {
+    let mut r = Rng(7);
+    let mut b = B::new();
+    let x = b.input_f32(&[1, 3, 8, 8], r.fs(192, -1.0, 1.0));
+    let xq = b.node(
+        Op::Quantize,
+        &[x],
+        attrs(&[]),
+        qtype(
+            8,
+            false,
+            QuantParams::PerTensor {
+                scale: 1.0 / 128.0,
+                zero_point: 128,
+            },
+        ),
+    );
+    let we = qtype(
+        8,
+        true,
+        QuantParams::PerTensor {
+            scale: 0.02,
+            zero_point: 0,
+        },
+    );
+    let wd = codes(&mut r, &we, 4 * 3 * 9);
+    let w = b.const_int(we, &[4, 3, 3, 3], wd);
+    let acc = b.node(
+        Op::Conv2dInt,
+        &[xq, w],
+        attrs(&[("pads", ints(&[1, 1, 1, 1]))]),
+        ElemType::I32,
+    );
+    let y = b.node(
+        Op::Requantize,
+        &[acc],
+        attrs(&[("multiplier", ints(&[1 << 30])), ("shift", ints(&[36]))]),
+        qtype(
+            8,
+            false,
+            QuantParams::PerTensor {
+                scale: 0.05,
+                zero_point: 0,
+            },
+        ),
+    );
+    let z = b.f(Op::Dequantize, &[y], attrs(&[]));
+    b.output(z);
+    check(&b).unwrap();
+    let jit = qcc::backend::JitModel::new(&b.m).unwrap();
+    let kernels: Vec<&str> = jit
+        .report()
+        .layers
+        .iter()
+        .map(|l| l.kernel.as_str())
+        .collect();
+    assert_eq!(
+        kernels,
+        [
+            "quantize.f32x4->u8",
+            "conv2d_int.im2col+pmaddwd4x8.u8+requantize",
+            "dequantize.u8->f32x4"
+        ]
+    );
+    assert!(jit.report().layers[1].integer);
+}
