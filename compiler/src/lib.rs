@@ -6,5 +6,9 @@
 //! `qcc` command-line tool.
 
 pub mod backend;
+pub mod driver;
+pub mod frontend;
 pub mod npy;
 pub mod passes;
+pub mod quant;
+pub mod rewrite;

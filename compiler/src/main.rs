@@ -56,6 +56,69 @@ enum Command {
     },
     /// List the passes with their one-line summaries.
     Passes,
+    /// Show what an ONNX model holds: ops, inputs and outputs, parameters, quantization.
+    Inspect {
+        /// The model (.onnx).
+        model: PathBuf,
+        /// Shape of a graph input with symbolic dimensions, e.g. `input=1,1,8,8`.
+        #[arg(long = "input-shape", value_name = "NAME=D,D,...")]
+        input_shapes: Vec<String>,
+    },
+    /// Compile a model (.onnx or .qir) into a native object and its C header (ABI v1).
+    Compile {
+        /// The model: ONNX (.onnx) or IR text (.qir).
+        model: PathBuf,
+        /// The object to write; the header goes beside it with extension .h
+        /// (default: the model's stem + .o in the current folder).
+        #[arg(short, long, value_name = "OUT.o")]
+        output: Option<PathBuf>,
+        /// Symbol prefix: NAME_run, NAME_input_size, ... (default: the model's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// Target triple, e.g. x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu
+        /// (default: this machine).
+        #[arg(long, value_name = "TRIPLE")]
+        target: Option<String>,
+        /// CPU feature set: baseline, native (this machine; the default on it), or a
+        /// Cranelift preset such as haswell or znver1.
+        #[arg(long, value_name = "NAME")]
+        cpu: Option<String>,
+        /// Shape of a graph input with symbolic dimensions, e.g. `input=1,1,8,8`.
+        #[arg(long = "input-shape", value_name = "NAME=D,D,...")]
+        input_shapes: Vec<String>,
+        /// Also write OUT.qir (ir), OUT.clif (clif) and/or OUT.s (asm).
+        #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
+        emit: Vec<String>,
+        /// Write the compile report as JSON here (the text form goes to stderr).
+        #[arg(long, value_name = "FILE.json")]
+        report: Option<PathBuf>,
+    },
+    /// Compile a model in memory (JIT), run it and write each output as DIR/<name>.npy.
+    Run {
+        /// The model: ONNX (.onnx) or IR text (.qir).
+        model: PathBuf,
+        /// One .npy file per graph input, in order.
+        #[arg(long = "input", value_name = "X.npy")]
+        inputs: Vec<PathBuf>,
+        /// Folder for the outputs.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Shape of a graph input (default for ONNX models: the shape of its array).
+        #[arg(long = "input-shape", value_name = "NAME=D,D,...")]
+        input_shapes: Vec<String>,
+    },
+    /// Top-1 accuracy of the model (interpreter) and of its compiled code (JIT), and
+    /// their agreement, on the samples of an .npz (`x`, optional labels `y`).
+    Eval {
+        /// The model: ONNX (.onnx) or IR text (.qir).
+        model: PathBuf,
+        /// An .npz with `x` (first axis = samples) and optionally `y` (class labels).
+        #[arg(long, value_name = "DATA.npz")]
+        data: PathBuf,
+        /// Evaluate only the first N samples.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
     /// Check IR text with the verifier; print every violation.
     Verify {
         /// The module, in the IR text form (.qir).
@@ -90,7 +153,11 @@ fn file_stem_for(name: &str) -> String {
 }
 
 fn cmd_interp(file: &Path, inputs: &[PathBuf], out: &Path) -> Result<()> {
-    let m = verified(file)?;
+    let m = if file.extension().is_some_and(|e| e == "onnx") {
+        import_onnx(file, &[])?
+    } else {
+        verified(file)?
+    };
     if inputs.len() != m.inputs.len() {
         let names: Vec<String> = m
             .inputs
@@ -170,6 +237,53 @@ fn cmd_opt(
     Ok(())
 }
 
+/// Parses `--input-shape NAME=D,D,...` values.
+fn parse_input_shapes(specs: &[String]) -> Result<std::collections::BTreeMap<String, Vec<usize>>> {
+    let mut out = std::collections::BTreeMap::new();
+    for s in specs {
+        let (name, dims) = s.rsplit_once('=').with_context(|| {
+            format!("--input-shape {s}: expected NAME=D,D,... (e.g. input=1,3,32,32)")
+        })?;
+        let dims = dims
+            .split(',')
+            .map(|d| d.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| {
+                format!("--input-shape {s}: dimensions must be non-negative integers")
+            })?;
+        out.insert(name.to_string(), dims);
+    }
+    Ok(out)
+}
+
+/// Imports an ONNX model and runs the cleanup passes; warnings go to stderr.
+fn import_onnx(path: &Path, input_shapes: &[String]) -> Result<Module> {
+    use qcc::frontend::onnx::{ImportOptions, import_file};
+    let opts = ImportOptions {
+        input_shapes: parse_input_shapes(input_shapes)?,
+        ..Default::default()
+    };
+    let imported = import_file(path, &opts)?;
+    for w in &imported.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut m = imported.module;
+    qcc::passes::cleanup::pipeline().run(&mut m, &mut |_| {})?;
+    Ok(m)
+}
+
+fn cmd_inspect(model: &Path, input_shapes: &[String]) -> Result<()> {
+    let opts = qcc::frontend::onnx::ImportOptions {
+        input_shapes: parse_input_shapes(input_shapes)?,
+        ..Default::default()
+    };
+    print!(
+        "{}",
+        qcc::frontend::onnx::inspect::inspect_file(model, &opts)?
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -195,6 +309,46 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
+        Command::Inspect {
+            model,
+            input_shapes,
+        } => cmd_inspect(model, input_shapes),
+        Command::Compile {
+            model,
+            output,
+            name,
+            target,
+            cpu,
+            input_shapes,
+            emit,
+            report,
+        } => qcc::driver::compile(&qcc::driver::CompileArgs {
+            model: model.clone(),
+            output: output.clone(),
+            name: name.clone(),
+            target: target.clone(),
+            cpu: cpu.clone(),
+            input_shapes: input_shapes.clone(),
+            emit: emit.clone(),
+            report: report.clone(),
+        }),
+        Command::Run {
+            model,
+            inputs,
+            out,
+            input_shapes,
+        } => qcc::driver::run(&qcc::driver::RunArgs {
+            model: model.clone(),
+            inputs: inputs.clone(),
+            out: out.clone(),
+            input_shapes: input_shapes.clone(),
+        }),
+        Command::Eval { model, data, limit } => qcc::driver::eval(&qcc::driver::EvalArgs {
+            model: model.clone(),
+            data: data.clone(),
+            limit: *limit,
+        })
+        .map(|r| print!("{}", r.text())),
         Command::Verify { file } => verified(file).map(|_| println!("{}: ok", file.display())),
     };
     match result {

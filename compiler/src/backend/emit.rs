@@ -31,8 +31,19 @@ use super::target::Features;
 pub(crate) struct Built {
     pub run: FuncId,
     pub report: Report,
-    pub clif: String,
+    /// The Cranelift IR (with [`Text::Clif`]) or machine code (with [`Text::Asm`]).
+    pub text: String,
     pub plan: MemoryPlan,
+}
+
+/// Which text [`build`] collects besides the code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Text {
+    None,
+    /// Every kernel's Cranelift IR, preceded by the qcc node it comes from.
+    Clif,
+    /// The machine code of the kernels and the entry function (Cranelift's disassembly).
+    Asm,
 }
 
 pub(crate) struct ObjectOut {
@@ -56,7 +67,7 @@ pub(crate) fn compile_object(
     )
     .map_err(|e| internal("object builder", e))?;
     let mut module = ObjectModule::new(builder);
-    let built = build(&mut module, m, name, false)?;
+    let built = build(&mut module, m, name, Text::None)?;
     let object = module
         .finish()
         .emit()
@@ -67,10 +78,11 @@ pub(crate) fn compile_object(
     })
 }
 
-pub(crate) fn clif_text(
+pub(crate) fn text(
     m: &Module,
     name: &str,
     isa: OwnedTargetIsa,
+    what: Text,
 ) -> Result<String, BackendError> {
     let builder = ObjectBuilder::new(
         isa,
@@ -79,7 +91,7 @@ pub(crate) fn clif_text(
     )
     .map_err(|e| internal("object builder", e))?;
     let mut module = ObjectModule::new(builder);
-    Ok(build(&mut module, m, name, true)?.clif)
+    Ok(build(&mut module, m, name, what)?.text)
 }
 
 /// Data objects defined so far (kept across kernels).
@@ -152,9 +164,11 @@ pub(crate) fn build<M: ClModule>(
     module: &mut M,
     m: &Module,
     name: &str,
-    want_clif: bool,
+    want: Text,
 ) -> Result<Built, BackendError> {
     qcc_ir::verify::verify(m).map_err(|e| BackendError::Invalid(e.to_string()))?;
+    let folded = super::fold::constants(m);
+    let m: &Module = &folded;
     let isa = module.isa();
     if isa.pointer_type() != I64 {
         return Err(BackendError::Target(format!(
@@ -172,7 +186,7 @@ pub(crate) fn build<M: ClModule>(
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
     let mut data = DataState::default();
-    let mut clif = String::new();
+    let mut text = String::new();
     let mut kernels_ids = Vec::with_capacity(sched.steps.len());
     for (si, step) in sched.steps.iter().enumerate() {
         let op = match step.node {
@@ -204,7 +218,7 @@ pub(crate) fn build<M: ClModule>(
             b.ins().return_(&[]);
             b.finalize(frontend);
         }
-        if want_clif {
+        let line = (want != Text::None).then(|| {
             let line = match step.node {
                 Some(n) => {
                     let mut l = m.node_line(&m.nodes[n]);
@@ -216,15 +230,25 @@ pub(crate) fn build<M: ClModule>(
                 }
                 None => format!("copy into output {}", dest_text(step.dest, &plan)),
             };
-            clif.push_str(&format!(
-                "; qcc node: {line}\n; kernel: {}\n{}\n",
-                step.lowering.kernel_name(),
+            format!(
+                "; qcc node: {line}\n; kernel: {}\n",
+                step.lowering.kernel_name()
+            )
+        });
+        if want == Text::Clif {
+            text.push_str(&format!(
+                "{}{}\n",
+                line.as_deref().unwrap_or(""),
                 ctx.func.display()
             ));
         }
+        ctx.set_disasm(want == Text::Asm);
         module
             .define_function(fid, &mut ctx)
             .map_err(|e| internal(&format!("kernel {fname}"), e))?;
+        if want == Text::Asm {
+            push_asm(&mut text, line.as_deref().unwrap_or(""), &fname, &ctx);
+        }
         module.clear_context(&mut ctx);
         kernels_ids.push(fid);
     }
@@ -237,15 +261,25 @@ pub(crate) fn build<M: ClModule>(
         &kernels_ids,
         &mut ctx,
         &mut fctx,
+        (want == Text::Asm).then_some(&mut text),
     )?;
     emit_getters(module, m, name, plan.arena, &mut data, &mut ctx, &mut fctx)?;
     let report = make_report(m, &sched, &plan, data.bytes, target_name);
     Ok(Built {
         run,
         report,
-        clif,
+        text,
         plan,
     })
+}
+
+/// Appends the disassembly of the function just defined in `ctx`.
+fn push_asm(out: &mut String, comment: &str, fname: &str, ctx: &Context) {
+    let code = ctx
+        .compiled_code()
+        .and_then(|c| c.vcode.as_deref())
+        .unwrap_or("; (no disassembly)\n");
+    out.push_str(&format!("{comment}{fname}:\n{code}\n"));
 }
 
 #[allow(
@@ -339,6 +373,7 @@ fn emit_entry<M: ClModule>(
     kernels: &[FuncId],
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
+    asm: Option<&mut String>,
 ) -> Result<FuncId, BackendError> {
     let s = sig(module, 3, Some(I32));
     let fname = format!("{name}_run");
@@ -434,9 +469,13 @@ fn emit_entry<M: ClModule>(
         b.ins().return_(&[zero]);
         b.finalize(module.isa().frontend_config());
     }
+    ctx.set_disasm(asm.is_some());
     module
         .define_function(fid, ctx)
         .map_err(|e| internal("entry function", e))?;
+    if let Some(out) = asm {
+        push_asm(out, "; the entry function\n", &fname, ctx);
+    }
     module.clear_context(ctx);
     Ok(fid)
 }

@@ -45,7 +45,7 @@ impl JitModel {
             isa,
             cranelift_module::default_libcall_names(),
         ));
-        let built = emit::build(&mut module, m, "jit", false)?;
+        let built = emit::build(&mut module, m, "jit", emit::Text::None)?;
         module
             .finalize_definitions()
             .map_err(|e| BackendError::Internal(format!("JIT finalize: {e}")))?;

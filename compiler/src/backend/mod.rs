@@ -22,6 +22,7 @@
 //! memory plan then places values; [`emit`] generates the functions.
 
 mod emit;
+mod fold;
 mod header;
 mod jit;
 mod kb;
@@ -125,7 +126,15 @@ pub fn compile_object(m: &Module, name: &str, target: &Target) -> Result<Compile
 /// qcc node (its printed line) it was generated from: what `--emit clif` writes.
 pub fn emit_clif(m: &Module, name: &str, target: &Target) -> Result<String, BackendError> {
     let isa = target.isa(true)?;
-    emit::clif_text(m, name, isa)
+    emit::text(m, name, isa, emit::Text::Clif)
+}
+
+/// The machine code of every kernel and of the entry function, as Cranelift
+/// disassembles it, each kernel preceded by the qcc node it was generated from: what
+/// `--emit asm` writes.
+pub fn emit_asm(m: &Module, name: &str, target: &Target) -> Result<String, BackendError> {
+    let isa = target.isa(true)?;
+    emit::text(m, name, isa, emit::Text::Asm)
 }
 
 /// The report of compiling `m` for `target` without writing anything.

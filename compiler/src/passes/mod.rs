@@ -6,7 +6,12 @@
 //! pipeline runs the verifier after every pass when asked to (tests and debug builds
 //! do), and a failure names the pass that broke the module.
 
+pub mod cleanup;
 mod dce;
+pub mod fold_batch_norm;
+pub mod fold_constants;
+pub mod remove_identity;
+pub mod rewrite;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -26,11 +31,73 @@ pub struct Pass {
 }
 
 /// Every pass qcc has, in the order the default pipeline runs them.
-pub const REGISTRY: &[Pass] = &[Pass {
-    name: "dce",
-    summary: "remove nodes and constants that no output depends on",
-    run: dce::run,
-}];
+pub const REGISTRY: &[Pass] = &[
+    Pass {
+        name: "fold-constants",
+        summary: "evaluate nodes whose operands are all constants (keeps dequantize of weights)",
+        run: fold_constants::run,
+    },
+    Pass {
+        name: "fold-batch-norm",
+        summary: "fold batch_norm after conv2d/gemm into the weights and bias (statistics kept as meta)",
+        run: fold_batch_norm::run,
+    },
+    Pass {
+        name: "remove-identity",
+        summary: "remove no-op nodes (same-shape reshapes, identity transposes, full slices, ...)",
+        run: remove_identity::run,
+    },
+    Pass {
+        name: "fold-qdq",
+        summary: "egg: fold quantize(dequantize(x)) pairs and binarize of dequantize",
+        run: rewrite::fold_qdq,
+    },
+    Pass {
+        name: "move-scales",
+        summary: "egg: move quantize/dequantize through max_pool, reshape, flatten, transpose, concat, ...",
+        run: rewrite::move_scales,
+    },
+    Pass {
+        name: "absorb-clamp",
+        summary: "egg: absorb relu/clip before a quantize into requantize clamps",
+        run: rewrite::absorb_clamp,
+    },
+    Pass {
+        name: "fuse-int",
+        summary: "egg: fuse dequantize -> conv2d/gemm/matmul (-> quantize) into integer kernels",
+        run: rewrite::fuse_int,
+    },
+    Pass {
+        name: "merge-requant",
+        summary: "egg: merge requantize chains, drop identities, requantize between quantized types",
+        run: rewrite::merge_requant,
+    },
+    Pass {
+        name: "pow2-shift",
+        summary: "egg: power-of-two requantize multipliers become shifts",
+        run: rewrite::pow2_shift,
+    },
+    Pass {
+        name: "fold-bias",
+        summary: "egg: fold a constant add after conv2d/matmul/gemm into its bias",
+        run: rewrite::fold_bias,
+    },
+    Pass {
+        name: "fold-threshold",
+        summary: "egg: sign/binarize after batch_norm or dequantize become integer thresholds",
+        run: rewrite::fold_threshold,
+    },
+    Pass {
+        name: "rewrite",
+        summary: "egg: every rewrite group together in one e-graph, cheapest program extracted",
+        run: rewrite::all,
+    },
+    Pass {
+        name: "dce",
+        summary: "remove nodes and constants that no output depends on",
+        run: dce::run,
+    },
+];
 
 /// Looks a pass up by name.
 pub fn find(name: &str) -> Option<&'static Pass> {

@@ -1,0 +1,573 @@
+//! The commands that turn a model into native code and run it: `qcc compile`, `qcc run`
+//! and `qcc eval` (DESIGN.md, "Contracts"). `main.rs` parses the flags; everything else
+//! is here, so that errors can name the flag or the file and say what would work.
+//!
+//! A model is either an ONNX file (`.onnx`: imported by the frontend, then the cleanup
+//! pipeline) or a module in the IR text form (`.qir`: parsed and verified).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use qcc_ir::interp::{self, Tensor, TensorData};
+use qcc_ir::{ElemType, Module};
+
+use crate::backend::{self, JitModel, Target};
+use crate::frontend::onnx::{ImportOptions, import_file, read_model};
+use crate::npy;
+
+/// A model loaded for the backend, with the names its inputs and outputs have in the
+/// model file (ONNX names, or the IR's value names).
+#[derive(Debug)]
+pub struct Loaded {
+    pub module: Module,
+    pub input_names: Vec<String>,
+    pub output_names: Vec<String>,
+}
+
+/// Parses `--input-shape NAME=D,D,...` values (the last `=` separates the name).
+pub fn parse_input_shapes(specs: &[String]) -> Result<BTreeMap<String, Vec<usize>>> {
+    let mut out = BTreeMap::new();
+    for s in specs {
+        let (name, dims) = s.rsplit_once('=').with_context(|| {
+            format!("--input-shape {s}: expected NAME=D,D,... (e.g. input=1,3,32,32)")
+        })?;
+        let dims = dims
+            .split(',')
+            .map(|d| d.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| {
+                format!("--input-shape {s}: dimensions must be non-negative integers")
+            })?;
+        if out.insert(name.to_string(), dims).is_some() {
+            bail!("--input-shape: input `{name}` is given twice");
+        }
+    }
+    Ok(out)
+}
+
+/// The run-time inputs of an ONNX graph (its inputs that are not initializers), by name.
+pub fn onnx_graph_inputs(path: &Path) -> Result<Vec<String>> {
+    let model = read_model(path)?;
+    let Some(g) = model.graph.as_ref() else {
+        bail!("{}: the model has no graph", path.display());
+    };
+    let inits: std::collections::HashSet<&str> =
+        g.initializer.iter().map(|t| t.name.as_str()).collect();
+    Ok(g.input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .map(|i| i.name.clone())
+        .collect())
+}
+
+/// Loads `path` (`.onnx` or `.qir`); `input_shapes` fixes ONNX input shapes.
+pub fn load(path: &Path, input_shapes: &BTreeMap<String, Vec<usize>>) -> Result<Loaded> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext {
+        "onnx" => {
+            let opts = ImportOptions {
+                input_shapes: input_shapes.clone(),
+                ..Default::default()
+            };
+            let imported = import_file(path, &opts)?;
+            for w in &imported.warnings {
+                eprintln!("warning: {w}");
+            }
+            let mut m = imported.module;
+            crate::passes::cleanup::pipeline()
+                .run(&mut m, &mut |_| {})
+                .with_context(|| format!("{}: the cleanup passes failed", path.display()))?;
+            Ok(Loaded {
+                module: m,
+                input_names: imported.input_names,
+                output_names: imported.output_names,
+            })
+        }
+        "qir" => {
+            if !input_shapes.is_empty() {
+                bail!(
+                    "--input-shape applies to ONNX models; {} is IR text, whose shapes are \
+                     fixed (edit its input types instead)",
+                    path.display()
+                );
+            }
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let m = qcc_ir::parse_module(&text)
+                .map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?;
+            qcc_ir::verify::verify(&m)
+                .map_err(|e| anyhow::anyhow!("{} is not a valid module:\n{e}", path.display()))?;
+            let names = |ids: &[qcc_ir::ValueId]| -> Vec<String> {
+                ids.iter().map(|&v| m.value(v).name.clone()).collect()
+            };
+            let input_names = names(&m.inputs);
+            let output_names = names(&m.outputs);
+            Ok(Loaded {
+                module: m,
+                input_names,
+                output_names,
+            })
+        }
+        _ => bail!(
+            "{}: expected an ONNX model (.onnx) or a module in IR text form (.qir)",
+            path.display()
+        ),
+    }
+}
+
+/// A file name for a tensor name (names may contain `/`, `:`, ...).
+pub fn file_stem_for(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.chars().all(|c| c == '.') {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+/// `--target` and `--cpu`: the host with `native` by default; `baseline` by default for
+/// another triple (`native` describes only this machine).
+pub fn target(triple: Option<&str>, cpu: Option<&str>) -> Result<Target> {
+    let host = target_lexicon::Triple::host().to_string();
+    let triple = triple.unwrap_or(&host);
+    let cpu = match cpu {
+        Some(c) => c,
+        None if triple == host => "native",
+        None => "baseline",
+    };
+    Target::new(triple, cpu).map_err(|e| {
+        anyhow::anyhow!(
+            "--target {triple} --cpu {cpu}: {}",
+            e.to_string().trim_end()
+        )
+    })
+}
+
+/// What to write beside the object (`--emit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmitKind {
+    /// The module the backend compiles, in IR text form (`OUT.qir`).
+    Ir,
+    /// The Cranelift IR of every kernel (`OUT.clif`).
+    Clif,
+    /// The machine code of every function, disassembled (`OUT.s`).
+    Asm,
+}
+
+impl EmitKind {
+    /// Parses `--emit` values.
+    pub fn parse_list(kinds: &[String]) -> Result<Vec<EmitKind>> {
+        let mut out = Vec::new();
+        for k in kinds {
+            let kind = match k.trim() {
+                "ir" => EmitKind::Ir,
+                "clif" => EmitKind::Clif,
+                "asm" => EmitKind::Asm,
+                other => {
+                    bail!("--emit {other}: unknown kind; use ir, clif or asm (comma-separated)")
+                }
+            };
+            if !out.contains(&kind) {
+                out.push(kind);
+            }
+        }
+        Ok(out)
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            EmitKind::Ir => "qir",
+            EmitKind::Clif => "clif",
+            EmitKind::Asm => "s",
+        }
+    }
+}
+
+/// The flags of `qcc compile`.
+#[derive(Clone, Debug, Default)]
+pub struct CompileArgs {
+    pub model: PathBuf,
+    pub output: Option<PathBuf>,
+    pub name: Option<String>,
+    pub target: Option<String>,
+    pub cpu: Option<String>,
+    pub input_shapes: Vec<String>,
+    pub emit: Vec<String>,
+    pub report: Option<PathBuf>,
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
+fn write(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `qcc compile`: writes OUT.o and OUT.h (and what `--emit` and `--report` ask for); the
+/// compile report goes to stderr.
+pub fn compile(a: &CompileArgs) -> Result<()> {
+    // Check every flag before the (slower) import.
+    let kinds = EmitKind::parse_list(&a.emit)?;
+    let shapes = parse_input_shapes(&a.input_shapes)?;
+    let t = target(a.target.as_deref(), a.cpu.as_deref())?;
+    let name = match &a.name {
+        Some(n) => {
+            if backend::c_identifier(n) != *n {
+                bail!(
+                    "--name {n}: not a C identifier (letters, digits and `_`, not starting \
+                     with a digit); e.g. --name {}",
+                    backend::c_identifier(n)
+                );
+            }
+            n.clone()
+        }
+        None => backend::c_identifier(&stem(&a.model)),
+    };
+    let out = match &a.output {
+        Some(o) => o.clone(),
+        None => PathBuf::from(format!("{}.o", stem(&a.model))),
+    };
+    if out.extension().is_some_and(|e| e == "h") {
+        bail!(
+            "-o {}: the header is written beside the object with extension .h; give the \
+             object's path (e.g. -o {})",
+            out.display(),
+            out.with_extension("o").display()
+        );
+    }
+    let header_path = out.with_extension("h");
+    let loaded = load(&a.model, &shapes)?;
+    let m = &loaded.module;
+    if kinds.contains(&EmitKind::Ir) {
+        let p = out.with_extension(EmitKind::Ir.extension());
+        write(&p, m.to_string())?;
+        eprintln!("wrote {}", p.display());
+    }
+    let compiled = backend::compile_object(m, &name, &t)
+        .map_err(|e| anyhow::anyhow!("{}: {}", a.model.display(), e.to_string().trim_end()))?;
+    for kind in [EmitKind::Clif, EmitKind::Asm] {
+        if !kinds.contains(&kind) {
+            continue;
+        }
+        let text = match kind {
+            EmitKind::Clif => backend::emit_clif(m, &name, &t),
+            _ => backend::emit_asm(m, &name, &t),
+        }
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+        let p = out.with_extension(kind.extension());
+        write(&p, text)?;
+        eprintln!("wrote {}", p.display());
+    }
+    write(&out, &compiled.object)?;
+    write(&header_path, &compiled.header)?;
+    if let Some(r) = &a.report {
+        write(r, compiled.report.to_json())?;
+    }
+    eprint!("{}", compiled.report);
+    eprintln!(
+        "wrote {} ({} bytes) and {} (symbols {name}_*)",
+        out.display(),
+        compiled.object.len(),
+        header_path.display()
+    );
+    Ok(())
+}
+
+/// Checks a tensor read from `path` against the model input `id`.
+fn check_input(m: &Module, id: qcc_ir::ValueId, t: &Tensor, path: &Path) -> Result<()> {
+    let ty = m.ty(id);
+    let spelled = m.value(id).spelling();
+    match (&ty.elem, &t.data) {
+        (ElemType::F32, TensorData::Int(_)) => {
+            bail!(
+                "{}: input {spelled} is {ty}; give a float array",
+                path.display()
+            )
+        }
+        (e, TensorData::F32(_)) if e.is_integer() => bail!(
+            "{}: input {spelled} is {ty}; give an integer array of codes",
+            path.display()
+        ),
+        _ => {}
+    }
+    if t.shape != ty.shape {
+        bail!(
+            "{}: input {spelled} has shape {:?}, the array has shape {:?}{}",
+            path.display(),
+            ty.shape,
+            t.shape,
+            if m.inputs.len() == 1 {
+                ""
+            } else {
+                " (--input files are taken in the order of the model's inputs)"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The flags of `qcc run`.
+#[derive(Clone, Debug, Default)]
+pub struct RunArgs {
+    pub model: PathBuf,
+    pub inputs: Vec<PathBuf>,
+    pub out: PathBuf,
+    pub input_shapes: Vec<String>,
+}
+
+/// `qcc run`: compiles the model in memory (JIT), runs it on the inputs and writes each
+/// output as `DIR/<output name>.npy`. ONNX inputs without `--input-shape` take the shape
+/// of their array (so a symbolic batch dimension follows the data).
+pub fn run(a: &RunArgs) -> Result<()> {
+    let mut shapes = parse_input_shapes(&a.input_shapes)?;
+    let mut tensors = Vec::with_capacity(a.inputs.len());
+    for p in &a.inputs {
+        tensors.push(npy::read_npy(p).with_context(|| format!("--input {}", p.display()))?);
+    }
+    let is_onnx = a.model.extension().is_some_and(|e| e == "onnx");
+    if is_onnx {
+        let names = onnx_graph_inputs(&a.model)?;
+        for (n, t) in names.iter().zip(&tensors) {
+            shapes.entry(n.clone()).or_insert_with(|| t.shape.clone());
+        }
+    }
+    let loaded = load(&a.model, &shapes)?;
+    let m = &loaded.module;
+    if tensors.len() != m.inputs.len() {
+        let names: Vec<String> = m
+            .inputs
+            .iter()
+            .map(|&i| format!("{}: {}", m.value(i).spelling(), m.ty(i)))
+            .collect();
+        bail!(
+            "{} takes {} input(s) ({}), but {} --input file(s) were given",
+            a.model.display(),
+            m.inputs.len(),
+            names.join(", "),
+            tensors.len()
+        );
+    }
+    for ((t, &id), p) in tensors.iter().zip(&m.inputs).zip(&a.inputs) {
+        check_input(m, id, t, p)?;
+    }
+    let jit = JitModel::new(m).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    let outputs = jit
+        .run(&tensors)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("--out {}: cannot create the folder", a.out.display()))?;
+    for (name, t) in loaded.output_names.iter().zip(&outputs) {
+        let path = a.out.join(format!("{}.npy", file_stem_for(name)));
+        npy::write_npy(&path, t)?;
+        eprintln!("wrote {} ({:?})", path.display(), t.shape);
+    }
+    Ok(())
+}
+
+/// The flags of `qcc eval`.
+#[derive(Clone, Debug, Default)]
+pub struct EvalArgs {
+    pub model: PathBuf,
+    pub data: PathBuf,
+    /// Evaluate only the first N samples.
+    pub limit: Option<usize>,
+}
+
+/// What `qcc eval` measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalResult {
+    pub samples: usize,
+    /// Correct top-1 predictions of the reference (interpreter) and of the compiled
+    /// model (JIT), when the data has labels.
+    pub reference_correct: Option<usize>,
+    pub compiled_correct: Option<usize>,
+    /// Samples where both predict the same class.
+    pub agree: usize,
+    /// Largest `|compiled - reference|` over all outputs of all samples.
+    pub max_abs_diff: f32,
+}
+
+impl EvalResult {
+    /// The text `qcc eval` prints.
+    pub fn text(&self) -> String {
+        let pct = |k: usize| 100.0 * k as f64 / self.samples.max(1) as f64;
+        let mut s = format!("samples: {}\n", self.samples);
+        if let (Some(r), Some(c)) = (self.reference_correct, self.compiled_correct) {
+            let _ = writeln!(
+                s,
+                "reference (interpreter) top-1: {:.2}% ({r}/{})",
+                pct(r),
+                self.samples
+            );
+            let _ = writeln!(
+                s,
+                "compiled (JIT) top-1:          {:.2}% ({c}/{})",
+                pct(c),
+                self.samples
+            );
+        } else {
+            s.push_str("no labels (`y`) in the data: accuracy not measured\n");
+        }
+        let _ = writeln!(
+            s,
+            "agreement:                     {:.2}% ({}/{})",
+            pct(self.agree),
+            self.agree,
+            self.samples
+        );
+        let _ = writeln!(
+            s,
+            "max |compiled - reference|:    {:.3e}",
+            self.max_abs_diff
+        );
+        s
+    }
+}
+
+fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn labels(t: &Tensor, path: &Path) -> Result<Vec<i64>> {
+    let v: Vec<i64> = match &t.data {
+        TensorData::Int(v) => v.clone(),
+        TensorData::F32(v) => {
+            if v.iter().any(|x| x.fract() != 0.0 || *x < 0.0) {
+                bail!(
+                    "{}: `y` holds non-integer values; give class indices",
+                    path.display()
+                );
+            }
+            v.iter().map(|&x| x as i64).collect()
+        }
+    };
+    Ok(v)
+}
+
+/// `qcc eval`: runs every sample of `x` (batch 1) through the reference interpreter and
+/// through the compiled model (JIT); counts top-1 hits against `y` and agreements.
+pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
+    let x = npy::read_npz_array(&a.data, "x")
+        .with_context(|| format!("--data {}", a.data.display()))?;
+    let TensorData::F32(xs) = &x.data else {
+        bail!("{}: `x` must be a float array", a.data.display());
+    };
+    if x.shape.len() < 2 {
+        bail!(
+            "{}: `x` has shape {:?}; expected samples along the first axis, e.g. [N,1,8,8]",
+            a.data.display(),
+            x.shape
+        );
+    }
+    let n = x.shape[0];
+    let y = match npy::read_npz_array(&a.data, "y") {
+        Ok(t) => {
+            let y = labels(&t, &a.data)?;
+            if y.len() != n {
+                bail!(
+                    "{}: `y` has {} labels for {n} samples in `x`",
+                    a.data.display(),
+                    y.len()
+                );
+            }
+            Some(y)
+        }
+        Err(_) => None,
+    };
+    let mut sample_shape = x.shape.clone();
+    sample_shape[0] = 1;
+    let mut shapes = BTreeMap::new();
+    if a.model.extension().is_some_and(|e| e == "onnx") {
+        let names = onnx_graph_inputs(&a.model)?;
+        if names.len() != 1 {
+            bail!(
+                "{}: eval needs a model with one input; this one has {} ({})",
+                a.model.display(),
+                names.len(),
+                names.join(", ")
+            );
+        }
+        shapes.insert(names[0].clone(), sample_shape.clone());
+    }
+    let loaded = load(&a.model, &shapes)?;
+    let m = &loaded.module;
+    if m.inputs.len() != 1 {
+        bail!(
+            "{}: eval needs a model with one input; this one has {}",
+            a.model.display(),
+            m.inputs.len()
+        );
+    }
+    let ty = m.ty(m.inputs[0]);
+    if ty.shape != sample_shape || ty.elem != ElemType::F32 {
+        bail!(
+            "{}: the model's input is {ty}, but one sample of `x` in {} is f32{:?}",
+            a.model.display(),
+            a.data.display(),
+            sample_shape
+        );
+    }
+    if m.outputs.is_empty() {
+        bail!("{}: the model has no outputs", a.model.display());
+    }
+    let jit = JitModel::new(m).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    let per = xs.len() / n.max(1);
+    let count = a.limit.map_or(n, |l| l.min(n));
+    let mut res = EvalResult {
+        samples: count,
+        reference_correct: y.as_ref().map(|_| 0),
+        compiled_correct: y.as_ref().map(|_| 0),
+        agree: 0,
+        max_abs_diff: 0.0,
+    };
+    for i in 0..count {
+        let input = Tensor::f32(sample_shape.clone(), xs[i * per..(i + 1) * per].to_vec());
+        let want = interp::run(m, std::slice::from_ref(&input))
+            .map_err(|e| anyhow::anyhow!("sample {i}: the interpreter failed: {e}"))?;
+        let got = jit
+            .run(std::slice::from_ref(&input))
+            .map_err(|e| anyhow::anyhow!("sample {i}: {e}"))?;
+        let (Some(w), Some(g)) = (want[0].as_f32(), got[0].as_f32()) else {
+            bail!(
+                "{}: the first output is not a float tensor; eval compares float scores",
+                a.model.display()
+            );
+        };
+        for (p, q) in w.iter().zip(g) {
+            res.max_abs_diff = res.max_abs_diff.max((p - q).abs());
+        }
+        let (pw, pg) = (argmax(w), argmax(g));
+        if pw == pg {
+            res.agree += 1;
+        }
+        if let Some(y) = &y {
+            if pw as i64 == y[i] {
+                *res.reference_correct.as_mut().expect("labels") += 1;
+            }
+            if pg as i64 == y[i] {
+                *res.compiled_correct.as_mut().expect("labels") += 1;
+            }
+        }
+    }
+    Ok(res)
+}

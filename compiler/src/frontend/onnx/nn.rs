@@ -1,0 +1,596 @@
+//! Neural-network layers: Conv, ConvTranspose, Gemm, MatMul, BatchNormalization,
+//! MaxPool, AveragePool, GlobalAveragePool, ReduceMean, Softmax, Resize.
+//!
+//! The IR's windowed ops are 2-D; 1-D convolutions and pools are imported as 2-D ones
+//! over an inserted axis of size 1.
+
+use qcc_ir::shape::normalize_axis;
+use qcc_ir::{Attr, Op, ValueId};
+
+use super::ctx::{NodeCx, ints, usz};
+use super::elementwise::f32_operand;
+use super::shape::reshape_ir;
+use super::{Handler, OpReg};
+
+const fn op(op: &'static str, since: i64, handler: Handler) -> OpReg {
+    OpReg {
+        domain: "",
+        op,
+        since,
+        until: 25,
+        handler,
+    }
+}
+
+pub(crate) const OPS: &[OpReg] = &[
+    op("Conv", 1, conv),
+    op("ConvTranspose", 1, conv_transpose),
+    op("Gemm", 7, gemm),
+    op("MatMul", 1, matmul),
+    op("BatchNormalization", 7, batch_norm),
+    op("MaxPool", 1, max_pool),
+    op("AveragePool", 1, avg_pool),
+    op("GlobalAveragePool", 1, global_avg_pool),
+    op("ReduceMean", 1, reduce_mean),
+    op("Softmax", 1, softmax),
+    op("Resize", 11, resize),
+];
+
+/// Window parameters resolved for the 2-D IR op.
+pub(crate) struct Window {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    /// [top, left, bottom, right]
+    pub pads: Vec<usize>,
+    /// The input had one spatial axis (lifted to two).
+    pub lifted: bool,
+}
+
+fn pos(v: &[i64], what: &str) -> Result<Vec<usize>, String> {
+    v.iter()
+        .map(|&x| {
+            usize::try_from(x).map_err(|_| format!("attribute `{what}` has a negative entry {x}"))
+        })
+        .collect()
+}
+
+/// Reads kernel/strides/dilations/pads/auto_pad for an input of spatial size `spatial`.
+pub(crate) fn window(
+    cx: &NodeCx<'_, '_>,
+    spatial: &[usize],
+    kernel: Vec<usize>,
+    transposed: bool,
+) -> Result<Window, String> {
+    let n = spatial.len();
+    if n != 1 && n != 2 {
+        return Err(format!(
+            "only 1-D and 2-D windows are supported, this one has {n} spatial axes"
+        ));
+    }
+    if kernel.len() != n {
+        return Err(format!(
+            "the kernel has {} axes, the input {n} spatial axes",
+            kernel.len()
+        ));
+    }
+    let get = |name: &str, default: usize, len: usize| -> Result<Vec<usize>, String> {
+        match cx.a_ints(name)? {
+            Some(v) => {
+                if v.len() != len {
+                    return Err(format!(
+                        "attribute `{name}` has {} entries, {len} expected",
+                        v.len()
+                    ));
+                }
+                pos(&v, name)
+            }
+            None => Ok(vec![default; len]),
+        }
+    };
+    let strides = get("strides", 1, n)?;
+    let dilations = get("dilations", 1, n)?;
+    if strides.contains(&0) || dilations.contains(&0) {
+        return Err("strides and dilations must be positive".into());
+    }
+    let auto_pad = cx.a_str("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
+    let mut pads = match auto_pad.as_str() {
+        "NOTSET" => get("pads", 0, 2 * n)?,
+        "VALID" => vec![0; 2 * n],
+        "SAME_UPPER" | "SAME_LOWER" if !transposed => {
+            let mut p = vec![0; 2 * n];
+            for i in 0..n {
+                let out = spatial[i].div_ceil(strides[i]);
+                let span = dilations[i] * (kernel[i].max(1) - 1) + 1;
+                let total = ((out.max(1) - 1) * strides[i] + span).saturating_sub(spatial[i]);
+                let small = total / 2;
+                let (b, e) = if auto_pad == "SAME_UPPER" {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
+                p[i] = b;
+                p[n + i] = e;
+            }
+            p
+        }
+        "SAME_UPPER" | "SAME_LOWER" => vec![0; 2 * n],
+        other => return Err(format!("attribute `auto_pad` = {other:?} is not supported")),
+    };
+    let mut w = Window {
+        kernel,
+        strides,
+        dilations,
+        pads: Vec::new(),
+        lifted: n == 1,
+    };
+    if n == 1 {
+        w.kernel.insert(0, 1);
+        w.strides.insert(0, 1);
+        w.dilations.insert(0, 1);
+        pads = vec![0, pads[0], 0, pads[1]];
+    }
+    w.pads = pads;
+    Ok(w)
+}
+
+/// Inserts a size-1 axis at 2 (1-D to 2-D).
+fn lift(cx: &mut NodeCx<'_, '_>, x: ValueId, suffix: &str) -> Result<ValueId, String> {
+    cx.emit(
+        Op::Unsqueeze,
+        vec![x],
+        vec![("axes", ints(&[2]))],
+        None,
+        suffix,
+    )
+}
+
+fn unlift(cx: &mut NodeCx<'_, '_>, y: ValueId) -> Result<ValueId, String> {
+    cx.emit(
+        Op::Squeeze,
+        vec![y],
+        vec![("axes", ints(&[2]))],
+        None,
+        ".1d",
+    )
+}
+
+fn conv(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let mut x = cx.f32_in(0)?;
+    let mut w = f32_operand(cx, 1)?;
+    let xs = cx.ty(x).shape.clone();
+    let ws = cx.ty(w).shape.clone();
+    if xs.len() < 3 || ws.len() != xs.len() {
+        return Err(format!(
+            "input {xs:?} and weights {ws:?} must be [N,C,...] and [M,C/g,...] of the same rank"
+        ));
+    }
+    let kernel = match cx.a_ints("kernel_shape")? {
+        Some(k) => pos(&k, "kernel_shape")?,
+        None => ws[2..].to_vec(),
+    };
+    let win = window(cx, &xs[2..], kernel, false)?;
+    let group = cx.a_int("group", 1)?;
+    if win.lifted {
+        x = lift(cx, x, ".x2d")?;
+        w = lift(cx, w, ".w2d")?;
+    }
+    let mut ops = vec![x, w];
+    if cx.has(2) {
+        ops.push(f32_operand(cx, 2)?);
+    }
+    let y = cx.emit(
+        Op::Conv2d,
+        ops,
+        vec![
+            ("strides", usz(&win.strides)),
+            ("pads", usz(&win.pads)),
+            ("dilations", usz(&win.dilations)),
+            ("group", Attr::Int(group)),
+        ],
+        None,
+        if win.lifted { ".2d" } else { "" },
+    )?;
+    let y = if win.lifted { unlift(cx, y)? } else { y };
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn conv_transpose(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let mut x = cx.f32_in(0)?;
+    let mut w = f32_operand(cx, 1)?;
+    let xs = cx.ty(x).shape.clone();
+    let ws = cx.ty(w).shape.clone();
+    if xs.len() < 3 || ws.len() != xs.len() {
+        return Err(format!(
+            "input {xs:?} and weights {ws:?} must be [N,C,...] and [C,M/g,...] of the same rank"
+        ));
+    }
+    let n = xs.len() - 2;
+    let kernel = match cx.a_ints("kernel_shape")? {
+        Some(k) => pos(&k, "kernel_shape")?,
+        None => ws[2..].to_vec(),
+    };
+    let mut win = window(cx, &xs[2..], kernel.clone(), true)?;
+    let mut out_pad = match cx.a_ints("output_padding")? {
+        Some(v) => pos(&v, "output_padding")?,
+        None => vec![0; n],
+    };
+    if out_pad.len() != n {
+        return Err("attribute `output_padding` must have one entry per spatial axis".into());
+    }
+    let auto_pad = cx.a_str("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
+    let output_shape = match cx.a_ints("output_shape")? {
+        Some(s) => Some(pos(&s, "output_shape")?),
+        None if auto_pad.starts_with("SAME") => {
+            let (s, _) = strides_dil(&win, n);
+            Some(xs[2..].iter().zip(&s).map(|(&i, &s)| i * s).collect())
+        }
+        None => None,
+    };
+    if let Some(os) = output_shape {
+        let os = if os.len() == n + 2 {
+            os[2..].to_vec()
+        } else {
+            os
+        };
+        if os.len() != n {
+            return Err("attribute `output_shape` must have one entry per spatial axis".into());
+        }
+        let (strides, dil) = strides_dil(&win, n);
+        let mut pads = vec![0usize; 2 * n];
+        for i in 0..n {
+            let natural = (strides[i] * xs[2 + i].saturating_sub(1)
+                + out_pad[i]
+                + dil[i] * kernel[i].saturating_sub(1)
+                + 1) as i64;
+            let total = natural - os[i] as i64;
+            if total < 0 {
+                out_pad[i] += (-total) as usize;
+                continue;
+            }
+            let total = total as usize;
+            let (b, e) = if auto_pad == "SAME_UPPER" {
+                (total / 2, total - total / 2)
+            } else {
+                (total - total / 2, total / 2)
+            };
+            pads[i] = b;
+            pads[n + i] = e;
+        }
+        win.pads = if win.lifted {
+            vec![0, pads[0], 0, pads[1]]
+        } else {
+            pads
+        };
+    }
+    if win.lifted {
+        out_pad.insert(0, 0);
+        x = lift(cx, x, ".x2d")?;
+        w = lift(cx, w, ".w2d")?;
+    }
+    let mut ops = vec![x, w];
+    if cx.has(2) {
+        ops.push(f32_operand(cx, 2)?);
+    }
+    let group = cx.a_int("group", 1)?;
+    let y = cx.emit(
+        Op::ConvTranspose2d,
+        ops,
+        vec![
+            ("strides", usz(&win.strides)),
+            ("pads", usz(&win.pads)),
+            ("dilations", usz(&win.dilations)),
+            ("group", Attr::Int(group)),
+            ("output_padding", usz(&out_pad)),
+        ],
+        None,
+        if win.lifted { ".2d" } else { "" },
+    )?;
+    let y = if win.lifted { unlift(cx, y)? } else { y };
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+/// The ONNX (not lifted) strides and dilations of a window.
+fn strides_dil(win: &Window, n: usize) -> (Vec<usize>, Vec<usize>) {
+    let skip = win.strides.len() - n;
+    (win.strides[skip..].to_vec(), win.dilations[skip..].to_vec())
+}
+
+fn gemm(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let a = f32_operand(cx, 0)?;
+    let b = f32_operand(cx, 1)?;
+    let mut ops = vec![a, b];
+    if cx.has(2) {
+        ops.push(f32_operand(cx, 2)?);
+    }
+    let y = cx.emit(
+        Op::Gemm,
+        ops,
+        vec![
+            ("alpha", Attr::Float(cx.a_float("alpha", 1.0)?)),
+            ("beta", Attr::Float(cx.a_float("beta", 1.0)?)),
+            ("trans_a", Attr::Bool(cx.a_int("transA", 0)? != 0)),
+            ("trans_b", Attr::Bool(cx.a_int("transB", 0)? != 0)),
+        ],
+        None,
+        "",
+    )?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn matmul(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let a = f32_operand(cx, 0)?;
+    let b = f32_operand(cx, 1)?;
+    let y = cx.emit(Op::MatMul, vec![a, b], vec![], None, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn batch_norm(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    if cx.a_int("training_mode", 0)? != 0 {
+        return Err("attribute `training_mode` = 1 is not supported (inference only)".into());
+    }
+    if cx.opset < 9 && cx.a_int("spatial", 1)? != 1 {
+        return Err("attribute `spatial` = 0 is not supported".into());
+    }
+    if (1..5).any(|k| cx.wants_output(k)) {
+        return Err("training outputs (running mean/var, saved mean/var) are not supported".into());
+    }
+    let x = cx.f32_in(0)?;
+    let mut ops = vec![x];
+    for i in 1..5 {
+        ops.push(f32_operand(cx, i)?);
+    }
+    let eps = cx.a_float("epsilon", 1e-5)?;
+    let y = cx.emit(
+        Op::BatchNorm,
+        ops,
+        vec![("epsilon", Attr::Float(eps))],
+        None,
+        "",
+    )?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn pool(cx: &mut NodeCx<'_, '_>, max: bool) -> Result<(), String> {
+    if max && cx.wants_output(1) {
+        return Err("output `Indices` is not supported".into());
+    }
+    let mut x = cx.ir(0)?;
+    if !max {
+        x = cx.f32_in(0)?;
+    }
+    let xs = cx.ty(x).shape.clone();
+    if xs.len() < 3 {
+        return Err(format!("the input {xs:?} must be [N, C, ...]"));
+    }
+    let kernel = pos(
+        &cx.a_ints("kernel_shape")?
+            .ok_or("attribute `kernel_shape` is required")?,
+        "kernel_shape",
+    )?;
+    let win = window(cx, &xs[2..], kernel, false)?;
+    let ceil = cx.a_int("ceil_mode", 0)? != 0;
+    if win.lifted {
+        x = lift(cx, x, ".x2d")?;
+    }
+    let mut attrs = vec![
+        ("kernel", usz(&win.kernel)),
+        ("strides", usz(&win.strides)),
+        ("pads", usz(&win.pads)),
+        ("ceil_mode", Attr::Bool(ceil)),
+    ];
+    let op = if max {
+        attrs.push(("dilations", usz(&win.dilations)));
+        Op::MaxPool
+    } else {
+        if win.dilations.iter().any(|&d| d != 1) {
+            return Err(
+                "attribute `dilations` other than 1 is not supported for AveragePool".into(),
+            );
+        }
+        attrs.push((
+            "count_include_pad",
+            Attr::Bool(cx.a_int("count_include_pad", 0)? != 0),
+        ));
+        Op::AvgPool
+    };
+    let y = cx.emit(
+        op,
+        vec![x],
+        attrs,
+        None,
+        if win.lifted { ".2d" } else { "" },
+    )?;
+    let y = if win.lifted { unlift(cx, y)? } else { y };
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn max_pool(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    pool(cx, true)
+}
+
+fn avg_pool(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    pool(cx, false)
+}
+
+fn global_avg_pool(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let x = cx.f32_in(0)?;
+    let y = cx.emit(Op::GlobalAvgPool, vec![x], vec![], None, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn reduce_mean(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let x = cx.f32_in(0)?;
+    let r = cx.ty(x).rank();
+    let axes = if cx.opset >= 18 {
+        match cx.opt_konst(1, "axes")? {
+            Some(c) => c.to_i64()?,
+            None => vec![],
+        }
+    } else {
+        cx.a_ints("axes")?.unwrap_or_default()
+    };
+    if axes.is_empty() && cx.a_int("noop_with_empty_axes", 0)? != 0 {
+        cx.set_ir(0, x);
+        return Ok(());
+    }
+    let axes: Vec<usize> = axes
+        .iter()
+        .map(|&a| normalize_axis(a, r))
+        .collect::<Result<_, _>>()?;
+    let keep = cx.a_int("keepdims", 1)? != 0;
+    let y = cx.emit(
+        Op::ReduceMean,
+        vec![x],
+        vec![("axes", usz(&axes)), ("keepdims", Attr::Bool(keep))],
+        None,
+        "",
+    )?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn softmax(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let x = cx.f32_in(0)?;
+    let s = cx.ty(x).shape.clone();
+    let r = s.len();
+    let legacy = cx.opset < 13;
+    let axis = normalize_axis(cx.a_int("axis", if legacy { 1 } else { -1 })?, r)
+        .map_err(|e| format!("attribute `axis`: {e}"))?;
+    if !legacy || axis + 1 == r {
+        let y = cx.emit(
+            Op::Softmax,
+            vec![x],
+            vec![("axis", Attr::Int(axis as i64))],
+            None,
+            "",
+        )?;
+        cx.set_ir(0, y);
+        return Ok(());
+    }
+    // Before opset 13 the input is viewed as 2-D [prod(d[..axis]), prod(d[axis..])].
+    let flat = vec![s[..axis].iter().product(), s[axis..].iter().product()];
+    let x2 = reshape_ir(cx, x, &flat, ".2d")?;
+    let y2 = cx.emit(
+        Op::Softmax,
+        vec![x2],
+        vec![("axis", Attr::Int(1))],
+        None,
+        ".sm",
+    )?;
+    let y = reshape_ir(cx, y2, &s, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn resize(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let x = cx.f32_in(0)?;
+    let s = cx.ty(x).shape.clone();
+    let r = s.len();
+    let mode = cx.a_str("mode")?.unwrap_or_else(|| "nearest".into());
+    if mode != "nearest" && mode != "linear" {
+        return Err(format!(
+            "attribute `mode` = {mode:?} is not supported (nearest and linear are)"
+        ));
+    }
+    let ctm = cx
+        .a_str("coordinate_transformation_mode")?
+        .unwrap_or_else(|| "half_pixel".into());
+    if ![
+        "half_pixel",
+        "pytorch_half_pixel",
+        "asymmetric",
+        "align_corners",
+    ]
+    .contains(&ctm.as_str())
+    {
+        return Err(format!(
+            "attribute `coordinate_transformation_mode` = {ctm:?} is not supported"
+        ));
+    }
+    let nearest = cx
+        .a_str("nearest_mode")?
+        .unwrap_or_else(|| "round_prefer_floor".into());
+    if !["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"].contains(&nearest.as_str()) {
+        return Err(format!(
+            "attribute `nearest_mode` = {nearest:?} is not supported"
+        ));
+    }
+    cx.reject_int_attr("antialias", 0)?;
+    cx.reject_int_attr("exclude_outside", 0)?;
+    if let Some(p) = cx.a_str("keep_aspect_ratio_policy")?
+        && p != "stretch"
+    {
+        return Err(format!(
+            "attribute `keep_aspect_ratio_policy` = {p:?} is not supported"
+        ));
+    }
+    let axes: Vec<usize> = match cx.a_ints("axes")? {
+        Some(a) => a
+            .iter()
+            .map(|&a| normalize_axis(a, r))
+            .collect::<Result<_, _>>()?,
+        None => (0..r).collect(),
+    };
+    let scales_in = cx.opt_konst(2, "scales")?.filter(|c| c.numel() > 0);
+    let sizes_in = cx.opt_konst(3, "sizes")?.filter(|c| c.numel() > 0);
+    let mut scales = vec![1.0f32; r];
+    let mut sizes = s.clone();
+    match (scales_in, sizes_in) {
+        (Some(sc), None) => {
+            let v = sc.to_f32();
+            if v.len() != axes.len() {
+                return Err(format!(
+                    "scales has {} entries, {} expected",
+                    v.len(),
+                    axes.len()
+                ));
+            }
+            for (k, &a) in axes.iter().enumerate() {
+                if v[k].is_nan() || v[k] <= 0.0 {
+                    return Err(format!("scale {} must be positive", v[k]));
+                }
+                scales[a] = v[k];
+                sizes[a] = (s[a] as f32 * v[k]).floor() as usize;
+            }
+        }
+        (None, Some(sz)) => {
+            let v = sz.to_i64()?;
+            if v.len() != axes.len() {
+                return Err(format!(
+                    "sizes has {} entries, {} expected",
+                    v.len(),
+                    axes.len()
+                ));
+            }
+            for (k, &a) in axes.iter().enumerate() {
+                let n = usize::try_from(v[k]).map_err(|_| "sizes must be non-negative")?;
+                sizes[a] = n;
+                scales[a] = n as f32 / s[a] as f32;
+            }
+        }
+        _ => return Err("exactly one of `scales` and `sizes` must be given".into()),
+    }
+    let y = cx.emit(
+        Op::Resize,
+        vec![x],
+        vec![
+            ("mode", Attr::Enum(mode)),
+            ("coordinate_transformation_mode", Attr::Enum(ctm)),
+            ("nearest_mode", Attr::Enum(nearest)),
+            ("scales", Attr::Floats(scales)),
+            ("sizes", usz(&sizes)),
+        ],
+        None,
+        "",
+    )?;
+    cx.set_ir(0, y);
+    Ok(())
+}

@@ -1,0 +1,875 @@
+//! Shapes and data movement: Reshape, Flatten, Transpose, Concat, Pad, Slice, Squeeze,
+//! Unsqueeze, Gather, Expand, Identity, Constant, Cast/CastLike, and the shape
+//! arithmetic that folds once input shapes are fixed (Shape, Size, ConstantOfShape,
+//! Range), which is evaluated here on import-time constants and never reaches the IR.
+
+use qcc_ir::shape::{broadcast, broadcast_indices, normalize_axis, strides};
+use qcc_ir::{Attr, ElemType, Op, Rounding};
+
+use super::ctx::{NodeCx, ints, usz};
+use super::tensor::{CData, CTensor, DType};
+use super::{Handler, OpReg};
+
+const fn op(op: &'static str, since: i64, handler: Handler) -> OpReg {
+    OpReg {
+        domain: "",
+        op,
+        since,
+        until: 25,
+        handler,
+    }
+}
+
+pub(crate) const OPS: &[OpReg] = &[
+    op("Identity", 1, identity),
+    op("Dropout", 7, dropout),
+    op("Constant", 1, constant),
+    op("Shape", 1, shape),
+    op("Size", 1, size),
+    op("ConstantOfShape", 9, constant_of_shape),
+    op("Range", 11, range),
+    op("Gather", 1, gather),
+    op("Reshape", 5, reshape),
+    op("Flatten", 1, flatten),
+    op("Transpose", 1, transpose),
+    op("Concat", 4, concat),
+    op("Squeeze", 1, squeeze),
+    op("Unsqueeze", 1, unsqueeze),
+    op("Slice", 1, slice),
+    op("Pad", 2, pad),
+    op("Expand", 8, expand),
+    op("Cast", 6, cast),
+    op("CastLike", 15, cast_like),
+];
+
+/// Element count, saturating (sizes that large are rejected where they matter).
+fn numel(shape: &[usize]) -> usize {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .unwrap_or(usize::MAX)
+}
+
+/// Largest tensor the importer materialises itself (ConstantOfShape, Range, Expand).
+const MAX_MADE: usize = 1 << 26;
+
+// ---- import-time evaluation on constants ----
+
+fn ct_reshape(c: &CTensor, shape: Vec<usize>) -> CTensor {
+    CTensor::new(c.dtype, shape, c.data.clone())
+}
+
+pub(crate) fn ct_transpose(c: &CTensor, perm: &[usize]) -> CTensor {
+    let out_shape: Vec<usize> = perm.iter().map(|&p| c.shape[p]).collect();
+    let st = strides(&c.shape);
+    let n = numel(&out_shape);
+    let mut idx = vec![0usize; out_shape.len()];
+    let mut flat = Vec::with_capacity(n);
+    for _ in 0..n {
+        flat.push(idx.iter().zip(perm).map(|(&i, &p)| i * st[p]).sum());
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    CTensor::new(c.dtype, out_shape, c.data.gather(&flat))
+}
+
+/// Flat indices of `c` selected by taking `sel[d]` along each axis d.
+fn select(shape: &[usize], sel: &[Vec<usize>]) -> Vec<usize> {
+    let st = strides(shape);
+    let mut out = vec![0usize];
+    for (d, s) in sel.iter().enumerate() {
+        let mut next = Vec::with_capacity(out.len() * s.len());
+        for &base in &out {
+            for &i in s {
+                next.push(base + i * st[d]);
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+/// The indices ONNX Slice takes along an axis of length `dim`.
+pub(crate) fn slice_indices(start: i64, end: i64, step: i64, dim: usize) -> Vec<usize> {
+    let d = dim as i64;
+    let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+    let (s, e) = if step > 0 {
+        (norm(start).clamp(0, d), norm(end).clamp(0, d))
+    } else {
+        (norm(start).clamp(-1, d - 1), norm(end).clamp(-1, d - 1))
+    };
+    let mut out = Vec::new();
+    let mut i = s;
+    while (step > 0 && i < e) || (step < 0 && i > e) {
+        out.push(i as usize);
+        i = i.saturating_add(step);
+    }
+    out
+}
+
+fn ct_concat(parts: &[&CTensor], axis: usize) -> CTensor {
+    let first = parts[0];
+    let mut shape = first.shape.clone();
+    shape[axis] = parts.iter().map(|p| p.shape[axis]).sum();
+    let outer: usize = first.shape[..axis].iter().product();
+    let is_float = matches!(first.data, CData::F(_));
+    let mut f = Vec::new();
+    let mut iv = Vec::new();
+    for o in 0..outer {
+        for p in parts {
+            let inner: usize = p.shape[axis..].iter().product();
+            let range = o * inner..(o + 1) * inner;
+            match &p.data {
+                CData::F(v) => f.extend_from_slice(&v[range]),
+                CData::I(v) => iv.extend_from_slice(&v[range]),
+            }
+        }
+    }
+    let data = if is_float { CData::F(f) } else { CData::I(iv) };
+    CTensor::new(first.dtype, shape, data)
+}
+
+/// Casts constant data to `to` (float to integer truncates toward zero and wraps, as
+/// numpy's `astype` does).
+pub(crate) fn ct_cast(c: &CTensor, to: DType) -> Result<CTensor, String> {
+    let data = match (&c.data, to) {
+        (_, DType::F32 | DType::F64) => CData::F(c.to_f32()),
+        (CData::F(v), DType::Bool) => CData::I(v.iter().map(|&x| (x != 0.0) as i64).collect()),
+        (CData::I(v), DType::Bool) => CData::I(v.iter().map(|&x| (x != 0) as i64).collect()),
+        (d, t) if t.is_int() => {
+            let raw: Vec<i64> = match d {
+                CData::F(v) => v
+                    .iter()
+                    .map(|&x| if x.is_nan() { 0 } else { x.trunc() as i64 })
+                    .collect(),
+                CData::I(v) => v.clone(),
+            };
+            match t.int_type() {
+                Some(it) => CData::I(raw.into_iter().map(|x| it.wrap(x)).collect()),
+                None => CData::I(raw),
+            }
+        }
+        _ => return Err(format!("cast to {} is not supported", to.name())),
+    };
+    Ok(CTensor::new(to, c.shape.clone(), data))
+}
+
+// ---- handlers ----
+
+fn identity(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    cx.alias(0, 0)
+}
+
+fn dropout(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    // Inference: the identity. A requested mask output is all true.
+    if cx.has(2) {
+        let t = cx.konst(2, "training_mode")?;
+        if t.scalar_f64().is_some_and(|v| v != 0.0) {
+            return Err("training_mode = true is not supported (inference only)".into());
+        }
+    }
+    if cx.a_int("is_test", 1)? == 0 && cx.opset < 7 {
+        return Err("training-mode Dropout is not supported".into());
+    }
+    if cx.wants_output(1) {
+        let shape = cx.shape_of(0)?;
+        let n = numel(&shape);
+        cx.set_const(1, CTensor::new(DType::Bool, shape, CData::I(vec![1; n])));
+    }
+    cx.alias(0, 0)
+}
+
+fn constant(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let c = if let Some(t) = cx.a_tensor("value")? {
+        t
+    } else if let Some(f) = cx.a_opt_float("value_float")? {
+        CTensor::f32s(vec![], vec![f])
+    } else if let Some(v) = cx.a_floats("value_floats")? {
+        CTensor::f32s(vec![v.len()], v)
+    } else if let Some(i) = cx.a_opt_int("value_int")? {
+        CTensor::i64s(vec![], vec![i])
+    } else if let Some(v) = cx.a_ints("value_ints")? {
+        CTensor::i64s(vec![v.len()], v)
+    } else if cx.attr("sparse_value").is_some() {
+        return Err("attribute `sparse_value` is not supported".into());
+    } else if cx.attr("value_string").is_some() || cx.attr("value_strings").is_some() {
+        return Err("string constants are not supported".into());
+    } else {
+        return Err("no `value` attribute".into());
+    };
+    cx.set_const(0, c);
+    Ok(())
+}
+
+fn shape(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let s = cx.shape_of(0)?;
+    let r = s.len() as i64;
+    let norm = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let start = norm(cx.a_int("start", 0)?);
+    let end = norm(cx.a_int("end", r)?);
+    let v: Vec<i64> = if start < end {
+        s[start..end].iter().map(|&d| d as i64).collect()
+    } else {
+        vec![]
+    };
+    cx.set_const(0, CTensor::i64s(vec![v.len()], v));
+    Ok(())
+}
+
+fn size(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let n = numel(&cx.shape_of(0)?) as i64;
+    cx.set_const(0, CTensor::i64s(vec![], vec![n]));
+    Ok(())
+}
+
+fn shape_arg(c: &CTensor, what: &str) -> Result<Vec<usize>, String> {
+    c.to_i64()?
+        .into_iter()
+        .map(|d| usize::try_from(d).map_err(|_| format!("{what} has a negative dimension {d}")))
+        .collect()
+}
+
+fn constant_of_shape(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let shape = shape_arg(&*cx.konst(0, "shape")?, "the shape")?;
+    let value = cx
+        .a_tensor("value")?
+        .unwrap_or_else(|| CTensor::f32s(vec![1], vec![0.0]));
+    if value.numel() != 1 {
+        return Err("attribute `value` must hold one element".into());
+    }
+    let n = numel(&shape);
+    if n > MAX_MADE {
+        return Err(format!("shape {shape:?} is too large"));
+    }
+    let data = match &value.data {
+        CData::F(v) => CData::F(vec![v[0]; n]),
+        CData::I(v) => CData::I(vec![v[0]; n]),
+    };
+    cx.set_const(0, CTensor::new(value.dtype, shape, data));
+    Ok(())
+}
+
+fn range(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let start = cx.konst(0, "start")?;
+    let limit = cx.konst(1, "limit")?;
+    let delta = cx.konst(2, "delta")?;
+    let (Some(s), Some(l), Some(d)) = (start.scalar_f64(), limit.scalar_f64(), delta.scalar_f64())
+    else {
+        return Err("start, limit and delta must be scalars".into());
+    };
+    if d == 0.0 {
+        return Err("delta must not be 0".into());
+    }
+    let n = ((l - s) / d).ceil().max(0.0);
+    if n > MAX_MADE as f64 {
+        return Err("the range is too long".into());
+    }
+    let n = n as usize;
+    let data = match &start.data {
+        CData::F(_) => {
+            let (s, d) = (s as f32, d as f32);
+            CData::F((0..n).map(|i| s + i as f32 * d).collect())
+        }
+        CData::I(_) => CData::I((0..n).map(|i| s as i64 + i as i64 * d as i64).collect()),
+    };
+    cx.set_const(0, CTensor::new(start.dtype, vec![n], data));
+    Ok(())
+}
+
+fn gather(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let dshape = cx.shape_of(0)?;
+    let axis = normalize_axis(cx.a_int("axis", 0)?, dshape.len())?;
+    let idx = cx.konst(1, "indices")?;
+    let dim = dshape[axis] as i64;
+    let flat: Vec<usize> = idx
+        .to_i64()?
+        .into_iter()
+        .map(|i| {
+            let j = if i < 0 { i + dim } else { i };
+            if (0..dim).contains(&j) {
+                Ok(j as usize)
+            } else {
+                Err(format!(
+                    "index {i} is out of range for axis {axis} of length {dim}"
+                ))
+            }
+        })
+        .collect::<Result<_, String>>()?;
+    let mut out_shape = dshape[..axis].to_vec();
+    out_shape.extend_from_slice(&idx.shape);
+    out_shape.extend_from_slice(&dshape[axis + 1..]);
+    if cx.is_pure_const(0) {
+        let data = cx.konst(0, "data")?;
+        let mut sel: Vec<Vec<usize>> = dshape.iter().map(|&d| (0..d).collect()).collect();
+        sel[axis] = flat;
+        let picked = data.data.gather(&select(&dshape, &sel));
+        cx.set_const(0, CTensor::new(data.dtype, out_shape, picked));
+        return Ok(());
+    }
+    // Run-time data, constant indices: one slice per index, joined, then reshaped.
+    let x = cx.ir(0)?;
+    let r = dshape.len();
+    let mut pieces = Vec::new();
+    for (k, &i) in flat.iter().enumerate() {
+        pieces.push(cx.emit(
+            Op::Slice,
+            vec![x],
+            vec![
+                ("starts", ints(&[i as i64])),
+                ("ends", ints(&[i as i64 + 1])),
+                ("axes", ints(&[axis as i64])),
+                ("steps", ints(&[1])),
+            ],
+            None,
+            &format!(".g{k}"),
+        )?);
+    }
+    let joined = if pieces.len() == 1 {
+        pieces[0]
+    } else if pieces.is_empty() {
+        return Err("Gather with no indices is not supported".into());
+    } else {
+        cx.emit(
+            Op::Concat,
+            pieces,
+            vec![("axis", Attr::Int(axis as i64))],
+            None,
+            ".cat",
+        )?
+    };
+    let _ = r;
+    let y = cx.emit(
+        Op::Reshape,
+        vec![joined],
+        vec![("shape", usz(&out_shape))],
+        None,
+        "",
+    )?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+/// The target shape of ONNX Reshape.
+pub(crate) fn reshape_target(
+    input: &[usize],
+    spec: &[i64],
+    allowzero: bool,
+) -> Result<Vec<usize>, String> {
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, &d) in spec.iter().enumerate() {
+        match d {
+            -1 => {
+                if infer.is_some() {
+                    return Err("the shape has more than one -1".into());
+                }
+                infer = Some(i);
+                out.push(1);
+            }
+            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| {
+                format!(
+                    "shape entry {i} is 0 (copy), but the input has rank {}",
+                    input.len()
+                )
+            })?),
+            d if d < 0 => return Err(format!("invalid shape entry {d}")),
+            d => out.push(d as usize),
+        }
+    }
+    let total = numel(input);
+    if let Some(i) = infer {
+        let rest: usize = out.iter().product();
+        if rest == 0 || !total.is_multiple_of(rest) {
+            return Err(format!(
+                "cannot infer the -1 of shape {spec:?} for an input of shape {input:?}"
+            ));
+        }
+        out[i] = total / rest;
+    }
+    if numel(&out) != total {
+        return Err(format!(
+            "shape {spec:?} ({out:?}) does not hold the {total} elements of the input {input:?}"
+        ));
+    }
+    Ok(out)
+}
+
+fn reshape_to(cx: &mut NodeCx<'_, '_>, target: Vec<usize>) -> Result<(), String> {
+    if cx.is_pure_const(0) {
+        let c = cx.konst(0, "data")?;
+        cx.set_const(0, ct_reshape(&c, target));
+        return Ok(());
+    }
+    let x = cx.ir(0)?;
+    if cx.ty(x).shape == target {
+        cx.set_ir(0, x);
+        return Ok(());
+    }
+    let y = cx.emit(
+        Op::Reshape,
+        vec![x],
+        vec![("shape", usz(&target))],
+        None,
+        "",
+    )?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn reshape(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let spec = cx.konst(1, "shape")?.to_i64()?;
+    let allowzero = cx.a_int("allowzero", 0)? != 0;
+    let target = reshape_target(&cx.shape_of(0)?, &spec, allowzero)?;
+    reshape_to(cx, target)
+}
+
+fn flatten(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let s = cx.shape_of(0)?;
+    let r = s.len() as i64;
+    let a = cx.a_int("axis", 1)?;
+    let axis = if a < 0 { a + r } else { a };
+    if !(0..=r).contains(&axis) {
+        return Err(format!(
+            "attribute `axis` = {a} is out of range for rank {r}"
+        ));
+    }
+    let axis = axis as usize;
+    let target = vec![numel(&s[..axis]), numel(&s[axis..])];
+    reshape_to(cx, target)
+}
+
+fn transpose(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let r = cx.shape_of(0)?.len();
+    let perm: Vec<usize> = match cx.a_ints("perm")? {
+        Some(p) => {
+            let p: Vec<usize> = p
+                .iter()
+                .map(|&a| normalize_axis(a, r))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("attribute `perm`: {e}"))?;
+            let mut sorted = p.clone();
+            sorted.sort_unstable();
+            if sorted != (0..r).collect::<Vec<_>>() {
+                return Err(format!(
+                    "attribute `perm` = {p:?} is not a permutation of 0..{r}"
+                ));
+            }
+            p
+        }
+        None => (0..r).rev().collect(),
+    };
+    if cx.is_pure_const(0) {
+        let c = cx.konst(0, "data")?;
+        cx.set_const(0, ct_transpose(&c, &perm));
+        return Ok(());
+    }
+    let x = cx.ir(0)?;
+    if perm.iter().enumerate().all(|(i, &p)| i == p) {
+        cx.set_ir(0, x);
+        return Ok(());
+    }
+    let y = cx.emit(Op::Transpose, vec![x], vec![("perm", usz(&perm))], None, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn concat(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let n = cx.n_inputs();
+    if n == 0 {
+        return Err("no inputs".into());
+    }
+    let r = cx.shape_of(0)?.len();
+    let axis = normalize_axis(
+        cx.a_int("axis", if cx.opset < 4 { 1 } else { i64::MAX })?,
+        r,
+    )
+    .map_err(|e| format!("attribute `axis`: {e}"))?;
+    // Empty pieces add nothing (shape arithmetic often concatenates `[]`).
+    let mut live = Vec::new();
+    for i in 0..n {
+        let s = cx.shape_of(i)?;
+        if s.len() != r {
+            return Err(format!("input {i} has rank {}, input 0 rank {r}", s.len()));
+        }
+        if numel(&s) > 0 || i == n - 1 && live.is_empty() {
+            live.push(i);
+        }
+    }
+    if live.iter().all(|&i| cx.is_pure_const(i)) {
+        let parts: Vec<_> = live
+            .iter()
+            .map(|&i| cx.konst(i, ""))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<&CTensor> = parts.iter().map(|p| p.as_ref()).collect();
+        let shape0 = &refs[0].shape;
+        for (k, p) in refs.iter().enumerate() {
+            for d in 0..r {
+                if d != axis && p.shape[d] != shape0[d] {
+                    return Err(format!(
+                        "input {} has shape {:?}, incompatible with {shape0:?} outside axis {axis}",
+                        live[k], p.shape
+                    ));
+                }
+            }
+        }
+        cx.set_const(0, ct_concat(&refs, axis));
+        return Ok(());
+    }
+    let mut ops = Vec::new();
+    for &i in &live {
+        ops.push(cx.ir(i)?);
+    }
+    if ops.len() == 1 {
+        cx.set_ir(0, ops[0]);
+        return Ok(());
+    }
+    let y = cx.emit(
+        Op::Concat,
+        ops,
+        vec![("axis", Attr::Int(axis as i64))],
+        None,
+        "",
+    )?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+/// Axes from the `axes` attribute (before opset 13) or input 1 (from 13).
+fn axes_arg(cx: &NodeCx<'_, '_>, input_since: i64) -> Result<Option<Vec<i64>>, String> {
+    if cx.opset >= input_since {
+        Ok(match cx.opt_konst(1, "axes")? {
+            Some(c) => Some(c.to_i64()?),
+            None => None,
+        })
+    } else {
+        cx.a_ints("axes")
+    }
+}
+
+fn squeeze(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let s = cx.shape_of(0)?;
+    let axes: Vec<usize> = match axes_arg(cx, 13)? {
+        Some(a) => a
+            .iter()
+            .map(|&a| normalize_axis(a, s.len()))
+            .collect::<Result<_, _>>()?,
+        None => (0..s.len()).filter(|&d| s[d] == 1).collect(),
+    };
+    for &a in &axes {
+        if s[a] != 1 {
+            return Err(format!("axis {a} has size {}, not 1", s[a]));
+        }
+    }
+    let target: Vec<usize> = (0..s.len())
+        .filter(|d| !axes.contains(d))
+        .map(|d| s[d])
+        .collect();
+    if cx.is_pure_const(0) {
+        return reshape_to(cx, target);
+    }
+    let x = cx.ir(0)?;
+    if axes.is_empty() {
+        cx.set_ir(0, x);
+        return Ok(());
+    }
+    let y = cx.emit(Op::Squeeze, vec![x], vec![("axes", usz(&axes))], None, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn unsqueeze(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let s = cx.shape_of(0)?;
+    let axes = axes_arg(cx, 13)?.ok_or("axes are required")?;
+    let out_rank = s.len() + axes.len();
+    let mut norm: Vec<usize> = axes
+        .iter()
+        .map(|&a| normalize_axis(a, out_rank))
+        .collect::<Result<_, _>>()?;
+    norm.sort_unstable();
+    if norm.windows(2).any(|w| w[0] == w[1]) {
+        return Err(format!("axes {axes:?} repeat an axis"));
+    }
+    let mut target = Vec::with_capacity(out_rank);
+    let mut it = s.iter();
+    for d in 0..out_rank {
+        if norm.contains(&d) {
+            target.push(1);
+        } else {
+            target.push(*it.next().expect("rank adds up"));
+        }
+    }
+    if cx.is_pure_const(0) {
+        return reshape_to(cx, target);
+    }
+    let x = cx.ir(0)?;
+    let y = cx.emit(Op::Unsqueeze, vec![x], vec![("axes", usz(&norm))], None, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn slice(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let s = cx.shape_of(0)?;
+    let r = s.len();
+    let (starts, ends, axes, steps) = if cx.opset < 10 {
+        let starts = cx
+            .a_ints("starts")?
+            .ok_or("attribute `starts` is required")?;
+        let ends = cx.a_ints("ends")?.ok_or("attribute `ends` is required")?;
+        let axes = cx.a_ints("axes")?;
+        (starts, ends, axes, None)
+    } else {
+        let starts = cx.konst(1, "starts")?.to_i64()?;
+        let ends = cx.konst(2, "ends")?.to_i64()?;
+        let axes = cx.opt_konst(3, "axes")?.map(|c| c.to_i64()).transpose()?;
+        let steps = cx.opt_konst(4, "steps")?.map(|c| c.to_i64()).transpose()?;
+        (starts, ends, axes, steps)
+    };
+    let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err("starts, ends, axes and steps must have the same length".into());
+    }
+    let axes_n: Vec<usize> = axes
+        .iter()
+        .map(|&a| normalize_axis(a, r))
+        .collect::<Result<_, _>>()?;
+    if steps.contains(&0) {
+        return Err("steps must not be 0".into());
+    }
+    if cx.is_pure_const(0) {
+        let c = cx.konst(0, "data")?;
+        let mut sel: Vec<Vec<usize>> = s.iter().map(|&d| (0..d).collect()).collect();
+        for k in 0..axes_n.len() {
+            sel[axes_n[k]] = slice_indices(starts[k], ends[k], steps[k], s[axes_n[k]]);
+        }
+        let shape: Vec<usize> = sel.iter().map(|v| v.len()).collect();
+        let data = c.data.gather(&select(&s, &sel));
+        cx.set_const(0, CTensor::new(c.dtype, shape, data));
+        return Ok(());
+    }
+    let x = cx.ir(0)?;
+    let y = cx.emit(
+        Op::Slice,
+        vec![x],
+        vec![
+            ("starts", ints(&starts)),
+            ("ends", ints(&ends)),
+            ("axes", usz(&axes_n)),
+            ("steps", ints(&steps)),
+        ],
+        None,
+        "",
+    )?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn pad(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let s = cx.shape_of(0)?;
+    let r = s.len();
+    let mode = cx.a_str("mode")?.unwrap_or_else(|| "constant".into());
+    if !["constant", "reflect", "edge", "wrap"].contains(&mode.as_str()) {
+        return Err(format!("attribute `mode` = {mode:?} is not supported"));
+    }
+    let (pads, value) = if cx.opset < 11 {
+        let pads = cx.a_ints("pads")?.ok_or("attribute `pads` is required")?;
+        (pads, cx.a_float("value", 0.0)?)
+    } else {
+        let pads = cx.konst(1, "pads")?.to_i64()?;
+        let value = match cx.opt_konst(2, "constant_value")? {
+            Some(c) => c.scalar_f64().ok_or("constant_value must be a scalar")? as f32,
+            None => 0.0,
+        };
+        (pads, value)
+    };
+    let pads = match if cx.opset >= 18 {
+        cx.opt_konst(3, "axes")?
+    } else {
+        None
+    } {
+        Some(axes) => {
+            let axes = axes.to_i64()?;
+            if pads.len() != 2 * axes.len() {
+                return Err("pads must have two entries per axis".into());
+            }
+            let mut full = vec![0i64; 2 * r];
+            for (k, &a) in axes.iter().enumerate() {
+                let a = normalize_axis(a, r)?;
+                full[a] = pads[k];
+                full[r + a] = pads[axes.len() + k];
+            }
+            full
+        }
+        None => pads,
+    };
+    if pads.len() != 2 * r {
+        return Err(format!(
+            "pads has {} entries, rank {r} needs {}",
+            pads.len(),
+            2 * r
+        ));
+    }
+    let x = cx.ir(0)?;
+    if pads.iter().all(|&p| p == 0) {
+        cx.set_ir(0, x);
+        return Ok(());
+    }
+    let y = cx.emit(
+        Op::Pad,
+        vec![x],
+        vec![
+            ("pads", ints(&pads)),
+            ("mode", Attr::Enum(mode)),
+            ("value", Attr::Float(value)),
+        ],
+        None,
+        "",
+    )?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn expand(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let s = cx.shape_of(0)?;
+    let spec = shape_arg(&*cx.konst(1, "shape")?, "the shape")?;
+    let out = broadcast(&s, &spec)?;
+    if cx.is_pure_const(0) {
+        let c = cx.konst(0, "input")?;
+        let idx = broadcast_indices(&s, &out);
+        cx.set_const(0, CTensor::new(c.dtype, out, c.data.gather(&idx)));
+        return Ok(());
+    }
+    let x = cx.f32_in(0)?;
+    if out == s {
+        cx.set_ir(0, x);
+        return Ok(());
+    }
+    // x * 1 is exactly x (signed zeros and NaNs included), broadcast to the shape.
+    let n = numel(&out);
+    if n > MAX_MADE {
+        return Err(format!("shape {out:?} is too large"));
+    }
+    let ones = cx.f32_const("ones", out, vec![1.0; n]);
+    let y = cx.emit(Op::Mul, vec![x, ones], vec![], None, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn cast_to(cx: &mut NodeCx<'_, '_>, to: DType) -> Result<(), String> {
+    if cx.is_pure_const(0) {
+        let c = cx.konst(0, "input")?;
+        cx.set_const(0, ct_cast(&c, to)?);
+        return Ok(());
+    }
+    let x = cx.ir(0)?;
+    let from = cx.ty(x).elem.clone();
+    let elem = match to {
+        DType::F32 => ElemType::F32,
+        d => match d.int_type() {
+            Some(t) if d != DType::Bool => ElemType::Int(t),
+            _ => {
+                return Err(format!(
+                    "cast of a run-time value to {} is not supported (float32 and 2..32-bit integers are)",
+                    to.name()
+                ));
+            }
+        },
+    };
+    if from == elem {
+        cx.set_ir(0, x);
+        return Ok(());
+    }
+    // ONNX (and numpy) wrap out-of-range integers where the IR's f32 -> integer cast
+    // saturates: go through i32 (which holds every value that matters), then
+    // reinterpret the low bits.
+    let x = match (&from, &elem) {
+        (ElemType::F32, ElemType::Int(t)) if t.bits < 32 => cx.emit(
+            Op::Cast,
+            vec![x],
+            vec![("rounding", Attr::Enum(Rounding::Down.name().into()))],
+            Some(ElemType::I32),
+            ".i32",
+        )?,
+        _ => x,
+    };
+    let y = cx.emit(
+        Op::Cast,
+        vec![x],
+        vec![("rounding", Attr::Enum(Rounding::Down.name().into()))],
+        Some(elem),
+        "",
+    )?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn cast(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let to = cx.a_opt_int("to")?.ok_or("attribute `to` is required")?;
+    if cx.a_int("saturate", 1)? != 1 {
+        // Only matters for float8 targets, which are not supported anyway.
+    }
+    cast_to(cx, DType::from_code(to as i32))
+}
+
+fn cast_like(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let to = cx.dtype_of(1)?;
+    cast_to(cx, to)
+}
+
+/// A shape-changing reshape of an IR value, for handlers in other families.
+pub(crate) fn reshape_ir(
+    cx: &mut NodeCx<'_, '_>,
+    x: qcc_ir::ValueId,
+    shape: &[usize],
+    suffix: &str,
+) -> Result<qcc_ir::ValueId, String> {
+    if cx.ty(x).shape == shape {
+        return Ok(x);
+    }
+    cx.emit(
+        Op::Reshape,
+        vec![x],
+        vec![("shape", usz(shape))],
+        None,
+        suffix,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices() {
+        assert_eq!(slice_indices(0, 10, 1, 5), [0, 1, 2, 3, 4]);
+        assert_eq!(slice_indices(-1, i64::MIN, -1, 3), [2, 1, 0]);
+        assert_eq!(slice_indices(1, -1, 2, 6), [1, 3]);
+        assert!(slice_indices(3, 1, 1, 5).is_empty());
+    }
+
+    #[test]
+    fn reshape_targets() {
+        assert_eq!(
+            reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(),
+            [2, 12]
+        );
+        assert_eq!(reshape_target(&[0, 3], &[0, 3], true).unwrap(), [0, 3]);
+        assert!(reshape_target(&[2, 3], &[-1, -1], false).is_err());
+        assert!(reshape_target(&[2, 3], &[4, -1], false).is_err());
+    }
+
+    #[test]
+    fn transposes_and_concats() {
+        let c = CTensor::i64s(vec![2, 3], vec![0, 1, 2, 3, 4, 5]);
+        let t = ct_transpose(&c, &[1, 0]);
+        assert_eq!(t.shape, [3, 2]);
+        assert_eq!(t.data, CData::I(vec![0, 3, 1, 4, 2, 5]));
+        let j = ct_concat(&[&c, &c], 1);
+        assert_eq!(j.data, CData::I(vec![0, 1, 2, 0, 1, 2, 3, 4, 5, 3, 4, 5]));
+    }
+}

@@ -1,0 +1,101 @@
+//! The quantization flags shared by `qcc compile`, `run` and `eval`, and the one call
+//! that applies them to a loaded float module (calibrate, quantize, fuse).
+
+use std::path::PathBuf;
+
+use qcc_ir::Module;
+
+use super::calibrate::{CalibMethod, CalibOptions, calibrate, data_free};
+use super::insert::{QuantReport, float_kernels, quantize_model};
+use super::scheme::QuantOptions;
+use crate::passes::Pipeline;
+
+/// `--bits`, `--wbits`, `--abits`, `--calib`, `--calib-method`, `--keep-edges`, ...
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct QuantFlags {
+    /// Quantize a float model to N bits (weights and activations, 2..8).
+    #[arg(long, value_name = "N")]
+    pub bits: Option<u8>,
+    /// Weight bits (2..8), overriding --bits for weights.
+    #[arg(long, value_name = "N")]
+    pub wbits: Option<u8>,
+    /// Activation bits (1..8), overriding --bits for activations.
+    #[arg(long, value_name = "N")]
+    pub abits: Option<u8>,
+    /// Calibration data (.npz with `x`, samples along the first axis); without it, ranges
+    /// come from the model's batch-norm statistics.
+    #[arg(long, value_name = "DATA.npz")]
+    pub calib: Option<PathBuf>,
+    /// How activation ranges are chosen from calibration data.
+    #[arg(long, value_name = "METHOD", default_value = "minmax",
+          value_parser = ["minmax", "percentile", "mse", "kl"])]
+    pub calib_method: String,
+    /// Use at most this many calibration samples.
+    #[arg(long, value_name = "N")]
+    pub calib_limit: Option<usize>,
+    /// Keep the first and last conv/gemm at 8 bits.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub keep_edges: bool,
+    /// Symmetric activations (zero point 0).
+    #[arg(long)]
+    pub symmetric: bool,
+    /// Power-of-two scales.
+    #[arg(long)]
+    pub pow2: bool,
+}
+
+impl QuantFlags {
+    /// Whether any flag asks for quantization.
+    pub fn requested(&self) -> bool {
+        self.bits.is_some() || self.wbits.is_some() || self.abits.is_some()
+    }
+
+    /// The scheme the flags describe (`--bits` defaults to 8 when only one of
+    /// `--wbits`/`--abits` is given).
+    pub fn options(&self) -> QuantOptions {
+        let b = self.bits.unwrap_or(8);
+        QuantOptions {
+            wbits: self.wbits.unwrap_or(b),
+            abits: self.abits.unwrap_or(b),
+            symmetric_acts: self.symmetric,
+            pow2: self.pow2,
+            keep_edges: self.keep_edges,
+            ..Default::default()
+        }
+    }
+
+    /// Calibrates (or derives data-free ranges), quantizes and fuses `m` into integer
+    /// kernels; `None` when no quantization was asked for.
+    pub fn apply(&self, m: &Module) -> Result<Option<(Module, QuantReport)>, String> {
+        if !self.requested() {
+            if self.calib.is_some() {
+                return Err("--calib needs --bits, --wbits or --abits".into());
+            }
+            return Ok(None);
+        }
+        let opts = self.options();
+        opts.check()?;
+        let copts = CalibOptions {
+            method: self.calib_method.parse::<CalibMethod>()?,
+            limit: self.calib_limit,
+            ..Default::default()
+        };
+        let stats = match &self.calib {
+            Some(p) => calibrate(m, p, &copts)?,
+            None => data_free(m, &copts)?,
+        };
+        let (mut q, report) = quantize_model(m, &stats, &opts)?;
+        Pipeline::from_names("quantize", &["rewrite", "dce"])
+            .map_err(|e| e.to_string())?
+            .run(&mut q, &mut |_| {})
+            .map_err(|e| e.to_string())?;
+        let left = float_kernels(&q);
+        if !left.is_empty() {
+            return Err(format!(
+                "internal: these kernels did not become integer kernels: {}",
+                left.join(", ")
+            ));
+        }
+        Ok(Some((q, report)))
+    }
+}

@@ -1,0 +1,404 @@
+//! The quantize pass: rewrites a float module into QDQ form.
+//!
+//! - Every conv2d, gemm (A not transposed, alpha = 1) and matmul with constant f32
+//!   weights gets its weights as constant codes (per-channel symmetric, see `scheme.rs`)
+//!   followed by a `dequantize`.
+//! - Every activation feeding such a kernel gets `quantize -> dequantize` with calibrated
+//!   parameters. The pair is placed where the value is produced: the walk goes back
+//!   through data movement that commutes with quantization (max_pool, reshape, flatten,
+//!   transpose, squeeze, unsqueeze), so one quantize sits after the relu that follows the
+//!   previous kernel and the `rewrite` pass absorbs the relu into a `requantize` clamp and
+//!   moves the codes through the pooling. All uses of the value read the dequantized one
+//!   (as in ONNX Runtime's QDQ form).
+//! - Kernel outputs get a quantize too (`quantize_outputs`, default on; after the relu or
+//!   clip that is their only user), at 8 bits unless they feed a kernel, so each kernel
+//!   fuses into `requantize`; a graph output then reads the dequantized value. Without
+//!   it, outputs no kernel reads stay f32 (`dequantize` of the i32 accumulator).
+//!
+//! Running `rewrite` then `dce` turns the result into integer kernels.
+
+use std::collections::{BTreeMap, HashMap};
+
+use qcc_ir::{
+    Attr, Attrs, ConstData, ElemType, Module, Node, NodeId, Op, QuantParams, TensorType, ValueDef,
+    ValueId,
+};
+
+use super::calibrate::{CalibStats, OutputError, RangeSource};
+use super::scheme::{ActParams, QuantOptions, choose_range, quantize_weights};
+
+/// What happened to one conv/gemm/matmul.
+#[derive(Clone, Debug)]
+pub struct LayerReport {
+    /// The node's location (ONNX name) or its result's spelling.
+    pub name: String,
+    pub op: Op,
+    pub wbits: u8,
+    /// Bits of the quantized input activation.
+    pub abits: u8,
+    /// Smallest and largest per-channel weight scale.
+    pub w_scales: (f32, f32),
+    /// The input activation's parameters and the value they were calibrated on.
+    pub act: ActParams,
+    pub act_value: String,
+    /// Kept at 8 bits as the first or last layer.
+    pub edge: bool,
+}
+
+/// The quantization report.
+#[derive(Clone, Debug)]
+pub struct QuantReport {
+    pub layers: Vec<LayerReport>,
+    /// How activation ranges were chosen.
+    pub source: RangeSource,
+    pub samples: usize,
+    pub notes: Vec<String>,
+    /// Filled by a caller that measured it (see [`compare_outputs`](super::compare_outputs)).
+    pub output_error: Option<OutputError>,
+}
+
+impl std::fmt::Display for QuantReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "quantization: activation ranges by {}", self.source)?;
+        if self.samples > 0 {
+            write!(f, " on {} samples", self.samples)?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<28} {:<8} {:>5} {:>5}  {:<24} input activation",
+            "layer", "op", "wbits", "abits", "weight scales"
+        )?;
+        for l in &self.layers {
+            let a = &l.act;
+            let (s, z) = match &a.ty.params {
+                QuantParams::PerTensor { scale, zero_point } => (*scale, *zero_point),
+                _ => (0.0, 0),
+            };
+            writeln!(
+                f,
+                "{:<28} {:<8} {:>5} {:>5}  {:<24} {} {} scale {:.4e} zp {} range [{:.4}, {:.4}]{}",
+                l.name,
+                l.op.name(),
+                l.wbits,
+                l.abits,
+                format!("{:.3e}..{:.3e}", l.w_scales.0, l.w_scales.1),
+                a.ty.storage,
+                l.act_value,
+                s,
+                z,
+                a.lo,
+                a.hi,
+                if l.edge {
+                    " (edge layer, kept at 8 bits)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        if let Some(e) = &self.output_error {
+            writeln!(f, "output error vs float {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The conv2d/gemm/matmul nodes of `m` still computing in f32 (their result spellings).
+pub fn float_kernels(m: &Module) -> Vec<String> {
+    m.nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv2d | Op::Gemm | Op::MatMul))
+        .map(|n| m.value(n.result).spelling())
+        .collect()
+}
+
+/// A kernel to quantize: node index, weight axis.
+struct Kernel {
+    node: usize,
+    axis: usize,
+}
+
+fn kernel(m: &Module, n: &Node) -> Result<Option<usize>, String> {
+    let w = match n.operands.get(1) {
+        Some(&w) => w,
+        None => return Ok(None),
+    };
+    let x = n.operands[0];
+    if m.const_data(w).is_none() || m.ty(w).elem != ElemType::F32 || m.const_data(x).is_some() {
+        return Ok(None);
+    }
+    let rank = m.ty(w).rank();
+    Ok(match n.op {
+        Op::Conv2d => Some(0),
+        Op::Gemm => {
+            let a = Attrs::new(Op::Gemm, &n.attrs);
+            if a.bool("trans_a")? || a.float("alpha")? != 1.0 {
+                None
+            } else if a.bool("trans_b")? {
+                Some(0)
+            } else {
+                Some(1)
+            }
+        }
+        Op::MatMul if rank == 2 => Some(1),
+        _ => None,
+    })
+}
+
+fn layer_name(m: &Module, n: &Node) -> String {
+    n.loc
+        .clone()
+        .unwrap_or_else(|| m.value(n.result).spelling())
+}
+
+/// Walks back from `v` through ops quantization commutes with.
+fn source(m: &Module, mut v: ValueId) -> ValueId {
+    while let ValueDef::Node(p) = m.value(v).def {
+        let n = m.node(p);
+        if matches!(
+            n.op,
+            Op::MaxPool | Op::Reshape | Op::Flatten | Op::Transpose | Op::Squeeze | Op::Unsqueeze
+        ) && m.ty(n.operands[0]).elem == ElemType::F32
+        {
+            v = n.operands[0];
+        } else {
+            break;
+        }
+    }
+    v
+}
+
+/// Rewrites float module `m` into QDQ form by `opts` with ranges from `stats`.
+pub fn quantize_model(
+    m: &Module,
+    stats: &CalibStats,
+    opts: &QuantOptions,
+) -> Result<(Module, QuantReport), String> {
+    opts.check()?;
+    if let Some(n) = m.nodes.iter().find(|n| {
+        matches!(
+            n.op,
+            Op::Quantize | Op::Dequantize | Op::FakeQuant | Op::Conv2dInt | Op::MatMulInt
+        )
+    }) {
+        return Err(format!(
+            "`{}` is already quantized ({} at {}); quantized models keep their bit-widths",
+            m.name,
+            n.op,
+            layer_name(m, n)
+        ));
+    }
+    let mut kernels = Vec::new();
+    let mut notes = stats.warnings.clone();
+    for (i, n) in m.nodes.iter().enumerate() {
+        if matches!(n.op, Op::Conv2d | Op::Gemm | Op::MatMul) {
+            match kernel(m, n)? {
+                Some(axis) => kernels.push(Kernel { node: i, axis }),
+                None => notes.push(format!(
+                    "{} ({}) stays f32: it needs constant f32 weights{}",
+                    layer_name(m, n),
+                    n.op,
+                    if n.op == Op::Gemm {
+                        ", no transposed A and alpha = 1"
+                    } else {
+                        ""
+                    }
+                )),
+            }
+        }
+    }
+    if kernels.is_empty() {
+        return Err(format!(
+            "`{}` has no conv2d/gemm/matmul to quantize",
+            m.name
+        ));
+    }
+    let nk = kernels.len();
+    let is_edge = |k: usize| opts.keep_edges && (k == 0 || k + 1 == nk);
+    // Activation points: source value -> bits (the most any consumer kernel asks).
+    let mut points: BTreeMap<ValueId, u8> = BTreeMap::new();
+    for (k, ker) in kernels.iter().enumerate() {
+        let x = m.nodes[ker.node].operands[0];
+        let bits = if is_edge(k) { 8 } else { opts.abits };
+        let e = points.entry(source(m, x)).or_insert(0);
+        *e = (*e).max(bits);
+    }
+    // Kernel outputs: a quantize after each (after its relu/clip when that is the only
+    // user), at 8 bits unless it also feeds a kernel, so every kernel fuses into
+    // `requantize` (the backend has no kernel yet for the f32-output form).
+    let users = m.users();
+    let mut out_points: Vec<ValueId> = Vec::new();
+    if opts.quantize_outputs {
+        for ker in &kernels {
+            let r = m.nodes[ker.node].result;
+            let mut p = r;
+            if let [u] = users[r.index()].as_slice() {
+                let un = m.node(*u);
+                if matches!(un.op, Op::Relu | Op::Clip) && !m.outputs.contains(&r) {
+                    p = un.result;
+                }
+            }
+            if points.contains_key(&p) {
+                continue;
+            }
+            if stats.get(m, p).is_none() {
+                notes.push(format!(
+                    "{} stays f32 after its integer kernel (no range for it)",
+                    m.value(p).spelling()
+                ));
+                continue;
+            }
+            points.insert(p, 8);
+            out_points.push(p);
+        }
+    }
+    let mut act_params: HashMap<ValueId, ActParams> = HashMap::new();
+    for (&v, &bits) in &points {
+        let st = stats.get(m, v).ok_or_else(|| match stats.source {
+            RangeSource::BatchNorm { .. } => format!(
+                "no data-free range for {} (no batch-norm statistics lead to it); give calibration data with --calib DATA.npz",
+                m.value(v).spelling()
+            ),
+            RangeSource::Data(_) => format!(
+                "the calibration statistics have no entry for {}; calibrate this module",
+                m.value(v).spelling()
+            ),
+        })?;
+        let p = choose_range(st, &stats.source, bits, opts.symmetric_acts, opts.pow2)
+            .map_err(|e| format!("{}: {e}", m.value(v).spelling()))?;
+        act_params.insert(v, p);
+    }
+
+    let mut out = m.clone();
+    let old = std::mem::take(&mut out.nodes);
+    let mut remap: HashMap<ValueId, ValueId> = HashMap::new();
+    let mut layers = Vec::new();
+    let kernel_at: HashMap<usize, usize> = kernels
+        .iter()
+        .enumerate()
+        .map(|(k, ker)| (ker.node, k))
+        .collect();
+
+    let add_qdq =
+        |out: &mut Module, v: ValueId, p: &ActParams, remap: &mut HashMap<ValueId, ValueId>| {
+            let name = out.value(v).name.clone();
+            let shape = out.ty(v).shape.clone();
+            let mut attrs = BTreeMap::new();
+            attrs.insert("rounding".to_string(), Attr::Enum("half_even".into()));
+            let qn = out.fresh_name(&format!("{name}.q"));
+            let q = out.add_node(
+                Op::Quantize,
+                vec![v],
+                attrs,
+                qn,
+                TensorType::new(ElemType::Quant(p.ty.clone()), shape.clone()),
+            );
+            let dn = out.fresh_name(&format!("{name}.dq"));
+            let dq = out.add_node(
+                Op::Dequantize,
+                vec![q],
+                BTreeMap::new(),
+                dn,
+                TensorType::f32(shape),
+            );
+            remap.insert(v, dq);
+        };
+
+    for &i in &m.inputs {
+        if let Some(p) = act_params.get(&i) {
+            add_qdq(&mut out, i, p, &mut remap);
+        }
+    }
+    for (ni, mut node) in old.into_iter().enumerate() {
+        for o in &mut node.operands {
+            if let Some(&r) = remap.get(o) {
+                *o = r;
+            }
+        }
+        if let Some(&k) = kernel_at.get(&ni) {
+            let ker = &kernels[k];
+            let edge = is_edge(k);
+            let wbits = if edge { 8 } else { opts.wbits };
+            let w = node.operands[1];
+            let wty = out.ty(w).clone();
+            let Some(ConstData::F32(wd)) = out.const_data(w).cloned() else {
+                return Err(format!(
+                    "internal: weights of {} are not f32",
+                    layer_name(m, &node)
+                ));
+            };
+            let (qt, codes) = quantize_weights(&wd, &wty.shape, ker.axis, wbits, opts.pow2);
+            let sc = qt.params.scales();
+            let w_scales = (
+                sc.iter().copied().fold(f32::INFINITY, f32::min),
+                sc.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            );
+            let wname = out.value(w).name.clone();
+            let cn = out.fresh_name(&format!("{wname}.q{wbits}"));
+            let c = out.add_const(
+                cn,
+                TensorType::new(ElemType::Quant(qt), wty.shape.clone()),
+                ConstData::Int(codes),
+            );
+            let dn = out.fresh_name(&format!("{wname}.dq"));
+            let dq = out.add_node(Op::Dequantize, vec![c], BTreeMap::new(), dn, wty);
+            node.operands[1] = dq;
+            let x = m.nodes[ni].operands[0];
+            let src = source(m, x);
+            let act = act_params[&src].clone();
+            layers.push(LayerReport {
+                name: layer_name(m, &node),
+                op: node.op,
+                wbits,
+                abits: act.ty.storage.bits,
+                w_scales,
+                act,
+                act_value: m.value(src).spelling(),
+                edge,
+            });
+        }
+        let result = node.result;
+        let id = NodeId(out.nodes.len() as u32);
+        out.value_mut(result).def = ValueDef::Node(id);
+        out.nodes.push(node);
+        if let Some(p) = act_params.get(&result) {
+            add_qdq(&mut out, result, p, &mut remap);
+        }
+    }
+    for o in &mut out.outputs {
+        if let Some(&r) = remap.get(o) {
+            *o = r;
+        }
+    }
+    if !out_points.is_empty() {
+        notes.push(format!(
+            "{} kernel output(s) quantized to 8 bits so that they fuse into requantize",
+            out_points.len()
+        ));
+    }
+    if layers.iter().any(|l| l.wbits < 8 || l.abits < 8) {
+        notes.push(
+            "values below 8 bits are stored one code per byte and run in the 8-bit integer kernels (no bit-serial kernels yet)"
+                .into(),
+        );
+    }
+    if opts.keep_edges && nk > 0 && (opts.wbits < 8 || opts.abits < 8) {
+        notes.push(
+            "the first and last layers stay at 8 bits (--keep-edges=false to lower them)".into(),
+        );
+    }
+    if opts.pow2 {
+        notes.push("scales are powers of two".into());
+    }
+    let report = QuantReport {
+        layers,
+        source: stats.source.clone(),
+        samples: stats.samples,
+        notes,
+        output_error: None,
+    };
+    Ok((out, report))
+}

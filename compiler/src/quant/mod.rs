@@ -1,0 +1,25 @@
+//! Post-training quantization of float models: calibration, the quantization scheme and
+//! the pass that rewrites a float module into QDQ form.
+//!
+//! The flow (DESIGN.md, "The pipeline"): [`calibrate`] streams calibration samples through
+//! the reference interpreter and collects per-tensor ranges and histograms of every float
+//! value (or [`data_free`] derives ranges from the batch-norm statistics kept by
+//! `fold-batch-norm`); [`quantize_model`] picks each layer's parameters by the scheme
+//! ([`QuantOptions`]) and inserts `quantize`/`dequantize` pairs; the `rewrite` pass then
+//! fuses them into integer kernels (`conv2d_int`, `matmul_int` + `requantize`).
+//!
+//! Sub-8-bit codes are stored one per byte and run in the 8-bit integer kernels until
+//! the bit-serial kernels exist; the report says so.
+
+mod calibrate;
+mod flags;
+mod insert;
+mod scheme;
+
+pub use calibrate::{
+    CalibMethod, CalibOptions, CalibStats, Histogram, OutputError, RangeSource, TensorStats,
+    calibrate, compare_outputs, data_free, stream_samples,
+};
+pub use flags::QuantFlags;
+pub use insert::{LayerReport, QuantReport, float_kernels, quantize_model};
+pub use scheme::{ActParams, QuantOptions, choose_range, quantize_weights};

@@ -1,0 +1,327 @@
+//! The quantization scheme: how weights and activations get their types.
+//!
+//! - Weights: per output channel, symmetric, narrow range (`[-(2^(b-1)-1), 2^(b-1)-1]`,
+//!   zero point 0), so the integer kernel needs no weight zero point. Below 8 bits the
+//!   scale is searched (clipping ratios 1.0 down to 0.5 of the channel's max |w|) for the
+//!   least squared error; at 8 bits it is `max|w| / qmax`.
+//! - Activations: per tensor (the integer kernels take one input zero point); asymmetric
+//!   by default (`u<b>`, zero point from the range), or symmetric (`i<b>` with zero point
+//!   0, or `u<b>` when the range is non-negative). The range comes from calibration by
+//!   the chosen method, always widened to contain 0 so that zero padding is exact.
+//! - Power-of-two scales on request: the scale is rounded up to a power of two (weights:
+//!   the power of two with the least squared error), so requantization can be a shift.
+
+use qcc_ir::{IntType, QuantParams, QuantType};
+
+use super::calibrate::{CalibMethod, RangeSource, TensorStats};
+
+/// Options of [`quantize_model`](super::quantize_model).
+#[derive(Clone, Debug)]
+pub struct QuantOptions {
+    /// Weight bits, 2..8 (`--wbits`; `--bits N` sets both).
+    pub wbits: u8,
+    /// Activation bits, 1..8 (`--abits`).
+    pub abits: u8,
+    /// Symmetric activations (zero point 0) instead of asymmetric.
+    pub symmetric_acts: bool,
+    /// Power-of-two scales (`--pow2`).
+    pub pow2: bool,
+    /// Keep the first and last conv/gemm/matmul (weights and input) at 8 bits.
+    pub keep_edges: bool,
+    /// Quantize the outputs of the kernels too (8 bits unless they feed a kernel), so
+    /// each fuses into `requantize`; otherwise outputs no kernel reads stay f32.
+    pub quantize_outputs: bool,
+}
+
+impl Default for QuantOptions {
+    fn default() -> Self {
+        QuantOptions {
+            wbits: 8,
+            abits: 8,
+            symmetric_acts: false,
+            pow2: false,
+            keep_edges: true,
+            quantize_outputs: true,
+        }
+    }
+}
+
+impl QuantOptions {
+    /// `bits` for weights and activations.
+    pub fn bits(bits: u8) -> Self {
+        QuantOptions {
+            wbits: bits,
+            abits: bits,
+            ..Default::default()
+        }
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if !(2..=8).contains(&self.wbits) {
+            return Err(format!(
+                "--wbits {}: weights take 2..8 bits (1-bit weights need the binarized path, not yet offered for float models)",
+                self.wbits
+            ));
+        }
+        if !(1..=8).contains(&self.abits) {
+            return Err(format!(
+                "--abits {}: activations take 1..8 bits",
+                self.abits
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Chosen parameters of one activation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActParams {
+    pub ty: QuantType,
+    /// The range the parameters represent (after the method's clipping).
+    pub lo: f32,
+    pub hi: f32,
+}
+
+fn pow2_up(s: f64) -> f64 {
+    2f64.powi(s.log2().ceil() as i32)
+}
+
+/// The quantized type representing `[lo, hi]` (widened to contain 0) with `bits`.
+pub fn act_type(
+    lo: f32,
+    hi: f32,
+    bits: u8,
+    symmetric: bool,
+    pow2: bool,
+) -> Result<QuantType, String> {
+    let (lo, hi) = (lo.min(0.0) as f64, hi.max(0.0) as f64);
+    let span = (hi - lo).max(1e-8);
+    let levels = ((1u64 << bits) - 1) as f64;
+    let mut q = if symmetric && lo < 0.0 {
+        if bits < 2 {
+            return Err(
+                "symmetric 1-bit activations cannot hold a signed range; use asymmetric ones"
+                    .into(),
+            );
+        }
+        let qmax = ((1u64 << (bits - 1)) - 1) as f64;
+        let mut s = lo.abs().max(hi).max(1e-8) / qmax;
+        if pow2 {
+            s = pow2_up(s);
+        }
+        QuantType::per_tensor(IntType::new(bits, true), s as f32, 0)
+    } else {
+        let mut s = span / levels;
+        if pow2 {
+            s = pow2_up(s);
+        }
+        let zp = if symmetric {
+            0.0
+        } else {
+            (-lo / s).round_ties_even().clamp(0.0, levels)
+        };
+        QuantType::per_tensor(IntType::new(bits, false), s as f32, zp as i32)
+    };
+    q.pow2 = pow2;
+    Ok(q)
+}
+
+fn fake_quant(x: f64, s: f64, zp: f64, qmin: f64, qmax: f64) -> f64 {
+    ((x / s).round_ties_even() + zp).clamp(qmin, qmax) * s - zp * s
+}
+
+fn params(q: &QuantType) -> (f64, f64, f64, f64) {
+    let (s, zp) = match q.params {
+        QuantParams::PerTensor { scale, zero_point } => (scale as f64, zero_point as f64),
+        _ => (1.0, 0.0),
+    };
+    (s, zp, q.qmin() as f64, q.qmax() as f64)
+}
+
+/// Expected squared error of quantizing the histogram with `q`.
+fn hist_mse(st: &TensorStats, q: &QuantType) -> f64 {
+    let (s, zp, qmin, qmax) = params(q);
+    let h = &st.hist;
+    h.counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(i, &c)| {
+            let x = h.center(i);
+            let e = x - fake_quant(x, s, zp, qmin, qmax);
+            c as f64 * e * e
+        })
+        .sum()
+}
+
+/// KL divergence between the histogram clipped to `q`'s range (outliers moved into the
+/// edge bins) and its quantized form (each code's mass spread evenly over the bins of
+/// that code holding mass), as in TensorRT's entropy calibration.
+fn hist_kl(st: &TensorStats, q: &QuantType) -> f64 {
+    let (s, zp, qmin, qmax) = params(q);
+    let h = &st.hist;
+    let (lo, hi) = ((qmin - zp) * s, (qmax - zp) * s);
+    let n = h.counts.len();
+    let mut p = vec![0.0f64; n];
+    let first = (0..n).find(|&i| h.center(i) >= lo).unwrap_or(0);
+    let last = (0..n).rev().find(|&i| h.center(i) <= hi).unwrap_or(n - 1);
+    if first > last {
+        return f64::INFINITY;
+    }
+    for (i, &c) in h.counts.iter().enumerate() {
+        p[i.clamp(first, last)] += c as f64;
+    }
+    let code = |i: usize| ((h.center(i) / s).round_ties_even() + zp).clamp(qmin, qmax) as i64;
+    let mut qd = vec![0.0f64; n];
+    let mut i = first;
+    while i <= last {
+        let c = code(i);
+        let mut j = i;
+        while j <= last && code(j) == c {
+            j += 1;
+        }
+        let mass: f64 = p[i..j].iter().sum();
+        let nonzero = p[i..j].iter().filter(|&&x| x > 0.0).count();
+        for k in i..j {
+            if p[k] > 0.0 {
+                qd[k] = mass / nonzero as f64;
+            }
+        }
+        i = j;
+    }
+    let tp: f64 = p.iter().sum();
+    p.iter()
+        .zip(&qd)
+        .filter(|(p, _)| **p > 0.0)
+        .map(|(p, q)| (p / tp) * ((p / tp) / (q / tp)).ln())
+        .sum()
+}
+
+/// The activation range and type for `st` by the source's method.
+pub fn choose_range(
+    st: &TensorStats,
+    source: &RangeSource,
+    bits: u8,
+    symmetric: bool,
+    pow2: bool,
+) -> Result<ActParams, String> {
+    let (min, max) = (st.min, st.max);
+    if !min.is_finite() || !max.is_finite() {
+        return Err("no finite values were observed".into());
+    }
+    let method = match source {
+        RangeSource::Data(m) if !st.hist.is_empty() => *m,
+        _ => CalibMethod::MinMax,
+    };
+    let mk = |lo: f32, hi: f32| -> Result<ActParams, String> {
+        Ok(ActParams {
+            ty: act_type(lo, hi, bits, symmetric, pow2)?,
+            lo,
+            hi,
+        })
+    };
+    match method {
+        CalibMethod::MinMax => mk(min, max),
+        CalibMethod::Percentile => {
+            let lo = (st.hist.quantile(1e-4) as f32).max(min);
+            let hi = (st.hist.quantile(1.0 - 1e-4) as f32).min(max);
+            mk(lo.min(hi), hi)
+        }
+        CalibMethod::Mse | CalibMethod::Kl => {
+            let mut best: Option<(f64, ActParams)> = None;
+            for step in 0..=70 {
+                let a = 1.0 - step as f32 * 0.01;
+                let cand = mk(min * a, max * a)?;
+                let err = if method == CalibMethod::Mse {
+                    hist_mse(st, &cand.ty)
+                } else {
+                    hist_kl(st, &cand.ty)
+                };
+                if best.as_ref().is_none_or(|(e, _)| err < *e) {
+                    best = Some((err, cand));
+                }
+            }
+            Ok(best.expect("candidates").1)
+        }
+    }
+}
+
+/// Quantizes float weights per channel along `axis` to signed narrow `bits`; returns the
+/// type (per-axis scales, zero points 0) and the codes.
+pub fn quantize_weights(
+    w: &[f32],
+    shape: &[usize],
+    axis: usize,
+    bits: u8,
+    pow2: bool,
+) -> (QuantType, Vec<i64>) {
+    let c = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let ch = |i: usize| (i / inner.max(1)) % c;
+    let qmax = ((1i64 << (bits - 1)) - 1) as f64;
+    let mut per: Vec<Vec<f64>> = vec![Vec::new(); c];
+    for (i, &x) in w.iter().enumerate() {
+        per[ch(i)].push(x as f64);
+    }
+    let sse = |v: &[f64], s: f64| -> f64 {
+        v.iter()
+            .map(|&x| {
+                let e = x - fake_quant(x, s, 0.0, -qmax, qmax);
+                e * e
+            })
+            .sum()
+    };
+    let mut scales: Vec<f64> = per
+        .iter()
+        .map(|v| {
+            let m = v.iter().fold(0.0f64, |a, x| a.max(x.abs()));
+            if m == 0.0 {
+                return 0.0;
+            }
+            let base = m / qmax;
+            let cands: Vec<f64> = if pow2 {
+                let k = base.log2().ceil() as i32;
+                (k - 3..=k).map(|e| 2f64.powi(e)).collect()
+            } else if bits < 8 {
+                (0..=50).map(|i| base * (1.0 - i as f64 * 0.01)).collect()
+            } else {
+                vec![base]
+            };
+            cands
+                .into_iter()
+                .map(|s| (sse(v, s), s))
+                .fold((f64::INFINITY, base), |b, x| if x.0 < b.0 { x } else { b })
+                .1
+        })
+        .collect();
+    let nonzero: Vec<f64> = scales.iter().copied().filter(|&s| s > 0.0).collect();
+    let fill = if nonzero.is_empty() {
+        1.0
+    } else {
+        nonzero.iter().sum::<f64>() / nonzero.len() as f64
+    };
+    for s in &mut scales {
+        if *s == 0.0 {
+            *s = if pow2 { pow2_up(fill) } else { fill };
+        }
+    }
+    let scales: Vec<f32> = scales.iter().map(|&s| s as f32).collect();
+    let codes = w
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            ((x / scales[ch(i)]).round_ties_even() as i64).clamp(-qmax as i64, qmax as i64)
+        })
+        .collect();
+    let ty = QuantType {
+        storage: IntType::new(bits, true),
+        narrow: true,
+        pow2,
+        params: QuantParams::PerAxis {
+            axis,
+            scales,
+            zero_points: vec![0; c],
+        },
+    };
+    (ty, codes)
+}

@@ -1,0 +1,160 @@
+//! The cost model extraction minimises: modelled latency of each kernel.
+//!
+//! A node costs a fixed per-kernel overhead plus its work times the per-unit cost of its
+//! kernel kind at its bit-width, from [`COSTS`]. Work is multiply-accumulates for
+//! convolutions and matrix products, window reads for pooling, elements otherwise.
+//! The numbers are relative (an f32 multiply-accumulate is 1.0), modelled on the kernels
+//! DESIGN.md plans: integer dot products are cheaper than float ones and get cheaper
+//! with fewer bits (XNOR-popcount at one bit, bit-serial planes at 2..4 bits,
+//! `pmaddwd`-style widening at 8); quantize divides and rounds, requantize is one
+//! widening multiply and a shift. Graph inputs, constants and metas cost nothing.
+//! Replace the table with measured costs per target when the backend has them.
+
+use qcc_ir::{Op, TensorType};
+
+use super::intern::Meta;
+
+/// Kinds of kernels the table prices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// f32 convolution / matrix product, per multiply-accumulate.
+    FloatMac,
+    /// Integer convolution / matrix product, per multiply-accumulate, by the wider of
+    /// the two operands' bits.
+    IntMac,
+    /// f32 elementwise arithmetic, per element.
+    FloatElementwise,
+    /// Transcendental f32 functions (exp, sigmoid, softmax), per element.
+    FloatTranscendental,
+    /// Pooling and means, per window element read.
+    Pool,
+    /// `quantize` (f32 division and rounding), per element.
+    Quantize,
+    /// `dequantize` and casts, per element.
+    Dequantize,
+    /// `requantize` (widening multiply, rounding shift, clamp), per element.
+    Requantize,
+    /// `requantize` whose multipliers are all 1 (rounding shift and clamp), per element.
+    Shift,
+    /// `threshold`, per element and threshold.
+    Threshold,
+    /// Data movement, per byte moved.
+    Movement,
+}
+
+/// Per-unit cost by kernel kind and bit-width: `(kernel, max bits, cost)`; the first
+/// row whose kind matches and whose bits are at least the node's applies.
+pub const COSTS: &[(Kernel, u32, f64)] = &[
+    (Kernel::FloatMac, 32, 1.0),
+    (Kernel::IntMac, 1, 0.05),
+    (Kernel::IntMac, 2, 0.15),
+    (Kernel::IntMac, 4, 0.25),
+    (Kernel::IntMac, 8, 0.35),
+    (Kernel::IntMac, 16, 0.6),
+    (Kernel::IntMac, 32, 0.8),
+    (Kernel::FloatElementwise, 32, 1.0),
+    (Kernel::FloatTranscendental, 32, 4.0),
+    (Kernel::Pool, 8, 0.3),
+    (Kernel::Pool, 32, 0.6),
+    (Kernel::Quantize, 32, 2.0),
+    (Kernel::Dequantize, 32, 0.6),
+    (Kernel::Requantize, 32, 0.5),
+    (Kernel::Shift, 32, 0.3),
+    (Kernel::Threshold, 32, 0.3),
+    (Kernel::Movement, 32, 0.05),
+];
+
+/// Fixed cost of running any kernel (call, loop setup): favours fewer nodes.
+pub const KERNEL_OVERHEAD: f64 = 16.0;
+
+/// The table's cost of one unit of `kernel` work at `bits`.
+pub fn unit_cost(kernel: Kernel, bits: u32) -> f64 {
+    COSTS
+        .iter()
+        .find(|(k, b, _)| *k == kernel && *b >= bits)
+        .or_else(|| COSTS.iter().rev().find(|(k, _, _)| *k == kernel))
+        .map_or(1.0, |r| r.2)
+}
+
+/// The modelled latency of one op node (its meta gives op, result type and attributes)
+/// with operand types `operands`.
+pub fn node_cost(meta: &Meta, operands: &[&TensorType]) -> f64 {
+    let (op, out) = (meta.op, &meta.ty);
+    let n = out.numel() as f64;
+    let bits = |t: &TensorType| t.elem.bits();
+    let arg = |i: usize| operands.get(i).copied();
+    let window = |w: Option<&TensorType>| {
+        w.map_or(1.0, |w| w.shape.iter().skip(1).product::<usize>() as f64)
+    };
+    let k_of = |a: Option<&TensorType>| a.and_then(|a| a.shape.last().copied()).unwrap_or(1) as f64;
+    let (kernel, work, b) = match op {
+        Op::Conv2d => (Kernel::FloatMac, n * window(arg(1)), 32),
+        Op::ConvTranspose2d => {
+            let x = arg(0).map_or(1.0, |x| x.numel() as f64);
+            (Kernel::FloatMac, x * window(arg(1)), 32)
+        }
+        Op::MatMul | Op::Gemm => (Kernel::FloatMac, n * k_of(arg(0)), 32),
+        Op::Conv2dInt => {
+            let b = arg(0).map_or(8, bits).max(arg(1).map_or(8, bits));
+            (Kernel::IntMac, n * window(arg(1)), b)
+        }
+        Op::MatMulInt => {
+            let b = arg(0).map_or(8, bits).max(arg(1).map_or(8, bits));
+            (Kernel::IntMac, n * k_of(arg(0)), b)
+        }
+        Op::Add
+        | Op::Sub
+        | Op::Mul
+        | Op::Div
+        | Op::Sqrt
+        | Op::Relu
+        | Op::Clip
+        | Op::LeakyRelu
+        | Op::HardSigmoid
+        | Op::HardSwish
+        | Op::Sign
+        | Op::BatchNorm
+        | Op::FakeQuant
+        | Op::Trunc
+        | Op::Binarize => (Kernel::FloatElementwise, n, 32),
+        Op::Pow | Op::Exp | Op::Sigmoid | Op::Softmax => (Kernel::FloatTranscendental, n, 32),
+        Op::MaxPool | Op::AvgPool => {
+            let b = arg(0).map_or(32, bits);
+            let k: usize = meta
+                .attrs()
+                .usizes("kernel")
+                .map_or(4, |k| k.iter().product());
+            (Kernel::Pool, n * k as f64, b)
+        }
+        Op::GlobalAvgPool | Op::ReduceMean | Op::Resize => {
+            let x = arg(0).map_or(n, |x| x.numel() as f64);
+            (Kernel::Pool, x, arg(0).map_or(32, bits))
+        }
+        Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze => (Kernel::Movement, 0.0, 32),
+        Op::Transpose | Op::Concat | Op::Pad | Op::Slice | Op::BitPack | Op::BitUnpack => {
+            (Kernel::Movement, n * bits(out).div_ceil(8) as f64, 32)
+        }
+        Op::Cast | Op::Dequantize => (Kernel::Dequantize, n, 32),
+        Op::Quantize => (Kernel::Quantize, n, 32),
+        Op::Requantize => {
+            let shift_only = meta
+                .attrs()
+                .ints("multiplier")
+                .is_ok_and(|m| m.iter().all(|&v| v == 1));
+            (
+                if shift_only {
+                    Kernel::Shift
+                } else {
+                    Kernel::Requantize
+                },
+                n,
+                32,
+            )
+        }
+        Op::Threshold => {
+            let k = arg(1).and_then(|t| t.shape.get(1).copied()).unwrap_or(1) as f64;
+            (Kernel::Threshold, n * k, 32)
+        }
+    };
+    KERNEL_OVERHEAD + work * unit_cost(kernel, b)
+}

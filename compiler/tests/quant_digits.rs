@@ -1,0 +1,240 @@
+//! Post-training quantization of the committed float digits models: calibrate on 200
+//! training images, quantize, fuse with `rewrite`, and measure top-1 accuracy on the
+//! 360-image test split (interpreter) against the float model (issue 5's targets).
+
+use std::path::{Path, PathBuf};
+
+use qcc::frontend::onnx::{ImportOptions, import_file};
+use qcc::passes::{Pipeline, cleanup};
+use qcc::quant::{
+    CalibMethod, CalibOptions, CalibStats, QuantOptions, calibrate, data_free, float_kernels,
+    quantize_model,
+};
+use qcc_ir::Module;
+use qcc_ir::interp::{Tensor, run};
+
+fn models_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/models")
+}
+
+fn train() -> PathBuf {
+    models_dir().join("digits_train.npz")
+}
+
+fn float_module(name: &str) -> Module {
+    let mut m = import_file(&models_dir().join(name), &ImportOptions::default())
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .module;
+    cleanup::pipeline()
+        .run(&mut m, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    m
+}
+
+/// The test split: samples as [1, 1, 8, 8] tensors and labels.
+fn test_set() -> (Vec<Tensor>, Vec<i64>) {
+    let mut npz = npyz::npz::NpzArchive::open(models_dir().join("digits_test.npz")).unwrap();
+    let x = npz.by_name("x").unwrap().unwrap();
+    let shape: Vec<usize> = x.shape().iter().map(|&d| d as usize).collect();
+    let per: usize = shape[1..].iter().product();
+    let data: Vec<f32> = x.into_vec().unwrap();
+    let xs = data
+        .chunks(per)
+        .map(|c| Tensor::f32(vec![1, 1, 8, 8], c.to_vec()))
+        .collect();
+    let ys: Vec<i64> = npz.by_name("y").unwrap().unwrap().into_vec().unwrap();
+    (xs, ys)
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
+}
+
+fn softmax(v: &[f32]) -> Vec<f64> {
+    let mx = v.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = v.iter().map(|&x| (x as f64 - mx).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|x| x / s).collect()
+}
+
+/// Logits of every test sample (reference interpreter).
+fn logits(m: &Module, xs: &[Tensor]) -> Vec<Vec<f32>> {
+    xs.iter()
+        .map(|x| {
+            run(m, std::slice::from_ref(x)).unwrap()[0]
+                .as_f32()
+                .unwrap()
+                .to_vec()
+        })
+        .collect()
+}
+
+fn accuracy(l: &[Vec<f32>], ys: &[i64]) -> f64 {
+    let right = l
+        .iter()
+        .zip(ys)
+        .filter(|(l, y)| argmax(l) as i64 == **y)
+        .count();
+    100.0 * right as f64 / ys.len() as f64
+}
+
+fn mean_kl(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let kl: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| {
+            let (p, q) = (softmax(a), softmax(b));
+            p.iter()
+                .zip(&q)
+                .filter(|(p, _)| **p > 0.0)
+                .map(|(p, q)| p * (p / q.max(1e-300)).ln())
+                .sum::<f64>()
+        })
+        .sum();
+    kl / a.len() as f64
+}
+
+/// Quantizes, fuses, checks every kernel is an integer one; returns (float accuracy,
+/// quantized accuracy, mean KL of logits).
+fn measure(name: &str, float: &Module, stats: &CalibStats, opts: &QuantOptions) -> (f64, f64, f64) {
+    let (mut q, report) =
+        quantize_model(float, stats, opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut p = Pipeline::from_names("test", &["rewrite", "dce"]).unwrap();
+    p.verify_each = true;
+    p.run(&mut q, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let left = float_kernels(&q);
+    assert!(left.is_empty(), "{name}: float kernels left: {left:?}\n{q}");
+    let (xs, ys) = test_set();
+    let lf = logits(float, &xs);
+    let lq = logits(&q, &xs);
+    let (af, aq, kl) = (accuracy(&lf, &ys), accuracy(&lq, &ys), mean_kl(&lf, &lq));
+    eprintln!(
+        "{name} w{}a{}: float {af:.2}%, quantized {aq:.2}%, mean KL {kl:.5}\n{report}",
+        opts.wbits, opts.abits
+    );
+    (af, aq, kl)
+}
+
+fn calib(m: &Module, method: CalibMethod) -> CalibStats {
+    let opts = CalibOptions {
+        method,
+        limit: Some(200),
+        ..Default::default()
+    };
+    calibrate(m, &train(), &opts).unwrap()
+}
+
+fn check(name: &str, method: CalibMethod) {
+    let m = float_module(name);
+    let stats = calib(&m, method);
+    let (af, a8, kl8) = measure(name, &m, &stats, &QuantOptions::bits(8));
+    assert!(a8 >= af - 0.3, "{name} 8 bits: {a8:.2}% vs float {af:.2}%");
+    assert!(kl8 < 0.01, "{name} 8 bits: mean KL {kl8}");
+    let (_, a4, _) = measure(name, &m, &stats, &QuantOptions::bits(4));
+    assert!(a4 >= af - 1.0, "{name} 4 bits: {a4:.2}% vs float {af:.2}%");
+}
+
+#[test]
+fn digits_cnn_folded() {
+    check("digits_cnn_folded.onnx", CalibMethod::MinMax);
+}
+
+#[test]
+fn digits_resnet_folded() {
+    check("digits_resnet_folded.onnx", CalibMethod::MinMax);
+}
+
+#[test]
+fn data_free_cnn() {
+    let m = float_module("digits_cnn.onnx");
+    let stats = data_free(&m, &CalibOptions::default()).unwrap();
+    let (af, a8, _) = measure(
+        "digits_cnn.onnx (data-free)",
+        &m,
+        &stats,
+        &QuantOptions::bits(8),
+    );
+    assert!(
+        a8 >= af - 1.5,
+        "data-free 8 bits: {a8:.2}% vs float {af:.2}%"
+    );
+}
+
+#[test]
+fn data_free_needs_batch_norm() {
+    let m = float_module("digits_cnn_folded.onnx");
+    let e = data_free(&m, &CalibOptions::default()).unwrap_err();
+    assert!(e.contains("--calib"), "{e}");
+}
+
+#[test]
+fn methods() {
+    let m = float_module("digits_cnn_folded.onnx");
+    for method in [CalibMethod::Percentile, CalibMethod::Mse, CalibMethod::Kl] {
+        let stats = calib(&m, method);
+        let (af, a8, _) = measure(&format!("cnn {method}"), &m, &stats, &QuantOptions::bits(8));
+        assert!(a8 >= af - 1.0, "{method}: {a8:.2}% vs {af:.2}%");
+    }
+}
+
+#[test]
+fn streams_with_limit_and_batches() {
+    let m = float_module("digits_cnn_folded.onnx");
+    let opts = CalibOptions {
+        limit: Some(37),
+        batch: 5,
+        ..Default::default()
+    };
+    let s = calibrate(&m, Path::new(&train()), &opts).unwrap();
+    assert_eq!(s.samples, 37);
+    let input = s.values.get("input").expect("input stats");
+    assert_eq!(input.count, 37 * 64);
+    assert!(input.min >= 0.0 && input.max <= 1.0);
+    assert_eq!(input.hist.total(), 37 * 64);
+}
+
+/// The quantized program runs on the JIT (codes below 8 bits one per byte in the 8-bit
+/// kernels) and agrees with the interpreter; all layers at 4 bits (`keep_edges` off).
+#[test]
+fn jit_runs_all_layers_at_4_bits() {
+    let name = "digits_cnn_folded.onnx";
+    let m = float_module(name);
+    let stats = calib(&m, CalibMethod::MinMax);
+    let opts = QuantOptions {
+        keep_edges: false,
+        ..QuantOptions::bits(4)
+    };
+    let (mut q, report) = quantize_model(&m, &stats, &opts).unwrap();
+    assert!(report.layers.iter().all(|l| l.wbits == 4 && l.abits == 4));
+    Pipeline::from_names("test", &["rewrite", "dce"])
+        .unwrap()
+        .run(&mut q, &mut |_| {})
+        .unwrap();
+    assert!(float_kernels(&q).is_empty());
+    let jit = qcc::backend::JitModel::new(&q).unwrap_or_else(|e| panic!("JIT: {e}"));
+    let (xs, ys) = test_set();
+    let li = logits(&q, &xs);
+    let lj: Vec<Vec<f32>> = xs
+        .iter()
+        .map(|x| {
+            jit.run(std::slice::from_ref(x)).unwrap()[0]
+                .as_f32()
+                .unwrap()
+                .to_vec()
+        })
+        .collect();
+    let diff = li
+        .iter()
+        .flatten()
+        .zip(lj.iter().flatten())
+        .fold(0f32, |d, (a, b)| d.max((a - b).abs()));
+    let lf = logits(&m, &xs);
+    eprintln!(
+        "{name} w4a4 all layers: float {:.2}%, interpreter {:.2}%, JIT {:.2}%, max |JIT - interp| {diff}",
+        accuracy(&lf, &ys),
+        accuracy(&li, &ys),
+        accuracy(&lj, &ys)
+    );
+    assert!(diff < 1e-4, "JIT and interpreter differ by {diff}");
+}

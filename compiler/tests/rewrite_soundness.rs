@@ -1,0 +1,508 @@
+//! Soundness of every rewrite rule: for each rule, small instances of its left side are
+//! rewritten by that rule alone, the right side is extracted (nodes of the left side are
+//! priced out, so the rule's replacement is what comes back), and both modules run
+//! through the reference interpreter on random inputs. Exact rules must give identical
+//! results (f32 compared bit for bit); bounded rules must stay within the bound their
+//! documentation states, checked here per instance. A rule without an instance here
+//! fails the test.
+
+use std::collections::{BTreeMap, HashSet};
+
+use egg::Language;
+use qcc::rewrite::rules::all_rules;
+use qcc::rewrite::{Exactness, Limits, QNode, extract_with, run_rules, to_egraph};
+use qcc_ir::interp::{Tensor, TensorData, run};
+use qcc_ir::verify::verify;
+use qcc_ir::{ElemType, Module, parse_module};
+
+/// How close the rewritten module must be.
+#[derive(Clone, Copy, Debug)]
+enum Tol {
+    /// Bit-identical outputs.
+    Exact,
+    /// Integer outputs at most this many codes apart.
+    Codes(i64),
+    /// f32 outputs at most this far apart.
+    Abs(f32),
+}
+
+struct Case {
+    rule: &'static str,
+    tol: Tol,
+    text: String,
+}
+
+fn case(rule: &'static str, tol: Tol, text: &str) -> Case {
+    Case {
+        rule,
+        tol,
+        text: text.to_string(),
+    }
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % ((hi - lo + 1) as u64)) as i64
+    }
+
+    /// Floats with plenty of exact ties for the scales used below.
+    fn float(&mut self) -> f32 {
+        match self.next() % 4 {
+            0 => self.range(-400, 400) as f32 * 0.0125,
+            1 => self.range(-64, 64) as f32 * 0.125,
+            _ => (self.range(-1_000_000, 1_000_000) as f32) * 8e-6,
+        }
+    }
+}
+
+fn random_input(rng: &mut Rng, ty: &qcc_ir::TensorType) -> Tensor {
+    let n = ty.numel();
+    match &ty.elem {
+        ElemType::F32 => Tensor::f32(ty.shape.clone(), (0..n).map(|_| rng.float()).collect()),
+        ElemType::Bipolar => Tensor::int(
+            ty.shape.clone(),
+            (0..n)
+                .map(|_| if rng.next().is_multiple_of(2) { 1 } else { -1 })
+                .collect(),
+        ),
+        e => {
+            let (lo, hi) = e.code_range().unwrap();
+            let (lo, hi) = (lo.max(-(1 << 20)), hi.min(1 << 20));
+            Tensor::int(
+                ty.shape.clone(),
+                (0..n).map(|_| rng.range(lo, hi)).collect(),
+            )
+        }
+    }
+}
+
+fn compare(rule: &str, tol: Tol, a: &Tensor, b: &Tensor) -> Result<(), String> {
+    if a.shape != b.shape {
+        return Err(format!("{rule}: shapes {:?} vs {:?}", a.shape, b.shape));
+    }
+    match (&a.data, &b.data, tol) {
+        (TensorData::Int(x), TensorData::Int(y), Tol::Exact) if x == y => Ok(()),
+        (TensorData::Int(x), TensorData::Int(y), Tol::Codes(k)) => {
+            match x.iter().zip(y).find(|(p, q)| (*p - *q).abs() > k) {
+                None => Ok(()),
+                Some((p, q)) => Err(format!("{rule}: codes {p} vs {q} differ by more than {k}")),
+            }
+        }
+        (TensorData::F32(x), TensorData::F32(y), _) => {
+            for (&p, &q) in x.iter().zip(y) {
+                let ok = match tol {
+                    Tol::Exact => p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()),
+                    Tol::Abs(e) => (p - q).abs() <= e,
+                    Tol::Codes(_) => false,
+                };
+                if !ok {
+                    return Err(format!("{rule}: {p} vs {q} (tolerance {tol:?})"));
+                }
+            }
+            Ok(())
+        }
+        _ => Err(format!(
+            "{rule}: outputs differ: {:?} vs {:?}",
+            a.data, b.data
+        )),
+    }
+}
+
+/// Rewrites `m` with `rule` alone and extracts its right side.
+fn apply(rule: &str, m: &Module) -> Module {
+    let defs = all_rules();
+    let def = defs.iter().find(|d| d.name == rule).expect("rule exists");
+    let conv = to_egraph(m);
+    let original: Vec<QNode> = conv
+        .egraph
+        .classes()
+        .flat_map(|c| c.nodes.iter().cloned())
+        .filter(|n| matches!(n, QNode::Op(..)))
+        .collect();
+    let limits = Limits {
+        iterations: 1,
+        nodes: 10_000,
+    };
+    let (eg, report) = run_rules(conv.egraph, &conv.outputs, &[&def.rewrite], limits);
+    assert!(
+        report.applied.get(rule).copied().unwrap_or(0) > 0,
+        "{rule} did not apply to\n{m}"
+    );
+    let old: HashSet<QNode> = original
+        .into_iter()
+        .map(|n| n.map_children(|c| eg.find(c)))
+        .collect();
+    let penalty = |n: &QNode| if old.contains(n) { 1e12 } else { 0.0 };
+    let outputs: Vec<_> = conv.outputs.iter().map(|&o| eg.find(o)).collect();
+    extract_with(&eg, &conv.name, &outputs, Some(&penalty))
+}
+
+fn check(c: &Case, trials: usize) {
+    let m = parse_module(&c.text).unwrap_or_else(|e| panic!("{}: {e}\n{}", c.rule, c.text));
+    verify(&m).unwrap_or_else(|e| panic!("{}: invalid left side:\n{e}", c.rule));
+    let r = apply(c.rule, &m);
+    verify(&r).unwrap_or_else(|e| panic!("{}: invalid right side:\n{e}\n{r}", c.rule));
+    assert_ne!(m.to_string(), r.to_string(), "{}: nothing changed", c.rule);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ c.rule.len() as u64);
+    for _ in 0..trials {
+        let inputs: Vec<Tensor> = m
+            .inputs
+            .iter()
+            .map(|&i| random_input(&mut rng, m.ty(i)))
+            .collect();
+        let a = run(&m, &inputs).unwrap_or_else(|e| panic!("{}: left: {e}", c.rule));
+        let b = run(&r, &inputs).unwrap_or_else(|e| panic!("{}: right: {e}\n{r}", c.rule));
+        for (x, y) in a.iter().zip(&b) {
+            if let Err(e) = compare(c.rule, c.tol, x, y) {
+                panic!("{e}\nleft:\n{m}\nright:\n{r}\ninputs: {inputs:?}");
+            }
+        }
+    }
+}
+
+fn movers() -> Vec<Case> {
+    // (op, rule suffix, quantized operand type, op line in f32 with %d/%y operand)
+    let items: &[(&str, &str, &str, &str)] = &[
+        (
+            "max-pool",
+            "q<u8, 0.05:3>[1,2,4,4]",
+            "f32[1,2,2,2]",
+            "max_pool(%d) {kernel = [2, 2], strides = [2, 2], pads = [0, 0, 1, 1], ceil_mode = true}",
+        ),
+        (
+            "reshape",
+            "q<i8, 0.1:-2>[2,6]",
+            "f32[3,4]",
+            "reshape(%d) {shape = [3, 4]}",
+        ),
+        (
+            "flatten",
+            "q<i8, axis=0, [0.1:0]>[1,2,2,2]",
+            "f32[1,8]",
+            "flatten(%d) {axis = 1}",
+        ),
+        (
+            "transpose",
+            "q<u4, axis=1, [0.1:0, 0.2:1, 0.3:2]>[2,3,2]",
+            "f32[3,2,2]",
+            "transpose(%d) {perm = [1, 2, 0]}",
+        ),
+        (
+            "squeeze",
+            "q<i8, 0.1:0>[1,3,1]",
+            "f32[3]",
+            "squeeze(%d) {axes = [0, 2]}",
+        ),
+        (
+            "unsqueeze",
+            "q<i8, 0.1:0>[3]",
+            "f32[1,3,1]",
+            "unsqueeze(%d) {axes = [0, 2]}",
+        ),
+        (
+            "slice",
+            "q<u8, 0.1:7>[4,5]",
+            "f32[2,2]",
+            "slice(%d) {starts = [1, 4], ends = [4, 0], axes = [0, 1], steps = [2, -2]}",
+        ),
+    ];
+    let mut out = Vec::new();
+    for &(suffix, qty, fty, line) in items {
+        let shape = &qty[qty.find(">[").unwrap() + 1..];
+        let down: &'static str = Box::leak(format!("dequantize-through-{suffix}").into_boxed_str());
+        let up: &'static str = Box::leak(format!("quantize-through-{suffix}").into_boxed_str());
+        out.push(case(
+            down,
+            Tol::Exact,
+            &format!(
+                "module m {{\n input %x: {qty}\n %d: f32{shape} = dequantize(%x)\n %p: {fty} = {line}\n output %p\n}}"
+            ),
+        ));
+        // The up direction: quantize with the type the moved op gives the operand's type.
+        let moved_ty = moved_type(qty, line);
+        out.push(case(
+            up,
+            Tol::Exact,
+            &format!(
+                "module m {{\n input %d: f32{shape}\n %p: {fty} = {line}\n %q: {moved_ty} = quantize(%p)\n output %q\n}}"
+            ),
+        ));
+    }
+    out
+}
+
+/// The quantized type `op` gives when applied to a value of type `qty`.
+fn moved_type(qty: &str, line: &str) -> String {
+    let op_name = line.split('(').next().unwrap().trim();
+    let op = qcc_ir::Op::from_name(op_name).unwrap();
+    let t = qcc_ir::parse::parse_type(qty).unwrap();
+    // Parse the attributes by parsing a one-node module with an f32 operand.
+    let shape = &qty[qty.find(">[").unwrap() + 1..];
+    let m = parse_module(&format!(
+        "module t {{\n input %d: f32{shape}\n %p: f32[1] = {line}\n output %p\n}}"
+    ));
+    // The declared f32[1] is wrong on purpose: only the attributes are wanted.
+    let attrs = m.unwrap_or_else(|e| panic!("{line}: {e}")).nodes[0]
+        .attrs
+        .clone();
+    let a = qcc_ir::Attrs::new(op, &attrs);
+    qcc_ir::typing::infer(op, &a, &[&t], &t)
+        .unwrap()
+        .to_string()
+}
+
+fn cases() -> Vec<Case> {
+    let mut v = vec![
+        // fold-qdq
+        case(
+            "fold-quantize-dequantize",
+            Tol::Exact,
+            "module m {\n input %x: q<i8, 0.037:-5>[64]\n %d: f32[64] = dequantize(%x)\n %q: q<i8, 0.037:-5>[64] = quantize(%d) {rounding = half_up}\n output %q\n}",
+        ),
+        case(
+            "fold-quantize-dequantize",
+            Tol::Exact,
+            "module m {\n input %x: q<u8 narrow, axis=0, [0.3:1, 0.0071:250]>[2,32]\n %d: f32[2,32] = dequantize(%x)\n %q: q<u8 narrow, axis=0, [0.3:1, 0.0071:250]>[2,32] = quantize(%d)\n output %q\n}",
+        ),
+        case(
+            "binarize-dequantize",
+            Tol::Exact,
+            "module m {\n input %x: q<u8, axis=1, [0.02:100, 0.5:3]>[4,2]\n %d: f32[4,2] = dequantize(%x)\n %b: b1[4,2] = binarize(%d)\n output %b\n}",
+        ),
+        // move-scales: concat
+        case(
+            "dequantize-through-concat",
+            Tol::Exact,
+            "module m {\n input %a: q<i8, axis=0, [0.1:0, 0.2:1]>[2,3]\n input %b: q<i8, axis=0, [0.1:0, 0.2:1]>[2,2]\n %da: f32[2,3] = dequantize(%a)\n %db: f32[2,2] = dequantize(%b)\n %c: f32[2,5] = concat(%da, %db) {axis = 1}\n output %c\n}",
+        ),
+        case(
+            "quantize-through-concat",
+            Tol::Exact,
+            "module m {\n input %a: f32[2,3]\n input %b: f32[1,3]\n %c: f32[3,3] = concat(%a, %b) {axis = -2}\n %q: q<u8, 0.05:128>[3,3] = quantize(%c)\n output %q\n}",
+        ),
+        // absorb-clamp
+        case(
+            "absorb-relu-into-quantize",
+            Tol::Exact,
+            "module m {\n input %y: f32[64]\n %r: f32[64] = relu(%y)\n %q: q<i8, 0.05:-7>[64] = quantize(%r)\n output %q\n}",
+        ),
+        case(
+            "absorb-relu-into-quantize",
+            Tol::Exact,
+            "module m {\n input %y: f32[64]\n %r: f32[64] = relu(%y)\n %q: q<u4, 0.5:3>[64] = quantize(%r) {rounding = floor}\n output %q\n}",
+        ),
+        case(
+            "absorb-clip-into-quantize",
+            Tol::Exact,
+            "module m {\n input %y: f32[64]\n %c: f32[64] = clip(%y) {min = -0.33, max = 2.7}\n %q: q<i8, 0.05:4>[64] = quantize(%c)\n output %q\n}",
+        ),
+        case(
+            "absorb-clip-into-quantize",
+            Tol::Exact,
+            "module m {\n input %y: f32[64]\n %c: f32[64] = clip(%y) {max = 6.0}\n %q: q<u8, 0.025:0>[64] = quantize(%c) {rounding = ceil}\n output %q\n}",
+        ),
+        case(
+            "merge-clamp-requantize",
+            Tol::Exact,
+            "module m {\n input %a: i32[64]\n %r: q<u8, 0.1:5>[64] = requantize(%a) {multiplier = [1518500250], shift = [36], max = 200}\n %c: q<u8, 0.1:5>[64] = requantize(%r) {multiplier = [1], shift = [0], min = 5, max = 250}\n output %c\n}",
+        ),
+        // merge-requant
+        case(
+            "drop-identity-requantize",
+            Tol::Exact,
+            "module m {\n input %x: q<i4, axis=0, [0.1:0, 0.2:1]>[2,8]\n %r: q<i4, axis=0, [0.1:0, 0.2:1]>[2,8] = requantize(%x) {multiplier = [1], shift = [0], min = -8}\n output %r\n}",
+        ),
+        case(
+            "merge-requantize-after-widen",
+            Tol::Exact,
+            "module m {\n input %x: q<i8, 0.1:-3>[2,16]\n %w: i32[2,16] = requantize(%x) {multiplier = [1], shift = [-4]}\n %r: q<u8, axis=0, [0.2:128, 0.3:100]>[2,16] = requantize(%w) {multiplier = [1073741824, 1518500250], shift = [31, 36], axis = 0, rounding = half_up}\n output %r\n}",
+        ),
+        case(
+            "requantize-dequantize-quantize",
+            Tol::Codes(1),
+            "module m {\n input %x: q<u8, 0.1:128>[256]\n %d: f32[256] = dequantize(%x)\n %q: q<i8, 0.3:2>[256] = quantize(%d)\n output %q\n}",
+        ),
+        case(
+            "requantize-dequantize-quantize",
+            Tol::Codes(1),
+            "module m {\n input %x: q<i8, axis=1, [0.5:0, 0.0123:-4]>[64,2]\n %d: f32[64,2] = dequantize(%x)\n %q: q<i4, 0.07:1>[64,2] = quantize(%d)\n output %q\n}",
+        ),
+        // pow2-shift
+        case(
+            "requantize-pow2-to-shift",
+            Tol::Exact,
+            "module m {\n input %a: i32[8,2]\n %r: q<i8, 1.0:3>[8,2] = requantize(%a) {multiplier = [1073741824, 4], shift = [34, 9], axis = 1, rounding = half_even}\n output %r\n}",
+        ),
+        // fold-bias: 2^-23 (|y| + |b|) with inputs in [-8, 8], |y| < 30, |b| <= 3.
+        case(
+            "fold-add-into-conv2d",
+            Tol::Abs(4e-6),
+            "module m {\n input %x: f32[1,2,3,3]\n const @w: f32[3,2,1,1] = [0.5, -1.25, 2.0, 0.1, -0.3, 0.7]\n const @b: f32[1,3,1,1] = [0.5, -0.25, 3.0]\n %c: f32[1,3,3,3] = conv2d(%x, @w)\n %y: f32[1,3,3,3] = add(%c, @b)\n output %y\n}",
+        ),
+        case(
+            "fold-add-into-conv2d-commuted",
+            Tol::Abs(4e-6),
+            "module m {\n input %x: f32[1,2,3,3]\n const @w: f32[3,2,1,1] = [0.5, -1.25, 2.0, 0.1, -0.3, 0.7]\n const @b: f32[3,1,1] = [0.5, -0.25, 3.0]\n %c: f32[1,3,3,3] = conv2d(%x, @w)\n %y: f32[1,3,3,3] = add(@b, %c)\n output %y\n}",
+        ),
+        case(
+            "fold-add-into-conv2d-bias",
+            Tol::Abs(4e-6),
+            "module m {\n input %x: f32[1,2,3,3]\n const @w: f32[3,2,1,1] = [0.5, -1.25, 2.0, 0.1, -0.3, 0.7]\n const @cb: f32[3] = [0.1, 0.2, 0.3]\n const @b: f32[1] = [0.7]\n %c: f32[1,3,3,3] = conv2d(%x, @w, @cb)\n %y: f32[1,3,3,3] = add(%c, @b)\n output %y\n}",
+        ),
+        case(
+            "matmul-add-to-gemm",
+            Tol::Abs(4e-6),
+            "module m {\n input %x: f32[4,3]\n const @w: f32[3,2] = [1.5, 0.0, -2.0, 1.0, 1.0, 0.25]\n const @b: f32[1,2] = [0.1, -0.2]\n %mm: f32[4,2] = matmul(%x, @w)\n %y: f32[4,2] = add(%mm, @b)\n output %y\n}",
+        ),
+        case(
+            "matmul-add-to-gemm-commuted",
+            Tol::Abs(4e-6),
+            "module m {\n input %x: f32[4,3]\n const @w: f32[3,2] = [1.5, 0.0, -2.0, 1.0, 1.0, 0.25]\n const @b: f32[2] = [0.1, -0.2]\n %mm: f32[4,2] = matmul(%x, @w)\n %y: f32[4,2] = add(@b, %mm)\n output %y\n}",
+        ),
+        case(
+            "fold-add-into-gemm",
+            Tol::Abs(4e-6),
+            "module m {\n input %x: f32[4,3]\n const @w: f32[2,3] = [1.5, 0.0, -2.0, 1.0, 1.0, 0.25]\n const @b: f32[2] = [0.1, -0.2]\n %g: f32[4,2] = gemm(%x, @w) {trans_b = true, alpha = 0.5, beta = 3.0}\n %y: f32[4,2] = add(%g, @b)\n output %y\n}",
+        ),
+        // fold-threshold
+        case(
+            "binarize-batch-norm-to-threshold",
+            Tol::Exact,
+            "module m {\n input %x: q<i8, 0.03:5>[2,3,4]\n const @s: f32[3] = [1.0, 2.0, 0.001]\n const @b: f32[3] = [0.0, -1.0, 0.3]\n const @mu: f32[3] = [1.0, 0.5, -0.2]\n const @v: f32[3] = [1.0, 4.0, 0.01]\n %d: f32[2,3,4] = dequantize(%x)\n %n: f32[2,3,4] = batch_norm(%d, @s, @b, @mu, @v)\n %y: b1[2,3,4] = binarize(%n)\n output %y\n}",
+        ),
+        case(
+            "sign-batch-norm-to-threshold",
+            Tol::Exact,
+            "module m {\n input %x: q<u4, axis=1, [0.5:3, 0.25:0]>[4,2,3]\n const @s: f32[2] = [1.0, 3.0]\n const @b: f32[2] = [0.0, 0.5]\n const @mu: f32[2] = [0.5, 0.0]\n const @v: f32[2] = [1.0, 1.0]\n %d: f32[4,2,3] = dequantize(%x)\n %n: f32[4,2,3] = batch_norm(%d, @s, @b, @mu, @v) {epsilon = 0.0}\n %y: f32[4,2,3] = sign(%n)\n output %y\n}",
+        ),
+        case(
+            "sign-dequantize-to-threshold",
+            Tol::Exact,
+            "module m {\n input %x: q<u8, axis=1, [0.1:7, 0.2:0, 0.3:255]>[4,3]\n %d: f32[4,3] = dequantize(%x)\n %y: f32[4,3] = sign(%d)\n output %y\n}",
+        ),
+    ];
+    v.extend(fusions());
+    v.extend(movers());
+    v
+}
+
+/// Instances of the fusions. Float-output bounds: `(0.5 + K*max|x-zx|*max|w-zw|*2^-22)`
+/// accumulator steps (`sx*sw`) plus 2^-22 of the result, computed per instance below.
+fn fusions() -> Vec<Case> {
+    let conv = |tail: &str, bias: &str, out: &str| {
+        format!(
+            "module m {{\n input %x: q<u8, 0.05:10>[2,3,5,5]\n const @w: q<i8, axis=0, [0.01:0, 0.02:1, 0.005:-2, 0.03:0]>[4,3,3,3] = [{}]\n const @b: f32[4] = [0.1, -0.2, 0.05, 1.3]\n %dx: f32[2,3,5,5] = dequantize(%x)\n %dw: f32[4,3,3,3] = dequantize(@w)\n %c: f32[2,4,3,3] = conv2d(%dx, %dw{bias}) {{strides = [2, 2], pads = [1, 1, 1, 1]}}\n{tail}\n output {out}\n}}",
+            (0..108)
+                .map(|i| ((i * 37 % 255) as i64 - 127).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let q = " %q: q<u8, 0.1:3>[2,4,3,3] = quantize(%c)";
+    let gemm = |bias: &str, tail: &str, out: &str| {
+        format!(
+            "module m {{\n input %x: q<i8, 0.1:-1>[3,6]\n const @w: q<i4, axis=0, [0.5:0, 0.25:1, 0.125:0]>[3,6] = [1, 2, 3, 4, 5, 6, -1, -2, -3, -4, -5, -6, 7, -8, 7, -8, 0, 1]\n const @b: f32[1,3] = [1.0, 2.0, -3.0]\n %dx: f32[3,6] = dequantize(%x)\n %dw: f32[3,6] = dequantize(@w)\n %y: f32[3,3] = gemm(%dx, %dw{bias}) {{trans_b = true}}\n{tail}\n output {out}\n}}"
+        )
+    };
+    let matmul = |tail: &str, out: &str| {
+        format!(
+            "module m {{\n input %a: q<i8, 0.1:2>[2,4,5]\n input %b: q<u4, axis=1, [0.5:0, 0.25:3]>[5,2]\n %da: f32[2,4,5] = dequantize(%a)\n %db: f32[5,2] = dequantize(%b)\n %y: f32[2,4,2] = matmul(%da, %db)\n{tail}\n output {out}\n}}"
+        )
+    };
+    // conv: K = 27, max|x-zx| = 245, max|w-zw| = 130 -> 27*245*130*2^-22 ~ 0.21; steps up
+    // to 0.05*0.03 = 0.0015 -> 0.71 * 0.0015 ~ 1.1e-3, results below ~130 -> 3.1e-5.
+    // gemm: K = 6, 128*9 -> ~1.6e-3 steps; steps up to 0.05 -> 0.026; results < 300 -> 7e-5.
+    // matmul: K = 5, 130*15 -> tiny; steps up to 0.05 -> 0.026; results < 100.
+    vec![
+        case("fuse-conv2d-requantize", Tol::Codes(1), &conv(q, "", "%q")),
+        case(
+            "fuse-conv2d-bias-requantize",
+            Tol::Codes(1),
+            &conv(q, ", @b", "%q"),
+        ),
+        case(
+            "fuse-conv2d-dequantize",
+            Tol::Abs(1.2e-3),
+            &conv("", "", "%c"),
+        ),
+        case(
+            "fuse-conv2d-bias-dequantize",
+            Tol::Abs(1.2e-3),
+            &conv("", ", @b", "%c"),
+        ),
+        case(
+            "fuse-gemm-requantize",
+            Tol::Codes(1),
+            &gemm("", " %q: q<i8, 0.3:0>[3,3] = quantize(%y)", "%q"),
+        ),
+        case(
+            "fuse-gemm-bias-requantize",
+            Tol::Codes(1),
+            &gemm(
+                ", @b",
+                " %q: q<i8, axis=1, [0.3:0, 0.2:5, 0.7:-1]>[3,3] = quantize(%y)",
+                "%q",
+            ),
+        ),
+        case("fuse-gemm-dequantize", Tol::Abs(0.027), &gemm("", "", "%y")),
+        case(
+            "fuse-gemm-bias-dequantize",
+            Tol::Abs(0.027),
+            &gemm(", @b", "", "%y"),
+        ),
+        case(
+            "fuse-matmul-requantize",
+            Tol::Codes(1),
+            &matmul(
+                " %q: q<i8, 0.2:0>[2,4,2] = quantize(%y) {rounding = half_down}",
+                "%q",
+            ),
+        ),
+        case("fuse-matmul-dequantize", Tol::Abs(0.027), &matmul("", "%y")),
+    ]
+}
+
+#[test]
+fn every_rule_has_an_instance() {
+    let cases = cases();
+    let covered: HashSet<&str> = cases.iter().map(|c| c.rule).collect();
+    let missing: Vec<&str> = all_rules()
+        .iter()
+        .map(|r| r.name)
+        .filter(|n| !covered.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "rules without a soundness instance: {missing:?}"
+    );
+    // Exact rules are checked bit for bit.
+    let exactness: BTreeMap<&str, Exactness> =
+        all_rules().iter().map(|r| (r.name, r.exactness)).collect();
+    for c in &cases {
+        if exactness[c.rule] == Exactness::Exact {
+            assert!(
+                matches!(c.tol, Tol::Exact),
+                "{} is exact but tested with {:?}",
+                c.rule,
+                c.tol
+            );
+        }
+    }
+}
+
+#[test]
+fn rules_are_sound() {
+    for c in cases() {
+        check(&c, 60);
+    }
+}
