@@ -7,17 +7,7 @@ use qcc_ir::{Attr, ElemType, Op, TensorType, ValueId};
 
 use super::ctx::NodeCx;
 use super::tensor::{CData, CTensor};
-use super::{Handler, OpReg};
-
-const fn op(op: &'static str, since: i64, handler: Handler) -> OpReg {
-    OpReg {
-        domain: "",
-        op,
-        since,
-        until: 25,
-        handler,
-    }
-}
+use super::{OpReg, onnx_op as op};
 
 pub(crate) const OPS: &[OpReg] = &[
     op("Add", 7, add),

@@ -115,6 +115,30 @@ pub(crate) struct OpReg {
     pub handler: Handler,
 }
 
+/// The newest opset any handler supports.
+pub(crate) const NEWEST_OPSET: i64 = 25;
+
+/// A handler for `op` of `domain` from opset `since` up to [`NEWEST_OPSET`].
+pub(crate) const fn op_in(
+    domain: &'static str,
+    op: &'static str,
+    since: i64,
+    handler: Handler,
+) -> OpReg {
+    OpReg {
+        domain,
+        op,
+        since,
+        until: NEWEST_OPSET,
+        handler,
+    }
+}
+
+/// A handler for `op` of the default ONNX domain from opset `since`.
+pub(crate) const fn onnx_op(op: &'static str, since: i64, handler: Handler) -> OpReg {
+    op_in("", op, since, handler)
+}
+
 /// Every registered op, by family.
 pub(crate) fn registry() -> impl Iterator<Item = &'static OpReg> {
     [

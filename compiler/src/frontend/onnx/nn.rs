@@ -10,17 +10,7 @@ use qcc_ir::{Attr, Op, ValueId};
 use super::ctx::{NodeCx, ints, usz};
 use super::elementwise::f32_operand;
 use super::shape::reshape_ir;
-use super::{Handler, OpReg};
-
-const fn op(op: &'static str, since: i64, handler: Handler) -> OpReg {
-    OpReg {
-        domain: "",
-        op,
-        since,
-        until: 25,
-        handler,
-    }
-}
+use super::{OpReg, onnx_op as op};
 
 pub(crate) const OPS: &[OpReg] = &[
     op("Conv", 1, conv),

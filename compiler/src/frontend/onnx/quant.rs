@@ -25,17 +25,7 @@ use super::ctx::{NodeCx, storage_of, usz};
 use super::elementwise::f32_operand;
 use super::nn::window;
 use super::tensor::{CTensor, DType};
-use super::{Handler, OpReg};
-
-const fn op(domain: &'static str, op: &'static str, since: i64, handler: Handler) -> OpReg {
-    OpReg {
-        domain,
-        op,
-        since,
-        until: 25,
-        handler,
-    }
-}
+use super::{OpReg, op_in as op};
 
 const MS: &str = "com.microsoft";
 

@@ -8,17 +8,7 @@ use qcc_ir::{Attr, ElemType, Op, Rounding};
 
 use super::ctx::{NodeCx, ints, usz};
 use super::tensor::{CData, CTensor, DType};
-use super::{Handler, OpReg};
-
-const fn op(op: &'static str, since: i64, handler: Handler) -> OpReg {
-    OpReg {
-        domain: "",
-        op,
-        since,
-        until: 25,
-        handler,
-    }
-}
+use super::{OpReg, onnx_op as op};
 
 pub(crate) const OPS: &[OpReg] = &[
     op("Identity", 1, identity),
