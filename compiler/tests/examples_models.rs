@@ -183,7 +183,7 @@ fn check_quantized(name: &str, float: &str, integer: bool) {
     let ry = qcc::npy::read_npz_array(&ref_path, "y").unwrap();
     let (rx, ry) = (rx.as_f32().unwrap(), ry.as_f32().unwrap());
     assert_eq!(
-        &rx[..],
+        rx,
         &x.as_f32().unwrap()[..rx.len()],
         "the same first images"
     );

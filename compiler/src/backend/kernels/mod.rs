@@ -525,14 +525,10 @@ fn slice_gather(m: &Module, node: &Node) -> Result<Lowering, String> {
         if step == 0 {
             return Err("slice step 0".into());
         }
-        let res = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
-        let s = if step > 0 {
-            res(starts[i]).clamp(0, d)
-        } else {
-            res(starts[i]).clamp(-1, d - 1)
-        };
+        // The spec's clamping (shared with the interpreter): for negative steps the
+        // start clamps to [0, d-1].
+        let (s, _) = qcc_ir::shape::slice_range(starts[i], ends[i], step, d as usize);
         sel[ax] = (s, step);
-        let _ = ends;
     }
     let out = &m.ty(node.result).shape;
     Ok(Lowering::Gather(Gather {
