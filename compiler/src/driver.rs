@@ -205,6 +205,8 @@ pub struct CompileArgs {
     pub input_shapes: Vec<String>,
     pub emit: Vec<String>,
     pub report: Option<PathBuf>,
+    /// `--bits`, `--calib`, ...: quantize a float model first.
+    pub quant: crate::quant::QuantFlags,
 }
 
 fn stem(path: &Path) -> String {
@@ -251,7 +253,8 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
     }
     let header_path = out.with_extension("h");
     let loaded = load(&a.model, &shapes)?;
-    let m = &loaded.module;
+    let quantized = quantize(&a.quant, &loaded.module, &a.model)?;
+    let m = quantized.as_ref().unwrap_or(&loaded.module);
     if kinds.contains(&EmitKind::Ir) {
         let p = out.with_extension(EmitKind::Ir.extension());
         write(&p, m.to_string())?;
@@ -285,6 +288,21 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
         header_path.display()
     );
     Ok(())
+}
+
+/// Applies the quantization flags (`--bits`, `--calib`, ...) to a loaded float module;
+/// prints the quantization report on stderr.
+fn quantize(flags: &crate::quant::QuantFlags, m: &Module, model: &Path) -> Result<Option<Module>> {
+    match flags
+        .apply(m)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?
+    {
+        Some((q, report)) => {
+            eprint!("{report}");
+            Ok(Some(q))
+        }
+        None => Ok(None),
+    }
 }
 
 /// Checks a tensor read from `path` against the model input `id`.
@@ -327,6 +345,7 @@ pub struct RunArgs {
     pub inputs: Vec<PathBuf>,
     pub out: PathBuf,
     pub input_shapes: Vec<String>,
+    pub quant: crate::quant::QuantFlags,
 }
 
 /// `qcc run`: compiles the model in memory (JIT), runs it on the inputs and writes each
@@ -346,7 +365,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
         }
     }
     let loaded = load(&a.model, &shapes)?;
-    let m = &loaded.module;
+    let quantized = quantize(&a.quant, &loaded.module, &a.model)?;
+    let m = quantized.as_ref().unwrap_or(&loaded.module);
     if tensors.len() != m.inputs.len() {
         let names: Vec<String> = m
             .inputs
@@ -385,6 +405,8 @@ pub struct EvalArgs {
     pub data: PathBuf,
     /// Evaluate only the first N samples.
     pub limit: Option<usize>,
+    /// Quantize the compiled model (the reference stays the float model).
+    pub quant: crate::quant::QuantFlags,
 }
 
 /// What `qcc eval` measured.
@@ -511,6 +533,8 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
     }
     let loaded = load(&a.model, &shapes)?;
     let m = &loaded.module;
+    let quantized = quantize(&a.quant, m, &a.model)?;
+    let compiled = quantized.as_ref().unwrap_or(m);
     if m.inputs.len() != 1 {
         bail!(
             "{}: eval needs a model with one input; this one has {}",
@@ -530,7 +554,7 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
     if m.outputs.is_empty() {
         bail!("{}: the model has no outputs", a.model.display());
     }
-    let jit = JitModel::new(m).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    let jit = JitModel::new(compiled).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     let per = xs.len() / n.max(1);
     let count = a.limit.map_or(n, |l| l.min(n));
     let mut res = EvalResult {

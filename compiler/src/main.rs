@@ -92,6 +92,8 @@ enum Command {
         /// Write the compile report as JSON here (the text form goes to stderr).
         #[arg(long, value_name = "FILE.json")]
         report: Option<PathBuf>,
+        #[command(flatten)]
+        quant: qcc::quant::QuantFlags,
     },
     /// Compile a model in memory (JIT), run it and write each output as DIR/<name>.npy.
     Run {
@@ -106,6 +108,8 @@ enum Command {
         /// Shape of a graph input (default for ONNX models: the shape of its array).
         #[arg(long = "input-shape", value_name = "NAME=D,D,...")]
         input_shapes: Vec<String>,
+        #[command(flatten)]
+        quant: qcc::quant::QuantFlags,
     },
     /// Top-1 accuracy of the model (interpreter) and of its compiled code (JIT), and
     /// their agreement, on the samples of an .npz (`x`, optional labels `y`).
@@ -118,6 +122,8 @@ enum Command {
         /// Evaluate only the first N samples.
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        #[command(flatten)]
+        quant: qcc::quant::QuantFlags,
     },
     /// Check IR text with the verifier; print every violation.
     Verify {
@@ -322,6 +328,7 @@ fn main() -> ExitCode {
             input_shapes,
             emit,
             report,
+            quant,
         } => qcc::driver::compile(&qcc::driver::CompileArgs {
             model: model.clone(),
             output: output.clone(),
@@ -331,22 +338,31 @@ fn main() -> ExitCode {
             input_shapes: input_shapes.clone(),
             emit: emit.clone(),
             report: report.clone(),
+            quant: quant.clone(),
         }),
         Command::Run {
             model,
             inputs,
             out,
             input_shapes,
+            quant,
         } => qcc::driver::run(&qcc::driver::RunArgs {
             model: model.clone(),
             inputs: inputs.clone(),
             out: out.clone(),
             input_shapes: input_shapes.clone(),
+            quant: quant.clone(),
         }),
-        Command::Eval { model, data, limit } => qcc::driver::eval(&qcc::driver::EvalArgs {
+        Command::Eval {
+            model,
+            data,
+            limit,
+            quant,
+        } => qcc::driver::eval(&qcc::driver::EvalArgs {
             model: model.clone(),
             data: data.clone(),
             limit: *limit,
+            quant: quant.clone(),
         })
         .map(|r| print!("{}", r.text())),
         Command::Verify { file } => verified(file).map(|_| println!("{}: ok", file.display())),

@@ -649,3 +649,34 @@ pub fn compare_outputs(
     }
     Ok(e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_grows_both_ways_and_keeps_counts() {
+        let mut h = Histogram::default();
+        h.add(&[0.0, 0.0, 0.0]);
+        h.add(&[0.5, 1.0]);
+        h.add(&[-3.0]);
+        h.add(&(0..1000).map(|i| i as f32 / 100.0).collect::<Vec<_>>());
+        assert_eq!(h.total(), 1006);
+        assert!(h.lo <= -3.0 && h.hi() > 9.99);
+        let med = h.quantile(0.5);
+        assert!((med - 4.97).abs() < 0.1, "median {med}");
+    }
+
+    #[test]
+    fn methods_parse_and_print() {
+        for n in CalibMethod::NAMES {
+            assert_eq!(n.parse::<CalibMethod>().unwrap().name(), n);
+        }
+        assert!(
+            "entropy"
+                .parse::<CalibMethod>()
+                .unwrap_err()
+                .contains("minmax")
+        );
+    }
+}

@@ -272,6 +272,60 @@ pub fn quantize_model(
         act_params.insert(v, p);
     }
 
+    // Weights, and output scales no finer than the kernel's accumulator step allows: the
+    // bias is rounded to accumulator steps (`sx * sw`), so `fuse-int` only proves the
+    // integer kernel within one output code when the output scale exceeds half of it.
+    let mut weights = Vec::with_capacity(nk);
+    for (k, ker) in kernels.iter().enumerate() {
+        let node = &m.nodes[ker.node];
+        let wbits = if is_edge(k) { 8 } else { opts.wbits };
+        let w = node.operands[1];
+        let Some(ConstData::F32(wd)) = m.const_data(w) else {
+            return Err(format!(
+                "internal: weights of {} are not f32",
+                layer_name(m, node)
+            ));
+        };
+        let (qt, codes) = quantize_weights(wd, &m.ty(w).shape, ker.axis, wbits, opts.pow2);
+        let sw = qt.params.scales().iter().copied().fold(0f32, f32::max) as f64;
+        let sx = act_params[&source(m, node.operands[0])].ty.params.scales()[0] as f64;
+        let r = node.result;
+        let mut p = r;
+        if let [u] = users[r.index()].as_slice() {
+            let un = m.node(*u);
+            if matches!(un.op, Op::Relu | Op::Clip) && !m.outputs.contains(&r) {
+                p = un.result;
+            }
+        }
+        if let Some(ap) = act_params.get_mut(&p) {
+            let min_scale = 0.75 * sx * sw;
+            let s = ap.ty.params.scales()[0] as f64;
+            if s < min_scale {
+                let mut s2 = min_scale;
+                if opts.pow2 {
+                    s2 = 2f64.powi(s2.log2().ceil() as i32);
+                }
+                let zp = if ap.ty.storage.signed || opts.symmetric_acts {
+                    0
+                } else {
+                    ((-(ap.lo.min(0.0) as f64) / s2).round_ties_even() as i64)
+                        .clamp(ap.ty.qmin(), ap.ty.qmax()) as i32
+                };
+                ap.ty.params = QuantParams::PerTensor {
+                    scale: s2 as f32,
+                    zero_point: zp,
+                };
+                notes.push(format!(
+                    "{}: output scale raised to {:.4e} (3/4 of the accumulator step of {}) so that it fuses",
+                    m.value(p).spelling(),
+                    s2,
+                    layer_name(m, node)
+                ));
+            }
+        }
+        weights.push((wbits, qt, codes));
+    }
+
     let mut out = m.clone();
     let old = std::mem::take(&mut out.nodes);
     let mut remap: HashMap<ValueId, ValueId> = HashMap::new();
@@ -319,18 +373,10 @@ pub fn quantize_model(
             }
         }
         if let Some(&k) = kernel_at.get(&ni) {
-            let ker = &kernels[k];
             let edge = is_edge(k);
-            let wbits = if edge { 8 } else { opts.wbits };
+            let (wbits, qt, codes) = weights[k].clone();
             let w = node.operands[1];
             let wty = out.ty(w).clone();
-            let Some(ConstData::F32(wd)) = out.const_data(w).cloned() else {
-                return Err(format!(
-                    "internal: weights of {} are not f32",
-                    layer_name(m, &node)
-                ));
-            };
-            let (qt, codes) = quantize_weights(&wd, &wty.shape, ker.axis, wbits, opts.pow2);
             let sc = qt.params.scales();
             let w_scales = (
                 sc.iter().copied().fold(f32::INFINITY, f32::min),

@@ -155,14 +155,16 @@ fn hist_mse(st: &TensorStats, q: &QuantType) -> f64 {
 }
 
 /// KL divergence between the histogram clipped to `q`'s range (outliers moved into the
-/// edge bins) and its quantized form (each code's mass spread evenly over the bins of
-/// that code holding mass), as in TensorRT's entropy calibration.
+/// edge bins) and the quantized form of the in-range counts (each code's mass spread
+/// evenly over the bins of that code holding mass), as in TensorRT's entropy calibration.
 fn hist_kl(st: &TensorStats, q: &QuantType) -> f64 {
     let (s, zp, qmin, qmax) = params(q);
     let h = &st.hist;
     let (lo, hi) = ((qmin - zp) * s, (qmax - zp) * s);
     let n = h.counts.len();
     let mut p = vec![0.0f64; n];
+    // Q is built from the in-range counts only, so clipped mass shows up as divergence.
+    let mut inside = vec![0.0f64; n];
     let first = (0..n).find(|&i| h.center(i) >= lo).unwrap_or(0);
     let last = (0..n).rev().find(|&i| h.center(i) <= hi).unwrap_or(n - 1);
     if first > last {
@@ -170,6 +172,9 @@ fn hist_kl(st: &TensorStats, q: &QuantType) -> f64 {
     }
     for (i, &c) in h.counts.iter().enumerate() {
         p[i.clamp(first, last)] += c as f64;
+        if (first..=last).contains(&i) {
+            inside[i] = c as f64;
+        }
     }
     let code = |i: usize| ((h.center(i) / s).round_ties_even() + zp).clamp(qmin, qmax) as i64;
     let mut qd = vec![0.0f64; n];
@@ -180,20 +185,24 @@ fn hist_kl(st: &TensorStats, q: &QuantType) -> f64 {
         while j <= last && code(j) == c {
             j += 1;
         }
-        let mass: f64 = p[i..j].iter().sum();
-        let nonzero = p[i..j].iter().filter(|&&x| x > 0.0).count();
+        let mass: f64 = inside[i..j].iter().sum();
+        let nonzero = inside[i..j].iter().filter(|&&x| x > 0.0).count();
         for k in i..j {
-            if p[k] > 0.0 {
+            if inside[k] > 0.0 {
                 qd[k] = mass / nonzero as f64;
             }
         }
         i = j;
     }
     let tp: f64 = p.iter().sum();
+    let tq: f64 = qd.iter().sum::<f64>().max(1e-300);
     p.iter()
         .zip(&qd)
         .filter(|(p, _)| **p > 0.0)
-        .map(|(p, q)| (p / tp) * ((p / tp) / (q / tp)).ln())
+        .map(|(p, q)| {
+            let (pp, qq) = (p / tp, (q / tq).max(1e-12));
+            pp * (pp / qq).ln()
+        })
         .sum()
 }
 
@@ -324,4 +333,35 @@ pub fn quantize_weights(
         },
     };
     (ty, codes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_types() {
+        let q = act_type(-1.0, 3.0, 8, false, false).unwrap();
+        assert_eq!(q.storage, IntType::U8);
+        let (s, z) = (q.params.scales()[0], q.params.zero_points()[0]);
+        assert!((s - 4.0 / 255.0).abs() < 1e-7 && z == 64);
+        let q = act_type(-1.0, 3.0, 4, true, false).unwrap();
+        assert_eq!(q.storage, IntType::new(4, true));
+        assert_eq!(q.params.zero_points()[0], 0);
+        let q = act_type(0.0, 3.0, 4, false, true).unwrap();
+        assert_eq!(q.params.scales()[0], 0.25);
+        assert!(act_type(-1.0, 1.0, 1, true, false).is_err());
+    }
+
+    #[test]
+    fn weights_per_channel_narrow() {
+        let w = [1.0, -0.5, 0.25, 0.0, 0.0, 0.0, -2.0, 2.0];
+        let (q, codes) = quantize_weights(&w, &[4, 2], 0, 4, false);
+        assert!(q.narrow && q.storage == IntType::new(4, true));
+        assert!(codes.iter().all(|&c| (-7..=7).contains(&c)));
+        assert_eq!(codes[6..], [-7, 7]);
+        // An all-zero channel gets a usable (nonzero) scale and zero codes.
+        assert!(q.params.scales()[2] > 0.0);
+        assert_eq!(codes[4..6], [0, 0]);
+    }
 }

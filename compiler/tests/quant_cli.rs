@@ -1,0 +1,101 @@
+//! `--bits`, `--wbits`, `--abits`, `--calib`, `--calib-method`, `--keep-edges` on
+//! `qcc compile` and `qcc eval`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn qcc(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_qcc"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run qcc");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn eval_quantized_with_calibration() {
+    let (ok, out, err) = qcc(&[
+        "eval",
+        "tests/models/digits_cnn_folded.onnx",
+        "--data",
+        "tests/models/digits_test.npz",
+        "--limit",
+        "60",
+        "--bits",
+        "4",
+        "--calib",
+        "tests/models/digits_train.npz",
+        "--calib-limit",
+        "50",
+        "--calib-method",
+        "mse",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("compiled (JIT) top-1"), "{out}");
+    assert!(
+        err.contains("activation ranges by mse on 50 samples"),
+        "{err}"
+    );
+    assert!(err.contains("edge layer, kept at 8 bits"), "{err}");
+    assert!(err.contains("8-bit integer kernels"), "{err}");
+}
+
+#[test]
+fn compile_with_wbits_abits_and_no_edges() {
+    let dir = std::env::temp_dir().join(format!("qcc-quant-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = dir.join("m.o");
+    let (ok, _, err) = qcc(&[
+        "compile",
+        "tests/models/digits_resnet_folded.onnx",
+        "--wbits",
+        "4",
+        "--abits",
+        "8",
+        "--keep-edges",
+        "false",
+        "--calib",
+        "tests/models/digits_train.npz",
+        "--calib-limit",
+        "20",
+        "-o",
+        o.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(o.exists() && o.with_extension("h").exists());
+    assert!(!err.contains("edge layer"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_flags_say_what_works() {
+    let (ok, _, err) = qcc(&[
+        "eval",
+        "tests/models/digits_cnn_folded.onnx",
+        "--data",
+        "tests/models/digits_test.npz",
+        "--bits",
+        "1",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("weights take 2..8 bits"), "{err}");
+    let (ok, _, err) = qcc(&[
+        "eval",
+        "tests/models/digits_cnn_folded.onnx",
+        "--data",
+        "tests/models/digits_test.npz",
+        "--bits",
+        "8",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--calib"), "{err}");
+}
