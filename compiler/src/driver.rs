@@ -348,10 +348,31 @@ pub struct RunArgs {
     pub quant: crate::quant::QuantFlags,
 }
 
+/// How `qcc run` and `qcc interp` execute a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    /// Compiled in memory by the backend.
+    Jit,
+    /// The reference interpreter.
+    Interp,
+}
+
 /// `qcc run`: compiles the model in memory (JIT), runs it on the inputs and writes each
 /// output as `DIR/<output name>.npy`. ONNX inputs without `--input-shape` take the shape
 /// of their array (so a symbolic batch dimension follows the data).
 pub fn run(a: &RunArgs) -> Result<()> {
+    execute(a, Engine::Jit)
+}
+
+/// `qcc interp`: as `qcc run`, through the reference interpreter (no quantization).
+pub fn interp(a: &RunArgs) -> Result<()> {
+    if a.quant.requested() {
+        bail!("qcc interp runs the model as it is; use `qcc run` or `qcc eval` with --bits");
+    }
+    execute(a, Engine::Interp)
+}
+
+fn execute(a: &RunArgs, engine: Engine) -> Result<()> {
     let mut shapes = parse_input_shapes(&a.input_shapes)?;
     let mut tensors = Vec::with_capacity(a.inputs.len());
     for p in &a.inputs {
@@ -384,10 +405,16 @@ pub fn run(a: &RunArgs) -> Result<()> {
     for ((t, &id), p) in tensors.iter().zip(&m.inputs).zip(&a.inputs) {
         check_input(m, id, t, p)?;
     }
-    let jit = JitModel::new(m).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
-    let outputs = jit
-        .run(&tensors)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    let outputs = match engine {
+        Engine::Jit => {
+            let jit =
+                JitModel::new(m).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+            jit.run(&tensors)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?
+        }
+        Engine::Interp => qcc_ir::interp::run(m, &tensors)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?,
+    };
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("--out {}: cannot create the folder", a.out.display()))?;
     for (name, t) in loaded.output_names.iter().zip(&outputs) {

@@ -3,12 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use qcc::npy;
 use qcc::passes::{self, Pipeline};
-use qcc_ir::interp::{self, TensorData};
-use qcc_ir::{ElemType, Module, parse_module};
+use qcc_ir::{Module, parse_module};
 
 #[derive(Parser)]
 #[command(
@@ -23,9 +21,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run IR text through the reference interpreter (inputs and outputs as .npy).
+    /// Run a model (.onnx or .qir) through the reference interpreter (inputs and outputs
+    /// as .npy).
     Interp {
-        /// The module, in the IR text form (.qir).
+        /// The model: ONNX (imported and cleaned up) or IR text (.qir).
         file: PathBuf,
         /// One .npy file per graph input, in order.
         #[arg(long = "input", value_name = "X.npy")]
@@ -33,6 +32,9 @@ enum Command {
         /// Folder for the outputs, written as <output name>.npy.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Fix an ONNX input's shape (default: the shape of its array).
+        #[arg(long = "input-shape", value_name = "NAME=D,D,..")]
+        input_shapes: Vec<String>,
     },
     /// Run passes over IR text and print the result.
     Opt {
@@ -145,77 +147,6 @@ fn verified(path: &Path) -> Result<Module> {
     Ok(m)
 }
 
-/// Output file name for a value name (names may contain `/`).
-fn file_stem_for(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-fn cmd_interp(file: &Path, inputs: &[PathBuf], out: &Path) -> Result<()> {
-    let m = if file.extension().is_some_and(|e| e == "onnx") {
-        import_onnx(file, &[])?
-    } else {
-        verified(file)?
-    };
-    if inputs.len() != m.inputs.len() {
-        let names: Vec<String> = m
-            .inputs
-            .iter()
-            .map(|&i| format!("{}: {}", m.value(i).spelling(), m.ty(i)))
-            .collect();
-        bail!(
-            "{} takes {} input(s) ({}), but {} --input file(s) were given",
-            file.display(),
-            m.inputs.len(),
-            names.join(", "),
-            inputs.len()
-        );
-    }
-    let mut tensors = Vec::new();
-    for (path, &id) in inputs.iter().zip(&m.inputs) {
-        let t = npy::read_npy(path)?;
-        let ty = m.ty(id);
-        let spelled = m.value(id).spelling();
-        match (&ty.elem, &t.data) {
-            (ElemType::F32, TensorData::Int(_)) => {
-                bail!(
-                    "{}: input {spelled} is {ty}; give a float array",
-                    path.display()
-                )
-            }
-            (e, TensorData::F32(_)) if e.is_integer() => bail!(
-                "{}: input {spelled} is {ty}; give an integer array of codes",
-                path.display()
-            ),
-            _ => {}
-        }
-        if t.shape != ty.shape {
-            bail!(
-                "{}: input {spelled} has shape {:?}, the array has shape {:?}",
-                path.display(),
-                ty.shape,
-                t.shape
-            );
-        }
-        tensors.push(t);
-    }
-    let outputs = interp::run(&m, &tensors).map_err(|e| anyhow::anyhow!("{e}"))?;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    for (&id, t) in m.outputs.iter().zip(&outputs) {
-        let path = out.join(format!("{}.npy", file_stem_for(&m.value(id).name)));
-        npy::write_npy(&path, t)?;
-        eprintln!("wrote {} ({:?})", path.display(), t.shape);
-    }
-    Ok(())
-}
-
 fn cmd_opt(
     file: &Path,
     names: &[String],
@@ -243,44 +174,9 @@ fn cmd_opt(
     Ok(())
 }
 
-/// Parses `--input-shape NAME=D,D,...` values.
-fn parse_input_shapes(specs: &[String]) -> Result<std::collections::BTreeMap<String, Vec<usize>>> {
-    let mut out = std::collections::BTreeMap::new();
-    for s in specs {
-        let (name, dims) = s.rsplit_once('=').with_context(|| {
-            format!("--input-shape {s}: expected NAME=D,D,... (e.g. input=1,3,32,32)")
-        })?;
-        let dims = dims
-            .split(',')
-            .map(|d| d.trim().parse::<usize>())
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| {
-                format!("--input-shape {s}: dimensions must be non-negative integers")
-            })?;
-        out.insert(name.to_string(), dims);
-    }
-    Ok(out)
-}
-
-/// Imports an ONNX model and runs the cleanup passes; warnings go to stderr.
-fn import_onnx(path: &Path, input_shapes: &[String]) -> Result<Module> {
-    use qcc::frontend::onnx::{ImportOptions, import_file};
-    let opts = ImportOptions {
-        input_shapes: parse_input_shapes(input_shapes)?,
-        ..Default::default()
-    };
-    let imported = import_file(path, &opts)?;
-    for w in &imported.warnings {
-        eprintln!("warning: {w}");
-    }
-    let mut m = imported.module;
-    qcc::passes::cleanup::pipeline().run(&mut m, &mut |_| {})?;
-    Ok(m)
-}
-
 fn cmd_inspect(model: &Path, input_shapes: &[String]) -> Result<()> {
     let opts = qcc::frontend::onnx::ImportOptions {
-        input_shapes: parse_input_shapes(input_shapes)?,
+        input_shapes: qcc::driver::parse_input_shapes(input_shapes)?,
         ..Default::default()
     };
     print!(
@@ -293,7 +189,18 @@ fn cmd_inspect(model: &Path, input_shapes: &[String]) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Interp { file, inputs, out } => cmd_interp(file, inputs, out),
+        Command::Interp {
+            file,
+            inputs,
+            out,
+            input_shapes,
+        } => qcc::driver::interp(&qcc::driver::RunArgs {
+            model: file.clone(),
+            inputs: inputs.clone(),
+            out: out.clone(),
+            input_shapes: input_shapes.clone(),
+            ..Default::default()
+        }),
         Command::Opt {
             file,
             passes,

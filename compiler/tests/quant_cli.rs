@@ -99,3 +99,41 @@ fn bad_flags_say_what_works() {
     assert!(!ok);
     assert!(err.contains("--calib"), "{err}");
 }
+
+/// Data-free quantization (ranges from the batch-norm statistics kept by fold-batch-norm)
+/// compiles and runs on the JIT; the logits gemm, which has no range, keeps an f32 output
+/// through a code-preserving cast.
+#[test]
+fn data_free_eval_runs_on_the_jit() {
+    let (ok, out, err) = qcc(&[
+        "eval",
+        "tests/models/digits_cnn.onnx",
+        "--data",
+        "tests/models/digits_test.npz",
+        "--limit",
+        "60",
+        "--bits",
+        "8",
+        "--input-range",
+        "0,1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(!err.contains("assumed in [0, 1]"), "{err}");
+    let agreement = out
+        .lines()
+        .find_map(|l| l.strip_prefix("agreement:"))
+        .and_then(|l| l.trim().split('%').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no agreement line in {out}"));
+    assert!(agreement >= 95.0, "{out}");
+    let (ok, _, err) = qcc(&[
+        "eval",
+        "tests/models/digits_cnn.onnx",
+        "--data",
+        "tests/models/digits_test.npz",
+        "--bits",
+        "8",
+        "--input-range",
+        "1,0",
+    ]);
+    assert!(!ok && err.contains("expected LO,HI"), "{err}");
+}

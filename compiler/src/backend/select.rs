@@ -11,7 +11,7 @@
 //!
 //! Every node that cannot be lowered is collected, so the error lists them all.
 
-use qcc_ir::{ConstData, Module, Op, ValueDef, ValueId};
+use qcc_ir::{ConstData, Module, Node, Op, ValueDef, ValueId};
 
 use super::kernels::{self, Lowering};
 use super::storage::Store;
@@ -56,8 +56,13 @@ impl Schedule {
     }
 }
 
-fn is_view(op: Op) -> bool {
-    matches!(op, Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze)
+/// Nodes whose result is its operand's bytes unchanged.
+fn is_view(m: &Module, node: &Node) -> bool {
+    match node.op {
+        Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze => true,
+        Op::Cast => kernels::is_relabel(&m.ty(node.operands[0]).elem, &m.ty(node.result).elem),
+        _ => false,
+    }
 }
 
 pub(crate) fn schedule(m: &Module) -> Result<Schedule, BackendError> {
@@ -83,7 +88,7 @@ pub(crate) fn schedule(m: &Module) -> Result<Schedule, BackendError> {
         }
         let res = node.result;
         // Views alias their operand (unless the result must land in an output buffer).
-        if is_view(node.op) && !is_output(res) {
+        if is_view(m, node) && !is_output(res) {
             let src = node.operands[0];
             root[res.index()] = root[src.index()];
             const_root[res.index()] = const_root[src.index()];

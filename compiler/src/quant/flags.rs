@@ -42,6 +42,22 @@ pub struct QuantFlags {
     /// Power-of-two scales.
     #[arg(long)]
     pub pow2: bool,
+    /// Range of the model's input values for data-free quantization (default 0,1).
+    #[arg(long, value_name = "LO,HI", value_parser = parse_range)]
+    pub input_range: Option<(f32, f32)>,
+}
+
+fn parse_range(s: &str) -> Result<(f32, f32), String> {
+    let bad = || format!("expected LO,HI with finite LO < HI (e.g. -1,1), found `{s}`");
+    let (lo, hi) = s.split_once(',').ok_or_else(bad)?;
+    let (lo, hi): (f32, f32) = (
+        lo.trim().parse().map_err(|_| bad())?,
+        hi.trim().parse().map_err(|_| bad())?,
+    );
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(bad());
+    }
+    Ok((lo, hi))
 }
 
 impl QuantFlags {
@@ -78,6 +94,7 @@ impl QuantFlags {
         let copts = CalibOptions {
             method: self.calib_method.parse::<CalibMethod>()?,
             limit: self.calib_limit,
+            input_range: self.input_range,
             ..Default::default()
         };
         let stats = match &self.calib {

@@ -402,6 +402,9 @@ pub(crate) fn select(
         Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze => Ok(Lowering::Copy {
             bytes: out.numel() * Store::of(&out.elem).bytes(),
         }),
+        Op::Cast if is_relabel(&ty(0).elem, &out.elem) => Ok(Lowering::Copy {
+            bytes: out.numel() * Store::of(&out.elem).bytes(),
+        }),
         Op::Transpose => {
             let perm = a.usizes("perm")?;
             let xs = &ty(0).shape;
@@ -453,6 +456,13 @@ pub(crate) fn select(
             Err(format!("no kernel for {} yet", node.op))
         }
     }
+}
+
+/// Whether a cast from `from` to `to` keeps every code as it is: both integer-valued
+/// with the same storage (e.g. `i32` to `q<i32, s:0>`), so the wrap it defines is the
+/// identity and the bytes need not change.
+pub(crate) fn is_relabel(from: &ElemType, to: &ElemType) -> bool {
+    matches!((from.storage(), to.storage()), (Some(a), Some(b)) if a == b)
 }
 
 /// The clamp bounds of an activation that can be fused into a GEMM epilogue.
