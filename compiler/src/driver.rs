@@ -215,7 +215,12 @@ fn stem(path: &Path) -> String {
         .unwrap_or_else(|| "model".into())
 }
 
+/// Writes a file, creating its folder first (`-o out/model.o` with no `out/` yet).
 fn write(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    }
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -142,3 +142,19 @@ fn passes_lists_the_registry() {
     assert!(ok);
     assert!(out.contains("dce"), "{out}");
 }
+
+#[test]
+fn compile_creates_the_output_folder() {
+    let dir = temp_dir("outdir").join("not/yet/there");
+    let obj = dir.join("digits.o");
+    let (ok, _, err) = qcc(&[
+        "compile",
+        "examples/interp/digits_cnn.qir",
+        "--name",
+        "digits",
+        "-o",
+        obj.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(obj.is_file() && dir.join("digits.h").is_file(), "{err}");
+}
