@@ -37,9 +37,9 @@ fn f32s(t: &Tensor) -> &[f32] {
 ///   u8s8 integer kernels saturate their 16-bit pair sums (pmaddubsw), so they differ
 ///   from the exact ONNX semantics by up to 13 (CNN) / 26 (ResNet) output steps. qcc
 ///   matches `onnx.reference.ReferenceEvaluator` exactly on them (checked when the test
-///   models were made, difference 0.0); against ORT the test checks top-1 agreement and
-///   a bound of 16 / 32 output steps, and that the QDQ and QOperator imports agree within
-///   one step.
+///   models were made, difference 0.0); against those references the test checks top-1
+///   agreement and a bound of 16 / 32 output steps, and against ONNX Runtime run op by op
+///   (exact semantics) one output step.
 /// - Brevitas W4A4 / W2A2 / W1A1 (float logits from a Gemm over quantized activations
 ///   and weights, references from the qonnx executor): 1e-4 relative, far below one
 ///   step of the last layer's inputs (the activation scale, >= 0.008).
@@ -153,11 +153,28 @@ fn committed_models_reproduce_references() {
         }
         outputs.insert(name, got);
     }
-    // QDQ and QOperator forms of one quantized model agree within one output step.
+    // Against ONNX Runtime run op by op (ORT_DISABLE_ALL: the models' exact meaning, no
+    // saturating fused kernels; compiler/tests/examples_data/gen_ort_exact.py), the
+    // QDQ and QOperator imports are within one output step; and the two forms of one
+    // quantized model agree within one output step.
+    let exact =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../compiler/tests/examples_data/ort_exact.npz");
     for (qdq, qop, s) in [
         ("digits_cnn_qdq", "digits_cnn_qop", 0.14418f32),
         ("digits_resnet_qdq", "digits_resnet_qop", 0.14712),
     ] {
+        let family = qdq.trim_end_matches("_qdq");
+        let y = qcc::npy::read_npz_array(&exact, &format!("y_{family}")).unwrap();
+        let y = f32s(&y);
+        for name in [qdq, qop] {
+            let got = &outputs[name];
+            let d = got
+                .iter()
+                .zip(y)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(d <= s, "{name} vs exact ONNX Runtime: {d} > one step {s}");
+        }
         let d = outputs[qdq]
             .iter()
             .zip(&outputs[qop])
