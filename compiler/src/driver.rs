@@ -310,6 +310,52 @@ fn quantize(flags: &crate::quant::QuantFlags, m: &Module, model: &Path) -> Resul
     }
 }
 
+/// The flags of `qcc calibrate`.
+#[derive(Clone, Debug, Default)]
+pub struct CalibrateArgs {
+    pub model: PathBuf,
+    /// Calibration data (.npz with `x`).
+    pub calib: PathBuf,
+    pub calib_limit: Option<usize>,
+    pub input_shapes: Vec<String>,
+    /// The profile to write (.qprof).
+    pub output: PathBuf,
+}
+
+/// `qcc calibrate`: collects the calibration statistics of a float model and writes them
+/// as a calibration profile for `--profile`.
+pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
+    let shapes = parse_input_shapes(&a.input_shapes)?;
+    if a.output
+        .extension()
+        .is_some_and(|e| e == "o" || e == "onnx")
+    {
+        bail!(
+            "-o {}: the output is a calibration profile; give a .qprof path (e.g. -o {})",
+            a.output.display(),
+            a.output.with_extension("qprof").display()
+        );
+    }
+    let loaded = load(&a.model, &shapes)?;
+    let m = &loaded.module;
+    let opts = crate::quant::CalibOptions {
+        limit: a.calib_limit,
+        ..Default::default()
+    };
+    let stats = crate::quant::calibrate(m, &a.calib, &opts)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    let profile = crate::quant::Profile::new(&stats, m, &a.model, &a.calib, a.calib_limit);
+    profile.save(&a.output).map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "wrote {} (statistics of {} values on {} samples; use it with --profile {})",
+        a.output.display(),
+        stats.values.len(),
+        stats.samples,
+        a.output.display()
+    );
+    Ok(())
+}
+
 /// Checks a tensor read from `path` against the model input `id`.
 fn check_input(m: &Module, id: qcc_ir::ValueId, t: &Tensor, path: &Path) -> Result<()> {
     let ty = m.ty(id);

@@ -97,6 +97,24 @@ enum Command {
         #[command(flatten)]
         quant: qcc::quant::QuantFlags,
     },
+    /// Collect a float model's calibration statistics on data and save them as a
+    /// calibration profile, for `--profile` of `compile`, `run` and `eval`.
+    Calibrate {
+        /// The model: ONNX (.onnx) or IR text (.qir).
+        model: PathBuf,
+        /// Calibration data (.npz with `x`, samples along the first axis).
+        #[arg(long, value_name = "DATA.npz")]
+        calib: PathBuf,
+        /// Use at most this many calibration samples.
+        #[arg(long, value_name = "N")]
+        calib_limit: Option<usize>,
+        /// Shape of a graph input with symbolic dimensions, e.g. `input=1,1,8,8`.
+        #[arg(long = "input-shape", value_name = "NAME=D,D,...")]
+        input_shapes: Vec<String>,
+        /// The profile to write.
+        #[arg(short, long, value_name = "OUT.qprof")]
+        output: PathBuf,
+    },
     /// Compile a model in memory (JIT), run it and write each output as DIR/<name>.npy.
     Run {
         /// The model: ONNX (.onnx) or IR text (.qir).
@@ -246,6 +264,19 @@ fn main() -> ExitCode {
             emit: emit.clone(),
             report: report.clone(),
             quant: quant.clone(),
+        }),
+        Command::Calibrate {
+            model,
+            calib,
+            calib_limit,
+            input_shapes,
+            output,
+        } => qcc::driver::calibrate(&qcc::driver::CalibrateArgs {
+            model: model.clone(),
+            calib: calib.clone(),
+            calib_limit: *calib_limit,
+            input_shapes: input_shapes.clone(),
+            output: output.clone(),
         }),
         Command::Run {
             model,

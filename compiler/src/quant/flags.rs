@@ -7,10 +7,11 @@ use qcc_ir::Module;
 
 use super::calibrate::{CalibMethod, CalibOptions, calibrate, data_free};
 use super::insert::{QuantReport, float_kernels, quantize_model};
+use super::profile::load_stats;
 use super::scheme::QuantOptions;
 use crate::passes::Pipeline;
 
-/// `--bits`, `--wbits`, `--abits`, `--calib`, `--calib-method`, `--keep-edges`, ...
+/// `--bits`, `--wbits`, `--abits`, `--calib`, `--profile`, `--calib-method`, `--keep-edges`, ...
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct QuantFlags {
     /// Quantize a float model to N bits (weights and activations, 2..8).
@@ -26,6 +27,10 @@ pub struct QuantFlags {
     /// come from the model's batch-norm statistics.
     #[arg(long, value_name = "DATA.npz")]
     pub calib: Option<PathBuf>,
+    /// A calibration profile written by `qcc calibrate` for this model, used instead of
+    /// calibrating again (ranges are still chosen by --calib-method).
+    #[arg(long, value_name = "FILE.qprof", conflicts_with_all = ["calib", "calib_limit"])]
+    pub profile: Option<PathBuf>,
     /// How activation ranges are chosen from calibration data.
     #[arg(long, value_name = "METHOD", default_value = "minmax",
           value_parser = ["minmax", "percentile", "mse", "kl"])]
@@ -87,6 +92,9 @@ impl QuantFlags {
             if self.calib.is_some() {
                 return Err("--calib needs --bits, --wbits or --abits".into());
             }
+            if self.profile.is_some() {
+                return Err("--profile needs --bits, --wbits or --abits".into());
+            }
             return Ok(None);
         }
         let opts = self.options();
@@ -97,9 +105,11 @@ impl QuantFlags {
             input_range: self.input_range,
             ..Default::default()
         };
-        let stats = match &self.calib {
-            Some(p) => calibrate(m, p, &copts)?,
-            None => data_free(m, &copts)?,
+        let stats = match (&self.calib, &self.profile) {
+            (Some(_), Some(_)) => return Err("give --calib or --profile, not both".into()),
+            (Some(p), None) => calibrate(m, p, &copts)?,
+            (None, Some(p)) => load_stats(p, m, copts.method)?,
+            (None, None) => data_free(m, &copts)?,
         };
         let (mut q, report) = quantize_model(m, &stats, &opts)?;
         Pipeline::from_names("quantize", &["rewrite", "dce"])

@@ -14,6 +14,7 @@
 mod calibrate;
 mod flags;
 mod insert;
+pub mod profile;
 mod scheme;
 
 pub use calibrate::{
@@ -22,4 +23,5 @@ pub use calibrate::{
 };
 pub use flags::QuantFlags;
 pub use insert::{LayerReport, QuantReport, float_kernels, quantize_model};
+pub use profile::Profile;
 pub use scheme::{ActParams, QuantOptions, choose_range, quantize_weights};
