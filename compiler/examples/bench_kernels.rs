@@ -1,6 +1,7 @@
-//! Throughput of the backend's f32 and int8 GEMM/conv kernels at M = N = 256, K = 1024
-//! (single thread, JIT on this machine), against KERNELS.md's ceilings on the project's
-//! machine (fp32 ~18, int8 ~20 G MAC/s).
+//! Throughput of the backend's f32 and int8 GEMM/conv kernels at M = N = 256, K = 1024,
+//! and of the 1-bit XNOR-popcount kernels at K = 4096 bits (single thread, JIT on this
+//! machine), against KERNELS.md's ceilings on the project's machine (fp32 ~18, int8 ~20,
+//! 1-bit ~156 G MAC/s measured).
 //!
 //!     cargo run -p qcc --example bench_kernels [-- ITERS]
 //!
@@ -8,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use qcc::backend::JitModel;
+use qcc::backend::{JitModel, Target};
 use qcc_ir::interp::{self, Tensor};
 use qcc_ir::{
     Attr, Attrs, ConstData, ElemType, IntType, Module, Op, QuantType, TensorType, ValueId,
@@ -55,8 +56,21 @@ fn q(bits: u8, signed: bool, zp: i32) -> ElemType {
 }
 
 fn bench(label: &str, m: &Module, inputs: &[Tensor], macs: u64, iters: usize, ceiling: f64) {
+    bench_on(label, m, inputs, macs, iters, ceiling, &Target::host());
+}
+
+/// [`bench`] for a feature set of the host (`Target::new(host triple, cpu)`).
+fn bench_on(
+    label: &str,
+    m: &Module,
+    inputs: &[Tensor],
+    macs: u64,
+    iters: usize,
+    ceiling: f64,
+    target: &Target,
+) {
     let want = interp::run(m, inputs).expect("interp");
-    let jit = JitModel::new(m).expect("compile");
+    let jit = JitModel::with_target(m, target).expect("compile");
     let (got, best) = jit.run_timed(inputs, iters).expect("run");
     let ok = match (&want[0].data, &got[0].data) {
         (interp::TensorData::Int(a), interp::TensorData::Int(b)) => a == b,
@@ -201,5 +215,83 @@ fn main() {
         mc,
         iters,
         20.0,
+    );
+
+    // 1-bit XNOR-popcount: b1 activations [M, K] times constant b1 weights [K, N] -> i32.
+    let k1 = 4096usize;
+    let sign = |r: &mut Rng| if r.next() & 1 == 1 { -1 } else { 1 };
+    let mut m = Module::new("matmul_b1");
+    let x = m.add_input("x", TensorType::new(ElemType::Bipolar, vec![m_, k1]));
+    let w = m.add_const(
+        "w",
+        TensorType::new(ElemType::Bipolar, vec![k1, n_]),
+        ConstData::Int((0..k1 * n_).map(|_| sign(&mut r)).collect()),
+    );
+    let y = node(
+        &mut m,
+        Op::MatMulInt,
+        &[x, w],
+        BTreeMap::new(),
+        ElemType::I32,
+    );
+    m.outputs.push(y);
+    let baseline = Target::new(&target_lexicon::Triple::host().to_string(), "baseline")
+        .expect("baseline target");
+    // QCC_BENCH_ASM=native (or baseline) prints the 1-bit GEMM's machine code.
+    if let Ok(cpu) = std::env::var("QCC_BENCH_ASM") {
+        let t = if cpu == "baseline" {
+            baseline.clone()
+        } else {
+            Target::host()
+        };
+        println!("{}", qcc::backend::emit_asm(&m, "b1", &t).expect("asm"));
+    }
+    let xin = Tensor::int(vec![m_, k1], (0..m_ * k1).map(|_| sign(&mut r)).collect());
+    bench(
+        "matmul_int b1 x b1 -> i32 256x256x4096",
+        &m,
+        std::slice::from_ref(&xin),
+        (m_ * n_ * k1) as u64,
+        iters,
+        156.0,
+    );
+    bench_on(
+        "  the same, baseline ISA (no popcnt)",
+        &m,
+        &[xin],
+        (m_ * n_ * k1) as u64,
+        iters,
+        156.0,
+        &baseline,
+    );
+
+    // 1-bit 3x3 convolution with padding (masked borders) and a fused requantize.
+    let c1 = 455usize; // K = 4095 bits
+    let mut m = Module::new("conv_b1");
+    let x = m.add_input("x", TensorType::new(ElemType::Bipolar, vec![1, c1, 16, 16]));
+    let w = m.add_const(
+        "w",
+        TensorType::new(ElemType::Bipolar, vec![256, c1, 3, 3]),
+        ConstData::Int((0..256 * c1 * 9).map(|_| sign(&mut r)).collect()),
+    );
+    let mut a = BTreeMap::new();
+    a.insert("pads".to_string(), Attr::Ints(vec![1; 4]));
+    let acc = node(&mut m, Op::Conv2dInt, &[x, w], a, ElemType::I32);
+    let mut a = BTreeMap::new();
+    a.insert("multiplier".to_string(), Attr::Ints(vec![1 << 30]));
+    a.insert("shift".to_string(), Attr::Ints(vec![36]));
+    let y = node(&mut m, Op::Requantize, &[acc], a, q(8, true, 0));
+    m.outputs.push(y);
+    let xin = Tensor::int(
+        vec![1, c1, 16, 16],
+        (0..c1 * 256).map(|_| sign(&mut r)).collect(),
+    );
+    bench(
+        "conv2d_int b1 3x3 pad 1, C=455 M=256 16x16",
+        &m,
+        &[xin],
+        (256 * 256 * c1 * 9) as u64,
+        iters,
+        156.0,
     );
 }

@@ -40,7 +40,20 @@ impl std::fmt::Debug for JitModel {
 impl JitModel {
     /// Compiles `m` for the host (its detected CPU features).
     pub fn new(m: &Module) -> Result<JitModel, BackendError> {
-        let isa = Target::host().isa(false)?;
+        Self::with_target(m, &Target::host())
+    }
+
+    /// Compiles `m` for `target`, which must run on the host: its triple with a feature
+    /// set the host has (e.g. `baseline`, to test the kernels' fallbacks).
+    pub fn with_target(m: &Module, target: &Target) -> Result<JitModel, BackendError> {
+        if target.triple != target_lexicon::Triple::host() {
+            return Err(BackendError::Target(format!(
+                "the JIT runs on the host ({}), not on {}",
+                target_lexicon::Triple::host(),
+                target.triple
+            )));
+        }
+        let isa = target.isa(false)?;
         let mut module = JITModule::new(JITBuilder::with_isa(
             isa,
             cranelift_module::default_libcall_names(),

@@ -5,6 +5,7 @@
 //! needs (geometry, strides, fused epilogue). It fails with a reason for what cannot be
 //! lowered yet. [`emit`] turns a lowering into the body of the kernel's function.
 
+pub(crate) mod binary;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod gemm;
@@ -72,6 +73,8 @@ pub(crate) enum Lowering {
         chunks: Vec<usize>,
     },
     Quant(quant::QuantLowering),
+    /// 1-bit (b1 x b1) XNOR-popcount conv/matmul.
+    Xnor(binary::BinLowering),
 }
 
 /// A matrix product (gemm or batched matmul) on f32.
@@ -147,6 +150,7 @@ impl Lowering {
             }
             Lowering::Concat { .. } => "concat.copy".into(),
             Lowering::Quant(q) => q.kernel_name(),
+            Lowering::Xnor(q) => q.kernel_name(),
         }
     }
 
@@ -155,6 +159,7 @@ impl Lowering {
         match self {
             Lowering::Conv { g, .. } => conv::workspace(g),
             Lowering::Quant(q) => q.workspace(),
+            Lowering::Xnor(q) => q.workspace(),
             _ => 0,
         }
     }
@@ -165,6 +170,7 @@ impl Lowering {
             Lowering::Conv { g, .. } => g.macs(),
             Lowering::Gemm(p) => (p.batches.len() * p.m * p.n * p.k) as u64,
             Lowering::Quant(q) => q.macs(),
+            Lowering::Xnor(q) => q.macs(),
             _ => 0,
         }
     }
@@ -437,6 +443,9 @@ pub(crate) fn select(
                     .map(|&o| m.ty(o).shape[axis] * inner * eb)
                     .collect(),
             })
+        }
+        Op::Conv2dInt | Op::MatMulInt if binary::applies(m, node, const_of) => {
+            binary::select(m, node, fused).map(Lowering::Xnor)
         }
         Op::Quantize | Op::Dequantize | Op::Requantize | Op::Conv2dInt | Op::MatMulInt => {
             quant::select(m, node, fused, const_of).map(Lowering::Quant)
@@ -739,6 +748,7 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
             movement::emit_concat(cx.kb, *outer, chunks, &srcs, out);
         }
         Lowering::Quant(q) => quant::emit(cx, q),
+        Lowering::Xnor(q) => binary::emit(cx, q),
     }
 }
 

@@ -39,7 +39,7 @@ pub(crate) struct Requant {
 }
 
 impl Requant {
-    fn table(&self) -> Vec<u8> {
+    pub(crate) fn table(&self) -> Vec<u8> {
         self.chans
             .iter()
             .flat_map(|c| c.iter().flat_map(|v| v.to_le_bytes()))
@@ -438,7 +438,12 @@ pub(crate) fn select(
 }
 
 /// The epilogue of an integer conv/matmul whose channels run along `axis` of the result.
-fn int_epi(m: &Module, node: &Node, fused: Option<&Node>, axis: usize) -> Result<IntEpi, String> {
+pub(crate) fn int_epi(
+    m: &Module,
+    node: &Node,
+    fused: Option<&Node>,
+    axis: usize,
+) -> Result<IntEpi, String> {
     let has_bias = node.operands.len() > 2;
     match fused {
         None => Ok(IntEpi {
@@ -765,7 +770,7 @@ fn per_channel<C>(
 }
 
 /// Exact requantize of the i64 code `x` with the channel constants at `tp`.
-fn requant_scalar(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Value) -> Value {
+pub(crate) fn requant_scalar(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Value) -> Value {
     let mult = kb.load(I64, tp, 0);
     let s = kb.load(I64, tp, 8);
     let k = kb.load(I64, tp, 16);
@@ -1010,7 +1015,7 @@ fn pack_rows(m: usize, k: usize, get: impl Fn(usize, usize) -> i64) -> Vec<u8> {
     v
 }
 
-fn const_ints<'a>(cx: &Ecx<'_, '_, '_, 'a>, i: usize) -> &'a [i64] {
+pub(crate) fn const_ints<'a>(cx: &Ecx<'_, '_, '_, 'a>, i: usize) -> &'a [i64] {
     match (cx.const_of)(cx.node.operands[i]) {
         Some(ConstData::Int(v)) => v,
         _ => &[],

@@ -1,0 +1,621 @@
+//! 1-bit kernels: `conv2d_int` and `matmul_int` with both operands `b1` (+-1) and
+//! constant weights, as XNOR-popcount (KERNELS.md, SEMANTICS.md).
+//!
+//! - Bits: 1 for -1, 0 for +1 (the sign bit of the stored code byte), 64 per word along
+//!   K, bit `kk % 64` of word `kk / 64`. The dot of K elements is `K - 2 * popcount(a XOR
+//!   w)`; bits past K are 0 on both sides, so they add nothing.
+//! - The GEMM is `out[r, c] = epi(dot(L[r], R[c]))`: `L` row-major `[R][KW]` words, `R` in
+//!   panels of two columns `[C/2][KW][2]` (what a 2x2 tile reads in one step). Rows and
+//!   columns are padded to even counts with zero words; padded results are never stored.
+//!   The tile keeps four i64 popcount sums in registers, unrolled 4 along K, scalar
+//!   `popcnt` (with `has_popcnt`; Cranelift otherwise emits a bit-trick sequence, the
+//!   baseline's fallback).
+//! - matmul: `L` = activations, packed at run time into the workspace (16 sign bits at a
+//!   time with `vhigh_bits`, i.e. `pmovmskb`); `R` = weights, packed at compile time.
+//! - conv: `L` = weights (compile time), `R` = patches: an im2col of the code bytes into a
+//!   pixel-major `[Npix][KW*64]` byte workspace (zero bytes for padded taps and past K),
+//!   then packed per pixel. Zero padding has no +-1 encoding, so when some tap of some
+//!   pixel falls in the padding, a compile-time validity mask in R's layout is ANDed
+//!   into every XOR and the dot is `valid_K(p) - 2 * popcount((a ^ w) & mask)`, with
+//!   `valid_K(p)` from a compile-time table: exact at the borders. Only column pairs
+//!   with a border pixel take the masked tile (a compile-time flag per pair); interior
+//!   pairs run the plain one. Pixel patches are a cache line more than their size apart
+//!   (a 4 KiB stride would put every im2col store into one L1 set).
+//! - Epilogue: bias, then the fused requantize of `quant` (or the i32 store).
+
+use cranelift_codegen::ir::types::{I8X16, I32, I64};
+use cranelift_codegen::ir::{InstBuilder, Value};
+use qcc_ir::{ElemType, Module, Node, Op};
+
+use super::conv::{self, ConvGeom};
+use super::quant::{IntEpi, Requant, const_ints, int_epi, requant_scalar};
+use super::{ConstOf, Ecx, matmul_geom};
+use crate::backend::kb::{Kb, MF};
+use crate::backend::storage::Store;
+
+/// Words along K.
+fn kw(k: usize) -> usize {
+    k.div_ceil(64)
+}
+
+fn even(x: usize) -> usize {
+    x.div_ceil(2) * 2
+}
+
+/// Bytes between two pixels' byte patches: one cache line more than the patch, so that
+/// the im2col's stores along pixels do not all fall into one L1 set (a 4 KiB stride).
+fn pixel_stride(w: usize) -> usize {
+    w * 64 + 64
+}
+
+/// Steps of the K loop unrolled in one iteration.
+const UNROLL: usize = 1;
+
+#[derive(Clone, Debug)]
+pub(crate) enum BinKind {
+    MatMul {
+        m: usize,
+        n: usize,
+        k: usize,
+        batches: Vec<(usize, usize)>,
+    },
+    Conv {
+        g: ConvGeom,
+        /// Some tap of some pixel falls in the zero padding.
+        masked: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct BinLowering {
+    pub kind: BinKind,
+    pub epi: IntEpi,
+}
+
+impl BinLowering {
+    pub fn kernel_name(&self) -> String {
+        let rq = if self.epi.rq.is_some() {
+            "+requantize"
+        } else {
+            ""
+        };
+        match &self.kind {
+            BinKind::MatMul { .. } => format!("matmul_int.xnor-popcnt2x2.b1{rq}"),
+            BinKind::Conv { masked, .. } => format!(
+                "conv2d_int.im2col+xnor-popcnt2x2{}.b1{rq}",
+                if *masked { ".masked" } else { "" }
+            ),
+        }
+    }
+
+    pub fn workspace(&self) -> usize {
+        match &self.kind {
+            BinKind::MatMul { m, k, .. } => even(*m) * kw(*k) * 8,
+            BinKind::Conv { g, .. } => {
+                let (np, w) = (even(g.npix()), kw(g.kdim()));
+                np * pixel_stride(w) + np * w * 8
+            }
+        }
+    }
+
+    pub fn macs(&self) -> u64 {
+        match &self.kind {
+            BinKind::MatMul {
+                m, n, k, batches, ..
+            } => (batches.len() * m * n * k) as u64,
+            BinKind::Conv { g, .. } => g.macs(),
+        }
+    }
+}
+
+/// Whether `node` (a `conv2d_int` or `matmul_int`) is for this kernel: both operands
+/// `b1`, the weights a constant.
+pub(crate) fn applies(m: &Module, node: &Node, const_of: &ConstOf<'_>) -> bool {
+    matches!(node.op, Op::Conv2dInt | Op::MatMulInt)
+        && node.operands.len() >= 2
+        && m.ty(node.operands[0]).elem == ElemType::Bipolar
+        && m.ty(node.operands[1]).elem == ElemType::Bipolar
+        && const_of(node.operands[1]).is_some()
+}
+
+pub(crate) fn select(m: &Module, node: &Node, fused: Option<&Node>) -> Result<BinLowering, String> {
+    match node.op {
+        Op::MatMulInt => {
+            let (sa, sb) = (&m.ty(node.operands[0]).shape, &m.ty(node.operands[1]).shape);
+            let g = matmul_geom(sa, sb)?;
+            if g.batches.len() > 256 {
+                return Err("matmul_int with more than 256 batches is not lowered yet".into());
+            }
+            let out_rank = m.ty(node.result).shape.len();
+            let epi = int_epi(m, node, fused, out_rank.saturating_sub(1))?;
+            if epi.rq.as_ref().is_some_and(|r| r.chans.len() > 1) && sb.len() < 2 {
+                return Err("per-channel requantize of a matrix-vector product".into());
+            }
+            Ok(BinLowering {
+                kind: BinKind::MatMul {
+                    m: g.m,
+                    n: g.n,
+                    k: g.k,
+                    batches: g.batches,
+                },
+                epi,
+            })
+        }
+        Op::Conv2dInt => {
+            let g = conv::conv_geom(m, node)?;
+            let epi = int_epi(m, node, fused, 1)?;
+            let masked = (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh))
+                || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow));
+            Ok(BinLowering {
+                kind: BinKind::Conv { g, masked },
+                epi,
+            })
+        }
+        _ => Err(format!("{} is not a 1-bit kernel", node.op)),
+    }
+}
+
+/// Packs `bit(r, kk)` of `rows` rows into row-major `[even(rows)][KW]` words.
+fn pack_left(rows: usize, k: usize, bit: impl Fn(usize, usize) -> bool) -> Vec<u64> {
+    let w = kw(k);
+    let mut v = vec![0u64; even(rows) * w];
+    for r in 0..rows {
+        for kk in 0..k {
+            if bit(r, kk) {
+                v[r * w + kk / 64] |= 1 << (kk % 64);
+            }
+        }
+    }
+    v
+}
+
+/// Packs `bit(kk, c)` of `cols` columns into the panel layout `[even(cols)/2][KW][2]`.
+fn pack_right(cols: usize, k: usize, bit: impl Fn(usize, usize) -> bool) -> Vec<u64> {
+    let w = kw(k);
+    let mut v = vec![0u64; even(cols) * w];
+    for c in 0..cols {
+        for kk in 0..k {
+            if bit(kk, c) {
+                v[((c / 2) * w + kk / 64) * 2 + c % 2] |= 1 << (kk % 64);
+            }
+        }
+    }
+    v
+}
+
+fn words_bytes(v: &[u64]) -> Vec<u8> {
+    v.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &BinLowering) {
+    match &q.kind {
+        BinKind::MatMul { m, n, k, batches } => {
+            emit_matmul(cx, *m, *n, *k, batches, &q.epi);
+        }
+        BinKind::Conv { g, masked } => emit_conv(cx, g, *masked, &q.epi),
+    }
+}
+
+fn emit_matmul(
+    cx: &mut Ecx<'_, '_, '_, '_>,
+    m: usize,
+    n: usize,
+    k: usize,
+    batches: &[(usize, usize)],
+    epi: &IntEpi,
+) {
+    let w = kw(k);
+    let a = cx.operand(0);
+    let nb_b = batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
+    let b = const_ints(cx, 1).to_vec();
+    let mut packed = Vec::new();
+    for s in 0..nb_b {
+        packed.extend(pack_right(n, k, |kk, j| b[s * k * n + kk * n + j] < 0));
+    }
+    let bp = cx.rodata(words_bytes(&packed), 16);
+    let bias = epi.has_bias.then(|| cx.operand(2));
+    let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let (out, ws) = (cx.out, cx.ws);
+    let ob = epi.st_out.bytes();
+    let kb = &mut *cx.kb;
+    if m % 2 == 1 {
+        let z = kb.c(0);
+        for u in 0..w {
+            kb.store(z, ws, ((m * w + u) * 8) as i64);
+        }
+    }
+    for (bi, &(ba, bb)) in batches.iter().enumerate() {
+        let ab = kb.off(a, (ba * m * k) as i64);
+        kb.for_range(0, m as i64, 1, |kb, i| {
+            let src = kb.idx(ab, i, k as i64);
+            let dst = kb.idx(ws, i, (w * 8) as i64);
+            pack_row(kb, src, k, dst, 8);
+        });
+        let right = kb.off(bp, (bb * even(n) * w * 8) as i64);
+        let o = kb.off(out, (bi * m * n * ob) as i64);
+        emit_tiles(
+            kb,
+            &Tiles {
+                left: ws,
+                right,
+                mask: None,
+                masked_pairs: None,
+                valid: None,
+                rows: m,
+                cols: n,
+                k,
+                out: o,
+                ldc: n,
+                chan_of_row: false,
+                bias,
+                rq,
+                st_out: epi.st_out,
+            },
+        );
+    }
+}
+
+/// Packs the sign bits of the `nbytes` code bytes at `src` into words written at `dst`,
+/// `dst_stride` bytes apart (bits past `nbytes` are 0).
+fn pack_row(kb: &mut Kb<'_, '_>, src: Value, nbytes: usize, dst: Value, dst_stride: i64) {
+    let full = nbytes / 64;
+    let word = |kb: &mut Kb<'_, '_>, s: Value, len: usize| -> Value {
+        let mut acc: Option<Value> = None;
+        let mut or = |kb: &mut Kb<'_, '_>, v: Value| {
+            acc = Some(match acc {
+                None => v,
+                Some(a) => kb.b.ins().bor(a, v),
+            });
+        };
+        for ch in 0..len / 16 {
+            let v = kb.load(I8X16, s, (ch * 16) as i64);
+            let bits = kb.b.ins().vhigh_bits(I64, v);
+            let bits = if ch == 0 {
+                bits
+            } else {
+                kb.b.ins().ishl_imm_u(bits, (ch * 16) as i64)
+            };
+            or(kb, bits);
+        }
+        for e in len / 16 * 16..len {
+            let v = kb.b.ins().uload8(I64, MF, s, e as i32);
+            let v = kb.b.ins().ushr_imm_u(v, 7);
+            let v = if e == 0 {
+                v
+            } else {
+                kb.b.ins().ishl_imm_u(v, e as i64)
+            };
+            or(kb, v);
+        }
+        acc.unwrap_or_else(|| kb.c(0))
+    };
+    kb.for_range(0, full as i64, 1, |kb, u| {
+        let s = kb.idx(src, u, 64);
+        let v = word(kb, s, 64);
+        let d = kb.idx(dst, u, dst_stride);
+        kb.store(v, d, 0);
+    });
+    let rest = nbytes % 64;
+    if rest > 0 {
+        let s = kb.off(src, (full * 64) as i64);
+        let v = word(kb, s, rest);
+        kb.store(v, dst, full as i64 * dst_stride);
+    }
+}
+
+fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, epi: &IntEpi) {
+    let (cg, mg, k, npix) = (g.cg(), g.mg(), g.kdim(), g.npix());
+    let (w, np, mgp) = (kw(k), even(npix), even(mg));
+    let x = cx.operand(0);
+    let wt = const_ints(cx, 1).to_vec();
+    let mut packed = Vec::new();
+    for grp in 0..g.group {
+        packed.extend(pack_left(mg, k, |i, kk| wt[(grp * mg + i) * k + kk] < 0));
+    }
+    let wp = cx.rodata(words_bytes(&packed), 16);
+    // Tap kk = (c*kh + i)*kw + j of pixel p = oy*ow + ox lies inside the input?
+    let inside = |kk: usize, p: usize| {
+        let (i, j) = ((kk / g.kw) % g.kh, kk % g.kw);
+        let (oy, ox) = (p / g.ow, p % g.ow);
+        let y = (oy * g.sh + i * g.dh) as i64 - g.top as i64;
+        let xx = (ox * g.sw + j * g.dw) as i64 - g.left as i64;
+        (0..g.h as i64).contains(&y) && (0..g.w as i64).contains(&xx)
+    };
+    let (maskp, validp, pairsp) = if masked {
+        let mask = pack_right(npix, k, inside);
+        let valid: Vec<u8> = (0..np)
+            .flat_map(|p| {
+                let v = if p < npix {
+                    (0..k).filter(|&kk| inside(kk, p)).count() as i32
+                } else {
+                    0
+                };
+                v.to_le_bytes()
+            })
+            .collect();
+        let pairs: Vec<u8> = (0..np / 2)
+            .map(|pp| {
+                let border = |p: usize| p < npix && (0..k).any(|kk| !inside(kk, p));
+                u8::from(border(2 * pp) || border(2 * pp + 1))
+            })
+            .collect();
+        (
+            Some(cx.rodata(words_bytes(&mask), 16)),
+            Some(cx.rodata(valid, 16)),
+            Some(cx.rodata(pairs, 16)),
+        )
+    } else {
+        (None, None, None)
+    };
+    let bias = epi.has_bias.then(|| cx.operand(2));
+    let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let (out, ws) = (cx.out, cx.ws);
+    let ob = epi.st_out.bytes();
+    let g = *g;
+    let kb = &mut *cx.kb;
+    // Byte patches [np][w*64]: padded taps, bytes past K and padding pixels stay 0
+    // (bit 0, and masked off); the valid taps are rewritten for every image and group.
+    let (pb, ps) = (w * 64, pixel_stride(w)); // bytes per pixel, pixel stride
+    conv::fill_zero(kb, ws, 0, np * ps / 4);
+    let right = kb.off(ws, (np * ps) as i64);
+    kb.for_range(0, g.n as i64, 1, |kb, n| {
+        let xn = kb.idx(x, n, (g.c * g.h * g.w) as i64);
+        let on = kb.idx(out, n, (g.m * npix * ob) as i64);
+        kb.for_range(0, g.group as i64, 1, |kb, grp| {
+            let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
+            let og = kb.idx(on, grp, (mg * npix * ob) as i64);
+            let wg = kb.idx(wp, grp, (mgp * w * 8) as i64);
+            im2col_bytes(kb, &g, xg, ws, ps);
+            // Pack each pixel's bytes into its panel column.
+            kb.for_range(0, np as i64, 1, |kb, p| {
+                let src = kb.idx(ws, p, ps as i64);
+                let pair = kb.b.ins().ushr_imm_u(p, 1);
+                let half = kb.b.ins().band_imm_s(p, 1);
+                let d = kb.idx(right, pair, (w * 16) as i64);
+                let d = kb.idx(d, half, 8);
+                pack_row(kb, src, pb, d, 16);
+            });
+            let bias_g = bias.map(|b| kb.idx(b, grp, (mg * 4) as i64));
+            let rq_g = rq.map(|(r, t)| {
+                let t = if r.chans.len() > 1 {
+                    kb.idx(t, grp, (mg * 48) as i64)
+                } else {
+                    t
+                };
+                (r, t)
+            });
+            emit_tiles(
+                kb,
+                &Tiles {
+                    left: wg,
+                    right,
+                    mask: maskp,
+                    masked_pairs: pairsp,
+                    valid: validp,
+                    rows: mg,
+                    cols: npix,
+                    k,
+                    out: og,
+                    ldc: npix,
+                    chan_of_row: true,
+                    bias: bias_g,
+                    rq: rq_g,
+                    st_out: epi.st_out,
+                },
+            );
+        });
+    });
+}
+
+/// Copies the code bytes of one group's valid taps into the pixel-major byte patches
+/// (`pb` bytes apart).
+fn im2col_bytes(kb: &mut Kb<'_, '_>, g: &ConvGeom, x: Value, ws: Value, pb: usize) {
+    let g = *g;
+    kb.for_range(0, g.cg() as i64, 1, |kb, c| {
+        let xc = kb.idx(x, c, (g.h * g.w) as i64);
+        let kc = kb.b.ins().imul_imm_s(c, (g.kh * g.kw) as i64);
+        let wsc = kb.b.ins().iadd(ws, kc);
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let (ylo, yhi) = g.rows_valid(i);
+                let (xlo, xhi) = g.cols_valid(j);
+                if ylo >= yhi || xlo >= xhi {
+                    continue;
+                }
+                let tap = (i * g.kw + j) as i64;
+                let x0 = ((xlo * g.sw + j * g.dw) as i64 - g.left as i64)
+                    + ((i * g.dh) as i64 - g.top as i64) * g.w as i64;
+                kb.for_range(ylo as i64, yhi as i64, 1, |kb, oy| {
+                    let src = kb.idx(xc, oy, (g.sh * g.w) as i64);
+                    let dst = kb.idx(wsc, oy, (g.ow * pb) as i64);
+                    let len = xhi - xlo;
+                    let doff = (xlo * pb) as i64 + tap;
+                    if len > 8 {
+                        kb.for_range(0, len as i64, 1, |kb, e| {
+                            let s = kb.idx(src, e, g.sw as i64);
+                            let d = kb.idx(dst, e, pb as i64);
+                            let v = kb.b.ins().uload8(I32, MF, s, x0 as i32);
+                            kb.b.ins().istore8(MF, v, d, doff as i32);
+                        });
+                    } else {
+                        for e in 0..len as i64 {
+                            let v =
+                                kb.b.ins()
+                                    .uload8(I32, MF, src, (x0 + e * g.sw as i64) as i32);
+                            kb.b.ins()
+                                .istore8(MF, v, dst, (doff + e * pb as i64) as i32);
+                        }
+                    }
+                });
+            }
+        }
+    });
+}
+
+/// One 1-bit GEMM: `out[r*ldc + c] = epi(valid(c) - 2 * popcount((L[r] ^ R[c]) & M[c]))`.
+#[derive(Clone, Copy)]
+struct Tiles<'t> {
+    left: Value,
+    right: Value,
+    /// Validity mask in R's layout (conv with padding).
+    mask: Option<Value>,
+    /// With `mask`: one byte per column pair, non-zero where some tap of one of its
+    /// pixels is padding; the other pairs take the unmasked tile (all K taps valid).
+    masked_pairs: Option<Value>,
+    /// Per column: the number of valid taps (i32), with `mask`; otherwise K.
+    valid: Option<Value>,
+    rows: usize,
+    cols: usize,
+    k: usize,
+    out: Value,
+    ldc: usize,
+    chan_of_row: bool,
+    bias: Option<Value>,
+    rq: Option<(&'t Requant, Value)>,
+    st_out: Store,
+}
+
+fn emit_tiles(kb: &mut Kb<'_, '_>, t: &Tiles<'_>) {
+    let (fr, fc) = (t.rows / 2, t.cols / 2);
+    let cols = |kb: &mut Kb<'_, '_>, row0: Value, rv: usize| {
+        if fc > 0 {
+            kb.for_range(0, fc as i64, 1, |kb, tj| {
+                let col0 = kb.b.ins().imul_imm_s(tj, 2);
+                tile_sel(kb, t, row0, col0, rv, 2);
+            });
+        }
+        if t.cols % 2 == 1 {
+            let col0 = kb.c((fc * 2) as i64);
+            tile_sel(kb, t, row0, col0, rv, 1);
+        }
+    };
+    if fr > 0 {
+        kb.for_range(0, fr as i64, 1, |kb, ti| {
+            let row0 = kb.b.ins().imul_imm_s(ti, 2);
+            cols(kb, row0, 2);
+        });
+    }
+    if t.rows % 2 == 1 {
+        let row0 = kb.c((fr * 2) as i64);
+        cols(kb, row0, 1);
+    }
+}
+
+/// The masked tile where the column pair at `col0` has padded taps, else the plain one.
+fn tile_sel(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, row0: Value, col0: Value, rv: usize, cv: usize) {
+    let Some(flags) = t.masked_pairs else {
+        return tile(kb, t, row0, col0, rv, cv);
+    };
+    let plain = Tiles {
+        mask: None,
+        masked_pairs: None,
+        valid: None,
+        ..*t
+    };
+    let pair = kb.b.ins().ushr_imm_u(col0, 1);
+    let fp = kb.b.ins().iadd(flags, pair);
+    let f = kb.b.ins().uload8(I32, MF, fp, 0);
+    let (bm, bp, join) = (
+        kb.b.create_block(),
+        kb.b.create_block(),
+        kb.b.create_block(),
+    );
+    kb.b.ins().brif(f, bm, &[], bp, &[]);
+    for (blk, tt) in [(bm, t), (bp, &plain)] {
+        kb.b.switch_to_block(blk);
+        kb.b.seal_block(blk);
+        tile(kb, tt, row0, col0, rv, cv);
+        kb.b.ins().jump(join, &[]);
+    }
+    kb.b.switch_to_block(join);
+    kb.b.seal_block(join);
+}
+
+/// A 2x2 tile at (`row0`, `col0`), both even; stores `rv` rows and `cv` columns.
+fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, row0: Value, col0: Value, rv: usize, cv: usize) {
+    let w = kw(t.k);
+    let lp = kb.idx(t.left, row0, (w * 8) as i64);
+    let rp = kb.idx(t.right, col0, (w * 8) as i64);
+    let mp = t.mask.map(|m| kb.idx(m, col0, (w * 8) as i64));
+    let zero = kb.c(0);
+    let accs: Vec<_> = (0..4).map(|_| kb.var(I64, zero)).collect();
+    let step = |kb: &mut Kb<'_, '_>, l: Value, r: Value, msk: Option<Value>, u: i64| {
+        let a = [
+            kb.load(I64, l, u * 8),
+            kb.load(I64, l, (w * 8) as i64 + u * 8),
+        ];
+        let b = [kb.load(I64, r, u * 16), kb.load(I64, r, u * 16 + 8)];
+        let mk = msk.map(|m| [kb.load(I64, m, u * 16), kb.load(I64, m, u * 16 + 8)]);
+        for (ri, &av) in a.iter().enumerate() {
+            for (ci, &bv) in b.iter().enumerate() {
+                let x = kb.b.ins().bxor(av, bv);
+                let x = match mk {
+                    Some(mm) => kb.b.ins().band(x, mm[ci]),
+                    None => x,
+                };
+                let pc = kb.b.ins().popcnt(x);
+                let acc = accs[ri * 2 + ci];
+                let s = kb.b.use_var(acc);
+                let s = kb.b.ins().iadd(s, pc);
+                kb.b.def_var(acc, s);
+            }
+        }
+    };
+    let main = w / UNROLL * UNROLL;
+    if main > 0 {
+        kb.for_range(0, main as i64, UNROLL as i64, |kb, u| {
+            let l = kb.idx(lp, u, 8);
+            let r = kb.idx(rp, u, 16);
+            let m = mp.map(|m| kb.idx(m, u, 16));
+            for s in 0..UNROLL as i64 {
+                step(kb, l, r, m, s);
+            }
+        });
+    }
+    for u in main..w {
+        step(kb, lp, rp, mp, u as i64);
+    }
+    // Epilogue.
+    let ob = t.st_out.bytes() as i64;
+    let out_row = kb.idx(t.out, row0, t.ldc as i64 * ob);
+    let out_tile = kb.idx(out_row, col0, ob);
+    for r in 0..rv {
+        for c in 0..cv {
+            let pc = kb.b.use_var(accs[r * 2 + c]);
+            let pc = kb.b.ins().ireduce(I32, pc);
+            let twice = kb.b.ins().ishl_imm_u(pc, 1);
+            let valid = match t.valid {
+                Some(vt) => {
+                    let p = kb.idx(vt, col0, 4);
+                    kb.load(I32, p, (c * 4) as i64)
+                }
+                None => kb.b.ins().iconst(I32, t.k as i64),
+            };
+            let mut x = kb.b.ins().isub(valid, twice);
+            let chan = if t.chan_of_row {
+                kb.b.ins().iadd_imm_s(row0, r as i64)
+            } else {
+                kb.b.ins().iadd_imm_s(col0, c as i64)
+            };
+            if let Some(bp) = t.bias {
+                let a = kb.idx(bp, chan, 4);
+                let bv = kb.load(I32, a, 0);
+                x = kb.b.ins().iadd(x, bv);
+            }
+            let off = (r as i64 * t.ldc as i64 + c as i64) * ob;
+            match t.rq {
+                Some((rq, tab)) => {
+                    let tp = if rq.chans.len() > 1 {
+                        kb.idx(tab, chan, 48)
+                    } else {
+                        tab
+                    };
+                    let x64 = kb.b.ins().sextend(I64, x);
+                    let y = requant_scalar(kb, rq, tp, x64);
+                    kb.store_int(t.st_out, y, out_tile, off);
+                }
+                None => kb.store_int(t.st_out, x, out_tile, off),
+            }
+        }
+    }
+}

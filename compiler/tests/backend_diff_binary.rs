@@ -1,0 +1,200 @@
+//! Differential tests of the 1-bit (b1 x b1) XNOR-popcount kernels: the JIT must equal
+//! the interpreter bit for bit, on random shapes (K not a multiple of 64, strides, pads,
+//! dilations, groups), with and without bias and a fused requantize.
+
+mod backend_common;
+
+use backend_common::{B, Rng, attrs, check, ints};
+use proptest::prelude::*;
+use qcc::backend::{JitModel, Target};
+use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType};
+
+fn cfg() -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(48),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+fn bits(r: &mut Rng, n: usize) -> Vec<i64> {
+    (0..n)
+        .map(|_| if r.next() & 1 == 1 { -1 } else { 1 })
+        .collect()
+}
+
+fn out_q() -> ElemType {
+    ElemType::Quant(QuantType {
+        storage: IntType::new(8, true),
+        narrow: false,
+        pow2: false,
+        params: QuantParams::PerTensor {
+            scale: 0.05,
+            zero_point: -2,
+        },
+    })
+}
+
+/// A requantize after `y` (channels along `axis`, `c` of them): 0 none, 1 per tensor,
+/// 2 per channel.
+fn requant(
+    b: &mut B,
+    r: &mut Rng,
+    y: qcc_ir::ValueId,
+    kind: usize,
+    c: usize,
+    axis: i64,
+) -> qcc_ir::ValueId {
+    if kind == 0 {
+        return y;
+    }
+    let cnt = if kind == 2 { c } else { 1 };
+    let mult: Vec<i64> = (0..cnt).map(|_| r.i(1 << 20, 1 << 30)).collect();
+    let shift: Vec<i64> = (0..cnt).map(|_| r.i(24, 32)).collect();
+    b.node(
+        Op::Requantize,
+        &[y],
+        attrs(&[
+            ("multiplier", ints(&mult)),
+            ("shift", ints(&shift)),
+            ("axis", Attr::Int(axis)),
+        ]),
+        out_q(),
+    )
+}
+
+/// The JIT for the host triple with the `baseline` feature set (x86_64: SSE2, no
+/// `popcnt`: Cranelift's bit-trick popcount) must equal the interpreter too.
+fn check_baseline(b: &B) -> Result<(), String> {
+    let want = qcc_ir::interp::run(&b.m, &b.inputs).map_err(|e| format!("interp: {e}"))?;
+    let t = Target::new(&target_lexicon::Triple::host().to_string(), "baseline")
+        .map_err(|e| e.to_string())?;
+    let jit = JitModel::with_target(&b.m, &t).map_err(|e| format!("compile: {e}"))?;
+    let got = jit.run(&b.inputs).map_err(|e| format!("run: {e}"))?;
+    for (w, g) in want.iter().zip(&got) {
+        if w.shape != g.shape || w.data != g.data {
+            return Err(format!("baseline differs from the interpreter\n{}", b.m));
+        }
+    }
+    Ok(())
+}
+
+fn kernel_of(b: &B) -> String {
+    let jit = JitModel::new(&b.m).unwrap();
+    jit.report().layers[0].kernel.clone()
+}
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    #[test]
+    fn conv2d_b1(seed: u64, with_bias: bool, requant_kind in 0usize..3, group in 1usize..3) {
+        let mut r = Rng(seed | 1);
+        let n = r.i(1, 2) as usize;
+        let cg = r.i(1, 12) as usize;
+        let c = cg * group;
+        let m = r.i(1, 5) as usize * group;
+        let (kh, kw) = (r.i(1, 3) as usize, r.i(1, 3) as usize);
+        let (sh, sw) = (r.i(1, 2) as usize, r.i(1, 3) as usize);
+        let (dh, dw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
+        let pads: Vec<i64> = (0..4).map(|_| r.i(0, 2)).collect();
+        let (h, w) = (r.i(1, 10) as usize, r.i(1, 13) as usize);
+        let fits = |len: usize, k: usize, d: usize, p0: i64, p1: i64| len as i64 + p0 + p1 >= (d * (k - 1) + 1) as i64;
+        prop_assume!(fits(h, kh, dh, pads[0], pads[2]) && fits(w, kw, dw, pads[1], pads[3]));
+        let mut b = B::new();
+        let xd = bits(&mut r, n * c * h * w);
+        let x = b.input_int(ElemType::Bipolar, &[n, c, h, w], xd);
+        let wd = bits(&mut r, m * cg * kh * kw);
+        let wt = b.const_int(ElemType::Bipolar, &[m, cg, kh, kw], wd);
+        let mut ops = vec![x, wt];
+        if with_bias { let bd = r.is(m, -300, 300); ops.push(b.const_int(ElemType::I32, &[m], bd)); }
+        let a = attrs(&[
+            ("strides", ints(&[sh as i64, sw as i64])), ("pads", ints(&pads)),
+            ("dilations", ints(&[dh as i64, dw as i64])), ("group", Attr::Int(group as i64)),
+        ]);
+        let y = b.node(Op::Conv2dInt, &ops, a, ElemType::I32);
+        let y = requant(&mut b, &mut r, y, requant_kind, m, 1);
+        b.output(y);
+        check(&b).map_err(TestCaseError::fail)?;
+        check_baseline(&b).map_err(TestCaseError::fail)?;
+        prop_assert!(kernel_of(&b).contains("xnor-popcnt"));
+    }
+
+    #[test]
+    fn matmul_b1(seed: u64, with_bias: bool, requant_kind in 0usize..3, batched: bool) {
+        let mut r = Rng(seed | 1);
+        let (m, n) = (r.i(1, 9) as usize, r.i(1, 11) as usize);
+        let k = match r.i(0, 3) { 0 => r.i(1, 20), 1 => r.i(60, 70), 2 => r.i(120, 200), _ => 256 } as usize;
+        let bs = if batched { vec![2, k, n] } else { vec![k, n] };
+        let asz = if batched { vec![2, m, k] } else { vec![m, k] };
+        let mut b = B::new();
+        let ad = bits(&mut r, asz.iter().product());
+        let x = b.input_int(ElemType::Bipolar, &asz, ad);
+        let bd = bits(&mut r, bs.iter().product());
+        let y = b.const_int(ElemType::Bipolar, &bs, bd);
+        let mut ops = vec![x, y];
+        if with_bias { let d = r.is(n, -300, 300); ops.push(b.const_int(ElemType::I32, &[n], d)); }
+        let z = b.node(Op::MatMulInt, &ops, attrs(&[]), ElemType::I32);
+        let axis = if batched { 2 } else { 1 };
+        let z = requant(&mut b, &mut r, z, requant_kind, n, axis);
+        b.output(z);
+        check(&b).map_err(TestCaseError::fail)?;
+        check_baseline(&b).map_err(TestCaseError::fail)?;
+        prop_assert!(kernel_of(&b).contains("xnor-popcnt"));
+    }
+}
+
+/// A padded 3x3 binary convolution takes the masked kernel; an unpadded one does not.
+#[test]
+fn masked_only_with_padding() {
+    for (pad, masked) in [(1, true), (0, false)] {
+        let mut r = Rng(11);
+        let mut b = B::new();
+        let xd = bits(&mut r, 70 * 36);
+        let x = b.input_int(ElemType::Bipolar, &[1, 70, 6, 6], xd);
+        let wd = bits(&mut r, 3 * 70 * 9);
+        let w = b.const_int(ElemType::Bipolar, &[3, 70, 3, 3], wd);
+        let y = b.node(
+            Op::Conv2dInt,
+            &[x, w],
+            attrs(&[("pads", ints(&[pad; 4]))]),
+            ElemType::I32,
+        );
+        b.output(y);
+        check(&b).unwrap();
+        assert_eq!(kernel_of(&b).contains(".masked"), masked);
+    }
+}
+
+/// The 1-bit kernels also generate code for aarch64 (scalar `popcnt` and `vhigh_bits`
+/// have lowerings there); running them needs qemu (see tests/aarch64.rs).
+#[test]
+fn aarch64_code_generates() {
+    let mut r = Rng(5);
+    let mut b = B::new();
+    let xd = bits(&mut r, 2 * 9 * 5 * 7);
+    let x = b.input_int(ElemType::Bipolar, &[2, 9, 5, 7], xd);
+    let wd = bits(&mut r, 4 * 9 * 9);
+    let w = b.const_int(ElemType::Bipolar, &[4, 9, 3, 3], wd);
+    let y = b.node(
+        Op::Conv2dInt,
+        &[x, w],
+        attrs(&[("pads", ints(&[1, 0, 2, 1]))]),
+        ElemType::I32,
+    );
+    let ad = bits(&mut r, 3 * 100);
+    let a = b.input_int(ElemType::Bipolar, &[3, 100], ad);
+    let bd = bits(&mut r, 100 * 5);
+    let bw = b.const_int(ElemType::Bipolar, &[100, 5], bd);
+    let z = b.node(Op::MatMulInt, &[a, bw], attrs(&[]), ElemType::I32);
+    b.output(y);
+    b.output(z);
+    check(&b).unwrap();
+    let t = Target::new("aarch64-unknown-linux-gnu", "baseline").unwrap();
+    let asm = qcc::backend::emit_asm(&b.m, "t", &t).unwrap();
+    assert!(asm.contains("xnor-popcnt2x2.masked"));
+    assert!(asm.contains("matmul_int.xnor-popcnt2x2"));
+}
