@@ -152,6 +152,59 @@ pub fn slice_range(start: i64, end: i64, step: i64, d: usize) -> (i64, usize) {
     (s as i64, count as usize)
 }
 
+/// The shape bookkeeping of a numpy matmul: rank-1 promotion and batch broadcasting.
+pub struct MatMulGeom {
+    pub out_shape: Vec<usize>,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// For every output batch (row-major), the batch index into a and into b.
+    pub batches: Vec<(usize, usize)>,
+}
+
+/// The geometry of `matmul` / `matmul_int` on operands of shapes `a` and `b`.
+pub fn matmul_geom(a: &[usize], b: &[usize]) -> Result<MatMulGeom, String> {
+    if a.is_empty() || b.is_empty() {
+        return Err("matmul operands must have rank 1 or more".into());
+    }
+    let a2: Vec<usize> = if a.len() == 1 {
+        vec![1, a[0]]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<usize> = if b.len() == 1 {
+        vec![b[0], 1]
+    } else {
+        b.to_vec()
+    };
+    let (ra, rb) = (a2.len(), b2.len());
+    let (m, k) = (a2[ra - 2], a2[ra - 1]);
+    let (kb, n) = (b2[rb - 2], b2[rb - 1]);
+    if k != kb {
+        return Err(format!(
+            "inner dimensions differ: {a:?} x {b:?} ({k} vs {kb})"
+        ));
+    }
+    let (ba, bb) = (&a2[..ra - 2], &b2[..rb - 2]);
+    let batch = broadcast(ba, bb)?;
+    let ia = broadcast_indices(ba, &batch);
+    let ib = broadcast_indices(bb, &batch);
+    let mut out_shape = batch;
+    if a.len() > 1 {
+        out_shape.push(m);
+    }
+    if b.len() > 1 {
+        out_shape.push(n);
+    }
+    Ok(MatMulGeom {
+        out_shape,
+        m,
+        k,
+        n,
+        batches: ia.into_iter().zip(ib).collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! matrix products and reductions (accumulated in f64, rounded once to f32).
 
 use super::{Cx, Tensor, split_at_axis};
-use crate::shape::{broadcast, broadcast_indices, normalize_axis};
+use crate::shape::{broadcast, broadcast_indices, matmul_geom, normalize_axis};
 
 /// `f(a, b)` elementwise with numpy broadcasting.
 pub(super) fn binary(cx: &Cx<'_>, f: impl Fn(f32, f32) -> f32) -> Result<Tensor, String> {
@@ -116,58 +116,6 @@ pub(super) fn batch_norm(cx: &Cx<'_>) -> Result<Tensor, String> {
         })
         .collect();
     Ok(Tensor::f32(shape, out))
-}
-
-/// The shape bookkeeping of a numpy matmul: rank-1 promotion and batch broadcasting.
-pub(super) struct MatMulGeom {
-    pub out_shape: Vec<usize>,
-    pub m: usize,
-    pub k: usize,
-    pub n: usize,
-    /// For every output batch (row-major), the batch index into a and into b.
-    pub batches: Vec<(usize, usize)>,
-}
-
-pub(super) fn matmul_geom(a: &[usize], b: &[usize]) -> Result<MatMulGeom, String> {
-    if a.is_empty() || b.is_empty() {
-        return Err("matmul operands must have rank 1 or more".into());
-    }
-    let a2: Vec<usize> = if a.len() == 1 {
-        vec![1, a[0]]
-    } else {
-        a.to_vec()
-    };
-    let b2: Vec<usize> = if b.len() == 1 {
-        vec![b[0], 1]
-    } else {
-        b.to_vec()
-    };
-    let (ra, rb) = (a2.len(), b2.len());
-    let (m, k) = (a2[ra - 2], a2[ra - 1]);
-    let (kb, n) = (b2[rb - 2], b2[rb - 1]);
-    if k != kb {
-        return Err(format!(
-            "inner dimensions differ: {a:?} x {b:?} ({k} vs {kb})"
-        ));
-    }
-    let (ba, bb) = (&a2[..ra - 2], &b2[..rb - 2]);
-    let batch = broadcast(ba, bb)?;
-    let ia = broadcast_indices(ba, &batch);
-    let ib = broadcast_indices(bb, &batch);
-    let mut out_shape = batch;
-    if a.len() > 1 {
-        out_shape.push(m);
-    }
-    if b.len() > 1 {
-        out_shape.push(n);
-    }
-    Ok(MatMulGeom {
-        out_shape,
-        m,
-        k,
-        n,
-        batches: ia.into_iter().zip(ib).collect(),
-    })
 }
 
 pub(super) fn matmul(cx: &Cx<'_>) -> Result<Tensor, String> {

@@ -451,7 +451,7 @@ pub(super) fn conv2d_int(cx: &Cx<'_>) -> Result<Tensor, String> {
 
 pub(super) fn matmul_int(cx: &Cx<'_>) -> Result<Tensor, String> {
     let (a, b) = (codes(cx, 0)?, codes(cx, 1)?);
-    let g = super::float::matmul_geom(cx.shape(0), cx.shape(1))?;
+    let g = crate::shape::matmul_geom(cx.shape(0), cx.shape(1))?;
     let (m, k, n) = (g.m, g.k, g.n);
     let za = tensor_zero_point(cx, 0)?;
     let rb = cx.shape(1).len();

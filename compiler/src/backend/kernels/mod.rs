@@ -15,7 +15,7 @@ pub(crate) mod quant;
 
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{Function, GlobalValue, InstBuilder, Value};
-use qcc_ir::shape::{broadcast, broadcast_indices, normalize_axis, strides};
+use qcc_ir::shape::{broadcast, normalize_axis, strides};
 use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, ValueId};
 
 use self::conv::ConvGeom;
@@ -484,45 +484,7 @@ pub(crate) fn activation_bounds(n: &Node) -> Result<(Option<f32>, Option<f32>), 
     }
 }
 
-pub(crate) struct MatMulGeom {
-    pub m: usize,
-    pub k: usize,
-    pub n: usize,
-    pub batches: Vec<(usize, usize)>,
-}
-
-/// numpy matmul bookkeeping: rank-1 promotion and batch broadcasting.
-pub(crate) fn matmul_geom(a: &[usize], b: &[usize]) -> Result<MatMulGeom, String> {
-    if a.is_empty() || b.is_empty() {
-        return Err("matmul operands must have rank 1 or more".into());
-    }
-    let a2: Vec<usize> = if a.len() == 1 {
-        vec![1, a[0]]
-    } else {
-        a.to_vec()
-    };
-    let b2: Vec<usize> = if b.len() == 1 {
-        vec![b[0], 1]
-    } else {
-        b.to_vec()
-    };
-    let (ra, rb) = (a2.len(), b2.len());
-    let (m, k) = (a2[ra - 2], a2[ra - 1]);
-    let (kb, n) = (b2[rb - 2], b2[rb - 1]);
-    if k != kb {
-        return Err(format!("inner dimensions differ: {a:?} x {b:?}"));
-    }
-    let (ba, bb) = (&a2[..ra - 2], &b2[..rb - 2]);
-    let batch = broadcast(ba, bb)?;
-    let ia = broadcast_indices(ba, &batch);
-    let ib = broadcast_indices(bb, &batch);
-    Ok(MatMulGeom {
-        m,
-        k,
-        n,
-        batches: ia.into_iter().zip(ib).collect(),
-    })
-}
+pub(crate) use qcc_ir::shape::matmul_geom;
 
 fn slice_gather(m: &Module, node: &Node) -> Result<Lowering, String> {
     let a = Attrs::new(node.op, &node.attrs);
