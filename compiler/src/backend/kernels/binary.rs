@@ -28,7 +28,7 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use qcc_ir::{ElemType, Module, Node, Op};
 
 use super::conv::{self, ConvGeom};
-use super::quant::{IntEpi, Requant, const_ints, int_epi, requant_scalar};
+use super::quant::{AccStore, IntEpi, Requant, const_ints, int_epi};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::kb::{Kb, MF};
 use crate::backend::storage::Store;
@@ -591,31 +591,15 @@ fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, row0: Value, col0: Value, rv: usize,
                 }
                 None => kb.b.ins().iconst(I32, t.k as i64),
             };
-            let mut x = kb.b.ins().isub(valid, twice);
-            let chan = if t.chan_of_row {
-                kb.b.ins().iadd_imm_s(row0, r as i64)
-            } else {
-                kb.b.ins().iadd_imm_s(col0, c as i64)
+            let x = kb.b.ins().isub(valid, twice);
+            let acc = AccStore {
+                ldc: t.ldc,
+                chan_of_row: t.chan_of_row,
+                bias: t.bias,
+                rq: t.rq,
+                st_out: t.st_out,
             };
-            if let Some(bp) = t.bias {
-                let a = kb.idx(bp, chan, 4);
-                let bv = kb.load(I32, a, 0);
-                x = kb.b.ins().iadd(x, bv);
-            }
-            let off = (r as i64 * t.ldc as i64 + c as i64) * ob;
-            match t.rq {
-                Some((rq, tab)) => {
-                    let tp = if rq.chans.len() > 1 {
-                        kb.idx(tab, chan, 48)
-                    } else {
-                        tab
-                    };
-                    let x64 = kb.b.ins().sextend(I64, x);
-                    let y = requant_scalar(kb, rq, tp, x64);
-                    kb.store_int(t.st_out, y, out_tile, off);
-                }
-                None => kb.store_int(t.st_out, x, out_tile, off),
-            }
+            acc.store(kb, x, (row0, col0), (r, c), out_tile, ob);
         }
     }
 }

@@ -846,6 +846,57 @@ struct IntGemm<'t> {
     chan_of_row: bool,
 }
 
+/// Where an integer GEMM-like kernel puts an i32 accumulator: plus the channel's bias,
+/// then through the fused requantize, or stored as it is.
+#[derive(Clone, Copy)]
+pub(crate) struct AccStore<'t> {
+    pub ldc: usize,
+    /// Whether output rows (else columns) are the channels of bias and requantize.
+    pub chan_of_row: bool,
+    pub bias: Option<Value>,
+    pub rq: Option<(&'t Requant, Value)>,
+    pub st_out: Store,
+}
+
+impl AccStore<'_> {
+    /// Stores accumulator `x` (i32) of tile element `(r, c)`; the tile starts at output
+    /// row and column `origin` and at address `out_tile`; `ob` is the output element size.
+    pub(crate) fn store(
+        &self,
+        kb: &mut Kb<'_, '_>,
+        mut x: Value,
+        origin: (Value, Value),
+        (r, c): (usize, usize),
+        out_tile: Value,
+        ob: i64,
+    ) {
+        let chan = if self.chan_of_row {
+            kb.b.ins().iadd_imm_s(origin.0, r as i64)
+        } else {
+            kb.b.ins().iadd_imm_s(origin.1, c as i64)
+        };
+        if let Some(bp) = self.bias {
+            let a = kb.idx(bp, chan, 4);
+            let bv = kb.load(I32, a, 0);
+            x = kb.b.ins().iadd(x, bv);
+        }
+        let off = (r as i64 * self.ldc as i64 + c as i64) * ob;
+        match self.rq {
+            Some((rq, tab)) => {
+                let tp = if rq.chans.len() > 1 {
+                    kb.idx(tab, chan, 48)
+                } else {
+                    tab
+                };
+                let x64 = kb.b.ins().sextend(I64, x);
+                let y = requant_scalar(kb, rq, tp, x64);
+                kb.store_int(self.st_out, y, out_tile, off);
+            }
+            None => kb.store_int(self.st_out, x, out_tile, off),
+        }
+    }
+}
+
 fn emit_int_gemm(kb: &mut Kb<'_, '_>, g: &IntGemm<'_>) {
     let npad = np(g.n);
     let row_groups: Vec<(usize, usize, usize)> = {
@@ -959,31 +1010,15 @@ fn int_tile(
                         continue;
                     }
                 }
-                let mut x = kb.b.ins().extractlane(accv, lane as u8);
-                let chan = if g.chan_of_row {
-                    kb.b.ins().iadd_imm_s(row0, r as i64)
-                } else {
-                    kb.b.ins().iadd_imm_s(col0, c as i64)
+                let x = kb.b.ins().extractlane(accv, lane as u8);
+                let acc = AccStore {
+                    ldc: g.ldc,
+                    chan_of_row: g.chan_of_row,
+                    bias: g.bias,
+                    rq: g.rq,
+                    st_out: g.st_out,
                 };
-                if let Some(bp) = g.bias {
-                    let a = kb.idx(bp, chan, 4);
-                    let bv = kb.load(I32, a, 0);
-                    x = kb.b.ins().iadd(x, bv);
-                }
-                let off = (r as i64 * g.ldc as i64 + c as i64) * ob;
-                match g.rq {
-                    Some((rq, tab)) => {
-                        let tp = if rq.chans.len() > 1 {
-                            kb.idx(tab, chan, 48)
-                        } else {
-                            tab
-                        };
-                        let x64 = kb.b.ins().sextend(I64, x);
-                        let y = requant_scalar(kb, rq, tp, x64);
-                        kb.store_int(g.st_out, y, out_tile, off);
-                    }
-                    None => kb.store_int(g.st_out, x, out_tile, off),
-                }
+                acc.store(kb, x, (row0, col0), (r, c), out_tile, ob);
             }
         }
     }
