@@ -205,6 +205,94 @@ pub fn matmul_geom(a: &[usize], b: &[usize]) -> Result<MatMulGeom, String> {
     })
 }
 
+/// The geometry of a 2-D convolution (or of a pooling window sweep, with `m = c` and
+/// `group = c`), shared by the interpreter and the backend.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub m: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub top: usize,
+    pub left: usize,
+    pub group: usize,
+}
+
+impl ConvGeom {
+    pub fn cg(&self) -> usize {
+        self.c / self.group
+    }
+    pub fn mg(&self) -> usize {
+        self.m / self.group
+    }
+    /// Depth of the per-group GEMM.
+    pub fn kdim(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+    pub fn npix(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// Whether the patch matrix is `x` itself.
+    pub fn is_pointwise(&self) -> bool {
+        self.kh == 1
+            && self.kw == 1
+            && self.sh == 1
+            && self.sw == 1
+            && self.top == 0
+            && self.left == 0
+            && self.oh == self.h
+            && self.ow == self.w
+    }
+    pub fn macs(&self) -> u64 {
+        (self.n * self.m * self.npix() * self.kdim()) as u64
+    }
+
+    pub fn out_shape(&self) -> Vec<usize> {
+        vec![self.n, self.m, self.oh, self.ow]
+    }
+
+    /// Input row of window row `i` for output row `oy`, if inside the input.
+    pub fn in_y(&self, oy: usize, i: usize) -> Option<usize> {
+        (oy * self.sh + i * self.dh)
+            .checked_sub(self.top)
+            .filter(|&y| y < self.h)
+    }
+
+    pub fn in_x(&self, ox: usize, j: usize) -> Option<usize> {
+        (ox * self.sw + j * self.dw)
+            .checked_sub(self.left)
+            .filter(|&x| x < self.w)
+    }
+
+    /// Output rows `[lo, hi)` for which window row `i` falls inside the input.
+    pub fn rows_valid(&self, i: usize) -> (usize, usize) {
+        valid_range(self.oh, self.h, self.sh, i * self.dh, self.top)
+    }
+    pub fn cols_valid(&self, j: usize) -> (usize, usize) {
+        valid_range(self.ow, self.w, self.sw, j * self.dw, self.left)
+    }
+}
+
+/// Outputs `o` in `[0, out)` with `0 <= o*s + tap - pad < len`, as a range.
+pub fn valid_range(out: usize, len: usize, s: usize, tap: usize, pad: usize) -> (usize, usize) {
+    let ok = |o: usize| {
+        let p = o * s + tap;
+        p >= pad && p - pad < len
+    };
+    let lo = (0..out).find(|&o| ok(o)).unwrap_or(out);
+    let hi = (lo..out).find(|&o| !ok(o)).unwrap_or(out);
+    (lo, hi)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,48 +1,7 @@
 //! Convolution, pooling and resize.
 
 use super::{Cx, Tensor, TensorData, usizes_n};
-use crate::shape::window_out;
-
-/// The geometry of a 2-D convolution (or of a pooling window sweep, with `m = c` and
-/// `group = c`).
-#[derive(Clone, Copy, Debug)]
-pub(super) struct ConvGeom {
-    pub n: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub m: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub oh: usize,
-    pub ow: usize,
-    pub sh: usize,
-    pub sw: usize,
-    pub dh: usize,
-    pub dw: usize,
-    pub top: usize,
-    pub left: usize,
-    pub group: usize,
-}
-
-impl ConvGeom {
-    pub fn out_shape(&self) -> Vec<usize> {
-        vec![self.n, self.m, self.oh, self.ow]
-    }
-
-    /// Input row of window row `i` for output row `oy`, if inside the input.
-    pub fn in_y(&self, oy: usize, i: usize) -> Option<usize> {
-        (oy * self.sh + i * self.dh)
-            .checked_sub(self.top)
-            .filter(|&y| y < self.h)
-    }
-
-    pub fn in_x(&self, ox: usize, j: usize) -> Option<usize> {
-        (ox * self.sw + j * self.dw)
-            .checked_sub(self.left)
-            .filter(|&x| x < self.w)
-    }
-}
+use crate::shape::{ConvGeom, window_out};
 
 /// Checks the shapes of a convolution's `x` [N, C, H, W] and `w` [M, C/group, kh, kw] and
 /// computes the output geometry from the node's attributes.
