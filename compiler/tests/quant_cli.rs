@@ -46,6 +46,10 @@ fn eval_quantized_with_calibration() {
         "{err}"
     );
     assert!(err.contains("edge layer, kept at 8 bits"), "{err}");
+    assert!(
+        err.contains("output error vs float on 32 samples: mean KL"),
+        "{err}"
+    );
     assert!(err.contains("8-bit integer kernels"), "{err}");
 }
 

@@ -582,7 +582,7 @@ impl std::fmt::Display for OutputError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "on {} samples: mean KL {:.5}, max |diff| {:.4}, top-1 agreement {:.2}%",
+            "on {} samples: mean KL {:.2e}, max |diff| {:.4}, top-1 agreement {:.2}%",
             self.samples,
             self.mean_kl,
             self.max_abs,

@@ -5,11 +5,14 @@ use std::path::PathBuf;
 
 use qcc_ir::Module;
 
-use super::calibrate::{CalibMethod, CalibOptions, calibrate, data_free};
+use super::calibrate::{CalibMethod, CalibOptions, calibrate, compare_outputs, data_free};
 use super::insert::{QuantReport, float_kernels, quantize_model};
 use super::profile::load_stats;
 use super::scheme::QuantOptions;
 use crate::passes::Pipeline;
+
+/// Calibration samples the report's output error is measured on.
+const ERROR_SAMPLES: usize = 32;
 
 /// `--bits`, `--wbits`, `--abits`, `--calib`, `--profile`, `--calib-method`, `--keep-edges`, ...
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -111,7 +114,7 @@ impl QuantFlags {
             (None, Some(p)) => load_stats(p, m, copts.method)?,
             (None, None) => data_free(m, &copts)?,
         };
-        let (mut q, report) = quantize_model(m, &stats, &opts)?;
+        let (mut q, mut report) = quantize_model(m, &stats, &opts)?;
         Pipeline::from_names("quantize", &["rewrite", "dce"])
             .map_err(|e| e.to_string())?
             .run(&mut q, &mut |_| {})
@@ -122,6 +125,12 @@ impl QuantFlags {
                 "internal: these kernels did not become integer kernels: {}",
                 left.join(", ")
             ));
+        }
+        // The output error against the float model, on the first calibration samples
+        // (both run through the interpreter; a handful of samples keeps it cheap).
+        if let Some(p) = &self.calib {
+            let n = self.calib_limit.unwrap_or(usize::MAX).min(ERROR_SAMPLES);
+            report.output_error = Some(compare_outputs(m, &q, p, Some(n))?);
         }
         Ok(Some((q, report)))
     }
