@@ -1,35 +1,12 @@
 //! The `qcc` binary: commands and their error messages.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod cli_common;
 
-fn qcc(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_qcc"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run qcc");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qcc-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use cli_common::{qcc, root, temp_dir};
 
 #[test]
 fn interp_runs_the_bundled_example() {
-    let out = temp_dir("interp");
+    let out = temp_dir("cli", "interp");
     let (ok, _, err) = qcc(&[
         "interp",
         "examples/interp/digits_cnn.qir",
@@ -50,7 +27,7 @@ fn interp_runs_the_bundled_example() {
 
 #[test]
 fn interp_errors_name_the_problem() {
-    let out = temp_dir("errors");
+    let out = temp_dir("cli", "errors");
     let o = out.to_str().unwrap();
     let (ok, _, err) = qcc(&["interp", "no/such.qir", "--out", o]);
     assert!(!ok && err.contains("cannot read no/such.qir"), "{err}");
@@ -123,7 +100,7 @@ fn opt_runs_named_passes_and_rejects_unknown_ones() {
 
 #[test]
 fn verify_reports_violations() {
-    let dir = temp_dir("verify");
+    let dir = temp_dir("cli", "verify");
     let bad = dir.join("bad.qir");
     std::fs::write(
         &bad,
@@ -145,7 +122,7 @@ fn passes_lists_the_registry() {
 
 #[test]
 fn compile_creates_the_output_folder() {
-    let dir = temp_dir("outdir").join("not/yet/there");
+    let dir = temp_dir("cli", "outdir").join("not/yet/there");
     let obj = dir.join("digits.o");
     let (ok, _, err) = qcc(&[
         "compile",

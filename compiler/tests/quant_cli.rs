@@ -1,25 +1,9 @@
 //! `--bits`, `--wbits`, `--abits`, `--calib`, `--calib-method`, `--keep-edges` on
 //! `qcc compile` and `qcc eval`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod cli_common;
 
-fn qcc(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_qcc"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run qcc");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use cli_common::qcc;
 
 #[test]
 fn eval_quantized_with_calibration() {

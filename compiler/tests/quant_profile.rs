@@ -1,36 +1,16 @@
 //! Calibration profiles: `qcc calibrate ... -o FILE.qprof` and `--profile FILE.qprof`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod cli_common;
+
+use std::path::Path;
+
+use cli_common::{qcc, root, temp_dir};
 
 use qcc::quant::{CalibMethod, CalibOptions, Profile, calibrate};
 
 const MODEL: &str = "tests/models/digits_cnn_folded.onnx";
 const OTHER: &str = "tests/models/digits_resnet_folded.onnx";
 const DATA: &str = "tests/models/digits_train.npz";
-
-fn qcc(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_qcc"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run qcc");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qcc-qprof-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -55,7 +35,7 @@ fn calibrate_cli(model: &str, n: usize, out: &Path) {
 
 #[test]
 fn round_trip_gives_equal_stats() {
-    let dir = temp_dir("rt");
+    let dir = temp_dir("qprof", "rt");
     let p = dir.join("cnn.qprof");
     calibrate_cli(MODEL, 12, &p);
     let loaded = qcc::driver::load(&root().join(MODEL), &Default::default()).unwrap();
@@ -89,7 +69,7 @@ fn round_trip_gives_equal_stats() {
 
 #[test]
 fn compile_with_profile_matches_compile_with_calib() {
-    let dir = temp_dir("same");
+    let dir = temp_dir("qprof", "same");
     let p = dir.join("cnn.qprof");
     calibrate_cli(MODEL, 16, &p);
     for method in ["minmax", "kl"] {
@@ -124,7 +104,7 @@ fn compile_with_profile_matches_compile_with_calib() {
 
 #[test]
 fn profile_of_another_model_is_rejected() {
-    let dir = temp_dir("wrong");
+    let dir = temp_dir("qprof", "wrong");
     let p = dir.join("cnn.qprof");
     calibrate_cli(MODEL, 4, &p);
     let o = dir.join("resnet.o");
@@ -149,7 +129,7 @@ fn profile_of_another_model_is_rejected() {
 
 #[test]
 fn garbage_and_misuse_are_reported() {
-    let dir = temp_dir("bad");
+    let dir = temp_dir("qprof", "bad");
     let g = dir.join("garbage.qprof");
     std::fs::write(&g, b"\x08\x96\x01 this is not a profile \xff\xff").unwrap();
     let o = dir.join("m.o");
