@@ -118,6 +118,42 @@ proptest! {
         check(&b).map_err(TestCaseError::fail)?;
     }
 
+    /// 3x3 stride-1 convolutions of the sizes the Winograd F(2x2, 3x3) kernel takes
+    /// (OH even, OW a multiple of 8, whole GEMM panels of tiles), any padding.
+    #[test]
+    fn conv2d_winograd(seed: u64, fuse in 0usize..3, with_bias: bool) {
+        let mut r = Rng(seed | 1);
+        let n = r.i(1, 2) as usize;
+        let (c, m) = (r.i(4, 20) as usize, r.i(4, 20) as usize);
+        let pads: Vec<i64> = (0..4).map(|_| r.i(0, 2)).collect();
+        let oh = 2 * r.i(1, 8) as usize;
+        let ow = 8 * r.i(1, 3) as usize;
+        prop_assume!((oh / 2 * (ow / 2)).is_multiple_of(8));
+        let h = oh as i64 + 2 - pads[0] - pads[2];
+        let w = ow as i64 + 2 - pads[1] - pads[3];
+        prop_assume!(h >= 1 && w >= 1);
+        let (h, w) = (h as usize, w as usize);
+        let mut b = B::new();
+        let x = b.input_f32(&[n, c, h, w], r.fs(n * c * h * w, -4.0, 4.0));
+        let wt = b.const_f32(&[m, c, 3, 3], r.fs(m * c * 9, -1.0, 1.0));
+        let mut ops = vec![x, wt];
+        if with_bias { ops.push(b.const_f32(&[m], r.fs(m, -1.0, 1.0))); }
+        let a = attrs(&[
+            ("strides", ints(&[1, 1])),
+            ("pads", ints(&pads)),
+            ("dilations", ints(&[1, 1])),
+            ("group", Attr::Int(1)),
+        ]);
+        let mut y = b.f(Op::Conv2d, &ops, a);
+        y = match fuse {
+            1 => b.f(Op::Relu, &[y], attrs(&[])),
+            2 => b.f(Op::Clip, &[y], attrs(&[("min", Attr::Float(-0.5)), ("max", Attr::Float(0.7))])),
+            _ => y,
+        };
+        b.output(y);
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
     #[test]
     fn gemm(seed: u64, ta: bool, tb: bool, bconst: bool, with_c in 0usize..5, relu: bool) {
         let mut r = Rng(seed | 1);

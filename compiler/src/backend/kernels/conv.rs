@@ -8,12 +8,16 @@
 //! batch and group loops are run-time loops (depthwise convolutions have many groups).
 //! Padded taps are written as zeros by im2col; which output rows and columns a tap
 //! reaches is computed at compile time, so the copy loops have no bounds tests.
+//!
+//! Stride-1 3x3 convolutions of suitable sizes go to Winograd F(2x2, 3x3) instead
+//! (`winograd.rs`).
 
 use cranelift_codegen::ir::Value;
 use cranelift_codegen::ir::types::{F32, F32X4};
 use qcc_ir::{Attrs, Module, Node};
 
 use super::gemm::{self, AIn, BIn, Epilogue, Gemm};
+use super::winograd;
 use crate::backend::kb::Kb;
 
 pub(crate) use qcc_ir::shape::ConvGeom;
@@ -56,6 +60,9 @@ pub(crate) fn conv_geom(m: &Module, node: &Node) -> Result<ConvGeom, String> {
 
 /// Packs f32 weights `[M, Cg, kh, kw]` into one packed A matrix per group.
 pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
+    if winograd::applies(g) {
+        return winograd::pack_weights(g, w);
+    }
     let (mg, k) = (g.mg(), g.kdim());
     let mut out = Vec::with_capacity(w.len());
     for grp in 0..g.group {
@@ -67,6 +74,9 @@ pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
 /// Workspace bytes: the f32 patch matrix of one group (unless pointwise), then the
 /// same matrix packed into GEMM panels.
 pub(crate) fn workspace(g: &ConvGeom) -> usize {
+    if winograd::applies(g) {
+        return winograd::workspace(g);
+    }
     let m = g.kdim() * g.npix() * 4;
     if g.is_pointwise() { m } else { 2 * m }
 }
@@ -84,6 +94,10 @@ pub(crate) fn emit(
     lo: Option<f32>,
     hi: Option<f32>,
 ) {
+    if winograd::applies(g) {
+        winograd::emit(kb, g, x, w, bias, out, ws, lo, hi);
+        return;
+    }
     let (cg, mg, k, npix) = (g.cg(), g.mg(), g.kdim(), g.npix());
     let gc = *g;
     kb.for_range(0, g.n as i64, 1, |kb, n| {

@@ -12,6 +12,7 @@ pub(crate) mod gemm;
 pub(crate) mod movement;
 pub(crate) mod pool;
 pub(crate) mod quant;
+pub(crate) mod winograd;
 
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{Function, GlobalValue, InstBuilder, Value};
@@ -108,6 +109,8 @@ impl Lowering {
             Lowering::Conv { g, lo, hi } => {
                 let kind = if g.is_pointwise() {
                     "pointwise"
+                } else if winograd::applies(g) {
+                    "winograd2x2"
                 } else {
                     "im2col"
                 };
