@@ -4,7 +4,11 @@
    (`compiler/examples/bench_kernels.rs`, against KERNELS.md's ceilings);
 2. latency of the compiled float and int8 digits models and of a ResNet-20-style CIFAR
    model (`gen_resnet20.py`; float, and int8 by ONNX Runtime's `quantize_static`,
-   QOperator, per-channel) against ONNX Runtime with `intra_op_num_threads=1`, as ratios.
+   QOperator, per-channel) against ONNX Runtime with `intra_op_num_threads=1`, as ratios;
+3. the ResNet-20-style model compiled by `qcc compile --bits N` (N = 8, 4, 3, 2, 1, and
+   the float model), each object linked with `harness.c` by `cc` and timed as a program,
+   against ONNX Runtime fp32 and int8 (QDQ, per-channel) on the same machine: medians,
+   ratios, and the objects' weight bytes from the compile report.
 
     /work/venv/bin/python bench/run.py [--seconds S]
 
@@ -14,6 +18,7 @@ profile does not matter (generated code is timed, not the compiler).
 """
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +26,8 @@ import time
 
 import numpy as np
 import onnxruntime as ort
+
+logging.getLogger().setLevel(logging.ERROR)  # quantize_static warns on every BN tensor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -59,6 +66,85 @@ def make_resnet20():
                         per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8)
     return f32, q8
+
+
+def make_resnet20_qdq(f32):
+    """ONNX Runtime int8, QDQ format, per-channel weights (the issue's int8 baseline)."""
+    qdq = os.path.join(OUT, "resnet20_qdq.onnx")
+    if os.path.exists(qdq) and os.path.getmtime(qdq) >= os.path.getmtime(f32):
+        return qdq
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.batches = iter(
+                [{"input": rng.uniform(0, 1, (1, 3, 32, 32)).astype(np.float32)}
+                 for _ in range(16)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(f32, qdq, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return qdq
+
+
+def qcc_binary():
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "qcc"], cwd=ROOT, check=True)
+    return os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")),
+                        "release", "qcc")
+
+
+def qcc_object_median(qcc, model, bits, seconds):
+    """Compiles `model` (at `bits`, or as it is when None), links it with harness.c and
+    times it. Returns (median_us, weight_bytes) or an error string."""
+    import json
+
+    tag = "f32" if bits is None else f"b{bits}"
+    name = f"r20_{tag}"
+    obj = os.path.join(OUT, name + ".o")
+    rep = os.path.join(OUT, name + ".json")
+    cmd = [qcc, "compile", model, "-o", obj, "--name", name, "--report", rep]
+    if bits is not None:
+        cmd += ["--bits", str(bits)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        lines = [l for l in r.stderr.strip().splitlines() if l.startswith("error")]
+        return (lines[0] if lines else r.stderr.strip()[-200:])
+    exe = os.path.join(OUT, name)
+    subprocess.run(["cc", "-O2", f"-I{OUT}", f'-DQCC_HEADER="{name}.h"', f"-DQCC_PREFIX={name}",
+                    os.path.join(HERE, "harness.c"), obj, "-o", exe], check=True)
+    out = subprocess.run([exe, str(seconds)], capture_output=True, text=True, check=True)
+    med = float(out.stdout.split()[0])
+    with open(rep) as f:
+        report = json.load(f)
+    return med, report["weight_bytes"]
+
+
+def bits_section(r20, seconds):
+    qcc = qcc_binary()
+    qdq = make_resnet20_qdq(r20)
+    o32 = ort_median(r20, seconds)
+    o8 = ort_median(qdq, seconds)
+    print("\n== ResNet-20-style model, linked objects at N bits (median us, single thread)")
+    print(f"ONNX Runtime: fp32 {o32:.1f} us, int8 QDQ per-channel {o8:.1f} us")
+    print(f"{'qcc':<14} {'us':>9} {'ORT fp32/qcc':>13} {'ORT int8/qcc':>13} {'weight B':>10}"
+          f" {'fp32 object weight B / weight B':>32}")
+    f32_bytes = None
+    for bits in [None, 8, 4, 3, 2, 1]:
+        label = "fp32" if bits is None else f"--bits {bits}"
+        r = qcc_object_median(qcc, r20, bits, seconds)
+        if isinstance(r, str):
+            print(f"{label:<14} n/a: {r}")
+            continue
+        med, wb = r
+        if bits is None:
+            f32_bytes = wb
+        shrink = f"{f32_bytes / wb:.1f}" if f32_bytes else "n/a"
+        print(f"{label:<14} {med:>9.1f} {o32 / med:>13.2f} {o8 / med:>13.2f} {wb:>10}"
+              f" {shrink:>32}")
 
 
 def ort_median(path, seconds):
@@ -123,6 +209,7 @@ def main():
             continue
         med, macs = q
         print(f"{label:<30} {macs:>10} {med:>10.1f} {o:>10.1f} {med / o:>7.2f}  {macs / med / 1e3:.2f}")
+    bits_section(r20, a.seconds)
     print(f"\nonnxruntime {ort.__version__}, numpy {np.__version__}")
 
 
