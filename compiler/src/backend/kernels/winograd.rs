@@ -71,11 +71,18 @@ fn align64(b: usize) -> usize {
     b.div_ceil(64) * 64
 }
 
+/// Bytes between consecutive transform positions' matrices: a cache line more than the
+/// matrix, so that the 16 stores (and later loads) of one tile group, one per position,
+/// do not all map to one L1 set, as they would at a multiple of 4 KiB.
+fn pos_stride(rows: usize, t: usize) -> usize {
+    align64(rows * t * 4) + 64
+}
+
 /// Workspace bytes: the bordered input, then V (16 x C x T), then M (16 x M x T).
 pub(crate) fn workspace(g: &ConvGeom) -> usize {
     let (hp, wp) = padded(g);
     let t = tiles(g);
-    align64(g.c * hp * wp * 4) + align64(16 * g.c * t * 4) + 16 * g.m * t * 4
+    align64(g.c * hp * wp * 4) + 16 * pos_stride(g.c, t) + 16 * pos_stride(g.m, t)
 }
 
 /// `U_e = (G g Gᵀ)[e]` for every output/input channel pair, each packed as the GEMM's A
@@ -134,7 +141,7 @@ pub(crate) fn emit(
     let t = tiles(&g);
     let buf = ws;
     let vbuf = kb.off(ws, align64(g.c * hp * wp * 4) as i64);
-    let mbuf = kb.off(vbuf, align64(16 * g.c * t * 4) as i64);
+    let mbuf = kb.off(vbuf, (16 * pos_stride(g.c, t)) as i64);
     kb.for_range(0, g.n as i64, 1, |kb, n| {
         let xn = kb.idx(x, n, (g.c * g.h * g.w * 4) as i64);
         let on = kb.idx(out, n, (g.m * g.oh * g.ow * 4) as i64);
@@ -142,8 +149,8 @@ pub(crate) fn emit(
         input_transform(kb, &g, buf, vbuf);
         kb.for_range(0, 16, 1, |kb, e| {
             let a = kb.idx(w, e, (g.m * g.c * 4) as i64);
-            let b = kb.idx(vbuf, e, (g.c * t * 4) as i64);
-            let o = kb.idx(mbuf, e, (g.m * t * 4) as i64);
+            let b = kb.idx(vbuf, e, pos_stride(g.c, t) as i64);
+            let o = kb.idx(mbuf, e, pos_stride(g.m, t) as i64);
             gemm::emit(
                 kb,
                 &Gemm {
@@ -225,7 +232,8 @@ fn at(kb: &mut Kb<'_, '_>, v: [Value; 4]) -> [Value; 2] {
 }
 
 /// Writes `V_e[c, t]` in the packed B layout: tile t of channel c of position e at
-/// element `e*C*T + (t & !7) * C + c * 8 + (t & 7)` (full panels of 8 tiles).
+/// element `(t & !7) * C + c * 8 + (t & 7)` of matrix e, which starts `e * pos_stride`
+/// bytes into V (full panels of 8 tiles).
 fn input_transform(kb: &mut Kb<'_, '_>, g: &ConvGeom, buf: Value, vbuf: Value) {
     let (hp, wp) = padded(g);
     let g = *g;
@@ -263,7 +271,7 @@ fn input_transform(kb: &mut Kb<'_, '_>, g: &ConvGeom, buf: Value, vbuf: Value) {
                     let col = bt(kb, d.map(|row| row[j]));
                     for (i, v) in col.into_iter().enumerate() {
                         let e = i * 4 + j;
-                        kb.store(v, base, (e * g.c * t * 4) as i64);
+                        kb.store(v, base, (e * pos_stride(g.c, t)) as i64);
                     }
                 }
             }
@@ -302,7 +310,7 @@ fn output_transform(
                 let cols: [[Value; 2]; 4] = std::array::from_fn(|j| {
                     let col: [Value; 4] = std::array::from_fn(|i| {
                         let e = i * 4 + j;
-                        kb.load(F32X4, mt, ((e * g.m * t + 4 * gx) * 4) as i64)
+                        kb.load(F32X4, mt, (e * pos_stride(g.m, t) + 16 * gx) as i64)
                     });
                     at(kb, col)
                 });
