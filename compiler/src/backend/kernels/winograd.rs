@@ -35,7 +35,9 @@ use cranelift_codegen::ir::types::{F32, F32X4, I8X16};
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 
 use super::conv::{ConvGeom, copy_run, fill_zero};
-use super::gemm::{self, AIn, BIn, Epilogue, Gemm};
+use super::gemm::{self, AIn, BIn, Epilogue, Gemm, NR};
+
+const _: () = assert!(NR.is_power_of_two() && NR.is_multiple_of(4));
 use crate::backend::kb::Kb;
 
 /// Whether the F(2x2, 3x3) kernel handles this convolution.
@@ -52,7 +54,7 @@ pub(crate) fn applies(g: &ConvGeom) -> bool {
         && g.oh.is_multiple_of(2)
         && g.ow >= 8
         && g.ow.is_multiple_of(8)
-        && tiles.is_multiple_of(gemm::NR)
+        && tiles.is_multiple_of(NR)
         // Below a few channels the transforms cost more than the multiplies saved.
         && g.c >= 4
         && g.m >= 4
@@ -232,8 +234,9 @@ fn at(kb: &mut Kb<'_, '_>, v: [Value; 4]) -> [Value; 2] {
 }
 
 /// Writes `V_e[c, t]` in the packed B layout: tile t of channel c of position e at
-/// element `(t & !7) * C + c * 8 + (t & 7)` of matrix e, which starts `e * pos_stride`
-/// bytes into V (full panels of 8 tiles).
+/// element `(t & !(NR-1)) * C + c * NR + (t & (NR-1))` of matrix e, which starts
+/// `e * pos_stride` bytes into V (full GEMM panels of `NR` tiles; groups of four tiles
+/// never straddle two panels since NR is a multiple of 4).
 fn input_transform(kb: &mut Kb<'_, '_>, g: &ConvGeom, buf: Value, vbuf: Value) {
     let (hp, wp) = padded(g);
     let g = *g;
@@ -241,7 +244,7 @@ fn input_transform(kb: &mut Kb<'_, '_>, g: &ConvGeom, buf: Value, vbuf: Value) {
     let t = tiles(&g);
     kb.for_range(0, g.c as i64, 1, |kb, c| {
         let bc = kb.idx(buf, c, (hp * wp * 4) as i64);
-        let vc = kb.idx(vbuf, c, 8 * 4);
+        let vc = kb.idx(vbuf, c, (NR * 4) as i64);
         kb.for_range(0, th as i64, 1, |kb, ty| {
             // Buffer row 2*ty.
             let row = kb.idx(bc, ty, (2 * wp * 4) as i64);
@@ -250,8 +253,8 @@ fn input_transform(kb: &mut Kb<'_, '_>, g: &ConvGeom, buf: Value, vbuf: Value) {
             for gx in 0..tw / 4 {
                 // Tiles t0 + 4gx .. +4: panel (t & !7), lane offset (t & 7).
                 let tt = kb.b.ins().iadd_imm_s(t0, (4 * gx) as i64);
-                let hi = kb.b.ins().band_imm_s(tt, !7);
-                let lo = kb.b.ins().band_imm_s(tt, 7);
+                let hi = kb.b.ins().band_imm_s(tt, !(NR as i64 - 1));
+                let lo = kb.b.ins().band_imm_s(tt, NR as i64 - 1);
                 let base = kb.idx(vc, hi, (g.c * 4) as i64);
                 let base = kb.idx(base, lo, 4);
                 let mut d = [[row; 4]; 4];
