@@ -3,7 +3,7 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, attrs, check, ints};
+use backend_common::{B, Rng, TOL, attrs, check, ints};
 use proptest::prelude::*;
 use qcc_ir::{Attr, Op};
 
@@ -33,6 +33,47 @@ const UNARY: [Op; 9] = [
     Op::Sqrt,
     Op::Sign,
 ];
+
+/// Winograd's transforms add, subtract and scale partial sums by up to 8 before the sum
+/// over channels, so its rounding error grows with the magnitude of the summed terms,
+/// not of the result: |jit - interp| <= TOL (1 + |interp|) + WINOGRAD_REL * sum |x| |w|
+/// over the output's receptive field.
+const WINOGRAD_REL: f32 = 2e-6;
+
+fn check_winograd(b: &B, babs: &B) -> Result<(), String> {
+    use qcc_ir::interp::{self, TensorData};
+    let want = interp::run(&b.m, &b.inputs).map_err(|e| format!("interp: {e}"))?;
+    let mag = interp::run(&babs.m, &babs.inputs).map_err(|e| format!("interp: {e}"))?;
+    let jit = qcc::backend::JitModel::new(&b.m).map_err(|e| format!("compile: {e}"))?;
+    if !jit.report().to_string().contains("winograd") {
+        return Err(format!("no Winograd kernel chosen:\n{}", jit.report()));
+    }
+    let got = jit.run(&b.inputs).map_err(|e| format!("run: {e}"))?;
+    let (TensorData::F32(w), TensorData::F32(g), TensorData::F32(s)) =
+        (&want[0].data, &got[0].data, &mag[0].data)
+    else {
+        return Err("f32 outputs expected".into());
+    };
+    let mut worst = 0f32;
+    for i in 0..w.len() {
+        let err = (w[i] - g[i]).abs();
+        let tol = TOL * (1.0 + w[i].abs()) + WINOGRAD_REL * s[i];
+        worst = worst.max((err - TOL * (1.0 + w[i].abs())) / s[i].max(1e-30));
+        if err > tol {
+            return Err(format!(
+                "output[{i}]: interp {}, jit {}, sum |x||w| {}\nreport:\n{}",
+                w[i],
+                g[i],
+                s[i],
+                jit.report()
+            ));
+        }
+    }
+    if std::env::var_os("QCC_WINOGRAD_ERR").is_some() {
+        eprintln!("worst (err - TOL(1+|y|)) / sum|x||w| = {worst:e}");
+    }
+    Ok(())
+}
 
 proptest! {
     #![proptest_config(cfg())]
@@ -118,8 +159,9 @@ proptest! {
         check(&b).map_err(TestCaseError::fail)?;
     }
 
-    /// 3x3 stride-1 convolutions of the sizes the Winograd F(2x2, 3x3) kernel takes
-    /// (OH even, OW a multiple of 8, whole GEMM panels of tiles), any padding.
+    /// 3x3 stride-1 convolutions of the sizes the Winograd kernels take (F(4x4, 3x3):
+    /// OH a multiple of 4, OW of 16; F(2x2, 3x3): OH even, OW a multiple of 8; whole GEMM
+    /// panels of tiles), any padding. Tolerance: [`winograd_tol`].
     #[test]
     fn conv2d_winograd(seed: u64, fuse in 0usize..3, with_bias: bool) {
         let mut r = Rng(seed | 1);
@@ -127,23 +169,31 @@ proptest! {
         let (c, m) = (r.i(4, 20) as usize, r.i(4, 20) as usize);
         let pads: Vec<i64> = (0..4).map(|_| r.i(0, 2)).collect();
         let oh = 2 * r.i(1, 8) as usize;
-        let ow = 8 * r.i(1, 3) as usize;
+        let ow = 8 * r.i(1, 4) as usize;
         prop_assume!((oh / 2 * (ow / 2)).is_multiple_of(8));
         let h = oh as i64 + 2 - pads[0] - pads[2];
         let w = ow as i64 + 2 - pads[1] - pads[3];
         prop_assume!(h >= 1 && w >= 1);
         let (h, w) = (h as usize, w as usize);
-        let mut b = B::new();
-        let x = b.input_f32(&[n, c, h, w], r.fs(n * c * h * w, -4.0, 4.0));
-        let wt = b.const_f32(&[m, c, 3, 3], r.fs(m * c * 9, -1.0, 1.0));
-        let mut ops = vec![x, wt];
-        if with_bias { ops.push(b.const_f32(&[m], r.fs(m, -1.0, 1.0))); }
+        let xs = r.fs(n * c * h * w, -4.0, 4.0);
+        let ws = r.fs(m * c * 9, -1.0, 1.0);
         let a = attrs(&[
             ("strides", ints(&[1, 1])),
             ("pads", ints(&pads)),
             ("dilations", ints(&[1, 1])),
             ("group", Attr::Int(1)),
         ]);
+        // The magnitude of each output's sum, conv(|x|, |w|), scales the tolerance.
+        let mut babs = B::new();
+        let xa = babs.input_f32(&[n, c, h, w], xs.iter().map(|v| v.abs()).collect());
+        let wa = babs.const_f32(&[m, c, 3, 3], ws.iter().map(|v| v.abs()).collect());
+        let ya = babs.f(Op::Conv2d, &[xa, wa], a.clone());
+        babs.output(ya);
+        let mut b = B::new();
+        let x = b.input_f32(&[n, c, h, w], xs);
+        let wt = b.const_f32(&[m, c, 3, 3], ws);
+        let mut ops = vec![x, wt];
+        if with_bias { ops.push(b.const_f32(&[m], r.fs(m, -1.0, 1.0))); }
         let mut y = b.f(Op::Conv2d, &ops, a);
         y = match fuse {
             1 => b.f(Op::Relu, &[y], attrs(&[])),
@@ -151,7 +201,7 @@ proptest! {
             _ => y,
         };
         b.output(y);
-        check(&b).map_err(TestCaseError::fail)?;
+        check_winograd(&b, &babs).map_err(TestCaseError::fail)?;
     }
 
     #[test]

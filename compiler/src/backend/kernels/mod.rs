@@ -109,8 +109,8 @@ impl Lowering {
             Lowering::Conv { g, lo, hi } => {
                 let kind = if g.is_pointwise() {
                     "pointwise"
-                } else if winograd::applies(g) {
-                    "winograd2x2"
+                } else if let Some(v) = winograd::variant(g) {
+                    v.name()
                 } else {
                     "im2col"
                 };
