@@ -238,3 +238,30 @@ fn jit_runs_all_layers_at_4_bits() {
     );
     assert!(diff < 1e-4, "JIT and interpreter differ by {diff}");
 }
+
+/// Per-layer errors against the float model: every layer measured, the first (8-bit)
+/// layer's result close to float, the error growing when a layer drops to 4 bits, and
+/// an exact QDQ form (the float model itself) at infinite SQNR.
+#[test]
+fn layer_errors_per_layer() {
+    let m = float_module("digits_cnn_folded.onnx");
+    let stats = calib(&m, CalibMethod::MinMax);
+    let measure_at = |bits: u8| {
+        let (q, report) = quantize_model(&m, &stats, &QuantOptions::bits(bits)).unwrap();
+        let outs: Vec<_> = report.layers.iter().map(|l| l.output).collect();
+        qcc::quant::layer_errors(&m, &q, &outs, &train(), Some(16)).unwrap()
+    };
+    let e8 = measure_at(8);
+    let e4 = measure_at(4);
+    assert_eq!(e8.len(), 3);
+    assert!(e8[0].sqnr_db() > 35.0, "first layer at 8 bits: {}", e8[0]);
+    for (a, b) in e8.iter().zip(&e4).skip(1) {
+        assert!(a.sqnr_db() > b.sqnr_db() + 6.0, "8-bit {a} vs 4-bit {b}");
+    }
+    let outs: Vec<_> = m.nodes.iter().map(|n| n.result).collect();
+    let same = qcc::quant::layer_errors(&m, &m, &outs, &train(), Some(4)).unwrap();
+    assert!(
+        same.iter()
+            .all(|e| e.noise == 0.0 && e.sqnr_db().is_infinite())
+    );
+}

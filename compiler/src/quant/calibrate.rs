@@ -591,6 +591,100 @@ impl std::fmt::Display for OutputError {
     }
 }
 
+/// How far one layer's result in the quantized model is from the float model's, over
+/// calibration samples: the error accumulated through every quantized layer up to and
+/// including this one (inputs and weights on their grids, exact integer accumulation).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerError {
+    /// Sum over samples and elements of the float value squared.
+    pub signal: f64,
+    /// Sum of the squared difference.
+    pub noise: f64,
+    /// Largest absolute difference.
+    pub max_abs: f64,
+}
+
+impl LayerError {
+    /// Signal-to-quantization-noise ratio in dB (infinite when exact).
+    pub fn sqnr_db(&self) -> f64 {
+        if self.noise == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (self.signal / self.noise).log10()
+        }
+    }
+
+    fn add(&mut self, float: &[f32], quant: &[f32]) {
+        for (&a, &b) in float.iter().zip(quant) {
+            let d = (a - b) as f64;
+            self.signal += (a as f64) * (a as f64);
+            self.noise += d * d;
+            self.max_abs = self.max_abs.max(d.abs());
+        }
+    }
+}
+
+impl std::fmt::Display for LayerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SQNR {:.1} dB, max |diff| {:.4}",
+            self.sqnr_db(),
+            self.max_abs
+        )
+    }
+}
+
+/// Per-layer errors: runs `float` and its QDQ form `qdq` (the quantize pass's output, in
+/// which every original value keeps its id) through the interpreter on the first
+/// `limit` samples of `npz`, and compares each value of `values` between the two.
+pub fn layer_errors(
+    float: &Module,
+    qdq: &Module,
+    values: &[ValueId],
+    npz: &Path,
+    limit: Option<usize>,
+) -> Result<Vec<LayerError>, String> {
+    let input = check_single_input(float)?;
+    let shape = float.ty(input).shape.clone();
+    // Per module: node id -> index into `values`.
+    let index = |m: &Module| -> BTreeMap<u32, usize> {
+        values
+            .iter()
+            .enumerate()
+            .filter_map(|(k, &v)| match m.values.get(v.index()).map(|x| &x.def) {
+                Some(ValueDef::Node(n)) => Some((n.0, k)),
+                _ => None,
+            })
+            .collect()
+    };
+    let (fi, qi) = (index(float), index(qdq));
+    let mut errs = vec![LayerError::default(); values.len()];
+    stream_samples(npz, limit, 64, &mut |i, x| {
+        let x = Tensor {
+            shape: shape.clone(),
+            data: x.data,
+        };
+        let mut fv: Vec<Option<Vec<f32>>> = vec![None; values.len()];
+        run_with(float, std::slice::from_ref(&x), &mut |n, t| {
+            if let (Some(&k), Some(d)) = (fi.get(&n.0), t.as_f32()) {
+                fv[k] = Some(d.to_vec());
+            }
+        })
+        .map_err(|e| format!("sample {i}: {e}"))?;
+        run_with(qdq, std::slice::from_ref(&x), &mut |n, t| {
+            if let (Some(&k), Some(d)) = (qi.get(&n.0), t.as_f32())
+                && let Some(f) = &fv[k]
+            {
+                errs[k].add(f, d);
+            }
+        })
+        .map_err(|e| format!("sample {i}: {e}"))?;
+        Ok(())
+    })?;
+    Ok(errs)
+}
+
 /// Softmax in f64.
 pub(crate) fn softmax(v: &[f32]) -> Vec<f64> {
     let mx = v.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;

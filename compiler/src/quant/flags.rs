@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use qcc_ir::Module;
 
-use super::calibrate::{CalibMethod, CalibOptions, calibrate, compare_outputs, data_free};
+use super::calibrate::{
+    CalibMethod, CalibOptions, calibrate, compare_outputs, data_free, layer_errors,
+};
 use super::insert::{QuantReport, float_kernels, quantize_model};
 use super::profile::load_stats;
 use super::scheme::QuantOptions;
@@ -115,6 +117,15 @@ impl QuantFlags {
             (None, None) => data_free(m, &copts)?,
         };
         let (mut q, mut report) = quantize_model(m, &stats, &opts)?;
+        // Per-layer errors are measured on the QDQ form, whose values keep their ids.
+        if let Some(p) = &self.calib {
+            let n = self.calib_limit.unwrap_or(usize::MAX).min(ERROR_SAMPLES);
+            let outs: Vec<_> = report.layers.iter().map(|l| l.output).collect();
+            let errs = layer_errors(m, &q, &outs, p, Some(n))?;
+            for (l, e) in report.layers.iter_mut().zip(errs) {
+                l.error = Some(e);
+            }
+        }
         Pipeline::from_names("quantize", &["rewrite", "dce"])
             .map_err(|e| e.to_string())?
             .run(&mut q, &mut |_| {})

@@ -24,7 +24,7 @@ use qcc_ir::{
     ValueId,
 };
 
-use super::calibrate::{CalibStats, OutputError, RangeSource};
+use super::calibrate::{CalibStats, LayerError, OutputError, RangeSource};
 use super::scheme::{ActParams, QuantOptions, choose_range, quantize_weights};
 
 /// What happened to one conv/gemm/matmul.
@@ -43,6 +43,11 @@ pub struct LayerReport {
     pub act_value: String,
     /// Kept at 8 bits as the first or last layer.
     pub edge: bool,
+    /// The layer's result (the same id in the float module and in the QDQ module).
+    pub output: ValueId,
+    /// The result's error against the float model on calibration data, when measured
+    /// (see [`layer_errors`](super::layer_errors)).
+    pub error: Option<LayerError>,
 }
 
 /// The quantization report.
@@ -95,6 +100,9 @@ impl std::fmt::Display for QuantReport {
                     ""
                 }
             )?;
+            if let Some(e) = &l.error {
+                writeln!(f, "{:<28} error vs float at its result: {e}", "")?;
+            }
         }
         for n in &self.notes {
             writeln!(f, "note: {n}")?;
@@ -404,6 +412,8 @@ pub fn quantize_model(
                 act,
                 act_value: m.value(src).spelling(),
                 edge,
+                output: node.result,
+                error: None,
             });
         }
         let result = node.result;

@@ -18,8 +18,8 @@ pub mod profile;
 mod scheme;
 
 pub use calibrate::{
-    CalibMethod, CalibOptions, CalibStats, Histogram, OutputError, RangeSource, TensorStats,
-    calibrate, compare_outputs, data_free, stream_samples,
+    CalibMethod, CalibOptions, CalibStats, Histogram, LayerError, OutputError, RangeSource,
+    TensorStats, calibrate, compare_outputs, data_free, layer_errors, stream_samples,
 };
 pub use flags::QuantFlags;
 pub use insert::{LayerReport, QuantReport, float_kernels, quantize_model};
