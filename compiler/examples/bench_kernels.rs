@@ -4,8 +4,12 @@
 //! 1-bit ~156 G MAC/s measured).
 //!
 //!     cargo run -p qcc --example bench_kernels [-- ITERS]
+//!     cargo run --release -p qcc --example bench_kernels -- --cost-table [ITERS]
 //!
-//! Every case is checked against the interpreter once before it is timed.
+//! Every case is checked against the interpreter once before it is timed. The
+//! `--cost-table` mode measures the reference shapes of `qcc::backend::costs` (f32 GEMM,
+//! int8 `pmaddwd`, int8 with bit-packed 2..7-bit weights, 1-bit XNOR) on the host's
+//! `native` and `baseline` feature sets and prints them as that table's rows.
 
 use std::collections::BTreeMap;
 
@@ -90,11 +94,103 @@ fn bench_on(
     );
 }
 
+/// Best-of-`iters` G MAC/s of `m` on `target`, after checking it against the
+/// interpreter; None (with a message) on a mismatch.
+fn measure(m: &Module, inputs: &[Tensor], macs: u64, iters: usize, target: &Target) -> Option<f64> {
+    let want = interp::run(m, inputs).expect("interp");
+    let jit = JitModel::with_target(m, target).expect("compile");
+    let (got, best) = jit.run_timed(inputs, iters).expect("run");
+    let ok = match (&want[0].data, &got[0].data) {
+        (interp::TensorData::Int(a), interp::TensorData::Int(b)) => a == b,
+        (interp::TensorData::F32(a), interp::TensorData::F32(b)) => a
+            .iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 1e-3 * (1.0 + x.abs())),
+        _ => false,
+    };
+    if !ok {
+        eprintln!("{}: MISMATCH against the interpreter", m.name);
+        return None;
+    }
+    Some(macs as f64 / best.as_secs_f64() / 1e9)
+}
+
+/// `[M, K] x [K, N]` with constant weights: f32 (`wbits` 32), integer with u8
+/// activations and signed `wbits`-bit weights, or bipolar (`wbits` 1).
+fn matmul_case(r: &mut Rng, (m_, n_, k_): (usize, usize, usize), wbits: u8) -> (Module, Tensor) {
+    let mut m = Module::new(format!("matmul_w{wbits}"));
+    let (xe, we, out) = match wbits {
+        32 => (ElemType::F32, ElemType::F32, ElemType::F32),
+        1 => (ElemType::Bipolar, ElemType::Bipolar, ElemType::I32),
+        b => (q(8, false, 128), q(b, true, 0), ElemType::I32),
+    };
+    let x = m.add_input("x", TensorType::new(xe.clone(), vec![m_, k_]));
+    let half = if (2..=8).contains(&wbits) {
+        1i64 << (wbits - 1)
+    } else {
+        1
+    };
+    let wdata = match wbits {
+        32 => ConstData::F32((0..k_ * n_).map(|_| r.f()).collect()),
+        1 => ConstData::Int(
+            (0..k_ * n_)
+                .map(|_| if r.next() & 1 == 1 { -1 } else { 1 })
+                .collect(),
+        ),
+        _ => ConstData::Int((0..k_ * n_).map(|_| r.i(-half + 1, half - 1)).collect()),
+    };
+    let w = m.add_const("w", TensorType::new(we, vec![k_, n_]), wdata);
+    let op = if wbits == 32 { Op::Gemm } else { Op::MatMulInt };
+    let y = node(&mut m, op, &[x, w], BTreeMap::new(), out);
+    m.outputs.push(y);
+    let xin = match wbits {
+        32 => Tensor::f32(vec![m_, k_], (0..m_ * k_).map(|_| r.f()).collect()),
+        1 => Tensor::int(
+            vec![m_, k_],
+            (0..m_ * k_)
+                .map(|_| if r.next() & 1 == 1 { -1 } else { 1 })
+                .collect(),
+        ),
+        _ => Tensor::int(vec![m_, k_], (0..m_ * k_).map(|_| r.i(0, 255)).collect()),
+    };
+    (m, xin)
+}
+
+/// `--cost-table`: the rows of `qcc::backend::costs::TABLE` measured on this machine.
+fn cost_table(iters: usize) {
+    let baseline = Target::new(&target_lexicon::Triple::host().to_string(), "baseline")
+        .expect("baseline target");
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let cases: Vec<(&str, u8, u32, u32)> = std::iter::once(("F32Gemm", 32u8, 32u32, 32u32))
+        .chain(std::iter::once(("Int8Pmaddwd", 8, 8, 8)))
+        .chain((2..8).map(|b| ("Int8PackedW", b, b as u32, 8)))
+        .chain(std::iter::once(("Xnor", 1, 1, 1)))
+        .collect();
+    println!("    // Measured rows (bench_kernels --cost-table, {iters} iterations).");
+    for (tname, target) in [("Native", Target::host()), ("Base", baseline)] {
+        for &(strategy, wbits, wb, ab) in &cases {
+            let k = if wbits == 1 { 4096 } else { 1024 };
+            let (m, xin) = matmul_case(&mut r, (256, 256, k), wbits);
+            let macs = (256 * 256 * k) as u64;
+            match measure(&m, &[xin], macs, iters, &target) {
+                Some(g) => println!("    row({tname}, {strategy}, {wb}, {ab}, {g:.2}, Measured),"),
+                None => println!("    // {tname} {strategy} {wb}x{ab}: mismatch, not measured"),
+            }
+        }
+    }
+}
+
 fn main() {
-    let iters: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let mut args = std::env::args().skip(1).peekable();
+    let table = args.peek().is_some_and(|a| a == "--cost-table");
+    if table {
+        args.next();
+    }
+    let iters: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
+    if table {
+        cost_table(iters);
+        return;
+    }
     let (m_, n_, k_) = (256usize, 256usize, 1024usize);
     let macs = (m_ * n_ * k_) as u64;
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);

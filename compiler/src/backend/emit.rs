@@ -188,7 +188,9 @@ pub(crate) fn build<M: ClModule>(
     let mut data = DataState::default();
     let mut text = String::new();
     let mut kernels_ids = Vec::with_capacity(sched.steps.len());
+    let mut step_bytes = Vec::with_capacity(sched.steps.len());
     for (si, step) in sched.steps.iter().enumerate() {
+        let bytes_before = data.bytes;
         let op = match step.node {
             Some(n) => m.nodes[n].op.name(),
             None => "output_copy",
@@ -218,6 +220,7 @@ pub(crate) fn build<M: ClModule>(
             b.ins().return_(&[]);
             b.finalize(frontend);
         }
+        step_bytes.push(data.bytes - bytes_before);
         let line = (want != Text::None).then(|| {
             let line = match step.node {
                 Some(n) => {
@@ -264,7 +267,7 @@ pub(crate) fn build<M: ClModule>(
         (want == Text::Asm).then_some(&mut text),
     )?;
     emit_getters(module, m, name, plan.arena, &mut data, &mut ctx, &mut fctx)?;
-    let report = make_report(m, &sched, &plan, data.bytes, target_name);
+    let report = make_report(m, &sched, &plan, (data.bytes, &step_bytes), target_name);
     Ok(Built {
         run,
         report,
@@ -595,13 +598,41 @@ fn emit_getters<M: ClModule>(
     Ok(())
 }
 
+/// The f32 model's bytes for the constants of step `step` that wrote `bytes` of data: an
+/// integer conv/matmul with constant weights would hold them (and a constant bias) as
+/// 4-byte floats; every other kernel's data stays as it is.
+fn float_bytes(m: &Module, sched: &Schedule, step: &select::Step, bytes: u64) -> u64 {
+    let Some(n) = step.node else { return bytes };
+    let node = &m.nodes[n];
+    let is_const = |i: usize| {
+        node.operands
+            .get(i)
+            .is_some_and(|&v| sched.const_data(m, v).is_some())
+    };
+    if !matches!(node.op, qcc_ir::Op::Conv2dInt | qcc_ir::Op::MatMulInt) || !is_const(1) {
+        return bytes;
+    }
+    let elems = |i: usize| m.ty(node.operands[i]).numel() as u64;
+    4 * elems(1) + if is_const(2) { 4 * elems(2) } else { 0 }
+}
+
+/// `data`: bytes of read-only data in all, and defined by each step.
 fn make_report(
     m: &Module,
     sched: &Schedule,
     plan: &MemoryPlan,
-    weight_bytes: u64,
+    data: (u64, &[u64]),
     target: String,
 ) -> Report {
+    let (weight_bytes, step_bytes) = data;
+    let steps_total: u64 = step_bytes.iter().sum();
+    let float_weight_bytes = weight_bytes - steps_total
+        + sched
+            .steps
+            .iter()
+            .zip(step_bytes)
+            .map(|(st, &b)| float_bytes(m, sched, st, b))
+            .sum::<u64>();
     let mut layers = Vec::new();
     for (si, step) in sched.steps.iter().enumerate() {
         let (op, result, loc, inputs, input_bits, out_v) = match step.node {
@@ -668,6 +699,7 @@ fn make_report(
             dest: dest_text(step.dest, plan),
             workspace: plan.workspace[si],
             integer,
+            rodata_bytes: step_bytes[si],
         });
     }
     Report {
@@ -676,6 +708,7 @@ fn make_report(
         total_macs: layers.iter().map(|l| l.macs).sum(),
         layers,
         weight_bytes,
+        float_weight_bytes,
         arena_bytes: plan.arena,
         tensor_bytes: plan.tensor_bytes,
     }

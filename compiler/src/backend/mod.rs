@@ -7,7 +7,10 @@
 //!   constant trip counts and offsets are what let register-tiled kernels keep their
 //!   accumulators in registers.
 //! - **Weights are packed at compile time** into read-only data objects, in the layout
-//!   the kernel reads (interleaved panels for GEMM, i16 pairs for `pmaddwd`).
+//!   the kernel reads (interleaved panels for GEMM, i16 pairs for `pmaddwd`); integer
+//!   weights of fewer than 8 bits stay bit-packed and are widened into the workspace at
+//!   the start of the layer (`kernels::packw`).
+//! - **Kernel costs are measured**, per target and bit-width, in [`costs`].
 //! - **One scratch arena** sized by a liveness-based memory plan ([`plan`]): buffers of
 //!   dead values are reused, offsets are 64-byte aligned, views (reshape and friends)
 //!   alias their operand.
@@ -21,6 +24,7 @@
 //! kernel and its workspace (and reports every node it cannot lower at once); the
 //! memory plan then places values; [`emit`] generates the functions.
 
+pub mod costs;
 mod emit;
 mod fold;
 mod header;

@@ -29,6 +29,9 @@ pub struct LayerReport {
     pub workspace: (u64, u64),
     /// Whether the kernel computes on integers.
     pub integer: bool,
+    /// Bytes of read-only data this kernel added to the object (packed weights, bias,
+    /// requantize and index tables; data shared with an earlier kernel counts there).
+    pub rodata_bytes: u64,
 }
 
 /// The whole report.
@@ -37,8 +40,12 @@ pub struct Report {
     pub model: String,
     pub target: String,
     pub layers: Vec<LayerReport>,
-    /// Bytes of read-only data (packed weights, tables).
+    /// Bytes of read-only data in the object (packed weights, tables), as defined.
     pub weight_bytes: u64,
+    /// What the f32 model would hold instead: 4 bytes per weight element (and constant
+    /// bias element) of every integer conv/matmul with constant weights, plus all other
+    /// read-only data unchanged.
+    pub float_weight_bytes: u64,
     /// Bytes of scratch the caller provides (NAME_scratch_size()).
     pub arena_bytes: u64,
     /// Sum of the sizes of every run-time tensor (what no reuse would need).
@@ -60,9 +67,14 @@ impl fmt::Display for Report {
             } else {
                 String::new()
             };
+            let ro = if l.rodata_bytes > 0 {
+                format!(" [rodata {} B]", l.rodata_bytes)
+            } else {
+                String::new()
+            };
             writeln!(
                 f,
-                "{:>3}  {:<22} {:<34} {:>10}  {:<18} ({}) -> {}{ws}",
+                "{:>3}  {:<22} {:<34} {:>10}  {:<18} ({}) -> {}{ws}{ro}",
                 l.index,
                 l.op,
                 l.kernel,
@@ -82,6 +94,14 @@ impl fmt::Display for Report {
             self.weight_bytes,
             self.arena_bytes,
             self.tensor_bytes
+        )?;
+        writeln!(
+            f,
+            "weights: {} B in the object, {} B as an f32 model ({:.2}x smaller, {:.4} of f32)",
+            self.weight_bytes,
+            self.float_weight_bytes,
+            self.float_weight_bytes as f64 / self.weight_bytes.max(1) as f64,
+            self.weight_ratio()
         )
     }
 }
@@ -103,6 +123,11 @@ fn json_str(out: &mut String, s: &str) {
 }
 
 impl Report {
+    /// Weight bytes in the object over those of the f32 model (1.0 for a float model).
+    pub fn weight_ratio(&self) -> f64 {
+        self.weight_bytes as f64 / self.float_weight_bytes.max(1) as f64
+    }
+
     /// The report as a JSON object (stable key order).
     pub fn to_json(&self) -> String {
         let mut o = String::from("{\n");
@@ -112,8 +137,13 @@ impl Report {
         json_str(&mut o, &self.target);
         let _ = write!(
             o,
-            ",\n  \"weight_bytes\": {},\n  \"arena_bytes\": {},\n  \"tensor_bytes\": {},\n  \"total_macs\": {},\n  \"layers\": [",
-            self.weight_bytes, self.arena_bytes, self.tensor_bytes, self.total_macs
+            ",\n  \"weight_bytes\": {},\n  \"float_weight_bytes\": {},\n  \"weight_ratio\": {:.6},\n  \"arena_bytes\": {},\n  \"tensor_bytes\": {},\n  \"total_macs\": {},\n  \"layers\": [",
+            self.weight_bytes,
+            self.float_weight_bytes,
+            self.weight_ratio(),
+            self.arena_bytes,
+            self.tensor_bytes,
+            self.total_macs
         );
         for (i, l) in self.layers.iter().enumerate() {
             o.push_str(if i == 0 { "\n    {" } else { ",\n    {" });
@@ -148,8 +178,8 @@ impl Report {
             json_str(&mut o, &l.dest);
             let _ = write!(
                 o,
-                ", \"workspace_offset\": {}, \"workspace_bytes\": {}, \"integer\": {}}}",
-                l.workspace.0, l.workspace.1, l.integer
+                ", \"workspace_offset\": {}, \"workspace_bytes\": {}, \"integer\": {}, \"rodata_bytes\": {}}}",
+                l.workspace.0, l.workspace.1, l.integer, l.rodata_bytes
             );
         }
         o.push_str("\n  ]\n}\n");

@@ -437,7 +437,7 @@ pub fn quantize_model(
     }
     if layers.iter().any(|l| l.wbits < 8 || l.abits < 8) {
         notes.push(
-            "values below 8 bits are stored one code per byte and run in the 8-bit integer kernels (no bit-serial kernels yet)"
+            "weights below 8 bits are stored bit-packed and widened into the 8-bit integer kernels at run time; activations below 8 bits are stored one code per byte (no bit-serial kernels yet)"
                 .into(),
         );
     }

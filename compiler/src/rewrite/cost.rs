@@ -8,11 +8,14 @@
 //! with fewer bits (XNOR-popcount at one bit, bit-serial planes at 2..4 bits,
 //! `pmaddwd`-style widening at 8); quantize divides and rounds, requantize is one
 //! widening multiply and a shift. Graph inputs, constants and metas cost nothing.
-//! Replace the table with measured costs per target when the backend has them.
+//! Integer multiply-accumulates of at most 8 bits are priced from the backend's measured
+//! table (`backend::costs`, x86_64 native, the project's machine), relative to its
+//! measured f32 GEMM; the other rows are still relative estimates.
 
 use qcc_ir::{Op, TensorType};
 
 use super::intern::Meta;
+use crate::backend::costs::{self, CostTarget};
 
 /// Kinds of kernels the table prices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,10 +49,7 @@ pub enum Kernel {
 /// row whose kind matches and whose bits are at least the node's applies.
 pub const COSTS: &[(Kernel, u32, f64)] = &[
     (Kernel::FloatMac, 32, 1.0),
-    (Kernel::IntMac, 1, 0.05),
-    (Kernel::IntMac, 2, 0.15),
-    (Kernel::IntMac, 4, 0.25),
-    (Kernel::IntMac, 8, 0.35),
+    // IntMac at 1..8 bits: `backend::costs` (see `unit_cost`).
     (Kernel::IntMac, 16, 0.6),
     (Kernel::IntMac, 32, 0.8),
     (Kernel::FloatElementwise, 32, 1.0),
@@ -69,6 +69,9 @@ pub const KERNEL_OVERHEAD: f64 = 16.0;
 
 /// The table's cost of one unit of `kernel` work at `bits`.
 pub fn unit_cost(kernel: Kernel, bits: u32) -> f64 {
+    if kernel == Kernel::IntMac && bits <= 8 {
+        return costs::relative_mac_cost(bits, bits, CostTarget::X86_64Native);
+    }
     COSTS
         .iter()
         .find(|(k, b, _)| *k == kernel && *b >= bits)

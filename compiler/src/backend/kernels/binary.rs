@@ -376,14 +376,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, epi: &Int
                 pack_row(kb, src, pb, d, 16);
             });
             let bias_g = bias.map(|b| kb.idx(b, grp, (mg * 4) as i64));
-            let rq_g = rq.map(|(r, t)| {
-                let t = if r.chans.len() > 1 {
-                    kb.idx(t, grp, (mg * 48) as i64)
-                } else {
-                    t
-                };
-                (r, t)
-            });
+            let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
             emit_tiles(
                 kb,
                 &Tiles {

@@ -10,6 +10,7 @@ pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod gemm;
 pub(crate) mod movement;
+pub(crate) mod packw;
 pub(crate) mod pool;
 pub(crate) mod quant;
 pub(crate) mod winograd;

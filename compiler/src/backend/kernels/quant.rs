@@ -11,11 +11,18 @@
 //!   two multiply-adds per lane; products of two 9-bit values and their pair sums fit in
 //!   i32, and i32 wrap-around addition is the interpreter's wrap of the exact sum. Tile:
 //!   4 rows x 8 columns of i32x4 accumulators.
+//!   Constant weights of fewer than 8 bits are stored bit-packed instead and widened
+//!   into the workspace at the start of the layer (`packw`, zero points subtracted
+//!   there), so the object's weight bytes shrink with the bits.
 //! - `requantize` is exact 64-bit fixed point: `a * multiplier` fits in i64 (|a| < 2^32,
 //!   |multiplier| <= 2^31); left shifts saturate first (the bound is chosen so the
 //!   clamp to the 32-bit output range is unchanged); right shifts round by the named
 //!   mode from the floor and the remainder. Fused after an integer conv/matmul it runs
 //!   on the accumulators before they are stored, so the i32 tensor never exists.
+//!   Its per-channel table is compact (see `Requant::table`): parameters equal across
+//!   channels become constants in the code, the others are packed into 32-bit words,
+//!   and a constant bias is folded in when the accumulator zero points are 0 (about 8
+//!   bytes per channel for a per-channel requantize with bias, instead of 52).
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I16X8, I32, I32X4, I64, I64X2};
@@ -24,6 +31,7 @@ use qcc_ir::shape::normalize_axis;
 use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, QuantParams, Rounding};
 
 use super::conv::{self, ConvGeom};
+use super::packw::{PackedW, Unpack, zp_mode};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::kb::{Kb, MF};
 use crate::backend::storage::Store;
@@ -35,16 +43,176 @@ pub(crate) struct Requant {
     pub lo: i64,
     pub hi: i64,
     /// Per channel: multiplier, right shift, left shift, pre-shift bound, zx, zq.
+    /// With `bias_folded`, the fifth entry is the channel's i32 bias (and zx is 0).
     pub chans: Vec<[i64; 6]>,
+    /// Whether the producer's constant bias is in the table (see [`Requant::fold_bias`]).
+    pub bias_folded: bool,
+}
+
+/// Where one per-channel parameter of a [`Requant`] lives: a constant when all channels
+/// agree, else `width` bits at bit `pos` of table column `col` (sign-extended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Const(i64),
+    Packed { col: usize, pos: u32, width: u32 },
+}
+
+/// The compact table layout: fields multiplier, signed shift (right > 0, left < 0),
+/// offset (zx, or the folded bias), zq; columns of `word` bytes, each an array over
+/// the channels.
+#[derive(Clone, Debug)]
+struct RqLayout {
+    fields: [Field; 4],
+    cols: usize,
+    word: usize,
+}
+
+/// Bits of a two's complement field holding every value of `v`.
+fn signed_width(v: impl Iterator<Item = i64>) -> u32 {
+    v.map(|x| 65 - if x < 0 { !x } else { x }.leading_zeros())
+        .max()
+        .unwrap_or(1)
 }
 
 impl Requant {
-    pub(crate) fn table(&self) -> Vec<u8> {
-        self.chans
-            .iter()
-            .flat_map(|c| c.iter().flat_map(|v| v.to_le_bytes()))
-            .collect()
+    /// Per channel: (multiplier, signed shift, offset, zq).
+    fn params(&self) -> impl Iterator<Item = [i64; 4]> + '_ {
+        self.chans.iter().map(|c| [c[0], c[1] - c[2], c[4], c[5]])
     }
+
+    /// The compact layout: constant fields cost nothing; the others are packed first-fit
+    /// (widest first) into 32-bit words (64-bit when one needs more than 32 bits), one
+    /// column array per word.
+    fn layout(&self) -> RqLayout {
+        let p: Vec<[i64; 4]> = self.params().collect();
+        let mut fields = [Field::Const(0); 4];
+        let mut varying = Vec::new();
+        for f in 0..4 {
+            let v0 = p.first().map_or(0, |c| c[f]);
+            if p.iter().all(|c| c[f] == v0) {
+                fields[f] = Field::Const(v0);
+            } else {
+                varying.push((signed_width(p.iter().map(|c| c[f])), f));
+            }
+        }
+        let word_bits = if varying.iter().any(|&(w, _)| w > 32) {
+            64
+        } else {
+            32
+        };
+        varying.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut used: Vec<u32> = Vec::new();
+        for (w, f) in varying {
+            let col = match used.iter().position(|&u| u + w <= word_bits) {
+                Some(c) => c,
+                None => {
+                    used.push(0);
+                    used.len() - 1
+                }
+            };
+            fields[f] = Field::Packed {
+                col,
+                pos: used[col],
+                width: w,
+            };
+            used[col] += w;
+        }
+        RqLayout {
+            fields,
+            cols: used.len(),
+            word: word_bits as usize / 8,
+        }
+    }
+
+    /// The table's bytes: column after column, each `word` bytes per channel.
+    pub(crate) fn table(&self) -> Vec<u8> {
+        let l = self.layout();
+        let p: Vec<[i64; 4]> = self.params().collect();
+        let mut out = Vec::with_capacity(l.cols * l.word * p.len());
+        for col in 0..l.cols {
+            for c in &p {
+                let mut w = 0u64;
+                for (f, field) in l.fields.iter().enumerate() {
+                    if let Field::Packed {
+                        col: fc,
+                        pos,
+                        width,
+                    } = *field
+                        && fc == col
+                    {
+                        let mask = if width == 64 {
+                            u64::MAX
+                        } else {
+                            (1u64 << width) - 1
+                        };
+                        w |= (c[f] as u64 & mask) << pos;
+                    }
+                }
+                out.extend_from_slice(&w.to_le_bytes()[..l.word]);
+            }
+        }
+        out
+    }
+
+    /// Bytes between consecutive channels' entries of the table (0: no per-channel data).
+    pub(crate) fn stride(&self) -> i64 {
+        let l = self.layout();
+        if l.cols == 0 { 0 } else { l.word as i64 }
+    }
+
+    /// The table pointer of channel `chan` (a run-time index) for [`requant_scalar`].
+    pub(crate) fn chan_ptr(&self, kb: &mut Kb<'_, '_>, tab: Value, chan: Value) -> Value {
+        match self.stride() {
+            0 => tab,
+            s => kb.idx(tab, chan, s),
+        }
+    }
+
+    /// With the producer's constant `bias` (one i32 per channel of the epilogue) folded
+    /// in, when every accumulator zero point is 0 (then `x + bias - zx` is `x + bias`,
+    /// which [`requant_scalar`] adds with the same i32 wrap as the unfused kernel);
+    /// None when it cannot be folded.
+    pub(crate) fn fold_bias(&self, bias: &[i64]) -> Option<Requant> {
+        if self.chans.iter().any(|c| c[4] != 0)
+            || bias.is_empty()
+            || (self.chans.len() != 1 && self.chans.len() != bias.len())
+        {
+            return None;
+        }
+        let chans = bias
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                let mut c = self.chans[if self.chans.len() == 1 { 0 } else { i }];
+                c[4] = b;
+                c
+            })
+            .collect();
+        Some(Requant {
+            chans,
+            bias_folded: true,
+            ..self.clone()
+        })
+    }
+}
+
+/// The fused requantize of an integer conv/matmul epilogue with `chans` channels, with
+/// a constant bias folded into its table where possible, and the bias pointer still
+/// needed otherwise: `(requantize, its table, bias)`.
+pub(crate) fn epilogue_tables(
+    cx: &mut Ecx<'_, '_, '_, '_>,
+    epi: &IntEpi,
+    chans: usize,
+) -> (Option<Requant>, Option<Value>, Option<Value>) {
+    let bias_const = epi.has_bias.then(|| const_ints(cx, 2).to_vec());
+    let folded = match (&epi.rq, &bias_const) {
+        (Some(rq), Some(b)) if b.len() == chans => rq.fold_bias(b),
+        _ => None,
+    };
+    let rq = folded.clone().or_else(|| epi.rq.clone());
+    let tab = rq.as_ref().map(|r| cx.rodata(r.table(), 16));
+    let bias = (epi.has_bias && folded.is_none()).then(|| cx.operand(2));
+    (rq, tab, bias)
 }
 
 /// Integer results: optional bias, optional fused requantize, storage of the result.
@@ -89,6 +257,8 @@ pub(crate) enum QuantLowering {
         zx: i64,
         zw: Vec<i64>,
         st_x: Store,
+        /// Weights of fewer than 8 bits: stored bit-packed, widened at run time.
+        wpack: Option<PackedW>,
         epi: IntEpi,
     },
     MatMulInt {
@@ -101,6 +271,8 @@ pub(crate) enum QuantLowering {
         st_a: Store,
         st_b: Store,
         b_const: bool,
+        /// A constant B of fewer than 8 bits: stored bit-packed, widened at run time.
+        wpack: Option<PackedW>,
         epi: IntEpi,
     },
 }
@@ -123,14 +295,20 @@ impl QuantLowering {
             QuantLowering::Requantize { st_in, st_out, .. } => {
                 format!("requantize.{}->{}", st_in.name(), st_out.name())
             }
-            QuantLowering::ConvInt { st_x, epi, .. } => format!(
-                "conv2d_int.im2col+pmaddwd4x8.{}{}",
+            QuantLowering::ConvInt {
+                st_x, wpack, epi, ..
+            } => format!(
+                "conv2d_int.im2col+pmaddwd4x8.{}{}{}",
                 st_x.name(),
+                packed_suffix(*wpack),
                 if epi.rq.is_some() { "+requantize" } else { "" }
             ),
-            QuantLowering::MatMulInt { st_a, epi, .. } => format!(
-                "matmul_int.pmaddwd4x8.{}{}",
+            QuantLowering::MatMulInt {
+                st_a, wpack, epi, ..
+            } => format!(
+                "matmul_int.pmaddwd4x8.{}{}{}",
                 st_a.name(),
+                packed_suffix(*wpack),
                 if epi.rq.is_some() { "+requantize" } else { "" }
             ),
         }
@@ -138,10 +316,29 @@ impl QuantLowering {
 
     pub fn workspace(&self) -> usize {
         match self {
-            QuantLowering::ConvInt { g, .. } => kp(g.kdim()) * np(g.npix()) * 2,
+            QuantLowering::ConvInt { g, wpack, .. } => {
+                im2col_bytes(g)
+                    + if wpack.is_some() {
+                        g.m * kp(g.kdim()) * 2
+                    } else {
+                        0
+                    }
+            }
             QuantLowering::MatMulInt {
-                m, n, k, b_const, ..
-            } => m * kp(*k) * 2 + if *b_const { 0 } else { kp(*k) * np(*n) * 2 },
+                m,
+                n,
+                k,
+                b_const,
+                wpack,
+                ..
+            } => {
+                m * kp(*k) * 2
+                    + if *b_const && wpack.is_none() {
+                        0
+                    } else {
+                        kp(*k) * np(*n) * 2
+                    }
+            }
             _ => 0,
         }
     }
@@ -154,6 +351,26 @@ impl QuantLowering {
             } => (batches.len() * m * n * k) as u64,
             _ => 0,
         }
+    }
+}
+
+/// `.wNpacked` for bit-packed weights of N bits.
+fn packed_suffix(w: Option<PackedW>) -> String {
+    w.map_or(String::new(), |w| format!(".w{}packed", w.bits))
+}
+
+/// Bytes of the conv's im2col workspace (16-byte multiple; unpacked weights follow).
+fn im2col_bytes(g: &ConvGeom) -> usize {
+    (kp(g.kdim()) * np(g.npix()) * 2).div_ceil(16) * 16
+}
+
+/// The packed form of constant weights of element type `e`, if it has fewer than 8 bits.
+fn packed_of(e: &ElemType) -> Option<PackedW> {
+    match e {
+        ElemType::Int(t) | ElemType::Quant(qcc_ir::QuantType { storage: t, .. }) => {
+            PackedW::of(t.bits as u32, t.signed)
+        }
+        ElemType::F32 | ElemType::Bipolar => None,
     }
 }
 
@@ -309,6 +526,7 @@ fn requant_of(
             lo,
             hi,
             chans,
+            bias_folded: false,
         },
         axis,
     ))
@@ -396,6 +614,7 @@ pub(crate) fn select(
                 zx,
                 zw,
                 st_x,
+                wpack: packed_of(&wty.elem),
                 epi,
             })
         }
@@ -430,6 +649,10 @@ pub(crate) fn select(
                 st_a: Store::of(&xty.elem),
                 st_b: Store::of(&bty.elem),
                 b_const: const_of(node.operands[1]).is_some(),
+                wpack: const_of(node.operands[1])
+                    .is_some()
+                    .then(|| packed_of(&bty.elem))
+                    .flatten(),
                 epi,
             })
         }
@@ -552,7 +775,7 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
                 let ch = kb.b.ins().urem_imm_u(od, *d as i64);
                 let xp = kb.idx(x, od, (*inner * st_in.bytes()) as i64);
                 let op = kb.idx(out, od, (*inner * st_out.bytes()) as i64);
-                let tp = kb.idx(tab, ch, 48);
+                let tp = rq.chan_ptr(kb, tab, ch);
                 kb.for_range(0, *inner as i64, 1, |kb, i| {
                     let s = kb.idx(xp, i, st_in.bytes() as i64);
                     let v = kb.load_i64(st_in, s, 0);
@@ -567,8 +790,9 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
             zx,
             zw,
             st_x,
+            wpack,
             epi,
-        } => emit_conv_int(cx, g, *zx, zw, *st_x, epi),
+        } => emit_conv_int(cx, g, *zx, zw, *st_x, *wpack, epi),
         QuantLowering::MatMulInt { .. } => emit_matmul_int(cx, q),
     }
 }
@@ -770,14 +994,73 @@ fn per_channel<C>(
 }
 
 /// Exact requantize of the i64 code `x` with the channel constants at `tp`.
+///
+/// `tp` is [`Requant::chan_ptr`]'s pointer. Parameters equal across channels are
+/// constants; the others are loaded from the compact table and sign-extended.
 pub(crate) fn requant_scalar(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Value) -> Value {
-    let mult = kb.load(I64, tp, 0);
-    let s = kb.load(I64, tp, 8);
-    let k = kb.load(I64, tp, 16);
-    let bound = kb.load(I64, tp, 24);
-    let zx = kb.load(I64, tp, 32);
-    let zq = kb.load(I64, tp, 40);
-    let a = kb.b.ins().isub(x, zx);
+    let l = rq.layout();
+    let n = rq.chans.len() as i64;
+    let mut words: Vec<Option<Value>> = vec![None; l.cols];
+    let mut field = |kb: &mut Kb<'_, '_>, f: usize| -> Value {
+        match l.fields[f] {
+            Field::Const(v) => kb.c(v),
+            Field::Packed { col, pos, width } => {
+                let w = *words[col].get_or_insert_with(|| {
+                    let off = (col * l.word) as i64 * n;
+                    if l.word == 4 {
+                        kb.b.ins().sload32(MF, tp, off as i32)
+                    } else {
+                        kb.load(I64, tp, off)
+                    }
+                });
+                let up = 64 - (pos + width) as i64;
+                let v = if up > 0 {
+                    kb.b.ins().ishl_imm_s(w, up)
+                } else {
+                    w
+                };
+                if width < 64 {
+                    kb.b.ins().sshr_imm_s(v, 64 - width as i64)
+                } else {
+                    v
+                }
+            }
+        }
+    };
+    let mult = field(kb, 0);
+    let (s, k, bound) = match l.fields[1] {
+        Field::Const(_) => {
+            let c = rq.chans[0];
+            (kb.c(c[1]), kb.c(c[2]), kb.c(c[3]))
+        }
+        Field::Packed { .. } => {
+            // Signed shift: s = max(sh, 0), k = max(-sh, 0); bound as in `requant_of`.
+            let sh = field(kb, 1);
+            let zero = kb.c(0);
+            let s = kb.b.ins().smax(sh, zero);
+            let nsh = kb.b.ins().ineg(sh);
+            let k = kb.b.ins().smax(nsh, zero);
+            let c34 = kb.c(34);
+            let e = kb.b.ins().isub(c34, k);
+            let e = kb.b.ins().smax(e, zero);
+            let one = kb.c(1);
+            let b = kb.b.ins().ishl(one, e);
+            let max = kb.c(i64::MAX);
+            let k0 = kb.b.ins().icmp_imm_s(IntCC::Equal, k, 0);
+            (s, k, kb.b.ins().select(k0, max, b))
+        }
+    };
+    let off = field(kb, 2);
+    let zq = field(kb, 3);
+    let a = if rq.bias_folded {
+        // x + bias with the i32 wrap of the accumulator (zx is 0).
+        let x32 = kb.b.ins().ireduce(I32, x);
+        let b32 = kb.b.ins().ireduce(I32, off);
+        let t = kb.b.ins().iadd(x32, b32);
+        kb.b.ins().sextend(I64, t)
+    } else {
+        kb.b.ins().isub(x, off)
+    };
     let p = kb.b.ins().imul(a, mult);
     // Left shift (k > 0): saturate to +-bound first.
     let nb = kb.b.ins().ineg(bound);
@@ -883,11 +1166,7 @@ impl AccStore<'_> {
         let off = (r as i64 * self.ldc as i64 + c as i64) * ob;
         match self.rq {
             Some((rq, tab)) => {
-                let tp = if rq.chans.len() > 1 {
-                    kb.idx(tab, chan, 48)
-                } else {
-                    tab
-                };
+                let tp = rq.chan_ptr(kb, tab, chan);
                 let x64 = kb.b.ins().sextend(I64, x);
                 let y = requant_scalar(kb, rq, tp, x64);
                 kb.store_int(self.st_out, y, out_tile, off);
@@ -1057,28 +1336,55 @@ pub(crate) fn const_ints<'a>(cx: &Ecx<'_, '_, '_, 'a>, i: usize) -> &'a [i64] {
     }
 }
 
+#[allow(clippy::too_many_arguments, reason = "one lowering's fields")]
 fn emit_conv_int(
     cx: &mut Ecx<'_, '_, '_, '_>,
     g: &ConvGeom,
     zx: i64,
     zw: &[i64],
     st_x: Store,
+    wpack: Option<PackedW>,
     epi: &IntEpi,
 ) {
     let (cg, mg, k, npix) = (g.cg(), g.mg(), g.kdim(), g.npix());
     let kpp = kp(k);
     let x = cx.operand(0);
     let w = const_ints(cx, 1).to_vec();
-    let mut packed = Vec::new();
-    for grp in 0..g.group {
-        packed.extend(pack_rows(mg, k, |i, kk| {
-            let oc = grp * mg + i;
-            w[oc * k + kk] - zw[oc]
-        }));
-    }
-    let wp = cx.rodata(packed, 16);
-    let bias = epi.has_bias.then(|| cx.operand(2));
-    let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let wp = match wpack {
+        None => {
+            let packed = pack_rows(g.m, k, |oc, kk| w[oc * k + kk] - zw[oc]);
+            cx.rodata(packed, 16)
+        }
+        Some(pw) => {
+            // Bit-packed rows (one per output channel), widened into `[M][Kp]` i16 rows
+            // after the im2col workspace, once per call.
+            let src = cx.rodata(pw.pack(g.m, k, |oc, kk| w[oc * k + kk]), 16);
+            let zp = zp_mode(zw, true, |b| cx.rodata(b, 16));
+            let dst = cx.kb.off(cx.ws, im2col_bytes(g) as i64);
+            let row = (kpp * 2) as i64;
+            Unpack {
+                pw,
+                rows: g.m,
+                cols: k,
+                src,
+                zp,
+                elem: 2,
+                dst_row: |kb: &mut Kb<'_, '_>, r| kb.idx(dst, r, row),
+            }
+            .emit(cx.kb);
+            if kpp > k {
+                // The odd K's padding tap of every row.
+                let zero = cx.kb.c(0);
+                cx.kb.for_range(0, g.m as i64, 1, |kb, r| {
+                    let p = kb.idx(dst, r, row);
+                    kb.b.ins().istore16(MF, zero, p, (k * 2) as i32);
+                });
+            }
+            dst
+        }
+    };
+    let (rq_own, rq_tab, bias) = epilogue_tables(cx, epi, g.m);
+    let rq = rq_own.as_ref().zip(rq_tab);
     let (out, ws) = (cx.out, cx.ws);
     let ob = epi.st_out.bytes();
     let g = *g;
@@ -1092,14 +1398,7 @@ fn emit_conv_int(
             let wg = kb.idx(wp, grp, (mg * kpp * 2) as i64);
             im2col_pairs(kb, &g, zx, st_x, xg, ws);
             let bias_g = bias.map(|b| kb.idx(b, grp, (mg * 4) as i64));
-            let rq_g = rq.map(|(r, t)| {
-                let t = if r.chans.len() > 1 {
-                    kb.idx(t, grp, (mg * 48) as i64)
-                } else {
-                    t
-                };
-                (r, t)
-            });
+            let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
             emit_int_gemm(
                 kb,
                 &IntGemm {
@@ -1189,6 +1488,7 @@ fn emit_matmul_int(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
         st_a,
         st_b,
         b_const,
+        wpack,
         epi,
     } = q
     else {
@@ -1198,7 +1498,17 @@ fn emit_matmul_int(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
     let (kpp, npp) = (kp(k), np(n));
     let a = cx.operand(0);
     let nb_b = batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
-    let b_packed = if *b_const {
+    // Bit-packed B: one packed row per K index of every slab, and the zero points.
+    let b_bits = match (*b_const, *wpack) {
+        (true, Some(pw)) => {
+            let b = const_ints(cx, 1).to_vec();
+            let src = cx.rodata(pw.pack(nb_b * k, n, |r, j| b[r * n + j]), 16);
+            let zp = zp_mode(zb, false, |t| cx.rodata(t, 16));
+            Some((pw, src, zp))
+        }
+        _ => None,
+    };
+    let b_packed = if *b_const && b_bits.is_none() {
         let b = const_ints(cx, 1).to_vec();
         let mut packed = Vec::new();
         for s in 0..nb_b {
@@ -1209,14 +1519,14 @@ fn emit_matmul_int(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
         None
     };
     let b_rt = if *b_const { None } else { Some(cx.operand(1)) };
-    let zb_tab = if *b_const {
+    let zb_tab = if *b_const || b_bits.is_some() {
         None
     } else {
         let bytes = zb.iter().flat_map(|&z| z.to_le_bytes()).collect();
         Some(cx.rodata(bytes, 16))
     };
-    let bias = epi.has_bias.then(|| cx.operand(2));
-    let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let (rq_own, rq_tab, bias) = epilogue_tables(cx, epi, n);
+    let rq = rq_own.as_ref().zip(rq_tab);
     let (out, ws) = (cx.out, cx.ws);
     let ob = epi.st_out.bytes();
     let (st_a, st_b, za) = (*st_a, *st_b, *za);
@@ -1224,6 +1534,7 @@ fn emit_matmul_int(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
     let a_ws = ws;
     let b_ws = kb.off(ws, (m * kpp * 2) as i64);
     let zav = kb.c(za);
+    let mut unpacked: Option<usize> = None;
     for (bi, &(ba, bb)) in batches.iter().enumerate() {
         // A rows -> [M][Kp] i16 of (a - za).
         let ab = kb.off(a, (ba * m * k * st_a.bytes()) as i64);
@@ -1241,6 +1552,31 @@ fn emit_matmul_int(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
         });
         let bp = match (b_packed, b_rt, zb_tab) {
             (Some(p), _, _) => kb.off(p, (bb * kpp * npp * 2) as i64),
+            (None, None, None) => {
+                let Some((pw, src, zp)) = b_bits else { return };
+                if unpacked != Some(bb) {
+                    // Widen slab `bb` into `[Kp/2][Np][2]`: row kk at pair kk/2, half kk%2.
+                    conv::fill_zero(kb, b_ws, 0, kpp * npp / 2);
+                    let src = kb.off(src, (bb * k * pw.row_bytes(n)) as i64);
+                    Unpack {
+                        pw,
+                        rows: k,
+                        cols: n,
+                        src,
+                        zp,
+                        elem: 4,
+                        dst_row: |kb: &mut Kb<'_, '_>, kk| {
+                            let pair = kb.b.ins().ushr_imm_u(kk, 1);
+                            let half = kb.b.ins().band_imm_s(kk, 1);
+                            let row = kb.idx(b_ws, pair, (npp * 4) as i64);
+                            kb.idx(row, half, 2)
+                        },
+                    }
+                    .emit(kb);
+                    unpacked = Some(bb);
+                }
+                b_ws
+            }
             (None, Some(br), Some(zt)) => {
                 let bsrc = kb.off(br, (bb * k * n * st_b.bytes()) as i64);
                 conv::fill_zero(kb, b_ws, 0, kpp * npp / 2);

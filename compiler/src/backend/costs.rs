@@ -1,0 +1,301 @@
+//! Measured throughput of the backend's GEMM/convolution kernel strategies, per target,
+//! per (weight bits, activation bits): the committed cost table DESIGN.md asks for, read
+//! by kernel choice ([`choose`], [`estimate_ns`]) and by the e-graph extraction's cost
+//! model (`rewrite::cost`, through [`relative_mac_cost`]).
+//!
+//! # How the figures were measured
+//!
+//! `cargo run --release -p qcc --example bench_kernels -- --cost-table [ITERS]` on the
+//! project's machine kind (an AMD EPYC with 2 vCPUs, shared with other builds; see
+//! KERNELS.md for its features), single thread, JIT, best of ITERS (default 20) calls, each case checked bit-exact (float:
+//! within 1e-3) against the interpreter first. Reference shape: a matrix product with
+//! M = N = 256 and K = 1024 (K = 4096 for the 1-bit kernel), constant weights [K, N],
+//! activations [M, K]; G MAC/s = M * N * K / best time. `x86_64 native` is the host's
+//! detected feature set (`Target::host()`), `x86_64 baseline` the SSE2-only flag set
+//! (`Target::new(host, "baseline")`). The example prints the [`TABLE`] rows it measured;
+//! paste them over the rows marked [`Source::Measured`] below to regenerate. Timings
+//! on a shared 2-core machine vary by about 10% from run to run.
+//!
+//! # Rows that were not measured here
+//!
+//! - [`Strategy::BitSerial`]: the bit-serial AND-popcount kernel is being written
+//!   separately; its rows hold KERNELS.md's figure for the throwaway 2x2-bit generator
+//!   (34 G MAC/s, scalar popcnt; the baseline ISA has no popcnt, ~5.5x slower) and are
+//!   marked [`Source::KernelsMd`]. Replace them with the kernel's own measurements.
+//! - aarch64: no aarch64 hardware is available to this project (qemu timings mean
+//!   nothing), so its rows repeat the x86_64 native figures and are marked
+//!   [`Source::Unmeasured`].
+
+use std::fmt;
+
+/// How a convolution or matrix product is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Strategy {
+    /// f32 register-tiled GEMM (im2col for convolutions), FMA where the target has it.
+    F32Gemm,
+    /// i16 pairs and `pmaddwd`, weights pre-widened to i16 in `.rodata` (8-bit weights;
+    /// the backend stores narrower weights packed, [`Strategy::Int8PackedW`]).
+    Int8Pmaddwd,
+    /// The same GEMM with weights of fewer than 8 bits bit-packed in `.rodata` and
+    /// widened into the workspace at the start of the layer (`kernels::packw`).
+    Int8PackedW,
+    /// Bit-serial AND-popcount over bit planes (2..4-bit weights and activations).
+    BitSerial,
+    /// 1-bit XNOR-popcount (bipolar weights and activations).
+    Xnor,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 5] = [
+        Strategy::F32Gemm,
+        Strategy::Int8Pmaddwd,
+        Strategy::Int8PackedW,
+        Strategy::BitSerial,
+        Strategy::Xnor,
+    ];
+
+    /// Whether the strategy computes a product of `wbits`-bit weights and `abits`-bit
+    /// activations (32: f32).
+    pub fn applies(self, wbits: u32, abits: u32) -> bool {
+        match self {
+            Strategy::F32Gemm => true,
+            Strategy::Int8Pmaddwd => wbits == 8 && abits <= 8,
+            Strategy::Int8PackedW => wbits < 8 && abits <= 8,
+            Strategy::BitSerial => (2..=4).contains(&wbits) && (2..=4).contains(&abits),
+            Strategy::Xnor => wbits == 1 && abits == 1,
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Strategy::F32Gemm => "f32-gemm",
+            Strategy::Int8Pmaddwd => "int8-pmaddwd",
+            Strategy::Int8PackedW => "int8-packed-weights",
+            Strategy::BitSerial => "bit-serial",
+            Strategy::Xnor => "xnor-popcount",
+        })
+    }
+}
+
+/// The targets the table covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CostTarget {
+    /// x86_64 with the host's (`native`) feature set: the project's machine kind.
+    X86_64Native,
+    /// x86_64 with SSE2 only (`baseline`: no popcnt, no SSSE3, no FMA).
+    X86_64Baseline,
+    Aarch64,
+}
+
+impl CostTarget {
+    /// The row set for a target triple's architecture and CPU name (`baseline` or any
+    /// other name, which is taken to have the native features).
+    pub fn of(target: &super::Target) -> CostTarget {
+        match target.triple.architecture {
+            target_lexicon::Architecture::Aarch64(_) => CostTarget::Aarch64,
+            _ if target.cpu == "baseline" => CostTarget::X86_64Baseline,
+            _ => CostTarget::X86_64Native,
+        }
+    }
+}
+
+/// Where a row's figure comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Measured with `bench_kernels --cost-table` (see the module documentation).
+    Measured,
+    /// KERNELS.md's measurement of a throwaway generator, until the kernel exists here.
+    KernelsMd,
+    /// Not measured on this target: a copy of the x86_64 native figure.
+    Unmeasured,
+}
+
+/// One measured throughput: `gmacs` G MAC/s for `strategy` on `target` with weights of
+/// at most `wbits` and activations of at most `abits` bits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Row {
+    pub target: CostTarget,
+    pub strategy: Strategy,
+    pub wbits: u32,
+    pub abits: u32,
+    pub gmacs: f64,
+    pub source: Source,
+}
+
+const fn row(
+    target: CostTarget,
+    strategy: Strategy,
+    wbits: u32,
+    abits: u32,
+    gmacs: f64,
+    source: Source,
+) -> Row {
+    Row {
+        target,
+        strategy,
+        wbits,
+        abits,
+        gmacs,
+        source,
+    }
+}
+
+use CostTarget::{Aarch64, X86_64Baseline as Base, X86_64Native as Native};
+use Source::{KernelsMd, Measured, Unmeasured};
+use Strategy::{BitSerial, F32Gemm, Int8PackedW, Int8Pmaddwd, Xnor};
+
+/// The cost table. For one target and strategy, the row that applies to (w, a) bits is
+/// the one with the fewest bits that are at least (w, a) (see [`gmacs`]).
+pub const TABLE: &[Row] = &[
+    // Measured rows (bench_kernels --cost-table 40; load average ~5 from other builds).
+    row(Native, F32Gemm, 32, 32, 13.98, Measured),
+    row(Native, Int8Pmaddwd, 8, 8, 23.67, Measured),
+    row(Native, Int8PackedW, 2, 8, 22.40, Measured),
+    row(Native, Int8PackedW, 3, 8, 21.97, Measured),
+    row(Native, Int8PackedW, 4, 8, 22.23, Measured),
+    row(Native, Int8PackedW, 5, 8, 21.22, Measured),
+    row(Native, Int8PackedW, 6, 8, 21.71, Measured),
+    row(Native, Int8PackedW, 7, 8, 22.65, Measured),
+    row(Native, Xnor, 1, 1, 175.85, Measured),
+    row(Base, F32Gemm, 32, 32, 9.95, Measured),
+    row(Base, Int8Pmaddwd, 8, 8, 21.36, Measured),
+    row(Base, Int8PackedW, 2, 8, 20.79, Measured),
+    row(Base, Int8PackedW, 3, 8, 20.59, Measured),
+    row(Base, Int8PackedW, 4, 8, 20.27, Measured),
+    row(Base, Int8PackedW, 5, 8, 21.08, Measured),
+    row(Base, Int8PackedW, 6, 8, 20.84, Measured),
+    row(Base, Int8PackedW, 7, 8, 21.06, Measured),
+    row(Base, Xnor, 1, 1, 22.69, Measured),
+    // Bit-serial: KERNELS.md's 2x2-bit figure until the kernel's own measurements.
+    row(Native, BitSerial, 2, 2, 34.0, KernelsMd),
+    row(Base, BitSerial, 2, 2, 6.2, KernelsMd),
+    row(Aarch64, BitSerial, 2, 2, 34.0, KernelsMd),
+    // aarch64: not measured; the x86_64 native figures.
+    row(Aarch64, F32Gemm, 32, 32, 13.98, Unmeasured),
+    row(Aarch64, Int8Pmaddwd, 8, 8, 23.67, Unmeasured),
+    row(Aarch64, Int8PackedW, 7, 8, 22.23, Unmeasured),
+    row(Aarch64, Xnor, 1, 1, 175.85, Unmeasured),
+];
+
+/// The G MAC/s of `strategy` on `target` at (`wbits`, `abits`): the applicable row with
+/// the fewest bits at least those asked for; None when the strategy does not apply or
+/// has no such row.
+pub fn gmacs(strategy: Strategy, wbits: u32, abits: u32, target: CostTarget) -> Option<f64> {
+    if !strategy.applies(wbits, abits) {
+        return None;
+    }
+    TABLE
+        .iter()
+        .filter(|r| {
+            r.target == target && r.strategy == strategy && r.wbits >= wbits && r.abits >= abits
+        })
+        .min_by_key(|r| (r.wbits + r.abits, r.wbits))
+        .map(|r| r.gmacs)
+}
+
+/// Modelled time in nanoseconds of `macs` multiply-accumulates with `strategy`;
+/// infinite when the table has no row for it (the strategy cannot run these bits).
+pub fn estimate_ns(
+    strategy: Strategy,
+    wbits: u32,
+    abits: u32,
+    macs: u64,
+    target: CostTarget,
+) -> f64 {
+    match gmacs(strategy, wbits, abits, target) {
+        Some(g) if g > 0.0 => macs as f64 / g,
+        _ => f64::INFINITY,
+    }
+}
+
+/// The fastest of `candidates` for `macs` MACs at (`wbits`, `abits`) on `target` (the
+/// first of equals); None when none of them has a row.
+pub fn choose(
+    candidates: &[Strategy],
+    wbits: u32,
+    abits: u32,
+    macs: u64,
+    target: CostTarget,
+) -> Option<Strategy> {
+    candidates
+        .iter()
+        .map(|&s| (s, estimate_ns(s, wbits, abits, macs, target)))
+        .filter(|(_, t)| t.is_finite())
+        .fold(None, |best: Option<(Strategy, f64)>, (s, t)| match best {
+            Some((_, bt)) if bt <= t => best,
+            _ => Some((s, t)),
+        })
+        .map(|(s, _)| s)
+}
+
+/// The cost of one integer multiply-accumulate relative to one f32 multiply-accumulate
+/// (the extraction's unit) with the fastest integer strategy for (`wbits`, `abits`) on
+/// `target`; 1.0 when no integer strategy has a row.
+pub fn relative_mac_cost(wbits: u32, abits: u32, target: CostTarget) -> f64 {
+    let int: Vec<Strategy> = Strategy::ALL
+        .into_iter()
+        .filter(|&s| s != Strategy::F32Gemm)
+        .collect();
+    let f = gmacs(Strategy::F32Gemm, 32, 32, target);
+    let best = choose(&int, wbits, abits, 1, target).and_then(|s| gmacs(s, wbits, abits, target));
+    match (f, best) {
+        (Some(f), Some(b)) if b > 0.0 => f / b,
+        _ => 1.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_strategy_has_a_row_on_every_target() {
+        for t in [Native, Base, Aarch64] {
+            for s in Strategy::ALL {
+                assert!(
+                    TABLE.iter().any(|r| r.target == t && r.strategy == s),
+                    "{s} on {t:?}"
+                );
+            }
+        }
+        assert!(
+            TABLE
+                .iter()
+                .all(|r| r.gmacs > 0.0 && r.strategy.applies(r.wbits, r.abits))
+        );
+    }
+
+    #[test]
+    fn lookup_takes_the_nearest_row_at_or_above() {
+        assert_eq!(
+            gmacs(Int8Pmaddwd, 8, 4, Native),
+            gmacs(Int8Pmaddwd, 8, 8, Native)
+        );
+        assert_eq!(
+            gmacs(Int8PackedW, 3, 2, Native),
+            gmacs(Int8PackedW, 3, 8, Native)
+        );
+        assert_eq!(
+            gmacs(Int8PackedW, 1, 8, Native),
+            gmacs(Int8PackedW, 2, 8, Native)
+        );
+        assert_eq!(gmacs(Int8PackedW, 8, 8, Native), None);
+        assert_eq!(gmacs(Xnor, 2, 2, Native), None);
+        assert!(gmacs(BitSerial, 2, 2, Native).is_some());
+        assert_eq!(estimate_ns(Xnor, 2, 2, 100, Native), f64::INFINITY);
+    }
+
+    #[test]
+    fn choice_follows_the_table() {
+        let all = Strategy::ALL;
+        assert_eq!(choose(&all, 1, 1, 1 << 20, Native), Some(Xnor));
+        assert_eq!(choose(&[], 8, 8, 1, Native), None);
+        let c = choose(&all, 8, 8, 1 << 20, Native).unwrap();
+        assert!(matches!(c, Int8Pmaddwd | F32Gemm));
+        let ns = estimate_ns(c, 8, 8, 1 << 20, Native);
+        assert!(ns <= estimate_ns(F32Gemm, 8, 8, 1 << 20, Native));
+        assert!(relative_mac_cost(1, 1, Native) < relative_mac_cost(8, 8, Native));
+    }
+}
