@@ -62,6 +62,9 @@ pub fn onnx_graph_inputs(path: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The passes run after the cleanup on ONNX models with QONNX quantizers.
+pub const QONNX_PASSES: &[&str] = &["rewrite", "dce"];
+
 /// Loads `path` (`.onnx` or `.qir`); `input_shapes` fixes ONNX input shapes.
 pub fn load(path: &Path, input_shapes: &BTreeMap<String, Vec<usize>>) -> Result<Loaded> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -76,9 +79,20 @@ pub fn load(path: &Path, input_shapes: &BTreeMap<String, Vec<usize>>) -> Result<
                 eprintln!("warning: {w}");
             }
             let mut m = imported.module;
+            let qonnx = m.nodes.iter().any(|n| n.op == qcc_ir::Op::FakeQuant);
             crate::passes::cleanup::pipeline()
                 .run(&mut m, &mut |_| {})
                 .with_context(|| format!("{}: the cleanup passes failed", path.display()))?;
+            if qonnx {
+                // A QONNX (Brevitas, FINN) model: its quantizers are now quantize /
+                // dequantize pairs; the rewrite engine fuses the layers into integer
+                // kernels.
+                crate::passes::Pipeline::from_names("qonnx", QONNX_PASSES)?
+                    .run(&mut m, &mut |_| {})
+                    .with_context(|| {
+                        format!("{}: the integer lowering passes failed", path.display())
+                    })?;
+            }
             Ok(Loaded {
                 module: m,
                 input_names: imported.input_names,

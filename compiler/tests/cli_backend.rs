@@ -213,8 +213,8 @@ fn compile_errors_name_the_flag_or_file() {
     // Nodes the backend cannot lower are all listed, with why.
     fails(
         &dir,
-        &["compile", &model("digits_w2a2.onnx")],
-        &["digits_w2a2.onnx", "cannot lower", "fake_quant"],
+        &["compile", &model("qonnx_trunc_v1_floor.onnx")],
+        &["qonnx_trunc_v1_floor.onnx", "cannot lower", "trunc"],
     );
     assert!(!dir.join("digits_cnn_folded.o").exists());
     let _ = std::fs::remove_dir_all(&dir);

@@ -393,7 +393,113 @@ fn cases() -> Vec<Case> {
     ];
     v.extend(fusions());
     v.extend(movers());
+    v.extend(qonnx_cases());
     v
+}
+
+/// Instances of the rules for imported QONNX layers: batch norm into weight scales,
+/// bipolar operands, casts of b1 codes, thresholds on accumulators and codes.
+fn qonnx_cases() -> Vec<Case> {
+    let bn = |bias: &str, extra: &str| {
+        format!(
+            "module m {{\n input %x: q<u8, 0.05:10>[2,3,4,4]\n const @w: q<i4 narrow, axis=0, [0.25:0, 0.5:0]>[2,3,3,3] = [{}]\n const @cb: f32[2] = [0.3, -1.5]\n const @g: f32[2] = [1.7, 0.4]\n const @b: f32[2] = [-0.2, 0.9]\n const @mu: f32[2] = [0.5, -3.0]\n const @v: f32[2] = [2.5, 0.3]\n %dx: f32[2,3,4,4] = dequantize(%x)\n %dw: f32[2,3,3,3] = dequantize(@w)\n %c: f32[2,2,4,4] = conv2d(%dx, %dw{bias}) {{pads = [1, 1, 1, 1]}}\n %n: f32[2,2,4,4] = batch_norm(%c, @g, @b, @mu, @v){extra}\n output %n\n}}",
+            (0..54)
+                .map(|i| ((i * 5 % 15) as i64 - 7).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let bip = |op: &str| {
+        let (shape, w, line) = match op {
+            "conv" => (
+                "[1,3,4,4]",
+                "const @w: q<i2 narrow, axis=0, [0.1:0, 0.3:0]>[2,3,3,3] = [1, -1, 1, 1, -1, -1, 1, 1, 1, -1, -1, -1, 1, -1, 1, 1, 1, -1, -1, 1, 1, -1, 1, -1, 1, 1, -1, 1, -1, -1, 1, 1, 1, -1, -1, 1, 1, 1, -1, -1, 1, 1, -1, 1, -1, 1, -1, 1, 1, -1, -1, 1, 1, 1]",
+                "%acc: i32[1,2,4,4] = conv2d_int(%cx, @w{B}) {pads = [1, 1, 1, 1]}",
+            ),
+            _ => (
+                "[3,4]",
+                "const @w: q<i8, 0.5:0>[4,2] = [1, 2, 3, 4, -5, 6, 7, -8]",
+                "%acc: i32[3,2] = matmul_int(%cx, @w{B})",
+            ),
+        };
+        move |bias: bool| {
+            let line = line.replace("{B}", if bias { ", @ib" } else { "" });
+            format!(
+                "module m {{\n input %x: b1{shape}\n {w}\n const @ib: i32[2] = [5, -7]\n %cx: q<i2 narrow, 1.0:0>{shape} = cast(%x)\n {line}\n output %acc\n}}"
+            )
+        }
+    };
+    let conv = bip("conv");
+    let mm = bip("matmul");
+    let cast_mover = |line: &str, out_ty: &str| {
+        format!(
+            "module m {{\n input %x: b1[2,3,4,4]\n %c: q<i2 narrow, 0.5:0>[2,3,4,4] = cast(%x)\n %y: q<i2 narrow, 0.5:0>{out_ty} = {line}\n %d: f32{out_ty} = dequantize(%y)\n output %d\n}}"
+        )
+    };
+    // K = 27, max|x| = 245 * 0.05, max|w'| = 7 * 0.5 * a with a <= 0.8: 27*12.25*2.8*2^-21
+    // ~ 4.4e-4, plus the batch norm's f32 steps on values below ~300 (~1e-4).
+    vec![
+        case(
+            "fold-batch-norm-into-weight-scale",
+            Tol::Abs(1e-3),
+            &bn("", ""),
+        ),
+        case(
+            "fold-batch-norm-into-weight-scale-bias",
+            Tol::Abs(1e-3),
+            &bn(", @cb", " {epsilon = 0.001}"),
+        ),
+        case("conv2d-int-bipolar-operands", Tol::Exact, &conv(false)),
+        case("conv2d-int-bias-bipolar-operands", Tol::Exact, &conv(true)),
+        case("matmul-int-bipolar-operands", Tol::Exact, &mm(false)),
+        case("matmul-int-bias-bipolar-operands", Tol::Exact, &mm(true)),
+        case(
+            "bipolar-cast-through-max-pool",
+            Tol::Exact,
+            &cast_mover(
+                "max_pool(%c) {kernel = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]}",
+                "[2,3,2,2]",
+            ),
+        ),
+        case(
+            "bipolar-cast-through-reshape",
+            Tol::Exact,
+            &cast_mover("reshape(%c) {shape = [2, 48]}", "[2,48]"),
+        ),
+        case(
+            "bipolar-cast-through-flatten",
+            Tol::Exact,
+            &cast_mover("flatten(%c)", "[2,48]"),
+        ),
+        // Wide codes: thresholds by bisection on an i32 accumulator.
+        case(
+            "binarize-batch-norm-to-threshold",
+            Tol::Exact,
+            "module m {\n input %x: q<i32, axis=1, [0.003:0, 0.5:0, 1e-6:0]>[2,3,4]\n const @s: f32[3] = [1.0, 0.0, 3.0]\n const @b: f32[3] = [0.1, 1.0, 0.3]\n const @mu: f32[3] = [1.0, 0.5, -0.2]\n const @v: f32[3] = [1.0, 4.0, 0.01]\n %d: f32[2,3,4] = dequantize(%x)\n %n: f32[2,3,4] = batch_norm(%d, @s, @b, @mu, @v)\n %y: b1[2,3,4] = binarize(%n)\n output %y\n}",
+        ),
+        // Multi-thresholds: quantize after batch norm (and relu), on an i32 accumulator
+        // (bisection) and on 4-bit codes (every code evaluated).
+        case(
+            "quantize-batch-norm-to-threshold",
+            Tol::Exact,
+            "module m {\n input %x: q<i32, 0.004:0>[2,3,4]\n const @s: f32[3] = [1.0, 0.001, 3.0]\n const @b: f32[3] = [0.1, 1.0, -0.3]\n const @mu: f32[3] = [1.0, 0.5, -0.2]\n const @v: f32[3] = [1.0, 4.0, 0.01]\n %d: f32[2,3,4] = dequantize(%x)\n %n: f32[2,3,4] = batch_norm(%d, @s, @b, @mu, @v)\n %q: q<i4 narrow, 0.5:-1>[2,3,4] = quantize(%n) {rounding = half_up}\n output %q\n}",
+        ),
+        case(
+            "quantize-relu-batch-norm-to-threshold",
+            Tol::Exact,
+            "module m {\n input %x: q<i4, axis=1, [0.3:1, 0.1:0, 0.7:-2]>[2,3,4]\n const @s: f32[3] = [1.0, 0.5, 3.0]\n const @b: f32[3] = [0.1, -0.5, -0.3]\n const @mu: f32[3] = [1.0, 0.5, -0.2]\n const @v: f32[3] = [1.0, 4.0, 0.01]\n %d: f32[2,3,4] = dequantize(%x)\n %n: f32[2,3,4] = batch_norm(%d, @s, @b, @mu, @v)\n %r: f32[2,3,4] = relu(%n)\n %q: q<u2, 0.25:0>[2,3,4] = quantize(%r)\n output %q\n}",
+        ),
+        case(
+            "binarize-integer-to-threshold",
+            Tol::Exact,
+            "module m {\n input %x: q<i4, axis=1, [0.1:-3, 0.2:0, 0.3:5]>[2,3,4]\n %y: b1[2,3,4] = binarize(%x)\n output %y\n}",
+        ),
+        case(
+            "threshold-of-relabel-cast",
+            Tol::Exact,
+            "module m {\n input %x: i32[2,3,4]\n const @t: i32[3,2] = [-5, 7, 0, 0, 100, 200]\n %c: q<i32, 0.5:0>[2,3,4] = cast(%x)\n %y: i8[2,3,4] = threshold(%c, @t) {offset = -1}\n output %y\n}",
+        ),
+    ]
 }
 
 /// Instances of the fusions. Float-output bounds: `(0.5 + K*max|x-zx|*max|w-zw|*2^-22)`

@@ -2,10 +2,12 @@
 
 use super::{Pipeline, PipelineError};
 
-/// The cleanup passes, in order: fold constants (shape arithmetic left over, constant
+/// The cleanup passes, in order: lower QONNX quantizers to quantized types (before
+/// anything folds them away), fold constants (shape arithmetic left over, constant
 /// subgraphs), fold batch norms into the convolutions and gemms before them, drop no-op
 /// nodes, then remove what nothing uses.
 pub const PASSES: &[&str] = &[
+    "lower-fake-quant",
     "fold-constants",
     "fold-batch-norm",
     "remove-identity",

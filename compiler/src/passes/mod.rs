@@ -10,6 +10,7 @@ pub mod cleanup;
 mod dce;
 pub mod fold_batch_norm;
 pub mod fold_constants;
+pub mod lower_fake_quant;
 pub mod remove_identity;
 pub mod rewrite;
 
@@ -33,6 +34,11 @@ pub struct Pass {
 /// Every pass qcc has, in the order the default pipeline runs them.
 pub const REGISTRY: &[Pass] = &[
     Pass {
+        name: "lower-fake-quant",
+        summary: "QONNX fake_quant with constant parameters becomes quantize -> dequantize (bipolar: binarize -> cast)",
+        run: lower_fake_quant::run,
+    },
+    Pass {
         name: "fold-constants",
         summary: "evaluate nodes whose operands are all constants (keeps dequantize of weights)",
         run: fold_constants::run,
@@ -54,7 +60,7 @@ pub const REGISTRY: &[Pass] = &[
     },
     Pass {
         name: "move-scales",
-        summary: "egg: move quantize/dequantize through max_pool, reshape, flatten, transpose, concat, ...",
+        summary: "egg: move quantize/dequantize (and casts of b1) through max_pool, reshape, flatten, transpose, concat, ...",
         run: rewrite::move_scales,
     },
     Pass {
@@ -64,7 +70,7 @@ pub const REGISTRY: &[Pass] = &[
     },
     Pass {
         name: "fuse-int",
-        summary: "egg: fuse dequantize -> conv2d/gemm/matmul (-> quantize) into integer kernels",
+        summary: "egg: fuse dequantize -> conv2d/gemm/matmul (-> quantize) into integer kernels; batch norm into weight scales; b1 operands",
         run: rewrite::fuse_int,
     },
     Pass {
@@ -84,7 +90,7 @@ pub const REGISTRY: &[Pass] = &[
     },
     Pass {
         name: "fold-threshold",
-        summary: "egg: sign/binarize after batch_norm or dequantize become integer thresholds",
+        summary: "egg: sign/binarize/quantize after batch_norm (or of codes) become integer thresholds",
         run: rewrite::fold_threshold,
     },
     Pass {

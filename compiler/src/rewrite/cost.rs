@@ -39,7 +39,7 @@ pub enum Kernel {
     Requantize,
     /// `requantize` whose multipliers are all 1 (rounding shift and clamp), per element.
     Shift,
-    /// `threshold`, per element and threshold.
+    /// `threshold`, per element and bisection step (log2(K + 1) per element).
     Threshold,
     /// Data movement, per byte moved.
     Movement,
@@ -60,7 +60,7 @@ pub const COSTS: &[(Kernel, u32, f64)] = &[
     (Kernel::Dequantize, 32, 0.6),
     (Kernel::Requantize, 32, 0.5),
     (Kernel::Shift, 32, 0.3),
-    (Kernel::Threshold, 32, 0.3),
+    (Kernel::Threshold, 32, 0.1),
     (Kernel::Movement, 32, 0.05),
 ];
 
@@ -155,8 +155,10 @@ pub fn node_cost(meta: &Meta, operands: &[&TensorType]) -> f64 {
             )
         }
         Op::Threshold => {
-            let k = arg(1).and_then(|t| t.shape.get(1).copied()).unwrap_or(1) as f64;
-            (Kernel::Threshold, n * k, 32)
+            // A bisection over the sorted thresholds: log2(K + 1) compares per element.
+            let k = arg(1).and_then(|t| t.shape.get(1).copied()).unwrap_or(1);
+            let steps = (k + 1).next_power_of_two().trailing_zeros().max(1) as f64;
+            (Kernel::Threshold, n * steps, 32)
         }
     };
     KERNEL_OVERHEAD + work * unit_cost(kernel, b)

@@ -451,9 +451,13 @@ pub(crate) fn select(
         Op::Conv2dInt | Op::MatMulInt if binary::applies(m, node, const_of) => {
             binary::select(m, node, fused).map(Lowering::Xnor)
         }
-        Op::Quantize | Op::Dequantize | Op::Requantize | Op::Conv2dInt | Op::MatMulInt => {
-            quant::select(m, node, fused, const_of).map(Lowering::Quant)
-        }
+        Op::Quantize
+        | Op::Dequantize
+        | Op::Requantize
+        | Op::Conv2dInt
+        | Op::MatMulInt
+        | Op::Threshold
+        | Op::Binarize => quant::select(m, node, fused, const_of).map(Lowering::Quant),
         Op::ConvTranspose2d
         | Op::Pow
         | Op::ReduceMean
@@ -461,8 +465,6 @@ pub(crate) fn select(
         | Op::Cast
         | Op::FakeQuant
         | Op::Trunc
-        | Op::Binarize
-        | Op::Threshold
         | Op::BitPack
         | Op::BitUnpack => {
             let _ = is_f32;
@@ -472,10 +474,15 @@ pub(crate) fn select(
 }
 
 /// Whether a cast from `from` to `to` keeps every code as it is: both integer-valued
-/// with the same storage (e.g. `i32` to `q<i32, s:0>`), so the wrap it defines is the
-/// identity and the bytes need not change.
+/// with the same storage (e.g. `i32` to `q<i32, s:0>`), or `b1` to a signed type of 2
+/// to 8 bits, so the wrap it defines is the identity and the bytes need not change.
 pub(crate) fn is_relabel(from: &ElemType, to: &ElemType) -> bool {
-    matches!((from.storage(), to.storage()), (Some(a), Some(b)) if a == b)
+    match (from, to.storage()) {
+        // b1 is stored as the code bytes -1 / +1, which a signed type of 2 to 8 bits
+        // stores the same way (its cast keeps both codes).
+        (ElemType::Bipolar, Some(b)) => b.signed && (2..=8).contains(&b.bits),
+        _ => matches!((from.storage(), to.storage()), (Some(a), Some(b)) if a == b),
+    }
 }
 
 /// The clamp bounds of an activation that can be fused into a GEMM epilogue.

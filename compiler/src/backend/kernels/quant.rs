@@ -261,6 +261,31 @@ pub(crate) enum QuantLowering {
         wpack: Option<PackedW>,
         epi: IntEpi,
     },
+    /// `threshold`: per channel, the count of thresholds the code reaches, plus the
+    /// offset (`b1`: count 0 gives -1, 1 gives +1).
+    Threshold {
+        outer: usize,
+        d: usize,
+        inner: usize,
+        /// Thresholds per channel (`k` each), or one shared set.
+        table: Vec<i64>,
+        k: usize,
+        shared: bool,
+        offset: i64,
+        bipolar: bool,
+        st_in: Store,
+        st_out: Store,
+    },
+    /// `binarize` to `b1`: +1 where the code is at least its zero point (f32: `x >= 0`,
+    /// NaN gives -1), else -1.
+    Binarize {
+        outer: usize,
+        d: usize,
+        inner: usize,
+        /// Zero point per index along the parameter axis (one for per tensor).
+        zps: Vec<i64>,
+        st_in: Store,
+    },
     MatMulInt {
         m: usize,
         n: usize,
@@ -295,6 +320,10 @@ impl QuantLowering {
             QuantLowering::Requantize { st_in, st_out, .. } => {
                 format!("requantize.{}->{}", st_in.name(), st_out.name())
             }
+            QuantLowering::Threshold { st_in, st_out, .. } => {
+                format!("threshold.{}->{}", st_in.name(), st_out.name())
+            }
+            QuantLowering::Binarize { st_in, .. } => format!("binarize.{}->b1", st_in.name()),
             QuantLowering::ConvInt {
                 st_x, wpack, epi, ..
             } => format!(
@@ -596,6 +625,74 @@ pub(crate) fn select(
                 st_out: Store::of(&oty.elem),
             })
         }
+        Op::Threshold => {
+            let a = Attrs::new(node.op, &node.attrs);
+            let rank = xty.shape.len();
+            let axis = normalize_axis(a.int("axis")?, rank)?;
+            let offset = a.int("offset")?;
+            let table = const_of(node.operands[1])
+                .ok_or("threshold with run-time thresholds is not lowered yet")?;
+            let table = match table {
+                ConstData::Int(v) => v.clone(),
+                ConstData::F32(_) => return Err("thresholds must be integers".into()),
+            };
+            let tshape = &m.ty(node.operands[1]).shape;
+            let (rows, k) = match tshape[..] {
+                [r, k] => (r, k),
+                _ => return Err("thresholds must be [C, K]".into()),
+            };
+            let d = xty.shape[axis];
+            if rows != d && rows != 1 {
+                return Err(format!("{rows} threshold rows for {d} channels"));
+            }
+            let bipolar = oty.elem == ElemType::Bipolar;
+            let (lo, hi) = oty.elem.code_range().ok_or("result has no code range")?;
+            if bipolar {
+                if k != 1 || offset != 0 {
+                    return Err("a b1 threshold needs K = 1 and offset 0".into());
+                }
+            } else if offset < lo || offset + k as i64 > hi {
+                return Err(format!(
+                    "threshold results {offset}..={} do not all fit {}",
+                    offset + k as i64,
+                    oty.elem
+                ));
+            }
+            if xty.elem.storage().is_none() || Store::of(&xty.elem) == Store::F32 {
+                return Err("threshold needs an integer-valued operand".into());
+            }
+            Ok(QuantLowering::Threshold {
+                outer: xty.shape[..axis].iter().product(),
+                d,
+                inner: xty.shape[axis + 1..].iter().product(),
+                table,
+                k,
+                shared: rows == 1,
+                offset,
+                bipolar,
+                st_in: Store::of(&xty.elem),
+                st_out: Store::of(&oty.elem),
+            })
+        }
+        Op::Binarize => {
+            let st_in = Store::of(&xty.elem);
+            let n: usize = xty.shape.iter().product();
+            let (outer, d, inner, zps) = match &xty.elem {
+                ElemType::Quant(q) => {
+                    let (o, d, i, _, z) = param_layout(&q.params, &xty.shape)?;
+                    (o, d, i, z)
+                }
+                ElemType::Bipolar => return Err("binarize of b1 is a copy; not lowered".into()),
+                _ => (1, 1, n, vec![0]),
+            };
+            Ok(QuantLowering::Binarize {
+                outer,
+                d,
+                inner,
+                zps,
+                st_in,
+            })
+        }
         Op::Conv2dInt => {
             let wty = m.ty(node.operands[1]);
             let st_x = Store::of(&xty.elem);
@@ -782,6 +879,110 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
                     let r = requant_scalar(kb, rq, tp, v);
                     let o = kb.idx(op, i, st_out.bytes() as i64);
                     kb.store_int(st_out, r, o, 0);
+                });
+            });
+        }
+        QuantLowering::Threshold {
+            outer,
+            d,
+            inner,
+            table,
+            k,
+            shared,
+            offset,
+            bipolar,
+            st_in,
+            st_out,
+        } => {
+            // Each channel's sorted thresholds, padded to 2^m - 1 with i64::MAX (never
+            // reached by a code), are searched by branch-free bisection: m compares.
+            let x = cx.operand(0);
+            let k = *k;
+            let m = (k + 1).next_power_of_two().trailing_zeros() as usize;
+            let padded = (1usize << m) - 1;
+            let rows = if *shared { 1 } else { *d };
+            let mut bytes = Vec::with_capacity(rows * padded * 8);
+            for r in 0..rows {
+                for j in 0..padded {
+                    let t = if j < k { table[r * k + j] } else { i64::MAX };
+                    bytes.extend_from_slice(&t.to_le_bytes());
+                }
+            }
+            let tab = cx.rodata(bytes, 16);
+            let out = cx.out;
+            let (st_in, st_out, d) = (*st_in, *st_out, *d);
+            let (shared, offset, bipolar, inner) = (*shared, *offset, *bipolar, *inner);
+            let kb = &mut *cx.kb;
+            kb.for_range(0, (*outer * d) as i64, 1, |kb, od| {
+                let ch = kb.b.ins().urem_imm_u(od, d as i64);
+                let xp = kb.idx(x, od, (inner * st_in.bytes()) as i64);
+                let op = kb.idx(out, od, (inner * st_out.bytes()) as i64);
+                let tp = if shared {
+                    tab
+                } else {
+                    kb.idx(tab, ch, (padded * 8) as i64)
+                };
+                kb.for_range(0, inner as i64, 1, |kb, i| {
+                    let s = kb.idx(xp, i, st_in.bytes() as i64);
+                    let v = kb.load_i64(st_in, s, 0);
+                    // count = number of thresholds <= v: descend by halves.
+                    let mut count = kb.b.ins().iconst(I64, 0);
+                    for b in (0..m).rev() {
+                        let step = 1i64 << b;
+                        let at = kb.b.ins().iadd_imm_s(count, step - 1);
+                        let tpp = kb.idx(tp, at, 8);
+                        let t = kb.load(I64, tpp, 0);
+                        let ge = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, t);
+                        let add = kb.b.ins().uextend(I64, ge);
+                        let add = kb.b.ins().imul_imm_s(add, step);
+                        count = kb.b.ins().iadd(count, add);
+                    }
+                    let r = if bipolar {
+                        // 0 -> -1, 1 -> +1.
+                        let two = kb.b.ins().iadd(count, count);
+                        kb.b.ins().iadd_imm_s(two, -1)
+                    } else {
+                        kb.b.ins().iadd_imm_s(count, offset)
+                    };
+                    let o = kb.idx(op, i, st_out.bytes() as i64);
+                    kb.store_int(st_out, r, o, 0);
+                });
+            });
+        }
+        QuantLowering::Binarize {
+            outer,
+            d,
+            inner,
+            zps,
+            st_in,
+        } => {
+            let x = cx.operand(0);
+            let bytes: Vec<u8> = zps.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let tab = cx.rodata(bytes, 16);
+            let out = cx.out;
+            let (st_in, d, inner) = (*st_in, *d, *inner);
+            let kb = &mut *cx.kb;
+            kb.for_range(0, (*outer * d) as i64, 1, |kb, od| {
+                let ch = kb.b.ins().urem_imm_u(od, d as i64);
+                let xp = kb.idx(x, od, (inner * st_in.bytes()) as i64);
+                let op = kb.idx(out, od, inner as i64);
+                let zp = kb.idx(tab, ch, 8);
+                let z = kb.load(I64, zp, 0);
+                kb.for_range(0, inner as i64, 1, |kb, i| {
+                    let s = kb.idx(xp, i, st_in.bytes() as i64);
+                    let ge = if st_in == Store::F32 {
+                        let v = kb.load(F32, s, 0);
+                        let zero = kb.b.ins().f32const(0.0);
+                        kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, zero)
+                    } else {
+                        let v = kb.load_i64(st_in, s, 0);
+                        kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, z)
+                    };
+                    let one = kb.b.ins().iconst(I64, 1);
+                    let m1 = kb.b.ins().iconst(I64, -1);
+                    let r = kb.b.ins().select(ge, one, m1);
+                    let o = kb.idx(op, i, 1);
+                    kb.store_int(Store::I8, r, o, 0);
                 });
             });
         }

@@ -39,7 +39,7 @@ const FLOAT_BOUND: Exactness =
 
 pub fn rules() -> Vec<RuleDef> {
     let dq2 = "(dequantize ?dx ?x) (dequantize ?dw ?w)";
-    vec![
+    let mut v = Vec::from([
         rule(
             "fuse-conv2d-requantize",
             ONE_CODE,
@@ -100,7 +100,9 @@ pub fn rules() -> Vec<RuleDef> {
             &format!("(matmul ?km {dq2})"),
             fuse_float,
         ),
-    ]
+    ]);
+    v.extend(bn_and_bipolar_rules());
+    v
 }
 
 /// A matched float kernel, checked and ready to become an integer one.
@@ -367,9 +369,51 @@ fn fuse_requant(eg: &mut QEGraph, root: Id, s: &Subst) -> Option<Id> {
     Some(add_op(eg, Op::Requantize, qm.ty.clone(), a, &[acc]))
 }
 
-/// `kernel(dequantize(x), dequantize(w), b) -> dequantize(cast_{q<i32, sx*sw>}(kernel_int(x, w, bq)))`.
+/// `kernel(dequantize(x), dequantize(w), b) -> dequantize(cast_{q<i32,
+/// sx*sw>}(kernel_int(x, w, bq)))` when the bias is a whole number of accumulator steps
+/// (within 2^-10 of one), else `-> add(dequantize(cast_{q<i32, sx*sw>}(kernel_int(x, w))),
+/// b)`: the float bias is added to the float result (in f32) instead of being rounded to
+/// accumulator steps, so a final layer's output keeps its bias (a coarse accumulator
+/// step, e.g. of 2-bit operands, would otherwise move the logits by up to half a step).
 fn fuse_float(eg: &mut QEGraph, root: Id, s: &Subst) -> Option<Id> {
-    let p = plan(eg, root, s, true)?;
+    let mut p = plan(eg, root, s, true)?;
+    let whole = p.bias.as_ref().is_none_or(|b| {
+        b.iter()
+            .all(|v| (v - v.round_ties_even()).abs() <= 2f64.powi(-10))
+    });
+    let bias = match (p.bias.take_if(|_| !whole), opt_var(s, "?b")) {
+        (Some(_), Some(b)) => {
+            let bt = ty(eg, b).clone();
+            if p.float_op == Op::Conv2d {
+                // [M] -> [M, 1, 1] to broadcast along the channels of [N, M, H, W].
+                let v = float_value(eg, b)?;
+                let m_len = p.acc_scales.len();
+                let v = if v.len() == 1 { vec![v[0]; m_len] } else { v };
+                if v.len() != m_len {
+                    return None;
+                }
+                let name = format!("{}.bias", p.name);
+                Some(add_const(
+                    eg,
+                    &name,
+                    TensorType::f32(vec![m_len, 1, 1]),
+                    ConstData::F32(v),
+                ))
+            } else if bt.elem == ElemType::F32 {
+                Some(b)
+            } else {
+                let v = float_value(eg, b)?;
+                let name = format!("{}.bias", p.name);
+                Some(add_const(
+                    eg,
+                    &name,
+                    TensorType::f32(bt.shape),
+                    ConstData::F32(v),
+                ))
+            }
+        }
+        _ => None,
+    };
     let acc = kernel(eg, &p)?;
     inherit_loc(eg, acc, root);
     let scales: Vec<f32> = p.acc_scales.iter().map(|&a| a as f32).collect();
@@ -401,5 +445,207 @@ fn fuse_float(eg: &mut QEGraph, root: Id, s: &Subst) -> Option<Id> {
         attrs([]),
         &[scaled],
     );
-    Some(out)
+    match bias {
+        None => Some(out),
+        Some(b) => {
+            hint(eg, out, format!("{}.unbiased", p.name));
+            Some(add_op(
+                eg,
+                Op::Add,
+                ty(eg, root).clone(),
+                attrs([]),
+                &[out, b],
+            ))
+        }
+    }
+}
+
+/// The batch-norm and bipolar rules of this group (QONNX / Brevitas layers).
+pub fn bn_and_bipolar_rules() -> Vec<RuleDef> {
+    let conv = "(conv2d ?km (dequantize ?dx ?x) (dequantize ?dw ?w)";
+    let bn = |inner: &str| format!("(batch_norm ?bm {inner}) ?s ?b ?mu ?v)");
+    vec![
+        rule(
+            "fold-batch-norm-into-weight-scale",
+            BN_SCALE_BOUND,
+            &bn(conv),
+            fold_bn_scale,
+        ),
+        rule(
+            "fold-batch-norm-into-weight-scale-bias",
+            BN_SCALE_BOUND,
+            &bn(&format!("{conv} ?cb")),
+            fold_bn_scale,
+        ),
+        rule(
+            "conv2d-int-bipolar-operands",
+            Exactness::Exact,
+            "(conv2d_int ?km (cast ?cm ?x) ?w)",
+            bipolar_operands,
+        ),
+        rule(
+            "conv2d-int-bias-bipolar-operands",
+            Exactness::Exact,
+            "(conv2d_int ?km (cast ?cm ?x) ?w ?ib)",
+            bipolar_operands,
+        ),
+        rule(
+            "matmul-int-bipolar-operands",
+            Exactness::Exact,
+            "(matmul_int ?km (cast ?cm ?x) ?w)",
+            bipolar_operands,
+        ),
+        rule(
+            "matmul-int-bias-bipolar-operands",
+            Exactness::Exact,
+            "(matmul_int ?km (cast ?cm ?x) ?w ?ib)",
+            bipolar_operands,
+        ),
+    ]
+}
+
+const BN_SCALE_BOUND: Exactness = Exactness::Bounded(
+    "f32 rounding only: 2^-21 of (K*max|x|*max|w'| + |bias'|) plus 2^-21 of the batch norm's operand and result",
+);
+
+/// `batch_norm(conv2d(dequantize(x), dequantize(w), b?)) -> conv2d(dequantize(x),
+/// dequantize(w'), b')`: the batch norm's per-channel factor `a[c] = scale[c] /
+/// sqrt(var[c] + eps)` (f64) goes into the weights' **scales** (`sw'[c] = sw[c] a[c]`,
+/// the codes and zero points unchanged, so the weights keep their grid and bit-width)
+/// and `b'[c] = (b[c] - mean[c]) a[c] + bias[c]`. Applies when every `a[c] > 0` (scales
+/// stay positive), the weights are a quantized constant (per tensor or per output
+/// channel) and the batch norm's parameters are constants. Bounded: the real-number
+/// results are equal; the two sides differ by the f32 roundings of the dequantized
+/// weights (2^-24 relative each, so `K max|x| max|w'| 2^-23` on the sum) and of the
+/// batch norm's four f32 steps on the left (a few ulps of its operand and result).
+/// Batch-norm folding on float weights (the `fold-batch-norm` pass) would put the
+/// weights off their grid; this keeps the layer integer.
+fn fold_bn_scale(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let km = meta(eg, var(s, "?km")).clone();
+    let bm = meta(eg, var(s, "?bm")).clone();
+    let (x, w) = (var(s, "?x"), var(s, "?w"));
+    let wt = ty(eg, w).clone();
+    let wq = wt.elem.quant()?.clone();
+    let codes = value(eg, w)?.as_int()?.to_vec();
+    let m_len = *wt.shape.first()?;
+    let sw = scales_along(&wq, 0, m_len)?;
+    let zw = crate::rewrite::build::zero_points_along(&wq, 0, m_len)?;
+    let eps = bm.attrs().float("epsilon").ok()? as f64;
+    let p: Option<Vec<Vec<f32>>> = ["?s", "?b", "?mu", "?v"]
+        .iter()
+        .map(|v| float_value(eg, var(s, v)))
+        .collect();
+    let p = p?;
+    if p.iter().any(|v| v.len() != m_len) {
+        return None;
+    }
+    let a: Vec<f64> = (0..m_len)
+        .map(|c| p[0][c] as f64 / (p[3][c] as f64 + eps).sqrt())
+        .collect();
+    if a.iter().any(|&v| !(v.is_finite() && v > 0.0)) {
+        return None;
+    }
+    let scales: Vec<f32> = sw.iter().zip(&a).map(|(&s, &f)| (s * f) as f32).collect();
+    let nq = QuantType {
+        storage: wq.storage,
+        narrow: wq.narrow,
+        pow2: false,
+        params: QuantParams::PerAxis {
+            axis: 0,
+            scales,
+            zero_points: zw.iter().map(|&z| z as i32).collect(),
+        },
+    };
+    if !scales_tame(&nq) {
+        return None;
+    }
+    let old_bias = match opt_var(s, "?cb") {
+        None => vec![0.0f32; m_len],
+        Some(b) => {
+            let v = float_value(eg, b)?;
+            if v.len() != m_len {
+                return None;
+            }
+            v
+        }
+    };
+    let bias: Vec<f32> = (0..m_len)
+        .map(|c| ((old_bias[c] as f64 - p[2][c] as f64) * a[c] + p[1][c] as f64) as f32)
+        .collect();
+    if bias.iter().any(|b| !b.is_finite()) {
+        return None;
+    }
+    let wname = format!("{}.bn", name_of(eg, w, "w"));
+    let w2 = add_const(
+        eg,
+        &wname,
+        TensorType::new(ElemType::Quant(nq), wt.shape.clone()),
+        ConstData::Int(codes),
+    );
+    let dw = add_op(
+        eg,
+        Op::Dequantize,
+        TensorType::f32(wt.shape.clone()),
+        attrs([]),
+        &[w2],
+    );
+    let dxm = meta(eg, var(s, "?dx")).clone();
+    let dx = add_op(eg, Op::Dequantize, dxm.ty, attrs([]), &[x]);
+    let bname = format!("{}.bn_bias", name_of(eg, w, "w"));
+    let b2 = add_const(
+        eg,
+        &bname,
+        TensorType::f32(vec![m_len]),
+        ConstData::F32(bias),
+    );
+    Some(add_op(eg, Op::Conv2d, km.ty, km.attrs, &[dx, dw, b2]))
+}
+
+/// `conv2d_int(cast_T(x), w, b?) -> conv2d_int(x, w', b?)` (likewise `matmul_int`) for
+/// `b1` `x` and `T` with zero point 0 (per tensor): the kernels read `b1` codes as +-1,
+/// which the cast keeps, and the accumulator `sum (x - 0)(w - zw)` is the same. A
+/// constant `w` whose codes are all +-1 with zero points 0 becomes a `b1` constant
+/// (`w'`), so both operands are `b1` and the XNOR-popcount kernels apply. Exact.
+fn bipolar_operands(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let km = meta(eg, var(s, "?km")).clone();
+    let cm = meta(eg, var(s, "?cm")).clone();
+    let (x, w) = (var(s, "?x"), var(s, "?w"));
+    if ty(eg, x).elem != ElemType::Bipolar {
+        return None;
+    }
+    match &cm.ty.elem {
+        ElemType::Quant(q) => {
+            if !matches!(q.params, QuantParams::PerTensor { zero_point: 0, .. })
+                || !q.storage.signed
+                || q.storage.bits < 2
+            {
+                return None;
+            }
+        }
+        ElemType::Int(t) if t.signed && t.bits >= 2 => {}
+        _ => return None,
+    }
+    let wt = ty(eg, w).clone();
+    let w_b1 = match (&wt.elem, value(eg, w).and_then(|v| v.as_int())) {
+        (ElemType::Bipolar, _) => w,
+        (ElemType::Quant(q), Some(codes))
+            if q.params.zero_points().iter().all(|&z| z == 0)
+                && codes.iter().all(|&c| c == 1 || c == -1) =>
+        {
+            let codes = codes.to_vec();
+            let name = format!("{}.b1", name_of(eg, w, "w"));
+            add_const(
+                eg,
+                &name,
+                TensorType::new(ElemType::Bipolar, wt.shape.clone()),
+                ConstData::Int(codes),
+            )
+        }
+        _ => w,
+    };
+    let mut ops = vec![x, w_b1];
+    if let Some(b) = opt_var(s, "?ib") {
+        ops.push(b);
+    }
+    Some(add_op(eg, km.op, km.ty, km.attrs, &ops))
 }

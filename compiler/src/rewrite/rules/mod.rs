@@ -30,7 +30,7 @@ pub const GROUPS: &[Group] = &[
     },
     Group {
         name: "move-scales",
-        summary: "move quantize/dequantize through max_pool, reshape, flatten, transpose, concat, ...",
+        summary: "move quantize/dequantize (and casts of b1) through max_pool, reshape, flatten, transpose, concat, ...",
         rules: move_scales::rules,
     },
     Group {
@@ -40,7 +40,7 @@ pub const GROUPS: &[Group] = &[
     },
     Group {
         name: "fuse-int",
-        summary: "fuse dequantize -> conv2d/gemm/matmul (-> quantize) into integer kernels",
+        summary: "fuse dequantize -> conv2d/gemm/matmul (-> quantize) into integer kernels; batch norm into weight scales; b1 operands",
         rules: fuse_int::rules,
     },
     Group {
@@ -60,7 +60,7 @@ pub const GROUPS: &[Group] = &[
     },
     Group {
         name: "fold-threshold",
-        summary: "sign/binarize after batch_norm (or dequantize) becomes per-channel integer thresholds",
+        summary: "sign/binarize/quantize after batch_norm (or of codes) become per-channel integer thresholds",
         rules: threshold::rules,
     },
 ];

@@ -87,7 +87,54 @@ pub fn rules() -> Vec<RuleDef> {
         "(quantize ?qm ?y)",
         quantize_through_concat,
     ));
+    for &(op, name) in BIPOLAR_MOVERS {
+        out.push(rule(
+            name,
+            Exactness::Exact,
+            &format!("({} ?om (cast ?cm ?x))", op.name()),
+            cast_bipolar_through,
+        ));
+    }
     out
+}
+
+/// Ops a cast of `b1` codes moves down through, with their rule names.
+const BIPOLAR_MOVERS: &[(Op, &str)] = &[
+    (Op::MaxPool, "bipolar-cast-through-max-pool"),
+    (Op::Reshape, "bipolar-cast-through-reshape"),
+    (Op::Flatten, "bipolar-cast-through-flatten"),
+];
+
+/// `op(cast_T(x)) -> cast_T'(op(x))` for `b1` `x` and a signed integer-valued `T` of at
+/// least 2 bits (`T'` = the op's result type): the cast keeps the codes -1 and +1
+/// (increasing, elementwise), so it commutes with moving elements and with max
+/// pooling, which compares codes (padded positions are ignored). Exact. The data
+/// movement then runs on `b1` values and the integer kernels after it can read them as
+/// `b1` (see `conv2d-int-bipolar-operands`).
+fn cast_bipolar_through(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let om = meta(eg, var(s, "?om")).clone();
+    let cm = meta(eg, var(s, "?cm")).clone();
+    let x = var(s, "?x");
+    let xt = ty(eg, x).clone();
+    if xt.elem != ElemType::Bipolar {
+        return None;
+    }
+    match cm.ty.elem.storage() {
+        Some(st) if st.signed && st.bits >= 2 => {}
+        _ => return None,
+    }
+    if om.ty.elem != cm.ty.elem {
+        return None;
+    }
+    let nt = TensorType::new(ElemType::Bipolar, om.ty.shape.clone());
+    let moved = add_op(eg, om.op, nt, om.attrs.clone(), &[x]);
+    Some(add_op(
+        eg,
+        Op::Cast,
+        om.ty.clone(),
+        cm.attrs.clone(),
+        &[moved],
+    ))
 }
 
 /// Max pooling compares within one channel, so per-channel parameters (axis 1) keep

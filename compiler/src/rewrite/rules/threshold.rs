@@ -5,7 +5,11 @@
 //! on every code of the operand's type, channel by channel, so they reproduce its f32
 //! arithmetic exactly; the rules apply only where that evaluation is non-decreasing in
 //! the code (a batch norm with a negative scale would need "at most" thresholds, which
-//! `threshold` does not have) and free of NaN, and for operands of at most 8 bits.
+//! `threshold` does not have) and free of NaN. Operands of at most 8 bits are evaluated
+//! at every code; wider ones (the i32 accumulators of integer convolutions, e.g. a
+//! binary conv followed by batch norm and a bipolar quantizer) by bisection over the
+//! codes, exact because the evaluation is provably non-decreasing (see
+//! `bn_thresholds`).
 
 use egg::{Id, Subst};
 use qcc_ir::interp::run;
@@ -14,7 +18,7 @@ use qcc_ir::{Attr, ConstData, ElemType, IntType, Module, Op, QuantParams, Tensor
 use crate::rewrite::analysis::{QEGraph, meta, ty, value};
 use crate::rewrite::build::{add_const, add_op, attrs, i32_ty, name_of};
 use crate::rewrite::intern::Meta;
-use crate::rewrite::rule::{Exactness, RuleDef, rule, var};
+use crate::rewrite::rule::{Exactness, RuleDef, opt_var, rule, var};
 
 pub fn rules() -> Vec<RuleDef> {
     let bn = "(batch_norm ?bm (dequantize ?dm ?x) ?s ?b ?mu ?v)";
@@ -32,6 +36,30 @@ pub fn rules() -> Vec<RuleDef> {
             sign_bn,
         ),
         rule(
+            "quantize-batch-norm-to-threshold",
+            Exactness::Exact,
+            &format!("(quantize ?qm {bn})"),
+            quantize_bn,
+        ),
+        rule(
+            "quantize-relu-batch-norm-to-threshold",
+            Exactness::Exact,
+            &format!("(quantize ?qm (relu ?rm {bn}))"),
+            quantize_bn,
+        ),
+        rule(
+            "binarize-integer-to-threshold",
+            Exactness::Exact,
+            "(binarize ?om ?x)",
+            binarize_integer,
+        ),
+        rule(
+            "threshold-of-relabel-cast",
+            Exactness::Exact,
+            "(threshold ?tm (cast ?cm ?x) ?t)",
+            threshold_relabel,
+        ),
+        rule(
             "sign-dequantize-to-threshold",
             Exactness::Exact,
             "(sign ?om (dequantize ?dm ?x))",
@@ -40,25 +68,16 @@ pub fn rules() -> Vec<RuleDef> {
     ]
 }
 
-/// For each channel (axis 1) of quantized class `x`, the batch norm's f32 result at
-/// every code `qmin..=qmax`, and `qmin`.
-fn bn_over_codes(eg: &QEGraph, s: &Subst) -> Option<(Vec<Vec<f32>>, i64)> {
-    let x = var(s, "?x");
-    let xt = ty(eg, x);
-    let q = xt.elem.quant()?;
-    if q.storage.bits > 8 || xt.rank() < 2 {
-        return None;
-    }
-    match q.params {
-        QuantParams::PerTensor { .. } => {}
-        QuantParams::PerAxis { axis: 1, .. } => {}
-        _ => return None,
-    }
-    let c = xt.shape[1];
-    let (lo, hi) = (q.qmin(), q.qmax());
-    let n = (hi - lo + 1) as usize;
+/// A predicate on an evaluated value (an f32 result, or an integer code, as f64).
+type Pred = Box<dyn Fn(f64) -> bool>;
+
+/// The batch norm of the match (followed by the matched `relu` when `?rm` is bound and
+/// the matched `quantize` when `?qm` is bound), evaluated by the interpreter on `codes`
+/// ([C, n], codes of `x`'s type per channel along axis 1): the results as f64 (f32
+/// values, or the quantize's codes), [C, n].
+fn bn_eval(eg: &QEGraph, s: &Subst, codes: Vec<i64>, c: usize, n: usize) -> Option<Vec<f64>> {
+    let xt = ty(eg, var(s, "?x"));
     let mut m = Module::new("codes");
-    let codes: Vec<i64> = (0..c).flat_map(|_| lo..=hi).collect();
     let xs = m.add_const(
         "x",
         TensorType::new(xt.elem.clone(), vec![1, c, n]),
@@ -77,25 +96,136 @@ fn bn_over_codes(eg: &QEGraph, s: &Subst) -> Option<(Vec<Vec<f32>>, i64)> {
         ops.push(m.add_const(format!("p{i}"), ty(eg, id).clone(), ConstData::F32(data)));
     }
     let bm: &Meta = meta(eg, var(s, "?bm"));
-    let out = m.add_node(
+    let mut out = m.add_node(
         Op::BatchNorm,
         ops,
         bm.attrs.clone(),
         "y",
         TensorType::f32(vec![1, c, n]),
     );
+    if opt_var(s, "?rm").is_some() {
+        out = m.add_node(
+            Op::Relu,
+            vec![out],
+            attrs([]),
+            "r",
+            TensorType::f32(vec![1, c, n]),
+        );
+    }
+    if let Some(qm) = opt_var(s, "?qm") {
+        let qm: &Meta = meta(eg, qm);
+        out = m.add_node(
+            Op::Quantize,
+            vec![out],
+            qm.attrs.clone(),
+            "q",
+            TensorType::new(qm.ty.elem.clone(), vec![1, c, n]),
+        );
+    }
     m.outputs = vec![out];
     let r = run(&m, &[]).ok()?;
-    let v = r.into_iter().next()?.into_f32()?;
-    let per: Vec<Vec<f32>> = v.chunks(n).map(|ch| ch.to_vec()).collect();
-    let monotone = per
+    let t = r.into_iter().next()?;
+    if let Some(v) = t.as_f32() {
+        return Some(v.iter().map(|&f| f as f64).collect());
+    }
+    Some(t.as_int()?.iter().map(|&k| k as f64).collect())
+}
+
+/// For each channel (axis 1) of quantized class `x` and each predicate, the first code
+/// (from `qmin`) whose batch-norm value satisfies it, `qmax + 1` when none does; `None`
+/// when the batch norm is not known to be non-decreasing in the code.
+///
+/// Up to 8 bits every code is evaluated and the values checked to be non-decreasing and
+/// free of NaN. Wider codes (integer accumulators) are searched by bisection, which is
+/// exact because the evaluated function is non-decreasing: `dequantize` (`f32(q) -
+/// f32(z)`, times a positive scale), then `x - mean`, `/ sqrt(var + eps)` (positive),
+/// `* scale` (required `>= 0` here) and `+ bias`, each a correctly rounded f32
+/// operation that is non-decreasing in its operand; the parameters must be finite with
+/// `var + eps > 0`. The result must fit i32 (a channel whose predicate holds for no code
+/// of a 32-bit type does not apply).
+fn bn_thresholds(eg: &QEGraph, s: &Subst, preds: &[Pred]) -> Option<Vec<Vec<i64>>> {
+    let x = var(s, "?x");
+    let xt = ty(eg, x);
+    let q = xt.elem.quant()?;
+    if xt.rank() < 2 {
+        return None;
+    }
+    match q.params {
+        QuantParams::PerTensor { .. } => {}
+        QuantParams::PerAxis { axis: 1, .. } => {}
+        _ => return None,
+    }
+    let c = xt.shape[1];
+    let (lo, hi) = (q.qmin(), q.qmax());
+    if q.storage.bits <= 8 {
+        let n = (hi - lo + 1) as usize;
+        let codes: Vec<i64> = (0..c).flat_map(|_| lo..=hi).collect();
+        let v = bn_eval(eg, s, codes, c, n)?;
+        let per: Vec<&[f64]> = v.chunks(n).collect();
+        let monotone = per
+            .iter()
+            .all(|ch| ch.iter().all(|f| !f.is_nan()) && ch.windows(2).all(|w| w[0] <= w[1]));
+        if !monotone {
+            return None;
+        }
+        return Some(
+            per.iter()
+                .map(|ch| preds.iter().map(|p| first(ch, lo, p)).collect())
+                .collect(),
+        );
+    }
+    // Wide codes: the parameters must make the evaluation non-decreasing.
+    let eps = meta(eg, var(s, "?bm")).attrs().float("epsilon").ok()?;
+    let p: Option<Vec<Vec<f32>>> = ["?s", "?b", "?mu", "?v"]
         .iter()
-        .all(|ch| ch.iter().all(|f| !f.is_nan()) && ch.windows(2).all(|w| w[0] <= w[1]));
-    monotone.then_some((per, lo))
+        .map(|v| Some(value(eg, var(s, v))?.as_f32()?.to_vec()))
+        .collect();
+    let p = p?;
+    if p.iter()
+        .any(|v| v.len() != c || v.iter().any(|f| !f.is_finite()))
+        || p[0].iter().any(|&g| g < 0.0)
+        || p[3].iter().any(|&v| v + eps <= 0.0 || (v + eps).is_nan())
+    {
+        return None;
+    }
+    let mut out = vec![Vec::with_capacity(preds.len()); c];
+    for pred in preds {
+        // Per channel: the answer lies in [a, b]; b = hi + 1 stands for "none".
+        let mut a = vec![lo; c];
+        let mut b = vec![hi + 1; c];
+        while a.iter().zip(&b).any(|(a, b)| a < b) {
+            let mid: Vec<i64> = a
+                .iter()
+                .zip(&b)
+                .map(|(&a, &b)| if a < b { a + (b - a) / 2 } else { a.min(hi) })
+                .collect();
+            let v = bn_eval(eg, s, mid.clone(), c, 1)?;
+            for ch in 0..c {
+                if a[ch] >= b[ch] {
+                    continue;
+                }
+                if v[ch].is_nan() {
+                    return None;
+                }
+                if pred(v[ch]) {
+                    b[ch] = mid[ch];
+                } else {
+                    a[ch] = mid[ch] + 1;
+                }
+            }
+        }
+        for ch in 0..c {
+            if a[ch] > i32::MAX as i64 {
+                return None;
+            }
+            out[ch].push(a[ch]);
+        }
+    }
+    Some(out)
 }
 
 /// The first code whose value satisfies `pred` (one past the last code if none).
-fn first(ch: &[f32], lo: i64, pred: impl Fn(f32) -> bool) -> i64 {
+fn first(ch: &[f64], lo: i64, pred: &Pred) -> i64 {
     lo + ch.iter().position(|&v| pred(v)).unwrap_or(ch.len()) as i64
 }
 
@@ -125,8 +255,8 @@ fn add_threshold(
 /// `binarize(batch_norm(dequantize(x))) -> threshold_b1(x, t)`, `t[c]` the first code
 /// whose normalised value is >= 0. Exact (thresholds from the interpreter's values).
 fn binarize_bn(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
-    let (per, lo) = bn_over_codes(eg, s)?;
-    let t: Vec<i64> = per.iter().map(|ch| first(ch, lo, |v| v >= 0.0)).collect();
+    let t = bn_thresholds(eg, s, &[Box::new(|v| v >= 0.0)])?;
+    let t: Vec<i64> = t.into_iter().flatten().collect();
     Some(add_threshold(eg, var(s, "?x"), t, 1, 0, ElemType::Bipolar))
 }
 
@@ -134,11 +264,8 @@ fn binarize_bn(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
 /// sign is `-1 + [v >= 0] + [v > 0]`, with `t0`/`t1` the first codes where the
 /// normalised value is >= 0 / > 0. Exact.
 fn sign_bn(eg: &mut QEGraph, root: Id, s: &Subst) -> Option<Id> {
-    let (per, lo) = bn_over_codes(eg, s)?;
-    let t: Vec<i64> = per
-        .iter()
-        .flat_map(|ch| [first(ch, lo, |v| v >= 0.0), first(ch, lo, |v| v > 0.0)])
-        .collect();
+    let t = bn_thresholds(eg, s, &[Box::new(|v| v >= 0.0), Box::new(|v| v > 0.0)])?;
+    let t: Vec<i64> = t.into_iter().flatten().collect();
     let th = add_threshold(eg, var(s, "?x"), t, 2, -1, ElemType::Int(IntType::I8));
     Some(add_op(eg, Op::Cast, ty(eg, root).clone(), attrs([]), &[th]))
 }
@@ -163,4 +290,84 @@ fn sign_dequantize(eg: &mut QEGraph, root: Id, s: &Subst) -> Option<Id> {
     let t: Vec<i64> = zs.iter().flat_map(|&z| [z, z + 1]).collect();
     let th = add_threshold(eg, x, t, 2, -1, ElemType::Int(IntType::I8));
     Some(add_op(eg, Op::Cast, ty(eg, root).clone(), attrs([]), &[th]))
+}
+
+/// `binarize(x) -> threshold_b1(x, t)` for integer-valued `x` (quantized or plain, of
+/// rank 2 or more, per tensor or per channel along axis 1) with `t[c]` its zero point (0
+/// for plain integers). Exact: binarize of codes is `q >= zero_point`, the threshold's count.
+fn binarize_integer(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let x = var(s, "?x");
+    let xt = ty(eg, x).clone();
+    if xt.rank() < 2 {
+        return None;
+    }
+    let c = xt.shape[1];
+    let t: Vec<i64> = match &xt.elem {
+        ElemType::Int(_) => vec![0],
+        ElemType::Quant(q) => match &q.params {
+            QuantParams::PerTensor { zero_point, .. } => vec![*zero_point as i64],
+            QuantParams::PerAxis {
+                axis: 1,
+                zero_points,
+                ..
+            } => zero_points.iter().map(|&z| z as i64).collect(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let t = if t.len() == 1 { vec![t[0]; c] } else { t };
+    Some(add_threshold(eg, x, t, 1, 0, ElemType::Bipolar))
+}
+
+/// `threshold(cast_T(x), t) -> threshold(x, t)` when the cast only relabels the codes
+/// (`x` integer-valued with the same storage as `T`, e.g. an `i32` accumulator named
+/// `q<i32, s:z>`). Exact: the codes, which the thresholds compare, are unchanged.
+fn threshold_relabel(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let tm = meta(eg, var(s, "?tm")).clone();
+    let cm = meta(eg, var(s, "?cm")).clone();
+    let x = var(s, "?x");
+    let (Some(a), Some(b)) = (ty(eg, x).elem.storage(), cm.ty.elem.storage()) else {
+        return None;
+    };
+    if a != b {
+        return None;
+    }
+    Some(add_op(
+        eg,
+        Op::Threshold,
+        tm.ty,
+        tm.attrs,
+        &[x, var(s, "?t")],
+    ))
+}
+
+/// `quantize_y(relu?(batch_norm(dequantize(x)))) -> threshold_y(x, t, offset qmin)`:
+/// a multi-threshold with `K = qmax - qmin` thresholds per channel, `t[c, k]` the first
+/// code of `x` whose quantized result is at least `qmin + k + 1`. Exact: the left side is
+/// a non-decreasing function of the code (see `bn_thresholds`; relu and quantize are
+/// non-decreasing too) with values in `[qmin, qmax]`, so it equals `qmin` plus the number
+/// of thresholds the code reaches. The batch norm stays in the integer domain without
+/// rounding its bias to accumulator units (which `fuse-int`'s requantize does), e.g. a
+/// Brevitas conv / batch norm / relu / Quant layer. Results of at most 8 bits.
+fn quantize_bn(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let qm = meta(eg, var(s, "?qm")).clone();
+    let q = qm.ty.elem.quant()?;
+    if q.storage.bits > 8 {
+        return None;
+    }
+    let (lo, hi) = (q.qmin(), q.qmax());
+    let preds: Vec<Pred> = (lo + 1..=hi)
+        .map(|k| Box::new(move |v: f64| v >= k as f64) as Pred)
+        .collect();
+    let k = preds.len();
+    let t = bn_thresholds(eg, s, &preds)?;
+    let t: Vec<i64> = t.into_iter().flatten().collect();
+    Some(add_threshold(
+        eg,
+        var(s, "?x"),
+        t,
+        k,
+        lo,
+        qm.ty.elem.clone(),
+    ))
 }
