@@ -211,10 +211,23 @@ fn compile_errors_name_the_flag_or_file() {
     );
     fails(&dir, &["compile", &m, "-o", "x.h"], &["-o x.h", "x.o"]);
     // Nodes the backend cannot lower are all listed, with why.
+    std::fs::write(
+        dir.join("unlowerable.qir"),
+        "module unlowerable {\n  input %x: f32[1,1,4,4]\n  input %w: f32[1,1,3,3]\n  \
+         input %c: f32[4]\n  %y: f32[1,1,2,2] = conv2d(%x, %w) {dilations = [1, 1], group = 1, \
+         pads = [0, 0, 0, 0], strides = [1, 1]}\n  %q: i8[4] = cast(%c)\n  \
+         %b: b1[4] = cast(%q)\n  %o: f32[4] = cast(%b)\n  output %y, %o\n}\n",
+    )
+    .unwrap();
     fails(
         &dir,
-        &["compile", &model("qonnx_trunc_v1_floor.onnx")],
-        &["qonnx_trunc_v1_floor.onnx", "cannot lower", "trunc"],
+        &["compile", "unlowerable.qir"],
+        &[
+            "unlowerable.qir",
+            "cannot lower 2 node",
+            "conv2d with run-time weights",
+            "cast from i8 to b1",
+        ],
     );
     assert!(!dir.join("digits_cnn_folded.o").exists());
     let _ = std::fs::remove_dir_all(&dir);

@@ -6,13 +6,20 @@
 //! lowered yet. [`emit`] turns a lowering into the body of the kernel's function.
 
 pub(crate) mod binary;
+pub(crate) mod bits;
 pub(crate) mod conv;
+pub(crate) mod deconv;
 pub(crate) mod elementwise;
 pub(crate) mod gemm;
 pub(crate) mod movement;
+pub(crate) mod nary;
 pub(crate) mod packw;
 pub(crate) mod pool;
+pub(crate) mod pow;
 pub(crate) mod quant;
+pub(crate) mod quantsim;
+pub(crate) mod reduce;
+pub(crate) mod resize;
 pub(crate) mod winograd;
 
 use cranelift_codegen::ir::types::I64;
@@ -77,6 +84,20 @@ pub(crate) enum Lowering {
     Quant(quant::QuantLowering),
     /// 1-bit (b1 x b1) XNOR-popcount conv/matmul.
     Xnor(binary::BinLowering),
+    /// `pow` with broadcasting.
+    Pow(nary::Nest),
+    /// `fake_quant`, `trunc`.
+    Sim(quantsim::SimLowering),
+    /// A cast that changes the bytes.
+    Cast(quantsim::CastLowering),
+    /// `reduce_mean`.
+    Reduce(reduce::ReduceMean),
+    /// `resize` in linear mode (nearest is a gather).
+    Resize(resize::ResizeLinear),
+    /// `conv_transpose2d`.
+    Deconv(deconv::Deconv),
+    /// `binarize`, `threshold`, `bit_pack`, `bit_unpack`.
+    Bits(bits::BitsLowering),
 }
 
 /// A matrix product (gemm or batched matmul) on f32.
@@ -155,6 +176,13 @@ impl Lowering {
             Lowering::Concat { .. } => "concat.copy".into(),
             Lowering::Quant(q) => q.kernel_name(),
             Lowering::Xnor(q) => q.kernel_name(),
+            Lowering::Pow(_) => "pow.broadcast.f32x4".into(),
+            Lowering::Sim(q) => q.kernel_name(),
+            Lowering::Cast(q) => q.kernel_name(),
+            Lowering::Reduce(q) => q.kernel_name(),
+            Lowering::Resize(q) => q.kernel_name(),
+            Lowering::Deconv(q) => q.kernel_name(),
+            Lowering::Bits(q) => q.kernel_name(),
         }
     }
 
@@ -164,6 +192,7 @@ impl Lowering {
             Lowering::Conv { g, .. } => conv::workspace(g),
             Lowering::Quant(q) => q.workspace(),
             Lowering::Xnor(q) => q.workspace(),
+            Lowering::Deconv(q) => q.workspace(),
             _ => 0,
         }
     }
@@ -175,6 +204,7 @@ impl Lowering {
             Lowering::Gemm(p) => (p.batches.len() * p.m * p.n * p.k) as u64,
             Lowering::Quant(q) => q.macs(),
             Lowering::Xnor(q) => q.macs(),
+            Lowering::Deconv(q) => q.macs(),
             _ => 0,
         }
     }
@@ -200,7 +230,6 @@ pub(crate) fn select(
     let a = Attrs::new(node.op, &node.attrs);
     let ty = |i: usize| m.ty(node.operands[i]);
     let out = m.ty(node.result);
-    let is_f32 = |i: usize| ty(i).elem.is_float();
     let all_f32 = node.operands.iter().all(|&o| m.ty(o).elem.is_float()) && out.elem.is_float();
     let need_f32 = || {
         if all_f32 {
@@ -456,20 +485,30 @@ pub(crate) fn select(
         | Op::Requantize
         | Op::Conv2dInt
         | Op::MatMulInt
-        | Op::Threshold
         | Op::Binarize => quant::select(m, node, fused, const_of).map(Lowering::Quant),
-        Op::ConvTranspose2d
-        | Op::Pow
-        | Op::ReduceMean
-        | Op::Resize
-        | Op::Cast
-        | Op::FakeQuant
-        | Op::Trunc
-        | Op::BitPack
-        | Op::BitUnpack => {
-            let _ = is_f32;
-            Err(format!("no kernel for {} yet", node.op))
+        Op::Threshold if const_of(node.operands[1]).is_some() => {
+            quant::select(m, node, fused, const_of).map(Lowering::Quant)
         }
+        Op::Cast if ty(0).elem == out.elem => Ok(Lowering::Copy {
+            bytes: out.numel() * Store::of(&out.elem).bytes(),
+        }),
+        Op::Cast => quantsim::select_cast(m, node).map(Lowering::Cast),
+        Op::Pow => {
+            need_f32()?;
+            let s = [ty(0).shape.as_slice(), ty(1).shape.as_slice()];
+            Ok(Lowering::Pow(nary::Nest::new(&out.shape, &s)))
+        }
+        Op::FakeQuant | Op::Trunc => quantsim::select_sim(m, node, const_of).map(Lowering::Sim),
+        Op::ReduceMean => {
+            need_f32()?;
+            reduce::select(m, node).map(Lowering::Reduce)
+        }
+        Op::Resize => resize::select(m, node),
+        Op::ConvTranspose2d => {
+            need_f32()?;
+            deconv::select(m, node, const_of).map(Lowering::Deconv)
+        }
+        Op::Threshold | Op::BitPack | Op::BitUnpack => bits::select(m, node).map(Lowering::Bits),
     }
 }
 
@@ -722,6 +761,13 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
         }
         Lowering::Quant(q) => quant::emit(cx, q),
         Lowering::Xnor(q) => binary::emit(cx, q),
+        Lowering::Pow(nest) => pow::emit(cx, nest),
+        Lowering::Sim(q) => quantsim::emit_sim(cx, q),
+        Lowering::Cast(q) => quantsim::emit_cast(cx, q),
+        Lowering::Reduce(q) => reduce::emit(cx, q),
+        Lowering::Resize(q) => resize::emit(cx, q),
+        Lowering::Deconv(q) => deconv::emit(cx, q),
+        Lowering::Bits(q) => bits::emit(cx, q),
     }
 }
 

@@ -1,0 +1,217 @@
+//! `reduce_mean` over any set of axes, accumulated in f64 and rounded once to f32, as
+//! the interpreter does; the sums run in the interpreter's order (row-major over the
+//! reduced axes), so results are bit-exact.
+//!
+//! The input shape is collapsed into runs of reduced and kept axes (size-1 axes
+//! dropped). When the innermost run is kept, each f32x4 of 4 adjacent outputs is summed
+//! as two f64x2 accumulators while a loop nest walks the reduced axes (one lane per
+//! output, each in the interpreter's order). When the innermost run is reduced it is
+//! contiguous and each output is summed by a scalar f64 chain. The mean is
+//! `sum / count` in f64 (0 / 0 = NaN for an empty reduction, as in the interpreter).
+
+use cranelift_codegen::ir::types::{F32, F32X4, F64, F64X2, I8X16};
+use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
+use qcc_ir::shape::normalize_axis;
+use qcc_ir::{Attrs, Module, Node};
+
+use super::Ecx;
+use crate::backend::kb::Kb;
+
+/// The reduction: collapsed input dims with their byte strides in the input and (kept
+/// dims) in the output.
+#[derive(Clone, Debug)]
+pub(crate) struct ReduceMean {
+    /// (size, input stride, output stride or None when reduced), outermost first.
+    dims: Vec<(usize, i64, Option<i64>)>,
+    count: usize,
+}
+
+pub(crate) fn select(m: &Module, node: &Node) -> Result<ReduceMean, String> {
+    let a = Attrs::new(node.op, &node.attrs);
+    let shape = &m.ty(node.operands[0]).shape;
+    let r = shape.len();
+    let list = a.ints("axes")?;
+    let mut red = vec![list.is_empty(); r];
+    for &ax in &list {
+        let ax = normalize_axis(ax, r)?;
+        if red[ax] && !list.is_empty() {
+            return Err(format!("axis {ax} is listed twice in `axes`"));
+        }
+        red[ax] = true;
+    }
+    // Collapse runs of the same kind (element counts, then strides).
+    let mut runs: Vec<(usize, bool)> = Vec::new();
+    for d in 0..r {
+        if shape[d] == 1 {
+            continue;
+        }
+        match runs.last_mut() {
+            Some((n, k)) if *k == red[d] => *n *= shape[d],
+            _ => runs.push((shape[d], red[d])),
+        }
+    }
+    let count: usize = (0..r).filter(|&d| red[d]).map(|d| shape[d]).product();
+    let mut dims = Vec::with_capacity(runs.len());
+    let mut in_st = 4i64;
+    let mut out_st = 4i64;
+    for &(n, is_red) in runs.iter().rev() {
+        dims.push((n, in_st, (!is_red).then_some(out_st)));
+        in_st *= n as i64;
+        if !is_red {
+            out_st *= n as i64;
+        }
+    }
+    dims.reverse();
+    Ok(ReduceMean { dims, count })
+}
+
+impl ReduceMean {
+    pub fn kernel_name(&self) -> String {
+        match self.dims.last() {
+            Some((_, _, Some(_))) => "reduce_mean.f64x2".into(),
+            _ => "reduce_mean.f64".into(),
+        }
+    }
+}
+
+/// `f(p)` for every point of the nest `dims` (size, byte stride) from `p`.
+fn walk(
+    kb: &mut Kb<'_, '_>,
+    dims: &[(usize, i64)],
+    p: Value,
+    f: &mut dyn FnMut(&mut Kb<'_, '_>, Value),
+) {
+    match dims.split_first() {
+        None => f(kb, p),
+        Some((&(n, st), rest)) => kb.for_range(0, n as i64, 1, |kb, i| {
+            let q = kb.idx(p, i, st);
+            walk(kb, rest, q, f);
+        }),
+    }
+}
+
+/// `f(x, o)` for every point of the kept nest `dims` (size, input stride, output stride).
+fn walk2(
+    kb: &mut Kb<'_, '_>,
+    dims: &[(usize, i64, i64)],
+    x: Value,
+    o: Value,
+    f: &mut dyn FnMut(&mut Kb<'_, '_>, Value, Value),
+) {
+    match dims.split_first() {
+        None => f(kb, x, o),
+        Some((&(n, si, so), rest)) => kb.for_range(0, n as i64, 1, |kb, i| {
+            let xq = kb.idx(x, i, si);
+            let oq = kb.idx(o, i, so);
+            walk2(kb, rest, xq, oq, f);
+        }),
+    }
+}
+
+fn shuffle_bytes(kb: &mut Kb<'_, '_>, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let ai = kb.b.ins().bitcast(I8X16, le, a);
+    let bi = kb.b.ins().bitcast(I8X16, le, b);
+    let bytes: Vec<u8> = lanes
+        .iter()
+        .flat_map(|&l| (0..4).map(move |k| l * 4 + k))
+        .collect();
+    let mask = kb.b.func.dfg.immediates.push(ConstantData::from(bytes));
+    let r = kb.b.ins().shuffle(ai, bi, mask);
+    kb.b.ins().bitcast(F32X4, le, r)
+}
+
+pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &ReduceMean) {
+    let x = cx.operand(0);
+    let out = cx.out;
+    let kb = &mut *cx.kb;
+    let kept: Vec<(usize, i64, i64)> = q
+        .dims
+        .iter()
+        .filter_map(|&(n, si, so)| so.map(|so| (n, si, so)))
+        .collect();
+    let red: Vec<(usize, i64)> = q
+        .dims
+        .iter()
+        .filter(|d| d.2.is_none())
+        .map(|&(n, si, _)| (n, si))
+        .collect();
+    let count = q.count as f64;
+    match q.dims.last() {
+        Some(&(k, _, Some(_))) => {
+            // Innermost run kept: 4 outputs per step, one f64 lane each.
+            let outer = &kept[..kept.len() - 1];
+            let cnt2 = kb.b.ins().f64const(count);
+            let cnt2 = kb.b.ins().splat(F64X2, cnt2);
+            let cnt1 = kb.b.ins().f64const(count);
+            let zero2 = {
+                let z = kb.b.ins().f64const(0.0);
+                kb.b.ins().splat(F64X2, z)
+            };
+            let zero1 = kb.b.ins().f64const(0.0);
+            walk2(kb, outer, x, out, &mut |kb, xp, op| {
+                let nv = (k / 4) as i64;
+                kb.for_range(0, nv, 1, |kb, j| {
+                    let xj = kb.idx(xp, j, 16);
+                    let lo = kb.var(F64X2, zero2);
+                    let hi = kb.var(F64X2, zero2);
+                    walk(kb, &red, xj, &mut |kb, p| {
+                        let v = kb.load(F32X4, p, 0);
+                        let vl = kb.b.ins().fvpromote_low(v);
+                        let vh = shuffle_bytes(kb, v, v, [2, 3, 2, 3]);
+                        let vh = kb.b.ins().fvpromote_low(vh);
+                        let a = kb.b.use_var(lo);
+                        let a = kb.b.ins().fadd(a, vl);
+                        kb.b.def_var(lo, a);
+                        let a = kb.b.use_var(hi);
+                        let a = kb.b.ins().fadd(a, vh);
+                        kb.b.def_var(hi, a);
+                    });
+                    let l = kb.b.use_var(lo);
+                    let l = kb.b.ins().fdiv(l, cnt2);
+                    let l = kb.b.ins().fvdemote(l);
+                    let h = kb.b.use_var(hi);
+                    let h = kb.b.ins().fdiv(h, cnt2);
+                    let h = kb.b.ins().fvdemote(h);
+                    let r = shuffle_bytes(kb, l, h, [0, 1, 4, 5]);
+                    let oj = kb.idx(op, j, 16);
+                    kb.store(r, oj, 0);
+                });
+                for e in (nv * 4) as usize..k {
+                    let xe = kb.off(xp, (e * 4) as i64);
+                    let acc = kb.var(F64, zero1);
+                    walk(kb, &red, xe, &mut |kb, p| {
+                        let v = kb.load(F32, p, 0);
+                        let v = kb.b.ins().fpromote(F64, v);
+                        let a = kb.b.use_var(acc);
+                        let a = kb.b.ins().fadd(a, v);
+                        kb.b.def_var(acc, a);
+                    });
+                    let a = kb.b.use_var(acc);
+                    let a = kb.b.ins().fdiv(a, cnt1);
+                    let r = kb.b.ins().fdemote(F32, a);
+                    kb.store(r, op, (e * 4) as i64);
+                }
+            });
+        }
+        _ => {
+            // Innermost run reduced (or nothing left): one scalar f64 chain per output.
+            let cnt1 = kb.b.ins().f64const(count);
+            let zero1 = kb.b.ins().f64const(0.0);
+            walk2(kb, &kept, x, out, &mut |kb, xp, op| {
+                let acc = kb.var(F64, zero1);
+                walk(kb, &red, xp, &mut |kb, p| {
+                    let v = kb.load(F32, p, 0);
+                    let v = kb.b.ins().fpromote(F64, v);
+                    let a = kb.b.use_var(acc);
+                    let a = kb.b.ins().fadd(a, v);
+                    kb.b.def_var(acc, a);
+                });
+                let a = kb.b.use_var(acc);
+                let a = kb.b.ins().fdiv(a, cnt1);
+                let r = kb.b.ins().fdemote(F32, a);
+                kb.store(r, op, 0);
+            });
+        }
+    }
+}
