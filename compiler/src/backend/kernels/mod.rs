@@ -6,6 +6,7 @@
 //! lowered yet. [`emit`] turns a lowering into the body of the kernel's function.
 
 pub(crate) mod binary;
+pub(crate) mod bitserial;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod gemm;
@@ -17,6 +18,7 @@ use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{Function, GlobalValue, InstBuilder, Value};
 use qcc_ir::shape::{broadcast, normalize_axis, strides};
 use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, ValueId};
+use target_lexicon::Triple;
 
 use self::conv::ConvGeom;
 use self::elementwise::{Binary, Broadcast, Unary};
@@ -75,6 +77,8 @@ pub(crate) enum Lowering {
     Quant(quant::QuantLowering),
     /// 1-bit (b1 x b1) XNOR-popcount conv/matmul.
     Xnor(binary::BinLowering),
+    /// 2..4-bit weights and activations: bit-serial AND-popcount conv/matmul.
+    BitSerial(bitserial::BsLowering),
 }
 
 /// A matrix product (gemm or batched matmul) on f32.
@@ -151,6 +155,7 @@ impl Lowering {
             Lowering::Concat { .. } => "concat.copy".into(),
             Lowering::Quant(q) => q.kernel_name(),
             Lowering::Xnor(q) => q.kernel_name(),
+            Lowering::BitSerial(q) => q.kernel_name(),
         }
     }
 
@@ -160,6 +165,7 @@ impl Lowering {
             Lowering::Conv { g, .. } => conv::workspace(g),
             Lowering::Quant(q) => q.workspace(),
             Lowering::Xnor(q) => q.workspace(),
+            Lowering::BitSerial(q) => q.workspace(),
             _ => 0,
         }
     }
@@ -171,6 +177,7 @@ impl Lowering {
             Lowering::Gemm(p) => (p.batches.len() * p.m * p.n * p.k) as u64,
             Lowering::Quant(q) => q.macs(),
             Lowering::Xnor(q) => q.macs(),
+            Lowering::BitSerial(q) => q.macs(),
             _ => 0,
         }
     }
@@ -186,12 +193,14 @@ pub(crate) fn f32_data(d: &ConstData) -> Option<&[f32]> {
     }
 }
 
-/// Chooses the lowering of `node`; `fused` is an activation node absorbed into it.
+/// Chooses the lowering of `node` for `target`; `fused` is an activation node absorbed
+/// into it.
 pub(crate) fn select(
     m: &Module,
     node: &Node,
     fused: Option<&Node>,
     const_of: &ConstOf<'_>,
+    target: &Triple,
 ) -> Result<Lowering, String> {
     let a = Attrs::new(node.op, &node.attrs);
     let ty = |i: usize| m.ty(node.operands[i]);
@@ -446,6 +455,11 @@ pub(crate) fn select(
         }
         Op::Conv2dInt | Op::MatMulInt if binary::applies(m, node, const_of) => {
             binary::select(m, node, fused).map(Lowering::Xnor)
+        }
+        Op::Conv2dInt | Op::MatMulInt
+            if let Some(bits) = bitserial::applies(m, node, const_of, target) =>
+        {
+            bitserial::select(m, node, fused, bits).map(Lowering::BitSerial)
         }
         Op::Quantize | Op::Dequantize | Op::Requantize | Op::Conv2dInt | Op::MatMulInt => {
             quant::select(m, node, fused, const_of).map(Lowering::Quant)
@@ -711,6 +725,7 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
         }
         Lowering::Quant(q) => quant::emit(cx, q),
         Lowering::Xnor(q) => binary::emit(cx, q),
+        Lowering::BitSerial(q) => bitserial::emit(cx, q),
     }
 }
 
