@@ -1,7 +1,8 @@
 //! Throughput of the backend's f32 and int8 GEMM/conv kernels at M = N = 256, K = 1024,
-//! and of the 1-bit XNOR-popcount kernels at K = 4096 bits (single thread, JIT on this
-//! machine), against KERNELS.md's ceilings on the project's machine (fp32 ~18, int8 ~20,
-//! 1-bit ~156 G MAC/s measured).
+//! and of the 1-bit XNOR-popcount and 2..4-bit bit-serial kernels at K = 4096 (single
+//! thread, JIT on this machine), against KERNELS.md's ceilings on the project's machine
+//! (fp32 ~18, int8 ~20, 1-bit ~156, 2x2-bit ~47 G MAC/s measured; for other bits the
+//! popcount-bound ceiling scales as 47 * 4 / (wbits * abits)).
 //!
 //!     cargo run -p qcc --example bench_kernels [-- ITERS]
 //!     cargo run --release -p qcc --example bench_kernels -- --cost-table [ITERS]
@@ -86,7 +87,7 @@ fn bench_on(
     };
     let gmacs = macs as f64 / best.as_secs_f64() / 1e9;
     println!(
-        "{label:<44} {:>8.3} ms  {gmacs:>6.2} G MAC/s  ({:>3.0}% of ~{ceiling})  {}  [{}]",
+        "{label:<44} {:>8.3} ms  {gmacs:>6.2} G MAC/s  ({:>3.0}% of ~{ceiling:.0})  {}  [{}]",
         best.as_secs_f64() * 1e3,
         100.0 * gmacs / ceiling,
         if ok { "matches interp" } else { "MISMATCH" },
@@ -191,6 +192,14 @@ fn main() {
         cost_table(iters);
         return;
     }
+    // QCC_BENCH_ONLY=WORD runs only the cases whose label contains WORD.
+    let only = std::env::var("QCC_BENCH_ONLY").ok();
+    let bench =
+        |label: &str, m: &Module, inputs: &[Tensor], macs: u64, iters: usize, ceiling: f64| {
+            if only.as_deref().is_none_or(|o| label.contains(o)) {
+                bench(label, m, inputs, macs, iters, ceiling);
+            }
+        };
     let (m_, n_, k_) = (256usize, 256usize, 1024usize);
     let macs = (m_ * n_ * k_) as u64;
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
@@ -361,8 +370,83 @@ fn main() {
         &baseline,
     );
 
+    let c1 = 455usize; // K = 4095 for the 3x3 convolutions
+    // Bit-serial: u{ab} activations (zero point 1) [M, K] times constant i{wb} weights
+    // [K, N] -> i32 at K = 4096 (3x3 and 4x4 take the int8 kernel under the current rule).
+    for (wb, ab) in [(2u8, 2u8), (3, 2), (2, 3), (4, 2), (2, 4), (3, 3), (4, 4)] {
+        let mut m = Module::new("matmul_bitserial");
+        let x = m.add_input("x", TensorType::new(q(ab, false, 1), vec![m_, k1]));
+        let wq = q(wb, true, 0);
+        let (lo, hi) = wq.code_range().expect("codes");
+        let w = m.add_const(
+            "w",
+            TensorType::new(wq, vec![k1, n_]),
+            ConstData::Int((0..k1 * n_).map(|_| r.i(lo, hi)).collect()),
+        );
+        let y = node(
+            &mut m,
+            Op::MatMulInt,
+            &[x, w],
+            BTreeMap::new(),
+            ElemType::I32,
+        );
+        m.outputs.push(y);
+        let xin = Tensor::int(
+            vec![m_, k1],
+            (0..m_ * k1).map(|_| r.i(0, (1 << ab) - 1)).collect(),
+        );
+        let ceiling = 47.0 * 4.0 / f64::from(wb * ab);
+        bench(
+            &format!("matmul_int u{ab} x i{wb} -> i32 256x256x4096"),
+            &m,
+            std::slice::from_ref(&xin),
+            (m_ * n_ * k1) as u64,
+            iters,
+            ceiling,
+        );
+        if (wb, ab) == (2, 2) {
+            bench_on(
+                "  the same, baseline ISA (no popcnt)",
+                &m,
+                &[xin],
+                (m_ * n_ * k1) as u64,
+                iters,
+                ceiling,
+                &baseline,
+            );
+        }
+    }
+
+    // 2-bit 3x3 convolution with padding and a fused requantize (K = 4095).
+    let mut m = Module::new("conv_w2a2");
+    let x = m.add_input("x", TensorType::new(q(2, false, 1), vec![1, c1, 16, 16]));
+    let w = m.add_const(
+        "w",
+        TensorType::new(q(2, true, 0), vec![256, c1, 3, 3]),
+        ConstData::Int((0..256 * c1 * 9).map(|_| r.i(-2, 1)).collect()),
+    );
+    let mut a = BTreeMap::new();
+    a.insert("pads".to_string(), Attr::Ints(vec![1; 4]));
+    let acc = node(&mut m, Op::Conv2dInt, &[x, w], a, ElemType::I32);
+    let mut a = BTreeMap::new();
+    a.insert("multiplier".to_string(), Attr::Ints(vec![1 << 30]));
+    a.insert("shift".to_string(), Attr::Ints(vec![38]));
+    let y = node(&mut m, Op::Requantize, &[acc], a, q(8, true, 0));
+    m.outputs.push(y);
+    let xin = Tensor::int(
+        vec![1, c1, 16, 16],
+        (0..c1 * 256).map(|_| r.i(0, 3)).collect(),
+    );
+    bench(
+        "conv2d_int u2 x i2 3x3 pad 1, C=455 M=256 16x16",
+        &m,
+        &[xin],
+        (256 * 256 * c1 * 9) as u64,
+        iters,
+        47.0,
+    );
+
     // 1-bit 3x3 convolution with padding (masked borders) and a fused requantize.
-    let c1 = 455usize; // K = 4095 bits
     let mut m = Module::new("conv_b1");
     let x = m.add_input("x", TensorType::new(ElemType::Bipolar, vec![1, c1, 16, 16]));
     let w = m.add_const(

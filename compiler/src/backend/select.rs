@@ -65,7 +65,11 @@ fn is_view(m: &Module, node: &Node) -> bool {
     }
 }
 
-pub(crate) fn schedule(m: &Module) -> Result<Schedule, BackendError> {
+/// The schedule of `m`'s nodes and their lowerings for `target`.
+pub(crate) fn schedule(
+    m: &Module,
+    target: &target_lexicon::Triple,
+) -> Result<Schedule, BackendError> {
     let nv = m.values.len();
     let users = m.users();
     let is_output = |v: ValueId| m.outputs.contains(&v);
@@ -111,12 +115,12 @@ pub(crate) fn schedule(m: &Module) -> Result<Schedule, BackendError> {
         }
         let const_of = |v: ValueId| const_root[v.index()].and_then(|c| m.const_data(c));
         let fused_ref = fused_node.map(|u| &m.nodes[u]);
-        let lowering = match kernels::select(m, node, fused_ref, &const_of) {
+        let lowering = match kernels::select(m, node, fused_ref, &const_of, target) {
             Ok(l) => l,
             Err(e) if fused_node.is_some() => {
                 // Retry without fusion; the activation then gets its own kernel.
                 fused_node = None;
-                match kernels::select(m, node, None, &const_of) {
+                match kernels::select(m, node, None, &const_of, target) {
                     Ok(l) => l,
                     Err(_) => {
                         bad.push(unsupported(m, ni, e));

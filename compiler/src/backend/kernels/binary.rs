@@ -402,7 +402,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, epi: &Int
 
 /// Copies the code bytes of one group's valid taps into the pixel-major byte patches
 /// (`pb` bytes apart).
-fn im2col_bytes(kb: &mut Kb<'_, '_>, g: &ConvGeom, x: Value, ws: Value, pb: usize) {
+pub(crate) fn im2col_bytes(kb: &mut Kb<'_, '_>, g: &ConvGeom, x: Value, ws: Value, pb: usize) {
     let g = *g;
     kb.for_range(0, g.cg() as i64, 1, |kb, c| {
         let xc = kb.idx(x, c, (g.h * g.w) as i64);

@@ -7,6 +7,7 @@
 
 pub(crate) mod binary;
 pub(crate) mod bits;
+pub(crate) mod bitserial;
 pub(crate) mod conv;
 pub(crate) mod deconv;
 pub(crate) mod elementwise;
@@ -26,6 +27,7 @@ use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{Function, GlobalValue, InstBuilder, Value};
 use qcc_ir::shape::{broadcast, normalize_axis, strides};
 use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, ValueId};
+use target_lexicon::Triple;
 
 use self::conv::ConvGeom;
 use self::elementwise::{Binary, Broadcast, Unary};
@@ -98,6 +100,8 @@ pub(crate) enum Lowering {
     Deconv(deconv::Deconv),
     /// `binarize`, `threshold`, `bit_pack`, `bit_unpack`.
     Bits(bits::BitsLowering),
+    /// 2..4-bit weights and activations: bit-serial AND-popcount conv/matmul.
+    BitSerial(bitserial::BsLowering),
 }
 
 /// A matrix product (gemm or batched matmul) on f32.
@@ -183,6 +187,7 @@ impl Lowering {
             Lowering::Resize(q) => q.kernel_name(),
             Lowering::Deconv(q) => q.kernel_name(),
             Lowering::Bits(q) => q.kernel_name(),
+            Lowering::BitSerial(q) => q.kernel_name(),
         }
     }
 
@@ -193,6 +198,7 @@ impl Lowering {
             Lowering::Quant(q) => q.workspace(),
             Lowering::Xnor(q) => q.workspace(),
             Lowering::Deconv(q) => q.workspace(),
+            Lowering::BitSerial(q) => q.workspace(),
             _ => 0,
         }
     }
@@ -205,6 +211,7 @@ impl Lowering {
             Lowering::Quant(q) => q.macs(),
             Lowering::Xnor(q) => q.macs(),
             Lowering::Deconv(q) => q.macs(),
+            Lowering::BitSerial(q) => q.macs(),
             _ => 0,
         }
     }
@@ -220,12 +227,14 @@ pub(crate) fn f32_data(d: &ConstData) -> Option<&[f32]> {
     }
 }
 
-/// Chooses the lowering of `node`; `fused` is an activation node absorbed into it.
+/// Chooses the lowering of `node` for `target`; `fused` is an activation node absorbed
+/// into it.
 pub(crate) fn select(
     m: &Module,
     node: &Node,
     fused: Option<&Node>,
     const_of: &ConstOf<'_>,
+    target: &Triple,
 ) -> Result<Lowering, String> {
     let a = Attrs::new(node.op, &node.attrs);
     let ty = |i: usize| m.ty(node.operands[i]);
@@ -479,6 +488,11 @@ pub(crate) fn select(
         }
         Op::Conv2dInt | Op::MatMulInt if binary::applies(m, node, const_of) => {
             binary::select(m, node, fused).map(Lowering::Xnor)
+        }
+        Op::Conv2dInt | Op::MatMulInt
+            if let Some(bits) = bitserial::applies(m, node, const_of, target) =>
+        {
+            bitserial::select(m, node, fused, bits).map(Lowering::BitSerial)
         }
         Op::Quantize
         | Op::Dequantize
@@ -768,6 +782,7 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
         Lowering::Resize(q) => resize::emit(cx, q),
         Lowering::Deconv(q) => deconv::emit(cx, q),
         Lowering::Bits(q) => bits::emit(cx, q),
+        Lowering::BitSerial(q) => bitserial::emit(cx, q),
     }
 }
 

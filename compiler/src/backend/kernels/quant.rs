@@ -432,7 +432,7 @@ fn param_layout(p: &QuantParams, shape: &[usize]) -> Result<ParamLayout, String>
 }
 
 /// Zero point per index along `axis` of length `len` (per-tensor repeats).
-fn axis_zps(e: &ElemType, axis: usize, len: usize) -> Result<Vec<i64>, String> {
+pub(crate) fn axis_zps(e: &ElemType, axis: usize, len: usize) -> Result<Vec<i64>, String> {
     match e {
         ElemType::Quant(q) => match &q.params {
             QuantParams::PerTensor { zero_point, .. } => Ok(vec![*zero_point as i64; len]),
@@ -449,7 +449,7 @@ fn axis_zps(e: &ElemType, axis: usize, len: usize) -> Result<Vec<i64>, String> {
     }
 }
 
-fn tensor_zp(e: &ElemType) -> Result<i64, String> {
+pub(crate) fn tensor_zp(e: &ElemType) -> Result<i64, String> {
     match e {
         ElemType::Quant(q) => match &q.params {
             QuantParams::PerTensor { zero_point, .. } => Ok(*zero_point as i64),

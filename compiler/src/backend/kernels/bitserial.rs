@@ -1,0 +1,833 @@
+//! Bit-serial kernels: `conv2d_int` and `matmul_int` with constant weights of 2..4 bits
+//! and activations of 2..4 bits, as AND-popcount over bit planes (KERNELS.md).
+//!
+//! - Exactness. The op computes `acc = bias + sum_k (x - zx) * (w - zw)` wrapped to
+//!   i32. Signed activations are made unsigned by adding `off = 2^(ab-1)` to every code
+//!   (unsigned: `off = 0`); with `xu = x + off`, `zu = zx + off` and sums over K:
+//!   `sum (x - zx)(w - zw) = sum xu*w - zu*sum w - zw*sum xu + K*zu*zw`. The dot
+//!   `sum xu*w` is the bit-serial part; `- zu*sum w + K*zu*zw` is a per-channel
+//!   constant computed at compile time and folded (with a constant bias) into one i32
+//!   table added in the epilogue; only when some weight zero point is nonzero, the
+//!   per-vector `sum xu` is computed at run time from the packed planes (`ab`
+//!   popcounts per word, last word masked to K) and `zw[ch] * sum xu` subtracted.
+//!   Everything is i32 wrap-around arithmetic, i.e. the interpreter's wrap. Padded taps
+//!   of a convolution are written as the code `zx` (`xu = zu`): in every term above
+//!   they add `zu*w - zu*w - zw*zu + zu*zw = 0`, exactly as the op's padding (this needs
+//!   `zu` to be a code of the activation's bits, which a zero point of the type is;
+//!   otherwise a padded convolution goes to the int8 kernel).
+//! - Planes. Weights: plane `j` holds bit `j` of the two's complement code, 64 K-bits
+//!   per u64 word (bit `kk % 64` of word `kk / 64`); the top plane of a signed weight
+//!   has weight `-2^(wb-1)`. Activations: plane `i` holds bit `i` of `xu`. With `p_ij =
+//!   popcount(a_i & w_j)`, `sum xu * w = sum_{i,j} s_j 2^(i+j) p_ij` (`s_j = -1` only for
+//!   the signed top weight plane). Per output the tile keeps at most four i64 sums:
+//!   positive and negative terms, each split at `i + j >= 4`, so that every term is
+//!   added as `acc + (p_ij << sh)` with `sh <= 3`, one `lea` (the same cost as a plain
+//!   add, and fewer live sums than one per `i + j`: no spills in the 2x1 tile); the
+//!   sums are combined once at the end. Bits past K are 0 in the weight planes, so they
+//!   add nothing whatever the activation planes hold there.
+//! - Layout: one "vector" (a weight row or column, an activation row or pixel) is
+//!   `[KW][planes]` words, the planes of one word adjacent; vectors are contiguous. The
+//!   weights are packed at compile time (`.rodata` shrinks with the bits: `wb` bits per
+//!   weight, rounded up to 64 along K), padded with zero vectors to a multiple of the
+//!   tile. A tile is `TW` weight vectors by one activation vector (`TW = 2` for 2x2,
+//!   2x3 and 3x2 bits, else 1); scalar `popcnt` (with `has_popcnt`; Cranelift otherwise
+//!   emits a bit-trick sequence, the baseline's fallback).
+//! - Activations are packed at run time into the workspace: 16 codes at a time, `xu`
+//!   shifted so that bit `i` is the byte's sign bit, then `vhigh_bits` (`pmovmskb`).
+//!   matmul: rows of A straight from the input. conv: an im2col of the code bytes into
+//!   pixel-major byte patches (a cache line more than the patch apart; padded taps and
+//!   the bytes past K hold `zx`), then packed per pixel.
+//! - Epilogue: the correction/bias table, then `AccStore` (run-time bias, fused
+//!   requantize of `quant`, or the i32 store), bit-exact with the interpreter.
+
+use cranelift_codegen::ir::types::{I8, I8X16, I32, I64};
+use cranelift_codegen::ir::{InstBuilder, Value};
+use qcc_ir::{ConstData, ElemType, Module, Node, Op};
+use target_lexicon::Triple;
+
+use super::binary::im2col_bytes;
+use super::conv::{self, ConvGeom};
+use super::quant::{AccStore, IntEpi, Requant, axis_zps, int_epi, tensor_zp};
+use super::{ConstOf, Ecx, matmul_geom};
+use crate::backend::kb::{Kb, MF};
+use crate::backend::storage::Store;
+
+/// Whether the bit-serial kernel should be preferred to the int8 `pmaddwd` kernel for
+/// `wbits`-bit weights and `abits`-bit activations on `target`.
+///
+/// Placeholder rule until the measured cost table replaces it: the bit-serial inner
+/// loop costs `wbits * abits` AND-popcount-adds per 64 MACs, so it wins while that
+/// product is small (at M = N = 256, K = 4096 on the project's machine: 2x2 ~49 G MAC/s,
+/// 2x3 ~30, 2x4 ~24, against ~16-21 for the int8 kernel at that K, ~23 at K = 1024);
+/// it is chosen for `wbits * abits <= 8` (2x2, 2x3, 3x2, 2x4, 4x2) on every target.
+/// (On aarch64 the scalar popcount round-trips through SIMD registers; unmeasured.)
+pub(crate) fn prefer_bitserial(wbits: u32, abits: u32, target: &Triple) -> bool {
+    let _ = target;
+    wbits * abits <= 8
+}
+
+/// Words along K.
+fn kw(k: usize) -> usize {
+    k.div_ceil(64)
+}
+
+/// Steps of the K loop unrolled in one iteration (2 measured slower on the project's
+/// machine: more live values than registers).
+const UNROLL: usize = 1;
+
+/// Bytes between two pixels' byte patches (see binary.rs: avoids one L1 set).
+fn pixel_stride(w: usize) -> usize {
+    w * 64 + 64
+}
+
+/// The operands' bits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bits {
+    /// Weight bits and signedness.
+    pub wb: usize,
+    pub wsigned: bool,
+    /// Activation bits; `off` is added to each code (2^(ab-1) for signed, else 0).
+    pub ab: usize,
+    pub off: i64,
+    /// The activations' zero point (a code of their storage type).
+    pub zx: i64,
+}
+
+impl Bits {
+    /// Weight vectors per tile: 2 for 2x2, 2x3 and 3x2 bits, 1 beyond (2 measured no
+    /// faster there: more loaded words live than registers).
+    fn tw(&self) -> usize {
+        if self.ab + self.wb <= 5 { 2 } else { 1 }
+    }
+    /// The sum that `popcount(a_i & w_j)` goes to, and its shift there: slot bit 1 for
+    /// the negative (signed top) weight plane, bit 0 for `i + j >= 4` (sums of terms
+    /// shifted by 4 more, so every in-loop shift is at most 3: one `lea`).
+    fn slot(&self, i: usize, j: usize) -> (usize, usize) {
+        let neg = self.wsigned && j + 1 == self.wb;
+        let t = i + j;
+        (usize::from(neg) * 2 + usize::from(t >= 4), t % 4)
+    }
+    /// Which of the four sums some term uses.
+    fn slots(&self) -> [bool; 4] {
+        let mut used = [false; 4];
+        for i in 0..self.ab {
+            for j in 0..self.wb {
+                used[self.slot(i, j).0] = true;
+            }
+        }
+        used
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum BsKind {
+    MatMul {
+        m: usize,
+        n: usize,
+        k: usize,
+        batches: Vec<(usize, usize)>,
+    },
+    Conv {
+        g: ConvGeom,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct BsLowering {
+    pub kind: BsKind,
+    pub bits: Bits,
+    /// The weights' zero point per output channel; empty when all are 0.
+    pub zw: Vec<i64>,
+    pub epi: IntEpi,
+}
+
+impl BsLowering {
+    pub fn kernel_name(&self) -> String {
+        let rq = if self.epi.rq.is_some() {
+            "+requantize"
+        } else {
+            ""
+        };
+        let b = &self.bits;
+        let ty = format!("w{}{}a{}", if b.wsigned { "i" } else { "u" }, b.wb, b.ab);
+        let tw = b.tw();
+        let ty = if self.zw.is_empty() {
+            ty
+        } else {
+            format!("{ty}.wzp")
+        };
+        match &self.kind {
+            BsKind::MatMul { .. } => format!("matmul_int.bitserial1x{tw}.{ty}{rq}"),
+            BsKind::Conv { .. } => format!("conv2d_int.im2col+bitserial{tw}x1.{ty}{rq}"),
+        }
+    }
+
+    pub fn workspace(&self) -> usize {
+        let ab = self.bits.ab;
+        // Per activation vector: its planes, and `sum xu` (i32) with weight zero points.
+        let sx = if self.zw.is_empty() { 0 } else { 4 };
+        match &self.kind {
+            BsKind::MatMul { m, k, .. } => m * (kw(*k) * ab * 8 + sx),
+            BsKind::Conv { g } => {
+                let (np, w) = (g.npix(), kw(g.kdim()));
+                np * pixel_stride(w) + np * (w * ab * 8 + sx)
+            }
+        }
+    }
+
+    pub fn macs(&self) -> u64 {
+        match &self.kind {
+            BsKind::MatMul { m, n, k, batches } => (batches.len() * m * n * k) as u64,
+            BsKind::Conv { g } => g.macs(),
+        }
+    }
+}
+
+/// Storage bits and signedness of an integer (not `b1`) element type.
+fn int_bits(e: &ElemType) -> Option<(usize, bool)> {
+    e.storage().map(|t| (t.bits as usize, t.signed))
+}
+
+/// The operand bits of `node` if it is for this kernel: a `conv2d_int` or `matmul_int`
+/// with constant integer weights of 2..4 bits (zero points per tensor or per output
+/// channel), activations of 2..4 bits with a per-tensor zero point (a code of their
+/// bits when a convolution pads), and [`prefer_bitserial`] agrees.
+pub(crate) fn applies(
+    m: &Module,
+    node: &Node,
+    const_of: &ConstOf<'_>,
+    target: &Triple,
+) -> Option<Bits> {
+    if !matches!(node.op, Op::Conv2dInt | Op::MatMulInt) || node.operands.len() < 2 {
+        return None;
+    }
+    let (xe, we) = (&m.ty(node.operands[0]).elem, &m.ty(node.operands[1]).elem);
+    let (ab, asigned) = int_bits(xe)?;
+    let (wb, wsigned) = int_bits(we)?;
+    if !(2..=4).contains(&ab) || !(2..=4).contains(&wb) {
+        return None;
+    }
+    if !matches!(const_of(node.operands[1]), Some(ConstData::Int(_))) {
+        return None;
+    }
+    if !prefer_bitserial(wb as u32, ab as u32, target) {
+        return None;
+    }
+    let zx = tensor_zp(xe).ok()?;
+    let off = if asigned { 1i64 << (ab - 1) } else { 0 };
+    weight_zps(m, node).ok()?;
+    if node.op == Op::Conv2dInt {
+        let g = conv::conv_geom(m, node).ok()?;
+        let padded = (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh))
+            || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow));
+        if padded && !(0..1i64 << ab).contains(&(zx + off)) {
+            return None;
+        }
+    }
+    Some(Bits {
+        wb,
+        wsigned,
+        ab,
+        off,
+        zx,
+    })
+}
+
+/// The weights' zero point per output channel (conv: `M` of them, matmul: `N`).
+fn weight_zps(m: &Module, node: &Node) -> Result<Vec<i64>, String> {
+    let we = &m.ty(node.operands[1]).elem;
+    let ws = &m.ty(node.operands[1]).shape;
+    match (node.op, ws.len()) {
+        (Op::Conv2dInt, r) if r >= 1 => axis_zps(we, 0, ws[0]),
+        (Op::MatMulInt, r) if r >= 2 => axis_zps(we, r - 1, ws[r - 1]),
+        _ => Ok(vec![tensor_zp(we)?]),
+    }
+}
+
+pub(crate) fn select(
+    m: &Module,
+    node: &Node,
+    fused: Option<&Node>,
+    bits: Bits,
+) -> Result<BsLowering, String> {
+    let zw = weight_zps(m, node)?;
+    let zw = if zw.iter().all(|&z| z == 0) {
+        Vec::new()
+    } else {
+        zw
+    };
+    match node.op {
+        Op::MatMulInt => {
+            let (sa, sb) = (&m.ty(node.operands[0]).shape, &m.ty(node.operands[1]).shape);
+            let g = matmul_geom(sa, sb)?;
+            if g.batches.len() > 256 {
+                return Err("matmul_int with more than 256 batches is not lowered yet".into());
+            }
+            let out_rank = m.ty(node.result).shape.len();
+            let epi = int_epi(m, node, fused, out_rank.saturating_sub(1))?;
+            if epi.rq.as_ref().is_some_and(|r| r.chans.len() > 1) && sb.len() < 2 {
+                return Err("per-channel requantize of a matrix-vector product".into());
+            }
+            let zw = match zw.len() {
+                0 => zw,
+                1 => vec![zw[0]; g.n],
+                _ => zw,
+            };
+            Ok(BsLowering {
+                kind: BsKind::MatMul {
+                    m: g.m,
+                    n: g.n,
+                    k: g.k,
+                    batches: g.batches,
+                },
+                bits,
+                zw,
+                epi,
+            })
+        }
+        Op::Conv2dInt => {
+            let g = conv::conv_geom(m, node)?;
+            let epi = int_epi(m, node, fused, 1)?;
+            Ok(BsLowering {
+                kind: BsKind::Conv { g },
+                bits,
+                zw,
+                epi,
+            })
+        }
+        _ => Err(format!("{} is not a bit-serial kernel", node.op)),
+    }
+}
+
+/// Packs `vecs` vectors of K codes `get(v, kk)` into `[round_up(vecs, tw)][KW][wb]`
+/// plane words (padding vectors zero).
+fn pack_weights(
+    vecs: usize,
+    tw: usize,
+    k: usize,
+    wb: usize,
+    get: impl Fn(usize, usize) -> i64,
+) -> Vec<u64> {
+    let w = kw(k);
+    let mut v = vec![0u64; vecs.div_ceil(tw) * tw * w * wb];
+    for vi in 0..vecs {
+        for kk in 0..k {
+            let code = get(vi, kk) as u64;
+            for j in 0..wb {
+                if (code >> j) & 1 == 1 {
+                    v[(vi * w + kk / 64) * wb + j] |= 1 << (kk % 64);
+                }
+            }
+        }
+    }
+    v
+}
+
+fn words_bytes(v: &[u64]) -> Vec<u8> {
+    v.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+fn i32_bytes(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// The epilogue table of `chans` channels: constant bias (if any) `- zu * sum_k w[ch, k]
+/// + K * zu * zw[ch]`, wrapped to i32. `bias` is the constant bias (empty: none or a
+/// run-time one), `zw` the weight zero points (empty: all 0).
+fn corr_table(
+    chans: usize,
+    k: usize,
+    zu: i64,
+    bias: &[i64],
+    zw: &[i64],
+    w: impl Fn(usize, usize) -> i64,
+) -> Vec<i32> {
+    (0..chans)
+        .map(|ch| {
+            let s: i64 = (0..k).map(|kk| w(ch, kk)).sum();
+            let b = bias.get(ch).copied().unwrap_or(0);
+            let z = zw.get(ch).copied().unwrap_or(0);
+            let kz = (k as i64).wrapping_mul(zu).wrapping_mul(z);
+            b.wrapping_sub(zu.wrapping_mul(s)).wrapping_add(kz) as i32
+        })
+        .collect()
+}
+
+/// The bias operand: `(constant codes, run-time pointer)`; a constant bias goes into the
+/// epilogue table, a run-time one to `AccStore`.
+fn bias_of(cx: &mut Ecx<'_, '_, '_, '_>, epi: &IntEpi) -> (Vec<i64>, Option<Value>) {
+    if !epi.has_bias {
+        return (Vec::new(), None);
+    }
+    match (cx.const_of)(cx.node.operands[2]) {
+        Some(ConstData::Int(v)) => (v.clone(), None),
+        _ => (Vec::new(), Some(cx.operand(2))),
+    }
+}
+
+pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &BsLowering) {
+    match &q.kind {
+        BsKind::MatMul { m, n, k, batches } => {
+            emit_matmul(cx, (*m, *n, *k), batches, q);
+        }
+        BsKind::Conv { g } => emit_conv(cx, g, q),
+    }
+}
+
+fn weights_of(cx: &Ecx<'_, '_, '_, '_>) -> Vec<i64> {
+    match (cx.const_of)(cx.node.operands[1]) {
+        Some(ConstData::Int(v)) => v.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// The splatted activation offset (`I8X16`), defined once before every loop.
+fn off_vec(kb: &mut Kb<'_, '_>, off: i64) -> Option<Value> {
+    (off != 0).then(|| {
+        let o = kb.b.ins().iconst(I8, off);
+        kb.b.ins().splat(I8X16, o)
+    })
+}
+
+fn emit_matmul(
+    cx: &mut Ecx<'_, '_, '_, '_>,
+    (m, n, k): (usize, usize, usize),
+    batches: &[(usize, usize)],
+    q: &BsLowering,
+) {
+    let (bits, epi) = (&q.bits, &q.epi);
+    let (w, tw, wb, ab) = (kw(k), bits.tw(), bits.wb, bits.ab);
+    let np = n.div_ceil(tw) * tw;
+    let a = cx.operand(0);
+    let nb_b = batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
+    let b = weights_of(cx);
+    let (bias_c, bias_rt) = bias_of(cx, epi);
+    let zu = bits.zx + bits.off;
+    let mut packed = Vec::new();
+    let mut table = Vec::new();
+    for s in 0..nb_b {
+        let at = |j: usize, kk: usize| b[s * k * n + kk * n + j];
+        packed.extend(pack_weights(n, tw, k, wb, at));
+        table.extend(corr_table(n, k, zu, &bias_c, &q.zw, at));
+    }
+    let bp = cx.rodata(words_bytes(&packed), 16);
+    let tab = table
+        .iter()
+        .any(|&v| v != 0)
+        .then(|| cx.rodata(i32_bytes(&table), 16));
+    let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let zwt = zw_table(cx, &q.zw);
+    let (out, ws) = (cx.out, cx.ws);
+    let ob = epi.st_out.bytes();
+    let bits = *bits;
+    let kb = &mut *cx.kb;
+    let offv = off_vec(kb, bits.off);
+    let sx = kb.off(ws, (m * w * ab * 8) as i64);
+    let zwsx = zwt.map(|z| (z, sx));
+    for (bi, &(ba, bb)) in batches.iter().enumerate() {
+        let abase = kb.off(a, (ba * m * k) as i64);
+        kb.for_range(0, m as i64, 1, |kb, i| {
+            let src = kb.idx(abase, i, k as i64);
+            let dst = kb.idx(ws, i, (w * ab * 8) as i64);
+            pack_planes(kb, src, k, dst, &bits, offv);
+            if zwt.is_some() {
+                let d = kb.idx(sx, i, 4);
+                vector_sum(kb, dst, k, ab, d);
+            }
+        });
+        let wts = kb.off(bp, (bb * np * w * wb * 8) as i64);
+        let tab_b = tab.map(|t| kb.off(t, (bb * n * 4) as i64));
+        let o = kb.off(out, (bi * m * n * ob) as i64);
+        emit_tiles(
+            kb,
+            &Tiles {
+                wts,
+                acts: ws,
+                nw: n,
+                na: m,
+                k,
+                bits,
+                wrows: false,
+                out: o,
+                ldc: n,
+                zw: zwsx,
+                table: tab_b,
+                bias: bias_rt,
+                rq,
+                st_out: epi.st_out,
+            },
+        );
+    }
+}
+
+/// Packs the `nbytes` code bytes at `src` into `[KW][ab]` plane words at `dst` (bits
+/// past `nbytes` are 0): plane `i` holds bit `i` of `code + off`.
+fn pack_planes(
+    kb: &mut Kb<'_, '_>,
+    src: Value,
+    nbytes: usize,
+    dst: Value,
+    bits: &Bits,
+    offv: Option<Value>,
+) {
+    let ab = bits.ab;
+    let words = |kb: &mut Kb<'_, '_>, s: Value, len: usize| -> Vec<Value> {
+        let mut acc: Vec<Option<Value>> = vec![None; ab];
+        let or = |kb: &mut Kb<'_, '_>, acc: &mut Option<Value>, v: Value| {
+            *acc = Some(match *acc {
+                None => v,
+                Some(a) => kb.b.ins().bor(a, v),
+            });
+        };
+        for ch in 0..len / 16 {
+            let v = kb.load(I8X16, s, (ch * 16) as i64);
+            let v = match offv {
+                Some(o) => kb.b.ins().iadd(v, o),
+                None => v,
+            };
+            // Bit ab-1 to the sign bit, then one bit further per plane (paddb).
+            let mut t = kb.ishl_k(v, (8 - ab) as i64);
+            for i in (0..ab).rev() {
+                if i + 1 < ab {
+                    t = kb.b.ins().iadd(t, t);
+                }
+                let m = kb.b.ins().vhigh_bits(I64, t);
+                let m = if ch == 0 {
+                    m
+                } else {
+                    kb.b.ins().ishl_imm_u(m, (ch * 16) as i64)
+                };
+                or(kb, &mut acc[i], m);
+            }
+        }
+        for e in len / 16 * 16..len {
+            let v = kb.b.ins().uload8(I64, MF, s, e as i32);
+            let v = if bits.off != 0 {
+                kb.b.ins().iadd_imm_s(v, bits.off)
+            } else {
+                v
+            };
+            for (i, a) in acc.iter_mut().enumerate() {
+                let bit = if i == 0 {
+                    v
+                } else {
+                    kb.b.ins().ushr_imm_u(v, i as i64)
+                };
+                let bit = kb.b.ins().band_imm_s(bit, 1);
+                let bit = if e == 0 {
+                    bit
+                } else {
+                    kb.b.ins().ishl_imm_u(bit, e as i64)
+                };
+                or(kb, a, bit);
+            }
+        }
+        acc.into_iter()
+            .map(|a| a.unwrap_or_else(|| kb.c(0)))
+            .collect()
+    };
+    let full = nbytes / 64;
+    kb.for_range(0, full as i64, 1, |kb, u| {
+        let s = kb.idx(src, u, 64);
+        let v = words(kb, s, 64);
+        let d = kb.idx(dst, u, (ab * 8) as i64);
+        for (i, &x) in v.iter().enumerate() {
+            kb.store(x, d, (i * 8) as i64);
+        }
+    });
+    let rest = nbytes % 64;
+    if rest > 0 {
+        let s = kb.off(src, (full * 64) as i64);
+        let v = words(kb, s, rest);
+        for (i, &x) in v.iter().enumerate() {
+            kb.store(x, dst, ((full * ab + i) * 8) as i64);
+        }
+    }
+}
+
+/// The i32 table of the weight zero points (None when all are 0).
+fn zw_table(cx: &mut Ecx<'_, '_, '_, '_>, zw: &[i64]) -> Option<Value> {
+    (!zw.is_empty()).then(|| {
+        let v: Vec<i32> = zw.iter().map(|&z| z as i32).collect();
+        cx.rodata(i32_bytes(&v), 16)
+    })
+}
+
+/// `sum_{kk < k} xu[kk] = sum_i 2^i popcount(plane_i)` of the `[KW][ab]` plane words at
+/// `src` (the last word masked to K), stored as an i32 at `dst`.
+fn vector_sum(kb: &mut Kb<'_, '_>, src: Value, k: usize, ab: usize, dst: Value) {
+    let zero = kb.c(0);
+    let sums: Vec<_> = (0..ab).map(|_| kb.var(I64, zero)).collect();
+    let add = |kb: &mut Kb<'_, '_>, p: Value, off: i64, mask: Option<i64>| {
+        for (i, &s) in sums.iter().enumerate() {
+            let v = kb.load(I64, p, off + (i * 8) as i64);
+            let v = match mask {
+                Some(mk) => kb.b.ins().band_imm_s(v, mk),
+                None => v,
+            };
+            let pc = kb.b.ins().popcnt(v);
+            let acc = kb.b.use_var(s);
+            let acc = kb.b.ins().iadd(acc, pc);
+            kb.b.def_var(s, acc);
+        }
+    };
+    let full = k / 64;
+    kb.for_range(0, full as i64, 1, |kb, u| {
+        let p = kb.idx(src, u, (ab * 8) as i64);
+        add(kb, p, 0, None);
+    });
+    if !k.is_multiple_of(64) {
+        add(
+            kb,
+            src,
+            (full * ab * 8) as i64,
+            Some(((1u64 << (k % 64)) - 1) as i64),
+        );
+    }
+    let mut total = zero;
+    for (i, &s) in sums.iter().enumerate() {
+        let v = kb.b.use_var(s);
+        let v = if i == 0 {
+            v
+        } else {
+            kb.b.ins().ishl_imm_u(v, i as i64)
+        };
+        total = kb.b.ins().iadd(total, v);
+    }
+    kb.b.ins().istore32(MF, total, dst, 0);
+}
+
+/// Fills `len` bytes (a multiple of 16) at `p` with the byte `v`.
+fn fill_bytes(kb: &mut Kb<'_, '_>, p: Value, len: usize, v: i64) {
+    let b = kb.b.ins().iconst(I8, v as u8 as i64);
+    let s = kb.b.ins().splat(I8X16, b);
+    kb.for_range(0, (len / 16) as i64, 1, |kb, i| {
+        let d = kb.idx(p, i, 16);
+        kb.store(s, d, 0);
+    });
+}
+
+fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, q: &BsLowering) {
+    let (bits, epi) = (&q.bits, &q.epi);
+    let (mg, k, npix) = (g.mg(), g.kdim(), g.npix());
+    let (w, tw, wb, ab) = (kw(k), bits.tw(), bits.wb, bits.ab);
+    let mgp = mg.div_ceil(tw) * tw;
+    let x = cx.operand(0);
+    let wt = weights_of(cx);
+    let (bias_c, bias_rt) = bias_of(cx, epi);
+    let zu = bits.zx + bits.off;
+    let mut packed = Vec::new();
+    for grp in 0..g.group {
+        packed.extend(pack_weights(mg, tw, k, wb, |i, kk| {
+            wt[(grp * mg + i) * k + kk]
+        }));
+    }
+    let wp = cx.rodata(words_bytes(&packed), 16);
+    let table = corr_table(g.m, k, zu, &bias_c, &q.zw, |ch, kk| wt[ch * k + kk]);
+    let tab = table
+        .iter()
+        .any(|&v| v != 0)
+        .then(|| cx.rodata(i32_bytes(&table), 16));
+    let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let zwt = zw_table(cx, &q.zw);
+    let (out, ws) = (cx.out, cx.ws);
+    let ob = epi.st_out.bytes();
+    let (g, bits) = (*g, *bits);
+    let cg = g.cg();
+    let kb = &mut *cx.kb;
+    let offv = off_vec(kb, bits.off);
+    // Byte patches [npix][ps]: padded taps and bytes past K hold zx; the valid taps are
+    // rewritten for every image and group.
+    let (pb, ps) = (w * 64, pixel_stride(w));
+    fill_bytes(kb, ws, npix * ps, bits.zx);
+    let acts = kb.off(ws, (npix * ps) as i64);
+    let sx = kb.off(acts, (npix * w * ab * 8) as i64);
+    kb.for_range(0, g.n as i64, 1, |kb, n| {
+        let xn = kb.idx(x, n, (g.c * g.h * g.w) as i64);
+        let on = kb.idx(out, n, (g.m * npix * ob) as i64);
+        kb.for_range(0, g.group as i64, 1, |kb, grp| {
+            let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
+            let og = kb.idx(on, grp, (mg * npix * ob) as i64);
+            let wg = kb.idx(wp, grp, (mgp * w * wb * 8) as i64);
+            im2col_bytes(kb, &g, xg, ws, ps);
+            kb.for_range(0, npix as i64, 1, |kb, p| {
+                let src = kb.idx(ws, p, ps as i64);
+                let d = kb.idx(acts, p, (w * ab * 8) as i64);
+                pack_planes(kb, src, pb, d, &bits, offv);
+                if zwt.is_some() {
+                    let s = kb.idx(sx, p, 4);
+                    vector_sum(kb, d, k, ab, s);
+                }
+            });
+            let zwsx = zwt.map(|z| (kb.idx(z, grp, (mg * 4) as i64), sx));
+            let tab_g = tab.map(|t| kb.idx(t, grp, (mg * 4) as i64));
+            let bias_g = bias_rt.map(|b| kb.idx(b, grp, (mg * 4) as i64));
+            let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
+            emit_tiles(
+                kb,
+                &Tiles {
+                    wts: wg,
+                    acts,
+                    nw: mg,
+                    na: npix,
+                    k,
+                    bits,
+                    wrows: true,
+                    out: og,
+                    ldc: npix,
+                    zw: zwsx,
+                    table: tab_g,
+                    bias: bias_g,
+                    rq: rq_g,
+                    st_out: epi.st_out,
+                },
+            );
+        });
+    });
+}
+
+/// One bit-serial GEMM: for weight vector `v` and activation vector `a`, the result
+/// `table[v] + sum_{i,j} s_j 2^(i+j) popcount(A[a]_i & W[v]_j)` goes through the
+/// epilogue to `out[v*ldc + a]` (`wrows`, conv) or `out[a*ldc + v]` (matmul).
+#[derive(Clone, Copy)]
+struct Tiles<'t> {
+    wts: Value,
+    acts: Value,
+    nw: usize,
+    na: usize,
+    k: usize,
+    bits: Bits,
+    wrows: bool,
+    out: Value,
+    ldc: usize,
+    /// With weight zero points: their i32 table (per channel) and the activation
+    /// vectors' `sum xu` (i32 per vector); `zw[ch] * sum xu` is subtracted.
+    zw: Option<(Value, Value)>,
+    table: Option<Value>,
+    bias: Option<Value>,
+    rq: Option<(&'t Requant, Value)>,
+    st_out: Store,
+}
+
+fn emit_tiles(kb: &mut Kb<'_, '_>, t: &Tiles<'_>) {
+    let tw = t.bits.tw();
+    let full = t.nw / tw;
+    let acts = |kb: &mut Kb<'_, '_>, v0: Value, rows: usize| {
+        kb.for_range(0, t.na as i64, 1, |kb, a| tile(kb, t, v0, a, rows));
+    };
+    if full > 0 {
+        kb.for_range(0, full as i64, 1, |kb, wt| {
+            let v0 = kb.b.ins().imul_imm_s(wt, tw as i64);
+            acts(kb, v0, tw);
+        });
+    }
+    if !t.nw.is_multiple_of(tw) {
+        let v0 = kb.c((full * tw) as i64);
+        acts(kb, v0, t.nw % tw);
+    }
+}
+
+/// A tile of `rows` weight vectors from `v0` by the activation vector `a`.
+fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, v0: Value, a: Value, rows: usize) {
+    let b = t.bits;
+    let (w, wb, ab) = (kw(t.k), b.wb, b.ab);
+    let wstride = (w * wb * 8) as i64;
+    let wp = kb.idx(t.wts, v0, wstride);
+    let ap = kb.idx(t.acts, a, (w * ab * 8) as i64);
+    let zero = kb.c(0);
+    let slots = b.slots();
+    let sums: Vec<Vec<Option<_>>> = (0..rows)
+        .map(|_| {
+            slots
+                .iter()
+                .map(|&used| used.then(|| kb.var(I64, zero)))
+                .collect()
+        })
+        .collect();
+    let step = |kb: &mut Kb<'_, '_>, wu: Value, au: Value, s: usize| {
+        let av: Vec<Value> = (0..ab)
+            .map(|i| kb.load(I64, au, ((s * ab + i) * 8) as i64))
+            .collect();
+        for (r, sr) in sums.iter().enumerate() {
+            for j in 0..wb {
+                let wv = kb.load(I64, wu, r as i64 * wstride + ((s * wb + j) * 8) as i64);
+                for (i, &x) in av.iter().enumerate() {
+                    let m = kb.b.ins().band(x, wv);
+                    let pc = kb.b.ins().popcnt(m);
+                    // acc += pc << sh: one `lea` for sh <= 3.
+                    let (slot, sh) = b.slot(i, j);
+                    let pc = if sh == 0 {
+                        pc
+                    } else {
+                        kb.b.ins().ishl_imm_u(pc, sh as i64)
+                    };
+                    let var = sr[slot].expect("a used slot has a sum");
+                    let acc = kb.b.use_var(var);
+                    let acc = kb.b.ins().iadd(acc, pc);
+                    kb.b.def_var(var, acc);
+                }
+            }
+        }
+    };
+    let main = w / UNROLL * UNROLL;
+    if main > 0 {
+        kb.for_range(0, main as i64, UNROLL as i64, |kb, u| {
+            let wu = kb.idx(wp, u, (wb * 8) as i64);
+            let au = kb.idx(ap, u, (ab * 8) as i64);
+            for s in 0..UNROLL {
+                step(kb, wu, au, s);
+            }
+        });
+    }
+    for u in main..w {
+        let wu = kb.off(wp, (u * wb * 8) as i64);
+        let au = kb.off(ap, (u * ab * 8) as i64);
+        step(kb, wu, au, 0);
+    }
+    // Epilogue.
+    let ob = t.st_out.bytes() as i64;
+    let (row0, col0) = if t.wrows { (v0, a) } else { (a, v0) };
+    let out_row = kb.idx(t.out, row0, t.ldc as i64 * ob);
+    let out_tile = kb.idx(out_row, col0, ob);
+    let acc = AccStore {
+        ldc: t.ldc,
+        chan_of_row: t.wrows,
+        bias: t.bias,
+        rq: t.rq,
+        st_out: t.st_out,
+    };
+    for (r, sr) in sums.iter().enumerate() {
+        // dot = P + (P4 << 4) - N - (N4 << 4).
+        let mut dot = zero;
+        for (slot, var) in sr.iter().enumerate() {
+            let Some(var) = *var else { continue };
+            let v = kb.b.use_var(var);
+            let v = if slot & 1 == 1 {
+                kb.b.ins().ishl_imm_u(v, 4)
+            } else {
+                v
+            };
+            dot = if slot & 2 == 2 {
+                kb.b.ins().isub(dot, v)
+            } else {
+                kb.b.ins().iadd(dot, v)
+            };
+        }
+        let mut x = kb.b.ins().ireduce(I32, dot);
+        if let Some((zt, sx)) = t.zw {
+            let zp = kb.idx(zt, v0, 4);
+            let z = kb.load(I32, zp, (r * 4) as i64);
+            let sp = kb.idx(sx, a, 4);
+            let s = kb.load(I32, sp, 0);
+            let p = kb.b.ins().imul(z, s);
+            x = kb.b.ins().isub(x, p);
+        }
+        if let Some(tab) = t.table {
+            let p = kb.idx(tab, v0, 4);
+            let c = kb.load(I32, p, (r * 4) as i64);
+            x = kb.b.ins().iadd(x, c);
+        }
+        let rc = if t.wrows { (r, 0) } else { (0, r) };
+        acc.store(kb, x, (row0, col0), rc, out_tile, ob);
+    }
+}
