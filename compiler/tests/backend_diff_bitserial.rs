@@ -3,7 +3,8 @@
 //! pads, dilations, groups incl. depthwise), every chosen bits combination, signed and
 //! unsigned activations with nonzero zero points, narrow and unsigned weights with zero
 //! or nonzero (per-tensor or per-channel) zero points, with and
-//! without bias and a fused requantize, also with the baseline ISA (no `popcnt`).
+//! without bias and a fused requantize; with the baseline ISA (no `popcnt`, where the cost
+//! table picks the int8 kernel instead) the same modules must equal the interpreter too.
 
 mod backend_common;
 
@@ -127,7 +128,8 @@ fn bias(r: &mut Rng, n: usize) -> Vec<i64> {
 }
 
 /// The JIT for the host triple with the `baseline` feature set (x86_64: SSE2, no
-/// `popcnt`: Cranelift's bit-trick popcount) must equal the interpreter too.
+/// `popcnt`; the cost table sends these layers to the int8 kernel there) must equal the
+/// interpreter too.
 fn check_baseline(b: &B) -> Result<(), String> {
     let want = qcc_ir::interp::run(&b.m, &b.inputs).map_err(|e| format!("interp: {e}"))?;
     let t = Target::new(&target_lexicon::Triple::host().to_string(), "baseline")

@@ -181,7 +181,7 @@ pub(crate) fn build<M: ClModule>(
     };
     let frontend = isa.frontend_config();
     let target_name = format!("{} ({})", isa.triple(), isa.name());
-    let sched = select::schedule(m, isa.triple())?;
+    let sched = select::schedule(m, super::costs::CostTarget::of_isa(isa))?;
     let plan = plan::plan(m, &sched);
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();

@@ -65,10 +65,11 @@ fn is_view(m: &Module, node: &Node) -> bool {
     }
 }
 
-/// The schedule of `m`'s nodes and their lowerings for `target`.
+/// The schedule of `m`'s nodes and their lowerings for `target` (whose measured kernel
+/// costs decide between strategies).
 pub(crate) fn schedule(
     m: &Module,
-    target: &target_lexicon::Triple,
+    target: crate::backend::costs::CostTarget,
 ) -> Result<Schedule, BackendError> {
     let nv = m.values.len();
     let users = m.users();

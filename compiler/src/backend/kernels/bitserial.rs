@@ -28,8 +28,9 @@
 //! - Layout: one "vector" (a weight row or column, an activation row or pixel) is
 //!   `[KW][planes]` words, the planes of one word adjacent; vectors are contiguous. The
 //!   weights are packed at compile time (`.rodata` shrinks with the bits: `wb` bits per
-//!   weight, rounded up to 64 along K), padded with zero vectors to a multiple of the
-//!   tile. A tile is `TW` weight vectors by one activation vector (`TW = 2` for 2x2,
+//!   weight), padded with zero vectors to a multiple of the tile; a weight vector stores
+//!   its last, partial K word in only 1, 2, 4 or 8 bytes per plane (`tail_bytes`, read
+//!   zero-extended), so K = 144 costs 144 bits per plane, not 192. A tile is `TW` weight vectors by one activation vector (`TW = 2` for 2x2,
 //!   2x3 and 3x2 bits, else 1); scalar `popcnt` (with `has_popcnt`; Cranelift otherwise
 //!   emits a bit-trick sequence, the baseline's fallback).
 //! - Activations are packed at run time into the workspace: 16 codes at a time, `xu`
@@ -37,43 +38,46 @@
 //!   matmul: rows of A straight from the input. conv: an im2col of the code bytes into
 //!   pixel-major byte patches (a cache line more than the patch apart; padded taps and
 //!   the bytes past K hold `zx`), then packed per pixel.
-//! - Epilogue: the correction/bias table, then `AccStore` (run-time bias, fused
-//!   requantize of `quant`, or the i32 store), bit-exact with the interpreter.
+//! - Epilogue: the correction/bias table (folded into the fused requantize's own
+//!   per-channel table when there is one: `Requant::fold_bias`), then `AccStore`
+//!   (run-time bias, fused requantize of `quant`, or the i32 store), bit-exact with the
+//!   interpreter.
 
 use cranelift_codegen::ir::types::{I8, I8X16, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use qcc_ir::{ConstData, ElemType, Module, Node, Op};
-use target_lexicon::Triple;
 
 use super::binary::im2col_bytes;
 use super::conv::{self, ConvGeom};
 use super::quant::{AccStore, IntEpi, Requant, axis_zps, int_epi, tensor_zp};
 use super::{ConstOf, Ecx, matmul_geom};
+use crate::backend::costs::{self, CostTarget, Strategy};
 use crate::backend::kb::{Kb, MF};
 use crate::backend::storage::Store;
 
 /// Whether the bit-serial kernel should be preferred to the int8 `pmaddwd` kernel for
 /// `wbits`-bit weights and `abits`-bit activations on `target`.
 ///
-/// Placeholder rule until the measured cost table replaces it: the bit-serial inner
-/// loop costs `wbits * abits` AND-popcount-adds per 64 MACs, so it wins while that
-/// product is small (at M = N = 256, K = 4096 on the project's machine: 2x2 ~49 G MAC/s,
-/// 2x3 ~30, 2x4 ~24, against ~16-21 for the int8 kernel at that K, ~23 at K = 1024);
-/// it is chosen for `wbits * abits <= 8` (2x2, 2x3, 3x2, 2x4, 4x2) on every target.
-/// (On aarch64 the scalar popcount round-trips through SIMD registers; unmeasured.)
-pub(crate) fn prefer_bitserial(wbits: u32, abits: u32, target: &Triple) -> bool {
-    let _ = target;
-    wbits * abits <= 8
+/// The measured cost table (`backend::costs`) decides: the bit-serial inner loop costs
+/// `wbits * abits` AND-popcount-adds per 64 MACs, so it wins while that product is small
+/// (on the project's machine 2x2 ~48 G MAC/s, 2x3 ~30, 2x4 ~24 against ~22 for the int8
+/// kernel over packed weights); 3x3 and wider have no bit-serial rows and take the int8
+/// kernel, and so does the baseline x86_64 ISA, which has no `popcnt`. (On aarch64 the
+/// scalar popcount round-trips through SIMD registers; its rows are unmeasured.)
+pub(crate) fn prefer_bitserial(wbits: u32, abits: u32, target: CostTarget) -> bool {
+    costs::choose(
+        &[Strategy::Int8PackedW, Strategy::BitSerial],
+        wbits,
+        abits,
+        1,
+        target,
+    ) == Some(Strategy::BitSerial)
 }
 
 /// Words along K.
 fn kw(k: usize) -> usize {
     k.div_ceil(64)
 }
-
-/// Steps of the K loop unrolled in one iteration (2 measured slower on the project's
-/// machine: more live values than registers).
-const UNROLL: usize = 1;
 
 /// Bytes between two pixels' byte patches (see binary.rs: avoids one L1 set).
 fn pixel_stride(w: usize) -> usize {
@@ -196,7 +200,7 @@ pub(crate) fn applies(
     m: &Module,
     node: &Node,
     const_of: &ConstOf<'_>,
-    target: &Triple,
+    target: CostTarget,
 ) -> Option<Bits> {
     if !matches!(node.op, Op::Conv2dInt | Op::MatMulInt) || node.operands.len() < 2 {
         return None;
@@ -301,21 +305,51 @@ pub(crate) fn select(
 
 /// Packs `vecs` vectors of K codes `get(v, kk)` into `[round_up(vecs, tw)][KW][wb]`
 /// plane words (padding vectors zero).
+/// Bytes of the last K word of one weight plane: the K bits past the last full 64-bit
+/// word, rounded up to 1, 2, 4 or 8 bytes (0 when K is a multiple of 64). Weight rows
+/// store only those bytes, so the K padding costs at most a few bits per plane.
+fn tail_bytes(k: usize) -> usize {
+    match k % 64 {
+        0 => 0,
+        1..=8 => 1,
+        9..=16 => 2,
+        17..=32 => 4,
+        _ => 8,
+    }
+}
+
+/// Bytes of one weight vector's planes: full words `[K/64][wb]` of 8 bytes, then the
+/// tail word of each plane in [`tail_bytes`].
+fn row_bytes(k: usize, wb: usize) -> usize {
+    (k / 64) * wb * 8 + wb * tail_bytes(k)
+}
+
+/// Packs `vecs` weight vectors (rows padded to a multiple of `tw` with zero vectors)
+/// into bit planes: per vector, the full K words `[K/64][wb]` (plane j holds bit j of
+/// the two's-complement code, bit `kk % 64` of word `kk / 64`), then the planes' tail
+/// words, little-endian, in [`tail_bytes`] each.
 fn pack_weights(
     vecs: usize,
     tw: usize,
     k: usize,
     wb: usize,
     get: impl Fn(usize, usize) -> i64,
-) -> Vec<u64> {
-    let w = kw(k);
-    let mut v = vec![0u64; vecs.div_ceil(tw) * tw * w * wb];
+) -> Vec<u8> {
+    let (full, tb, rb) = (k / 64, tail_bytes(k), row_bytes(k, wb));
+    let mut v = vec![0u8; vecs.div_ceil(tw) * tw * rb];
     for vi in 0..vecs {
+        let row = &mut v[vi * rb..(vi + 1) * rb];
         for kk in 0..k {
             let code = get(vi, kk) as u64;
+            let (word, bit) = (kk / 64, kk % 64);
             for j in 0..wb {
                 if (code >> j) & 1 == 1 {
-                    v[(vi * w + kk / 64) * wb + j] |= 1 << (kk % 64);
+                    let at = if word < full {
+                        (word * wb + j) * 8
+                    } else {
+                        full * wb * 8 + j * tb
+                    };
+                    row[at + bit / 8] |= 1 << (bit % 8);
                 }
             }
         }
@@ -323,8 +357,15 @@ fn pack_weights(
     v
 }
 
-fn words_bytes(v: &[u64]) -> Vec<u8> {
-    v.iter().flat_map(|w| w.to_le_bytes()).collect()
+/// The fused requantize with the correction table folded into its per-channel table
+/// (`Requant::fold_bias`: exact, the same i32 wrap-around), so no separate table is
+/// stored; None without a requantize or when it cannot take it.
+fn fold_table(epi: &IntEpi, table: &[i32]) -> Option<super::quant::Requant> {
+    if table.iter().all(|&v| v == 0) {
+        return None;
+    }
+    let b: Vec<i64> = table.iter().map(|&v| v as i64).collect();
+    epi.rq.as_ref()?.fold_bias(&b)
 }
 
 fn i32_bytes(v: &[i32]) -> Vec<u8> {
@@ -410,12 +451,19 @@ fn emit_matmul(
         packed.extend(pack_weights(n, tw, k, wb, at));
         table.extend(corr_table(n, k, zu, &bias_c, &q.zw, at));
     }
-    let bp = cx.rodata(words_bytes(&packed), 16);
-    let tab = table
-        .iter()
-        .any(|&v| v != 0)
+    let bp = cx.rodata(packed, 16);
+    // One weight matrix: its correction table can go into the requantize table.
+    let folded = if nb_b == 1 {
+        fold_table(epi, &table)
+    } else {
+        None
+    };
+    let tab = (folded.is_none() && table.iter().any(|&v| v != 0))
         .then(|| cx.rodata(i32_bytes(&table), 16));
-    let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let rq = folded
+        .as_ref()
+        .or(epi.rq.as_ref())
+        .map(|r| (r, cx.rodata(r.table(), 16)));
     let zwt = zw_table(cx, &q.zw);
     let (out, ws) = (cx.out, cx.ws);
     let ob = epi.st_out.bytes();
@@ -435,7 +483,7 @@ fn emit_matmul(
                 vector_sum(kb, dst, k, ab, d);
             }
         });
-        let wts = kb.off(bp, (bb * np * w * wb * 8) as i64);
+        let wts = kb.off(bp, (bb * np * row_bytes(k, wb)) as i64);
         let tab_b = tab.map(|t| kb.off(t, (bb * n * 4) as i64));
         let o = kb.off(out, (bi * m * n * ob) as i64);
         emit_tiles(
@@ -622,13 +670,15 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, q: &BsLowering) {
             wt[(grp * mg + i) * k + kk]
         }));
     }
-    let wp = cx.rodata(words_bytes(&packed), 16);
+    let wp = cx.rodata(packed, 16);
     let table = corr_table(g.m, k, zu, &bias_c, &q.zw, |ch, kk| wt[ch * k + kk]);
-    let tab = table
-        .iter()
-        .any(|&v| v != 0)
+    let folded = fold_table(epi, &table);
+    let tab = (folded.is_none() && table.iter().any(|&v| v != 0))
         .then(|| cx.rodata(i32_bytes(&table), 16));
-    let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let rq = folded
+        .as_ref()
+        .or(epi.rq.as_ref())
+        .map(|r| (r, cx.rodata(r.table(), 16)));
     let zwt = zw_table(cx, &q.zw);
     let (out, ws) = (cx.out, cx.ws);
     let ob = epi.st_out.bytes();
@@ -648,7 +698,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, q: &BsLowering) {
         kb.for_range(0, g.group as i64, 1, |kb, grp| {
             let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
             let og = kb.idx(on, grp, (mg * npix * ob) as i64);
-            let wg = kb.idx(wp, grp, (mgp * w * wb * 8) as i64);
+            let wg = kb.idx(wp, grp, (mgp * row_bytes(k, wb)) as i64);
             im2col_bytes(kb, &g, xg, ws, ps);
             kb.for_range(0, npix as i64, 1, |kb, p| {
                 let src = kb.idx(ws, p, ps as i64);
@@ -731,7 +781,8 @@ fn emit_tiles(kb: &mut Kb<'_, '_>, t: &Tiles<'_>) {
 fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, v0: Value, a: Value, rows: usize) {
     let b = t.bits;
     let (w, wb, ab) = (kw(t.k), b.wb, b.ab);
-    let wstride = (w * wb * 8) as i64;
+    let wstride = row_bytes(t.k, wb) as i64;
+    let (full, tb) = (t.k / 64, tail_bytes(t.k));
     let wp = kb.idx(t.wts, v0, wstride);
     let ap = kb.idx(t.acts, a, (w * ab * 8) as i64);
     let zero = kb.c(0);
@@ -744,13 +795,20 @@ fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, v0: Value, a: Value, rows: usize) {
                 .collect()
         })
         .collect();
-    let step = |kb: &mut Kb<'_, '_>, wu: Value, au: Value, s: usize| {
-        let av: Vec<Value> = (0..ab)
-            .map(|i| kb.load(I64, au, ((s * ab + i) * 8) as i64))
-            .collect();
+    // One K word: activation planes at `au`, weight plane j of row r at
+    // `wu + r * wstride + j * wstep`, `wbytes` bytes each (zero-extended to 64 bits;
+    // the activation bits past K are 0).
+    let step = |kb: &mut Kb<'_, '_>, wu: Value, au: Value, wstep: usize, wbytes: usize| {
+        let av: Vec<Value> = (0..ab).map(|i| kb.load(I64, au, (i * 8) as i64)).collect();
         for (r, sr) in sums.iter().enumerate() {
             for j in 0..wb {
-                let wv = kb.load(I64, wu, r as i64 * wstride + ((s * wb + j) * 8) as i64);
+                let off = (r as i64 * wstride + (j * wstep) as i64) as i32;
+                let wv = match wbytes {
+                    1 => kb.b.ins().uload8(I64, MF, wu, off),
+                    2 => kb.b.ins().uload16(I64, MF, wu, off),
+                    4 => kb.b.ins().uload32(MF, wu, off),
+                    _ => kb.b.ins().load(I64, MF, wu, off),
+                };
                 for (i, &x) in av.iter().enumerate() {
                     let m = kb.b.ins().band(x, wv);
                     let pc = kb.b.ins().popcnt(m);
@@ -769,20 +827,17 @@ fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, v0: Value, a: Value, rows: usize) {
             }
         }
     };
-    let main = w / UNROLL * UNROLL;
-    if main > 0 {
-        kb.for_range(0, main as i64, UNROLL as i64, |kb, u| {
-            let wu = kb.idx(wp, u, (wb * 8) as i64);
-            let au = kb.idx(ap, u, (ab * 8) as i64);
-            for s in 0..UNROLL {
-                step(kb, wu, au, s);
-            }
-        });
-    }
-    for u in main..w {
-        let wu = kb.off(wp, (u * wb * 8) as i64);
-        let au = kb.off(ap, (u * ab * 8) as i64);
-        step(kb, wu, au, 0);
+    // The K loop is not unrolled: unrolling by 2 measured slower on the project's
+    // machine (more live values than registers).
+    kb.for_range(0, full as i64, 1, |kb, u| {
+        let wu = kb.idx(wp, u, (wb * 8) as i64);
+        let au = kb.idx(ap, u, (ab * 8) as i64);
+        step(kb, wu, au, 8, 8);
+    });
+    if tb > 0 {
+        let wu = kb.off(wp, (full * wb * 8) as i64);
+        let au = kb.off(ap, (full * ab * 8) as i64);
+        step(kb, wu, au, tb, tb);
     }
     // Epilogue.
     let ob = t.st_out.bytes() as i64;

@@ -27,7 +27,6 @@ use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{Function, GlobalValue, InstBuilder, Value};
 use qcc_ir::shape::{broadcast, normalize_axis, strides};
 use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, ValueId};
-use target_lexicon::Triple;
 
 use self::conv::ConvGeom;
 use self::elementwise::{Binary, Broadcast, Unary};
@@ -234,7 +233,7 @@ pub(crate) fn select(
     node: &Node,
     fused: Option<&Node>,
     const_of: &ConstOf<'_>,
-    target: &Triple,
+    target: crate::backend::costs::CostTarget,
 ) -> Result<Lowering, String> {
     let a = Attrs::new(node.op, &node.attrs);
     let ty = |i: usize| m.ty(node.operands[i]);
