@@ -9,6 +9,7 @@ pub(crate) mod binary;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod gemm;
+pub(crate) mod intelem;
 pub(crate) mod movement;
 pub(crate) mod pool;
 pub(crate) mod quant;
@@ -73,6 +74,9 @@ pub(crate) enum Lowering {
         chunks: Vec<usize>,
     },
     Quant(quant::QuantLowering),
+    /// Integer elementwise: add/sub/mul on plain integers (alone or fused between
+    /// requantizes) and table lookups.
+    Int(intelem::IntLowering),
     /// 1-bit (b1 x b1) XNOR-popcount conv/matmul.
     Xnor(binary::BinLowering),
 }
@@ -150,6 +154,7 @@ impl Lowering {
             }
             Lowering::Concat { .. } => "concat.copy".into(),
             Lowering::Quant(q) => q.kernel_name(),
+            Lowering::Int(l) => l.kernel_name(),
             Lowering::Xnor(q) => q.kernel_name(),
         }
     }
@@ -312,6 +317,10 @@ pub(crate) fn select(
                 hi,
             }))
         }
+        Op::Add | Op::Sub | Op::Mul | Op::Lookup if !out.elem.is_float() => {
+            intelem::select(m, node, const_of).map(Lowering::Int)
+        }
+        Op::Lookup => Err("lookup with an f32 result".into()),
         Op::Add => binary(Binary::Add),
         Op::Sub => binary(Binary::Sub),
         Op::Mul => binary(Binary::Mul),
@@ -710,6 +719,7 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
             movement::emit_concat(cx.kb, *outer, chunks, &srcs, out);
         }
         Lowering::Quant(q) => quant::emit(cx, q),
+        Lowering::Int(l) => intelem::emit(cx, l),
         Lowering::Xnor(q) => binary::emit(cx, q),
     }
 }
