@@ -394,6 +394,107 @@ fn cases() -> Vec<Case> {
     v.extend(fusions());
     v.extend(movers());
     v.extend(qonnx_cases());
+    v.extend(int_elementwise());
+    v
+}
+
+/// Instances of the integer add/sub/mul, global average pool and lookup rules.
+fn int_elementwise() -> Vec<Case> {
+    let bin = |op: &str, a: &str, b: &str, y: &str| {
+        format!(
+            "module m {{\n input %a: {a}[2,3,4]\n input %b: {b}[2,3,4]\n %da: f32[2,3,4] = dequantize(%a)\n %db: f32[2,3,4] = dequantize(%b)\n %s: f32[2,3,4] = {op}(%da, %db)\n %q: {y}[2,3,4] = quantize(%s)\n output %q\n}}"
+        )
+    };
+    let unary = |op: &str, attrs: &str, x: &str, y: &str| {
+        format!(
+            "module m {{\n input %x: {x}[3,5]\n %d: f32[3,5] = dequantize(%x)\n %f: f32[3,5] = {op}(%d){attrs}\n %q: {y}[3,5] = quantize(%f)\n output %q\n}}"
+        )
+    };
+    let mut v = vec![
+        case(
+            "int-add",
+            Tol::Codes(1),
+            &bin(
+                "add",
+                "q<u8, 0.0292:13>",
+                "q<u8, 0.1075:118>",
+                "q<u8, 0.0636:0>",
+            ),
+        ),
+        case(
+            "int-add",
+            Tol::Codes(1),
+            &bin("add", "q<i8, 0.05:-3>", "q<i4, 0.5:1>", "q<i8, 0.125:0>"),
+        ),
+        case(
+            "int-sub",
+            Tol::Codes(1),
+            &bin(
+                "sub",
+                "q<i8, 0.02:0>",
+                "q<u8, 0.03:128>",
+                "q<i16, 0.001:-7>",
+            ),
+        ),
+        case(
+            "int-mul",
+            Tol::Codes(1),
+            &bin(
+                "mul",
+                "q<u8, 0.0601:137>",
+                "q<u8, 0.003921569:0>",
+                "q<u8, 0.0292:13>",
+            ),
+        ),
+        case(
+            "int-global-avg-pool",
+            Tol::Codes(1),
+            "module m {\n input %x: q<u8, 0.0636:3>[2,3,4,5]\n %d: f32[2,3,4,5] = dequantize(%x)\n %p: f32[2,3,1,1] = global_avg_pool(%d)\n %q: q<u8, 0.0216:0>[2,3,1,1] = quantize(%p)\n output %q\n}",
+        ),
+    ];
+    for (rule, op, attrs, x, y) in [
+        ("lookup-relu", "relu", "", "q<i8, 0.1:2>", "q<u8, 0.05:0>"),
+        (
+            "lookup-clip",
+            "clip",
+            " {min = -0.5, max = 2.0}",
+            "q<u8, 0.02:100>",
+            "q<i8, 0.02:-3>",
+        ),
+        (
+            "lookup-leaky-relu",
+            "leaky_relu",
+            " {alpha = 0.1}",
+            "q<u8, 0.0446:149>",
+            "q<u8, 0.0211:31>",
+        ),
+        (
+            "lookup-sigmoid",
+            "sigmoid",
+            "",
+            "q<i8, 0.0625:0>",
+            "q<u8, 0.00390625:0>",
+        ),
+        (
+            "lookup-hard-sigmoid",
+            "hard_sigmoid",
+            " {alpha = 0.1666667, beta = 0.5}",
+            "q<u8, 0.0601:137>",
+            "q<u8, 0.003921569:0>",
+        ),
+        (
+            "lookup-hard-swish",
+            "hard_swish",
+            "",
+            "q<i4, 0.5:0>",
+            "q<i8, 0.05:-10>",
+        ),
+        ("lookup-exp", "exp", "", "q<i8, 0.02:0>", "q<u8, 0.04:0>"),
+        ("lookup-sqrt", "sqrt", "", "q<u8, 0.1:10>", "q<u8, 0.1:0>"),
+        ("lookup-sign", "sign", "", "q<u4, 0.3:7>", "q<i2, 1.0:0>"),
+    ] {
+        v.push(case(rule, Tol::Exact, &unary(op, attrs, x, y)));
+    }
     v
 }
 

@@ -220,6 +220,10 @@ const CEIL_MODE: AttrSpec = attr(
 
 const UNARY_X: &[OperandSpec] = &[one("x", "f32 tensor")];
 const BINARY: &[OperandSpec] = &[one("a", "f32 tensor"), one("b", "f32 tensor")];
+const BINARY_NUM: &[OperandSpec] = &[
+    one("a", "f32 tensor, or a plain integer tensor"),
+    one("b", "tensor of a's element type"),
+];
 const CONV_OPERANDS: &[OperandSpec] = &[
     one("x", "input [N, C, H, W]"),
     one("w", "weights [M, C/group, kh, kw]"),
@@ -320,12 +324,16 @@ op_table! {
         ],
         traits: [];
 
-    /// `a + b`, broadcasting.
-    Add = "add", "elementwise addition", operands: BINARY, attrs: [], traits: [Elementwise, Broadcast];
-    /// `a - b`, broadcasting.
-    Sub = "sub", "elementwise subtraction", operands: BINARY, attrs: [], traits: [Elementwise, Broadcast];
-    /// `a * b`, broadcasting.
-    Mul = "mul", "elementwise multiplication", operands: BINARY, attrs: [], traits: [Elementwise, Broadcast];
+    /// `a + b`, broadcasting. On f32 operands, IEEE addition. On two operands of one plain
+    /// integer type (`i32`, `i16`, ...; not quantized, not `b1`), the exact sum wrapped to
+    /// that type's storage (two's complement), which is also the result type. A quantized
+    /// add is written with `requantize` around it: each operand rescaled to a common finer
+    /// scale in `i32`, added, and requantized to the result's type.
+    Add = "add", "elementwise addition (f32, or wrapping on plain integers)", operands: BINARY_NUM, attrs: [], traits: [Elementwise, Broadcast];
+    /// `a - b`, broadcasting; on plain integers as `add` (the exact difference, wrapped).
+    Sub = "sub", "elementwise subtraction (f32, or wrapping on plain integers)", operands: BINARY_NUM, attrs: [], traits: [Elementwise, Broadcast];
+    /// `a * b`, broadcasting; on plain integers as `add` (the exact product, wrapped).
+    Mul = "mul", "elementwise multiplication (f32, or wrapping on plain integers)", operands: BINARY_NUM, attrs: [], traits: [Elementwise, Broadcast];
     /// `a / b` (IEEE), broadcasting.
     Div = "div", "elementwise division", operands: BINARY, attrs: [], traits: [Elementwise, Broadcast];
     /// `a ^ b` (`powf`), broadcasting.
@@ -567,6 +575,17 @@ op_table! {
         operands: &[one("a", "integer tensor"), one("b", "integer tensor"), opt("bias", "i32 [N]")],
         attrs: [],
         traits: [Integer];
+    /// Table lookup: `y = table[x - xmin]` where `xmin` is the smallest code of x's storage
+    /// (0 for unsigned, `-2^(b-1)` for signed `b`-bit storage; the narrow flag does not
+    /// change the index). `x` has at most 8 storage bits and `table` is 1-D with one entry
+    /// per storage code (`2^b`); the result has the table's element type (a plain integer
+    /// or per-tensor quantized type) and x's shape. A quantized elementwise function
+    /// `quantize(f(dequantize(x)))` becomes a lookup whose table is that function
+    /// evaluated on every code.
+    Lookup = "lookup", "per-code table lookup (a quantized elementwise function)",
+        operands: &[one("x", "integer or quantized tensor of at most 8 storage bits"), one("table", "1-D, 2^bits(x) codes of the result type")],
+        attrs: [],
+        traits: [Elementwise, Integer];
     /// +-1 binarization: +1 where the real value is >= 0 (f32 `x >= 0`; quantized
     /// `q >= zero_point`; integer `x >= 0`), else -1. NaN gives -1. Result `b1`.
     Binarize = "binarize", "map to +1 / -1 (zero maps to +1)",

@@ -54,7 +54,8 @@ pub fn infer(
             Ok(TensorType::f32(matmul_shape(op, &a.shape, &b.shape)?))
         }
         Op::Gemm => gemm(&cx, attrs),
-        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => {
+        Op::Add | Op::Sub | Op::Mul => int_or_f32_binary(&cx),
+        Op::Div | Op::Pow => {
             let a = cx.f32(0)?;
             let b = cx.f32(1)?;
             let shape = broadcast(&a.shape, &b.shape)
@@ -160,6 +161,7 @@ pub fn infer(
         Op::MatMulInt => matmul_int(&cx),
         Op::Binarize => Ok(TensorType::new(ElemType::Bipolar, cx.get(0).shape.clone())),
         Op::Threshold => threshold(&cx, attrs, declared),
+        Op::Lookup => lookup(&cx),
         Op::BitPack => bit_pack(&cx, attrs),
         Op::BitUnpack => bit_unpack(&cx, attrs, declared),
     }
@@ -1270,6 +1272,52 @@ fn threshold(
         }
     }
     Ok(TensorType::new(declared.elem.clone(), x.shape.clone()))
+}
+
+/// `add`/`sub`/`mul`: two f32 operands, or two operands of one plain integer type.
+fn int_or_f32_binary(cx: &Cx<'_, '_>) -> Result<TensorType, String> {
+    let (a, b) = (cx.get(0), cx.get(1));
+    let op = cx.op;
+    let elem = match (&a.elem, &b.elem) {
+        (ElemType::F32, ElemType::F32) => ElemType::F32,
+        (ElemType::Int(x), ElemType::Int(y)) if x == y => a.elem.clone(),
+        (ElemType::Int(_), ElemType::Int(_)) => {
+            return Err(format!(
+                "operands of {op} must have one integer type, found {a} and {b}"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "operands of {op} must both be f32 or both of one plain integer type (quantized operands need dequantize or requantize first), found {a} and {b}"
+            ));
+        }
+    };
+    let shape = broadcast(&a.shape, &b.shape)
+        .map_err(|e| format!("operands of {op} do not broadcast: {e}"))?;
+    Ok(TensorType::new(elem, shape))
+}
+
+fn lookup(cx: &Cx<'_, '_>) -> Result<TensorType, String> {
+    let x = cx.get(0);
+    let t = cx.get(1);
+    if !matches!(x.elem, ElemType::Int(_) | ElemType::Quant(_)) || x.elem.bits() > 8 {
+        return Err(format!(
+            "operand `x` of lookup must be an integer or quantized type of at most 8 bits, found {x}"
+        ));
+    }
+    let per_tensor = match &t.elem {
+        ElemType::Int(_) => true,
+        ElemType::Quant(q) => matches!(q.params, QuantParams::PerTensor { .. }),
+        _ => false,
+    };
+    let n = 1usize << x.elem.bits();
+    if !per_tensor || t.shape != [n] {
+        return Err(format!(
+            "operand `table` of lookup must be a plain integer or per-tensor quantized tensor [{n}] (one entry per code of {}), found {t}",
+            x.elem
+        ));
+    }
+    Ok(TensorType::new(t.elem.clone(), x.shape.clone()))
 }
 
 fn word_bits(op: Op, attrs: &Attrs<'_>) -> Result<u32, String> {

@@ -806,6 +806,27 @@ fn inv11b_type_rule_errors() {
             "threshold results are codes 1..=4 (offset + 0..=K), which u2 (codes 0..=3) does not hold",
         ),
         (
+            "input %a: i32[2]
+  input %b: i16[2]
+  %y: i32[2] = add(%a, %b)",
+            "add(%a, %b)",
+            "operands of add must have one integer type, found i32[2] and i16[2]",
+        ),
+        (
+            "input %a: q<u8, 0.1:0>[2]
+  input %b: q<u8, 0.1:0>[2]
+  %y: i32[2] = add(%a, %b)",
+            "add(%a, %b)",
+            "operands of add must both be f32 or both of one plain integer type",
+        ),
+        (
+            "input %x: u8[4]
+  input %t: u8[16]
+  %y: u8[4] = lookup(%x, %t)",
+            "lookup(%x, %t)",
+            "operand `table` of lookup must be a plain integer or per-tensor quantized tensor [256]",
+        ),
+        (
             "input %x: u4[2,3]
   %y: u8[2,1] = bit_pack(%x) {word_bits = 12}",
             "bit_pack(%x)",
@@ -1069,6 +1090,16 @@ const VALID: &[&str] = &[
   %p: u8[2,2] = bit_pack(%x)
   %u: b1[2,9] = bit_unpack(%p) {count = 9}
   output %u",
+    "input %a: i32[2,3]
+  input %b: i32[3]
+  %s: i32[2,3] = add(%a, %b)
+  %d: i32[2,3] = sub(%s, %a)
+  %p: i32[2,3] = mul(%d, %b)
+  output %p",
+    "input %x: q<i4, 0.5:1>[2,3]
+  const @t: q<u8, 0.01:0>[16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+  %y: q<u8, 0.01:0>[2,3] = lookup(%x, @t)
+  output %y",
 ];
 
 #[test]

@@ -638,6 +638,12 @@ fn make_report(
         let (op, result, loc, inputs, input_bits, out_v) = match step.node {
             Some(n) => {
                 let node = &m.nodes[n];
+                // A fused integer add reads its requantizes' operands.
+                let ins: &[qcc_ir::ValueId] = if matches!(step.lowering, Lowering::Int(_)) {
+                    &step.reads
+                } else {
+                    &node.operands
+                };
                 let mut op = node.op.name().to_string();
                 let mut out_v = node.result;
                 for &f in &step.fused {
@@ -649,14 +655,10 @@ fn make_report(
                     op,
                     m.value(out_v).spelling(),
                     node.loc.clone(),
-                    node.operands
-                        .iter()
+                    ins.iter()
                         .map(|&o| m.ty(o).elem.to_string())
                         .collect::<Vec<_>>(),
-                    node.operands
-                        .iter()
-                        .map(|&o| m.ty(o).elem.bits())
-                        .collect::<Vec<_>>(),
+                    ins.iter().map(|&o| m.ty(o).elem.bits()).collect::<Vec<_>>(),
                     out_v,
                 )
             }

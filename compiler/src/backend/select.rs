@@ -6,6 +6,10 @@
 //! - An activation (relu, clip) whose operand is an f32 conv or gemm used only by it is
 //!   fused into that kernel's epilogue; a requantize after an integer conv/matmul is
 //!   fused the same way (see `kernels::quant`).
+//! - A plain integer add/sub/mul whose operands are requantizes used only by it and
+//!   whose result is used only by a requantize becomes one fused kernel (see
+//!   `kernels::intelem`): the step sits at the add, reads the requantizes' operands, and
+//!   the three requantizes are fused into it.
 //! - Every graph output is written by the kernel that computes it; outputs that are
 //!   inputs, constants, views or repeated get a copy step at the end.
 //!
@@ -86,9 +90,47 @@ pub(crate) fn schedule(
     let mut steps = Vec::new();
     let mut bad = Vec::new();
     let mut skip = vec![false; m.nodes.len()];
+    let mut int_groups = fused_int_groups(m, &users, &is_output);
+    for g in int_groups.values() {
+        skip[g.rq_a] = true;
+        skip[g.rq_b] = true;
+    }
 
     for (ni, node) in m.nodes.iter().enumerate() {
         if skip[ni] {
+            continue;
+        }
+        if let Some(g) = int_groups.remove(&ni) {
+            let srcs = [m.nodes[g.rq_a].operands[0], m.nodes[g.rq_b].operands[0]];
+            if srcs.iter().any(|s| const_root[s.index()].is_some()) {
+                bad.push(unsupported(
+                    m,
+                    ni,
+                    "a fused integer add of a constant operand is not lowered".into(),
+                ));
+                continue;
+            }
+            let out_node = &m.nodes[g.rq_out];
+            skip[g.rq_out] = true;
+            for v in [m.nodes[g.rq_a].result, m.nodes[g.rq_b].result, node.result] {
+                absorbed[v.index()] = true;
+            }
+            let final_res = out_node.result;
+            let dest = match m.outputs.iter().position(|&o| o == final_res) {
+                Some(j) => {
+                    direct_output[final_res.index()] = Some(j);
+                    Dest::Output(j)
+                }
+                None => Dest::Value(final_res),
+            };
+            steps.push(Step {
+                node: Some(ni),
+                fused: vec![g.rq_a, g.rq_b, g.rq_out],
+                reads: srcs.to_vec(),
+                runtime_operand: vec![true, true],
+                dest,
+                lowering: Lowering::Int(g.lowering),
+            });
             continue;
         }
         let res = node.result;
@@ -204,6 +246,76 @@ pub(crate) fn schedule(
         const_root,
         absorbed,
     })
+}
+
+/// A fused `requantize(op(requantize(a), requantize(b)))` group, by node index.
+struct IntGroup {
+    rq_a: usize,
+    rq_b: usize,
+    rq_out: usize,
+    lowering: kernels::intelem::IntLowering,
+}
+
+/// The integer add/sub/mul nodes that fuse with their operand requantizes and their
+/// result requantize (keyed by the add's node index): each requantize has that one user,
+/// no value in between is a graph output, and the fused kernel can be selected.
+fn fused_int_groups(
+    m: &Module,
+    users: &[Vec<qcc_ir::NodeId>],
+    is_output: &dyn Fn(ValueId) -> bool,
+) -> std::collections::BTreeMap<usize, IntGroup> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut taken = std::collections::BTreeSet::new();
+    let producer = |v: ValueId| match m.value(v).def {
+        ValueDef::Node(n) if m.nodes[n.index()].op == Op::Requantize => Some(n.index()),
+        _ => None,
+    };
+    let sole_user = |v: ValueId| -> Option<usize> {
+        match users[v.index()][..] {
+            [u] if !is_output(v) => Some(u.index()),
+            _ => None,
+        }
+    };
+    for (ni, node) in m.nodes.iter().enumerate() {
+        if !matches!(node.op, Op::Add | Op::Sub | Op::Mul)
+            || !matches!(m.ty(node.result).elem, qcc_ir::ElemType::Int(_))
+        {
+            continue;
+        }
+        let (a, b) = (node.operands[0], node.operands[1]);
+        let (Some(ra), Some(rb)) = (producer(a), producer(b)) else {
+            continue;
+        };
+        if ra == rb || sole_user(a) != Some(ni) || sole_user(b) != Some(ni) {
+            continue;
+        }
+        let Some(ro) = sole_user(node.result) else {
+            continue;
+        };
+        let on = &m.nodes[ro];
+        if on.op != Op::Requantize || on.operands[0] != node.result {
+            continue;
+        }
+        // A requantize between two fused adds belongs to the first group only.
+        if [ra, rb, ro].iter().any(|n| taken.contains(n)) {
+            continue;
+        }
+        if let Ok(lowering) =
+            kernels::intelem::select_fused(m, node, &m.nodes[ra], &m.nodes[rb], on)
+        {
+            taken.extend([ra, rb, ro]);
+            out.insert(
+                ni,
+                IntGroup {
+                    rq_a: ra,
+                    rq_b: rb,
+                    rq_out: ro,
+                    lowering,
+                },
+            );
+        }
+    }
+    out
 }
 
 fn unsupported(m: &Module, ni: usize, reason: String) -> Unsupported {

@@ -74,6 +74,21 @@ pub const REGISTRY: &[Pass] = &[
         run: rewrite::fuse_int,
     },
     Pass {
+        name: "int-add",
+        summary: "egg: quantized add/sub/mul become integer add/sub/mul between requantizes",
+        run: rewrite::int_add,
+    },
+    Pass {
+        name: "int-pool",
+        summary: "egg: quantized global_avg_pool becomes a depthwise conv2d_int of ones and a requantize",
+        run: rewrite::int_pool,
+    },
+    Pass {
+        name: "lookup",
+        summary: "egg: quantize(f(dequantize(x))) of a unary f on at most 8 bits becomes a table lookup",
+        run: rewrite::lookup,
+    },
+    Pass {
         name: "merge-requant",
         summary: "egg: merge requantize chains, drop identities, requantize between quantized types",
         run: rewrite::merge_requant,

@@ -54,3 +54,15 @@ pub fn fold_bias(m: &mut Module) -> Result<bool, String> {
 pub fn fold_threshold(m: &mut Module) -> Result<bool, String> {
     run(m, &["fold-threshold"])
 }
+
+pub fn int_add(m: &mut Module) -> Result<bool, String> {
+    run(m, &["int-add"])
+}
+
+pub fn int_pool(m: &mut Module) -> Result<bool, String> {
+    run(m, &["int-pool"])
+}
+
+pub fn lookup(m: &mut Module) -> Result<bool, String> {
+    run(m, &["lookup"])
+}

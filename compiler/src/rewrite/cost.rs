@@ -27,6 +27,10 @@ pub enum Kernel {
     IntMac,
     /// f32 elementwise arithmetic, per element.
     FloatElementwise,
+    /// Integer elementwise arithmetic (add, sub, mul on plain integers), per element.
+    IntElementwise,
+    /// Table lookup, per element.
+    Lookup,
     /// Transcendental f32 functions (exp, sigmoid, softmax), per element.
     FloatTranscendental,
     /// Pooling and means, per window element read.
@@ -53,6 +57,8 @@ pub const COSTS: &[(Kernel, u32, f64)] = &[
     (Kernel::IntMac, 16, 0.6),
     (Kernel::IntMac, 32, 0.8),
     (Kernel::FloatElementwise, 32, 1.0),
+    (Kernel::IntElementwise, 32, 0.3),
+    (Kernel::Lookup, 32, 0.3),
     (Kernel::FloatTranscendental, 32, 4.0),
     (Kernel::Pool, 8, 0.3),
     (Kernel::Pool, 32, 0.6),
@@ -105,6 +111,8 @@ pub fn node_cost(meta: &Meta, operands: &[&TensorType]) -> f64 {
             let b = arg(0).map_or(8, bits).max(arg(1).map_or(8, bits));
             (Kernel::IntMac, n * k_of(arg(0)), b)
         }
+        Op::Add | Op::Sub | Op::Mul if !out.elem.is_float() => (Kernel::IntElementwise, n, 32),
+        Op::Lookup => (Kernel::Lookup, n, 32),
         Op::Add
         | Op::Sub
         | Op::Mul

@@ -419,6 +419,9 @@ pub fn eval_node(module: &Module, node: &Node, operands: &[&Tensor]) -> Result<T
         Op::ConvTranspose2d => nn::conv_transpose2d(&cx),
         Op::MatMul => float::matmul(&cx),
         Op::Gemm => float::gemm(&cx),
+        Op::Add if !cx.elem(0).is_float() => quant::int_binary(&cx, i128::wrapping_add),
+        Op::Sub if !cx.elem(0).is_float() => quant::int_binary(&cx, i128::wrapping_sub),
+        Op::Mul if !cx.elem(0).is_float() => quant::int_binary(&cx, i128::wrapping_mul),
         Op::Add => float::binary(&cx, |a, b| a + b),
         Op::Sub => float::binary(&cx, |a, b| a - b),
         Op::Mul => float::binary(&cx, |a, b| a * b),
@@ -458,6 +461,7 @@ pub fn eval_node(module: &Module, node: &Node, operands: &[&Tensor]) -> Result<T
         Op::MatMulInt => quant::matmul_int(&cx),
         Op::Binarize => quant::binarize(&cx),
         Op::Threshold => quant::threshold(&cx),
+        Op::Lookup => quant::lookup(&cx),
         Op::BitPack => quant::bit_pack(&cx),
         Op::BitUnpack => quant::bit_unpack(&cx),
     }?;

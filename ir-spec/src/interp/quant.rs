@@ -1,6 +1,6 @@
 //! Element type conversion, quantization and the integer ops: cast, quantize,
 //! dequantize, fake_quant, trunc, requantize, conv2d_int, matmul_int, binarize,
-//! threshold, bit_pack and bit_unpack.
+//! threshold, lookup, bit_pack and bit_unpack, and add/sub/mul on plain integers.
 //!
 //! Integer arithmetic is exact: products and sums are formed in i64/i128, and the only
 //! wrapping is the documented wrap of accumulators to i32 (sums wrapped in i64 and then
@@ -535,6 +535,56 @@ pub(super) fn threshold(cx: &Cx<'_>) -> Result<Tensor, String> {
         out.push(code);
     }
     Ok(Tensor::int(shape, out))
+}
+
+// ---------------------------------------------------------------------------------
+// add, sub, mul on plain integers; lookup
+
+/// `f(a, b)` on the codes of two operands of one plain integer type, with broadcasting;
+/// the exact result (i128, where codes of at most 32 bits cannot overflow) wrapped to
+/// the result type's storage.
+pub(super) fn int_binary(cx: &Cx<'_>, f: impl Fn(i128, i128) -> i128) -> Result<Tensor, String> {
+    let (a, b) = (codes(cx, 0)?, codes(cx, 1)?);
+    let ElemType::Int(st) = cx.out.elem else {
+        return Err(format!(
+            "integer add/sub/mul needs a plain integer result, found {}",
+            cx.out.elem
+        ));
+    };
+    let shape = crate::shape::broadcast(cx.shape(0), cx.shape(1))?;
+    let ia = broadcast_indices(cx.shape(0), &shape);
+    let ib = broadcast_indices(cx.shape(1), &shape);
+    let data = ia
+        .iter()
+        .zip(&ib)
+        .map(|(&i, &j)| {
+            let r = f(a[i] as i128, b[j] as i128);
+            // Wrap to 64 bits first (2^64 is a multiple of every storage's 2^bits).
+            st.wrap(r as i64)
+        })
+        .collect();
+    Ok(Tensor::int(shape, data))
+}
+
+/// `table[x - xmin]`, `xmin` the smallest code of x's storage.
+pub(super) fn lookup(cx: &Cx<'_>) -> Result<Tensor, String> {
+    let x = codes(cx, 0)?;
+    let t = codes(cx, 1)?;
+    let st = cx
+        .elem(0)
+        .storage()
+        .ok_or_else(|| format!("lookup of {} (no integer storage)", cx.elem(0)))?;
+    let lo = st.min_code();
+    let out = x
+        .iter()
+        .map(|&v| {
+            usize::try_from(v - lo)
+                .ok()
+                .and_then(|i| t.get(i).copied())
+                .ok_or_else(|| format!("code {v} is outside the table of {} entries", t.len()))
+        })
+        .collect::<Result<Vec<i64>, String>>()?;
+    Ok(Tensor::int(cx.shape(0), out))
 }
 
 // ---------------------------------------------------------------------------------

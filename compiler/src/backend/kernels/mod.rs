@@ -12,6 +12,7 @@ pub(crate) mod conv;
 pub(crate) mod deconv;
 pub(crate) mod elementwise;
 pub(crate) mod gemm;
+pub(crate) mod intelem;
 pub(crate) mod movement;
 pub(crate) mod nary;
 pub(crate) mod packw;
@@ -83,6 +84,9 @@ pub(crate) enum Lowering {
         chunks: Vec<usize>,
     },
     Quant(quant::QuantLowering),
+    /// Integer elementwise: add/sub/mul on plain integers (alone or fused between
+    /// requantizes) and table lookups.
+    Int(intelem::IntLowering),
     /// 1-bit (b1 x b1) XNOR-popcount conv/matmul.
     Xnor(binary::BinLowering),
     /// `pow` with broadcasting.
@@ -178,6 +182,7 @@ impl Lowering {
             }
             Lowering::Concat { .. } => "concat.copy".into(),
             Lowering::Quant(q) => q.kernel_name(),
+            Lowering::Int(l) => l.kernel_name(),
             Lowering::Xnor(q) => q.kernel_name(),
             Lowering::Pow(_) => "pow.broadcast.f32x4".into(),
             Lowering::Sim(q) => q.kernel_name(),
@@ -353,6 +358,10 @@ pub(crate) fn select(
                 hi,
             }))
         }
+        Op::Add | Op::Sub | Op::Mul | Op::Lookup if !out.elem.is_float() => {
+            intelem::select(m, node, const_of).map(Lowering::Int)
+        }
+        Op::Lookup => Err("lookup with an f32 result".into()),
         Op::Add => binary(Binary::Add),
         Op::Sub => binary(Binary::Sub),
         Op::Mul => binary(Binary::Mul),
@@ -773,6 +782,7 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
             movement::emit_concat(cx.kb, *outer, chunks, &srcs, out);
         }
         Lowering::Quant(q) => quant::emit(cx, q),
+        Lowering::Int(l) => intelem::emit(cx, l),
         Lowering::Xnor(q) => binary::emit(cx, q),
         Lowering::Pow(nest) => pow::emit(cx, nest),
         Lowering::Sim(q) => quantsim::emit_sim(cx, q),

@@ -462,7 +462,7 @@ pub(crate) fn tensor_zp(e: &ElemType) -> Result<i64, String> {
 /// The requantize of `node` as per-channel constants over `shape`; `want_axis`: the
 /// channel axis the caller iterates (None: take the node's own, or per tensor).
 /// Returns the table and the axis its channels run along (None: one channel).
-fn requant_of(
+pub(crate) fn requant_of(
     m: &Module,
     node: &Node,
     want_axis: Option<usize>,

@@ -560,6 +560,22 @@ fn import_named(
     if let Some(dce) = crate::passes::find("dce") {
         (dce.run)(&mut m).map_err(ImportError::Internal)?;
     }
+    // QOperator elementwise ops arrive as dequantize -> float op -> quantize (ONNX
+    // Runtime's definition); the integer rewrite groups turn them (and the float
+    // activations a QOperator graph keeps between DequantizeLinear and QuantizeLinear)
+    // into integer kernels: table lookups, integer add/mul between requantizes, and an
+    // integer global average pool. Each rule states its bound (at most one code).
+    if graph
+        .node
+        .iter()
+        .any(|n| QOP_ELEMENTWISE.contains(&n.op_type.as_str()))
+    {
+        crate::rewrite::run_groups(&mut m, QOP_GROUPS, &crate::rewrite::Options::default())
+            .map_err(ImportError::Internal)?;
+        if let Some(dce) = crate::passes::find("dce") {
+            (dce.run)(&mut m).map_err(ImportError::Internal)?;
+        }
+    }
     qcc_ir::verify::verify(&m).map_err(|e| ImportError::Internal(e.to_string()))?;
     Ok(Imported {
         module: m,
@@ -568,6 +584,18 @@ fn import_named(
         output_names,
     })
 }
+
+/// QOperator ops imported in the float domain that the [`QOP_GROUPS`] make integer.
+const QOP_ELEMENTWISE: &[&str] = &[
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearLeakyRelu",
+    "QLinearSigmoid",
+    "QLinearGlobalAveragePool",
+];
+
+/// The rewrite groups run after importing a graph with [`QOP_ELEMENTWISE`] ops.
+const QOP_GROUPS: &[&str] = &["lookup", "int-add", "int-pool"];
 
 #[cfg(test)]
 mod tests;

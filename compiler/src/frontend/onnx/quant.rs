@@ -16,7 +16,10 @@
 //! exactly; the reference rounds the double-precision product `acc * r` half to even,
 //! so the two agree except where that product's own rounding crosses a tie. The other
 //! com.microsoft QLinear* ops are imported in the float domain: dequantize, the float
-//! op, quantize (round half to even), which is how ONNX Runtime defines them.
+//! op, quantize (round half to even), which is how ONNX Runtime defines them; the
+//! importer then runs the `lookup`, `int-add` and `int-pool` rewrite groups, which make
+//! them integer kernels (a table lookup, add/mul on i32 between requantizes, a
+//! depthwise `conv2d_int` of ones), each within one code of the float definition.
 
 use qcc_ir::shape::normalize_axis;
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, Rounding, TensorType, ValueId};

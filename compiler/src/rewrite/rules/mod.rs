@@ -8,6 +8,9 @@ pub mod absorb_clamp;
 pub mod fold_bias;
 pub mod fold_qdq;
 pub mod fuse_int;
+pub mod int_add;
+pub mod int_pool;
+pub mod lookup;
 pub mod merge_requant;
 pub mod move_scales;
 pub mod pow2;
@@ -42,6 +45,21 @@ pub const GROUPS: &[Group] = &[
         name: "fuse-int",
         summary: "fuse dequantize -> conv2d/gemm/matmul (-> quantize) into integer kernels; batch norm into weight scales; b1 operands",
         rules: fuse_int::rules,
+    },
+    Group {
+        name: "int-add",
+        summary: "quantized add/sub/mul of dequantized operands become integer add/sub/mul between requantizes",
+        rules: int_add::rules,
+    },
+    Group {
+        name: "int-pool",
+        summary: "quantized global_avg_pool becomes a depthwise conv2d_int of ones and a requantize",
+        rules: int_pool::rules,
+    },
+    Group {
+        name: "lookup",
+        summary: "quantize(f(dequantize(x))) of a unary f on at most 8 bits becomes a table lookup",
+        rules: lookup::rules,
     },
     Group {
         name: "merge-requant",
