@@ -282,3 +282,39 @@ fn qdq_pipeline_runs_in_integer_kernels() {
     );
     assert!(jit.report().layers[1].integer);
 }
+
+/// Values next to and at rounding ties, in every rounding mode, on both the f32x4 lanes
+/// and the scalar tail: `y - floor(y)` rounds to 1/2 in f32 for y just above -1/2, which
+/// once made `half_up` give -1 for -0.49999997.
+#[test]
+fn quantize_near_ties() {
+    let below_half = f32::from_bits(0.5f32.to_bits() - 1);
+    let mut data = Vec::new();
+    for k in [-3.0f32, -2.0, -1.0, 0.0, 1.0, 2.0] {
+        for d in [0.5, below_half, -below_half, -0.5] {
+            data.push(k + d);
+        }
+    }
+    data.extend([-0.0, 0.0, 1e-30, -1e-30]);
+    let n = data.len();
+    for rnd in Rounding::ALL {
+        let mut b = B::new();
+        let x = b.input_f32(&[n], data.clone());
+        let e = qtype(
+            8,
+            true,
+            QuantParams::PerTensor {
+                scale: 1.0,
+                zero_point: 0,
+            },
+        );
+        let q = b.node(
+            Op::Quantize,
+            &[x],
+            attrs(&[("rounding", Attr::Enum(rnd.name().into()))]),
+            e,
+        );
+        b.output(q);
+        check(&b).unwrap_or_else(|e| panic!("{}: {e}", rnd.name()));
+    }
+}

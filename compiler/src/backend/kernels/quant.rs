@@ -1102,14 +1102,20 @@ impl QuantizeConsts {
             Rounding::Down => kb.fselect(ft, FloatCC::GreaterThanOrEqual, y, zero, fl, ce),
             Rounding::Up => kb.fselect(ft, FloatCC::GreaterThanOrEqual, y, zero, ce, fl),
             Rounding::HalfUp | Rounding::HalfDown => {
-                let d = kb.b.ins().fsub(y, fl);
-                let flp1 = kb.b.ins().fadd(fl, one);
+                // A tie is |y - r| = 1/2 with r the nearest integer: y - r is exact
+                // (|y| < 2^20), unlike y - floor(y), which rounds for |y| < 1/2 (e.g.
+                // -0.49999997 + 1 is 0.5 in f32). At a tie y -+ 1/2 are exact integers.
+                let e = kb.b.ins().fsub(y, r);
+                let d = kb.b.ins().fabs(e);
+                let half = self.half[i];
+                let yp = kb.b.ins().fadd(y, half);
+                let ym = kb.b.ins().fsub(y, half);
                 let tie_val = if self.rounding == Rounding::HalfUp {
-                    kb.fselect(ft, FloatCC::GreaterThan, y, zero, flp1, fl)
+                    kb.fselect(ft, FloatCC::GreaterThan, y, zero, yp, ym)
                 } else {
-                    kb.fselect(ft, FloatCC::GreaterThan, y, zero, fl, flp1)
+                    kb.fselect(ft, FloatCC::GreaterThan, y, zero, ym, yp)
                 };
-                kb.fselect(ft, FloatCC::Equal, d, self.half[i], tie_val, r)
+                kb.fselect(ft, FloatCC::Equal, d, half, tie_val, r)
             }
         };
         let c = kb.b.ins().fcvt_to_sint_sat(it, rounded); // NaN -> 0
