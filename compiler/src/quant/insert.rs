@@ -263,6 +263,19 @@ pub fn quantize_model(
             out_points.push(p);
         }
     }
+    // A global average pool feeding a quantized value gets its input quantized too (at
+    // 8 bits), so `int-pool` runs it on codes and the add or relu before it (a
+    // ResNet's last residual block) becomes integer as well.
+    let pooled: Vec<ValueId> = m
+        .nodes
+        .iter()
+        .filter(|n| n.op == Op::GlobalAvgPool && points.contains_key(&n.result))
+        .map(|n| source(m, n.operands[0]))
+        .filter(|v| !points.contains_key(v) && stats.get(m, *v).is_some())
+        .collect();
+    for v in pooled {
+        points.insert(v, 8);
+    }
     let mut act_params: HashMap<ValueId, ActParams> = HashMap::new();
     for (&v, &bits) in &points {
         let st = stats.get(m, v).ok_or_else(|| match stats.source {

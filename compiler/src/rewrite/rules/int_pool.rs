@@ -3,7 +3,8 @@
 //!
 //! `quantize_y(global_avg_pool(dequantize(x)))` with x `[N, C, H, W]` per-tensor
 //! quantized becomes `requantize_y{sx / (sy * H * W)}(conv2d_int(x, ones, group = C))`:
-//! a depthwise integer convolution with an all-ones `[C, 1, H, W]` `i8` kernel sums the
+//! a depthwise integer convolution with an all-ones `[C, 1, H, W]` `u1` kernel (stored
+//! one bit per weight) sums the
 //! centred codes `x - zx` of each plane exactly in `i32` (the rule requires
 //! `H * W * max|x - zx| < 2^31`), and one requantize divides by the plane size and
 //! rescales. No new op is needed and the existing integer convolution kernel runs it.
@@ -60,7 +61,7 @@ fn int_gap(eg: &mut QEGraph, root: Id, s: &Subst) -> Option<Id> {
     let ones = add_const(
         eg,
         &name,
-        TensorType::new(ElemType::Int(IntType::I8), vec![c, 1, h, w]),
+        TensorType::new(ElemType::Int(IntType::new(1, false)), vec![c, 1, h, w]),
         ConstData::Int(vec![1; c * plane]),
     );
     let conv_attrs = attrs([
