@@ -71,11 +71,16 @@ fn bad_flags_say_what_works() {
         "tests/models/digits_cnn_folded.onnx",
         "--data",
         "tests/models/digits_test.npz",
-        "--bits",
+        "--wbits",
         "1",
+        "--abits",
+        "4",
     ]);
     assert!(!ok);
-    assert!(err.contains("weights take 2..8 bits"), "{err}");
+    assert!(
+        err.contains("--wbits 1 with --abits 4") && err.contains("--bits 1"),
+        "{err}"
+    );
     let (ok, _, err) = qcc(&[
         "eval",
         "tests/models/digits_cnn_folded.onnx",

@@ -595,6 +595,18 @@ fn qonnx_cases() -> Vec<Case> {
             Tol::Exact,
             "module m {\n input %x: q<i4, axis=1, [0.1:-3, 0.2:0, 0.3:5]>[2,3,4]\n %y: b1[2,3,4] = binarize(%x)\n output %y\n}",
         ),
+        // The binarized input of a post-training 1-bit layer: sign of 8-bit codes
+        // centred by a threshold (per-tensor and per-channel codes).
+        case(
+            "binarize-centered-dequantize-to-threshold",
+            Tol::Exact,
+            "module m {\n input %x: q<u8, 0.0213:7>[2,3,4]\n const @t: f32[1] = [0.7391]\n %d: f32[2,3,4] = dequantize(%x)\n %c: f32[2,3,4] = sub(%d, @t)\n %y: b1[2,3,4] = binarize(%c)\n output %y\n}",
+        ),
+        case(
+            "binarize-centered-dequantize-to-threshold",
+            Tol::Exact,
+            "module m {\n input %x: q<i4, axis=1, [0.1:-3, 0.2:0, 0.3:5]>[2,3,4]\n const @t: f32[1] = [-0.25]\n %d: f32[2,3,4] = dequantize(%x)\n %c: f32[2,3,4] = sub(%d, @t)\n %y: b1[2,3,4] = binarize(%c)\n output %y\n}",
+        ),
         case(
             "threshold-of-relabel-cast",
             Tol::Exact,

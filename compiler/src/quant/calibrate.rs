@@ -362,7 +362,7 @@ pub fn stream_samples(
     Ok(done)
 }
 
-fn check_single_input(m: &Module) -> Result<ValueId, String> {
+pub(super) fn check_single_input(m: &Module) -> Result<ValueId, String> {
     match m.inputs.as_slice() {
         [x] => Ok(*x),
         _ => Err(format!(

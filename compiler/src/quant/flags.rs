@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use qcc_ir::Module;
 
+use super::binary::{REFINE_SAMPLES, refine_binary};
 use super::calibrate::{
     CalibMethod, CalibOptions, calibrate, compare_outputs, data_free, layer_errors,
 };
@@ -19,13 +20,16 @@ const ERROR_SAMPLES: usize = 32;
 /// `--bits`, `--wbits`, `--abits`, `--calib`, `--profile`, `--calib-method`, `--keep-edges`, ...
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct QuantFlags {
-    /// Quantize a float model to N bits (weights and activations, 2..8).
+    /// Quantize a float model to N bits (weights and activations, 2..8); 1 binarizes the
+    /// middle conv/gemm layers into XNOR-popcount kernels (sign weights with per-channel
+    /// mean |w| scales, sign of the centred input; edges stay at 8 bits).
     #[arg(long, value_name = "N")]
     pub bits: Option<u8>,
-    /// Weight bits (2..8), overriding --bits for weights.
+    /// Weight bits (2..8, or 1 together with --abits 1), overriding --bits for weights.
     #[arg(long, value_name = "N")]
     pub wbits: Option<u8>,
-    /// Activation bits (1..8), overriding --bits for activations.
+    /// Activation bits (1..8; 1 with --wbits 1 binarizes), overriding --bits for
+    /// activations.
     #[arg(long, value_name = "N")]
     pub abits: Option<u8>,
     /// Calibration data (.npz with `x`, samples along the first axis); without it, ranges
@@ -117,6 +121,17 @@ impl QuantFlags {
             (None, None) => data_free(m, &copts)?,
         };
         let (mut q, mut report) = quantize_model(m, &stats, &opts)?;
+        if let Some(p) = &self.calib
+            && opts.binary()
+        {
+            let n = refine_binary(m, &mut q, &mut report, p, self.calib_limit)?;
+            if n > 0 {
+                report.notes.push(format!(
+                    "{n} binarized layer(s) fitted per channel to the float results on {} calibration samples (gain into the weight scales, offset into the bias)",
+                    self.calib_limit.unwrap_or(usize::MAX).min(REFINE_SAMPLES)
+                ));
+            }
+        }
         // Per-layer errors are measured on the QDQ form, whose values keep their ids.
         if let Some(p) = &self.calib {
             let n = self.calib_limit.unwrap_or(usize::MAX).min(ERROR_SAMPLES);

@@ -15,15 +15,25 @@
 //!   fuses into `requantize`; a graph output then reads the dequantized value. Without
 //!   it, outputs no kernel reads stay f32 (`dequantize` of the i32 accumulator).
 //!
+//! - Binarized layers (`--bits 1`: every conv2d and gemm but the edge layers; see
+//!   `binary.rs`): weights `sign(w)` as constant codes +-1 of `q<i2 narrow, alpha:0>`
+//!   (per output channel) and a `dequantize`; the input `binarize(x - t)` (`b1`), cast to
+//!   `q<i2 narrow, beta:0>` and dequantized, where `x` is the 8-bit QDQ value of the
+//!   activation (so the rewrite makes the binarization an integer threshold on its
+//!   codes); `t * sum(w)` added to the bias. The rewrite then gives `conv2d_int` /
+//!   `matmul_int` with both operands `b1` (the XNOR-popcount kernels) and a requantize
+//!   of the accumulator by `alpha * beta` to the 8-bit output.
+//!
 //! Running `rewrite` then `dce` turns the result into integer kernels.
 
 use std::collections::{BTreeMap, HashMap};
 
 use qcc_ir::{
-    Attr, Attrs, ConstData, ElemType, Module, Node, NodeId, Op, QuantParams, TensorType, ValueDef,
-    ValueId,
+    Attr, Attrs, ConstData, ElemType, IntType, Module, Node, NodeId, Op, QuantParams, QuantType,
+    TensorType, ValueDef, ValueId,
 };
 
+use super::binary::{BinaryAct, binarize_weights, binary_act};
 use super::calibrate::{CalibStats, LayerError, OutputError, RangeSource};
 use super::scheme::{ActParams, QuantOptions, choose_range, quantize_weights};
 
@@ -76,6 +86,26 @@ impl std::fmt::Display for QuantReport {
         )?;
         for l in &self.layers {
             let a = &l.act;
+            if l.wbits == 1 && l.abits == 1 {
+                // A binarized layer: x ~ t + beta * sign(x - t).
+                let beta = a.ty.params.scales()[0];
+                writeln!(
+                    f,
+                    "{:<28} {:<8} {:>5} {:>5}  {:<24} b1 sign({} - {:.4}) scale {:.4e}",
+                    l.name,
+                    l.op.name(),
+                    l.wbits,
+                    l.abits,
+                    format!("{:.3e}..{:.3e}", l.w_scales.0, l.w_scales.1),
+                    l.act_value,
+                    (a.lo + a.hi) / 2.0,
+                    beta
+                )?;
+                if let Some(e) = &l.error {
+                    writeln!(f, "{:<28} error vs float at its result: {e}", "")?;
+                }
+                continue;
+            }
             let (s, z) = match &a.ty.params {
                 QuantParams::PerTensor { scale, zero_point } => (*scale, *zero_point),
                 _ => (0.0, 0),
@@ -129,6 +159,56 @@ struct Kernel {
     axis: usize,
 }
 
+/// The bias of binarized kernel `n` (weights `wd` of shape `wshape`, output channels
+/// along `axis`) with the constant part of its input, `t * sum(w[m, ..])`, added; `None`
+/// when the kernel cannot take it (a non-constant or oddly shaped bias, gemm with beta
+/// other than 1, matmul without a bias operand).
+fn corrected_bias(
+    m: &Module,
+    n: &Node,
+    wd: &[f32],
+    wshape: &[usize],
+    axis: usize,
+    t: f32,
+) -> Result<Option<Vec<f32>>, String> {
+    match n.op {
+        Op::Conv2d => {}
+        Op::Gemm if Attrs::new(Op::Gemm, &n.attrs).float("beta")? == 1.0 => {}
+        _ => return Ok(None),
+    }
+    let c = wshape[axis];
+    let inner: usize = wshape[axis + 1..].iter().product::<usize>().max(1);
+    let mut sum = vec![0f64; c];
+    for (i, &w) in wd.iter().enumerate() {
+        sum[(i / inner) % c] += w as f64;
+    }
+    let old: Vec<f32> = match n.operands.get(2) {
+        None => vec![0.0; c],
+        Some(&b) => match m.const_data(b) {
+            Some(ConstData::F32(v)) if v.len() == c => {
+                let bshape = &m.ty(b).shape;
+                // [M] for conv2d; [N] or [1, N] for gemm.
+                let ok = match n.op {
+                    Op::Conv2d => bshape.len() == 1,
+                    _ => bshape.last() == Some(&c) && bshape.iter().product::<usize>() == c,
+                };
+                if !ok {
+                    return Ok(None);
+                }
+                v.clone()
+            }
+            Some(ConstData::F32(v)) if v.len() == 1 => vec![v[0]; c],
+            _ => return Ok(None),
+        },
+    };
+    Ok(Some(
+        old.iter()
+            .zip(&sum)
+            .map(|(&b, &s)| (b as f64 + t as f64 * s) as f32)
+            .collect(),
+    ))
+}
+
 fn kernel(m: &Module, n: &Node) -> Result<Option<usize>, String> {
     let w = match n.operands.get(1) {
         Some(&w) => w,
@@ -179,6 +259,60 @@ fn source(m: &Module, mut v: ValueId) -> ValueId {
     v
 }
 
+/// Appends `dequantize(cast_T(binarize(x - t)))` to `out`, `T = q<i2 narrow, beta:0>`
+/// (codes +-1, the form of a lowered bipolar quantizer); returns the dequantized value
+/// and `T`.
+fn binarized_input(out: &mut Module, x: ValueId, b: &BinaryAct) -> (ValueId, QuantType) {
+    let name = out.value(x).name.clone();
+    let shape = out.ty(x).shape.clone();
+    let tn = out.fresh_name(&format!("{name}.t"));
+    let t = out.add_const(tn, TensorType::f32(vec![1]), ConstData::F32(vec![b.t]));
+    let sn = out.fresh_name(&format!("{name}.centered"));
+    let centered = out.add_node(
+        Op::Sub,
+        vec![x, t],
+        BTreeMap::new(),
+        sn,
+        TensorType::f32(shape.clone()),
+    );
+    let bn = out.fresh_name(&format!("{name}.b1"));
+    let bits = out.add_node(
+        Op::Binarize,
+        vec![centered],
+        BTreeMap::new(),
+        bn,
+        TensorType::new(ElemType::Bipolar, shape.clone()),
+    );
+    let qt = QuantType {
+        storage: IntType::new(2, true),
+        narrow: true,
+        pow2: false,
+        params: QuantParams::PerTensor {
+            scale: b.beta,
+            zero_point: 0,
+        },
+    };
+    let mut ca = BTreeMap::new();
+    ca.insert("rounding".to_string(), Attr::Enum("down".into()));
+    let cn = out.fresh_name(&format!("{name}.q1"));
+    let c = out.add_node(
+        Op::Cast,
+        vec![bits],
+        ca,
+        cn,
+        TensorType::new(ElemType::Quant(qt.clone()), shape.clone()),
+    );
+    let dn = out.fresh_name(&format!("{name}.dq1"));
+    let dq = out.add_node(
+        Op::Dequantize,
+        vec![c],
+        BTreeMap::new(),
+        dn,
+        TensorType::f32(shape),
+    );
+    (dq, qt)
+}
+
 /// Rewrites float module `m` into QDQ form by `opts` with ranges from `stats`.
 pub fn quantize_model(
     m: &Module,
@@ -226,11 +360,40 @@ pub fn quantize_model(
     }
     let nk = kernels.len();
     let is_edge = |k: usize| opts.keep_edges && (k == 0 || k + 1 == nk);
-    // Activation points: source value -> bits (the most any consumer kernel asks).
+    // Binarized layers (`--bits 1`): the middle conv2d/gemm whose bias can take the
+    // constant part of the binarized input; the others stay at 8 bits.
+    let mut binary: Vec<bool> = vec![false; nk];
+    if opts.binary() {
+        for (k, ker) in kernels.iter().enumerate() {
+            let n = &m.nodes[ker.node];
+            if is_edge(k) {
+                continue;
+            }
+            let w = n.operands[1];
+            let Some(ConstData::F32(wd)) = m.const_data(w) else {
+                continue;
+            };
+            if corrected_bias(m, n, wd, &m.ty(w).shape, ker.axis, 0.0)?.is_some() {
+                binary[k] = true;
+            } else {
+                notes.push(format!(
+                    "{} ({}) stays at 8 bits: only conv2d and gemm (beta = 1) with a constant per-channel bias or none are binarized",
+                    layer_name(m, n),
+                    n.op
+                ));
+            }
+        }
+    }
+    // Activation points: source value -> bits (the most any consumer kernel asks). A
+    // binarized layer binarizes the 8-bit codes of its input.
     let mut points: BTreeMap<ValueId, u8> = BTreeMap::new();
     for (k, ker) in kernels.iter().enumerate() {
         let x = m.nodes[ker.node].operands[0];
-        let bits = if is_edge(k) { 8 } else { opts.abits };
+        let bits = if is_edge(k) || opts.binary() {
+            8
+        } else {
+            opts.abits
+        };
         let e = points.entry(source(m, x)).or_insert(0);
         *e = (*e).max(bits);
     }
@@ -292,6 +455,19 @@ pub fn quantize_model(
             .map_err(|e| format!("{}: {e}", m.value(v).spelling()))?;
         act_params.insert(v, p);
     }
+    // The two-level quantizers of the binarized layers' inputs.
+    let mut bin_acts: HashMap<usize, BinaryAct> = HashMap::new();
+    for (k, ker) in kernels.iter().enumerate() {
+        if !binary[k] {
+            continue;
+        }
+        let v = source(m, m.nodes[ker.node].operands[0]);
+        let st = stats
+            .get(m, v)
+            .ok_or_else(|| format!("no statistics for {}", m.value(v).spelling()))?;
+        let b = binary_act(m, v, st).map_err(|e| format!("{}: {e}", m.value(v).spelling()))?;
+        bin_acts.insert(k, b);
+    }
 
     // Weights, and output scales no finer than the kernel's accumulator step allows: the
     // bias is rounded to accumulator steps (`sx * sw`), so `fuse-int` only proves the
@@ -299,7 +475,13 @@ pub fn quantize_model(
     let mut weights = Vec::with_capacity(nk);
     for (k, ker) in kernels.iter().enumerate() {
         let node = &m.nodes[ker.node];
-        let wbits = if is_edge(k) { 8 } else { opts.wbits };
+        let wbits = if binary[k] {
+            1
+        } else if is_edge(k) || opts.binary() {
+            8
+        } else {
+            opts.wbits
+        };
         let w = node.operands[1];
         let Some(ConstData::F32(wd)) = m.const_data(w) else {
             return Err(format!(
@@ -307,9 +489,16 @@ pub fn quantize_model(
                 layer_name(m, node)
             ));
         };
-        let (qt, codes) = quantize_weights(wd, &m.ty(w).shape, ker.axis, wbits, opts.pow2);
+        let (qt, codes) = if binary[k] {
+            binarize_weights(wd, &m.ty(w).shape, ker.axis)
+        } else {
+            quantize_weights(wd, &m.ty(w).shape, ker.axis, wbits, opts.pow2)
+        };
         let sw = qt.params.scales().iter().copied().fold(0f32, f32::max) as f64;
-        let sx = act_params[&source(m, node.operands[0])].ty.params.scales()[0] as f64;
+        let sx = match bin_acts.get(&k) {
+            Some(b) => b.beta as f64,
+            None => act_params[&source(m, node.operands[0])].ty.params.scales()[0] as f64,
+        };
         let r = node.result;
         let mut p = r;
         if let [u] = users[r.index()].as_slice() {
@@ -351,6 +540,7 @@ pub fn quantize_model(
     let old = std::mem::take(&mut out.nodes);
     let mut remap: HashMap<ValueId, ValueId> = HashMap::new();
     let mut layers = Vec::new();
+    let ker_axis: Vec<usize> = kernels.iter().map(|k| k.axis).collect();
     let kernel_at: HashMap<usize, usize> = kernels
         .iter()
         .enumerate()
@@ -415,12 +605,49 @@ pub fn quantize_model(
             node.operands[1] = dq;
             let x = m.nodes[ni].operands[0];
             let src = source(m, x);
-            let act = act_params[&src].clone();
+            let mut act = act_params[&src].clone();
+            if let Some(b) = bin_acts.get(&k) {
+                let Some(ConstData::F32(wd)) = m.const_data(w) else {
+                    return Err(format!(
+                        "internal: weights of {} are not f32",
+                        layer_name(m, &node)
+                    ));
+                };
+                let bias = corrected_bias(m, &m.nodes[ni], wd, &m.ty(w).shape, ker_axis[k], b.t)?
+                    .ok_or_else(|| {
+                    format!(
+                        "internal: {} cannot take a corrected bias",
+                        layer_name(m, &node)
+                    )
+                })?;
+                let (xb, bty) = binarized_input(&mut out, node.operands[0], b);
+                node.operands[0] = xb;
+                let bshape = match node.operands.get(2) {
+                    Some(&old) => out.ty(old).shape.clone(),
+                    None => vec![bias.len()],
+                };
+                let bn = out.fresh_name(&format!("{}.bias1", layer_name(m, &node)));
+                let bc = out.add_const(bn, TensorType::f32(bshape), ConstData::F32(bias));
+                if node.operands.len() > 2 {
+                    node.operands[2] = bc;
+                } else {
+                    node.operands.push(bc);
+                }
+                act = ActParams {
+                    ty: bty,
+                    lo: b.t - b.beta,
+                    hi: b.t + b.beta,
+                };
+            }
             layers.push(LayerReport {
                 name: layer_name(m, &node),
                 op: node.op,
                 wbits,
-                abits: act.ty.storage.bits,
+                abits: if bin_acts.contains_key(&k) {
+                    1
+                } else {
+                    act.ty.storage.bits
+                },
                 w_scales,
                 act,
                 act_value: m.value(src).spelling(),
@@ -448,7 +675,12 @@ pub fn quantize_model(
             out_points.len()
         ));
     }
-    if layers.iter().any(|l| l.wbits < 8 || l.abits < 8) {
+    let nbin = binary.iter().filter(|&&b| b).count();
+    if nbin > 0 {
+        notes.push(format!(
+            "{nbin} layer(s) binarized into XNOR-popcount kernels: weights sign(w) with per-channel scale mean |w|, inputs sign(x - t) of their 8-bit codes (t and the scale by least squares)"
+        ));
+    } else if layers.iter().any(|l| l.wbits < 8 || l.abits < 8) {
         notes.push(
             "weights below 8 bits are stored bit-packed and widened into the 8-bit integer kernels at run time; activations below 8 bits are stored one code per byte (no bit-serial kernels yet)"
                 .into(),

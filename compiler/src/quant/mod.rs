@@ -11,12 +11,14 @@
 //! Sub-8-bit codes are stored one per byte and run in the 8-bit integer kernels until
 //! the bit-serial kernels exist; the report says so.
 
+mod binary;
 mod calibrate;
 mod flags;
 mod insert;
 pub mod profile;
 mod scheme;
 
+pub use binary::{BinaryAct, REFINE_SAMPLES, binarize_weights, refine_binary};
 pub use calibrate::{
     CalibMethod, CalibOptions, CalibStats, Histogram, LayerError, OutputError, RangeSource,
     TensorStats, calibrate, compare_outputs, data_free, layer_errors, stream_samples,

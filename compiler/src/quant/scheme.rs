@@ -18,7 +18,7 @@ use super::calibrate::{CalibMethod, RangeSource, TensorStats};
 /// Options of [`quantize_model`](super::quantize_model).
 #[derive(Clone, Debug)]
 pub struct QuantOptions {
-    /// Weight bits, 2..8 (`--wbits`; `--bits N` sets both).
+    /// Weight bits, 2..8, or 1 together with `abits = 1` (`--wbits`; `--bits N` sets both).
     pub wbits: u8,
     /// Activation bits, 1..8 (`--abits`).
     pub abits: u8,
@@ -56,10 +56,26 @@ impl QuantOptions {
         }
     }
 
+    /// Whether the middle layers are binarized (`--bits 1`, or `--wbits 1 --abits 1`).
+    pub fn binary(&self) -> bool {
+        self.wbits == 1 && self.abits == 1
+    }
+
+    /// Checks the bit-widths: 2..8 for weights and 1..8 for activations, or 1 for both
+    /// (the binarized path); every error names the flag and what works.
     pub fn check(&self) -> Result<(), String> {
+        if self.binary() {
+            return Ok(());
+        }
+        if self.wbits == 1 {
+            return Err(format!(
+                "--wbits 1 with --abits {}: 1-bit weights are offered only with 1-bit activations (--bits 1, or --wbits 1 --abits 1: XNOR-popcount layers); otherwise weights take 2..8 bits",
+                self.abits
+            ));
+        }
         if !(2..=8).contains(&self.wbits) {
             return Err(format!(
-                "--wbits {}: weights take 2..8 bits (1-bit weights need the binarized path, not yet offered for float models)",
+                "--wbits {}: weights take 1..8 bits (1 only together with --abits 1)",
                 self.wbits
             ));
         }

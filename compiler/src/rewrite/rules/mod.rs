@@ -78,7 +78,7 @@ pub const GROUPS: &[Group] = &[
     },
     Group {
         name: "fold-threshold",
-        summary: "sign/binarize/quantize after batch_norm (or of codes) become per-channel integer thresholds",
+        summary: "sign/binarize/quantize after batch_norm (or of codes, or of codes minus a constant) become per-channel integer thresholds",
         rules: threshold::rules,
     },
 ];

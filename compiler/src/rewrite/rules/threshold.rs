@@ -54,6 +54,12 @@ pub fn rules() -> Vec<RuleDef> {
             binarize_integer,
         ),
         rule(
+            "binarize-centered-dequantize-to-threshold",
+            Exactness::Exact,
+            "(binarize ?om (sub ?sm (dequantize ?dm ?x) ?t))",
+            binarize_centered,
+        ),
+        rule(
             "threshold-of-relabel-cast",
             Exactness::Exact,
             "(threshold ?tm (cast ?cm ?x) ?t)",
@@ -317,6 +323,71 @@ fn binarize_integer(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
     };
     let t = if t.len() == 1 { vec![t[0]; c] } else { t };
     Some(add_threshold(eg, x, t, 1, 0, ElemType::Bipolar))
+}
+
+/// `binarize(dequantize(x) - t) -> threshold_b1(x, T)` for a constant scalar `t` and
+/// quantized `x` of at most 8 bits (rank 2 or more, per tensor or per channel along axis
+/// 1), `T[c]` the first code of channel `c` whose value `dequantize(code) - t` is `>= 0`
+/// (the binarized input of a post-training 1-bit layer). Exact: the left side is
+/// evaluated with the reference interpreter on every code, and applies only where it is
+/// non-decreasing in the code (it always is for positive scales) and free of NaN.
+fn binarize_centered(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let x = var(s, "?x");
+    let t = var(s, "?t");
+    let xt = ty(eg, x).clone();
+    let q = xt.elem.quant()?;
+    if xt.rank() < 2 || q.storage.bits > 8 {
+        return None;
+    }
+    match q.params {
+        QuantParams::PerTensor { .. } | QuantParams::PerAxis { axis: 1, .. } => {}
+        _ => return None,
+    }
+    let tv = value(eg, t)?.as_f32()?.to_vec();
+    let tt = ty(eg, t).clone();
+    if tv.len() != 1 || tt.rank() > 1 {
+        return None;
+    }
+    let c = xt.shape[1];
+    let (lo, hi) = (q.qmin(), q.qmax());
+    let n = (hi - lo + 1) as usize;
+    let mut m = Module::new("codes");
+    let codes: Vec<i64> = (0..c).flat_map(|_| lo..=hi).collect();
+    let xs = m.add_const(
+        "x",
+        TensorType::new(xt.elem.clone(), vec![1, c, n]),
+        ConstData::Int(codes),
+    );
+    let d = m.add_node(
+        Op::Dequantize,
+        vec![xs],
+        attrs([]),
+        "d",
+        TensorType::f32(vec![1, c, n]),
+    );
+    let tc = m.add_const("t", tt, ConstData::F32(tv));
+    let y = m.add_node(
+        Op::Sub,
+        vec![d, tc],
+        attrs([]),
+        "y",
+        TensorType::f32(vec![1, c, n]),
+    );
+    m.outputs = vec![y];
+    let r = run(&m, &[]).ok()?.into_iter().next()?;
+    let v = r.as_f32()?;
+    let mut th = Vec::with_capacity(c);
+    for ch in v.chunks(n) {
+        if ch.iter().any(|f| f.is_nan()) {
+            return None;
+        }
+        let nonneg: Vec<bool> = ch.iter().map(|&f| f >= 0.0).collect();
+        if nonneg.windows(2).any(|w| w[0] && !w[1]) {
+            return None;
+        }
+        th.push(lo + nonneg.iter().position(|&b| b).unwrap_or(n) as i64);
+    }
+    Some(add_threshold(eg, x, th, 1, 0, ElemType::Bipolar))
 }
 
 /// `threshold(cast_T(x), t) -> threshold(x, t)` when the cast only relabels the codes
