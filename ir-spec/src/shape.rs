@@ -328,3 +328,111 @@ mod tests {
         assert!(normalize_axis(4, 4).is_err());
     }
 }
+
+/// How a `resize` output coordinate maps to an input coordinate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeCoord {
+    HalfPixel,
+    PytorchHalfPixel,
+    Asymmetric,
+    AlignCorners,
+}
+
+impl ResizeCoord {
+    fn map(self, o: usize, scale: f64, len_in: usize, len_out: usize) -> f64 {
+        let o = o as f64;
+        match self {
+            ResizeCoord::HalfPixel => (o + 0.5) / scale - 0.5,
+            ResizeCoord::PytorchHalfPixel if len_out == 1 => 0.0,
+            ResizeCoord::PytorchHalfPixel => (o + 0.5) / scale - 0.5,
+            ResizeCoord::Asymmetric => o / scale,
+            ResizeCoord::AlignCorners if len_out == 1 => 0.0,
+            ResizeCoord::AlignCorners => o * (len_in as f64 - 1.0) / (len_out as f64 - 1.0),
+        }
+    }
+}
+
+/// A `resize` node's sampling, shared by the interpreter and the backend: per axis and
+/// output position, the input positions and their weights (one tap of weight 1 for
+/// nearest, one or two for linear).
+#[derive(Clone, Debug)]
+pub struct ResizePlan {
+    pub linear: bool,
+    pub sizes: Vec<usize>,
+    pub taps: Vec<Vec<Vec<(usize, f64)>>>,
+}
+
+/// Reads and checks a `resize` node's attributes for an operand of `shape`.
+pub fn resize_plan(a: &crate::Attrs<'_>, shape: &[usize]) -> Result<ResizePlan, String> {
+    let rank = shape.len();
+    let linear = match a.word("mode")?.as_str() {
+        "nearest" => false,
+        "linear" => true,
+        m => return Err(format!("unknown mode `{m}`")),
+    };
+    let coord = match a.word("coordinate_transformation_mode")?.as_str() {
+        "half_pixel" => ResizeCoord::HalfPixel,
+        "pytorch_half_pixel" => ResizeCoord::PytorchHalfPixel,
+        "asymmetric" => ResizeCoord::Asymmetric,
+        "align_corners" => ResizeCoord::AlignCorners,
+        m => return Err(format!("unknown coordinate_transformation_mode `{m}`")),
+    };
+    let nearest = a.word("nearest_mode")?;
+    if !["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"].contains(&nearest.as_str()) {
+        return Err(format!("unknown nearest_mode `{nearest}`"));
+    }
+    let scales = a.floats("scales")?;
+    let sizes = a.usizes("sizes")?;
+    if scales.len() != rank || sizes.len() != rank {
+        return Err(format!(
+            "scales and sizes must have {rank} entries, found {} and {}",
+            scales.len(),
+            sizes.len()
+        ));
+    }
+    if let Some(s) = scales.iter().find(|&&s| !(s > 0.0 && s.is_finite())) {
+        return Err(format!("scales must be positive and finite, found {s}"));
+    }
+    if shape.iter().zip(&sizes).any(|(&i, &o)| i == 0 && o > 0) {
+        return Err(format!(
+            "cannot resize an empty axis of {shape:?} to {sizes:?}"
+        ));
+    }
+    let taps = (0..rank)
+        .map(|d| {
+            let (len_in, len_out) = (shape[d], sizes[d]);
+            let last = len_in as f64 - 1.0;
+            (0..len_out)
+                .map(|o| {
+                    let c = coord.map(o, scales[d] as f64, len_in, len_out);
+                    if linear {
+                        let c = c.clamp(0.0, last);
+                        let lo = c.floor();
+                        let frac = c - lo;
+                        let i0 = lo as usize;
+                        let i1 = (i0 + 1).min(len_in - 1);
+                        if frac == 0.0 {
+                            vec![(i0, 1.0)]
+                        } else {
+                            vec![(i0, 1.0 - frac), (i1, frac)]
+                        }
+                    } else {
+                        let r = match nearest.as_str() {
+                            "round_prefer_ceil" => (c + 0.5).floor(),
+                            "floor" => c.floor(),
+                            "ceil" => c.ceil(),
+                            // round_prefer_floor
+                            _ => (c - 0.5).ceil(),
+                        };
+                        vec![(r.clamp(0.0, last) as usize, 1.0)]
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Ok(ResizePlan {
+        linear,
+        sizes,
+        taps,
+    })
+}

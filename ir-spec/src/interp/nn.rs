@@ -331,115 +331,14 @@ pub(super) fn avg_pool(cx: &Cx<'_>) -> Result<Tensor, String> {
     Ok(Tensor::f32(g.out_shape(), out))
 }
 
-/// How an output coordinate maps to an input coordinate.
-#[derive(Clone, Copy)]
-enum CoordMode {
-    HalfPixel,
-    PytorchHalfPixel,
-    Asymmetric,
-    AlignCorners,
-}
-
-impl CoordMode {
-    fn map(self, o: usize, scale: f64, len_in: usize, len_out: usize) -> f64 {
-        let o = o as f64;
-        match self {
-            CoordMode::HalfPixel => (o + 0.5) / scale - 0.5,
-            CoordMode::PytorchHalfPixel if len_out == 1 => 0.0,
-            CoordMode::PytorchHalfPixel => (o + 0.5) / scale - 0.5,
-            CoordMode::Asymmetric => o / scale,
-            CoordMode::AlignCorners if len_out == 1 => 0.0,
-            CoordMode::AlignCorners => o * (len_in as f64 - 1.0) / (len_out as f64 - 1.0),
-        }
-    }
-}
-
-/// Along one axis, for every output position, the input positions and their weights.
-fn resize_axis(
-    len_in: usize,
-    len_out: usize,
-    scale: f64,
-    coord: CoordMode,
-    linear: bool,
-    nearest: &str,
-) -> Vec<Vec<(usize, f64)>> {
-    let last = len_in as f64 - 1.0;
-    (0..len_out)
-        .map(|o| {
-            let c = coord.map(o, scale, len_in, len_out);
-            if linear {
-                let c = c.clamp(0.0, last);
-                let lo = c.floor();
-                let frac = c - lo;
-                let i0 = lo as usize;
-                let i1 = (i0 + 1).min(len_in - 1);
-                if frac == 0.0 {
-                    vec![(i0, 1.0)]
-                } else {
-                    vec![(i0, 1.0 - frac), (i1, frac)]
-                }
-            } else {
-                let r = match nearest {
-                    "round_prefer_ceil" => (c + 0.5).floor(),
-                    "floor" => c.floor(),
-                    "ceil" => c.ceil(),
-                    // round_prefer_floor
-                    _ => (c - 0.5).ceil(),
-                };
-                vec![(r.clamp(0.0, last) as usize, 1.0)]
-            }
-        })
-        .collect()
-}
-
 pub(super) fn resize(cx: &Cx<'_>) -> Result<Tensor, String> {
     let shape = cx.shape(0);
     let rank = shape.len();
-    let linear = match cx.attrs.word("mode")?.as_str() {
-        "nearest" => false,
-        "linear" => true,
-        m => return Err(format!("unknown mode `{m}`")),
-    };
-    let coord = match cx.attrs.word("coordinate_transformation_mode")?.as_str() {
-        "half_pixel" => CoordMode::HalfPixel,
-        "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
-        "asymmetric" => CoordMode::Asymmetric,
-        "align_corners" => CoordMode::AlignCorners,
-        m => return Err(format!("unknown coordinate_transformation_mode `{m}`")),
-    };
-    let nearest = cx.attrs.word("nearest_mode")?;
-    if !["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"].contains(&nearest.as_str()) {
-        return Err(format!("unknown nearest_mode `{nearest}`"));
-    }
-    let scales = cx.attrs.floats("scales")?;
-    let sizes = cx.attrs.usizes("sizes")?;
-    if scales.len() != rank || sizes.len() != rank {
-        return Err(format!(
-            "scales and sizes must have {rank} entries, found {} and {}",
-            scales.len(),
-            sizes.len()
-        ));
-    }
-    if let Some(s) = scales.iter().find(|&&s| !(s > 0.0 && s.is_finite())) {
-        return Err(format!("scales must be positive and finite, found {s}"));
-    }
-    if shape.iter().zip(&sizes).any(|(&i, &o)| i == 0 && o > 0) {
-        return Err(format!(
-            "cannot resize an empty axis of {shape:?} to {sizes:?}"
-        ));
-    }
-    let taps: Vec<Vec<Vec<(usize, f64)>>> = (0..rank)
-        .map(|a| {
-            resize_axis(
-                shape[a],
-                sizes[a],
-                scales[a] as f64,
-                coord,
-                linear,
-                &nearest,
-            )
-        })
-        .collect();
+    let crate::shape::ResizePlan {
+        linear,
+        sizes,
+        taps,
+    } = crate::shape::resize_plan(&cx.attrs, shape)?;
     let in_strides = crate::shape::strides(shape);
     let nout = super::checked_numel(&sizes)?;
     let mut idx = vec![0usize; rank];

@@ -26,66 +26,6 @@ use super::{Ecx, Lowering};
 use crate::backend::kb::Kb;
 use crate::backend::storage::Store;
 
-/// How an output coordinate maps to an input coordinate (the interpreter's rules).
-#[derive(Clone, Copy)]
-enum CoordMode {
-    HalfPixel,
-    PytorchHalfPixel,
-    Asymmetric,
-    AlignCorners,
-}
-
-impl CoordMode {
-    fn map(self, o: usize, scale: f64, len_in: usize, len_out: usize) -> f64 {
-        let o = o as f64;
-        match self {
-            CoordMode::HalfPixel => (o + 0.5) / scale - 0.5,
-            CoordMode::PytorchHalfPixel if len_out == 1 => 0.0,
-            CoordMode::PytorchHalfPixel => (o + 0.5) / scale - 0.5,
-            CoordMode::Asymmetric => o / scale,
-            CoordMode::AlignCorners if len_out == 1 => 0.0,
-            CoordMode::AlignCorners => o * (len_in as f64 - 1.0) / (len_out as f64 - 1.0),
-        }
-    }
-}
-
-/// Along one axis, per output position, the input positions and their weights.
-fn axis_taps(
-    len_in: usize,
-    len_out: usize,
-    scale: f64,
-    coord: CoordMode,
-    linear: bool,
-    nearest: &str,
-) -> Vec<Vec<(usize, f64)>> {
-    let last = len_in as f64 - 1.0;
-    (0..len_out)
-        .map(|o| {
-            let c = coord.map(o, scale, len_in, len_out);
-            if linear {
-                let c = c.clamp(0.0, last);
-                let lo = c.floor();
-                let frac = c - lo;
-                let i0 = lo as usize;
-                let i1 = (i0 + 1).min(len_in - 1);
-                if frac == 0.0 {
-                    vec![(i0, 1.0)]
-                } else {
-                    vec![(i0, 1.0 - frac), (i1, frac)]
-                }
-            } else {
-                let r = match nearest {
-                    "round_prefer_ceil" => (c + 0.5).floor(),
-                    "floor" => c.floor(),
-                    "ceil" => c.ceil(),
-                    _ => (c - 0.5).ceil(),
-                };
-                vec![(r.clamp(0.0, last) as usize, 1.0)]
-            }
-        })
-        .collect()
-}
-
 /// One axis of a linear resize: one tap of weight 1 everywhere, or two taps.
 #[derive(Clone, Debug)]
 enum LinAxis {
@@ -136,55 +76,18 @@ pub(crate) fn select(m: &Module, node: &Node) -> Result<Lowering, String> {
     let xty = m.ty(node.operands[0]);
     let shape = &xty.shape;
     let rank = shape.len();
-    let linear = match a.word("mode")?.as_str() {
-        "nearest" => false,
-        "linear" => true,
-        md => return Err(format!("resize mode `{md}` is not lowered")),
-    };
-    let coord = match a.word("coordinate_transformation_mode")?.as_str() {
-        "half_pixel" => CoordMode::HalfPixel,
-        "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
-        "asymmetric" => CoordMode::Asymmetric,
-        "align_corners" => CoordMode::AlignCorners,
-        md => {
-            return Err(format!(
-                "resize coordinate_transformation_mode `{md}` is not lowered"
-            ));
-        }
-    };
-    let nearest = a.word("nearest_mode")?;
-    if !["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"].contains(&nearest.as_str()) {
-        return Err(format!("resize nearest_mode `{nearest}` is not lowered"));
-    }
-    let scales = a.floats("scales")?;
-    let sizes = a.usizes("sizes")?;
-    if scales.len() != rank || sizes.len() != rank {
-        return Err("resize scales and sizes must have one entry per axis".into());
-    }
-    if scales.iter().any(|&s| !(s > 0.0 && s.is_finite())) {
-        return Err("resize scales must be positive and finite".into());
-    }
-    if shape.iter().zip(&sizes).any(|(&i, &o)| i == 0 && o > 0) {
-        return Err("resize of an empty axis".into());
-    }
+    // The interpreter's sampling (its errors name the attribute that is wrong).
+    let qcc_ir::shape::ResizePlan {
+        linear,
+        sizes,
+        taps,
+    } = qcc_ir::shape::resize_plan(&a, shape).map_err(|e| format!("resize: {e}"))?;
     if m.ty(node.result).shape != sizes {
         return Err("resize result shape differs from `sizes`".into());
     }
     if linear && !xty.elem.is_float() {
         return Err("linear resize needs an f32 operand".into());
     }
-    let taps: Vec<Vec<Vec<(usize, f64)>>> = (0..rank)
-        .map(|d| {
-            axis_taps(
-                shape[d],
-                sizes[d],
-                scales[d] as f64,
-                coord,
-                linear,
-                &nearest,
-            )
-        })
-        .collect();
     let eb = Store::of(&xty.elem).bytes();
     let st = qcc_ir::shape::strides(shape);
     if !linear {
