@@ -419,19 +419,7 @@ fn aarch64_code_generates() {
 /// `CI=true`).
 #[test]
 fn aarch64_object_runs_under_qemu() {
-    use std::process::Command;
-    let have = |t: &str| {
-        Command::new(t)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !(have("aarch64-linux-gnu-gcc") && have("qemu-aarch64")) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but aarch64-linux-gnu-gcc or qemu-aarch64 is missing"
-        );
-        eprintln!("skipped: aarch64-linux-gnu-gcc / qemu-aarch64 not installed");
+    if !backend_common::have_aarch64_tools() {
         return;
     }
     let mut r = Rng(23);
@@ -496,82 +484,11 @@ fn aarch64_object_runs_under_qemu() {
         .flat_map(|t| t.as_f32().unwrap().to_vec())
         .collect();
 
-    let t = Target::new("aarch64-unknown-linux-gnu", "baseline").unwrap();
-    let c = qcc::backend::compile_object(&b.m, "t", &t).unwrap();
-    for l in &c.report.layers {
+    let (report, got) = backend_common::run_aarch64(&b, "bitserial");
+    for l in &report.layers {
         if l.op.starts_with("conv2d_int") || l.op.starts_with("matmul_int") {
             assert!(l.kernel.contains("bitserial"), "{}", l.kernel);
         }
     }
-    let dir = std::env::temp_dir().join(format!("qcc-bitserial-a64-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("t.o"), &c.object).unwrap();
-    std::fs::write(dir.join("t.h"), &c.header).unwrap();
-    std::fs::write(dir.join("main.c"), HARNESS).unwrap();
-    let inputs: Vec<u8> = b
-        .inputs
-        .iter()
-        .flat_map(|t| t.as_f32().unwrap().to_vec())
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    std::fs::write(dir.join("in.bin"), inputs).unwrap();
-    let out = Command::new("aarch64-linux-gnu-gcc")
-        .args(["-O2", "-std=c11", "-static", "-I"])
-        .arg(&dir)
-        .arg(dir.join("main.c"))
-        .arg(dir.join("t.o"))
-        .arg("-o")
-        .arg(dir.join("t"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new("qemu-aarch64")
-        .arg(dir.join("t"))
-        .arg(dir.join("in.bin"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Vec<f32> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
     assert_eq!(got, want, "aarch64 differs from the interpreter");
-    let _ = std::fs::remove_dir_all(&dir);
 }
-
-/// Reads the inputs (raw f32) from argv[1], runs the model, prints every output value.
-const HARNESS: &str = r#"
-#include <stdio.h>
-#include <stdlib.h>
-#include "t.h"
-int main(int argc, char **argv) {
-    if (argc < 2) return 1;
-    FILE *f = fopen(argv[1], "rb");
-    if (!f) return 1;
-    const float *ins[t_NUM_INPUTS];
-    float *outs[t_NUM_OUTPUTS];
-    for (size_t i = 0; i < t_NUM_INPUTS; i++) {
-        size_t n = t_input_size(i);
-        float *p = malloc(n * sizeof(float) + 4);
-        if (!p || fread(p, sizeof(float), n, f) != n) return 2;
-        ins[i] = p;
-    }
-    for (size_t i = 0; i < t_NUM_OUTPUTS; i++) outs[i] = malloc(t_output_size(i) * sizeof(float) + 4);
-    size_t s = (t_scratch_size() + 127) / 64 * 64;
-    void *scratch = aligned_alloc(64, s);
-    if (!scratch || t_run(ins, outs, scratch) != 0) return 3;
-    for (size_t i = 0; i < t_NUM_OUTPUTS; i++)
-        for (size_t j = 0; j < t_output_size(i); j++) printf("%.9g\n", outs[i][j]);
-    return 0;
-}
-"#;

@@ -361,3 +361,49 @@ proptest! {
         check(&b).map_err(TestCaseError::fail)?;
     }
 }
+
+/// Both Winograd variants as an aarch64 object under qemu (the transforms' lane
+/// shuffles lower differently there): within the tolerance of the interpreter.
+#[test]
+fn winograd_aarch64_object_runs_under_qemu() {
+    if !backend_common::have_aarch64_tools() {
+        return;
+    }
+    let mut r = Rng(31);
+    let mut b = B::new();
+    let conv = |b: &mut B, r: &mut Rng, c: usize, m: usize, hw: usize| {
+        let x = b.input_f32(&[1, c, hw, hw], r.fs(c * hw * hw, -2.0, 2.0));
+        let w = b.const_f32(&[m, c, 3, 3], r.fs(m * c * 9, -1.0, 1.0));
+        let bias = b.const_f32(&[m], r.fs(m, -1.0, 1.0));
+        let a = attrs(&[
+            ("strides", ints(&[1, 1])),
+            ("pads", ints(&[1, 1, 1, 1])),
+            ("dilations", ints(&[1, 1])),
+            ("group", Attr::Int(1)),
+        ]);
+        let y = b.f(Op::Conv2d, &[x, w, bias], a);
+        let y = b.f(Op::Relu, &[y], attrs(&[]));
+        b.output(y);
+    };
+    conv(&mut b, &mut r, 6, 5, 16); // F(4x4, 3x3)
+    conv(&mut b, &mut r, 5, 7, 8); // F(2x2, 3x3)
+    let want: Vec<f32> = qcc_ir::interp::run(&b.m, &b.inputs)
+        .unwrap()
+        .iter()
+        .flat_map(|t| t.as_f32().unwrap().to_vec())
+        .collect();
+    let (report, got) = backend_common::run_aarch64(&b, "winograd");
+    let kernels: Vec<&str> = report.layers.iter().map(|l| l.kernel.as_str()).collect();
+    assert!(
+        kernels.iter().any(|k| k.contains("winograd4x4"))
+            && kernels.iter().any(|k| k.contains("winograd2x2")),
+        "{kernels:?}"
+    );
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+            "[{i}]: aarch64 {g}, interp {w}"
+        );
+    }
+}
