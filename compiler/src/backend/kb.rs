@@ -18,6 +18,11 @@ use super::target::Features;
 /// bounds, so none traps; alignment is not assumed.
 pub(crate) const MF: MemFlagsData = MemFlagsData::new().with_notrap();
 
+/// Flags of loads from constant tables in `.rodata` (always in bounds, never written):
+/// such loads are pure for Cranelift's e-graph, so they are shared and hoisted out of
+/// loops like arithmetic (a channel's requantize parameters out of the pixel loop).
+pub(crate) const RO: MemFlagsData = MF.with_readonly().with_can_move();
+
 pub(crate) struct Kb<'a, 'f> {
     pub b: &'a mut FunctionBuilder<'f>,
     pub feat: Features,

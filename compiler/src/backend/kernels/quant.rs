@@ -33,7 +33,7 @@ use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, QuantParams, Rounding
 use super::conv::{self, ConvGeom};
 use super::packw::{PackedW, Unpack, zp_mode};
 use super::{ConstOf, Ecx, matmul_geom};
-use crate::backend::kb::{Kb, MF};
+use crate::backend::kb::{Kb, MF, RO};
 use crate::backend::storage::Store;
 
 /// Exact fixed-point rescale, one entry per channel.
@@ -1213,11 +1213,13 @@ pub(crate) fn requant_scalar(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Va
             Field::Const(v) => kb.c(v),
             Field::Packed { col, pos, width } => {
                 let w = *words[col].get_or_insert_with(|| {
-                    let off = (col * l.word) as i64 * n;
+                    // Plain loads with `RO` flags: pure, so hoisted out of pixel loops.
+                    let off = ((col * l.word) as i64 * n) as i32;
                     if l.word == 4 {
-                        kb.b.ins().sload32(MF, tp, off as i32)
+                        let w = kb.b.ins().load(I32, RO, tp, off);
+                        kb.b.ins().sextend(I64, w)
                     } else {
-                        kb.load(I64, tp, off)
+                        kb.b.ins().load(I64, RO, tp, off)
                     }
                 });
                 let up = 64 - (pos + width) as i64;
