@@ -265,3 +265,27 @@ fn layer_errors_per_layer() {
             .all(|e| e.noise == 0.0 && e.sqnr_db().is_infinite())
     );
 }
+
+/// The residual block before the global average pool runs on codes: the quantizer
+/// quantizes the pool's input too, so `int-pool` and `int-add` leave no f32 pool or add.
+#[test]
+fn resnet_pool_and_last_add_are_integer() {
+    let m = float_module("digits_resnet_folded.onnx");
+    assert!(m.nodes.iter().any(|n| n.op == qcc_ir::Op::GlobalAvgPool));
+    let stats = calib(&m, CalibMethod::MinMax);
+    let (mut q, _) = quantize_model(&m, &stats, &QuantOptions::bits(8)).unwrap();
+    Pipeline::from_names("test", &["rewrite", "dce"])
+        .unwrap()
+        .run(&mut q, &mut |_| {})
+        .unwrap();
+    let float_ops: Vec<_> = q
+        .nodes
+        .iter()
+        .filter(|n| {
+            matches!(n.op, qcc_ir::Op::GlobalAvgPool | qcc_ir::Op::Add)
+                && q.ty(n.result).elem == qcc_ir::ElemType::F32
+        })
+        .map(|n| n.op)
+        .collect();
+    assert!(float_ops.is_empty(), "f32 ops left: {float_ops:?}\n{q}");
+}
