@@ -4,21 +4,10 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, attrs, check, ints};
+use backend_common::{B, Rng, attrs, cfg, check, check_baseline, ints, kernel_of};
 use proptest::prelude::*;
-use qcc::backend::{JitModel, Target};
+use qcc::backend::Target;
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType};
-
-fn cfg() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(48),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 fn bits(r: &mut Rng, n: usize) -> Vec<i64> {
     (0..n)
@@ -64,27 +53,6 @@ fn requant(
         ]),
         out_q(),
     )
-}
-
-/// The JIT for the host triple with the `baseline` feature set (x86_64: SSE2, no
-/// `popcnt`: Cranelift's bit-trick popcount) must equal the interpreter too.
-fn check_baseline(b: &B) -> Result<(), String> {
-    let want = qcc_ir::interp::run(&b.m, &b.inputs).map_err(|e| format!("interp: {e}"))?;
-    let t = Target::new(&target_lexicon::Triple::host().to_string(), "baseline")
-        .map_err(|e| e.to_string())?;
-    let jit = JitModel::with_target(&b.m, &t).map_err(|e| format!("compile: {e}"))?;
-    let got = jit.run(&b.inputs).map_err(|e| format!("run: {e}"))?;
-    for (w, g) in want.iter().zip(&got) {
-        if w.shape != g.shape || w.data != g.data {
-            return Err(format!("baseline differs from the interpreter\n{}", b.m));
-        }
-    }
-    Ok(())
-}
-
-fn kernel_of(b: &B) -> String {
-    let jit = JitModel::new(&b.m).unwrap();
-    jit.report().layers[0].kernel.clone()
 }
 
 proptest! {

@@ -8,21 +8,10 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, attrs, check, ints};
+use backend_common::{B, Rng, attrs, cfg, check, check_baseline, ints, kernel_of};
 use proptest::prelude::*;
 use qcc::backend::{JitModel, Target};
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, ValueId};
-
-fn cfg() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(48),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// (weight bits, activation bits) that take the bit-serial kernel (wbits * abits <= 8).
 const COMBOS: [(u8, u8); 5] = [(2, 2), (2, 3), (3, 2), (2, 4), (4, 2)];
@@ -125,28 +114,6 @@ fn bias(r: &mut Rng, n: usize) -> Vec<i64> {
     } else {
         r.is(n, -3000, 3000)
     }
-}
-
-/// The JIT for the host triple with the `baseline` feature set (x86_64: SSE2, no
-/// `popcnt`; the cost table sends these layers to the int8 kernel there) must equal the
-/// interpreter too.
-fn check_baseline(b: &B) -> Result<(), String> {
-    let want = qcc_ir::interp::run(&b.m, &b.inputs).map_err(|e| format!("interp: {e}"))?;
-    let t = Target::new(&target_lexicon::Triple::host().to_string(), "baseline")
-        .map_err(|e| e.to_string())?;
-    let jit = JitModel::with_target(&b.m, &t).map_err(|e| format!("compile: {e}"))?;
-    let got = jit.run(&b.inputs).map_err(|e| format!("run: {e}"))?;
-    for (w, g) in want.iter().zip(&got) {
-        if w.shape != g.shape || w.data != g.data {
-            return Err(format!("baseline differs from the interpreter\n{}", b.m));
-        }
-    }
-    Ok(())
-}
-
-fn kernel_of(b: &B) -> String {
-    let jit = JitModel::new(&b.m).unwrap();
-    jit.report().layers[0].kernel.clone()
 }
 
 proptest! {

@@ -3,20 +3,9 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, TOL, attrs, check, ints};
+use backend_common::{B, Rng, TOL, attrs, cfg, check, ints};
 use proptest::prelude::*;
 use qcc_ir::{Attr, Op};
-
-fn cfg() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(48),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 fn shape(r: &mut Rng, rank: usize, max: i64) -> Vec<usize> {
     (0..rank).map(|_| r.i(1, max) as usize).collect()

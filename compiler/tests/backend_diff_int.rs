@@ -4,20 +4,9 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, attrs, check, ints};
+use backend_common::{B, Rng, attrs, cfg, check, ints};
 use proptest::prelude::*;
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, Rounding};
-
-fn cfg() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(48),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 fn qtype(bits: u8, signed: bool, params: QuantParams) -> ElemType {
     ElemType::Quant(QuantType {

@@ -7,20 +7,9 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, attrs, check, ints};
+use backend_common::{B, Rng, attrs, cfg, check, ints};
 use proptest::prelude::*;
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, Rounding};
-
-fn cfg() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(48),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// Like `check`, and f32 outputs must also be equal (NaN matches NaN, -0 matches 0).
 fn check_exact(b: &B) -> Result<(), String> {

@@ -269,3 +269,38 @@ int main(int argc, char **argv) {
     return 0;
 }
 "#;
+
+/// The proptest configuration of the differential tests: `PROPTEST_CASES` cases (48 by
+/// default), no failure files.
+pub fn cfg() -> proptest::prelude::ProptestConfig {
+    proptest::prelude::ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(48),
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    }
+}
+
+/// The JIT for the host triple with the `baseline` feature set (x86_64: SSE2, no
+/// `popcnt`) must equal the interpreter exactly.
+pub fn check_baseline(b: &B) -> Result<(), String> {
+    let want = interp::run(&b.m, &b.inputs).map_err(|e| format!("interp: {e}"))?;
+    let t = qcc::backend::Target::new(&target_lexicon::Triple::host().to_string(), "baseline")
+        .map_err(|e| e.to_string())?;
+    let jit = JitModel::with_target(&b.m, &t).map_err(|e| format!("compile: {e}"))?;
+    let got = jit.run(&b.inputs).map_err(|e| format!("run: {e}"))?;
+    for (w, g) in want.iter().zip(&got) {
+        if w.shape != g.shape || w.data != g.data {
+            return Err(format!("baseline differs from the interpreter\n{}", b.m));
+        }
+    }
+    Ok(())
+}
+
+/// The kernel the JIT chose for the module's first step.
+pub fn kernel_of(b: &B) -> String {
+    let jit = JitModel::new(&b.m).unwrap();
+    jit.report().layers[0].kernel.clone()
+}
