@@ -666,10 +666,6 @@ fn q_out(
     default: DType,
 ) -> Result<(), String> {
     let q = out_type(cx, s, z, default, "y")?;
-    let q = QuantType {
-        params: q.params,
-        ..q
-    };
     let out = cx.emit(
         Op::Quantize,
         vec![y],
