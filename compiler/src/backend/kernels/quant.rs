@@ -1385,6 +1385,28 @@ impl AccStore<'_> {
     }
 }
 
+impl AccStore<'_> {
+    /// Stores lanes `0..lanes` of the i32x4 accumulators `v` as tile elements `(r, c0)`,
+    /// `(r, c0 + 1)`, ...: the vector epilogue when every lane is one channel (rows are
+    /// channels) and the requantize has a vector form, else lane by lane.
+    #[allow(clippy::too_many_arguments, reason = "one vector's place in the tile")]
+    pub(crate) fn store_vec(
+        &self,
+        kb: &mut Kb<'_, '_>,
+        v: Value,
+        origin: (Value, Value),
+        (r, c0): (usize, usize),
+        lanes: usize,
+        out_tile: Value,
+        ob: i64,
+    ) {
+        for lane in 0..lanes {
+            let x = kb.b.ins().extractlane(v, lane as u8);
+            self.store(kb, x, origin, (r, c0 + lane), out_tile, ob);
+        }
+    }
+}
+
 fn emit_int_gemm(kb: &mut Kb<'_, '_>, g: &IntGemm<'_>) {
     let npad = np(g.n);
     let row_groups: Vec<(usize, usize, usize)> = {
@@ -1485,28 +1507,26 @@ fn int_tile(
     let ob = g.st_out.bytes() as i64;
     let out_row = kb.idx(g.out, row0, g.ldc as i64 * ob);
     let out_tile = kb.idx(out_row, col0, ob);
-    let static_cols = full.is_none();
+    let acc = AccStore {
+        ldc: g.ldc,
+        chan_of_row: g.chan_of_row,
+        bias: g.bias,
+        rq: g.rq,
+        st_out: g.st_out,
+    };
     for (r, acc_r) in accs.iter().enumerate() {
-        for (v, &acc) in acc_r.iter().enumerate() {
-            let accv = kb.b.use_var(acc);
-            for lane in 0..4 {
-                let c = v * 4 + lane;
-                if static_cols {
-                    // Tail tile: col0 is a constant; skip padding columns.
-                    let first = (g.n / (4 * NV)) * 4 * NV;
-                    if first + c >= g.n {
-                        continue;
-                    }
+        for (v, &acc_v) in acc_r.iter().enumerate() {
+            // Tail tile (col0 a constant): skip the padding columns.
+            let lanes = match full {
+                Some(_) => 4,
+                None => {
+                    let first = (g.n / (4 * NV)) * 4 * NV + v * 4;
+                    g.n.saturating_sub(first).min(4)
                 }
-                let x = kb.b.ins().extractlane(accv, lane as u8);
-                let acc = AccStore {
-                    ldc: g.ldc,
-                    chan_of_row: g.chan_of_row,
-                    bias: g.bias,
-                    rq: g.rq,
-                    st_out: g.st_out,
-                };
-                acc.store(kb, x, (row0, col0), (r, c), out_tile, ob);
+            };
+            if lanes > 0 {
+                let accv = kb.b.use_var(acc_v);
+                acc.store_vec(kb, accv, (row0, col0), (r, v * 4), lanes, out_tile, ob);
             }
         }
     }
