@@ -25,7 +25,7 @@
 //!   bytes per channel for a per-channel requantize with bias, instead of 52).
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, I16X8, I32, I32X4, I64, I64X2};
+use cranelift_codegen::ir::types::{F32, F32X4, I8X16, I16X8, I32, I32X4, I64, I64X2};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value};
 use qcc_ir::shape::normalize_axis;
 use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, QuantParams, Rounding};
@@ -1200,22 +1200,37 @@ fn per_channel<C>(
     });
 }
 
-/// Exact requantize of the i64 code `x` with the channel constants at `tp`.
-///
-/// `tp` is [`Requant::chan_ptr`]'s pointer. Parameters equal across channels are
-/// constants; the others are loaded from the compact table and sign-extended.
-pub(crate) fn requant_scalar(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Value) -> Value {
-    let l = rq.layout();
-    let n = rq.chans.len() as i64;
-    let mut words: Vec<Option<Value>> = vec![None; l.cols];
-    let mut field = |kb: &mut Kb<'_, '_>, f: usize| -> Value {
-        match l.fields[f] {
+/// Loads of one channel's requantize parameters from the compact table at `tp`
+/// (constants for the fields equal across channels), each table word loaded once.
+struct RqFields {
+    l: RqLayout,
+    n: i64,
+    tp: Value,
+    words: Vec<Option<Value>>,
+}
+
+impl RqFields {
+    fn new(rq: &Requant, tp: Value) -> RqFields {
+        let l = rq.layout();
+        let words = vec![None; l.cols];
+        RqFields {
+            l,
+            n: rq.chans.len() as i64,
+            tp,
+            words,
+        }
+    }
+
+    /// Field `f` (0 multiplier, 1 signed shift, 2 offset, 3 zq) as an i64.
+    fn get(&mut self, kb: &mut Kb<'_, '_>, f: usize) -> Value {
+        match self.l.fields[f] {
             Field::Const(v) => kb.c(v),
             Field::Packed { col, pos, width } => {
-                let w = *words[col].get_or_insert_with(|| {
+                let (word, n, tp) = (self.l.word, self.n, self.tp);
+                let w = *self.words[col].get_or_insert_with(|| {
                     // Plain loads with `RO` flags: pure, so hoisted out of pixel loops.
-                    let off = ((col * l.word) as i64 * n) as i32;
-                    if l.word == 4 {
+                    let off = ((col * word) as i64 * n) as i32;
+                    if word == 4 {
                         let w = kb.b.ins().load(I32, RO, tp, off);
                         kb.b.ins().sextend(I64, w)
                     } else {
@@ -1235,9 +1250,19 @@ pub(crate) fn requant_scalar(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Va
                 }
             }
         }
-    };
+    }
+}
+
+/// Exact requantize of the i64 code `x` with the channel constants at `tp`.
+///
+/// `tp` is [`Requant::chan_ptr`]'s pointer. Parameters equal across channels are
+/// constants; the others are loaded from the compact table and sign-extended.
+pub(crate) fn requant_scalar(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Value) -> Value {
+    let mut fields = RqFields::new(rq, tp);
+    let shift_field = fields.l.fields[1];
+    let mut field = |kb: &mut Kb<'_, '_>, f: usize| fields.get(kb, f);
     let mult = field(kb, 0);
-    let (s, k, bound) = match l.fields[1] {
+    let (s, k, bound) = match shift_field {
         Field::Const(_) => {
             let c = rq.chans[0];
             (kb.c(c[1]), kb.c(c[2]), kb.c(c[3]))
@@ -1320,6 +1345,176 @@ pub(crate) fn requant_scalar(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Va
     kb.b.ins().smin(r, hi)
 }
 
+impl Requant {
+    /// Whether [`requant_vec`] computes this requantize: no left shifts, multipliers
+    /// that fit i32 (so `x * multiplier` is one widening `pmuldq`), and an accumulator
+    /// zero point of 0 or a folded bias (so the value multiplied is the i32 itself).
+    pub(crate) fn vector_ok(&self) -> bool {
+        self.chans.iter().all(|c| {
+            c[2] == 0
+                && i32::try_from(c[0]).is_ok()
+                && (0..=62).contains(&c[1])
+                && (self.bias_folded || c[4] == 0)
+        })
+    }
+}
+
+/// [`requant_scalar`] on four i32 accumulators of one channel (`tp` its table pointer),
+/// for a [`Requant::vector_ok`] table: the result codes as i32x4, clamped to the output
+/// range.
+///
+/// Exact as the scalar form: `p = x * multiplier` in i64 lanes (|p| < 2^62); the rounded
+/// right shift by `s` is `floor((p + add) / 2^s)` with `add` chosen per rounding mode
+/// (e.g. half-even: `2^(s-1) - 1 + bit s of p`; nothing when `s = 0`), the floor as a
+/// logical shift of `p + add + 2^63` minus `2^(63-s)`; the result is clamped to
+/// `[lo - zq, hi - zq]` in i64 before `zq` is added in i32 (the scalar form's clamp to
+/// +-2^40 never binds inside that range).
+pub(crate) fn requant_vec(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Value) -> Value {
+    let mut fields = RqFields::new(rq, tp);
+    let mult = fields.get(kb, 0);
+    let s = fields.get(kb, 1);
+    let off = fields.get(kb, 2);
+    let zq = fields.get(kb, 3);
+    let x = if rq.bias_folded {
+        let b = kb.b.ins().ireduce(I32, off);
+        let b = kb.b.ins().splat(I32X4, b);
+        kb.b.ins().iadd(x, b)
+    } else {
+        x
+    };
+    let m = kb.b.ins().ireduce(I32, mult);
+    let m = kb.b.ins().splat(I32X4, m);
+    let one = kb.c(1);
+    let pow = kb.b.ins().ishl(one, s);
+    let mask = kb.b.ins().isub(pow, one);
+    let half = kb.b.ins().ushr_imm_u(pow, 1);
+    // 1 when s > 0 (the rounding adjustments vanish for s = 0).
+    let spos = kb.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, s, 0);
+    let spos = kb.b.ins().uextend(I64, spos);
+    let bias63 = kb.c(i64::MIN);
+    let unbias = kb.b.ins().ushr(bias63, s);
+    let zq32 = kb.b.ins().ireduce(I32, zq);
+    let lo = kb.c(rq.lo);
+    let hi = kb.c(rq.hi);
+    let lo = kb.b.ins().isub(lo, zq);
+    let hi = kb.b.ins().isub(hi, zq);
+    let splat = |kb: &mut Kb<'_, '_>, v: Value| kb.b.ins().splat(I64X2, v);
+    let (vmask, vhalf, vspos, vbias, vunbias, vlo, vhi) = (
+        splat(kb, mask),
+        splat(kb, half),
+        splat(kb, spos),
+        splat(kb, bias63),
+        splat(kb, unbias),
+        splat(kb, lo),
+        splat(kb, hi),
+    );
+    let zero = kb.b.ins().iconst(I64, 0);
+    let vzero = splat(kb, zero);
+    let mut halves = [x; 2];
+    for (h, out) in halves.iter_mut().enumerate() {
+        // pmuldq: imul of the sign-extended halves.
+        let (xw, mw) = if h == 0 {
+            (kb.b.ins().swiden_low(x), kb.b.ins().swiden_low(m))
+        } else {
+            (kb.b.ins().swiden_high(x), kb.b.ins().swiden_high(m))
+        };
+        let p = kb.b.ins().imul(xw, mw);
+        let negm = || IntCC::SignedLessThan;
+        let add = match rq.rounding {
+            Rounding::Floor => None,
+            Rounding::Ceil => Some(vmask),
+            Rounding::Down | Rounding::Up => {
+                let neg = kb.b.ins().icmp(negm(), p, vzero);
+                Some(if rq.rounding == Rounding::Down {
+                    kb.b.ins().band(neg, vmask)
+                } else {
+                    kb.b.ins().band_not(vmask, neg)
+                })
+            }
+            Rounding::HalfUp | Rounding::HalfDown => {
+                // Ties away from zero: half - [p < 0]; towards zero: half - 1 + [p < 0].
+                let neg = kb.b.ins().icmp(negm(), p, vzero);
+                let n1 = kb.b.ins().band(neg, vspos);
+                Some(if rq.rounding == Rounding::HalfUp {
+                    kb.b.ins().isub(vhalf, n1)
+                } else {
+                    let t = kb.b.ins().isub(vhalf, vspos);
+                    kb.b.ins().iadd(t, n1)
+                })
+            }
+            Rounding::HalfEven => {
+                let q = kb.b.ins().ushr(p, s);
+                let odd = kb.b.ins().band(q, vspos);
+                let t = kb.b.ins().isub(vhalf, vspos);
+                Some(kb.b.ins().iadd(t, odd))
+            }
+        };
+        let p = match add {
+            Some(a) => kb.b.ins().iadd(p, a),
+            None => p,
+        };
+        // Arithmetic shift by s: logical shift of p + 2^63, minus 2^(63-s).
+        let u = kb.b.ins().bxor(p, vbias);
+        let u = kb.b.ins().ushr(u, s);
+        let r = kb.b.ins().isub(u, vunbias);
+        let lt = kb.b.ins().icmp(IntCC::SignedLessThan, r, vlo);
+        let r = kb.b.ins().bitselect(lt, vlo, r);
+        let gt = kb.b.ins().icmp(IntCC::SignedGreaterThan, r, vhi);
+        *out = kb.b.ins().bitselect(gt, vhi, r);
+    }
+    // The low i32 of each i64 lane, in order.
+    let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    let a = kb.b.ins().bitcast(I32X4, le, halves[0]);
+    let b = kb.b.ins().bitcast(I32X4, le, halves[1]);
+    let a8 = kb.b.ins().bitcast(I8X16, le, a);
+    let b8 = kb.b.ins().bitcast(I8X16, le, b);
+    let lanes: [u8; 16] = [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27];
+    let imm = kb.b.func.dfg.immediates.push(lanes.to_vec().into());
+    let v = kb.b.ins().shuffle(a8, b8, imm);
+    let v = kb.b.ins().bitcast(I32X4, le, v);
+    let zq = kb.b.ins().splat(I32X4, zq32);
+    kb.b.ins().iadd(v, zq)
+}
+
+/// Stores lanes `0..lanes` of the i32x4 `v`, each within `st`'s range, at `p`.
+fn store_lanes(kb: &mut Kb<'_, '_>, st: Store, v: Value, lanes: usize, p: Value) {
+    let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    let (v, ty) = match st {
+        Store::I8 | Store::U8 => {
+            let h = kb.b.ins().snarrow(v, v);
+            let b = if st == Store::I8 {
+                kb.b.ins().snarrow(h, h)
+            } else {
+                kb.b.ins().unarrow(h, h)
+            };
+            (b, I8X16)
+        }
+        Store::I16 => (kb.b.ins().snarrow(v, v), I16X8),
+        Store::U16 => (kb.b.ins().unarrow(v, v), I16X8),
+        _ => (v, I32X4),
+    };
+    let eb = st.bytes();
+    if lanes * eb == 4 || lanes * eb == 8 || lanes * eb == 16 {
+        let wide = match lanes * eb {
+            4 => I32X4,
+            8 => I64X2,
+            _ => ty,
+        };
+        let w = kb.b.ins().bitcast(wide, le, v);
+        if lanes * eb == 16 {
+            kb.store(w, p, 0);
+        } else {
+            let e = kb.b.ins().extractlane(w, 0);
+            kb.store(e, p, 0);
+        }
+    } else {
+        for lane in 0..lanes {
+            let e = kb.b.ins().extractlane(v, lane as u8);
+            kb.store(e, p, (lane * eb) as i64);
+        }
+    }
+}
+
 /// The i16-pair GEMM: `out[i, j] = epi(sum_p A2[i, p] . B2[p, j])` where `A2[i, p]` is
 /// the i32 holding two i16 at `a + i*a_row + p*4` and `B2` is `[P][Np][2]` i16 at `b`.
 /// `chan_of_row`: the epilogue's channel is the row (conv) or the column (matmul).
@@ -1400,10 +1595,41 @@ impl AccStore<'_> {
         out_tile: Value,
         ob: i64,
     ) {
-        for lane in 0..lanes {
-            let x = kb.b.ins().extractlane(v, lane as u8);
-            self.store(kb, x, origin, (r, c0 + lane), out_tile, ob);
+        let uniform = self.chan_of_row
+            || (self.bias.is_none()
+                && self
+                    .rq
+                    .is_none_or(|(rq, _)| rq.stride() == 0 && !rq.bias_folded));
+        let vector = uniform
+            && match self.rq {
+                Some((rq, _)) => rq.vector_ok(),
+                None => matches!(self.st_out, Store::I32 | Store::U32),
+            };
+        if !vector {
+            for lane in 0..lanes {
+                let x = kb.b.ins().extractlane(v, lane as u8);
+                self.store(kb, x, origin, (r, c0 + lane), out_tile, ob);
+            }
+            return;
         }
+        let chan = if self.chan_of_row {
+            kb.b.ins().iadd_imm_s(origin.0, r as i64)
+        } else {
+            kb.b.ins().iadd_imm_s(origin.1, c0 as i64)
+        };
+        let mut v = v;
+        if let Some(bp) = self.bias {
+            let a = kb.idx(bp, chan, 4);
+            let bv = kb.load(I32, a, 0);
+            let bv = kb.b.ins().splat(I32X4, bv);
+            v = kb.b.ins().iadd(v, bv);
+        }
+        if let Some((rq, tab)) = self.rq {
+            let tp = rq.chan_ptr(kb, tab, chan);
+            v = requant_vec(kb, rq, tp, v);
+        }
+        let p = kb.off(out_tile, (r as i64 * self.ldc as i64 + c0 as i64) * ob);
+        store_lanes(kb, self.st_out, v, lanes, p);
     }
 }
 
