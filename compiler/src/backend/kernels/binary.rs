@@ -93,7 +93,7 @@ impl BinLowering {
             BinKind::MatMul { m, k, .. } => even(*m) * kw(*k) * 8,
             BinKind::Conv { g, .. } => {
                 let (np, w) = (even(g.npix()), kw(g.kdim()));
-                np * pixel_stride(w) + np * w * 8
+                np * pixel_stride(w) + np * w * 8 + 2 * buf_row(g.npix())
             }
         }
     }
@@ -250,6 +250,7 @@ fn emit_matmul(
                 bias,
                 rq,
                 st_out: epi.st_out,
+                buf: None,
             },
         );
     }
@@ -358,6 +359,18 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, epi: &Int
     let (pb, ps) = (w * 64, pixel_stride(w)); // bytes per pixel, pixel stride
     conv::fill_zero(kb, ws, 0, np * ps / 4);
     let right = kb.off(ws, (np * ps) as i64);
+    let vector = AccStore {
+        ldc: npix,
+        chan_of_row: true,
+        bias,
+        rq,
+        st_out: epi.st_out,
+    }
+    .vectorizes();
+    let buf = vector.then(|| {
+        let b = kb.off(right, (np * w * 8) as i64);
+        (b, buf_row(npix) as i64)
+    });
     kb.for_range(0, g.n as i64, 1, |kb, n| {
         let xn = kb.idx(x, n, (g.c * g.h * g.w) as i64);
         let on = kb.idx(out, n, (g.m * npix * ob) as i64);
@@ -394,6 +407,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, epi: &Int
                     bias: bias_g,
                     rq: rq_g,
                     st_out: epi.st_out,
+                    buf,
                 },
             );
         });
@@ -466,6 +480,27 @@ struct Tiles<'t> {
     bias: Option<Value>,
     rq: Option<(&'t Requant, Value)>,
     st_out: Store,
+    /// With rows as channels and a vector epilogue: two rows of i32 results (`cols`
+    /// rounded up to 4, this many bytes apart) that the tiles fill and
+    /// [`AccStore::flush_rows`] stores after each row pair.
+    buf: Option<(Value, i64)>,
+}
+
+impl Tiles<'_> {
+    fn acc(&self) -> AccStore<'_> {
+        AccStore {
+            ldc: self.ldc,
+            chan_of_row: self.chan_of_row,
+            bias: self.bias,
+            rq: self.rq,
+            st_out: self.st_out,
+        }
+    }
+}
+
+/// Bytes of one row of the result buffer of [`Tiles::buf`] for `cols` columns.
+fn buf_row(cols: usize) -> usize {
+    cols.div_ceil(4) * 16
 }
 
 fn emit_tiles(kb: &mut Kb<'_, '_>, t: &Tiles<'_>) {
@@ -480,6 +515,11 @@ fn emit_tiles(kb: &mut Kb<'_, '_>, t: &Tiles<'_>) {
         if t.cols % 2 == 1 {
             let col0 = kb.c((fc * 2) as i64);
             tile_sel(kb, t, row0, col0, rv, 1);
+        }
+        if let Some((buf, row)) = t.buf {
+            let ob = t.st_out.bytes() as i64;
+            t.acc()
+                .flush_rows(kb, buf, row, row0, rv, t.cols, t.out, ob);
         }
     };
     if fr > 0 {
@@ -585,14 +625,13 @@ fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, row0: Value, col0: Value, rv: usize,
                 None => kb.b.ins().iconst(I32, t.k as i64),
             };
             let x = kb.b.ins().isub(valid, twice);
-            let acc = AccStore {
-                ldc: t.ldc,
-                chan_of_row: t.chan_of_row,
-                bias: t.bias,
-                rq: t.rq,
-                st_out: t.st_out,
-            };
-            acc.store(kb, x, (row0, col0), (r, c), out_tile, ob);
+            match t.buf {
+                Some((buf, row)) => {
+                    let p = kb.idx(buf, col0, 4);
+                    kb.store(x, p, r as i64 * row + c as i64 * 4);
+                }
+                None => t.acc().store(kb, x, (row0, col0), (r, c), out_tile, ob),
+            }
         }
     }
 }

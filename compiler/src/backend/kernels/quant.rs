@@ -1581,6 +1581,64 @@ impl AccStore<'_> {
 }
 
 impl AccStore<'_> {
+    /// Whether [`AccStore::store_vec`] runs the vector epilogue (else lane by lane): the
+    /// lanes are one channel (rows are channels, or nothing is per channel) and the
+    /// requantize has a vector form (or there is none and the store is of i32).
+    pub(crate) fn vectorizes(&self) -> bool {
+        let uniform = self.chan_of_row
+            || (self.bias.is_none()
+                && self
+                    .rq
+                    .is_none_or(|(rq, _)| rq.stride() == 0 && !rq.bias_folded));
+        uniform
+            && match self.rq {
+                Some((rq, _)) => rq.vector_ok(),
+                None => matches!(self.st_out, Store::I32 | Store::U32),
+            }
+    }
+
+    /// The epilogue of kernels whose tiles produce scalars: `buf` holds `rows` rows of
+    /// `cols` i32 results (`buf_row` bytes apart, each row readable up to a multiple of
+    /// 4 columns), the tile rows from `row0` (a run-time row index); stores them
+    /// through [`AccStore::store_vec`], four columns at a time, into `out` (the output
+    /// base, `ldc` and `ob` as for `store`).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a block of rows and where it goes"
+    )]
+    pub(crate) fn flush_rows(
+        &self,
+        kb: &mut Kb<'_, '_>,
+        buf: Value,
+        buf_row: i64,
+        row0: Value,
+        rows: usize,
+        cols: usize,
+        out: Value,
+        ob: i64,
+    ) {
+        let out_row = kb.idx(out, row0, self.ldc as i64 * ob);
+        let full = cols / 4;
+        for r in 0..rows {
+            let src = kb.off(buf, r as i64 * buf_row);
+            if full > 0 {
+                kb.for_range(0, full as i64, 1, |kb, q| {
+                    let col0 = kb.b.ins().imul_imm_s(q, 4);
+                    let v = kb.idx(src, q, 16);
+                    let v = kb.load(I32X4, v, 0);
+                    let out_tile = kb.idx(out_row, col0, ob);
+                    self.store_vec(kb, v, (row0, col0), (r, 0), 4, out_tile, ob);
+                });
+            }
+            if cols % 4 > 0 {
+                let v = kb.load(I32X4, src, (full * 16) as i64);
+                let col0 = kb.c((full * 4) as i64);
+                let out_tile = kb.off(out_row, (full * 4) as i64 * ob);
+                self.store_vec(kb, v, (row0, col0), (r, 0), cols % 4, out_tile, ob);
+            }
+        }
+    }
+
     /// Stores lanes `0..lanes` of the i32x4 accumulators `v` as tile elements `(r, c0)`,
     /// `(r, c0 + 1)`, ...: the vector epilogue when every lane is one channel (rows are
     /// channels) and the requantize has a vector form, else lane by lane.
@@ -1595,17 +1653,7 @@ impl AccStore<'_> {
         out_tile: Value,
         ob: i64,
     ) {
-        let uniform = self.chan_of_row
-            || (self.bias.is_none()
-                && self
-                    .rq
-                    .is_none_or(|(rq, _)| rq.stride() == 0 && !rq.bias_folded));
-        let vector = uniform
-            && match self.rq {
-                Some((rq, _)) => rq.vector_ok(),
-                None => matches!(self.st_out, Store::I32 | Store::U32),
-            };
-        if !vector {
+        if !self.vectorizes() {
             for lane in 0..lanes {
                 let x = kb.b.ins().extractlane(v, lane as u8);
                 self.store(kb, x, origin, (r, c0 + lane), out_tile, ob);
