@@ -1630,7 +1630,7 @@ impl AccStore<'_> {
                     self.store_vec(kb, v, (row0, col0), (r, 0), 4, out_tile, ob);
                 });
             }
-            if cols % 4 > 0 {
+            if !cols.is_multiple_of(4) {
                 let v = kb.load(I32X4, src, (full * 16) as i64);
                 let col0 = kb.c((full * 4) as i64);
                 let out_tile = kb.off(out_row, (full * 4) as i64 * ob);
