@@ -51,8 +51,10 @@ pub(crate) struct ObjectOut {
     pub report: Report,
 }
 
-fn internal(what: &str, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Internal(format!("{what}: {e}"))
+/// An internal error (a bug in a kernel generator): its Debug form, which for
+/// Cranelift's verifier lists each error with the offending instruction.
+fn internal(what: &str, e: impl std::fmt::Debug) -> BackendError {
+    BackendError::Internal(format!("{what}: {e:?}"))
 }
 
 pub(crate) fn compile_object(
@@ -178,6 +180,10 @@ pub(crate) fn build<M: ClModule>(
     }
     let feat = Features {
         fma: isa.has_native_fma(),
+        vector_popcnt: matches!(
+            isa.triple().architecture,
+            target_lexicon::Architecture::Aarch64(_)
+        ),
     };
     let frontend = isa.frontend_config();
     let target_name = format!("{} ({})", isa.triple(), isa.name());

@@ -108,4 +108,7 @@ impl Target {
 pub(crate) struct Features {
     /// A fused multiply-add instruction (otherwise `fma` would become a libcall).
     pub fma: bool,
+    /// Popcount kernels count 16 bytes at a time (aarch64 `cnt`): the scalar popcount
+    /// round-trips through a SIMD register there.
+    pub vector_popcnt: bool,
 }

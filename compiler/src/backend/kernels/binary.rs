@@ -21,10 +21,18 @@
 //!   with a border pixel take the masked tile (a compile-time flag per pair); interior
 //!   pairs run the plain one. Pixel patches are a cache line more than their size apart
 //!   (a 4 KiB stride would put every im2col store into one L1 set).
-//! - Epilogue: bias, then the fused requantize of `quant` (or the i32 store).
+//! - aarch64 (`Features::vector_popcnt`): the scalar popcount round-trips through a SIMD
+//!   register there, so the tile counts 16 bytes at a time instead: per K word each
+//!   row's word is splatted (`dup`), XORed with both columns' words in one vector
+//!   (`eor`, masked with `and`), counted per byte (`cnt.16b`) and added to byte sums,
+//!   which are widened (`uaddlp` twice) only every 31 words, before a byte could wrap.
+//! - Epilogue: bias, then the fused requantize of `quant` (or the i32 store). For a conv
+//!   whose requantize has a vector form the tiles write their i32 results into a
+//!   two-row buffer instead, which `AccStore::flush_rows` requantizes four pixels at a
+//!   time after each row pair.
 
-use cranelift_codegen::ir::types::{I8X16, I32, I64};
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::types::{I8, I8X16, I32, I32X4, I64, I64X2};
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 use qcc_ir::{ElemType, Module, Node, Op};
 
 use super::conv::{self, ConvGeom};
@@ -564,6 +572,80 @@ fn tile_sel(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, row0: Value, col0: Value, rv: us
     kb.b.seal_block(join);
 }
 
+/// K words whose byte popcounts one i8x16 lane can sum without overflow (31 * 8 < 256).
+const BYTE_SUMS: usize = 31;
+
+/// The 2x2 tile's four popcounts (row-major) with the vector popcount (aarch64: `cnt`
+/// on 16 bytes, byte sums widened by `uaddlp` only every [`BYTE_SUMS`] words): per K
+/// word, each row's word is splatted and XORed with both columns' words at once.
+fn vector_popcounts(
+    kb: &mut Kb<'_, '_>,
+    w: usize,
+    lp: Value,
+    rp: Value,
+    mp: Option<Value>,
+) -> [Value; 4] {
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let z32 = kb.b.ins().iconst(I32, 0);
+    let z32 = kb.b.ins().splat(I32X4, z32);
+    let z8 = kb.b.ins().iconst(I8, 0);
+    let z8 = kb.b.ins().splat(I8X16, z8);
+    // Per row: u32 lanes 0-1 count column 0, lanes 2-3 column 1.
+    let totals: Vec<_> = (0..2).map(|_| kb.var(I32X4, z32)).collect();
+    let mut start = 0;
+    while start < w {
+        let end = (start + BYTE_SUMS).min(w);
+        let bytes: Vec<_> = (0..2).map(|_| kb.var(I8X16, z8)).collect();
+        kb.for_range(start as i64, end as i64, 1, |kb, u| {
+            let r = kb.idx(rp, u, 16);
+            let bv = kb.load(I64X2, r, 0);
+            let mv = mp.map(|m| {
+                let m = kb.idx(m, u, 16);
+                kb.load(I64X2, m, 0)
+            });
+            let l = kb.idx(lp, u, 8);
+            for (ri, acc) in bytes.iter().enumerate() {
+                let a = kb.load(I64, l, (ri * w * 8) as i64);
+                let a = kb.b.ins().splat(I64X2, a);
+                let x = kb.b.ins().bxor(a, bv);
+                let x = match mv {
+                    Some(m) => kb.b.ins().band(x, m),
+                    None => x,
+                };
+                let x = kb.b.ins().bitcast(I8X16, le, x);
+                let pc = kb.b.ins().popcnt(x);
+                let s = kb.b.use_var(*acc);
+                let s = kb.b.ins().iadd(s, pc);
+                kb.b.def_var(*acc, s);
+            }
+        });
+        for (acc, total) in bytes.iter().zip(&totals) {
+            // Bytes -> u16 -> u32 pairwise sums (uaddlp), into the lane totals.
+            let mut v = kb.b.use_var(*acc);
+            for _ in 0..2 {
+                let lo = kb.b.ins().uwiden_low(v);
+                let hi = kb.b.ins().uwiden_high(v);
+                v = kb.b.ins().iadd_pairwise(lo, hi);
+            }
+            let t = kb.b.use_var(*total);
+            let t = kb.b.ins().iadd(t, v);
+            kb.b.def_var(*total, t);
+        }
+        start = end;
+    }
+    let mut out = [z32; 4];
+    for (ri, total) in totals.iter().enumerate() {
+        let t = kb.b.use_var(*total);
+        for ci in 0..2 {
+            let a = kb.b.ins().extractlane(t, (2 * ci) as u8);
+            let b = kb.b.ins().extractlane(t, (2 * ci + 1) as u8);
+            let s = kb.b.ins().iadd(a, b);
+            out[ri * 2 + ci] = kb.b.ins().uextend(I64, s);
+        }
+    }
+    out
+}
+
 /// A 2x2 tile at (`row0`, `col0`), both even; stores `rv` rows and `cv` columns.
 fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, row0: Value, col0: Value, rv: usize, cv: usize) {
     let w = kw(t.k);
@@ -594,19 +676,26 @@ fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, row0: Value, col0: Value, rv: usize,
             }
         }
     };
-    let main = w / UNROLL * UNROLL;
-    if main > 0 {
-        kb.for_range(0, main as i64, UNROLL as i64, |kb, u| {
-            let l = kb.idx(lp, u, 8);
-            let r = kb.idx(rp, u, 16);
-            let m = mp.map(|m| kb.idx(m, u, 16));
-            for s in 0..UNROLL as i64 {
-                step(kb, l, r, m, s);
-            }
-        });
-    }
-    for u in main..w {
-        step(kb, lp, rp, mp, u as i64);
+    if kb.feat.vector_popcnt {
+        let pcs = vector_popcounts(kb, w, lp, rp, mp);
+        for (acc, pc) in accs.iter().zip(pcs) {
+            kb.b.def_var(*acc, pc);
+        }
+    } else {
+        let main = w / UNROLL * UNROLL;
+        if main > 0 {
+            kb.for_range(0, main as i64, UNROLL as i64, |kb, u| {
+                let l = kb.idx(lp, u, 8);
+                let r = kb.idx(rp, u, 16);
+                let m = mp.map(|m| kb.idx(m, u, 16));
+                for s in 0..UNROLL as i64 {
+                    step(kb, l, r, m, s);
+                }
+            });
+        }
+        for u in main..w {
+            step(kb, lp, rp, mp, u as i64);
+        }
     }
     // Epilogue.
     let ob = t.st_out.bytes() as i64;
