@@ -202,6 +202,16 @@ const CASES: &[Case] = &[
         native: &["bitserial"],
     },
     Case {
+        name: "u4 x i2 matmul",
+        build: |r| matmul(r, lowbit(4, 2, false), 2, 300, 5),
+        native: &["bitserial"],
+    },
+    Case {
+        name: "u2 x i4 conv 1x1",
+        build: |r| conv(r, lowbit(2, 4, false), 70, 6, 1, 1, 1),
+        native: &["bitserial"],
+    },
+    Case {
         name: "b1 conv 3x3, 16 channels",
         build: |r| conv(r, B1, 16, 8, 3, 1, 1),
         native: &["xnor"],

@@ -38,13 +38,18 @@
 //!   matmul: rows of A straight from the input. conv: an im2col of the code bytes into
 //!   pixel-major byte patches (a cache line more than the patch apart; padded taps and
 //!   the bytes past K hold `zx`), then packed per pixel.
+//! - aarch64 (`Features::vector_popcnt`; the scalar popcount round-trips through a SIMD
+//!   register there): two adjacent activation planes form one vector, each weight
+//!   plane word is splatted and ANDed with it, `cnt.16b` counts bytes into byte sums
+//!   (one per row, plane pair and weight plane) widened by `uaddlp` every 31 words; the
+//!   plane counts are weighted by `s_j 2^(i+j)` once at the end.
 //! - Epilogue: the correction/bias table (folded into the fused requantize's own
 //!   per-channel table when there is one: `Requant::fold_bias`), then `AccStore`
 //!   (run-time bias, fused requantize of `quant`, or the i32 store), bit-exact with the
 //!   interpreter.
 
-use cranelift_codegen::ir::types::{I8, I8X16, I32, I64};
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::types::{I8, I8X16, I32, I32X4, I64, I64X2};
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 use qcc_ir::{ConstData, ElemType, Module, Node, Op};
 
 use super::binary::im2col_bytes;
@@ -777,6 +782,136 @@ fn emit_tiles(kb: &mut Kb<'_, '_>, t: &Tiles<'_>) {
     }
 }
 
+/// K words whose byte popcounts one i8x16 lane can sum without overflow (31 * 8 < 256).
+const BYTE_SUMS: usize = 31;
+
+/// The tile's dot products `sum_{i,j} s_j 2^(i+j) popcount(a_i & w_j)` (i64 per row) with
+/// the vector popcount (aarch64 `cnt.16b`): per K word, two activation planes sit in one
+/// vector (they are adjacent), each weight plane word is splatted, ANDed, counted per
+/// byte and added to byte sums that are widened (`uaddlp` twice) every 31 words.
+fn vector_dots(
+    kb: &mut Kb<'_, '_>,
+    t: &Tiles<'_>,
+    wp: Value,
+    ap: Value,
+    rows: usize,
+) -> Vec<Value> {
+    let b = t.bits;
+    let (wb, ab) = (b.wb, b.ab);
+    let wstride = row_bytes(t.k, wb) as i64;
+    let (full, tb) = (t.k / 64, tail_bytes(t.k));
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let pv = ab.div_ceil(2); // activation vectors per K word
+    let z32 = kb.b.ins().iconst(I32, 0);
+    let z32 = kb.b.ins().splat(I32X4, z32);
+    let z8 = kb.b.ins().iconst(I8, 0);
+    let z8 = kb.b.ins().splat(I8X16, z8);
+    let idx = |r: usize, p: usize, j: usize| (r * pv + p) * wb + j;
+    let n = rows * pv * wb;
+    let totals: Vec<_> = (0..n).map(|_| kb.var(I32X4, z32)).collect();
+    // One K word: activation planes at `au`, weight planes of row r at `wu + r*wstride +
+    // j*wstep`, `wbytes` bytes each (zero-extended).
+    let step = |kb: &mut Kb<'_, '_>,
+                sums: &[cranelift_frontend::Variable],
+                wu: Value,
+                au: Value,
+                wstep: usize,
+                wbytes: usize| {
+        let av: Vec<Value> = (0..pv)
+            .map(|p| {
+                if 2 * p + 1 < ab {
+                    kb.load(I64X2, au, (p * 16) as i64)
+                } else {
+                    // The last, odd plane alone (the next word's plane must not count).
+                    let x = kb.load(I64, au, (p * 16) as i64);
+                    kb.b.ins().scalar_to_vector(I64X2, x)
+                }
+            })
+            .collect();
+        for r in 0..rows {
+            for j in 0..wb {
+                let off = (r as i64 * wstride + (j * wstep) as i64) as i32;
+                let wv = match wbytes {
+                    1 => kb.b.ins().uload8(I64, MF, wu, off),
+                    2 => kb.b.ins().uload16(I64, MF, wu, off),
+                    4 => kb.b.ins().uload32(MF, wu, off),
+                    _ => kb.b.ins().load(I64, MF, wu, off),
+                };
+                let wv = kb.b.ins().splat(I64X2, wv);
+                for (p, &a) in av.iter().enumerate() {
+                    let x = kb.b.ins().band(a, wv);
+                    let x = kb.b.ins().bitcast(I8X16, le, x);
+                    let pc = kb.b.ins().popcnt(x);
+                    let v = sums[idx(r, p, j)];
+                    let acc = kb.b.use_var(v);
+                    let acc = kb.b.ins().iadd(acc, pc);
+                    kb.b.def_var(v, acc);
+                }
+            }
+        }
+    };
+    let fold = |kb: &mut Kb<'_, '_>, sums: &[cranelift_frontend::Variable]| {
+        for (v, total) in sums.iter().zip(&totals) {
+            let mut x = kb.b.use_var(*v);
+            for _ in 0..2 {
+                let lo = kb.b.ins().uwiden_low(x);
+                let hi = kb.b.ins().uwiden_high(x);
+                x = kb.b.ins().iadd_pairwise(lo, hi);
+            }
+            let s = kb.b.use_var(*total);
+            let s = kb.b.ins().iadd(s, x);
+            kb.b.def_var(*total, s);
+        }
+    };
+    let mut start = 0;
+    while start < full {
+        let end = (start + BYTE_SUMS).min(full);
+        let sums: Vec<_> = (0..n).map(|_| kb.var(I8X16, z8)).collect();
+        kb.for_range(start as i64, end as i64, 1, |kb, u| {
+            let wu = kb.idx(wp, u, (wb * 8) as i64);
+            let au = kb.idx(ap, u, (ab * 8) as i64);
+            step(kb, &sums, wu, au, 8, 8);
+        });
+        fold(kb, &sums);
+        start = end;
+    }
+    if tb > 0 {
+        let sums: Vec<_> = (0..n).map(|_| kb.var(I8X16, z8)).collect();
+        let wu = kb.off(wp, (full * wb * 8) as i64);
+        let au = kb.off(ap, (full * ab * 8) as i64);
+        step(kb, &sums, wu, au, tb, tb);
+        fold(kb, &sums);
+    }
+    // u32 lanes 0-1 count plane 2p, lanes 2-3 plane 2p + 1.
+    (0..rows)
+        .map(|r| {
+            let mut dot = kb.b.ins().iconst(I64, 0);
+            for p in 0..pv {
+                for j in 0..wb {
+                    let tv = kb.b.use_var(totals[idx(r, p, j)]);
+                    for half in 0..2 {
+                        let i = 2 * p + half;
+                        if i >= ab {
+                            continue;
+                        }
+                        let x = kb.b.ins().extractlane(tv, (2 * half) as u8);
+                        let y = kb.b.ins().extractlane(tv, (2 * half + 1) as u8);
+                        let c = kb.b.ins().iadd(x, y);
+                        let c = kb.b.ins().uextend(I64, c);
+                        let c = kb.b.ins().ishl_imm_u(c, (i + j) as i64);
+                        dot = if b.wsigned && j + 1 == wb {
+                            kb.b.ins().isub(dot, c)
+                        } else {
+                            kb.b.ins().iadd(dot, c)
+                        };
+                    }
+                }
+            }
+            dot
+        })
+        .collect()
+}
+
 /// A tile of `rows` weight vectors from `v0` by the activation vector `a`.
 fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, v0: Value, a: Value, rows: usize) {
     let b = t.bits;
@@ -827,18 +962,23 @@ fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, v0: Value, a: Value, rows: usize) {
             }
         }
     };
-    // The K loop is not unrolled: unrolling by 2 measured slower on the project's
-    // machine (more live values than registers).
-    kb.for_range(0, full as i64, 1, |kb, u| {
-        let wu = kb.idx(wp, u, (wb * 8) as i64);
-        let au = kb.idx(ap, u, (ab * 8) as i64);
-        step(kb, wu, au, 8, 8);
-    });
-    if tb > 0 {
-        let wu = kb.off(wp, (full * wb * 8) as i64);
-        let au = kb.off(ap, (full * ab * 8) as i64);
-        step(kb, wu, au, tb, tb);
-    }
+    let vdots = if kb.feat.vector_popcnt {
+        Some(vector_dots(kb, t, wp, ap, rows))
+    } else {
+        // The K loop is not unrolled: unrolling by 2 measured slower on the project's
+        // machine (more live values than registers).
+        kb.for_range(0, full as i64, 1, |kb, u| {
+            let wu = kb.idx(wp, u, (wb * 8) as i64);
+            let au = kb.idx(ap, u, (ab * 8) as i64);
+            step(kb, wu, au, 8, 8);
+        });
+        if tb > 0 {
+            let wu = kb.off(wp, (full * wb * 8) as i64);
+            let au = kb.off(ap, (full * ab * 8) as i64);
+            step(kb, wu, au, tb, tb);
+        }
+        None
+    };
     // Epilogue.
     let ob = t.st_out.bytes() as i64;
     let (row0, col0) = if t.wrows { (v0, a) } else { (a, v0) };
@@ -853,8 +993,11 @@ fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, v0: Value, a: Value, rows: usize) {
     };
     for (r, sr) in sums.iter().enumerate() {
         // dot = P + (P4 << 4) - N - (N4 << 4).
-        let mut dot = zero;
+        let mut dot = vdots.as_ref().map_or(zero, |d| d[r]);
         for (slot, var) in sr.iter().enumerate() {
+            if vdots.is_some() {
+                break;
+            }
             let Some(var) = *var else { continue };
             let v = kb.b.use_var(var);
             let v = if slot & 1 == 1 {
