@@ -21,13 +21,20 @@
 //!   with a border pixel take the masked tile (a compile-time flag per pair); interior
 //!   pairs run the plain one. Pixel patches are a cache line more than their size apart
 //!   (a 4 KiB stride would put every im2col store into one L1 set).
+//! - conv with whole-byte group channels (`cg` 8, 16, 32, 64, 128, ...: planes.rs):
+//!   `conv2d_int.chanbits+...`. K runs tap-major (weights, mask and valid counts packed
+//!   in that order); the input's sign bits are transposed into per-pixel channel bytes
+//!   and each tap of each pixel is one load + store straight into R's panels, no byte
+//!   patches. Padded taps are never written: only masked pairs hold them, and the mask
+//!   clears them; the bits past K are zeroed once per call.
 //! - Epilogue: bias, then the fused requantize of `quant` (or the i32 store).
 
-use cranelift_codegen::ir::types::{I8X16, I32, I64};
+use cranelift_codegen::ir::types::{F32X4, I8X16, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use qcc_ir::{ElemType, Module, Node, Op};
 
 use super::conv::{self, ConvGeom};
+use super::planes;
 use super::quant::{AccStore, IntEpi, Requant, const_ints, int_epi};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::kb::{Kb, MF};
@@ -63,6 +70,8 @@ pub(crate) enum BinKind {
         g: ConvGeom,
         /// Some tap of some pixel falls in the zero padding.
         masked: bool,
+        /// Channel-packed lowering (planes.rs): tap-major K, no byte im2col.
+        chan: bool,
     },
 }
 
@@ -81,8 +90,9 @@ impl BinLowering {
         };
         match &self.kind {
             BinKind::MatMul { .. } => format!("matmul_int.xnor-popcnt2x2.b1{rq}"),
-            BinKind::Conv { masked, .. } => format!(
-                "conv2d_int.im2col+xnor-popcnt2x2{}.b1{rq}",
+            BinKind::Conv { masked, chan, .. } => format!(
+                "conv2d_int.{}+xnor-popcnt2x2{}.b1{rq}",
+                if *chan { "chanbits" } else { "im2col" },
                 if *masked { ".masked" } else { "" }
             ),
         }
@@ -91,9 +101,13 @@ impl BinLowering {
     pub fn workspace(&self) -> usize {
         match &self.kind {
             BinKind::MatMul { m, k, .. } => even(*m) * kw(*k) * 8,
-            BinKind::Conv { g, .. } => {
+            BinKind::Conv { g, chan, .. } => {
                 let (np, w) = (even(g.npix()), kw(g.kdim()));
-                np * pixel_stride(w) + np * w * 8
+                if *chan {
+                    np * w * 8 + planes::chan_bytes(g, 1)
+                } else {
+                    np * pixel_stride(w) + np * w * 8
+                }
             }
         }
     }
@@ -146,8 +160,9 @@ pub(crate) fn select(m: &Module, node: &Node, fused: Option<&Node>) -> Result<Bi
             let epi = int_epi(m, node, fused, 1)?;
             let masked = (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh))
                 || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow));
+            let chan = planes::applies(&g);
             Ok(BinLowering {
-                kind: BinKind::Conv { g, masked },
+                kind: BinKind::Conv { g, masked, chan },
                 epi,
             })
         }
@@ -192,7 +207,7 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &BinLowering) {
         BinKind::MatMul { m, n, k, batches } => {
             emit_matmul(cx, *m, *n, *k, batches, &q.epi);
         }
-        BinKind::Conv { g, masked } => emit_conv(cx, g, *masked, &q.epi),
+        BinKind::Conv { g, masked, chan } => emit_conv(cx, g, *masked, *chan, &q.epi),
     }
 }
 
@@ -303,18 +318,23 @@ fn pack_row(kb: &mut Kb<'_, '_>, src: Value, nbytes: usize, dst: Value, dst_stri
     }
 }
 
-fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, epi: &IntEpi) {
+fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: bool, epi: &IntEpi) {
     let (cg, mg, k, npix) = (g.cg(), g.mg(), g.kdim(), g.npix());
     let (w, np, mgp) = (kw(k), even(npix), even(mg));
     let x = cx.operand(0);
     let wt = const_ints(cx, 1).to_vec();
+    // The weights' K index of the GEMM's K index (tap-major with `chan`).
+    let wk = |kk: usize| if chan { planes::weight_k(g, kk) } else { kk };
     let mut packed = Vec::new();
     for grp in 0..g.group {
-        packed.extend(pack_left(mg, k, |i, kk| wt[(grp * mg + i) * k + kk] < 0));
+        packed.extend(pack_left(mg, k, |i, kk| {
+            wt[(grp * mg + i) * k + wk(kk)] < 0
+        }));
     }
     let wp = cx.rodata(words_bytes(&packed), 16);
     // Tap kk = (c*kh + i)*kw + j of pixel p = oy*ow + ox lies inside the input?
     let inside = |kk: usize, p: usize| {
+        let kk = wk(kk);
         let (i, j) = ((kk / g.kw) % g.kh, kk % g.kw);
         let (oy, ox) = (p / g.ow, p % g.ow);
         let y = (oy * g.sh + i * g.dh) as i64 - g.top as i64;
@@ -353,6 +373,56 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, epi: &Int
     let ob = epi.st_out.bytes();
     let g = *g;
     let kb = &mut *cx.kb;
+    let tiles = |kb: &mut Kb<'_, '_>, grp: Value, og: Value, right: Value| {
+        let wg = kb.idx(wp, grp, (mgp * w * 8) as i64);
+        let bias_g = bias.map(|b| kb.idx(b, grp, (mg * 4) as i64));
+        let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
+        emit_tiles(
+            kb,
+            &Tiles {
+                left: wg,
+                right,
+                mask: maskp,
+                masked_pairs: pairsp,
+                valid: validp,
+                rows: mg,
+                cols: npix,
+                k,
+                out: og,
+                ldc: npix,
+                chan_of_row: true,
+                bias: bias_g,
+                rq: rq_g,
+                st_out: epi.st_out,
+            },
+        );
+    };
+    if chan {
+        // Panels [np/2][KW][2] at ws: the valid taps are rewritten for every image and
+        // group from the channel bits after them. Bits past K must be 0 (zeroed once
+        // here, in the last word); padded taps are never written and need not be: only
+        // pairs with a padded tap hold them, and those take the masked tile.
+        if !k.is_multiple_of(64) {
+            let z = kb.fconst(F32X4, 0.0);
+            kb.for_range(0, (np / 2) as i64, 1, |kb, q| {
+                let d = kb.idx(ws, q, (w * 16) as i64);
+                kb.store(z, d, ((w - 1) * 16) as i64);
+            });
+        }
+        let cbits = kb.off(ws, (np * w * 8) as i64);
+        kb.for_range(0, g.n as i64, 1, |kb, n| {
+            let xn = kb.idx(x, n, (g.c * g.h * g.w) as i64);
+            let on = kb.idx(out, n, (g.m * npix * ob) as i64);
+            kb.for_range(0, g.group as i64, 1, |kb, grp| {
+                let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
+                let og = kb.idx(on, grp, (mg * npix * ob) as i64);
+                planes::pack(kb, &g, xg, cbits, planes::Planes::sign());
+                planes::gather(kb, &g, cbits, ws, planes::Dst::Pairs { kw: w }, 1);
+                tiles(kb, grp, og, ws);
+            });
+        });
+        return;
+    }
     // Byte patches [np][w*64]: padded taps, bytes past K and padding pixels stay 0
     // (bit 0, and masked off); the valid taps are rewritten for every image and group.
     let (pb, ps) = (w * 64, pixel_stride(w)); // bytes per pixel, pixel stride
@@ -364,7 +434,6 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, epi: &Int
         kb.for_range(0, g.group as i64, 1, |kb, grp| {
             let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
             let og = kb.idx(on, grp, (mg * npix * ob) as i64);
-            let wg = kb.idx(wp, grp, (mgp * w * 8) as i64);
             im2col_bytes(kb, &g, xg, ws, ps);
             // Pack each pixel's bytes into its panel column.
             kb.for_range(0, np as i64, 1, |kb, p| {
@@ -375,27 +444,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, epi: &Int
                 let d = kb.idx(d, half, 8);
                 pack_row(kb, src, pb, d, 16);
             });
-            let bias_g = bias.map(|b| kb.idx(b, grp, (mg * 4) as i64));
-            let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
-            emit_tiles(
-                kb,
-                &Tiles {
-                    left: wg,
-                    right,
-                    mask: maskp,
-                    masked_pairs: pairsp,
-                    valid: validp,
-                    rows: mg,
-                    cols: npix,
-                    k,
-                    out: og,
-                    ldc: npix,
-                    chan_of_row: true,
-                    bias: bias_g,
-                    rq: rq_g,
-                    st_out: epi.st_out,
-                },
-            );
+            tiles(kb, grp, og, right);
         });
     });
 }
