@@ -474,4 +474,47 @@ fn main() {
         iters,
         156.0,
     );
+
+    // Channel counts of whole bytes take the channel-packed lowering (planes.rs): the
+    // ResNet-20 stage-1 shape and a wide one, 1-bit and 2-bit.
+    for (c, mo, hw) in [(16usize, 16usize, 32usize), (512, 256, 16)] {
+        for b1 in [true, false] {
+            let (xe, we, shift) = if b1 {
+                (ElemType::Bipolar, ElemType::Bipolar, 36)
+            } else {
+                (q(2, false, 1), q(2, true, 0), 38)
+            };
+            let mut m = Module::new("conv_chan");
+            let x = m.add_input("x", TensorType::new(xe, vec![1, c, hw, hw]));
+            let wv = (0..mo * c * 9)
+                .map(|_| if b1 { sign(&mut r) } else { r.i(-2, 1) })
+                .collect();
+            let w = m.add_const(
+                "w",
+                TensorType::new(we, vec![mo, c, 3, 3]),
+                ConstData::Int(wv),
+            );
+            let mut a = BTreeMap::new();
+            a.insert("pads".to_string(), Attr::Ints(vec![1; 4]));
+            let acc = node(&mut m, Op::Conv2dInt, &[x, w], a, ElemType::I32);
+            let mut a = BTreeMap::new();
+            a.insert("multiplier".to_string(), Attr::Ints(vec![1 << 30]));
+            a.insert("shift".to_string(), Attr::Ints(vec![shift]));
+            let y = node(&mut m, Op::Requantize, &[acc], a, q(8, true, 0));
+            m.outputs.push(y);
+            let xv = (0..c * hw * hw)
+                .map(|_| if b1 { sign(&mut r) } else { r.i(0, 3) })
+                .collect();
+            let xin = Tensor::int(vec![1, c, hw, hw], xv);
+            let kind = if b1 { "b1" } else { "u2 x i2" };
+            bench(
+                &format!("conv2d_int {kind} 3x3 pad 1, C={c} M={mo} {hw}x{hw}"),
+                &m,
+                &[xin],
+                (mo * hw * hw * c * 9) as u64,
+                iters,
+                if b1 { 156.0 } else { 47.0 },
+            );
+        }
+    }
 }

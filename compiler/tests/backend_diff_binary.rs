@@ -91,6 +91,44 @@ proptest! {
         prop_assert!(kernel_of(&b).contains("xnor-popcnt"));
     }
 
+    /// Group channels 8, 16, 32, 64 (and 128): the channel-packed lowering
+    /// (tap-major K, bit transpose + gather), with pixel counts below 16, multiples of
+    /// 16 and odd ones (the overlapping last block).
+    #[test]
+    fn conv2d_b1_chanbits(seed: u64, with_bias: bool, requant_kind in 0usize..3, group in 1usize..3) {
+        let mut r = Rng(seed | 1);
+        let n = r.i(1, 2) as usize;
+        let cg = [8, 16, 32, 64, 128][r.i(0, 4) as usize];
+        let cg = if cg == 128 && r.i(0, 2) > 0 { 16 } else { cg };
+        let c = cg * group;
+        let m = r.i(1, 5) as usize * group;
+        let (kh, kw) = (r.i(1, 3) as usize, r.i(1, 3) as usize);
+        let (sh, sw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
+        let (dh, dw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
+        let pads: Vec<i64> = (0..4).map(|_| r.i(0, 2)).collect();
+        let (h, w) = (r.i(1, 12) as usize, r.i(1, 21) as usize);
+        let fits = |len: usize, k: usize, d: usize, p0: i64, p1: i64| len as i64 + p0 + p1 >= (d * (k - 1) + 1) as i64;
+        prop_assume!(fits(h, kh, dh, pads[0], pads[2]) && fits(w, kw, dw, pads[1], pads[3]));
+        let mut b = B::new();
+        let xd = bits(&mut r, n * c * h * w);
+        let x = b.input_int(ElemType::Bipolar, &[n, c, h, w], xd);
+        let wd = bits(&mut r, m * cg * kh * kw);
+        let wt = b.const_int(ElemType::Bipolar, &[m, cg, kh, kw], wd);
+        let mut ops = vec![x, wt];
+        if with_bias { let bd = r.is(m, -300, 300); ops.push(b.const_int(ElemType::I32, &[m], bd)); }
+        let a = attrs(&[
+            ("strides", ints(&[sh as i64, sw as i64])), ("pads", ints(&pads)),
+            ("dilations", ints(&[dh as i64, dw as i64])), ("group", Attr::Int(group as i64)),
+        ]);
+        let y = b.node(Op::Conv2dInt, &ops, a, ElemType::I32);
+        let y = requant(&mut b, &mut r, y, requant_kind, m, 1);
+        b.output(y);
+        check(&b).map_err(TestCaseError::fail)?;
+        check_baseline(&b).map_err(TestCaseError::fail)?;
+        let kernel = kernel_of(&b);
+        prop_assert!(kernel.contains("chanbits+xnor-popcnt"), "{}", kernel);
+    }
+
     #[test]
     fn matmul_b1(seed: u64, with_bias: bool, requant_kind in 0usize..3, batched: bool) {
         let mut r = Rng(seed | 1);
@@ -165,4 +203,83 @@ fn aarch64_code_generates() {
     let asm = qcc::backend::emit_asm(&b.m, "t", &t).unwrap();
     assert!(asm.contains("xnor-popcnt2x2.masked"));
     assert!(asm.contains("matmul_int.xnor-popcnt2x2"));
+}
+
+/// Which 1-bit convolutions take the channel-packed lowering: group channels whose bytes
+/// never straddle a K word.
+#[test]
+fn chanbits_selection() {
+    for (cg, group, chan) in [
+        (8, 1, true),
+        (16, 2, true),
+        (32, 1, true),
+        (64, 1, true),
+        (128, 1, true),
+        (24, 1, false),
+        (40, 1, false),
+        (12, 1, false),
+        (4, 4, false),
+    ] {
+        let mut r = Rng(13);
+        let mut b = B::new();
+        let c = cg * group;
+        let xd = bits(&mut r, c * 5 * 6);
+        let x = b.input_int(ElemType::Bipolar, &[1, c, 5, 6], xd);
+        let wd = bits(&mut r, 2 * group * cg * 9);
+        let w = b.const_int(ElemType::Bipolar, &[2 * group, cg, 3, 3], wd);
+        let y = b.node(
+            Op::Conv2dInt,
+            &[x, w],
+            attrs(&[("pads", ints(&[1; 4])), ("group", Attr::Int(group as i64))]),
+            ElemType::I32,
+        );
+        b.output(y);
+        check(&b).unwrap();
+        let k = kernel_of(&b);
+        assert_eq!(k.contains("chanbits"), chan, "cg {cg}: {k}");
+    }
+}
+
+/// The channel-packed 1-bit convolutions (cg 16 with an odd pixel count, cg 8 with fewer
+/// than 16 pixels, cg 64 strided) compiled as an aarch64 object, linked with
+/// `aarch64-linux-gnu-gcc -static` and run under `qemu-aarch64`, print what the
+/// interpreter computes. Skipped when the tools are missing.
+#[test]
+fn aarch64_chanbits_runs_under_qemu() {
+    if !backend_common::have_aarch64_tools() {
+        return;
+    }
+    let mut r = Rng(29);
+    let mut b = B::new();
+    for (c, h, w, s, pad) in [(16, 7, 9, 1, 1), (8, 3, 4, 1, 1), (64, 6, 6, 2, 0)] {
+        let xd = r.fs(2 * c * h * w, -1.0, 1.0);
+        let x = b.input_f32(&[2, c, h, w], xd);
+        let xb = b.node(Op::Binarize, &[x], attrs(&[]), ElemType::Bipolar);
+        let wd = bits(&mut r, 3 * c * 9);
+        let wt = b.const_int(ElemType::Bipolar, &[3, c, 3, 3], wd);
+        let y = b.node(
+            Op::Conv2dInt,
+            &[xb, wt],
+            attrs(&[("pads", ints(&[pad; 4])), ("strides", ints(&[s, s]))]),
+            ElemType::I32,
+        );
+        let y = requant(&mut b, &mut r, y, 2, 3, 1);
+        let y = b.f(Op::Dequantize, &[y], attrs(&[]));
+        b.output(y);
+    }
+    check(&b).unwrap();
+    let want = qcc_ir::interp::run(&b.m, &b.inputs).unwrap();
+    let want: Vec<f32> = want
+        .iter()
+        .flat_map(|t| t.as_f32().unwrap().to_vec())
+        .collect();
+    let (report, got) = backend_common::run_aarch64(&b, "chanbits-b1");
+    let convs = report
+        .layers
+        .iter()
+        .filter(|l| l.op.starts_with("conv2d_int"));
+    for l in convs {
+        assert!(l.kernel.contains("chanbits+xnor"), "{}", l.kernel);
+    }
+    assert_eq!(got, want, "aarch64 differs from the interpreter");
 }

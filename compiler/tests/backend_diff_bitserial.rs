@@ -168,6 +168,54 @@ proptest! {
         prop_assert!(kernel.contains("bitserial"), "{}", kernel);
     }
 
+    /// Group channels 8, 16, 32, 64 (and 128): the channel-packed lowering (tap-major K,
+    /// plane transpose + gather, padded taps as the zero point's code), with pixel
+    /// counts below 16, multiples of 16 and odd ones.
+    #[test]
+    fn conv2d_bitserial_chanbits(
+        seed: u64,
+        combo in 0usize..5,
+        asigned: bool,
+        with_bias: bool,
+        requant_kind in 0usize..3,
+        group in 1usize..3,
+    ) {
+        let mut r = Rng(seed | 1);
+        let (wbits, abits) = COMBOS[combo];
+        let n = r.i(1, 2) as usize;
+        let cg = [8, 16, 32, 64, 128][r.i(0, 4) as usize];
+        let cg = if cg == 128 && r.i(0, 2) > 0 { 16 } else { cg };
+        let c = cg * group;
+        let m = r.i(1, 4) as usize * group;
+        let (kh, kw) = (r.i(1, 3) as usize, r.i(1, 3) as usize);
+        let (sh, sw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
+        let (dh, dw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
+        let pads: Vec<i64> = (0..4).map(|_| r.i(0, 2)).collect();
+        let (h, w) = (r.i(1, 12) as usize, r.i(1, 21) as usize);
+        let fits = |len: usize, k: usize, d: usize, p0: i64, p1: i64| len as i64 + p0 + p1 >= (d * (k - 1) + 1) as i64;
+        prop_assume!(fits(h, kh, dh, pads[0], pads[2]) && fits(w, kw, dw, pads[1], pads[3]));
+        let mut b = B::new();
+        let xe = act_type(&mut r, abits, asigned);
+        let xd = codes(&mut r, &xe, n * c * h * w);
+        let x = b.input_int(xe, &[n, c, h, w], xd);
+        let we = weight_type(&mut r, wbits, 0, m);
+        let wd = codes(&mut r, &we, m * cg * kh * kw);
+        let wt = b.const_int(we, &[m, cg, kh, kw], wd);
+        let mut ops = vec![x, wt];
+        if with_bias { let bd = bias(&mut r, m); ops.push(b.const_int(ElemType::I32, &[m], bd)); }
+        let a = attrs(&[
+            ("strides", ints(&[sh as i64, sw as i64])), ("pads", ints(&pads)),
+            ("dilations", ints(&[dh as i64, dw as i64])), ("group", Attr::Int(group as i64)),
+        ]);
+        let y = b.node(Op::Conv2dInt, &ops, a, ElemType::I32);
+        let y = requant(&mut b, &mut r, y, requant_kind, m, 1);
+        b.output(y);
+        check(&b).map_err(TestCaseError::fail)?;
+        check_baseline(&b).map_err(TestCaseError::fail)?;
+        let kernel = kernel_of(&b);
+        prop_assert!(kernel.contains("chanbits+bitserial"), "{}", kernel);
+    }
+
     #[test]
     fn matmul_bitserial(
         seed: u64,
@@ -425,6 +473,26 @@ fn aarch64_object_runs_under_qemu() {
     );
     let y = rq(&mut b, y, 32);
     b.output(y);
+    // Channel-packed convs: cg 16 over 42 pixels (an overlapping last block), cg 8 over
+    // 12 pixels (the scalar pack), padded, with i2 / u2 activations.
+    for (c, h, w, xe) in [
+        (16, 6, 7, act_zp(2, true, -1)),
+        (8, 3, 4, act_zp(2, false, 2)),
+    ] {
+        let xd = r.fs(2 * c * h * w, -0.5, 2.5);
+        let x = b.input_f32(&[2, c, h, w], xd);
+        let xq = b.node(Op::Quantize, &[x], attrs(&[]), xe);
+        let wd = codes(&mut r, &w2, 3 * c * 9);
+        let w = b.const_int(w2.clone(), &[3, c, 3, 3], wd);
+        let y = b.node(
+            Op::Conv2dInt,
+            &[xq, w],
+            attrs(&[("pads", ints(&[1, 1, 0, 2]))]),
+            ElemType::I32,
+        );
+        let y = rq(&mut b, y, 30);
+        b.output(y);
+    }
     // matmul: i4 activations (zero point -3), K = 150, per-column weight zero points.
     let ad = r.fs(3 * 150, -0.8, 0.8);
     let a = b.input_f32(&[3, 150], ad);

@@ -21,6 +21,12 @@
 //!   with a border pixel take the masked tile (a compile-time flag per pair); interior
 //!   pairs run the plain one. Pixel patches are a cache line more than their size apart
 //!   (a 4 KiB stride would put every im2col store into one L1 set).
+//! - conv with whole-byte group channels (`cg` 8, 16, 32, 64, 128, ...: planes.rs):
+//!   `conv2d_int.chanbits+...`. K runs tap-major (weights, mask and valid counts packed
+//!   in that order); the input's sign bits are transposed into per-pixel channel bytes
+//!   and each tap of each pixel is one load + store straight into R's panels, no byte
+//!   patches. Padded taps are never written: only masked pairs hold them, and the mask
+//!   clears them; the bits past K are zeroed once per call.
 //! - aarch64 (`Features::vector_popcnt`): the scalar popcount round-trips through a SIMD
 //!   register there, so the tile counts 16 bytes at a time instead: per K word each
 //!   row's word is splatted (`dup`), XORed with both columns' words in one vector
@@ -28,14 +34,15 @@
 //!   which are widened (`uaddlp` twice) only every 31 words, before a byte could wrap.
 //! - Epilogue: bias, then the fused requantize of `quant` (or the i32 store). For a conv
 //!   whose requantize has a vector form the tiles write their i32 results into a
-//!   two-row buffer instead, which `AccStore::flush_rows` requantizes four pixels at a
-//!   time after each row pair.
+//!   two-row buffer instead (at the end of the workspace), which
+//!   `AccStore::flush_rows` requantizes four pixels at a time after each row pair.
 
-use cranelift_codegen::ir::types::{I8, I8X16, I32, I32X4, I64, I64X2};
+use cranelift_codegen::ir::types::{F32X4, I8, I8X16, I32, I32X4, I64, I64X2};
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 use qcc_ir::{ElemType, Module, Node, Op};
 
 use super::conv::{self, ConvGeom};
+use super::planes;
 use super::quant::{AccStore, IntEpi, Requant, const_ints, int_epi};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::kb::{Kb, MF};
@@ -71,6 +78,8 @@ pub(crate) enum BinKind {
         g: ConvGeom,
         /// Some tap of some pixel falls in the zero padding.
         masked: bool,
+        /// Channel-packed lowering (planes.rs): tap-major K, no byte im2col.
+        chan: bool,
     },
 }
 
@@ -89,8 +98,9 @@ impl BinLowering {
         };
         match &self.kind {
             BinKind::MatMul { .. } => format!("matmul_int.xnor-popcnt2x2.b1{rq}"),
-            BinKind::Conv { masked, .. } => format!(
-                "conv2d_int.im2col+xnor-popcnt2x2{}.b1{rq}",
+            BinKind::Conv { masked, chan, .. } => format!(
+                "conv2d_int.{}+xnor-popcnt2x2{}.b1{rq}",
+                if *chan { "chanbits" } else { "im2col" },
                 if *masked { ".masked" } else { "" }
             ),
         }
@@ -99,9 +109,14 @@ impl BinLowering {
     pub fn workspace(&self) -> usize {
         match &self.kind {
             BinKind::MatMul { m, k, .. } => even(*m) * kw(*k) * 8,
-            BinKind::Conv { g, .. } => {
+            BinKind::Conv { g, chan, .. } => {
                 let (np, w) = (even(g.npix()), kw(g.kdim()));
-                np * pixel_stride(w) + np * w * 8 + 2 * buf_row(g.npix())
+                let main = if *chan {
+                    np * w * 8 + planes::chan_bytes(g, 1)
+                } else {
+                    np * pixel_stride(w) + np * w * 8
+                };
+                main + 2 * buf_row(g.npix())
             }
         }
     }
@@ -154,8 +169,9 @@ pub(crate) fn select(m: &Module, node: &Node, fused: Option<&Node>) -> Result<Bi
             let epi = int_epi(m, node, fused, 1)?;
             let masked = (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh))
                 || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow));
+            let chan = planes::applies(&g);
             Ok(BinLowering {
-                kind: BinKind::Conv { g, masked },
+                kind: BinKind::Conv { g, masked, chan },
                 epi,
             })
         }
@@ -200,7 +216,7 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &BinLowering) {
         BinKind::MatMul { m, n, k, batches } => {
             emit_matmul(cx, *m, *n, *k, batches, &q.epi);
         }
-        BinKind::Conv { g, masked } => emit_conv(cx, g, *masked, &q.epi),
+        BinKind::Conv { g, masked, chan } => emit_conv(cx, g, *masked, *chan, &q.epi),
     }
 }
 
@@ -312,18 +328,23 @@ fn pack_row(kb: &mut Kb<'_, '_>, src: Value, nbytes: usize, dst: Value, dst_stri
     }
 }
 
-fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, epi: &IntEpi) {
+fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: bool, epi: &IntEpi) {
     let (cg, mg, k, npix) = (g.cg(), g.mg(), g.kdim(), g.npix());
     let (w, np, mgp) = (kw(k), even(npix), even(mg));
     let x = cx.operand(0);
     let wt = const_ints(cx, 1).to_vec();
+    // The weights' K index of the GEMM's K index (tap-major with `chan`).
+    let wk = |kk: usize| if chan { planes::weight_k(g, kk) } else { kk };
     let mut packed = Vec::new();
     for grp in 0..g.group {
-        packed.extend(pack_left(mg, k, |i, kk| wt[(grp * mg + i) * k + kk] < 0));
+        packed.extend(pack_left(mg, k, |i, kk| {
+            wt[(grp * mg + i) * k + wk(kk)] < 0
+        }));
     }
     let wp = cx.rodata(words_bytes(&packed), 16);
     // Tap kk = (c*kh + i)*kw + j of pixel p = oy*ow + ox lies inside the input?
     let inside = |kk: usize, p: usize| {
+        let kk = wk(kk);
         let (i, j) = ((kk / g.kw) % g.kh, kk % g.kw);
         let (oy, ox) = (p / g.ow, p % g.ow);
         let y = (oy * g.sh + i * g.dh) as i64 - g.top as i64;
@@ -362,11 +383,12 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, epi: &Int
     let ob = epi.st_out.bytes();
     let g = *g;
     let kb = &mut *cx.kb;
-    // Byte patches [np][w*64]: padded taps, bytes past K and padding pixels stay 0
-    // (bit 0, and masked off); the valid taps are rewritten for every image and group.
-    let (pb, ps) = (w * 64, pixel_stride(w)); // bytes per pixel, pixel stride
-    conv::fill_zero(kb, ws, 0, np * ps / 4);
-    let right = kb.off(ws, (np * ps) as i64);
+    // The two-row result buffer at the end of the workspace, with a vector epilogue.
+    let main_bytes = if chan {
+        np * w * 8 + planes::chan_bytes(&g, 1)
+    } else {
+        np * pixel_stride(w) + np * w * 8
+    };
     let vector = AccStore {
         ldc: npix,
         chan_of_row: true,
@@ -375,17 +397,69 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, epi: &Int
         st_out: epi.st_out,
     }
     .vectorizes();
-    let buf = vector.then(|| {
-        let b = kb.off(right, (np * w * 8) as i64);
-        (b, buf_row(npix) as i64)
-    });
+    let buf = vector.then(|| (kb.off(ws, main_bytes as i64), buf_row(npix) as i64));
+    let tiles = |kb: &mut Kb<'_, '_>, grp: Value, og: Value, right: Value| {
+        let wg = kb.idx(wp, grp, (mgp * w * 8) as i64);
+        let bias_g = bias.map(|b| kb.idx(b, grp, (mg * 4) as i64));
+        let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
+        emit_tiles(
+            kb,
+            &Tiles {
+                left: wg,
+                right,
+                mask: maskp,
+                masked_pairs: pairsp,
+                valid: validp,
+                rows: mg,
+                cols: npix,
+                k,
+                out: og,
+                ldc: npix,
+                chan_of_row: true,
+                bias: bias_g,
+                rq: rq_g,
+                st_out: epi.st_out,
+                buf,
+            },
+        );
+    };
+    if chan {
+        // Panels [np/2][KW][2] at ws: the valid taps are rewritten for every image and
+        // group from the channel bits after them. Bits past K must be 0 (zeroed once
+        // here, in the last word); padded taps are never written and need not be: only
+        // pairs with a padded tap hold them, and those take the masked tile.
+        if !k.is_multiple_of(64) {
+            let z = kb.fconst(F32X4, 0.0);
+            kb.for_range(0, (np / 2) as i64, 1, |kb, q| {
+                let d = kb.idx(ws, q, (w * 16) as i64);
+                kb.store(z, d, ((w - 1) * 16) as i64);
+            });
+        }
+        let cbits = kb.off(ws, (np * w * 8) as i64);
+        kb.for_range(0, g.n as i64, 1, |kb, n| {
+            let xn = kb.idx(x, n, (g.c * g.h * g.w) as i64);
+            let on = kb.idx(out, n, (g.m * npix * ob) as i64);
+            kb.for_range(0, g.group as i64, 1, |kb, grp| {
+                let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
+                let og = kb.idx(on, grp, (mg * npix * ob) as i64);
+                planes::pack(kb, &g, xg, cbits, planes::Planes::sign());
+                planes::gather(kb, &g, cbits, ws, planes::Dst::Pairs { kw: w }, 1);
+                tiles(kb, grp, og, ws);
+            });
+        });
+        return;
+    }
+    // Byte patches [np][w*64]: padded taps, bytes past K and padding pixels stay 0
+    // (bit 0, and masked off); the valid taps are rewritten for every image and group.
+    let (pb, ps) = (w * 64, pixel_stride(w)); // bytes per pixel, pixel stride
+    conv::fill_zero(kb, ws, 0, np * ps / 4);
+    let right = kb.off(ws, (np * ps) as i64);
     kb.for_range(0, g.n as i64, 1, |kb, n| {
         let xn = kb.idx(x, n, (g.c * g.h * g.w) as i64);
         let on = kb.idx(out, n, (g.m * npix * ob) as i64);
         kb.for_range(0, g.group as i64, 1, |kb, grp| {
             let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
             let og = kb.idx(on, grp, (mg * npix * ob) as i64);
-            let wg = kb.idx(wp, grp, (mgp * w * 8) as i64);
             im2col_bytes(kb, &g, xg, ws, ps);
             // Pack each pixel's bytes into its panel column.
             kb.for_range(0, np as i64, 1, |kb, p| {
@@ -396,28 +470,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, epi: &Int
                 let d = kb.idx(d, half, 8);
                 pack_row(kb, src, pb, d, 16);
             });
-            let bias_g = bias.map(|b| kb.idx(b, grp, (mg * 4) as i64));
-            let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
-            emit_tiles(
-                kb,
-                &Tiles {
-                    left: wg,
-                    right,
-                    mask: maskp,
-                    masked_pairs: pairsp,
-                    valid: validp,
-                    rows: mg,
-                    cols: npix,
-                    k,
-                    out: og,
-                    ldc: npix,
-                    chan_of_row: true,
-                    bias: bias_g,
-                    rq: rq_g,
-                    st_out: epi.st_out,
-                    buf,
-                },
-            );
+            tiles(kb, grp, og, right);
         });
     });
 }

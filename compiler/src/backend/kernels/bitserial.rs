@@ -37,7 +37,13 @@
 //!   shifted so that bit `i` is the byte's sign bit, then `vhigh_bits` (`pmovmskb`).
 //!   matmul: rows of A straight from the input. conv: an im2col of the code bytes into
 //!   pixel-major byte patches (a cache line more than the patch apart; padded taps and
-//!   the bytes past K hold `zx`), then packed per pixel.
+//!   the bytes past K hold `zx`), then packed per pixel. With whole-byte group channels
+//!   (`cg` 8, 16, 32, 64, 128, ...) the conv is `conv2d_int.chanbits+...` (planes.rs):
+//!   K runs tap-major (the weight planes packed in that order), the planes of `xu` are
+//!   transposed into per-pixel channel bytes and each tap of each pixel is one load +
+//!   store per plane straight into the activation vectors, no byte patches. The pixels
+//!   with a padded tap start as `zu` in every plane word (once per call), which their
+//!   padded taps keep: the padding rule above.
 //! - aarch64 (`Features::vector_popcnt`; the scalar popcount round-trips through a SIMD
 //!   register there): two adjacent activation planes form one vector, each weight
 //!   plane word is splatted and ANDed with it, `cnt.16b` counts bytes into byte sums
@@ -54,6 +60,7 @@ use qcc_ir::{ConstData, ElemType, Module, Node, Op};
 
 use super::binary::im2col_bytes;
 use super::conv::{self, ConvGeom};
+use super::planes;
 use super::quant::{AccStore, IntEpi, Requant, axis_zps, int_epi, tensor_zp};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::costs::{self, CostTarget, Strategy};
@@ -138,6 +145,8 @@ pub(crate) enum BsKind {
     },
     Conv {
         g: ConvGeom,
+        /// Channel-packed lowering (planes.rs): tap-major K, no byte im2col.
+        chan: bool,
     },
 }
 
@@ -167,7 +176,10 @@ impl BsLowering {
         };
         match &self.kind {
             BsKind::MatMul { .. } => format!("matmul_int.bitserial1x{tw}.{ty}{rq}"),
-            BsKind::Conv { .. } => format!("conv2d_int.im2col+bitserial{tw}x1.{ty}{rq}"),
+            BsKind::Conv { chan, .. } => format!(
+                "conv2d_int.{}+bitserial{tw}x1.{ty}{rq}",
+                if *chan { "chanbits" } else { "im2col" }
+            ),
         }
     }
 
@@ -177,9 +189,13 @@ impl BsLowering {
         let sx = if self.zw.is_empty() { 0 } else { 4 };
         match &self.kind {
             BsKind::MatMul { m, k, .. } => m * (kw(*k) * ab * 8 + sx),
-            BsKind::Conv { g } => {
+            BsKind::Conv { g, chan } => {
                 let (np, w) = (g.npix(), kw(g.kdim()));
-                np * pixel_stride(w) + np * (w * ab * 8 + sx)
+                if *chan {
+                    (np * (w * ab * 8 + sx)).next_multiple_of(16) + planes::chan_bytes(g, ab)
+                } else {
+                    np * pixel_stride(w) + np * (w * ab * 8 + sx)
+                }
             }
         }
     }
@@ -187,7 +203,7 @@ impl BsLowering {
     pub fn macs(&self) -> u64 {
         match &self.kind {
             BsKind::MatMul { m, n, k, batches } => (batches.len() * m * n * k) as u64,
-            BsKind::Conv { g } => g.macs(),
+            BsKind::Conv { g, .. } => g.macs(),
         }
     }
 }
@@ -297,8 +313,9 @@ pub(crate) fn select(
         Op::Conv2dInt => {
             let g = conv::conv_geom(m, node)?;
             let epi = int_epi(m, node, fused, 1)?;
+            let chan = planes::applies(&g);
             Ok(BsLowering {
-                kind: BsKind::Conv { g },
+                kind: BsKind::Conv { g, chan },
                 bits,
                 zw,
                 epi,
@@ -416,7 +433,7 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &BsLowering) {
         BsKind::MatMul { m, n, k, batches } => {
             emit_matmul(cx, (*m, *n, *k), batches, q);
         }
-        BsKind::Conv { g } => emit_conv(cx, g, q),
+        BsKind::Conv { g, chan } => emit_conv(cx, g, *chan, q),
     }
 }
 
@@ -660,7 +677,7 @@ fn fill_bytes(kb: &mut Kb<'_, '_>, p: Value, len: usize, v: i64) {
     });
 }
 
-fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, q: &BsLowering) {
+fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, chan: bool, q: &BsLowering) {
     let (bits, epi) = (&q.bits, &q.epi);
     let (mg, k, npix) = (g.mg(), g.kdim(), g.npix());
     let (w, tw, wb, ab) = (kw(k), bits.tw(), bits.wb, bits.ab);
@@ -669,10 +686,12 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, q: &BsLowering) {
     let wt = weights_of(cx);
     let (bias_c, bias_rt) = bias_of(cx, epi);
     let zu = bits.zx + bits.off;
+    // The weights' K index of the GEMM's K index (tap-major with `chan`).
+    let wk = |kk: usize| if chan { planes::weight_k(g, kk) } else { kk };
     let mut packed = Vec::new();
     for grp in 0..g.group {
         packed.extend(pack_weights(mg, tw, k, wb, |i, kk| {
-            wt[(grp * mg + i) * k + kk]
+            wt[(grp * mg + i) * k + wk(kk)]
         }));
     }
     let wp = cx.rodata(packed, 16);
@@ -690,6 +709,97 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, q: &BsLowering) {
     let (g, bits) = (*g, *bits);
     let cg = g.cg();
     let kb = &mut *cx.kb;
+    let tiles = |kb: &mut Kb<'_, '_>, grp: Value, og: Value, acts: Value, sx: Value| {
+        let wg = kb.idx(wp, grp, (mgp * row_bytes(k, wb)) as i64);
+        let zwsx = zwt.map(|z| (kb.idx(z, grp, (mg * 4) as i64), sx));
+        let tab_g = tab.map(|t| kb.idx(t, grp, (mg * 4) as i64));
+        let bias_g = bias_rt.map(|b| kb.idx(b, grp, (mg * 4) as i64));
+        let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
+        emit_tiles(
+            kb,
+            &Tiles {
+                wts: wg,
+                acts,
+                nw: mg,
+                na: npix,
+                k,
+                bits,
+                wrows: true,
+                out: og,
+                ldc: npix,
+                zw: zwsx,
+                table: tab_g,
+                bias: bias_g,
+                rq: rq_g,
+                st_out: epi.st_out,
+            },
+        );
+    };
+    let sums = |kb: &mut Kb<'_, '_>, acts: Value, sx: Value| {
+        if zwt.is_some() {
+            kb.for_range(0, npix as i64, 1, |kb, p| {
+                let d = kb.idx(acts, p, (w * ab * 8) as i64);
+                let s = kb.idx(sx, p, 4);
+                vector_sum(kb, d, k, ab, s);
+            });
+        }
+    };
+    if chan {
+        // Activation vectors [npix][KW][ab] at ws: the valid taps are rewritten for
+        // every image and group from the channel bits after them. The pixels with a
+        // padded tap start as the code zu in every plane word (all ones where its bit
+        // is set), which their padded taps keep; the bits past K meet zero weight bits.
+        let sx = kb.off(ws, (npix * w * ab * 8) as i64);
+        let sxb = if zwt.is_some() { npix * 4 } else { 0 };
+        let cbits = kb.off(ws, (npix * w * ab * 8 + sxb).next_multiple_of(16) as i64);
+        let pat: Vec<Value> = (0..ab)
+            .map(|i| kb.c(if (zu >> i) & 1 == 1 { -1 } else { 0 }))
+            .collect();
+        let fill = |kb: &mut Kb<'_, '_>, row: Value, lo: usize, hi: usize| {
+            kb.for_range(lo as i64, hi as i64, 1, |kb, ox| {
+                let p = kb.b.ins().iadd(row, ox);
+                let d = kb.idx(ws, p, (w * ab * 8) as i64);
+                kb.for_range(0, w as i64, 1, |kb, u| {
+                    let du = kb.idx(d, u, (ab * 8) as i64);
+                    for (i, &pv) in pat.iter().enumerate() {
+                        kb.store(pv, du, (i * 8) as i64);
+                    }
+                });
+            });
+        };
+        let ((r0, r1), (c0, c1)) = planes::interior(&g);
+        let zero = kb.c(0);
+        if r0 >= r1 || c0 >= c1 {
+            fill(kb, zero, 0, npix);
+        } else {
+            fill(kb, zero, 0, r0 * g.ow);
+            fill(kb, zero, r1 * g.ow, npix);
+            kb.for_range(r0 as i64, r1 as i64, 1, |kb, oy| {
+                let row = kb.b.ins().imul_imm_s(oy, g.ow as i64);
+                fill(kb, row, 0, c0);
+                fill(kb, row, c1, g.ow);
+            });
+        }
+        let pl = planes::Planes {
+            n: ab,
+            first: 0,
+            off: bits.off,
+        };
+        let dst = planes::Dst::Vectors { kw: w, planes: ab };
+        kb.for_range(0, g.n as i64, 1, |kb, n| {
+            let xn = kb.idx(x, n, (g.c * g.h * g.w) as i64);
+            let on = kb.idx(out, n, (g.m * npix * ob) as i64);
+            kb.for_range(0, g.group as i64, 1, |kb, grp| {
+                let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
+                let og = kb.idx(on, grp, (mg * npix * ob) as i64);
+                planes::pack(kb, &g, xg, cbits, pl);
+                planes::gather(kb, &g, cbits, ws, dst, ab);
+                sums(kb, ws, sx);
+                tiles(kb, grp, og, ws, sx);
+            });
+        });
+        return;
+    }
     let offv = off_vec(kb, bits.off);
     // Byte patches [npix][ps]: padded taps and bytes past K hold zx; the valid taps are
     // rewritten for every image and group.
@@ -703,40 +813,14 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, q: &BsLowering) {
         kb.for_range(0, g.group as i64, 1, |kb, grp| {
             let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
             let og = kb.idx(on, grp, (mg * npix * ob) as i64);
-            let wg = kb.idx(wp, grp, (mgp * row_bytes(k, wb)) as i64);
             im2col_bytes(kb, &g, xg, ws, ps);
             kb.for_range(0, npix as i64, 1, |kb, p| {
                 let src = kb.idx(ws, p, ps as i64);
                 let d = kb.idx(acts, p, (w * ab * 8) as i64);
                 pack_planes(kb, src, pb, d, &bits, offv);
-                if zwt.is_some() {
-                    let s = kb.idx(sx, p, 4);
-                    vector_sum(kb, d, k, ab, s);
-                }
             });
-            let zwsx = zwt.map(|z| (kb.idx(z, grp, (mg * 4) as i64), sx));
-            let tab_g = tab.map(|t| kb.idx(t, grp, (mg * 4) as i64));
-            let bias_g = bias_rt.map(|b| kb.idx(b, grp, (mg * 4) as i64));
-            let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
-            emit_tiles(
-                kb,
-                &Tiles {
-                    wts: wg,
-                    acts,
-                    nw: mg,
-                    na: npix,
-                    k,
-                    bits,
-                    wrows: true,
-                    out: og,
-                    ldc: npix,
-                    zw: zwsx,
-                    table: tab_g,
-                    bias: bias_g,
-                    rq: rq_g,
-                    st_out: epi.st_out,
-                },
-            );
+            sums(kb, acts, sx);
+            tiles(kb, grp, og, acts, sx);
         });
     });
 }

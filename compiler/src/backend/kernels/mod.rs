@@ -16,6 +16,7 @@ pub(crate) mod intelem;
 pub(crate) mod movement;
 pub(crate) mod nary;
 pub(crate) mod packw;
+mod planes;
 pub(crate) mod pool;
 pub(crate) mod pow;
 pub(crate) mod quant;
