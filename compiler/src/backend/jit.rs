@@ -140,7 +140,10 @@ impl JitModel {
             .iter()
             .map(|ty| vec![0u8; ty.numel() * Store::of(&ty.elem).bytes()])
             .collect();
-        let mut scratch = vec![0u8; self.arena as usize + ALIGN as usize];
+        // Not zeroed: the object ABI's scratch is uninitialized memory, so kernels must
+        // not rely on zeros they did not write (a fixed pattern keeps runs repeatable
+        // and makes such a bug show up in the differential tests).
+        let mut scratch = vec![0xA5u8; self.arena as usize + ALIGN as usize];
         let skip = scratch.as_ptr().align_offset(ALIGN as usize);
         let scratch_ptr = scratch[skip..].as_mut_ptr();
         // Zero-sized buffers still need distinct non-null pointers.
