@@ -178,6 +178,11 @@ pub(crate) fn build<M: ClModule>(
     }
     let feat = Features {
         fma: isa.has_native_fma(),
+        shuffle: isa.name() != "x64"
+            || isa
+                .isa_flags()
+                .iter()
+                .any(|f| f.name == "has_ssse3" && f.as_bool() == Some(true)),
     };
     let frontend = isa.frontend_config();
     let target_name = format!("{} ({})", isa.triple(), isa.name());

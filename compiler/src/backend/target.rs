@@ -108,4 +108,7 @@ impl Target {
 pub(crate) struct Features {
     /// A fused multiply-add instruction (otherwise `fma` would become a libcall).
     pub fma: bool,
+    /// Two-vector byte shuffles with constant masks are single instructions (x86_64:
+    /// SSSE3 `palignr`; otherwise a `pshufb` libcall; aarch64: always, `ext`).
+    pub shuffle: bool,
 }
