@@ -4,7 +4,7 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, attrs, cfg, check, ints};
+use backend_common::{B, Rng, attrs, cfg, check, check_baseline, ints, kernel_of};
 use proptest::prelude::*;
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, Rounding};
 
@@ -128,47 +128,42 @@ proptest! {
     #[test]
     fn conv2d_int(seed: u64, xs in 0usize..4, with_bias: bool, requant in 0usize..3, per_axis_w: bool, depthwise: bool) {
         let mut r = Rng(seed | 1);
-        let (xb, xsg) = STORAGES[xs];
-        let n = r.i(1, 2) as usize;
         let group = if depthwise { r.i(1, 5) as usize } else { r.i(1, 2) as usize };
         let cg = if depthwise { 1 } else { r.i(1, 4) as usize };
-        let mg = r.i(1, 6) as usize;
-        let (c, m) = (cg * group, mg * group);
-        let (kh, kw) = (r.i(1, 3) as usize, r.i(1, 3) as usize);
-        let (sh, sw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
-        let (dh, dw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
-        let pads: Vec<i64> = (0..4).map(|_| r.i(0, 2)).collect();
-        let (h, w) = (r.i(1, 10) as usize, r.i(1, 13) as usize);
-        let fits = |len: usize, k: usize, d: usize, p0: i64, p1: i64| len as i64 + p0 + p1 >= (d * (k - 1) + 1) as i64;
-        prop_assume!(fits(h, kh, dh, pads[0], pads[2]) && fits(w, kw, dw, pads[1], pads[3]));
-        let x_e = qtype(xb, xsg, params(&mut r, IntType::new(xb, xsg), &[], false));
-        let w_st = IntType::new(8, true);
-        let w_p = if per_axis_w {
-            QuantParams::PerAxis { axis: 0, scales: vec![0.1; m], zero_points: (0..m).map(|_| zp(&mut r, w_st)).collect() }
-        } else { QuantParams::PerTensor { scale: 0.1, zero_point: zp(&mut r, w_st) } };
-        let w_e = qtype(8, true, w_p);
-        let mut b = B::new();
-        let xd = codes(&mut r, &x_e, n * c * h * w);
-        let x = b.input_int(x_e, &[n, c, h, w], xd);
-        let wd = codes(&mut r, &w_e, m * cg * kh * kw);
-        let wt = b.const_int(w_e, &[m, cg, kh, kw], wd);
-        let mut ops = vec![x, wt];
-        if with_bias { let bd = r.is(m, -3000, 3000); ops.push(b.const_int(ElemType::I32, &[m], bd)); }
-        let a = attrs(&[
-            ("strides", ints(&[sh as i64, sw as i64])), ("pads", ints(&pads)),
-            ("dilations", ints(&[dh as i64, dw as i64])), ("group", Attr::Int(group as i64)),
-        ]);
-        let mut y = b.node(Op::Conv2dInt, &ops, a, ElemType::I32);
-        if requant > 0 {
-            let per = requant == 2;
-            let cnt = if per { m } else { 1 };
-            let mult: Vec<i64> = (0..cnt).map(|_| r.i(1 << 20, 1 << 30)).collect();
-            let shift: Vec<i64> = (0..cnt).map(|_| r.i(28, 40)).collect();
-            let out_e = qtype(8, false, QuantParams::PerTensor { scale: 0.05, zero_point: 3 });
-            y = b.node(Op::Requantize, &[y], attrs(&[("multiplier", ints(&mult)), ("shift", ints(&shift)), ("min", Attr::Int(3))]), out_e);
-        }
-        b.output(y);
+        let c = ConvCase {
+            xs, n: r.i(1, 2) as usize, cg, mg: r.i(1, 6) as usize, group,
+            hw: (r.i(1, 10) as usize, r.i(1, 13) as usize),
+            k: (r.i(1, 3) as usize, r.i(1, 3) as usize),
+            s: (r.i(1, 2) as usize, r.i(1, 2) as usize),
+            d: (r.i(1, 2) as usize, r.i(1, 2) as usize),
+            pads: [r.i(0, 2), r.i(0, 2), r.i(0, 2), r.i(0, 2)],
+            zx: None, per_axis_w, with_bias, requant,
+        };
+        prop_assume!(c.fits());
+        check(&c.build(&mut r)).map_err(TestCaseError::fail)?;
+    }
+
+    /// The im2col's vector paths: rows wide enough for runs of chunks (loops), narrow
+    /// ones (4-pixel chunks, scalar), strides 1-3, dilation, padding wider than the
+    /// window, odd and even K, u8/i8 codes with and without zero points; also on the
+    /// SSE2 baseline (no byte shuffles: masked loads or scalar chunks instead).
+    #[test]
+    fn conv2d_int_im2col(seed: u64, xs in 0usize..4, depthwise: bool, zx0: bool, requant in 0usize..2) {
+        let mut r = Rng(seed | 1);
+        let group = if depthwise { r.i(2, 3) as usize } else { 1 };
+        let c = ConvCase {
+            xs, n: 1, cg: if depthwise { 1 } else { r.i(1, 3) as usize }, mg: r.i(1, 2) as usize, group,
+            hw: (r.i(1, 6) as usize, if r.i(0, 1) == 0 { r.i(1, 20) } else { r.i(20, 170) } as usize),
+            k: (r.i(1, 4) as usize, r.i(1, 4) as usize),
+            s: (r.i(1, 2) as usize, r.i(1, 3) as usize),
+            d: (r.i(1, 2) as usize, r.i(1, 2) as usize),
+            pads: [r.i(0, 3), r.i(0, 3), r.i(0, 3), r.i(0, 3)],
+            zx: zx0.then_some(0), per_axis_w: false, with_bias: false, requant,
+        };
+        prop_assume!(c.fits());
+        let b = c.build(&mut r);
         check(&b).map_err(TestCaseError::fail)?;
+        check_baseline(&b).map_err(TestCaseError::fail)?;
     }
 
     #[test]
@@ -199,6 +194,152 @@ proptest! {
         }
         b.output(z);
         check(&b).map_err(TestCaseError::fail)?;
+    }
+}
+
+/// A `conv2d_int` (x codes of storage `STORAGES[xs]`, i8 weights) with optional bias
+/// and fused requantize, on random codes.
+struct ConvCase {
+    xs: usize,
+    n: usize,
+    cg: usize,
+    mg: usize,
+    group: usize,
+    hw: (usize, usize),
+    k: (usize, usize),
+    s: (usize, usize),
+    d: (usize, usize),
+    pads: [i64; 4],
+    /// The x zero point (random when None).
+    zx: Option<i32>,
+    per_axis_w: bool,
+    with_bias: bool,
+    /// 0: none, 1: per tensor, 2: per channel.
+    requant: usize,
+}
+
+impl ConvCase {
+    /// Whether the dilated window fits the padded input.
+    fn fits(&self) -> bool {
+        let f = |len: usize, k: usize, d: usize, p0: i64, p1: i64| {
+            len as i64 + p0 + p1 >= (d * (k - 1) + 1) as i64
+        };
+        f(self.hw.0, self.k.0, self.d.0, self.pads[0], self.pads[2])
+            && f(self.hw.1, self.k.1, self.d.1, self.pads[1], self.pads[3])
+    }
+
+    fn build(&self, r: &mut Rng) -> B {
+        let (xb, xsg) = STORAGES[self.xs];
+        let (c, m) = (self.cg * self.group, self.mg * self.group);
+        let (h, w) = self.hw;
+        let (kh, kw) = self.k;
+        let xst = IntType::new(xb, xsg);
+        let x_p = match self.zx {
+            Some(z) => QuantParams::PerTensor {
+                scale: 0.1,
+                zero_point: z,
+            },
+            None => params(r, xst, &[], false),
+        };
+        let x_e = qtype(xb, xsg, x_p);
+        let w_st = IntType::new(8, true);
+        let w_p = if self.per_axis_w {
+            QuantParams::PerAxis {
+                axis: 0,
+                scales: vec![0.1; m],
+                zero_points: (0..m).map(|_| zp(r, w_st)).collect(),
+            }
+        } else {
+            QuantParams::PerTensor {
+                scale: 0.1,
+                zero_point: zp(r, w_st),
+            }
+        };
+        let w_e = qtype(8, true, w_p);
+        let mut b = B::new();
+        let xd = codes(r, &x_e, self.n * c * h * w);
+        let x = b.input_int(x_e, &[self.n, c, h, w], xd);
+        let wd = codes(r, &w_e, m * self.cg * kh * kw);
+        let wt = b.const_int(w_e, &[m, self.cg, kh, kw], wd);
+        let mut ops = vec![x, wt];
+        if self.with_bias {
+            let bd = r.is(m, -3000, 3000);
+            ops.push(b.const_int(ElemType::I32, &[m], bd));
+        }
+        let a = attrs(&[
+            ("strides", ints(&[self.s.0 as i64, self.s.1 as i64])),
+            ("pads", ints(&self.pads)),
+            ("dilations", ints(&[self.d.0 as i64, self.d.1 as i64])),
+            ("group", Attr::Int(self.group as i64)),
+        ]);
+        let mut y = b.node(Op::Conv2dInt, &ops, a, ElemType::I32);
+        if self.requant > 0 {
+            let cnt = if self.requant == 2 { m } else { 1 };
+            let mult: Vec<i64> = (0..cnt).map(|_| r.i(1 << 20, 1 << 30)).collect();
+            let shift: Vec<i64> = (0..cnt).map(|_| r.i(28, 40)).collect();
+            let out_e = qtype(
+                8,
+                false,
+                QuantParams::PerTensor {
+                    scale: 0.05,
+                    zero_point: 3,
+                },
+            );
+            let ra = attrs(&[
+                ("multiplier", ints(&mult)),
+                ("shift", ints(&shift)),
+                ("min", Attr::Int(3)),
+            ]);
+            y = b.node(Op::Requantize, &[y], ra, out_e);
+        }
+        b.output(y);
+        b
+    }
+}
+
+/// The ResNet-20 convolutions (3x3 stride 1 and 2 with padding 1, 1x1 stride 2) on
+/// 32/16/8-wide inputs, u8 codes with zero point 0 or not and i8 codes, even and odd K.
+#[test]
+fn conv2d_int_resnet_shapes() {
+    let mut r = Rng(11);
+    for (hw, k, s, p) in [
+        (32, 3, 1, 1),
+        (16, 3, 1, 1),
+        (8, 3, 1, 1),
+        (32, 3, 2, 1),
+        (16, 3, 2, 1),
+        (32, 1, 2, 0),
+        (16, 1, 2, 0),
+    ] {
+        for (xs, zx) in [(1, Some(0)), (1, None), (0, None)] {
+            for cg in [2, 3] {
+                let c = ConvCase {
+                    xs,
+                    n: 1,
+                    cg,
+                    mg: 4,
+                    group: 1,
+                    hw: (hw, hw),
+                    k: (k, k),
+                    s: (s, s),
+                    d: (1, 1),
+                    pads: [p; 4],
+                    zx,
+                    per_axis_w: true,
+                    with_bias: true,
+                    requant: 2,
+                };
+                let b = c.build(&mut r);
+                check(&b).unwrap_or_else(|e| panic!("{hw} {k}x{k}/{s} xs {xs} cg {cg}: {e}"));
+                assert_eq!(
+                    kernel_of(&b),
+                    format!(
+                        "conv2d_int.im2col+pmaddwd4x8.{}+requantize",
+                        if xs == 1 { "u8" } else { "i8" }
+                    )
+                );
+            }
+        }
     }
 }
 

@@ -184,6 +184,11 @@ pub(crate) fn build<M: ClModule>(
             isa.triple().architecture,
             target_lexicon::Architecture::Aarch64(_)
         ),
+        shuffle: isa.name() != "x64"
+            || isa
+                .isa_flags()
+                .iter()
+                .any(|f| f.name == "has_ssse3" && f.as_bool() == Some(true)),
     };
     let frontend = isa.frontend_config();
     let target_name = format!("{} ({})", isa.triple(), isa.name());

@@ -111,4 +111,7 @@ pub(crate) struct Features {
     /// Popcount kernels count 16 bytes at a time (aarch64 `cnt`): the scalar popcount
     /// round-trips through a SIMD register there.
     pub vector_popcnt: bool,
+    /// Two-vector byte shuffles with constant masks are single instructions (x86_64:
+    /// SSSE3 `palignr`; otherwise a `pshufb` libcall; aarch64: always, `ext`).
+    pub shuffle: bool,
 }

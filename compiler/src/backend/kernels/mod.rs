@@ -12,6 +12,7 @@ pub(crate) mod conv;
 pub(crate) mod deconv;
 pub(crate) mod elementwise;
 pub(crate) mod gemm;
+mod im2col;
 pub(crate) mod intelem;
 pub(crate) mod movement;
 pub(crate) mod nary;

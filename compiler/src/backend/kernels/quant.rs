@@ -31,6 +31,7 @@ use qcc_ir::shape::normalize_axis;
 use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, QuantParams, Rounding};
 
 use super::conv::{self, ConvGeom};
+use super::im2col;
 use super::packw::{PackedW, Unpack, zp_mode};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::kb::{Kb, MF, RO};
@@ -1899,7 +1900,7 @@ fn emit_conv_int(
             let xg = kb.idx(xn, grp, (cg * g.h * g.w * st_x.bytes()) as i64);
             let og = kb.idx(on, grp, (mg * npix * ob) as i64);
             let wg = kb.idx(wp, grp, (mg * kpp * 2) as i64);
-            im2col_pairs(kb, &g, zx, st_x, xg, ws);
+            im2col::im2col_pairs(kb, &g, np(npix), zx, st_x, xg, ws);
             let bias_g = bias.map(|b| kb.idx(b, grp, (mg * 4) as i64));
             let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
             emit_int_gemm(
@@ -1920,63 +1921,6 @@ fn emit_conv_int(
                 },
             );
         });
-    });
-}
-
-/// Writes `x - zx` of one group's patches into the `[Kp/2][Np][2]` i16 workspace.
-fn im2col_pairs(kb: &mut Kb<'_, '_>, g: &ConvGeom, zx: i64, st: Store, x: Value, ws: Value) {
-    let (k, npix) = (g.kdim(), g.npix());
-    let npad = np(npix);
-    let eb = st.bytes() as i64;
-    // Zero everything first: padding taps, padding columns and the odd K row.
-    conv::fill_zero(kb, ws, 0, kp(k) * npad / 2);
-    let zxv = kb.c(zx);
-    let g = *g;
-    kb.for_range(0, g.cg() as i64, 1, |kb, c| {
-        let xc = kb.idx(x, c, (g.h * g.w) as i64 * eb);
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let (ylo, yhi) = g.rows_valid(i);
-                let (xlo, xhi) = g.cols_valid(j);
-                if ylo >= yhi || xlo >= xhi {
-                    continue;
-                }
-                // Row kk = (c*kh + i)*kw + j: pair kk/2, half kk%2; c is a run-time value,
-                // so compute the row's byte offset at run time.
-                let ij = (i * g.kw + j) as i64;
-                let kk = kb.b.ins().imul_imm_s(c, (g.kh * g.kw) as i64);
-                let kk = kb.b.ins().iadd_imm_s(kk, ij);
-                let pair = kb.b.ins().ushr_imm_u(kk, 1);
-                let half = kb.b.ins().band_imm_s(kk, 1);
-                let rowp = kb.idx(ws, pair, (npad * 4) as i64);
-                let rowp = kb.idx(rowp, half, 2);
-                let x0 = ((xlo * g.sw + j * g.dw) as i64 - g.left as i64)
-                    + ((i * g.dh) as i64 - g.top as i64) * g.w as i64;
-                kb.for_range(ylo as i64, yhi as i64, 1, |kb, oy| {
-                    let src = kb.idx(xc, oy, (g.sh * g.w) as i64 * eb);
-                    let dst = kb.idx(rowp, oy, (g.ow * 4) as i64);
-                    let len = xhi - xlo;
-                    let body = |kb: &mut Kb<'_, '_>, s: Value, d: Value| {
-                        let v = kb.load_i64(st, s, x0 * eb);
-                        let v = kb.b.ins().isub(v, zxv);
-                        kb.b.ins().istore16(MF, v, d, (xlo * 4) as i32);
-                    };
-                    if len > 8 {
-                        kb.for_range(0, len as i64, 1, |kb, e| {
-                            let s = kb.idx(src, e, g.sw as i64 * eb);
-                            let d = kb.idx(dst, e, 4);
-                            body(kb, s, d);
-                        });
-                    } else {
-                        for e in 0..len as i64 {
-                            let s = kb.off(src, e * g.sw as i64 * eb);
-                            let d = kb.off(dst, e * 4);
-                            body(kb, s, d);
-                        }
-                    }
-                });
-            }
-        }
     });
 }
 
