@@ -190,12 +190,7 @@ impl BsLowering {
         match &self.kind {
             BsKind::MatMul { m, k, .. } => m * (kw(*k) * ab * 8 + sx),
             BsKind::Conv { g, chan } => {
-                let (np, w) = (g.npix(), kw(g.kdim()));
-                if *chan {
-                    (np * (w * ab * 8 + sx)).next_multiple_of(16) + planes::chan_bytes(g, ab)
-                } else {
-                    np * pixel_stride(w) + np * (w * ab * 8 + sx)
-                }
+                conv_main_bytes(g, *chan, ab, sx) + self.bits.tw() * buf_row(g.npix())
             }
         }
     }
@@ -525,6 +520,7 @@ fn emit_matmul(
                 bias: bias_rt,
                 rq,
                 st_out: epi.st_out,
+                buf: None,
             },
         );
     }
@@ -677,6 +673,22 @@ fn fill_bytes(kb: &mut Kb<'_, '_>, p: Value, len: usize, v: i64) {
     });
 }
 
+/// Workspace bytes of a conv before its result buffer (`sx`: bytes of `sum xu` per
+/// activation vector).
+fn conv_main_bytes(g: &ConvGeom, chan: bool, ab: usize, sx: usize) -> usize {
+    let (np, w) = (g.npix(), kw(g.kdim()));
+    if chan {
+        (np * (w * ab * 8 + sx)).next_multiple_of(16) + planes::chan_bytes(g, ab)
+    } else {
+        np * pixel_stride(w) + np * (w * ab * 8 + sx)
+    }
+}
+
+/// Bytes of one row of a conv's result buffer (see [`Tiles::buf`]) for `cols` pixels.
+fn buf_row(cols: usize) -> usize {
+    cols.div_ceil(4) * 16
+}
+
 fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, chan: bool, q: &BsLowering) {
     let (bits, epi) = (&q.bits, &q.epi);
     let (mg, k, npix) = (g.mg(), g.kdim(), g.npix());
@@ -709,6 +721,21 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, chan: bool, q: &BsLower
     let (g, bits) = (*g, *bits);
     let cg = g.cg();
     let kb = &mut *cx.kb;
+    // With a vector epilogue, the tiles' i32 results go to a buffer at the end of the
+    // workspace, requantized four pixels at a time after each tile row.
+    let vector = AccStore {
+        ldc: npix,
+        chan_of_row: true,
+        bias: bias_rt,
+        rq,
+        st_out: epi.st_out,
+    }
+    .vectorizes();
+    let sxb = if q.zw.is_empty() { 0 } else { 4 };
+    let buf = vector.then(|| {
+        let b = kb.off(ws, conv_main_bytes(&g, chan, ab, sxb) as i64);
+        (b, buf_row(npix) as i64)
+    });
     let tiles = |kb: &mut Kb<'_, '_>, grp: Value, og: Value, acts: Value, sx: Value| {
         let wg = kb.idx(wp, grp, (mgp * row_bytes(k, wb)) as i64);
         let zwsx = zwt.map(|z| (kb.idx(z, grp, (mg * 4) as i64), sx));
@@ -732,6 +759,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, chan: bool, q: &BsLower
                 bias: bias_g,
                 rq: rq_g,
                 st_out: epi.st_out,
+                buf,
             },
         );
     };
@@ -846,6 +874,21 @@ struct Tiles<'t> {
     bias: Option<Value>,
     rq: Option<(&'t Requant, Value)>,
     st_out: Store,
+    /// Conv with a vector epilogue: `tw` rows of i32 results (this many bytes apart),
+    /// which the tiles fill and [`AccStore::flush_rows`] stores after each tile row.
+    buf: Option<(Value, i64)>,
+}
+
+impl Tiles<'_> {
+    fn acc(&self) -> AccStore<'_> {
+        AccStore {
+            ldc: self.ldc,
+            chan_of_row: self.wrows,
+            bias: self.bias,
+            rq: self.rq,
+            st_out: self.st_out,
+        }
+    }
 }
 
 fn emit_tiles(kb: &mut Kb<'_, '_>, t: &Tiles<'_>) {
@@ -853,6 +896,10 @@ fn emit_tiles(kb: &mut Kb<'_, '_>, t: &Tiles<'_>) {
     let full = t.nw / tw;
     let acts = |kb: &mut Kb<'_, '_>, v0: Value, rows: usize| {
         kb.for_range(0, t.na as i64, 1, |kb, a| tile(kb, t, v0, a, rows));
+        if let Some((buf, row)) = t.buf {
+            let ob = t.st_out.bytes() as i64;
+            t.acc().flush_rows(kb, buf, row, v0, rows, t.na, t.out, ob);
+        }
     };
     if full > 0 {
         kb.for_range(0, full as i64, 1, |kb, wt| {
@@ -1068,13 +1115,7 @@ fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, v0: Value, a: Value, rows: usize) {
     let (row0, col0) = if t.wrows { (v0, a) } else { (a, v0) };
     let out_row = kb.idx(t.out, row0, t.ldc as i64 * ob);
     let out_tile = kb.idx(out_row, col0, ob);
-    let acc = AccStore {
-        ldc: t.ldc,
-        chan_of_row: t.wrows,
-        bias: t.bias,
-        rq: t.rq,
-        st_out: t.st_out,
-    };
+    let acc = t.acc();
     for (r, sr) in sums.iter().enumerate() {
         // dot = P + (P4 << 4) - N - (N4 << 4).
         let mut dot = vdots.as_ref().map_or(zero, |d| d[r]);
@@ -1109,7 +1150,15 @@ fn tile(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, v0: Value, a: Value, rows: usize) {
             let c = kb.load(I32, p, (r * 4) as i64);
             x = kb.b.ins().iadd(x, c);
         }
-        let rc = if t.wrows { (r, 0) } else { (0, r) };
-        acc.store(kb, x, (row0, col0), rc, out_tile, ob);
+        match t.buf {
+            Some((buf, row)) => {
+                let p = kb.idx(buf, a, 4);
+                kb.store(x, p, r as i64 * row);
+            }
+            None => {
+                let rc = if t.wrows { (r, 0) } else { (0, r) };
+                acc.store(kb, x, (row0, col0), rc, out_tile, ob);
+            }
+        }
     }
 }
