@@ -363,6 +363,31 @@ proptest! {
         check(&b).map_err(TestCaseError::fail)?;
     }
 
+    /// Byte codes with 16 or more per channel: the vector path (16 compares at a time,
+    /// thresholds beyond the code range on both sides), and its scalar tail.
+    #[test]
+    fn threshold_bytes(seed: u64, signed: bool, bipolar: bool, shared: bool, k in 1usize..17) {
+        let mut r = Rng(seed | 1);
+        let (c, inner) = (r.i(1, 4) as usize, r.i(16, 70) as usize);
+        let k = if bipolar { 1 } else { k };
+        let tc = if shared { 1 } else { c };
+        let mut t = Vec::with_capacity(tc * k);
+        for _ in 0..tc {
+            let mut row = r.is(k, -300, 400);
+            row.sort();
+            t.extend(row);
+        }
+        let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
+        let xd = r.is(2 * c * inner, lo, hi);
+        let (out, offset) = if bipolar { (ElemType::Bipolar, 0) } else { (int(8, true), r.i(-20, 0)) };
+        let mut b = B::new();
+        let x = b.input_int(int(8, signed), &[2, c, inner], xd);
+        let th = b.const_int(int(32, true), &[tc, k], t);
+        let y = b.node(Op::Threshold, &[x, th], attrs(&[("axis", Attr::Int(1)), ("offset", Attr::Int(offset))]), out);
+        b.output(y);
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
     #[test]
     fn bit_pack_unpack(seed: u64, rank in 1usize..4, kind in 0usize..7, wsel in 0usize..3, roundtrip: bool) {
         let mut r = Rng(seed | 1);

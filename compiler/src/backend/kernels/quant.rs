@@ -25,7 +25,7 @@
 //!   bytes per channel for a per-channel requantize with bias, instead of 52).
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, I8X16, I16X8, I32, I32X4, I64, I64X2};
+use cranelift_codegen::ir::types::{F32, F32X4, I8, I8X16, I16X8, I32, I32X4, I64, I64X2};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value};
 use qcc_ir::shape::normalize_axis;
 use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, QuantParams, Rounding};
@@ -910,9 +910,31 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
                 }
             }
             let tab = cx.rodata(bytes, 16);
-            let out = cx.out;
             let (st_in, st_out, d) = (*st_in, *st_out, *d);
             let (shared, offset, bipolar, inner) = (*shared, *offset, *bipolar, *inner);
+            // Byte codes in and out: 16 codes per compare, each threshold a byte (clamped
+            // to the code range) and a "never reached" mask, per channel.
+            let vec = matches!(st_in, Store::U8 | Store::I8)
+                && st_out.bytes() == 1
+                && inner >= 16
+                && k <= 16;
+            let vtab = vec.then(|| {
+                let (lo, hi) = if st_in == Store::U8 {
+                    (0, 255)
+                } else {
+                    (-128, 127)
+                };
+                let mut b = Vec::with_capacity(rows * k * 2);
+                for r in 0..rows {
+                    for j in 0..k {
+                        let t = table[r * k + j];
+                        b.push(t.clamp(lo, hi) as u8);
+                        b.push(if t > hi { 0xff } else { 0 });
+                    }
+                }
+                cx.rodata(b, 16)
+            });
+            let out = cx.out;
             let kb = &mut *cx.kb;
             kb.for_range(0, (*outer * d) as i64, 1, |kb, od| {
                 let ch = kb.b.ins().urem_imm_u(od, d as i64);
@@ -923,7 +945,59 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
                 } else {
                     kb.idx(tab, ch, (padded * 8) as i64)
                 };
-                kb.for_range(0, inner as i64, 1, |kb, i| {
+                let first = match vtab {
+                    Some(vt) => {
+                        let vp = if shared {
+                            vt
+                        } else {
+                            kb.idx(vt, ch, (k * 2) as i64)
+                        };
+                        let cmp = if st_in == Store::U8 {
+                            IntCC::UnsignedGreaterThanOrEqual
+                        } else {
+                            IntCC::SignedGreaterThanOrEqual
+                        };
+                        let ts: Vec<(Value, Value)> = (0..k)
+                            .map(|j| {
+                                let t = kb.b.ins().load(I8, RO, vp, (j * 2) as i32);
+                                let n = kb.b.ins().load(I8, RO, vp, (j * 2 + 1) as i32);
+                                (kb.b.ins().splat(I8X16, t), kb.b.ins().splat(I8X16, n))
+                            })
+                            .collect();
+                        let one = kb.b.ins().iconst(I8, 1);
+                        let one = kb.b.ins().splat(I8X16, one);
+                        let base = kb.b.ins().iconst(I8, if bipolar { -1 } else { offset });
+                        let base = kb.b.ins().splat(I8X16, base);
+                        kb.for_range(0, (inner / 16) as i64, 1, |kb, q| {
+                            let v = kb.idx(xp, q, 16);
+                            let v = kb.load(I8X16, v, 0);
+                            // count = number of thresholds <= v (each mask & 1).
+                            let mut count = None;
+                            for &(t, never) in &ts {
+                                let m = kb.b.ins().icmp(cmp, v, t);
+                                let m = kb.b.ins().band_not(m, never);
+                                let c = kb.b.ins().band(m, one);
+                                count = Some(match count {
+                                    None => c,
+                                    Some(a) => kb.b.ins().iadd(a, c),
+                                });
+                            }
+                            let count = count.expect("k >= 1");
+                            let r = if bipolar {
+                                // 0 -> -1, 1 -> +1.
+                                let two = kb.b.ins().iadd(count, count);
+                                kb.b.ins().iadd(two, base)
+                            } else {
+                                kb.b.ins().iadd(count, base)
+                            };
+                            let o = kb.idx(op, q, 16);
+                            kb.store(r, o, 0);
+                        });
+                        inner / 16 * 16
+                    }
+                    None => 0,
+                };
+                kb.for_range(first as i64, inner as i64, 1, |kb, i| {
                     let s = kb.idx(xp, i, st_in.bytes() as i64);
                     let v = kb.load_i64(st_in, s, 0);
                     // count = number of thresholds <= v: descend by halves.
