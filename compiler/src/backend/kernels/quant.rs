@@ -1445,6 +1445,9 @@ impl Requant {
 /// `[lo - zq, hi - zq]` in i64 before `zq` is added in i32 (the scalar form's clamp to
 /// +-2^40 never binds inside that range).
 pub(crate) fn requant_vec(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Value) -> Value {
+    // With every shift at least 32, |p + add| < 2^63 shifted right by s fits i32
+    // (|p| <= 2^62): the shift's low halves are exact, so the rest runs on i32 lanes.
+    let narrow_first = rq.chans.iter().all(|c| c[1] >= 32);
     let mut fields = RqFields::new(rq, tp);
     let mult = fields.get(kb, 0);
     let s = fields.get(kb, 1);
@@ -1531,6 +1534,10 @@ pub(crate) fn requant_vec(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Value
         // Arithmetic shift by s: logical shift of p + 2^63, minus 2^(63-s).
         let u = kb.b.ins().bxor(p, vbias);
         let u = kb.b.ins().ushr(u, s);
+        if narrow_first {
+            *out = u;
+            continue;
+        }
         let r = kb.b.ins().isub(u, vunbias);
         let lt = kb.b.ins().icmp(IntCC::SignedLessThan, r, vlo);
         let r = kb.b.ins().bitselect(lt, vlo, r);
@@ -1546,7 +1553,18 @@ pub(crate) fn requant_vec(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Value
     let lanes: [u8; 16] = [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27];
     let imm = kb.b.func.dfg.immediates.push(lanes.to_vec().into());
     let v = kb.b.ins().shuffle(a8, b8, imm);
-    let v = kb.b.ins().bitcast(I32X4, le, v);
+    let mut v = kb.b.ins().bitcast(I32X4, le, v);
+    if narrow_first {
+        // |result| < 2^31: finish the shift and clamp on the low halves, in i32.
+        let t = |kb: &mut Kb<'_, '_>, x: Value| {
+            let x = kb.b.ins().ireduce(I32, x);
+            kb.b.ins().splat(I32X4, x)
+        };
+        let (un, lo32, hi32) = (t(kb, unbias), t(kb, lo), t(kb, hi));
+        v = kb.b.ins().isub(v, un);
+        v = kb.b.ins().smax(v, lo32);
+        v = kb.b.ins().smin(v, hi32);
+    }
     let zq = kb.b.ins().splat(I32X4, zq32);
     kb.b.ins().iadd(v, zq)
 }
