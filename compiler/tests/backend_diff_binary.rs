@@ -28,7 +28,7 @@ fn out_q() -> ElemType {
 }
 
 /// A requantize after `y` (channels along `axis`, `c` of them): 0 none, 1 per tensor,
-/// 2 per channel.
+/// 2 per channel; or a threshold: 3 to b1, 4 to a few levels.
 fn requant(
     b: &mut B,
     r: &mut Rng,
@@ -39,6 +39,36 @@ fn requant(
 ) -> qcc_ir::ValueId {
     if kind == 0 {
         return y;
+    }
+    if kind >= 3 {
+        // A threshold (fused into the epilogue): b1 (kind 3) or 1..4 levels of i8, per
+        // channel or shared, thresholds also at the ends of the i32 range.
+        let k = if kind == 3 { 1 } else { r.i(1, 4) as usize };
+        let rows = if r.i(0, 1) == 0 { 1 } else { c };
+        let mut t = Vec::new();
+        for _ in 0..rows {
+            let mut row: Vec<i64> = (0..k)
+                .map(|_| match r.i(0, 9) {
+                    0 => i32::MIN as i64,
+                    1 => i32::MAX as i64,
+                    _ => r.i(-150, 150),
+                })
+                .collect();
+            row.sort();
+            t.extend(row);
+        }
+        let th = b.const_int(ElemType::Int(IntType::new(32, true)), &[rows, k], t);
+        let (out, offset) = if kind == 3 {
+            (ElemType::Bipolar, 0)
+        } else {
+            (ElemType::Int(IntType::new(8, true)), r.i(-5, 3))
+        };
+        return b.node(
+            Op::Threshold,
+            &[y, th],
+            attrs(&[("axis", Attr::Int(axis)), ("offset", Attr::Int(offset))]),
+            out,
+        );
     }
     let cnt = if kind == 2 { c } else { 1 };
     let mult: Vec<i64> = (0..cnt).map(|_| r.i(1 << 20, 1 << 30)).collect();
@@ -59,7 +89,7 @@ proptest! {
     #![proptest_config(cfg())]
 
     #[test]
-    fn conv2d_b1(seed: u64, with_bias: bool, requant_kind in 0usize..3, group in 1usize..3) {
+    fn conv2d_b1(seed: u64, with_bias: bool, requant_kind in 0usize..5, group in 1usize..3) {
         let mut r = Rng(seed | 1);
         let n = r.i(1, 2) as usize;
         let cg = r.i(1, 12) as usize;
@@ -95,7 +125,7 @@ proptest! {
     /// (tap-major K, bit transpose + gather), with pixel counts below 16, multiples of
     /// 16 and odd ones (the overlapping last block).
     #[test]
-    fn conv2d_b1_chanbits(seed: u64, with_bias: bool, requant_kind in 0usize..3, group in 1usize..3) {
+    fn conv2d_b1_chanbits(seed: u64, with_bias: bool, requant_kind in 0usize..5, group in 1usize..3) {
         let mut r = Rng(seed | 1);
         let n = r.i(1, 2) as usize;
         let cg = [8, 16, 32, 64, 128][r.i(0, 4) as usize];
@@ -127,10 +157,11 @@ proptest! {
         check_baseline(&b).map_err(TestCaseError::fail)?;
         let kernel = kernel_of(&b);
         prop_assert!(kernel.contains("chanbits+xnor-popcnt"), "{}", kernel);
+        prop_assert_eq!(kernel.ends_with("+threshold"), requant_kind >= 3, "{}", kernel);
     }
 
     #[test]
-    fn matmul_b1(seed: u64, with_bias: bool, requant_kind in 0usize..3, batched: bool) {
+    fn matmul_b1(seed: u64, with_bias: bool, requant_kind in 0usize..5, batched: bool) {
         let mut r = Rng(seed | 1);
         let (m, n) = (r.i(1, 9) as usize, r.i(1, 11) as usize);
         let k = match r.i(0, 3) { 0 => r.i(1, 20), 1 => r.i(60, 70), 2 => r.i(120, 200), _ => 256 } as usize;

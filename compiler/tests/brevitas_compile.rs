@@ -109,8 +109,21 @@ fn check(name: &str, float_accuracy: f64, binary: bool) -> Outcome {
             .filter(|l| l.kernel.contains("xnor"))
             .count();
         assert!(xnor >= 1, "{name}: no XNOR-popcount layer:\n{kernels:?}");
-        let thresholds = report.layers.iter().filter(|l| l.op == "threshold").count();
+        // Batch norm + sign as thresholds: one after the int8 first conv, one fused
+        // into the XNOR conv's epilogue (which writes b1 directly).
+        let thresholds = report
+            .layers
+            .iter()
+            .filter(|l| l.op == "threshold" || l.op.ends_with("+threshold"))
+            .count();
         assert_eq!(thresholds, 2, "{name}: batch norm + sign as thresholds");
+        assert!(
+            report
+                .layers
+                .iter()
+                .any(|l| l.kernel.contains("xnor") && l.kernel.ends_with("+threshold")),
+            "{name}: the threshold after the XNOR conv is fused:\n{kernels:?}"
+        );
         // The binary layers chain in the bit domain: b1 between them.
         let b1 = m
             .nodes

@@ -150,7 +150,7 @@ pub(crate) fn schedule(
             let un = &m.nodes[u];
             let ok = match node.op {
                 Op::Conv2d | Op::Gemm | Op::MatMul => matches!(un.op, Op::Relu | Op::Clip),
-                _ => un.op == Op::Requantize,
+                _ => matches!(un.op, Op::Requantize | Op::Threshold),
             };
             if ok && un.operands[0] == res {
                 fused_node = Some(u);

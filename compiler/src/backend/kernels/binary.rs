@@ -43,7 +43,7 @@ use qcc_ir::{ElemType, Module, Node, Op};
 
 use super::conv::{self, ConvGeom};
 use super::planes;
-use super::quant::{AccStore, IntEpi, Requant, const_ints, int_epi};
+use super::quant::{AccStore, IntEpi, Requant, Thresh, const_ints, int_epi};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::kb::{Kb, MF};
 use crate::backend::storage::Store;
@@ -93,6 +93,8 @@ impl BinLowering {
     pub fn kernel_name(&self) -> String {
         let rq = if self.epi.rq.is_some() {
             "+requantize"
+        } else if self.epi.thr.is_some() {
+            "+threshold"
         } else {
             ""
         };
@@ -150,7 +152,7 @@ pub(crate) fn select(m: &Module, node: &Node, fused: Option<&Node>) -> Result<Bi
                 return Err("matmul_int with more than 256 batches is not lowered yet".into());
             }
             let out_rank = m.ty(node.result).shape.len();
-            let epi = int_epi(m, node, fused, out_rank.saturating_sub(1))?;
+            let epi = int_epi(m, node, fused, out_rank.saturating_sub(1), true)?;
             if epi.rq.as_ref().is_some_and(|r| r.chans.len() > 1) && sb.len() < 2 {
                 return Err("per-channel requantize of a matrix-vector product".into());
             }
@@ -166,7 +168,7 @@ pub(crate) fn select(m: &Module, node: &Node, fused: Option<&Node>) -> Result<Bi
         }
         Op::Conv2dInt => {
             let g = conv::conv_geom(m, node)?;
-            let epi = int_epi(m, node, fused, 1)?;
+            let epi = int_epi(m, node, fused, 1, true)?;
             let masked = (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh))
                 || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow));
             let chan = planes::applies(&g);
@@ -239,6 +241,10 @@ fn emit_matmul(
     let bp = cx.rodata(words_bytes(&packed), 16);
     let bias = epi.has_bias.then(|| cx.operand(2));
     let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let thr = epi
+        .thr
+        .as_ref()
+        .map(|t| (t, cx.rodata(t.table_bytes(), 16)));
     let (out, ws) = (cx.out, cx.ws);
     let ob = epi.st_out.bytes();
     let kb = &mut *cx.kb;
@@ -273,6 +279,7 @@ fn emit_matmul(
                 chan_of_row: false,
                 bias,
                 rq,
+                thr,
                 st_out: epi.st_out,
                 buf: None,
             },
@@ -379,6 +386,10 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: boo
     };
     let bias = epi.has_bias.then(|| cx.operand(2));
     let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let thr = epi
+        .thr
+        .as_ref()
+        .map(|t| (t, cx.rodata(t.table_bytes(), 16)));
     let (out, ws) = (cx.out, cx.ws);
     let ob = epi.st_out.bytes();
     let g = *g;
@@ -394,6 +405,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: boo
         chan_of_row: true,
         bias,
         rq,
+        thr,
         st_out: epi.st_out,
     }
     .vectorizes();
@@ -402,6 +414,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: boo
         let wg = kb.idx(wp, grp, (mgp * w * 8) as i64);
         let bias_g = bias.map(|b| kb.idx(b, grp, (mg * 4) as i64));
         let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
+        let thr_g = thr.map(|(h, t)| (h, kb.idx(t, grp, mg as i64 * h.stride())));
         emit_tiles(
             kb,
             &Tiles {
@@ -418,6 +431,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: boo
                 chan_of_row: true,
                 bias: bias_g,
                 rq: rq_g,
+                thr: thr_g,
                 st_out: epi.st_out,
                 buf,
             },
@@ -540,6 +554,7 @@ struct Tiles<'t> {
     chan_of_row: bool,
     bias: Option<Value>,
     rq: Option<(&'t Requant, Value)>,
+    thr: Option<(&'t Thresh, Value)>,
     st_out: Store,
     /// With rows as channels and a vector epilogue: two rows of i32 results (`cols`
     /// rounded up to 4, this many bytes apart) that the tiles fill and
@@ -554,6 +569,7 @@ impl Tiles<'_> {
             chan_of_row: self.chan_of_row,
             bias: self.bias,
             rq: self.rq,
+            thr: self.thr,
             st_out: self.st_out,
         }
     }

@@ -284,7 +284,7 @@ pub(crate) fn select(
                 return Err("matmul_int with more than 256 batches is not lowered yet".into());
             }
             let out_rank = m.ty(node.result).shape.len();
-            let epi = int_epi(m, node, fused, out_rank.saturating_sub(1))?;
+            let epi = int_epi(m, node, fused, out_rank.saturating_sub(1), false)?;
             if epi.rq.as_ref().is_some_and(|r| r.chans.len() > 1) && sb.len() < 2 {
                 return Err("per-channel requantize of a matrix-vector product".into());
             }
@@ -307,7 +307,7 @@ pub(crate) fn select(
         }
         Op::Conv2dInt => {
             let g = conv::conv_geom(m, node)?;
-            let epi = int_epi(m, node, fused, 1)?;
+            let epi = int_epi(m, node, fused, 1, false)?;
             let chan = planes::applies(&g);
             Ok(BsLowering {
                 kind: BsKind::Conv { g, chan },
@@ -728,6 +728,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, chan: bool, q: &BsLower
         chan_of_row: true,
         bias: bias_rt,
         rq,
+        thr: None,
         st_out: epi.st_out,
     }
     .vectorizes();
@@ -886,6 +887,7 @@ impl Tiles<'_> {
             chan_of_row: self.wrows,
             bias: self.bias,
             rq: self.rq,
+            thr: None,
             st_out: self.st_out,
         }
     }

@@ -257,7 +257,7 @@ pub(crate) fn select(
         }
     };
     let (lo, hi) = match fused {
-        Some(f) if f.op != Op::Requantize => activation_bounds(f)?,
+        Some(f) if !matches!(f.op, Op::Requantize | Op::Threshold) => activation_bounds(f)?,
         _ => (None, None),
     };
     let unary = |op: Unary| -> Result<Lowering, String> {

@@ -216,12 +216,120 @@ pub(crate) fn epilogue_tables(
     (rq, tab, bias)
 }
 
-/// Integer results: optional bias, optional fused requantize, storage of the result.
+/// Integer results: optional bias, optional fused requantize or threshold, storage of
+/// the result.
 #[derive(Clone, Debug)]
 pub(crate) struct IntEpi {
     pub has_bias: bool,
     pub rq: Option<Requant>,
+    pub thr: Option<Thresh>,
     pub st_out: Store,
+}
+
+/// A `threshold` fused after an integer conv/matmul: per channel (or shared) `k` sorted
+/// thresholds; the result is `offset + count(t <= x)` (`b1`: count 0 gives -1, 1 gives
+/// +1).
+#[derive(Clone, Debug)]
+pub(crate) struct Thresh {
+    pub table: Vec<i64>,
+    pub k: usize,
+    pub shared: bool,
+    pub offset: i64,
+    pub bipolar: bool,
+}
+
+impl Thresh {
+    /// The fused `threshold` node `f` on the producer's i32 result, channels along `axis`.
+    fn of(m: &Module, f: &Node, axis: usize) -> Result<Thresh, String> {
+        let a = Attrs::new(f.op, &f.attrs);
+        let xty = m.ty(f.operands[0]);
+        if normalize_axis(a.int("axis")?, xty.shape.len())? != axis {
+            return Err("the threshold's axis is not the producer's channels".into());
+        }
+        let offset = a.int("offset")?;
+        let table = match m.const_data(f.operands[1]) {
+            Some(ConstData::Int(v)) => v.clone(),
+            _ => return Err("a fused threshold needs constant integer thresholds".into()),
+        };
+        let (rows, k) = match m.ty(f.operands[1]).shape[..] {
+            [r, k] => (r, k),
+            _ => return Err("thresholds must be [C, K]".into()),
+        };
+        if rows != 1 && rows != xty.shape[axis] {
+            return Err("threshold rows do not match the channels".into());
+        }
+        let oty = m.ty(f.result);
+        let bipolar = oty.elem == ElemType::Bipolar;
+        let (lo, hi) = oty.elem.code_range().ok_or("result has no code range")?;
+        if bipolar && (k != 1 || offset != 0) {
+            return Err("a b1 threshold needs K = 1 and offset 0".into());
+        }
+        if !bipolar && (offset < lo || offset + k as i64 > hi) {
+            return Err("threshold results do not fit the result type".into());
+        }
+        if k > 16 {
+            return Err("more than 16 thresholds are not fused".into());
+        }
+        Ok(Thresh {
+            table,
+            k,
+            shared: rows == 1,
+            offset,
+            bipolar,
+        })
+    }
+
+    /// The run-time table: per channel row, `k` pairs of i32 (the threshold clamped to
+    /// i32, and -1 where it is above every i32 so that no accumulator reaches it).
+    pub(crate) fn table_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.table.len() * 8);
+        for &t in &self.table {
+            let c = t.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+            let never: i32 = if t > i32::MAX as i64 { -1 } else { 0 };
+            b.extend_from_slice(&c.to_le_bytes());
+            b.extend_from_slice(&never.to_le_bytes());
+        }
+        b
+    }
+
+    /// Bytes between consecutive channels' rows of [`Thresh::table_bytes`].
+    pub(crate) fn stride(&self) -> i64 {
+        if self.shared { 0 } else { (self.k * 8) as i64 }
+    }
+
+    /// `offset + count` (or `2 * count - 1` for b1) of the i32 `x` (scalar or i32x4)
+    /// against the thresholds of the channel row at `tp`.
+    fn apply(&self, kb: &mut Kb<'_, '_>, tp: Value, x: Value) -> Value {
+        let ty = kb.b.func.dfg.value_type(x);
+        let vector = ty == I32X4;
+        let one = kb.iconst_t(ty, 1);
+        let mut count = kb.iconst_t(ty, 0);
+        for j in 0..self.k {
+            let mut t = kb.b.ins().load(I32, RO, tp, (j * 8) as i32);
+            let mut never = kb.b.ins().load(I32, RO, tp, (j * 8 + 4) as i32);
+            if vector {
+                t = kb.b.ins().splat(I32X4, t);
+                never = kb.b.ins().splat(I32X4, never);
+            }
+            let ge = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, x, t);
+            let ge = if vector {
+                ge
+            } else {
+                let g = kb.b.ins().uextend(I32, ge);
+                kb.b.ins().ineg(g)
+            };
+            let m = kb.b.ins().band_not(ge, never);
+            let c = kb.b.ins().band(m, one);
+            count = kb.b.ins().iadd(count, c);
+        }
+        if self.bipolar {
+            let two = kb.b.ins().iadd(count, count);
+            kb.b.ins().isub(two, one)
+        } else {
+            let off = kb.iconst_t(ty, self.offset);
+            kb.b.ins().iadd(count, off)
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -706,7 +814,7 @@ pub(crate) fn select(
             }
             let zx = tensor_zp(&xty.elem)?;
             let zw = axis_zps(&wty.elem, 0, g.m)?;
-            let epi = int_epi(m, node, fused, 1)?;
+            let epi = int_epi(m, node, fused, 1, false)?;
             Ok(QuantLowering::ConvInt {
                 g,
                 zx,
@@ -733,7 +841,7 @@ pub(crate) fn select(
                 vec![tensor_zp(&bty.elem)?; g.n]
             };
             let out_rank = oty.shape.len();
-            let epi = int_epi(m, node, fused, out_rank.saturating_sub(1))?;
+            let epi = int_epi(m, node, fused, out_rank.saturating_sub(1), false)?;
             if epi.rq.as_ref().is_some_and(|r| r.chans.len() > 1) && bty.shape.len() < 2 {
                 return Err("per-channel requantize of a matrix-vector product".into());
             }
@@ -759,24 +867,41 @@ pub(crate) fn select(
 }
 
 /// The epilogue of an integer conv/matmul whose channels run along `axis` of the result.
+/// The epilogue of an integer conv/matmul `node` with channels along `axis` and the
+/// `fused` requantize or threshold; `thr_ok`: the kernel applies a fused threshold (the
+/// others refuse it, and the threshold keeps its own kernel).
 pub(crate) fn int_epi(
     m: &Module,
     node: &Node,
     fused: Option<&Node>,
     axis: usize,
+    thr_ok: bool,
 ) -> Result<IntEpi, String> {
     let has_bias = node.operands.len() > 2;
     match fused {
         None => Ok(IntEpi {
             has_bias,
             rq: None,
+            thr: None,
             st_out: Store::of(&m.ty(node.result).elem),
         }),
+        Some(f) if f.op == Op::Threshold => {
+            if !thr_ok {
+                return Err("this kernel does not fuse a threshold".into());
+            }
+            Ok(IntEpi {
+                has_bias,
+                rq: None,
+                thr: Some(Thresh::of(m, f, axis)?),
+                st_out: Store::of(&m.ty(f.result).elem),
+            })
+        }
         Some(f) => {
             let (rq, _) = requant_of(m, f, Some(axis))?;
             Ok(IntEpi {
                 has_bias,
                 rq: Some(rq),
+                thr: None,
                 st_out: Store::of(&m.ty(f.result).elem),
             })
         }
@@ -1635,6 +1760,8 @@ pub(crate) struct AccStore<'t> {
     pub chan_of_row: bool,
     pub bias: Option<Value>,
     pub rq: Option<(&'t Requant, Value)>,
+    /// A fused threshold instead of the requantize, with its table (`table_bytes`).
+    pub thr: Option<(&'t Thresh, Value)>,
     pub st_out: Store,
 }
 
@@ -1661,6 +1788,12 @@ impl AccStore<'_> {
             x = kb.b.ins().iadd(x, bv);
         }
         let off = (r as i64 * self.ldc as i64 + c as i64) * ob;
+        if let Some((th, tab)) = self.thr {
+            let tp = kb.idx(tab, chan, th.stride());
+            let y = th.apply(kb, tp, x);
+            kb.store_int(self.st_out, y, out_tile, off);
+            return;
+        }
         match self.rq {
             Some((rq, tab)) => {
                 let tp = rq.chan_ptr(kb, tab, chan);
@@ -1683,10 +1816,12 @@ impl AccStore<'_> {
                 && self
                     .rq
                     .is_none_or(|(rq, _)| rq.stride() == 0 && !rq.bias_folded));
+        let uniform = uniform && self.thr.is_none_or(|(th, _)| th.shared || self.chan_of_row);
         uniform
-            && match self.rq {
-                Some((rq, _)) => rq.vector_ok(),
-                None => matches!(self.st_out, Store::I32 | Store::U32),
+            && match (self.rq, self.thr) {
+                (Some((rq, _)), _) => rq.vector_ok(),
+                (None, Some(_)) => true,
+                (None, None) => matches!(self.st_out, Store::I32 | Store::U32),
             }
     }
 
@@ -1768,6 +1903,10 @@ impl AccStore<'_> {
         if let Some((rq, tab)) = self.rq {
             let tp = rq.chan_ptr(kb, tab, chan);
             v = requant_vec(kb, rq, tp, v);
+        }
+        if let Some((th, tab)) = self.thr {
+            let tp = kb.idx(tab, chan, th.stride());
+            v = th.apply(kb, tp, v);
         }
         let p = kb.off(out_tile, (r as i64 * self.ldc as i64 + c0 as i64) * ob);
         store_lanes(kb, self.st_out, v, lanes, p);
@@ -1879,6 +2018,7 @@ fn int_tile(
         chan_of_row: g.chan_of_row,
         bias: g.bias,
         rq: g.rq,
+        thr: None,
         st_out: g.st_out,
     };
     for (r, acc_r) in accs.iter().enumerate() {
