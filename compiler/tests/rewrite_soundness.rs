@@ -607,6 +607,19 @@ fn qonnx_cases() -> Vec<Case> {
             Tol::Exact,
             "module m {\n input %x: q<i4, axis=1, [0.1:-3, 0.2:0, 0.3:5]>[2,3,4]\n const @t: f32[1] = [-0.25]\n %d: f32[2,3,4] = dequantize(%x)\n %c: f32[2,3,4] = sub(%d, @t)\n %y: b1[2,3,4] = binarize(%c)\n output %y\n}",
         ),
+        // A threshold on requantized accumulators: on the accumulator itself (per-tensor
+        // and per-channel requantize, every rounding of ties, clamps, thresholds at the
+        // ends of the code range).
+        case(
+            "threshold-of-requantize",
+            Tol::Exact,
+            "module m {\n input %a: b1[2,4,3,3]\n const @w: b1[3,4,1,1] = [1, -1, 1, 1, -1, -1, 1, -1, 1, 1, 1, 1]\n %x: i32[2,3,3,3] = conv2d_int(%a, @w)\n const @t: i32[1,1] = [5]\n %r: q<u8, 0.1:0>[2,3,3,3] = requantize(%x) {multiplier = [1073741824], shift = [28]}\n %y: b1[2,3,3,3] = threshold(%r, @t)\n output %y\n}",
+        ),
+        case(
+            "threshold-of-requantize",
+            Tol::Exact,
+            "module m {\n input %a: b1[5,7]\n const @w: b1[7,3] = [1, -1, 1, 1, -1, -1, 1, -1, 1, 1, 1, 1, -1, -1, -1, 1, 1, -1, -1, 1, 1]\n const @b: i32[3] = [0, 1, -2]\n %x: i32[5,3] = matmul_int(%a, @w, @b)\n const @t: i32[3,3] = [-128, 0, 127, -3, 0, 2, 5, 6, 40]\n %r: q<i8, 0.1:2>[5,3] = requantize(%x) {multiplier = [1073741824, 3, 2000000000], shift = [29, 1, 28], axis = 1, rounding = half_up, min = -100}\n %y: i8[5,3] = threshold(%r, @t) {offset = -1}\n output %y\n}",
+        ),
         case(
             "threshold-of-relabel-cast",
             Tol::Exact,
@@ -723,5 +736,49 @@ fn every_rule_has_an_instance() {
 fn rules_are_sound() {
     for c in cases() {
         check(&c, 60);
+    }
+}
+
+/// `threshold-of-requantize` moves thresholds onto accumulator codes by bisection: an
+/// off-by-one there shows only at the threshold codes themselves, which random inputs
+/// rarely hit, so both sides also run on every accumulator code in [-600, 601] (a binary
+/// matmul whose rows count down the +1s, with biases 0 and 1 for both parities), in
+/// every rounding mode of the requantize.
+#[test]
+fn threshold_of_requantize_at_every_code() {
+    let (rows, k) = (601usize, 600usize);
+    let a: Vec<i64> = (0..rows)
+        .flat_map(|r| (0..k).map(move |j| if j < r { -1 } else { 1 }))
+        .collect();
+    for rounding in [
+        "half_even",
+        "half_up",
+        "half_down",
+        "floor",
+        "ceil",
+        "down",
+        "up",
+    ] {
+        let w = vec!["1"; k * 6].join(", ");
+        let text = format!(
+            "module m {{\n input %a: b1[{rows},{k}]\n const @w: b1[{k},6] = [{w}]\n const @b: i32[6] = [0, 1, 0, 1, 0, 1]\n %x: i32[{rows},6] = matmul_int(%a, @w, @b)\n const @t: i32[6,3] = [-128, 0, 127, -3, 0, 2, 5, 6, 40, -50, -49, 60, -1, 0, 1, -100, 0, 100]\n %r: q<i8, 0.1:2>[{rows},6] = requantize(%x) {{multiplier = [1073741824, 1073741824, 1288490189, 1288490189, 858993459, 858993459], shift = [32, 32, 32, 32, 31, 31], axis = 1, rounding = {rounding}, min = -100}}\n %y: i8[{rows},6] = threshold(%r, @t) {{offset = -1}}\n output %y\n}}"
+        );
+        let m = parse_module(&text).unwrap();
+        let r = apply("threshold-of-requantize", &m);
+        let x = Tensor::int(vec![rows, k], a.clone());
+        let left = run(&m, std::slice::from_ref(&x)).unwrap();
+        let right = run(&r, &[x]).unwrap();
+        let (TensorData::Int(p), TensorData::Int(q)) = (&left[0].data, &right[0].data) else {
+            panic!("integer results expected");
+        };
+        if let Some(i) = (0..p.len()).find(|&i| p[i] != q[i]) {
+            panic!(
+                "{rounding}: row {} channel {}: left {}, right {}",
+                i / 6,
+                i % 6,
+                p[i],
+                q[i]
+            );
+        }
     }
 }

@@ -18,6 +18,7 @@ use qcc_ir::{Attr, ConstData, ElemType, IntType, Module, Op, QuantParams, Tensor
 use crate::rewrite::analysis::{QEGraph, meta, ty, value};
 use crate::rewrite::build::{add_const, add_op, attrs, i32_ty, name_of};
 use crate::rewrite::intern::Meta;
+use crate::rewrite::lang::QNode;
 use crate::rewrite::rule::{Exactness, RuleDef, opt_var, rule, var};
 
 pub fn rules() -> Vec<RuleDef> {
@@ -64,6 +65,12 @@ pub fn rules() -> Vec<RuleDef> {
             Exactness::Exact,
             "(threshold ?tm (cast ?cm ?x) ?t)",
             threshold_relabel,
+        ),
+        rule(
+            "threshold-of-requantize",
+            Exactness::Exact,
+            "(threshold ?tm (requantize ?rm ?x) ?t)",
+            threshold_requantize,
         ),
         rule(
             "sign-dequantize-to-threshold",
@@ -441,4 +448,115 @@ fn quantize_bn(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
         lo,
         qm.ty.elem.clone(),
     ))
+}
+
+/// `threshold(requantize(x), t) -> threshold(x, T)` for `x` the result of a binary
+/// (b1 x b1) conv or matmul: `T[c, k]` is the first code of `x` (channel `c`, axis 1)
+/// whose requantized code reaches `t[c, k]`, so the next layer's sign (or a few
+/// levels) is taken on the accumulator itself, in the XNOR kernel's epilogue, and binary
+/// layers chain in b1 (e.g. a post-training `--bits 1` conv whose requantized output
+/// feeds only the next layer's binarization). Exact: with
+/// every multiplier `>= 0` the requantize is non-decreasing in the code (fixed-point
+/// product, a rounding mode, saturation, clamps: each non-decreasing), so the count of
+/// thresholds reached is the same on both sides, and `T` is found by bisection over the
+/// codes with the reference interpreter evaluating the requantize. Applies when every
+/// `T` fits i32 (a threshold no code reaches has no i32 form).
+fn threshold_requantize(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let tm = meta(eg, var(s, "?tm")).clone();
+    let rm = meta(eg, var(s, "?rm")).clone();
+    let x = var(s, "?x");
+    // Only where `x` is a binary conv/matmul: its kernel applies the threshold in its
+    // epilogue. (Elsewhere the requantize is the better form: it fuses into the int8
+    // kernels and into integer adds.)
+    let binary = eg[x].nodes.iter().any(|n| match n {
+        QNode::Op(Op::Conv2dInt | Op::MatMulInt, ch) => {
+            ch.len() >= 3
+                && ty(eg, ch[1]).elem == ElemType::Bipolar
+                && ty(eg, ch[2]).elem == ElemType::Bipolar
+        }
+        _ => false,
+    });
+    if !binary {
+        return None;
+    }
+    let xt = ty(eg, x).clone();
+    let rank = xt.rank();
+    if rank < 2 {
+        return None;
+    }
+    let c = xt.shape[1];
+    let (lo, hi) = xt.elem.code_range()?;
+    let ta = tm.attrs();
+    if qcc_ir::shape::normalize_axis(ta.int("axis").ok()?, rank).ok()? != 1 {
+        return None;
+    }
+    let offset = ta.int("offset").ok()?;
+    let ra = rm.attrs();
+    let mult = ra.ints("multiplier").ok()?;
+    if mult.iter().any(|&m| m < 0) {
+        return None;
+    }
+    if mult.len() > 1 && qcc_ir::shape::normalize_axis(ra.int("axis").ok()?, rank).ok()? != 1 {
+        return None;
+    }
+    let tv = value(eg, var(s, "?t"))?.as_int()?.to_vec();
+    let (rows, k) = match ty(eg, var(s, "?t")).shape[..] {
+        [r, k] if r == 1 || r == c => (r, k),
+        _ => return None,
+    };
+    // The requantize alone, on `[1, C, n]` codes of x's type.
+    let eval = |codes: Vec<i64>, n: usize| -> Option<Vec<i64>> {
+        let mut m = Module::new("codes");
+        let xs = m.add_const(
+            "x",
+            TensorType::new(xt.elem.clone(), vec![1, c, n]),
+            ConstData::Int(codes),
+        );
+        let mut a = rm.attrs.clone();
+        if mult.len() > 1 {
+            a.insert("axis".into(), Attr::Int(1));
+        }
+        let y = m.add_node(
+            Op::Requantize,
+            vec![xs],
+            a,
+            "y",
+            TensorType::new(rm.ty.elem.clone(), vec![1, c, n]),
+        );
+        m.outputs = vec![y];
+        let r = run(&m, &[]).ok()?;
+        Some(r.into_iter().next()?.as_int()?.to_vec())
+    };
+    let mut out = vec![0i64; c * k];
+    for j in 0..k {
+        let t = |ch: usize| tv[if rows == 1 { j } else { ch * k + j }];
+        // Per channel the answer lies in [a, b]; b = hi + 1 stands for "none".
+        let mut a = vec![lo; c];
+        let mut b = vec![hi + 1; c];
+        while a.iter().zip(&b).any(|(a, b)| a < b) {
+            let mid: Vec<i64> = a
+                .iter()
+                .zip(&b)
+                .map(|(&a, &b)| if a < b { a + (b - a) / 2 } else { a.min(hi) })
+                .collect();
+            let v = eval(mid.clone(), 1)?;
+            for ch in 0..c {
+                if a[ch] >= b[ch] {
+                    continue;
+                }
+                if v[ch] >= t(ch) {
+                    b[ch] = mid[ch];
+                } else {
+                    a[ch] = mid[ch] + 1;
+                }
+            }
+        }
+        for ch in 0..c {
+            if a[ch] > i32::MAX as i64 || a[ch] < i32::MIN as i64 {
+                return None;
+            }
+            out[ch * k + j] = a[ch];
+        }
+    }
+    Some(add_threshold(eg, x, out, k, offset, tm.ty.elem.clone()))
 }
