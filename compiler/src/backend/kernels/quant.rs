@@ -1585,8 +1585,15 @@ pub(crate) fn requant_vec(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Value
     } else {
         x
     };
-    let m = kb.b.ins().ireduce(I32, mult);
-    let m = kb.b.ins().splat(I32X4, m);
+    // The multiplier in every i32 lane, built as a splat of `m | m << 32` bitcast to
+    // i32x4: Cranelift's mid-end rewrites `swiden_low(splat(m))` into a splat of i64,
+    // which no longer matches `pmuldq` (a three-`pmuludq` sequence instead).
+    let lo32 = kb.b.ins().band_imm_s(mult, 0xffff_ffff);
+    let hi32 = kb.b.ins().ishl_imm_s(mult, 32);
+    let m2 = kb.b.ins().bor(lo32, hi32);
+    let m = kb.b.ins().splat(I64X2, m2);
+    let le4 = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    let m = kb.b.ins().bitcast(I32X4, le4, m);
     let one = kb.c(1);
     let pow = kb.b.ins().ishl(one, s);
     let mask = kb.b.ins().isub(pow, one);
