@@ -1570,9 +1570,13 @@ impl Requant {
 /// `[lo - zq, hi - zq]` in i64 before `zq` is added in i32 (the scalar form's clamp to
 /// +-2^40 never binds inside that range).
 pub(crate) fn requant_vec(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Value) -> Value {
-    // With every shift at least 32, |p + add| < 2^63 shifted right by s fits i32
-    // (|p| <= 2^62): the shift's low halves are exact, so the rest runs on i32 lanes.
-    let narrow_first = rq.chans.iter().all(|c| c[1] >= 32);
+    // Where the shifted value provably fits i32 its low halves are exact and the rest
+    // runs on i32 lanes: with a shift of at least 32 (|p| <= 2^62), or with
+    // |multiplier| < 2^s (then |p| / 2^s <= 2^31 - 2^(31-s), whatever the rounding).
+    let narrow_first = rq
+        .chans
+        .iter()
+        .all(|c| c[1] >= 32 || c[0].unsigned_abs() < 1u64 << c[1]);
     let mut fields = RqFields::new(rq, tp);
     let mult = fields.get(kb, 0);
     let s = fields.get(kb, 1);
