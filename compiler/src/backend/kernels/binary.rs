@@ -385,7 +385,17 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: boo
         (None, None, None)
     };
     let bias = epi.has_bias.then(|| cx.operand(2));
-    let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    // |dot + bias| <= K + max |bias| (a constant bias) for the vector requantize.
+    let bias_max = if epi.has_bias {
+        const_ints(cx, 2).iter().map(|v| v.unsigned_abs()).max()
+    } else {
+        Some(0)
+    };
+    let rq_own = epi.rq.as_ref().map(|r| Requant {
+        acc_max: bias_max.map(|b| k as u64 + b),
+        ..r.clone()
+    });
+    let rq = rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
     let thr = epi
         .thr
         .as_ref()

@@ -48,6 +48,10 @@ pub(crate) struct Requant {
     pub chans: Vec<[i64; 6]>,
     /// Whether the producer's constant bias is in the table (see [`Requant::fold_bias`]).
     pub bias_folded: bool,
+    /// A bound on |value requantized| (after any bias) that the producing kernel
+    /// guarantees, e.g. K plus the largest |bias| for a 1-bit dot: it lets the vector
+    /// form finish in i32 lanes where the bound keeps the result within i32.
+    pub acc_max: Option<u64>,
 }
 
 /// Where one per-channel parameter of a [`Requant`] lives: a constant when all channels
@@ -665,6 +669,7 @@ pub(crate) fn requant_of(
             hi,
             chans,
             bias_folded: false,
+            acc_max: None,
         },
         axis,
     ))
@@ -1573,10 +1578,14 @@ pub(crate) fn requant_vec(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, x: Value
     // Where the shifted value provably fits i32 its low halves are exact and the rest
     // runs on i32 lanes: with a shift of at least 32 (|p| <= 2^62), or with
     // |multiplier| < 2^s (then |p| / 2^s <= 2^31 - 2^(31-s), whatever the rounding).
-    let narrow_first = rq
-        .chans
-        .iter()
-        .all(|c| c[1] >= 32 || c[0].unsigned_abs() < 1u64 << c[1]);
+    let narrow_first = rq.chans.iter().all(|c| {
+        let (m, s) = (c[0].unsigned_abs(), c[1] as u32);
+        s >= 32
+            || m < 1u64 << s
+            || rq
+                .acc_max
+                .is_some_and(|a| (a as u128 * m as u128) >> s < 1u128 << 30)
+    });
     let mut fields = RqFields::new(rq, tp);
     let mult = fields.get(kb, 0);
     let s = fields.get(kb, 1);
