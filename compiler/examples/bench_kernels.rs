@@ -10,10 +10,16 @@
 //! Every case is checked against the interpreter once before it is timed. The
 //! `--cost-table` mode measures the reference shapes of `qcc::backend::costs` (f32 GEMM,
 //! int8 `pmaddwd`, int8 with bit-packed 2..7-bit weights, 1-bit XNOR) on the host's
-//! `native` and `baseline` feature sets and prints them as that table's rows.
+//! `native` and `baseline` feature sets, and the `pmaddubsw` kernel (native only: it
+//! needs SSSE3) at 2..8-bit weights with 8-bit activations (K = 1024) and with 4- and
+//! 2-bit ones (K = 4096, the bit-serial rows' shape), and prints them as that table's
+//! rows. Each strategy is measured with the others it competes with
+//! disabled (`costs::without`), so that the table being measured does not decide which
+//! kernel runs.
 
 use std::collections::BTreeMap;
 
+use qcc::backend::costs::{self, Strategy};
 use qcc::backend::{JitModel, Target};
 use qcc_ir::interp::{self, Tensor};
 use qcc_ir::{
@@ -157,6 +163,42 @@ fn matmul_case(r: &mut Rng, (m_, n_, k_): (usize, usize, usize), wbits: u8) -> (
     (m, xin)
 }
 
+/// `[M, K] x [K, N]` for the `pmaddubsw` kernel: `abits`-bit unsigned activations
+/// (zero point 1) times constant signed `wbits`-bit weights; 8-bit weights within +-64
+/// (the largest that pass its saturation check with 8-bit activations).
+fn maddubs_case(
+    r: &mut Rng,
+    (m_, n_, k_): (usize, usize, usize),
+    wbits: u8,
+    abits: u8,
+) -> (Module, Tensor) {
+    let mut m = Module::new(format!("matmul_maddubs_w{wbits}a{abits}"));
+    let x = m.add_input("x", TensorType::new(q(abits, false, 1), vec![m_, k_]));
+    let half = if wbits == 8 { 65 } else { 1i64 << (wbits - 1) };
+    let wdata = ConstData::Int((0..k_ * n_).map(|_| r.i(-half + 1, half - 1)).collect());
+    let w = m.add_const("w", TensorType::new(q(wbits, true, 0), vec![k_, n_]), wdata);
+    let y = node(
+        &mut m,
+        Op::MatMulInt,
+        &[x, w],
+        BTreeMap::new(),
+        ElemType::I32,
+    );
+    m.outputs.push(y);
+    let xin = Tensor::int(
+        vec![m_, k_],
+        (0..m_ * k_).map(|_| r.i(0, (1 << abits) - 1)).collect(),
+    );
+    (m, xin)
+}
+
+/// The integer strategies `pmaddubsw` competes with.
+const NOT_MADDUBS: [Strategy; 3] = [
+    Strategy::Int8Pmaddwd,
+    Strategy::Int8PackedW,
+    Strategy::BitSerial,
+];
+
 /// `--cost-table`: the rows of `qcc::backend::costs::TABLE` measured on this machine.
 fn cost_table(iters: usize) {
     let baseline = Target::new(&target_lexicon::Triple::host().to_string(), "baseline")
@@ -173,10 +215,36 @@ fn cost_table(iters: usize) {
             let k = if wbits == 1 { 4096 } else { 1024 };
             let (m, xin) = matmul_case(&mut r, (256, 256, k), wbits);
             let macs = (256 * 256 * k) as u64;
-            match measure(&m, &[xin], macs, iters, &target) {
+            let g = costs::without(&[Strategy::Maddubs], || {
+                measure(&m, &[xin], macs, iters, &target)
+            });
+            match g {
                 Some(g) => println!("    row({tname}, {strategy}, {wb}, {ab}, {g:.2}, Measured),"),
                 None => println!("    // {tname} {strategy} {wb}x{ab}: mismatch, not measured"),
             }
+        }
+    }
+    // pmaddubsw: 8-bit activations at the int8 reference shape (K = 1024), narrower
+    // ones at the bit-serial kernel's (K = 4096), so that each row compares with the
+    // rows it competes with.
+    let cases: Vec<(u8, u8)> = (2..=8)
+        .map(|w| (w, 8))
+        .chain((2..=8).map(|w| (w, 4)))
+        .chain((2..=4).map(|w| (w, 2)))
+        .collect();
+    for (wb, ab) in cases {
+        let k = if ab == 8 { 1024 } else { 4096 };
+        let (m, xin) = maddubs_case(&mut r, (256, 256, k), wb, ab);
+        let macs = (256 * 256 * k) as u64;
+        let g = costs::without(&NOT_MADDUBS, || {
+            let jit = JitModel::new(&m).expect("compile");
+            let kernel = &jit.report().layers[0].kernel;
+            assert!(kernel.contains("pmaddubsw"), "{kernel}");
+            measure(&m, std::slice::from_ref(&xin), macs, iters, &Target::host())
+        });
+        match g {
+            Some(g) => println!("    row(Native, Maddubs, {wb}, {ab}, {g:.2}, Measured),"),
+            None => println!("    // Native Maddubs {wb}x{ab}: mismatch, not measured"),
         }
     }
 }
@@ -322,6 +390,67 @@ fn main() {
         20.0,
     );
 
+    // pmaddubsw (u8 x i8 where the weights allow it): matmuls at 8- and 4-bit weights,
+    // then the same shapes as the int8 convolutions above with 4-bit weights.
+    for (wb, ab) in [(8u8, 8u8), (4, 8), (4, 4), (3, 3)] {
+        let (m, xin) = maddubs_case(&mut r, (m_, n_, k_), wb, ab);
+        bench(
+            &format!("matmul_int u{ab} x i{wb} -> i32 256x256x1024"),
+            &m,
+            &[xin],
+            macs,
+            iters,
+            40.0,
+        );
+    }
+    let conv_i4 = |r: &mut Rng, kh: usize, c: usize| {
+        let mut m = Module::new("conv_i4");
+        let x = m.add_input("x", TensorType::new(q(8, false, 0), vec![1, c, 16, 16]));
+        let w = m.add_const(
+            "w",
+            TensorType::new(q(4, true, 0), vec![256, c, kh, kh]),
+            ConstData::Int((0..256 * c * kh * kh).map(|_| r.i(-7, 7)).collect()),
+        );
+        let p = (kh / 2) as i64;
+        let mut a = BTreeMap::new();
+        a.insert("pads".to_string(), Attr::Ints(vec![p; 4]));
+        let acc = node(&mut m, Op::Conv2dInt, &[x, w], a, ElemType::I32);
+        let mut a = BTreeMap::new();
+        a.insert("multiplier".to_string(), Attr::Ints(vec![1 << 30]));
+        a.insert("shift".to_string(), Attr::Ints(vec![40]));
+        let y = node(&mut m, Op::Requantize, &[acc], a, q(8, false, 0));
+        m.outputs.push(y);
+        let xin = Tensor::int(
+            vec![1, c, 16, 16],
+            (0..c * 256).map(|_| r.i(0, 255)).collect(),
+        );
+        (m, xin, (256 * 256 * c * kh * kh) as u64)
+    };
+    let (m, xin, mc) = conv_i4(&mut r, 1, 1024);
+    bench(
+        "conv2d_int+requant u8 x i4 1x1, C=1024 M=256 16x16",
+        &m,
+        std::slice::from_ref(&xin),
+        mc,
+        iters,
+        40.0,
+    );
+    costs::without(&[Strategy::Maddubs], || {
+        bench("  the same, pmaddwd kernel", &m, &[xin], mc, iters, 20.0)
+    });
+    let (m, xin, mc) = conv_i4(&mut r, 3, 114);
+    bench(
+        "conv2d_int+requant u8 x i4 3x3, C=114 M=256 16x16",
+        &m,
+        std::slice::from_ref(&xin),
+        mc,
+        iters,
+        40.0,
+    );
+    costs::without(&[Strategy::Maddubs], || {
+        bench("  the same, pmaddwd kernel", &m, &[xin], mc, iters, 20.0)
+    });
+
     // 1-bit XNOR-popcount: b1 activations [M, K] times constant b1 weights [K, N] -> i32.
     let k1 = 4096usize;
     let sign = |r: &mut Rng| if r.next() & 1 == 1 { -1 } else { 1 };
@@ -404,6 +533,20 @@ fn main() {
             iters,
             ceiling,
         );
+        if only.as_deref().is_none_or(|o| "4096".contains(o)) {
+            // The cost table may give these to pmaddubsw: the kernel it would be without.
+            costs::without(&[Strategy::Maddubs], || {
+                bench_on(
+                    "  the same without pmaddubsw",
+                    &m,
+                    std::slice::from_ref(&xin),
+                    (m_ * n_ * k1) as u64,
+                    iters,
+                    ceiling,
+                    &Target::host(),
+                )
+            });
+        }
         if (wb, ab) == (2, 2) {
             bench_on(
                 "  the same, baseline ISA (no popcnt)",

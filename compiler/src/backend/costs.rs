@@ -24,6 +24,10 @@
 //! - aarch64: no aarch64 hardware is available to this project (qemu timings mean
 //!   nothing), so its rows repeat the x86_64 native figures and are marked
 //!   [`Source::Unmeasured`].
+//! - [`Strategy::Maddubs`] has rows on x86_64 native only (it needs SSSE3's
+//!   `pmaddubsw`); `--cost-table` measures it with the strategies it competes with
+//!   disabled ([`without`]), and the others without it. Its rows for 4- and 2-bit
+//!   activations are at K = 4096, to compare with the bit-serial rows.
 
 use std::fmt;
 
@@ -42,15 +46,22 @@ pub enum Strategy {
     BitSerial,
     /// 1-bit XNOR-popcount (bipolar weights and activations).
     Xnor,
+    /// u8 activations x i8 weights with `pmaddubsw` (SSSE3), bytes in the workspace
+    /// (`kernels::maddubs`): only for layers whose constant weights are proven not to
+    /// saturate its i16 sums, so it applies to (wbits, abits) of at most 8 bits but a
+    /// layer may still fall back to [`Strategy::Int8Pmaddwd`] / [`Strategy::Int8PackedW`].
+    /// Rows on x86_64 with SSSE3 only.
+    Maddubs,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 5] = [
+    pub const ALL: [Strategy; 6] = [
         Strategy::F32Gemm,
         Strategy::Int8Pmaddwd,
         Strategy::Int8PackedW,
         Strategy::BitSerial,
         Strategy::Xnor,
+        Strategy::Maddubs,
     ];
 
     /// Whether the strategy computes a product of `wbits`-bit weights and `abits`-bit
@@ -62,6 +73,7 @@ impl Strategy {
             Strategy::Int8PackedW => wbits < 8 && abits <= 8,
             Strategy::BitSerial => (2..=4).contains(&wbits) && (2..=4).contains(&abits),
             Strategy::Xnor => wbits == 1 && abits == 1,
+            Strategy::Maddubs => (1..=8).contains(&wbits) && (1..=8).contains(&abits),
         }
     }
 }
@@ -74,6 +86,7 @@ impl fmt::Display for Strategy {
             Strategy::Int8PackedW => "int8-packed-weights",
             Strategy::BitSerial => "bit-serial",
             Strategy::Xnor => "xnor-popcount",
+            Strategy::Maddubs => "int8-pmaddubsw",
         })
     }
 }
@@ -92,17 +105,18 @@ impl CostTarget {
     /// The row set for a target triple's architecture and CPU name (`baseline` or any
     /// other name, which is taken to have the native features).
     /// The row set for a compiled-for ISA: aarch64, or x86_64 with or without `popcnt`
-    /// (what separates the native from the baseline figures of the popcount kernels).
+    /// and SSSE3 (what separates the native from the baseline figures of the popcount
+    /// kernels; SSSE3's `pmaddubsw` is what [`Strategy::Maddubs`] needs, so a flag set
+    /// with `popcnt` but no SSSE3, such as `barcelona`, takes the baseline rows).
     pub fn of_isa(isa: &dyn cranelift_codegen::isa::TargetIsa) -> CostTarget {
+        let has = |name: &str| {
+            isa.isa_flags()
+                .iter()
+                .any(|f| f.name == name && f.as_bool() == Some(true))
+        };
         match isa.triple().architecture {
             target_lexicon::Architecture::Aarch64(_) => CostTarget::Aarch64,
-            _ if isa
-                .isa_flags()
-                .iter()
-                .any(|f| f.name == "has_popcnt" && f.as_bool() == Some(true)) =>
-            {
-                CostTarget::X86_64Native
-            }
+            _ if has("has_popcnt") && has("has_ssse3") => CostTarget::X86_64Native,
             _ => CostTarget::X86_64Baseline,
         }
     }
@@ -157,7 +171,7 @@ const fn row(
 
 use CostTarget::{Aarch64, X86_64Baseline as Base, X86_64Native as Native};
 use Source::{Measured, Unmeasured};
-use Strategy::{BitSerial, F32Gemm, Int8PackedW, Int8Pmaddwd, Xnor};
+use Strategy::{BitSerial, F32Gemm, Int8PackedW, Int8Pmaddwd, Maddubs, Xnor};
 
 /// The cost table. For one target and strategy, the row that applies to (w, a) bits is
 /// the one with the fewest bits that are at least (w, a) (see [`gmacs`]).
@@ -195,6 +209,27 @@ pub const TABLE: &[Row] = &[
     row(Aarch64, BitSerial, 2, 3, 30.85, Unmeasured),
     row(Aarch64, BitSerial, 4, 2, 24.28, Unmeasured),
     row(Aarch64, BitSerial, 2, 4, 24.15, Unmeasured),
+    // pmaddubsw (x86_64 with SSSE3 only: the baseline flag set and aarch64 have no rows):
+    // bench_kernels --cost-table 30, the median of 4 runs (load average ~2.3 from other
+    // builds); u8 activations at K = 1024, u4 and u2 at K = 4096 (the bit-serial rows'
+    // shape), signed weights (8-bit ones within +-64, so that they pass the check).
+    row(Native, Maddubs, 2, 8, 61.68, Measured),
+    row(Native, Maddubs, 3, 8, 56.91, Measured),
+    row(Native, Maddubs, 4, 8, 56.09, Measured),
+    row(Native, Maddubs, 5, 8, 51.09, Measured),
+    row(Native, Maddubs, 6, 8, 45.28, Measured),
+    row(Native, Maddubs, 7, 8, 45.00, Measured),
+    row(Native, Maddubs, 8, 8, 45.65, Measured),
+    row(Native, Maddubs, 2, 4, 47.56, Measured),
+    row(Native, Maddubs, 3, 4, 56.49, Measured),
+    row(Native, Maddubs, 4, 4, 46.00, Measured),
+    row(Native, Maddubs, 5, 4, 54.84, Measured),
+    row(Native, Maddubs, 6, 4, 45.14, Measured),
+    row(Native, Maddubs, 7, 4, 44.25, Measured),
+    row(Native, Maddubs, 8, 4, 45.06, Measured),
+    row(Native, Maddubs, 2, 2, 47.72, Measured),
+    row(Native, Maddubs, 3, 2, 57.91, Measured),
+    row(Native, Maddubs, 4, 2, 46.52, Measured),
     // aarch64: not measured; the x86_64 native figures.
     row(Aarch64, F32Gemm, 32, 32, 13.98, Unmeasured),
     row(Aarch64, Int8Pmaddwd, 8, 8, 23.67, Unmeasured),
@@ -233,8 +268,23 @@ pub fn estimate_ns(
     }
 }
 
+thread_local! {
+    static DISABLED: std::cell::RefCell<Vec<Strategy>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `disabled` taken out of every [`choose`] on this thread (kernel
+/// selection happens on the compiling thread): how `bench_kernels --cost-table` measures
+/// a strategy that the table would otherwise not choose, and how tests compare kernels.
+pub fn without<R>(disabled: &[Strategy], f: impl FnOnce() -> R) -> R {
+    let saved = DISABLED.with(|d| std::mem::replace(&mut *d.borrow_mut(), disabled.to_vec()));
+    let r = f();
+    DISABLED.with(|d| *d.borrow_mut() = saved);
+    r
+}
+
 /// The fastest of `candidates` for `macs` MACs at (`wbits`, `abits`) on `target` (the
-/// first of equals); None when none of them has a row.
+/// first of equals); None when none of them has a row. Strategies disabled by
+/// [`without`] are skipped.
 pub fn choose(
     candidates: &[Strategy],
     wbits: u32,
@@ -242,8 +292,10 @@ pub fn choose(
     macs: u64,
     target: CostTarget,
 ) -> Option<Strategy> {
+    let disabled = DISABLED.with(|d| d.borrow().clone());
     candidates
         .iter()
+        .filter(|s| !disabled.contains(s))
         .map(|&s| (s, estimate_ns(s, wbits, abits, macs, target)))
         .filter(|(_, t)| t.is_finite())
         .fold(None, |best: Option<(Strategy, f64)>, (s, t)| match best {
@@ -255,11 +307,13 @@ pub fn choose(
 
 /// The cost of one integer multiply-accumulate relative to one f32 multiply-accumulate
 /// (the extraction's unit) with the fastest integer strategy for (`wbits`, `abits`) on
-/// `target`; 1.0 when no integer strategy has a row.
+/// `target`; 1.0 when no integer strategy has a row. [`Strategy::Maddubs`] counts only
+/// below 8-bit weights: with 8-bit weights whether a layer may take it depends on the
+/// weights' values (signed weights of at most 7 bits always pass its check).
 pub fn relative_mac_cost(wbits: u32, abits: u32, target: CostTarget) -> f64 {
     let int: Vec<Strategy> = Strategy::ALL
         .into_iter()
-        .filter(|&s| s != Strategy::F32Gemm)
+        .filter(|&s| s != Strategy::F32Gemm && (s != Strategy::Maddubs || wbits < 8))
         .collect();
     let f = gmacs(Strategy::F32Gemm, 32, 32, target);
     let best = choose(&int, wbits, abits, 1, target).and_then(|s| gmacs(s, wbits, abits, target));
@@ -277,6 +331,11 @@ mod tests {
     fn every_strategy_has_a_row_on_every_target() {
         for t in [Native, Base, Aarch64] {
             for s in Strategy::ALL {
+                if s == Maddubs && t != Native {
+                    // pmaddubsw needs SSSE3: no row, so never chosen there.
+                    assert!(!TABLE.iter().any(|r| r.target == t && r.strategy == s));
+                    continue;
+                }
                 assert!(
                     TABLE.iter().any(|r| r.target == t && r.strategy == s),
                     "{s} on {t:?}"
@@ -316,9 +375,17 @@ mod tests {
         assert_eq!(choose(&all, 1, 1, 1 << 20, Native), Some(Xnor));
         assert_eq!(choose(&[], 8, 8, 1, Native), None);
         let c = choose(&all, 8, 8, 1 << 20, Native).unwrap();
-        assert!(matches!(c, Int8Pmaddwd | F32Gemm));
+        assert!(matches!(c, Int8Pmaddwd | Maddubs | F32Gemm));
         let ns = estimate_ns(c, 8, 8, 1 << 20, Native);
         assert!(ns <= estimate_ns(F32Gemm, 8, 8, 1 << 20, Native));
         assert!(relative_mac_cost(1, 1, Native) < relative_mac_cost(8, 8, Native));
+        assert_eq!(choose(&[Maddubs], 4, 8, 1, Base), None);
+        assert_eq!(choose(&[Maddubs], 4, 8, 1, Aarch64), None);
+        assert_eq!(choose(&[Maddubs], 4, 8, 1, Native), Some(Maddubs));
+        assert_eq!(
+            without(&[Maddubs], || choose(&[Maddubs], 4, 8, 1, Native)),
+            None
+        );
+        assert_eq!(choose(&[Maddubs], 4, 8, 1, Native), Some(Maddubs));
     }
 }

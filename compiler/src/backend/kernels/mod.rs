@@ -14,6 +14,7 @@ pub(crate) mod elementwise;
 pub(crate) mod gemm;
 mod im2col;
 pub(crate) mod intelem;
+pub(crate) mod maddubs;
 pub(crate) mod movement;
 pub(crate) mod nary;
 pub(crate) mod packw;
@@ -107,6 +108,8 @@ pub(crate) enum Lowering {
     Bits(bits::BitsLowering),
     /// 2..4-bit weights and activations: bit-serial AND-popcount conv/matmul.
     BitSerial(bitserial::BsLowering),
+    /// u8 x i8 `pmaddubsw` conv/matmul, where the constant weights make it exact.
+    Maddubs(maddubs::MdLowering),
 }
 
 /// A matrix product (gemm or batched matmul) on f32.
@@ -194,6 +197,7 @@ impl Lowering {
             Lowering::Deconv(q) => q.kernel_name(),
             Lowering::Bits(q) => q.kernel_name(),
             Lowering::BitSerial(q) => q.kernel_name(),
+            Lowering::Maddubs(q) => q.kernel_name(),
         }
     }
 
@@ -205,6 +209,7 @@ impl Lowering {
             Lowering::Xnor(q) => q.workspace(),
             Lowering::Deconv(q) => q.workspace(),
             Lowering::BitSerial(q) => q.workspace(),
+            Lowering::Maddubs(q) => q.workspace(),
             _ => 0,
         }
     }
@@ -218,6 +223,7 @@ impl Lowering {
             Lowering::Xnor(q) => q.macs(),
             Lowering::Deconv(q) => q.macs(),
             Lowering::BitSerial(q) => q.macs(),
+            Lowering::Maddubs(q) => q.macs(),
             _ => 0,
         }
     }
@@ -498,6 +504,11 @@ pub(crate) fn select(
         }
         Op::Conv2dInt | Op::MatMulInt if binary::applies(m, node, const_of) => {
             binary::select(m, node, fused).map(Lowering::Xnor)
+        }
+        Op::Conv2dInt | Op::MatMulInt
+            if let Some(plan) = maddubs::applies(m, node, const_of, target) =>
+        {
+            maddubs::select(m, node, fused, const_of, plan).map(Lowering::Maddubs)
         }
         Op::Conv2dInt | Op::MatMulInt
             if let Some(bits) = bitserial::applies(m, node, const_of, target) =>
@@ -794,6 +805,7 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
         Lowering::Deconv(q) => deconv::emit(cx, q),
         Lowering::Bits(q) => bits::emit(cx, q),
         Lowering::BitSerial(q) => bitserial::emit(cx, q),
+        Lowering::Maddubs(q) => maddubs::emit(cx, q),
     }
 }
 

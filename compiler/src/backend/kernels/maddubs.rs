@@ -1,0 +1,1462 @@
+//! `conv2d_int` / `matmul_int` with SSSE3 `pmaddubsw` (u8 x i8, 16 multiply-adds per
+//! instruction) for the layers where it is exact, proven at compile time from the
+//! constant weights.
+//!
+//! - Operands. Activations become unsigned bytes `xu = x + off` (`off = 2^(ab-1)` for
+//!   signed codes, else 0; `0 <= xu <= xmax = 2^ab - 1`, padded taps hold `zu = zx +
+//!   off`); weights become `w' = w - zw[ch]`, which must fit i8. Then
+//!   `sum (x - zx)(w - zw) = sum xu*w' - zu*sum_k w'`: the last term is a per-channel
+//!   constant, folded with a constant bias into the fused requantize's table
+//!   (`Requant::fold_bias`) or added from a small i32 table; everything is i32
+//!   wrap-around arithmetic, i.e. the interpreter's wrap.
+//! - Saturation. `pmaddubsw` adds two u8 x i8 products into a saturating i16. It never
+//!   saturates when every weight pair it multiplies has `xmax * (pos_a + pos_b) <= 32767`
+//!   and `xmax * (neg_a + neg_b) <= 32768` (positive and negative parts of the two
+//!   weights). Several results are summed in i16 (`paddw`, wrapping) before one
+//!   `pmaddwd` by ones widens them into i32: a group of `G` quads along K, `G` a power
+//!   of two chosen per layer (`group_len`) so that the same bound holds for every i16
+//!   lane's sum over every aligned group of every weight vector. Every partial sum then
+//!   lies between the sums of the negative and of the positive parts, so no i16
+//!   addition wraps. A layer whose weights fail the check for `G = 1` keeps the
+//!   `pmaddwd` kernel of `quant.rs` (with 8-bit activations that is any pair of weights
+//!   whose magnitudes add up to more than 128). Narrow operands give long groups: 4-bit
+//!   weights with 8-bit activations 8 quads, with 4-bit ones 128.
+//! - Layout (quads along K). The column operand is `[K/4][Np][4]` bytes: one 16-byte
+//!   vector holds 4 columns x 4 K; the row operand is rows of K bytes, 4 of them read as
+//!   an i32 and splatted. `pmaddubsw` gives 8 i16 (two per column), the i16 group sums
+//!   go through `pmaddwd` by ones into 4 i32 per column vector. Conv: rows are the
+//!   weights (i8), columns the im2col of `xu` (u8); matmul: rows are the activations
+//!   (u8, copied with `off` added), columns the weights (i8, packed at compile time).
+//! - Tile: `MR` = 2 rows x `NV` = 4 vectors of 4 columns: 8 i16 sums in registers. With
+//!   one group over all of K (or `G = 1`, every product widened at once) the i32 sums
+//!   are registers too; with several groups they live in the workspace and take one
+//!   load-add-store per group (short groups of 2 are run as `G = 1` instead). The first
+//!   quad defines the sums (no zero vector lives across the loops). The rows are read
+//!   with `RO` flags where no store follows in the kernel (pure loads, placed next to
+//!   their use; the column loads stay in program order, hence no K unrolling). The
+//!   tiles run rows-outer or columns-outer, whichever re-reads fewer bytes from L2.
+//! - im2col (conv): the valid taps are copied row by row into `[Kp][P16]` byte rows
+//!   (vector copies for unit strides, everything else prefilled with `zu` once per
+//!   call), then transposed 4 rows at a time into the quad layout with `punpck*`.
+//! - Weights of fewer than 8 bits are stored bit-packed (`VPack`: `b` bits per weight,
+//!   each row padded to a vector of 16) and unpacked to i8 at the start of the layer
+//!   with vector shifts and masks, 16 weights at a time (`packw`'s scalar unpacking
+//!   would cost about as much as the GEMM on the small layers).
+//! - Epilogue: `AccStore::store_vec` (run-time bias, fused requantize, or the i32 store)
+//!   on each i32x4 accumulator, after the correction (per row or per column vector).
+//! - Selection: [`applies`] (SSSE3 through the cost target, the check, and the measured
+//!   cost table against the other integer kernels and the bit-serial one).
+
+use cranelift_codegen::ir::types::{I8, I8X16, I16X8, I32, I32X4, I64, I64X2};
+use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_frontend::Variable;
+use qcc_ir::{ConstData, ElemType, Module, Node, Op};
+
+use super::bitserial;
+use super::conv::{self, ConvGeom};
+use super::quant::{self, AccStore, IntEpi, QuantLowering, Requant, axis_zps, tensor_zp};
+use super::{ConstOf, Ecx, matmul_geom};
+use crate::backend::costs::{self, CostTarget, Strategy};
+use crate::backend::kb::{Kb, MF, RO};
+use crate::backend::storage::Store;
+
+/// The largest i16 group, in quads.
+const GMAX: usize = 4096;
+
+/// What [`applies`] found: the i16 group length (quads along K).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    pub group: usize,
+}
+
+/// Storage bits and signedness of an integer element type (not `b1`, not f32).
+fn int_bits(e: &ElemType) -> Option<(u32, bool)> {
+    e.storage().map(|t| (t.bits as u32, t.signed))
+}
+
+/// The weights' zero point per output channel (conv: `M` of them, matmul: `N`).
+fn weight_zps(m: &Module, node: &Node, chans: usize) -> Result<Vec<i64>, String> {
+    let we = &m.ty(node.operands[1]).elem;
+    let ws = &m.ty(node.operands[1]).shape;
+    match (node.op, ws.len()) {
+        (Op::Conv2dInt, r) if r >= 1 => axis_zps(we, 0, ws[0]),
+        (Op::MatMulInt, r) if r >= 2 => axis_zps(we, r - 1, ws[r - 1]),
+        _ => Ok(vec![tensor_zp(we)?; chans]),
+    }
+}
+
+/// The weight vectors of a layer: `count` vectors of `k` values `w(v, kk)` (already
+/// zero-point corrected); conv: one per output channel; matmul: one per column of
+/// every weight slab.
+struct WVecs<'a> {
+    count: usize,
+    k: usize,
+    w: Box<dyn Fn(usize, usize) -> i64 + 'a>,
+}
+
+fn weight_vectors<'a>(m: &Module, node: &Node, w: &'a [i64], zw: Vec<i64>) -> Option<WVecs<'a>> {
+    match node.op {
+        Op::Conv2dInt => {
+            let mm = zw.len();
+            if mm == 0 || !w.len().is_multiple_of(mm) {
+                return None;
+            }
+            let k = w.len() / mm;
+            Some(WVecs {
+                count: mm,
+                k,
+                w: Box::new(move |v, kk| w[v * k + kk] - zw[v]),
+            })
+        }
+        _ => {
+            let (sa, sb) = (&m.ty(node.operands[0]).shape, &m.ty(node.operands[1]).shape);
+            let g = matmul_geom(sa, sb).ok()?;
+            let slabs = g.batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
+            let (k, n) = (g.k, g.n);
+            if w.len() < slabs * k * n || zw.len() != n {
+                return None;
+            }
+            Some(WVecs {
+                count: slabs * n,
+                k,
+                w: Box::new(move |v, kk| {
+                    let (s, j) = (v / n, v % n);
+                    w[s * k * n + kk * n + j] - zw[j]
+                }),
+            })
+        }
+    }
+}
+
+/// The longest i16 group (quads along K, a power of two up to [`GMAX`]) such that no
+/// i16 lane saturates with activations in `0..=xmax` (2 becomes 1: see the end); None
+/// when even one `pmaddubsw` may saturate (or a weight does not fit i8).
+fn group_len(wv: &WVecs<'_>, xmax: i64) -> Option<usize> {
+    let q = wv.k.div_ceil(4);
+    let mut best = q.next_power_of_two().clamp(1, GMAX);
+    for v in 0..wv.count {
+        for kk in 0..wv.k {
+            if !(-128..=127).contains(&(wv.w)(v, kk)) {
+                return None;
+            }
+        }
+        for h in 0..2 {
+            // The lane of pair h of each quad: its positive and negative parts.
+            let pn: Vec<(i64, i64)> = (0..q)
+                .map(|qq| {
+                    let (mut p, mut n) = (0, 0);
+                    for t in 0..2 {
+                        let kk = 4 * qq + 2 * h + t;
+                        if kk < wv.k {
+                            let x = (wv.w)(v, kk);
+                            if x > 0 {
+                                p += x;
+                            } else {
+                                n -= x;
+                            }
+                        }
+                    }
+                    (p, n)
+                })
+                .collect();
+            loop {
+                let ok = pn.chunks(best).all(|c| {
+                    let (p, n) = c.iter().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                    xmax * p <= 32767 && xmax * n <= 32768
+                });
+                if ok {
+                    break;
+                }
+                if best == 1 {
+                    return None;
+                }
+                best /= 2;
+            }
+        }
+    }
+    // Short groups of several: each flush (through memory, see `tile`) costs more than
+    // widening every product at once.
+    Some(if best < 4 && best < q { 1 } else { best })
+}
+
+/// Bits of the narrowest signed type holding every weight (at least 2).
+fn effective_bits(wv: &WVecs<'_>) -> u32 {
+    let mut b = 2;
+    for v in 0..wv.count {
+        for kk in 0..wv.k {
+            let x = (wv.w)(v, kk);
+            while !(-(1i64 << (b - 1))..(1i64 << (b - 1))).contains(&x) {
+                b += 1;
+            }
+        }
+    }
+    b
+}
+
+/// Whether a convolution reads padding taps.
+fn padded(g: &ConvGeom) -> bool {
+    (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh))
+        || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow))
+}
+
+/// The plan of `node` if it is for this kernel: a `conv2d_int` or `matmul_int` with
+/// byte-stored activations (per-tensor zero point) and constant integer weights of at
+/// most 8 bits whose zero-point corrected values fit i8 and pass the saturation check,
+/// on a target with SSSE3, where the cost table prefers it to the other integer kernels
+/// (and to the bit-serial kernel where that one applies).
+pub(crate) fn applies(
+    m: &Module,
+    node: &Node,
+    const_of: &ConstOf<'_>,
+    target: CostTarget,
+) -> Option<Plan> {
+    if !matches!(node.op, Op::Conv2dInt | Op::MatMulInt) || node.operands.len() < 2 {
+        return None;
+    }
+    let (xe, we) = (&m.ty(node.operands[0]).elem, &m.ty(node.operands[1]).elem);
+    let (ab, asigned) = int_bits(xe)?;
+    let (wb, _) = int_bits(we)?;
+    if ab > 8 || wb > 8 || Store::of(xe).bytes() != 1 {
+        return None;
+    }
+    // No row on this target (no SSSE3, aarch64) or disabled: skip the weights' check.
+    costs::choose(&[Strategy::Maddubs], wb, ab, 1, target)?;
+    let Some(ConstData::Int(w)) = const_of(node.operands[1]) else {
+        return None;
+    };
+    let zx = tensor_zp(xe).ok()?;
+    let off = if asigned { 1i64 << (ab - 1) } else { 0 };
+    let zu = zx + off;
+    let mut xmax = (1i64 << ab) - 1;
+    let chans = match node.op {
+        Op::Conv2dInt => {
+            let g = conv::conv_geom(m, node).ok()?;
+            if padded(&g) {
+                if !(0..=255).contains(&zu) {
+                    return None;
+                }
+                xmax = xmax.max(zu);
+            }
+            g.m
+        }
+        _ => {
+            let (sa, sb) = (&m.ty(node.operands[0]).shape, &m.ty(node.operands[1]).shape);
+            matmul_geom(sa, sb).ok()?.n
+        }
+    };
+    let zw = weight_zps(m, node, chans).ok()?;
+    let wv = weight_vectors(m, node, w, zw)?;
+    let group = group_len(&wv, xmax)?;
+    let weff = effective_bits(&wv);
+    let cands = [
+        Strategy::Int8PackedW,
+        Strategy::Int8Pmaddwd,
+        Strategy::Maddubs,
+    ];
+    if costs::choose(&cands, weff, ab, 1, target) != Some(Strategy::Maddubs) {
+        return None;
+    }
+    if bitserial::applies(m, node, const_of, target).is_some()
+        && costs::choose(&[Strategy::BitSerial, Strategy::Maddubs], wb, ab, 1, target)
+            != Some(Strategy::Maddubs)
+    {
+        return None;
+    }
+    Some(Plan { group })
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum MdKind {
+    Conv {
+        g: ConvGeom,
+    },
+    MatMul {
+        m: usize,
+        n: usize,
+        k: usize,
+        batches: Vec<(usize, usize)>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct MdLowering {
+    pub kind: MdKind,
+    /// The activations' zero point, and what is added to each code (`xu = x + off`).
+    pub zx: i64,
+    pub off: i64,
+    pub st_x: Store,
+    /// The weights' zero point per channel (conv: `M`, matmul: `N`).
+    pub zw: Vec<i64>,
+    /// Weights of fewer than 8 bits: stored bit-packed, unpacked at run time.
+    pub pack: Option<VPack>,
+    /// Quads per i16 group (1: every `pmaddubsw` is widened at once).
+    pub group: usize,
+    pub epi: IntEpi,
+}
+
+/// Quads per iteration of the K loops (1 and 2 measured alike; 4 spills).
+const UNROLL: usize = 1;
+
+/// Workspace bytes of one tile's i32 sums (at most 16 vectors).
+const ACC_BYTES: usize = 256;
+
+/// The tile: `MR` rows x `NV` vectors of 4 columns (measured on the project's
+/// machine: 2x4 beat 4x2, 3x4, 4x3, 2x5 and 1x8; 8 i16 sums, 4 column vectors, a
+/// row vector and a product in 14 of the 16 xmm registers).
+const MR: usize = 2;
+const NV: usize = 4;
+
+fn kp(k: usize) -> usize {
+    k.div_ceil(4) * 4
+}
+
+/// Columns of the quad layout of a matmul's weights.
+fn np4(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// Pixels of one im2col row (a multiple of 16 for the transposition).
+fn p16(npix: usize) -> usize {
+    npix.div_ceil(16) * 16
+}
+
+impl MdLowering {
+    pub fn kernel_name(&self) -> String {
+        let (mr, nv) = (MR, NV);
+        let packed = self
+            .pack
+            .map_or(String::new(), |p| format!(".w{}packed", p.bits));
+        let rq = if self.epi.rq.is_some() {
+            "+requantize"
+        } else {
+            ""
+        };
+        let body = format!(
+            "pmaddubsw{mr}x{}.{}{packed}.g{}{rq}",
+            4 * nv,
+            self.st_x.name(),
+            self.group
+        );
+        match &self.kind {
+            MdKind::Conv { .. } => format!("conv2d_int.im2col+{body}"),
+            MdKind::MatMul { .. } => format!("matmul_int.{body}"),
+        }
+    }
+
+    /// Workspace: conv: byte rows of the patches, their quad layout, the unpacked
+    /// weights; matmul: the activation rows, the unpacked weights; then the tile's i32
+    /// sums ([`ACC_BYTES`]).
+    pub fn workspace(&self) -> usize {
+        self.acc_offset() + ACC_BYTES
+    }
+
+    /// Where the tile's i32 sums are in the workspace.
+    fn acc_offset(&self) -> usize {
+        match &self.kind {
+            MdKind::Conv { g } => {
+                let t = kp(g.kdim()) * p16(g.npix());
+                2 * t
+                    + if self.pack.is_some() {
+                        (g.m * kp(g.kdim())).div_ceil(16) * 16 + 16
+                    } else {
+                        0
+                    }
+            }
+            MdKind::MatMul { m, n, k, .. } => {
+                (m * kp(*k)).div_ceil(16) * 16
+                    + if self.pack.is_some() {
+                        kp(*k) * np4(*n)
+                    } else {
+                        0
+                    }
+            }
+        }
+    }
+
+    pub fn macs(&self) -> u64 {
+        match &self.kind {
+            MdKind::Conv { g } => g.macs(),
+            MdKind::MatMul {
+                m, n, k, batches, ..
+            } => (batches.len() * m * n * k) as u64,
+        }
+    }
+}
+
+/// The lowering of a node [`applies`] accepted: the integer path's own checks and
+/// epilogue (`quant::select`), then this kernel's operands.
+pub(crate) fn select(
+    m: &Module,
+    node: &Node,
+    fused: Option<&Node>,
+    const_of: &ConstOf<'_>,
+    plan: Plan,
+) -> Result<MdLowering, String> {
+    let xe = &m.ty(node.operands[0]).elem;
+    let we = &m.ty(node.operands[1]).elem;
+    let (ab, asigned) = int_bits(xe).ok_or("integer activations expected")?;
+    let off = if asigned { 1i64 << (ab - 1) } else { 0 };
+    let pack_of = |zw: &[i64]| -> Option<VPack> {
+        let (wb, ws) = int_bits(we)?;
+        let (lo, hi) = we.code_range()?;
+        // Padding codes are the zero point (unpacked to 0): it must be a code.
+        (wb < 8 && zw.iter().all(|z| (lo..=hi).contains(z))).then_some(VPack {
+            bits: wb,
+            signed: ws,
+        })
+    };
+    match quant::select(m, node, fused, const_of)? {
+        QuantLowering::ConvInt {
+            g,
+            zx,
+            zw,
+            st_x,
+            epi,
+            ..
+        } => Ok(MdLowering {
+            kind: MdKind::Conv { g },
+            zx,
+            off,
+            st_x,
+            pack: pack_of(&zw),
+            zw,
+            group: plan.group,
+            epi,
+        }),
+        QuantLowering::MatMulInt {
+            m,
+            n,
+            k,
+            batches,
+            za,
+            zb,
+            st_a,
+            b_const: true,
+            epi,
+            ..
+        } => Ok(MdLowering {
+            kind: MdKind::MatMul { m, n, k, batches },
+            zx: za,
+            off,
+            st_x: st_a,
+            pack: pack_of(&zb),
+            zw: zb,
+            group: plan.group,
+            epi,
+        }),
+        _ => Err("pmaddubsw: not a conv2d_int or matmul_int with constant weights".into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Bit-packed weights.
+
+/// Weights of `bits` (1..=7) bits, packed for vector unpacking.
+///
+/// A row of `len` codes is cut into vectors of 16 codes (the last one padded), and
+/// those into blocks of 8 vectors. Lane `l` of the 8 vectors of a block forms a
+/// little-endian string of `8 * bits` bits (code of vector `t` in bits `t*bits ..`), and
+/// byte `i` of that string is lane `l` of the block's input vector `i`: a block takes
+/// `bits` input vectors of 16 bytes, a last partial block of `T` vectors only the
+/// `ceil(T * bits / 8)` it needs. Vector `t` is unpacked from input vectors
+/// `t*bits/8` (and the next one when the code crosses a byte) by 16-bit shifts and byte
+/// masks: about seven vector instructions per 16 weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct VPack {
+    pub bits: u32,
+    pub signed: bool,
+}
+
+impl VPack {
+    /// Input vectors of one packed row of `len` codes.
+    fn row_vecs(self, len: usize) -> usize {
+        let nv = len.div_ceil(16);
+        let b = self.bits as usize;
+        (nv / 8) * b + ((nv % 8) * b).div_ceil(8)
+    }
+
+    /// Packs `rows` rows of `len` codes; `get(r, c)` for `c < len.div_ceil(16) * 16`
+    /// (codes past `len` are the padding codes).
+    fn pack(self, rows: usize, len: usize, get: impl Fn(usize, usize) -> i64) -> Vec<u8> {
+        let b = self.bits as usize;
+        let rv = self.row_vecs(len);
+        let mask = (1u64 << b) - 1;
+        let mut out = vec![0u8; rows * rv * 16];
+        for r in 0..rows {
+            for c in 0..len.div_ceil(16) * 16 {
+                let code = get(r, c) as u64 & mask;
+                let (vt, lane) = (c / 16, c % 16);
+                let (blk, t) = (vt / 8, vt % 8);
+                for i in 0..b {
+                    if (code >> i) & 1 == 1 {
+                        let bit = t * b + i;
+                        let at = (r * rv + blk * b + bit / 8) * 16 + lane;
+                        out[at] |= 1 << (bit % 8);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What is subtracted from each unpacked code (after sign extension).
+#[derive(Clone, Copy)]
+enum VZp {
+    /// The same zero point everywhere.
+    Const(i64),
+    /// One i8 per row at this address.
+    PerRow(Value),
+    /// One i8 per code of a row (the same for every row) at this address.
+    PerLane(Value),
+}
+
+/// One unpacking: `rows` packed rows of `len` codes at `src` into i8 `code - zp` rows
+/// at `dst + r * stride`; each row writes `len.div_ceil(16) * 16` bytes (rows are
+/// written in order, so a row's padding may run into the next row's start).
+struct Unpack {
+    pk: VPack,
+    rows: usize,
+    len: usize,
+    src: Value,
+    dst: Value,
+    stride: i64,
+    zp: VZp,
+}
+
+fn cast(kb: &mut Kb<'_, '_>, ty: Type, v: Value) -> Value {
+    if kb.b.func.dfg.value_type(v) == ty {
+        return v;
+    }
+    kb.b.ins().bitcast(
+        ty,
+        MemFlagsData::new().with_endianness(Endianness::Little),
+        v,
+    )
+}
+
+fn splat8(kb: &mut Kb<'_, '_>, v: i64) -> Value {
+    let c = kb.b.ins().iconst(I8, v as u8 as i64);
+    kb.b.ins().splat(I8X16, c)
+}
+
+impl Unpack {
+    fn emit(&self, kb: &mut Kb<'_, '_>) {
+        let b = self.pk.bits as usize;
+        let nv = self.len.div_ceil(16);
+        let rv = self.pk.row_vecs(self.len) as i64;
+        let sbit = if self.pk.signed { 1i64 << (b - 1) } else { 0 };
+        // Constants, defined once before the loops.
+        let maskb = splat8(kb, (1 << b) - 1);
+        let sbv = self.pk.signed.then(|| splat8(kb, sbit));
+        let mut lo_masks = [None; 8];
+        let mut hi_masks = [None; 8];
+        for t in 0..8.min(nv) {
+            let s = (t * b) % 8;
+            if s + b > 8 {
+                lo_masks[s] = Some(splat8(kb, 0xFF >> s));
+                hi_masks[s] = Some(splat8(kb, (0xFF << (8 - s)) & 0xFF));
+            }
+        }
+        let const_adj = match self.zp {
+            VZp::Const(z) if z + sbit != 0 => Some(splat8(kb, z + sbit)),
+            _ => None,
+        };
+        let sh16 = |kb: &mut Kb<'_, '_>, v: Value, s: usize, left: bool| {
+            let v = cast(kb, I16X8, v);
+            let a = kb.b.ins().iconst(I32, s as i64);
+            let v = if left {
+                kb.b.ins().ishl(v, a)
+            } else {
+                kb.b.ins().ushr(v, a)
+            };
+            cast(kb, I8X16, v)
+        };
+        kb.for_range(0, self.rows as i64, 1, |kb, r| {
+            let srow = kb.idx(self.src, r, rv * 16);
+            let drow = kb.idx(self.dst, r, self.stride);
+            let row_adj = match self.zp {
+                VZp::PerRow(t) => {
+                    let p = kb.b.ins().iadd(t, r);
+                    let z = kb.b.ins().sload8(I32, MF, p, 0);
+                    let z = kb.b.ins().iadd_imm_s(z, sbit);
+                    let z = kb.b.ins().ireduce(I8, z);
+                    Some(kb.b.ins().splat(I8X16, z))
+                }
+                _ => const_adj,
+            };
+            // One block of `tn` vectors; `v0`: the index of its first vector in the row.
+            let block = |kb: &mut Kb<'_, '_>, s: Value, d: Value, v0: Value, tn: usize| {
+                let ins: Vec<Value> = (0..(tn * b).div_ceil(8))
+                    .map(|i| kb.load(I8X16, s, (i * 16) as i64))
+                    .collect();
+                for t in 0..tn {
+                    let (j, sh) = ((t * b) / 8, (t * b) % 8);
+                    let mut v = ins[j];
+                    if sh > 0 {
+                        v = sh16(kb, v, sh, false);
+                    }
+                    if sh + b > 8 {
+                        let lm = lo_masks[sh].expect("mask defined");
+                        let hm = hi_masks[sh].expect("mask defined");
+                        v = kb.b.ins().band(v, lm);
+                        let u = sh16(kb, ins[j + 1], 8 - sh, true);
+                        let u = kb.b.ins().band(u, hm);
+                        v = kb.b.ins().bor(v, u);
+                    }
+                    v = kb.b.ins().band(v, maskb);
+                    if let Some(sb) = sbv {
+                        v = kb.b.ins().bxor(v, sb);
+                    }
+                    let adj = match self.zp {
+                        VZp::PerLane(tab) => {
+                            let p = kb.idx(tab, v0, 16);
+                            let z = kb.b.ins().load(I8X16, RO, p, (t * 16) as i32);
+                            Some(match sbv {
+                                Some(sb) => kb.b.ins().iadd(z, sb),
+                                None => z,
+                            })
+                        }
+                        _ => row_adj,
+                    };
+                    if let Some(a) = adj {
+                        v = kb.b.ins().isub(v, a);
+                    }
+                    kb.store(v, d, (t * 16) as i64);
+                }
+            };
+            let full = nv / 8;
+            if full > 0 {
+                kb.for_range(0, full as i64, 1, |kb, bi| {
+                    let s = kb.idx(srow, bi, (b * 16) as i64);
+                    let d = kb.idx(drow, bi, 128);
+                    let v0 = kb.b.ins().imul_imm_s(bi, 8);
+                    block(kb, s, d, v0, 8);
+                });
+            }
+            if !nv.is_multiple_of(8) {
+                let s = kb.off(srow, (full * b * 16) as i64);
+                let d = kb.off(drow, (full * 128) as i64);
+                let v0 = kb.c((full * 8) as i64);
+                block(kb, s, d, v0, nv % 8);
+            }
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The GEMM.
+
+/// `out[i, j] = epi(corr[ch] + sum_kk R[i, kk] * C[kk, j])` with `R` rows of bytes at
+/// `rows + i * row_stride` and `C` in the quad layout `[quads][pitch][4]` at `cols`;
+/// `rows_signed`: the rows are the i8 operand (conv), else the columns (matmul).
+struct Gemm<'t> {
+    m: usize,
+    n: usize,
+    quads: usize,
+    rows: Value,
+    row_stride: i64,
+    cols: Value,
+    pitch: usize,
+    rows_signed: bool,
+    /// Whether the rows may be read with `RO` flags (pure loads, which become
+    /// `vbroadcastss` from memory next to their use): true when every row byte is written
+    /// before the first GEMM that reads it and never again in the kernel.
+    rows_ro: bool,
+    group: usize,
+    /// Scratch for one tile's i32 sums (`MR * NV * 16` bytes).
+    acc_mem: Value,
+    out: Value,
+    /// i32 per channel, added to the accumulators (rows or columns: `acc.chan_of_row`).
+    corr: Option<Value>,
+    acc: AccStore<'t>,
+}
+
+fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>) {
+    let (mr, nv) = (MR, NV);
+    let mut row_groups = Vec::new();
+    if g.m / mr > 0 {
+        row_groups.push((0, mr, g.m / mr));
+    }
+    if !g.m.is_multiple_of(mr) {
+        row_groups.push((g.m / mr * mr, g.m % mr, 1));
+    }
+    let tiles_full = g.n / (4 * nv);
+    let col_tail = (g.n - tiles_full * 4 * nv).div_ceil(4);
+    // One row tile (`rows` rows from `row0`) by the column tile at `col0`.
+    let one = |kb: &mut Kb<'_, '_>, rows: usize, row0: Value, col0: Option<Value>| match col0 {
+        Some(c) => tile(kb, g, rows, nv, row0, c, None),
+        None => {
+            let first = tiles_full * 4 * nv;
+            let c = kb.c(first as i64);
+            tile(kb, g, rows, col_tail, row0, c, Some(first));
+        }
+    };
+    let row_tiles = |kb: &mut Kb<'_, '_>, col0: Option<Value>| {
+        for &(first, rows, count) in &row_groups {
+            kb.for_range(0, count as i64, 1, |kb, ti| {
+                let row0 = kb.b.ins().imul_imm_s(ti, mr as i64);
+                let row0 = kb.b.ins().iadd_imm_s(row0, first as i64);
+                one(kb, rows, row0, col0);
+            });
+        }
+    };
+    // Loop order: the operand read again by every tile of the inner loop should be
+    // the one that stays in cache; read from L2 per pass, the rows cost
+    // (column tiles) x (row bytes) and the columns (row tiles) x (column bytes).
+    let row_bytes = g.m * g.quads * 16;
+    let col_bytes = g.quads * g.pitch * 4;
+    let col_passes = g.n.div_ceil(4 * nv);
+    if col_passes * row_bytes <= g.m.div_ceil(mr) * col_bytes {
+        if tiles_full > 0 {
+            kb.for_range(0, tiles_full as i64, 1, |kb, tj| {
+                let col0 = kb.b.ins().imul_imm_s(tj, (4 * nv) as i64);
+                row_tiles(kb, Some(col0));
+            });
+        }
+        if col_tail > 0 {
+            row_tiles(kb, None);
+        }
+    } else {
+        for &(first, rows, count) in &row_groups {
+            kb.for_range(0, count as i64, 1, |kb, ti| {
+                let row0 = kb.b.ins().imul_imm_s(ti, mr as i64);
+                let row0 = kb.b.ins().iadd_imm_s(row0, first as i64);
+                if tiles_full > 0 {
+                    kb.for_range(0, tiles_full as i64, 1, |kb, tj| {
+                        let col0 = kb.b.ins().imul_imm_s(tj, (4 * nv) as i64);
+                        one(kb, rows, row0, Some(col0));
+                    });
+                }
+                if col_tail > 0 {
+                    one(kb, rows, row0, None);
+                }
+            });
+        }
+    }
+}
+
+/// The `i16x8 -> i32x4` pair sums: one `pmaddwd` by ones (KERNELS.md).
+fn widen_pairs(kb: &mut Kb<'_, '_>, v: Value) -> Value {
+    let lo = kb.b.ins().swiden_low(v);
+    let hi = kb.b.ins().swiden_high(v);
+    kb.b.ins().iadd_pairwise(lo, hi)
+}
+
+/// One tile of `rows` rows from `row0` by `vecs` vectors of 4 columns from `col0`;
+/// `tail`: the tail tile's first column (a constant), whose padding lanes are not
+/// stored.
+///
+/// Accumulators: with one i16 group per K (`group >= quads`, or `group == 1`) the i32
+/// sums are registers; with several groups they are `g.acc_mem` (one flush per group),
+/// so that only the i16 sums are live in the K loop. The first quad of a run defines
+/// the sums instead of adding to zero (no zero vector lives across the loops).
+#[allow(clippy::too_many_arguments, reason = "one tile's geometry")]
+fn tile(
+    kb: &mut Kb<'_, '_>,
+    g: &Gemm<'_>,
+    rows: usize,
+    vecs: usize,
+    row0: Value,
+    col0: Value,
+    tail: Option<usize>,
+) {
+    let ap = kb.idx(g.rows, row0, g.row_stride);
+    let bp = kb.idx(g.cols, col0, 4);
+    let qb = (g.pitch * 4) as i64;
+    let (quads, gl) = (g.quads, g.group);
+    let direct = gl == 1;
+    let in_mem = !direct && gl < quads;
+    let decl = |kb: &mut Kb<'_, '_>, ty| -> Vec<Vec<Variable>> {
+        (0..rows)
+            .map(|_| (0..vecs).map(|_| kb.b.declare_var(ty)).collect())
+            .collect()
+    };
+    let acc32 = decl(kb, I32X4);
+    let acc16 = decl(kb, I16X8);
+    // One quad: row bytes at `a + u*4`, column bytes at `b + u*qb`; `init`: the first
+    // quad of a run, which defines the sums.
+    let step = |kb: &mut Kb<'_, '_>, a: Value, b: Value, u: i64, init: bool| {
+        let bv: Vec<Value> = (0..vecs)
+            .map(|v| kb.load(I8X16, b, u * qb + (v * 16) as i64))
+            .collect();
+        for r in 0..rows {
+            let off = (u * 4 + r as i64 * g.row_stride) as i32;
+            let q =
+                kb.b.ins()
+                    .load(I32, if g.rows_ro { RO } else { MF }, a, off);
+            let av = kb.b.ins().splat(I32X4, q);
+            let av = cast(kb, I8X16, av);
+            for (v, &bvv) in bv.iter().enumerate() {
+                // x86_pmaddubsw(signed, unsigned).
+                let p = if g.rows_signed {
+                    kb.b.ins().x86_pmaddubsw(av, bvv)
+                } else {
+                    kb.b.ins().x86_pmaddubsw(bvv, av)
+                };
+                let (var, p) = if direct {
+                    (acc32[r][v], widen_pairs(kb, p))
+                } else {
+                    (acc16[r][v], p)
+                };
+                let s = if init {
+                    p
+                } else {
+                    let s = kb.b.use_var(var);
+                    kb.b.ins().iadd(s, p)
+                };
+                kb.b.def_var(var, s);
+            }
+        }
+    };
+    // `len` quads from quad `q0`: the first one peeled, the rest `unroll` per
+    // iteration (the column loads of an iteration are all live at once: they are not
+    // pure, so they stay in program order ahead of the arithmetic).
+    let unroll = UNROLL;
+    let run = |kb: &mut Kb<'_, '_>, q0: Value, len: usize| {
+        let a0 = kb.idx(ap, q0, 4);
+        let b0 = kb.idx(bp, q0, qb);
+        step(kb, a0, b0, 0, true);
+        let rest = len - 1;
+        if rest <= unroll {
+            for u in 1..len {
+                step(kb, a0, b0, u as i64, false);
+            }
+            return;
+        }
+        let main = rest / unroll * unroll;
+        let a1 = kb.off(a0, 4);
+        let b1 = kb.off(b0, qb);
+        kb.for_range(0, main as i64, unroll as i64, |kb, qi| {
+            let a = kb.idx(a1, qi, 4);
+            let b = kb.idx(b1, qi, qb);
+            for u in 0..unroll {
+                step(kb, a, b, u as i64, false);
+            }
+        });
+        for u in main..rest {
+            step(kb, a1, b1, u as i64, false);
+        }
+    };
+    let slot = |r: usize, v: usize| ((r * vecs + v) * 16) as i64;
+    if in_mem {
+        let z = kb.iconst_t(I32X4, 0);
+        for r in 0..rows {
+            for v in 0..vecs {
+                kb.store(z, g.acc_mem, slot(r, v));
+            }
+        }
+        // Each group's i16 sums, widened and added to the tile's i32 sums in memory.
+        let group = |kb: &mut Kb<'_, '_>, q0: Value, len: usize| {
+            run(kb, q0, len);
+            for (r, row) in acc16.iter().enumerate() {
+                for (v, &var) in row.iter().enumerate() {
+                    let s = kb.b.use_var(var);
+                    let d = widen_pairs(kb, s);
+                    let m = kb.load(I32X4, g.acc_mem, slot(r, v));
+                    let m = kb.b.ins().iadd(m, d);
+                    kb.store(m, g.acc_mem, slot(r, v));
+                }
+            }
+        };
+        let ng = quads / gl;
+        kb.for_range(0, (ng * gl) as i64, gl as i64, |kb, q0| group(kb, q0, gl));
+        if !quads.is_multiple_of(gl) {
+            let q0 = kb.c((ng * gl) as i64);
+            group(kb, q0, quads % gl);
+        }
+    } else {
+        let q0 = kb.c(0);
+        run(kb, q0, quads);
+        if !direct {
+            for (a16, a32) in acc16.iter().zip(&acc32) {
+                for (&v16, &v32) in a16.iter().zip(a32) {
+                    let s = kb.b.use_var(v16);
+                    let d = widen_pairs(kb, s);
+                    kb.b.def_var(v32, d);
+                }
+            }
+        }
+    }
+    // Epilogue.
+    let ob = g.acc.st_out.bytes() as i64;
+    let out_row = kb.idx(g.out, row0, g.acc.ldc as i64 * ob);
+    let out_tile = kb.idx(out_row, col0, ob);
+    for (r, acc_r) in acc32.iter().enumerate() {
+        for (v, &acc_v) in acc_r.iter().enumerate() {
+            let lanes = match tail {
+                None => 4,
+                Some(first) => g.n.saturating_sub(first + v * 4).min(4),
+            };
+            if lanes == 0 {
+                continue;
+            }
+            let mut x = if in_mem {
+                kb.load(I32X4, g.acc_mem, slot(r, v))
+            } else {
+                kb.b.use_var(acc_v)
+            };
+            if let Some(c) = g.corr {
+                let cv = if g.acc.chan_of_row {
+                    let p = kb.idx(c, row0, 4);
+                    let s = kb.b.ins().load(I32, RO, p, (r * 4) as i32);
+                    kb.b.ins().splat(I32X4, s)
+                } else {
+                    let p = kb.idx(c, col0, 4);
+                    kb.b.ins().load(I32X4, RO, p, (v * 16) as i32)
+                };
+                x = kb.b.ins().iadd(x, cv);
+            }
+            g.acc
+                .store_vec(kb, x, (row0, col0), (r, v * 4), lanes, out_tile, ob);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Operand preparation.
+
+/// The splatted activation offset, if any.
+fn off_vec(kb: &mut Kb<'_, '_>, off: i64) -> Option<Value> {
+    (off != 0).then(|| splat8(kb, off))
+}
+
+/// Fills `len` bytes (a multiple of 16) at `p` with the byte `v`.
+fn fill_bytes(kb: &mut Kb<'_, '_>, p: Value, len: usize, v: i64) {
+    let s = splat8(kb, v);
+    let n = (len / 16) as i64;
+    if n <= 4 {
+        for i in 0..n {
+            kb.store(s, p, i * 16);
+        }
+        return;
+    }
+    kb.for_range(0, n, 1, |kb, i| {
+        let d = kb.idx(p, i, 16);
+        kb.store(s, d, 0);
+    });
+}
+
+/// Copies `len` codes from `src` (`stride` bytes apart) to consecutive bytes at `dst`,
+/// adding the activation offset. Unit strides copy vectors (the last one overlapping
+/// the previous when `len` is not a multiple: the same bytes again), never touching a
+/// byte outside the `len` of either side.
+fn copy_codes(
+    kb: &mut Kb<'_, '_>,
+    src: Value,
+    dst: Value,
+    len: usize,
+    stride: usize,
+    off: i64,
+    offv: Option<Value>,
+) {
+    if len == 0 {
+        return;
+    }
+    if stride != 1 {
+        let body = |kb: &mut Kb<'_, '_>, s: Value, d: Value| {
+            let v = kb.b.ins().uload8(I32, MF, s, 0);
+            let v = if off != 0 {
+                kb.b.ins().iadd_imm_s(v, off)
+            } else {
+                v
+            };
+            kb.b.ins().istore8(MF, v, d, 0);
+        };
+        if len > 8 {
+            kb.for_range(0, len as i64, 1, |kb, e| {
+                let s = kb.idx(src, e, stride as i64);
+                let d = kb.off(dst, 0);
+                let d = kb.b.ins().iadd(d, e);
+                body(kb, s, d);
+            });
+        } else {
+            for e in 0..len as i64 {
+                let s = kb.off(src, e * stride as i64);
+                let d = kb.off(dst, e);
+                body(kb, s, d);
+            }
+        }
+        return;
+    }
+    let chunk = |kb: &mut Kb<'_, '_>, at: i64, w: usize| match w {
+        16 => {
+            let v = kb.load(I8X16, src, at);
+            let v = match offv {
+                Some(o) => kb.b.ins().iadd(v, o),
+                None => v,
+            };
+            kb.store(v, dst, at);
+        }
+        8 | 4 => {
+            let (st, vt) = if w == 8 { (I64, I64X2) } else { (I32, I32X4) };
+            let v = kb.load(st, src, at);
+            let v = match offv {
+                Some(o) => {
+                    let x = kb.b.ins().scalar_to_vector(vt, v);
+                    let x = cast(kb, I8X16, x);
+                    let x = kb.b.ins().iadd(x, o);
+                    let x = cast(kb, vt, x);
+                    kb.b.ins().extractlane(x, 0)
+                }
+                None => v,
+            };
+            kb.store(v, dst, at);
+        }
+        _ => {
+            let v = kb.b.ins().uload8(I32, MF, src, at as i32);
+            let v = if off != 0 {
+                kb.b.ins().iadd_imm_s(v, off)
+            } else {
+                v
+            };
+            kb.b.ins().istore8(MF, v, dst, at as i32);
+        }
+    };
+    let w = match len {
+        16.. => 16,
+        8.. => 8,
+        4.. => 4,
+        _ => 1,
+    };
+    let full = len / w;
+    if w == 16 && full > 4 {
+        kb.for_range(0, full as i64, 1, |kb, i| {
+            let s = kb.idx(src, i, 16);
+            let d = kb.idx(dst, i, 16);
+            let v = kb.load(I8X16, s, 0);
+            let v = match offv {
+                Some(o) => kb.b.ins().iadd(v, o),
+                None => v,
+            };
+            kb.store(v, d, 0);
+        });
+    } else {
+        for i in 0..full {
+            chunk(kb, (i * w) as i64, w);
+        }
+    }
+    if !len.is_multiple_of(w) {
+        chunk(kb, (len - w) as i64, w);
+    }
+}
+
+/// A `shuffle` of two i8x16 by a constant byte mask.
+fn shuffle(kb: &mut Kb<'_, '_>, a: Value, b: Value, mask: [u8; 16]) -> Value {
+    let m =
+        kb.b.func
+            .dfg
+            .immediates
+            .push(ConstantData::from(mask.to_vec()));
+    kb.b.ins().shuffle(a, b, m)
+}
+
+/// Interleave masks (`punpckl/hbw`, `punpckl/hwd`).
+fn unpack_masks() -> [[u8; 16]; 4] {
+    let mut m = [[0u8; 16]; 4];
+    for i in 0..8 {
+        m[0][2 * i] = i as u8;
+        m[0][2 * i + 1] = 16 + i as u8;
+        m[1][2 * i] = 8 + i as u8;
+        m[1][2 * i + 1] = 24 + i as u8;
+    }
+    for i in 0..4 {
+        for h in 0..2 {
+            m[2][4 * i + h] = (2 * i + h) as u8;
+            m[2][4 * i + 2 + h] = (16 + 2 * i + h) as u8;
+            m[3][4 * i + h] = (8 + 2 * i + h) as u8;
+            m[3][4 * i + 2 + h] = (24 + 2 * i + h) as u8;
+        }
+    }
+    m
+}
+
+/// Transposes byte rows `[4q][p16]` at `t` into the quad layout `[q][p16][4]` at `b`.
+fn transpose_quads(kb: &mut Kb<'_, '_>, t: Value, b: Value, quads: usize, p16: usize) {
+    let [lo8, hi8, lo16, hi16] = unpack_masks();
+    let chunks = (p16 / 16) as i64;
+    kb.for_range(0, quads as i64, 1, |kb, q| {
+        let tq = kb.idx(t, q, (4 * p16) as i64);
+        let bq = kb.idx(b, q, (4 * p16) as i64);
+        let body = |kb: &mut Kb<'_, '_>, c: Value| {
+            let s = kb.idx(tq, c, 16);
+            let r: Vec<Value> = (0..4)
+                .map(|i| kb.load(I8X16, s, (i * p16) as i64))
+                .collect();
+            let a = shuffle(kb, r[0], r[1], lo8);
+            let bb = shuffle(kb, r[0], r[1], hi8);
+            let c2 = shuffle(kb, r[2], r[3], lo8);
+            let d = shuffle(kb, r[2], r[3], hi8);
+            let o = [
+                shuffle(kb, a, c2, lo16),
+                shuffle(kb, a, c2, hi16),
+                shuffle(kb, bb, d, lo16),
+                shuffle(kb, bb, d, hi16),
+            ];
+            let dp = kb.idx(bq, c, 64);
+            for (i, &v) in o.iter().enumerate() {
+                kb.store(v, dp, (i * 16) as i64);
+            }
+        };
+        kb.for_range(0, chunks, 1, body);
+    });
+}
+
+/// Writes the valid taps of one group's patches as byte rows `[K][p16]` at `t`
+/// (`xu = x + off`; the rest was prefilled with `zu`).
+fn im2col_rows(
+    kb: &mut Kb<'_, '_>,
+    g: &ConvGeom,
+    x: Value,
+    t: Value,
+    p16: usize,
+    off: i64,
+    offv: Option<Value>,
+) {
+    let g = *g;
+    kb.for_range(0, g.cg() as i64, 1, |kb, c| {
+        let xc = kb.idx(x, c, (g.h * g.w) as i64);
+        let tc = kb.idx(t, c, (g.kh * g.kw * p16) as i64);
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let (ylo, yhi) = g.rows_valid(i);
+                let (xlo, xhi) = g.cols_valid(j);
+                if ylo >= yhi || xlo >= xhi {
+                    continue;
+                }
+                let row = kb.off(tc, ((i * g.kw + j) * p16) as i64);
+                let x0 = ((xlo * g.sw + j * g.dw) as i64 - g.left as i64)
+                    + ((i * g.dh) as i64 - g.top as i64) * g.w as i64;
+                let len = xhi - xlo;
+                kb.for_range(ylo as i64, yhi as i64, 1, |kb, oy| {
+                    let s = kb.idx(xc, oy, (g.sh * g.w) as i64);
+                    let s = kb.off(s, x0);
+                    let d = kb.idx(row, oy, g.ow as i64);
+                    let d = kb.off(d, xlo as i64);
+                    copy_codes(kb, s, d, len, g.sw, off, offv);
+                });
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------
+// Emission.
+
+/// The bias operand: `(constant codes, run-time pointer)`.
+fn bias_of(cx: &mut Ecx<'_, '_, '_, '_>, epi: &IntEpi) -> (Vec<i64>, Option<Value>) {
+    if !epi.has_bias {
+        return (Vec::new(), None);
+    }
+    match (cx.const_of)(cx.node.operands[2]) {
+        Some(ConstData::Int(v)) => (v.clone(), None),
+        _ => (Vec::new(), Some(cx.operand(2))),
+    }
+}
+
+/// The requantize, with the correction `corr` (one entry per channel) folded in where
+/// it can be (`foldable`: one weight slab; and a requantize that takes it), and whether
+/// the correction still needs its own table.
+fn epilogue(epi: &IntEpi, corr: &[i32], foldable: bool) -> (Option<Requant>, bool) {
+    if corr.iter().all(|&v| v == 0) {
+        return (epi.rq.clone(), false);
+    }
+    let folded = if foldable {
+        let b: Vec<i64> = corr.iter().map(|&v| v as i64).collect();
+        epi.rq.as_ref().and_then(|r| r.fold_bias(&b))
+    } else {
+        None
+    };
+    match folded {
+        Some(r) => (Some(r), false),
+        None => (epi.rq.clone(), true),
+    }
+}
+
+fn i32_bytes(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// `bias - zu * sum_k w'` per channel, wrapped to i32.
+fn corr_of(
+    count: usize,
+    k: usize,
+    zu: i64,
+    bias: &[i64],
+    w: impl Fn(usize, usize) -> i64,
+) -> Vec<i32> {
+    (0..count)
+        .map(|ch| {
+            let s: i64 = (0..k).map(|kk| w(ch, kk)).sum();
+            let b = bias.get(ch).copied().unwrap_or(0);
+            b.wrapping_sub(zu.wrapping_mul(s)) as i32
+        })
+        .collect()
+}
+
+/// The zero-point mode of unpacked rows (or lanes) with zero points `zps`.
+fn zp_mode(cx: &mut Ecx<'_, '_, '_, '_>, zps: &[i64], per_lane: bool) -> VZp {
+    match zps.first() {
+        Some(&z0) if zps.iter().any(|&z| z != z0) => {
+            let bytes: Vec<u8> = zps.iter().map(|&z| z as i8 as u8).collect();
+            let t = cx.rodata(bytes, 16);
+            if per_lane {
+                VZp::PerLane(t)
+            } else {
+                VZp::PerRow(t)
+            }
+        }
+        Some(&z0) => VZp::Const(z0),
+        None => VZp::Const(0),
+    }
+}
+
+pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering) {
+    match &q.kind {
+        MdKind::Conv { g } => emit_conv(cx, q, g),
+        MdKind::MatMul { m, n, k, batches } => emit_matmul(cx, q, (*m, *n, *k), batches),
+    }
+}
+
+fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
+    let (cg, mg, k, npix) = (g.cg(), g.mg(), g.kdim(), g.npix());
+    let (kpp, pp) = (kp(k), p16(npix));
+    let tbytes = kpp * pp;
+    let x = cx.operand(0);
+    let w = quant::const_ints(cx, 1).to_vec();
+    let zw = q.zw.clone();
+    let wv = |ch: usize, kk: usize| w[ch * k + kk] - zw[ch];
+    let zu = q.zx + q.off;
+    let ws = cx.ws;
+    let acc_off = q.acc_offset();
+    let quads = kpp / 4;
+    // Weight rows [M][Kp] i8 (padding 0): in `.rodata`, or unpacked from the bit-packed
+    // rows once per call.
+    let wrows = match q.pack {
+        None => {
+            let mut bytes = vec![0u8; g.m * kpp];
+            for ch in 0..g.m {
+                for kk in 0..k {
+                    bytes[ch * kpp + kk] = wv(ch, kk) as i8 as u8;
+                }
+            }
+            cx.rodata(bytes, 16)
+        }
+        Some(pk) => {
+            let src = cx.rodata(
+                pk.pack(
+                    g.m,
+                    k,
+                    |ch, kk| if kk < k { w[ch * k + kk] } else { zw[ch] },
+                ),
+                16,
+            );
+            let zp = zp_mode(cx, &zw, false);
+            let dst = cx.kb.off(ws, (2 * tbytes) as i64);
+            Unpack {
+                pk,
+                rows: g.m,
+                len: k,
+                src,
+                dst,
+                stride: kpp as i64,
+                zp,
+            }
+            .emit(cx.kb);
+            dst
+        }
+    };
+    let (bias_c, bias_rt) = bias_of(cx, &q.epi);
+    let corr = corr_of(g.m, k, zu, &bias_c, wv);
+    let (rq_own, need) = epilogue(&q.epi, &corr, true);
+    let corr_tab = need.then(|| cx.rodata(i32_bytes(&corr), 16));
+    let rq = rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let out = cx.out;
+    let ob = q.epi.st_out.bytes();
+    let (g, off, group, st_out) = (*g, q.off, q.group, q.epi.st_out);
+    let kb = &mut *cx.kb;
+    let offv = off_vec(kb, off);
+    let (t, b) = (ws, kb.off(ws, tbytes as i64));
+    // Padding taps, rows past K and columns past the pixels: zu, once per call.
+    fill_bytes(kb, t, tbytes, zu);
+    kb.for_range(0, g.n as i64, 1, |kb, n| {
+        let xn = kb.idx(x, n, (g.c * g.h * g.w) as i64);
+        let on = kb.idx(out, n, (g.m * npix * ob) as i64);
+        kb.for_range(0, g.group as i64, 1, |kb, grp| {
+            let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
+            let og = kb.idx(on, grp, (mg * npix * ob) as i64);
+            let wg = kb.idx(wrows, grp, (mg * kpp) as i64);
+            im2col_rows(kb, &g, xg, t, pp, off, offv);
+            transpose_quads(kb, t, b, kpp / 4, pp);
+            let corr_g = corr_tab.map(|c| kb.idx(c, grp, (mg * 4) as i64));
+            let acc_mem = kb.off(ws, acc_off as i64);
+            let bias_g = bias_rt.map(|p| kb.idx(p, grp, (mg * 4) as i64));
+            let rq_g = rq.map(|(r, tab)| (r, kb.idx(tab, grp, mg as i64 * r.stride())));
+            emit_gemm(
+                kb,
+                &Gemm {
+                    m: mg,
+                    n: npix,
+                    quads,
+                    rows: wg,
+                    row_stride: kpp as i64,
+                    cols: b,
+                    pitch: pp,
+                    rows_signed: true,
+                    rows_ro: true,
+                    group,
+                    acc_mem,
+                    out: og,
+                    corr: corr_g,
+                    acc: AccStore {
+                        ldc: npix,
+                        chan_of_row: true,
+                        bias: bias_g,
+                        rq: rq_g,
+                        st_out,
+                    },
+                },
+            );
+        });
+    });
+}
+
+fn emit_matmul(
+    cx: &mut Ecx<'_, '_, '_, '_>,
+    q: &MdLowering,
+    (m, n, k): (usize, usize, usize),
+    batches: &[(usize, usize)],
+) {
+    let (kpp, npp) = (kp(k), np4(n));
+    let quads = kpp / 4;
+    let slab = kpp * npp;
+    let a = cx.operand(0);
+    let b = quant::const_ints(cx, 1).to_vec();
+    let slabs = batches.iter().map(|x| x.1).max().unwrap_or(0) + 1;
+    let zw = q.zw.clone();
+    let zu = q.zx + q.off;
+    // Code of the quad layout's byte `e` of slab `s` (zero point for padding taps of a
+    // column, 0 for padding columns), and its zero-point corrected value.
+    let code = |s: usize, e: usize| -> i64 {
+        let (qq, j, t) = (e / (4 * npp), (e / 4) % npp, e % 4);
+        let kk = 4 * qq + t;
+        if j >= n {
+            0
+        } else if kk < k {
+            b[s * k * n + kk * n + j]
+        } else {
+            zw[j]
+        }
+    };
+    let ws = cx.ws;
+    let acc_off = q.acc_offset();
+    let a_bytes = (m * kpp).div_ceil(16) * 16;
+    let b_ws = cx.kb.off(ws, a_bytes as i64);
+    let (cols, unpack) = match q.pack {
+        None => {
+            let mut bytes = vec![0u8; slabs * slab];
+            for s in 0..slabs {
+                for e in 0..slab {
+                    let j = (e / 4) % npp;
+                    let z = if j < n { zw[j] } else { 0 };
+                    bytes[s * slab + e] = (code(s, e) - z) as i8 as u8;
+                }
+            }
+            (cx.rodata(bytes, 16), None)
+        }
+        Some(pk) => {
+            // Rows of the packed stream: the quads of every slab.
+            let src = cx.rodata(
+                pk.pack(slabs * quads, 4 * npp, |r, e| {
+                    code(r / quads, (r % quads) * 4 * npp + e)
+                }),
+                16,
+            );
+            let lane_zps: Vec<i64> = (0..4 * npp)
+                .map(|e| if e / 4 < n { zw[e / 4] } else { 0 })
+                .collect();
+            let zp = zp_mode(cx, &lane_zps, true);
+            (b_ws, Some((pk, src, zp)))
+        }
+    };
+    let (bias_c, bias_rt) = bias_of(cx, &q.epi);
+    let mut corr = Vec::with_capacity(slabs * npp);
+    for s in 0..slabs {
+        let c = corr_of(n, k, zu, &bias_c, |j, kk| b[s * k * n + kk * n + j] - zw[j]);
+        corr.extend(c);
+        corr.extend(std::iter::repeat_n(0, npp - n));
+    }
+    // Folded: one slab, its n channels (the table read as vectors has npp per slab).
+    let (rq_own, need) = if slabs == 1 {
+        epilogue(&q.epi, &corr[..n], true)
+    } else {
+        epilogue(&q.epi, &corr, false)
+    };
+    let corr_tab = need.then(|| cx.rodata(i32_bytes(&corr), 16));
+    let rq = rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let out = cx.out;
+    let ob = q.epi.st_out.bytes();
+    let (off, group, st_x, st_out) = (q.off, q.group, q.st_x, q.epi.st_out);
+    let kb = &mut *cx.kb;
+    let offv = off_vec(kb, off);
+    let a_ws = ws;
+    // Padding bytes of the activation rows (their weights are 0): defined once.
+    fill_bytes(kb, a_ws, a_bytes, 0);
+    let mut unpacked: Option<usize> = None;
+    for (bi, &(ba, bb)) in batches.iter().enumerate() {
+        let ab = kb.off(a, (ba * m * k * st_x.bytes()) as i64);
+        kb.for_range(0, m as i64, 1, |kb, i| {
+            let s = kb.idx(ab, i, k as i64);
+            let d = kb.idx(a_ws, i, kpp as i64);
+            copy_codes(kb, s, d, k, 1, off, offv);
+        });
+        let cp = match unpack {
+            None => kb.off(cols, (bb * slab) as i64),
+            Some((pk, src, zp)) => {
+                if unpacked != Some(bb) {
+                    let s = kb.off(src, (bb * quads * pk.row_vecs(4 * npp) * 16) as i64);
+                    Unpack {
+                        pk,
+                        rows: quads,
+                        len: 4 * npp,
+                        src: s,
+                        dst: b_ws,
+                        stride: (4 * npp) as i64,
+                        zp,
+                    }
+                    .emit(kb);
+                    unpacked = Some(bb);
+                }
+                b_ws
+            }
+        };
+        let corr_b = corr_tab.map(|c| kb.off(c, (bb * npp * 4) as i64));
+        let acc_mem = kb.off(ws, acc_off as i64);
+        let o = kb.off(out, (bi * m * n * ob) as i64);
+        emit_gemm(
+            kb,
+            &Gemm {
+                m,
+                n,
+                quads,
+                rows: a_ws,
+                row_stride: kpp as i64,
+                cols: cp,
+                pitch: npp,
+                rows_signed: false,
+                rows_ro: batches.len() == 1,
+                group,
+                acc_mem,
+                out: o,
+                corr: corr_b,
+                acc: AccStore {
+                    ldc: n,
+                    chan_of_row: false,
+                    bias: bias_rt,
+                    rq,
+                    st_out,
+                },
+            },
+        );
+    }
+}
