@@ -228,7 +228,7 @@ pub(crate) fn applies(
     let off = if asigned { 1i64 << (ab - 1) } else { 0 };
     let zu = zx + off;
     let mut xmax = (1i64 << ab) - 1;
-    let chans = match node.op {
+    let (chans, k) = match node.op {
         Op::Conv2dInt => {
             let g = conv::conv_geom(m, node).ok()?;
             if padded(&g) {
@@ -237,11 +237,12 @@ pub(crate) fn applies(
                 }
                 xmax = xmax.max(zu);
             }
-            g.m
+            (g.m, g.kdim())
         }
         _ => {
             let (sa, sb) = (&m.ty(node.operands[0]).shape, &m.ty(node.operands[1]).shape);
-            matmul_geom(sa, sb).ok()?.n
+            let mg = matmul_geom(sa, sb).ok()?;
+            (mg.n, mg.k)
         }
     };
     let zw = weight_zps(m, node, chans).ok()?;
@@ -256,11 +257,16 @@ pub(crate) fn applies(
     if costs::choose(&cands, weff, ab, 1, target) != Some(Strategy::Maddubs) {
         return None;
     }
-    if bitserial::applies(m, node, const_of, target).is_some()
-        && costs::choose(&[Strategy::BitSerial, Strategy::Maddubs], wb, ab, 1, target)
-            != Some(Strategy::Maddubs)
-    {
-        return None;
+    // Against the bit-serial kernel, the table's rates (long K) scaled by the share of
+    // useful bits: bit-serial pays for whole 64-bit words along K (K = 144 runs 192),
+    // this kernel for K rounded to 4.
+    if bitserial::applies(m, node, const_of, target).is_some() {
+        let share = |unit: usize| k as f64 / (k.div_ceil(unit) * unit) as f64;
+        let bs = costs::gmacs(Strategy::BitSerial, wb, ab, target).map(|g| g * share(64));
+        let md = costs::gmacs(Strategy::Maddubs, wb, ab, target).map(|g| g * share(4));
+        if bs.unwrap_or(0.0) >= md.unwrap_or(0.0) {
+            return None;
+        }
     }
     Some(Plan { group })
 }
