@@ -285,7 +285,7 @@ fn x86_64_cases(maddubs: bool) {
             let want = outputs(&interp::run(&b.m, &b.inputs).unwrap());
             let native = JitModel::new(&b.m).unwrap();
             let k = layer_kernel(native.report());
-            let low_bit = case.native.iter().any(|n| *n == "bitserial");
+            let low_bit = case.native.contains(&"bitserial");
             assert!(
                 case.native.iter().any(|n| k.contains(n))
                     || (k.contains("pmaddwd") && case.native.iter().any(|n| n.contains("packed")))
