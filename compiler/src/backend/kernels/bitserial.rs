@@ -337,7 +337,7 @@ fn tail_bytes(k: usize) -> usize {
 
 /// Bytes of one weight vector's planes: full words `[K/64][wb]` of 8 bytes, then the
 /// tail word of each plane in [`tail_bytes`].
-fn row_bytes(k: usize, wb: usize) -> usize {
+pub(crate) fn row_bytes(k: usize, wb: usize) -> usize {
     (k / 64) * wb * 8 + wb * tail_bytes(k)
 }
 

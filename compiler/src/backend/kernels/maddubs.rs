@@ -260,11 +260,21 @@ pub(crate) fn applies(
     // Against the bit-serial kernel, the table's rates (long K) scaled by the share of
     // useful bits: bit-serial pays for whole 64-bit words along K (K = 144 runs 192),
     // this kernel for K rounded to 4.
+    // Only where its packed weights take no more bytes than the bit planes (a row's
+    // last partial block of 8 vectors costs whole 16-byte inputs here), so that the
+    // object's weights keep shrinking with the bits.
     if bitserial::applies(m, node, const_of, target).is_some() {
         let share = |unit: usize| k as f64 / (k.div_ceil(unit) * unit) as f64;
         let bs = costs::gmacs(Strategy::BitSerial, wb, ab, target).map(|g| g * share(64));
         let md = costs::gmacs(Strategy::Maddubs, wb, ab, target).map(|g| g * share(4));
-        if bs.unwrap_or(0.0) >= md.unwrap_or(0.0) {
+        let md_bytes = VPack {
+            bits: wb,
+            signed: true,
+        }
+        .row_vecs(k)
+            * 16;
+        if bs.unwrap_or(0.0) >= md.unwrap_or(0.0) || md_bytes > bitserial::row_bytes(k, wb as usize)
+        {
             return None;
         }
     }
