@@ -23,6 +23,10 @@ pub(crate) const MF: MemFlagsData = MemFlagsData::new().with_notrap();
 /// loops like arithmetic (a channel's requantize parameters out of the pixel loop).
 pub(crate) const RO: MemFlagsData = MF.with_readonly().with_can_move();
 
+/// K words whose byte popcounts (at most 8 each) one i8x16 lane sums without wrapping
+/// (31 * 8 < 256): the vector popcount kernels widen their byte sums this often.
+pub(crate) const BYTE_SUMS: usize = 31;
+
 pub(crate) struct Kb<'a, 'f> {
     pub b: &'a mut FunctionBuilder<'f>,
     pub feat: Features,
@@ -31,6 +35,23 @@ pub(crate) struct Kb<'a, 'f> {
 impl<'a, 'f> Kb<'a, 'f> {
     pub fn new(b: &'a mut FunctionBuilder<'f>, feat: Features) -> Self {
         Kb { b, feat }
+    }
+
+    /// Adds each i8x16 byte-sum variable of `bytes` into the i32x4 variable of `totals`
+    /// beside it, by pairwise widening sums (aarch64 `uaddlp` twice): u32 lane `i` gets
+    /// bytes `4i..4i+4`.
+    pub fn fold_byte_sums(&mut self, bytes: &[Variable], totals: &[Variable]) {
+        for (acc, total) in bytes.iter().zip(totals) {
+            let mut v = self.b.use_var(*acc);
+            for _ in 0..2 {
+                let lo = self.b.ins().uwiden_low(v);
+                let hi = self.b.ins().uwiden_high(v);
+                v = self.b.ins().iadd_pairwise(lo, hi);
+            }
+            let t = self.b.use_var(*total);
+            let t = self.b.ins().iadd(t, v);
+            self.b.def_var(*total, t);
+        }
     }
 
     /// An i64 constant (addresses and indices are i64).

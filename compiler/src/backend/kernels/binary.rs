@@ -45,7 +45,7 @@ use super::conv::{self, ConvGeom};
 use super::planes;
 use super::quant::{AccStore, IntEpi, Requant, Thresh, const_ints, int_epi};
 use super::{ConstOf, Ecx, matmul_geom};
-use crate::backend::kb::{Kb, MF};
+use crate::backend::kb::{BYTE_SUMS, Kb, MF};
 use crate::backend::storage::Store;
 
 /// Words along K.
@@ -651,9 +651,6 @@ fn tile_sel(kb: &mut Kb<'_, '_>, t: &Tiles<'_>, row0: Value, col0: Value, rv: us
     kb.b.seal_block(join);
 }
 
-/// K words whose byte popcounts one i8x16 lane can sum without overflow (31 * 8 < 256).
-const BYTE_SUMS: usize = 31;
-
 /// The 2x2 tile's four popcounts (row-major) with the vector popcount (aarch64: `cnt`
 /// on 16 bytes, byte sums widened by `uaddlp` only every [`BYTE_SUMS`] words): per K
 /// word, each row's word is splatted and XORed with both columns' words at once.
@@ -698,18 +695,7 @@ fn vector_popcounts(
                 kb.b.def_var(*acc, s);
             }
         });
-        for (acc, total) in bytes.iter().zip(&totals) {
-            // Bytes -> u16 -> u32 pairwise sums (uaddlp), into the lane totals.
-            let mut v = kb.b.use_var(*acc);
-            for _ in 0..2 {
-                let lo = kb.b.ins().uwiden_low(v);
-                let hi = kb.b.ins().uwiden_high(v);
-                v = kb.b.ins().iadd_pairwise(lo, hi);
-            }
-            let t = kb.b.use_var(*total);
-            let t = kb.b.ins().iadd(t, v);
-            kb.b.def_var(*total, t);
-        }
+        kb.fold_byte_sums(&bytes, &totals);
         start = end;
     }
     let mut out = [z32; 4];

@@ -64,7 +64,7 @@ use super::planes;
 use super::quant::{AccStore, IntEpi, Requant, axis_zps, int_epi, tensor_zp};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::costs::{self, CostTarget, Strategy};
-use crate::backend::kb::{Kb, MF};
+use crate::backend::kb::{BYTE_SUMS, Kb, MF};
 use crate::backend::storage::Store;
 
 /// Whether the bit-serial kernel should be preferred to the int8 `pmaddwd` kernel for
@@ -915,9 +915,6 @@ fn emit_tiles(kb: &mut Kb<'_, '_>, t: &Tiles<'_>) {
     }
 }
 
-/// K words whose byte popcounts one i8x16 lane can sum without overflow (31 * 8 < 256).
-const BYTE_SUMS: usize = 31;
-
 /// The tile's dot products `sum_{i,j} s_j 2^(i+j) popcount(a_i & w_j)` (i64 per row) with
 /// the vector popcount (aarch64 `cnt.16b`): per K word, two activation planes sit in one
 /// vector (they are adjacent), each weight plane word is splatted, ANDed, counted per
@@ -984,17 +981,7 @@ fn vector_dots(
         }
     };
     let fold = |kb: &mut Kb<'_, '_>, sums: &[cranelift_frontend::Variable]| {
-        for (v, total) in sums.iter().zip(&totals) {
-            let mut x = kb.b.use_var(*v);
-            for _ in 0..2 {
-                let lo = kb.b.ins().uwiden_low(x);
-                let hi = kb.b.ins().uwiden_high(x);
-                x = kb.b.ins().iadd_pairwise(lo, hi);
-            }
-            let s = kb.b.use_var(*total);
-            let s = kb.b.ins().iadd(s, x);
-            kb.b.def_var(*total, s);
-        }
+        kb.fold_byte_sums(sums, &totals)
     };
     let mut start = 0;
     while start < full {

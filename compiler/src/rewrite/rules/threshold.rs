@@ -203,38 +203,56 @@ fn bn_thresholds(eg: &QEGraph, s: &Subst, preds: &[Pred]) -> Option<Vec<Vec<i64>
     }
     let mut out = vec![Vec::with_capacity(preds.len()); c];
     for pred in preds {
-        // Per channel: the answer lies in [a, b]; b = hi + 1 stands for "none".
-        let mut a = vec![lo; c];
-        let mut b = vec![hi + 1; c];
-        while a.iter().zip(&b).any(|(a, b)| a < b) {
-            let mid: Vec<i64> = a
-                .iter()
-                .zip(&b)
-                .map(|(&a, &b)| if a < b { a + (b - a) / 2 } else { a.min(hi) })
-                .collect();
-            let v = bn_eval(eg, s, mid.clone(), c, 1)?;
-            for ch in 0..c {
-                if a[ch] >= b[ch] {
-                    continue;
-                }
-                if v[ch].is_nan() {
-                    return None;
-                }
-                if pred(v[ch]) {
-                    b[ch] = mid[ch];
-                } else {
-                    a[ch] = mid[ch] + 1;
-                }
-            }
-        }
+        let first = bisect(
+            c,
+            lo,
+            hi,
+            |mid| bn_eval(eg, s, mid, c, 1),
+            |_, v: &f64| (!v.is_nan()).then(|| pred(*v)),
+        )?;
         for ch in 0..c {
-            if a[ch] > i32::MAX as i64 {
+            if first[ch] > i32::MAX as i64 {
                 return None;
             }
-            out[ch].push(a[ch]);
+            out[ch].push(first[ch]);
         }
     }
     Some(out)
+}
+
+/// Per channel, the first code in `[lo, hi]` whose value satisfies `holds` (`hi + 1`
+/// when none does), by bisection: `eval` gives every channel's value at one code per
+/// channel, and must be non-decreasing in the code with `holds` monotone (false, then
+/// true); `holds` may return None to give up (e.g. a NaN).
+fn bisect<V>(
+    c: usize,
+    lo: i64,
+    hi: i64,
+    mut eval: impl FnMut(Vec<i64>) -> Option<Vec<V>>,
+    holds: impl Fn(usize, &V) -> Option<bool>,
+) -> Option<Vec<i64>> {
+    // Per channel the answer lies in [a, b]; b = hi + 1 stands for "none".
+    let mut a = vec![lo; c];
+    let mut b = vec![hi + 1; c];
+    while a.iter().zip(&b).any(|(a, b)| a < b) {
+        let mid: Vec<i64> = a
+            .iter()
+            .zip(&b)
+            .map(|(&a, &b)| if a < b { a + (b - a) / 2 } else { a.min(hi) })
+            .collect();
+        let v = eval(mid.clone())?;
+        for ch in 0..c {
+            if a[ch] >= b[ch] {
+                continue;
+            }
+            if holds(ch, &v[ch])? {
+                b[ch] = mid[ch];
+            } else {
+                a[ch] = mid[ch] + 1;
+            }
+        }
+    }
+    Some(a)
 }
 
 /// The first code whose value satisfies `pred` (one past the last code if none).
@@ -530,32 +548,18 @@ fn threshold_requantize(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
     let mut out = vec![0i64; c * k];
     for j in 0..k {
         let t = |ch: usize| tv[if rows == 1 { j } else { ch * k + j }];
-        // Per channel the answer lies in [a, b]; b = hi + 1 stands for "none".
-        let mut a = vec![lo; c];
-        let mut b = vec![hi + 1; c];
-        while a.iter().zip(&b).any(|(a, b)| a < b) {
-            let mid: Vec<i64> = a
-                .iter()
-                .zip(&b)
-                .map(|(&a, &b)| if a < b { a + (b - a) / 2 } else { a.min(hi) })
-                .collect();
-            let v = eval(mid.clone(), 1)?;
-            for ch in 0..c {
-                if a[ch] >= b[ch] {
-                    continue;
-                }
-                if v[ch] >= t(ch) {
-                    b[ch] = mid[ch];
-                } else {
-                    a[ch] = mid[ch] + 1;
-                }
-            }
-        }
+        let first = bisect(
+            c,
+            lo,
+            hi,
+            |mid| eval(mid, 1),
+            |ch, v: &i64| Some(*v >= t(ch)),
+        )?;
         for ch in 0..c {
-            if a[ch] > i32::MAX as i64 || a[ch] < i32::MIN as i64 {
+            if first[ch] > i32::MAX as i64 || first[ch] < i32::MIN as i64 {
                 return None;
             }
-            out[ch * k + j] = a[ch];
+            out[ch * k + j] = first[ch];
         }
     }
     Some(add_threshold(eg, x, out, k, offset, tm.ty.elem.clone()))
