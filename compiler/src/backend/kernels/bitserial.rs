@@ -204,7 +204,7 @@ impl BsLowering {
 }
 
 /// Storage bits and signedness of an integer (not `b1`) element type.
-fn int_bits(e: &ElemType) -> Option<(usize, bool)> {
+pub(crate) fn int_bits(e: &ElemType) -> Option<(usize, bool)> {
     e.storage().map(|t| (t.bits as usize, t.signed))
 }
 
@@ -253,8 +253,9 @@ pub(crate) fn applies(
     })
 }
 
-/// The weights' zero point per output channel (conv: `M` of them, matmul: `N`).
-fn weight_zps(m: &Module, node: &Node) -> Result<Vec<i64>, String> {
+/// The weights' zero point per output channel (conv: `M` of them, matmul: `N`), or
+/// one for all.
+pub(crate) fn weight_zps(m: &Module, node: &Node) -> Result<Vec<i64>, String> {
     let we = &m.ty(node.operands[1]).elem;
     let ws = &m.ty(node.operands[1]).shape;
     match (node.op, ws.len()) {

@@ -54,7 +54,7 @@ use qcc_ir::{ConstData, ElemType, Module, Node, Op};
 
 use super::bitserial;
 use super::conv::{self, ConvGeom};
-use super::quant::{self, AccStore, IntEpi, QuantLowering, Requant, axis_zps, tensor_zp};
+use super::quant::{self, AccStore, IntEpi, QuantLowering, Requant, tensor_zp};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::costs::{self, CostTarget, Strategy};
 use crate::backend::kb::{Kb, MF, RO};
@@ -71,18 +71,13 @@ pub(crate) struct Plan {
 
 /// Storage bits and signedness of an integer element type (not `b1`, not f32).
 fn int_bits(e: &ElemType) -> Option<(u32, bool)> {
-    e.storage().map(|t| (t.bits as u32, t.signed))
+    bitserial::int_bits(e).map(|(b, s)| (b as u32, s))
 }
 
 /// The weights' zero point per output channel (conv: `M` of them, matmul: `N`).
 fn weight_zps(m: &Module, node: &Node, chans: usize) -> Result<Vec<i64>, String> {
-    let we = &m.ty(node.operands[1]).elem;
-    let ws = &m.ty(node.operands[1]).shape;
-    match (node.op, ws.len()) {
-        (Op::Conv2dInt, r) if r >= 1 => axis_zps(we, 0, ws[0]),
-        (Op::MatMulInt, r) if r >= 2 => axis_zps(we, r - 1, ws[r - 1]),
-        _ => Ok(vec![tensor_zp(we)?; chans]),
-    }
+    let z = bitserial::weight_zps(m, node)?;
+    Ok(if z.len() == 1 { vec![z[0]; chans] } else { z })
 }
 
 /// The weight vectors of a layer: `count` vectors of `k` values `w(v, kk)` (already
