@@ -8,7 +8,7 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, attrs, cfg, check_baseline, ints};
+use backend_common::{B, Rng, attrs, cfg, check_baseline, codes, ints, requant_to};
 use proptest::prelude::*;
 use qcc::backend::costs::{self, Strategy};
 use qcc::backend::{JitModel, Target};
@@ -84,11 +84,6 @@ fn weight_type(r: &mut Rng, bits: u8, axis: usize, c: usize) -> ElemType {
     qt(bits, signed, narrow, params)
 }
 
-fn codes(r: &mut Rng, e: &ElemType, n: usize) -> Vec<i64> {
-    let (lo, hi) = e.code_range().unwrap();
-    r.is(n, lo, hi)
-}
-
 fn out_q() -> ElemType {
     qt(
         8,
@@ -101,25 +96,10 @@ fn out_q() -> ElemType {
     )
 }
 
-/// A requantize after `y` (channels along `axis`, `c` of them): 0 none, 1 per tensor,
-/// 2 per channel.
+/// A requantize after `y` (channels along `axis`, `c` of them) to `out_q()`: 0 none,
+/// 1 per tensor, 2 per channel.
 fn requant(b: &mut B, r: &mut Rng, y: ValueId, kind: usize, c: usize, axis: i64) -> ValueId {
-    if kind == 0 {
-        return y;
-    }
-    let cnt = if kind == 2 { c } else { 1 };
-    let mult: Vec<i64> = (0..cnt).map(|_| r.i(1 << 20, 1 << 30)).collect();
-    let shift: Vec<i64> = (0..cnt).map(|_| r.i(24, 36)).collect();
-    b.node(
-        Op::Requantize,
-        &[y],
-        attrs(&[
-            ("multiplier", ints(&mult)),
-            ("shift", ints(&shift)),
-            ("axis", Attr::Int(axis)),
-        ]),
-        out_q(),
-    )
+    requant_to(b, r, y, kind, c, axis, (24, 36), out_q())
 }
 
 /// Bias values: small, or anywhere in i32 (the sum wraps).

@@ -4,7 +4,7 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, attrs, cfg, check, check_baseline, ints, kernel_of};
+use backend_common::{B, Rng, attrs, cfg, check, check_baseline, codes, ints, kernel_of};
 use proptest::prelude::*;
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, Rounding};
 
@@ -47,11 +47,6 @@ const STORAGES: [(u8, bool); 6] = [
     (16, true),
     (2, false),
 ];
-
-fn codes(r: &mut Rng, e: &ElemType, n: usize) -> Vec<i64> {
-    let (lo, hi) = e.code_range().unwrap();
-    r.is(n, lo, hi)
-}
 
 fn shape(r: &mut Rng, rank: usize, max: i64) -> Vec<usize> {
     (0..rank).map(|_| r.i(1, max) as usize).collect()

@@ -7,7 +7,7 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, attrs, cfg, check, ints};
+use backend_common::{B, Rng, attrs, cfg, check, codes, ints};
 use proptest::prelude::*;
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, Rounding};
 
@@ -18,11 +18,6 @@ fn qtype(bits: u8, signed: bool, scale: f32, zero_point: i32) -> ElemType {
         pow2: false,
         params: QuantParams::PerTensor { scale, zero_point },
     })
-}
-
-fn codes(r: &mut Rng, e: &ElemType, n: usize) -> Vec<i64> {
-    let (lo, hi) = e.code_range().unwrap();
-    r.is(n, lo, hi)
 }
 
 /// Plain integer types the unfused kernel handles (storage bits, signed).

@@ -9,7 +9,7 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, attrs, check, check_baseline, ints, kernel_of};
+use backend_common::{B, Rng, attrs, check, check_baseline, codes, ints, kernel_of, requant_to};
 use proptest::prelude::*;
 use qcc::backend::costs::{self, Strategy};
 use qcc::backend::{JitModel, Target};
@@ -115,11 +115,6 @@ fn weights(r: &mut Rng, bits: u8, axis: usize, c: usize, count: usize, conv: boo
     }
 }
 
-fn codes(r: &mut Rng, e: &ElemType, n: usize) -> Vec<i64> {
-    let (lo, hi) = e.code_range().unwrap();
-    r.is(n, lo, hi)
-}
-
 fn out_q() -> ElemType {
     qt(
         8,
@@ -132,24 +127,10 @@ fn out_q() -> ElemType {
     )
 }
 
-/// A requantize after `y` (channels along `axis`): 0 none, 1 per tensor, 2 per channel.
+/// A requantize after `y` (channels along `axis`, `c` of them) to `out_q()`: 0 none,
+/// 1 per tensor, 2 per channel.
 fn requant(b: &mut B, r: &mut Rng, y: ValueId, kind: usize, c: usize, axis: i64) -> ValueId {
-    if kind == 0 {
-        return y;
-    }
-    let cnt = if kind == 2 { c } else { 1 };
-    let mult: Vec<i64> = (0..cnt).map(|_| r.i(1 << 20, 1 << 30)).collect();
-    let shift: Vec<i64> = (0..cnt).map(|_| r.i(24, 38)).collect();
-    b.node(
-        Op::Requantize,
-        &[y],
-        attrs(&[
-            ("multiplier", ints(&mult)),
-            ("shift", ints(&shift)),
-            ("axis", Attr::Int(axis)),
-        ]),
-        out_q(),
-    )
+    requant_to(b, r, y, kind, c, axis, (24, 38), out_q())
 }
 
 /// A bias operand of `n` channels: 0 none, 1 constant (small or anywhere in i32), 2 an

@@ -5,7 +5,7 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, attrs, ints};
+use backend_common::{B, Rng, attrs, codes, ints};
 use proptest::prelude::*;
 use qcc::backend::costs::{self, Strategy};
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType};
@@ -28,11 +28,6 @@ fn qtype(st: IntType, narrow: bool, params: QuantParams) -> ElemType {
         pow2: false,
         params,
     })
-}
-
-fn codes(r: &mut Rng, e: &ElemType, n: usize) -> Vec<i64> {
-    let (lo, hi) = e.code_range().unwrap();
-    r.is(n, lo, hi)
 }
 
 /// A zero point inside the storage range.

@@ -38,6 +38,46 @@ impl Rng {
     }
 }
 
+/// `n` random codes over the whole range of `e`.
+pub fn codes(r: &mut Rng, e: &ElemType, n: usize) -> Vec<i64> {
+    let (lo, hi) = e.code_range().unwrap();
+    r.is(n, lo, hi)
+}
+
+/// A requantize after `y` (channels along `axis`, `c` of them) to `out`: `kind` 0 none,
+/// 1 per tensor, 2 per channel; multipliers in [2^20, 2^30], shifts in `shifts`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one requantize's random parameters"
+)]
+pub fn requant_to(
+    b: &mut B,
+    r: &mut Rng,
+    y: ValueId,
+    kind: usize,
+    c: usize,
+    axis: i64,
+    shifts: (i64, i64),
+    out: ElemType,
+) -> ValueId {
+    if kind == 0 {
+        return y;
+    }
+    let cnt = if kind == 2 { c } else { 1 };
+    let mult: Vec<i64> = (0..cnt).map(|_| r.i(1 << 20, 1 << 30)).collect();
+    let shift: Vec<i64> = (0..cnt).map(|_| r.i(shifts.0, shifts.1)).collect();
+    b.node(
+        Op::Requantize,
+        &[y],
+        attrs(&[
+            ("multiplier", ints(&mult)),
+            ("shift", ints(&shift)),
+            ("axis", Attr::Int(axis)),
+        ]),
+        out,
+    )
+}
+
 pub fn attrs(list: &[(&str, Attr)]) -> BTreeMap<String, Attr> {
     list.iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
