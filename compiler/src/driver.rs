@@ -334,6 +334,8 @@ pub struct CalibrateArgs {
     pub input_shapes: Vec<String>,
     /// The profile to write (.qprof).
     pub output: PathBuf,
+    /// No progress bar.
+    pub quiet: bool,
 }
 
 /// `qcc calibrate`: collects the calibration statistics of a float model and writes them
@@ -354,6 +356,7 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
     let m = &loaded.module;
     let opts = crate::quant::CalibOptions {
         limit: a.calib_limit,
+        progress: !a.quiet,
         ..Default::default()
     };
     let stats = crate::quant::calibrate(m, &a.calib, &opts)

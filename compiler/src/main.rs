@@ -114,6 +114,9 @@ enum Command {
         /// The profile to write.
         #[arg(short, long, value_name = "OUT.qprof")]
         output: PathBuf,
+        /// No progress bar (it is drawn only on a terminal anyway).
+        #[arg(long, short = 'q')]
+        quiet: bool,
     },
     /// Compile a model in memory (JIT), run it and write each output as DIR/<name>.npy.
     Run {
@@ -271,12 +274,14 @@ fn main() -> ExitCode {
             calib_limit,
             input_shapes,
             output,
+            quiet,
         } => qcc::driver::calibrate(&qcc::driver::CalibrateArgs {
             model: model.clone(),
             calib: calib.clone(),
             calib_limit: *calib_limit,
             input_shapes: input_shapes.clone(),
             output: output.clone(),
+            quiet: *quiet,
         }),
         Command::Run {
             model,

@@ -7,11 +7,12 @@ use qcc_ir::Module;
 
 use super::binary::{REFINE_SAMPLES, refine_binary};
 use super::calibrate::{
-    CalibMethod, CalibOptions, calibrate, compare_outputs, data_free, layer_errors,
+    CalibMethod, CalibOptions, calibrate, compare_outputs_with, data_free, layer_errors_with,
 };
 use super::insert::{QuantReport, float_kernels, quantize_model};
 use super::profile::load_stats;
 use super::scheme::QuantOptions;
+use super::tap::RunOptions;
 use crate::passes::Pipeline;
 
 /// Calibration samples the report's output error is measured on.
@@ -59,6 +60,9 @@ pub struct QuantFlags {
     /// Range of the model's input values for data-free quantization (default 0,1).
     #[arg(long, value_name = "LO,HI", value_parser = parse_range)]
     pub input_range: Option<(f32, f32)>,
+    /// No progress bars (they are drawn only on a terminal anyway).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 fn parse_range(s: &str) -> Result<(f32, f32), String> {
@@ -112,7 +116,12 @@ impl QuantFlags {
             method: self.calib_method.parse::<CalibMethod>()?,
             limit: self.calib_limit,
             input_range: self.input_range,
+            progress: !self.quiet,
             ..Default::default()
+        };
+        let run = RunOptions {
+            engine: copts.engine,
+            progress: !self.quiet,
         };
         let stats = match (&self.calib, &self.profile) {
             (Some(_), Some(_)) => return Err("give --calib or --profile, not both".into()),
@@ -136,7 +145,7 @@ impl QuantFlags {
         if let Some(p) = &self.calib {
             let n = self.calib_limit.unwrap_or(usize::MAX).min(ERROR_SAMPLES);
             let outs: Vec<_> = report.layers.iter().map(|l| l.output).collect();
-            let errs = layer_errors(m, &q, &outs, p, Some(n))?;
+            let errs = layer_errors_with(m, &q, &outs, p, Some(n), &run, &mut report.notes)?;
             for (l, e) in report.layers.iter_mut().zip(errs) {
                 l.error = Some(e);
             }
@@ -152,11 +161,17 @@ impl QuantFlags {
                 left.join(", ")
             ));
         }
-        // The output error against the float model, on the first calibration samples
-        // (both run through the interpreter; a handful of samples keeps it cheap).
+        // The output error against the float model, on the first calibration samples.
         if let Some(p) = &self.calib {
             let n = self.calib_limit.unwrap_or(usize::MAX).min(ERROR_SAMPLES);
-            report.output_error = Some(compare_outputs(m, &q, p, Some(n))?);
+            report.output_error = Some(compare_outputs_with(
+                m,
+                &q,
+                p,
+                Some(n),
+                &run,
+                &mut report.notes,
+            )?);
         }
         Ok(Some((q, report)))
     }

@@ -17,13 +17,16 @@ mod flags;
 mod insert;
 pub mod profile;
 mod scheme;
+mod tap;
 
 pub use binary::{BinaryAct, REFINE_SAMPLES, binarize_weights, refine_binary};
 pub use calibrate::{
     CalibMethod, CalibOptions, CalibStats, Histogram, LayerError, OutputError, RangeSource,
-    TensorStats, calibrate, compare_outputs, data_free, layer_errors, stream_samples,
+    TensorStats, calibrate, compare_outputs, compare_outputs_with, data_free, layer_errors,
+    layer_errors_with, sample_count, stream_samples,
 };
 pub use flags::QuantFlags;
 pub use insert::{LayerReport, QuantReport, float_kernels, quantize_model};
 pub use profile::Profile;
 pub use scheme::{ActParams, QuantOptions, choose_range, quantize_weights};
+pub use tap::{Engine, RunOptions};
