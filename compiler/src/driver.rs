@@ -271,8 +271,14 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
         );
     }
     let header_path = out.with_extension("h");
+    let times = std::env::var_os("QCC_PHASE_TIMES").is_some();
+    let t0 = std::time::Instant::now();
     let loaded = load(&a.model, &shapes)?;
+    if times {
+        eprintln!("phase load: {:.2} s", t0.elapsed().as_secs_f64());
+    }
     let quantized = quantize(&a.quant, &loaded.module, &a.model)?;
+    let t0 = std::time::Instant::now();
     let m = quantized.as_ref().unwrap_or(&loaded.module);
     if kinds.contains(&EmitKind::Ir) {
         let p = out.with_extension(EmitKind::Ir.extension());
@@ -281,6 +287,9 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
     }
     let compiled = backend::compile_object(m, &name, &t)
         .map_err(|e| anyhow::anyhow!("{}: {}", a.model.display(), e.to_string().trim_end()))?;
+    if times {
+        eprintln!("phase codegen: {:.2} s", t0.elapsed().as_secs_f64());
+    }
     for kind in [EmitKind::Clif, EmitKind::Asm] {
         if !kinds.contains(&kind) {
             continue;

@@ -253,44 +253,49 @@ impl TensorStats {
         }
     }
 
-    pub(crate) fn observe(&mut self, t: &Tensor) {
-        let Some(v) = t.as_f32() else { return };
-        let (mut lo, mut hi, mut n) = (f32::INFINITY, f32::NEG_INFINITY, 0u64);
-        for &x in v {
-            if x.is_finite() {
-                lo = lo.min(x);
-                hi = hi.max(x);
-                n += 1;
+    /// Adds the values `v` of a tensor of shape `shape`.
+    pub(crate) fn observe_f32(&mut self, shape: &[usize], v: &[f32]) {
+        // One pass for the per-channel and overall extremes and the finite count, one
+        // for the histogram.
+        let (mut lo, mut hi, mut n) = (f32::INFINITY, f32::NEG_INFINITY, 0usize);
+        let mut minmax = |run: &[f32], clo: &mut f32, chi: &mut f32| {
+            let (mut a, mut b, mut k) = (*clo, *chi, 0usize);
+            for &x in run {
+                if x.is_finite() {
+                    a = a.min(x);
+                    b = b.max(x);
+                    k += 1;
+                }
             }
-        }
-        self.min = self.min.min(lo);
-        self.max = self.max.max(hi);
-        self.count += n;
-        if n == v.len() as u64 {
-            self.hist.add_range(v, lo, hi);
-        } else {
-            let finite: Vec<f32> = v.iter().copied().filter(|x| x.is_finite()).collect();
-            self.hist.add(&finite);
-        }
-        if t.shape.len() >= 2 && t.shape[1] > 0 {
-            let c = t.shape[1];
-            let inner: usize = t.shape[2..].iter().product::<usize>().max(1);
+            *clo = a;
+            *chi = b;
+            lo = lo.min(a);
+            hi = hi.max(b);
+            n += k;
+        };
+        if shape.len() >= 2 && shape[1] > 0 {
+            let c = shape[1];
+            let inner: usize = shape[2..].iter().product::<usize>().max(1);
             if self.ch_min.len() != c {
                 self.ch_min = vec![f32::INFINITY; c];
                 self.ch_max = vec![f32::NEG_INFINITY; c];
             }
             for (i, run) in v.chunks(inner).enumerate() {
                 let ch = i % c;
-                let (mut lo, mut hi) = (self.ch_min[ch], self.ch_max[ch]);
-                for &x in run {
-                    if x.is_finite() {
-                        lo = lo.min(x);
-                        hi = hi.max(x);
-                    }
-                }
-                self.ch_min[ch] = lo;
-                self.ch_max[ch] = hi;
+                minmax(run, &mut self.ch_min[ch], &mut self.ch_max[ch]);
             }
+        } else {
+            let (mut a, mut b) = (f32::INFINITY, f32::NEG_INFINITY);
+            minmax(v, &mut a, &mut b);
+        }
+        self.min = self.min.min(lo);
+        self.max = self.max.max(hi);
+        self.count += n as u64;
+        if n == v.len() {
+            self.hist.add_range(v, lo, hi);
+        } else {
+            let finite: Vec<f32> = v.iter().copied().filter(|x| x.is_finite()).collect();
+            self.hist.add(&finite);
         }
     }
 }
@@ -454,7 +459,9 @@ pub fn calibrate(m: &Module, npz: &Path, opts: &CalibOptions) -> Result<CalibSta
     let count = stream_samples(npz, opts.limit, opts.batch, &mut |i, x| {
         let x = as_input(m, input, i, x)?;
         tapped
-            .run(std::slice::from_ref(&x), &mut |k, t| stats[k].observe(t))
+            .run(std::slice::from_ref(&x), &mut |k, shape, v| {
+                stats[k].observe_f32(shape, v)
+            })
             .map_err(|e| format!("calibration sample {i}: {e}"))?;
         pb.inc(1);
         Ok(())
@@ -739,14 +746,14 @@ pub fn layer_errors_with(
     stream_samples(npz, limit, 64, &mut |i, x| {
         let x = as_input(float, input, i, x)?;
         let mut fv: Vec<Option<Vec<f32>>> = vec![None; values.len()];
-        fr.run(std::slice::from_ref(&x), &mut |j, t| {
-            fv[fc[j].0] = t.as_f32().map(|d| d.to_vec());
+        fr.run(std::slice::from_ref(&x), &mut |j, _, v| {
+            fv[fc[j].0] = Some(v.to_vec());
         })
         .map_err(|e| format!("sample {i}: {e}"))?;
-        qr.run(std::slice::from_ref(&x), &mut |j, t| {
+        qr.run(std::slice::from_ref(&x), &mut |j, _, v| {
             let k = qc[j].0;
-            if let (Some(d), Some(f)) = (t.as_f32(), &fv[k]) {
-                errs[k].add(f, d);
+            if let Some(f) = &fv[k] {
+                errs[k].add(f, v);
             }
         })
         .map_err(|e| format!("sample {i}: {e}"))?;
@@ -755,6 +762,84 @@ pub fn layer_errors_with(
     })?;
     pb.finish_and_clear();
     Ok(errs)
+}
+
+/// [`layer_errors_with`] and [`compare_outputs_with`] in one pass over the samples, so
+/// the float model runs once per sample: per-layer errors of `values` between `float`
+/// and its QDQ form `qdq`, and the output error of `quant` (the fused form of `qdq`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the two measurements' arguments, shared"
+)]
+pub fn measure_errors(
+    float: &Module,
+    qdq: &Module,
+    quant: &Module,
+    values: &[ValueId],
+    npz: &Path,
+    limit: Option<usize>,
+    run: &RunOptions,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<LayerError>, OutputError), String> {
+    let input = check_single_input(float)?;
+    let computed = |m: &Module| -> Vec<(usize, ValueId)> {
+        values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| {
+                matches!(
+                    m.values.get(v.index()).map(|x| &x.def),
+                    Some(ValueDef::Node(_))
+                )
+            })
+            .map(|(k, &v)| (k, v))
+            .collect()
+    };
+    let (fc, qc) = (computed(float), computed(qdq));
+    let ft: Vec<ValueId> = fc.iter().map(|p| p.1).collect();
+    let qt: Vec<ValueId> = qc.iter().map(|p| p.1).collect();
+    let what = "the error report";
+    let fr = Tapped::new(float, &ft, run.engine, what);
+    let qr = Tapped::new(qdq, &qt, run.engine, what);
+    let ur = Tapped::new(quant, &[], run.engine, what);
+    notes.extend(fr.note.clone().or(qr.note.clone()).or(ur.note.clone()));
+    let mut errs = vec![LayerError::default(); values.len()];
+    let mut e = OutputError::default();
+    let mut agree = 0usize;
+    let pb = progress_bar(run.progress, sample_count(npz, limit)?, "measuring errors");
+    let n = stream_samples(npz, limit, 64, &mut |i, x| {
+        let x = as_input(float, input, i, x)?;
+        let mut fv: Vec<Option<Vec<f32>>> = vec![None; values.len()];
+        let a = fr
+            .run(std::slice::from_ref(&x), &mut |j, _, v| {
+                fv[fc[j].0] = Some(v.to_vec());
+            })
+            .map_err(|e| format!("sample {i}: {e}"))?;
+        qr.run(std::slice::from_ref(&x), &mut |j, _, v| {
+            let k = qc[j].0;
+            if let Some(f) = &fv[k] {
+                errs[k].add(f, v);
+            }
+        })
+        .map_err(|e| format!("sample {i}: {e}"))?;
+        let b = ur
+            .run(std::slice::from_ref(&x), &mut |_, _, _| {})
+            .map_err(|e| format!("sample {i}: {e}"))?;
+        let (Some(a), Some(b)) = (a[0].as_f32(), b[0].as_f32()) else {
+            return Err("outputs are not f32".into());
+        };
+        e.add(a, b);
+        agree += usize::from(argmax(a) == argmax(b));
+        pb.inc(1);
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    e.samples = n;
+    if n > 0 {
+        e.mean_kl /= n as f64;
+        e.top1_agreement = agree as f64 / n as f64;
+    }
+    Ok((errs, e))
 }
 
 /// Softmax in f64.
@@ -817,10 +902,10 @@ pub fn compare_outputs_with(
     let n = stream_samples(npz, limit, 64, &mut |i, x| {
         let x = as_input(float, input, i, x)?;
         let a = fr
-            .run(std::slice::from_ref(&x), &mut |_, _| {})
+            .run(std::slice::from_ref(&x), &mut |_, _, _| {})
             .map_err(|e| format!("sample {i}: {e}"))?;
         let b = qr
-            .run(std::slice::from_ref(&x), &mut |_, _| {})
+            .run(std::slice::from_ref(&x), &mut |_, _, _| {})
             .map_err(|e| format!("sample {i}: {e}"))?;
         let (Some(a), Some(b)) = (a[0].as_f32(), b[0].as_f32()) else {
             return Err("outputs are not f32".into());

@@ -5,10 +5,8 @@ use std::path::PathBuf;
 
 use qcc_ir::Module;
 
-use super::binary::{REFINE_SAMPLES, refine_binary};
-use super::calibrate::{
-    CalibMethod, CalibOptions, calibrate, compare_outputs_with, data_free, layer_errors_with,
-};
+use super::binary::{REFINE_SAMPLES, refine_binary_with};
+use super::calibrate::{CalibMethod, CalibOptions, calibrate, data_free, measure_errors};
 use super::insert::{QuantReport, float_kernels, quantize_model};
 use super::profile::load_stats;
 use super::scheme::QuantOptions;
@@ -123,17 +121,31 @@ impl QuantFlags {
             engine: copts.engine,
             progress: !self.quiet,
         };
+        let mut timer = PhaseTimer::from_env();
         let stats = match (&self.calib, &self.profile) {
             (Some(_), Some(_)) => return Err("give --calib or --profile, not both".into()),
             (Some(p), None) => calibrate(m, p, &copts)?,
             (None, Some(p)) => load_stats(p, m, copts.method)?,
             (None, None) => data_free(m, &copts)?,
         };
+        timer.lap("calibration");
         let (mut q, mut report) = quantize_model(m, &stats, &opts)?;
+        timer.lap("quantize");
         if let Some(p) = &self.calib
             && opts.binary()
         {
-            let n = refine_binary(m, &mut q, &mut report, p, self.calib_limit)?;
+            let mut notes = Vec::new();
+            let n = refine_binary_with(
+                m,
+                &mut q,
+                &mut report,
+                p,
+                self.calib_limit,
+                &run,
+                &mut notes,
+            )?;
+            report.notes.extend(notes);
+            timer.lap("binary fitting");
             if n > 0 {
                 report.notes.push(format!(
                     "{n} binarized layer(s) fitted per channel to the float results on {} calibration samples (gain into the weight scales, offset into the bias)",
@@ -141,19 +153,14 @@ impl QuantFlags {
                 ));
             }
         }
-        // Per-layer errors are measured on the QDQ form, whose values keep their ids.
-        if let Some(p) = &self.calib {
-            let n = self.calib_limit.unwrap_or(usize::MAX).min(ERROR_SAMPLES);
-            let outs: Vec<_> = report.layers.iter().map(|l| l.output).collect();
-            let errs = layer_errors_with(m, &q, &outs, p, Some(n), &run, &mut report.notes)?;
-            for (l, e) in report.layers.iter_mut().zip(errs) {
-                l.error = Some(e);
-            }
-        }
+        // Per-layer errors are measured on the QDQ form, whose values keep their ids;
+        // the output error on the fused form.
+        let qdq = self.calib.as_ref().map(|_| q.clone());
         Pipeline::from_names("quantize", &["rewrite", "dce"])
             .map_err(|e| e.to_string())?
             .run(&mut q, &mut |_| {})
             .map_err(|e| e.to_string())?;
+        timer.lap("rewrite");
         let left = float_kernels(&q);
         if !left.is_empty() {
             return Err(format!(
@@ -161,18 +168,41 @@ impl QuantFlags {
                 left.join(", ")
             ));
         }
-        // The output error against the float model, on the first calibration samples.
-        if let Some(p) = &self.calib {
+        if let (Some(p), Some(qdq)) = (&self.calib, &qdq) {
             let n = self.calib_limit.unwrap_or(usize::MAX).min(ERROR_SAMPLES);
-            report.output_error = Some(compare_outputs_with(
-                m,
-                &q,
-                p,
-                Some(n),
-                &run,
-                &mut report.notes,
-            )?);
+            let outs: Vec<_> = report.layers.iter().map(|l| l.output).collect();
+            let mut notes = Vec::new();
+            let (errs, out) = measure_errors(m, qdq, &q, &outs, p, Some(n), &run, &mut notes)?;
+            for (l, e) in report.layers.iter_mut().zip(errs) {
+                l.error = Some(e);
+            }
+            report.output_error = Some(out);
+            report.notes.extend(notes);
+            timer.lap("error report");
         }
         Ok(Some((q, report)))
+    }
+}
+
+/// Phase times of [`QuantFlags::apply`] on stderr, when `QCC_PHASE_TIMES` is set (for
+/// the compile-time benchmark; the report itself stays deterministic).
+struct PhaseTimer {
+    on: bool,
+    last: std::time::Instant,
+}
+
+impl PhaseTimer {
+    fn from_env() -> Self {
+        PhaseTimer {
+            on: std::env::var_os("QCC_PHASE_TIMES").is_some(),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, what: &str) {
+        if self.on {
+            eprintln!("phase {what}: {:.2} s", self.last.elapsed().as_secs_f64());
+        }
+        self.last = std::time::Instant::now();
     }
 }

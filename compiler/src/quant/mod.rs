@@ -17,9 +17,10 @@ mod flags;
 mod insert;
 pub mod profile;
 mod scheme;
+mod segments;
 mod tap;
 
-pub use binary::{BinaryAct, REFINE_SAMPLES, binarize_weights, refine_binary};
+pub use binary::{BinaryAct, REFINE_SAMPLES, binarize_weights, refine_binary, refine_binary_with};
 pub use calibrate::{
     CalibMethod, CalibOptions, CalibStats, Histogram, LayerError, OutputError, RangeSource,
     TensorStats, calibrate, compare_outputs, compare_outputs_with, data_free, layer_errors,

@@ -17,13 +17,14 @@
 //!
 //! `JitModel` holds raw code pointers and is not `Send`; all of this is single-threaded.
 
+use std::borrow::Cow;
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use qcc_ir::interp::{Tensor, run_with};
+use qcc_ir::interp::{Tensor, TensorData, run_with};
 use qcc_ir::{Module, ValueDef, ValueId};
 
-use crate::backend::JitModel;
+use crate::backend::{JitModel, OutputRef};
 
 /// What runs the modules of calibration and of the error measurements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -84,7 +85,7 @@ pub(crate) fn progress_bar(show: bool, len: usize, what: &str) -> ProgressBar {
 
 /// A module prepared to run with taps on some of its values.
 pub(crate) struct Tapped<'m> {
-    module: &'m Module,
+    module: Cow<'m, Module>,
     /// Compiled, with the taps as extra outputs; `None` runs the interpreter.
     jit: Option<JitModel>,
     /// Per tap: its output index in the compiled module.
@@ -101,6 +102,21 @@ impl<'m> Tapped<'m> {
     /// Prepares `m` to run with taps on `taps` (graph inputs or node results) by
     /// `engine`. `what` names the measurement in the fallback note.
     pub fn new(m: &'m Module, taps: &[ValueId], engine: Engine, what: &str) -> Tapped<'m> {
+        Self::from_cow(Cow::Borrowed(m), taps, engine, what)
+    }
+
+    /// As [`Tapped::new`], owning the module.
+    pub fn owned(m: Module, taps: &[ValueId], engine: Engine, what: &str) -> Tapped<'static> {
+        Tapped::from_cow(Cow::Owned(m), taps, engine, what)
+    }
+
+    fn from_cow(
+        module: Cow<'m, Module>,
+        taps: &[ValueId],
+        engine: Engine,
+        what: &str,
+    ) -> Tapped<'m> {
+        let m: &Module = &module;
         let mut node_taps = vec![Vec::new(); m.nodes.len()];
         let mut input_taps = vec![Vec::new(); m.inputs.len()];
         for (k, &v) in taps.iter().enumerate() {
@@ -113,35 +129,45 @@ impl<'m> Tapped<'m> {
                 }
             }
         }
-        let mut t = Tapped {
-            module: m,
-            jit: None,
-            tap_out: Vec::new(),
-            node_taps,
-            input_taps,
-            note: None,
-        };
+        let mut jit = None;
+        let mut tap_out = Vec::new();
+        let mut note = None;
         if engine == Engine::Jit {
-            let mut c = m.clone();
-            let mut tap_out = Vec::with_capacity(taps.len());
+            let mut outputs = m.outputs.clone();
+            let mut outs = Vec::with_capacity(taps.len());
             for &v in taps {
-                match c.outputs.iter().position(|&o| o == v) {
-                    Some(j) => tap_out.push(j),
+                match outputs.iter().position(|&o| o == v) {
+                    Some(j) => outs.push(j),
                     None => {
-                        tap_out.push(c.outputs.len());
-                        c.outputs.push(v);
+                        outs.push(outputs.len());
+                        outputs.push(v);
                     }
                 }
             }
-            match JitModel::new(&c) {
+            let t0 = std::time::Instant::now();
+            let compiled = if outputs.len() == m.outputs.len() {
+                JitModel::new(m)
+            } else {
+                let mut c = m.clone();
+                c.outputs = outputs;
+                JitModel::new(&c)
+            };
+            if std::env::var_os("QCC_PHASE_TIMES").is_some() {
+                eprintln!(
+                    "  jit compile ({what}, {} nodes): {:.3} s",
+                    m.nodes.len(),
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+            match compiled {
                 Ok(j) => {
-                    t.jit = Some(j);
-                    t.tap_out = tap_out;
+                    jit = Some(j);
+                    tap_out = outs;
                 }
                 Err(e) => {
                     let why = e.to_string();
                     let why = why.trim_end();
-                    t.note = Some(format!(
+                    note = Some(format!(
                         "{what} ran on the reference interpreter (slow): the backend cannot compile `{}`: {}",
                         m.name,
                         why.lines().take(4).collect::<Vec<_>>().join("; ")
@@ -149,37 +175,71 @@ impl<'m> Tapped<'m> {
                 }
             }
         }
-        t
+        Tapped {
+            module,
+            jit,
+            tap_out,
+            node_taps,
+            input_taps,
+            note,
+        }
     }
 
-    /// Runs the module on `inputs`, calling `f(k, value)` for tap `k` (every tap once,
-    /// in no particular order); returns the module's own outputs.
+    /// Runs the module on `inputs`, calling `f(k, shape, values)` for every f32 tap `k`
+    /// (once each, in no particular order; taps of other types are skipped); returns
+    /// the module's own outputs.
     pub fn run(
         &self,
         inputs: &[Tensor],
-        f: &mut dyn FnMut(usize, &Tensor),
+        f: &mut dyn FnMut(usize, &[usize], &[f32]),
     ) -> Result<Vec<Tensor>, String> {
         let nout = self.module.outputs.len();
         match &self.jit {
             Some(j) => {
-                let mut outs = j.run(inputs).map_err(|e| e.to_string())?;
+                let types = j.output_types();
+                let mut outs: Vec<Option<Tensor>> = vec![None; nout];
+                // Output index -> taps reading it.
+                let mut taps_of: Vec<Vec<usize>> = vec![Vec::new(); types.len()];
                 for (k, &o) in self.tap_out.iter().enumerate() {
-                    f(k, &outs[o]);
+                    taps_of[o].push(k);
                 }
-                outs.truncate(nout);
-                Ok(outs)
+                j.run_visit(inputs, &mut |o, r| {
+                    let shape = &types[o].shape;
+                    if let OutputRef::F32(v) = &r {
+                        for &k in &taps_of[o] {
+                            f(k, shape, v);
+                        }
+                    }
+                    if o < nout {
+                        outs[o] = Some(Tensor {
+                            shape: shape.clone(),
+                            data: match r {
+                                OutputRef::F32(v) => TensorData::F32(v.to_vec()),
+                                OutputRef::Int(c) => TensorData::Int(c),
+                            },
+                        });
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+                outs.into_iter()
+                    .map(|t| t.ok_or_else(|| "internal: an output was not produced".to_string()))
+                    .collect()
             }
             None => {
                 for (i, ks) in self.input_taps.iter().enumerate() {
                     for &k in ks {
-                        if let Some(x) = inputs.get(i) {
-                            f(k, x);
+                        if let Some(x) = inputs.get(i)
+                            && let Some(v) = x.as_f32()
+                        {
+                            f(k, &x.shape, v);
                         }
                     }
                 }
-                run_with(self.module, inputs, &mut |n, t| {
-                    for &k in &self.node_taps[n.index()] {
-                        f(k, t);
+                run_with(&self.module, inputs, &mut |n, t| {
+                    if let Some(v) = t.as_f32() {
+                        for &k in &self.node_taps[n.index()] {
+                            f(k, &t.shape, v);
+                        }
                     }
                 })
                 .map_err(|e| e.to_string())
