@@ -359,43 +359,98 @@ pub fn quantize_model(
         ));
     }
     let nk = kernels.len();
-    let is_edge = |k: usize| opts.keep_edges && (k == 0 || k + 1 == nk);
-    // Binarized layers (`--bits 1`): the middle conv2d/gemm whose bias can take the
-    // constant part of the binarized input; the others stay at 8 bits.
+    if let Some(name) = opts.layer_bits.keys().find(|name| {
+        !kernels
+            .iter()
+            .any(|k| layer_name(m, &m.nodes[k.node]) == **name)
+    }) {
+        return Err(format!(
+            "the bit-width plan names layer {name}, which `{}` does not have (its conv/gemm/matmul layers: {})",
+            m.name,
+            kernels
+                .iter()
+                .map(|k| layer_name(m, &m.nodes[k.node]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let planned = |k: usize| {
+        opts.layer_bits
+            .get(&layer_name(m, &m.nodes[kernels[k].node]))
+    };
+    let is_edge = |k: usize| planned(k).is_none() && opts.keep_edges && (k == 0 || k + 1 == nk);
+    // Asked bits per layer: the plan's, else 8 at the edges, else the flags'.
+    let asked: Vec<(u8, u8)> = (0..nk)
+        .map(|k| match planned(k) {
+            Some(&p) => p,
+            None if is_edge(k) => (8, 8),
+            None => (opts.wbits, opts.abits),
+        })
+        .collect();
+    // Binarized layers (`--bits 1`, or `(1, 1)` in a plan): conv2d/gemm whose bias can
+    // take the constant part of the binarized input; the others stay at 8 bits.
     let mut binary: Vec<bool> = vec![false; nk];
-    if opts.binary() {
-        for (k, ker) in kernels.iter().enumerate() {
-            let n = &m.nodes[ker.node];
-            if is_edge(k) {
-                continue;
-            }
-            let w = n.operands[1];
-            let Some(ConstData::F32(wd)) = m.const_data(w) else {
-                continue;
-            };
-            if corrected_bias(m, n, wd, &m.ty(w).shape, ker.axis, 0.0)?.is_some() {
-                binary[k] = true;
-            } else {
-                notes.push(format!(
-                    "{} ({}) stays at 8 bits: only conv2d and gemm (beta = 1) with a constant per-channel bias or none are binarized",
-                    layer_name(m, n),
-                    n.op
-                ));
-            }
+    for (k, ker) in kernels.iter().enumerate() {
+        if asked[k] != (1, 1) {
+            continue;
+        }
+        let n = &m.nodes[ker.node];
+        let w = n.operands[1];
+        let Some(ConstData::F32(wd)) = m.const_data(w) else {
+            continue;
+        };
+        if corrected_bias(m, n, wd, &m.ty(w).shape, ker.axis, 0.0)?.is_some() {
+            binary[k] = true;
+        } else if planned(k).is_some() {
+            return Err(format!(
+                "the bit-width plan binarizes {} ({}), but only conv2d and gemm (beta = 1) with a constant per-channel bias or none can be binarized",
+                layer_name(m, n),
+                n.op
+            ));
+        } else {
+            notes.push(format!(
+                "{} ({}) stays at 8 bits: only conv2d and gemm (beta = 1) with a constant per-channel bias or none are binarized",
+                layer_name(m, n),
+                n.op
+            ));
         }
     }
     // Activation points: source value -> bits (the most any consumer kernel asks). A
-    // binarized layer binarizes the 8-bit codes of its input.
+    // binarized layer binarizes the 8-bit codes of its input; a layer that asked to be
+    // binarized but cannot be stays at 8 bits.
     let mut points: BTreeMap<ValueId, u8> = BTreeMap::new();
+    let mut point_layers: BTreeMap<ValueId, Vec<(usize, u8)>> = BTreeMap::new();
     for (k, ker) in kernels.iter().enumerate() {
         let x = m.nodes[ker.node].operands[0];
-        let bits = if is_edge(k) || opts.binary() {
+        let bits = if asked[k].1 == 1 && asked[k].0 == 1 {
             8
         } else {
-            opts.abits
+            asked[k].1
         };
         let e = points.entry(source(m, x)).or_insert(0);
         *e = (*e).max(bits);
+        point_layers
+            .entry(source(m, x))
+            .or_default()
+            .push((k, asked[k].1));
+    }
+    // A plan gives each activation one width: its readers must agree.
+    for (v, ls) in &point_layers {
+        let planned_bits: Vec<(usize, u8)> = ls
+            .iter()
+            .copied()
+            .filter(|&(k, _)| planned(k).is_some())
+            .collect();
+        if let Some(&(k0, a0)) = planned_bits.first()
+            && let Some(&(k1, a1)) = planned_bits.iter().find(|&&(_, a)| a != a0)
+        {
+            return Err(format!(
+                "the bit-width plan gives activation {} {a0} bits at {} but {a1} bits at {}; the layers reading one activation share its bits",
+                m.value(*v).spelling(),
+                layer_name(m, &m.nodes[kernels[k0].node]),
+                layer_name(m, &m.nodes[kernels[k1].node]),
+            ));
+        }
     }
     // Kernel outputs: a quantize after each (after its relu/clip when that is the only
     // user), at 8 bits unless it also feeds a kernel, so every kernel fuses into
@@ -477,10 +532,10 @@ pub fn quantize_model(
         let node = &m.nodes[ker.node];
         let wbits = if binary[k] {
             1
-        } else if is_edge(k) || opts.binary() {
+        } else if asked[k] == (1, 1) {
             8
         } else {
-            opts.wbits
+            asked[k].0
         };
         let w = node.operands[1];
         let Some(ConstData::F32(wd)) = m.const_data(w) else {
@@ -680,13 +735,19 @@ pub fn quantize_model(
         notes.push(format!(
             "{nbin} layer(s) binarized into XNOR-popcount kernels: weights sign(w) with per-channel scale mean |w|, inputs sign(x - t) of their 8-bit codes (t and the scale by least squares)"
         ));
-    } else if layers.iter().any(|l| l.wbits < 8 || l.abits < 8) {
+    }
+    if !opts.layer_bits.is_empty() {
+        notes.push(format!(
+            "{} layer(s) take their bits from a per-layer plan",
+            opts.layer_bits.len()
+        ));
+    } else if nbin == 0 && layers.iter().any(|l| l.wbits < 8 || l.abits < 8) {
         notes.push(
             "weights below 8 bits are stored bit-packed and widened into the 8-bit integer kernels at run time; activations below 8 bits are stored one code per byte (no bit-serial kernels yet)"
                 .into(),
         );
     }
-    if opts.keep_edges && nk > 0 && (opts.wbits < 8 || opts.abits < 8) {
+    if opts.keep_edges && nk > 0 && (0..nk).any(is_edge) && (opts.wbits < 8 || opts.abits < 8) {
         notes.push(
             "the first and last layers stay at 8 bits (--keep-edges=false to lower them)".into(),
         );

@@ -12,8 +12,10 @@
 //! the bit-serial kernels exist; the report says so.
 
 mod binary;
+pub mod budget;
 mod calibrate;
 mod flags;
+pub mod html;
 mod insert;
 pub mod profile;
 mod scheme;
