@@ -91,9 +91,11 @@ enum Command {
         /// Also write OUT.qir (ir), OUT.clif (clif) and/or OUT.s (asm).
         #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
         emit: Vec<String>,
-        /// Write the compile report as JSON here (the text form goes to stderr).
-        #[arg(long, value_name = "FILE.json")]
-        report: Option<PathBuf>,
+        /// Write the compile report here: FILE.html as a self-contained page (layer
+        /// graph coloured by bits, per-layer table, sensitivity curves), any other name
+        /// as JSON; may be given more than once. The text form goes to stderr.
+        #[arg(long, value_name = "FILE.json|FILE.html")]
+        report: Vec<PathBuf>,
         #[command(flatten)]
         quant: qcc::quant::QuantFlags,
     },

@@ -58,6 +58,9 @@ pub struct LayerReport {
     /// The result's error against the float model on calibration data, when measured
     /// (see [`layer_errors`](super::layer_errors)).
     pub error: Option<LayerError>,
+    /// The layers (indices into the report's list) whose results reach this layer's
+    /// input through other ops: the edges of the report's layer graph.
+    pub preds: Vec<usize>,
 }
 
 /// The quantization report.
@@ -70,6 +73,28 @@ pub struct QuantReport {
     pub notes: Vec<String>,
     /// Filled by a caller that measured it (see [`compare_outputs`](super::compare_outputs)).
     pub output_error: Option<OutputError>,
+    /// How the per-layer bits were chosen under a `--budget`, when they were.
+    pub selection: Option<Selection>,
+}
+
+/// A `--budget` choice: the candidates and the plan's predicted and measured error.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    /// `--budget avg-bits=3 (exact)`.
+    pub how: String,
+    /// What the errors measure (`KL of the softmax outputs`, `MSE of the outputs`).
+    pub metric: String,
+    /// Per layer (the report's order): every candidate (weight bits, activation bits,
+    /// error when only that layer is quantized so).
+    pub candidates: Vec<Vec<(u8, u8, f64)>>,
+    /// Sum of the chosen candidates' errors.
+    pub predicted: f64,
+    /// The chosen plan's error, measured end to end on calibration samples.
+    pub measured: Option<f64>,
+    /// The plan's modelled totals: average weight bits, weight bytes, latency (ms).
+    pub avg_bits: f64,
+    pub size_bytes: f64,
+    pub latency_ms: f64,
 }
 
 impl std::fmt::Display for QuantReport {
@@ -240,6 +265,37 @@ fn layer_name(m: &Module, n: &Node) -> String {
     n.loc
         .clone()
         .unwrap_or_else(|| m.value(n.result).spelling())
+}
+
+/// For each kernel, the kernels whose results reach its input (walking back through
+/// every other op's operands).
+fn kernel_preds(m: &Module, kernels: &[Kernel]) -> Vec<Vec<usize>> {
+    let at: HashMap<ValueId, usize> = kernels
+        .iter()
+        .enumerate()
+        .map(|(k, ker)| (m.nodes[ker.node].result, k))
+        .collect();
+    kernels
+        .iter()
+        .map(|ker| {
+            let mut found = std::collections::BTreeSet::new();
+            let mut seen = std::collections::HashSet::new();
+            let mut stack = vec![m.nodes[ker.node].operands[0]];
+            while let Some(v) = stack.pop() {
+                if !seen.insert(v) {
+                    continue;
+                }
+                if let Some(&k) = at.get(&v) {
+                    found.insert(k);
+                    continue;
+                }
+                if let ValueDef::Node(n) = m.value(v).def {
+                    stack.extend(m.node(n).operands.iter().copied());
+                }
+            }
+            found.into_iter().collect()
+        })
+        .collect()
 }
 
 /// Walks back from `v` through ops quantization commutes with.
@@ -709,6 +765,7 @@ pub fn quantize_model(
                 edge,
                 output: node.result,
                 error: None,
+                preds: Vec::new(),
             });
         }
         let result = node.result;
@@ -743,7 +800,7 @@ pub fn quantize_model(
         ));
     } else if nbin == 0 && layers.iter().any(|l| l.wbits < 8 || l.abits < 8) {
         notes.push(
-            "weights below 8 bits are stored bit-packed and widened into the 8-bit integer kernels at run time; activations below 8 bits are stored one code per byte (no bit-serial kernels yet)"
+            "weights below 8 bits are stored bit-packed; activations below 8 bits are stored one code per byte; the backend picks each layer's kernel (pmaddubsw, bit-serial, pmaddwd) from its cost table"
                 .into(),
         );
     }
@@ -755,12 +812,17 @@ pub fn quantize_model(
     if opts.pow2 {
         notes.push("scales are powers of two".into());
     }
+    let preds = kernel_preds(m, &kernels);
+    for (l, p) in layers.iter_mut().zip(preds) {
+        l.preds = p;
+    }
     let report = QuantReport {
         layers,
         source: stats.source.clone(),
         samples: stats.samples,
         notes,
         output_error: None,
+        selection: None,
     };
     Ok((out, report))
 }

@@ -26,6 +26,6 @@ pub use calibrate::{
     TensorStats, calibrate, compare_outputs, data_free, layer_errors, stream_samples,
 };
 pub use flags::QuantFlags;
-pub use insert::{LayerReport, QuantReport, float_kernels, quantize_model};
+pub use insert::{LayerReport, QuantReport, Selection, float_kernels, quantize_model};
 pub use profile::Profile;
 pub use scheme::{ActParams, QuantOptions, choose_range, quantize_weights};
