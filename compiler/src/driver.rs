@@ -67,6 +67,17 @@ pub const QONNX_PASSES: &[&str] = &["rewrite", "dce"];
 
 /// Loads `path` (`.onnx` or `.qir`); `input_shapes` fixes ONNX input shapes.
 pub fn load(path: &Path, input_shapes: &BTreeMap<String, Vec<usize>>) -> Result<Loaded> {
+    load_for(path, input_shapes, &crate::quant::QuantFlags::default())
+}
+
+/// [`load`] for the quantization flags `quant`: with `--requantize` a QONNX model keeps
+/// its quantizers as quantize/dequantize pairs (no integer lowering), so that they can
+/// be taken out again.
+pub fn load_for(
+    path: &Path,
+    input_shapes: &BTreeMap<String, Vec<usize>>,
+    quant: &crate::quant::QuantFlags,
+) -> Result<Loaded> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
         "onnx" => {
@@ -83,7 +94,7 @@ pub fn load(path: &Path, input_shapes: &BTreeMap<String, Vec<usize>>) -> Result<
             crate::passes::cleanup::pipeline()
                 .run(&mut m, &mut |_| {})
                 .with_context(|| format!("{}: the cleanup passes failed", path.display()))?;
-            if qonnx {
+            if qonnx && !quant.requantize {
                 // A QONNX (Brevitas, FINN) model: its quantizers are now quantize /
                 // dequantize pairs; the rewrite engine fuses the layers into integer
                 // kernels.
@@ -272,7 +283,7 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
         );
     }
     let header_path = out.with_extension("h");
-    let loaded = load(&a.model, &shapes)?;
+    let loaded = load_for(&a.model, &shapes, &a.quant)?;
     let quantized = quantize(&a.quant, &loaded.module, &a.model)?;
     let m = quantized.as_ref().map_or(&loaded.module, |q| &q.0);
     if kinds.contains(&EmitKind::Ir) {
@@ -599,7 +610,7 @@ fn execute(a: &RunArgs, engine: Engine) -> Result<()> {
             shapes.entry(n.clone()).or_insert_with(|| t.shape.clone());
         }
     }
-    let loaded = load(&a.model, &shapes)?;
+    let loaded = load_for(&a.model, &shapes, &a.quant)?;
     let quantized = quantize(&a.quant, &loaded.module, &a.model)?.map(|q| q.0);
     let m = quantized.as_ref().unwrap_or(&loaded.module);
     if tensors.len() != m.inputs.len() {
@@ -772,7 +783,7 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
         }
         shapes.insert(names[0].clone(), sample_shape.clone());
     }
-    let loaded = load(&a.model, &shapes)?;
+    let loaded = load_for(&a.model, &shapes, &a.quant)?;
     let m = &loaded.module;
     let quantized = quantize(&a.quant, m, &a.model)?.map(|q| q.0);
     let compiled = quantized.as_ref().unwrap_or(m);

@@ -11,6 +11,7 @@ use super::calibrate::{
 };
 use super::insert::{QuantReport, float_kernels, quantize_model};
 use super::profile::load_stats;
+use super::requantize::dequantize_model;
 use super::scheme::QuantOptions;
 use crate::passes::Pipeline;
 
@@ -59,6 +60,10 @@ pub struct QuantFlags {
     /// Range of the model's input values for data-free quantization (default 0,1).
     #[arg(long, value_name = "LO,HI", value_parser = parse_range)]
     pub input_range: Option<(f32, f32)>,
+    /// Turn a model that arrives quantized (QDQ, QONNX) back into float first, so that
+    /// --bits or --budget choose its bit-widths again.
+    #[arg(long)]
+    pub requantize: bool,
 }
 
 fn parse_range(s: &str) -> Result<(f32, f32), String> {
@@ -97,6 +102,16 @@ impl QuantFlags {
     /// Calibrates (or derives data-free ranges), quantizes and fuses `m` into integer
     /// kernels; `None` when no quantization was asked for.
     pub fn apply(&self, m: &Module) -> Result<Option<(Module, QuantReport)>, String> {
+        let requantized;
+        let m = if self.requantize {
+            if !self.requested() {
+                return Err("--requantize needs --bits, --wbits, --abits or --budget to choose the new bit-widths".into());
+            }
+            requantized = dequantize_model(m)?;
+            &requantized
+        } else {
+            m
+        };
         if !self.requested() {
             if self.calib.is_some() {
                 return Err("--calib needs --bits, --wbits or --abits".into());

@@ -383,7 +383,7 @@ pub fn quantize_model(
         )
     }) {
         return Err(format!(
-            "`{}` is already quantized ({} at {}); quantized models keep their bit-widths",
+            "`{}` is already quantized ({} at {}); quantized models keep their bit-widths (--requantize turns a QDQ or QONNX model back into float so that --bits or --budget choose again)",
             m.name,
             n.op,
             layer_name(m, n)

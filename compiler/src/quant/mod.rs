@@ -18,6 +18,7 @@ mod flags;
 pub mod html;
 mod insert;
 pub mod profile;
+pub mod requantize;
 mod scheme;
 
 pub use binary::{BinaryAct, REFINE_SAMPLES, binarize_weights, refine_binary};
