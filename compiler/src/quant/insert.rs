@@ -53,6 +53,8 @@ pub struct LayerReport {
     pub act_value: String,
     /// Kept at 8 bits as the first or last layer.
     pub edge: bool,
+    /// Elements of the weight tensor.
+    pub weight_count: u64,
     /// The layer's result (the same id in the float module and in the QDQ module).
     pub output: ValueId,
     /// The result's error against the float model on calibration data, when measured
@@ -158,6 +160,19 @@ impl std::fmt::Display for QuantReport {
             if let Some(e) = &l.error {
                 writeln!(f, "{:<28} error vs float at its result: {e}", "")?;
             }
+        }
+        let weights: u64 = self.layers.iter().map(|l| l.weight_count).sum();
+        if weights > 0 {
+            let bits: u64 = self
+                .layers
+                .iter()
+                .map(|l| l.weight_count * l.wbits as u64)
+                .sum();
+            writeln!(
+                f,
+                "average weight bits {:.3} over {weights} conv/gemm/matmul weights",
+                bits as f64 / weights as f64
+            )?;
         }
         for n in &self.notes {
             writeln!(f, "note: {n}")?;
@@ -712,7 +727,7 @@ pub fn quantize_model(
                 ConstData::Int(codes),
             );
             let dn = out.fresh_name(&format!("{wname}.dq"));
-            let dq = out.add_node(Op::Dequantize, vec![c], BTreeMap::new(), dn, wty);
+            let dq = out.add_node(Op::Dequantize, vec![c], BTreeMap::new(), dn, wty.clone());
             node.operands[1] = dq;
             let x = m.nodes[ni].operands[0];
             let src = source(m, x);
@@ -763,6 +778,7 @@ pub fn quantize_model(
                 act,
                 act_value: m.value(src).spelling(),
                 edge,
+                weight_count: wty.numel() as u64,
                 output: node.result,
                 error: None,
                 preds: Vec::new(),
