@@ -494,6 +494,10 @@ pub struct CalibrateArgs {
     pub input_shapes: Vec<String>,
     /// The profile to write (.qprof).
     pub output: PathBuf,
+    /// Also measure and store the per-layer sensitivity.
+    pub sensitivity: bool,
+    /// Its metric (`kl`, `mse`); default by the model's output.
+    pub metric: Option<String>,
 }
 
 /// `qcc calibrate`: collects the calibration statistics of a float model and writes them
@@ -518,7 +522,28 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
     };
     let stats = crate::quant::calibrate(m, &a.calib, &opts)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
-    let profile = crate::quant::Profile::new(&stats, m, &a.model, &a.calib, a.calib_limit);
+    let mut profile = crate::quant::Profile::new(&stats, m, &a.model, &a.calib, a.calib_limit);
+    if a.sensitivity {
+        let opts = crate::quant::sensitivity::SensOptions {
+            metric: a
+                .metric
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            ..Default::default()
+        };
+        let s = crate::quant::sensitivity::measure_sensitivity(
+            m,
+            &stats,
+            &a.calib,
+            a.calib_limit,
+            &opts,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+        eprint!("{s}");
+        profile.set_sensitivity(&s);
+    }
     profile.save(&a.output).map_err(anyhow::Error::msg)?;
     eprintln!(
         "wrote {} (statistics of {} values on {} samples; use it with --profile {})",

@@ -116,6 +116,14 @@ enum Command {
         /// The profile to write.
         #[arg(short, long, value_name = "OUT.qprof")]
         output: PathBuf,
+        /// Also measure each conv/gemm/matmul layer's sensitivity (the output error when
+        /// only that layer is quantized, per candidate bit-width) and store it, so that
+        /// `--budget` with `--profile` needs no data.
+        #[arg(long)]
+        sensitivity: bool,
+        /// What the sensitivity measures: kl (classifiers) or mse; default by the output.
+        #[arg(long, value_name = "METRIC", value_parser = ["kl", "mse"], requires = "sensitivity")]
+        metric: Option<String>,
     },
     /// Compile a model in memory (JIT), run it and write each output as DIR/<name>.npy.
     Run {
@@ -273,12 +281,16 @@ fn main() -> ExitCode {
             calib_limit,
             input_shapes,
             output,
+            sensitivity,
+            metric,
         } => qcc::driver::calibrate(&qcc::driver::CalibrateArgs {
             model: model.clone(),
             calib: calib.clone(),
             calib_limit: *calib_limit,
             input_shapes: input_shapes.clone(),
             output: output.clone(),
+            sensitivity: *sensitivity,
+            metric: metric.clone(),
         }),
         Command::Run {
             model,

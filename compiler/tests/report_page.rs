@@ -81,8 +81,8 @@ fn page_in_chromium_has_a_row_and_a_node_per_layer_with_the_json_bits() {
         .args([
             "compile",
             models.join("digits_resnet_folded.onnx").to_str().unwrap(),
-            "--bits",
-            "4",
+            "--budget",
+            "avg-bits=3",
             "--calib",
             models.join("digits_train.npz").to_str().unwrap(),
             "--calib-limit",
@@ -129,6 +129,15 @@ fn page_in_chromium_has_a_row_and_a_node_per_layer_with_the_json_bits() {
     let nodes = elements(&dom, "<g class=\"node\"");
     assert_eq!(rows.len(), want.len(), "rows: {rows:?}");
     assert_eq!(nodes.len(), want.len(), "nodes: {nodes:?}");
+    // The sensitivity curves (one per layer) and the predicted beside the measured error.
+    assert_eq!(
+        elements(&dom, "<polyline class=\"curve\"").len(),
+        want.len()
+    );
+    assert!(
+        !dom.contains("<td id=\"measured\">-</td>"),
+        "no measured error"
+    );
     for (name, w, a) in &want {
         for set in [&rows, &nodes] {
             let el = set

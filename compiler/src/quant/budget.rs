@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use super::sensitivity::Sensitivity;
 use crate::backend::costs::{self, CostTarget, Strategy};
 
 /// One term of a `--budget`.
@@ -225,6 +226,33 @@ pub fn layer_ns(w: u8, a: u8, macs: u64, target: CostTarget) -> f64 {
 }
 
 impl Problem {
+    /// The problem of a measured sensitivity, priced on `target`.
+    pub fn from_sensitivity(s: &Sensitivity, target: CostTarget) -> Problem {
+        Problem {
+            layers: s
+                .layers
+                .iter()
+                .map(|l| LayerChoices {
+                    layer: l.layer.clone(),
+                    input: l.input.clone(),
+                    weight_count: l.weight_count,
+                    out_channels: l.out_channels,
+                    macs: l.macs,
+                    choices: l
+                        .candidates
+                        .iter()
+                        .map(|c| Choice {
+                            wbits: c.wbits,
+                            abits: c.abits,
+                            error: c.error,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            target,
+        }
+    }
+
     fn total_weights(&self) -> f64 {
         self.layers
             .iter()

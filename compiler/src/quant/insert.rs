@@ -86,6 +86,8 @@ pub struct Selection {
     pub how: String,
     /// What the errors measure (`KL of the softmax outputs`, `MSE of the outputs`).
     pub metric: String,
+    /// Its key (`kl`, `mse`).
+    pub metric_key: String,
     /// Per layer (the report's order): every candidate (weight bits, activation bits,
     /// error when only that layer is quantized so).
     pub candidates: Vec<Vec<(u8, u8, f64)>>,
@@ -174,6 +176,19 @@ impl std::fmt::Display for QuantReport {
                 bits as f64 / weights as f64
             )?;
         }
+        if let Some(s) = &self.selection {
+            writeln!(
+                f,
+                "bits chosen by {}: predicted error {:.3e} ({}, sum of the layers' sensitivities), measured {}; modelled: average weight bits {:.3}, weight bytes {:.0}, conv/gemm latency {:.4} ms",
+                s.how,
+                s.predicted,
+                s.metric,
+                s.measured.map_or("-".into(), |m| format!("{m:.3e}")),
+                s.avg_bits,
+                s.size_bytes,
+                s.latency_ms
+            )?;
+        }
         for n in &self.notes {
             writeln!(f, "note: {n}")?;
         }
@@ -197,6 +212,54 @@ pub fn float_kernels(m: &Module) -> Vec<String> {
 struct Kernel {
     node: usize,
     axis: usize,
+}
+
+/// A conv/gemm/matmul layer that [`quantize_model`] quantizes.
+#[derive(Clone, Debug)]
+pub struct QuantLayer {
+    /// The node's index in the float module.
+    pub node: usize,
+    /// The layer's name (the key of `QuantOptions::layer_bits`).
+    pub name: String,
+    pub op: Op,
+    /// The activation it reads (after data movement that commutes with quantization):
+    /// the layers reading one activation share its bits.
+    pub input: ValueId,
+    pub weight_count: u64,
+    pub out_channels: u64,
+    pub macs: u64,
+    /// Whether it can be binarized (`(1, 1)`).
+    pub binarizable: bool,
+}
+
+/// The layers of `m` that [`quantize_model`] quantizes, in node order.
+pub fn quant_layers(m: &Module) -> Result<Vec<QuantLayer>, String> {
+    let mut out = Vec::new();
+    for (i, n) in m.nodes.iter().enumerate() {
+        if !matches!(n.op, Op::Conv2d | Op::Gemm | Op::MatMul) {
+            continue;
+        }
+        let Some(axis) = kernel(m, n)? else { continue };
+        let w = n.operands[1];
+        let wshape = &m.ty(w).shape;
+        let weight_count = m.ty(w).numel() as u64;
+        let out_channels = wshape[axis] as u64;
+        let binarizable = match m.const_data(w) {
+            Some(ConstData::F32(wd)) => corrected_bias(m, n, wd, wshape, axis, 0.0)?.is_some(),
+            _ => false,
+        };
+        out.push(QuantLayer {
+            node: i,
+            name: layer_name(m, n),
+            op: n.op,
+            input: source(m, n.operands[0]),
+            weight_count,
+            out_channels,
+            macs: m.ty(n.result).numel() as u64 * weight_count / out_channels.max(1),
+            binarizable,
+        });
+    }
+    Ok(out)
 }
 
 /// The bias of binarized kernel `n` (weights `wd` of shape `wshape`, output channels
@@ -429,7 +492,6 @@ pub fn quantize_model(
             m.name
         ));
     }
-    let nk = kernels.len();
     if let Some(name) = opts.layer_bits.keys().find(|name| {
         !kernels
             .iter()
@@ -445,6 +507,13 @@ pub fn quantize_model(
                 .join(", ")
         ));
     }
+    if opts.only_planned {
+        kernels.retain(|k| {
+            opts.layer_bits
+                .contains_key(&layer_name(m, &m.nodes[k.node]))
+        });
+    }
+    let nk = kernels.len();
     let planned = |k: usize| {
         opts.layer_bits
             .get(&layer_name(m, &m.nodes[kernels[k].node]))

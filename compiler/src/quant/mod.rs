@@ -20,6 +20,7 @@ mod insert;
 pub mod profile;
 pub mod requantize;
 mod scheme;
+pub mod sensitivity;
 
 pub use binary::{BinaryAct, REFINE_SAMPLES, binarize_weights, refine_binary};
 pub use calibrate::{
@@ -27,6 +28,8 @@ pub use calibrate::{
     TensorStats, calibrate, compare_outputs, data_free, layer_errors, stream_samples,
 };
 pub use flags::QuantFlags;
-pub use insert::{LayerReport, QuantReport, Selection, float_kernels, quantize_model};
+pub use insert::{
+    LayerReport, QuantLayer, QuantReport, Selection, float_kernels, quant_layers, quantize_model,
+};
 pub use profile::Profile;
 pub use scheme::{ActParams, QuantOptions, choose_range, quantize_weights};

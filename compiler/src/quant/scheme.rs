@@ -38,6 +38,9 @@ pub struct QuantOptions {
     /// (`(1, 1)` binarizes), edges included; layers it leaves out follow the flags above.
     /// The layers reading one activation must agree on its bits.
     pub layer_bits: BTreeMap<String, (u8, u8)>,
+    /// Quantize only the layers `layer_bits` names; the others stay f32 (how the
+    /// sensitivity of one layer is measured).
+    pub only_planned: bool,
 }
 
 impl Default for QuantOptions {
@@ -50,6 +53,7 @@ impl Default for QuantOptions {
             keep_edges: true,
             quantize_outputs: true,
             layer_bits: BTreeMap::new(),
+            only_planned: false,
         }
     }
 }
