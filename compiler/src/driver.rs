@@ -283,8 +283,14 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
         );
     }
     let header_path = out.with_extension("h");
+    let times = std::env::var_os("QCC_PHASE_TIMES").is_some();
+    let t0 = std::time::Instant::now();
     let loaded = load_for(&a.model, &shapes, &a.quant)?;
+    if times {
+        eprintln!("phase load: {:.2} s", t0.elapsed().as_secs_f64());
+    }
     let quantized = quantize(&a.quant, &loaded.module, &a.model)?;
+    let t0 = std::time::Instant::now();
     let m = quantized.as_ref().map_or(&loaded.module, |q| &q.0);
     if kinds.contains(&EmitKind::Ir) {
         let p = out.with_extension(EmitKind::Ir.extension());
@@ -293,6 +299,9 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
     }
     let compiled = backend::compile_object(m, &name, &t)
         .map_err(|e| anyhow::anyhow!("{}: {}", a.model.display(), e.to_string().trim_end()))?;
+    if times {
+        eprintln!("phase codegen: {:.2} s", t0.elapsed().as_secs_f64());
+    }
     for kind in [EmitKind::Clif, EmitKind::Asm] {
         if !kinds.contains(&kind) {
             continue;
@@ -498,6 +507,8 @@ pub struct CalibrateArgs {
     pub sensitivity: bool,
     /// Its metric (`kl`, `mse`); default by the model's output.
     pub metric: Option<String>,
+    /// No progress bar.
+    pub quiet: bool,
 }
 
 /// `qcc calibrate`: collects the calibration statistics of a float model and writes them
@@ -518,6 +529,7 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
     let m = &loaded.module;
     let opts = crate::quant::CalibOptions {
         limit: a.calib_limit,
+        progress: !a.quiet,
         ..Default::default()
     };
     let stats = crate::quant::calibrate(m, &a.calib, &opts)

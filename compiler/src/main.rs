@@ -124,6 +124,9 @@ enum Command {
         /// What the sensitivity measures: kl (classifiers) or mse; default by the output.
         #[arg(long, value_name = "METRIC", value_parser = ["kl", "mse"], requires = "sensitivity")]
         metric: Option<String>,
+        /// No progress bar (it is drawn only on a terminal anyway).
+        #[arg(long, short = 'q')]
+        quiet: bool,
     },
     /// Compile a model in memory (JIT), run it and write each output as DIR/<name>.npy.
     Run {
@@ -283,6 +286,7 @@ fn main() -> ExitCode {
             output,
             sensitivity,
             metric,
+            quiet,
         } => qcc::driver::calibrate(&qcc::driver::CalibrateArgs {
             model: model.clone(),
             calib: calib.clone(),
@@ -291,6 +295,7 @@ fn main() -> ExitCode {
             output: output.clone(),
             sensitivity: *sensitivity,
             metric: metric.clone(),
+            quiet: *quiet,
         }),
         Command::Run {
             model,

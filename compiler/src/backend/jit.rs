@@ -9,6 +9,8 @@
     reason = "calling generated code is the one unsafe operation of the compiler"
 )]
 
+use std::cell::RefCell;
+
 use cranelift_jit::{JITBuilder, JITModule};
 use qcc_ir::interp::{Tensor, TensorData};
 use qcc_ir::{Module, TensorType};
@@ -27,6 +29,32 @@ pub struct JitModel {
     outputs: Vec<TensorType>,
     arena: u64,
     report: Report,
+    /// Scratch and output buffers kept between calls of [`JitModel::run_visit`].
+    buffers: RefCell<Buffers>,
+}
+
+/// Buffers reused across calls: fresh multi-megabyte allocations per call cost more in
+/// page faults than a small model takes to run.
+#[derive(Default)]
+struct Buffers {
+    scratch: Vec<u8>,
+    outputs: Vec<OutBuf>,
+}
+
+/// One output's buffer: f32 values held as `f32` (so they can be lent out as a slice),
+/// other types as their storage bytes.
+enum OutBuf {
+    F32(Vec<f32>),
+    Bytes(Vec<u8>),
+}
+
+/// One output of [`JitModel::run_visit`].
+#[derive(Debug)]
+pub enum OutputRef<'a> {
+    /// An f32 output, borrowed from the model's buffer.
+    F32(&'a [f32]),
+    /// An integer-valued output: its codes.
+    Int(Vec<i64>),
 }
 
 impl std::fmt::Debug for JitModel {
@@ -70,6 +98,7 @@ impl JitModel {
             outputs: m.outputs.iter().map(|&v| m.ty(v).clone()).collect(),
             arena: built.plan.arena,
             report: built.report,
+            buffers: RefCell::new(Buffers::default()),
         })
     }
 
@@ -90,51 +119,7 @@ impl JitModel {
         inputs: &[Tensor],
         iters: usize,
     ) -> Result<(Vec<Tensor>, std::time::Duration), BackendError> {
-        if inputs.len() != self.inputs.len() {
-            return Err(BackendError::BadArguments(format!(
-                "the model takes {} inputs, {} given",
-                self.inputs.len(),
-                inputs.len()
-            )));
-        }
-        let mut in_bufs: Vec<Vec<u8>> = Vec::with_capacity(inputs.len());
-        for (i, (t, ty)) in inputs.iter().zip(&self.inputs).enumerate() {
-            if t.shape != ty.shape {
-                return Err(BackendError::BadArguments(format!(
-                    "input {i} has shape {:?}, the model wants {ty}",
-                    t.shape
-                )));
-            }
-            let st = Store::of(&ty.elem);
-            let mut b = Vec::with_capacity(t.numel() * st.bytes() + 16);
-            match (&t.data, st) {
-                (TensorData::F32(v), Store::F32) => {
-                    b.extend(v.iter().flat_map(|x| x.to_le_bytes()))
-                }
-                (TensorData::Int(v), st) if st != Store::F32 => {
-                    if let Some(c) = v.iter().find(|&&c| !ty.elem.admits(c)) {
-                        return Err(BackendError::BadArguments(format!(
-                            "input {i} holds code {c}, which {ty} does not admit"
-                        )));
-                    }
-                    st.encode_ints(v, &mut b)
-                }
-                _ => {
-                    return Err(BackendError::BadArguments(format!(
-                        "input {i} holds {} data, the model wants {ty}",
-                        t.data.kind()
-                    )));
-                }
-            }
-            if b.len() != t.numel() * st.bytes() {
-                return Err(BackendError::BadArguments(format!(
-                    "input {i} has {} elements for shape {:?}",
-                    t.data.len(),
-                    t.shape
-                )));
-            }
-            in_bufs.push(b);
-        }
+        let in_bufs = self.encode_inputs(inputs)?;
         let mut out_bufs: Vec<Vec<u8>> = self
             .outputs
             .iter()
@@ -184,6 +169,118 @@ impl JitModel {
     }
 }
 
+impl JitModel {
+    /// The inputs in the backend's storage layout, checked against the model's types.
+    fn encode_inputs(&self, inputs: &[Tensor]) -> Result<Vec<Vec<u8>>, BackendError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(BackendError::BadArguments(format!(
+                "the model takes {} inputs, {} given",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let mut in_bufs: Vec<Vec<u8>> = Vec::with_capacity(inputs.len());
+        for (i, (t, ty)) in inputs.iter().zip(&self.inputs).enumerate() {
+            if t.shape != ty.shape {
+                return Err(BackendError::BadArguments(format!(
+                    "input {i} has shape {:?}, the model wants {ty}",
+                    t.shape
+                )));
+            }
+            let st = Store::of(&ty.elem);
+            let mut b = Vec::with_capacity(t.numel() * st.bytes() + 16);
+            match (&t.data, st) {
+                (TensorData::F32(v), Store::F32) => {
+                    b.extend(v.iter().flat_map(|x| x.to_le_bytes()))
+                }
+                (TensorData::Int(v), st) if st != Store::F32 => {
+                    if let Some(c) = v.iter().find(|&&c| !ty.elem.admits(c)) {
+                        return Err(BackendError::BadArguments(format!(
+                            "input {i} holds code {c}, which {ty} does not admit"
+                        )));
+                    }
+                    st.encode_ints(v, &mut b)
+                }
+                _ => {
+                    return Err(BackendError::BadArguments(format!(
+                        "input {i} holds {} data, the model wants {ty}",
+                        t.data.kind()
+                    )));
+                }
+            }
+            if b.len() != t.numel() * st.bytes() {
+                return Err(BackendError::BadArguments(format!(
+                    "input {i} has {} elements for shape {:?}",
+                    t.data.len(),
+                    t.shape
+                )));
+            }
+            in_bufs.push(b);
+        }
+        Ok(in_bufs)
+    }
+
+    /// Runs the model once on `inputs` and calls `f(j, output)` for every output `j`,
+    /// in order. Scratch and output buffers are kept for the next call (the scratch is
+    /// refilled with the same pattern as [`JitModel::run`]'s), so running a model with
+    /// large outputs many times costs no allocation per call.
+    pub fn run_visit(
+        &self,
+        inputs: &[Tensor],
+        f: &mut dyn FnMut(usize, OutputRef<'_>),
+    ) -> Result<(), BackendError> {
+        let in_bufs = self.encode_inputs(inputs)?;
+        let mut guard = self.buffers.borrow_mut();
+        let b = &mut *guard;
+        if b.outputs.len() != self.outputs.len() {
+            b.outputs = self
+                .outputs
+                .iter()
+                .map(|ty| {
+                    let st = Store::of(&ty.elem);
+                    if st == Store::F32 {
+                        OutBuf::F32(vec![0.0; ty.numel()])
+                    } else {
+                        OutBuf::Bytes(vec![0u8; ty.numel() * st.bytes()])
+                    }
+                })
+                .collect();
+        }
+        b.scratch.clear();
+        b.scratch
+            .resize(self.arena as usize + ALIGN as usize, 0xA5u8);
+        let skip = b.scratch.as_ptr().align_offset(ALIGN as usize);
+        let scratch_ptr = b.scratch[skip..].as_mut_ptr();
+        let ins: Vec<*const u8> = in_bufs.iter().map(|b| b.as_ptr()).collect();
+        let outs: Vec<*mut u8> = b
+            .outputs
+            .iter_mut()
+            .map(|o| match o {
+                OutBuf::F32(v) => v.as_mut_ptr().cast::<u8>(),
+                OutBuf::Bytes(v) => v.as_mut_ptr(),
+            })
+            .collect();
+        let rc = call(self.entry, &ins, &outs, scratch_ptr);
+        if rc != 0 {
+            return Err(BackendError::Internal(format!(
+                "the compiled entry returned {rc}"
+            )));
+        }
+        for (j, (o, ty)) in b.outputs.iter().zip(&self.outputs).enumerate() {
+            match o {
+                OutBuf::F32(v) => f(j, OutputRef::F32(v)),
+                OutBuf::Bytes(v) => f(j, OutputRef::Int(Store::of(&ty.elem).decode_ints(v))),
+            }
+        }
+        Ok(())
+    }
+
+    /// The types of the model's outputs.
+    pub fn output_types(&self) -> &[TensorType] {
+        &self.outputs
+    }
+}
+
 /// Calls the compiled entry `NAME_run(inputs, outputs, scratch)`.
 ///
 /// Sound because: `entry` is the finalized address of the function `emit::build`
@@ -191,7 +288,8 @@ impl JitModel {
 /// calling convention) and the `JITModule` owning the code lives in the `JitModel`
 /// that holds `entry`; `ins`/`outs` hold one pointer per model input/output, each to a
 /// buffer of exactly the tensor's size in the backend's storage layout (checked by
-/// [`JitModel::run`]); `scratch` points at `arena` writable bytes aligned to 64, and
+/// `encode_inputs`; output buffers are sized from the output types, as bytes or as f32
+/// values); `scratch` points at `arena` writable bytes aligned to 64, and
 /// the memory plan keeps every access of the generated code inside these buffers.
 fn call(entry: *const u8, ins: &[*const u8], outs: &[*mut u8], scratch: *mut u8) -> i32 {
     type Entry = extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;

@@ -42,7 +42,7 @@ use std::fmt;
 
 use qcc_ir::Module;
 
-pub use jit::JitModel;
+pub use jit::{JitModel, OutputRef};
 pub use report::{LayerReport, Report};
 pub use target::Target;
 

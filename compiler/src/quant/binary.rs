@@ -33,8 +33,10 @@ use qcc_ir::{
     Attr, ConstData, ElemType, IntType, Module, Op, QuantParams, QuantType, ValueDef, ValueId,
 };
 
-use super::calibrate::{TensorStats, check_single_input, stream_samples};
-use super::insert::QuantReport;
+use super::calibrate::{TensorStats, as_input, check_single_input, stream_samples};
+use super::insert::{LayerReport, QuantReport};
+use super::segments::{Chain, State};
+use super::tap::{Engine, RunOptions, progress_bar};
 
 /// The two-level quantizer of one activation: `x ~ t + beta * sign(x - t)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -340,6 +342,130 @@ fn gain_limits(qdq: &Module, n: &qcc_ir::Node, out: ValueId, ch: usize) -> Vec<f
 /// Samples [`refine_binary`] fits on (at most).
 pub const REFINE_SAMPLES: usize = 64;
 
+/// Per output channel: n, sum y, sum f, sum y^2, sum y*f.
+type Sums = Vec<[f64; 5]>;
+
+/// Adds one sample's binarized result `q` and float result `f` (`ch` channels of `inner`
+/// elements, axis 1) to `acc`.
+fn accumulate(acc: &mut Sums, q: &[f32], f: &[f32], inner: usize) {
+    let ch = acc.len();
+    for (j, (&y, &f)) in q.iter().zip(f).enumerate() {
+        let a = &mut acc[(j / inner) % ch];
+        let (y, f) = (y as f64, f as f64);
+        a[0] += 1.0;
+        a[1] += y;
+        a[2] += f;
+        a[3] += y * y;
+        a[4] += y * f;
+    }
+}
+
+/// The least-squares gain and offset per channel, the gain kept in `[1e-3, gmax]`.
+fn fit(acc: &Sums, gmax: &[f64]) -> Vec<(f64, f64)> {
+    acc.iter()
+        .zip(gmax)
+        .map(|(a, &gmax)| {
+            if a[0] == 0.0 {
+                return (1.0, 0.0);
+            }
+            let (my, mf) = (a[1] / a[0], a[2] / a[0]);
+            let vy = a[3] / a[0] - my * my;
+            let cyf = a[4] / a[0] - my * mf;
+            let g = if vy > 0.0 { cyf / vy } else { 1.0 };
+            let g = if g.is_finite() {
+                g.clamp(1e-3, gmax)
+            } else {
+                1.0
+            };
+            (g, mf - g * my)
+        })
+        .collect()
+}
+
+/// The binarized layer `layer` of `qdq`: its node, channels and elements per channel.
+fn layer_shape(qdq: &Module, layer: &LayerReport) -> Result<(qcc_ir::Node, usize, usize), String> {
+    let out = layer.output;
+    let ValueDef::Node(qnode) = qdq.value(out).def else {
+        return Err(format!("internal: {} is not computed", layer.name));
+    };
+    let n = qdq.node(qnode).clone();
+    let rshape = &qdq.ty(out).shape;
+    if rshape.len() < 2 || rshape[1] == 0 || n.operands.len() < 3 {
+        return Err(format!("internal: {} has no channels or bias", layer.name));
+    }
+    let inner: usize = rshape[2..].iter().product::<usize>().max(1);
+    Ok((n, rshape[1], inner))
+}
+
+/// Puts the fitted gains into the weight scales and the offsets into the bias of
+/// binarized layer `layer` (node `n`) of `qdq`.
+fn apply_fit(
+    qdq: &mut Module,
+    layer: &mut LayerReport,
+    n: &qcc_ir::Node,
+    fits: &[(f64, f64)],
+) -> Result<(), String> {
+    let ch = fits.len();
+    // The weight constant behind its dequantize, and the bias constant.
+    let wc = match &qdq.value(n.operands[1]).def {
+        ValueDef::Node(d) if qdq.node(*d).op == Op::Dequantize => qdq.node(*d).operands[0],
+        _ => {
+            return Err(format!(
+                "internal: weights of {} not dequantized",
+                layer.name
+            ));
+        }
+    };
+    let mut wq = qdq
+        .ty(wc)
+        .elem
+        .quant()
+        .ok_or_else(|| format!("internal: weights of {} not quantized", layer.name))?
+        .clone();
+    let QuantParams::PerAxis { scales, .. } = &mut wq.params else {
+        return Err(format!(
+            "internal: weights of {} not per channel",
+            layer.name
+        ));
+    };
+    if scales.len() != ch {
+        return Err(format!(
+            "internal: {} has {} scales for {ch} channels",
+            layer.name,
+            scales.len()
+        ));
+    }
+    for (s, (g, _)) in scales.iter_mut().zip(fits) {
+        *s = (*s as f64 * g) as f32;
+    }
+    layer.w_scales = (
+        scales.iter().copied().fold(f32::INFINITY, f32::min),
+        scales.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+    );
+    qdq.value_mut(wc).ty.elem = ElemType::Quant(wq);
+    let b = n.operands[2];
+    let Some(ConstData::F32(old)) = qdq.const_data(b) else {
+        return Err(format!(
+            "internal: bias of {} is not an f32 constant",
+            layer.name
+        ));
+    };
+    if old.len() != ch {
+        return Err(format!(
+            "internal: bias of {} has {} values",
+            layer.name,
+            old.len()
+        ));
+    }
+    let new: Vec<f32> = old
+        .iter()
+        .zip(fits)
+        .map(|(&b, &(g, c))| (g * b as f64 + c) as f32)
+        .collect();
+    qdq.value_mut(b).def = ValueDef::Const(ConstData::F32(new));
+    Ok(())
+}
+
 /// Refines the binarized layers (`wbits == 1` in `report`) of QDQ module `qdq` (made
 /// from `float` by `quantize_model`) on the calibration samples of `npz`: per output
 /// channel (axis 1 of the layer's result), the least-squares gain `g` and offset `c`
@@ -349,7 +475,123 @@ pub const REFINE_SAMPLES: usize = 64;
 /// that keeps the accumulator step (`alpha` times `beta`) within 4/3 of the output scale
 /// `quantize_model` chose (so the requantize still fuses), at least 1. Returns the
 /// number of layers refined.
+///
+/// Runs compiled code: both modules cut at the binarized layers (`segments.rs`), every
+/// segment run once per sample.
 pub fn refine_binary(
+    float: &Module,
+    qdq: &mut Module,
+    report: &mut QuantReport,
+    npz: &Path,
+    limit: Option<usize>,
+) -> Result<usize, String> {
+    refine_binary_with(
+        float,
+        qdq,
+        report,
+        npz,
+        limit,
+        &RunOptions::default(),
+        &mut Vec::new(),
+    )
+}
+
+/// [`refine_binary`] run by `run`; a fallback to the interpreter adds a note to `notes`.
+pub fn refine_binary_with(
+    float: &Module,
+    qdq: &mut Module,
+    report: &mut QuantReport,
+    npz: &Path,
+    limit: Option<usize>,
+    run: &RunOptions,
+    notes: &mut Vec<String>,
+) -> Result<usize, String> {
+    let input = check_single_input(float)?;
+    let limit = Some(limit.unwrap_or(usize::MAX).min(REFINE_SAMPLES));
+    let ends: Vec<ValueId> = report
+        .layers
+        .iter()
+        .filter(|l| l.wbits == 1)
+        .map(|l| l.output)
+        .collect();
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    if run.engine == Engine::Interp {
+        return refine_binary_interp(float, qdq, report, npz, limit);
+    }
+    let what = "the --bits 1 fitting";
+    let chains = Chain::new(float, &ends, run.engine, what)
+        .and_then(|f| Ok((f, Chain::new(qdq, &ends, run.engine, what)?)));
+    let (fchain, qchain) = match chains {
+        Ok((f, q)) if f.note.is_none() && q.note.is_none() => (f, q),
+        Ok((f, q)) => {
+            notes.extend(f.note.or(q.note));
+            return refine_binary_interp(float, qdq, report, npz, limit);
+        }
+        Err(e) => {
+            notes.push(format!(
+                "{what} ran on the reference interpreter (slow): {e}"
+            ));
+            return refine_binary_interp(float, qdq, report, npz, limit);
+        }
+    };
+    // Every sample's state in both modules, kept between the layers' passes.
+    let mut states: Vec<(State, State)> = Vec::new();
+    stream_samples(npz, limit, 64, &mut |i, x| {
+        let x = as_input(float, input, i, x)?;
+        states.push((
+            fchain.start(float, vec![x.clone()]),
+            qchain.start(qdq, vec![x]),
+        ));
+        Ok(())
+    })?;
+    let pb = progress_bar(
+        run.progress,
+        states.len() * ends.len(),
+        "fitting binary layers",
+    );
+    let mut refined = 0;
+    for (k, layer) in report
+        .layers
+        .iter_mut()
+        .filter(|l| l.wbits == 1)
+        .enumerate()
+    {
+        let (n, ch, inner) = layer_shape(qdq, layer)?;
+        let mut acc: Sums = vec![[0f64; 5]; ch];
+        for (i, (fs, qs)) in states.iter_mut().enumerate() {
+            let f = fchain.run(k, fs).map_err(|e| format!("sample {i}: {e}"))?;
+            let q = qchain.run(k, qs).map_err(|e| format!("sample {i}: {e}"))?;
+            let (Some(f), Some(q)) = (f.as_f32(), q.as_f32()) else {
+                return Err(format!("sample {i}: no f32 result at {}", layer.name));
+            };
+            accumulate(&mut acc, q, f, inner);
+            pb.inc(1);
+        }
+        let gmax = gain_limits(qdq, &n, layer.output, ch);
+        let fits = fit(&acc, &gmax);
+        apply_fit(qdq, layer, &n, &fits)?;
+        // The refined layer computes g * y + c from the same input.
+        for (_, qs) in &mut states {
+            if let Some(t) = qs.get_mut(&layer.output)
+                && let qcc_ir::interp::TensorData::F32(v) = &mut t.data
+            {
+                for (j, y) in v.iter_mut().enumerate() {
+                    let (g, c) = fits[(j / inner) % ch];
+                    *y = (g * *y as f64 + c) as f32;
+                }
+            }
+        }
+        refined += 1;
+    }
+    pb.finish_and_clear();
+    Ok(refined)
+}
+
+/// [`refine_binary`] on the reference interpreter: each layer's pass runs both whole
+/// modules per sample (the oracle of the compiled path).
+fn refine_binary_interp(
     float: &Module,
     qdq: &mut Module,
     report: &mut QuantReport,
@@ -358,7 +600,6 @@ pub fn refine_binary(
 ) -> Result<usize, String> {
     let input = check_single_input(float)?;
     let shape = float.ty(input).shape.clone();
-    let limit = Some(limit.unwrap_or(usize::MAX).min(REFINE_SAMPLES));
     let mut refined = 0;
     for layer in report.layers.iter_mut().filter(|l| l.wbits == 1) {
         let out = layer.output;
@@ -368,15 +609,8 @@ pub fn refine_binary(
             return Err(format!("internal: {} is not computed", layer.name));
         };
         let (fnode, qnode) = (*fnode, *qnode);
-        let n = qdq.node(qnode).clone();
-        let rshape = qdq.ty(out).shape.clone();
-        if rshape.len() < 2 || rshape[1] == 0 || n.operands.len() < 3 {
-            return Err(format!("internal: {} has no channels or bias", layer.name));
-        }
-        let ch = rshape[1];
-        let inner: usize = rshape[2..].iter().product::<usize>().max(1);
-        // Per channel: n, sum y, sum f, sum y^2, sum y*f.
-        let mut acc = vec![[0f64; 5]; ch];
+        let (n, ch, inner) = layer_shape(qdq, layer)?;
+        let mut acc: Sums = vec![[0f64; 5]; ch];
         stream_samples(npz, limit, 64, &mut |i, x| {
             let x = Tensor {
                 shape: shape.clone(),
@@ -399,94 +633,12 @@ pub fn refine_binary(
             let (Some(f), Some(q)) = (fv, qv) else {
                 return Err(format!("sample {i}: no f32 result at {}", layer.name));
             };
-            for (j, (&y, &f)) in q.iter().zip(&f).enumerate() {
-                let a = &mut acc[(j / inner) % ch];
-                let (y, f) = (y as f64, f as f64);
-                a[0] += 1.0;
-                a[1] += y;
-                a[2] += f;
-                a[3] += y * y;
-                a[4] += y * f;
-            }
+            accumulate(&mut acc, &q, &f, inner);
             Ok(())
         })?;
         let gmax = gain_limits(qdq, &n, out, ch);
-        let fits: Vec<(f64, f64)> = acc
-            .iter()
-            .zip(&gmax)
-            .map(|(a, &gmax)| {
-                if a[0] == 0.0 {
-                    return (1.0, 0.0);
-                }
-                let (my, mf) = (a[1] / a[0], a[2] / a[0]);
-                let vy = a[3] / a[0] - my * my;
-                let cyf = a[4] / a[0] - my * mf;
-                let g = if vy > 0.0 { cyf / vy } else { 1.0 };
-                let g = if g.is_finite() {
-                    g.clamp(1e-3, gmax)
-                } else {
-                    1.0
-                };
-                (g, mf - g * my)
-            })
-            .collect();
-        // The weight constant behind its dequantize, and the bias constant.
-        let wc = match &qdq.value(n.operands[1]).def {
-            ValueDef::Node(d) if qdq.node(*d).op == Op::Dequantize => qdq.node(*d).operands[0],
-            _ => {
-                return Err(format!(
-                    "internal: weights of {} not dequantized",
-                    layer.name
-                ));
-            }
-        };
-        let mut wq = qdq
-            .ty(wc)
-            .elem
-            .quant()
-            .ok_or_else(|| format!("internal: weights of {} not quantized", layer.name))?
-            .clone();
-        let QuantParams::PerAxis { scales, .. } = &mut wq.params else {
-            return Err(format!(
-                "internal: weights of {} not per channel",
-                layer.name
-            ));
-        };
-        if scales.len() != ch {
-            return Err(format!(
-                "internal: {} has {} scales for {ch} channels",
-                layer.name,
-                scales.len()
-            ));
-        }
-        for (s, (g, _)) in scales.iter_mut().zip(&fits) {
-            *s = (*s as f64 * g) as f32;
-        }
-        layer.w_scales = (
-            scales.iter().copied().fold(f32::INFINITY, f32::min),
-            scales.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-        );
-        qdq.value_mut(wc).ty.elem = ElemType::Quant(wq);
-        let b = n.operands[2];
-        let Some(ConstData::F32(old)) = qdq.const_data(b) else {
-            return Err(format!(
-                "internal: bias of {} is not an f32 constant",
-                layer.name
-            ));
-        };
-        if old.len() != ch {
-            return Err(format!(
-                "internal: bias of {} has {} values",
-                layer.name,
-                old.len()
-            ));
-        }
-        let new: Vec<f32> = old
-            .iter()
-            .zip(&fits)
-            .map(|(&b, &(g, c))| (g * b as f64 + c) as f32)
-            .collect();
-        qdq.value_mut(b).def = ValueDef::Const(ConstData::F32(new));
+        let fits = fit(&acc, &gmax);
+        apply_fit(qdq, layer, &n, &fits)?;
         refined += 1;
     }
     Ok(refined)

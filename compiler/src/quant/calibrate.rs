@@ -10,12 +10,13 @@
 //! the JIT does not expose intermediate values.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::Path;
 
 use npyz::{DType, TypeChar};
-use qcc_ir::interp::{Tensor, run, run_with};
+use qcc_ir::interp::Tensor;
 use qcc_ir::{Attr, Attrs, ElemType, Module, Op, ValueDef, ValueId};
+
+use super::tap::{Engine, RunOptions, Tapped, progress_bar};
 
 /// How a calibrated value's range is chosen (`--calib-method`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -76,8 +77,10 @@ pub struct CalibOptions {
     pub limit: Option<usize>,
     /// Samples read from the archive at a time.
     pub batch: usize,
-    /// Show progress on stderr (only when it is a terminal).
+    /// Show a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// What runs the module on the samples.
+    pub engine: Engine,
     /// Data-free only: the range of the graph inputs. `None` assumes `[0, 1]` (images
     /// scaled to the unit interval) and the report warns.
     pub input_range: Option<(f32, f32)>,
@@ -90,6 +93,7 @@ impl Default for CalibOptions {
             limit: None,
             batch: 64,
             progress: true,
+            engine: Engine::Jit,
             input_range: None,
         }
     }
@@ -176,17 +180,23 @@ impl Histogram {
 
     /// Adds values (all finite).
     pub fn add(&mut self, xs: &[f32]) {
-        let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+        let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
         for &x in xs {
-            min = min.min(x as f64);
-            max = max.max(x as f64);
+            min = min.min(x);
+            max = max.max(x);
         }
+        self.add_range(xs, min, max);
+    }
+
+    /// Adds values (all finite) whose minimum and maximum are `min` and `max`.
+    fn add_range(&mut self, xs: &[f32], min: f32, max: f32) {
         if xs.is_empty() || !min.is_finite() || !max.is_finite() {
             return;
         }
-        self.cover(min, max);
+        self.cover(min as f64, max as f64);
+        let (lo, width) = (self.lo, self.width);
         for &x in xs {
-            let i = ((x as f64 - self.lo) / self.width) as usize;
+            let i = ((x as f64 - lo) / width) as usize;
             self.counts[i.min(BINS - 1)] += 1;
         }
     }
@@ -243,29 +253,49 @@ impl TensorStats {
         }
     }
 
-    fn observe(&mut self, t: &Tensor) {
-        let Some(v) = t.as_f32() else { return };
-        let finite: Vec<f32> = v.iter().copied().filter(|x| x.is_finite()).collect();
-        for &x in &finite {
-            self.min = self.min.min(x);
-            self.max = self.max.max(x);
-        }
-        self.count += finite.len() as u64;
-        self.hist.add(&finite);
-        if t.shape.len() >= 2 && t.shape[1] > 0 {
-            let c = t.shape[1];
-            let inner: usize = t.shape[2..].iter().product();
+    /// Adds the values `v` of a tensor of shape `shape`.
+    pub(crate) fn observe_f32(&mut self, shape: &[usize], v: &[f32]) {
+        // One pass for the per-channel and overall extremes and the finite count, one
+        // for the histogram.
+        let (mut lo, mut hi, mut n) = (f32::INFINITY, f32::NEG_INFINITY, 0usize);
+        let mut minmax = |run: &[f32], clo: &mut f32, chi: &mut f32| {
+            let (mut a, mut b, mut k) = (*clo, *chi, 0usize);
+            for &x in run {
+                if x.is_finite() {
+                    a = a.min(x);
+                    b = b.max(x);
+                    k += 1;
+                }
+            }
+            *clo = a;
+            *chi = b;
+            lo = lo.min(a);
+            hi = hi.max(b);
+            n += k;
+        };
+        if shape.len() >= 2 && shape[1] > 0 {
+            let c = shape[1];
+            let inner: usize = shape[2..].iter().product::<usize>().max(1);
             if self.ch_min.len() != c {
                 self.ch_min = vec![f32::INFINITY; c];
                 self.ch_max = vec![f32::NEG_INFINITY; c];
             }
-            for (i, &x) in v.iter().enumerate() {
-                if x.is_finite() {
-                    let ch = (i / inner.max(1)) % c;
-                    self.ch_min[ch] = self.ch_min[ch].min(x);
-                    self.ch_max[ch] = self.ch_max[ch].max(x);
-                }
+            for (i, run) in v.chunks(inner).enumerate() {
+                let ch = i % c;
+                minmax(run, &mut self.ch_min[ch], &mut self.ch_max[ch]);
             }
+        } else {
+            let (mut a, mut b) = (f32::INFINITY, f32::NEG_INFINITY);
+            minmax(v, &mut a, &mut b);
+        }
+        self.min = self.min.min(lo);
+        self.max = self.max.max(hi);
+        self.count += n as u64;
+        if n == v.len() {
+            self.hist.add_range(v, lo, hi);
+        } else {
+            let finite: Vec<f32> = v.iter().copied().filter(|x| x.is_finite()).collect();
+            self.hist.add(&finite);
         }
     }
 }
@@ -373,68 +403,82 @@ pub(super) fn check_single_input(m: &Module) -> Result<ValueId, String> {
     }
 }
 
-/// Collects statistics of every float value of `m` over the samples of `npz`.
+/// The number of samples [`stream_samples`] gives for `path` and `limit` (reads only
+/// the header of `x`).
+pub fn sample_count(path: &Path, limit: Option<usize>) -> Result<usize, String> {
+    let what = path.display();
+    let mut npz = npyz::npz::NpzArchive::open(path)
+        .map_err(|e| format!("cannot open calibration data {what}: {e}"))?;
+    let x = npz
+        .by_name("x")
+        .map_err(|e| format!("{what}: cannot read `x`: {e}"))?
+        .ok_or_else(|| format!("{what} has no array `x` (samples along the first axis)"))?;
+    let n = x.shape().first().copied().unwrap_or(0) as usize;
+    Ok(limit.map_or(n, |l| l.min(n)))
+}
+
+/// The float values [`calibrate`] observes: the graph input and every f32 node result.
+fn observed_values(m: &Module, input: ValueId) -> Vec<ValueId> {
+    let mut seen = vec![false; m.values.len()];
+    let mut out = Vec::new();
+    for v in std::iter::once(input).chain(m.nodes.iter().map(|n| n.result)) {
+        if m.ty(v).elem == ElemType::F32 && !seen[v.index()] {
+            seen[v.index()] = true;
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Reshapes a calibration sample to the model input's shape, checking its size.
+pub(crate) fn as_input(m: &Module, input: ValueId, i: usize, x: Tensor) -> Result<Tensor, String> {
+    let ty = m.ty(input);
+    if x.numel() != ty.numel() {
+        return Err(format!(
+            "calibration sample {i} has shape {:?}, the model's input {} is {}",
+            x.shape,
+            m.value(input).spelling(),
+            ty
+        ));
+    }
+    Ok(Tensor {
+        shape: ty.shape.clone(),
+        data: x.data,
+    })
+}
+
+/// Collects statistics of every float value of `m` over the samples of `npz`, running
+/// `m` compiled with taps on those values (or the interpreter, by `opts.engine`).
 pub fn calibrate(m: &Module, npz: &Path, opts: &CalibOptions) -> Result<CalibStats, String> {
     let input = check_single_input(m)?;
-    let in_ty = m.ty(input).clone();
-    // Slot per value that is observed: graph inputs and float node results.
-    let mut slots: Vec<Option<usize>> = vec![None; m.values.len()];
-    let mut names = Vec::new();
-    let mut add_slot = |v: ValueId, names: &mut Vec<String>| {
-        if m.ty(v).elem == ElemType::F32 && slots[v.index()].is_none() {
-            slots[v.index()] = Some(names.len());
-            names.push(m.value(v).name.clone());
-        }
-    };
-    add_slot(input, &mut names);
-    for n in &m.nodes {
-        add_slot(n.result, &mut names);
-    }
-    let node_slot: Vec<Option<usize>> = m.nodes.iter().map(|n| slots[n.result.index()]).collect();
-    let mut stats = vec![TensorStats::new(); names.len()];
-    let show = opts.progress && std::io::stderr().is_terminal();
-    let total = opts.limit;
+    let values = observed_values(m, input);
+    let total = sample_count(npz, opts.limit)?;
+    let tapped = Tapped::new(m, &values, opts.engine, "calibration");
+    let mut stats = vec![TensorStats::new(); values.len()];
+    let pb = progress_bar(opts.progress, total, "calibrating");
     let count = stream_samples(npz, opts.limit, opts.batch, &mut |i, x| {
-        if x.numel() != in_ty.numel() {
-            return Err(format!(
-                "calibration sample {i} has shape {:?}, the model's input {} is {}",
-                x.shape,
-                m.value(input).spelling(),
-                in_ty
-            ));
-        }
-        let x = Tensor {
-            shape: in_ty.shape.clone(),
-            data: x.data,
-        };
-        if let Some(s) = slots[input.index()] {
-            stats[s].observe(&x);
-        }
-        run_with(m, std::slice::from_ref(&x), &mut |nid, t| {
-            if let Some(s) = node_slot[nid.index()] {
-                stats[s].observe(t);
-            }
-        })
-        .map_err(|e| format!("calibration sample {i}: {e}"))?;
-        if show && (i + 1) % 16 == 0 {
-            match total {
-                Some(t) => eprint!("\rcalibrating: {}/{t} samples", i + 1),
-                None => eprint!("\rcalibrating: {} samples", i + 1),
-            }
-        }
+        let x = as_input(m, input, i, x)?;
+        tapped
+            .run(std::slice::from_ref(&x), &mut |k, shape, v| {
+                stats[k].observe_f32(shape, v)
+            })
+            .map_err(|e| format!("calibration sample {i}: {e}"))?;
+        pb.inc(1);
         Ok(())
     })?;
-    if show {
-        eprintln!("\rcalibrating: {count} samples, done");
-    }
+    pb.finish_and_clear();
     if count == 0 {
         return Err(format!("{}: `x` holds no samples", npz.display()));
     }
     Ok(CalibStats {
-        values: names.into_iter().zip(stats).collect(),
+        values: values
+            .iter()
+            .map(|&v| m.value(v).name.clone())
+            .zip(stats)
+            .collect(),
         samples: count,
         source: RangeSource::Data(opts.method),
-        warnings: Vec::new(),
+        warnings: tapped.note.into_iter().collect(),
     })
 }
 
@@ -578,6 +622,16 @@ pub struct OutputError {
     pub top1_agreement: f64,
 }
 
+impl OutputError {
+    /// Adds one sample's outputs to the sums (`mean_kl` holds the sum until the end).
+    fn add(&mut self, a: &[f32], b: &[f32]) {
+        self.mean_kl += kl_logits(a, b);
+        for (x, y) in a.iter().zip(b) {
+            self.max_abs = self.max_abs.max((x - y).abs() as f64);
+        }
+    }
+}
+
 impl std::fmt::Display for OutputError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -636,8 +690,8 @@ impl std::fmt::Display for LayerError {
 }
 
 /// Per-layer errors: runs `float` and its QDQ form `qdq` (the quantize pass's output, in
-/// which every original value keeps its id) through the interpreter on the first
-/// `limit` samples of `npz`, and compares each value of `values` between the two.
+/// which every original value keeps its id), compiled, on the first `limit` samples of
+/// `npz`, and compares each value of `values` between the two.
 pub fn layer_errors(
     float: &Module,
     qdq: &Module,
@@ -645,44 +699,147 @@ pub fn layer_errors(
     npz: &Path,
     limit: Option<usize>,
 ) -> Result<Vec<LayerError>, String> {
+    layer_errors_with(
+        float,
+        qdq,
+        values,
+        npz,
+        limit,
+        &RunOptions::default(),
+        &mut Vec::new(),
+    )
+}
+
+/// [`layer_errors`] run by `run`; a fallback to the interpreter adds a note to `notes`.
+pub fn layer_errors_with(
+    float: &Module,
+    qdq: &Module,
+    values: &[ValueId],
+    npz: &Path,
+    limit: Option<usize>,
+    run: &RunOptions,
+    notes: &mut Vec<String>,
+) -> Result<Vec<LayerError>, String> {
     let input = check_single_input(float)?;
-    let shape = float.ty(input).shape.clone();
-    // Per module: node id -> index into `values`.
-    let index = |m: &Module| -> BTreeMap<u32, usize> {
+    // The values each module computes (the others are left out of the comparison).
+    let computed = |m: &Module| -> Vec<(usize, ValueId)> {
         values
             .iter()
             .enumerate()
-            .filter_map(|(k, &v)| match m.values.get(v.index()).map(|x| &x.def) {
-                Some(ValueDef::Node(n)) => Some((n.0, k)),
-                _ => None,
+            .filter(|(_, v)| {
+                matches!(
+                    m.values.get(v.index()).map(|x| &x.def),
+                    Some(ValueDef::Node(_))
+                )
             })
+            .map(|(k, &v)| (k, v))
             .collect()
     };
-    let (fi, qi) = (index(float), index(qdq));
+    let (fc, qc) = (computed(float), computed(qdq));
+    let ft: Vec<ValueId> = fc.iter().map(|p| p.1).collect();
+    let qt: Vec<ValueId> = qc.iter().map(|p| p.1).collect();
+    let fr = Tapped::new(float, &ft, run.engine, "the per-layer error report");
+    let qr = Tapped::new(qdq, &qt, run.engine, "the per-layer error report");
+    notes.extend(fr.note.clone().or(qr.note.clone()));
     let mut errs = vec![LayerError::default(); values.len()];
+    let pb = progress_bar(run.progress, sample_count(npz, limit)?, "per-layer errors");
     stream_samples(npz, limit, 64, &mut |i, x| {
-        let x = Tensor {
-            shape: shape.clone(),
-            data: x.data,
-        };
+        let x = as_input(float, input, i, x)?;
         let mut fv: Vec<Option<Vec<f32>>> = vec![None; values.len()];
-        run_with(float, std::slice::from_ref(&x), &mut |n, t| {
-            if let (Some(&k), Some(d)) = (fi.get(&n.0), t.as_f32()) {
-                fv[k] = Some(d.to_vec());
+        fr.run(std::slice::from_ref(&x), &mut |j, _, v| {
+            fv[fc[j].0] = Some(v.to_vec());
+        })
+        .map_err(|e| format!("sample {i}: {e}"))?;
+        qr.run(std::slice::from_ref(&x), &mut |j, _, v| {
+            let k = qc[j].0;
+            if let Some(f) = &fv[k] {
+                errs[k].add(f, v);
             }
         })
         .map_err(|e| format!("sample {i}: {e}"))?;
-        run_with(qdq, std::slice::from_ref(&x), &mut |n, t| {
-            if let (Some(&k), Some(d)) = (qi.get(&n.0), t.as_f32())
-                && let Some(f) = &fv[k]
-            {
-                errs[k].add(f, d);
-            }
-        })
-        .map_err(|e| format!("sample {i}: {e}"))?;
+        pb.inc(1);
         Ok(())
     })?;
+    pb.finish_and_clear();
     Ok(errs)
+}
+
+/// [`layer_errors_with`] and [`compare_outputs_with`] in one pass over the samples, so
+/// the float model runs once per sample: per-layer errors of `values` between `float`
+/// and its QDQ form `qdq`, and the output error of `quant` (the fused form of `qdq`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the two measurements' arguments, shared"
+)]
+pub fn measure_errors(
+    float: &Module,
+    qdq: &Module,
+    quant: &Module,
+    values: &[ValueId],
+    npz: &Path,
+    limit: Option<usize>,
+    run: &RunOptions,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<LayerError>, OutputError), String> {
+    let input = check_single_input(float)?;
+    let computed = |m: &Module| -> Vec<(usize, ValueId)> {
+        values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| {
+                matches!(
+                    m.values.get(v.index()).map(|x| &x.def),
+                    Some(ValueDef::Node(_))
+                )
+            })
+            .map(|(k, &v)| (k, v))
+            .collect()
+    };
+    let (fc, qc) = (computed(float), computed(qdq));
+    let ft: Vec<ValueId> = fc.iter().map(|p| p.1).collect();
+    let qt: Vec<ValueId> = qc.iter().map(|p| p.1).collect();
+    let what = "the error report";
+    let fr = Tapped::new(float, &ft, run.engine, what);
+    let qr = Tapped::new(qdq, &qt, run.engine, what);
+    let ur = Tapped::new(quant, &[], run.engine, what);
+    notes.extend(fr.note.clone().or(qr.note.clone()).or(ur.note.clone()));
+    let mut errs = vec![LayerError::default(); values.len()];
+    let mut e = OutputError::default();
+    let mut agree = 0usize;
+    let pb = progress_bar(run.progress, sample_count(npz, limit)?, "measuring errors");
+    let n = stream_samples(npz, limit, 64, &mut |i, x| {
+        let x = as_input(float, input, i, x)?;
+        let mut fv: Vec<Option<Vec<f32>>> = vec![None; values.len()];
+        let a = fr
+            .run(std::slice::from_ref(&x), &mut |j, _, v| {
+                fv[fc[j].0] = Some(v.to_vec());
+            })
+            .map_err(|e| format!("sample {i}: {e}"))?;
+        qr.run(std::slice::from_ref(&x), &mut |j, _, v| {
+            let k = qc[j].0;
+            if let Some(f) = &fv[k] {
+                errs[k].add(f, v);
+            }
+        })
+        .map_err(|e| format!("sample {i}: {e}"))?;
+        let b = ur
+            .run(std::slice::from_ref(&x), &mut |_, _, _| {})
+            .map_err(|e| format!("sample {i}: {e}"))?;
+        let (Some(a), Some(b)) = (a[0].as_f32(), b[0].as_f32()) else {
+            return Err("outputs are not f32".into());
+        };
+        e.add(a, b);
+        agree += usize::from(argmax(a) == argmax(b));
+        pb.inc(1);
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    e.samples = n;
+    if n > 0 {
+        e.mean_kl /= n as f64;
+        e.top1_agreement = agree as f64 / n as f64;
+    }
+    Ok((errs, e))
 }
 
 /// Softmax in f64.
@@ -707,7 +864,7 @@ pub(crate) fn argmax(v: &[f32]) -> usize {
     (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
 }
 
-/// Runs both modules (interpreter) on the first `limit` samples of `npz` and compares
+/// Runs both modules, compiled, on the first `limit` samples of `npz` and compares
 /// their first outputs.
 pub fn compare_outputs(
     float: &Module,
@@ -715,27 +872,50 @@ pub fn compare_outputs(
     npz: &Path,
     limit: Option<usize>,
 ) -> Result<OutputError, String> {
+    compare_outputs_with(
+        float,
+        quant,
+        npz,
+        limit,
+        &RunOptions::default(),
+        &mut Vec::new(),
+    )
+}
+
+/// [`compare_outputs`] run by `run`; a fallback to the interpreter adds a note to
+/// `notes`.
+pub fn compare_outputs_with(
+    float: &Module,
+    quant: &Module,
+    npz: &Path,
+    limit: Option<usize>,
+    run: &RunOptions,
+    notes: &mut Vec<String>,
+) -> Result<OutputError, String> {
     let input = check_single_input(float)?;
-    let shape = float.ty(input).shape.clone();
+    let fr = Tapped::new(float, &[], run.engine, "the output comparison");
+    let qr = Tapped::new(quant, &[], run.engine, "the output comparison");
+    notes.extend(fr.note.clone().or(qr.note.clone()));
     let mut e = OutputError::default();
     let mut agree = 0usize;
+    let pb = progress_bar(run.progress, sample_count(npz, limit)?, "output error");
     let n = stream_samples(npz, limit, 64, &mut |i, x| {
-        let x = Tensor {
-            shape: shape.clone(),
-            data: x.data,
-        };
-        let a = run(float, std::slice::from_ref(&x)).map_err(|e| format!("sample {i}: {e}"))?;
-        let b = run(quant, std::slice::from_ref(&x)).map_err(|e| format!("sample {i}: {e}"))?;
+        let x = as_input(float, input, i, x)?;
+        let a = fr
+            .run(std::slice::from_ref(&x), &mut |_, _, _| {})
+            .map_err(|e| format!("sample {i}: {e}"))?;
+        let b = qr
+            .run(std::slice::from_ref(&x), &mut |_, _, _| {})
+            .map_err(|e| format!("sample {i}: {e}"))?;
         let (Some(a), Some(b)) = (a[0].as_f32(), b[0].as_f32()) else {
             return Err("outputs are not f32".into());
         };
-        e.mean_kl += kl_logits(a, b);
-        for (x, y) in a.iter().zip(b) {
-            e.max_abs = e.max_abs.max((x - y).abs() as f64);
-        }
+        e.add(a, b);
         agree += usize::from(argmax(a) == argmax(b));
+        pb.inc(1);
         Ok(())
     })?;
+    pb.finish_and_clear();
     e.samples = n;
     if n > 0 {
         e.mean_kl /= n as f64;

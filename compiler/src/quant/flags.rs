@@ -5,12 +5,10 @@ use std::path::PathBuf;
 
 use qcc_ir::Module;
 
-use super::binary::{REFINE_SAMPLES, refine_binary};
+use super::binary::{REFINE_SAMPLES, refine_binary_with};
 use super::budget::{AttentionOptions, Budget, Problem, solve_attention, solve_exact};
 use super::calibrate::CalibStats;
-use super::calibrate::{
-    CalibMethod, CalibOptions, calibrate, compare_outputs, data_free, layer_errors,
-};
+use super::calibrate::{CalibMethod, CalibOptions, calibrate, data_free, measure_errors};
 use super::insert::Selection;
 use super::insert::{QuantReport, float_kernels, quantize_model};
 use super::profile::Profile;
@@ -18,6 +16,7 @@ use super::profile::load_stats;
 use super::requantize::{dequantize_model, is_quantized};
 use super::scheme::QuantOptions;
 use super::sensitivity::{Metric, SENS_SAMPLES, SensOptions, measure_sensitivity, measured_error};
+use super::tap::RunOptions;
 use crate::backend::costs::CostTarget;
 use crate::passes::Pipeline;
 use std::collections::BTreeMap;
@@ -87,6 +86,9 @@ pub struct QuantFlags {
     /// or mse; default kl for a [1, C] output, else mse.
     #[arg(long, value_name = "METRIC", value_parser = ["kl", "mse"])]
     pub metric: Option<String>,
+    /// No progress bars (they are drawn only on a terminal anyway).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 /// Per-layer (weight, activation) bits by layer name.
@@ -191,26 +193,46 @@ impl QuantFlags {
             method: self.calib_method.parse::<CalibMethod>()?,
             limit: self.calib_limit,
             input_range: self.input_range,
+            progress: !self.quiet,
             ..Default::default()
         };
+        let run = RunOptions {
+            engine: copts.engine,
+            progress: !self.quiet,
+        };
+        let mut timer = PhaseTimer::from_env();
         let stats = match (&self.calib, &self.profile) {
             (Some(_), Some(_)) => return Err("give --calib or --profile, not both".into()),
             (Some(p), None) => calibrate(m, p, &copts)?,
             (None, Some(p)) => load_stats(p, m, copts.method)?,
             (None, None) => data_free(m, &copts)?,
         };
+        timer.lap("calibration");
         let mut selection = None;
         if let Some(budget) = &self.budget {
             let (sel, bits) = self.choose(m, &stats, budget)?;
             opts.layer_bits = bits;
             selection = Some(sel);
+            timer.lap("sensitivity and choice");
         }
         let (mut q, mut report) = quantize_model(m, &stats, &opts)?;
         report.selection = selection;
+        timer.lap("quantize");
         if let Some(p) = &self.calib
             && report.layers.iter().any(|l| l.wbits == 1 && l.abits == 1)
         {
-            let n = refine_binary(m, &mut q, &mut report, p, self.calib_limit)?;
+            let mut notes = Vec::new();
+            let n = refine_binary_with(
+                m,
+                &mut q,
+                &mut report,
+                p,
+                self.calib_limit,
+                &run,
+                &mut notes,
+            )?;
+            report.notes.extend(notes);
+            timer.lap("binary fitting");
             if n > 0 {
                 report.notes.push(format!(
                     "{n} binarized layer(s) fitted per channel to the float results on {} calibration samples (gain into the weight scales, offset into the bias)",
@@ -218,19 +240,14 @@ impl QuantFlags {
                 ));
             }
         }
-        // Per-layer errors are measured on the QDQ form, whose values keep their ids.
-        if let Some(p) = &self.calib {
-            let n = self.calib_limit.unwrap_or(usize::MAX).min(ERROR_SAMPLES);
-            let outs: Vec<_> = report.layers.iter().map(|l| l.output).collect();
-            let errs = layer_errors(m, &q, &outs, p, Some(n))?;
-            for (l, e) in report.layers.iter_mut().zip(errs) {
-                l.error = Some(e);
-            }
-        }
+        // Per-layer errors are measured on the QDQ form, whose values keep their ids;
+        // the output error on the fused form.
+        let qdq = self.calib.as_ref().map(|_| q.clone());
         Pipeline::from_names("quantize", &["rewrite", "dce"])
             .map_err(|e| e.to_string())?
             .run(&mut q, &mut |_| {})
             .map_err(|e| e.to_string())?;
+        timer.lap("rewrite");
         let left = float_kernels(&q);
         if !left.is_empty() {
             return Err(format!(
@@ -238,11 +255,17 @@ impl QuantFlags {
                 left.join(", ")
             ));
         }
-        // The output error against the float model, on the first calibration samples
-        // (both run through the interpreter; a handful of samples keeps it cheap).
-        if let Some(p) = &self.calib {
+        if let (Some(p), Some(qdq)) = (&self.calib, &qdq) {
             let n = self.calib_limit.unwrap_or(usize::MAX).min(ERROR_SAMPLES);
-            report.output_error = Some(compare_outputs(m, &q, p, Some(n))?);
+            let outs: Vec<_> = report.layers.iter().map(|l| l.output).collect();
+            let mut notes = Vec::new();
+            let (errs, out) = measure_errors(m, qdq, &q, &outs, p, Some(n), &run, &mut notes)?;
+            for (l, e) in report.layers.iter_mut().zip(errs) {
+                l.error = Some(e);
+            }
+            report.output_error = Some(out);
+            report.notes.extend(notes);
+            timer.lap("error report");
         }
         if let (Some(sel), Some(p)) = (&mut report.selection, &self.calib) {
             let metric: Metric = sel.metric_key.parse()?;
@@ -307,5 +330,28 @@ impl QuantFlags {
             latency_ms: plan.latency_ms,
         };
         Ok((sel, plan.layer_bits(&problem)))
+    }
+}
+
+/// Phase times of [`QuantFlags::apply`] on stderr, when `QCC_PHASE_TIMES` is set (for
+/// the compile-time benchmark; the report itself stays deterministic).
+struct PhaseTimer {
+    on: bool,
+    last: std::time::Instant,
+}
+
+impl PhaseTimer {
+    fn from_env() -> Self {
+        PhaseTimer {
+            on: std::env::var_os("QCC_PHASE_TIMES").is_some(),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, what: &str) {
+        if self.on {
+            eprintln!("phase {what}: {:.2} s", self.last.elapsed().as_secs_f64());
+        }
+        self.last = std::time::Instant::now();
     }
 }

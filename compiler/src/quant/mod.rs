@@ -20,12 +20,15 @@ mod insert;
 pub mod profile;
 pub mod requantize;
 mod scheme;
+mod segments;
 pub mod sensitivity;
+mod tap;
 
-pub use binary::{BinaryAct, REFINE_SAMPLES, binarize_weights, refine_binary};
+pub use binary::{BinaryAct, REFINE_SAMPLES, binarize_weights, refine_binary, refine_binary_with};
 pub use calibrate::{
     CalibMethod, CalibOptions, CalibStats, Histogram, LayerError, OutputError, RangeSource,
-    TensorStats, calibrate, compare_outputs, data_free, layer_errors, stream_samples,
+    TensorStats, calibrate, compare_outputs, compare_outputs_with, data_free, layer_errors,
+    layer_errors_with, sample_count, stream_samples,
 };
 pub use flags::QuantFlags;
 pub use insert::{
@@ -33,3 +36,4 @@ pub use insert::{
 };
 pub use profile::Profile;
 pub use scheme::{ActParams, QuantOptions, choose_range, quantize_weights};
+pub use tap::{Engine, RunOptions};

@@ -168,8 +168,23 @@ pub fn act_type(
     Ok(q)
 }
 
+/// `x.round_ties_even()` without the libm call the baseline x86-64 target makes for it
+/// (no SSE4.1 `roundsd`): adding and subtracting 2^52 rounds to an integer in the
+/// default rounding mode (to nearest, ties to even), exactly; larger magnitudes are
+/// integers already. The weight scale search calls this tens of millions of times.
+#[inline]
+pub(crate) fn round_even(x: f64) -> f64 {
+    const BIG: f64 = 4_503_599_627_370_496.0; // 2^52
+    if x.abs() < BIG {
+        let b = BIG.copysign(x);
+        ((x + b) - b).copysign(x)
+    } else {
+        x
+    }
+}
+
 fn fake_quant(x: f64, s: f64, zp: f64, qmin: f64, qmax: f64) -> f64 {
-    ((x / s).round_ties_even() + zp).clamp(qmin, qmax) * s - zp * s
+    (round_even(x / s) + zp).clamp(qmin, qmax) * s - zp * s
 }
 
 fn params(q: &QuantType) -> (f64, f64, f64, f64) {
@@ -314,13 +329,22 @@ pub fn quantize_weights(
     for (i, &x) in w.iter().enumerate() {
         per[ch(i)].push(x as f64);
     }
+    // Four partial sums: one long chain of dependent adds would bound the search by the
+    // add latency.
     let sse = |v: &[f64], s: f64| -> f64 {
-        v.iter()
-            .map(|&x| {
-                let e = x - fake_quant(x, s, 0.0, -qmax, qmax);
-                e * e
-            })
-            .sum()
+        let err = |x: f64| {
+            let e = x - fake_quant(x, s, 0.0, -qmax, qmax);
+            e * e
+        };
+        let mut acc = [0f64; 4];
+        let mut quads = v.chunks_exact(4);
+        for q in &mut quads {
+            for (a, &x) in acc.iter_mut().zip(q) {
+                *a += err(x);
+            }
+        }
+        let tail: f64 = quads.remainder().iter().map(|&x| err(x)).sum();
+        (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
     };
     let mut scales: Vec<f64> = per
         .iter()
@@ -380,6 +404,43 @@ pub fn quantize_weights(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_even_matches_std() {
+        let mut xs = vec![
+            0.5,
+            1.5,
+            2.5,
+            -0.5,
+            -1.5,
+            -2.5,
+            0.49999999999999994,
+            -0.0,
+            0.0,
+        ];
+        xs.extend([
+            1e300,
+            -1e300,
+            4503599627370495.5,
+            -4503599627370497.0,
+            3.7,
+            -3.2,
+        ]);
+        let mut r = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..100_000 {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            xs.push((r as i64 as f64) / (1u64 << (r % 60)) as f64);
+        }
+        for x in xs {
+            assert_eq!(
+                round_even(x).to_bits(),
+                x.round_ties_even().to_bits(),
+                "{x}"
+            );
+        }
+    }
 
     #[test]
     fn activation_types() {
