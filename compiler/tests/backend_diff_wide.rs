@@ -230,6 +230,64 @@ proptest! {
         check_tiers(&b, wt.takes).map_err(TestCaseError::fail)?;
     }
 
+    /// The zmm tile's own requantize: every rounding mode, shifts from 0 to 40,
+    /// negative multipliers, clamps, i8 / u8 / i16 outputs, pixel counts that leave
+    /// partial vectors, a constant bias folded in.
+    #[test]
+    fn conv2d_in_tile_requantize(
+        seed: u64,
+        rnd in 0usize..7,
+        out_kind in 0usize..3,
+        per_channel: bool,
+        with_bias: bool,
+        clamp: bool,
+    ) {
+        let mut r = Rng(seed | 1);
+        let (c, m) = (r.i(1, 20) as usize, r.i(1, 40) as usize);
+        let (h, w) = (r.i(1, 12) as usize, r.i(1, 21) as usize);
+        let mut b = B::new();
+        let xe = qt(8, false, false, QuantParams::PerTensor { scale: 0.1, zero_point: r.i(0, 255) as i32 });
+        let xd = codes(&mut r, &xe, c * h * w);
+        let x = b.input_int(xe, &[1, c, h, w], xd);
+        let we = qt(8, true, false, QuantParams::PerAxis { axis: 0, scales: vec![0.02; m], zero_points: vec![0; m] });
+        let wd = r.is(m * c * 9, -128, 127);
+        let wc = b.const_int(we, &[m, c, 3, 3], wd);
+        let mut ops = vec![x, wc];
+        if with_bias {
+            let bv = r.is(m, -100_000, 100_000);
+            ops.push(b.const_int(ElemType::I32, &[m], bv));
+        }
+        let y = b.node(Op::Conv2dInt, &ops, attrs(&[("pads", ints(&[1; 4]))]), ElemType::I32);
+        let cnt = if per_channel { m } else { 1 };
+        let mult: Vec<i64> = (0..cnt).map(|_| r.i(-(1 << 30), 1 << 30)).collect();
+        let shift: Vec<i64> = (0..cnt).map(|_| if r.i(0, 4) == 0 { r.i(0, 3) } else { r.i(20, 40) }).collect();
+        let out = match out_kind {
+            0 => qt(8, true, false, QuantParams::PerTensor { scale: 0.05, zero_point: r.i(-20, 20) as i32 }),
+            1 => qt(8, false, false, QuantParams::PerTensor { scale: 0.05, zero_point: r.i(0, 255) as i32 }),
+            _ => qt(16, true, false, QuantParams::PerTensor { scale: 0.05, zero_point: r.i(-300, 300) as i32 }),
+        };
+        let mut a = vec![
+            ("multiplier", ints(&mult)),
+            ("shift", ints(&shift)),
+            ("axis", Attr::Int(1)),
+            ("rounding", Attr::Enum(qcc_ir::Rounding::ALL[rnd].name().into())),
+        ];
+        if clamp {
+            a.push(("min", Attr::Int(if out_kind == 1 { 10 } else { -5 })));
+            a.push(("max", Attr::Int(100)));
+        }
+        let z = b.node(Op::Requantize, &[y], attrs(&a), out);
+        b.output(z);
+        check_tiers(&b, [false, true]).map_err(TestCaseError::fail)?;
+        if tiers()[1].2 {
+            // The requantize is the tile's (a `_rq` tile), not Cranelift's.
+            let host = target_lexicon::Triple::host().to_string();
+            let t = Target::new(&host, "x86-64-v4+vnni").unwrap();
+            let asm = qcc::backend::emit_asm(&b.m, "t", &t).unwrap();
+            prop_assert!(asm.contains("_rq"), "no in-tile requantize");
+        }
+    }
+
     #[test]
     fn matmul_wide(
         seed: u64,

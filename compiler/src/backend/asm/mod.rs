@@ -57,7 +57,13 @@ impl AsmFn {
     pub fn params(&self) -> usize {
         match self {
             AsmFn::CpuCheck(_) => 0,
-            AsmFn::Dot(_) => 3,
+            AsmFn::Dot(t) => {
+                if t.epi.is_some() {
+                    5
+                } else {
+                    3
+                }
+            }
         }
     }
 
@@ -113,6 +119,7 @@ mod tests {
             row_stride: 24,
             col_stride: 256,
             rows_signed,
+            epi: None,
         }
     }
 

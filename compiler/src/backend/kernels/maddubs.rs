@@ -299,7 +299,10 @@ pub(crate) fn applies(
 /// bits (bit-serial pays for whole 64-bit words along K, so K = 144 runs 192; these
 /// kernels for K rounded to 4), and only where its packed weights take no more bytes
 /// than the bit planes (a row's last partial block of 8 vectors costs whole 16-byte
-/// inputs here), so that the object's weights keep shrinking with the bits.
+/// inputs here), so that the object's weights keep shrinking with the bits. The wide
+/// tiles, several times faster than bit-serial, may spend one 16-byte input more per
+/// row (ResNet-20 at 2 bits: K = 144 and 288 cost 48 and 80 bytes per row against
+/// 36 and 72).
 pub(crate) fn beats_bitserial(
     m: &Module,
     node: &Node,
@@ -321,7 +324,9 @@ pub(crate) fn beats_bitserial(
     }
     .row_vecs(k)
         * 16;
-    bs.unwrap_or(0.0) < md.unwrap_or(0.0) && md_bytes <= bitserial::row_bytes(k, wb as usize)
+    let slack = if strategy == Strategy::Maddubs { 0 } else { 16 };
+    bs.unwrap_or(0.0) < md.unwrap_or(0.0)
+        && md_bytes <= bitserial::row_bytes(k, wb as usize) + slack
 }
 
 #[derive(Clone, Debug)]
@@ -763,6 +768,8 @@ pub(crate) struct Gemm<'t> {
     pub acc: AccStore<'t>,
     /// The assembled wide tiles, when the layer takes them (`dot`).
     pub wide: Option<&'t super::dot::Wide>,
+    /// The per-row constants of the tiles' own requantize (`dot::epi_table`).
+    pub epi_tab: Option<Value>,
 }
 
 fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>) {
@@ -1385,13 +1392,31 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     let (bias_c, bias_rt) = bias_of(cx, &q.epi);
     let corr = corr_of(g.m, k, zu, &bias_c, wv);
     let (rq_own, need) = epilogue(&q.epi, &corr, true);
-    let corr_tab = need.then(|| cx.rodata(i32_bytes(&corr), 16));
-    let rq = rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    // The zmm tile requantizes and stores by itself where the requantize has the vector
+    // form and no run-time bias is added.
+    let in_tile = match (&rq_own, q.wide) {
+        (Some(r), Some(DotIsa::Vnni512)) if r.vector_ok() && bias_rt.is_none() => Some(r),
+        _ => None,
+    };
+    let corr_tab = (need && in_tile.is_none()).then(|| cx.rodata(i32_bytes(&corr), 16));
+    let rq = match in_tile {
+        Some(_) => None,
+        None => rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16))),
+    };
     let out = cx.out;
     let ob = q.epi.st_out.bytes();
+    let epi_tab = in_tile.map(|r| {
+        let add = if need { corr.clone() } else { Vec::new() };
+        cx.rodata(super::dot::epi_table(r, &add), 64)
+    });
+    let wide_epi = in_tile.map(|r| super::dot::WideEpi {
+        round: r.rounding,
+        elem: ob as u32,
+        row_bytes: (npix * ob) as u32,
+    });
     let wide = q
         .wide
-        .map(|isa| Wide::new(cx, isa, mg, npix, quads, kpp, pp * 4, true));
+        .map(|isa| Wide::new(cx, isa, mg, npix, quads, kpp, pp * 4, true, wide_epi));
     let (g, off, group, st_out) = (*g, q.off, q.group, q.epi.st_out);
     let kb = &mut *cx.kb;
     let offv = off_vec(kb, off);
@@ -1411,6 +1436,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
             let acc_mem = kb.off(ws, acc_off as i64);
             let bias_g = bias_rt.map(|p| kb.idx(p, grp, (mg * 4) as i64));
             let rq_g = rq.map(|(r, tab)| (r, kb.idx(tab, grp, mg as i64 * r.stride())));
+            let epi_g = epi_tab.map(|t| kb.idx(t, grp, (mg * 64) as i64));
             emit_gemm(
                 kb,
                 &Gemm {
@@ -1426,6 +1452,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
                     group,
                     acc_mem,
                     wide: wide.as_ref(),
+                    epi_tab: epi_g,
                     out: og,
                     corr: corr_g,
                     acc: AccStore {
@@ -1519,7 +1546,7 @@ fn emit_matmul(
     let ob = q.epi.st_out.bytes();
     let wide = q
         .wide
-        .map(|isa| Wide::new(cx, isa, m, n, quads, kpp, npp * 4, false));
+        .map(|isa| Wide::new(cx, isa, m, n, quads, kpp, npp * 4, false, None));
     let (off, group, st_x, st_out) = (q.off, q.group, q.st_x, q.epi.st_out);
     let kb = &mut *cx.kb;
     let offv = off_vec(kb, off);
@@ -1572,6 +1599,7 @@ fn emit_matmul(
                 group,
                 acc_mem,
                 wide: wide.as_ref(),
+                epi_tab: None,
                 out: o,
                 corr: corr_b,
                 acc: AccStore {

@@ -34,6 +34,7 @@ use super::{ConstOf, Ecx};
 use crate::backend::asm::AsmFn;
 use crate::backend::costs::{self, CostTarget, Strategy};
 use crate::backend::kb::Kb;
+use crate::backend::kernels::quant::Requant;
 use qcc_ir::{Module, Node};
 
 pub(crate) use tile::peak_loop;
@@ -102,6 +103,71 @@ pub(crate) struct DotTile {
     pub col_stride: u32,
     /// Rows are the signed operand (conv: weights), else the unsigned one.
     pub rows_signed: bool,
+    /// The requantize epilogue in the tile (AVX-512 only), instead of Cranelift's.
+    pub epi: Option<DotEpi>,
+}
+
+/// The rounding of an in-tile requantize (one tile per mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum EpiRound {
+    Floor,
+    Ceil,
+    Down,
+    Up,
+    HalfUp,
+    HalfDown,
+    HalfEven,
+}
+
+/// An in-tile requantize: one output channel per row (a convolution), the constants of
+/// [`epi_table`] per channel, `elem`-byte outputs `row_bytes` apart; `valid`: columns of
+/// the tile that exist (the others are not stored).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct DotEpi {
+    pub round: EpiRound,
+    pub elem: u32,
+    pub row_bytes: u32,
+    pub valid: usize,
+}
+
+/// Per channel, 64 bytes of constants for the in-tile requantize (`Requant::vector_ok`
+/// tables only): multiplier, shift, the rounding terms `c1` and `c2`, `lo - zq`,
+/// `hi - zq` (i64 each), `zq` and the i32 added to the sums first (`add`: the
+/// correction plus a folded bias), as the low dwords of the last two.
+pub(crate) fn epi_table(rq: &Requant, add: &[i32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rq.chans.len() * 64);
+    let round = epi_round(rq.rounding);
+    for (ch, c) in rq.chans.iter().enumerate() {
+        let (mult, s, zq) = (c[0], c[1], c[5]);
+        let mask = (1i64 << s) - 1;
+        let spos = i64::from(s > 0);
+        let half = if s > 0 { 1i64 << (s - 1) } else { 0 };
+        let (c1, c2) = match round {
+            EpiRound::Floor => (0, 0),
+            EpiRound::Ceil | EpiRound::Down | EpiRound::Up => (mask, 0),
+            EpiRound::HalfUp => (half, spos),
+            EpiRound::HalfDown | EpiRound::HalfEven => (half - spos, spos),
+        };
+        let folded = if rq.bias_folded { c[4] as i32 } else { 0 };
+        let a = add.get(ch).copied().unwrap_or(0).wrapping_add(folded);
+        for q in [mult, s, c1, c2, rq.lo - zq, rq.hi - zq, zq, i64::from(a)] {
+            out.extend(q.to_le_bytes());
+        }
+    }
+    out
+}
+
+fn epi_round(r: qcc_ir::Rounding) -> EpiRound {
+    use qcc_ir::Rounding as Q;
+    match r {
+        Q::Floor => EpiRound::Floor,
+        Q::Ceil => EpiRound::Ceil,
+        Q::Down => EpiRound::Down,
+        Q::Up => EpiRound::Up,
+        Q::HalfUp => EpiRound::HalfUp,
+        Q::HalfDown => EpiRound::HalfDown,
+        Q::HalfEven => EpiRound::HalfEven,
+    }
 }
 
 impl DotTile {
@@ -118,7 +184,12 @@ impl DotTile {
             self.row_stride,
             self.col_stride,
             if self.rows_signed { "rs" } else { "ru" }
-        )
+        ) + &match &self.epi {
+            None => String::new(),
+            Some(e) => {
+                format!("_rq{:?}_e{}_l{}_v{}", e.round, e.elem, e.row_bytes, e.valid).to_lowercase()
+            }
+        }
     }
 
     pub fn assemble(&self) -> Result<Vec<u8>, iced_x86::IcedError> {
@@ -187,13 +258,28 @@ pub(crate) fn applies(
     maddubs::beats_bitserial(m, node, const_of, target, &c, isa.strategy()).then_some(isa)
 }
 
+/// What an in-tile requantize needs besides the per-channel table.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WideEpi {
+    pub round: qcc_ir::Rounding,
+    /// Output element bytes (1, 2 or 4) and bytes between output rows.
+    pub elem: u32,
+    pub row_bytes: u32,
+}
+
 /// The tiles of one GEMM, assembled and declared in the kernel's function.
 #[derive(Debug)]
 pub(crate) struct Wide {
     pub isa: DotIsa,
     pub rows: usize,
     pub vecs: usize,
-    fns: BTreeMap<(usize, usize), FuncRef>,
+    /// Whether the tiles requantize and store the outputs themselves.
+    pub epi: bool,
+    /// Column tiles: `clean` whole tiles from column 0 that end within n, then the
+    /// others as (first column, vectors).
+    clean: usize,
+    rest: Vec<(usize, usize)>,
+    fns: BTreeMap<(usize, usize, usize), FuncRef>,
 }
 
 impl Wide {
@@ -211,24 +297,41 @@ impl Wide {
         row_stride: usize,
         col_stride: usize,
         rows_signed: bool,
+        epi: Option<WideEpi>,
     ) -> Wide {
         debug_assert!(cx.kb.feat.tier.is_some_and(|t| match isa {
             DotIsa::Vnni512 => t.avx512_vnni(),
             DotIsa::Avx2 => t.avx2(),
         }));
-        let vt = n.div_ceil(isa.lanes());
+        let lanes = isa.lanes();
+        let vt = n.div_ceil(lanes);
         let (rows, vecs) = choose_tile(isa, m, vt, quads);
-        let mut fns = BTreeMap::new();
+        let full = vt / vecs;
+        let clean = if full > 0 && full * vecs * lanes > n {
+            full - 1
+        } else {
+            full
+        };
+        let mut rest: Vec<(usize, usize)> =
+            (clean..full).map(|t| (t * vecs * lanes, vecs)).collect();
+        if !vt.is_multiple_of(vecs) {
+            rest.push((full * vecs * lanes, vt % vecs));
+        }
         let mut shapes = vec![rows];
         if !m.is_multiple_of(rows) {
             shapes.push(m % rows);
         }
-        let mut vshapes = vec![vecs];
-        if !vt.is_multiple_of(vecs) {
-            vshapes.push(vt % vecs);
+        let mut cols: Vec<(usize, usize)> = Vec::new();
+        if clean > 0 {
+            cols.push((vecs, vecs * lanes));
         }
+        cols.extend(
+            rest.iter()
+                .map(|&(first, v)| (v, (n - first).min(v * lanes))),
+        );
+        let mut fns = BTreeMap::new();
         for &r in &shapes {
-            for &v in &vshapes {
+            for &(v, valid) in &cols {
                 let f = AsmFn::Dot(DotTile {
                     isa,
                     rows: r as u8,
@@ -237,22 +340,32 @@ impl Wide {
                     row_stride: row_stride as u32,
                     col_stride: col_stride as u32,
                     rows_signed,
+                    epi: epi.map(|e| DotEpi {
+                        round: epi_round(e.round),
+                        elem: e.elem,
+                        row_bytes: e.row_bytes,
+                        valid,
+                    }),
                 });
                 let fr = cx.data.asm_func(cx.kb.b.func, &f);
-                fns.insert((r, v), fr);
+                fns.insert((r, v, valid), fr);
             }
         }
         Wide {
             isa,
             rows,
             vecs,
+            epi: epi.is_some(),
+            clean,
+            rest,
             fns,
         }
     }
 }
 
-/// The GEMM of `g` with the tiles of `w`: Cranelift loops over row and column tiles,
-/// calls the tile, and runs `maddubs`'s epilogue on its sums.
+/// The GEMM of `g` with the tiles of `w`: Cranelift loops over row and column tiles and
+/// calls the tile, which stores its i32 sums for `maddubs`'s epilogue or (`w.epi`)
+/// requantizes and stores the outputs itself (its table at `g.epi_tab`).
 pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
     let lanes = w.isa.lanes();
     let (mr, nv) = (w.rows, w.vecs);
@@ -264,27 +377,26 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
     if !g.m.is_multiple_of(mr) {
         row_groups.push((g.m / mr * mr, g.m % mr, 1));
     }
-    // Column tiles: a loop over whole tiles that end within n, then each remaining
-    // tile (a partial last vector, a narrower tail) at a constant column.
-    let full = vt / nv;
-    let clean = if full > 0 && (full * nv * lanes) > g.n {
-        full - 1
-    } else {
-        full
-    };
-    let mut rest: Vec<(usize, usize)> = (clean..full).map(|t| (t * nv * lanes, nv)).collect();
-    if !vt.is_multiple_of(nv) {
-        rest.push((full * nv * lanes, vt % nv));
-    }
+    let (clean, rest) = (w.clean, &w.rest);
     let one =
         |kb: &mut Kb<'_, '_>, rows: usize, row0: Value, col: Result<Value, (usize, usize)>| {
             let (col0, vecs, tail) = match col {
                 Ok(c) => (c, nv, None),
                 Err((first, vecs)) => (kb.c(first as i64), vecs, Some(first)),
             };
+            let valid = tail.map_or(nv * lanes, |first| (g.n - first).min(vecs * lanes));
             let a = kb.idx(g.rows, row0, g.row_stride);
             let b = kb.idx(g.cols, col0, 4);
-            let f = w.fns[&(rows, vecs)];
+            let f = w.fns[&(rows, vecs, valid)];
+            if w.epi {
+                let ob = g.acc.st_out.bytes() as i64;
+                let out_row = kb.idx(g.out, row0, g.acc.ldc as i64 * ob);
+                let out_tile = kb.idx(out_row, col0, ob);
+                let tab = g.epi_tab.expect("an in-tile requantize has its table");
+                let tab = kb.idx(tab, row0, 64);
+                kb.b.ins().call(f, &[a, b, g.acc_mem, out_tile, tab]);
+                return;
+            }
             kb.b.ins().call(f, &[a, b, g.acc_mem]);
             let vecs4 = vecs * lanes / 4;
             maddubs::store_tile(kb, g, rows, vecs4, row0, col0, tail, |kb, r, v| {
@@ -311,7 +423,7 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
                 row_tiles(kb, Ok(col0));
             });
         }
-        for &r in &rest {
+        for &r in rest {
             row_tiles(kb, Err(r));
         }
     } else {
@@ -325,7 +437,7 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
                         one(kb, rows, row0, Ok(col0));
                     });
                 }
-                for &r in &rest {
+                for &r in rest {
                     one(kb, rows, row0, Err(r));
                 }
             });

@@ -38,12 +38,12 @@ fn k_loop(
     mut body: impl FnMut(&mut CodeAssembler) -> Result<(), IcedError>,
 ) -> Result<(), IcedError> {
     let mut top = a.create_label();
-    a.mov(ecx, t.quads)?;
+    a.mov(r10d, t.quads)?;
     a.set_label(&mut top)?;
     body(a)?;
     a.add(rdi, 4)?;
     a.add(rsi, t.col_stride as i32)?;
-    a.sub(ecx, 1)?;
+    a.sub(r10d, 1)?;
     a.jnz(top)?;
     Ok(())
 }
@@ -81,9 +81,101 @@ pub(super) fn vnni512(t: &DotTile) -> Result<Vec<u8>, IcedError> {
             a.vmovdqu32(zmmword_ptr(rdx + ((r * vecs + v) * 64) as i32), acc(r, v))?;
         }
     }
+    if let Some(e) = &t.epi {
+        requantize(&mut a, t, e)?;
+    }
     a.vzeroupper()?;
     a.ret()?;
     a.assemble(0)
+}
+
+/// The requantize of the tile's sums (row r's channel constants at `r8 + 64 r`, see
+/// [`super::EpiTable`]), stored at `rcx + r * row_bytes + v * 16 * elem` (the lanes past
+/// `valid` columns are masked off). Per 16 sums, in i64 lanes: `x + add`, then
+/// `p = x * mult` (`vpmuldq`, even and odd lanes), the rounding term, `p >> s`
+/// (`vpsravq`), the clamp to `[lo - zq, hi - zq]`, then `+ zq` and a narrowing store.
+fn requantize(a: &mut CodeAssembler, t: &DotTile, e: &super::DotEpi) -> Result<(), IcedError> {
+    use super::EpiRound as R;
+    let (rows, vecs) = (t.rows as usize, t.vecs as usize);
+    // k1: the even dwords (low halves of the qwords).
+    a.mov(eax, 0x5555u32)?;
+    a.kmovw(k1, eax)?;
+    let (x, xo, pe, po, t1, t2) = (zmm0, zmm1, zmm2, zmm3, zmm4, zmm5);
+    for r in 0..rows {
+        let c = |f: i32| r8 + (r as i32 * 64 + f * 8);
+        for v in 0..vecs {
+            let valid = e.valid.saturating_sub(v * 16).min(16);
+            if valid == 0 {
+                continue;
+            }
+            a.vmovdqu32(x, zmmword_ptr(rdx + ((r * vecs + v) * 64) as i32))?;
+            a.vpaddd(x, x, dword_bcst(c(7)))?;
+            a.vpsrlq(xo, x, 32)?;
+            a.vpmuldq(pe, x, qword_bcst(c(0)))?;
+            a.vpmuldq(po, xo, qword_bcst(c(0)))?;
+            for p in [pe, po] {
+                match e.round {
+                    R::Floor => {}
+                    R::Ceil => a.vpaddq(p, p, qword_bcst(c(2)))?,
+                    R::Down | R::Up => {
+                        // neg: all ones where p < 0; c1 = 2^s - 1.
+                        a.vpsraq(t1, p, 63)?;
+                        if e.round == R::Down {
+                            a.vpandq(t1, t1, qword_bcst(c(2)))?;
+                        } else {
+                            a.vpandnq(t1, t1, qword_bcst(c(2)))?;
+                        }
+                        a.vpaddq(p, p, t1)?;
+                    }
+                    R::HalfUp | R::HalfDown => {
+                        // c1 = half (HalfUp) or half - [s > 0] (HalfDown), c2 = [s > 0].
+                        a.vpsraq(t1, p, 63)?;
+                        a.vpandq(t1, t1, qword_bcst(c(3)))?;
+                        a.vpaddq(p, p, qword_bcst(c(2)))?;
+                        if e.round == R::HalfUp {
+                            a.vpsubq(p, p, t1)?;
+                        } else {
+                            a.vpaddq(p, p, t1)?;
+                        }
+                    }
+                    R::HalfEven => {
+                        // c1 = half - [s > 0], plus bit s of p.
+                        a.vpsrlvq(t1, p, qword_bcst(c(1)))?;
+                        a.vpandq(t1, t1, qword_bcst(c(3)))?;
+                        a.vpaddq(t2, p, qword_bcst(c(2)))?;
+                        a.vpaddq(p, t2, t1)?;
+                    }
+                }
+                a.vpsravq(p, p, qword_bcst(c(1)))?;
+                a.vpmaxsq(p, p, qword_bcst(c(4)))?;
+                a.vpminsq(p, p, qword_bcst(c(5)))?;
+            }
+            a.vpsllq(po, po, 32)?;
+            a.vpblendmd(x.k1(), po, pe)?;
+            a.vpaddd(x, x, dword_bcst(c(6)))?;
+            let off = (r * e.row_bytes as usize + v * 16 * e.elem as usize) as i32;
+            let masked = valid < 16;
+            if masked {
+                a.mov(eax, (1u32 << valid) - 1)?;
+                a.kmovw(k2, eax)?;
+            }
+            match e.elem {
+                1 => {
+                    let m = xmmword_ptr(rcx + off);
+                    a.vpmovdb(if masked { m.k2() } else { m }, x)?;
+                }
+                2 => {
+                    let m = ymmword_ptr(rcx + off);
+                    a.vpmovdw(if masked { m.k2() } else { m }, x)?;
+                }
+                _ => {
+                    let m = zmmword_ptr(rcx + off);
+                    a.vmovdqu32(if masked { m.k2() } else { m }, x)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn avx2(t: &DotTile) -> Result<Vec<u8>, IcedError> {
@@ -164,7 +256,7 @@ pub(crate) fn peak_loop(isa: DotIsa, chains: usize) -> Result<Vec<u8>, IcedError
             a.set_label(&mut top)?;
             // chains accumulators, two products in flight, ones and two operands.
             for c in 0..chains {
-                let p = ymm(chains + c % 2);
+                let p = ymm(chains + c % 3);
                 a.vpmaddubsw(p, ymm(13), ymm(14))?;
                 a.vpmaddwd(p, p, ymm(15))?;
                 a.vpaddd(ymm(c), ymm(c), p)?;
