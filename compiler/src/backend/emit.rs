@@ -465,10 +465,22 @@ fn emit_entry<M: ClModule>(
         .iter()
         .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
         .collect();
-    // The CPU check of the tier (a CPU without it would fault in a wide kernel).
+    // The CPU check of the tier (a CPU without it would fault in a wide kernel), and a
+    // word caching its success: `cpuid` is slow (a VM exit under a hypervisor), and
+    // every thread that writes the word writes the same 1.
     let check = tier.filter(|&t| asm::cpu_check(t)).map(|t| {
         let id = asm_func_id(module, data, name, &AsmFn::CpuCheck(t));
-        module.declare_func_in_func(id, &mut ctx.func)
+        let f = module.declare_func_in_func(id, &mut ctx.func);
+        let flag = module
+            .declare_data(&format!("{name}__cpu_ok"), Linkage::Local, true, false)
+            .expect("a fresh data name");
+        let mut d = DataDescription::new();
+        d.define_zeroinit(4);
+        d.set_align(4);
+        module
+            .define_data(flag, &d)
+            .expect("the flag is defined once");
+        (f, module.declare_data_in_func(flag, &mut ctx.func))
     });
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
@@ -480,12 +492,23 @@ fn emit_entry<M: ClModule>(
         b.seal_block(entry);
         let p = b.block_params(entry).to_vec();
         let (ins, outs, scratch) = (p[0], p[1], p[2]);
-        if let Some(f) = check {
+        if let Some((f, flag)) = check {
+            let cpu_ok = b.create_block();
+            let ask = b.create_block();
+            let no_cpu = b.create_block();
+            let fp = b.ins().symbol_value(I64, flag);
+            let known = b.ins().load(I32, super::kb::MF, fp, 0);
+            b.ins().brif(known, cpu_ok, &[], ask, &[]);
+            b.switch_to_block(ask);
+            b.seal_block(ask);
             let call = b.ins().call(f, &[]);
             let ok = b.inst_results(call)[0];
-            let cpu_ok = b.create_block();
-            let no_cpu = b.create_block();
-            b.ins().brif(ok, cpu_ok, &[], no_cpu, &[]);
+            let answered = b.create_block();
+            b.ins().brif(ok, answered, &[], no_cpu, &[]);
+            b.switch_to_block(answered);
+            b.seal_block(answered);
+            b.ins().store(super::kb::MF, ok, fp, 0);
+            b.ins().jump(cpu_ok, &[]);
             b.switch_to_block(no_cpu);
             b.seal_block(no_cpu);
             let two = b.ins().iconst(I32, 2);

@@ -54,6 +54,11 @@ pub(crate) fn header(m: &Module, name: &str, arena: u64, tier: Option<&str>) -> 
             );
         }
     }
+    let state = if tier.is_some_and(|t| t != "x86-64") {
+        "the only global\n   state is a word caching the CPU check, which every call sets to the same value"
+    } else {
+        "the object has no\n   global mutable state"
+    };
     let _ = write!(
         h,
         "\n/* Elements of input i / output i (0 for i out of range). */\n\
@@ -70,8 +75,8 @@ pub(crate) fn header(m: &Module, name: &str, arena: u64, tier: Option<&str>) -> 
          /* Runs the model: inputs[i] and outputs[i] point at input_size(i) and\n\
          \x20  output_size(i) floats. Returns 0 on success, nonzero on bad arguments\n\
          \x20  (1: a NULL pointer, or scratch not aligned to {ALIGN} bytes) or on a CPU\n\
-         \x20  without the object's tier (2). Reentrant: the\n\
-         \x20  object has no global mutable state; concurrent calls need distinct scratch. */\n\
+         \x20  without the object's tier (2). Reentrant: {state};\n\
+         \x20  concurrent calls need distinct scratch. */\n\
          int {name}_run(const float *const *inputs, float *const *outputs, void *scratch);\n"
     );
     let _ = write!(
