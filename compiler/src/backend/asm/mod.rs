@@ -59,7 +59,7 @@ impl AsmFn {
             AsmFn::CpuCheck(_) => 0,
             AsmFn::Dot(t) => {
                 if t.epi.is_some() {
-                    5
+                    6
                 } else {
                     3
                 }

@@ -768,8 +768,9 @@ pub(crate) struct Gemm<'t> {
     pub acc: AccStore<'t>,
     /// The assembled wide tiles, when the layer takes them (`dot`).
     pub wide: Option<&'t super::dot::Wide>,
-    /// The per-row constants of the tiles' own requantize (`dot::epi_table`).
-    pub epi_tab: Option<Value>,
+    /// The tiles' own requantize (`dot::epi_table`): the table, and the address from
+    /// which this GEMM's channels count (the channels follow the table's 64 bytes).
+    pub epi_tab: Option<(Value, Value)>,
 }
 
 fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>) {
@@ -1395,7 +1396,10 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     // The zmm tile requantizes and stores by itself where the requantize has the vector
     // form and no run-time bias is added.
     let in_tile = match (&rq_own, q.wide) {
-        (Some(r), Some(DotIsa::Vnni512)) if r.vector_ok() && bias_rt.is_none() => Some(r),
+        (Some(r), Some(DotIsa::Vnni512)) if r.vector_ok() && bias_rt.is_none() => {
+            let add = if need { corr.clone() } else { Vec::new() };
+            super::dot::epi_table(r, &add).map(|t| (r, t))
+        }
         _ => None,
     };
     let corr_tab = (need && in_tile.is_none()).then(|| cx.rodata(i32_bytes(&corr), 16));
@@ -1405,11 +1409,8 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     };
     let out = cx.out;
     let ob = q.epi.st_out.bytes();
-    let epi_tab = in_tile.map(|r| {
-        let add = if need { corr.clone() } else { Vec::new() };
-        cx.rodata(super::dot::epi_table(r, &add), 64)
-    });
-    let wide_epi = in_tile.map(|r| super::dot::WideEpi {
+    let epi_tab = in_tile.as_ref().map(|(_, t)| cx.rodata(t.clone(), 64));
+    let wide_epi = in_tile.as_ref().map(|&(r, _)| super::dot::WideEpi {
         round: r.rounding,
         elem: ob as u32,
         row_bytes: (npix * ob) as u32,
@@ -1436,7 +1437,11 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
             let acc_mem = kb.off(ws, acc_off as i64);
             let bias_g = bias_rt.map(|p| kb.idx(p, grp, (mg * 4) as i64));
             let rq_g = rq.map(|(r, tab)| (r, kb.idx(tab, grp, mg as i64 * r.stride())));
-            let epi_g = epi_tab.map(|t| kb.idx(t, grp, (mg * 64) as i64));
+            // The layer's constants, then the group's channels (16 bytes each).
+            let epi_g = epi_tab.map(|t| {
+                let c = kb.idx(t, grp, (mg * 16) as i64);
+                (t, c)
+            });
             emit_gemm(
                 kb,
                 &Gemm {

@@ -120,7 +120,7 @@ pub(crate) enum EpiRound {
 }
 
 /// An in-tile requantize: one output channel per row (a convolution), the constants of
-/// [`epi_table`] per channel, `elem`-byte outputs `row_bytes` apart; `valid`: columns of
+/// [`epi_table`], `elem`-byte outputs `row_bytes` apart; `valid`: columns of
 /// the tile that exist (the others are not stored).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct DotEpi {
@@ -130,31 +130,29 @@ pub(crate) struct DotEpi {
     pub valid: usize,
 }
 
-/// Per channel, 64 bytes of constants for the in-tile requantize (`Requant::vector_ok`
-/// tables only): multiplier, shift, the rounding terms `c1` and `c2`, `lo - zq`,
-/// `hi - zq` (i64 each), `zq` and the i32 added to the sums first (`add`: the
-/// correction plus a folded bias), as the low dwords of the last two.
-pub(crate) fn epi_table(rq: &Requant, add: &[i32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rq.chans.len() * 64);
-    let round = epi_round(rq.rounding);
+/// The constants of the in-tile requantize (`Requant::vector_ok` tables with one
+/// output zero point only, else None): 64 bytes for the layer (`lo - zq` and `hi - zq`
+/// as i64, `zq` as i32), then 16 bytes per channel: the multiplier and the i32 added to
+/// the sums first (`add`: the correction plus a folded bias) as two i32, the shift as
+/// an i64. The rounding terms follow from the shift in the tile.
+pub(crate) fn epi_table(rq: &Requant, add: &[i32]) -> Option<Vec<u8>> {
+    let zq = rq.chans.first().map_or(0, |c| c[5]);
+    if rq.chans.iter().any(|c| c[5] != zq) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(64 + rq.chans.len() * 16);
+    out.extend((rq.lo - zq).to_le_bytes());
+    out.extend((rq.hi - zq).to_le_bytes());
+    out.extend(zq.to_le_bytes());
+    out.resize(64, 0);
     for (ch, c) in rq.chans.iter().enumerate() {
-        let (mult, s, zq) = (c[0], c[1], c[5]);
-        let mask = (1i64 << s) - 1;
-        let spos = i64::from(s > 0);
-        let half = if s > 0 { 1i64 << (s - 1) } else { 0 };
-        let (c1, c2) = match round {
-            EpiRound::Floor => (0, 0),
-            EpiRound::Ceil | EpiRound::Down | EpiRound::Up => (mask, 0),
-            EpiRound::HalfUp => (half, spos),
-            EpiRound::HalfDown | EpiRound::HalfEven => (half - spos, spos),
-        };
         let folded = if rq.bias_folded { c[4] as i32 } else { 0 };
         let a = add.get(ch).copied().unwrap_or(0).wrapping_add(folded);
-        for q in [mult, s, c1, c2, rq.lo - zq, rq.hi - zq, zq, i64::from(a)] {
-            out.extend(q.to_le_bytes());
-        }
+        out.extend((c[0] as i32).to_le_bytes());
+        out.extend(a.to_le_bytes());
+        out.extend(c[1].to_le_bytes());
     }
-    out
+    Some(out)
 }
 
 fn epi_round(r: qcc_ir::Rounding) -> EpiRound {
@@ -392,9 +390,10 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
                 let ob = g.acc.st_out.bytes() as i64;
                 let out_row = kb.idx(g.out, row0, g.acc.ldc as i64 * ob);
                 let out_tile = kb.idx(out_row, col0, ob);
-                let tab = g.epi_tab.expect("an in-tile requantize has its table");
-                let tab = kb.idx(tab, row0, 64);
-                kb.b.ins().call(f, &[a, b, g.acc_mem, out_tile, tab]);
+                let (tab, chans) = g.epi_tab.expect("an in-tile requantize has its table");
+                let chans = kb.idx(chans, row0, 16);
+                let chans = kb.off(chans, 64);
+                kb.b.ins().call(f, &[a, b, g.acc_mem, out_tile, tab, chans]);
                 return;
             }
             kb.b.ins().call(f, &[a, b, g.acc_mem]);

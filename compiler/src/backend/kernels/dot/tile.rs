@@ -89,11 +89,12 @@ pub(super) fn vnni512(t: &DotTile) -> Result<Vec<u8>, IcedError> {
     a.assemble(0)
 }
 
-/// The requantize of the tile's sums (row r's channel constants at `r8 + 64 r`, see
-/// [`super::EpiTable`]), stored at `rcx + r * row_bytes + v * 16 * elem` (the lanes past
-/// `valid` columns are masked off). Per 16 sums, in i64 lanes: `x + add`, then
-/// `p = x * mult` (`vpmuldq`, even and odd lanes), the rounding term, `p >> s`
-/// (`vpsravq`), the clamp to `[lo - zq, hi - zq]`, then `+ zq` and a narrowing store.
+/// The requantize of the tile's sums: the layer's constants at `r8` and row r's
+/// channel at `r9 + 16 r` (see [`super::epi_table`]); outputs stored at
+/// `rcx + r * row_bytes + v * 16 * elem` (lanes past `valid` columns masked off). Per
+/// 16 sums, in i64 lanes: `x + add`, then `p = x * mult` (`vpmuldq` on the even and
+/// the odd lanes), the rounding term, `p >> s` (`vpsravq`), the clamp to
+/// `[lo - zq, hi - zq]`, then `+ zq` and a narrowing store.
 fn requantize(a: &mut CodeAssembler, t: &DotTile, e: &super::DotEpi) -> Result<(), IcedError> {
     use super::EpiRound as R;
     let (rows, vecs) = (t.rows as usize, t.vecs as usize);
@@ -101,37 +102,52 @@ fn requantize(a: &mut CodeAssembler, t: &DotTile, e: &super::DotEpi) -> Result<(
     a.mov(eax, 0x5555u32)?;
     a.kmovw(k1, eax)?;
     let (x, xo, pe, po, t1, t2) = (zmm0, zmm1, zmm2, zmm3, zmm4, zmm5);
+    let (sh, one, spos, c1) = (zmm6, zmm7, zmm8, zmm9);
+    a.mov(eax, 1u32)?;
+    a.vpbroadcastq(one, rax)?;
     for r in 0..rows {
-        let c = |f: i32| r8 + (r as i32 * 64 + f * 8);
+        let c = |f: i32| r9 + (r as i32 * 16 + f);
+        // The row's shift and rounding terms: c1 (2^s - 1, half, or half - [s > 0]).
+        a.vpbroadcastq(sh, qword_ptr(c(8)))?;
+        a.vpminuq(spos, sh, one)?;
+        a.vpsllvq(c1, one, sh)?;
+        match e.round {
+            R::Floor => {}
+            R::Ceil | R::Down | R::Up => a.vpsubq(c1, c1, one)?,
+            R::HalfUp => a.vpsrlq(c1, c1, 1)?,
+            R::HalfDown | R::HalfEven => {
+                a.vpsrlq(c1, c1, 1)?;
+                a.vpsubq(c1, c1, spos)?;
+            }
+        }
         for v in 0..vecs {
             let valid = e.valid.saturating_sub(v * 16).min(16);
             if valid == 0 {
                 continue;
             }
             a.vmovdqu32(x, zmmword_ptr(rdx + ((r * vecs + v) * 64) as i32))?;
-            a.vpaddd(x, x, dword_bcst(c(7)))?;
+            a.vpaddd(x, x, dword_bcst(c(4)))?;
             a.vpsrlq(xo, x, 32)?;
             a.vpmuldq(pe, x, qword_bcst(c(0)))?;
             a.vpmuldq(po, xo, qword_bcst(c(0)))?;
             for p in [pe, po] {
                 match e.round {
                     R::Floor => {}
-                    R::Ceil => a.vpaddq(p, p, qword_bcst(c(2)))?,
+                    R::Ceil => a.vpaddq(p, p, c1)?,
                     R::Down | R::Up => {
-                        // neg: all ones where p < 0; c1 = 2^s - 1.
+                        // All ones where p < 0.
                         a.vpsraq(t1, p, 63)?;
                         if e.round == R::Down {
-                            a.vpandq(t1, t1, qword_bcst(c(2)))?;
+                            a.vpandq(t1, t1, c1)?;
                         } else {
-                            a.vpandnq(t1, t1, qword_bcst(c(2)))?;
+                            a.vpandnq(t1, t1, c1)?;
                         }
                         a.vpaddq(p, p, t1)?;
                     }
                     R::HalfUp | R::HalfDown => {
-                        // c1 = half (HalfUp) or half - [s > 0] (HalfDown), c2 = [s > 0].
                         a.vpsraq(t1, p, 63)?;
-                        a.vpandq(t1, t1, qword_bcst(c(3)))?;
-                        a.vpaddq(p, p, qword_bcst(c(2)))?;
+                        a.vpandq(t1, t1, spos)?;
+                        a.vpaddq(p, p, c1)?;
                         if e.round == R::HalfUp {
                             a.vpsubq(p, p, t1)?;
                         } else {
@@ -139,20 +155,20 @@ fn requantize(a: &mut CodeAssembler, t: &DotTile, e: &super::DotEpi) -> Result<(
                         }
                     }
                     R::HalfEven => {
-                        // c1 = half - [s > 0], plus bit s of p.
-                        a.vpsrlvq(t1, p, qword_bcst(c(1)))?;
-                        a.vpandq(t1, t1, qword_bcst(c(3)))?;
-                        a.vpaddq(t2, p, qword_bcst(c(2)))?;
+                        // Plus bit s of p.
+                        a.vpsrlvq(t1, p, sh)?;
+                        a.vpandq(t1, t1, spos)?;
+                        a.vpaddq(t2, p, c1)?;
                         a.vpaddq(p, t2, t1)?;
                     }
                 }
-                a.vpsravq(p, p, qword_bcst(c(1)))?;
-                a.vpmaxsq(p, p, qword_bcst(c(4)))?;
-                a.vpminsq(p, p, qword_bcst(c(5)))?;
+                a.vpsravq(p, p, sh)?;
+                a.vpmaxsq(p, p, qword_bcst(r8))?;
+                a.vpminsq(p, p, qword_bcst(r8 + 8))?;
             }
             a.vpsllq(po, po, 32)?;
             a.vpblendmd(x.k1(), po, pe)?;
-            a.vpaddd(x, x, dword_bcst(c(6)))?;
+            a.vpaddd(x, x, dword_bcst(r8 + 16))?;
             let off = (r * e.row_bytes as usize + v * 16 * e.elem as usize) as i32;
             let masked = valid < 16;
             if masked {
