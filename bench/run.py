@@ -173,12 +173,30 @@ def ort_median(path, seconds):
     return float(np.median(times)) * 1e6
 
 
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0, help="time budget per model and engine")
+    ap.add_argument("--bits-only", action="store_true",
+                    help="only the ResNet-20 objects at N bits against ONNX Runtime fp32 and int8")
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     r20, r20q = make_resnet20()
+    print(f"CPU: {cpu_model()}")
+    if a.bits_only:
+        bits_section(r20, a.seconds)
+        print(f"\nonnxruntime {ort.__version__}, numpy {np.__version__}")
+        return
 
     print("== kernels (G MAC/s, single thread, best of 20 calls)")
     sys.stdout.write(cargo_example("bench_kernels", ["20"]))

@@ -5,6 +5,7 @@
 //! popcount-bound ceiling scales as 47 * 4 / (wbits * abits)).
 //!
 //!     cargo run -p qcc --example bench_kernels [-- ITERS]
+//!     QCC_BENCH_ONLY=wide cargo run --release -p qcc --example bench_kernels
 //!     cargo run --release -p qcc --example bench_kernels -- --cost-table [ITERS]
 //!
 //! Every case is checked against the interpreter once before it is timed. The
@@ -16,6 +17,11 @@
 //! rows. Each strategy is measured with the others it competes with
 //! disabled (`costs::without`), so that the table being measured does not decide which
 //! kernel runs.
+//!
+//! The wide tiles (`QCC_BENCH_ONLY=wide`, also printed at the end of `--cost-table`)
+//! are measured for each x86-64 tier the host has, against the peak of their
+//! instruction mix measured on the same CPU (`qcc::backend::measure_peak`); the CPU
+//! model and the detected tier are printed with them.
 
 use std::collections::BTreeMap;
 
@@ -249,6 +255,100 @@ fn cost_table(iters: usize) {
     }
 }
 
+/// The CPU's model name (Linux `/proc/cpuinfo`), for every printed figure.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The assembled wide tiles (`kernels::dot`) against the measured peak of their
+/// instruction mix, for each tier the host has: a matrix product at M = N = 256,
+/// K = 1024 with 8-, 4- and 2-bit weights, and ResNet-20's first-stage convolution
+/// (16 channels, 3x3, 32x32, K = 144). Returns the rows for the cost table.
+fn wide(iters: usize) -> Vec<String> {
+    use qcc::backend::{PeakMix, Tier, measure_peak};
+    let host = target_lexicon::Triple::host().to_string();
+    println!("CPU: {}; detected tier: {}", cpu_model(), Tier::host());
+    let mut rows = Vec::new();
+    let mut r = Rng(0x5eed);
+    let tiers = [
+        (
+            "x86-64-v4+vnni",
+            "Vnni",
+            "DotVnni",
+            PeakMix::VpdpbusdZmm,
+            false,
+        ),
+        ("x86-64-v3", "Avx2", "DotAvx2", PeakMix::VpmaddubswYmm, true),
+    ];
+    for (cpu, tname, strategy, mix, small) in tiers {
+        let Some(peak) = measure_peak(mix, 20_000_000, 5) else {
+            println!("tier {cpu}: skipped (this CPU does not have it)");
+            continue;
+        };
+        println!("tier {cpu}: peak of {} {peak:.1} G MAC/s", mix.name());
+        let target = Target::new(&host, cpu).expect("tier target");
+        for wb in [8u8, 4, 2] {
+            // 8-bit weights: anywhere in i8 with VNNI, within +-64 (the pair check)
+            // for AVX2.
+            let (m, xin) = if small || wb < 8 {
+                maddubs_case(&mut r, (256, 256, 1024), wb, 8)
+            } else {
+                matmul_case(&mut r, (256, 256, 1024), 8)
+            };
+            let macs = 256 * 256 * 1024u64;
+            let jit = JitModel::with_target(&m, &target).expect("compile");
+            let kernel = jit.report().layers[0].kernel.clone();
+            match measure(&m, std::slice::from_ref(&xin), macs, iters, &target) {
+                Some(g) => {
+                    println!(
+                        "  matmul u8 x w{wb} 256x256x1024  {g:>7.2} G MAC/s  {:>3.0}% of peak  [{kernel}]",
+                        100.0 * g / peak
+                    );
+                    rows.push(format!(
+                        "    row({tname}, {strategy}, {wb}, 8, {g:.2}, Measured),"
+                    ));
+                }
+                None => println!("  matmul w{wb}: MISMATCH"),
+            }
+        }
+        // ResNet-20 stage 1: 16 -> 16 channels, 3x3 pad 1, 32x32.
+        let mut m = Module::new("conv_stage1");
+        let x = m.add_input("x", TensorType::new(q(8, false, 3), vec![1, 16, 32, 32]));
+        let half = if small { 64 } else { 127 };
+        let w = m.add_const(
+            "w",
+            TensorType::new(q(8, true, 0), vec![16, 16, 3, 3]),
+            ConstData::Int((0..16 * 144).map(|_| r.i(-half, half)).collect()),
+        );
+        let mut a = BTreeMap::new();
+        a.insert("pads".to_string(), Attr::Ints(vec![1; 4]));
+        let y = node(&mut m, Op::Conv2dInt, &[x, w], a, ElemType::I32);
+        m.outputs.push(y);
+        let xin = Tensor::int(
+            vec![1, 16, 32, 32],
+            (0..16 * 1024).map(|_| r.i(0, 255)).collect(),
+        );
+        let macs = 16 * 1024 * 144u64;
+        let jit = JitModel::with_target(&m, &target).expect("compile");
+        let kernel = jit.report().layers[0].kernel.clone();
+        if let Some(g) = measure(&m, &[xin], macs, iters * 10, &target) {
+            println!(
+                "  conv 16->16 3x3 32x32 (K=144)     {g:>7.2} G MAC/s  {:>3.0}% of peak  [{kernel}]",
+                100.0 * g / peak
+            );
+        }
+    }
+    rows
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).peekable();
     let table = args.peek().is_some_and(|a| a == "--cost-table");
@@ -258,6 +358,13 @@ fn main() {
     let iters: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
     if table {
         cost_table(iters);
+        for row in wide(iters) {
+            println!("{row}");
+        }
+        return;
+    }
+    if std::env::var("QCC_BENCH_ONLY").is_ok_and(|o| o == "wide") {
+        wide(iters);
         return;
     }
     // QCC_BENCH_ONLY=WORD runs only the cases whose label contains WORD.

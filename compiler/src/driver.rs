@@ -67,6 +67,17 @@ pub const QONNX_PASSES: &[&str] = &["rewrite", "dce"];
 
 /// Loads `path` (`.onnx` or `.qir`); `input_shapes` fixes ONNX input shapes.
 pub fn load(path: &Path, input_shapes: &BTreeMap<String, Vec<usize>>) -> Result<Loaded> {
+    load_for(path, input_shapes, &crate::quant::QuantFlags::default())
+}
+
+/// [`load`] for the quantization flags `quant`: with `--requantize` a QONNX model keeps
+/// its quantizers as quantize/dequantize pairs (no integer lowering), so that they can
+/// be taken out again.
+pub fn load_for(
+    path: &Path,
+    input_shapes: &BTreeMap<String, Vec<usize>>,
+    quant: &crate::quant::QuantFlags,
+) -> Result<Loaded> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
         "onnx" => {
@@ -83,7 +94,7 @@ pub fn load(path: &Path, input_shapes: &BTreeMap<String, Vec<usize>>) -> Result<
             crate::passes::cleanup::pipeline()
                 .run(&mut m, &mut |_| {})
                 .with_context(|| format!("{}: the cleanup passes failed", path.display()))?;
-            if qonnx {
+            if qonnx && !quant.requantize {
                 // A QONNX (Brevitas, FINN) model: its quantizers are now quantize /
                 // dequantize pairs; the rewrite engine fuses the layers into integer
                 // kernels.
@@ -218,7 +229,8 @@ pub struct CompileArgs {
     pub cpu: Option<String>,
     pub input_shapes: Vec<String>,
     pub emit: Vec<String>,
-    pub report: Option<PathBuf>,
+    /// `--report`: `.html` paths get the page, others the JSON report.
+    pub report: Vec<PathBuf>,
     /// `--bits`, `--calib`, ...: quantize a float model first.
     pub quant: crate::quant::QuantFlags,
 }
@@ -273,13 +285,13 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
     let header_path = out.with_extension("h");
     let times = std::env::var_os("QCC_PHASE_TIMES").is_some();
     let t0 = std::time::Instant::now();
-    let loaded = load(&a.model, &shapes)?;
+    let loaded = load_for(&a.model, &shapes, &a.quant)?;
     if times {
         eprintln!("phase load: {:.2} s", t0.elapsed().as_secs_f64());
     }
     let quantized = quantize(&a.quant, &loaded.module, &a.model)?;
     let t0 = std::time::Instant::now();
-    let m = quantized.as_ref().unwrap_or(&loaded.module);
+    let m = quantized.as_ref().map_or(&loaded.module, |q| &q.0);
     if kinds.contains(&EmitKind::Ir) {
         let p = out.with_extension(EmitKind::Ir.extension());
         write(&p, m.to_string())?;
@@ -305,8 +317,18 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
     }
     write(&out, &compiled.object)?;
     write(&header_path, &compiled.header)?;
-    if let Some(r) = &a.report {
-        write(r, compiled.report.to_json())?;
+    for r in &a.report {
+        if r.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("html"))
+        {
+            let page = html_report(&compiled.report, quantized.as_ref().map(|q| &q.1), &t);
+            write(r, page.render())?;
+        } else {
+            write(
+                r,
+                json_report(&compiled.report, quantized.as_ref().map(|q| &q.1)),
+            )?;
+        }
     }
     eprint!("{}", compiled.report);
     eprintln!(
@@ -320,17 +342,155 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
 
 /// Applies the quantization flags (`--bits`, `--calib`, ...) to a loaded float module;
 /// prints the quantization report on stderr.
-fn quantize(flags: &crate::quant::QuantFlags, m: &Module, model: &Path) -> Result<Option<Module>> {
-    match flags
+fn quantize(
+    flags: &crate::quant::QuantFlags,
+    m: &Module,
+    model: &Path,
+) -> Result<Option<(Module, crate::quant::QuantReport)>> {
+    let q = flags
         .apply(m)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?
-    {
-        Some((q, report)) => {
-            eprint!("{report}");
-            Ok(Some(q))
-        }
-        None => Ok(None),
+        .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
+    if let Some((_, report)) = &q {
+        eprint!("{report}");
     }
+    Ok(q)
+}
+
+/// The JSON compile report, with a `quantization` section when the flags quantized the
+/// model: per conv/gemm/matmul layer its bits, and the `--budget` choice when one was
+/// made.
+fn json_report(compiled: &backend::Report, quant: Option<&crate::quant::QuantReport>) -> String {
+    let mut o = compiled.to_json();
+    let Some(q) = quant else {
+        return o;
+    };
+    let js = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let num = |x: f64| {
+        if x.is_finite() {
+            format!("{x:e}")
+        } else {
+            "null".into()
+        }
+    };
+    let trimmed = o.trim_end().trim_end_matches('}').trim_end().len();
+    o.truncate(trimmed);
+    o.push_str(",\n  \"quantization\": {\n    \"layers\": [");
+    for (i, l) in q.layers.iter().enumerate() {
+        let cands = q.selection.as_ref().map_or_else(String::new, |s| {
+            s.candidates[i]
+                .iter()
+                .map(|&(w, a, e)| {
+                    format!("{{\"wbits\": {w}, \"abits\": {a}, \"error\": {}}}", num(e))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        o.push_str(if i == 0 { "\n      " } else { ",\n      " });
+        o.push_str(&format!(
+            "{{\"name\": {}, \"op\": {}, \"wbits\": {}, \"abits\": {}, \"edge\": {}, \"candidates\": [{cands}]}}",
+            js(&l.name),
+            js(l.op.name()),
+            l.wbits,
+            l.abits,
+            l.edge
+        ));
+    }
+    o.push_str("\n    ]");
+    if let Some(s) = &q.selection {
+        o.push_str(&format!(
+            ",\n    \"selection\": {{\"how\": {}, \"metric\": {}, \"predicted_error\": {}, \"measured_error\": {}, \"avg_bits\": {}, \"size_bytes\": {}, \"latency_ms\": {}}}",
+            js(&s.how),
+            js(&s.metric),
+            num(s.predicted),
+            s.measured.map_or("null".into(), num),
+            num(s.avg_bits),
+            num(s.size_bytes),
+            num(s.latency_ms)
+        ));
+    }
+    o.push_str("\n  }\n}\n");
+    o
+}
+
+/// The bit-width page of a compiled model: its conv/gemm/matmul layers with their bits
+/// (from the quantization report; a model that arrived quantized shows the integer
+/// kernels' operand bits), kernels and weight bytes (from the compile report).
+fn html_report(
+    compiled: &backend::Report,
+    quant: Option<&crate::quant::QuantReport>,
+    t: &backend::Target,
+) -> crate::quant::html::HtmlReport {
+    use crate::quant::html::{HtmlLayer, HtmlReport};
+    let kernels: Vec<&backend::LayerReport> = compiled
+        .layers
+        .iter()
+        .filter(|l| {
+            l.macs > 0
+                && (l.op.starts_with("conv2d")
+                    || l.op.starts_with("matmul")
+                    || l.op.starts_with("gemm"))
+        })
+        .collect();
+    let mut page = HtmlReport {
+        model: compiled.model.clone(),
+        target: format!("{} (--cpu {})", compiled.target, t.cpu),
+        weight_bytes: compiled.weight_bytes,
+        float_weight_bytes: compiled.float_weight_bytes,
+        metric: "-".into(),
+        how: "the model's own quantization".into(),
+        ..Default::default()
+    };
+    match quant {
+        Some(q) => {
+            let sel = q.selection.as_ref();
+            page.how = sel.map_or_else(
+                || match q.layers.iter().find(|l| !l.edge) {
+                    Some(l) => format!(
+                        "uniform flags (w{} a{} in the middle layers)",
+                        l.wbits, l.abits
+                    ),
+                    None => "uniform flags".into(),
+                },
+                |s| s.how.clone(),
+            );
+            if let Some(s) = sel {
+                page.metric = s.metric.clone();
+                page.predicted = Some(s.predicted);
+                page.measured = s.measured;
+            }
+            page.notes = q.notes.clone();
+            for (i, l) in q.layers.iter().enumerate() {
+                let k = kernels
+                    .iter()
+                    .find(|k| k.loc.as_deref() == Some(l.name.as_str()));
+                page.layers.push(HtmlLayer {
+                    name: l.name.clone(),
+                    op: l.op.name().to_string(),
+                    wbits: l.wbits,
+                    abits: l.abits,
+                    kernel: k.map_or_else(|| "-".into(), |k| k.kernel.clone()),
+                    weight_bytes: k.map_or(0, |k| k.rodata_bytes),
+                    candidates: sel.map(|s| s.candidates[i].clone()).unwrap_or_default(),
+                    preds: l.preds.clone(),
+                });
+            }
+        }
+        None => {
+            for (i, k) in kernels.iter().enumerate() {
+                page.layers.push(HtmlLayer {
+                    name: k.loc.clone().unwrap_or_else(|| k.result.clone()),
+                    op: k.op.clone(),
+                    wbits: k.input_bits.get(1).copied().unwrap_or(32).min(255) as u8,
+                    abits: k.input_bits.first().copied().unwrap_or(32).min(255) as u8,
+                    kernel: k.kernel.clone(),
+                    weight_bytes: k.rodata_bytes,
+                    candidates: Vec::new(),
+                    preds: if i > 0 { vec![i - 1] } else { Vec::new() },
+                });
+            }
+        }
+    }
+    page
 }
 
 /// The flags of `qcc calibrate`.
@@ -343,6 +503,10 @@ pub struct CalibrateArgs {
     pub input_shapes: Vec<String>,
     /// The profile to write (.qprof).
     pub output: PathBuf,
+    /// Also measure and store the per-layer sensitivity.
+    pub sensitivity: bool,
+    /// Its metric (`kl`, `mse`); default by the model's output.
+    pub metric: Option<String>,
     /// No progress bar.
     pub quiet: bool,
 }
@@ -370,7 +534,28 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
     };
     let stats = crate::quant::calibrate(m, &a.calib, &opts)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
-    let profile = crate::quant::Profile::new(&stats, m, &a.model, &a.calib, a.calib_limit);
+    let mut profile = crate::quant::Profile::new(&stats, m, &a.model, &a.calib, a.calib_limit);
+    if a.sensitivity {
+        let opts = crate::quant::sensitivity::SensOptions {
+            metric: a
+                .metric
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            ..Default::default()
+        };
+        let s = crate::quant::sensitivity::measure_sensitivity(
+            m,
+            &stats,
+            &a.calib,
+            a.calib_limit,
+            &opts,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+        eprint!("{s}");
+        profile.set_sensitivity(&s);
+    }
     profile.save(&a.output).map_err(anyhow::Error::msg)?;
     eprintln!(
         "wrote {} (statistics of {} values on {} samples; use it with --profile {})",
@@ -462,8 +647,8 @@ fn execute(a: &RunArgs, engine: Engine) -> Result<()> {
             shapes.entry(n.clone()).or_insert_with(|| t.shape.clone());
         }
     }
-    let loaded = load(&a.model, &shapes)?;
-    let quantized = quantize(&a.quant, &loaded.module, &a.model)?;
+    let loaded = load_for(&a.model, &shapes, &a.quant)?;
+    let quantized = quantize(&a.quant, &loaded.module, &a.model)?.map(|q| q.0);
     let m = quantized.as_ref().unwrap_or(&loaded.module);
     if tensors.len() != m.inputs.len() {
         let names: Vec<String> = m
@@ -635,9 +820,9 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
         }
         shapes.insert(names[0].clone(), sample_shape.clone());
     }
-    let loaded = load(&a.model, &shapes)?;
+    let loaded = load_for(&a.model, &shapes, &a.quant)?;
     let m = &loaded.module;
-    let quantized = quantize(&a.quant, m, &a.model)?;
+    let quantized = quantize(&a.quant, m, &a.model)?.map(|q| q.0);
     let compiled = quantized.as_ref().unwrap_or(m);
     if m.inputs.len() != 1 {
         bail!(

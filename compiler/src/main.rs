@@ -91,9 +91,11 @@ enum Command {
         /// Also write OUT.qir (ir), OUT.clif (clif) and/or OUT.s (asm).
         #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
         emit: Vec<String>,
-        /// Write the compile report as JSON here (the text form goes to stderr).
-        #[arg(long, value_name = "FILE.json")]
-        report: Option<PathBuf>,
+        /// Write the compile report here: FILE.html as a self-contained page (layer
+        /// graph coloured by bits, per-layer table, sensitivity curves), any other name
+        /// as JSON; may be given more than once. The text form goes to stderr.
+        #[arg(long, value_name = "FILE.json|FILE.html")]
+        report: Vec<PathBuf>,
         #[command(flatten)]
         quant: qcc::quant::QuantFlags,
     },
@@ -114,6 +116,14 @@ enum Command {
         /// The profile to write.
         #[arg(short, long, value_name = "OUT.qprof")]
         output: PathBuf,
+        /// Also measure each conv/gemm/matmul layer's sensitivity (the output error when
+        /// only that layer is quantized, per candidate bit-width) and store it, so that
+        /// `--budget` with `--profile` needs no data.
+        #[arg(long)]
+        sensitivity: bool,
+        /// What the sensitivity measures: kl (classifiers) or mse; default by the output.
+        #[arg(long, value_name = "METRIC", value_parser = ["kl", "mse"], requires = "sensitivity")]
+        metric: Option<String>,
         /// No progress bar (it is drawn only on a terminal anyway).
         #[arg(long, short = 'q')]
         quiet: bool,
@@ -274,6 +284,8 @@ fn main() -> ExitCode {
             calib_limit,
             input_shapes,
             output,
+            sensitivity,
+            metric,
             quiet,
         } => qcc::driver::calibrate(&qcc::driver::CalibrateArgs {
             model: model.clone(),
@@ -281,6 +293,8 @@ fn main() -> ExitCode {
             calib_limit: *calib_limit,
             input_shapes: input_shapes.clone(),
             output: output.clone(),
+            sensitivity: *sensitivity,
+            metric: metric.clone(),
             quiet: *quiet,
         }),
         Command::Run {

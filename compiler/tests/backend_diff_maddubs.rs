@@ -15,11 +15,14 @@ use qcc::backend::costs::{self, Strategy};
 use qcc::backend::{JitModel, Target};
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, ValueId};
 
-/// The strategies this kernel competes with, disabled to force it where it applies.
-const OTHERS: [Strategy; 3] = [
+/// The strategies this kernel competes with, disabled to force it where it applies
+/// (the wide tiles of the same family too: `backend_diff_wide` tests those).
+const OTHERS: [Strategy; 5] = [
     Strategy::Int8Pmaddwd,
     Strategy::Int8PackedW,
     Strategy::BitSerial,
+    Strategy::DotVnni,
+    Strategy::DotAvx2,
 ];
 
 fn forced<R>(f: impl FnOnce() -> R) -> R {
@@ -370,7 +373,7 @@ fn group_length_follows_the_weights() {
 }
 
 /// The cost table's own choice: on the host (SSSE3) narrow weights with 8-bit
-/// activations take the kernel; the baseline ISA and aarch64 never do.
+/// activations take the family's kernel; the baseline ISA and aarch64 never do.
 #[test]
 fn selection_by_cost_table_and_isa() {
     let mut r = Rng(5);
@@ -378,8 +381,12 @@ fn selection_by_cost_table_and_isa() {
     let wd = codes(&mut r, &we, 135);
     let b = conv_with(we.clone(), wd.clone(), act(8, false, 0), None);
     check(&b).unwrap();
+    // The host's own choice: this family, 128-bit or a wide tile of its tier.
     let k = kernel_of(&b);
-    assert!(k.contains("pmaddubsw") && k.contains(".w4packed"), "{k}");
+    assert!(
+        (k.contains("pmaddubsw") || k.contains("vpdpbusd")) && k.contains(".w4packed"),
+        "{k}"
+    );
     let t = Target::new(&target_lexicon::Triple::host().to_string(), "baseline").unwrap();
     let jit = JitModel::with_target(&b.m, &t).unwrap();
     assert!(jit.report().layers[0].kernel.contains("pmaddwd"));

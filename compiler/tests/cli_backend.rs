@@ -376,3 +376,80 @@ fn eval_prints_accuracy_of_both_and_their_agreement() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--requantize` turns QDQ and QONNX models back into float so that new bits can be
+/// chosen; integer (QOperator) models and a missing bit request get clear errors.
+#[test]
+fn requantize_takes_qdq_and_qonnx_and_refuses_qoperator() {
+    let dir = temp_dir("requantize");
+    let data = model("digits_test.npz");
+    let calib = model("digits_train.npz");
+    for m in ["digits_cnn_qdq.onnx", "digits_w2a2.onnx"] {
+        let (code, out, err) = qcc_in(
+            &dir,
+            &[
+                "eval",
+                &model(m),
+                "--data",
+                &data,
+                "--limit",
+                "60",
+                "--requantize",
+                "--bits",
+                "8",
+                "--calib",
+                &calib,
+                "--calib-limit",
+                "64",
+            ],
+        );
+        assert_eq!(code, 0, "{m}: {err}");
+        let agree: f64 = out
+            .lines()
+            .chain(err.lines())
+            .find_map(|l| l.strip_prefix("agreement:"))
+            .and_then(|l| l.trim().split('%').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{m}: no agreement line in {out}{err}"));
+        assert!(agree >= 95.0, "{m}: 8-bit requantized agrees on {agree}%");
+    }
+    fails(
+        &dir,
+        &[
+            "eval",
+            &model("digits_cnn_qop.onnx"),
+            "--data",
+            &data,
+            "--requantize",
+            "--bits",
+            "4",
+            "--calib",
+            &calib,
+        ],
+        &["--requantize", "conv2d_int", "QOperator"],
+    );
+    fails(
+        &dir,
+        &[
+            "eval",
+            &model("digits_cnn_qdq.onnx"),
+            "--data",
+            &data,
+            "--requantize",
+        ],
+        &["--requantize needs --bits"],
+    );
+    fails(
+        &dir,
+        &[
+            "eval",
+            &model("digits_cnn_qdq.onnx"),
+            "--data",
+            &data,
+            "--bits",
+            "4",
+            "--calib",
+            &calib,
+        ],
+        &["already quantized", "--requantize"],
+    );
+}

@@ -289,3 +289,57 @@ fn resnet_pool_and_last_add_are_integer() {
         .collect();
     assert!(float_ops.is_empty(), "f32 ops left: {float_ops:?}\n{q}");
 }
+
+/// A per-layer plan (what `--budget` chooses) sets each layer's bits, edges included,
+/// binarizes where it says (1, 1), and runs on the JIT as the interpreter does.
+#[test]
+fn per_layer_plan_sets_each_layers_bits() {
+    let name = "digits_resnet_folded.onnx";
+    let m = float_module(name);
+    let stats = calib(&m, CalibMethod::MinMax);
+    let (_, uniform) = quantize_model(&m, &stats, &QuantOptions::bits(8)).unwrap();
+    let names: Vec<String> = uniform.layers.iter().map(|l| l.name.clone()).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    let plan = [(3u8, 8u8), (2, 4), (1, 1), (4, 3)];
+    let opts = QuantOptions {
+        layer_bits: names.iter().cloned().zip(plan).collect(),
+        ..QuantOptions::bits(8)
+    };
+    let (mut q, report) = quantize_model(&m, &stats, &opts).unwrap();
+    let got: Vec<(u8, u8)> = report.layers.iter().map(|l| (l.wbits, l.abits)).collect();
+    assert_eq!(got, plan);
+    assert!(report.layers.iter().all(|l| !l.edge));
+    Pipeline::from_names("test", &["rewrite", "dce"])
+        .unwrap()
+        .run(&mut q, &mut |_| {})
+        .unwrap();
+    assert!(float_kernels(&q).is_empty());
+    let jit = qcc::backend::JitModel::new(&q).unwrap_or_else(|e| panic!("JIT: {e}"));
+    let (xs, _) = test_set();
+    let xs = &xs[..40];
+    let li = logits(&q, xs);
+    for (x, want) in xs.iter().zip(&li) {
+        let got = jit.run(std::slice::from_ref(x)).unwrap()[0]
+            .as_f32()
+            .unwrap()
+            .to_vec();
+        let d = got
+            .iter()
+            .zip(want)
+            .fold(0f32, |d, (a, b)| d.max((a - b).abs()));
+        assert!(d < 1e-4, "JIT and interpreter differ by {d}");
+    }
+
+    // Bad plans name the layer and what works.
+    let bad = |plan: Vec<(&str, (u8, u8))>| {
+        let opts = QuantOptions {
+            layer_bits: plan.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            ..QuantOptions::bits(8)
+        };
+        quantize_model(&m, &stats, &opts).unwrap_err()
+    };
+    let e = bad(vec![("/nope/Conv", (4, 4))]);
+    assert!(e.contains("/nope/Conv") && e.contains(&names[1]), "{e}");
+    let e = bad(vec![(names[1].as_str(), (1, 4))]);
+    assert!(e.contains(&names[1]) && e.contains("both take 1"), "{e}");
+}

@@ -51,7 +51,7 @@ fn round_trip_gives_equal_stats() {
     assert!(stats.values.values().any(|v| !v.ch_min.is_empty()));
     // Written by the CLI, read by the library.
     let profile = Profile::load(&p).unwrap();
-    assert_eq!(profile.version, 1);
+    assert_eq!(profile.version, qcc::quant::profile::VERSION);
     assert_eq!(profile.model_file, "digits_cnn_folded.onnx");
     assert_eq!(profile.data_file, "digits_train.npz");
     assert_eq!(profile.sample_limit, Some(12));

@@ -52,16 +52,24 @@ pub enum Strategy {
     /// layer may still fall back to [`Strategy::Int8Pmaddwd`] / [`Strategy::Int8PackedW`].
     /// Rows on x86_64 with SSSE3 only.
     Maddubs,
+    /// u8 x i8 with the assembled AVX512-VNNI tile (`vpdpbusd` zmm, exact for every
+    /// weight that fits i8; `kernels::dot`). Rows on the v4+vnni tier only.
+    DotVnni,
+    /// u8 x i8 with the assembled AVX2 tile (`vpmaddubsw` + `vpmaddwd` ymm), for the
+    /// layers that pass `pmaddubsw`'s pair check. Rows on the v3 tier (and above).
+    DotAvx2,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 6] = [
+    pub const ALL: [Strategy; 8] = [
         Strategy::F32Gemm,
         Strategy::Int8Pmaddwd,
         Strategy::Int8PackedW,
         Strategy::BitSerial,
         Strategy::Xnor,
         Strategy::Maddubs,
+        Strategy::DotVnni,
+        Strategy::DotAvx2,
     ];
 
     /// Whether the strategy computes a product of `wbits`-bit weights and `abits`-bit
@@ -73,7 +81,9 @@ impl Strategy {
             Strategy::Int8PackedW => wbits < 8 && abits <= 8,
             Strategy::BitSerial => (2..=4).contains(&wbits) && (2..=4).contains(&abits),
             Strategy::Xnor => wbits == 1 && abits == 1,
-            Strategy::Maddubs => (1..=8).contains(&wbits) && (1..=8).contains(&abits),
+            Strategy::Maddubs | Strategy::DotVnni | Strategy::DotAvx2 => {
+                (1..=8).contains(&wbits) && (1..=8).contains(&abits)
+            }
         }
     }
 }
@@ -87,18 +97,24 @@ impl fmt::Display for Strategy {
             Strategy::BitSerial => "bit-serial",
             Strategy::Xnor => "xnor-popcount",
             Strategy::Maddubs => "int8-pmaddubsw",
+            Strategy::DotVnni => "int8-vpdpbusd-zmm",
+            Strategy::DotAvx2 => "int8-vpmaddubsw-ymm",
         })
     }
 }
 
-/// The targets the table covers.
+/// The targets the table covers: one per tier of kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CostTarget {
-    /// x86_64 with the host's (`native`) feature set: the project's machine kind.
+    /// x86_64 with SSSE3 and popcnt: Cranelift's 128-bit kernels.
     X86_64Native,
     /// x86_64 with SSE2 only (`baseline`: no popcnt, no SSSE3, no FMA).
     X86_64Baseline,
     Aarch64,
+    /// x86-64-v3 (AVX2): the 128-bit kernels plus the assembled ymm tiles.
+    X86_64Avx2,
+    /// x86-64-v4 with VNNI: plus the assembled zmm `vpdpbusd` tiles.
+    X86_64Avx512Vnni,
 }
 
 impl CostTarget {
@@ -108,7 +124,11 @@ impl CostTarget {
     /// and SSSE3 (what separates the native from the baseline figures of the popcount
     /// kernels; SSSE3's `pmaddubsw` is what [`Strategy::Maddubs`] needs, so a flag set
     /// with `popcnt` but no SSSE3, such as `barcelona`, takes the baseline rows).
-    pub fn of_isa(isa: &dyn cranelift_codegen::isa::TargetIsa) -> CostTarget {
+    /// `tier`: the x86-64 tier the assembled kernels may use (None: none of them).
+    pub fn of_isa(
+        isa: &dyn cranelift_codegen::isa::TargetIsa,
+        tier: Option<super::Tier>,
+    ) -> CostTarget {
         let has = |name: &str| {
             isa.isa_flags()
                 .iter()
@@ -116,16 +136,28 @@ impl CostTarget {
         };
         match isa.triple().architecture {
             target_lexicon::Architecture::Aarch64(_) => CostTarget::Aarch64,
-            _ if has("has_popcnt") && has("has_ssse3") => CostTarget::X86_64Native,
+            _ if has("has_popcnt") && has("has_ssse3") => match tier {
+                Some(t) if t.avx512_vnni() => CostTarget::X86_64Avx512Vnni,
+                Some(t) if t.avx2() => CostTarget::X86_64Avx2,
+                _ => CostTarget::X86_64Native,
+            },
             _ => CostTarget::X86_64Baseline,
         }
     }
 
-    pub fn of(target: &super::Target) -> CostTarget {
-        match target.triple.architecture {
-            target_lexicon::Architecture::Aarch64(_) => CostTarget::Aarch64,
-            _ if target.cpu == "baseline" => CostTarget::X86_64Baseline,
-            _ => CostTarget::X86_64Native,
+    /// The rows of `target` (None when its flags are not valid).
+    pub fn of(target: &super::Target) -> Option<CostTarget> {
+        let isa = target.isa(true).ok()?;
+        Some(CostTarget::of_isa(&*isa, target.tier().ok()?))
+    }
+
+    /// The tier whose rows this one inherits for the strategies it has no row of: a
+    /// wider tier runs every kernel of the narrower ones.
+    pub fn base(self) -> Option<CostTarget> {
+        match self {
+            CostTarget::X86_64Avx512Vnni => Some(CostTarget::X86_64Avx2),
+            CostTarget::X86_64Avx2 => Some(CostTarget::X86_64Native),
+            _ => None,
         }
     }
 }
@@ -169,9 +201,12 @@ const fn row(
     }
 }
 
-use CostTarget::{Aarch64, X86_64Baseline as Base, X86_64Native as Native};
+use CostTarget::{
+    Aarch64, X86_64Avx2 as Avx2, X86_64Avx512Vnni as Vnni, X86_64Baseline as Base,
+    X86_64Native as Native,
+};
 use Source::{Measured, Unmeasured};
-use Strategy::{BitSerial, F32Gemm, Int8PackedW, Int8Pmaddwd, Maddubs, Xnor};
+use Strategy::{BitSerial, DotAvx2, DotVnni, F32Gemm, Int8PackedW, Int8Pmaddwd, Maddubs, Xnor};
 
 /// The cost table. For one target and strategy, the row that applies to (w, a) bits is
 /// the one with the fewest bits that are at least (w, a) (see [`gmacs`]).
@@ -230,6 +265,9 @@ pub const TABLE: &[Row] = &[
     row(Native, Maddubs, 2, 2, 47.72, Measured),
     row(Native, Maddubs, 3, 2, 57.91, Measured),
     row(Native, Maddubs, 4, 2, 46.52, Measured),
+    // The assembled wide tiles (bench_kernels --cost-table; see the module notes).
+    row(Vnni, DotVnni, 8, 8, 150.0, Measured),
+    row(Avx2, DotAvx2, 8, 8, 70.0, Measured),
     // aarch64: not measured; the x86_64 native figures.
     row(Aarch64, F32Gemm, 32, 32, 13.98, Unmeasured),
     row(Aarch64, Int8Pmaddwd, 8, 8, 23.67, Unmeasured),
@@ -244,13 +282,23 @@ pub fn gmacs(strategy: Strategy, wbits: u32, abits: u32, target: CostTarget) -> 
     if !strategy.applies(wbits, abits) {
         return None;
     }
-    TABLE
-        .iter()
-        .filter(|r| {
-            r.target == target && r.strategy == strategy && r.wbits >= wbits && r.abits >= abits
-        })
-        .min_by_key(|r| (r.wbits + r.abits, r.wbits))
-        .map(|r| r.gmacs)
+    let mut t = Some(target);
+    while let Some(tt) = t {
+        if TABLE
+            .iter()
+            .any(|r| r.target == tt && r.strategy == strategy)
+        {
+            return TABLE
+                .iter()
+                .filter(|r| {
+                    r.target == tt && r.strategy == strategy && r.wbits >= wbits && r.abits >= abits
+                })
+                .min_by_key(|r| (r.wbits + r.abits, r.wbits))
+                .map(|r| r.gmacs);
+        }
+        t = tt.base();
+    }
+    None
 }
 
 /// Modelled time in nanoseconds of `macs` multiply-accumulates with `strategy`;
@@ -329,15 +377,22 @@ mod tests {
 
     #[test]
     fn every_strategy_has_a_row_on_every_target() {
-        for t in [Native, Base, Aarch64] {
+        for t in [Native, Base, Aarch64, Avx2, Vnni] {
             for s in Strategy::ALL {
-                if s == Maddubs && t != Native {
-                    // pmaddubsw needs SSSE3: no row, so never chosen there.
-                    assert!(!TABLE.iter().any(|r| r.target == t && r.strategy == s));
+                let wide_only = match s {
+                    DotVnni => t != Vnni,
+                    DotAvx2 => !matches!(t, Avx2 | Vnni),
+                    _ => false,
+                };
+                if (s == Maddubs && !matches!(t, Native | Avx2 | Vnni)) || wide_only {
+                    // No row: never chosen there.
+                    assert_eq!(gmacs(s, 8, 8, t), None, "{s} on {t:?}");
                     continue;
                 }
                 assert!(
-                    TABLE.iter().any(|r| r.target == t && r.strategy == s),
+                    gmacs(s, 8, 8, t).is_some()
+                        || gmacs(s, 2, 2, t).is_some()
+                        || gmacs(s, 1, 1, t).is_some(),
                     "{s} on {t:?}"
                 );
             }

@@ -5,13 +5,13 @@
 //! (`NAME__kI_OP`) and data objects (`NAME__dI`) are local, numbered in schedule
 //! order, so the same module gives the same object bytes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{
-    AbiParam, Function, GlobalValue, InstBuilder, Signature, UserFuncName, Value,
+    AbiParam, FuncRef, Function, GlobalValue, InstBuilder, Signature, UserFuncName, Value,
 };
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -20,12 +20,13 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 use qcc_ir::{Module, ValueDef};
 
 use super::BackendError;
+use super::asm::{self, AsmFn};
 use super::kb::Kb;
 use super::kernels::{self, DataSink, Ecx, Lowering};
 use super::plan::{self, Loc, MemoryPlan};
 use super::report::{LayerReport, Report};
 use super::select::{self, Dest, Schedule};
-use super::target::Features;
+use super::target::{Features, Tier};
 
 /// What [`build`] produced.
 pub(crate) struct Built {
@@ -61,6 +62,7 @@ pub(crate) fn compile_object(
     m: &Module,
     name: &str,
     isa: OwnedTargetIsa,
+    tier: Option<Tier>,
 ) -> Result<ObjectOut, BackendError> {
     let builder = ObjectBuilder::new(
         isa,
@@ -69,7 +71,7 @@ pub(crate) fn compile_object(
     )
     .map_err(|e| internal("object builder", e))?;
     let mut module = ObjectModule::new(builder);
-    let built = build(&mut module, m, name, Text::None)?;
+    let built = build(&mut module, m, name, Text::None, tier)?;
     let object = module
         .finish()
         .emit()
@@ -84,6 +86,7 @@ pub(crate) fn text(
     m: &Module,
     name: &str,
     isa: OwnedTargetIsa,
+    tier: Option<Tier>,
     what: Text,
 ) -> Result<String, BackendError> {
     let builder = ObjectBuilder::new(
@@ -93,15 +96,51 @@ pub(crate) fn text(
     )
     .map_err(|e| internal("object builder", e))?;
     let mut module = ObjectModule::new(builder);
-    Ok(build(&mut module, m, name, what)?.text)
+    Ok(build(&mut module, m, name, what, tier)?.text)
 }
 
-/// Data objects defined so far (kept across kernels).
+/// Data objects and assembled functions defined so far (kept across kernels).
 #[derive(Default)]
 struct DataState {
     count: usize,
     bytes: u64,
     dedupe: HashMap<(Vec<u8>, u64), DataId>,
+    /// Assembled functions, each defined once, named after its parameters.
+    asm: BTreeMap<AsmFn, FuncId>,
+    /// Their disassembly, when [`Text::Asm`] is asked for.
+    asm_text: Option<String>,
+    /// The first failure to assemble or define one (a bug of ours).
+    asm_err: Option<BackendError>,
+}
+
+/// The assembled function `f` in `module`: declared and defined on first use.
+fn asm_func_id<M: ClModule>(module: &mut M, st: &mut DataState, prefix: &str, f: &AsmFn) -> FuncId {
+    if let Some(&id) = st.asm.get(f) {
+        return id;
+    }
+    let name = format!("{prefix}__a_{}", f.symbol());
+    let s = sig(module, f.params(), f.returns_i32().then_some(I32));
+    let id = module
+        .declare_function(&name, Linkage::Local, &s)
+        .expect("assembled functions have fresh names");
+    match f.assemble() {
+        Ok(bytes) => {
+            if let Err(e) = module.define_function_bytes(id, 64, &bytes, &[]) {
+                st.asm_err.get_or_insert(internal(&name, e));
+            }
+            if let Some(t) = &mut st.asm_text {
+                t.push_str(&format!(
+                    "; assembled with iced-x86\n{name}:\n{}\n",
+                    asm::disassemble(&bytes)
+                ));
+            }
+        }
+        Err(e) => {
+            st.asm_err.get_or_insert(BackendError::Internal(e));
+        }
+    }
+    st.asm.insert(f.clone(), id);
+    id
 }
 
 struct Data<'a, M: ClModule> {
@@ -144,6 +183,11 @@ impl<M: ClModule> DataSink for Data<'_, M> {
         let id = self.data_id(bytes, align);
         self.module.declare_data_in_func(id, func)
     }
+
+    fn asm_func(&mut self, func: &mut Function, f: &AsmFn) -> FuncRef {
+        let id = asm_func_id(self.module, self.st, self.prefix, f);
+        self.module.declare_func_in_func(id, func)
+    }
 }
 
 fn sig<M: ClModule>(
@@ -167,6 +211,7 @@ pub(crate) fn build<M: ClModule>(
     m: &Module,
     name: &str,
     want: Text,
+    tier: Option<Tier>,
 ) -> Result<Built, BackendError> {
     qcc_ir::verify::verify(m).map_err(|e| BackendError::Invalid(e.to_string()))?;
     let folded = super::fold::constants(m);
@@ -178,7 +223,12 @@ pub(crate) fn build<M: ClModule>(
             isa.triple()
         )));
     }
+    // The assembled functions follow the System V convention only.
+    let tier = tier.filter(|_| {
+        isa.name() == "x64" && isa.default_call_conv() == cranelift_codegen::isa::CallConv::SystemV
+    });
     let feat = Features {
+        tier,
         fma: isa.has_native_fma(),
         vector_popcnt: matches!(
             isa.triple().architecture,
@@ -192,11 +242,14 @@ pub(crate) fn build<M: ClModule>(
     };
     let frontend = isa.frontend_config();
     let target_name = format!("{} ({})", isa.triple(), isa.name());
-    let sched = select::schedule(m, super::costs::CostTarget::of_isa(isa))?;
+    let sched = select::schedule(m, super::costs::CostTarget::of_isa(isa, tier))?;
     let plan = plan::plan(m, &sched);
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
-    let mut data = DataState::default();
+    let mut data = DataState {
+        asm_text: (want == Text::Asm).then(String::new),
+        ..DataState::default()
+    };
     let mut text = String::new();
     let mut kernels_ids = Vec::with_capacity(sched.steps.len());
     let mut step_bytes = Vec::with_capacity(sched.steps.len());
@@ -265,6 +318,9 @@ pub(crate) fn build<M: ClModule>(
         }
         module.clear_context(&mut ctx);
         kernels_ids.push(fid);
+        if let Some(e) = data.asm_err.take() {
+            return Err(e);
+        }
     }
     let run = emit_entry(
         module,
@@ -273,12 +329,20 @@ pub(crate) fn build<M: ClModule>(
         &sched,
         &plan,
         &kernels_ids,
+        (tier, &mut data),
         &mut ctx,
         &mut fctx,
         (want == Text::Asm).then_some(&mut text),
     )?;
+    if let Some(e) = data.asm_err.take() {
+        return Err(e);
+    }
+    if let Some(t) = data.asm_text.take() {
+        text.push_str(&t);
+    }
     emit_getters(module, m, name, plan.arena, &mut data, &mut ctx, &mut fctx)?;
-    let report = make_report(m, &sched, &plan, (data.bytes, &step_bytes), target_name);
+    let mut report = make_report(m, &sched, &plan, (data.bytes, &step_bytes), target_name);
+    report.tier = tier.map(|t| t.to_string());
     Ok(Built {
         run,
         report,
@@ -385,6 +449,7 @@ fn emit_entry<M: ClModule>(
     sched: &Schedule,
     plan: &MemoryPlan,
     kernels: &[FuncId],
+    (tier, data): (Option<Tier>, &mut DataState),
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
     asm: Option<&mut String>,
@@ -400,6 +465,23 @@ fn emit_entry<M: ClModule>(
         .iter()
         .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
         .collect();
+    // The CPU check of the tier (a CPU without it would fault in a wide kernel), and a
+    // word caching its success: `cpuid` is slow (a VM exit under a hypervisor), and
+    // every thread that writes the word writes the same 1.
+    let check = tier.filter(|&t| asm::cpu_check(t)).map(|t| {
+        let id = asm_func_id(module, data, name, &AsmFn::CpuCheck(t));
+        let f = module.declare_func_in_func(id, &mut ctx.func);
+        let flag = module
+            .declare_data(&format!("{name}__cpu_ok"), Linkage::Local, true, false)
+            .expect("a fresh data name");
+        let mut d = DataDescription::new();
+        d.define_zeroinit(4);
+        d.set_align(4);
+        module
+            .define_data(flag, &d)
+            .expect("the flag is defined once");
+        (f, module.declare_data_in_func(flag, &mut ctx.func))
+    });
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let entry = b.create_block();
@@ -410,6 +492,30 @@ fn emit_entry<M: ClModule>(
         b.seal_block(entry);
         let p = b.block_params(entry).to_vec();
         let (ins, outs, scratch) = (p[0], p[1], p[2]);
+        if let Some((f, flag)) = check {
+            let cpu_ok = b.create_block();
+            let ask = b.create_block();
+            let no_cpu = b.create_block();
+            let fp = b.ins().symbol_value(I64, flag);
+            let known = b.ins().load(I32, super::kb::MF, fp, 0);
+            b.ins().brif(known, cpu_ok, &[], ask, &[]);
+            b.switch_to_block(ask);
+            b.seal_block(ask);
+            let call = b.ins().call(f, &[]);
+            let ok = b.inst_results(call)[0];
+            let answered = b.create_block();
+            b.ins().brif(ok, answered, &[], no_cpu, &[]);
+            b.switch_to_block(answered);
+            b.seal_block(answered);
+            b.ins().store(super::kb::MF, ok, fp, 0);
+            b.ins().jump(cpu_ok, &[]);
+            b.switch_to_block(no_cpu);
+            b.seal_block(no_cpu);
+            let two = b.ins().iconst(I32, 2);
+            b.ins().return_(&[two]);
+            b.switch_to_block(cpu_ok);
+            b.seal_block(cpu_ok);
+        }
         // Argument checks: array pointers, every tensor pointer, scratch and its alignment.
         let mut bad = b.ins().icmp_imm_s(IntCC::Equal, outs, 0);
         if !m.inputs.is_empty() {
@@ -713,11 +819,13 @@ fn make_report(
             workspace: plan.workspace[si],
             integer,
             rodata_bytes: step_bytes[si],
+            tier: step.lowering.tier().map(str::to_string),
         });
     }
     Report {
         model: m.name.clone(),
         target,
+        tier: None,
         total_macs: layers.iter().map(|l| l.macs).sum(),
         layers,
         weight_bytes,

@@ -7,7 +7,8 @@ use qcc_ir::Module;
 use super::plan::ALIGN;
 
 /// The header `NAME.h` for `m` compiled as `name` with an arena of `arena` bytes.
-pub(crate) fn header(m: &Module, name: &str, arena: u64) -> String {
+/// `tier`: the object's x86-64 tier, which `NAME_run` checks the CPU for.
+pub(crate) fn header(m: &Module, name: &str, arena: u64, tier: Option<&str>) -> String {
     let guard = format!("QCC_{}_H", name.to_ascii_uppercase());
     let mut h = String::new();
     let _ = writeln!(
@@ -19,7 +20,21 @@ pub(crate) fn header(m: &Module, name: &str, arena: u64) -> String {
         h,
         "/* qcc object ABI v1: dense row-major float32 tensors at the boundary. */"
     );
+    if let Some(t) = tier {
+        let _ = writeln!(
+            h,
+            "/* Built for the CPU tier {t}: on a CPU without it, {name}_run returns 2\n   \
+             instead of running. */"
+        );
+    }
     let _ = writeln!(h, "#ifndef {guard}\n#define {guard}\n");
+    if let Some(t) = tier {
+        let _ = writeln!(
+            h,
+            "#define {}_CPU_TIER \"{t}\"\n",
+            name.to_ascii_uppercase()
+        );
+    }
     h.push_str("#include <stddef.h>\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
     let _ = writeln!(
         h,
@@ -39,6 +54,11 @@ pub(crate) fn header(m: &Module, name: &str, arena: u64) -> String {
             );
         }
     }
+    let state = if tier.is_some_and(|t| t != "x86-64") {
+        "the only global\n   state is a word caching the CPU check, which every call sets to the same value"
+    } else {
+        "the object has no\n   global mutable state"
+    };
     let _ = write!(
         h,
         "\n/* Elements of input i / output i (0 for i out of range). */\n\
@@ -54,8 +74,9 @@ pub(crate) fn header(m: &Module, name: &str, arena: u64) -> String {
          size_t {name}_scratch_size(void);\n\
          /* Runs the model: inputs[i] and outputs[i] point at input_size(i) and\n\
          \x20  output_size(i) floats. Returns 0 on success, nonzero on bad arguments\n\
-         \x20  (a NULL pointer, or scratch not aligned to {ALIGN} bytes). Reentrant: the\n\
-         \x20  object has no global mutable state; concurrent calls need distinct scratch. */\n\
+         \x20  (1: a NULL pointer, or scratch not aligned to {ALIGN} bytes) or on a CPU\n\
+         \x20  without the object's tier (2). Reentrant: {state};\n\
+         \x20  concurrent calls need distinct scratch. */\n\
          int {name}_run(const float *const *inputs, float *const *outputs, void *scratch);\n"
     );
     let _ = write!(

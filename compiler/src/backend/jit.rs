@@ -86,7 +86,7 @@ impl JitModel {
             isa,
             cranelift_module::default_libcall_names(),
         ));
-        let built = emit::build(&mut module, m, "jit", emit::Text::None)?;
+        let built = emit::build(&mut module, m, "jit", emit::Text::None, target.tier()?)?;
         module
             .finalize_definitions()
             .map_err(|e| BackendError::Internal(format!("JIT finalize: {e}")))?;
@@ -296,6 +296,77 @@ fn call(entry: *const u8, ins: &[*const u8], outs: &[*mut u8], scratch: *mut u8)
     // SAFETY: see the function's documentation.
     let f: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(entry) };
     f(ins.as_ptr(), outs.as_ptr(), scratch)
+}
+
+/// The instruction mixes of the assembled tiles, whose peak rate `bench_kernels`
+/// measures on the machine at hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeakMix {
+    /// `vpdpbusd` zmm (AVX512-VNNI): 64 u8 x i8 MACs per instruction.
+    VpdpbusdZmm,
+    /// `vpmaddubsw` + `vpmaddwd` + `vpaddd` ymm (AVX2): 32 MACs per triple.
+    VpmaddubswYmm,
+}
+
+impl PeakMix {
+    pub fn name(self) -> &'static str {
+        match self {
+            PeakMix::VpdpbusdZmm => "vpdpbusd zmm",
+            PeakMix::VpmaddubswYmm => "vpmaddubsw+vpmaddwd+vpaddd ymm",
+        }
+    }
+}
+
+/// The peak G MAC/s of `mix` on this CPU: a loop of independent chains (12 for
+/// `vpdpbusd`, 10 for the AVX2 triple: more than latency x throughput), assembled like
+/// the tiles and run through the JIT; the best of `reps` runs of `iters` iterations.
+/// None when the host lacks the tier.
+pub fn measure_peak(mix: PeakMix, iters: u64, reps: usize) -> Option<f64> {
+    use super::kernels::dot::{DotIsa, peak_loop};
+    use cranelift_module::{Linkage, Module as _};
+    let host = super::target::Tier::host();
+    let (isa, chains, macs) = match mix {
+        PeakMix::VpdpbusdZmm if host.avx512_vnni() => (DotIsa::Vnni512, 12, 64),
+        PeakMix::VpmaddubswYmm if host.avx2() => (DotIsa::Avx2, 10, 32),
+        _ => return None,
+    };
+    let bytes = peak_loop(isa, chains).ok()?;
+    let mut module = JITModule::new(JITBuilder::with_isa(
+        Target::host().isa(false).ok()?,
+        cranelift_module::default_libcall_names(),
+    ));
+    let mut sig = module.make_signature();
+    sig.params.push(cranelift_codegen::ir::AbiParam::new(
+        cranelift_codegen::ir::types::I64,
+    ));
+    sig.returns.push(cranelift_codegen::ir::AbiParam::new(
+        cranelift_codegen::ir::types::I32,
+    ));
+    let id = module.declare_function("peak", Linkage::Local, &sig).ok()?;
+    module.define_function_bytes(id, 64, &bytes, &[]).ok()?;
+    module.finalize_definitions().ok()?;
+    let f = module.get_finalized_function(id);
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let t = std::time::Instant::now();
+        call_peak(f, iters.max(1));
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    // SAFETY: nothing refers to the module's code any more.
+    unsafe { module.free_memory() };
+    Some((iters.max(1) * chains as u64 * macs) as f64 / best / 1e9)
+}
+
+/// Calls a peak loop `int loop(u64 iters)`.
+///
+/// Sound because: `f` is the finalized address of a function defined from
+/// `kernels::dot::peak_loop`'s bytes, which follow the System V convention with this
+/// signature, touch only caller-saved registers, read and write no memory, and return.
+fn call_peak(f: *const u8, iters: u64) -> i32 {
+    type Loop = extern "C" fn(u64) -> i32;
+    // SAFETY: see the function's documentation.
+    let g: Loop = unsafe { std::mem::transmute::<*const u8, Loop>(f) };
+    g(iters)
 }
 
 impl Drop for JitModel {

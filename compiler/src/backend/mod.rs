@@ -24,6 +24,7 @@
 //! kernel and its workspace (and reports every node it cannot lower at once); the
 //! memory plan then places values; [`emit`] generates the functions.
 
+mod asm;
 pub mod costs;
 mod emit;
 mod fold;
@@ -42,9 +43,9 @@ use std::fmt;
 
 use qcc_ir::Module;
 
-pub use jit::{JitModel, OutputRef};
+pub use jit::{JitModel, OutputRef, PeakMix, measure_peak};
 pub use report::{LayerReport, Report};
-pub use target::Target;
+pub use target::{Target, Tier};
 
 /// Why the backend could not compile a module. Errors say whose fault they are.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,8 +118,8 @@ pub fn compile_object(m: &Module, name: &str, target: &Target) -> Result<Compile
     }
     check_boundary(m)?;
     let isa = target.isa(true)?;
-    let out = emit::compile_object(m, name, isa)?;
-    let header = header::header(m, name, out.report.arena_bytes);
+    let out = emit::compile_object(m, name, isa, target.tier()?)?;
+    let header = header::header(m, name, out.report.arena_bytes, out.report.tier.as_deref());
     Ok(Compiled {
         object: out.object,
         header,
@@ -130,7 +131,7 @@ pub fn compile_object(m: &Module, name: &str, target: &Target) -> Result<Compile
 /// qcc node (its printed line) it was generated from: what `--emit clif` writes.
 pub fn emit_clif(m: &Module, name: &str, target: &Target) -> Result<String, BackendError> {
     let isa = target.isa(true)?;
-    emit::text(m, name, isa, emit::Text::Clif)
+    emit::text(m, name, isa, target.tier()?, emit::Text::Clif)
 }
 
 /// The machine code of every kernel and of the entry function, as Cranelift
@@ -138,13 +139,13 @@ pub fn emit_clif(m: &Module, name: &str, target: &Target) -> Result<String, Back
 /// `--emit asm` writes.
 pub fn emit_asm(m: &Module, name: &str, target: &Target) -> Result<String, BackendError> {
     let isa = target.isa(true)?;
-    emit::text(m, name, isa, emit::Text::Asm)
+    emit::text(m, name, isa, target.tier()?, emit::Text::Asm)
 }
 
 /// The report of compiling `m` for `target` without writing anything.
 pub fn report(m: &Module, target: &Target) -> Result<Report, BackendError> {
     let isa = target.isa(true)?;
-    Ok(emit::compile_object(m, "model", isa)?.report)
+    Ok(emit::compile_object(m, "model", isa, target.tier()?)?.report)
 }
 
 /// Turns any string into a C identifier (used for default model names).

@@ -32,6 +32,9 @@ pub struct LayerReport {
     /// Bytes of read-only data this kernel added to the object (packed weights, bias,
     /// requantize and index tables; data shared with an earlier kernel counts there).
     pub rodata_bytes: u64,
+    /// The x86-64 tier of an assembled wide kernel (`x86-64-v4+vnni`); None for the
+    /// Cranelift code every tier of the target runs.
+    pub tier: Option<String>,
 }
 
 /// The whole report.
@@ -39,6 +42,8 @@ pub struct LayerReport {
 pub struct Report {
     pub model: String,
     pub target: String,
+    /// The object's x86-64 tier (what `NAME_run` checks the CPU for); None off x86-64.
+    pub tier: Option<String>,
     pub layers: Vec<LayerReport>,
     /// Bytes of read-only data in the object (packed weights, tables), as defined.
     pub weight_bytes: u64,
@@ -55,7 +60,14 @@ pub struct Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "qcc compile report: {} for {}", self.model, self.target)?;
+        match &self.tier {
+            Some(t) => writeln!(
+                f,
+                "qcc compile report: {} for {}, tier {t}",
+                self.model, self.target
+            )?,
+            None => writeln!(f, "qcc compile report: {} for {}", self.model, self.target)?,
+        }
         writeln!(
             f,
             "{:>3}  {:<22} {:<34} {:>10}  {:<18} types",
@@ -72,9 +84,13 @@ impl fmt::Display for Report {
             } else {
                 String::new()
             };
+            let tier = match &l.tier {
+                Some(t) => format!(" [tier {t}]"),
+                None => String::new(),
+            };
             writeln!(
                 f,
-                "{:>3}  {:<22} {:<34} {:>10}  {:<18} ({}) -> {}{ws}{ro}",
+                "{:>3}  {:<22} {:<34} {:>10}  {:<18} ({}) -> {}{ws}{ro}{tier}",
                 l.index,
                 l.op,
                 l.kernel,
@@ -135,6 +151,11 @@ impl Report {
         json_str(&mut o, &self.model);
         o.push_str(",\n  \"target\": ");
         json_str(&mut o, &self.target);
+        o.push_str(",\n  \"tier\": ");
+        match &self.tier {
+            Some(t) => json_str(&mut o, t),
+            None => o.push_str("null"),
+        }
         let _ = write!(
             o,
             ",\n  \"weight_bytes\": {},\n  \"float_weight_bytes\": {},\n  \"weight_ratio\": {:.6},\n  \"arena_bytes\": {},\n  \"tensor_bytes\": {},\n  \"total_macs\": {},\n  \"layers\": [",
@@ -181,6 +202,13 @@ impl Report {
                 ", \"workspace_offset\": {}, \"workspace_bytes\": {}, \"integer\": {}, \"rodata_bytes\": {}}}",
                 l.workspace.0, l.workspace.1, l.integer, l.rodata_bytes
             );
+            o.pop();
+            o.push_str(", \"tier\": ");
+            match &l.tier {
+                Some(t) => json_str(&mut o, t),
+                None => o.push_str("null"),
+            }
+            o.push('}');
         }
         o.push_str("\n  ]\n}\n");
         o

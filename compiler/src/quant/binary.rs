@@ -552,8 +552,12 @@ pub fn refine_binary_with(
         "fitting binary layers",
     );
     let mut refined = 0;
-    let mut k = 0;
-    for layer in report.layers.iter_mut().filter(|l| l.wbits == 1) {
+    for (k, layer) in report
+        .layers
+        .iter_mut()
+        .filter(|l| l.wbits == 1)
+        .enumerate()
+    {
         let (n, ch, inner) = layer_shape(qdq, layer)?;
         let mut acc: Sums = vec![[0f64; 5]; ch];
         for (i, (fs, qs)) in states.iter_mut().enumerate() {
@@ -580,7 +584,6 @@ pub fn refine_binary_with(
             }
         }
         refined += 1;
-        k += 1;
     }
     pb.finish_and_clear();
     Ok(refined)

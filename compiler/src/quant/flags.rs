@@ -6,12 +6,20 @@ use std::path::PathBuf;
 use qcc_ir::Module;
 
 use super::binary::{REFINE_SAMPLES, refine_binary_with};
+use super::budget::{AttentionOptions, Budget, Problem, solve_attention, solve_exact};
+use super::calibrate::CalibStats;
 use super::calibrate::{CalibMethod, CalibOptions, calibrate, data_free, measure_errors};
+use super::insert::Selection;
 use super::insert::{QuantReport, float_kernels, quantize_model};
+use super::profile::Profile;
 use super::profile::load_stats;
+use super::requantize::{dequantize_model, is_quantized};
 use super::scheme::QuantOptions;
+use super::sensitivity::{Metric, SENS_SAMPLES, SensOptions, measure_sensitivity, measured_error};
 use super::tap::RunOptions;
+use crate::backend::costs::CostTarget;
 use crate::passes::Pipeline;
+use std::collections::BTreeMap;
 
 /// Calibration samples the report's output error is measured on.
 const ERROR_SAMPLES: usize = 32;
@@ -58,9 +66,36 @@ pub struct QuantFlags {
     /// Range of the model's input values for data-free quantization (default 0,1).
     #[arg(long, value_name = "LO,HI", value_parser = parse_range)]
     pub input_range: Option<(f32, f32)>,
+    /// Turn a model that arrives quantized (QDQ, QONNX) back into float first, so that
+    /// --bits or --budget choose its bit-widths again.
+    #[arg(long)]
+    pub requantize: bool,
+    /// Choose each conv/gemm/matmul layer's bits under a budget, from each layer's
+    /// measured sensitivity (needs --calib, or a --profile written by `qcc calibrate
+    /// --sensitivity`): avg-bits=X (average weight bits, edges included), size=N[KB|MB]
+    /// (weight bytes), latency=Tms (modelled from the target's cost table);
+    /// comma-separated terms are all met.
+    #[arg(long, value_name = "SPEC", value_parser = parse_budget)]
+    pub budget: Option<Budget>,
+    /// How --budget chooses: `exact` (integer program, least summed error) or
+    /// `attention` (DQA-style annealed softmax attention over each layer's candidates).
+    #[arg(long, value_name = "METHOD", default_value = "exact",
+          value_parser = ["exact", "attention"])]
+    pub select: String,
+    /// The output error the sensitivity measures: kl (softmax outputs of a classifier)
+    /// or mse; default kl for a [1, C] output, else mse.
+    #[arg(long, value_name = "METRIC", value_parser = ["kl", "mse"])]
+    pub metric: Option<String>,
     /// No progress bars (they are drawn only on a terminal anyway).
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// Per-layer (weight, activation) bits by layer name.
+type LayerBits = BTreeMap<String, (u8, u8)>;
+
+fn parse_budget(s: &str) -> Result<Budget, String> {
+    s.parse()
 }
 
 fn parse_range(s: &str) -> Result<(f32, f32), String> {
@@ -79,7 +114,16 @@ fn parse_range(s: &str) -> Result<(f32, f32), String> {
 impl QuantFlags {
     /// Whether any flag asks for quantization.
     pub fn requested(&self) -> bool {
-        self.bits.is_some() || self.wbits.is_some() || self.abits.is_some()
+        self.bits.is_some() || self.wbits.is_some() || self.abits.is_some() || self.budget.is_some()
+    }
+
+    /// The sensitivity options the flags describe.
+    pub fn sens_options(&self) -> Result<SensOptions, String> {
+        Ok(SensOptions {
+            metric: self.metric.as_deref().map(str::parse).transpose()?,
+            symmetric_acts: self.symmetric,
+            pow2: self.pow2,
+        })
     }
 
     /// The scheme the flags describe (`--bits` defaults to 8 when only one of
@@ -99,6 +143,41 @@ impl QuantFlags {
     /// Calibrates (or derives data-free ranges), quantizes and fuses `m` into integer
     /// kernels; `None` when no quantization was asked for.
     pub fn apply(&self, m: &Module) -> Result<Option<(Module, QuantReport)>, String> {
+        let requantized;
+        let m = if self.requantize {
+            if !self.requested() {
+                return Err("--requantize needs --bits, --wbits, --abits or --budget to choose the new bit-widths".into());
+            }
+            requantized = dequantize_model(m)?;
+            &requantized
+        } else {
+            m
+        };
+        if let Some(b) = &self.budget {
+            if let Some(flag) = [
+                ("--bits", self.bits),
+                ("--wbits", self.wbits),
+                ("--abits", self.abits),
+            ]
+            .iter()
+            .find_map(|(f, v)| v.map(|v| format!("{f} {v}")))
+            {
+                return Err(format!(
+                    "--budget {b} and {flag} both set bit-widths: --budget chooses each layer's bits, {flag} sets them all; give one"
+                ));
+            }
+            if is_quantized(m) {
+                return Err(format!(
+                    "--budget {b}: `{}` arrives quantized and keeps its bit-widths; add --requantize to choose them again from its float form",
+                    m.name
+                ));
+            }
+            if self.calib.is_none() && self.profile.is_none() {
+                return Err(format!(
+                    "--budget {b} needs calibration data to measure each layer's sensitivity: give --calib DATA.npz (or --profile FILE.qprof from `qcc calibrate --sensitivity`)"
+                ));
+            }
+        }
         if !self.requested() {
             if self.calib.is_some() {
                 return Err("--calib needs --bits, --wbits or --abits".into());
@@ -108,7 +187,7 @@ impl QuantFlags {
             }
             return Ok(None);
         }
-        let opts = self.options();
+        let mut opts = self.options();
         opts.check()?;
         let copts = CalibOptions {
             method: self.calib_method.parse::<CalibMethod>()?,
@@ -129,10 +208,18 @@ impl QuantFlags {
             (None, None) => data_free(m, &copts)?,
         };
         timer.lap("calibration");
+        let mut selection = None;
+        if let Some(budget) = &self.budget {
+            let (sel, bits) = self.choose(m, &stats, budget)?;
+            opts.layer_bits = bits;
+            selection = Some(sel);
+            timer.lap("sensitivity and choice");
+        }
         let (mut q, mut report) = quantize_model(m, &stats, &opts)?;
+        report.selection = selection;
         timer.lap("quantize");
         if let Some(p) = &self.calib
-            && opts.binary()
+            && report.layers.iter().any(|l| l.wbits == 1 && l.abits == 1)
         {
             let mut notes = Vec::new();
             let n = refine_binary_with(
@@ -180,7 +267,69 @@ impl QuantFlags {
             report.notes.extend(notes);
             timer.lap("error report");
         }
+        if let (Some(sel), Some(p)) = (&mut report.selection, &self.calib) {
+            let metric: Metric = sel.metric_key.parse()?;
+            let limit = Some(self.calib_limit.unwrap_or(SENS_SAMPLES).min(SENS_SAMPLES));
+            sel.measured = Some(measured_error(m, &q, p, limit, metric)?);
+        }
         Ok(Some((q, report)))
+    }
+
+    /// The per-layer bits under `--budget`: the sensitivity (from the profile, else
+    /// measured on the calibration data), then the exact or attention choice.
+    fn choose(
+        &self,
+        m: &Module,
+        stats: &CalibStats,
+        budget: &Budget,
+    ) -> Result<(Selection, LayerBits), String> {
+        let sopts = self.sens_options()?;
+        let stored = match &self.profile {
+            Some(p) => Profile::load(p)?.sensitivity()?,
+            None => None,
+        };
+        let sens = match (stored, &self.calib) {
+            (Some(s), _) if sopts.metric.is_none_or(|mt| mt == s.metric) => s,
+            (_, Some(data)) => measure_sensitivity(m, stats, data, self.calib_limit, &sopts)?,
+            (Some(s), None) => {
+                return Err(format!(
+                    "--metric {}: the profile's sensitivity measures {}; measure again with --calib DATA.npz",
+                    sopts.metric.map_or("", Metric::name),
+                    s.metric
+                ));
+            }
+            (None, None) => {
+                return Err(format!(
+                    "--budget {budget}: the profile holds no sensitivity; write it with `qcc calibrate MODEL --calib DATA.npz --sensitivity -o FILE.qprof`, or give --calib DATA.npz"
+                ));
+            }
+        };
+        let problem = Problem::from_sensitivity(&sens, CostTarget::X86_64Native);
+        let plan = match self.select.as_str() {
+            "attention" => solve_attention(&problem, budget, &AttentionOptions::default())?,
+            _ => solve_exact(&problem, budget)?,
+        };
+        let sel = Selection {
+            how: format!("--budget {budget} ({})", self.select),
+            metric: sens.metric.describe().into(),
+            metric_key: sens.metric.name().into(),
+            candidates: sens
+                .layers
+                .iter()
+                .map(|l| {
+                    l.candidates
+                        .iter()
+                        .map(|c| (c.wbits, c.abits, c.error))
+                        .collect()
+                })
+                .collect(),
+            predicted: plan.predicted_error,
+            measured: None,
+            avg_bits: plan.avg_bits,
+            size_bytes: plan.size_bytes,
+            latency_ms: plan.latency_ms,
+        };
+        Ok((sel, plan.layer_bits(&problem)))
     }
 }
 

@@ -53,11 +53,16 @@ pub struct LayerReport {
     pub act_value: String,
     /// Kept at 8 bits as the first or last layer.
     pub edge: bool,
+    /// Elements of the weight tensor.
+    pub weight_count: u64,
     /// The layer's result (the same id in the float module and in the QDQ module).
     pub output: ValueId,
     /// The result's error against the float model on calibration data, when measured
     /// (see [`layer_errors`](super::layer_errors)).
     pub error: Option<LayerError>,
+    /// The layers (indices into the report's list) whose results reach this layer's
+    /// input through other ops: the edges of the report's layer graph.
+    pub preds: Vec<usize>,
 }
 
 /// The quantization report.
@@ -70,6 +75,30 @@ pub struct QuantReport {
     pub notes: Vec<String>,
     /// Filled by a caller that measured it (see [`compare_outputs`](super::compare_outputs)).
     pub output_error: Option<OutputError>,
+    /// How the per-layer bits were chosen under a `--budget`, when they were.
+    pub selection: Option<Selection>,
+}
+
+/// A `--budget` choice: the candidates and the plan's predicted and measured error.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    /// `--budget avg-bits=3 (exact)`.
+    pub how: String,
+    /// What the errors measure (`KL of the softmax outputs`, `MSE of the outputs`).
+    pub metric: String,
+    /// Its key (`kl`, `mse`).
+    pub metric_key: String,
+    /// Per layer (the report's order): every candidate (weight bits, activation bits,
+    /// error when only that layer is quantized so).
+    pub candidates: Vec<Vec<(u8, u8, f64)>>,
+    /// Sum of the chosen candidates' errors.
+    pub predicted: f64,
+    /// The chosen plan's error, measured end to end on calibration samples.
+    pub measured: Option<f64>,
+    /// The plan's modelled totals: average weight bits, weight bytes, latency (ms).
+    pub avg_bits: f64,
+    pub size_bytes: f64,
+    pub latency_ms: f64,
 }
 
 impl std::fmt::Display for QuantReport {
@@ -134,6 +163,32 @@ impl std::fmt::Display for QuantReport {
                 writeln!(f, "{:<28} error vs float at its result: {e}", "")?;
             }
         }
+        let weights: u64 = self.layers.iter().map(|l| l.weight_count).sum();
+        if weights > 0 {
+            let bits: u64 = self
+                .layers
+                .iter()
+                .map(|l| l.weight_count * l.wbits as u64)
+                .sum();
+            writeln!(
+                f,
+                "average weight bits {:.3} over {weights} conv/gemm/matmul weights",
+                bits as f64 / weights as f64
+            )?;
+        }
+        if let Some(s) = &self.selection {
+            writeln!(
+                f,
+                "bits chosen by {}: predicted error {:.3e} ({}, sum of the layers' sensitivities), measured {}; modelled: average weight bits {:.3}, weight bytes {:.0}, conv/gemm latency {:.4} ms",
+                s.how,
+                s.predicted,
+                s.metric,
+                s.measured.map_or("-".into(), |m| format!("{m:.3e}")),
+                s.avg_bits,
+                s.size_bytes,
+                s.latency_ms
+            )?;
+        }
         for n in &self.notes {
             writeln!(f, "note: {n}")?;
         }
@@ -157,6 +212,54 @@ pub fn float_kernels(m: &Module) -> Vec<String> {
 struct Kernel {
     node: usize,
     axis: usize,
+}
+
+/// A conv/gemm/matmul layer that [`quantize_model`] quantizes.
+#[derive(Clone, Debug)]
+pub struct QuantLayer {
+    /// The node's index in the float module.
+    pub node: usize,
+    /// The layer's name (the key of `QuantOptions::layer_bits`).
+    pub name: String,
+    pub op: Op,
+    /// The activation it reads (after data movement that commutes with quantization):
+    /// the layers reading one activation share its bits.
+    pub input: ValueId,
+    pub weight_count: u64,
+    pub out_channels: u64,
+    pub macs: u64,
+    /// Whether it can be binarized (`(1, 1)`).
+    pub binarizable: bool,
+}
+
+/// The layers of `m` that [`quantize_model`] quantizes, in node order.
+pub fn quant_layers(m: &Module) -> Result<Vec<QuantLayer>, String> {
+    let mut out = Vec::new();
+    for (i, n) in m.nodes.iter().enumerate() {
+        if !matches!(n.op, Op::Conv2d | Op::Gemm | Op::MatMul) {
+            continue;
+        }
+        let Some(axis) = kernel(m, n)? else { continue };
+        let w = n.operands[1];
+        let wshape = &m.ty(w).shape;
+        let weight_count = m.ty(w).numel() as u64;
+        let out_channels = wshape[axis] as u64;
+        let binarizable = match m.const_data(w) {
+            Some(ConstData::F32(wd)) => corrected_bias(m, n, wd, wshape, axis, 0.0)?.is_some(),
+            _ => false,
+        };
+        out.push(QuantLayer {
+            node: i,
+            name: layer_name(m, n),
+            op: n.op,
+            input: source(m, n.operands[0]),
+            weight_count,
+            out_channels,
+            macs: m.ty(n.result).numel() as u64 * weight_count / out_channels.max(1),
+            binarizable,
+        });
+    }
+    Ok(out)
 }
 
 /// The bias of binarized kernel `n` (weights `wd` of shape `wshape`, output channels
@@ -240,6 +343,37 @@ fn layer_name(m: &Module, n: &Node) -> String {
     n.loc
         .clone()
         .unwrap_or_else(|| m.value(n.result).spelling())
+}
+
+/// For each kernel, the kernels whose results reach its input (walking back through
+/// every other op's operands).
+fn kernel_preds(m: &Module, kernels: &[Kernel]) -> Vec<Vec<usize>> {
+    let at: HashMap<ValueId, usize> = kernels
+        .iter()
+        .enumerate()
+        .map(|(k, ker)| (m.nodes[ker.node].result, k))
+        .collect();
+    kernels
+        .iter()
+        .map(|ker| {
+            let mut found = std::collections::BTreeSet::new();
+            let mut seen = std::collections::HashSet::new();
+            let mut stack = vec![m.nodes[ker.node].operands[0]];
+            while let Some(v) = stack.pop() {
+                if !seen.insert(v) {
+                    continue;
+                }
+                if let Some(&k) = at.get(&v) {
+                    found.insert(k);
+                    continue;
+                }
+                if let ValueDef::Node(n) = m.value(v).def {
+                    stack.extend(m.node(n).operands.iter().copied());
+                }
+            }
+            found.into_iter().collect()
+        })
+        .collect()
 }
 
 /// Walks back from `v` through ops quantization commutes with.
@@ -327,7 +461,7 @@ pub fn quantize_model(
         )
     }) {
         return Err(format!(
-            "`{}` is already quantized ({} at {}); quantized models keep their bit-widths",
+            "`{}` is already quantized ({} at {}); quantized models keep their bit-widths (--requantize turns a QDQ or QONNX model back into float so that --bits or --budget choose again)",
             m.name,
             n.op,
             layer_name(m, n)
@@ -358,44 +492,105 @@ pub fn quantize_model(
             m.name
         ));
     }
+    if let Some(name) = opts.layer_bits.keys().find(|name| {
+        !kernels
+            .iter()
+            .any(|k| layer_name(m, &m.nodes[k.node]) == **name)
+    }) {
+        return Err(format!(
+            "the bit-width plan names layer {name}, which `{}` does not have (its conv/gemm/matmul layers: {})",
+            m.name,
+            kernels
+                .iter()
+                .map(|k| layer_name(m, &m.nodes[k.node]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if opts.only_planned {
+        kernels.retain(|k| {
+            opts.layer_bits
+                .contains_key(&layer_name(m, &m.nodes[k.node]))
+        });
+    }
     let nk = kernels.len();
-    let is_edge = |k: usize| opts.keep_edges && (k == 0 || k + 1 == nk);
-    // Binarized layers (`--bits 1`): the middle conv2d/gemm whose bias can take the
-    // constant part of the binarized input; the others stay at 8 bits.
+    let planned = |k: usize| {
+        opts.layer_bits
+            .get(&layer_name(m, &m.nodes[kernels[k].node]))
+    };
+    let is_edge = |k: usize| planned(k).is_none() && opts.keep_edges && (k == 0 || k + 1 == nk);
+    // Asked bits per layer: the plan's, else 8 at the edges, else the flags'.
+    let asked: Vec<(u8, u8)> = (0..nk)
+        .map(|k| match planned(k) {
+            Some(&p) => p,
+            None if is_edge(k) => (8, 8),
+            None => (opts.wbits, opts.abits),
+        })
+        .collect();
+    // Binarized layers (`--bits 1`, or `(1, 1)` in a plan): conv2d/gemm whose bias can
+    // take the constant part of the binarized input; the others stay at 8 bits.
     let mut binary: Vec<bool> = vec![false; nk];
-    if opts.binary() {
-        for (k, ker) in kernels.iter().enumerate() {
-            let n = &m.nodes[ker.node];
-            if is_edge(k) {
-                continue;
-            }
-            let w = n.operands[1];
-            let Some(ConstData::F32(wd)) = m.const_data(w) else {
-                continue;
-            };
-            if corrected_bias(m, n, wd, &m.ty(w).shape, ker.axis, 0.0)?.is_some() {
-                binary[k] = true;
-            } else {
-                notes.push(format!(
-                    "{} ({}) stays at 8 bits: only conv2d and gemm (beta = 1) with a constant per-channel bias or none are binarized",
-                    layer_name(m, n),
-                    n.op
-                ));
-            }
+    for (k, ker) in kernels.iter().enumerate() {
+        if asked[k] != (1, 1) {
+            continue;
+        }
+        let n = &m.nodes[ker.node];
+        let w = n.operands[1];
+        let Some(ConstData::F32(wd)) = m.const_data(w) else {
+            continue;
+        };
+        if corrected_bias(m, n, wd, &m.ty(w).shape, ker.axis, 0.0)?.is_some() {
+            binary[k] = true;
+        } else if planned(k).is_some() {
+            return Err(format!(
+                "the bit-width plan binarizes {} ({}), but only conv2d and gemm (beta = 1) with a constant per-channel bias or none can be binarized",
+                layer_name(m, n),
+                n.op
+            ));
+        } else {
+            notes.push(format!(
+                "{} ({}) stays at 8 bits: only conv2d and gemm (beta = 1) with a constant per-channel bias or none are binarized",
+                layer_name(m, n),
+                n.op
+            ));
         }
     }
     // Activation points: source value -> bits (the most any consumer kernel asks). A
-    // binarized layer binarizes the 8-bit codes of its input.
+    // binarized layer binarizes the 8-bit codes of its input; a layer that asked to be
+    // binarized but cannot be stays at 8 bits.
     let mut points: BTreeMap<ValueId, u8> = BTreeMap::new();
+    let mut point_layers: BTreeMap<ValueId, Vec<(usize, u8)>> = BTreeMap::new();
     for (k, ker) in kernels.iter().enumerate() {
         let x = m.nodes[ker.node].operands[0];
-        let bits = if is_edge(k) || opts.binary() {
+        let bits = if asked[k].1 == 1 && asked[k].0 == 1 {
             8
         } else {
-            opts.abits
+            asked[k].1
         };
         let e = points.entry(source(m, x)).or_insert(0);
         *e = (*e).max(bits);
+        point_layers
+            .entry(source(m, x))
+            .or_default()
+            .push((k, asked[k].1));
+    }
+    // A plan gives each activation one width: its readers must agree.
+    for (v, ls) in &point_layers {
+        let planned_bits: Vec<(usize, u8)> = ls
+            .iter()
+            .copied()
+            .filter(|&(k, _)| planned(k).is_some())
+            .collect();
+        if let Some(&(k0, a0)) = planned_bits.first()
+            && let Some(&(k1, a1)) = planned_bits.iter().find(|&&(_, a)| a != a0)
+        {
+            return Err(format!(
+                "the bit-width plan gives activation {} {a0} bits at {} but {a1} bits at {}; the layers reading one activation share its bits",
+                m.value(*v).spelling(),
+                layer_name(m, &m.nodes[kernels[k0].node]),
+                layer_name(m, &m.nodes[kernels[k1].node]),
+            ));
+        }
     }
     // Kernel outputs: a quantize after each (after its relu/clip when that is the only
     // user), at 8 bits unless it also feeds a kernel, so every kernel fuses into
@@ -477,10 +672,10 @@ pub fn quantize_model(
         let node = &m.nodes[ker.node];
         let wbits = if binary[k] {
             1
-        } else if is_edge(k) || opts.binary() {
+        } else if asked[k] == (1, 1) {
             8
         } else {
-            opts.wbits
+            asked[k].0
         };
         let w = node.operands[1];
         let Some(ConstData::F32(wd)) = m.const_data(w) else {
@@ -601,7 +796,7 @@ pub fn quantize_model(
                 ConstData::Int(codes),
             );
             let dn = out.fresh_name(&format!("{wname}.dq"));
-            let dq = out.add_node(Op::Dequantize, vec![c], BTreeMap::new(), dn, wty);
+            let dq = out.add_node(Op::Dequantize, vec![c], BTreeMap::new(), dn, wty.clone());
             node.operands[1] = dq;
             let x = m.nodes[ni].operands[0];
             let src = source(m, x);
@@ -652,8 +847,10 @@ pub fn quantize_model(
                 act,
                 act_value: m.value(src).spelling(),
                 edge,
+                weight_count: wty.numel() as u64,
                 output: node.result,
                 error: None,
+                preds: Vec::new(),
             });
         }
         let result = node.result;
@@ -680,13 +877,19 @@ pub fn quantize_model(
         notes.push(format!(
             "{nbin} layer(s) binarized into XNOR-popcount kernels: weights sign(w) with per-channel scale mean |w|, inputs sign(x - t) of their 8-bit codes (t and the scale by least squares)"
         ));
-    } else if layers.iter().any(|l| l.wbits < 8 || l.abits < 8) {
+    }
+    if !opts.layer_bits.is_empty() {
+        notes.push(format!(
+            "{} layer(s) take their bits from a per-layer plan",
+            opts.layer_bits.len()
+        ));
+    } else if nbin == 0 && layers.iter().any(|l| l.wbits < 8 || l.abits < 8) {
         notes.push(
-            "weights below 8 bits are stored bit-packed and widened into the 8-bit integer kernels at run time; activations below 8 bits are stored one code per byte (no bit-serial kernels yet)"
+            "weights below 8 bits are stored bit-packed; activations below 8 bits are stored one code per byte; the backend picks each layer's kernel (pmaddubsw, bit-serial, pmaddwd) from its cost table"
                 .into(),
         );
     }
-    if opts.keep_edges && nk > 0 && (opts.wbits < 8 || opts.abits < 8) {
+    if opts.keep_edges && nk > 0 && (0..nk).any(is_edge) && (opts.wbits < 8 || opts.abits < 8) {
         notes.push(
             "the first and last layers stay at 8 bits (--keep-edges=false to lower them)".into(),
         );
@@ -694,12 +897,17 @@ pub fn quantize_model(
     if opts.pow2 {
         notes.push("scales are powers of two".into());
     }
+    let preds = kernel_preds(m, &kernels);
+    for (l, p) in layers.iter_mut().zip(preds) {
+        l.preds = p;
+    }
     let report = QuantReport {
         layers,
         source: stats.source.clone(),
         samples: stats.samples,
         notes,
         output_error: None,
+        selection: None,
     };
     Ok((out, report))
 }

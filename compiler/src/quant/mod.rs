@@ -12,12 +12,16 @@
 //! the bit-serial kernels exist; the report says so.
 
 mod binary;
+pub mod budget;
 mod calibrate;
 mod flags;
+pub mod html;
 mod insert;
 pub mod profile;
+pub mod requantize;
 mod scheme;
 mod segments;
+pub mod sensitivity;
 mod tap;
 
 pub use binary::{BinaryAct, REFINE_SAMPLES, binarize_weights, refine_binary, refine_binary_with};
@@ -27,7 +31,9 @@ pub use calibrate::{
     layer_errors_with, sample_count, stream_samples,
 };
 pub use flags::QuantFlags;
-pub use insert::{LayerReport, QuantReport, float_kernels, quantize_model};
+pub use insert::{
+    LayerReport, QuantLayer, QuantReport, Selection, float_kernels, quant_layers, quantize_model,
+};
 pub use profile::Profile;
 pub use scheme::{ActParams, QuantOptions, choose_range, quantize_weights};
 pub use tap::{Engine, RunOptions};

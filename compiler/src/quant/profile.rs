@@ -14,12 +14,13 @@ use prost::Message;
 use qcc_ir::Module;
 
 use super::calibrate::{CalibMethod, CalibStats, Histogram, RangeSource, TensorStats};
+use super::sensitivity::{Candidate, LayerSensitivity, Metric, Sensitivity};
 
 /// The `format` of every profile (also its first bytes: field 1 is encoded first).
 pub const FORMAT: &str = "qcc.qprof";
 
 /// The format version this qcc writes, and the newest it reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The schema, as committed.
 pub const SCHEMA: &str = include_str!("qprof.proto");
@@ -47,6 +48,44 @@ pub struct Profile {
     pub values: Vec<ValueStats>,
     #[prost(string, repeated, tag = "10")]
     pub warnings: Vec<String>,
+    #[prost(message, repeated, tag = "11")]
+    pub sensitivity: Vec<LayerSensMsg>,
+    #[prost(string, tag = "12")]
+    pub sensitivity_metric: String,
+    #[prost(uint64, tag = "13")]
+    pub sensitivity_samples: u64,
+}
+
+/// One layer's sensitivity (`message LayerSensitivity`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LayerSensMsg {
+    #[prost(string, tag = "1")]
+    pub layer: String,
+    #[prost(string, tag = "2")]
+    pub node: String,
+    #[prost(string, tag = "3")]
+    pub op: String,
+    #[prost(uint64, tag = "4")]
+    pub macs: u64,
+    #[prost(uint64, tag = "5")]
+    pub weight_count: u64,
+    #[prost(uint64, tag = "6")]
+    pub out_channels: u64,
+    #[prost(string, tag = "7")]
+    pub input: String,
+    #[prost(message, repeated, tag = "8")]
+    pub candidates: Vec<SensCandidateMsg>,
+}
+
+/// One candidate (`message SensCandidate`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SensCandidateMsg {
+    #[prost(uint32, tag = "1")]
+    pub wbits: u32,
+    #[prost(uint32, tag = "2")]
+    pub abits: u32,
+    #[prost(double, tag = "3")]
+    pub error: f64,
 }
 
 /// Statistics of one value (`message ValueStats`).
@@ -137,7 +176,88 @@ impl Profile {
             sample_limit: limit.map(|l| l as u64),
             values,
             warnings: stats.warnings.clone(),
+            sensitivity: Vec::new(),
+            sensitivity_metric: String::new(),
+            sensitivity_samples: 0,
         }
+    }
+
+    /// Stores `s` in the profile.
+    pub fn set_sensitivity(&mut self, s: &Sensitivity) {
+        self.sensitivity_metric = s.metric.name().into();
+        self.sensitivity_samples = s.samples as u64;
+        self.sensitivity = s
+            .layers
+            .iter()
+            .map(|l| LayerSensMsg {
+                layer: l.layer.clone(),
+                node: l.node.clone(),
+                op: l.op.clone(),
+                macs: l.macs,
+                weight_count: l.weight_count,
+                out_channels: l.out_channels,
+                input: l.input.clone(),
+                candidates: l
+                    .candidates
+                    .iter()
+                    .map(|c| SensCandidateMsg {
+                        wbits: c.wbits as u32,
+                        abits: c.abits as u32,
+                        error: c.error,
+                    })
+                    .collect(),
+            })
+            .collect();
+    }
+
+    /// The stored sensitivity, if one was measured.
+    pub fn sensitivity(&self) -> Result<Option<Sensitivity>, String> {
+        if self.sensitivity.is_empty() {
+            return Ok(None);
+        }
+        let metric: Metric = self.sensitivity_metric.parse().map_err(|_| {
+            format!(
+                "the profile's sensitivity metric `{}` is unknown (kl or mse)",
+                self.sensitivity_metric
+            )
+        })?;
+        let bits = |v: u32, what: &str, layer: &str| -> Result<u8, String> {
+            u8::try_from(v)
+                .ok()
+                .filter(|b| (1..=8).contains(b))
+                .ok_or_else(|| format!("the profile's sensitivity of {layer} has {what} {v}; the profile is damaged"))
+        };
+        let layers = self
+            .sensitivity
+            .iter()
+            .map(|l| {
+                Ok(LayerSensitivity {
+                    layer: l.layer.clone(),
+                    node: l.node.clone(),
+                    op: l.op.clone(),
+                    macs: l.macs,
+                    weight_count: l.weight_count,
+                    out_channels: l.out_channels,
+                    input: l.input.clone(),
+                    candidates: l
+                        .candidates
+                        .iter()
+                        .map(|c| {
+                            Ok(Candidate {
+                                wbits: bits(c.wbits, "weight bits", &l.layer)?,
+                                abits: bits(c.abits, "activation bits", &l.layer)?,
+                                error: c.error,
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Some(Sensitivity {
+            metric,
+            samples: self.sensitivity_samples as usize,
+            layers,
+        }))
     }
 
     /// The statistics, with ranges to be chosen by `method`.
@@ -286,8 +406,25 @@ mod tests {
                 ("sample_limit", 8),
                 ("values", 9),
                 ("warnings", 10),
+                ("sensitivity", 11),
+                ("sensitivity_metric", 12),
+                ("sensitivity_samples", 13),
             ],
         ),
+        (
+            "LayerSensitivity",
+            &[
+                ("layer", 1),
+                ("node", 2),
+                ("op", 3),
+                ("macs", 4),
+                ("weight_count", 5),
+                ("out_channels", 6),
+                ("input", 7),
+                ("candidates", 8),
+            ],
+        ),
+        ("SensCandidate", &[("wbits", 1), ("abits", 2), ("error", 3)]),
         (
             "ValueStats",
             &[
@@ -335,6 +472,22 @@ mod tests {
             sample_limit: Some(5),
             values: vec![full_value()],
             warnings: vec!["w".into()],
+            sensitivity: vec![LayerSensMsg {
+                layer: "l".into(),
+                node: "n".into(),
+                op: "conv2d".into(),
+                macs: 9,
+                weight_count: 8,
+                out_channels: 2,
+                input: "x".into(),
+                candidates: vec![SensCandidateMsg {
+                    wbits: 4,
+                    abits: 8,
+                    error: 0.5,
+                }],
+            }],
+            sensitivity_metric: "kl".into(),
+            sensitivity_samples: 3,
         }
     }
 
@@ -431,7 +584,15 @@ mod tests {
             .collect();
         assert_eq!(proto_messages(SCHEMA), table, "qprof.proto vs FIELDS");
         assert!(SCHEMA.contains("syntax = \"proto3\";"));
-        let encoded: [(&str, Vec<u8>, String); 3] = [
+        let lsens = full_profile().sensitivity[0].clone();
+        let cand = lsens.candidates[0].clone();
+        let encoded: [(&str, Vec<u8>, String); 5] = [
+            (
+                "LayerSensitivity",
+                lsens.encode_to_vec(),
+                format!("{lsens:?}"),
+            ),
+            ("SensCandidate", cand.encode_to_vec(), format!("{cand:?}")),
             (
                 "Profile",
                 full_profile().encode_to_vec(),
@@ -481,7 +642,7 @@ mod tests {
         let mut p = full_profile();
         p.version = VERSION + 1;
         let e = Profile::from_bytes(&p.to_bytes(), "n.qprof").unwrap_err();
-        assert!(e.contains("n.qprof") && e.contains("version 2"), "{e}");
+        assert!(e.contains("n.qprof") && e.contains("version 3"), "{e}");
     }
 
     #[test]
@@ -515,5 +676,25 @@ mod tests {
         let back = Profile::from_bytes(&p.to_bytes(), "p").unwrap();
         assert_eq!(back.stats(CalibMethod::Kl), stats);
         back.check_model(&m, "p").unwrap();
+        assert_eq!(back.sensitivity().unwrap(), None);
+    }
+
+    #[test]
+    fn sensitivity_round_trips_and_version_1_still_reads() {
+        let p = full_profile();
+        let s = p.sensitivity().unwrap().unwrap();
+        assert_eq!(s.metric, Metric::Kl);
+        assert_eq!(s.layers[0].candidates[0].wbits, 4);
+        let mut q = p.clone();
+        q.set_sensitivity(&s);
+        assert_eq!(q, p);
+        let mut v1 = p.clone();
+        v1.version = 1;
+        v1.sensitivity.clear();
+        let back = Profile::from_bytes(&v1.to_bytes(), "v1").unwrap();
+        assert_eq!(back.sensitivity().unwrap(), None);
+        let mut bad = p;
+        bad.sensitivity[0].candidates[0].wbits = 40;
+        assert!(bad.sensitivity().unwrap_err().contains("damaged"));
     }
 }

@@ -11,6 +11,8 @@
 //! - Power-of-two scales on request: the scale is rounded up to a power of two (weights:
 //!   the power of two with the least squared error), so requantization can be a shift.
 
+use std::collections::BTreeMap;
+
 use qcc_ir::{IntType, QuantParams, QuantType};
 
 use super::calibrate::{CalibMethod, RangeSource, TensorStats};
@@ -31,6 +33,14 @@ pub struct QuantOptions {
     /// Quantize the outputs of the kernels too (8 bits unless they feed a kernel), so
     /// each fuses into `requantize`; otherwise outputs no kernel reads stay f32.
     pub quantize_outputs: bool,
+    /// A per-layer plan (layer name, as the quantization report spells it -> weight and
+    /// activation bits), e.g. chosen under a `--budget`. Layers it names take its bits
+    /// (`(1, 1)` binarizes), edges included; layers it leaves out follow the flags above.
+    /// The layers reading one activation must agree on its bits.
+    pub layer_bits: BTreeMap<String, (u8, u8)>,
+    /// Quantize only the layers `layer_bits` names; the others stay f32 (how the
+    /// sensitivity of one layer is measured).
+    pub only_planned: bool,
 }
 
 impl Default for QuantOptions {
@@ -42,6 +52,8 @@ impl Default for QuantOptions {
             pow2: false,
             keep_edges: true,
             quantize_outputs: true,
+            layer_bits: BTreeMap::new(),
+            only_planned: false,
         }
     }
 }
@@ -64,6 +76,9 @@ impl QuantOptions {
     /// Checks the bit-widths: 2..8 for weights and 1..8 for activations, or 1 for both
     /// (the binarized path); every error names the flag and what works.
     pub fn check(&self) -> Result<(), String> {
+        for (layer, &(w, a)) in &self.layer_bits {
+            check_pair(w, a).map_err(|e| format!("plan for layer {layer}: {e}"))?;
+        }
         if self.binary() {
             return Ok(());
         }
@@ -86,6 +101,17 @@ impl QuantOptions {
             ));
         }
         Ok(())
+    }
+}
+
+/// Checks one layer's (weight, activation) bits: 2..8 and 1..8, or (1, 1).
+pub fn check_pair(w: u8, a: u8) -> Result<(), String> {
+    match (w, a) {
+        (1, 1) => Ok(()),
+        (2..=8, 1..=8) => Ok(()),
+        _ => Err(format!(
+            "{w}-bit weights with {a}-bit activations: weights take 2..8 bits and activations 1..8, or both take 1 (binarized)"
+        )),
     }
 }
 

@@ -17,6 +17,9 @@
 //!
 //! `JitModel` holds raw code pointers and is not `Send`; all of this is single-threaded.
 
+/// Called with (tap index, shape, values) for every f32 tap.
+pub type TapVisitor<'a> = &'a mut dyn FnMut(usize, &[usize], &[f32]);
+
 use std::borrow::Cow;
 use std::io::IsTerminal;
 
@@ -188,11 +191,7 @@ impl<'m> Tapped<'m> {
     /// Runs the module on `inputs`, calling `f(k, shape, values)` for every f32 tap `k`
     /// (once each, in no particular order; taps of other types are skipped); returns
     /// the module's own outputs.
-    pub fn run(
-        &self,
-        inputs: &[Tensor],
-        f: &mut dyn FnMut(usize, &[usize], &[f32]),
-    ) -> Result<Vec<Tensor>, String> {
+    pub fn run(&self, inputs: &[Tensor], f: TapVisitor<'_>) -> Result<Vec<Tensor>, String> {
         let nout = self.module.outputs.len();
         match &self.jit {
             Some(j) => {

@@ -54,6 +54,7 @@ use qcc_ir::{ConstData, ElemType, Module, Node, Op};
 
 use super::bitserial;
 use super::conv::{self, ConvGeom};
+use super::dot::{DotIsa, Wide};
 use super::quant::{self, AccStore, IntEpi, QuantLowering, Requant, tensor_zp};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::costs::{self, CostTarget, Strategy};
@@ -194,17 +195,24 @@ fn padded(g: &ConvGeom) -> bool {
         || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow))
 }
 
-/// The plan of `node` if it is for this kernel: a `conv2d_int` or `matmul_int` with
+/// What [`check`] found about a layer's operands.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Checked {
+    /// Storage bits of the weights and the activations.
+    pub wb: u32,
+    pub ab: u32,
+    pub k: usize,
+    /// The i16 group length (None: some pair may saturate `pmaddubsw`).
+    pub group: Option<usize>,
+    /// Bits of the narrowest signed type holding every corrected weight.
+    pub weff: u32,
+}
+
+/// The operand checks of the u8 x i8 kernels: a `conv2d_int` or `matmul_int` with
 /// byte-stored activations (per-tensor zero point) and constant integer weights of at
-/// most 8 bits whose zero-point corrected values fit i8 and pass the saturation check,
-/// on a target with SSSE3, where the cost table prefers it to the other integer kernels
-/// (and to the bit-serial kernel where that one applies).
-pub(crate) fn applies(
-    m: &Module,
-    node: &Node,
-    const_of: &ConstOf<'_>,
-    target: CostTarget,
-) -> Option<Plan> {
+/// most 8 bits whose zero-point corrected values fit i8 (and, for a padded convolution,
+/// a padding code that fits u8); and the saturation check of `pmaddubsw`.
+pub(crate) fn check(m: &Module, node: &Node, const_of: &ConstOf<'_>) -> Option<Checked> {
     if !matches!(node.op, Op::Conv2dInt | Op::MatMulInt) || node.operands.len() < 2 {
         return None;
     }
@@ -214,8 +222,6 @@ pub(crate) fn applies(
     if ab > 8 || wb > 8 || Store::of(xe).bytes() != 1 {
         return None;
     }
-    // No row on this target (no SSSE3, aarch64) or disabled: skip the weights' check.
-    costs::choose(&[Strategy::Maddubs], wb, ab, 1, target)?;
     let Some(ConstData::Int(w)) = const_of(node.operands[1]) else {
         return None;
     };
@@ -242,38 +248,85 @@ pub(crate) fn applies(
     };
     let zw = weight_zps(m, node, chans).ok()?;
     let wv = weight_vectors(m, node, w, zw)?;
-    let group = group_len(&wv, xmax)?;
-    let weff = effective_bits(&wv);
+    for v in 0..wv.count {
+        for kk in 0..wv.k {
+            if !(-128..=127).contains(&(wv.w)(v, kk)) {
+                return None;
+            }
+        }
+    }
+    Some(Checked {
+        wb,
+        ab,
+        k,
+        group: group_len(&wv, xmax),
+        weff: effective_bits(&wv),
+    })
+}
+
+/// The plan of `node` if it is for this kernel: [`check`] passes, with a group, on a
+/// target with SSSE3, where the cost table prefers it to the other integer kernels
+/// (and to the bit-serial kernel where that one applies).
+pub(crate) fn applies(
+    m: &Module,
+    node: &Node,
+    const_of: &ConstOf<'_>,
+    target: CostTarget,
+) -> Option<Plan> {
+    if !matches!(node.op, Op::Conv2dInt | Op::MatMulInt) || node.operands.len() < 2 {
+        return None;
+    }
+    let (xe, we) = (&m.ty(node.operands[0]).elem, &m.ty(node.operands[1]).elem);
+    let (ab, _) = int_bits(xe)?;
+    let (wb, _) = int_bits(we)?;
+    // No row on this target (no SSSE3, aarch64) or disabled: skip the weights' check.
+    costs::choose(&[Strategy::Maddubs], wb.min(8), ab.min(8), 1, target)?;
+    let c = check(m, node, const_of)?;
+    let group = c.group?;
     let cands = [
         Strategy::Int8PackedW,
         Strategy::Int8Pmaddwd,
         Strategy::Maddubs,
     ];
-    if costs::choose(&cands, weff, ab, 1, target) != Some(Strategy::Maddubs) {
+    if costs::choose(&cands, c.weff, c.ab, 1, target) != Some(Strategy::Maddubs) {
         return None;
     }
-    // Against the bit-serial kernel, the table's rates (long K) scaled by the share of
-    // useful bits: bit-serial pays for whole 64-bit words along K (K = 144 runs 192),
-    // this kernel for K rounded to 4.
-    // Only where its packed weights take no more bytes than the bit planes (a row's
-    // last partial block of 8 vectors costs whole 16-byte inputs here), so that the
-    // object's weights keep shrinking with the bits.
-    if bitserial::applies(m, node, const_of, target).is_some() {
-        let share = |unit: usize| k as f64 / (k.div_ceil(unit) * unit) as f64;
-        let bs = costs::gmacs(Strategy::BitSerial, wb, ab, target).map(|g| g * share(64));
-        let md = costs::gmacs(Strategy::Maddubs, wb, ab, target).map(|g| g * share(4));
-        let md_bytes = VPack {
-            bits: wb,
-            signed: true,
-        }
-        .row_vecs(k)
-            * 16;
-        if bs.unwrap_or(0.0) >= md.unwrap_or(0.0) || md_bytes > bitserial::row_bytes(k, wb as usize)
-        {
-            return None;
-        }
+    beats_bitserial(m, node, const_of, target, &c, Strategy::Maddubs).then_some(Plan { group })
+}
+
+/// Whether a u8 x i8 kernel (`strategy`) should take a layer that the bit-serial kernel
+/// could also run: against the table's rates (long K) scaled by the share of useful
+/// bits (bit-serial pays for whole 64-bit words along K, so K = 144 runs 192; these
+/// kernels for K rounded to 4), and only where its packed weights take no more bytes
+/// than the bit planes (a row's last partial block of 8 vectors costs whole 16-byte
+/// inputs here), so that the object's weights keep shrinking with the bits. The wide
+/// tiles, several times faster than bit-serial, may spend one 16-byte input more per
+/// row (ResNet-20 at 2 bits: K = 144 and 288 cost 48 and 80 bytes per row against
+/// 36 and 72).
+pub(crate) fn beats_bitserial(
+    m: &Module,
+    node: &Node,
+    const_of: &ConstOf<'_>,
+    target: CostTarget,
+    c: &Checked,
+    strategy: Strategy,
+) -> bool {
+    if bitserial::applies(m, node, const_of, target).is_none() {
+        return true;
     }
-    Some(Plan { group })
+    let (k, wb, ab) = (c.k, c.wb, c.ab);
+    let share = |unit: usize| k as f64 / (k.div_ceil(unit) * unit) as f64;
+    let bs = costs::gmacs(Strategy::BitSerial, wb, ab, target).map(|g| g * share(64));
+    let md = costs::gmacs(strategy, wb, ab, target).map(|g| g * share(4));
+    let md_bytes = VPack {
+        bits: wb,
+        signed: true,
+    }
+    .row_vecs(k)
+        * 16;
+    let slack = if strategy == Strategy::Maddubs { 0 } else { 16 };
+    bs.unwrap_or(0.0) < md.unwrap_or(0.0)
+        && md_bytes <= bitserial::row_bytes(k, wb as usize) + slack
 }
 
 #[derive(Clone, Debug)]
@@ -303,6 +356,8 @@ pub(crate) struct MdLowering {
     /// Quads per i16 group (1: every `pmaddubsw` is widened at once).
     pub group: usize,
     pub epi: IntEpi,
+    /// The assembled wide tile's instruction set (`dot`), instead of the 128-bit tile.
+    pub wide: Option<DotIsa>,
 }
 
 /// Quads per iteration of the K loops (1 and 2 measured alike; 4 spills).
@@ -321,9 +376,11 @@ fn kp(k: usize) -> usize {
     k.div_ceil(4) * 4
 }
 
-/// Columns of the quad layout of a matmul's weights.
-fn np4(n: usize) -> usize {
-    n.div_ceil(4) * 4
+/// Columns of the quad layout of a matmul's weights: whole vectors of the tile
+/// (4 columns for xmm, 8 for ymm, 16 for zmm).
+fn np4(n: usize, wide: Option<DotIsa>) -> usize {
+    let a = wide.map_or(4, |w| w.lanes());
+    n.div_ceil(a) * a
 }
 
 /// Pixels of one im2col row (a multiple of 16 for the transposition).
@@ -333,6 +390,21 @@ fn p16(npix: usize) -> usize {
 
 impl MdLowering {
     pub fn kernel_name(&self) -> String {
+        if let Some(w) = self.wide {
+            let packed = self
+                .pack
+                .map_or(String::new(), |p| format!(".w{}packed", p.bits));
+            let rq = if self.epi.rq.is_some() {
+                "+requantize"
+            } else {
+                ""
+            };
+            let body = format!("{}.{}{packed}{rq}", w.name(), self.st_x.name());
+            return match &self.kind {
+                MdKind::Conv { .. } => format!("conv2d_int.im2col+{body}"),
+                MdKind::MatMul { .. } => format!("matmul_int.{body}"),
+            };
+        }
         let (mr, nv) = (MR, NV);
         let packed = self
             .pack
@@ -358,7 +430,17 @@ impl MdLowering {
     /// weights; matmul: the activation rows, the unpacked weights; then the tile's i32
     /// sums ([`ACC_BYTES`]).
     pub fn workspace(&self) -> usize {
-        self.acc_offset() + ACC_BYTES
+        self.acc_offset()
+            + if self.wide.is_some() {
+                super::dot::Wide::ACC_BYTES
+            } else {
+                ACC_BYTES
+            }
+    }
+
+    /// The CPU tier the kernel needs beyond the target's 128-bit code, if any.
+    pub fn tier(&self) -> Option<&'static str> {
+        self.wide.map(|w| w.tier())
     }
 
     /// Where the tile's i32 sums are in the workspace.
@@ -376,7 +458,7 @@ impl MdLowering {
             MdKind::MatMul { m, n, k, .. } => {
                 (m * kp(*k)).div_ceil(16) * 16
                     + if self.pack.is_some() {
-                        kp(*k) * np4(*n)
+                        kp(*k) * np4(*n, self.wide)
                     } else {
                         0
                     }
@@ -402,6 +484,7 @@ pub(crate) fn select(
     fused: Option<&Node>,
     const_of: &ConstOf<'_>,
     plan: Plan,
+    wide: Option<DotIsa>,
 ) -> Result<MdLowering, String> {
     let xe = &m.ty(node.operands[0]).elem;
     let we = &m.ty(node.operands[1]).elem;
@@ -433,6 +516,7 @@ pub(crate) fn select(
             zw,
             group: plan.group,
             epi,
+            wide,
         }),
         QuantLowering::MatMulInt {
             m,
@@ -454,6 +538,7 @@ pub(crate) fn select(
             zw: zb,
             group: plan.group,
             epi,
+            wide,
         }),
         _ => Err("pmaddubsw: not a conv2d_int or matmul_int with constant weights".into()),
     }
@@ -661,29 +746,37 @@ impl Unpack {
 /// `out[i, j] = epi(corr[ch] + sum_kk R[i, kk] * C[kk, j])` with `R` rows of bytes at
 /// `rows + i * row_stride` and `C` in the quad layout `[quads][pitch][4]` at `cols`;
 /// `rows_signed`: the rows are the i8 operand (conv), else the columns (matmul).
-struct Gemm<'t> {
-    m: usize,
-    n: usize,
-    quads: usize,
-    rows: Value,
-    row_stride: i64,
-    cols: Value,
-    pitch: usize,
-    rows_signed: bool,
+pub(crate) struct Gemm<'t> {
+    pub m: usize,
+    pub n: usize,
+    pub quads: usize,
+    pub rows: Value,
+    pub row_stride: i64,
+    pub cols: Value,
+    pub pitch: usize,
+    pub rows_signed: bool,
     /// Whether the rows may be read with `RO` flags (pure loads, which become
     /// `vbroadcastss` from memory next to their use): true when every row byte is written
     /// before the first GEMM that reads it and never again in the kernel.
-    rows_ro: bool,
-    group: usize,
+    pub rows_ro: bool,
+    pub group: usize,
     /// Scratch for one tile's i32 sums (`MR * NV * 16` bytes).
-    acc_mem: Value,
-    out: Value,
+    pub acc_mem: Value,
+    pub out: Value,
     /// i32 per channel, added to the accumulators (rows or columns: `acc.chan_of_row`).
-    corr: Option<Value>,
-    acc: AccStore<'t>,
+    pub corr: Option<Value>,
+    pub acc: AccStore<'t>,
+    /// The assembled wide tiles, when the layer takes them (`dot`).
+    pub wide: Option<&'t super::dot::Wide>,
+    /// The tiles' own requantize (`dot::epi_table`): the table, and the address from
+    /// which this GEMM's channels count (the channels follow the table's 64 bytes).
+    pub epi_tab: Option<(Value, Value)>,
 }
 
 fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>) {
+    if let Some(w) = g.wide {
+        return super::dot::emit_gemm(kb, g, w);
+    }
     let (mr, nv) = (MR, NV);
     let mut row_groups = Vec::new();
     if g.m / mr > 0 {
@@ -890,11 +983,35 @@ fn tile(
         }
     }
     // Epilogue.
+    store_tile(kb, g, rows, vecs, row0, col0, tail, |kb, r, v| {
+        if in_mem {
+            kb.load(I32X4, g.acc_mem, slot(r, v))
+        } else {
+            kb.b.use_var(acc32[r][v])
+        }
+    });
+}
+
+/// The epilogue of one tile of `rows` rows from `row0` by `vecs` i32x4 vectors of
+/// columns from `col0` (`tail`: the constant first column of a tile whose columns may
+/// run past n; those lanes are not stored): the correction, then `AccStore::store_vec`
+/// on each accumulator `sum(kb, r, v)`.
+#[allow(clippy::too_many_arguments, reason = "one tile's geometry")]
+pub(crate) fn store_tile(
+    kb: &mut Kb<'_, '_>,
+    g: &Gemm<'_>,
+    rows: usize,
+    vecs: usize,
+    row0: Value,
+    col0: Value,
+    tail: Option<usize>,
+    sum: impl Fn(&mut Kb<'_, '_>, usize, usize) -> Value,
+) {
     let ob = g.acc.st_out.bytes() as i64;
     let out_row = kb.idx(g.out, row0, g.acc.ldc as i64 * ob);
     let out_tile = kb.idx(out_row, col0, ob);
-    for (r, acc_r) in acc32.iter().enumerate() {
-        for (v, &acc_v) in acc_r.iter().enumerate() {
+    for r in 0..rows {
+        for v in 0..vecs {
             let lanes = match tail {
                 None => 4,
                 Some(first) => g.n.saturating_sub(first + v * 4).min(4),
@@ -902,11 +1019,7 @@ fn tile(
             if lanes == 0 {
                 continue;
             }
-            let mut x = if in_mem {
-                kb.load(I32X4, g.acc_mem, slot(r, v))
-            } else {
-                kb.b.use_var(acc_v)
-            };
+            let mut x = sum(kb, r, v);
             if let Some(c) = g.corr {
                 let cv = if g.acc.chan_of_row {
                     let p = kb.idx(c, row0, 4);
@@ -1280,10 +1393,31 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     let (bias_c, bias_rt) = bias_of(cx, &q.epi);
     let corr = corr_of(g.m, k, zu, &bias_c, wv);
     let (rq_own, need) = epilogue(&q.epi, &corr, true);
-    let corr_tab = need.then(|| cx.rodata(i32_bytes(&corr), 16));
-    let rq = rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    // The zmm tile requantizes and stores by itself where the requantize has the vector
+    // form and no run-time bias is added.
+    let in_tile = match (&rq_own, q.wide) {
+        (Some(r), Some(DotIsa::Vnni512)) if r.vector_ok() && bias_rt.is_none() => {
+            let add = if need { corr.clone() } else { Vec::new() };
+            super::dot::epi_table(r, &add).map(|t| (r, t))
+        }
+        _ => None,
+    };
+    let corr_tab = (need && in_tile.is_none()).then(|| cx.rodata(i32_bytes(&corr), 16));
+    let rq = match in_tile {
+        Some(_) => None,
+        None => rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16))),
+    };
     let out = cx.out;
     let ob = q.epi.st_out.bytes();
+    let epi_tab = in_tile.as_ref().map(|(_, t)| cx.rodata(t.clone(), 64));
+    let wide_epi = in_tile.as_ref().map(|&(r, _)| super::dot::WideEpi {
+        round: r.rounding,
+        elem: ob as u32,
+        row_bytes: (npix * ob) as u32,
+    });
+    let wide = q
+        .wide
+        .map(|isa| Wide::new(cx, isa, mg, npix, quads, kpp, pp * 4, true, wide_epi));
     let (g, off, group, st_out) = (*g, q.off, q.group, q.epi.st_out);
     let kb = &mut *cx.kb;
     let offv = off_vec(kb, off);
@@ -1303,6 +1437,11 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
             let acc_mem = kb.off(ws, acc_off as i64);
             let bias_g = bias_rt.map(|p| kb.idx(p, grp, (mg * 4) as i64));
             let rq_g = rq.map(|(r, tab)| (r, kb.idx(tab, grp, mg as i64 * r.stride())));
+            // The layer's constants, then the group's channels (16 bytes each).
+            let epi_g = epi_tab.map(|t| {
+                let c = kb.idx(t, grp, (mg * 16) as i64);
+                (t, c)
+            });
             emit_gemm(
                 kb,
                 &Gemm {
@@ -1317,6 +1456,8 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
                     rows_ro: true,
                     group,
                     acc_mem,
+                    wide: wide.as_ref(),
+                    epi_tab: epi_g,
                     out: og,
                     corr: corr_g,
                     acc: AccStore {
@@ -1339,7 +1480,7 @@ fn emit_matmul(
     (m, n, k): (usize, usize, usize),
     batches: &[(usize, usize)],
 ) {
-    let (kpp, npp) = (kp(k), np4(n));
+    let (kpp, npp) = (kp(k), np4(n, q.wide));
     let quads = kpp / 4;
     let slab = kpp * npp;
     let a = cx.operand(0);
@@ -1408,6 +1549,9 @@ fn emit_matmul(
     let rq = rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
     let out = cx.out;
     let ob = q.epi.st_out.bytes();
+    let wide = q
+        .wide
+        .map(|isa| Wide::new(cx, isa, m, n, quads, kpp, npp * 4, false, None));
     let (off, group, st_x, st_out) = (q.off, q.group, q.st_x, q.epi.st_out);
     let kb = &mut *cx.kb;
     let offv = off_vec(kb, off);
@@ -1459,6 +1603,8 @@ fn emit_matmul(
                 rows_ro: batches.len() == 1,
                 group,
                 acc_mem,
+                wide: wide.as_ref(),
+                epi_tab: None,
                 out: o,
                 corr: corr_b,
                 acc: AccStore {

@@ -10,6 +10,7 @@ pub(crate) mod bits;
 pub(crate) mod bitserial;
 pub(crate) mod conv;
 pub(crate) mod deconv;
+pub(crate) mod dot;
 pub(crate) mod elementwise;
 pub(crate) mod gemm;
 mod im2col;
@@ -28,7 +29,7 @@ pub(crate) mod resize;
 pub(crate) mod winograd;
 
 use cranelift_codegen::ir::types::I64;
-use cranelift_codegen::ir::{Function, GlobalValue, InstBuilder, Value};
+use cranelift_codegen::ir::{FuncRef, Function, GlobalValue, InstBuilder, Value};
 use qcc_ir::shape::{broadcast, normalize_axis, strides};
 use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, ValueId};
 
@@ -211,6 +212,15 @@ impl Lowering {
             Lowering::BitSerial(q) => q.workspace(),
             Lowering::Maddubs(q) => q.workspace(),
             _ => 0,
+        }
+    }
+
+    /// The x86-64 tier the kernel needs beyond the 128-bit code every tier runs (the
+    /// assembled wide tiles), for the report.
+    pub fn tier(&self) -> Option<&'static str> {
+        match self {
+            Lowering::Maddubs(q) => q.tier(),
+            _ => None,
         }
     }
 
@@ -506,9 +516,15 @@ pub(crate) fn select(
             binary::select(m, node, fused).map(Lowering::Xnor)
         }
         Op::Conv2dInt | Op::MatMulInt
+            if let Some(isa) = dot::applies(m, node, const_of, target) =>
+        {
+            let plan = maddubs::Plan { group: 1 };
+            maddubs::select(m, node, fused, const_of, plan, Some(isa)).map(Lowering::Maddubs)
+        }
+        Op::Conv2dInt | Op::MatMulInt
             if let Some(plan) = maddubs::applies(m, node, const_of, target) =>
         {
-            maddubs::select(m, node, fused, const_of, plan).map(Lowering::Maddubs)
+            maddubs::select(m, node, fused, const_of, plan, None).map(Lowering::Maddubs)
         }
         Op::Conv2dInt | Op::MatMulInt
             if let Some(bits) = bitserial::applies(m, node, const_of, target) =>
@@ -689,6 +705,8 @@ fn pad_gather(m: &Module, node: &Node) -> Result<Lowering, String> {
 pub(crate) trait DataSink {
     /// Defines a read-only data object holding `bytes` and returns it in `func`.
     fn define(&mut self, func: &mut Function, bytes: Vec<u8>, align: u64) -> GlobalValue;
+    /// Declares the assembled function `f` in `func` (defined once per module).
+    fn asm_func(&mut self, func: &mut Function, f: &crate::backend::asm::AsmFn) -> FuncRef;
 }
 
 /// The emission context of one kernel.

@@ -1,0 +1,153 @@
+//! Functions assembled with iced-x86, for the instructions Cranelift's x64 backend does
+//! not emit (ymm and zmm registers, `vpdpbusd` zmm, `cpuid`).
+//!
+//! Cranelift 0.135 stops at 128-bit vectors on x86-64. Where a kernel family needs the
+//! full vector width of the CPU, its register tile is assembled here with iced-x86's
+//! `CodeAssembler` (never written as bytes by hand) and put into the Cranelift module
+//! with `define_function_bytes`, in objects and in the JIT alike. Cranelift's own code
+//! calls it with an ordinary C-ABI call; everything around the tile (loops, packing,
+//! the epilogue) stays Cranelift's.
+//!
+//! - An [`AsmFn`] is a value: its parameters decide its bytes and its symbol, so a
+//!   kernel asks for the same tile twice and gets one definition, and the same model
+//!   and flags give byte-identical objects.
+//! - Every function follows the System V calling convention by hand: arguments in
+//!   `rdi`, `rsi`, `rdx`; it touches only caller-saved registers (vector registers are
+//!   all caller-saved there) or saves them; it ends with `vzeroupper` after using ymm
+//!   or zmm registers, so that Cranelift's SSE code after it pays no transition.
+//!   They get no unwind information: they never call out and never unwind.
+//! - EVEX forms are asked for explicitly (`set_prefer_vex(false)`): iced prefers VEX,
+//!   which would turn `vpdpbusd` on xmm/ymm into the AVX-VNNI form.
+
+mod cpu;
+
+use iced_x86::code_asm::CodeAssembler;
+
+use super::kernels::dot::DotTile;
+use super::target::Tier;
+
+pub(crate) use cpu::cpu_check;
+
+/// A function assembled for the backend.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum AsmFn {
+    /// `int check(void)`: 1 when the CPU and the OS support everything of the tier
+    /// (`cpuid`, `xgetbv`), else 0.
+    CpuCheck(Tier),
+    /// `void tile(const u8 *rows, const u8 *cols, i32 *acc)`: a u8 x i8 register tile.
+    Dot(DotTile),
+}
+
+impl AsmFn {
+    /// A symbol suffix that names every parameter (so distinct functions never share it).
+    pub fn symbol(&self) -> String {
+        match self {
+            AsmFn::CpuCheck(t) => format!(
+                "cpu_check_v{}{}{}{}",
+                t.level,
+                if t.vnni { "_vnni" } else { "" },
+                if t.vpopcntdq { "_vpopcntdq" } else { "" },
+                if t.bitalg { "_bitalg" } else { "" }
+            ),
+            AsmFn::Dot(t) => t.symbol(),
+        }
+    }
+
+    /// Pointer parameters it takes.
+    pub fn params(&self) -> usize {
+        match self {
+            AsmFn::CpuCheck(_) => 0,
+            AsmFn::Dot(t) => {
+                if t.epi.is_some() {
+                    6
+                } else {
+                    3
+                }
+            }
+        }
+    }
+
+    /// Whether it returns an i32.
+    pub fn returns_i32(&self) -> bool {
+        matches!(self, AsmFn::CpuCheck(_))
+    }
+
+    /// The machine code (position independent: no relocations).
+    pub fn assemble(&self) -> Result<Vec<u8>, String> {
+        let r = match self {
+            AsmFn::CpuCheck(t) => cpu::assemble(*t),
+            AsmFn::Dot(t) => t.assemble(),
+        };
+        r.map_err(|e| format!("assembling {}: {e}", self.symbol()))
+    }
+}
+
+/// A fresh 64-bit assembler that encodes EVEX where `evex` (see the module notes).
+pub(crate) fn assembler(evex: bool) -> Result<CodeAssembler, iced_x86::IcedError> {
+    let mut a = CodeAssembler::new(64)?;
+    a.set_prefer_vex(!evex);
+    Ok(a)
+}
+
+/// The Intel-syntax disassembly of `bytes` (what `--emit asm` shows for these
+/// functions).
+pub(crate) fn disassemble(bytes: &[u8]) -> String {
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+    let mut d = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
+    let mut f = IntelFormatter::new();
+    let mut out = String::new();
+    let mut text = String::new();
+    for ins in &mut d {
+        text.clear();
+        f.format(&ins, &mut text);
+        out.push_str(&format!("  {:04x}  {text}\n", ins.ip()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::kernels::dot::{DotIsa, DotTile};
+
+    fn tile(isa: DotIsa, rows_signed: bool) -> DotTile {
+        DotTile {
+            isa,
+            rows: 3,
+            vecs: 2,
+            quads: 5,
+            row_stride: 24,
+            col_stride: 256,
+            rows_signed,
+            epi: None,
+        }
+    }
+
+    #[test]
+    fn the_vnni_tile_is_evex_vpdpbusd_on_zmm() {
+        let b = AsmFn::Dot(tile(DotIsa::Vnni512, true)).assemble().unwrap();
+        let text = disassemble(&b);
+        assert!(text.contains("vpdpbusd zmm"), "{text}");
+        assert!(text.contains("vzeroupper"), "{text}");
+        assert!(text.trim_end().ends_with("ret"), "{text}");
+    }
+
+    #[test]
+    fn the_avx2_tile_is_vex_on_ymm() {
+        let b = AsmFn::Dot(tile(DotIsa::Avx2, false)).assemble().unwrap();
+        let text = disassemble(&b);
+        assert!(text.contains("vpmaddubsw ymm"), "{text}");
+        assert!(text.contains("vpmaddwd ymm"), "{text}");
+        assert!(!text.contains("zmm"), "{text}");
+    }
+
+    #[test]
+    fn same_parameters_same_bytes_and_names() {
+        let a = AsmFn::Dot(tile(DotIsa::Vnni512, false));
+        assert_eq!(a.assemble().unwrap(), a.clone().assemble().unwrap());
+        let b = AsmFn::Dot(tile(DotIsa::Vnni512, true));
+        assert_ne!(a.symbol(), b.symbol());
+        let c = AsmFn::CpuCheck(Tier::BASELINE);
+        assert!(disassemble(&c.assemble().unwrap()).contains("cpuid"));
+    }
+}

@@ -1,0 +1,470 @@
+//! The u8 x i8 dot-product family on wide vectors: `conv2d_int` / `matmul_int` whose
+//! register tile is assembled for the tier (`vpdpbusd` zmm with AVX512-VNNI,
+//! `vpmaddubsw` + `vpmaddwd` ymm with AVX2), everything else shared with the 128-bit
+//! `maddubs` kernel.
+//!
+//! - Applicability and cost ([`applies`]): the operand checks of `maddubs` (byte
+//!   activations, constant weights of at most 8 bits whose zero-point corrected values
+//!   fit i8), then the measured cost table's rows for the tier decide against the
+//!   other integer kernels and against bit-serial. With VNNI there is no saturation
+//!   check: `vpdpbusd` sums into i32, so every such layer is exact. The AVX2 tile
+//!   widens every `vpmaddubsw` at once, so it needs the pair check with groups of one
+//!   quad (the weights of each pair within the i16 range for the largest activation).
+//! - Weight packing, im2col, activation offsets (signed activations are offset by
+//!   `2^(b-1)` and the correction folded into the bias from the weight sums) and the
+//!   requantize epilogue are `maddubs`'s, in its quad layout: the tile reads the same
+//!   bytes, only the column pitch is a whole number of the tier's vectors.
+//! - Tiles per tier ([`tile`]): `rows` broadcast dwords x `vecs` column vectors of
+//!   i32 accumulators, over the whole of K, stored to the workspace for the epilogue.
+//!   Columns are pixels (conv) or output channels (matmul), so 16 output channels or
+//!   pixels fill a zmm even when the other side is small (ResNet-20's first stage:
+//!   16 channels, K = 144). The tile shape is chosen per layer ([`choose_tile`]).
+//! - The GEMM driver ([`emit_gemm`]) loops over tiles in Cranelift and calls the
+//!   assembled tile once per tile; one function per distinct tile (shape, K, strides).
+
+mod tile;
+
+use std::collections::BTreeMap;
+
+use cranelift_codegen::ir::types::I32X4;
+use cranelift_codegen::ir::{FuncRef, InstBuilder, Value};
+
+use super::maddubs::{self, Gemm};
+use super::{ConstOf, Ecx};
+use crate::backend::asm::AsmFn;
+use crate::backend::costs::{self, CostTarget, Strategy};
+use crate::backend::kb::Kb;
+use crate::backend::kernels::quant::Requant;
+use qcc_ir::{Module, Node};
+
+pub(crate) use tile::peak_loop;
+
+/// The instruction set of a tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum DotIsa {
+    /// AVX512-VNNI `vpdpbusd` on zmm (16 i32 lanes).
+    Vnni512,
+    /// AVX2 `vpmaddubsw` + `vpmaddwd` on ymm (8 i32 lanes).
+    Avx2,
+}
+
+impl DotIsa {
+    /// i32 lanes of one vector (columns per column vector).
+    pub fn lanes(self) -> usize {
+        match self {
+            DotIsa::Vnni512 => 16,
+            DotIsa::Avx2 => 8,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DotIsa::Vnni512 => "vpdpbusd.zmm",
+            DotIsa::Avx2 => "vpmaddubsw.ymm",
+        }
+    }
+
+    /// The tier the tile needs, as the report names it.
+    pub fn tier(self) -> &'static str {
+        match self {
+            DotIsa::Vnni512 => "x86-64-v4+vnni",
+            DotIsa::Avx2 => "x86-64-v3",
+        }
+    }
+
+    fn strategy(self) -> Strategy {
+        match self {
+            DotIsa::Vnni512 => Strategy::DotVnni,
+            DotIsa::Avx2 => Strategy::DotAvx2,
+        }
+    }
+
+    /// The most accumulator registers with `vecs` column vectors (the rest hold the
+    /// columns, the broadcast rows and, for AVX2, the ones and two products).
+    fn max_rows(self, vecs: usize) -> usize {
+        match self {
+            DotIsa::Vnni512 => ((30 - vecs) / vecs).min(16),
+            DotIsa::Avx2 => (12 - vecs) / vecs,
+        }
+    }
+}
+
+/// One assembled tile: its shape and the constants it bakes in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct DotTile {
+    pub isa: DotIsa,
+    pub rows: u8,
+    pub vecs: u8,
+    /// Quads of K (the loop count).
+    pub quads: u32,
+    /// Bytes between two rows.
+    pub row_stride: u32,
+    /// Bytes between two quads of the columns.
+    pub col_stride: u32,
+    /// Rows are the signed operand (conv: weights), else the unsigned one.
+    pub rows_signed: bool,
+    /// The requantize epilogue in the tile (AVX-512 only), instead of Cranelift's.
+    pub epi: Option<DotEpi>,
+}
+
+/// The rounding of an in-tile requantize (one tile per mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum EpiRound {
+    Floor,
+    Ceil,
+    Down,
+    Up,
+    HalfUp,
+    HalfDown,
+    HalfEven,
+}
+
+/// An in-tile requantize: one output channel per row (a convolution), the constants of
+/// [`epi_table`], `elem`-byte outputs `row_bytes` apart; `valid`: columns of
+/// the tile that exist (the others are not stored).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct DotEpi {
+    pub round: EpiRound,
+    pub elem: u32,
+    pub row_bytes: u32,
+    pub valid: usize,
+}
+
+/// The constants of the in-tile requantize (`Requant::vector_ok` tables with one
+/// output zero point only, else None): 64 bytes for the layer (`lo - zq` and `hi - zq`
+/// as i64, `zq` as i32), then 16 bytes per channel: the multiplier and the i32 added to
+/// the sums first (`add`: the correction plus a folded bias) as two i32, the shift as
+/// an i64. The rounding terms follow from the shift in the tile.
+pub(crate) fn epi_table(rq: &Requant, add: &[i32]) -> Option<Vec<u8>> {
+    let zq = rq.chans.first().map_or(0, |c| c[5]);
+    if rq.chans.iter().any(|c| c[5] != zq) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(64 + rq.chans.len() * 16);
+    out.extend((rq.lo - zq).to_le_bytes());
+    out.extend((rq.hi - zq).to_le_bytes());
+    out.extend(zq.to_le_bytes());
+    out.resize(64, 0);
+    for (ch, c) in rq.chans.iter().enumerate() {
+        let folded = if rq.bias_folded { c[4] as i32 } else { 0 };
+        let a = add.get(ch).copied().unwrap_or(0).wrapping_add(folded);
+        out.extend((c[0] as i32).to_le_bytes());
+        out.extend(a.to_le_bytes());
+        out.extend(c[1].to_le_bytes());
+    }
+    Some(out)
+}
+
+fn epi_round(r: qcc_ir::Rounding) -> EpiRound {
+    use qcc_ir::Rounding as Q;
+    match r {
+        Q::Floor => EpiRound::Floor,
+        Q::Ceil => EpiRound::Ceil,
+        Q::Down => EpiRound::Down,
+        Q::Up => EpiRound::Up,
+        Q::HalfUp => EpiRound::HalfUp,
+        Q::HalfDown => EpiRound::HalfDown,
+        Q::HalfEven => EpiRound::HalfEven,
+    }
+}
+
+impl DotTile {
+    pub fn symbol(&self) -> String {
+        format!(
+            "dot_{}_{}x{}_q{}_r{}_c{}_{}",
+            match self.isa {
+                DotIsa::Vnni512 => "vnni_zmm",
+                DotIsa::Avx2 => "avx2_ymm",
+            },
+            self.rows,
+            self.vecs,
+            self.quads,
+            self.row_stride,
+            self.col_stride,
+            if self.rows_signed { "rs" } else { "ru" }
+        ) + &match &self.epi {
+            None => String::new(),
+            Some(e) => {
+                format!("_rq{:?}_e{}_l{}_v{}", e.round, e.elem, e.row_bytes, e.valid).to_lowercase()
+            }
+        }
+    }
+
+    pub fn assemble(&self) -> Result<Vec<u8>, iced_x86::IcedError> {
+        match self.isa {
+            DotIsa::Vnni512 => tile::vnni512(self),
+            DotIsa::Avx2 => tile::avx2(self),
+        }
+    }
+}
+
+/// The tile shape (rows, column vectors) for `m` rows and `vt` column vectors over
+/// `quads` quads: the fewest modelled cycles, counting per tile and quad the larger of
+/// the multiply-adds and the loads, and a fixed cost per tile (call and epilogue).
+pub(crate) fn choose_tile(isa: DotIsa, m: usize, vt: usize, quads: usize) -> (usize, usize) {
+    let mut best = (f64::INFINITY, (1, 1));
+    for vecs in 1..=4.min(vt.max(1)) {
+        for rows in 1..=isa.max_rows(vecs).min(m.max(1)) {
+            let tiles = |total: usize, size: usize| -> Vec<(usize, usize)> {
+                let mut t = vec![(size, total / size)];
+                if !total.is_multiple_of(size) {
+                    t.push((total % size, 1));
+                }
+                t
+            };
+            let mut cost = 0.0;
+            for &(r, rc) in &tiles(m.max(1), rows) {
+                for &(v, vc) in &tiles(vt.max(1), vecs) {
+                    let per = (quads * (r * v).max(r + v)) as f64 + 4.0 * (r * v) as f64 + 20.0;
+                    cost += per * (rc * vc) as f64;
+                }
+            }
+            if cost < best.0 {
+                best = (cost, (rows, vecs));
+            }
+        }
+    }
+    best.1
+}
+
+/// Which wide tile `node` takes on `target`, if any: `maddubs`'s operand checks, then
+/// the cost table against the other integer kernels (and bit-serial, as `maddubs`
+/// compares it).
+pub(crate) fn applies(
+    m: &Module,
+    node: &Node,
+    const_of: &ConstOf<'_>,
+    target: CostTarget,
+) -> Option<DotIsa> {
+    // No wide rows on this target: skip the weights' checks.
+    let wide = [Strategy::DotVnni, Strategy::DotAvx2];
+    costs::choose(&wide, 8, 8, 1, target)?;
+    let c = maddubs::check(m, node, const_of)?;
+    let mut cands = vec![
+        Strategy::Int8PackedW,
+        Strategy::Int8Pmaddwd,
+        Strategy::DotVnni,
+    ];
+    if c.group.is_some() {
+        cands.extend([Strategy::Maddubs, Strategy::DotAvx2]);
+    }
+    let isa = match costs::choose(&cands, c.weff, c.ab, 1, target)? {
+        Strategy::DotVnni => DotIsa::Vnni512,
+        Strategy::DotAvx2 => DotIsa::Avx2,
+        _ => return None,
+    };
+    maddubs::beats_bitserial(m, node, const_of, target, &c, isa.strategy()).then_some(isa)
+}
+
+/// What an in-tile requantize needs besides the per-channel table.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WideEpi {
+    pub round: qcc_ir::Rounding,
+    /// Output element bytes (1, 2 or 4) and bytes between output rows.
+    pub elem: u32,
+    pub row_bytes: u32,
+}
+
+/// The tiles of one GEMM, assembled and declared in the kernel's function.
+#[derive(Debug)]
+pub(crate) struct Wide {
+    pub isa: DotIsa,
+    pub rows: usize,
+    pub vecs: usize,
+    /// Whether the tiles requantize and store the outputs themselves.
+    pub epi: bool,
+    /// Column tiles: `clean` whole tiles from column 0 that end within n, then the
+    /// others as (first column, vectors).
+    clean: usize,
+    rest: Vec<(usize, usize)>,
+    fns: BTreeMap<(usize, usize, usize), FuncRef>,
+}
+
+impl Wide {
+    /// Bytes of the tile's i32 sums in the workspace.
+    pub const ACC_BYTES: usize = 32 * 64;
+
+    /// The tiles for a GEMM of `m` rows by `n` columns over `quads` quads.
+    #[allow(clippy::too_many_arguments, reason = "one GEMM's geometry")]
+    pub fn new(
+        cx: &mut Ecx<'_, '_, '_, '_>,
+        isa: DotIsa,
+        m: usize,
+        n: usize,
+        quads: usize,
+        row_stride: usize,
+        col_stride: usize,
+        rows_signed: bool,
+        epi: Option<WideEpi>,
+    ) -> Wide {
+        debug_assert!(cx.kb.feat.tier.is_some_and(|t| match isa {
+            DotIsa::Vnni512 => t.avx512_vnni(),
+            DotIsa::Avx2 => t.avx2(),
+        }));
+        let lanes = isa.lanes();
+        let vt = n.div_ceil(lanes);
+        let (rows, vecs) = choose_tile(isa, m, vt, quads);
+        let full = vt / vecs;
+        let clean = if full > 0 && full * vecs * lanes > n {
+            full - 1
+        } else {
+            full
+        };
+        let mut rest: Vec<(usize, usize)> =
+            (clean..full).map(|t| (t * vecs * lanes, vecs)).collect();
+        if !vt.is_multiple_of(vecs) {
+            rest.push((full * vecs * lanes, vt % vecs));
+        }
+        let mut shapes = vec![rows];
+        if !m.is_multiple_of(rows) {
+            shapes.push(m % rows);
+        }
+        let mut cols: Vec<(usize, usize)> = Vec::new();
+        if clean > 0 {
+            cols.push((vecs, vecs * lanes));
+        }
+        cols.extend(
+            rest.iter()
+                .map(|&(first, v)| (v, (n - first).min(v * lanes))),
+        );
+        let mut fns = BTreeMap::new();
+        for &r in &shapes {
+            for &(v, valid) in &cols {
+                let f = AsmFn::Dot(DotTile {
+                    isa,
+                    rows: r as u8,
+                    vecs: v as u8,
+                    quads: quads as u32,
+                    row_stride: row_stride as u32,
+                    col_stride: col_stride as u32,
+                    rows_signed,
+                    epi: epi.map(|e| DotEpi {
+                        round: epi_round(e.round),
+                        elem: e.elem,
+                        row_bytes: e.row_bytes,
+                        valid,
+                    }),
+                });
+                let fr = cx.data.asm_func(cx.kb.b.func, &f);
+                fns.insert((r, v, valid), fr);
+            }
+        }
+        Wide {
+            isa,
+            rows,
+            vecs,
+            epi: epi.is_some(),
+            clean,
+            rest,
+            fns,
+        }
+    }
+}
+
+/// The GEMM of `g` with the tiles of `w`: Cranelift loops over row and column tiles and
+/// calls the tile, which stores its i32 sums for `maddubs`'s epilogue or (`w.epi`)
+/// requantizes and stores the outputs itself (its table at `g.epi_tab`).
+pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
+    let lanes = w.isa.lanes();
+    let (mr, nv) = (w.rows, w.vecs);
+    let vt = g.n.div_ceil(lanes);
+    let mut row_groups = Vec::new();
+    if g.m / mr > 0 {
+        row_groups.push((0, mr, g.m / mr));
+    }
+    if !g.m.is_multiple_of(mr) {
+        row_groups.push((g.m / mr * mr, g.m % mr, 1));
+    }
+    let (clean, rest) = (w.clean, &w.rest);
+    let one =
+        |kb: &mut Kb<'_, '_>, rows: usize, row0: Value, col: Result<Value, (usize, usize)>| {
+            let (col0, vecs, tail) = match col {
+                Ok(c) => (c, nv, None),
+                Err((first, vecs)) => (kb.c(first as i64), vecs, Some(first)),
+            };
+            let valid = tail.map_or(nv * lanes, |first| (g.n - first).min(vecs * lanes));
+            let a = kb.idx(g.rows, row0, g.row_stride);
+            let b = kb.idx(g.cols, col0, 4);
+            let f = w.fns[&(rows, vecs, valid)];
+            if w.epi {
+                let ob = g.acc.st_out.bytes() as i64;
+                let out_row = kb.idx(g.out, row0, g.acc.ldc as i64 * ob);
+                let out_tile = kb.idx(out_row, col0, ob);
+                let (tab, chans) = g.epi_tab.expect("an in-tile requantize has its table");
+                let chans = kb.idx(chans, row0, 16);
+                let chans = kb.off(chans, 64);
+                kb.b.ins().call(f, &[a, b, g.acc_mem, out_tile, tab, chans]);
+                return;
+            }
+            kb.b.ins().call(f, &[a, b, g.acc_mem]);
+            let vecs4 = vecs * lanes / 4;
+            maddubs::store_tile(kb, g, rows, vecs4, row0, col0, tail, |kb, r, v| {
+                kb.load(I32X4, g.acc_mem, ((r * vecs4 + v) * 16) as i64)
+            });
+        };
+    let row_tiles = |kb: &mut Kb<'_, '_>, col: Result<Value, (usize, usize)>| {
+        for &(first, rows, count) in &row_groups {
+            kb.for_range(0, count as i64, 1, |kb, ti| {
+                let row0 = kb.b.ins().imul_imm_s(ti, mr as i64);
+                let row0 = kb.b.ins().iadd_imm_s(row0, first as i64);
+                one(kb, rows, row0, col);
+            });
+        }
+    };
+    // Columns outer when re-reading the rows costs less than re-reading the columns.
+    let row_bytes = g.m * g.quads * 4;
+    let col_bytes = g.quads * g.pitch * 4;
+    let col_passes = vt.div_ceil(nv);
+    if col_passes * row_bytes <= g.m.div_ceil(mr) * col_bytes {
+        if clean > 0 {
+            kb.for_range(0, clean as i64, 1, |kb, tj| {
+                let col0 = kb.b.ins().imul_imm_s(tj, (nv * lanes) as i64);
+                row_tiles(kb, Ok(col0));
+            });
+        }
+        for &r in rest {
+            row_tiles(kb, Err(r));
+        }
+    } else {
+        for &(first, rows, count) in &row_groups {
+            kb.for_range(0, count as i64, 1, |kb, ti| {
+                let row0 = kb.b.ins().imul_imm_s(ti, mr as i64);
+                let row0 = kb.b.ins().iadd_imm_s(row0, first as i64);
+                if clean > 0 {
+                    kb.for_range(0, clean as i64, 1, |kb, tj| {
+                        let col0 = kb.b.ins().imul_imm_s(tj, (nv * lanes) as i64);
+                        one(kb, rows, row0, Ok(col0));
+                    });
+                }
+                for &r in rest {
+                    one(kb, rows, row0, Err(r));
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_fit_the_registers_and_fill_small_layers() {
+        for isa in [DotIsa::Vnni512, DotIsa::Avx2] {
+            for (m, vt, q) in [
+                (16, 64, 36),
+                (64, 4, 144),
+                (1, 1, 16),
+                (10, 1, 16),
+                (3, 7, 1),
+            ] {
+                let (r, v) = choose_tile(isa, m, vt, q);
+                assert!(r >= 1 && v >= 1 && r <= m.max(1) && v <= vt.max(1));
+                assert!(r <= isa.max_rows(v), "{isa:?} {m} {vt}: {r}x{v}");
+            }
+        }
+        // ResNet-20's first stage: 16 channels by 1024 pixels, K = 144.
+        let (r, v) = choose_tile(DotIsa::Vnni512, 16, 64, 36);
+        assert!(r * v >= 16, "{r}x{v}");
+    }
+}

@@ -1,0 +1,288 @@
+//! The register tiles of the u8 x i8 dot-product family, one per tier, assembled with
+//! iced-x86 (see `backend::asm`).
+//!
+//! Both read the operands of `maddubs`'s layout: `rows` are bytes, one dword (4 K values)
+//! per row and quad, `row_stride` bytes apart; `cols` is the quad layout, one vector of
+//! 16 (zmm) or 8 (ymm) columns x 4 K per load, `col_stride` bytes per quad. The row
+//! dword is broadcast to every lane, so a column vector of 16 output channels or
+//! pixels is filled whatever the number of rows. Rows hold the signed operand for a
+//! convolution (weights x im2col pixels) and the unsigned one for a matrix product
+//! (activations x weights).
+//!
+//! - AVX512-VNNI: `vpdpbusd zmm` accumulates 64 u8 x i8 products into 16 i32 lanes,
+//!   exactly (no saturation; it is `vpdpbusds` that saturates).
+//! - AVX2: `vpmaddubsw ymm` (two products into a saturating i16) then `vpmaddwd` by
+//!   ones into i32 and `vpaddd`: exact only for weights that pass `maddubs`'s pair
+//!   check, which the selection asks for.
+//!
+//! The sums go to `acc` as `[rows][vecs * lanes]` i32, the order the epilogue reads.
+
+use iced_x86::code_asm::registers::{ymm::get_ymm, zmm::get_zmm};
+use iced_x86::code_asm::*;
+use iced_x86::{IcedError, Register};
+
+use super::{DotIsa, DotTile};
+
+fn zmm(i: usize) -> AsmRegisterZmm {
+    get_zmm(Register::ZMM0 + i as u32).expect("zmm0..zmm31")
+}
+
+fn ymm(i: usize) -> AsmRegisterYmm {
+    get_ymm(Register::YMM0 + i as u32).expect("ymm0..ymm15")
+}
+
+/// The loop over K: `rdi` rows, `rsi` columns, `rdx` acc; `body` emits one quad.
+fn k_loop(
+    a: &mut CodeAssembler,
+    t: &DotTile,
+    mut body: impl FnMut(&mut CodeAssembler) -> Result<(), IcedError>,
+) -> Result<(), IcedError> {
+    let mut top = a.create_label();
+    a.mov(r10d, t.quads)?;
+    a.set_label(&mut top)?;
+    body(a)?;
+    a.add(rdi, 4)?;
+    a.add(rsi, t.col_stride as i32)?;
+    a.sub(r10d, 1)?;
+    a.jnz(top)?;
+    Ok(())
+}
+
+pub(super) fn vnni512(t: &DotTile) -> Result<Vec<u8>, IcedError> {
+    let (rows, vecs) = (t.rows as usize, t.vecs as usize);
+    let mut a = crate::backend::asm::assembler(true)?;
+    let acc = |r: usize, v: usize| zmm(r * vecs + v);
+    let col = |v: usize| zmm(rows * vecs + v);
+    let bc = |r: usize| zmm(rows * vecs + vecs + r % 2);
+    for r in 0..rows {
+        for v in 0..vecs {
+            a.vpxord(acc(r, v), acc(r, v), acc(r, v))?;
+        }
+    }
+    k_loop(&mut a, t, |a| {
+        for v in 0..vecs {
+            a.vmovdqu32(col(v), zmmword_ptr(rsi + (v * 64) as i32))?;
+        }
+        for r in 0..rows {
+            a.vpbroadcastd(bc(r), dword_ptr(rdi + (r as u32 * t.row_stride) as i32))?;
+            for v in 0..vecs {
+                // vpdpbusd acc, unsigned, signed.
+                if t.rows_signed {
+                    a.vpdpbusd(acc(r, v), col(v), bc(r))?;
+                } else {
+                    a.vpdpbusd(acc(r, v), bc(r), col(v))?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    for r in 0..rows {
+        for v in 0..vecs {
+            a.vmovdqu32(zmmword_ptr(rdx + ((r * vecs + v) * 64) as i32), acc(r, v))?;
+        }
+    }
+    if let Some(e) = &t.epi {
+        requantize(&mut a, t, e)?;
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
+/// The requantize of the tile's sums: the layer's constants at `r8` and row r's
+/// channel at `r9 + 16 r` (see [`super::epi_table`]); outputs stored at
+/// `rcx + r * row_bytes + v * 16 * elem` (lanes past `valid` columns masked off). Per
+/// 16 sums, in i64 lanes: `x + add`, then `p = x * mult` (`vpmuldq` on the even and
+/// the odd lanes), the rounding term, `p >> s` (`vpsravq`), the clamp to
+/// `[lo - zq, hi - zq]`, then `+ zq` and a narrowing store.
+fn requantize(a: &mut CodeAssembler, t: &DotTile, e: &super::DotEpi) -> Result<(), IcedError> {
+    use super::EpiRound as R;
+    let (rows, vecs) = (t.rows as usize, t.vecs as usize);
+    // k1: the even dwords (low halves of the qwords).
+    a.mov(eax, 0x5555u32)?;
+    a.kmovw(k1, eax)?;
+    let (x, xo, pe, po, t1, t2) = (zmm0, zmm1, zmm2, zmm3, zmm4, zmm5);
+    let (sh, one, spos, c1) = (zmm6, zmm7, zmm8, zmm9);
+    a.mov(eax, 1u32)?;
+    a.vpbroadcastq(one, rax)?;
+    for r in 0..rows {
+        let c = |f: i32| r9 + (r as i32 * 16 + f);
+        // The row's shift and rounding terms: c1 (2^s - 1, half, or half - [s > 0]).
+        a.vpbroadcastq(sh, qword_ptr(c(8)))?;
+        a.vpminuq(spos, sh, one)?;
+        a.vpsllvq(c1, one, sh)?;
+        match e.round {
+            R::Floor => {}
+            R::Ceil | R::Down | R::Up => a.vpsubq(c1, c1, one)?,
+            R::HalfUp => a.vpsrlq(c1, c1, 1)?,
+            R::HalfDown | R::HalfEven => {
+                a.vpsrlq(c1, c1, 1)?;
+                a.vpsubq(c1, c1, spos)?;
+            }
+        }
+        for v in 0..vecs {
+            let valid = e.valid.saturating_sub(v * 16).min(16);
+            if valid == 0 {
+                continue;
+            }
+            a.vmovdqu32(x, zmmword_ptr(rdx + ((r * vecs + v) * 64) as i32))?;
+            a.vpaddd(x, x, dword_bcst(c(4)))?;
+            a.vpsrlq(xo, x, 32)?;
+            a.vpmuldq(pe, x, qword_bcst(c(0)))?;
+            a.vpmuldq(po, xo, qword_bcst(c(0)))?;
+            for p in [pe, po] {
+                match e.round {
+                    R::Floor => {}
+                    R::Ceil => a.vpaddq(p, p, c1)?,
+                    R::Down | R::Up => {
+                        // All ones where p < 0.
+                        a.vpsraq(t1, p, 63)?;
+                        if e.round == R::Down {
+                            a.vpandq(t1, t1, c1)?;
+                        } else {
+                            a.vpandnq(t1, t1, c1)?;
+                        }
+                        a.vpaddq(p, p, t1)?;
+                    }
+                    R::HalfUp | R::HalfDown => {
+                        a.vpsraq(t1, p, 63)?;
+                        a.vpandq(t1, t1, spos)?;
+                        a.vpaddq(p, p, c1)?;
+                        if e.round == R::HalfUp {
+                            a.vpsubq(p, p, t1)?;
+                        } else {
+                            a.vpaddq(p, p, t1)?;
+                        }
+                    }
+                    R::HalfEven => {
+                        // Plus bit s of p.
+                        a.vpsrlvq(t1, p, sh)?;
+                        a.vpandq(t1, t1, spos)?;
+                        a.vpaddq(t2, p, c1)?;
+                        a.vpaddq(p, t2, t1)?;
+                    }
+                }
+                a.vpsravq(p, p, sh)?;
+                a.vpmaxsq(p, p, qword_bcst(r8))?;
+                a.vpminsq(p, p, qword_bcst(r8 + 8))?;
+            }
+            a.vpsllq(po, po, 32)?;
+            a.vpblendmd(x.k1(), po, pe)?;
+            a.vpaddd(x, x, dword_bcst(r8 + 16))?;
+            let off = (r * e.row_bytes as usize + v * 16 * e.elem as usize) as i32;
+            let masked = valid < 16;
+            if masked {
+                a.mov(eax, (1u32 << valid) - 1)?;
+                a.kmovw(k2, eax)?;
+            }
+            match e.elem {
+                1 => {
+                    let m = xmmword_ptr(rcx + off);
+                    a.vpmovdb(if masked { m.k2() } else { m }, x)?;
+                }
+                2 => {
+                    let m = ymmword_ptr(rcx + off);
+                    a.vpmovdw(if masked { m.k2() } else { m }, x)?;
+                }
+                _ => {
+                    let m = zmmword_ptr(rcx + off);
+                    a.vmovdqu32(if masked { m.k2() } else { m }, x)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn avx2(t: &DotTile) -> Result<Vec<u8>, IcedError> {
+    let (rows, vecs) = (t.rows as usize, t.vecs as usize);
+    let mut a = crate::backend::asm::assembler(false)?;
+    let acc = |r: usize, v: usize| ymm(r * vecs + v);
+    let col = |v: usize| ymm(rows * vecs + v);
+    let base = rows * vecs + vecs;
+    let (ones, bc) = (ymm(base), ymm(base + 1));
+    let prod = |i: usize| ymm(base + 2 + i % 2);
+    for r in 0..rows {
+        for v in 0..vecs {
+            a.vpxor(acc(r, v), acc(r, v), acc(r, v))?;
+        }
+    }
+    // i16 ones for vpmaddwd.
+    a.mov(eax, 0x0001_0001u32)?;
+    let ones_x = get_xmm_of(base);
+    a.vmovd(ones_x, eax)?;
+    a.vpbroadcastd(ones, ones_x)?;
+    k_loop(&mut a, t, |a| {
+        for v in 0..vecs {
+            a.vmovdqu(col(v), ymmword_ptr(rsi + (v * 32) as i32))?;
+        }
+        let mut i = 0;
+        for r in 0..rows {
+            a.vpbroadcastd(bc, dword_ptr(rdi + (r as u32 * t.row_stride) as i32))?;
+            for v in 0..vecs {
+                let p = prod(i);
+                i += 1;
+                // vpmaddubsw dst, unsigned, signed.
+                if t.rows_signed {
+                    a.vpmaddubsw(p, col(v), bc)?;
+                } else {
+                    a.vpmaddubsw(p, bc, col(v))?;
+                }
+                a.vpmaddwd(p, p, ones)?;
+                a.vpaddd(acc(r, v), acc(r, v), p)?;
+            }
+        }
+        Ok(())
+    })?;
+    for r in 0..rows {
+        for v in 0..vecs {
+            a.vmovdqu(ymmword_ptr(rdx + ((r * vecs + v) * 32) as i32), acc(r, v))?;
+        }
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
+fn get_xmm_of(i: usize) -> AsmRegisterXmm {
+    iced_x86::code_asm::registers::xmm::get_xmm(Register::XMM0 + i as u32).expect("xmm0..xmm15")
+}
+
+/// A loop of independent `vpdpbusd zmm` chains (`isa` Vnni512) or `vpmaddubsw` +
+/// `vpmaddwd` + `vpaddd` ymm chains (Avx2), `rdi` iterations: the peak of the tiles'
+/// instruction mix, for the benchmark. `int loop(u64 iters)`; each iteration does
+/// `chains` tile steps.
+pub(crate) fn peak_loop(isa: DotIsa, chains: usize) -> Result<Vec<u8>, IcedError> {
+    let mut a = crate::backend::asm::assembler(isa == DotIsa::Vnni512)?;
+    let mut top = a.create_label();
+    match isa {
+        DotIsa::Vnni512 => {
+            for c in 0..chains + 2 {
+                a.vpxord(zmm(c), zmm(c), zmm(c))?;
+            }
+            a.set_label(&mut top)?;
+            for c in 0..chains {
+                a.vpdpbusd(zmm(c), zmm(chains), zmm(chains + 1))?;
+            }
+        }
+        DotIsa::Avx2 => {
+            for c in 0..16 {
+                a.vpxor(ymm(c), ymm(c), ymm(c))?;
+            }
+            a.set_label(&mut top)?;
+            // chains accumulators, two products in flight, ones and two operands.
+            for c in 0..chains {
+                let p = ymm(chains + c % 3);
+                a.vpmaddubsw(p, ymm(13), ymm(14))?;
+                a.vpmaddwd(p, p, ymm(15))?;
+                a.vpaddd(ymm(c), ymm(c), p)?;
+            }
+        }
+    }
+    a.sub(rdi, 1)?;
+    a.jnz(top)?;
+    a.xor(eax, eax)?;
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}

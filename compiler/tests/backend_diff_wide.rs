@@ -1,0 +1,404 @@
+//! Differential tests of the assembled wide u8 x i8 tiles (`kernels::dot`), for every
+//! x86-64 tier the host has: the JIT built for the tier must equal the interpreter bit
+//! for bit on random convolutions and matrix products (small channel counts, odd K,
+//! strides, pads, groups, 1..8-bit activations and weights, zero points, bias, a fused
+//! requantize, batched matmuls).
+//!
+//! - `x86-64-v3`: the AVX2 ymm tile (`vpmaddubsw` + `vpmaddwd`), for layers whose
+//!   weights pass the pair check; always run on an x86-64 host with AVX2.
+//! - `x86-64-v4+vnni`: the zmm `vpdpbusd` tile, for every layer whose corrected weights
+//!   fit i8 (8-bit layers included: no saturation).
+//!
+//! Each test prints the tiers it exercised and skipped. With `CI=true`, a tier the host
+//! has whose kernel never ran is a failure.
+
+mod backend_common;
+
+use std::sync::Mutex;
+
+use backend_common::{B, Rng, attrs, codes, ints, requant_to};
+use proptest::prelude::*;
+use qcc::backend::costs::{self, Strategy};
+use qcc::backend::{JitModel, Target, Tier};
+use qcc_ir::interp;
+use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, ValueId};
+
+/// The tiers with a wide tile: `--cpu` name, the kernel's name part, and whether the
+/// host can run it.
+fn tiers() -> Vec<(&'static str, &'static str, bool)> {
+    let h = Tier::host();
+    let x86 = cfg!(target_arch = "x86_64");
+    vec![
+        ("x86-64-v3", "vpmaddubsw.ymm", x86 && h.avx2()),
+        ("x86-64-v4+vnni", "vpdpbusd.zmm", x86 && h.avx512_vnni()),
+    ]
+}
+
+/// Per tier: cases where its wide kernel ran.
+static RAN: Mutex<[usize; 2]> = Mutex::new([0; 2]);
+
+/// The other kernels, disabled so that every layer the tile can take takes it.
+const OTHERS: [Strategy; 4] = [
+    Strategy::Int8Pmaddwd,
+    Strategy::Int8PackedW,
+    Strategy::BitSerial,
+    Strategy::Maddubs,
+];
+
+fn qt(bits: u8, signed: bool, narrow: bool, params: QuantParams) -> ElemType {
+    ElemType::Quant(QuantType {
+        storage: IntType::new(bits, signed),
+        narrow,
+        pow2: false,
+        params,
+    })
+}
+
+fn act_type(r: &mut Rng, bits: u8, signed: bool) -> ElemType {
+    let st = IntType::new(bits, signed);
+    if r.i(0, 4) == 0 {
+        return ElemType::Int(st);
+    }
+    let zp = r.i(st.min_code(), st.max_code()) as i32;
+    qt(
+        bits,
+        signed,
+        false,
+        QuantParams::PerTensor {
+            scale: 0.1,
+            zero_point: zp,
+        },
+    )
+}
+
+/// Weights: type, codes, and which tiles must take them (`[avx2, vnni]`).
+struct Weights {
+    elem: ElemType,
+    codes: Vec<i64>,
+    takes: [bool; 2],
+}
+
+fn weights(r: &mut Rng, bits: u8, axis: usize, c: usize, count: usize, conv: bool) -> Weights {
+    let signed = r.i(0, 3) > 0;
+    let narrow = signed && bits > 1 && r.i(0, 1) == 1;
+    let st = IntType::new(bits, signed);
+    let (lo, hi) = (st.min_code() + i64::from(narrow), st.max_code());
+    let small = r.i(0, 2) > 0;
+    let zps: Vec<i64> = match r.i(0, 2) {
+        0 => vec![0; c],
+        1 => vec![r.i(lo, hi); c],
+        _ => (0..c).map(|_| r.i(lo, hi)).collect(),
+    };
+    let chan = |i: usize| if conv { i / (count / c) } else { i % c };
+    let codes: Vec<i64> = (0..count)
+        .map(|i| {
+            let z = zps[chan(i)];
+            if small {
+                r.i((z - 64).max(lo), (z + 64).min(hi))
+            } else {
+                r.i(lo, hi)
+            }
+        })
+        .collect();
+    let fits = (0..count).all(|i| (-128..=127).contains(&(codes[i] - zps[chan(i)])));
+    // Within +-64 every pair passes the pair check (255 * 128 < 32768).
+    let pairs = (0..count).all(|i| (codes[i] - zps[chan(i)]).abs() <= 64);
+    let params = QuantParams::PerAxis {
+        axis,
+        scales: vec![0.02; c],
+        zero_points: zps.iter().map(|&z| z as i32).collect(),
+    };
+    Weights {
+        elem: qt(bits, signed, narrow, params),
+        codes,
+        takes: [pairs, fits],
+    }
+}
+
+fn out_q() -> ElemType {
+    qt(
+        8,
+        true,
+        false,
+        QuantParams::PerTensor {
+            scale: 0.05,
+            zero_point: -3,
+        },
+    )
+}
+
+fn requant(b: &mut B, r: &mut Rng, y: ValueId, kind: usize, c: usize, axis: i64) -> ValueId {
+    requant_to(b, r, y, kind, c, axis, (24, 38), out_q())
+}
+
+fn bias(b: &mut B, r: &mut Rng, kind: usize, n: usize) -> Option<ValueId> {
+    let v = if r.i(0, 3) == 0 {
+        r.is(n, i32::MIN as i64, i32::MAX as i64)
+    } else {
+        r.is(n, -3000, 3000)
+    };
+    match kind {
+        1 => Some(b.const_int(ElemType::I32, &[n], v)),
+        2 => Some(b.input_int(ElemType::I32, &[n], v)),
+        _ => None,
+    }
+}
+
+/// Runs `b` in every tier the host has (its wide kernel forced where it applies) and
+/// compares with the interpreter; `takes[t]`: tier `t`'s tile must take the layer.
+fn check_tiers(b: &B, takes: [bool; 2]) -> Result<(), String> {
+    qcc_ir::verify::verify(&b.m).map_err(|e| format!("invalid test module:\n{e}"))?;
+    let want = interp::run(&b.m, &b.inputs).map_err(|e| format!("interp: {e}"))?;
+    let host = target_lexicon::Triple::host().to_string();
+    for (ti, (cpu, kname, has)) in tiers().into_iter().enumerate() {
+        if !has {
+            continue;
+        }
+        let t = Target::new(&host, cpu).map_err(|e| e.to_string())?;
+        for forced in [true, false] {
+            let disabled: &[Strategy] = if forced { &OTHERS } else { &[] };
+            let jit = costs::without(disabled, || JitModel::with_target(&b.m, &t))
+                .map_err(|e| format!("{cpu}: compile: {e}\n{}", b.m))?;
+            let got = jit.run(&b.inputs).map_err(|e| format!("{cpu}: run: {e}"))?;
+            let kernel = &jit.report().layers[0].kernel;
+            for (w, g) in want.iter().zip(&got) {
+                if w.shape != g.shape || w.data != g.data {
+                    return Err(format!(
+                        "{cpu} ({kernel}) differs from the interpreter\n{}\n{}",
+                        b.m,
+                        jit.report()
+                    ));
+                }
+            }
+            if forced {
+                if takes[ti] && !kernel.contains(kname) {
+                    return Err(format!("{cpu}: expected {kname}, got {kernel}"));
+                }
+                if kernel.contains(kname) {
+                    RAN.lock().unwrap()[ti] += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(backend_common::cfg())]
+
+    #[test]
+    fn conv2d_wide(
+        seed: u64,
+        abits in 1u8..=8,
+        wbits in 1u8..=8,
+        asigned: bool,
+        bias_kind in 0usize..3,
+        requant_kind in 0usize..3,
+        grouping in 0usize..4,
+    ) {
+        let mut r = Rng(seed | 1);
+        let n = r.i(1, 2) as usize;
+        let (group, cg, mpg) = match grouping {
+            2 => (2, r.i(1, 12) as usize, r.i(1, 20) as usize),
+            3 => { let c = r.i(1, 9) as usize; (c, 1, r.i(1, 2) as usize) }
+            _ => (1, r.i(1, 24) as usize, r.i(1, 40) as usize),
+        };
+        let c = cg * group;
+        let m = mpg * group;
+        let (kh, kw) = (r.i(1, 3) as usize, r.i(1, 3) as usize);
+        let (sh, sw) = (r.i(1, 2) as usize, if r.i(0, 2) == 0 { 2 } else { 1 });
+        let (dh, dw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
+        let pads: Vec<i64> = (0..4).map(|_| r.i(0, 2)).collect();
+        let (h, w) = (r.i(1, 14) as usize, r.i(1, 40) as usize);
+        let fits = |len: usize, k: usize, d: usize, p0: i64, p1: i64| len as i64 + p0 + p1 >= (d * (k - 1) + 1) as i64;
+        prop_assume!(fits(h, kh, dh, pads[0], pads[2]) && fits(w, kw, dw, pads[1], pads[3]));
+        let mut b = B::new();
+        let xe = act_type(&mut r, abits, asigned);
+        let xd = codes(&mut r, &xe, n * c * h * w);
+        let x = b.input_int(xe, &[n, c, h, w], xd);
+        let wt = weights(&mut r, wbits, 0, m, m * cg * kh * kw, true);
+        let wc = b.const_int(wt.elem, &[m, cg, kh, kw], wt.codes);
+        let mut ops = vec![x, wc];
+        if let Some(bv) = bias(&mut b, &mut r, bias_kind, m) { ops.push(bv); }
+        let a = attrs(&[
+            ("strides", ints(&[sh as i64, sw as i64])), ("pads", ints(&pads)),
+            ("dilations", ints(&[dh as i64, dw as i64])), ("group", Attr::Int(group as i64)),
+        ]);
+        let y = b.node(Op::Conv2dInt, &ops, a, ElemType::I32);
+        let y = requant(&mut b, &mut r, y, requant_kind, m, 1);
+        b.output(y);
+        check_tiers(&b, wt.takes).map_err(TestCaseError::fail)?;
+    }
+
+    /// The zmm tile's own requantize: every rounding mode, shifts from 0 to 40,
+    /// negative multipliers, clamps, i8 / u8 / i16 outputs, pixel counts that leave
+    /// partial vectors, a constant bias folded in.
+    #[test]
+    fn conv2d_in_tile_requantize(
+        seed: u64,
+        rnd in 0usize..7,
+        out_kind in 0usize..3,
+        per_channel: bool,
+        with_bias: bool,
+        clamp: bool,
+    ) {
+        let mut r = Rng(seed | 1);
+        let (c, m) = (r.i(1, 20) as usize, r.i(1, 40) as usize);
+        let (h, w) = (r.i(1, 12) as usize, r.i(1, 21) as usize);
+        let mut b = B::new();
+        let xe = qt(8, false, false, QuantParams::PerTensor { scale: 0.1, zero_point: r.i(0, 255) as i32 });
+        let xd = codes(&mut r, &xe, c * h * w);
+        let x = b.input_int(xe, &[1, c, h, w], xd);
+        let we = qt(8, true, false, QuantParams::PerAxis { axis: 0, scales: vec![0.02; m], zero_points: vec![0; m] });
+        let wd = r.is(m * c * 9, -128, 127);
+        let wc = b.const_int(we, &[m, c, 3, 3], wd);
+        let mut ops = vec![x, wc];
+        if with_bias {
+            let bv = r.is(m, -100_000, 100_000);
+            ops.push(b.const_int(ElemType::I32, &[m], bv));
+        }
+        let y = b.node(Op::Conv2dInt, &ops, attrs(&[("pads", ints(&[1; 4]))]), ElemType::I32);
+        let cnt = if per_channel { m } else { 1 };
+        let mult: Vec<i64> = (0..cnt).map(|_| r.i(-(1 << 30), 1 << 30)).collect();
+        let shift: Vec<i64> = (0..cnt).map(|_| if r.i(0, 4) == 0 { r.i(0, 3) } else { r.i(20, 40) }).collect();
+        let out = match out_kind {
+            0 => qt(8, true, false, QuantParams::PerTensor { scale: 0.05, zero_point: r.i(-20, 20) as i32 }),
+            1 => qt(8, false, false, QuantParams::PerTensor { scale: 0.05, zero_point: r.i(0, 255) as i32 }),
+            _ => qt(16, true, false, QuantParams::PerTensor { scale: 0.05, zero_point: r.i(-300, 300) as i32 }),
+        };
+        let mut a = vec![
+            ("multiplier", ints(&mult)),
+            ("shift", ints(&shift)),
+            ("axis", Attr::Int(1)),
+            ("rounding", Attr::Enum(qcc_ir::Rounding::ALL[rnd].name().into())),
+        ];
+        if clamp {
+            a.push(("min", Attr::Int(if out_kind == 1 { 10 } else { -5 })));
+            a.push(("max", Attr::Int(100)));
+        }
+        let z = b.node(Op::Requantize, &[y], attrs(&a), out);
+        b.output(z);
+        check_tiers(&b, [false, true]).map_err(TestCaseError::fail)?;
+        if tiers()[1].2 {
+            // The requantize is the tile's (a `_rq` tile), not Cranelift's.
+            let host = target_lexicon::Triple::host().to_string();
+            let t = Target::new(&host, "x86-64-v4+vnni").unwrap();
+            let asm = qcc::backend::emit_asm(&b.m, "t", &t).unwrap();
+            prop_assert!(asm.contains("_rq"), "no in-tile requantize");
+        }
+    }
+
+    #[test]
+    fn matmul_wide(
+        seed: u64,
+        abits in 1u8..=8,
+        wbits in 1u8..=8,
+        asigned: bool,
+        bias_kind in 0usize..3,
+        requant_kind in 0usize..3,
+        batched in 0usize..3,
+    ) {
+        let mut r = Rng(seed | 1);
+        let (m, n) = (r.i(1, 30) as usize, r.i(1, 70) as usize);
+        let k = match r.i(0, 3) { 0 => r.i(1, 20), 1 => r.i(60, 70), 2 => r.i(120, 300), _ => 513 } as usize;
+        let bs = if batched == 1 { vec![2, k, n] } else { vec![k, n] };
+        let asz = match batched { 0 => vec![m, k], _ => vec![2, m, k] };
+        let mut b = B::new();
+        let xe = act_type(&mut r, abits, asigned);
+        let ad = codes(&mut r, &xe, asz.iter().product());
+        let x = b.input_int(xe, &asz, ad);
+        let wt = weights(&mut r, wbits, bs.len() - 1, n, bs.iter().product(), false);
+        let y = b.const_int(wt.elem, &bs, wt.codes);
+        let mut ops = vec![x, y];
+        if let Some(bv) = bias(&mut b, &mut r, bias_kind, n) { ops.push(bv); }
+        let z = b.node(Op::MatMulInt, &ops, attrs(&[]), ElemType::I32);
+        let axis = if batched > 0 { 2 } else { 1 };
+        let z = requant(&mut b, &mut r, z, requant_kind, n, axis);
+        b.output(z);
+        check_tiers(&b, wt.takes).map_err(TestCaseError::fail)?;
+    }
+}
+
+/// ResNet-20's first stage: 16 channels, 3x3, K = 144, 32x32 pixels, 8-bit weights
+/// anywhere in i8 (the pair check fails, VNNI is still exact), extreme activations.
+#[test]
+fn resnet_stage_one_eight_bit() {
+    stage_one(-128, 127, [false, true]);
+}
+
+/// The same layer with weights within +-64: both tiles take it.
+#[test]
+fn resnet_stage_one_small_weights() {
+    stage_one(-64, 64, [true, true]);
+}
+
+fn stage_one(lo: i64, hi: i64, takes: [bool; 2]) {
+    let mut r = Rng(3);
+    for xfill in [None, Some(255), Some(0)] {
+        let mut b = B::new();
+        let xe = qt(
+            8,
+            false,
+            false,
+            QuantParams::PerTensor {
+                scale: 0.1,
+                zero_point: 7,
+            },
+        );
+        let xd = match xfill {
+            Some(v) => vec![v; 16 * 32 * 32],
+            None => codes(&mut r, &xe, 16 * 32 * 32),
+        };
+        let x = b.input_int(xe, &[1, 16, 32, 32], xd);
+        let mut wd = r.is(16 * 144, lo, hi);
+        wd[0] = lo;
+        wd[1] = lo;
+        let we = qt(
+            8,
+            true,
+            false,
+            QuantParams::PerAxis {
+                axis: 0,
+                scales: vec![0.01; 16],
+                zero_points: vec![0; 16],
+            },
+        );
+        let w = b.const_int(we, &[16, 16, 3, 3], wd);
+        let y = b.node(
+            Op::Conv2dInt,
+            &[x, w],
+            attrs(&[("pads", ints(&[1; 4]))]),
+            ElemType::I32,
+        );
+        let y = requant(&mut b, &mut r, y, 2, 16, 1);
+        b.output(y);
+        check_tiers(&b, takes).unwrap();
+    }
+}
+
+/// The tiers: which ran, which were skipped (printed); with CI=true every tier the host
+/// has must have run its kernel. Runs after the other tests of this file when they
+/// share a process (`--test-threads=1` orders them by name; otherwise it counts what
+/// ran so far and checks itself).
+#[test]
+fn zz_tiers_exercised() {
+    resnet_stage_one_small_weights();
+    let ran = *RAN.lock().unwrap();
+    let mut missing = Vec::new();
+    for (ti, (cpu, kname, has)) in tiers().into_iter().enumerate() {
+        if has {
+            println!("tier {cpu}: exercised ({} cases took {kname})", ran[ti]);
+            if ran[ti] == 0 {
+                missing.push(cpu);
+            }
+        } else {
+            println!("tier {cpu}: skipped (this CPU does not have it)");
+        }
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        assert!(
+            missing.is_empty(),
+            "tiers this CPU has whose kernels did not run: {missing:?}"
+        );
+    }
+}
