@@ -181,6 +181,12 @@ impl Chain {
         self.run_with(k, &self.segs[k].run, state)
     }
 
+    /// The values segment `k` reads and those it gives (ids of the chain's module).
+    pub fn segment_io(&self, k: usize) -> (&[ValueId], &[ValueId]) {
+        let s = &self.segs[k];
+        (&s.ins, &s.outs)
+    }
+
     /// As [`Chain::run`], with segment `k` computed by `run` (a variant of the segment
     /// with the same inputs and outputs).
     pub fn run_with(
@@ -218,9 +224,19 @@ impl Chain {
 /// The module computing `outs` of `m` from `ins` (made graph inputs): the nodes between
 /// them, constant subgraphs included; value ids renumbered.
 fn slice(m: &Module, ins: &[ValueId], outs: &[ValueId]) -> Result<Module, String> {
-    let mut c = shell(m, ins, outs)?;
-    c.compact();
-    Ok(c)
+    Ok(shell(m, ins, outs)?.compacted())
+}
+
+/// `compact` as a method chain.
+pub(crate) trait Compacted {
+    fn compacted(self) -> Self;
+}
+
+impl Compacted for Module {
+    fn compacted(mut self) -> Module {
+        self.compact();
+        self
+    }
 }
 
 /// As [`slice`], keeping the value ids of `m`: values the slice does not use are left as
