@@ -5,6 +5,8 @@
 //! same `--bits 1` fit; a module the backend cannot compile falls back to the
 //! interpreter with a note.
 
+mod cli_common;
+
 use std::path::PathBuf;
 
 use qcc::frontend::onnx::{ImportOptions, import_file};
@@ -312,4 +314,48 @@ fn segmented_sensitivity_matches_whole_modules() {
             }
         }
     }
+}
+
+#[test]
+fn quiet_is_accepted_everywhere() {
+    let dir = cli_common::temp_dir("quant-jit", "quiet");
+    let p = dir.join("d.qprof");
+    let (ok, _, err) = cli_common::qcc(&[
+        "calibrate",
+        "tests/models/digits_cnn.onnx",
+        "--calib",
+        "tests/models/digits_train.npz",
+        "--calib-limit",
+        "8",
+        "--quiet",
+        "-o",
+        p.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let o = dir.join("m.o");
+    for args in [
+        vec![
+            "compile",
+            "tests/models/digits_cnn.onnx",
+            "-q",
+            "-o",
+            o.to_str().unwrap(),
+        ],
+        vec![
+            "eval",
+            "tests/models/digits_cnn.onnx",
+            "--data",
+            "tests/models/digits_test.npz",
+            "--limit",
+            "8",
+            "--quiet",
+        ],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--bits", "4", "--profile", p.to_str().unwrap()]);
+        let (ok, _, err) = cli_common::qcc(&args);
+        assert!(ok, "{args:?}: {err}");
+        assert!(!err.contains("samples/s"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -336,6 +336,17 @@ fn measure_segmented(
     let out_seg = seg_of(out_v).expect("the output is a cut");
     let what = "the sensitivity analysis";
     let chain = Chain::new(m, &ends, opts.run.engine, what)?;
+    // A part the backend cannot compile runs on the interpreter: right, but slow.
+    let mut noted = false;
+    let mut note = |n: &Option<String>| {
+        if let Some(n) = n
+            && !noted
+        {
+            eprintln!("note: {n}");
+            noted = true;
+        }
+    };
+    note(&chain.note);
     let as_f32 = |t: Tensor| match t.data {
         TensorData::F32(v) => Ok(v),
         TensorData::Int(_) => Err("the model's first output is not f32".to_string()),
@@ -378,6 +389,7 @@ fn measure_segmented(
                     opts.run.engine,
                     what,
                 );
+                note(&fq.note);
                 acts.push((v, after, fq));
             }
             if !cut || k > out_seg {
@@ -393,6 +405,7 @@ fn measure_segmented(
                 opts.run.engine,
                 what,
             );
+            note(&layer.note);
             prepared.push(Prepared {
                 bits: (w, a),
                 acts,
