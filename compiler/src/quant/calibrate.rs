@@ -196,9 +196,23 @@ impl Histogram {
         }
         self.cover(min as f64, max as f64);
         let (lo, width) = (self.lo, self.width);
+        // Runs of one bin (a relu's zeros) are counted before they are stored: one
+        // read-modify-write per element to the same counter would serialize on it.
+        let (mut bin, mut run) = (usize::MAX, 0u64);
         for &x in xs {
-            let i = ((x as f64 - lo) / width) as usize;
-            self.counts[i.min(BINS - 1)] += 1;
+            let i = (((x as f64 - lo) / width) as usize).min(BINS - 1);
+            if i == bin {
+                run += 1;
+            } else {
+                if run > 0 {
+                    self.counts[bin] += run;
+                }
+                bin = i;
+                run = 1;
+            }
+        }
+        if run > 0 {
+            self.counts[bin] += run;
         }
     }
 
@@ -261,12 +275,12 @@ impl TensorStats {
         let (mut lo, mut hi, mut n) = (f32::INFINITY, f32::NEG_INFINITY, 0usize);
         let mut minmax = |run: &[f32], clo: &mut f32, chi: &mut f32| {
             let (mut a, mut b, mut k) = (*clo, *chi, 0usize);
+            // Branch-free, so that it vectorizes.
             for &x in run {
-                if x.is_finite() {
-                    a = a.min(x);
-                    b = b.max(x);
-                    k += 1;
-                }
+                let ok = x.is_finite();
+                a = a.min(if ok { x } else { f32::INFINITY });
+                b = b.max(if ok { x } else { f32::NEG_INFINITY });
+                k += usize::from(ok);
             }
             *clo = a;
             *chi = b;
