@@ -219,7 +219,7 @@ impl QuantFlags {
         report.selection = selection;
         timer.lap("quantize");
         if let Some(p) = &self.calib
-            && report.layers.iter().any(|l| l.wbits == 1 && l.abits == 1)
+            && report.layers.iter().any(|l| l.wbits <= 2)
         {
             let mut notes = Vec::new();
             let n = refine_binary_with(
@@ -235,7 +235,7 @@ impl QuantFlags {
             timer.lap("binary fitting");
             if n > 0 {
                 report.notes.push(format!(
-                    "{n} binarized layer(s) fitted per channel to the float results on {} calibration samples (gain into the weight scales, offset into the bias)",
+                    "{n} layer(s) of 1- or 2-bit weights fitted per channel to the float results on {} calibration samples (gain into the weight scales, offset into the bias)",
                     self.calib_limit.unwrap_or(usize::MAX).min(REFINE_SAMPLES)
                 ));
             }

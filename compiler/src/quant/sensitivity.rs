@@ -17,9 +17,11 @@ use std::str::FromStr;
 use qcc_ir::Module;
 use qcc_ir::interp::Tensor;
 
+use super::binary::refine_binary_with;
 use super::calibrate::{CalibStats, check_single_input, kl_logits, stream_samples};
 use super::insert::{quant_layers, quantize_model};
 use super::scheme::QuantOptions;
+use super::tap::RunOptions;
 use crate::backend::JitModel;
 
 /// Weight bits the sensitivity covers (1 only with 1-bit activations: binarized).
@@ -224,8 +226,18 @@ pub fn measure_sensitivity(
                 pow2: opts.pow2,
                 ..QuantOptions::default()
             };
-            let (q, _) = quantize_model(m, stats, &qo)
+            let (mut q, mut report) = quantize_model(m, stats, &qo)
                 .map_err(|e| format!("sensitivity of {} at w{w}a{a}: {e}", l.name))?;
+            // 1- and 2-bit weights are fitted to the float results in the compiled plan
+            // (`refine_binary`); measure them so.
+            if w <= 2 {
+                let run = RunOptions {
+                    progress: false,
+                    ..RunOptions::default()
+                };
+                refine_binary_with(m, &mut q, &mut report, npz, limit, &run, &mut Vec::new())
+                    .map_err(|e| format!("sensitivity of {} at w{w}a{a}: {e}", l.name))?;
+            }
             let jit = JitModel::new(&q)
                 .map_err(|e| format!("sensitivity of {} at w{w}a{a}: {e}", l.name))?;
             let outs = jit_outputs(&jit, &xs)?;
