@@ -221,8 +221,8 @@ impl JitModel {
     }
 
     /// Runs the model once on `inputs` and calls `f(j, output)` for every output `j`,
-    /// in order. Scratch and output buffers are kept for the next call (the scratch is
-    /// refilled with the same pattern as [`JitModel::run`]'s), so running a model with
+    /// in order. Scratch and output buffers are kept for the next call (the scratch
+    /// starts with the same pattern as [`JitModel::run`]'s), so running a model with
     /// large outputs many times costs no allocation per call.
     pub fn run_visit(
         &self,
@@ -246,9 +246,13 @@ impl JitModel {
                 })
                 .collect();
         }
-        b.scratch.clear();
-        b.scratch
-            .resize(self.arena as usize + ALIGN as usize, 0xA5u8);
+        // Filled with the pattern once; later calls see what the previous one left,
+        // which is as uninitialized to the kernels (and as repeatable).
+        let want = self.arena as usize + ALIGN as usize;
+        if b.scratch.len() != want {
+            b.scratch.clear();
+            b.scratch.resize(want, 0xA5u8);
+        }
         let skip = b.scratch.as_ptr().align_offset(ALIGN as usize);
         let scratch_ptr = b.scratch[skip..].as_mut_ptr();
         let ins: Vec<*const u8> = in_bufs.iter().map(|b| b.as_ptr()).collect();

@@ -143,6 +143,11 @@ impl QuantFlags {
             metric: self.metric.as_deref().map(str::parse).transpose()?,
             symmetric_acts: self.symmetric,
             pow2: self.pow2,
+            run: RunOptions {
+                progress: !self.quiet,
+                ..Default::default()
+            },
+            whole: false,
         })
     }
 

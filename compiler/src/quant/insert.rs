@@ -382,7 +382,7 @@ fn kernel_preds(m: &Module, kernels: &[Kernel]) -> Vec<Vec<usize>> {
 }
 
 /// Walks back from `v` through ops quantization commutes with.
-fn source(m: &Module, mut v: ValueId) -> ValueId {
+pub(super) fn source(m: &Module, mut v: ValueId) -> ValueId {
     while let ValueDef::Node(p) = m.value(v).def {
         let n = m.node(p);
         if matches!(
