@@ -289,10 +289,12 @@ fn wide(iters: usize) -> Vec<String> {
         ("x86-64-v3", "Avx2", "DotAvx2", PeakMix::VpmaddubswYmm, true),
     ];
     for (cpu, tname, strategy, mix, small) in tiers {
-        let Some(peak) = measure_peak(mix, 20_000_000, 5) else {
+        // Best of many short runs: the machine is shared, and the best is the peak.
+        let Some(peak) = measure_peak(mix, 2_000_000, 60) else {
             println!("tier {cpu}: skipped (this CPU does not have it)");
             continue;
         };
+        let peak = peak.max(measure_peak(mix, 2_000_000, 60).unwrap_or(0.0));
         println!("tier {cpu}: peak of {} {peak:.1} G MAC/s", mix.name());
         let target = Target::new(&host, cpu).expect("tier target");
         for wb in [8u8, 4, 2] {

@@ -24,6 +24,13 @@
 //! - aarch64: no aarch64 hardware is available to this project (qemu timings mean
 //!   nothing), so its rows repeat the x86_64 native figures and are marked
 //!   [`Source::Unmeasured`].
+//! - The tiers: [`CostTarget::X86_64Avx2`] (x86-64-v3) and
+//!   [`CostTarget::X86_64Avx512Vnni`] (x86-64-v4 with VNNI) have rows only for their
+//!   assembled wide tiles ([`Strategy::DotAvx2`], [`Strategy::DotVnni`]) and inherit
+//!   every other row from the narrower tier ([`CostTarget::base`]): they run the same
+//!   128-bit Cranelift kernels besides the tiles. The wide rows were measured on an
+//!   Intel Xeon (Sapphire Rapids class), the 128-bit rows on the project's AMD EPYC
+//!   (Zen 2/3): ratios between rows of different machines are indicative only.
 //! - [`Strategy::Maddubs`] has rows on x86_64 native only (it needs SSSE3's
 //!   `pmaddubsw`); `--cost-table` measures it with the strategies it competes with
 //!   disabled ([`without`]), and the others without it. Its rows for 4- and 2-bit
@@ -265,9 +272,16 @@ pub const TABLE: &[Row] = &[
     row(Native, Maddubs, 2, 2, 47.72, Measured),
     row(Native, Maddubs, 3, 2, 57.91, Measured),
     row(Native, Maddubs, 4, 2, 46.52, Measured),
-    // The assembled wide tiles (bench_kernels --cost-table; see the module notes).
-    row(Vnni, DotVnni, 8, 8, 150.0, Measured),
-    row(Avx2, DotAvx2, 8, 8, 70.0, Measured),
+    // The assembled wide tiles: `QCC_BENCH_ONLY=wide bench_kernels 30` on an Intel Xeon
+    // (Sapphire Rapids class, KVM, 2 vCPUs shared with another build), M = N = 256,
+    // K = 1024, u8 activations; `vpdpbusd` zmm measured at 73 % of its instruction
+    // mix's peak (478.6 G MAC/s), the AVX2 tile at 95 % (117.6).
+    row(Vnni, DotVnni, 2, 8, 343.58, Measured),
+    row(Vnni, DotVnni, 4, 8, 340.61, Measured),
+    row(Vnni, DotVnni, 8, 8, 351.05, Measured),
+    row(Avx2, DotAvx2, 2, 8, 112.28, Measured),
+    row(Avx2, DotAvx2, 4, 8, 113.43, Measured),
+    row(Avx2, DotAvx2, 8, 8, 111.74, Measured),
     // aarch64: not measured; the x86_64 native figures.
     row(Aarch64, F32Gemm, 32, 32, 13.98, Unmeasured),
     row(Aarch64, Int8Pmaddwd, 8, 8, 23.67, Unmeasured),
