@@ -36,7 +36,7 @@ fn model() -> B {
     let y = b.node(
         Op::Conv2dInt,
         &[xq, w1],
-        attrs(&[pads.clone()]),
+        attrs(std::slice::from_ref(&pads)),
         ElemType::I32,
     );
     let y = requant_to(&mut b, &mut r, y, 2, 16, 1, (24, 30), qt(8, true, -1));
