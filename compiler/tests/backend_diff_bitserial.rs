@@ -18,7 +18,12 @@ use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, ValueId};
 /// in `backend_diff_maddubs.rs` and `backend_diff_wide.rs`): these tests keep them out.
 fn no_maddubs<R>(f: impl FnOnce() -> R) -> R {
     costs::without(
-        &[Strategy::Maddubs, Strategy::DotVnni, Strategy::DotAvx2],
+        &[
+            Strategy::Maddubs,
+            Strategy::DotVnni,
+            Strategy::DotAvx2,
+            Strategy::DotAvx2Wide,
+        ],
         f,
     )
 }

@@ -14,6 +14,7 @@ const U8_FAMILY: &[qcc::backend::costs::Strategy] = &[
     qcc::backend::costs::Strategy::Maddubs,
     qcc::backend::costs::Strategy::DotVnni,
     qcc::backend::costs::Strategy::DotAvx2,
+    qcc::backend::costs::Strategy::DotAvx2Wide,
 ];
 fn qtype(bits: u8, signed: bool, params: QuantParams) -> ElemType {
     ElemType::Quant(QuantType {

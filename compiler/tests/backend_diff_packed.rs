@@ -63,7 +63,12 @@ const XS: [(u8, bool); 4] = [(8, false), (8, true), (4, false), (2, false)];
 fn check(b: &B) -> Result<(), String> {
     backend_common::check(b)?;
     costs::without(
-        &[Strategy::Maddubs, Strategy::DotVnni, Strategy::DotAvx2],
+        &[
+            Strategy::Maddubs,
+            Strategy::DotVnni,
+            Strategy::DotAvx2,
+            Strategy::DotAvx2Wide,
+        ],
         || backend_common::check(b),
     )
 }
@@ -71,7 +76,12 @@ fn check(b: &B) -> Result<(), String> {
 /// The kernels of the `pmaddwd` path (the `pmaddubsw` kernel left out).
 fn kernel_names(b: &B) -> Vec<String> {
     let jit = costs::without(
-        &[Strategy::Maddubs, Strategy::DotVnni, Strategy::DotAvx2],
+        &[
+            Strategy::Maddubs,
+            Strategy::DotVnni,
+            Strategy::DotAvx2,
+            Strategy::DotAvx2Wide,
+        ],
         || qcc::backend::JitModel::new(&b.m).unwrap(),
     );
     jit.report()

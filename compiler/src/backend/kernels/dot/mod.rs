@@ -46,6 +46,9 @@ pub(crate) enum DotIsa {
     Vnni512,
     /// AVX2 `vpmaddubsw` + `vpmaddwd` on ymm (8 i32 lanes).
     Avx2,
+    /// AVX2 with both operands widened to i16 (`vpmovzxbw`, `vpmovsxbw`) and
+    /// `vpmaddwd`: exact for every weight that fits i8 (8 columns per vector).
+    Avx2Wide,
 }
 
 impl DotIsa {
@@ -53,7 +56,7 @@ impl DotIsa {
     pub fn lanes(self) -> usize {
         match self {
             DotIsa::Vnni512 => 16,
-            DotIsa::Avx2 => 8,
+            DotIsa::Avx2 | DotIsa::Avx2Wide => 8,
         }
     }
 
@@ -61,6 +64,7 @@ impl DotIsa {
         match self {
             DotIsa::Vnni512 => "vpdpbusd.zmm",
             DotIsa::Avx2 => "vpmaddubsw.ymm",
+            DotIsa::Avx2Wide => "vpmaddwd.ymm",
         }
     }
 
@@ -68,7 +72,7 @@ impl DotIsa {
     pub fn tier(self) -> &'static str {
         match self {
             DotIsa::Vnni512 => "x86-64-v4+vnni",
-            DotIsa::Avx2 => "x86-64-v3",
+            DotIsa::Avx2 | DotIsa::Avx2Wide => "x86-64-v3",
         }
     }
 
@@ -76,6 +80,7 @@ impl DotIsa {
         match self {
             DotIsa::Vnni512 => Strategy::DotVnni,
             DotIsa::Avx2 => Strategy::DotAvx2,
+            DotIsa::Avx2Wide => Strategy::DotAvx2Wide,
         }
     }
 
@@ -85,6 +90,9 @@ impl DotIsa {
         match self {
             DotIsa::Vnni512 => ((30 - vecs) / vecs).min(16),
             DotIsa::Avx2 => (12 - vecs) / vecs,
+            // Two accumulators and two widened column halves per vector; the row's
+            // weights, a product and a temporary.
+            DotIsa::Avx2Wide => (13 - 2 * vecs) / (2 * vecs),
         }
     }
 }
@@ -175,6 +183,7 @@ impl DotTile {
             match self.isa {
                 DotIsa::Vnni512 => "vnni_zmm",
                 DotIsa::Avx2 => "avx2_ymm",
+                DotIsa::Avx2Wide => "avx2w_ymm",
             },
             self.rows,
             self.vecs,
@@ -194,6 +203,7 @@ impl DotTile {
         match self.isa {
             DotIsa::Vnni512 => tile::vnni512(self),
             DotIsa::Avx2 => tile::avx2(self),
+            DotIsa::Avx2Wide => tile::avx2_wide(self),
         }
     }
 }
@@ -237,13 +247,14 @@ pub(crate) fn applies(
     target: CostTarget,
 ) -> Option<DotIsa> {
     // No wide rows on this target: skip the weights' checks.
-    let wide = [Strategy::DotVnni, Strategy::DotAvx2];
+    let wide = [Strategy::DotVnni, Strategy::DotAvx2, Strategy::DotAvx2Wide];
     costs::choose(&wide, 8, 8, 1, target)?;
     let c = maddubs::check(m, node, const_of)?;
     let mut cands = vec![
         Strategy::Int8PackedW,
         Strategy::Int8Pmaddwd,
         Strategy::DotVnni,
+        Strategy::DotAvx2Wide,
     ];
     if c.group.is_some() {
         cands.extend([Strategy::Maddubs, Strategy::DotAvx2]);
@@ -251,6 +262,7 @@ pub(crate) fn applies(
     let isa = match costs::choose(&cands, c.weff, c.ab, 1, target)? {
         Strategy::DotVnni => DotIsa::Vnni512,
         Strategy::DotAvx2 => DotIsa::Avx2,
+        Strategy::DotAvx2Wide => DotIsa::Avx2Wide,
         _ => return None,
     };
     maddubs::beats_bitserial(m, node, const_of, target, &c, isa.strategy()).then_some(isa)
@@ -299,7 +311,7 @@ impl Wide {
     ) -> Wide {
         debug_assert!(cx.kb.feat.tier.is_some_and(|t| match isa {
             DotIsa::Vnni512 => t.avx512_vnni(),
-            DotIsa::Avx2 => t.avx2(),
+            DotIsa::Avx2 | DotIsa::Avx2Wide => t.avx2(),
         }));
         let lanes = isa.lanes();
         let vt = n.div_ceil(lanes);
@@ -450,7 +462,7 @@ mod tests {
 
     #[test]
     fn tiles_fit_the_registers_and_fill_small_layers() {
-        for isa in [DotIsa::Vnni512, DotIsa::Avx2] {
+        for isa in [DotIsa::Vnni512, DotIsa::Avx2, DotIsa::Avx2Wide] {
             for (m, vt, q) in [
                 (16, 64, 36),
                 (64, 4, 144),

@@ -244,6 +244,70 @@ pub(super) fn avx2(t: &DotTile) -> Result<Vec<u8>, IcedError> {
     a.assemble(0)
 }
 
+/// The AVX2 tile for weights that fail the pair check: both operands widened to i16,
+/// `vpmaddwd` (two exact products per i32 lane) into two accumulators per column
+/// vector (columns 0-3 and 4-7, two partial sums per column), combined at the end with
+/// `vphaddd` and a `vpermq`.
+pub(super) fn avx2_wide(t: &DotTile) -> Result<Vec<u8>, IcedError> {
+    let (rows, vecs) = (t.rows as usize, t.vecs as usize);
+    let mut a = crate::backend::asm::assembler(false)?;
+    let acc = |r: usize, v: usize, h: usize| ymm((r * vecs + v) * 2 + h);
+    let col = |v: usize, h: usize| ymm(2 * rows * vecs + 2 * v + h);
+    let base = 2 * rows * vecs + 2 * vecs;
+    let (w, wx) = (ymm(base), get_xmm_of(base));
+    let prod = |i: usize| ymm(base + 1 + i % 2);
+    for r in 0..rows {
+        for v in 0..vecs {
+            for h in 0..2 {
+                a.vpxor(acc(r, v, h), acc(r, v, h), acc(r, v, h))?;
+            }
+        }
+    }
+    k_loop(&mut a, t, |a| {
+        for v in 0..vecs {
+            for h in 0..2 {
+                let m = xmmword_ptr(rsi + (v * 32 + h * 16) as i32);
+                if t.rows_signed {
+                    a.vpmovzxbw(col(v, h), m)?;
+                } else {
+                    a.vpmovsxbw(col(v, h), m)?;
+                }
+            }
+        }
+        let mut i = 0;
+        for r in 0..rows {
+            // The row's 4 K values as i16, twice per 128 bits.
+            a.vpbroadcastd(wx, dword_ptr(rdi + (r as u32 * t.row_stride) as i32))?;
+            if t.rows_signed {
+                a.vpmovsxbw(wx, wx)?;
+            } else {
+                a.vpmovzxbw(wx, wx)?;
+            }
+            a.vpbroadcastq(w, wx)?;
+            for v in 0..vecs {
+                for h in 0..2 {
+                    let p = prod(i);
+                    i += 1;
+                    a.vpmaddwd(p, col(v, h), w)?;
+                    a.vpaddd(acc(r, v, h), acc(r, v, h), p)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let tmp = prod(0);
+    for r in 0..rows {
+        for v in 0..vecs {
+            a.vphaddd(tmp, acc(r, v, 0), acc(r, v, 1))?;
+            a.vpermq(tmp, tmp, 0xD8)?;
+            a.vmovdqu(ymmword_ptr(rdx + ((r * vecs + v) * 32) as i32), tmp)?;
+        }
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
 fn get_xmm_of(i: usize) -> AsmRegisterXmm {
     iced_x86::code_asm::registers::xmm::get_xmm(Register::XMM0 + i as u32).expect("xmm0..xmm15")
 }
@@ -263,6 +327,17 @@ pub(crate) fn peak_loop(isa: DotIsa, chains: usize) -> Result<Vec<u8>, IcedError
             a.set_label(&mut top)?;
             for c in 0..chains {
                 a.vpdpbusd(zmm(c), zmm(chains), zmm(chains + 1))?;
+            }
+        }
+        DotIsa::Avx2Wide => {
+            for c in 0..16 {
+                a.vpxor(ymm(c), ymm(c), ymm(c))?;
+            }
+            a.set_label(&mut top)?;
+            for c in 0..chains {
+                let p = ymm(chains + c % 3);
+                a.vpmaddwd(p, ymm(14), ymm(15))?;
+                a.vpaddd(ymm(c), ymm(c), p)?;
             }
         }
         DotIsa::Avx2 => {
