@@ -1502,9 +1502,9 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     // The zmm tile requantizes and stores by itself where the requantize has the vector
     // form and no run-time bias is added.
     let in_tile = match (&rq_own, q.wide) {
-        (Some(r), Some(DotIsa::Vnni512)) if r.vector_ok() && bias_rt.is_none() => {
+        (Some(r), Some(isa)) if r.vector_ok() && bias_rt.is_none() => {
             let add = if need { corr.clone() } else { Vec::new() };
-            super::dot::epi_table(r, &add).map(|t| (r, t))
+            super::dot::epi_table(r, &add, isa).map(|t| (r, t))
         }
         _ => None,
     };
@@ -1520,6 +1520,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         round: r.rounding,
         elem: ob as u32,
         row_bytes: (npix * ob) as u32,
+        unsigned: matches!(q.epi.st_out, Store::U8 | Store::U16 | Store::U32),
     });
     let wide = q
         .wide

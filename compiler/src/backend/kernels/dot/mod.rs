@@ -134,6 +134,8 @@ pub(crate) enum EpiRound {
 pub(crate) struct DotEpi {
     pub round: EpiRound,
     pub elem: u32,
+    /// Unsigned outputs (u8, u16): the AVX2 store packs with unsigned saturation.
+    pub unsigned: bool,
     pub row_bytes: u32,
     pub valid: usize,
 }
@@ -143,16 +145,43 @@ pub(crate) struct DotEpi {
 /// as i64, `zq` as i32), then 16 bytes per channel: the multiplier and the i32 added to
 /// the sums first (`add`: the correction plus a folded bias) as two i32, the shift as
 /// an i64. The rounding terms follow from the shift in the tile.
-pub(crate) fn epi_table(rq: &Requant, add: &[i32]) -> Option<Vec<u8>> {
+///
+/// The AVX2 tiles finish in i32 lanes, so they take only requantizes whose shifted
+/// value fits i32 (a shift of at least 32, or a multiplier below `2^shift`); their layer
+/// block is 128 bytes: `lo - zq`, `hi - zq` and `zq` as 8 i32 each, then `2^63` as 4
+/// u64 ([`epi_header`]).
+pub(crate) fn epi_table(rq: &Requant, add: &[i32], isa: DotIsa) -> Option<Vec<u8>> {
     let zq = rq.chans.first().map_or(0, |c| c[5]);
     if rq.chans.iter().any(|c| c[5] != zq) {
         return None;
     }
-    let mut out = Vec::with_capacity(64 + rq.chans.len() * 16);
-    out.extend((rq.lo - zq).to_le_bytes());
-    out.extend((rq.hi - zq).to_le_bytes());
-    out.extend(zq.to_le_bytes());
-    out.resize(64, 0);
+    let narrow = rq
+        .chans
+        .iter()
+        .all(|c| c[1] >= 32 || c[0].unsigned_abs() < 1u64 << c[1]);
+    let header = epi_header(isa);
+    let mut out = Vec::with_capacity(header + rq.chans.len() * 16);
+    match isa {
+        DotIsa::Vnni512 => {
+            out.extend((rq.lo - zq).to_le_bytes());
+            out.extend((rq.hi - zq).to_le_bytes());
+            out.extend(zq.to_le_bytes());
+        }
+        DotIsa::Avx2 | DotIsa::Avx2Wide => {
+            if !narrow {
+                return None;
+            }
+            for v in [rq.lo - zq, rq.hi - zq, zq] {
+                for _ in 0..8 {
+                    out.extend((v as i32).to_le_bytes());
+                }
+            }
+            for _ in 0..4 {
+                out.extend((1u64 << 63).to_le_bytes());
+            }
+        }
+    }
+    out.resize(header, 0);
     for (ch, c) in rq.chans.iter().enumerate() {
         let folded = if rq.bias_folded { c[4] as i32 } else { 0 };
         let a = add.get(ch).copied().unwrap_or(0).wrapping_add(folded);
@@ -161,6 +190,14 @@ pub(crate) fn epi_table(rq: &Requant, add: &[i32]) -> Option<Vec<u8>> {
         out.extend(c[1].to_le_bytes());
     }
     Some(out)
+}
+
+/// Bytes of the layer block before the channels of [`epi_table`].
+pub(crate) fn epi_header(isa: DotIsa) -> usize {
+    match isa {
+        DotIsa::Vnni512 => 64,
+        DotIsa::Avx2 | DotIsa::Avx2Wide => 128,
+    }
 }
 
 fn epi_round(r: qcc_ir::Rounding) -> EpiRound {
@@ -194,7 +231,12 @@ impl DotTile {
         ) + &match &self.epi {
             None => String::new(),
             Some(e) => {
-                format!("_rq{:?}_e{}_l{}_v{}", e.round, e.elem, e.row_bytes, e.valid).to_lowercase()
+                let sign = if e.unsigned { "u" } else { "s" };
+                format!(
+                    "_rq{:?}_e{sign}{}_l{}_v{}",
+                    e.round, e.elem, e.row_bytes, e.valid
+                )
+                .to_lowercase()
             }
         }
     }
@@ -275,6 +317,7 @@ pub(crate) struct WideEpi {
     /// Output element bytes (1, 2 or 4) and bytes between output rows.
     pub elem: u32,
     pub row_bytes: u32,
+    pub unsigned: bool,
 }
 
 /// The tiles of one GEMM, assembled and declared in the kernel's function.
@@ -353,6 +396,7 @@ impl Wide {
                     epi: epi.map(|e| DotEpi {
                         round: epi_round(e.round),
                         elem: e.elem,
+                        unsigned: e.unsigned,
                         row_bytes: e.row_bytes,
                         valid,
                     }),
@@ -404,7 +448,7 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
                 let out_tile = kb.idx(out_row, col0, ob);
                 let (tab, chans) = g.epi_tab.expect("an in-tile requantize has its table");
                 let chans = kb.idx(chans, row0, 16);
-                let chans = kb.off(chans, 64);
+                let chans = kb.off(chans, epi_header(w.isa) as i64);
                 kb.b.ins().call(f, &[a, b, g.acc_mem, out_tile, tab, chans]);
                 return;
             }
