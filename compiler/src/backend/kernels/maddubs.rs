@@ -71,7 +71,12 @@ pub(crate) struct Plan {
 }
 
 /// Storage bits and signedness of an integer element type (not `b1`, not f32).
+/// Bipolar codes (+-1) count as 2-bit signed ones: activations are offset by 2, weights
+/// stored in 2-bit planes (0 for padding).
 fn int_bits(e: &ElemType) -> Option<(u32, bool)> {
+    if *e == ElemType::Bipolar {
+        return Some((2, true));
+    }
     bitserial::int_bits(e).map(|(b, s)| (b as u32, s))
 }
 
@@ -396,6 +401,8 @@ impl MdLowering {
                 .map_or(String::new(), |p| format!(".w{}packed", p.bits));
             let rq = if self.epi.rq.is_some() {
                 "+requantize"
+            } else if self.epi.thr.is_some() {
+                "+threshold"
             } else {
                 ""
             };
@@ -499,7 +506,8 @@ pub(crate) fn select(
             signed: ws,
         })
     };
-    match quant::select(m, node, fused, const_of)? {
+    // Only the wide tiles' epilogue (Cranelift's `AccStore`) applies a fused threshold.
+    match quant::select_thr(m, node, fused, const_of, wide.is_some())? {
         QuantLowering::ConvInt {
             g,
             zx,
@@ -1513,6 +1521,11 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         Some(_) => None,
         None => rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16))),
     };
+    let thr = q
+        .epi
+        .thr
+        .as_ref()
+        .map(|t| (t, cx.rodata(t.table_bytes(), 16)));
     let out = cx.out;
     let ob = q.epi.st_out.bytes();
     let epi_tab = in_tile.as_ref().map(|(_, t)| cx.rodata(t.clone(), 64));
@@ -1546,6 +1559,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
             let bias_g = bias_rt.map(|p| kb.idx(p, grp, (mg * 4) as i64));
             let rq_g = rq.map(|(r, tab)| (r, kb.idx(tab, grp, mg as i64 * r.stride())));
             // The layer's constants, then the group's channels (16 bytes each).
+            let thr_g = thr.map(|(h, t)| (h, kb.idx(t, grp, mg as i64 * h.stride())));
             let epi_g = epi_tab.map(|t| {
                 let c = kb.idx(t, grp, (mg * 16) as i64);
                 (t, c)
@@ -1573,7 +1587,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
                         chan_of_row: true,
                         bias: bias_g,
                         rq: rq_g,
-                        thr: None,
+                        thr: thr_g,
                         st_out,
                     },
                 },
@@ -1655,6 +1669,11 @@ fn emit_matmul(
     };
     let corr_tab = need.then(|| cx.rodata(i32_bytes(&corr), 16));
     let rq = rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let thr = q
+        .epi
+        .thr
+        .as_ref()
+        .map(|t| (t, cx.rodata(t.table_bytes(), 16)));
     let out = cx.out;
     let ob = q.epi.st_out.bytes();
     let wide = q
@@ -1720,7 +1739,7 @@ fn emit_matmul(
                     chan_of_row: false,
                     bias: bias_rt,
                     rq,
-                    thr: None,
+                    thr,
                     st_out,
                 },
             },
