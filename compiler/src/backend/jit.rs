@@ -310,6 +310,8 @@ pub enum PeakMix {
     VpdpbusdZmm,
     /// `vpmaddubsw` + `vpmaddwd` + `vpaddd` ymm (AVX2): 32 MACs per triple.
     VpmaddubswYmm,
+    /// `vpmaddwd` + `vpaddd` ymm on i16 (AVX2): 16 MACs per pair.
+    VpmaddwdYmm,
 }
 
 impl PeakMix {
@@ -317,6 +319,7 @@ impl PeakMix {
         match self {
             PeakMix::VpdpbusdZmm => "vpdpbusd zmm",
             PeakMix::VpmaddubswYmm => "vpmaddubsw+vpmaddwd+vpaddd ymm",
+            PeakMix::VpmaddwdYmm => "vpmaddwd+vpaddd ymm",
         }
     }
 }
@@ -332,6 +335,7 @@ pub fn measure_peak(mix: PeakMix, iters: u64, reps: usize) -> Option<f64> {
     let (isa, chains, macs) = match mix {
         PeakMix::VpdpbusdZmm if host.avx512_vnni() => (DotIsa::Vnni512, 12, 64),
         PeakMix::VpmaddubswYmm if host.avx2() => (DotIsa::Avx2, 10, 32),
+        PeakMix::VpmaddwdYmm if host.avx2() => (DotIsa::Avx2Wide, 10, 16),
         _ => return None,
     };
     let bytes = peak_loop(isa, chains).ok()?;
