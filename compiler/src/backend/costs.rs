@@ -58,10 +58,16 @@ pub enum Strategy {
     /// u8 x i8 with the assembled AVX2 tile (`vpmaddubsw` + `vpmaddwd` ymm), for the
     /// layers that pass `pmaddubsw`'s pair check. Rows on the v3 tier (and above).
     DotAvx2,
+    /// f32 GEMM with the assembled AVX-512F tile (`vfmadd231ps` zmm; `kernels::fma`).
+    /// Rows on the v4 tier (the VNNI row set) only.
+    F32Zmm,
+    /// f32 GEMM with the assembled AVX2 + FMA tile (`vfmadd231ps` ymm). Rows on the v3
+    /// tier (and above).
+    F32Ymm,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 8] = [
+    pub const ALL: [Strategy; 10] = [
         Strategy::F32Gemm,
         Strategy::Int8Pmaddwd,
         Strategy::Int8PackedW,
@@ -70,6 +76,8 @@ impl Strategy {
         Strategy::Maddubs,
         Strategy::DotVnni,
         Strategy::DotAvx2,
+        Strategy::F32Zmm,
+        Strategy::F32Ymm,
     ];
 
     /// Whether the strategy computes a product of `wbits`-bit weights and `abits`-bit
@@ -77,6 +85,7 @@ impl Strategy {
     pub fn applies(self, wbits: u32, abits: u32) -> bool {
         match self {
             Strategy::F32Gemm => true,
+            Strategy::F32Zmm | Strategy::F32Ymm => wbits == 32 && abits == 32,
             Strategy::Int8Pmaddwd => wbits == 8 && abits <= 8,
             Strategy::Int8PackedW => wbits < 8 && abits <= 8,
             Strategy::BitSerial => (2..=4).contains(&wbits) && (2..=4).contains(&abits),
@@ -99,6 +108,8 @@ impl fmt::Display for Strategy {
             Strategy::Maddubs => "int8-pmaddubsw",
             Strategy::DotVnni => "int8-vpdpbusd-zmm",
             Strategy::DotAvx2 => "int8-vpmaddubsw-ymm",
+            Strategy::F32Zmm => "f32-vfmadd231ps-zmm",
+            Strategy::F32Ymm => "f32-vfmadd231ps-ymm",
         })
     }
 }
@@ -206,7 +217,9 @@ use CostTarget::{
     X86_64Native as Native,
 };
 use Source::{Measured, Unmeasured};
-use Strategy::{BitSerial, DotAvx2, DotVnni, F32Gemm, Int8PackedW, Int8Pmaddwd, Maddubs, Xnor};
+use Strategy::{
+    BitSerial, DotAvx2, DotVnni, F32Gemm, F32Ymm, F32Zmm, Int8PackedW, Int8Pmaddwd, Maddubs, Xnor,
+};
 
 /// The cost table. For one target and strategy, the row that applies to (w, a) bits is
 /// the one with the fewest bits that are at least (w, a) (see [`gmacs`]).
@@ -268,6 +281,8 @@ pub const TABLE: &[Row] = &[
     // The assembled wide tiles (bench_kernels --cost-table; see the module notes).
     row(Vnni, DotVnni, 8, 8, 150.0, Measured),
     row(Avx2, DotAvx2, 8, 8, 70.0, Measured),
+    row(Vnni, F32Zmm, 32, 32, 100.0, Measured),
+    row(Avx2, F32Ymm, 32, 32, 50.0, Measured),
     // aarch64: not measured; the x86_64 native figures.
     row(Aarch64, F32Gemm, 32, 32, 13.98, Unmeasured),
     row(Aarch64, Int8Pmaddwd, 8, 8, 23.67, Unmeasured),
@@ -361,7 +376,10 @@ pub fn choose(
 pub fn relative_mac_cost(wbits: u32, abits: u32, target: CostTarget) -> f64 {
     let int: Vec<Strategy> = Strategy::ALL
         .into_iter()
-        .filter(|&s| s != Strategy::F32Gemm && (s != Strategy::Maddubs || wbits < 8))
+        .filter(|&s| {
+            !matches!(s, Strategy::F32Gemm | Strategy::F32Zmm | Strategy::F32Ymm)
+                && (s != Strategy::Maddubs || wbits < 8)
+        })
         .collect();
     let f = gmacs(Strategy::F32Gemm, 32, 32, target);
     let best = choose(&int, wbits, abits, 1, target).and_then(|s| gmacs(s, wbits, abits, target));
@@ -381,16 +399,19 @@ mod tests {
             for s in Strategy::ALL {
                 let wide_only = match s {
                     DotVnni => t != Vnni,
-                    DotAvx2 => !matches!(t, Avx2 | Vnni),
+                    DotAvx2 | F32Ymm => !matches!(t, Avx2 | Vnni),
+                    F32Zmm => t != Vnni,
                     _ => false,
                 };
                 if (s == Maddubs && !matches!(t, Native | Avx2 | Vnni)) || wide_only {
                     // No row: never chosen there.
                     assert_eq!(gmacs(s, 8, 8, t), None, "{s} on {t:?}");
+                    assert_eq!(gmacs(s, 32, 32, t), None, "{s} on {t:?}");
                     continue;
                 }
                 assert!(
                     gmacs(s, 8, 8, t).is_some()
+                        || gmacs(s, 32, 32, t).is_some()
                         || gmacs(s, 2, 2, t).is_some()
                         || gmacs(s, 1, 1, t).is_some(),
                     "{s} on {t:?}"

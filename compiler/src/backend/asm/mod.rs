@@ -24,6 +24,7 @@ mod cpu;
 use iced_x86::code_asm::CodeAssembler;
 
 use super::kernels::dot::DotTile;
+use super::kernels::fma::FmaTile;
 use super::target::Tier;
 
 pub(crate) use cpu::cpu_check;
@@ -36,6 +37,9 @@ pub(crate) enum AsmFn {
     CpuCheck(Tier),
     /// `void tile(const u8 *rows, const u8 *cols, i32 *acc)`: a u8 x i8 register tile.
     Dot(DotTile),
+    /// `void tile(const f32 *a, const f32 *b, f32 *c[, const f32 *bias])`: an f32
+    /// `vfmadd231ps` register tile.
+    Fma(FmaTile),
 }
 
 impl AsmFn {
@@ -50,6 +54,7 @@ impl AsmFn {
                 if t.bitalg { "_bitalg" } else { "" }
             ),
             AsmFn::Dot(t) => t.symbol(),
+            AsmFn::Fma(t) => t.symbol(),
         }
     }
 
@@ -64,6 +69,7 @@ impl AsmFn {
                     3
                 }
             }
+            AsmFn::Fma(t) => t.params(),
         }
     }
 
@@ -77,6 +83,7 @@ impl AsmFn {
         let r = match self {
             AsmFn::CpuCheck(t) => cpu::assemble(*t),
             AsmFn::Dot(t) => t.assemble(),
+            AsmFn::Fma(t) => t.assemble(),
         };
         r.map_err(|e| format!("assembling {}: {e}", self.symbol()))
     }

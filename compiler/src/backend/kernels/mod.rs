@@ -12,6 +12,7 @@ pub(crate) mod conv;
 pub(crate) mod deconv;
 pub(crate) mod dot;
 pub(crate) mod elementwise;
+pub(crate) mod fma;
 pub(crate) mod gemm;
 mod im2col;
 pub(crate) mod intelem;
@@ -55,6 +56,8 @@ pub(crate) enum Lowering {
         g: ConvGeom,
         lo: Option<f32>,
         hi: Option<f32>,
+        /// The assembled wide tile of the GEMMs (`kernels::fma`), if the tier has one.
+        wide: Option<fma::FmaIsa>,
     },
     Gemm(GemmPlan),
     Pool {
@@ -141,7 +144,7 @@ impl Lowering {
             Lowering::Binary { op, .. } => {
                 format!("{}.broadcast.f32x4", format!("{op:?}").to_lowercase())
             }
-            Lowering::Conv { g, lo, hi } => {
+            Lowering::Conv { g, lo, hi, wide } => {
                 let kind = if g.is_pointwise() {
                     "pointwise"
                 } else if let Some(v) = winograd::variant(g) {
@@ -154,7 +157,10 @@ impl Lowering {
                     (Some(l), None) if *l == 0.0 => "+relu",
                     _ => "+clip",
                 };
-                format!("conv2d.{kind}+gemm{}x{}.f32{act}", gemm::MR, gemm::NR)
+                match conv::wide_gemm(g, *wide) {
+                    Some(isa) => format!("conv2d.{kind}+{}.f32{act}", isa.name()),
+                    None => format!("conv2d.{kind}+gemm{}x{}.f32{act}", gemm::MR, gemm::NR),
+                }
             }
             Lowering::Gemm(p) => {
                 let b = if p.b_const { "packed" } else { "strided" };
@@ -205,7 +211,7 @@ impl Lowering {
     /// Bytes of scratch the kernel needs while it runs.
     pub fn workspace(&self) -> usize {
         match self {
-            Lowering::Conv { g, .. } => conv::workspace(g),
+            Lowering::Conv { g, wide, .. } => conv::workspace(g, *wide),
             Lowering::Quant(q) => q.workspace(),
             Lowering::Xnor(q) => q.workspace(),
             Lowering::Deconv(q) => q.workspace(),
@@ -220,6 +226,7 @@ impl Lowering {
     pub fn tier(&self) -> Option<&'static str> {
         match self {
             Lowering::Maddubs(q) => q.tier(),
+            Lowering::Conv { g, wide, .. } => conv::wide_gemm(g, *wide).map(|i| i.tier()),
             _ => None,
         }
     }
@@ -298,7 +305,8 @@ pub(crate) fn select(
                         .into(),
                 );
             }
-            Ok(Lowering::Conv { g, lo, hi })
+            let wide = fma::choose(g.macs(), target);
+            Ok(Lowering::Conv { g, lo, hi, wide })
         }
         Op::Gemm => {
             need_f32()?;
@@ -771,14 +779,16 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
             let b = cx.operand(1);
             elementwise::emit_binary(cx.kb, *op, bc, a, b, out);
         }
-        Lowering::Conv { g, lo, hi } => {
+        Lowering::Conv { g, lo, hi, wide } => {
             let x = cx.operand(0);
             let w = cx.const_f32(1).expect("conv weights are constant").to_vec();
-            let packed = conv::pack_weights(g, &w);
+            let packed = conv::pack_weights(g, &w, *wide);
             let wp = cx.rodata_f32(&packed);
             let bias = (cx.node.operands.len() > 2).then(|| cx.operand(2));
             let ws = cx.ws;
-            conv::emit(cx.kb, g, x, wp, bias, out, ws, *lo, *hi);
+            let tiles = conv::wide_spec(g, *wide, bias.is_some(), *lo, *hi)
+                .map(|s| fma::FmaGemm::new(cx.data, cx.kb.b.func, s));
+            conv::emit(cx.kb, g, x, wp, bias, out, ws, *lo, *hi, tiles.as_ref());
         }
         Lowering::Gemm(p) => emit_gemm(cx, p),
         Lowering::Pool { g, pads, kind, st } => {
