@@ -305,7 +305,8 @@ impl QuantFlags {
             }
         };
         // Latency is modelled for the host's tier (what `--cpu native` compiles for).
-        let target = CostTarget::of(&crate::backend::Target::host()).unwrap_or(CostTarget::X86_64Native);
+        let target =
+            CostTarget::of(&crate::backend::Target::host()).unwrap_or(CostTarget::X86_64Native);
         let problem = Problem::from_sensitivity(&sens, target);
         let plan = match self.select.as_str() {
             "attention" => solve_attention(&problem, budget, &AttentionOptions::default())?,

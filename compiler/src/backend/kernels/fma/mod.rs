@@ -417,9 +417,18 @@ mod tests {
     #[test]
     fn shapes_fit_the_registers() {
         for isa in [FmaIsa::Zmm, FmaIsa::Ymm] {
-            for (m, n, k) in [(16, 1024, 144), (64, 16, 64), (1, 1, 1), (7, 33, 5), (256, 256, 1024)] {
+            for (m, n, k) in [
+                (16, 1024, 144),
+                (64, 16, 64),
+                (1, 1, 1),
+                (7, 33, 5),
+                (256, 256, 1024),
+            ] {
                 let (r, v) = shape(isa, m, n, k);
-                assert!(r >= 1 && v >= 1 && r <= m && r <= isa.max_rows(v), "{isa:?} {r}x{v}");
+                assert!(
+                    r >= 1 && v >= 1 && r <= m && r <= isa.max_rows(v),
+                    "{isa:?} {r}x{v}"
+                );
                 let regs = match isa {
                     FmaIsa::Zmm => 32,
                     FmaIsa::Ymm => 16,

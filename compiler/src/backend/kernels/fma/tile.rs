@@ -83,7 +83,10 @@ pub(super) fn zmm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
     }
     k_loop(&mut a, t, |a, u| {
         for v in 0..vecs {
-            a.vmovups(zmm(col(v)), zmmword_ptr(rsi + (v as i32 * pb + u as i32 * 64)))?;
+            a.vmovups(
+                zmm(col(v)),
+                zmmword_ptr(rsi + (v as i32 * pb + u as i32 * 64)),
+            )?;
         }
         for r in 0..rows {
             let m = rdi + (u as u32 * t.a_step + r as u32 * 4) as i32;
@@ -149,7 +152,10 @@ pub(super) fn ymm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
     }
     k_loop(&mut a, t, |a, u| {
         for v in 0..vecs {
-            a.vmovups(ymm(col(v)), ymmword_ptr(rsi + (v as i32 * pb + u as i32 * 32)))?;
+            a.vmovups(
+                ymm(col(v)),
+                ymmword_ptr(rsi + (v as i32 * pb + u as i32 * 32)),
+            )?;
         }
         for r in 0..rows {
             let m = rdi + (u as u32 * t.a_step + r as u32 * 4) as i32;
