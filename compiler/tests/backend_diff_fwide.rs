@@ -291,3 +291,113 @@ fn zz_tiers_exercised() {
         );
     }
 }
+
+const MAIN_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include "fw.h"
+
+int main(int argc, char **argv) {
+    if (argc != 2) return 2;
+    FILE *f = fopen(argv[1], "rb");
+    if (!f) return 3;
+    size_t n = fw_input_size(0);
+    float *x = malloc(n * sizeof(float));
+    if (fread(x, sizeof(float), n, f) != n) return 4;
+    fclose(f);
+    size_t m = fw_output_size(0);
+    float *y = malloc(m * sizeof(float));
+    void *scratch = aligned_alloc(64, (fw_scratch_size() + 63) / 64 * 64 + 64);
+    const float *ins[1] = {x};
+    float *outs[1] = {y};
+    int rc = fw_run(ins, outs, scratch);
+    if (rc != 0) return 10 + rc;
+    for (size_t i = 0; i < m; i++) printf("%.9g\n", y[i]);
+    return 0;
+}
+"#;
+
+/// Objects with the f32 tiles (a Winograd convolution, then a strided im2col one and a
+/// pointwise one with partial vectors) linked with `cc` and run where the host has the
+/// tier: within the tolerance of the interpreter.
+#[test]
+fn fwide_objects_link_and_match_the_interpreter() {
+    use std::process::Command;
+    if !cfg!(target_arch = "x86_64") || Command::new("cc").arg("--version").output().is_err() {
+        eprintln!("skipped: not x86-64 or no C compiler `cc`");
+        return;
+    }
+    let mut r = Rng(11);
+    let mut b = B::new();
+    let x = b.input_f32(&[1, 8, 16, 16], r.fs(8 * 256, -1.0, 1.0));
+    let w1 = b.const_f32(&[24, 8, 3, 3], r.fs(24 * 72, -0.5, 0.5));
+    let b1 = b.const_f32(&[24], r.fs(24, -0.5, 0.5));
+    let y = b.f(
+        Op::Conv2d,
+        &[x, w1, b1],
+        conv_attrs([1, 1], &[1; 4], [1, 1], 1),
+    );
+    let y = b.f(Op::Relu, &[y], attrs(&[]));
+    let w2 = b.const_f32(&[19, 24, 3, 3], r.fs(19 * 216, -0.3, 0.3));
+    let y = b.f(Op::Conv2d, &[y, w2], conv_attrs([2, 2], &[1; 4], [1, 1], 1));
+    let w3 = b.const_f32(&[5, 19, 1, 1], r.fs(5 * 19, -0.5, 0.5));
+    let b3 = b.const_f32(&[5], r.fs(5, -0.5, 0.5));
+    let y = b.f(
+        Op::Conv2d,
+        &[y, w3, b3],
+        conv_attrs([1, 1], &[0; 4], [1, 1], 1),
+    );
+    b.output(y);
+    let want = interp::run(&b.m, &b.inputs).unwrap();
+    let want = want[0].as_f32().unwrap().to_vec();
+    let dir = std::env::temp_dir().join(format!("qcc-fwide-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let xs = b.inputs[0].as_f32().unwrap();
+    let bytes: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join("x.bin"), bytes).unwrap();
+    std::fs::write(dir.join("main.c"), MAIN_C).unwrap();
+    let host = Tier::host();
+    for cpu in ["x86-64-v3", "x86-64-v4+vnni"] {
+        let t = Target::new("x86_64-unknown-linux-gnu", cpu).unwrap();
+        if !t.tier().unwrap().unwrap().within(host) {
+            println!("tier {cpu}: skipped (this CPU does not have it)");
+            continue;
+        }
+        let c = compile_object(&b.m, "fw", &t).unwrap();
+        assert_eq!(
+            c.report.layers.iter().filter(|l| l.tier.is_some()).count(),
+            3,
+            "{}",
+            c.report
+        );
+        std::fs::write(dir.join("fw.o"), &c.object).unwrap();
+        std::fs::write(dir.join("fw.h"), &c.header).unwrap();
+        let st = Command::new("cc")
+            .current_dir(&dir)
+            .args([
+                "-std=c11", "-Wall", "-Werror", "-o", "app", "main.c", "fw.o",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "link failed");
+        let out = Command::new(dir.join("app"))
+            .arg(dir.join("x.bin"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cpu}: app failed: {:?}", out.status);
+        let got: Vec<f32> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(got.len(), want.len());
+        for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                (w - g).abs() <= 1e-3 * (1.0 + w.abs()),
+                "{cpu}: [{i}] {w} vs {g}"
+            );
+        }
+        println!("tier {cpu}: linked, ran, matches the interpreter");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

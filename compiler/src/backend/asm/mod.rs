@@ -116,6 +116,7 @@ pub(crate) fn disassemble(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::backend::kernels::dot::{DotIsa, DotTile};
+    use crate::backend::kernels::fma::{FmaIsa, FmaTile};
 
     fn tile(isa: DotIsa, rows_signed: bool) -> DotTile {
         DotTile {
@@ -146,6 +147,41 @@ mod tests {
         assert!(text.contains("vpmaddubsw ymm"), "{text}");
         assert!(text.contains("vpmaddwd ymm"), "{text}");
         assert!(!text.contains("zmm"), "{text}");
+    }
+
+    fn ftile(isa: FmaIsa, valid: u32) -> FmaTile {
+        FmaTile {
+            isa,
+            rows: 3,
+            vecs: 2,
+            k: 7,
+            a_step: 12,
+            panel_bytes: 7 * isa.lanes() as u32 * 4,
+            ldc_bytes: 400,
+            valid,
+            bias: true,
+            lo: Some(0f32.to_bits()),
+            hi: Some(6f32.to_bits()),
+        }
+    }
+
+    #[test]
+    fn the_f32_tiles_are_vfmadd231ps_on_zmm_and_ymm() {
+        let z = disassemble(&AsmFn::Fma(ftile(FmaIsa::Zmm, 5)).assemble().unwrap());
+        assert!(z.contains("vfmadd231ps zmm"), "{z}");
+        assert!(z.contains("{1to16}"), "{z}");
+        assert!(z.contains("{k1}"), "{z}");
+        assert!(z.contains("vmaxps zmm") && z.contains("vminps zmm"), "{z}");
+        assert!(z.trim_end().ends_with("ret"), "{z}");
+        let y = disassemble(&AsmFn::Fma(ftile(FmaIsa::Ymm, 5)).assemble().unwrap());
+        assert!(y.contains("vfmadd231ps ymm"), "{y}");
+        assert!(y.contains("vextractf128") && y.contains("vmovss"), "{y}");
+        assert!(!y.contains("zmm") && !y.contains("{1to"), "{y}");
+        assert!(y.contains("vzeroupper"), "{y}");
+        let a = AsmFn::Fma(ftile(FmaIsa::Zmm, 16));
+        assert_ne!(a.symbol(), AsmFn::Fma(ftile(FmaIsa::Zmm, 5)).symbol());
+        assert_eq!(a.assemble().unwrap(), a.clone().assemble().unwrap());
+        assert_eq!(a.params(), 4);
     }
 
     #[test]
