@@ -3,7 +3,8 @@
 //! the float tolerance (`backend_common::TOL`; Winograd's, scaled by the magnitude of
 //! the summed terms, as in `backend_diff_float.rs`) on random convolutions: small and
 //! odd M (output channels), N (pixels) and K (channels x taps), groups, strides, pads,
-//! dilations, bias, a fused ReLU or clip, and Winograd's batched GEMMs.
+//! dilations, bias, a fused ReLU or clip, and Winograd's batched GEMMs; `gemm` and
+//! batched `matmul` with constant B (A read in place in either order, a per-column C).
 //!
 //! - `x86-64-v2`: the 128-bit Cranelift kernel (`gemm.rs`), the reference point.
 //! - `x86-64-v3`: the ymm `vfmadd231ps` tile (AVX2 + FMA).
@@ -213,6 +214,73 @@ proptest! {
         let a = conv_attrs([1, 1], &pads, [1, 1], 1);
         let (b, babs) = conv_model(&mut r, n, c, m, [h as usize, w as usize], [3, 3], a, 1, with_bias, fuse);
         check_tiers(&b, Some(&babs)).map_err(TestCaseError::fail)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(backend_common::cfg())]
+
+    /// `gemm` with constant B (either order), A in either order, odd M, N, K; C: none,
+    /// per column (constant: the tile adds it), or kinds the 128-bit kernel keeps
+    /// (per row, full, scalar, run-time, alpha or beta not 1).
+    #[test]
+    fn gemm_fwide(seed: u64, ta: bool, tb: bool, with_c in 0usize..6, fuse in 0usize..3, scaled: bool) {
+        let mut r = Rng(seed | 1);
+        let m = match r.i(0, 2) { 0 => r.i(1, 5), 1 => r.i(6, 40), _ => r.i(41, 100) } as usize;
+        let n = match r.i(0, 2) { 0 => r.i(1, 9), 1 => r.i(10, 40), _ => r.i(41, 130) } as usize;
+        let k = match r.i(0, 2) { 0 => r.i(1, 5), 1 => r.i(6, 70), _ => r.i(100, 260) } as usize;
+        let mut b = B::new();
+        let sa = if ta { [k, m] } else { [m, k] };
+        let sb = if tb { [n, k] } else { [k, n] };
+        let x = b.input_f32(&sa, r.fs(m * k, -1.0, 1.0));
+        let y = b.const_f32(&sb, r.fs(n * k, -1.0, 1.0));
+        let mut ops = vec![x, y];
+        let cs: Option<Vec<usize>> = match with_c {
+            1 | 5 => Some(vec![n]),
+            2 => Some(vec![1, n]),
+            3 => Some(vec![m, 1]),
+            4 => Some(vec![m, n]),
+            _ => None,
+        };
+        if let Some(cs) = &cs {
+            let d = r.fs(cs.iter().product(), -1.0, 1.0);
+            ops.push(if with_c == 5 { b.input_f32(cs, d) } else { b.const_f32(cs, d) });
+        }
+        let (alpha, beta) = if scaled { (r.f(-2.0, 2.0), r.f(-2.0, 2.0)) } else { (1.0, 1.0) };
+        let a = attrs(&[
+            ("trans_a", Attr::Bool(ta)), ("trans_b", Attr::Bool(tb)),
+            ("alpha", Attr::Float(alpha)), ("beta", Attr::Float(beta)),
+        ]);
+        let mut z = b.f(Op::Gemm, &ops, a);
+        z = match fuse {
+            1 => b.f(Op::Relu, &[z], attrs(&[])),
+            2 => b.f(Op::Clip, &[z], attrs(&[("min", Attr::Float(-0.5)), ("max", Attr::Float(0.7))])),
+            _ => z,
+        };
+        b.output(z);
+        check_tiers(&b, None).map_err(TestCaseError::fail)?;
+    }
+
+    /// Batched `matmul` with constant B (broadcast batches, a vector B).
+    #[test]
+    fn matmul_fwide(seed: u64, ra in 1usize..4, rb in 1usize..4) {
+        let mut r = Rng(seed | 1);
+        let (m, n, k) = (r.i(1, 20) as usize, r.i(1, 40) as usize, r.i(1, 70) as usize);
+        let batch = [r.i(1, 3) as usize, r.i(1, 2) as usize];
+        let mk = |r: &mut Rng, rank: usize, last2: [usize; 2]| -> Vec<usize> {
+            if rank == 1 { return vec![last2[1]]; }
+            let mut s: Vec<usize> = batch[2 - (rank - 2).min(2)..].iter().map(|&d| if r.i(0, 2) == 0 { 1 } else { d }).collect();
+            s.extend(last2);
+            s
+        };
+        let sa = mk(&mut r, ra, [m, k]);
+        let sb = if rb == 1 { vec![k] } else { mk(&mut r, rb, [k, n]) };
+        let mut b = B::new();
+        let x = b.input_f32(&sa, r.fs(sa.iter().product(), -1.0, 1.0));
+        let y = b.const_f32(&sb, r.fs(sb.iter().product(), -1.0, 1.0));
+        let z = b.f(Op::MatMul, &[x, y], attrs(&[]));
+        b.output(z);
+        check_tiers(&b, None).map_err(TestCaseError::fail)?;
     }
 }
 

@@ -156,10 +156,12 @@ mod tests {
             vecs: 2,
             k: 7,
             a_step: 12,
+            a_row: 4,
             panel_bytes: 7 * isa.lanes() as u32 * 4,
             ldc_bytes: 400,
             valid,
             bias: true,
+            col_bias: false,
             lo: Some(0f32.to_bits()),
             hi: Some(6f32.to_bits()),
         }

@@ -16,7 +16,7 @@ use cranelift_codegen::ir::Value;
 use cranelift_codegen::ir::types::{F32, F32X4};
 use qcc_ir::{Attrs, Module, Node};
 
-use super::fma::{self, FmaGemm, FmaIsa, FmaSpec};
+use super::fma::{self, AKind, Bias, FmaGemm, FmaIsa, FmaSpec};
 use super::gemm::{self, AIn, BIn, Epilogue, Gemm};
 use super::winograd;
 use crate::backend::kb::Kb;
@@ -87,7 +87,8 @@ pub(crate) fn wide_spec(
         n: g.npix(),
         k: g.kdim(),
         ldc: g.npix(),
-        bias,
+        a: AKind::Packed,
+        bias: if bias { Bias::Row } else { Bias::None },
         lo,
         hi,
     })

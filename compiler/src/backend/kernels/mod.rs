@@ -134,6 +134,9 @@ pub(crate) struct GemmPlan {
     pub b_const: bool,
     pub lo: Option<f32>,
     pub hi: Option<f32>,
+    /// The assembled wide tile (`kernels::fma`): constant B, alpha 1, and no C or a
+    /// constant per-column C with beta 1.
+    pub wide: Option<fma::FmaIsa>,
 }
 
 impl Lowering {
@@ -169,7 +172,10 @@ impl Lowering {
                 } else {
                     ""
                 };
-                format!("gemm{}x{}.f32.b-{b}{act}", gemm::MR, gemm::NR)
+                match p.wide {
+                    Some(isa) => format!("gemm.{}.f32.b-{b}{act}", isa.name()),
+                    None => format!("gemm{}x{}.f32.b-{b}{act}", gemm::MR, gemm::NR),
+                }
             }
             Lowering::Pool { kind, st, .. } => match kind {
                 PoolKind::Max => format!("max_pool.{}", st.name()),
@@ -227,6 +233,7 @@ impl Lowering {
         match self {
             Lowering::Maddubs(q) => q.tier(),
             Lowering::Conv { g, wide, .. } => conv::wide_gemm(g, *wide).map(|i| i.tier()),
+            Lowering::Gemm(p) => p.wide.map(|i| i.tier()),
             _ => None,
         }
     }
@@ -345,6 +352,16 @@ pub(crate) fn select(
             } else {
                 None
             };
+            let (alpha, beta) = (a.float("alpha")?, a.float("beta")?);
+            let c_ok = match c {
+                None => true,
+                Some(cs) => cs == (0, 1) && beta == 1.0 && const_of(node.operands[2]).is_some(),
+            };
+            let wide = if b_const && alpha == 1.0 && c_ok {
+                fma::choose((mm * n * k) as u64, target)
+            } else {
+                None
+            };
             Ok(Lowering::Gemm(GemmPlan {
                 m: mm,
                 n,
@@ -352,12 +369,13 @@ pub(crate) fn select(
                 batches: vec![(0, 0)],
                 trans_a,
                 trans_b,
-                alpha: a.float("alpha")?,
-                beta: a.float("beta")?,
+                alpha,
+                beta,
                 c,
                 b_const,
                 lo,
                 hi,
+                wide,
             }))
         }
         Op::MatMul => {
@@ -369,6 +387,11 @@ pub(crate) fn select(
                     g.batches.len()
                 ));
             }
+            let wide = if const_of(node.operands[1]).is_some() {
+                fma::choose((g.batches.len() * g.m * g.n * g.k) as u64, target)
+            } else {
+                None
+            };
             Ok(Lowering::Gemm(GemmPlan {
                 m: g.m,
                 n: g.n,
@@ -382,6 +405,7 @@ pub(crate) fn select(
                 b_const: const_of(node.operands[1]).is_some(),
                 lo,
                 hi,
+                wide,
             }))
         }
         Op::Add | Op::Sub | Op::Mul | Op::Lookup if !out.elem.is_float() => {
@@ -838,6 +862,10 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
 }
 
 fn emit_gemm(cx: &mut Ecx<'_, '_, '_, '_>, p: &GemmPlan) {
+    if let Some(isa) = p.wide {
+        emit_gemm_wide(cx, p, isa);
+        return;
+    }
     let (m, n, k) = (p.m, p.n, p.k);
     let a = cx.operand(0);
     let nb_b = p.batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
@@ -906,5 +934,61 @@ fn emit_gemm(cx: &mut Ecx<'_, '_, '_, '_>, p: &GemmPlan) {
                 },
             },
         );
+    }
+}
+
+/// [`emit_gemm`] with the wide tile `isa`: B packed at compile time in panels of one
+/// vector, A read in place (either order), a per-column C padded to whole vectors.
+fn emit_gemm_wide(cx: &mut Ecx<'_, '_, '_, '_>, p: &GemmPlan, isa: fma::FmaIsa) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let a = cx.operand(0);
+    let nb_b = p.batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
+    let b = cx.const_f32(1).expect("constant B").to_vec();
+    let mut packed = Vec::new();
+    for s in 0..nb_b {
+        let slab = &b[s * k * n..(s + 1) * k * n];
+        packed.extend(fma::pack_b(isa, k, n, |kk, j| {
+            if p.trans_b {
+                slab[j * k + kk]
+            } else {
+                slab[kk * n + j]
+            }
+        }));
+    }
+    let slab_bytes = fma::b_bytes(isa, n, k);
+    let bp = cx.rodata_f32(&packed);
+    let bias = p.c.map(|_| {
+        let c = cx.const_f32(2).expect("a constant C").to_vec();
+        let mut v = vec![0f32; n.div_ceil(isa.lanes()) * isa.lanes()];
+        // C is [n] or [1, n] (per column).
+        v[..n].copy_from_slice(&c[c.len() - n..]);
+        cx.rodata_f32(&v)
+    });
+    let spec = fma::FmaSpec {
+        isa,
+        m,
+        n,
+        k,
+        ldc: n,
+        a: if p.trans_a {
+            fma::AKind::Cols
+        } else {
+            fma::AKind::Rows
+        },
+        bias: if bias.is_some() {
+            fma::Bias::Col
+        } else {
+            fma::Bias::None
+        },
+        lo: p.lo,
+        hi: p.hi,
+    };
+    let tiles = fma::FmaGemm::new(cx.data, cx.kb.b.func, spec);
+    let out = cx.out;
+    for (bi, &(ba, bb)) in p.batches.iter().enumerate() {
+        let ab = cx.kb.off(a, (ba * m * k * 4) as i64);
+        let bb = cx.kb.off(bp, (bb * slab_bytes) as i64);
+        let o = cx.kb.off(out, (bi * m * n * 4) as i64);
+        fma::emit(cx.kb, &tiles, ab, bb, o, bias);
     }
 }

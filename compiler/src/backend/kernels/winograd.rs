@@ -45,7 +45,7 @@ use cranelift_codegen::ir::types::{F32, F32X4, I8X16};
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 
 use super::conv::{ConvGeom, copy_run, fill_zero};
-use super::fma::{self, FmaGemm, FmaIsa, FmaSpec};
+use super::fma::{self, AKind, Bias, FmaGemm, FmaIsa, FmaSpec};
 use super::gemm::{self, AIn, BIn, Epilogue, Gemm, NR};
 use crate::backend::kb::Kb;
 
@@ -128,7 +128,8 @@ pub(crate) fn wide_spec(g: &ConvGeom, isa: FmaIsa) -> FmaSpec {
         n: t,
         k: g.c,
         ldc: t,
-        bias: false,
+        a: AKind::Packed,
+        bias: Bias::None,
         lo: None,
         hi: None,
     }

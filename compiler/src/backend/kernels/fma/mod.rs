@@ -91,8 +91,10 @@ pub(crate) struct FmaTile {
     pub rows: u8,
     pub vecs: u8,
     pub k: u32,
-    /// Bytes of A per k (the row block's width times 4).
+    /// Bytes of A per k (packed: the row block's width times 4).
     pub a_step: u32,
+    /// Bytes of A between two rows (packed: 4).
+    pub a_row: u32,
     /// Bytes between two column panels of B.
     pub panel_bytes: u32,
     /// Bytes between two output rows.
@@ -101,6 +103,8 @@ pub(crate) struct FmaTile {
     pub valid: u32,
     /// `+ bias[row]` (a fourth pointer parameter).
     pub bias: bool,
+    /// `+ bias[col]` (a fourth pointer parameter, padded to whole vectors).
+    pub col_bias: bool,
     /// Clamp bounds (f32 bits).
     pub lo: Option<u32>,
     pub hi: Option<u32>,
@@ -109,7 +113,7 @@ pub(crate) struct FmaTile {
 impl FmaTile {
     pub fn symbol(&self) -> String {
         let mut s = format!(
-            "fma_{}_{}x{}_k{}_a{}_p{}_l{}_v{}",
+            "fma_{}_{}x{}_k{}_a{}_{}_p{}_l{}_v{}",
             match self.isa {
                 FmaIsa::Zmm => "zmm",
                 FmaIsa::Ymm => "ymm",
@@ -118,12 +122,16 @@ impl FmaTile {
             self.vecs,
             self.k,
             self.a_step,
+            self.a_row,
             self.panel_bytes,
             self.ldc_bytes,
             self.valid
         );
         if self.bias {
             s.push_str("_b");
+        }
+        if self.col_bias {
+            s.push_str("_cb");
         }
         if let Some(l) = self.lo {
             s.push_str(&format!("_lo{l:08x}"));
@@ -135,7 +143,7 @@ impl FmaTile {
     }
 
     pub fn params(&self) -> usize {
-        if self.bias { 4 } else { 3 }
+        if self.bias || self.col_bias { 4 } else { 3 }
     }
 
     pub fn assemble(&self) -> Result<Vec<u8>, iced_x86::IcedError> {
@@ -194,6 +202,26 @@ pub(crate) fn pack_a(
             }
         }
         i += r;
+    }
+    out
+}
+
+/// Packs B (`get(k, j)`, `k` x `n`) into panels of one vector, the last padded with
+/// zeros (the layout [`pack_b_runtime`] writes).
+pub(crate) fn pack_b(
+    isa: FmaIsa,
+    k: usize,
+    n: usize,
+    get: impl Fn(usize, usize) -> f32,
+) -> Vec<f32> {
+    let l = isa.lanes();
+    let mut out = Vec::with_capacity(b_bytes(isa, n, k) / 4);
+    for p in 0..n.div_ceil(l) {
+        for kk in 0..k {
+            for j in p * l..(p + 1) * l {
+                out.push(if j < n { get(kk, j) } else { 0.0 });
+            }
+        }
     }
     out
 }
@@ -264,7 +292,28 @@ pub(crate) fn pack_b_runtime(
     }
 }
 
-/// A GEMM `C[i, j] = clamp(bias[i] + sum_k A[i, k] B[k, j])` with packed A and B, `C`
+/// How the tiles read A.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AKind {
+    /// Row blocks of [`pack_a`].
+    Packed,
+    /// Row-major `[M][K]` (a run-time operand).
+    Rows,
+    /// Column-major: `[K][M]` row-major (a transposed run-time operand).
+    Cols,
+}
+
+/// The bias of the epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bias {
+    None,
+    /// One value per row (a convolution's output channel).
+    Row,
+    /// One value per column, N floats padded with zeros to whole vectors.
+    Col,
+}
+
+/// A GEMM `C[i, j] = clamp(bias + sum_k A[i, k] B[k, j])` with B in panels, `C`
 /// row-major with `ldc` floats per row.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FmaSpec {
@@ -273,7 +322,8 @@ pub(crate) struct FmaSpec {
     pub n: usize,
     pub k: usize,
     pub ldc: usize,
-    pub bias: bool,
+    pub a: AKind,
+    pub bias: Bias,
     pub lo: Option<f32>,
     pub hi: Option<f32>,
 }
@@ -341,16 +391,23 @@ impl FmaGemm {
         let mut fns = BTreeMap::new();
         for &(_, _, r) in &row_groups(spec.m, rows) {
             for &(_, _, v, valid) in &col_groups(spec.isa, spec.n, vecs) {
+                let (a_step, a_row) = match spec.a {
+                    AKind::Packed => (r * 4, 4),
+                    AKind::Rows => (4, spec.k * 4),
+                    AKind::Cols => (spec.m * 4, 4),
+                };
                 let t = FmaTile {
                     isa: spec.isa,
                     rows: r as u8,
                     vecs: v as u8,
                     k: spec.k as u32,
-                    a_step: (r * 4) as u32,
+                    a_step: a_step as u32,
+                    a_row: a_row as u32,
                     panel_bytes: (spec.k * l * 4) as u32,
                     ldc_bytes: (spec.ldc * 4) as u32,
                     valid: valid as u32,
-                    bias: spec.bias,
+                    bias: spec.bias == Bias::Row,
+                    col_bias: spec.bias == Bias::Col,
                     lo: spec.lo.map(f32::to_bits),
                     hi: spec.hi.map(f32::to_bits),
                 };
@@ -367,8 +424,8 @@ impl FmaGemm {
     }
 }
 
-/// Emits the GEMM of `g`: A packed by [`pack_a`] with `g`'s rows at `a`, B in panels at
-/// `b`, C at `out`, `bias` (M floats) when the spec has one.
+/// Emits the GEMM of `g`: A at `a` (packed by [`pack_a`] with `g`'s rows, or a run-time
+/// matrix), B in panels at `b`, C at `out`, `bias` when the spec has one.
 pub(crate) fn emit(
     kb: &mut Kb<'_, '_>,
     g: &FmaGemm,
@@ -393,14 +450,22 @@ pub(crate) fn emit(
                 kb.for_range(0, rcount as i64, 1, |kb, ti| {
                     let ri = kb.b.ins().imul_imm_s(ti, stride_r as i64);
                     let ri = kb.b.ins().iadd_imm_s(ri, r0 as i64);
-                    let ap = kb.idx(a, ri, (s.k * 4) as i64);
+                    let a_rows = match s.a {
+                        AKind::Packed | AKind::Rows => s.k * 4,
+                        AKind::Cols => 4,
+                    };
+                    let ap = kb.idx(a, ri, a_rows as i64);
                     let cp = kb.idx(op, ri, (s.ldc * 4) as i64);
-                    match bias.filter(|_| s.bias) {
-                        Some(bi) => {
+                    match (bias, s.bias) {
+                        (Some(bi), Bias::Row) => {
                             let bp2 = kb.idx(bi, ri, 4);
                             kb.b.ins().call(f, &[ap, bp, cp, bp2]);
                         }
-                        None => {
+                        (Some(bi), Bias::Col) => {
+                            let bp2 = kb.idx(bi, vi, (l * 4) as i64);
+                            kb.b.ins().call(f, &[ap, bp, cp, bp2]);
+                        }
+                        _ => {
                             kb.b.ins().call(f, &[ap, bp, cp]);
                         }
                     }

@@ -3,13 +3,15 @@
 //!
 //! `void tile(const f32 *a, const f32 *b, f32 *c[, const f32 *bias])` (System V:
 //! `rdi`, `rsi`, `rdx`, `rcx`):
-//! - `a`: the row block, `[K][block]` floats (`a_step` bytes per k), one broadcast
-//!   per row and k: EVEX embedded broadcast (`{1to16}`) on zmm, `vbroadcastss` on ymm;
+//! - `a`: A at `a + k * a_step + r * a_row` (a packed row block `[K][block]`, or a
+//!   run-time matrix in either order), one broadcast per row and k: EVEX embedded
+//!   broadcast (`{1to16}`) on zmm, `vbroadcastss` on ymm;
 //! - `b`: `vecs` column panels of `lanes` floats, `[K][lanes]` each, `panel_bytes`
 //!   apart (the last panel of a matrix is padded with zeros to whole vectors);
 //! - `c`: row r at `c + r * ldc_bytes`; the last vector stores only `valid` columns
 //!   (an opmask on zmm; 16-, 8- and 4-byte pieces on ymm);
-//! - the epilogue: `+ bias[r]`, then `v < lo ? lo : v` and `v > hi ? hi : v` (as
+//! - the epilogue: `+ bias[r]` or `+ bias[col]` (whole vectors: the bias is padded),
+//!   then `v < lo ? lo : v` and `v > hi ? hi : v` (as
 //!   `vmaxps v, lo, v` and `vminps v, hi, v`: a NaN stays a NaN, like the 128-bit
 //!   kernels' selects).
 
@@ -89,7 +91,7 @@ pub(super) fn zmm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
             )?;
         }
         for r in 0..rows {
-            let m = rdi + (u as u32 * t.a_step + r as u32 * 4) as i32;
+            let m = rdi + (u as u32 * t.a_step + r as u32 * t.a_row) as i32;
             for v in 0..vecs {
                 a.vfmadd231ps(zmm(acc(r, v)), zmm(col(v)), dword_bcst(m))?;
             }
@@ -101,6 +103,15 @@ pub(super) fn zmm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
             for v in 0..vecs {
                 let i = acc(r, v);
                 a.vaddps(zmm(i), zmm(i), dword_bcst(rcx + (r * 4) as i32))?;
+            }
+        }
+    }
+    if t.col_bias {
+        for v in 0..vecs {
+            a.vmovups(zmm(col(v)), zmmword_ptr(rcx + (v * 64) as i32))?;
+            for r in 0..rows {
+                let i = acc(r, v);
+                a.vaddps(zmm(i), zmm(i), zmm(col(v)))?;
             }
         }
     }
@@ -158,7 +169,7 @@ pub(super) fn ymm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
             )?;
         }
         for r in 0..rows {
-            let m = rdi + (u as u32 * t.a_step + r as u32 * 4) as i32;
+            let m = rdi + (u as u32 * t.a_step + r as u32 * t.a_row) as i32;
             a.vbroadcastss(ymm(bc), dword_ptr(m))?;
             for v in 0..vecs {
                 a.vfmadd231ps(ymm(acc(r, v)), ymm(col(v)), ymm(bc))?;
@@ -172,6 +183,15 @@ pub(super) fn ymm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
             for v in 0..vecs {
                 let i = acc(r, v);
                 a.vaddps(ymm(i), ymm(i), ymm(bc))?;
+            }
+        }
+    }
+    if t.col_bias {
+        for v in 0..vecs {
+            a.vmovups(ymm(col(v)), ymmword_ptr(rcx + (v * 32) as i32))?;
+            for r in 0..rows {
+                let i = acc(r, v);
+                a.vaddps(ymm(i), ymm(i), ymm(col(v)))?;
             }
         }
     }
