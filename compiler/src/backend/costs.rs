@@ -68,10 +68,16 @@ pub enum Strategy {
     /// u8 x i8 with the assembled AVX2 tile that widens both operands to i16 and uses
     /// `vpmaddwd` (exact for every weight that fits i8). Rows on the v3 tier.
     DotAvx2Wide,
+    /// f32 GEMM with the assembled AVX-512F tile (`vfmadd231ps` zmm; `kernels::fma`).
+    /// Rows on the v4 tier (the VNNI row set) only.
+    F32Zmm,
+    /// f32 GEMM with the assembled AVX2 + FMA tile (`vfmadd231ps` ymm). Rows on the v3
+    /// tier (and above).
+    F32Ymm,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 9] = [
+    pub const ALL: [Strategy; 11] = [
         Strategy::F32Gemm,
         Strategy::Int8Pmaddwd,
         Strategy::Int8PackedW,
@@ -81,6 +87,8 @@ impl Strategy {
         Strategy::DotVnni,
         Strategy::DotAvx2,
         Strategy::DotAvx2Wide,
+        Strategy::F32Zmm,
+        Strategy::F32Ymm,
     ];
 
     /// Whether the strategy computes a product of `wbits`-bit weights and `abits`-bit
@@ -88,6 +96,7 @@ impl Strategy {
     pub fn applies(self, wbits: u32, abits: u32) -> bool {
         match self {
             Strategy::F32Gemm => true,
+            Strategy::F32Zmm | Strategy::F32Ymm => wbits == 32 && abits == 32,
             Strategy::Int8Pmaddwd => wbits == 8 && abits <= 8,
             Strategy::Int8PackedW => wbits < 8 && abits <= 8,
             Strategy::BitSerial => (2..=4).contains(&wbits) && (2..=4).contains(&abits),
@@ -111,6 +120,8 @@ impl fmt::Display for Strategy {
             Strategy::DotVnni => "int8-vpdpbusd-zmm",
             Strategy::DotAvx2 => "int8-vpmaddubsw-ymm",
             Strategy::DotAvx2Wide => "int8-vpmaddwd-ymm",
+            Strategy::F32Zmm => "f32-vfmadd231ps-zmm",
+            Strategy::F32Ymm => "f32-vfmadd231ps-ymm",
         })
     }
 }
@@ -219,7 +230,8 @@ use CostTarget::{
 };
 use Source::{Measured, Unmeasured};
 use Strategy::{
-    BitSerial, DotAvx2, DotAvx2Wide, DotVnni, F32Gemm, Int8PackedW, Int8Pmaddwd, Maddubs, Xnor,
+    BitSerial, DotAvx2, DotAvx2Wide, DotVnni, F32Gemm, F32Ymm, F32Zmm, Int8PackedW, Int8Pmaddwd,
+    Maddubs, Xnor,
 };
 
 /// The cost table. For one target and strategy, the row that applies to (w, a) bits is
@@ -291,6 +303,10 @@ pub const TABLE: &[Row] = &[
     row(Avx2, DotAvx2, 4, 8, 113.43, Measured),
     row(Avx2, DotAvx2, 8, 8, 111.74, Measured),
     row(Avx2, DotAvx2Wide, 8, 8, 51.73, Measured),
+    // The f32 tiles (bench_kernels QCC_BENCH_ONLY=fwide: a 1x1 convolution with
+    // M = N = 256, K = 1024; Intel Xeon, Sapphire Rapids class, load average ~7).
+    row(Vnni, F32Zmm, 32, 32, 82.55, Measured),
+    row(Avx2, F32Ymm, 32, 32, 57.30, Measured),
     // aarch64: not measured; the x86_64 native figures.
     row(Aarch64, F32Gemm, 32, 32, 13.98, Unmeasured),
     row(Aarch64, Int8Pmaddwd, 8, 8, 23.67, Unmeasured),
@@ -384,7 +400,10 @@ pub fn choose(
 pub fn relative_mac_cost(wbits: u32, abits: u32, target: CostTarget) -> f64 {
     let int: Vec<Strategy> = Strategy::ALL
         .into_iter()
-        .filter(|&s| s != Strategy::F32Gemm && (s != Strategy::Maddubs || wbits < 8))
+        .filter(|&s| {
+            !matches!(s, Strategy::F32Gemm | Strategy::F32Zmm | Strategy::F32Ymm)
+                && (s != Strategy::Maddubs || wbits < 8)
+        })
         .collect();
     let f = gmacs(Strategy::F32Gemm, 32, 32, target);
     let best = choose(&int, wbits, abits, 1, target).and_then(|s| gmacs(s, wbits, abits, target));
@@ -404,16 +423,19 @@ mod tests {
             for s in Strategy::ALL {
                 let wide_only = match s {
                     DotVnni => t != Vnni,
-                    DotAvx2 | DotAvx2Wide => !matches!(t, Avx2 | Vnni),
+                    DotAvx2 | DotAvx2Wide | F32Ymm => !matches!(t, Avx2 | Vnni),
+                    F32Zmm => t != Vnni,
                     _ => false,
                 };
                 if (s == Maddubs && !matches!(t, Native | Avx2 | Vnni)) || wide_only {
                     // No row: never chosen there.
                     assert_eq!(gmacs(s, 8, 8, t), None, "{s} on {t:?}");
+                    assert_eq!(gmacs(s, 32, 32, t), None, "{s} on {t:?}");
                     continue;
                 }
                 assert!(
                     gmacs(s, 8, 8, t).is_some()
+                        || gmacs(s, 32, 32, t).is_some()
                         || gmacs(s, 2, 2, t).is_some()
                         || gmacs(s, 1, 1, t).is_some(),
                     "{s} on {t:?}"
