@@ -24,6 +24,13 @@
 //! - aarch64: no aarch64 hardware is available to this project (qemu timings mean
 //!   nothing), so its rows repeat the x86_64 native figures and are marked
 //!   [`Source::Unmeasured`].
+//! - The tiers: [`CostTarget::X86_64Avx2`] (x86-64-v3) and
+//!   [`CostTarget::X86_64Avx512Vnni`] (x86-64-v4 with VNNI) have rows only for their
+//!   assembled wide tiles ([`Strategy::DotAvx2`], [`Strategy::DotVnni`]) and inherit
+//!   every other row from the narrower tier ([`CostTarget::base`]): they run the same
+//!   128-bit Cranelift kernels besides the tiles. The wide rows were measured on an
+//!   Intel Xeon (Sapphire Rapids class), the 128-bit rows on the project's AMD EPYC
+//!   (Zen 2/3): ratios between rows of different machines are indicative only.
 //! - [`Strategy::Maddubs`] has rows on x86_64 native only (it needs SSSE3's
 //!   `pmaddubsw`); `--cost-table` measures it with the strategies it competes with
 //!   disabled ([`without`]), and the others without it. Its rows for 4- and 2-bit
@@ -58,10 +65,19 @@ pub enum Strategy {
     /// u8 x i8 with the assembled AVX2 tile (`vpmaddubsw` + `vpmaddwd` ymm), for the
     /// layers that pass `pmaddubsw`'s pair check. Rows on the v3 tier (and above).
     DotAvx2,
+    /// u8 x i8 with the assembled AVX2 tile that widens both operands to i16 and uses
+    /// `vpmaddwd` (exact for every weight that fits i8). Rows on the v3 tier.
+    DotAvx2Wide,
+    /// f32 GEMM with the assembled AVX-512F tile (`vfmadd231ps` zmm; `kernels::fma`).
+    /// Rows on the v4 tier (the VNNI row set) only.
+    F32Zmm,
+    /// f32 GEMM with the assembled AVX2 + FMA tile (`vfmadd231ps` ymm). Rows on the v3
+    /// tier (and above).
+    F32Ymm,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 8] = [
+    pub const ALL: [Strategy; 11] = [
         Strategy::F32Gemm,
         Strategy::Int8Pmaddwd,
         Strategy::Int8PackedW,
@@ -70,6 +86,9 @@ impl Strategy {
         Strategy::Maddubs,
         Strategy::DotVnni,
         Strategy::DotAvx2,
+        Strategy::DotAvx2Wide,
+        Strategy::F32Zmm,
+        Strategy::F32Ymm,
     ];
 
     /// Whether the strategy computes a product of `wbits`-bit weights and `abits`-bit
@@ -77,11 +96,12 @@ impl Strategy {
     pub fn applies(self, wbits: u32, abits: u32) -> bool {
         match self {
             Strategy::F32Gemm => true,
+            Strategy::F32Zmm | Strategy::F32Ymm => wbits == 32 && abits == 32,
             Strategy::Int8Pmaddwd => wbits == 8 && abits <= 8,
             Strategy::Int8PackedW => wbits < 8 && abits <= 8,
             Strategy::BitSerial => (2..=4).contains(&wbits) && (2..=4).contains(&abits),
             Strategy::Xnor => wbits == 1 && abits == 1,
-            Strategy::Maddubs | Strategy::DotVnni | Strategy::DotAvx2 => {
+            Strategy::Maddubs | Strategy::DotVnni | Strategy::DotAvx2 | Strategy::DotAvx2Wide => {
                 (1..=8).contains(&wbits) && (1..=8).contains(&abits)
             }
         }
@@ -99,6 +119,9 @@ impl fmt::Display for Strategy {
             Strategy::Maddubs => "int8-pmaddubsw",
             Strategy::DotVnni => "int8-vpdpbusd-zmm",
             Strategy::DotAvx2 => "int8-vpmaddubsw-ymm",
+            Strategy::DotAvx2Wide => "int8-vpmaddwd-ymm",
+            Strategy::F32Zmm => "f32-vfmadd231ps-zmm",
+            Strategy::F32Ymm => "f32-vfmadd231ps-ymm",
         })
     }
 }
@@ -206,7 +229,10 @@ use CostTarget::{
     X86_64Native as Native,
 };
 use Source::{Measured, Unmeasured};
-use Strategy::{BitSerial, DotAvx2, DotVnni, F32Gemm, Int8PackedW, Int8Pmaddwd, Maddubs, Xnor};
+use Strategy::{
+    BitSerial, DotAvx2, DotAvx2Wide, DotVnni, F32Gemm, F32Ymm, F32Zmm, Int8PackedW, Int8Pmaddwd,
+    Maddubs, Xnor,
+};
 
 /// The cost table. For one target and strategy, the row that applies to (w, a) bits is
 /// the one with the fewest bits that are at least (w, a) (see [`gmacs`]).
@@ -265,9 +291,22 @@ pub const TABLE: &[Row] = &[
     row(Native, Maddubs, 2, 2, 47.72, Measured),
     row(Native, Maddubs, 3, 2, 57.91, Measured),
     row(Native, Maddubs, 4, 2, 46.52, Measured),
-    // The assembled wide tiles (bench_kernels --cost-table; see the module notes).
-    row(Vnni, DotVnni, 8, 8, 150.0, Measured),
-    row(Avx2, DotAvx2, 8, 8, 70.0, Measured),
+    // The assembled wide tiles: `QCC_BENCH_ONLY=wide bench_kernels 30` on an Intel Xeon
+    // (Sapphire Rapids class, KVM, 2 vCPUs shared with another build), M = N = 256,
+    // K = 1024, u8 activations; `vpdpbusd` zmm measured at 73 % of its instruction
+    // mix's peak (478.6 G MAC/s), the AVX2 tile at 95 % (117.6), the AVX2 i16-widening
+    // tile at 58 % of `vpmaddwd` + `vpaddd` (89.3).
+    row(Vnni, DotVnni, 2, 8, 343.58, Measured),
+    row(Vnni, DotVnni, 4, 8, 340.61, Measured),
+    row(Vnni, DotVnni, 8, 8, 351.05, Measured),
+    row(Avx2, DotAvx2, 2, 8, 112.28, Measured),
+    row(Avx2, DotAvx2, 4, 8, 113.43, Measured),
+    row(Avx2, DotAvx2, 8, 8, 111.74, Measured),
+    row(Avx2, DotAvx2Wide, 8, 8, 51.73, Measured),
+    // The f32 tiles (bench_kernels QCC_BENCH_ONLY=fwide: a 1x1 convolution with
+    // M = N = 256, K = 1024; Intel Xeon, Sapphire Rapids class, load average ~7).
+    row(Vnni, F32Zmm, 32, 32, 82.55, Measured),
+    row(Avx2, F32Ymm, 32, 32, 57.30, Measured),
     // aarch64: not measured; the x86_64 native figures.
     row(Aarch64, F32Gemm, 32, 32, 13.98, Unmeasured),
     row(Aarch64, Int8Pmaddwd, 8, 8, 23.67, Unmeasured),
@@ -361,7 +400,10 @@ pub fn choose(
 pub fn relative_mac_cost(wbits: u32, abits: u32, target: CostTarget) -> f64 {
     let int: Vec<Strategy> = Strategy::ALL
         .into_iter()
-        .filter(|&s| s != Strategy::F32Gemm && (s != Strategy::Maddubs || wbits < 8))
+        .filter(|&s| {
+            !matches!(s, Strategy::F32Gemm | Strategy::F32Zmm | Strategy::F32Ymm)
+                && (s != Strategy::Maddubs || wbits < 8)
+        })
         .collect();
     let f = gmacs(Strategy::F32Gemm, 32, 32, target);
     let best = choose(&int, wbits, abits, 1, target).and_then(|s| gmacs(s, wbits, abits, target));
@@ -381,16 +423,19 @@ mod tests {
             for s in Strategy::ALL {
                 let wide_only = match s {
                     DotVnni => t != Vnni,
-                    DotAvx2 => !matches!(t, Avx2 | Vnni),
+                    DotAvx2 | DotAvx2Wide | F32Ymm => !matches!(t, Avx2 | Vnni),
+                    F32Zmm => t != Vnni,
                     _ => false,
                 };
                 if (s == Maddubs && !matches!(t, Native | Avx2 | Vnni)) || wide_only {
                     // No row: never chosen there.
                     assert_eq!(gmacs(s, 8, 8, t), None, "{s} on {t:?}");
+                    assert_eq!(gmacs(s, 32, 32, t), None, "{s} on {t:?}");
                     continue;
                 }
                 assert!(
                     gmacs(s, 8, 8, t).is_some()
+                        || gmacs(s, 32, 32, t).is_some()
                         || gmacs(s, 2, 2, t).is_some()
                         || gmacs(s, 1, 1, t).is_some(),
                     "{s} on {t:?}"

@@ -310,6 +310,12 @@ pub enum PeakMix {
     VpdpbusdZmm,
     /// `vpmaddubsw` + `vpmaddwd` + `vpaddd` ymm (AVX2): 32 MACs per triple.
     VpmaddubswYmm,
+    /// `vpmaddwd` + `vpaddd` ymm on i16 (AVX2): 16 MACs per pair.
+    VpmaddwdYmm,
+    /// `vfmadd231ps` zmm (AVX-512F): 16 f32 MACs per instruction.
+    VfmaddpsZmm,
+    /// `vfmadd231ps` ymm (AVX2 + FMA): 8 f32 MACs per instruction.
+    VfmaddpsYmm,
 }
 
 impl PeakMix {
@@ -317,6 +323,9 @@ impl PeakMix {
         match self {
             PeakMix::VpdpbusdZmm => "vpdpbusd zmm",
             PeakMix::VpmaddubswYmm => "vpmaddubsw+vpmaddwd+vpaddd ymm",
+            PeakMix::VpmaddwdYmm => "vpmaddwd+vpaddd ymm",
+            PeakMix::VfmaddpsZmm => "vfmadd231ps zmm",
+            PeakMix::VfmaddpsYmm => "vfmadd231ps ymm",
         }
     }
 }
@@ -327,14 +336,19 @@ impl PeakMix {
 /// None when the host lacks the tier.
 pub fn measure_peak(mix: PeakMix, iters: u64, reps: usize) -> Option<f64> {
     use super::kernels::dot::{DotIsa, peak_loop};
+    use super::kernels::fma::{self, FmaIsa};
     use cranelift_module::{Linkage, Module as _};
     let host = super::target::Tier::host();
-    let (isa, chains, macs) = match mix {
-        PeakMix::VpdpbusdZmm if host.avx512_vnni() => (DotIsa::Vnni512, 12, 64),
-        PeakMix::VpmaddubswYmm if host.avx2() => (DotIsa::Avx2, 10, 32),
+    let (bytes, chains, macs) = match mix {
+        PeakMix::VpdpbusdZmm if host.avx512_vnni() => (peak_loop(DotIsa::Vnni512, 12), 12, 64),
+        PeakMix::VpmaddubswYmm if host.avx2() => (peak_loop(DotIsa::Avx2, 10), 10, 32),
+        PeakMix::VpmaddwdYmm if host.avx2() => (peak_loop(DotIsa::Avx2Wide, 10), 10, 16),
+        // FMA latency 4 x 2 pipes: 12 chains are more than enough.
+        PeakMix::VfmaddpsZmm if host.level >= 4 => (fma::peak_loop(FmaIsa::Zmm, 12), 12, 16),
+        PeakMix::VfmaddpsYmm if host.avx2() => (fma::peak_loop(FmaIsa::Ymm, 12), 12, 8),
         _ => return None,
     };
-    let bytes = peak_loop(isa, chains).ok()?;
+    let bytes = bytes.ok()?;
     let mut module = JITModule::new(JITBuilder::with_isa(
         Target::host().isa(false).ok()?,
         cranelift_module::default_libcall_names(),

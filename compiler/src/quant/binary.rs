@@ -511,7 +511,7 @@ pub fn refine_binary_with(
     let ends: Vec<ValueId> = report
         .layers
         .iter()
-        .filter(|l| l.wbits == 1)
+        .filter(|l| l.wbits <= 2)
         .map(|l| l.output)
         .collect();
     if ends.is_empty() {
@@ -555,7 +555,7 @@ pub fn refine_binary_with(
     for (k, layer) in report
         .layers
         .iter_mut()
-        .filter(|l| l.wbits == 1)
+        .filter(|l| l.wbits <= 2)
         .enumerate()
     {
         let (n, ch, inner) = layer_shape(qdq, layer)?;
@@ -601,7 +601,7 @@ fn refine_binary_interp(
     let input = check_single_input(float)?;
     let shape = float.ty(input).shape.clone();
     let mut refined = 0;
-    for layer in report.layers.iter_mut().filter(|l| l.wbits == 1) {
+    for layer in report.layers.iter_mut().filter(|l| l.wbits <= 2) {
         let out = layer.output;
         let (ValueDef::Node(fnode), ValueDef::Node(qnode)) =
             (&float.value(out).def, &qdq.value(out).def)

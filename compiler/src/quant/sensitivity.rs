@@ -30,6 +30,7 @@ use std::str::FromStr;
 use qcc_ir::Module;
 use qcc_ir::interp::Tensor;
 
+use super::binary::refine_binary_with;
 use qcc_ir::interp::TensorData;
 use qcc_ir::{Op, ValueDef, ValueId};
 
@@ -232,9 +233,10 @@ fn candidate(
     m: &Module,
     stats: &CalibStats,
     l: &QuantLayer,
-    w: u8,
-    a: u8,
+    (w, a): (u8, u8),
     opts: &SensOptions,
+    npz: &Path,
+    limit: Option<usize>,
 ) -> Result<Module, String> {
     let qo = QuantOptions {
         layer_bits: [(l.name.clone(), (w, a))].into_iter().collect(),
@@ -245,9 +247,19 @@ fn candidate(
         pow2: opts.pow2,
         ..QuantOptions::default()
     };
-    quantize_model(m, stats, &qo)
-        .map(|r| r.0)
-        .map_err(|e| format!("sensitivity of {} at w{w}a{a}: {e}", l.name))
+    let what = |e: String| format!("sensitivity of {} at w{w}a{a}: {e}", l.name);
+    let (mut q, mut report) = quantize_model(m, stats, &qo).map_err(what)?;
+    // 1- and 2-bit weights are fitted to the float results in the compiled plan
+    // (`refine_binary`); measure them so.
+    if w <= 2 {
+        let run = RunOptions {
+            progress: false,
+            ..opts.run
+        };
+        refine_binary_with(m, &mut q, &mut report, npz, limit, &run, &mut Vec::new())
+            .map_err(what)?;
+    }
+    Ok(q)
 }
 
 fn layer_entry(m: &Module, l: &QuantLayer, candidates: Vec<Candidate>) -> LayerSensitivity {
@@ -369,7 +381,7 @@ fn measure_segmented(
         let mut prepared: Vec<Prepared> = Vec::new();
         let mut whole: Vec<((u8, u8), JitModel)> = Vec::new();
         for (w, a) in candidate_bits(l.binarizable) {
-            let q = candidate(m, stats, l, w, a, opts)?;
+            let q = candidate(m, stats, l, (w, a), opts, npz, limit)?;
             let mut acts = Vec::new();
             let mut cut = true;
             for (v, dq) in quantized_values(m, &q) {
@@ -526,7 +538,7 @@ fn measure_whole(
     for l in quant_layers(m)? {
         let mut candidates = Vec::new();
         for (w, a) in candidate_bits(l.binarizable) {
-            let q = candidate(m, stats, &l, w, a, opts)?;
+            let q = candidate(m, stats, &l, (w, a), opts, npz, limit)?;
             let jit = JitModel::new(&q)
                 .map_err(|e| format!("sensitivity of {} at w{w}a{a}: {e}", l.name))?;
             let outs = jit_outputs(&jit, &xs)?;

@@ -24,6 +24,7 @@ mod cpu;
 use iced_x86::code_asm::CodeAssembler;
 
 use super::kernels::dot::DotTile;
+use super::kernels::fma::FmaTile;
 use super::target::Tier;
 
 pub(crate) use cpu::cpu_check;
@@ -36,6 +37,9 @@ pub(crate) enum AsmFn {
     CpuCheck(Tier),
     /// `void tile(const u8 *rows, const u8 *cols, i32 *acc)`: a u8 x i8 register tile.
     Dot(DotTile),
+    /// `void tile(const f32 *a, const f32 *b, f32 *c[, const f32 *bias])`: an f32
+    /// `vfmadd231ps` register tile.
+    Fma(FmaTile),
 }
 
 impl AsmFn {
@@ -50,6 +54,7 @@ impl AsmFn {
                 if t.bitalg { "_bitalg" } else { "" }
             ),
             AsmFn::Dot(t) => t.symbol(),
+            AsmFn::Fma(t) => t.symbol(),
         }
     }
 
@@ -64,6 +69,7 @@ impl AsmFn {
                     3
                 }
             }
+            AsmFn::Fma(t) => t.params(),
         }
     }
 
@@ -77,6 +83,7 @@ impl AsmFn {
         let r = match self {
             AsmFn::CpuCheck(t) => cpu::assemble(*t),
             AsmFn::Dot(t) => t.assemble(),
+            AsmFn::Fma(t) => t.assemble(),
         };
         r.map_err(|e| format!("assembling {}: {e}", self.symbol()))
     }
@@ -109,6 +116,7 @@ pub(crate) fn disassemble(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::backend::kernels::dot::{DotIsa, DotTile};
+    use crate::backend::kernels::fma::{FmaIsa, FmaTile};
 
     fn tile(isa: DotIsa, rows_signed: bool) -> DotTile {
         DotTile {
@@ -139,6 +147,43 @@ mod tests {
         assert!(text.contains("vpmaddubsw ymm"), "{text}");
         assert!(text.contains("vpmaddwd ymm"), "{text}");
         assert!(!text.contains("zmm"), "{text}");
+    }
+
+    fn ftile(isa: FmaIsa, valid: u32) -> FmaTile {
+        FmaTile {
+            isa,
+            rows: 3,
+            vecs: 2,
+            k: 7,
+            a_step: 12,
+            a_row: 4,
+            panel_bytes: 7 * isa.lanes() as u32 * 4,
+            ldc_bytes: 400,
+            valid,
+            bias: true,
+            col_bias: false,
+            lo: Some(0f32.to_bits()),
+            hi: Some(6f32.to_bits()),
+        }
+    }
+
+    #[test]
+    fn the_f32_tiles_are_vfmadd231ps_on_zmm_and_ymm() {
+        let z = disassemble(&AsmFn::Fma(ftile(FmaIsa::Zmm, 5)).assemble().unwrap());
+        assert!(z.contains("vfmadd231ps zmm"), "{z}");
+        assert!(z.contains("{1to16}"), "{z}");
+        assert!(z.contains("{k1}"), "{z}");
+        assert!(z.contains("vmaxps zmm") && z.contains("vminps zmm"), "{z}");
+        assert!(z.trim_end().ends_with("ret"), "{z}");
+        let y = disassemble(&AsmFn::Fma(ftile(FmaIsa::Ymm, 5)).assemble().unwrap());
+        assert!(y.contains("vfmadd231ps ymm"), "{y}");
+        assert!(y.contains("vextractf128") && y.contains("vmovss"), "{y}");
+        assert!(!y.contains("zmm") && !y.contains("{1to"), "{y}");
+        assert!(y.contains("vzeroupper"), "{y}");
+        let a = AsmFn::Fma(ftile(FmaIsa::Zmm, 16));
+        assert_ne!(a.symbol(), AsmFn::Fma(ftile(FmaIsa::Zmm, 5)).symbol());
+        assert_eq!(a.assemble().unwrap(), a.clone().assemble().unwrap());
+        assert_eq!(a.params(), 4);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use cranelift_codegen::ir::Value;
 use cranelift_codegen::ir::types::{F32, F32X4};
 use qcc_ir::{Attrs, Module, Node};
 
+use super::fma::{self, AKind, Bias, FmaGemm, FmaIsa, FmaSpec};
 use super::gemm::{self, AIn, BIn, Epilogue, Gemm};
 use super::winograd;
 use crate::backend::kb::Kb;
@@ -58,30 +59,76 @@ pub(crate) fn conv_geom(m: &Module, node: &Node) -> Result<ConvGeom, String> {
     })
 }
 
-/// Packs f32 weights `[M, Cg, kh, kw]` into one packed A matrix per group.
-pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
+/// The wide tile the convolution's GEMMs run with, given the tier's (`wide`): Winograd
+/// takes it only when its tiles fill whole vectors.
+pub(crate) fn wide_gemm(g: &ConvGeom, wide: Option<FmaIsa>) -> Option<FmaIsa> {
     if winograd::applies(g) {
-        return winograd::pack_weights(g, w);
+        winograd::wide(g, wide)
+    } else {
+        wide
+    }
+}
+
+/// The GEMM of the wide tiles (one group's, or one Winograd position's).
+pub(crate) fn wide_spec(
+    g: &ConvGeom,
+    wide: Option<FmaIsa>,
+    bias: bool,
+    lo: Option<f32>,
+    hi: Option<f32>,
+) -> Option<FmaSpec> {
+    let isa = wide_gemm(g, wide)?;
+    if winograd::applies(g) {
+        return Some(winograd::wide_spec(g, isa));
+    }
+    Some(FmaSpec {
+        isa,
+        m: g.mg(),
+        n: g.npix(),
+        k: g.kdim(),
+        ldc: g.npix(),
+        a: AKind::Packed,
+        bias: if bias { Bias::Row } else { Bias::None },
+        lo,
+        hi,
+    })
+}
+
+/// Packs f32 weights `[M, Cg, kh, kw]` into one packed A matrix per group (row blocks
+/// of the wide tile's rows with `wide`).
+pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32], wide: Option<FmaIsa>) -> Vec<f32> {
+    if winograd::applies(g) {
+        return winograd::pack_weights(g, w, wide);
     }
     let (mg, k) = (g.mg(), g.kdim());
     let mut out = Vec::with_capacity(w.len());
+    let spec = wide_spec(g, wide, false, None, None);
     for grp in 0..g.group {
-        out.extend(gemm::pack_a(mg, k, |i, kk| w[(grp * mg + i) * k + kk]));
+        let get = |i: usize, kk: usize| w[(grp * mg + i) * k + kk];
+        match spec {
+            Some(s) => out.extend(fma::pack_a(s.shape().0, mg, k, get)),
+            None => out.extend(gemm::pack_a(mg, k, get)),
+        }
     }
     out
 }
 
 /// Workspace bytes: the f32 patch matrix of one group (unless pointwise), then the
-/// same matrix packed into GEMM panels.
-pub(crate) fn workspace(g: &ConvGeom) -> usize {
+/// same matrix packed into GEMM panels (whole vectors for the wide tiles).
+pub(crate) fn workspace(g: &ConvGeom, wide: Option<FmaIsa>) -> usize {
     if winograd::applies(g) {
         return winograd::workspace(g);
     }
     let m = g.kdim() * g.npix() * 4;
-    if g.is_pointwise() { m } else { 2 * m }
+    let packed = match wide_gemm(g, wide) {
+        Some(isa) => fma::b_bytes(isa, g.npix(), g.kdim()),
+        None => m,
+    };
+    if g.is_pointwise() { packed } else { m + packed }
 }
 
-/// Emits the convolution. `w` points at the packed weights, `bias` at M floats.
+/// Emits the convolution. `w` points at the packed weights, `bias` at M floats;
+/// `tiles`: the wide tiles of [`wide_spec`], when the weights were packed for them.
 #[allow(clippy::too_many_arguments, reason = "the pointers of one kernel")]
 pub(crate) fn emit(
     kb: &mut Kb<'_, '_>,
@@ -93,9 +140,10 @@ pub(crate) fn emit(
     ws: Value,
     lo: Option<f32>,
     hi: Option<f32>,
+    tiles: Option<&FmaGemm>,
 ) {
     if winograd::applies(g) {
-        winograd::emit(kb, g, x, w, bias, out, ws, lo, hi);
+        winograd::emit(kb, g, x, w, bias, out, ws, lo, hi, tiles);
         return;
     }
     let (cg, mg, k, npix) = (g.cg(), g.mg(), g.kdim(), g.npix());
@@ -115,6 +163,12 @@ pub(crate) fn emit(
                 im2col(kb, &gc, xg, ws);
                 (ws, kb.off(ws, (k * npix * 4) as i64))
             };
+            if let Some(t) = tiles {
+                fma::pack_b_runtime(kb, t.isa(), src, npix, k, npix, packed);
+                let bias = bias.map(|bp| kb.idx(bp, grp, (mg * 4) as i64));
+                fma::emit(kb, t, wg, packed, og, bias);
+                return;
+            }
             gemm::pack_b_runtime(kb, src, npix, k, npix, packed);
             let b = BIn::Packed(packed);
             let bias = bias.map(|bp| (kb.idx(bp, grp, (mg * 4) as i64), 1, 0));

@@ -12,6 +12,7 @@ pub(crate) mod conv;
 pub(crate) mod deconv;
 pub(crate) mod dot;
 pub(crate) mod elementwise;
+pub(crate) mod fma;
 pub(crate) mod gemm;
 mod im2col;
 pub(crate) mod intelem;
@@ -55,6 +56,8 @@ pub(crate) enum Lowering {
         g: ConvGeom,
         lo: Option<f32>,
         hi: Option<f32>,
+        /// The assembled wide tile of the GEMMs (`kernels::fma`), if the tier has one.
+        wide: Option<fma::FmaIsa>,
     },
     Gemm(GemmPlan),
     Pool {
@@ -131,6 +134,9 @@ pub(crate) struct GemmPlan {
     pub b_const: bool,
     pub lo: Option<f32>,
     pub hi: Option<f32>,
+    /// The assembled wide tile (`kernels::fma`): constant B, alpha 1, and no C or a
+    /// constant per-column C with beta 1.
+    pub wide: Option<fma::FmaIsa>,
 }
 
 impl Lowering {
@@ -141,7 +147,7 @@ impl Lowering {
             Lowering::Binary { op, .. } => {
                 format!("{}.broadcast.f32x4", format!("{op:?}").to_lowercase())
             }
-            Lowering::Conv { g, lo, hi } => {
+            Lowering::Conv { g, lo, hi, wide } => {
                 let kind = if g.is_pointwise() {
                     "pointwise"
                 } else if let Some(v) = winograd::variant(g) {
@@ -154,7 +160,10 @@ impl Lowering {
                     (Some(l), None) if *l == 0.0 => "+relu",
                     _ => "+clip",
                 };
-                format!("conv2d.{kind}+gemm{}x{}.f32{act}", gemm::MR, gemm::NR)
+                match conv::wide_gemm(g, *wide) {
+                    Some(isa) => format!("conv2d.{kind}+{}.f32{act}", isa.name()),
+                    None => format!("conv2d.{kind}+gemm{}x{}.f32{act}", gemm::MR, gemm::NR),
+                }
             }
             Lowering::Gemm(p) => {
                 let b = if p.b_const { "packed" } else { "strided" };
@@ -163,7 +172,10 @@ impl Lowering {
                 } else {
                     ""
                 };
-                format!("gemm{}x{}.f32.b-{b}{act}", gemm::MR, gemm::NR)
+                match p.wide {
+                    Some(isa) => format!("gemm.{}.f32.b-{b}{act}", isa.name()),
+                    None => format!("gemm{}x{}.f32.b-{b}{act}", gemm::MR, gemm::NR),
+                }
             }
             Lowering::Pool { kind, st, .. } => match kind {
                 PoolKind::Max => format!("max_pool.{}", st.name()),
@@ -205,7 +217,7 @@ impl Lowering {
     /// Bytes of scratch the kernel needs while it runs.
     pub fn workspace(&self) -> usize {
         match self {
-            Lowering::Conv { g, .. } => conv::workspace(g),
+            Lowering::Conv { g, wide, .. } => conv::workspace(g, *wide),
             Lowering::Quant(q) => q.workspace(),
             Lowering::Xnor(q) => q.workspace(),
             Lowering::Deconv(q) => q.workspace(),
@@ -220,6 +232,8 @@ impl Lowering {
     pub fn tier(&self) -> Option<&'static str> {
         match self {
             Lowering::Maddubs(q) => q.tier(),
+            Lowering::Conv { g, wide, .. } => conv::wide_gemm(g, *wide).map(|i| i.tier()),
+            Lowering::Gemm(p) => p.wide.map(|i| i.tier()),
             _ => None,
         }
     }
@@ -298,7 +312,8 @@ pub(crate) fn select(
                         .into(),
                 );
             }
-            Ok(Lowering::Conv { g, lo, hi })
+            let wide = fma::choose(g.macs(), target);
+            Ok(Lowering::Conv { g, lo, hi, wide })
         }
         Op::Gemm => {
             need_f32()?;
@@ -337,6 +352,16 @@ pub(crate) fn select(
             } else {
                 None
             };
+            let (alpha, beta) = (a.float("alpha")?, a.float("beta")?);
+            let c_ok = match c {
+                None => true,
+                Some(cs) => cs == (0, 1) && beta == 1.0 && const_of(node.operands[2]).is_some(),
+            };
+            let wide = if b_const && alpha == 1.0 && c_ok {
+                fma::choose((mm * n * k) as u64, target)
+            } else {
+                None
+            };
             Ok(Lowering::Gemm(GemmPlan {
                 m: mm,
                 n,
@@ -344,12 +369,13 @@ pub(crate) fn select(
                 batches: vec![(0, 0)],
                 trans_a,
                 trans_b,
-                alpha: a.float("alpha")?,
-                beta: a.float("beta")?,
+                alpha,
+                beta,
                 c,
                 b_const,
                 lo,
                 hi,
+                wide,
             }))
         }
         Op::MatMul => {
@@ -361,6 +387,11 @@ pub(crate) fn select(
                     g.batches.len()
                 ));
             }
+            let wide = if const_of(node.operands[1]).is_some() {
+                fma::choose((g.batches.len() * g.m * g.n * g.k) as u64, target)
+            } else {
+                None
+            };
             Ok(Lowering::Gemm(GemmPlan {
                 m: g.m,
                 n: g.n,
@@ -374,6 +405,7 @@ pub(crate) fn select(
                 b_const: const_of(node.operands[1]).is_some(),
                 lo,
                 hi,
+                wide,
             }))
         }
         Op::Add | Op::Sub | Op::Mul | Op::Lookup if !out.elem.is_float() => {
@@ -512,14 +544,14 @@ pub(crate) fn select(
                     .collect(),
             })
         }
-        Op::Conv2dInt | Op::MatMulInt if binary::applies(m, node, const_of) => {
-            binary::select(m, node, fused).map(Lowering::Xnor)
-        }
         Op::Conv2dInt | Op::MatMulInt
             if let Some(isa) = dot::applies(m, node, const_of, target) =>
         {
             let plan = maddubs::Plan { group: 1 };
             maddubs::select(m, node, fused, const_of, plan, Some(isa)).map(Lowering::Maddubs)
+        }
+        Op::Conv2dInt | Op::MatMulInt if binary::applies(m, node, const_of) => {
+            binary::select(m, node, fused).map(Lowering::Xnor)
         }
         Op::Conv2dInt | Op::MatMulInt
             if let Some(plan) = maddubs::applies(m, node, const_of, target) =>
@@ -771,14 +803,16 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
             let b = cx.operand(1);
             elementwise::emit_binary(cx.kb, *op, bc, a, b, out);
         }
-        Lowering::Conv { g, lo, hi } => {
+        Lowering::Conv { g, lo, hi, wide } => {
             let x = cx.operand(0);
             let w = cx.const_f32(1).expect("conv weights are constant").to_vec();
-            let packed = conv::pack_weights(g, &w);
+            let packed = conv::pack_weights(g, &w, *wide);
             let wp = cx.rodata_f32(&packed);
             let bias = (cx.node.operands.len() > 2).then(|| cx.operand(2));
             let ws = cx.ws;
-            conv::emit(cx.kb, g, x, wp, bias, out, ws, *lo, *hi);
+            let tiles = conv::wide_spec(g, *wide, bias.is_some(), *lo, *hi)
+                .map(|s| fma::FmaGemm::new(cx.data, cx.kb.b.func, s));
+            conv::emit(cx.kb, g, x, wp, bias, out, ws, *lo, *hi, tiles.as_ref());
         }
         Lowering::Gemm(p) => emit_gemm(cx, p),
         Lowering::Pool { g, pads, kind, st } => {
@@ -828,6 +862,10 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
 }
 
 fn emit_gemm(cx: &mut Ecx<'_, '_, '_, '_>, p: &GemmPlan) {
+    if let Some(isa) = p.wide {
+        emit_gemm_wide(cx, p, isa);
+        return;
+    }
     let (m, n, k) = (p.m, p.n, p.k);
     let a = cx.operand(0);
     let nb_b = p.batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
@@ -896,5 +934,61 @@ fn emit_gemm(cx: &mut Ecx<'_, '_, '_, '_>, p: &GemmPlan) {
                 },
             },
         );
+    }
+}
+
+/// [`emit_gemm`] with the wide tile `isa`: B packed at compile time in panels of one
+/// vector, A read in place (either order), a per-column C padded to whole vectors.
+fn emit_gemm_wide(cx: &mut Ecx<'_, '_, '_, '_>, p: &GemmPlan, isa: fma::FmaIsa) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let a = cx.operand(0);
+    let nb_b = p.batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
+    let b = cx.const_f32(1).expect("constant B").to_vec();
+    let mut packed = Vec::new();
+    for s in 0..nb_b {
+        let slab = &b[s * k * n..(s + 1) * k * n];
+        packed.extend(fma::pack_b(isa, k, n, |kk, j| {
+            if p.trans_b {
+                slab[j * k + kk]
+            } else {
+                slab[kk * n + j]
+            }
+        }));
+    }
+    let slab_bytes = fma::b_bytes(isa, n, k);
+    let bp = cx.rodata_f32(&packed);
+    let bias = p.c.map(|_| {
+        let c = cx.const_f32(2).expect("a constant C").to_vec();
+        let mut v = vec![0f32; n.div_ceil(isa.lanes()) * isa.lanes()];
+        // C is [n] or [1, n] (per column).
+        v[..n].copy_from_slice(&c[c.len() - n..]);
+        cx.rodata_f32(&v)
+    });
+    let spec = fma::FmaSpec {
+        isa,
+        m,
+        n,
+        k,
+        ldc: n,
+        a: if p.trans_a {
+            fma::AKind::Cols
+        } else {
+            fma::AKind::Rows
+        },
+        bias: if bias.is_some() {
+            fma::Bias::Col
+        } else {
+            fma::Bias::None
+        },
+        lo: p.lo,
+        hi: p.hi,
+    };
+    let tiles = fma::FmaGemm::new(cx.data, cx.kb.b.func, spec);
+    let out = cx.out;
+    for (bi, &(ba, bb)) in p.batches.iter().enumerate() {
+        let ab = cx.kb.off(a, (ba * m * k * 4) as i64);
+        let bb = cx.kb.off(bp, (bb * slab_bytes) as i64);
+        let o = cx.kb.off(out, (bi * m * n * 4) as i64);
+        fma::emit(cx.kb, &tiles, ab, bb, o, bias);
     }
 }

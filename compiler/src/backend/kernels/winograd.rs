@@ -45,6 +45,7 @@ use cranelift_codegen::ir::types::{F32, F32X4, I8X16};
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 
 use super::conv::{ConvGeom, copy_run, fill_zero};
+use super::fma::{self, AKind, Bias, FmaGemm, FmaIsa, FmaSpec};
 use super::gemm::{self, AIn, BIn, Epilogue, Gemm, NR};
 use crate::backend::kb::Kb;
 
@@ -110,6 +111,30 @@ pub(crate) fn applies(g: &ConvGeom) -> bool {
     variant(g).is_some()
 }
 
+/// The wide tile of the per-position GEMMs, given the tier's: when the tiles fill whole
+/// vectors (V's panels are then one vector wide), else the 128-bit kernel.
+pub(crate) fn wide(g: &ConvGeom, wide: Option<FmaIsa>) -> Option<FmaIsa> {
+    let v = variant(g)?;
+    wide.filter(|isa| tiles(g, v).is_multiple_of(isa.lanes()))
+}
+
+/// The GEMM of one transform position with the wide tile `isa`.
+pub(crate) fn wide_spec(g: &ConvGeom, isa: FmaIsa) -> FmaSpec {
+    let v = variant(g).expect("wide_spec is only called when a variant applies");
+    let t = tiles(g, v);
+    FmaSpec {
+        isa,
+        m: g.m,
+        n: t,
+        k: g.c,
+        ldc: t,
+        a: AKind::Packed,
+        bias: Bias::None,
+        lo: None,
+        hi: None,
+    }
+}
+
 fn tiles(g: &ConvGeom, v: Variant) -> usize {
     (g.oh / v.r()) * (g.ow / v.r())
 }
@@ -159,8 +184,9 @@ const G4: [[f64; 3]; 6] = [
 ];
 
 /// `U_e = (G g Gᵀ)[e]` for every output/input channel pair, each packed as the GEMM's A
-/// matrix (`gemm::pack_a`), positions e = 0..P one after another.
-pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
+/// matrix (`gemm::pack_a`, or `fma::pack_a` for the wide tile), positions e = 0..P one
+/// after another.
+pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32], wide_isa: Option<FmaIsa>) -> Vec<f32> {
     let v = variant(g).expect("pack_weights is only called when a variant applies");
     let gm: &[[f64; 3]] = match v {
         Variant::F2 => &G2,
@@ -189,13 +215,19 @@ pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
         }
     }
     let mut out = Vec::with_capacity(u.len());
+    let rows = wide(g, wide_isa).map(|isa| wide_spec(g, isa).shape().0);
     for e in 0..np {
-        out.extend(gemm::pack_a(m, c, |i, kk| u[(i * c + kk) * np + e]));
+        let get = |i: usize, kk: usize| u[(i * c + kk) * np + e];
+        match rows {
+            Some(r) => out.extend(fma::pack_a(r, m, c, get)),
+            None => out.extend(gemm::pack_a(m, c, get)),
+        }
     }
     out
 }
 
-/// Emits the convolution (batch loop included). `w`: [`pack_weights`]; `bias`: M floats.
+/// Emits the convolution (batch loop included). `w`: [`pack_weights`]; `bias`: M floats;
+/// `tiles`: the wide tiles of [`wide_spec`] (V then has panels of one vector).
 #[allow(clippy::too_many_arguments, reason = "the pointers of one kernel")]
 pub(crate) fn emit(
     kb: &mut Kb<'_, '_>,
@@ -207,9 +239,11 @@ pub(crate) fn emit(
     ws: Value,
     lo: Option<f32>,
     hi: Option<f32>,
+    tiles_fn: Option<&FmaGemm>,
 ) {
     let g = *g;
     let v = variant(&g).expect("emit is only called when a variant applies");
+    let pw = tiles_fn.map_or(NR, |t| t.isa().lanes());
     let (hp, wp) = padded(&g, v);
     let t = tiles(&g, v);
     let buf = ws;
@@ -220,13 +254,17 @@ pub(crate) fn emit(
         let on = kb.idx(out, n, (g.m * g.oh * g.ow * 4) as i64);
         border_copy(kb, &g, v, xn, buf);
         match v {
-            Variant::F2 => input_transform_f2(kb, &g, buf, vbuf),
-            Variant::F4 => input_transform_f4(kb, &g, buf, vbuf),
+            Variant::F2 => input_transform_f2(kb, &g, buf, vbuf, pw),
+            Variant::F4 => input_transform_f4(kb, &g, buf, vbuf, pw),
         }
         kb.for_range(0, v.positions() as i64, 1, |kb, e| {
             let a = kb.idx(w, e, (g.m * g.c * 4) as i64);
             let b = kb.idx(vbuf, e, pos_stride(g.c, t) as i64);
             let o = kb.idx(mbuf, e, pos_stride(g.m, t) as i64);
+            if let Some(tf) = tiles_fn {
+                fma::emit(kb, tf, a, b, o, None);
+                return;
+            }
             gemm::emit(
                 kb,
                 &Gemm {
@@ -402,17 +440,19 @@ fn at4(kb: &mut Kb<'_, '_>, m: &[Value]) -> Vec<Value> {
 }
 
 /// Where the four tiles `t0 .. t0 + 4` of channel c land in V's packed B layout: element
-/// `(t & !(NR-1)) * C + c * NR + (t & (NR-1))` of matrix e, which starts
-/// `e * pos_stride` bytes into V (full GEMM panels of `NR` tiles; groups of four tiles
-/// never straddle two panels since NR is a multiple of 4). `vc` = V + c * NR floats.
-fn v_base(kb: &mut Kb<'_, '_>, c: usize, vc: Value, t0: Value) -> Value {
-    let hi = kb.b.ins().band_imm_s(t0, !(NR as i64 - 1));
-    let lo = kb.b.ins().band_imm_s(t0, NR as i64 - 1);
+/// `(t & !(pw-1)) * C + c * pw + (t & (pw-1))` of matrix e, which starts
+/// `e * pos_stride` bytes into V (full GEMM panels of `pw` tiles: `NR`, or one vector of
+/// the wide tile; groups of four tiles never straddle two panels since pw is a multiple
+/// of 4). `vc` = V + c * pw floats.
+fn v_base(kb: &mut Kb<'_, '_>, c: usize, vc: Value, t0: Value, pw: usize) -> Value {
+    debug_assert!(pw.is_power_of_two() && pw.is_multiple_of(4));
+    let hi = kb.b.ins().band_imm_s(t0, !(pw as i64 - 1));
+    let lo = kb.b.ins().band_imm_s(t0, pw as i64 - 1);
     let base = kb.idx(vc, hi, (c * 4) as i64);
     kb.idx(base, lo, 4)
 }
 
-fn input_transform_f2(kb: &mut Kb<'_, '_>, g: &ConvGeom, buf: Value, vbuf: Value) {
+fn input_transform_f2(kb: &mut Kb<'_, '_>, g: &ConvGeom, buf: Value, vbuf: Value, pw: usize) {
     let v = Variant::F2;
     let (hp, wp) = padded(g, v);
     let g = *g;
@@ -420,14 +460,14 @@ fn input_transform_f2(kb: &mut Kb<'_, '_>, g: &ConvGeom, buf: Value, vbuf: Value
     let vs = pos_stride(g.c, tiles(&g, v));
     kb.for_range(0, g.c as i64, 1, |kb, c| {
         let bc = kb.idx(buf, c, (hp * wp * 4) as i64);
-        let vc = kb.idx(vbuf, c, (NR * 4) as i64);
+        let vc = kb.idx(vbuf, c, (pw * 4) as i64);
         kb.for_range(0, th as i64, 1, |kb, ty| {
             // Buffer row 2*ty; first tile of the row ty * tw.
             let row = kb.idx(bc, ty, (2 * wp * 4) as i64);
             let t0 = kb.b.ins().imul_imm_s(ty, tw as i64);
             for gx in 0..tw / 4 {
                 let tt = kb.b.ins().iadd_imm_s(t0, (4 * gx) as i64);
-                let base = v_base(kb, g.c, vc, tt);
+                let base = v_base(kb, g.c, vc, tt, pw);
                 let mut d = [[row; 4]; 4];
                 for (i, di) in d.iter_mut().enumerate() {
                     let off = ((i * wp + 8 * gx) * 4) as i64;
@@ -452,7 +492,7 @@ fn input_transform_f2(kb: &mut Kb<'_, '_>, g: &ConvGeom, buf: Value, vbuf: Value
     });
 }
 
-fn input_transform_f4(kb: &mut Kb<'_, '_>, g: &ConvGeom, buf: Value, vbuf: Value) {
+fn input_transform_f4(kb: &mut Kb<'_, '_>, g: &ConvGeom, buf: Value, vbuf: Value, pw: usize) {
     let v = Variant::F4;
     let (hp, wp) = padded(g, v);
     let g = *g;
@@ -460,14 +500,14 @@ fn input_transform_f4(kb: &mut Kb<'_, '_>, g: &ConvGeom, buf: Value, vbuf: Value
     let vs = pos_stride(g.c, tiles(&g, v));
     kb.for_range(0, g.c as i64, 1, |kb, c| {
         let bc = kb.idx(buf, c, (hp * wp * 4) as i64);
-        let vc = kb.idx(vbuf, c, (NR * 4) as i64);
+        let vc = kb.idx(vbuf, c, (pw * 4) as i64);
         kb.for_range(0, th as i64, 1, |kb, ty| {
             // Buffer row 4*ty; first tile of the row ty * tw.
             let row = kb.idx(bc, ty, (4 * wp * 4) as i64);
             let t0 = kb.b.ins().imul_imm_s(ty, tw as i64);
             for gx in 0..tw / 4 {
                 let tt = kb.b.ins().iadd_imm_s(t0, (4 * gx) as i64);
-                let base = v_base(kb, g.c, vc, tt);
+                let base = v_base(kb, g.c, vc, tt, pw);
                 for xi in 0..6 {
                     // Vertical transform of the five vectors of the group's rows.
                     let w: [Value; 5] = std::array::from_fn(|q| {

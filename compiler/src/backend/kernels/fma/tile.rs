@@ -1,0 +1,278 @@
+//! The f32 register tiles, assembled with iced-x86 (see `backend::asm`): `rows` x
+//! `vecs` vector accumulators over the whole of K, then the epilogue and the stores.
+//!
+//! `void tile(const f32 *a, const f32 *b, f32 *c[, const f32 *bias])` (System V:
+//! `rdi`, `rsi`, `rdx`, `rcx`):
+//! - `a`: A at `a + k * a_step + r * a_row` (a packed row block `[K][block]`, or a
+//!   run-time matrix in either order), one broadcast per row and k: EVEX embedded
+//!   broadcast (`{1to16}`) on zmm, `vbroadcastss` on ymm;
+//! - `b`: `vecs` column panels of `lanes` floats, `[K][lanes]` each, `panel_bytes`
+//!   apart (the last panel of a matrix is padded with zeros to whole vectors);
+//! - `c`: row r at `c + r * ldc_bytes`; the last vector stores only `valid` columns
+//!   (an opmask on zmm; 16-, 8- and 4-byte pieces on ymm);
+//! - the epilogue: `+ bias[r]` or `+ bias[col]` (whole vectors: the bias is padded),
+//!   then `v < lo ? lo : v` and `v > hi ? hi : v` (as
+//!   `vmaxps v, lo, v` and `vminps v, hi, v`: a NaN stays a NaN, like the 128-bit
+//!   kernels' selects).
+
+use iced_x86::code_asm::registers::{xmm::get_xmm, ymm::get_ymm, zmm::get_zmm};
+use iced_x86::code_asm::*;
+use iced_x86::{IcedError, Register};
+
+use super::{FmaIsa, FmaTile};
+
+fn zmm(i: usize) -> AsmRegisterZmm {
+    get_zmm(Register::ZMM0 + i as u32).expect("zmm0..zmm31")
+}
+
+fn ymm(i: usize) -> AsmRegisterYmm {
+    get_ymm(Register::YMM0 + i as u32).expect("ymm0..ymm15")
+}
+
+fn xmm(i: usize) -> AsmRegisterXmm {
+    get_xmm(Register::XMM0 + i as u32).expect("xmm0..xmm31")
+}
+
+/// The K loop, unrolled by two: `body(a, u)` emits step u of an iteration (operands
+/// at `rdi + u * a_step`, `rsi + u * lanes * 4`).
+fn k_loop(
+    a: &mut CodeAssembler,
+    t: &FmaTile,
+    mut body: impl FnMut(&mut CodeAssembler, usize) -> Result<(), IcedError>,
+) -> Result<(), IcedError> {
+    const U: usize = 2;
+    let k = t.k as usize;
+    let vb = t.isa.lanes() as i32 * 4;
+    if k / U > 0 {
+        let mut top = a.create_label();
+        a.mov(r10d, (k / U) as u32)?;
+        a.set_label(&mut top)?;
+        for u in 0..U {
+            body(a, u)?;
+        }
+        a.add(rdi, (U as u32 * t.a_step) as i32)?;
+        a.add(rsi, U as i32 * vb)?;
+        a.sub(r10d, 1)?;
+        a.jnz(top)?;
+    }
+    for u in 0..k % U {
+        body(a, u)?;
+    }
+    Ok(())
+}
+
+/// A constant f32 broadcast into `dst` (through `eax` and `dst`'s low xmm).
+fn splat_zmm(a: &mut CodeAssembler, dst: usize, bits: u32) -> Result<(), IcedError> {
+    a.mov(eax, bits)?;
+    a.vmovd(xmm(dst), eax)?;
+    a.vbroadcastss(zmm(dst), xmm(dst))
+}
+
+fn splat_ymm(a: &mut CodeAssembler, dst: usize, bits: u32) -> Result<(), IcedError> {
+    a.mov(eax, bits)?;
+    a.vmovd(xmm(dst), eax)?;
+    a.vbroadcastss(ymm(dst), xmm(dst))
+}
+
+pub(super) fn zmm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
+    let (rows, vecs) = (t.rows as usize, t.vecs as usize);
+    let mut a = crate::backend::asm::assembler(true)?;
+    let acc = |r: usize, v: usize| r * vecs + v;
+    let col = |v: usize| rows * vecs + v;
+    let pb = t.panel_bytes as i32;
+    for i in 0..rows * vecs {
+        a.vxorps(zmm(i), zmm(i), zmm(i))?;
+    }
+    k_loop(&mut a, t, |a, u| {
+        for v in 0..vecs {
+            a.vmovups(
+                zmm(col(v)),
+                zmmword_ptr(rsi + (v as i32 * pb + u as i32 * 64)),
+            )?;
+        }
+        for r in 0..rows {
+            let m = rdi + (u as u32 * t.a_step + r as u32 * t.a_row) as i32;
+            for v in 0..vecs {
+                a.vfmadd231ps(zmm(acc(r, v)), zmm(col(v)), dword_bcst(m))?;
+            }
+        }
+        Ok(())
+    })?;
+    if t.bias {
+        for r in 0..rows {
+            for v in 0..vecs {
+                let i = acc(r, v);
+                a.vaddps(zmm(i), zmm(i), dword_bcst(rcx + (r * 4) as i32))?;
+            }
+        }
+    }
+    if t.col_bias {
+        for v in 0..vecs {
+            a.vmovups(zmm(col(v)), zmmword_ptr(rcx + (v * 64) as i32))?;
+            for r in 0..rows {
+                let i = acc(r, v);
+                a.vaddps(zmm(i), zmm(i), zmm(col(v)))?;
+            }
+        }
+    }
+    // The column registers are free now.
+    let (lo, hi) = (col(0), rows * vecs + vecs.max(2) - 1);
+    let hi = if vecs >= 2 { hi } else { 31 };
+    if let Some(l) = t.lo {
+        splat_zmm(&mut a, lo, l)?;
+    }
+    if let Some(h) = t.hi {
+        splat_zmm(&mut a, hi, h)?;
+    }
+    let valid = t.valid as usize;
+    if valid < 16 {
+        a.mov(eax, (1u32 << valid) - 1)?;
+        a.kmovw(k1, eax)?;
+    }
+    for r in 0..rows {
+        for v in 0..vecs {
+            let i = acc(r, v);
+            if t.lo.is_some() {
+                a.vmaxps(zmm(i), zmm(lo), zmm(i))?;
+            }
+            if t.hi.is_some() {
+                a.vminps(zmm(i), zmm(hi), zmm(i))?;
+            }
+            let m = zmmword_ptr(rdx + (r as u32 * t.ldc_bytes + v as u32 * 64) as i32);
+            if v == vecs - 1 && valid < 16 {
+                a.vmovups(m.k1(), zmm(i))?;
+            } else {
+                a.vmovups(m, zmm(i))?;
+            }
+        }
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
+pub(super) fn ymm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
+    let (rows, vecs) = (t.rows as usize, t.vecs as usize);
+    let mut a = crate::backend::asm::assembler(false)?;
+    let acc = |r: usize, v: usize| r * vecs + v;
+    let col = |v: usize| rows * vecs + v;
+    let bc = rows * vecs + vecs;
+    let pb = t.panel_bytes as i32;
+    for i in 0..rows * vecs {
+        a.vxorps(ymm(i), ymm(i), ymm(i))?;
+    }
+    k_loop(&mut a, t, |a, u| {
+        for v in 0..vecs {
+            a.vmovups(
+                ymm(col(v)),
+                ymmword_ptr(rsi + (v as i32 * pb + u as i32 * 32)),
+            )?;
+        }
+        for r in 0..rows {
+            let m = rdi + (u as u32 * t.a_step + r as u32 * t.a_row) as i32;
+            a.vbroadcastss(ymm(bc), dword_ptr(m))?;
+            for v in 0..vecs {
+                a.vfmadd231ps(ymm(acc(r, v)), ymm(col(v)), ymm(bc))?;
+            }
+        }
+        Ok(())
+    })?;
+    if t.bias {
+        for r in 0..rows {
+            a.vbroadcastss(ymm(bc), dword_ptr(rcx + (r * 4) as i32))?;
+            for v in 0..vecs {
+                let i = acc(r, v);
+                a.vaddps(ymm(i), ymm(i), ymm(bc))?;
+            }
+        }
+    }
+    if t.col_bias {
+        for v in 0..vecs {
+            a.vmovups(ymm(col(v)), ymmword_ptr(rcx + (v * 32) as i32))?;
+            for r in 0..rows {
+                let i = acc(r, v);
+                a.vaddps(ymm(i), ymm(i), ymm(col(v)))?;
+            }
+        }
+    }
+    let (lo, hi) = (col(0), bc);
+    if let Some(l) = t.lo {
+        splat_ymm(&mut a, lo, l)?;
+    }
+    if let Some(h) = t.hi {
+        splat_ymm(&mut a, hi, h)?;
+    }
+    let valid = t.valid as usize;
+    for r in 0..rows {
+        for v in 0..vecs {
+            let i = acc(r, v);
+            if t.lo.is_some() {
+                a.vmaxps(ymm(i), ymm(lo), ymm(i))?;
+            }
+            if t.hi.is_some() {
+                a.vminps(ymm(i), ymm(hi), ymm(i))?;
+            }
+            let mut off = (r as u32 * t.ldc_bytes + v as u32 * 32) as i32;
+            if v < vecs - 1 || valid == 8 {
+                a.vmovups(ymmword_ptr(rdx + off), ymm(i))?;
+                continue;
+            }
+            // A partial vector: pieces of 4, 2 and 1 floats; the accumulator's own
+            // register holds what is left.
+            let mut w = valid;
+            if w >= 4 {
+                a.vmovups(xmmword_ptr(rdx + off), xmm(i))?;
+                a.vextractf128(xmm(i), ymm(i), 1)?;
+                off += 16;
+                w -= 4;
+            }
+            if w >= 2 {
+                a.vmovlps(qword_ptr(rdx + off), xmm(i))?;
+                off += 8;
+                w -= 2;
+                if w == 1 {
+                    a.vextractps(dword_ptr(rdx + off), xmm(i), 2)?;
+                }
+            } else if w == 1 {
+                a.vmovss(dword_ptr(rdx + off), xmm(i))?;
+            }
+        }
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
+/// A loop of `chains` independent `vfmadd231ps` chains on the isa's registers, `rdi`
+/// iterations: the peak of the tiles' instruction mix, for the benchmark.
+/// `int loop(u64 iters)`.
+pub(crate) fn peak_loop(isa: FmaIsa, chains: usize) -> Result<Vec<u8>, IcedError> {
+    let mut a = crate::backend::asm::assembler(isa == FmaIsa::Zmm)?;
+    let mut top = a.create_label();
+    match isa {
+        FmaIsa::Zmm => {
+            for c in 0..chains + 2 {
+                a.vxorps(zmm(c), zmm(c), zmm(c))?;
+            }
+            a.set_label(&mut top)?;
+            for c in 0..chains {
+                a.vfmadd231ps(zmm(c), zmm(chains), zmm(chains + 1))?;
+            }
+        }
+        FmaIsa::Ymm => {
+            for c in 0..chains + 2 {
+                a.vxorps(ymm(c), ymm(c), ymm(c))?;
+            }
+            a.set_label(&mut top)?;
+            for c in 0..chains {
+                a.vfmadd231ps(ymm(c), ymm(chains), ymm(chains + 1))?;
+            }
+        }
+    }
+    a.sub(rdi, 1)?;
+    a.jnz(top)?;
+    a.xor(eax, eax)?;
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
