@@ -77,7 +77,7 @@ pub(crate) fn progress_bar(show: bool, len: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(len as u64), target);
     pb.set_style(
         ProgressStyle::with_template(
-            "{msg:<24} [{bar:30}] {pos}/{len} samples, {per_sec}, ETA {eta}",
+            "{msg} [{wide_bar}] {pos}/{len} samples, {per_sec}, ETA {eta}",
         )
         .expect("the template is valid")
         .progress_chars("=> "),
