@@ -311,7 +311,7 @@ fn x86_64_cases(maddubs: bool) {
                     || (maddubs && low_bit && k.contains("pmaddubsw"))
                     || ((k.contains("vpdpbusd") || k.contains("vpmaddubsw.ymm"))
                         && case.native.iter().any(|n| {
-                            ["pmaddwd", "pmaddubsw", "bitserial", "packed"]
+                            ["pmaddwd", "pmaddubsw", "bitserial", "packed", "xnor"]
                                 .iter()
                                 .any(|f| n.contains(f))
                         })),

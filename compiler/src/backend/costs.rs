@@ -293,16 +293,16 @@ pub const TABLE: &[Row] = &[
     row(Native, Maddubs, 4, 2, 46.52, Measured),
     // The assembled wide tiles: `QCC_BENCH_ONLY=wide bench_kernels 30` on an Intel Xeon
     // (Sapphire Rapids class, KVM, 2 vCPUs shared with another build), M = N = 256,
-    // K = 1024, u8 activations; `vpdpbusd` zmm measured at 73 % of its instruction
-    // mix's peak (478.6 G MAC/s), the AVX2 tile at 95 % (117.6), the AVX2 i16-widening
-    // tile at 58 % of `vpmaddwd` + `vpaddd` (89.3).
-    row(Vnni, DotVnni, 2, 8, 343.58, Measured),
-    row(Vnni, DotVnni, 4, 8, 340.61, Measured),
-    row(Vnni, DotVnni, 8, 8, 351.05, Measured),
-    row(Avx2, DotAvx2, 2, 8, 112.28, Measured),
-    row(Avx2, DotAvx2, 4, 8, 113.43, Measured),
-    row(Avx2, DotAvx2, 8, 8, 111.74, Measured),
-    row(Avx2, DotAvx2Wide, 8, 8, 51.73, Measured),
+    // K = 1024, u8 activations; `vpdpbusd` zmm measured at 81-85 % of its instruction
+    // mix's peak (491.2 G MAC/s), the AVX2 tile at 95 % (122.7), the AVX2 i16-widening
+    // tile at 62 % of `vpmaddwd` + `vpaddd` (95.0).
+    row(Vnni, DotVnni, 2, 8, 398.88, Measured),
+    row(Vnni, DotVnni, 4, 8, 402.14, Measured),
+    row(Vnni, DotVnni, 8, 8, 416.56, Measured),
+    row(Avx2, DotAvx2, 2, 8, 116.33, Measured),
+    row(Avx2, DotAvx2, 4, 8, 116.25, Measured),
+    row(Avx2, DotAvx2, 8, 8, 117.43, Measured),
+    row(Avx2, DotAvx2Wide, 8, 8, 58.68, Measured),
     // The f32 tiles (bench_kernels QCC_BENCH_ONLY=fwide: a 1x1 convolution with
     // M = N = 256, K = 1024; Intel Xeon, Sapphire Rapids class, load average ~7).
     row(Vnni, F32Zmm, 32, 32, 82.55, Measured),
