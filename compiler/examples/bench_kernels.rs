@@ -434,6 +434,22 @@ fn fwide(iters: usize) -> Vec<String> {
             ),
             ("conv 64->64 3x3 8x8 (Winograd)  ", 64, 64, 8, 3, iters * 20),
         ];
+        // The gemm operator: activations [256, 1024] (read in place) x constant weights.
+        let (m, xin) = matmul_case(&mut r, (256, 256, 1024), 32);
+        let jit = JitModel::with_target(&m, &target).expect("compile");
+        let kernel = jit.report().layers[0].kernel.clone();
+        if let Some(g) = measure(
+            &m,
+            std::slice::from_ref(&xin),
+            256 * 256 * 1024,
+            iters,
+            &target,
+        ) {
+            println!(
+                "  matmul 256x256x1024 (A in place)   {g:>7.2} G MAC/s  {:>3.0}% of peak  [{kernel}]",
+                100.0 * g / peak
+            );
+        }
         for (i, (label, c, m_, hw, k, it)) in cases.into_iter().enumerate() {
             let (m, xin, macs) = conv_f32_case(&mut r, c, m_, hw, k);
             let jit = JitModel::with_target(&m, &target).expect("compile");
