@@ -394,10 +394,10 @@ fn fwide(iters: usize) -> Vec<String> {
         ("x86-64-v3", "Avx2", "F32Ymm", Some(PeakMix::VfmaddpsYmm)),
         ("x86-64-v2", "", "", None),
     ];
-    let zmm_peak = measure_peak(PeakMix::VfmaddpsZmm, 20_000_000, 5);
+    let zmm_peak = measure_peak(PeakMix::VfmaddpsZmm, 1_000_000, 200);
     for (cpu, tname, strategy, mix) in tiers {
         let peak = match mix {
-            Some(mx) => match measure_peak(mx, 20_000_000, 5) {
+            Some(mx) => match measure_peak(mx, 1_000_000, 200) {
                 Some(p) => {
                     println!("tier {cpu}: peak of {} {p:.1} G MAC/s", mx.name());
                     p
@@ -408,7 +408,7 @@ fn fwide(iters: usize) -> Vec<String> {
                 }
             },
             None => {
-                let p = zmm_peak.or_else(|| measure_peak(PeakMix::VfmaddpsYmm, 20_000_000, 5));
+                let p = zmm_peak.or_else(|| measure_peak(PeakMix::VfmaddpsYmm, 1_000_000, 200));
                 println!("tier {cpu}: the 128-bit kernel (percentages of the widest peak)");
                 p.unwrap_or(f64::NAN)
             }
