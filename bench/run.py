@@ -99,6 +99,9 @@ def qcc_binary():
                         "release", "qcc")
 
 
+CPU = None  # `--cpu` for qcc compile (None: qcc's default, native)
+
+
 def qcc_object_median(qcc, model, bits, seconds):
     """Compiles `model` (at `bits`, or as it is when None), links it with harness.c and
     times it. Returns (median_us, weight_bytes) or an error string."""
@@ -111,6 +114,8 @@ def qcc_object_median(qcc, model, bits, seconds):
     cmd = [qcc, "compile", model, "-o", obj, "--name", name, "--report", rep]
     if bits is not None:
         cmd += ["--bits", str(bits)]
+    if CPU:
+        cmd += ["--cpu", CPU]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         lines = [l for l in r.stderr.strip().splitlines() if l.startswith("error")]
@@ -189,10 +194,13 @@ def main():
     ap.add_argument("--seconds", type=float, default=2.0, help="time budget per model and engine")
     ap.add_argument("--bits-only", action="store_true",
                     help="only the ResNet-20 objects at N bits against ONNX Runtime fp32 and int8")
+    ap.add_argument("--cpu", help="qcc compile --cpu for the objects (e.g. x86-64-v3)")
     a = ap.parse_args()
+    global CPU
+    CPU = a.cpu
     os.makedirs(OUT, exist_ok=True)
     r20, r20q = make_resnet20()
-    print(f"CPU: {cpu_model()}")
+    print(f"CPU: {cpu_model()}; qcc --cpu {a.cpu or 'native'}")
     if a.bits_only:
         bits_section(r20, a.seconds)
         print(f"\nonnxruntime {ort.__version__}, numpy {np.__version__}")

@@ -290,15 +290,30 @@ fn wide(iters: usize) -> Vec<String> {
             false,
         ),
         ("x86-64-v3", "Avx2", "DotAvx2", PeakMix::VpmaddubswYmm, true),
+        // 8-bit weights anywhere in i8: the i16-widening AVX2 tile.
+        (
+            "x86-64-v3",
+            "Avx2",
+            "DotAvx2Wide",
+            PeakMix::VpmaddwdYmm,
+            false,
+        ),
     ];
     for (cpu, tname, strategy, mix, small) in tiers {
-        let Some(peak) = measure_peak(mix, 20_000_000, 5) else {
+        // Best of many short runs: the machine is shared, and the best is the peak.
+        let Some(peak) = measure_peak(mix, 2_000_000, 60) else {
             println!("tier {cpu}: skipped (this CPU does not have it)");
             continue;
         };
+        let peak = peak.max(measure_peak(mix, 2_000_000, 60).unwrap_or(0.0));
         println!("tier {cpu}: peak of {} {peak:.1} G MAC/s", mix.name());
         let target = Target::new(&host, cpu).expect("tier target");
-        for wb in [8u8, 4, 2] {
+        let bits: &[u8] = if strategy == "DotAvx2Wide" {
+            &[8]
+        } else {
+            &[8, 4, 2]
+        };
+        for &wb in bits {
             // 8-bit weights: anywhere in i8 with VNNI, within +-64 (the pair check)
             // for AVX2.
             let (m, xin) = if small || wb < 8 {

@@ -4,7 +4,20 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, attrs, cfg, check, check_baseline, ints, kernel_of};
+use backend_common::{B, Rng, attrs, cfg, check_baseline, ints};
+use qcc::backend::costs::{self, Strategy};
+
+/// The u8 x i8 wide tiles take bipolar layers where the cost table prefers them
+/// (`backend_diff_wide.rs` tests that): these tests keep them out to test XNOR.
+const WIDE: [Strategy; 3] = [Strategy::DotVnni, Strategy::DotAvx2, Strategy::DotAvx2Wide];
+
+fn check(b: &B) -> Result<(), String> {
+    costs::without(&WIDE, || backend_common::check(b))
+}
+
+fn kernel_of(b: &B) -> String {
+    costs::without(&WIDE, || backend_common::kernel_of(b))
+}
 use proptest::prelude::*;
 use qcc::backend::Target;
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType};
@@ -117,6 +130,8 @@ proptest! {
         let y = requant(&mut b, &mut r, y, requant_kind, m, 1);
         b.output(y);
         check(&b).map_err(TestCaseError::fail)?;
+        // The cost table's own choice: the wide u8 x i8 tiles where the host has them.
+        backend_common::check(&b).map_err(TestCaseError::fail)?;
         check_baseline(&b).map_err(TestCaseError::fail)?;
         prop_assert!(kernel_of(&b).contains("xnor-popcnt"));
     }
@@ -154,6 +169,8 @@ proptest! {
         let y = requant(&mut b, &mut r, y, requant_kind, m, 1);
         b.output(y);
         check(&b).map_err(TestCaseError::fail)?;
+        // The cost table's own choice: the wide u8 x i8 tiles where the host has them.
+        backend_common::check(&b).map_err(TestCaseError::fail)?;
         check_baseline(&b).map_err(TestCaseError::fail)?;
         let kernel = kernel_of(&b);
         prop_assert!(kernel.contains("chanbits+xnor-popcnt"), "{}", kernel);
@@ -179,6 +196,8 @@ proptest! {
         let z = requant(&mut b, &mut r, z, requant_kind, n, axis);
         b.output(z);
         check(&b).map_err(TestCaseError::fail)?;
+        // The cost table's own choice: the wide u8 x i8 tiles where the host has them.
+        backend_common::check(&b).map_err(TestCaseError::fail)?;
         check_baseline(&b).map_err(TestCaseError::fail)?;
         prop_assert!(kernel_of(&b).contains("xnor-popcnt"));
     }

@@ -14,10 +14,18 @@ use qcc::backend::costs::{self, Strategy};
 use qcc::backend::{JitModel, Target};
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, ValueId};
 
-/// The cost table gives most of these layers to the `pmaddubsw` kernel on x86_64
-/// (tested in `backend_diff_maddubs.rs`): these tests keep it out.
+/// The cost table gives most of these layers to the u8 x i8 kernels on x86_64 (tested
+/// in `backend_diff_maddubs.rs` and `backend_diff_wide.rs`): these tests keep them out.
 fn no_maddubs<R>(f: impl FnOnce() -> R) -> R {
-    costs::without(&[Strategy::Maddubs], f)
+    costs::without(
+        &[
+            Strategy::Maddubs,
+            Strategy::DotVnni,
+            Strategy::DotAvx2,
+            Strategy::DotAvx2Wide,
+        ],
+        f,
+    )
 }
 
 fn check(b: &B) -> Result<(), String> {

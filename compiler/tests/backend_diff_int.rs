@@ -8,6 +8,14 @@ use backend_common::{B, Rng, attrs, cfg, check, check_baseline, codes, ints, ker
 use proptest::prelude::*;
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, Rounding};
 
+/// The u8 x i8 kernels (128-bit `pmaddubsw` and the wide tiles), kept out where a test
+/// pins the `pmaddwd` kernel.
+const U8_FAMILY: &[qcc::backend::costs::Strategy] = &[
+    qcc::backend::costs::Strategy::Maddubs,
+    qcc::backend::costs::Strategy::DotVnni,
+    qcc::backend::costs::Strategy::DotAvx2,
+    qcc::backend::costs::Strategy::DotAvx2Wide,
+];
 fn qtype(bits: u8, signed: bool, params: QuantParams) -> ElemType {
     ElemType::Quant(QuantType {
         storage: IntType::new(bits, signed),
@@ -325,12 +333,10 @@ fn conv2d_int_resnet_shapes() {
                     requant: 2,
                 };
                 let b = c.build(&mut r);
-                // The int8 pmaddwd kernel (pmaddubsw would take the layers whose weights
-                // pass its check: backend_diff_maddubs.rs tests that one).
+                // The int8 pmaddwd kernel (pmaddubsw and the wide tiles would take the
+                // layers: backend_diff_maddubs.rs and backend_diff_wide.rs test those).
                 let (res, kernel) =
-                    qcc::backend::costs::without(&[qcc::backend::costs::Strategy::Maddubs], || {
-                        (check(&b), kernel_of(&b))
-                    });
+                    qcc::backend::costs::without(U8_FAMILY, || (check(&b), kernel_of(&b)));
                 res.unwrap_or_else(|e| panic!("{hw} {k}x{k}/{s} xs {xs} cg {cg}: {e}"));
                 assert_eq!(
                     kernel,
@@ -396,7 +402,8 @@ fn qdq_pipeline_runs_in_integer_kernels() {
     let z = b.f(Op::Dequantize, &[y], attrs(&[]));
     b.output(z);
     check(&b).unwrap();
-    let jit = qcc::backend::JitModel::new(&b.m).unwrap();
+    let jit =
+        qcc::backend::costs::without(U8_FAMILY, || qcc::backend::JitModel::new(&b.m)).unwrap();
     let kernels: Vec<&str> = jit
         .report()
         .layers

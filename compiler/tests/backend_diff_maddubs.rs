@@ -17,12 +17,13 @@ use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, ValueId};
 
 /// The strategies this kernel competes with, disabled to force it where it applies
 /// (the wide tiles of the same family too: `backend_diff_wide` tests those).
-const OTHERS: [Strategy; 5] = [
+const OTHERS: [Strategy; 6] = [
     Strategy::Int8Pmaddwd,
     Strategy::Int8PackedW,
     Strategy::BitSerial,
     Strategy::DotVnni,
     Strategy::DotAvx2,
+    Strategy::DotAvx2Wide,
 ];
 
 fn forced<R>(f: impl FnOnce() -> R) -> R {

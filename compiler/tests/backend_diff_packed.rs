@@ -62,14 +62,28 @@ const XS: [(u8, bool); 4] = [(8, false), (8, true), (4, false), (2, false)];
 /// `backend_diff_maddubs.rs`) and with the packed `pmaddwd` kernel these tests are about.
 fn check(b: &B) -> Result<(), String> {
     backend_common::check(b)?;
-    costs::without(&[Strategy::Maddubs], || backend_common::check(b))
+    costs::without(
+        &[
+            Strategy::Maddubs,
+            Strategy::DotVnni,
+            Strategy::DotAvx2,
+            Strategy::DotAvx2Wide,
+        ],
+        || backend_common::check(b),
+    )
 }
 
 /// The kernels of the `pmaddwd` path (the `pmaddubsw` kernel left out).
 fn kernel_names(b: &B) -> Vec<String> {
-    let jit = costs::without(&[Strategy::Maddubs], || {
-        qcc::backend::JitModel::new(&b.m).unwrap()
-    });
+    let jit = costs::without(
+        &[
+            Strategy::Maddubs,
+            Strategy::DotVnni,
+            Strategy::DotAvx2,
+            Strategy::DotAvx2Wide,
+        ],
+        || qcc::backend::JitModel::new(&b.m).unwrap(),
+    );
     jit.report()
         .layers
         .iter()

@@ -225,3 +225,34 @@ fn bad_budgets_name_the_flag_and_what_works() {
         "{text}"
     );
 }
+
+/// A latency budget is checked on the compiled plan (whole-model time on this machine);
+/// a budget below what the cost table models for any plan is infeasible.
+#[test]
+fn latency_budget_is_measured_on_the_compiled_plan() {
+    let (_, chosen, text) = eval("digits_resnet_folded.onnx", &["--budget", "latency=20ms"]);
+    let ms: f64 = text
+        .split("measured whole-model latency ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no measured latency in {text}"));
+    assert!(ms > 0.0 && ms <= 20.0, "{ms} ms");
+    assert!(chosen > 95.0, "{chosen}%");
+    let (code, text) = qcc(&[
+        "compile",
+        &model("digits_resnet_folded.onnx"),
+        "-o",
+        "/dev/null",
+        "--budget",
+        "latency=0.0000001ms",
+        "--calib",
+        &model("digits_train.npz"),
+        "--calib-limit",
+        "50",
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("infeasible") && text.contains("smallest feasible value is latency="),
+        "{text}"
+    );
+}

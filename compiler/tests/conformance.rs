@@ -2,7 +2,8 @@
 //! int8 over bit-packed weights, bit-serial, XNOR-popcount, the fused requantize in
 //! every rounding mode) on random shapes and data, compiled for every target variant —
 //! x86_64 `baseline` (SSE2, no `popcnt`), `ssse3`, `nehalem` (SSE4.2 + `popcnt`),
-//! `sandybridge` (AVX), `haswell` (AVX2, FMA, BMI) and this machine through the JIT, and
+//! `sandybridge` (AVX), `haswell` (AVX2, FMA, BMI), the tiers with assembled wide tiles
+//! that this CPU has (`x86-64-v3`, `x86-64-v4+vnni`) and this machine through the JIT, and
 //! aarch64 as a linked object under qemu — must give the interpreter's results bit for
 //! bit. Models take and return f32 (the object ABI): quantize (or binarize), the integer
 //! layer, requantize, dequantize; every step of that is exact.
@@ -236,6 +237,24 @@ const CASES: &[Case] = &[
 /// The x86_64 CPU presets the JIT compiles every case for (besides `native`).
 const X86_CPUS: &[&str] = &["baseline", "ssse3", "nehalem", "sandybridge", "haswell"];
 
+/// The x86-64 tiers with assembled wide tiles, run where the host has them.
+const X86_TIERS: &[&str] = &["x86-64-v3", "x86-64-v4+vnni"];
+
+/// [`X86_CPUS`] and the tiers of [`X86_TIERS`] this CPU has (printed: run or skipped).
+fn x86_cpus() -> Vec<&'static str> {
+    let host = target_lexicon::Triple::host().to_string();
+    let mut cpus = X86_CPUS.to_vec();
+    for &tier in X86_TIERS {
+        let t = Target::new(&host, tier).unwrap().tier().unwrap().unwrap();
+        if t.within(qcc::backend::Tier::host()) {
+            cpus.push(tier);
+        } else {
+            eprintln!("tier {tier}: skipped (this CPU does not have it)");
+        }
+    }
+    cpus
+}
+
 fn seeds() -> u64 {
     std::env::var("QCC_CONFORMANCE_SEEDS")
         .ok()
@@ -289,7 +308,13 @@ fn x86_64_cases(maddubs: bool) {
             assert!(
                 case.native.iter().any(|n| k.contains(n))
                     || (k.contains("pmaddwd") && case.native.iter().any(|n| n.contains("packed")))
-                    || (maddubs && low_bit && k.contains("pmaddubsw")),
+                    || (maddubs && low_bit && k.contains("pmaddubsw"))
+                    || ((k.contains("vpdpbusd") || k.contains("vpmaddubsw.ymm"))
+                        && case.native.iter().any(|n| {
+                            ["pmaddwd", "pmaddubsw", "bitserial", "packed"]
+                                .iter()
+                                .any(|f| n.contains(f))
+                        })),
                 "{}: native kernel {k}, expected one of {:?}",
                 case.name,
                 case.native
@@ -301,7 +326,7 @@ fn x86_64_cases(maddubs: bool) {
                 case.name
             );
             seen.push(k);
-            for cpu in X86_CPUS {
+            for cpu in x86_cpus() {
                 let t = Target::new(&host, cpu).unwrap();
                 let jit = JitModel::with_target(&b.m, &t).unwrap();
                 let k = layer_kernel(jit.report());

@@ -24,6 +24,14 @@ fn compile(bits: &str) -> (Vec<(String, u64)>, u64, u64) {
         "--bits",
         bits,
         "--keep-edges=false",
+        // The 128-bit kernels, whose 8-bit layout is pre-widened i16 pairs, whatever the
+        // host (the wide tiles keep 8-bit weights as bytes).
+        "--cpu",
+        if cfg!(target_arch = "x86_64") {
+            "x86-64-v2"
+        } else {
+            "native"
+        },
         "-o",
         dir.join("m.o").to_str().unwrap(),
         "--report",

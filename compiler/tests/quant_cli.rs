@@ -34,7 +34,10 @@ fn eval_quantized_with_calibration() {
         err.contains("output error vs float on 32 samples: mean KL"),
         "{err}"
     );
-    assert!(err.contains("8-bit integer kernels"), "{err}");
+    assert!(
+        err.contains("weights below 8 bits are stored bit-packed"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -343,3 +343,64 @@ fn per_layer_plan_sets_each_layers_bits() {
     let e = bad(vec![(names[1].as_str(), (1, 4))]);
     assert!(e.contains(&names[1]) && e.contains("both take 1"), "{e}");
 }
+
+/// The exact choice on a real model's measured sensitivity equals brute force over every
+/// combination of the digits CNN's candidates (17 x 17 x 17 plans), for several budgets;
+/// and an 8-bit candidate is far less sensitive than a 2-bit one.
+#[test]
+fn exact_choice_matches_brute_force_on_the_digits_cnn() {
+    use qcc::backend::costs::CostTarget;
+    use qcc::quant::budget::{Budget, Problem, solve_exact};
+    use qcc::quant::sensitivity::{SensOptions, measure_sensitivity};
+    let m = float_module("digits_cnn_folded.onnx");
+    let stats = calib(&m, CalibMethod::MinMax);
+    let opts = SensOptions::default();
+    let sens = measure_sensitivity(&m, &stats, &train(), Some(32), &opts).unwrap();
+    assert_eq!(sens.layers.len(), 3);
+    for l in &sens.layers {
+        let err = |w, a| {
+            l.candidates
+                .iter()
+                .find(|c| (c.wbits, c.abits) == (w, a))
+                .unwrap()
+                .error
+        };
+        assert!(
+            err(8, 8) * 10.0 < err(2, 2),
+            "{}: {:?}",
+            l.layer,
+            l.candidates
+        );
+    }
+    let p = Problem::from_sensitivity(&sens, CostTarget::X86_64Native);
+    for spec in [
+        "avg-bits=2",
+        "avg-bits=3",
+        "avg-bits=5,size=1KB",
+        "size=700B",
+    ] {
+        let b: Budget = spec.parse().unwrap();
+        let got = solve_exact(&p, &b).unwrap();
+        let n: Vec<usize> = p.layers.iter().map(|l| l.choices.len()).collect();
+        let mut best = f64::INFINITY;
+        for i in 0..n[0] {
+            for j in 0..n[1] {
+                for k in 0..n[2] {
+                    let plan = p.plan(vec![i, j, k]);
+                    let fits = b
+                        .terms
+                        .iter()
+                        .all(|t| plan.value(t) <= t.limit() * (1.0 + 1e-9));
+                    if p.consistent(&plan.pick) && fits {
+                        best = best.min(plan.predicted_error);
+                    }
+                }
+            }
+        }
+        assert!(
+            (got.predicted_error - best).abs() <= 1e-12 + 1e-9 * best,
+            "{spec}: solver {} vs brute force {best}",
+            got.predicted_error
+        );
+    }
+}

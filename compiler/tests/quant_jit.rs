@@ -5,6 +5,8 @@
 //! same `--bits 1` fit; a module the backend cannot compile falls back to the
 //! interpreter with a note.
 
+mod cli_common;
+
 use std::path::PathBuf;
 
 use qcc::frontend::onnx::{ImportOptions, import_file};
@@ -262,4 +264,98 @@ fn a_module_the_jit_cannot_compile_falls_back_with_a_note() {
         "{:?}",
         j.warnings
     );
+}
+
+#[test]
+fn segmented_sensitivity_matches_whole_modules() {
+    use qcc::quant::sensitivity::{SensOptions, measure_sensitivity};
+    for (model, samples) in [("digits_resnet.onnx", 24), ("digits_cnn.onnx", 8)] {
+        let m = float_module(model);
+        let st = stats(&m, Engine::Jit, 64);
+        let opts = |engine, whole| SensOptions {
+            run: RunOptions {
+                engine,
+                progress: false,
+            },
+            whole,
+            ..Default::default()
+        };
+        let measure =
+            |o: &SensOptions, n: usize| measure_sensitivity(&m, &st, &train(), Some(n), o).unwrap();
+        let whole = measure(&opts(Engine::Jit, true), samples);
+        let seg = measure(&opts(Engine::Jit, false), samples);
+        // The interpreter runs the same segments (few samples: it is slow).
+        let interp = measure(&opts(Engine::Interp, false), 4);
+        let whole4 = measure(&opts(Engine::Jit, true), 4);
+        for (a, b, tol, what) in [
+            (&seg, &whole, 1e-4, "jit"),
+            (&interp, &whole4, 1e-3, "interp"),
+        ] {
+            assert_eq!(a.samples, b.samples);
+            assert_eq!(a.layers.len(), b.layers.len());
+            for (la, lb) in a.layers.iter().zip(&b.layers) {
+                assert_eq!(
+                    (&la.layer, &la.node, &la.input, la.macs),
+                    (&lb.layer, &lb.node, &lb.input, lb.macs)
+                );
+                assert_eq!(la.candidates.len(), lb.candidates.len(), "{}", la.layer);
+                for (ca, cb) in la.candidates.iter().zip(&lb.candidates) {
+                    assert_eq!((ca.wbits, ca.abits), (cb.wbits, cb.abits));
+                    assert!(
+                        (ca.error - cb.error).abs() <= tol * cb.error + 1e-9,
+                        "{model} {} w{}a{} ({what}): segmented {} vs whole {}",
+                        la.layer,
+                        ca.wbits,
+                        ca.abits,
+                        ca.error,
+                        cb.error
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn quiet_is_accepted_everywhere() {
+    let dir = cli_common::temp_dir("quant-jit", "quiet");
+    let p = dir.join("d.qprof");
+    let (ok, _, err) = cli_common::qcc(&[
+        "calibrate",
+        "tests/models/digits_cnn.onnx",
+        "--calib",
+        "tests/models/digits_train.npz",
+        "--calib-limit",
+        "8",
+        "--quiet",
+        "-o",
+        p.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let o = dir.join("m.o");
+    for args in [
+        vec![
+            "compile",
+            "tests/models/digits_cnn.onnx",
+            "-q",
+            "-o",
+            o.to_str().unwrap(),
+        ],
+        vec![
+            "eval",
+            "tests/models/digits_cnn.onnx",
+            "--data",
+            "tests/models/digits_test.npz",
+            "--limit",
+            "8",
+            "--quiet",
+        ],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--bits", "4", "--profile", p.to_str().unwrap()]);
+        let (ok, _, err) = cli_common::qcc(&args);
+        assert!(ok, "{args:?}: {err}");
+        assert!(!err.contains("samples/s"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -24,6 +24,13 @@
 //! - aarch64: no aarch64 hardware is available to this project (qemu timings mean
 //!   nothing), so its rows repeat the x86_64 native figures and are marked
 //!   [`Source::Unmeasured`].
+//! - The tiers: [`CostTarget::X86_64Avx2`] (x86-64-v3) and
+//!   [`CostTarget::X86_64Avx512Vnni`] (x86-64-v4 with VNNI) have rows only for their
+//!   assembled wide tiles ([`Strategy::DotAvx2`], [`Strategy::DotVnni`]) and inherit
+//!   every other row from the narrower tier ([`CostTarget::base`]): they run the same
+//!   128-bit Cranelift kernels besides the tiles. The wide rows were measured on an
+//!   Intel Xeon (Sapphire Rapids class), the 128-bit rows on the project's AMD EPYC
+//!   (Zen 2/3): ratios between rows of different machines are indicative only.
 //! - [`Strategy::Maddubs`] has rows on x86_64 native only (it needs SSSE3's
 //!   `pmaddubsw`); `--cost-table` measures it with the strategies it competes with
 //!   disabled ([`without`]), and the others without it. Its rows for 4- and 2-bit
@@ -58,6 +65,9 @@ pub enum Strategy {
     /// u8 x i8 with the assembled AVX2 tile (`vpmaddubsw` + `vpmaddwd` ymm), for the
     /// layers that pass `pmaddubsw`'s pair check. Rows on the v3 tier (and above).
     DotAvx2,
+    /// u8 x i8 with the assembled AVX2 tile that widens both operands to i16 and uses
+    /// `vpmaddwd` (exact for every weight that fits i8). Rows on the v3 tier.
+    DotAvx2Wide,
     /// f32 GEMM with the assembled AVX-512F tile (`vfmadd231ps` zmm; `kernels::fma`).
     /// Rows on the v4 tier (the VNNI row set) only.
     F32Zmm,
@@ -67,7 +77,7 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 10] = [
+    pub const ALL: [Strategy; 11] = [
         Strategy::F32Gemm,
         Strategy::Int8Pmaddwd,
         Strategy::Int8PackedW,
@@ -76,6 +86,7 @@ impl Strategy {
         Strategy::Maddubs,
         Strategy::DotVnni,
         Strategy::DotAvx2,
+        Strategy::DotAvx2Wide,
         Strategy::F32Zmm,
         Strategy::F32Ymm,
     ];
@@ -90,7 +101,7 @@ impl Strategy {
             Strategy::Int8PackedW => wbits < 8 && abits <= 8,
             Strategy::BitSerial => (2..=4).contains(&wbits) && (2..=4).contains(&abits),
             Strategy::Xnor => wbits == 1 && abits == 1,
-            Strategy::Maddubs | Strategy::DotVnni | Strategy::DotAvx2 => {
+            Strategy::Maddubs | Strategy::DotVnni | Strategy::DotAvx2 | Strategy::DotAvx2Wide => {
                 (1..=8).contains(&wbits) && (1..=8).contains(&abits)
             }
         }
@@ -108,6 +119,7 @@ impl fmt::Display for Strategy {
             Strategy::Maddubs => "int8-pmaddubsw",
             Strategy::DotVnni => "int8-vpdpbusd-zmm",
             Strategy::DotAvx2 => "int8-vpmaddubsw-ymm",
+            Strategy::DotAvx2Wide => "int8-vpmaddwd-ymm",
             Strategy::F32Zmm => "f32-vfmadd231ps-zmm",
             Strategy::F32Ymm => "f32-vfmadd231ps-ymm",
         })
@@ -218,7 +230,8 @@ use CostTarget::{
 };
 use Source::{Measured, Unmeasured};
 use Strategy::{
-    BitSerial, DotAvx2, DotVnni, F32Gemm, F32Ymm, F32Zmm, Int8PackedW, Int8Pmaddwd, Maddubs, Xnor,
+    BitSerial, DotAvx2, DotAvx2Wide, DotVnni, F32Gemm, F32Ymm, F32Zmm, Int8PackedW, Int8Pmaddwd,
+    Maddubs, Xnor,
 };
 
 /// The cost table. For one target and strategy, the row that applies to (w, a) bits is
@@ -278,9 +291,18 @@ pub const TABLE: &[Row] = &[
     row(Native, Maddubs, 2, 2, 47.72, Measured),
     row(Native, Maddubs, 3, 2, 57.91, Measured),
     row(Native, Maddubs, 4, 2, 46.52, Measured),
-    // The assembled wide tiles (bench_kernels --cost-table; see the module notes).
-    row(Vnni, DotVnni, 8, 8, 150.0, Measured),
-    row(Avx2, DotAvx2, 8, 8, 70.0, Measured),
+    // The assembled wide tiles: `QCC_BENCH_ONLY=wide bench_kernels 30` on an Intel Xeon
+    // (Sapphire Rapids class, KVM, 2 vCPUs shared with another build), M = N = 256,
+    // K = 1024, u8 activations; `vpdpbusd` zmm measured at 73 % of its instruction
+    // mix's peak (478.6 G MAC/s), the AVX2 tile at 95 % (117.6), the AVX2 i16-widening
+    // tile at 58 % of `vpmaddwd` + `vpaddd` (89.3).
+    row(Vnni, DotVnni, 2, 8, 343.58, Measured),
+    row(Vnni, DotVnni, 4, 8, 340.61, Measured),
+    row(Vnni, DotVnni, 8, 8, 351.05, Measured),
+    row(Avx2, DotAvx2, 2, 8, 112.28, Measured),
+    row(Avx2, DotAvx2, 4, 8, 113.43, Measured),
+    row(Avx2, DotAvx2, 8, 8, 111.74, Measured),
+    row(Avx2, DotAvx2Wide, 8, 8, 51.73, Measured),
     // The f32 tiles (bench_kernels QCC_BENCH_ONLY=fwide: a 1x1 convolution with
     // M = N = 256, K = 1024; Intel Xeon, Sapphire Rapids class, load average ~6).
     row(Vnni, F32Zmm, 32, 32, 101.84, Measured),
@@ -401,7 +423,7 @@ mod tests {
             for s in Strategy::ALL {
                 let wide_only = match s {
                     DotVnni => t != Vnni,
-                    DotAvx2 | F32Ymm => !matches!(t, Avx2 | Vnni),
+                    DotAvx2 | DotAvx2Wide | F32Ymm => !matches!(t, Avx2 | Vnni),
                     F32Zmm => t != Vnni,
                     _ => false,
                 };

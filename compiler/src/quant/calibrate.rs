@@ -3,11 +3,12 @@
 //!
 //! Calibration data is an `.npz` with `x` (first axis = samples). It is read row by row
 //! in batches through npyz's streaming reader, never whole; every sample runs through the
-//! reference interpreter (the module is imported with batch 1), whose observer sees every
-//! node's result. For every float value (graph inputs and node results) the engine keeps
-//! the per-tensor min/max, a histogram (for the percentile, MSE and KL range methods) and
-//! the per-channel (axis 1) min/max. The interpreter, not the JIT, runs calibration because
-//! the JIT does not expose intermediate values.
+//! module compiled once with its float values as extra outputs (`tap.rs`; the module is
+//! imported with batch 1), or through the reference interpreter ([`Engine::Interp`], the
+//! tests' oracle, and the fallback when the backend cannot compile the module). For
+//! every float value (graph inputs and node results) the engine keeps the per-tensor
+//! min/max, a histogram (for the percentile, MSE and KL range methods) and the
+//! per-channel (axis 1) min/max; nothing else grows with the number of samples.
 
 use std::collections::BTreeMap;
 use std::path::Path;

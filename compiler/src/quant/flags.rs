@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use qcc_ir::Module;
 
 use super::binary::{REFINE_SAMPLES, refine_binary_with};
-use super::budget::{AttentionOptions, Budget, Problem, solve_attention, solve_exact};
+use super::budget::{AttentionOptions, Budget, BudgetTerm, Problem, solve_attention, solve_exact};
 use super::calibrate::CalibStats;
 use super::calibrate::{CalibMethod, CalibOptions, calibrate, data_free, measure_errors};
 use super::insert::Selection;
@@ -15,11 +15,31 @@ use super::profile::Profile;
 use super::profile::load_stats;
 use super::requantize::{dequantize_model, is_quantized};
 use super::scheme::QuantOptions;
-use super::sensitivity::{Metric, SENS_SAMPLES, SensOptions, measure_sensitivity, measured_error};
+use super::sensitivity::{
+    Metric, SENS_SAMPLES, SensOptions, Sensitivity, measure_sensitivity, measured_error,
+};
 use super::tap::RunOptions;
 use crate::backend::costs::CostTarget;
 use crate::passes::Pipeline;
 use std::collections::BTreeMap;
+
+/// How many times a latency budget is chosen and measured before giving up.
+const LATENCY_TRIES: usize = 4;
+/// Runs of the compiled plan whose best time is its measured latency.
+const LATENCY_RUNS: usize = 30;
+
+/// Best time (ms) of `LATENCY_RUNS` calls of `q` compiled for this machine (JIT), on an
+/// input of `m`'s shape filled with 0.5.
+fn measure_latency_ms(m: &Module, q: &Module) -> Result<f64, String> {
+    let input = super::calibrate::check_single_input(m)?;
+    let ty = m.ty(input);
+    let x = qcc_ir::interp::Tensor::f32(ty.shape.clone(), vec![0.5; ty.numel()]);
+    let jit = crate::backend::JitModel::new(q).map_err(|e| format!("timing the plan: {e}"))?;
+    let (_, t) = jit
+        .run_timed(std::slice::from_ref(&x), LATENCY_RUNS)
+        .map_err(|e| format!("timing the plan: {e}"))?;
+    Ok(t.as_secs_f64() * 1e3)
+}
 
 /// Calibration samples the report's output error is measured on.
 const ERROR_SAMPLES: usize = 32;
@@ -123,6 +143,11 @@ impl QuantFlags {
             metric: self.metric.as_deref().map(str::parse).transpose()?,
             symmetric_acts: self.symmetric,
             pow2: self.pow2,
+            run: RunOptions {
+                progress: !self.quiet,
+                ..Default::default()
+            },
+            whole: false,
         })
     }
 
@@ -208,29 +233,72 @@ impl QuantFlags {
             (None, None) => data_free(m, &copts)?,
         };
         timer.lap("calibration");
-        let mut selection = None;
-        if let Some(budget) = &self.budget {
-            let (sel, bits) = self.choose(m, &stats, budget)?;
+        let Some(budget) = &self.budget else {
+            let (q, qdq, report) = self.build(m, &stats, &opts, &run, &mut timer)?;
+            return self.finish(m, q, qdq, report, &run, &mut timer);
+        };
+        let sens = self.sensitivity(m, &stats, budget)?;
+        timer.lap("sensitivity");
+        // A latency budget is checked on the compiled plan: the model covers conv/gemm
+        // time only, so when the plan runs slower than asked on this machine (JIT, the
+        // code `--cpu native` objects hold), the modelled limit shrinks by the ratio and
+        // the choice is made again.
+        let asked_ms = budget.terms.iter().find_map(|t| match t {
+            BudgetTerm::LatencyMs(ms) => Some(*ms),
+            _ => None,
+        });
+        let mut modelled = budget.clone();
+        let mut tries = 0;
+        loop {
+            let (mut sel, bits) = self.choose(&sens, &modelled, budget)?;
+            let same = tries > 0 && bits == opts.layer_bits;
             opts.layer_bits = bits;
-            selection = Some(sel);
-            timer.lap("sensitivity and choice");
+            timer.lap("choice");
+            let (q, qdq, mut report) = self.build(m, &stats, &opts, &run, &mut timer)?;
+            let Some(limit) = asked_ms else {
+                report.selection = Some(sel);
+                return self.finish(m, q, qdq, report, &run, &mut timer);
+            };
+            let ms = measure_latency_ms(m, &q)?;
+            sel.measured_latency_ms = Some(ms);
+            tries += 1;
+            if ms <= limit || same || tries == LATENCY_TRIES {
+                if ms > limit {
+                    report.notes.push(format!(
+                        "the plan runs in {ms:.4} ms on this machine (JIT, best of {LATENCY_RUNS}), above the asked {limit} ms after {tries} measured choice(s){}: the budget is tighter than these bit-widths reach",
+                        if same { "; the cost table offers no faster plan" } else { "" }
+                    ));
+                }
+                report.selection = Some(sel);
+                return self.finish(m, q, qdq, report, &run, &mut timer);
+            }
+            for t in &mut modelled.terms {
+                if let BudgetTerm::LatencyMs(x) = t {
+                    *x *= 0.98 * limit / ms;
+                }
+            }
         }
-        let (mut q, mut report) = quantize_model(m, &stats, &opts)?;
-        report.selection = selection;
+    }
+
+    /// Quantizes `m` by `opts` (1- and 2-bit layers fitted on the calibration data) and
+    /// fuses it into integer kernels: the integer module, its QDQ form (with calibration
+    /// data) and the report.
+    fn build(
+        &self,
+        m: &Module,
+        stats: &CalibStats,
+        opts: &QuantOptions,
+        run: &RunOptions,
+        timer: &mut PhaseTimer,
+    ) -> Result<(Module, Option<Module>, QuantReport), String> {
+        let (mut q, mut report) = quantize_model(m, stats, opts)?;
         timer.lap("quantize");
         if let Some(p) = &self.calib
             && report.layers.iter().any(|l| l.wbits <= 2)
         {
             let mut notes = Vec::new();
-            let n = refine_binary_with(
-                m,
-                &mut q,
-                &mut report,
-                p,
-                self.calib_limit,
-                &run,
-                &mut notes,
-            )?;
+            let n =
+                refine_binary_with(m, &mut q, &mut report, p, self.calib_limit, run, &mut notes)?;
             report.notes.extend(notes);
             timer.lap("binary fitting");
             if n > 0 {
@@ -255,11 +323,25 @@ impl QuantFlags {
                 left.join(", ")
             ));
         }
+        Ok((q, qdq, report))
+    }
+
+    /// The per-layer and output errors of the built module, and the measured error of a
+    /// `--budget` plan.
+    fn finish(
+        &self,
+        m: &Module,
+        q: Module,
+        qdq: Option<Module>,
+        mut report: QuantReport,
+        run: &RunOptions,
+        timer: &mut PhaseTimer,
+    ) -> Result<Option<(Module, QuantReport)>, String> {
         if let (Some(p), Some(qdq)) = (&self.calib, &qdq) {
             let n = self.calib_limit.unwrap_or(usize::MAX).min(ERROR_SAMPLES);
             let outs: Vec<_> = report.layers.iter().map(|l| l.output).collect();
             let mut notes = Vec::new();
-            let (errs, out) = measure_errors(m, qdq, &q, &outs, p, Some(n), &run, &mut notes)?;
+            let (errs, out) = measure_errors(m, qdq, &q, &outs, p, Some(n), run, &mut notes)?;
             for (l, e) in report.layers.iter_mut().zip(errs) {
                 l.error = Some(e);
             }
@@ -275,20 +357,20 @@ impl QuantFlags {
         Ok(Some((q, report)))
     }
 
-    /// The per-layer bits under `--budget`: the sensitivity (from the profile, else
-    /// measured on the calibration data), then the exact or attention choice.
-    fn choose(
+    /// The per-layer sensitivity for `--budget`: from the profile, else measured on the
+    /// calibration data.
+    fn sensitivity(
         &self,
         m: &Module,
         stats: &CalibStats,
         budget: &Budget,
-    ) -> Result<(Selection, LayerBits), String> {
+    ) -> Result<Sensitivity, String> {
         let sopts = self.sens_options()?;
         let stored = match &self.profile {
             Some(p) => Profile::load(p)?.sensitivity()?,
             None => None,
         };
-        let sens = match (stored, &self.calib) {
+        Ok(match (stored, &self.calib) {
             (Some(s), _) if sopts.metric.is_none_or(|mt| mt == s.metric) => s,
             (_, Some(data)) => measure_sensitivity(m, stats, data, self.calib_limit, &sopts)?,
             (Some(s), None) => {
@@ -303,14 +385,24 @@ impl QuantFlags {
                     "--budget {budget}: the profile holds no sensitivity; write it with `qcc calibrate MODEL --calib DATA.npz --sensitivity -o FILE.qprof`, or give --calib DATA.npz"
                 ));
             }
-        };
+        })
+    }
+
+    /// The per-layer bits of `sens` under `modelled` (the asked `budget`, its latency
+    /// limit perhaps tightened after a measurement): the exact or attention choice.
+    fn choose(
+        &self,
+        sens: &Sensitivity,
+        modelled: &Budget,
+        budget: &Budget,
+    ) -> Result<(Selection, LayerBits), String> {
         // Latency is modelled for the host's tier (what `--cpu native` compiles for).
         let target =
             CostTarget::of(&crate::backend::Target::host()).unwrap_or(CostTarget::X86_64Native);
-        let problem = Problem::from_sensitivity(&sens, target);
+        let problem = Problem::from_sensitivity(sens, target);
         let plan = match self.select.as_str() {
-            "attention" => solve_attention(&problem, budget, &AttentionOptions::default())?,
-            _ => solve_exact(&problem, budget)?,
+            "attention" => solve_attention(&problem, modelled, &AttentionOptions::default())?,
+            _ => solve_exact(&problem, modelled)?,
         };
         let sel = Selection {
             how: format!("--budget {budget} ({})", self.select),
@@ -331,6 +423,7 @@ impl QuantFlags {
             avg_bits: plan.avg_bits,
             size_bytes: plan.size_bytes,
             latency_ms: plan.latency_ms,
+            measured_latency_ms: None,
         };
         Ok((sel, plan.layer_bits(&problem)))
     }

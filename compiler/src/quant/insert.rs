@@ -99,6 +99,8 @@ pub struct Selection {
     pub avg_bits: f64,
     pub size_bytes: f64,
     pub latency_ms: f64,
+    /// With a latency budget: the plan's whole-model time on this machine (JIT).
+    pub measured_latency_ms: Option<f64>,
 }
 
 impl std::fmt::Display for QuantReport {
@@ -179,14 +181,17 @@ impl std::fmt::Display for QuantReport {
         if let Some(s) = &self.selection {
             writeln!(
                 f,
-                "bits chosen by {}: predicted error {:.3e} ({}, sum of the layers' sensitivities), measured {}; modelled: average weight bits {:.3}, weight bytes {:.0}, conv/gemm latency {:.4} ms",
+                "bits chosen by {}: predicted error {:.3e} ({}, sum of the layers' sensitivities), measured {}; modelled: average weight bits {:.3}, weight bytes {:.0}, conv/gemm latency {:.4} ms{}",
                 s.how,
                 s.predicted,
                 s.metric,
                 s.measured.map_or("-".into(), |m| format!("{m:.3e}")),
                 s.avg_bits,
                 s.size_bytes,
-                s.latency_ms
+                s.latency_ms,
+                s.measured_latency_ms.map_or(String::new(), |ms| format!(
+                    "; measured whole-model latency {ms:.4} ms (JIT, this machine)"
+                ))
             )?;
         }
         for n in &self.notes {
@@ -377,7 +382,7 @@ fn kernel_preds(m: &Module, kernels: &[Kernel]) -> Vec<Vec<usize>> {
 }
 
 /// Walks back from `v` through ops quantization commutes with.
-fn source(m: &Module, mut v: ValueId) -> ValueId {
+pub(super) fn source(m: &Module, mut v: ValueId) -> ValueId {
     while let ValueDef::Node(p) = m.value(v).def {
         let n = m.node(p);
         if matches!(

@@ -2,7 +2,8 @@
 //! the pass that rewrites a float module into QDQ form.
 //!
 //! The flow (DESIGN.md, "The pipeline"): [`calibrate`] streams calibration samples through
-//! the reference interpreter and collects per-tensor ranges and histograms of every float
+//! the module compiled with taps on its values (`tap.rs`; the reference interpreter is
+//! the oracle and the fallback) and collects per-tensor ranges and histograms of every float
 //! value (or [`data_free`] derives ranges from the batch-norm statistics kept by
 //! `fold-batch-norm`); [`quantize_model`] picks each layer's parameters by the scheme
 //! ([`QuantOptions`]) and inserts `quantize`/`dequantize` pairs; the `rewrite` pass then

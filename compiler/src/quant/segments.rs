@@ -111,28 +111,21 @@ impl Chain {
         let mut note = None;
         let mut live: Vec<ValueId> = m.inputs.clone();
         for (k, &end) in ends.iter().enumerate() {
-            // Nodes: the segment's, plus the constant subgraphs they read.
-            let mut keep = vec![false; m.nodes.len()];
-            let mut stack: Vec<usize> = (0..m.nodes.len()).filter(|&i| seg_of[i] == k).collect();
-            let mut ins = Vec::new();
-            let mut in_seen = vec![false; m.values.len()];
-            while let Some(i) = stack.pop() {
-                if keep[i] {
+            // Inputs: values read by the segment's nodes but computed before it at run
+            // time (constant subgraphs are recomputed inside).
+            let mut ins: Vec<ValueId> = Vec::new();
+            for (i, n) in m.nodes.iter().enumerate() {
+                if seg_of[i] != k {
                     continue;
                 }
-                keep[i] = true;
-                for &o in &m.nodes[i].operands {
-                    match m.value(o).def {
-                        ValueDef::Node(p) if seg_of[p.index()] == k || cd[o.index()] => {
-                            stack.push(p.index())
-                        }
-                        ValueDef::Const(_) => {}
-                        _ => {
-                            if !in_seen[o.index()] {
-                                in_seen[o.index()] = true;
-                                ins.push(o);
-                            }
-                        }
+                for &o in &n.operands {
+                    let outside = match m.value(o).def {
+                        ValueDef::Node(p) => seg_of[p.index()] != k && !cd[o.index()],
+                        ValueDef::Input => true,
+                        ValueDef::Const(_) => false,
+                    };
+                    if outside && !ins.contains(&o) {
+                        ins.push(o);
                     }
                 }
             }
@@ -158,17 +151,8 @@ impl Chain {
                 .filter(|v| last_read[v.index()].is_none_or(|l| l <= k))
                 .collect();
             live.retain(|v| !dead.contains(v));
-            let mut c = m.clone();
-            let mut it = keep.iter();
-            c.nodes.retain(|_| *it.next().unwrap_or(&false));
-            for &v in &ins {
-                c.value_mut(v).def = ValueDef::Input;
-            }
-            c.inputs = ins.clone();
-            c.outputs = outs.clone();
-            c.compact();
             debug_assert!(ins.iter().all(|&v| def_seg(v).is_none_or(|s| s < k)));
-            let run = Tapped::owned(c, &[], engine, what);
+            let run = Tapped::owned(slice(m, &ins, &outs)?, &[], engine, what);
             if note.is_none() {
                 note = run.note.clone();
             }
@@ -194,6 +178,23 @@ impl Chain {
     /// Runs segment `k` on `state` (which then holds the values live after it) and
     /// returns the value it ends at.
     pub fn run(&self, k: usize, state: &mut State) -> Result<Tensor, String> {
+        self.run_with(k, &self.segs[k].run, state)
+    }
+
+    /// The values segment `k` reads and those it gives (ids of the chain's module).
+    pub fn segment_io(&self, k: usize) -> (&[ValueId], &[ValueId]) {
+        let s = &self.segs[k];
+        (&s.ins, &s.outs)
+    }
+
+    /// As [`Chain::run`], with segment `k` computed by `run` (a variant of the segment
+    /// with the same inputs and outputs).
+    pub fn run_with(
+        &self,
+        k: usize,
+        run: &Tapped<'_>,
+        state: &mut State,
+    ) -> Result<Tensor, String> {
         let s = &self.segs[k];
         let ins: Vec<Tensor> = s
             .ins
@@ -205,7 +206,7 @@ impl Chain {
                     .ok_or_else(|| format!("internal: segment {k} misses value {}", v.0))
             })
             .collect::<Result<_, _>>()?;
-        let outs = s.run.run(&ins, &mut |_, _, _| {})?;
+        let outs = run.run(&ins, &mut |_, _, _| {})?;
         let mut end = None;
         for (&v, t) in s.outs.iter().zip(outs) {
             if v == self.ends[k] {
@@ -218,4 +219,96 @@ impl Chain {
         }
         end.ok_or_else(|| format!("internal: segment {k} computes no end value"))
     }
+}
+
+/// The module computing `outs` of `m` from `ins` (made graph inputs): the nodes between
+/// them, constant subgraphs included; value ids renumbered.
+fn slice(m: &Module, ins: &[ValueId], outs: &[ValueId]) -> Result<Module, String> {
+    Ok(shell(m, ins, outs)?.compacted())
+}
+
+/// `compact` as a method chain.
+pub(crate) trait Compacted {
+    fn compacted(self) -> Self;
+}
+
+impl Compacted for Module {
+    fn compacted(mut self) -> Module {
+        self.compact();
+        self
+    }
+}
+
+/// As [`slice`], keeping the value ids of `m`: values the slice does not use are left as
+/// unreferenced stand-ins without data (so `compact` drops them and names stay taken).
+pub(crate) fn shell(m: &Module, ins: &[ValueId], outs: &[ValueId]) -> Result<Module, String> {
+    let mut is_in = vec![false; m.values.len()];
+    for &v in ins {
+        is_in[v.index()] = true;
+    }
+    let mut keep = vec![false; m.nodes.len()];
+    let mut used = vec![false; m.values.len()];
+    let mut stack: Vec<ValueId> = outs.to_vec();
+    while let Some(v) = stack.pop() {
+        if used[v.index()] {
+            continue;
+        }
+        used[v.index()] = true;
+        if is_in[v.index()] {
+            continue;
+        }
+        match m.value(v).def {
+            ValueDef::Node(n) => {
+                keep[n.index()] = true;
+                stack.extend(m.node(n).operands.iter().copied());
+            }
+            ValueDef::Const(_) => {}
+            ValueDef::Input => {
+                return Err(format!(
+                    "internal: the segment needs input {} it is not given",
+                    m.value(v).spelling()
+                ));
+            }
+        }
+    }
+    let values = m
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if is_in[i] {
+                qcc_ir::Value {
+                    def: ValueDef::Input,
+                    ..v.clone()
+                }
+            } else if used[i] {
+                v.clone()
+            } else {
+                qcc_ir::Value {
+                    name: v.name.clone(),
+                    ty: v.ty.clone(),
+                    def: ValueDef::Input,
+                }
+            }
+        })
+        .collect();
+    let nodes = m
+        .nodes
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let mut c = Module {
+        name: m.name.clone(),
+        values,
+        inputs: ins.to_vec(),
+        nodes,
+        outputs: outs.to_vec(),
+    };
+    for (i, n) in c.nodes.iter().enumerate() {
+        let r = n.result;
+        c.values[r.index()].def = ValueDef::Node(qcc_ir::NodeId(i as u32));
+    }
+    Ok(c)
 }

@@ -71,7 +71,12 @@ pub(crate) struct Plan {
 }
 
 /// Storage bits and signedness of an integer element type (not `b1`, not f32).
+/// Bipolar codes (+-1) count as 2-bit signed ones: activations are offset by 2, weights
+/// stored in 2-bit planes (0 for padding).
 fn int_bits(e: &ElemType) -> Option<(u32, bool)> {
+    if *e == ElemType::Bipolar {
+        return Some((2, true));
+    }
     bitserial::int_bits(e).map(|(b, s)| (b as u32, s))
 }
 
@@ -396,6 +401,8 @@ impl MdLowering {
                 .map_or(String::new(), |p| format!(".w{}packed", p.bits));
             let rq = if self.epi.rq.is_some() {
                 "+requantize"
+            } else if self.epi.thr.is_some() {
+                "+threshold"
             } else {
                 ""
             };
@@ -499,7 +506,8 @@ pub(crate) fn select(
             signed: ws,
         })
     };
-    match quant::select(m, node, fused, const_of)? {
+    // Only the wide tiles' epilogue (Cranelift's `AccStore`) applies a fused threshold.
+    match quant::select_thr(m, node, fused, const_of, wide.is_some())? {
         QuantLowering::ConvInt {
             g,
             zx,
@@ -1077,6 +1085,43 @@ fn copy_codes(
     if len == 0 {
         return;
     }
+    if stride == 2 && len >= 16 {
+        // 16 codes from 32 bytes: the even bytes (`pshufb`s and a `por`); the last
+        // chunk overlaps the previous one and takes the odd bytes of a load one byte
+        // earlier, so that no byte past the last code is read.
+        let even: [u8; 16] = std::array::from_fn(|i| (2 * i) as u8);
+        let odd: [u8; 16] = std::array::from_fn(|i| (2 * i + 1) as u8);
+        let chunk = |kb: &mut Kb<'_, '_>, s: Value, d: Value, mask: [u8; 16]| {
+            let a = kb.load(I8X16, s, 0);
+            let b = kb.load(I8X16, s, 16);
+            let v = shuffle(kb, a, b, mask);
+            let v = match offv {
+                Some(o) => kb.b.ins().iadd(v, o),
+                None => v,
+            };
+            kb.store(v, d, 0);
+        };
+        let full = len / 16;
+        if full > 2 {
+            kb.for_range(0, full as i64, 1, |kb, i| {
+                let s = kb.idx(src, i, 32);
+                let d = kb.idx(dst, i, 16);
+                chunk(kb, s, d, even);
+            });
+        } else {
+            for i in 0..full {
+                let s = kb.off(src, (32 * i) as i64);
+                let d = kb.off(dst, (16 * i) as i64);
+                chunk(kb, s, d, even);
+            }
+        }
+        if !len.is_multiple_of(16) {
+            let s = kb.off(src, (2 * (len - 16)) as i64 - 1);
+            let d = kb.off(dst, (len - 16) as i64);
+            chunk(kb, s, d, odd);
+        }
+        return;
+    }
     if stride != 1 {
         let body = |kb: &mut Kb<'_, '_>, s: Value, d: Value| {
             let v = kb.b.ins().uload8(I32, MF, s, 0);
@@ -1223,6 +1268,75 @@ fn transpose_quads(kb: &mut Kb<'_, '_>, t: Value, b: Value, quads: usize, p16: u
             }
         };
         kb.for_range(0, chunks, 1, body);
+    });
+}
+
+/// Fills the padding taps of the byte rows `[K][p16]` at `t` with `zu`: per tap, the
+/// output rows above and below the valid ones and the columns left and right of them,
+/// in 16-byte stores that may run into valid bytes (im2col writes those afterwards,
+/// every call) or into the next row's (the same value).
+fn fill_padding(kb: &mut Kb<'_, '_>, g: &ConvGeom, t: Value, p16: usize, zu: i64) {
+    let g = *g;
+    let s = splat8(kb, zu);
+    let span = |kb: &mut Kb<'_, '_>, row: Value, a: usize, b: usize| {
+        let n = (b - a).div_ceil(16);
+        if n <= 4 {
+            for i in 0..n {
+                kb.store(s, row, (a + 16 * i) as i64);
+            }
+        } else {
+            let p = kb.off(row, a as i64);
+            kb.for_range(0, n as i64, 1, |kb, i| {
+                let d = kb.idx(p, i, 16);
+                kb.store(s, d, 0);
+            });
+        }
+    };
+    let npix = g.npix();
+    let mut taps = Vec::new();
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let (ylo, yhi) = g.rows_valid(i);
+            let (xlo, xhi) = g.cols_valid(j);
+            if ylo >= yhi || xlo >= xhi {
+                taps.push((i * g.kw + j, vec![(0, npix)], None));
+                continue;
+            }
+            let mut spans = Vec::new();
+            if ylo > 0 {
+                spans.push((0, ylo * g.ow));
+            }
+            if yhi < g.oh {
+                spans.push((yhi * g.ow, npix));
+            }
+            let sides = (xlo > 0 || xhi < g.ow).then_some((ylo, yhi, xlo, xhi));
+            if !spans.is_empty() || sides.is_some() {
+                taps.push((i * g.kw + j, spans, sides));
+            }
+        }
+    }
+    if taps.is_empty() {
+        return;
+    }
+    kb.for_range(0, g.cg() as i64, 1, |kb, c| {
+        let tc = kb.idx(t, c, (g.kh * g.kw * p16) as i64);
+        for (tap, spans, sides) in &taps {
+            let row = kb.off(tc, (tap * p16) as i64);
+            for &(a, b) in spans {
+                span(kb, row, a, b);
+            }
+            if let Some((ylo, yhi, xlo, xhi)) = *sides {
+                kb.for_range(ylo as i64, yhi as i64, 1, |kb, oy| {
+                    let r = kb.idx(row, oy, g.ow as i64);
+                    if xlo > 0 {
+                        span(kb, r, 0, xlo);
+                    }
+                    if xhi < g.ow {
+                        span(kb, r, xhi, g.ow);
+                    }
+                });
+            }
+        }
     });
 }
 
@@ -1396,9 +1510,9 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     // The zmm tile requantizes and stores by itself where the requantize has the vector
     // form and no run-time bias is added.
     let in_tile = match (&rq_own, q.wide) {
-        (Some(r), Some(DotIsa::Vnni512)) if r.vector_ok() && bias_rt.is_none() => {
+        (Some(r), Some(isa)) if r.vector_ok() && bias_rt.is_none() => {
             let add = if need { corr.clone() } else { Vec::new() };
-            super::dot::epi_table(r, &add).map(|t| (r, t))
+            super::dot::epi_table(r, &add, isa).map(|t| (r, t))
         }
         _ => None,
     };
@@ -1407,6 +1521,11 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         Some(_) => None,
         None => rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16))),
     };
+    let thr = q
+        .epi
+        .thr
+        .as_ref()
+        .map(|t| (t, cx.rodata(t.table_bytes(), 16)));
     let out = cx.out;
     let ob = q.epi.st_out.bytes();
     let epi_tab = in_tile.as_ref().map(|(_, t)| cx.rodata(t.clone(), 64));
@@ -1414,6 +1533,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         round: r.rounding,
         elem: ob as u32,
         row_bytes: (npix * ob) as u32,
+        unsigned: matches!(q.epi.st_out, Store::U8 | Store::U16 | Store::U32),
     });
     let wide = q
         .wide
@@ -1422,8 +1542,9 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     let kb = &mut *cx.kb;
     let offv = off_vec(kb, off);
     let (t, b) = (ws, kb.off(ws, tbytes as i64));
-    // Padding taps, rows past K and columns past the pixels: zu, once per call.
-    fill_bytes(kb, t, tbytes, zu);
+    // Padding taps: zu, once per call (rows past K meet zero weights and columns past
+    // the pixels are never stored, so they may hold anything).
+    fill_padding(kb, &g, t, pp, zu);
     kb.for_range(0, g.n as i64, 1, |kb, n| {
         let xn = kb.idx(x, n, (g.c * g.h * g.w) as i64);
         let on = kb.idx(out, n, (g.m * npix * ob) as i64);
@@ -1438,6 +1559,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
             let bias_g = bias_rt.map(|p| kb.idx(p, grp, (mg * 4) as i64));
             let rq_g = rq.map(|(r, tab)| (r, kb.idx(tab, grp, mg as i64 * r.stride())));
             // The layer's constants, then the group's channels (16 bytes each).
+            let thr_g = thr.map(|(h, t)| (h, kb.idx(t, grp, mg as i64 * h.stride())));
             let epi_g = epi_tab.map(|t| {
                 let c = kb.idx(t, grp, (mg * 16) as i64);
                 (t, c)
@@ -1465,7 +1587,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
                         chan_of_row: true,
                         bias: bias_g,
                         rq: rq_g,
-                        thr: None,
+                        thr: thr_g,
                         st_out,
                     },
                 },
@@ -1547,6 +1669,11 @@ fn emit_matmul(
     };
     let corr_tab = need.then(|| cx.rodata(i32_bytes(&corr), 16));
     let rq = rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let thr = q
+        .epi
+        .thr
+        .as_ref()
+        .map(|t| (t, cx.rodata(t.table_bytes(), 16)));
     let out = cx.out;
     let ob = q.epi.st_out.bytes();
     let wide = q
@@ -1612,7 +1739,7 @@ fn emit_matmul(
                     chan_of_row: false,
                     bias: bias_rt,
                     rq,
-                    thr: None,
+                    thr,
                     st_out,
                 },
             },

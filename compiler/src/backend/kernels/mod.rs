@@ -544,14 +544,14 @@ pub(crate) fn select(
                     .collect(),
             })
         }
-        Op::Conv2dInt | Op::MatMulInt if binary::applies(m, node, const_of) => {
-            binary::select(m, node, fused).map(Lowering::Xnor)
-        }
         Op::Conv2dInt | Op::MatMulInt
             if let Some(isa) = dot::applies(m, node, const_of, target) =>
         {
             let plan = maddubs::Plan { group: 1 };
             maddubs::select(m, node, fused, const_of, plan, Some(isa)).map(Lowering::Maddubs)
+        }
+        Op::Conv2dInt | Op::MatMulInt if binary::applies(m, node, const_of) => {
+            binary::select(m, node, fused).map(Lowering::Xnor)
         }
         Op::Conv2dInt | Op::MatMulInt
             if let Some(plan) = maddubs::applies(m, node, const_of, target) =>

@@ -681,6 +681,18 @@ pub(crate) fn select(
     fused: Option<&Node>,
     const_of: &ConstOf<'_>,
 ) -> Result<QuantLowering, String> {
+    select_thr(m, node, fused, const_of, false)
+}
+
+/// [`select`] for a kernel that applies a fused threshold too (`thr_ok`, see
+/// [`int_epi`]).
+pub(crate) fn select_thr(
+    m: &Module,
+    node: &Node,
+    fused: Option<&Node>,
+    const_of: &ConstOf<'_>,
+    thr_ok: bool,
+) -> Result<QuantLowering, String> {
     let xty = m.ty(node.operands[0]);
     let oty = m.ty(node.result);
     match node.op {
@@ -819,7 +831,7 @@ pub(crate) fn select(
             }
             let zx = tensor_zp(&xty.elem)?;
             let zw = axis_zps(&wty.elem, 0, g.m)?;
-            let epi = int_epi(m, node, fused, 1, false)?;
+            let epi = int_epi(m, node, fused, 1, thr_ok)?;
             Ok(QuantLowering::ConvInt {
                 g,
                 zx,
@@ -846,7 +858,7 @@ pub(crate) fn select(
                 vec![tensor_zp(&bty.elem)?; g.n]
             };
             let out_rank = oty.shape.len();
-            let epi = int_epi(m, node, fused, out_rank.saturating_sub(1), false)?;
+            let epi = int_epi(m, node, fused, out_rank.saturating_sub(1), thr_ok)?;
             if epi.rq.as_ref().is_some_and(|r| r.chans.len() > 1) && bty.shape.len() < 2 {
                 return Err("per-channel requantize of a matrix-vector product".into());
             }

@@ -46,6 +46,9 @@ pub(crate) enum DotIsa {
     Vnni512,
     /// AVX2 `vpmaddubsw` + `vpmaddwd` on ymm (8 i32 lanes).
     Avx2,
+    /// AVX2 with both operands widened to i16 (`vpmovzxbw`, `vpmovsxbw`) and
+    /// `vpmaddwd`: exact for every weight that fits i8 (8 columns per vector).
+    Avx2Wide,
 }
 
 impl DotIsa {
@@ -53,7 +56,7 @@ impl DotIsa {
     pub fn lanes(self) -> usize {
         match self {
             DotIsa::Vnni512 => 16,
-            DotIsa::Avx2 => 8,
+            DotIsa::Avx2 | DotIsa::Avx2Wide => 8,
         }
     }
 
@@ -61,6 +64,7 @@ impl DotIsa {
         match self {
             DotIsa::Vnni512 => "vpdpbusd.zmm",
             DotIsa::Avx2 => "vpmaddubsw.ymm",
+            DotIsa::Avx2Wide => "vpmaddwd.ymm",
         }
     }
 
@@ -68,7 +72,7 @@ impl DotIsa {
     pub fn tier(self) -> &'static str {
         match self {
             DotIsa::Vnni512 => "x86-64-v4+vnni",
-            DotIsa::Avx2 => "x86-64-v3",
+            DotIsa::Avx2 | DotIsa::Avx2Wide => "x86-64-v3",
         }
     }
 
@@ -76,6 +80,7 @@ impl DotIsa {
         match self {
             DotIsa::Vnni512 => Strategy::DotVnni,
             DotIsa::Avx2 => Strategy::DotAvx2,
+            DotIsa::Avx2Wide => Strategy::DotAvx2Wide,
         }
     }
 
@@ -85,6 +90,9 @@ impl DotIsa {
         match self {
             DotIsa::Vnni512 => ((30 - vecs) / vecs).min(16),
             DotIsa::Avx2 => (12 - vecs) / vecs,
+            // Two accumulators and two widened column halves per vector; the row's
+            // weights, a product and a temporary.
+            DotIsa::Avx2Wide => (13 - 2 * vecs) / (2 * vecs),
         }
     }
 }
@@ -126,6 +134,8 @@ pub(crate) enum EpiRound {
 pub(crate) struct DotEpi {
     pub round: EpiRound,
     pub elem: u32,
+    /// Unsigned outputs (u8, u16): the AVX2 store packs with unsigned saturation.
+    pub unsigned: bool,
     pub row_bytes: u32,
     pub valid: usize,
 }
@@ -135,16 +145,43 @@ pub(crate) struct DotEpi {
 /// as i64, `zq` as i32), then 16 bytes per channel: the multiplier and the i32 added to
 /// the sums first (`add`: the correction plus a folded bias) as two i32, the shift as
 /// an i64. The rounding terms follow from the shift in the tile.
-pub(crate) fn epi_table(rq: &Requant, add: &[i32]) -> Option<Vec<u8>> {
+///
+/// The AVX2 tiles finish in i32 lanes, so they take only requantizes whose shifted
+/// value fits i32 (a shift of at least 32, or a multiplier below `2^shift`); their layer
+/// block is 128 bytes: `lo - zq`, `hi - zq` and `zq` as 8 i32 each, then `2^63` as 4
+/// u64 ([`epi_header`]).
+pub(crate) fn epi_table(rq: &Requant, add: &[i32], isa: DotIsa) -> Option<Vec<u8>> {
     let zq = rq.chans.first().map_or(0, |c| c[5]);
     if rq.chans.iter().any(|c| c[5] != zq) {
         return None;
     }
-    let mut out = Vec::with_capacity(64 + rq.chans.len() * 16);
-    out.extend((rq.lo - zq).to_le_bytes());
-    out.extend((rq.hi - zq).to_le_bytes());
-    out.extend(zq.to_le_bytes());
-    out.resize(64, 0);
+    let narrow = rq
+        .chans
+        .iter()
+        .all(|c| c[1] >= 32 || c[0].unsigned_abs() < 1u64 << c[1]);
+    let header = epi_header(isa);
+    let mut out = Vec::with_capacity(header + rq.chans.len() * 16);
+    match isa {
+        DotIsa::Vnni512 => {
+            out.extend((rq.lo - zq).to_le_bytes());
+            out.extend((rq.hi - zq).to_le_bytes());
+            out.extend(zq.to_le_bytes());
+        }
+        DotIsa::Avx2 | DotIsa::Avx2Wide => {
+            if !narrow {
+                return None;
+            }
+            for v in [rq.lo - zq, rq.hi - zq, zq] {
+                for _ in 0..8 {
+                    out.extend((v as i32).to_le_bytes());
+                }
+            }
+            for _ in 0..4 {
+                out.extend((1u64 << 63).to_le_bytes());
+            }
+        }
+    }
+    out.resize(header, 0);
     for (ch, c) in rq.chans.iter().enumerate() {
         let folded = if rq.bias_folded { c[4] as i32 } else { 0 };
         let a = add.get(ch).copied().unwrap_or(0).wrapping_add(folded);
@@ -153,6 +190,14 @@ pub(crate) fn epi_table(rq: &Requant, add: &[i32]) -> Option<Vec<u8>> {
         out.extend(c[1].to_le_bytes());
     }
     Some(out)
+}
+
+/// Bytes of the layer block before the channels of [`epi_table`].
+pub(crate) fn epi_header(isa: DotIsa) -> usize {
+    match isa {
+        DotIsa::Vnni512 => 64,
+        DotIsa::Avx2 | DotIsa::Avx2Wide => 128,
+    }
 }
 
 fn epi_round(r: qcc_ir::Rounding) -> EpiRound {
@@ -175,6 +220,7 @@ impl DotTile {
             match self.isa {
                 DotIsa::Vnni512 => "vnni_zmm",
                 DotIsa::Avx2 => "avx2_ymm",
+                DotIsa::Avx2Wide => "avx2w_ymm",
             },
             self.rows,
             self.vecs,
@@ -185,7 +231,12 @@ impl DotTile {
         ) + &match &self.epi {
             None => String::new(),
             Some(e) => {
-                format!("_rq{:?}_e{}_l{}_v{}", e.round, e.elem, e.row_bytes, e.valid).to_lowercase()
+                let sign = if e.unsigned { "u" } else { "s" };
+                format!(
+                    "_rq{:?}_e{sign}{}_l{}_v{}",
+                    e.round, e.elem, e.row_bytes, e.valid
+                )
+                .to_lowercase()
             }
         }
     }
@@ -194,6 +245,7 @@ impl DotTile {
         match self.isa {
             DotIsa::Vnni512 => tile::vnni512(self),
             DotIsa::Avx2 => tile::avx2(self),
+            DotIsa::Avx2Wide => tile::avx2_wide(self),
         }
     }
 }
@@ -237,13 +289,14 @@ pub(crate) fn applies(
     target: CostTarget,
 ) -> Option<DotIsa> {
     // No wide rows on this target: skip the weights' checks.
-    let wide = [Strategy::DotVnni, Strategy::DotAvx2];
+    let wide = [Strategy::DotVnni, Strategy::DotAvx2, Strategy::DotAvx2Wide];
     costs::choose(&wide, 8, 8, 1, target)?;
     let c = maddubs::check(m, node, const_of)?;
     let mut cands = vec![
         Strategy::Int8PackedW,
         Strategy::Int8Pmaddwd,
         Strategy::DotVnni,
+        Strategy::DotAvx2Wide,
     ];
     if c.group.is_some() {
         cands.extend([Strategy::Maddubs, Strategy::DotAvx2]);
@@ -251,8 +304,16 @@ pub(crate) fn applies(
     let isa = match costs::choose(&cands, c.weff, c.ab, 1, target)? {
         Strategy::DotVnni => DotIsa::Vnni512,
         Strategy::DotAvx2 => DotIsa::Avx2,
+        Strategy::DotAvx2Wide => DotIsa::Avx2Wide,
         _ => return None,
     };
+    // Bipolar layers (+-1 codes as 2-bit ones): against the XNOR-popcount kernel.
+    let bipolar = |i: usize| m.ty(node.operands[i]).elem == qcc_ir::ElemType::Bipolar;
+    if bipolar(0) && bipolar(1) {
+        let xnor = costs::gmacs(Strategy::Xnor, 1, 1, target).unwrap_or(0.0);
+        let tile = costs::gmacs(isa.strategy(), c.weff, c.ab, target).unwrap_or(0.0);
+        return (tile > xnor).then_some(isa);
+    }
     maddubs::beats_bitserial(m, node, const_of, target, &c, isa.strategy()).then_some(isa)
 }
 
@@ -263,6 +324,7 @@ pub(crate) struct WideEpi {
     /// Output element bytes (1, 2 or 4) and bytes between output rows.
     pub elem: u32,
     pub row_bytes: u32,
+    pub unsigned: bool,
 }
 
 /// The tiles of one GEMM, assembled and declared in the kernel's function.
@@ -299,7 +361,7 @@ impl Wide {
     ) -> Wide {
         debug_assert!(cx.kb.feat.tier.is_some_and(|t| match isa {
             DotIsa::Vnni512 => t.avx512_vnni(),
-            DotIsa::Avx2 => t.avx2(),
+            DotIsa::Avx2 | DotIsa::Avx2Wide => t.avx2(),
         }));
         let lanes = isa.lanes();
         let vt = n.div_ceil(lanes);
@@ -341,6 +403,7 @@ impl Wide {
                     epi: epi.map(|e| DotEpi {
                         round: epi_round(e.round),
                         elem: e.elem,
+                        unsigned: e.unsigned,
                         row_bytes: e.row_bytes,
                         valid,
                     }),
@@ -392,7 +455,7 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
                 let out_tile = kb.idx(out_row, col0, ob);
                 let (tab, chans) = g.epi_tab.expect("an in-tile requantize has its table");
                 let chans = kb.idx(chans, row0, 16);
-                let chans = kb.off(chans, 64);
+                let chans = kb.off(chans, epi_header(w.isa) as i64);
                 kb.b.ins().call(f, &[a, b, g.acc_mem, out_tile, tab, chans]);
                 return;
             }
@@ -450,7 +513,7 @@ mod tests {
 
     #[test]
     fn tiles_fit_the_registers_and_fill_small_layers() {
-        for isa in [DotIsa::Vnni512, DotIsa::Avx2] {
+        for isa in [DotIsa::Vnni512, DotIsa::Avx2, DotIsa::Avx2Wide] {
             for (m, vt, q) in [
                 (16, 64, 36),
                 (64, 4, 144),

@@ -194,6 +194,143 @@ fn requantize(a: &mut CodeAssembler, t: &DotTile, e: &super::DotEpi) -> Result<(
     Ok(())
 }
 
+/// [`requantize`] with AVX2 only, for requantizes whose shifted value fits i32
+/// (`super::epi_table`'s condition): 8 sums per ymm; the arithmetic shift is a
+/// logical one of `p + add + 2^63` (`vpsrlvq`), finished on the i32 halves by
+/// subtracting `2^(63-s)` (the low halves are exact there), then the clamp, `+ zq` and a
+/// narrowing store (lane by lane past `valid` columns). Layer constants at `r8` (8 x lo
+/// - zq, 8 x hi - zq, 8 x zq as i32, 4 x 2^63), row r's channel at `r9 + 16 r`.
+fn requantize_avx2(a: &mut CodeAssembler, t: &DotTile, e: &super::DotEpi) -> Result<(), IcedError> {
+    use super::EpiRound as R;
+    let (rows, vecs) = (t.rows as usize, t.vecs as usize);
+    let (x, xo, pe, po, t1, zero) = (ymm0, ymm1, ymm2, ymm3, ymm4, ymm5);
+    let (m, sh, c1, spos, ub, add, one) = (ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12);
+    a.vpxor(zero, zero, zero)?;
+    a.mov(eax, 1u32)?;
+    a.vmovq(xmm12, rax)?;
+    a.vpbroadcastq(one, xmm12)?;
+    for r in 0..rows {
+        let c = |f: i32| r9 + (r as i32 * 16 + f);
+        a.vpbroadcastq(m, qword_ptr(c(0)))?;
+        a.vpbroadcastd(add, dword_ptr(c(4)))?;
+        a.vpbroadcastq(sh, qword_ptr(c(8)))?;
+        // [s > 0], the rounding term c1, and 2^(63-s) in every i32 lane.
+        a.vpcmpgtq(spos, sh, zero)?;
+        a.vpsrlq(spos, spos, 63)?;
+        a.vpsllvq(c1, one, sh)?;
+        match e.round {
+            R::Floor => {}
+            R::Ceil | R::Down | R::Up => a.vpsubq(c1, c1, one)?,
+            R::HalfUp => a.vpsrlq(c1, c1, 1)?,
+            R::HalfDown | R::HalfEven => {
+                a.vpsrlq(c1, c1, 1)?;
+                a.vpsubq(c1, c1, spos)?;
+            }
+        }
+        a.vmovdqu(t1, ymmword_ptr(r8 + 96))?;
+        a.vpsrlvq(ub, t1, sh)?;
+        a.vpshufd(ub, ub, 0xA0)?;
+        for v in 0..vecs {
+            let valid = e.valid.saturating_sub(v * 8).min(8);
+            if valid == 0 {
+                continue;
+            }
+            a.vmovdqu(x, ymmword_ptr(rdx + ((r * vecs + v) * 32) as i32))?;
+            a.vpaddd(x, x, add)?;
+            a.vpsrlq(xo, x, 32)?;
+            a.vpmuldq(pe, x, m)?;
+            a.vpmuldq(po, xo, m)?;
+            for p in [pe, po] {
+                match e.round {
+                    R::Floor => {}
+                    R::Ceil => a.vpaddq(p, p, c1)?,
+                    R::Down | R::Up => {
+                        a.vpcmpgtq(t1, zero, p)?;
+                        if e.round == R::Down {
+                            a.vpand(t1, t1, c1)?;
+                        } else {
+                            a.vpandn(t1, t1, c1)?;
+                        }
+                        a.vpaddq(p, p, t1)?;
+                    }
+                    R::HalfUp | R::HalfDown => {
+                        a.vpcmpgtq(t1, zero, p)?;
+                        a.vpand(t1, t1, spos)?;
+                        a.vpaddq(p, p, c1)?;
+                        if e.round == R::HalfUp {
+                            a.vpsubq(p, p, t1)?;
+                        } else {
+                            a.vpaddq(p, p, t1)?;
+                        }
+                    }
+                    R::HalfEven => {
+                        a.vpsrlvq(t1, p, sh)?;
+                        a.vpand(t1, t1, spos)?;
+                        a.vpaddq(p, p, c1)?;
+                        a.vpaddq(p, p, t1)?;
+                    }
+                }
+                a.vpxor(p, p, ymmword_ptr(r8 + 96))?;
+                a.vpsrlvq(p, p, sh)?;
+            }
+            a.vpsllq(po, po, 32)?;
+            a.vpblendd(x, pe, po, 0xAA)?;
+            a.vpsubd(x, x, ub)?;
+            a.vpmaxsd(x, x, ymmword_ptr(r8))?;
+            a.vpminsd(x, x, ymmword_ptr(r8 + 32))?;
+            a.vpaddd(x, x, ymmword_ptr(r8 + 64))?;
+            let off = (r * e.row_bytes as usize + v * 8 * e.elem as usize) as i32;
+            let at = |i: usize| rcx + (off + (i * e.elem as usize) as i32);
+            match e.elem {
+                1 | 2 => {
+                    // i32 -> i16 (in range), then -> i8/u8; 8 outputs in the low bytes.
+                    if e.unsigned && e.elem == 2 {
+                        a.vpackusdw(x, x, x)?;
+                    } else {
+                        a.vpackssdw(x, x, x)?;
+                    }
+                    a.vpermq(x, x, 0x08)?;
+                    if e.elem == 1 {
+                        if e.unsigned {
+                            a.vpackuswb(x, x, x)?;
+                        } else {
+                            a.vpacksswb(x, x, x)?;
+                        }
+                    }
+                    if valid == 8 {
+                        if e.elem == 1 {
+                            a.vmovq(qword_ptr(rcx + off), xmm0)?;
+                        } else {
+                            a.vmovdqu(xmmword_ptr(rcx + off), xmm0)?;
+                        }
+                    } else {
+                        for i in 0..valid {
+                            if e.elem == 1 {
+                                a.vpextrb(byte_ptr(at(i)), xmm0, i as i32)?;
+                            } else {
+                                a.vpextrw(word_ptr(at(i)), xmm0, i as i32)?;
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    if valid == 8 {
+                        a.vmovdqu(ymmword_ptr(rcx + off), x)?;
+                    } else {
+                        for i in 0..valid {
+                            if i == 4 {
+                                a.vextracti128(xmm0, x, 1)?;
+                            }
+                            a.vpextrd(dword_ptr(at(i)), xmm0, (i % 4) as i32)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn avx2(t: &DotTile) -> Result<Vec<u8>, IcedError> {
     let (rows, vecs) = (t.rows as usize, t.vecs as usize);
     let mut a = crate::backend::asm::assembler(false)?;
@@ -239,6 +376,76 @@ pub(super) fn avx2(t: &DotTile) -> Result<Vec<u8>, IcedError> {
             a.vmovdqu(ymmword_ptr(rdx + ((r * vecs + v) * 32) as i32), acc(r, v))?;
         }
     }
+    if let Some(e) = &t.epi {
+        requantize_avx2(&mut a, t, e)?;
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
+/// The AVX2 tile for weights that fail the pair check: both operands widened to i16,
+/// `vpmaddwd` (two exact products per i32 lane) into two accumulators per column
+/// vector (columns 0-3 and 4-7, two partial sums per column), combined at the end with
+/// `vphaddd` and a `vpermq`.
+pub(super) fn avx2_wide(t: &DotTile) -> Result<Vec<u8>, IcedError> {
+    let (rows, vecs) = (t.rows as usize, t.vecs as usize);
+    let mut a = crate::backend::asm::assembler(false)?;
+    let acc = |r: usize, v: usize, h: usize| ymm((r * vecs + v) * 2 + h);
+    let col = |v: usize, h: usize| ymm(2 * rows * vecs + 2 * v + h);
+    let base = 2 * rows * vecs + 2 * vecs;
+    let (w, wx) = (ymm(base), get_xmm_of(base));
+    let prod = |i: usize| ymm(base + 1 + i % 2);
+    for r in 0..rows {
+        for v in 0..vecs {
+            for h in 0..2 {
+                a.vpxor(acc(r, v, h), acc(r, v, h), acc(r, v, h))?;
+            }
+        }
+    }
+    k_loop(&mut a, t, |a| {
+        for v in 0..vecs {
+            for h in 0..2 {
+                let m = xmmword_ptr(rsi + (v * 32 + h * 16) as i32);
+                if t.rows_signed {
+                    a.vpmovzxbw(col(v, h), m)?;
+                } else {
+                    a.vpmovsxbw(col(v, h), m)?;
+                }
+            }
+        }
+        let mut i = 0;
+        for r in 0..rows {
+            // The row's 4 K values as i16, twice per 128 bits.
+            a.vpbroadcastd(wx, dword_ptr(rdi + (r as u32 * t.row_stride) as i32))?;
+            if t.rows_signed {
+                a.vpmovsxbw(wx, wx)?;
+            } else {
+                a.vpmovzxbw(wx, wx)?;
+            }
+            a.vpbroadcastq(w, wx)?;
+            for v in 0..vecs {
+                for h in 0..2 {
+                    let p = prod(i);
+                    i += 1;
+                    a.vpmaddwd(p, col(v, h), w)?;
+                    a.vpaddd(acc(r, v, h), acc(r, v, h), p)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let tmp = prod(0);
+    for r in 0..rows {
+        for v in 0..vecs {
+            a.vphaddd(tmp, acc(r, v, 0), acc(r, v, 1))?;
+            a.vpermq(tmp, tmp, 0xD8)?;
+            a.vmovdqu(ymmword_ptr(rdx + ((r * vecs + v) * 32) as i32), tmp)?;
+        }
+    }
+    if let Some(e) = &t.epi {
+        requantize_avx2(&mut a, t, e)?;
+    }
     a.vzeroupper()?;
     a.ret()?;
     a.assemble(0)
@@ -263,6 +470,17 @@ pub(crate) fn peak_loop(isa: DotIsa, chains: usize) -> Result<Vec<u8>, IcedError
             a.set_label(&mut top)?;
             for c in 0..chains {
                 a.vpdpbusd(zmm(c), zmm(chains), zmm(chains + 1))?;
+            }
+        }
+        DotIsa::Avx2Wide => {
+            for c in 0..16 {
+                a.vpxor(ymm(c), ymm(c), ymm(c))?;
+            }
+            a.set_label(&mut top)?;
+            for c in 0..chains {
+                let p = ymm(chains + c % 3);
+                a.vpmaddwd(p, ymm(14), ymm(15))?;
+                a.vpaddd(ymm(c), ymm(c), p)?;
             }
         }
         DotIsa::Avx2 => {
