@@ -409,10 +409,10 @@ fn fwide(iters: usize) -> Vec<String> {
         ("x86-64-v3", "Avx2", "F32Ymm", Some(PeakMix::VfmaddpsYmm)),
         ("x86-64-v2", "", "", None),
     ];
-    let zmm_peak = measure_peak(PeakMix::VfmaddpsZmm, 20_000_000, 5);
+    let zmm_peak = measure_peak(PeakMix::VfmaddpsZmm, 1_000_000, 200);
     for (cpu, tname, strategy, mix) in tiers {
         let peak = match mix {
-            Some(mx) => match measure_peak(mx, 20_000_000, 5) {
+            Some(mx) => match measure_peak(mx, 1_000_000, 200) {
                 Some(p) => {
                     println!("tier {cpu}: peak of {} {p:.1} G MAC/s", mx.name());
                     p
@@ -423,7 +423,7 @@ fn fwide(iters: usize) -> Vec<String> {
                 }
             },
             None => {
-                let p = zmm_peak.or_else(|| measure_peak(PeakMix::VfmaddpsYmm, 20_000_000, 5));
+                let p = zmm_peak.or_else(|| measure_peak(PeakMix::VfmaddpsYmm, 1_000_000, 200));
                 println!("tier {cpu}: the 128-bit kernel (percentages of the widest peak)");
                 p.unwrap_or(f64::NAN)
             }
@@ -449,6 +449,22 @@ fn fwide(iters: usize) -> Vec<String> {
             ),
             ("conv 64->64 3x3 8x8 (Winograd)  ", 64, 64, 8, 3, iters * 20),
         ];
+        // The gemm operator: activations [256, 1024] (read in place) x constant weights.
+        let (m, xin) = matmul_case(&mut r, (256, 256, 1024), 32);
+        let jit = JitModel::with_target(&m, &target).expect("compile");
+        let kernel = jit.report().layers[0].kernel.clone();
+        if let Some(g) = measure(
+            &m,
+            std::slice::from_ref(&xin),
+            256 * 256 * 1024,
+            iters,
+            &target,
+        ) {
+            println!(
+                "  matmul 256x256x1024 (A in place)   {g:>7.2} G MAC/s  {:>3.0}% of peak  [{kernel}]",
+                100.0 * g / peak
+            );
+        }
         for (i, (label, c, m_, hw, k, it)) in cases.into_iter().enumerate() {
             let (m, xin, macs) = conv_f32_case(&mut r, c, m_, hw, k);
             let jit = JitModel::with_target(&m, &target).expect("compile");

@@ -190,7 +190,8 @@ proptest! {
     fn pointwise_gemm_fwide(seed: u64, fuse in 0usize..3, with_bias: bool) {
         let mut r = Rng(seed | 1);
         let m = match r.i(0, 2) { 0 => r.i(1, 7), 1 => r.i(8, 40), _ => r.i(41, 130) } as usize;
-        let k = match r.i(0, 2) { 0 => r.i(1, 5), 1 => r.i(6, 70), _ => r.i(100, 300) } as usize;
+        // Past 512, K is split into blocks (the tiles accumulate into C).
+        let k = match r.i(0, 3) { 0 => r.i(1, 5), 1 => r.i(6, 70), 2 => r.i(100, 300), _ => r.i(513, 1100) } as usize;
         let (h, w) = (r.i(1, 9) as usize, r.i(1, 40) as usize);
         let a = conv_attrs([1, 1], &[0; 4], [1, 1], 1);
         let (b, _) = conv_model(&mut r, 1, k, m, [h, w], [1, 1], a, 1, with_bias, fuse);
@@ -228,7 +229,7 @@ proptest! {
         let mut r = Rng(seed | 1);
         let m = match r.i(0, 2) { 0 => r.i(1, 5), 1 => r.i(6, 40), _ => r.i(41, 100) } as usize;
         let n = match r.i(0, 2) { 0 => r.i(1, 9), 1 => r.i(10, 40), _ => r.i(41, 130) } as usize;
-        let k = match r.i(0, 2) { 0 => r.i(1, 5), 1 => r.i(6, 70), _ => r.i(100, 260) } as usize;
+        let k = match r.i(0, 3) { 0 => r.i(1, 5), 1 => r.i(6, 70), 2 => r.i(100, 260), _ => r.i(513, 1100) } as usize;
         let mut b = B::new();
         let sa = if ta { [k, m] } else { [m, k] };
         let sb = if tb { [n, k] } else { [k, n] };

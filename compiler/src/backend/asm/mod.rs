@@ -164,6 +164,7 @@ mod tests {
             col_bias: false,
             lo: Some(0f32.to_bits()),
             hi: Some(6f32.to_bits()),
+            acc_in: false,
         }
     }
 

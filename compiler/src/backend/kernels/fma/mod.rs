@@ -108,6 +108,8 @@ pub(crate) struct FmaTile {
     /// Clamp bounds (f32 bits).
     pub lo: Option<u32>,
     pub hi: Option<u32>,
+    /// Start from the sums in C (a K block after the first) instead of zeros.
+    pub acc_in: bool,
 }
 
 impl FmaTile {
@@ -138,6 +140,9 @@ impl FmaTile {
         }
         if let Some(h) = self.hi {
             s.push_str(&format!("_hi{h:08x}"));
+        }
+        if self.acc_in {
+            s.push_str("_acc");
         }
         s
     }
@@ -335,12 +340,50 @@ impl FmaSpec {
     }
 }
 
+/// GEMMs deeper than this are split into K blocks of [`KC`], so that a column group
+/// of B and a row block of A stay in L1 across the tiles that reuse them.
+pub(crate) const K_SPLIT: usize = 512;
+pub(crate) const KC: usize = 256;
+
+/// One class of K blocks: depth, first k of the first block, count (consecutive
+/// blocks `KC` apart), whether the tile starts from C's sums, whether it applies the
+/// epilogue (the last block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KBlocks {
+    depth: usize,
+    k0: usize,
+    count: usize,
+    acc_in: bool,
+    epi: bool,
+}
+
+fn k_blocks(k: usize) -> Vec<KBlocks> {
+    let one = |depth, k0, count, acc_in, epi| KBlocks {
+        depth,
+        k0,
+        count,
+        acc_in,
+        epi,
+    };
+    if k <= K_SPLIT {
+        return vec![one(k, 0, 1, false, true)];
+    }
+    let nb = k.div_ceil(KC);
+    let mut v = vec![one(KC, 0, 1, false, false)];
+    if nb > 2 {
+        v.push(one(KC, KC, nb - 2, true, false));
+    }
+    v.push(one(k - (nb - 1) * KC, (nb - 1) * KC, 1, true, true));
+    v
+}
+
 /// The tiles of one GEMM, declared in the kernel's function.
 pub(crate) struct FmaGemm {
     spec: FmaSpec,
     rows: usize,
     vecs: usize,
-    fns: BTreeMap<(usize, usize, usize), FuncRef>,
+    /// By (rows, vecs, valid columns, K block class).
+    fns: BTreeMap<(usize, usize, usize, usize), FuncRef>,
 }
 
 /// Row groups (first row, count of tiles, rows per tile).
@@ -389,30 +432,33 @@ impl FmaGemm {
         let (rows, vecs) = spec.shape();
         let l = spec.isa.lanes();
         let mut fns = BTreeMap::new();
-        for &(_, _, r) in &row_groups(spec.m, rows) {
-            for &(_, _, v, valid) in &col_groups(spec.isa, spec.n, vecs) {
-                let (a_step, a_row) = match spec.a {
-                    AKind::Packed => (r * 4, 4),
-                    AKind::Rows => (4, spec.k * 4),
-                    AKind::Cols => (spec.m * 4, 4),
-                };
-                let t = FmaTile {
-                    isa: spec.isa,
-                    rows: r as u8,
-                    vecs: v as u8,
-                    k: spec.k as u32,
-                    a_step: a_step as u32,
-                    a_row: a_row as u32,
-                    panel_bytes: (spec.k * l * 4) as u32,
-                    ldc_bytes: (spec.ldc * 4) as u32,
-                    valid: valid as u32,
-                    bias: spec.bias == Bias::Row,
-                    col_bias: spec.bias == Bias::Col,
-                    lo: spec.lo.map(f32::to_bits),
-                    hi: spec.hi.map(f32::to_bits),
-                };
-                let f = data.asm_func(func, &AsmFn::Fma(t));
-                fns.insert((r, v, valid), f);
+        for (ci, kbk) in k_blocks(spec.k).into_iter().enumerate() {
+            for &(_, _, r) in &row_groups(spec.m, rows) {
+                for &(_, _, v, valid) in &col_groups(spec.isa, spec.n, vecs) {
+                    let (a_step, a_row) = match spec.a {
+                        AKind::Packed => (r * 4, 4),
+                        AKind::Rows => (4, spec.k * 4),
+                        AKind::Cols => (spec.m * 4, 4),
+                    };
+                    let t = FmaTile {
+                        isa: spec.isa,
+                        rows: r as u8,
+                        vecs: v as u8,
+                        k: kbk.depth as u32,
+                        a_step: a_step as u32,
+                        a_row: a_row as u32,
+                        panel_bytes: (spec.k * l * 4) as u32,
+                        ldc_bytes: (spec.ldc * 4) as u32,
+                        valid: valid as u32,
+                        bias: kbk.epi && spec.bias == Bias::Row,
+                        col_bias: kbk.epi && spec.bias == Bias::Col,
+                        lo: spec.lo.filter(|_| kbk.epi).map(f32::to_bits),
+                        hi: spec.hi.filter(|_| kbk.epi).map(f32::to_bits),
+                        acc_in: kbk.acc_in,
+                    };
+                    let f = data.asm_func(func, &AsmFn::Fma(t));
+                    fns.insert((r, v, valid, ci), f);
+                }
             }
         }
         FmaGemm {
@@ -439,35 +485,51 @@ pub(crate) fn emit(
     let rows = row_groups(s.m, g.rows);
     let cols = col_groups(s.isa, s.n, g.vecs);
     let (stride_r, stride_v) = (g.rows, g.vecs);
-    for &(v0, vcount, vecs, valid) in &cols {
-        kb.for_range(0, vcount as i64, 1, |kb, tj| {
-            let vi = kb.b.ins().imul_imm_s(tj, stride_v as i64);
-            let vi = kb.b.ins().iadd_imm_s(vi, v0 as i64);
-            let bp = kb.idx(b, vi, (s.k * l * 4) as i64);
-            let op = kb.idx(out, vi, (l * 4) as i64);
-            for &(r0, rcount, r) in &rows {
-                let f = g.fns[&(r, vecs, valid)];
-                kb.for_range(0, rcount as i64, 1, |kb, ti| {
-                    let ri = kb.b.ins().imul_imm_s(ti, stride_r as i64);
-                    let ri = kb.b.ins().iadd_imm_s(ri, r0 as i64);
-                    let a_rows = match s.a {
-                        AKind::Packed | AKind::Rows => s.k * 4,
-                        AKind::Cols => 4,
-                    };
-                    let ap = kb.idx(a, ri, a_rows as i64);
-                    let cp = kb.idx(op, ri, (s.ldc * 4) as i64);
-                    match (bias, s.bias) {
-                        (Some(bi), Bias::Row) => {
-                            let bp2 = kb.idx(bi, ri, 4);
-                            kb.b.ins().call(f, &[ap, bp, cp, bp2]);
-                        }
-                        (Some(bi), Bias::Col) => {
-                            let bp2 = kb.idx(bi, vi, (l * 4) as i64);
-                            kb.b.ins().call(f, &[ap, bp, cp, bp2]);
-                        }
-                        _ => {
-                            kb.b.ins().call(f, &[ap, bp, cp]);
-                        }
+    for (ci, kbk) in k_blocks(s.k).into_iter().enumerate() {
+        kb.for_range(0, kbk.count as i64, 1, |kb, bi| {
+            // First k of this block.
+            let k0 = kb.b.ins().imul_imm_s(bi, KC as i64);
+            let k0 = kb.b.ins().iadd_imm_s(k0, kbk.k0 as i64);
+            let bk = kb.idx(b, k0, (l * 4) as i64);
+            for &(v0, vcount, vecs, valid) in &cols {
+                kb.for_range(0, vcount as i64, 1, |kb, tj| {
+                    let vi = kb.b.ins().imul_imm_s(tj, stride_v as i64);
+                    let vi = kb.b.ins().iadd_imm_s(vi, v0 as i64);
+                    let bp = kb.idx(bk, vi, (s.k * l * 4) as i64);
+                    let op = kb.idx(out, vi, (l * 4) as i64);
+                    for &(r0, rcount, r) in &rows {
+                        let f = g.fns[&(r, vecs, valid, ci)];
+                        // A at k0: the block's row width (packed), 1 (rows) or M
+                        // (columns) floats per k.
+                        let a_k = match s.a {
+                            AKind::Packed => r * 4,
+                            AKind::Rows => 4,
+                            AKind::Cols => s.m * 4,
+                        };
+                        let ak = kb.idx(a, k0, a_k as i64);
+                        kb.for_range(0, rcount as i64, 1, |kb, ti| {
+                            let ri = kb.b.ins().imul_imm_s(ti, stride_r as i64);
+                            let ri = kb.b.ins().iadd_imm_s(ri, r0 as i64);
+                            let a_rows = match s.a {
+                                AKind::Packed | AKind::Rows => s.k * 4,
+                                AKind::Cols => 4,
+                            };
+                            let ap = kb.idx(ak, ri, a_rows as i64);
+                            let cp = kb.idx(op, ri, (s.ldc * 4) as i64);
+                            match (bias, s.bias) {
+                                (Some(bi), Bias::Row) if kbk.epi => {
+                                    let bp2 = kb.idx(bi, ri, 4);
+                                    kb.b.ins().call(f, &[ap, bp, cp, bp2]);
+                                }
+                                (Some(bi), Bias::Col) if kbk.epi => {
+                                    let bp2 = kb.idx(bi, vi, (l * 4) as i64);
+                                    kb.b.ins().call(f, &[ap, bp, cp, bp2]);
+                                }
+                                _ => {
+                                    kb.b.ins().call(f, &[ap, bp, cp]);
+                                }
+                            }
+                        });
                     }
                 });
             }

@@ -80,8 +80,25 @@ pub(super) fn zmm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
     let acc = |r: usize, v: usize| r * vecs + v;
     let col = |v: usize| rows * vecs + v;
     let pb = t.panel_bytes as i32;
-    for i in 0..rows * vecs {
-        a.vxorps(zmm(i), zmm(i), zmm(i))?;
+    let valid = t.valid as usize;
+    if valid < 16 {
+        a.mov(eax, (1u32 << valid) - 1)?;
+        a.kmovw(k1, eax)?;
+    }
+    for r in 0..rows {
+        for v in 0..vecs {
+            let i = acc(r, v);
+            if !t.acc_in {
+                a.vxorps(zmm(i), zmm(i), zmm(i))?;
+                continue;
+            }
+            let m = zmmword_ptr(rdx + (r as u32 * t.ldc_bytes + v as u32 * 64) as i32);
+            if v == vecs - 1 && valid < 16 {
+                a.vmovups(zmm(i).k1().z(), m)?;
+            } else {
+                a.vmovups(zmm(i), m)?;
+            }
+        }
     }
     k_loop(&mut a, t, |a, u| {
         for v in 0..vecs {
@@ -124,11 +141,6 @@ pub(super) fn zmm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
     if let Some(h) = t.hi {
         splat_zmm(&mut a, hi, h)?;
     }
-    let valid = t.valid as usize;
-    if valid < 16 {
-        a.mov(eax, (1u32 << valid) - 1)?;
-        a.kmovw(k1, eax)?;
-    }
     for r in 0..rows {
         for v in 0..vecs {
             let i = acc(r, v);
@@ -151,6 +163,36 @@ pub(super) fn zmm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
     a.assemble(0)
 }
 
+/// Loads `w` (1..=7) floats at `rdx + off` into ymm `dst` (the other lanes are zeros),
+/// with `tmp`'s xmm for the upper half.
+fn load_partial_ymm(
+    a: &mut CodeAssembler,
+    dst: usize,
+    tmp: usize,
+    off: i32,
+    w: usize,
+) -> Result<(), IcedError> {
+    // Up to three floats at `p` into xmm `x` (upper lanes zeroed).
+    let small = |a: &mut CodeAssembler, x: usize, p: i32, n: usize| -> Result<(), IcedError> {
+        match n {
+            0 => a.vxorps(xmm(x), xmm(x), xmm(x)),
+            1 => a.vmovss(xmm(x), dword_ptr(rdx + p)),
+            2 => a.vmovsd(xmm(x), qword_ptr(rdx + p)),
+            _ => {
+                a.vmovsd(xmm(x), qword_ptr(rdx + p))?;
+                a.vinsertps(xmm(x), xmm(x), dword_ptr(rdx + p + 8), 0x20)
+            }
+        }
+    };
+    if w >= 4 {
+        a.vmovups(xmm(dst), xmmword_ptr(rdx + off))?;
+        small(a, tmp, off + 16, w - 4)?;
+        a.vinsertf128(ymm(dst), ymm(dst), xmm(tmp), 1)
+    } else {
+        small(a, dst, off, w)
+    }
+}
+
 pub(super) fn ymm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
     let (rows, vecs) = (t.rows as usize, t.vecs as usize);
     let mut a = crate::backend::asm::assembler(false)?;
@@ -158,8 +200,20 @@ pub(super) fn ymm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
     let col = |v: usize| rows * vecs + v;
     let bc = rows * vecs + vecs;
     let pb = t.panel_bytes as i32;
-    for i in 0..rows * vecs {
-        a.vxorps(ymm(i), ymm(i), ymm(i))?;
+    for r in 0..rows {
+        for v in 0..vecs {
+            let i = acc(r, v);
+            if !t.acc_in {
+                a.vxorps(ymm(i), ymm(i), ymm(i))?;
+                continue;
+            }
+            let off = (r as u32 * t.ldc_bytes + v as u32 * 32) as i32;
+            if v < vecs - 1 || t.valid == 8 {
+                a.vmovups(ymm(i), ymmword_ptr(rdx + off))?;
+            } else {
+                load_partial_ymm(&mut a, i, bc, off, t.valid as usize)?;
+            }
+        }
     }
     k_loop(&mut a, t, |a, u| {
         for v in 0..vecs {
