@@ -9,6 +9,7 @@ use super::binary::{REFINE_SAMPLES, refine_binary_with};
 use super::budget::{AttentionOptions, Budget, BudgetTerm, Problem, solve_attention, solve_exact};
 use super::calibrate::CalibStats;
 use super::calibrate::{CalibMethod, CalibOptions, calibrate, data_free, measure_errors};
+use super::choice::extract_plan;
 use super::insert::Selection;
 use super::insert::{QuantReport, float_kernels, quantize_model};
 use super::profile::Profile;
@@ -21,6 +22,7 @@ use super::sensitivity::{
 use super::tap::RunOptions;
 use crate::backend::costs::CostTarget;
 use crate::passes::Pipeline;
+use crate::rewrite::Limits;
 use std::collections::BTreeMap;
 
 /// How many times a latency budget is chosen and measured before giving up.
@@ -234,11 +236,20 @@ impl QuantFlags {
         };
         timer.lap("calibration");
         let Some(budget) = &self.budget else {
-            let (q, qdq, report) = self.build(m, &stats, &opts, &run, &mut timer)?;
+            let (q, qdq, report) = self.build(m, &stats, &opts, None, &run, &mut timer)?;
             return self.finish(m, q, qdq, report, &run, &mut timer);
         };
         let sens = self.sensitivity(m, &stats, budget)?;
         timer.lap("sensitivity");
+        // Every measured candidate of every layer: the alternatives of the e-graph.
+        let candidates: BTreeMap<String, Vec<(u8, u8)>> = sens
+            .layers
+            .iter()
+            .map(|l| {
+                let c = l.candidates.iter().map(|c| (c.wbits, c.abits)).collect();
+                (l.layer.clone(), c)
+            })
+            .collect();
         // A latency budget is checked on the compiled plan: the model covers conv/gemm
         // time only, so when the plan runs slower than asked on this machine (JIT, the
         // code `--cpu native` objects hold), the modelled limit shrinks by the ratio and
@@ -254,7 +265,8 @@ impl QuantFlags {
             let same = tries > 0 && bits == opts.layer_bits;
             opts.layer_bits = bits;
             timer.lap("choice");
-            let (q, qdq, mut report) = self.build(m, &stats, &opts, &run, &mut timer)?;
+            let (q, qdq, mut report) =
+                self.build(m, &stats, &opts, Some(&candidates), &run, &mut timer)?;
             let Some(limit) = asked_ms else {
                 report.selection = Some(sel);
                 return self.finish(m, q, qdq, report, &run, &mut timer);
@@ -282,12 +294,16 @@ impl QuantFlags {
 
     /// Quantizes `m` by `opts` (1- and 2-bit layers fitted on the calibration data) and
     /// fuses it into integer kernels: the integer module, its QDQ form (with calibration
-    /// data) and the report.
+    /// data) and the report. With the `candidates` of a `--budget` plan, the fusion is
+    /// the choice in the e-graph (`choice::extract_plan`: every other candidate is an
+    /// alternative there, extraction forbids them), falling back to the plain `rewrite`
+    /// pipeline with a note when that e-graph does not saturate.
     fn build(
         &self,
         m: &Module,
         stats: &CalibStats,
         opts: &QuantOptions,
+        candidates: Option<&BTreeMap<String, Vec<(u8, u8)>>>,
         run: &RunOptions,
         timer: &mut PhaseTimer,
     ) -> Result<(Module, Option<Module>, QuantReport), String> {
@@ -311,7 +327,25 @@ impl QuantFlags {
         // Per-layer errors are measured on the QDQ form, whose values keep their ids;
         // the output error on the fused form.
         let qdq = self.calib.as_ref().map(|_| q.clone());
-        Pipeline::from_names("quantize", &["rewrite", "dce"])
+        let chosen = match candidates {
+            Some(c) => match extract_plan(m, &q, &report, stats, opts, c, Limits::default()) {
+                Ok((out, _)) => Some(out),
+                Err(e) => {
+                    report.notes.push(format!(
+                        "the bit-width choice in the e-graph gave up ({e}); the plan was fused by the plain rewrite pipeline instead"
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        let passes: &[&str] = if let Some(out) = chosen {
+            q = out;
+            &["dce"]
+        } else {
+            &["rewrite", "dce"]
+        };
+        Pipeline::from_names("quantize", passes)
             .map_err(|e| e.to_string())?
             .run(&mut q, &mut |_| {})
             .map_err(|e| e.to_string())?;

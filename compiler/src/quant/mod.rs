@@ -15,6 +15,7 @@
 mod binary;
 pub mod budget;
 mod calibrate;
+pub mod choice;
 mod flags;
 pub mod html;
 mod insert;
