@@ -340,12 +340,12 @@ fn per_layer_plan_sets_each_layers_bits() {
     };
     let e = bad(vec![("/nope/Conv", (4, 4))]);
     assert!(e.contains("/nope/Conv") && e.contains(&names[1]), "{e}");
-    let e = bad(vec![(names[1].as_str(), (1, 4))]);
-    assert!(e.contains(&names[1]) && e.contains("both take 1"), "{e}");
+    let e = bad(vec![(names[1].as_str(), (9, 4))]);
+    assert!(e.contains(&names[1]) && e.contains("take 1..8 bits"), "{e}");
 }
 
 /// The exact choice on a real model's measured sensitivity equals brute force over every
-/// combination of the digits CNN's candidates (17 x 17 x 17 plans), for several budgets;
+/// combination of the digits CNN's candidates (21 x 21 x 21 plans), for several budgets;
 /// and an 8-bit candidate is far less sensitive than a 2-bit one.
 #[test]
 fn exact_choice_matches_brute_force_on_the_digits_cnn() {

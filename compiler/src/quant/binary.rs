@@ -286,10 +286,37 @@ pub fn binary_act(m: &Module, v: ValueId, st: &TensorStats) -> Result<BinaryAct,
     lloyd(&points).ok_or_else(|| "no samples to binarize from".to_string())
 }
 
+/// The scales of the quantized codes `v` was dequantized from, looking through moves
+/// that keep values (a gemm's transposed weights, a flattened input, max pooling).
+fn dequantized_scales(qdq: &Module, mut v: ValueId) -> Option<Vec<f32>> {
+    while let ValueDef::Node(d) = &qdq.value(v).def {
+        let d = qdq.node(*d);
+        match d.op {
+            Op::Dequantize => {
+                return qdq
+                    .ty(d.operands[0])
+                    .elem
+                    .quant()
+                    .map(|q| q.params.scales().to_vec());
+            }
+            Op::Transpose
+            | Op::Reshape
+            | Op::Flatten
+            | Op::Squeeze
+            | Op::Unsqueeze
+            | Op::MaxPool => v = d.operands[0],
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// The largest gain each output channel of binarized kernel `n` (result `out`, `ch`
 /// channels) may take so that its requantize still fuses: the accumulator step `alpha *
 /// beta * g` at most 4/3 of the 8-bit output scale (the bound `quantize_model` keeps
-/// with its 3/4 rule); 1 where the output is not quantized.
+/// with its 3/4 rule). Where the output is not quantized (a model output: the kernel
+/// dequantizes its sums, any scale fuses) the gain is bounded only by [`GAIN_CAP`]; where
+/// the scales cannot be read, by 1.
 fn gain_limits(qdq: &Module, n: &qcc_ir::Node, out: ValueId, ch: usize) -> Vec<f64> {
     let ones = vec![1.0; ch];
     let users = qdq.users();
@@ -314,22 +341,11 @@ fn gain_limits(qdq: &Module, n: &qcc_ir::Node, out: ValueId, ch: usize) -> Vec<f
             _ => break,
         }
     }
-    let beta = match &qdq.value(n.operands[0]).def {
-        ValueDef::Node(d) => qdq
-            .ty(qdq.node(*d).operands[0])
-            .elem
-            .quant()
-            .map(|q| q.params.scales()[0] as f64),
-        _ => None,
-    };
-    let alpha = match &qdq.value(n.operands[1]).def {
-        ValueDef::Node(d) => qdq
-            .ty(qdq.node(*d).operands[0])
-            .elem
-            .quant()
-            .map(|q| q.params.scales().to_vec()),
-        _ => None,
-    };
+    let beta = dequantized_scales(qdq, n.operands[0]).map(|s| s[0] as f64);
+    let alpha = dequantized_scales(qdq, n.operands[1]);
+    if sy.is_none() {
+        return vec![GAIN_CAP; ch];
+    }
     match (sy, beta, alpha) {
         (Some(sy), Some(beta), Some(alpha)) if alpha.len() == ch && beta > 0.0 => alpha
             .iter()
@@ -339,8 +355,12 @@ fn gain_limits(qdq: &Module, n: &qcc_ir::Node, out: ValueId, ch: usize) -> Vec<f
     }
 }
 
+/// The largest gain a fit may put into a layer whose output is not requantized: a
+/// sanity bound (least squares on a channel that barely varies can ask for anything).
+const GAIN_CAP: f64 = 64.0;
+
 /// Samples [`refine_binary`] fits on (at most).
-pub const REFINE_SAMPLES: usize = 64;
+pub const REFINE_SAMPLES: usize = 200;
 
 /// Per output channel: n, sum y, sum f, sum y^2, sum y*f.
 type Sums = Vec<[f64; 5]>;

@@ -215,9 +215,18 @@ impl Plan {
     }
 }
 
+/// The weight bits the kernels see for a layer at (`w`, `a`): 1-bit weights under
+/// multi-bit activations are codes +-1 of a 2-bit signed type (`binarize_weights`), so
+/// they run, and are stored, as 2-bit weights; only binarized layers (`(1, 1)`) have
+/// 1-bit kernels.
+pub fn kernel_wbits(w: u8, a: u8) -> u8 {
+    if w == 1 && a > 1 { 2 } else { w }
+}
+
 /// Modelled time (ns) of `macs` multiply-accumulates at (`w`, `a`) bits on `target`: the
 /// fastest integer strategy's measured rate.
 pub fn layer_ns(w: u8, a: u8, macs: u64, target: CostTarget) -> f64 {
+    let w = kernel_wbits(w, a);
     Strategy::ALL
         .iter()
         .filter(|&&s| s != Strategy::F32Gemm)
@@ -270,7 +279,7 @@ impl Problem {
                 ly.weight_count as f64 * ch.wbits as f64 / self.total_weights()
             }
             BudgetTerm::Size(_) => {
-                (ly.weight_count * ch.wbits as u64).div_ceil(8) as f64
+                (ly.weight_count * kernel_wbits(ch.wbits, ch.abits) as u64).div_ceil(8) as f64
                     + 4.0 * ly.out_channels as f64
             }
             BudgetTerm::LatencyMs(_) => layer_ns(ch.wbits, ch.abits, ly.macs, self.target) / 1e6,

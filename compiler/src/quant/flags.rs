@@ -54,7 +54,8 @@ pub struct QuantFlags {
     /// mean |w| scales, sign of the centred input; edges stay at 8 bits).
     #[arg(long, value_name = "N")]
     pub bits: Option<u8>,
-    /// Weight bits (2..8, or 1 together with --abits 1), overriding --bits for weights.
+    /// Weight bits (1..8; 1 is sign(w) times a per-channel scale, and with --abits 1 the
+    /// layers binarize), overriding --bits for weights.
     #[arg(long, value_name = "N")]
     pub wbits: Option<u8>,
     /// Activation bits (1..8; 1 with --wbits 1 binarizes), overriding --bits for

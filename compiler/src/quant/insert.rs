@@ -689,7 +689,9 @@ pub fn quantize_model(
                 layer_name(m, node)
             ));
         };
-        let (qt, codes) = if binary[k] {
+        // Binary weights (`sign(w)` times a per-channel mean of |w|) serve both binarized
+        // layers and 1-bit weights under multi-bit activations (`(1, a)` in a plan).
+        let (qt, codes) = if binary[k] || wbits == 1 {
             binarize_weights(wd, &m.ty(w).shape, ker.axis)
         } else {
             quantize_weights(wd, &m.ty(w).shape, ker.axis, wbits, opts.pow2)

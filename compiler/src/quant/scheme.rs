@@ -73,8 +73,8 @@ impl QuantOptions {
         self.wbits == 1 && self.abits == 1
     }
 
-    /// Checks the bit-widths: 2..8 for weights and 1..8 for activations, or 1 for both
-    /// (the binarized path); every error names the flag and what works.
+    /// Checks the bit-widths: 1..8 for weights and activations (1 for both is the
+    /// binarized path); every error names the flag and what works.
     pub fn check(&self) -> Result<(), String> {
         for (layer, &(w, a)) in &self.layer_bits {
             check_pair(w, a).map_err(|e| format!("plan for layer {layer}: {e}"))?;
@@ -82,15 +82,9 @@ impl QuantOptions {
         if self.binary() {
             return Ok(());
         }
-        if self.wbits == 1 {
+        if !(1..=8).contains(&self.wbits) {
             return Err(format!(
-                "--wbits 1 with --abits {}: 1-bit weights are offered only with 1-bit activations (--bits 1, or --wbits 1 --abits 1: XNOR-popcount layers); otherwise weights take 2..8 bits",
-                self.abits
-            ));
-        }
-        if !(2..=8).contains(&self.wbits) {
-            return Err(format!(
-                "--wbits {}: weights take 1..8 bits (1 only together with --abits 1)",
+                "--wbits {}: weights take 1..8 bits (1: sign(w) times a per-channel scale; with --abits 1 the layers binarize)",
                 self.wbits
             ));
         }
@@ -104,13 +98,13 @@ impl QuantOptions {
     }
 }
 
-/// Checks one layer's (weight, activation) bits: 2..8 and 1..8, or (1, 1).
+/// Checks one layer's (weight, activation) bits: 1..8 each (1-bit weights are binary,
+/// `sign(w)` times a per-channel scale; (1, 1) binarizes the layer).
 pub fn check_pair(w: u8, a: u8) -> Result<(), String> {
     match (w, a) {
-        (1, 1) => Ok(()),
-        (2..=8, 1..=8) => Ok(()),
+        (1..=8, 1..=8) => Ok(()),
         _ => Err(format!(
-            "{w}-bit weights with {a}-bit activations: weights take 2..8 bits and activations 1..8, or both take 1 (binarized)"
+            "{w}-bit weights with {a}-bit activations: weights and activations take 1..8 bits"
         )),
     }
 }

@@ -43,7 +43,8 @@ use super::segments::{Chain, Compacted, State, shell};
 use super::tap::{RunOptions, Tapped, progress_bar};
 use crate::backend::JitModel;
 
-/// Weight bits the sensitivity covers (1 only with 1-bit activations: binarized).
+/// Weight bits the sensitivity covers (1-bit weights with every activation width, and
+/// with 1-bit activations where the layer binarizes).
 pub const WEIGHT_BITS: [u8; 5] = [1, 2, 3, 4, 8];
 /// Activation bits the sensitivity covers (besides binarized).
 pub const ACT_BITS: [u8; 4] = [2, 3, 4, 8];
@@ -185,11 +186,11 @@ pub struct SensOptions {
 }
 
 /// The candidates measured for a layer: every (w, a) of [`WEIGHT_BITS`] x [`ACT_BITS`]
-/// with w > 1, and (1, 1) where the layer can be binarized.
+/// (1-bit weights are `sign(w)` times a per-channel scale, under multi-bit activations),
+/// and (1, 1) where the layer can be binarized.
 pub fn candidate_bits(binarizable: bool) -> Vec<(u8, u8)> {
     let mut v: Vec<(u8, u8)> = WEIGHT_BITS
         .iter()
-        .filter(|&&w| w > 1)
         .flat_map(|&w| ACT_BITS.iter().map(move |&a| (w, a)))
         .collect();
     if binarizable {
