@@ -11,7 +11,15 @@ fn shape(r: &mut Rng, rank: usize, max: i64) -> Vec<usize> {
     (0..rank).map(|_| r.i(1, max) as usize).collect()
 }
 
-const UNARY: [Op; 9] = [
+const UNARY: [Op; 17] = [
+    Op::Abs,
+    Op::Neg,
+    Op::Floor,
+    Op::Ceil,
+    Op::Round,
+    Op::Log,
+    Op::Tanh,
+    Op::Erf,
     Op::Relu,
     Op::Clip,
     Op::LeakyRelu,
@@ -64,6 +72,106 @@ fn check_winograd(b: &B, babs: &B) -> Result<(), String> {
     Ok(())
 }
 
+/// `op` over `xs` on the JIT (one f32 input of that length).
+fn jit_unary(op: Op, xs: &[f32]) -> Vec<f32> {
+    let mut b = B::new();
+    let x = b.input_f32(&[xs.len()], xs.to_vec());
+    let y = b.f(op, &[x], attrs(&[]));
+    b.output(y);
+    let jit = qcc::backend::JitModel::new(&b.m).unwrap();
+    let out = jit.run(&b.inputs).unwrap();
+    out[0].as_f32().unwrap().to_vec()
+}
+
+/// Values that trip rounding and special cases: signed zeros, ties, the 2^23 boundary,
+/// infinities, NaN, subnormals, and a sweep.
+fn hard_values() -> Vec<f32> {
+    let mut v = vec![
+        0.0,
+        -0.0,
+        0.5,
+        -0.5,
+        1.5,
+        -1.5,
+        2.5,
+        -2.5,
+        0.49999997,
+        -0.49999997,
+        0.3,
+        -0.3,
+        0.7,
+        -0.7,
+        1.0,
+        -1.0,
+        8388607.5,
+        -8388607.5,
+        8388608.0,
+        -8388609.0,
+        1e10,
+        -1e10,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        1e-40,
+        -1e-40,
+        f32::MIN_POSITIVE,
+        f32::MAX,
+        f32::MIN,
+    ];
+    v.extend((0..2000).map(|i| (i as f32 - 1000.0) * 0.0137));
+    v
+}
+
+/// Floor, ceil and round on the JIT equal Rust's bit for bit (sign of zero included).
+#[test]
+fn rounding_is_exact() {
+    let xs = hard_values();
+    for (op, f) in [
+        (Op::Floor, f32::floor as fn(f32) -> f32),
+        (Op::Ceil, f32::ceil),
+        (Op::Round, f32::round_ties_even),
+    ] {
+        let got = jit_unary(op, &xs);
+        for (x, g) in xs.iter().zip(got) {
+            let want = f(*x);
+            assert!(
+                want.to_bits() == g.to_bits() || (want.is_nan() && g.is_nan()),
+                "{op}({x}) = {g}, expected {want}"
+            );
+        }
+    }
+}
+
+/// ln, tanh and erf on the JIT against the interpreter (Rust's `ln` and `tanh`, the f64
+/// erf of `interp::float`): relative error within the bounds of `backend/math.rs`, and
+/// the same special values.
+#[test]
+fn transcendental_error_bounds() {
+    let mut xs = hard_values();
+    xs.extend((1..3000).map(|i| (i as f32 * 0.37).exp2() * 1e-30));
+    xs.extend((1..2000).map(|i| 1.0 + i as f32 * 1e-4));
+    for (op, bound) in [(Op::Log, 1e-6f64), (Op::Tanh, 1e-6), (Op::Erf, 4e-7)] {
+        let got = jit_unary(op, &xs);
+        let mut b = B::new();
+        let x = b.input_f32(&[xs.len()], xs.clone());
+        let y = b.f(op, &[x], attrs(&[]));
+        b.output(y);
+        let want = qcc_ir::interp::run(&b.m, &b.inputs).unwrap();
+        let want = want[0].as_f32().unwrap();
+        for ((x, g), w) in xs.iter().zip(got).zip(want) {
+            let (g, w) = (g as f64, *w as f64);
+            let ok = (g.is_nan() && w.is_nan())
+                || g == w
+                || (g - w).abs() <= bound * w.abs().max(if op == Op::Erf { 1e-30 } else { 0.0 });
+            assert!(
+                ok,
+                "{op}({x}): jit {g}, interpreter {w}, relative error {:e}",
+                ((g - w) / w).abs()
+            );
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(cfg())]
 
@@ -73,9 +181,9 @@ proptest! {
         let op = UNARY[which];
         let s = shape(&mut r, rank, 9);
         let n = s.iter().product();
-        let (lo, hi) = if op == Op::Sqrt { (0.0, 50.0) } else { (-20.0, 20.0) };
+        let (lo, hi) = if matches!(op, Op::Sqrt | Op::Log) { (0.0, 50.0) } else { (-20.0, 20.0) };
         let mut data = r.fs(n, lo, hi);
-        if n > 2 && op != Op::Sqrt { data[0] = 0.0; data[1] = -0.0; }
+        if n > 2 && !matches!(op, Op::Sqrt | Op::Log) { data[0] = 0.0; data[1] = -0.0; }
         let mut b = B::new();
         let x = b.input_f32(&s, data);
         let a = match op {
@@ -90,9 +198,9 @@ proptest! {
     }
 
     #[test]
-    fn binary_broadcast(seed: u64, which in 0usize..4, rank in 0usize..5, ca: bool, cb: bool) {
+    fn binary_broadcast(seed: u64, which in 0usize..6, rank in 0usize..5, ca: bool, cb: bool) {
         let mut r = Rng(seed | 1);
-        let op = [Op::Add, Op::Sub, Op::Mul, Op::Div][which];
+        let op = [Op::Add, Op::Sub, Op::Mul, Op::Div, Op::Max, Op::Min][which];
         let out = shape(&mut r, rank, 7);
         let pick = |r: &mut Rng| -> Vec<usize> {
             let drop = r.i(0, out.len() as i64) as usize;

@@ -377,6 +377,28 @@ op_table! {
     /// ONNX Sign: -1 below zero, 0 at zero, +1 above, NaN stays NaN. (For +-1
     /// binarization, see `binarize`.)
     Sign = "sign", "sign of each element (-1, 0, +1)", operands: UNARY_X, attrs: [], traits: [Elementwise];
+    /// `|x|`: the sign bit cleared (NaN stays NaN).
+    Abs = "abs", "absolute value", operands: UNARY_X, attrs: [], traits: [Elementwise];
+    /// `-x`: the sign bit flipped.
+    Neg = "neg", "negation", operands: UNARY_X, attrs: [], traits: [Elementwise];
+    /// The largest integer not above `x`; integers (and +-0, +-inf) and NaN are unchanged,
+    /// and the sign of zero is kept (`floor(-0.0) = -0.0`).
+    Floor = "floor", "round toward minus infinity", operands: UNARY_X, attrs: [], traits: [Elementwise];
+    /// The smallest integer not below `x`; `ceil(-0.5) = -0.0`; otherwise as `floor`.
+    Ceil = "ceil", "round toward plus infinity", operands: UNARY_X, attrs: [], traits: [Elementwise];
+    /// The nearest integer, ties to even (`round(2.5) = 2`, `round(-0.5) = -0.0`);
+    /// otherwise as `floor`.
+    Round = "round", "round to nearest, ties to even", operands: UNARY_X, attrs: [], traits: [Elementwise];
+    /// Natural logarithm: `-inf` at +-0, NaN below zero, `+inf` at `+inf`.
+    Log = "log", "natural logarithm", operands: UNARY_X, attrs: [], traits: [Elementwise];
+    /// Hyperbolic tangent.
+    Tanh = "tanh", "hyperbolic tangent", operands: UNARY_X, attrs: [], traits: [Elementwise];
+    /// The error function `2/sqrt(pi) * integral_0^x e^(-t^2) dt`.
+    Erf = "erf", "error function", operands: UNARY_X, attrs: [], traits: [Elementwise];
+    /// `max(a, b)`, broadcasting: NaN when either is NaN, and `max(-0.0, +0.0) = +0.0`.
+    Max = "max", "elementwise maximum", operands: BINARY, attrs: [], traits: [Elementwise, Broadcast];
+    /// `min(a, b)`, broadcasting: NaN when either is NaN, and `min(-0.0, +0.0) = -0.0`.
+    Min = "min", "elementwise minimum", operands: BINARY, attrs: [], traits: [Elementwise, Broadcast];
     /// Inference batch normalisation over axis 1:
     /// `(x - mean[c]) / sqrt(var[c] + epsilon) * scale[c] + bias[c]`.
     BatchNorm = "batch_norm", "batch normalisation with fixed statistics",

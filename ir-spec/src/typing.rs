@@ -55,7 +55,7 @@ pub fn infer(
         }
         Op::Gemm => gemm(&cx, attrs),
         Op::Add | Op::Sub | Op::Mul => int_or_f32_binary(&cx),
-        Op::Div | Op::Pow => {
+        Op::Div | Op::Pow | Op::Max | Op::Min => {
             let a = cx.f32(0)?;
             let b = cx.f32(1)?;
             let shape = broadcast(&a.shape, &b.shape)
@@ -68,6 +68,14 @@ pub fn infer(
         | Op::Sigmoid
         | Op::HardSwish
         | Op::Sign
+        | Op::Abs
+        | Op::Neg
+        | Op::Floor
+        | Op::Ceil
+        | Op::Round
+        | Op::Log
+        | Op::Tanh
+        | Op::Erf
         | Op::LeakyRelu
         | Op::HardSigmoid => Ok(TensorType::f32(cx.f32(0)?.shape.clone())),
         Op::Clip => {

@@ -166,3 +166,306 @@ mod tests {
         assert!(exp_model(f32::NAN).is_nan());
     }
 }
+
+/// `x | (sign bit of s)`: the sign of `s` put on a non-negative `x` (F32 or F32X4).
+fn or_sign(k: &mut Kb<'_, '_>, ty: Type, x: Value, s: Value, sign: Value) -> Value {
+    let ity = if ty == F32 { I32 } else { I32X4 };
+    let xi = k.b.ins().bitcast(ity, MemFlagsData::new(), x);
+    let si = k.b.ins().bitcast(ity, MemFlagsData::new(), s);
+    let sb = k.b.ins().band(si, sign);
+    let r = k.b.ins().bor(xi, sb);
+    k.b.ins().bitcast(ty, MemFlagsData::new(), r)
+}
+
+/// How [`RoundConsts::round`] rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RoundMode {
+    Floor,
+    Ceil,
+    /// Ties to even.
+    Nearest,
+}
+
+/// Constants of floor, ceil and round. Like exp, these avoid SSE4.1's `roundps` (and a
+/// libcall): `|x| + 2^23 - 2^23` rounds `|x| < 2^23` to the nearest integer, ties to
+/// even, in the default rounding mode; floor and ceil step that by one where it went the
+/// wrong way; the sign of `x` is put back with a bit operation (so `-0.3` floors to -1
+/// and ceils to -0.0). `|x| >= 2^23` (already integral), infinities and NaN pass through.
+/// Exact: every step is exact or the one rounding of the addition.
+pub(crate) struct RoundConsts {
+    ty: Type,
+    two23: Value,
+    one: Value,
+    sign: Value,
+}
+
+impl RoundConsts {
+    /// `ty` is F32 or F32X4.
+    pub fn new(k: &mut Kb<'_, '_>, ty: Type) -> RoundConsts {
+        let ity = if ty == F32 { I32 } else { I32X4 };
+        RoundConsts {
+            ty,
+            two23: k.fconst(ty, 8_388_608.0),
+            one: k.fconst(ty, 1.0),
+            sign: k.iconst_t(ity, i32::MIN as i64),
+        }
+    }
+
+    pub fn round(&self, k: &mut Kb<'_, '_>, mode: RoundMode, x: Value) -> Value {
+        let ty = self.ty;
+        let a = k.b.ins().fabs(x);
+        let t = k.b.ins().fadd(a, self.two23);
+        let r = k.b.ins().fsub(t, self.two23);
+        let r = or_sign(k, ty, r, x, self.sign);
+        let r = match mode {
+            RoundMode::Nearest => r,
+            RoundMode::Floor => {
+                let d = k.b.ins().fsub(r, self.one);
+                k.fselect(ty, FloatCC::GreaterThan, r, x, d, r)
+            }
+            RoundMode::Ceil => {
+                let u = k.b.ins().fadd(r, self.one);
+                let u = k.fselect(ty, FloatCC::LessThan, r, x, u, r);
+                or_sign(k, ty, u, x, self.sign)
+            }
+        };
+        k.fselect(ty, FloatCC::LessThan, a, self.two23, r, x)
+    }
+}
+
+const SQRTHF: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// Cephes `logf`'s polynomial for `log(1 + z) - z + z^2/2` over `z^3`, on
+/// `sqrt(1/2) - 1 <= z < sqrt(2) - 1`.
+const LOG_P: [f32; 9] = [
+    7.037_683_6e-2,
+    -1.151_461e-1,
+    1.167_699_9e-1,
+    -1.242_014_1e-1,
+    1.424_932_3e-1,
+    -1.666_805_8e-1,
+    2.000_071_4e-1,
+    -2.499_999_4e-1,
+    3.333_333e-1,
+];
+
+/// Constants of `ln` (Cephes' `logf`): `x = m 2^e` with `m` in `[sqrt(1/2), sqrt(2))`
+/// read from the bits (subnormal `x` scaled by `2^25` first), `ln x = e ln2 + ln m`
+/// with `ln m` a degree-9 polynomial in `m - 1` and `ln 2` in two parts. Relative error
+/// within a few ulp (the `log_error_bound` test measures it); `-inf` at +-0, NaN below
+/// zero and for NaN, `+inf` at `+inf`.
+pub(crate) struct LogConsts {
+    ty: Type,
+    min_normal: Value,
+    two25: Value,
+    m25: Value,
+    zero: Value,
+    one: Value,
+    half: Value,
+    sqrthf: Value,
+    ln2_hi: Value,
+    ln2_lo: Value,
+    p: [Value; 9],
+    inf: Value,
+    ninf: Value,
+    nan: Value,
+    mant: Value,
+    half_bits: Value,
+}
+
+impl LogConsts {
+    pub fn new(k: &mut Kb<'_, '_>, ty: Type) -> LogConsts {
+        let ity = if ty == F32 { I32 } else { I32X4 };
+        LogConsts {
+            ty,
+            min_normal: k.fconst(ty, f32::MIN_POSITIVE),
+            two25: k.fconst(ty, 33_554_432.0),
+            m25: k.fconst(ty, -25.0),
+            zero: k.fconst(ty, 0.0),
+            one: k.fconst(ty, 1.0),
+            half: k.fconst(ty, 0.5),
+            sqrthf: k.fconst(ty, SQRTHF),
+            ln2_hi: k.fconst(ty, LN2_HI),
+            ln2_lo: k.fconst(ty, LN2_LO),
+            p: LOG_P.map(|c| k.fconst(ty, c)),
+            inf: k.fconst(ty, f32::INFINITY),
+            ninf: k.fconst(ty, f32::NEG_INFINITY),
+            nan: k.fconst(ty, f32::NAN),
+            mant: k.iconst_t(ity, 0x007F_FFFF),
+            half_bits: k.iconst_t(ity, 0x3F00_0000),
+        }
+    }
+
+    pub fn ln(&self, k: &mut Kb<'_, '_>, x: Value) -> Value {
+        let ty = self.ty;
+        let ity = if ty == F32 { I32 } else { I32X4 };
+        let small = |k: &mut Kb<'_, '_>, a: Value, b: Value| {
+            k.fselect(ty, FloatCC::LessThan, x, self.min_normal, a, b)
+        };
+        let xs = k.b.ins().fmul(x, self.two25);
+        let xs = small(k, xs, x);
+        let eadj = small(k, self.m25, self.zero);
+        let bits = k.b.ins().bitcast(ity, MemFlagsData::new(), xs);
+        let sh = k.b.ins().iconst(I32, 23);
+        let e = k.b.ins().ushr(bits, sh);
+        let e = k.iadd_k(e, -126);
+        let mb = k.b.ins().band(bits, self.mant);
+        let mb = k.b.ins().bor(mb, self.half_bits);
+        let m = k.b.ins().bitcast(ty, MemFlagsData::new(), mb);
+        let ef = k.b.ins().fcvt_from_sint(ty, e);
+        let ef = k.b.ins().fadd(ef, eadj);
+        // m in [0.5, 1): below sqrt(1/2), use 2m and e - 1.
+        let ef1 = k.b.ins().fsub(ef, self.one);
+        let ef = k.fselect(ty, FloatCC::LessThan, m, self.sqrthf, ef1, ef);
+        let m2 = k.b.ins().fadd(m, m);
+        let mm = k.fselect(ty, FloatCC::LessThan, m, self.sqrthf, m2, m);
+        let z = k.b.ins().fsub(mm, self.one);
+        let zz = k.b.ins().fmul(z, z);
+        let mut p = self.p[0];
+        for &c in &self.p[1..] {
+            p = k.madd(p, z, c);
+        }
+        let y = k.b.ins().fmul(p, z);
+        let y = k.b.ins().fmul(y, zz);
+        let y = k.madd(ef, self.ln2_lo, y);
+        let hz = k.b.ins().fmul(self.half, zz);
+        let y = k.b.ins().fsub(y, hz);
+        let r = k.b.ins().fadd(z, y);
+        let r = k.madd(ef, self.ln2_hi, r);
+        // Special values (NaN fails every ordered comparison and is handled last).
+        let r = k.fselect(ty, FloatCC::Equal, x, self.zero, self.ninf, r);
+        let r = k.fselect(ty, FloatCC::LessThan, x, self.zero, self.nan, r);
+        let r = k.fselect(ty, FloatCC::Equal, x, self.inf, self.inf, r);
+        k.fselect(ty, FloatCC::Unordered, x, x, x, r)
+    }
+}
+
+/// Cephes `tanhf`'s odd polynomial below |x| = 0.625.
+const TANH_P: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_909e-2,
+    -5.373_971_6e-2,
+    1.333_144_2e-1,
+    -3.333_328e-1,
+];
+
+/// Constants of tanh (Cephes' `tanhf`): `x + x^3 P(x^2)` below |x| = 0.625, else
+/// `1 - 2 / (e^(2|x|) + 1)` with [`ExpConsts::exp`], the sign put back; NaN stays NaN.
+pub(crate) struct TanhConsts {
+    ty: Type,
+    exp: ExpConsts,
+    split: Value,
+    one: Value,
+    two: Value,
+    p: [Value; 5],
+    sign: Value,
+}
+
+impl TanhConsts {
+    pub fn new(k: &mut Kb<'_, '_>, ty: Type) -> TanhConsts {
+        let ity = if ty == F32 { I32 } else { I32X4 };
+        TanhConsts {
+            ty,
+            exp: ExpConsts::new(k, ty),
+            split: k.fconst(ty, 0.625),
+            one: k.fconst(ty, 1.0),
+            two: k.fconst(ty, 2.0),
+            p: TANH_P.map(|c| k.fconst(ty, c)),
+            sign: k.iconst_t(ity, i32::MIN as i64),
+        }
+    }
+
+    pub fn tanh(&self, k: &mut Kb<'_, '_>, x: Value) -> Value {
+        let ty = self.ty;
+        let a = k.b.ins().fabs(x);
+        let a2 = k.b.ins().fadd(a, a);
+        let e = self.exp.exp(k, a2);
+        let d = k.b.ins().fadd(e, self.one);
+        let q = k.b.ins().fdiv(self.two, d);
+        let t = k.b.ins().fsub(self.one, q);
+        let big = or_sign(k, ty, t, x, self.sign);
+        let z = k.b.ins().fmul(x, x);
+        let mut p = self.p[0];
+        for &c in &self.p[1..] {
+            p = k.madd(p, z, c);
+        }
+        let xz = k.b.ins().fmul(x, z);
+        let s = k.madd(xz, p, x);
+        k.fselect(ty, FloatCC::LessThan, a, self.split, s, big)
+    }
+}
+
+/// `2/sqrt(pi) (-1)^n / (n! (2n + 1))`, n = 0..5: erf's Maclaurin series.
+const ERF_S: [f32; 6] = [
+    std::f32::consts::FRAC_2_SQRT_PI,
+    -3.761_264e-1,
+    1.128_379_2e-1,
+    -2.686_617e-2,
+    5.223_977_6e-3,
+    -8.548_327e-4,
+];
+/// Abramowitz and Stegun 7.1.26: `1 - t (a1 + t (a2 + ...)) e^(-x^2)`, `t = 1/(1 + p x)`.
+const ERF_P: f32 = 0.327_591_1;
+const ERF_A: [f32; 5] = [
+    0.254_829_6,
+    -0.284_496_74,
+    1.421_413_7,
+    -1.453_152,
+    1.061_405_4,
+];
+
+/// Constants of erf: its Maclaurin series to `x^11` below |x| = 0.5 (truncation under
+/// 3e-8 relative), Abramowitz and Stegun 7.1.26 above (absolute error under 1.5e-7, so
+/// under 3e-7 relative as erf(0.5) > 0.52), the sign put back; NaN stays NaN.
+pub(crate) struct ErfConsts {
+    ty: Type,
+    exp: ExpConsts,
+    split: Value,
+    one: Value,
+    p: Value,
+    s: [Value; 6],
+    a: [Value; 5],
+    sign: Value,
+}
+
+impl ErfConsts {
+    pub fn new(k: &mut Kb<'_, '_>, ty: Type) -> ErfConsts {
+        let ity = if ty == F32 { I32 } else { I32X4 };
+        ErfConsts {
+            ty,
+            exp: ExpConsts::new(k, ty),
+            split: k.fconst(ty, 0.5),
+            one: k.fconst(ty, 1.0),
+            p: k.fconst(ty, ERF_P),
+            s: ERF_S.map(|c| k.fconst(ty, c)),
+            a: ERF_A.map(|c| k.fconst(ty, c)),
+            sign: k.iconst_t(ity, i32::MIN as i64),
+        }
+    }
+
+    pub fn erf(&self, k: &mut Kb<'_, '_>, x: Value) -> Value {
+        let ty = self.ty;
+        let a = k.b.ins().fabs(x);
+        // Large: 1 - t P(t) e^(-a^2).
+        let pa = k.madd(self.p, a, self.one);
+        let t = k.b.ins().fdiv(self.one, pa);
+        let mut q = self.a[4];
+        for &c in self.a[..4].iter().rev() {
+            q = k.madd(q, t, c);
+        }
+        let q = k.b.ins().fmul(q, t);
+        let na2 = k.b.ins().fmul(a, a);
+        let na2 = k.b.ins().fneg(na2);
+        let e = self.exp.exp(k, na2);
+        let qe = k.b.ins().fmul(q, e);
+        let big = k.b.ins().fsub(self.one, qe);
+        let big = or_sign(k, ty, big, x, self.sign);
+        // Small: x S(x^2).
+        let z = k.b.ins().fmul(x, x);
+        let mut s = self.s[5];
+        for &c in self.s[..5].iter().rev() {
+            s = k.madd(s, z, c);
+        }
+        let small = k.b.ins().fmul(x, s);
+        k.fselect(ty, FloatCC::LessThan, a, self.split, small, big)
+    }
+}

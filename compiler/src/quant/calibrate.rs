@@ -557,7 +557,14 @@ pub fn data_free(m: &Module, opts: &CalibOptions) -> Result<CalibStats, String> 
                 }
             }
             Op::Relu => r(0).map(|(lo, hi)| (lo.max(0.0), hi.max(0.0))),
-            Op::LeakyRelu | Op::HardSigmoid | Op::Clip | Op::Sigmoid => r(0).map(|(lo, hi)| {
+            Op::LeakyRelu
+            | Op::HardSigmoid
+            | Op::Clip
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::Floor
+            | Op::Ceil
+            | Op::Round => r(0).map(|(lo, hi)| {
                 // Monotone non-decreasing: the image of the endpoints.
                 let a = Attrs::new(n.op, &n.attrs);
                 let f = |x: f32| match n.op {
@@ -571,6 +578,10 @@ pub fn data_free(m: &Module, opts: &CalibOptions) -> Result<CalibStats, String> 
                         (alpha * x + beta).clamp(0.0, 1.0)
                     }
                     Op::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+                    Op::Tanh => x.tanh(),
+                    Op::Floor => x.floor(),
+                    Op::Ceil => x.ceil(),
+                    Op::Round => x.round_ties_even(),
                     _ => {
                         let x = a.float("min").map_or(x, |m| x.max(m));
                         a.float("max").map_or(x, |m| x.min(m))

@@ -124,11 +124,20 @@ pub fn node_cost(meta: &Meta, operands: &[&TensorType]) -> f64 {
         | Op::HardSigmoid
         | Op::HardSwish
         | Op::Sign
+        | Op::Abs
+        | Op::Neg
+        | Op::Floor
+        | Op::Ceil
+        | Op::Round
+        | Op::Max
+        | Op::Min
         | Op::BatchNorm
         | Op::FakeQuant
         | Op::Trunc
         | Op::Binarize => (Kernel::FloatElementwise, n, 32),
-        Op::Pow | Op::Exp | Op::Sigmoid | Op::Softmax => (Kernel::FloatTranscendental, n, 32),
+        Op::Pow | Op::Exp | Op::Sigmoid | Op::Softmax | Op::Log | Op::Tanh | Op::Erf => {
+            (Kernel::FloatTranscendental, n, 32)
+        }
         Op::MaxPool | Op::AvgPool => {
             let b = arg(0).map_or(32, bits);
             let k: usize = meta

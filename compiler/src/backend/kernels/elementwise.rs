@@ -1,4 +1,5 @@
-//! f32 elementwise kernels: activations, broadcasting arithmetic, batch norm, softmax.
+//! f32 elementwise kernels: activations, rounding, transcendental functions (exp, ln,
+//! tanh, erf: `math.rs`), broadcasting arithmetic and min/max, batch norm, softmax.
 //!
 //! All loops run over f32x4 vectors with a scalar tail; each lane computes exactly
 //! what the interpreter computes in f32 (same operations and order) except where a
@@ -10,7 +11,7 @@ use cranelift_codegen::ir::types::{F32, F32X4};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
 use crate::backend::kb::Kb;
-use crate::backend::math::ExpConsts;
+use crate::backend::math::{ErfConsts, ExpConsts, LogConsts, RoundConsts, RoundMode, TanhConsts};
 
 /// A unary f32 function.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -24,6 +25,12 @@ pub(crate) enum Unary {
     Exp,
     Sqrt,
     Sign,
+    Abs,
+    Neg,
+    Round(RoundMode),
+    Log,
+    Tanh,
+    Erf,
 }
 
 impl Unary {
@@ -38,6 +45,14 @@ impl Unary {
             Unary::Exp => "exp",
             Unary::Sqrt => "sqrt",
             Unary::Sign => "sign",
+            Unary::Abs => "abs",
+            Unary::Neg => "neg",
+            Unary::Round(RoundMode::Floor) => "floor",
+            Unary::Round(RoundMode::Ceil) => "ceil",
+            Unary::Round(RoundMode::Nearest) => "round",
+            Unary::Log => "log",
+            Unary::Tanh => "tanh",
+            Unary::Erf => "erf",
         }
     }
 }
@@ -50,6 +65,10 @@ struct UConsts {
     a: Value,
     b: Value,
     exp: Option<ExpConsts>,
+    round: Option<RoundConsts>,
+    log: Option<LogConsts>,
+    tanh: Option<TanhConsts>,
+    erf: Option<ErfConsts>,
 }
 
 impl UConsts {
@@ -68,6 +87,10 @@ impl UConsts {
             a: kb.fconst(ty, a),
             b: kb.fconst(ty, b),
             exp: matches!(op, Unary::Sigmoid | Unary::Exp).then(|| ExpConsts::new(kb, ty)),
+            round: matches!(op, Unary::Round(_)).then(|| RoundConsts::new(kb, ty)),
+            log: (op == Unary::Log).then(|| LogConsts::new(kb, ty)),
+            tanh: (op == Unary::Tanh).then(|| TanhConsts::new(kb, ty)),
+            erf: (op == Unary::Erf).then(|| ErfConsts::new(kb, ty)),
         }
     }
 
@@ -114,6 +137,16 @@ impl UConsts {
                 let y = kb.fselect(ty, FloatCC::GreaterThan, x, self.zero, self.one, x);
                 kb.fselect(ty, FloatCC::LessThan, x, self.zero, m1, y)
             }
+            Unary::Abs => kb.b.ins().fabs(x),
+            Unary::Neg => kb.b.ins().fneg(x),
+            Unary::Round(mode) => self
+                .round
+                .as_ref()
+                .expect("round constants")
+                .round(kb, mode, x),
+            Unary::Log => self.log.as_ref().expect("log constants").ln(kb, x),
+            Unary::Tanh => self.tanh.as_ref().expect("tanh constants").tanh(kb, x),
+            Unary::Erf => self.erf.as_ref().expect("erf constants").erf(kb, x),
         }
     }
 }
@@ -144,6 +177,9 @@ pub(crate) enum Binary {
     Sub,
     Mul,
     Div,
+    /// NaN when either is NaN; `max(-0, +0) = +0` (Cranelift's `fmax`).
+    Max,
+    Min,
 }
 
 impl Binary {
@@ -153,6 +189,8 @@ impl Binary {
             Binary::Sub => kb.b.ins().fsub(a, b),
             Binary::Mul => kb.b.ins().fmul(a, b),
             Binary::Div => kb.b.ins().fdiv(a, b),
+            Binary::Max => kb.b.ins().fmax(a, b),
+            Binary::Min => kb.b.ins().fmin(a, b),
         }
     }
 }

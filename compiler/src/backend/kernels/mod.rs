@@ -39,6 +39,7 @@ use self::elementwise::{Binary, Broadcast, Unary};
 use self::movement::{AxisMap, FILL, Gather};
 use self::pool::PoolKind;
 use super::kb::Kb;
+use super::math::RoundMode;
 use super::storage::Store;
 
 /// What a node (with any nodes fused into it) is lowered to.
@@ -425,6 +426,16 @@ pub(crate) fn select(
         Op::Exp => unary(Unary::Exp),
         Op::Sqrt => unary(Unary::Sqrt),
         Op::Sign => unary(Unary::Sign),
+        Op::Abs => unary(Unary::Abs),
+        Op::Neg => unary(Unary::Neg),
+        Op::Floor => unary(Unary::Round(RoundMode::Floor)),
+        Op::Ceil => unary(Unary::Round(RoundMode::Ceil)),
+        Op::Round => unary(Unary::Round(RoundMode::Nearest)),
+        Op::Log => unary(Unary::Log),
+        Op::Tanh => unary(Unary::Tanh),
+        Op::Erf => unary(Unary::Erf),
+        Op::Max => binary(Binary::Max),
+        Op::Min => binary(Binary::Min),
         Op::Softmax => {
             need_f32()?;
             let axis = normalize_axis(a.int("axis")?, out.rank())?;

@@ -545,6 +545,11 @@ impl<'i, 'a> NodeCx<'i, 'a> {
     }
 
     /// Whether output `k` is used by the graph (named).
+    /// The number of outputs the node lists (named or empty).
+    pub fn node_outputs(&self) -> usize {
+        self.node.output.len()
+    }
+
     pub fn wants_output(&self, k: usize) -> bool {
         self.node.output.get(k).is_some_and(|s| !s.is_empty())
     }

@@ -1,6 +1,9 @@
-//! Elementwise ops: arithmetic (Add, Sub, Mul, Div, Pow), Sqrt, Exp, activations (Relu,
-//! Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish) and Sign. Float32 at run time;
-//! on integer constants (shape arithmetic) they are evaluated at import time.
+//! Elementwise ops: arithmetic (Add, Sub, Mul, Div, Pow, Reciprocal), Sqrt, Exp, Log,
+//! Tanh, Erf, Abs, Neg, Floor, Ceil, Round, activations (Relu, Clip, LeakyRelu, PRelu,
+//! Elu, Softplus, Gelu, Sigmoid, HardSigmoid, HardSwish), Sign, and the n-ary Min, Max,
+//! Sum and Mean. Float32 at run time; on integer constants (shape arithmetic) they are
+//! evaluated at import time. Reciprocal, PRelu, Elu, Softplus, Gelu, Sum and Mean are
+//! written with the IR's smaller ops (see each handler for its formula).
 
 use qcc_ir::shape::{broadcast, broadcast_indices};
 use qcc_ir::{Attr, ElemType, Op, TensorType, ValueId};
@@ -24,6 +27,23 @@ pub(crate) const OPS: &[OpReg] = &[
     op("LeakyRelu", 6, leaky_relu),
     op("Clip", 6, clip),
     op("Sign", 9, sign),
+    op("Abs", 6, abs),
+    op("Neg", 6, neg),
+    op("Floor", 6, floor),
+    op("Ceil", 6, ceil),
+    op("Round", 11, round),
+    op("Reciprocal", 6, reciprocal),
+    op("Log", 6, log),
+    op("Tanh", 6, tanh),
+    op("Erf", 9, erf),
+    op("Gelu", 20, gelu),
+    op("Softplus", 1, softplus),
+    op("Elu", 6, elu),
+    op("PRelu", 7, prelu),
+    op("Max", 6, max),
+    op("Min", 6, min),
+    op("Sum", 6, sum),
+    op("Mean", 6, mean),
 ];
 
 /// Input `i` as an f32 IR value; integer constants (e.g. a Pow exponent) are converted.
@@ -184,4 +204,253 @@ fn clip(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
         return Ok(());
     }
     unary(cx, Op::Clip, attrs)
+}
+
+/// A unary op, evaluated at import time on an integer constant by `fi` where given.
+fn unary_or_int(
+    cx: &mut NodeCx<'_, '_>,
+    op: Op,
+    fi: Option<fn(i64) -> Option<i64>>,
+) -> Result<(), String> {
+    if let Some(f) = fi
+        && cx.is_pure_const(0)
+    {
+        let c = cx.konst(0, "X")?;
+        if let CData::I(v) = &c.data {
+            let v = v
+                .iter()
+                .map(|&x| f(x).ok_or_else(|| "integer overflow".to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let t = CTensor::new(c.dtype, c.shape.clone(), CData::I(v));
+            cx.set_const(0, t);
+            return Ok(());
+        }
+    }
+    unary(cx, op, vec![])
+}
+
+fn abs(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    unary_or_int(cx, Op::Abs, Some(i64::checked_abs))
+}
+
+fn neg(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    unary_or_int(cx, Op::Neg, Some(i64::checked_neg))
+}
+
+fn floor(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    unary(cx, Op::Floor, vec![])
+}
+
+fn ceil(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    unary(cx, Op::Ceil, vec![])
+}
+
+fn round(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    unary(cx, Op::Round, vec![])
+}
+
+fn log(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    unary(cx, Op::Log, vec![])
+}
+
+fn tanh(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    unary(cx, Op::Tanh, vec![])
+}
+
+fn erf(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    unary(cx, Op::Erf, vec![])
+}
+
+/// A scalar f32 constant (broadcasts to anything).
+fn scalar(cx: &mut NodeCx<'_, '_>, name: &str, v: f32) -> ValueId {
+    cx.f32_const(name, vec![], vec![v])
+}
+
+/// `1 / x`.
+fn reciprocal(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let x = cx.f32_in(0)?;
+    let one = scalar(cx, "one", 1.0);
+    let y = cx.emit(Op::Div, vec![one, x], vec![], None, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+/// `ln(1 + e^x)` as `relu(x) + ln(1 + e^-|x|)`, which neither overflows nor loses
+/// small values.
+fn softplus(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let x = cx.f32_in(0)?;
+    let one = scalar(cx, "one", 1.0);
+    let a = cx.emit(Op::Abs, vec![x], vec![], None, ".abs")?;
+    let na = cx.emit(Op::Neg, vec![a], vec![], None, ".neg")?;
+    let e = cx.emit(Op::Exp, vec![na], vec![], None, ".exp")?;
+    let e1 = cx.emit(Op::Add, vec![one, e], vec![], None, ".add1")?;
+    let l = cx.emit(Op::Log, vec![e1], vec![], None, ".log")?;
+    let r = cx.emit(Op::Relu, vec![x], vec![], None, ".relu")?;
+    let y = cx.emit(Op::Add, vec![r, l], vec![], None, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+/// `x > 0 ? x : alpha (e^x - 1)` as `relu(x) + alpha (e^min(x, 0) - 1)`.
+fn elu(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let alpha = cx.a_float("alpha", 1.0)?;
+    let x = cx.f32_in(0)?;
+    let zero = scalar(cx, "zero", 0.0);
+    let one = scalar(cx, "one", 1.0);
+    let al = scalar(cx, "alpha", alpha);
+    let m = cx.emit(Op::Min, vec![x, zero], vec![], None, ".min0")?;
+    let e = cx.emit(Op::Exp, vec![m], vec![], None, ".exp")?;
+    let e = cx.emit(Op::Sub, vec![e, one], vec![], None, ".expm1")?;
+    let e = cx.emit(Op::Mul, vec![al, e], vec![], None, ".neg_part")?;
+    let r = cx.emit(Op::Relu, vec![x], vec![], None, ".relu")?;
+    let y = cx.emit(Op::Add, vec![r, e], vec![], None, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+/// `x < 0 ? slope x : x` as `relu(x) + slope min(x, 0)`; `slope` broadcasts to `x`.
+fn prelu(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let x = cx.f32_in(0)?;
+    let xs = cx.ty(x).shape.clone();
+    let slope = f32_operand(cx, 1)?;
+    let ss = cx.ty(slope).shape.clone();
+    // ONNX broadcasts the slope to X one way; opset 7 also allows a slope of shape [C]
+    // against [N, C, ...], which numpy broadcasting would not line up.
+    let slope = if ss.len() == 1 && xs.len() > 2 && ss[0] == xs[1] && ss[0] != xs[xs.len() - 1] {
+        let mut shape = vec![ss[0]];
+        shape.extend(std::iter::repeat_n(1, xs.len() - 2));
+        cx.emit(
+            Op::Reshape,
+            vec![slope],
+            vec![("shape", super::ctx::usz(&shape))],
+            None,
+            ".slope",
+        )?
+    } else {
+        slope
+    };
+    let out = broadcast(&xs, &cx.ty(slope).shape)
+        .map_err(|e| format!("slope does not broadcast to X: {e}"))?;
+    if out != xs {
+        return Err(format!(
+            "slope of shape {:?} does not broadcast to X of shape {xs:?}",
+            cx.ty(slope).shape
+        ));
+    }
+    let zero = scalar(cx, "zero", 0.0);
+    let m = cx.emit(Op::Min, vec![x, zero], vec![], None, ".min0")?;
+    let n = cx.emit(Op::Mul, vec![slope, m], vec![], None, ".neg_part")?;
+    let r = cx.emit(Op::Relu, vec![x], vec![], None, ".relu")?;
+    let y = cx.emit(Op::Add, vec![r, n], vec![], None, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+/// `x/2 (1 + erf(x / sqrt 2))`, or with `approximate = "tanh"`
+/// `x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+fn gelu(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let approx = cx.a_str("approximate")?.unwrap_or_else(|| "none".into());
+    let x = cx.f32_in(0)?;
+    let one = scalar(cx, "one", 1.0);
+    let half = scalar(cx, "half", 0.5);
+    let inner = match approx.as_str() {
+        "none" => {
+            let k = scalar(cx, "inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2);
+            let t = cx.emit(Op::Mul, vec![x, k], vec![], None, ".scaled")?;
+            cx.emit(Op::Erf, vec![t], vec![], None, ".erf")?
+        }
+        "tanh" => {
+            let c = scalar(cx, "c", 0.044_715);
+            let k = scalar(cx, "sqrt_2_over_pi", (2.0 / std::f32::consts::PI).sqrt());
+            let x2 = cx.emit(Op::Mul, vec![x, x], vec![], None, ".x2")?;
+            let x3 = cx.emit(Op::Mul, vec![x2, x], vec![], None, ".x3")?;
+            let t = cx.emit(Op::Mul, vec![c, x3], vec![], None, ".cx3")?;
+            let t = cx.emit(Op::Add, vec![x, t], vec![], None, ".poly")?;
+            let t = cx.emit(Op::Mul, vec![k, t], vec![], None, ".scaled")?;
+            cx.emit(Op::Tanh, vec![t], vec![], None, ".tanh")?
+        }
+        other => {
+            return Err(format!(
+                "attribute `approximate` = {other:?}: expected \"none\" or \"tanh\""
+            ));
+        }
+    };
+    let p = cx.emit(Op::Add, vec![one, inner], vec![], None, ".plus1")?;
+    let hx = cx.emit(Op::Mul, vec![half, x], vec![], None, ".half_x")?;
+    let y = cx.emit(Op::Mul, vec![hx, p], vec![], None, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+/// Folds the inputs of a variadic op left to right with `op`; on integer constants
+/// with `fi` at import time, setting output 0 (then `None`).
+fn variadic(
+    cx: &mut NodeCx<'_, '_>,
+    op: Op,
+    fi: Option<fn(i64, i64) -> Option<i64>>,
+) -> Result<Option<ValueId>, String> {
+    let n = cx.n_inputs();
+    if n == 0 {
+        return Err("at least one input is required".into());
+    }
+    if let Some(f) = fi
+        && (0..n).all(|i| cx.is_pure_const(i))
+    {
+        let first = cx.konst(0, "data_0")?;
+        if matches!(first.data, CData::I(_)) {
+            let mut acc = (*first).clone();
+            for i in 1..n {
+                let b = cx.konst(i, "")?;
+                acc = int_binary(&acc, &b, f)?;
+            }
+            cx.set_const(0, acc);
+            return Ok(None);
+        }
+    }
+    let mut acc = f32_operand(cx, 0)?;
+    for i in 1..n {
+        let b = f32_operand(cx, i)?;
+        acc = cx.emit(op, vec![acc, b], vec![], None, &format!(".{i}"))?;
+    }
+    Ok(Some(acc))
+}
+
+/// Runs [`variadic`] and sets output 0.
+fn set_variadic(
+    cx: &mut NodeCx<'_, '_>,
+    op: Op,
+    fi: Option<fn(i64, i64) -> Option<i64>>,
+) -> Result<(), String> {
+    if let Some(y) = variadic(cx, op, fi)? {
+        cx.set_ir(0, y);
+    }
+    Ok(())
+}
+
+fn max(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    set_variadic(cx, Op::Max, Some(|a, b| Some(a.max(b))))
+}
+
+fn min(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    set_variadic(cx, Op::Min, Some(|a, b| Some(a.min(b))))
+}
+
+fn sum(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    set_variadic(cx, Op::Add, Some(i64::checked_add))
+}
+
+/// The sum divided by the number of inputs.
+fn mean(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let n = cx.n_inputs();
+    let Some(s) = variadic(cx, Op::Add, None)? else {
+        return Ok(());
+    };
+    if n == 1 {
+        cx.set_ir(0, s);
+        return Ok(());
+    }
+    let d = scalar(cx, "count", n as f32);
+    let y = cx.emit(Op::Div, vec![s, d], vec![], None, "")?;
+    cx.set_ir(0, y);
+    Ok(())
 }

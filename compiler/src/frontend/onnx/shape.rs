@@ -1,5 +1,6 @@
 //! Shapes and data movement: Reshape, Flatten, Transpose, Concat, Pad, Slice, Squeeze,
-//! Unsqueeze, Gather, Expand, Identity, Constant, Cast/CastLike, and the shape
+//! Unsqueeze, Gather, Expand, Identity, Constant, Cast/CastLike, Split (into slices),
+//! DepthToSpace/SpaceToDepth (reshape, transpose, reshape), Tile (concats), and the shape
 //! arithmetic that folds once input shapes are fixed (Shape, Size, ConstantOfShape,
 //! Range), which is evaluated here on import-time constants and never reaches the IR.
 
@@ -30,6 +31,10 @@ pub(crate) const OPS: &[OpReg] = &[
     op("Expand", 8, expand),
     op("Cast", 6, cast),
     op("CastLike", 15, cast_like),
+    op("Split", 2, split),
+    op("DepthToSpace", 1, depth_to_space),
+    op("SpaceToDepth", 1, space_to_depth),
+    op("Tile", 6, tile),
 ];
 
 /// Element count, saturating (sizes that large are rejected where they matter).
@@ -828,6 +833,199 @@ pub(crate) fn reshape_ir(
         None,
         suffix,
     )
+}
+
+/// One `slice` per output along `axis`: sizes from the `split` input (opset 13 on) or
+/// attribute, else `num_outputs` (opset 18; the last piece may be smaller), else equal.
+fn split(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let s = cx.shape_of(0)?;
+    let axis = normalize_axis(cx.a_int("axis", 0)?, s.len())
+        .map_err(|e| format!("attribute `axis`: {e}"))?;
+    let d = s[axis];
+    let outs = cx.node_outputs();
+    let sizes: Vec<usize> = match if cx.opset >= 13 {
+        cx.opt_konst(1, "split")?.map(|c| c.to_i64()).transpose()?
+    } else {
+        cx.a_ints("split")?
+    } {
+        Some(v) => {
+            if v.len() != outs || v.iter().any(|&x| x < 0) {
+                return Err(format!(
+                    "`split` {v:?} must hold {outs} non-negative sizes, one per output"
+                ));
+            }
+            v.iter().map(|&x| x as usize).collect()
+        }
+        None => {
+            let n = match cx.a_opt_int("num_outputs")? {
+                Some(n) if n as usize != outs => {
+                    return Err(format!("num_outputs = {n} but the node has {outs} outputs"));
+                }
+                _ => outs,
+            };
+            if n == 0 {
+                return Err("no outputs".into());
+            }
+            let each = d.div_ceil(n);
+            if cx.opset < 18 && d % n != 0 {
+                return Err(format!(
+                    "axis {axis} of length {d} does not split into {n} equal parts; give `split`"
+                ));
+            }
+            (0..n)
+                .map(|k| each.min(d.saturating_sub(k * each)))
+                .collect()
+        }
+    };
+    if sizes.iter().sum::<usize>() != d {
+        return Err(format!(
+            "split sizes {sizes:?} add up to {}, but axis {axis} has length {d}",
+            sizes.iter().sum::<usize>()
+        ));
+    }
+    let x = cx.ir(0)?;
+    let mut start = 0usize;
+    for (k, &n) in sizes.iter().enumerate() {
+        let y = cx.emit(
+            Op::Slice,
+            vec![x],
+            vec![
+                ("starts", ints(&[start as i64])),
+                ("ends", ints(&[(start + n) as i64])),
+                ("axes", usz(&[axis])),
+                ("steps", ints(&[1])),
+            ],
+            None,
+            &format!(".split{k}"),
+        )?;
+        cx.set_ir(k, y);
+        start += n;
+    }
+    Ok(())
+}
+
+/// `x` reshaped to `a`, permuted by `perm`, reshaped to `b`.
+fn reshape_permute(
+    cx: &mut NodeCx<'_, '_>,
+    a: &[usize],
+    perm: &[usize],
+    b: &[usize],
+) -> Result<(), String> {
+    let x = cx.ir(0)?;
+    let r = cx.emit(
+        Op::Reshape,
+        vec![x],
+        vec![("shape", usz(a))],
+        None,
+        ".blocks",
+    )?;
+    let t = cx.emit(
+        Op::Transpose,
+        vec![r],
+        vec![("perm", usz(perm))],
+        None,
+        ".moved",
+    )?;
+    let y = cx.emit(Op::Reshape, vec![t], vec![("shape", usz(b))], None, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+/// The [N, C, H, W] shape of input 0 and the `blocksize` attribute.
+fn nchw_block(cx: &NodeCx<'_, '_>) -> Result<([usize; 4], usize), String> {
+    let s = cx.shape_of(0)?;
+    let [n, c, h, w] = s[..] else {
+        return Err(format!(
+            "input of shape {s:?}: expected rank 4 [N, C, H, W]"
+        ));
+    };
+    let b = cx
+        .a_opt_int("blocksize")?
+        .ok_or("attribute `blocksize` is required")?;
+    if b < 1 {
+        return Err(format!("attribute `blocksize` = {b} must be at least 1"));
+    }
+    Ok(([n, c, h, w], b as usize))
+}
+
+/// [N, C, H, W] -> [N, C/b^2, H b, W b]: mode DCR (default) takes the depth as
+/// (b, b, C/b^2), CRD as (C/b^2, b, b).
+fn depth_to_space(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let ([n, c, h, w], b) = nchw_block(cx)?;
+    if c % (b * b) != 0 {
+        return Err(format!(
+            "{c} channels do not divide by blocksize^2 = {}",
+            b * b
+        ));
+    }
+    let mode = cx.a_str("mode")?.unwrap_or_else(|| "DCR".into());
+    let c2 = c / (b * b);
+    let out = [n, c2, h * b, w * b];
+    match mode.as_str() {
+        "DCR" => reshape_permute(cx, &[n, b, b, c2, h, w], &[0, 3, 4, 1, 5, 2], &out),
+        "CRD" => reshape_permute(cx, &[n, c2, b, b, h, w], &[0, 1, 4, 2, 5, 3], &out),
+        other => Err(format!(
+            "attribute `mode` = {other:?}: expected \"DCR\" or \"CRD\""
+        )),
+    }
+}
+
+/// [N, C, H, W] -> [N, C b^2, H/b, W/b], the depth as (b, b, C).
+fn space_to_depth(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let ([n, c, h, w], b) = nchw_block(cx)?;
+    if h % b != 0 || w % b != 0 {
+        return Err(format!("H = {h} and W = {w} must divide by blocksize {b}"));
+    }
+    reshape_permute(
+        cx,
+        &[n, c, h / b, b, w / b, b],
+        &[0, 3, 5, 1, 2, 4],
+        &[n, c * b * b, h / b, w / b],
+    )
+}
+
+/// Each axis repeated `repeats[d]` times: a concat of copies per repeated axis
+/// (import-time constants are tiled at once).
+fn tile(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let s = cx.shape_of(0)?;
+    let reps = cx.konst(1, "repeats")?.to_i64()?;
+    if reps.len() != s.len() || reps.iter().any(|&r| r < 0) {
+        return Err(format!(
+            "`repeats` {reps:?} must hold {} non-negative counts, one per axis",
+            s.len()
+        ));
+    }
+    if reps.contains(&0) {
+        return Err(format!(
+            "`repeats` {reps:?} makes an empty tensor, which qcc does not represent"
+        ));
+    }
+    if cx.is_pure_const(0) {
+        let c = cx.konst(0, "input")?;
+        let mut t = (*c).clone();
+        for (axis, &r) in reps.iter().enumerate() {
+            if r > 1 {
+                let copies: Vec<&CTensor> = (0..r).map(|_| &t).collect();
+                t = ct_concat(&copies, axis);
+            }
+        }
+        cx.set_const(0, t);
+        return Ok(());
+    }
+    let mut y = cx.ir(0)?;
+    for (axis, &r) in reps.iter().enumerate() {
+        if r > 1 {
+            y = cx.emit(
+                Op::Concat,
+                vec![y; r as usize],
+                vec![("axis", Attr::Int(axis as i64))],
+                None,
+                &format!(".tile{axis}"),
+            )?;
+        }
+    }
+    cx.set_ir(0, y);
+    Ok(())
 }
 
 #[cfg(test)]
