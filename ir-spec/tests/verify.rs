@@ -1001,6 +1001,19 @@ const VALID: &[&str] = &[
   %h: f32[4] = hard_swish(%g)
   %i: f32[4] = sign(%h)
   output %i",
+    "input %x: f32[4]
+  input %y: f32[2,1]
+  %a: f32[4] = abs(%x)
+  %b: f32[4] = neg(%a)
+  %c: f32[4] = floor(%b)
+  %d: f32[4] = ceil(%c)
+  %e: f32[4] = round(%d)
+  %f: f32[4] = log(%a)
+  %g: f32[4] = tanh(%f)
+  %h: f32[4] = erf(%g)
+  %i: f32[2,4] = max(%h, %y)
+  %j: f32[2,4] = min(%i, %e)
+  output %j",
     "input %x: f32[2,5]
   %y: f32[2,5] = softmax(%x) {axis = 0}
   output %y",
