@@ -213,8 +213,9 @@ proptest! {
     }
 
     #[test]
-    fn reduce_mean(seed: u64, rank in 1usize..6, keep: bool, all: bool) {
+    fn reduce_mean(seed: u64, rank in 1usize..6, keep: bool, all: bool, which in 0usize..4) {
         let mut r = Rng(seed | 1);
+        let op = [Op::ReduceMean, Op::ReduceSum, Op::ReduceMax, Op::ReduceMin][which];
         let s = shape(&mut r, rank, 7);
         let n: usize = s.iter().product();
         let axes: Vec<i64> = if all { vec![] } else {
@@ -223,8 +224,15 @@ proptest! {
             v.iter().map(|&a| if r.i(0, 1) == 0 { a - rank as i64 } else { a }).collect()
         };
         let mut b = B::new();
-        let x = b.input_f32(&s, r.fs(n, -10.0, 10.0));
-        let y = b.f(Op::ReduceMean, &[x], attrs(&[("axes", ints(&axes)), ("keepdims", Attr::Bool(keep))]));
+        let mut data = r.fs(n, -10.0, 10.0);
+        // Signed zeros and a NaN for max/min (NaN wins, +0 over -0).
+        if n > 3 && which >= 2 {
+            data[0] = 0.0;
+            data[1] = -0.0;
+            if r.i(0, 3) == 0 { data[n - 1] = f32::NAN; }
+        }
+        let x = b.input_f32(&s, data);
+        let y = b.f(op, &[x], attrs(&[("axes", ints(&axes)), ("keepdims", Attr::Bool(keep))]));
         b.output(y);
         check_exact(&b).map_err(TestCaseError::fail)?;
     }

@@ -75,13 +75,13 @@ fn bad_flags_say_what_works() {
         "--data",
         "tests/models/digits_test.npz",
         "--wbits",
-        "1",
+        "9",
         "--abits",
         "4",
     ]);
     assert!(!ok);
     assert!(
-        err.contains("--wbits 1 with --abits 4") && err.contains("--bits 1"),
+        err.contains("--wbits 9") && err.contains("1..8 bits"),
         "{err}"
     );
     let (ok, _, err) = qcc(&[

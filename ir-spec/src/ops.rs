@@ -433,6 +433,33 @@ op_table! {
             attr("keepdims", AttrKind::Bool, AttrDefault::Bool(true), "keep reduced axes as size 1"),
         ],
         traits: [];
+    /// Sum over `axes` (empty = every axis) accumulated in f64 and rounded once; 0 for an
+    /// empty reduction.
+    ReduceSum = "reduce_sum", "sum over axes",
+        operands: UNARY_X,
+        attrs: [
+            attr("axes", AttrKind::Ints, AttrDefault::Ints(&[]), "reduced axes (negative counts from the back); empty = all"),
+            attr("keepdims", AttrKind::Bool, AttrDefault::Bool(true), "keep reduced axes as size 1"),
+        ],
+        traits: [];
+    /// Maximum over `axes` (empty = every axis): NaN if any is NaN; `-inf` for an empty
+    /// reduction.
+    ReduceMax = "reduce_max", "maximum over axes",
+        operands: UNARY_X,
+        attrs: [
+            attr("axes", AttrKind::Ints, AttrDefault::Ints(&[]), "reduced axes (negative counts from the back); empty = all"),
+            attr("keepdims", AttrKind::Bool, AttrDefault::Bool(true), "keep reduced axes as size 1"),
+        ],
+        traits: [];
+    /// Minimum over `axes` (empty = every axis): NaN if any is NaN; `+inf` for an empty
+    /// reduction.
+    ReduceMin = "reduce_min", "minimum over axes",
+        operands: UNARY_X,
+        attrs: [
+            attr("axes", AttrKind::Ints, AttrDefault::Ints(&[]), "reduced axes (negative counts from the back); empty = all"),
+            attr("keepdims", AttrKind::Bool, AttrDefault::Bool(true), "keep reduced axes as size 1"),
+        ],
+        traits: [];
     /// ONNX Resize (nearest or n-linear) to the shape `sizes`. Output coordinate `o` of an
     /// axis maps to input coordinate by `coordinate_transformation_mode`, with `scale` the
     /// axis's entry of `scales`: half_pixel `(o + 0.5) / scale - 0.5`, pytorch_half_pixel

@@ -106,7 +106,7 @@ pub fn infer(
             shape[2..].iter_mut().for_each(|d| *d = 1);
             Ok(TensorType::f32(shape))
         }
-        Op::ReduceMean => reduce_mean(&cx, attrs),
+        Op::ReduceMean | Op::ReduceSum | Op::ReduceMax | Op::ReduceMin => reduce_mean(&cx, attrs),
         Op::Resize => resize(&cx, attrs),
         Op::Reshape => reshape(&cx, attrs),
         Op::Flatten => flatten(&cx, attrs),

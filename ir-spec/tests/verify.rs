@@ -1034,7 +1034,10 @@ const VALID: &[&str] = &[
     "input %x: f32[2,3,4]
   %y: f32[2,4] = reduce_mean(%x) {axes = [-2], keepdims = false}
   %z: f32[1,1] = reduce_mean(%y)
-  output %z",
+  %s: f32[1,1] = reduce_sum(%z)
+  %u: f32[1,1] = reduce_max(%s)
+  %v: f32[1,1] = reduce_min(%u)
+  output %v",
     "input %x: f32[1,1,2,2]
   input %q: q<u8, axis=1, [0.5:7, 0.25:0]>[1,2,2,3]
   %y: f32[1,1,4,4] = resize(%x) {sizes = [1, 1, 4, 4], scales = [1, 1, 2, 2], mode = linear}

@@ -593,6 +593,8 @@ pub fn data_free(m: &Module, opts: &CalibOptions) -> Result<CalibStats, String> 
             | Op::AvgPool
             | Op::GlobalAvgPool
             | Op::ReduceMean
+            | Op::ReduceMax
+            | Op::ReduceMin
             | Op::Reshape
             | Op::Flatten
             | Op::Transpose

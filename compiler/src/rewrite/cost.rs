@@ -146,7 +146,12 @@ pub fn node_cost(meta: &Meta, operands: &[&TensorType]) -> f64 {
                 .map_or(4, |k| k.iter().product());
             (Kernel::Pool, n * k as f64, b)
         }
-        Op::GlobalAvgPool | Op::ReduceMean | Op::Resize => {
+        Op::GlobalAvgPool
+        | Op::ReduceMean
+        | Op::ReduceSum
+        | Op::ReduceMax
+        | Op::ReduceMin
+        | Op::Resize => {
             let x = arg(0).map_or(n, |x| x.numel() as f64);
             (Kernel::Pool, x, arg(0).map_or(32, bits))
         }

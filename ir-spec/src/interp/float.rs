@@ -234,7 +234,21 @@ pub(super) fn gemm(cx: &Cx<'_>) -> Result<Tensor, String> {
 }
 
 /// Mean over the given (distinct, normalized) axes of an f32 tensor, in f64.
+/// What a reduction computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reduce {
+    Mean,
+    Sum,
+    Max,
+    Min,
+}
+
 fn mean_over(x: &[f32], shape: &[usize], axes: &[bool], keepdims: bool) -> Tensor {
+    reduce_over(x, shape, axes, keepdims, Reduce::Mean)
+}
+
+/// `kind` over `axes` in f64 (exact for max and min), rounded once to f32.
+fn reduce_over(x: &[f32], shape: &[usize], axes: &[bool], keepdims: bool, kind: Reduce) -> Tensor {
     let kept: Vec<usize> = shape
         .iter()
         .zip(axes)
@@ -247,7 +261,12 @@ fn mean_over(x: &[f32], shape: &[usize], axes: &[bool], keepdims: bool) -> Tenso
         .map(|(&d, _)| d)
         .product();
     let nout: usize = kept.iter().product();
-    let mut sums = vec![0f64; nout];
+    let init = match kind {
+        Reduce::Mean | Reduce::Sum => 0f64,
+        Reduce::Max => f64::NEG_INFINITY,
+        Reduce::Min => f64::INFINITY,
+    };
+    let mut sums = vec![init; nout];
     // Map each input element to its output element.
     let kept_strides = crate::shape::strides(&kept);
     let mut idx = vec![0usize; shape.len()];
@@ -258,12 +277,24 @@ fn mean_over(x: &[f32], shape: &[usize], axes: &[bool], keepdims: bool) -> Tenso
             .zip(&kept_strides)
             .map(|((&i, &r), &s)| if r { 0 } else { i * s })
             .sum();
-        sums[o] += v as f64;
+        let (a, v) = (sums[o], v as f64);
+        sums[o] = match kind {
+            Reduce::Mean | Reduce::Sum => a + v,
+            Reduce::Max if a.is_nan() || v.is_nan() => f64::NAN,
+            Reduce::Min if a.is_nan() || v.is_nan() => f64::NAN,
+            // Ties of signed zeros as `max`/`min` resolve them: +0 over -0.
+            Reduce::Max if a > v || (a == v && a.is_sign_positive()) => a,
+            Reduce::Min if a < v || (a == v && a.is_sign_negative()) => a,
+            Reduce::Max | Reduce::Min => v,
+        };
         super::next_index(&mut idx, shape);
     }
     let data = sums
         .into_iter()
-        .map(|s| (s / count as f64) as f32)
+        .map(|s| match kind {
+            Reduce::Mean => (s / count as f64) as f32,
+            _ => s as f32,
+        })
         .collect();
     let out_shape = if keepdims {
         kept
@@ -288,7 +319,7 @@ pub(super) fn global_avg_pool(cx: &Cx<'_>) -> Result<Tensor, String> {
     Ok(mean_over(x, shape, &axes, true))
 }
 
-pub(super) fn reduce_mean(cx: &Cx<'_>) -> Result<Tensor, String> {
+pub(super) fn reduce(cx: &Cx<'_>, kind: Reduce) -> Result<Tensor, String> {
     let x = cx.f32(0)?;
     let shape = cx.shape(0);
     let list = cx.attrs.ints("axes")?;
@@ -301,7 +332,7 @@ pub(super) fn reduce_mean(cx: &Cx<'_>) -> Result<Tensor, String> {
         }
         axes[a] = true;
     }
-    Ok(mean_over(x, shape, &axes, keepdims))
+    Ok(reduce_over(x, shape, &axes, keepdims, kind))
 }
 
 #[cfg(test)]

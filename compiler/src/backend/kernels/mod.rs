@@ -593,7 +593,7 @@ pub(crate) fn select(
             Ok(Lowering::Pow(nary::Nest::new(&out.shape, &s)))
         }
         Op::FakeQuant | Op::Trunc => quantsim::select_sim(m, node, const_of).map(Lowering::Sim),
-        Op::ReduceMean => {
+        Op::ReduceMean | Op::ReduceSum | Op::ReduceMax | Op::ReduceMin => {
             need_f32()?;
             reduce::select(m, node).map(Lowering::Reduce)
         }

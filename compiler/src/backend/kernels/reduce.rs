@@ -1,6 +1,8 @@
-//! `reduce_mean` over any set of axes, accumulated in f64 and rounded once to f32, as
-//! the interpreter does; the sums run in the interpreter's order (row-major over the
-//! reduced axes), so results are bit-exact.
+//! `reduce_mean`, `reduce_sum`, `reduce_max` and `reduce_min` over any set of axes,
+//! accumulated in f64 and rounded once to f32, as the interpreter does; the sums run in
+//! the interpreter's order (row-major over the reduced axes), so results are bit-exact
+//! (max and min are exact in any order; Cranelift's `fmax`/`fmin` propagate NaN and put
+//! +0 over -0, as the interpreter does).
 //!
 //! The input shape is collapsed into runs of reduced and kept axes (size-1 axes
 //! dropped). When the innermost run is kept, each f32x4 of 4 adjacent outputs is summed
@@ -12,7 +14,7 @@
 use cranelift_codegen::ir::types::{F32, F32X4, F64, F64X2, I8X16};
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 use qcc_ir::shape::normalize_axis;
-use qcc_ir::{Attrs, Module, Node};
+use qcc_ir::{Attrs, Module, Node, Op};
 
 use super::Ecx;
 use crate::backend::kb::Kb;
@@ -24,9 +26,55 @@ pub(crate) struct ReduceMean {
     /// (size, input stride, output stride or None when reduced), outermost first.
     dims: Vec<(usize, i64, Option<i64>)>,
     count: usize,
+    kind: Kind,
+}
+
+/// What the reduction computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Mean,
+    Sum,
+    Max,
+    Min,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Mean => "reduce_mean",
+            Kind::Sum => "reduce_sum",
+            Kind::Max => "reduce_max",
+            Kind::Min => "reduce_min",
+        }
+    }
+
+    /// The accumulator's start.
+    fn init(self) -> f64 {
+        match self {
+            Kind::Mean | Kind::Sum => 0.0,
+            Kind::Max => f64::NEG_INFINITY,
+            Kind::Min => f64::INFINITY,
+        }
+    }
+
+    /// `a (op) v` on f64 or f64x2.
+    fn combine(self, kb: &mut Kb<'_, '_>, a: Value, v: Value) -> Value {
+        match self {
+            Kind::Mean | Kind::Sum => kb.b.ins().fadd(a, v),
+            Kind::Max => kb.b.ins().fmax(a, v),
+            Kind::Min => kb.b.ins().fmin(a, v),
+        }
+    }
 }
 
 pub(crate) fn select(m: &Module, node: &Node) -> Result<ReduceMean, String> {
+    let kind = match node.op {
+        Op::ReduceMean => Kind::Mean,
+        Op::ReduceSum => Kind::Sum,
+        Op::ReduceMax => Kind::Max,
+        Op::ReduceMin => Kind::Min,
+        op => return Err(format!("internal: {op} is not a reduction")),
+    };
     let a = Attrs::new(node.op, &node.attrs);
     let shape = &m.ty(node.operands[0]).shape;
     let r = shape.len();
@@ -62,14 +110,14 @@ pub(crate) fn select(m: &Module, node: &Node) -> Result<ReduceMean, String> {
         }
     }
     dims.reverse();
-    Ok(ReduceMean { dims, count })
+    Ok(ReduceMean { dims, count, kind })
 }
 
 impl ReduceMean {
     pub fn kernel_name(&self) -> String {
         match self.dims.last() {
-            Some((_, _, Some(_))) => "reduce_mean.f64x2".into(),
-            _ => "reduce_mean.f64".into(),
+            Some((_, _, Some(_))) => format!("{}.f64x2", self.kind.name()),
+            _ => format!("{}.f64", self.kind.name()),
         }
     }
 }
@@ -137,6 +185,8 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &ReduceMean) {
         .map(|&(n, si, _)| (n, si))
         .collect();
     let count = q.count as f64;
+    let kind = q.kind;
+    let mean = kind == Kind::Mean;
     match q.dims.last() {
         Some(&(k, _, Some(_))) => {
             // Innermost run kept: 4 outputs per step, one f64 lane each.
@@ -145,10 +195,10 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &ReduceMean) {
             let cnt2 = kb.b.ins().splat(F64X2, cnt2);
             let cnt1 = kb.b.ins().f64const(count);
             let zero2 = {
-                let z = kb.b.ins().f64const(0.0);
+                let z = kb.b.ins().f64const(kind.init());
                 kb.b.ins().splat(F64X2, z)
             };
-            let zero1 = kb.b.ins().f64const(0.0);
+            let zero1 = kb.b.ins().f64const(kind.init());
             walk2(kb, outer, x, out, &mut |kb, xp, op| {
                 let nv = (k / 4) as i64;
                 kb.for_range(0, nv, 1, |kb, j| {
@@ -161,17 +211,19 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &ReduceMean) {
                         let vh = shuffle_bytes(kb, v, v, [2, 3, 2, 3]);
                         let vh = kb.b.ins().fvpromote_low(vh);
                         let a = kb.b.use_var(lo);
-                        let a = kb.b.ins().fadd(a, vl);
+                        let a = kind.combine(kb, a, vl);
                         kb.b.def_var(lo, a);
                         let a = kb.b.use_var(hi);
-                        let a = kb.b.ins().fadd(a, vh);
+                        let a = kind.combine(kb, a, vh);
                         kb.b.def_var(hi, a);
                     });
-                    let l = kb.b.use_var(lo);
-                    let l = kb.b.ins().fdiv(l, cnt2);
+                    let mut l = kb.b.use_var(lo);
+                    let mut h = kb.b.use_var(hi);
+                    if mean {
+                        l = kb.b.ins().fdiv(l, cnt2);
+                        h = kb.b.ins().fdiv(h, cnt2);
+                    }
                     let l = kb.b.ins().fvdemote(l);
-                    let h = kb.b.use_var(hi);
-                    let h = kb.b.ins().fdiv(h, cnt2);
                     let h = kb.b.ins().fvdemote(h);
                     let r = shuffle_bytes(kb, l, h, [0, 1, 4, 5]);
                     let oj = kb.idx(op, j, 16);
@@ -184,11 +236,13 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &ReduceMean) {
                         let v = kb.load(F32, p, 0);
                         let v = kb.b.ins().fpromote(F64, v);
                         let a = kb.b.use_var(acc);
-                        let a = kb.b.ins().fadd(a, v);
+                        let a = kind.combine(kb, a, v);
                         kb.b.def_var(acc, a);
                     });
-                    let a = kb.b.use_var(acc);
-                    let a = kb.b.ins().fdiv(a, cnt1);
+                    let mut a = kb.b.use_var(acc);
+                    if mean {
+                        a = kb.b.ins().fdiv(a, cnt1);
+                    }
                     let r = kb.b.ins().fdemote(F32, a);
                     kb.store(r, op, (e * 4) as i64);
                 }
@@ -197,18 +251,20 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &ReduceMean) {
         _ => {
             // Innermost run reduced (or nothing left): one scalar f64 chain per output.
             let cnt1 = kb.b.ins().f64const(count);
-            let zero1 = kb.b.ins().f64const(0.0);
+            let zero1 = kb.b.ins().f64const(kind.init());
             walk2(kb, &kept, x, out, &mut |kb, xp, op| {
                 let acc = kb.var(F64, zero1);
                 walk(kb, &red, xp, &mut |kb, p| {
                     let v = kb.load(F32, p, 0);
                     let v = kb.b.ins().fpromote(F64, v);
                     let a = kb.b.use_var(acc);
-                    let a = kb.b.ins().fadd(a, v);
+                    let a = kind.combine(kb, a, v);
                     kb.b.def_var(acc, a);
                 });
-                let a = kb.b.use_var(acc);
-                let a = kb.b.ins().fdiv(a, cnt1);
+                let mut a = kb.b.use_var(acc);
+                if mean {
+                    a = kb.b.ins().fdiv(a, cnt1);
+                }
                 let r = kb.b.ins().fdemote(F32, a);
                 kb.store(r, op, 0);
             });

@@ -1,5 +1,7 @@
 //! Neural-network layers: Conv, ConvTranspose, Gemm, MatMul, BatchNormalization,
-//! MaxPool, AveragePool, GlobalAveragePool, ReduceMean, Softmax, Resize.
+//! MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean, ReduceSum,
+//! ReduceMax, ReduceMin, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSum, ReduceLogSumExp,
+//! LayerNormalization and InstanceNormalization (written with reductions), Softmax, Resize.
 //!
 //! The IR's windowed ops are 2-D; 1-D convolutions and pools are imported as 2-D ones
 //! over an inserted axis of size 1.
@@ -22,6 +24,17 @@ pub(crate) const OPS: &[OpReg] = &[
     op("AveragePool", 1, avg_pool),
     op("GlobalAveragePool", 1, global_avg_pool),
     op("ReduceMean", 1, reduce_mean),
+    op("ReduceSum", 1, reduce_sum),
+    op("ReduceMax", 1, reduce_max),
+    op("ReduceMin", 1, reduce_min),
+    op("ReduceL1", 1, reduce_l1),
+    op("ReduceL2", 1, reduce_l2),
+    op("ReduceSumSquare", 1, reduce_sum_square),
+    op("ReduceLogSum", 1, reduce_log_sum),
+    op("ReduceLogSumExp", 1, reduce_log_sum_exp),
+    op("GlobalMaxPool", 1, global_max_pool),
+    op("LayerNormalization", 17, layer_norm),
+    op("InstanceNormalization", 6, instance_norm),
     op("Softmax", 1, softmax),
     op("Resize", 11, resize),
 ];
@@ -416,10 +429,15 @@ fn global_avg_pool(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     Ok(())
 }
 
-fn reduce_mean(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
-    let x = cx.f32_in(0)?;
-    let r = cx.ty(x).rank();
-    let axes = if cx.opset >= 18 {
+/// The reduced axes (normalised) and `keepdims` of a Reduce* node over `r` axes; `None`
+/// when it is a no-op (`noop_with_empty_axes` with no axes). The axes are an input from
+/// `axes_input_since` on, an attribute before.
+fn reduce_axes(
+    cx: &NodeCx<'_, '_>,
+    r: usize,
+    axes_input_since: i64,
+) -> Result<Option<(Vec<usize>, bool)>, String> {
+    let axes = if cx.opset >= axes_input_since {
         match cx.opt_konst(1, "axes")? {
             Some(c) => c.to_i64()?,
             None => vec![],
@@ -428,21 +446,210 @@ fn reduce_mean(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
         cx.a_ints("axes")?.unwrap_or_default()
     };
     if axes.is_empty() && cx.a_int("noop_with_empty_axes", 0)? != 0 {
-        cx.set_ir(0, x);
-        return Ok(());
+        return Ok(None);
     }
     let axes: Vec<usize> = axes
         .iter()
         .map(|&a| normalize_axis(a, r))
         .collect::<Result<_, _>>()?;
-    let keep = cx.a_int("keepdims", 1)? != 0;
-    let y = cx.emit(
-        Op::ReduceMean,
+    Ok(Some((axes, cx.a_int("keepdims", 1)? != 0)))
+}
+
+/// `op` over the node's axes of `x`.
+fn reduce_ir(
+    cx: &mut NodeCx<'_, '_>,
+    op: Op,
+    x: ValueId,
+    axes: &[usize],
+    keep: bool,
+    suffix: &str,
+) -> Result<ValueId, String> {
+    cx.emit(
+        op,
         vec![x],
-        vec![("axes", usz(&axes)), ("keepdims", Attr::Bool(keep))],
+        vec![("axes", usz(axes)), ("keepdims", Attr::Bool(keep))],
         None,
-        "",
-    )?;
+        suffix,
+    )
+}
+
+/// A reduction of input 0, after `pre` (an elementwise op applied first, e.g. `x * x`)
+/// and before `post` (e.g. `sqrt`).
+fn reduce_with(
+    cx: &mut NodeCx<'_, '_>,
+    op: Op,
+    axes_input_since: i64,
+    pre: Option<Op>,
+    post: Option<Op>,
+) -> Result<(), String> {
+    let x = cx.f32_in(0)?;
+    let r = cx.ty(x).rank();
+    let Some((axes, keep)) = reduce_axes(cx, r, axes_input_since)? else {
+        // A no-op reduction still applies the elementwise parts.
+        let y = match pre {
+            Some(Op::Mul) => cx.emit(Op::Mul, vec![x, x], vec![], None, "")?,
+            Some(p) => cx.emit(p, vec![x], vec![], None, "")?,
+            None => x,
+        };
+        cx.set_ir(0, y);
+        return Ok(());
+    };
+    let x = match pre {
+        Some(Op::Mul) => cx.emit(Op::Mul, vec![x, x], vec![], None, ".sq")?,
+        Some(p) => cx.emit(p, vec![x], vec![], None, ".pre")?,
+        None => x,
+    };
+    let y = match post {
+        Some(p) => {
+            let s = reduce_ir(cx, op, x, &axes, keep, ".red")?;
+            cx.emit(p, vec![s], vec![], None, "")?
+        }
+        None => reduce_ir(cx, op, x, &axes, keep, "")?,
+    };
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+fn reduce_mean(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    reduce_with(cx, Op::ReduceMean, 18, None, None)
+}
+
+fn reduce_sum(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    reduce_with(cx, Op::ReduceSum, 13, None, None)
+}
+
+fn reduce_max(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    reduce_with(cx, Op::ReduceMax, 18, None, None)
+}
+
+fn reduce_min(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    reduce_with(cx, Op::ReduceMin, 18, None, None)
+}
+
+/// `sum |x|`.
+fn reduce_l1(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    reduce_with(cx, Op::ReduceSum, 18, Some(Op::Abs), None)
+}
+
+/// `sqrt(sum x^2)`.
+fn reduce_l2(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    reduce_with(cx, Op::ReduceSum, 18, Some(Op::Mul), Some(Op::Sqrt))
+}
+
+/// `sum x^2`.
+fn reduce_sum_square(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    reduce_with(cx, Op::ReduceSum, 18, Some(Op::Mul), None)
+}
+
+/// `ln(sum x)`.
+fn reduce_log_sum(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    reduce_with(cx, Op::ReduceSum, 18, None, Some(Op::Log))
+}
+
+/// `ln(sum e^x)`.
+fn reduce_log_sum_exp(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    reduce_with(cx, Op::ReduceSum, 18, Some(Op::Exp), Some(Op::Log))
+}
+
+/// The maximum over the spatial axes, kept as size 1.
+fn global_max_pool(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let x = cx.f32_in(0)?;
+    let r = cx.ty(x).rank();
+    if r < 3 {
+        return Err(format!("input of rank {r}: expected [N, C, spatial...]"));
+    }
+    let axes: Vec<usize> = (2..r).collect();
+    let y = reduce_ir(cx, Op::ReduceMax, x, &axes, true, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+/// `(x - mean) / sqrt(var + epsilon) * scale + bias` with mean and (biased) variance
+/// over `axes` of `x`; `scale` and `bias` already shaped to broadcast. Returns the
+/// result, the mean and `1 / sqrt(var + epsilon)` (ONNX LayerNormalization's optional
+/// outputs).
+fn normalize(
+    cx: &mut NodeCx<'_, '_>,
+    x: ValueId,
+    axes: &[usize],
+    eps: f32,
+    scale: ValueId,
+    bias: Option<ValueId>,
+) -> Result<(ValueId, ValueId, ValueId), String> {
+    let mean = reduce_ir(cx, Op::ReduceMean, x, axes, true, ".mean")?;
+    let d = cx.emit(Op::Sub, vec![x, mean], vec![], None, ".centered")?;
+    let d2 = cx.emit(Op::Mul, vec![d, d], vec![], None, ".sq")?;
+    let var = reduce_ir(cx, Op::ReduceMean, d2, axes, true, ".var")?;
+    let e = cx.f32_const("epsilon", vec![], vec![eps]);
+    let ve = cx.emit(Op::Add, vec![var, e], vec![], None, ".var_eps")?;
+    let sd = cx.emit(Op::Sqrt, vec![ve], vec![], None, ".std")?;
+    let one = cx.f32_const("one", vec![], vec![1.0]);
+    let inv = cx.emit(Op::Div, vec![one, sd], vec![], None, ".inv_std")?;
+    let n = cx.emit(Op::Div, vec![d, sd], vec![], None, ".normalized")?;
+    let y = match bias {
+        Some(b) => {
+            let t = cx.emit(Op::Mul, vec![n, scale], vec![], None, ".scaled")?;
+            cx.emit(Op::Add, vec![t, b], vec![], None, "")?
+        }
+        None => cx.emit(Op::Mul, vec![n, scale], vec![], None, "")?,
+    };
+    Ok((y, mean, inv))
+}
+
+/// Normalisation over the axes from `axis` on (opset 17), `stash_type` float32.
+fn layer_norm(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let x = cx.f32_in(0)?;
+    let r = cx.ty(x).rank();
+    let axis =
+        normalize_axis(cx.a_int("axis", -1)?, r).map_err(|e| format!("attribute `axis`: {e}"))?;
+    let eps = cx.a_float("epsilon", 1e-5)?;
+    let scale = cx.f32_in(1)?;
+    let bias = if cx.has(2) { Some(cx.f32_in(2)?) } else { None };
+    let axes: Vec<usize> = (axis..r).collect();
+    let (y, mean, inv) = normalize(cx, x, &axes, eps, scale, bias)?;
+    cx.set_ir(0, y);
+    if cx.wants_output(1) {
+        cx.set_ir(1, mean);
+    }
+    if cx.wants_output(2) {
+        cx.set_ir(2, inv);
+    }
+    Ok(())
+}
+
+/// Normalisation of each (sample, channel) over the spatial axes; `scale` and `bias`
+/// are per channel.
+fn instance_norm(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let x = cx.f32_in(0)?;
+    let s = cx.ty(x).shape.clone();
+    let r = s.len();
+    if r < 3 {
+        return Err(format!("input of rank {r}: expected [N, C, spatial...]"));
+    }
+    let eps = cx.a_float("epsilon", 1e-5)?;
+    let mut per_c = vec![s[1]];
+    per_c.extend(std::iter::repeat_n(1, r - 2));
+    let param = |cx: &mut NodeCx<'_, '_>, i: usize, what: &str| -> Result<ValueId, String> {
+        let v = cx.f32_in(i)?;
+        if cx.ty(v).shape != [s[1]] {
+            return Err(format!(
+                "input `{what}` has shape {:?}, expected [{}] (one per channel)",
+                cx.ty(v).shape,
+                s[1]
+            ));
+        }
+        cx.emit(
+            Op::Reshape,
+            vec![v],
+            vec![("shape", usz(&per_c))],
+            None,
+            &format!(".{what}"),
+        )
+    };
+    let scale = param(cx, 1, "scale")?;
+    let bias = param(cx, 2, "B")?;
+    let axes: Vec<usize> = (2..r).collect();
+    let (y, _, _) = normalize(cx, x, &axes, eps, scale, Some(bias))?;
     cx.set_ir(0, y);
     Ok(())
 }
