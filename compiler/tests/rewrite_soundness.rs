@@ -492,6 +492,32 @@ fn int_elementwise() -> Vec<Case> {
         ("lookup-exp", "exp", "", "q<i8, 0.02:0>", "q<u8, 0.04:0>"),
         ("lookup-sqrt", "sqrt", "", "q<u8, 0.1:10>", "q<u8, 0.1:0>"),
         ("lookup-sign", "sign", "", "q<u4, 0.3:7>", "q<i2, 1.0:0>"),
+        ("lookup-abs", "abs", "", "q<i8, 0.05:3>", "q<u8, 0.05:0>"),
+        ("lookup-neg", "neg", "", "q<u8, 0.1:20>", "q<i8, 0.1:0>"),
+        ("lookup-floor", "floor", "", "q<i8, 0.13:0>", "q<i8, 1.0:0>"),
+        ("lookup-ceil", "ceil", "", "q<u6, 0.21:9>", "q<i8, 1.0:2>"),
+        (
+            "lookup-round",
+            "round",
+            "",
+            "q<i8, 0.25:-3>",
+            "q<i8, 1.0:0>",
+        ),
+        ("lookup-log", "log", "", "q<u8, 0.05:0>", "q<i8, 0.05:30>"),
+        (
+            "lookup-tanh",
+            "tanh",
+            "",
+            "q<i8, 0.03:0>",
+            "q<i8, 0.0078125:0>",
+        ),
+        (
+            "lookup-erf",
+            "erf",
+            "",
+            "q<i8, 0.02:0>",
+            "q<i8, 0.0078125:0>",
+        ),
     ] {
         v.push(case(rule, Tol::Exact, &unary(op, attrs, x, y)));
     }
