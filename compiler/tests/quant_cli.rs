@@ -133,3 +133,52 @@ fn data_free_eval_runs_on_the_jit() {
     ]);
     assert!(!ok && err.contains("expected LO,HI"), "{err}");
 }
+
+/// Regressions from PP-OCRv4 rec at `--bits 8` (issue 14), which stopped with "internal:
+/// these kernels did not become integer kernels": a pruned output channel (weights of
+/// 1e-39) got a subnormal weight scale, so its layer could not fuse; and a matrix product
+/// of two run-time operands (attention), which is not quantized, was counted as a failed
+/// fusion. Both now compile, the conv in an integer kernel, the matmul in f32.
+#[test]
+fn pruned_channel_and_activation_matmul_compile_at_8_bits() {
+    let dir = cli_common::temp_dir("quant", "pruned");
+    let model = dir.join("m.qir");
+    std::fs::write(
+        &model,
+        "module pruned {
+  input %x: f32[1,2,4,4]
+  const @w: f32[3,2,1,1] = [0.5, -0.25, 1e-39, -1e-39, 0.3, 0.7]
+  const @b: f32[3] = [0.1, 0.0, -0.2]
+  const @g: f32[3] = [1.0, 1.0, 1.0]
+  const @be: f32[3] = [0.0, 0.0, 0.0]
+  const @mu: f32[3] = [0.2, 0.0, -0.1]
+  const @v: f32[3] = [0.5, 0.1, 0.8]
+  %c: f32[1,3,4,4] = conv2d(%x, @w, @b)
+  %n: f32[1,3,4,4] = batch_norm(%c, @g, @be, @mu, @v)
+  %r: f32[1,3,4,4] = relu(%n)
+  %m: f32[1,3,4,4] = matmul(%r, %r)
+  output %m
+}
+",
+    )
+    .unwrap();
+    let out = dir.join("m.o");
+    let (ok, stdout, err) = qcc(&[
+        "compile",
+        model.to_str().unwrap(),
+        "--bits",
+        "8",
+        "--calib",
+        "tests/models/small_calib_2x4x4.npz",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}{err}");
+    assert!(!err.contains("internal"), "{err}");
+    let text = format!("{stdout}{err}");
+    assert!(
+        text.contains("conv2d_int"),
+        "the conv is not an integer kernel:\n{text}"
+    );
+    assert!(text.contains("stays f32"), "{text}");
+}

@@ -306,6 +306,11 @@ pub fn choose_range(
     }
 }
 
+/// The smallest per-channel weight scale [`quantize_weights`] gives: below it (weights
+/// under about 1e-18) a channel counts as zero. With activation scales down to 1e-18 the
+/// accumulator step stays a normal f32.
+pub const MIN_WEIGHT_SCALE: f64 = 1e-20;
+
 /// Quantizes float weights per channel along `axis` to signed narrow `bits`; returns the
 /// type (per-axis scales, zero points 0) and the codes.
 pub fn quantize_weights(
@@ -363,14 +368,19 @@ pub fn quantize_weights(
                 .1
         })
         .collect();
-    let nonzero: Vec<f64> = scales.iter().copied().filter(|&s| s > 0.0).collect();
+    // A channel whose weights are all zero, or so small (a pruned channel stored as
+    // 1e-39, say) that its scale would be subnormal or make the accumulator's step
+    // subnormal, takes the mean scale of the others: its codes are then 0, and every
+    // scale stays one the integer kernels can requantize with.
+    let usable = |s: f64| s >= MIN_WEIGHT_SCALE && (s as f32).is_normal();
+    let nonzero: Vec<f64> = scales.iter().copied().filter(|&s| usable(s)).collect();
     let fill = if nonzero.is_empty() {
         1.0
     } else {
         nonzero.iter().sum::<f64>() / nonzero.len() as f64
     };
     for s in &mut scales {
-        if *s == 0.0 {
+        if !usable(*s) {
             *s = if pow2 { pow2_up(fill) } else { fill };
         }
     }
