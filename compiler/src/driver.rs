@@ -884,3 +884,112 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
     }
     Ok(res)
 }
+
+/// The flags of `qcc bench`.
+#[derive(Clone, Debug, Default)]
+pub struct BenchArgs {
+    pub model: PathBuf,
+    pub input_shapes: Vec<String>,
+    /// Timed runs (after one warm-up run).
+    pub runs: usize,
+    /// Threads running the model; only 1 today.
+    pub threads: usize,
+    pub quant: crate::quant::QuantFlags,
+}
+
+/// What `qcc bench` measured, in milliseconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchResult {
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub runs: usize,
+}
+
+impl BenchResult {
+    /// Inferences per second at the median latency.
+    pub fn throughput(&self) -> f64 {
+        1000.0 / self.median_ms
+    }
+}
+
+impl std::fmt::Display for BenchResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Four significant digits.
+        let ms = |v: f64| {
+            let d = (3 - v.abs().max(1e-9).log10().floor() as i32).clamp(0, 9) as usize;
+            format!("{v:.d$}")
+        };
+        writeln!(f, "median {} ms", ms(self.median_ms))?;
+        writeln!(f, "min {} ms", ms(self.min_ms))?;
+        writeln!(f, "max {} ms", ms(self.max_ms))?;
+        write!(
+            f,
+            "throughput {:.1} inferences/s ({} runs, 1 thread)",
+            self.throughput(),
+            self.runs
+        )
+    }
+}
+
+/// `qcc bench`: compiles the model (JIT, with the quantization flags), runs it once to
+/// warm up and then `runs` times on fixed pseudo-random inputs (uniform in [0, 1), or
+/// code 0 for integer-typed inputs), and returns the latencies.
+pub fn bench(a: &BenchArgs) -> Result<BenchResult> {
+    if a.threads != 1 {
+        bail!(
+            "--threads {}: the compiled code runs on one thread; splitting layers across threads is not implemented yet (run one process per core for throughput)",
+            a.threads
+        );
+    }
+    if a.runs == 0 {
+        bail!("--runs 0: give at least one timed run");
+    }
+    let shapes = parse_input_shapes(&a.input_shapes)?;
+    let loaded = load_for(&a.model, &shapes, &a.quant)?;
+    let quantized = quantize(&a.quant, &loaded.module, &a.model)?.map(|q| q.0);
+    let m = quantized.as_ref().unwrap_or(&loaded.module);
+    let jit = JitModel::new(m).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    // xorshift64*: the same inputs on every run of the command.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let inputs: Vec<Tensor> = m
+        .inputs
+        .iter()
+        .map(|&i| {
+            let ty = m.ty(i);
+            let n = ty.numel();
+            let data = if ty.elem == ElemType::F32 {
+                TensorData::F32((0..n).map(|_| next()).collect())
+            } else {
+                TensorData::Int(vec![0; n])
+            };
+            Tensor {
+                shape: ty.shape.clone(),
+                data,
+            }
+        })
+        .collect();
+    let err = |e: backend::BackendError| anyhow::anyhow!("{}: {e}", a.model.display());
+    jit.run(&inputs).map_err(err)?;
+    let (_, times) = jit.run_times(&inputs, a.runs).map_err(err)?;
+    let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let n = ms.len();
+    let median = if n % 2 == 1 {
+        ms[n / 2]
+    } else {
+        (ms[n / 2 - 1] + ms[n / 2]) / 2.0
+    };
+    Ok(BenchResult {
+        median_ms: median,
+        min_ms: ms[0],
+        max_ms: ms[n - 1],
+        runs: n,
+    })
+}

@@ -158,6 +158,23 @@ enum Command {
         #[command(flatten)]
         quant: qcc::quant::QuantFlags,
     },
+    /// Time the compiled model (JIT) on pseudo-random inputs: median latency first, then
+    /// min, max and throughput.
+    Bench {
+        /// The model: ONNX (.onnx) or IR text (.qir).
+        model: PathBuf,
+        /// Timed runs, after one warm-up run.
+        #[arg(long, default_value_t = 100, value_name = "R")]
+        runs: usize,
+        /// Threads (only 1 so far: the compiled code runs on one thread).
+        #[arg(long, default_value_t = 1, value_name = "T")]
+        threads: usize,
+        /// Shape of a graph input with symbolic dimensions, e.g. `input=1,1,8,8`.
+        #[arg(long = "input-shape", value_name = "NAME=D,D,...")]
+        input_shapes: Vec<String>,
+        #[command(flatten)]
+        quant: qcc::quant::QuantFlags,
+    },
     /// Check IR text with the verifier; print every violation.
     Verify {
         /// The module, in the IR text form (.qir).
@@ -310,6 +327,20 @@ fn main() -> ExitCode {
             input_shapes: input_shapes.clone(),
             quant: quant.clone(),
         }),
+        Command::Bench {
+            model,
+            runs,
+            threads,
+            input_shapes,
+            quant,
+        } => qcc::driver::bench(&qcc::driver::BenchArgs {
+            model: model.clone(),
+            runs: *runs,
+            threads: *threads,
+            input_shapes: input_shapes.clone(),
+            quant: quant.clone(),
+        })
+        .map(|r| println!("{r}")),
         Command::Eval {
             model,
             data,

@@ -9,7 +9,7 @@
     reason = "calling generated code is the one unsafe operation of the compiler"
 )]
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use cranelift_jit::{JITBuilder, JITModule};
 use qcc_ir::interp::{Tensor, TensorData};
@@ -30,7 +30,7 @@ pub struct JitModel {
     arena: u64,
     report: Report,
     /// Scratch and output buffers kept between calls of [`JitModel::run_visit`].
-    buffers: RefCell<Buffers>,
+    buffers: Mutex<Buffers>,
 }
 
 /// Buffers reused across calls: fresh multi-megabyte allocations per call cost more in
@@ -98,7 +98,7 @@ impl JitModel {
             outputs: m.outputs.iter().map(|&v| m.ty(v).clone()).collect(),
             arena: built.plan.arena,
             report: built.report,
-            buffers: RefCell::new(Buffers::default()),
+            buffers: Mutex::new(Buffers::default()),
         })
     }
 
@@ -119,6 +119,18 @@ impl JitModel {
         inputs: &[Tensor],
         iters: usize,
     ) -> Result<(Vec<Tensor>, std::time::Duration), BackendError> {
+        let (out, times) = self.run_times(inputs, iters)?;
+        let best = times.into_iter().min().unwrap_or_default();
+        Ok((out, best))
+    }
+
+    /// Runs the model `runs` times (at least once) on the same buffers; returns the
+    /// outputs and every call's time, in order (argument conversion not included).
+    pub fn run_times(
+        &self,
+        inputs: &[Tensor],
+        runs: usize,
+    ) -> Result<(Vec<Tensor>, Vec<std::time::Duration>), BackendError> {
         let in_bufs = self.encode_inputs(inputs)?;
         let mut out_bufs: Vec<Vec<u8>> = self
             .outputs
@@ -134,11 +146,11 @@ impl JitModel {
         // Zero-sized buffers still need distinct non-null pointers.
         let ins: Vec<*const u8> = in_bufs.iter().map(|b| b.as_ptr()).collect();
         let outs: Vec<*mut u8> = out_bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
-        let mut best = std::time::Duration::MAX;
-        for _ in 0..iters.max(1) {
+        let mut times = Vec::with_capacity(runs.max(1));
+        for _ in 0..runs.max(1) {
             let t = std::time::Instant::now();
             let rc = call(self.entry, &ins, &outs, scratch_ptr);
-            best = best.min(t.elapsed());
+            times.push(t.elapsed());
             if rc != 0 {
                 return Err(BackendError::Internal(format!(
                     "the compiled entry returned {rc}"
@@ -165,9 +177,20 @@ impl JitModel {
                 }
             })
             .collect();
-        Ok((outputs, best))
+        Ok((outputs, times))
     }
 }
+
+// SAFETY: a `JitModel` is shared between threads only through `&self`. The `JITModule`
+// is not touched after `new` finalized it, except by `Drop` (which needs ownership); its
+// code is immutable, and `entry` points into it. Each call gets its own input, output
+// and scratch buffers (`run`, `run_times`), or takes the `Mutex` around the kept ones
+// (`run_visit`), so two threads never share memory the generated code writes, except
+// the tier's CPU-check word, which every caller may store and always stores as the same
+// value 1 (an aligned 32-bit store). The report, types and sizes are plain data.
+unsafe impl Send for JitModel {}
+// SAFETY: as for `Send`: every `&self` method is safe to call from several threads.
+unsafe impl Sync for JitModel {}
 
 impl JitModel {
     /// The inputs in the backend's storage layout, checked against the model's types.
@@ -230,7 +253,9 @@ impl JitModel {
         f: &mut dyn FnMut(usize, OutputRef<'_>),
     ) -> Result<(), BackendError> {
         let in_bufs = self.encode_inputs(inputs)?;
-        let mut guard = self.buffers.borrow_mut();
+        // A panic in `f` while the lock was held leaves the buffers as they were, which
+        // the next call overwrites anyway.
+        let mut guard = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
         let b = &mut *guard;
         if b.outputs.len() != self.outputs.len() {
             b.outputs = self
