@@ -6,6 +6,7 @@
 //! `qcc` command-line tool.
 
 pub mod backend;
+pub mod build;
 pub mod driver;
 pub mod frontend;
 pub mod npy;

@@ -1,1 +1,316 @@
+//! Safe Rust wrappers for models compiled by qcc (object ABI v1).
+//!
+//! A compiled model is an object file exporting `NAME_run` and the functions that give
+//! its sizes (see the generated C header). [`ModelAbi`] holds those entry points;
+//! `qcc::build` (the build-script API) generates it, together with an `extern` block
+//! and a `model()` function, so an application writes no `unsafe` code:
+//!
+//! ```ignore
+//! // build.rs: qcc::build::Build::new("digits.onnx").name("digits").compile()?;
+//! mod digits { include!(concat!(env!("OUT_DIR"), "/digits.rs")); }
+//!
+//! let model = digits::model();          // a `Model`: Copy, Send + Sync
+//! let mut session = model.session();    // owns its aligned scratch
+//! let scores = session.infer(&[&image])?;
+//! ```
+//!
+//! A [`Model`] may be shared by any number of threads; each thread runs it through its
+//! own [`Session`] (the object's code is reentrant, and all the state of a call lives
+//! in the session's scratch and the caller's buffers).
+#![allow(
+    unsafe_code,
+    reason = "calling the compiled object through its C ABI; each call's contract is checked first"
+)]
 
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::ffi::c_void;
+use std::fmt;
+
+/// The alignment the object ABI requires of the scratch memory.
+pub const SCRATCH_ALIGN: usize = 64;
+
+/// `NAME_run(inputs, outputs, scratch)`.
+pub type RunFn = unsafe extern "C" fn(*const *const f32, *const *mut f32, *mut c_void) -> i32;
+/// `NAME_input_size(i)` / `NAME_output_size(i)`: floats of tensor `i`.
+pub type SizeFn = unsafe extern "C" fn(usize) -> usize;
+/// `NAME_scratch_size()`: bytes.
+pub type ScratchFn = unsafe extern "C" fn() -> usize;
+
+/// The entry points of one compiled model (ABI v1).
+#[derive(Clone, Copy)]
+pub struct ModelAbi {
+    name: &'static str,
+    num_inputs: usize,
+    num_outputs: usize,
+    input_size: SizeFn,
+    output_size: SizeFn,
+    scratch_size: ScratchFn,
+    run: RunFn,
+}
+
+impl fmt::Debug for ModelAbi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelAbi")
+            .field("name", &self.name)
+            .field("num_inputs", &self.num_inputs)
+            .field("num_outputs", &self.num_outputs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelAbi {
+    /// The entry points of model `name`.
+    ///
+    /// # Safety
+    ///
+    /// The functions must be the ones a qcc object exports for one model (`NAME_run`,
+    /// `NAME_input_size`, `NAME_output_size`, `NAME_scratch_size`), and the counts must
+    /// be the header's `NAME_NUM_INPUTS` and `NAME_NUM_OUTPUTS`. `qcc::build` writes
+    /// this call.
+    #[allow(clippy::too_many_arguments)]
+    pub const unsafe fn new(
+        name: &'static str,
+        num_inputs: usize,
+        num_outputs: usize,
+        input_size: SizeFn,
+        output_size: SizeFn,
+        scratch_size: ScratchFn,
+        run: RunFn,
+    ) -> ModelAbi {
+        ModelAbi {
+            name,
+            num_inputs,
+            num_outputs,
+            input_size,
+            output_size,
+            scratch_size,
+            run,
+        }
+    }
+}
+
+/// A compiled model: cheap to copy, safe to share between threads.
+#[derive(Clone, Copy, Debug)]
+pub struct Model {
+    abi: &'static ModelAbi,
+}
+
+impl Model {
+    pub const fn new(abi: &'static ModelAbi) -> Model {
+        Model { abi }
+    }
+
+    /// The symbol prefix the model was compiled with.
+    pub fn name(&self) -> &'static str {
+        self.abi.name
+    }
+
+    pub fn num_inputs(&self) -> usize {
+        self.abi.num_inputs
+    }
+
+    pub fn num_outputs(&self) -> usize {
+        self.abi.num_outputs
+    }
+
+    /// Floats of input `i` (panics when `i` is out of range).
+    pub fn input_len(&self, i: usize) -> usize {
+        assert!(
+            i < self.abi.num_inputs,
+            "input {i} of {}",
+            self.abi.num_inputs
+        );
+        // SAFETY: an ABI v1 size function, called with an index below the count.
+        unsafe { (self.abi.input_size)(i) }
+    }
+
+    /// Floats of output `i` (panics when `i` is out of range).
+    pub fn output_len(&self, i: usize) -> usize {
+        assert!(
+            i < self.abi.num_outputs,
+            "output {i} of {}",
+            self.abi.num_outputs
+        );
+        // SAFETY: as `input_len`.
+        unsafe { (self.abi.output_size)(i) }
+    }
+
+    /// Bytes of scratch one call needs.
+    pub fn scratch_bytes(&self) -> usize {
+        // SAFETY: an ABI v1 function without arguments.
+        unsafe { (self.abi.scratch_size)() }
+    }
+
+    /// A session: the scratch for running this model on one thread at a time.
+    pub fn session(&self) -> Session {
+        Session {
+            model: *self,
+            scratch: Scratch::new(self.scratch_bytes()),
+        }
+    }
+}
+
+/// Why a run did not happen or failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunError {
+    /// The number of input (or output) slices differs from the model's.
+    Count {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// A slice has the wrong number of floats.
+    Len {
+        what: &'static str,
+        index: usize,
+        expected: usize,
+        got: usize,
+    },
+    /// `NAME_run` returned this nonzero code.
+    Code(i32),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Count {
+                what,
+                expected,
+                got,
+            } => write!(f, "the model takes {expected} {what}s, {got} given"),
+            RunError::Len {
+                what,
+                index,
+                expected,
+                got,
+            } => write!(f, "{what} {index} holds {got} floats, the model wants {expected}"),
+            RunError::Code(2) => f.write_str(
+                "the model returned 2: this CPU lacks the instruction set the object was compiled for (see NAME_CPU_TIER in its header; recompile with --cpu)",
+            ),
+            RunError::Code(c) => write!(f, "the model returned {c}: bad arguments"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Scratch memory aligned to [`SCRATCH_ALIGN`].
+struct Scratch {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl Scratch {
+    fn new(bytes: usize) -> Scratch {
+        let layout = Layout::from_size_align(bytes.max(SCRATCH_ALIGN), SCRATCH_ALIGN)
+            .expect("scratch size overflows");
+        // SAFETY: the layout's size is nonzero.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Scratch { ptr, layout }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { dealloc(self.ptr, self.layout) }
+    }
+}
+
+// SAFETY: the scratch is plain memory owned by one `Session`; moving it to another
+// thread moves the only pointer to it.
+unsafe impl Send for Scratch {}
+
+/// A model with its own scratch: runs on one thread at a time (it is `Send`, not
+/// shared); make one per thread.
+pub struct Session {
+    model: Model,
+    scratch: Scratch,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("model", &self.model)
+            .field("scratch_bytes", &self.scratch.layout.size())
+            .finish()
+    }
+}
+
+impl Session {
+    pub fn model(&self) -> Model {
+        self.model
+    }
+
+    /// Runs the model: one slice per input and per output, each of the model's length.
+    pub fn run(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<(), RunError> {
+        let m = self.model;
+        if inputs.len() != m.num_inputs() {
+            return Err(RunError::Count {
+                what: "input",
+                expected: m.num_inputs(),
+                got: inputs.len(),
+            });
+        }
+        if outputs.len() != m.num_outputs() {
+            return Err(RunError::Count {
+                what: "output",
+                expected: m.num_outputs(),
+                got: outputs.len(),
+            });
+        }
+        for (i, x) in inputs.iter().enumerate() {
+            if x.len() != m.input_len(i) {
+                return Err(RunError::Len {
+                    what: "input",
+                    index: i,
+                    expected: m.input_len(i),
+                    got: x.len(),
+                });
+            }
+        }
+        for (i, y) in outputs.iter().enumerate() {
+            if y.len() != m.output_len(i) {
+                return Err(RunError::Len {
+                    what: "output",
+                    index: i,
+                    expected: m.output_len(i),
+                    got: y.len(),
+                });
+            }
+        }
+        // Empty tensors still get distinct non-null pointers.
+        let ins: Vec<*const f32> = inputs.iter().map(|x| x.as_ptr()).collect();
+        let outs: Vec<*mut f32> = outputs.iter_mut().map(|y| y.as_mut_ptr()).collect();
+        // SAFETY: one pointer per input and output, each to exactly the number of floats
+        // the model reads or writes (checked above); the scratch is this session's,
+        // `scratch_bytes()` long and aligned to 64; the borrows keep every buffer alive
+        // and unaliased for the call.
+        let rc = unsafe {
+            (m.abi.run)(
+                ins.as_ptr(),
+                outs.as_ptr(),
+                self.scratch.ptr.cast::<c_void>(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(RunError::Code(rc))
+        }
+    }
+
+    /// Runs the model and returns freshly allocated outputs.
+    pub fn infer(&mut self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, RunError> {
+        let m = self.model;
+        let mut outs: Vec<Vec<f32>> = (0..m.num_outputs())
+            .map(|i| vec![0.0; m.output_len(i)])
+            .collect();
+        let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+        self.run(inputs, &mut refs)?;
+        Ok(outs)
+    }
+}

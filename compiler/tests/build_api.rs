@@ -1,0 +1,157 @@
+//! `qcc::build` (the build-script API) and the `qcc-runtime` crate: a model compiled by
+//! `Build::compile` is linked into a Rust program through the generated module and the
+//! runtime's safe wrapper, built here with `rustc` the way cargo would (the archive
+//! through `-l static=qcc_NAME`, the runtime as an `--extern` crate), and its outputs
+//! equal the JIT's bit for bit; the wrapper's size checks and errors hold.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use qcc::backend::JitModel;
+use qcc::build::Build;
+use qcc::frontend::onnx::{ImportOptions, import_file};
+use qcc::passes::cleanup;
+use qcc_ir::interp::Tensor;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const APP: &str = r#"
+mod digits {
+    include!(concat!(env!("GEN_DIR"), "/digits.rs"));
+}
+
+fn main() {
+    let m = digits::model();
+    assert_eq!(m.name(), "digits");
+    assert_eq!((m.num_inputs(), m.num_outputs()), (1, 1));
+    assert_eq!((m.input_len(0), m.output_len(0)), (64, 10));
+    let x: Vec<f32> = (0..64).map(|i| ((i * 7) % 17) as f32 / 16.0).collect();
+    // Sessions on two threads at once, each with its own scratch.
+    let t = std::thread::spawn(move || m.session().infer(&[&x]).unwrap());
+    let mut s = m.session();
+    let x: Vec<f32> = (0..64).map(|i| ((i * 7) % 17) as f32 / 16.0).collect();
+    let y = s.infer(&[&x]).unwrap();
+    assert_eq!(y, t.join().unwrap());
+    println!("error: {}", s.infer(&[&x[..10]]).unwrap_err());
+    println!("error: {}", s.infer(&[]).unwrap_err());
+    let mut short = vec![0.0f32; 3];
+    println!("error: {}", s.run(&[&x], &mut [&mut short]).unwrap_err());
+    for v in &y[0] {
+        println!("{}", v.to_bits());
+    }
+}
+"#;
+
+#[test]
+fn build_api_links_a_model_into_a_rust_program() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let have = |p: &str| Command::new(p).arg("--version").output().is_ok();
+    if !have(&rustc) || !have("cc") || !have("ar") {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "rustc, cc and ar are needed under CI"
+        );
+        eprintln!("skipped: no rustc, cc or ar");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("qcc-build-api-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = root().join("tests/models/digits_cnn_folded.onnx");
+    let generated = Build::new(&model)
+        .name("digits")
+        .out_dir(&dir)
+        .cargo_metadata(false)
+        .compile()
+        .unwrap();
+    assert!(generated.archive.is_file() && generated.module.is_file());
+    // The runtime crate as cargo would build it, then the application.
+    run(Command::new(&rustc)
+        .args([
+            "--edition",
+            "2024",
+            "--crate-type",
+            "rlib",
+            "--crate-name",
+            "qcc_runtime",
+        ])
+        .args(["-D", "warnings"])
+        .arg(root().join("runtime/src/lib.rs"))
+        .arg("--out-dir")
+        .arg(&dir));
+    std::fs::write(dir.join("app.rs"), APP).unwrap();
+    let exe = dir.join("app");
+    run(Command::new(&rustc)
+        .args(["--edition", "2024", "-D", "warnings"])
+        .arg(dir.join("app.rs"))
+        .arg("--extern")
+        .arg(format!(
+            "qcc_runtime={}",
+            dir.join("libqcc_runtime.rlib").display()
+        ))
+        .arg("-L")
+        .arg(&dir)
+        .args(["-l", "static=qcc_digits"])
+        .arg("-o")
+        .arg(&exe)
+        .env("GEN_DIR", &dir));
+    let out = run(&mut Command::new(&exe));
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert!(
+        errors[0].contains("input 0 holds 10 floats, the model wants 64"),
+        "{out}"
+    );
+    assert!(errors[1].contains("takes 1 inputs, 0 given"), "{out}");
+    assert!(
+        errors[2].contains("output 0 holds 3 floats, the model wants 10"),
+        "{out}"
+    );
+    let got: Vec<f32> = out
+        .lines()
+        .filter(|l| !l.starts_with("error: "))
+        .map(|l| f32::from_bits(l.parse().unwrap()))
+        .collect();
+    let mut m = import_file(&model, &ImportOptions::default())
+        .unwrap()
+        .module;
+    cleanup::pipeline().run(&mut m, &mut |_| {}).unwrap();
+    let x: Vec<f32> = (0..64).map(|i| ((i * 7) % 17) as f32 / 16.0).collect();
+    let want = JitModel::new(&m)
+        .unwrap()
+        .run(&[Tensor::f32(vec![1, 1, 8, 8], x)])
+        .unwrap();
+    assert_eq!(got, want[0].as_f32().unwrap(), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn build_api_names_bad_flags() {
+    let err = Build::new(root().join("tests/models/digits_cnn_folded.onnx"))
+        .flags(["--bits", "banana"])
+        .out_dir(std::env::temp_dir())
+        .cargo_metadata(false)
+        .compile()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--bits") && err.contains("banana"), "{err}");
+    let err = Build::new("no/such/model.onnx")
+        .out_dir(std::env::temp_dir())
+        .cargo_metadata(false)
+        .compile()
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("no/such/model.onnx"), "{text}");
+}
