@@ -145,28 +145,6 @@ pub fn exp_model(x: f32) -> f32 {
     y * f32::from_bits(((a + 127) as u32) << 23) * f32::from_bits(((b + 127) as u32) << 23)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exp_error_bound() {
-        let mut worst = 0f64;
-        let n = 2_000_000;
-        for i in 0..=n {
-            let x = -87.0 + (88.72 + 87.0) * (i as f64 / n as f64);
-            let x = x as f32;
-            let want = (x as f64).exp();
-            let got = exp_model(x) as f64;
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst < EXP_MAX_REL_ERROR, "worst relative error {worst}");
-        assert_eq!(exp_model(100.0), f32::INFINITY);
-        assert!(exp_model(-200.0).abs() < 1e-37);
-        assert!(exp_model(f32::NAN).is_nan());
-    }
-}
-
 /// `x | (sign bit of s)`: the sign of `s` put on a non-negative `x` (F32 or F32X4).
 fn or_sign(k: &mut Kb<'_, '_>, ty: Type, x: Value, s: Value, sign: Value) -> Value {
     let ity = if ty == F32 { I32 } else { I32X4 };
@@ -177,65 +155,9 @@ fn or_sign(k: &mut Kb<'_, '_>, ty: Type, x: Value, s: Value, sign: Value) -> Val
     k.b.ins().bitcast(ty, MemFlagsData::new(), r)
 }
 
-/// How [`RoundConsts::round`] rounds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RoundMode {
-    Floor,
-    Ceil,
-    /// Ties to even.
-    Nearest,
-}
-
-/// Constants of floor, ceil and round. Like exp, these avoid SSE4.1's `roundps` (and a
-/// libcall): `|x| + 2^23 - 2^23` rounds `|x| < 2^23` to the nearest integer, ties to
-/// even, in the default rounding mode; floor and ceil step that by one where it went the
-/// wrong way; the sign of `x` is put back with a bit operation (so `-0.3` floors to -1
-/// and ceils to -0.0). `|x| >= 2^23` (already integral), infinities and NaN pass through.
-/// Exact: every step is exact or the one rounding of the addition.
-pub(crate) struct RoundConsts {
-    ty: Type,
-    two23: Value,
-    one: Value,
-    sign: Value,
-}
-
-impl RoundConsts {
-    /// `ty` is F32 or F32X4.
-    pub fn new(k: &mut Kb<'_, '_>, ty: Type) -> RoundConsts {
-        let ity = if ty == F32 { I32 } else { I32X4 };
-        RoundConsts {
-            ty,
-            two23: k.fconst(ty, 8_388_608.0),
-            one: k.fconst(ty, 1.0),
-            sign: k.iconst_t(ity, i32::MIN as i64),
-        }
-    }
-
-    pub fn round(&self, k: &mut Kb<'_, '_>, mode: RoundMode, x: Value) -> Value {
-        let ty = self.ty;
-        let a = k.b.ins().fabs(x);
-        let t = k.b.ins().fadd(a, self.two23);
-        let r = k.b.ins().fsub(t, self.two23);
-        let r = or_sign(k, ty, r, x, self.sign);
-        let r = match mode {
-            RoundMode::Nearest => r,
-            RoundMode::Floor => {
-                let d = k.b.ins().fsub(r, self.one);
-                k.fselect(ty, FloatCC::GreaterThan, r, x, d, r)
-            }
-            RoundMode::Ceil => {
-                let u = k.b.ins().fadd(r, self.one);
-                let u = k.fselect(ty, FloatCC::LessThan, r, x, u, r);
-                or_sign(k, ty, u, x, self.sign)
-            }
-        };
-        k.fselect(ty, FloatCC::LessThan, a, self.two23, r, x)
-    }
-}
-
 const SQRTHF: f32 = std::f32::consts::FRAC_1_SQRT_2;
-/// Cephes `logf`'s polynomial for `log(1 + z) - z + z^2/2` over `z^3`, on
-/// `sqrt(1/2) - 1 <= z < sqrt(2) - 1`.
+/// Cephes `logf`'s polynomial: `ln(1 + f) = f - f^2/2 + f^3 P(f)` on
+/// `sqrt(1/2) - 1 <= f < sqrt(2) - 1`.
 const LOG_P: [f32; 9] = [
     7.037_683_6e-2,
     -1.151_461e-1,
@@ -247,98 +169,147 @@ const LOG_P: [f32; 9] = [
     -2.499_999_4e-1,
     3.333_333e-1,
 ];
+const TWO23: f32 = 8_388_608.0;
 
-/// Constants of `ln` (Cephes' `logf`): `x = m 2^e` with `m` in `[sqrt(1/2), sqrt(2))`
-/// read from the bits (subnormal `x` scaled by `2^25` first), `ln x = e ln2 + ln m`
-/// with `ln m` a degree-9 polynomial in `m - 1` and `ln 2` in two parts. Relative error
-/// within a few ulp (the `log_error_bound` test measures it); `-inf` at +-0, NaN below
-/// zero and for NaN, `+inf` at `+inf`.
+/// Constants of `ln` (Cephes' `logf` scheme; shared by the `log` op and `pow`): `a = m
+/// 2^e` with `m` in `[sqrt(1/2), sqrt 2)` read from the bits (subnormals first scaled by
+/// 2^23), `ln a = e ln2 + ln m` with `ln(1 + f)` for `f = m - 1` a degree-8 polynomial
+/// `f - f^2/2 + f^3 P(f)` and `ln 2` in two parts, evaluated without FMA (the same
+/// result on every target). Error below 2 ulp ([`ln_model`]'s test); `ln 1 = 0` exactly;
+/// `ln(+-0) = -inf`, `ln(inf) = inf`, NaN below zero and for NaN.
 pub(crate) struct LogConsts {
     ty: Type,
+    sqrthf: Value,
+    lp: [Value; 9],
+    ln2_lo: Value,
+    ln2_hi: Value,
     min_normal: Value,
-    two25: Value,
-    m25: Value,
+    two23: Value,
+    m23: Value,
     zero: Value,
     one: Value,
     half: Value,
-    sqrthf: Value,
-    ln2_hi: Value,
-    ln2_lo: Value,
-    p: [Value; 9],
     inf: Value,
     ninf: Value,
     nan: Value,
     mant: Value,
     half_bits: Value,
+    bias: Value,
 }
 
 impl LogConsts {
-    pub fn new(k: &mut Kb<'_, '_>, ty: Type) -> LogConsts {
+    /// `ty` is F32 or F32X4.
+    pub fn new(kb: &mut Kb<'_, '_>, ty: Type) -> LogConsts {
         let ity = if ty == F32 { I32 } else { I32X4 };
         LogConsts {
             ty,
-            min_normal: k.fconst(ty, f32::MIN_POSITIVE),
-            two25: k.fconst(ty, 33_554_432.0),
-            m25: k.fconst(ty, -25.0),
-            zero: k.fconst(ty, 0.0),
-            one: k.fconst(ty, 1.0),
-            half: k.fconst(ty, 0.5),
-            sqrthf: k.fconst(ty, SQRTHF),
-            ln2_hi: k.fconst(ty, LN2_HI),
-            ln2_lo: k.fconst(ty, LN2_LO),
-            p: LOG_P.map(|c| k.fconst(ty, c)),
-            inf: k.fconst(ty, f32::INFINITY),
-            ninf: k.fconst(ty, f32::NEG_INFINITY),
-            nan: k.fconst(ty, f32::NAN),
-            mant: k.iconst_t(ity, 0x007F_FFFF),
-            half_bits: k.iconst_t(ity, 0x3F00_0000),
+            sqrthf: kb.fconst(ty, SQRTHF),
+            lp: LOG_P.map(|c| kb.fconst(ty, c)),
+            ln2_lo: kb.fconst(ty, LN2_LO),
+            ln2_hi: kb.fconst(ty, LN2_HI),
+            min_normal: kb.fconst(ty, f32::MIN_POSITIVE),
+            two23: kb.fconst(ty, TWO23),
+            m23: kb.fconst(ty, -23.0),
+            zero: kb.fconst(ty, 0.0),
+            one: kb.fconst(ty, 1.0),
+            half: kb.fconst(ty, 0.5),
+            inf: kb.fconst(ty, f32::INFINITY),
+            ninf: kb.fconst(ty, f32::NEG_INFINITY),
+            nan: kb.fconst(ty, f32::NAN),
+            mant: kb.iconst_t(ity, 0x007f_ffff),
+            half_bits: kb.iconst_t(ity, 0x3f00_0000),
+            bias: kb.iconst_t(ity, 126),
         }
     }
 
-    pub fn ln(&self, k: &mut Kb<'_, '_>, x: Value) -> Value {
+    /// `ln a`.
+    pub fn ln(&self, kb: &mut Kb<'_, '_>, a: Value) -> Value {
         let ty = self.ty;
         let ity = if ty == F32 { I32 } else { I32X4 };
-        let small = |k: &mut Kb<'_, '_>, a: Value, b: Value| {
-            k.fselect(ty, FloatCC::LessThan, x, self.min_normal, a, b)
-        };
-        let xs = k.b.ins().fmul(x, self.two25);
-        let xs = small(k, xs, x);
-        let eadj = small(k, self.m25, self.zero);
-        let bits = k.b.ins().bitcast(ity, MemFlagsData::new(), xs);
-        let sh = k.b.ins().iconst(I32, 23);
-        let e = k.b.ins().ushr(bits, sh);
-        let e = k.iadd_k(e, -126);
-        let mb = k.b.ins().band(bits, self.mant);
-        let mb = k.b.ins().bor(mb, self.half_bits);
-        let m = k.b.ins().bitcast(ty, MemFlagsData::new(), mb);
-        let ef = k.b.ins().fcvt_from_sint(ty, e);
-        let ef = k.b.ins().fadd(ef, eadj);
-        // m in [0.5, 1): below sqrt(1/2), use 2m and e - 1.
-        let ef1 = k.b.ins().fsub(ef, self.one);
-        let ef = k.fselect(ty, FloatCC::LessThan, m, self.sqrthf, ef1, ef);
-        let m2 = k.b.ins().fadd(m, m);
-        let mm = k.fselect(ty, FloatCC::LessThan, m, self.sqrthf, m2, m);
-        let z = k.b.ins().fsub(mm, self.one);
-        let zz = k.b.ins().fmul(z, z);
-        let mut p = self.p[0];
-        for &c in &self.p[1..] {
-            p = k.madd(p, z, c);
+        let f = MemFlagsData::new();
+        let scaled = kb.b.ins().fmul(a, self.two23);
+        let a2 = kb.fselect(ty, FloatCC::LessThan, a, self.min_normal, scaled, a);
+        let eadj = kb.fselect(
+            ty,
+            FloatCC::LessThan,
+            a,
+            self.min_normal,
+            self.m23,
+            self.zero,
+        );
+        let bits = kb.b.ins().bitcast(ity, f, a2);
+        let sh = kb.b.ins().iconst(I32, 23);
+        let ei = kb.b.ins().ushr(bits, sh);
+        let ei = kb.b.ins().isub(ei, self.bias);
+        let mb = kb.b.ins().band(bits, self.mant);
+        let mb = kb.b.ins().bor(mb, self.half_bits);
+        let m = kb.b.ins().bitcast(ty, f, mb); // [0.5, 1)
+        let e = kb.b.ins().fcvt_from_sint(ty, ei);
+        let e = kb.b.ins().fadd(e, eadj);
+        // m < sqrt(1/2): e -= 1, m = 2m - 1; else m = m - 1.
+        let em1 = kb.b.ins().fsub(e, self.one);
+        let e = kb.fselect(ty, FloatCC::LessThan, m, self.sqrthf, em1, e);
+        let m2 = kb.b.ins().fadd(m, m);
+        let mm = kb.fselect(ty, FloatCC::LessThan, m, self.sqrthf, m2, m);
+        let x = kb.b.ins().fsub(mm, self.one);
+        let z = kb.b.ins().fmul(x, x);
+        let mut p = self.lp[0];
+        for &c in &self.lp[1..] {
+            let t = kb.b.ins().fmul(p, x);
+            p = kb.b.ins().fadd(t, c);
         }
-        let y = k.b.ins().fmul(p, z);
-        let y = k.b.ins().fmul(y, zz);
-        let y = k.madd(ef, self.ln2_lo, y);
-        let hz = k.b.ins().fmul(self.half, zz);
-        let y = k.b.ins().fsub(y, hz);
-        let r = k.b.ins().fadd(z, y);
-        let r = k.madd(ef, self.ln2_hi, r);
-        // Special values (NaN fails every ordered comparison and is handled last).
-        let r = k.fselect(ty, FloatCC::Equal, x, self.zero, self.ninf, r);
-        let r = k.fselect(ty, FloatCC::LessThan, x, self.zero, self.nan, r);
-        let r = k.fselect(ty, FloatCC::Equal, x, self.inf, self.inf, r);
-        k.fselect(ty, FloatCC::Unordered, x, x, x, r)
+        let y = kb.b.ins().fmul(z, p);
+        let y = kb.b.ins().fmul(x, y);
+        let t = kb.b.ins().fmul(self.ln2_lo, e);
+        let y = kb.b.ins().fadd(y, t);
+        let t = kb.b.ins().fmul(self.half, z);
+        let y = kb.b.ins().fsub(y, t);
+        let r = kb.b.ins().fadd(x, y);
+        let t = kb.b.ins().fmul(self.ln2_hi, e);
+        let r = kb.b.ins().fadd(r, t);
+        // Special values: ln(+-0) = -inf, ln inf = inf, NaN below zero, NaN stays NaN.
+        let r = kb.fselect(ty, FloatCC::Equal, a, self.zero, self.ninf, r);
+        let r = kb.fselect(ty, FloatCC::LessThan, a, self.zero, self.nan, r);
+        let r = kb.fselect(ty, FloatCC::Equal, a, self.inf, self.inf, r);
+        kb.fselect(ty, FloatCC::Unordered, a, a, a, r)
     }
 }
 
+/// The algorithm of [`LogConsts::ln`] in Rust, step for step (for the error test).
+pub fn ln_model(a: f32) -> f32 {
+    if a.is_nan() || a < 0.0 {
+        return f32::NAN;
+    }
+    if a == 0.0 {
+        return f32::NEG_INFINITY;
+    }
+    if a == f32::INFINITY {
+        return a;
+    }
+    let (a2, eadj) = if a < f32::MIN_POSITIVE {
+        (a * TWO23, -23.0)
+    } else {
+        (a, 0.0)
+    };
+    let bits = a2.to_bits();
+    let mut e = ((bits >> 23) as i32 - 126) as f32 + eadj;
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f00_0000);
+    let x = if m < SQRTHF {
+        e -= 1.0;
+        (m + m) - 1.0
+    } else {
+        m - 1.0
+    };
+    let z = x * x;
+    let mut p = LOG_P[0];
+    for &c in &LOG_P[1..] {
+        p = p * x + c;
+    }
+    let mut y = x * (z * p);
+    y += LN2_LO * e;
+    y -= 0.5 * z;
+    (x + y) + LN2_HI * e
+}
 /// Cephes `tanhf`'s odd polynomial below |x| = 0.625.
 const TANH_P: [f32; 5] = [
     -5.704_988_7e-3,
@@ -467,5 +438,44 @@ impl ErfConsts {
         }
         let small = k.b.ins().fmul(x, s);
         k.fselect(ty, FloatCC::LessThan, a, self.split, small, big)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ln_error_bound() {
+        let mut worst = 0f64;
+        let n = 1_000_000;
+        for i in 0..=n {
+            let x = (2f64).powf(-140.0 + 268.0 * (i as f64 / n as f64)) as f32;
+            let want = (x as f64).ln();
+            let got = ln_model(x) as f64;
+            let ulp = (want.abs() as f32).max(f32::MIN_POSITIVE);
+            let ulp = (f32::from_bits(ulp.to_bits() + 1) - ulp) as f64;
+            worst = worst.max((got - want).abs() / ulp);
+        }
+        assert!(worst < 2.0, "worst error {worst} ulp");
+        assert_eq!(ln_model(1.0), 0.0);
+        assert!(ln_model(-1.0).is_nan());
+    }
+
+    #[test]
+    fn exp_error_bound() {
+        let mut worst = 0f64;
+        let n = 2_000_000;
+        for i in 0..=n {
+            let x = -87.0 + (88.72 + 87.0) * (i as f64 / n as f64);
+            let x = x as f32;
+            let want = (x as f64).exp();
+            let got = exp_model(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < EXP_MAX_REL_ERROR, "worst relative error {worst}");
+        assert_eq!(exp_model(100.0), f32::INFINITY);
+        assert!(exp_model(-200.0).abs() < 1e-37);
+        assert!(exp_model(f32::NAN).is_nan());
     }
 }

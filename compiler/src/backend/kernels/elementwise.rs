@@ -11,7 +11,10 @@ use cranelift_codegen::ir::types::{F32, F32X4};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
 use crate::backend::kb::Kb;
-use crate::backend::math::{ErfConsts, ExpConsts, LogConsts, RoundConsts, RoundMode, TanhConsts};
+use qcc_ir::Rounding;
+
+use super::quantsim::RoundConsts;
+use crate::backend::math::{ErfConsts, ExpConsts, LogConsts, TanhConsts};
 
 /// A unary f32 function.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -27,7 +30,8 @@ pub(crate) enum Unary {
     Sign,
     Abs,
     Neg,
-    Round(RoundMode),
+    /// Floor, Ceil or HalfEven (ONNX Round).
+    Round(Rounding),
     Log,
     Tanh,
     Erf,
@@ -47,9 +51,9 @@ impl Unary {
             Unary::Sign => "sign",
             Unary::Abs => "abs",
             Unary::Neg => "neg",
-            Unary::Round(RoundMode::Floor) => "floor",
-            Unary::Round(RoundMode::Ceil) => "ceil",
-            Unary::Round(RoundMode::Nearest) => "round",
+            Unary::Round(Rounding::Floor) => "floor",
+            Unary::Round(Rounding::Ceil) => "ceil",
+            Unary::Round(_) => "round",
             Unary::Log => "log",
             Unary::Tanh => "tanh",
             Unary::Erf => "erf",
@@ -143,7 +147,7 @@ impl UConsts {
                 .round
                 .as_ref()
                 .expect("round constants")
-                .round(kb, mode, x),
+                .round(kb, x, mode),
             Unary::Log => self.log.as_ref().expect("log constants").ln(kb, x),
             Unary::Tanh => self.tanh.as_ref().expect("tanh constants").tanh(kb, x),
             Unary::Erf => self.erf.as_ref().expect("erf constants").erf(kb, x),

@@ -39,7 +39,6 @@ use self::elementwise::{Binary, Broadcast, Unary};
 use self::movement::{AxisMap, FILL, Gather};
 use self::pool::PoolKind;
 use super::kb::Kb;
-use super::math::RoundMode;
 use super::storage::Store;
 
 /// What a node (with any nodes fused into it) is lowered to.
@@ -428,9 +427,9 @@ pub(crate) fn select(
         Op::Sign => unary(Unary::Sign),
         Op::Abs => unary(Unary::Abs),
         Op::Neg => unary(Unary::Neg),
-        Op::Floor => unary(Unary::Round(RoundMode::Floor)),
-        Op::Ceil => unary(Unary::Round(RoundMode::Ceil)),
-        Op::Round => unary(Unary::Round(RoundMode::Nearest)),
+        Op::Floor => unary(Unary::Round(qcc_ir::Rounding::Floor)),
+        Op::Ceil => unary(Unary::Round(qcc_ir::Rounding::Ceil)),
+        Op::Round => unary(Unary::Round(qcc_ir::Rounding::HalfEven)),
         Op::Log => unary(Unary::Log),
         Op::Tanh => unary(Unary::Tanh),
         Op::Erf => unary(Unary::Erf),

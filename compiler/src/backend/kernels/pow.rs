@@ -26,7 +26,7 @@ use qcc_ir::Rounding;
 
 use super::quantsim::RoundConsts;
 use crate::backend::kb::Kb;
-use crate::backend::math::ExpConsts;
+use crate::backend::math::{ExpConsts, LogConsts};
 
 /// The stated bound on pow's relative error for normal results (see the module docs).
 #[cfg_attr(
@@ -35,35 +35,12 @@ use crate::backend::math::ExpConsts;
 )]
 pub const POW_MAX_REL_ERROR: f64 = 3e-5;
 
-const SQRTHF: f32 = std::f32::consts::FRAC_1_SQRT_2;
-const LP: [f32; 9] = [
-    7.037_683_6e-2,
-    -1.151_461e-1,
-    1.167_699_9e-1,
-    -1.242_014_1e-1,
-    1.424_932_3e-1,
-    -1.666_805_8e-1,
-    2.000_071_4e-1,
-    -2.499_999_4e-1,
-    3.333_333e-1,
-];
-const LN2_LO: f32 = -2.121_944_4e-4;
-const LN2_HI: f32 = 0.693_359_4;
-const MIN_NORMAL: f32 = f32::MIN_POSITIVE;
-const TWO23: f32 = 8_388_608.0;
-
 /// Constants of log and pow for one type, made before the loops.
 pub(crate) struct PowConsts {
     ty: Type,
     exp: ExpConsts,
     round: RoundConsts,
-    sqrthf: Value,
-    lp: [Value; 9],
-    ln2_lo: Value,
-    ln2_hi: Value,
-    min_normal: Value,
-    two23: Value,
-    m23: Value,
+    log: LogConsts,
     zero: Value,
     one: Value,
     m1: Value,
@@ -71,25 +48,15 @@ pub(crate) struct PowConsts {
     inf: Value,
     ninf: Value,
     nan: Value,
-    mant: Value,
-    half_bits: Value,
-    bias: Value,
 }
 
 impl PowConsts {
     pub fn new(kb: &mut Kb<'_, '_>, ty: Type) -> PowConsts {
-        let ity = if ty == F32 { I32 } else { I32X4 };
         PowConsts {
             ty,
             exp: ExpConsts::new(kb, ty),
             round: RoundConsts::new(kb, ty),
-            sqrthf: kb.fconst(ty, SQRTHF),
-            lp: LP.map(|c| kb.fconst(ty, c)),
-            ln2_lo: kb.fconst(ty, LN2_LO),
-            ln2_hi: kb.fconst(ty, LN2_HI),
-            min_normal: kb.fconst(ty, MIN_NORMAL),
-            two23: kb.fconst(ty, TWO23),
-            m23: kb.fconst(ty, -23.0),
+            log: LogConsts::new(kb, ty),
             zero: kb.fconst(ty, 0.0),
             one: kb.fconst(ty, 1.0),
             m1: kb.fconst(ty, -1.0),
@@ -97,61 +64,12 @@ impl PowConsts {
             inf: kb.fconst(ty, f32::INFINITY),
             ninf: kb.fconst(ty, f32::NEG_INFINITY),
             nan: kb.fconst(ty, f32::NAN),
-            mant: kb.iconst_t(ity, 0x007f_ffff),
-            half_bits: kb.iconst_t(ity, 0x3f00_0000),
-            bias: kb.iconst_t(ity, 126),
         }
     }
 
     /// `ln a` for `a >= 0` (or NaN).
     pub fn ln(&self, kb: &mut Kb<'_, '_>, a: Value) -> Value {
-        let ty = self.ty;
-        let ity = if ty == F32 { I32 } else { I32X4 };
-        let f = MemFlagsData::new();
-        let scaled = kb.b.ins().fmul(a, self.two23);
-        let a2 = kb.fselect(ty, FloatCC::LessThan, a, self.min_normal, scaled, a);
-        let eadj = kb.fselect(
-            ty,
-            FloatCC::LessThan,
-            a,
-            self.min_normal,
-            self.m23,
-            self.zero,
-        );
-        let bits = kb.b.ins().bitcast(ity, f, a2);
-        let sh = kb.b.ins().iconst(I32, 23);
-        let ei = kb.b.ins().ushr(bits, sh);
-        let ei = kb.b.ins().isub(ei, self.bias);
-        let mb = kb.b.ins().band(bits, self.mant);
-        let mb = kb.b.ins().bor(mb, self.half_bits);
-        let m = kb.b.ins().bitcast(ty, f, mb); // [0.5, 1)
-        let e = kb.b.ins().fcvt_from_sint(ty, ei);
-        let e = kb.b.ins().fadd(e, eadj);
-        // m < sqrt(1/2): e -= 1, m = 2m - 1; else m = m - 1.
-        let em1 = kb.b.ins().fsub(e, self.one);
-        let e = kb.fselect(ty, FloatCC::LessThan, m, self.sqrthf, em1, e);
-        let m2 = kb.b.ins().fadd(m, m);
-        let mm = kb.fselect(ty, FloatCC::LessThan, m, self.sqrthf, m2, m);
-        let x = kb.b.ins().fsub(mm, self.one);
-        let z = kb.b.ins().fmul(x, x);
-        let mut p = self.lp[0];
-        for &c in &self.lp[1..] {
-            let t = kb.b.ins().fmul(p, x);
-            p = kb.b.ins().fadd(t, c);
-        }
-        let y = kb.b.ins().fmul(z, p);
-        let y = kb.b.ins().fmul(x, y);
-        let t = kb.b.ins().fmul(self.ln2_lo, e);
-        let y = kb.b.ins().fadd(y, t);
-        let t = kb.b.ins().fmul(self.half, z);
-        let y = kb.b.ins().fsub(y, t);
-        let r = kb.b.ins().fadd(x, y);
-        let t = kb.b.ins().fmul(self.ln2_hi, e);
-        let r = kb.b.ins().fadd(r, t);
-        // Special values: ln 0 = -inf, ln inf = inf, NaN stays NaN.
-        let r = kb.fselect(ty, FloatCC::Equal, a, self.zero, self.ninf, r);
-        let r = kb.fselect(ty, FloatCC::Equal, a, self.inf, self.inf, r);
-        kb.fselect(ty, FloatCC::Unordered, a, a, a, r)
+        self.log.ln(kb, a)
     }
 
     /// `powf(x, y)`.
@@ -221,68 +139,15 @@ pub(crate) fn emit(cx: &mut super::Ecx<'_, '_, '_, '_>, nest: &super::nary::Nest
     super::nary::emit(cx.kb, nest, &[a, b], out, &f);
 }
 
-/// The algorithm of [`PowConsts::ln`] in Rust, step for step (for the error test).
-#[cfg(test)]
-fn ln_model(a: f32) -> f32 {
-    if a.is_nan() {
-        return a;
-    }
-    if a == 0.0 {
-        return f32::NEG_INFINITY;
-    }
-    if a == f32::INFINITY {
-        return a;
-    }
-    let (a2, eadj) = if a < MIN_NORMAL {
-        (a * TWO23, -23.0)
-    } else {
-        (a, 0.0)
-    };
-    let bits = a2.to_bits();
-    let mut e = ((bits >> 23) as i32 - 126) as f32 + eadj;
-    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f00_0000);
-    let x = if m < SQRTHF {
-        e -= 1.0;
-        (m + m) - 1.0
-    } else {
-        m - 1.0
-    };
-    let z = x * x;
-    let mut p = LP[0];
-    for &c in &LP[1..] {
-        p = p * x + c;
-    }
-    let mut y = x * (z * p);
-    y += LN2_LO * e;
-    y -= 0.5 * z;
-    (x + y) + LN2_HI * e
-}
-
 /// `pow` as the kernel computes it, for positive `x` (for the error test).
 #[cfg(test)]
 fn pow_model(x: f32, y: f32) -> f32 {
-    crate::backend::math::exp_model(y * ln_model(x))
+    crate::backend::math::exp_model(y * crate::backend::math::ln_model(x))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ln_error_bound() {
-        let mut worst = 0f64;
-        let n = 1_000_000;
-        for i in 0..=n {
-            let x = (2f64).powf(-140.0 + 268.0 * (i as f64 / n as f64)) as f32;
-            let want = (x as f64).ln();
-            let got = ln_model(x) as f64;
-            let ulp = (want.abs() as f32).max(f32::MIN_POSITIVE);
-            let ulp = (f32::from_bits(ulp.to_bits() + 1) - ulp) as f64;
-            worst = worst.max((got - want).abs() / ulp);
-        }
-        assert!(worst < 2.0, "worst error {worst} ulp");
-        assert_eq!(ln_model(1.0), 0.0);
-    }
 
     #[test]
     fn pow_error_bound() {
