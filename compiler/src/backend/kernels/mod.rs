@@ -28,6 +28,7 @@ pub(crate) mod quantsim;
 pub(crate) mod reduce;
 pub(crate) mod resize;
 pub(crate) mod winograd;
+pub(crate) mod xnor;
 
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{FuncRef, Function, GlobalValue, InstBuilder, Value};
@@ -234,6 +235,7 @@ impl Lowering {
             Lowering::Maddubs(q) => q.tier(),
             Lowering::Conv { g, wide, .. } => conv::wide_gemm(g, *wide).map(|i| i.tier()),
             Lowering::Gemm(p) => p.wide.map(|i| i.tier()),
+            Lowering::Xnor(q) => q.wide.map(|w| w.isa.tier()),
             _ => None,
         }
     }
@@ -551,7 +553,7 @@ pub(crate) fn select(
             maddubs::select(m, node, fused, const_of, plan, Some(isa)).map(Lowering::Maddubs)
         }
         Op::Conv2dInt | Op::MatMulInt if binary::applies(m, node, const_of) => {
-            binary::select(m, node, fused).map(Lowering::Xnor)
+            binary::select(m, node, fused, target).map(Lowering::Xnor)
         }
         Op::Conv2dInt | Op::MatMulInt
             if let Some(plan) = maddubs::applies(m, node, const_of, target) =>

@@ -310,7 +310,7 @@ pub(crate) fn applies(
     // Bipolar layers (+-1 codes as 2-bit ones): against the XNOR-popcount kernel.
     let bipolar = |i: usize| m.ty(node.operands[i]).elem == qcc_ir::ElemType::Bipolar;
     if bipolar(0) && bipolar(1) {
-        let xnor = costs::gmacs(Strategy::Xnor, 1, 1, target).unwrap_or(0.0);
+        let xnor = super::xnor::best_gmacs(target);
         let tile = costs::gmacs(isa.strategy(), c.weff, c.ab, target).unwrap_or(0.0);
         return (tile > xnor).then_some(isa);
     }

@@ -1,0 +1,319 @@
+//! The register tiles of the 1-bit XNOR-popcount family, one per tier, assembled with
+//! iced-x86 (see `backend::asm`).
+//!
+//! Both read the same operands: `rows` row-major, one 64-bit word of K per row and step
+//! (`row_stride` bytes between rows), and the columns in panels of 8, `[KW][8]` words
+//! per panel (`panel_stride` bytes between panels), so that one 64-byte load holds one
+//! K word of 8 columns. Each step broadcasts one word of each row and XORs it with the
+//! tile's column words; the popcounts are summed per column lane.
+//!
+//! - AVX-512 + VPOPCNTDQ: per row and panel, `vpxorq` (or, masked, one `vpternlogq`
+//!   computing `(col ^ row) & mask`), `vpopcntq` and `vpaddq` into u64 lanes: three
+//!   instructions per 512 binary MACs.
+//! - AVX2: per row and half panel (4 columns), `vpxor` (and `vpand` with the mask),
+//!   then the nibble lookup: `vpsrlw` by 4, two `vpand` with 0x0f, two `vpshufb` from
+//!   the 16-entry popcount table and two `vpaddb` into byte counters. A byte counter
+//!   gains at most 8 per step, so every [`CHUNK`] steps (and at the end) `vpsadbw`
+//!   against zero sums each column's 8 bytes into its u64 lane; with more than one
+//!   chunk the running u64 sums live on the stack.
+//!
+//! The epilogue turns each column's popcount `p` into the dot product `valid - 2 p`
+//! (`valid`: K, or with a mask the column's count of valid taps from a table of i32)
+//! and stores it as i32 into the result rows (`buf_row` bytes apart), which
+//! Cranelift's epilogue then finishes.
+
+use iced_x86::code_asm::registers::{xmm::get_xmm, ymm::get_ymm, zmm::get_zmm};
+use iced_x86::code_asm::*;
+use iced_x86::{IcedError, Register};
+
+use super::{XnorIsa, XnorTile};
+
+/// Steps of the AVX2 tile between two folds of its byte counters (31 x 8 < 256).
+pub(crate) const CHUNK: u32 = 31;
+
+fn zmm(i: usize) -> AsmRegisterZmm {
+    get_zmm(Register::ZMM0 + i as u32).expect("zmm0..zmm31")
+}
+
+fn ymm(i: usize) -> AsmRegisterYmm {
+    get_ymm(Register::YMM0 + i as u32).expect("ymm0..ymm31")
+}
+
+fn xmm(i: usize) -> AsmRegisterXmm {
+    get_xmm(Register::XMM0 + i as u32).expect("xmm0..xmm31")
+}
+
+/// `(col ^ row) & mask` as `vpternlogq`'s immediate with the mask in the destination
+/// (operand A), the column B and the row C: set where A and exactly one of B, C.
+const XOR_AND_MASK: i32 = 0x60;
+
+/// The zmm tile. Registers: `rows x panels` u64 accumulators, the panels' column
+/// words, the broadcast row word and temporaries. Arguments: `rdi` rows, `rsi` the
+/// first panel, `rdx` the result rows, and with a mask `rcx` the mask's first panel,
+/// `r8` the valid counts of the tile's first column.
+pub(super) fn zmm_tile(t: &XnorTile) -> Result<Vec<u8>, IcedError> {
+    let (rows, panels) = (t.rows as usize, t.panels as usize);
+    let mut a = crate::backend::asm::assembler(true)?;
+    let acc = |r: usize, j: usize| zmm(r * panels + j);
+    let col = |j: usize| zmm(rows * panels + j);
+    let base = rows * panels + panels;
+    let bc = zmm(base);
+    let ntmp = 32 - base - 1;
+    let tmp = |i: usize| base + 1 + i % ntmp;
+    let ps = t.panel_stride as i32;
+    for r in 0..rows {
+        for j in 0..panels {
+            a.vpxorq(acc(r, j), acc(r, j), acc(r, j))?;
+        }
+    }
+    let mut top = a.create_label();
+    a.mov(r10d, t.words)?;
+    a.set_label(&mut top)?;
+    for j in 0..panels {
+        a.vmovdqu64(col(j), zmmword_ptr(rsi + j as i32 * ps))?;
+    }
+    let mut i = 0;
+    for r in 0..rows {
+        a.vpbroadcastq(bc, qword_ptr(rdi + (r as u32 * t.row_stride) as i32))?;
+        for j in 0..panels {
+            let x = zmm(tmp(i));
+            i += 1;
+            if t.masked {
+                a.vmovdqu64(x, zmmword_ptr(rcx + j as i32 * ps))?;
+                a.vpternlogq(x, col(j), bc, XOR_AND_MASK)?;
+            } else {
+                a.vpxorq(x, col(j), bc)?;
+            }
+            a.vpopcntq(x, x)?;
+            a.vpaddq(acc(r, j), acc(r, j), x)?;
+        }
+    }
+    a.add(rdi, 8)?;
+    a.add(rsi, 64)?;
+    if t.masked {
+        a.add(rcx, 64)?;
+    }
+    a.sub(r10d, 1)?;
+    a.jnz(top)?;
+    // Epilogue: valid - 2 p as i32, 8 columns per panel.
+    let kv = ymm(tmp(0));
+    if !t.masked {
+        a.mov(eax, t.k)?;
+        a.vpbroadcastd(kv, eax)?;
+    }
+    for r in 0..rows {
+        for j in 0..panels {
+            let (x, v) = (ymm(tmp(1)), ymm(tmp(2)));
+            a.vpsllq(acc(r, j), acc(r, j), 1)?;
+            a.vpmovqd(x, acc(r, j))?;
+            if t.masked {
+                a.vmovdqu32(v, ymmword_ptr(r8 + j as i32 * 32))?;
+                a.vpsubd(x, v, x)?;
+            } else {
+                a.vpsubd(x, kv, x)?;
+            }
+            let off = (r as u32 * t.buf_row) as i32 + j as i32 * 32;
+            a.vmovdqu32(ymmword_ptr(rdx + off), x)?;
+        }
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
+/// The ymm tile (VEX only, 16 registers): `rows x 2 panels` byte counters, the column
+/// halves, the nibble table, the 0x0f mask, the broadcast row word and two
+/// temporaries. Arguments as for [`zmm_tile`].
+pub(super) fn ymm_tile(t: &XnorTile) -> Result<Vec<u8>, IcedError> {
+    let (rows, vecs) = (t.rows as usize, 2 * t.panels as usize);
+    let mut a = crate::backend::asm::assembler(false)?;
+    let acc = |r: usize, v: usize| ymm(r * vecs + v);
+    let col = |v: usize| ymm(rows * vecs + v);
+    let base = rows * vecs + vecs;
+    let (lut, low, bc, x, y) = (
+        ymm(base),
+        ymm(base + 1),
+        ymm(base + 2),
+        ymm(base + 3),
+        ymm(base + 4),
+    );
+    debug_assert!(base + 5 <= 16);
+    let ps = t.panel_stride as i32;
+    // Vector v is half v % 2 of panel v / 2.
+    let voff = |v: usize| (v / 2) as i32 * ps + (v % 2) as i32 * 32;
+    // The popcounts of 0..15 in both 128-bit lanes.
+    a.mov(rax, 0x0302_0201_0201_0100u64)?;
+    a.vmovq(xmm(base), rax)?;
+    a.mov(rax, 0x0403_0302_0302_0201u64)?;
+    a.vpinsrq(xmm(base), xmm(base), rax, 1)?;
+    a.vpermq(lut, lut, 0x44)?;
+    a.mov(eax, 0x0f0f_0f0fu32)?;
+    a.vmovd(xmm(base + 1), eax)?;
+    a.vpbroadcastd(low, xmm(base + 1))?;
+    for r in 0..rows {
+        for v in 0..vecs {
+            a.vpxor(acc(r, v), acc(r, v), acc(r, v))?;
+        }
+    }
+    let chunks = t.words.div_ceil(CHUNK);
+    let nacc = rows * vecs;
+    if chunks > 1 {
+        // Running u64 sums on the stack (a leaf function: nothing else uses it).
+        a.sub(rsp, (nacc * 32) as i32)?;
+        a.vpxor(x, x, x)?;
+        for i in 0..nacc {
+            a.vmovdqu(ymmword_ptr(rsp + (i * 32) as i32), x)?;
+        }
+    }
+    let body = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        for v in 0..vecs {
+            a.vmovdqu(col(v), ymmword_ptr(rsi + voff(v)))?;
+        }
+        for r in 0..rows {
+            a.vpbroadcastq(bc, qword_ptr(rdi + (r as u32 * t.row_stride) as i32))?;
+            for v in 0..vecs {
+                a.vpxor(x, col(v), bc)?;
+                if t.masked {
+                    a.vpand(x, x, ymmword_ptr(rcx + voff(v)))?;
+                }
+                a.vpsrlw(y, x, 4)?;
+                a.vpand(x, x, low)?;
+                a.vpand(y, y, low)?;
+                a.vpshufb(x, lut, x)?;
+                a.vpshufb(y, lut, y)?;
+                a.vpaddb(acc(r, v), acc(r, v), x)?;
+                a.vpaddb(acc(r, v), acc(r, v), y)?;
+            }
+        }
+        a.add(rdi, 8)?;
+        a.add(rsi, 64)?;
+        if t.masked {
+            a.add(rcx, 64)?;
+        }
+        Ok(())
+    };
+    // One chunk of `steps` steps, then (several chunks) the fold into the stack sums.
+    let chunk = |a: &mut CodeAssembler, steps: u32| -> Result<(), IcedError> {
+        let mut top = a.create_label();
+        a.mov(r10d, steps)?;
+        a.set_label(&mut top)?;
+        body(a)?;
+        a.sub(r10d, 1)?;
+        a.jnz(top)?;
+        if chunks > 1 {
+            a.vpxor(y, y, y)?;
+            for r in 0..rows {
+                for v in 0..vecs {
+                    let s = ymmword_ptr(rsp + ((r * vecs + v) * 32) as i32);
+                    a.vpsadbw(x, acc(r, v), y)?;
+                    a.vpaddq(x, x, s)?;
+                    a.vmovdqu(s, x)?;
+                    a.vpxor(acc(r, v), acc(r, v), acc(r, v))?;
+                }
+            }
+        }
+        Ok(())
+    };
+    let (full, tail) = (t.words / CHUNK, t.words % CHUNK);
+    if full > 1 {
+        let mut outer = a.create_label();
+        a.mov(r11d, full)?;
+        a.set_label(&mut outer)?;
+        chunk(&mut a, CHUNK)?;
+        a.sub(r11d, 1)?;
+        a.jnz(outer)?;
+    } else if full == 1 {
+        chunk(&mut a, CHUNK)?;
+    }
+    if tail > 0 {
+        chunk(&mut a, tail)?;
+    }
+    // The popcounts as u64 lanes in the accumulators.
+    if chunks > 1 {
+        for r in 0..rows {
+            for v in 0..vecs {
+                a.vmovdqu(acc(r, v), ymmword_ptr(rsp + ((r * vecs + v) * 32) as i32))?;
+            }
+        }
+        a.add(rsp, (nacc * 32) as i32)?;
+    } else {
+        a.vpxor(y, y, y)?;
+        for r in 0..rows {
+            for v in 0..vecs {
+                a.vpsadbw(acc(r, v), acc(r, v), y)?;
+            }
+        }
+    }
+    // Epilogue: valid - 2 p, narrowed to 4 i32 per vector.
+    let kv = lut;
+    if !t.masked {
+        a.mov(eax, t.k)?;
+        a.vmovq(xmm(base), rax)?;
+        a.vpbroadcastq(kv, xmm(base))?;
+    }
+    for r in 0..rows {
+        for v in 0..vecs {
+            a.vpsllq(acc(r, v), acc(r, v), 1)?;
+            if t.masked {
+                a.vpmovzxdq(x, xmmword_ptr(r8 + (v * 16) as i32))?;
+                a.vpsubq(x, x, acc(r, v))?;
+            } else {
+                a.vpsubq(x, kv, acc(r, v))?;
+            }
+            a.vpshufd(x, x, 0x08)?;
+            a.vpermq(x, x, 0x08)?;
+            let off = (r as u32 * t.buf_row) as i32 + (v * 16) as i32;
+            a.vmovdqu(xmmword_ptr(rdx + off), xmm(base + 3))?;
+        }
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
+/// A loop of independent chains of the tiles' instruction mix, `rdi` iterations, for
+/// the benchmark's peak: `int loop(u64 iters)`; each iteration does `chains` steps of
+/// 512 (zmm) or 256 (ymm) binary MACs.
+pub(crate) fn peak_loop(isa: XnorIsa, chains: usize) -> Result<Vec<u8>, IcedError> {
+    let mut a = crate::backend::asm::assembler(isa == XnorIsa::Zmm)?;
+    let mut top = a.create_label();
+    match isa {
+        XnorIsa::Zmm => {
+            for c in 0..32 {
+                a.vpxorq(zmm(c), zmm(c), zmm(c))?;
+            }
+            a.set_label(&mut top)?;
+            // chains accumulators, temporaries after them, two operands at the end.
+            for c in 0..chains {
+                let x = zmm(chains + c % 4);
+                a.vpxorq(x, zmm(30), zmm(31))?;
+                a.vpopcntq(x, x)?;
+                a.vpaddq(zmm(c), zmm(c), x)?;
+            }
+        }
+        XnorIsa::Ymm => {
+            for c in 0..16 {
+                a.vpxor(ymm(c), ymm(c), ymm(c))?;
+            }
+            a.set_label(&mut top)?;
+            // chains accumulators, two temporaries, the table, the mask, two operands.
+            for c in 0..chains {
+                let (x, y) = (ymm(chains), ymm(chains + 1));
+                a.vpxor(x, ymm(14), ymm(15))?;
+                a.vpsrlw(y, x, 4)?;
+                a.vpand(x, x, ymm(13))?;
+                a.vpand(y, y, ymm(13))?;
+                a.vpshufb(x, ymm(12), x)?;
+                a.vpshufb(y, ymm(12), y)?;
+                a.vpaddb(ymm(c), ymm(c), x)?;
+                a.vpaddb(ymm(c), ymm(c), y)?;
+            }
+        }
+    }
+    a.sub(rdi, 1)?;
+    a.jnz(top)?;
+    a.xor(eax, eax)?;
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
