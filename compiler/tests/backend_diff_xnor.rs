@@ -112,14 +112,17 @@ fn out_q() -> ElemType {
 }
 
 /// An epilogue after `y` (channels along `axis`, `c` of them): 0 none, 1 a per-tensor
-/// requantize, 2 per channel, 3 a threshold to b1, 4 a threshold to a few i8 levels.
+/// requantize, 2 per channel, 3 a threshold to b1, 4 a threshold to a few i8 levels, 5
+/// a per-channel requantize whose shifted value fits i32 (what the AVX2 tile's in-tile
+/// requantize takes).
 fn epilogue(b: &mut B, r: &mut Rng, y: ValueId, kind: usize, c: usize, axis: i64) -> ValueId {
     match kind {
         0 => y,
-        1 | 2 => {
-            let cnt = if kind == 2 { c } else { 1 };
+        1 | 2 | 5 => {
+            let cnt = if kind == 1 { 1 } else { c };
             let mult: Vec<i64> = (0..cnt).map(|_| r.i(1 << 20, 1 << 30)).collect();
-            let shift: Vec<i64> = (0..cnt).map(|_| r.i(24, 32)).collect();
+            let lo = if kind == 5 { 30 } else { 24 };
+            let shift: Vec<i64> = (0..cnt).map(|_| r.i(lo, 32)).collect();
             b.node(
                 Op::Requantize,
                 &[y],
@@ -131,7 +134,7 @@ fn epilogue(b: &mut B, r: &mut Rng, y: ValueId, kind: usize, c: usize, axis: i64
                 out_q(),
             )
         }
-        _ => {
+        3 | 4 => {
             let k = if kind == 3 { 1 } else { r.i(1, 4) as usize };
             let rows = if r.i(0, 1) == 0 { 1 } else { c };
             let mut t = Vec::new();
@@ -153,6 +156,7 @@ fn epilogue(b: &mut B, r: &mut Rng, y: ValueId, kind: usize, c: usize, axis: i64
                 out,
             )
         }
+        _ => unreachable!("epilogue kind {kind}"),
     }
 }
 
@@ -200,7 +204,7 @@ proptest! {
 
     /// Byte im2col (any channel count) and channel-packed (whole-byte groups) lowerings.
     #[test]
-    fn conv2d_xnor_wide(seed: u64, with_bias: bool, epi in 0usize..5, group in 1usize..3, whole: bool) {
+    fn conv2d_xnor_wide(seed: u64, with_bias: bool, epi in 0usize..6, group in 1usize..3, whole: bool) {
         let mut r = Rng(seed | 1);
         let cg = if whole {
             [8, 16, 32, 64, 128][r.i(0, 4) as usize]
@@ -274,6 +278,43 @@ fn long_k_convolutions() {
             1,
         );
         check_tiers(&b).unwrap();
+    }
+}
+
+/// A convolution with a per-channel requantize takes the in-tile requantize on both
+/// tiers (the assembled functions' names say so); with a threshold it does not.
+#[test]
+fn in_tile_requantize() {
+    let mut r = Rng(5);
+    for (epi, in_tile) in [(5, true), (3, false)] {
+        let b = conv_case(
+            &mut r,
+            24,
+            1,
+            20,
+            (9, 11),
+            (3, 3),
+            &[1; 4],
+            (1, 1),
+            (1, 1),
+            true,
+            epi,
+        );
+        check_tiers(&b).unwrap();
+        let host = target_lexicon::Triple::host().to_string();
+        for (cpu, isa, disabled) in [
+            (
+                "x86-64-v4+vpopcntdq",
+                "xnor_zmm",
+                [Strategy::Xnor, Strategy::XnorYmm],
+            ),
+            ("x86-64-v3", "xnor_ymm", [Strategy::Xnor, Strategy::XnorZmm]),
+        ] {
+            let t = Target::new(&host, cpu).unwrap();
+            let asm = costs::without(&disabled, || qcc::backend::emit_asm(&b.m, "t", &t)).unwrap();
+            assert!(asm.contains(isa), "{cpu}");
+            assert_eq!(asm.contains("_rqhalf"), in_tile, "{cpu}");
+        }
     }
 }
 

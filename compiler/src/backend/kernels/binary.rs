@@ -42,6 +42,7 @@ use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 use qcc_ir::{ElemType, Module, Node, Op};
 
 use super::conv::{self, ConvGeom};
+use super::dot::WideEpi;
 use super::planes;
 use super::quant::{AccStore, IntEpi, Requant, Thresh, const_ints, int_epi};
 use super::xnor::{self, WideFns, WideGemm, XnorWide};
@@ -278,7 +279,7 @@ fn emit_matmul(
     for s in 0..nb_b {
         packed.extend(pack_right(n, k, pw, |kk, j| b[s * k * n + kk * n + j] < 0));
     }
-    let fns = wide.map(|wd| WideFns::new(cx, wd, m, n, k, false));
+    let fns = wide.map(|wd| WideFns::new(cx, wd, m, n, k, false, None));
     let bp = cx.rodata(words_bytes(&packed), 16);
     let bias = epi.has_bias.then(|| cx.operand(2));
     let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
@@ -324,6 +325,7 @@ fn emit_matmul(
                 out: o,
                 buf,
                 acc,
+                epi_tab: None,
             };
             xnor::emit_gemm(kb, &g, fns);
             continue;
@@ -468,12 +470,36 @@ fn emit_conv(
         acc_max: bias_max.map(|b| k as u64 + b),
         ..r.clone()
     });
-    let rq = rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    // The wide tiles requantize and store by themselves where the requantize has the
+    // vector form and the bias (if any) is a constant.
+    let bias_const = !epi.has_bias || (cx.const_of)(cx.node.operands[2]).is_some();
+    let in_tile = match (wide, rq_own.as_ref()) {
+        (Some(wd), Some(r)) if bias_const => {
+            let add: Vec<i32> = if epi.has_bias {
+                const_ints(cx, 2).iter().map(|&b| b as i32).collect()
+            } else {
+                Vec::new()
+            };
+            wd.epi_table(r, &add).map(|t| (r, t))
+        }
+        _ => None,
+    };
+    let epi_tab = in_tile.as_ref().map(|(_, t)| cx.rodata(t.clone(), 64));
+    let wide_epi = in_tile.as_ref().map(|&(r, _)| WideEpi {
+        round: r.rounding,
+        elem: epi.st_out.bytes() as u32,
+        row_bytes: (npix * epi.st_out.bytes()) as u32,
+        unsigned: matches!(epi.st_out, Store::U8 | Store::U16 | Store::U32),
+    });
+    let rq = match in_tile {
+        Some(_) => None,
+        None => rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16))),
+    };
     let thr = epi
         .thr
         .as_ref()
         .map(|t| (t, cx.rodata(t.table_bytes(), 16)));
-    let fns = wide.map(|wd| WideFns::new(cx, wd, mg, npix, k, masked));
+    let fns = wide.map(|wd| WideFns::new(cx, wd, mg, npix, k, masked, wide_epi));
     let (out, ws) = (cx.out, cx.ws);
     let ob = epi.st_out.bytes();
     let g = *g;
@@ -510,6 +536,7 @@ fn emit_conv(
                 thr: thr_g,
                 st_out: epi.st_out,
             };
+            let epi_g = epi_tab.map(|t| (t, kb.idx(t, grp, (mg * 16) as i64)));
             let gm = WideGemm {
                 left: wg,
                 right,
@@ -520,6 +547,7 @@ fn emit_conv(
                 out: og,
                 buf,
                 acc,
+                epi_tab: epi_g,
             };
             xnor::emit_gemm(kb, &gm, fns);
             return;

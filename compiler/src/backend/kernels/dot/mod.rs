@@ -37,7 +37,7 @@ use crate::backend::kb::Kb;
 use crate::backend::kernels::quant::Requant;
 use qcc_ir::{Module, Node};
 
-pub(crate) use tile::peak_loop;
+pub(crate) use tile::{peak_loop, requantize, requantize_avx2};
 
 /// The instruction set of a tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -200,7 +200,7 @@ pub(crate) fn epi_header(isa: DotIsa) -> usize {
     }
 }
 
-fn epi_round(r: qcc_ir::Rounding) -> EpiRound {
+pub(crate) fn epi_round(r: qcc_ir::Rounding) -> EpiRound {
     use qcc_ir::Rounding as Q;
     match r {
         Q::Floor => EpiRound::Floor,

@@ -28,7 +28,8 @@ use super::Ecx;
 use crate::backend::asm::AsmFn;
 use crate::backend::costs::{self, CostTarget, Strategy};
 use crate::backend::kb::Kb;
-use crate::backend::kernels::quant::AccStore;
+use crate::backend::kernels::dot::{DotEpi, DotIsa, WideEpi};
+use crate::backend::kernels::quant::{AccStore, Requant};
 
 pub(crate) use tile::peak_loop;
 
@@ -110,6 +111,9 @@ pub(crate) struct XnorTile {
     pub masked: bool,
     /// The valid count of every column without a mask (K).
     pub k: u32,
+    /// The in-tile requantize (a convolution: one channel per row), instead of
+    /// Cranelift's epilogue; `buf_row` is then its sums' row pitch.
+    pub epi: Option<DotEpi>,
 }
 
 impl XnorTile {
@@ -131,12 +135,28 @@ impl XnorTile {
             } else {
                 format!("k{}", self.k)
             }
-        )
+        ) + &match &self.epi {
+            None => String::new(),
+            Some(e) => {
+                let sign = if e.unsigned { "u" } else { "s" };
+                format!(
+                    "_rq{:?}_e{sign}{}_l{}_v{}",
+                    e.round, e.elem, e.row_bytes, e.valid
+                )
+                .to_lowercase()
+            }
+        }
     }
 
-    /// Pointer parameters: rows, columns, results (and mask, valid counts).
+    /// Pointer parameters: rows, columns, results, then mask and valid counts (null
+    /// without a mask when the tile requantizes), then for the in-tile requantize the
+    /// outputs, the layer's constants and the tile's first channel.
     pub fn params(&self) -> usize {
-        if self.masked { 5 } else { 3 }
+        match (&self.epi, self.masked) {
+            (Some(_), _) => 8,
+            (None, true) => 5,
+            (None, false) => 3,
+        }
     }
 
     pub fn assemble(&self) -> Result<Vec<u8>, iced_x86::IcedError> {
@@ -225,9 +245,31 @@ impl XnorWide {
         n.div_ceil(PANEL) * PANEL * 4
     }
 
-    /// Bytes of the result rows for `n` columns.
+    /// Bytes of the result rows for `n` columns (or of the in-tile requantize's sums:
+    /// at most one panel more).
     pub fn buf_bytes(&self, n: usize) -> usize {
-        self.rows * Self::buf_row(n)
+        self.rows * (Self::buf_row(n) + PANEL * 4)
+    }
+
+    /// The in-tile requantize's table (`dot::epi_table`) for `rq` with the constant
+    /// bias `add` per channel, where the tile's tier has the form it needs.
+    pub fn epi_table(&self, rq: &Requant, add: &[i32]) -> Option<Vec<u8>> {
+        let isa = match self.isa {
+            XnorIsa::Zmm => DotIsa::Vnni512,
+            XnorIsa::Ymm => DotIsa::Avx2,
+        };
+        if !rq.vector_ok() {
+            return None;
+        }
+        crate::backend::kernels::dot::epi_table(rq, add, isa)
+    }
+
+    /// Bytes of the layer block before the channels of [`XnorWide::epi_table`].
+    pub fn epi_header(&self) -> usize {
+        crate::backend::kernels::dot::epi_header(match self.isa {
+            XnorIsa::Zmm => DotIsa::Vnni512,
+            XnorIsa::Ymm => DotIsa::Avx2,
+        })
     }
 }
 
@@ -247,16 +289,27 @@ pub(crate) struct WideGemm<'t> {
     /// Result rows (`XnorWide::buf_bytes`), in the workspace.
     pub buf: Value,
     pub acc: AccStore<'t>,
+    /// With the in-tile requantize: its table (layer constants) and the group's first
+    /// channel in it.
+    pub epi_tab: Option<(Value, Value)>,
 }
 
-/// The assembled tiles of one GEMM shape, declared in the kernel's function.
+/// The assembled tiles of one GEMM shape, declared in the kernel's function: per
+/// (rows, panels, valid columns).
 pub(crate) struct WideFns {
     w: XnorWide,
-    fns: BTreeMap<(usize, usize), FuncRef>,
+    fns: BTreeMap<(usize, usize, usize), FuncRef>,
+    /// Leading column tiles whose columns all exist, then the others (first panel,
+    /// panels).
+    clean: usize,
+    rest: Vec<(usize, usize)>,
+    epi: bool,
 }
 
 impl WideFns {
-    /// Declares the tiles that a GEMM of `m x n` over `k` bits needs.
+    /// Declares the tiles that a GEMM of `m x n` over `k` bits needs; `epi`: the
+    /// in-tile requantize (`elem`-byte outputs, `row_bytes` apart).
+    #[allow(clippy::too_many_arguments, reason = "one GEMM's geometry")]
     pub fn new(
         cx: &mut Ecx<'_, '_, '_, '_>,
         w: XnorWide,
@@ -264,6 +317,7 @@ impl WideFns {
         n: usize,
         k: usize,
         masked: bool,
+        epi: Option<WideEpi>,
     ) -> WideFns {
         debug_assert!(cx.kb.feat.tier.is_some_and(|t| match w.isa {
             XnorIsa::Zmm => t.avx512_vpopcntdq(),
@@ -275,13 +329,35 @@ impl WideFns {
         if m > w.rows && !m.is_multiple_of(w.rows) {
             rows.push(m % w.rows);
         }
-        let mut panels = vec![w.panels.min(np)];
-        if np > w.panels && !np.is_multiple_of(w.panels) {
-            panels.push(np % w.panels);
+        let pp = w.panels;
+        let full = np / pp;
+        let clean = if full > 0 && full * pp * PANEL > n {
+            full - 1
+        } else {
+            full
+        };
+        let mut rest: Vec<(usize, usize)> = (clean..full).map(|t| (t * pp, pp)).collect();
+        if !np.is_multiple_of(pp) {
+            rest.push((full * pp, np % pp));
         }
+        let mut cols: Vec<(usize, usize)> = Vec::new();
+        if clean > 0 {
+            cols.push((pp, pp * PANEL));
+        }
+        cols.extend(
+            rest.iter()
+                .map(|&(p0, p)| (p, (n - p0 * PANEL).min(p * PANEL))),
+        );
         let mut fns = BTreeMap::new();
         for &r in &rows {
-            for &p in &panels {
+            for &(p, valid) in &cols {
+                // Without the in-tile requantize the tiles differ by shape only.
+                let valid = if epi.is_some() { valid } else { 0 };
+                let buf_row = match (epi, w.isa) {
+                    (None, _) => XnorWide::buf_row(n),
+                    (Some(_), XnorIsa::Zmm) => p.div_ceil(2) * 64,
+                    (Some(_), XnorIsa::Ymm) => p * 32,
+                };
                 let f = AsmFn::Xnor(XnorTile {
                     isa: w.isa,
                     rows: r as u8,
@@ -289,54 +365,84 @@ impl WideFns {
                     words: words as u32,
                     row_stride: (words * 8) as u32,
                     panel_stride: (words * PANEL * 8) as u32,
-                    buf_row: XnorWide::buf_row(n) as u32,
+                    buf_row: buf_row as u32,
                     masked,
                     k: k as u32,
+                    epi: epi.map(|e| DotEpi {
+                        round: crate::backend::kernels::dot::epi_round(e.round),
+                        elem: e.elem,
+                        unsigned: e.unsigned,
+                        row_bytes: e.row_bytes,
+                        valid,
+                    }),
                 });
                 let fr = cx.data.asm_func(cx.kb.b.func, &f);
-                fns.insert((r, p), fr);
+                fns.insert((r, p, valid), fr);
             }
         }
-        WideFns { w, fns }
+        WideFns {
+            w,
+            fns,
+            clean,
+            rest,
+            epi: epi.is_some(),
+        }
     }
 }
 
 /// The GEMM `g` with the tiles of `f`: for each row tile, the tiles along all columns
-/// fill the result rows, then Cranelift's epilogue stores them.
+/// fill the result rows, then Cranelift's epilogue stores them; or each tile
+/// requantizes and stores its own outputs.
 pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &WideGemm<'_>, f: &WideFns) {
     let words = g.k.div_ceil(64);
-    let np = g.cols.div_ceil(PANEL);
     let (mr, pp) = (f.w.rows, f.w.panels);
     let ps = (words * PANEL * 8) as i64;
     let buf_row = XnorWide::buf_row(g.cols) as i64;
     let ob = g.acc.st_out.bytes() as i64;
     let row_tile = |kb: &mut Kb<'_, '_>, row0: Value, rv: usize| {
         let lp = kb.idx(g.left, row0, (words * 8) as i64);
-        let call = |kb: &mut Kb<'_, '_>, p0: Value, pv: usize| {
-            let fr = f.fns[&(rv, pv)];
+        let call = |kb: &mut Kb<'_, '_>, p0: Value, pv: usize, valid: usize| {
             let rp = kb.idx(g.right, p0, ps);
+            let (mp, vp) = match g.mask {
+                Some((mask, valid)) => {
+                    (kb.idx(mask, p0, ps), kb.idx(valid, p0, (PANEL * 4) as i64))
+                }
+                None => (kb.c(0), kb.c(0)),
+            };
+            if f.epi {
+                let fr = f.fns[&(rv, pv, valid)];
+                let out_row = kb.idx(g.out, row0, g.acc.ldc as i64 * ob);
+                let out_tile = kb.idx(out_row, p0, PANEL as i64 * ob);
+                let (tab, chans) = g.epi_tab.expect("an in-tile requantize has its table");
+                let chans = kb.idx(chans, row0, 16);
+                let chans = kb.off(chans, f.w.epi_header() as i64);
+                let args = [lp, rp, g.buf, mp, vp, out_tile, tab, chans];
+                kb.b.ins().call(fr, &args);
+                return;
+            }
+            let fr = f.fns[&(rv, pv, 0)];
             let bp = kb.idx(g.buf, p0, (PANEL * 4) as i64);
             let mut args = vec![lp, rp, bp];
-            if let Some((mask, valid)) = g.mask {
-                let mp = kb.idx(mask, p0, ps);
-                let vp = kb.idx(valid, p0, (PANEL * 4) as i64);
+            if g.mask.is_some() {
                 args.extend([mp, vp]);
             }
             kb.b.ins().call(fr, &args);
         };
-        let full = np / pp;
-        if full > 0 {
-            kb.for_range(0, full as i64, 1, |kb, t| {
+        if f.clean > 0 {
+            kb.for_range(0, f.clean as i64, 1, |kb, t| {
                 let p0 = kb.b.ins().imul_imm_s(t, pp as i64);
-                call(kb, p0, pp);
+                call(kb, p0, pp, pp * PANEL);
             });
         }
-        if !np.is_multiple_of(pp) {
-            let p0 = kb.c((full * pp) as i64);
-            call(kb, p0, np % pp);
+        for &(p0, pv) in &f.rest {
+            let valid = (g.cols - p0 * PANEL).min(pv * PANEL);
+            let p0 = kb.c(p0 as i64);
+            call(kb, p0, pv, valid);
         }
-        g.acc
-            .flush_rows(kb, g.buf, buf_row, row0, rv, g.cols, g.out, ob);
+        if !f.epi {
+            g.acc
+                .flush_rows(kb, g.buf, buf_row, row0, rv, g.cols, g.out, ob);
+        }
     };
     let full = g.rows / mr;
     if full > 0 {
@@ -389,6 +495,7 @@ mod tests {
             buf_row: 96,
             masked,
             k: 4444,
+            epi: None,
         };
         let z = crate::backend::asm::disassemble(&t(XnorIsa::Zmm, false).assemble().unwrap());
         assert!(

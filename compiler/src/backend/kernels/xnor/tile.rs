@@ -20,7 +20,10 @@
 //! The epilogue turns each column's popcount `p` into the dot product `valid - 2 p`
 //! (`valid`: K, or with a mask the column's count of valid taps from a table of i32)
 //! and stores it as i32 into the result rows (`buf_row` bytes apart), which
-//! Cranelift's epilogue then finishes.
+//! Cranelift's epilogue then finishes, or (a convolution whose requantize has the
+//! vector form) the tile requantizes and stores them itself with the u8 x i8 family's
+//! in-tile requantize (`dot::requantize`, `dot::requantize_avx2`): the result rows are
+//! then its sums, 16 (zmm) or 8 (ymm) columns per vector.
 
 use iced_x86::code_asm::registers::{xmm::get_xmm, ymm::get_ymm, zmm::get_zmm};
 use iced_x86::code_asm::*;
@@ -95,26 +98,36 @@ pub(super) fn zmm_tile(t: &XnorTile) -> Result<Vec<u8>, IcedError> {
     }
     a.sub(r10d, 1)?;
     a.jnz(top)?;
-    // Epilogue: valid - 2 p as i32, 8 columns per panel.
+    // Epilogue: valid - 2 p as i32, 8 columns per panel, two panels per store.
     let kv = ymm(tmp(0));
     if !t.masked {
         a.mov(eax, t.k)?;
         a.vpbroadcastd(kv, eax)?;
     }
-    for r in 0..rows {
-        for j in 0..panels {
-            let (x, v) = (ymm(tmp(1)), ymm(tmp(2)));
-            a.vpsllq(acc(r, j), acc(r, j), 1)?;
-            a.vpmovqd(x, acc(r, j))?;
-            if t.masked {
-                a.vmovdqu32(v, ymmword_ptr(r8 + j as i32 * 32))?;
-                a.vpsubd(x, v, x)?;
-            } else {
-                a.vpsubd(x, kv, x)?;
-            }
-            let off = (r as u32 * t.buf_row) as i32 + j as i32 * 32;
-            a.vmovdqu32(ymmword_ptr(rdx + off), x)?;
+    let dots = |a: &mut CodeAssembler, r: usize, j: usize, x: usize| -> Result<(), IcedError> {
+        a.vpsllq(acc(r, j), acc(r, j), 1)?;
+        a.vpmovqd(ymm(x), acc(r, j))?;
+        if t.masked {
+            a.vmovdqu32(kv, ymmword_ptr(r8 + j as i32 * 32))?;
         }
+        a.vpsubd(ymm(x), kv, ymm(x))
+    };
+    for r in 0..rows {
+        for j in (0..panels).step_by(2) {
+            let off = (r as u32 * t.buf_row) as i32 + j as i32 * 32;
+            dots(&mut a, r, j, tmp(1))?;
+            if j + 1 < panels {
+                dots(&mut a, r, j + 1, tmp(2))?;
+                a.vinserti32x8(zmm(tmp(1)), zmm(tmp(1)), ymm(tmp(2)), 1)?;
+                a.vmovdqu32(zmmword_ptr(rdx + off), zmm(tmp(1)))?;
+            } else {
+                a.vmovdqu32(ymmword_ptr(rdx + off), ymm(tmp(1)))?;
+            }
+        }
+    }
+    if let Some(e) = &t.epi {
+        in_tile_args(&mut a)?;
+        crate::backend::kernels::dot::requantize(&mut a, rows, panels.div_ceil(2), e)?;
     }
     a.vzeroupper()?;
     a.ret()?;
@@ -266,9 +279,22 @@ pub(super) fn ymm_tile(t: &XnorTile) -> Result<Vec<u8>, IcedError> {
             a.vmovdqu(xmmword_ptr(rdx + off), xmm(base + 3))?;
         }
     }
+    if let Some(e) = &t.epi {
+        in_tile_args(&mut a)?;
+        crate::backend::kernels::dot::requantize_avx2(&mut a, rows, t.panels as usize, e)?;
+    }
     a.vzeroupper()?;
     a.ret()?;
     a.assemble(0)
+}
+
+/// Moves the in-tile requantize's arguments where `dot`'s requantize reads them: the
+/// outputs (6th argument, `r9`) to `rcx`, the layer's constants (7th, on the stack) to
+/// `r8`, the tile's first channel (8th) to `r9`.
+fn in_tile_args(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.mov(rcx, r9)?;
+    a.mov(r8, qword_ptr(rsp + 8))?;
+    a.mov(r9, qword_ptr(rsp + 16))
 }
 
 /// A loop of independent chains of the tiles' instruction mix, `rdi` iterations, for
