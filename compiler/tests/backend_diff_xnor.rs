@@ -139,7 +139,14 @@ fn epilogue(b: &mut B, r: &mut Rng, y: ValueId, kind: usize, c: usize, axis: i64
             let rows = if r.i(0, 1) == 0 { 1 } else { c };
             let mut t = Vec::new();
             for _ in 0..rows {
-                let mut row: Vec<i64> = (0..k).map(|_| r.i(-150, 150)).collect();
+                // Also at the ends of the i32 range (never / always reached).
+                let mut row: Vec<i64> = (0..k)
+                    .map(|_| match r.i(0, 9) {
+                        0 => i32::MIN as i64,
+                        1 => i32::MAX as i64,
+                        _ => r.i(-150, 150),
+                    })
+                    .collect();
                 row.sort();
                 t.extend(row);
             }
@@ -282,11 +289,17 @@ fn long_k_convolutions() {
 }
 
 /// A convolution with a per-channel requantize takes the in-tile requantize on both
-/// tiers (the assembled functions' names say so); with a threshold it does not.
+/// tiers, one with a threshold the zmm tile's in-tile threshold (the assembled
+/// functions' names say so).
 #[test]
-fn in_tile_requantize() {
+fn in_tile_epilogues() {
     let mut r = Rng(5);
-    for (epi, in_tile) in [(5, true), (3, false)] {
+    // (epilogue kind, name part of the zmm tile, of the ymm tile)
+    for (epi, zmm, ymm) in [
+        (5, "_rqhalf", Some("_rqhalf")),
+        (3, "_th1_b-1_i2", None),
+        (4, "_th", None),
+    ] {
         let b = conv_case(
             &mut r,
             24,
@@ -302,18 +315,27 @@ fn in_tile_requantize() {
         );
         check_tiers(&b).unwrap();
         let host = target_lexicon::Triple::host().to_string();
-        for (cpu, isa, disabled) in [
+        for (cpu, isa, disabled, part) in [
             (
                 "x86-64-v4+vpopcntdq",
                 "xnor_zmm",
                 [Strategy::Xnor, Strategy::XnorYmm],
+                Some(zmm),
             ),
-            ("x86-64-v3", "xnor_ymm", [Strategy::Xnor, Strategy::XnorZmm]),
+            (
+                "x86-64-v3",
+                "xnor_ymm",
+                [Strategy::Xnor, Strategy::XnorZmm],
+                ymm,
+            ),
         ] {
             let t = Target::new(&host, cpu).unwrap();
             let asm = costs::without(&disabled, || qcc::backend::emit_asm(&b.m, "t", &t)).unwrap();
             assert!(asm.contains(isa), "{cpu}");
-            assert_eq!(asm.contains("_rqhalf"), in_tile, "{cpu}");
+            match part {
+                Some(p) => assert!(asm.contains(p), "{cpu}: {p}"),
+                None => assert!(!asm.contains("_rq") && !asm.contains("_th"), "{cpu}"),
+            }
         }
     }
 }

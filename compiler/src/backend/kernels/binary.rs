@@ -45,7 +45,7 @@ use super::conv::{self, ConvGeom};
 use super::dot::WideEpi;
 use super::planes;
 use super::quant::{AccStore, IntEpi, Requant, Thresh, const_ints, int_epi};
-use super::xnor::{self, WideFns, WideGemm, XnorWide};
+use super::xnor::{self, EpiKind, WideFns, WideGemm, XnorWide};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::costs::CostTarget;
 use crate::backend::kb::{BYTE_SUMS, Kb, MF};
@@ -279,7 +279,7 @@ fn emit_matmul(
     for s in 0..nb_b {
         packed.extend(pack_right(n, k, pw, |kk, j| b[s * k * n + kk * n + j] < 0));
     }
-    let fns = wide.map(|wd| WideFns::new(cx, wd, m, n, k, false, None));
+    let fns = wide.map(|wd| WideFns::new(cx, wd, m, n, k, false, EpiKind::Store));
     let bp = cx.rodata(words_bytes(&packed), 16);
     let bias = epi.has_bias.then(|| cx.operand(2));
     let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
@@ -470,38 +470,58 @@ fn emit_conv(
         acc_max: bias_max.map(|b| k as u64 + b),
         ..r.clone()
     });
-    // The wide tiles requantize and store by themselves where the requantize has the
-    // vector form and the bias (if any) is a constant.
+    // The wide tiles requantize (or threshold) and store by themselves where the
+    // requantize has the vector form and the bias (if any) is a constant.
     let bias_const = !epi.has_bias || (cx.const_of)(cx.node.operands[2]).is_some();
-    let in_tile = match (wide, rq_own.as_ref()) {
-        (Some(wd), Some(r)) if bias_const => {
-            let add: Vec<i32> = if epi.has_bias {
-                const_ints(cx, 2).iter().map(|&b| b as i32).collect()
-            } else {
-                Vec::new()
-            };
-            wd.epi_table(r, &add).map(|t| (r, t))
-        }
-        _ => None,
+    let bias_c: Vec<i64> = if epi.has_bias {
+        const_ints(cx, 2).to_vec()
+    } else {
+        Vec::new()
     };
-    let epi_tab = in_tile.as_ref().map(|(_, t)| cx.rodata(t.clone(), 64));
-    let wide_epi = in_tile.as_ref().map(|&(r, _)| WideEpi {
-        round: r.rounding,
-        elem: epi.st_out.bytes() as u32,
-        row_bytes: (npix * epi.st_out.bytes()) as u32,
-        unsigned: matches!(epi.st_out, Store::U8 | Store::U16 | Store::U32),
-    });
-    let rq = match in_tile {
-        Some(_) => None,
-        None => rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16))),
-    };
-    let thr = epi
-        .thr
-        .as_ref()
-        .map(|t| (t, cx.rodata(t.table_bytes(), 16)));
-    let fns = wide.map(|wd| WideFns::new(cx, wd, mg, npix, k, masked, wide_epi));
-    let (out, ws) = (cx.out, cx.ws);
     let ob = epi.st_out.bytes();
+    let (mut kind, mut tab) = (EpiKind::Store, None);
+    match (wide, rq_own.as_ref(), epi.thr.as_ref()) {
+        (Some(wd), Some(r), _) if bias_const => {
+            let add: Vec<i32> = bias_c.iter().map(|&b| b as i32).collect();
+            if let Some(t) = wd.rq_table(r, &add) {
+                kind = EpiKind::Requant(WideEpi {
+                    round: r.rounding,
+                    elem: ob as u32,
+                    row_bytes: (npix * ob) as u32,
+                    unsigned: matches!(epi.st_out, Store::U8 | Store::U16 | Store::U32),
+                });
+                tab = Some(t);
+            }
+        }
+        (Some(wd), None, Some(th)) if bias_const => {
+            if let Some(t) = wd.thr_table(th, g.m, k, &bias_c) {
+                kind = EpiKind::Thresh {
+                    k: th.k as u8,
+                    base: if th.bipolar { -1 } else { th.offset as i32 },
+                    inc: if th.bipolar { 2 } else { 1 },
+                    elem: ob as u32,
+                    row_bytes: (npix * ob) as u32,
+                };
+                tab = Some(t);
+            }
+        }
+        _ => {}
+    }
+    let epi_tab = tab.map(|t| cx.rodata(t, 64));
+    let in_tile = epi_tab.is_some();
+    let rq = match in_tile {
+        true => None,
+        false => rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16))),
+    };
+    let thr = match in_tile {
+        true => None,
+        false => epi
+            .thr
+            .as_ref()
+            .map(|t| (t, cx.rodata(t.table_bytes(), 16))),
+    };
+    let fns = wide.map(|wd| WideFns::new(cx, wd, mg, npix, k, masked, kind));
+    let (out, ws) = (cx.out, cx.ws);
     let g = *g;
     let kb = &mut *cx.kb;
     // The two-row result buffer at the end of the workspace, with a vector epilogue

@@ -29,7 +29,7 @@ use crate::backend::asm::AsmFn;
 use crate::backend::costs::{self, CostTarget, Strategy};
 use crate::backend::kb::Kb;
 use crate::backend::kernels::dot::{DotEpi, DotIsa, WideEpi};
-use crate::backend::kernels::quant::{AccStore, Requant};
+use crate::backend::kernels::quant::{AccStore, Requant, Thresh};
 
 pub(crate) use tile::peak_loop;
 
@@ -111,9 +111,48 @@ pub(crate) struct XnorTile {
     pub masked: bool,
     /// The valid count of every column without a mask (K).
     pub k: u32,
-    /// The in-tile requantize (a convolution: one channel per row), instead of
-    /// Cranelift's epilogue; `buf_row` is then its sums' row pitch.
-    pub epi: Option<DotEpi>,
+    /// The in-tile epilogue (a convolution: one channel per row), instead of
+    /// Cranelift's; `buf_row` is then its sums' row pitch.
+    pub epi: Option<XnorEpi>,
+}
+
+/// What a tile does with its dot products by itself.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum XnorEpi {
+    /// The u8 x i8 family's requantize (`dot::requantize`, `dot::requantize_avx2`).
+    Requant(DotEpi),
+    /// A fused threshold (zmm only): see [`ThrEpi`].
+    Thresh(ThrEpi),
+}
+
+/// An in-tile threshold: per channel (row) 16 bytes, the constant bias and up to three
+/// thresholds as i32 (`XnorWide::thr_table`); the output is `base + inc * count` of the
+/// thresholds that `dot + bias` reaches (`inc` 2 and `base` -1 for b1), stored as
+/// `elem`-byte codes `row_bytes` apart; `valid` columns of the tile exist.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ThrEpi {
+    pub k: u8,
+    pub base: i32,
+    pub inc: i32,
+    pub elem: u32,
+    pub row_bytes: u32,
+    pub valid: usize,
+}
+
+/// How a GEMM's tiles finish (chosen by the kernel, the same for all its tiles).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum EpiKind {
+    /// i32 results for Cranelift's epilogue.
+    Store,
+    Requant(WideEpi),
+    /// `k` thresholds, `base`, `inc`, output element bytes and the output row pitch.
+    Thresh {
+        k: u8,
+        base: i32,
+        inc: i32,
+        elem: u32,
+        row_bytes: u32,
+    },
 }
 
 impl XnorTile {
@@ -137,7 +176,7 @@ impl XnorTile {
             }
         ) + &match &self.epi {
             None => String::new(),
-            Some(e) => {
+            Some(XnorEpi::Requant(e)) => {
                 let sign = if e.unsigned { "u" } else { "s" };
                 format!(
                     "_rq{:?}_e{sign}{}_l{}_v{}",
@@ -145,6 +184,10 @@ impl XnorTile {
                 )
                 .to_lowercase()
             }
+            Some(XnorEpi::Thresh(e)) => format!(
+                "_th{}_b{}_i{}_e{}_l{}_v{}",
+                e.k, e.base, e.inc, e.elem, e.row_bytes, e.valid
+            ),
         }
     }
 
@@ -253,7 +296,7 @@ impl XnorWide {
 
     /// The in-tile requantize's table (`dot::epi_table`) for `rq` with the constant
     /// bias `add` per channel, where the tile's tier has the form it needs.
-    pub fn epi_table(&self, rq: &Requant, add: &[i32]) -> Option<Vec<u8>> {
+    pub fn rq_table(&self, rq: &Requant, add: &[i32]) -> Option<Vec<u8>> {
         let isa = match self.isa {
             XnorIsa::Zmm => DotIsa::Vnni512,
             XnorIsa::Ymm => DotIsa::Avx2,
@@ -264,12 +307,36 @@ impl XnorWide {
         crate::backend::kernels::dot::epi_table(rq, add, isa)
     }
 
-    /// Bytes of the layer block before the channels of [`XnorWide::epi_table`].
-    pub fn epi_header(&self) -> usize {
+    /// Bytes of the layer block before the channels of [`XnorWide::rq_table`].
+    pub fn rq_header(&self) -> usize {
         crate::backend::kernels::dot::epi_header(match self.isa {
             XnorIsa::Zmm => DotIsa::Vnni512,
             XnorIsa::Ymm => DotIsa::Avx2,
         })
+    }
+
+    /// The in-tile threshold's table for `th` (its i32 table, `k` entries per row or
+    /// one row shared) on `m` channels with the constant `bias` (empty: none), where
+    /// the tile has it (zmm, at most three thresholds) and every `dot + bias` stays
+    /// below `i32::MAX` (so that thresholds above the i32 range, clamped to it, are
+    /// never reached): per channel the bias and the thresholds as i32, 16 bytes.
+    pub fn thr_table(&self, th: &Thresh, m: usize, k: usize, bias: &[i64]) -> Option<Vec<u8>> {
+        let bmax = bias.iter().map(|b| b.unsigned_abs()).max().unwrap_or(0);
+        if self.isa != XnorIsa::Zmm || th.k > 3 || (k as u64) + bmax >= i32::MAX as u64 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(m * 16);
+        for ch in 0..m {
+            let b = bias.get(ch).copied().unwrap_or(0) as i32;
+            out.extend(b.to_le_bytes());
+            let row = if th.shared { 0 } else { ch };
+            for j in 0..3 {
+                let t = th.table.get(row * th.k + j).copied().unwrap_or(0);
+                let t = t.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+                out.extend(t.to_le_bytes());
+            }
+        }
+        Some(out)
     }
 }
 
@@ -289,8 +356,8 @@ pub(crate) struct WideGemm<'t> {
     /// Result rows (`XnorWide::buf_bytes`), in the workspace.
     pub buf: Value,
     pub acc: AccStore<'t>,
-    /// With the in-tile requantize: its table (layer constants) and the group's first
-    /// channel in it.
+    /// With the in-tile epilogue: its table (the requantize's layer constants) and
+    /// the group's first channel in it (before any header).
     pub epi_tab: Option<(Value, Value)>,
 }
 
@@ -304,11 +371,13 @@ pub(crate) struct WideFns {
     clean: usize,
     rest: Vec<(usize, usize)>,
     epi: bool,
+    /// Bytes of the in-tile epilogue table's layer block.
+    header: usize,
 }
 
 impl WideFns {
-    /// Declares the tiles that a GEMM of `m x n` over `k` bits needs; `epi`: the
-    /// in-tile requantize (`elem`-byte outputs, `row_bytes` apart).
+    /// Declares the tiles that a GEMM of `m x n` over `k` bits needs, with the
+    /// epilogue `epi`.
     #[allow(clippy::too_many_arguments, reason = "one GEMM's geometry")]
     pub fn new(
         cx: &mut Ecx<'_, '_, '_, '_>,
@@ -317,7 +386,7 @@ impl WideFns {
         n: usize,
         k: usize,
         masked: bool,
-        epi: Option<WideEpi>,
+        epi: EpiKind,
     ) -> WideFns {
         debug_assert!(cx.kb.feat.tier.is_some_and(|t| match w.isa {
             XnorIsa::Zmm => t.avx512_vpopcntdq(),
@@ -351,12 +420,13 @@ impl WideFns {
         let mut fns = BTreeMap::new();
         for &r in &rows {
             for &(p, valid) in &cols {
-                // Without the in-tile requantize the tiles differ by shape only.
-                let valid = if epi.is_some() { valid } else { 0 };
-                let buf_row = match (epi, w.isa) {
-                    (None, _) => XnorWide::buf_row(n),
-                    (Some(_), XnorIsa::Zmm) => p.div_ceil(2) * 64,
-                    (Some(_), XnorIsa::Ymm) => p * 32,
+                // Without an in-tile epilogue the tiles differ by shape only.
+                let in_tile = !matches!(epi, EpiKind::Store);
+                let valid = if in_tile { valid } else { 0 };
+                let buf_row = match (in_tile, w.isa) {
+                    (false, _) => XnorWide::buf_row(n),
+                    (true, XnorIsa::Zmm) => p.div_ceil(2) * 64,
+                    (true, XnorIsa::Ymm) => p * 32,
                 };
                 let f = AsmFn::Xnor(XnorTile {
                     isa: w.isa,
@@ -368,13 +438,30 @@ impl WideFns {
                     buf_row: buf_row as u32,
                     masked,
                     k: k as u32,
-                    epi: epi.map(|e| DotEpi {
-                        round: crate::backend::kernels::dot::epi_round(e.round),
-                        elem: e.elem,
-                        unsigned: e.unsigned,
-                        row_bytes: e.row_bytes,
-                        valid,
-                    }),
+                    epi: match epi {
+                        EpiKind::Store => None,
+                        EpiKind::Requant(e) => Some(XnorEpi::Requant(DotEpi {
+                            round: crate::backend::kernels::dot::epi_round(e.round),
+                            elem: e.elem,
+                            unsigned: e.unsigned,
+                            row_bytes: e.row_bytes,
+                            valid,
+                        })),
+                        EpiKind::Thresh {
+                            k,
+                            base,
+                            inc,
+                            elem,
+                            row_bytes,
+                        } => Some(XnorEpi::Thresh(ThrEpi {
+                            k,
+                            base,
+                            inc,
+                            elem,
+                            row_bytes,
+                            valid,
+                        })),
+                    },
                 });
                 let fr = cx.data.asm_func(cx.kb.b.func, &f);
                 fns.insert((r, p, valid), fr);
@@ -385,7 +472,11 @@ impl WideFns {
             fns,
             clean,
             rest,
-            epi: epi.is_some(),
+            epi: !matches!(epi, EpiKind::Store),
+            header: match epi {
+                EpiKind::Requant(_) => w.rq_header(),
+                _ => 0,
+            },
         }
     }
 }
@@ -413,9 +504,9 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &WideGemm<'_>, f: &WideFns) {
                 let fr = f.fns[&(rv, pv, valid)];
                 let out_row = kb.idx(g.out, row0, g.acc.ldc as i64 * ob);
                 let out_tile = kb.idx(out_row, p0, PANEL as i64 * ob);
-                let (tab, chans) = g.epi_tab.expect("an in-tile requantize has its table");
+                let (tab, chans) = g.epi_tab.expect("an in-tile epilogue has its table");
                 let chans = kb.idx(chans, row0, 16);
-                let chans = kb.off(chans, f.w.epi_header() as i64);
+                let chans = kb.off(chans, f.header as i64);
                 let args = [lp, rp, g.buf, mp, vp, out_tile, tab, chans];
                 kb.b.ins().call(fr, &args);
                 return;

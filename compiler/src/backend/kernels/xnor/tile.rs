@@ -29,7 +29,7 @@ use iced_x86::code_asm::registers::{xmm::get_xmm, ymm::get_ymm, zmm::get_zmm};
 use iced_x86::code_asm::*;
 use iced_x86::{IcedError, Register};
 
-use super::{XnorIsa, XnorTile};
+use super::{ThrEpi, XnorEpi, XnorIsa, XnorTile};
 
 /// Steps of the AVX2 tile between two folds of its byte counters (31 x 8 < 256).
 pub(crate) const CHUNK: u32 = 31;
@@ -125,9 +125,16 @@ pub(super) fn zmm_tile(t: &XnorTile) -> Result<Vec<u8>, IcedError> {
             }
         }
     }
-    if let Some(e) = &t.epi {
-        in_tile_args(&mut a)?;
-        crate::backend::kernels::dot::requantize(&mut a, rows, panels.div_ceil(2), e)?;
+    match &t.epi {
+        None => {}
+        Some(XnorEpi::Requant(e)) => {
+            in_tile_args(&mut a)?;
+            crate::backend::kernels::dot::requantize(&mut a, rows, panels.div_ceil(2), e)?;
+        }
+        Some(XnorEpi::Thresh(e)) => {
+            in_tile_args(&mut a)?;
+            threshold(&mut a, rows, panels.div_ceil(2), e)?;
+        }
     }
     a.vzeroupper()?;
     a.ret()?;
@@ -279,13 +286,68 @@ pub(super) fn ymm_tile(t: &XnorTile) -> Result<Vec<u8>, IcedError> {
             a.vmovdqu(xmmword_ptr(rdx + off), xmm(base + 3))?;
         }
     }
-    if let Some(e) = &t.epi {
-        in_tile_args(&mut a)?;
-        crate::backend::kernels::dot::requantize_avx2(&mut a, rows, t.panels as usize, e)?;
+    match &t.epi {
+        None => {}
+        Some(XnorEpi::Requant(e)) => {
+            in_tile_args(&mut a)?;
+            crate::backend::kernels::dot::requantize_avx2(&mut a, rows, t.panels as usize, e)?;
+        }
+        Some(XnorEpi::Thresh(_)) => unreachable!("the ymm tile has no in-tile threshold"),
     }
     a.vzeroupper()?;
     a.ret()?;
     a.assemble(0)
+}
+
+/// The in-tile threshold of `rows` x `vecs` vectors of 16 dot products at `rdx` (row
+/// by row): per row, the channel's bias and thresholds at `r9 + 16 r` (see
+/// [`ThrEpi`]); per vector, `dot + bias`, then `base` plus `inc` for each threshold
+/// reached (`vpcmpd` not-less-than into `k1`, a masked `vpaddd`), stored narrowed at
+/// `rcx + r * row_bytes + v * 16 * elem` (columns past `valid` masked off with `k2`).
+fn threshold(a: &mut CodeAssembler, rows: usize, vecs: usize, e: &ThrEpi) -> Result<(), IcedError> {
+    let (x, out, base, inc) = (zmm0, zmm1, zmm2, zmm3);
+    a.mov(eax, e.base as u32)?;
+    a.vpbroadcastd(base, eax)?;
+    a.mov(eax, e.inc as u32)?;
+    a.vpbroadcastd(inc, eax)?;
+    for r in 0..rows {
+        let c = |f: i32| r9 + (r as i32 * 16 + f);
+        for v in 0..vecs {
+            let valid = e.valid.saturating_sub(v * 16).min(16);
+            if valid == 0 {
+                continue;
+            }
+            a.vmovdqu32(x, zmmword_ptr(rdx + ((r * vecs + v) * 64) as i32))?;
+            a.vpaddd(x, x, dword_bcst(c(0)))?;
+            a.vmovdqa32(out, base)?;
+            for j in 0..e.k as i32 {
+                // Predicate 5: not less than.
+                a.vpcmpd(k1, x, dword_bcst(c(4 + 4 * j)), 5)?;
+                a.vpaddd(out.k1(), out, inc)?;
+            }
+            let off = (r * e.row_bytes as usize + v * 16 * e.elem as usize) as i32;
+            let masked = valid < 16;
+            if masked {
+                a.mov(eax, (1u32 << valid) - 1)?;
+                a.kmovw(k2, eax)?;
+            }
+            match e.elem {
+                1 => {
+                    let m = xmmword_ptr(rcx + off);
+                    a.vpmovdb(if masked { m.k2() } else { m }, out)?;
+                }
+                2 => {
+                    let m = ymmword_ptr(rcx + off);
+                    a.vpmovdw(if masked { m.k2() } else { m }, out)?;
+                }
+                _ => {
+                    let m = zmmword_ptr(rcx + off);
+                    a.vmovdqu32(if masked { m.k2() } else { m }, out)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Moves the in-tile requantize's arguments where `dot`'s requantize reads them: the
