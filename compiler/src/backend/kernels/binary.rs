@@ -45,7 +45,7 @@ use super::conv::{self, ConvGeom};
 use super::dot::WideEpi;
 use super::planes;
 use super::quant::{AccStore, IntEpi, Requant, Thresh, const_ints, int_epi};
-use super::xnor::{self, EpiKind, WideFns, WideGemm, XnorWide};
+use super::xnor::{self, EpiKind, WideFns, WideGemm, XnorIsa, XnorWide};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::costs::CostTarget;
 use crate::backend::kb::{BYTE_SUMS, Kb, MF};
@@ -188,8 +188,8 @@ pub(crate) fn select(
                 return Err("per-channel requantize of a matrix-vector product".into());
             }
             let macs = (g.batches.len() * g.m * g.n * g.k) as u64;
-            let wide =
-                xnor::choose(macs, target).map(|isa| XnorWide::new(isa, g.m, g.n, g.k, false));
+            let wide = xnor::choose(macs, target)
+                .map(|isa| XnorWide::new(isa, (g.m, g.n, g.k), false, false));
             Ok(BinLowering {
                 kind: BinKind::MatMul {
                     m: g.m,
@@ -207,8 +207,11 @@ pub(crate) fn select(
             let masked = (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh))
                 || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow));
             let chan = planes::applies(&g);
-            let wide = xnor::choose(g.macs(), target)
-                .map(|isa| XnorWide::new(isa, g.mg(), g.npix(), g.kdim(), masked));
+            let wide = xnor::choose(g.macs(), target).map(|isa| {
+                // The tile requantizes (or, zmm, thresholds) by itself in most cases.
+                let in_tile = epi.rq.is_some() || (isa == XnorIsa::Zmm && epi.thr.is_some());
+                XnorWide::new(isa, (g.mg(), g.npix(), g.kdim()), masked, in_tile)
+            });
             Ok(BinLowering {
                 kind: BinKind::Conv { g, masked, chan },
                 epi,

@@ -233,14 +233,17 @@ pub(crate) fn best_gmacs(target: CostTarget) -> f64 {
 }
 
 /// The tile shape (rows, panels) for `m` rows, `np` panels and `words` K words: the
-/// fewest modelled cycles over the whole GEMM, counting partial tiles at the edges and
-/// a fixed cost per tile (the call, the epilogue).
+/// fewest modelled cycles over the whole GEMM, counting partial tiles at the edges, a
+/// fixed cost per tile (the call) and the epilogue: per panel of i32 stores, or
+/// (`in_tile`) per vector the tile requantizes (a zmm vector holds two panels, so an
+/// odd panel count wastes half of one).
 pub(crate) fn choose_tile(
     isa: XnorIsa,
     m: usize,
     np: usize,
     words: usize,
     masked: bool,
+    in_tile: bool,
 ) -> (usize, usize) {
     let mut best = (f64::INFINITY, (1, 1));
     let split = |total: usize, size: usize| -> Vec<(usize, usize)> {
@@ -255,8 +258,12 @@ pub(crate) fn choose_tile(
             let mut cost = 0.0;
             for &(r, rc) in &split(m.max(1), rows) {
                 for &(p, pc) in &split(np.max(1), panels) {
-                    let per =
-                        words as f64 * isa.step_cycles(r, p, masked) + 4.0 * (r * p) as f64 + 20.0;
+                    let epi = match (in_tile, isa) {
+                        (false, _) => 4.0 * (r * p) as f64,
+                        (true, XnorIsa::Zmm) => 16.0 * (r * p.div_ceil(2)) as f64,
+                        (true, XnorIsa::Ymm) => 16.0 * (r * p) as f64,
+                    };
+                    let per = words as f64 * isa.step_cycles(r, p, masked) + epi + 20.0;
                     cost += per * (rc * pc) as f64;
                 }
             }
@@ -277,9 +284,16 @@ pub(crate) struct XnorWide {
 }
 
 impl XnorWide {
-    /// The tile for a GEMM of `m` rows and `n` columns over `k` bits.
-    pub fn new(isa: XnorIsa, m: usize, n: usize, k: usize, masked: bool) -> XnorWide {
-        let (rows, panels) = choose_tile(isa, m, n.div_ceil(PANEL), k.div_ceil(64), masked);
+    /// The tile for a GEMM of `m` rows and `n` columns over `k` bits; `in_tile`: its
+    /// epilogue will likely be in the tile.
+    pub fn new(
+        isa: XnorIsa,
+        (m, n, k): (usize, usize, usize),
+        masked: bool,
+        in_tile: bool,
+    ) -> XnorWide {
+        let (rows, panels) =
+            choose_tile(isa, m, n.div_ceil(PANEL), k.div_ceil(64), masked, in_tile);
         XnorWide { isa, rows, panels }
     }
 
@@ -562,7 +576,7 @@ mod tests {
                 (10, 1, 72, true),
                 (3, 7, 1, false),
             ] {
-                let (r, p) = choose_tile(isa, m, np, w, masked);
+                let (r, p) = choose_tile(isa, m, np, w, masked, masked);
                 assert!(r >= 1 && p >= 1 && r <= m.max(1) && p <= np.max(1));
                 assert!(p <= isa.max_panels() && r <= isa.max_rows(p), "{isa:?}");
                 let base = match isa {
