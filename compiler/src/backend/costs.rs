@@ -31,6 +31,11 @@
 //!   128-bit Cranelift kernels besides the tiles. The wide rows were measured on an
 //!   Intel Xeon (Sapphire Rapids class), the 128-bit rows on the project's AMD EPYC
 //!   (Zen 2/3): ratios between rows of different machines are indicative only.
+//! - [`Strategy::XnorZmm`] has rows on [`CostTarget::X86_64Avx512Popcnt`] and
+//!   [`CostTarget::X86_64Avx512VnniPopcnt`] (x86-64-v4 with VPOPCNTDQ, without and with
+//!   VNNI: both measured on the Sapphire Rapids class Xeon with `--cpu` forcing the row
+//!   set), [`Strategy::XnorYmm`] on [`CostTarget::X86_64Avx2`]; the VPOPCNTDQ row sets
+//!   inherit from the VNNI one (with VNNI) or the v3 one (without).
 //! - [`Strategy::Maddubs`] has rows on x86_64 native only (it needs SSSE3's
 //!   `pmaddubsw`); `--cost-table` measures it with the strategies it competes with
 //!   disabled ([`without`]), and the others without it. Its rows for 4- and 2-bit

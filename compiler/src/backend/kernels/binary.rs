@@ -32,6 +32,11 @@
 //!   row's word is splatted (`dup`), XORed with both columns' words in one vector
 //!   (`eor`, masked with `and`), counted per byte (`cnt.16b`) and added to byte sums,
 //!   which are widened (`uaddlp` twice) only every 31 words, before a byte could wrap.
+//! - Wide tiles (`kernels::xnor`, x86-64-v3 and v4 + VPOPCNTDQ, where the cost table
+//!   prefers them): the same bits, but R (and the mask) in panels of 8 columns
+//!   (`[C/8][KW][8]`, one 64-byte load per K word of 8 columns), every panel of a padded
+//!   conv masked, the tile's own epilogue (`valid - 2 * popcount`, then an in-tile
+//!   requantize or threshold where it applies, else i32 rows for `AccStore::flush_rows`).
 //! - Epilogue: bias, then the fused requantize of `quant` (or the i32 store). For a conv
 //!   whose requantize has a vector form the tiles write their i32 results into a
 //!   two-row buffer instead (at the end of the workspace), which
