@@ -289,16 +289,16 @@ fn long_k_convolutions() {
 }
 
 /// A convolution with a per-channel requantize takes the in-tile requantize on both
-/// tiers, one with a threshold the zmm tile's in-tile threshold (the assembled
-/// functions' names say so).
+/// tiers, one with a threshold the in-tile threshold (the assembled functions' names
+/// say so).
 #[test]
 fn in_tile_epilogues() {
     let mut r = Rng(5);
     // (epilogue kind, name part of the zmm tile, of the ymm tile)
     for (epi, zmm, ymm) in [
         (5, "_rqhalf", Some("_rqhalf")),
-        (3, "_th1_b-1_i2", None),
-        (4, "_th", None),
+        (3, "_th1_b-1_i2", Some("_th1_b-1_i2")),
+        (4, "_th", Some("_th")),
     ] {
         let b = conv_case(
             &mut r,

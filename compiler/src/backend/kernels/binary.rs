@@ -50,7 +50,7 @@ use super::conv::{self, ConvGeom};
 use super::dot::WideEpi;
 use super::planes;
 use super::quant::{AccStore, IntEpi, Requant, Thresh, const_ints, int_epi};
-use super::xnor::{self, EpiKind, WideFns, WideGemm, XnorIsa, XnorWide};
+use super::xnor::{self, EpiKind, WideFns, WideGemm, XnorWide};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::costs::CostTarget;
 use crate::backend::kb::{BYTE_SUMS, Kb, MF};
@@ -213,8 +213,8 @@ pub(crate) fn select(
                 || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow));
             let chan = planes::applies(&g);
             let wide = xnor::choose(g.macs(), target).map(|isa| {
-                // The tile requantizes (or, zmm, thresholds) by itself in most cases.
-                let in_tile = epi.rq.is_some() || (isa == XnorIsa::Zmm && epi.thr.is_some());
+                // The tile requantizes (or thresholds) by itself in most cases.
+                let in_tile = epi.rq.is_some() || epi.thr.is_some();
                 XnorWide::new(isa, (g.mg(), g.npix(), g.kdim()), masked, in_tile)
             });
             Ok(BinLowering {
@@ -508,6 +508,7 @@ fn emit_conv(
                     base: if th.bipolar { -1 } else { th.offset as i32 },
                     inc: if th.bipolar { 2 } else { 1 },
                     elem: ob as u32,
+                    unsigned: matches!(epi.st_out, Store::U8 | Store::U16 | Store::U32),
                     row_bytes: (npix * ob) as u32,
                 };
                 tab = Some(t);

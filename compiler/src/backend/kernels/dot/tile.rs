@@ -290,50 +290,65 @@ pub(crate) fn requantize_avx2(
             a.vpminsd(x, x, ymmword_ptr(r8 + 32))?;
             a.vpaddd(x, x, ymmword_ptr(r8 + 64))?;
             let off = (r * e.row_bytes as usize + v * 8 * e.elem as usize) as i32;
-            let at = |i: usize| rcx + (off + (i * e.elem as usize) as i32);
-            match e.elem {
-                1 | 2 => {
-                    // i32 -> i16 (in range), then -> i8/u8; 8 outputs in the low bytes.
-                    if e.unsigned && e.elem == 2 {
-                        a.vpackusdw(x, x, x)?;
+            store_ymm0(a, e.elem, e.unsigned, valid, off)?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores the 8 i32 codes of `ymm0` (in the output's range) as `elem`-byte codes at
+/// `rcx + off`, the first `valid` of them (lane by lane when fewer than 8), narrowing
+/// with unsigned saturation for `unsigned` outputs. Also the 1-bit tiles' store.
+pub(crate) fn store_ymm0(
+    a: &mut CodeAssembler,
+    elem: u32,
+    unsigned: bool,
+    valid: usize,
+    off: i32,
+) -> Result<(), IcedError> {
+    let x = ymm0;
+    let at = |i: usize| rcx + (off + (i * elem as usize) as i32);
+    match elem {
+        1 | 2 => {
+            // i32 -> i16 (in range), then -> i8/u8; 8 outputs in the low bytes.
+            if unsigned && elem == 2 {
+                a.vpackusdw(x, x, x)?;
+            } else {
+                a.vpackssdw(x, x, x)?;
+            }
+            a.vpermq(x, x, 0x08)?;
+            if elem == 1 {
+                if unsigned {
+                    a.vpackuswb(x, x, x)?;
+                } else {
+                    a.vpacksswb(x, x, x)?;
+                }
+            }
+            if valid == 8 {
+                if elem == 1 {
+                    a.vmovq(qword_ptr(rcx + off), xmm0)?;
+                } else {
+                    a.vmovdqu(xmmword_ptr(rcx + off), xmm0)?;
+                }
+            } else {
+                for i in 0..valid {
+                    if elem == 1 {
+                        a.vpextrb(byte_ptr(at(i)), xmm0, i as i32)?;
                     } else {
-                        a.vpackssdw(x, x, x)?;
-                    }
-                    a.vpermq(x, x, 0x08)?;
-                    if e.elem == 1 {
-                        if e.unsigned {
-                            a.vpackuswb(x, x, x)?;
-                        } else {
-                            a.vpacksswb(x, x, x)?;
-                        }
-                    }
-                    if valid == 8 {
-                        if e.elem == 1 {
-                            a.vmovq(qword_ptr(rcx + off), xmm0)?;
-                        } else {
-                            a.vmovdqu(xmmword_ptr(rcx + off), xmm0)?;
-                        }
-                    } else {
-                        for i in 0..valid {
-                            if e.elem == 1 {
-                                a.vpextrb(byte_ptr(at(i)), xmm0, i as i32)?;
-                            } else {
-                                a.vpextrw(word_ptr(at(i)), xmm0, i as i32)?;
-                            }
-                        }
+                        a.vpextrw(word_ptr(at(i)), xmm0, i as i32)?;
                     }
                 }
-                _ => {
-                    if valid == 8 {
-                        a.vmovdqu(ymmword_ptr(rcx + off), x)?;
-                    } else {
-                        for i in 0..valid {
-                            if i == 4 {
-                                a.vextracti128(xmm0, x, 1)?;
-                            }
-                            a.vpextrd(dword_ptr(at(i)), xmm0, (i % 4) as i32)?;
-                        }
+            }
+        }
+        _ => {
+            if valid == 8 {
+                a.vmovdqu(ymmword_ptr(rcx + off), x)?;
+            } else {
+                for i in 0..valid {
+                    if i == 4 {
+                        a.vextracti128(xmm0, x, 1)?;
                     }
+                    a.vpextrd(dword_ptr(at(i)), xmm0, (i % 4) as i32)?;
                 }
             }
         }

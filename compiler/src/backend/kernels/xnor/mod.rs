@@ -121,20 +121,22 @@ pub(crate) struct XnorTile {
 pub(crate) enum XnorEpi {
     /// The u8 x i8 family's requantize (`dot::requantize`, `dot::requantize_avx2`).
     Requant(DotEpi),
-    /// A fused threshold (zmm only): see [`ThrEpi`].
+    /// A fused threshold: see [`ThrEpi`].
     Thresh(ThrEpi),
 }
 
 /// An in-tile threshold: per channel (row) 16 bytes, the constant bias and up to three
 /// thresholds as i32 (`XnorWide::thr_table`); the output is `base + inc * count` of the
 /// thresholds that `dot + bias` reaches (`inc` 2 and `base` -1 for b1), stored as
-/// `elem`-byte codes `row_bytes` apart; `valid` columns of the tile exist.
+/// `elem`-byte codes `row_bytes` apart (`unsigned`: an unsigned output type); `valid`
+/// columns of the tile exist.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct ThrEpi {
     pub k: u8,
     pub base: i32,
     pub inc: i32,
     pub elem: u32,
+    pub unsigned: bool,
     pub row_bytes: u32,
     pub valid: usize,
 }
@@ -145,12 +147,13 @@ pub(crate) enum EpiKind {
     /// i32 results for Cranelift's epilogue.
     Store,
     Requant(WideEpi),
-    /// `k` thresholds, `base`, `inc`, output element bytes and the output row pitch.
+    /// `k` thresholds, `base`, `inc`, output element bytes, signedness and row pitch.
     Thresh {
         k: u8,
         base: i32,
         inc: i32,
         elem: u32,
+        unsigned: bool,
         row_bytes: u32,
     },
 }
@@ -185,8 +188,14 @@ impl XnorTile {
                 .to_lowercase()
             }
             Some(XnorEpi::Thresh(e)) => format!(
-                "_th{}_b{}_i{}_e{}_l{}_v{}",
-                e.k, e.base, e.inc, e.elem, e.row_bytes, e.valid
+                "_th{}_b{}_i{}_e{}{}_l{}_v{}",
+                e.k,
+                e.base,
+                e.inc,
+                if e.unsigned { "u" } else { "s" },
+                e.elem,
+                e.row_bytes,
+                e.valid
             ),
         }
     }
@@ -331,12 +340,12 @@ impl XnorWide {
 
     /// The in-tile threshold's table for `th` (its i32 table, `k` entries per row or
     /// one row shared) on `m` channels with the constant `bias` (empty: none), where
-    /// the tile has it (zmm, at most three thresholds) and every `dot + bias` stays
+    /// the tile has it (at most three thresholds) and every `dot + bias` stays
     /// below `i32::MAX` (so that thresholds above the i32 range, clamped to it, are
     /// never reached): per channel the bias and the thresholds as i32, 16 bytes.
     pub fn thr_table(&self, th: &Thresh, m: usize, k: usize, bias: &[i64]) -> Option<Vec<u8>> {
         let bmax = bias.iter().map(|b| b.unsigned_abs()).max().unwrap_or(0);
-        if self.isa != XnorIsa::Zmm || th.k > 3 || (k as u64) + bmax >= i32::MAX as u64 {
+        if th.k > 3 || (k as u64) + bmax >= i32::MAX as u64 {
             return None;
         }
         let mut out = Vec::with_capacity(m * 16);
@@ -466,12 +475,14 @@ impl WideFns {
                             base,
                             inc,
                             elem,
+                            unsigned,
                             row_bytes,
                         } => Some(XnorEpi::Thresh(ThrEpi {
                             k,
                             base,
                             inc,
                             elem,
+                            unsigned,
                             row_bytes,
                             valid,
                         })),

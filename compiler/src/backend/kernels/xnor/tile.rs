@@ -292,7 +292,10 @@ pub(super) fn ymm_tile(t: &XnorTile) -> Result<Vec<u8>, IcedError> {
             in_tile_args(&mut a)?;
             crate::backend::kernels::dot::requantize_avx2(&mut a, rows, t.panels as usize, e)?;
         }
-        Some(XnorEpi::Thresh(_)) => unreachable!("the ymm tile has no in-tile threshold"),
+        Some(XnorEpi::Thresh(e)) => {
+            in_tile_args(&mut a)?;
+            threshold_avx2(&mut a, rows, t.panels as usize, e)?;
+        }
     }
     a.vzeroupper()?;
     a.ret()?;
@@ -345,6 +348,49 @@ fn threshold(a: &mut CodeAssembler, rows: usize, vecs: usize, e: &ThrEpi) -> Res
                     a.vmovdqu32(if masked { m.k2() } else { m }, out)?;
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// [`threshold`] with AVX2 (`rows` x `vecs` vectors of 8 dot products at `rdx`): per
+/// threshold not reached (`vpcmpgtd` of the threshold against `dot + bias`: -1 lanes)
+/// `inc` less than `base + inc * k`; the codes stored by `dot::store_ymm0`.
+fn threshold_avx2(
+    a: &mut CodeAssembler,
+    rows: usize,
+    vecs: usize,
+    e: &ThrEpi,
+) -> Result<(), IcedError> {
+    let (out, x, top, bias) = (ymm0, ymm1, ymm2, ymm3);
+    let th = |j: usize| ymm(4 + j);
+    let full = e.base.wrapping_add(e.inc.wrapping_mul(e.k as i32));
+    a.mov(eax, full as u32)?;
+    a.vmovd(xmm(2), eax)?;
+    a.vpbroadcastd(top, xmm(2))?;
+    for r in 0..rows {
+        let c = |f: i32| r9 + (r as i32 * 16 + f);
+        a.vpbroadcastd(bias, dword_ptr(c(0)))?;
+        for j in 0..e.k as usize {
+            a.vpbroadcastd(th(j), dword_ptr(c(4 + 4 * j as i32)))?;
+        }
+        for v in 0..vecs {
+            let valid = e.valid.saturating_sub(v * 8).min(8);
+            if valid == 0 {
+                continue;
+            }
+            a.vpaddd(x, bias, ymmword_ptr(rdx + ((r * vecs + v) * 32) as i32))?;
+            a.vmovdqa(out, top)?;
+            for j in 0..e.k as usize {
+                let lt = ymm(8 + j);
+                a.vpcmpgtd(lt, th(j), x)?;
+                if e.inc == 2 {
+                    a.vpaddd(lt, lt, lt)?;
+                }
+                a.vpaddd(out, out, lt)?;
+            }
+            let off = (r * e.row_bytes as usize + v * 8 * e.elem as usize) as i32;
+            crate::backend::kernels::dot::store_ymm0(a, e.elem, e.unsigned, valid, off)?;
         }
     }
     Ok(())
