@@ -334,15 +334,15 @@ pub const TABLE: &[Row] = &[
     // M = N = 256, K = 1024; Intel Xeon, Sapphire Rapids class, load average ~6).
     row(Vnni, F32Zmm, 32, 32, 101.84, Measured),
     row(Avx2, F32Ymm, 32, 32, 59.38, Measured),
-    // The 1-bit tiles (bench_kernels QCC_BENCH_ONLY=xwide: a matrix product with
+    // The 1-bit tiles (bench_kernels QCC_BENCH_ONLY=xwide 20: a matrix product with
     // M = N = 256, K = 4096; Intel Xeon, Sapphire Rapids class, 2 vCPU KVM, load
-    // average ~5 from other builds): `vpopcntq` zmm at 85 % of its instruction mix's
-    // peak (1215 G binary MAC/s), the AVX2 nibble-lookup tile at 95 % (342). The
-    // 128-bit Cranelift tile measured 205 on the same machine (the Native row is the
+    // average ~4.5 from other builds): `vpopcntq` zmm at 84-85 % of its instruction
+    // mix's peak (1375-1383 G binary MAC/s), the AVX2 nibble-lookup tile at 93 % (389).
+    // The 128-bit Cranelift tile measured 226 in the same run (the Native row is the
     // AMD EPYC's).
-    row(VnniPopcnt, XnorZmm, 1, 1, 1031.45, Measured),
-    row(Popcnt, XnorZmm, 1, 1, 1085.18, Measured),
-    row(Avx2, XnorYmm, 1, 1, 325.57, Measured),
+    row(VnniPopcnt, XnorZmm, 1, 1, 1161.69, Measured),
+    row(Popcnt, XnorZmm, 1, 1, 1169.30, Measured),
+    row(Avx2, XnorYmm, 1, 1, 361.98, Measured),
     // aarch64: not measured; the x86_64 native figures.
     row(Aarch64, F32Gemm, 32, 32, 13.98, Unmeasured),
     row(Aarch64, Int8Pmaddwd, 8, 8, 23.67, Unmeasured),
