@@ -23,6 +23,7 @@ mod cpu;
 
 use iced_x86::code_asm::CodeAssembler;
 
+use super::kernels::addzmm::AddZmm;
 use super::kernels::dot::DotTile;
 use super::kernels::fma::FmaTile;
 use super::kernels::xnor::XnorTile;
@@ -44,6 +45,9 @@ pub(crate) enum AsmFn {
     /// `void tile(const u64 *rows, const u64 *cols, i32 *out[, const u64 *mask, const
     /// i32 *valid])`: a 1-bit XNOR-popcount register tile.
     Xnor(XnorTile),
+    /// `void add(const u8 *a, const u8 *b, u8 *out)`: the fused quantized residual add
+    /// on zmm.
+    AddZmm(AddZmm),
 }
 
 impl AsmFn {
@@ -60,6 +64,7 @@ impl AsmFn {
             AsmFn::Dot(t) => t.symbol(),
             AsmFn::Fma(t) => t.symbol(),
             AsmFn::Xnor(t) => t.symbol(),
+            AsmFn::AddZmm(t) => t.symbol(),
         }
     }
 
@@ -76,6 +81,7 @@ impl AsmFn {
             }
             AsmFn::Fma(t) => t.params(),
             AsmFn::Xnor(t) => t.params(),
+            AsmFn::AddZmm(_) => 3,
         }
     }
 
@@ -91,6 +97,7 @@ impl AsmFn {
             AsmFn::Dot(t) => t.assemble(),
             AsmFn::Fma(t) => t.assemble(),
             AsmFn::Xnor(t) => t.assemble(),
+            AsmFn::AddZmm(t) => t.assemble(),
         };
         r.map_err(|e| format!("assembling {}: {e}", self.symbol()))
     }

@@ -5,6 +5,7 @@
 //! needs (geometry, strides, fused epilogue). It fails with a reason for what cannot be
 //! lowered yet. [`emit`] turns a lowering into the body of the kernel's function.
 
+pub(crate) mod addzmm;
 pub(crate) mod binary;
 pub(crate) mod bits;
 pub(crate) mod bitserial;
