@@ -453,16 +453,20 @@ fn emit_conv(
                 v.to_le_bytes()
             })
             .collect();
-        let pairs: Vec<u8> = (0..np.div_ceil(2))
-            .map(|pp| {
-                let border = |p: usize| p < npix && (0..k).any(|kk| !inside(kk, p));
-                u8::from(border(2 * pp) || border(2 * pp + 1))
-            })
-            .collect();
+        // The Cranelift tile's flags per column pair (the wide tiles mask every panel).
+        let pairs = wide.is_none().then(|| {
+            let pairs: Vec<u8> = (0..np / 2)
+                .map(|pp| {
+                    let border = |p: usize| p < npix && (0..k).any(|kk| !inside(kk, p));
+                    u8::from(border(2 * pp) || border(2 * pp + 1))
+                })
+                .collect();
+            cx.rodata(pairs, 16)
+        });
         (
             Some(cx.rodata(words_bytes(&mask), 16)),
             Some(cx.rodata(valid, 16)),
-            Some(cx.rodata(pairs, 16)),
+            pairs,
         )
     } else {
         (None, None, None)
