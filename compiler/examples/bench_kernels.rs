@@ -208,6 +208,19 @@ const NOT_MADDUBS: [Strategy; 3] = [
     Strategy::BitSerial,
 ];
 
+/// What the 128-bit rows are measured without: `pmaddubsw` (its own rows) and the
+/// assembled wide tiles.
+const NOT_128: [Strategy; 8] = [
+    Strategy::Maddubs,
+    Strategy::DotVnni,
+    Strategy::DotAvx2,
+    Strategy::DotAvx2Wide,
+    Strategy::F32Zmm,
+    Strategy::F32Ymm,
+    Strategy::XnorZmm,
+    Strategy::XnorYmm,
+];
+
 /// `--cost-table`: the rows of `qcc::backend::costs::TABLE` measured on this machine.
 fn cost_table(iters: usize) {
     let baseline = Target::new(&target_lexicon::Triple::host().to_string(), "baseline")
@@ -224,9 +237,8 @@ fn cost_table(iters: usize) {
             let k = if wbits == 1 { 4096 } else { 1024 };
             let (m, xin) = matmul_case(&mut r, (256, 256, k), wbits);
             let macs = (256 * 256 * k) as u64;
-            let g = costs::without(&[Strategy::Maddubs], || {
-                measure(&m, &[xin], macs, iters, &target)
-            });
+            // The 128-bit kernels: the assembled tiles of the host's tier kept out.
+            let g = costs::without(&NOT_128, || measure(&m, &[xin], macs, iters, &target));
             match g {
                 Some(g) => println!("    row({tname}, {strategy}, {wb}, {ab}, {g:.2}, Measured),"),
                 None => println!("    // {tname} {strategy} {wb}x{ab}: mismatch, not measured"),
@@ -367,6 +379,135 @@ fn wide(iters: usize) -> Vec<String> {
     rows
 }
 
+/// A binary convolution `[1, c, hw, hw] * [m, c, 3, 3]`, pad 1, i32 sums, an input and
+/// its MACs.
+fn bconv_case(r: &mut Rng, c: usize, m_: usize, hw: usize) -> (Module, Tensor, u64) {
+    let sign = |r: &mut Rng| if r.next() & 1 == 1 { -1 } else { 1 };
+    let mut m = Module::new("conv_b1");
+    let x = m.add_input("x", TensorType::new(ElemType::Bipolar, vec![1, c, hw, hw]));
+    let w = m.add_const(
+        "w",
+        TensorType::new(ElemType::Bipolar, vec![m_, c, 3, 3]),
+        ConstData::Int((0..m_ * c * 9).map(|_| sign(r)).collect()),
+    );
+    let mut a = BTreeMap::new();
+    a.insert("pads".to_string(), Attr::Ints(vec![1; 4]));
+    let y = node(&mut m, Op::Conv2dInt, &[x, w], a, ElemType::I32);
+    m.outputs.push(y);
+    let xin = Tensor::int(
+        vec![1, c, hw, hw],
+        (0..c * hw * hw).map(|_| sign(r)).collect(),
+    );
+    (m, xin, (m_ * hw * hw * c * 9) as u64)
+}
+
+/// The assembled 1-bit tiles (`kernels::xnor`) against the measured peak of their
+/// instruction mix, for each tier the host has, with the other 1-bit kernels kept out:
+/// a matrix product at M = N = 256, K = 4096 (the cost table's reference shape), and
+/// the binary 3x3 convolutions of ResNet-20's first stage (16 channels, 32x32) and of
+/// Bi-Real's first and last stages (64 channels at 56x56, 512 at 7x7). The 128-bit
+/// Cranelift tile is measured alongside. Returns the rows for the cost table.
+fn xwide(iters: usize) -> Vec<String> {
+    use qcc::backend::{PeakMix, Tier, measure_peak};
+    let host = target_lexicon::Triple::host().to_string();
+    println!("CPU: {}; detected tier: {}", cpu_model(), Tier::host());
+    let mut rows = Vec::new();
+    let mut r = Rng(0xb1);
+    let dots = [Strategy::DotVnni, Strategy::DotAvx2, Strategy::DotAvx2Wide];
+    let not = |keep: Strategy| -> Vec<Strategy> {
+        [Strategy::Xnor, Strategy::XnorZmm, Strategy::XnorYmm]
+            .into_iter()
+            .filter(|&s| s != keep)
+            .chain(dots)
+            .collect()
+    };
+    let tiers = [
+        (
+            "x86-64-v4+vnni+vpopcntdq",
+            "VnniPopcnt",
+            Strategy::XnorZmm,
+            Some(PeakMix::XnorZmm),
+        ),
+        (
+            "x86-64-v4+vpopcntdq",
+            "Popcnt",
+            Strategy::XnorZmm,
+            Some(PeakMix::XnorZmm),
+        ),
+        (
+            "x86-64-v3",
+            "Avx2",
+            Strategy::XnorYmm,
+            Some(PeakMix::XnorYmm),
+        ),
+        ("native", "", Strategy::Xnor, None),
+    ];
+    let zmm_peak = measure_peak(PeakMix::XnorZmm, 2_000_000, 60);
+    for (cpu, tname, strategy, mix) in tiers {
+        let peak = match mix {
+            Some(mx) => match measure_peak(mx, 2_000_000, 60) {
+                Some(p) => {
+                    let p = p.max(measure_peak(mx, 2_000_000, 60).unwrap_or(0.0));
+                    println!("tier {cpu}: peak of {} {p:.1} G binary MAC/s", mx.name());
+                    p
+                }
+                None => {
+                    println!("tier {cpu}: skipped (this CPU does not have it)");
+                    continue;
+                }
+            },
+            None => {
+                let p = zmm_peak.or_else(|| measure_peak(PeakMix::XnorYmm, 2_000_000, 60));
+                println!("tier {cpu}: the 128-bit Cranelift tile (percentages of the widest peak)");
+                p.unwrap_or(f64::NAN)
+            }
+        };
+        let target = Target::new(&host, cpu).expect("tier target");
+        let disabled = not(strategy);
+        let (m, xin) = matmul_case(&mut r, (256, 256, 4096), 1);
+        let macs = 256 * 256 * 4096u64;
+        let run = |m: &Module, xin: &Tensor, macs: u64, it: usize| {
+            costs::without(&disabled, || {
+                let jit = JitModel::with_target(m, &target).expect("compile");
+                let kernel = jit.report().layers[0].kernel.clone();
+                (
+                    measure(m, std::slice::from_ref(xin), macs, it, &target),
+                    kernel,
+                )
+            })
+        };
+        match run(&m, &xin, macs, iters) {
+            (Some(g), kernel) => {
+                println!(
+                    "  matmul b1 256x256x4096           {g:>8.2} G MAC/s  {:>3.0}% of peak  [{kernel}]",
+                    100.0 * g / peak
+                );
+                if !tname.is_empty() {
+                    rows.push(format!(
+                        "    row({tname}, {strategy:?}, 1, 1, {g:.2}, Measured),"
+                    ));
+                }
+            }
+            (None, _) => println!("  matmul b1: MISMATCH"),
+        }
+        for (label, c, m_, hw, it) in [
+            ("conv b1 16->16 3x3 32x32        ", 16, 16, 32, iters * 20),
+            ("conv b1 64->64 3x3 56x56        ", 64, 64, 56, iters * 2),
+            ("conv b1 512->512 3x3 7x7        ", 512, 512, 7, iters * 2),
+        ] {
+            let (m, xin, macs) = bconv_case(&mut r, c, m_, hw);
+            match run(&m, &xin, macs, it) {
+                (Some(g), kernel) => println!(
+                    "  {label} {g:>8.2} G MAC/s  {:>3.0}% of peak  [{kernel}]",
+                    100.0 * g / peak
+                ),
+                (None, _) => println!("  {label}: MISMATCH"),
+            }
+        }
+    }
+    rows
+}
+
 /// An f32 convolution `[1, c, hw, hw] * [m, c, k, k]` (pad k / 2) and an input.
 fn conv_f32_case(r: &mut Rng, c: usize, m_: usize, hw: usize, k: usize) -> (Module, Tensor, u64) {
     let mut m = Module::new("conv_f32");
@@ -497,7 +638,11 @@ fn main() {
     let iters: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
     if table {
         cost_table(iters);
-        for row in wide(iters).into_iter().chain(fwide(iters)) {
+        for row in wide(iters)
+            .into_iter()
+            .chain(fwide(iters))
+            .chain(xwide(iters))
+        {
             println!("{row}");
         }
         return;
@@ -508,6 +653,12 @@ fn main() {
     }
     if std::env::var("QCC_BENCH_ONLY").is_ok_and(|o| o == "fwide") {
         fwide(iters);
+        return;
+    }
+    if std::env::var("QCC_BENCH_ONLY").is_ok_and(|o| o == "xwide") {
+        for row in xwide(iters) {
+            println!("{row}");
+        }
         return;
     }
     // QCC_BENCH_ONLY=WORD runs only the cases whose label contains WORD.

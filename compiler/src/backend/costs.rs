@@ -31,6 +31,11 @@
 //!   128-bit Cranelift kernels besides the tiles. The wide rows were measured on an
 //!   Intel Xeon (Sapphire Rapids class), the 128-bit rows on the project's AMD EPYC
 //!   (Zen 2/3): ratios between rows of different machines are indicative only.
+//! - [`Strategy::XnorZmm`] has rows on [`CostTarget::X86_64Avx512Popcnt`] and
+//!   [`CostTarget::X86_64Avx512VnniPopcnt`] (x86-64-v4 with VPOPCNTDQ, without and with
+//!   VNNI: both measured on the Sapphire Rapids class Xeon with `--cpu` forcing the row
+//!   set), [`Strategy::XnorYmm`] on [`CostTarget::X86_64Avx2`]; the VPOPCNTDQ row sets
+//!   inherit from the VNNI one (with VNNI) or the v3 one (without).
 //! - [`Strategy::Maddubs`] has rows on x86_64 native only (it needs SSSE3's
 //!   `pmaddubsw`); `--cost-table` measures it with the strategies it competes with
 //!   disabled ([`without`]), and the others without it. Its rows for 4- and 2-bit
@@ -74,10 +79,16 @@ pub enum Strategy {
     /// f32 GEMM with the assembled AVX2 + FMA tile (`vfmadd231ps` ymm). Rows on the v3
     /// tier (and above).
     F32Ymm,
+    /// 1-bit XNOR-popcount with the assembled AVX-512 VPOPCNTDQ tile (`vpopcntq` zmm;
+    /// `kernels::xnor`). Rows on the v4 + VPOPCNTDQ tiers only.
+    XnorZmm,
+    /// 1-bit XNOR-popcount with the assembled AVX2 tile (`vpshufb` nibble lookup and
+    /// `vpsadbw` on ymm). Rows on the v3 tier (and above).
+    XnorYmm,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 11] = [
+    pub const ALL: [Strategy; 13] = [
         Strategy::F32Gemm,
         Strategy::Int8Pmaddwd,
         Strategy::Int8PackedW,
@@ -89,6 +100,8 @@ impl Strategy {
         Strategy::DotAvx2Wide,
         Strategy::F32Zmm,
         Strategy::F32Ymm,
+        Strategy::XnorZmm,
+        Strategy::XnorYmm,
     ];
 
     /// Whether the strategy computes a product of `wbits`-bit weights and `abits`-bit
@@ -100,7 +113,7 @@ impl Strategy {
             Strategy::Int8Pmaddwd => wbits == 8 && abits <= 8,
             Strategy::Int8PackedW => wbits < 8 && abits <= 8,
             Strategy::BitSerial => (2..=4).contains(&wbits) && (2..=4).contains(&abits),
-            Strategy::Xnor => wbits == 1 && abits == 1,
+            Strategy::Xnor | Strategy::XnorZmm | Strategy::XnorYmm => wbits == 1 && abits == 1,
             Strategy::Maddubs | Strategy::DotVnni | Strategy::DotAvx2 | Strategy::DotAvx2Wide => {
                 (1..=8).contains(&wbits) && (1..=8).contains(&abits)
             }
@@ -122,6 +135,8 @@ impl fmt::Display for Strategy {
             Strategy::DotAvx2Wide => "int8-vpmaddwd-ymm",
             Strategy::F32Zmm => "f32-vfmadd231ps-zmm",
             Strategy::F32Ymm => "f32-vfmadd231ps-ymm",
+            Strategy::XnorZmm => "xnor-vpopcntq-zmm",
+            Strategy::XnorYmm => "xnor-vpshufb-ymm",
         })
     }
 }
@@ -138,6 +153,11 @@ pub enum CostTarget {
     X86_64Avx2,
     /// x86-64-v4 with VNNI: plus the assembled zmm `vpdpbusd` tiles.
     X86_64Avx512Vnni,
+    /// x86-64-v4 with VPOPCNTDQ but not VNNI: the v3 rows plus the zmm `vpopcntq` tile.
+    X86_64Avx512Popcnt,
+    /// x86-64-v4 with VNNI and VPOPCNTDQ (Ice Lake, Sapphire Rapids, Zen 4): the VNNI
+    /// rows plus the zmm `vpopcntq` tile.
+    X86_64Avx512VnniPopcnt,
 }
 
 impl CostTarget {
@@ -160,7 +180,11 @@ impl CostTarget {
         match isa.triple().architecture {
             target_lexicon::Architecture::Aarch64(_) => CostTarget::Aarch64,
             _ if has("has_popcnt") && has("has_ssse3") => match tier {
+                Some(t) if t.avx512_vnni() && t.avx512_vpopcntdq() => {
+                    CostTarget::X86_64Avx512VnniPopcnt
+                }
                 Some(t) if t.avx512_vnni() => CostTarget::X86_64Avx512Vnni,
+                Some(t) if t.avx512_vpopcntdq() => CostTarget::X86_64Avx512Popcnt,
                 Some(t) if t.avx2() => CostTarget::X86_64Avx2,
                 _ => CostTarget::X86_64Native,
             },
@@ -178,7 +202,10 @@ impl CostTarget {
     /// wider tier runs every kernel of the narrower ones.
     pub fn base(self) -> Option<CostTarget> {
         match self {
-            CostTarget::X86_64Avx512Vnni => Some(CostTarget::X86_64Avx2),
+            CostTarget::X86_64Avx512VnniPopcnt => Some(CostTarget::X86_64Avx512Vnni),
+            CostTarget::X86_64Avx512Vnni | CostTarget::X86_64Avx512Popcnt => {
+                Some(CostTarget::X86_64Avx2)
+            }
             CostTarget::X86_64Avx2 => Some(CostTarget::X86_64Native),
             _ => None,
         }
@@ -225,13 +252,13 @@ const fn row(
 }
 
 use CostTarget::{
-    Aarch64, X86_64Avx2 as Avx2, X86_64Avx512Vnni as Vnni, X86_64Baseline as Base,
-    X86_64Native as Native,
+    Aarch64, X86_64Avx2 as Avx2, X86_64Avx512Popcnt as Popcnt, X86_64Avx512Vnni as Vnni,
+    X86_64Avx512VnniPopcnt as VnniPopcnt, X86_64Baseline as Base, X86_64Native as Native,
 };
 use Source::{Measured, Unmeasured};
 use Strategy::{
     BitSerial, DotAvx2, DotAvx2Wide, DotVnni, F32Gemm, F32Ymm, F32Zmm, Int8PackedW, Int8Pmaddwd,
-    Maddubs, Xnor,
+    Maddubs, Xnor, XnorYmm, XnorZmm,
 };
 
 /// The cost table. For one target and strategy, the row that applies to (w, a) bits is
@@ -307,6 +334,15 @@ pub const TABLE: &[Row] = &[
     // M = N = 256, K = 1024; Intel Xeon, Sapphire Rapids class, load average ~6).
     row(Vnni, F32Zmm, 32, 32, 101.84, Measured),
     row(Avx2, F32Ymm, 32, 32, 59.38, Measured),
+    // The 1-bit tiles (bench_kernels QCC_BENCH_ONLY=xwide 20: a matrix product with
+    // M = N = 256, K = 4096; Intel Xeon, Sapphire Rapids class, 2 vCPU KVM, load
+    // average ~4.5 from other builds): `vpopcntq` zmm at 84-85 % of its instruction
+    // mix's peak (1375-1383 G binary MAC/s), the AVX2 nibble-lookup tile at 93 % (389).
+    // The 128-bit Cranelift tile measured 226 in the same run (the Native row is the
+    // AMD EPYC's).
+    row(VnniPopcnt, XnorZmm, 1, 1, 1161.69, Measured),
+    row(Popcnt, XnorZmm, 1, 1, 1169.30, Measured),
+    row(Avx2, XnorYmm, 1, 1, 361.98, Measured),
     // aarch64: not measured; the x86_64 native figures.
     row(Aarch64, F32Gemm, 32, 32, 13.98, Unmeasured),
     row(Aarch64, Int8Pmaddwd, 8, 8, 23.67, Unmeasured),
@@ -419,15 +455,18 @@ mod tests {
 
     #[test]
     fn every_strategy_has_a_row_on_every_target() {
-        for t in [Native, Base, Aarch64, Avx2, Vnni] {
+        for t in [Native, Base, Aarch64, Avx2, Vnni, Popcnt, VnniPopcnt] {
             for s in Strategy::ALL {
                 let wide_only = match s {
-                    DotVnni => t != Vnni,
-                    DotAvx2 | DotAvx2Wide | F32Ymm => !matches!(t, Avx2 | Vnni),
-                    F32Zmm => t != Vnni,
+                    DotVnni | F32Zmm => !matches!(t, Vnni | VnniPopcnt),
+                    DotAvx2 | DotAvx2Wide | F32Ymm | XnorYmm => {
+                        !matches!(t, Avx2 | Vnni | Popcnt | VnniPopcnt)
+                    }
+                    XnorZmm => !matches!(t, Popcnt | VnniPopcnt),
                     _ => false,
                 };
-                if (s == Maddubs && !matches!(t, Native | Avx2 | Vnni)) || wide_only {
+                let wide = matches!(t, Avx2 | Vnni | Popcnt | VnniPopcnt);
+                if (s == Maddubs && !matches!(t, Native) && !wide) || wide_only {
                     // No row: never chosen there.
                     assert_eq!(gmacs(s, 8, 8, t), None, "{s} on {t:?}");
                     assert_eq!(gmacs(s, 32, 32, t), None, "{s} on {t:?}");

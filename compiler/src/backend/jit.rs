@@ -341,6 +341,12 @@ pub enum PeakMix {
     VfmaddpsZmm,
     /// `vfmadd231ps` ymm (AVX2 + FMA): 8 f32 MACs per instruction.
     VfmaddpsYmm,
+    /// `vpxorq` + `vpopcntq` + `vpaddq` zmm (AVX-512 VPOPCNTDQ): 512 binary MACs per
+    /// triple.
+    XnorZmm,
+    /// `vpxor`, `vpsrlw`, two `vpand`, two `vpshufb`, two `vpaddb` ymm (AVX2): 256
+    /// binary MACs per step of the nibble lookup.
+    XnorYmm,
 }
 
 impl PeakMix {
@@ -351,6 +357,8 @@ impl PeakMix {
             PeakMix::VpmaddwdYmm => "vpmaddwd+vpaddd ymm",
             PeakMix::VfmaddpsZmm => "vfmadd231ps zmm",
             PeakMix::VfmaddpsYmm => "vfmadd231ps ymm",
+            PeakMix::XnorZmm => "vpxorq+vpopcntq+vpaddq zmm",
+            PeakMix::XnorYmm => "vpxor+vpshufb nibble lookup+vpaddb ymm",
         }
     }
 }
@@ -362,6 +370,7 @@ impl PeakMix {
 pub fn measure_peak(mix: PeakMix, iters: u64, reps: usize) -> Option<f64> {
     use super::kernels::dot::{DotIsa, peak_loop};
     use super::kernels::fma::{self, FmaIsa};
+    use super::kernels::xnor::{self, XnorIsa};
     use cranelift_module::{Linkage, Module as _};
     let host = super::target::Tier::host();
     let (bytes, chains, macs) = match mix {
@@ -371,6 +380,9 @@ pub fn measure_peak(mix: PeakMix, iters: u64, reps: usize) -> Option<f64> {
         // FMA latency 4 x 2 pipes: 12 chains are more than enough.
         PeakMix::VfmaddpsZmm if host.level >= 4 => (fma::peak_loop(FmaIsa::Zmm, 12), 12, 16),
         PeakMix::VfmaddpsYmm if host.avx2() => (fma::peak_loop(FmaIsa::Ymm, 12), 12, 8),
+        // vpopcntq: latency 3, one port; 12 chains hide it.
+        PeakMix::XnorZmm if host.avx512_vpopcntdq() => (xnor::peak_loop(XnorIsa::Zmm, 12), 12, 512),
+        PeakMix::XnorYmm if host.avx2() => (xnor::peak_loop(XnorIsa::Ymm, 10), 10, 256),
         _ => return None,
     };
     let bytes = bytes.ok()?;

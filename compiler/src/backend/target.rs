@@ -345,6 +345,11 @@ impl Tier {
     pub fn avx512_vnni(self) -> bool {
         self.level >= 4 && self.vnni
     }
+
+    /// Whether the zmm `vpopcntq` tiles (1-bit XNOR-popcount) may run.
+    pub fn avx512_vpopcntdq(self) -> bool {
+        self.level >= 4 && self.vpopcntdq
+    }
 }
 
 impl std::fmt::Display for Tier {

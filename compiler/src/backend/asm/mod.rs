@@ -1,5 +1,5 @@
 //! Functions assembled with iced-x86, for the instructions Cranelift's x64 backend does
-//! not emit (ymm and zmm registers, `vpdpbusd` zmm, `cpuid`).
+//! not emit (ymm and zmm registers, `vpdpbusd` and `vpopcntq` zmm, `cpuid`).
 //!
 //! Cranelift 0.135 stops at 128-bit vectors on x86-64. Where a kernel family needs the
 //! full vector width of the CPU, its register tile is assembled here with iced-x86's
@@ -23,8 +23,10 @@ mod cpu;
 
 use iced_x86::code_asm::CodeAssembler;
 
+use super::kernels::addzmm::AddZmm;
 use super::kernels::dot::DotTile;
 use super::kernels::fma::FmaTile;
+use super::kernels::xnor::XnorTile;
 use super::target::Tier;
 
 pub(crate) use cpu::cpu_check;
@@ -40,6 +42,12 @@ pub(crate) enum AsmFn {
     /// `void tile(const f32 *a, const f32 *b, f32 *c[, const f32 *bias])`: an f32
     /// `vfmadd231ps` register tile.
     Fma(FmaTile),
+    /// `void tile(const u64 *rows, const u64 *cols, i32 *out[, const u64 *mask, const
+    /// i32 *valid])`: a 1-bit XNOR-popcount register tile.
+    Xnor(XnorTile),
+    /// `void add(const u8 *a, const u8 *b, u8 *out)`: the fused quantized residual add
+    /// on zmm.
+    AddZmm(AddZmm),
 }
 
 impl AsmFn {
@@ -55,6 +63,8 @@ impl AsmFn {
             ),
             AsmFn::Dot(t) => t.symbol(),
             AsmFn::Fma(t) => t.symbol(),
+            AsmFn::Xnor(t) => t.symbol(),
+            AsmFn::AddZmm(t) => t.symbol(),
         }
     }
 
@@ -70,6 +80,8 @@ impl AsmFn {
                 }
             }
             AsmFn::Fma(t) => t.params(),
+            AsmFn::Xnor(t) => t.params(),
+            AsmFn::AddZmm(_) => 3,
         }
     }
 
@@ -84,6 +96,8 @@ impl AsmFn {
             AsmFn::CpuCheck(t) => cpu::assemble(*t),
             AsmFn::Dot(t) => t.assemble(),
             AsmFn::Fma(t) => t.assemble(),
+            AsmFn::Xnor(t) => t.assemble(),
+            AsmFn::AddZmm(t) => t.assemble(),
         };
         r.map_err(|e| format!("assembling {}: {e}", self.symbol()))
     }

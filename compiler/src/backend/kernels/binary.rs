@@ -32,6 +32,11 @@
 //!   row's word is splatted (`dup`), XORed with both columns' words in one vector
 //!   (`eor`, masked with `and`), counted per byte (`cnt.16b`) and added to byte sums,
 //!   which are widened (`uaddlp` twice) only every 31 words, before a byte could wrap.
+//! - Wide tiles (`kernels::xnor`, x86-64-v3 and v4 + VPOPCNTDQ, where the cost table
+//!   prefers them): the same bits, but R (and the mask) in panels of 8 columns
+//!   (`[C/8][KW][8]`, one 64-byte load per K word of 8 columns), every panel of a padded
+//!   conv masked, the tile's own epilogue (`valid - 2 * popcount`, then an in-tile
+//!   requantize or threshold where it applies, else i32 rows for `AccStore::flush_rows`).
 //! - Epilogue: bias, then the fused requantize of `quant` (or the i32 store). For a conv
 //!   whose requantize has a vector form the tiles write their i32 results into a
 //!   two-row buffer instead (at the end of the workspace), which
@@ -42,9 +47,12 @@ use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 use qcc_ir::{ElemType, Module, Node, Op};
 
 use super::conv::{self, ConvGeom};
+use super::dot::WideEpi;
 use super::planes;
 use super::quant::{AccStore, IntEpi, Requant, Thresh, const_ints, int_epi};
+use super::xnor::{self, EpiKind, WideFns, WideGemm, XnorWide};
 use super::{ConstOf, Ecx, matmul_geom};
+use crate::backend::costs::CostTarget;
 use crate::backend::kb::{BYTE_SUMS, Kb, MF};
 use crate::backend::storage::Store;
 
@@ -55,6 +63,11 @@ fn kw(k: usize) -> usize {
 
 fn even(x: usize) -> usize {
     x.div_ceil(2) * 2
+}
+
+/// `x` columns rounded up to whole panels of `pw`.
+fn padc(x: usize, pw: usize) -> usize {
+    x.div_ceil(pw) * pw
 }
 
 /// Bytes between two pixels' byte patches: one cache line more than the patch, so that
@@ -87,6 +100,8 @@ pub(crate) enum BinKind {
 pub(crate) struct BinLowering {
     pub kind: BinKind,
     pub epi: IntEpi,
+    /// The assembled wide tile (`kernels::xnor`), where the cost table prefers it.
+    pub wide: Option<XnorWide>,
 }
 
 impl BinLowering {
@@ -98,27 +113,43 @@ impl BinLowering {
         } else {
             ""
         };
+        let tile = match self.wide {
+            Some(w) => format!("xnor-popcnt.{}", w.isa.name()),
+            None => "xnor-popcnt2x2".into(),
+        };
         match &self.kind {
-            BinKind::MatMul { .. } => format!("matmul_int.xnor-popcnt2x2.b1{rq}"),
+            BinKind::MatMul { .. } => format!("matmul_int.{tile}.b1{rq}"),
             BinKind::Conv { masked, chan, .. } => format!(
-                "conv2d_int.{}+xnor-popcnt2x2{}.b1{rq}",
+                "conv2d_int.{}+{tile}{}.b1{rq}",
                 if *chan { "chanbits" } else { "im2col" },
                 if *masked { ".masked" } else { "" }
             ),
         }
     }
 
+    /// Columns per panel of the right-hand side: 2 for the Cranelift tile, whole
+    /// vectors for the wide ones.
+    fn pw(&self) -> usize {
+        if self.wide.is_some() { xnor::PANEL } else { 2 }
+    }
+
     pub fn workspace(&self) -> usize {
+        let pw = self.pw();
         match &self.kind {
-            BinKind::MatMul { m, k, .. } => even(*m) * kw(*k) * 8,
+            BinKind::MatMul { m, n, k, .. } => {
+                even(*m) * kw(*k) * 8 + self.wide.map_or(0, |w| w.buf_bytes(*n))
+            }
             BinKind::Conv { g, chan, .. } => {
-                let (np, w) = (even(g.npix()), kw(g.kdim()));
+                let (np, w) = (padc(g.npix(), pw), kw(g.kdim()));
                 let main = if *chan {
                     np * w * 8 + planes::chan_bytes(g, 1)
                 } else {
                     np * pixel_stride(w) + np * w * 8
                 };
-                main + 2 * buf_row(g.npix())
+                main + match self.wide {
+                    Some(wd) => wd.buf_bytes(g.npix()),
+                    None => 2 * buf_row(g.npix()),
+                }
             }
         }
     }
@@ -143,7 +174,12 @@ pub(crate) fn applies(m: &Module, node: &Node, const_of: &ConstOf<'_>) -> bool {
         && const_of(node.operands[1]).is_some()
 }
 
-pub(crate) fn select(m: &Module, node: &Node, fused: Option<&Node>) -> Result<BinLowering, String> {
+pub(crate) fn select(
+    m: &Module,
+    node: &Node,
+    fused: Option<&Node>,
+    target: CostTarget,
+) -> Result<BinLowering, String> {
     match node.op {
         Op::MatMulInt => {
             let (sa, sb) = (&m.ty(node.operands[0]).shape, &m.ty(node.operands[1]).shape);
@@ -156,6 +192,9 @@ pub(crate) fn select(m: &Module, node: &Node, fused: Option<&Node>) -> Result<Bi
             if epi.rq.as_ref().is_some_and(|r| r.chans.len() > 1) && sb.len() < 2 {
                 return Err("per-channel requantize of a matrix-vector product".into());
             }
+            let macs = (g.batches.len() * g.m * g.n * g.k) as u64;
+            let wide = xnor::choose(macs, target)
+                .map(|isa| XnorWide::new(isa, (g.m, g.n, g.k), false, false));
             Ok(BinLowering {
                 kind: BinKind::MatMul {
                     m: g.m,
@@ -164,6 +203,7 @@ pub(crate) fn select(m: &Module, node: &Node, fused: Option<&Node>) -> Result<Bi
                     batches: g.batches,
                 },
                 epi,
+                wide,
             })
         }
         Op::Conv2dInt => {
@@ -172,9 +212,15 @@ pub(crate) fn select(m: &Module, node: &Node, fused: Option<&Node>) -> Result<Bi
             let masked = (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh))
                 || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow));
             let chan = planes::applies(&g);
+            let wide = xnor::choose(g.macs(), target).map(|isa| {
+                // The tile requantizes (or thresholds) by itself in most cases.
+                let in_tile = epi.rq.is_some() || epi.thr.is_some();
+                XnorWide::new(isa, (g.mg(), g.npix(), g.kdim()), masked, in_tile)
+            });
             Ok(BinLowering {
                 kind: BinKind::Conv { g, masked, chan },
                 epi,
+                wide,
             })
         }
         _ => Err(format!("{} is not a 1-bit kernel", node.op)),
@@ -195,14 +241,15 @@ fn pack_left(rows: usize, k: usize, bit: impl Fn(usize, usize) -> bool) -> Vec<u
     v
 }
 
-/// Packs `bit(kk, c)` of `cols` columns into the panel layout `[even(cols)/2][KW][2]`.
-fn pack_right(cols: usize, k: usize, bit: impl Fn(usize, usize) -> bool) -> Vec<u64> {
+/// Packs `bit(kk, c)` of `cols` columns into the panel layout `[cols/pw][KW][pw]`
+/// (`cols` rounded up to whole panels).
+fn pack_right(cols: usize, k: usize, pw: usize, bit: impl Fn(usize, usize) -> bool) -> Vec<u64> {
     let w = kw(k);
-    let mut v = vec![0u64; even(cols) * w];
+    let mut v = vec![0u64; padc(cols, pw) * w];
     for c in 0..cols {
         for kk in 0..k {
             if bit(kk, c) {
-                v[((c / 2) * w + kk / 64) * 2 + c % 2] |= 1 << (kk % 64);
+                v[((c / pw) * w + kk / 64) * pw + c % pw] |= 1 << (kk % 64);
             }
         }
     }
@@ -216,9 +263,9 @@ fn words_bytes(v: &[u64]) -> Vec<u8> {
 pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &BinLowering) {
     match &q.kind {
         BinKind::MatMul { m, n, k, batches } => {
-            emit_matmul(cx, *m, *n, *k, batches, &q.epi);
+            emit_matmul(cx, *m, *n, *k, batches, &q.epi, q.wide);
         }
-        BinKind::Conv { g, masked, chan } => emit_conv(cx, g, *masked, *chan, &q.epi),
+        BinKind::Conv { g, masked, chan } => emit_conv(cx, g, *masked, *chan, &q.epi, q.wide),
     }
 }
 
@@ -229,15 +276,18 @@ fn emit_matmul(
     k: usize,
     batches: &[(usize, usize)],
     epi: &IntEpi,
+    wide: Option<XnorWide>,
 ) {
     let w = kw(k);
+    let pw = if wide.is_some() { xnor::PANEL } else { 2 };
     let a = cx.operand(0);
     let nb_b = batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
     let b = const_ints(cx, 1).to_vec();
     let mut packed = Vec::new();
     for s in 0..nb_b {
-        packed.extend(pack_right(n, k, |kk, j| b[s * k * n + kk * n + j] < 0));
+        packed.extend(pack_right(n, k, pw, |kk, j| b[s * k * n + kk * n + j] < 0));
     }
+    let fns = wide.map(|wd| WideFns::new(cx, wd, m, n, k, false, EpiKind::Store));
     let bp = cx.rodata(words_bytes(&packed), 16);
     let bias = epi.has_bias.then(|| cx.operand(2));
     let rq = epi.rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
@@ -261,8 +311,33 @@ fn emit_matmul(
             let dst = kb.idx(ws, i, (w * 8) as i64);
             pack_row(kb, src, k, dst, 8);
         });
-        let right = kb.off(bp, (bb * even(n) * w * 8) as i64);
+        let right = kb.off(bp, (bb * padc(n, pw) * w * 8) as i64);
         let o = kb.off(out, (bi * m * n * ob) as i64);
+        if let Some(fns) = &fns {
+            let buf = kb.off(ws, (even(m) * w * 8) as i64);
+            let acc = AccStore {
+                ldc: n,
+                chan_of_row: false,
+                bias,
+                rq,
+                thr,
+                st_out: epi.st_out,
+            };
+            let g = WideGemm {
+                left: ws,
+                right,
+                mask: None,
+                rows: m,
+                cols: n,
+                k,
+                out: o,
+                buf,
+                acc,
+                epi_tab: None,
+            };
+            xnor::emit_gemm(kb, &g, fns);
+            continue;
+        }
         emit_tiles(
             kb,
             &Tiles {
@@ -335,9 +410,17 @@ fn pack_row(kb: &mut Kb<'_, '_>, src: Value, nbytes: usize, dst: Value, dst_stri
     }
 }
 
-fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: bool, epi: &IntEpi) {
+fn emit_conv(
+    cx: &mut Ecx<'_, '_, '_, '_>,
+    g: &ConvGeom,
+    masked: bool,
+    chan: bool,
+    epi: &IntEpi,
+    wide: Option<XnorWide>,
+) {
     let (cg, mg, k, npix) = (g.cg(), g.mg(), g.kdim(), g.npix());
-    let (w, np, mgp) = (kw(k), even(npix), even(mg));
+    let pw = if wide.is_some() { xnor::PANEL } else { 2 };
+    let (w, np, mgp) = (kw(k), padc(npix, pw), even(mg));
     let x = cx.operand(0);
     let wt = const_ints(cx, 1).to_vec();
     // The weights' K index of the GEMM's K index (tap-major with `chan`).
@@ -359,7 +442,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: boo
         (0..g.h as i64).contains(&y) && (0..g.w as i64).contains(&xx)
     };
     let (maskp, validp, pairsp) = if masked {
-        let mask = pack_right(npix, k, inside);
+        let mask = pack_right(npix, k, pw, inside);
         let valid: Vec<u8> = (0..np)
             .flat_map(|p| {
                 let v = if p < npix {
@@ -370,16 +453,20 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: boo
                 v.to_le_bytes()
             })
             .collect();
-        let pairs: Vec<u8> = (0..np / 2)
-            .map(|pp| {
-                let border = |p: usize| p < npix && (0..k).any(|kk| !inside(kk, p));
-                u8::from(border(2 * pp) || border(2 * pp + 1))
-            })
-            .collect();
+        // The Cranelift tile's flags per column pair (the wide tiles mask every panel).
+        let pairs = wide.is_none().then(|| {
+            let pairs: Vec<u8> = (0..np / 2)
+                .map(|pp| {
+                    let border = |p: usize| p < npix && (0..k).any(|kk| !inside(kk, p));
+                    u8::from(border(2 * pp) || border(2 * pp + 1))
+                })
+                .collect();
+            cx.rodata(pairs, 16)
+        });
         (
             Some(cx.rodata(words_bytes(&mask), 16)),
             Some(cx.rodata(valid, 16)),
-            Some(cx.rodata(pairs, 16)),
+            pairs,
         )
     } else {
         (None, None, None)
@@ -395,16 +482,63 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: boo
         acc_max: bias_max.map(|b| k as u64 + b),
         ..r.clone()
     });
-    let rq = rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
-    let thr = epi
-        .thr
-        .as_ref()
-        .map(|t| (t, cx.rodata(t.table_bytes(), 16)));
-    let (out, ws) = (cx.out, cx.ws);
+    // The wide tiles requantize (or threshold) and store by themselves where the
+    // requantize has the vector form and the bias (if any) is a constant.
+    let bias_const = !epi.has_bias || (cx.const_of)(cx.node.operands[2]).is_some();
+    let bias_c: Vec<i64> = if epi.has_bias {
+        const_ints(cx, 2).to_vec()
+    } else {
+        Vec::new()
+    };
     let ob = epi.st_out.bytes();
+    let (mut kind, mut tab) = (EpiKind::Store, None);
+    match (wide, rq_own.as_ref(), epi.thr.as_ref()) {
+        (Some(wd), Some(r), _) if bias_const => {
+            let add: Vec<i32> = bias_c.iter().map(|&b| b as i32).collect();
+            if let Some(t) = wd.rq_table(r, &add) {
+                kind = EpiKind::Requant(WideEpi {
+                    round: r.rounding,
+                    elem: ob as u32,
+                    row_bytes: (npix * ob) as u32,
+                    unsigned: matches!(epi.st_out, Store::U8 | Store::U16 | Store::U32),
+                });
+                tab = Some(t);
+            }
+        }
+        (Some(wd), None, Some(th)) if bias_const => {
+            if let Some(t) = wd.thr_table(th, g.m, k, &bias_c) {
+                kind = EpiKind::Thresh {
+                    k: th.k as u8,
+                    base: if th.bipolar { -1 } else { th.offset as i32 },
+                    inc: if th.bipolar { 2 } else { 1 },
+                    elem: ob as u32,
+                    unsigned: matches!(epi.st_out, Store::U8 | Store::U16 | Store::U32),
+                    row_bytes: (npix * ob) as u32,
+                };
+                tab = Some(t);
+            }
+        }
+        _ => {}
+    }
+    let epi_tab = tab.map(|t| cx.rodata(t, 64));
+    let in_tile = epi_tab.is_some();
+    let rq = match in_tile {
+        true => None,
+        false => rq_own.as_ref().map(|r| (r, cx.rodata(r.table(), 16))),
+    };
+    let thr = match in_tile {
+        true => None,
+        false => epi
+            .thr
+            .as_ref()
+            .map(|t| (t, cx.rodata(t.table_bytes(), 16))),
+    };
+    let fns = wide.map(|wd| WideFns::new(cx, wd, mg, npix, k, masked, kind));
+    let (out, ws) = (cx.out, cx.ws);
     let g = *g;
     let kb = &mut *cx.kb;
-    // The two-row result buffer at the end of the workspace, with a vector epilogue.
+    // The two-row result buffer at the end of the workspace, with a vector epilogue
+    // (the wide tiles' result rows in the same place).
     let main_bytes = if chan {
         np * w * 8 + planes::chan_bytes(&g, 1)
     } else {
@@ -425,6 +559,32 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: boo
         let bias_g = bias.map(|b| kb.idx(b, grp, (mg * 4) as i64));
         let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
         let thr_g = thr.map(|(h, t)| (h, kb.idx(t, grp, mg as i64 * h.stride())));
+        if let Some(fns) = &fns {
+            let buf = kb.off(ws, main_bytes as i64);
+            let acc = AccStore {
+                ldc: npix,
+                chan_of_row: true,
+                bias: bias_g,
+                rq: rq_g,
+                thr: thr_g,
+                st_out: epi.st_out,
+            };
+            let epi_g = epi_tab.map(|t| (t, kb.idx(t, grp, (mg * 16) as i64)));
+            let gm = WideGemm {
+                left: wg,
+                right,
+                mask: maskp.zip(validp),
+                rows: mg,
+                cols: npix,
+                k,
+                out: og,
+                buf,
+                acc,
+                epi_tab: epi_g,
+            };
+            xnor::emit_gemm(kb, &gm, fns);
+            return;
+        }
         emit_tiles(
             kb,
             &Tiles {
@@ -448,15 +608,17 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: boo
         );
     };
     if chan {
-        // Panels [np/2][KW][2] at ws: the valid taps are rewritten for every image and
-        // group from the channel bits after them. Bits past K must be 0 (zeroed once
-        // here, in the last word); padded taps are never written and need not be: only
-        // pairs with a padded tap hold them, and those take the masked tile.
+        // Panels [np/pw][KW][pw] at ws: the valid taps are rewritten for every image
+        // and group from the channel bits after them. Bits past K must be 0 (zeroed
+        // once here, in the last word); padded taps are never written and need not be:
+        // only panels with a padded tap hold them, and those take the masked tile.
         if !k.is_multiple_of(64) {
             let z = kb.fconst(F32X4, 0.0);
-            kb.for_range(0, (np / 2) as i64, 1, |kb, q| {
-                let d = kb.idx(ws, q, (w * 16) as i64);
-                kb.store(z, d, ((w - 1) * 16) as i64);
+            kb.for_range(0, (np / pw) as i64, 1, |kb, q| {
+                let d = kb.idx(ws, q, (w * pw * 8) as i64);
+                for h in 0..pw / 2 {
+                    kb.store(z, d, ((w - 1) * pw * 8 + h * 16) as i64);
+                }
             });
         }
         let cbits = kb.off(ws, (np * w * 8) as i64);
@@ -467,7 +629,8 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: boo
                 let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
                 let og = kb.idx(on, grp, (mg * npix * ob) as i64);
                 planes::pack(kb, &g, xg, cbits, planes::Planes::sign());
-                planes::gather(kb, &g, cbits, ws, planes::Dst::Pairs { kw: w }, 1);
+                let dst = planes::Dst::Panels { kw: w, width: pw };
+                planes::gather(kb, &g, cbits, ws, dst, 1);
                 tiles(kb, grp, og, ws);
             });
         });
@@ -488,11 +651,11 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, masked: bool, chan: boo
             // Pack each pixel's bytes into its panel column.
             kb.for_range(0, np as i64, 1, |kb, p| {
                 let src = kb.idx(ws, p, ps as i64);
-                let pair = kb.b.ins().ushr_imm_u(p, 1);
-                let half = kb.b.ins().band_imm_s(p, 1);
-                let d = kb.idx(right, pair, (w * 16) as i64);
-                let d = kb.idx(d, half, 8);
-                pack_row(kb, src, pb, d, 16);
+                let panel = kb.b.ins().ushr_imm_u(p, pw.trailing_zeros() as i64);
+                let lane = kb.b.ins().band_imm_s(p, pw as i64 - 1);
+                let d = kb.idx(right, panel, (w * pw * 8) as i64);
+                let d = kb.idx(d, lane, 8);
+                pack_row(kb, src, pb, d, (pw * 8) as i64);
             });
             tiles(kb, grp, og, right);
         });

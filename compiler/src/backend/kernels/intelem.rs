@@ -23,9 +23,11 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use qcc_ir::shape::broadcast;
 use qcc_ir::{ConstData, ElemType, Module, Node, Op, Rounding};
 
+use super::addzmm::{AddOp, AddZmm};
 use super::elementwise::Broadcast;
 use super::quant::{Requant, requant_of};
 use super::{ConstOf, Ecx};
+use crate::backend::asm::AsmFn;
 use crate::backend::kb::Kb;
 use crate::backend::storage::Store;
 
@@ -614,6 +616,31 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, l: &IntLowering) {
         } => {
             let a = cx.operand(0);
             let b = cx.operand(1);
+            // With AVX-512 the vectorised form runs on zmm (`addzmm.rs`), 8 elements
+            // per step; the tail stays scalar.
+            let plan = l.vec_plan();
+            let zmm = cx.kb.feat.tier.is_some_and(|t| t.level >= 4) && *n >= 8;
+            let wide = match (&plan, zmm) {
+                (Some(p), true) => {
+                    let f = AsmFn::AddZmm(AddZmm {
+                        op: match p.op {
+                            IntOp::Add => AddOp::Add,
+                            IntOp::Sub => AddOp::Sub,
+                            IntOp::Mul => AddOp::Mul,
+                        },
+                        steps: (*n / 8) as u32,
+                        signed: p.signed,
+                        z: [p.z[0] - p.bias[0] as f64, p.z[1] - p.bias[1] as f64].map(f64::to_bits),
+                        m: p.m.map(f64::to_bits),
+                        c: p.c.to_bits(),
+                        zq: p.zq as i32,
+                        lo: p.lo as i32,
+                        hi: p.hi as i32,
+                    });
+                    Some(cx.data.asm_func(cx.kb.b.func, &f))
+                }
+                _ => None,
+            };
             let kb = &mut *cx.kb;
             let (ba, bb, bo) = (st_a.bytes(), st_b.bytes(), st_out.bytes());
             let scalar = |kb: &mut Kb<'_, '_>, i: Value| {
@@ -636,10 +663,13 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, l: &IntLowering) {
                 let po = kb.idx(out, i, bo as i64);
                 kb.store_int(*st_out, r, po, 0);
             };
-            let plan = l.vec_plan();
             let nv = if plan.is_some() { *n / 8 } else { 0 };
-            if let Some(p) = &plan {
-                emit_vec_add(kb, p, nv, a, b, out);
+            match (&plan, wide) {
+                (Some(_), Some(f)) => {
+                    kb.b.ins().call(f, &[a, b, out]);
+                }
+                (Some(p), None) => emit_vec_add(kb, p, nv, a, b, out),
+                _ => {}
             }
             if nv * 8 < *n {
                 kb.for_range((nv * 8) as i64, *n as i64, 1, scalar);

@@ -5,6 +5,7 @@
 //! needs (geometry, strides, fused epilogue). It fails with a reason for what cannot be
 //! lowered yet. [`emit`] turns a lowering into the body of the kernel's function.
 
+pub(crate) mod addzmm;
 pub(crate) mod binary;
 pub(crate) mod bits;
 pub(crate) mod bitserial;
@@ -28,6 +29,7 @@ pub(crate) mod quantsim;
 pub(crate) mod reduce;
 pub(crate) mod resize;
 pub(crate) mod winograd;
+pub(crate) mod xnor;
 
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{FuncRef, Function, GlobalValue, InstBuilder, Value};
@@ -234,6 +236,7 @@ impl Lowering {
             Lowering::Maddubs(q) => q.tier(),
             Lowering::Conv { g, wide, .. } => conv::wide_gemm(g, *wide).map(|i| i.tier()),
             Lowering::Gemm(p) => p.wide.map(|i| i.tier()),
+            Lowering::Xnor(q) => q.wide.map(|w| w.isa.tier()),
             _ => None,
         }
     }
@@ -561,7 +564,7 @@ pub(crate) fn select(
             maddubs::select(m, node, fused, const_of, plan, Some(isa)).map(Lowering::Maddubs)
         }
         Op::Conv2dInt | Op::MatMulInt if binary::applies(m, node, const_of) => {
-            binary::select(m, node, fused).map(Lowering::Xnor)
+            binary::select(m, node, fused, target).map(Lowering::Xnor)
         }
         Op::Conv2dInt | Op::MatMulInt
             if let Some(plan) = maddubs::applies(m, node, const_of, target) =>

@@ -87,8 +87,9 @@ impl Planes {
 /// The layout the tiles read, per output pixel `p`, K word `u`, plane `i`.
 #[derive(Clone, Copy)]
 pub(crate) enum Dst {
-    /// binary.rs: panels of two pixels, `[np/2][KW][2]` words (one plane).
-    Pairs { kw: usize },
+    /// binary.rs: panels of `width` pixels, `[np/width][KW][width]` words (one
+    /// plane): 2 for the Cranelift tile, 8 for the wide tiles.
+    Panels { kw: usize, width: usize },
     /// bitserial.rs: vectors `[npix][KW][planes]` words.
     Vectors { kw: usize, planes: usize },
 }
@@ -97,25 +98,33 @@ impl Dst {
     /// Offset of word `u`, plane `i` from the pixel's first word.
     fn word(self, u: usize, i: usize) -> i64 {
         match self {
-            Dst::Pairs { .. } => (u * 16) as i64,
+            Dst::Panels { width, .. } => (u * width * 8) as i64,
             Dst::Vectors { planes, .. } => ((u * planes + i) * 8) as i64,
         }
     }
-    /// Offset from pixel `p` to pixel `p + 2`.
-    fn step2(self) -> i64 {
+    /// Pixels after which the layout repeats ([`Dst::step`] bytes further).
+    fn period(self) -> usize {
         match self {
-            Dst::Pairs { kw } => (kw * 16) as i64,
+            Dst::Panels { width, .. } => width,
+            Dst::Vectors { .. } => 2,
+        }
+    }
+    /// Offset from pixel `p` to pixel `p + period`.
+    fn step(self) -> i64 {
+        match self {
+            Dst::Panels { kw, width } => (kw * width * 8) as i64,
             Dst::Vectors { kw, planes } => (2 * kw * planes * 8) as i64,
         }
     }
     /// Offset of pixel `p` (run time).
     fn pixel(self, kb: &mut Kb<'_, '_>, p: Value) -> Value {
         match self {
-            Dst::Pairs { kw } => {
-                let pair = kb.b.ins().ushr_imm_u(p, 1);
-                let half = kb.b.ins().band_imm_s(p, 1);
-                let a = kb.b.ins().imul_imm_s(pair, (kw * 16) as i64);
-                let h = kb.b.ins().ishl_imm_u(half, 3);
+            Dst::Panels { kw, width } => {
+                debug_assert!(width.is_power_of_two());
+                let panel = kb.b.ins().ushr_imm_u(p, width.trailing_zeros() as i64);
+                let lane = kb.b.ins().band_imm_s(p, width as i64 - 1);
+                let a = kb.b.ins().imul_imm_s(panel, (kw * width * 8) as i64);
+                let h = kb.b.ins().ishl_imm_u(lane, 3);
                 kb.b.ins().iadd(a, h)
             }
             Dst::Vectors { kw, planes } => kb.b.ins().imul_imm_s(p, (kw * planes * 8) as i64),
@@ -334,7 +343,7 @@ pub(crate) fn gather(
 ) {
     let g = *g;
     let (hw, nb) = (g.h * g.w, g.cg() / 8);
-    let step2 = d.step2();
+    let (period, step) = (d.period(), d.step());
     for i in 0..g.kh {
         for j in 0..g.kw {
             let (ylo, yhi) = g.rows_valid(i);
@@ -365,8 +374,8 @@ pub(crate) fn gather(
                     }
                 }
             }
-            // Pixels per loop step (even: the two pixel offsets repeat every 2).
-            let unroll = (8 / pieces.len()).max(1).next_multiple_of(2);
+            // Pixels per loop step (a multiple of the period: the pixel offsets repeat).
+            let unroll = (8 / pieces.len()).max(1).next_multiple_of(period);
             let len = xhi - xlo;
             // Input pixel of output (0, xlo) for this tap (may be negative: row 0 of
             // the output may be outside the tap's valid rows).
@@ -379,21 +388,21 @@ pub(crate) fn gather(
                 let soff = x0 * nb as i64;
                 let p0 = kb.b.ins().imul_imm_s(oy, g.ow as i64);
                 let p0 = kb.b.ins().iadd_imm_s(p0, xlo as i64);
-                let a0 = d.pixel(kb, p0);
-                let a0 = kb.b.ins().iadd(dst, a0);
-                let a = if len > 1 {
-                    let p1 = kb.b.ins().iadd_imm_s(p0, 1);
-                    let a1 = d.pixel(kb, p1);
-                    [a0, kb.b.ins().iadd(dst, a1)]
-                } else {
-                    [a0, a0]
-                };
-                let body = |kb: &mut Kb<'_, '_>, s: Value, a: [Value; 2], e0: usize, n: usize| {
+                // The addresses of the first `period` pixels; pixel e is at a[e % period]
+                // plus e / period steps.
+                let a: Vec<Value> = (0..period.min(len))
+                    .map(|e| {
+                        let pe = kb.b.ins().iadd_imm_s(p0, e as i64);
+                        let ae = d.pixel(kb, pe);
+                        kb.b.ins().iadd(dst, ae)
+                    })
+                    .collect();
+                let body = |kb: &mut Kb<'_, '_>, s: Value, a: &[Value], e0: usize, n: usize| {
                     for e in e0..e0 + n {
                         let so = soff + e as i64 * sstep;
-                        let doff = (e / 2) as i64 * step2;
+                        let doff = (e / period) as i64 * step;
                         for &pc in &pieces {
-                            copy(kb, pc, s, so, a[e % 2], doff);
+                            copy(kb, pc, s, so, a[e % period], doff);
                         }
                     }
                 };
@@ -401,14 +410,20 @@ pub(crate) fn gather(
                 if main > 1 {
                     kb.for_range(0, main as i64, 1, |kb, m| {
                         let sm = kb.idx(s, m, unroll as i64 * sstep);
-                        let am = a.map(|av| kb.idx(av, m, (unroll / 2) as i64 * step2));
-                        body(kb, sm, am, 0, unroll);
+                        let am: Vec<Value> = a
+                            .iter()
+                            .map(|&av| kb.idx(av, m, (unroll / period) as i64 * step))
+                            .collect();
+                        body(kb, sm, &am, 0, unroll);
                     });
                     let sm = kb.off(s, (main * unroll) as i64 * sstep);
-                    let am = a.map(|av| kb.off(av, (main * unroll / 2) as i64 * step2));
-                    body(kb, sm, am, 0, len - main * unroll);
+                    let am: Vec<Value> = a
+                        .iter()
+                        .map(|&av| kb.off(av, (main * unroll / period) as i64 * step))
+                        .collect();
+                    body(kb, sm, &am, 0, len - main * unroll);
                 } else {
-                    body(kb, s, a, 0, len);
+                    body(kb, s, &a, 0, len);
                 }
             });
         }

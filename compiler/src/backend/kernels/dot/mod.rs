@@ -37,7 +37,7 @@ use crate::backend::kb::Kb;
 use crate::backend::kernels::quant::Requant;
 use qcc_ir::{Module, Node};
 
-pub(crate) use tile::peak_loop;
+pub(crate) use tile::{peak_loop, requantize, requantize_avx2, store_ymm0};
 
 /// The instruction set of a tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -200,7 +200,7 @@ pub(crate) fn epi_header(isa: DotIsa) -> usize {
     }
 }
 
-fn epi_round(r: qcc_ir::Rounding) -> EpiRound {
+pub(crate) fn epi_round(r: qcc_ir::Rounding) -> EpiRound {
     use qcc_ir::Rounding as Q;
     match r {
         Q::Floor => EpiRound::Floor,
@@ -310,7 +310,7 @@ pub(crate) fn applies(
     // Bipolar layers (+-1 codes as 2-bit ones): against the XNOR-popcount kernel.
     let bipolar = |i: usize| m.ty(node.operands[i]).elem == qcc_ir::ElemType::Bipolar;
     if bipolar(0) && bipolar(1) {
-        let xnor = costs::gmacs(Strategy::Xnor, 1, 1, target).unwrap_or(0.0);
+        let xnor = super::xnor::best_gmacs(target);
         let tile = costs::gmacs(isa.strategy(), c.weff, c.ab, target).unwrap_or(0.0);
         return (tile > xnor).then_some(isa);
     }

@@ -82,22 +82,27 @@ pub(super) fn vnni512(t: &DotTile) -> Result<Vec<u8>, IcedError> {
         }
     }
     if let Some(e) = &t.epi {
-        requantize(&mut a, t, e)?;
+        requantize(&mut a, t.rows as usize, t.vecs as usize, e)?;
     }
     a.vzeroupper()?;
     a.ret()?;
     a.assemble(0)
 }
 
-/// The requantize of the tile's sums: the layer's constants at `r8` and row r's
+/// The requantize of a tile's sums (`rows` x `vecs` vectors of 16 i32 at `rdx`, row by
+/// row; also the 1-bit tiles' in-tile epilogue): the layer's constants at `r8` and row r's
 /// channel at `r9 + 16 r` (see [`super::epi_table`]); outputs stored at
 /// `rcx + r * row_bytes + v * 16 * elem` (lanes past `valid` columns masked off). Per
 /// 16 sums, in i64 lanes: `x + add`, then `p = x * mult` (`vpmuldq` on the even and
 /// the odd lanes), the rounding term, `p >> s` (`vpsravq`), the clamp to
 /// `[lo - zq, hi - zq]`, then `+ zq` and a narrowing store.
-fn requantize(a: &mut CodeAssembler, t: &DotTile, e: &super::DotEpi) -> Result<(), IcedError> {
+pub(crate) fn requantize(
+    a: &mut CodeAssembler,
+    rows: usize,
+    vecs: usize,
+    e: &super::DotEpi,
+) -> Result<(), IcedError> {
     use super::EpiRound as R;
-    let (rows, vecs) = (t.rows as usize, t.vecs as usize);
     // k1: the even dwords (low halves of the qwords).
     a.mov(eax, 0x5555u32)?;
     a.kmovw(k1, eax)?;
@@ -194,15 +199,20 @@ fn requantize(a: &mut CodeAssembler, t: &DotTile, e: &super::DotEpi) -> Result<(
     Ok(())
 }
 
-/// [`requantize`] with AVX2 only, for requantizes whose shifted value fits i32
+/// [`requantize`] with AVX2 only (`rows` x `vecs` vectors of 8 i32 at `rdx`), for
+/// requantizes whose shifted value fits i32
 /// (`super::epi_table`'s condition): 8 sums per ymm; the arithmetic shift is a
 /// logical one of `p + add + 2^63` (`vpsrlvq`), finished on the i32 halves by
 /// subtracting `2^(63-s)` (the low halves are exact there), then the clamp, `+ zq` and a
 /// narrowing store (lane by lane past `valid` columns). Layer constants at `r8` (8 x lo
 /// - zq, 8 x hi - zq, 8 x zq as i32, 4 x 2^63), row r's channel at `r9 + 16 r`.
-fn requantize_avx2(a: &mut CodeAssembler, t: &DotTile, e: &super::DotEpi) -> Result<(), IcedError> {
+pub(crate) fn requantize_avx2(
+    a: &mut CodeAssembler,
+    rows: usize,
+    vecs: usize,
+    e: &super::DotEpi,
+) -> Result<(), IcedError> {
     use super::EpiRound as R;
-    let (rows, vecs) = (t.rows as usize, t.vecs as usize);
     let (x, xo, pe, po, t1, zero) = (ymm0, ymm1, ymm2, ymm3, ymm4, ymm5);
     let (m, sh, c1, spos, ub, add, one) = (ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12);
     a.vpxor(zero, zero, zero)?;
@@ -280,50 +290,65 @@ fn requantize_avx2(a: &mut CodeAssembler, t: &DotTile, e: &super::DotEpi) -> Res
             a.vpminsd(x, x, ymmword_ptr(r8 + 32))?;
             a.vpaddd(x, x, ymmword_ptr(r8 + 64))?;
             let off = (r * e.row_bytes as usize + v * 8 * e.elem as usize) as i32;
-            let at = |i: usize| rcx + (off + (i * e.elem as usize) as i32);
-            match e.elem {
-                1 | 2 => {
-                    // i32 -> i16 (in range), then -> i8/u8; 8 outputs in the low bytes.
-                    if e.unsigned && e.elem == 2 {
-                        a.vpackusdw(x, x, x)?;
+            store_ymm0(a, e.elem, e.unsigned, valid, off)?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores the 8 i32 codes of `ymm0` (in the output's range) as `elem`-byte codes at
+/// `rcx + off`, the first `valid` of them (lane by lane when fewer than 8), narrowing
+/// with unsigned saturation for `unsigned` outputs. Also the 1-bit tiles' store.
+pub(crate) fn store_ymm0(
+    a: &mut CodeAssembler,
+    elem: u32,
+    unsigned: bool,
+    valid: usize,
+    off: i32,
+) -> Result<(), IcedError> {
+    let x = ymm0;
+    let at = |i: usize| rcx + (off + (i * elem as usize) as i32);
+    match elem {
+        1 | 2 => {
+            // i32 -> i16 (in range), then -> i8/u8; 8 outputs in the low bytes.
+            if unsigned && elem == 2 {
+                a.vpackusdw(x, x, x)?;
+            } else {
+                a.vpackssdw(x, x, x)?;
+            }
+            a.vpermq(x, x, 0x08)?;
+            if elem == 1 {
+                if unsigned {
+                    a.vpackuswb(x, x, x)?;
+                } else {
+                    a.vpacksswb(x, x, x)?;
+                }
+            }
+            if valid == 8 {
+                if elem == 1 {
+                    a.vmovq(qword_ptr(rcx + off), xmm0)?;
+                } else {
+                    a.vmovdqu(xmmword_ptr(rcx + off), xmm0)?;
+                }
+            } else {
+                for i in 0..valid {
+                    if elem == 1 {
+                        a.vpextrb(byte_ptr(at(i)), xmm0, i as i32)?;
                     } else {
-                        a.vpackssdw(x, x, x)?;
-                    }
-                    a.vpermq(x, x, 0x08)?;
-                    if e.elem == 1 {
-                        if e.unsigned {
-                            a.vpackuswb(x, x, x)?;
-                        } else {
-                            a.vpacksswb(x, x, x)?;
-                        }
-                    }
-                    if valid == 8 {
-                        if e.elem == 1 {
-                            a.vmovq(qword_ptr(rcx + off), xmm0)?;
-                        } else {
-                            a.vmovdqu(xmmword_ptr(rcx + off), xmm0)?;
-                        }
-                    } else {
-                        for i in 0..valid {
-                            if e.elem == 1 {
-                                a.vpextrb(byte_ptr(at(i)), xmm0, i as i32)?;
-                            } else {
-                                a.vpextrw(word_ptr(at(i)), xmm0, i as i32)?;
-                            }
-                        }
+                        a.vpextrw(word_ptr(at(i)), xmm0, i as i32)?;
                     }
                 }
-                _ => {
-                    if valid == 8 {
-                        a.vmovdqu(ymmword_ptr(rcx + off), x)?;
-                    } else {
-                        for i in 0..valid {
-                            if i == 4 {
-                                a.vextracti128(xmm0, x, 1)?;
-                            }
-                            a.vpextrd(dword_ptr(at(i)), xmm0, (i % 4) as i32)?;
-                        }
+            }
+        }
+        _ => {
+            if valid == 8 {
+                a.vmovdqu(ymmword_ptr(rcx + off), x)?;
+            } else {
+                for i in 0..valid {
+                    if i == 4 {
+                        a.vextracti128(xmm0, x, 1)?;
                     }
+                    a.vpextrd(dword_ptr(at(i)), xmm0, (i % 4) as i32)?;
                 }
             }
         }
@@ -377,7 +402,7 @@ pub(super) fn avx2(t: &DotTile) -> Result<Vec<u8>, IcedError> {
         }
     }
     if let Some(e) = &t.epi {
-        requantize_avx2(&mut a, t, e)?;
+        requantize_avx2(&mut a, t.rows as usize, t.vecs as usize, e)?;
     }
     a.vzeroupper()?;
     a.ret()?;
@@ -444,7 +469,7 @@ pub(super) fn avx2_wide(t: &DotTile) -> Result<Vec<u8>, IcedError> {
         }
     }
     if let Some(e) = &t.epi {
-        requantize_avx2(&mut a, t, e)?;
+        requantize_avx2(&mut a, t.rows as usize, t.vecs as usize, e)?;
     }
     a.vzeroupper()?;
     a.ret()?;

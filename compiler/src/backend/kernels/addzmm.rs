@@ -1,0 +1,124 @@
+//! The fused quantized residual add (`requantize(add(requantize(a), requantize(b)))`,
+//! `intelem.rs`'s vectorised form) on zmm with AVX-512, assembled with iced-x86: the
+//! same f64 steps as the 128-bit kernel, 8 elements per step instead of 2 per vector.
+//!
+//! Per 8 codes of each operand: `vpmovsxbd`/`vpmovzxbd` and `vcvtdq2pd` (exact), minus
+//! the zero point and times the operand's integer multiplier (`vsubpd`, `vmulpd`: the
+//! same exact values as the 128-bit kernel's `2^52` bit-pattern conversion), the two
+//! combined (`vaddpd`, `vsubpd` or `vmulpd`), times the output multiplier, plus
+//! `1.5 * 2^52` (rounding half to even, as the 128-bit kernel does), the low 32 bits
+//! (`vpmovqd`), plus the output zero point, the clamp, and a truncating `vpmovdb`
+//! store of the 8 bytes (the values are inside the 8-bit range).
+
+use iced_x86::IcedError;
+use iced_x86::code_asm::*;
+
+/// The combining operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum AddOp {
+    Add,
+    Sub,
+    Mul,
+}
+
+/// One assembled kernel: its constants (f64 as bits) and its step count.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct AddZmm {
+    pub op: AddOp,
+    /// Steps of 8 elements.
+    pub steps: u32,
+    pub signed: [bool; 2],
+    /// Per operand: the zero point and the multiplier, as f64 bits.
+    pub z: [u64; 2],
+    pub m: [u64; 2],
+    /// The output multiplier as f64 bits, the output zero point and clamp.
+    pub c: u64,
+    pub zq: i32,
+    pub lo: i32,
+    pub hi: i32,
+}
+
+impl AddZmm {
+    pub fn symbol(&self) -> String {
+        let s = |b: bool| if b { "s" } else { "u" };
+        format!(
+            "resadd_zmm_{:?}_n{}_{}{}_z{:x}_{:x}_m{:x}_{:x}_c{:x}_q{}_{}_{}",
+            self.op,
+            self.steps,
+            s(self.signed[0]),
+            s(self.signed[1]),
+            self.z[0],
+            self.z[1],
+            self.m[0],
+            self.m[1],
+            self.c,
+            self.zq,
+            self.lo,
+            self.hi
+        )
+        .to_lowercase()
+    }
+
+    /// `void add(const u8 *a, const u8 *b, u8 *out)`: `steps` x 8 elements.
+    pub fn assemble(&self) -> Result<Vec<u8>, IcedError> {
+        let mut a = crate::backend::asm::assembler(true)?;
+        // Constants broadcast once: zmm8.. for the f64s, ymm16.. for the i32s.
+        let f64s = [
+            self.z[0],
+            self.m[0],
+            self.z[1],
+            self.m[1],
+            self.c,
+            6_755_399_441_055_744f64.to_bits(),
+        ];
+        let (za, ma, zb, mb, c, magic) = (zmm8, zmm9, zmm10, zmm11, zmm12, zmm13);
+        for (reg, bits) in [za, ma, zb, mb, c, magic].into_iter().zip(f64s) {
+            a.mov(rax, bits)?;
+            a.vpbroadcastq(reg, rax)?;
+        }
+        let (zq, lo, hi) = (ymm16, ymm17, ymm18);
+        for (reg, v) in [(zq, self.zq), (lo, self.lo), (hi, self.hi)] {
+            a.mov(eax, v as u32)?;
+            a.vpbroadcastd(reg, eax)?;
+        }
+        let mut top = a.create_label();
+        a.mov(r10d, self.steps)?;
+        a.set_label(&mut top)?;
+        for (o, (src, x, z, m)) in [(rdi, zmm0, za, ma), (rsi, zmm1, zb, mb)]
+            .into_iter()
+            .enumerate()
+        {
+            let xi =
+                iced_x86::code_asm::registers::ymm::get_ymm(iced_x86::Register::YMM0 + o as u32)
+                    .expect("ymm0, ymm1");
+            if self.signed[o] {
+                a.vpmovsxbd(xi, qword_ptr(src))?;
+            } else {
+                a.vpmovzxbd(xi, qword_ptr(src))?;
+            }
+            a.vcvtdq2pd(x, xi)?;
+            a.vsubpd(x, x, z)?;
+            a.vmulpd(x, x, m)?;
+        }
+        match self.op {
+            AddOp::Add => a.vaddpd(zmm0, zmm0, zmm1)?,
+            AddOp::Sub => a.vsubpd(zmm0, zmm0, zmm1)?,
+            AddOp::Mul => a.vmulpd(zmm0, zmm0, zmm1)?,
+        }
+        a.vmulpd(zmm0, zmm0, c)?;
+        a.vaddpd(zmm0, zmm0, magic)?;
+        a.vpmovqd(ymm0, zmm0)?;
+        a.vpaddd(ymm0, ymm0, zq)?;
+        a.vpmaxsd(ymm0, ymm0, lo)?;
+        a.vpminsd(ymm0, ymm0, hi)?;
+        a.vpmovdb(qword_ptr(rdx), ymm0)?;
+        a.add(rdi, 8)?;
+        a.add(rsi, 8)?;
+        a.add(rdx, 8)?;
+        a.sub(r10d, 1)?;
+        a.jnz(top)?;
+        a.vzeroupper()?;
+        a.ret()?;
+        a.assemble(0)
+    }
+}
