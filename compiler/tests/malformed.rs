@@ -1173,3 +1173,51 @@ fn qonnx_chain_model(n: usize) -> ModelProto {
     m.opset_import.push(op);
     m
 }
+
+/// `qcc run` applies `--max-scratch` too, before running anything.
+#[test]
+fn run_refuses_scratch_over_the_limit() {
+    let dir = std::env::temp_dir().join(format!("qcc-run-scratch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a folder");
+    let chain = model(
+        vec![
+            node("Relu", "r1", &["x"], &["h1"]),
+            node("Sigmoid", "r2", &["h1"], &["h2"]),
+            node("Relu", "r3", &["h2"], &["y"]),
+        ],
+        vec![vi("x", 1, &[1, 4096])],
+        vec![],
+        &["y"],
+    );
+    std::fs::write(dir.join("chain.onnx"), bytes(&chain)).expect("write");
+    let x = qcc_ir::interp::Tensor::f32(vec![1, 4096], vec![0.5; 4096]);
+    qcc::npy::write_npy(&dir.join("x.npy"), &x).expect("write x");
+    let run = |limit: &str| {
+        let args: Vec<String> = [
+            "run",
+            "chain.onnx",
+            "--input",
+            "x.npy",
+            "--out",
+            "out",
+            "--max-scratch",
+            limit,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        qcc_timed(&args, &dir).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (code, stderr) = run("2K");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--max-scratch allows (2048 bytes)") && stderr.contains("needs"),
+        "{stderr}"
+    );
+    assert!(!dir.join("out/y.npy").exists(), "nothing is written");
+    let (code, stderr) = run("1M");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(dir.join("out/y.npy").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
