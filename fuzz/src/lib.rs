@@ -461,7 +461,7 @@ fn generate(u: &mut Unstructured<'_>) -> arbitrary::Result<Gen> {
     let steps = int_in(u, 1, 4)?;
     for _ in 0..steps {
         let ty = g.m.ty(cur).clone();
-        let next = match u.choose_index(7)? {
+        let next = match u.choose_index(13)? {
             0 if ty.shape.len() == 4 => {
                 // conv2d_int with i8 weights, optional bias, then a requantize.
                 let c = ty.shape[1];
@@ -555,6 +555,87 @@ fn generate(u: &mut Unstructured<'_>) -> arbitrary::Result<Gen> {
                 &[("axis", Attr::Int(int_in(u, 0, ty.shape.len() as i64 - 1)?))],
                 ty.elem.clone(),
             ),
+            6 => {
+                let r = ty.shape.len();
+                let mut pads = Vec::with_capacity(2 * r);
+                for _ in 0..2 * r {
+                    pads.push(int_in(u, -1, 2)?);
+                }
+                let mode = ["constant", "reflect", "edge", "wrap"][u.choose_index(4)?];
+                let value = int_in(u, -3, 3)? as f32;
+                g.node(
+                    Op::Pad,
+                    &[cur],
+                    &[
+                        ("pads", ints(&pads)),
+                        ("mode", Attr::Enum(mode.into())),
+                        ("value", Attr::Float(value)),
+                    ],
+                    ty.elem.clone(),
+                )
+            }
+            7 => {
+                let axis = int_in(u, 0, ty.shape.len() as i64 - 1)?;
+                let step = [1, 2, 3, -1, -2][u.choose_index(5)?];
+                let a = [
+                    ("starts", ints(&[int_in(u, -10, 10)?])),
+                    ("ends", ints(&[int_in(u, -10, 10)?])),
+                    ("axes", ints(&[axis])),
+                    ("steps", ints(&[step])),
+                ];
+                g.node(Op::Slice, &[cur], &a, ty.elem.clone())
+            }
+            8 if ty.elem.bits() <= 8 => {
+                // A table of 2^bits codes of another quantized type.
+                let (bits, signed) = STORAGES[u.choose_index(4)?];
+                let st = IntType::new(bits, signed);
+                let out = qtype(st, per_tensor(u, st)?);
+                let n = 1usize << ty.elem.bits();
+                let table = codes(u, st, n)?;
+                let t = g.konst(out.clone(), vec![n], table);
+                g.node(Op::Lookup, &[cur, t], &[], out)
+            }
+            9 => {
+                // Plain integers: the codes as i32, then wrapping arithmetic.
+                let y = g.node(Op::Cast, &[cur], &[], ElemType::I32);
+                match y {
+                    Some(y) => {
+                        let op = [Op::Add, Op::Sub, Op::Mul][u.choose_index(3)?];
+                        let other = if u.arbitrary::<bool>()? {
+                            y
+                        } else {
+                            let shape = g.m.ty(y).shape.clone();
+                            let n: usize = shape.iter().product();
+                            let d = (0..n)
+                                .map(|_| edge(u).map(|v| v.clamp(i32::MIN as i64, i32::MAX as i64)))
+                                .collect::<Result<_, _>>()?;
+                            g.konst(ElemType::I32, shape, d)
+                        };
+                        g.node(op, &[y, other], &[], ElemType::I32)
+                    }
+                    None => None,
+                }
+            }
+            10 => g.node(Op::Relu, &[cur], &[], ty.elem.clone()),
+            11 if ty.shape.len() == 4 => {
+                let k = [int_in(u, 1, 3)?, int_in(u, 1, 3)?];
+                let s = [int_in(u, 1, 2)?, int_in(u, 1, 2)?];
+                let p = [
+                    int_in(u, 0, 1)?,
+                    int_in(u, 0, 1)?,
+                    int_in(u, 0, 1)?,
+                    int_in(u, 0, 1)?,
+                ];
+                let a = [
+                    ("kernel", ints(&k)),
+                    ("strides", ints(&s)),
+                    ("pads", ints(&p)),
+                    ("dilations", ints(&[int_in(u, 1, 2)?, int_in(u, 1, 2)?])),
+                    ("ceil_mode", Attr::Bool(u.arbitrary()?)),
+                ];
+                g.node(Op::MaxPool, &[cur], &a, ty.elem.clone())
+            }
+            12 if ty.shape.len() >= 3 => g.node(Op::GlobalAvgPool, &[cur], &[], ty.elem.clone()),
             _ => requant(&mut g, u, cur)?,
         };
         if let Some(v) = next {
