@@ -40,6 +40,30 @@ fn baseline() -> &'static Target {
     T.get_or_init(|| qcc::driver::target(None, Some("baseline")).expect("the host target"))
 }
 
+/// The code generation tiers the differential target compares: this machine's best,
+/// the SSE2 baseline and, where the CPU has it, AVX2 (x86-64-v3).
+fn tiers() -> &'static [(&'static str, Target)] {
+    static T: OnceLock<Vec<(&'static str, Target)>> = OnceLock::new();
+    T.get_or_init(|| {
+        let mut v = vec![
+            (
+                "native",
+                qcc::driver::target(None, None).expect("the host target"),
+            ),
+            ("baseline", baseline().clone()),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            v.push((
+                "x86-64-v3",
+                qcc::driver::target(None, Some("x86-64-v3")).expect("the x86-64-v3 target"),
+            ));
+        }
+        v
+    })
+}
+
 /// Whether the backend is worth running on `m` (small enough for a fuzzing rate).
 fn small(m: &Module) -> bool {
     m.nodes.len() <= 32
@@ -666,33 +690,41 @@ pub fn diff(data: &[u8]) {
     let Ok(want) = interp::run(&g.m, &g.inputs) else {
         return;
     };
-    let jit = match JitModel::new(&g.m) {
-        Ok(j) => j,
-        Err(BackendError::Unsupported(_)) => {
-            note("unsupported");
-            return;
-        }
-        Err(e) => panic!("the backend rejects a valid module: {e}\n{}", g.m),
-    };
-    let got = jit
-        .run(&g.inputs)
-        .unwrap_or_else(|e| panic!("the JIT does not run a valid module: {e}\n{}", g.m));
-    for (k, (w, c)) in want.iter().zip(&got).enumerate() {
-        assert_eq!(w.shape, c.shape, "output {k}: shapes differ\n{}", g.m);
-        match (&w.data, &c.data) {
-            (TensorData::Int(w), TensorData::Int(c)) => {
-                if let Some(i) = (0..w.len()).find(|&i| w[i] != c[i]) {
-                    panic!(
-                        "output {k}[{i}]: interpreter {}, JIT {}\nmodule:\n{}\nreport:\n{}",
-                        w[i],
-                        c[i],
-                        g.m,
-                        jit.report()
-                    );
+    for (tier, target) in tiers() {
+        let jit = match JitModel::with_target(&g.m, target) {
+            Ok(j) => j,
+            Err(BackendError::Unsupported(_)) => {
+                note("unsupported");
+                return;
+            }
+            Err(e) => panic!("the backend ({tier}) rejects a valid module: {e}\n{}", g.m),
+        };
+        let got = jit.run(&g.inputs).unwrap_or_else(|e| {
+            panic!("the JIT ({tier}) does not run a valid module: {e}\n{}", g.m)
+        });
+        for (k, (w, c)) in want.iter().zip(&got).enumerate() {
+            assert_eq!(
+                w.shape, c.shape,
+                "output {k} ({tier}): shapes differ\n{}",
+                g.m
+            );
+            match (&w.data, &c.data) {
+                (TensorData::Int(w), TensorData::Int(c)) => {
+                    if let Some(i) = (0..w.len()).find(|&i| w[i] != c[i]) {
+                        panic!(
+                            "output {k}[{i}] ({tier}): interpreter {}, JIT {}\nmodule:\n{}\nreport:\n{}",
+                            w[i],
+                            c[i],
+                            g.m,
+                            jit.report()
+                        );
+                    }
+                }
+                (TensorData::F32(_), TensorData::F32(_)) => {}
+                _ => {
+                    panic!("output {k} ({tier}): the interpreter and the JIT give different kinds")
                 }
             }
-            (TensorData::F32(_), TensorData::F32(_)) => {}
-            _ => panic!("output {k}: the interpreter and the JIT give different kinds"),
         }
     }
     note(&format!(
