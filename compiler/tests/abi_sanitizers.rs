@@ -5,7 +5,8 @@
 //! `tests/c/abi_checks.c`, which calls it with NULL arrays, NULL tensor pointers, NULL
 //! and misaligned scratch (each must return nonzero, untouched outputs), then with good
 //! arguments in buffers of exactly the advertised sizes. The example program
-//! (`examples/c/main.c`) runs the digits models on test images. Under valgrind
+//! (`examples/c/main.c`) runs the digits models on test images, and the Rust one
+//! (`examples/rust/main.rs`) the digits CNN. Under valgrind
 //! (memcheck sees the object's own loads and stores) and with the harness built with
 //! `-fsanitize=address,undefined`, no error may be reported. A harness with one input
 //! float too few must be caught, so that a sanitizer that sees nothing fails the test.
@@ -165,6 +166,35 @@ fn valgrind_reports_no_errors() {
         );
         if !ok || text != plain {
             bad.push(format!("{} (examples/c/main.c): {text}", stem(m)));
+        }
+    }
+    // The Rust example, linked with the digits CNN's object, on the same images.
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    if have(&rustc) {
+        let d = dir.join("example-rust");
+        std::fs::create_dir_all(&d).unwrap();
+        let obj = qcc_compile(
+            &root().join("tests/models/digits_cnn.onnx"),
+            &d,
+            &["--cpu", valgrind_cpu()],
+        );
+        let exe = d.join("digits_rs");
+        run(Command::new(&rustc)
+            .args(["--edition", "2024", "-O", "-g"])
+            .arg(root().join("examples/rust/main.rs"))
+            .arg("-C")
+            .arg(format!("link-arg={}", obj.display()))
+            .arg("-o")
+            .arg(&exe));
+        let plain = run(Command::new(&exe).arg(dir.join("x.npy")));
+        let (ok, text) = outcome(
+            Command::new("valgrind")
+                .args(VALGRIND)
+                .arg(&exe)
+                .arg(dir.join("x.npy")),
+        );
+        if !ok || text != plain {
+            bad.push(format!("digits_cnn (examples/rust/main.rs): {text}"));
         }
     }
     // The negative control: valgrind sees the object read past a short input.
