@@ -142,6 +142,55 @@ pub fn load_for(
     }
 }
 
+/// The default of `--max-scratch`: 1 GiB.
+pub const DEFAULT_MAX_SCRATCH: u64 = 1 << 30;
+
+/// Parses a byte size: a number, optionally followed by K, M or G (powers of 1024).
+pub fn parse_size(flag: &str, s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&t[..i], &t[i..]),
+        None => (t, ""),
+    };
+    let mult: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => bail!("{flag} {s}: expected a byte count such as 65536, 512K, 64M or 2G"),
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        anyhow::anyhow!("{flag} {s}: expected a byte count such as 65536, 512K, 64M or 2G")
+    })?;
+    n.checked_mul(mult)
+        .with_context(|| format!("{flag} {s}: too large"))
+}
+
+/// Fails when the scratch arena of a compiled model (`needed` bytes) exceeds
+/// `--max-scratch` (`limit`, default [`DEFAULT_MAX_SCRATCH`]).
+pub fn check_scratch(model: &Path, needed: u64, limit: Option<&str>) -> Result<()> {
+    let max = match limit {
+        Some(s) => parse_size("--max-scratch", s)?,
+        None => DEFAULT_MAX_SCRATCH,
+    };
+    if needed > max {
+        bail!(
+            "{}: the model needs {needed} bytes ({:.1} MiB) of scratch memory, more than \
+             --max-scratch allows ({max} bytes{}); raise it (e.g. --max-scratch {}M) or \
+             give smaller input shapes",
+            model.display(),
+            needed as f64 / (1 << 20) as f64,
+            if limit.is_none() { ", the default" } else { "" },
+            needed.div_ceil(1 << 20)
+        );
+    }
+    Ok(())
+}
+
 /// A file name for a tensor name (names may contain `/`, `:`, ...).
 pub fn file_stem_for(name: &str) -> String {
     let s: String = name
@@ -231,6 +280,9 @@ pub struct CompileArgs {
     pub emit: Vec<String>,
     /// `--report`: `.html` paths get the page, others the JSON report.
     pub report: Vec<PathBuf>,
+    /// `--max-scratch`: the most scratch bytes the object may ask for (default
+    /// [`DEFAULT_MAX_SCRATCH`]).
+    pub max_scratch: Option<String>,
     /// `--bits`, `--calib`, ...: quantize a float model first.
     pub quant: crate::quant::QuantFlags,
 }
@@ -256,6 +308,9 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
     // Check every flag before the (slower) import.
     let kinds = EmitKind::parse_list(&a.emit)?;
     let shapes = parse_input_shapes(&a.input_shapes)?;
+    if let Some(s) = &a.max_scratch {
+        parse_size("--max-scratch", s)?;
+    }
     let t = target(a.target.as_deref(), a.cpu.as_deref())?;
     let name = match &a.name {
         Some(n) => {
@@ -299,6 +354,11 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
     }
     let compiled = backend::compile_object(m, &name, &t)
         .map_err(|e| anyhow::anyhow!("{}: {}", a.model.display(), e.to_string().trim_end()))?;
+    check_scratch(
+        &a.model,
+        compiled.report.arena_bytes,
+        a.max_scratch.as_deref(),
+    )?;
     if times {
         eprintln!("phase codegen: {:.2} s", t0.elapsed().as_secs_f64());
     }
@@ -607,6 +667,8 @@ pub struct RunArgs {
     pub inputs: Vec<PathBuf>,
     pub out: PathBuf,
     pub input_shapes: Vec<String>,
+    /// `--max-scratch` of `qcc run` (default [`DEFAULT_MAX_SCRATCH`]).
+    pub max_scratch: Option<String>,
     pub quant: crate::quant::QuantFlags,
 }
 
@@ -636,6 +698,9 @@ pub fn interp(a: &RunArgs) -> Result<()> {
 
 fn execute(a: &RunArgs, engine: Engine) -> Result<()> {
     let mut shapes = parse_input_shapes(&a.input_shapes)?;
+    if let Some(s) = &a.max_scratch {
+        parse_size("--max-scratch", s)?;
+    }
     let mut tensors = Vec::with_capacity(a.inputs.len());
     for p in &a.inputs {
         tensors.push(npy::read_npy(p).with_context(|| format!("--input {}", p.display()))?);
@@ -671,6 +736,7 @@ fn execute(a: &RunArgs, engine: Engine) -> Result<()> {
         Engine::Jit => {
             let jit =
                 JitModel::new(m).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+            check_scratch(&a.model, jit.report().arena_bytes, a.max_scratch.as_deref())?;
             jit.run(&tensors)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?
         }

@@ -96,6 +96,10 @@ enum Command {
         /// as JSON; may be given more than once. The text form goes to stderr.
         #[arg(long, value_name = "FILE.json|FILE.html")]
         report: Vec<PathBuf>,
+        /// The most scratch memory the compiled model may need, in bytes or with K, M or
+        /// G (default 1G); a model needing more is rejected.
+        #[arg(long, value_name = "BYTES")]
+        max_scratch: Option<String>,
         #[command(flatten)]
         quant: qcc::quant::QuantFlags,
     },
@@ -141,6 +145,10 @@ enum Command {
         /// Shape of a graph input (default for ONNX models: the shape of its array).
         #[arg(long = "input-shape", value_name = "NAME=D,D,...")]
         input_shapes: Vec<String>,
+        /// The most scratch memory the compiled model may need, in bytes or with K, M or
+        /// G (default 1G); a model needing more is rejected.
+        #[arg(long, value_name = "BYTES")]
+        max_scratch: Option<String>,
         #[command(flatten)]
         quant: qcc::quant::QuantFlags,
     },
@@ -283,6 +291,7 @@ fn main() -> ExitCode {
             input_shapes,
             emit,
             report,
+            max_scratch,
             quant,
         } => qcc::driver::compile(&qcc::driver::CompileArgs {
             model: model.clone(),
@@ -293,6 +302,7 @@ fn main() -> ExitCode {
             input_shapes: input_shapes.clone(),
             emit: emit.clone(),
             report: report.clone(),
+            max_scratch: max_scratch.clone(),
             quant: quant.clone(),
         }),
         Command::Calibrate {
@@ -319,12 +329,14 @@ fn main() -> ExitCode {
             inputs,
             out,
             input_shapes,
+            max_scratch,
             quant,
         } => qcc::driver::run(&qcc::driver::RunArgs {
             model: model.clone(),
             inputs: inputs.clone(),
             out: out.clone(),
             input_shapes: input_shapes.clone(),
+            max_scratch: max_scratch.clone(),
             quant: quant.clone(),
         }),
         Command::Bench {

@@ -166,8 +166,21 @@ fn is_c_identifier(s: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// ABI v1 passes float32 tensors only.
+/// ABI v1 passes float32 tensors only, and each holds at least one element.
 fn check_boundary(m: &Module) -> Result<(), BackendError> {
+    for (what, ids) in [("input", &m.inputs), ("output", &m.outputs)] {
+        for &id in ids {
+            let ty = m.ty(id);
+            if ty.numel() == 0 {
+                return Err(BackendError::Boundary(format!(
+                    "{what} {} has type {ty}, with no elements; qcc compiles only tensors \
+                     of at least one element (give the input a nonzero size, e.g. with \
+                     --input-shape)",
+                    m.value(id).spelling()
+                )));
+            }
+        }
+    }
     let mut bad = Vec::new();
     for (what, ids) in [("input", &m.inputs), ("output", &m.outputs)] {
         for &id in ids {

@@ -1542,9 +1542,16 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     let kb = &mut *cx.kb;
     let offv = off_vec(kb, off);
     let (t, b) = (ws, kb.off(ws, tbytes as i64));
-    // Padding taps: zu, once per call (rows past K meet zero weights and columns past
-    // the pixels are never stored, so they may hold anything).
+    // Padding taps: zu, once per call (columns past the pixels are never stored, so they
+    // may hold anything).
     fill_padding(kb, &g, t, pp, zu);
+    // Rows past K meet zero weights, so any bytes there give the same sums; they are
+    // zeroed all the same, so that no sum is computed from bytes never written (which
+    // valgrind reports as uninitialised values reaching the outputs).
+    if kpp > k {
+        let tail = kb.off(t, (k * pp) as i64);
+        fill_bytes(kb, tail, (kpp - k) * pp, 0);
+    }
     kb.for_range(0, g.n as i64, 1, |kb, n| {
         let xn = kb.idx(x, n, (g.c * g.h * g.w) as i64);
         let on = kb.idx(out, n, (g.m * npix * ob) as i64);

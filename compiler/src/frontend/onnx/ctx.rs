@@ -191,6 +191,15 @@ impl<'a> Importer<'a> {
             let declared = TensorType::new(elem.unwrap_or(ElemType::F32), Vec::<usize>::new());
             qcc_ir::typing::infer(op, &Attrs::new(op, &attrs), &tys, &declared)?
         };
+        if super::checked_numel(&ty.shape).is_none() {
+            return Err(format!(
+                "the {} result would have shape {:?}: more than 2^32 elements (or a count \
+                 that overflows); qcc takes tensors of at most {} elements",
+                op.name(),
+                ty.shape,
+                super::MAX_ELEMENTS
+            ));
+        }
         let vname = self.fresh(name);
         let id = self.m.add_node(op, operands, attrs, vname, ty);
         let last = self.m.nodes.len() - 1;
@@ -282,7 +291,7 @@ impl<'i, 'a> NodeCx<'i, 'a> {
             Some(Val::Unusable(m)) => Err(m.clone()),
             Some(v) => Ok(v.clone()),
             None => Err(format!(
-                "input {i} (`{n}`) is not defined before this node (the graph is not topologically sorted, or names a missing value)"
+                "input {i} (`{n}`) is not produced by any node, initializer or graph input"
             )),
         }
     }

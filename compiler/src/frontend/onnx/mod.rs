@@ -118,6 +118,22 @@ pub(crate) struct OpReg {
 /// The newest opset any handler supports.
 pub(crate) const NEWEST_OPSET: i64 = 25;
 
+/// The newest ONNX IR version (`ModelProto.ir_version`) qcc reads: 13, that of onnx 1.22.
+pub const NEWEST_IR_VERSION: i64 = 13;
+
+/// The most elements one tensor may have (2^32: 16 GiB of float32). Shapes beyond it are
+/// rejected when imported, before anything is allocated for them.
+pub const MAX_ELEMENTS: usize = 1 << 32;
+
+/// The number of elements of `shape`, or `None` when it overflows or exceeds
+/// [`MAX_ELEMENTS`].
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+}
+
 /// A handler for `op` of `domain` from opset `since` up to [`NEWEST_OPSET`].
 pub(crate) const fn op_in(
     domain: &'static str,
@@ -308,6 +324,177 @@ fn check_supported(model: &ModelProto, graph: &GraphProto) -> Result<(), ImportE
     }
 }
 
+/// Rejects models newer than qcc knows: an IR version above [`NEWEST_IR_VERSION`], or a
+/// default-domain opset above [`NEWEST_OPSET`] (whose ops may mean something else).
+fn check_versions(model: &ModelProto) -> Result<(), ImportError> {
+    if model.ir_version > NEWEST_IR_VERSION {
+        return Err(ImportError::Model(format!(
+            "the model's IR version is {}, newer than qcc knows (up to {NEWEST_IR_VERSION}, \
+             that of onnx 1.22); save it with an older onnx, or convert it with \
+             onnx.version_converter",
+            model.ir_version
+        )));
+    }
+    if model.ir_version < 0 {
+        return Err(ImportError::Model(format!(
+            "the model's IR version is {}, which is not a version (IR versions start at 1)",
+            model.ir_version
+        )));
+    }
+    for o in &model.opset_import {
+        let d = normalize_domain(&o.domain);
+        if d.is_empty() && o.version > NEWEST_OPSET {
+            return Err(ImportError::Model(format!(
+                "the model imports opset {} of the default ONNX domain, newer than qcc knows \
+                 (up to {NEWEST_OPSET}); export it with opset {NEWEST_OPSET} or older \
+                 (e.g. torch.onnx.export(..., opset_version={NEWEST_OPSET}))",
+                o.version
+            )));
+        }
+        if o.version < 1 {
+            let label = if d.is_empty() {
+                "the default ONNX domain"
+            } else {
+                d
+            };
+            return Err(ImportError::Model(format!(
+                "the model imports opset {} of {label}; opset versions start at 1",
+                o.version
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that every tensor has one producer (an initializer, a graph input or one node
+/// output) and that the nodes form no cycle. Returns the order to import the nodes in:
+/// the file's order when it is topological (ONNX requires it), otherwise a topological
+/// order that keeps the file's order where it can.
+fn check_graph(graph: &GraphProto) -> Result<Vec<usize>, ImportError> {
+    use std::collections::{BinaryHeap, HashMap};
+    // Who produces each name: `None` for initializers and graph inputs, `Some(node)`.
+    let mut producer: HashMap<&str, Option<usize>> = HashMap::new();
+    let mut init_seen: HashSet<&str> = HashSet::new();
+    for t in &graph.initializer {
+        if !init_seen.insert(t.name.as_str()) {
+            return Err(ImportError::Tensor {
+                tensor: t.name.clone(),
+                message: "the graph has two initializers of this name; tensor names must \
+                          be unique"
+                    .into(),
+            });
+        }
+        producer.insert(t.name.as_str(), None);
+    }
+    let mut input_seen: HashSet<&str> = HashSet::new();
+    for vi in &graph.input {
+        if !input_seen.insert(vi.name.as_str()) {
+            return Err(ImportError::Model(format!(
+                "graph input `{}` is listed twice; input names must be unique",
+                vi.name
+            )));
+        }
+        producer.insert(vi.name.as_str(), None);
+    }
+    for (i, n) in graph.node.iter().enumerate() {
+        for (k, o) in n.output.iter().enumerate() {
+            if o.is_empty() {
+                continue;
+            }
+            let before = if init_seen.contains(o.as_str()) {
+                Some("an initializer of that name".to_string())
+            } else if input_seen.contains(o.as_str()) {
+                Some("a graph input of that name".to_string())
+            } else if let Some(Some(j)) = producer.get(o.as_str()) {
+                let other = &graph.node[*j];
+                Some(format!(
+                    "node `{}` ({}) produces it too",
+                    node_display_name(other, *j),
+                    op_label(other)
+                ))
+            } else {
+                None
+            };
+            if let Some(before) = before {
+                return Err(ImportError::Node {
+                    node: node_display_name(n, i),
+                    op: op_label(n),
+                    message: format!(
+                        "output {k} (`{o}`) has another producer: {before}; every tensor \
+                         must have exactly one producer (rename one of them)"
+                    ),
+                });
+            }
+            producer.insert(o.as_str(), Some(i));
+        }
+    }
+    // Kahn's algorithm, smallest node index first.
+    let nn = graph.node.len();
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); nn];
+    let mut pending = vec![0usize; nn];
+    for (i, n) in graph.node.iter().enumerate() {
+        let mut deps: Vec<usize> = n
+            .input
+            .iter()
+            .filter_map(|x| producer.get(x.as_str()).copied().flatten())
+            .collect();
+        deps.sort_unstable();
+        deps.dedup();
+        pending[i] = deps.len();
+        for d in deps {
+            users[d].push(i);
+        }
+    }
+    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> = (0..nn)
+        .filter(|&i| pending[i] == 0)
+        .map(std::cmp::Reverse)
+        .collect();
+    let mut order = Vec::with_capacity(nn);
+    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &u in &users[i] {
+            pending[u] -= 1;
+            if pending[u] == 0 {
+                ready.push(std::cmp::Reverse(u));
+            }
+        }
+    }
+    if order.len() == nn {
+        return Ok(order);
+    }
+    // A cycle: walk from a node left over along producers that are left over too, until
+    // a node repeats.
+    let start = (0..nn).find(|&i| pending[i] > 0).expect("a node left over");
+    let mut path = vec![start];
+    let mut pos: HashMap<usize, usize> = HashMap::from([(start, 0)]);
+    let cycle = loop {
+        let cur = *path.last().expect("non-empty");
+        let next = graph.node[cur]
+            .input
+            .iter()
+            .filter_map(|x| producer.get(x.as_str()).copied().flatten())
+            .find(|&j| pending[j] > 0)
+            .expect("a node of a cycle waits on another one");
+        if let Some(&p) = pos.get(&next) {
+            break path[p..].to_vec();
+        }
+        pos.insert(next, path.len());
+        path.push(next);
+    };
+    // `cycle` lists consumers before producers; print it in data-flow order.
+    let mut names: Vec<String> = cycle
+        .iter()
+        .rev()
+        .map(|&j| format!("`{}`", node_display_name(&graph.node[j], j)))
+        .collect();
+    names.push(names[0].clone());
+    Err(ImportError::Model(format!(
+        "the graph has a cycle: {} (each needs the one before it); ONNX graphs must be \
+         acyclic",
+        names.join(" -> ")
+    )))
+}
+
 /// Static shape of a graph input, from its declared dims, an override or a binding.
 fn input_shape(
     vi: &onnx_protobuf::ValueInfoProto,
@@ -319,12 +506,27 @@ fn input_shape(
         Some(onnx_protobuf::type_proto::Value::TensorType(tt)) => Some(tt),
         _ => None,
     });
+    if let Some(s) = tt.and_then(|tt| tt.shape.as_ref()) {
+        for (i, d) in s.dim.iter().enumerate() {
+            if let Some(Dim::DimValue(v)) = &d.value
+                && *v < 0
+            {
+                return Err(ImportError::InputShape {
+                    input: vi.name.clone(),
+                    message: format!(
+                        "dimension {i} is negative ({v}); dimensions are sizes (0 or more), \
+                         or symbolic names"
+                    ),
+                });
+            }
+        }
+    }
     let declared: Option<Vec<Option<usize>>> = tt.and_then(|tt| {
         tt.shape.as_ref().map(|s| {
             s.dim
                 .iter()
                 .map(|d| match &d.value {
-                    Some(Dim::DimValue(v)) if *v >= 0 => Some(*v as usize),
+                    Some(Dim::DimValue(v)) => usize::try_from(*v).ok(),
                     _ => None,
                 })
                 .collect()
@@ -420,6 +622,8 @@ fn import_named(
         what: "the model".into(),
         message: "it has no graph".into(),
     })?;
+    check_versions(model)?;
+    let order = check_graph(graph)?;
     check_supported(model, graph)?;
     for k in opts.input_shapes.keys() {
         if !graph.input.iter().any(|i| &i.name == k) {
@@ -456,14 +660,13 @@ fn import_named(
             continue;
         }
         let shape = input_shape(vi, opts, &mut imp.warnings)?;
-        if shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .is_none_or(|n| n > 1 << 40)
-        {
+        if checked_numel(&shape).is_none() {
             return Err(ImportError::InputShape {
                 input: vi.name.clone(),
-                message: format!("shape {shape:?} is too large"),
+                message: format!(
+                    "shape {shape:?} has more than 2^32 elements (or their count overflows); \
+                     qcc takes tensors of at most {MAX_ELEMENTS} elements"
+                ),
             });
         }
         let dtype = input_dtype(vi);
@@ -512,7 +715,8 @@ fn import_named(
         }
     }
 
-    for (i, n) in graph.node.iter().enumerate() {
+    for i in order {
+        let n = &graph.node[i];
         let version = opset_version(model, &n.domain);
         let reg = find_handler(&n.domain, &n.op_type, version).expect("checked above");
         let node_name = node_display_name(n, i);

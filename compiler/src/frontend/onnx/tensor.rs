@@ -565,22 +565,45 @@ fn external_bytes(t: &TensorProto, dir: DataDir<'_>) -> Result<Vec<u8>, String> 
         Some(d) => d.join(rel),
         None => rel.to_path_buf(),
     };
-    let bytes = std::fs::read(&path)
-        .map_err(|e| format!("missing external data file `{}` ({e})", path.display()))?;
-    let start = usize::try_from(offset).map_err(|_| "external offset too large")?;
-    let end = match length {
-        Some(l) => start.saturating_add(usize::try_from(l).map_err(|_| "length too large")?),
-        None => bytes.len(),
-    };
-    if start > end || end > bytes.len() {
+    // A relative path can still leave the folder through a symbolic link.
+    let folder = dir
+        .0
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let (Ok(real), Ok(real_dir)) = (path.canonicalize(), folder.canonicalize())
+        && !real.starts_with(&real_dir)
+    {
         return Err(format!(
-            "external data file `{}` has {} bytes; offset {start} and length {} do not fit",
-            path.display(),
-            bytes.len(),
-            end.saturating_sub(start)
+            "external data location `{loc}` leads outside the model's folder (to {}, \
+             through a symbolic link); keep the data file inside {}",
+            real.display(),
+            real_dir.display()
         ));
     }
-    Ok(bytes[start..end].to_vec())
+    let mut file = std::fs::File::open(&path)
+        .map_err(|e| format!("missing external data file `{}` ({e})", path.display()))?;
+    let size = file
+        .metadata()
+        .map_err(|e| format!("cannot read external data file `{}` ({e})", path.display()))?
+        .len();
+    let end = match length {
+        Some(l) => offset.saturating_add(l),
+        None => size,
+    };
+    if offset > end || end > size {
+        return Err(format!(
+            "external data file `{}` has {size} bytes; offset {offset} and length {} do not fit",
+            path.display(),
+            end.saturating_sub(offset)
+        ));
+    }
+    let len = usize::try_from(end - offset).map_err(|_| "external data length too large")?;
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = vec![0u8; len];
+    file.seek(SeekFrom::Start(offset))
+        .and_then(|_| file.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot read external data file `{}` ({e})", path.display()))?;
+    Ok(bytes)
 }
 
 /// Decodes an initializer or constant. `dir` is where external data files are.
@@ -588,13 +611,20 @@ pub fn decode(t: &TensorProto, dir: DataDir<'_>) -> Result<CTensor, String> {
     let dtype = DType::from_code(t.data_type);
     let mut shape = Vec::with_capacity(t.dims.len());
     for &d in &t.dims {
-        shape.push(usize::try_from(d).map_err(|_| format!("negative dimension {d}"))?);
+        shape.push(usize::try_from(d).map_err(|_| {
+            format!(
+                "dimension {d} is negative (dims {:?}); dimensions are sizes",
+                t.dims
+            )
+        })?);
     }
-    let n = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .filter(|&n| n <= (1 << 40))
-        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    let n = super::checked_numel(&shape).ok_or_else(|| {
+        format!(
+            "shape {shape:?} has more than 2^32 elements (or their count overflows); qcc \
+             takes tensors of at most {} elements",
+            super::MAX_ELEMENTS
+        )
+    })?;
     let external = t.data_location.value() == 1;
     let data = if external {
         decode_raw(dtype, &external_bytes(t, dir)?, n)?
