@@ -43,6 +43,8 @@ struct Flags {
     cpu: Option<String>,
     #[arg(long = "input-shape")]
     input_shapes: Vec<String>,
+    #[arg(long = "max-scratch")]
+    max_scratch: Option<String>,
     #[command(flatten)]
     quant: QuantFlags,
 }
@@ -87,7 +89,7 @@ impl Build {
     }
 
     /// Flags as `qcc compile` takes them: `--bits`, `--wbits`, `--calib`, `--budget`,
-    /// ..., `--cpu`, `--target`, `--input-shape`.
+    /// ..., `--cpu`, `--target`, `--input-shape`, `--max-scratch`.
     pub fn flags<I, S>(mut self, flags: I) -> Build
     where
         I: IntoIterator<Item = S>,
@@ -140,6 +142,7 @@ impl Build {
             input_shapes: flags.input_shapes.clone(),
             emit: Vec::new(),
             report: Vec::new(),
+            max_scratch: flags.max_scratch.clone(),
             quant: flags.quant.clone(),
         })
         .with_context(|| format!("qcc::build: compiling {}", self.model.display()))?;
