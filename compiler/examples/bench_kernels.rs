@@ -1,6 +1,6 @@
 //! Throughput of the backend's f32 and int8 GEMM/conv kernels at M = N = 256, K = 1024,
 //! and of the 1-bit XNOR-popcount and 2..4-bit bit-serial kernels at K = 4096 (single
-//! thread, JIT on this machine), against KERNELS.md's ceilings on the project's machine
+//! thread, JIT on this machine), against docs/kernels.md's ceilings on the project's machine
 //! (fp32 ~18, int8 ~20, 1-bit ~156, 2x2-bit ~47 G MAC/s measured; for other bits the
 //! popcount-bound ceiling scales as 47 * 4 / (wbits * abits)).
 //!

@@ -1,5 +1,5 @@
 //! The commands that turn a model into native code and run it: `qcc compile`, `qcc run`
-//! and `qcc eval` (DESIGN.md, "Contracts"). `main.rs` parses the flags; everything else
+//! and `qcc eval` (docs/design.md, "Contracts"). `main.rs` parses the flags; everything else
 //! is here, so that errors can name the flag or the file and say what would work.
 //!
 //! A model is either an ONNX file (`.onnx`: imported by the frontend, then the cleanup

@@ -11,7 +11,7 @@ use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ffi::c_void;
 use std::process::ExitCode;
 
-// Object ABI v1 (DESIGN.md), for a model compiled with `--name digits`.
+// Object ABI v1 (docs/design.md), for a model compiled with `--name digits`.
 unsafe extern "C" {
     fn digits_input_size(i: usize) -> usize;
     fn digits_output_size(i: usize) -> usize;

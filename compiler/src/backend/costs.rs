@@ -1,5 +1,5 @@
 //! Measured throughput of the backend's GEMM/convolution kernel strategies, per target,
-//! per (weight bits, activation bits): the committed cost table DESIGN.md asks for, read
+//! per (weight bits, activation bits): the committed cost table docs/design.md asks for, read
 //! by kernel choice ([`choose`], [`estimate_ns`]) and by the e-graph extraction's cost
 //! model (`rewrite::cost`, through [`relative_mac_cost`]).
 //!
@@ -7,7 +7,7 @@
 //!
 //! `cargo run --release -p qcc --example bench_kernels -- --cost-table [ITERS]` on the
 //! project's machine kind (an AMD EPYC with 2 vCPUs, shared with other builds; see
-//! KERNELS.md for its features), single thread, JIT, best of ITERS (default 20) calls, each case checked bit-exact (float:
+//! docs/kernels.md for its features), single thread, JIT, best of ITERS (default 20) calls, each case checked bit-exact (float:
 //! within 1e-3) against the interpreter first. Reference shape: a matrix product with
 //! M = N = 256 and K = 1024 (K = 4096 for the 1-bit kernel), constant weights [K, N],
 //! activations [M, K]; G MAC/s = M * N * K / best time. `x86_64 native` is the host's

@@ -1,4 +1,4 @@
-//! The C header of a compiled object: ABI v1 of DESIGN.md.
+//! The C header of a compiled object: ABI v1 of docs/design.md.
 
 use std::fmt::Write;
 

@@ -1,7 +1,7 @@
 //! The kernel builder: small helpers over Cranelift's `FunctionBuilder` that every
 //! kernel uses (constants, addressing, loads and stores, counted loops).
 //!
-//! Loops follow KERNELS.md: trip counts are constants, a loop with no trip emits
+//! Loops follow docs/kernels.md: trip counts are constants, a loop with no trip emits
 //! nothing and one trip emits the body once; otherwise the loop is rotated (the body,
 //! then the latch test), with the induction variable as a block parameter. Values that
 //! change across iterations are `Variable`s, so the frontend builds the phis.

@@ -1,6 +1,6 @@
 //! The Cranelift backend: lowers a verified qcc-ir module to native code.
 //!
-//! Why it is shaped this way (see DESIGN.md and KERNELS.md):
+//! Why it is shaped this way (see docs/design.md and docs/kernels.md):
 //!
 //! - **One Cranelift function per kernel** (usually one per node), with every shape and
 //!   stride baked in as a constant: Cranelift neither unrolls nor vectorizes, and
@@ -106,7 +106,7 @@ pub struct Compiled {
     pub report: Report,
 }
 
-/// Compiles `m` into a relocatable object exporting ABI v1 (DESIGN.md) under the C
+/// Compiles `m` into a relocatable object exporting ABI v1 (docs/design.md) under the C
 /// identifier `name` (`NAME_run`, `NAME_input_size`, ...), plus its header and report.
 /// The same module, name and target give byte-identical object and header.
 pub fn compile_object(m: &Module, name: &str, target: &Target) -> Result<Compiled, BackendError> {

@@ -1,7 +1,7 @@
 //! Post-training quantization of float models: calibration, the quantization scheme and
 //! the pass that rewrites a float module into QDQ form.
 //!
-//! The flow (DESIGN.md, "The pipeline"): [`calibrate`] streams calibration samples through
+//! The flow (docs/design.md, "The pipeline"): [`calibrate`] streams calibration samples through
 //! the module compiled with taps on its values (`tap.rs`; the reference interpreter is
 //! the oracle and the fallback) and collects per-tensor ranges and histograms of every float
 //! value (or [`data_free`] derives ranges from the batch-norm statistics kept by

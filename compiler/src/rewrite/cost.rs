@@ -4,7 +4,7 @@
 //! kernel kind at its bit-width, from [`COSTS`]. Work is multiply-accumulates for
 //! convolutions and matrix products, window reads for pooling, elements otherwise.
 //! The numbers are relative (an f32 multiply-accumulate is 1.0), modelled on the kernels
-//! DESIGN.md plans: integer dot products are cheaper than float ones and get cheaper
+//! docs/design.md plans: integer dot products are cheaper than float ones and get cheaper
 //! with fewer bits (XNOR-popcount at one bit, bit-serial planes at 2..4 bits,
 //! `pmaddwd`-style widening at 8); quantize divides and rounds, requantize is one
 //! widening multiply and a shift. Graph inputs, constants and metas cost nothing.

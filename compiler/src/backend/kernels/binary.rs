@@ -1,5 +1,5 @@
 //! 1-bit kernels: `conv2d_int` and `matmul_int` with both operands `b1` (+-1) and
-//! constant weights, as XNOR-popcount (KERNELS.md, SEMANTICS.md).
+//! constant weights, as XNOR-popcount (docs/kernels.md, ir-spec/SPEC.md).
 //!
 //! - Bits: 1 for -1, 0 for +1 (the sign bit of the stored code byte), 64 per word along
 //!   K, bit `kk % 64` of word `kk / 64`. The dot of K elements is `K - 2 * popcount(a XOR

@@ -1,5 +1,5 @@
 //! Bit-serial kernels: `conv2d_int` and `matmul_int` with constant weights of 2..4 bits
-//! and activations of 2..4 bits, as AND-popcount over bit planes (KERNELS.md).
+//! and activations of 2..4 bits, as AND-popcount over bit planes (docs/kernels.md).
 //!
 //! - Exactness. The op computes `acc = bias + sum_k (x - zx) * (w - zw)` wrapped to
 //!   i32. Signed activations are made unsigned by adding `off = 2^(ab-1)` to every code

@@ -848,7 +848,7 @@ fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>) {
     }
 }
 
-/// The `i16x8 -> i32x4` pair sums: one `pmaddwd` by ones (KERNELS.md).
+/// The `i16x8 -> i32x4` pair sums: one `pmaddwd` by ones (docs/kernels.md).
 fn widen_pairs(kb: &mut Kb<'_, '_>, v: Value) -> Value {
     let lo = kb.b.ins().swiden_low(v);
     let hi = kb.b.ins().swiden_high(v);

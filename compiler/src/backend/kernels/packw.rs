@@ -1,6 +1,6 @@
 //! Constant integer weights of fewer than 8 bits, stored bit-packed in `.rodata` and
 //! widened at the start of the layer into the i16 layout the `pmaddwd` kernel reads
-//! (DESIGN.md's "int8-style dot products over unpacked values").
+//! (docs/design.md's "int8-style dot products over unpacked values").
 //!
 //! Layout (for `b` = 1..7 bits): the weights form rows (conv: one row per output
 //! channel, its K = C/group * kh * kw taps; matmul: one row per K index, its N

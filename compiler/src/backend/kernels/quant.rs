@@ -6,7 +6,7 @@
 //!   other modes (no SSE4.1 `round` needed), then saturation to the storage range.
 //! - `conv2d_int`/`matmul_int` (operands of at most 8 bits) subtract the zero points
 //!   while packing into i16 *pairs* along K (`[K/2][N][2]`, at run time by im2col, at
-//!   compile time for constant weights), so that one `pmaddwd` (KERNELS.md's
+//!   compile time for constant weights), so that one `pmaddwd` (docs/kernels.md's
 //!   `iadd_pairwise(imul(swiden_low a, swiden_low b), imul(swiden_high ..))` tree) does
 //!   two multiply-adds per lane; products of two 9-bit values and their pair sums fit in
 //!   i32, and i32 wrap-around addition is the interpreter's wrap of the exact sum. Tile:
