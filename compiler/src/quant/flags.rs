@@ -86,6 +86,10 @@ pub struct QuantFlags {
     /// Power-of-two scales.
     #[arg(long)]
     pub pow2: bool,
+    /// 2-bit weights by the rule of Ternary Weight Networks (threshold 0.7 mean|w|, scale
+    /// the mean |w| above it, per channel); needs --wbits 2.
+    #[arg(long)]
+    pub ternary: bool,
     /// Range of the model's input values for data-free quantization (default 0,1).
     #[arg(long, value_name = "LO,HI", value_parser = parse_range)]
     pub input_range: Option<(f32, f32)>,
@@ -164,6 +168,7 @@ impl QuantFlags {
             symmetric_acts: self.symmetric,
             pow2: self.pow2,
             keep_edges: self.keep_edges,
+            ternary: self.ternary,
             ..Default::default()
         }
     }
@@ -182,6 +187,11 @@ impl QuantFlags {
             m
         };
         if let Some(b) = &self.budget {
+            if self.ternary {
+                return Err(format!(
+                    "--budget {b} and --ternary: a budget measures and chooses its own candidates; --ternary applies to --wbits 2"
+                ));
+            }
             if let Some(flag) = [
                 ("--bits", self.bits),
                 ("--wbits", self.wbits),

@@ -35,7 +35,7 @@ use qcc_ir::{
 
 use super::binary::{BinaryAct, binarize_weights, binary_act};
 use super::calibrate::{CalibStats, LayerError, OutputError, RangeSource};
-use super::scheme::{ActParams, QuantOptions, choose_range, quantize_weights};
+use super::scheme::{ActParams, QuantOptions, choose_range, quantize_weights, ternary_weights};
 
 /// What happened to one conv/gemm/matmul.
 #[derive(Clone, Debug)]
@@ -693,6 +693,8 @@ pub fn quantize_model(
         // layers and 1-bit weights under multi-bit activations (`(1, a)` in a plan).
         let (qt, codes) = if binary[k] || wbits == 1 {
             binarize_weights(wd, &m.ty(w).shape, ker.axis)
+        } else if opts.ternary && wbits == 2 {
+            ternary_weights(wd, &m.ty(w).shape, ker.axis)
         } else {
             quantize_weights(wd, &m.ty(w).shape, ker.axis, wbits, opts.pow2)
         };

@@ -41,6 +41,9 @@ pub struct QuantOptions {
     /// Quantize only the layers `layer_bits` names; the others stay f32 (how the
     /// sensitivity of one layer is measured).
     pub only_planned: bool,
+    /// 2-bit weights by TWN's rule ([`ternary_weights`]) instead of the error-minimising
+    /// scale search.
+    pub ternary: bool,
 }
 
 impl Default for QuantOptions {
@@ -54,6 +57,7 @@ impl Default for QuantOptions {
             quantize_outputs: true,
             layer_bits: BTreeMap::new(),
             only_planned: false,
+            ternary: false,
         }
     }
 }
@@ -78,6 +82,15 @@ impl QuantOptions {
     pub fn check(&self) -> Result<(), String> {
         for (layer, &(w, a)) in &self.layer_bits {
             check_pair(w, a).map_err(|e| format!("plan for layer {layer}: {e}"))?;
+        }
+        if self.ternary {
+            if self.wbits != 2 || self.pow2 {
+                return Err(format!(
+                    "--ternary quantizes 2-bit weights (TWN: -alpha, 0, +alpha per channel): give --wbits 2 (found --wbits {}){}",
+                    self.wbits,
+                    if self.pow2 { ", without --pow2" } else { "" }
+                ));
+            }
         }
         if self.binary() {
             return Ok(());
@@ -306,6 +319,76 @@ pub fn choose_range(
     }
 }
 
+/// Ternary weights by the rule of Ternary Weight Networks (Li and Liu, 2016), per
+/// channel along `axis`: threshold `t = 0.7 mean|w|`, codes `sign(w)` where `|w| > t` and
+/// 0 elsewhere, scale `alpha` the mean of `|w|` above the threshold. Returned as the
+/// 2-bit narrow type of [`quantize_weights`] (codes -1, 0, +1), so every 2-bit kernel
+/// runs it. A channel with no weight above its threshold (all zero) gets the mean scale
+/// of the others and zero codes.
+pub fn ternary_weights(w: &[f32], shape: &[usize], axis: usize) -> (QuantType, Vec<i64>) {
+    let c = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product::<usize>().max(1);
+    let ch = |i: usize| (i / inner) % c;
+    let mut abs_sum = vec![0f64; c];
+    let mut n = vec![0usize; c];
+    for (i, &x) in w.iter().enumerate() {
+        abs_sum[ch(i)] += (x as f64).abs();
+        n[ch(i)] += 1;
+    }
+    let t: Vec<f64> = abs_sum
+        .iter()
+        .zip(&n)
+        .map(|(&s, &k)| if k == 0 { 0.0 } else { 0.7 * s / k as f64 })
+        .collect();
+    let mut above = vec![(0f64, 0usize); c];
+    for (i, &x) in w.iter().enumerate() {
+        let a = (x as f64).abs();
+        if a > t[ch(i)] {
+            above[ch(i)].0 += a;
+            above[ch(i)].1 += 1;
+        }
+    }
+    let mut scales: Vec<f64> = above
+        .iter()
+        .map(|&(s, k)| if k == 0 { 0.0 } else { s / k as f64 })
+        .collect();
+    let usable = |s: f64| s >= MIN_WEIGHT_SCALE && (s as f32).is_normal();
+    let good: Vec<f64> = scales.iter().copied().filter(|&s| usable(s)).collect();
+    let fill = if good.is_empty() {
+        1.0
+    } else {
+        good.iter().sum::<f64>() / good.len() as f64
+    };
+    for s in &mut scales {
+        if !usable(*s) {
+            *s = fill;
+        }
+    }
+    let codes = w
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let k = ch(i);
+            if (x as f64).abs() > t[k] && usable(above[k].0 / above[k].1.max(1) as f64) {
+                if x > 0.0 { 1 } else { -1 }
+            } else {
+                0
+            }
+        })
+        .collect();
+    let ty = QuantType {
+        storage: IntType::new(2, true),
+        narrow: true,
+        pow2: false,
+        params: QuantParams::PerAxis {
+            axis,
+            scales: scales.iter().map(|&s| s as f32).collect(),
+            zero_points: vec![0; c],
+        },
+    };
+    (ty, codes)
+}
+
 /// The smallest per-channel weight scale [`quantize_weights`] gives: below it (weights
 /// under about 1e-18) a channel counts as zero. With activation scales down to 1e-18 the
 /// accumulator step stays a normal f32.
@@ -408,6 +491,31 @@ pub fn quantize_weights(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// TWN's rule on two channels: threshold 0.7 mean|w|, codes sign(w) above it, scale
+    /// the mean |w| above it; an all-zero channel gets zero codes and a usable scale.
+    #[test]
+    fn ternary_weights_follow_twn() {
+        // Channel 0: mean |w| = 0.5, threshold 0.35: 0.9, -0.6, 0.4 pass (mean 0.6333).
+        // Channel 1: all zero.
+        let w = [0.9, -0.6, 0.4, -0.1, 0.0, 0.0, 0.0, 0.0];
+        let (ty, codes) = ternary_weights(&w, &[2, 4], 0);
+        assert_eq!(codes, vec![1, -1, 1, 0, 0, 0, 0, 0]);
+        let s = ty.params.scales();
+        assert!((s[0] - 0.633_333_3).abs() < 1e-6, "{s:?}");
+        assert!(s[1].is_normal() && s[1] > 0.0, "{s:?}");
+        assert_eq!(
+            (ty.storage.bits, ty.storage.signed, ty.narrow),
+            (2, true, true)
+        );
+        let opts = QuantOptions {
+            wbits: 4,
+            ternary: true,
+            ..Default::default()
+        };
+        let e = opts.check().unwrap_err();
+        assert!(e.contains("--ternary") && e.contains("--wbits 2"), "{e}");
+    }
 
     #[test]
     fn round_even_matches_std() {
