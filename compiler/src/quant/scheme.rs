@@ -83,14 +83,12 @@ impl QuantOptions {
         for (layer, &(w, a)) in &self.layer_bits {
             check_pair(w, a).map_err(|e| format!("plan for layer {layer}: {e}"))?;
         }
-        if self.ternary {
-            if self.wbits != 2 || self.pow2 {
-                return Err(format!(
-                    "--ternary quantizes 2-bit weights (TWN: -alpha, 0, +alpha per channel): give --wbits 2 (found --wbits {}){}",
-                    self.wbits,
-                    if self.pow2 { ", without --pow2" } else { "" }
-                ));
-            }
+        if self.ternary && (self.wbits != 2 || self.pow2) {
+            return Err(format!(
+                "--ternary quantizes 2-bit weights (TWN: -alpha, 0, +alpha per channel): give --wbits 2 (found --wbits {}){}",
+                self.wbits,
+                if self.pow2 { ", without --pow2" } else { "" }
+            ));
         }
         if self.binary() {
             return Ok(());
