@@ -175,25 +175,7 @@ pub(crate) fn requantize(
             a.vpblendmd(x.k1(), po, pe)?;
             a.vpaddd(x, x, dword_bcst(r8 + 16))?;
             let off = (r * e.row_bytes as usize + v * 16 * e.elem as usize) as i32;
-            let masked = valid < 16;
-            if masked {
-                a.mov(eax, (1u32 << valid) - 1)?;
-                a.kmovw(k2, eax)?;
-            }
-            match e.elem {
-                1 => {
-                    let m = xmmword_ptr(rcx + off);
-                    a.vpmovdb(if masked { m.k2() } else { m }, x)?;
-                }
-                2 => {
-                    let m = ymmword_ptr(rcx + off);
-                    a.vpmovdw(if masked { m.k2() } else { m }, x)?;
-                }
-                _ => {
-                    let m = zmmword_ptr(rcx + off);
-                    a.vmovdqu32(if masked { m.k2() } else { m }, x)?;
-                }
-            }
+            store_zmm(a, x, e.elem, valid, off)?;
         }
     }
     Ok(())
@@ -294,6 +276,37 @@ pub(crate) fn requantize_avx2(
         }
     }
     Ok(())
+}
+
+/// Stores the 16 i32 codes of `x` (in the output's range) as `elem`-byte codes at
+/// `rcx + off` (truncating `vpmovdb`/`vpmovdw`), the first `valid` of them under mask
+/// `k2`. Shared by the u8 x i8 and 1-bit zmm tiles' epilogues.
+pub(crate) fn store_zmm(
+    a: &mut CodeAssembler,
+    x: AsmRegisterZmm,
+    elem: u32,
+    valid: usize,
+    off: i32,
+) -> Result<(), IcedError> {
+    let masked = valid < 16;
+    if masked {
+        a.mov(eax, (1u32 << valid) - 1)?;
+        a.kmovw(k2, eax)?;
+    }
+    match elem {
+        1 => {
+            let m = xmmword_ptr(rcx + off);
+            a.vpmovdb(if masked { m.k2() } else { m }, x)
+        }
+        2 => {
+            let m = ymmword_ptr(rcx + off);
+            a.vpmovdw(if masked { m.k2() } else { m }, x)
+        }
+        _ => {
+            let m = zmmword_ptr(rcx + off);
+            a.vmovdqu32(if masked { m.k2() } else { m }, x)
+        }
+    }
 }
 
 /// Stores the 8 i32 codes of `ymm0` (in the output's range) as `elem`-byte codes at

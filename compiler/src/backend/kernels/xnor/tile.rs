@@ -329,25 +329,7 @@ fn threshold(a: &mut CodeAssembler, rows: usize, vecs: usize, e: &ThrEpi) -> Res
                 a.vpaddd(out.k1(), out, inc)?;
             }
             let off = (r * e.row_bytes as usize + v * 16 * e.elem as usize) as i32;
-            let masked = valid < 16;
-            if masked {
-                a.mov(eax, (1u32 << valid) - 1)?;
-                a.kmovw(k2, eax)?;
-            }
-            match e.elem {
-                1 => {
-                    let m = xmmword_ptr(rcx + off);
-                    a.vpmovdb(if masked { m.k2() } else { m }, out)?;
-                }
-                2 => {
-                    let m = ymmword_ptr(rcx + off);
-                    a.vpmovdw(if masked { m.k2() } else { m }, out)?;
-                }
-                _ => {
-                    let m = zmmword_ptr(rcx + off);
-                    a.vmovdqu32(if masked { m.k2() } else { m }, out)?;
-                }
-            }
+            crate::backend::kernels::dot::store_zmm(a, out, e.elem, valid, off)?;
         }
     }
     Ok(())
