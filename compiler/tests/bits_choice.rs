@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use qcc::frontend::onnx::{ImportOptions, import_file};
 use qcc::passes::{Pipeline, cleanup};
-use qcc::quant::choice::extract_plan;
+use qcc::quant::choice::{extract_plan, fusable_candidates};
 use qcc::quant::{
     CalibOptions, CalibStats, QuantOptions, calibrate, quant_layers, quantize_model, refine_binary,
 };
@@ -172,6 +172,84 @@ fn digits_resnet_plans_as_choices_in_the_egraph() {
         })
         .collect();
     compare(&m, &stats, &train, plan_b, &xs);
+}
+
+/// The candidates the choice is made among come from the e-graph: on the digits CNN
+/// (two convs and a gemm classifier, whose integer kernel reads a transposed copy of its
+/// weights) and the digits ResNet, every layer's kernels are found, gemm and binarized
+/// layers included, and nothing outside the measured candidates is reported.
+#[test]
+fn fusable_candidates_come_from_the_egraph() {
+    for name in ["digits_cnn_folded.onnx", "digits_resnet_folded.onnx"] {
+        let m = float_module(name);
+        let copts = CalibOptions {
+            limit: Some(64),
+            ..Default::default()
+        };
+        let stats = calibrate(&m, &models_dir().join("digits_train.npz"), &copts).unwrap();
+        let cands = candidates(&m);
+        let (fusable, st) = fusable_candidates(
+            &m,
+            &stats,
+            &QuantOptions::bits(8),
+            &cands,
+            Limits::default(),
+        )
+        .unwrap();
+        let rep = st.report.as_ref().unwrap();
+        eprintln!(
+            "{name}: {} weight, {} activation, {} binarized alternatives; {} nodes / {} classes after the rules; times (add, rules): {:.3} s, {:.3} s",
+            st.weight_alts,
+            st.act_alts,
+            st.binary_alts,
+            rep.nodes,
+            rep.classes,
+            st.secs.0,
+            st.secs.1
+        );
+        let layers = quant_layers(&m).unwrap();
+        assert_eq!(fusable.len(), layers.len(), "{name}: {fusable:?}");
+        for l in &layers {
+            let f = &fusable[&l.name];
+            let c: std::collections::BTreeSet<(u8, u8)> = cands[&l.name].iter().copied().collect();
+            eprintln!(
+                "  {} ({:?}): {} of {} candidates fuse",
+                l.name,
+                l.op,
+                f.len(),
+                c.len()
+            );
+            assert!(f.is_subset(&c), "{}: {f:?} not within {c:?}", l.name);
+            // Every multi-bit pair of weights and activations fuses (the 1-bit
+            // weights under multi-bit activations are 2-bit codes).
+            for w in [1u8, 2, 3, 4, 8] {
+                for a in [2u8, 3, 4, 8] {
+                    assert!(
+                        f.contains(&(w, a)),
+                        "{name}, {}: ({w}, {a}) missing: {f:?}",
+                        l.name
+                    );
+                }
+            }
+        }
+        // A layer whose input only binarizable layers read has its binarized kernel.
+        let mut readers: HashMap<_, Vec<bool>> = HashMap::new();
+        for l in &layers {
+            readers.entry(l.input).or_default().push(l.binarizable);
+        }
+        let bin: Vec<_> = layers
+            .iter()
+            .filter(|l| readers[&l.input].iter().all(|&b| b))
+            .collect();
+        assert!(!bin.is_empty(), "{name}: no binarizable layer");
+        for l in bin {
+            assert!(
+                fusable[&l.name].contains(&(1, 1)),
+                "{name}, {}: no (1, 1)",
+                l.name
+            );
+        }
+    }
 }
 
 /// The ResNet-20-style model of the benchmark (`bench/gen_resnet20.py` writes

@@ -262,6 +262,37 @@ impl Problem {
         }
     }
 
+    /// Keeps, in every layer `fusable` names, only the candidates it lists (those the
+    /// saturated e-graph holds an integer kernel for: `choice::fusable_candidates`);
+    /// layers it does not name keep all theirs. Returns the number of candidates taken
+    /// out, and the layers left with none (their candidates are kept: the build then
+    /// reports what did not fuse).
+    pub fn restrict(
+        &mut self,
+        fusable: &BTreeMap<String, std::collections::BTreeSet<(u8, u8)>>,
+    ) -> (usize, Vec<String>) {
+        let mut removed = 0;
+        let mut empty = Vec::new();
+        for l in &mut self.layers {
+            let Some(ok) = fusable.get(&l.layer) else {
+                continue;
+            };
+            let kept: Vec<Choice> = l
+                .choices
+                .iter()
+                .copied()
+                .filter(|c| ok.contains(&(c.wbits, c.abits)))
+                .collect();
+            if kept.is_empty() {
+                empty.push(l.layer.clone());
+                continue;
+            }
+            removed += l.choices.len() - kept.len();
+            l.choices = kept;
+        }
+        (removed, empty)
+    }
+
     fn total_weights(&self) -> f64 {
         self.layers
             .iter()

@@ -1,6 +1,7 @@
 //! The quantization flags shared by `qcc compile`, `run` and `eval`, and the one call
 //! that applies them to a loaded float module (calibrate, quantize, fuse).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use qcc_ir::Module;
@@ -9,7 +10,7 @@ use super::binary::{REFINE_SAMPLES, refine_binary_with};
 use super::budget::{AttentionOptions, Budget, BudgetTerm, Problem, solve_attention, solve_exact};
 use super::calibrate::CalibStats;
 use super::calibrate::{CalibMethod, CalibOptions, calibrate, data_free, measure_errors};
-use super::choice::extract_plan;
+use super::choice::{extract_plan, fusable_candidates};
 use super::insert::Selection;
 use super::insert::{QuantReport, float_kernels, quantize_model};
 use super::profile::Profile;
@@ -19,11 +20,11 @@ use super::scheme::QuantOptions;
 use super::sensitivity::{
     Metric, SENS_SAMPLES, SensOptions, Sensitivity, measure_sensitivity, measured_error,
 };
+use super::sequential::sequential_weights;
 use super::tap::RunOptions;
 use crate::backend::costs::CostTarget;
 use crate::passes::Pipeline;
 use crate::rewrite::Limits;
-use std::collections::BTreeMap;
 
 /// How many times a latency budget is chosen and measured before giving up.
 const LATENCY_TRIES: usize = 4;
@@ -90,6 +91,11 @@ pub struct QuantFlags {
     /// the mean |w| above it, per channel); needs --wbits 2.
     #[arg(long)]
     pub ternary: bool,
+    /// Quantize the weights bottom-up, each layer against the input correlation it sees
+    /// with the layers below it already quantized, rounding with error feedback (the
+    /// compile-time counterpart of BiTAT; GPTQ-style); needs --calib.
+    #[arg(long)]
+    pub sequential: bool,
     /// Range of the model's input values for data-free quantization (default 0,1).
     #[arg(long, value_name = "LO,HI", value_parser = parse_range)]
     pub input_range: Option<(f32, f32)>,
@@ -216,7 +222,15 @@ impl QuantFlags {
                 ));
             }
         }
+        if self.sequential && self.calib.is_none() {
+            return Err(
+                "--sequential quantizes each layer against the inputs it sees on calibration data: give --calib DATA.npz".into(),
+            );
+        }
         if !self.requested() {
+            if self.sequential {
+                return Err("--sequential needs --bits, --wbits, --abits or --budget".into());
+            }
             if self.calib.is_some() {
                 return Err("--calib needs --bits, --wbits or --abits".into());
             }
@@ -261,6 +275,25 @@ impl QuantFlags {
                 (l.layer.clone(), c)
             })
             .collect();
+        // The choice is made among the candidates the e-graph fuses into integer kernels.
+        let fusable_note;
+        let fusable = match fusable_candidates(m, &stats, &opts, &candidates, Limits::default()) {
+            Ok((f, _)) => {
+                let offered: usize = candidates.values().map(|c| c.len()).sum();
+                let fused: usize = f.values().map(|c| c.len()).sum();
+                fusable_note = Some(format!(
+                    "{fused} of {offered} measured candidates fuse into integer kernels in the e-graph; the choice is made among them"
+                ));
+                Some(f)
+            }
+            Err(e) => {
+                fusable_note = Some(format!(
+                    "the e-graph of all candidates gave up ({e}); the choice is made among all measured candidates"
+                ));
+                None
+            }
+        };
+        timer.lap("candidates in the e-graph");
         // A latency budget is checked on the compiled plan: the model covers conv/gemm
         // time only, so when the plan runs slower than asked on this machine (JIT, the
         // code `--cpu native` objects hold), the modelled limit shrinks by the ratio and
@@ -272,12 +305,13 @@ impl QuantFlags {
         let mut modelled = budget.clone();
         let mut tries = 0;
         loop {
-            let (mut sel, bits) = self.choose(&sens, &modelled, budget)?;
+            let (mut sel, bits) = self.choose(&sens, fusable.as_ref(), &modelled, budget)?;
             let same = tries > 0 && bits == opts.layer_bits;
             opts.layer_bits = bits;
             timer.lap("choice");
             let (q, qdq, mut report) =
                 self.build(m, &stats, &opts, Some(&candidates), &run, &mut timer)?;
+            report.notes.extend(fusable_note.clone());
             let Some(limit) = asked_ms else {
                 report.selection = Some(sel);
                 return self.finish(m, q, qdq, report, &run, &mut timer);
@@ -320,6 +354,24 @@ impl QuantFlags {
     ) -> Result<(Module, Option<Module>, QuantReport), String> {
         let (mut q, mut report) = quantize_model(m, stats, opts)?;
         timer.lap("quantize");
+        if self.sequential
+            && let Some(p) = &self.calib
+        {
+            let lim = Some(self.calib_limit.unwrap_or(usize::MAX).min(REFINE_SAMPLES));
+            let seq = sequential_weights(m, &mut q, &mut report, p, lim, run)?;
+            let (before, after) = seq
+                .layers
+                .iter()
+                .fold((0.0, 0.0), |(b, a), (_, x, y)| (b + x, a + y));
+            report.notes.extend(seq.notes);
+            report.notes.push(format!(
+                "--sequential: {} layer(s) re-quantized bottom-up with error feedback on {} calibration samples; their summed output error on those inputs fell by {:.1} %",
+                seq.layers.len(),
+                super::calibrate::sample_count(p, lim)?,
+                if before > 0.0 { 100.0 * (1.0 - after / before) } else { 0.0 }
+            ));
+            timer.lap("sequential weights");
+        }
         if let Some(p) = &self.calib
             && report.layers.iter().any(|l| l.wbits <= 2)
         {
@@ -447,13 +499,17 @@ impl QuantFlags {
     fn choose(
         &self,
         sens: &Sensitivity,
+        fusable: Option<&BTreeMap<String, BTreeSet<(u8, u8)>>>,
         modelled: &Budget,
         budget: &Budget,
     ) -> Result<(Selection, LayerBits), String> {
         // Latency is modelled for the host's tier (what `--cpu native` compiles for).
         let target =
             CostTarget::of(&crate::backend::Target::host()).unwrap_or(CostTarget::X86_64Native);
-        let problem = Problem::from_sensitivity(sens, target);
+        let mut problem = Problem::from_sensitivity(sens, target);
+        if let Some(f) = fusable {
+            problem.restrict(f);
+        }
         let plan = match self.select.as_str() {
             "attention" => solve_attention(&problem, modelled, &AttentionOptions::default())?,
             _ => solve_exact(&problem, modelled)?,
