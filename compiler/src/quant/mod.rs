@@ -24,6 +24,7 @@ pub mod requantize;
 mod scheme;
 mod segments;
 pub mod sensitivity;
+pub mod sequential;
 mod tap;
 
 pub use binary::{BinaryAct, REFINE_SAMPLES, binarize_weights, refine_binary, refine_binary_with};
