@@ -156,6 +156,260 @@ fn bytes(m: &ModelProto) -> Vec<u8> {
     m.write_to_bytes().expect("serialize the model")
 }
 
+fn i64_init(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.data_type = 7;
+    t.dims = dims.to_vec();
+    t.int64_data = v.to_vec();
+    t
+}
+
+/// An initializer of ONNX type `dtype` held in `int32_data` (8/16/32-bit integers).
+fn i32_init(name: &str, dtype: i32, dims: &[i64], v: &[i32]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.data_type = dtype;
+    t.dims = dims.to_vec();
+    t.int32_data = v.to_vec();
+    t
+}
+
+fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::INTS.into();
+    a.ints = v.to_vec();
+    a
+}
+
+fn str_attr(name: &str, s: &str) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::STRING.into();
+    a.s = s.as_bytes().to_vec();
+    a
+}
+
+fn tensor_attr(name: &str, t: Option<TensorProto>) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::TENSOR.into();
+    a.t = t.into();
+    a
+}
+
+/// `x`: float[1,4], the usual run-time input.
+fn x4() -> ValueInfoProto {
+    vi("x", 1, &[1, 4])
+}
+
+/// One node `n` of type `op` (output `y`, the graph output) with attributes, over the
+/// given graph inputs and initializers.
+fn one(
+    op: &str,
+    ins: &[&str],
+    attrs: Vec<AttributeProto>,
+    inputs: Vec<ValueInfoProto>,
+    inits: Vec<TensorProto>,
+) -> ModelProto {
+    let mut n = node(op, "n", ins, &["y"]);
+    n.attribute = attrs;
+    model(vec![n], inputs, inits, &["y"])
+}
+
+/// The model with default-domain opset `v`.
+fn opset(mut m: ModelProto, v: i64) -> ModelProto {
+    m.opset_import[0].version = v;
+    m
+}
+
+/// The model with node `n` in `domain` (at opset 1 of it, as a model that names none).
+fn in_domain(mut m: ModelProto, domain: &str) -> ModelProto {
+    let g = m.graph.as_mut().unwrap();
+    for n in &mut g.node {
+        if n.name == "n" {
+            n.domain = domain.into();
+        }
+    }
+    m
+}
+
+/// The model with node `n` listing outputs `outs`.
+fn outputs(mut m: ModelProto, outs: &[&str]) -> ModelProto {
+    let g = m.graph.as_mut().unwrap();
+    let n = g.node.iter_mut().find(|n| n.name == "n").unwrap();
+    n.output = outs.iter().map(|s| s.to_string()).collect();
+    m
+}
+
+/// The model with `nodes` run before node `n`.
+fn before(mut m: ModelProto, nodes: Vec<NodeProto>) -> ModelProto {
+    let g = m.graph.as_mut().unwrap();
+    let mut all = nodes;
+    all.append(&mut g.node);
+    g.node = all;
+    m
+}
+
+/// `Constant` and `ConstantOfShape` nodes that make `out`, `len` float zeros, at import.
+fn zeros(out: &str, len: i64) -> Vec<NodeProto> {
+    let mut c = node("Constant", "zeros_len", &[], &["zeros_shape"]);
+    c.attribute.push(ints_attr("value_ints", &[len]));
+    let z = node("ConstantOfShape", "zeros", &["zeros_shape"], &[out]);
+    vec![c, z]
+}
+
+/// An importer error at node `n`: the message names the node and its op (`label`, with
+/// the domain for other domains than the default) and holds `words`.
+fn at_n(name: &'static str, label: &str, m: ModelProto, words: &[&str]) -> Case {
+    let mut c = case("importer error", name, m, words);
+    c.expect.insert(0, format!("node `n` ({label})"));
+    c
+}
+
+/// `Conv(x, w)`, x: float[1,1,3,3] (or `x_dims`), w: float `w_dims` of 0.5.
+fn conv(attrs: Vec<AttributeProto>, x_dims: &[i64], w_dims: &[i64]) -> ModelProto {
+    let n: i64 = w_dims.iter().product();
+    one(
+        "Conv",
+        &["x", "w"],
+        attrs,
+        vec![vi("x", 1, x_dims)],
+        vec![f32_init("w", w_dims, &vec![0.5; n as usize])],
+    )
+}
+
+/// `BatchNormalization(x, scale, B, mean, var)`, x: float[1,2,2,2].
+fn batch_norm(attrs: Vec<AttributeProto>) -> ModelProto {
+    one(
+        "BatchNormalization",
+        &["x", "scale", "B", "mean", "var"],
+        attrs,
+        vec![vi("x", 1, &[1, 2, 2, 2])],
+        ["scale", "B", "mean", "var"]
+            .iter()
+            .map(|n| f32_init(n, &[2], &[1.0, 1.0]))
+            .collect(),
+    )
+}
+
+/// `Resize(x, roi, scales, sizes)` over x: float[1,1,2,2]; `ins` names the inputs after
+/// x (`""` for absent ones).
+fn resize(ins: &[&str], attrs: Vec<AttributeProto>, inits: Vec<TensorProto>) -> ModelProto {
+    let mut all = vec!["x"];
+    all.extend_from_slice(ins);
+    one(
+        "Resize",
+        &all,
+        attrs,
+        vec![vi("x", 1, &[1, 1, 2, 2])],
+        inits,
+    )
+}
+
+const QONNX: &str = "qonnx.custom_op.general";
+
+/// QONNX `Quant(x, s, z, b)` with the given scale, zero point, bit-width and attributes
+/// (signed = 1 and narrow = 0 unless given).
+fn qonnx_quant(s: f32, z: f32, b: TensorProto, mut attrs: Vec<AttributeProto>) -> ModelProto {
+    for (k, v) in [("signed", 1), ("narrow", 0)] {
+        if !attrs.iter().any(|a| a.name == k) {
+            attrs.push(int_attr(k, v));
+        }
+    }
+    in_domain(
+        one(
+            "Quant",
+            &["x", "s", "z", "b"],
+            attrs,
+            vec![x4()],
+            vec![f32_init("s", &[], &[s]), f32_init("z", &[], &[z]), b],
+        ),
+        QONNX,
+    )
+}
+
+/// `DequantizeLinear(w, s[, z])` of w: int8[2,4].
+fn dq(s: TensorProto, z: Option<TensorProto>, attrs: Vec<AttributeProto>) -> ModelProto {
+    let mut inits = vec![i32_init("w", 3, &[2, 4], &[1; 8]), s];
+    let ins: &[&str] = if z.is_some() {
+        &["w", "s", "z"]
+    } else {
+        &["w", "s"]
+    };
+    inits.extend(z);
+    one("DequantizeLinear", ins, attrs, vec![], inits)
+}
+
+/// `QLinearConv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale,
+/// y_zero_point, b)` of x: uint8[1,1,3,3], 1x1 int8 weights, scales 0.1; each of `edit`
+/// replaces the initializer of its name.
+fn qconv(edit: Vec<TensorProto>) -> ModelProto {
+    let mut inits = vec![
+        f32_init("xs", &[], &[0.1]),
+        i32_init("xz", 2, &[], &[0]),
+        i32_init("w", 3, &[1, 1, 1, 1], &[1]),
+        f32_init("ws", &[], &[0.1]),
+        i32_init("wz", 3, &[], &[0]),
+        f32_init("ys", &[], &[0.1]),
+        i32_init("yz", 2, &[], &[0]),
+        i32_init("b", 6, &[1], &[0]),
+    ];
+    for t in edit {
+        let k = inits.iter().position(|i| i.name == t.name).unwrap();
+        inits[k] = t;
+    }
+    one(
+        "QLinearConv",
+        &["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"],
+        vec![],
+        vec![vi("x", 2, &[1, 1, 3, 3])],
+        inits,
+    )
+}
+
+/// `com.microsoft` `QGemm(a, a_scale, a_zero_point, b, b_scale, b_zero_point[, c])` of
+/// a: uint8[1,4] and uint8 weights `b`.
+fn qgemm(b: TensorProto, c: Option<TensorProto>) -> ModelProto {
+    let mut ins = vec!["a", "as", "az", "b", "bs", "bz"];
+    let mut inits = vec![
+        f32_init("as", &[], &[0.1]),
+        i32_init("az", 2, &[], &[0]),
+        b,
+        f32_init("bs", &[], &[0.1]),
+        i32_init("bz", 2, &[], &[0]),
+    ];
+    if let Some(c) = c {
+        ins.push("c");
+        inits.push(c);
+    }
+    in_domain(
+        one("QGemm", &ins, vec![], vec![vi("a", 2, &[1, 4])], inits),
+        "com.microsoft",
+    )
+}
+
+/// `com.microsoft` `QLinearConcat(y_scale, y_zero_point, x, x_scale, x_zero_point, ...)`
+/// with `ins` as inputs, x: uint8[1,4].
+fn qconcat(ins: &[&str], attrs: Vec<AttributeProto>) -> ModelProto {
+    in_domain(
+        one(
+            "QLinearConcat",
+            ins,
+            attrs,
+            vec![vi("x", 2, &[1, 4])],
+            vec![
+                f32_init("ys", &[], &[0.1]),
+                i32_init("yz", 2, &[], &[0]),
+                f32_init("xs", &[], &[0.1]),
+                i32_init("xz", 2, &[], &[0]),
+            ],
+        ),
+        "com.microsoft",
+    )
+}
+
 // ---- the cases ----
 
 /// One malformed input: a kind (for the README table), the model file's bytes, files to
@@ -168,10 +422,10 @@ struct Case {
     file: &'static str,
     setup: Option<fn(&Path)>,
     flags: Vec<&'static str>,
-    expect: Vec<&'static str>,
+    expect: Vec<String>,
 }
 
-fn case(kind: &'static str, name: &'static str, m: ModelProto, expect: &[&'static str]) -> Case {
+fn case(kind: &'static str, name: &'static str, m: ModelProto, expect: &[&str]) -> Case {
     Case {
         kind,
         name,
@@ -179,7 +433,7 @@ fn case(kind: &'static str, name: &'static str, m: ModelProto, expect: &[&'stati
         file: "model.onnx",
         setup: None,
         flags: vec![],
-        expect: expect.to_vec(),
+        expect: expect.iter().map(|e| e.to_string()).collect(),
     }
 }
 
@@ -868,7 +1122,10 @@ fn cases() -> Vec<Case> {
         "external data",
         "offset not a number",
         add_init(w),
-        &["initializer `w`", "offset"],
+        &[
+            "initializer `w`",
+            "external data offset `eight` is not a byte count",
+        ],
     ));
 
     // -- flags and limits --
@@ -968,7 +1225,1795 @@ fn cases() -> Vec<Case> {
         q,
         &["only float32 inputs and outputs"],
     ));
+    v.extend(importer_cases());
     v
+}
+
+/// One model per error path of the importer's op handlers and of the helpers they share
+/// (see [`IMPORTER_PATHS`]), each an error at node `n`.
+fn importer_cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    let f = |n: &str, dims: &[i64]| {
+        let k: i64 = dims.iter().product();
+        f32_init(n, dims, &vec![1.0; k as usize])
+    };
+    let xa = || vec![x4()];
+
+    // -- what every handler reads: inputs, constants, attributes, results --
+    let mut w = f32_init("w", &[1, 4], &[]);
+    w.data_type = 11; // double
+    w.double_data = vec![1.0; 4];
+    v.push(at_n(
+        "double operand",
+        "Concat",
+        one(
+            "Concat",
+            &["x", "w"],
+            vec![int_attr("axis", 1)],
+            xa(),
+            vec![w],
+        ),
+        &[
+            "input 1",
+            "element type double is not supported by qcc's IR",
+        ],
+    ));
+    v.push(at_n(
+        "int64 constant where float32 is needed",
+        "Relu",
+        one(
+            "Relu",
+            &["w"],
+            vec![],
+            vec![],
+            vec![i64_init("w", &[4], &[1, 2, 3, 4])],
+        ),
+        &["input 0 must be float32, found int64"],
+    ));
+    v.push(at_n(
+        "int8 input where float32 is needed",
+        "Relu",
+        one("Relu", &["x"], vec![], vec![vi("x", 3, &[1, 4])], vec![]),
+        &["input 0 must be float32, found int8"],
+    ));
+    v.push(at_n(
+        "run-time input where a constant is needed",
+        "Reshape",
+        one(
+            "Reshape",
+            &["x", "s"],
+            vec![],
+            vec![x4(), vi("s", 6, &[2])],
+            vec![],
+        ),
+        &["input 1 (`shape`) must be a constant"],
+    ));
+    v.push(at_n(
+        "missing constant input",
+        "Reshape",
+        one("Reshape", &["x"], vec![], xa(), vec![]),
+        &["input 1 (`shape`) is missing"],
+    ));
+    v.push(at_n(
+        "tensor attribute without a tensor",
+        "Constant",
+        one(
+            "Constant",
+            &[],
+            vec![tensor_attr("value", None)],
+            vec![],
+            vec![],
+        ),
+        &["attribute `value` has no tensor"],
+    ));
+    let mut t = f32_init("", &[2], &[1.0]);
+    t.name = String::new();
+    v.push(at_n(
+        "tensor attribute that does not decode",
+        "Constant",
+        one(
+            "Constant",
+            &[],
+            vec![tensor_attr("value", Some(t))],
+            vec![],
+            vec![],
+        ),
+        &["attribute `value`", "2 elements, its data field has 1"],
+    ));
+    v.push(at_n(
+        "attribute value not implemented",
+        "Resize",
+        resize(
+            &["", "s"],
+            vec![int_attr("antialias", 1)],
+            vec![f32_init("s", &[4], &[1.0, 1.0, 2.0, 2.0])],
+        ),
+        &["attribute `antialias` = 1 is not supported (only 0)"],
+    ));
+    v.push(at_n(
+        "bias beyond int32",
+        "QLinearConv",
+        qconv(vec![i64_init("b", &[1], &[1 << 40])]),
+        &["constant `b` holds 1099511627776", "cannot hold"],
+    ));
+    v.push(at_n(
+        "float bias where integers are needed",
+        "QLinearConv",
+        qconv(vec![f32_init("b", &[1], &[0.5])]),
+        &["constant `b` holds floats", "integer type"],
+    ));
+    v.push(at_n(
+        "float input to DequantizeLinear",
+        "DequantizeLinear",
+        one(
+            "DequantizeLinear",
+            &["x", "s"],
+            vec![],
+            xa(),
+            vec![f32_init("s", &[], &[0.5])],
+        ),
+        &["quantized element type float is not supported"],
+    ));
+    v.push(at_n(
+        "MatMul result of 2^34 elements",
+        "MatMul",
+        one(
+            "MatMul",
+            &["a", "b"],
+            vec![],
+            vec![vi("a", 1, &[1 << 17, 1]), vi("b", 1, &[1, 1 << 17])],
+            vec![],
+        ),
+        &[
+            "result would have shape [131072, 131072]",
+            "more than 2^32 elements",
+        ],
+    ));
+    v.push(at_n(
+        "MatMul the type rules refuse",
+        "MatMul",
+        one("MatMul", &["x", "w"], vec![], xa(), vec![f("w", &[3, 2])]),
+        &["inner dimensions", "differ"],
+    ));
+    v.push(at_n(
+        "Add the type rules refuse",
+        "Add",
+        one("Add", &["x", "w"], vec![], xa(), vec![f("w", &[1, 3])]),
+        &["do not broadcast"],
+    ));
+    v.push(at_n(
+        "output the importer does not make",
+        "Relu",
+        outputs(one("Relu", &["x"], vec![], xa(), vec![]), &["y", "extra"]),
+        &["output 1 (`extra`) is not supported by qcc's Relu import"],
+    ));
+
+    // -- convolutions, pools, normalizations, reductions, Softmax, Resize --
+    let x33 = &[1, 1, 3, 3];
+    let w11 = &[1, 1, 1, 1];
+    v.push(at_n(
+        "negative kernel_shape",
+        "Conv",
+        conv(vec![ints_attr("kernel_shape", &[1, -1])], x33, w11),
+        &["attribute `kernel_shape` has a negative entry -1"],
+    ));
+    v.push(at_n(
+        "3-D convolution",
+        "Conv",
+        conv(vec![], &[1, 1, 2, 2, 2], &[1, 1, 1, 1, 1]),
+        &["only 1-D and 2-D windows", "3 spatial axes"],
+    ));
+    v.push(at_n(
+        "kernel_shape of another rank",
+        "Conv",
+        conv(vec![ints_attr("kernel_shape", &[1])], x33, w11),
+        &["the kernel has 1 axes, the input 2 spatial axes"],
+    ));
+    v.push(at_n(
+        "strides of the wrong length",
+        "Conv",
+        conv(vec![ints_attr("strides", &[1, 1, 1])], x33, w11),
+        &["attribute `strides` has 3 entries, 2 expected"],
+    ));
+    v.push(at_n(
+        "zero stride",
+        "Conv",
+        conv(vec![ints_attr("strides", &[0, 1])], x33, w11),
+        &["strides and dilations must be positive"],
+    ));
+    v.push(at_n(
+        "unknown auto_pad",
+        "Conv",
+        conv(vec![str_attr("auto_pad", "SOMETIMES")], x33, w11),
+        &[
+            "attribute `auto_pad` = \"SOMETIMES\" is not supported",
+            "SAME_UPPER",
+        ],
+    ));
+    v.push(at_n(
+        "SAME padding of a 2^40 dilation",
+        "Conv",
+        conv(
+            vec![
+                str_attr("auto_pad", "SAME_UPPER"),
+                ints_attr("kernel_shape", &[1 << 40, 1]),
+                ints_attr("dilations", &[1 << 40, 1]),
+            ],
+            x33,
+            w11,
+        ),
+        &["attribute `auto_pad` = SAME_UPPER", "elements of padding"],
+    ));
+    v.push(at_n(
+        "Conv of rank 2",
+        "Conv",
+        conv(vec![], &[1, 4], &[1, 4]),
+        &["must be [N,C,...] and [M,C/g,...]"],
+    ));
+    v.push(at_n(
+        "ConvTranspose of rank 2",
+        "ConvTranspose",
+        one(
+            "ConvTranspose",
+            &["x", "w"],
+            vec![],
+            xa(),
+            vec![f("w", &[4, 1])],
+        ),
+        &["must be [N,C,...] and [C,M/g,...]"],
+    ));
+    let convt = |attrs: Vec<AttributeProto>, x: &[i64]| {
+        one(
+            "ConvTranspose",
+            &["x", "w"],
+            attrs,
+            vec![vi("x", 1, x)],
+            vec![f("w", &[1, 1, 1, 1])],
+        )
+    };
+    v.push(at_n(
+        "output_padding of the wrong length",
+        "ConvTranspose",
+        convt(vec![ints_attr("output_padding", &[1])], x33),
+        &["attribute `output_padding` must have one entry per spatial axis"],
+    ));
+    v.push(at_n(
+        "output_shape of the wrong length",
+        "ConvTranspose",
+        convt(vec![ints_attr("output_shape", &[3])], x33),
+        &["attribute `output_shape` must have one entry per spatial axis"],
+    ));
+    v.push(at_n(
+        "output_shape out of reach of a 2^62 stride",
+        "ConvTranspose",
+        convt(
+            vec![
+                ints_attr("strides", &[1 << 62, 1]),
+                ints_attr("output_shape", &[9, 9]),
+            ],
+            &[1, 1, 9, 9],
+        ),
+        &["attribute `output_shape` entry 9 cannot be reached"],
+    ));
+    v.push(at_n(
+        "BatchNormalization training_mode",
+        "BatchNormalization",
+        batch_norm(vec![int_attr("training_mode", 1)]),
+        &["attribute `training_mode` = 1 is not supported"],
+    ));
+    v.push(at_n(
+        "BatchNormalization spatial = 0 (opset 8)",
+        "BatchNormalization",
+        opset(batch_norm(vec![int_attr("spatial", 0)]), 8),
+        &["attribute `spatial` = 0 is not supported"],
+    ));
+    v.push(at_n(
+        "BatchNormalization training outputs",
+        "BatchNormalization",
+        outputs(batch_norm(vec![]), &["y", "running_mean"]),
+        &["training outputs", "are not supported"],
+    ));
+    let pool = |op: &str, attrs: Vec<AttributeProto>, x: &[i64]| {
+        one(op, &["x"], attrs, vec![vi("x", 1, x)], vec![])
+    };
+    let x44 = &[1, 1, 4, 4];
+    v.push(at_n(
+        "MaxPool Indices output",
+        "MaxPool",
+        outputs(
+            pool("MaxPool", vec![ints_attr("kernel_shape", &[2, 2])], x44),
+            &["y", "indices"],
+        ),
+        &["output `Indices` is not supported"],
+    ));
+    v.push(at_n(
+        "MaxPool of rank 2",
+        "MaxPool",
+        pool("MaxPool", vec![ints_attr("kernel_shape", &[2])], &[1, 4]),
+        &["the input [1, 4] must be [N, C, ...]"],
+    ));
+    v.push(at_n(
+        "MaxPool without kernel_shape",
+        "MaxPool",
+        pool("MaxPool", vec![], x44),
+        &["attribute `kernel_shape` is required"],
+    ));
+    v.push(at_n(
+        "AveragePool dilations",
+        "AveragePool",
+        pool(
+            "AveragePool",
+            vec![
+                ints_attr("kernel_shape", &[2, 2]),
+                ints_attr("dilations", &[2, 2]),
+            ],
+            x44,
+        ),
+        &["attribute `dilations` other than 1 is not supported for AveragePool"],
+    ));
+    v.push(at_n(
+        "reduction axis out of range",
+        "ReduceSum",
+        one(
+            "ReduceSum",
+            &["x", "a"],
+            vec![],
+            xa(),
+            vec![i64_init("a", &[1], &[5])],
+        ),
+        &["input 1 (`axes`): axis 5 is out of range for rank 2"],
+    ));
+    v.push(at_n(
+        "GlobalMaxPool of rank 2",
+        "GlobalMaxPool",
+        one("GlobalMaxPool", &["x"], vec![], xa(), vec![]),
+        &["input of rank 2: expected [N, C, spatial...]"],
+    ));
+    v.push(at_n(
+        "LayerNormalization axis out of range",
+        "LayerNormalization",
+        one(
+            "LayerNormalization",
+            &["x", "s"],
+            vec![int_attr("axis", 5)],
+            xa(),
+            vec![f("s", &[4])],
+        ),
+        &["attribute `axis`: axis 5 is out of range for rank 2"],
+    ));
+    v.push(at_n(
+        "InstanceNormalization of rank 2",
+        "InstanceNormalization",
+        one(
+            "InstanceNormalization",
+            &["x", "s", "b"],
+            vec![],
+            xa(),
+            vec![f("s", &[4]), f("b", &[4])],
+        ),
+        &["input of rank 2: expected [N, C, spatial...]"],
+    ));
+    v.push(at_n(
+        "InstanceNormalization scale of the wrong shape",
+        "InstanceNormalization",
+        one(
+            "InstanceNormalization",
+            &["x", "s", "b"],
+            vec![],
+            vec![vi("x", 1, &[1, 2, 2, 2])],
+            vec![f("s", &[3]), f("b", &[2])],
+        ),
+        &["input `scale` has shape [3], expected [2]"],
+    ));
+    v.push(at_n(
+        "Softmax axis out of range",
+        "Softmax",
+        one("Softmax", &["x"], vec![int_attr("axis", 2)], xa(), vec![]),
+        &["attribute `axis`: axis 2 is out of range for rank 2"],
+    ));
+    let scales = |v: &[f32]| f32_init("s", &[v.len() as i64], v);
+    let up = || scales(&[1.0, 1.0, 2.0, 2.0]);
+    for (name, attr, value, words) in [
+        (
+            "Resize mode",
+            "mode",
+            "cubic",
+            "attribute `mode` = \"cubic\" is not supported (nearest and linear are)",
+        ),
+        (
+            "Resize coordinate_transformation_mode",
+            "coordinate_transformation_mode",
+            "tf_crop_and_resize",
+            "attribute `coordinate_transformation_mode` = \"tf_crop_and_resize\" is not supported (half_pixel",
+        ),
+        (
+            "Resize nearest_mode",
+            "nearest_mode",
+            "sideways",
+            "attribute `nearest_mode` = \"sideways\" is not supported (round_prefer_floor",
+        ),
+        (
+            "Resize keep_aspect_ratio_policy",
+            "keep_aspect_ratio_policy",
+            "not_larger",
+            "attribute `keep_aspect_ratio_policy` = \"not_larger\" is not supported (only \"stretch\")",
+        ),
+    ] {
+        v.push(at_n(
+            name,
+            "Resize",
+            resize(&["", "s"], vec![str_attr(attr, value)], vec![up()]),
+            &[words],
+        ));
+    }
+    v.push(at_n(
+        "Resize axes out of range",
+        "Resize",
+        resize(
+            &["", "s"],
+            vec![ints_attr("axes", &[7])],
+            vec![scales(&[2.0])],
+        ),
+        &["attribute `axes`: axis 7 is out of range for rank 4"],
+    ));
+    v.push(at_n(
+        "Resize scales of the wrong length",
+        "Resize",
+        resize(&["", "s"], vec![], vec![scales(&[2.0, 2.0])]),
+        &["input 2 (`scales`) has 2 entries, 4 expected"],
+    ));
+    v.push(at_n(
+        "Resize scale 0",
+        "Resize",
+        resize(&["", "s"], vec![], vec![scales(&[1.0, 1.0, 0.0, 2.0])]),
+        &["input 2 (`scales`) entry 2 is 0; scales must be positive"],
+    ));
+    v.push(at_n(
+        "Resize sizes of the wrong length",
+        "Resize",
+        resize(&["", "", "z"], vec![], vec![i64_init("z", &[2], &[4, 4])]),
+        &["input 3 (`sizes`) has 2 entries, 4 expected"],
+    ));
+    v.push(at_n(
+        "Resize negative size",
+        "Resize",
+        resize(
+            &["", "", "z"],
+            vec![],
+            vec![i64_init("z", &[4], &[1, 1, -4, 4])],
+        ),
+        &["input 3 (`sizes`) entry 2 is -4; sizes must be non-negative"],
+    ));
+    v.push(at_n(
+        "Resize without scales or sizes",
+        "Resize",
+        resize(&[], vec![], vec![]),
+        &["exactly one of input 2 (`scales`) and input 3 (`sizes`)"],
+    ));
+
+    // -- elementwise --
+    v.push(at_n(
+        "Sum of an int64 and a float constant",
+        "Sum",
+        one(
+            "Sum",
+            &["a", "b"],
+            vec![],
+            vec![],
+            vec![i64_init("a", &[1], &[1]), f("b", &[1])],
+        ),
+        &["input 1 is float, input 0 int64", "one element type"],
+    ));
+    v.push(at_n(
+        "int64 constants that do not broadcast",
+        "Add",
+        one(
+            "Add",
+            &["a", "b"],
+            vec![],
+            vec![],
+            vec![
+                i64_init("a", &[2], &[1, 2]),
+                i64_init("b", &[3], &[1, 2, 3]),
+            ],
+        ),
+        &["shapes [2] and [3] do not broadcast"],
+    ));
+    v.push(at_n(
+        "int64 division by zero",
+        "Div",
+        one(
+            "Div",
+            &["a", "b"],
+            vec![],
+            vec![],
+            vec![i64_init("a", &[1], &[1]), i64_init("b", &[1], &[0])],
+        ),
+        &["integer overflow or division by zero"],
+    ));
+    v.push(at_n(
+        "Clip min of two values",
+        "Clip",
+        one("Clip", &["x", "m"], vec![], xa(), vec![f("m", &[2])]),
+        &["input `min` must be a scalar"],
+    ));
+    v.push(at_n(
+        "Neg of the least int64",
+        "Neg",
+        one(
+            "Neg",
+            &["a"],
+            vec![],
+            vec![],
+            vec![i64_init("a", &[1], &[i64::MIN])],
+        ),
+        &["integer overflow"],
+    ));
+    v.push(at_n(
+        "PRelu slope that does not broadcast",
+        "PRelu",
+        one("PRelu", &["x", "s"], vec![], xa(), vec![f("s", &[3])]),
+        &["slope does not broadcast to X"],
+    ));
+    v.push(at_n(
+        "PRelu slope larger than X",
+        "PRelu",
+        one("PRelu", &["x", "s"], vec![], xa(), vec![f("s", &[2, 4])]),
+        &["slope of shape [2, 4] does not broadcast to X of shape [1, 4]"],
+    ));
+    v.push(at_n(
+        "Gelu approximate",
+        "Gelu",
+        opset(
+            one(
+                "Gelu",
+                &["x"],
+                vec![str_attr("approximate", "fast")],
+                xa(),
+                vec![],
+            ),
+            20,
+        ),
+        &["attribute `approximate` = \"fast\": expected \"none\" or \"tanh\""],
+    ));
+    v.push(at_n(
+        "Sum of nothing",
+        "Sum",
+        one("Sum", &[], vec![], xa(), vec![]),
+        &["at least one input is required"],
+    ));
+
+    // -- QONNX --
+    let q = format!("{QONNX}:Quant");
+    let eight = || f32_init("b", &[], &[8.0]);
+    v.push(at_n(
+        "QONNX rounding_mode",
+        &q,
+        qonnx_quant(
+            0.5,
+            0.0,
+            eight(),
+            vec![str_attr("rounding_mode", "SIDEWAYS")],
+        ),
+        &["attribute `rounding_mode` = \"SIDEWAYS\" is not one of ROUND"],
+    ));
+    v.push(at_n(
+        "QONNX bit-width of two values",
+        &q,
+        qonnx_quant(0.5, 0.0, f32_init("b", &[2], &[8.0, 8.0]), vec![]),
+        &["input `bitwidth` must be a single value"],
+    ));
+    v.push(at_n(
+        "QONNX bit-width 40",
+        &q,
+        qonnx_quant(0.5, 0.0, f32_init("b", &[], &[40.0]), vec![]),
+        &["input `bitwidth` is 40", "from 1 to 32"],
+    ));
+    v.push(at_n(
+        "QONNX negative scale",
+        &q,
+        qonnx_quant(-1.0, 0.0, eight(), vec![]),
+        &["input `scale` holds -1", "positive and finite"],
+    ));
+    v.push(at_n(
+        "QONNX infinite zero point",
+        &q,
+        qonnx_quant(0.5, f32::INFINITY, eight(), vec![]),
+        &["input `zeropt` holds inf", "must be finite"],
+    ));
+    v.push(at_n(
+        "QONNX signed = 2",
+        &q,
+        qonnx_quant(0.5, 0.0, eight(), vec![int_attr("signed", 2)]),
+        &["attribute `signed` must be 0 or 1, found 2"],
+    ));
+    v.push(at_n(
+        "QONNX Trunc of three inputs",
+        &format!("{QONNX}:Trunc"),
+        in_domain(
+            one(
+                "Trunc",
+                &["x", "s", "z"],
+                vec![],
+                xa(),
+                vec![f32_init("s", &[], &[0.5]), f32_init("z", &[], &[0.0])],
+            ),
+            QONNX,
+        ),
+        &["takes 5 inputs, found 3"],
+    ));
+
+    // -- shapes and data movement --
+    let i1 = |v: &[i64]| i64_init("a", &[v.len() as i64], v);
+    v.push(at_n(
+        "Cast of a constant to string",
+        "Cast",
+        one(
+            "Cast",
+            &["a"],
+            vec![int_attr("to", 8)],
+            vec![],
+            vec![i1(&[1])],
+        ),
+        &["cast to string is not supported"],
+    ));
+    let mut sparse = AttributeProto::new();
+    sparse.name = "sparse_value".into();
+    sparse.type_ = AttributeType::SPARSE_TENSOR.into();
+    v.push(at_n(
+        "Constant sparse_value",
+        "Constant",
+        one("Constant", &[], vec![sparse], vec![], vec![]),
+        &["attribute `sparse_value` is not supported"],
+    ));
+    v.push(at_n(
+        "Constant string",
+        "Constant",
+        one(
+            "Constant",
+            &[],
+            vec![str_attr("value_string", "a")],
+            vec![],
+            vec![],
+        ),
+        &["string constants are not supported"],
+    ));
+    v.push(at_n(
+        "Constant without a value",
+        "Constant",
+        one("Constant", &[], vec![], vec![], vec![]),
+        &["no value: give one of the attributes `value`"],
+    ));
+    v.push(at_n(
+        "ConstantOfShape of a negative dimension",
+        "ConstantOfShape",
+        one(
+            "ConstantOfShape",
+            &["a"],
+            vec![],
+            vec![],
+            vec![i1(&[2, -1])],
+        ),
+        &["input 0 (`input`) has a negative dimension -1"],
+    ));
+    v.push(at_n(
+        "ConstantOfShape value of two elements",
+        "ConstantOfShape",
+        one(
+            "ConstantOfShape",
+            &["a"],
+            vec![tensor_attr("value", Some(f32_init("", &[2], &[1.0, 2.0])))],
+            vec![],
+            vec![i1(&[2])],
+        ),
+        &["attribute `value` must hold one element"],
+    ));
+    v.push(at_n(
+        "ConstantOfShape of 2^40 elements",
+        "ConstantOfShape",
+        one(
+            "ConstantOfShape",
+            &["a"],
+            vec![],
+            vec![],
+            vec![i1(&[1 << 20, 1 << 20])],
+        ),
+        &["would have shape [1048576, 1048576], too large", "2^26"],
+    ));
+    let range = |s: TensorProto, l: TensorProto, d: TensorProto| {
+        one("Range", &["s", "l", "d"], vec![], vec![], vec![s, l, d])
+    };
+    let sc = |n: &str, v: f32| f32_init(n, &[], &[v]);
+    let ic = |n: &str, v: i64| i64_init(n, &[], &[v]);
+    v.push(at_n(
+        "Range of non-scalars",
+        "Range",
+        range(f32_init("s", &[2], &[0.0, 1.0]), sc("l", 4.0), sc("d", 1.0)),
+        &["start, limit and delta must be scalars"],
+    ));
+    v.push(at_n(
+        "Range by 0",
+        "Range",
+        range(sc("s", 0.0), sc("l", 4.0), sc("d", 0.0)),
+        &["delta must not be 0"],
+    ));
+    v.push(at_n(
+        "Range of 10^12 elements",
+        "Range",
+        range(ic("s", 0), ic("l", 1_000_000_000_000), ic("d", 1)),
+        &["has 1000000000000 elements, too many"],
+    ));
+    // Steps past int64 between the ends (once a panic): the range is made, and refused
+    // as a graph output.
+    v.push(case(
+        "importer error",
+        "Range of 2^24 steps of 2^40",
+        range(ic("s", i64::MIN), ic("l", i64::MAX), ic("d", 1 << 40)),
+        &["graph output `y`", "beyond int32"],
+    ));
+    let gather = |attrs: Vec<AttributeProto>, idx: TensorProto| {
+        one("Gather", &["x", "i"], attrs, xa(), vec![idx])
+    };
+    v.push(at_n(
+        "Gather axis out of range",
+        "Gather",
+        gather(vec![int_attr("axis", 3)], i64_init("i", &[1], &[0])),
+        &["attribute `axis`: axis 3 is out of range for rank 2"],
+    ));
+    v.push(at_n(
+        "Gather index out of range",
+        "Gather",
+        gather(vec![], i64_init("i", &[1], &[7])),
+        &["index 7 is out of range for axis 0 of length 1"],
+    ));
+    v.push(at_n(
+        "Gather of no indices",
+        "Gather",
+        gather(vec![], i64_init("i", &[0], &[])),
+        &["Gather with no indices is not supported"],
+    ));
+    v.push(at_n(
+        "Gather of a constant to 2^34 elements",
+        "Gather",
+        before(
+            one(
+                "Gather",
+                &["d", "i"],
+                vec![],
+                vec![],
+                vec![f("d", &[1, 4096])],
+            ),
+            zeros("i", 1 << 22),
+        ),
+        &["would have shape [4194304, 4096], too large"],
+    ));
+    v.push(at_n(
+        "Gather of 2^17 indices from a run-time tensor",
+        "Gather",
+        before(
+            one("Gather", &["x", "i"], vec![], xa(), vec![]),
+            zeros("i", 1 << 17),
+        ),
+        &["holds 131072 indices", "at most 65536"],
+    ));
+    let reshape = |s: TensorProto| one("Reshape", &["x", "a"], vec![], xa(), vec![s]);
+    for (name, shape, words) in [
+        (
+            "Reshape with two -1",
+            &[-1, -1][..],
+            "the shape [-1, -1] has more than one -1",
+        ),
+        (
+            "Reshape copying a missing axis",
+            &[1, 4, 0],
+            "shape entry 2 is 0 (copy), but the input has rank 2",
+        ),
+        (
+            "Reshape entry -2",
+            &[-2, 2],
+            "shape entry 0 is -2; entries are sizes, 0 (copy) or -1 (infer)",
+        ),
+        (
+            "Reshape -1 that cannot be inferred",
+            &[3, -1],
+            "cannot infer the -1 of shape [3, -1]",
+        ),
+        (
+            "Reshape -1 beside 2^80",
+            &[1 << 40, 1 << 40, -1],
+            "cannot infer the -1",
+        ),
+        (
+            "Reshape to another element count",
+            &[3],
+            "does not hold the 4 elements",
+        ),
+    ] {
+        v.push(at_n(name, "Reshape", reshape(i1(shape)), &[words]));
+    }
+    v.push(at_n(
+        "Reshape to a fractional shape",
+        "Reshape",
+        reshape(f32_init("a", &[2], &[1.5, 2.0])),
+        &["input 1 (`shape`): expected integers, found 1.5"],
+    ));
+    v.push(at_n(
+        "Flatten axis out of range",
+        "Flatten",
+        one("Flatten", &["x"], vec![int_attr("axis", 3)], xa(), vec![]),
+        &["attribute `axis` = 3 is out of range for rank 2"],
+    ));
+    v.push(at_n(
+        "Transpose perm out of range",
+        "Transpose",
+        one(
+            "Transpose",
+            &["x"],
+            vec![ints_attr("perm", &[0, 5])],
+            xa(),
+            vec![],
+        ),
+        &["attribute `perm`: axis 5 is out of range for rank 2"],
+    ));
+    v.push(at_n(
+        "Transpose perm not a permutation",
+        "Transpose",
+        one(
+            "Transpose",
+            &["x"],
+            vec![ints_attr("perm", &[0, 0])],
+            xa(),
+            vec![],
+        ),
+        &["attribute `perm` = [0, 0] is not a permutation of 0..2"],
+    ));
+    let axis0 = || vec![int_attr("axis", 0)];
+    v.push(at_n(
+        "Concat of nothing",
+        "Concat",
+        one("Concat", &[], axis0(), xa(), vec![]),
+        &["at least one input is required"],
+    ));
+    v.push(at_n(
+        "Concat without axis",
+        "Concat",
+        one("Concat", &["x", "x"], vec![], xa(), vec![]),
+        &["attribute `axis` is required"],
+    ));
+    v.push(at_n(
+        "Concat axis out of range",
+        "Concat",
+        one(
+            "Concat",
+            &["x", "x"],
+            vec![int_attr("axis", 5)],
+            xa(),
+            vec![],
+        ),
+        &["attribute `axis`: axis 5 is out of range for rank 2"],
+    ));
+    v.push(at_n(
+        "Concat of two ranks",
+        "Concat",
+        one("Concat", &["x", "w"], axis0(), xa(), vec![f("w", &[4])]),
+        &["input 1 has rank 1, input 0 rank 2"],
+    ));
+    v.push(at_n(
+        "Concat of constants that do not fit",
+        "Concat",
+        one(
+            "Concat",
+            &["a", "b"],
+            axis0(),
+            vec![],
+            vec![f("a", &[1, 2]), f("b", &[2, 3])],
+        ),
+        &["input 1 has shape [2, 3], incompatible with [1, 2] outside axis 0"],
+    ));
+    v.push(at_n(
+        "Concat of constants to 5 x 2^24 elements",
+        "Concat",
+        before(
+            one(
+                "Concat",
+                &["z", "z", "z", "z", "z"],
+                axis0(),
+                vec![],
+                vec![],
+            ),
+            zeros("z", 1 << 24),
+        ),
+        &["would have shape [83886080], too large"],
+    ));
+    let axes = |op: &str, a: &[i64]| one(op, &["x", "a"], vec![], xa(), vec![i1(a)]);
+    v.push(at_n(
+        "Squeeze axis out of range",
+        "Squeeze",
+        axes("Squeeze", &[4]),
+        &["input 1 (`axes`): axis 4 is out of range for rank 2"],
+    ));
+    v.push(at_n(
+        "Squeeze of an axis of 4",
+        "Squeeze",
+        axes("Squeeze", &[1]),
+        &["axis 1 of the input [1, 4] has size 4, not 1"],
+    ));
+    v.push(at_n(
+        "Unsqueeze without axes",
+        "Unsqueeze",
+        one("Unsqueeze", &["x"], vec![], xa(), vec![]),
+        &["input 1 (`axes`) is required"],
+    ));
+    v.push(at_n(
+        "Unsqueeze axis out of range",
+        "Unsqueeze",
+        axes("Unsqueeze", &[9]),
+        &["input 1 (`axes`): axis 9 is out of range for rank 3"],
+    ));
+    v.push(at_n(
+        "Unsqueeze of a repeated axis",
+        "Unsqueeze",
+        axes("Unsqueeze", &[0, 0]),
+        &["input 1 (`axes`) [0, 0] repeat an axis"],
+    ));
+    v.push(at_n(
+        "Slice without starts (opset 9)",
+        "Slice",
+        opset(
+            one("Slice", &["x"], vec![ints_attr("ends", &[1])], xa(), vec![]),
+            9,
+        ),
+        &["attribute `starts` is required"],
+    ));
+    v.push(at_n(
+        "Slice without ends (opset 9)",
+        "Slice",
+        opset(
+            one(
+                "Slice",
+                &["x"],
+                vec![ints_attr("starts", &[0])],
+                xa(),
+                vec![],
+            ),
+            9,
+        ),
+        &["attribute `ends` is required"],
+    ));
+    let slice = |ins: &[&str], inits: Vec<TensorProto>| one("Slice", ins, vec![], xa(), inits);
+    let t = |n: &str, v: &[i64]| i64_init(n, &[v.len() as i64], v);
+    v.push(at_n(
+        "Slice starts and ends of two lengths",
+        "Slice",
+        slice(&["x", "s", "e"], vec![t("s", &[0]), t("e", &[1, 2])]),
+        &["must have the same length (found 1, 2, 1 and 1)"],
+    ));
+    v.push(at_n(
+        "Slice axis out of range",
+        "Slice",
+        slice(
+            &["x", "s", "e", "a"],
+            vec![t("s", &[0]), t("e", &[1]), t("a", &[5])],
+        ),
+        &["input 3 (`axes`): axis 5 is out of range for rank 2"],
+    ));
+    v.push(at_n(
+        "Slice step 0",
+        "Slice",
+        slice(
+            &["x", "s", "e", "a", "p"],
+            vec![t("s", &[0]), t("e", &[1]), t("a", &[1]), t("p", &[0])],
+        ),
+        &["a step must not be 0"],
+    ));
+    let pad = |ins: &[&str], attrs: Vec<AttributeProto>, inits: Vec<TensorProto>| {
+        one("Pad", ins, attrs, xa(), inits)
+    };
+    v.push(at_n(
+        "Pad mode",
+        "Pad",
+        pad(
+            &["x", "p"],
+            vec![str_attr("mode", "mirror")],
+            vec![t("p", &[0, 1, 0, 1])],
+        ),
+        &["attribute `mode` = \"mirror\" is not supported (constant, reflect"],
+    ));
+    v.push(at_n(
+        "Pad without pads (opset 10)",
+        "Pad",
+        opset(pad(&["x"], vec![], vec![]), 10),
+        &["attribute `pads` is required"],
+    ));
+    v.push(at_n(
+        "Pad value of two elements",
+        "Pad",
+        pad(
+            &["x", "p", "c"],
+            vec![],
+            vec![t("p", &[0, 1, 0, 1]), f("c", &[2])],
+        ),
+        &["input 2 (`constant_value`) must be a scalar"],
+    ));
+    v.push(at_n(
+        "Pad pads for other axes (opset 18)",
+        "Pad",
+        opset(
+            pad(
+                &["x", "p", "", "a"],
+                vec![],
+                vec![t("p", &[1, 1, 1, 1]), t("a", &[1])],
+            ),
+            18,
+        ),
+        &["pads has 4 entries, the 1 axes of input 3 (`axes`) need 2"],
+    ));
+    v.push(at_n(
+        "Pad axis out of range (opset 18)",
+        "Pad",
+        opset(
+            pad(
+                &["x", "p", "", "a"],
+                vec![],
+                vec![t("p", &[1, 1]), t("a", &[5])],
+            ),
+            18,
+        ),
+        &["input 3 (`axes`): axis 5 is out of range for rank 2"],
+    ));
+    v.push(at_n(
+        "Pad of the wrong length",
+        "Pad",
+        pad(&["x", "p"], vec![], vec![t("p", &[1, 1])]),
+        &["pads has 2 entries, rank 2 needs 4"],
+    ));
+    v.push(at_n(
+        "Expand to a shape that does not broadcast",
+        "Expand",
+        one("Expand", &["x", "a"], vec![], xa(), vec![i1(&[3])]),
+        &["do not broadcast"],
+    ));
+    v.push(at_n(
+        "Expand of a constant to 2^40 elements",
+        "Expand",
+        one(
+            "Expand",
+            &["c", "a"],
+            vec![],
+            vec![],
+            vec![f("c", &[1]), i1(&[1 << 20, 1 << 20])],
+        ),
+        &["would have shape [1048576, 1048576], too large"],
+    ));
+    v.push(at_n(
+        "Cast of a run-time value to int64",
+        "Cast",
+        one("Cast", &["x"], vec![int_attr("to", 7)], xa(), vec![]),
+        &["cast of a run-time value to int64 is not supported"],
+    ));
+    v.push(at_n(
+        "Cast without to",
+        "Cast",
+        one("Cast", &["x"], vec![], xa(), vec![]),
+        &["attribute `to` is required"],
+    ));
+    let split =
+        |ins: &[&str], attrs: Vec<AttributeProto>, inits: Vec<TensorProto>, outs: &[&str]| {
+            outputs(one("Split", ins, attrs, xa(), inits), outs)
+        };
+    let axis1 = || vec![int_attr("axis", 1)];
+    v.push(at_n(
+        "Split axis out of range",
+        "Split",
+        split(&["x"], vec![int_attr("axis", 2)], vec![], &["y"]),
+        &["attribute `axis`: axis 2 is out of range for rank 2"],
+    ));
+    v.push(at_n(
+        "Split sizes for another number of outputs",
+        "Split",
+        split(&["x", "s"], axis1(), vec![t("s", &[2, 2])], &["y"]),
+        &["`split` [2, 2] must hold 1 non-negative sizes, one per output"],
+    ));
+    v.push(at_n(
+        "Split num_outputs against the outputs (opset 18)",
+        "Split",
+        opset(
+            split(
+                &["x"],
+                vec![int_attr("axis", 1), int_attr("num_outputs", 3)],
+                vec![],
+                &["y", "z"],
+            ),
+            18,
+        ),
+        &["num_outputs = 3 but the node has 2 outputs"],
+    ));
+    v.push(at_n(
+        "Split with no outputs",
+        "Split",
+        split(&["x"], axis1(), vec![], &[]),
+        &["the node has no outputs"],
+    ));
+    v.push(at_n(
+        "Split into three unequal parts",
+        "Split",
+        split(&["x"], axis1(), vec![], &["y", "z", "w"]),
+        &["axis 1 of length 4 does not split into 3 equal parts"],
+    ));
+    v.push(at_n(
+        "Split sizes that do not add up",
+        "Split",
+        split(&["x", "s"], axis1(), vec![t("s", &[1, 2])], &["y", "z"]),
+        &["split sizes [1, 2] add up to 3, but axis 1 has length 4"],
+    ));
+    v.push(at_n(
+        "Split sizes that add up past 2^64",
+        "Split",
+        split(
+            &["x", "s"],
+            axis1(),
+            vec![t("s", &[i64::MAX, i64::MAX, i64::MAX])],
+            &["y", "z", "w"],
+        ),
+        &["add up to 27670116110564327421, but axis 1 has length 4"],
+    ));
+    let d2s = |attrs: Vec<AttributeProto>, x: &[i64]| {
+        one("DepthToSpace", &["x"], attrs, vec![vi("x", 1, x)], vec![])
+    };
+    let x422 = &[1, 4, 2, 2];
+    v.push(at_n(
+        "DepthToSpace of rank 2",
+        "DepthToSpace",
+        d2s(vec![int_attr("blocksize", 2)], &[1, 4]),
+        &["input of shape [1, 4]: expected rank 4 [N, C, H, W]"],
+    ));
+    v.push(at_n(
+        "DepthToSpace without blocksize",
+        "DepthToSpace",
+        d2s(vec![], x422),
+        &["attribute `blocksize` is required"],
+    ));
+    v.push(at_n(
+        "DepthToSpace blocksize 0",
+        "DepthToSpace",
+        d2s(vec![int_attr("blocksize", 0)], x422),
+        &["attribute `blocksize` = 0 must be at least 1"],
+    ));
+    v.push(at_n(
+        "DepthToSpace of 3 channels",
+        "DepthToSpace",
+        d2s(vec![int_attr("blocksize", 2)], &[1, 3, 2, 2]),
+        &["3 channels do not divide by blocksize^2 = 4"],
+    ));
+    v.push(at_n(
+        "DepthToSpace blocksize 2^33",
+        "DepthToSpace",
+        d2s(vec![int_attr("blocksize", 1 << 33)], x422),
+        &["4 channels do not divide by blocksize^2 = 73786976294838206464"],
+    ));
+    v.push(at_n(
+        "DepthToSpace mode",
+        "DepthToSpace",
+        d2s(
+            vec![int_attr("blocksize", 2), str_attr("mode", "XYZ")],
+            x422,
+        ),
+        &["attribute `mode` = \"XYZ\": expected \"DCR\" or \"CRD\""],
+    ));
+    v.push(at_n(
+        "SpaceToDepth of odd H and W",
+        "SpaceToDepth",
+        one(
+            "SpaceToDepth",
+            &["x"],
+            vec![int_attr("blocksize", 2)],
+            vec![vi("x", 1, &[1, 1, 3, 3])],
+            vec![],
+        ),
+        &["H = 3 and W = 3 must divide by blocksize 2"],
+    ));
+    let tile = |x: &str, r: &[i64], inits: Vec<TensorProto>| {
+        let mut inits = inits;
+        inits.push(t("r", r));
+        one("Tile", &[x, "r"], vec![], xa(), inits)
+    };
+    v.push(at_n(
+        "Tile repeats of the wrong length",
+        "Tile",
+        tile("x", &[2], vec![]),
+        &["`repeats` [2] must hold 2 non-negative counts, one per axis"],
+    ));
+    v.push(at_n(
+        "Tile by 0",
+        "Tile",
+        tile("x", &[1, 0], vec![]),
+        &["makes an empty tensor"],
+    ));
+    v.push(at_n(
+        "Tile of a constant to 2^40 elements",
+        "Tile",
+        tile("c", &[1 << 20, 1 << 20], vec![f("c", &[1, 1])]),
+        &["would have shape [1048576, 1048576], too large"],
+    ));
+    v.push(at_n(
+        "Tile of a run-time tensor to 2^42 elements",
+        "Tile",
+        tile("x", &[1 << 20, 1 << 20], vec![]),
+        &["more than 2^32 elements"],
+    ));
+    v.push(at_n(
+        "Tile by 2^17 copies",
+        "Tile",
+        tile("x", &[1, 1 << 17], vec![]),
+        &["asks for 131072 copies along axis 1", "at most 65536"],
+    ));
+    v.push(at_n(
+        "Dropout mask of 2^27 elements",
+        "Dropout",
+        outputs(
+            one(
+                "Dropout",
+                &["x"],
+                vec![],
+                vec![vi("x", 1, &[1, 1 << 27])],
+                vec![],
+            ),
+            &["y", "mask"],
+        ),
+        &["the `mask` output would have shape [1, 134217728], too large"],
+    ));
+
+    // -- QDQ and QOperator --
+    let s0 = || f32_init("s", &[], &[0.5]);
+    v.push(at_n(
+        "scale 0",
+        "DequantizeLinear",
+        dq(f32_init("s", &[], &[0.0]), None, vec![]),
+        &["scale #0 is 0; qcc needs positive, finite scales"],
+    ));
+    v.push(at_n(
+        "zero point and scale of two sizes",
+        "DequantizeLinear",
+        dq(
+            f32_init("s", &[2], &[0.5, 0.5]),
+            Some(i32_init("z", 3, &[3], &[0, 0, 0])),
+            vec![int_attr("axis", 0)],
+        ),
+        &["the zero point has 3 elements, the scale 2"],
+    ));
+    let mut m = dq(s0(), None, vec![]);
+    {
+        let g = m.graph.as_mut().unwrap();
+        g.node[0].input.push("z".into());
+        let add = node("Add", "zp", &["z127", "z1"], &["z"]);
+        g.node.insert(0, add);
+        g.initializer.push(i32_init("z127", 3, &[], &[127]));
+        g.initializer.push(i32_init("z1", 3, &[], &[1]));
+    }
+    v.push(at_n(
+        "zero point 128 of int8",
+        "DequantizeLinear",
+        m,
+        &["zero point 128 is outside the range of int8"],
+    ));
+    v.push(at_n(
+        "blocked scale of another rank",
+        "DequantizeLinear",
+        dq(
+            f32_init("s", &[2], &[0.5, 0.5]),
+            None,
+            vec![int_attr("block_size", 2)],
+        ),
+        &["blocked quantization needs a scale of the input's rank 2, found shape [2]"],
+    ));
+    v.push(at_n(
+        "blocked axis out of range",
+        "DequantizeLinear",
+        dq(
+            f32_init("s", &[2, 2], &[0.5; 4]),
+            None,
+            vec![int_attr("block_size", 2), int_attr("axis", 5)],
+        ),
+        &["attribute `axis`: axis 5 is out of range for rank 2"],
+    ));
+    v.push(at_n(
+        "blocked scale that does not fit",
+        "DequantizeLinear",
+        dq(
+            f32_init("s", &[2, 3], &[0.5; 6]),
+            None,
+            vec![int_attr("block_size", 2)],
+        ),
+        &["blocked scale shape [2, 3] does not fit input shape [2, 4] with block_size 2 along axis 1"],
+    ));
+    v.push(at_n(
+        "per-axis axis out of range",
+        "DequantizeLinear",
+        dq(
+            f32_init("s", &[2], &[0.5, 0.5]),
+            None,
+            vec![int_attr("axis", 5)],
+        ),
+        &["attribute `axis`: axis 5 is out of range for rank 2"],
+    ));
+    v.push(at_n(
+        "per-axis scale of the wrong length",
+        "DequantizeLinear",
+        dq(
+            f32_init("s", &[3], &[0.5; 3]),
+            None,
+            vec![int_attr("axis", 0)],
+        ),
+        &["per-axis scale has 3 elements, axis 0 of [2, 4] has 2"],
+    ));
+    v.push(at_n(
+        "scale neither per-tensor, per-axis nor blocked",
+        "DequantizeLinear",
+        dq(f32_init("s", &[2, 4], &[0.5; 8]), None, vec![]),
+        &["neither per-tensor, per-axis nor blocked"],
+    ));
+    v.push(at_n(
+        "uint8 input with an int8 zero point",
+        "MatMulInteger",
+        one(
+            "MatMulInteger",
+            &["a", "b", "az"],
+            vec![],
+            vec![vi("a", 2, &[1, 4])],
+            vec![
+                i32_init("b", 3, &[4, 2], &[1; 8]),
+                i32_init("az", 3, &[], &[0]),
+            ],
+        ),
+        &["input 0 has type", "but its quantization parameters say i8"],
+    ));
+    v.push(at_n(
+        "requantization scale 0",
+        "QLinearConv",
+        qconv(vec![sc("xs", 1e-30), sc("ws", 1e-30), sc("ys", 1e30)]),
+        &[
+            "requantization scale 0 is not positive and finite",
+            "output scale",
+        ],
+    ));
+    v.push(at_n(
+        "requantization scale 10^30",
+        "QLinearConv",
+        qconv(vec![sc("xs", 1e15), sc("ws", 1e15), sc("ys", 1.0)]),
+        &["is too large", "output scale"],
+    ));
+    v.push(at_n(
+        "QuantizeLinear precision",
+        "QuantizeLinear",
+        one(
+            "QuantizeLinear",
+            &["x", "s"],
+            vec![int_attr("precision", 10)],
+            xa(),
+            vec![s0()],
+        ),
+        &["attribute `precision` = float16 is not supported (float32 only)"],
+    ));
+    v.push(at_n(
+        "QuantizeLinear output_dtype against the zero point",
+        "QuantizeLinear",
+        one(
+            "QuantizeLinear",
+            &["x", "s", "z"],
+            vec![int_attr("output_dtype", 3)],
+            xa(),
+            vec![s0(), i32_init("z", 2, &[], &[0])],
+        ),
+        &["attribute `output_dtype` (int8) differs from the zero point's type (uint8)"],
+    ));
+    v.push(at_n(
+        "DequantizeLinear output_dtype",
+        "DequantizeLinear",
+        dq(s0(), None, vec![int_attr("output_dtype", 10)]),
+        &["attribute `output_dtype` = float16 is not supported (float32 only)"],
+    ));
+    v.push(at_n(
+        "DequantizeLinear zero point of another type",
+        "DequantizeLinear",
+        dq(s0(), Some(i32_init("z", 2, &[], &[0])), vec![]),
+        &["the zero point is uint8, the input int8"],
+    ));
+    v.push(at_n(
+        "QLinearConv x_scale of two values",
+        "QLinearConv",
+        qconv(vec![f32_init("xs", &[2], &[0.1, 0.1])]),
+        &["`x_scale` must be a single value (per tensor)"],
+    ));
+    v.push(at_n(
+        "QLinearConv y_scale of two values",
+        "QLinearConv",
+        qconv(vec![f32_init("ys", &[2], &[0.1, 0.1])]),
+        &["`y_scale` must be a single value (per tensor)"],
+    ));
+    v.push(at_n(
+        "ConvInteger 1-D",
+        "ConvInteger",
+        one(
+            "ConvInteger",
+            &["x", "w"],
+            vec![],
+            vec![vi("x", 2, &[1, 1, 4])],
+            vec![i32_init("w", 2, &[1, 1, 1], &[1])],
+        ),
+        &["only 2-D convolutions are supported"],
+    ));
+    v.push(at_n(
+        "QLinearConv bias of two values",
+        "QLinearConv",
+        qconv(vec![i32_init("b", 6, &[2], &[0, 0])]),
+        &["the bias has 2 elements, 1 expected"],
+    ));
+    v.push(at_n(
+        "QLinearConv scalar weights",
+        "QLinearConv",
+        qconv(vec![i32_init("w", 3, &[], &[1])]),
+        &["input 3 (`w`) is a scalar"],
+    ));
+    v.push(at_n(
+        "MatMulInteger per-row zero point",
+        "MatMulInteger",
+        one(
+            "MatMulInteger",
+            &["a", "b", "az"],
+            vec![],
+            vec![vi("a", 2, &[2, 4])],
+            vec![
+                i32_init("b", 2, &[4, 2], &[1; 8]),
+                i32_init("az", 2, &[2], &[0, 0]),
+            ],
+        ),
+        &["the zero point of input 0 must be a single value"],
+    ));
+    v.push(at_n(
+        "QGemm of 1-D B",
+        "com.microsoft:QGemm",
+        qgemm(i32_init("b", 2, &[4], &[1; 4]), None),
+        &["input 3 (`B`) has shape [4]; it must be 2-D"],
+    ));
+    v.push(at_n(
+        "QGemm bias of three values",
+        "com.microsoft:QGemm",
+        qgemm(
+            i32_init("b", 2, &[4, 2], &[1; 8]),
+            Some(i32_init("c", 6, &[3], &[0; 3])),
+        ),
+        &["C has shape [3]; only a bias of 2 elements"],
+    ));
+    v.push(at_n(
+        "QLinearConcat of four inputs",
+        "com.microsoft:QLinearConcat",
+        qconcat(&["ys", "yz", "x", "xs"], vec![int_attr("axis", 1)]),
+        &["found 4 inputs"],
+    ));
+    v.push(at_n(
+        "QLinearConcat without axis",
+        "com.microsoft:QLinearConcat",
+        qconcat(&["ys", "yz", "x", "xs", "xz"], vec![]),
+        &["attribute `axis` is required"],
+    ));
+    v.push(at_n(
+        "QLinearConcat axis out of range",
+        "com.microsoft:QLinearConcat",
+        qconcat(&["ys", "yz", "x", "xs", "xz"], vec![int_attr("axis", 5)]),
+        &["attribute `axis`: axis 5 is out of range for rank 2"],
+    ));
+
+    // -- initializers --
+    let mut w = TensorProto::new();
+    w.name = "w".into();
+    w.data_type = 22; // int4
+    w.dims = vec![1, 4];
+    w.raw_data = vec![0; 3];
+    v.push(case(
+        "importer error",
+        "packed int4 raw data of 3 bytes",
+        one(
+            "DequantizeLinear",
+            &["w", "s"],
+            vec![],
+            vec![],
+            vec![w, s0()],
+        ),
+        &[
+            "initializer `w`",
+            "raw data has 3 bytes, 4 packed elements of int4 need 2",
+        ],
+    ));
+    let mut w = f32_init("w", &[1, 4], &[]);
+    external(&mut w, &[("location", "data.bin"), ("length", "lots")]);
+    v.push(case(
+        "external data",
+        "length not a number",
+        add_init(w),
+        &[
+            "initializer `w`",
+            "external data length `lots` is not a byte count",
+        ],
+    ));
+    v
+}
+
+/// Every user-facing error return of the ONNX importer (`compiler/src/frontend/onnx/`
+/// and what it calls), and the case above that reaches it; sites that make the same
+/// check in a shared helper are one path. `"unreachable: ..."` says why no model file
+/// reaches a path; `(regression)` rows are extra cases for paths that once panicked.
+/// `importer_paths_have_cases` checks that every named case exists and that every
+/// `importer error` case has a row.
+#[rustfmt::skip]
+const IMPORTER_PATHS: &[(&str, &str)] = &[
+    // mod.rs: reading the file, versions, graph structure, graph inputs and outputs
+    ("read_model: the file cannot be read", "missing file"),
+    ("read_model: not a protobuf", "random bytes"),
+    ("read_model: no graph", "no graph"),
+    ("check_versions: IR version too new", "IR version 99"),
+    ("check_versions: IR version negative", "negative IR version"),
+    ("check_versions: default opset too new", "opset 99"),
+    ("check_versions: opset below 1", "opset 0"),
+    ("check_graph: two initializers of one name", "two initializers of one name"),
+    ("check_graph: a graph input listed twice", "graph input listed twice"),
+    ("check_graph: a tensor with two producers", "two nodes produce one tensor"),
+    ("check_graph: a cycle", "two-node cycle"),
+    ("check_supported: unknown op", "unsupported op"),
+    ("check_supported: op outside the model's opset", "op too new for the model's opset"),
+    ("import_named: --input-shape of no input", "--input-shape of no input"),
+    ("import_named: an initializer that does not decode (tensor.rs below)", "float_data shorter than its shape"),
+    ("import_named: sparse initializer", "sparse initializer"),
+    ("import_named: graph input over 2^32 elements", "2^40 input"),
+    ("import_named: bound value of another shape", "unreachable: bindings are a library option (ImportOptions::bindings), not set by qcc's commands"),
+    ("import_named: attribute referring to a function attribute", "function attribute reference"),
+    ("import_named: a node output the handler did not make", "output the importer does not make"),
+    ("import_named: graph output nobody produces", "output nobody produces"),
+    ("import_named: no outputs", "no outputs"),
+    ("import_named: module invalid after import (Internal)", "unreachable: an internal error, a qcc bug rather than the model's"),
+    ("input_shape: negative declared dimension", "negative input dimension"),
+    ("input_shape: --input-shape of another rank", "--input-shape of another rank"),
+    ("input_shape: --input-shape against a fixed dimension", "--input-shape against a fixed dim"),
+    ("input_shape: input without a shape", "input without a type"),
+    ("input_shape: symbolic inner dimension", "symbolic inner dimension"),
+    // ctx.rs: what every handler reads
+    ("NodeCx::input_name: missing input", "missing node input"),
+    ("NodeCx::val: input nobody produces", "input from nowhere"),
+    ("NodeCx::val / output_value: a value qcc cannot take (string input)", "string input"),
+    ("Importer::default_type: int64 beyond int32 (operand or graph output)", "int64 output beyond int32"),
+    ("Importer::default_type: element type the IR lacks (operand or graph output)", "double operand"),
+    ("NodeCx::f32_in: integer constant", "int64 constant where float32 is needed"),
+    ("NodeCx::f32_in: integer run-time value", "int8 input where float32 is needed"),
+    ("NodeCx::konst: not a constant", "run-time input where a constant is needed"),
+    ("NodeCx::konst: missing", "missing constant input"),
+    ("NodeCx::konst_ints: not integers", "Reshape to a fractional shape"),
+    ("NodeCx::want: attribute of the wrong type (every a_* reader)", "attribute of the wrong type"),
+    ("NodeCx::a_tensor: no tensor", "tensor attribute without a tensor"),
+    ("NodeCx::a_tensor: tensor that does not decode", "tensor attribute that does not decode"),
+    ("NodeCx::reject_int_attr: value not implemented (Resize, QLinearGlobalAveragePool)", "attribute value not implemented"),
+    ("Importer::const_value: integer out of the type's range", "bias beyond int32"),
+    ("Importer::const_value: floats where integers are needed", "float bias where integers are needed"),
+    ("Importer::const_value: element count against the type", "unreachable: every caller builds the type from the constant's own shape or checks the count first"),
+    ("storage_of: quantized element type not supported", "float input to DequantizeLinear"),
+    ("Importer::emit: result over 2^32 elements", "MatMul result of 2^34 elements"),
+    ("Importer::emit: the IR's type rules (qcc_ir::typing::infer, every op)", "MatMul the type rules refuse"),
+    ("Importer::emit: folding an all-constant node (interpreter)", "unreachable: the type rules, checked first, refuse what the interpreter would"),
+    ("Importer::emit: the IR's type rules, broadcasting", "Add the type rules refuse"),
+    // nn.rs
+    ("pos: negative kernel_shape, strides, dilations, pads, output_padding, output_shape", "negative kernel_shape"),
+    ("window: more than 2 spatial axes", "3-D convolution"),
+    ("window: kernel of another rank", "kernel_shape of another rank"),
+    ("window: strides, dilations or pads of the wrong length", "strides of the wrong length"),
+    ("window: zero stride or dilation", "zero stride"),
+    ("window: unknown auto_pad", "unknown auto_pad"),
+    ("window: SAME padding over 2^31 - 1", "SAME padding of a 2^40 dilation"),
+    ("conv: input and weights not [N,C,...] of one rank", "Conv of rank 2"),
+    ("conv_transpose: input and weights not [N,C,...] of one rank", "ConvTranspose of rank 2"),
+    ("conv_transpose: output_padding length", "output_padding of the wrong length"),
+    ("conv_transpose: output_shape length", "output_shape of the wrong length"),
+    ("conv_transpose: output_shape out of reach", "output_shape out of reach of a 2^62 stride"),
+    ("batch_norm: training_mode", "BatchNormalization training_mode"),
+    ("batch_norm: spatial = 0", "BatchNormalization spatial = 0 (opset 8)"),
+    ("batch_norm: training outputs", "BatchNormalization training outputs"),
+    ("pool: MaxPool Indices", "MaxPool Indices output"),
+    ("pool: rank below 3", "MaxPool of rank 2"),
+    ("pool: no kernel_shape", "MaxPool without kernel_shape"),
+    ("pool: AveragePool dilations", "AveragePool dilations"),
+    ("global_max_pool: rank below 3", "GlobalMaxPool of rank 2"),
+    ("layer_norm: axis", "LayerNormalization axis out of range"),
+    ("instance_norm: rank below 3", "InstanceNormalization of rank 2"),
+    ("instance_norm: scale or B not per channel", "InstanceNormalization scale of the wrong shape"),
+    ("softmax: axis", "Softmax axis out of range"),
+    ("reduce_axes: axes", "reduction axis out of range"),
+    ("resize: mode", "Resize mode"),
+    ("resize: coordinate_transformation_mode", "Resize coordinate_transformation_mode"),
+    ("resize: nearest_mode", "Resize nearest_mode"),
+    ("resize: keep_aspect_ratio_policy", "Resize keep_aspect_ratio_policy"),
+    ("resize: axes", "Resize axes out of range"),
+    ("resize: scales length", "Resize scales of the wrong length"),
+    ("resize: scale not positive", "Resize scale 0"),
+    ("resize: sizes length", "Resize sizes of the wrong length"),
+    ("resize: negative size", "Resize negative size"),
+    ("resize: neither or both of scales and sizes", "Resize without scales or sizes"),
+    // elementwise.rs
+    ("variadic: no inputs", "Sum of nothing"),
+    ("variadic: integer and float constants", "Sum of an int64 and a float constant"),
+    ("int_binary: not integers", "unreachable: both callers pass integer constants only"),
+    ("int_binary: shapes that do not broadcast", "int64 constants that do not broadcast"),
+    ("int_binary: overflow or division by zero", "int64 division by zero"),
+    ("clip: min or max not a scalar", "Clip min of two values"),
+    ("unary_or_int: overflow", "Neg of the least int64"),
+    ("prelu: slope that does not broadcast", "PRelu slope that does not broadcast"),
+    ("prelu: slope larger than X", "PRelu slope larger than X"),
+    ("gelu: approximate", "Gelu approximate"),
+    // qonnx.rs
+    ("rounding: rounding_mode", "QONNX rounding_mode"),
+    ("bit_width: not one value", "QONNX bit-width of two values"),
+    ("bit_width: not an integer in 1..=32", "QONNX bit-width 40"),
+    ("param: scale not positive and finite", "QONNX negative scale"),
+    ("param: zero point not finite", "QONNX infinite zero point"),
+    ("bool_attr: not 0 or 1", "QONNX signed = 2"),
+    ("trunc: input count", "QONNX Trunc of three inputs"),
+    // shape.rs
+    ("ct_cast: constant cast to an unsupported type", "Cast of a constant to string"),
+    ("dropout: training_mode", "unsupported attribute value"),
+    ("dropout: is_test = 0", "unreachable: only before opset 7, and Dropout is imported from opset 7"),
+    ("dropout / check_made: mask over 2^26 elements", "Dropout mask of 2^27 elements"),
+    ("constant: sparse_value", "Constant sparse_value"),
+    ("constant: string", "Constant string"),
+    ("constant: no value", "Constant without a value"),
+    ("shape_arg: negative dimension (ConstantOfShape, Expand)", "ConstantOfShape of a negative dimension"),
+    ("constant_of_shape: value not one element", "ConstantOfShape value of two elements"),
+    ("check_made: constant over 2^26 elements (ConstantOfShape)", "ConstantOfShape of 2^40 elements"),
+    ("range: not scalars", "Range of non-scalars"),
+    ("range: delta 0", "Range by 0"),
+    ("range: too long", "Range of 10^12 elements"),
+    ("range: last value beyond int64", "unreachable: the count is computed so that the last value lies between start and limit"),
+    ("gather: axis", "Gather axis out of range"),
+    ("gather: index out of range", "Gather index out of range"),
+    ("gather: no indices", "Gather of no indices"),
+    ("gather / check_made: constant result over 2^26 elements", "Gather of a constant to 2^34 elements"),
+    ("gather: more than 2^16 indices into a run-time tensor", "Gather of 2^17 indices from a run-time tensor"),
+    ("reshape_target: two -1", "Reshape with two -1"),
+    ("reshape_target: 0 (copy) past the input's rank", "Reshape copying a missing axis"),
+    ("reshape_target: entry below -1", "Reshape entry -2"),
+    ("reshape_target: -1 that cannot be inferred", "Reshape -1 that cannot be inferred"),
+    ("reshape_target: element count", "Reshape to another element count"),
+    ("flatten: axis", "Flatten axis out of range"),
+    ("transpose: perm entry out of range", "Transpose perm out of range"),
+    ("transpose: perm not a permutation", "Transpose perm not a permutation"),
+    ("concat: no inputs", "Concat of nothing"),
+    ("concat: no axis", "Concat without axis"),
+    ("concat: axis", "Concat axis out of range"),
+    ("concat: inputs of two ranks", "Concat of two ranks"),
+    ("concat: constants that do not fit", "Concat of constants that do not fit"),
+    ("concat / check_made: constant result over 2^26 elements", "Concat of constants to 5 x 2^24 elements"),
+    ("squeeze: axes", "Squeeze axis out of range"),
+    ("squeeze: axis not of size 1", "Squeeze of an axis of 4"),
+    ("unsqueeze: no axes", "Unsqueeze without axes"),
+    ("unsqueeze: axes", "Unsqueeze axis out of range"),
+    ("unsqueeze: repeated axis", "Unsqueeze of a repeated axis"),
+    ("slice: no starts (before opset 10)", "Slice without starts (opset 9)"),
+    ("slice: no ends (before opset 10)", "Slice without ends (opset 9)"),
+    ("slice: starts, ends, axes, steps of different lengths", "Slice starts and ends of two lengths"),
+    ("slice: axes", "Slice axis out of range"),
+    ("slice: step 0", "Slice step 0"),
+    ("pad: mode", "Pad mode"),
+    ("pad: no pads (before opset 11)", "Pad without pads (opset 10)"),
+    ("pad: constant_value not a scalar", "Pad value of two elements"),
+    ("pad: pads against axes", "Pad pads for other axes (opset 18)"),
+    ("pad: axes", "Pad axis out of range (opset 18)"),
+    ("pad: pads against the rank", "Pad of the wrong length"),
+    ("expand: shape that does not broadcast", "Expand to a shape that does not broadcast"),
+    ("expand / check_made: result over 2^26 elements (run-time or constant input)", "Expand of a constant to 2^40 elements"),
+    ("cast_to: run-time cast to an unsupported type", "Cast of a run-time value to int64"),
+    ("cast: no `to`", "Cast without to"),
+    ("split: axis", "Split axis out of range"),
+    ("split: sizes against the outputs", "Split sizes for another number of outputs"),
+    ("split: num_outputs against the outputs", "Split num_outputs against the outputs (opset 18)"),
+    ("split: no outputs", "Split with no outputs"),
+    ("split: unequal parts before opset 18", "Split into three unequal parts"),
+    ("split: sizes that do not add up", "Split sizes that do not add up"),
+    ("nchw_block: rank not 4", "DepthToSpace of rank 2"),
+    ("nchw_block: no blocksize", "DepthToSpace without blocksize"),
+    ("nchw_block: blocksize below 1", "DepthToSpace blocksize 0"),
+    ("depth_to_space: channels against blocksize^2", "DepthToSpace of 3 channels"),
+    ("depth_to_space: mode", "DepthToSpace mode"),
+    ("space_to_depth: H and W against blocksize", "SpaceToDepth of odd H and W"),
+    ("tile: repeats of the wrong length or negative", "Tile repeats of the wrong length"),
+    ("tile: a repeat of 0", "Tile by 0"),
+    ("tile / check_made: constant result over 2^26 elements", "Tile of a constant to 2^40 elements"),
+    ("tile: run-time result over 2^32 elements", "Tile of a run-time tensor to 2^42 elements"),
+    ("tile: more than 2^16 copies of a run-time tensor", "Tile by 2^17 copies"),
+    // quant.rs
+    ("qtype: scale not positive and finite", "scale 0"),
+    ("qtype: zero point and scale of different sizes", "zero point and scale of two sizes"),
+    ("qtype: zero point outside its type", "zero point 128 of int8"),
+    ("qtype: blocked scale of another rank", "blocked scale of another rank"),
+    ("qtype: blocked axis", "blocked axis out of range"),
+    ("qtype: blocked scale that does not fit", "blocked scale that does not fit"),
+    ("qtype: per-axis axis", "per-axis axis out of range"),
+    ("qtype: per-axis scale against its axis", "per-axis scale of the wrong length"),
+    ("qtype: scale neither per-tensor, per-axis nor blocked", "scale neither per-tensor, per-axis nor blocked"),
+    ("as_quant: run-time input of another storage", "uint8 input with an int8 zero point"),
+    ("fixed_point: requantization scale not positive and finite", "requantization scale 0"),
+    ("fixed_point: requantization scale too large", "requantization scale 10^30"),
+    ("precision_ok: precision", "QuantizeLinear precision"),
+    ("quantize_linear: output_dtype against the zero point", "QuantizeLinear output_dtype against the zero point"),
+    ("dequantize_linear: output_dtype", "DequantizeLinear output_dtype"),
+    ("dequantize_linear: zero point of another type", "DequantizeLinear zero point of another type"),
+    ("per_tensor: scale not one value", "QLinearConv x_scale of two values"),
+    ("out_type: scale not one value", "QLinearConv y_scale of two values"),
+    ("conv_attrs: not 2-D", "ConvInteger 1-D"),
+    ("i32_bias: bias length", "QLinearConv bias of two values"),
+    ("qlinear_conv: scalar weights", "QLinearConv scalar weights"),
+    ("int_operand: zero point not one value", "MatMulInteger per-row zero point"),
+    ("qgemm: B not 2-D", "QGemm of 1-D B"),
+    ("qgemm: C length", "QGemm bias of three values"),
+    ("qlinear_concat: input count", "QLinearConcat of four inputs"),
+    ("qlinear_concat: no axis", "QLinearConcat without axis"),
+    ("qlinear_concat: axis", "QLinearConcat axis out of range"),
+    // tensor.rs (initializers and tensor attributes)
+    ("decode: negative dimension", "negative initializer dimension"),
+    ("decode: over 2^32 elements or overflowing", "2^60-element initializer"),
+    ("decode_raw: raw data of the wrong size", "raw data shorter than its shape"),
+    ("decode_raw: packed raw data of the wrong size", "packed int4 raw data of 3 bytes"),
+    ("decode_raw: string, float8 and unknown element types", "float8 initializer"),
+    ("decode_typed: string, float8 and unknown element types", "string initializer"),
+    ("decode_typed: data field of the wrong length", "float_data shorter than its shape"),
+    ("unpack_sub_byte: packed typed data too short", "packed int4 data too short"),
+    ("external_bytes: offset not a number", "offset not a number"),
+    ("external_bytes: length not a number", "length not a number"),
+    ("external_bytes: no location", "no location"),
+    ("external_bytes: absolute or .. location", "location with .."),
+    ("external_bytes: symbolic link out of the folder", "symbolic link out of the folder"),
+    ("external_bytes: missing file", "missing data file"),
+    ("external_bytes: the file's size cannot be read", "unreachable: the file was just opened"),
+    ("external_bytes: offset and length past the file", "data file too short"),
+    ("external_bytes: length past usize", "unreachable: checked against the file's size first, on 64-bit hosts"),
+    ("external_bytes: read fails", "unreachable: only if the file changes while it is read"),
+    // Former panics (arithmetic overflow in a debug build) on paths listed above.
+    ("(regression) reshape_target: -1 beside huge entries", "Reshape -1 beside 2^80"),
+    ("(regression) split: sizes past 2^64", "Split sizes that add up past 2^64"),
+    ("(regression) depth_to_space: blocksize^2 past 2^64", "DepthToSpace blocksize 2^33"),
+    ("(regression) range: steps past int64, refused as a graph output", "Range of 2^24 steps of 2^40"),
+];
+
+#[test]
+fn importer_paths_have_cases() {
+    let cases = cases();
+    let names: Vec<&str> = cases.iter().map(|c| c.name).collect();
+    let mut problems = Vec::new();
+    for (site, case) in IMPORTER_PATHS {
+        if !case.starts_with("unreachable: ") && !names.contains(case) {
+            problems.push(format!("{site}: no case named `{case}`"));
+        }
+    }
+    for c in cases.iter().filter(|c| c.kind == "importer error") {
+        if !IMPORTER_PATHS.iter().any(|(_, n)| *n == c.name) {
+            problems.push(format!("case `{}` is in no row of IMPORTER_PATHS", c.name));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for n in &names {
+        if !seen.insert(n) {
+            problems.push(format!("two cases are named `{n}`"));
+        }
+    }
+    let paths: Vec<_> = IMPORTER_PATHS
+        .iter()
+        .filter(|(site, _)| !site.starts_with("(regression)"))
+        .collect();
+    let unreachable = paths
+        .iter()
+        .filter(|(_, c)| c.starts_with("unreachable: "))
+        .count();
+    println!(
+        "{} importer error paths, {} with a case, {unreachable} unreachable; {} regression cases",
+        paths.len(),
+        paths.len() - unreachable,
+        IMPORTER_PATHS.len() - paths.len()
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 fn run_case(c: &Case, root: &Path, i: usize) -> Result<(), String> {
@@ -996,7 +3041,7 @@ fn run_case(c: &Case, root: &Path, i: usize) -> Result<(), String> {
         problems.push("qcc panicked".into());
     }
     for e in &c.expect {
-        if !stderr.contains(e) {
+        if !stderr.contains(e.as_str()) {
             problems.push(format!("the error does not contain `{e}`"));
         }
     }

@@ -376,6 +376,23 @@ impl<'i, 'a> NodeCx<'i, 'a> {
         }
     }
 
+    /// Input `i` as import-time integers (a shape, axes, indices); `what` names it in
+    /// the error.
+    pub fn konst_ints(&self, i: usize, what: &str) -> Result<Vec<i64>, String> {
+        self.konst(i, what)?
+            .to_i64()
+            .map_err(|e| format!("input {i} (`{what}`): {e}"))
+    }
+
+    /// Optional [`Self::konst_ints`].
+    pub fn opt_konst_ints(&self, i: usize, what: &str) -> Result<Option<Vec<i64>>, String> {
+        if self.has(i) {
+            self.konst_ints(i, what).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Whether input `i` is an import-time constant (not a bound run-time input).
     pub fn is_const(&self, i: usize) -> bool {
         match self.val(i) {
@@ -600,6 +617,14 @@ impl<'i, 'a> NodeCx<'i, 'a> {
     pub fn ir_const(&self, id: ValueId) -> Option<Tensor> {
         qcc_ir::interp::const_tensor(&self.imp.m, id)
     }
+}
+
+/// ONNX axes (negative counting from the end) for a tensor of rank `rank`; `what` names
+/// where they come from in the error (`attribute `axes``, `input 1 (`axes`)`).
+pub fn norm_axes(axes: &[i64], rank: usize, what: &str) -> Result<Vec<usize>, String> {
+    axes.iter()
+        .map(|&a| qcc_ir::shape::normalize_axis(a, rank).map_err(|e| format!("{what}: {e}")))
+        .collect()
 }
 
 /// Helpers for building attributes.

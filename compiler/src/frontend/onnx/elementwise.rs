@@ -401,6 +401,13 @@ fn variadic(
             let mut acc = (*first).clone();
             for i in 1..n {
                 let b = cx.konst(i, "")?;
+                if !matches!(b.data, CData::I(_)) {
+                    return Err(format!(
+                        "input {i} is {}, input 0 {}; the inputs must have one element type",
+                        b.dtype.name(),
+                        first.dtype.name()
+                    ));
+                }
                 acc = int_binary(&acc, &b, f)?;
             }
             cx.set_const(0, acc);

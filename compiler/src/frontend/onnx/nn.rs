@@ -9,7 +9,7 @@
 use qcc_ir::shape::normalize_axis;
 use qcc_ir::{Attr, Op, ValueId};
 
-use super::ctx::{NodeCx, ints, usz};
+use super::ctx::{NodeCx, ints, norm_axes, usz};
 use super::elementwise::f32_operand;
 use super::shape::reshape_ir;
 use super::{OpReg, onnx_op as op};
@@ -104,8 +104,20 @@ pub(crate) fn window(
             let mut p = vec![0; 2 * n];
             for i in 0..n {
                 let out = spatial[i].div_ceil(strides[i]);
-                let span = dilations[i] * (kernel[i].max(1) - 1) + 1;
-                let total = ((out.max(1) - 1) * strides[i] + span).saturating_sub(spatial[i]);
+                // Saturating: absurd kernels and dilations are refused by the type rules.
+                let span = dilations[i]
+                    .saturating_mul(kernel[i].max(1) - 1)
+                    .saturating_add(1);
+                let total = ((out.max(1) - 1) * strides[i])
+                    .saturating_add(span)
+                    .saturating_sub(spatial[i]);
+                if total > i32::MAX as usize {
+                    return Err(format!(
+                        "attribute `auto_pad` = {auto_pad}: kernel_shape {kernel:?} with \
+                         dilations {dilations:?} needs {total} elements of padding, more than \
+                         qcc takes (2^31 - 1)"
+                    ));
+                }
                 let small = total / 2;
                 let (b, e) = if auto_pad == "SAME_UPPER" {
                     (small, total - small)
@@ -118,7 +130,12 @@ pub(crate) fn window(
             p
         }
         "SAME_UPPER" | "SAME_LOWER" => vec![0; 2 * n],
-        other => return Err(format!("attribute `auto_pad` = {other:?} is not supported")),
+        other => {
+            return Err(format!(
+                "attribute `auto_pad` = {other:?} is not supported (NOTSET, VALID, SAME_UPPER \
+                 and SAME_LOWER are)"
+            ));
+        }
     };
     let mut w = Window {
         kernel,
@@ -243,16 +260,30 @@ fn conv_transpose(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
         let (strides, dil) = strides_dil(&win, n);
         let mut pads = vec![0usize; 2 * n];
         for i in 0..n {
-            let natural = (strides[i] * xs[2 + i].saturating_sub(1)
-                + out_pad[i]
-                + dil[i] * kernel[i].saturating_sub(1)
-                + 1) as i64;
-            let total = natural - os[i] as i64;
+            // In i128, saturating: absurd attributes are refused below or by the type rules.
+            let natural = (strides[i] as i128)
+                .saturating_mul(xs[2 + i].saturating_sub(1) as i128)
+                .saturating_add(out_pad[i] as i128)
+                .saturating_add(
+                    (dil[i] as i128).saturating_mul(kernel[i].saturating_sub(1) as i128),
+                )
+                .saturating_add(1);
+            let total = natural - os[i] as i128;
+            let fits = |v: i128| {
+                usize::try_from(v).map_err(|_| {
+                    format!(
+                        "attribute `output_shape` entry {} cannot be reached (the window \
+                         arithmetic overflows)",
+                        os[i]
+                    )
+                })
+            };
             if total < 0 {
-                out_pad[i] += (-total) as usize;
+                // Both at most i64::MAX: the sum fits.
+                out_pad[i] += fits(-total)?;
                 continue;
             }
-            let total = total as usize;
+            let total = fits(total)?;
             let (b, e) = if auto_pad == "SAME_UPPER" {
                 (total / 2, total - total / 2)
             } else {
@@ -437,21 +468,18 @@ fn reduce_axes(
     r: usize,
     axes_input_since: i64,
 ) -> Result<Option<(Vec<usize>, bool)>, String> {
-    let axes = if cx.opset >= axes_input_since {
-        match cx.opt_konst(1, "axes")? {
-            Some(c) => c.to_i64()?,
-            None => vec![],
-        }
+    let (axes, what) = if cx.opset >= axes_input_since {
+        (
+            cx.opt_konst_ints(1, "axes")?.unwrap_or_default(),
+            "input 1 (`axes`)",
+        )
     } else {
-        cx.a_ints("axes")?.unwrap_or_default()
+        (cx.a_ints("axes")?.unwrap_or_default(), "attribute `axes`")
     };
     if axes.is_empty() && cx.a_int("noop_with_empty_axes", 0)? != 0 {
         return Ok(None);
     }
-    let axes: Vec<usize> = axes
-        .iter()
-        .map(|&a| normalize_axis(a, r))
-        .collect::<Result<_, _>>()?;
+    let axes = norm_axes(&axes, r, what)?;
     Ok(Some((axes, cx.a_int("keepdims", 1)? != 0)))
 }
 
@@ -709,7 +737,8 @@ fn resize(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     .contains(&ctm.as_str())
     {
         return Err(format!(
-            "attribute `coordinate_transformation_mode` = {ctm:?} is not supported"
+            "attribute `coordinate_transformation_mode` = {ctm:?} is not supported \
+             (half_pixel, pytorch_half_pixel, asymmetric and align_corners are)"
         ));
     }
     let nearest = cx
@@ -717,7 +746,8 @@ fn resize(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
         .unwrap_or_else(|| "round_prefer_floor".into());
     if !["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"].contains(&nearest.as_str()) {
         return Err(format!(
-            "attribute `nearest_mode` = {nearest:?} is not supported"
+            "attribute `nearest_mode` = {nearest:?} is not supported (round_prefer_floor, \
+             round_prefer_ceil, floor and ceil are)"
         ));
     }
     cx.reject_int_attr("antialias", 0)?;
@@ -726,14 +756,11 @@ fn resize(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
         && p != "stretch"
     {
         return Err(format!(
-            "attribute `keep_aspect_ratio_policy` = {p:?} is not supported"
+            "attribute `keep_aspect_ratio_policy` = {p:?} is not supported (only \"stretch\")"
         ));
     }
     let axes: Vec<usize> = match cx.a_ints("axes")? {
-        Some(a) => a
-            .iter()
-            .map(|&a| normalize_axis(a, r))
-            .collect::<Result<_, _>>()?,
+        Some(a) => norm_axes(&a, r, "attribute `axes`")?,
         None => (0..r).collect(),
     };
     let scales_in = cx.opt_konst(2, "scales")?.filter(|c| c.numel() > 0);
@@ -745,35 +772,49 @@ fn resize(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
             let v = sc.to_f32();
             if v.len() != axes.len() {
                 return Err(format!(
-                    "scales has {} entries, {} expected",
+                    "input 2 (`scales`) has {} entries, {} expected (one per axis)",
                     v.len(),
                     axes.len()
                 ));
             }
             for (k, &a) in axes.iter().enumerate() {
                 if v[k].is_nan() || v[k] <= 0.0 {
-                    return Err(format!("scale {} must be positive", v[k]));
+                    return Err(format!(
+                        "input 2 (`scales`) entry {k} is {}; scales must be positive",
+                        v[k]
+                    ));
                 }
                 scales[a] = v[k];
                 sizes[a] = (s[a] as f32 * v[k]).floor() as usize;
             }
         }
-        (None, Some(sz)) => {
-            let v = sz.to_i64()?;
+        (None, Some(_)) => {
+            let v = cx.konst_ints(3, "sizes")?;
             if v.len() != axes.len() {
                 return Err(format!(
-                    "sizes has {} entries, {} expected",
+                    "input 3 (`sizes`) has {} entries, {} expected (one per axis)",
                     v.len(),
                     axes.len()
                 ));
             }
             for (k, &a) in axes.iter().enumerate() {
-                let n = usize::try_from(v[k]).map_err(|_| "sizes must be non-negative")?;
+                let n = usize::try_from(v[k]).map_err(|_| {
+                    format!(
+                        "input 3 (`sizes`) entry {k} is {}; sizes must be non-negative",
+                        v[k]
+                    )
+                })?;
                 sizes[a] = n;
                 scales[a] = n as f32 / s[a] as f32;
             }
         }
-        _ => return Err("exactly one of `scales` and `sizes` must be given".into()),
+        _ => {
+            return Err(
+                "exactly one of input 2 (`scales`) and input 3 (`sizes`) must be given (and \
+                 not empty)"
+                    .into(),
+            );
+        }
     }
     let y = cx.emit(
         Op::Resize,

@@ -226,7 +226,9 @@ fn emit_requantize(
     let mut ms = Vec::new();
     let mut ss = Vec::new();
     for &r in reals {
-        let (m, s) = fixed_point(r)?;
+        let (m, s) = fixed_point(r).map_err(|e| {
+            format!("{e} (the input scale times the weight scale over the output scale)")
+        })?;
         ms.push(m);
         ss.push(s);
     }
@@ -278,7 +280,11 @@ fn quantize_linear(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
         && d != 0
         && DType::from_code(d as i32) != z.dtype
     {
-        return Err("attribute `output_dtype` differs from the zero point's type".into());
+        return Err(format!(
+            "attribute `output_dtype` ({}) differs from the zero point's type ({})",
+            DType::from_code(d as i32).name(),
+            z.dtype.name()
+        ));
     }
     let q = qtype(
         &shape,
@@ -478,7 +484,10 @@ fn qlinear_conv(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     let yq = out_type(cx, 6, 7, cx.dtype_of(0)?, "y")?;
     let x = as_quant(cx, 0, &xq)?;
     let w = as_quant(cx, 3, &wq)?;
-    let m = cx.shape_of(3)?[0];
+    let m = *cx
+        .shape_of(3)?
+        .first()
+        .ok_or("input 3 (`w`) is a scalar; the weights must be [M, C/group, kH, kW]")?;
     let bias = i32_bias(cx, 8, m)?;
     let acc = int_conv(cx, x, w, bias, ".acc")?;
     let (xs, ys) = (scale_of(&xq), scale_of(&yq));
@@ -587,7 +596,12 @@ fn qgemm(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
             ".bt",
         )?;
     }
-    let n = cx.ty(b).shape.get(1).copied().ok_or("B must be 2-D")?;
+    let n = cx.ty(b).shape.get(1).copied().ok_or_else(|| {
+        format!(
+            "input 3 (`B`) has shape {:?}; it must be 2-D",
+            cx.shape_of(3).unwrap_or_default()
+        )
+    })?;
     let bias = if cx.has(6) {
         let c = cx.konst(6, "C")?;
         if c.numel() != n {
@@ -731,7 +745,8 @@ fn qlinear_concat(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
         cx.a_opt_int("axis")?
             .ok_or("attribute `axis` is required")?,
         r,
-    )?;
+    )
+    .map_err(|e| format!("attribute `axis`: {e}"))?;
     let y = cx.emit(
         Op::Concat,
         xs,

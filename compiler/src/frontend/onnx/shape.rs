@@ -7,7 +7,7 @@
 use qcc_ir::shape::{broadcast, broadcast_indices, normalize_axis, strides};
 use qcc_ir::{Attr, ElemType, Op, Rounding};
 
-use super::ctx::{NodeCx, ints, usz};
+use super::ctx::{NodeCx, ints, norm_axes, usz};
 use super::tensor::{CData, CTensor, DType};
 use super::{OpReg, onnx_op as op};
 
@@ -45,8 +45,25 @@ fn numel(shape: &[usize]) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-/// Largest tensor the importer materialises itself (ConstantOfShape, Range, Expand).
+/// Largest tensor the importer materialises itself (ConstantOfShape, Range, Expand,
+/// and Gather, Concat, Tile and Expand of import-time constants).
 const MAX_MADE: usize = 1 << 26;
+
+/// Refuses to materialise `shape` at import time when it has more than [`MAX_MADE`]
+/// elements; `what` names the tensor.
+fn check_made(shape: &[usize], what: &str) -> Result<usize, String> {
+    let n = numel(shape);
+    if n > MAX_MADE {
+        return Err(format!(
+            "{what} would have shape {shape:?}, too large: qcc computes constants of at most \
+             {MAX_MADE} (2^26) elements when importing"
+        ));
+    }
+    Ok(n)
+}
+
+/// The most copies (Tile) or slices (Gather) the importer writes for one run-time tensor.
+const MAX_PIECES: usize = 1 << 16;
 
 // ---- import-time evaluation on constants ----
 
@@ -149,7 +166,12 @@ pub(crate) fn ct_cast(c: &CTensor, to: DType) -> Result<CTensor, String> {
                 None => CData::I(raw),
             }
         }
-        _ => return Err(format!("cast to {} is not supported", to.name())),
+        _ => {
+            return Err(format!(
+                "cast to {} is not supported (float, double and integer types are)",
+                to.name()
+            ));
+        }
     };
     Ok(CTensor::new(to, c.shape.clone(), data))
 }
@@ -173,7 +195,7 @@ fn dropout(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     }
     if cx.wants_output(1) {
         let shape = cx.shape_of(0)?;
-        let n = numel(&shape);
+        let n = check_made(&shape, "the `mask` output")?;
         cx.set_const(1, CTensor::new(DType::Bool, shape, CData::I(vec![1; n])));
     }
     cx.alias(0, 0)
@@ -191,11 +213,15 @@ fn constant(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     } else if let Some(v) = cx.a_ints("value_ints")? {
         CTensor::i64s(vec![v.len()], v)
     } else if cx.attr("sparse_value").is_some() {
-        return Err("attribute `sparse_value` is not supported".into());
+        return Err("attribute `sparse_value` is not supported (give a dense `value`)".into());
     } else if cx.attr("value_string").is_some() || cx.attr("value_strings").is_some() {
         return Err("string constants are not supported".into());
     } else {
-        return Err("no `value` attribute".into());
+        return Err(
+            "no value: give one of the attributes `value`, `value_float`, `value_floats`, \
+             `value_int` and `value_ints`"
+                .into(),
+        );
     };
     cx.set_const(0, c);
     Ok(())
@@ -222,25 +248,26 @@ fn size(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     Ok(())
 }
 
-fn shape_arg(c: &CTensor, what: &str) -> Result<Vec<usize>, String> {
-    c.to_i64()?
+/// Input `i` (a shape, `what`) as sizes.
+fn shape_arg(cx: &NodeCx<'_, '_>, i: usize, what: &str) -> Result<Vec<usize>, String> {
+    cx.konst_ints(i, what)?
         .into_iter()
-        .map(|d| usize::try_from(d).map_err(|_| format!("{what} has a negative dimension {d}")))
+        .map(|d| {
+            usize::try_from(d)
+                .map_err(|_| format!("input {i} (`{what}`) has a negative dimension {d}"))
+        })
         .collect()
 }
 
 fn constant_of_shape(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
-    let shape = shape_arg(&*cx.konst(0, "shape")?, "the shape")?;
+    let shape = shape_arg(cx, 0, "input")?;
     let value = cx
         .a_tensor("value")?
         .unwrap_or_else(|| CTensor::f32s(vec![1], vec![0.0]));
     if value.numel() != 1 {
         return Err("attribute `value` must hold one element".into());
     }
-    let n = numel(&shape);
-    if n > MAX_MADE {
-        return Err(format!("shape {shape:?} is too large"));
-    }
+    let n = check_made(&shape, "the result")?;
     let data = match &value.data {
         CData::F(v) => CData::F(vec![v[0]; n]),
         CData::I(v) => CData::I(vec![v[0]; n]),
@@ -262,7 +289,10 @@ fn range(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     }
     let n = ((l - s) / d).ceil().max(0.0);
     if n > MAX_MADE as f64 {
-        return Err("the range is too long".into());
+        return Err(format!(
+            "the range from {s} to {l} by {d} has {n} elements, too many: qcc computes \
+             constants of at most {MAX_MADE} (2^26) elements when importing"
+        ));
     }
     let n = n as usize;
     let data = match &start.data {
@@ -270,7 +300,17 @@ fn range(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
             let (s, d) = (s as f32, d as f32);
             CData::F((0..n).map(|i| s + i as f32 * d).collect())
         }
-        CData::I(_) => CData::I((0..n).map(|i| s as i64 + i as i64 * d as i64).collect()),
+        CData::I(_) => {
+            // In i128: the values run from the first to the last, both checked.
+            let (s, d) = (s as i64 as i128, d as i64 as i128);
+            let last = s + (n as i128 - 1).max(0) * d;
+            if i64::try_from(last).is_err() {
+                return Err(format!(
+                    "the range from {s} by {d} ends at {last}, beyond int64"
+                ));
+            }
+            CData::I((0..n as i128).map(|i| (s + i * d) as i64).collect())
+        }
     };
     cx.set_const(0, CTensor::new(start.dtype, vec![n], data));
     Ok(())
@@ -278,11 +318,12 @@ fn range(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
 
 fn gather(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     let dshape = cx.shape_of(0)?;
-    let axis = normalize_axis(cx.a_int("axis", 0)?, dshape.len())?;
+    let axis = normalize_axis(cx.a_int("axis", 0)?, dshape.len())
+        .map_err(|e| format!("attribute `axis`: {e}"))?;
     let idx = cx.konst(1, "indices")?;
     let dim = dshape[axis] as i64;
-    let flat: Vec<usize> = idx
-        .to_i64()?
+    let flat: Vec<usize> = cx
+        .konst_ints(1, "indices")?
         .into_iter()
         .map(|i| {
             let j = if i < 0 { i + dim } else { i };
@@ -299,6 +340,7 @@ fn gather(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     out_shape.extend_from_slice(&idx.shape);
     out_shape.extend_from_slice(&dshape[axis + 1..]);
     if cx.is_pure_const(0) {
+        check_made(&out_shape, "the result")?;
         let data = cx.konst(0, "data")?;
         let mut sel: Vec<Vec<usize>> = dshape.iter().map(|&d| (0..d).collect()).collect();
         sel[axis] = flat;
@@ -307,6 +349,13 @@ fn gather(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
         return Ok(());
     }
     // Run-time data, constant indices: one slice per index, joined, then reshaped.
+    if flat.len() > MAX_PIECES {
+        return Err(format!(
+            "input 1 (`indices`) holds {} indices; qcc gathers from a run-time tensor with \
+             one slice per index, at most {MAX_PIECES}",
+            flat.len()
+        ));
+    }
     let x = cx.ir(0)?;
     let r = dshape.len();
     let mut pieces = Vec::new();
@@ -361,7 +410,7 @@ pub(crate) fn reshape_target(
         match d {
             -1 => {
                 if infer.is_some() {
-                    return Err("the shape has more than one -1".into());
+                    return Err(format!("the shape {spec:?} has more than one -1"));
                 }
                 infer = Some(i);
                 out.push(1);
@@ -372,13 +421,17 @@ pub(crate) fn reshape_target(
                     input.len()
                 )
             })?),
-            d if d < 0 => return Err(format!("invalid shape entry {d}")),
+            d if d < 0 => {
+                return Err(format!(
+                    "shape entry {i} is {d}; entries are sizes, 0 (copy) or -1 (infer)"
+                ));
+            }
             d => out.push(d as usize),
         }
     }
     let total = numel(input);
     if let Some(i) = infer {
-        let rest: usize = out.iter().product();
+        let rest = numel(&out);
         if rest == 0 || !total.is_multiple_of(rest) {
             return Err(format!(
                 "cannot infer the -1 of shape {spec:?} for an input of shape {input:?}"
@@ -417,7 +470,7 @@ fn reshape_to(cx: &mut NodeCx<'_, '_>, target: Vec<usize>) -> Result<(), String>
 }
 
 fn reshape(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
-    let spec = cx.konst(1, "shape")?.to_i64()?;
+    let spec = cx.konst_ints(1, "shape")?;
     let allowzero = cx.a_int("allowzero", 0)? != 0;
     let target = reshape_target(&cx.shape_of(0)?, &spec, allowzero)?;
     reshape_to(cx, target)
@@ -476,14 +529,15 @@ fn transpose(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
 fn concat(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     let n = cx.n_inputs();
     if n == 0 {
-        return Err("no inputs".into());
+        return Err("at least one input is required".into());
     }
     let r = cx.shape_of(0)?.len();
-    let axis = normalize_axis(
-        cx.a_int("axis", if cx.opset < 4 { 1 } else { i64::MAX })?,
-        r,
-    )
-    .map_err(|e| format!("attribute `axis`: {e}"))?;
+    let axis = match cx.a_opt_int("axis")? {
+        Some(a) => a,
+        None if cx.opset < 4 => 1,
+        None => return Err("attribute `axis` is required".into()),
+    };
+    let axis = normalize_axis(axis, r).map_err(|e| format!("attribute `axis`: {e}"))?;
     // Empty pieces add nothing (shape arithmetic often concatenates `[]`).
     let mut live = Vec::new();
     for i in 0..n {
@@ -501,6 +555,9 @@ fn concat(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
             .map(|&i| cx.konst(i, ""))
             .collect::<Result<_, _>>()?;
         let refs: Vec<&CTensor> = parts.iter().map(|p| p.as_ref()).collect();
+        let mut joined = refs[0].shape.clone();
+        joined[axis] = refs.iter().map(|p| p.shape[axis]).sum();
+        check_made(&joined, "the result")?;
         let shape0 = &refs[0].shape;
         for (k, p) in refs.iter().enumerate() {
             for d in 0..r {
@@ -534,30 +591,31 @@ fn concat(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     Ok(())
 }
 
-/// Axes from the `axes` attribute (before opset 13) or input 1 (from 13).
-fn axes_arg(cx: &NodeCx<'_, '_>, input_since: i64) -> Result<Option<Vec<i64>>, String> {
+/// Axes from the `axes` attribute (before opset 13) or input 1 (from 13), and where
+/// they came from (for errors).
+fn axes_arg(
+    cx: &NodeCx<'_, '_>,
+    input_since: i64,
+) -> Result<(Option<Vec<i64>>, &'static str), String> {
     if cx.opset >= input_since {
-        Ok(match cx.opt_konst(1, "axes")? {
-            Some(c) => Some(c.to_i64()?),
-            None => None,
-        })
+        Ok((cx.opt_konst_ints(1, "axes")?, "input 1 (`axes`)"))
     } else {
-        cx.a_ints("axes")
+        Ok((cx.a_ints("axes")?, "attribute `axes`"))
     }
 }
 
 fn squeeze(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     let s = cx.shape_of(0)?;
     let axes: Vec<usize> = match axes_arg(cx, 13)? {
-        Some(a) => a
-            .iter()
-            .map(|&a| normalize_axis(a, s.len()))
-            .collect::<Result<_, _>>()?,
-        None => (0..s.len()).filter(|&d| s[d] == 1).collect(),
+        (Some(a), what) => norm_axes(&a, s.len(), what)?,
+        (None, _) => (0..s.len()).filter(|&d| s[d] == 1).collect(),
     };
     for &a in &axes {
         if s[a] != 1 {
-            return Err(format!("axis {a} has size {}, not 1", s[a]));
+            return Err(format!(
+                "axis {a} of the input {s:?} has size {}, not 1: it cannot be squeezed",
+                s[a]
+            ));
         }
     }
     let target: Vec<usize> = (0..s.len())
@@ -579,15 +637,13 @@ fn squeeze(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
 
 fn unsqueeze(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     let s = cx.shape_of(0)?;
-    let axes = axes_arg(cx, 13)?.ok_or("axes are required")?;
+    let (axes, what) = axes_arg(cx, 13)?;
+    let axes = axes.ok_or_else(|| format!("{what} is required"))?;
     let out_rank = s.len() + axes.len();
-    let mut norm: Vec<usize> = axes
-        .iter()
-        .map(|&a| normalize_axis(a, out_rank))
-        .collect::<Result<_, _>>()?;
+    let mut norm = norm_axes(&axes, out_rank, what)?;
     norm.sort_unstable();
     if norm.windows(2).any(|w| w[0] == w[1]) {
-        return Err(format!("axes {axes:?} repeat an axis"));
+        return Err(format!("{what} {axes:?} repeat an axis"));
     }
     let mut target = Vec::with_capacity(out_rank);
     let mut it = s.iter();
@@ -610,31 +666,34 @@ fn unsqueeze(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
 fn slice(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     let s = cx.shape_of(0)?;
     let r = s.len();
-    let (starts, ends, axes, steps) = if cx.opset < 10 {
+    let (starts, ends, axes, steps, what) = if cx.opset < 10 {
         let starts = cx
             .a_ints("starts")?
             .ok_or("attribute `starts` is required")?;
         let ends = cx.a_ints("ends")?.ok_or("attribute `ends` is required")?;
         let axes = cx.a_ints("axes")?;
-        (starts, ends, axes, None)
+        (starts, ends, axes, None, "attribute `axes`")
     } else {
-        let starts = cx.konst(1, "starts")?.to_i64()?;
-        let ends = cx.konst(2, "ends")?.to_i64()?;
-        let axes = cx.opt_konst(3, "axes")?.map(|c| c.to_i64()).transpose()?;
-        let steps = cx.opt_konst(4, "steps")?.map(|c| c.to_i64()).transpose()?;
-        (starts, ends, axes, steps)
+        let starts = cx.konst_ints(1, "starts")?;
+        let ends = cx.konst_ints(2, "ends")?;
+        let axes = cx.opt_konst_ints(3, "axes")?;
+        let steps = cx.opt_konst_ints(4, "steps")?;
+        (starts, ends, axes, steps, "input 3 (`axes`)")
     };
     let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
-        return Err("starts, ends, axes and steps must have the same length".into());
+        return Err(format!(
+            "starts, ends, axes and steps must have the same length (found {}, {}, {} and {})",
+            starts.len(),
+            ends.len(),
+            axes.len(),
+            steps.len()
+        ));
     }
-    let axes_n: Vec<usize> = axes
-        .iter()
-        .map(|&a| normalize_axis(a, r))
-        .collect::<Result<_, _>>()?;
+    let axes_n = norm_axes(&axes, r, what)?;
     if steps.contains(&0) {
-        return Err("steps must not be 0".into());
+        return Err(format!("steps {steps:?}: a step must not be 0"));
     }
     if cx.is_pure_const(0) {
         let c = cx.konst(0, "data")?;
@@ -669,32 +728,41 @@ fn pad(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     let r = s.len();
     let mode = cx.a_str("mode")?.unwrap_or_else(|| "constant".into());
     if !["constant", "reflect", "edge", "wrap"].contains(&mode.as_str()) {
-        return Err(format!("attribute `mode` = {mode:?} is not supported"));
+        return Err(format!(
+            "attribute `mode` = {mode:?} is not supported (constant, reflect, edge and wrap \
+             are)"
+        ));
     }
     let (pads, value) = if cx.opset < 11 {
         let pads = cx.a_ints("pads")?.ok_or("attribute `pads` is required")?;
         (pads, cx.a_float("value", 0.0)?)
     } else {
-        let pads = cx.konst(1, "pads")?.to_i64()?;
+        let pads = cx.konst_ints(1, "pads")?;
         let value = match cx.opt_konst(2, "constant_value")? {
-            Some(c) => c.scalar_f64().ok_or("constant_value must be a scalar")? as f32,
+            Some(c) => {
+                c.scalar_f64()
+                    .ok_or("input 2 (`constant_value`) must be a scalar")? as f32
+            }
             None => 0.0,
         };
         (pads, value)
     };
     let pads = match if cx.opset >= 18 {
-        cx.opt_konst(3, "axes")?
+        cx.opt_konst_ints(3, "axes")?
     } else {
         None
     } {
         Some(axes) => {
-            let axes = axes.to_i64()?;
             if pads.len() != 2 * axes.len() {
-                return Err("pads must have two entries per axis".into());
+                return Err(format!(
+                    "pads has {} entries, the {} axes of input 3 (`axes`) need {}",
+                    pads.len(),
+                    axes.len(),
+                    2 * axes.len()
+                ));
             }
             let mut full = vec![0i64; 2 * r];
-            for (k, &a) in axes.iter().enumerate() {
-                let a = normalize_axis(a, r)?;
+            for (k, &a) in norm_axes(&axes, r, "input 3 (`axes`)")?.iter().enumerate() {
                 full[a] = pads[k];
                 full[r + a] = pads[axes.len() + k];
             }
@@ -731,9 +799,10 @@ fn pad(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
 
 fn expand(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     let s = cx.shape_of(0)?;
-    let spec = shape_arg(&*cx.konst(1, "shape")?, "the shape")?;
+    let spec = shape_arg(cx, 1, "shape")?;
     let out = broadcast(&s, &spec)?;
     if cx.is_pure_const(0) {
+        check_made(&out, "the result")?;
         let c = cx.konst(0, "input")?;
         let idx = broadcast_indices(&s, &out);
         cx.set_const(0, CTensor::new(c.dtype, out, c.data.gather(&idx)));
@@ -745,10 +814,7 @@ fn expand(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
         return Ok(());
     }
     // x * 1 is exactly x (signed zeros and NaNs included), broadcast to the shape.
-    let n = numel(&out);
-    if n > MAX_MADE {
-        return Err(format!("shape {out:?} is too large"));
-    }
+    let n = check_made(&out, "the result")?;
     let ones = cx.f32_const("ones", out, vec![1.0; n]);
     let y = cx.emit(Op::Mul, vec![x, ones], vec![], None, "")?;
     cx.set_ir(0, y);
@@ -844,7 +910,7 @@ fn split(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     let d = s[axis];
     let outs = cx.node_outputs();
     let sizes: Vec<usize> = match if cx.opset >= 13 {
-        cx.opt_konst(1, "split")?.map(|c| c.to_i64()).transpose()?
+        cx.opt_konst_ints(1, "split")?
     } else {
         cx.a_ints("split")?
     } {
@@ -864,7 +930,7 @@ fn split(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
                 _ => outs,
             };
             if n == 0 {
-                return Err("no outputs".into());
+                return Err("the node has no outputs".into());
             }
             let each = d.div_ceil(n);
             if cx.opset < 18 && d % n != 0 {
@@ -877,10 +943,10 @@ fn split(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
                 .collect()
         }
     };
-    if sizes.iter().sum::<usize>() != d {
+    let total = sizes.iter().map(|&n| n as u128).sum::<u128>();
+    if total != d as u128 {
         return Err(format!(
-            "split sizes {sizes:?} add up to {}, but axis {axis} has length {d}",
-            sizes.iter().sum::<usize>()
+            "split sizes {sizes:?} add up to {total}, but axis {axis} has length {d}"
         ));
     }
     let x = cx.ir(0)?;
@@ -952,14 +1018,14 @@ fn nchw_block(cx: &NodeCx<'_, '_>) -> Result<([usize; 4], usize), String> {
 /// (b, b, C/b^2), CRD as (C/b^2, b, b).
 fn depth_to_space(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     let ([n, c, h, w], b) = nchw_block(cx)?;
-    if c % (b * b) != 0 {
+    let Some(b2) = b.checked_mul(b).filter(|&bb| c % bb == 0) else {
         return Err(format!(
             "{c} channels do not divide by blocksize^2 = {}",
-            b * b
+            (b as u128) * (b as u128)
         ));
-    }
+    };
     let mode = cx.a_str("mode")?.unwrap_or_else(|| "DCR".into());
-    let c2 = c / (b * b);
+    let c2 = c / b2;
     let out = [n, c2, h * b, w * b];
     match mode.as_str() {
         "DCR" => reshape_permute(cx, &[n, b, b, c2, h, w], &[0, 3, 4, 1, 5, 2], &out),
@@ -988,7 +1054,7 @@ fn space_to_depth(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
 /// (import-time constants are tiled at once).
 fn tile(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     let s = cx.shape_of(0)?;
-    let reps = cx.konst(1, "repeats")?.to_i64()?;
+    let reps = cx.konst_ints(1, "repeats")?;
     if reps.len() != s.len() || reps.iter().any(|&r| r < 0) {
         return Err(format!(
             "`repeats` {reps:?} must hold {} non-negative counts, one per axis",
@@ -1000,7 +1066,13 @@ fn tile(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
             "`repeats` {reps:?} makes an empty tensor, which qcc does not represent"
         ));
     }
+    let out: Vec<usize> = s
+        .iter()
+        .zip(&reps)
+        .map(|(&d, &r)| d.saturating_mul(r as usize))
+        .collect();
     if cx.is_pure_const(0) {
+        check_made(&out, "the result")?;
         let c = cx.konst(0, "input")?;
         let mut t = (*c).clone();
         for (axis, &r) in reps.iter().enumerate() {
@@ -1011,6 +1083,23 @@ fn tile(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
         }
         cx.set_const(0, t);
         return Ok(());
+    }
+    if super::checked_numel(&out).is_none() {
+        return Err(format!(
+            "the result would have shape {out:?}: more than 2^32 elements; qcc takes tensors \
+             of at most {} elements",
+            super::MAX_ELEMENTS
+        ));
+    }
+    if let Some((axis, r)) = reps
+        .iter()
+        .enumerate()
+        .find(|(_, r)| **r as usize > MAX_PIECES)
+    {
+        return Err(format!(
+            "`repeats` asks for {r} copies along axis {axis}; qcc tiles a run-time tensor by \
+             concatenating copies, at most {MAX_PIECES} per axis"
+        ));
     }
     let mut y = cx.ir(0)?;
     for (axis, &r) in reps.iter().enumerate() {

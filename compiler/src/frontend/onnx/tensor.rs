@@ -545,8 +545,16 @@ fn external_bytes(t: &TensorProto, dir: DataDir<'_>) -> Result<Vec<u8>, String> 
     for e in &t.external_data {
         match e.key.as_str() {
             "location" => location = Some(e.value.clone()),
-            "offset" => offset = e.value.parse().map_err(|_| "bad external offset")?,
-            "length" => length = Some(e.value.parse::<u64>().map_err(|_| "bad external length")?),
+            "offset" => {
+                offset = e.value.parse().map_err(|_| {
+                    format!("external data offset `{}` is not a byte count", e.value)
+                })?
+            }
+            "length" => {
+                length = Some(e.value.parse::<u64>().map_err(|_| {
+                    format!("external data length `{}` is not a byte count", e.value)
+                })?)
+            }
             _ => {}
         }
     }
