@@ -20,7 +20,7 @@ use super::scheme::QuantOptions;
 use super::sensitivity::{
     Metric, SENS_SAMPLES, SensOptions, Sensitivity, measure_sensitivity, measured_error,
 };
-use super::sequential::sequential_weights;
+use super::sequential::{SEQUENTIAL_SAMPLES, sequential_weights};
 use super::tap::RunOptions;
 use crate::backend::costs::CostTarget;
 use crate::passes::Pipeline;
@@ -354,26 +354,39 @@ impl QuantFlags {
     ) -> Result<(Module, Option<Module>, QuantReport), String> {
         let (mut q, mut report) = quantize_model(m, stats, opts)?;
         timer.lap("quantize");
+        let mut fitted = false;
         if self.sequential
             && let Some(p) = &self.calib
         {
-            let lim = Some(self.calib_limit.unwrap_or(usize::MAX).min(REFINE_SAMPLES));
+            let lim = Some(
+                self.calib_limit
+                    .unwrap_or(usize::MAX)
+                    .min(SEQUENTIAL_SAMPLES),
+            );
             let seq = sequential_weights(m, &mut q, &mut report, p, lim, run)?;
             let (before, after) = seq
                 .layers
                 .iter()
                 .fold((0.0, 0.0), |(b, a), (_, x, y)| (b + x, a + y));
             report.notes.extend(seq.notes);
+            fitted = true;
             report.notes.push(format!(
                 "--sequential: {} layer(s) re-quantized bottom-up with error feedback on {} calibration samples; their summed output error on those inputs fell by {:.1} %",
                 seq.layers.len(),
                 super::calibrate::sample_count(p, lim)?,
                 if before > 0.0 { 100.0 * (1.0 - after / before) } else { 0.0 }
             ));
+            if seq.fitted > 0 {
+                report.notes.push(format!(
+                    "{} layer(s) of 1- or 2-bit weights fitted per channel to the float results, each right after its weights (gain into the weight scales, offset into the bias)",
+                    seq.fitted
+                ));
+            }
             timer.lap("sequential weights");
         }
         if let Some(p) = &self.calib
             && report.layers.iter().any(|l| l.wbits <= 2)
+            && !fitted
         {
             let mut notes = Vec::new();
             let n =

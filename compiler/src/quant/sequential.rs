@@ -21,19 +21,24 @@
 //! `H` is damped by 1 % of its mean diagonal, and inputs never seen non-zero keep the
 //! plain rounding. Layers with groups, or with more than [`MAX_TAPS`] taps per output
 //! (the factorisation is cubic), keep `quantize_model`'s weights; the returned notes
-//! say which. The gain/offset fit of 1-2-bit layers (`binary.rs`) runs after this pass.
+//! say which. A 1-2-bit layer gets the gain/offset fit of `binary.rs` right after its
+//! weights, before the layers above it are taken.
 
 use std::path::Path;
 
 use qcc_ir::ops::Attrs;
 use qcc_ir::{ConstData, ElemType, Module, Op, QuantParams, ValueDef, ValueId};
 
+use super::binary::refine_binary_with;
 use super::calibrate::{as_input, check_single_input, stream_samples};
 use super::insert::QuantReport;
 use super::tap::{RunOptions, Tapped, progress_bar};
 
 /// The most input taps per output (`K`) a layer may have to be re-quantized.
 pub const MAX_TAPS: usize = 4608;
+
+/// Calibration samples the pass runs on (at most).
+pub const SEQUENTIAL_SAMPLES: usize = 1000;
 
 /// At most this many input patches per layer feed `H` (spread evenly over the samples).
 const MAX_PATCHES: usize = 32768;
@@ -47,6 +52,9 @@ pub struct SequentialReport {
     /// Layers re-quantized, and the relative drop of the summed output error
     /// `sum (w - q)^T H (w - q)` against plain rounding, per layer.
     pub layers: Vec<(String, f64, f64)>,
+    /// 1-2-bit layers whose gain and offset were fitted (`binary.rs`), each right after
+    /// its weights, so the caller does not fit them again.
+    pub fitted: usize,
     pub notes: Vec<String>,
 }
 
@@ -87,42 +95,10 @@ fn usizes(a: &Attrs<'_>, name: &str, n: usize, default: usize) -> Result<Vec<usi
         .collect()
 }
 
-/// Adds the patches of one sample's input `x` (shape `shape`) to `h` (K x K, row-major),
-/// taking every `step`-th patch.
-fn accumulate(
-    h: &mut [f64],
-    k: usize,
-    x: &[f32],
-    shape: &[usize],
-    p: &Patches,
-    step: usize,
-    count: &mut usize,
-) {
-    let mut row = vec![0f64; k];
-    let mut add = |row: &[f64], count: &mut usize| {
-        *count += 1;
-        if !(*count - 1).is_multiple_of(step) {
-            return;
-        }
-        for (i, &ri) in row.iter().enumerate() {
-            if ri == 0.0 {
-                continue;
-            }
-            let hr = &mut h[i * k..(i + 1) * k];
-            for (hj, &rj) in hr.iter_mut().zip(row) {
-                *hj += ri * rj;
-            }
-        }
-    };
+/// The patches of one sample's input `x` (shape `shape`): rows of `k` values.
+fn patch_rows(k: usize, x: &[f32], shape: &[usize], p: &Patches) -> Vec<f64> {
     match p {
-        Patches::Rows => {
-            for r in x.chunks(k) {
-                for (d, &s) in row.iter_mut().zip(r) {
-                    *d = s as f64;
-                }
-                add(&row, count);
-            }
-        }
+        Patches::Rows => x.iter().map(|&v| v as f64).collect(),
         Patches::Conv {
             kh,
             kw,
@@ -136,31 +112,64 @@ fn accumulate(
             ow,
         } => {
             let (c, hh, ww) = (shape[1], shape[2], shape[3]);
+            let mut out = Vec::with_capacity(shape[0] * oh * ow * k);
             for img in x.chunks(c * hh * ww) {
                 for oy in 0..*oh {
                     for ox in 0..*ow {
-                        let mut j = 0;
                         for ci in 0..c {
                             for ky in 0..*kh {
                                 for kx in 0..*kw {
                                     let iy = (oy * sh + ky * dh) as isize - *top as isize;
                                     let ix = (ox * sw + kx * dw) as isize - *left as isize;
-                                    row[j] = if iy >= 0
-                                        && ix >= 0
-                                        && (iy as usize) < hh
-                                        && (ix as usize) < ww
-                                    {
-                                        img[(ci * hh + iy as usize) * ww + ix as usize] as f64
-                                    } else {
-                                        0.0
-                                    };
-                                    j += 1;
+                                    out.push(
+                                        if iy >= 0
+                                            && ix >= 0
+                                            && (iy as usize) < hh
+                                            && (ix as usize) < ww
+                                        {
+                                            img[(ci * hh + iy as usize) * ww + ix as usize] as f64
+                                        } else {
+                                            0.0
+                                        },
+                                    );
                                 }
                             }
                         }
-                        add(&row, count);
                     }
                 }
+            }
+            out
+        }
+    }
+}
+
+/// Adds every `step`-th row pair of `rq` (the quantized module's patches) and `rf` (the
+/// float module's, same positions) to `h += rq rq^T` and `g += rq rf^T` (K x K each).
+fn accumulate(
+    h: &mut [f64],
+    g: &mut [f64],
+    k: usize,
+    rq: &[f64],
+    rf: &[f64],
+    step: usize,
+    count: &mut usize,
+) {
+    for (q, f) in rq.chunks(k).zip(rf.chunks(k)) {
+        *count += 1;
+        if !(*count - 1).is_multiple_of(step) {
+            continue;
+        }
+        for (i, &qi) in q.iter().enumerate() {
+            if qi == 0.0 {
+                continue;
+            }
+            let hr = &mut h[i * k..(i + 1) * k];
+            for (hj, &qj) in hr.iter_mut().zip(q) {
+                *hj += qi * qj;
+            }
+            let gr = &mut g[i * k..(i + 1) * k];
+            for (gj, &fj) in gr.iter_mut().zip(f) {
+                *gj += qi * fj;
             }
         }
     }
@@ -402,16 +411,42 @@ pub fn sequential_weights(
             Patches::Rows => xshape.iter().product::<usize>() / k.max(1),
         };
         let step = (total * per_sample).div_ceil(MAX_PATCHES).max(1);
+        // A binarized input is t + beta * sign(x - t) with t * sum(w) in the bias: its
+        // product with the weights stands for (x - t) w.
+        let binarized = layer.wbits == 1 && layer.abits == 1;
+        let shift = binarized.then(|| (layer.act.lo + layer.act.hi) / 2.0);
         let mut h = vec![0f64; k * k];
+        let mut g = vec![0f64; k * k];
         let mut count = 0usize;
         {
-            let tapped = Tapped::new(qdq, &[x], run.engine, "the --sequential pass");
-            out.notes.extend(tapped.note.clone());
+            let what = "the --sequential pass";
+            let tq = Tapped::new(qdq, &[x], run.engine, what);
+            let tf = Tapped::new(float, &[fnode.operands[0]], run.engine, what);
+            out.notes.extend(tq.note.clone().or(tf.note.clone()));
             stream_samples(npz, limit, 64, &mut |i, s| {
                 let s = as_input(float, input, i, s)?;
-                tapped.run(std::slice::from_ref(&s), &mut |_, shape, v| {
-                    accumulate(&mut h, k, v, shape, &patches, step, &mut count);
+                let mut rq = Vec::new();
+                tq.run(std::slice::from_ref(&s), &mut |_, shape, v| {
+                    rq = patch_rows(k, v, shape, &patches);
                 })?;
+                let mut rf = Vec::new();
+                tf.run(std::slice::from_ref(&s), &mut |_, shape, v| {
+                    if let Some(t) = shift {
+                        let c: Vec<f32> = v.iter().map(|&x| x - t).collect();
+                        rf = patch_rows(k, &c, shape, &patches);
+                    } else {
+                        rf = patch_rows(k, v, shape, &patches);
+                    }
+                })?;
+                if rq.len() != rf.len() {
+                    return Err(format!(
+                        "internal: the --sequential pass saw {} and {} input values at {}",
+                        rq.len(),
+                        rf.len(),
+                        layer.name
+                    ));
+                }
+                accumulate(&mut h, &mut g, k, &rq, &rf, step, &mut count);
                 pb.inc(1);
                 Ok(())
             })?;
@@ -420,6 +455,7 @@ pub fn sequential_weights(
         if mean_diag <= 0.0 || !mean_diag.is_finite() {
             continue;
         }
+        let h0 = h.clone();
         let dead: Vec<bool> = (0..k).map(|i| h[i * k + i] == 0.0).collect();
         for i in 0..k {
             if dead[i] {
@@ -450,8 +486,20 @@ pub fn sequential_weights(
         let mut new_codes = codes.clone();
         let mut new_scales = scales.clone();
         let (mut before, mut after) = (0f64, 0f64);
+        // Each layer aims at the float layer's result on the float inputs: w* = w + Hd^-1
+        // (G - H) w is the (damped) least-squares weights on the quantized inputs, so it
+        // makes up for the error of the layers below.
         for c in 0..m {
             let w: Vec<f64> = (0..k).map(|j| wf[index(c, j)] as f64).collect();
+            let w: Vec<f64> = {
+                // w + Hd^-1 (G - H) w: the damping shrinks the correction, not w.
+                let r: Vec<f64> = (0..k)
+                    .map(|i| (0..k).map(|j| (g[i * k + j] - h0[i * k + j]) * w[j]).sum())
+                    .collect();
+                (0..k)
+                    .map(|i| w[i] + (0..k).map(|j| hinv[i * k + j] * r[j]).sum::<f64>())
+                    .collect()
+            };
             let grid = Grid {
                 scale: scales[c] as f64,
                 lo,
@@ -506,6 +554,15 @@ pub fn sequential_weights(
             new_scales.iter().copied().fold(f32::NEG_INFINITY, f32::max),
         );
         out.layers.push((layer.name.clone(), before, after));
+        // A 1-2-bit layer gets its per-channel gain and offset now, so the layers above
+        // it are fitted to what it finally computes.
+        if layer.wbits <= 2 {
+            let mut one = report.clone();
+            one.layers = vec![report.layers[li].clone()];
+            out.fitted +=
+                refine_binary_with(float, qdq, &mut one, npz, limit, run, &mut out.notes)?;
+            report.layers[li] = one.layers.remove(0);
+        }
     }
     pb.finish_and_clear();
     Ok(out)
