@@ -776,6 +776,11 @@ pub struct EvalResult {
     pub agree: usize,
     /// Largest `|compiled - reference|` over all outputs of all samples.
     pub max_abs_diff: f32,
+    /// The mean error of the compiled first output against the reference's over the
+    /// samples: KL of the softmax for a classifier, else MSE (the `--metric` default).
+    pub mean_error: f64,
+    /// Its key (`kl`, `mse`).
+    pub metric: &'static str,
 }
 
 impl EvalResult {
@@ -810,6 +815,12 @@ impl EvalResult {
             s,
             "max |compiled - reference|:    {:.3e}",
             self.max_abs_diff
+        );
+        let _ = writeln!(
+            s,
+            "mean {} vs reference:           {:.3e}",
+            self.metric.to_uppercase(),
+            self.mean_error
         );
         s
     }
@@ -918,7 +929,10 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
         compiled_correct: y.as_ref().map(|_| 0),
         agree: 0,
         max_abs_diff: 0.0,
+        mean_error: 0.0,
+        metric: crate::quant::sensitivity::Metric::default_for(m).name(),
     };
+    let metric = crate::quant::sensitivity::Metric::default_for(m);
     for i in 0..count {
         let input = Tensor::f32(sample_shape.clone(), xs[i * per..(i + 1) * per].to_vec());
         let want = interp::run(m, std::slice::from_ref(&input))
@@ -935,6 +949,7 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
         for (p, q) in w.iter().zip(g) {
             res.max_abs_diff = res.max_abs_diff.max((p - q).abs());
         }
+        res.mean_error += metric.error(w, g) / count.max(1) as f64;
         let (pw, pg) = (argmax(w), argmax(g));
         if pw == pg {
             res.agree += 1;

@@ -15,6 +15,7 @@ use super::insert::Selection;
 use super::insert::{QuantReport, float_kernels, quantize_model};
 use super::profile::Profile;
 use super::profile::load_stats;
+use super::qil::qil_intervals;
 use super::requantize::{dequantize_model, is_quantized};
 use super::scheme::QuantOptions;
 use super::sensitivity::{
@@ -73,7 +74,7 @@ pub struct QuantFlags {
     pub profile: Option<PathBuf>,
     /// How activation ranges are chosen from calibration data.
     #[arg(long, value_name = "METHOD", default_value = "minmax",
-          value_parser = ["minmax", "percentile", "mse", "kl"])]
+          value_parser = ["minmax", "percentile", "mse", "kl", "qil"])]
     pub calib_method: String,
     /// Use at most this many calibration samples.
     #[arg(long, value_name = "N")]
@@ -146,6 +147,11 @@ fn parse_range(s: &str) -> Result<(f32, f32), String> {
 
 impl QuantFlags {
     /// Whether any flag asks for quantization.
+    /// `--calib-method qil`: intervals searched against the output error.
+    pub fn qil(&self) -> bool {
+        self.calib_method == "qil"
+    }
+
     pub fn requested(&self) -> bool {
         self.bits.is_some() || self.wbits.is_some() || self.abits.is_some() || self.budget.is_some()
     }
@@ -222,6 +228,11 @@ impl QuantFlags {
                 ));
             }
         }
+        if self.qil() && self.calib.is_none() {
+            return Err(
+                "--calib-method qil searches each layer's intervals against the output error on calibration data: give --calib DATA.npz".into(),
+            );
+        }
         if self.sequential && self.calib.is_none() {
             return Err(
                 "--sequential quantizes each layer against the inputs it sees on calibration data: give --calib DATA.npz".into(),
@@ -242,7 +253,12 @@ impl QuantFlags {
         let mut opts = self.options();
         opts.check()?;
         let copts = CalibOptions {
-            method: self.calib_method.parse::<CalibMethod>()?,
+            // QIL starts from min-max ranges and searches the intervals after quantizing.
+            method: if self.qil() {
+                CalibMethod::MinMax
+            } else {
+                self.calib_method.parse::<CalibMethod>()?
+            },
             limit: self.calib_limit,
             input_range: self.input_range,
             progress: !self.quiet,
@@ -354,6 +370,39 @@ impl QuantFlags {
     ) -> Result<(Module, Option<Module>, QuantReport), String> {
         let (mut q, mut report) = quantize_model(m, stats, opts)?;
         timer.lap("quantize");
+        if self.qil()
+            && let Some(p) = &self.calib
+        {
+            let r = qil_intervals(
+                m,
+                &mut q,
+                &mut report,
+                stats,
+                opts.symmetric_acts,
+                opts.pow2,
+                p,
+                self.calib_limit,
+                run,
+            )?;
+            let acts = r.layers.iter().filter(|l| l.act.is_some()).count();
+            let clipped = r.layers.iter().filter(|l| l.w_factor != 1.0).count();
+            let pruned: Vec<String> = r
+                .layers
+                .iter()
+                .filter(|l| l.prune > 0.5)
+                .map(|l| format!("{} {:.1} %", l.name, 100.0 * l.sparsity))
+                .collect();
+            report.notes.push(format!(
+                "--calib-method qil: intervals searched layer by layer against the output error on {} calibration samples ({} evaluations): {acts} activation range(s) narrowed, {clipped} layer(s) of weights re-clipped, {} pruned below c - d{}; output error {:.3e} -> {:.3e}",
+                r.samples,
+                r.evaluations,
+                pruned.len(),
+                if pruned.is_empty() { String::new() } else { format!(" (zero weights: {})", pruned.join(", ")) },
+                r.before,
+                r.after
+            ));
+            timer.lap("qil intervals");
+        }
         let mut fitted = false;
         if self.sequential
             && let Some(p) = &self.calib

@@ -20,6 +20,7 @@ mod flags;
 pub mod html;
 mod insert;
 pub mod profile;
+pub mod qil;
 pub mod requantize;
 mod scheme;
 mod segments;
