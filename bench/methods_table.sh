@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Accuracy and KL against float for the compile-time methods (issue 13; the table in
 # docs/methods.md and the README): uniform min-max, --calib-method qil, --sequential and
-# --budget, on the committed digits models. Prints a markdown table:
+# --budget, --act-method dqa, on the committed digits models. Prints a markdown table:
 #   | model | bits | method | avg weight bits | top-1 % | mean KL vs float |
 # top-1 and KL over the 360 test images (KL of the softmax against the float model).
 # Needs a release build of qcc (cargo build --release -p qcc). CALIB picks the
@@ -40,6 +40,8 @@ for model in ${MODELS:-digits_resnet_folded.onnx digits_cnn_folded.onnx}; do
     row "$model" "--bits $b" "sequential" --bits "$b" --sequential
     row "$model" "--bits $b" "qil + sequential" --bits "$b" --calib-method qil --sequential
   done
+  row "$model" "--wbits 8 --abits 3" "per-tensor" --wbits 8 --abits 3
+  row "$model" "--wbits 8 --abits 3" "dqa" --wbits 8 --abits 3 --act-method dqa
   row "$model" "--bits 1" "min-max" --bits 1
   row "$model" "--bits 1" "sequential" --bits 1 --sequential
   row "$model" "--wbits 2 --abits 8" "min-max" --wbits 2 --abits 8

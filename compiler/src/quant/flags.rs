@@ -11,8 +11,9 @@ use super::budget::{AttentionOptions, Budget, BudgetTerm, Problem, solve_attenti
 use super::calibrate::CalibStats;
 use super::calibrate::{CalibMethod, CalibOptions, calibrate, data_free, measure_errors};
 use super::choice::{extract_plan, fusable_candidates};
+use super::equalize::equalize_activations;
 use super::insert::Selection;
-use super::insert::{QuantReport, float_kernels, quantize_model};
+use super::insert::{QuantReport, float_kernels, quant_layers, quantize_model};
 use super::profile::Profile;
 use super::profile::load_stats;
 use super::qil::qil_intervals;
@@ -97,6 +98,12 @@ pub struct QuantFlags {
     /// compile-time counterpart of BiTAT; GPTQ-style); needs --calib.
     #[arg(long)]
     pub sequential: bool,
+    /// How activations are scaled: one scale per tensor, or `dqa`: per channel, folded
+    /// into the weights of the layers around each activation where the ops between
+    /// allow (needs --calib).
+    #[arg(long, value_name = "METHOD", default_value = "per-tensor",
+          value_parser = ["per-tensor", "dqa"])]
+    pub act_method: String,
     /// Range of the model's input values for data-free quantization (default 0,1).
     #[arg(long, value_name = "LO,HI", value_parser = parse_range)]
     pub input_range: Option<(f32, f32)>,
@@ -228,6 +235,11 @@ impl QuantFlags {
                 ));
             }
         }
+        if self.act_method == "dqa" && self.calib.is_none() {
+            return Err(
+                "--act-method dqa scales each activation channel from its calibrated range: give --calib DATA.npz".into(),
+            );
+        }
         if self.qil() && self.calib.is_none() {
             return Err(
                 "--calib-method qil searches each layer's intervals against the output error on calibration data: give --calib DATA.npz".into(),
@@ -276,8 +288,47 @@ impl QuantFlags {
             (None, None) => data_free(m, &copts)?,
         };
         timer.lap("calibration");
+        // --act-method dqa: per-channel activation scales, folded into the weights.
+        let equalized;
+        let mut dqa_note: Option<String> = None;
+        let (m, stats) = match (&self.calib, self.act_method.as_str()) {
+            (Some(p), "dqa") => {
+                let mut e = m.clone();
+                let rep = equalize_activations(&mut e, &stats, &quant_layers(m)?);
+                let stats = calibrate(&e, p, &copts)?;
+                timer.lap("dqa equalization");
+                let spread: Vec<String> = rep
+                    .equalized
+                    .iter()
+                    .map(|(n, c, s)| format!("{n} ({c} channels, ranges {s:.1}:1)"))
+                    .collect();
+                let skipped: Vec<String> = rep
+                    .skipped
+                    .iter()
+                    .map(|(n, why)| format!("{n}: {why}"))
+                    .collect();
+                dqa_note = Some(format!(
+                    "--act-method dqa: {} activation(s) scaled per channel, folded into the weights around them: {}{}",
+                    rep.equalized.len(),
+                    if spread.is_empty() {
+                        "none".to_string()
+                    } else {
+                        spread.join(", ")
+                    },
+                    if skipped.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; per tensor: {}", skipped.join("; "))
+                    }
+                ));
+                equalized = e;
+                (&equalized, stats)
+            }
+            _ => (m, stats),
+        };
         let Some(budget) = &self.budget else {
-            let (q, qdq, report) = self.build(m, &stats, &opts, None, &run, &mut timer)?;
+            let (q, qdq, mut report) = self.build(m, &stats, &opts, None, &run, &mut timer)?;
+            report.notes.extend(dqa_note);
             return self.finish(m, q, qdq, report, &run, &mut timer);
         };
         let sens = self.sensitivity(m, &stats, budget)?;
@@ -328,6 +379,7 @@ impl QuantFlags {
             let (q, qdq, mut report) =
                 self.build(m, &stats, &opts, Some(&candidates), &run, &mut timer)?;
             report.notes.extend(fusable_note.clone());
+            report.notes.extend(dqa_note.clone());
             let Some(limit) = asked_ms else {
                 report.selection = Some(sel);
                 return self.finish(m, q, qdq, report, &run, &mut timer);

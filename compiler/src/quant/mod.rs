@@ -16,6 +16,7 @@ mod binary;
 pub mod budget;
 mod calibrate;
 pub mod choice;
+pub mod equalize;
 mod flags;
 pub mod html;
 mod insert;

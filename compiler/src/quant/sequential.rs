@@ -375,7 +375,7 @@ pub fn sequential_weights(
             Op::Gemm | Op::MatMul if wshape.len() == 2 && *axis < 2 => {
                 if n.op == Op::Gemm {
                     let a = Attrs::new(Op::Gemm, &n.attrs);
-                    if a.int("transA").unwrap_or(0) != 0 {
+                    if a.bool("trans_a").unwrap_or(false) {
                         continue;
                     }
                 }
