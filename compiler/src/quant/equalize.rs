@@ -315,7 +315,7 @@ pub fn equalize_activations(
             .map(|(&lo, &hi)| lo.abs().max(hi.abs()))
             .collect();
         let widest = r.iter().copied().fold(0.0f32, f32::max);
-        if !(widest > 0.0) || !widest.is_finite() {
+        if widest <= 0.0 || !widest.is_finite() {
             rep.skipped.push((name, "all channels are zero".into()));
             continue;
         }
