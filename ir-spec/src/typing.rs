@@ -1341,7 +1341,8 @@ fn same_elem_pair(cx: &Cx<'_, '_>, i: usize, j: usize) -> Result<Vec<usize>, Str
             cx.op
         ));
     }
-    broadcast(&a.shape, &b.shape).map_err(|e| format!("operands of {} do not broadcast: {e}", cx.op))
+    broadcast(&a.shape, &b.shape)
+        .map_err(|e| format!("operands of {} do not broadcast: {e}", cx.op))
 }
 
 fn compare(cx: &Cx<'_, '_>) -> Result<TensorType, String> {
@@ -1352,8 +1353,8 @@ fn compare(cx: &Cx<'_, '_>) -> Result<TensorType, String> {
 fn where_(cx: &Cx<'_, '_>) -> Result<TensorType, String> {
     let c = cx.boolean(0)?;
     let ab = same_elem_pair(cx, 1, 2)?;
-    let shape = broadcast(&c.shape, &ab)
-        .map_err(|e| format!("operands of where do not broadcast: {e}"))?;
+    let shape =
+        broadcast(&c.shape, &ab).map_err(|e| format!("operands of where do not broadcast: {e}"))?;
     Ok(TensorType::new(cx.get(1).elem.clone(), shape))
 }
 

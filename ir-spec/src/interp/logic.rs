@@ -67,7 +67,9 @@ pub(super) fn compare(cx: &Cx<'_>, cmp: Cmp) -> Result<Tensor, String> {
 fn bools<'a>(cx: &Cx<'a>, i: usize) -> Result<&'a [i64], String> {
     let v = cx.int(i)?;
     if let Some(c) = v.iter().find(|&&c| c != 0 && c != 1) {
-        return Err(format!("operand {i} holds {c}, which is not a boolean (0 or 1)"));
+        return Err(format!(
+            "operand {i} holds {c}, which is not a boolean (0 or 1)"
+        ));
     }
     Ok(v)
 }
@@ -238,7 +240,10 @@ pub(super) fn top_k(cx: &Cx<'_>, values: bool) -> Result<Tensor, String> {
     if values {
         Tensor::new(oshape, t.data.gather(&idx))
     } else {
-        let pos = idx.iter().map(|&f| ((f / inner) % d.max(1)) as i64).collect();
+        let pos = idx
+            .iter()
+            .map(|&f| ((f / inner) % d.max(1)) as i64)
+            .collect();
         Ok(Tensor::int(oshape, pos))
     }
 }
