@@ -1,5 +1,6 @@
 //! Differential tests of the kernels of `kernels/logic.rs` (equal, less, less_or_equal,
-//! not, and, or, xor, where, arg_max, arg_min, top_k, top_k_indices, one_hot): the JIT
+//! not, and, or, xor, where, max and min of integer codes, arg_max, arg_min, top_k,
+//! top_k_indices, one_hot): the JIT
 //! against the reference interpreter on random shapes (odd sizes, every kind of
 //! broadcasting), attributes and data full of ties, NaNs and signed zeros, on f32 and
 //! on integer storages of 1 to 4 bytes. Every result must be identical, f32 results bit
@@ -64,6 +65,11 @@ fn floats(r: &mut Rng, n: usize) -> Vec<f32> {
 
 /// Codes of `e` with many ties and both ends of the range.
 fn codes(r: &mut Rng, e: &ElemType, n: usize) -> Vec<i64> {
+    if *e == ElemType::Bipolar {
+        return (0..n)
+            .map(|_| if r.i(0, 1) == 0 { 1 } else { -1 })
+            .collect();
+    }
     let (lo, hi) = e.code_range().unwrap();
     (0..n)
         .map(|_| match r.i(0, 5) {
@@ -140,6 +146,21 @@ proptest! {
         let z = b.node(op, &[x, y], attrs(&[]), ElemType::U1);
         b.output(z);
         if b.m.inputs.is_empty() { return Ok(()); }
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn int_max_min(seed: u64, rank in 0usize..5, max: bool, e in 1usize..=ELEMS, ca: bool) {
+        let mut r = Rng(seed | 1);
+        let e = if e == ELEMS { ElemType::Bipolar } else { elem(e) };
+        let out = shape(&mut r, rank, 7);
+        let (sa, sb) = (bshape(&mut r, &out), bshape(&mut r, &out));
+        let mut b = B::new();
+        let x = operand(&mut b, &mut r, &e, &sa, ca);
+        let y = operand(&mut b, &mut r, &e, &sb, false);
+        let op = if max { Op::Max } else { Op::Min };
+        let z = b.node(op, &[x, y], attrs(&[]), e.clone());
+        b.output(z);
         check(&b).map_err(TestCaseError::fail)?;
     }
 

@@ -435,9 +435,13 @@ op_table! {
     /// The error function `2/sqrt(pi) * integral_0^x e^(-t^2) dt`.
     Erf = "erf", "error function", operands: UNARY_X, attrs: [], traits: [Elementwise];
     /// `max(a, b)`, broadcasting: NaN when either is NaN, and `max(-0.0, +0.0) = +0.0`.
-    Max = "max", "elementwise maximum", operands: BINARY, attrs: [], traits: [Elementwise, Broadcast];
+    /// On integer-valued operands of one element type (plain integers, `b1`, per-tensor
+    /// quantized types), the larger code, which is the larger value (one scale and zero
+    /// point); the result has that type.
+    Max = "max", "elementwise maximum", operands: COMPARE, attrs: [], traits: [Elementwise, Broadcast];
     /// `min(a, b)`, broadcasting: NaN when either is NaN, and `min(-0.0, +0.0) = -0.0`.
-    Min = "min", "elementwise minimum", operands: BINARY, attrs: [], traits: [Elementwise, Broadcast];
+    /// On integer-valued operands, the smaller code, as `max`.
+    Min = "min", "elementwise minimum", operands: COMPARE, attrs: [], traits: [Elementwise, Broadcast];
     /// `a == b`, broadcasting, as a boolean `u1` (1 true, 0 false). f32 operands compare
     /// as IEEE values: NaN equals nothing, `-0.0 == +0.0`. Integer-valued operands (one
     /// element type for both; quantized types per tensor) compare their codes, which

@@ -13,7 +13,12 @@
 //!   `cast`, `threshold`, `bit_unpack`) check the declared element type is acceptable
 //!   and return it with the computed shape;
 //! - `conv2d_int` and `matmul_int` give `i32`, `binarize` gives `b1`, `bit_pack` gives
-//!   unsigned words.
+//!   unsigned words;
+//! - comparisons and `one_hot` give booleans (`u1`), `not`/`and`/`or`/`xor` take and
+//!   give them, `where` takes its condition as `u1` and gives the element type of its
+//!   two values; `arg_max`, `arg_min` and `top_k_indices` give `i32`. Comparisons,
+//!   `where`, `arg_*` and `top_k` take f32 or integer-valued operands whose codes order
+//!   as their values (plain integers, `b1`, per-tensor quantized types).
 //!
 //! Errors name the op, the operand or attribute at fault and what was found, so that the
 //! verifier can print them under the offending line as they are.
@@ -55,6 +60,10 @@ pub fn infer(
         }
         Op::Gemm => gemm(&cx, attrs),
         Op::Add | Op::Sub | Op::Mul => int_or_f32_binary(&cx),
+        Op::Max | Op::Min if !cx.get(0).elem.is_float() => {
+            let shape = same_elem_pair(&cx, 0, 1)?;
+            Ok(TensorType::new(cx.get(0).elem.clone(), shape))
+        }
         Op::Div | Op::Pow | Op::Max | Op::Min => {
             let a = cx.f32(0)?;
             let b = cx.f32(1)?;

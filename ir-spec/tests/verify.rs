@@ -1026,7 +1026,9 @@ const VALID: &[&str] = &[
   %z: u1[2,3] = xor(%o, %e)
   %w: f32[2,3] = where(%z, %x, %y)
   %wq: q<u8, 0.1:128>[2,3] = where(%z, %q, %q)
-  output %w, %wq",
+  %mx: q<u8, 0.1:128>[2,3] = max(%wq, %q)
+  %mn: q<u8, 0.1:128>[2,3] = min(%mx, %q)
+  output %w, %mn",
     "input %x: f32[2,5,3]
   input %i: i32[4]
   %p: f32[2,1,3] = reduce_prod(%x) {axes = [1]}

@@ -111,7 +111,9 @@ pub fn node_cost(meta: &Meta, operands: &[&TensorType]) -> f64 {
             let b = arg(0).map_or(8, bits).max(arg(1).map_or(8, bits));
             (Kernel::IntMac, n * k_of(arg(0)), b)
         }
-        Op::Add | Op::Sub | Op::Mul if !out.elem.is_float() => (Kernel::IntElementwise, n, 32),
+        Op::Add | Op::Sub | Op::Mul | Op::Max | Op::Min if !out.elem.is_float() => {
+            (Kernel::IntElementwise, n, 32)
+        }
         Op::Lookup => (Kernel::Lookup, n, 32),
         Op::Add
         | Op::Sub

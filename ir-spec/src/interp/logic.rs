@@ -1,5 +1,5 @@
 //! Comparisons and booleans (`equal`, `less`, `less_or_equal`, `not`, `and`, `or`,
-//! `xor`, `where`), indices along an axis (`arg_max`, `arg_min`, `top_k`,
+//! `xor`, `where`), `max`/`min` of integer codes, indices along an axis (`arg_max`, `arg_min`, `top_k`,
 //! `top_k_indices`) and `one_hot`.
 //!
 //! Booleans are `u1` codes (0 false, 1 true). f32 elements compare as IEEE values, with
@@ -60,6 +60,20 @@ pub(super) fn compare(cx: &Cx<'_>, cmp: Cmp) -> Result<Tensor, String> {
             ));
         }
     };
+    Ok(Tensor::int(shape, data))
+}
+
+/// `max` (`max`) or `min` of integer codes with broadcasting.
+pub(super) fn int_extreme(cx: &Cx<'_>, max: bool) -> Result<Tensor, String> {
+    let (a, b) = (cx.int(0)?, cx.int(1)?);
+    let shape = broadcast(cx.shape(0), cx.shape(1))?;
+    let ia = broadcast_indices(cx.shape(0), &shape);
+    let ib = broadcast_indices(cx.shape(1), &shape);
+    let data = ia
+        .iter()
+        .zip(&ib)
+        .map(|(&i, &j)| if max { a[i].max(b[j]) } else { a[i].min(b[j]) })
+        .collect();
     Ok(Tensor::int(shape, data))
 }
 

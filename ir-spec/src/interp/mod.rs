@@ -447,6 +447,8 @@ pub fn eval_node(module: &Module, node: &Node, operands: &[&Tensor]) -> Result<T
         Op::Log => float::unary(&cx, f32::ln),
         Op::Tanh => float::unary(&cx, f32::tanh),
         Op::Erf => float::unary(&cx, float::erf),
+        Op::Max if !cx.elem(0).is_float() => logic::int_extreme(&cx, true),
+        Op::Min if !cx.elem(0).is_float() => logic::int_extreme(&cx, false),
         Op::Max => float::binary(&cx, float::max),
         Op::Min => float::binary(&cx, float::min),
         Op::Equal => logic::compare(&cx, logic::Cmp::Eq),

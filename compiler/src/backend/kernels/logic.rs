@@ -1,9 +1,9 @@
-//! Comparisons, booleans, `where`, indices along an axis (`arg_max`, `arg_min`,
-//! `top_k`, `top_k_indices`) and `one_hot`: scalar kernels, bit-exact with the
-//! interpreter, for f32 and every integer storage.
+//! Comparisons, booleans, `where`, integer `max`/`min`, indices along an axis
+//! (`arg_max`, `arg_min`, `top_k`, `top_k_indices`) and `one_hot`: scalar kernels,
+//! bit-exact with the interpreter, for f32 and every integer storage.
 //!
 //! - Elementwise ops (`equal`, `less`, `less_or_equal`, `not`, `and`, `or`, `xor`,
-//!   `where`) walk the broadcast loop nest of [`super::nary::Nest`] (adjacent axes along
+//!   `where`, and `max`/`min` on integer codes) walk the broadcast loop nest of [`super::nary::Nest`] (adjacent axes along
 //!   which every operand moves alike merged), one element per step, each operand at its
 //!   own element size. f32 operands compare with ordered IEEE comparisons (false on
 //!   NaN), integer codes as exact i64. Booleans are `u1` bytes (0 or 1). `where` copies
@@ -55,6 +55,12 @@ pub(crate) enum LogicLowering {
     },
     Bool {
         op: BoolOp,
+        nest: Nest,
+    },
+    /// `max` (`max`) or `min` of integer codes of storage `st`.
+    Extreme {
+        max: bool,
+        st: Store,
         nest: Nest,
     },
     /// `where`: `eb` bytes per element of a, b and the result.
@@ -147,6 +153,11 @@ pub(crate) fn select(m: &Module, node: &Node) -> Result<LogicLowering, String> {
             },
             nest: nest()?,
         },
+        Op::Max | Op::Min if st0 != Store::F32 => LogicLowering::Extreme {
+            max: node.op == Op::Max,
+            st: st0,
+            nest: nest()?,
+        },
         Op::Where => LogicLowering::Where {
             eb: Store::of(&out.elem).bytes(),
             nest: nest()?,
@@ -199,6 +210,13 @@ impl LogicLowering {
                 format!("{n}.{}", st.name())
             }
             LogicLowering::Bool { op, .. } => format!("{}.u1", format!("{op:?}").to_lowercase()),
+            LogicLowering::Extreme { max, st, .. } => {
+                format!(
+                    "{}.broadcast.{}",
+                    if *max { "max" } else { "min" },
+                    st.name()
+                )
+            }
             LogicLowering::Where { eb, .. } => format!("where.{}bit", eb * 8),
             LogicLowering::Arg { max, line, .. } => {
                 format!(
@@ -363,6 +381,29 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, l: &LogicLowering) {
                 };
                 store_bool(kb, r, o);
             });
+        }
+        LogicLowering::Extreme { max, st, nest } => {
+            let a = cx.operand(0);
+            let b = cx.operand(1);
+            let (st, max) = (*st, *max);
+            let eb = st.bytes();
+            walk(
+                cx.kb,
+                nest,
+                0,
+                &[(a, eb), (b, eb)],
+                (out, eb),
+                &mut |kb, p, o| {
+                    let x = kb.load_i64(st, p[0], 0);
+                    let y = kb.load_i64(st, p[1], 0);
+                    let r = if max {
+                        kb.b.ins().smax(x, y)
+                    } else {
+                        kb.b.ins().smin(x, y)
+                    };
+                    kb.store_int(st, r, o, 0);
+                },
+            );
         }
         LogicLowering::Where { eb, nest } => {
             let eb = *eb;

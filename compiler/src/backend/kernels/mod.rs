@@ -107,7 +107,8 @@ pub(crate) enum Lowering {
     Cast(quantsim::CastLowering),
     /// `reduce_mean`, `reduce_sum`, `reduce_max`, `reduce_min`, `reduce_prod`.
     Reduce(reduce::ReduceMean),
-    /// Comparisons, booleans, `where`, `arg_max`/`arg_min`, `top_k`, `one_hot`.
+    /// Comparisons, booleans, `where`, integer `max`/`min`, `arg_max`/`arg_min`,
+    /// `top_k`, `one_hot`.
     Logic(logic::LogicLowering),
     /// `resize` in linear mode (nearest is a gather).
     Resize(resize::ResizeLinear),
@@ -440,6 +441,7 @@ pub(crate) fn select(
         Op::Log => unary(Unary::Log),
         Op::Tanh => unary(Unary::Tanh),
         Op::Erf => unary(Unary::Erf),
+        Op::Max | Op::Min if !out.elem.is_float() => logic::select(m, node).map(Lowering::Logic),
         Op::Max => binary(Binary::Max),
         Op::Min => binary(Binary::Min),
         Op::Softmax => {

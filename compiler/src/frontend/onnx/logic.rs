@@ -2,9 +2,11 @@
 //! Or, Xor, Where; indices: ArgMax, ArgMin, TopK, OneHot.
 //!
 //! ONNX `bool` is the IR's `u1` (0 false, 1 true). Greater and GreaterOrEqual are `less`
-//! and `less_or_equal` with the operands swapped. Comparisons take two operands of one
-//! element type: float32, or one integer type at run time; an integer constant beside a
-//! run-time integer takes the run-time operand's type (its values must fit). ONNX's int64
+//! and `less_or_equal` with the operands swapped. Comparisons, Where's values, ArgMax,
+//! ArgMin and TopK take float32 or integers (also the per-tensor quantized codes of a
+//! QuantizeLinear, compared as codes, as ONNX compares uint8/int8); two operands must
+//! have one element type, and an integer constant beside a run-time integer takes the
+//! run-time operand's type (its values must fit). ONNX's int64
 //! indices (ArgMax, ArgMin, TopK) are the IR's i32. On import-time constants (shape
 //! arithmetic, int64 included) every op here is evaluated at import time.
 
@@ -55,7 +57,8 @@ fn fold2(
 }
 
 /// Inputs `i` and `j` as IR values of one element type: float32 both, or one integer
-/// type (a constant takes the other operand's type when that is a run-time integer).
+/// type (a constant takes the other operand's type when that is a run-time integer or
+/// quantized type: its values are codes).
 fn same_type_pair(
     cx: &mut NodeCx<'_, '_>,
     i: usize,
@@ -67,7 +70,7 @@ fn same_type_pair(
         let dt = cx.dtype_of(c)?;
         match &ty.elem {
             ElemType::F32 if dt.is_float() => cx.const_as(c, TensorType::f32(shape)),
-            ElemType::Int(_) if dt.is_int() => cx
+            e if !e.is_float() && dt.is_int() => cx
                 .const_as(c, TensorType::new(ty.elem.clone(), shape))
                 .map_err(|e| format!("input {c}: {e}")),
             _ => Err(format!(
@@ -95,11 +98,6 @@ fn same_type_pair(
             "input {i} is {}, input {j} {}; they must have one element type",
             DType::of_elem(ta).name(),
             DType::of_elem(tb).name()
-        ));
-    }
-    if matches!(ta, ElemType::Quant(_) | ElemType::Bipolar) {
-        return Err(format!(
-            "inputs of type {ta} are not supported (float32 and integers are)"
         ));
     }
     Ok((a, b))
@@ -244,19 +242,8 @@ fn where_(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     Ok(())
 }
 
-/// Input 0 of ArgMax, ArgMin and TopK: float32 or an integer type.
-fn ordered_in(cx: &mut NodeCx<'_, '_>) -> Result<ValueId, String> {
-    let x = cx.ir(0)?;
-    match cx.ty(x).elem {
-        ElemType::F32 | ElemType::Int(_) => Ok(x),
-        ref e => Err(format!(
-            "input 0 of type {e} is not supported (float32 and integers are)"
-        )),
-    }
-}
-
 fn arg(cx: &mut NodeCx<'_, '_>, op: Op) -> Result<(), String> {
-    let x = ordered_in(cx)?;
+    let x = cx.ir(0)?;
     let r = cx.ty(x).rank();
     let axis = cx.a_int("axis", 0)?;
     let ax = normalize_axis(axis, r).map_err(|e| format!("attribute `axis`: {e}"))?;
@@ -266,12 +253,6 @@ fn arg(cx: &mut NodeCx<'_, '_>, op: Op) -> Result<(), String> {
     } else {
         false
     };
-    if cx.ty(x).shape[ax] == 0 {
-        return Err(format!(
-            "axis {ax} of input 0 is empty: it has no {}",
-            cx.op_type()
-        ));
-    }
     let y = cx.emit(
         op,
         vec![x],
@@ -299,7 +280,7 @@ fn arg_min(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
 /// (`top_k_indices`, i32 in the IR). `sorted = 0` allows any order, so the sorted one
 /// is used.
 fn top_k(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
-    let x = ordered_in(cx)?;
+    let x = cx.ir(0)?;
     let shape = cx.ty(x).shape.clone();
     let axis = cx.a_int("axis", -1)?;
     let ax = normalize_axis(axis, shape.len()).map_err(|e| format!("attribute `axis`: {e}"))?;

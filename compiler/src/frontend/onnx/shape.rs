@@ -833,7 +833,8 @@ fn cast_to(cx: &mut NodeCx<'_, '_>, to: DType) -> Result<(), String> {
         // Nonzero is true (NaN too): not(x == 0).
         let zero = match &from {
             ElemType::F32 => ConstData::F32(vec![0.0]),
-            ElemType::Int(_) => ConstData::Int(vec![0]),
+            // Integer-valued types compare codes with code 0 (ONNX casts the codes).
+            e if e.admits(0) => ConstData::Int(vec![0]),
             e => return Err(format!("cast of {e} to bool is not supported")),
         };
         let zero = cx.new_const(
