@@ -2703,6 +2703,249 @@ fn importer_cases() -> Vec<Case> {
         &["attribute `axis`: axis 5 is out of range for rank 2"],
     ));
 
+    // -- comparisons, booleans, Where, ArgMax, TopK, OneHot (logic.rs), integer Max/Min --
+    let ins = |specs: &[(&str, i32)]| -> Vec<ValueInfoProto> {
+        specs.iter().map(|&(n, e)| vi(n, e, &[1, 4])).collect()
+    };
+    v.push(at_n(
+        "Equal of float and an int32 constant",
+        "Equal",
+        one(
+            "Equal",
+            &["x", "c"],
+            vec![],
+            xa(),
+            vec![i32_init("c", 6, &[4], &[1, 2, 3, 4])],
+        ),
+        &["input 1 is int32, input 0 float; they must have one element type"],
+    ));
+    v.push(at_n(
+        "Less of int8 and 1000",
+        "Less",
+        one(
+            "Less",
+            &["x", "c"],
+            vec![],
+            ins(&[("x", 3)]),
+            vec![i32_init("c", 6, &[1], &[1000])],
+        ),
+        &["input 1: constant `c` holds 1000, which i8 cannot hold"],
+    ));
+    v.push(at_n(
+        "Greater of float and int32",
+        "Greater",
+        one(
+            "Greater",
+            &["x", "z"],
+            vec![],
+            ins(&[("x", 1), ("z", 6)]),
+            vec![],
+        ),
+        &["input 0 is float, input 1 int32; they must have one element type"],
+    ));
+    v.push(at_n(
+        "Equal of constants that do not broadcast",
+        "Equal",
+        one(
+            "Equal",
+            &["a", "b"],
+            vec![],
+            xa(),
+            vec![f("a", &[2]), f("b", &[3])],
+        ),
+        &["shapes [2] and [3] do not broadcast"],
+    ));
+    let zeros_of = |out: &str, dims: &[i64]| -> Vec<NodeProto> {
+        let shape = format!("{out}_shape");
+        let mut c = node("Constant", &shape, &[], &[&shape]);
+        c.attribute.push(ints_attr("value_ints", dims));
+        vec![c, node("ConstantOfShape", out, &[&shape], &[out])]
+    };
+    let mut wide = zeros_of("za", &[1 << 20, 1]);
+    wide.extend(zeros_of("zb", &[1, 1 << 20]));
+    v.push(at_n(
+        "Equal of constants to 2^40 elements",
+        "Equal",
+        before(
+            one("Equal", &["za", "zb"], vec![], xa(), vec![]),
+            wide.clone(),
+        ),
+        &["would have shape [1048576, 1048576], too large"],
+    ));
+    v.push(at_n(
+        "Not of float",
+        "Not",
+        one("Not", &["x"], vec![], xa(), vec![]),
+        &["input 0 must be bool, found float"],
+    ));
+    v.push(at_n(
+        "Where of float and int64 constants",
+        "Where",
+        one(
+            "Where",
+            &["c", "a", "b"],
+            vec![],
+            xa(),
+            vec![i32_init("c", 9, &[1], &[1]), f("a", &[1]), t("b", &[1])],
+        ),
+        &["input 1 is float, input 2 int64; they must have one element type"],
+    ));
+    v.push(at_n(
+        "Where of constants that do not broadcast",
+        "Where",
+        one(
+            "Where",
+            &["c", "a", "b"],
+            vec![],
+            xa(),
+            vec![i32_init("c", 9, &[2], &[1, 0]), f("a", &[3]), f("b", &[3])],
+        ),
+        &["shapes [2] and [3] do not broadcast"],
+    ));
+    v.push(at_n(
+        "Where of constants to 2^40 elements",
+        "Where",
+        before(
+            one("Where", &["za", "zb", "zb"], vec![], xa(), vec![]),
+            wide,
+        ),
+        &["would have shape [1048576, 1048576], too large"],
+    ));
+    v.push(at_n(
+        "ArgMax axis out of range",
+        "ArgMax",
+        one("ArgMax", &["x"], vec![int_attr("axis", 2)], xa(), vec![]),
+        &["attribute `axis`: axis 2 is out of range for rank 2"],
+    ));
+    let top_k =
+        |k: TensorProto, attrs: Vec<AttributeProto>| one("TopK", &["x", "k"], attrs, xa(), vec![k]);
+    v.push(at_n(
+        "TopK axis out of range",
+        "TopK",
+        top_k(t("k", &[1]), vec![int_attr("axis", -3)]),
+        &["attribute `axis`: axis -3 is out of range for rank 2"],
+    ));
+    v.push(at_n(
+        "TopK with K = 1.5",
+        "TopK",
+        top_k(f32_init("k", &[1], &[1.5]), vec![]),
+        &["input 1 (`K`): expected integers, found 1.5"],
+    ));
+    v.push(at_n(
+        "TopK with two K values",
+        "TopK",
+        top_k(t("k", &[1, 2]), vec![]),
+        &["input 1 (`K`) must hold one value, found 2 values"],
+    ));
+    v.push(at_n(
+        "TopK with k larger than the axis",
+        "TopK",
+        top_k(t("k", &[5]), vec![]),
+        &["k = 5 must be in 0..=4 (the length of axis 1 of input 0, shape [1, 4])"],
+    ));
+    v.push(at_n(
+        "TopK without k at opset 9",
+        "TopK",
+        opset(one("TopK", &["x"], vec![], xa(), vec![]), 9),
+        &["attribute `k` is required"],
+    ));
+    let one_hot = |i: ValueInfoProto, d: TensorProto, vals: TensorProto, attrs| {
+        let name = i.name.clone();
+        one(
+            "OneHot",
+            &[name.as_str(), "d", "v"],
+            attrs,
+            vec![i],
+            vec![d, vals],
+        )
+    };
+    let idx = || vi("i", 6, &[1, 4]);
+    let off_on = || f32_init("v", &[2], &[0.0, 1.0]);
+    v.push(at_n(
+        "OneHot depth of two values",
+        "OneHot",
+        one_hot(idx(), t("d", &[3, 4]), off_on(), vec![]),
+        &["input 1 (`depth`) must hold one value"],
+    ));
+    v.push(at_n(
+        "OneHot depth 0",
+        "OneHot",
+        one_hot(idx(), t("d", &[0]), off_on(), vec![]),
+        &["input 1 (`depth`) = 0 must be at least 1"],
+    ));
+    v.push(at_n(
+        "OneHot values of three",
+        "OneHot",
+        one_hot(
+            idx(),
+            t("d", &[3]),
+            f32_init("v", &[3], &[0.0, 1.0, 2.0]),
+            vec![],
+        ),
+        &["input 2 (`values`) must hold two values [off, on], found 3"],
+    ));
+    v.push(at_n(
+        "OneHot axis out of range",
+        "OneHot",
+        one_hot(idx(), t("d", &[3]), off_on(), vec![int_attr("axis", 3)]),
+        &["attribute `axis`: axis 3 is out of range for rank 3"],
+    ));
+    v.push(at_n(
+        "OneHot values beyond int32",
+        "OneHot",
+        one_hot(idx(), t("d", &[3]), t("v", &[0, 1 << 40]), vec![]),
+        &["input 2 (`values`): an int64 tensor with values beyond int32"],
+    ));
+    let mut big_u32 = TensorProto::new();
+    big_u32.name = "v".into();
+    big_u32.data_type = 12; // uint32, held in uint64_data
+    big_u32.dims = vec![2];
+    big_u32.uint64_data = vec![0, 1 << 33];
+    v.push(at_n(
+        "OneHot uint32 values beyond 2^32",
+        "OneHot",
+        one_hot(idx(), t("d", &[3]), big_u32, vec![]),
+        &["input 2 (`values`) = [0, 8589934592] does not fit u32"],
+    ));
+    v.push(at_n(
+        "OneHot of quantized indices",
+        "OneHot",
+        model(
+            vec![
+                node("QuantizeLinear", "quant", &["x", "s", "zp"], &["q"]),
+                node("OneHot", "n", &["q", "d", "v"], &["y"]),
+            ],
+            xa(),
+            vec![s0(), i32_init("zp", 2, &[], &[0]), t("d", &[3]), off_on()],
+            &["y"],
+        ),
+        &["input 0 (`indices`) of type q<u8, 0.5:0> is not supported"],
+    ));
+    v.push(at_n(
+        "Max of int8 and int16",
+        "Max",
+        one(
+            "Max",
+            &["x", "z"],
+            vec![],
+            ins(&[("x", 3), ("z", 5)]),
+            vec![],
+        ),
+        &["input 1 is int16, another input int8; the inputs must have one element type"],
+    ));
+    v.push(at_n(
+        "Min of uint8 and -1",
+        "Min",
+        one(
+            "Min",
+            &["x", "c"],
+            vec![],
+            ins(&[("x", 2)]),
+            vec![i32_init("c", 6, &[1], &[-1])],
+        ),
+        &["input 1: constant `c` holds -1, which u8 cannot hold"],
+    ));
+
     // -- initializers --
     let mut w = TensorProto::new();
     w.name = "w".into();
@@ -2845,6 +3088,32 @@ const IMPORTER_PATHS: &[(&str, &str)] = &[
     ("prelu: slope that does not broadcast", "PRelu slope that does not broadcast"),
     ("prelu: slope larger than X", "PRelu slope larger than X"),
     ("gelu: approximate", "Gelu approximate"),
+    ("variadic: integer Max/Min inputs of two types", "Max of int8 and int16"),
+    ("variadic: an integer constant outside the run-time type (const_as)", "Min of uint8 and -1"),
+    // logic.rs
+    ("same_type_pair: a constant of another element type", "Equal of float and an int32 constant"),
+    ("same_type_pair: a constant outside the run-time integer type (const_as)", "Less of int8 and 1000"),
+    ("same_type_pair: run-time operands of two element types", "Greater of float and int32"),
+    ("fold2: constants that do not broadcast", "Equal of constants that do not broadcast"),
+    ("fold2 / check_made: constant result over 2^26 elements", "Equal of constants to 2^40 elements"),
+    ("bool_in: an operand that is not bool", "Not of float"),
+    ("where_: constants of two element types", "Where of float and int64 constants"),
+    ("where_: constants that do not broadcast", "Where of constants that do not broadcast"),
+    ("where_ / check_made: constant result over 2^26 elements", "Where of constants to 2^40 elements"),
+    ("where_: float and integer data of one type", "unreachable: one ONNX element type decodes to one kind of data"),
+    ("arg: axis", "ArgMax axis out of range"),
+    ("top_k: axis", "TopK axis out of range"),
+    ("top_k: K not integral", "TopK with K = 1.5"),
+    ("top_k: K of several values", "TopK with two K values"),
+    ("top_k: k beyond the axis", "TopK with k larger than the axis"),
+    ("top_k: no attribute k before opset 10", "TopK without k at opset 9"),
+    ("one_hot: depth of several values", "OneHot depth of two values"),
+    ("one_hot: depth below 1 or over 2^31-1", "OneHot depth 0"),
+    ("one_hot: values not two", "OneHot values of three"),
+    ("one_hot: indices neither float32 nor integers", "OneHot of quantized indices"),
+    ("one_hot: axis", "OneHot axis out of range"),
+    ("one_hot: values without an IR type (default_type)", "OneHot values beyond int32"),
+    ("one_hot: values outside their integer type", "OneHot uint32 values beyond 2^32"),
     // qonnx.rs
     ("rounding: rounding_mode", "QONNX rounding_mode"),
     ("bit_width: not one value", "QONNX bit-width of two values"),
@@ -2855,6 +3124,7 @@ const IMPORTER_PATHS: &[(&str, &str)] = &[
     ("trunc: input count", "QONNX Trunc of three inputs"),
     // shape.rs
     ("ct_cast: constant cast to an unsupported type", "Cast of a constant to string"),
+    ("cast_to: run-time cast of b1 to bool", "unreachable: b1 values come from binarizing rewrites, never from ONNX"),
     ("dropout: training_mode", "unsupported attribute value"),
     ("dropout: is_test = 0", "unreachable: only before opset 7, and Dropout is imported from opset 7"),
     ("dropout / check_made: mask over 2^26 elements", "Dropout mask of 2^27 elements"),

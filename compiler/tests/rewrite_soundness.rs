@@ -290,6 +290,62 @@ fn cases() -> Vec<Case> {
             Tol::Exact,
             "module m {\n input %a: f32[2,3]\n input %b: f32[1,3]\n %c: f32[3,3] = concat(%a, %b) {axis = -2}\n %q: q<u8, 0.05:128>[3,3] = quantize(%c)\n output %q\n}",
         ),
+        // move-scales: selection and order (where, max, min, comparisons, arg_*, top_k)
+        case(
+            "dequantize-through-where",
+            Tol::Exact,
+            "module m {\n input %c: u1[2,3]\n input %a: q<i4, 0.1:3>[2,3]\n input %b: q<i4, 0.1:3>[3]\n %da: f32[2,3] = dequantize(%a)\n %db: f32[3] = dequantize(%b)\n %w: f32[2,3] = where(%c, %da, %db)\n output %w\n}",
+        ),
+        case(
+            "quantize-through-where",
+            Tol::Exact,
+            "module m {\n input %c: u1[3,1]\n input %a: f32[3,4]\n input %b: f32[4]\n %w: f32[3,4] = where(%c, %a, %b)\n %q: q<u8, 0.05:128>[3,4] = quantize(%w)\n output %q\n}",
+        ),
+        case(
+            "dequantize-through-max",
+            Tol::Exact,
+            "module m {\n input %a: q<i4, 0.5:-2>[4,3]\n input %b: q<i4, 0.5:-2>[4,1]\n %da: f32[4,3] = dequantize(%a)\n %db: f32[4,1] = dequantize(%b)\n %y: f32[4,3] = max(%da, %db)\n output %y\n}",
+        ),
+        case(
+            "dequantize-through-min",
+            Tol::Exact,
+            "module m {\n input %a: q<u8, 0.02:128>[8]\n input %b: q<u8, 0.02:128>[8]\n %da: f32[8] = dequantize(%a)\n %db: f32[8] = dequantize(%b)\n %y: f32[8] = min(%da, %db)\n output %y\n}",
+        ),
+        case(
+            "compare-codes-equal",
+            Tol::Exact,
+            "module m {\n input %a: q<i4, 0.25:1>[3,4]\n input %b: q<i4, 0.25:1>[4]\n %da: f32[3,4] = dequantize(%a)\n %db: f32[4] = dequantize(%b)\n %y: u1[3,4] = equal(%da, %db)\n output %y\n}",
+        ),
+        case(
+            "compare-codes-less",
+            Tol::Exact,
+            "module m {\n input %a: q<i4, 0.25:1>[3,4]\n input %b: q<i4, 0.25:1>[3,4]\n %da: f32[3,4] = dequantize(%a)\n %db: f32[3,4] = dequantize(%b)\n %y: u1[3,4] = less(%da, %db)\n output %y\n}",
+        ),
+        case(
+            "compare-codes-less-or-equal",
+            Tol::Exact,
+            "module m {\n input %a: q<i16, 0.001:-7>[16]\n input %b: q<i16, 0.001:-7>[1]\n %da: f32[16] = dequantize(%a)\n %db: f32[1] = dequantize(%b)\n %y: u1[16] = less_or_equal(%da, %db)\n output %y\n}",
+        ),
+        case(
+            "arg-max-of-codes",
+            Tol::Exact,
+            "module m {\n input %x: q<i4, 0.3:0>[4,6]\n %d: f32[4,6] = dequantize(%x)\n %y: i32[4] = arg_max(%d) {axis = 1, keepdims = false}\n output %y\n}",
+        ),
+        case(
+            "arg-min-of-codes",
+            Tol::Exact,
+            "module m {\n input %x: q<u4, 0.3:5>[4,6]\n %d: f32[4,6] = dequantize(%x)\n %y: i32[1,6] = arg_min(%d) {select_last_index = true}\n output %y\n}",
+        ),
+        case(
+            "top-k-indices-of-codes",
+            Tol::Exact,
+            "module m {\n input %x: q<i4, 0.3:0>[3,7]\n %d: f32[3,7] = dequantize(%x)\n %y: i32[3,4] = top_k_indices(%d) {k = 4}\n output %y\n}",
+        ),
+        case(
+            "dequantize-through-top-k",
+            Tol::Exact,
+            "module m {\n input %x: q<u8, 0.01:3>[5,4]\n %d: f32[5,4] = dequantize(%x)\n %y: f32[2,4] = top_k(%d) {axis = 0, k = 2, largest = false}\n output %y\n}",
+        ),
         // absorb-clamp
         case(
             "absorb-relu-into-quantize",

@@ -224,6 +224,45 @@ const BINARY_NUM: &[OperandSpec] = &[
     one("a", "f32 tensor, or a plain integer tensor"),
     one("b", "tensor of a's element type"),
 ];
+const COMPARE: &[OperandSpec] = &[
+    one("a", "f32 or integer-valued tensor (quantized: per tensor)"),
+    one("b", "tensor of a's element type"),
+];
+const LOGIC: &[OperandSpec] = &[one("a", "u1 tensor"), one("b", "u1 tensor")];
+const ARG_X: &[OperandSpec] = &[one(
+    "x",
+    "f32 or integer-valued tensor (quantized: per tensor)",
+)];
+const AXIS0: AttrSpec = attr(
+    "axis",
+    AttrKind::Int,
+    AttrDefault::Int(0),
+    "the axis (negative counts from the back)",
+);
+const KEEPDIMS: AttrSpec = attr(
+    "keepdims",
+    AttrKind::Bool,
+    AttrDefault::Bool(true),
+    "keep the axis as size 1",
+);
+const TOPK_AXIS: AttrSpec = attr(
+    "axis",
+    AttrKind::Int,
+    AttrDefault::Int(-1),
+    "the axis (negative counts from the back)",
+);
+const TOPK_K: AttrSpec = attr(
+    "k",
+    AttrKind::Int,
+    AttrDefault::Required,
+    "how many elements",
+);
+const TOPK_LARGEST: AttrSpec = attr(
+    "largest",
+    AttrKind::Bool,
+    AttrDefault::Bool(true),
+    "the largest elements (else the smallest)",
+);
 const CONV_OPERANDS: &[OperandSpec] = &[
     one("x", "input [N, C, H, W]"),
     one("w", "weights [M, C/group, kh, kw]"),
@@ -396,9 +435,40 @@ op_table! {
     /// The error function `2/sqrt(pi) * integral_0^x e^(-t^2) dt`.
     Erf = "erf", "error function", operands: UNARY_X, attrs: [], traits: [Elementwise];
     /// `max(a, b)`, broadcasting: NaN when either is NaN, and `max(-0.0, +0.0) = +0.0`.
-    Max = "max", "elementwise maximum", operands: BINARY, attrs: [], traits: [Elementwise, Broadcast];
+    /// On integer-valued operands of one element type (plain integers, `b1`, per-tensor
+    /// quantized types), the larger code, which is the larger value (one scale and zero
+    /// point); the result has that type.
+    Max = "max", "elementwise maximum", operands: COMPARE, attrs: [], traits: [Elementwise, Broadcast];
     /// `min(a, b)`, broadcasting: NaN when either is NaN, and `min(-0.0, +0.0) = -0.0`.
-    Min = "min", "elementwise minimum", operands: BINARY, attrs: [], traits: [Elementwise, Broadcast];
+    /// On integer-valued operands, the smaller code, as `max`.
+    Min = "min", "elementwise minimum", operands: COMPARE, attrs: [], traits: [Elementwise, Broadcast];
+    /// `a == b`, broadcasting, as a boolean `u1` (1 true, 0 false). f32 operands compare
+    /// as IEEE values: NaN equals nothing, `-0.0 == +0.0`. Integer-valued operands (one
+    /// element type for both; quantized types per tensor) compare their codes, which
+    /// compares quantized values as their real values (one scale and zero point).
+    Equal = "equal", "elementwise equality (boolean u1 result)", operands: COMPARE, attrs: [], traits: [Elementwise, Broadcast];
+    /// `a < b`, broadcasting, as a boolean `u1`; operands and NaN as `equal` (a comparison
+    /// with NaN is false). ONNX Greater(a, b) is `less(b, a)`.
+    Less = "less", "elementwise less-than (boolean u1 result)", operands: COMPARE, attrs: [], traits: [Elementwise, Broadcast];
+    /// `a <= b`, broadcasting, as a boolean `u1`; operands and NaN as `equal`. ONNX
+    /// GreaterOrEqual(a, b) is `less_or_equal(b, a)`.
+    LessOrEqual = "less_or_equal", "elementwise less-or-equal (boolean u1 result)", operands: COMPARE, attrs: [], traits: [Elementwise, Broadcast];
+    /// Logical not of a boolean `u1`: `1 - x`.
+    Not = "not", "logical not", operands: &[one("x", "u1 tensor")], attrs: [], traits: [Elementwise];
+    /// Logical and of two boolean `u1` tensors, broadcasting.
+    And = "and", "logical and", operands: LOGIC, attrs: [], traits: [Elementwise, Broadcast];
+    /// Logical or of two boolean `u1` tensors, broadcasting.
+    Or = "or", "logical or", operands: LOGIC, attrs: [], traits: [Elementwise, Broadcast];
+    /// Logical exclusive or of two boolean `u1` tensors, broadcasting.
+    Xor = "xor", "logical exclusive or", operands: LOGIC, attrs: [], traits: [Elementwise, Broadcast];
+    /// `cond ? a : b` elementwise; the three operands broadcast together. `cond` is a
+    /// boolean `u1`; `a` and `b` have one element type (any; quantized types per tensor),
+    /// which is the result's. Elements are copied unchanged (NaN payloads and signed
+    /// zeros kept).
+    Where = "where", "select by a boolean condition",
+        operands: &[one("cond", "u1 tensor"), one("a", "any tensor (quantized: per tensor)"), one("b", "tensor of a's element type")],
+        attrs: [],
+        traits: [Elementwise, Broadcast];
     /// Inference batch normalisation over axis 1:
     /// `(x - mean[c]) / sqrt(var[c] + epsilon) * scale[c] + bias[c]`.
     BatchNorm = "batch_norm", "batch normalisation with fixed statistics",
@@ -458,6 +528,62 @@ op_table! {
         attrs: [
             attr("axes", AttrKind::Ints, AttrDefault::Ints(&[]), "reduced axes (negative counts from the back); empty = all"),
             attr("keepdims", AttrKind::Bool, AttrDefault::Bool(true), "keep reduced axes as size 1"),
+        ],
+        traits: [];
+    /// Product over `axes` (empty = every axis) accumulated in f64 in row-major order and
+    /// rounded once; 1 for an empty reduction.
+    ReduceProd = "reduce_prod", "product over axes",
+        operands: UNARY_X,
+        attrs: [
+            attr("axes", AttrKind::Ints, AttrDefault::Ints(&[]), "reduced axes (negative counts from the back); empty = all"),
+            attr("keepdims", AttrKind::Bool, AttrDefault::Bool(true), "keep reduced axes as size 1"),
+        ],
+        traits: [];
+    /// The index along `axis` of the largest element, as `i32` (ONNX gives int64; axes
+    /// are shorter than 2^31): the first such index, or the last with
+    /// `select_last_index`. f32 elements compare as values with NaN above every number
+    /// (numpy's argmax: a NaN wins), `-0.0` equal to `+0.0`; integer-valued elements
+    /// compare their codes (quantized types per tensor). The axis is kept as size 1
+    /// with `keepdims`, else removed; it must not be empty.
+    ArgMax = "arg_max", "index of the maximum along an axis",
+        operands: ARG_X,
+        attrs: [AXIS0, KEEPDIMS,
+            attr("select_last_index", AttrKind::Bool, AttrDefault::Bool(false), "the last index of a tie instead of the first")],
+        traits: [];
+    /// The index along `axis` of the smallest element, as `arg_max` otherwise; NaN is
+    /// below every number here (numpy's argmin: a NaN wins too).
+    ArgMin = "arg_min", "index of the minimum along an axis",
+        operands: ARG_X,
+        attrs: [AXIS0, KEEPDIMS,
+            attr("select_last_index", AttrKind::Bool, AttrDefault::Bool(false), "the last index of a tie instead of the first")],
+        traits: [];
+    /// The `k` largest (`largest`) or smallest elements along `axis`, in order: by value,
+    /// descending for largest and ascending for smallest, ties by ascending index. f32
+    /// values rank NaN above `+inf` (NaNs come first with `largest`, last without) and
+    /// `-0.0` equal to `+0.0`; integer-valued elements rank by code (quantized types per
+    /// tensor). The result has x's element type and `k` along `axis` (`0 <= k <=` the
+    /// axis length). ONNX TopK's `sorted = 0` allows any order; this one is used.
+    TopK = "top_k", "the k largest or smallest elements along an axis",
+        operands: ARG_X,
+        attrs: [TOPK_AXIS, TOPK_K, TOPK_LARGEST],
+        traits: [];
+    /// The indices along `axis` (as `i32`) of the elements `top_k` gives with the same
+    /// attributes, in its order.
+    TopKIndices = "top_k_indices", "indices of the k largest or smallest elements",
+        operands: ARG_X,
+        attrs: [TOPK_AXIS, TOPK_K, TOPK_LARGEST],
+        traits: [];
+    /// One-hot mask: the result has `indices`' shape with a new axis of length `depth`
+    /// inserted at `axis` (negative counts from the back of the result), and is 1 (`u1`)
+    /// where the position along that axis equals the index at the other positions.
+    /// Negative indices count from the back (`index + depth`); an index outside
+    /// `[-depth, depth)` gives all zeros. (ONNX OneHot's on and off values are applied
+    /// with `where`.)
+    OneHot = "one_hot", "one-hot boolean mask of integer indices",
+        operands: &[one("indices", "plain integer tensor")],
+        attrs: [
+            attr("depth", AttrKind::Int, AttrDefault::Required, "length of the new axis (positive)"),
+            attr("axis", AttrKind::Int, AttrDefault::Int(-1), "position of the new axis in the result (negative counts from the back)"),
         ],
         traits: [];
     /// ONNX Resize (nearest or n-linear) to the shape `sizes`. Output coordinate `o` of an

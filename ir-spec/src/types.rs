@@ -34,6 +34,11 @@ impl IntType {
         bits: 8,
         signed: false,
     };
+    /// Booleans: `u1`, 0 false and 1 true (what comparisons give and `where` takes).
+    pub const U1: IntType = IntType {
+        bits: 1,
+        signed: false,
+    };
 
     pub fn new(bits: u8, signed: bool) -> Self {
         IntType { bits, signed }
@@ -253,6 +258,8 @@ pub enum ElemType {
 
 impl ElemType {
     pub const I32: ElemType = ElemType::Int(IntType::I32);
+    /// Booleans (`u1`: 0 false, 1 true).
+    pub const U1: ElemType = ElemType::Int(IntType::U1);
 
     /// Integer storage of integer-valued types (`Bipolar` is one signed bit whose codes
     /// are -1 and +1, so it has none).

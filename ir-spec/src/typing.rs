@@ -13,7 +13,12 @@
 //!   `cast`, `threshold`, `bit_unpack`) check the declared element type is acceptable
 //!   and return it with the computed shape;
 //! - `conv2d_int` and `matmul_int` give `i32`, `binarize` gives `b1`, `bit_pack` gives
-//!   unsigned words.
+//!   unsigned words;
+//! - comparisons and `one_hot` give booleans (`u1`), `not`/`and`/`or`/`xor` take and
+//!   give them, `where` takes its condition as `u1` and gives the element type of its
+//!   two values; `arg_max`, `arg_min` and `top_k_indices` give `i32`. Comparisons,
+//!   `where`, `arg_*` and `top_k` take f32 or integer-valued operands whose codes order
+//!   as their values (plain integers, `b1`, per-tensor quantized types).
 //!
 //! Errors name the op, the operand or attribute at fault and what was found, so that the
 //! verifier can print them under the offending line as they are.
@@ -55,6 +60,10 @@ pub fn infer(
         }
         Op::Gemm => gemm(&cx, attrs),
         Op::Add | Op::Sub | Op::Mul => int_or_f32_binary(&cx),
+        Op::Max | Op::Min if !cx.get(0).elem.is_float() => {
+            let shape = same_elem_pair(&cx, 0, 1)?;
+            Ok(TensorType::new(cx.get(0).elem.clone(), shape))
+        }
         Op::Div | Op::Pow | Op::Max | Op::Min => {
             let a = cx.f32(0)?;
             let b = cx.f32(1)?;
@@ -106,7 +115,24 @@ pub fn infer(
             shape[2..].iter_mut().for_each(|d| *d = 1);
             Ok(TensorType::f32(shape))
         }
-        Op::ReduceMean | Op::ReduceSum | Op::ReduceMax | Op::ReduceMin => reduce_mean(&cx, attrs),
+        Op::ReduceMean | Op::ReduceSum | Op::ReduceMax | Op::ReduceMin | Op::ReduceProd => {
+            reduce_mean(&cx, attrs)
+        }
+        Op::Equal | Op::Less | Op::LessOrEqual => compare(&cx),
+        Op::Not => {
+            let x = cx.boolean(0)?;
+            Ok(TensorType::new(ElemType::U1, x.shape.clone()))
+        }
+        Op::And | Op::Or | Op::Xor => {
+            let (a, b) = (cx.boolean(0)?, cx.boolean(1)?);
+            let shape = broadcast(&a.shape, &b.shape)
+                .map_err(|e| format!("operands of {op} do not broadcast: {e}"))?;
+            Ok(TensorType::new(ElemType::U1, shape))
+        }
+        Op::Where => where_(&cx),
+        Op::ArgMax | Op::ArgMin => arg_reduce(&cx, attrs),
+        Op::TopK | Op::TopKIndices => top_k(&cx, attrs),
+        Op::OneHot => one_hot(&cx, attrs),
         Op::Resize => resize(&cx, attrs),
         Op::Reshape => reshape(&cx, attrs),
         Op::Flatten => flatten(&cx, attrs),
@@ -210,6 +236,19 @@ impl<'a> Cx<'a, '_> {
         if !t.elem.is_float() {
             return Err(format!(
                 "operand `{}` of {} must be f32, found {t}",
+                self.name(i),
+                self.op
+            ));
+        }
+        Ok(t)
+    }
+
+    /// A boolean (`u1`) operand.
+    fn boolean(&self, i: usize) -> Result<&'a TensorType, String> {
+        let t = self.get(i);
+        if t.elem != ElemType::U1 {
+            return Err(format!(
+                "operand `{}` of {} must be a boolean (u1), found {t}",
                 self.name(i),
                 self.op
             ));
@@ -1283,6 +1322,116 @@ fn threshold(
 }
 
 /// `add`/`sub`/`mul`: two f32 operands, or two operands of one plain integer type.
+/// An operand that is f32, a plain integer, b1 or a per-tensor quantized type: one whose
+/// elements compare as values (a per-axis or blocked type's codes do not, under
+/// different scales).
+fn comparable<'a>(cx: &Cx<'a, '_>, i: usize) -> Result<&'a TensorType, String> {
+    let t = cx.get(i);
+    if let ElemType::Quant(q) = &t.elem
+        && !matches!(q.params, QuantParams::PerTensor { .. })
+    {
+        return Err(format!(
+            "operand `{}` of {} must be f32, integer or per-tensor quantized (codes under per-axis or blocked scales do not compare as values), found {t}",
+            cx.name(i),
+            cx.op
+        ));
+    }
+    Ok(t)
+}
+
+/// Two operands of one element type (`b` of `a`'s), broadcast together.
+fn same_elem_pair(cx: &Cx<'_, '_>, i: usize, j: usize) -> Result<Vec<usize>, String> {
+    let (a, b) = (comparable(cx, i)?, comparable(cx, j)?);
+    if a.elem != b.elem {
+        return Err(format!(
+            "operands `{}` and `{}` of {} must have one element type, found {a} and {b}",
+            cx.name(i),
+            cx.name(j),
+            cx.op
+        ));
+    }
+    broadcast(&a.shape, &b.shape)
+        .map_err(|e| format!("operands of {} do not broadcast: {e}", cx.op))
+}
+
+fn compare(cx: &Cx<'_, '_>) -> Result<TensorType, String> {
+    let shape = same_elem_pair(cx, 0, 1)?;
+    Ok(TensorType::new(ElemType::U1, shape))
+}
+
+fn where_(cx: &Cx<'_, '_>) -> Result<TensorType, String> {
+    let c = cx.boolean(0)?;
+    let ab = same_elem_pair(cx, 1, 2)?;
+    let shape =
+        broadcast(&c.shape, &ab).map_err(|e| format!("operands of where do not broadcast: {e}"))?;
+    Ok(TensorType::new(cx.get(1).elem.clone(), shape))
+}
+
+/// The axis attribute of an op that works along one axis of `x`, which must be neither
+/// empty nor longer than `i32` indices reach.
+fn index_axis(cx: &Cx<'_, '_>, attrs: &Attrs<'_>, x: &TensorType) -> Result<usize, String> {
+    let axis = cx.axis(attrs, "axis", x.rank())?;
+    let d = x.shape[axis];
+    if d == 0 || d > i32::MAX as usize {
+        return Err(format!(
+            "axis {axis} of `x` ({x}) of {} must hold 1 to 2^31-1 elements (indices are i32)",
+            cx.op
+        ));
+    }
+    Ok(axis)
+}
+
+fn arg_reduce(cx: &Cx<'_, '_>, attrs: &Attrs<'_>) -> Result<TensorType, String> {
+    let x = comparable(cx, 0)?;
+    let axis = index_axis(cx, attrs, x)?;
+    let mut shape = x.shape.clone();
+    if attrs.bool("keepdims")? {
+        shape[axis] = 1;
+    } else {
+        shape.remove(axis);
+    }
+    Ok(TensorType::new(ElemType::I32, shape))
+}
+
+fn top_k(cx: &Cx<'_, '_>, attrs: &Attrs<'_>) -> Result<TensorType, String> {
+    let x = comparable(cx, 0)?;
+    let axis = index_axis(cx, attrs, x)?;
+    let k = attrs.int("k")?;
+    if k < 0 || k as u64 > x.shape[axis] as u64 {
+        return Err(format!(
+            "attribute `k` of {} must be in 0..={} (the length of axis {axis} of {x}), found {k}",
+            cx.op, x.shape[axis]
+        ));
+    }
+    let mut shape = x.shape.clone();
+    shape[axis] = k as usize;
+    let elem = if cx.op == Op::TopK {
+        x.elem.clone()
+    } else {
+        ElemType::I32
+    };
+    Ok(TensorType::new(elem, shape))
+}
+
+fn one_hot(cx: &Cx<'_, '_>, attrs: &Attrs<'_>) -> Result<TensorType, String> {
+    let x = cx.get(0);
+    if !matches!(x.elem, ElemType::Int(_)) {
+        return Err(format!(
+            "operand `indices` of one_hot must be a plain integer tensor, found {x}"
+        ));
+    }
+    let depth = attrs.int("depth")?;
+    if !(1..=MAX_SIZE).contains(&depth) {
+        return Err(format!(
+            "attribute `depth` of one_hot must be in 1..={MAX_SIZE}, found {depth}"
+        ));
+    }
+    let axis = cx.axis(attrs, "axis", x.rank() + 1)?;
+    let mut shape = x.shape.clone();
+    shape.insert(axis, depth as usize);
+    Ok(TensorType::new(ElemType::U1, shape))
+}
+
 fn int_or_f32_binary(cx: &Cx<'_, '_>) -> Result<TensorType, String> {
     let (a, b) = (cx.get(0), cx.get(1));
     let op = cx.op;

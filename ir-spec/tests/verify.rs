@@ -1014,6 +1014,30 @@ const VALID: &[&str] = &[
   %i: f32[2,4] = max(%h, %y)
   %j: f32[2,4] = min(%i, %e)
   output %j",
+    "input %x: f32[2,3]
+  input %y: f32[3]
+  input %q: q<u8, 0.1:128>[2,3]
+  %e: u1[2,3] = equal(%x, %y)
+  %l: u1[2,3] = less(%y, %x)
+  %le: u1[2,3] = less_or_equal(%q, %q)
+  %n: u1[2,3] = not(%e)
+  %a: u1[2,3] = and(%n, %l)
+  %o: u1[2,3] = or(%a, %le)
+  %z: u1[2,3] = xor(%o, %e)
+  %w: f32[2,3] = where(%z, %x, %y)
+  %wq: q<u8, 0.1:128>[2,3] = where(%z, %q, %q)
+  %mx: q<u8, 0.1:128>[2,3] = max(%wq, %q)
+  %mn: q<u8, 0.1:128>[2,3] = min(%mx, %q)
+  output %w, %mn",
+    "input %x: f32[2,5,3]
+  input %i: i32[4]
+  %p: f32[2,1,3] = reduce_prod(%x) {axes = [1]}
+  %a: i32[2,3] = arg_max(%x) {axis = 1, keepdims = false}
+  %b: i32[1,5,3] = arg_min(%x) {select_last_index = true}
+  %t: f32[2,2,3] = top_k(%x) {axis = 1, k = 2}
+  %u: i32[2,5,1] = top_k_indices(%x) {k = 1, largest = false}
+  %h: u1[4,10] = one_hot(%i) {depth = 10}
+  output %p, %a, %b, %t, %u, %h",
     "input %x: f32[2,5]
   %y: f32[2,5] = softmax(%x) {axis = 0}
   output %y",

@@ -111,7 +111,9 @@ pub fn node_cost(meta: &Meta, operands: &[&TensorType]) -> f64 {
             let b = arg(0).map_or(8, bits).max(arg(1).map_or(8, bits));
             (Kernel::IntMac, n * k_of(arg(0)), b)
         }
-        Op::Add | Op::Sub | Op::Mul if !out.elem.is_float() => (Kernel::IntElementwise, n, 32),
+        Op::Add | Op::Sub | Op::Mul | Op::Max | Op::Min if !out.elem.is_float() => {
+            (Kernel::IntElementwise, n, 32)
+        }
         Op::Lookup => (Kernel::Lookup, n, 32),
         Op::Add
         | Op::Sub
@@ -131,6 +133,15 @@ pub fn node_cost(meta: &Meta, operands: &[&TensorType]) -> f64 {
         | Op::Round
         | Op::Max
         | Op::Min
+        | Op::Equal
+        | Op::Less
+        | Op::LessOrEqual
+        | Op::Not
+        | Op::And
+        | Op::Or
+        | Op::Xor
+        | Op::Where
+        | Op::OneHot
         | Op::BatchNorm
         | Op::FakeQuant
         | Op::Trunc
@@ -151,9 +162,18 @@ pub fn node_cost(meta: &Meta, operands: &[&TensorType]) -> f64 {
         | Op::ReduceSum
         | Op::ReduceMax
         | Op::ReduceMin
+        | Op::ReduceProd
+        | Op::ArgMax
+        | Op::ArgMin
         | Op::Resize => {
             let x = arg(0).map_or(n, |x| x.numel() as f64);
             (Kernel::Pool, x, arg(0).map_or(32, bits))
+        }
+        Op::TopK | Op::TopKIndices => {
+            // k scans of each line (kernels/logic.rs).
+            let x = arg(0).map_or(n, |x| x.numel() as f64);
+            let k = meta.attrs().int("k").map_or(1, |k| k.max(1));
+            (Kernel::Pool, x * k as f64, arg(0).map_or(32, bits))
         }
         Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze => (Kernel::Movement, 0.0, 32),
         Op::Transpose | Op::Concat | Op::Pad | Op::Slice | Op::BitPack | Op::BitUnpack => {

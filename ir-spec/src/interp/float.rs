@@ -241,6 +241,7 @@ pub(super) enum Reduce {
     Sum,
     Max,
     Min,
+    Prod,
 }
 
 fn mean_over(x: &[f32], shape: &[usize], axes: &[bool], keepdims: bool) -> Tensor {
@@ -265,6 +266,7 @@ fn reduce_over(x: &[f32], shape: &[usize], axes: &[bool], keepdims: bool, kind: 
         Reduce::Mean | Reduce::Sum => 0f64,
         Reduce::Max => f64::NEG_INFINITY,
         Reduce::Min => f64::INFINITY,
+        Reduce::Prod => 1f64,
     };
     let mut sums = vec![init; nout];
     // Map each input element to its output element.
@@ -280,6 +282,7 @@ fn reduce_over(x: &[f32], shape: &[usize], axes: &[bool], keepdims: bool, kind: 
         let (a, v) = (sums[o], v as f64);
         sums[o] = match kind {
             Reduce::Mean | Reduce::Sum => a + v,
+            Reduce::Prod => a * v,
             Reduce::Max if a.is_nan() || v.is_nan() => f64::NAN,
             Reduce::Min if a.is_nan() || v.is_nan() => f64::NAN,
             // Ties of signed zeros as `max`/`min` resolve them: +0 over -0.

@@ -29,7 +29,8 @@
 //!
 //! Layout: this file holds [`Tensor`], [`run`] and the dispatch over [`Op`]; the ops
 //! live by family in `float.rs` (elementwise, matmul, reductions), `nn.rs` (conv,
-//! pooling, resize), `movement.rs` (reshape, transpose, concat, pad, slice, ...) and
+//! pooling, resize), `movement.rs` (reshape, transpose, concat, pad, slice, ...),
+//! `logic.rs` (comparisons, booleans, where, arg_max/arg_min, top_k, one_hot) and
 //! `quant.rs` (cast, quantization and integer ops, binarization, bit packing).
 
 use std::fmt;
@@ -39,6 +40,7 @@ use crate::ops::{Attrs, Op};
 use crate::types::{ElemType, TensorType};
 
 mod float;
+mod logic;
 mod movement;
 mod nn;
 mod quant;
@@ -445,8 +447,18 @@ pub fn eval_node(module: &Module, node: &Node, operands: &[&Tensor]) -> Result<T
         Op::Log => float::unary(&cx, f32::ln),
         Op::Tanh => float::unary(&cx, f32::tanh),
         Op::Erf => float::unary(&cx, float::erf),
+        Op::Max if !cx.elem(0).is_float() => logic::int_extreme(&cx, true),
+        Op::Min if !cx.elem(0).is_float() => logic::int_extreme(&cx, false),
         Op::Max => float::binary(&cx, float::max),
         Op::Min => float::binary(&cx, float::min),
+        Op::Equal => logic::compare(&cx, logic::Cmp::Eq),
+        Op::Less => logic::compare(&cx, logic::Cmp::Lt),
+        Op::LessOrEqual => logic::compare(&cx, logic::Cmp::Le),
+        Op::Not => logic::not(&cx),
+        Op::And => logic::logic(&cx, |a, b| a && b),
+        Op::Or => logic::logic(&cx, |a, b| a || b),
+        Op::Xor => logic::logic(&cx, |a, b| a != b),
+        Op::Where => logic::where_(&cx),
         Op::BatchNorm => float::batch_norm(&cx),
         Op::MaxPool => nn::max_pool(&cx),
         Op::AvgPool => nn::avg_pool(&cx),
@@ -455,6 +467,12 @@ pub fn eval_node(module: &Module, node: &Node, operands: &[&Tensor]) -> Result<T
         Op::ReduceSum => float::reduce(&cx, float::Reduce::Sum),
         Op::ReduceMax => float::reduce(&cx, float::Reduce::Max),
         Op::ReduceMin => float::reduce(&cx, float::Reduce::Min),
+        Op::ReduceProd => float::reduce(&cx, float::Reduce::Prod),
+        Op::ArgMax => logic::arg_reduce(&cx, true),
+        Op::ArgMin => logic::arg_reduce(&cx, false),
+        Op::TopK => logic::top_k(&cx, true),
+        Op::TopKIndices => logic::top_k(&cx, false),
+        Op::OneHot => logic::one_hot(&cx),
         Op::Resize => nn::resize(&cx),
         Op::Reshape => movement::reshape(&cx),
         Op::Flatten => movement::flatten(&cx),

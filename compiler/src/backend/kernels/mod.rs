@@ -17,6 +17,7 @@ pub(crate) mod fma;
 pub(crate) mod gemm;
 mod im2col;
 pub(crate) mod intelem;
+pub(crate) mod logic;
 pub(crate) mod maddubs;
 pub(crate) mod movement;
 pub(crate) mod nary;
@@ -104,8 +105,11 @@ pub(crate) enum Lowering {
     Sim(quantsim::SimLowering),
     /// A cast that changes the bytes.
     Cast(quantsim::CastLowering),
-    /// `reduce_mean`.
+    /// `reduce_mean`, `reduce_sum`, `reduce_max`, `reduce_min`, `reduce_prod`.
     Reduce(reduce::ReduceMean),
+    /// Comparisons, booleans, `where`, integer `max`/`min`, `arg_max`/`arg_min`,
+    /// `top_k`, `one_hot`.
+    Logic(logic::LogicLowering),
     /// `resize` in linear mode (nearest is a gather).
     Resize(resize::ResizeLinear),
     /// `conv_transpose2d`.
@@ -208,6 +212,7 @@ impl Lowering {
             Lowering::Sim(q) => q.kernel_name(),
             Lowering::Cast(q) => q.kernel_name(),
             Lowering::Reduce(q) => q.kernel_name(),
+            Lowering::Logic(q) => q.kernel_name(),
             Lowering::Resize(q) => q.kernel_name(),
             Lowering::Deconv(q) => q.kernel_name(),
             Lowering::Bits(q) => q.kernel_name(),
@@ -436,6 +441,7 @@ pub(crate) fn select(
         Op::Log => unary(Unary::Log),
         Op::Tanh => unary(Unary::Tanh),
         Op::Erf => unary(Unary::Erf),
+        Op::Max | Op::Min if !out.elem.is_float() => logic::select(m, node).map(Lowering::Logic),
         Op::Max => binary(Binary::Max),
         Op::Min => binary(Binary::Min),
         Op::Softmax => {
@@ -595,11 +601,24 @@ pub(crate) fn select(
             Ok(Lowering::Pow(nary::Nest::new(&out.shape, &s)))
         }
         Op::FakeQuant | Op::Trunc => quantsim::select_sim(m, node, const_of).map(Lowering::Sim),
-        Op::ReduceMean | Op::ReduceSum | Op::ReduceMax | Op::ReduceMin => {
+        Op::ReduceMean | Op::ReduceSum | Op::ReduceMax | Op::ReduceMin | Op::ReduceProd => {
             need_f32()?;
             reduce::select(m, node).map(Lowering::Reduce)
         }
         Op::Resize => resize::select(m, node),
+        Op::Equal
+        | Op::Less
+        | Op::LessOrEqual
+        | Op::Not
+        | Op::And
+        | Op::Or
+        | Op::Xor
+        | Op::Where
+        | Op::ArgMax
+        | Op::ArgMin
+        | Op::TopK
+        | Op::TopKIndices
+        | Op::OneHot => logic::select(m, node).map(Lowering::Logic),
         Op::ConvTranspose2d => {
             need_f32()?;
             deconv::select(m, node, const_of).map(Lowering::Deconv)
@@ -866,6 +885,7 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
         Lowering::Sim(q) => quantsim::emit_sim(cx, q),
         Lowering::Cast(q) => quantsim::emit_cast(cx, q),
         Lowering::Reduce(q) => reduce::emit(cx, q),
+        Lowering::Logic(q) => logic::emit(cx, q),
         Lowering::Resize(q) => resize::emit(cx, q),
         Lowering::Deconv(q) => deconv::emit(cx, q),
         Lowering::Bits(q) => bits::emit(cx, q),

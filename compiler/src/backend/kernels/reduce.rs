@@ -1,6 +1,7 @@
-//! `reduce_mean`, `reduce_sum`, `reduce_max` and `reduce_min` over any set of axes,
-//! accumulated in f64 and rounded once to f32, as the interpreter does; the sums run in
-//! the interpreter's order (row-major over the reduced axes), so results are bit-exact
+//! `reduce_mean`, `reduce_sum`, `reduce_max`, `reduce_min` and `reduce_prod` over any set
+//! of axes, accumulated in f64 and rounded once to f32, as the interpreter does; the sums
+//! and products run in the interpreter's order (row-major over the reduced axes), so
+//! results are bit-exact
 //! (max and min are exact in any order; Cranelift's `fmax`/`fmin` propagate NaN and put
 //! +0 over -0, as the interpreter does).
 //!
@@ -36,6 +37,7 @@ pub(crate) enum Kind {
     Sum,
     Max,
     Min,
+    Prod,
 }
 
 impl Kind {
@@ -45,6 +47,7 @@ impl Kind {
             Kind::Sum => "reduce_sum",
             Kind::Max => "reduce_max",
             Kind::Min => "reduce_min",
+            Kind::Prod => "reduce_prod",
         }
     }
 
@@ -54,6 +57,7 @@ impl Kind {
             Kind::Mean | Kind::Sum => 0.0,
             Kind::Max => f64::NEG_INFINITY,
             Kind::Min => f64::INFINITY,
+            Kind::Prod => 1.0,
         }
     }
 
@@ -63,6 +67,7 @@ impl Kind {
             Kind::Mean | Kind::Sum => kb.b.ins().fadd(a, v),
             Kind::Max => kb.b.ins().fmax(a, v),
             Kind::Min => kb.b.ins().fmin(a, v),
+            Kind::Prod => kb.b.ins().fmul(a, v),
         }
     }
 }
@@ -73,6 +78,7 @@ pub(crate) fn select(m: &Module, node: &Node) -> Result<ReduceMean, String> {
         Op::ReduceSum => Kind::Sum,
         Op::ReduceMax => Kind::Max,
         Op::ReduceMin => Kind::Min,
+        Op::ReduceProd => Kind::Prod,
         op => return Err(format!("internal: {op} is not a reduction")),
     };
     let a = Attrs::new(node.op, &node.attrs);

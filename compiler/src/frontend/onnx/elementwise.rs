@@ -1,8 +1,8 @@
 //! Elementwise ops: arithmetic (Add, Sub, Mul, Div, Pow, Reciprocal), Sqrt, Exp, Log,
 //! Tanh, Erf, Abs, Neg, Floor, Ceil, Round, activations (Relu, Clip, LeakyRelu, PRelu,
 //! Elu, Softplus, Gelu, Sigmoid, HardSigmoid, HardSwish), Sign, and the n-ary Min, Max,
-//! Sum and Mean. Float32 at run time; on integer constants (shape arithmetic) they are
-//! evaluated at import time. Reciprocal, PRelu, Elu, Softplus, Gelu, Sum and Mean are
+//! Sum and Mean. Float32 at run time (Max and Min also on one integer type, comparing
+//! codes); on integer constants (shape arithmetic) they are evaluated at import time. Reciprocal, PRelu, Elu, Softplus, Gelu, Sum and Mean are
 //! written with the IR's smaller ops (see each handler for its formula).
 
 use qcc_ir::shape::{broadcast, broadcast_indices};
@@ -414,9 +414,39 @@ fn variadic(
             return Ok(None);
         }
     }
-    let mut acc = f32_operand(cx, 0)?;
+    // Max and Min of run-time integers compare codes (the other ops compute in f32).
+    let int_elem = if matches!(op, Op::Max | Op::Min) {
+        match (0..n).find(|&i| !cx.is_pure_const(i)) {
+            Some(i) => {
+                let v = cx.ir(i)?;
+                matches!(cx.ty(v).elem, ElemType::Int(_)).then(|| cx.ty(v).elem.clone())
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
+    let operand = |cx: &mut NodeCx<'_, '_>, i: usize| -> Result<ValueId, String> {
+        let Some(e) = &int_elem else {
+            return f32_operand(cx, i);
+        };
+        if cx.is_pure_const(i) {
+            let ty = TensorType::new(e.clone(), cx.shape_of(i)?);
+            return cx.const_as(i, ty).map_err(|m| format!("input {i}: {m}"));
+        }
+        let v = cx.ir(i)?;
+        if cx.ty(v).elem != *e {
+            return Err(format!(
+                "input {i} is {}, another input {}; the inputs must have one element type",
+                super::tensor::DType::of_elem(&cx.ty(v).elem).name(),
+                super::tensor::DType::of_elem(e).name()
+            ));
+        }
+        Ok(v)
+    };
+    let mut acc = operand(cx, 0)?;
     for i in 1..n {
-        let b = f32_operand(cx, i)?;
+        let b = operand(cx, i)?;
         acc = cx.emit(op, vec![acc, b], vec![], None, &format!(".{i}"))?;
     }
     Ok(Some(acc))

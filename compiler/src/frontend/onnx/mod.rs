@@ -20,6 +20,7 @@
 mod ctx;
 mod elementwise;
 pub mod inspect;
+mod logic;
 mod nn;
 mod qonnx;
 mod quant;
@@ -160,6 +161,7 @@ pub(crate) fn registry() -> impl Iterator<Item = &'static OpReg> {
     [
         nn::OPS,
         elementwise::OPS,
+        logic::OPS,
         shape::OPS,
         quant::OPS,
         qonnx::OPS,

@@ -1,6 +1,6 @@
 //! Neural-network layers: Conv, ConvTranspose, Gemm, MatMul, BatchNormalization,
 //! MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean, ReduceSum,
-//! ReduceMax, ReduceMin, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSum, ReduceLogSumExp,
+//! ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSum, ReduceLogSumExp,
 //! LayerNormalization and InstanceNormalization (written with reductions), Softmax, Resize.
 //!
 //! The IR's windowed ops are 2-D; 1-D convolutions and pools are imported as 2-D ones
@@ -27,6 +27,7 @@ pub(crate) const OPS: &[OpReg] = &[
     op("ReduceSum", 1, reduce_sum),
     op("ReduceMax", 1, reduce_max),
     op("ReduceMin", 1, reduce_min),
+    op("ReduceProd", 1, reduce_prod),
     op("ReduceL1", 1, reduce_l1),
     op("ReduceL2", 1, reduce_l2),
     op("ReduceSumSquare", 1, reduce_sum_square),
@@ -552,6 +553,10 @@ fn reduce_max(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
 
 fn reduce_min(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     reduce_with(cx, Op::ReduceMin, 18, None, None)
+}
+
+fn reduce_prod(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    reduce_with(cx, Op::ReduceProd, 18, None, None)
 }
 
 /// `sum |x|`.

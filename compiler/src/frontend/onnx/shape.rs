@@ -5,7 +5,7 @@
 //! Range), which is evaluated here on import-time constants and never reaches the IR.
 
 use qcc_ir::shape::{broadcast, broadcast_indices, normalize_axis, strides};
-use qcc_ir::{Attr, ElemType, Op, Rounding};
+use qcc_ir::{Attr, ConstData, ElemType, Op, Rounding, TensorType};
 
 use super::ctx::{NodeCx, ints, norm_axes, usz};
 use super::tensor::{CData, CTensor, DType};
@@ -51,7 +51,7 @@ const MAX_MADE: usize = 1 << 26;
 
 /// Refuses to materialise `shape` at import time when it has more than [`MAX_MADE`]
 /// elements; `what` names the tensor.
-fn check_made(shape: &[usize], what: &str) -> Result<usize, String> {
+pub(crate) fn check_made(shape: &[usize], what: &str) -> Result<usize, String> {
     let n = numel(shape);
     if n > MAX_MADE {
         return Err(format!(
@@ -829,10 +829,28 @@ fn cast_to(cx: &mut NodeCx<'_, '_>, to: DType) -> Result<(), String> {
     }
     let x = cx.ir(0)?;
     let from = cx.ty(x).elem.clone();
+    if to == DType::Bool && from != ElemType::U1 {
+        // Nonzero is true (NaN too): not(x == 0).
+        let zero = match &from {
+            ElemType::F32 => ConstData::F32(vec![0.0]),
+            // Integer-valued types compare codes with code 0 (ONNX casts the codes).
+            e if e.admits(0) => ConstData::Int(vec![0]),
+            e => return Err(format!("cast of {e} to bool is not supported")),
+        };
+        let zero = cx.new_const(
+            "zero",
+            TensorType::new(from.clone(), Vec::<usize>::new()),
+            zero,
+        );
+        let e = cx.emit(Op::Equal, vec![x, zero], vec![], None, ".is_zero")?;
+        let y = cx.emit(Op::Not, vec![e], vec![], None, "")?;
+        cx.set_ir(0, y);
+        return Ok(());
+    }
     let elem = match to {
         DType::F32 => ElemType::F32,
         d => match d.int_type() {
-            Some(t) if d != DType::Bool => ElemType::Int(t),
+            Some(t) => ElemType::Int(t),
             _ => {
                 return Err(format!(
                     "cast of a run-time value to {} is not supported (float32 and 2..32-bit integers are)",

@@ -9,14 +9,21 @@
 //! op's result follows the op's type rule (`qcc_ir::typing::infer`), which moves a
 //! per-axis parameter axis with the data and refuses to split or merge it; where it
 //! refuses, the rule does not apply.
+//!
+//! Selection and order: `where` selects elements and `max`/`min` pick one of two, so a
+//! dequantize of one per-tensor type on both operands moves below them (quantize moves
+//! above `where`); `arg_max`, `arg_min`, `top_k`, `top_k_indices` and the comparisons
+//! read only the order of their operands, which a dequantize keeps exactly where it is
+//! strictly increasing on the codes (storage of at most 16 bits, a tame scale: see
+//! [`strictly_increasing`]), so they run on the codes.
 
 use egg::{Id, Subst};
 use qcc_ir::typing::infer;
 use qcc_ir::verify::verify_types;
 use qcc_ir::{ElemType, Op, QuantParams, QuantType, TensorType};
 
-use crate::rewrite::analysis::{QEGraph, meta, ty};
-use crate::rewrite::build::{add_op, attrs, op_nodes};
+use crate::rewrite::analysis::{QEGraph, meta, per_tensor, ty};
+use crate::rewrite::build::{add_op, attrs, op_nodes, scales_tame};
 use crate::rewrite::rule::{Exactness, RuleDef, rule, rule_on_op, var};
 
 /// Unary ops quantization moves through, with their rule names.
@@ -60,6 +67,65 @@ const MOVERS: &[(Op, &str, &str)] = &[
 
 pub fn rules() -> Vec<RuleDef> {
     let mut out = Vec::new();
+    out.push(rule(
+        "dequantize-through-where",
+        Exactness::Exact,
+        "(where ?om ?c (dequantize ?da ?a) (dequantize ?db ?b))",
+        dequantize_through_pair,
+    ));
+    out.push(rule(
+        "quantize-through-where",
+        Exactness::Exact,
+        "(quantize ?qm (where ?om ?c ?y1 ?y2))",
+        quantize_through_where,
+    ));
+    for (op, name) in [
+        (Op::Max, "dequantize-through-max"),
+        (Op::Min, "dequantize-through-min"),
+    ] {
+        out.push(rule(
+            name,
+            Exactness::Exact,
+            &format!(
+                "({} ?om (dequantize ?da ?a) (dequantize ?db ?b))",
+                op.name()
+            ),
+            dequantize_through_pair,
+        ));
+    }
+    for (op, name) in [
+        (Op::Equal, "compare-codes-equal"),
+        (Op::Less, "compare-codes-less"),
+        (Op::LessOrEqual, "compare-codes-less-or-equal"),
+    ] {
+        out.push(rule(
+            name,
+            Exactness::Exact,
+            &format!(
+                "({} ?om (dequantize ?da ?a) (dequantize ?db ?b))",
+                op.name()
+            ),
+            compare_codes,
+        ));
+    }
+    for (op, name) in [
+        (Op::ArgMax, "arg-max-of-codes"),
+        (Op::ArgMin, "arg-min-of-codes"),
+        (Op::TopKIndices, "top-k-indices-of-codes"),
+    ] {
+        out.push(rule(
+            name,
+            Exactness::Exact,
+            &format!("({} ?om (dequantize ?d ?x))", op.name()),
+            order_of_codes,
+        ));
+    }
+    out.push(rule(
+        "dequantize-through-top-k",
+        Exactness::Exact,
+        "(top_k ?om (dequantize ?d ?x))",
+        dequantize_through_top_k,
+    ));
     for &(op, down, up) in MOVERS {
         let name = op.name();
         out.push(rule(
@@ -294,4 +360,123 @@ fn quantize_through_concat(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id>
         ));
     }
     None
+}
+
+/// The two dequantized operands `?a` and `?b` when they have one per-tensor quantized
+/// type.
+fn same_per_tensor(eg: &QEGraph, s: &Subst) -> Option<(Id, Id, TensorType, TensorType)> {
+    let (a, b) = (var(s, "?a"), var(s, "?b"));
+    let (at, bt) = (ty(eg, a).clone(), ty(eg, b).clone());
+    let q = at.elem.quant()?;
+    if at.elem != bt.elem || !per_tensor(q) {
+        return None;
+    }
+    Some((a, b, at, bt))
+}
+
+/// `op(.., dequantize(a), dequantize(b)) -> dequantize(op(.., a, b))` for `where`, `max`
+/// and `min`, `a` and `b` of one per-tensor quantized type. Exact: `where` selects
+/// elements and dequantize maps each on its own; dequantize is non-decreasing (a
+/// positive scale), so the larger (smaller) code gives the larger (smaller) value, and
+/// its results are never NaN or -0, where f32 `max`/`min` have rules of their own.
+fn dequantize_through_pair(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let om = meta(eg, var(s, "?om")).clone();
+    let (a, b, at, bt) = same_per_tensor(eg, s)?;
+    let mut ops = Vec::new();
+    let mut types = Vec::new();
+    if om.op == Op::Where {
+        let c = var(s, "?c");
+        types.push(ty(eg, c).clone());
+        ops.push(c);
+    }
+    ops.extend([a, b]);
+    types.extend([at, bt]);
+    let declared = TensorType::new(types[types.len() - 1].elem.clone(), om.ty.shape.clone());
+    let refs: Vec<&TensorType> = types.iter().collect();
+    let nt = infer(om.op, &om.attrs(), &refs, &declared).ok()?;
+    if nt != declared {
+        return None;
+    }
+    let moved = add_op(eg, om.op, nt, om.attrs.clone(), &ops);
+    Some(add_op(
+        eg,
+        Op::Dequantize,
+        om.ty.clone(),
+        attrs([]),
+        &[moved],
+    ))
+}
+
+/// `quantize(where(c, y1, y2)) -> where(c, quantize(y1), quantize(y2))`, each quantized
+/// with the result's (per-tensor) element type. Exact: quantize maps every element on
+/// its own, whichever operand `where` takes it from (NaN included).
+fn quantize_through_where(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let qm = meta(eg, var(s, "?qm")).clone();
+    let om = meta(eg, var(s, "?om")).clone();
+    let q = qm.ty.elem.quant()?;
+    if !per_tensor(q) {
+        return None;
+    }
+    let c = var(s, "?c");
+    let mut ops = vec![c];
+    for y in [var(s, "?y1"), var(s, "?y2")] {
+        let t = TensorType::new(qm.ty.elem.clone(), ty(eg, y).shape.clone());
+        ops.push(add_op(eg, Op::Quantize, t, qm.attrs.clone(), &[y]));
+    }
+    Some(add_op(eg, Op::Where, qm.ty.clone(), om.attrs.clone(), &ops))
+}
+
+/// Whether dequantize is strictly increasing on the codes of `q`: per tensor, at most
+/// 16 storage bits (so `q - z` is exact in f32 and below 2^17 in magnitude) and a tame
+/// scale ([`scales_tame`]: normal, products below `f32::MAX`). Then codes `d1 < d2`
+/// give `(d2 - d1) * s >= s` apart, while each rounding of `d * s` errs by at most
+/// `2^-24 |d s| < 2^-7 s`: distinct codes give distinct values in the same order, and
+/// equal codes equal values.
+fn strictly_increasing(q: &QuantType) -> bool {
+    per_tensor(q) && q.storage.bits <= 16 && scales_tame(q)
+}
+
+/// `cmp(dequantize(a), dequantize(b)) -> cmp(a, b)` for `equal`, `less` and
+/// `less_or_equal`, `a` and `b` of one type on which dequantize is strictly increasing
+/// ([`strictly_increasing`]). Exact: the codes compare as their values.
+fn compare_codes(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let om = meta(eg, var(s, "?om")).clone();
+    let (a, b, at, _) = same_per_tensor(eg, s)?;
+    if !strictly_increasing(at.elem.quant()?) {
+        return None;
+    }
+    Some(add_op(eg, om.op, om.ty.clone(), om.attrs.clone(), &[a, b]))
+}
+
+/// `op(dequantize(x)) -> op(x)` for `arg_max`, `arg_min` and `top_k_indices`, where
+/// dequantize is strictly increasing on x's codes ([`strictly_increasing`]). Exact: the
+/// codes have the order and the ties of their values (and no NaN).
+fn order_of_codes(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let om = meta(eg, var(s, "?om")).clone();
+    let x = var(s, "?x");
+    if !strictly_increasing(ty(eg, x).elem.quant()?) {
+        return None;
+    }
+    Some(add_op(eg, om.op, om.ty.clone(), om.attrs.clone(), &[x]))
+}
+
+/// `top_k(dequantize(x)) -> dequantize(top_k(x))` where dequantize is strictly
+/// increasing on x's codes. Exact: the same elements are picked in the same order
+/// ([`order_of_codes`]), and dequantized one by one.
+fn dequantize_through_top_k(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let om = meta(eg, var(s, "?om")).clone();
+    let x = var(s, "?x");
+    let xt = ty(eg, x).clone();
+    if !strictly_increasing(xt.elem.quant()?) {
+        return None;
+    }
+    let nt = TensorType::new(xt.elem.clone(), om.ty.shape.clone());
+    let picked = add_op(eg, Op::TopK, nt, om.attrs.clone(), &[x]);
+    Some(add_op(
+        eg,
+        Op::Dequantize,
+        om.ty.clone(),
+        attrs([]),
+        &[picked],
+    ))
 }
