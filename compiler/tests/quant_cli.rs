@@ -345,10 +345,26 @@ fn qil_intervals_beat_min_max_on_the_resnet() {
         a1 > a0 && k1 < k0,
         "{a1}% KL {k1} against {a0}% KL {k0}\n{qil}"
     );
-    assert!(
-        qil.contains("--calib-method qil: intervals searched"),
-        "{qil}"
+    // The plan: per layer, its bits and the weight and input scales chosen (the report's
+    // table), and the search's summary without the measured errors.
+    let mut plan: Vec<String> = qil
+        .lines()
+        .filter(|l| l.starts_with('/'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!(
+                "{} {} w{} a{} weight scales {} input {}",
+                f[0], f[1], f[2], f[3], f[4], f[5]
+            )
+        })
+        .collect();
+    plan.extend(
+        qil.lines()
+            .filter(|l| l.contains("--calib-method qil:"))
+            .map(|l| l.split("; output error").next().unwrap_or(l).to_string()),
     );
+    assert!(plan.len() > 4, "{qil}");
+    insta::assert_snapshot!("qil_resnet_bits_3_plan", plan.join("\n"));
     let photos = eval(
         "tests/models/photo_patches_8x8.npz",
         &["--calib-method", "qil"],
@@ -408,7 +424,17 @@ fn dqa_activation_scales_beat_per_tensor_at_three_bits() {
             a1 > a0 && k1 < k0,
             "{model}: {a1}% KL {k1} against {a0}% KL {k0}\n{dqa}"
         );
-        assert!(dqa.contains("--act-method dqa:"), "{dqa}");
+        // The plan: which activations are scaled per channel, and why the others are not.
+        let plan = dqa
+            .lines()
+            .find(|l| l.contains("--act-method dqa:"))
+            .unwrap_or_else(|| panic!("{dqa}"))
+            .replace("; ", "\n  ")
+            .replace("), %", "),\n  %");
+        insta::assert_snapshot!(
+            format!("dqa_plan_{}", model.trim_end_matches(".onnx")),
+            plan
+        );
     }
     let (ok, _, err) = qcc(&[
         "compile",
