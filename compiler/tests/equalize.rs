@@ -34,7 +34,6 @@ fn equalized_models_keep_their_function_and_level_the_channels() {
         let mut e = m.clone();
         let rep = equalize_activations(&mut e, &stats, &layers);
         assert_eq!(rep.equalized.len(), want, "{name}: {rep:?}");
-        assert_eq!(rep.multiplied.len(), mul, "{name}: {rep:?}");
         // The model's input and the activations that are not made and read by layers
         // alone keep one scale, with a reason.
         assert!(rep.skipped.iter().all(|(_, why)| !why.is_empty()));

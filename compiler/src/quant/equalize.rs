@@ -16,11 +16,9 @@
 //! widest, capped at [`MAX_FACTOR`] (the reader's weights of a boosted channel shrink by
 //! the same factor, and lose precision on their own per-channel grid).
 //!
-//! Where the producer cannot take the factors (a residual add, a non-homogeneous
-//! activation such as hard-swish) but every reader can, an f32 multiply by `k_c` is
-//! inserted before the activation's quantizer instead (one elementwise pass, not fused).
-//! Activations that are read otherwise (a concat, a graph output) or that are the
-//! model's input keep their per-tensor scale; the report names them. Not built from DQA: the important channels' `N + m`-bit codes stored as
+//! Activations that do not have that shape (a residual add, a concat, a graph output, a
+//! non-homogeneous activation such as hard-swish) keep their per-tensor scale; the report
+//! names them. Not built from DQA: the important channels' `N + m`-bit codes stored as
 //! `N` bits plus Huffman-coded low bits, shift-and-mask requantization, and the split
 //! computation on the important slice.
 
@@ -38,9 +36,6 @@ pub struct EqualizeReport {
     /// Activations equalized: name, channels, widest over narrowest channel range
     /// before (the spread a per-tensor scale pays for).
     pub equalized: Vec<(String, usize, f32)>,
-    /// Activations equalized by an f32 multiply before their quantizer, because their
-    /// producer cannot take the factors: name, channels, spread, why.
-    pub multiplied: Vec<(String, usize, f32, String)>,
     /// Activations left per-tensor, and why.
     pub skipped: Vec<(String, String)>,
 }
@@ -267,47 +262,6 @@ fn scale_reader(m: &mut Module, r: &Reader, k: &[f32]) {
     }
 }
 
-/// Inserts `a * k` (k per channel, axis 1) right after `a`'s definition and makes every
-/// node that read `a` read the product; keeps the nodes in topological order.
-fn insert_scale(m: &mut Module, a: ValueId, k: &[f32]) -> ValueId {
-    let shape = m.ty(a).shape.clone();
-    let mut kshape = vec![1usize; shape.len()];
-    kshape[1] = k.len();
-    let kn = m.fresh_name(&format!("{}.dqa_scale", m.value(a).name));
-    let kc = m.add_const(
-        kn,
-        qcc_ir::TensorType::f32(kshape),
-        ConstData::F32(k.to_vec()),
-    );
-    let rn = m.fresh_name(&format!("{}.dqa", m.value(a).name));
-    let r = m.add_node(
-        Op::Mul,
-        vec![a, kc],
-        Default::default(),
-        rn,
-        qcc_ir::TensorType::f32(shape),
-    );
-    let new = m.nodes.len() - 1;
-    for (i, n) in m.nodes.iter_mut().enumerate() {
-        if i != new {
-            for o in &mut n.operands {
-                if *o == a {
-                    *o = r;
-                }
-            }
-        }
-    }
-    // Move the new node to just after `a`'s definition (or to the front for an input).
-    let at = def(m, a).map_or(0, |d| d + 1);
-    let node = m.nodes.remove(new);
-    m.nodes.insert(at, node);
-    for (i, n) in m.nodes.iter().enumerate() {
-        let res = n.result;
-        m.values[res.index()].def = ValueDef::Node(qcc_ir::NodeId(i as u32));
-    }
-    r
-}
-
 /// Equalizes the channel ranges of every activation `layers` read (their `input`, with
 /// statistics in `stats`) where the ops around it allow; `m` keeps its function.
 pub fn equalize_activations(
@@ -340,21 +294,20 @@ pub fn equalize_activations(
             continue;
         }
         let users = m.users();
-        let rs = match readers(m, &users, a) {
-            Ok(rs) => rs,
+        let plan = producer(m, &users, a).and_then(|p| {
+            let pc = m.ty(m.nodes[p].result).shape.get(1).copied();
+            if pc != Some(c) {
+                return Err("its producer's channels differ".into());
+            }
+            Ok((p, readers(m, &users, a)?))
+        });
+        let (p, rs) = match plan {
+            Ok(x) => x,
             Err(e) => {
                 rep.skipped.push((name, e));
                 continue;
             }
         };
-        // The producer takes the factors where it can; else an f32 multiply does.
-        let p = producer(m, &users, a).and_then(|p| {
-            let pc = m.ty(m.nodes[p].result).shape.get(1).copied();
-            if pc != Some(c) {
-                return Err("its producer's channels differ".into());
-            }
-            Ok(p)
-        });
         let r: Vec<f32> = st
             .ch_min
             .iter()
@@ -383,19 +336,11 @@ pub fn equalize_activations(
             .copied()
             .filter(|&x| x > 0.0)
             .fold(f32::INFINITY, f32::min);
+        scale_producer(m, p, &k);
         for reader in &rs {
             scale_reader(m, reader, &k);
         }
-        match p {
-            Ok(p) => {
-                scale_producer(m, p, &k);
-                rep.equalized.push((name, c, widest / narrowest));
-            }
-            Err(why) => {
-                insert_scale(m, a, &k);
-                rep.multiplied.push((name, c, widest / narrowest, why));
-            }
-        }
+        rep.equalized.push((name, c, widest / narrowest));
     }
     rep
 }

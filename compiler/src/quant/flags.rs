@@ -73,9 +73,7 @@ pub struct QuantFlags {
     /// calibrating again (ranges are still chosen by --calib-method).
     #[arg(long, value_name = "FILE.qprof", conflicts_with_all = ["calib", "calib_limit"])]
     pub profile: Option<PathBuf>,
-    /// How activation ranges are chosen from calibration data; `qil` starts from min-max
-    /// and searches each layer's activation interval and weight clipping and pruning
-    /// against the output error (QIL's counterpart).
+    /// How activation ranges are chosen from calibration data.
     #[arg(long, value_name = "METHOD", default_value = "minmax",
           value_parser = ["minmax", "percentile", "mse", "kl", "qil"])]
     pub calib_method: String,
@@ -309,26 +307,13 @@ impl QuantFlags {
                     .iter()
                     .map(|(n, why)| format!("{n}: {why}"))
                     .collect();
-                let mul: Vec<String> = rep
-                    .multiplied
-                    .iter()
-                    .map(|(n, c, s, why)| format!("{n} ({c} channels, ranges {s:.1}:1; {why})"))
-                    .collect();
                 dqa_note = Some(format!(
-                    "--act-method dqa: {} activation(s) scaled per channel, folded into the weights around them: {}{}{}",
-                    rep.equalized.len() + rep.multiplied.len(),
+                    "--act-method dqa: {} activation(s) scaled per channel, folded into the weights around them: {}{}",
+                    rep.equalized.len(),
                     if spread.is_empty() {
                         "none".to_string()
                     } else {
                         spread.join(", ")
-                    },
-                    if mul.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            "; by an f32 multiply before the quantizer: {}",
-                            mul.join(", ")
-                        )
                     },
                     if skipped.is_empty() {
                         String::new()
