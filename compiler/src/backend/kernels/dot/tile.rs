@@ -454,14 +454,14 @@ pub(super) fn avx2_wide(t: &DotTile) -> Result<Vec<u8>, IcedError> {
         }
         let mut i = 0;
         for r in 0..rows {
-            // The row's 4 K values as i16, twice per 128 bits.
+            // The row's 4 K values as i16 in every 64 bits: the dword broadcast to 16
+            // bytes (a load), widened to 16 words (one shuffle).
             a.vpbroadcastd(wx, dword_ptr(rdi + (r as u32 * t.row_stride) as i32))?;
             if t.rows_signed {
-                a.vpmovsxbw(wx, wx)?;
+                a.vpmovsxbw(w, wx)?;
             } else {
-                a.vpmovzxbw(wx, wx)?;
+                a.vpmovzxbw(w, wx)?;
             }
-            a.vpbroadcastq(w, wx)?;
             for v in 0..vecs {
                 for h in 0..2 {
                     let p = prod(i);
