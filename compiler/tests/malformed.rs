@@ -2703,6 +2703,170 @@ fn importer_cases() -> Vec<Case> {
         &["attribute `axis`: axis 5 is out of range for rank 2"],
     ));
 
+    // -- recurrent layers (rnn.rs): RNN over x [5, 1, 4], hidden 2 --
+    let rnn = |ins: &[&str], attrs: Vec<AttributeProto>, extra: Vec<TensorProto>| {
+        let mut inits = vec![f("W", &[1, 2, 4]), f("R", &[1, 2, 2])];
+        inits.extend(extra);
+        one("RNN", ins, attrs, vec![vi("x", 1, &[5, 1, 4])], inits)
+    };
+    let mut fa = AttributeProto::new();
+    fa.name = "activation_alpha".into();
+    fa.type_ = AttributeType::FLOATS.into();
+    fa.floats = vec![0.5];
+    let strs = |name: &str, v: &[&str]| {
+        let mut a = AttributeProto::new();
+        a.name = name.into();
+        a.type_ = AttributeType::STRINGS.into();
+        a.strings = v.iter().map(|s| s.as_bytes().to_vec()).collect();
+        a
+    };
+    v.push(at_n(
+        "RNN layout 2",
+        "RNN",
+        rnn(&["x", "W", "R"], vec![int_attr("layout", 2)], vec![]),
+        &["attribute `layout` is 2; 0 or 1 works"],
+    ));
+    v.push(at_n(
+        "RNN direction sideways",
+        "RNN",
+        rnn(
+            &["x", "W", "R"],
+            vec![str_attr("direction", "sideways")],
+            vec![],
+        ),
+        &["attribute `direction` is \"sideways\"; forward, reverse or bidirectional works"],
+    ));
+    v.push(at_n(
+        "RNN of a rank-2 input",
+        "RNN",
+        one(
+            "RNN",
+            &["x", "W", "R"],
+            vec![],
+            xa(),
+            vec![f("W", &[1, 2, 4]), f("R", &[1, 2, 2])],
+        ),
+        &["input 0 (`X`) has shape [1, 4]; expected rank 3"],
+    ));
+    v.push(at_n(
+        "RNN W of the wrong shape",
+        "RNN",
+        one(
+            "RNN",
+            &["x", "W", "R"],
+            vec![],
+            vec![vi("x", 1, &[5, 1, 4])],
+            vec![f("W", &[1, 2, 3]), f("R", &[1, 2, 2])],
+        ),
+        &["input 1 (`W`) has shape [1, 2, 3]; expected [1, 1 * hidden_size, 4]"],
+    ));
+    v.push(at_n(
+        "RNN hidden_size against W",
+        "RNN",
+        rnn(&["x", "W", "R"], vec![int_attr("hidden_size", 3)], vec![]),
+        &["attribute `hidden_size` is 3 but `W` has 2 rows per direction"],
+    ));
+    v.push(at_n(
+        "RNN R of the wrong shape",
+        "RNN",
+        one(
+            "RNN",
+            &["x", "W", "R"],
+            vec![],
+            vec![vi("x", 1, &[5, 1, 4])],
+            vec![f("W", &[1, 2, 4]), f("R", &[1, 2, 3])],
+        ),
+        &["input 2 (`R`) has shape [1, 2, 3]; expected [1, 2, 2]"],
+    ));
+    v.push(at_n(
+        "RNN run-time sequence_lens",
+        "RNN",
+        one(
+            "RNN",
+            &["x", "W", "R", "", "lens"],
+            vec![],
+            vec![vi("x", 1, &[5, 1, 4]), vi("lens", 6, &[1])],
+            vec![f("W", &[1, 2, 4]), f("R", &[1, 2, 2])],
+        ),
+        &["`sequence_lens` must be a constant"],
+    ));
+    v.push(at_n(
+        "RNN short sequence_lens",
+        "RNN",
+        rnn(
+            &["x", "W", "R", "", "lens"],
+            vec![],
+            vec![i32_init("lens", 6, &[1], &[3])],
+        ),
+        &["input 4 (`sequence_lens`) is [3]; qcc unrolls every batch entry over the whole sequence (5 steps)"],
+    ));
+    v.push(at_n(
+        "LSTM input_forget",
+        "LSTM",
+        one(
+            "LSTM",
+            &["x", "W", "R"],
+            vec![int_attr("input_forget", 1)],
+            vec![vi("x", 1, &[5, 1, 4])],
+            vec![f("W", &[1, 8, 4]), f("R", &[1, 8, 2])],
+        ),
+        &["attribute `input_forget` = 1 (coupled input and forget gates) is not supported; 0 works"],
+    ));
+    v.push(at_n(
+        "RNN activation_alpha",
+        "RNN",
+        rnn(&["x", "W", "R"], vec![fa], vec![]),
+        &["attributes `activation_alpha`/`activation_beta` are not supported"],
+    ));
+    v.push(at_n(
+        "RNN with two activations",
+        "RNN",
+        rnn(
+            &["x", "W", "R"],
+            vec![strs("activations", &["Tanh", "Tanh"])],
+            vec![],
+        ),
+        &["attribute `activations` lists 2 functions; 1 per direction are needed"],
+    ));
+    v.push(at_n(
+        "RNN with a Softsign activation",
+        "RNN",
+        rnn(
+            &["x", "W", "R"],
+            vec![strs("activations", &["Softsign"])],
+            vec![],
+        ),
+        &["attribute `activations`: Softsign is not supported; Sigmoid, Tanh or Relu works"],
+    ));
+    v.push(at_n(
+        "RNN B of the wrong shape",
+        "RNN",
+        rnn(&["x", "W", "R", "B"], vec![], vec![f("B", &[1, 2])]),
+        &["input 3 (`B`) has shape [1, 2]; expected [1, 4]"],
+    ));
+    v.push(at_n(
+        "RNN initial_h of the wrong shape",
+        "RNN",
+        rnn(
+            &["x", "W", "R", "", "", "h0"],
+            vec![],
+            vec![f("h0", &[1, 2, 2])],
+        ),
+        &["input 5 (`initial_h`) has shape [1, 2, 2]; expected [1, 1, 2]"],
+    ));
+    v.push(at_n(
+        "LSTM P of the wrong shape",
+        "LSTM",
+        one(
+            "LSTM",
+            &["x", "W", "R", "", "", "", "", "P"],
+            vec![],
+            vec![vi("x", 1, &[5, 1, 4])],
+            vec![f("W", &[1, 8, 4]), f("R", &[1, 8, 2]), f("P", &[1, 2])],
+        ),
+        &["input 7 (`P`) has shape [1, 2]; expected [1, 6]"],
+    ));
+
     // -- comparisons, booleans, Where, ArgMax, TopK, OneHot (logic.rs), integer Max/Min --
     let ins = |specs: &[(&str, i32)]| -> Vec<ValueInfoProto> {
         specs.iter().map(|&(n, e)| vi(n, e, &[1, 4])).collect()
@@ -3090,6 +3254,22 @@ const IMPORTER_PATHS: &[(&str, &str)] = &[
     ("gelu: approximate", "Gelu approximate"),
     ("variadic: integer Max/Min inputs of two types", "Max of int8 and int16"),
     ("variadic: an integer constant outside the run-time type (const_as)", "Min of uint8 and -1"),
+    // rnn.rs
+    ("recurrent: layout", "RNN layout 2"),
+    ("recurrent: direction", "RNN direction sideways"),
+    ("recurrent: X not of rank 3", "RNN of a rank-2 input"),
+    ("recurrent: W shape", "RNN W of the wrong shape"),
+    ("recurrent: hidden_size against W", "RNN hidden_size against W"),
+    ("recurrent: R shape", "RNN R of the wrong shape"),
+    ("recurrent: sequence_lens not a constant", "RNN run-time sequence_lens"),
+    ("recurrent: sequence_lens shorter than the sequence", "RNN short sequence_lens"),
+    ("recurrent: LSTM input_forget", "LSTM input_forget"),
+    ("recurrent: activation_alpha/beta", "RNN activation_alpha"),
+    ("recurrent: activations count", "RNN with two activations"),
+    ("recurrent: unsupported activation", "RNN with a Softsign activation"),
+    ("recurrent: B shape", "RNN B of the wrong shape"),
+    ("recurrent: initial state shape", "RNN initial_h of the wrong shape"),
+    ("recurrent: LSTM P shape", "LSTM P of the wrong shape"),
     // logic.rs
     ("same_type_pair: a constant of another element type", "Equal of float and an int32 constant"),
     ("same_type_pair: a constant outside the run-time integer type (const_as)", "Less of int8 and 1000"),

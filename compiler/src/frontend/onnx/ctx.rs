@@ -509,6 +509,21 @@ impl<'i, 'a> NodeCx<'i, 'a> {
         }
     }
 
+    pub fn a_strs(&self, name: &str) -> Result<Option<Vec<String>>, String> {
+        match self.attr(name) {
+            None => Ok(None),
+            Some(a) => {
+                self.want(a, AttributeType::STRINGS, "a list of strings")?;
+                Ok(Some(
+                    a.strings
+                        .iter()
+                        .map(|s| String::from_utf8_lossy(s).into_owned())
+                        .collect(),
+                ))
+            }
+        }
+    }
+
     pub fn a_tensor(&self, name: &str) -> Result<Option<CTensor>, String> {
         match self.attr(name) {
             None => Ok(None),

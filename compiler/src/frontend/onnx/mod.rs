@@ -24,6 +24,7 @@ mod logic;
 mod nn;
 mod qonnx;
 mod quant;
+mod rnn;
 mod shape;
 pub mod tensor;
 
@@ -162,6 +163,7 @@ pub(crate) fn registry() -> impl Iterator<Item = &'static OpReg> {
         nn::OPS,
         elementwise::OPS,
         logic::OPS,
+        rnn::OPS,
         shape::OPS,
         quant::OPS,
         qonnx::OPS,
