@@ -22,6 +22,10 @@
     reason = "calling the compiled object through its C ABI; each call's contract is checked first"
 )]
 
+mod pool;
+
+pub use pool::{ParallelForFn, QccCtx, TaskFn, ThreadPool, qcc_pool_parallel_for};
+
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ffi::c_void;
 use std::fmt;

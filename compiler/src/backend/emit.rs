@@ -11,7 +11,8 @@ use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{
-    AbiParam, FuncRef, Function, GlobalValue, InstBuilder, Signature, UserFuncName, Value,
+    AbiParam, FuncRef, Function, GlobalValue, InstBuilder, JumpTableData, Signature,
+    StackSlotData, StackSlotKind, UserFuncName, Value,
 };
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -26,11 +27,16 @@ use super::kernels::{self, DataSink, Ecx, Lowering};
 use super::plan::{self, Loc, MemoryPlan};
 use super::report::{LayerReport, Report};
 use super::select::{self, Dest, Schedule};
+use super::split::{self, Chunk, Split};
 use super::target::{Features, Tier};
 
 /// What [`build`] produced.
 pub(crate) struct Built {
     pub run: FuncId,
+    /// `NAME_run_ctx`, the threaded entry.
+    pub run_ctx: FuncId,
+    /// The threaded entry's memory plan (its arena is the scratch for 2+ threads).
+    pub plan_ctx: MemoryPlan,
     pub report: Report,
     /// The Cranelift IR (with [`Text::Clif`]) or machine code (with [`Text::Asm`]).
     pub text: String,
@@ -240,7 +246,6 @@ pub(crate) fn build<M: ClModule>(
                 .iter()
                 .any(|f| f.name == "has_ssse3" && f.as_bool() == Some(true)),
     };
-    let frontend = isa.frontend_config();
     let target_name = format!("{} ({})", isa.triple(), isa.name());
     let sched = select::schedule(m, super::costs::CostTarget::of_isa(isa, tier))?;
     let plan = plan::plan(m, &sched);
@@ -255,36 +260,8 @@ pub(crate) fn build<M: ClModule>(
     let mut step_bytes = Vec::with_capacity(sched.steps.len());
     for (si, step) in sched.steps.iter().enumerate() {
         let bytes_before = data.bytes;
-        let op = match step.node {
-            Some(n) => m.nodes[n].op.name(),
-            None => "output_copy",
-        };
+        let op = step_op(m, step);
         let fname = format!("{name}__k{si}_{op}");
-        let s = sig(module, step.reads.len() + 2, None);
-        let fid = module
-            .declare_function(&fname, Linkage::Local, &s)
-            .map_err(|e| internal("declare kernel", e))?;
-        ctx.func.signature = s;
-        ctx.func.name = UserFuncName::user(0, fid.as_u32());
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            let blk = b.create_block();
-            b.append_block_params_for_function_params(blk);
-            b.switch_to_block(blk);
-            b.seal_block(blk);
-            let params = b.block_params(blk).to_vec();
-            let (out, ws) = (params[params.len() - 2], params[params.len() - 1]);
-            let mut kb = Kb::new(&mut b, feat);
-            let mut sink = Data {
-                module,
-                st: &mut data,
-                prefix: name,
-            };
-            emit_step(&mut kb, m, &sched, step, &params, out, ws, &mut sink);
-            b.ins().return_(&[]);
-            b.finalize(frontend);
-        }
-        step_bytes.push(data.bytes - bytes_before);
         let line = (want != Text::None).then(|| {
             let line = match step.node {
                 Some(n) => {
@@ -302,25 +279,77 @@ pub(crate) fn build<M: ClModule>(
                 step.lowering.kernel_name()
             )
         });
-        if want == Text::Clif {
-            text.push_str(&format!(
-                "{}{}\n",
-                line.as_deref().unwrap_or(""),
-                ctx.func.display()
-            ));
-        }
-        ctx.set_disasm(want == Text::Asm);
-        module
-            .define_function(fid, &mut ctx)
-            .map_err(|e| internal(&format!("kernel {fname}"), e))?;
-        if want == Text::Asm {
-            push_asm(&mut text, line.as_deref().unwrap_or(""), &fname, &ctx);
-        }
-        module.clear_context(&mut ctx);
+        let fid = define_kernel(
+            module,
+            (&mut ctx, &mut fctx),
+            feat,
+            (m, &sched, step),
+            &fname,
+            (&mut data, name),
+            (want, line.as_deref().unwrap_or(""), &mut text),
+        )?;
+        step_bytes.push(data.bytes - bytes_before);
         kernels_ids.push(fid);
-        if let Some(e) = data.asm_err.take() {
-            return Err(e);
+    }
+    // The read-only data of the layers (what the report counts); the band kernels of
+    // the threaded entry add only their own small tables.
+    let layer_bytes = data.bytes;
+    // The threaded entry: layers split into tasks, and its own memory plan (a split
+    // layer's workspace holds one slot per task).
+    let splits: Vec<Option<Split>> = sched.steps.iter().map(|st| split::split(m, st)).collect();
+    let plan_ctx = plan::plan_with(m, &sched, &|si| match &splits[si] {
+        Some(sp) => sp.bytes(),
+        None => sched.steps[si].lowering.workspace() as u64,
+    });
+    let mut tasks = Vec::with_capacity(sched.steps.len());
+    for (si, step) in sched.steps.iter().enumerate() {
+        let Some(sp) = &splits[si] else {
+            tasks.push(None);
+            continue;
+        };
+        let op = step_op(m, step);
+        // One kernel per distinct band (most bands of a layer share one).
+        let mut distinct: Vec<(String, FuncId)> = Vec::new();
+        let mut per_chunk = Vec::with_capacity(sp.len());
+        for (ci, chunk) in sp.chunks.iter().enumerate() {
+            let key = format!("{:?}", chunk.sub());
+            if let Some((_, id)) = distinct.iter().find(|(k, _)| *k == key) {
+                per_chunk.push(*id);
+                continue;
+            }
+            let sub_step = select::Step {
+                lowering: chunk.sub().clone(),
+                ..step.clone()
+            };
+            let fname = format!("{name}__k{si}_{op}_b{}", distinct.len());
+            let line = (want != Text::None).then(|| {
+                format!(
+                    "; band kernel of step {si} (first used by task {ci}): {}\n",
+                    chunk.sub().kernel_name()
+                )
+            });
+            let fid = define_kernel(
+                module,
+                (&mut ctx, &mut fctx),
+                feat,
+                (m, &sched, &sub_step),
+                &fname,
+                (&mut data, name),
+                (want, line.as_deref().unwrap_or(""), &mut text),
+            )?;
+            distinct.push((key, fid));
+            per_chunk.push(fid);
         }
+        let tid = emit_task(
+            module,
+            (&mut ctx, &mut fctx),
+            feat,
+            &format!("{name}__t{si}_{op}"),
+            step,
+            sp,
+            &per_chunk,
+        )?;
+        tasks.push(Some((tid, sp.len())));
     }
     let run = emit_entry(
         module,
@@ -333,6 +362,24 @@ pub(crate) fn build<M: ClModule>(
         &mut ctx,
         &mut fctx,
         (want == Text::Asm).then_some(&mut text),
+        None,
+    )?;
+    let run_ctx = emit_entry(
+        module,
+        m,
+        name,
+        &sched,
+        &plan_ctx,
+        &kernels_ids,
+        (tier, &mut data),
+        &mut ctx,
+        &mut fctx,
+        (want == Text::Asm).then_some(&mut text),
+        Some(Threaded {
+            tasks: &tasks,
+            run,
+            arena: plan.arena,
+        }),
     )?;
     if let Some(e) = data.asm_err.take() {
         return Err(e);
@@ -340,15 +387,214 @@ pub(crate) fn build<M: ClModule>(
     if let Some(t) = data.asm_text.take() {
         text.push_str(&t);
     }
-    emit_getters(module, m, name, plan.arena, &mut data, &mut ctx, &mut fctx)?;
-    let mut report = make_report(m, &sched, &plan, (data.bytes, &step_bytes), target_name);
+    emit_getters(
+        module,
+        m,
+        name,
+        (plan.arena, plan_ctx.arena),
+        &mut data,
+        &mut ctx,
+        &mut fctx,
+    )?;
+    let mut report = make_report(m, &sched, &plan, (layer_bytes, &step_bytes), target_name);
     report.tier = tier.map(|t| t.to_string());
+    report.arena_ctx_bytes = plan_ctx.arena;
+    for (l, t) in report.layers.iter_mut().zip(&tasks) {
+        l.tasks = t.map_or(1, |t| t.1);
+    }
     Ok(Built {
         run,
+        run_ctx,
+        plan_ctx,
         report,
         text,
         plan,
     })
+}
+
+/// The op's name in kernel symbols.
+fn step_op(m: &Module, step: &select::Step) -> &'static str {
+    match step.node {
+        Some(n) => m.nodes[n].op.name(),
+        None => "output_copy",
+    }
+}
+
+/// Declares and defines the kernel function `fname` of `step`: `(reads..., out, ws)`.
+/// With [`Text::Clif`] or [`Text::Asm`], appends its text after `comment`.
+fn define_kernel<M: ClModule>(
+    module: &mut M,
+    (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
+    feat: Features,
+    (m, sched, step): (&Module, &Schedule, &select::Step),
+    fname: &str,
+    (data, prefix): (&mut DataState, &str),
+    (want, comment, text): (Text, &str, &mut String),
+) -> Result<FuncId, BackendError> {
+    let frontend = module.isa().frontend_config();
+    let s = sig(module, step.reads.len() + 2, None);
+    let fid = module
+        .declare_function(fname, Linkage::Local, &s)
+        .map_err(|e| internal("declare kernel", e))?;
+    ctx.func.signature = s;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let blk = b.create_block();
+        b.append_block_params_for_function_params(blk);
+        b.switch_to_block(blk);
+        b.seal_block(blk);
+        let params = b.block_params(blk).to_vec();
+        let (out, ws) = (params[params.len() - 2], params[params.len() - 1]);
+        let mut kb = Kb::new(&mut b, feat);
+        let mut sink = Data {
+            module,
+            st: data,
+            prefix,
+        };
+        emit_step(&mut kb, m, sched, step, &params, out, ws, &mut sink);
+        b.ins().return_(&[]);
+        b.finalize(frontend);
+    }
+    if want == Text::Clif {
+        text.push_str(&format!("{comment}{}\n", ctx.func.display()));
+    }
+    ctx.set_disasm(want == Text::Asm);
+    module
+        .define_function(fid, ctx)
+        .map_err(|e| internal(&format!("kernel {fname}"), e))?;
+    if want == Text::Asm {
+        push_asm(text, comment, fname, ctx);
+    }
+    module.clear_context(ctx);
+    if let Some(e) = data.asm_err.take() {
+        return Err(e);
+    }
+    Ok(fid)
+}
+
+/// The task function `task(arg, i)` of a split step: `arg` points at the step's
+/// pointers (its run-time operands, its result, the base of the task slots); chunk `i`
+/// runs its band kernel (`kernels[i]`) in slot `i`. An `i` out of range does nothing.
+fn emit_task<M: ClModule>(
+    module: &mut M,
+    (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
+    feat: Features,
+    fname: &str,
+    step: &select::Step,
+    sp: &Split,
+    kernels: &[FuncId],
+) -> Result<FuncId, BackendError> {
+    let frontend = module.isa().frontend_config();
+    let s = sig(module, 2, None);
+    let fid = module
+        .declare_function(fname, Linkage::Local, &s)
+        .map_err(|e| internal("declare task", e))?;
+    ctx.func.signature = s;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    let refs: Vec<FuncRef> = kernels
+        .iter()
+        .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
+        .collect();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let (arg, i) = (p[0], p[1]);
+        let nr = step.reads.len();
+        let mf = super::kb::MF;
+        let reads: Vec<Value> = (0..nr)
+            .map(|k| b.ins().load(I64, mf, arg, (k * 8) as i32))
+            .collect();
+        let out = b.ins().load(I64, mf, arg, (nr * 8) as i32);
+        let base = b.ins().load(I64, mf, arg, (nr * 8 + 8) as i32);
+        let exit = b.create_block();
+        let dispatch = b.create_block();
+        let ok = b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, i, sp.len() as i64);
+        b.ins().brif(ok, dispatch, &[], exit, &[]);
+        b.switch_to_block(dispatch);
+        b.seal_block(dispatch);
+        let blocks: Vec<_> = (0..sp.len()).map(|_| b.create_block()).collect();
+        let i32v = b.ins().ireduce(I32, i);
+        let calls: Vec<_> = blocks
+            .iter()
+            .map(|&blk| b.func.dfg.block_call(blk, &[]))
+            .collect();
+        let def = b.func.dfg.block_call(exit, &[]);
+        let jt = b.create_jump_table(JumpTableData::new(def, &calls));
+        b.ins().br_table(i32v, jt);
+        for (ci, (chunk, &blk)) in sp.chunks.iter().zip(&blocks).enumerate() {
+            b.switch_to_block(blk);
+            b.seal_block(blk);
+            let mut kb = Kb::new(&mut b, feat);
+            let slot = kb.off(base, ci as i64 * sp.slot as i64);
+            match chunk {
+                Chunk::Rows {
+                    full: g,
+                    r0,
+                    r1,
+                    y0,
+                    y1,
+                    eb_in,
+                    eb_out,
+                    ..
+                } => {
+                    let (r0, r1, y0, y1, ei, eo) = (*r0, *r1, *y0, *y1, *eb_in, *eb_out);
+                    let (_, o_off, w_off) = split::row_slot(g, (y0, y1), (r0, r1), (ei, eo));
+                    let xs = slot;
+                    let os = kb.off(slot, o_off as i64);
+                    let ws = kb.off(slot, w_off as i64);
+                    // The band's input rows, plane by plane.
+                    let in_rows = ((y1 - y0) * g.w * ei) as i64;
+                    let x = reads[0];
+                    kb.for_range(0, (g.n * g.c) as i64, 1, |kb, pl| {
+                        let s = kb.idx(x, pl, (g.h * g.w * ei) as i64);
+                        let s = kb.off(s, (y0 * g.w * ei) as i64);
+                        let d = kb.idx(xs, pl, in_rows);
+                        kb.copy_bytes(d, s, in_rows);
+                    });
+                    kb.b.ins().call(refs[ci], &[xs, os, ws]);
+                    let out_rows = ((r1 - r0) * g.ow * eo) as i64;
+                    kb.for_range(0, (g.n * g.m) as i64, 1, |kb, pl| {
+                        let d = kb.idx(out, pl, (g.oh * g.ow * eo) as i64);
+                        let d = kb.off(d, (r0 * g.ow * eo) as i64);
+                        let s = kb.idx(os, pl, out_rows);
+                        kb.copy_bytes(d, s, out_rows);
+                    });
+                }
+                Chunk::Range {
+                    e0,
+                    eb_reads,
+                    eb_out,
+                    ..
+                } => {
+                    let mut args: Vec<Value> = reads
+                        .iter()
+                        .zip(eb_reads)
+                        .map(|(&r, &eb)| kb.off(r, (e0 * eb) as i64))
+                        .collect();
+                    args.push(kb.off(out, (e0 * eb_out) as i64));
+                    args.push(slot);
+                    kb.b.ins().call(refs[ci], &args);
+                }
+            }
+            b.ins().return_(&[]);
+        }
+        b.switch_to_block(exit);
+        b.seal_block(exit);
+        b.ins().return_(&[]);
+        b.finalize(frontend);
+    }
+    module
+        .define_function(fid, ctx)
+        .map_err(|e| internal(&format!("task {fname}"), e))?;
+    module.clear_context(ctx);
+    Ok(fid)
 }
 
 /// Appends the disassembly of the function just defined in `ctx`.
@@ -438,6 +684,23 @@ fn dest_text(d: Dest, plan: &MemoryPlan) -> String {
     }
 }
 
+/// What the threaded entry `NAME_run_ctx` adds to the plain one.
+struct Threaded<'a> {
+    /// Per step: its task function and number of tasks, or None to run it inline.
+    tasks: &'a [Option<(FuncId, usize)>],
+    /// `NAME_run`, which one thread runs.
+    run: FuncId,
+    /// `NAME_run`'s arena.
+    arena: u64,
+}
+
+/// Offsets in the `qcc_ctx` struct (docs/design.md, the header): `void *pool`,
+/// `parallel_for`, `size_t threads`, `size_t scratch_bytes`.
+const CTX_POOL: i32 = 0;
+const CTX_PARALLEL_FOR: i32 = 8;
+const CTX_THREADS: i32 = 16;
+const CTX_SCRATCH_BYTES: i32 = 24;
+
 #[allow(
     clippy::too_many_arguments,
     reason = "the pieces of the entry function"
@@ -453,9 +716,14 @@ fn emit_entry<M: ClModule>(
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
     asm: Option<&mut String>,
+    threaded: Option<Threaded<'_>>,
 ) -> Result<FuncId, BackendError> {
-    let s = sig(module, 3, Some(I32));
-    let fname = format!("{name}_run");
+    let nparams = if threaded.is_some() { 4 } else { 3 };
+    let s = sig(module, nparams, Some(I32));
+    let fname = match threaded {
+        Some(_) => format!("{name}_run_ctx"),
+        None => format!("{name}_run"),
+    };
     let fid = module
         .declare_function(&fname, Linkage::Export, &s)
         .map_err(|e| internal("declare entry", e))?;
@@ -465,21 +733,40 @@ fn emit_entry<M: ClModule>(
         .iter()
         .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
         .collect();
+    // The threaded entry: `NAME_run` (for one thread) and the task functions.
+    let th = threaded.as_ref().map(|t| {
+        let run = module.declare_func_in_func(t.run, &mut ctx.func);
+        let tasks: Vec<Option<(FuncRef, usize)>> = t
+            .tasks
+            .iter()
+            .map(|o| o.map(|(f, n)| (module.declare_func_in_func(f, &mut ctx.func), n)))
+            .collect();
+        // parallel_for(pool, n, task, arg)
+        let pf_sig = sig(module, 4, None);
+        (run, tasks, pf_sig, t.arena)
+    });
     // The CPU check of the tier (a CPU without it would fault in a wide kernel), and a
     // word caching its success: `cpuid` is slow (a VM exit under a hypervisor), and
     // every thread that writes the word writes the same 1.
     let check = tier.filter(|&t| asm::cpu_check(t)).map(|t| {
         let id = asm_func_id(module, data, name, &AsmFn::CpuCheck(t));
         let f = module.declare_func_in_func(id, &mut ctx.func);
-        let flag = module
-            .declare_data(&format!("{name}__cpu_ok"), Linkage::Local, true, false)
-            .expect("a fresh data name");
-        let mut d = DataDescription::new();
-        d.define_zeroinit(4);
-        d.set_align(4);
-        module
-            .define_data(flag, &d)
-            .expect("the flag is defined once");
+        let flag_name = format!("{name}__cpu_ok");
+        let flag = match module.get_name(&flag_name) {
+            Some(cranelift_module::FuncOrDataId::Data(d)) => d,
+            _ => {
+                let flag = module
+                    .declare_data(&flag_name, Linkage::Local, true, false)
+                    .expect("a fresh data name");
+                let mut d = DataDescription::new();
+                d.define_zeroinit(4);
+                d.set_align(4);
+                module
+                    .define_data(flag, &d)
+                    .expect("the flag is defined once");
+                flag
+            }
+        };
         (f, module.declare_data_in_func(flag, &mut ctx.func))
     });
     {
@@ -491,7 +778,67 @@ fn emit_entry<M: ClModule>(
         b.switch_to_block(entry);
         b.seal_block(entry);
         let p = b.block_params(entry).to_vec();
+        let (cp, p) = match th {
+            Some(_) => (Some(p[0]), &p[1..]),
+            None => (None, &p[..]),
+        };
         let (ins, outs, scratch) = (p[0], p[1], p[2]);
+        // The context: not NULL, at least one thread; one thread runs `NAME_run`, more
+        // need the callback; the scratch bytes it declares must be enough.
+        let mut pf_call = None;
+        if let (Some(cp), Some((run, _, pf_sig, arena1))) = (cp, &th) {
+            let ctx_ok = b.create_block();
+            let one_thread = b.create_block();
+            let many = b.create_block();
+            let bad_ctx = b.create_block();
+            let null = b.ins().icmp_imm_s(IntCC::Equal, cp, 0);
+            b.ins().brif(null, bad_ctx, &[], ctx_ok, &[]);
+            b.switch_to_block(ctx_ok);
+            b.seal_block(ctx_ok);
+            let mf = super::kb::MF;
+            let threads = b.ins().load(I64, mf, cp, CTX_THREADS);
+            let sbytes = b.ins().load(I64, mf, cp, CTX_SCRATCH_BYTES);
+            let zero = b.ins().icmp_imm_s(IntCC::Equal, threads, 0);
+            let check1 = b.create_block();
+            b.ins().brif(zero, bad_ctx, &[], check1, &[]);
+            b.switch_to_block(check1);
+            b.seal_block(check1);
+            let single = b.ins().icmp_imm_s(IntCC::Equal, threads, 1);
+            b.ins().brif(single, one_thread, &[], many, &[]);
+            // One thread: `NAME_run`, with its (smaller) scratch.
+            b.switch_to_block(one_thread);
+            b.seal_block(one_thread);
+            let small = b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedLessThan, sbytes, *arena1 as i64);
+            let run1 = b.create_block();
+            b.ins().brif(small, bad_ctx, &[], run1, &[]);
+            b.switch_to_block(run1);
+            b.seal_block(run1);
+            let call = b.ins().call(*run, &[ins, outs, scratch]);
+            let rc = b.inst_results(call)[0];
+            b.ins().return_(&[rc]);
+            // Two or more: the callback, and the threaded plan's scratch.
+            b.switch_to_block(many);
+            b.seal_block(many);
+            let pf = b.ins().load(I64, mf, cp, CTX_PARALLEL_FOR);
+            let pool = b.ins().load(I64, mf, cp, CTX_POOL);
+            let nopf = b.ins().icmp_imm_s(IntCC::Equal, pf, 0);
+            let small = b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedLessThan, sbytes, plan.arena as i64);
+            let bad = b.ins().bor(nopf, small);
+            let go = b.create_block();
+            b.ins().brif(bad, bad_ctx, &[], go, &[]);
+            b.switch_to_block(bad_ctx);
+            b.seal_block(bad_ctx);
+            let one = b.ins().iconst(I32, 1);
+            b.ins().return_(&[one]);
+            b.switch_to_block(go);
+            b.seal_block(go);
+            let sref = b.import_signature(pf_sig.clone());
+            pf_call = Some((pf, pool, sref));
+        }
         if let Some((f, flag)) = check {
             let cpu_ok = b.create_block();
             let ask = b.create_block();
@@ -566,6 +913,15 @@ fn emit_entry<M: ClModule>(
                 Loc::None => b.ins().iconst(I64, 0),
             }
         };
+        // The pointers a task function reads (`emit_task`), in a stack slot.
+        let arg_slot = th.as_ref().map(|_| {
+            let most = sched.steps.iter().map(|s| s.reads.len() + 2).max().unwrap_or(2);
+            b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                (most * 8) as u32,
+                3,
+            ))
+        });
         for (si, step) in sched.steps.iter().enumerate() {
             let mut args: Vec<Value> = step
                 .reads
@@ -583,7 +939,21 @@ fn emit_entry<M: ClModule>(
             } else {
                 scratch
             });
-            b.ins().call(refs[si], &args);
+            let task = th.as_ref().and_then(|t| t.1[si]);
+            match (task, pf_call, arg_slot) {
+                (Some((tf, n)), Some((pf, pool, sref)), Some(ss)) => {
+                    for (k, &a) in args.iter().enumerate() {
+                        b.ins().stack_store(I64, a, ss, (k * 8) as i32);
+                    }
+                    let argp = b.ins().stack_addr(I64, ss, 0);
+                    let taddr = b.ins().func_addr(I64, tf);
+                    let nv = b.ins().iconst(I64, n as i64);
+                    b.ins().call_indirect(sref, pf, &[pool, nv, taddr, argp]);
+                }
+                _ => {
+                    b.ins().call(refs[si], &args);
+                }
+            }
         }
         let zero = b.ins().iconst(I32, 0);
         b.ins().return_(&[zero]);
@@ -594,7 +964,12 @@ fn emit_entry<M: ClModule>(
         .define_function(fid, ctx)
         .map_err(|e| internal("entry function", e))?;
     if let Some(out) = asm {
-        push_asm(out, "; the entry function\n", &fname, ctx);
+        let what = if threaded.is_some() {
+            "; the threaded entry function\n"
+        } else {
+            "; the entry function\n"
+        };
+        push_asm(out, what, &fname, ctx);
     }
     module.clear_context(ctx);
     Ok(fid)
@@ -606,7 +981,7 @@ fn emit_getters<M: ClModule>(
     module: &mut M,
     m: &Module,
     name: &str,
-    arena: u64,
+    (arena, arena_ctx): (u64, u64),
     data: &mut DataState,
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
@@ -620,6 +995,8 @@ fn emit_getters<M: ClModule>(
         Table(Vec<i64>),
         Dims(&'s [Vec<usize>]),
         Const(i64),
+        /// `threads <= 1 ? a : b`.
+        Threads(i64, i64),
     }
     let getters: Vec<(String, G<'_>)> = vec![
         (
@@ -649,6 +1026,10 @@ fn emit_getters<M: ClModule>(
         (format!("{name}_input_dims"), G::Dims(&ins)),
         (format!("{name}_output_dims"), G::Dims(&outs)),
         (format!("{name}_scratch_size"), G::Const(arena as i64)),
+        (
+            format!("{name}_scratch_size_threads"),
+            G::Threads(arena as i64, arena_ctx as i64),
+        ),
     ];
     for (fname, g) in getters {
         let nparams = if matches!(g, G::Const(_)) { 0 } else { 1 };
@@ -683,6 +1064,13 @@ fn emit_getters<M: ClModule>(
             b.seal_block(blk);
             let r = match &g {
                 G::Const(c) => b.ins().iconst(I64, *c),
+                G::Threads(one, many) => {
+                    let t = b.block_params(blk)[0];
+                    let c = b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, t, 1);
+                    let a = b.ins().iconst(I64, *one);
+                    let m = b.ins().iconst(I64, *many);
+                    b.ins().select(c, a, m)
+                }
                 G::Table(t) => {
                     let i = b.block_params(blk)[0];
                     let mut acc = b.ins().iconst(I64, 0);
@@ -820,6 +1208,7 @@ fn make_report(
             integer,
             rodata_bytes: step_bytes[si],
             tier: step.lowering.tier().map(str::to_string),
+            tasks: 1,
         });
     }
     Report {
@@ -831,6 +1220,7 @@ fn make_report(
         weight_bytes,
         float_weight_bytes,
         arena_bytes: plan.arena,
+        arena_ctx_bytes: plan.arena,
         tensor_bytes: plan.tensor_bytes,
     }
 }

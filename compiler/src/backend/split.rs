@@ -1,0 +1,393 @@
+//! Splitting a layer into tasks for the threaded entry `NAME_run_ctx` (issue 15).
+//!
+//! A layer worth splitting (decided at compile time from its multiply-accumulates, so
+//! that small layers pay no synchronisation) becomes `n` chunks, each computed by a task
+//! `task(arg, i)` that the caller's `parallel_for` may run on any thread:
+//!
+//! - **Bands of output rows** (convolutions of every family: f32 im2col/Winograd, u8 x
+//!   i8 `pmaddubsw`/VNNI, `pmaddwd`, bit-serial, XNOR). Chunk `i` computes output rows
+//!   `r0..r1` of every channel with the layer's own kernel, generated for the band's
+//!   geometry: the input rows the band reads (`y0..y1`, its halo included) are copied
+//!   into the task's slot of scratch, the kernel runs on that sub-image with the padding
+//!   that falls inside the band, and its rows are copied into the output. The kernel
+//!   needs no change (same weights, tables and epilogue; the rodata is shared), at the
+//!   cost of the two copies (the input band and the output band, a few percent of the
+//!   layer's bytes moved by im2col). f32 bands keep the layer's exact algorithm (the
+//!   same Winograd variant and tile, bands aligned to its tiles), so the threaded
+//!   results equal `NAME_run`'s bit for bit; integer kernels are exact anyway.
+//! - **Ranges of elements** (elementwise kernels with operands of the result's shape):
+//!   the kernel over a sub-range, pointers offset, no copies.
+//!
+//! Each task's scratch is its own slot: `slot` bytes at `base + i * slot`, where `base`
+//! is the step's workspace in the threaded memory plan (`n * slot` bytes).
+
+use qcc_ir::Module;
+use qcc_ir::shape::ConvGeom;
+
+use super::kernels::intelem::IntLowering;
+use super::kernels::quant::QuantLowering;
+use super::kernels::{self, Lowering};
+use super::plan::{ALIGN, value_bytes};
+use super::select::{Dest, Step};
+
+/// The grain: below `min` work a layer runs inline; about `chunk` work per task.
+#[derive(Clone, Copy, Debug)]
+struct Grain {
+    min_macs: u64,
+    chunk_macs: u64,
+    min_elems: usize,
+    chunk_elems: usize,
+}
+
+/// Layers with fewer multiply-accumulates than `min_macs` run inline (one fork/join
+/// costs about as much as ~0.3 M MACs of the wide kernels); `chunk_macs` per task is
+/// aimed at (more tasks balance better, each costs a copy of its halo and the kernel's
+/// per-call setup). Elementwise kernels: the fewest elements worth a fork/join, and per
+/// task.
+const GRAIN: Grain = Grain {
+    min_macs: 600_000,
+    chunk_macs: 3_000_000,
+    min_elems: 32 * 1024,
+    chunk_elems: 16 * 1024,
+};
+
+/// The most chunks of one layer.
+pub(crate) const MAX_CHUNKS: usize = 8;
+
+thread_local! {
+    static OVERRIDE: std::cell::Cell<Option<Grain>> = const { std::cell::Cell::new(None) };
+}
+
+fn grain() -> Grain {
+    OVERRIDE.with(|o| o.get()).unwrap_or(GRAIN)
+}
+
+/// Runs `f` (a compilation on this thread) with the grain of the task split set to
+/// `min` units of work to split a layer at all and `chunk` units per task (units:
+/// multiply-accumulates for convolutions, elements for elementwise kernels), e.g.
+/// `(1, 1)` to split every layer that can be into as many tasks as it allows (tests).
+pub fn with_grain<R>(min: u64, chunk: u64, f: impl FnOnce() -> R) -> R {
+    let g = Grain {
+        min_macs: min,
+        chunk_macs: chunk.max(1),
+        min_elems: min as usize,
+        chunk_elems: (chunk as usize).max(1),
+    };
+    let saved = OVERRIDE.with(|o| o.replace(Some(g)));
+    let r = f();
+    OVERRIDE.with(|o| o.set(saved));
+    r
+}
+
+/// How a step runs as tasks.
+#[derive(Clone, Debug)]
+pub(crate) struct Split {
+    pub chunks: Vec<Chunk>,
+    /// Bytes of one task's slot (a multiple of [`ALIGN`]).
+    pub slot: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Chunk {
+    /// Output rows `r0..r1` of a convolution, from input rows `y0..y1`.
+    Rows {
+        sub: Lowering,
+        full: ConvGeom,
+        r0: usize,
+        r1: usize,
+        y0: usize,
+        y1: usize,
+        /// Bytes per element of the input and of the output.
+        eb_in: usize,
+        eb_out: usize,
+    },
+    /// Elements `e0..e0 + len` of an elementwise kernel; bytes per element of each
+    /// run-time operand (in read order) and of the result.
+    Range {
+        sub: Lowering,
+        e0: usize,
+        eb_reads: Vec<usize>,
+        eb_out: usize,
+    },
+}
+
+impl Chunk {
+    pub fn sub(&self) -> &Lowering {
+        match self {
+            Chunk::Rows { sub, .. } | Chunk::Range { sub, .. } => sub,
+        }
+    }
+}
+
+fn align(x: u64) -> u64 {
+    x.div_ceil(ALIGN) * ALIGN
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Scratch of all the tasks: what the step's workspace is in the threaded plan.
+    pub fn bytes(&self) -> u64 {
+        self.slot * self.chunks.len() as u64
+    }
+}
+
+/// Offsets in a task's slot of a row chunk: input band, output band, kernel workspace.
+pub(crate) fn row_slot(
+    g: &ConvGeom,
+    (y0, y1): (usize, usize),
+    (r0, r1): (usize, usize),
+    (eb_in, eb_out): (usize, usize),
+) -> (u64, u64, u64) {
+    let xin = align((g.n * g.c * (y1 - y0) * g.w * eb_in) as u64);
+    let xout = align((g.n * g.m * (r1 - r0) * g.ow * eb_out) as u64);
+    (0, xin, xin + xout)
+}
+
+/// The chunks of `step` for the threaded entry, or None to run it inline.
+pub(crate) fn split(m: &Module, step: &Step) -> Option<Split> {
+    step.node?;
+    if let Some(g) = step.lowering.conv_geom() {
+        return split_rows(m, step, g);
+    }
+    split_range(m, step)
+}
+
+/// The result's bytes per element.
+fn out_elem_bytes(m: &Module, step: &Step) -> Option<(usize, usize)> {
+    let v = match step.dest {
+        Dest::Value(v) => v,
+        Dest::Output(j) => m.outputs[j],
+    };
+    let n = m.ty(v).numel();
+    let b = value_bytes(m, v) as usize;
+    (n > 0 && b.is_multiple_of(n)).then(|| (b / n, n))
+}
+
+fn split_rows(m: &Module, step: &Step, g: &ConvGeom) -> Option<Split> {
+    let g = *g;
+    let macs = step.lowering.macs();
+    if macs < grain().min_macs || g.oh < 2 {
+        return None;
+    }
+    // Only the input is read at run time (weights and bias are constants).
+    if step.reads.len() != 1 || !step.runtime_operand.first().copied().unwrap_or(false) {
+        return None;
+    }
+    let x = step.reads[0];
+    let xn = m.ty(x).numel();
+    if xn != g.n * g.c * g.h * g.w || xn == 0 {
+        return None;
+    }
+    let eb_in = value_bytes(m, x) as usize / xn;
+    let (eb_out, on) = out_elem_bytes(m, step)?;
+    if on != g.n * g.m * g.oh * g.ow {
+        return None;
+    }
+    let want = (macs / grain().chunk_macs).clamp(2, MAX_CHUNKS as u64) as usize;
+    // Float kernels must keep their algorithm (bit-identical to `NAME_run`): try band
+    // heights from the even split upwards until every band's kernel is the layer's.
+    let float = matches!(step.lowering, Lowering::Conv { .. });
+    let name = step.lowering.kernel_name();
+    let mut rows = g.oh.div_ceil(want);
+    while rows < g.oh {
+        let Some(chunks) = band_chunks(&g, rows, &step.lowering, eb_in, eb_out) else {
+            rows += 1;
+            continue;
+        };
+        if chunks.len() >= 2
+            && (!float || chunks.iter().all(|c| c.sub().kernel_name() == name))
+        {
+            let slot = chunks
+                .iter()
+                .map(|c| match c {
+                    Chunk::Rows {
+                        sub,
+                        full,
+                        r0,
+                        r1,
+                        y0,
+                        y1,
+                        eb_in,
+                        eb_out,
+                    } => {
+                        let (_, _, ws) = row_slot(full, (*y0, *y1), (*r0, *r1), (*eb_in, *eb_out));
+                        ws + align(sub.workspace() as u64)
+                    }
+                    Chunk::Range { .. } => 0,
+                })
+                .max()
+                .unwrap_or(0)
+                .max(ALIGN);
+            return Some(Split { chunks, slot });
+        }
+        rows += 1;
+    }
+    None
+}
+
+fn band_chunks(
+    g: &ConvGeom,
+    rows: usize,
+    low: &Lowering,
+    eb_in: usize,
+    eb_out: usize,
+) -> Option<Vec<Chunk>> {
+    let mut out = Vec::new();
+    let mut r0 = 0;
+    while r0 < g.oh {
+        let r1 = (r0 + rows).min(g.oh);
+        // Input rows the band reads (clamped to the image).
+        let first = (r0 * g.sh).saturating_sub(g.top);
+        let last = ((r1 - 1) * g.sh + (g.kh - 1) * g.dh + 1)
+            .saturating_sub(g.top)
+            .min(g.h);
+        if first >= last {
+            // Every tap of the band is padding (a sub-image would need a negative top).
+            return None;
+        }
+        let (y0, y1) = (first, last);
+        let sub = ConvGeom {
+            h: y1 - y0,
+            oh: r1 - r0,
+            top: g.top + y0 - r0 * g.sh,
+            ..*g
+        };
+        out.push(Chunk::Rows {
+            sub: low.with_conv_geom(sub),
+            full: *g,
+            r0,
+            r1,
+            y0,
+            y1,
+            eb_in,
+            eb_out,
+        });
+        r0 = r1;
+    }
+    Some(out)
+}
+
+fn split_range(m: &Module, step: &Step) -> Option<Split> {
+    let (eb_out, n) = out_elem_bytes(m, step)?;
+    if n < grain().min_elems {
+        return None;
+    }
+    // Every run-time operand has the result's element count (no broadcasting).
+    let mut eb_reads = Vec::new();
+    for &r in &step.reads {
+        let rn = m.ty(r).numel();
+        if rn != n {
+            return None;
+        }
+        eb_reads.push(value_bytes(m, r) as usize / rn);
+    }
+    if !step.lowering.splits_by_range() {
+        return None;
+    }
+    let want = (n / grain().chunk_elems).clamp(2, MAX_CHUNKS);
+    // Chunks of whole 64-element blocks (vector loops keep their shape).
+    let len = n.div_ceil(want).div_ceil(64) * 64;
+    let mut chunks = Vec::new();
+    let mut e0 = 0;
+    while e0 < n {
+        let l = len.min(n - e0);
+        chunks.push(Chunk::Range {
+            sub: step.lowering.with_len(l)?,
+            e0,
+            eb_reads: eb_reads.clone(),
+            eb_out,
+        });
+        e0 += l;
+    }
+    (chunks.len() >= 2).then_some(Split {
+        chunks,
+        slot: ALIGN,
+    })
+}
+
+impl Lowering {
+    /// The geometry of a convolution whose kernel can run on a band of output rows.
+    pub(crate) fn conv_geom(&self) -> Option<&ConvGeom> {
+        use kernels::binary::BinKind;
+        use kernels::bitserial::BsKind;
+        use kernels::maddubs::MdKind;
+        match self {
+            Lowering::Conv { g, .. } => Some(g),
+            Lowering::Maddubs(q) => match &q.kind {
+                MdKind::Conv { g } => Some(g),
+                MdKind::MatMul { .. } => None,
+            },
+            Lowering::Quant(QuantLowering::ConvInt { g, .. }) => Some(g),
+            Lowering::BitSerial(q) => match &q.kind {
+                BsKind::Conv { g, .. } => Some(g),
+                BsKind::MatMul { .. } => None,
+            },
+            Lowering::Xnor(q) => match &q.kind {
+                BinKind::Conv { g, .. } => Some(g),
+                BinKind::MatMul { .. } => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The same kernel on the geometry `sub` (a band of [`Lowering::conv_geom`]'s rows).
+    pub(crate) fn with_conv_geom(&self, sub: ConvGeom) -> Lowering {
+        use kernels::binary::BinKind;
+        use kernels::bitserial::BsKind;
+        use kernels::maddubs::MdKind;
+        let mut l = self.clone();
+        match &mut l {
+            Lowering::Conv { g, .. } => *g = sub,
+            Lowering::Maddubs(q) => q.kind = MdKind::Conv { g: sub },
+            Lowering::Quant(QuantLowering::ConvInt { g, .. }) => *g = sub,
+            Lowering::BitSerial(q) => {
+                if let BsKind::Conv { g, .. } = &mut q.kind {
+                    *g = sub;
+                }
+            }
+            Lowering::Xnor(q) => {
+                if let BinKind::Conv { g, masked, .. } = &mut q.kind {
+                    *g = sub;
+                    *masked = kernels::binary::conv_masked(&sub);
+                    let in_tile = q.epi.rq.is_some() || q.epi.thr.is_some();
+                    if let Some(w) = &mut q.wide {
+                        *w = kernels::xnor::XnorWide::new(
+                            w.isa,
+                            (sub.mg(), sub.npix(), sub.kdim()),
+                            *masked,
+                            in_tile,
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+        l
+    }
+
+    /// Whether the kernel is elementwise over whole tensors of the result's shape, so
+    /// that [`Lowering::with_len`] gives it for a sub-range.
+    fn splits_by_range(&self) -> bool {
+        match self {
+            Lowering::Unary { .. } => true,
+            // Per-tensor requantizes (the kernel has no channel index).
+            Lowering::Int(IntLowering::FusedRequant { .. } | IntLowering::Lookup { .. }) => true,
+            _ => false,
+        }
+    }
+
+    /// The same elementwise kernel over `len` elements.
+    fn with_len(&self, len: usize) -> Option<Lowering> {
+        let mut l = self.clone();
+        match &mut l {
+            Lowering::Unary { n, .. } => *n = len,
+            Lowering::Int(IntLowering::FusedRequant { n, .. }) => *n = len,
+            Lowering::Int(IntLowering::Lookup { n, .. }) => *n = len,
+            _ => return None,
+        }
+        Some(l)
+    }
+}

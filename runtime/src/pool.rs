@@ -1,0 +1,288 @@
+//! A fork/join pool on std threads for the threaded entry `NAME_run_ctx`.
+//!
+//! `parallel_for(n, task)` runs `task(i)` for every `i < n` on the calling thread and
+//! the pool's `threads - 1` workers, and returns when all are done. The layers of a
+//! model are short (tens of microseconds), so the fork/join must cost about a
+//! microsecond: workers claim chunks from one atomic word holding the job's epoch and
+//! the next index (a compare-and-swap, so that a late worker can never take an index of
+//! the next job), spin on that word for a while after each job, and only then sleep on
+//! a condition variable (the caller wakes sleepers only when there are any).
+//!
+//! One job at a time: a second caller arriving while a job runs (the pool is shared by
+//! threads) runs its own job on its own thread instead of waiting.
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The C type of a task: `void task(void *arg, size_t i)`.
+pub type TaskFn = unsafe extern "C" fn(*mut c_void, usize);
+
+/// `parallel_for(pool, n, task, arg)`, the callback of [`QccCtx`].
+pub type ParallelForFn = unsafe extern "C" fn(*mut c_void, usize, TaskFn, *mut c_void);
+
+/// The `qcc_ctx` struct of the C headers: what `NAME_run_ctx` takes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct QccCtx {
+    pub pool: *mut c_void,
+    pub parallel_for: Option<ParallelForFn>,
+    /// Threads that may run tasks at once (1: `NAME_run_ctx` runs `NAME_run`).
+    pub threads: usize,
+    /// Bytes at the scratch pointer (at least `NAME_scratch_size_threads(threads)`).
+    pub scratch_bytes: usize,
+}
+
+/// The most indices of one job the claim word counts (more run on the caller alone).
+const MAX_N: usize = 0xffff;
+
+/// How long a worker spins for the next job before it sleeps.
+const SPIN: Duration = Duration::from_micros(300);
+
+struct Shared {
+    /// The job's epoch (high 32 bits), its index count (16 bits) and the next index to
+    /// claim (low 16 bits): one word, so that a claim succeeds only for an index of the
+    /// job whose count it checked.
+    claim: AtomicU64,
+    /// Indices of the current job finished.
+    done: AtomicUsize,
+    /// The current job's task and argument. Written by the caller (holding `busy`)
+    /// before it publishes a new epoch in `claim`; read by workers after they see an
+    /// index left to claim. A worker that reads them late may see the next job's: its
+    /// claim then fails (the word changed when the last index was claimed), and it calls
+    /// nothing with them.
+    task: AtomicPtr<()>,
+    arg: AtomicPtr<c_void>,
+    /// Sleeping workers wait on `wake` with `lock` held.
+    lock: Mutex<()>,
+    sleepers: AtomicUsize,
+    wake: Condvar,
+    shutdown: AtomicBool,
+    busy: AtomicBool,
+}
+
+/// A pool of `threads - 1` worker threads (the caller is the other one).
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    threads: usize,
+}
+
+impl std::fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ThreadPool {
+    /// A pool running jobs on `threads` threads (the caller and `threads - 1` workers;
+    /// 0 counts as 1).
+    pub fn new(threads: usize) -> ThreadPool {
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            claim: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
+            task: AtomicPtr::new(std::ptr::null_mut()),
+            arg: AtomicPtr::new(std::ptr::null_mut()),
+            lock: Mutex::new(()),
+            sleepers: AtomicUsize::new(0),
+            wake: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+        });
+        let workers = (1..threads)
+            .map(|k| {
+                let s = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("qcc-pool-{k}"))
+                    .spawn(move || worker(&s))
+                    .expect("spawning a pool thread")
+            })
+            .collect();
+        ThreadPool {
+            shared,
+            workers,
+            threads,
+        }
+    }
+
+    /// Threads that run a job (the caller included).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f(i)` for every `i < n` on the pool's threads; returns when all are done.
+    pub fn parallel_for(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        unsafe extern "C" fn tramp(arg: *mut c_void, i: usize) {
+            // SAFETY: `arg` is the `&&dyn Fn` below, alive until `run_on` returns.
+            let f = unsafe { &*(arg as *const &(dyn Fn(usize) + Sync)) };
+            f(i)
+        }
+        let r: &(dyn Fn(usize) + Sync) = f;
+        run_on(&self.shared, n, tramp, &r as *const _ as *mut c_void);
+    }
+
+    /// The context for `NAME_run_ctx` with this pool and `scratch_bytes` of scratch.
+    pub fn ctx(&self, scratch_bytes: usize) -> QccCtx {
+        QccCtx {
+            pool: Arc::as_ptr(&self.shared) as *mut c_void,
+            parallel_for: Some(qcc_pool_parallel_for),
+            threads: self.threads,
+            scratch_bytes,
+        }
+    }
+
+}
+
+/// `parallel_for` for C: `pool` is a [`ThreadPool`]'s shared state (what
+/// [`ThreadPool::ctx`] puts into the context).
+///
+/// # Safety
+///
+/// `pool` must come from [`ThreadPool::ctx`] of a pool still alive, and `task(arg, i)`
+/// must be safe to call from any thread for every `i < n`, concurrently for distinct
+/// `i`.
+pub unsafe extern "C" fn qcc_pool_parallel_for(
+    pool: *mut c_void,
+    n: usize,
+    task: TaskFn,
+    arg: *mut c_void,
+) {
+    // SAFETY: the caller passes the pointer `ThreadPool::ctx` gave, of a live pool.
+    let shared = unsafe { &*(pool as *const Shared) };
+    run_on(shared, n, task, arg);
+}
+
+fn run_on(s: &Shared, n: usize, task: TaskFn, arg: *mut c_void) {
+    if n == 0 {
+        return;
+    }
+    // Another job running (the pool shared by several callers), one index, or more
+    // indices than the claim word counts: run here.
+    if n == 1
+        || n > MAX_N
+        || s.busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+    {
+        for i in 0..n {
+            // SAFETY: `parallel_for`'s contract.
+            unsafe { task(arg, i) };
+        }
+        return;
+    }
+    s.task.store(task as *mut (), Ordering::Relaxed);
+    s.arg.store(arg, Ordering::Relaxed);
+    s.done.store(0, Ordering::Relaxed);
+    let epoch = ((s.claim.load(Ordering::Relaxed) >> 32) + 1) & 0xffff_ffff;
+    s.claim.store(epoch << 32 | (n as u64) << 16, Ordering::SeqCst);
+    if s.sleepers.load(Ordering::SeqCst) > 0 {
+        let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+        s.wake.notify_all();
+    }
+    work(s, Some((task, arg)));
+    // Wait for the indices the workers took.
+    let mut spins = 0u32;
+    while s.done.load(Ordering::Acquire) < n {
+        spins += 1;
+        if spins < 1 << 16 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    s.busy.store(false, Ordering::Release);
+}
+
+/// Claims and runs indices of the current job until none is left. `job`: the caller's
+/// task and argument (workers read them from `Shared` once an index is left).
+fn work(s: &Shared, job: Option<(TaskFn, *mut c_void)>) {
+    let mut c = s.claim.load(Ordering::Acquire);
+    let epoch = c >> 32;
+    let mut job = job;
+    loop {
+        let (n, i) = (((c >> 16) & 0xffff) as usize, (c & 0xffff) as usize);
+        if c >> 32 != epoch || i >= n {
+            return;
+        }
+        let (task, arg) = match job {
+            Some(j) => j,
+            None => {
+                let t = s.task.load(Ordering::Relaxed);
+                let a = s.arg.load(Ordering::Relaxed);
+                // SAFETY: `task` holds a `TaskFn` (stored by `run_on`), never null once
+                // a job was published.
+                let t = unsafe { std::mem::transmute::<*mut (), TaskFn>(t) };
+                (t, a)
+            }
+        };
+        match s
+            .claim
+            .compare_exchange_weak(c, c + 1, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                // The claim succeeded on the word read before the job's fields, so the
+                // job was still running when they were read: they are its own, alive
+                // until its caller sees `done` reach `n`.
+                job = Some((task, arg));
+                // SAFETY: index `i < n` of the job, which the caller's contract allows
+                // on any thread.
+                unsafe { task(arg, i) };
+                s.done.fetch_add(1, Ordering::Release);
+                c = s.claim.load(Ordering::Acquire);
+            }
+            Err(now) => c = now,
+        }
+    }
+}
+
+fn worker(s: &Shared) {
+    let mut seen = 0u64;
+    loop {
+        // Wait for a new epoch: spin, then sleep.
+        let start = Instant::now();
+        let mut spins = 0u32;
+        let epoch = loop {
+            let e = s.claim.load(Ordering::Acquire) >> 32;
+            if s.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            if e != seen {
+                break e;
+            }
+            spins = spins.wrapping_add(1);
+            if !spins.is_multiple_of(256) || start.elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            let g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.sleepers.fetch_add(1, Ordering::SeqCst);
+            let e = s.claim.load(Ordering::SeqCst) >> 32;
+            if e == seen && !s.shutdown.load(Ordering::SeqCst) {
+                drop(s.wake.wait(g).unwrap_or_else(|e| e.into_inner()));
+            } else {
+                drop(g);
+            }
+            s.sleepers.fetch_sub(1, Ordering::SeqCst);
+        };
+        seen = epoch;
+        work(s, None);
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _g = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
