@@ -26,7 +26,8 @@ fn same(a: &[Tensor], b: &[Tensor]) -> bool {
             x.shape == y.shape
                 && match (&x.data, &y.data) {
                     (TensorData::F32(p), TensorData::F32(q)) => {
-                        p.len() == q.len() && p.iter().zip(q).all(|(u, v)| u.to_bits() == v.to_bits())
+                        p.len() == q.len()
+                            && p.iter().zip(q).all(|(u, v)| u.to_bits() == v.to_bits())
                     }
                     (p, q) => p == q,
                 }
@@ -55,11 +56,13 @@ fn check(b: &B, cpu: &str, disabled: &[Strategy], kernel: &str) -> Result<(), St
     // Float layers split only where every band keeps the layer's algorithm (a
     // Winograd layer whose tiles cannot be cut into bands runs inline).
     if layer.tasks < 2 && !layer.kernel.contains("winograd") {
-        return Err(format!("{cpu}: the layer was not split\n{}\n{}", b.m, jit.report()));
+        return Err(format!(
+            "{cpu}: the layer was not split\n{}\n{}",
+            b.m,
+            jit.report()
+        ));
     }
-    let want = jit
-        .run(&b.inputs)
-        .map_err(|e| format!("{cpu}: run: {e}"))?;
+    let want = jit.run(&b.inputs).map_err(|e| format!("{cpu}: run: {e}"))?;
     for threads in THREADS {
         let pool = ThreadPool::new(threads);
         // Twice: the second call sees the scratch the first left.
@@ -85,7 +88,12 @@ fn host_has(level4: bool) -> bool {
 }
 
 /// Conv attributes.
-fn conv_attrs(s: usize, pads: &[i64], d: usize, group: usize) -> std::collections::BTreeMap<String, Attr> {
+fn conv_attrs(
+    s: usize,
+    pads: &[i64],
+    d: usize,
+    group: usize,
+) -> std::collections::BTreeMap<String, Attr> {
     attrs(&[
         ("strides", ints(&[s as i64, s as i64])),
         ("pads", ints(pads)),
@@ -99,7 +107,18 @@ fn conv_attrs(s: usize, pads: &[i64], d: usize, group: usize) -> std::collection
 #[allow(clippy::type_complexity, reason = "a tuple of shape parameters")]
 fn geometry(
     r: &mut Rng,
-) -> Option<(usize, usize, usize, usize, usize, usize, usize, Vec<i64>, usize, usize)> {
+) -> Option<(
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    Vec<i64>,
+    usize,
+    usize,
+)> {
     let group = if r.i(0, 4) == 0 { 2 } else { 1 };
     let c = r.i(1, 12) as usize * group;
     let m = r.i(1, 12) as usize * group;
@@ -119,7 +138,18 @@ fn geometry(
 fn f32_conv(r: &mut Rng, winograd: bool) -> Option<B> {
     let (n, c, m, h, w, k, s, pads, d, group) = if winograd {
         let side = [16, 24, 32][r.i(0, 2) as usize];
-        (1, r.i(4, 20) as usize, r.i(4, 20) as usize, side, side, 3, 1, vec![1; 4], 1, 1)
+        (
+            1,
+            r.i(4, 20) as usize,
+            r.i(4, 20) as usize,
+            side,
+            side,
+            3,
+            1,
+            vec![1; 4],
+            1,
+            1,
+        )
     } else {
         geometry(r)?
     };
@@ -380,7 +410,9 @@ fn models() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for name in ["digits_cnn_qop.onnx", "digits_resnet_folded.onnx"] {
         let path = root.join("tests/models").join(name);
-        let mut m = import_file(&path, &ImportOptions::default()).unwrap().module;
+        let mut m = import_file(&path, &ImportOptions::default())
+            .unwrap()
+            .module;
         cleanup::pipeline().run(&mut m, &mut |_| {}).unwrap();
         let ty = m.ty(m.inputs[0]).clone();
         let mut r = Rng(7);
@@ -395,7 +427,10 @@ fn models() {
             for threads in THREADS {
                 let pool = ThreadPool::new(threads);
                 let got = jit.run_threads(std::slice::from_ref(&x), &pool).unwrap();
-                assert!(same(&want, &got), "{name}, {threads} threads, small grain {small}");
+                assert!(
+                    same(&want, &got),
+                    "{name}, {threads} threads, small grain {small}"
+                );
             }
         }
     }
@@ -432,9 +467,22 @@ fn context_checks() {
         CtxCase::NullInputs,
         CtxCase::NullOutputs,
     ] {
-        assert_eq!(jit.run_ctx_case(&b.inputs, &pool, case).unwrap(), 1, "{case:?}");
+        assert_eq!(
+            jit.run_ctx_case(&b.inputs, &pool, case).unwrap(),
+            1,
+            "{case:?}"
+        );
     }
-    for case in [CtxCase::Good(1), CtxCase::Good(2), CtxCase::Good(5), CtxCase::OneThreadNoCallback] {
-        assert_eq!(jit.run_ctx_case(&b.inputs, &pool, case).unwrap(), 0, "{case:?}");
+    for case in [
+        CtxCase::Good(1),
+        CtxCase::Good(2),
+        CtxCase::Good(5),
+        CtxCase::OneThreadNoCallback,
+    ] {
+        assert_eq!(
+            jit.run_ctx_case(&b.inputs, &pool, case).unwrap(),
+            0,
+            "{case:?}"
+        );
     }
 }

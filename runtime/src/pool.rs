@@ -135,7 +135,6 @@ impl ThreadPool {
             scratch_bytes,
         }
     }
-
 }
 
 /// `parallel_for` for C: `pool` is a [`ThreadPool`]'s shared state (what
@@ -179,7 +178,8 @@ fn run_on(s: &Shared, n: usize, task: TaskFn, arg: *mut c_void) {
     s.arg.store(arg, Ordering::Relaxed);
     s.done.store(0, Ordering::Relaxed);
     let epoch = ((s.claim.load(Ordering::Relaxed) >> 32) + 1) & 0xffff_ffff;
-    s.claim.store(epoch << 32 | (n as u64) << 16, Ordering::SeqCst);
+    s.claim
+        .store(epoch << 32 | (n as u64) << 16, Ordering::SeqCst);
     if s.sleepers.load(Ordering::SeqCst) > 0 {
         let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
         s.wake.notify_all();

@@ -11,8 +11,8 @@ use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{
-    AbiParam, FuncRef, Function, GlobalValue, InstBuilder, JumpTableData, Signature,
-    StackSlotData, StackSlotKind, UserFuncName, Value,
+    AbiParam, FuncRef, Function, GlobalValue, InstBuilder, JumpTableData, Signature, StackSlotData,
+    StackSlotKind, UserFuncName, Value,
 };
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -308,6 +308,19 @@ pub(crate) fn build<M: ClModule>(
             continue;
         };
         let op = step_op(m, step);
+        // The bands' kernels take the shared region (unpacked weights) as the weights'
+        // operand when there is a first phase.
+        let band_step = |low: &Lowering| {
+            let mut st = select::Step {
+                lowering: low.clone(),
+                ..step.clone()
+            };
+            if sp.pre.is_some() {
+                st.runtime_operand[1] = true;
+                st.reads.insert(1, st.reads[0]);
+            }
+            st
+        };
         // One kernel per distinct band (most bands of a layer share one).
         let mut distinct: Vec<(String, FuncId)> = Vec::new();
         let mut per_chunk = Vec::with_capacity(sp.len());
@@ -317,10 +330,7 @@ pub(crate) fn build<M: ClModule>(
                 per_chunk.push(*id);
                 continue;
             }
-            let sub_step = select::Step {
-                lowering: chunk.sub().clone(),
-                ..step.clone()
-            };
+            let sub_step = band_step(chunk.sub());
             let fname = format!("{name}__k{si}_{op}_b{}", distinct.len());
             let line = (want != Text::None).then(|| {
                 format!(
@@ -349,7 +359,44 @@ pub(crate) fn build<M: ClModule>(
             sp,
             &per_chunk,
         )?;
-        tasks.push(Some((tid, sp.len())));
+        // The first phase: one kernel per task, and its task function.
+        let pre = match &sp.pre {
+            None => None,
+            Some(pre) => {
+                let mut ids = Vec::with_capacity(pre.chunks.len());
+                for (pi, low) in pre.chunks.iter().enumerate() {
+                    let sub_step = select::Step {
+                        lowering: low.clone(),
+                        ..step.clone()
+                    };
+                    let fname = format!("{name}__k{si}_{op}_p{pi}");
+                    let line = (want != Text::None)
+                        .then(|| format!("; first-phase kernel {pi} of step {si}\n"));
+                    ids.push(define_kernel(
+                        module,
+                        (&mut ctx, &mut fctx),
+                        feat,
+                        (m, &sched, &sub_step),
+                        &fname,
+                        (&mut data, name),
+                        (want, line.as_deref().unwrap_or(""), &mut text),
+                    )?);
+                }
+                let pid = emit_pre_task(
+                    module,
+                    (&mut ctx, &mut fctx),
+                    &format!("{name}__t{si}_{op}_pre"),
+                    step,
+                    &ids,
+                )?;
+                Some((pid, ids.len()))
+            }
+        };
+        tasks.push(Some(StepTasks {
+            task: tid,
+            n: sp.len(),
+            pre,
+        }));
     }
     let run = emit_entry(
         module,
@@ -400,7 +447,7 @@ pub(crate) fn build<M: ClModule>(
     report.tier = tier.map(|t| t.to_string());
     report.arena_ctx_bytes = plan_ctx.arena;
     for (l, t) in report.layers.iter_mut().zip(&tasks) {
-        l.tasks = t.map_or(1, |t| t.1);
+        l.tasks = t.as_ref().map_or(1, |t| t.n);
     }
     Ok(Built {
         run,
@@ -532,7 +579,7 @@ fn emit_task<M: ClModule>(
             b.switch_to_block(blk);
             b.seal_block(blk);
             let mut kb = Kb::new(&mut b, feat);
-            let slot = kb.off(base, ci as i64 * sp.slot as i64);
+            let slot = kb.off(base, (sp.shared() + ci as u64 * sp.slot) as i64);
             match chunk {
                 Chunk::Rows {
                     full: g,
@@ -558,7 +605,12 @@ fn emit_task<M: ClModule>(
                         let d = kb.idx(xs, pl, in_rows);
                         kb.copy_bytes(d, s, in_rows);
                     });
-                    kb.b.ins().call(refs[ci], &[xs, os, ws]);
+                    if sp.pre.is_some() {
+                        // The shared region (the unpacked weights) in the weights' place.
+                        kb.b.ins().call(refs[ci], &[xs, base, os, ws]);
+                    } else {
+                        kb.b.ins().call(refs[ci], &[xs, os, ws]);
+                    }
                     let out_rows = ((r1 - r0) * g.ow * eo) as i64;
                     kb.for_range(0, (g.n * g.m) as i64, 1, |kb, pl| {
                         let d = kb.idx(out, pl, (g.oh * g.ow * eo) as i64);
@@ -585,6 +637,69 @@ fn emit_task<M: ClModule>(
             }
             b.ins().return_(&[]);
         }
+        b.switch_to_block(exit);
+        b.seal_block(exit);
+        b.ins().return_(&[]);
+        b.finalize(frontend);
+    }
+    module
+        .define_function(fid, ctx)
+        .map_err(|e| internal(&format!("task {fname}"), e))?;
+    module.clear_context(ctx);
+    Ok(fid)
+}
+
+/// The task function of a split step's first phase: task `i` runs `kernels[i]` with
+/// the step's operands, the shared region (the base of the step's workspace) as its
+/// result and workspace.
+fn emit_pre_task<M: ClModule>(
+    module: &mut M,
+    (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
+    fname: &str,
+    step: &select::Step,
+    kernels: &[FuncId],
+) -> Result<FuncId, BackendError> {
+    let frontend = module.isa().frontend_config();
+    let s = sig(module, 2, None);
+    let fid = module
+        .declare_function(fname, Linkage::Local, &s)
+        .map_err(|e| internal("declare task", e))?;
+    ctx.func.signature = s;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    let refs: Vec<FuncRef> = kernels
+        .iter()
+        .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
+        .collect();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let (arg, i) = (p[0], p[1]);
+        let nr = step.reads.len();
+        let mf = super::kb::MF;
+        let mut args: Vec<Value> = (0..nr)
+            .map(|k| b.ins().load(I64, mf, arg, (k * 8) as i32))
+            .collect();
+        let base = b.ins().load(I64, mf, arg, (nr * 8 + 8) as i32);
+        args.push(base);
+        args.push(base);
+        let exit = b.create_block();
+        for (ci, &r) in refs.iter().enumerate() {
+            let this = b.create_block();
+            let next = b.create_block();
+            let is = b.ins().icmp_imm_s(IntCC::Equal, i, ci as i64);
+            b.ins().brif(is, this, &[], next, &[]);
+            b.switch_to_block(this);
+            b.seal_block(this);
+            b.ins().call(r, &args);
+            b.ins().jump(exit, &[]);
+            b.switch_to_block(next);
+            b.seal_block(next);
+        }
+        b.ins().jump(exit, &[]);
         b.switch_to_block(exit);
         b.seal_block(exit);
         b.ins().return_(&[]);
@@ -684,10 +799,17 @@ fn dest_text(d: Dest, plan: &MemoryPlan) -> String {
     }
 }
 
+/// How the threaded entry runs a split step: `n` tasks of `task`, after `pre`'s.
+struct StepTasks {
+    task: FuncId,
+    n: usize,
+    pre: Option<(FuncId, usize)>,
+}
+
 /// What the threaded entry `NAME_run_ctx` adds to the plain one.
 struct Threaded<'a> {
-    /// Per step: its task function and number of tasks, or None to run it inline.
-    tasks: &'a [Option<(FuncId, usize)>],
+    /// Per step: its tasks, or None to run it inline.
+    tasks: &'a [Option<StepTasks>],
     /// `NAME_run`, which one thread runs.
     run: FuncId,
     /// `NAME_run`'s arena.
@@ -736,10 +858,14 @@ fn emit_entry<M: ClModule>(
     // The threaded entry: `NAME_run` (for one thread) and the task functions.
     let th = threaded.as_ref().map(|t| {
         let run = module.declare_func_in_func(t.run, &mut ctx.func);
-        let tasks: Vec<Option<(FuncRef, usize)>> = t
+        let mut declare = |f: FuncId| module.declare_func_in_func(f, &mut ctx.func);
+        let tasks: Vec<Option<(FuncRef, usize, Option<(FuncRef, usize)>)>> = t
             .tasks
             .iter()
-            .map(|o| o.map(|(f, n)| (module.declare_func_in_func(f, &mut ctx.func), n)))
+            .map(|o| {
+                o.as_ref()
+                    .map(|st| (declare(st.task), st.n, st.pre.map(|(p, n)| (declare(p), n))))
+            })
             .collect();
         // parallel_for(pool, n, task, arg)
         let pf_sig = sig(module, 4, None);
@@ -915,7 +1041,12 @@ fn emit_entry<M: ClModule>(
         };
         // The pointers a task function reads (`emit_task`), in a stack slot.
         let arg_slot = th.as_ref().map(|_| {
-            let most = sched.steps.iter().map(|s| s.reads.len() + 2).max().unwrap_or(2);
+            let most = sched
+                .steps
+                .iter()
+                .map(|s| s.reads.len() + 2)
+                .max()
+                .unwrap_or(2);
             b.create_sized_stack_slot(StackSlotData::new(
                 StackSlotKind::ExplicitSlot,
                 (most * 8) as u32,
@@ -941,14 +1072,16 @@ fn emit_entry<M: ClModule>(
             });
             let task = th.as_ref().and_then(|t| t.1[si]);
             match (task, pf_call, arg_slot) {
-                (Some((tf, n)), Some((pf, pool, sref)), Some(ss)) => {
+                (Some((tf, n, pre)), Some((pf, pool, sref)), Some(ss)) => {
                     for (k, &a) in args.iter().enumerate() {
                         b.ins().stack_store(I64, a, ss, (k * 8) as i32);
                     }
                     let argp = b.ins().stack_addr(I64, ss, 0);
-                    let taddr = b.ins().func_addr(I64, tf);
-                    let nv = b.ins().iconst(I64, n as i64);
-                    b.ins().call_indirect(sref, pf, &[pool, nv, taddr, argp]);
+                    for (f, n) in pre.into_iter().chain([(tf, n)]) {
+                        let taddr = b.ins().func_addr(I64, f);
+                        let nv = b.ins().iconst(I64, n as i64);
+                        b.ins().call_indirect(sref, pf, &[pool, nv, taddr, argp]);
+                    }
                 }
                 _ => {
                     b.ins().call(refs[si], &args);

@@ -12,9 +12,9 @@
 use std::sync::Mutex;
 
 use cranelift_jit::{JITBuilder, JITModule};
-pub use qcc_runtime::{QccCtx, ThreadPool};
 use qcc_ir::interp::{Tensor, TensorData};
 use qcc_ir::{Module, TensorType};
+pub use qcc_runtime::{QccCtx, ThreadPool};
 
 use super::emit;
 use super::plan::ALIGN;
@@ -440,8 +440,7 @@ impl JitModel {
             CtxCase::NullOutputs => outsp = std::ptr::null(),
         }
         let ctxp: *const QccCtx = if null_ctx { std::ptr::null() } else { &ctx };
-        type Entry =
-            extern "C" fn(*const QccCtx, *const *const u8, *const *mut u8, *mut u8) -> i32;
+        type Entry = extern "C" fn(*const QccCtx, *const *const u8, *const *mut u8, *mut u8) -> i32;
         // SAFETY: as `call_ctx`: the entry checks the context and pointers before using
         // them (NULL, zero threads, a missing callback, too little or misaligned scratch
         // give 1); every non-NULL pointer here is valid, the scratch buffer holds

@@ -25,6 +25,7 @@ use qcc_ir::Module;
 use qcc_ir::shape::ConvGeom;
 
 use super::kernels::intelem::IntLowering;
+use super::kernels::maddubs::{MdKind, MdPhase};
 use super::kernels::quant::QuantLowering;
 use super::kernels::{self, Lowering};
 use super::plan::{ALIGN, value_bytes};
@@ -46,13 +47,17 @@ struct Grain {
 /// task.
 const GRAIN: Grain = Grain {
     min_macs: 600_000,
-    chunk_macs: 3_000_000,
+    chunk_macs: 8_000_000,
     min_elems: 32 * 1024,
     chunk_elems: 16 * 1024,
 };
 
 /// The most chunks of one layer.
 pub(crate) const MAX_CHUNKS: usize = 8;
+
+/// The fewest output pixels of a band (per image): the wide tiles take 16 or 32 pixels
+/// per column step, and narrower bands run them at a fraction of their rate.
+const MIN_BAND_PIXELS: usize = 32;
 
 thread_local! {
     static OVERRIDE: std::cell::Cell<Option<Grain>> = const { std::cell::Cell::new(None) };
@@ -85,6 +90,20 @@ pub(crate) struct Split {
     pub chunks: Vec<Chunk>,
     /// Bytes of one task's slot (a multiple of [`ALIGN`]).
     pub slot: u64,
+    /// A first phase, run as its own tasks before the chunks: kernels writing a region
+    /// shared by every chunk, at the start of the step's workspace (the unpacked
+    /// weights of a conv with bit-packed weights, which each band would otherwise
+    /// unpack again). The chunks' kernels then take its address in the weights' place.
+    pub pre: Option<Pre>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Pre {
+    /// One kernel per task, each writing its part of the region (the kernel's result
+    /// pointer is the region's start).
+    pub chunks: Vec<Lowering>,
+    /// Bytes of the region (a multiple of [`ALIGN`]).
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -130,7 +149,12 @@ impl Split {
 
     /// Scratch of all the tasks: what the step's workspace is in the threaded plan.
     pub fn bytes(&self) -> u64 {
-        self.slot * self.chunks.len() as u64
+        self.shared() + self.slot * self.chunks.len() as u64
+    }
+
+    /// Bytes of the shared region before the slots.
+    pub fn shared(&self) -> u64 {
+        self.pre.as_ref().map_or(0, |p| p.bytes)
     }
 }
 
@@ -186,20 +210,25 @@ fn split_rows(m: &Module, step: &Step, g: &ConvGeom) -> Option<Split> {
     if on != g.n * g.m * g.oh * g.ow {
         return None;
     }
-    let want = (macs / grain().chunk_macs).clamp(2, MAX_CHUNKS as u64) as usize;
+    let gr = grain();
+    let want = (macs / gr.chunk_macs).clamp(2, MAX_CHUNKS as u64) as usize;
+    // Bands of at least MIN_BAND_PIXELS pixels (at the default grain).
+    let min_rows = if gr.chunk_macs == GRAIN.chunk_macs {
+        MIN_BAND_PIXELS.div_ceil(g.ow)
+    } else {
+        1
+    };
     // Float kernels must keep their algorithm (bit-identical to `NAME_run`): try band
     // heights from the even split upwards until every band's kernel is the layer's.
     let float = matches!(step.lowering, Lowering::Conv { .. });
     let name = step.lowering.kernel_name();
-    let mut rows = g.oh.div_ceil(want);
+    let mut rows = g.oh.div_ceil(want).max(min_rows);
     while rows < g.oh {
         let Some(chunks) = band_chunks(&g, rows, &step.lowering, eb_in, eb_out) else {
             rows += 1;
             continue;
         };
-        if chunks.len() >= 2
-            && (!float || chunks.iter().all(|c| c.sub().kernel_name() == name))
-        {
+        if chunks.len() >= 2 && (!float || chunks.iter().all(|c| c.sub().kernel_name() == name)) {
             let slot = chunks
                 .iter()
                 .map(|c| match c {
@@ -221,11 +250,68 @@ fn split_rows(m: &Module, step: &Step, g: &ConvGeom) -> Option<Split> {
                 .max()
                 .unwrap_or(0)
                 .max(ALIGN);
-            return Some(Split { chunks, slot });
+            let pre = prepare(&step.lowering, chunks.len());
+            let chunks = match &pre {
+                Some(_) => chunks
+                    .into_iter()
+                    .map(|c| match c {
+                        Chunk::Rows {
+                            sub: Lowering::Maddubs(mut q),
+                            full,
+                            r0,
+                            r1,
+                            y0,
+                            y1,
+                            eb_in,
+                            eb_out,
+                        } => {
+                            q.phase = MdPhase::Prepared;
+                            Chunk::Rows {
+                                sub: Lowering::Maddubs(q),
+                                full,
+                                r0,
+                                r1,
+                                y0,
+                                y1,
+                                eb_in,
+                                eb_out,
+                            }
+                        }
+                        c => c,
+                    })
+                    .collect(),
+                None => chunks,
+            };
+            return Some(Split { chunks, slot, pre });
         }
         rows += 1;
     }
     None
+}
+
+/// The first phase of a conv with bit-packed weights (u8 x i8 kernels): its rows
+/// unpacked in `n` ranges (one, when concurrent ranges could touch each other's rows).
+fn prepare(low: &Lowering, n: usize) -> Option<Pre> {
+    let Lowering::Maddubs(q) = low else {
+        return None;
+    };
+    let (bytes, concurrent) = q.unpacked_rows()?;
+    let MdKind::Conv { g } = &q.kind else {
+        return None;
+    };
+    let n = if concurrent { n.min(g.m).max(1) } else { 1 };
+    let chunks = (0..n)
+        .map(|i| {
+            let (r0, r1) = (g.m * i / n, g.m * (i + 1) / n);
+            let mut p = q.clone();
+            p.phase = MdPhase::UnpackRows(r0, r1);
+            Lowering::Maddubs(p)
+        })
+        .collect();
+    Some(Pre {
+        chunks,
+        bytes: align(bytes as u64),
+    })
 }
 
 fn band_chunks(
@@ -305,6 +391,7 @@ fn split_range(m: &Module, step: &Step) -> Option<Split> {
     (chunks.len() >= 2).then_some(Split {
         chunks,
         slot: ALIGN,
+        pre: None,
     })
 }
 

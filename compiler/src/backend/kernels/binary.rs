@@ -228,7 +228,8 @@ pub(crate) fn select(
 
 /// Whether some tap of some output pixel falls in the zero padding.
 pub(crate) fn conv_masked(g: &ConvGeom) -> bool {
-    (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh)) || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow))
+    (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh))
+        || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow))
 }
 
 /// Packs `bit(r, kk)` of `rows` rows into row-major `[even(rows)][KW]` words.

@@ -363,6 +363,38 @@ pub(crate) struct MdLowering {
     pub epi: IntEpi,
     /// The assembled wide tile's instruction set (`dot`), instead of the 128-bit tile.
     pub wide: Option<DotIsa>,
+    /// What a conv kernel with bit-packed weights does with them (the threaded entry
+    /// unpacks them once per layer, in parallel, for all its bands: `split.rs`).
+    pub phase: MdPhase,
+}
+
+/// The part of a conv with bit-packed weights a kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MdPhase {
+    /// Everything: unpack the weights into the workspace, then the convolution.
+    Full,
+    /// Only unpack weight rows `r0..r1` (output channels) into the result, at their
+    /// place in the `[M][Kp]` i8 rows.
+    UnpackRows(usize, usize),
+    /// The convolution, with the unpacked `[M][Kp]` rows given as the run-time operand
+    /// in the weights' place.
+    Prepared,
+}
+
+impl MdLowering {
+    /// Bytes of the unpacked `[M][Kp]` weight rows of a conv with bit-packed weights
+    /// (what [`MdPhase::UnpackRows`] writes; None for other lowerings), and whether
+    /// disjoint ranges of rows may be unpacked concurrently (each row's writes stay in
+    /// the row: `Kp` a multiple of 16).
+    pub(crate) fn unpacked_rows(&self) -> Option<(usize, bool)> {
+        match (&self.kind, self.pack) {
+            (MdKind::Conv { g }, Some(_)) if g.group == 1 => {
+                let kpp = kp(g.kdim());
+                Some(((g.m * kpp).div_ceil(16) * 16 + 16, kpp.is_multiple_of(16)))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Quads per iteration of the K loops (1 and 2 measured alike; 4 spills).
@@ -525,6 +557,7 @@ pub(crate) fn select(
             group: plan.group,
             epi,
             wide,
+            phase: MdPhase::Full,
         }),
         QuantLowering::MatMulInt {
             m,
@@ -547,6 +580,7 @@ pub(crate) fn select(
             group: plan.group,
             epi,
             wide,
+            phase: MdPhase::Full,
         }),
         _ => Err("pmaddubsw: not a conv2d_int or matmul_int with constant weights".into()),
     }
@@ -1480,6 +1514,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
             }
             cx.rodata(bytes, 16)
         }
+        Some(_) if q.phase == MdPhase::Prepared => cx.ops[1].expect("the unpacked weights"),
         Some(pk) => {
             let src = cx.rodata(
                 pk.pack(
@@ -1490,17 +1525,29 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
                 16,
             );
             let zp = zp_mode(cx, &zw, false);
-            let dst = cx.kb.off(ws, (2 * tbytes) as i64);
+            let (r0, r1, dst) = match q.phase {
+                MdPhase::UnpackRows(r0, r1) => (r0, r1, cx.out),
+                _ => (0, g.m, cx.kb.off(ws, (2 * tbytes) as i64)),
+            };
+            let zp = match zp {
+                VZp::PerRow(t) => VZp::PerRow(cx.kb.off(t, r0 as i64)),
+                z => z,
+            };
+            let src_r = cx.kb.off(src, (r0 * pk.row_vecs(k) * 16) as i64);
+            let dst_r = cx.kb.off(dst, (r0 * kpp) as i64);
             Unpack {
                 pk,
-                rows: g.m,
+                rows: r1 - r0,
                 len: k,
-                src,
-                dst,
+                src: src_r,
+                dst: dst_r,
                 stride: kpp as i64,
                 zp,
             }
             .emit(cx.kb);
+            if matches!(q.phase, MdPhase::UnpackRows(..)) {
+                return;
+            }
             dst
         }
     };
