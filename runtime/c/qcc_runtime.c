@@ -97,8 +97,13 @@ static void *worker(void *vp) {
                 seen = e;
                 break;
             }
-            if (++spins % 256 != 0 || now_ns() - start < QCC_SPIN_NS) {
+            if (++spins % 256 != 0) {
                 relax();
+                continue;
+            }
+            if (now_ns() - start < QCC_SPIN_NS) {
+                /* Let another thread of this CPU run (the caller, on a busy machine). */
+                if (spins % 4096 == 0) sched_yield();
                 continue;
             }
             pthread_mutex_lock(&p->lock);
@@ -190,7 +195,8 @@ void qcc_pool_parallel_for(void *vp, size_t n, void (*task)(void *arg, size_t i)
     work(p, task, arg);
     unsigned spins = 0;
     while (atomic_load_explicit(&p->done, memory_order_acquire) < n) {
-        if (++spins < (1u << 16))
+        /* A worker may have been descheduled with an index: yield now and then. */
+        if (++spins % 4096 != 0)
             relax();
         else
             sched_yield();

@@ -188,11 +188,12 @@ fn run_on(s: &Shared, n: usize, task: TaskFn, arg: *mut c_void) {
     // Wait for the indices the workers took.
     let mut spins = 0u32;
     while s.done.load(Ordering::Acquire) < n {
-        spins += 1;
-        if spins < 1 << 16 {
-            std::hint::spin_loop();
-        } else {
+        // A worker may have been descheduled with an index: yield now and then.
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(4096) {
             std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
         }
     }
     s.busy.store(false, Ordering::Release);
@@ -255,8 +256,15 @@ fn worker(s: &Shared) {
                 break e;
             }
             spins = spins.wrapping_add(1);
-            if !spins.is_multiple_of(256) || start.elapsed() < SPIN {
+            if !spins.is_multiple_of(256) {
                 std::hint::spin_loop();
+                continue;
+            }
+            if start.elapsed() < SPIN {
+                // Let another thread of this CPU run (the caller, on a busy machine).
+                if spins.is_multiple_of(4096) {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             let g = s.lock.lock().unwrap_or_else(|e| e.into_inner());

@@ -41,14 +41,14 @@ struct Grain {
 }
 
 /// Layers with fewer multiply-accumulates than `min_macs` run inline (one fork/join
-/// costs about as much as ~0.3 M MACs of the wide kernels); `chunk_macs` per task is
+/// costs about a microsecond, ~0.3 M MACs of the wide kernels); `chunk_macs` per task is
 /// aimed at (more tasks balance better, each costs a copy of its halo and the kernel's
 /// per-call setup). Elementwise kernels: the fewest elements worth a fork/join, and per
 /// task.
 const GRAIN: Grain = Grain {
-    min_macs: 600_000,
+    min_macs: 400_000,
     chunk_macs: 8_000_000,
-    min_elems: 32 * 1024,
+    min_elems: 8 * 1024,
     chunk_elems: 16 * 1024,
 };
 
