@@ -46,7 +46,12 @@ fn compile_split(model: &Path, dir: &Path, name: &str, cpu: Option<&str>) -> Pat
     let split = report
         .split("\"tasks\": ")
         .skip(1)
-        .filter_map(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
+        .filter_map(|r| {
+            r.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
         .any(|t| t > 1);
     assert!(split, "{}: no layer was split", model.display());
     obj
@@ -122,7 +127,11 @@ fn check_all(tag: &str, cpu: Option<&str>, valgrind: bool, images: usize) -> Vec
     for name in MODELS {
         let d = dir.join(name);
         let obj = compile_split(&model(name), &d, "m", cpu);
-        let exe = link(&root().join("compiler/tests/c/threads_checks.c"), &obj, "checks");
+        let exe = link(
+            &root().join("compiler/tests/c/threads_checks.c"),
+            &obj,
+            "checks",
+        );
         let (ok, text) = outcome(&mut wrap(&exe));
         if !ok || text.trim() != "ok" {
             bad.push(format!("{name} (threads_checks.c): {text}"));
@@ -158,7 +167,10 @@ fn check_all(tag: &str, cpu: Option<&str>, valgrind: bool, images: usize) -> Vec
 #[test]
 fn threaded_entry_from_c() {
     if !have("cc") {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but cc is missing");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but cc is missing"
+        );
         eprintln!("skipped: no C compiler");
         return;
     }
@@ -172,10 +184,13 @@ fn threaded_entry_under_valgrind() {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    let cpu = (std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma"))
-    .then_some("x86-64-v3")
-    .unwrap_or("x86-64-v2");
+    let cpu = if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        "x86-64-v3"
+    } else {
+        "x86-64-v2"
+    };
     #[cfg(not(target_arch = "x86_64"))]
     let cpu = "baseline";
     let bad = check_all("threads-valgrind", Some(cpu), true, 20);

@@ -294,3 +294,64 @@ impl Drop for ThreadPool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    /// Every index runs exactly once, for pools of 1..8 threads and counts up to 300,
+    /// many jobs in a row (the epochs), and from several callers sharing one pool.
+    #[test]
+    fn every_index_once() {
+        for threads in 1..=8 {
+            let pool = ThreadPool::new(threads);
+            for n in [0usize, 1, 2, 3, 7, 8, 64, 300] {
+                for _ in 0..20 {
+                    let hits: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+                    pool.parallel_for(n, &|i| {
+                        hits[i].fetch_add(1, Ordering::Relaxed);
+                    });
+                    assert!(
+                        hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                        "{threads} {n}"
+                    );
+                }
+            }
+        }
+        let pool = Arc::new(ThreadPool::new(3));
+        let callers: Vec<_> = (0..4)
+            .map(|_| {
+                let p = Arc::clone(&pool);
+                std::thread::spawn(move || {
+                    for n in 0..200usize {
+                        let sum = AtomicUsize::new(0);
+                        p.parallel_for(n % 9, &|i| {
+                            sum.fetch_add(i + 1, Ordering::Relaxed);
+                        });
+                        let k = n % 9;
+                        assert_eq!(sum.load(Ordering::Relaxed), k * (k + 1) / 2);
+                    }
+                })
+            })
+            .collect();
+        for c in callers {
+            c.join().unwrap();
+        }
+    }
+
+    /// Workers that fell asleep wake for the next job.
+    #[test]
+    fn sleeping_workers_wake() {
+        let pool = ThreadPool::new(2);
+        std::thread::sleep(SPIN * 4);
+        let seen = Mutex::new(std::collections::HashSet::new());
+        for _ in 0..50 {
+            pool.parallel_for(2, &|_| {
+                seen.lock().unwrap().insert(std::thread::current().id());
+                std::thread::sleep(Duration::from_millis(1));
+            });
+        }
+        assert_eq!(seen.lock().unwrap().len(), 2, "the worker never ran a task");
+    }
+}

@@ -806,6 +806,9 @@ struct StepTasks {
     pre: Option<(FuncId, usize)>,
 }
 
+/// A split step's task function and count, after its first phase's, in the entry.
+type TaskRefs = (FuncRef, usize, Option<(FuncRef, usize)>);
+
 /// What the threaded entry `NAME_run_ctx` adds to the plain one.
 struct Threaded<'a> {
     /// Per step: its tasks, or None to run it inline.
@@ -859,7 +862,7 @@ fn emit_entry<M: ClModule>(
     let th = threaded.as_ref().map(|t| {
         let run = module.declare_func_in_func(t.run, &mut ctx.func);
         let mut declare = |f: FuncId| module.declare_func_in_func(f, &mut ctx.func);
-        let tasks: Vec<Option<(FuncRef, usize, Option<(FuncRef, usize)>)>> = t
+        let tasks: Vec<Option<TaskRefs>> = t
             .tasks
             .iter()
             .map(|o| {
