@@ -8,8 +8,11 @@ the JIT running `NAME_run_ctx` on a pool of T std threads) and ONNX Runtime
 For each model: ONNX Runtime fp32 and int8 (QDQ, per channel) and qcc at each `--bits`,
 each with 1 and 2 threads, measured in R interleaved rounds (1 thread, then 2, for every
 engine in turn); a configuration's figure is its best (lowest) round median, which on a
-machine shared with other work is the round least disturbed by it. Prints the medians
-(ms), the speedups (1 thread / 2 threads) and the ratios ORT / qcc at 1 and at 2 threads.
+machine shared with other work is the round least disturbed by it. With `--quiet S`,
+each pair of measurements (1 and 2 threads of one engine) waits up to S seconds for a
+moment when the machine has two cores free (a probe: two threads of a fixed loop must run
+at least 1.8x one thread's rate). Prints the medians (ms), the speedups (1 thread / 2
+threads) and the ratios ORT / qcc at 1 and at 2 threads.
 
 Needs numpy, onnx, onnxruntime and cargo (a release build of qcc).
 """
@@ -32,6 +35,44 @@ OUT = os.path.join(HERE, "out")
 sys.path.insert(0, HERE)
 
 import run as common  # noqa: E402  (make_resnet20_qdq-style helpers, cpu_model)
+
+
+PROBE_C = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
+static void *work(void *a) { volatile double x = 1; for (long i = 0; i < 20000000L; i++) x = x * 1.0000001 + 1e-9; return a; }
+int main(void) {
+    double t = now(); work(0); double t1 = now() - t;
+    pthread_t a, b; t = now();
+    pthread_create(&a, 0, work, 0); pthread_create(&b, 0, work, 0);
+    pthread_join(a, 0); pthread_join(b, 0);
+    printf("%.3f\n", 2 * t1 / (now() - t));
+    return 0;
+}
+"""
+
+
+def probe_binary():
+    src = os.path.join(OUT, "probe.c")
+    exe = os.path.join(OUT, "probe")
+    with open(src, "w") as f:
+        f.write(PROBE_C)
+    subprocess.run(["cc", "-O1", src, "-lpthread", "-o", exe], check=True)
+    return exe
+
+
+def wait_quiet(probe, seconds):
+    """Waits up to `seconds` for two free cores; returns the last probe's scaling."""
+    if not probe:
+        return None
+    deadline = time.time() + seconds
+    while True:
+        r = float(subprocess.run([probe], capture_output=True, text=True).stdout)
+        if r >= 1.8 or time.time() > deadline:
+            return r
+        time.sleep(0.5)
 
 
 def gen(script, name):
@@ -103,10 +144,14 @@ def main():
     ap.add_argument("--runs", type=int, default=200, help="timed runs per measurement")
     ap.add_argument("--bits", default="8,2")
     ap.add_argument("--models", default="resnet20,resnet20_wide")
+    ap.add_argument("--quiet", type=float, default=0,
+                    help="seconds to wait for two free cores before each measurement pair")
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     qcc = common.qcc_binary()
     bits = [int(b) for b in a.bits.split(",")]
+    probe = probe_binary() if a.quiet > 0 else None
+    scalings = []
     print(f"CPU: {common.cpu_model()}, {os.cpu_count()} logical CPUs; onnxruntime "
           f"{ort.__version__}; {a.rounds} rounds of {a.runs} runs, best round median")
     for name in a.models.split(","):
@@ -122,9 +167,11 @@ def main():
                     for t in (1, 2)}
         for _ in range(a.rounds):
             for e in ("ORT fp32", "ORT int8"):
+                scalings.append(wait_quiet(probe, a.quiet))
                 for t in (1, 2):
                     note((e, t), ort_median_ms(sessions[(e, t)], a.runs))
             for b in bits:
+                scalings.append(wait_quiet(probe, a.quiet))
                 for t in (1, 2):
                     note((f"qcc --bits {b}", t), qcc_median_ms(qcc, f32, b, t, a.runs))
         print(f"\n== {name} (median ms, best of {a.rounds} rounds)")
@@ -138,6 +185,10 @@ def main():
                 r1, r2 = o1 / t1, o2 / t2
                 line += f" {r1:>16.2f} {r2:>6.2f} {100 * (r2 / r1 - 1):>+6.1f}%"
             print(line)
+    if probe:
+        ok = [x for x in scalings if x is not None]
+        print(f"\nprobe before each pair: {sum(x >= 1.8 for x in ok)} of {len(ok)} found two free "
+              f"cores (scaling {min(ok):.2f}..{max(ok):.2f})")
 
 
 if __name__ == "__main__":

@@ -191,9 +191,26 @@ fn out_q() -> ElemType {
 }
 
 /// An integer convolution: `abits`-bit activations, `wbits`-bit weights (per-channel
-/// zero points), a constant bias, a requantize (none, per tensor, per channel).
-fn int_conv(r: &mut Rng, abits: u8, wbits: u8, small_w: bool) -> Option<B> {
+/// zero points), a constant bias, a requantize (none, per tensor, per channel); `deep`:
+/// more channels than pixels (the u8 x i8 kernels split those by channels).
+fn int_conv(r: &mut Rng, abits: u8, wbits: u8, small_w: bool, deep: bool) -> Option<B> {
     let (n, c, m, h, w, k, s, pads, d, group) = geometry(r)?;
+    let (c, m, h, w, group) = if deep {
+        (
+            r.i(8, 40) as usize,
+            r.i(17, 90) as usize,
+            r.i(2, 6) as usize,
+            r.i(2, 6) as usize,
+            1,
+        )
+    } else {
+        (c, m, h, w, group)
+    };
+    let oh = (h as i64 + pads[0] + pads[2] - (d * (k - 1) + 1) as i64).div_euclid(s as i64) + 1;
+    let ow = (w as i64 + pads[1] + pads[3] - (d * (k - 1) + 1) as i64).div_euclid(s as i64) + 1;
+    if oh < 1 || ow < 1 {
+        return None;
+    }
     let mut b = B::new();
     let asigned = r.i(0, 1) == 1;
     let ax = qt(
@@ -319,9 +336,11 @@ proptest! {
 
     /// u8 x i8: the zmm `vpdpbusd` tile, the ymm tiles and the 128-bit `pmaddubsw`.
     #[test]
-    fn u8_i8_convolutions(seed: u64, abits in 2u8..=8, wbits in 2u8..=8) {
+    fn u8_i8_convolutions(seed: u64, abits in 2u8..=8, wbits in 2u8..=8, deep: bool) {
         let mut r = Rng(seed | 1);
-        let Some(b) = int_conv(&mut r, abits, wbits, true) else { return Ok(()) };
+        // Deep layers are split by channels when their weights are bit-packed.
+        let wbits = if deep { wbits.min(7) } else { wbits };
+        let Some(b) = int_conv(&mut r, abits, wbits, true, deep) else { return Ok(()) };
         check(&b, "x86-64-v2", &only(&[Strategy::Maddubs]), "pmaddubsw")
             .map_err(TestCaseError::fail)?;
         if host_has(false) {
@@ -338,7 +357,7 @@ proptest! {
     #[test]
     fn pmaddwd_convolutions(seed: u64, abits in 2u8..=8, wbits in 2u8..=8) {
         let mut r = Rng(seed | 1);
-        let Some(b) = int_conv(&mut r, abits, wbits, false) else { return Ok(()) };
+        let Some(b) = int_conv(&mut r, abits, wbits, false, false) else { return Ok(()) };
         check(&b, "x86-64-v2", &only(&[Strategy::Int8Pmaddwd, Strategy::Int8PackedW]), "conv2d_int")
             .map_err(TestCaseError::fail)?;
     }
@@ -348,7 +367,7 @@ proptest! {
     fn bitserial_convolutions(seed: u64, combo in 0usize..5) {
         let (wbits, abits) = [(2, 2), (2, 3), (3, 2), (2, 4), (4, 2)][combo];
         let mut r = Rng(seed | 1);
-        let Some(b) = int_conv(&mut r, abits, wbits, false) else { return Ok(()) };
+        let Some(b) = int_conv(&mut r, abits, wbits, false, false) else { return Ok(()) };
         check(&b, "x86-64-v2", &only(&[Strategy::BitSerial]), "bitserial")
             .map_err(TestCaseError::fail)?;
     }
@@ -398,6 +417,70 @@ proptest! {
         let y = b.f(Op::Sigmoid, &[x], attrs(&[]));
         b.output(y);
         check(&b, "native", &[], "sigmoid").map_err(TestCaseError::fail)?;
+    }
+}
+
+/// A conv split into bands of rows, then a fused quantized add reading its result: the
+/// add is split into the same bands (every channel's rows of each band).
+#[test]
+fn banded_elementwise_after_a_conv() {
+    let mut r = Rng(11);
+    for case in 0..12 {
+        let (c, m) = (r.i(2, 12) as usize, r.i(2, 12) as usize);
+        let (h, w) = (r.i(4, 20) as usize, r.i(4, 20) as usize);
+        let mut b = B::new();
+        let ax = qt(
+            8,
+            false,
+            QuantParams::PerTensor {
+                scale: 0.1,
+                zero_point: 3,
+            },
+        );
+        let xd = codes(&mut r, &ax, c * h * w);
+        let x = b.input_int(ax.clone(), &[1, c, h, w], xd);
+        let we = qt(
+            8,
+            true,
+            QuantParams::PerAxis {
+                axis: 0,
+                scales: vec![0.02; m],
+                zero_points: vec![0; m],
+            },
+        );
+        let wd = r.is(m * c * 9, -7, 7);
+        let wt = b.const_int(we, &[m, c, 3, 3], wd);
+        let y = b.node(
+            Op::Conv2dInt,
+            &[x, wt],
+            conv_attrs(1, &[1, 1, 1, 1], 1, 1),
+            ElemType::I32,
+        );
+        // The conv's own requantize (fused into it), as in the models.
+        let y = requant_to(&mut b, &mut r, y, 1, 1, 1, (28, 34), ax.clone());
+        let yd = codes(&mut r, &ax, m * h * w);
+        let other = b.input_int(ax, &[1, m, h, w], yd);
+        let i16t = ElemType::Int(IntType::new(16, true));
+        let ra = requant_to(&mut b, &mut r, y, 1, 1, 1, (24, 30), i16t.clone());
+        let rb = requant_to(&mut b, &mut r, other, 1, 1, 1, (24, 30), i16t.clone());
+        let s = b.node(Op::Add, &[ra, rb], attrs(&[]), i16t);
+        let z = requant_to(&mut b, &mut r, s, 1, 1, 1, (24, 30), out_q());
+        b.output(z);
+        for cpu in ["x86-64-v2", "native"] {
+            if cpu == "native" && !host_has(true) {
+                continue;
+            }
+            check(&b, cpu, &[], "conv2d_int").unwrap_or_else(|e| panic!("case {case}: {e}"));
+            let host = target_lexicon::Triple::host().to_string();
+            let t = Target::new(&host, cpu).unwrap();
+            let jit = split_grain(1, 1, || JitModel::with_target(&b.m, &t)).unwrap();
+            let add = &jit.report().layers[1];
+            assert!(
+                add.op.starts_with("add") && add.tasks > 1,
+                "case {case}: {}",
+                jit.report()
+            );
+        }
     }
 }
 

@@ -1,13 +1,21 @@
 /* The thread pool of qcc_runtime.h (C11 atomics, POSIX threads).
  *
  * The layers of a model run for tens of microseconds, so a fork/join must cost about a
- * microsecond: the job is published in one atomic word (epoch in the high 32 bits, the
- * task count in the next 16, the next index to claim in the low 16), which workers
- * spin on for a while after each job and claim indices from with a compare-and-swap
- * (a claim can only succeed for an index of the job whose count it read); after
- * QCC_SPIN_NS without a job a worker sleeps on a condition variable, and the caller
- * signals only when some worker sleeps. It is the algorithm of the Rust pool
- * (runtime/src/pool.rs). */
+ * microsecond, and a task should run on the thread that ran the same task index last
+ * time: the task's part of the scratch, and the rows of the tensors it writes, are then
+ * still in that core's cache (when a task moves to the other core, every line it
+ * touches is first fetched from there).
+ *
+ * The job is published in one atomic word: its epoch (high 32 bits), its task count n
+ * (6 bits, at most MAX_N) and a bitmap of the indices taken (26 bits); task and
+ * argument are written before the word. Thread `t` of `T` (the caller is 0) takes
+ * indices t, t + T, ... first, then what is left from the end (a slow or descheduled
+ * thread's). An index is taken by a compare-and-swap of the whole word, so it succeeds
+ * only while that job is the published one: the task and argument read before it are
+ * the job's own, and a late worker can never take an index of the next job. Workers
+ * spin on the word for a while after each job (QCC_SPIN_NS), then sleep on a condition
+ * variable (the caller signals only when some worker sleeps). More than MAX_N tasks run
+ * as successive jobs of at most MAX_N. */
 #define _POSIX_C_SOURCE 200809L
 #include "qcc_runtime.h"
 
@@ -22,15 +30,15 @@
 #define QCC_SPIN_NS 300000 /* 0.3 ms */
 #endif
 
-#define MAX_N 0xffffu
+#define MAX_N 26u
 
 typedef void (*task_fn)(void *arg, size_t i);
 
 struct qcc_pool {
-    _Atomic uint64_t claim;
-    _Atomic size_t done;
+    _Atomic uint64_t word; /* epoch << 32 | n << 26 | taken bits */
     _Atomic(task_fn) task;
     _Atomic(void *) arg;
+    _Atomic size_t done;
     _Atomic size_t sleepers;
     _Atomic int shutdown;
     _Atomic int busy;
@@ -39,6 +47,12 @@ struct qcc_pool {
     size_t threads;
     size_t started;
     pthread_t *workers;
+    struct worker_arg *args;
+};
+
+struct worker_arg {
+    qcc_pool *pool;
+    size_t id;
 };
 
 static uint64_t now_ns(void) {
@@ -55,48 +69,48 @@ static void relax(void) {
 #endif
 }
 
-/* Claims and runs indices of the current job until none is left. `own`: the caller's
-   task (workers read the job's fields once an index is left to claim). */
-static void work(qcc_pool *p, task_fn own, void *own_arg) {
-    uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
-    uint64_t epoch = c >> 32;
-    task_fn task = own;
-    void *arg = own_arg;
+/* Tries to take index i of the job of `epoch` and runs it. Returns 0 once that job is
+   no longer the published one (nothing more to do), else 1. */
+static int take(qcc_pool *p, uint64_t epoch, size_t i) {
+    uint64_t bit = (uint64_t)1 << i;
+    uint64_t w = atomic_load_explicit(&p->word, memory_order_acquire);
     for (;;) {
-        size_t n = (size_t)((c >> 16) & 0xffffu), i = (size_t)(c & 0xffffu);
-        if ((c >> 32) != epoch || i >= n) return;
-        task_fn t = task;
-        void *a = arg;
-        if (!t) {
-            t = atomic_load_explicit(&p->task, memory_order_relaxed);
-            a = atomic_load_explicit(&p->arg, memory_order_relaxed);
-        }
-        if (atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acq_rel,
+        if ((w >> 32) != epoch) return 0;
+        if (w & bit) return 1;
+        task_fn t = atomic_load_explicit(&p->task, memory_order_relaxed);
+        void *a = atomic_load_explicit(&p->arg, memory_order_relaxed);
+        if (atomic_compare_exchange_weak_explicit(&p->word, &w, w | bit, memory_order_acq_rel,
                                                   memory_order_acquire)) {
-            /* The word was unchanged since before the fields were read: the job was
-               running then, so they are its own. */
-            task = t;
-            arg = a;
+            /* The word was unchanged since before task and argument were read: the job
+               was the published one then, so they are its own. */
             t(a, i);
             atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
-            c = atomic_load_explicit(&p->claim, memory_order_acquire);
+            return 1;
         }
     }
 }
 
+/* Thread `id`'s share of the job of `epoch` (n tasks), then whatever is left. */
+static void run_job(qcc_pool *p, uint64_t epoch, size_t n, size_t id) {
+    size_t t = p->threads;
+    for (size_t i = id; i < n; i += t)
+        if (!take(p, epoch, i)) return;
+    for (size_t i = n; i-- > 0;)
+        if (!take(p, epoch, i)) return;
+}
+
 static void *worker(void *vp) {
-    qcc_pool *p = vp;
+    struct worker_arg *wa = vp;
+    qcc_pool *p = wa->pool;
     uint64_t seen = 0;
     for (;;) {
         uint64_t start = now_ns();
         unsigned spins = 0;
+        uint64_t w;
         for (;;) {
-            uint64_t e = atomic_load_explicit(&p->claim, memory_order_acquire) >> 32;
+            w = atomic_load_explicit(&p->word, memory_order_acquire);
             if (atomic_load_explicit(&p->shutdown, memory_order_acquire)) return NULL;
-            if (e != seen) {
-                seen = e;
-                break;
-            }
+            if ((w >> 32) != seen) break;
             if (++spins % 256 != 0) {
                 relax();
                 continue;
@@ -108,13 +122,14 @@ static void *worker(void *vp) {
             }
             pthread_mutex_lock(&p->lock);
             atomic_fetch_add(&p->sleepers, 1);
-            e = atomic_load(&p->claim) >> 32;
-            if (e == seen && !atomic_load(&p->shutdown)) pthread_cond_wait(&p->wake, &p->lock);
+            if ((atomic_load(&p->word) >> 32) == seen && !atomic_load(&p->shutdown))
+                pthread_cond_wait(&p->wake, &p->lock);
             atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->lock);
             start = now_ns();
         }
-        work(p, NULL, NULL);
+        seen = w >> 32;
+        run_job(p, seen, (size_t)((w >> 26) & 0x3f), wa->id);
     }
 }
 
@@ -122,10 +137,10 @@ qcc_pool *qcc_pool_new(size_t threads) {
     if (threads == 0) threads = 1;
     qcc_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
-    atomic_init(&p->claim, 0);
-    atomic_init(&p->done, 0);
+    atomic_init(&p->word, 0);
     atomic_init(&p->task, NULL);
     atomic_init(&p->arg, NULL);
+    atomic_init(&p->done, 0);
     atomic_init(&p->sleepers, 0);
     atomic_init(&p->shutdown, 0);
     atomic_init(&p->busy, 0);
@@ -141,12 +156,15 @@ qcc_pool *qcc_pool_new(size_t threads) {
     }
     if (threads > 1) {
         p->workers = calloc(threads - 1, sizeof *p->workers);
-        if (!p->workers) {
+        p->args = calloc(threads - 1, sizeof *p->args);
+        if (!p->workers || !p->args) {
             qcc_pool_free(p);
             return NULL;
         }
         for (size_t k = 0; k + 1 < threads; k++) {
-            if (pthread_create(&p->workers[k], NULL, worker, p) != 0) {
+            p->args[k].pool = p;
+            p->args[k].id = k + 1;
+            if (pthread_create(&p->workers[k], NULL, worker, &p->args[k]) != 0) {
                 qcc_pool_free(p);
                 return NULL;
             }
@@ -164,6 +182,7 @@ void qcc_pool_free(qcc_pool *p) {
     pthread_mutex_unlock(&p->lock);
     for (size_t k = 0; k < p->started; k++) pthread_join(p->workers[k], NULL);
     free(p->workers);
+    free(p->args);
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->lock);
     free(p);
@@ -171,28 +190,19 @@ void qcc_pool_free(qcc_pool *p) {
 
 size_t qcc_pool_threads(const qcc_pool *p) { return p ? p->threads : 1; }
 
-void qcc_pool_parallel_for(void *vp, size_t n, void (*task)(void *arg, size_t i), void *arg) {
-    qcc_pool *p = vp;
-    int idle = 0;
-    if (n == 0) return;
-    /* No pool, no workers, one task, too many tasks for the claim word, or a job of
-       another thread running: run here. */
-    if (!p || p->threads < 2 || n == 1 || n > MAX_N ||
-        !atomic_compare_exchange_strong(&p->busy, &idle, 1)) {
-        for (size_t i = 0; i < n; i++) task(arg, i);
-        return;
-    }
+/* Runs the job of tasks task(arg, i), i < n <= MAX_N, on the pool (held busy). */
+static void run_on(qcc_pool *p, size_t n, task_fn task, void *arg) {
     atomic_store_explicit(&p->task, task, memory_order_relaxed);
     atomic_store_explicit(&p->arg, arg, memory_order_relaxed);
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    uint64_t epoch = ((atomic_load_explicit(&p->claim, memory_order_relaxed) >> 32) + 1) & 0xffffffffu;
-    atomic_store(&p->claim, epoch << 32 | (uint64_t)n << 16);
+    uint64_t epoch = ((atomic_load_explicit(&p->word, memory_order_relaxed) >> 32) + 1) & 0xffffffffu;
+    atomic_store(&p->word, epoch << 32 | (uint64_t)n << 26);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->lock);
         pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->lock);
     }
-    work(p, task, arg);
+    run_job(p, epoch, n, 0);
     unsigned spins = 0;
     while (atomic_load_explicit(&p->done, memory_order_acquire) < n) {
         /* A worker may have been descheduled with an index: yield now and then. */
@@ -200,6 +210,38 @@ void qcc_pool_parallel_for(void *vp, size_t n, void (*task)(void *arg, size_t i)
             relax();
         else
             sched_yield();
+    }
+}
+
+/* Indices base + i of a larger job. */
+struct batch {
+    task_fn task;
+    void *arg;
+    size_t base;
+};
+
+static void batch_task(void *vb, size_t i) {
+    struct batch *b = vb;
+    b->task(b->arg, b->base + i);
+}
+
+void qcc_pool_parallel_for(void *vp, size_t n, void (*task)(void *arg, size_t i), void *arg) {
+    qcc_pool *p = vp;
+    int idle = 0;
+    if (n == 0) return;
+    /* No pool, no workers, one task, or a job of another thread running: run here. */
+    if (!p || p->threads < 2 || n == 1 || !atomic_compare_exchange_strong(&p->busy, &idle, 1)) {
+        for (size_t i = 0; i < n; i++) task(arg, i);
+        return;
+    }
+    if (n <= MAX_N) {
+        run_on(p, n, task, arg);
+    } else {
+        struct batch b = {task, arg, 0};
+        for (; b.base < n; b.base += MAX_N) {
+            size_t k = n - b.base < MAX_N ? n - b.base : MAX_N;
+            run_on(p, k, batch_task, &b);
+        }
     }
     atomic_store_explicit(&p->busy, 0, memory_order_release);
 }

@@ -296,7 +296,7 @@ pub(crate) fn build<M: ClModule>(
     let layer_bytes = data.bytes;
     // The threaded entry: layers split into tasks, and its own memory plan (a split
     // layer's workspace holds one slot per task).
-    let splits: Vec<Option<Split>> = sched.steps.iter().map(|st| split::split(m, st)).collect();
+    let splits: Vec<Option<Split>> = split::split_all(m, &sched);
     let plan_ctx = plan::plan_with(m, &sched, &|si| match &splits[si] {
         Some(sp) => sp.bytes(),
         None => sched.steps[si].lowering.workspace() as u64,
@@ -589,50 +589,85 @@ fn emit_task<M: ClModule>(
                     y1,
                     eb_in,
                     eb_out,
+                    direct,
                     ..
                 } => {
                     let (r0, r1, y0, y1, ei, eo) = (*r0, *r1, *y0, *y1, *eb_in, *eb_out);
-                    let (_, o_off, w_off) = split::row_slot(g, (y0, y1), (r0, r1), (ei, eo));
-                    let xs = slot;
-                    let os = kb.off(slot, o_off as i64);
-                    let ws = kb.off(slot, w_off as i64);
-                    // The band's input rows, plane by plane.
-                    let in_rows = ((y1 - y0) * g.w * ei) as i64;
                     let x = reads[0];
-                    kb.for_range(0, (g.n * g.c) as i64, 1, |kb, pl| {
-                        let s = kb.idx(x, pl, (g.h * g.w * ei) as i64);
-                        let s = kb.off(s, (y0 * g.w * ei) as i64);
-                        let d = kb.idx(xs, pl, in_rows);
-                        kb.copy_bytes(d, s, in_rows);
-                    });
-                    if sp.pre.is_some() {
-                        // The shared region (the unpacked weights) in the weights' place.
-                        kb.b.ins().call(refs[ci], &[xs, base, os, ws]);
+                    // The shared region (the unpacked weights) in the weights' place.
+                    let call = |kb: &mut Kb<'_, '_>, xs: Value, os: Value, ws: Value| {
+                        if sp.pre.is_some() {
+                            kb.b.ins().call(refs[ci], &[xs, base, os, ws]);
+                        } else {
+                            kb.b.ins().call(refs[ci], &[xs, os, ws]);
+                        }
+                    };
+                    if *direct {
+                        // The kernel reads and writes the tensors in place.
+                        let xs = kb.off(x, (y0 * g.w * ei) as i64);
+                        let os = kb.off(out, (r0 * g.ow * eo) as i64);
+                        call(&mut kb, xs, os, slot);
                     } else {
-                        kb.b.ins().call(refs[ci], &[xs, os, ws]);
+                        let (_, o_off, w_off) =
+                            split::row_slot(g, (y0, y1), (r0, r1), (ei, eo), false);
+                        let xs = slot;
+                        let os = kb.off(slot, o_off as i64);
+                        let ws = kb.off(slot, w_off as i64);
+                        // The band's input rows, plane by plane.
+                        let in_rows = ((y1 - y0) * g.w * ei) as i64;
+                        kb.for_range(0, (g.n * g.c) as i64, 1, |kb, pl| {
+                            let s = kb.idx(x, pl, (g.h * g.w * ei) as i64);
+                            let s = kb.off(s, (y0 * g.w * ei) as i64);
+                            let d = kb.idx(xs, pl, in_rows);
+                            kb.copy_bytes(d, s, in_rows);
+                        });
+                        call(&mut kb, xs, os, ws);
+                        let out_rows = ((r1 - r0) * g.ow * eo) as i64;
+                        kb.for_range(0, (g.n * g.m) as i64, 1, |kb, pl| {
+                            let d = kb.idx(out, pl, (g.oh * g.ow * eo) as i64);
+                            let d = kb.off(d, (r0 * g.ow * eo) as i64);
+                            let s = kb.idx(os, pl, out_rows);
+                            kb.copy_bytes(d, s, out_rows);
+                        });
                     }
-                    let out_rows = ((r1 - r0) * g.ow * eo) as i64;
-                    kb.for_range(0, (g.n * g.m) as i64, 1, |kb, pl| {
-                        let d = kb.idx(out, pl, (g.oh * g.ow * eo) as i64);
-                        let d = kb.off(d, (r0 * g.ow * eo) as i64);
-                        let s = kb.idx(os, pl, out_rows);
-                        kb.copy_bytes(d, s, out_rows);
-                    });
+                }
+                Chunk::Chans { .. } => {
+                    let mut args = reads.clone();
+                    args.push(out);
+                    args.push(slot);
+                    kb.b.ins().call(refs[ci], &args);
                 }
                 Chunk::Range {
                     e0,
                     eb_reads,
                     eb_out,
+                    planes,
                     ..
                 } => {
-                    let mut args: Vec<Value> = reads
-                        .iter()
-                        .zip(eb_reads)
-                        .map(|(&r, &eb)| kb.off(r, (e0 * eb) as i64))
-                        .collect();
-                    args.push(kb.off(out, (e0 * eb_out) as i64));
-                    args.push(slot);
-                    kb.b.ins().call(refs[ci], &args);
+                    let (count, stride) = planes.unwrap_or((1, 0));
+                    let f = refs[ci];
+                    let call = |kb: &mut Kb<'_, '_>, pl: Option<Value>| {
+                        let at = |kb: &mut Kb<'_, '_>, p: Value, eb: usize| {
+                            let p = match pl {
+                                Some(pl) => kb.idx(p, pl, (stride * eb) as i64),
+                                None => p,
+                            };
+                            kb.off(p, (e0 * eb) as i64)
+                        };
+                        let mut args: Vec<Value> = reads
+                            .iter()
+                            .zip(eb_reads)
+                            .map(|(&r, &eb)| at(kb, r, eb))
+                            .collect();
+                        args.push(at(kb, out, *eb_out));
+                        args.push(slot);
+                        kb.b.ins().call(f, &args);
+                    };
+                    if count > 1 {
+                        kb.for_range(0, count as i64, 1, |kb, pl| call(kb, Some(pl)));
+                    } else {
+                        call(&mut kb, None);
+                    }
                 }
             }
             b.ins().return_(&[]);

@@ -119,7 +119,13 @@ pub(crate) enum Chunk {
         /// Bytes per element of the input and of the output.
         eb_in: usize,
         eb_out: usize,
+        /// The band's kernel reads and writes the whole tensors in place (given its
+        /// first rows' addresses), instead of copies in the task's slot.
+        direct: bool,
     },
+    /// Output channels of a convolution (the kernel writes them in place; its workspace
+    /// is the task's slot).
+    Chans { sub: Lowering },
     /// Elements `e0..e0 + len` of an elementwise kernel; bytes per element of each
     /// run-time operand (in read order) and of the result.
     Range {
@@ -127,13 +133,17 @@ pub(crate) enum Chunk {
         e0: usize,
         eb_reads: Vec<usize>,
         eb_out: usize,
+        /// `(count, stride)`: the range is repeated in `count` planes `stride` elements
+        /// apart (a band of rows of every channel, as the convolutions around it split
+        /// the same tensors, so that each thread keeps touching the same rows).
+        planes: Option<(usize, usize)>,
     },
 }
 
 impl Chunk {
     pub fn sub(&self) -> &Lowering {
         match self {
-            Chunk::Rows { sub, .. } | Chunk::Range { sub, .. } => sub,
+            Chunk::Rows { sub, .. } | Chunk::Chans { sub } | Chunk::Range { sub, .. } => sub,
         }
     }
 }
@@ -158,13 +168,18 @@ impl Split {
     }
 }
 
-/// Offsets in a task's slot of a row chunk: input band, output band, kernel workspace.
+/// Offsets in a task's slot of a row chunk: input band, output band, kernel workspace
+/// (all 0 for a direct band: the slot is the kernel's workspace).
 pub(crate) fn row_slot(
     g: &ConvGeom,
     (y0, y1): (usize, usize),
     (r0, r1): (usize, usize),
     (eb_in, eb_out): (usize, usize),
+    direct: bool,
 ) -> (u64, u64, u64) {
+    if direct {
+        return (0, 0, 0);
+    }
     let xin = align((g.n * g.c * (y1 - y0) * g.w * eb_in) as u64);
     let xout = align((g.n * g.m * (r1 - r0) * g.ow * eb_out) as u64);
     (0, xin, xin + xout)
@@ -179,6 +194,109 @@ pub(crate) fn split(m: &Module, step: &Step) -> Option<Split> {
     split_range(m, step)
 }
 
+/// The splits of every step of `s`: as [`split`], except that an elementwise kernel on
+/// `[N, C, H, W]` tensors whose operand was split into bands of rows (by a convolution,
+/// or an elementwise kernel after one) is split into the same bands, so that the
+/// thread that computed a band's rows also reads them next.
+pub(crate) fn split_all(m: &Module, s: &super::select::Schedule) -> Vec<Option<Split>> {
+    // Per value written by a step split into bands: its shape and the bands' rows.
+    type Bands = ([usize; 4], Vec<(usize, usize)>);
+    let mut bands: std::collections::HashMap<u32, Bands> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(s.steps.len());
+    for st in &s.steps {
+        let mut sp = None;
+        let elementwise = st.node.is_some()
+            && st.lowering.splits_by_range()
+            && out_elem_bytes(m, st).is_some_and(|(_, n)| n >= grain().min_elems);
+        if elementwise {
+            let from = st
+                .reads
+                .iter()
+                .find_map(|r| bands.get(&s.root[r.index()].0));
+            if let Some((shape, rows)) = from {
+                sp = split_planes(m, st, *shape, rows);
+            }
+        }
+        if sp.is_none() {
+            sp = split(m, st);
+        }
+        // Remember the bands of what this step writes.
+        if let (Some(Split { chunks, .. }), Dest::Value(v)) = (&sp, st.dest) {
+            let shape = m.ty(v).shape.clone();
+            if shape.len() == 4 {
+                let rows: Vec<(usize, usize)> = chunks
+                    .iter()
+                    .filter_map(|c| match c {
+                        Chunk::Rows { r0, r1, .. } => Some((*r0, *r1)),
+                        Chunk::Range {
+                            e0,
+                            sub,
+                            planes: Some(_),
+                            ..
+                        } => {
+                            let w = shape[3];
+                            let len = sub.range_len()?;
+                            Some((e0 / w, (e0 + len) / w))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if rows.len() == chunks.len() {
+                    bands.insert(v.0, ([shape[0], shape[1], shape[2], shape[3]], rows));
+                }
+            }
+        }
+        out.push(sp);
+    }
+    out
+}
+
+/// `step` (elementwise, every operand of the result's shape `[n, c, h, w]`) split into
+/// the bands of rows `rows`.
+fn split_planes(
+    m: &Module,
+    step: &Step,
+    shape: [usize; 4],
+    rows: &[(usize, usize)],
+) -> Option<Split> {
+    let (eb_out, numel) = out_elem_bytes(m, step)?;
+    let [n, c, h, w] = shape;
+    if numel != n * c * h * w || rows.last().map(|r| r.1) != Some(h) {
+        return None;
+    }
+    let out_shape = match step.dest {
+        Dest::Value(v) => m.ty(v).shape.clone(),
+        Dest::Output(j) => m.ty(m.outputs[j]).shape.clone(),
+    };
+    if out_shape != shape {
+        return None;
+    }
+    let mut eb_reads = Vec::new();
+    for &r in &step.reads {
+        if m.ty(r).shape != shape {
+            return None;
+        }
+        eb_reads.push(value_bytes(m, r) as usize / numel);
+    }
+    let chunks = rows
+        .iter()
+        .map(|&(r0, r1)| {
+            Some(Chunk::Range {
+                sub: step.lowering.with_len((r1 - r0) * w)?,
+                e0: r0 * w,
+                eb_reads: eb_reads.clone(),
+                eb_out,
+                planes: Some((n * c, h * w)),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Split {
+        chunks,
+        slot: ALIGN,
+        pre: None,
+    })
+}
+
 /// The result's bytes per element.
 fn out_elem_bytes(m: &Module, step: &Step) -> Option<(usize, usize)> {
     let v = match step.dest {
@@ -190,10 +308,68 @@ fn out_elem_bytes(m: &Module, step: &Step) -> Option<(usize, usize)> {
     (n > 0 && b.is_multiple_of(n)).then(|| (b / n, n))
 }
 
+/// The u8 x i8 kernels' convolutions with bit-packed weights that outweigh their
+/// patches (deep layers with few pixels) are split by output channels: every task
+/// builds the whole im2col but unpacks and reads only its channels' weights (bands of
+/// rows would share the unpacked rows across cores, each band reading all of them).
+/// The im2col is repeated by every task, so they are half as many as bands would be.
+fn split_chans(step: &Step, g: &ConvGeom) -> Option<Split> {
+    let Lowering::Maddubs(q) = &step.lowering else {
+        return None;
+    };
+    if g.group != 1 || g.m <= g.npix() || q.phase != MdPhase::Full || q.pack.is_none() {
+        return None;
+    }
+    let gr = grain();
+    let macs = step.lowering.macs();
+    let want = (macs / gr.chunk_macs / 2).clamp(2, MAX_CHUNKS as u64) as usize;
+    // Channel ranges of whole 16s (the tiles' rows), at least 2 of them.
+    let n = want
+        .min(g.m / 16)
+        .max(if gr.chunk_macs == GRAIN.chunk_macs {
+            0
+        } else {
+            2
+        });
+    let n = n.min(g.m);
+    if n < 2 {
+        return None;
+    }
+    let per = g.m.div_ceil(n).div_ceil(16) * 16;
+    let per = if per * (n - 1) >= g.m {
+        g.m.div_ceil(n)
+    } else {
+        per
+    };
+    let mut chunks = Vec::new();
+    let mut c0 = 0;
+    while c0 < g.m {
+        let c1 = (c0 + per).min(g.m);
+        let mut sub = q.clone();
+        sub.phase = MdPhase::Chans(c0, c1);
+        chunks.push(Chunk::Chans {
+            sub: Lowering::Maddubs(sub),
+        });
+        c0 = c1;
+    }
+    let slot = align(step.lowering.workspace() as u64).max(ALIGN);
+    (chunks.len() >= 2).then_some(Split {
+        chunks,
+        slot,
+        pre: None,
+    })
+}
+
 fn split_rows(m: &Module, step: &Step, g: &ConvGeom) -> Option<Split> {
     let g = *g;
     let macs = step.lowering.macs();
-    if macs < grain().min_macs || g.oh < 2 {
+    if macs < grain().min_macs {
+        return None;
+    }
+    if let Some(sp) = split_chans(step, &g) {
+        return Some(sp);
+    }
+    if g.oh < 2 {
         return None;
     }
     // Only the input is read at run time (weights and bias are constants).
@@ -241,11 +417,13 @@ fn split_rows(m: &Module, step: &Step, g: &ConvGeom) -> Option<Split> {
                         y1,
                         eb_in,
                         eb_out,
+                        direct,
                     } => {
-                        let (_, _, ws) = row_slot(full, (*y0, *y1), (*r0, *r1), (*eb_in, *eb_out));
+                        let (_, _, ws) =
+                            row_slot(full, (*y0, *y1), (*r0, *r1), (*eb_in, *eb_out), *direct);
                         ws + align(sub.workspace() as u64)
                     }
-                    Chunk::Range { .. } => 0,
+                    Chunk::Range { .. } | Chunk::Chans { .. } => 0,
                 })
                 .max()
                 .unwrap_or(0)
@@ -264,6 +442,7 @@ fn split_rows(m: &Module, step: &Step, g: &ConvGeom) -> Option<Split> {
                             y1,
                             eb_in,
                             eb_out,
+                            direct,
                         } => {
                             q.phase = MdPhase::Prepared;
                             Chunk::Rows {
@@ -275,6 +454,7 @@ fn split_rows(m: &Module, step: &Step, g: &ConvGeom) -> Option<Split> {
                                 y1,
                                 eb_in,
                                 eb_out,
+                                direct,
                             }
                         }
                         c => c,
@@ -289,6 +469,10 @@ fn split_rows(m: &Module, step: &Step, g: &ConvGeom) -> Option<Split> {
     None
 }
 
+/// Unpacked weights below this many bytes are unpacked by every band (a few
+/// microseconds at most) rather than once in a first phase (one more fork/join).
+const SHARED_UNPACK_BYTES: usize = 24 * 1024;
+
 /// The first phase of a conv with bit-packed weights (u8 x i8 kernels): its rows
 /// unpacked in `n` ranges (one, when concurrent ranges could touch each other's rows).
 fn prepare(low: &Lowering, n: usize) -> Option<Pre> {
@@ -296,6 +480,9 @@ fn prepare(low: &Lowering, n: usize) -> Option<Pre> {
         return None;
     };
     let (bytes, concurrent) = q.unpacked_rows()?;
+    if bytes < SHARED_UNPACK_BYTES && grain().chunk_macs == GRAIN.chunk_macs {
+        return None;
+    }
     let MdKind::Conv { g } = &q.kind else {
         return None;
     };
@@ -341,8 +528,18 @@ fn band_chunks(
             top: g.top + y0 - r0 * g.sh,
             ..*g
         };
+        // The u8 x i8 kernels take the image's channel planes: their bands read and
+        // write in place.
+        let mut sub = low.with_conv_geom(sub);
+        let direct = match &mut sub {
+            Lowering::Maddubs(q) => {
+                q.planes = Some((g.h * g.w, g.oh * g.ow));
+                true
+            }
+            _ => false,
+        };
         out.push(Chunk::Rows {
-            sub: low.with_conv_geom(sub),
+            sub,
             full: *g,
             r0,
             r1,
@@ -350,6 +547,7 @@ fn band_chunks(
             y1,
             eb_in,
             eb_out,
+            direct,
         });
         r0 = r1;
     }
@@ -385,6 +583,7 @@ fn split_range(m: &Module, step: &Step) -> Option<Split> {
             e0,
             eb_reads: eb_reads.clone(),
             eb_out,
+            planes: None,
         });
         e0 += l;
     }
@@ -463,6 +662,17 @@ impl Lowering {
             // Per-tensor requantizes (the kernel has no channel index).
             Lowering::Int(IntLowering::FusedRequant { .. } | IntLowering::Lookup { .. }) => true,
             _ => false,
+        }
+    }
+
+    /// The element count of an elementwise kernel.
+    fn range_len(&self) -> Option<usize> {
+        match self {
+            Lowering::Unary { n, .. } => Some(*n),
+            Lowering::Int(IntLowering::FusedRequant { n, .. } | IntLowering::Lookup { n, .. }) => {
+                Some(*n)
+            }
+            _ => None,
         }
     }
 
