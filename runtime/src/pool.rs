@@ -1,12 +1,23 @@
-//! A fork/join pool on std threads for the threaded entry `NAME_run_ctx`.
+//! A fork/join pool on std threads for the threaded entry `NAME_run_ctx`: the
+//! algorithm of the C runtime's pool (`runtime/c/qcc_runtime.c`).
 //!
 //! `parallel_for(n, task)` runs `task(i)` for every `i < n` on the calling thread and
 //! the pool's `threads - 1` workers, and returns when all are done. The layers of a
 //! model are short (tens of microseconds), so the fork/join must cost about a
-//! microsecond: workers claim chunks from one atomic word holding the job's epoch and
-//! the next index (a compare-and-swap, so that a late worker can never take an index of
-//! the next job), spin on that word for a while after each job, and only then sleep on
-//! a condition variable (the caller wakes sleepers only when there are any).
+//! microsecond, and a task should run on the thread that ran the same index last time
+//! (its part of the scratch and the rows it writes are then in that core's cache):
+//!
+//! - the job is published in one atomic word: its epoch (high 32 bits), its count `n`
+//!   (6 bits, at most [`MAX_N`]) and a bitmap of the indices taken (26 bits); the task
+//!   and its argument are stored before the word;
+//! - thread `t` of `T` (the caller is 0) takes indices `t, t + T, ...` first, then what
+//!   is left from the end (a slow or descheduled thread's);
+//! - an index is taken by a compare-and-swap of the whole word, so it succeeds only
+//!   while that job is the published one: the task and argument read before it are the
+//!   job's own, and a late worker can never take an index of the next job;
+//! - workers spin on the word for a while after each job, then sleep on a condition
+//!   variable (the caller wakes sleepers only when there are any);
+//! - more than [`MAX_N`] indices run as successive jobs of at most [`MAX_N`].
 //!
 //! One job at a time: a second caller arriving while a job runs (the pool is shared by
 //! threads) runs its own job on its own thread instead of waiting.
@@ -35,26 +46,21 @@ pub struct QccCtx {
     pub scratch_bytes: usize,
 }
 
-/// The most indices of one job the claim word counts (more run on the caller alone).
-const MAX_N: usize = 0xffff;
+/// The most indices of one job (the bitmap of the claim word).
+pub const MAX_N: usize = 26;
 
 /// How long a worker spins for the next job before it sleeps.
 const SPIN: Duration = Duration::from_micros(300);
 
 struct Shared {
-    /// The job's epoch (high 32 bits), its index count (16 bits) and the next index to
-    /// claim (low 16 bits): one word, so that a claim succeeds only for an index of the
-    /// job whose count it checked.
-    claim: AtomicU64,
-    /// Indices of the current job finished.
-    done: AtomicUsize,
-    /// The current job's task and argument. Written by the caller (holding `busy`)
-    /// before it publishes a new epoch in `claim`; read by workers after they see an
-    /// index left to claim. A worker that reads them late may see the next job's: its
-    /// claim then fails (the word changed when the last index was claimed), and it calls
-    /// nothing with them.
+    /// `epoch << 32 | n << 26 | taken bits`.
+    word: AtomicU64,
+    /// The current job's task and argument (see the module docs).
     task: AtomicPtr<()>,
     arg: AtomicPtr<c_void>,
+    /// Indices of the current job finished.
+    done: AtomicUsize,
+    threads: usize,
     /// Sleeping workers wait on `wake` with `lock` held.
     lock: Mutex<()>,
     sleepers: AtomicUsize,
@@ -84,10 +90,11 @@ impl ThreadPool {
     pub fn new(threads: usize) -> ThreadPool {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
-            claim: AtomicU64::new(0),
-            done: AtomicUsize::new(0),
+            word: AtomicU64::new(0),
             task: AtomicPtr::new(std::ptr::null_mut()),
             arg: AtomicPtr::new(std::ptr::null_mut()),
+            done: AtomicUsize::new(0),
+            threads,
             lock: Mutex::new(()),
             sleepers: AtomicUsize::new(0),
             wake: Condvar::new(),
@@ -99,7 +106,7 @@ impl ThreadPool {
                 let s = Arc::clone(&shared);
                 std::thread::Builder::new()
                     .name(format!("qcc-pool-{k}"))
-                    .spawn(move || worker(&s))
+                    .spawn(move || worker(&s, k))
                     .expect("spawning a pool thread")
             })
             .collect();
@@ -156,14 +163,28 @@ pub unsafe extern "C" fn qcc_pool_parallel_for(
     run_on(shared, n, task, arg);
 }
 
+/// Indices `base + i` of a larger job.
+struct Batch {
+    task: TaskFn,
+    arg: *mut c_void,
+    base: usize,
+}
+
+unsafe extern "C" fn batch_task(b: *mut c_void, i: usize) {
+    // SAFETY: `b` is the `Batch` of `run_on`, alive until its job is done.
+    let b = unsafe { &*(b as *const Batch) };
+    // SAFETY: the caller's contract for every index below its n.
+    unsafe { (b.task)(b.arg, b.base + i) }
+}
+
 fn run_on(s: &Shared, n: usize, task: TaskFn, arg: *mut c_void) {
     if n == 0 {
         return;
     }
-    // Another job running (the pool shared by several callers), one index, or more
-    // indices than the claim word counts: run here.
-    if n == 1
-        || n > MAX_N
+    // No workers, one index, or another job running (the pool shared by several
+    // callers): run here.
+    if s.threads < 2
+        || n == 1
         || s.busy
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
@@ -174,18 +195,32 @@ fn run_on(s: &Shared, n: usize, task: TaskFn, arg: *mut c_void) {
         }
         return;
     }
+    if n <= MAX_N {
+        run_job(s, n, task, arg);
+    } else {
+        let mut b = Batch { task, arg, base: 0 };
+        while b.base < n {
+            let k = (n - b.base).min(MAX_N);
+            run_job(s, k, batch_task, (&raw mut b).cast::<c_void>());
+            b.base += k;
+        }
+    }
+    s.busy.store(false, Ordering::Release);
+}
+
+/// Publishes the job (`n <= MAX_N`), takes the caller's share, waits for the rest.
+fn run_job(s: &Shared, n: usize, task: TaskFn, arg: *mut c_void) {
     s.task.store(task as *mut (), Ordering::Relaxed);
     s.arg.store(arg, Ordering::Relaxed);
     s.done.store(0, Ordering::Relaxed);
-    let epoch = ((s.claim.load(Ordering::Relaxed) >> 32) + 1) & 0xffff_ffff;
-    s.claim
-        .store(epoch << 32 | (n as u64) << 16, Ordering::SeqCst);
+    let epoch = ((s.word.load(Ordering::Relaxed) >> 32) + 1) & 0xffff_ffff;
+    s.word
+        .store(epoch << 32 | (n as u64) << 26, Ordering::SeqCst);
     if s.sleepers.load(Ordering::SeqCst) > 0 {
         let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
         s.wake.notify_all();
     }
-    work(s, Some((task, arg)));
-    // Wait for the indices the workers took.
+    share(s, epoch, n, 0);
     let mut spins = 0u32;
     while s.done.load(Ordering::Acquire) < n {
         // A worker may have been descheduled with an index: yield now and then.
@@ -196,64 +231,65 @@ fn run_on(s: &Shared, n: usize, task: TaskFn, arg: *mut c_void) {
             std::hint::spin_loop();
         }
     }
-    s.busy.store(false, Ordering::Release);
 }
 
-/// Claims and runs indices of the current job until none is left. `job`: the caller's
-/// task and argument (workers read them from `Shared` once an index is left).
-fn work(s: &Shared, job: Option<(TaskFn, *mut c_void)>) {
-    let mut c = s.claim.load(Ordering::Acquire);
-    let epoch = c >> 32;
-    let mut job = job;
-    loop {
-        let (n, i) = (((c >> 16) & 0xffff) as usize, (c & 0xffff) as usize);
-        if c >> 32 != epoch || i >= n {
+/// Thread `id`'s share of the job of `epoch` (`n` indices), then whatever is left.
+fn share(s: &Shared, epoch: u64, n: usize, id: usize) {
+    let own = (id..n).step_by(s.threads.max(1));
+    for i in own.chain((0..n).rev()) {
+        if !take(s, epoch, i) {
             return;
-        }
-        let (task, arg) = match job {
-            Some(j) => j,
-            None => {
-                let t = s.task.load(Ordering::Relaxed);
-                let a = s.arg.load(Ordering::Relaxed);
-                // SAFETY: `task` holds a `TaskFn` (stored by `run_on`), never null once
-                // a job was published.
-                let t = unsafe { std::mem::transmute::<*mut (), TaskFn>(t) };
-                (t, a)
-            }
-        };
-        match s
-            .claim
-            .compare_exchange_weak(c, c + 1, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => {
-                // The claim succeeded on the word read before the job's fields, so the
-                // job was still running when they were read: they are its own, alive
-                // until its caller sees `done` reach `n`.
-                job = Some((task, arg));
-                // SAFETY: index `i < n` of the job, which the caller's contract allows
-                // on any thread.
-                unsafe { task(arg, i) };
-                s.done.fetch_add(1, Ordering::Release);
-                c = s.claim.load(Ordering::Acquire);
-            }
-            Err(now) => c = now,
         }
     }
 }
 
-fn worker(s: &Shared) {
+/// Tries to take index `i` of the job of `epoch` and runs it; false once that job is
+/// no longer the published one.
+fn take(s: &Shared, epoch: u64, i: usize) -> bool {
+    let bit = 1u64 << i;
+    let mut w = s.word.load(Ordering::Acquire);
+    loop {
+        if w >> 32 != epoch {
+            return false;
+        }
+        if w & bit != 0 {
+            return true;
+        }
+        let task = s.task.load(Ordering::Relaxed);
+        let arg = s.arg.load(Ordering::Relaxed);
+        match s
+            .word
+            .compare_exchange_weak(w, w | bit, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                // The word was unchanged since before task and argument were read: the
+                // job was the published one then, so they are its own (stored from a
+                // `TaskFn`), alive until its caller sees `done` reach `n`.
+                let task = unsafe { std::mem::transmute::<*mut (), TaskFn>(task) };
+                // SAFETY: index `i < n` of the job, which its caller allows on any
+                // thread.
+                unsafe { task(arg, i) };
+                s.done.fetch_add(1, Ordering::Release);
+                return true;
+            }
+            Err(now) => w = now,
+        }
+    }
+}
+
+fn worker(s: &Shared, id: usize) {
     let mut seen = 0u64;
     loop {
         // Wait for a new epoch: spin, then sleep.
-        let start = Instant::now();
+        let mut start = Instant::now();
         let mut spins = 0u32;
-        let epoch = loop {
-            let e = s.claim.load(Ordering::Acquire) >> 32;
+        let w = loop {
+            let w = s.word.load(Ordering::Acquire);
             if s.shutdown.load(Ordering::Acquire) {
                 return;
             }
-            if e != seen {
-                break e;
+            if w >> 32 != seen {
+                break w;
             }
             spins = spins.wrapping_add(1);
             if !spins.is_multiple_of(256) {
@@ -269,16 +305,16 @@ fn worker(s: &Shared) {
             }
             let g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.sleepers.fetch_add(1, Ordering::SeqCst);
-            let e = s.claim.load(Ordering::SeqCst) >> 32;
-            if e == seen && !s.shutdown.load(Ordering::SeqCst) {
+            if s.word.load(Ordering::SeqCst) >> 32 == seen && !s.shutdown.load(Ordering::SeqCst) {
                 drop(s.wake.wait(g).unwrap_or_else(|e| e.into_inner()));
             } else {
                 drop(g);
             }
             s.sleepers.fetch_sub(1, Ordering::SeqCst);
+            start = Instant::now();
         };
-        seen = epoch;
-        work(s, None);
+        seen = w >> 32;
+        share(s, seen, ((w >> 26) & 0x3f) as usize, id);
     }
 }
 
