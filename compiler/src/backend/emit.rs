@@ -297,10 +297,18 @@ pub(crate) fn build<M: ClModule>(
     // The threaded entry: layers split into tasks, and its own memory plan (a split
     // layer's workspace holds one slot per task).
     let splits: Vec<Option<Split>> = split::split_all(m, &sched);
-    let plan_ctx = plan::plan_with(m, &sched, &|si| match &splits[si] {
-        Some(sp) => sp.bytes(),
+    // The arena holds a split layer's shared region (its first phase's); the tasks'
+    // slots are at fixed places after it, slot `i` of every layer at the same address
+    // (`slots_base + i * slot_stride`): a pool that runs index `i` on the same thread
+    // every time keeps each slot in one core's cache, from layer to layer.
+    let mut plan_ctx = plan::plan_with(m, &sched, &|si| match &splits[si] {
+        Some(sp) => sp.shared(),
         None => sched.steps[si].lowering.workspace() as u64,
     });
+    let slot_stride = splits.iter().flatten().map(|sp| sp.slot).max().unwrap_or(0);
+    let slot_count = splits.iter().flatten().map(Split::len).max().unwrap_or(0);
+    let slots_base = plan_ctx.arena.div_ceil(plan::ALIGN) * plan::ALIGN;
+    plan_ctx.arena = slots_base + slot_stride * slot_count as u64;
     let mut tasks = Vec::with_capacity(sched.steps.len());
     for (si, step) in sched.steps.iter().enumerate() {
         let Some(sp) = &splits[si] else {
@@ -355,7 +363,7 @@ pub(crate) fn build<M: ClModule>(
             (&mut ctx, &mut fctx),
             feat,
             &format!("{name}__t{si}_{op}"),
-            step,
+            (step, slot_stride),
             sp,
             &per_chunk,
         )?;
@@ -426,6 +434,7 @@ pub(crate) fn build<M: ClModule>(
             tasks: &tasks,
             run,
             arena: plan.arena,
+            slots_base,
         }),
     )?;
     if let Some(e) = data.asm_err.take() {
@@ -521,14 +530,15 @@ fn define_kernel<M: ClModule>(
 }
 
 /// The task function `task(arg, i)` of a split step: `arg` points at the step's
-/// pointers (its run-time operands, its result, the base of the task slots); chunk `i`
-/// runs its band kernel (`kernels[i]`) in slot `i`. An `i` out of range does nothing.
+/// pointers (its run-time operands, its result, its shared region, the first task
+/// slot); chunk `i` runs its kernel (`kernels[i]`) in slot `i`, `slot_stride` bytes
+/// apart. An `i` out of range does nothing.
 fn emit_task<M: ClModule>(
     module: &mut M,
     (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
     feat: Features,
     fname: &str,
-    step: &select::Step,
+    (step, slot_stride): (&select::Step, u64),
     sp: &Split,
     kernels: &[FuncId],
 ) -> Result<FuncId, BackendError> {
@@ -558,6 +568,7 @@ fn emit_task<M: ClModule>(
             .collect();
         let out = b.ins().load(I64, mf, arg, (nr * 8) as i32);
         let base = b.ins().load(I64, mf, arg, (nr * 8 + 8) as i32);
+        let slots = b.ins().load(I64, mf, arg, (nr * 8 + 16) as i32);
         let exit = b.create_block();
         let dispatch = b.create_block();
         let ok = b
@@ -579,7 +590,7 @@ fn emit_task<M: ClModule>(
             b.switch_to_block(blk);
             b.seal_block(blk);
             let mut kb = Kb::new(&mut b, feat);
-            let slot = kb.off(base, (sp.shared() + ci as u64 * sp.slot) as i64);
+            let slot = kb.off(slots, (ci as u64 * slot_stride) as i64);
             match chunk {
                 Chunk::Rows {
                     full: g,
@@ -852,6 +863,8 @@ struct Threaded<'a> {
     run: FuncId,
     /// `NAME_run`'s arena.
     arena: u64,
+    /// Where the tasks' slots start in the threaded entry's scratch.
+    slots_base: u64,
 }
 
 /// Offsets in the `qcc_ctx` struct (docs/design.md, the header): `void *pool`,
@@ -1082,9 +1095,9 @@ fn emit_entry<M: ClModule>(
             let most = sched
                 .steps
                 .iter()
-                .map(|s| s.reads.len() + 2)
+                .map(|s| s.reads.len() + 3)
                 .max()
-                .unwrap_or(2);
+                .unwrap_or(3);
             b.create_sized_stack_slot(StackSlotData::new(
                 StackSlotKind::ExplicitSlot,
                 (most * 8) as u32,
@@ -1111,6 +1124,8 @@ fn emit_entry<M: ClModule>(
             let task = th.as_ref().and_then(|t| t.1[si]);
             match (task, pf_call, arg_slot) {
                 (Some((tf, n, pre)), Some((pf, pool, sref)), Some(ss)) => {
+                    let slots_base = threaded.as_ref().map_or(0, |t| t.slots_base);
+                    args.push(b.ins().iadd_imm_s(scratch, slots_base as i64));
                     for (k, &a) in args.iter().enumerate() {
                         b.ins().stack_store(I64, a, ss, (k * 8) as i32);
                     }

@@ -1,25 +1,37 @@
 //! Splitting a layer into tasks for the threaded entry `NAME_run_ctx` (issue 15).
 //!
-//! A layer worth splitting (decided at compile time from its multiply-accumulates, so
-//! that small layers pay no synchronisation) becomes `n` chunks, each computed by a task
-//! `task(arg, i)` that the caller's `parallel_for` may run on any thread:
+//! A layer worth splitting (decided at compile time from its multiply-accumulates or
+//! elements, so that small layers pay no synchronisation) becomes `n` chunks, each
+//! computed by a task `task(arg, i)` that the caller's `parallel_for` may run on any
+//! thread:
 //!
 //! - **Bands of output rows** (convolutions of every family: f32 im2col/Winograd, u8 x
-//!   i8 `pmaddubsw`/VNNI, `pmaddwd`, bit-serial, XNOR). Chunk `i` computes output rows
-//!   `r0..r1` of every channel with the layer's own kernel, generated for the band's
-//!   geometry: the input rows the band reads (`y0..y1`, its halo included) are copied
-//!   into the task's slot of scratch, the kernel runs on that sub-image with the padding
-//!   that falls inside the band, and its rows are copied into the output. The kernel
-//!   needs no change (same weights, tables and epilogue; the rodata is shared), at the
-//!   cost of the two copies (the input band and the output band, a few percent of the
-//!   layer's bytes moved by im2col). f32 bands keep the layer's exact algorithm (the
-//!   same Winograd variant and tile, bands aligned to its tiles), so the threaded
+//!   i8 `pmaddubsw`/VNNI/AVX2, `pmaddwd`, bit-serial, XNOR). Chunk `i` computes output
+//!   rows `r0..r1` of every channel with the layer's own kernel generated for the
+//!   band's geometry (same weights, tables and epilogue; the read-only data is shared):
+//!   the input rows the band reads (`y0..y1`, its halo included) with the padding that
+//!   falls inside the band. The u8 x i8 kernels take the image's channel planes as
+//!   parameters and read and write the tensors in place; the other families get the
+//!   band's input rows copied into the task's slot of scratch and their rows copied
+//!   into the output. Bands have at least [`MIN_BAND_PIXELS`] pixels (the wide tiles
+//!   take 16-32 pixels per column step). f32 bands keep the layer's exact algorithm
+//!   (the same Winograd variant and tile grid, the same wide tile), so the threaded
 //!   results equal `NAME_run`'s bit for bit; integer kernels are exact anyway.
-//! - **Ranges of elements** (elementwise kernels with operands of the result's shape):
-//!   the kernel over a sub-range, pointers offset, no copies.
+//! - **Bit-packed weights** (u8 x i8 kernels) are unpacked once per layer, in a first
+//!   phase of tasks (a second `parallel_for`), into scratch that every band reads;
+//!   small ones are unpacked by every band instead. Deep layers (more output channels
+//!   than pixels) with packed weights are split by **output channels** instead of rows:
+//!   each task builds the whole im2col but unpacks and reads only its channels' weights.
+//! - **Ranges of elements** (elementwise kernels with operands of the result's shape:
+//!   the fused quantized add, lookups, f32 unary ops): the kernel over a sub-range,
+//!   pointers offset. After a convolution split into bands, the same bands (a range of
+//!   rows in every channel plane), so that a thread keeps the rows it wrote.
 //!
-//! Each task's scratch is its own slot: `slot` bytes at `base + i * slot`, where `base`
-//! is the step's workspace in the threaded memory plan (`n * slot` bytes).
+//! Each task's scratch is its own slot: task `i` of every split layer uses the same
+//! slot, at a fixed place after the threaded memory plan's arena (which holds the
+//! shared regions of first phases). The pools of the runtime (`runtime/`) run index `i`
+//! on thread `i mod T` first, so that a slot stays in one core's cache from layer to
+//! layer and call to call.
 
 use qcc_ir::Module;
 use qcc_ir::shape::ConvGeom;
@@ -155,11 +167,6 @@ fn align(x: u64) -> u64 {
 impl Split {
     pub fn len(&self) -> usize {
         self.chunks.len()
-    }
-
-    /// Scratch of all the tasks: what the step's workspace is in the threaded plan.
-    pub fn bytes(&self) -> u64 {
-        self.shared() + self.slot * self.chunks.len() as u64
     }
 
     /// Bytes of the shared region before the slots.
@@ -471,7 +478,7 @@ fn split_rows(m: &Module, step: &Step, g: &ConvGeom) -> Option<Split> {
 
 /// Unpacked weights below this many bytes are unpacked by every band (a few
 /// microseconds at most) rather than once in a first phase (one more fork/join).
-const SHARED_UNPACK_BYTES: usize = 24 * 1024;
+const SHARED_UNPACK_BYTES: usize = 64 * 1024;
 
 /// The first phase of a conv with bit-packed weights (u8 x i8 kernels): its rows
 /// unpacked in `n` ranges (one, when concurrent ranges could touch each other's rows).
