@@ -59,7 +59,7 @@ struct Grain {
 /// task.
 const GRAIN: Grain = Grain {
     min_macs: 400_000,
-    chunk_macs: 8_000_000,
+    chunk_macs: 16_000_000,
     min_elems: 8 * 1024,
     chunk_elems: 16 * 1024,
 };
