@@ -7,7 +7,8 @@
 //! The digits models are small, so they are compiled with the smallest grain
 //! (`split_grain(1, 1)`: every layer that can be split is) through the driver's
 //! `compile`, for the host and, under valgrind (which cannot decode AVX-512), for
-//! `x86-64-v3`, as `abi_sanitizers.rs` does. With `CI=true` a missing valgrind fails.
+//! `x86-64-v3`, as `abi_sanitizers.rs` does; aarch64 objects run the checker under qemu.
+//! With `CI=true` a missing valgrind or aarch64 tool fails.
 
 mod examples_common;
 
@@ -27,14 +28,25 @@ const MODELS: [&str; 5] = [
 ];
 
 /// `qcc compile MODEL --name NAME -o DIR/NAME.o [--cpu CPU]` with every splittable
-/// layer split; returns the object and the report's count of split layers.
+/// layer split (checked in the report); returns the object.
 fn compile_split(model: &Path, dir: &Path, name: &str, cpu: Option<&str>) -> PathBuf {
+    compile_split_for(model, dir, name, None, cpu)
+}
+
+fn compile_split_for(
+    model: &Path,
+    dir: &Path,
+    name: &str,
+    target: Option<&str>,
+    cpu: Option<&str>,
+) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let obj = dir.join(format!("{name}.o"));
     let args = qcc::driver::CompileArgs {
         model: model.to_path_buf(),
         output: Some(obj.clone()),
         name: Some(name.into()),
+        target: target.map(str::to_string),
         cpu: cpu.map(str::to_string),
         input_shapes: vec!["input=1,1,8,8".into()],
         report: vec![dir.join("report.json")],
@@ -195,4 +207,55 @@ fn threaded_entry_under_valgrind() {
     let cpu = "baseline";
     let bad = check_all("threads-valgrind", Some(cpu), true, 20);
     assert!(bad.is_empty(), "valgrind found errors:\n{}", bad.join("\n"));
+}
+
+/// The threaded entry of aarch64 objects (its calls through the context's function
+/// pointer, the task functions' addresses), with the C runtime built for aarch64, under
+/// qemu.
+#[test]
+fn threaded_entry_on_aarch64() {
+    let have_tool = |t: &str| {
+        Command::new(t)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have_tool("aarch64-linux-gnu-gcc") || !have_tool("qemu-aarch64") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but aarch64-linux-gnu-gcc or qemu-aarch64 is missing"
+        );
+        eprintln!("skipped: aarch64-linux-gnu-gcc / qemu-aarch64 not installed");
+        return;
+    }
+    let dir = temp_dir("threads-a64");
+    let mut bad = Vec::new();
+    for name in ["digits_resnet_folded", "digits_cnn_qop", "digits_w2a2"] {
+        let d = dir.join(name);
+        let obj = compile_split_for(
+            &model(name),
+            &d,
+            "m",
+            Some("aarch64-unknown-linux-gnu"),
+            Some("baseline"),
+        );
+        let exe = d.join("checks");
+        run(Command::new("aarch64-linux-gnu-gcc")
+            .args(["-O1", "-std=c11", "-static", "-I"])
+            .arg(&d)
+            .arg("-I")
+            .arg(root().join("runtime/c"))
+            .arg(root().join("compiler/tests/c/threads_checks.c"))
+            .arg(&obj)
+            .arg(root().join("runtime/c/qcc_runtime.c"))
+            .arg("-lpthread")
+            .arg("-o")
+            .arg(&exe));
+        let (ok, text) = outcome(Command::new("qemu-aarch64").arg(&exe));
+        if !ok || text.trim() != "ok" {
+            bad.push(format!("{name}: {text}"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
