@@ -478,7 +478,7 @@ fn split_rows(m: &Module, step: &Step, g: &ConvGeom) -> Option<Split> {
 
 /// Unpacked weights below this many bytes are unpacked by every band (a few
 /// microseconds at most) rather than once in a first phase (one more fork/join).
-const SHARED_UNPACK_BYTES: usize = 64 * 1024;
+const SHARED_UNPACK_BYTES: usize = 256 * 1024;
 
 /// The first phase of a conv with bit-packed weights (u8 x i8 kernels): its rows
 /// unpacked in `n` ranges (one, when concurrent ranges could touch each other's rows).
