@@ -34,14 +34,29 @@ fn same(a: &[Tensor], b: &[Tensor]) -> bool {
         })
 }
 
-/// Compiles `b` for `cpu` with `disabled` strategies off and the smallest grain; the
+/// Compiles `b` for `cpu` with `disabled` strategies off and the smallest grains; the
 /// first layer's kernel must contain `kernel` and be split into tasks; then every pool
 /// of [`THREADS`] must give `NAME_run`'s outputs bit for bit.
 fn check(b: &B, cpu: &str, disabled: &[Strategy], kernel: &str) -> Result<(), String> {
     qcc_ir::verify::verify(&b.m).map_err(|e| format!("invalid test module:\n{e}"))?;
+    // Grain 1: every split layer with bit-packed weights shares them (a first phase);
+    // grain 2: small ones are unpacked by every band.
+    for chunk in [1, 2] {
+        check_grain(b, cpu, disabled, kernel, chunk)?;
+    }
+    Ok(())
+}
+
+fn check_grain(
+    b: &B,
+    cpu: &str,
+    disabled: &[Strategy],
+    kernel: &str,
+    chunk: u64,
+) -> Result<(), String> {
     let host = target_lexicon::Triple::host().to_string();
     let t = Target::new(&host, cpu).map_err(|e| e.to_string())?;
-    let jit = split_grain(1, 1, || {
+    let jit = split_grain(1, chunk, || {
         costs::without(disabled, || JitModel::with_target(&b.m, &t))
     })
     .map_err(|e| format!("{cpu}: compile: {e}\n{}", b.m))?;
