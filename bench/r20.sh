@@ -13,7 +13,7 @@ for b in "$@"; do
   if [ -n "${CPU:-}" ]; then flags+=(--cpu "$CPU"); fi
   "$qcc" compile bench/out/resnet20.onnx -o bench/out/$name.o --name $name \
     --report bench/out/$name.json "${flags[@]}" >/dev/null 2>&1
-  cc -O2 -Ibench/out -DQCC_HEADER="\"$name.h\"" -DQCC_PREFIX=$name bench/harness.c \
-    bench/out/$name.o -o bench/out/$name
-  echo "$b $(bench/out/$name "$secs")"
+  cc -O2 -Ibench/out -Iruntime/c -DQCC_HEADER="\"$name.h\"" -DQCC_PREFIX=$name bench/harness.c \
+    bench/out/$name.o runtime/c/qcc_runtime.c -lpthread -o bench/out/$name
+  echo "$b $(bench/out/$name "$secs" "${THREADS:-1}")"
 done

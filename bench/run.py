@@ -121,8 +121,10 @@ def qcc_object_median(qcc, model, bits, seconds):
         lines = [l for l in r.stderr.strip().splitlines() if l.startswith("error")]
         return (lines[0] if lines else r.stderr.strip()[-200:])
     exe = os.path.join(OUT, name)
-    subprocess.run(["cc", "-O2", f"-I{OUT}", f'-DQCC_HEADER="{name}.h"', f"-DQCC_PREFIX={name}",
-                    os.path.join(HERE, "harness.c"), obj, "-o", exe], check=True)
+    rt = os.path.join(HERE, "..", "runtime", "c")
+    subprocess.run(["cc", "-O2", f"-I{OUT}", f"-I{rt}", f'-DQCC_HEADER="{name}.h"',
+                    f"-DQCC_PREFIX={name}", os.path.join(HERE, "harness.c"), obj,
+                    os.path.join(rt, "qcc_runtime.c"), "-lpthread", "-o", exe], check=True)
     out = subprocess.run([exe, str(seconds)], capture_output=True, text=True, check=True)
     med = float(out.stdout.split()[0])
     with open(rep) as f:

@@ -973,7 +973,7 @@ pub struct BenchArgs {
     pub input_shapes: Vec<String>,
     /// Timed runs (after one warm-up run).
     pub runs: usize,
-    /// Threads running the model; only 1 today.
+    /// Threads running the model (through `NAME_run_ctx` and a pool when more than 1).
     pub threads: usize,
     pub quant: crate::quant::QuantFlags,
 }
@@ -985,6 +985,7 @@ pub struct BenchResult {
     pub min_ms: f64,
     pub max_ms: f64,
     pub runs: usize,
+    pub threads: usize,
 }
 
 impl BenchResult {
@@ -1006,9 +1007,11 @@ impl std::fmt::Display for BenchResult {
         writeln!(f, "max {} ms", ms(self.max_ms))?;
         write!(
             f,
-            "throughput {:.1} inferences/s ({} runs, 1 thread)",
+            "throughput {:.1} inferences/s ({} runs, {} thread{})",
             self.throughput(),
-            self.runs
+            self.runs,
+            self.threads,
+            if self.threads == 1 { "" } else { "s" }
         )
     }
 }
@@ -1017,11 +1020,8 @@ impl std::fmt::Display for BenchResult {
 /// warm up and then `runs` times on fixed pseudo-random inputs (uniform in [0, 1), or
 /// code 0 for integer-typed inputs), and returns the latencies.
 pub fn bench(a: &BenchArgs) -> Result<BenchResult> {
-    if a.threads != 1 {
-        bail!(
-            "--threads {}: the compiled code runs on one thread; splitting layers across threads is not implemented yet (run one process per core for throughput)",
-            a.threads
-        );
+    if a.threads == 0 || a.threads > 1024 {
+        bail!("--threads {}: give between 1 and 1024 threads", a.threads);
     }
     if a.runs == 0 {
         bail!("--runs 0: give at least one timed run");
@@ -1057,8 +1057,12 @@ pub fn bench(a: &BenchArgs) -> Result<BenchResult> {
         })
         .collect();
     let err = |e: backend::BackendError| anyhow::anyhow!("{}: {e}", a.model.display());
-    jit.run(&inputs).map_err(err)?;
-    let (_, times) = jit.run_times(&inputs, a.runs).map_err(err)?;
+    // One thread: `NAME_run`, as before; more: `NAME_run_ctx` with a pool of that many.
+    let pool = (a.threads > 1).then(|| backend::ThreadPool::new(a.threads));
+    jit.run_times_on(&inputs, 1, pool.as_ref()).map_err(err)?;
+    let (_, times) = jit
+        .run_times_on(&inputs, a.runs, pool.as_ref())
+        .map_err(err)?;
     let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
     ms.sort_by(f64::total_cmp);
     let n = ms.len();
@@ -1072,5 +1076,6 @@ pub fn bench(a: &BenchArgs) -> Result<BenchResult> {
         min_ms: ms[0],
         max_ms: ms[n - 1],
         runs: n,
+        threads: a.threads,
     })
 }

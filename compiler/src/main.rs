@@ -174,7 +174,8 @@ enum Command {
         /// Timed runs, after one warm-up run.
         #[arg(long, default_value_t = 100, value_name = "R")]
         runs: usize,
-        /// Threads (only 1 so far: the compiled code runs on one thread).
+        /// Threads: more than 1 runs the threaded entry (layers split into tasks) on a
+        /// pool of T threads.
         #[arg(long, default_value_t = 1, value_name = "T")]
         threads: usize,
         /// Shape of a graph input with symbolic dimensions, e.g. `input=1,1,8,8`.

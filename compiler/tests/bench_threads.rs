@@ -1,5 +1,6 @@
-//! `qcc bench` (median first, then min, max, throughput; clear errors for flags it does
-//! not take yet) and a compiled model shared by threads (`JitModel` is `Send + Sync`).
+//! `qcc bench` (median first, then min, max, throughput; `--threads`; clear errors for
+//! flags it does not take) and a compiled model shared by threads (`JitModel` is
+//! `Send + Sync`).
 
 mod cli_common;
 
@@ -34,8 +35,19 @@ fn bench_prints_the_median_first() {
     let thr = value(lines[3], "throughput");
     assert!((thr - 1000.0 / median).abs() <= 0.01 * thr, "{out}");
     assert!(lines[3].contains("25 runs"), "{out}");
+    // Two threads: the threaded entry on a pool.
+    let (ok, out, err) = qcc(&[
+        "bench",
+        "tests/models/digits_cnn_folded.onnx",
+        "--runs",
+        "5",
+        "--threads",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("(5 runs, 2 threads)"), "{out}");
     for (flag, value, needle) in [
-        ("--threads", "2", "--threads 2"),
+        ("--threads", "0", "--threads 0"),
         ("--runs", "0", "--runs 0"),
     ] {
         let (ok, _, err) = qcc(&["bench", "tests/models/digits_cnn_folded.onnx", flag, value]);

@@ -2,7 +2,8 @@
 //! `Build::compile` is linked into a Rust program through the generated module and the
 //! runtime's safe wrapper, built here with `rustc` the way cargo would (the archive
 //! through `-l static=qcc_NAME`, the runtime as an `--extern` crate), and its outputs
-//! equal the JIT's bit for bit; the wrapper's size checks and errors hold.
+//! equal the JIT's bit for bit (also through the threaded entry on the runtime's pool);
+//! the wrapper's size checks and errors hold.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,6 +50,14 @@ fn main() {
     println!("error: {}", s.infer(&[]).unwrap_err());
     let mut short = vec![0.0f32; 3];
     println!("error: {}", s.run(&[&x], &mut [&mut short]).unwrap_err());
+    // The threaded entry on a pool of std threads gives the same bits.
+    assert!(m.has_threads());
+    assert!(m.scratch_bytes_threads(2) >= m.scratch_bytes());
+    let pool = std::sync::Arc::new(qcc_runtime::ThreadPool::new(3));
+    let mut st = m.session_on(pool.clone());
+    assert_eq!(st.infer(&[&x]).unwrap(), y);
+    let mut st2 = m.session_on(pool);
+    assert_eq!(st2.infer(&[&x]).unwrap(), y);
     for v in &y[0] {
         println!("{}", v.to_bits());
     }

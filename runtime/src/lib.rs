@@ -17,14 +17,29 @@
 //! A [`Model`] may be shared by any number of threads; each thread runs it through its
 //! own [`Session`] (the object's code is reentrant, and all the state of a call lives
 //! in the session's scratch and the caller's buffers).
+//!
+//! One inference can also use several threads: [`Model::session_on`] runs the object's
+//! threaded entry `NAME_run_ctx`, whose larger layers are split into tasks, on a
+//! [`ThreadPool`] (std threads; the outputs are bit-identical to a plain session's):
+//!
+//! ```ignore
+//! let pool = std::sync::Arc::new(qcc_runtime::ThreadPool::new(4));
+//! let mut session = digits::model().session_on(pool);
+//! let scores = session.infer(&[&image])?;
+//! ```
 #![allow(
     unsafe_code,
     reason = "calling the compiled object through its C ABI; each call's contract is checked first"
 )]
 
+mod pool;
+
+pub use pool::{ParallelForFn, QccCtx, TaskFn, ThreadPool, qcc_pool_parallel_for};
+
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ffi::c_void;
 use std::fmt;
+use std::sync::Arc;
 
 /// The alignment the object ABI requires of the scratch memory.
 pub const SCRATCH_ALIGN: usize = 64;
@@ -35,6 +50,11 @@ pub type RunFn = unsafe extern "C" fn(*const *const f32, *const *mut f32, *mut c
 pub type SizeFn = unsafe extern "C" fn(usize) -> usize;
 /// `NAME_scratch_size()`: bytes.
 pub type ScratchFn = unsafe extern "C" fn() -> usize;
+/// `NAME_run_ctx(ctx, inputs, outputs, scratch)`: the threaded entry.
+pub type RunCtxFn =
+    unsafe extern "C" fn(*const QccCtx, *const *const f32, *const *mut f32, *mut c_void) -> i32;
+/// `NAME_scratch_size_threads(threads)`: bytes.
+pub type ScratchThreadsFn = unsafe extern "C" fn(usize) -> usize;
 
 /// The entry points of one compiled model (ABI v1).
 #[derive(Clone, Copy)]
@@ -46,6 +66,8 @@ pub struct ModelAbi {
     output_size: SizeFn,
     scratch_size: ScratchFn,
     run: RunFn,
+    /// The threaded entry and its scratch size, when the object has them.
+    threaded: Option<(RunCtxFn, ScratchThreadsFn)>,
 }
 
 impl fmt::Debug for ModelAbi {
@@ -85,6 +107,25 @@ impl ModelAbi {
             output_size,
             scratch_size,
             run,
+            threaded: None,
+        }
+    }
+
+    /// The same entry points with the threaded entry (objects of qcc with issue 15's
+    /// `NAME_run_ctx`).
+    ///
+    /// # Safety
+    ///
+    /// The functions must be the object's `NAME_run_ctx` and `NAME_scratch_size_threads`
+    /// of the same model as the other entry points.
+    pub const unsafe fn with_threads(
+        self,
+        run_ctx: RunCtxFn,
+        scratch_size_threads: ScratchThreadsFn,
+    ) -> ModelAbi {
+        ModelAbi {
+            threaded: Some((run_ctx, scratch_size_threads)),
+            ..self
         }
     }
 }
@@ -146,6 +187,39 @@ impl Model {
         Session {
             model: *self,
             scratch: Scratch::new(self.scratch_bytes()),
+            pool: None,
+        }
+    }
+
+    /// Whether the object has the threaded entry `NAME_run_ctx`.
+    pub fn has_threads(&self) -> bool {
+        self.abi.threaded.is_some()
+    }
+
+    /// Bytes of scratch one call needs on `threads` threads (`scratch_bytes()` for a
+    /// model without the threaded entry).
+    pub fn scratch_bytes_threads(&self, threads: usize) -> usize {
+        match self.abi.threaded {
+            // SAFETY: an ABI function taking a count.
+            Some((_, f)) => unsafe { f(threads) },
+            None => self.scratch_bytes(),
+        }
+    }
+
+    /// A session that runs the model on `pool`'s threads: its layers split into tasks
+    /// by `NAME_run_ctx` (outputs bit-identical to [`Model::session`]'s). A model
+    /// without the threaded entry runs on the calling thread. Several sessions may
+    /// share a pool; one whose job finds the pool busy runs its tasks itself.
+    pub fn session_on(&self, pool: Arc<ThreadPool>) -> Session {
+        let bytes = if self.has_threads() {
+            self.scratch_bytes_threads(pool.threads())
+        } else {
+            self.scratch_bytes()
+        };
+        Session {
+            model: *self,
+            scratch: Scratch::new(bytes),
+            pool: self.has_threads().then_some(pool),
         }
     }
 }
@@ -229,6 +303,8 @@ unsafe impl Send for Scratch {}
 pub struct Session {
     model: Model,
     scratch: Scratch,
+    /// The pool of a threaded session.
+    pool: Option<Arc<ThreadPool>>,
 }
 
 impl fmt::Debug for Session {
@@ -236,6 +312,7 @@ impl fmt::Debug for Session {
         f.debug_struct("Session")
             .field("model", &self.model)
             .field("scratch_bytes", &self.scratch.layout.size())
+            .field("threads", &self.pool.as_ref().map_or(1, |p| p.threads()))
             .finish()
     }
 }
@@ -285,16 +362,34 @@ impl Session {
         // Empty tensors still get distinct non-null pointers.
         let ins: Vec<*const f32> = inputs.iter().map(|x| x.as_ptr()).collect();
         let outs: Vec<*mut f32> = outputs.iter_mut().map(|y| y.as_mut_ptr()).collect();
-        // SAFETY: one pointer per input and output, each to exactly the number of floats
-        // the model reads or writes (checked above); the scratch is this session's,
-        // `scratch_bytes()` long and aligned to 64; the borrows keep every buffer alive
-        // and unaliased for the call.
-        let rc = unsafe {
-            (m.abi.run)(
-                ins.as_ptr(),
-                outs.as_ptr(),
-                self.scratch.ptr.cast::<c_void>(),
-            )
+        let rc = match (&self.pool, m.abi.threaded) {
+            (Some(pool), Some((run_ctx, _))) => {
+                let ctx = pool.ctx(self.scratch.layout.size());
+                // SAFETY: as for `run` below, with the context of a pool this session
+                // keeps alive and the scratch's real size (at least
+                // `scratch_bytes_threads` of the pool's threads, as `session_on`
+                // allocated it); the pool's `parallel_for` returns only when every task
+                // has, so nothing of the call outlives it.
+                unsafe {
+                    run_ctx(
+                        &ctx,
+                        ins.as_ptr(),
+                        outs.as_ptr(),
+                        self.scratch.ptr.cast::<c_void>(),
+                    )
+                }
+            }
+            // SAFETY: one pointer per input and output, each to exactly the number of
+            // floats the model reads or writes (checked above); the scratch is this
+            // session's, at least `scratch_bytes()` long and aligned to 64; the borrows
+            // keep every buffer alive and unaliased for the call.
+            _ => unsafe {
+                (m.abi.run)(
+                    ins.as_ptr(),
+                    outs.as_ptr(),
+                    self.scratch.ptr.cast::<c_void>(),
+                )
+            },
         };
         if rc == 0 {
             Ok(())

@@ -11,7 +11,8 @@ use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{
-    AbiParam, FuncRef, Function, GlobalValue, InstBuilder, Signature, UserFuncName, Value,
+    AbiParam, FuncRef, Function, GlobalValue, InstBuilder, JumpTableData, Signature, StackSlotData,
+    StackSlotKind, UserFuncName, Value,
 };
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -26,11 +27,16 @@ use super::kernels::{self, DataSink, Ecx, Lowering};
 use super::plan::{self, Loc, MemoryPlan};
 use super::report::{LayerReport, Report};
 use super::select::{self, Dest, Schedule};
+use super::split::{self, Chunk, Split};
 use super::target::{Features, Tier};
 
 /// What [`build`] produced.
 pub(crate) struct Built {
     pub run: FuncId,
+    /// `NAME_run_ctx`, the threaded entry.
+    pub run_ctx: FuncId,
+    /// The threaded entry's memory plan (its arena is the scratch for 2+ threads).
+    pub plan_ctx: MemoryPlan,
     pub report: Report,
     /// The Cranelift IR (with [`Text::Clif`]) or machine code (with [`Text::Asm`]).
     pub text: String,
@@ -240,7 +246,6 @@ pub(crate) fn build<M: ClModule>(
                 .iter()
                 .any(|f| f.name == "has_ssse3" && f.as_bool() == Some(true)),
     };
-    let frontend = isa.frontend_config();
     let target_name = format!("{} ({})", isa.triple(), isa.name());
     let sched = select::schedule(m, super::costs::CostTarget::of_isa(isa, tier))?;
     let plan = plan::plan(m, &sched);
@@ -255,36 +260,8 @@ pub(crate) fn build<M: ClModule>(
     let mut step_bytes = Vec::with_capacity(sched.steps.len());
     for (si, step) in sched.steps.iter().enumerate() {
         let bytes_before = data.bytes;
-        let op = match step.node {
-            Some(n) => m.nodes[n].op.name(),
-            None => "output_copy",
-        };
+        let op = step_op(m, step);
         let fname = format!("{name}__k{si}_{op}");
-        let s = sig(module, step.reads.len() + 2, None);
-        let fid = module
-            .declare_function(&fname, Linkage::Local, &s)
-            .map_err(|e| internal("declare kernel", e))?;
-        ctx.func.signature = s;
-        ctx.func.name = UserFuncName::user(0, fid.as_u32());
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            let blk = b.create_block();
-            b.append_block_params_for_function_params(blk);
-            b.switch_to_block(blk);
-            b.seal_block(blk);
-            let params = b.block_params(blk).to_vec();
-            let (out, ws) = (params[params.len() - 2], params[params.len() - 1]);
-            let mut kb = Kb::new(&mut b, feat);
-            let mut sink = Data {
-                module,
-                st: &mut data,
-                prefix: name,
-            };
-            emit_step(&mut kb, m, &sched, step, &params, out, ws, &mut sink);
-            b.ins().return_(&[]);
-            b.finalize(frontend);
-        }
-        step_bytes.push(data.bytes - bytes_before);
         let line = (want != Text::None).then(|| {
             let line = match step.node {
                 Some(n) => {
@@ -302,25 +279,132 @@ pub(crate) fn build<M: ClModule>(
                 step.lowering.kernel_name()
             )
         });
-        if want == Text::Clif {
-            text.push_str(&format!(
-                "{}{}\n",
-                line.as_deref().unwrap_or(""),
-                ctx.func.display()
-            ));
-        }
-        ctx.set_disasm(want == Text::Asm);
-        module
-            .define_function(fid, &mut ctx)
-            .map_err(|e| internal(&format!("kernel {fname}"), e))?;
-        if want == Text::Asm {
-            push_asm(&mut text, line.as_deref().unwrap_or(""), &fname, &ctx);
-        }
-        module.clear_context(&mut ctx);
+        let fid = define_kernel(
+            module,
+            (&mut ctx, &mut fctx),
+            feat,
+            (m, &sched, step),
+            &fname,
+            (&mut data, name),
+            (want, line.as_deref().unwrap_or(""), &mut text),
+        )?;
+        step_bytes.push(data.bytes - bytes_before);
         kernels_ids.push(fid);
-        if let Some(e) = data.asm_err.take() {
-            return Err(e);
+    }
+    // The read-only data of the layers (what the report counts); the band kernels of
+    // the threaded entry add only their own small tables.
+    let layer_bytes = data.bytes;
+    // The threaded entry: layers split into tasks, and its own memory plan (a split
+    // layer's workspace holds one slot per task).
+    let splits: Vec<Option<Split>> = split::split_all(m, &sched);
+    // The arena holds a split layer's shared region (its first phase's); the tasks'
+    // slots are at fixed places after it, slot `i` of every layer at the same address
+    // (`slots_base + i * slot_stride`): a pool that runs index `i` on the same thread
+    // every time keeps each slot in one core's cache, from layer to layer.
+    let mut plan_ctx = plan::plan_with(m, &sched, &|si| match &splits[si] {
+        Some(sp) => sp.shared(),
+        None => sched.steps[si].lowering.workspace() as u64,
+    });
+    let slot_stride = splits.iter().flatten().map(|sp| sp.slot).max().unwrap_or(0);
+    let slot_count = splits.iter().flatten().map(Split::len).max().unwrap_or(0);
+    let slots_base = plan_ctx.arena.div_ceil(plan::ALIGN) * plan::ALIGN;
+    plan_ctx.arena = slots_base + slot_stride * slot_count as u64;
+    let mut tasks = Vec::with_capacity(sched.steps.len());
+    for (si, step) in sched.steps.iter().enumerate() {
+        let Some(sp) = &splits[si] else {
+            tasks.push(None);
+            continue;
+        };
+        let op = step_op(m, step);
+        // The bands' kernels take the shared region (unpacked weights) as the weights'
+        // operand when there is a first phase.
+        let band_step = |low: &Lowering| {
+            let mut st = select::Step {
+                lowering: low.clone(),
+                ..step.clone()
+            };
+            if sp.pre.is_some() {
+                st.runtime_operand[1] = true;
+                st.reads.insert(1, st.reads[0]);
+            }
+            st
+        };
+        // One kernel per distinct band (most bands of a layer share one).
+        let mut distinct: Vec<(String, FuncId)> = Vec::new();
+        let mut per_chunk = Vec::with_capacity(sp.len());
+        for (ci, chunk) in sp.chunks.iter().enumerate() {
+            let key = format!("{:?}", chunk.sub());
+            if let Some((_, id)) = distinct.iter().find(|(k, _)| *k == key) {
+                per_chunk.push(*id);
+                continue;
+            }
+            let sub_step = band_step(chunk.sub());
+            let fname = format!("{name}__k{si}_{op}_b{}", distinct.len());
+            let line = (want != Text::None).then(|| {
+                format!(
+                    "; band kernel of step {si} (first used by task {ci}): {}\n",
+                    chunk.sub().kernel_name()
+                )
+            });
+            let fid = define_kernel(
+                module,
+                (&mut ctx, &mut fctx),
+                feat,
+                (m, &sched, &sub_step),
+                &fname,
+                (&mut data, name),
+                (want, line.as_deref().unwrap_or(""), &mut text),
+            )?;
+            distinct.push((key, fid));
+            per_chunk.push(fid);
         }
+        let tid = emit_task(
+            module,
+            (&mut ctx, &mut fctx),
+            feat,
+            &format!("{name}__t{si}_{op}"),
+            (step, slot_stride),
+            sp,
+            &per_chunk,
+        )?;
+        // The first phase: one kernel per task, and its task function.
+        let pre = match &sp.pre {
+            None => None,
+            Some(pre) => {
+                let mut ids = Vec::with_capacity(pre.chunks.len());
+                for (pi, low) in pre.chunks.iter().enumerate() {
+                    let sub_step = select::Step {
+                        lowering: low.clone(),
+                        ..step.clone()
+                    };
+                    let fname = format!("{name}__k{si}_{op}_p{pi}");
+                    let line = (want != Text::None)
+                        .then(|| format!("; first-phase kernel {pi} of step {si}\n"));
+                    ids.push(define_kernel(
+                        module,
+                        (&mut ctx, &mut fctx),
+                        feat,
+                        (m, &sched, &sub_step),
+                        &fname,
+                        (&mut data, name),
+                        (want, line.as_deref().unwrap_or(""), &mut text),
+                    )?);
+                }
+                let pid = emit_pre_task(
+                    module,
+                    (&mut ctx, &mut fctx),
+                    &format!("{name}__t{si}_{op}_pre"),
+                    step,
+                    &ids,
+                )?;
+                Some((pid, ids.len()))
+            }
+        };
+        tasks.push(Some(StepTasks {
+            task: tid,
+            n: sp.len(),
+            pre,
+        }));
     }
     let run = emit_entry(
         module,
@@ -333,6 +417,25 @@ pub(crate) fn build<M: ClModule>(
         &mut ctx,
         &mut fctx,
         (want == Text::Asm).then_some(&mut text),
+        None,
+    )?;
+    let run_ctx = emit_entry(
+        module,
+        m,
+        name,
+        &sched,
+        &plan_ctx,
+        &kernels_ids,
+        (tier, &mut data),
+        &mut ctx,
+        &mut fctx,
+        (want == Text::Asm).then_some(&mut text),
+        Some(Threaded {
+            tasks: &tasks,
+            run,
+            arena: plan.arena,
+            slots_base,
+        }),
     )?;
     if let Some(e) = data.asm_err.take() {
         return Err(e);
@@ -340,15 +443,319 @@ pub(crate) fn build<M: ClModule>(
     if let Some(t) = data.asm_text.take() {
         text.push_str(&t);
     }
-    emit_getters(module, m, name, plan.arena, &mut data, &mut ctx, &mut fctx)?;
-    let mut report = make_report(m, &sched, &plan, (data.bytes, &step_bytes), target_name);
+    emit_getters(
+        module,
+        m,
+        name,
+        (plan.arena, plan_ctx.arena),
+        &mut data,
+        &mut ctx,
+        &mut fctx,
+    )?;
+    let mut report = make_report(m, &sched, &plan, (layer_bytes, &step_bytes), target_name);
     report.tier = tier.map(|t| t.to_string());
+    report.arena_ctx_bytes = plan_ctx.arena;
+    for (l, t) in report.layers.iter_mut().zip(&tasks) {
+        l.tasks = t.as_ref().map_or(1, |t| t.n);
+    }
     Ok(Built {
         run,
+        run_ctx,
+        plan_ctx,
         report,
         text,
         plan,
     })
+}
+
+/// The op's name in kernel symbols.
+fn step_op(m: &Module, step: &select::Step) -> &'static str {
+    match step.node {
+        Some(n) => m.nodes[n].op.name(),
+        None => "output_copy",
+    }
+}
+
+/// Declares and defines the kernel function `fname` of `step`: `(reads..., out, ws)`.
+/// With [`Text::Clif`] or [`Text::Asm`], appends its text after `comment`.
+fn define_kernel<M: ClModule>(
+    module: &mut M,
+    (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
+    feat: Features,
+    (m, sched, step): (&Module, &Schedule, &select::Step),
+    fname: &str,
+    (data, prefix): (&mut DataState, &str),
+    (want, comment, text): (Text, &str, &mut String),
+) -> Result<FuncId, BackendError> {
+    let frontend = module.isa().frontend_config();
+    let s = sig(module, step.reads.len() + 2, None);
+    let fid = module
+        .declare_function(fname, Linkage::Local, &s)
+        .map_err(|e| internal("declare kernel", e))?;
+    ctx.func.signature = s;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let blk = b.create_block();
+        b.append_block_params_for_function_params(blk);
+        b.switch_to_block(blk);
+        b.seal_block(blk);
+        let params = b.block_params(blk).to_vec();
+        let (out, ws) = (params[params.len() - 2], params[params.len() - 1]);
+        let mut kb = Kb::new(&mut b, feat);
+        let mut sink = Data {
+            module,
+            st: data,
+            prefix,
+        };
+        emit_step(&mut kb, m, sched, step, &params, out, ws, &mut sink);
+        b.ins().return_(&[]);
+        b.finalize(frontend);
+    }
+    if want == Text::Clif {
+        text.push_str(&format!("{comment}{}\n", ctx.func.display()));
+    }
+    ctx.set_disasm(want == Text::Asm);
+    module
+        .define_function(fid, ctx)
+        .map_err(|e| internal(&format!("kernel {fname}"), e))?;
+    if want == Text::Asm {
+        push_asm(text, comment, fname, ctx);
+    }
+    module.clear_context(ctx);
+    if let Some(e) = data.asm_err.take() {
+        return Err(e);
+    }
+    Ok(fid)
+}
+
+/// The task function `task(arg, i)` of a split step: `arg` points at the step's
+/// pointers (its run-time operands, its result, its shared region, the first task
+/// slot); chunk `i` runs its kernel (`kernels[i]`) in slot `i`, `slot_stride` bytes
+/// apart. An `i` out of range does nothing.
+fn emit_task<M: ClModule>(
+    module: &mut M,
+    (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
+    feat: Features,
+    fname: &str,
+    (step, slot_stride): (&select::Step, u64),
+    sp: &Split,
+    kernels: &[FuncId],
+) -> Result<FuncId, BackendError> {
+    let frontend = module.isa().frontend_config();
+    let s = sig(module, 2, None);
+    let fid = module
+        .declare_function(fname, Linkage::Local, &s)
+        .map_err(|e| internal("declare task", e))?;
+    ctx.func.signature = s;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    let refs: Vec<FuncRef> = kernels
+        .iter()
+        .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
+        .collect();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let (arg, i) = (p[0], p[1]);
+        let nr = step.reads.len();
+        let mf = super::kb::MF;
+        let reads: Vec<Value> = (0..nr)
+            .map(|k| b.ins().load(I64, mf, arg, (k * 8) as i32))
+            .collect();
+        let out = b.ins().load(I64, mf, arg, (nr * 8) as i32);
+        let base = b.ins().load(I64, mf, arg, (nr * 8 + 8) as i32);
+        let slots = b.ins().load(I64, mf, arg, (nr * 8 + 16) as i32);
+        let exit = b.create_block();
+        let dispatch = b.create_block();
+        let ok = b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, i, sp.len() as i64);
+        b.ins().brif(ok, dispatch, &[], exit, &[]);
+        b.switch_to_block(dispatch);
+        b.seal_block(dispatch);
+        let blocks: Vec<_> = (0..sp.len()).map(|_| b.create_block()).collect();
+        let i32v = b.ins().ireduce(I32, i);
+        let calls: Vec<_> = blocks
+            .iter()
+            .map(|&blk| b.func.dfg.block_call(blk, &[]))
+            .collect();
+        let def = b.func.dfg.block_call(exit, &[]);
+        let jt = b.create_jump_table(JumpTableData::new(def, &calls));
+        b.ins().br_table(i32v, jt);
+        for (ci, (chunk, &blk)) in sp.chunks.iter().zip(&blocks).enumerate() {
+            b.switch_to_block(blk);
+            b.seal_block(blk);
+            let mut kb = Kb::new(&mut b, feat);
+            let slot = kb.off(slots, (ci as u64 * slot_stride) as i64);
+            match chunk {
+                Chunk::Rows {
+                    full: g,
+                    r0,
+                    r1,
+                    y0,
+                    y1,
+                    eb_in,
+                    eb_out,
+                    direct,
+                    ..
+                } => {
+                    let (r0, r1, y0, y1, ei, eo) = (*r0, *r1, *y0, *y1, *eb_in, *eb_out);
+                    let x = reads[0];
+                    // The shared region (the unpacked weights) in the weights' place.
+                    let call = |kb: &mut Kb<'_, '_>, xs: Value, os: Value, ws: Value| {
+                        if sp.pre.is_some() {
+                            kb.b.ins().call(refs[ci], &[xs, base, os, ws]);
+                        } else {
+                            kb.b.ins().call(refs[ci], &[xs, os, ws]);
+                        }
+                    };
+                    if *direct {
+                        // The kernel reads and writes the tensors in place.
+                        let xs = kb.off(x, (y0 * g.w * ei) as i64);
+                        let os = kb.off(out, (r0 * g.ow * eo) as i64);
+                        call(&mut kb, xs, os, slot);
+                    } else {
+                        let (_, o_off, w_off) =
+                            split::row_slot(g, (y0, y1), (r0, r1), (ei, eo), false);
+                        let xs = slot;
+                        let os = kb.off(slot, o_off as i64);
+                        let ws = kb.off(slot, w_off as i64);
+                        // The band's input rows, plane by plane.
+                        let in_rows = ((y1 - y0) * g.w * ei) as i64;
+                        kb.for_range(0, (g.n * g.c) as i64, 1, |kb, pl| {
+                            let s = kb.idx(x, pl, (g.h * g.w * ei) as i64);
+                            let s = kb.off(s, (y0 * g.w * ei) as i64);
+                            let d = kb.idx(xs, pl, in_rows);
+                            kb.copy_bytes(d, s, in_rows);
+                        });
+                        call(&mut kb, xs, os, ws);
+                        let out_rows = ((r1 - r0) * g.ow * eo) as i64;
+                        kb.for_range(0, (g.n * g.m) as i64, 1, |kb, pl| {
+                            let d = kb.idx(out, pl, (g.oh * g.ow * eo) as i64);
+                            let d = kb.off(d, (r0 * g.ow * eo) as i64);
+                            let s = kb.idx(os, pl, out_rows);
+                            kb.copy_bytes(d, s, out_rows);
+                        });
+                    }
+                }
+                Chunk::Chans { .. } => {
+                    let mut args = reads.clone();
+                    args.push(out);
+                    args.push(slot);
+                    kb.b.ins().call(refs[ci], &args);
+                }
+                Chunk::Range {
+                    e0,
+                    eb_reads,
+                    eb_out,
+                    planes,
+                    ..
+                } => {
+                    let (count, stride) = planes.unwrap_or((1, 0));
+                    let f = refs[ci];
+                    let call = |kb: &mut Kb<'_, '_>, pl: Option<Value>| {
+                        let at = |kb: &mut Kb<'_, '_>, p: Value, eb: usize| {
+                            let p = match pl {
+                                Some(pl) => kb.idx(p, pl, (stride * eb) as i64),
+                                None => p,
+                            };
+                            kb.off(p, (e0 * eb) as i64)
+                        };
+                        let mut args: Vec<Value> = reads
+                            .iter()
+                            .zip(eb_reads)
+                            .map(|(&r, &eb)| at(kb, r, eb))
+                            .collect();
+                        args.push(at(kb, out, *eb_out));
+                        args.push(slot);
+                        kb.b.ins().call(f, &args);
+                    };
+                    if count > 1 {
+                        kb.for_range(0, count as i64, 1, |kb, pl| call(kb, Some(pl)));
+                    } else {
+                        call(&mut kb, None);
+                    }
+                }
+            }
+            b.ins().return_(&[]);
+        }
+        b.switch_to_block(exit);
+        b.seal_block(exit);
+        b.ins().return_(&[]);
+        b.finalize(frontend);
+    }
+    module
+        .define_function(fid, ctx)
+        .map_err(|e| internal(&format!("task {fname}"), e))?;
+    module.clear_context(ctx);
+    Ok(fid)
+}
+
+/// The task function of a split step's first phase: task `i` runs `kernels[i]` with
+/// the step's operands, the shared region (the base of the step's workspace) as its
+/// result and workspace.
+fn emit_pre_task<M: ClModule>(
+    module: &mut M,
+    (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
+    fname: &str,
+    step: &select::Step,
+    kernels: &[FuncId],
+) -> Result<FuncId, BackendError> {
+    let frontend = module.isa().frontend_config();
+    let s = sig(module, 2, None);
+    let fid = module
+        .declare_function(fname, Linkage::Local, &s)
+        .map_err(|e| internal("declare task", e))?;
+    ctx.func.signature = s;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    let refs: Vec<FuncRef> = kernels
+        .iter()
+        .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
+        .collect();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let (arg, i) = (p[0], p[1]);
+        let nr = step.reads.len();
+        let mf = super::kb::MF;
+        let mut args: Vec<Value> = (0..nr)
+            .map(|k| b.ins().load(I64, mf, arg, (k * 8) as i32))
+            .collect();
+        let base = b.ins().load(I64, mf, arg, (nr * 8 + 8) as i32);
+        args.push(base);
+        args.push(base);
+        let exit = b.create_block();
+        for (ci, &r) in refs.iter().enumerate() {
+            let this = b.create_block();
+            let next = b.create_block();
+            let is = b.ins().icmp_imm_s(IntCC::Equal, i, ci as i64);
+            b.ins().brif(is, this, &[], next, &[]);
+            b.switch_to_block(this);
+            b.seal_block(this);
+            b.ins().call(r, &args);
+            b.ins().jump(exit, &[]);
+            b.switch_to_block(next);
+            b.seal_block(next);
+        }
+        b.ins().jump(exit, &[]);
+        b.switch_to_block(exit);
+        b.seal_block(exit);
+        b.ins().return_(&[]);
+        b.finalize(frontend);
+    }
+    module
+        .define_function(fid, ctx)
+        .map_err(|e| internal(&format!("task {fname}"), e))?;
+    module.clear_context(ctx);
+    Ok(fid)
 }
 
 /// Appends the disassembly of the function just defined in `ctx`.
@@ -438,6 +845,35 @@ fn dest_text(d: Dest, plan: &MemoryPlan) -> String {
     }
 }
 
+/// How the threaded entry runs a split step: `n` tasks of `task`, after `pre`'s.
+struct StepTasks {
+    task: FuncId,
+    n: usize,
+    pre: Option<(FuncId, usize)>,
+}
+
+/// A split step's task function and count, after its first phase's, in the entry.
+type TaskRefs = (FuncRef, usize, Option<(FuncRef, usize)>);
+
+/// What the threaded entry `NAME_run_ctx` adds to the plain one.
+struct Threaded<'a> {
+    /// Per step: its tasks, or None to run it inline.
+    tasks: &'a [Option<StepTasks>],
+    /// `NAME_run`, which one thread runs.
+    run: FuncId,
+    /// `NAME_run`'s arena.
+    arena: u64,
+    /// Where the tasks' slots start in the threaded entry's scratch.
+    slots_base: u64,
+}
+
+/// Offsets in the `qcc_ctx` struct (docs/design.md, the header): `void *pool`,
+/// `parallel_for`, `size_t threads`, `size_t scratch_bytes`.
+const CTX_POOL: i32 = 0;
+const CTX_PARALLEL_FOR: i32 = 8;
+const CTX_THREADS: i32 = 16;
+const CTX_SCRATCH_BYTES: i32 = 24;
+
 #[allow(
     clippy::too_many_arguments,
     reason = "the pieces of the entry function"
@@ -453,9 +889,14 @@ fn emit_entry<M: ClModule>(
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
     asm: Option<&mut String>,
+    threaded: Option<Threaded<'_>>,
 ) -> Result<FuncId, BackendError> {
-    let s = sig(module, 3, Some(I32));
-    let fname = format!("{name}_run");
+    let nparams = if threaded.is_some() { 4 } else { 3 };
+    let s = sig(module, nparams, Some(I32));
+    let fname = match threaded {
+        Some(_) => format!("{name}_run_ctx"),
+        None => format!("{name}_run"),
+    };
     let fid = module
         .declare_function(&fname, Linkage::Export, &s)
         .map_err(|e| internal("declare entry", e))?;
@@ -465,21 +906,44 @@ fn emit_entry<M: ClModule>(
         .iter()
         .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
         .collect();
+    // The threaded entry: `NAME_run` (for one thread) and the task functions.
+    let th = threaded.as_ref().map(|t| {
+        let run = module.declare_func_in_func(t.run, &mut ctx.func);
+        let mut declare = |f: FuncId| module.declare_func_in_func(f, &mut ctx.func);
+        let tasks: Vec<Option<TaskRefs>> = t
+            .tasks
+            .iter()
+            .map(|o| {
+                o.as_ref()
+                    .map(|st| (declare(st.task), st.n, st.pre.map(|(p, n)| (declare(p), n))))
+            })
+            .collect();
+        // parallel_for(pool, n, task, arg)
+        let pf_sig = sig(module, 4, None);
+        (run, tasks, pf_sig, t.arena)
+    });
     // The CPU check of the tier (a CPU without it would fault in a wide kernel), and a
     // word caching its success: `cpuid` is slow (a VM exit under a hypervisor), and
     // every thread that writes the word writes the same 1.
     let check = tier.filter(|&t| asm::cpu_check(t)).map(|t| {
         let id = asm_func_id(module, data, name, &AsmFn::CpuCheck(t));
         let f = module.declare_func_in_func(id, &mut ctx.func);
-        let flag = module
-            .declare_data(&format!("{name}__cpu_ok"), Linkage::Local, true, false)
-            .expect("a fresh data name");
-        let mut d = DataDescription::new();
-        d.define_zeroinit(4);
-        d.set_align(4);
-        module
-            .define_data(flag, &d)
-            .expect("the flag is defined once");
+        let flag_name = format!("{name}__cpu_ok");
+        let flag = match module.get_name(&flag_name) {
+            Some(cranelift_module::FuncOrDataId::Data(d)) => d,
+            _ => {
+                let flag = module
+                    .declare_data(&flag_name, Linkage::Local, true, false)
+                    .expect("a fresh data name");
+                let mut d = DataDescription::new();
+                d.define_zeroinit(4);
+                d.set_align(4);
+                module
+                    .define_data(flag, &d)
+                    .expect("the flag is defined once");
+                flag
+            }
+        };
         (f, module.declare_data_in_func(flag, &mut ctx.func))
     });
     {
@@ -491,7 +955,67 @@ fn emit_entry<M: ClModule>(
         b.switch_to_block(entry);
         b.seal_block(entry);
         let p = b.block_params(entry).to_vec();
+        let (cp, p) = match th {
+            Some(_) => (Some(p[0]), &p[1..]),
+            None => (None, &p[..]),
+        };
         let (ins, outs, scratch) = (p[0], p[1], p[2]);
+        // The context: not NULL, at least one thread; one thread runs `NAME_run`, more
+        // need the callback; the scratch bytes it declares must be enough.
+        let mut pf_call = None;
+        if let (Some(cp), Some((run, _, pf_sig, arena1))) = (cp, &th) {
+            let ctx_ok = b.create_block();
+            let one_thread = b.create_block();
+            let many = b.create_block();
+            let bad_ctx = b.create_block();
+            let null = b.ins().icmp_imm_s(IntCC::Equal, cp, 0);
+            b.ins().brif(null, bad_ctx, &[], ctx_ok, &[]);
+            b.switch_to_block(ctx_ok);
+            b.seal_block(ctx_ok);
+            let mf = super::kb::MF;
+            let threads = b.ins().load(I64, mf, cp, CTX_THREADS);
+            let sbytes = b.ins().load(I64, mf, cp, CTX_SCRATCH_BYTES);
+            let zero = b.ins().icmp_imm_s(IntCC::Equal, threads, 0);
+            let check1 = b.create_block();
+            b.ins().brif(zero, bad_ctx, &[], check1, &[]);
+            b.switch_to_block(check1);
+            b.seal_block(check1);
+            let single = b.ins().icmp_imm_s(IntCC::Equal, threads, 1);
+            b.ins().brif(single, one_thread, &[], many, &[]);
+            // One thread: `NAME_run`, with its (smaller) scratch.
+            b.switch_to_block(one_thread);
+            b.seal_block(one_thread);
+            let small = b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedLessThan, sbytes, *arena1 as i64);
+            let run1 = b.create_block();
+            b.ins().brif(small, bad_ctx, &[], run1, &[]);
+            b.switch_to_block(run1);
+            b.seal_block(run1);
+            let call = b.ins().call(*run, &[ins, outs, scratch]);
+            let rc = b.inst_results(call)[0];
+            b.ins().return_(&[rc]);
+            // Two or more: the callback, and the threaded plan's scratch.
+            b.switch_to_block(many);
+            b.seal_block(many);
+            let pf = b.ins().load(I64, mf, cp, CTX_PARALLEL_FOR);
+            let pool = b.ins().load(I64, mf, cp, CTX_POOL);
+            let nopf = b.ins().icmp_imm_s(IntCC::Equal, pf, 0);
+            let small = b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedLessThan, sbytes, plan.arena as i64);
+            let bad = b.ins().bor(nopf, small);
+            let go = b.create_block();
+            b.ins().brif(bad, bad_ctx, &[], go, &[]);
+            b.switch_to_block(bad_ctx);
+            b.seal_block(bad_ctx);
+            let one = b.ins().iconst(I32, 1);
+            b.ins().return_(&[one]);
+            b.switch_to_block(go);
+            b.seal_block(go);
+            let sref = b.import_signature(pf_sig.clone());
+            pf_call = Some((pf, pool, sref));
+        }
         if let Some((f, flag)) = check {
             let cpu_ok = b.create_block();
             let ask = b.create_block();
@@ -566,6 +1090,20 @@ fn emit_entry<M: ClModule>(
                 Loc::None => b.ins().iconst(I64, 0),
             }
         };
+        // The pointers a task function reads (`emit_task`), in a stack slot.
+        let arg_slot = th.as_ref().map(|_| {
+            let most = sched
+                .steps
+                .iter()
+                .map(|s| s.reads.len() + 3)
+                .max()
+                .unwrap_or(3);
+            b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                (most * 8) as u32,
+                3,
+            ))
+        });
         for (si, step) in sched.steps.iter().enumerate() {
             let mut args: Vec<Value> = step
                 .reads
@@ -583,7 +1121,25 @@ fn emit_entry<M: ClModule>(
             } else {
                 scratch
             });
-            b.ins().call(refs[si], &args);
+            let task = th.as_ref().and_then(|t| t.1[si]);
+            match (task, pf_call, arg_slot) {
+                (Some((tf, n, pre)), Some((pf, pool, sref)), Some(ss)) => {
+                    let slots_base = threaded.as_ref().map_or(0, |t| t.slots_base);
+                    args.push(b.ins().iadd_imm_s(scratch, slots_base as i64));
+                    for (k, &a) in args.iter().enumerate() {
+                        b.ins().stack_store(I64, a, ss, (k * 8) as i32);
+                    }
+                    let argp = b.ins().stack_addr(I64, ss, 0);
+                    for (f, n) in pre.into_iter().chain([(tf, n)]) {
+                        let taddr = b.ins().func_addr(I64, f);
+                        let nv = b.ins().iconst(I64, n as i64);
+                        b.ins().call_indirect(sref, pf, &[pool, nv, taddr, argp]);
+                    }
+                }
+                _ => {
+                    b.ins().call(refs[si], &args);
+                }
+            }
         }
         let zero = b.ins().iconst(I32, 0);
         b.ins().return_(&[zero]);
@@ -594,7 +1150,12 @@ fn emit_entry<M: ClModule>(
         .define_function(fid, ctx)
         .map_err(|e| internal("entry function", e))?;
     if let Some(out) = asm {
-        push_asm(out, "; the entry function\n", &fname, ctx);
+        let what = if threaded.is_some() {
+            "; the threaded entry function\n"
+        } else {
+            "; the entry function\n"
+        };
+        push_asm(out, what, &fname, ctx);
     }
     module.clear_context(ctx);
     Ok(fid)
@@ -606,7 +1167,7 @@ fn emit_getters<M: ClModule>(
     module: &mut M,
     m: &Module,
     name: &str,
-    arena: u64,
+    (arena, arena_ctx): (u64, u64),
     data: &mut DataState,
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
@@ -620,6 +1181,8 @@ fn emit_getters<M: ClModule>(
         Table(Vec<i64>),
         Dims(&'s [Vec<usize>]),
         Const(i64),
+        /// `threads <= 1 ? a : b`.
+        Threads(i64, i64),
     }
     let getters: Vec<(String, G<'_>)> = vec![
         (
@@ -649,6 +1212,10 @@ fn emit_getters<M: ClModule>(
         (format!("{name}_input_dims"), G::Dims(&ins)),
         (format!("{name}_output_dims"), G::Dims(&outs)),
         (format!("{name}_scratch_size"), G::Const(arena as i64)),
+        (
+            format!("{name}_scratch_size_threads"),
+            G::Threads(arena as i64, arena_ctx as i64),
+        ),
     ];
     for (fname, g) in getters {
         let nparams = if matches!(g, G::Const(_)) { 0 } else { 1 };
@@ -683,6 +1250,13 @@ fn emit_getters<M: ClModule>(
             b.seal_block(blk);
             let r = match &g {
                 G::Const(c) => b.ins().iconst(I64, *c),
+                G::Threads(one, many) => {
+                    let t = b.block_params(blk)[0];
+                    let c = b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, t, 1);
+                    let a = b.ins().iconst(I64, *one);
+                    let m = b.ins().iconst(I64, *many);
+                    b.ins().select(c, a, m)
+                }
                 G::Table(t) => {
                     let i = b.block_params(blk)[0];
                     let mut acc = b.ins().iconst(I64, 0);
@@ -820,6 +1394,7 @@ fn make_report(
             integer,
             rodata_bytes: step_bytes[si],
             tier: step.lowering.tier().map(str::to_string),
+            tasks: 1,
         });
     }
     Report {
@@ -831,6 +1406,7 @@ fn make_report(
         weight_bytes,
         float_weight_bytes,
         arena_bytes: plan.arena,
+        arena_ctx_bytes: plan.arena,
         tensor_bytes: plan.tensor_bytes,
     }
 }

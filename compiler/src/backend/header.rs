@@ -6,9 +6,31 @@ use qcc_ir::Module;
 
 use super::plan::ALIGN;
 
+/// The threaded entry's context, shared by every model header and `qcc_runtime.h`
+/// (guarded, so that several can be included).
+pub(crate) const CTX_TYPE: &str = "
+#ifndef QCC_CTX_DEFINED
+#define QCC_CTX_DEFINED
+/* The context of NAME_run_ctx (qcc object ABI v1, threaded entry). parallel_for must
+   call task(arg, i) once for every i < n, on any threads, and return when all calls
+   have returned; qcc_runtime.h has a pool that provides it. */
+typedef struct qcc_ctx {
+    void *pool;
+    void (*parallel_for)(void *pool, size_t n, void (*task)(void *arg, size_t i), void *arg);
+    size_t threads;       /* threads that may run tasks at once (at least 1) */
+    size_t scratch_bytes; /* bytes at the scratch pointer */
+} qcc_ctx;
+#endif
+";
+
 /// The header `NAME.h` for `m` compiled as `name` with an arena of `arena` bytes.
 /// `tier`: the object's x86-64 tier, which `NAME_run` checks the CPU for.
-pub(crate) fn header(m: &Module, name: &str, arena: u64, tier: Option<&str>) -> String {
+pub(crate) fn header(
+    m: &Module,
+    name: &str,
+    (arena, arena_ctx): (u64, u64),
+    tier: Option<&str>,
+) -> String {
     let guard = format!("QCC_{}_H", name.to_ascii_uppercase());
     let mut h = String::new();
     let _ = writeln!(
@@ -78,6 +100,23 @@ pub(crate) fn header(m: &Module, name: &str, arena: u64, tier: Option<&str>) -> 
          \x20  without the object's tier (2). Reentrant: {state};\n\
          \x20  concurrent calls need distinct scratch. */\n\
          int {name}_run(const float *const *inputs, float *const *outputs, void *scratch);\n"
+    );
+    h.push_str(CTX_TYPE);
+    let _ = write!(
+        h,
+        "\n/* Bytes of scratch {name}_run_ctx needs with `threads` threads: {arena} for one\n\
+         \x20  (what {name}_run needs), {arena_ctx} for two or more (each task of a split layer\n\
+         \x20  has its own part). */\n\
+         size_t {name}_scratch_size_threads(size_t threads);\n\
+         /* Runs the model with ctx->threads threads: the larger layers are split into\n\
+         \x20  tasks (bands of output rows, ranges of elements) that ctx->parallel_for runs;\n\
+         \x20  the outputs are bit-identical to {name}_run's. One thread runs {name}_run\n\
+         \x20  (parallel_for may then be NULL). Returns 0, 1 on bad arguments (NULL ctx,\n\
+         \x20  threads 0, no parallel_for with 2 or more threads, ctx->scratch_bytes below\n\
+         \x20  {name}_scratch_size_threads(ctx->threads), or {name}_run's cases) or 2 (the\n\
+         \x20  CPU). Concurrent calls need distinct scratch and a pool that takes them. */\n\
+         int {name}_run_ctx(const qcc_ctx *ctx, const float *const *inputs,\n\
+         \x20                 float *const *outputs, void *scratch);\n"
     );
     let _ = write!(
         h,

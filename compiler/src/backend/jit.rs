@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use cranelift_jit::{JITBuilder, JITModule};
 use qcc_ir::interp::{Tensor, TensorData};
 use qcc_ir::{Module, TensorType};
+pub use qcc_runtime::{QccCtx, ThreadPool};
 
 use super::emit;
 use super::plan::ALIGN;
@@ -25,6 +26,10 @@ use super::{BackendError, Report};
 pub struct JitModel {
     module: Option<JITModule>,
     entry: *const u8,
+    /// `NAME_run_ctx`, the threaded entry.
+    entry_ctx: *const u8,
+    /// Its scratch bytes with two or more threads.
+    arena_ctx: u64,
     inputs: Vec<TensorType>,
     outputs: Vec<TensorType>,
     arena: u64,
@@ -91,9 +96,12 @@ impl JitModel {
             .finalize_definitions()
             .map_err(|e| BackendError::Internal(format!("JIT finalize: {e}")))?;
         let entry = module.get_finalized_function(built.run);
+        let entry_ctx = module.get_finalized_function(built.run_ctx);
         Ok(JitModel {
             module: Some(module),
             entry,
+            entry_ctx,
+            arena_ctx: built.plan_ctx.arena,
             inputs: m.inputs.iter().map(|&v| m.ty(v).clone()).collect(),
             outputs: m.outputs.iter().map(|&v| m.ty(v).clone()).collect(),
             arena: built.plan.arena,
@@ -105,6 +113,15 @@ impl JitModel {
     /// The compile report.
     pub fn report(&self) -> &Report {
         &self.report
+    }
+
+    /// Bytes of scratch one call needs with `threads` threads (`NAME_scratch_size_threads`).
+    pub fn scratch_bytes_threads(&self, threads: usize) -> u64 {
+        if threads <= 1 {
+            self.arena
+        } else {
+            self.arena_ctx
+        }
     }
 
     /// Runs the model on `inputs` (one per module input, in order).
@@ -131,6 +148,26 @@ impl JitModel {
         inputs: &[Tensor],
         runs: usize,
     ) -> Result<(Vec<Tensor>, Vec<std::time::Duration>), BackendError> {
+        self.run_times_on(inputs, runs, None)
+    }
+
+    /// Runs the model through the threaded entry `NAME_run_ctx` with `pool`'s threads.
+    pub fn run_threads(
+        &self,
+        inputs: &[Tensor],
+        pool: &ThreadPool,
+    ) -> Result<Vec<Tensor>, BackendError> {
+        Ok(self.run_times_on(inputs, 1, Some(pool))?.0)
+    }
+
+    /// [`JitModel::run_times`], through `NAME_run_ctx` with `pool`'s threads when given
+    /// (a pool of one thread runs `NAME_run` through it).
+    pub fn run_times_on(
+        &self,
+        inputs: &[Tensor],
+        runs: usize,
+        pool: Option<&ThreadPool>,
+    ) -> Result<(Vec<Tensor>, Vec<std::time::Duration>), BackendError> {
         let in_bufs = self.encode_inputs(inputs)?;
         let mut out_bufs: Vec<Vec<u8>> = self
             .outputs
@@ -140,7 +177,11 @@ impl JitModel {
         // Not zeroed: the object ABI's scratch is uninitialized memory, so kernels must
         // not rely on zeros they did not write (a fixed pattern keeps runs repeatable
         // and makes such a bug show up in the differential tests).
-        let mut scratch = vec![0xA5u8; self.arena as usize + ALIGN as usize];
+        let arena = match pool {
+            Some(p) => self.scratch_bytes_threads(p.threads()),
+            None => self.arena,
+        };
+        let mut scratch = vec![0xA5u8; arena as usize + ALIGN as usize];
         let skip = scratch.as_ptr().align_offset(ALIGN as usize);
         let scratch_ptr = scratch[skip..].as_mut_ptr();
         // Zero-sized buffers still need distinct non-null pointers.
@@ -149,7 +190,16 @@ impl JitModel {
         let mut times = Vec::with_capacity(runs.max(1));
         for _ in 0..runs.max(1) {
             let t = std::time::Instant::now();
-            let rc = call(self.entry, &ins, &outs, scratch_ptr);
+            let rc = match pool {
+                Some(p) => call_ctx(
+                    self.entry_ctx,
+                    &p.ctx(arena as usize),
+                    &ins,
+                    &outs,
+                    scratch_ptr,
+                ),
+                None => call(self.entry, &ins, &outs, scratch_ptr),
+            };
             times.push(t.elapsed());
             if rc != 0 {
                 return Err(BackendError::Internal(format!(
@@ -325,6 +375,99 @@ fn call(entry: *const u8, ins: &[*const u8], outs: &[*mut u8], scratch: *mut u8)
     // SAFETY: see the function's documentation.
     let f: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(entry) };
     f(ins.as_ptr(), outs.as_ptr(), scratch)
+}
+
+/// Argument cases of [`JitModel::run_ctx_case`]: what is wrong with the call of
+/// `NAME_run_ctx` (every context is built from a live pool, so each case is safe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtxCase {
+    /// A proper call with this many threads.
+    Good(usize),
+    /// One thread and no callback (allowed: `NAME_run` runs).
+    OneThreadNoCallback,
+    NullCtx,
+    ZeroThreads,
+    /// Two or more threads and no callback.
+    NoCallback,
+    /// `scratch_bytes` one less than `NAME_scratch_size_threads(threads)`.
+    ScratchShort(usize),
+    MisalignedScratch,
+    NullScratch,
+    NullInputs,
+    NullOutputs,
+}
+
+impl JitModel {
+    /// Calls `NAME_run_ctx` on `inputs` with the context and pointers of `case`, and
+    /// returns its code (0, or 1 for bad arguments). Outputs are not returned.
+    #[doc(hidden)]
+    pub fn run_ctx_case(
+        &self,
+        inputs: &[Tensor],
+        pool: &ThreadPool,
+        case: CtxCase,
+    ) -> Result<i32, BackendError> {
+        let in_bufs = self.encode_inputs(inputs)?;
+        let mut out_bufs: Vec<Vec<u8>> = self
+            .outputs
+            .iter()
+            .map(|ty| vec![0u8; ty.numel() * Store::of(&ty.elem).bytes()])
+            .collect();
+        let threads = match case {
+            CtxCase::Good(t) | CtxCase::ScratchShort(t) => t,
+            CtxCase::OneThreadNoCallback => 1,
+            _ => pool.threads().max(2),
+        };
+        let arena = self.scratch_bytes_threads(threads) as usize;
+        let mut scratch = vec![0xA5u8; arena + 2 * ALIGN as usize];
+        let skip = scratch.as_ptr().align_offset(ALIGN as usize);
+        let mut sp = scratch[skip..].as_mut_ptr();
+        let mut ctx = pool.ctx(arena);
+        ctx.threads = threads;
+        let ins: Vec<*const u8> = in_bufs.iter().map(|b| b.as_ptr()).collect();
+        let outs: Vec<*mut u8> = out_bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
+        let (mut insp, mut outsp) = (ins.as_ptr(), outs.as_ptr());
+        let mut null_ctx = false;
+        match case {
+            CtxCase::Good(_) => {}
+            CtxCase::OneThreadNoCallback | CtxCase::NoCallback => ctx.parallel_for = None,
+            CtxCase::NullCtx => null_ctx = true,
+            CtxCase::ZeroThreads => ctx.threads = 0,
+            CtxCase::ScratchShort(_) => ctx.scratch_bytes = arena.saturating_sub(1),
+            CtxCase::MisalignedScratch => sp = sp.wrapping_add(8),
+            CtxCase::NullScratch => sp = std::ptr::null_mut(),
+            CtxCase::NullInputs => insp = std::ptr::null(),
+            CtxCase::NullOutputs => outsp = std::ptr::null(),
+        }
+        let ctxp: *const QccCtx = if null_ctx { std::ptr::null() } else { &ctx };
+        type Entry = extern "C" fn(*const QccCtx, *const *const u8, *const *mut u8, *mut u8) -> i32;
+        // SAFETY: as `call_ctx`: the entry checks the context and pointers before using
+        // them (NULL, zero threads, a missing callback, too little or misaligned scratch
+        // give 1); every non-NULL pointer here is valid, the scratch buffer holds
+        // `arena` bytes past the (mis)aligned pointer, and the pool is alive.
+        let f: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(self.entry_ctx) };
+        Ok(f(ctxp, insp, outsp, sp))
+    }
+}
+
+/// Calls the threaded entry `NAME_run_ctx(ctx, inputs, outputs, scratch)`.
+///
+/// Sound because: as [`call`], with `entry` the function `emit::build` defined with
+/// one more leading pointer, and `ctx` a context whose pool is alive for the call and
+/// whose `scratch_bytes` is what `scratch` points at (`run_times_on` allocates it so);
+/// the tasks the entry hands to the pool's `parallel_for` write disjoint parts of the
+/// outputs and scratch, and `parallel_for` returns only when all of them are done.
+fn call_ctx(
+    entry: *const u8,
+    ctx: &QccCtx,
+    ins: &[*const u8],
+    outs: &[*mut u8],
+    scratch: *mut u8,
+) -> i32 {
+    type Entry = extern "C" fn(*const QccCtx, *const *const u8, *const *mut u8, *mut u8) -> i32;
+    // SAFETY: see the function's documentation.
+    let f: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(entry) };
+    f(ctx, ins.as_ptr(), outs.as_ptr(), scratch)
 }
 
 /// The instruction mixes of the assembled tiles, whose peak rate `bench_kernels`

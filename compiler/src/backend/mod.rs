@@ -36,6 +36,7 @@ pub mod math;
 pub mod plan;
 pub mod report;
 mod select;
+mod split;
 mod storage;
 mod target;
 
@@ -43,8 +44,9 @@ use std::fmt;
 
 use qcc_ir::Module;
 
-pub use jit::{JitModel, OutputRef, PeakMix, measure_peak};
+pub use jit::{CtxCase, JitModel, OutputRef, PeakMix, QccCtx, ThreadPool, measure_peak};
 pub use report::{LayerReport, Report};
+pub use split::with_grain as split_grain;
 pub use target::{Target, Tier};
 
 /// Why the backend could not compile a module. Errors say whose fault they are.
@@ -119,7 +121,12 @@ pub fn compile_object(m: &Module, name: &str, target: &Target) -> Result<Compile
     check_boundary(m)?;
     let isa = target.isa(true)?;
     let out = emit::compile_object(m, name, isa, target.tier()?)?;
-    let header = header::header(m, name, out.report.arena_bytes, out.report.tier.as_deref());
+    let header = header::header(
+        m,
+        name,
+        (out.report.arena_bytes, out.report.arena_ctx_bytes),
+        out.report.tier.as_deref(),
+    );
     Ok(Compiled {
         object: out.object,
         header,

@@ -47,6 +47,12 @@ fn align(x: u64) -> u64 {
 }
 
 pub(crate) fn plan(m: &Module, s: &Schedule) -> MemoryPlan {
+    plan_with(m, s, &|si| s.steps[si].lowering.workspace() as u64)
+}
+
+/// The plan with step `si`'s workspace `ws(si)` bytes (the threaded entry gives a split
+/// step one slot per task).
+pub(crate) fn plan_with(m: &Module, s: &Schedule, ws: &dyn Fn(usize) -> u64) -> MemoryPlan {
     let nv = m.values.len();
     let mut loc = vec![Loc::None; nv];
     for (i, &id) in m.inputs.iter().enumerate() {
@@ -83,7 +89,7 @@ pub(crate) fn plan(m: &Module, s: &Schedule) -> MemoryPlan {
             let end = last_use[v.index()].unwrap_or(si);
             items.push((si, end, value_bytes(m, v), What::Value(v)));
         }
-        let ws = st.lowering.workspace() as u64;
+        let ws = ws(si);
         if ws > 0 {
             items.push((si, si, ws, What::Workspace(si)));
         }

@@ -35,6 +35,9 @@ pub struct LayerReport {
     /// The x86-64 tier of an assembled wide kernel (`x86-64-v4+vnni`); None for the
     /// Cranelift code every tier of the target runs.
     pub tier: Option<String>,
+    /// Tasks the threaded entry (`NAME_run_ctx`) splits the layer into (1: it runs
+    /// inline, too small to be worth a fork/join).
+    pub tasks: usize,
 }
 
 /// The whole report.
@@ -53,6 +56,9 @@ pub struct Report {
     pub float_weight_bytes: u64,
     /// Bytes of scratch the caller provides (NAME_scratch_size()).
     pub arena_bytes: u64,
+    /// Bytes of scratch of the threaded entry with two or more threads
+    /// (NAME_scratch_size_threads(T)).
+    pub arena_ctx_bytes: u64,
     /// Sum of the sizes of every run-time tensor (what no reuse would need).
     pub tensor_bytes: u64,
     pub total_macs: u64,
@@ -88,6 +94,11 @@ impl fmt::Display for Report {
                 Some(t) => format!(" [tier {t}]"),
                 None => String::new(),
             };
+            let tier = if l.tasks > 1 {
+                format!("{tier} [{} tasks]", l.tasks)
+            } else {
+                tier
+            };
             writeln!(
                 f,
                 "{:>3}  {:<22} {:<34} {:>10}  {:<18} ({}) -> {}{ws}{ro}{tier}",
@@ -110,6 +121,12 @@ impl fmt::Display for Report {
             self.weight_bytes,
             self.arena_bytes,
             self.tensor_bytes
+        )?;
+        let split = self.layers.iter().filter(|l| l.tasks > 1).count();
+        writeln!(
+            f,
+            "threads: {split} layer(s) split into tasks by NAME_run_ctx, arena {} B with 2 or more threads",
+            self.arena_ctx_bytes
         )?;
         writeln!(
             f,
@@ -158,11 +175,12 @@ impl Report {
         }
         let _ = write!(
             o,
-            ",\n  \"weight_bytes\": {},\n  \"float_weight_bytes\": {},\n  \"weight_ratio\": {:.6},\n  \"arena_bytes\": {},\n  \"tensor_bytes\": {},\n  \"total_macs\": {},\n  \"layers\": [",
+            ",\n  \"weight_bytes\": {},\n  \"float_weight_bytes\": {},\n  \"weight_ratio\": {:.6},\n  \"arena_bytes\": {},\n  \"arena_ctx_bytes\": {},\n  \"tensor_bytes\": {},\n  \"total_macs\": {},\n  \"layers\": [",
             self.weight_bytes,
             self.float_weight_bytes,
             self.weight_ratio(),
             self.arena_bytes,
+            self.arena_ctx_bytes,
             self.tensor_bytes,
             self.total_macs
         );
@@ -208,6 +226,7 @@ impl Report {
                 Some(t) => json_str(&mut o, t),
                 None => o.push_str("null"),
             }
+            let _ = write!(o, ", \"tasks\": {}", l.tasks);
             o.push('}');
         }
         o.push_str("\n  ]\n}\n");

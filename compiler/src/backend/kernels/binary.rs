@@ -209,8 +209,7 @@ pub(crate) fn select(
         Op::Conv2dInt => {
             let g = conv::conv_geom(m, node)?;
             let epi = int_epi(m, node, fused, 1, true)?;
-            let masked = (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh))
-                || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow));
+            let masked = conv_masked(&g);
             let chan = planes::applies(&g);
             let wide = xnor::choose(g.macs(), target).map(|isa| {
                 // The tile requantizes (or thresholds) by itself in most cases.
@@ -225,6 +224,12 @@ pub(crate) fn select(
         }
         _ => Err(format!("{} is not a 1-bit kernel", node.op)),
     }
+}
+
+/// Whether some tap of some output pixel falls in the zero padding.
+pub(crate) fn conv_masked(g: &ConvGeom) -> bool {
+    (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh))
+        || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow))
 }
 
 /// Packs `bit(r, kk)` of `rows` rows into row-major `[even(rows)][KW]` words.

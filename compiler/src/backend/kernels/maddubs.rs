@@ -363,6 +363,45 @@ pub(crate) struct MdLowering {
     pub epi: IntEpi,
     /// The assembled wide tile's instruction set (`dot`), instead of the 128-bit tile.
     pub wide: Option<DotIsa>,
+    /// What a conv kernel with bit-packed weights does with them (the threaded entry
+    /// unpacks them once per layer, in parallel, for all its bands: `split.rs`).
+    pub phase: MdPhase,
+    /// Conv: the elements of one channel plane of the input and of the output when they
+    /// are not the geometry's (a band of rows of a larger image, read and written in
+    /// place; `split.rs`).
+    pub planes: Option<(usize, usize)>,
+}
+
+/// The part of a conv with bit-packed weights a kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MdPhase {
+    /// Everything: unpack the weights into the workspace, then the convolution.
+    Full,
+    /// Only unpack weight rows `r0..r1` (output channels) into the result, at their
+    /// place in the `[M][Kp]` i8 rows.
+    UnpackRows(usize, usize),
+    /// The whole im2col, but only output channels `c0..c1` (one group): their weight
+    /// rows unpacked, their GEMM rows, their outputs (a task of the threaded entry).
+    Chans(usize, usize),
+    /// The convolution, with the unpacked `[M][Kp]` rows given as the run-time operand
+    /// in the weights' place.
+    Prepared,
+}
+
+impl MdLowering {
+    /// Bytes of the unpacked `[M][Kp]` weight rows of a conv with bit-packed weights
+    /// (what [`MdPhase::UnpackRows`] writes; None for other lowerings), and whether
+    /// disjoint ranges of rows may be unpacked concurrently (each row's writes stay in
+    /// the row: `Kp` a multiple of 16).
+    pub(crate) fn unpacked_rows(&self) -> Option<(usize, bool)> {
+        match (&self.kind, self.pack) {
+            (MdKind::Conv { g }, Some(_)) if g.group == 1 => {
+                let kpp = kp(g.kdim());
+                Some(((g.m * kpp).div_ceil(16) * 16 + 16, kpp.is_multiple_of(16)))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Quads per iteration of the K loops (1 and 2 measured alike; 4 spills).
@@ -525,6 +564,8 @@ pub(crate) fn select(
             group: plan.group,
             epi,
             wide,
+            phase: MdPhase::Full,
+            planes: None,
         }),
         QuantLowering::MatMulInt {
             m,
@@ -547,6 +588,8 @@ pub(crate) fn select(
             group: plan.group,
             epi,
             wide,
+            phase: MdPhase::Full,
+            planes: None,
         }),
         _ => Err("pmaddubsw: not a conv2d_int or matmul_int with constant weights".into()),
     }
@@ -1342,9 +1385,11 @@ fn fill_padding(kb: &mut Kb<'_, '_>, g: &ConvGeom, t: Value, p16: usize, zu: i64
 
 /// Writes the valid taps of one group's patches as byte rows `[K][p16]` at `t`
 /// (`xu = x + off`; the rest was prefilled with `zu`).
+#[allow(clippy::too_many_arguments, reason = "the pieces of one im2col")]
 fn im2col_rows(
     kb: &mut Kb<'_, '_>,
     g: &ConvGeom,
+    x_plane: usize,
     x: Value,
     t: Value,
     p16: usize,
@@ -1353,7 +1398,7 @@ fn im2col_rows(
 ) {
     let g = *g;
     kb.for_range(0, g.cg() as i64, 1, |kb, c| {
-        let xc = kb.idx(x, c, (g.h * g.w) as i64);
+        let xc = kb.idx(x, c, x_plane as i64);
         let tc = kb.idx(t, c, (g.kh * g.kw * p16) as i64);
         for i in 0..g.kh {
             for j in 0..g.kw {
@@ -1459,6 +1504,8 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering) {
 fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     let (cg, mg, k, npix) = (g.cg(), g.mg(), g.kdim(), g.npix());
     let (kpp, pp) = (kp(k), p16(npix));
+    // Channel planes of the input and the output (a band's are its image's).
+    let (x_plane, o_plane) = q.planes.unwrap_or((g.h * g.w, npix));
     let tbytes = kpp * pp;
     let x = cx.operand(0);
     let w = quant::const_ints(cx, 1).to_vec();
@@ -1480,6 +1527,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
             }
             cx.rodata(bytes, 16)
         }
+        Some(_) if q.phase == MdPhase::Prepared => cx.ops[1].expect("the unpacked weights"),
         Some(pk) => {
             let src = cx.rodata(
                 pk.pack(
@@ -1490,17 +1538,30 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
                 16,
             );
             let zp = zp_mode(cx, &zw, false);
-            let dst = cx.kb.off(ws, (2 * tbytes) as i64);
+            let (r0, r1, dst) = match q.phase {
+                MdPhase::UnpackRows(r0, r1) => (r0, r1, cx.out),
+                MdPhase::Chans(c0, c1) => (c0, c1, cx.kb.off(ws, (2 * tbytes) as i64)),
+                _ => (0, g.m, cx.kb.off(ws, (2 * tbytes) as i64)),
+            };
+            let zp = match zp {
+                VZp::PerRow(t) => VZp::PerRow(cx.kb.off(t, r0 as i64)),
+                z => z,
+            };
+            let src_r = cx.kb.off(src, (r0 * pk.row_vecs(k) * 16) as i64);
+            let dst_r = cx.kb.off(dst, (r0 * kpp) as i64);
             Unpack {
                 pk,
-                rows: g.m,
+                rows: r1 - r0,
                 len: k,
-                src,
-                dst,
+                src: src_r,
+                dst: dst_r,
                 stride: kpp as i64,
                 zp,
             }
             .emit(cx.kb);
+            if matches!(q.phase, MdPhase::UnpackRows(..)) {
+                return;
+            }
             dst
         }
     };
@@ -1532,12 +1593,17 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     let wide_epi = in_tile.as_ref().map(|&(r, _)| super::dot::WideEpi {
         round: r.rounding,
         elem: ob as u32,
-        row_bytes: (npix * ob) as u32,
+        row_bytes: (o_plane * ob) as u32,
         unsigned: matches!(q.epi.st_out, Store::U8 | Store::U16 | Store::U32),
     });
+    // The channels this kernel computes (of each group): all, or a task's.
+    let (c0, c1) = match q.phase {
+        MdPhase::Chans(c0, c1) => (c0, c1),
+        _ => (0, mg),
+    };
     let wide = q
         .wide
-        .map(|isa| Wide::new(cx, isa, mg, npix, quads, kpp, pp * 4, true, wide_epi));
+        .map(|isa| Wide::new(cx, isa, c1 - c0, npix, quads, kpp, pp * 4, true, wide_epi));
     let (g, off, group, st_out) = (*g, q.off, q.group, q.epi.st_out);
     let kb = &mut *cx.kb;
     let offv = off_vec(kb, off);
@@ -1553,28 +1619,42 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         fill_bytes(kb, tail, (kpp - k) * pp, 0);
     }
     kb.for_range(0, g.n as i64, 1, |kb, n| {
-        let xn = kb.idx(x, n, (g.c * g.h * g.w) as i64);
-        let on = kb.idx(out, n, (g.m * npix * ob) as i64);
+        let xn = kb.idx(x, n, (g.c * x_plane) as i64);
+        let on = kb.idx(out, n, (g.m * o_plane * ob) as i64);
         kb.for_range(0, g.group as i64, 1, |kb, grp| {
-            let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
-            let og = kb.idx(on, grp, (mg * npix * ob) as i64);
+            let xg = kb.idx(xn, grp, (cg * x_plane) as i64);
+            let og = kb.idx(on, grp, (mg * o_plane * ob) as i64);
+            let og = kb.off(og, (c0 * o_plane * ob) as i64);
             let wg = kb.idx(wrows, grp, (mg * kpp) as i64);
-            im2col_rows(kb, &g, xg, t, pp, off, offv);
+            let wg = kb.off(wg, (c0 * kpp) as i64);
+            im2col_rows(kb, &g, x_plane, xg, t, pp, off, offv);
             transpose_quads(kb, t, b, kpp / 4, pp);
-            let corr_g = corr_tab.map(|c| kb.idx(c, grp, (mg * 4) as i64));
+            let corr_g = corr_tab.map(|c| {
+                let c = kb.idx(c, grp, (mg * 4) as i64);
+                kb.off(c, (c0 * 4) as i64)
+            });
             let acc_mem = kb.off(ws, acc_off as i64);
-            let bias_g = bias_rt.map(|p| kb.idx(p, grp, (mg * 4) as i64));
-            let rq_g = rq.map(|(r, tab)| (r, kb.idx(tab, grp, mg as i64 * r.stride())));
+            let bias_g = bias_rt.map(|p| {
+                let p = kb.idx(p, grp, (mg * 4) as i64);
+                kb.off(p, (c0 * 4) as i64)
+            });
+            let rq_g = rq.map(|(r, tab)| {
+                let t = kb.idx(tab, grp, mg as i64 * r.stride());
+                (r, kb.off(t, c0 as i64 * r.stride()))
+            });
             // The layer's constants, then the group's channels (16 bytes each).
-            let thr_g = thr.map(|(h, t)| (h, kb.idx(t, grp, mg as i64 * h.stride())));
+            let thr_g = thr.map(|(h, t)| {
+                let t = kb.idx(t, grp, mg as i64 * h.stride());
+                (h, kb.off(t, c0 as i64 * h.stride()))
+            });
             let epi_g = epi_tab.map(|t| {
                 let c = kb.idx(t, grp, (mg * 16) as i64);
-                (t, c)
+                (t, kb.off(c, (c0 * 16) as i64))
             });
             emit_gemm(
                 kb,
                 &Gemm {
-                    m: mg,
+                    m: c1 - c0,
                     n: npix,
                     quads,
                     rows: wg,
@@ -1590,7 +1670,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
                     out: og,
                     corr: corr_g,
                     acc: AccStore {
-                        ldc: npix,
+                        ldc: o_plane,
                         chan_of_row: true,
                         bias: bias_g,
                         rq: rq_g,
