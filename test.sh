@@ -5,5 +5,7 @@ cd "$(dirname "$0")"
 cargo fmt --all -- --check
 # fuzz/ is its own workspace (libFuzzer); its build and runs are .ci/run's last step.
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+# ... and its lock file must list what qcc depends on (fuzz/run.sh builds with --locked).
+cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 >/dev/null
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
