@@ -9,6 +9,9 @@ Weights are random (He-normal; BN statistics near identity), seeded, so the file
 same on every run with the same numpy and onnx versions. Only numpy and onnx are needed.
 
     python3 bench/gen_resnet20.py [OUT.onnx]     # default: bench/out/resnet20.onnx
+
+`QCC_R20_WIDTH=W` multiplies every channel count by W (`gen_resnet20_wide.py` sets 4 and
+names the model `resnet20_wide`).
 """
 
 import os
@@ -79,21 +82,23 @@ def block(x, cin, cout, stride):
     return relu(add(y, short))
 
 
-x = relu(bn(conv("input", 3, 16, 3, 1), 16))
-cin = 16
-for cout, stride in [(16, 1), (32, 2), (64, 2)]:
+WIDTH = int(os.environ.get("QCC_R20_WIDTH", "1"))
+NAME = "resnet20" if WIDTH == 1 else "resnet20_wide"
+x = relu(bn(conv("input", 3, 16 * WIDTH, 3, 1), 16 * WIDTH))
+cin = 16 * WIDTH
+for cout, stride in [(16 * WIDTH, 1), (32 * WIDTH, 2), (64 * WIDTH, 2)]:
     for i in range(3):
         x = block(x, cin, cout, stride if i == 0 else 1)
         cin = cout
 nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool"], name="pool"))
 nodes.append(helper.make_node("Flatten", ["pool"], ["flat"], name="flatten"))
-w = const("fc.w", rng.normal(0, np.sqrt(1.0 / 64), (10, 64)))
+w = const("fc.w", rng.normal(0, np.sqrt(1.0 / cin), (10, cin)))
 b = const("fc.b", np.zeros(10))
 nodes.append(helper.make_node("Gemm", ["flat", w, b], ["logits"], name="fc", transB=1))
 
 graph = helper.make_graph(
     nodes,
-    "resnet20",
+    NAME,
     [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
     [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
     inits,
@@ -101,7 +106,7 @@ graph = helper.make_graph(
 model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 model.ir_version = 8
 onnx.checker.check_model(model)
-out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "out", "resnet20.onnx")
+out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "out", f"{NAME}.onnx")
 os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 onnx.save(model, out)
 params = sum(int(np.prod(t.dims)) for t in inits)
