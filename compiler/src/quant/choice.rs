@@ -86,6 +86,19 @@ fn class_of(
     v: ValueId,
     memo: &mut HashMap<ValueId, Id>,
 ) -> Option<Id> {
+    class_in(eg, q, v, None, memo)
+}
+
+/// The class of value `v` of `q` in `eg`: with `add`, nodes that are new are added
+/// (constants named in the map take that name when new); without it, every node must be
+/// there already.
+fn class_in(
+    eg: &mut QEGraph,
+    q: &Module,
+    v: ValueId,
+    add: Option<&HashMap<ValueId, String>>,
+    memo: &mut HashMap<ValueId, Id>,
+) -> Option<Id> {
     if let Some(&id) = memo.get(&v) {
         return Some(eg.find(id));
     }
@@ -96,23 +109,32 @@ fn class_of(
             QNode::Input(k as u32)
         }
         ValueDef::Const(data) => {
-            let c = eg
-                .analysis
-                .tables
-                .constant(&val.name, val.ty.clone(), data.clone());
-            QNode::Const(c)
+            let name = add.and_then(|r| r.get(&v)).unwrap_or(&val.name);
+            QNode::Const(
+                eg.analysis
+                    .tables
+                    .constant(name, val.ty.clone(), data.clone()),
+            )
         }
         ValueDef::Node(nid) => {
             let n = q.node(*nid);
-            let mt = eg.analysis.tables.meta(n.op, val.ty.clone(), &n.attrs);
-            let mut ch = vec![eg.lookup(QNode::Meta(mt))?];
+            let mt = QNode::Meta(eg.analysis.tables.meta(n.op, val.ty.clone(), &n.attrs));
+            let mut ch = vec![if add.is_some() {
+                eg.add(mt)
+            } else {
+                eg.lookup(mt)?
+            }];
             for &o in &n.operands {
-                ch.push(class_of(eg, q, o, memo)?);
+                ch.push(class_in(eg, q, o, add, memo)?);
             }
             QNode::Op(n.op, ch.into())
         }
     };
-    let id = eg.lookup(node)?;
+    let id = if add.is_some() {
+        eg.add(node)
+    } else {
+        eg.lookup(node)?
+    };
     memo.insert(v, id);
     Some(id)
 }
@@ -192,47 +214,6 @@ impl Alternatives {
         }
         out
     }
-}
-
-/// The class of value `v` of `q` in `eg`, adding its nodes (bottom-up) where they are
-/// new; constants named in `rename` take that name when they are new.
-fn add_value(
-    eg: &mut QEGraph,
-    q: &Module,
-    v: ValueId,
-    rename: &HashMap<ValueId, String>,
-    memo: &mut HashMap<ValueId, Id>,
-) -> Option<Id> {
-    if let Some(&id) = memo.get(&v) {
-        return Some(eg.find(id));
-    }
-    let val = q.value(v);
-    let node = match &val.def {
-        ValueDef::Input => {
-            let k = q.inputs.iter().position(|&i| i == v)?;
-            QNode::Input(k as u32)
-        }
-        ValueDef::Const(data) => {
-            let name = rename.get(&v).unwrap_or(&val.name);
-            QNode::Const(
-                eg.analysis
-                    .tables
-                    .constant(name, val.ty.clone(), data.clone()),
-            )
-        }
-        ValueDef::Node(nid) => {
-            let n = q.node(*nid);
-            let mt = eg.analysis.tables.meta(n.op, val.ty.clone(), &n.attrs);
-            let mut ch = vec![eg.add(QNode::Meta(mt))];
-            for &o in &n.operands {
-                ch.push(add_value(eg, q, o, rename, memo)?);
-            }
-            QNode::Op(n.op, ch.into())
-        }
-    };
-    let id = eg.add(node);
-    memo.insert(v, id);
-    Some(id)
 }
 
 /// Adds every candidate of `candidates` ((weight bits, activation bits) per layer name)
@@ -417,7 +398,7 @@ fn add_binarized(
     for (o, ob) in outs {
         if let (Some(c), Some(cb)) = (
             class_of(egraph, q, o, memo),
-            add_value(egraph, qb, ob, &rename, &mut memo_b),
+            class_in(egraph, qb, ob, Some(&rename), &mut memo_b),
         ) {
             egraph.union(c, cb);
             st.binary_alts += 1;
