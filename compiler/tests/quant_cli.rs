@@ -246,6 +246,27 @@ fn accuracy_and_kl(text: &str) -> (f64, f64) {
     (acc, kl)
 }
 
+/// `qcc eval MODEL` on the digits test split, calibrated on `calib` (`limit` samples), with
+/// `flags`; the printed text (the run must succeed).
+fn eval_digits(model: &str, calib: &str, limit: &str, flags: &[&str]) -> String {
+    let path = format!("tests/models/{model}");
+    let mut args = vec![
+        "eval",
+        path.as_str(),
+        "--data",
+        "tests/models/digits_test.npz",
+        "--calib",
+        calib,
+        "--calib-limit",
+        limit,
+        "--quiet",
+    ];
+    args.extend_from_slice(flags);
+    let (ok, out, err) = qcc(&args);
+    assert!(ok, "{out}{err}");
+    format!("{out}{err}")
+}
+
 /// `--sequential` (bottom-up weights with error feedback): on the digits CNN at
 /// `--bits 1` it beats plain `--bits 1` in accuracy and in KL against float (71.67 % /
 /// KL 0.94 plain, 83.06 % / KL 0.093 sequential on 200 calibration samples when
@@ -253,24 +274,11 @@ fn accuracy_and_kl(text: &str) -> (f64, f64) {
 /// without `--calib` it is an error.
 #[test]
 fn sequential_binary_beats_plain_binary_on_the_cnn() {
+    let train = "tests/models/digits_train.npz";
     let eval = |extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "tests/models/digits_cnn_folded.onnx",
-            "--data",
-            "tests/models/digits_test.npz",
-            "--calib",
-            "tests/models/digits_train.npz",
-            "--calib-limit",
-            "200",
-            "--bits",
-            "1",
-            "--quiet",
-        ];
-        args.extend_from_slice(extra);
-        let (ok, out, err) = qcc(&args);
-        assert!(ok, "{out}{err}");
-        format!("{out}{err}")
+        let mut flags = vec!["--bits", "1"];
+        flags.extend_from_slice(extra);
+        eval_digits("digits_cnn_folded.onnx", train, "200", &flags)
     };
     let plain = eval(&[]);
     let seq = eval(&["--sequential"]);
@@ -317,23 +325,9 @@ fn sequential_binary_beats_plain_binary_on_the_cnn() {
 #[test]
 fn qil_intervals_beat_min_max_on_the_resnet() {
     let eval = |calib: &str, extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "tests/models/digits_resnet_folded.onnx",
-            "--data",
-            "tests/models/digits_test.npz",
-            "--calib",
-            calib,
-            "--calib-limit",
-            "500",
-            "--bits",
-            "3",
-            "--quiet",
-        ];
-        args.extend_from_slice(extra);
-        let (ok, out, err) = qcc(&args);
-        assert!(ok, "{out}{err}");
-        format!("{out}{err}")
+        let mut flags = vec!["--bits", "3"];
+        flags.extend_from_slice(extra);
+        eval_digits("digits_resnet_folded.onnx", calib, "500", &flags)
     };
     let digits = "tests/models/digits_train.npz";
     let plain = eval(digits, &[]);
@@ -393,27 +387,10 @@ fn qil_intervals_beat_min_max_on_the_resnet() {
 #[test]
 fn dqa_activation_scales_beat_per_tensor_at_three_bits() {
     for model in ["digits_resnet_folded.onnx", "digits_cnn_folded.onnx"] {
-        let path = format!("tests/models/{model}");
         let eval = |extra: &[&str]| {
-            let mut args = vec![
-                "eval",
-                path.as_str(),
-                "--data",
-                "tests/models/digits_test.npz",
-                "--calib",
-                "tests/models/digits_train.npz",
-                "--calib-limit",
-                "500",
-                "--wbits",
-                "8",
-                "--abits",
-                "3",
-                "--quiet",
-            ];
-            args.extend_from_slice(extra);
-            let (ok, out, err) = qcc(&args);
-            assert!(ok, "{out}{err}");
-            format!("{out}{err}")
+            let mut flags = vec!["--wbits", "8", "--abits", "3"];
+            flags.extend_from_slice(extra);
+            eval_digits(model, "tests/models/digits_train.npz", "500", &flags)
         };
         let plain = eval(&[]);
         let dqa = eval(&["--act-method", "dqa"]);
