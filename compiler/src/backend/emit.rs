@@ -529,6 +529,27 @@ fn define_kernel<M: ClModule>(
     Ok(fid)
 }
 
+/// Declares task function `fname` (`fn(arg, i)`, local) and, in `ctx`'s function, the
+/// `kernels` it calls.
+fn declare_task<M: ClModule>(
+    module: &mut M,
+    ctx: &mut Context,
+    fname: &str,
+    kernels: &[FuncId],
+) -> Result<(FuncId, Vec<FuncRef>), BackendError> {
+    let s = sig(module, 2, None);
+    let fid = module
+        .declare_function(fname, Linkage::Local, &s)
+        .map_err(|e| internal("declare task", e))?;
+    ctx.func.signature = s;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    let refs = kernels
+        .iter()
+        .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
+        .collect();
+    Ok((fid, refs))
+}
+
 /// The task function `task(arg, i)` of a split step: `arg` points at the step's
 /// pointers (its run-time operands, its result, its shared region, the first task
 /// slot); chunk `i` runs its kernel (`kernels[i]`) in slot `i`, `slot_stride` bytes
@@ -543,16 +564,7 @@ fn emit_task<M: ClModule>(
     kernels: &[FuncId],
 ) -> Result<FuncId, BackendError> {
     let frontend = module.isa().frontend_config();
-    let s = sig(module, 2, None);
-    let fid = module
-        .declare_function(fname, Linkage::Local, &s)
-        .map_err(|e| internal("declare task", e))?;
-    ctx.func.signature = s;
-    ctx.func.name = UserFuncName::user(0, fid.as_u32());
-    let refs: Vec<FuncRef> = kernels
-        .iter()
-        .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
-        .collect();
+    let (fid, refs) = declare_task(module, ctx, fname, kernels)?;
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let entry = b.create_block();
@@ -706,16 +718,7 @@ fn emit_pre_task<M: ClModule>(
     kernels: &[FuncId],
 ) -> Result<FuncId, BackendError> {
     let frontend = module.isa().frontend_config();
-    let s = sig(module, 2, None);
-    let fid = module
-        .declare_function(fname, Linkage::Local, &s)
-        .map_err(|e| internal("declare task", e))?;
-    ctx.func.signature = s;
-    ctx.func.name = UserFuncName::user(0, fid.as_u32());
-    let refs: Vec<FuncRef> = kernels
-        .iter()
-        .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
-        .collect();
+    let (fid, refs) = declare_task(module, ctx, fname, kernels)?;
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let entry = b.create_block();
