@@ -188,3 +188,56 @@ fn int_add_rewrite_on_every_code_pair() {
         }
     }
 }
+
+/// A `conv2d_int`/`matmul_int` whose raw i32 result feeds straight into the operand
+/// requantize of a fused integer add: the requantize belongs to the add's kernel, so the
+/// product must not fuse it as well (both did once, and the add read a value no step
+/// wrote: `NAME_run` crashed). JIT equals the interpreter.
+#[test]
+fn int_product_feeding_a_fused_add() {
+    let convs = [
+        (
+            "[1,3,4,4]",
+            "[1,2,4,4]",
+            "const @w: q<i8, axis=0, [0.1:0, 0.3:0]>[2,3,3,3] = [1, -1, 1, 1, -1, -1, 1, 1, 1, -1, -1, -1, 1, -1, 1, 1, 1, -1, -1, 1, 1, -1, 1, -1, 1, 1, -1, 1, -1, -1, 1, 1, 1, -1, -1, 1, 1, 1, -1, -1, 1, 1, -1, 1, -1, 1, -1, 1, 1, -1, -1, 1, 1, 1]",
+            "conv2d_int(%x, @w) {pads = [1, 1, 1, 1]}",
+        ),
+        (
+            "[3,4]",
+            "[3,2]",
+            "const @w: q<i8, 0.5:0>[4,2] = [1, 2, 3, 4, -5, 6, 7, -8]",
+            "matmul_int(%x, @w)",
+        ),
+    ];
+    for (xs, ys, w, prod) in convs {
+        let text = format!(
+            "module m {{\n input %x: q<u8, 0.1:3>{xs}\n input %y: q<u8, 0.2:7>{ys}\n {w}\n %acc: i32{ys} = {prod}\n %ra: i32{ys} = requantize(%acc) {{multiplier = [3], shift = [1]}}\n %rb: i32{ys} = requantize(%y) {{multiplier = [1], shift = [-4]}}\n %s: i32{ys} = add(%ra, %rb)\n %z: q<u8, 0.05:9>{ys} = requantize(%s) {{multiplier = [1518500250], shift = [35]}}\n output %z\n}}"
+        );
+        let m = qcc_ir::parse_module(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let mut r = Rng(7);
+        let ins: Vec<_> = m
+            .inputs
+            .iter()
+            .map(|&v| {
+                let ty = m.ty(v);
+                qcc_ir::interp::Tensor::int(ty.shape.clone(), codes(&mut r, &ty.elem, ty.numel()))
+            })
+            .collect();
+        let want = qcc_ir::interp::run(&m, &ins).unwrap();
+        let jit = qcc::backend::JitModel::new(&m).unwrap();
+        let got = jit.run(&ins).unwrap();
+        assert_eq!(got[0].as_int(), want[0].as_int(), "{prod}");
+        let pool = qcc::backend::ThreadPool::new(2);
+        let got = jit.run_threads(&ins, &pool).unwrap();
+        assert_eq!(got[0].as_int(), want[0].as_int(), "{prod}, 2 threads");
+        // The add's kernel took both operand requantizes; the product wrote raw i32.
+        let kernels: Vec<&str> = jit
+            .report()
+            .layers
+            .iter()
+            .map(|l| l.kernel.as_str())
+            .collect();
+        assert_eq!(kernels.len(), 2, "{kernels:?}");
+        assert!(kernels[1].starts_with("requantize+"), "{kernels:?}");
+    }
+}

@@ -152,7 +152,8 @@ pub(crate) fn schedule(
                 Op::Conv2d | Op::Gemm | Op::MatMul => matches!(un.op, Op::Relu | Op::Clip),
                 _ => matches!(un.op, Op::Requantize | Op::Threshold),
             };
-            if ok && un.operands[0] == res {
+            // A requantize that a fused integer add took as its operand stays there.
+            if ok && un.operands[0] == res && !skip[u] {
                 fused_node = Some(u);
             }
         }
