@@ -853,21 +853,21 @@ fn labels(t: &Tensor, path: &Path) -> Result<Vec<i64>> {
 }
 
 /// `qcc eval`: runs every sample of `x` (batch 1) through the reference interpreter and
-/// through the compiled model (JIT); counts top-1 hits against `y` and agreements.
+/// through the compiled model (JIT); counts top-1 hits against `y` and agreements. The
+/// samples are streamed from the archive (`quant::stream_samples`), so memory does not
+/// grow with their number.
 pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
-    let x = npy::read_npz_array(&a.data, "x")
-        .with_context(|| format!("--data {}", a.data.display()))?;
-    let TensorData::F32(xs) = &x.data else {
-        bail!("{}: `x` must be a float array", a.data.display());
-    };
-    if x.shape.len() < 2 {
+    let data = || format!("--data {}", a.data.display());
+    let shape = crate::quant::samples_shape(&a.data)
+        .map_err(|e| anyhow::anyhow!(e))
+        .with_context(data)?;
+    if shape.len() < 2 {
         bail!(
-            "{}: `x` has shape {:?}; expected samples along the first axis, e.g. [N,1,8,8]",
+            "{}: `x` has shape {shape:?}; expected samples along the first axis, e.g. [N,1,8,8]",
             a.data.display(),
-            x.shape
         );
     }
-    let n = x.shape[0];
+    let n = shape[0];
     let y = match npy::read_npz_array(&a.data, "y") {
         Ok(t) => {
             let y = labels(&t, &a.data)?;
@@ -882,7 +882,7 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
         }
         Err(_) => None,
     };
-    let mut sample_shape = x.shape.clone();
+    let mut sample_shape = shape.clone();
     sample_shape[0] = 1;
     let mut shapes = BTreeMap::new();
     if a.model.extension().is_some_and(|e| e == "onnx") {
@@ -921,8 +921,8 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
         bail!("{}: the model has no outputs", a.model.display());
     }
     let jit = JitModel::new(compiled).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
-    let per = xs.len() / n.max(1);
     let count = a.limit.map_or(n, |l| l.min(n));
+    let metric = crate::quant::sensitivity::Metric::default_for(m);
     let mut res = EvalResult {
         samples: count,
         reference_correct: y.as_ref().map(|_| 0),
@@ -930,21 +930,19 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
         agree: 0,
         max_abs_diff: 0.0,
         mean_error: 0.0,
-        metric: crate::quant::sensitivity::Metric::default_for(m).name(),
+        metric: metric.name(),
     };
-    let metric = crate::quant::sensitivity::Metric::default_for(m);
-    for i in 0..count {
-        let input = Tensor::f32(sample_shape.clone(), xs[i * per..(i + 1) * per].to_vec());
+    let model = a.model.display().to_string();
+    let streamed = crate::quant::stream_samples(&a.data, Some(count), 64, &mut |i, input| {
         let want = interp::run(m, std::slice::from_ref(&input))
-            .map_err(|e| anyhow::anyhow!("sample {i}: the interpreter failed: {e}"))?;
+            .map_err(|e| format!("sample {i}: the interpreter failed: {e}"))?;
         let got = jit
             .run(std::slice::from_ref(&input))
-            .map_err(|e| anyhow::anyhow!("sample {i}: {e}"))?;
+            .map_err(|e| format!("sample {i}: {e}"))?;
         let (Some(w), Some(g)) = (want[0].as_f32(), got[0].as_f32()) else {
-            bail!(
-                "{}: the first output is not a float tensor; eval compares float scores",
-                a.model.display()
-            );
+            return Err(format!(
+                "{model}: the first output is not a float tensor; eval compares float scores"
+            ));
         };
         for (p, q) in w.iter().zip(g) {
             res.max_abs_diff = res.max_abs_diff.max((p - q).abs());
@@ -962,7 +960,11 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
                 *res.compiled_correct.as_mut().expect("labels") += 1;
             }
         }
-    }
+        Ok(())
+    })
+    .map_err(|e| anyhow::anyhow!(e))
+    .with_context(data)?;
+    debug_assert_eq!(streamed, count);
     Ok(res)
 }
 

@@ -342,7 +342,7 @@ pub fn stream_samples(
 ) -> Result<usize, String> {
     let what = path.display();
     let mut npz = npyz::npz::NpzArchive::open(path)
-        .map_err(|e| format!("cannot open calibration data {what}: {e}"))?;
+        .map_err(|e| format!("cannot open {what} as an .npz archive: {e}"))?;
     let x = npz
         .by_name("x")
         .map_err(|e| format!("{what}: cannot read `x`: {e}"))?
@@ -421,15 +421,20 @@ pub(super) fn check_single_input(m: &Module) -> Result<ValueId, String> {
 /// The number of samples [`stream_samples`] gives for `path` and `limit` (reads only
 /// the header of `x`).
 pub fn sample_count(path: &Path, limit: Option<usize>) -> Result<usize, String> {
+    let n = samples_shape(path)?.first().copied().unwrap_or(0);
+    Ok(limit.map_or(n, |l| l.min(n)))
+}
+
+/// The shape of `x` in the `.npz` at `path` (samples first), from its header alone.
+pub fn samples_shape(path: &Path) -> Result<Vec<usize>, String> {
     let what = path.display();
     let mut npz = npyz::npz::NpzArchive::open(path)
-        .map_err(|e| format!("cannot open calibration data {what}: {e}"))?;
+        .map_err(|e| format!("cannot open {what} as an .npz archive: {e}"))?;
     let x = npz
         .by_name("x")
         .map_err(|e| format!("{what}: cannot read `x`: {e}"))?
         .ok_or_else(|| format!("{what} has no array `x` (samples along the first axis)"))?;
-    let n = x.shape().first().copied().unwrap_or(0) as usize;
-    Ok(limit.map_or(n, |l| l.min(n)))
+    Ok(x.shape().iter().map(|&d| d as usize).collect())
 }
 
 /// The float values [`calibrate`] observes: the graph input and every f32 node result.

@@ -33,7 +33,7 @@ pub use binary::{BinaryAct, REFINE_SAMPLES, binarize_weights, refine_binary, ref
 pub use calibrate::{
     CalibMethod, CalibOptions, CalibStats, Histogram, LayerError, OutputError, RangeSource,
     TensorStats, calibrate, compare_outputs, compare_outputs_with, data_free, layer_errors,
-    layer_errors_with, sample_count, stream_samples,
+    layer_errors_with, sample_count, samples_shape, stream_samples,
 };
 pub use flags::QuantFlags;
 pub use insert::{
