@@ -45,6 +45,8 @@ struct Flags {
     input_shapes: Vec<String>,
     #[arg(long = "max-scratch")]
     max_scratch: Option<String>,
+    #[arg(long)]
+    batch: Option<usize>,
     #[command(flatten)]
     quant: QuantFlags,
 }
@@ -143,6 +145,7 @@ impl Build {
             emit: Vec::new(),
             report: Vec::new(),
             max_scratch: flags.max_scratch.clone(),
+            batch: flags.batch,
             quant: flags.quant.clone(),
         })
         .with_context(|| format!("qcc::build: compiling {}", self.model.display()))?;

@@ -283,6 +283,8 @@ pub struct CompileArgs {
     /// `--max-scratch`: the most scratch bytes the object may ask for (default
     /// [`DEFAULT_MAX_SCRATCH`]).
     pub max_scratch: Option<String>,
+    /// `--batch N`: the object runs N samples per call ([`crate::passes::rebatch`]).
+    pub batch: Option<usize>,
     /// `--bits`, `--calib`, ...: quantize a float model first.
     pub quant: crate::quant::QuantFlags,
 }
@@ -347,6 +349,8 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
     let quantized = quantize(&a.quant, &loaded.module, &a.model)?;
     let t0 = std::time::Instant::now();
     let m = quantized.as_ref().map_or(&loaded.module, |q| &q.0);
+    let batched = batch(m, a.batch, &a.model)?;
+    let m = batched.as_ref().unwrap_or(m);
     if kinds.contains(&EmitKind::Ir) {
         let p = out.with_extension(EmitKind::Ir.extension());
         write(&p, m.to_string())?;
@@ -398,6 +402,16 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
         header_path.display()
     );
     Ok(())
+}
+
+/// The module for `--batch N` (None: no flag, or 1), built from the single-sample one.
+fn batch(m: &Module, n: Option<usize>, model: &Path) -> Result<Option<Module>> {
+    match n {
+        None | Some(1) => Ok(None),
+        Some(n) => crate::passes::rebatch::rebatch(m, n)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", model.display())),
+    }
 }
 
 /// Applies the quantization flags (`--bits`, `--calib`, ...) to a loaded float module;
@@ -977,6 +991,8 @@ pub struct BenchArgs {
     pub runs: usize,
     /// Threads running the model (through `NAME_run_ctx` and a pool when more than 1).
     pub threads: usize,
+    /// `--batch N`: samples per run (the throughput counts samples).
+    pub batch: Option<usize>,
     pub quant: crate::quant::QuantFlags,
 }
 
@@ -988,12 +1004,14 @@ pub struct BenchResult {
     pub max_ms: f64,
     pub runs: usize,
     pub threads: usize,
+    /// Samples per run.
+    pub batch: usize,
 }
 
 impl BenchResult {
-    /// Inferences per second at the median latency.
+    /// Samples per second at the median latency.
     pub fn throughput(&self) -> f64 {
-        1000.0 / self.median_ms
+        1000.0 * self.batch as f64 / self.median_ms
     }
 }
 
@@ -1009,11 +1027,16 @@ impl std::fmt::Display for BenchResult {
         writeln!(f, "max {} ms", ms(self.max_ms))?;
         write!(
             f,
-            "throughput {:.1} inferences/s ({} runs, {} thread{})",
+            "throughput {:.1} inferences/s ({} runs, {} thread{}{})",
             self.throughput(),
             self.runs,
             self.threads,
-            if self.threads == 1 { "" } else { "s" }
+            if self.threads == 1 { "" } else { "s" },
+            if self.batch == 1 {
+                String::new()
+            } else {
+                format!(", batch {}", self.batch)
+            }
         )
     }
 }
@@ -1032,6 +1055,8 @@ pub fn bench(a: &BenchArgs) -> Result<BenchResult> {
     let loaded = load_for(&a.model, &shapes, &a.quant)?;
     let quantized = quantize(&a.quant, &loaded.module, &a.model)?.map(|q| q.0);
     let m = quantized.as_ref().unwrap_or(&loaded.module);
+    let batched = batch(m, a.batch, &a.model)?;
+    let m = batched.as_ref().unwrap_or(m);
     let jit = JitModel::new(m).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     // xorshift64*: the same inputs on every run of the command.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -1079,5 +1104,6 @@ pub fn bench(a: &BenchArgs) -> Result<BenchResult> {
         max_ms: ms[n - 1],
         runs: n,
         threads: a.threads,
+        batch: a.batch.unwrap_or(1),
     })
 }

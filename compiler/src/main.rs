@@ -100,6 +100,10 @@ enum Command {
         /// G (default 1G); a model needing more is rejected.
         #[arg(long, value_name = "BYTES")]
         max_scratch: Option<String>,
+        /// Samples per call: the object's inputs and outputs get N along their first
+        /// axis (the model is quantized and calibrated on single samples first).
+        #[arg(long, value_name = "N")]
+        batch: Option<usize>,
         #[command(flatten)]
         quant: qcc::quant::QuantFlags,
     },
@@ -181,6 +185,10 @@ enum Command {
         /// Shape of a graph input with symbolic dimensions, e.g. `input=1,1,8,8`.
         #[arg(long = "input-shape", value_name = "NAME=D,D,...")]
         input_shapes: Vec<String>,
+        /// Samples per call: the object's inputs and outputs get N along their first
+        /// axis (the model is quantized and calibrated on single samples first).
+        #[arg(long, value_name = "N")]
+        batch: Option<usize>,
         #[command(flatten)]
         quant: qcc::quant::QuantFlags,
     },
@@ -293,6 +301,7 @@ fn main() -> ExitCode {
             emit,
             report,
             max_scratch,
+            batch,
             quant,
         } => qcc::driver::compile(&qcc::driver::CompileArgs {
             model: model.clone(),
@@ -304,6 +313,7 @@ fn main() -> ExitCode {
             emit: emit.clone(),
             report: report.clone(),
             max_scratch: max_scratch.clone(),
+            batch: *batch,
             quant: quant.clone(),
         }),
         Command::Calibrate {
@@ -345,11 +355,13 @@ fn main() -> ExitCode {
             runs,
             threads,
             input_shapes,
+            batch,
             quant,
         } => qcc::driver::bench(&qcc::driver::BenchArgs {
             model: model.clone(),
             runs: *runs,
             threads: *threads,
+            batch: *batch,
             input_shapes: input_shapes.clone(),
             quant: quant.clone(),
         })

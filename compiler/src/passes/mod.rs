@@ -11,6 +11,7 @@ mod dce;
 pub mod fold_batch_norm;
 pub mod fold_constants;
 pub mod lower_fake_quant;
+pub mod rebatch;
 pub mod remove_identity;
 pub mod rewrite;
 
