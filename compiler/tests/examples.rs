@@ -88,3 +88,34 @@ fn rust_example_classifies_the_test_split_like_the_interpreter() {
     check_program_output(&text, "examples/rust");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `examples/c/CMakeLists.txt`: CMake runs qcc at build time and links the object, and the
+/// threaded variant with the C runtime's pool; both print what the interpreter computes.
+/// With `CI=true` a missing cmake fails (`.ci/run` installs it).
+#[test]
+fn cmake_example_builds_and_classifies_like_the_interpreter() {
+    if !have("cmake") || !have("cc") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but cmake or cc is missing; install them with `apt-get install -y cmake gcc`"
+        );
+        eprintln!("skipped: no cmake or C compiler");
+        return;
+    }
+    let dir = temp_dir("cmake");
+    let build = dir.join("build");
+    run(Command::new("cmake")
+        .arg("-S")
+        .arg(root().join("examples/c"))
+        .arg("-B")
+        .arg(&build)
+        .arg(format!("-DQCC={}", env!("CARGO_BIN_EXE_qcc"))));
+    run(Command::new("cmake").arg("--build").arg(&build));
+    let (x, _) = digits_test();
+    write_images(&dir.join("x.npy"), &x);
+    let text = run(Command::new(build.join("digits")).arg(dir.join("x.npy")));
+    check_program_output(&text, "examples/c with CMake");
+    let threaded = run(Command::new(build.join("digits_threads")).arg(dir.join("x.npy")));
+    assert_eq!(threaded, text, "the threaded variant prints the same");
+    let _ = std::fs::remove_dir_all(&dir);
+}
