@@ -8,4 +8,7 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 # ... and its lock file must list what qcc depends on (fuzz/run.sh builds with --locked).
 cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 >/dev/null
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# examples/rust-build: `cargo build` alone compiles the model in its build script and
+# links it; compiler/tests/examples.rs runs the binary (required when CI=true).
+cargo build --manifest-path examples/rust-build/Cargo.toml --locked
 cargo test --workspace --locked

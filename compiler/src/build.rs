@@ -160,6 +160,20 @@ impl Build {
                 .with_context(|| format!("{}: no {name}_{key}", header.display()))
         };
         let (ni, no) = (count("NUM_INPUTS")?, count("NUM_OUTPUTS")?);
+        if h.contains("ABI v1, typed") {
+            let typed: Vec<&str> = h
+                .lines()
+                .filter(|l| l.starts_with("/* input ") || l.starts_with("/* output "))
+                .filter(|l| !l.contains("elements of float)"))
+                .collect();
+            bail!(
+                "qcc::build: {} has integer-typed inputs or outputs ({}); the generated \
+                 Rust wrapper (qcc-runtime) passes float32 tensors only so far: link the \
+                 object from C, or end the model in float tensors",
+                self.model.display(),
+                typed.join(" ")
+            );
+        }
         let archive = out_dir.join(format!("libqcc_{name}.a"));
         let _ = std::fs::remove_file(&archive);
         let ar = std::env::var("AR").unwrap_or_else(|_| "ar".into());

@@ -759,10 +759,18 @@ fn execute(a: &RunArgs, engine: Engine) -> Result<()> {
     };
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("--out {}: cannot create the folder", a.out.display()))?;
-    for (name, t) in loaded.output_names.iter().zip(&outputs) {
+    for ((name, t), &id) in loaded.output_names.iter().zip(&outputs).zip(&m.outputs) {
         let path = a.out.join(format!("{}.npy", file_stem_for(name)));
         npy::write_npy(&path, t)?;
-        eprintln!("wrote {} ({:?})", path.display(), t.shape);
+        // The tensor's type; integer-valued ones (codes, indices, booleans) are saved as
+        // int64.
+        let ty = m.ty(id);
+        let saved = if ty.elem.is_float() {
+            "float32"
+        } else {
+            "int64"
+        };
+        eprintln!("wrote {} ({ty}, as {saved})", path.display());
     }
     Ok(())
 }

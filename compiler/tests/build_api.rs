@@ -164,3 +164,28 @@ fn build_api_names_bad_flags() {
     let text = format!("{err:#}");
     assert!(text.contains("no/such/model.onnx"), "{text}");
 }
+
+/// The Rust wrapper passes float32 tensors: a model with integer-typed inputs or outputs
+/// (which C links, `abi_typed.rs`) is refused with the tensors named.
+#[test]
+fn build_api_refuses_typed_models_by_name() {
+    let dir = std::env::temp_dir().join(format!("qcc-build-typed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("am.qir");
+    std::fs::write(
+        &model,
+        "module am {\n input %x: f32[1,4]\n %i: i32[1,1] = arg_max(%x) {axis = 1}\n output %i\n}\n",
+    )
+    .unwrap();
+    let err = Build::new(&model)
+        .out_dir(&dir)
+        .cargo_metadata(false)
+        .compile()
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("integer-typed") && text.contains("%i i32[1,1]"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

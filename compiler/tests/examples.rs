@@ -119,3 +119,27 @@ fn cmake_example_builds_and_classifies_like_the_interpreter() {
     assert_eq!(threaded, text, "the threaded variant prints the same");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `examples/rust-build`, built by `cargo build` alone (its build script compiles the
+/// model through `qcc::build`; `./test.sh` builds it before the tests): it classifies the
+/// test split as the interpreter does. With `CI=true` the binary must be there.
+#[test]
+fn rust_build_example_classifies_the_test_split_like_the_interpreter() {
+    let exe = root().join("examples/rust-build/target/debug/qcc-digits-example");
+    if !exe.exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but {} is missing; ./test.sh builds it with \
+             `cargo build --manifest-path examples/rust-build/Cargo.toml`",
+            exe.display()
+        );
+        eprintln!("skipped: examples/rust-build is not built");
+        return;
+    }
+    let dir = temp_dir("rust-build");
+    let (x, _) = digits_test();
+    write_images(&dir.join("x.npy"), &x);
+    let text = run(Command::new(&exe).arg(dir.join("x.npy")));
+    check_program_output(&text, "examples/rust-build");
+    let _ = std::fs::remove_dir_all(&dir);
+}
