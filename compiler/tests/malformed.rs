@@ -3714,3 +3714,28 @@ fn run_refuses_scratch_over_the_limit() {
     assert!(dir.join("out/y.npy").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `-1` in a declared input shape is a dynamic dimension (paddle2onnx writes them so, and
+/// ONNX Runtime takes them): `--input-shape` fixes it, and a first one defaults to 1.
+#[test]
+fn minus_one_input_dimensions_are_dynamic() {
+    use qcc::frontend::onnx::{ImportOptions, import_model};
+    let m = model(
+        vec![node("Relu", "relu", &["x"], &["y"])],
+        vec![vi("x", 1, &[-1, 3, -1])],
+        vec![],
+        &["y"],
+    );
+    let mut opts = ImportOptions::default();
+    opts.input_shapes.insert("x".into(), vec![2, 3, 5]);
+    let imp = import_model(&m, None, &opts).unwrap();
+    assert_eq!(imp.module.ty(imp.module.inputs[0]).shape, [2, 3, 5]);
+    let err = import_model(&m, None, &ImportOptions::default())
+        .err()
+        .expect("dimension 2 needs --input-shape")
+        .to_string();
+    assert!(
+        err.contains("dimension 2 is symbolic") && err.contains("--input-shape x="),
+        "{err}"
+    );
+}

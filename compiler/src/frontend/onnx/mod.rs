@@ -512,14 +512,16 @@ fn input_shape(
     });
     if let Some(s) = tt.and_then(|tt| tt.shape.as_ref()) {
         for (i, d) in s.dim.iter().enumerate() {
+            // -1 is how some exporters (paddle2onnx) write a dynamic dimension; ONNX
+            // Runtime takes it as one, and so does qcc.
             if let Some(Dim::DimValue(v)) = &d.value
-                && *v < 0
+                && *v < -1
             {
                 return Err(ImportError::InputShape {
                     input: vi.name.clone(),
                     message: format!(
                         "dimension {i} is negative ({v}); dimensions are sizes (0 or more), \
-                         or symbolic names"
+                         symbolic names, or -1 for a dynamic size"
                     ),
                 });
             }
