@@ -548,10 +548,13 @@ impl SqPlan {
                     (Ok(rs), _) => format!("channels reordered, folded into {}", rs.join(", ")),
                     (Err(e), _) => format!("original order kept by slices ({e})"),
                 };
+                let (low, _) = l.groups();
+                let low: Vec<String> = low.iter().map(|i| i.to_string()).collect();
                 format!(
-                    "{}: {k} of {n} filters at {lo} bits, {} at {hi} bits (average {avg:.3} weight bits; {order})",
+                    "{}: {k} of {n} filters at {lo} bits, {} at {hi} bits (average {avg:.3} weight bits; {order}); low filters {}",
                     l.name,
-                    n - k
+                    n - k,
+                    if low.is_empty() { "none".into() } else { low.join(" ") }
                 )
             })
             .collect();
