@@ -451,3 +451,39 @@ fn sq_split_is_integer_exact_and_deterministic() {
         }
     }
 }
+
+/// The split `--sq-ratio` makes keeps the float model's function: on the CNN the
+/// reordered channels are folded into the gemm that reads them, on the ResNet into
+/// conv2 and, before the residual add, restored by slices.
+#[test]
+fn sq_split_keeps_the_float_function() {
+    use qcc::quant::sq::{Pick, SqOptions, SqPlan};
+    let (xs, _) = test_set();
+    for name in ["digits_cnn_folded.onnx", "digits_resnet_folded.onnx"] {
+        let m = float_module(name);
+        let opts = SqOptions {
+            ratio: 0.75,
+            low: 2,
+            high: 8,
+            ternary: false,
+            pow2: false,
+            pick: Pick::Roulette,
+        };
+        let mut plan = SqPlan::new(&m, &qcc::quant::quant_layers(&m).unwrap(), opts, true);
+        plan.grow(0.75);
+        let (s, bits) = plan.split(&m, 8).unwrap();
+        assert!(bits.values().any(|&b| b == (2, 8)) && bits.values().any(|&b| b == (8, 8)));
+        assert!(plan.layers.iter().any(|l| l.order.is_ok()), "{name}");
+        if name.contains("resnet") {
+            assert!(plan.layers.iter().any(|l| l.order.is_err()), "{name}");
+            assert!(s.nodes.iter().any(|n| n.op == qcc_ir::Op::Slice), "{name}");
+        }
+        let (a, b) = (logits(&m, &xs[..40]), logits(&s, &xs[..40]));
+        let diff = a
+            .iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .fold(0f32, |d, (x, y)| d.max((x - y).abs()));
+        assert!(diff < 1e-4, "{name}: split differs from float by {diff}");
+    }
+}
