@@ -49,6 +49,9 @@ pub const EPS: f64 = 1e-3;
 /// The generator's fixed seed (mixed with each layer's name).
 const SEED: u64 = 0x5153_2017_0801_1001;
 
+/// Per-layer (weight, activation) bits by layer name.
+pub type LayerBits = BTreeMap<String, (u8, u8)>;
+
 /// Suffixes of the two parts' layer names.
 pub const LOW: &str = ".sq_low";
 pub const HIGH: &str = ".sq_high";
@@ -339,7 +342,7 @@ impl SqPlan {
         &mut self,
         m: &Module,
         abits: u8,
-    ) -> Result<(Module, BTreeMap<String, (u8, u8)>), String> {
+    ) -> Result<(Module, LayerBits), String> {
         let (lo, hi) = (self.opts.low, self.opts.high);
         let mut bits = BTreeMap::new();
         let mut out = m.clone();
