@@ -554,6 +554,11 @@ fn sq_flags_say_what_works() {
         e.contains("--sq-high 3") && e.contains("lower than the low width 4") && e.contains("4..8"),
         "{e}"
     );
+    let e = run(&["--wbits", "8", "--sq-ratio", "0.5"], true);
+    assert!(
+        e.contains("--sq-high 8 equals the low width 8") && e.contains("lower --wbits"),
+        "{e}"
+    );
     let e = run(&["--wbits", "2", "--sq-high", "4"], true);
     assert!(e.contains("--sq-high") && e.contains("--sq-ratio"), "{e}");
     let e = run(&["--sq-ratio", "0.5"], true);

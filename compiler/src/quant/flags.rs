@@ -112,8 +112,8 @@ pub struct QuantFlags {
     #[arg(long, value_name = "B")]
     pub sq_high: Option<u8>,
     /// How --sq-ratio picks the low filters: `roulette` (SQ) or `index` (the first
-    /// filters of each layer, one stage, no re-fit: the same split without SQ's choice,
-    /// for comparison).
+    /// filters of each layer, in one stage, with only the fit every 1- or 2-bit layer
+    /// gets: the same split without SQ's choice, for comparison).
     #[arg(long, value_name = "HOW", value_parser = ["roulette", "index"])]
     pub sq_pick: Option<String>,
     /// How activations are scaled: one scale per tensor, or `dqa`: per channel, folded
@@ -653,6 +653,16 @@ impl QuantFlags {
         if !(1..=8).contains(&high) {
             return Err(format!(
                 "--sq-high {high}: the high group takes {low}..8 bits (at least the low width, --wbits {low})"
+            ));
+        }
+        if high == low {
+            return Err(format!(
+                "--sq-high {high} equals the low width {low} (--wbits, or --bits): both groups would have the same bits; {}",
+                if low < 8 {
+                    format!("give --sq-high {}..8 or a lower --wbits", low + 1)
+                } else {
+                    "give a lower --wbits".to_string()
+                }
             ));
         }
         if high < low {

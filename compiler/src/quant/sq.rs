@@ -338,11 +338,7 @@ impl SqPlan {
     /// `m` with every layer of the plan split into its low and high parts (a layer with
     /// one empty group keeps its node), and the bits of each part (`abits` for their
     /// input): the float module's function is unchanged.
-    pub fn split(
-        &mut self,
-        m: &Module,
-        abits: u8,
-    ) -> Result<(Module, LayerBits), String> {
+    pub fn split(&mut self, m: &Module, abits: u8) -> Result<(Module, LayerBits), String> {
         let (lo, hi) = (self.opts.low, self.opts.high);
         let mut bits = BTreeMap::new();
         let mut out = m.clone();
@@ -626,6 +622,98 @@ mod tests {
         // A filter of zeros has no error.
         let e = filter_errors(&[0.0, 0.0, 1.0, 0.5], &[2, 2], 0, 2, false, false);
         assert_eq!(e[0], 0.0);
+    }
+
+    /// Dense layers: a gemm with `[K, N]` weights split by columns, its reordered
+    /// outputs folded into a gemm and a matmul that read them (through a relu), and a
+    /// gemm whose result is the graph output restored by slices; the function is kept.
+    #[test]
+    fn dense_splits_keep_the_function() {
+        let mut m = Module::new("dense");
+        let x = m.add_input("x", TensorType::f32(vec![2, 4]));
+        let vals = |n: usize, k: u32| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i as u32 * 7 + k * 13) % 17) as f32 - 8.0) / 5.0)
+                .collect()
+        };
+        let gemm = |m: &mut Module,
+                    a: ValueId,
+                    w: Vec<f32>,
+                    ws: Vec<usize>,
+                    b: Vec<f32>,
+                    n: &str,
+                    trans_b: bool| {
+            let out = if trans_b { ws[0] } else { ws[1] };
+            let wc = m.add_const(format!("{n}.w"), TensorType::f32(ws), ConstData::F32(w));
+            let bc = m.add_const(
+                format!("{n}.b"),
+                TensorType::f32(vec![out]),
+                ConstData::F32(b),
+            );
+            let mut attrs = BTreeMap::new();
+            attrs.insert("alpha".to_string(), Attr::Float(1.0));
+            attrs.insert("beta".to_string(), Attr::Float(1.0));
+            attrs.insert("trans_a".to_string(), Attr::Bool(false));
+            attrs.insert("trans_b".to_string(), Attr::Bool(trans_b));
+            let y = m.add_node(
+                Op::Gemm,
+                vec![a, wc, bc],
+                attrs,
+                n,
+                TensorType::f32(vec![2, out]),
+            );
+            m.nodes.last_mut().unwrap().loc = Some(n.to_string());
+            y
+        };
+        let h = gemm(&mut m, x, vals(24, 1), vec![4, 6], vals(6, 2), "g1", false);
+        let r = m.add_node(
+            Op::Relu,
+            vec![h],
+            BTreeMap::new(),
+            "r",
+            TensorType::f32(vec![2, 6]),
+        );
+        let y1 = gemm(&mut m, r, vals(30, 3), vec![5, 6], vals(5, 4), "g2", true);
+        let w3 = m.add_const(
+            "m3.w",
+            TensorType::f32(vec![6, 3]),
+            ConstData::F32(vals(18, 5)),
+        );
+        let y2 = m.add_node(
+            Op::MatMul,
+            vec![r, w3],
+            BTreeMap::new(),
+            "m3",
+            TensorType::f32(vec![2, 3]),
+        );
+        m.nodes.last_mut().unwrap().loc = Some("m3".into());
+        m.outputs = vec![y1, y2];
+        let layers = super::super::insert::quant_layers(&m).unwrap();
+        let opts = SqOptions {
+            ratio: 0.5,
+            low: 2,
+            high: 8,
+            ternary: false,
+            pow2: false,
+            pick: Pick::Roulette,
+        };
+        let mut plan = SqPlan::new(&m, &layers, opts, false);
+        plan.grow(0.5);
+        let (s, bits) = plan.split(&m, 8).unwrap();
+        qcc_ir::verify::verify(&s).unwrap();
+        // g1 folds into g2 and m3; g2 and m3 are outputs (slices); m3 has 3 filters.
+        assert_eq!(plan.layers[0].order.as_ref().map(|r| r.len()), Ok(2));
+        assert!(plan.layers[1].order.is_err());
+        assert_eq!(bits.get("g1.sq_low"), Some(&(2, 8)));
+        assert!(s.nodes.iter().any(|n| n.op == Op::Slice));
+        let xs = qcc_ir::interp::Tensor::f32(vec![2, 4], vals(8, 6));
+        let a = qcc_ir::interp::run(&m, std::slice::from_ref(&xs)).unwrap();
+        let b = qcc_ir::interp::run(&s, std::slice::from_ref(&xs)).unwrap();
+        for (a, b) in a.iter().zip(&b) {
+            for (p, q) in a.as_f32().unwrap().iter().zip(b.as_f32().unwrap()) {
+                assert!((p - q).abs() < 1e-5, "{p} {q}");
+            }
+        }
     }
 
     #[test]
