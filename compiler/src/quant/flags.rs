@@ -709,7 +709,13 @@ impl QuantFlags {
             let stats = calibrate(&sm, p, copts)?;
             timer.lap("sq split");
             if si + 1 == stages.len() {
-                let refit = (pick == Pick::Roulette).then(|| plan.low_names());
+                // Power-of-two scales cannot take a fitted gain: the low groups keep them.
+                let refit = (pick == Pick::Roulette && !opts.pow2).then(|| plan.low_names());
+                if pick == Pick::Roulette && opts.pow2 {
+                    notes.push(
+                        "--sq-ratio with --pow2: the low groups keep their power-of-two scales (no least-squares fit)".into(),
+                    );
+                }
                 notes.push(format!(
                     "--sq-ratio {ratio} ({}, {} at the low width, {} bits for the others): {}",
                     match pick {
@@ -755,16 +761,18 @@ impl QuantFlags {
             sopts.layer_bits = bits;
             let (mut q, mut report) = quantize_model(&sm, &stats, &sopts)?;
             let lows = plan.low_names();
-            refine_layers_with(
-                &sm,
-                &mut q,
-                &mut report,
-                p,
-                Some(limit),
-                run,
-                &mut notes,
-                &|l| l.wbits <= 2 || lows.contains(&l.name),
-            )?;
+            if !opts.pow2 {
+                refine_layers_with(
+                    &sm,
+                    &mut q,
+                    &mut report,
+                    p,
+                    Some(limit),
+                    run,
+                    &mut notes,
+                    &|l| l.wbits <= 2 || lows.contains(&l.name),
+                )?;
+            }
             let e = measured_error(&sm, &q, p, Some(limit), metric)?;
             trace.push(format!("{}: {e:.3e}", r));
             timer.lap("sq stage");
