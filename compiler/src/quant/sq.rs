@@ -138,22 +138,27 @@ impl Rng {
 /// Draws `count` more of the filters not in `taken` by roulette without replacement,
 /// filter `i` with weight `1 / (errors[i] + EPS)`; appends them to `taken`.
 fn roulette(errors: &[f64], taken: &mut Vec<usize>, count: usize, rng: &mut Rng) {
+    let mut is_taken = vec![false; errors.len()];
+    for &i in taken.iter() {
+        is_taken[i] = true;
+    }
+    let w: Vec<f64> = errors.iter().map(|&e| 1.0 / (e + EPS)).collect();
     for _ in 0..count {
-        let left: Vec<usize> = (0..errors.len()).filter(|i| !taken.contains(i)).collect();
-        if left.is_empty() {
+        let left: Vec<usize> = (0..errors.len()).filter(|&i| !is_taken[i]).collect();
+        let Some(&last) = left.last() else {
             return;
-        }
-        let w: Vec<f64> = left.iter().map(|&i| 1.0 / (errors[i] + EPS)).collect();
-        let total: f64 = w.iter().sum();
+        };
+        let total: f64 = left.iter().map(|&i| w[i]).sum();
         let mut x = rng.unit() * total;
-        let mut pick = left[left.len() - 1];
-        for (&i, &wi) in left.iter().zip(&w) {
-            if x < wi {
+        let mut pick = last;
+        for &i in &left {
+            if x < w[i] {
                 pick = i;
                 break;
             }
-            x -= wi;
+            x -= w[i];
         }
+        is_taken[pick] = true;
         taken.push(pick);
     }
 }
@@ -216,9 +221,12 @@ impl SqLayer {
 
     /// The low and high filters, each in index order.
     pub fn groups(&self) -> (Vec<usize>, Vec<usize>) {
-        let mut low = self.low.clone();
-        low.sort_unstable();
-        let high = (0..self.filters()).filter(|i| !low.contains(i)).collect();
+        let mut is_low = vec![false; self.filters()];
+        for &i in &self.low {
+            is_low[i] = true;
+        }
+        let low = (0..self.filters()).filter(|&i| is_low[i]).collect();
+        let high = (0..self.filters()).filter(|&i| !is_low[i]).collect();
         (low, high)
     }
 }
@@ -312,11 +320,9 @@ impl SqPlan {
             match pick {
                 Pick::Roulette => roulette(&l.errors, &mut l.low, more, &mut l.rng),
                 Pick::Index => {
-                    for i in 0..l.filters() {
-                        if l.low.len() < want && !l.low.contains(&i) {
-                            l.low.push(i);
-                        }
-                    }
+                    // The first `want` filters (the earlier stages took a prefix).
+                    let from = l.low.len();
+                    l.low.extend(from..want.max(from));
                 }
             }
         }
