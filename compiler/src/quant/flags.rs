@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use qcc_ir::Module;
+use qcc_ir::{Module, Op};
 
 use super::binary::{REFINE_SAMPLES, refine_layers_with};
 use super::budget::{AttentionOptions, Budget, BudgetTerm, Problem, solve_attention, solve_exact};
@@ -528,7 +528,7 @@ impl QuantFlags {
         // 1- and 2-bit layers, and the low groups of --sq-ratio, get their per-filter gain
         // and offset fitted.
         let refit = |l: &super::insert::LayerReport| {
-            l.wbits <= 2 || sq_refit.is_some_and(|s| s.contains(&l.name))
+            l.wbits <= 2 || (l.op != Op::MatMul && sq_refit.is_some_and(|s| s.contains(&l.name)))
         };
         if let Some(p) = &self.calib
             && report.layers.iter().any(refit)
@@ -770,7 +770,7 @@ impl QuantFlags {
                     Some(limit),
                     run,
                     &mut notes,
-                    &|l| l.wbits <= 2 || lows.contains(&l.name),
+                    &|l| l.wbits <= 2 || (l.op != Op::MatMul && lows.contains(&l.name)),
                 )?;
             }
             let e = measured_error(&sm, &q, p, Some(limit), metric)?;

@@ -447,7 +447,17 @@ impl SqPlan {
                 let (pw, pshape) = take(&wd, &wshape, l.axis, filters);
                 let wn = out.fresh_name(&format!("{}{suffix}", out.value(w).name));
                 part.operands[1] = out.add_const(wn, TensorType::f32(pshape), ConstData::F32(pw));
-                if let Some(&b) = node.operands.get(2) {
+                // A conv/gemm without a bias gets zeros, which the low group's fitted
+                // offsets go into.
+                if node.operands.len() == 2 && matches!(node.op, Op::Conv2d | Op::Gemm) {
+                    let bn = out.fresh_name(&format!("{}{suffix}.bias", l.name));
+                    let zeros = ConstData::F32(vec![0.0; filters.len()]);
+                    part.operands.push(out.add_const(
+                        bn,
+                        TensorType::f32(vec![filters.len()]),
+                        zeros,
+                    ));
+                } else if let Some(&b) = node.operands.get(2) {
                     let bd = f32_const(&out, b).expect("checked");
                     if bd.len() > 1 {
                         let bshape = out.ty(b).shape.clone();
@@ -722,6 +732,87 @@ mod tests {
             for (p, q) in a.as_f32().unwrap().iter().zip(b.as_f32().unwrap()) {
                 assert!((p - q).abs() < 1e-5, "{p} {q}");
             }
+        }
+    }
+
+    /// A conv without a bias, read by a grouped conv (which cannot take a permutation):
+    /// its parts get zero biases, the original order is restored by slices, and the
+    /// grouped conv is not split.
+    #[test]
+    fn conv_without_bias_before_a_grouped_reader() {
+        let mut m = Module::new("conv");
+        let x = m.add_input("x", TensorType::f32(vec![1, 2, 5, 5]));
+        let vals = |n: usize, k: u32| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i as u32 * 5 + k * 11) % 13) as f32 - 6.0) / 4.0)
+                .collect()
+        };
+        let conv = |m: &mut Module, a: ValueId, ws: Vec<usize>, k: u32, group: i64, n: &str| {
+            let out = ws[0];
+            let w = m.add_const(
+                format!("{n}.w"),
+                TensorType::f32(ws.clone()),
+                ConstData::F32(vals(ws.iter().product(), k)),
+            );
+            let mut attrs = BTreeMap::new();
+            attrs.insert("group".to_string(), Attr::Int(group));
+            attrs.insert("pads".to_string(), Attr::Ints(vec![1, 1, 1, 1]));
+            let y = m.add_node(
+                Op::Conv2d,
+                vec![a, w],
+                attrs,
+                n,
+                TensorType::f32(vec![1, out, 5, 5]),
+            );
+            m.nodes.last_mut().unwrap().loc = Some(n.to_string());
+            y
+        };
+        let a = conv(&mut m, x, vec![4, 2, 3, 3], 1, 1, "a");
+        let r = m.add_node(
+            Op::Relu,
+            vec![a],
+            BTreeMap::new(),
+            "r",
+            TensorType::f32(vec![1, 4, 5, 5]),
+        );
+        let d = conv(&mut m, r, vec![4, 1, 3, 3], 2, 4, "d");
+        let e = conv(&mut m, d, vec![3, 4, 3, 3], 3, 1, "e");
+        m.outputs = vec![e];
+        let layers = super::super::insert::quant_layers(&m).unwrap();
+        let opts = SqOptions {
+            ratio: 0.5,
+            low: 3,
+            high: 6,
+            ternary: false,
+            pow2: false,
+            pick: Pick::Roulette,
+        };
+        let mut plan = SqPlan::new(&m, &layers, opts, false);
+        assert_eq!(plan.skipped.len(), 1, "{:?}", plan.skipped);
+        plan.grow(0.5);
+        let (s, bits) = plan.split(&m, 8).unwrap();
+        qcc_ir::verify::verify(&s).unwrap();
+        assert!(
+            plan.layers[0]
+                .order
+                .as_ref()
+                .is_err_and(|e| e.contains("grouped"))
+        );
+        assert_eq!(bits.get("a.sq_high"), Some(&(6, 8)));
+        // Every part of `a` has a bias operand.
+        assert!(
+            s.nodes
+                .iter()
+                .filter(
+                    |n| n.op == Op::Conv2d && n.loc.as_deref().is_some_and(|l| l.starts_with("a."))
+                )
+                .all(|n| n.operands.len() == 3)
+        );
+        let xs = qcc_ir::interp::Tensor::f32(vec![1, 2, 5, 5], vals(50, 4));
+        let p = qcc_ir::interp::run(&m, std::slice::from_ref(&xs)).unwrap();
+        let q = qcc_ir::interp::run(&s, std::slice::from_ref(&xs)).unwrap();
+        for (a, b) in p[0].as_f32().unwrap().iter().zip(q[0].as_f32().unwrap()) {
+            assert!((a - b).abs() < 1e-4, "{a} {b}");
         }
     }
 
