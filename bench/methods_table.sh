@@ -67,4 +67,7 @@ for model in ${MODELS:-digits_resnet_folded.onnx digits_cnn_folded.onnx}; do
     row "$model" "--wbits 2 --abits 8" "index split $1, high $2 (mid $3)" "${sq[@]}" --sq-pick index
     row "$model" "--wbits 2 --abits 8" "sq ternary $1, high $2 (mid $3)" "${sq[@]}" --ternary
   done
+  row "$model" "--wbits 2 --abits 8" "sequential" --wbits 2 --abits 8 --sequential
+  row "$model" "--wbits 2 --abits 8" "sq 0.75, high 8 (mid 3.5) + sequential" --wbits 2 --abits 8 \
+    --sq-ratio 0.75 --sequential
 done

@@ -628,16 +628,6 @@ impl QuantFlags {
                 "--sq-ratio {r} and --budget {b}: --budget chooses each layer's bits, --sq-ratio splits every layer's filters between --wbits and --sq-high; give one"
             ));
         }
-        if self.sequential || self.qil() {
-            return Err(format!(
-                "--sq-ratio {r} is not combined with {} yet: give one of them",
-                if self.sequential {
-                    "--sequential"
-                } else {
-                    "--calib-method qil"
-                }
-            ));
-        }
         if !self.requested() {
             return Err(format!(
                 "--sq-ratio {r} quantizes a fraction of the filters at the low width: give it with --wbits N (or --bits N)"
