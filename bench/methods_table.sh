@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Accuracy and KL against float for the compile-time methods (issue 13; the table in
 # docs/methods.md and the README): uniform min-max, --calib-method qil, --sequential and
-# --budget, --act-method dqa, on the committed digits models. Prints a markdown table:
+# --budget, --act-method dqa, then --sq-ratio (SQ) in a second table, on the committed
+# digits models. Prints markdown tables:
 #   | model | bits | method | avg weight bits | top-1 % | mean KL vs float |
 # top-1 and KL over the 360 test images (KL of the softmax against the float model).
 # Needs a release build of qcc (cargo build --release -p qcc). CALIB picks the
@@ -49,4 +50,24 @@ for model in ${MODELS:-digits_resnet_folded.onnx digits_cnn_folded.onnx}; do
   row "$model" "--wbits 2 --abits 8" "sequential" --wbits 2 --abits 8 --sequential
   row "$model" "avg-bits=2" "budget (exact)" --budget avg-bits=2
   row "$model" "avg-bits=3" "budget (exact)" --budget avg-bits=3
+done
+# SQ (--sq-ratio): per-filter mixed precision, against uniform widths and the same split
+# taken by filter index (--sq-pick index). "mid" is the split layers' average weight bits.
+echo
+echo "| model | bits | method | avg weight bits | top-1 % | mean KL vs float |"
+echo "|---|---|---|---|---|---|"
+for model in ${MODELS:-digits_resnet_folded.onnx digits_cnn_folded.onnx}; do
+  for b in 2 3 4; do
+    row "$model" "--wbits $b --abits 8" "min-max" --wbits "$b" --abits 8
+  done
+  for split in "0.75 8 3.5" "0.75 4 2.5" "0.5 4 3"; do
+    set -- $split
+    sq=(--wbits 2 --abits 8 --sq-ratio "$1" --sq-high "$2")
+    row "$model" "--wbits 2 --abits 8" "sq $1, high $2 (mid $3)" "${sq[@]}"
+    row "$model" "--wbits 2 --abits 8" "index split $1, high $2 (mid $3)" "${sq[@]}" --sq-pick index
+    row "$model" "--wbits 2 --abits 8" "sq ternary $1, high $2 (mid $3)" "${sq[@]}" --ternary
+  done
+  row "$model" "--wbits 2 --abits 8" "sequential" --wbits 2 --abits 8 --sequential
+  row "$model" "--wbits 2 --abits 8" "sq 0.75, high 8 (mid 3.5) + sequential" --wbits 2 --abits 8 \
+    --sq-ratio 0.75 --sequential
 done

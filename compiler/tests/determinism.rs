@@ -114,6 +114,41 @@ fn quantized_model_builds_are_byte_identical() {
     same_bytes("quant", "digits_resnet.onnx", &["digits_train.npz"], &a, &b);
 }
 
+/// `--sq-ratio` draws its filters by a fixed-seed roulette: the same object every build.
+#[test]
+fn sq_ratio_builds_are_byte_identical() {
+    let mut a = vec![
+        "--wbits",
+        "2",
+        "--abits",
+        "8",
+        "--sq-ratio",
+        "0.75",
+        "--calib",
+        "digits_train.npz",
+        "--calib-limit",
+        "64",
+    ];
+    a.extend_from_slice(TARGET);
+    let b = vec![
+        "--sq-ratio",
+        "0.75",
+        "--calib-limit",
+        "64",
+        "--cpu",
+        "haswell",
+        "--abits",
+        "8",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+        "--calib",
+        "digits_train.npz",
+        "--wbits",
+        "2",
+    ];
+    same_bytes("sq", "digits_resnet.onnx", &["digits_train.npz"], &a, &b);
+}
+
 #[test]
 fn qonnx_and_qdq_builds_are_byte_identical() {
     for model in [

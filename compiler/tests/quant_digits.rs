@@ -404,3 +404,86 @@ fn exact_choice_matches_brute_force_on_the_digits_cnn() {
         );
     }
 }
+
+/// `--sq-ratio` splits layers into low- and high-bit parts joined by concats (and
+/// slices where a residual add reads them): the fused module is integer, the JIT equals
+/// the interpreter on it bit for bit, and two builds are identical.
+#[test]
+fn sq_split_is_integer_exact_and_deterministic() {
+    let (xs, _) = test_set();
+    for name in ["digits_cnn_folded.onnx", "digits_resnet_folded.onnx"] {
+        let m = float_module(name);
+        let flags = qcc::quant::QuantFlags {
+            wbits: Some(2),
+            abits: Some(8),
+            calib: Some(train()),
+            calib_limit: Some(100),
+            calib_method: "minmax".into(),
+            act_method: "per-tensor".into(),
+            select: "exact".into(),
+            sq_ratio: Some(0.75),
+            quiet: true,
+            ..Default::default()
+        };
+        let (q, report) = flags.apply(&m).unwrap().unwrap();
+        let (q2, _) = flags.apply(&m).unwrap().unwrap();
+        assert_eq!(q.to_string(), q2.to_string(), "{name}: builds differ");
+        assert!(float_kernels(&q).is_empty(), "{name}");
+        assert!(
+            q.nodes.iter().any(|n| n.op == qcc_ir::Op::Concat),
+            "{name}: no split\n{q}"
+        );
+        assert!(
+            report
+                .layers
+                .iter()
+                .any(|l| l.name.ends_with(".sq_low") && l.wbits == 2),
+            "{name}"
+        );
+        let jit = qcc::backend::JitModel::new(&q).unwrap_or_else(|e| panic!("JIT: {e}"));
+        let li = logits(&q, &xs[..60]);
+        for (x, i) in xs[..60].iter().zip(&li) {
+            let j = jit.run(std::slice::from_ref(x)).unwrap()[0]
+                .as_f32()
+                .unwrap()
+                .to_vec();
+            assert_eq!(&j, i, "{name}: JIT and interpreter differ");
+        }
+    }
+}
+
+/// The split `--sq-ratio` makes keeps the float model's function: on the CNN the
+/// reordered channels are folded into the gemm that reads them, on the ResNet into
+/// conv2 and, before the residual add, restored by slices.
+#[test]
+fn sq_split_keeps_the_float_function() {
+    use qcc::quant::sq::{Pick, SqOptions, SqPlan};
+    let (xs, _) = test_set();
+    for name in ["digits_cnn_folded.onnx", "digits_resnet_folded.onnx"] {
+        let m = float_module(name);
+        let opts = SqOptions {
+            ratio: 0.75,
+            low: 2,
+            high: 8,
+            ternary: false,
+            pow2: false,
+            pick: Pick::Roulette,
+        };
+        let mut plan = SqPlan::new(&m, &qcc::quant::quant_layers(&m).unwrap(), opts, true);
+        plan.grow(0.75);
+        let (s, bits) = plan.split(&m, 8).unwrap();
+        assert!(bits.values().any(|&b| b == (2, 8)) && bits.values().any(|&b| b == (8, 8)));
+        assert!(plan.layers.iter().any(|l| l.order.is_ok()), "{name}");
+        if name.contains("resnet") {
+            assert!(plan.layers.iter().any(|l| l.order.is_err()), "{name}");
+            assert!(s.nodes.iter().any(|n| n.op == qcc_ir::Op::Slice), "{name}");
+        }
+        let (a, b) = (logits(&m, &xs[..40]), logits(&s, &xs[..40]));
+        let diff = a
+            .iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .fold(0f32, |d, (x, y)| d.max((x - y).abs()));
+        assert!(diff < 1e-4, "{name}: split differs from float by {diff}");
+    }
+}

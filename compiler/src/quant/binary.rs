@@ -323,7 +323,9 @@ fn gain_limits(qdq: &Module, n: &qcc_ir::Node, out: ValueId, ch: usize) -> Vec<f
     // The quantize after the result, or after its relu.
     let mut v = out;
     let mut sy = None;
-    for _ in 0..2 {
+    // Through a relu, and through the concat (and slices) joining the parts of a layer
+    // split by `--sq-ratio` (`sq.rs`).
+    for _ in 0..4 {
         let us = &users[v.index()];
         if let Some(q) = us
             .iter()
@@ -337,7 +339,9 @@ fn gain_limits(qdq: &Module, n: &qcc_ir::Node, out: ValueId, ch: usize) -> Vec<f
             break;
         }
         match us.as_slice() {
-            [u] if qdq.node(*u).op == Op::Relu => v = qdq.node(*u).result,
+            [u] if matches!(qdq.node(*u).op, Op::Relu | Op::Concat | Op::Slice) => {
+                v = qdq.node(*u).result
+            }
             _ => break,
         }
     }
@@ -526,19 +530,37 @@ pub fn refine_binary_with(
     run: &RunOptions,
     notes: &mut Vec<String>,
 ) -> Result<usize, String> {
+    refine_layers_with(float, qdq, report, npz, limit, run, notes, &|l| {
+        l.wbits <= 2
+    })
+}
+
+/// [`refine_binary_with`] on the layers `pick` chooses (of any width): the per-filter
+/// gain and offset fit of `--sq-ratio`'s low groups.
+#[allow(clippy::too_many_arguments)]
+pub fn refine_layers_with(
+    float: &Module,
+    qdq: &mut Module,
+    report: &mut QuantReport,
+    npz: &Path,
+    limit: Option<usize>,
+    run: &RunOptions,
+    notes: &mut Vec<String>,
+    pick: &dyn Fn(&LayerReport) -> bool,
+) -> Result<usize, String> {
     let input = check_single_input(float)?;
     let limit = Some(limit.unwrap_or(usize::MAX).min(REFINE_SAMPLES));
     let ends: Vec<ValueId> = report
         .layers
         .iter()
-        .filter(|l| l.wbits <= 2)
+        .filter(|l| pick(l))
         .map(|l| l.output)
         .collect();
     if ends.is_empty() {
         return Ok(0);
     }
     if run.engine == Engine::Interp {
-        return refine_binary_interp(float, qdq, report, npz, limit);
+        return refine_binary_interp(float, qdq, report, npz, limit, pick);
     }
     let what = "the --bits 1 fitting";
     let chains = Chain::new(float, &ends, run.engine, what)
@@ -547,13 +569,13 @@ pub fn refine_binary_with(
         Ok((f, q)) if f.note.is_none() && q.note.is_none() => (f, q),
         Ok((f, q)) => {
             notes.extend(f.note.or(q.note));
-            return refine_binary_interp(float, qdq, report, npz, limit);
+            return refine_binary_interp(float, qdq, report, npz, limit, pick);
         }
         Err(e) => {
             notes.push(format!(
                 "{what} ran on the reference interpreter (slow): {e}"
             ));
-            return refine_binary_interp(float, qdq, report, npz, limit);
+            return refine_binary_interp(float, qdq, report, npz, limit, pick);
         }
     };
     // Every sample's state in both modules, kept between the layers' passes.
@@ -572,12 +594,7 @@ pub fn refine_binary_with(
         "fitting binary layers",
     );
     let mut refined = 0;
-    for (k, layer) in report
-        .layers
-        .iter_mut()
-        .filter(|l| l.wbits <= 2)
-        .enumerate()
-    {
+    for (k, layer) in report.layers.iter_mut().filter(|l| pick(l)).enumerate() {
         let (n, ch, inner) = layer_shape(qdq, layer)?;
         let mut acc: Sums = vec![[0f64; 5]; ch];
         for (i, (fs, qs)) in states.iter_mut().enumerate() {
@@ -617,11 +634,12 @@ fn refine_binary_interp(
     report: &mut QuantReport,
     npz: &Path,
     limit: Option<usize>,
+    pick: &dyn Fn(&LayerReport) -> bool,
 ) -> Result<usize, String> {
     let input = check_single_input(float)?;
     let shape = float.ty(input).shape.clone();
     let mut refined = 0;
-    for layer in report.layers.iter_mut().filter(|l| l.wbits <= 2) {
+    for layer in report.layers.iter_mut().filter(|l| pick(l)) {
         let out = layer.output;
         let (ValueDef::Node(fnode), ValueDef::Node(qnode)) =
             (&float.value(out).def, &qdq.value(out).def)

@@ -41,7 +41,7 @@ pub struct EqualizeReport {
 }
 
 /// How a reader sees the activation's channels.
-enum Reader {
+pub(super) enum Reader {
     /// A conv2d reading it as its input `x`.
     Conv(usize),
     /// A gemm/matmul reading it flattened: node, features per channel.
@@ -55,20 +55,20 @@ fn def(m: &Module, v: ValueId) -> Option<usize> {
     }
 }
 
-fn f32_const(m: &Module, v: ValueId) -> Option<Vec<f32>> {
+pub(super) fn f32_const(m: &Module, v: ValueId) -> Option<Vec<f32>> {
     match m.const_data(v) {
         Some(ConstData::F32(d)) => Some(d.clone()),
         _ => None,
     }
 }
 
-fn int_attr(m: &Module, n: usize, name: &str, default: i64) -> i64 {
+pub(super) fn int_attr(m: &Module, n: usize, name: &str, default: i64) -> i64 {
     qcc_ir::ops::Attrs::new(m.nodes[n].op, &m.nodes[n].attrs)
         .int(name)
         .unwrap_or(default)
 }
 
-fn bool_attr(m: &Module, n: usize, name: &str) -> bool {
+pub(super) fn bool_attr(m: &Module, n: usize, name: &str) -> bool {
     qcc_ir::ops::Attrs::new(m.nodes[n].op, &m.nodes[n].attrs)
         .bool(name)
         .unwrap_or(false)
@@ -132,7 +132,11 @@ fn flattens(from: &[usize], to: &[usize]) -> bool {
 }
 
 /// Every reader of `a`, through homogeneous ops and flatten.
-fn readers(m: &Module, users: &[Vec<qcc_ir::NodeId>], a: ValueId) -> Result<Vec<Reader>, String> {
+pub(super) fn readers(
+    m: &Module,
+    users: &[Vec<qcc_ir::NodeId>],
+    a: ValueId,
+) -> Result<Vec<Reader>, String> {
     let mut out = Vec::new();
     let mut stack = vec![(a, None::<usize>)];
     while let Some((v, per)) = stack.pop() {
@@ -260,6 +264,76 @@ fn scale_reader(m: &mut Module, r: &Reader, k: &[f32]) {
             m.value_mut(w).def = ValueDef::Const(ConstData::F32(wd));
         }
     }
+}
+
+/// Whether reader `r` can take a permutation of its input channels: a conv2d without
+/// groups, any dense reader; its weights used by it alone.
+pub(super) fn can_permute(
+    m: &Module,
+    users: &[Vec<qcc_ir::NodeId>],
+    r: &Reader,
+) -> Result<(), String> {
+    let n = match *r {
+        Reader::Conv(n) | Reader::Dense(n, _) => n,
+    };
+    let w = m.nodes[n].operands[1];
+    if users[w.index()].len() != 1 {
+        return Err(format!(
+            "the weights of {} are shared",
+            m.value(m.nodes[n].result).spelling()
+        ));
+    }
+    if let Reader::Conv(n) = *r
+        && int_attr(m, n, "group", 1) != 1
+    {
+        return Err(format!(
+            "{} is a grouped convolution",
+            m.value(m.nodes[n].result).spelling()
+        ));
+    }
+    Ok(())
+}
+
+/// Permutes the input channels of reader `r`: its new input channel `j` is the old
+/// channel `perm[j]` (the producer's output channels were reordered by `perm`). Checked
+/// by [`can_permute`] first.
+pub(super) fn permute_reader(m: &mut Module, r: &Reader, perm: &[usize]) {
+    let (n, per) = match *r {
+        Reader::Conv(n) => (n, None),
+        Reader::Dense(n, per) => (n, Some(per)),
+    };
+    let w = m.nodes[n].operands[1];
+    let shape = m.ty(w).shape.clone();
+    let old = f32_const(m, w).expect("checked");
+    let mut new = old.clone();
+    match per {
+        None => {
+            // [M, C, kh, kw], no groups.
+            let c = shape[1];
+            let inner: usize = shape[2..].iter().product();
+            for (i, x) in new.iter_mut().enumerate() {
+                let (o, j, s) = (i / (c * inner), (i / inner) % c, i % inner);
+                *x = old[(o * c + perm[j]) * inner + s];
+            }
+        }
+        Some(per) => {
+            let trans_b = m.nodes[n].op == Op::Gemm && bool_attr(m, n, "trans_b");
+            let cols = shape[shape.len() - 1];
+            let rows = shape[shape.len() - 2];
+            // The old index of the weight at `i` whose input feature is `f` now.
+            let moved = |f: usize| perm[f / per] * per + f % per;
+            for (i, x) in new.iter_mut().enumerate() {
+                let src = if trans_b {
+                    i - i % cols + moved(i % cols)
+                } else {
+                    let (blk, f, col) = (i / (rows * cols), (i / cols) % rows, i % cols);
+                    (blk * rows + moved(f)) * cols + col
+                };
+                *x = old[src];
+            }
+        }
+    }
+    m.value_mut(w).def = ValueDef::Const(ConstData::F32(new));
 }
 
 /// Equalizes the channel ranges of every activation `layers` read (their `input`, with

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use qcc_ir::Module;
+use qcc_ir::{Module, Op};
 
-use super::binary::{REFINE_SAMPLES, refine_binary_with};
+use super::binary::{REFINE_SAMPLES, refine_layers_with};
 use super::budget::{AttentionOptions, Budget, BudgetTerm, Problem, solve_attention, solve_exact};
 use super::calibrate::CalibStats;
 use super::calibrate::{CalibMethod, CalibOptions, calibrate, data_free, measure_errors};
@@ -23,6 +23,7 @@ use super::sensitivity::{
     Metric, SENS_SAMPLES, SensOptions, Sensitivity, measure_sensitivity, measured_error,
 };
 use super::sequential::{SEQUENTIAL_SAMPLES, sequential_weights};
+use super::sq::{Pick, SqOptions, SqPlan};
 use super::tap::RunOptions;
 use crate::backend::costs::CostTarget;
 use crate::passes::Pipeline;
@@ -98,6 +99,23 @@ pub struct QuantFlags {
     /// compile-time counterpart of BiTAT; GPTQ-style); needs --calib.
     #[arg(long)]
     pub sequential: bool,
+    /// Stochastic quantization (SQ) per filter: in every conv/gemm layer between the
+    /// edges, this fraction (0 < R <= 1) of the filters takes the low width (--wbits, or
+    /// --bits), drawn by a fixed-seed roulette favouring the filters that quantize with
+    /// the least error, in stages 0.5, 0.75, 0.875, 1 up to R with the low filters'
+    /// scales and biases re-fitted on the calibration data between them; the other
+    /// filters keep --sq-high bits. Needs --calib.
+    #[arg(long, value_name = "R")]
+    pub sq_ratio: Option<f64>,
+    /// Weight bits of the filters --sq-ratio leaves out of the low group (default 8; at
+    /// least the low width).
+    #[arg(long, value_name = "B")]
+    pub sq_high: Option<u8>,
+    /// How --sq-ratio picks the low filters: `roulette` (SQ) or `index` (the first
+    /// filters of each layer, in one stage, with only the fit every 1- or 2-bit layer
+    /// gets: the same split without SQ's choice, for comparison).
+    #[arg(long, value_name = "HOW", value_parser = ["roulette", "index"])]
+    pub sq_pick: Option<String>,
     /// How activations are scaled: one scale per tensor, or `dqa`: per channel, folded
     /// into the weights of the layers around each activation where the ops between
     /// allow (needs --calib).
@@ -250,6 +268,7 @@ impl QuantFlags {
                 "--sequential quantizes each layer against the inputs it sees on calibration data: give --calib DATA.npz".into(),
             );
         }
+        self.check_sq()?;
         if !self.requested() {
             if self.sequential {
                 return Err("--sequential needs --bits, --wbits, --abits or --budget".into());
@@ -326,8 +345,27 @@ impl QuantFlags {
             }
             _ => (m, stats),
         };
+        if let (Some(ratio), Some(p)) = (self.sq_ratio, &self.calib) {
+            // --sq-ratio: the staged draw, then the final split built as usual.
+            let sq = self.sq_stages(m, ratio, p, &copts, &opts, &run, &mut timer)?;
+            let mut sopts = opts.clone();
+            sopts.layer_bits = sq.bits;
+            let (q, qdq, mut report) = self.build(
+                &sq.module,
+                &sq.stats,
+                &sopts,
+                None,
+                sq.refit.as_ref(),
+                &run,
+                &mut timer,
+            )?;
+            report.notes.extend(dqa_note);
+            report.notes.extend(sq.notes);
+            return self.finish(&sq.module, q, qdq, report, &run, &mut timer);
+        }
         let Some(budget) = &self.budget else {
-            let (q, qdq, mut report) = self.build(m, &stats, &opts, None, &run, &mut timer)?;
+            let (q, qdq, mut report) =
+                self.build(m, &stats, &opts, None, None, &run, &mut timer)?;
             report.notes.extend(dqa_note);
             return self.finish(m, q, qdq, report, &run, &mut timer);
         };
@@ -377,7 +415,7 @@ impl QuantFlags {
             opts.layer_bits = bits;
             timer.lap("choice");
             let (q, qdq, mut report) =
-                self.build(m, &stats, &opts, Some(&candidates), &run, &mut timer)?;
+                self.build(m, &stats, &opts, Some(&candidates), None, &run, &mut timer)?;
             report.notes.extend(fusable_note.clone());
             report.notes.extend(dqa_note.clone());
             let Some(limit) = asked_ms else {
@@ -411,12 +449,14 @@ impl QuantFlags {
     /// the choice in the e-graph (`choice::extract_plan`: every other candidate is an
     /// alternative there, extraction forbids them), falling back to the plain `rewrite`
     /// pipeline with a note when that e-graph does not saturate.
+    #[allow(clippy::too_many_arguments)]
     fn build(
         &self,
         m: &Module,
         stats: &CalibStats,
         opts: &QuantOptions,
         candidates: Option<&BTreeMap<String, Vec<(u8, u8)>>>,
+        sq_refit: Option<&BTreeSet<String>>,
         run: &RunOptions,
         timer: &mut PhaseTimer,
     ) -> Result<(Module, Option<Module>, QuantReport), String> {
@@ -485,18 +525,32 @@ impl QuantFlags {
             }
             timer.lap("sequential weights");
         }
+        // 1- and 2-bit layers, and the low groups of --sq-ratio, get their per-filter gain
+        // and offset fitted.
+        let refit = |l: &super::insert::LayerReport| {
+            l.wbits <= 2 || (l.op != Op::MatMul && sq_refit.is_some_and(|s| s.contains(&l.name)))
+        };
         if let Some(p) = &self.calib
-            && report.layers.iter().any(|l| l.wbits <= 2)
+            && report.layers.iter().any(refit)
             && !fitted
         {
             let mut notes = Vec::new();
-            let n =
-                refine_binary_with(m, &mut q, &mut report, p, self.calib_limit, run, &mut notes)?;
+            let n = refine_layers_with(
+                m,
+                &mut q,
+                &mut report,
+                p,
+                self.calib_limit,
+                run,
+                &mut notes,
+                &refit,
+            )?;
             report.notes.extend(notes);
             timer.lap("binary fitting");
             if n > 0 {
                 report.notes.push(format!(
-                    "{n} layer(s) of 1- or 2-bit weights fitted per channel to the float results on {} calibration samples (gain into the weight scales, offset into the bias)",
+                    "{n} layer(s) of {} weights fitted per channel to the float results on {} calibration samples (gain into the weight scales, offset into the bias)",
+                    if sq_refit.is_some() { "1- or 2-bit or --sq-ratio low-group" } else { "1- or 2-bit" },
                     self.calib_limit.unwrap_or(usize::MAX).min(REFINE_SAMPLES)
                 ));
             }
@@ -544,6 +598,176 @@ impl QuantFlags {
             ));
         }
         Ok((q, qdq, report))
+    }
+
+    /// Checks the `--sq-*` flags: every error names the flag and what works.
+    fn check_sq(&self) -> Result<(), String> {
+        let Some(r) = self.sq_ratio else {
+            if let Some(h) = self.sq_high {
+                return Err(format!(
+                    "--sq-high {h} sets the width of the filters --sq-ratio leaves out of the low group: give --sq-ratio R too"
+                ));
+            }
+            if let Some(p) = &self.sq_pick {
+                return Err(format!("--sq-pick {p} needs --sq-ratio R"));
+            }
+            return Ok(());
+        };
+        if !(r > 0.0 && r <= 1.0) {
+            return Err(format!(
+                "--sq-ratio {r}: the fraction of each layer's filters at the low width must be in (0, 1], e.g. --sq-ratio 0.75"
+            ));
+        }
+        if self.calib.is_none() {
+            return Err(format!(
+                "--sq-ratio {r} re-fits the low filters' scales and biases on calibration data between its stages: give --calib DATA.npz"
+            ));
+        }
+        if let Some(b) = &self.budget {
+            return Err(format!(
+                "--sq-ratio {r} and --budget {b}: --budget chooses each layer's bits, --sq-ratio splits every layer's filters between --wbits and --sq-high; give one"
+            ));
+        }
+        if !self.requested() {
+            return Err(format!(
+                "--sq-ratio {r} quantizes a fraction of the filters at the low width: give it with --wbits N (or --bits N)"
+            ));
+        }
+        let opts = self.options();
+        let (low, high) = (opts.wbits, self.sq_high.unwrap_or(8));
+        if opts.binary() {
+            return Err(format!(
+                "--sq-ratio {r} with binarized layers (--wbits 1 --abits 1): the two filter groups share one input, which a binarized layer reads as 1 bit; give --abits 2..8"
+            ));
+        }
+        if !(1..=8).contains(&high) {
+            return Err(format!(
+                "--sq-high {high}: the high group takes {low}..8 bits (at least the low width, --wbits {low})"
+            ));
+        }
+        if high == low {
+            return Err(format!(
+                "--sq-high {high} equals the low width {low} (--wbits, or --bits): both groups would have the same bits; {}",
+                if low < 8 {
+                    format!("give --sq-high {}..8 or a lower --wbits", low + 1)
+                } else {
+                    "give a lower --wbits".to_string()
+                }
+            ));
+        }
+        if high < low {
+            return Err(format!(
+                "--sq-high {high} is lower than the low width {low} (--wbits, or --bits): the filters left out of the low group keep --sq-high bits; give --sq-high {low}..8 or a lower --wbits"
+            ));
+        }
+        Ok(())
+    }
+
+    /// `--sq-ratio`: draws the low filters of every layer stage by stage (each stage but
+    /// the last built, its low groups fitted and its output error measured on the
+    /// calibration samples), and returns the float module split by the final draw, its
+    /// statistics and bits, the low groups to fit and the report's notes.
+    #[allow(clippy::too_many_arguments)]
+    fn sq_stages(
+        &self,
+        m: &Module,
+        ratio: f64,
+        p: &std::path::Path,
+        copts: &CalibOptions,
+        opts: &QuantOptions,
+        run: &RunOptions,
+        timer: &mut PhaseTimer,
+    ) -> Result<SqBuild, String> {
+        let pick: Pick = self.sq_pick.as_deref().unwrap_or("roulette").parse()?;
+        let sopts = SqOptions {
+            ratio,
+            low: opts.wbits,
+            high: self.sq_high.unwrap_or(8),
+            ternary: opts.ternary,
+            pow2: opts.pow2,
+            pick,
+        };
+        let mut plan = SqPlan::new(m, &quant_layers(m)?, sopts, opts.keep_edges);
+        let stages = plan.opts.stages();
+        let limit = self.calib_limit.unwrap_or(usize::MAX).min(REFINE_SAMPLES);
+        let metric = Metric::default_for(m);
+        let mut trace = Vec::new();
+        let mut notes = Vec::new();
+        for (si, &r) in stages.iter().enumerate() {
+            plan.grow(r);
+            let (sm, bits) = plan.split(m, opts.abits)?;
+            let stats = calibrate(&sm, p, copts)?;
+            timer.lap("sq split");
+            if si + 1 == stages.len() {
+                // Power-of-two scales cannot take a fitted gain: the low groups keep them.
+                let refit = (pick == Pick::Roulette && !opts.pow2).then(|| plan.low_names());
+                if pick == Pick::Roulette && opts.pow2 {
+                    notes.push(
+                        "--sq-ratio with --pow2: the low groups keep their power-of-two scales (no least-squares fit)".into(),
+                    );
+                }
+                notes.push(format!(
+                    "--sq-ratio {ratio} ({}, {} at the low width, {} bits for the others): {}",
+                    match pick {
+                        Pick::Roulette => format!(
+                            "filters drawn by a fixed-seed roulette weighted 1 / (e + {}) in stages {}",
+                            super::sq::EPS,
+                            stages
+                                .iter()
+                                .map(|s| format!("{s}"))
+                                .collect::<Vec<_>>()
+                                .join(" -> ")
+                        ),
+                        Pick::Index => "the first filters of each layer, no re-fit".into(),
+                    },
+                    plan.opts.low,
+                    plan.opts.high,
+                    if trace.is_empty() {
+                        "one stage".to_string()
+                    } else {
+                        format!(
+                            "output error ({}) after each earlier stage's fit on {limit} samples: {}",
+                            metric.name(),
+                            trace.join(", ")
+                        )
+                    }
+                ));
+                notes.extend(
+                    plan.describe()
+                        .into_iter()
+                        .map(|l| format!("--sq-ratio: {l}")),
+                );
+                return Ok(SqBuild {
+                    module: sm,
+                    stats,
+                    bits,
+                    refit,
+                    notes,
+                });
+            }
+            // An earlier stage: the model with the filters drawn so far, the low groups
+            // fitted, and its output error.
+            let mut sopts = opts.clone();
+            sopts.layer_bits = bits;
+            let (mut q, mut report) = quantize_model(&sm, &stats, &sopts)?;
+            let lows = plan.low_names();
+            if !opts.pow2 {
+                refine_layers_with(
+                    &sm,
+                    &mut q,
+                    &mut report,
+                    p,
+                    Some(limit),
+                    run,
+                    &mut notes,
+                    &|l| l.wbits <= 2 || (l.op != Op::MatMul && lows.contains(&l.name)),
+                )?;
+            }
+            let e = measured_error(&sm, &q, p, Some(limit), metric)?;
+            trace.push(format!("{}: {e:.3e}", r));
+            timer.lap("sq stage");
+        }
+        Err("internal: --sq-ratio ran no stage".into())
     }
 
     /// The per-layer and output errors of the built module, and the measured error of a
@@ -651,6 +875,16 @@ impl QuantFlags {
         };
         Ok((sel, plan.layer_bits(&problem)))
     }
+}
+
+/// The float module split by `--sq-ratio`'s final draw, with what the build needs.
+struct SqBuild {
+    module: Module,
+    stats: CalibStats,
+    bits: LayerBits,
+    /// The low groups to fit (none for `--sq-pick index`).
+    refit: Option<BTreeSet<String>>,
+    notes: Vec<String>,
 }
 
 /// Phase times of [`QuantFlags::apply`] on stderr, when `QCC_PHASE_TIMES` is set (for

@@ -601,17 +601,50 @@ pub fn quantize_model(
     // user), at 8 bits unless it also feeds a kernel, so every kernel fuses into
     // `requantize` (the backend has no kernel yet for the f32-output form).
     let users = m.users();
+    // Where a kernel's result is quantized: after its relu/clip when that is the only
+    // user; for the parts of a layer split by `--sq-ratio` (`sq.rs`), after the concat
+    // joining them (directly or through slices), which the rewrite's
+    // quantize-through-concat moves onto each part.
+    let out_point = |n: &Node| {
+        let r = n.result;
+        let mut p = r;
+        if let [u] = users[r.index()].as_slice() {
+            let un = m.node(*u);
+            if matches!(un.op, Op::Relu | Op::Clip) && !m.outputs.contains(&r) {
+                p = un.result;
+            }
+        }
+        let name = layer_name(m, n);
+        let split = name.ends_with(super::sq::LOW) || name.ends_with(super::sq::HIGH);
+        if !split || m.outputs.contains(&p) {
+            return p;
+        }
+        let concat_of = |v: ValueId| match users[v.index()].as_slice() {
+            [u] if m.node(*u).op == Op::Concat => Some(m.node(*u).result),
+            _ => None,
+        };
+        let us = &users[p.index()];
+        if let Some(c) = concat_of(p) {
+            return c;
+        }
+        let via_slices: Vec<Option<ValueId>> = us
+            .iter()
+            .map(|&u| {
+                let un = m.node(u);
+                (un.op == Op::Slice && !m.outputs.contains(&un.result))
+                    .then(|| concat_of(un.result))
+                    .flatten()
+            })
+            .collect();
+        match via_slices.first() {
+            Some(&Some(c)) if via_slices.iter().all(|&x| x == Some(c)) => c,
+            _ => p,
+        }
+    };
     let mut out_points: Vec<ValueId> = Vec::new();
     if opts.quantize_outputs {
         for ker in &kernels {
-            let r = m.nodes[ker.node].result;
-            let mut p = r;
-            if let [u] = users[r.index()].as_slice() {
-                let un = m.node(*u);
-                if matches!(un.op, Op::Relu | Op::Clip) && !m.outputs.contains(&r) {
-                    p = un.result;
-                }
-            }
+            let p = out_point(&m.nodes[ker.node]);
             if points.contains_key(&p) {
                 continue;
             }
@@ -703,14 +736,7 @@ pub fn quantize_model(
             Some(b) => b.beta as f64,
             None => act_params[&source(m, node.operands[0])].ty.params.scales()[0] as f64,
         };
-        let r = node.result;
-        let mut p = r;
-        if let [u] = users[r.index()].as_slice() {
-            let un = m.node(*u);
-            if matches!(un.op, Op::Relu | Op::Clip) && !m.outputs.contains(&r) {
-                p = un.result;
-            }
-        }
+        let p = out_point(node);
         if let Some(ap) = act_params.get_mut(&p) {
             let min_scale = 0.75 * sx * sw;
             let s = ap.ty.params.scales()[0] as f64;

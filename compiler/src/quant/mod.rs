@@ -27,6 +27,7 @@ mod scheme;
 mod segments;
 pub mod sensitivity;
 pub mod sequential;
+pub mod sq;
 mod tap;
 
 pub use binary::{BinaryAct, REFINE_SAMPLES, binarize_weights, refine_binary, refine_binary_with};
