@@ -45,6 +45,8 @@ struct Flags {
     input_shapes: Vec<String>,
     #[arg(long = "max-scratch")]
     max_scratch: Option<String>,
+    #[arg(long = "compress-weights")]
+    compress_weights: Option<String>,
     #[command(flatten)]
     quant: QuantFlags,
 }
@@ -89,7 +91,7 @@ impl Build {
     }
 
     /// Flags as `qcc compile` takes them: `--bits`, `--wbits`, `--calib`, `--budget`,
-    /// ..., `--cpu`, `--target`, `--input-shape`, `--max-scratch`.
+    /// ..., `--cpu`, `--target`, `--input-shape`, `--max-scratch`, `--compress-weights`.
     pub fn flags<I, S>(mut self, flags: I) -> Build
     where
         I: IntoIterator<Item = S>,
@@ -143,6 +145,7 @@ impl Build {
             emit: Vec::new(),
             report: Vec::new(),
             max_scratch: flags.max_scratch.clone(),
+            compress_weights: flags.compress_weights.clone(),
             quant: flags.quant.clone(),
         })
         .with_context(|| format!("qcc::build: compiling {}", self.model.display()))?;

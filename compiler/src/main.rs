@@ -100,6 +100,10 @@ enum Command {
         /// G (default 1G); a model needing more is rejected.
         #[arg(long, value_name = "BYTES")]
         max_scratch: Option<String>,
+        /// How the object stores its weights: none (the default), or huffman (coded
+        /// with canonical Huffman codes, decoded into the scratch at every call).
+        #[arg(long, value_name = "KIND")]
+        compress_weights: Option<String>,
         #[command(flatten)]
         quant: qcc::quant::QuantFlags,
     },
@@ -181,6 +185,10 @@ enum Command {
         /// Shape of a graph input with symbolic dimensions, e.g. `input=1,1,8,8`.
         #[arg(long = "input-shape", value_name = "NAME=D,D,...")]
         input_shapes: Vec<String>,
+        /// How the weights are stored: none (the default) or huffman (decoded at every
+        /// run, so the time includes the decoding).
+        #[arg(long, value_name = "KIND")]
+        compress_weights: Option<String>,
         #[command(flatten)]
         quant: qcc::quant::QuantFlags,
     },
@@ -293,6 +301,7 @@ fn main() -> ExitCode {
             emit,
             report,
             max_scratch,
+            compress_weights,
             quant,
         } => qcc::driver::compile(&qcc::driver::CompileArgs {
             model: model.clone(),
@@ -304,6 +313,7 @@ fn main() -> ExitCode {
             emit: emit.clone(),
             report: report.clone(),
             max_scratch: max_scratch.clone(),
+            compress_weights: compress_weights.clone(),
             quant: quant.clone(),
         }),
         Command::Calibrate {
@@ -345,12 +355,14 @@ fn main() -> ExitCode {
             runs,
             threads,
             input_shapes,
+            compress_weights,
             quant,
         } => qcc::driver::bench(&qcc::driver::BenchArgs {
             model: model.clone(),
             runs: *runs,
             threads: *threads,
             input_shapes: input_shapes.clone(),
+            compress_weights: compress_weights.clone(),
             quant: quant.clone(),
         })
         .map(|r| println!("{r}")),

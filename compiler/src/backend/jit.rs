@@ -79,6 +79,15 @@ impl JitModel {
     /// Compiles `m` for `target`, which must run on the host: its triple with a feature
     /// set the host has (e.g. `baseline`, to test the kernels' fallbacks).
     pub fn with_target(m: &Module, target: &Target) -> Result<JitModel, BackendError> {
+        Self::with_options(m, target, &super::Options::default())
+    }
+
+    /// [`JitModel::with_target`] with [`super::Options`] (`--compress-weights`).
+    pub fn with_options(
+        m: &Module,
+        target: &Target,
+        opts: &super::Options,
+    ) -> Result<JitModel, BackendError> {
         if target.triple != target_lexicon::Triple::host() {
             return Err(BackendError::Target(format!(
                 "the JIT runs on the host ({}), not on {}",
@@ -91,7 +100,14 @@ impl JitModel {
             isa,
             cranelift_module::default_libcall_names(),
         ));
-        let built = emit::build(&mut module, m, "jit", emit::Text::None, target.tier()?)?;
+        let built = emit::build(
+            &mut module,
+            m,
+            "jit",
+            emit::Text::None,
+            target.tier()?,
+            opts.compress,
+        )?;
         module
             .finalize_definitions()
             .map_err(|e| BackendError::Internal(format!("JIT finalize: {e}")))?;

@@ -1,0 +1,494 @@
+//! `--compress-weights huffman`: canonical Huffman coding of the read-only data blobs
+//! the kernels read (packed weights, bias and requantize tables), built at compile time,
+//! and the decoder the backend emits (in Cranelift IR) to expand them into the scratch
+//! arena at the start of every call.
+//!
+//! The code is over byte symbols, one per blob, with code lengths limited to
+//! [`MAX_LEN`] bits (package-merge, so the limited code is optimal) and assigned
+//! canonically: symbols sorted by (length, byte value) get consecutive codes. A
+//! compressed blob is, in the object:
+//!
+//! ```text
+//! counts   MAX_LEN x u16 LE   symbols with code length 1, 2, ..., MAX_LEN
+//! symbols  u8 x (sum counts)  the symbols in canonical order
+//! stream   the codes, most significant bit first, then PAD zero bytes
+//! ```
+//!
+//! Canonical codes make the decoder's lookup table (2^MAX_LEN u16 entries, `symbol |
+//! length << 8`, indexed by the next MAX_LEN bits) a run of equal entries per symbol in
+//! canonical order, so building it is a fill. Decoding one byte is one unaligned 8-byte
+//! load, a byte swap, two shifts and a table lookup (the PAD bytes keep the load inside
+//! the blob). Everything here is deterministic: ties are broken by byte value.
+
+use std::str::FromStr;
+
+/// The longest code: the lookup table has `2^MAX_LEN` entries of 2 bytes.
+pub const MAX_LEN: u32 = 11;
+/// Zero bytes after the stream: the decoder loads 8 bytes at the byte of its bit position.
+pub const PAD: usize = 8;
+/// Blobs smaller than this stay as they are (their table would eat the gain).
+pub const MIN_BLOB: usize = 512;
+/// Bytes of the decoder's lookup table (in the scratch arena while decoding).
+pub const TABLE_BYTES: u64 = 2 << MAX_LEN;
+
+/// How the object stores its weights (`--compress-weights`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compress {
+    /// As they are (the default).
+    #[default]
+    None,
+    /// Huffman-coded, decoded into the scratch arena at the start of every call.
+    Huffman,
+}
+
+impl Compress {
+    /// The accepted values of `--compress-weights`.
+    pub const VALUES: [&'static str; 2] = ["none", "huffman"];
+}
+
+impl FromStr for Compress {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Compress, String> {
+        match s {
+            "none" => Ok(Compress::None),
+            "huffman" => Ok(Compress::Huffman),
+            _ => Err(format!(
+                "--compress-weights {s}: unknown value; accepted values: {}",
+                Compress::VALUES.join(", ")
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Compress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compress::None => "none",
+            Compress::Huffman => "huffman",
+        })
+    }
+}
+
+/// Optimal code lengths, at most `max_len` bits, for the byte frequencies `freq`
+/// (package-merge). Symbols of frequency 0 get length 0; a lone symbol gets length 1.
+/// Ties are broken by byte value, so the result depends on `freq` only.
+///
+/// # Panics
+/// If `max_len` is 0 or over 16, or more than `2^max_len` symbols occur.
+pub fn code_lengths(freq: &[u64; 256], max_len: u32) -> [u8; 256] {
+    assert!(
+        (1..=16).contains(&max_len),
+        "max_len {max_len} out of 1..=16"
+    );
+    let mut leaves: Vec<(u64, usize)> = (0..256)
+        .filter(|&s| freq[s] > 0)
+        .map(|s| (freq[s], s))
+        .collect();
+    let mut len = [0u8; 256];
+    match leaves.len() {
+        0 => return len,
+        1 => {
+            len[leaves[0].1] = 1;
+            return len;
+        }
+        n => assert!(
+            n <= 1 << max_len,
+            "{n} symbols do not fit codes of {max_len} bits"
+        ),
+    }
+    leaves.sort_unstable();
+    let n = leaves.len();
+    // An item: its weight and how often each leaf is in it (a leaf's count is how
+    // many times it is in the chosen items: its code length).
+    type Item = (u64, Vec<u8>);
+    let leaf_items: Vec<Item> = (0..n)
+        .map(|i| {
+            let mut c = vec![0u8; n];
+            c[i] = 1;
+            (leaves[i].0, c)
+        })
+        .collect();
+    let mut list = leaf_items.clone();
+    for _ in 1..max_len {
+        let packages: Vec<Item> = list
+            .chunks_exact(2)
+            .map(|p| {
+                let c = p[0].1.iter().zip(&p[1].1).map(|(a, b)| a + b).collect();
+                (p[0].0 + p[1].0, c)
+            })
+            .collect();
+        // Merge by weight; leaves first on ties (stable and deterministic).
+        let mut merged = Vec::with_capacity(n + packages.len());
+        let (mut i, mut j) = (0, 0);
+        while i < n || j < packages.len() {
+            let take_leaf = j == packages.len() || (i < n && leaf_items[i].0 <= packages[j].0);
+            if take_leaf {
+                merged.push(leaf_items[i].clone());
+                i += 1;
+            } else {
+                merged.push(packages[j].clone());
+                j += 1;
+            }
+        }
+        list = merged;
+    }
+    let mut counts = vec![0u32; n];
+    for item in list.iter().take(2 * n - 2) {
+        for (c, &k) in counts.iter_mut().zip(&item.1) {
+            *c += u32::from(k);
+        }
+    }
+    for (i, &(_, s)) in leaves.iter().enumerate() {
+        len[s] = counts[i] as u8;
+    }
+    len
+}
+
+/// The canonical code of `len`: `(code, length)` per byte (length 0: not coded).
+/// Symbols sorted by (length, byte value) get consecutive codes.
+pub fn canonical_codes(len: &[u8; 256]) -> [(u32, u8); 256] {
+    let mut order: Vec<usize> = (0..256).filter(|&s| len[s] > 0).collect();
+    order.sort_by_key(|&s| (len[s], s));
+    let mut codes = [(0u32, 0u8); 256];
+    let mut code = 0u32;
+    let mut prev = 0u8;
+    for s in order {
+        code <<= len[s] - prev;
+        prev = len[s];
+        codes[s] = (code, len[s]);
+        code += 1;
+    }
+    codes
+}
+
+/// A blob coded with its own canonical code, in the object's format (module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encoded {
+    /// Counts, symbols, stream and padding: what the object holds.
+    pub bytes: Vec<u8>,
+    /// Bytes of the raw blob.
+    pub raw_len: usize,
+    /// Where the symbols and the stream start in `bytes`.
+    pub symbols_at: usize,
+    pub stream_at: usize,
+}
+
+/// `data` coded with a canonical Huffman code of at most [`MAX_LEN`] bits.
+pub fn encode(data: &[u8]) -> Encoded {
+    let mut freq = [0u64; 256];
+    for &b in data {
+        freq[b as usize] += 1;
+    }
+    let len = code_lengths(&freq, MAX_LEN);
+    let codes = canonical_codes(&len);
+    let mut bytes = Vec::new();
+    for l in 1..=MAX_LEN as u8 {
+        let c = len.iter().filter(|&&x| x == l).count() as u16;
+        bytes.extend_from_slice(&c.to_le_bytes());
+    }
+    let symbols_at = bytes.len();
+    let mut order: Vec<usize> = (0..256).filter(|&s| len[s] > 0).collect();
+    order.sort_by_key(|&s| (len[s], s));
+    bytes.extend(order.iter().map(|&s| s as u8));
+    let stream_at = bytes.len();
+    let mut acc = 0u64;
+    let mut nbits = 0u32;
+    for &b in data {
+        let (code, l) = codes[b as usize];
+        acc = (acc << l) | u64::from(code);
+        nbits += u32::from(l);
+        while nbits >= 8 {
+            nbits -= 8;
+            bytes.push((acc >> nbits) as u8);
+        }
+        acc &= (1u64 << nbits) - 1;
+    }
+    if nbits > 0 {
+        bytes.push((acc << (8 - nbits)) as u8);
+    }
+    bytes.extend_from_slice(&[0; PAD]);
+    Encoded {
+        bytes,
+        raw_len: data.len(),
+        symbols_at,
+        stream_at,
+    }
+}
+
+/// The decoder's lookup table for a blob's counts and symbols: entry `i` (the next
+/// [`MAX_LEN`] bits of the stream) is `symbol | length << 8`; entries that no code
+/// reaches are 0. What the emitted decoder builds in the scratch arena.
+pub fn lookup_table(counts: &[u16], symbols: &[u8]) -> Vec<u16> {
+    let mut t = vec![0u16; 1 << MAX_LEN];
+    let mut e = 0usize;
+    let mut k = 0usize;
+    for (l, &c) in (1..=MAX_LEN).zip(counts) {
+        let span = 1usize << (MAX_LEN - l);
+        for _ in 0..c {
+            t[e..e + span].fill(u16::from(symbols[k]) | (l as u16) << 8);
+            e += span;
+            k += 1;
+        }
+    }
+    t
+}
+
+/// Decodes an [`Encoded`] blob the way the emitted decoder does (the tests' reference).
+pub fn decode(e: &Encoded) -> Vec<u8> {
+    let counts: Vec<u16> = e.bytes[..e.symbols_at]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let table = lookup_table(&counts, &e.bytes[e.symbols_at..e.stream_at]);
+    let stream = &e.bytes[e.stream_at..];
+    let mut out = Vec::with_capacity(e.raw_len);
+    let mut pos = 0usize;
+    for _ in 0..e.raw_len {
+        let at = pos / 8;
+        let w = u64::from_be_bytes(stream[at..at + 8].try_into().expect("8 bytes"));
+        let ent = table[((w << (pos % 8)) >> (64 - MAX_LEN)) as usize];
+        out.push(ent as u8);
+        pos += usize::from(ent >> 8);
+    }
+    out
+}
+
+/// Whether `data` is worth compressing: at least [`MIN_BLOB`] bytes, and its encoding
+/// smaller. Returns the encoding if so.
+pub fn compress_blob(data: &[u8]) -> Option<Encoded> {
+    if data.len() < MIN_BLOB {
+        return None;
+    }
+    let e = encode(data);
+    (e.bytes.len() < data.len()).then_some(e)
+}
+
+// ---------------------------------------------------------------------------------
+// The decoder, in Cranelift IR.
+
+use cranelift_codegen::Context;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::I64;
+use cranelift_codegen::ir::{BlockArg, InstBuilder, UserFuncName};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataId, FuncId, Linkage, Module as ClModule};
+
+use super::BackendError;
+use super::kb::MF;
+
+/// One compressed blob of the object: its data object, the offsets of its parts, and
+/// where it is decoded to (from the start of the decoded weights' region).
+#[derive(Clone, Debug)]
+pub(crate) struct Blob {
+    pub data: DataId,
+    pub symbols_at: usize,
+    pub stream_at: usize,
+    pub raw_len: usize,
+    /// Bytes of the data object (counts, symbols, stream, padding).
+    pub stored: usize,
+    pub offset: u64,
+}
+
+fn internal(what: &str, e: impl std::fmt::Debug) -> BackendError {
+    BackendError::Internal(format!("{what}: {e:?}"))
+}
+
+/// Defines `NAME__huff_decode(counts, symbols, stream, dst, n, table)`: builds the
+/// lookup table at `table` ([`TABLE_BYTES`]) from the blob's counts and symbols, then
+/// decodes `n` bytes of `stream` into `dst`. Returns it and its bytes of machine code.
+fn define_decoder<M: ClModule>(
+    module: &mut M,
+    (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
+    name: &str,
+) -> Result<(FuncId, u64), BackendError> {
+    let mut s = module.make_signature();
+    for _ in 0..6 {
+        s.params.push(cranelift_codegen::ir::AbiParam::new(I64));
+    }
+    let fid = module
+        .declare_function(&format!("{name}__huff_decode"), Linkage::Local, &s)
+        .map_err(|e| internal("declare the decoder", e))?;
+    ctx.func.signature = s;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let (counts, symbols, stream, dst, n, table) = (p[0], p[1], p[2], p[3], p[4], p[5]);
+        // The table: for each length `l` (a loop, to keep the code small), its symbols
+        // in order, each filling 2^(MAX_LEN - l) entries from `e` on; `k` walks the
+        // symbols. 2^MAX_LEN two-byte stores in all.
+        let (e_v, k_v, l_v, c_v, q_v) = (
+            b.declare_var(I64),
+            b.declare_var(I64),
+            b.declare_var(I64),
+            b.declare_var(I64),
+            b.declare_var(I64),
+        );
+        b.def_var(e_v, table);
+        b.def_var(k_v, symbols);
+        let one = b.ins().iconst(I64, 1);
+        b.def_var(l_v, one);
+        let outer = b.create_block();
+        let inner_test = b.create_block();
+        let inner = b.create_block();
+        let fill = b.create_block();
+        let fill_done = b.create_block();
+        let outer_next = b.create_block();
+        let decode = b.create_block();
+        b.ins().jump(outer, &[]);
+        b.switch_to_block(outer);
+        let l = b.use_var(l_v);
+        let l2x = b.ins().ishl_imm_u(l, 1);
+        let ca = b.ins().iadd(counts, l2x);
+        let cnt = b.ins().uload16(I64, MF, ca, -2);
+        b.def_var(c_v, cnt);
+        let full = b.ins().iconst(I64, TABLE_BYTES as i64);
+        let span_bytes = b.ins().ushr(full, l);
+        let hi = b.ins().ishl_imm_u(l, 8);
+        b.ins().jump(inner_test, &[]);
+        b.switch_to_block(inner_test);
+        let cnt = b.use_var(c_v);
+        b.ins().brif(cnt, inner, &[], outer_next, &[]);
+        b.switch_to_block(inner);
+        let k = b.use_var(k_v);
+        let e = b.use_var(e_v);
+        let sym = b.ins().uload8(I64, MF, k, 0);
+        let ent = b.ins().bor(sym, hi);
+        let end = b.ins().iadd(e, span_bytes);
+        b.def_var(q_v, e);
+        b.ins().jump(fill, &[]);
+        b.switch_to_block(fill);
+        let q = b.use_var(q_v);
+        b.ins().istore16(MF, ent, q, 0);
+        let q2 = b.ins().iadd_imm_s(q, 2);
+        b.def_var(q_v, q2);
+        let more = b.ins().icmp(IntCC::UnsignedLessThan, q2, end);
+        b.ins().brif(more, fill, &[], fill_done, &[]);
+        b.switch_to_block(fill_done);
+        b.def_var(e_v, end);
+        let k2 = b.ins().iadd_imm_s(k, 1);
+        b.def_var(k_v, k2);
+        let cnt = b.use_var(c_v);
+        let c2 = b.ins().iadd_imm_s(cnt, -1);
+        b.def_var(c_v, c2);
+        b.ins().jump(inner_test, &[]);
+        b.switch_to_block(outer_next);
+        let l2 = b.ins().iadd_imm_s(l, 1);
+        b.def_var(l_v, l2);
+        let again = b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThanOrEqual, l2, i64::from(MAX_LEN));
+        b.ins().brif(again, outer, &[], decode, &[]);
+        b.switch_to_block(decode);
+        // The stream: one table lookup per byte.
+        let body = b.create_block();
+        let exit = b.create_block();
+        b.append_block_param(body, I64); // j
+        b.append_block_param(body, I64); // bit position
+        let zero = b.ins().iconst(I64, 0);
+        b.ins().brif(
+            n,
+            body,
+            &[BlockArg::Value(zero), BlockArg::Value(zero)],
+            exit,
+            &[],
+        );
+        b.switch_to_block(body);
+        let j = b.block_params(body)[0];
+        let pos = b.block_params(body)[1];
+        let at = b.ins().ushr_imm_u(pos, 3);
+        let src = b.ins().iadd(stream, at);
+        let w = b.ins().load(I64, MF, src, 0);
+        let w = b.ins().bswap(w);
+        let sh = b.ins().band_imm_u(pos, 7);
+        let w = b.ins().ishl(w, sh);
+        let idx = b.ins().ushr_imm_u(w, i64::from(64 - MAX_LEN));
+        let idx2 = b.ins().ishl_imm_u(idx, 1);
+        let tp = b.ins().iadd(table, idx2);
+        let ent = b.ins().uload16(I64, MF, tp, 0);
+        let dp = b.ins().iadd(dst, j);
+        b.ins().istore8(MF, ent, dp, 0);
+        let l = b.ins().ushr_imm_u(ent, 8);
+        let pos2 = b.ins().iadd(pos, l);
+        let j2 = b.ins().iadd_imm_s(j, 1);
+        let more = b.ins().icmp(IntCC::UnsignedLessThan, j2, n);
+        b.ins().brif(
+            more,
+            body,
+            &[BlockArg::Value(j2), BlockArg::Value(pos2)],
+            exit,
+            &[],
+        );
+        b.switch_to_block(exit);
+        b.ins().return_(&[]);
+        b.seal_all_blocks();
+        b.finalize(module.isa().frontend_config());
+    }
+    module
+        .define_function(fid, ctx)
+        .map_err(|e| internal("the Huffman decoder", e))?;
+    let code = code_bytes(ctx);
+    module.clear_context(ctx);
+    Ok((fid, code))
+}
+
+/// Defines the decoder and `NAME__huff_unpack(wbase, table)`, which decodes every blob
+/// of `blobs` to `wbase + offset`, with the lookup table at `table`. Returns the latter
+/// and the bytes of machine code of both.
+pub(crate) fn define_unpack<M: ClModule>(
+    module: &mut M,
+    (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
+    name: &str,
+    blobs: &[Blob],
+) -> Result<(FuncId, u64), BackendError> {
+    let (dec, dec_code) = define_decoder(module, (&mut *ctx, &mut *fctx), name)?;
+    let mut s = module.make_signature();
+    for _ in 0..2 {
+        s.params.push(cranelift_codegen::ir::AbiParam::new(I64));
+    }
+    let fid = module
+        .declare_function(&format!("{name}__huff_unpack"), Linkage::Local, &s)
+        .map_err(|e| internal("declare the unpacker", e))?;
+    ctx.func.signature = s;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    let dref = module.declare_func_in_func(dec, &mut ctx.func);
+    let gvs: Vec<_> = blobs
+        .iter()
+        .map(|bl| module.declare_data_in_func(bl.data, &mut ctx.func))
+        .collect();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let (wbase, table) = (p[0], p[1]);
+        for (bl, &gv) in blobs.iter().zip(&gvs) {
+            let base = b.ins().symbol_value(I64, gv);
+            let syms = b.ins().iadd_imm_s(base, bl.symbols_at as i64);
+            let stream = b.ins().iadd_imm_s(base, bl.stream_at as i64);
+            let dst = b.ins().iadd_imm_s(wbase, bl.offset as i64);
+            let n = b.ins().iconst(I64, bl.raw_len as i64);
+            b.ins().call(dref, &[base, syms, stream, dst, n, table]);
+        }
+        b.ins().return_(&[]);
+        b.finalize(module.isa().frontend_config());
+    }
+    module
+        .define_function(fid, ctx)
+        .map_err(|e| internal("the Huffman unpacker", e))?;
+    let code = code_bytes(ctx);
+    module.clear_context(ctx);
+    Ok((fid, dec_code + code))
+}
+
+/// Bytes of machine code of the function just defined in `ctx`.
+fn code_bytes(ctx: &Context) -> u64 {
+    ctx.compiled_code()
+        .map_or(0, |c| c.code_buffer().len() as u64)
+}
