@@ -26,7 +26,7 @@ use super::huffman::{self, Compress};
 use super::kb::Kb;
 use super::kernels::{self, DataSink, Ecx, Lowering, Placed};
 use super::plan::{self, Loc, MemoryPlan};
-use super::report::{Compression, LayerReport, Report};
+use super::report::{BlobReport, Compression, LayerReport, Report};
 use super::select::{self, Dest, Schedule};
 use super::split::{self, Chunk, Split};
 use super::target::{Features, Tier};
@@ -122,6 +122,10 @@ enum DataRef {
 #[derive(Default)]
 struct HuffState {
     blobs: Vec<huffman::Blob>,
+    /// What the report says of each.
+    reports: Vec<BlobReport>,
+    /// The step whose kernels are being generated.
+    step: Option<usize>,
     /// Bytes of the decoded weights' region (each blob at a 64-byte aligned offset).
     region: u64,
 }
@@ -224,6 +228,14 @@ impl<M: ClModule> Data<'_, M> {
                 let h = self.st.huff.as_mut().expect("checked above");
                 let offset = h.region;
                 h.region += (e.raw_len as u64).div_ceil(plan::ALIGN) * plan::ALIGN;
+                h.reports.push(BlobReport {
+                    layer: h.step,
+                    raw_bytes: e.raw_len as u64,
+                    stored_bytes: stored as u64,
+                    symbols: e.stream_at - e.symbols_at,
+                    max_code_bits: e.max_len,
+                    offset,
+                });
                 h.blobs.push(huffman::Blob {
                     data: id,
                     symbols_at: e.symbols_at,
@@ -339,6 +351,9 @@ pub(crate) fn build<M: ClModule>(
         let raw_before = data.raw_bytes;
         let op = step_op(m, step);
         let fname = format!("{name}__k{si}_{op}");
+        if let Some(h) = &mut data.huff {
+            h.step = Some(si);
+        }
         let line = (want != Text::None).then(|| {
             let line = match step.node {
                 Some(n) => {
@@ -395,6 +410,9 @@ pub(crate) fn build<M: ClModule>(
             continue;
         };
         let op = step_op(m, step);
+        if let Some(h) = &mut data.huff {
+            h.step = Some(si);
+        }
         // The bands' kernels take the shared region (unpacked weights) as the weights'
         // operand when there is a first phase.
         let band_step = |low: &Lowering| {
@@ -568,7 +586,7 @@ pub(crate) fn build<M: ClModule>(
         let stored: u64 = h.blobs.iter().map(|b| b.stored as u64).sum();
         Compression {
             method: Compress::Huffman.to_string(),
-            blobs: h.blobs.len(),
+            blobs: h.reports.clone(),
             raw_bytes: raw,
             stored_bytes: stored,
             decoded_bytes: h.region,

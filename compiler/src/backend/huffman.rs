@@ -171,6 +171,8 @@ pub struct Encoded {
     /// Where the symbols and the stream start in `bytes`.
     pub symbols_at: usize,
     pub stream_at: usize,
+    /// The longest code, in bits (0 for an empty blob).
+    pub max_len: u32,
 }
 
 /// `data` coded with a canonical Huffman code of at most [`MAX_LEN`] bits.
@@ -212,6 +214,7 @@ pub fn encode(data: &[u8]) -> Encoded {
         raw_len: data.len(),
         symbols_at,
         stream_at,
+        max_len: u32::from(len.iter().copied().max().unwrap_or(0)),
     }
 }
 

@@ -47,7 +47,7 @@ use qcc_ir::Module;
 
 pub use huffman::Compress;
 pub use jit::{CtxCase, JitModel, OutputRef, PeakMix, QccCtx, ThreadPool, measure_peak};
-pub use report::{Compression, LayerReport, Report};
+pub use report::{BlobReport, Compression, LayerReport, Report};
 pub use split::with_grain as split_grain;
 pub use target::{Target, Tier};
 

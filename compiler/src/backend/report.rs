@@ -73,8 +73,9 @@ pub struct Report {
 pub struct Compression {
     /// `huffman`.
     pub method: String,
-    /// Blobs stored coded (the others were under the minimum size or did not shrink).
-    pub blobs: usize,
+    /// The blobs stored coded, in the order they were defined (the others were under
+    /// the minimum size or did not shrink).
+    pub blobs: Vec<BlobReport>,
     /// Their bytes as the kernels read them.
     pub raw_bytes: u64,
     /// Their bytes in the object: code tables, streams and padding.
@@ -86,6 +87,20 @@ pub struct Compression {
     pub decoder_code_bytes: u64,
     /// Where that region starts in `NAME_run`'s scratch (None when no blob is coded).
     pub weights_offset: Option<u64>,
+}
+
+/// One coded blob.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct BlobReport {
+    /// The layer (step of [`Report::layers`]) whose kernel first defined it.
+    pub layer: Option<usize>,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    /// Distinct byte values in it, and its longest code in bits.
+    pub symbols: usize,
+    pub max_code_bits: u32,
+    /// Its offset in the decoded weights' region.
+    pub offset: u64,
 }
 
 impl Compression {
@@ -182,7 +197,7 @@ impl fmt::Display for Report {
                 "compressed weights ({}): {} blob(s), {} B raw -> {} B stored (tables and \
                  streams), {} B saved ({:.4} of raw); decoded into {} B of scratch by {} B of code",
                 c.method,
-                c.blobs,
+                c.blobs.len(),
                 c.raw_bytes,
                 c.stored_bytes,
                 c.saved_bytes(),
@@ -245,8 +260,8 @@ impl Report {
             json_str(&mut o, &c.method);
             let _ = write!(
                 o,
-                ", \"blobs\": {}, \"raw_bytes\": {}, \"stored_bytes\": {}, \"saved_bytes\": {}, \"ratio\": {:.6}, \"decoded_bytes\": {}, \"decoder_code_bytes\": {}}},",
-                c.blobs,
+                ", \"blobs\": {}, \"raw_bytes\": {}, \"stored_bytes\": {}, \"saved_bytes\": {}, \"ratio\": {:.6}, \"decoded_bytes\": {}, \"decoder_code_bytes\": {}, \"blob_list\": [",
+                c.blobs.len(),
                 c.raw_bytes,
                 c.stored_bytes,
                 c.saved_bytes(),
@@ -254,6 +269,18 @@ impl Report {
                 c.decoded_bytes,
                 c.decoder_code_bytes
             );
+            for (i, b) in c.blobs.iter().enumerate() {
+                if i > 0 {
+                    o.push_str(", ");
+                }
+                let layer = b.layer.map_or("null".to_string(), |l| l.to_string());
+                let _ = write!(
+                    o,
+                    "{{\"layer\": {layer}, \"raw_bytes\": {}, \"stored_bytes\": {}, \"symbols\": {}, \"max_code_bits\": {}, \"offset\": {}}}",
+                    b.raw_bytes, b.stored_bytes, b.symbols, b.max_code_bits, b.offset
+                );
+            }
+            o.push_str("]},");
         }
         o.push_str("\n  \"layers\": [");
         for (i, l) in self.layers.iter().enumerate() {
