@@ -505,7 +505,8 @@ pub(crate) fn build<M: ClModule>(
     }
     // `--compress-weights huffman`: the decoded weights' region follows each entry's
     // arena, and the decoder's lookup table sits at the start of the arena while it
-    // runs (before the first layer nothing in the arena is live).
+    // runs (before the first layer nothing in the arena is live), or after the region
+    // when the arena is smaller than the table.
     let mut plan = plan;
     let (unpack, decoder_code) = match &data.huff {
         Some(h) if !h.blobs.is_empty() => {
@@ -518,13 +519,18 @@ pub(crate) fn build<M: ClModule>(
         (Some(h), Some(f)) => {
             let grow = |arena: &mut u64| {
                 let at = arena.div_ceil(plan::ALIGN) * plan::ALIGN;
-                *arena = (at + h.region).max(huffman::TABLE_BYTES);
-                Some((Some(f), at))
+                let table = if at >= huffman::TABLE_BYTES {
+                    0
+                } else {
+                    at + h.region
+                };
+                *arena = (at + h.region).max(table + huffman::TABLE_BYTES);
+                Some((Some(f), at, table))
             };
             (grow(&mut plan.arena), grow(&mut plan_ctx.arena))
         }
         // Compression on but nothing worth it: the kernels' last parameter is unused.
-        (Some(_), None) => (Some((None, 0)), Some((None, 0))),
+        (Some(_), None) => (Some((None, 0, 0)), Some((None, 0, 0))),
         (None, _) => (None, None),
     };
     let run = emit_entry(
@@ -1016,9 +1022,10 @@ struct StepTasks {
     pre: Option<(FuncId, usize)>,
 }
 
-/// The decoder of the compressed weights (None: nothing was worth compressing) and the
-/// offset of their region in the entry's scratch (`--compress-weights huffman`).
-type WeightsAt = (Option<FuncId>, u64);
+/// The decoder of the compressed weights (None: nothing was worth compressing), the
+/// offset of their region in the entry's scratch and that of the decoder's lookup
+/// table (`--compress-weights huffman`).
+type WeightsAt = (Option<FuncId>, u64, u64);
 
 /// A split step's task function and count, after its first phase's, in the entry.
 type TaskRefs = (FuncRef, usize, Option<(FuncRef, usize)>);
@@ -1253,11 +1260,12 @@ fn emit_entry<M: ClModule>(
         b.ins().return_(&[one]);
         b.switch_to_block(go);
         b.seal_block(go);
-        // The compressed weights, decoded into their region (the lookup table at the
-        // start of the scratch); every kernel gets the region last.
-        let wb = weights.map(|(_, at)| b.ins().iadd_imm_s(scratch, at as i64));
-        if let (Some(f), Some(w)) = (unpack, wb) {
-            b.ins().call(f, &[w, scratch]);
+        // The compressed weights, decoded into their region (with the lookup table in
+        // scratch that is not live yet); every kernel gets the region last.
+        let wb = weights.map(|(_, at, _)| b.ins().iadd_imm_s(scratch, at as i64));
+        if let (Some(f), Some(w), Some((_, _, table))) = (unpack, wb, weights) {
+            let t = b.ins().iadd_imm_s(scratch, table as i64);
+            b.ins().call(f, &[w, t]);
         }
         let ptr_of = |b: &mut FunctionBuilder<'_>, l: Loc| -> Value {
             match l {
