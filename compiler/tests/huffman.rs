@@ -159,7 +159,7 @@ fn sample_blobs() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn codes_are_canonical_prefix_free_complete_and_length_limited() {
-    for (what, data) in sample_blobs() {
+    for (_, data) in sample_blobs() {
         let f = freq_of(&data);
         for max_len in [MAX_LEN, 8, 12, 15] {
             let used = f.iter().filter(|&&x| x > 0).count();
@@ -168,7 +168,6 @@ fn codes_are_canonical_prefix_free_complete_and_length_limited() {
             }
             let len = code_lengths(&f, max_len);
             check_code(&f, &len, max_len);
-            let _ = what;
         }
     }
 }
@@ -236,7 +235,7 @@ fn encode_decode_round_trips() {
     let mut r = Rng(11);
     for _ in 0..200 {
         let n = (r.next() % 3000) as usize;
-        let alphabet = 1 + (r.next() % 256) as u64;
+        let alphabet = 1 + r.next() % 256;
         let data: Vec<u8> = (0..n).map(|_| (r.next() % alphabet) as u8).collect();
         assert_eq!(decode(&encode(&data)), data);
     }
