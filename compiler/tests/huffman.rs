@@ -231,7 +231,8 @@ fn encode_decode_round_trips() {
         assert!(e.max_len <= MAX_LEN, "{what}");
         assert_eq!(&e.bytes[e.bytes.len() - huffman::PAD..], &[0; huffman::PAD]);
     }
-    // Random blobs of random lengths and alphabets.
+    // Random blobs of random lengths (every remainder of the four streams' split) and
+    // alphabets.
     let mut r = Rng(11);
     for _ in 0..200 {
         let n = (r.next() % 3000) as usize;
@@ -262,6 +263,35 @@ fn only_blobs_that_shrink_are_compressed() {
         compress_blob(&uniform).is_none(),
         "8 bits a byte cannot shrink"
     );
+}
+
+#[test]
+fn the_emitted_decoder_round_trips_every_length() {
+    // Directly: every split of a blob into the four streams (lengths 0 to 40 cover
+    // every remainder and streams of 0 to 10 bytes), and the sample blobs.
+    let mut r = Rng(5);
+    for n in 0..=40usize {
+        for alphabet in [1u64, 2, 3, 17, 256] {
+            let data: Vec<u8> = (0..n).map(|_| (r.next() % alphabet) as u8).collect();
+            let got = qcc::backend::huffman_round_trip(&data).unwrap();
+            assert_eq!(got, data, "{n} bytes of {alphabet} symbols");
+        }
+    }
+    for n in [511usize, 513, 1022, 4097] {
+        let data: Vec<u8> = (0..n).map(|_| (r.next() % 7) as u8 * 31).collect();
+        assert_eq!(
+            qcc::backend::huffman_round_trip(&data).unwrap(),
+            data,
+            "{n}"
+        );
+    }
+    for (what, data) in sample_blobs() {
+        assert_eq!(
+            qcc::backend::huffman_round_trip(&data).unwrap(),
+            data,
+            "{what}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------

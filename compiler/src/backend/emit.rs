@@ -232,7 +232,7 @@ impl<M: ClModule> Data<'_, M> {
                     layer: h.step,
                     raw_bytes: e.raw_len as u64,
                     stored_bytes: stored as u64,
-                    symbols: e.stream_at - e.symbols_at,
+                    symbols: e.stream_at - 4 * (huffman::STREAMS - 1) - e.symbols_at,
                     max_code_bits: e.max_len,
                     offset,
                 });

@@ -11,8 +11,15 @@
 //! ```text
 //! counts   MAX_LEN x u16 LE   symbols with code length 1, 2, ..., MAX_LEN
 //! symbols  u8 x (sum counts)  the symbols in canonical order
-//! stream   the codes, most significant bit first, then PAD zero bytes
+//! starts   3 x u32 LE         where streams 1, 2 and 3 start, from stream 0's start
+//! streams  4 bit streams, each byte-aligned, codes most significant bit first,
+//!          then PAD zero bytes
 //! ```
+//!
+//! The blob of `n` bytes is cut in four (`q = n / 4` bytes each for the first three,
+//! the rest for the last), each coded in its own stream with the blob's code, so the
+//! decoder follows four independent bit positions at once (a single stream is one long
+//! chain of dependent loads; four keep the CPU busy, as zstd's Huff0 does).
 //!
 //! Canonical codes make the decoder's lookup table (2^MAX_LEN u16 entries, `symbol |
 //! length << 8`, indexed by the next MAX_LEN bits) a run of equal entries per symbol in
@@ -30,6 +37,8 @@ pub const PAD: usize = 8;
 pub const MIN_BLOB: usize = 512;
 /// Bytes of the decoder's lookup table (in the scratch arena while decoding).
 pub const TABLE_BYTES: u64 = 2 << MAX_LEN;
+/// Bit streams per blob, decoded side by side.
+pub const STREAMS: usize = 4;
 
 /// How the object stores its weights (`--compress-weights`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -168,7 +177,8 @@ pub struct Encoded {
     pub bytes: Vec<u8>,
     /// Bytes of the raw blob.
     pub raw_len: usize,
-    /// Where the symbols and the stream start in `bytes`.
+    /// Where the symbols and the first stream start in `bytes` (the streams' starts
+    /// are the `4 * (STREAMS - 1)` bytes before the latter).
     pub symbols_at: usize,
     pub stream_at: usize,
     /// The longest code, in bits (0 for an empty blob).
@@ -192,21 +202,30 @@ pub fn encode(data: &[u8]) -> Encoded {
     let mut order: Vec<usize> = (0..256).filter(|&s| len[s] > 0).collect();
     order.sort_by_key(|&s| (len[s], s));
     bytes.extend(order.iter().map(|&s| s as u8));
+    let starts_at = bytes.len();
+    bytes.extend_from_slice(&[0; 4 * (STREAMS - 1)]);
     let stream_at = bytes.len();
-    let mut acc = 0u64;
-    let mut nbits = 0u32;
-    for &b in data {
-        let (code, l) = codes[b as usize];
-        acc = (acc << l) | u64::from(code);
-        nbits += u32::from(l);
-        while nbits >= 8 {
-            nbits -= 8;
-            bytes.push((acc >> nbits) as u8);
+    for (k, seg) in segments(data.len()).into_iter().enumerate() {
+        if k > 0 {
+            let start = (bytes.len() - stream_at) as u32;
+            let at = starts_at + 4 * (k - 1);
+            bytes[at..at + 4].copy_from_slice(&start.to_le_bytes());
         }
-        acc &= (1u64 << nbits) - 1;
-    }
-    if nbits > 0 {
-        bytes.push((acc << (8 - nbits)) as u8);
+        let mut acc = 0u64;
+        let mut nbits = 0u32;
+        for &b in &data[seg] {
+            let (code, l) = codes[b as usize];
+            acc = (acc << l) | u64::from(code);
+            nbits += u32::from(l);
+            while nbits >= 8 {
+                nbits -= 8;
+                bytes.push((acc >> nbits) as u8);
+            }
+            acc &= (1u64 << nbits) - 1;
+        }
+        if nbits > 0 {
+            bytes.push((acc << (8 - nbits)) as u8);
+        }
     }
     bytes.extend_from_slice(&[0; PAD]);
     Encoded {
@@ -236,22 +255,39 @@ pub fn lookup_table(counts: &[u16], symbols: &[u8]) -> Vec<u16> {
     t
 }
 
+/// The parts of a blob of `n` bytes that the streams code: `n / 4` bytes each, the
+/// last stream the rest.
+pub fn segments(n: usize) -> [std::ops::Range<usize>; STREAMS] {
+    let q = n / STREAMS;
+    std::array::from_fn(|k| k * q..if k + 1 == STREAMS { n } else { (k + 1) * q })
+}
+
 /// Decodes an [`Encoded`] blob the way the emitted decoder does (the tests' reference).
 pub fn decode(e: &Encoded) -> Vec<u8> {
     let counts: Vec<u16> = e.bytes[..e.symbols_at]
         .chunks_exact(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
-    let table = lookup_table(&counts, &e.bytes[e.symbols_at..e.stream_at]);
+    let starts_at = e.stream_at - 4 * (STREAMS - 1);
+    let table = lookup_table(&counts, &e.bytes[e.symbols_at..starts_at]);
     let stream = &e.bytes[e.stream_at..];
     let mut out = Vec::with_capacity(e.raw_len);
-    let mut pos = 0usize;
-    for _ in 0..e.raw_len {
-        let at = pos / 8;
-        let w = u64::from_be_bytes(stream[at..at + 8].try_into().expect("8 bytes"));
-        let ent = table[((w << (pos % 8)) >> (64 - MAX_LEN)) as usize];
-        out.push(ent as u8);
-        pos += usize::from(ent >> 8);
+    for (k, seg) in segments(e.raw_len).into_iter().enumerate() {
+        let start = match k {
+            0 => 0,
+            _ => {
+                let at = starts_at + 4 * (k - 1);
+                u32::from_le_bytes(e.bytes[at..at + 4].try_into().expect("4 bytes")) as usize
+            }
+        };
+        let mut pos = 8 * start;
+        for _ in seg {
+            let at = pos / 8;
+            let w = u64::from_be_bytes(stream[at..at + 8].try_into().expect("8 bytes"));
+            let ent = table[((w << (pos % 8)) >> (64 - MAX_LEN)) as usize];
+            out.push(ent as u8);
+            pos += usize::from(ent >> 8);
+        }
     }
     out
 }
@@ -299,7 +335,7 @@ fn internal(what: &str, e: impl std::fmt::Debug) -> BackendError {
 /// Defines `NAME__huff_decode(counts, symbols, stream, dst, n, table)`: builds the
 /// lookup table at `table` ([`TABLE_BYTES`]) from the blob's counts and symbols, then
 /// decodes `n` bytes of `stream` into `dst`. Returns it and its bytes of machine code.
-fn define_decoder<M: ClModule>(
+pub(crate) fn define_decoder<M: ClModule>(
     module: &mut M,
     (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
     name: &str,
@@ -387,42 +423,107 @@ fn define_decoder<M: ClModule>(
             .icmp_imm_s(IntCC::UnsignedLessThanOrEqual, l2, i64::from(MAX_LEN));
         b.ins().brif(again, outer, &[], decode, &[]);
         b.switch_to_block(decode);
-        // The stream: one table lookup per byte.
+        // The streams: stream `k` decodes `q = n / 4` bytes to `dst + k q` (the last
+        // also the `n - 4 q` left), one table lookup per byte, the four side by side.
+        let streams: Vec<cranelift_codegen::ir::Value> = (0..STREAMS)
+            .map(|k| {
+                if k == 0 {
+                    stream
+                } else {
+                    let off = -(4 * (STREAMS - k) as i32);
+                    let start = b.ins().uload32(MF, stream, off);
+                    b.ins().iadd(stream, start)
+                }
+            })
+            .collect();
+        let q = b.ins().ushr_imm_u(n, 2);
+        let dsts: Vec<cranelift_codegen::ir::Value> = (0..STREAMS)
+            .map(|k| {
+                let o = b.ins().imul_imm_u(q, k as i64);
+                b.ins().iadd(dst, o)
+            })
+            .collect();
+        // One byte of stream `k` at bit position `pos` to `d`; the next position.
+        let one = |b: &mut FunctionBuilder<'_>,
+                   st: cranelift_codegen::ir::Value,
+                   pos: cranelift_codegen::ir::Value,
+                   d: cranelift_codegen::ir::Value| {
+            let at = b.ins().ushr_imm_u(pos, 3);
+            let src = b.ins().iadd(st, at);
+            let w = b.ins().load(I64, MF, src, 0);
+            let w = b.ins().bswap(w);
+            let sh = b.ins().band_imm_u(pos, 7);
+            let w = b.ins().ishl(w, sh);
+            let idx = b.ins().ushr_imm_u(w, i64::from(64 - MAX_LEN));
+            let idx2 = b.ins().ishl_imm_u(idx, 1);
+            let tp = b.ins().iadd(table, idx2);
+            let ent = b.ins().uload16(I64, MF, tp, 0);
+            b.ins().istore8(MF, ent, d, 0);
+            let l = b.ins().ushr_imm_u(ent, 8);
+            b.ins().iadd(pos, l)
+        };
         let body = b.create_block();
+        let tail = b.create_block();
+        let tail_body = b.create_block();
         let exit = b.create_block();
         b.append_block_param(body, I64); // j
-        b.append_block_param(body, I64); // bit position
+        for _ in 0..STREAMS {
+            b.append_block_param(body, I64); // the streams' bit positions
+        }
+        b.append_block_param(tail, I64); // j of the last stream
+        b.append_block_param(tail, I64); // its bit position
+        b.append_block_param(tail_body, I64);
+        b.append_block_param(tail_body, I64);
         let zero = b.ins().iconst(I64, 0);
+        let start: Vec<BlockArg> =
+            std::iter::repeat_n(BlockArg::Value(zero), STREAMS + 1).collect();
         b.ins().brif(
-            n,
+            q,
             body,
+            &start,
+            tail,
             &[BlockArg::Value(zero), BlockArg::Value(zero)],
+        );
+        b.switch_to_block(body);
+        let params = b.block_params(body).to_vec();
+        let j = params[0];
+        let mut next = vec![BlockArg::Value(zero)];
+        for k in 0..STREAMS {
+            let d = b.ins().iadd(dsts[k], j);
+            let p2 = one(&mut b, streams[k], params[1 + k], d);
+            next.push(BlockArg::Value(p2));
+        }
+        let j2 = b.ins().iadd_imm_s(j, 1);
+        next[0] = BlockArg::Value(j2);
+        let more = b.ins().icmp(IntCC::UnsignedLessThan, j2, q);
+        let last_pos = next[STREAMS];
+        b.ins()
+            .brif(more, body, &next, tail, &[BlockArg::Value(j2), last_pos]);
+        // The last stream's extra bytes: `n - 4 q` (0 to 3), from `j = q` on.
+        b.switch_to_block(tail);
+        let tp = b.block_params(tail).to_vec();
+        let q4 = b.ins().ishl_imm_u(q, 2);
+        let left = b.ins().icmp(IntCC::UnsignedLessThan, q4, n);
+        b.ins().brif(
+            left,
+            tail_body,
+            &[BlockArg::Value(tp[0]), BlockArg::Value(tp[1])],
             exit,
             &[],
         );
-        b.switch_to_block(body);
-        let j = b.block_params(body)[0];
-        let pos = b.block_params(body)[1];
-        let at = b.ins().ushr_imm_u(pos, 3);
-        let src = b.ins().iadd(stream, at);
-        let w = b.ins().load(I64, MF, src, 0);
-        let w = b.ins().bswap(w);
-        let sh = b.ins().band_imm_u(pos, 7);
-        let w = b.ins().ishl(w, sh);
-        let idx = b.ins().ushr_imm_u(w, i64::from(64 - MAX_LEN));
-        let idx2 = b.ins().ishl_imm_u(idx, 1);
-        let tp = b.ins().iadd(table, idx2);
-        let ent = b.ins().uload16(I64, MF, tp, 0);
-        let dp = b.ins().iadd(dst, j);
-        b.ins().istore8(MF, ent, dp, 0);
-        let l = b.ins().ushr_imm_u(ent, 8);
-        let pos2 = b.ins().iadd(pos, l);
-        let j2 = b.ins().iadd_imm_s(j, 1);
-        let more = b.ins().icmp(IntCC::UnsignedLessThan, j2, n);
+        b.switch_to_block(tail_body);
+        let tb = b.block_params(tail_body).to_vec();
+        let d = b.ins().iadd(dsts[STREAMS - 1], tb[0]);
+        let p2 = one(&mut b, streams[STREAMS - 1], tb[1], d);
+        let j2 = b.ins().iadd_imm_s(tb[0], 1);
+        // Stream 3 ends at `n - 3 q` bytes.
+        let q3 = b.ins().imul_imm_u(q, (STREAMS - 1) as i64);
+        let end = b.ins().isub(n, q3);
+        let more = b.ins().icmp(IntCC::UnsignedLessThan, j2, end);
         b.ins().brif(
             more,
-            body,
-            &[BlockArg::Value(j2), BlockArg::Value(pos2)],
+            tail_body,
+            &[BlockArg::Value(j2), BlockArg::Value(p2)],
             exit,
             &[],
         );

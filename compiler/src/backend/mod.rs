@@ -46,7 +46,9 @@ use std::fmt;
 use qcc_ir::Module;
 
 pub use huffman::Compress;
-pub use jit::{CtxCase, JitModel, OutputRef, PeakMix, QccCtx, ThreadPool, measure_peak};
+pub use jit::{
+    CtxCase, JitModel, OutputRef, PeakMix, QccCtx, ThreadPool, huffman_round_trip, measure_peak,
+};
 pub use report::{BlobReport, Compression, LayerReport, Report};
 pub use split::with_grain as split_grain;
 pub use target::{Target, Tier};
