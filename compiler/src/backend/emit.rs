@@ -504,33 +504,50 @@ pub(crate) fn build<M: ClModule>(
         }));
     }
     // `--compress-weights huffman`: the decoded weights' region follows each entry's
-    // arena, and the decoder's lookup table sits at the start of the arena while it
-    // runs (before the first layer nothing in the arena is live), or after the region
-    // when the arena is smaller than the table.
+    // arena, and the decoder's lookup tables (one for `NAME_run`, one per blob for the
+    // threaded entry, which decodes the blobs in parallel) sit at the start of the
+    // arena while it runs (before the first layer nothing in the arena is live), or
+    // after the region when the arena is smaller than the tables.
     let mut plan = plan;
-    let (unpack, decoder_code) = match &data.huff {
-        Some(h) if !h.blobs.is_empty() => {
-            let (f, code) = huffman::define_unpack(module, (&mut ctx, &mut fctx), name, &h.blobs)?;
-            (Some(f), code)
-        }
-        _ => (None, 0),
+    let unpack = match &data.huff {
+        Some(h) if !h.blobs.is_empty() => Some(huffman::define_unpack(
+            module,
+            (&mut ctx, &mut fctx),
+            name,
+            &h.blobs,
+        )?),
+        _ => None,
     };
     let (weights, weights_ctx) = match (&data.huff, unpack) {
-        (Some(h), Some(f)) => {
-            let grow = |arena: &mut u64| {
+        (Some(h), Some(u)) => {
+            let grow = |arena: &mut u64, tables: u64, task: Option<(FuncId, usize)>| {
                 let at = arena.div_ceil(plan::ALIGN) * plan::ALIGN;
-                let table = if at >= huffman::TABLE_BYTES {
-                    0
-                } else {
-                    at + h.region
-                };
-                *arena = (at + h.region).max(table + huffman::TABLE_BYTES);
-                Some((Some(f), at, table))
+                let need = tables * huffman::TABLE_BYTES;
+                let table = if at >= need { 0 } else { at + h.region };
+                *arena = (at + h.region).max(table + need);
+                Some(WeightsAt {
+                    unpack: Some(u.serial),
+                    task,
+                    at,
+                    table,
+                })
             };
-            (grow(&mut plan.arena), grow(&mut plan_ctx.arena))
+            let n = h.blobs.len();
+            (
+                grow(&mut plan.arena, 1, None),
+                grow(&mut plan_ctx.arena, n as u64, Some((u.task, n))),
+            )
         }
         // Compression on but nothing worth it: the kernels' last parameter is unused.
-        (Some(_), None) => (Some((None, 0, 0)), Some((None, 0, 0))),
+        (Some(_), None) => {
+            let none = WeightsAt {
+                unpack: None,
+                task: None,
+                at: 0,
+                table: 0,
+            };
+            (Some(none), Some(none))
+        }
         (None, _) => (None, None),
     };
     let run = emit_entry(
@@ -596,8 +613,8 @@ pub(crate) fn build<M: ClModule>(
             raw_bytes: raw,
             stored_bytes: stored,
             decoded_bytes: h.region,
-            decoder_code_bytes: decoder_code,
-            weights_offset: weights.and_then(|w| w.0.map(|_| w.1)),
+            decoder_code_bytes: unpack.map_or(0, |u| u.code),
+            weights_offset: weights.and_then(|w| w.unpack.map(|_| w.at)),
         }
     });
     report.arena_ctx_bytes = plan_ctx.arena;
@@ -1022,10 +1039,18 @@ struct StepTasks {
     pre: Option<(FuncId, usize)>,
 }
 
-/// The decoder of the compressed weights (None: nothing was worth compressing), the
-/// offset of their region in the entry's scratch and that of the decoder's lookup
-/// table (`--compress-weights huffman`).
-type WeightsAt = (Option<FuncId>, u64, u64);
+/// Where an entry finds the compressed weights (`--compress-weights huffman`).
+#[derive(Clone, Copy, Debug)]
+struct WeightsAt {
+    /// The serial decoder of every blob (None: nothing was worth compressing).
+    unpack: Option<FuncId>,
+    /// The threaded entry's: one task per blob, and the blob count.
+    task: Option<(FuncId, usize)>,
+    /// The offset of the decoded weights' region in the entry's scratch, and that of
+    /// the decoder's lookup table(s).
+    at: u64,
+    table: u64,
+}
 
 /// A split step's task function and count, after its first phase's, in the entry.
 type TaskRefs = (FuncRef, usize, Option<(FuncRef, usize)>);
@@ -1082,8 +1107,11 @@ fn emit_entry<M: ClModule>(
         .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
         .collect();
     let unpack = weights
-        .and_then(|w| w.0)
+        .and_then(|w| w.unpack)
         .map(|f| module.declare_func_in_func(f, &mut ctx.func));
+    let unpack_task = weights
+        .and_then(|w| w.task)
+        .map(|(f, n)| (module.declare_func_in_func(f, &mut ctx.func), n));
     // The threaded entry: `NAME_run` (for one thread) and the task functions.
     let th = threaded.as_ref().map(|t| {
         let run = module.declare_func_in_func(t.run, &mut ctx.func);
@@ -1262,10 +1290,29 @@ fn emit_entry<M: ClModule>(
         b.seal_block(go);
         // The compressed weights, decoded into their region (with the lookup table in
         // scratch that is not live yet); every kernel gets the region last.
-        let wb = weights.map(|(_, at, _)| b.ins().iadd_imm_s(scratch, at as i64));
-        if let (Some(f), Some(w), Some((_, _, table))) = (unpack, wb, weights) {
-            let t = b.ins().iadd_imm_s(scratch, table as i64);
-            b.ins().call(f, &[w, t]);
+        let wb = weights.map(|w| b.ins().iadd_imm_s(scratch, w.at as i64));
+        if let (Some(w), Some(wbv)) = (weights, wb) {
+            let t = b.ins().iadd_imm_s(scratch, w.table as i64);
+            match (unpack_task, pf_call, unpack) {
+                // Two or more threads: a task per blob.
+                (Some((tf, n)), Some((pf, pool, sref)), _) => {
+                    let ss = b.create_sized_stack_slot(StackSlotData::new(
+                        StackSlotKind::ExplicitSlot,
+                        16,
+                        3,
+                    ));
+                    b.ins().stack_store(I64, wbv, ss, 0);
+                    b.ins().stack_store(I64, t, ss, 8);
+                    let argp = b.ins().stack_addr(I64, ss, 0);
+                    let taddr = b.ins().func_addr(I64, tf);
+                    let nv = b.ins().iconst(I64, n as i64);
+                    b.ins().call_indirect(sref, pf, &[pool, nv, taddr, argp]);
+                }
+                (_, _, Some(f)) => {
+                    b.ins().call(f, &[wbv, t]);
+                }
+                _ => {}
+            }
         }
         let ptr_of = |b: &mut FunctionBuilder<'_>, l: Loc| -> Value {
             match l {

@@ -540,55 +540,119 @@ pub(crate) fn define_decoder<M: ClModule>(
     Ok((fid, code))
 }
 
-/// Defines the decoder and `NAME__huff_unpack(wbase, table)`, which decodes every blob
-/// of `blobs` to `wbase + offset`, with the lookup table at `table`. Returns the latter
-/// and the bytes of machine code of both.
+/// The functions that decode the compressed weights of an object.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Unpack {
+    /// `NAME__huff_unpack(wbase, table)`: every blob, one after the other, with one
+    /// lookup table at `table` (`NAME_run`).
+    pub serial: FuncId,
+    /// `NAME__huff_task(arg, i)`: blob `i` alone, with `arg` pointing at `wbase` and at
+    /// the tables, blob `i`'s at `tables + i * TABLE_BYTES` (the threaded entry's
+    /// `parallel_for` runs one task per blob).
+    pub task: FuncId,
+    /// Bytes of machine code of the decoder and of these two.
+    pub code: u64,
+}
+
+/// Defines the decoder, `NAME__huff_unpack` and `NAME__huff_task` for `blobs`, each
+/// decoded to `wbase + offset`.
 pub(crate) fn define_unpack<M: ClModule>(
     module: &mut M,
     (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
     name: &str,
     blobs: &[Blob],
-) -> Result<(FuncId, u64), BackendError> {
-    let (dec, dec_code) = define_decoder(module, (&mut *ctx, &mut *fctx), name)?;
-    let mut s = module.make_signature();
-    for _ in 0..2 {
-        s.params.push(cranelift_codegen::ir::AbiParam::new(I64));
-    }
-    let fid = module
-        .declare_function(&format!("{name}__huff_unpack"), Linkage::Local, &s)
-        .map_err(|e| internal("declare the unpacker", e))?;
-    ctx.func.signature = s;
-    ctx.func.name = UserFuncName::user(0, fid.as_u32());
-    let dref = module.declare_func_in_func(dec, &mut ctx.func);
-    let gvs: Vec<_> = blobs
-        .iter()
-        .map(|bl| module.declare_data_in_func(bl.data, &mut ctx.func))
-        .collect();
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        b.seal_block(entry);
-        let p = b.block_params(entry).to_vec();
-        let (wbase, table) = (p[0], p[1]);
-        for (bl, &gv) in blobs.iter().zip(&gvs) {
-            let base = b.ins().symbol_value(I64, gv);
-            let syms = b.ins().iadd_imm_s(base, bl.symbols_at as i64);
-            let stream = b.ins().iadd_imm_s(base, bl.stream_at as i64);
-            let dst = b.ins().iadd_imm_s(wbase, bl.offset as i64);
-            let n = b.ins().iconst(I64, bl.raw_len as i64);
-            b.ins().call(dref, &[base, syms, stream, dst, n, table]);
+) -> Result<Unpack, BackendError> {
+    let (dec, mut code) = define_decoder(module, (&mut *ctx, &mut *fctx), name)?;
+    let mut fids = Vec::new();
+    for task in [false, true] {
+        let mut s = module.make_signature();
+        for _ in 0..2 {
+            s.params.push(cranelift_codegen::ir::AbiParam::new(I64));
         }
-        b.ins().return_(&[]);
-        b.finalize(module.isa().frontend_config());
+        let fname = if task {
+            format!("{name}__huff_task")
+        } else {
+            format!("{name}__huff_unpack")
+        };
+        let fid = module
+            .declare_function(&fname, Linkage::Local, &s)
+            .map_err(|e| internal("declare the unpacker", e))?;
+        ctx.func.signature = s;
+        ctx.func.name = UserFuncName::user(0, fid.as_u32());
+        let dref = module.declare_func_in_func(dec, &mut ctx.func);
+        let gvs: Vec<_> = blobs
+            .iter()
+            .map(|bl| module.declare_data_in_func(bl.data, &mut ctx.func))
+            .collect();
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let p = b.block_params(entry).to_vec();
+            let decode = |b: &mut FunctionBuilder<'_>,
+                          k: usize,
+                          wbase: cranelift_codegen::ir::Value,
+                          table: cranelift_codegen::ir::Value| {
+                let bl = &blobs[k];
+                let base = b.ins().symbol_value(I64, gvs[k]);
+                let syms = b.ins().iadd_imm_s(base, bl.symbols_at as i64);
+                let stream = b.ins().iadd_imm_s(base, bl.stream_at as i64);
+                let dst = b.ins().iadd_imm_s(wbase, bl.offset as i64);
+                let n = b.ins().iconst(I64, bl.raw_len as i64);
+                b.ins().call(dref, &[base, syms, stream, dst, n, table]);
+            };
+            if task {
+                let (arg, i) = (p[0], p[1]);
+                let wbase = b.ins().load(I64, MF, arg, 0);
+                let tables = b.ins().load(I64, MF, arg, 8);
+                let exit = b.create_block();
+                let blocks: Vec<_> = (0..blobs.len()).map(|_| b.create_block()).collect();
+                let i32v = b.ins().ireduce(cranelift_codegen::ir::types::I32, i);
+                let calls: Vec<_> = blocks
+                    .iter()
+                    .map(|&blk| b.func.dfg.block_call(blk, &[]))
+                    .collect();
+                let def = b.func.dfg.block_call(exit, &[]);
+                let jt =
+                    b.create_jump_table(cranelift_codegen::ir::JumpTableData::new(def, &calls));
+                // `i` past the blobs (or past 2^32) does nothing.
+                let dispatch = b.create_block();
+                let ok = b
+                    .ins()
+                    .icmp_imm_s(IntCC::UnsignedLessThan, i, blobs.len() as i64);
+                b.ins().brif(ok, dispatch, &[], exit, &[]);
+                b.switch_to_block(dispatch);
+                b.ins().br_table(i32v, jt);
+                for (k, &blk) in blocks.iter().enumerate() {
+                    b.switch_to_block(blk);
+                    let t = b.ins().iadd_imm_s(tables, (k as u64 * TABLE_BYTES) as i64);
+                    decode(&mut b, k, wbase, t);
+                    b.ins().return_(&[]);
+                }
+                b.switch_to_block(exit);
+                b.ins().return_(&[]);
+            } else {
+                for k in 0..blobs.len() {
+                    decode(&mut b, k, p[0], p[1]);
+                }
+                b.ins().return_(&[]);
+            }
+            b.seal_all_blocks();
+            b.finalize(module.isa().frontend_config());
+        }
+        module
+            .define_function(fid, ctx)
+            .map_err(|e| internal("the Huffman unpacker", e))?;
+        code += code_bytes(ctx);
+        module.clear_context(ctx);
+        fids.push(fid);
     }
-    module
-        .define_function(fid, ctx)
-        .map_err(|e| internal("the Huffman unpacker", e))?;
-    let code = code_bytes(ctx);
-    module.clear_context(ctx);
-    Ok((fid, dec_code + code))
+    Ok(Unpack {
+        serial: fids[0],
+        task: fids[1],
+        code,
+    })
 }
 
 /// Bytes of machine code of the function just defined in `ctx`.
