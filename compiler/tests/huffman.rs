@@ -437,6 +437,24 @@ fn same_outputs(name: &str, bits: Option<u8>) {
         coded.report().arena_bytes,
         "{what}"
     );
+    // Which entry decodes what: `NAME_run` the blobs its kernels read (with the default
+    // grain no digits layer is split, so all of them, and the threaded entry too); with
+    // every layer split, `NAME_run` still decodes the same blobs, and the band kernels'
+    // own ones only the threaded entry does.
+    assert!(comp.blobs.iter().all(|b| b.run && b.run_ctx), "{what}");
+    let sc = split.report().compression.clone().unwrap();
+    let key = |b: &qcc::backend::BlobReport| (b.raw_bytes, b.stored_bytes, b.offset);
+    let run_blobs: Vec<_> = sc.blobs.iter().filter(|b| b.run).map(key).collect();
+    assert_eq!(
+        run_blobs,
+        comp.blobs.iter().map(key).collect::<Vec<_>>(),
+        "{what}"
+    );
+    assert!(sc.blobs.iter().all(|b| b.run || b.run_ctx), "{what}");
+    assert!(
+        sc.blobs.iter().filter(|b| !b.run).all(|b| b.run_ctx),
+        "{what}: a band kernel's blob"
+    );
     // The threaded entry's scratch holds the decoded weights too.
     assert!(
         coded.scratch_bytes_threads(2) >= plain.scratch_bytes_threads(2) + comp.decoded_bytes,
@@ -695,7 +713,8 @@ fn compression_plan_snapshot() {
         for b in &c.blobs {
             let layer = b.layer.map(|l| &r.layers[l]);
             text.push_str(&format!(
-                "  layer {:?} {} ({}): {} B -> {} B, {} symbols, codes up to {} bits, at +{}\n",
+                "  layer {:?} {} ({}): {} B -> {} B, {} symbols, codes up to {} bits, at +{}, \
+                 decoded by run {} run_ctx {}\n",
                 b.layer,
                 layer.map_or("-", |l| l.op.as_str()),
                 layer.map_or("-", |l| l.kernel.as_str()),
@@ -703,7 +722,9 @@ fn compression_plan_snapshot() {
                 b.stored_bytes,
                 b.symbols,
                 b.max_code_bits,
-                b.offset
+                b.offset,
+                b.run,
+                b.run_ctx
             ));
         }
     }

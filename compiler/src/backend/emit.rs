@@ -124,10 +124,40 @@ struct HuffState {
     blobs: Vec<huffman::Blob>,
     /// What the report says of each.
     reports: Vec<BlobReport>,
-    /// The step whose kernels are being generated.
+    /// The step whose kernels are being generated, and whether they are the threaded
+    /// entry's (band and first-phase kernels of a split step).
     step: Option<usize>,
+    band: bool,
+    /// Per blob, the (step, band) of every kernel that reads it: which entry decodes it.
+    uses: Vec<Vec<(usize, bool)>>,
     /// Bytes of the decoded weights' region (each blob at a 64-byte aligned offset).
     region: u64,
+}
+
+impl HuffState {
+    /// The kernel being generated reads the blob decoded at `offset`.
+    fn note_use(&mut self, offset: u64) {
+        if let (Some(k), Some(si)) = (
+            self.blobs.iter().position(|b| b.offset == offset),
+            self.step,
+        ) {
+            if !self.uses[k].contains(&(si, self.band)) {
+                self.uses[k].push((si, self.band));
+            }
+        }
+    }
+
+    /// The blobs `NAME_run` decodes (those its kernels read) and those `NAME_run_ctx`
+    /// decodes (read by the kernels of its inline steps, or by its tasks' kernels).
+    fn per_entry(&self, split: &[bool]) -> (Vec<usize>, Vec<usize>) {
+        let run = (0..self.blobs.len())
+            .filter(|&k| self.uses[k].iter().any(|&(_, band)| !band))
+            .collect();
+        let ctx = (0..self.blobs.len())
+            .filter(|&k| self.uses[k].iter().any(|&(si, band)| band || !split[si]))
+            .collect();
+        (run, ctx)
+    }
 }
 
 /// Data objects and assembled functions defined so far (kept across kernels).
@@ -214,6 +244,9 @@ impl<M: ClModule> Data<'_, M> {
     fn data_ref(&mut self, bytes: Vec<u8>, align: u64, compress: bool) -> DataRef {
         let key = (bytes, align);
         if let Some(&r) = self.st.dedupe.get(&key) {
+            if let (DataRef::Scratch(off), Some(h)) = (r, &mut self.st.huff) {
+                h.note_use(off);
+            }
             return r;
         }
         self.st.raw_bytes += key.0.len().max(1) as u64;
@@ -235,6 +268,8 @@ impl<M: ClModule> Data<'_, M> {
                     symbols: e.stream_at - 4 * (huffman::STREAMS - 1) - e.symbols_at,
                     max_code_bits: e.max_len,
                     offset,
+                    run: false,
+                    run_ctx: false,
                 });
                 h.blobs.push(huffman::Blob {
                     data: id,
@@ -244,6 +279,8 @@ impl<M: ClModule> Data<'_, M> {
                     stored,
                     offset,
                 });
+                h.uses.push(Vec::new());
+                h.note_use(offset);
                 DataRef::Scratch(offset)
             }
             None => DataRef::Rodata(self.new_object(key.0.clone(), align)),
@@ -412,6 +449,7 @@ pub(crate) fn build<M: ClModule>(
         let op = step_op(m, step);
         if let Some(h) = &mut data.huff {
             h.step = Some(si);
+            h.band = true;
         }
         // The bands' kernels take the shared region (unpacked weights) as the weights'
         // operand when there is a first phase.
@@ -509,33 +547,56 @@ pub(crate) fn build<M: ClModule>(
     // arena while it runs (before the first layer nothing in the arena is live), or
     // after the region when the arena is smaller than the tables.
     let mut plan = plan;
+    let split: Vec<bool> = splits.iter().map(Option::is_some).collect();
     let unpack = match &data.huff {
-        Some(h) if !h.blobs.is_empty() => Some(huffman::define_unpack(
-            module,
-            (&mut ctx, &mut fctx),
-            name,
-            &h.blobs,
-        )?),
+        Some(h) if !h.blobs.is_empty() => {
+            let (run_blobs, ctx_blobs) = h.per_entry(&split);
+            Some((
+                huffman::define_unpack(
+                    module,
+                    (&mut ctx, &mut fctx),
+                    name,
+                    &h.blobs,
+                    (&run_blobs, &ctx_blobs),
+                )?,
+                run_blobs.len(),
+                ctx_blobs.len(),
+            ))
+        }
         _ => None,
     };
     let (weights, weights_ctx) = match (&data.huff, unpack) {
-        (Some(h), Some(u)) => {
-            let grow = |arena: &mut u64, tables: u64, task: Option<(FuncId, usize)>| {
+        (Some(h), Some((u, n_run, n_ctx))) => {
+            let grow = |arena: &mut u64, tables: u64, w: WeightsAt| {
                 let at = arena.div_ceil(plan::ALIGN) * plan::ALIGN;
                 let need = tables * huffman::TABLE_BYTES;
                 let table = if at >= need { 0 } else { at + h.region };
                 *arena = (at + h.region).max(table + need);
-                Some(WeightsAt {
-                    unpack: Some(u.serial),
-                    task,
-                    at,
-                    table,
-                })
+                Some(WeightsAt { at, table, ..w })
             };
-            let n = h.blobs.len();
+            let none = WeightsAt {
+                unpack: None,
+                task: None,
+                at: 0,
+                table: 0,
+            };
             (
-                grow(&mut plan.arena, 1, None),
-                grow(&mut plan_ctx.arena, n as u64, Some((u.task, n))),
+                grow(
+                    &mut plan.arena,
+                    1,
+                    WeightsAt {
+                        unpack: (n_run > 0).then_some(u.serial),
+                        ..none
+                    },
+                ),
+                grow(
+                    &mut plan_ctx.arena,
+                    n_ctx as u64,
+                    WeightsAt {
+                        task: (n_ctx > 0).then_some((u.task, n_ctx)),
+                        ..none
+                    },
+                ),
             )
         }
         // Compression on but nothing worth it: the kernels' last parameter is unused.
@@ -605,15 +666,23 @@ pub(crate) fn build<M: ClModule>(
     );
     report.tier = tier.map(|t| t.to_string());
     report.compression = data.huff.as_ref().map(|h| {
+        let (run_blobs, ctx_blobs) = h.per_entry(&split);
+        let mut blobs = h.reports.clone();
+        for &k in &run_blobs {
+            blobs[k].run = true;
+        }
+        for &k in &ctx_blobs {
+            blobs[k].run_ctx = true;
+        }
         let raw: u64 = h.blobs.iter().map(|b| b.raw_len as u64).sum();
         let stored: u64 = h.blobs.iter().map(|b| b.stored as u64).sum();
         Compression {
             method: Compress::Huffman.to_string(),
-            blobs: h.reports.clone(),
+            blobs,
             raw_bytes: raw,
             stored_bytes: stored,
             decoded_bytes: h.region,
-            decoder_code_bytes: unpack.map_or(0, |u| u.code),
+            decoder_code_bytes: unpack.map_or(0, |u| u.0.code),
             weights_offset: weights.and_then(|w| w.unpack.map(|_| w.at)),
         }
     });

@@ -543,24 +543,26 @@ pub(crate) fn define_decoder<M: ClModule>(
 /// The functions that decode the compressed weights of an object.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Unpack {
-    /// `NAME__huff_unpack(wbase, table)`: every blob, one after the other, with one
-    /// lookup table at `table` (`NAME_run`).
+    /// `NAME__huff_unpack(wbase, table)`: the blobs `NAME_run` reads, one after the
+    /// other, with one lookup table at `table`.
     pub serial: FuncId,
-    /// `NAME__huff_task(arg, i)`: blob `i` alone, with `arg` pointing at `wbase` and at
-    /// the tables, blob `i`'s at `tables + i * TABLE_BYTES` (the threaded entry's
-    /// `parallel_for` runs one task per blob).
+    /// `NAME__huff_task(arg, i)`: the `i`-th blob the threaded entry reads, with `arg`
+    /// pointing at `wbase` and at the tables, task `i`'s at `tables + i * TABLE_BYTES`
+    /// (its `parallel_for` runs one task per blob).
     pub task: FuncId,
     /// Bytes of machine code of the decoder and of these two.
     pub code: u64,
 }
 
-/// Defines the decoder, `NAME__huff_unpack` and `NAME__huff_task` for `blobs`, each
-/// decoded to `wbase + offset`.
+/// Defines the decoder, `NAME__huff_unpack` (the blobs of `serial`, indices into
+/// `blobs`) and `NAME__huff_task` (task `i`: blob `tasks[i]`), each blob decoded to
+/// `wbase + offset`.
 pub(crate) fn define_unpack<M: ClModule>(
     module: &mut M,
     (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
     name: &str,
     blobs: &[Blob],
+    (serial, tasks): (&[usize], &[usize]),
 ) -> Result<Unpack, BackendError> {
     let (dec, mut code) = define_decoder(module, (&mut *ctx, &mut *fctx), name)?;
     let mut fids = Vec::new();
@@ -607,7 +609,7 @@ pub(crate) fn define_unpack<M: ClModule>(
                 let wbase = b.ins().load(I64, MF, arg, 0);
                 let tables = b.ins().load(I64, MF, arg, 8);
                 let exit = b.create_block();
-                let blocks: Vec<_> = (0..blobs.len()).map(|_| b.create_block()).collect();
+                let blocks: Vec<_> = tasks.iter().map(|_| b.create_block()).collect();
                 let i32v = b.ins().ireduce(cranelift_codegen::ir::types::I32, i);
                 let calls: Vec<_> = blocks
                     .iter()
@@ -620,20 +622,20 @@ pub(crate) fn define_unpack<M: ClModule>(
                 let dispatch = b.create_block();
                 let ok = b
                     .ins()
-                    .icmp_imm_s(IntCC::UnsignedLessThan, i, blobs.len() as i64);
+                    .icmp_imm_s(IntCC::UnsignedLessThan, i, tasks.len() as i64);
                 b.ins().brif(ok, dispatch, &[], exit, &[]);
                 b.switch_to_block(dispatch);
                 b.ins().br_table(i32v, jt);
-                for (k, &blk) in blocks.iter().enumerate() {
+                for (i, (&blk, &k)) in blocks.iter().zip(tasks).enumerate() {
                     b.switch_to_block(blk);
-                    let t = b.ins().iadd_imm_s(tables, (k as u64 * TABLE_BYTES) as i64);
+                    let t = b.ins().iadd_imm_s(tables, (i as u64 * TABLE_BYTES) as i64);
                     decode(&mut b, k, wbase, t);
                     b.ins().return_(&[]);
                 }
                 b.switch_to_block(exit);
                 b.ins().return_(&[]);
             } else {
-                for k in 0..blobs.len() {
+                for &k in serial {
                     decode(&mut b, k, p[0], p[1]);
                 }
                 b.ins().return_(&[]);

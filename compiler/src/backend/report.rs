@@ -101,6 +101,11 @@ pub struct BlobReport {
     pub max_code_bits: u32,
     /// Its offset in the decoded weights' region.
     pub offset: u64,
+    /// Whether `NAME_run` decodes it (its kernels read it) and whether `NAME_run_ctx`
+    /// with two or more threads does (a blob only the band kernels of a split layer
+    /// read is decoded by the latter alone).
+    pub run: bool,
+    pub run_ctx: bool,
 }
 
 impl Compression {
@@ -276,8 +281,14 @@ impl Report {
                 let layer = b.layer.map_or("null".to_string(), |l| l.to_string());
                 let _ = write!(
                     o,
-                    "{{\"layer\": {layer}, \"raw_bytes\": {}, \"stored_bytes\": {}, \"symbols\": {}, \"max_code_bits\": {}, \"offset\": {}}}",
-                    b.raw_bytes, b.stored_bytes, b.symbols, b.max_code_bits, b.offset
+                    "{{\"layer\": {layer}, \"raw_bytes\": {}, \"stored_bytes\": {}, \"symbols\": {}, \"max_code_bits\": {}, \"offset\": {}, \"run\": {}, \"run_ctx\": {}}}",
+                    b.raw_bytes,
+                    b.stored_bytes,
+                    b.symbols,
+                    b.max_code_bits,
+                    b.offset,
+                    b.run,
+                    b.run_ctx
                 );
             }
             o.push_str("]},");
