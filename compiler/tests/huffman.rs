@@ -672,6 +672,59 @@ fn objects_shrink_by_the_reported_bytes_and_give_identical_outputs() {
 }
 
 #[test]
+fn aarch64_objects_give_identical_outputs() {
+    if !backend_common::have_aarch64_tools() {
+        return;
+    }
+    let tmp = temp_dir("aarch64");
+    let images = tmp.join("images.npy");
+    let x = qcc::npy::read_npz_array(&models().join("digits_test.npz"), "x").unwrap();
+    let per = x.numel() / x.shape[0];
+    let first = Tensor::f32(
+        [vec![40], x.shape[1..].to_vec()].concat(),
+        x.as_f32().unwrap()[..40 * per].to_vec(),
+    );
+    qcc::npy::write_npy(&images, &first).unwrap();
+    let calib = models().join("digits_train.npz");
+    let calib = calib.to_str().unwrap();
+    let target = ["--target", "aarch64-unknown-linux-gnu", "--cpu", "baseline"];
+    let cases: [(&str, &[&str]); 2] = [
+        ("digits_cnn.onnx", &[]),
+        (
+            "digits_resnet.onnx",
+            &["--bits", "4", "--calib", calib, "--calib-limit", "64"],
+        ),
+    ];
+    for (i, (model, flags)) in cases.iter().enumerate() {
+        let what = format!("{model} {flags:?} on aarch64");
+        let mut outs = Vec::new();
+        for huffman in [false, true] {
+            let dir = tmp.join(format!("{i}-{huffman}"));
+            let mut fl = [flags, &target[..]].concat();
+            if huffman {
+                fl.extend(["--compress-weights", "huffman"]);
+            }
+            let (obj, rep) = compile(model, &dir, &fl);
+            if huffman {
+                assert!(json_u64(&rep, "saved_bytes") > 0, "{what}");
+                assert_eq!(symbol_sizes(&obj, "digits__huff_decode").len(), 1);
+            }
+            let exe = dir.join("digits_a64");
+            run(Command::new("aarch64-linux-gnu-gcc")
+                .args(["-O1", "-std=c11", "-static", "-I"])
+                .arg(&dir)
+                .arg(root().join("examples/c/main.c"))
+                .arg(dir.join("digits.o"))
+                .arg("-o")
+                .arg(&exe));
+            outs.push(run(Command::new("qemu-aarch64").arg(&exe).arg(&images)));
+        }
+        assert_eq!(outs[0].lines().count(), 40, "{what}");
+        assert_eq!(outs[0], outs[1], "{what}");
+    }
+}
+
+#[test]
 fn no_flag_and_none_give_the_same_object() {
     let tmp = temp_dir("none");
     let (a, ra) = compile("digits_cnn.onnx", &tmp.join("a"), &[]);
