@@ -822,3 +822,47 @@ fn bench_runs_with_the_flag() {
     assert_eq!(r.runs, 3);
     assert!(r.min_ms > 0.0 && r.min_ms <= r.median_ms);
 }
+
+#[test]
+fn build_api_takes_the_flag() {
+    let dir = temp_dir("build");
+    let g = qcc::build::Build::new(models().join("digits_cnn.onnx"))
+        .name("m")
+        .flags([
+            "--input-shape",
+            "input=1,1,8,8",
+            "--compress-weights",
+            "huffman",
+        ])
+        .out_dir(&dir)
+        .cargo_metadata(false)
+        .compile()
+        .unwrap();
+    let obj = std::fs::read(&g.object).unwrap();
+    assert_eq!(symbol_sizes(&obj, "m__huff_decode").len(), 1);
+    let err = qcc::build::Build::new(models().join("digits_cnn.onnx"))
+        .flags(["--compress-weights", "gzip"])
+        .out_dir(&dir)
+        .cargo_metadata(false)
+        .compile()
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("--compress-weights gzip") && text.contains("none, huffman"),
+        "{text}"
+    );
+}
+
+#[test]
+fn emit_clif_and_asm_show_the_decoder() {
+    let m = digits("digits_cnn.onnx", None);
+    let t = Target::host();
+    let clif = qcc::backend::emit_clif_with(&m, "m", &t, &huff()).unwrap();
+    let asm = qcc::backend::emit_asm_with(&m, "m", &t, &huff()).unwrap();
+    for f in ["m__huff_decode", "m__huff_unpack", "m__huff_task"] {
+        assert!(clif.contains(f) && asm.contains(&format!("{f}:")), "{f}");
+    }
+    assert!(clif.contains("bswap"), "the decoder's byte swap");
+    let plain = qcc::backend::emit_clif(&m, "m", &t).unwrap();
+    assert!(!plain.contains("huff"));
+}

@@ -558,6 +558,11 @@ pub(crate) fn build<M: ClModule>(
                     name,
                     &h.blobs,
                     (&run_blobs, &ctx_blobs),
+                    match want {
+                        Text::Clif => Some(huffman::Text::Clif(&mut text)),
+                        Text::Asm => Some(huffman::Text::Asm(&mut text)),
+                        Text::None => None,
+                    },
                 )?,
                 run_blobs.len(),
                 ctx_blobs.len(),

@@ -339,6 +339,7 @@ pub(crate) fn define_decoder<M: ClModule>(
     module: &mut M,
     (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
     name: &str,
+    text: Option<Text<'_>>,
 ) -> Result<(FuncId, u64), BackendError> {
     let mut s = module.make_signature();
     for _ in 0..6 {
@@ -532,9 +533,7 @@ pub(crate) fn define_decoder<M: ClModule>(
         b.seal_all_blocks();
         b.finalize(module.isa().frontend_config());
     }
-    module
-        .define_function(fid, ctx)
-        .map_err(|e| internal("the Huffman decoder", e))?;
+    define(module, fid, ctx, text, "the Huffman decoder")?;
     let code = code_bytes(ctx);
     module.clear_context(ctx);
     Ok((fid, code))
@@ -563,8 +562,14 @@ pub(crate) fn define_unpack<M: ClModule>(
     name: &str,
     blobs: &[Blob],
     (serial, tasks): (&[usize], &[usize]),
+    mut text: Option<Text<'_>>,
 ) -> Result<Unpack, BackendError> {
-    let (dec, mut code) = define_decoder(module, (&mut *ctx, &mut *fctx), name)?;
+    let (dec, mut code) = define_decoder(
+        module,
+        (&mut *ctx, &mut *fctx),
+        name,
+        text.as_mut().map(Text::reborrow),
+    )?;
     let mut fids = Vec::new();
     for task in [false, true] {
         let mut s = module.make_signature();
@@ -643,9 +648,13 @@ pub(crate) fn define_unpack<M: ClModule>(
             b.seal_all_blocks();
             b.finalize(module.isa().frontend_config());
         }
-        module
-            .define_function(fid, ctx)
-            .map_err(|e| internal("the Huffman unpacker", e))?;
+        define(
+            module,
+            fid,
+            ctx,
+            text.as_mut().map(Text::reborrow),
+            "the Huffman unpacker",
+        )?;
         code += code_bytes(ctx);
         module.clear_context(ctx);
         fids.push(fid);
@@ -655,6 +664,63 @@ pub(crate) fn define_unpack<M: ClModule>(
         task: fids[1],
         code,
     })
+}
+
+/// Where `--emit clif` and `--emit asm` collect the decoder's functions.
+#[derive(Debug)]
+pub(crate) enum Text<'a> {
+    Clif(&'a mut String),
+    Asm(&'a mut String),
+}
+
+impl Text<'_> {
+    fn reborrow(&mut self) -> Text<'_> {
+        match self {
+            Text::Clif(s) => Text::Clif(s),
+            Text::Asm(s) => Text::Asm(s),
+        }
+    }
+}
+
+/// Defines the function built in `ctx` as `fid`, appending its IR or machine code to
+/// `text`.
+fn define<M: ClModule>(
+    module: &mut M,
+    fid: FuncId,
+    ctx: &mut Context,
+    text: Option<Text<'_>>,
+    what: &str,
+) -> Result<(), BackendError> {
+    let fname = module
+        .declarations()
+        .get_function_decl(fid)
+        .linkage_name(fid)
+        .into_owned();
+    match text {
+        Some(Text::Clif(t)) => {
+            t.push_str(&format!("; {what}: {fname}\n{}\n", ctx.func.display()));
+            module
+                .define_function(fid, ctx)
+                .map_err(|e| internal(what, e))?;
+        }
+        Some(Text::Asm(t)) => {
+            ctx.set_disasm(true);
+            module
+                .define_function(fid, ctx)
+                .map_err(|e| internal(what, e))?;
+            let code = ctx
+                .compiled_code()
+                .and_then(|c| c.vcode.as_deref())
+                .unwrap_or("; (no disassembly)\n");
+            t.push_str(&format!("; {what}\n{fname}:\n{code}\n"));
+        }
+        None => {
+            module
+                .define_function(fid, ctx)
+                .map_err(|e| internal(what, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Bytes of machine code of the function just defined in `ctx`.

@@ -606,7 +606,7 @@ pub fn huffman_round_trip(data: &[u8]) -> Result<Vec<u8>, BackendError> {
     ));
     let mut ctx = cranelift_module::Module::make_context(&module);
     let mut fctx = cranelift_frontend::FunctionBuilderContext::new();
-    let (fid, _) = huffman::define_decoder(&mut module, (&mut ctx, &mut fctx), "t")?;
+    let (fid, _) = huffman::define_decoder(&mut module, (&mut ctx, &mut fctx), "t", None)?;
     module
         .finalize_definitions()
         .map_err(|e| BackendError::Internal(format!("JIT finalize: {e}")))?;

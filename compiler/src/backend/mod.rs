@@ -163,8 +163,8 @@ pub fn emit_clif(m: &Module, name: &str, target: &Target) -> Result<String, Back
     emit_clif_with(m, name, target, &Options::default())
 }
 
-/// [`emit_clif`] with [`Options`] (the decoder's functions are not included: only the
-/// kernels').
+/// [`emit_clif`] with [`Options`] (with compressed weights, the decoder's functions
+/// follow the kernels).
 pub fn emit_clif_with(
     m: &Module,
     name: &str,
