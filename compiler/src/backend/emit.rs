@@ -140,10 +140,9 @@ impl HuffState {
         if let (Some(k), Some(si)) = (
             self.blobs.iter().position(|b| b.offset == offset),
             self.step,
-        ) {
-            if !self.uses[k].contains(&(si, self.band)) {
-                self.uses[k].push((si, self.band));
-            }
+        ) && !self.uses[k].contains(&(si, self.band))
+        {
+            self.uses[k].push((si, self.band));
         }
     }
 
