@@ -866,3 +866,70 @@ fn emit_clif_and_asm_show_the_decoder() {
     let plain = qcc::backend::emit_clif(&m, "m", &t).unwrap();
     assert!(!plain.contains("huff"));
 }
+
+#[test]
+fn c_threaded_entry_decodes_in_parallel_with_the_runtime_pool() {
+    // examples/c/threads.c runs `digits_run_ctx` on runtime/c's pool, whose
+    // `parallel_for` decodes one blob per task; its output must be main.c's (which
+    // calls `digits_run`), natively and, where installed, under valgrind (x86-64-v3:
+    // valgrind decodes no AVX-512).
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let tmp = temp_dir("c-threads");
+    let images = tmp.join("images.npy");
+    let x = qcc::npy::read_npz_array(&models().join("digits_test.npz"), "x").unwrap();
+    let per = x.numel() / x.shape[0];
+    let first = Tensor::f32(
+        [vec![24], x.shape[1..].to_vec()].concat(),
+        x.as_f32().unwrap()[..24 * per].to_vec(),
+    );
+    qcc::npy::write_npy(&images, &first).unwrap();
+    let calib = models().join("digits_train.npz");
+    let flags = [
+        "--bits",
+        "2",
+        "--calib",
+        calib.to_str().unwrap(),
+        "--calib-limit",
+        "64",
+        "--cpu",
+        "x86-64-v3",
+        "--compress-weights",
+        "huffman",
+    ];
+    let (_, rep) = compile("digits_resnet.onnx", &tmp, &flags);
+    assert!(json_u64(&rep, "saved_bytes") > 0);
+    let want = run_c(&tmp, &images);
+    let rt = root().join("runtime/c");
+    let exe = tmp.join("digits_threads");
+    run(Command::new("cc")
+        .args(["-O1", "-g", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(&tmp)
+        .arg("-I")
+        .arg(&rt)
+        .arg(root().join("examples/c/threads.c"))
+        .arg(tmp.join("digits.o"))
+        .arg(rt.join("qcc_runtime.c"))
+        .arg("-lpthread")
+        .arg("-o")
+        .arg(&exe));
+    for threads in ["2", "3"] {
+        let got = run(Command::new(&exe).arg(&images).arg(threads));
+        assert_eq!(got, want, "{threads} threads");
+    }
+    let have_valgrind = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have_valgrind {
+        let got = run(Command::new("valgrind")
+            .args(["-q", "--error-exitcode=9"])
+            .arg(&exe)
+            .arg(&images)
+            .arg("2"));
+        assert_eq!(got, want, "under valgrind");
+    } else {
+        eprintln!("skipped: valgrind not installed");
+    }
+}
