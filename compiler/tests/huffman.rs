@@ -230,6 +230,9 @@ fn encode_decode_round_trips() {
         assert_eq!(e.raw_len, data.len());
         assert!(e.max_len <= MAX_LEN, "{what}");
         assert_eq!(&e.bytes[e.bytes.len() - huffman::PAD..], &[0; huffman::PAD]);
+        // The code in the smaller form: counts and symbols for up to 106 distinct
+        // bytes, 128 bytes of length nibbles above.
+        assert_eq!(e.bytes[0], u8::from(e.symbols > 106), "{what}");
     }
     // Random blobs of random lengths (every remainder of the four streams' split) and
     // alphabets.
@@ -290,6 +293,26 @@ fn the_emitted_decoder_round_trips_every_length() {
             qcc::backend::huffman_round_trip(&data).unwrap(),
             data,
             "{what}"
+        );
+    }
+    // Both forms of the code around the switch (106 distinct bytes), skewed so that
+    // the lengths differ.
+    for alphabet in [100u64, 106, 107, 120, 200] {
+        let data: Vec<u8> = (0..5000)
+            .map(|_| {
+                let a = r.next() % alphabet;
+                let b = r.next() % alphabet;
+                (a.min(b) * 251 % 256) as u8
+            })
+            .collect();
+        let mut seen = [false; 256];
+        data.iter().for_each(|&b| seen[b as usize] = true);
+        let used = seen.iter().filter(|&&x| x).count();
+        assert_eq!(encode(&data).bytes[0], u8::from(used > 106), "{alphabet}");
+        assert_eq!(
+            qcc::backend::huffman_round_trip(&data).unwrap(),
+            data,
+            "{alphabet} symbols"
         );
     }
 }

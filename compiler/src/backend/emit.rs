@@ -264,7 +264,7 @@ impl<M: ClModule> Data<'_, M> {
                     layer: h.step,
                     raw_bytes: e.raw_len as u64,
                     stored_bytes: stored as u64,
-                    symbols: e.stream_at - 4 * (huffman::STREAMS - 1) - e.symbols_at,
+                    symbols: e.symbols,
                     max_code_bits: e.max_len,
                     offset,
                     run: false,
@@ -272,7 +272,6 @@ impl<M: ClModule> Data<'_, M> {
                 });
                 h.blobs.push(huffman::Blob {
                     data: id,
-                    symbols_at: e.symbols_at,
                     stream_at: e.stream_at,
                     raw_len: e.raw_len,
                     stored,
@@ -573,7 +572,7 @@ pub(crate) fn build<M: ClModule>(
         (Some(h), Some((u, n_run, n_ctx))) => {
             let grow = |arena: &mut u64, tables: u64, w: WeightsAt| {
                 let at = arena.div_ceil(plan::ALIGN) * plan::ALIGN;
-                let need = tables * huffman::TABLE_BYTES;
+                let need = tables * huffman::DECODER_SCRATCH;
                 let table = if at >= need { 0 } else { at + h.region };
                 *arena = (at + h.region).max(table + need);
                 Some(WeightsAt { at, table, ..w })

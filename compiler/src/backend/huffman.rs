@@ -9,8 +9,11 @@
 //! compressed blob is, in the object:
 //!
 //! ```text
-//! counts   MAX_LEN x u16 LE   symbols with code length 1, 2, ..., MAX_LEN
-//! symbols  u8 x (sum counts)  the symbols in canonical order
+//! format   1 byte             0 or 1: how the code is given
+//! code     format 0:          MAX_LEN x u16 LE, symbols with code length 1, ..., MAX_LEN,
+//!                             then the symbols in canonical order (1 byte each)
+//!          format 1:          128 bytes, byte value 2i's code length in the low nibble
+//!                             of byte i, 2i + 1's in the high one (0: absent)
 //! starts   3 x u32 LE         where streams 1, 2 and 3 start, from stream 0's start
 //! streams  4 bit streams, each byte-aligned, codes most significant bit first,
 //!          then PAD zero bytes
@@ -23,7 +26,8 @@
 //!
 //! Canonical codes make the decoder's lookup table (2^MAX_LEN u16 entries, `symbol |
 //! length << 8`, indexed by the next MAX_LEN bits) a run of equal entries per symbol in
-//! canonical order, so building it is a fill. Decoding one byte is one unaligned 8-byte
+//! canonical order, so building it is a fill (format 1, the smaller one for blobs of more
+//! than 106 distinct bytes, first sorts the lengths into format 0's form by counting). Decoding one byte is one unaligned 8-byte
 //! load, a byte swap, two shifts and a table lookup (the PAD bytes keep the load inside
 //! the blob). Everything here is deterministic: ties are broken by byte value.
 
@@ -37,6 +41,9 @@ pub const PAD: usize = 8;
 pub const MIN_BLOB: usize = 512;
 /// Bytes of the decoder's lookup table (in the scratch arena while decoding).
 pub const TABLE_BYTES: u64 = 2 << MAX_LEN;
+/// Bytes of scratch one decoding needs: the table, then the counting sort's 16 u16
+/// counts, 16 u16 places and 256 sorted symbols.
+pub const DECODER_SCRATCH: u64 = TABLE_BYTES + 32 + 32 + 256;
 /// Bit streams per blob, decoded side by side.
 pub const STREAMS: usize = 4;
 
@@ -177,10 +184,11 @@ pub struct Encoded {
     pub bytes: Vec<u8>,
     /// Bytes of the raw blob.
     pub raw_len: usize,
-    /// Where the symbols and the first stream start in `bytes` (the streams' starts
-    /// are the `4 * (STREAMS - 1)` bytes before the latter).
-    pub symbols_at: usize,
+    /// Where the first stream starts in `bytes` (after the code lengths and the
+    /// other streams' starts).
     pub stream_at: usize,
+    /// Distinct byte values in the blob.
+    pub symbols: usize,
     /// The longest code, in bits (0 for an empty blob).
     pub max_len: u32,
 }
@@ -193,15 +201,20 @@ pub fn encode(data: &[u8]) -> Encoded {
     }
     let len = code_lengths(&freq, MAX_LEN);
     let codes = canonical_codes(&len);
-    let mut bytes = Vec::new();
-    for l in 1..=MAX_LEN as u8 {
-        let c = len.iter().filter(|&&x| x == l).count() as u16;
-        bytes.extend_from_slice(&c.to_le_bytes());
-    }
-    let symbols_at = bytes.len();
+    // The smaller of the two forms of the code (module docs).
     let mut order: Vec<usize> = (0..256).filter(|&s| len[s] > 0).collect();
     order.sort_by_key(|&s| (len[s], s));
-    bytes.extend(order.iter().map(|&s| s as u8));
+    let mut bytes = vec![0u8];
+    if 2 * MAX_LEN as usize + order.len() <= 128 {
+        for l in 1..=MAX_LEN as u8 {
+            let c = len.iter().filter(|&&x| x == l).count() as u16;
+            bytes.extend_from_slice(&c.to_le_bytes());
+        }
+        bytes.extend(order.iter().map(|&s| s as u8));
+    } else {
+        bytes[0] = 1;
+        bytes.extend(len.chunks_exact(2).map(|p| p[0] | p[1] << 4));
+    }
     let starts_at = bytes.len();
     bytes.extend_from_slice(&[0; 4 * (STREAMS - 1)]);
     let stream_at = bytes.len();
@@ -231,15 +244,37 @@ pub fn encode(data: &[u8]) -> Encoded {
     Encoded {
         bytes,
         raw_len: data.len(),
-        symbols_at,
         stream_at,
+        symbols: len.iter().filter(|&&l| l > 0).count(),
         max_len: u32::from(len.iter().copied().max().unwrap_or(0)),
     }
 }
 
-/// The decoder's lookup table for a blob's counts and symbols: entry `i` (the next
-/// [`MAX_LEN`] bits of the stream) is `symbol | length << 8`; entries that no code
-/// reaches are 0. What the emitted decoder builds in the scratch arena.
+/// The code of a coded blob (`bytes` from its start), in format 0's form: the count of
+/// symbols of each length 1..=MAX_LEN and the symbols in canonical order.
+pub fn code_of(bytes: &[u8]) -> (Vec<u16>, Vec<u8>) {
+    if bytes[0] == 0 {
+        let counts: Vec<u16> = bytes[1..1 + 2 * MAX_LEN as usize]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        let n: usize = counts.iter().map(|&c| usize::from(c)).sum();
+        let at = 1 + 2 * MAX_LEN as usize;
+        return (counts, bytes[at..at + n].to_vec());
+    }
+    let len = |s: usize| bytes[1 + s / 2] >> (4 * (s % 2)) & 15;
+    let mut order: Vec<usize> = (0..256).filter(|&s| len(s) > 0).collect();
+    order.sort_by_key(|&s| (len(s), s));
+    let counts = (1..=MAX_LEN as u8)
+        .map(|l| order.iter().filter(|&&s| len(s) == l).count() as u16)
+        .collect();
+    (counts, order.iter().map(|&s| s as u8).collect())
+}
+
+/// The decoder's lookup table for a code (counts per length, symbols in canonical
+/// order): entry `i` (the next [`MAX_LEN`] bits of the stream) is `symbol | length <<
+/// 8`; entries that no code reaches are 0. What the emitted decoder builds in the
+/// scratch arena.
 pub fn lookup_table(counts: &[u16], symbols: &[u8]) -> Vec<u16> {
     let mut t = vec![0u16; 1 << MAX_LEN];
     let mut e = 0usize;
@@ -264,12 +299,9 @@ pub fn segments(n: usize) -> [std::ops::Range<usize>; STREAMS] {
 
 /// Decodes an [`Encoded`] blob the way the emitted decoder does (the tests' reference).
 pub fn decode(e: &Encoded) -> Vec<u8> {
-    let counts: Vec<u16> = e.bytes[..e.symbols_at]
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
     let starts_at = e.stream_at - 4 * (STREAMS - 1);
-    let table = lookup_table(&counts, &e.bytes[e.symbols_at..starts_at]);
+    let (counts, symbols) = code_of(&e.bytes);
+    let table = lookup_table(&counts, &symbols);
     let stream = &e.bytes[e.stream_at..];
     let mut out = Vec::with_capacity(e.raw_len);
     for (k, seg) in segments(e.raw_len).into_iter().enumerate() {
@@ -320,7 +352,6 @@ use super::kb::MF;
 #[derive(Clone, Debug)]
 pub(crate) struct Blob {
     pub data: DataId,
-    pub symbols_at: usize,
     pub stream_at: usize,
     pub raw_len: usize,
     /// Bytes of the data object (counts, symbols, stream, padding).
@@ -332,9 +363,10 @@ fn internal(what: &str, e: impl std::fmt::Debug) -> BackendError {
     BackendError::Internal(format!("{what}: {e:?}"))
 }
 
-/// Defines `NAME__huff_decode(counts, symbols, stream, dst, n, table)`: builds the
-/// lookup table at `table` ([`TABLE_BYTES`]) from the blob's counts and symbols, then
-/// decodes `n` bytes of `stream` into `dst`. Returns it and its bytes of machine code.
+/// Defines `NAME__huff_decode(lengths, stream, dst, n, table)`: builds the lookup
+/// table at `table` (with its work area, [`DECODER_SCRATCH`] bytes) from the blob's
+/// code lengths, then decodes `n` bytes of the streams into `dst`. Returns it and its
+/// bytes of machine code.
 pub(crate) fn define_decoder<M: ClModule>(
     module: &mut M,
     (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
@@ -342,7 +374,7 @@ pub(crate) fn define_decoder<M: ClModule>(
     text: Option<Text<'_>>,
 ) -> Result<(FuncId, u64), BackendError> {
     let mut s = module.make_signature();
-    for _ in 0..6 {
+    for _ in 0..5 {
         s.params.push(cranelift_codegen::ir::AbiParam::new(I64));
     }
     let fid = module
@@ -357,7 +389,95 @@ pub(crate) fn define_decoder<M: ClModule>(
         b.switch_to_block(entry);
         b.seal_block(entry);
         let p = b.block_params(entry).to_vec();
-        let (counts, symbols, stream, dst, n, table) = (p[0], p[1], p[2], p[3], p[4], p[5]);
+        let (blob, stream, dst, n, table) = (p[0], p[1], p[2], p[3], p[4]);
+        // The code: in the blob (format 0: counts and symbols in canonical order), or
+        // (format 1: 256 length nibbles) turned into that form in the work area after
+        // the table by a counting sort (ties stay in byte order, as canonical codes
+        // want). Both then fill the table.
+        let fmt = b.ins().uload8(I64, MF, blob, 0);
+        let from_nibbles = b.create_block();
+        let build = b.create_block();
+        b.append_block_param(build, I64); // counts (u16, lengths 1..=MAX_LEN)
+        b.append_block_param(build, I64); // symbols
+        let c0 = b.ins().iadd_imm_s(blob, 1);
+        let s0 = b.ins().iadd_imm_s(blob, 1 + 2 * MAX_LEN as i64);
+        b.ins().brif(
+            fmt,
+            from_nibbles,
+            &[],
+            build,
+            &[BlockArg::Value(c0), BlockArg::Value(s0)],
+        );
+        b.switch_to_block(from_nibbles);
+        let lengths = c0;
+        let counts = b.ins().iadd_imm_s(table, TABLE_BYTES as i64);
+        let places = b.ins().iadd_imm_s(counts, 32);
+        let sorted = b.ins().iadd_imm_s(places, 32);
+        let zero = b.ins().iconst(I64, 0);
+        for i in 0..4 {
+            b.ins().store(MF, zero, counts, 8 * i);
+        }
+        // Symbol `s`'s code length, as an offset into a u16 array.
+        let nibble2 = |b: &mut FunctionBuilder<'_>, s: cranelift_codegen::ir::Value| {
+            let half = b.ins().ushr_imm_u(s, 1);
+            let at = b.ins().iadd(lengths, half);
+            let byte = b.ins().uload8(I64, MF, at, 0);
+            let odd = b.ins().band_imm_u(s, 1);
+            let sh = b.ins().ishl_imm_u(odd, 2);
+            let v = b.ins().ushr(byte, sh);
+            let l = b.ins().band_imm_u(v, 15);
+            b.ins().ishl_imm_u(l, 1)
+        };
+        // A pass over the 256 symbols.
+        let over_symbols = |b: &mut FunctionBuilder<'_>,
+                            body: &mut dyn FnMut(
+            &mut FunctionBuilder<'_>,
+            cranelift_codegen::ir::Value,
+        )| {
+            let blk = b.create_block();
+            let done = b.create_block();
+            b.append_block_param(blk, I64);
+            let z = b.ins().iconst(I64, 0);
+            b.ins().jump(blk, &[BlockArg::Value(z)]);
+            b.switch_to_block(blk);
+            let sv = b.block_params(blk)[0];
+            body(b, sv);
+            let s2 = b.ins().iadd_imm_s(sv, 1);
+            let more = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, s2, 256);
+            b.ins().brif(more, blk, &[BlockArg::Value(s2)], done, &[]);
+            b.switch_to_block(done);
+        };
+        over_symbols(&mut b, &mut |b, sv| {
+            let l2 = nibble2(b, sv);
+            let a = b.ins().iadd(counts, l2);
+            let c = b.ins().uload16(I64, MF, a, 0);
+            let c1 = b.ins().iadd_imm_s(c, 1);
+            b.ins().istore16(MF, c1, a, 0);
+        });
+        // Each length's first place in the canonical order; the absent symbols last.
+        let mut run = b.ins().iconst(I64, 0);
+        for l in (1..=MAX_LEN as i32).chain([0]) {
+            b.ins().istore16(MF, run, places, 2 * l);
+            if l != 0 {
+                let c = b.ins().uload16(I64, MF, counts, 2 * l);
+                run = b.ins().iadd(run, c);
+            }
+        }
+        over_symbols(&mut b, &mut |b, sv| {
+            let l2 = nibble2(b, sv);
+            let a = b.ins().iadd(places, l2);
+            let at = b.ins().uload16(I64, MF, a, 0);
+            let dp = b.ins().iadd(sorted, at);
+            b.ins().istore8(MF, sv, dp, 0);
+            let at1 = b.ins().iadd_imm_s(at, 1);
+            b.ins().istore16(MF, at1, a, 0);
+        });
+        let c1 = b.ins().iadd_imm_s(counts, 2);
+        b.ins()
+            .jump(build, &[BlockArg::Value(c1), BlockArg::Value(sorted)]);
+        b.switch_to_block(build);
+        let counts = b.block_params(build)[0];
+        let symbols = b.block_params(build)[1];
         // The table: for each length `l` (a loop, to keep the code small), its symbols
         // in order, each filling 2^(MAX_LEN - l) entries from `e` on; `k` walks the
         // symbols. 2^MAX_LEN two-byte stores in all.
@@ -546,7 +666,8 @@ pub(crate) struct Unpack {
     /// other, with one lookup table at `table`.
     pub serial: FuncId,
     /// `NAME__huff_task(arg, i)`: the `i`-th blob the threaded entry reads, with `arg`
-    /// pointing at `wbase` and at the tables, task `i`'s at `tables + i * TABLE_BYTES`
+    /// pointing at `wbase` and at the tables, task `i`'s at `tables + i *
+    /// DECODER_SCRATCH`
     /// (its `parallel_for` runs one task per blob).
     pub task: FuncId,
     /// Bytes of machine code of the decoder and of these two.
@@ -603,11 +724,10 @@ pub(crate) fn define_unpack<M: ClModule>(
                           table: cranelift_codegen::ir::Value| {
                 let bl = &blobs[k];
                 let base = b.ins().symbol_value(I64, gvs[k]);
-                let syms = b.ins().iadd_imm_s(base, bl.symbols_at as i64);
                 let stream = b.ins().iadd_imm_s(base, bl.stream_at as i64);
                 let dst = b.ins().iadd_imm_s(wbase, bl.offset as i64);
                 let n = b.ins().iconst(I64, bl.raw_len as i64);
-                b.ins().call(dref, &[base, syms, stream, dst, n, table]);
+                b.ins().call(dref, &[base, stream, dst, n, table]);
             };
             if task {
                 let (arg, i) = (p[0], p[1]);
@@ -633,7 +753,9 @@ pub(crate) fn define_unpack<M: ClModule>(
                 b.ins().br_table(i32v, jt);
                 for (i, (&blk, &k)) in blocks.iter().zip(tasks).enumerate() {
                     b.switch_to_block(blk);
-                    let t = b.ins().iadd_imm_s(tables, (i as u64 * TABLE_BYTES) as i64);
+                    let t = b
+                        .ins()
+                        .iadd_imm_s(tables, (i as u64 * DECODER_SCRATCH) as i64);
                     decode(&mut b, k, wbase, t);
                     b.ins().return_(&[]);
                 }

@@ -597,7 +597,7 @@ impl Drop for JitModel {
 /// backend emits into objects (`NAME__huff_decode`), compiled for this machine: what
 /// the tests compare with `data` on blobs no model holds (odd lengths, a few bytes).
 pub fn huffman_round_trip(data: &[u8]) -> Result<Vec<u8>, BackendError> {
-    use super::huffman::{self, TABLE_BYTES};
+    use super::huffman::{self, DECODER_SCRATCH};
     let e = huffman::encode(data);
     let isa = Target::host().isa(false)?;
     let mut module = JITModule::new(JITBuilder::with_isa(
@@ -612,19 +612,18 @@ pub fn huffman_round_trip(data: &[u8]) -> Result<Vec<u8>, BackendError> {
         .map_err(|e| BackendError::Internal(format!("JIT finalize: {e}")))?;
     let f = module.get_finalized_function(fid);
     let mut out = vec![0u8; data.len()];
-    let mut table = vec![0u8; TABLE_BYTES as usize];
-    type Decode = extern "C" fn(*const u8, *const u8, *const u8, *mut u8, u64, *mut u8);
-    // SAFETY: `f` is the finalized decoder, defined with this signature (six pointer-
+    let mut table = vec![0u8; DECODER_SCRATCH as usize];
+    type Decode = extern "C" fn(*const u8, *const u8, *mut u8, u64, *mut u8);
+    // SAFETY: `f` is the finalized decoder, defined with this signature (five pointer-
     // sized integers, no result, the platform's C calling convention), alive until
-    // `module` is freed below; `e` comes from the encoder, so its counts, symbols and
+    // `module` is freed below; `e` comes from the encoder, so its code lengths and
     // stream starts are consistent, every read stays within `e.bytes` (the stream's
-    // padding covers the 8-byte loads), the table gets TABLE_BYTES bytes and `out`
-    // the `data.len()` bytes decoded.
+    // padding covers the 8-byte loads), the table and its work area get
+    // DECODER_SCRATCH bytes and `out` the `data.len()` bytes decoded.
     let dec: Decode = unsafe { std::mem::transmute::<*const u8, Decode>(f) };
     let base = e.bytes.as_ptr();
     dec(
         base,
-        base.wrapping_add(e.symbols_at),
         base.wrapping_add(e.stream_at),
         out.as_mut_ptr(),
         data.len() as u64,
