@@ -180,7 +180,7 @@ pub fn canonical_codes(len: &[u8; 256]) -> [(u32, u8); 256] {
 /// A blob coded with its own canonical code, in the object's format (module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Encoded {
-    /// Counts, symbols, stream and padding: what the object holds.
+    /// The code, the streams and their padding: what the object holds.
     pub bytes: Vec<u8>,
     /// Bytes of the raw blob.
     pub raw_len: usize,
@@ -354,7 +354,7 @@ pub(crate) struct Blob {
     pub data: DataId,
     pub stream_at: usize,
     pub raw_len: usize,
-    /// Bytes of the data object (counts, symbols, stream, padding).
+    /// Bytes of the data object (the code, the streams and their padding).
     pub stored: usize,
     pub offset: u64,
 }
