@@ -47,6 +47,8 @@ struct Flags {
     max_scratch: Option<String>,
     #[arg(long)]
     batch: Option<usize>,
+    #[arg(long = "compress-weights")]
+    compress_weights: Option<String>,
     #[command(flatten)]
     quant: QuantFlags,
 }
@@ -91,7 +93,7 @@ impl Build {
     }
 
     /// Flags as `qcc compile` takes them: `--bits`, `--wbits`, `--calib`, `--budget`,
-    /// ..., `--cpu`, `--target`, `--input-shape`, `--max-scratch`.
+    /// ..., `--cpu`, `--target`, `--input-shape`, `--max-scratch`, `--compress-weights`.
     pub fn flags<I, S>(mut self, flags: I) -> Build
     where
         I: IntoIterator<Item = S>,
@@ -146,6 +148,7 @@ impl Build {
             report: Vec::new(),
             max_scratch: flags.max_scratch.clone(),
             batch: flags.batch,
+            compress_weights: flags.compress_weights.clone(),
             quant: flags.quant.clone(),
         })
         .with_context(|| format!("qcc::build: compiling {}", self.model.display()))?;

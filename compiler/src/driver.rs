@@ -285,8 +285,19 @@ pub struct CompileArgs {
     pub max_scratch: Option<String>,
     /// `--batch N`: the object runs N samples per call ([`crate::passes::rebatch`]).
     pub batch: Option<usize>,
+    /// `--compress-weights`: `none` (the default) or `huffman`.
+    pub compress_weights: Option<String>,
     /// `--bits`, `--calib`, ...: quantize a float model first.
     pub quant: crate::quant::QuantFlags,
+}
+
+/// `--compress-weights KIND` as backend options (none given: the default).
+pub fn backend_options(compress_weights: Option<&str>) -> Result<backend::Options> {
+    let compress = match compress_weights {
+        None => backend::Compress::None,
+        Some(s) => s.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+    };
+    Ok(backend::Options { compress })
 }
 
 fn stem(path: &Path) -> String {
@@ -313,6 +324,7 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
     if let Some(s) = &a.max_scratch {
         parse_size("--max-scratch", s)?;
     }
+    let opts = backend_options(a.compress_weights.as_deref())?;
     let t = target(a.target.as_deref(), a.cpu.as_deref())?;
     let name = match &a.name {
         Some(n) => {
@@ -356,7 +368,7 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
         write(&p, m.to_string())?;
         eprintln!("wrote {}", p.display());
     }
-    let compiled = backend::compile_object(m, &name, &t)
+    let compiled = backend::compile_object_with(m, &name, &t, &opts)
         .map_err(|e| anyhow::anyhow!("{}: {}", a.model.display(), e.to_string().trim_end()))?;
     check_scratch(
         &a.model,
@@ -371,8 +383,8 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
             continue;
         }
         let text = match kind {
-            EmitKind::Clif => backend::emit_clif(m, &name, &t),
-            _ => backend::emit_asm(m, &name, &t),
+            EmitKind::Clif => backend::emit_clif_with(m, &name, &t, &opts),
+            _ => backend::emit_asm_with(m, &name, &t, &opts),
         }
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
         let p = out.with_extension(kind.extension());
@@ -1001,6 +1013,8 @@ pub struct BenchArgs {
     pub threads: usize,
     /// `--batch N`: samples per run (the throughput counts samples).
     pub batch: Option<usize>,
+    /// `--compress-weights`: `none` (the default) or `huffman`.
+    pub compress_weights: Option<String>,
     pub quant: crate::quant::QuantFlags,
 }
 
@@ -1059,13 +1073,15 @@ pub fn bench(a: &BenchArgs) -> Result<BenchResult> {
     if a.runs == 0 {
         bail!("--runs 0: give at least one timed run");
     }
+    let opts = backend_options(a.compress_weights.as_deref())?;
     let shapes = parse_input_shapes(&a.input_shapes)?;
     let loaded = load_for(&a.model, &shapes, &a.quant)?;
     let quantized = quantize(&a.quant, &loaded.module, &a.model)?.map(|q| q.0);
     let m = quantized.as_ref().unwrap_or(&loaded.module);
     let batched = batch(m, a.batch, &a.model)?;
     let m = batched.as_ref().unwrap_or(m);
-    let jit = JitModel::new(m).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    let jit = JitModel::with_options(m, &backend::Target::host(), &opts)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     // xorshift64*: the same inputs on every run of the command.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = || {

@@ -104,6 +104,10 @@ enum Command {
         /// axis (the model is quantized and calibrated on single samples first).
         #[arg(long, value_name = "N")]
         batch: Option<usize>,
+        /// How the object stores its weights: none (the default), or huffman (coded
+        /// with canonical Huffman codes, decoded into the scratch at every call).
+        #[arg(long, value_name = "KIND")]
+        compress_weights: Option<String>,
         #[command(flatten)]
         quant: qcc::quant::QuantFlags,
     },
@@ -189,6 +193,10 @@ enum Command {
         /// axis (the model is quantized and calibrated on single samples first).
         #[arg(long, value_name = "N")]
         batch: Option<usize>,
+        /// How the weights are stored: none (the default) or huffman (decoded at every
+        /// run, so the time includes the decoding).
+        #[arg(long, value_name = "KIND")]
+        compress_weights: Option<String>,
         #[command(flatten)]
         quant: qcc::quant::QuantFlags,
     },
@@ -302,6 +310,7 @@ fn main() -> ExitCode {
             report,
             max_scratch,
             batch,
+            compress_weights,
             quant,
         } => qcc::driver::compile(&qcc::driver::CompileArgs {
             model: model.clone(),
@@ -314,6 +323,7 @@ fn main() -> ExitCode {
             report: report.clone(),
             max_scratch: max_scratch.clone(),
             batch: *batch,
+            compress_weights: compress_weights.clone(),
             quant: quant.clone(),
         }),
         Command::Calibrate {
@@ -356,6 +366,7 @@ fn main() -> ExitCode {
             threads,
             input_shapes,
             batch,
+            compress_weights,
             quant,
         } => qcc::driver::bench(&qcc::driver::BenchArgs {
             model: model.clone(),
@@ -363,6 +374,7 @@ fn main() -> ExitCode {
             threads: *threads,
             batch: *batch,
             input_shapes: input_shapes.clone(),
+            compress_weights: compress_weights.clone(),
             quant: quant.clone(),
         })
         .map(|r| println!("{r}")),

@@ -22,10 +22,11 @@ use qcc_ir::{Module, ValueDef};
 
 use super::BackendError;
 use super::asm::{self, AsmFn};
+use super::huffman::{self, Compress};
 use super::kb::Kb;
-use super::kernels::{self, DataSink, Ecx, Lowering};
+use super::kernels::{self, DataSink, Ecx, Lowering, Placed};
 use super::plan::{self, Loc, MemoryPlan};
-use super::report::{LayerReport, Report};
+use super::report::{BlobReport, Compression, LayerReport, Report};
 use super::select::{self, Dest, Schedule};
 use super::split::{self, Chunk, Split};
 use super::target::{Features, Tier};
@@ -69,6 +70,7 @@ pub(crate) fn compile_object(
     name: &str,
     isa: OwnedTargetIsa,
     tier: Option<Tier>,
+    compress: Compress,
 ) -> Result<ObjectOut, BackendError> {
     let builder = ObjectBuilder::new(
         isa,
@@ -77,7 +79,7 @@ pub(crate) fn compile_object(
     )
     .map_err(|e| internal("object builder", e))?;
     let mut module = ObjectModule::new(builder);
-    let built = build(&mut module, m, name, Text::None, tier)?;
+    let built = build(&mut module, m, name, Text::None, tier, compress)?;
     let object = module
         .finish()
         .emit()
@@ -94,6 +96,7 @@ pub(crate) fn text(
     isa: OwnedTargetIsa,
     tier: Option<Tier>,
     what: Text,
+    compress: Compress,
 ) -> Result<String, BackendError> {
     let builder = ObjectBuilder::new(
         isa,
@@ -102,15 +105,71 @@ pub(crate) fn text(
     )
     .map_err(|e| internal("object builder", e))?;
     let mut module = ObjectModule::new(builder);
-    Ok(build(&mut module, m, name, what, tier)?.text)
+    Ok(build(&mut module, m, name, what, tier, compress)?.text)
+}
+
+/// Where a blob of constant data lives at run time.
+#[derive(Clone, Copy, Debug)]
+enum DataRef {
+    /// A read-only data object.
+    Rodata(DataId),
+    /// Huffman-coded in the object, decoded to this offset of the weights' region of
+    /// the scratch arena (`--compress-weights huffman`).
+    Scratch(u64),
+}
+
+/// The blobs coded so far (`--compress-weights huffman`).
+#[derive(Default)]
+struct HuffState {
+    blobs: Vec<huffman::Blob>,
+    /// What the report says of each.
+    reports: Vec<BlobReport>,
+    /// The step whose kernels are being generated, and whether they are the threaded
+    /// entry's (band and first-phase kernels of a split step).
+    step: Option<usize>,
+    band: bool,
+    /// Per blob, the (step, band) of every kernel that reads it: which entry decodes it.
+    uses: Vec<Vec<(usize, bool)>>,
+    /// Bytes of the decoded weights' region (each blob at a 64-byte aligned offset).
+    region: u64,
+}
+
+impl HuffState {
+    /// The kernel being generated reads the blob decoded at `offset`.
+    fn note_use(&mut self, offset: u64) {
+        if let (Some(k), Some(si)) = (
+            self.blobs.iter().position(|b| b.offset == offset),
+            self.step,
+        ) && !self.uses[k].contains(&(si, self.band))
+        {
+            self.uses[k].push((si, self.band));
+        }
+    }
+
+    /// The blobs `NAME_run` decodes (those its kernels read) and those `NAME_run_ctx`
+    /// decodes (read by the kernels of its inline steps, or by its tasks' kernels).
+    fn per_entry(&self, split: &[bool]) -> (Vec<usize>, Vec<usize>) {
+        let run = (0..self.blobs.len())
+            .filter(|&k| self.uses[k].iter().any(|&(_, band)| !band))
+            .collect();
+        let ctx = (0..self.blobs.len())
+            .filter(|&k| self.uses[k].iter().any(|&(si, band)| band || !split[si]))
+            .collect();
+        (run, ctx)
+    }
 }
 
 /// Data objects and assembled functions defined so far (kept across kernels).
 #[derive(Default)]
 struct DataState {
     count: usize,
+    /// Bytes of the data objects, as stored in the object.
     bytes: u64,
-    dedupe: HashMap<(Vec<u8>, u64), DataId>,
+    /// The same data before compression (equal to `bytes` without it).
+    raw_bytes: u64,
+    dedupe: HashMap<(Vec<u8>, u64), DataRef>,
+    /// Some: code the blobs that Huffman coding makes smaller.
+    huff: Option<HuffState>,
     /// Assembled functions, each defined once, named after its parameters.
     asm: BTreeMap<AsmFn, FuncId>,
     /// Their disassembly, when [`Text::Asm`] is asked for.
@@ -156,11 +215,8 @@ struct Data<'a, M: ClModule> {
 }
 
 impl<M: ClModule> Data<'_, M> {
-    fn data_id(&mut self, bytes: Vec<u8>, align: u64) -> DataId {
-        let key = (bytes, align);
-        if let Some(&id) = self.st.dedupe.get(&key) {
-            return id;
-        }
+    /// A data object holding `bytes` (a fresh name).
+    fn new_object(&mut self, bytes: Vec<u8>, align: u64) -> DataId {
         let name = format!("{}__d{}", self.prefix, self.st.count);
         self.st.count += 1;
         // Names are fresh, so declaring and defining cannot collide.
@@ -169,7 +225,7 @@ impl<M: ClModule> Data<'_, M> {
             .declare_data(&name, Linkage::Local, false, false)
             .expect("fresh data names do not collide");
         let mut d = DataDescription::new();
-        let mut b = key.0.clone();
+        let mut b = bytes;
         if b.is_empty() {
             b.push(0);
         }
@@ -179,15 +235,79 @@ impl<M: ClModule> Data<'_, M> {
         self.module
             .define_data(id, &d)
             .expect("a fresh data object is defined once");
-        self.st.dedupe.insert(key, id);
         id
+    }
+
+    /// Where `bytes` live: a data object, or (`compress`, when Huffman coding is on and
+    /// makes them smaller) coded in one and decoded into the scratch arena.
+    fn data_ref(&mut self, bytes: Vec<u8>, align: u64, compress: bool) -> DataRef {
+        let key = (bytes, align);
+        if let Some(&r) = self.st.dedupe.get(&key) {
+            if let (DataRef::Scratch(off), Some(h)) = (r, &mut self.st.huff) {
+                h.note_use(off);
+            }
+            return r;
+        }
+        self.st.raw_bytes += key.0.len().max(1) as u64;
+        let coded = match &self.st.huff {
+            Some(_) if compress && align <= plan::ALIGN => huffman::compress_blob(&key.0),
+            _ => None,
+        };
+        let r = match coded {
+            Some(e) => {
+                let stored = e.bytes.len();
+                let id = self.new_object(e.bytes, 1);
+                let h = self.st.huff.as_mut().expect("checked above");
+                let offset = h.region;
+                h.region += (e.raw_len as u64).div_ceil(plan::ALIGN) * plan::ALIGN;
+                h.reports.push(BlobReport {
+                    layer: h.step,
+                    raw_bytes: e.raw_len as u64,
+                    stored_bytes: stored as u64,
+                    symbols: e.symbols,
+                    max_code_bits: e.max_len,
+                    offset,
+                    run: false,
+                    run_ctx: false,
+                });
+                h.blobs.push(huffman::Blob {
+                    data: id,
+                    stream_at: e.stream_at,
+                    raw_len: e.raw_len,
+                    stored,
+                    offset,
+                });
+                h.uses.push(Vec::new());
+                h.note_use(offset);
+                DataRef::Scratch(offset)
+            }
+            None => DataRef::Rodata(self.new_object(key.0.clone(), align)),
+        };
+        self.st.dedupe.insert(key, r);
+        r
+    }
+
+    /// A read-only data object holding `bytes` (never compressed: for code that has no
+    /// scratch, such as the getters).
+    fn rodata_gv(&mut self, func: &mut Function, bytes: Vec<u8>, align: u64) -> GlobalValue {
+        let id = match self.st.dedupe.get(&(bytes.clone(), align)) {
+            // The same bytes were coded for a kernel: these get their own object.
+            Some(DataRef::Scratch(_)) => self.new_object(bytes, align),
+            _ => match self.data_ref(bytes.clone(), align, false) {
+                DataRef::Rodata(id) => id,
+                DataRef::Scratch(_) => self.new_object(bytes, align),
+            },
+        };
+        self.module.declare_data_in_func(id, func)
     }
 }
 
 impl<M: ClModule> DataSink for Data<'_, M> {
-    fn define(&mut self, func: &mut Function, bytes: Vec<u8>, align: u64) -> GlobalValue {
-        let id = self.data_id(bytes, align);
-        self.module.declare_data_in_func(id, func)
+    fn define(&mut self, func: &mut Function, bytes: Vec<u8>, align: u64) -> Placed {
+        match self.data_ref(bytes, align, true) {
+            DataRef::Rodata(id) => Placed::Rodata(self.module.declare_data_in_func(id, func)),
+            DataRef::Scratch(off) => Placed::Scratch(off),
+        }
     }
 
     fn asm_func(&mut self, func: &mut Function, f: &AsmFn) -> FuncRef {
@@ -218,6 +338,7 @@ pub(crate) fn build<M: ClModule>(
     name: &str,
     want: Text,
     tier: Option<Tier>,
+    compress: Compress,
 ) -> Result<Built, BackendError> {
     qcc_ir::verify::verify(m).map_err(|e| BackendError::Invalid(e.to_string()))?;
     let folded = super::fold::constants(m);
@@ -253,15 +374,21 @@ pub(crate) fn build<M: ClModule>(
     let mut fctx = FunctionBuilderContext::new();
     let mut data = DataState {
         asm_text: (want == Text::Asm).then(String::new),
+        huff: (compress == Compress::Huffman).then(HuffState::default),
         ..DataState::default()
     };
     let mut text = String::new();
     let mut kernels_ids = Vec::with_capacity(sched.steps.len());
     let mut step_bytes = Vec::with_capacity(sched.steps.len());
+    let mut step_raw = Vec::with_capacity(sched.steps.len());
     for (si, step) in sched.steps.iter().enumerate() {
         let bytes_before = data.bytes;
+        let raw_before = data.raw_bytes;
         let op = step_op(m, step);
         let fname = format!("{name}__k{si}_{op}");
+        if let Some(h) = &mut data.huff {
+            h.step = Some(si);
+        }
         let line = (want != Text::None).then(|| {
             let line = match step.node {
                 Some(n) => {
@@ -289,11 +416,13 @@ pub(crate) fn build<M: ClModule>(
             (want, line.as_deref().unwrap_or(""), &mut text),
         )?;
         step_bytes.push(data.bytes - bytes_before);
+        step_raw.push(data.raw_bytes - raw_before);
         kernels_ids.push(fid);
     }
     // The read-only data of the layers (what the report counts); the band kernels of
     // the threaded entry add only their own small tables.
     let layer_bytes = data.bytes;
+    let layer_raw = data.raw_bytes;
     // The threaded entry: layers split into tasks, and its own memory plan (a split
     // layer's workspace holds one slot per task).
     let splits: Vec<Option<Split>> = split::split_all(m, &sched);
@@ -316,6 +445,10 @@ pub(crate) fn build<M: ClModule>(
             continue;
         };
         let op = step_op(m, step);
+        if let Some(h) = &mut data.huff {
+            h.step = Some(si);
+            h.band = true;
+        }
         // The bands' kernels take the shared region (unpacked weights) as the weights'
         // operand when there is a first phase.
         let band_step = |low: &Lowering| {
@@ -363,7 +496,7 @@ pub(crate) fn build<M: ClModule>(
             (&mut ctx, &mut fctx),
             feat,
             &format!("{name}__t{si}_{op}"),
-            (step, slot_stride),
+            (step, slot_stride, data.huff.is_some()),
             sp,
             &per_chunk,
         )?;
@@ -394,7 +527,7 @@ pub(crate) fn build<M: ClModule>(
                     module,
                     (&mut ctx, &mut fctx),
                     &format!("{name}__t{si}_{op}_pre"),
-                    step,
+                    (step, data.huff.is_some()),
                     &ids,
                 )?;
                 Some((pid, ids.len()))
@@ -406,12 +539,87 @@ pub(crate) fn build<M: ClModule>(
             pre,
         }));
     }
+    // `--compress-weights huffman`: the decoded weights' region follows each entry's
+    // arena, and the decoder's lookup tables (one for `NAME_run`, one per blob for the
+    // threaded entry, which decodes the blobs in parallel) sit at the start of the
+    // arena while it runs (before the first layer nothing in the arena is live), or
+    // after the region when the arena is smaller than the tables.
+    let mut plan = plan;
+    let split: Vec<bool> = splits.iter().map(Option::is_some).collect();
+    let unpack = match &data.huff {
+        Some(h) if !h.blobs.is_empty() => {
+            let (run_blobs, ctx_blobs) = h.per_entry(&split);
+            Some((
+                huffman::define_unpack(
+                    module,
+                    (&mut ctx, &mut fctx),
+                    name,
+                    &h.blobs,
+                    (&run_blobs, &ctx_blobs),
+                    match want {
+                        Text::Clif => Some(huffman::Text::Clif(&mut text)),
+                        Text::Asm => Some(huffman::Text::Asm(&mut text)),
+                        Text::None => None,
+                    },
+                )?,
+                run_blobs.len(),
+                ctx_blobs.len(),
+            ))
+        }
+        _ => None,
+    };
+    let (weights, weights_ctx) = match (&data.huff, unpack) {
+        (Some(h), Some((u, n_run, n_ctx))) => {
+            let grow = |arena: &mut u64, tables: u64, w: WeightsAt| {
+                let at = arena.div_ceil(plan::ALIGN) * plan::ALIGN;
+                let need = tables * huffman::DECODER_SCRATCH;
+                let table = if at >= need { 0 } else { at + h.region };
+                *arena = (at + h.region).max(table + need);
+                Some(WeightsAt { at, table, ..w })
+            };
+            let none = WeightsAt {
+                unpack: None,
+                task: None,
+                at: 0,
+                table: 0,
+            };
+            (
+                grow(
+                    &mut plan.arena,
+                    1,
+                    WeightsAt {
+                        unpack: (n_run > 0).then_some(u.serial),
+                        ..none
+                    },
+                ),
+                grow(
+                    &mut plan_ctx.arena,
+                    n_ctx as u64,
+                    WeightsAt {
+                        task: (n_ctx > 0).then_some((u.task, n_ctx)),
+                        ..none
+                    },
+                ),
+            )
+        }
+        // Compression on but nothing worth it: the kernels' last parameter is unused.
+        (Some(_), None) => {
+            let none = WeightsAt {
+                unpack: None,
+                task: None,
+                at: 0,
+                table: 0,
+            };
+            (Some(none), Some(none))
+        }
+        (None, _) => (None, None),
+    };
     let run = emit_entry(
         module,
         m,
         name,
         &sched,
-        &plan,
+        (&plan, weights),
         &kernels_ids,
         (tier, &mut data),
         &mut ctx,
@@ -424,7 +632,7 @@ pub(crate) fn build<M: ClModule>(
         m,
         name,
         &sched,
-        &plan_ctx,
+        (&plan_ctx, weights_ctx),
         &kernels_ids,
         (tier, &mut data),
         &mut ctx,
@@ -452,8 +660,35 @@ pub(crate) fn build<M: ClModule>(
         &mut ctx,
         &mut fctx,
     )?;
-    let mut report = make_report(m, &sched, &plan, (layer_bytes, &step_bytes), target_name);
+    let mut report = make_report(
+        m,
+        &sched,
+        &plan,
+        (layer_bytes, &step_bytes, layer_raw, &step_raw),
+        target_name,
+    );
     report.tier = tier.map(|t| t.to_string());
+    report.compression = data.huff.as_ref().map(|h| {
+        let (run_blobs, ctx_blobs) = h.per_entry(&split);
+        let mut blobs = h.reports.clone();
+        for &k in &run_blobs {
+            blobs[k].run = true;
+        }
+        for &k in &ctx_blobs {
+            blobs[k].run_ctx = true;
+        }
+        let raw: u64 = h.blobs.iter().map(|b| b.raw_len as u64).sum();
+        let stored: u64 = h.blobs.iter().map(|b| b.stored as u64).sum();
+        Compression {
+            method: Compress::Huffman.to_string(),
+            blobs,
+            raw_bytes: raw,
+            stored_bytes: stored,
+            decoded_bytes: h.region,
+            decoder_code_bytes: unpack.map_or(0, |u| u.0.code),
+            weights_offset: weights.and_then(|w| w.unpack.map(|_| w.at)),
+        }
+    });
     report.arena_ctx_bytes = plan_ctx.arena;
     for (l, t) in report.layers.iter_mut().zip(&tasks) {
         l.tasks = t.as_ref().map_or(1, |t| t.n);
@@ -476,7 +711,8 @@ fn step_op(m: &Module, step: &select::Step) -> &'static str {
     }
 }
 
-/// Declares and defines the kernel function `fname` of `step`: `(reads..., out, ws)`.
+/// Declares and defines the kernel function `fname` of `step`: `(reads..., out, ws)`,
+/// and `wbase` (the decoded weights' region) last with `--compress-weights huffman`.
 /// With [`Text::Clif`] or [`Text::Asm`], appends its text after `comment`.
 fn define_kernel<M: ClModule>(
     module: &mut M,
@@ -488,7 +724,8 @@ fn define_kernel<M: ClModule>(
     (want, comment, text): (Text, &str, &mut String),
 ) -> Result<FuncId, BackendError> {
     let frontend = module.isa().frontend_config();
-    let s = sig(module, step.reads.len() + 2, None);
+    let extra = usize::from(data.huff.is_some());
+    let s = sig(module, step.reads.len() + 2 + extra, None);
     let fid = module
         .declare_function(fname, Linkage::Local, &s)
         .map_err(|e| internal("declare kernel", e))?;
@@ -501,14 +738,24 @@ fn define_kernel<M: ClModule>(
         b.switch_to_block(blk);
         b.seal_block(blk);
         let params = b.block_params(blk).to_vec();
-        let (out, ws) = (params[params.len() - 2], params[params.len() - 1]);
+        let k = params.len() - extra;
+        let (out, ws) = (params[k - 2], params[k - 1]);
+        let wbase = (extra > 0).then(|| params[k]);
         let mut kb = Kb::new(&mut b, feat);
         let mut sink = Data {
             module,
             st: data,
             prefix,
         };
-        emit_step(&mut kb, m, sched, step, &params, out, ws, &mut sink);
+        emit_step(
+            &mut kb,
+            m,
+            sched,
+            step,
+            &params[..k],
+            (out, ws, wbase),
+            &mut sink,
+        );
         b.ins().return_(&[]);
         b.finalize(frontend);
     }
@@ -553,13 +800,14 @@ fn declare_task<M: ClModule>(
 /// The task function `task(arg, i)` of a split step: `arg` points at the step's
 /// pointers (its run-time operands, its result, its shared region, the first task
 /// slot); chunk `i` runs its kernel (`kernels[i]`) in slot `i`, `slot_stride` bytes
-/// apart. An `i` out of range does nothing.
+/// apart. An `i` out of range does nothing. With `wb`, `arg` holds the decoded
+/// weights' region after the first task slot, and every kernel gets it last.
 fn emit_task<M: ClModule>(
     module: &mut M,
     (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
     feat: Features,
     fname: &str,
-    (step, slot_stride): (&select::Step, u64),
+    (step, slot_stride, wb): (&select::Step, u64, bool),
     sp: &Split,
     kernels: &[FuncId],
 ) -> Result<FuncId, BackendError> {
@@ -581,6 +829,7 @@ fn emit_task<M: ClModule>(
         let out = b.ins().load(I64, mf, arg, (nr * 8) as i32);
         let base = b.ins().load(I64, mf, arg, (nr * 8 + 8) as i32);
         let slots = b.ins().load(I64, mf, arg, (nr * 8 + 16) as i32);
+        let wbase = wb.then(|| b.ins().load(I64, mf, arg, (nr * 8 + 24) as i32));
         let exit = b.create_block();
         let dispatch = b.create_block();
         let ok = b
@@ -619,11 +868,13 @@ fn emit_task<M: ClModule>(
                     let x = reads[0];
                     // The shared region (the unpacked weights) in the weights' place.
                     let call = |kb: &mut Kb<'_, '_>, xs: Value, os: Value, ws: Value| {
-                        if sp.pre.is_some() {
-                            kb.b.ins().call(refs[ci], &[xs, base, os, ws]);
+                        let mut args = if sp.pre.is_some() {
+                            vec![xs, base, os, ws]
                         } else {
-                            kb.b.ins().call(refs[ci], &[xs, os, ws]);
-                        }
+                            vec![xs, os, ws]
+                        };
+                        args.extend(wbase);
+                        kb.b.ins().call(refs[ci], &args);
                     };
                     if *direct {
                         // The kernel reads and writes the tensors in place.
@@ -658,6 +909,7 @@ fn emit_task<M: ClModule>(
                     let mut args = reads.clone();
                     args.push(out);
                     args.push(slot);
+                    args.extend(wbase);
                     kb.b.ins().call(refs[ci], &args);
                 }
                 Chunk::Range {
@@ -684,6 +936,7 @@ fn emit_task<M: ClModule>(
                             .collect();
                         args.push(at(kb, out, *eb_out));
                         args.push(slot);
+                        args.extend(wbase);
                         kb.b.ins().call(f, &args);
                     };
                     if count > 1 {
@@ -709,12 +962,12 @@ fn emit_task<M: ClModule>(
 
 /// The task function of a split step's first phase: task `i` runs `kernels[i]` with
 /// the step's operands, the shared region (the base of the step's workspace) as its
-/// result and workspace.
+/// result and workspace (and, with `wb`, the decoded weights' region last).
 fn emit_pre_task<M: ClModule>(
     module: &mut M,
     (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
     fname: &str,
-    step: &select::Step,
+    (step, wb): (&select::Step, bool),
     kernels: &[FuncId],
 ) -> Result<FuncId, BackendError> {
     let frontend = module.isa().frontend_config();
@@ -735,6 +988,9 @@ fn emit_pre_task<M: ClModule>(
         let base = b.ins().load(I64, mf, arg, (nr * 8 + 8) as i32);
         args.push(base);
         args.push(base);
+        if wb {
+            args.push(b.ins().load(I64, mf, arg, (nr * 8 + 24) as i32));
+        }
         let exit = b.create_block();
         for (ci, &r) in refs.iter().enumerate() {
             let this = b.create_block();
@@ -780,8 +1036,7 @@ fn emit_step<M: ClModule>(
     sched: &Schedule,
     step: &select::Step,
     params: &[Value],
-    out: Value,
-    ws: Value,
+    (out, ws, wbase): (Value, Value, Option<Value>),
     sink: &mut Data<'_, M>,
 ) {
     let const_of = |v: qcc_ir::ValueId| sched.const_data(m, v);
@@ -803,6 +1058,7 @@ fn emit_step<M: ClModule>(
                 ops,
                 out,
                 ws,
+                wbase,
             };
             kernels::emit(&mut cx, &step.lowering);
         }
@@ -829,8 +1085,8 @@ fn emit_step<M: ClModule>(
                         }
                         None => Vec::new(),
                     };
-                    let gv = sink.define(kb.b.func, bytes, 16);
-                    kb.b.ins().symbol_value(I64, gv)
+                    let p = sink.define(kb.b.func, bytes, 16);
+                    kernels::placed_ptr(kb, p, wbase)
                 }
             };
             kb.copy_bytes(out, src, bytes as i64);
@@ -853,6 +1109,19 @@ struct StepTasks {
     task: FuncId,
     n: usize,
     pre: Option<(FuncId, usize)>,
+}
+
+/// Where an entry finds the compressed weights (`--compress-weights huffman`).
+#[derive(Clone, Copy, Debug)]
+struct WeightsAt {
+    /// The serial decoder of every blob (None: nothing was worth compressing).
+    unpack: Option<FuncId>,
+    /// The threaded entry's: one task per blob, and the blob count.
+    task: Option<(FuncId, usize)>,
+    /// The offset of the decoded weights' region in the entry's scratch, and that of
+    /// the decoder's lookup table(s).
+    at: u64,
+    table: u64,
 }
 
 /// A split step's task function and count, after its first phase's, in the entry.
@@ -886,7 +1155,7 @@ fn emit_entry<M: ClModule>(
     m: &Module,
     name: &str,
     sched: &Schedule,
-    plan: &MemoryPlan,
+    (plan, weights): (&MemoryPlan, Option<WeightsAt>),
     kernels: &[FuncId],
     (tier, data): (Option<Tier>, &mut DataState),
     ctx: &mut Context,
@@ -909,6 +1178,12 @@ fn emit_entry<M: ClModule>(
         .iter()
         .map(|&k| module.declare_func_in_func(k, &mut ctx.func))
         .collect();
+    let unpack = weights
+        .and_then(|w| w.unpack)
+        .map(|f| module.declare_func_in_func(f, &mut ctx.func));
+    let unpack_task = weights
+        .and_then(|w| w.task)
+        .map(|(f, n)| (module.declare_func_in_func(f, &mut ctx.func), n));
     // The threaded entry: `NAME_run` (for one thread) and the task functions.
     let th = threaded.as_ref().map(|t| {
         let run = module.declare_func_in_func(t.run, &mut ctx.func);
@@ -1085,6 +1360,32 @@ fn emit_entry<M: ClModule>(
         b.ins().return_(&[one]);
         b.switch_to_block(go);
         b.seal_block(go);
+        // The compressed weights, decoded into their region (with the lookup table in
+        // scratch that is not live yet); every kernel gets the region last.
+        let wb = weights.map(|w| b.ins().iadd_imm_s(scratch, w.at as i64));
+        if let (Some(w), Some(wbv)) = (weights, wb) {
+            let t = b.ins().iadd_imm_s(scratch, w.table as i64);
+            match (unpack_task, pf_call, unpack) {
+                // Two or more threads: a task per blob.
+                (Some((tf, n)), Some((pf, pool, sref)), _) => {
+                    let ss = b.create_sized_stack_slot(StackSlotData::new(
+                        StackSlotKind::ExplicitSlot,
+                        16,
+                        3,
+                    ));
+                    b.ins().stack_store(I64, wbv, ss, 0);
+                    b.ins().stack_store(I64, t, ss, 8);
+                    let argp = b.ins().stack_addr(I64, ss, 0);
+                    let taddr = b.ins().func_addr(I64, tf);
+                    let nv = b.ins().iconst(I64, n as i64);
+                    b.ins().call_indirect(sref, pf, &[pool, nv, taddr, argp]);
+                }
+                (_, _, Some(f)) => {
+                    b.ins().call(f, &[wbv, t]);
+                }
+                _ => {}
+            }
+        }
         let ptr_of = |b: &mut FunctionBuilder<'_>, l: Loc| -> Value {
             match l {
                 Loc::Input(i) => in_ptrs[i],
@@ -1098,9 +1399,9 @@ fn emit_entry<M: ClModule>(
             let most = sched
                 .steps
                 .iter()
-                .map(|s| s.reads.len() + 3)
+                .map(|s| s.reads.len() + 3 + usize::from(wb.is_some()))
                 .max()
-                .unwrap_or(3);
+                .unwrap_or(3 + usize::from(wb.is_some()));
             b.create_sized_stack_slot(StackSlotData::new(
                 StackSlotKind::ExplicitSlot,
                 (most * 8) as u32,
@@ -1129,6 +1430,7 @@ fn emit_entry<M: ClModule>(
                 (Some((tf, n, pre)), Some((pf, pool, sref)), Some(ss)) => {
                     let slots_base = threaded.as_ref().map_or(0, |t| t.slots_base);
                     args.push(b.ins().iadd_imm_s(scratch, slots_base as i64));
+                    args.extend(wb);
                     for (k, &a) in args.iter().enumerate() {
                         b.ins().stack_store(I64, a, ss, (k * 8) as i32);
                     }
@@ -1140,6 +1442,7 @@ fn emit_entry<M: ClModule>(
                     }
                 }
                 _ => {
+                    args.extend(wb);
                     b.ins().call(refs[si], &args);
                 }
             }
@@ -1240,7 +1543,7 @@ fn emit_getters<M: ClModule>(
                         prefix: name,
                     };
                     let bytes = if bytes.is_empty() { vec![0; 8] } else { bytes };
-                    sink.define(&mut ctx.func, bytes, 8)
+                    sink.rodata_gv(&mut ctx.func, bytes, 8)
                 })
                 .collect(),
             _ => Vec::new(),
@@ -1310,21 +1613,22 @@ fn float_bytes(m: &Module, sched: &Schedule, step: &select::Step, bytes: u64) ->
     4 * elems(1) + if is_const(2) { 4 * elems(2) } else { 0 }
 }
 
-/// `data`: bytes of read-only data in all, and defined by each step.
+/// `data`: bytes of read-only data in all and defined by each step, as stored in the
+/// object and before compression (the f32 model's figure is from the latter).
 fn make_report(
     m: &Module,
     sched: &Schedule,
     plan: &MemoryPlan,
-    data: (u64, &[u64]),
+    data: (u64, &[u64], u64, &[u64]),
     target: String,
 ) -> Report {
-    let (weight_bytes, step_bytes) = data;
-    let steps_total: u64 = step_bytes.iter().sum();
-    let float_weight_bytes = weight_bytes - steps_total
+    let (weight_bytes, step_bytes, raw_bytes, step_raw) = data;
+    let steps_total: u64 = step_raw.iter().sum();
+    let float_weight_bytes = raw_bytes - steps_total
         + sched
             .steps
             .iter()
-            .zip(step_bytes)
+            .zip(step_raw)
             .map(|(st, &b)| float_bytes(m, sched, st, b))
             .sum::<u64>();
     let mut layers = Vec::new();
@@ -1411,5 +1715,6 @@ fn make_report(
         arena_bytes: plan.arena,
         arena_ctx_bytes: plan.arena,
         tensor_bytes: plan.tensor_bytes,
+        compression: None,
     }
 }

@@ -79,6 +79,15 @@ impl JitModel {
     /// Compiles `m` for `target`, which must run on the host: its triple with a feature
     /// set the host has (e.g. `baseline`, to test the kernels' fallbacks).
     pub fn with_target(m: &Module, target: &Target) -> Result<JitModel, BackendError> {
+        Self::with_options(m, target, &super::Options::default())
+    }
+
+    /// [`JitModel::with_target`] with [`super::Options`] (`--compress-weights`).
+    pub fn with_options(
+        m: &Module,
+        target: &Target,
+        opts: &super::Options,
+    ) -> Result<JitModel, BackendError> {
         if target.triple != target_lexicon::Triple::host() {
             return Err(BackendError::Target(format!(
                 "the JIT runs on the host ({}), not on {}",
@@ -91,7 +100,14 @@ impl JitModel {
             isa,
             cranelift_module::default_libcall_names(),
         ));
-        let built = emit::build(&mut module, m, "jit", emit::Text::None, target.tier()?)?;
+        let built = emit::build(
+            &mut module,
+            m,
+            "jit",
+            emit::Text::None,
+            target.tier()?,
+            opts.compress,
+        )?;
         module
             .finalize_definitions()
             .map_err(|e| BackendError::Internal(format!("JIT finalize: {e}")))?;
@@ -575,4 +591,45 @@ impl Drop for JitModel {
             unsafe { m.free_memory() };
         }
     }
+}
+
+/// Codes `data` with [`super::huffman::encode`] and decodes it with the decoder the
+/// backend emits into objects (`NAME__huff_decode`), compiled for this machine: what
+/// the tests compare with `data` on blobs no model holds (odd lengths, a few bytes).
+pub fn huffman_round_trip(data: &[u8]) -> Result<Vec<u8>, BackendError> {
+    use super::huffman::{self, DECODER_SCRATCH};
+    let e = huffman::encode(data);
+    let isa = Target::host().isa(false)?;
+    let mut module = JITModule::new(JITBuilder::with_isa(
+        isa,
+        cranelift_module::default_libcall_names(),
+    ));
+    let mut ctx = cranelift_module::Module::make_context(&module);
+    let mut fctx = cranelift_frontend::FunctionBuilderContext::new();
+    let (fid, _) = huffman::define_decoder(&mut module, (&mut ctx, &mut fctx), "t", None)?;
+    module
+        .finalize_definitions()
+        .map_err(|e| BackendError::Internal(format!("JIT finalize: {e}")))?;
+    let f = module.get_finalized_function(fid);
+    let mut out = vec![0u8; data.len()];
+    let mut table = vec![0u8; DECODER_SCRATCH as usize];
+    type Decode = extern "C" fn(*const u8, *const u8, *mut u8, u64, *mut u8);
+    // SAFETY: `f` is the finalized decoder, defined with this signature (five pointer-
+    // sized integers, no result, the platform's C calling convention), alive until
+    // `module` is freed below; `e` comes from the encoder, so its code lengths and
+    // stream starts are consistent, every read stays within `e.bytes` (the stream's
+    // padding covers the 8-byte loads), the table and its work area get
+    // DECODER_SCRATCH bytes and `out` the `data.len()` bytes decoded.
+    let dec: Decode = unsafe { std::mem::transmute::<*const u8, Decode>(f) };
+    let base = e.bytes.as_ptr();
+    dec(
+        base,
+        base.wrapping_add(e.stream_at),
+        out.as_mut_ptr(),
+        data.len() as u64,
+        table.as_mut_ptr(),
+    );
+    // SAFETY: nothing of the module is used after this.
+    unsafe { module.free_memory() };
+    Ok(out)
 }

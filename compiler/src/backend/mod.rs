@@ -29,6 +29,7 @@ pub mod costs;
 mod emit;
 mod fold;
 mod header;
+pub mod huffman;
 mod jit;
 mod kb;
 mod kernels;
@@ -44,8 +45,11 @@ use std::fmt;
 
 use qcc_ir::Module;
 
-pub use jit::{CtxCase, JitModel, OutputRef, PeakMix, QccCtx, ThreadPool, measure_peak};
-pub use report::{LayerReport, Report};
+pub use huffman::Compress;
+pub use jit::{
+    CtxCase, JitModel, OutputRef, PeakMix, QccCtx, ThreadPool, huffman_round_trip, measure_peak,
+};
+pub use report::{BlobReport, Compression, LayerReport, Report};
 pub use split::with_grain as split_grain;
 pub use target::{Target, Tier};
 
@@ -108,10 +112,29 @@ pub struct Compiled {
     pub report: Report,
 }
 
+/// How the object is built, beyond its target: what the flags of `qcc compile` (and the
+/// JIT's callers) choose. The default is what no flag gives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `--compress-weights`: how the constant data the kernels read is stored.
+    pub compress: Compress,
+}
+
 /// Compiles `m` into a relocatable object exporting ABI v1 (docs/design.md) under the C
 /// identifier `name` (`NAME_run`, `NAME_input_size`, ...), plus its header and report.
 /// The same module, name and target give byte-identical object and header.
 pub fn compile_object(m: &Module, name: &str, target: &Target) -> Result<Compiled, BackendError> {
+    compile_object_with(m, name, target, &Options::default())
+}
+
+/// [`compile_object`] with [`Options`] (`--compress-weights`); the same module, name,
+/// target and options give byte-identical object and header.
+pub fn compile_object_with(
+    m: &Module,
+    name: &str,
+    target: &Target,
+    opts: &Options,
+) -> Result<Compiled, BackendError> {
     if !is_c_identifier(name) {
         return Err(BackendError::BadArguments(format!(
             "the name `{name}` is not a C identifier (letters, digits and `_`, not starting \
@@ -120,7 +143,7 @@ pub fn compile_object(m: &Module, name: &str, target: &Target) -> Result<Compile
     }
     check_boundary(m)?;
     let isa = target.isa(true)?;
-    let out = emit::compile_object(m, name, isa, target.tier()?)?;
+    let out = emit::compile_object(m, name, isa, target.tier()?, opts.compress)?;
     let header = header::header(
         m,
         name,
@@ -137,22 +160,55 @@ pub fn compile_object(m: &Module, name: &str, target: &Target) -> Result<Compile
 /// The Cranelift IR of every kernel of `m`, each function preceded by a comment with the
 /// qcc node (its printed line) it was generated from: what `--emit clif` writes.
 pub fn emit_clif(m: &Module, name: &str, target: &Target) -> Result<String, BackendError> {
+    emit_clif_with(m, name, target, &Options::default())
+}
+
+/// [`emit_clif`] with [`Options`] (with compressed weights, the decoder's functions
+/// follow the kernels).
+pub fn emit_clif_with(
+    m: &Module,
+    name: &str,
+    target: &Target,
+    opts: &Options,
+) -> Result<String, BackendError> {
     let isa = target.isa(true)?;
-    emit::text(m, name, isa, target.tier()?, emit::Text::Clif)
+    emit::text(
+        m,
+        name,
+        isa,
+        target.tier()?,
+        emit::Text::Clif,
+        opts.compress,
+    )
 }
 
 /// The machine code of every kernel and of the entry function, as Cranelift
 /// disassembles it, each kernel preceded by the qcc node it was generated from: what
 /// `--emit asm` writes.
 pub fn emit_asm(m: &Module, name: &str, target: &Target) -> Result<String, BackendError> {
+    emit_asm_with(m, name, target, &Options::default())
+}
+
+/// [`emit_asm`] with [`Options`].
+pub fn emit_asm_with(
+    m: &Module,
+    name: &str,
+    target: &Target,
+    opts: &Options,
+) -> Result<String, BackendError> {
     let isa = target.isa(true)?;
-    emit::text(m, name, isa, target.tier()?, emit::Text::Asm)
+    emit::text(m, name, isa, target.tier()?, emit::Text::Asm, opts.compress)
 }
 
 /// The report of compiling `m` for `target` without writing anything.
 pub fn report(m: &Module, target: &Target) -> Result<Report, BackendError> {
+    report_with(m, target, &Options::default())
+}
+
+/// [`report`] with [`Options`].
+pub fn report_with(m: &Module, target: &Target, opts: &Options) -> Result<Report, BackendError> {
     let isa = target.isa(true)?;
-    Ok(emit::compile_object(m, "model", isa, target.tier()?)?.report)
+    Ok(emit::compile_object(m, "model", isa, target.tier()?, opts.compress)?.report)
 }
 
 /// Turns any string into a C identifier (used for default model names).

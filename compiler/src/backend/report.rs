@@ -62,6 +62,66 @@ pub struct Report {
     /// Sum of the sizes of every run-time tensor (what no reuse would need).
     pub tensor_bytes: u64,
     pub total_macs: u64,
+    /// What `--compress-weights` did (None without the flag).
+    pub compression: Option<Compression>,
+}
+
+/// The compressed weights (`--compress-weights huffman`): blobs of constant data the
+/// kernels read, each stored coded (its code table, then the bit stream) and decoded
+/// into the scratch arena at the start of every call.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Compression {
+    /// `huffman`.
+    pub method: String,
+    /// The blobs stored coded, in the order they were defined (the others were under
+    /// the minimum size or did not shrink).
+    pub blobs: Vec<BlobReport>,
+    /// Their bytes as the kernels read them.
+    pub raw_bytes: u64,
+    /// Their bytes in the object: code tables, streams and padding.
+    pub stored_bytes: u64,
+    /// Bytes of scratch they are decoded into (each blob 64-byte aligned).
+    pub decoded_bytes: u64,
+    /// Bytes of machine code of the decoder (0 when no blob is coded): the object
+    /// shrinks by the bytes saved less these.
+    pub decoder_code_bytes: u64,
+    /// Where that region starts in `NAME_run`'s scratch (None when no blob is coded).
+    pub weights_offset: Option<u64>,
+}
+
+/// One coded blob.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct BlobReport {
+    /// The layer (step of [`Report::layers`]) whose kernel first defined it.
+    pub layer: Option<usize>,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    /// Distinct byte values in it, and its longest code in bits.
+    pub symbols: usize,
+    pub max_code_bits: u32,
+    /// Its offset in the decoded weights' region.
+    pub offset: u64,
+    /// Whether `NAME_run` decodes it (its kernels read it) and whether `NAME_run_ctx`
+    /// with two or more threads does (a blob only the band kernels of a split layer
+    /// read is decoded by the latter alone).
+    pub run: bool,
+    pub run_ctx: bool,
+}
+
+impl Compression {
+    /// Bytes of read-only data the coding saves in the object.
+    pub fn saved_bytes(&self) -> u64 {
+        self.raw_bytes - self.stored_bytes
+    }
+
+    /// Stored over raw bytes of the coded blobs (1.0 when none is).
+    pub fn ratio(&self) -> f64 {
+        if self.raw_bytes == 0 {
+            1.0
+        } else {
+            self.stored_bytes as f64 / self.raw_bytes as f64
+        }
+    }
 }
 
 impl fmt::Display for Report {
@@ -135,7 +195,23 @@ impl fmt::Display for Report {
             self.float_weight_bytes,
             self.float_weight_bytes as f64 / self.weight_bytes.max(1) as f64,
             self.weight_ratio()
-        )
+        )?;
+        if let Some(c) = &self.compression {
+            writeln!(
+                f,
+                "compressed weights ({}): {} blob(s), {} B raw -> {} B stored (tables and \
+                 streams), {} B saved ({:.4} of raw); decoded into {} B of scratch by {} B of code",
+                c.method,
+                c.blobs.len(),
+                c.raw_bytes,
+                c.stored_bytes,
+                c.saved_bytes(),
+                c.ratio(),
+                c.decoded_bytes,
+                c.decoder_code_bytes
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -175,7 +251,7 @@ impl Report {
         }
         let _ = write!(
             o,
-            ",\n  \"weight_bytes\": {},\n  \"float_weight_bytes\": {},\n  \"weight_ratio\": {:.6},\n  \"arena_bytes\": {},\n  \"arena_ctx_bytes\": {},\n  \"tensor_bytes\": {},\n  \"total_macs\": {},\n  \"layers\": [",
+            ",\n  \"weight_bytes\": {},\n  \"float_weight_bytes\": {},\n  \"weight_ratio\": {:.6},\n  \"arena_bytes\": {},\n  \"arena_ctx_bytes\": {},\n  \"tensor_bytes\": {},\n  \"total_macs\": {},",
             self.weight_bytes,
             self.float_weight_bytes,
             self.weight_ratio(),
@@ -184,6 +260,40 @@ impl Report {
             self.tensor_bytes,
             self.total_macs
         );
+        if let Some(c) = &self.compression {
+            o.push_str("\n  \"compression\": {\"method\": ");
+            json_str(&mut o, &c.method);
+            let _ = write!(
+                o,
+                ", \"blobs\": {}, \"raw_bytes\": {}, \"stored_bytes\": {}, \"saved_bytes\": {}, \"ratio\": {:.6}, \"decoded_bytes\": {}, \"decoder_code_bytes\": {}, \"blob_list\": [",
+                c.blobs.len(),
+                c.raw_bytes,
+                c.stored_bytes,
+                c.saved_bytes(),
+                c.ratio(),
+                c.decoded_bytes,
+                c.decoder_code_bytes
+            );
+            for (i, b) in c.blobs.iter().enumerate() {
+                if i > 0 {
+                    o.push_str(", ");
+                }
+                let layer = b.layer.map_or("null".to_string(), |l| l.to_string());
+                let _ = write!(
+                    o,
+                    "{{\"layer\": {layer}, \"raw_bytes\": {}, \"stored_bytes\": {}, \"symbols\": {}, \"max_code_bits\": {}, \"offset\": {}, \"run\": {}, \"run_ctx\": {}}}",
+                    b.raw_bytes,
+                    b.stored_bytes,
+                    b.symbols,
+                    b.max_code_bits,
+                    b.offset,
+                    b.run,
+                    b.run_ctx
+                );
+            }
+            o.push_str("]},");
+        }
+        o.push_str("\n  \"layers\": [");
         for (i, l) in self.layers.iter().enumerate() {
             o.push_str(if i == 0 { "\n    {" } else { ",\n    {" });
             let _ = write!(o, "\"index\": {}, \"op\": ", l.index);

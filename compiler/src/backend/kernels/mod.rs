@@ -765,10 +765,21 @@ fn pad_gather(m: &Module, node: &Node) -> Result<Lowering, String> {
     }))
 }
 
+/// Where a kernel's constant data is at run time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Placed {
+    /// A read-only data object, declared in the kernel's function.
+    Rodata(GlobalValue),
+    /// This offset from the decoded weights' region (`--compress-weights huffman`: the
+    /// kernel's last parameter points at the region).
+    Scratch(u64),
+}
+
 /// Where the kernel's data comes from while its body is generated.
 pub(crate) trait DataSink {
-    /// Defines a read-only data object holding `bytes` and returns it in `func`.
-    fn define(&mut self, func: &mut Function, bytes: Vec<u8>, align: u64) -> GlobalValue;
+    /// Defines `bytes` as constant data (a read-only data object, or coded in one and
+    /// decoded into the scratch arena) and says where `func` finds them.
+    fn define(&mut self, func: &mut Function, bytes: Vec<u8>, align: u64) -> Placed;
     /// Declares the assembled function `f` in `func` (defined once per module).
     fn asm_func(&mut self, func: &mut Function, f: &crate::backend::asm::AsmFn) -> FuncRef;
 }
@@ -784,13 +795,27 @@ pub(crate) struct Ecx<'k, 'a, 'f, 'd> {
     pub ops: Vec<Option<Value>>,
     pub out: Value,
     pub ws: Value,
+    /// The decoded weights' region (`--compress-weights huffman`), None without it.
+    pub wbase: Option<Value>,
+}
+
+/// A pointer to constant data placed by a [`DataSink`]: its symbol, or its offset in
+/// the decoded weights' region at `wbase`.
+pub(crate) fn placed_ptr(kb: &mut Kb<'_, '_>, p: Placed, wbase: Option<Value>) -> Value {
+    match (p, wbase) {
+        (Placed::Rodata(gv), _) => kb.b.ins().symbol_value(I64, gv),
+        (Placed::Scratch(off), Some(w)) => kb.off(w, off as i64),
+        (Placed::Scratch(_), None) => {
+            unreachable!("data is decoded into scratch only for kernels given its region")
+        }
+    }
 }
 
 impl Ecx<'_, '_, '_, '_> {
     /// A pointer to read-only `bytes`.
     pub fn rodata(&mut self, bytes: Vec<u8>, align: u64) -> Value {
-        let gv = self.data.define(self.kb.b.func, bytes, align);
-        self.kb.b.ins().symbol_value(I64, gv)
+        let p = self.data.define(self.kb.b.func, bytes, align);
+        placed_ptr(self.kb, p, self.wbase)
     }
 
     pub fn rodata_f32(&mut self, v: &[f32]) -> Value {
