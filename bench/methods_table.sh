@@ -5,7 +5,8 @@
 # digits models. Prints markdown tables:
 #   | model | bits | method | avg weight bits | top-1 % | mean KL vs float |
 # top-1 and KL over the 360 test images (KL of the softmax against the float model).
-# Needs a release build of qcc (cargo build --release -p qcc). CALIB picks the
+# Needs a release build of qcc (cargo build --release -p qcc). bench/methods_plot.py draws
+# the printed tables as docs/methods_plot.svg. CALIB picks the
 # calibration data (default the digits training split; tests/models/photo_patches_8x8.npz
 # is another distribution), LIMIT the number of calibration samples (default 500).
 set -euo pipefail
