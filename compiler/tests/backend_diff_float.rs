@@ -232,7 +232,8 @@ proptest! {
         let (sh, sw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
         let (dh, dw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
         let pads: Vec<i64> = (0..4).map(|_| r.i(0, 2)).collect();
-        let (h, w) = (r.i(1, 11) as usize, r.i(1, 11) as usize);
+        // Depthwise rows up to 48 wide reach the direct kernel's vector loops.
+        let (h, w) = (r.i(1, 11) as usize, r.i(1, if depthwise { 48 } else { 11 }) as usize);
         let fits = |len: usize, k: usize, d: usize, p0: i64, p1: i64| len as i64 + p0 + p1 >= (d * (k - 1) + 1) as i64;
         prop_assume!(fits(h, kh, dh, pads[0], pads[2]) && fits(w, kw, dw, pads[1], pads[3]));
         let mut b = B::new();

@@ -11,9 +11,13 @@
 //!
 //! Stride-1 3x3 convolutions of suitable sizes go to Winograd F(2x2, 3x3) instead
 //! (`winograd.rs`).
+//!
+//! Depthwise convolutions (one input and one output channel per group) run directly,
+//! with no patch matrix ([`emit_depthwise`]): each output row accumulates the taps
+//! that reach it, four pixels per vector where the stride along the row is 1.
 
-use cranelift_codegen::ir::Value;
 use cranelift_codegen::ir::types::{F32, F32X4};
+use cranelift_codegen::ir::{InstBuilder, Value};
 use qcc_ir::{Attrs, Module, Node};
 
 use super::fma::{self, AKind, Bias, FmaGemm, FmaIsa, FmaSpec};
@@ -59,9 +63,18 @@ pub(crate) fn conv_geom(m: &Module, node: &Node) -> Result<ConvGeom, String> {
     })
 }
 
+/// Whether the convolution runs as a direct depthwise one: every group has one input
+/// and one output channel, and there is more than one group.
+pub(crate) fn is_depthwise(g: &ConvGeom) -> bool {
+    g.group > 1 && g.cg() == 1 && g.mg() == 1 && !winograd::applies(g)
+}
+
 /// The wide tile the convolution's GEMMs run with, given the tier's (`wide`): Winograd
-/// takes it only when its tiles fill whole vectors.
+/// takes it only when its tiles fill whole vectors; depthwise convolutions have no GEMM.
 pub(crate) fn wide_gemm(g: &ConvGeom, wide: Option<FmaIsa>) -> Option<FmaIsa> {
+    if is_depthwise(g) {
+        return None;
+    }
     if winograd::applies(g) {
         winograd::wide(g, wide)
     } else {
@@ -97,6 +110,10 @@ pub(crate) fn wide_spec(
 /// Packs f32 weights `[M, Cg, kh, kw]` into one packed A matrix per group (row blocks
 /// of the wide tile's rows with `wide`).
 pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32], wide: Option<FmaIsa>) -> Vec<f32> {
+    if is_depthwise(g) {
+        // `[C, kh*kw]`: the taps of each channel, in row-major order.
+        return w.to_vec();
+    }
     if winograd::applies(g) {
         return winograd::pack_weights(g, w, wide);
     }
@@ -116,6 +133,9 @@ pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32], wide: Option<FmaIsa>) -> Vec
 /// Workspace bytes: the f32 patch matrix of one group (unless pointwise), then the
 /// same matrix packed into GEMM panels (whole vectors for the wide tiles).
 pub(crate) fn workspace(g: &ConvGeom, wide: Option<FmaIsa>) -> usize {
+    if is_depthwise(g) {
+        return 0;
+    }
     if winograd::applies(g) {
         return winograd::workspace(g);
     }
@@ -142,6 +162,10 @@ pub(crate) fn emit(
     hi: Option<f32>,
     tiles: Option<&FmaGemm>,
 ) {
+    if is_depthwise(g) {
+        emit_depthwise(kb, g, x, w, bias, out, lo, hi);
+        return;
+    }
     if winograd::applies(g) {
         winograd::emit(kb, g, x, w, bias, out, ws, lo, hi, tiles);
         return;
@@ -192,6 +216,186 @@ pub(crate) fn emit(
             );
         });
     });
+}
+
+/// A depthwise convolution computed directly: `out[n, c, oy, ox] = bias[c] + sum_(i, j)
+/// w[c, i, j] x[n, c, oy*sh + i*dh - top, ox*sw + j*dw - left]`, the taps summed in
+/// (i, j) order from zero and the bias added last, as the GEMM path does. The output
+/// rows are cut at compile time into runs where the same kernel rows reach the input,
+/// so the loops have no bounds tests; each row is accumulated in place (it stays in
+/// L1), four pixels per `f32x4` where the row stride is 1.
+#[allow(clippy::too_many_arguments, reason = "the pointers of one kernel")]
+fn emit_depthwise(
+    kb: &mut Kb<'_, '_>,
+    g: &ConvGeom,
+    x: Value,
+    w: Value,
+    bias: Option<Value>,
+    out: Value,
+    lo: Option<f32>,
+    hi: Option<f32>,
+) {
+    let g = *g;
+    let (k, npix) = (g.kdim(), g.npix());
+    let mut cuts = vec![0, g.oh];
+    for i in 0..g.kh {
+        let (a, b) = g.rows_valid(i);
+        cuts.extend([a.min(g.oh), b.min(g.oh)]);
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    kb.for_range(0, g.n as i64, 1, |kb, n| {
+        let xn = kb.idx(x, n, (g.c * g.h * g.w * 4) as i64);
+        let on = kb.idx(out, n, (g.m * npix * 4) as i64);
+        kb.for_range(0, g.group as i64, 1, |kb, c| {
+            let xc = kb.idx(xn, c, (g.h * g.w * 4) as i64);
+            let oc = kb.idx(on, c, (npix * 4) as i64);
+            let wc = kb.idx(w, c, (k * 4) as i64);
+            let bias = bias.map(|b| {
+                let p = kb.idx(b, c, 4);
+                kb.load(F32, p, 0)
+            });
+            for seg in cuts.windows(2) {
+                let (a, b) = (seg[0], seg[1]);
+                let rows: Vec<usize> = (0..g.kh)
+                    .filter(|&i| {
+                        let (ylo, yhi) = g.rows_valid(i);
+                        ylo <= a && b <= yhi
+                    })
+                    .collect();
+                kb.for_range(a as i64, b as i64, 1, |kb, oy| {
+                    let orow = kb.idx(oc, oy, (g.ow * 4) as i64);
+                    let srow = kb.idx(xc, oy, (g.sh * g.w * 4) as i64);
+                    fill_zero(kb, orow, 0, g.ow);
+                    for &i in &rows {
+                        for j in 0..g.kw {
+                            let (xlo, xhi) = g.cols_valid(j);
+                            if xlo >= xhi {
+                                continue;
+                            }
+                            // The input element of output column xlo, relative to the
+                            // row's start `srow` (input row oy*sh).
+                            let x0 = (xlo * g.sw + j * g.dw) as i64 - g.left as i64
+                                + ((i * g.dh) as i64 - g.top as i64) * g.w as i64;
+                            let wv = kb.load(F32, wc, ((i * g.kw + j) * 4) as i64);
+                            acc_run(
+                                kb,
+                                orow,
+                                (xlo * 4) as i64,
+                                srow,
+                                x0 * 4,
+                                xhi - xlo,
+                                g.sw as i64,
+                                wv,
+                            );
+                        }
+                    }
+                    finish_row(kb, orow, g.ow, bias, lo, hi);
+                });
+            }
+        });
+    });
+}
+
+/// `dst[e] += w * src[e * stride]` for `len` f32 at `dst + doff`, `src + soff`.
+#[allow(clippy::too_many_arguments, reason = "a strided run")]
+fn acc_run(
+    kb: &mut Kb<'_, '_>,
+    dst: Value,
+    doff: i64,
+    src: Value,
+    soff: i64,
+    len: usize,
+    stride: i64,
+    w: Value,
+) {
+    let mut tail = 0;
+    if stride == 1 {
+        let wv = kb.b.ins().splat(F32X4, w);
+        let nv = len / 4;
+        let body = |kb: &mut Kb<'_, '_>, s: Value, d: Value, off: i64| {
+            let xv = kb.load(F32X4, s, soff + off);
+            let acc = kb.load(F32X4, d, doff + off);
+            let r = kb.madd(xv, wv, acc);
+            kb.store(r, d, doff + off);
+        };
+        if nv > 8 {
+            kb.for_range(0, nv as i64, 1, |kb, v| {
+                let s = kb.idx(src, v, 16);
+                let d = kb.idx(dst, v, 16);
+                body(kb, s, d, 0);
+            });
+        } else {
+            for v in 0..nv as i64 {
+                body(kb, src, dst, v * 16);
+            }
+        }
+        tail = nv * 4;
+    }
+    let one = |kb: &mut Kb<'_, '_>, s: Value, d: Value, e: i64| {
+        let xv = kb.load(F32, s, soff + e * stride * 4);
+        let acc = kb.load(F32, d, doff + e * 4);
+        let r = kb.madd(xv, w, acc);
+        kb.store(r, d, doff + e * 4);
+    };
+    if len - tail > 8 {
+        kb.for_range(tail as i64, len as i64, 1, |kb, e| {
+            let s = kb.idx(src, e, stride * 4);
+            let d = kb.idx(dst, e, 4);
+            one(kb, s, d, 0);
+        });
+    } else {
+        for e in tail as i64..len as i64 {
+            one(kb, src, dst, e);
+        }
+    }
+}
+
+/// Adds the bias to the `len` f32 of a row at `p` and clamps them to `[lo, hi]` (NaN
+/// passes), as the GEMM epilogue does.
+fn finish_row(
+    kb: &mut Kb<'_, '_>,
+    p: Value,
+    len: usize,
+    bias: Option<Value>,
+    lo: Option<f32>,
+    hi: Option<f32>,
+) {
+    if bias.is_none() && lo.is_none() && hi.is_none() {
+        return;
+    }
+    use cranelift_codegen::ir::condcodes::FloatCC;
+    let fix = |kb: &mut Kb<'_, '_>, ty, off: i64, p: Value| {
+        let vec = ty == F32X4;
+        let mut v = kb.load(ty, p, off);
+        if let Some(b) = bias {
+            let b = if vec { kb.b.ins().splat(F32X4, b) } else { b };
+            v = kb.b.ins().fadd(v, b);
+        }
+        if let Some(l) = lo {
+            let l = kb.fconst(ty, l);
+            v = kb.fselect(ty, FloatCC::LessThan, v, l, l, v);
+        }
+        if let Some(h) = hi {
+            let h = kb.fconst(ty, h);
+            v = kb.fselect(ty, FloatCC::GreaterThan, v, h, h, v);
+        }
+        kb.store(v, p, off);
+    };
+    let nv = len / 4;
+    if nv > 8 {
+        kb.for_range(0, nv as i64, 1, |kb, v| {
+            let d = kb.idx(p, v, 16);
+            fix(kb, F32X4, 0, d);
+        });
+    } else {
+        for v in 0..nv as i64 {
+            fix(kb, F32X4, v * 16, p);
+        }
+    }
+    for e in nv * 4..len {
+        fix(kb, F32, (e * 4) as i64, p);
+    }
 }
 
 /// Writes the patch matrix `[Cg*kh*kw, OH*OW]` of the channels at `x` into `ws`.

@@ -154,17 +154,20 @@ impl Lowering {
                 format!("{}.broadcast.f32x4", format!("{op:?}").to_lowercase())
             }
             Lowering::Conv { g, lo, hi, wide } => {
+                let act = match (lo, hi) {
+                    (None, None) => "",
+                    (Some(l), None) if *l == 0.0 => "+relu",
+                    _ => "+clip",
+                };
+                if conv::is_depthwise(g) {
+                    return format!("conv2d.depthwise.f32x4{act}");
+                }
                 let kind = if g.is_pointwise() {
                     "pointwise"
                 } else if let Some(v) = winograd::variant(g) {
                     v.name()
                 } else {
                     "im2col"
-                };
-                let act = match (lo, hi) {
-                    (None, None) => "",
-                    (Some(l), None) if *l == 0.0 => "+relu",
-                    _ => "+clip",
                 };
                 match conv::wide_gemm(g, *wide) {
                     Some(isa) => format!("conv2d.{kind}+{}.f32{act}", isa.name()),
