@@ -3730,10 +3730,10 @@ fn minus_one_input_dimensions_are_dynamic() {
     opts.input_shapes.insert("x".into(), vec![2, 3, 5]);
     let imp = import_model(&m, None, &opts).unwrap();
     assert_eq!(imp.module.ty(imp.module.inputs[0]).shape, [2, 3, 5]);
-    let err = import_model(&m, None, &ImportOptions::default())
-        .err()
-        .expect("dimension 2 needs --input-shape")
-        .to_string();
+    let Err(err) = import_model(&m, None, &ImportOptions::default()) else {
+        panic!("dimension 2 needs --input-shape");
+    };
+    let err = err.to_string();
     assert!(
         err.contains("dimension 2 is symbolic") && err.contains("--input-shape x="),
         "{err}"
