@@ -671,15 +671,6 @@ pub(crate) fn col_sums(
     ))
 }
 
-/// The integer codes of constant input `i` (after `as_quant`/`const_as`).
-fn const_codes(cx: &NodeCx<'_, '_>, id: ValueId, what: &str) -> Result<Vec<i64>, String> {
-    let t = cx.ir_const(id).ok_or_else(|| {
-        format!("{what} must be a constant when the other operand's zero point is only known at run time")
-    })?;
-    let c = CTensor::from_tensor(&t, DType::I32);
-    c.to_i64()
-}
-
 fn conv_integer(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     if run_time_zp(cx, 3) {
         return Err("input 3 (`w_zero_point`) must be a constant (the weights' zero point)".into());
@@ -704,11 +695,11 @@ fn conv_integer(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     }
     let w = int_operand(cx, 1, 3, Some(0))?;
     let acc = int_conv(cx, x, w, None, ".acc")?;
+    // (int_conv checked that x is [N, C, H, W].)
     let mut ones_shape = cx.ty(x).shape.clone();
-    if ones_shape.is_empty() {
-        return Err("input 0 (`x`) is a scalar; it must be [N, C, H, W]".into());
+    if let Some(n) = ones_shape.first_mut() {
+        *n = 1;
     }
-    ones_shape[0] = 1;
     let n: usize = ones_shape.iter().product();
     let st = storage_of(cx.dtype_of(0)?)?;
     let ones = cx.new_const(
@@ -741,8 +732,9 @@ fn matmul_integer(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
             "input 1 (`B`) must be a constant when `a_zero_point` is only known at run time".into(),
         );
     }
+    let codes = cx.konst(1, "B")?.to_i64()?;
     let b = int_operand(cx, 1, 3, Some(last))?;
-    let y = matmul_rt_zp(cx, a, za, b, "")?;
+    let y = matmul_rt_zp(cx, a, za, b, &codes, "")?;
     cx.set_ir(0, y);
     Ok(())
 }
@@ -754,11 +746,11 @@ pub(crate) fn matmul_rt_zp(
     a: ValueId,
     za: ValueId,
     b: ValueId,
+    codes: &[i64],
     suffix: &str,
 ) -> Result<ValueId, String> {
     let bty = cx.ty(b).clone();
-    let codes = const_codes(cx, b, "input 1 (`B`)")?;
-    let corr = col_sums(cx, &codes, &bty, "colsum")?;
+    let corr = col_sums(cx, codes, &bty, "colsum")?;
     let acc = cx.emit(
         Op::MatMulInt,
         vec![a, b],
@@ -873,10 +865,11 @@ fn dynamic_quantize_matmul(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
             z.shape
         ));
     }
+    let codes = cx.konst(1, "B")?.to_i64()?;
     let bq = weight_type(cx, 1, None, Some(3), 1)?;
     let b = as_quant(cx, 1, &bq)?;
     let (qa, sa, za) = dyn_quantize(cx, a, ".a")?;
-    let acc = matmul_rt_zp(cx, qa, za, b, ".int")?;
+    let acc = matmul_rt_zp(cx, qa, za, b, &codes, ".int")?;
     let accf = cx.emit(Op::Cast, vec![acc], vec![], Some(ElemType::F32), ".accf")?;
     let sv = bscale.to_f32();
     let sb = if sv.len() == 1 {
