@@ -2,7 +2,18 @@
 //! 2/4/8/16-bit and int32; also the `com.microsoft` variants), the QOperator ops
 //! QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger, and the `com.microsoft`
 //! QGemm, QLinearAdd, QLinearMul, QLinearLeakyRelu, QLinearSigmoid,
-//! QLinearGlobalAveragePool and QLinearConcat.
+//! QLinearGlobalAveragePool and QLinearConcat; dynamic quantization: DynamicQuantizeLinear,
+//! MatMulInteger / ConvInteger with a run-time zero point of their left operand, and the
+//! `com.microsoft` DynamicQuantizeMatMul (DynamicQuantizeLSTM is in `rnn.rs`).
+//!
+//! Dynamic quantization computes the scale at run time, so it cannot be a quantized IR
+//! type: DynamicQuantizeLinear is written with plain IR ops (reductions, f32 arithmetic,
+//! `round` ties to even, `clip`, `cast` to u8), its codes are a plain `u8` tensor and its
+//! zero point a run-time `u8` scalar. An integer product of such codes runs on them as
+//! they are (zero point 0, so the u8 kernels apply) and subtracts `zero_point * S`, where
+//! `S` is a constant of the weights: their column sums (less their zero points), or for a
+//! convolution the convolution of ones, which also makes padding read the zero point (as
+//! ONNX Runtime pads). All of it is exact i32 arithmetic.
 //!
 //! Quantized values carry their scale and zero point in their IR type. Constant integer
 //! weights become constants of a quantized type; `dequantize` of them is kept (not

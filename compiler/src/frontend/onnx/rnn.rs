@@ -11,6 +11,15 @@
 //! `linear_before_reset`; run-time or constant weights, initial states. Not supported
 //! (an error names the attribute or input): `sequence_lens` other than the full length
 //! for every batch entry, LSTM `input_forget`, other activations.
+//!
+//! `com.microsoft` DynamicQuantizeLSTM (ONNX Runtime's dynamically quantized LSTM: int8 or
+//! uint8 W `[nd, I, 4H]` and R `[nd, H, 4H]`, per-tensor or per-channel) goes through the
+//! same unrolling with each product computed as ONNX Runtime's kernel computes it: the
+//! float operand quantized dynamically (DynamicQuantizeLinear's parameters over the whole
+//! operand: X once over all steps, H_{t-1} at every step), the integer product, scaled
+//! by `a_scale * w_scale[n]`; the step adds the biases after `X W + H R`. Dequantizing W
+//! and R into a float LSTM instead would not match it (about 1e-2 apart on the test
+//! model, against 0 for this).
 
 use qcc_ir::{Attr, Op, ValueId};
 use qcc_ir::{ConstData, ElemType, TensorType};
