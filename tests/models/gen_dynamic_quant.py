@@ -123,6 +123,10 @@ fused = here / "dyn_mlp_fused.onnx"
 session(dyn_mlp, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, save_to=fused)
 m = onnx.load(fused)
 m.producer_name = "gen_dynamic_quant.py (onnxruntime optimizer)"
+used = {n.domain or "" for n in m.graph.node} | {""}
+keep = [o for o in m.opset_import if (o.domain or "") in used]
+del m.opset_import[:]
+m.opset_import.extend(keep)
 onnx.save(m, fused)
 finish("dyn_mlp_fused", fused, x_mlp, ["com.microsoft:DynamicQuantizeMatMul"])
 
