@@ -171,3 +171,146 @@ fn dynamically_quantized_models_match_onnx_runtime() {
         }
     }
 }
+
+// ---- DynamicQuantizeLinear on edge inputs ----
+
+use qcc::frontend::onnx::import_model;
+use qcc::frontend::onnx::proto::{
+    self, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
+};
+
+fn float_vi(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let mut vi = ValueInfoProto::new();
+    vi.name = name.into();
+    let tt = vi.type_.mut_or_insert_default().mut_tensor_type();
+    tt.elem_type = 1;
+    let shape = tt.shape.mut_or_insert_default();
+    for &d in dims {
+        let mut dim = proto::tensor_shape_proto::Dimension::new();
+        dim.set_dim_value(d);
+        shape.dim.push(dim);
+    }
+    vi
+}
+
+fn node(op: &str, ins: &[&str], outs: &[&str]) -> NodeProto {
+    let mut n = NodeProto::new();
+    n.op_type = op.into();
+    n.name = outs[0].into();
+    n.input = ins.iter().map(|s| s.to_string()).collect();
+    n.output = outs.iter().map(|s| s.to_string()).collect();
+    n
+}
+
+/// `DynamicQuantizeLinear(x)`, its u8 results cast to float (the object ABI returns
+/// float tensors): outputs `yf` [n], `s` [], `zf` [].
+fn dql_model(n: i64) -> ModelProto {
+    let mut to_float = proto::AttributeProto::new();
+    to_float.name = "to".into();
+    to_float.type_ = proto::attribute_proto::AttributeType::INT.into();
+    to_float.i = 1;
+    let mut cy = node("Cast", &["y"], &["yf"]);
+    cy.attribute.push(to_float.clone());
+    let mut cz = node("Cast", &["z"], &["zf"]);
+    cz.attribute.push(to_float);
+    let mut g = GraphProto::new();
+    g.name = "dql".into();
+    g.node = vec![
+        node("DynamicQuantizeLinear", &["x"], &["y", "s", "z"]),
+        cy,
+        cz,
+    ];
+    g.input.push(float_vi("x", &[n]));
+    g.output.push(float_vi("yf", &[n]));
+    g.output.push(float_vi("s", &[]));
+    g.output.push(float_vi("zf", &[]));
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut op = OperatorSetIdProto::new();
+    op.version = 13;
+    m.opset_import.push(op);
+    m.graph = Some(g).into();
+    m
+}
+
+/// ONNX Runtime's DynamicQuantizeLinear (`GetQuantizationParameter` and
+/// `MlasQuantizeLinear`), in f32: codes, scale, zero point.
+fn dql_reference(x: &[f32]) -> (Vec<f32>, f32, f32) {
+    let mx = x.iter().copied().fold(0f32, f32::max);
+    let mn = x.iter().copied().fold(0f32, f32::min);
+    let scale = if mx == mn { 1.0 } else { (mx - mn) / 255.0 };
+    let zp = (0.0 - mn / scale).clamp(0.0, 255.0).round_ties_even();
+    let y = x
+        .iter()
+        .map(|&v| ((v / scale).round_ties_even() + zp).clamp(0.0, 255.0))
+        .collect();
+    (y, scale, zp)
+}
+
+#[test]
+fn dynamic_quantize_linear_edge_inputs_match_onnx_runtime_formula() {
+    let host = target_lexicon::Triple::host().to_string();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut uniform = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let n = 37;
+    let cases: Vec<(&str, Vec<f32>)> = vec![
+        // Range 0: ONNX Runtime takes scale 1 (the ONNX formula would divide by 0).
+        ("all zero", vec![0.0; n]),
+        (
+            "all negative",
+            (0..n).map(|i| -1.0 - i as f32 * 0.37).collect(),
+        ),
+        (
+            "all positive",
+            (0..n).map(|i| 0.01 + i as f32 * 0.11).collect(),
+        ),
+        ("mixed", (0..n).map(|_| uniform() * 6.0 - 2.0).collect()),
+        // x / scale at exact halves: scale = 255 / 255 = 1 (range [-127.5, 127.5]).
+        (
+            "ties",
+            (0..n)
+                .map(|i| {
+                    if i == 0 {
+                        -127.5
+                    } else if i == 1 {
+                        127.5
+                    } else {
+                        i as f32 - 18.5
+                    }
+                })
+                .collect(),
+        ),
+    ];
+    for (what, x) in cases {
+        let (want_y, want_s, want_z) = dql_reference(&x);
+        let imp = import_model(&dql_model(n as i64), None, &ImportOptions::default())
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let m = imp.module;
+        let input = Tensor::f32(vec![n], x.clone());
+        let mut runs = vec![(
+            "interpreter".to_string(),
+            qcc_ir::interp::run(&m, std::slice::from_ref(&input)).unwrap(),
+        )];
+        for cpu in tiers() {
+            let t = Target::new(&host, cpu).unwrap();
+            let jit = JitModel::with_target(&m, &t).unwrap_or_else(|e| panic!("{what} {cpu}: {e}"));
+            runs.push((
+                cpu.to_string(),
+                jit.run(std::slice::from_ref(&input)).unwrap(),
+            ));
+        }
+        for (who, out) in runs {
+            let y = out[0].as_f32().unwrap();
+            let s = out[1].as_f32().unwrap();
+            let z = out[2].as_f32().unwrap();
+            assert_eq!(y, &want_y[..], "{what} ({who}): codes");
+            assert_eq!(s[0].to_bits(), want_s.to_bits(), "{what} ({who}): scale");
+            assert_eq!(z[0], want_z, "{what} ({who}): zero point");
+        }
+    }
+}
