@@ -95,7 +95,7 @@ fn max_diff(got: &[f32], want: &[f32], rel: f32) -> (f32, bool) {
     for (g, w) in got.iter().zip(want) {
         let d = (g - w).abs();
         worst = worst.max(d);
-        if !(d <= rel * w.abs()) {
+        if d.is_nan() || d > rel * w.abs() {
             ok = false;
         }
     }

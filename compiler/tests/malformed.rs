@@ -4022,8 +4022,7 @@ fn minus_one_input_dimensions_are_dynamic() {
     let imp = import_model(&m, None, &opts).unwrap();
     assert_eq!(imp.module.ty(imp.module.inputs[0]).shape, [2, 3, 5]);
     let err = import_model(&m, None, &ImportOptions::default())
-        .err()
-        .expect("dimension 2 needs --input-shape")
+        .expect_err("dimension 2 needs --input-shape")
         .to_string();
     assert!(
         err.contains("dimension 2 is symbolic") && err.contains("--input-shape x="),
