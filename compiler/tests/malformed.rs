@@ -3540,6 +3540,8 @@ const IMPORTER_PATHS: &[(&str, &str)] = &[
     ("qmats: zero point of another type than the weights", "DynamicQuantizeLSTM uint8 zero point of int8 W"),
     ("qmats: qtype", "unreachable: scale 1 and a zero point of the weights' own type always make a type"),
     ("qmats: scale not positive and finite", "DynamicQuantizeLSTM R_scale 0"),
+    ("qmats: codes and zero points as integers", "unreachable: both were checked to be int8/uint8"),
+    ("qmats: col_sums", "unreachable: each direction's matrix is 2-D by construction"),
     ("recurrent: W shape (DynamicQuantizeLSTM's [nd, I, 4H])", "DynamicQuantizeLSTM W of the wrong input size"),
     ("recurrent: R shape (DynamicQuantizeLSTM's [nd, H, 4H])", "DynamicQuantizeLSTM R of the wrong shape"),
     // logic.rs

@@ -25,7 +25,7 @@ use qcc_ir::{Attr, Op, ValueId};
 use qcc_ir::{ConstData, ElemType, TensorType};
 
 use super::ctx::{NodeCx, ints, usz};
-use super::quant::{dyn_quantize, qtype, sub_rt_zp};
+use super::quant::{col_sums, dyn_quantize, qtype, sub_rt_zp};
 use super::tensor::{CTensor, DType};
 use super::{OpReg, onnx_op as op, op_in};
 
@@ -152,19 +152,8 @@ fn qmats(cx: &mut NodeCx<'_, '_>, wi: usize, si: usize, zi: usize) -> Result<Vec
         let q = qtype(&[k, n], &ds, Some(&dz), 1, 0, w.dtype)
             .map_err(|e| format!("`{what}` of direction {d}: {e}"))?;
         let ty = TensorType::new(ElemType::Quant(q), vec![k, n]);
-        let zps: Vec<i64> = dz.to_i64()?;
-        let mut sums = vec![0i64; n];
-        for r in 0..k {
-            for (c, sm) in sums.iter_mut().enumerate() {
-                *sm += dcodes[r * n + c] - zps[c];
-            }
-        }
+        let colsum = col_sums(cx, &dcodes, &ty, &format!("{what}sum{d}"))?;
         let codes = cx.new_const(&format!("{what}q{d}"), ty, ConstData::Int(dcodes));
-        let colsum = cx.new_const(
-            &format!("{what}sum{d}"),
-            TensorType::new(ElemType::I32, vec![n]),
-            ConstData::Int(sums),
-        );
         let dsv = sv[d * ps..(d + 1) * ps].to_vec();
         if let Some(bad) = dsv.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
             return Err(format!(
