@@ -23,6 +23,10 @@ first output, run with one intra-op thread):
                         com.microsoft DynamicQuantizeLSTM, ConvInteger, MatMulInteger.
   dyn_crnn_lstm_pc.onnx the same per channel.
   dyn_crnn_lstm_u8.onnx the same with uint8 weights (per tensor, non-zero zero points).
+  dyn_lstm_peep.onnx    an LSTM (reverse, hidden 8, batch 2, with bias, peepholes and
+                        initial states; input `x` [6, 2, 5], output Y [6, 1, 2, 8])
+                        through quantize_dynamic, int8 per channel: DynamicQuantizeLSTM
+                        with every optional input.
 Every output is checked to contain the ops it is meant to test. Needs numpy, onnx and
 onnxruntime (versions used: onnx 1.22.0, onnxruntime 1.32.0).
 """
@@ -166,3 +170,22 @@ kinds = ["LSTM", "MatMul", "Gemm", "Conv"]
 quantize("dyn_crnn_lstm", crnn, lstm, x_crnn, per_channel=False, weight_type=QuantType.QInt8, op_types_to_quantize=kinds)
 quantize("dyn_crnn_lstm_pc", crnn, lstm, x_crnn, per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=kinds)
 quantize("dyn_crnn_lstm_u8", crnn, lstm, x_crnn, per_channel=False, weight_type=QuantType.QUInt8, op_types_to_quantize=kinds)
+
+# 4. An LSTM with every optional input (peepholes, initial states), reverse, batch 2.
+H = 8
+peep = float_model(
+    "lstm_peep",
+    [helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0", "c0", "P"], ["y"], hidden_size=H, direction="reverse")],
+    helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 2, 5]),
+    helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 1, 2, H]),
+    [
+        init("W", f32(1, 4 * H, 5, s=0.5)),
+        init("R", f32(1, 4 * H, H, s=0.5)),
+        init("B", f32(1, 8 * H, s=0.2)),
+        init("h0", f32(1, 2, H, s=0.5)),
+        init("c0", f32(1, 2, H, s=0.5)),
+        init("P", f32(1, 3 * H, s=0.5)),
+    ],
+)
+x_peep = (rng.standard_normal((6, 2, 5))).astype(np.float32)
+quantize("dyn_lstm_peep", peep, ["com.microsoft:DynamicQuantizeLSTM"], x_peep, per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
