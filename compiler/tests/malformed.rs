@@ -2701,6 +2701,270 @@ fn importer_cases() -> Vec<Case> {
         &["attribute `axis`: axis 5 is out of range for rank 2"],
     ));
 
+    // -- dynamic quantization (quant.rs, rnn.rs) --
+    // Integer products whose left zero point is a run-time input (uint8 `az`).
+    let u8x = |dims: &[i64]| vi("x", 2, dims);
+    let u8z = |name: &str, dims: &[i64]| vi(name, 2, dims);
+    v.push(at_n(
+        "DynamicQuantizeLinear of two inputs",
+        "DynamicQuantizeLinear",
+        one("DynamicQuantizeLinear", &["x", "x"], vec![], xa(), vec![]),
+        &["expected 1 input (x), found 2"],
+    ));
+    v.push(at_n(
+        "ConvInteger run-time w_zero_point",
+        "ConvInteger",
+        one(
+            "ConvInteger",
+            &["x", "w", "", "wz"],
+            vec![],
+            vec![u8x(&[1, 1, 3, 3]), u8z("wz", &[])],
+            vec![i32_init("w", 2, &[1, 1, 1, 1], &[1])],
+        ),
+        &["input 3 (`w_zero_point`) must be a constant"],
+    ));
+    v.push(at_n(
+        "ConvInteger run-time w with a run-time x_zero_point",
+        "ConvInteger",
+        one(
+            "ConvInteger",
+            &["x", "w", "xz"],
+            vec![],
+            vec![
+                u8x(&[1, 1, 3, 3]),
+                vi("w", 2, &[1, 1, 1, 1]),
+                u8z("xz", &[]),
+            ],
+            vec![],
+        ),
+        &["input 1 (`w`) must be a constant when `x_zero_point` is only known at run time"],
+    ));
+    let mmi = |a: ValueInfoProto, az: ValueInfoProto, b: TensorProto| {
+        one(
+            "MatMulInteger",
+            &["x", "b", "az"],
+            vec![],
+            vec![a, az],
+            vec![b],
+        )
+    };
+    let b42 = || i32_init("b", 2, &[4, 2], &[1; 8]);
+    v.push(at_n(
+        "MatMulInteger run-time b_zero_point",
+        "MatMulInteger",
+        one(
+            "MatMulInteger",
+            &["x", "b", "", "bz"],
+            vec![],
+            vec![u8x(&[1, 4]), u8z("bz", &[])],
+            vec![b42()],
+        ),
+        &["input 3 (`b_zero_point`) must be a constant"],
+    ));
+    v.push(at_n(
+        "MatMulInteger run-time B with a run-time a_zero_point",
+        "MatMulInteger",
+        one(
+            "MatMulInteger",
+            &["x", "b", "az"],
+            vec![],
+            vec![u8x(&[1, 4]), vi("b", 2, &[4, 2]), u8z("az", &[])],
+            vec![],
+        ),
+        &["input 1 (`B`) must be a constant when `a_zero_point` is only known at run time"],
+    ));
+    v.push(at_n(
+        "MatMulInteger run-time int8 zero point of uint8 A",
+        "MatMulInteger",
+        mmi(u8x(&[1, 4]), vi("az", 3, &[]), b42()),
+        &["input 2 (the zero point of input 0) is int8, input 0 is uint8"],
+    ));
+    v.push(at_n(
+        "MatMulInteger run-time zero point of int16 A",
+        "MatMulInteger",
+        mmi(
+            vi("x", 5, &[1, 4]),
+            vi("az", 5, &[]),
+            i32_init("b", 5, &[4, 2], &[1; 8]),
+        ),
+        &["input 0 is int16; a run-time zero point needs uint8 or int8"],
+    ));
+    v.push(at_n(
+        "MatMulInteger run-time zero point of two values",
+        "MatMulInteger",
+        mmi(u8x(&[2, 4]), u8z("az", &[2]), b42()),
+        &["input 2 (the run-time zero point of input 0) has shape [2]; it must be a single value"],
+    ));
+    v.push(at_n(
+        "MatMulInteger run-time zero point with 3-D B",
+        "MatMulInteger",
+        mmi(
+            u8x(&[1, 4]),
+            u8z("az", &[]),
+            i32_init("b", 2, &[2, 4, 2], &[1; 16]),
+        ),
+        &["the integer matrix has shape [2, 4, 2]", "it must be 2-D"],
+    ));
+    // com.microsoft DynamicQuantizeMatMul(A, B, b_scale, b_zero_point, bias), A float[1,4].
+    let dqmm = |ins: &[&str], inputs: Vec<ValueInfoProto>, inits: Vec<TensorProto>| {
+        in_domain(
+            one("DynamicQuantizeMatMul", ins, vec![], inputs, inits),
+            "com.microsoft",
+        )
+    };
+    let bs = || f32_init("bs", &[], &[0.1]);
+    let bi8 = || i32_init("b", 3, &[4, 2], &[1; 8]);
+    v.push(at_n(
+        "DynamicQuantizeMatMul of two inputs",
+        "com.microsoft:DynamicQuantizeMatMul",
+        dqmm(&["x", "b"], xa(), vec![bi8()]),
+        &["expected 3 to 5 inputs", "found 2"],
+    ));
+    v.push(at_n(
+        "DynamicQuantizeMatMul of 1-D B",
+        "com.microsoft:DynamicQuantizeMatMul",
+        dqmm(
+            &["x", "b", "bs"],
+            xa(),
+            vec![i32_init("b", 3, &[4], &[1; 4]), bs()],
+        ),
+        &["input 1 (`B`) has shape [4]; qcc needs a constant 2-D B"],
+    ));
+    v.push(at_n(
+        "DynamicQuantizeMatMul of run-time B",
+        "com.microsoft:DynamicQuantizeMatMul",
+        dqmm(
+            &["x", "b", "bs"],
+            vec![x4(), vi("b", 3, &[4, 2])],
+            vec![bs()],
+        ),
+        &["input 1 (`B`) must be a constant (the quantized weights)"],
+    ));
+    v.push(at_n(
+        "DynamicQuantizeMatMul of int32 B",
+        "com.microsoft:DynamicQuantizeMatMul",
+        dqmm(
+            &["x", "b", "bs"],
+            xa(),
+            vec![i32_init("b", 6, &[4, 2], &[1; 8]), bs()],
+        ),
+        &["input 1 (`B`) is int32; int8 or uint8 works"],
+    ));
+    v.push(at_n(
+        "DynamicQuantizeMatMul b_scale of three values",
+        "com.microsoft:DynamicQuantizeMatMul",
+        dqmm(
+            &["x", "b", "bs"],
+            xa(),
+            vec![bi8(), f32_init("bs", &[3], &[0.1; 3])],
+        ),
+        &["input 2 (`b_scale`) has shape [3]; one value or one per column (2) is needed"],
+    ));
+    v.push(at_n(
+        "DynamicQuantizeMatMul b_zero_point of three values",
+        "com.microsoft:DynamicQuantizeMatMul",
+        dqmm(
+            &["x", "b", "bs", "bz"],
+            xa(),
+            vec![bi8(), bs(), i32_init("bz", 3, &[3], &[0; 3])],
+        ),
+        &["input 3 (`b_zero_point`) has shape [3]; one value or one per column (2) is needed"],
+    ));
+    v.push(at_n(
+        "DynamicQuantizeMatMul bias of three values",
+        "com.microsoft:DynamicQuantizeMatMul",
+        dqmm(
+            &["x", "b", "bs", "", "bias"],
+            xa(),
+            vec![bi8(), bs(), f32_init("bias", &[3], &[0.0; 3])],
+        ),
+        &["input 4 (`bias`) has shape [3]; expected [2]"],
+    ));
+    // com.microsoft DynamicQuantizeLSTM over x [5, 1, 4], hidden 2: W int8 [1, 4, 8],
+    // R int8 [1, 2, 8], per-tensor scales and zero points; `inits` and `inputs` replace
+    // the defaults of the same name.
+    let dqlstm = |ins: &[&str], inputs: Vec<ValueInfoProto>, inits: Vec<TensorProto>| {
+        let mut all = vec![
+            i32_init("W", 3, &[1, 4, 8], &[1; 32]),
+            i32_init("R", 3, &[1, 2, 8], &[1; 16]),
+            f32_init("ws", &[1], &[0.1]),
+            i32_init("wz", 3, &[1], &[0]),
+            f32_init("rs", &[1], &[0.1]),
+            i32_init("rz", 3, &[1], &[0]),
+        ];
+        // Defaults give way to initializers and graph inputs of the same name.
+        let names: Vec<String> = inits
+            .iter()
+            .map(|t| t.name.clone())
+            .chain(inputs.iter().map(|i| i.name.clone()))
+            .collect();
+        all.retain(|t| !names.contains(&t.name));
+        all.extend(inits);
+        let mut inputs = inputs;
+        inputs.insert(0, vi("x", 1, &[5, 1, 4]));
+        in_domain(
+            one("DynamicQuantizeLSTM", ins, vec![], inputs, all),
+            "com.microsoft",
+        )
+    };
+    let all12 = ["x", "W", "R", "", "", "", "", "", "ws", "wz", "rs", "rz"];
+    v.push(at_n(
+        "DynamicQuantizeLSTM of 11 inputs",
+        "com.microsoft:DynamicQuantizeLSTM",
+        dqlstm(&all12[..11], vec![], vec![]),
+        &["expected 12 inputs", "found 11"],
+    ));
+    v.push(at_n(
+        "DynamicQuantizeLSTM run-time W",
+        "com.microsoft:DynamicQuantizeLSTM",
+        dqlstm(&all12, vec![vi("W", 3, &[1, 4, 8])], vec![]),
+        &["DynamicQuantizeLSTM's `W` must be constant int8/uint8 weights"],
+    ));
+    let mut wf = f("W", &[1, 4, 8]);
+    wf.name = "W".into();
+    v.push(at_n(
+        "DynamicQuantizeLSTM float W",
+        "com.microsoft:DynamicQuantizeLSTM",
+        dqlstm(&all12, vec![], vec![wf]),
+        &["input 1 (`W`) is float; int8 or uint8 works"],
+    ));
+    v.push(at_n(
+        "DynamicQuantizeLSTM 2-D W",
+        "com.microsoft:DynamicQuantizeLSTM",
+        dqlstm(&all12, vec![], vec![i32_init("W", 3, &[4, 8], &[1; 32])]),
+        &["input 1 (`W`) has shape [4, 8]; expected [num_directions, input_size, 4*hidden_size]"],
+    ));
+    v.push(at_n(
+        "DynamicQuantizeLSTM W_scale of the wrong shape",
+        "com.microsoft:DynamicQuantizeLSTM",
+        dqlstm(&all12, vec![], vec![f32_init("ws", &[1, 3], &[0.1; 3])]),
+        &["`W_scale` has shape [1, 3]; expected [1] (per tensor) or [1, 8] (per channel)"],
+    ));
+    v.push(at_n(
+        "DynamicQuantizeLSTM uint8 zero point of int8 W",
+        "com.microsoft:DynamicQuantizeLSTM",
+        dqlstm(&all12, vec![], vec![i32_init("wz", 2, &[1], &[0])]),
+        &["`W_zero_point` is uint8, `W` int8"],
+    ));
+    v.push(at_n(
+        "DynamicQuantizeLSTM R_scale 0",
+        "com.microsoft:DynamicQuantizeLSTM",
+        dqlstm(&all12, vec![], vec![f32_init("rs", &[1], &[0.0])]),
+        &["`R_scale` holds 0; scales must be positive and finite"],
+    ));
+    v.push(at_n(
+        "DynamicQuantizeLSTM W of the wrong input size",
+        "com.microsoft:DynamicQuantizeLSTM",
+        dqlstm(&all12, vec![], vec![i32_init("W", 3, &[1, 3, 8], &[1; 24])]),
+        &["input 1 (`W`) has shape [1, 3, 8]; expected [1, 4, 4 * hidden_size]"],
+    ));
+    v.push(at_n(
+        "DynamicQuantizeLSTM R of the wrong shape",
+        "com.microsoft:DynamicQuantizeLSTM",
+        dqlstm(&all12, vec![], vec![i32_init("R", 3, &[1, 8, 2], &[1; 16])]),
+        &["input 2 (`R`) has shape [1, 8, 2]; expected [1, 2, 8]"],
+    ));
+
     // -- recurrent layers (rnn.rs): RNN over x [5, 1, 4], hidden 2 --
     let rnn = |ins: &[&str], attrs: Vec<AttributeProto>, extra: Vec<TensorProto>| {
         let mut inits = vec![f("W", &[1, 2, 4]), f("R", &[1, 2, 2])];
@@ -3268,6 +3532,18 @@ const IMPORTER_PATHS: &[(&str, &str)] = &[
     ("recurrent: B shape", "RNN B of the wrong shape"),
     ("recurrent: initial state shape", "RNN initial_h of the wrong shape"),
     ("recurrent: LSTM P shape", "LSTM P of the wrong shape"),
+    ("dq_lstm: input count", "DynamicQuantizeLSTM of 11 inputs"),
+    ("qmats: W or R not a constant", "DynamicQuantizeLSTM run-time W"),
+    ("qmats: W or R not int8/uint8", "DynamicQuantizeLSTM float W"),
+    ("qmats: W or R not of rank 3", "DynamicQuantizeLSTM 2-D W"),
+    ("qmats: scale or zero point neither [nd] nor [nd, 4H]", "DynamicQuantizeLSTM W_scale of the wrong shape"),
+    ("qmats: zero point of another type than the weights", "DynamicQuantizeLSTM uint8 zero point of int8 W"),
+    ("qmats: qtype", "unreachable: scale 1 and a zero point of the weights' own type always make a type"),
+    ("qmats: scale not positive and finite", "DynamicQuantizeLSTM R_scale 0"),
+    ("qmats: codes and zero points as integers", "unreachable: both were checked to be int8/uint8"),
+    ("qmats: col_sums", "unreachable: each direction's matrix is 2-D by construction"),
+    ("recurrent: W shape (DynamicQuantizeLSTM's [nd, I, 4H])", "DynamicQuantizeLSTM W of the wrong input size"),
+    ("recurrent: R shape (DynamicQuantizeLSTM's [nd, H, 4H])", "DynamicQuantizeLSTM R of the wrong shape"),
     // logic.rs
     ("same_type_pair: a constant of another element type", "Equal of float and an int32 constant"),
     ("same_type_pair: a constant outside the run-time integer type (const_as)", "Less of int8 and 1000"),
@@ -3400,6 +3676,23 @@ const IMPORTER_PATHS: &[(&str, &str)] = &[
     ("qlinear_concat: input count", "QLinearConcat of four inputs"),
     ("qlinear_concat: no axis", "QLinearConcat without axis"),
     ("qlinear_concat: axis", "QLinearConcat axis out of range"),
+    ("conv_integer: run-time w_zero_point", "ConvInteger run-time w_zero_point"),
+    ("conv_integer: run-time w with a run-time x_zero_point", "ConvInteger run-time w with a run-time x_zero_point"),
+    ("matmul_integer: run-time b_zero_point", "MatMulInteger run-time b_zero_point"),
+    ("matmul_integer: run-time B with a run-time a_zero_point", "MatMulInteger run-time B with a run-time a_zero_point"),
+    ("matmul_integer / dynamic_quantize_matmul: B's codes", "unreachable: B is a constant of an integer type"),
+    ("check_rt_zp: zero point of another type", "MatMulInteger run-time int8 zero point of uint8 A"),
+    ("check_rt_zp: not 8-bit", "MatMulInteger run-time zero point of int16 A"),
+    ("check_rt_zp: not one value", "MatMulInteger run-time zero point of two values"),
+    ("col_sums: B not 2-D", "MatMulInteger run-time zero point with 3-D B"),
+    ("dynamic_quantize_linear: input count", "DynamicQuantizeLinear of two inputs"),
+    ("dynamic_quantize_matmul: input count", "DynamicQuantizeMatMul of two inputs"),
+    ("dynamic_quantize_matmul: B not 2-D", "DynamicQuantizeMatMul of 1-D B"),
+    ("dynamic_quantize_matmul: B not a constant", "DynamicQuantizeMatMul of run-time B"),
+    ("dynamic_quantize_matmul: B not int8/uint8", "DynamicQuantizeMatMul of int32 B"),
+    ("dynamic_quantize_matmul: b_scale length", "DynamicQuantizeMatMul b_scale of three values"),
+    ("dynamic_quantize_matmul: b_zero_point length", "DynamicQuantizeMatMul b_zero_point of three values"),
+    ("dynamic_quantize_matmul: bias shape", "DynamicQuantizeMatMul bias of three values"),
     // tensor.rs (initializers and tensor attributes)
     ("decode: negative dimension", "negative initializer dimension"),
     ("decode: over 2^32 elements or overflowing", "2^60-element initializer"),

@@ -297,6 +297,37 @@ fn quantization(model: &ModelProto, inits: &HashMap<&str, CTensor>) -> Vec<Strin
                     ));
                 }
             }
+            "DynamicQuantizeLinear" => lines.push(format!(
+                "{} `{}` ({name}, DynamicQuantizeLinear): uint8, scale and zero point computed at run time",
+                role(&input(0)),
+                input(0)
+            )),
+            "DynamicQuantizeMatMul" => {
+                if let Some(w) = get(n, 1) {
+                    lines.push(format!(
+                        "weight `{}` ({name}, DynamicQuantizeMatMul): {}, {}; activation quantized at run time",
+                        input(1),
+                        bits_of(w.dtype),
+                        granularity(get(n, 2), shape_of(n, 1).as_deref(), 1, 0)
+                    ));
+                }
+            }
+            "DynamicQuantizeLSTM" => {
+                for (wi, si) in [(1, 8), (2, 10)] {
+                    if let Some(w) = get(n, wi) {
+                        let per = match get(n, si).map(|c| c.shape.len()) {
+                            Some(2) => "per channel (per direction)",
+                            Some(_) => "per tensor (per direction)",
+                            None => "scale not a constant",
+                        };
+                        lines.push(format!(
+                            "weight `{}` ({name}, DynamicQuantizeLSTM): {}, {per}; activations quantized at run time",
+                            input(wi),
+                            bits_of(w.dtype),
+                        ));
+                    }
+                }
+            }
             "Quant" | "IntQuant" => {
                 let bits = get(n, 3)
                     .and_then(|c| c.scalar_f64())

@@ -2,7 +2,18 @@
 //! 2/4/8/16-bit and int32; also the `com.microsoft` variants), the QOperator ops
 //! QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger, and the `com.microsoft`
 //! QGemm, QLinearAdd, QLinearMul, QLinearLeakyRelu, QLinearSigmoid,
-//! QLinearGlobalAveragePool and QLinearConcat.
+//! QLinearGlobalAveragePool and QLinearConcat; dynamic quantization: DynamicQuantizeLinear,
+//! MatMulInteger / ConvInteger with a run-time zero point of their left operand, and the
+//! `com.microsoft` DynamicQuantizeMatMul (DynamicQuantizeLSTM is in `rnn.rs`).
+//!
+//! Dynamic quantization computes the scale at run time, so it cannot be a quantized IR
+//! type: DynamicQuantizeLinear is written with plain IR ops (reductions, f32 arithmetic,
+//! `round` ties to even, `clip`, `cast` to u8), its codes are a plain `u8` tensor and its
+//! zero point a run-time `u8` scalar. An integer product of such codes runs on them as
+//! they are (zero point 0, so the u8 kernels apply) and subtracts `zero_point * S`, where
+//! `S` is a constant of the weights: their column sums (less their zero points), or for a
+//! convolution the convolution of ones, which also makes padding read the zero point (as
+//! ONNX Runtime pads). All of it is exact i32 arithmetic.
 //!
 //! Quantized values carry their scale and zero point in their IR type. Constant integer
 //! weights become constants of a quantized type; `dequantize` of them is kept (not
@@ -22,7 +33,9 @@
 //! depthwise `conv2d_int` of ones), each within one code of the float definition.
 
 use qcc_ir::shape::normalize_axis;
-use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, Rounding, TensorType, ValueId};
+use qcc_ir::{
+    Attr, ConstData, ElemType, IntType, Op, QuantParams, QuantType, Rounding, TensorType, ValueId,
+};
 
 use super::ctx::{NodeCx, storage_of, usz};
 use super::elementwise::f32_operand;
@@ -39,6 +52,7 @@ pub(crate) const OPS: &[OpReg] = &[
     op("", "QLinearMatMul", 10, qlinear_matmul),
     op("", "ConvInteger", 10, conv_integer),
     op("", "MatMulInteger", 10, matmul_integer),
+    op("", "DynamicQuantizeLinear", 11, dynamic_quantize_linear),
     op(MS, "QuantizeLinear", 1, quantize_linear),
     op(MS, "DequantizeLinear", 1, dequantize_linear),
     op(MS, "QGemm", 1, qgemm),
@@ -48,6 +62,7 @@ pub(crate) const OPS: &[OpReg] = &[
     op(MS, "QLinearSigmoid", 1, qlinear_sigmoid),
     op(MS, "QLinearGlobalAveragePool", 1, qlinear_global_avg_pool),
     op(MS, "QLinearConcat", 1, qlinear_concat),
+    op(MS, "DynamicQuantizeMatMul", 1, dynamic_quantize_matmul),
 ];
 
 /// The quantized type described by ONNX `scale` / `zero_point` for a tensor of shape
@@ -514,7 +529,7 @@ fn qlinear_matmul(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
     Ok(())
 }
 
-/// An integer input with an optional zero point (ConvInteger, MatMulInteger).
+/// An integer input with an optional constant zero point (ConvInteger, MatMulInteger).
 fn int_operand(
     cx: &mut NodeCx<'_, '_>,
     i: usize,
@@ -553,19 +568,344 @@ fn int_operand(
     as_quant(cx, i, &q)
 }
 
+/// Whether input `zp` (a zero point) is given and only known at run time.
+fn run_time_zp(cx: &NodeCx<'_, '_>, zp: usize) -> bool {
+    cx.has(zp) && cx.konst(zp, "").is_err()
+}
+
+/// Run-time zero point input `zp` of data input `i`: a single 8-bit value of `i`'s type.
+fn check_rt_zp(cx: &mut NodeCx<'_, '_>, i: usize, zp: usize) -> Result<ValueId, String> {
+    let (dx, dz) = (cx.dtype_of(i)?, cx.dtype_of(zp)?);
+    if dx != dz {
+        return Err(format!(
+            "input {zp} (the zero point of input {i}) is {}, input {i} is {}",
+            dz.name(),
+            dx.name()
+        ));
+    }
+    if !matches!(dx, DType::U8 | DType::I8) {
+        return Err(format!(
+            "input {i} is {}; a run-time zero point needs uint8 or int8",
+            dx.name()
+        ));
+    }
+    let n: usize = cx.shape_of(zp)?.iter().product();
+    if n != 1 {
+        return Err(format!(
+            "input {zp} (the run-time zero point of input {i}) has shape {:?}; it must be a single value",
+            cx.shape_of(zp)?
+        ));
+    }
+    let z = cx.ir(zp)?;
+    if cx.ty(z).rank() == 0 {
+        return Ok(z);
+    }
+    cx.emit(
+        Op::Reshape,
+        vec![z],
+        vec![("shape", usz(&[]))],
+        None,
+        &format!(".zp{zp}"),
+    )
+}
+
+/// `acc - za * corr` in i32 (wrapping, as the integer kernels): the correction of an
+/// integer product whose left operand was taken with zero point 0 although its zero
+/// point is the run-time scalar `za`. `corr` holds the sums of the right operand's
+/// (zero-point-corrected) codes that meet each output element.
+pub(crate) fn sub_rt_zp(
+    cx: &mut NodeCx<'_, '_>,
+    acc: ValueId,
+    za: ValueId,
+    corr: ValueId,
+    suffix: &str,
+) -> Result<ValueId, String> {
+    let zi = cx.emit(
+        Op::Cast,
+        vec![za],
+        vec![],
+        Some(ElemType::I32),
+        &format!("{suffix}.zpi"),
+    )?;
+    let p = cx.emit(
+        Op::Mul,
+        vec![zi, corr],
+        vec![],
+        None,
+        &format!("{suffix}.zpc"),
+    )?;
+    cx.emit(Op::Sub, vec![acc, p], vec![], None, suffix)
+}
+
+/// The column sums `sum_k (b[k, n] - zb[n])` of a constant integer matrix `[K, N]` of
+/// quantized (or plain) type `ty`, as an i32 constant `[N]`.
+pub(crate) fn col_sums(
+    cx: &mut NodeCx<'_, '_>,
+    codes: &[i64],
+    ty: &TensorType,
+    base: &str,
+) -> Result<ValueId, String> {
+    let (k, n) = match ty.shape[..] {
+        [k, n] => (k, n),
+        _ => {
+            return Err(format!(
+                "the integer matrix has shape {:?}; with a run-time zero point of the other operand it must be 2-D",
+                ty.shape
+            ));
+        }
+    };
+    let zps: Vec<i64> = match &ty.elem {
+        ElemType::Quant(q) => {
+            let z = q.params.zero_points();
+            if z.len() == 1 {
+                vec![z[0] as i64; n]
+            } else {
+                z.iter().map(|&v| v as i64).collect()
+            }
+        }
+        _ => vec![0; n],
+    };
+    let mut sums = vec![0i64; n];
+    for r in 0..k {
+        for (c, s) in sums.iter_mut().enumerate() {
+            *s += codes[r * n + c] - zps[c];
+        }
+    }
+    let sums = sums
+        .into_iter()
+        .map(|v| i64::from(v as i32))
+        .collect::<Vec<_>>();
+    Ok(cx.new_const(
+        base,
+        TensorType::new(ElemType::I32, vec![n]),
+        ConstData::Int(sums),
+    ))
+}
+
 fn conv_integer(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
-    let x = int_operand(cx, 0, 2, None)?;
+    if run_time_zp(cx, 3) {
+        return Err("input 3 (`w_zero_point`) must be a constant (the weights' zero point)".into());
+    }
+    if !run_time_zp(cx, 2) {
+        let x = int_operand(cx, 0, 2, None)?;
+        let w = int_operand(cx, 1, 3, Some(0))?;
+        let y = int_conv(cx, x, w, None, "")?;
+        cx.set_ir(0, y);
+        return Ok(());
+    }
+    // A run-time zero point of x (DynamicQuantizeLinear's): the convolution of the
+    // codes, less zx times the sum of (w - zw) over the window's in-bounds positions
+    // (padding reads zx, i.e. contributes nothing). That sum is a constant: the
+    // convolution of a batch of ones.
+    let za = check_rt_zp(cx, 0, 2)?;
+    let x = cx.ir(0)?;
+    if cx.konst(1, "").is_err() {
+        return Err(
+            "input 1 (`w`) must be a constant when `x_zero_point` is only known at run time".into(),
+        );
+    }
     let w = int_operand(cx, 1, 3, Some(0))?;
-    let y = int_conv(cx, x, w, None, "")?;
+    let acc = int_conv(cx, x, w, None, ".acc")?;
+    // (int_conv checked that x is [N, C, H, W].)
+    let mut ones_shape = cx.ty(x).shape.clone();
+    if let Some(n) = ones_shape.first_mut() {
+        *n = 1;
+    }
+    let n: usize = ones_shape.iter().product();
+    let st = storage_of(cx.dtype_of(0)?)?;
+    let ones = cx.new_const(
+        "ones",
+        TensorType::new(ElemType::Int(st), ones_shape),
+        ConstData::Int(vec![1; n]),
+    );
+    let corr = int_conv(cx, ones, w, None, ".wsum")?;
+    let y = sub_rt_zp(cx, acc, za, corr, "")?;
     cx.set_ir(0, y);
     Ok(())
 }
 
 fn matmul_integer(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
-    let a = int_operand(cx, 0, 2, None)?;
+    if run_time_zp(cx, 3) {
+        return Err("input 3 (`b_zero_point`) must be a constant (the weights' zero point)".into());
+    }
     let last = cx.shape_of(1)?.len().saturating_sub(1);
+    if !run_time_zp(cx, 2) {
+        let a = int_operand(cx, 0, 2, None)?;
+        let b = int_operand(cx, 1, 3, Some(last))?;
+        let y = cx.emit(Op::MatMulInt, vec![a, b], vec![], None, "")?;
+        cx.set_ir(0, y);
+        return Ok(());
+    }
+    let za = check_rt_zp(cx, 0, 2)?;
+    let a = cx.ir(0)?;
+    if cx.konst(1, "").is_err() {
+        return Err(
+            "input 1 (`B`) must be a constant when `a_zero_point` is only known at run time".into(),
+        );
+    }
+    let codes = cx.konst(1, "B")?.to_i64()?;
     let b = int_operand(cx, 1, 3, Some(last))?;
-    let y = cx.emit(Op::MatMulInt, vec![a, b], vec![], None, "")?;
+    let y = matmul_rt_zp(cx, a, za, b, &codes, "")?;
+    cx.set_ir(0, y);
+    Ok(())
+}
+
+/// `matmul_int(a, b)` for codes `a` with run-time scalar zero point `za` and constant
+/// 2-D `b`: the product of the codes less `za` times `b`'s corrected column sums.
+pub(crate) fn matmul_rt_zp(
+    cx: &mut NodeCx<'_, '_>,
+    a: ValueId,
+    za: ValueId,
+    b: ValueId,
+    codes: &[i64],
+    suffix: &str,
+) -> Result<ValueId, String> {
+    let bty = cx.ty(b).clone();
+    let corr = col_sums(cx, codes, &bty, "colsum")?;
+    let acc = cx.emit(
+        Op::MatMulInt,
+        vec![a, b],
+        vec![],
+        None,
+        &format!("{suffix}.acc"),
+    )?;
+    sub_rt_zp(cx, acc, za, corr, suffix)
+}
+
+/// DynamicQuantizeLinear of f32 value `x`, as ONNX Runtime computes it:
+/// `scale = (max(0, max x) - min(0, min x)) / 255` (1 when that range is 0, where the
+/// ONNX formula divides by zero), `zp = round_half_even(clamp(-min(0, min x) / scale,
+/// 0, 255))`, `y = clamp(round_half_even(x / scale) + zp, 0, 255)`, all in f32; `y` and
+/// `zp` as u8. Returns `(y, scale, zp)`, `scale` and `zp` rank 0.
+pub(crate) fn dyn_quantize(
+    cx: &mut NodeCx<'_, '_>,
+    x: ValueId,
+    tag: &str,
+) -> Result<(ValueId, ValueId, ValueId), String> {
+    let all = || {
+        vec![
+            ("axes", Attr::Ints(vec![])),
+            ("keepdims", Attr::Bool(false)),
+        ]
+    };
+    let sfx = |s: &str| format!("{tag}.{s}");
+    let mx = cx.emit(Op::ReduceMax, vec![x], all(), None, &sfx("max"))?;
+    let mn = cx.emit(Op::ReduceMin, vec![x], all(), None, &sfx("min"))?;
+    let zero = cx.f32_const("zero", vec![], vec![0.0]);
+    let q255 = cx.f32_const("qmax", vec![], vec![255.0]);
+    let mx = cx.emit(Op::Max, vec![mx, zero], vec![], None, &sfx("max0"))?;
+    let mn = cx.emit(Op::Min, vec![mn, zero], vec![], None, &sfx("min0"))?;
+    let range = cx.emit(Op::Sub, vec![mx, mn], vec![], None, &sfx("range"))?;
+    let empty = cx.emit(Op::Equal, vec![range, zero], vec![], None, &sfx("empty"))?;
+    let range = cx.emit(
+        Op::Where,
+        vec![empty, q255, range],
+        vec![],
+        None,
+        &sfx("range1"),
+    )?;
+    let scale = cx.emit(Op::Div, vec![range, q255], vec![], None, &sfx("scale"))?;
+    let clip = || vec![("min", Attr::Float(0.0)), ("max", Attr::Float(255.0))];
+    let z = cx.emit(Op::Div, vec![mn, scale], vec![], None, &sfx("zdiv"))?;
+    let z = cx.emit(Op::Neg, vec![z], vec![], None, &sfx("zneg"))?;
+    let z = cx.emit(Op::Clip, vec![z], clip(), None, &sfx("zclip"))?;
+    let z = cx.emit(Op::Round, vec![z], vec![], None, &sfx("zf"))?;
+    let y = cx.emit(Op::Div, vec![x, scale], vec![], None, &sfx("div"))?;
+    let y = cx.emit(Op::Round, vec![y], vec![], None, &sfx("round"))?;
+    let y = cx.emit(Op::Add, vec![y, z], vec![], None, &sfx("addz"))?;
+    let y = cx.emit(Op::Clip, vec![y], clip(), None, &sfx("clip"))?;
+    let u8t = Some(ElemType::Int(IntType::U8));
+    let y = cx.emit(Op::Cast, vec![y], vec![], u8t.clone(), &sfx("q"))?;
+    let z = cx.emit(Op::Cast, vec![z], vec![], u8t, &sfx("zp"))?;
+    Ok((y, scale, z))
+}
+
+fn dynamic_quantize_linear(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    if cx.n_inputs() != 1 {
+        return Err(format!("expected 1 input (x), found {}", cx.n_inputs()));
+    }
+    let x = cx.f32_in(0)?;
+    let (y, s, z) = dyn_quantize(cx, x, "")?;
+    cx.set_ir(0, y);
+    cx.set_ir(1, s);
+    cx.set_ir(2, z);
+    Ok(())
+}
+
+/// com.microsoft DynamicQuantizeMatMul(A, B, b_scale, b_zero_point, bias), imported as
+/// ONNX Runtime's kernel computes it: A quantized as DynamicQuantizeLinear, the integer
+/// product with B (zero points subtracted), `f32(acc) * (a_scale * b_scale[n])`, plus
+/// the bias.
+fn dynamic_quantize_matmul(cx: &mut NodeCx<'_, '_>) -> Result<(), String> {
+    let n_in = cx.n_inputs();
+    if !(3..=5).contains(&n_in) {
+        return Err(format!(
+            "expected 3 to 5 inputs (A, B, b_scale, b_zero_point, bias), found {n_in}"
+        ));
+    }
+    let a = cx.f32_in(0)?;
+    let bshape = cx.shape_of(1)?;
+    if bshape.len() != 2 {
+        return Err(format!(
+            "input 1 (`B`) has shape {bshape:?}; qcc needs a constant 2-D B"
+        ));
+    }
+    if cx.konst(1, "").is_err() {
+        return Err("input 1 (`B`) must be a constant (the quantized weights)".into());
+    }
+    if !matches!(cx.dtype_of(1)?, DType::U8 | DType::I8) {
+        return Err(format!(
+            "input 1 (`B`) is {}; int8 or uint8 works",
+            cx.dtype_of(1)?.name()
+        ));
+    }
+    let n = bshape[1];
+    let bscale = cx.konst(2, "b_scale")?;
+    if bscale.numel() != 1 && bscale.numel() != n {
+        return Err(format!(
+            "input 2 (`b_scale`) has shape {:?}; one value or one per column ({n}) is needed",
+            bscale.shape
+        ));
+    }
+    if let Some(z) = cx.opt_konst(3, "b_zero_point")?
+        && z.numel() != 1
+        && z.numel() != n
+    {
+        return Err(format!(
+            "input 3 (`b_zero_point`) has shape {:?}; one value or one per column ({n}) is needed",
+            z.shape
+        ));
+    }
+    let codes = cx.konst(1, "B")?.to_i64()?;
+    let bq = weight_type(cx, 1, None, Some(3), 1)?;
+    let b = as_quant(cx, 1, &bq)?;
+    let (qa, sa, za) = dyn_quantize(cx, a, ".a")?;
+    let acc = matmul_rt_zp(cx, qa, za, b, &codes, ".int")?;
+    let accf = cx.emit(Op::Cast, vec![acc], vec![], Some(ElemType::F32), ".accf")?;
+    let sv = bscale.to_f32();
+    let sb = if sv.len() == 1 {
+        cx.f32_const("b_scale", vec![], sv)
+    } else {
+        cx.f32_const("b_scale", vec![n], sv)
+    };
+    let mult = cx.emit(Op::Mul, vec![sa, sb], vec![], None, ".mult")?;
+    let mut y = cx.emit(
+        Op::Mul,
+        vec![accf, mult],
+        vec![],
+        None,
+        if cx.has(4) { ".scaled" } else { "" },
+    )?;
+    if cx.has(4) {
+        let bias = cx.f32_in(4)?;
+        if cx.ty(bias).shape != [n] {
+            return Err(format!(
+                "input 4 (`bias`) has shape {:?}; expected [{n}]",
+                cx.ty(bias).shape
+            ));
+        }
+        y = cx.emit(Op::Add, vec![y, bias], vec![], None, "")?;
+    }
     cx.set_ir(0, y);
     Ok(())
 }
