@@ -65,6 +65,24 @@ pub fn onnx_graph_inputs(path: &Path) -> Result<Vec<String>> {
 /// The passes run after the cleanup on ONNX models with QONNX quantizers.
 pub const QONNX_PASSES: &[&str] = &["rewrite", "dce"];
 
+/// Whether `m` has no quantization in it (no quantize, dequantize, fake-quant, integer
+/// kernel or quantized-type value).
+fn is_float_only(m: &Module) -> bool {
+    m.values
+        .iter()
+        .all(|v| !matches!(v.ty.elem, ElemType::Quant(_) | ElemType::Bipolar))
+        && !m.nodes.iter().any(|n| {
+            matches!(
+                n.op,
+                qcc_ir::Op::Quantize
+                    | qcc_ir::Op::Dequantize
+                    | qcc_ir::Op::FakeQuant
+                    | qcc_ir::Op::Conv2dInt
+                    | qcc_ir::Op::MatMulInt
+            )
+        })
+}
+
 /// Loads `path` (`.onnx` or `.qir`); `input_shapes` fixes ONNX input shapes.
 pub fn load(path: &Path, input_shapes: &BTreeMap<String, Vec<usize>>) -> Result<Loaded> {
     load_for(path, input_shapes, &crate::quant::QuantFlags::default())
@@ -94,6 +112,14 @@ pub fn load_for(
             crate::passes::cleanup::pipeline()
                 .run(&mut m, &mut |_| {})
                 .with_context(|| format!("{}: the cleanup passes failed", path.display()))?;
+            if !qonnx && is_float_only(&m) {
+                // Fusions exporters leave undone (scales after convolutions, written-out
+                // hard-swish): fewer passes over the activations, fewer values to
+                // quantize. Models that arrive quantized keep their structure.
+                crate::passes::Pipeline::from_names("fuse-float", &["fuse-float", "dce"])?
+                    .run(&mut m, &mut |_| {})
+                    .with_context(|| format!("{}: the float fusions failed", path.display()))?;
+            }
             if qonnx && !quant.requantize {
                 // A QONNX (Brevitas, FINN) model: its quantizers are now quantize /
                 // dequantize pairs; the rewrite engine fuses the layers into integer

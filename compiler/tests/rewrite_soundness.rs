@@ -430,6 +430,48 @@ fn cases() -> Vec<Case> {
             Tol::Abs(4e-6),
             "module m {\n input %x: f32[4,3]\n const @w: f32[2,3] = [1.5, 0.0, -2.0, 1.0, 1.0, 0.25]\n const @b: f32[2] = [0.1, -0.2]\n %g: f32[4,2] = gemm(%x, @w) {trans_b = true, alpha = 0.5, beta = 3.0}\n %y: f32[4,2] = add(%g, @b)\n output %y\n}",
         ),
+        // fuse-float: |c| sum |w x| <= 3 * 2 * 2 * 8 with inputs in [-8, 8]: 2^-23 * 96;
+        // hard-swish: 2^-22 * 8.
+        case(
+            "fold-mul-into-conv2d",
+            Tol::Abs(2e-5),
+            "module m {\n input %x: f32[1,2,3,3]\n const @w: f32[3,2,1,1] = [0.5, -1.25, 2.0, 0.1, -0.3, 0.7]\n const @cb: f32[3] = [0.1, 0.2, 0.3]\n const @s: f32[1,3,1,1] = [3.0, -0.5, 1.5]\n %c: f32[1,3,3,3] = conv2d(%x, @w)\n %y: f32[1,3,3,3] = mul(@s, %c)\n output %y\n}",
+        ),
+        case(
+            "fold-mul-into-conv2d-commuted",
+            Tol::Abs(2e-5),
+            "module m {\n input %x: f32[1,2,3,3]\n const @w: f32[3,2,1,1] = [0.5, -1.25, 2.0, 0.1, -0.3, 0.7]\n const @cb: f32[3] = [0.1, 0.2, 0.3]\n const @s: f32[1,3,1,1] = [3.0, -0.5, 1.5]\n %c: f32[1,3,3,3] = conv2d(%x, @w)\n %y: f32[1,3,3,3] = mul(%c, @s)\n output %y\n}",
+        ),
+        case(
+            "fold-mul-into-conv2d-bias",
+            Tol::Abs(2e-5),
+            "module m {\n input %x: f32[1,2,3,3]\n const @w: f32[3,2,1,1] = [0.5, -1.25, 2.0, 0.1, -0.3, 0.7]\n const @cb: f32[3] = [0.1, 0.2, 0.3]\n const @s: f32[1,3,1,1] = [3.0, -0.5, 1.5]\n %c: f32[1,3,3,3] = conv2d(%x, @w, @cb)\n %y: f32[1,3,3,3] = mul(@s, %c)\n output %y\n}",
+        ),
+        case(
+            "fold-mul-into-conv2d-bias-commuted",
+            Tol::Abs(2e-5),
+            "module m {\n input %x: f32[1,2,3,3]\n const @w: f32[3,2,1,1] = [0.5, -1.25, 2.0, 0.1, -0.3, 0.7]\n const @cb: f32[3] = [0.1, 0.2, 0.3]\n const @s: f32[1,3,1,1] = [3.0, -0.5, 1.5]\n %c: f32[1,3,3,3] = conv2d(%x, @w, @cb)\n %y: f32[1,3,3,3] = mul(%c, @s)\n output %y\n}",
+        ),
+        case(
+            "hard-swish",
+            Tol::Abs(4e-6),
+            "module m {\n input %x: f32[2,5]\n const @three: f32[1] = [3.0]\n const @six: f32[1] = [6.0]\n %a: f32[2,5] = add(%x, @three)\n %c: f32[2,5] = clip(%a) {min = 0.0, max = 6.0}\n %m: f32[2,5] = mul(%x, %c)\n %y: f32[2,5] = div(%m, @six)\n output %y\n}",
+        ),
+        case(
+            "hard-swish-mul-commuted",
+            Tol::Abs(4e-6),
+            "module m {\n input %x: f32[2,5]\n const @three: f32[1] = [3.0]\n const @six: f32[1] = [6.0]\n %a: f32[2,5] = add(%x, @three)\n %c: f32[2,5] = clip(%a) {min = 0.0, max = 6.0}\n %m: f32[2,5] = mul(%c, %x)\n %y: f32[2,5] = div(%m, @six)\n output %y\n}",
+        ),
+        case(
+            "hard-swish-add-commuted",
+            Tol::Abs(4e-6),
+            "module m {\n input %x: f32[2,5]\n const @three: f32[1] = [3.0]\n const @six: f32[1] = [6.0]\n %a: f32[2,5] = add(@three, %x)\n %c: f32[2,5] = clip(%a) {min = 0.0, max = 6.0}\n %m: f32[2,5] = mul(%x, %c)\n %y: f32[2,5] = div(%m, @six)\n output %y\n}",
+        ),
+        case(
+            "hard-swish-both-commuted",
+            Tol::Abs(4e-6),
+            "module m {\n input %x: f32[2,5]\n const @three: f32[1] = [3.0]\n const @six: f32[1] = [6.0]\n %a: f32[2,5] = add(@three, %x)\n %c: f32[2,5] = clip(%a) {min = 0.0, max = 6.0}\n %m: f32[2,5] = mul(%c, %x)\n %y: f32[2,5] = div(%m, @six)\n output %y\n}",
+        ),
         // fold-threshold
         case(
             "binarize-batch-norm-to-threshold",
@@ -862,5 +904,24 @@ fn threshold_of_requantize_at_every_code() {
                 q[i]
             );
         }
+    }
+}
+
+/// A conv2d whose bias is infinite or too large for an i32 accumulator bias is not
+/// fused, and the rule does not fail on it (it once overflowed computing the bias codes'
+/// magnitude: `abs` of `i64::MIN` from a `-inf` bias code; PP-OCRv4 rec at `--bits 4`).
+#[test]
+fn bias_beyond_i32_is_not_fused() {
+    for bias in ["1.0e30", "inf", "-inf", "3.0e9", "-3.0e9"] {
+        let text = format!(
+            "module m {{\n input %x: q<u8, 0.05:0>[1,1,3,3]\n const @w: q<i8, 0.01:0>[2,1,1,1] = [1, -1]\n const @b: f32[2] = [{bias}, 1.0]\n %dx: f32[1,1,3,3] = dequantize(%x)\n %dw: f32[2,1,1,1] = dequantize(@w)\n %c: f32[1,2,3,3] = conv2d(%dx, %dw, @b)\n %q: q<u8, 0.1:3>[1,2,3,3] = quantize(%c)\n output %q\n}}"
+        );
+        let m = parse_module(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let mut r = m.clone();
+        qcc::rewrite::run_groups(&mut r, &["fuse-int"], &qcc::rewrite::Options::default()).unwrap();
+        assert!(
+            !r.nodes.iter().any(|n| n.op == qcc_ir::Op::Conv2dInt),
+            "bias {bias} fused:\n{r}"
+        );
     }
 }

@@ -105,6 +105,11 @@ pub const REGISTRY: &[Pass] = &[
         run: rewrite::fold_bias,
     },
     Pass {
+        name: "fuse-float",
+        summary: "egg: constant scales and adds after conv2d into its weights and bias, written-out hard-swish into hard_swish",
+        run: rewrite::fuse_float,
+    },
+    Pass {
         name: "fold-threshold",
         summary: "egg: sign/binarize/quantize after batch_norm (or of codes) become integer thresholds",
         run: rewrite::fold_threshold,

@@ -51,6 +51,12 @@ pub fn fold_bias(m: &mut Module) -> Result<bool, String> {
     run(m, &["fold-bias"])
 }
 
+/// The float fusions of an imported model: `fuse-float` and `fold-bias` together (a
+/// scale folded into a conv2d lets the constant added after it fold into the bias).
+pub fn fuse_float(m: &mut Module) -> Result<bool, String> {
+    run(m, &["fuse-float", "fold-bias"])
+}
+
 pub fn fold_threshold(m: &mut Module) -> Result<bool, String> {
     run(m, &["fold-threshold"])
 }

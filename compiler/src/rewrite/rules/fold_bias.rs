@@ -58,7 +58,13 @@ pub fn rules() -> Vec<RuleDef> {
 
 /// The constant `?b` as one value per channel of `channels`, when its shape broadcasts
 /// only along `axis` of a result of rank `rank` (or it is a single value).
-fn per_channel(eg: &QEGraph, b: Id, rank: usize, axis: usize, channels: usize) -> Option<Vec<f32>> {
+pub(crate) fn per_channel(
+    eg: &QEGraph,
+    b: Id,
+    rank: usize,
+    axis: usize,
+    channels: usize,
+) -> Option<Vec<f32>> {
     let v = value(eg, b)?.as_f32()?.to_vec();
     let shape = &ty(eg, b).shape;
     if v.len() == 1 {

@@ -286,6 +286,14 @@ fn transpose_const(eg: &mut QEGraph, w: Id, wq: &QuantType) -> Option<(Id, Quant
 /// The i32 bias and the integer kernel of a plan; `None` when the bias does not fit
 /// i32 or the accumulator could overflow.
 fn kernel(eg: &mut QEGraph, p: &Plan) -> Option<Id> {
+    // A bias that is not finite or not within i32 in accumulator units (a tiny scale)
+    // cannot be an i32 bias.
+    if p.bias
+        .as_ref()
+        .is_some_and(|b| b.iter().any(|v| !v.is_finite() || v.abs() >= 2f64.powi(31)))
+    {
+        return None;
+    }
     let bias_codes: Option<Vec<i64>> = p
         .bias
         .as_ref()

@@ -7,6 +7,7 @@ use super::rule::{Exactness, RuleDef};
 pub mod absorb_clamp;
 pub mod fold_bias;
 pub mod fold_qdq;
+pub mod fuse_float;
 pub mod fuse_int;
 pub mod int_add;
 pub mod int_pool;
@@ -75,6 +76,11 @@ pub const GROUPS: &[Group] = &[
         name: "fold-bias",
         summary: "fold a constant add after conv2d/matmul/gemm into its bias",
         rules: fold_bias::rules,
+    },
+    Group {
+        name: "fuse-float",
+        summary: "a constant scale after conv2d into its weights; written-out hard-swish into hard_swish",
+        rules: fuse_float::rules,
     },
     Group {
         name: "fold-threshold",
