@@ -121,6 +121,16 @@ def metric(kind, ref, got):
         return "IoU", float((m & n).sum() / union) if union else 1.0
     if kind == "rec":
         return "steps", ctc_agree(ref, got)
+    if kind == "yolo":
+        # Class scores above 0.5 at the same anchors (IoU of the score masks).
+        m, n = ref[:, 4:] > 0.5, got[:, 4:] > 0.5
+        union = (m | n).sum()
+        return "IoU", float((m & n).sum() / union) if union else 1.0
+    if kind == "bert":
+        # Mean cosine similarity of the token vectors.
+        a, b = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, got.shape[-1])
+        cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-30)
+        return "cosine", float(cos.mean())
     return "class", float((ref.argmax(-1) == got.argmax(-1)).mean())
 
 
@@ -172,7 +182,7 @@ def ort_int8(path, calib, tmp):
     return q
 
 
-def qcc_run(path, shape, x, flags, tmp):
+def qcc_run(path, shape, x, flags, tmp, size=None):
     d = Path(tempfile.mkdtemp(dir=tmp))
     np.save(d / "x.npy", x)
     r = subprocess.run(
@@ -182,7 +192,9 @@ def qcc_run(path, shape, x, flags, tmp):
     )
     if r.returncode != 0:
         return None, r.stderr.strip().splitlines()[-1][:160]
-    return np.load(sorted((d / "o").glob("*.npy"))[0]), None
+    outs = [np.load(f) for f in sorted((d / "o").glob("*.npy"))]
+    # The output the reference is (the first of ONNX Runtime's), by size.
+    return next((o for o in outs if size is None or o.size == size), outs[0]), None
 
 
 def qcc_bench(path, shape, flags, runs):
@@ -199,13 +211,29 @@ def qcc_bench(path, shape, flags, runs):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--models", default="det,rec,cls")
+    ap.add_argument("--models", default="det,rec,cls,yolo,bert")
     args = ap.parse_args()
     paths = fetch_models()
     text, page = data.text(), data.page()
     crops = line_crops(page) + line_crops(text)
     photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.camera()]
+    models_dir = root / "tests" / "models"
+    paths["yolo"] = models_dir / "yolo_tiny.onnx"
+    paths["bert"] = models_dir / "bert_tiny.onnx"
+    rng = np.random.default_rng(7)
+
+    def yolo_input(img):
+        return transform.resize(rgb(img), (160, 160), anti_aliasing=True).transpose(2, 0, 1).astype(np.float32)[None]
+
     suite = {
+        # Photos (two evaluated, three for calibration).
+        "yolo": ("images=1,3,160,160", [yolo_input(p) for p in photos[:2]], [yolo_input(p) for p in photos[2:]]),
+        # Token embeddings: there is no text model to take them from, so normal ones.
+        "bert": (
+            "embeddings=1,32,64",
+            [rng.standard_normal((1, 32, 64), dtype=np.float32) for _ in range(3)],
+            [rng.standard_normal((1, 32, 64), dtype=np.float32) for _ in range(4)],
+        ),
         # The page scan whole and its halves (each scaled to 320x320).
         "det": ("x=1,3,320,320", [det_input(page), det_input(page[:96]), det_input(page[96:])], [det_input(p) for p in photos]),
         "rec": ("x=1,3,48,320", [rec_input(c) for c in crops[1::2]], [rec_input(c) for c in crops[0::2]]),
@@ -235,7 +263,7 @@ def main():
             for b, flags in builds.items():
                 outs, err = [], None
                 for x in inputs:
-                    o, err = qcc_run(path, shape, x, flags, tmp)
+                    o, err = qcc_run(path, shape, x, flags, tmp, ref[0].size)
                     if o is None:
                         break
                     outs.append(o)
@@ -255,7 +283,7 @@ def main():
             }
             rows.append((kind, row))
             print(kind, row, flush=True)
-    mname = {"det": "IoU", "rec": "step agreement", "cls": "class agreement"}
+    mname = {"det": "IoU", "rec": "step agreement", "cls": "class agreement", "yolo": "score-mask IoU", "bert": "token cosine"}
     print()
     print("| model | qcc float vs ORT fp32 | qcc 8-bit vs float | ORT int8 vs float | qcc 4-bit vs float | ms: ORT fp32 / int8 | ms: qcc float / 8 / 4 |")
     print("|---|---|---|---|---|---|---|")

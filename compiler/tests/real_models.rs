@@ -209,3 +209,134 @@ fn pp_ocr_models_compile_at_float_8_and_4_bits() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }
+
+/// The generated suite models (`tests/models/gen_suite_models.py`, committed with ONNX
+/// Runtime's outputs): a YOLOv8-style detector and a BERT-style encoder. The float build
+/// matches ONNX Runtime at 80 dB or more; 8 and 4 bits (calibrated on other random
+/// inputs) compile, run and stay above measured floors.
+#[test]
+fn generated_suite_models_match_onnx_runtime() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/models");
+    let tmp = std::env::temp_dir().join(format!("qcc-suite-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    // (model, input shape, floors of the 8- and 4-bit SQNR against float; measured on
+    // Sapphire Rapids 2026-12-05: yolo 57.5 / 35.4 dB, bert 32.1 / 10.3 dB).
+    for (name, shape, floor8, floor4) in [
+        ("yolo_tiny", "images=1,3,160,160", 45.0, 25.0),
+        ("bert_tiny", "embeddings=1,32,64", 25.0, 6.0),
+    ] {
+        let model = dir.join(format!("{name}.onnx"));
+        let refs = dir.join(format!("{name}.ref.npz"));
+        let x = qcc::npy::read_npz_array(&refs, "x").unwrap();
+        let y0 = qcc::npy::read_npz_array(&refs, "y0").unwrap();
+        let per_x = x.numel() / x.shape[0];
+        let per_y = y0.numel() / y0.shape[0];
+        let xs = x.as_f32().unwrap();
+        let ys = y0.as_f32().unwrap();
+        // Calibration: other inputs of the same kind (uniform images, normal embeddings).
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let mut shape1 = x.shape.clone();
+        shape1[0] = 1;
+        let calib: Vec<Tensor> = (0..4)
+            .map(|_| {
+                let v = (0..per_x)
+                    .map(|_| {
+                        if name == "yolo_tiny" {
+                            next()
+                        } else {
+                            // Sum of four uniforms, centred: roughly normal, unit variance.
+                            ((next() + next() + next() + next()) - 2.0) * 1.732
+                        }
+                    })
+                    .collect();
+                Tensor::f32(shape1.clone(), v)
+            })
+            .collect();
+        let calib_path = tmp.join(format!("{name}.calib.npz"));
+        write_npz(&calib_path, &calib);
+        let calib_path = calib_path.to_str().unwrap();
+        let (mut float, mut q8, mut q4, mut want) = (vec![], vec![], vec![], vec![]);
+        for i in 0..x.shape[0] {
+            let xi = tmp.join(format!("{name}.x{i}.npy"));
+            qcc::npy::write_npy(
+                &xi,
+                &Tensor::f32(shape1.clone(), xs[i * per_x..(i + 1) * per_x].to_vec()),
+            )
+            .unwrap();
+            want.extend_from_slice(&ys[i * per_y..(i + 1) * per_y]);
+            float.extend(first_output(&model, shape, &xi, &tmp, &[], per_y));
+            q8.extend(first_output(
+                &model,
+                shape,
+                &xi,
+                &tmp,
+                &["--bits", "8", "--calib", calib_path, "--quiet"],
+                per_y,
+            ));
+            q4.extend(first_output(
+                &model,
+                shape,
+                &xi,
+                &tmp,
+                &["--bits", "4", "--calib", calib_path, "--quiet"],
+                per_y,
+            ));
+        }
+        let db = sqnr(&want, &float);
+        eprintln!("{name}: float vs ONNX Runtime {db:.1} dB");
+        assert!(db >= 80.0, "{name}: float vs ONNX Runtime {db:.1} dB");
+        for (bits, q, floor) in [("8", &q8, floor8), ("4", &q4, floor4)] {
+            let db = sqnr(&float, q);
+            eprintln!("{name}: --bits {bits} vs float {db:.1} dB");
+            assert!(
+                db >= floor,
+                "{name}: --bits {bits} vs float {db:.1} dB (floor {floor})"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// `qcc run`'s output with `n` elements (the model's first output; with several
+/// outputs, the one of that size).
+fn first_output(
+    model: &Path,
+    shape: &str,
+    x: &Path,
+    dir: &Path,
+    flags: &[&str],
+    n: usize,
+) -> Vec<f32> {
+    let out = dir.join("out");
+    let _ = std::fs::remove_dir_all(&out);
+    let o = Command::new(env!("CARGO_BIN_EXE_qcc"))
+        .arg("run")
+        .arg(model)
+        .args(["--input-shape", shape, "--input"])
+        .arg(x)
+        .arg("--out")
+        .arg(&out)
+        .args(flags)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "qcc run {} {flags:?}:\n{}",
+        model.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| qcc::npy::read_npy(&e.unwrap().path()).unwrap())
+        .find(|t| t.numel() == n)
+        .expect("an output of the reference's size")
+        .as_f32()
+        .unwrap()
+        .to_vec()
+}
