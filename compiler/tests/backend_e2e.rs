@@ -154,11 +154,22 @@ fn report_json_and_text() {
 }
 
 #[test]
-fn integer_boundaries_are_refused_by_abi_v1() {
+fn integer_boundaries_take_the_typed_header() {
+    // Quantized codes cross the boundary as their storage (typed I/O, abi_typed.rs).
     let m = qcc_ir::parse_module(
         "module q {\n  input %x: f32[4]\n  %q: q<i8, 0.5:0>[4] = quantize(%x)\n  output %q\n}\n",
     )
     .unwrap();
-    let e = compile_object(&m, "q", &Target::host()).unwrap_err();
-    assert!(e.to_string().contains("output %q: q<i8, 0.5:0>[4]"), "{e}");
+    let c = compile_object(&m, "q", &Target::host()).unwrap();
+    assert!(
+        c.header
+            .contains("/* output 0: %q q<i8, 0.5:0>[4] (4 elements of int8_t) */"),
+        "{}",
+        c.header
+    );
+    assert!(
+        c.header.contains("#define q_OUTPUT_TYPE_0 QCC_I8"),
+        "{}",
+        c.header
+    );
 }
