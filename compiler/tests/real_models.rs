@@ -228,7 +228,7 @@ fn generated_suite_models_match_onnx_runtime() {
         let model = dir.join(format!("{name}.onnx"));
         let refs = dir.join(format!("{name}.ref.npz"));
         let x = qcc::npy::read_npz_array(&refs, "x").unwrap();
-        let y0 = qcc::npy::read_npz_array(&refs, "y0").unwrap();
+        let y0 = qcc::npy::read_npz_array(&refs, "y").unwrap();
         let per_x = x.numel() / x.shape[0];
         let per_y = y0.numel() / y0.shape[0];
         let xs = x.as_f32().unwrap();

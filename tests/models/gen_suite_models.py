@@ -13,8 +13,8 @@ references:
 
     /work/venv/bin/python tests/models/gen_suite_models.py
 
-writes both models and `*.ref.npz` (`x`: inputs, `y`: ONNX Runtime fp32 outputs) next
-to this script.
+writes both models and `*.ref.npz` (`x`: inputs, `y`: ONNX Runtime's first output,
+`y1`, ...: the others) next to this script.
 """
 
 from pathlib import Path
@@ -178,8 +178,8 @@ def save(graph, name, inputs):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = sess.get_inputs()[0].name
     outs = [sess.run(None, {feed: x}) for x in inputs]
-    ref = {"x": np.concatenate(inputs)}
-    for i in range(len(outs[0])):
+    ref = {"x": np.concatenate(inputs), "y": np.concatenate([o[0] for o in outs])}
+    for i in range(1, len(outs[0])):
         ref[f"y{i}"] = np.concatenate([o[i] for o in outs])
     np.savez(here / f"{name}.ref.npz", **ref)
     print(f"{path.name}: {path.stat().st_size} bytes, outputs {[o.shape for o in outs[0]]}")
