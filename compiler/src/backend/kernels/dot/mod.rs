@@ -111,6 +111,10 @@ pub(crate) struct DotTile {
     pub col_stride: u32,
     /// Rows are the signed operand (conv: weights), else the unsigned one.
     pub rows_signed: bool,
+    /// The signed operand (the weights) is stored as i16 (`Avx2Wide` only): rows of
+    /// 4 i16 per quad (`row_stride` bytes apart), or columns in the quad layout with i16
+    /// elements (`col_stride` bytes per quad).
+    pub w16: bool,
     /// The requantize epilogue in the tile (AVX-512 only), instead of Cranelift's.
     pub epi: Option<DotEpi>,
 }
@@ -228,17 +232,18 @@ impl DotTile {
             self.row_stride,
             self.col_stride,
             if self.rows_signed { "rs" } else { "ru" }
-        ) + &match &self.epi {
-            None => String::new(),
-            Some(e) => {
-                let sign = if e.unsigned { "u" } else { "s" };
-                format!(
-                    "_rq{:?}_e{sign}{}_l{}_v{}",
-                    e.round, e.elem, e.row_bytes, e.valid
-                )
-                .to_lowercase()
+        ) + if self.w16 { "_w16" } else { "" }
+            + &match &self.epi {
+                None => String::new(),
+                Some(e) => {
+                    let sign = if e.unsigned { "u" } else { "s" };
+                    format!(
+                        "_rq{:?}_e{sign}{}_l{}_v{}",
+                        e.round, e.elem, e.row_bytes, e.valid
+                    )
+                    .to_lowercase()
+                }
             }
-        }
     }
 
     pub fn assemble(&self) -> Result<Vec<u8>, iced_x86::IcedError> {
@@ -317,6 +322,15 @@ pub(crate) fn applies(
     maddubs::beats_bitserial(m, node, const_of, target, &c, isa.strategy()).then_some(isa)
 }
 
+/// Whether a layer on tile `isa` stores its weights as i16 (`DotTile::w16`): the
+/// i16-widening tile's weights when the object holds them unpacked (8 bits, or any
+/// width without bit-packing), so that the tile widens only the run-time operand. It
+/// doubles those weights' bytes in the object. Bit-packed weights are unpacked to i8 at
+/// run time and keep the widening in the loop.
+pub(crate) fn weights_i16(isa: Option<DotIsa>, bit_packed: bool) -> bool {
+    isa == Some(DotIsa::Avx2Wide) && !bit_packed
+}
+
 /// What an in-tile requantize needs besides the per-channel table.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WideEpi {
@@ -335,6 +349,8 @@ pub(crate) struct Wide {
     pub vecs: usize,
     /// Whether the tiles requantize and store the outputs themselves.
     pub epi: bool,
+    /// The weights are i16 (`DotTile::w16`).
+    pub w16: bool,
     /// Column tiles: `clean` whole tiles from column 0 that end within n, then the
     /// others as (first column, vectors).
     clean: usize,
@@ -346,7 +362,8 @@ impl Wide {
     /// Bytes of the tile's i32 sums in the workspace.
     pub const ACC_BYTES: usize = 32 * 64;
 
-    /// The tiles for a GEMM of `m` rows by `n` columns over `quads` quads.
+    /// The tiles for a GEMM of `m` rows by `n` columns over `quads` quads; `w16`: the
+    /// weights are stored as i16 (see [`weights_i16`]), strides in bytes.
     #[allow(clippy::too_many_arguments, reason = "one GEMM's geometry")]
     pub fn new(
         cx: &mut Ecx<'_, '_, '_, '_>,
@@ -357,8 +374,10 @@ impl Wide {
         row_stride: usize,
         col_stride: usize,
         rows_signed: bool,
+        w16: bool,
         epi: Option<WideEpi>,
     ) -> Wide {
+        debug_assert!(!w16 || isa == DotIsa::Avx2Wide);
         debug_assert!(cx.kb.feat.tier.is_some_and(|t| match isa {
             DotIsa::Vnni512 => t.avx512_vnni(),
             DotIsa::Avx2 | DotIsa::Avx2Wide => t.avx2(),
@@ -400,6 +419,7 @@ impl Wide {
                     row_stride: row_stride as u32,
                     col_stride: col_stride as u32,
                     rows_signed,
+                    w16,
                     epi: epi.map(|e| DotEpi {
                         round: epi_round(e.round),
                         elem: e.elem,
@@ -417,6 +437,7 @@ impl Wide {
             rows,
             vecs,
             epi: epi.is_some(),
+            w16,
             clean,
             rest,
             fns,
@@ -439,6 +460,12 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
         row_groups.push((g.m / mr * mr, g.m % mr, 1));
     }
     let (clean, rest) = (w.clean, &w.rest);
+    // Bytes of one column in a quad of the columns, and of one quad of a row.
+    let (col_elem, row_quad) = match (w.w16, g.rows_signed) {
+        (true, false) => (8, 4),
+        (true, true) => (4, 8),
+        (false, _) => (4, 4),
+    };
     let one =
         |kb: &mut Kb<'_, '_>, rows: usize, row0: Value, col: Result<Value, (usize, usize)>| {
             let (col0, vecs, tail) = match col {
@@ -447,7 +474,7 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
             };
             let valid = tail.map_or(nv * lanes, |first| (g.n - first).min(vecs * lanes));
             let a = kb.idx(g.rows, row0, g.row_stride);
-            let b = kb.idx(g.cols, col0, 4);
+            let b = kb.idx(g.cols, col0, col_elem);
             let f = w.fns[&(rows, vecs, valid)];
             if w.epi {
                 let ob = g.acc.st_out.bytes() as i64;
@@ -475,8 +502,8 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
         }
     };
     // Columns outer when re-reading the rows costs less than re-reading the columns.
-    let row_bytes = g.m * g.quads * 4;
-    let col_bytes = g.quads * g.pitch * 4;
+    let row_bytes = g.m * g.quads * row_quad;
+    let col_bytes = g.quads * g.pitch * col_elem as usize;
     let col_passes = vt.div_ceil(nv);
     if col_passes * row_bytes <= g.m.div_ceil(mr) * col_bytes {
         if clean > 0 {
