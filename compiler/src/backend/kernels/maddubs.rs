@@ -1733,15 +1733,23 @@ fn emit_matmul(
     // Bytes of one weight: i16 for the widening tile (`dot::weights_i16`), else i8.
     let w16 = super::dot::weights_i16(q.wide, q.pack.is_some());
     let we = if w16 { 2 } else { 1 };
+    // The i16 weights' column panels follow the tile's width (`dot::w16_col_offset`).
+    let nv = q.wide.map_or(1, |isa| {
+        super::dot::choose_tile(isa, m, npp / isa.lanes(), quads).1
+    });
     let (cols, unpack) = match q.pack {
         None => {
             let mut bytes = vec![0u8; slabs * slab * we];
             for s in 0..slabs {
                 for e in 0..slab {
-                    let j = (e / 4) % npp;
+                    let (qq, j, t) = (e / (4 * npp), (e / 4) % npp, e % 4);
                     let z = if j < n { zw[j] } else { 0 };
                     let v = (code(s, e) - z) as i8 as i16;
-                    let at = (s * slab + e) * we;
+                    let at = if w16 {
+                        (s * slab + super::dot::w16_col_offset(npp, quads, nv, qq, j, t)) * 2
+                    } else {
+                        s * slab + e
+                    };
                     bytes[at..at + we].copy_from_slice(&v.to_le_bytes()[..we]);
                 }
             }
@@ -1787,6 +1795,10 @@ fn emit_matmul(
     let wide = q
         .wide
         .map(|isa| Wide::new(cx, isa, m, n, quads, kpp, npp * 4 * we, false, w16, None));
+    debug_assert!(
+        wide.as_ref().is_none_or(|w| w.vecs == nv),
+        "the panels' width"
+    );
     let (off, group, st_x, st_out) = (q.off, q.group, q.st_x, q.epi.st_out);
     let kb = &mut *cx.kb;
     let offv = off_vec(kb, off);

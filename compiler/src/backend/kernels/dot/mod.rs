@@ -112,8 +112,8 @@ pub(crate) struct DotTile {
     /// Rows are the signed operand (conv: weights), else the unsigned one.
     pub rows_signed: bool,
     /// The signed operand (the weights) is stored as i16 (`Avx2Wide` only): rows of
-    /// 4 i16 per quad (`row_stride` bytes apart), or columns in the quad layout with i16
-    /// elements (`col_stride` bytes per quad).
+    /// 4 i16 per quad (`row_stride` bytes apart), or columns in panels of the tile's
+    /// width ([`w16_col_offset`]: `col_stride` is then `vecs * 64`).
     pub w16: bool,
     /// The requantize epilogue in the tile (AVX-512 only), instead of Cranelift's.
     pub epi: Option<DotEpi>,
@@ -322,6 +322,25 @@ pub(crate) fn applies(
     maddubs::beats_bitserial(m, node, const_of, target, &c, isa.strategy()).then_some(isa)
 }
 
+/// Element offset of a matrix product's i16 weight (quad `qq`, column `j`, K value `t`
+/// of the quad) for the i16-widening tile whose column tiles hold `nv` vectors: panels
+/// of `nv * 8` columns (the last one narrower), each `[quads][width][4]`, so that a
+/// column tile reads one contiguous panel (`width * 8` bytes per quad) and the panel of
+/// the tile starting at column `c0` is at element `c0 * quads * 4`.
+pub(crate) fn w16_col_offset(
+    npp: usize,
+    quads: usize,
+    nv: usize,
+    qq: usize,
+    j: usize,
+    t: usize,
+) -> usize {
+    let pw = nv * 8;
+    let c0 = j / pw * pw;
+    let width = pw.min(npp - c0);
+    c0 * quads * 4 + (qq * width + (j - c0)) * 4 + t
+}
+
 /// Whether a layer on tile `isa` stores its weights as i16 (`DotTile::w16`): the
 /// i16-widening tile's weights when the object holds them unpacked (8 bits, or any
 /// width without bit-packing), so that the tile widens only the run-time operand. It
@@ -417,7 +436,11 @@ impl Wide {
                     vecs: v as u8,
                     quads: quads as u32,
                     row_stride: row_stride as u32,
-                    col_stride: col_stride as u32,
+                    col_stride: if w16 && !rows_signed {
+                        (v * 64) as u32
+                    } else {
+                        col_stride as u32
+                    },
                     rows_signed,
                     w16,
                     epi: epi.map(|e| DotEpi {
@@ -460,9 +483,10 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
         row_groups.push((g.m / mr * mr, g.m % mr, 1));
     }
     let (clean, rest) = (w.clean, &w.rest);
-    // Bytes of one column in a quad of the columns, and of one quad of a row.
+    // Bytes from one column tile's first column to the next's (i16 panels: a whole
+    // panel per column tile), and of one quad of a row.
     let (col_elem, row_quad) = match (w.w16, g.rows_signed) {
-        (true, false) => (8, 4),
+        (true, false) => (g.quads as i64 * 8, 4),
         (true, true) => (4, 8),
         (false, _) => (4, 4),
     };
@@ -503,7 +527,7 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
     };
     // Columns outer when re-reading the rows costs less than re-reading the columns.
     let row_bytes = g.m * g.quads * row_quad;
-    let col_bytes = g.quads * g.pitch * col_elem as usize;
+    let col_bytes = g.quads * g.pitch * if w.w16 && !g.rows_signed { 8 } else { 4 };
     let col_passes = vt.div_ceil(nv);
     if col_passes * row_bytes <= g.m.div_ceil(mr) * col_bytes {
         if clean > 0 {
