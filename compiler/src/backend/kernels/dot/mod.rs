@@ -581,4 +581,29 @@ mod tests {
         let (r, v) = choose_tile(DotIsa::Vnni512, 16, 64, 36);
         assert!(r * v >= 16, "{r}x{v}");
     }
+
+    #[test]
+    fn i16_weight_panels_are_a_permutation_with_contiguous_tiles() {
+        for (npp, quads, nv) in [(8, 1, 1), (24, 3, 2), (40, 5, 2), (256, 4, 2), (72, 2, 3)] {
+            let mut seen = vec![false; npp * quads * 4];
+            for qq in 0..quads {
+                for j in 0..npp {
+                    for t in 0..4 {
+                        let o = w16_col_offset(npp, quads, nv, qq, j, t);
+                        assert!(!seen[o], "{npp} {quads} {nv}: {qq} {j} {t}");
+                        seen[o] = true;
+                    }
+                }
+            }
+            // A column tile from c0 reads its panel at c0 * quads * 4, a quad per row
+            // of `width * 4` elements.
+            for c0 in (0..npp).step_by(nv * 8) {
+                let width = (nv * 8).min(npp - c0);
+                for qq in 0..quads {
+                    let o = w16_col_offset(npp, quads, nv, qq, c0, 0);
+                    assert_eq!(o, c0 * quads * 4 + qq * width * 4);
+                }
+            }
+        }
+    }
 }
