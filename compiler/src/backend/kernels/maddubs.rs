@@ -1735,7 +1735,14 @@ fn emit_matmul(
     let we = if w16 { 2 } else { 1 };
     // The i16 weights' column panels follow the tile's width (`dot::w16_col_offset`).
     let nv = q.wide.map_or(1, |isa| {
-        super::dot::choose_tile(isa, m, npp / isa.lanes(), quads).1
+        super::dot::choose_tile(
+            isa,
+            m,
+            npp / isa.lanes(),
+            quads,
+            super::dot::widening(isa, false, w16),
+        )
+        .1
     });
     let (cols, unpack) = match q.pack {
         None => {

@@ -255,10 +255,31 @@ impl DotTile {
     }
 }
 
+/// The shuffles per quad that the i16-widening tile spends on widening: per row and per
+/// column vector (`(0, 0)` for the other tiles). With i16 weights (`w16`) only the
+/// run-time operand is widened: a convolution's columns, a matrix product's rows.
+pub(crate) fn widening(isa: DotIsa, rows_signed: bool, w16: bool) -> (usize, usize) {
+    match (isa, w16, rows_signed) {
+        (DotIsa::Avx2Wide, false, _) => (1, 2),
+        (DotIsa::Avx2Wide, true, true) => (0, 2),
+        (DotIsa::Avx2Wide, true, false) => (1, 0),
+        _ => (0, 0),
+    }
+}
+
 /// The tile shape (rows, column vectors) for `m` rows and `vt` column vectors over
 /// `quads` quads: the fewest modelled cycles, counting per tile and quad the larger of
-/// the multiply-adds and the loads, and a fixed cost per tile (call and epilogue).
-pub(crate) fn choose_tile(isa: DotIsa, m: usize, vt: usize, quads: usize) -> (usize, usize) {
+/// the multiply-adds and the loads, and a fixed cost per tile (call and epilogue). The
+/// i16-widening tile's widening shuffles (`widen`: per row and per column vector, see
+/// [`widening`]) compete with its multiply-adds and additions for the same three
+/// ports: a quarter of a multiply-add each.
+pub(crate) fn choose_tile(
+    isa: DotIsa,
+    m: usize,
+    vt: usize,
+    quads: usize,
+    widen: (usize, usize),
+) -> (usize, usize) {
     let mut best = (f64::INFINITY, (1, 1));
     for vecs in 1..=4.min(vt.max(1)) {
         for rows in 1..=isa.max_rows(vecs).min(m.max(1)) {
@@ -272,7 +293,9 @@ pub(crate) fn choose_tile(isa: DotIsa, m: usize, vt: usize, quads: usize) -> (us
             let mut cost = 0.0;
             for &(r, rc) in &tiles(m.max(1), rows) {
                 for &(v, vc) in &tiles(vt.max(1), vecs) {
-                    let per = (quads * (r * v).max(r + v)) as f64 + 4.0 * (r * v) as f64 + 20.0;
+                    let shuffles = (r * widen.0 + v * widen.1) as f64 / 4.0;
+                    let step = ((r * v) as f64 + shuffles).max((r + v) as f64);
+                    let per = quads as f64 * step + 4.0 * (r * v) as f64 + 20.0;
                     cost += per * (rc * vc) as f64;
                 }
             }
@@ -403,7 +426,7 @@ impl Wide {
         }));
         let lanes = isa.lanes();
         let vt = n.div_ceil(lanes);
-        let (rows, vecs) = choose_tile(isa, m, vt, quads);
+        let (rows, vecs) = choose_tile(isa, m, vt, quads, widening(isa, rows_signed, w16));
         let full = vt / vecs;
         let clean = if full > 0 && full * vecs * lanes > n {
             full - 1
@@ -572,13 +595,13 @@ mod tests {
                 (10, 1, 16),
                 (3, 7, 1),
             ] {
-                let (r, v) = choose_tile(isa, m, vt, q);
+                let (r, v) = choose_tile(isa, m, vt, q, widening(isa, m % 2 == 0, vt % 2 == 0));
                 assert!(r >= 1 && v >= 1 && r <= m.max(1) && v <= vt.max(1));
                 assert!(r <= isa.max_rows(v), "{isa:?} {m} {vt}: {r}x{v}");
             }
         }
         // ResNet-20's first stage: 16 channels by 1024 pixels, K = 144.
-        let (r, v) = choose_tile(DotIsa::Vnni512, 16, 64, 36);
+        let (r, v) = choose_tile(DotIsa::Vnni512, 16, 64, 36, (0, 0));
         assert!(r * v >= 16, "{r}x{v}");
     }
 
