@@ -13,7 +13,10 @@
 //! - Weight packing, im2col, activation offsets (signed activations are offset by
 //!   `2^(b-1)` and the correction folded into the bias from the weight sums) and the
 //!   requantize epilogue are `maddubs`'s, in its quad layout: the tile reads the same
-//!   bytes, only the column pitch is a whole number of the tier's vectors.
+//!   bytes, only the column pitch is a whole number of the tier's vectors. The
+//!   i16-widening AVX2 tile is the exception: its weights are stored as i16
+//!   ([`weights_i16`]; a matrix product's columns in panels of the tile's width,
+//!   [`w16_col_offset`]), so that only the run-time operand is widened in its loop.
 //! - Tiles per tier ([`tile`]): `rows` broadcast dwords x `vecs` column vectors of
 //!   i32 accumulators, over the whole of K, stored to the workspace for the epilogue.
 //!   Columns are pixels (conv) or output channels (matmul), so 16 output channels or
@@ -365,10 +368,10 @@ pub(crate) fn w16_col_offset(
 }
 
 /// Whether a layer on tile `isa` stores its weights as i16 (`DotTile::w16`): the
-/// i16-widening tile's weights when the object holds them unpacked (8 bits, or any
-/// width without bit-packing), so that the tile widens only the run-time operand. It
+/// i16-widening tile's weights when the object holds them unpacked (8-bit weights; the
+/// narrower ones are bit-packed), so that the tile widens only the run-time operand. It
 /// doubles those weights' bytes in the object. Bit-packed weights are unpacked to i8 at
-/// run time and keep the widening in the loop.
+/// run time and keep the widening of both operands in the loop.
 pub(crate) fn weights_i16(isa: Option<DotIsa>, bit_packed: bool) -> bool {
     isa == Some(DotIsa::Avx2Wide) && !bit_packed
 }

@@ -14,6 +14,9 @@
 //! - AVX2: `vpmaddubsw ymm` (two products into a saturating i16) then `vpmaddwd` by
 //!   ones into i32 and `vpaddd`: exact only for weights that pass `maddubs`'s pair
 //!   check, which the selection asks for.
+//! - AVX2, i16 widening: `vpmaddwd ymm` on both operands widened to i16 (exact for
+//!   every i8 weight); with `DotTile::w16` the weights come as i16 from the object
+//!   (conv rows `[M][Kp]`, matmul column panels), only the run-time bytes are widened.
 //!
 //! The sums go to `acc` as `[rows][vecs * lanes]` i32, the order the epilogue reads.
 
@@ -427,7 +430,8 @@ pub(super) fn avx2(t: &DotTile) -> Result<Vec<u8>, IcedError> {
 /// `vpmaddwd` (two exact products per i32 lane) into two accumulators per column
 /// vector (columns 0-3 and 4-7, two partial sums per column), combined at the end with
 /// `vphaddd` and a `vpermq`. With `t.w16` the weights come pre-widened from the object
-/// (conv rows: `[M][Kp]` i16; matmul columns: the quad layout `[K/4][Np][4]` in i16), so
+/// (conv rows: `[M][Kp]` i16; matmul columns: the tile's panel `[K/4][8 vecs][4]` i16,
+/// `col_stride = vecs * 64`), so
 /// that the loop widens only the run-time operand: per quad one shuffle per row
 /// (matmul) or two per column vector (conv), where it was both.
 pub(super) fn avx2_wide(t: &DotTile) -> Result<Vec<u8>, IcedError> {
