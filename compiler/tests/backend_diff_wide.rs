@@ -38,6 +38,10 @@ fn tiers() -> Vec<(&'static str, &'static str, bool)> {
 /// Per tier: cases where its wide kernel ran.
 static RAN: Mutex<[usize; 2]> = Mutex::new([0; 2]);
 
+/// Cases where the i16-widening ymm tile ran on 8-bit weights, which it reads
+/// pre-widened to i16 from the object (`dot::weights_i16`).
+static RAN_I16: Mutex<usize> = Mutex::new(0);
+
 /// The other kernels, disabled so that every layer the tile can take takes it.
 const OTHERS: [Strategy; 4] = [
     Strategy::Int8Pmaddwd,
@@ -154,8 +158,20 @@ fn check_tiers(b: &B, takes: [bool; 2]) -> Result<(), String> {
             continue;
         }
         let t = Target::new(&host, cpu).map_err(|e| e.to_string())?;
-        for forced in [true, false] {
-            let disabled: &[Strategy] = if forced { &OTHERS } else { &[] };
+        // x86-64-v3 also with the `vpmaddubsw` tile off: the i16-widening tile then
+        // takes every layer whose corrected weights fit i8, pair check or not.
+        let passes: &[(bool, bool)] = if ti == 0 {
+            &[(true, false), (true, true), (false, false)]
+        } else {
+            &[(true, false), (false, false)]
+        };
+        let only_wide: Vec<Strategy> = OTHERS.into_iter().chain([Strategy::DotAvx2]).collect();
+        for &(forced, widening) in passes {
+            let disabled: &[Strategy] = match (forced, widening) {
+                (_, true) => &only_wide,
+                (true, false) => &OTHERS,
+                (false, false) => &[],
+            };
             let jit = costs::without(disabled, || JitModel::with_target(&b.m, &t))
                 .map_err(|e| format!("{cpu}: compile: {e}\n{}", b.m))?;
             let got = jit.run(&b.inputs).map_err(|e| format!("{cpu}: run: {e}"))?;
@@ -169,7 +185,15 @@ fn check_tiers(b: &B, takes: [bool; 2]) -> Result<(), String> {
                     ));
                 }
             }
-            if forced {
+            if widening {
+                if takes[ti] && !kernel.contains("vpmaddwd.ymm") {
+                    return Err(format!("{cpu}: expected vpmaddwd.ymm, got {kernel}"));
+                }
+                // 8-bit weights are stored unpacked, so as i16 for this tile.
+                if kernel.contains("vpmaddwd.ymm") && !kernel.contains("packed") {
+                    *RAN_I16.lock().unwrap() += 1;
+                }
+            } else if forced {
                 if takes[ti] && !kernel.contains(kname) {
                     return Err(format!("{cpu}: expected {kname}, got {kernel}"));
                 }
@@ -195,39 +219,38 @@ proptest! {
         requant_kind in 0usize..3,
         grouping in 0usize..4,
     ) {
-        let mut r = Rng(seed | 1);
-        let n = r.i(1, 2) as usize;
-        let (group, cg, mpg) = match grouping {
-            2 => (2, r.i(1, 12) as usize, r.i(1, 20) as usize),
-            3 => { let c = r.i(1, 9) as usize; (c, 1, r.i(1, 2) as usize) }
-            _ => (1, r.i(1, 24) as usize, r.i(1, 40) as usize),
-        };
-        let c = cg * group;
-        let m = mpg * group;
-        let (kh, kw) = (r.i(1, 3) as usize, r.i(1, 3) as usize);
-        let (sh, sw) = (r.i(1, 2) as usize, if r.i(0, 2) == 0 { 2 } else { 1 });
-        let (dh, dw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
-        let pads: Vec<i64> = (0..4).map(|_| r.i(0, 2)).collect();
-        let (h, w) = (r.i(1, 14) as usize, r.i(1, 40) as usize);
-        let fits = |len: usize, k: usize, d: usize, p0: i64, p1: i64| len as i64 + p0 + p1 >= (d * (k - 1) + 1) as i64;
-        prop_assume!(fits(h, kh, dh, pads[0], pads[2]) && fits(w, kw, dw, pads[1], pads[3]));
-        let mut b = B::new();
-        let xe = act_type(&mut r, abits, asigned);
-        let xd = codes(&mut r, &xe, n * c * h * w);
-        let x = b.input_int(xe, &[n, c, h, w], xd);
-        let wt = weights(&mut r, wbits, 0, m, m * cg * kh * kw, true);
-        let wc = b.const_int(wt.elem, &[m, cg, kh, kw], wt.codes);
-        let mut ops = vec![x, wc];
-        if let Some(bv) = bias(&mut b, &mut r, bias_kind, m) { ops.push(bv); }
-        let a = attrs(&[
-            ("strides", ints(&[sh as i64, sw as i64])), ("pads", ints(&pads)),
-            ("dilations", ints(&[dh as i64, dw as i64])), ("group", Attr::Int(group as i64)),
-        ]);
-        let y = b.node(Op::Conv2dInt, &ops, a, ElemType::I32);
-        let y = requant(&mut b, &mut r, y, requant_kind, m, 1);
-        b.output(y);
-        check_tiers(&b, wt.takes).map_err(TestCaseError::fail)?;
+        conv_case(seed, abits, wbits, asigned, bias_kind, requant_kind, grouping)?;
     }
+
+    /// 8-bit weights, which the i16-widening tile reads as i16 from the object: small
+    /// channel counts, odd K (zero-padded to whole quads), pixel counts that leave
+    /// partial column vectors, row counts that leave partial row tiles.
+    #[test]
+    fn conv2d_i16_weights(
+        seed: u64,
+        abits in 1u8..=8,
+        asigned: bool,
+        bias_kind in 0usize..3,
+        requant_kind in 0usize..3,
+        grouping in 0usize..4,
+    ) {
+        conv_case(seed, abits, 8, asigned, bias_kind, requant_kind, grouping)?;
+    }
+
+    /// Matrix products with 8-bit weights (the columns, as i16 for the widening tile):
+    /// odd K, N not a multiple of the column block, batched weights.
+    #[test]
+    fn matmul_i16_weights(
+        seed: u64,
+        abits in 1u8..=8,
+        asigned: bool,
+        bias_kind in 0usize..3,
+        requant_kind in 0usize..3,
+        batched in 0usize..3,
+    ) {
+        matmul_case(seed, abits, 8, asigned, bias_kind, requant_kind, batched)?;
+    }
+
 
     /// The zmm tile's own requantize: every rounding mode, shifts from 0 to 40,
     /// negative multipliers, clamps, i8 / u8 / i16 outputs, pixel counts that leave
@@ -297,25 +320,110 @@ proptest! {
         requant_kind in 0usize..3,
         batched in 0usize..3,
     ) {
-        let mut r = Rng(seed | 1);
-        let (m, n) = (r.i(1, 30) as usize, r.i(1, 70) as usize);
-        let k = match r.i(0, 3) { 0 => r.i(1, 20), 1 => r.i(60, 70), 2 => r.i(120, 300), _ => 513 } as usize;
-        let bs = if batched == 1 { vec![2, k, n] } else { vec![k, n] };
-        let asz = match batched { 0 => vec![m, k], _ => vec![2, m, k] };
-        let mut b = B::new();
-        let xe = act_type(&mut r, abits, asigned);
-        let ad = codes(&mut r, &xe, asz.iter().product());
-        let x = b.input_int(xe, &asz, ad);
-        let wt = weights(&mut r, wbits, bs.len() - 1, n, bs.iter().product(), false);
-        let y = b.const_int(wt.elem, &bs, wt.codes);
-        let mut ops = vec![x, y];
-        if let Some(bv) = bias(&mut b, &mut r, bias_kind, n) { ops.push(bv); }
-        let z = b.node(Op::MatMulInt, &ops, attrs(&[]), ElemType::I32);
-        let axis = if batched > 0 { 2 } else { 1 };
-        let z = requant(&mut b, &mut r, z, requant_kind, n, axis);
-        b.output(z);
-        check_tiers(&b, wt.takes).map_err(TestCaseError::fail)?;
+        matmul_case(seed, abits, wbits, asigned, bias_kind, requant_kind, batched)?;
     }
+
+}
+
+/// A random convolution (see `conv2d_wide`) checked on every tier.
+#[allow(clippy::too_many_arguments, reason = "the test's parameters")]
+fn conv_case(
+    seed: u64,
+    abits: u8,
+    wbits: u8,
+    asigned: bool,
+    bias_kind: usize,
+    requant_kind: usize,
+    grouping: usize,
+) -> Result<(), TestCaseError> {
+    let mut r = Rng(seed | 1);
+    let n = r.i(1, 2) as usize;
+    let (group, cg, mpg) = match grouping {
+        2 => (2, r.i(1, 12) as usize, r.i(1, 20) as usize),
+        3 => {
+            let c = r.i(1, 9) as usize;
+            (c, 1, r.i(1, 2) as usize)
+        }
+        _ => (1, r.i(1, 24) as usize, r.i(1, 40) as usize),
+    };
+    let c = cg * group;
+    let m = mpg * group;
+    let (kh, kw) = (r.i(1, 3) as usize, r.i(1, 3) as usize);
+    let (sh, sw) = (r.i(1, 2) as usize, if r.i(0, 2) == 0 { 2 } else { 1 });
+    let (dh, dw) = (r.i(1, 2) as usize, r.i(1, 2) as usize);
+    let pads: Vec<i64> = (0..4).map(|_| r.i(0, 2)).collect();
+    let (h, w) = (r.i(1, 14) as usize, r.i(1, 40) as usize);
+    let fits = |len: usize, k: usize, d: usize, p0: i64, p1: i64| {
+        len as i64 + p0 + p1 >= (d * (k - 1) + 1) as i64
+    };
+    if !(fits(h, kh, dh, pads[0], pads[2]) && fits(w, kw, dw, pads[1], pads[3])) {
+        return Ok(());
+    }
+    let mut b = B::new();
+    let xe = act_type(&mut r, abits, asigned);
+    let xd = codes(&mut r, &xe, n * c * h * w);
+    let x = b.input_int(xe, &[n, c, h, w], xd);
+    let wt = weights(&mut r, wbits, 0, m, m * cg * kh * kw, true);
+    let wc = b.const_int(wt.elem, &[m, cg, kh, kw], wt.codes);
+    let mut ops = vec![x, wc];
+    if let Some(bv) = bias(&mut b, &mut r, bias_kind, m) {
+        ops.push(bv);
+    }
+    let a = attrs(&[
+        ("strides", ints(&[sh as i64, sw as i64])),
+        ("pads", ints(&pads)),
+        ("dilations", ints(&[dh as i64, dw as i64])),
+        ("group", Attr::Int(group as i64)),
+    ]);
+    let y = b.node(Op::Conv2dInt, &ops, a, ElemType::I32);
+    let y = requant(&mut b, &mut r, y, requant_kind, m, 1);
+    b.output(y);
+    check_tiers(&b, wt.takes).map_err(TestCaseError::fail)
+}
+
+/// A random matrix product (see `matmul_wide`) checked on every tier.
+#[allow(clippy::too_many_arguments, reason = "the test's parameters")]
+fn matmul_case(
+    seed: u64,
+    abits: u8,
+    wbits: u8,
+    asigned: bool,
+    bias_kind: usize,
+    requant_kind: usize,
+    batched: usize,
+) -> Result<(), TestCaseError> {
+    let mut r = Rng(seed | 1);
+    let (m, n) = (r.i(1, 30) as usize, r.i(1, 70) as usize);
+    let k = match r.i(0, 3) {
+        0 => r.i(1, 20),
+        1 => r.i(60, 70),
+        2 => r.i(120, 300),
+        _ => 513,
+    } as usize;
+    let bs = if batched == 1 {
+        vec![2, k, n]
+    } else {
+        vec![k, n]
+    };
+    let asz = match batched {
+        0 => vec![m, k],
+        _ => vec![2, m, k],
+    };
+    let mut b = B::new();
+    let xe = act_type(&mut r, abits, asigned);
+    let ad = codes(&mut r, &xe, asz.iter().product());
+    let x = b.input_int(xe, &asz, ad);
+    let wt = weights(&mut r, wbits, bs.len() - 1, n, bs.iter().product(), false);
+    let y = b.const_int(wt.elem, &bs, wt.codes);
+    let mut ops = vec![x, y];
+    if let Some(bv) = bias(&mut b, &mut r, bias_kind, n) {
+        ops.push(bv);
+    }
+    let z = b.node(Op::MatMulInt, &ops, attrs(&[]), ElemType::I32);
+    let axis = if batched > 0 { 2 } else { 1 };
+    let z = requant(&mut b, &mut r, z, requant_kind, n, axis);
+    b.output(z);
+    check_tiers(&b, wt.takes).map_err(TestCaseError::fail)
 }
 
 /// ResNet-20's first stage: 16 channels, 3x3, K = 144, 32x32 pixels, 8-bit weights
@@ -384,6 +492,13 @@ fn zz_tiers_exercised() {
     resnet_stage_one_small_weights();
     let ran = *RAN.lock().unwrap();
     let mut missing = Vec::new();
+    if tiers()[0].2 {
+        let n = *RAN_I16.lock().unwrap();
+        println!("x86-64-v3: {n} cases took vpmaddwd.ymm with i16 weights");
+        if n == 0 {
+            missing.push("x86-64-v3 (vpmaddwd.ymm, i16 weights)");
+        }
+    }
     for (ti, (cpu, kname, has)) in tiers().into_iter().enumerate() {
         if has {
             println!("tier {cpu}: exercised ({} cases took {kname})", ran[ti]);

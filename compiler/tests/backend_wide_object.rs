@@ -105,6 +105,15 @@ fn wide_objects_are_deterministic_and_define_each_tile_once() {
         // Both layers: v3 runs the 8-bit one (which fails the pair check) on the
         // i16-widening tile.
         assert_eq!(wide.len(), 2, "{}", a.report);
+        // The 8-bit layer's weights (16 x 144): i8 rows, or i16 rows for the
+        // i16-widening tile, and the report counts the bytes the object holds.
+        let w8 = 16 * 144;
+        let rodata = wide[0].rodata_bytes as usize;
+        if cpu == "x86-64-v3" {
+            assert!(rodata >= 2 * w8, "{rodata}\n{}", a.report);
+        } else {
+            assert!((w8..2 * w8).contains(&rodata), "{rodata}\n{}", a.report);
+        }
         assert_eq!(a.report.tier.as_deref(), Some(cpu));
         let asm = qcc::backend::emit_asm(&b.m, "wide", &t).unwrap();
         let want = if cpu.contains("vnni") {

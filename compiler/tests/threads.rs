@@ -361,6 +361,9 @@ proptest! {
         if host_has(false) {
             check(&b, "x86-64-v3", &only(&[Strategy::DotAvx2, Strategy::DotAvx2Wide]), ".ymm")
                 .map_err(TestCaseError::fail)?;
+            // The i16-widening tile alone (8-bit weights: read as i16 by every band).
+            check(&b, "x86-64-v3", &only(&[Strategy::DotAvx2Wide]), "vpmaddwd.ymm")
+                .map_err(TestCaseError::fail)?;
         }
         if Tier::host().avx512_vnni() {
             check(&b, "native", &only(&[Strategy::DotVnni]), "vpdpbusd.zmm")

@@ -141,6 +141,7 @@ mod tests {
             row_stride: 24,
             col_stride: 256,
             rows_signed,
+            w16: false,
             epi: None,
         }
     }
@@ -161,6 +162,34 @@ mod tests {
         assert!(text.contains("vpmaddubsw ymm"), "{text}");
         assert!(text.contains("vpmaddwd ymm"), "{text}");
         assert!(!text.contains("zmm"), "{text}");
+    }
+
+    #[test]
+    fn the_widening_tile_widens_only_the_run_time_bytes_with_i16_weights() {
+        let count = |t: &str, s: &str| t.matches(s).count();
+        for rows_signed in [true, false] {
+            let t8 = DotTile {
+                rows: 2,
+                ..tile(DotIsa::Avx2Wide, rows_signed)
+            };
+            let t16 = DotTile {
+                w16: true,
+                ..t8.clone()
+            };
+            let a = disassemble(&AsmFn::Dot(t8.clone()).assemble().unwrap());
+            let b = disassemble(&AsmFn::Dot(t16.clone()).assemble().unwrap());
+            assert_eq!(count(&a, "vpmaddwd ymm"), 8, "{a}");
+            assert_eq!(count(&b, "vpmaddwd ymm"), 8, "{b}");
+            // 2 rows x 2 column vectors per quad: the rows widen twice, the columns 4
+            // times; with i16 weights only the run-time operand.
+            let widen = |t: &str| count(t, "vpmovsxbw") + count(t, "vpmovzxbw");
+            assert_eq!(widen(&a), 6, "{a}");
+            assert_eq!(widen(&b), if rows_signed { 4 } else { 2 }, "{b}");
+            if rows_signed {
+                assert!(b.contains("vpbroadcastq ymm"), "{b}");
+            }
+            assert_ne!(AsmFn::Dot(t8).symbol(), AsmFn::Dot(t16).symbol());
+        }
     }
 
     fn ftile(isa: FmaIsa, valid: u32) -> FmaTile {

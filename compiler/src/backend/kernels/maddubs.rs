@@ -1515,14 +1515,19 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     let ws = cx.ws;
     let acc_off = q.acc_offset();
     let quads = kpp / 4;
-    // Weight rows [M][Kp] i8 (padding 0): in `.rodata`, or unpacked from the bit-packed
-    // rows once per call.
+    // Bytes of one weight: i16 for the widening tile (`dot::weights_i16`), else i8.
+    let w16 = super::dot::weights_i16(q.wide, q.pack.is_some());
+    let we = if w16 { 2 } else { 1 };
+    // Weight rows [M][Kp] i8 or i16 (padding 0): in `.rodata`, or unpacked from the
+    // bit-packed rows once per call.
     let wrows = match q.pack {
         None => {
-            let mut bytes = vec![0u8; g.m * kpp];
+            let mut bytes = vec![0u8; g.m * kpp * we];
             for ch in 0..g.m {
                 for kk in 0..k {
-                    bytes[ch * kpp + kk] = wv(ch, kk) as i8 as u8;
+                    let at = (ch * kpp + kk) * we;
+                    let v = wv(ch, kk) as i16;
+                    bytes[at..at + we].copy_from_slice(&v.to_le_bytes()[..we]);
                 }
             }
             cx.rodata(bytes, 16)
@@ -1601,9 +1606,20 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         MdPhase::Chans(c0, c1) => (c0, c1),
         _ => (0, mg),
     };
-    let wide = q
-        .wide
-        .map(|isa| Wide::new(cx, isa, c1 - c0, npix, quads, kpp, pp * 4, true, wide_epi));
+    let wide = q.wide.map(|isa| {
+        Wide::new(
+            cx,
+            isa,
+            c1 - c0,
+            npix,
+            quads,
+            kpp * we,
+            pp * 4,
+            true,
+            w16,
+            wide_epi,
+        )
+    });
     let (g, off, group, st_out) = (*g, q.off, q.group, q.epi.st_out);
     let kb = &mut *cx.kb;
     let offv = off_vec(kb, off);
@@ -1625,8 +1641,8 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
             let xg = kb.idx(xn, grp, (cg * x_plane) as i64);
             let og = kb.idx(on, grp, (mg * o_plane * ob) as i64);
             let og = kb.off(og, (c0 * o_plane * ob) as i64);
-            let wg = kb.idx(wrows, grp, (mg * kpp) as i64);
-            let wg = kb.off(wg, (c0 * kpp) as i64);
+            let wg = kb.idx(wrows, grp, (mg * kpp * we) as i64);
+            let wg = kb.off(wg, (c0 * kpp * we) as i64);
             im2col_rows(kb, &g, x_plane, xg, t, pp, off, offv);
             transpose_quads(kb, t, b, kpp / 4, pp);
             let corr_g = corr_tab.map(|c| {
@@ -1658,7 +1674,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
                     n: npix,
                     quads,
                     rows: wg,
-                    row_stride: kpp as i64,
+                    row_stride: (kpp * we) as i64,
                     cols: b,
                     pitch: pp,
                     rows_signed: true,
@@ -1714,14 +1730,34 @@ fn emit_matmul(
     let acc_off = q.acc_offset();
     let a_bytes = (m * kpp).div_ceil(16) * 16;
     let b_ws = cx.kb.off(ws, a_bytes as i64);
+    // Bytes of one weight: i16 for the widening tile (`dot::weights_i16`), else i8.
+    let w16 = super::dot::weights_i16(q.wide, q.pack.is_some());
+    let we = if w16 { 2 } else { 1 };
+    // The i16 weights' column panels follow the tile's width (`dot::w16_col_offset`).
+    let nv = q.wide.map_or(1, |isa| {
+        super::dot::choose_tile(
+            isa,
+            m,
+            npp / isa.lanes(),
+            quads,
+            super::dot::widening(isa, false, w16),
+        )
+        .1
+    });
     let (cols, unpack) = match q.pack {
         None => {
-            let mut bytes = vec![0u8; slabs * slab];
+            let mut bytes = vec![0u8; slabs * slab * we];
             for s in 0..slabs {
                 for e in 0..slab {
-                    let j = (e / 4) % npp;
+                    let (qq, j, t) = (e / (4 * npp), (e / 4) % npp, e % 4);
                     let z = if j < n { zw[j] } else { 0 };
-                    bytes[s * slab + e] = (code(s, e) - z) as i8 as u8;
+                    let v = (code(s, e) - z) as i8 as i16;
+                    let at = if w16 {
+                        (s * slab + super::dot::w16_col_offset(npp, quads, nv, qq, j, t)) * 2
+                    } else {
+                        s * slab + e
+                    };
+                    bytes[at..at + we].copy_from_slice(&v.to_le_bytes()[..we]);
                 }
             }
             (cx.rodata(bytes, 16), None)
@@ -1765,7 +1801,11 @@ fn emit_matmul(
     let ob = q.epi.st_out.bytes();
     let wide = q
         .wide
-        .map(|isa| Wide::new(cx, isa, m, n, quads, kpp, npp * 4, false, None));
+        .map(|isa| Wide::new(cx, isa, m, n, quads, kpp, npp * 4 * we, false, w16, None));
+    debug_assert!(
+        wide.as_ref().is_none_or(|w| w.vecs == nv),
+        "the panels' width"
+    );
     let (off, group, st_x, st_out) = (q.off, q.group, q.st_x, q.epi.st_out);
     let kb = &mut *cx.kb;
     let offv = off_vec(kb, off);
@@ -1781,7 +1821,7 @@ fn emit_matmul(
             copy_codes(kb, s, d, k, 1, off, offv);
         });
         let cp = match unpack {
-            None => kb.off(cols, (bb * slab) as i64),
+            None => kb.off(cols, (bb * slab * we) as i64),
             Some((pk, src, zp)) => {
                 if unpacked != Some(bb) {
                     let s = kb.off(src, (bb * quads * pk.row_vecs(4 * npp) * 16) as i64);

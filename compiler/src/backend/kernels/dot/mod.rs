@@ -13,7 +13,10 @@
 //! - Weight packing, im2col, activation offsets (signed activations are offset by
 //!   `2^(b-1)` and the correction folded into the bias from the weight sums) and the
 //!   requantize epilogue are `maddubs`'s, in its quad layout: the tile reads the same
-//!   bytes, only the column pitch is a whole number of the tier's vectors.
+//!   bytes, only the column pitch is a whole number of the tier's vectors. The
+//!   i16-widening AVX2 tile is the exception: its weights are stored as i16
+//!   ([`weights_i16`]; a matrix product's columns in panels of the tile's width,
+//!   [`w16_col_offset`]), so that only the run-time operand is widened in its loop.
 //! - Tiles per tier ([`tile`]): `rows` broadcast dwords x `vecs` column vectors of
 //!   i32 accumulators, over the whole of K, stored to the workspace for the epilogue.
 //!   Columns are pixels (conv) or output channels (matmul), so 16 output channels or
@@ -111,6 +114,10 @@ pub(crate) struct DotTile {
     pub col_stride: u32,
     /// Rows are the signed operand (conv: weights), else the unsigned one.
     pub rows_signed: bool,
+    /// The signed operand (the weights) is stored as i16 (`Avx2Wide` only): rows of
+    /// 4 i16 per quad (`row_stride` bytes apart), or columns in panels of the tile's
+    /// width ([`w16_col_offset`]: `col_stride` is then `vecs * 64`).
+    pub w16: bool,
     /// The requantize epilogue in the tile (AVX-512 only), instead of Cranelift's.
     pub epi: Option<DotEpi>,
 }
@@ -228,17 +235,18 @@ impl DotTile {
             self.row_stride,
             self.col_stride,
             if self.rows_signed { "rs" } else { "ru" }
-        ) + &match &self.epi {
-            None => String::new(),
-            Some(e) => {
-                let sign = if e.unsigned { "u" } else { "s" };
-                format!(
-                    "_rq{:?}_e{sign}{}_l{}_v{}",
-                    e.round, e.elem, e.row_bytes, e.valid
-                )
-                .to_lowercase()
+        ) + if self.w16 { "_w16" } else { "" }
+            + &match &self.epi {
+                None => String::new(),
+                Some(e) => {
+                    let sign = if e.unsigned { "u" } else { "s" };
+                    format!(
+                        "_rq{:?}_e{sign}{}_l{}_v{}",
+                        e.round, e.elem, e.row_bytes, e.valid
+                    )
+                    .to_lowercase()
+                }
             }
-        }
     }
 
     pub fn assemble(&self) -> Result<Vec<u8>, iced_x86::IcedError> {
@@ -250,10 +258,31 @@ impl DotTile {
     }
 }
 
+/// The shuffles per quad that the i16-widening tile spends on widening: per row and per
+/// column vector (`(0, 0)` for the other tiles). With i16 weights (`w16`) only the
+/// run-time operand is widened: a convolution's columns, a matrix product's rows.
+pub(crate) fn widening(isa: DotIsa, rows_signed: bool, w16: bool) -> (usize, usize) {
+    match (isa, w16, rows_signed) {
+        (DotIsa::Avx2Wide, false, _) => (1, 2),
+        (DotIsa::Avx2Wide, true, true) => (0, 2),
+        (DotIsa::Avx2Wide, true, false) => (1, 0),
+        _ => (0, 0),
+    }
+}
+
 /// The tile shape (rows, column vectors) for `m` rows and `vt` column vectors over
 /// `quads` quads: the fewest modelled cycles, counting per tile and quad the larger of
-/// the multiply-adds and the loads, and a fixed cost per tile (call and epilogue).
-pub(crate) fn choose_tile(isa: DotIsa, m: usize, vt: usize, quads: usize) -> (usize, usize) {
+/// the multiply-adds and the loads, and a fixed cost per tile (call and epilogue). The
+/// i16-widening tile's widening shuffles (`widen`: per row and per column vector, see
+/// [`widening`]) compete with its multiply-adds and additions for the same three
+/// ports: a quarter of a multiply-add each.
+pub(crate) fn choose_tile(
+    isa: DotIsa,
+    m: usize,
+    vt: usize,
+    quads: usize,
+    widen: (usize, usize),
+) -> (usize, usize) {
     let mut best = (f64::INFINITY, (1, 1));
     for vecs in 1..=4.min(vt.max(1)) {
         for rows in 1..=isa.max_rows(vecs).min(m.max(1)) {
@@ -267,7 +296,9 @@ pub(crate) fn choose_tile(isa: DotIsa, m: usize, vt: usize, quads: usize) -> (us
             let mut cost = 0.0;
             for &(r, rc) in &tiles(m.max(1), rows) {
                 for &(v, vc) in &tiles(vt.max(1), vecs) {
-                    let per = (quads * (r * v).max(r + v)) as f64 + 4.0 * (r * v) as f64 + 20.0;
+                    let shuffles = (r * widen.0 + v * widen.1) as f64 / 4.0;
+                    let step = ((r * v) as f64 + shuffles).max((r + v) as f64);
+                    let per = quads as f64 * step + 4.0 * (r * v) as f64 + 20.0;
                     cost += per * (rc * vc) as f64;
                 }
             }
@@ -317,6 +348,34 @@ pub(crate) fn applies(
     maddubs::beats_bitserial(m, node, const_of, target, &c, isa.strategy()).then_some(isa)
 }
 
+/// Element offset of a matrix product's i16 weight (quad `qq`, column `j`, K value `t`
+/// of the quad) for the i16-widening tile whose column tiles hold `nv` vectors: panels
+/// of `nv * 8` columns (the last one narrower), each `[quads][width][4]`, so that a
+/// column tile reads one contiguous panel (`width * 8` bytes per quad) and the panel of
+/// the tile starting at column `c0` is at element `c0 * quads * 4`.
+pub(crate) fn w16_col_offset(
+    npp: usize,
+    quads: usize,
+    nv: usize,
+    qq: usize,
+    j: usize,
+    t: usize,
+) -> usize {
+    let pw = nv * 8;
+    let c0 = j / pw * pw;
+    let width = pw.min(npp - c0);
+    c0 * quads * 4 + (qq * width + (j - c0)) * 4 + t
+}
+
+/// Whether a layer on tile `isa` stores its weights as i16 (`DotTile::w16`): the
+/// i16-widening tile's weights when the object holds them unpacked (8-bit weights; the
+/// narrower ones are bit-packed), so that the tile widens only the run-time operand. It
+/// doubles those weights' bytes in the object. Bit-packed weights are unpacked to i8 at
+/// run time and keep the widening of both operands in the loop.
+pub(crate) fn weights_i16(isa: Option<DotIsa>, bit_packed: bool) -> bool {
+    isa == Some(DotIsa::Avx2Wide) && !bit_packed
+}
+
 /// What an in-tile requantize needs besides the per-channel table.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WideEpi {
@@ -335,6 +394,8 @@ pub(crate) struct Wide {
     pub vecs: usize,
     /// Whether the tiles requantize and store the outputs themselves.
     pub epi: bool,
+    /// The weights are i16 (`DotTile::w16`).
+    pub w16: bool,
     /// Column tiles: `clean` whole tiles from column 0 that end within n, then the
     /// others as (first column, vectors).
     clean: usize,
@@ -346,7 +407,8 @@ impl Wide {
     /// Bytes of the tile's i32 sums in the workspace.
     pub const ACC_BYTES: usize = 32 * 64;
 
-    /// The tiles for a GEMM of `m` rows by `n` columns over `quads` quads.
+    /// The tiles for a GEMM of `m` rows by `n` columns over `quads` quads; `w16`: the
+    /// weights are stored as i16 (see [`weights_i16`]), strides in bytes.
     #[allow(clippy::too_many_arguments, reason = "one GEMM's geometry")]
     pub fn new(
         cx: &mut Ecx<'_, '_, '_, '_>,
@@ -357,15 +419,17 @@ impl Wide {
         row_stride: usize,
         col_stride: usize,
         rows_signed: bool,
+        w16: bool,
         epi: Option<WideEpi>,
     ) -> Wide {
+        debug_assert!(!w16 || isa == DotIsa::Avx2Wide);
         debug_assert!(cx.kb.feat.tier.is_some_and(|t| match isa {
             DotIsa::Vnni512 => t.avx512_vnni(),
             DotIsa::Avx2 | DotIsa::Avx2Wide => t.avx2(),
         }));
         let lanes = isa.lanes();
         let vt = n.div_ceil(lanes);
-        let (rows, vecs) = choose_tile(isa, m, vt, quads);
+        let (rows, vecs) = choose_tile(isa, m, vt, quads, widening(isa, rows_signed, w16));
         let full = vt / vecs;
         let clean = if full > 0 && full * vecs * lanes > n {
             full - 1
@@ -398,8 +462,13 @@ impl Wide {
                     vecs: v as u8,
                     quads: quads as u32,
                     row_stride: row_stride as u32,
-                    col_stride: col_stride as u32,
+                    col_stride: if w16 && !rows_signed {
+                        (v * 64) as u32
+                    } else {
+                        col_stride as u32
+                    },
                     rows_signed,
+                    w16,
                     epi: epi.map(|e| DotEpi {
                         round: epi_round(e.round),
                         elem: e.elem,
@@ -417,6 +486,7 @@ impl Wide {
             rows,
             vecs,
             epi: epi.is_some(),
+            w16,
             clean,
             rest,
             fns,
@@ -439,6 +509,13 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
         row_groups.push((g.m / mr * mr, g.m % mr, 1));
     }
     let (clean, rest) = (w.clean, &w.rest);
+    // Bytes from one column tile's first column to the next's (i16 panels: a whole
+    // panel per column tile), and of one quad of a row.
+    let (col_elem, row_quad) = match (w.w16, g.rows_signed) {
+        (true, false) => (g.quads as i64 * 8, 4),
+        (true, true) => (4, 8),
+        (false, _) => (4, 4),
+    };
     let one =
         |kb: &mut Kb<'_, '_>, rows: usize, row0: Value, col: Result<Value, (usize, usize)>| {
             let (col0, vecs, tail) = match col {
@@ -447,7 +524,7 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
             };
             let valid = tail.map_or(nv * lanes, |first| (g.n - first).min(vecs * lanes));
             let a = kb.idx(g.rows, row0, g.row_stride);
-            let b = kb.idx(g.cols, col0, 4);
+            let b = kb.idx(g.cols, col0, col_elem);
             let f = w.fns[&(rows, vecs, valid)];
             if w.epi {
                 let ob = g.acc.st_out.bytes() as i64;
@@ -475,8 +552,8 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
         }
     };
     // Columns outer when re-reading the rows costs less than re-reading the columns.
-    let row_bytes = g.m * g.quads * 4;
-    let col_bytes = g.quads * g.pitch * 4;
+    let row_bytes = g.m * g.quads * row_quad;
+    let col_bytes = g.quads * g.pitch * if w.w16 && !g.rows_signed { 8 } else { 4 };
     let col_passes = vt.div_ceil(nv);
     if col_passes * row_bytes <= g.m.div_ceil(mr) * col_bytes {
         if clean > 0 {
@@ -521,13 +598,38 @@ mod tests {
                 (10, 1, 16),
                 (3, 7, 1),
             ] {
-                let (r, v) = choose_tile(isa, m, vt, q);
+                let (r, v) = choose_tile(isa, m, vt, q, widening(isa, m % 2 == 0, vt % 2 == 0));
                 assert!(r >= 1 && v >= 1 && r <= m.max(1) && v <= vt.max(1));
                 assert!(r <= isa.max_rows(v), "{isa:?} {m} {vt}: {r}x{v}");
             }
         }
         // ResNet-20's first stage: 16 channels by 1024 pixels, K = 144.
-        let (r, v) = choose_tile(DotIsa::Vnni512, 16, 64, 36);
+        let (r, v) = choose_tile(DotIsa::Vnni512, 16, 64, 36, (0, 0));
         assert!(r * v >= 16, "{r}x{v}");
+    }
+
+    #[test]
+    fn i16_weight_panels_are_a_permutation_with_contiguous_tiles() {
+        for (npp, quads, nv) in [(8, 1, 1), (24, 3, 2), (40, 5, 2), (256, 4, 2), (72, 2, 3)] {
+            let mut seen = vec![false; npp * quads * 4];
+            for qq in 0..quads {
+                for j in 0..npp {
+                    for t in 0..4 {
+                        let o = w16_col_offset(npp, quads, nv, qq, j, t);
+                        assert!(!seen[o], "{npp} {quads} {nv}: {qq} {j} {t}");
+                        seen[o] = true;
+                    }
+                }
+            }
+            // A column tile from c0 reads its panel at c0 * quads * 4, a quad per row
+            // of `width * 4` elements.
+            for c0 in (0..npp).step_by(nv * 8) {
+                let width = (nv * 8).min(npp - c0);
+                for qq in 0..quads {
+                    let o = w16_col_offset(npp, quads, nv, qq, c0, 0);
+                    assert_eq!(o, c0 * quads * 4 + qq * width * 4);
+                }
+            }
+        }
     }
 }

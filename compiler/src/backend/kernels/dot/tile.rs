@@ -14,6 +14,9 @@
 //! - AVX2: `vpmaddubsw ymm` (two products into a saturating i16) then `vpmaddwd` by
 //!   ones into i32 and `vpaddd`: exact only for weights that pass `maddubs`'s pair
 //!   check, which the selection asks for.
+//! - AVX2, i16 widening: `vpmaddwd ymm` on both operands widened to i16 (exact for
+//!   every i8 weight); with `DotTile::w16` the weights come as i16 from the object
+//!   (conv rows `[M][Kp]`, matmul column panels), only the run-time bytes are widened.
 //!
 //! The sums go to `acc` as `[rows][vecs * lanes]` i32, the order the epilogue reads.
 
@@ -41,7 +44,8 @@ fn k_loop(
     a.mov(r10d, t.quads)?;
     a.set_label(&mut top)?;
     body(a)?;
-    a.add(rdi, 4)?;
+    // Bytes of one quad of a row: 4 bytes, or 4 i16 for pre-widened weight rows.
+    a.add(rdi, if t.w16 && t.rows_signed { 8 } else { 4 })?;
     a.add(rsi, t.col_stride as i32)?;
     a.sub(r10d, 1)?;
     a.jnz(top)?;
@@ -425,7 +429,11 @@ pub(super) fn avx2(t: &DotTile) -> Result<Vec<u8>, IcedError> {
 /// The AVX2 tile for weights that fail the pair check: both operands widened to i16,
 /// `vpmaddwd` (two exact products per i32 lane) into two accumulators per column
 /// vector (columns 0-3 and 4-7, two partial sums per column), combined at the end with
-/// `vphaddd` and a `vpermq`.
+/// `vphaddd` and a `vpermq`. With `t.w16` the weights come pre-widened from the object
+/// (conv rows: `[M][Kp]` i16; matmul columns: the tile's panel `[K/4][8 vecs][4]` i16,
+/// `col_stride = vecs * 64`), so
+/// that the loop widens only the run-time operand: per quad one shuffle per row
+/// (matmul) or two per column vector (conv), where it was both.
 pub(super) fn avx2_wide(t: &DotTile) -> Result<Vec<u8>, IcedError> {
     let (rows, vecs) = (t.rows as usize, t.vecs as usize);
     let mut a = crate::backend::asm::assembler(false)?;
@@ -441,9 +449,17 @@ pub(super) fn avx2_wide(t: &DotTile) -> Result<Vec<u8>, IcedError> {
             }
         }
     }
+    // With `w16` the weights (rows of a convolution, columns of a matrix product) are
+    // i16 already: a column vector is two plain loads, a row one `vpbroadcastq` (a
+    // load only); only the run-time bytes are widened here.
+    let (rows_w16, cols_w16) = (t.w16 && t.rows_signed, t.w16 && !t.rows_signed);
     k_loop(&mut a, t, |a| {
         for v in 0..vecs {
             for h in 0..2 {
+                if cols_w16 {
+                    a.vmovdqu(col(v, h), ymmword_ptr(rsi + (v * 64 + h * 32) as i32))?;
+                    continue;
+                }
                 let m = xmmword_ptr(rsi + (v * 32 + h * 16) as i32);
                 if t.rows_signed {
                     a.vpmovzxbw(col(v, h), m)?;
@@ -454,13 +470,19 @@ pub(super) fn avx2_wide(t: &DotTile) -> Result<Vec<u8>, IcedError> {
         }
         let mut i = 0;
         for r in 0..rows {
-            // The row's 4 K values as i16 in every 64 bits: the dword broadcast to 16
-            // bytes (a load), widened to 16 words (one shuffle).
-            a.vpbroadcastd(wx, dword_ptr(rdi + (r as u32 * t.row_stride) as i32))?;
-            if t.rows_signed {
-                a.vpmovsxbw(w, wx)?;
+            let at = rdi + (r as u32 * t.row_stride) as i32;
+            if rows_w16 {
+                // The row's 4 K values as i16, broadcast to every 64 bits.
+                a.vpbroadcastq(w, qword_ptr(at))?;
             } else {
-                a.vpmovzxbw(w, wx)?;
+                // The row's 4 K values as i16 in every 64 bits: the dword broadcast to
+                // 16 bytes (a load), widened to 16 words (one shuffle).
+                a.vpbroadcastd(wx, dword_ptr(at))?;
+                if t.rows_signed {
+                    a.vpmovsxbw(w, wx)?;
+                } else {
+                    a.vpmovzxbw(w, wx)?;
+                }
             }
             for v in 0..vecs {
                 for h in 0..2 {
