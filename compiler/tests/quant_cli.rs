@@ -600,3 +600,76 @@ fn sq_flags_say_what_works() {
         "{e}"
     );
 }
+
+/// `--wbits 2 --pow2 --calib`: the 1- and 2-bit layers keep their power-of-two scales
+/// (the per-channel fit's gains would leave them, and the module used to fail the
+/// verifier: "the module is invalid").
+#[test]
+fn two_bit_weights_with_pow2_keep_power_of_two_scales() {
+    let (ok, out, err) = qcc(&[
+        "eval",
+        "tests/models/digits_resnet_folded.onnx",
+        "--data",
+        "tests/models/digits_test.npz",
+        "--limit",
+        "40",
+        "--wbits",
+        "2",
+        "--abits",
+        "8",
+        "--pow2",
+        "--calib",
+        "tests/models/digits_train.npz",
+        "--calib-limit",
+        "50",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("compiled (JIT) top-1"), "{out}");
+    assert!(err.contains("keep their power-of-two scales"), "{err}");
+}
+
+/// `--wbits 2 --calib` on convolutions without a bias: they get a zero one for the
+/// fitted offsets (was "internal: ... has no channels or bias").
+#[test]
+fn two_bit_fit_on_convolutions_without_bias() {
+    let dir = std::env::temp_dir().join(format!("qcc-nobias-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = |n: usize, seed: usize| -> String {
+        (0..n)
+            .map(|i| format!("{:.3}", (((i * 37 + seed * 11) % 19) as f32 - 9.0) / 12.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let model = dir.join("nobias.qir");
+    std::fs::write(
+        &model,
+        format!(
+            "module nobias {{\n input %x: f32[1,1,8,8]\n const @w0: f32[8,1,3,3] = [{}]\n const @w1: f32[8,8,3,3] = [{}]\n const @w2: f32[8,8,3,3] = [{}]\n const @fc: f32[10,512] = [{}]\n %c0: f32[1,8,8,8] = conv2d(%x, @w0) {{pads = [1, 1, 1, 1]}}\n %r0: f32[1,8,8,8] = relu(%c0)\n %c1: f32[1,8,8,8] = conv2d(%r0, @w1) {{pads = [1, 1, 1, 1]}}\n %r1: f32[1,8,8,8] = relu(%c1)\n %c2: f32[1,8,8,8] = conv2d(%r1, @w2) {{pads = [1, 1, 1, 1]}}\n %r2: f32[1,8,8,8] = relu(%c2)\n %f: f32[1,512] = flatten(%r2) {{axis = 1}}\n %y: f32[1,10] = gemm(%f, @fc) {{trans_b = true}}\n output %y\n}}\n",
+            w(72, 1),
+            w(576, 2),
+            w(576, 3),
+            w(5120, 4)
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = qcc(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--data",
+        "tests/models/digits_test.npz",
+        "--limit",
+        "20",
+        "--wbits",
+        "2",
+        "--abits",
+        "8",
+        "--calib",
+        "tests/models/digits_train.npz",
+        "--calib-limit",
+        "50",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("compiled (JIT) top-1"), "{out}");
+    assert!(err.contains("fitted per channel"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -406,6 +406,41 @@ fn fit(acc: &Sums, gmax: &[f64]) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// Gives every picked conv2d/gemm layer of `qdq` without a bias a zero one, where the
+/// fitted offsets go; matrix products (which take no bias) cannot be fitted.
+fn give_biases(
+    qdq: &mut Module,
+    report: &QuantReport,
+    pick: &dyn Fn(&LayerReport) -> bool,
+) -> Result<(), String> {
+    for layer in report.layers.iter().filter(|l| pick(l)) {
+        let ValueDef::Node(id) = qdq.value(layer.output).def else {
+            return Err(format!("internal: {} is not computed", layer.name));
+        };
+        let node = qdq.node(id);
+        if node.operands.len() >= 3 {
+            continue;
+        }
+        if !matches!(node.op, Op::Conv2d | Op::Gemm) {
+            return Err(format!(
+                "internal: {} ({}) takes no bias, so its channels cannot be fitted",
+                layer.name,
+                node.op.name()
+            ));
+        }
+        let channels = qdq.ty(layer.output).shape.get(1).copied().unwrap_or(0);
+        let base = qdq.value(layer.output).name.clone();
+        let name = qdq.fresh_name(&format!("{base}.bias"));
+        let b = qdq.add_const(
+            name,
+            qcc_ir::TensorType::f32(vec![channels]),
+            qcc_ir::ConstData::F32(vec![0.0; channels]),
+        );
+        qdq.nodes[id.index()].operands.push(b);
+    }
+    Ok(())
+}
+
 /// The binarized layer `layer` of `qdq`: its node, channels and elements per channel.
 fn layer_shape(qdq: &Module, layer: &LayerReport) -> Result<(qcc_ir::Node, usize, usize), String> {
     let out = layer.output;
@@ -559,6 +594,7 @@ pub fn refine_layers_with(
     if ends.is_empty() {
         return Ok(0);
     }
+    give_biases(qdq, report, pick)?;
     if run.engine == Engine::Interp {
         return refine_binary_interp(float, qdq, report, npz, limit, pick);
     }

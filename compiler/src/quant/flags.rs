@@ -527,10 +527,19 @@ impl QuantFlags {
         }
         // 1- and 2-bit layers, and the low groups of --sq-ratio, get their per-filter gain
         // and offset fitted.
+        // Matrix products take no bias for the fitted offsets: they are not fitted.
         let refit = |l: &super::insert::LayerReport| {
-            l.wbits <= 2 || (l.op != Op::MatMul && sq_refit.is_some_and(|s| s.contains(&l.name)))
+            l.op != Op::MatMul && (l.wbits <= 2 || sq_refit.is_some_and(|s| s.contains(&l.name)))
         };
+        if self.pow2 && self.calib.is_some() && report.layers.iter().any(refit) && !fitted {
+            // The fit's gains would leave the power-of-two weight scales.
+            report.notes.push(
+                "--pow2: the 1- or 2-bit layers keep their power-of-two scales (no per-channel fit)"
+                    .into(),
+            );
+        }
         if let Some(p) = &self.calib
+            && !self.pow2
             && report.layers.iter().any(refit)
             && !fitted
         {
@@ -760,7 +769,7 @@ impl QuantFlags {
                     Some(limit),
                     run,
                     &mut notes,
-                    &|l| l.wbits <= 2 || (l.op != Op::MatMul && lows.contains(&l.name)),
+                    &|l| l.op != Op::MatMul && (l.wbits <= 2 || lows.contains(&l.name)),
                 )?;
             }
             let e = measured_error(&sm, &q, p, Some(limit), metric)?;
