@@ -80,8 +80,17 @@ fn write_npz(path: &Path, xs: &[Tensor]) {
     w.finish().unwrap();
 }
 
-/// `qcc run` (or `interp`) of `model` on `x`; the first output.
-fn qcc(cmd: &str, model: &Path, shape: &str, x: &Path, dir: &Path, flags: &[&str]) -> Vec<f32> {
+/// `qcc run` (or `interp`) of `model` on `x`: its one output, or with `size`, the output
+/// of that many elements (the one a reference holds, of several).
+fn qcc(
+    cmd: &str,
+    model: &Path,
+    shape: &str,
+    x: &Path,
+    dir: &Path,
+    flags: &[&str],
+    size: Option<usize>,
+) -> Vec<f32> {
     let out = dir.join("out");
     let _ = std::fs::remove_dir_all(&out);
     let o = Command::new(env!("CARGO_BIN_EXE_qcc"))
@@ -100,14 +109,21 @@ fn qcc(cmd: &str, model: &Path, shape: &str, x: &Path, dir: &Path, flags: &[&str
         model.display(),
         String::from_utf8_lossy(&o.stderr)
     );
-    let files: Vec<PathBuf> = std::fs::read_dir(&out)
+    let outs: Vec<Tensor> = std::fs::read_dir(&out)
         .unwrap()
-        .map(|e| e.unwrap().path())
+        .map(|e| qcc::npy::read_npy(&e.unwrap().path()).unwrap())
         .collect();
-    assert_eq!(files.len(), 1, "{} has one output", model.display());
-    let f = &files[0];
-    let t = qcc::npy::read_npy(f).unwrap();
-    t.as_f32().unwrap().to_vec()
+    let t = match size {
+        Some(n) => outs.into_iter().find(|t| t.numel() == n),
+        None => {
+            assert_eq!(outs.len(), 1, "{} has one output", model.display());
+            outs.into_iter().next()
+        }
+    };
+    t.expect("an output of the reference's size")
+        .as_f32()
+        .unwrap()
+        .to_vec()
 }
 
 fn sqnr(r: &[f32], g: &[f32]) -> f64 {
@@ -170,8 +186,8 @@ fn pp_ocr_models_compile_at_float_8_and_4_bits() {
         for (i, s) in samples(&format!("{key}_x"), det).iter().enumerate() {
             let x = tmp.join(format!("{key}.x{i}.npy"));
             qcc::npy::write_npy(&x, s).unwrap();
-            want.extend(qcc("interp", &model, &shape, &x, &tmp, &[]));
-            float.extend(qcc("run", &model, &shape, &x, &tmp, &[]));
+            want.extend(qcc("interp", &model, &shape, &x, &tmp, &[], None));
+            float.extend(qcc("run", &model, &shape, &x, &tmp, &[], None));
             q8.extend(qcc(
                 "run",
                 &model,
@@ -179,6 +195,7 @@ fn pp_ocr_models_compile_at_float_8_and_4_bits() {
                 &x,
                 &tmp,
                 &["--bits", "8", "--calib", calib, "--quiet"],
+                None,
             ));
             q4.extend(qcc(
                 "run",
@@ -187,6 +204,7 @@ fn pp_ocr_models_compile_at_float_8_and_4_bits() {
                 &x,
                 &tmp,
                 &["--bits", "4", "--calib", calib, "--quiet"],
+                None,
             ));
         }
         let db = sqnr(&want, &float);
@@ -270,22 +288,24 @@ fn generated_suite_models_match_onnx_runtime() {
             )
             .unwrap();
             want.extend_from_slice(&ys[i * per_y..(i + 1) * per_y]);
-            float.extend(first_output(&model, shape, &xi, &tmp, &[], per_y));
-            q8.extend(first_output(
+            float.extend(qcc("run", &model, shape, &xi, &tmp, &[], Some(per_y)));
+            q8.extend(qcc(
+                "run",
                 &model,
                 shape,
                 &xi,
                 &tmp,
                 &["--bits", "8", "--calib", calib_path, "--quiet"],
-                per_y,
+                Some(per_y),
             ));
-            q4.extend(first_output(
+            q4.extend(qcc(
+                "run",
                 &model,
                 shape,
                 &xi,
                 &tmp,
                 &["--bits", "4", "--calib", calib_path, "--quiet"],
-                per_y,
+                Some(per_y),
             ));
         }
         let db = sqnr(&want, &float);
@@ -301,42 +321,4 @@ fn generated_suite_models_match_onnx_runtime() {
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
-}
-
-/// `qcc run`'s output with `n` elements (the model's first output; with several
-/// outputs, the one of that size).
-fn first_output(
-    model: &Path,
-    shape: &str,
-    x: &Path,
-    dir: &Path,
-    flags: &[&str],
-    n: usize,
-) -> Vec<f32> {
-    let out = dir.join("out");
-    let _ = std::fs::remove_dir_all(&out);
-    let o = Command::new(env!("CARGO_BIN_EXE_qcc"))
-        .arg("run")
-        .arg(model)
-        .args(["--input-shape", shape, "--input"])
-        .arg(x)
-        .arg("--out")
-        .arg(&out)
-        .args(flags)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "qcc run {} {flags:?}:\n{}",
-        model.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| qcc::npy::read_npy(&e.unwrap().path()).unwrap())
-        .find(|t| t.numel() == n)
-        .expect("an output of the reference's size")
-        .as_f32()
-        .unwrap()
-        .to_vec()
 }
