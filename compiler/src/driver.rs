@@ -820,6 +820,8 @@ pub struct EvalArgs {
     pub data: PathBuf,
     /// Evaluate only the first N samples.
     pub limit: Option<usize>,
+    /// `--batch N`: the compiled model runs N samples per call.
+    pub batch: Option<usize>,
     /// Quantize the compiled model (the reference stays the float model).
     pub quant: crate::quant::QuantFlags,
 }
@@ -980,7 +982,12 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
     if m.outputs.is_empty() {
         bail!("{}: the model has no outputs", a.model.display());
     }
-    let jit = JitModel::new(compiled).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    // With `--batch N` the compiled model takes N samples per call (the last call is
+    // padded with copies of its last sample); the reference runs one at a time.
+    let nb = a.batch.unwrap_or(1);
+    let batched = batch(compiled, a.batch, &a.model)?;
+    let jit = JitModel::new(batched.as_ref().unwrap_or(compiled))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     let count = a.limit.map_or(n, |l| l.min(n));
     let metric = crate::quant::sensitivity::Metric::default_for(m);
     let mut res = EvalResult {
@@ -993,17 +1000,10 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
         metric: metric.name(),
     };
     let model = a.model.display().to_string();
-    let streamed = crate::quant::stream_samples(&a.data, Some(count), 64, &mut |i, input| {
-        let want = interp::run(m, std::slice::from_ref(&input))
-            .map_err(|e| format!("sample {i}: the interpreter failed: {e}"))?;
-        let got = jit
-            .run(std::slice::from_ref(&input))
-            .map_err(|e| format!("sample {i}: {e}"))?;
-        let (Some(w), Some(g)) = (want[0].as_f32(), got[0].as_f32()) else {
-            return Err(format!(
-                "{model}: the first output is not a float tensor; eval compares float scores"
-            ));
-        };
+    let not_float =
+        || format!("{model}: the first output is not a float tensor; eval compares float scores");
+    // Scores one sample: the reference's first output `w` against the compiled `g`.
+    let score = |res: &mut EvalResult, i: usize, w: &[f32], g: &[f32]| {
         for (p, q) in w.iter().zip(g) {
             res.max_abs_diff = res.max_abs_diff.max((p - q).abs());
         }
@@ -1020,8 +1020,46 @@ pub fn eval(a: &EvalArgs) -> Result<EvalResult> {
                 *res.compiled_correct.as_mut().expect("labels") += 1;
             }
         }
+    };
+    // Samples waiting for a full batch: (index, input, the reference's first output).
+    let mut pending: Vec<(usize, Tensor, Vec<f32>)> = Vec::with_capacity(nb);
+    let run_batch = |res: &mut EvalResult,
+                     pending: &mut Vec<(usize, Tensor, Vec<f32>)>|
+     -> Result<(), String> {
+        let Some(last) = pending.last() else {
+            return Ok(());
+        };
+        let per = last.1.numel();
+        let mut data = Vec::with_capacity(per * nb);
+        for k in 0..nb {
+            let (_, t, _) = &pending[k.min(pending.len() - 1)];
+            data.extend_from_slice(t.as_f32().ok_or_else(not_float)?);
+        }
+        let mut shape = last.1.shape.clone();
+        shape[0] = nb;
+        let first = pending[0].0;
+        let got = jit
+            .run(&[Tensor::f32(shape, data)])
+            .map_err(|e| format!("samples from {first}: {e}"))?;
+        let g = got[0].as_f32().ok_or_else(not_float)?;
+        let out = g.len() / nb;
+        for (k, (i, _, w)) in pending.iter().enumerate() {
+            score(res, *i, w, &g[k * out..(k + 1) * out]);
+        }
+        pending.clear();
+        Ok(())
+    };
+    let streamed = crate::quant::stream_samples(&a.data, Some(count), 64, &mut |i, input| {
+        let want = interp::run(m, std::slice::from_ref(&input))
+            .map_err(|e| format!("sample {i}: the interpreter failed: {e}"))?;
+        let w = want[0].as_f32().ok_or_else(not_float)?.to_vec();
+        pending.push((i, input, w));
+        if pending.len() == nb {
+            run_batch(&mut res, &mut pending)?;
+        }
         Ok(())
     })
+    .and_then(|n| run_batch(&mut res, &mut pending).map(|()| n))
     .map_err(|e| anyhow::anyhow!(e))
     .with_context(data)?;
     debug_assert_eq!(streamed, count);

@@ -171,6 +171,9 @@ enum Command {
         /// Evaluate only the first N samples.
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Samples per call of the compiled model (the reference runs one at a time).
+        #[arg(long, value_name = "N")]
+        batch: Option<usize>,
         #[command(flatten)]
         quant: qcc::quant::QuantFlags,
     },
@@ -382,11 +385,13 @@ fn main() -> ExitCode {
             model,
             data,
             limit,
+            batch,
             quant,
         } => qcc::driver::eval(&qcc::driver::EvalArgs {
             model: model.clone(),
             data: data.clone(),
             limit: *limit,
+            batch: *batch,
             quant: quant.clone(),
         })
         .map(|r| print!("{}", r.text())),

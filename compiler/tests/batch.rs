@@ -209,3 +209,44 @@ fn compile_and_bench_take_batch() {
     assert!(!ok && err.contains("--batch 0"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `qcc eval --batch N` runs the compiled model on N samples per call (the last call
+/// padded) and prints what it prints one sample at a time.
+#[test]
+fn eval_takes_batch() {
+    let model = models_dir().join("digits_cnn.onnx");
+    let data = models_dir().join("digits_test.npz");
+    let calib = models_dir().join("digits_train.npz");
+    let eval = |quant: &[&str], batch: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_qcc"))
+            .arg("eval")
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .args(["--limit", "30", "--batch", batch, "--quiet"])
+            .args(quant)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let calib = calib.to_str().unwrap();
+    for quant in [
+        &[][..],
+        &["--bits", "4", "--calib", calib, "--calib-limit", "50"],
+    ] {
+        let (ok, one, err) = eval(quant, "1");
+        assert!(ok, "{err}");
+        assert!(one.contains("samples: 30"), "{one}");
+        for batch in ["4", "7"] {
+            let (ok, out, err) = eval(quant, batch);
+            assert!(ok, "{err}");
+            assert_eq!(out, one, "--batch {batch} {quant:?}");
+        }
+    }
+    let (ok, _, err) = eval(&[], "0");
+    assert!(!ok && err.contains("--batch 0"), "{err}");
+}
