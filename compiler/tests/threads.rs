@@ -498,6 +498,97 @@ fn banded_elementwise_after_a_conv() {
                 "case {case}: {}",
                 jit.report()
             );
+            // ... and runs in the conv's job (one fork/join for both).
+            assert_eq!(add.job, Some(0), "case {case}: {}", jit.report());
+            assert_eq!(jit.report().layers[0].job, Some(0));
+        }
+    }
+}
+
+/// A residual block's tail as the models have it: a 3x3 conv worth splitting, a 1x1
+/// conv too small to split on its own and an add of both. At the default grain the
+/// three run as one job (the small conv split into the 3x3's bands to join it); a
+/// second 3x3 conv reading the first one's rows across its bands starts a new job; the
+/// threaded results equal `NAME_run`'s bit for bit with every pool.
+#[test]
+fn small_layers_join_the_job_before_them() {
+    let mut r = Rng(23);
+    for case in 0..4 {
+        let (c, m, h) = (16, 16, 32 - 4 * case);
+        let mut b = B::new();
+        let ax = qt(
+            8,
+            false,
+            QuantParams::PerTensor {
+                scale: 0.1,
+                zero_point: 3,
+            },
+        );
+        let xd = codes(&mut r, &ax, c * h * h);
+        let x = b.input_int(ax.clone(), &[1, c, h, h], xd);
+        let we = |m: usize| {
+            qt(
+                8,
+                true,
+                QuantParams::PerAxis {
+                    axis: 0,
+                    scales: vec![0.02; m],
+                    zero_points: vec![0; m],
+                },
+            )
+        };
+        let conv = |b: &mut B, r: &mut Rng, x, cin: usize, k: usize| {
+            let wd = r.is(m * cin * k * k, -7, 7);
+            let wt = b.const_int(we(m), &[m, cin, k, k], wd);
+            let p = (k / 2) as i64;
+            let y = b.node(
+                Op::Conv2dInt,
+                &[x, wt],
+                conv_attrs(1, &[p, p, p, p], 1, 1),
+                ElemType::I32,
+            );
+            requant_to(b, r, y, 1, 1, 1, (28, 34), ax.clone())
+        };
+        let y = conv(&mut b, &mut r, x, c, 3);
+        let z = conv(&mut b, &mut r, x, c, 1);
+        let i16t = ElemType::Int(IntType::new(16, true));
+        let ra = requant_to(&mut b, &mut r, y, 1, 1, 1, (24, 30), i16t.clone());
+        let rb = requant_to(&mut b, &mut r, z, 1, 1, 1, (24, 30), i16t.clone());
+        let s = b.node(Op::Add, &[ra, rb], attrs(&[]), i16t);
+        let s = requant_to(&mut b, &mut r, s, 1, 1, 1, (24, 30), ax.clone());
+        let t = conv(&mut b, &mut r, s, m, 3);
+        let t = requant_to(&mut b, &mut r, t, 1, 1, 1, (24, 30), out_q());
+        b.output(t);
+        qcc_ir::verify::verify(&b.m).unwrap();
+        for cpu in ["x86-64-v2", "native"] {
+            if cpu == "native" && !host_has(true) {
+                continue;
+            }
+            let host = target_lexicon::Triple::host().to_string();
+            let t = Target::new(&host, cpu).unwrap();
+            let jit = JitModel::with_target(&b.m, &t).unwrap();
+            let rep = jit.report();
+            let jobs: Vec<_> = rep.layers.iter().map(|l| (l.tasks, l.job)).collect();
+            assert!(
+                rep.layers[1].macs < 400_000
+                    && jobs[..3].iter().all(|&(n, j)| n > 1 && j == Some(0)),
+                "case {case}, {cpu}: {jobs:?}\n{rep}"
+            );
+            assert!(
+                jobs[3].0 > 1 && jobs[3].1.is_none(),
+                "case {case}, {cpu}: {jobs:?}\n{rep}"
+            );
+            let want = jit.run(&b.inputs).unwrap();
+            for threads in THREADS {
+                let pool = ThreadPool::new(threads);
+                for _ in 0..2 {
+                    let got = jit.run_threads(&b.inputs, &pool).unwrap();
+                    assert!(
+                        same(&want, &got),
+                        "case {case}, {cpu}, {threads} threads\n{rep}"
+                    );
+                }
+            }
         }
     }
 }
@@ -524,6 +615,14 @@ fn models() {
             } else {
                 JitModel::new(&m).unwrap()
             };
+            if small && name.contains("resnet") {
+                // The residual blocks' convs and adds share jobs.
+                assert!(
+                    jit.report().layers.iter().any(|l| l.job.is_some()),
+                    "{name}: no job of several layers\n{}",
+                    jit.report()
+                );
+            }
             let want = jit.run(std::slice::from_ref(&x)).unwrap();
             for threads in THREADS {
                 let pool = ThreadPool::new(threads);

@@ -425,15 +425,29 @@ pub(crate) fn build<M: ClModule>(
     let layer_raw = data.raw_bytes;
     // The threaded entry: layers split into tasks, and its own memory plan (a split
     // layer's workspace holds one slot per task).
-    let splits: Vec<Option<Split>> = split::split_all(m, &sched);
+    // Runs of split steps that share one fork/join (`split::jobs`): the plan keeps what
+    // is live during a run apart.
+    let (splits, jobs) = split::split_all(m, &sched);
+    let mut span: Vec<std::ops::Range<usize>> =
+        (0..sched.steps.len()).map(|si| si..si + 1).collect();
+    for j in &jobs {
+        for si in j.clone() {
+            span[si] = j.clone();
+        }
+    }
     // The arena holds a split layer's shared region (its first phase's); the tasks'
     // slots are at fixed places after it, slot `i` of every layer at the same address
     // (`slots_base + i * slot_stride`): a pool that runs index `i` on the same thread
     // every time keeps each slot in one core's cache, from layer to layer.
-    let mut plan_ctx = plan::plan_with(m, &sched, &|si| match &splits[si] {
-        Some(sp) => sp.shared(),
-        None => sched.steps[si].lowering.workspace() as u64,
-    });
+    let mut plan_ctx = plan::plan_with(
+        m,
+        &sched,
+        &|si| match &splits[si] {
+            Some(sp) => sp.shared(),
+            None => sched.steps[si].lowering.workspace() as u64,
+        },
+        &|si| span[si].clone(),
+    );
     let slot_stride = splits.iter().flatten().map(|sp| sp.slot).max().unwrap_or(0);
     let slot_count = splits.iter().flatten().map(Split::len).max().unwrap_or(0);
     let slots_base = plan_ctx.arena.div_ceil(plan::ALIGN) * plan::ALIGN;
@@ -539,6 +553,34 @@ pub(crate) fn build<M: ClModule>(
             pre,
         }));
     }
+    // The jobs of several steps: one task function running each member's task `i`.
+    let wb_arg = data.huff.is_some();
+    let mut job_tasks: Vec<Option<JobTasks>> = vec![None; sched.steps.len()];
+    for j in jobs.iter().filter(|j| j.len() > 1) {
+        let mut members = Vec::with_capacity(j.len());
+        let mut off = 0;
+        for si in j.clone() {
+            let st = tasks[si].as_ref().expect("a job's members are split");
+            members.push((st.task, off));
+            off += task_arg_words(&sched.steps[si], wb_arg) * 8;
+        }
+        let n = j
+            .clone()
+            .filter_map(|si| tasks[si].as_ref().map(|t| t.n))
+            .max()
+            .unwrap_or(0);
+        let task = emit_job_task(
+            module,
+            (&mut ctx, &mut fctx),
+            &format!("{name}__j{}", j.start),
+            &members,
+        )?;
+        job_tasks[j.start] = Some(JobTasks {
+            task,
+            n,
+            steps: j.clone(),
+        });
+    }
     // `--compress-weights huffman`: the decoded weights' region follows each entry's
     // arena, and the decoder's lookup tables (one for `NAME_run`, one per blob for the
     // threaded entry, which decodes the blobs in parallel) sit at the start of the
@@ -640,6 +682,7 @@ pub(crate) fn build<M: ClModule>(
         (want == Text::Asm).then_some(&mut text),
         Some(Threaded {
             tasks: &tasks,
+            jobs: &job_tasks,
             run,
             arena: plan.arena,
             slots_base,
@@ -692,6 +735,11 @@ pub(crate) fn build<M: ClModule>(
     report.arena_ctx_bytes = plan_ctx.arena;
     for (l, t) in report.layers.iter_mut().zip(&tasks) {
         l.tasks = t.as_ref().map_or(1, |t| t.n);
+    }
+    for j in jobs.iter().filter(|j| j.len() > 1) {
+        for si in j.clone() {
+            report.layers[si].job = Some(j.start);
+        }
     }
     Ok(Built {
         run,
@@ -1111,6 +1159,53 @@ struct StepTasks {
     pre: Option<(FuncId, usize)>,
 }
 
+/// A job of several split steps (`split::jobs`): `task(arg, i)` runs task `i` of each
+/// step of `steps` in turn, `arg` holding their argument blocks one after another.
+#[derive(Clone, Debug)]
+struct JobTasks {
+    task: FuncId,
+    n: usize,
+    steps: std::ops::Range<usize>,
+}
+
+/// Words of a split step's argument block (`emit_task`): its run-time operands, its
+/// result, its shared region, the first task slot, and the decoded weights' region.
+fn task_arg_words(step: &select::Step, wb: bool) -> usize {
+    step.reads.len() + 3 + usize::from(wb)
+}
+
+/// The task function of a job: `task(arg, i)` calls `members[k].0(arg + members[k].1,
+/// i)` for each member in order.
+fn emit_job_task<M: ClModule>(
+    module: &mut M,
+    (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
+    fname: &str,
+    members: &[(FuncId, usize)],
+) -> Result<FuncId, BackendError> {
+    let ids: Vec<FuncId> = members.iter().map(|m| m.0).collect();
+    let (fid, refs) = declare_task(module, ctx, fname, &ids)?;
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let (arg, i) = (p[0], p[1]);
+        for (&f, &(_, off)) in refs.iter().zip(members) {
+            let a = b.ins().iadd_imm_s(arg, off as i64);
+            b.ins().call(f, &[a, i]);
+        }
+        b.ins().return_(&[]);
+        b.finalize(module.isa().frontend_config());
+    }
+    module
+        .define_function(fid, ctx)
+        .map_err(|e| internal("job task", e))?;
+    module.clear_context(ctx);
+    Ok(fid)
+}
+
 /// Where an entry finds the compressed weights (`--compress-weights huffman`).
 #[derive(Clone, Copy, Debug)]
 struct WeightsAt {
@@ -1131,6 +1226,8 @@ type TaskRefs = (FuncRef, usize, Option<(FuncRef, usize)>);
 struct Threaded<'a> {
     /// Per step: its tasks, or None to run it inline.
     tasks: &'a [Option<StepTasks>],
+    /// Per step: the job it starts, when that job has several steps.
+    jobs: &'a [Option<JobTasks>],
     /// `NAME_run`, which one thread runs.
     run: FuncId,
     /// `NAME_run`'s arena.
@@ -1198,7 +1295,20 @@ fn emit_entry<M: ClModule>(
             .collect();
         // parallel_for(pool, n, task, arg)
         let pf_sig = sig(module, 4, None);
-        (run, tasks, pf_sig, t.arena)
+        let jobs: Vec<Option<(FuncRef, usize, std::ops::Range<usize>)>> = t
+            .jobs
+            .iter()
+            .map(|o| {
+                o.as_ref().map(|j| {
+                    (
+                        module.declare_func_in_func(j.task, &mut ctx.func),
+                        j.n,
+                        j.steps.clone(),
+                    )
+                })
+            })
+            .collect();
+        (run, tasks, pf_sig, t.arena, jobs)
     });
     // The CPU check of the tier (a CPU without it would fault in a wide kernel), and a
     // word caching its success: `cpuid` is slow (a VM exit under a hypervisor), and
@@ -1241,7 +1351,7 @@ fn emit_entry<M: ClModule>(
         // The context: not NULL, at least one thread; one thread runs `NAME_run`, more
         // need the callback; the scratch bytes it declares must be enough.
         let mut pf_call = None;
-        if let (Some(cp), Some((run, _, pf_sig, arena1))) = (cp, &th) {
+        if let (Some(cp), Some((run, _, pf_sig, arena1, _))) = (cp, &th) {
             let ctx_ok = b.create_block();
             let one_thread = b.create_block();
             let many = b.create_block();
@@ -1394,12 +1504,15 @@ fn emit_entry<M: ClModule>(
                 Loc::None => b.ins().iconst(I64, 0),
             }
         };
-        // The pointers a task function reads (`emit_task`), in a stack slot.
-        let arg_slot = th.as_ref().map(|_| {
-            let most = sched
-                .steps
-                .iter()
-                .map(|s| s.reads.len() + 3 + usize::from(wb.is_some()))
+        // The pointers a task function reads (`emit_task`), in a stack slot: one block
+        // per step of a job.
+        let arg_slot = th.as_ref().map(|t| {
+            let words = |si: usize| task_arg_words(&sched.steps[si], wb.is_some());
+            let most = (0..sched.steps.len())
+                .map(|si| match &t.4[si] {
+                    Some((_, _, steps)) => steps.clone().map(words).sum(),
+                    None => words(si),
+                })
                 .max()
                 .unwrap_or(3 + usize::from(wb.is_some()));
             b.create_sized_stack_slot(StackSlotData::new(
@@ -1408,15 +1521,17 @@ fn emit_entry<M: ClModule>(
                 3,
             ))
         });
-        for (si, step) in sched.steps.iter().enumerate() {
+        // A step's operands, result and workspace.
+        let step_args = |b: &mut FunctionBuilder<'_>, si: usize| -> Vec<Value> {
+            let step = &sched.steps[si];
             let mut args: Vec<Value> = step
                 .reads
                 .iter()
-                .map(|&v| ptr_of(&mut b, plan.loc[v.index()]))
+                .map(|&v| ptr_of(b, plan.loc[v.index()]))
                 .collect();
             let out = match step.dest {
                 Dest::Output(j) => out_ptrs[j],
-                Dest::Value(v) => ptr_of(&mut b, plan.loc[v.index()]),
+                Dest::Value(v) => ptr_of(b, plan.loc[v.index()]),
             };
             args.push(out);
             let (wo, wsz) = plan.workspace[si];
@@ -1425,10 +1540,45 @@ fn emit_entry<M: ClModule>(
             } else {
                 scratch
             });
+            args
+        };
+        let slots_base = threaded.as_ref().map_or(0, |t| t.slots_base);
+        let mut next = 0;
+        for (si, &kernel) in refs.iter().enumerate() {
+            if si < next {
+                // A later step of a job already run.
+                continue;
+            }
+            let job = th.as_ref().and_then(|t| t.4[si].clone());
+            if let (Some((jf, n, steps)), Some((pf, pool, sref)), Some(ss)) =
+                (job, pf_call, arg_slot)
+            {
+                // Every member's block, then the first member's first phase (on its own
+                // block) and the job.
+                let mut off = 0;
+                for mi in steps.clone() {
+                    let mut args = step_args(&mut b, mi);
+                    args.push(b.ins().iadd_imm_s(scratch, slots_base as i64));
+                    args.extend(wb);
+                    for &a in &args {
+                        b.ins().stack_store(I64, a, ss, off);
+                        off += 8;
+                    }
+                }
+                let argp = b.ins().stack_addr(I64, ss, 0);
+                let pre = th.as_ref().and_then(|t| t.1[si]).and_then(|t| t.2);
+                for (f, n) in pre.into_iter().chain([(jf, n)]) {
+                    let taddr = b.ins().func_addr(I64, f);
+                    let nv = b.ins().iconst(I64, n as i64);
+                    b.ins().call_indirect(sref, pf, &[pool, nv, taddr, argp]);
+                }
+                next = steps.end;
+                continue;
+            }
+            let mut args = step_args(&mut b, si);
             let task = th.as_ref().and_then(|t| t.1[si]);
             match (task, pf_call, arg_slot) {
                 (Some((tf, n, pre)), Some((pf, pool, sref)), Some(ss)) => {
-                    let slots_base = threaded.as_ref().map_or(0, |t| t.slots_base);
                     args.push(b.ins().iadd_imm_s(scratch, slots_base as i64));
                     args.extend(wb);
                     for (k, &a) in args.iter().enumerate() {
@@ -1443,7 +1593,7 @@ fn emit_entry<M: ClModule>(
                 }
                 _ => {
                     args.extend(wb);
-                    b.ins().call(refs[si], &args);
+                    b.ins().call(kernel, &args);
                 }
             }
         }
@@ -1702,6 +1852,7 @@ fn make_report(
             rodata_bytes: step_bytes[si],
             tier: step.lowering.tier().map(str::to_string),
             tasks: 1,
+            job: None,
         });
     }
     Report {

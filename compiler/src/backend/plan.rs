@@ -47,12 +47,21 @@ fn align(x: u64) -> u64 {
 }
 
 pub(crate) fn plan(m: &Module, s: &Schedule) -> MemoryPlan {
-    plan_with(m, s, &|si| s.steps[si].lowering.workspace() as u64)
+    plan_with(m, s, &|si| s.steps[si].lowering.workspace() as u64, &|si| {
+        si..si + 1
+    })
 }
 
 /// The plan with step `si`'s workspace `ws(si)` bytes (the threaded entry gives a split
-/// step one slot per task).
-pub(crate) fn plan_with(m: &Module, s: &Schedule, ws: &dyn Fn(usize) -> u64) -> MemoryPlan {
+/// step one slot per task), where the steps of `span(si)` (a range holding `si`) run at
+/// once: a value live at any step of a span is live through all of it, so that steps
+/// running as one job (`split::jobs`) never write what another of them reads.
+pub(crate) fn plan_with(
+    m: &Module,
+    s: &Schedule,
+    ws: &dyn Fn(usize) -> u64,
+    span: &dyn Fn(usize) -> std::ops::Range<usize>,
+) -> MemoryPlan {
     let nv = m.values.len();
     let mut loc = vec![Loc::None; nv];
     for (i, &id) in m.inputs.iter().enumerate() {
@@ -98,6 +107,7 @@ pub(crate) fn plan_with(m: &Module, s: &Schedule, ws: &dyn Fn(usize) -> u64) -> 
     let mut workspace = vec![(0u64, 0u64); s.steps.len()];
     let mut arena = 0u64;
     for (start, end, size, what) in items {
+        let (start, end) = (span(start).start, span(end).end - 1);
         let size = align(size.max(1));
         let mut live: Vec<(u64, u64)> = placed
             .iter()

@@ -38,6 +38,9 @@ pub struct LayerReport {
     /// Tasks the threaded entry (`NAME_run_ctx`) splits the layer into (1: it runs
     /// inline, too small to be worth a fork/join).
     pub tasks: usize,
+    /// The first layer of the job this layer's tasks share with its neighbours (one
+    /// fork/join for several layers), if any.
+    pub job: Option<usize>,
 }
 
 /// The whole report.
@@ -154,10 +157,10 @@ impl fmt::Display for Report {
                 Some(t) => format!(" [tier {t}]"),
                 None => String::new(),
             };
-            let tier = if l.tasks > 1 {
-                format!("{tier} [{} tasks]", l.tasks)
-            } else {
-                tier
+            let tier = match (l.tasks, l.job) {
+                (1, _) => tier,
+                (n, Some(j)) => format!("{tier} [{n} tasks, job {j}]"),
+                (n, None) => format!("{tier} [{n} tasks]"),
             };
             writeln!(
                 f,
@@ -183,9 +186,15 @@ impl fmt::Display for Report {
             self.tensor_bytes
         )?;
         let split = self.layers.iter().filter(|l| l.tasks > 1).count();
+        let jobs = split
+            - self
+                .layers
+                .iter()
+                .filter(|l| l.tasks > 1 && l.job.is_some_and(|j| j != l.index))
+                .count();
         writeln!(
             f,
-            "threads: {split} layer(s) split into tasks by NAME_run_ctx, arena {} B with 2 or more threads",
+            "threads: {split} layer(s) split into tasks by NAME_run_ctx in {jobs} job(s), arena {} B with 2 or more threads",
             self.arena_ctx_bytes
         )?;
         writeln!(
@@ -337,6 +346,9 @@ impl Report {
                 None => o.push_str("null"),
             }
             let _ = write!(o, ", \"tasks\": {}", l.tasks);
+            if let Some(j) = l.job {
+                let _ = write!(o, ", \"job\": {j}");
+            }
             o.push('}');
         }
         o.push_str("\n  ]\n}\n");

@@ -205,57 +205,195 @@ pub(crate) fn split(m: &Module, step: &Step) -> Option<Split> {
 /// `[N, C, H, W]` tensors whose operand was split into bands of rows (by a convolution,
 /// or an elementwise kernel after one) is split into the same bands, so that the
 /// thread that computed a band's rows also reads them next.
-pub(crate) fn split_all(m: &Module, s: &super::select::Schedule) -> Vec<Option<Split>> {
+///
+/// A step too small to be worth a fork/join of its own is still split when it can
+/// join the job of the step before it (an elementwise kernel on that step's bands, a
+/// convolution into bands of the same height); where it then does not join one, it
+/// runs inline after all. Returns the splits and the jobs ([`jobs`]).
+pub(crate) fn split_all(
+    m: &Module,
+    s: &super::select::Schedule,
+) -> (Vec<Option<Split>>, Vec<std::ops::Range<usize>>) {
+    let (mut splits, forced) = split_each(m, s);
+    let mut runs = jobs(m, s, &splits);
+    let alone: Vec<usize> = runs
+        .iter()
+        .filter(|r| r.len() == 1 && forced[r.start])
+        .map(|r| r.start)
+        .collect();
+    if !alone.is_empty() {
+        for si in alone {
+            splits[si] = None;
+        }
+        runs = jobs(m, s, &splits);
+    }
+    (splits, runs)
+}
+
+/// Each step's split, and whether it was split only to join a job.
+fn split_each(m: &Module, s: &super::select::Schedule) -> (Vec<Option<Split>>, Vec<bool>) {
     // Per value written by a step split into bands: its shape and the bands' rows.
     type Bands = ([usize; 4], Vec<(usize, usize)>);
     let mut bands: std::collections::HashMap<u32, Bands> = std::collections::HashMap::new();
-    let mut out = Vec::with_capacity(s.steps.len());
-    for st in &s.steps {
+    let mut out: Vec<Option<Split>> = Vec::with_capacity(s.steps.len());
+    let mut forced = Vec::with_capacity(s.steps.len());
+    for (si, st) in s.steps.iter().enumerate() {
         let mut sp = None;
-        let elementwise = st.node.is_some()
-            && st.lowering.splits_by_range()
-            && out_elem_bytes(m, st).is_some_and(|(_, n)| n >= grain().min_elems);
-        if elementwise {
+        let mut small = false;
+        let prev_split = si > 0 && out[si - 1].is_some();
+        if st.node.is_some() && st.lowering.splits_by_range() {
+            let big = out_elem_bytes(m, st).is_some_and(|(_, n)| n >= grain().min_elems);
             let from = st
                 .reads
                 .iter()
                 .find_map(|r| bands.get(&s.root[r.index()].0));
-            if let Some((shape, rows)) = from {
+            if let (Some((shape, rows)), true) = (from, big || prev_split) {
                 sp = split_planes(m, st, *shape, rows);
+                small = !big;
             }
         }
         if sp.is_none() {
             sp = split(m, st);
         }
+        // A convolution too small to split, after a step split into bands of an image
+        // of its height: the same band height.
+        if sp.is_none()
+            && prev_split
+            && st.node.is_some()
+            && let Some(g) = st.lowering.conv_geom()
+            && let Some(Dest::Value(pv)) = s.steps.get(si - 1).map(|p| p.dest)
+            && let Some((shape, rows)) = bands.get(&pv.0)
+            && shape[2] == g.oh
+            && let Some(&(r0, r1)) = rows.first()
+        {
+            sp = split_rows_in(m, st, g, Some(r1 - r0));
+            small = sp.is_some();
+        }
         // Remember the bands of what this step writes.
         if let (Some(Split { chunks, .. }), Dest::Value(v)) = (&sp, st.dest) {
-            let shape = m.ty(v).shape.clone();
-            if shape.len() == 4 {
-                let rows: Vec<(usize, usize)> = chunks
-                    .iter()
-                    .filter_map(|c| match c {
-                        Chunk::Rows { r0, r1, .. } => Some((*r0, *r1)),
-                        Chunk::Range {
-                            e0,
-                            sub,
-                            planes: Some(_),
-                            ..
-                        } => {
-                            let w = shape[3];
-                            let len = sub.range_len()?;
-                            Some((e0 / w, (e0 + len) / w))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                if rows.len() == chunks.len() {
-                    bands.insert(v.0, ([shape[0], shape[1], shape[2], shape[3]], rows));
-                }
+            let shape = &m.ty(v).shape;
+            if let Some(rows) = written_rows(shape, chunks) {
+                bands.insert(v.0, ([shape[0], shape[1], shape[2], shape[3]], rows));
             }
         }
         out.push(sp);
+        forced.push(small);
     }
-    out
+    (out, forced)
+}
+
+/// The rows of every channel plane that each chunk writes, when the result is an
+/// `[N, C, H, W]` tensor cut into bands of rows (a convolution's bands, or an
+/// elementwise kernel split into bands); None for other splits.
+fn written_rows(shape: &[usize], chunks: &[Chunk]) -> Option<Vec<(usize, usize)>> {
+    if shape.len() != 4 || shape[3] == 0 {
+        return None;
+    }
+    let w = shape[3];
+    chunks
+        .iter()
+        .map(|c| match c {
+            Chunk::Rows { r0, r1, .. } => Some((*r0, *r1)),
+            Chunk::Range {
+                e0,
+                sub,
+                planes: Some(_),
+                ..
+            } => {
+                let len = sub.range_len()?;
+                (e0 % w == 0 && len % w == 0).then(|| (e0 / w, (e0 + len) / w))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs of consecutive split steps that the threaded entry runs as one job (one
+/// `parallel_for`): task `i` of the job runs chunk `i` of every member in turn, so that
+/// the members share one fork/join and a thread goes on with the rows it has just
+/// written. Every split step is in exactly one run (most runs are one step).
+///
+/// A step joins the run before it when it has no first phase and every value it reads
+/// from a member of the run is read only where that member's chunk `i` wrote it: an
+/// elementwise kernel split into the same bands of rows, or a convolution band whose
+/// input rows lie inside the producer's band (a 1x1 convolution of stride 1). Values
+/// from before the run are complete when the job starts. The threaded memory plan
+/// keeps everything live during a run apart (`plan::plan_with`'s spans), so that no
+/// task overwrites what another task of the job still reads.
+pub(crate) fn jobs(
+    m: &Module,
+    s: &super::select::Schedule,
+    splits: &[Option<Split>],
+) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    // Per value written by the current run: the rows each chunk wrote (None: not bands).
+    let mut written: std::collections::HashMap<u32, Option<Vec<(usize, usize)>>> =
+        std::collections::HashMap::new();
+    for (si, st) in s.steps.iter().enumerate() {
+        let Some(sp) = &splits[si] else {
+            continue;
+        };
+        let joins = runs.last().is_some_and(|r| r.end == si) && joins_run(m, s, si, sp, &written);
+        if joins {
+            if let Some(r) = runs.last_mut() {
+                r.end = si + 1;
+            }
+        } else {
+            written.clear();
+            runs.push(si..si + 1);
+        }
+        let v = match st.dest {
+            Dest::Value(v) => v,
+            Dest::Output(j) => m.outputs[j],
+        };
+        written.insert(
+            s.root[v.index()].0,
+            written_rows(&m.ty(v).shape, &sp.chunks),
+        );
+    }
+    runs
+}
+
+/// Whether split step `si` may run in the same job as the steps that wrote `written`
+/// (see [`jobs`]).
+fn joins_run(
+    m: &Module,
+    s: &super::select::Schedule,
+    si: usize,
+    sp: &Split,
+    written: &std::collections::HashMap<u32, Option<Vec<(usize, usize)>>>,
+) -> bool {
+    if sp.pre.is_some() {
+        return false;
+    }
+    let reads = &s.steps[si].reads;
+    reads.iter().enumerate().all(|(k, &r)| {
+        let root = s.root[r.index()];
+        let Some(rows) = written.get(&root.0) else {
+            return true;
+        };
+        let Some(rows) = rows else {
+            return false;
+        };
+        if r != root || rows.len() != sp.len() {
+            return false;
+        }
+        let w = m.ty(root).shape[3];
+        sp.chunks.iter().zip(rows).all(|(c, &(r0, r1))| match c {
+            Chunk::Range {
+                e0,
+                sub,
+                planes: Some(_),
+                ..
+            } => sub.range_len().is_some_and(|len| {
+                e0 % w == 0 && len % w == 0 && (e0 / w, (e0 + len) / w) == (r0, r1)
+            }),
+            Chunk::Rows { y0, y1, .. } => {
+                k == 0 && reads[1..].iter().all(|&o| o != r) && r0 <= *y0 && *y1 <= r1
+            }
+            _ => false,
+        })
+    })
 }
 
 /// `step` (elementwise, every operand of the result's shape `[n, c, h, w]`) split into
@@ -368,12 +506,20 @@ fn split_chans(step: &Step, g: &ConvGeom) -> Option<Split> {
 }
 
 fn split_rows(m: &Module, step: &Step, g: &ConvGeom) -> Option<Split> {
+    split_rows_in(m, step, g, None)
+}
+
+/// [`split_rows`], or with `forced`, bands of exactly that many rows whatever the
+/// layer's size (to join the job of the step before it, see [`jobs`]).
+fn split_rows_in(m: &Module, step: &Step, g: &ConvGeom, forced: Option<usize>) -> Option<Split> {
     let g = *g;
     let macs = step.lowering.macs();
-    if macs < grain().min_macs {
+    if forced.is_none() && macs < grain().min_macs {
         return None;
     }
-    if let Some(sp) = split_chans(step, &g) {
+    if forced.is_none()
+        && let Some(sp) = split_chans(step, &g)
+    {
         return Some(sp);
     }
     if g.oh < 2 {
@@ -405,8 +551,8 @@ fn split_rows(m: &Module, step: &Step, g: &ConvGeom) -> Option<Split> {
     // heights from the even split upwards until every band's kernel is the layer's.
     let float = matches!(step.lowering, Lowering::Conv { .. });
     let name = step.lowering.kernel_name();
-    let mut rows = g.oh.div_ceil(want).max(min_rows);
-    while rows < g.oh {
+    let mut rows = forced.unwrap_or(g.oh.div_ceil(want).max(min_rows));
+    while rows < g.oh && forced.is_none_or(|f| f == rows) {
         let Some(chunks) = band_chunks(&g, rows, &step.lowering, eb_in, eb_out) else {
             rows += 1;
             continue;
