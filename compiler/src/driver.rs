@@ -24,6 +24,9 @@ pub struct Loaded {
     pub module: Module,
     pub input_names: Vec<String>,
     pub output_names: Vec<String>,
+    /// The int64 inputs and outputs of the model file (int32 inside; the object's
+    /// boundary keeps int64, see `backend::Int64Io`).
+    pub int64: backend::Int64Io,
 }
 
 /// Parses `--input-shape NAME=D,D,...` values (the last `=` separates the name).
@@ -130,10 +133,13 @@ pub fn load_for(
                         format!("{}: the integer lowering passes failed", path.display())
                     })?;
             }
+            let int64 =
+                backend::Int64Io::from_flags(&imported.int64_inputs, &imported.int64_outputs)?;
             Ok(Loaded {
                 module: m,
                 input_names: imported.input_names,
                 output_names: imported.output_names,
+                int64,
             })
         }
         "qir" => {
@@ -159,6 +165,7 @@ pub fn load_for(
                 module: m,
                 input_names,
                 output_names,
+                int64: backend::Int64Io::default(),
             })
         }
         _ => bail!(
@@ -323,7 +330,10 @@ pub fn backend_options(compress_weights: Option<&str>) -> Result<backend::Option
         None => backend::Compress::None,
         Some(s) => s.parse().map_err(|e: String| anyhow::anyhow!(e))?,
     };
-    Ok(backend::Options { compress })
+    Ok(backend::Options {
+        compress,
+        ..Default::default()
+    })
 }
 
 fn stem(path: &Path) -> String {
@@ -384,6 +394,10 @@ pub fn compile(a: &CompileArgs) -> Result<()> {
     if times {
         eprintln!("phase load: {:.2} s", t0.elapsed().as_secs_f64());
     }
+    let opts = backend::Options {
+        int64: loaded.int64,
+        ..opts
+    };
     let quantized = quantize(&a.quant, &loaded.module, &a.model)?;
     let t0 = std::time::Instant::now();
     let m = quantized.as_ref().map_or(&loaded.module, |q| &q.0);

@@ -157,3 +157,126 @@ fn float_models_keep_the_float_header() {
     assert!(h.contains("dense row-major float32 tensors at the boundary"));
     assert!(!h.contains("qcc_elem") && !h.contains("_TYPE_"), "{h}");
 }
+
+const INT64_PROGRAM: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include "int64_io.h"
+
+_Static_assert(int64_io_INPUT_TYPE_0 == QCC_I64, "ids are int64");
+_Static_assert(int64_io_OUTPUT_TYPE_0 == QCC_I64, "the class index is int64");
+_Static_assert(int64_io_OUTPUT_TYPE_1 == QCC_F32, "m is float");
+
+static void serial_for(void *pool, size_t n, void (*task)(void *, size_t), void *arg) {
+    (void)pool;
+    for (size_t i = 0; i < n; i++) task(arg, i);
+}
+
+int main(void) {
+    int64_t ids[6] = {3, -7, 49, 0, 12, 3};
+    int64_t cls[1] = {-99};
+    float m[5];
+    const void *in[1] = {ids};
+    void *out[2] = {cls, m};
+    void *scratch = aligned_alloc(64, (int64_io_scratch_size() + 63) / 64 * 64 + 64);
+    int rc = int64_io_run(in, out, scratch);
+    printf("%d %lld\n", rc, (long long)cls[0]);
+    for (int i = 0; i < 5; i++) printf("%.9g ", m[i]);
+    printf("\n");
+    /* Values beyond int32: 3, and nothing written. */
+    cls[0] = -99;
+    ids[4] = (int64_t)1 << 40;
+    int big = int64_io_run(in, out, scratch);
+    ids[4] = -((int64_t)1 << 31) - 1;
+    int low = int64_io_run(in, out, scratch);
+    long long untouched = (long long)cls[0];
+    ids[4] = -((int64_t)1 << 31);
+    int edge = int64_io_run(in, out, scratch);
+    printf("%d %d %d %lld\n", big, low, edge, untouched);
+    /* The threaded entry converts too (a serial parallel_for with two threads). */
+    ids[4] = 12;
+    cls[0] = -99;
+    size_t bytes = int64_io_scratch_size_threads(2);
+    void *scratch2 = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    qcc_ctx ctx = {NULL, serial_for, 2, bytes};
+    int rc2 = int64_io_run_ctx(&ctx, in, out, scratch2);
+    ids[4] = (int64_t)1 << 40;
+    int big2 = int64_io_run_ctx(&ctx, in, out, scratch2);
+    printf("%d %lld %d\n", rc2, (long long)cls[0], big2);
+    free(scratch2);
+    free(scratch);
+    return 0;
+}
+"#;
+
+/// An ONNX model whose input (token ids) and one output (an ArgMax index) are int64:
+/// int32 inside, int64 at the object's boundary (the header says `int64_t` and
+/// `QCC_I64`); a C program gets ONNX Runtime's results, and `NAME_run` returns 3 for an
+/// input value beyond int32 (int32's own extremes pass).
+#[test]
+fn int64_boundary_from_c_matches_onnx_runtime() {
+    use qcc::frontend::onnx::{ImportOptions, import_file};
+    let path = model("int64_io");
+    let imported = import_file(&path, &ImportOptions::default()).unwrap();
+    assert_eq!(imported.int64_inputs, [true]);
+    assert_eq!(imported.int64_outputs, [true, false]);
+    let refs = root().join("tests/models/int64_io.ref.npz");
+    let ids = qcc::npy::read_npz_array(&refs, "ids").unwrap();
+    let cls = qcc::npy::read_npz_array(&refs, "cls").unwrap();
+    let m_ref = qcc::npy::read_npz_array(&refs, "m").unwrap();
+    let want = interp::run(&imported.module, std::slice::from_ref(&ids)).unwrap();
+    assert_eq!(want[0].as_int().unwrap(), cls.as_int().unwrap());
+
+    if !have("cc") {
+        eprintln!("skipped the C program: no C compiler `cc`");
+        return;
+    }
+    let dir = temp_dir("int64");
+    run(Command::new(env!("CARGO_BIN_EXE_qcc"))
+        .arg("compile")
+        .arg(&path)
+        .arg("-o")
+        .arg(dir.join("int64_io.o")));
+    let h = std::fs::read_to_string(dir.join("int64_io.h")).unwrap();
+    assert!(
+        h.contains("/* input 0: %ids i32[1,6] as int64 (6 elements of int64_t) */"),
+        "{h}"
+    );
+    assert!(h.contains("beyond int32 (3, before anything runs)"), "{h}");
+    std::fs::write(dir.join("main.c"), INT64_PROGRAM).unwrap();
+    let exe = dir.join("int64_io");
+    run(Command::new("cc")
+        .args(["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(&dir)
+        .arg(dir.join("main.c"))
+        .arg(dir.join("int64_io.o"))
+        .arg("-o")
+        .arg(&exe));
+    let text = run(&mut Command::new(&exe));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(
+        lines[0],
+        format!("0 {}", cls.as_int().unwrap()[0]),
+        "{text}"
+    );
+    let got_m: Vec<f32> = lines[1]
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // Float sums in another order than the interpreter's and ONNX Runtime's.
+    for (g, r) in got_m.iter().zip(m_ref.as_f32().unwrap()) {
+        assert!(
+            (g - r).abs() <= 1e-4 * r.abs().max(1.0),
+            "{got_m:?} against {m_ref:?}"
+        );
+    }
+    // Beyond int32 above and below: 3 with the output untouched; int32's minimum: 0.
+    assert_eq!(lines[2], "3 3 0 -99", "{text}");
+    assert_eq!(
+        lines[3],
+        format!("0 {} 3", cls.as_int().unwrap()[0]),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

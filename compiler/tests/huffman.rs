@@ -32,6 +32,7 @@ fn models() -> PathBuf {
 fn huff() -> Options {
     Options {
         compress: Compress::Huffman,
+        ..Default::default()
     }
 }
 

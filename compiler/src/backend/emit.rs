@@ -11,8 +11,8 @@ use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{
-    AbiParam, FuncRef, Function, GlobalValue, InstBuilder, JumpTableData, Signature, StackSlotData,
-    StackSlotKind, UserFuncName, Value,
+    AbiParam, Block, BlockArg, FuncRef, Function, GlobalValue, InstBuilder, JumpTableData,
+    Signature, StackSlotData, StackSlotKind, UserFuncName, Value,
 };
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -70,7 +70,7 @@ pub(crate) fn compile_object(
     name: &str,
     isa: OwnedTargetIsa,
     tier: Option<Tier>,
-    compress: Compress,
+    opts: super::Options,
 ) -> Result<ObjectOut, BackendError> {
     let builder = ObjectBuilder::new(
         isa,
@@ -79,7 +79,7 @@ pub(crate) fn compile_object(
     )
     .map_err(|e| internal("object builder", e))?;
     let mut module = ObjectModule::new(builder);
-    let built = build(&mut module, m, name, Text::None, tier, compress)?;
+    let built = build(&mut module, m, name, Text::None, tier, opts)?;
     let object = module
         .finish()
         .emit()
@@ -96,7 +96,7 @@ pub(crate) fn text(
     isa: OwnedTargetIsa,
     tier: Option<Tier>,
     what: Text,
-    compress: Compress,
+    opts: super::Options,
 ) -> Result<String, BackendError> {
     let builder = ObjectBuilder::new(
         isa,
@@ -105,7 +105,7 @@ pub(crate) fn text(
     )
     .map_err(|e| internal("object builder", e))?;
     let mut module = ObjectModule::new(builder);
-    Ok(build(&mut module, m, name, what, tier, compress)?.text)
+    Ok(build(&mut module, m, name, what, tier, opts)?.text)
 }
 
 /// Where a blob of constant data lives at run time.
@@ -338,8 +338,9 @@ pub(crate) fn build<M: ClModule>(
     name: &str,
     want: Text,
     tier: Option<Tier>,
-    compress: Compress,
+    opts: super::Options,
 ) -> Result<Built, BackendError> {
+    let compress = opts.compress;
     qcc_ir::verify::verify(m).map_err(|e| BackendError::Invalid(e.to_string()))?;
     let folded = super::fold::constants(m);
     let m: &Module = &folded;
@@ -656,12 +657,15 @@ pub(crate) fn build<M: ClModule>(
         }
         (None, _) => (None, None),
     };
+    // int64 inputs and outputs: their int32 copies follow each entry's arena.
+    let io64 = Io64At::place(m, opts.int64, &mut plan.arena);
+    let io64_ctx = Io64At::place(m, opts.int64, &mut plan_ctx.arena);
     let run = emit_entry(
         module,
         m,
         name,
         &sched,
-        (&plan, weights),
+        (&plan, weights, &io64),
         &kernels_ids,
         (tier, &mut data),
         &mut ctx,
@@ -674,7 +678,7 @@ pub(crate) fn build<M: ClModule>(
         m,
         name,
         &sched,
-        (&plan_ctx, weights_ctx),
+        (&plan_ctx, weights_ctx, &io64_ctx),
         &kernels_ids,
         (tier, &mut data),
         &mut ctx,
@@ -1206,6 +1210,90 @@ fn emit_job_task<M: ClModule>(
     Ok(fid)
 }
 
+/// Where an entry keeps the int32 copies of its int64 inputs and outputs
+/// (`super::Int64Io`): `(index, scratch offset, elements)`.
+#[derive(Debug, Default)]
+struct Io64At {
+    inputs: Vec<(usize, u64, usize)>,
+    outputs: Vec<(usize, u64, usize)>,
+}
+
+impl Io64At {
+    /// Regions after `arena` (which grows to hold them).
+    fn place(m: &Module, io: super::Int64Io, arena: &mut u64) -> Io64At {
+        let mut at = Io64At::default();
+        let mut off = arena.div_ceil(plan::ALIGN) * plan::ALIGN;
+        for (list, ids, input) in [
+            (&mut at.inputs, &m.inputs, true),
+            (&mut at.outputs, &m.outputs, false),
+        ] {
+            for (i, &v) in ids.iter().enumerate() {
+                if if input { io.input(i) } else { io.output(i) } {
+                    let n = m.ty(v).numel();
+                    list.push((i, off, n));
+                    off += (n as u64 * 4).div_ceil(plan::ALIGN) * plan::ALIGN;
+                }
+            }
+        }
+        if !at.inputs.is_empty() || !at.outputs.is_empty() {
+            *arena = off;
+        }
+        at
+    }
+}
+
+/// Copies `n` elements from `src` to `dst`: int64 to int32 when `fail` is given (a
+/// value beyond int32 jumps there), else int32 to int64 (sign-extended).
+fn emit_int64_copy(
+    b: &mut FunctionBuilder<'_>,
+    src: Value,
+    dst: Value,
+    n: usize,
+    fail: Option<Block>,
+) {
+    if n == 0 {
+        return;
+    }
+    let mf = super::kb::MF;
+    let body = b.create_block();
+    let exit = b.create_block();
+    b.append_block_param(body, I64);
+    let i0 = b.ins().iconst(I64, 0);
+    b.ins().jump(body, &[BlockArg::Value(i0)]);
+    b.switch_to_block(body);
+    let i = b.block_params(body)[0];
+    let (se, de) = if fail.is_some() { (8, 4) } else { (4, 8) };
+    let s_off = b.ins().imul_imm_s(i, se);
+    let sp = b.ins().iadd(src, s_off);
+    let d_off = b.ins().imul_imm_s(i, de);
+    let dp = b.ins().iadd(dst, d_off);
+    match fail {
+        Some(fail) => {
+            let v = b.ins().load(I64, mf, sp, 0);
+            let lo = b.ins().ireduce(I32, v);
+            let back = b.ins().sextend(I64, lo);
+            let bad = b.ins().icmp(IntCC::NotEqual, back, v);
+            let ok = b.create_block();
+            b.ins().brif(bad, fail, &[], ok, &[]);
+            b.switch_to_block(ok);
+            b.seal_block(ok);
+            b.ins().store(mf, lo, dp, 0);
+        }
+        None => {
+            let v = b.ins().load(I32, mf, sp, 0);
+            let w = b.ins().sextend(I64, v);
+            b.ins().store(mf, w, dp, 0);
+        }
+    }
+    let next = b.ins().iadd_imm_s(i, 1);
+    let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, next, n as i64);
+    b.ins()
+        .brif(more, body, &[BlockArg::Value(next)], exit, &[]);
+    b.seal_block(body);
+    b.switch_to_block(exit);
+    b.seal_block(exit);
+}
+
 /// Where an entry finds the compressed weights (`--compress-weights huffman`).
 #[derive(Clone, Copy, Debug)]
 struct WeightsAt {
@@ -1252,7 +1340,7 @@ fn emit_entry<M: ClModule>(
     m: &Module,
     name: &str,
     sched: &Schedule,
-    (plan, weights): (&MemoryPlan, Option<WeightsAt>),
+    (plan, weights, io64): (&MemoryPlan, Option<WeightsAt>, &Io64At),
     kernels: &[FuncId],
     (tier, data): (Option<Tier>, &mut DataState),
     ctx: &mut Context,
@@ -1452,10 +1540,10 @@ fn emit_entry<M: ClModule>(
         let fail2 = b.create_block();
         let go = b.create_block();
         let mf = super::kb::MF;
-        let in_ptrs: Vec<Value> = (0..m.inputs.len())
+        let mut in_ptrs: Vec<Value> = (0..m.inputs.len())
             .map(|i| b.ins().load(I64, mf, ins, (i * 8) as i32))
             .collect();
-        let out_ptrs: Vec<Value> = (0..m.outputs.len())
+        let mut out_ptrs: Vec<Value> = (0..m.outputs.len())
             .map(|j| b.ins().load(I64, mf, outs, (j * 8) as i32))
             .collect();
         let mut bad = b.ins().iconst(cranelift_codegen::ir::types::I8, 0);
@@ -1470,6 +1558,30 @@ fn emit_entry<M: ClModule>(
         b.ins().return_(&[one]);
         b.switch_to_block(go);
         b.seal_block(go);
+        // int64 inputs narrowed to their int32 copies (3 for a value beyond int32, before
+        // anything runs); int64 outputs written as int32 copies, widened at the end.
+        if !io64.inputs.is_empty() {
+            let beyond = b.create_block();
+            for &(i, off, n) in &io64.inputs {
+                let dst = b.ins().iadd_imm_s(scratch, off as i64);
+                emit_int64_copy(&mut b, in_ptrs[i], dst, n, Some(beyond));
+                in_ptrs[i] = dst;
+            }
+            let cont = b.create_block();
+            b.ins().jump(cont, &[]);
+            b.switch_to_block(beyond);
+            b.seal_block(beyond);
+            let three = b.ins().iconst(I32, 3);
+            b.ins().return_(&[three]);
+            b.switch_to_block(cont);
+            b.seal_block(cont);
+        }
+        let mut widen = Vec::new();
+        for &(j, off, n) in &io64.outputs {
+            let tmp = b.ins().iadd_imm_s(scratch, off as i64);
+            widen.push((tmp, out_ptrs[j], n));
+            out_ptrs[j] = tmp;
+        }
         // The compressed weights, decoded into their region (with the lookup table in
         // scratch that is not live yet); every kernel gets the region last.
         let wb = weights.map(|w| b.ins().iadd_imm_s(scratch, w.at as i64));
@@ -1596,6 +1708,9 @@ fn emit_entry<M: ClModule>(
                     b.ins().call(kernel, &args);
                 }
             }
+        }
+        for (tmp, dst, n) in widen {
+            emit_int64_copy(&mut b, tmp, dst, n, None);
         }
         let zero = b.ins().iconst(I32, 0);
         b.ins().return_(&[zero]);

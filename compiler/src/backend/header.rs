@@ -32,7 +32,8 @@ const ELEM_TYPE: &str = "
 /* The element type of an input or output: float32, or integers (plain integers,
    booleans as 0/1, quantized codes, bipolar -1/+1) in the C type named. */
 typedef enum qcc_elem {
-    QCC_F32 = 0, QCC_I8 = 1, QCC_U8 = 2, QCC_I16 = 3, QCC_U16 = 4, QCC_I32 = 5, QCC_U32 = 6
+    QCC_F32 = 0, QCC_I8 = 1, QCC_U8 = 2, QCC_I16 = 3, QCC_U16 = 4, QCC_I32 = 5, QCC_U32 = 6,
+    QCC_I64 = 7
 } qcc_elem;
 #endif
 ";
@@ -66,6 +67,7 @@ pub(crate) fn header(
     name: &str,
     (arena, arena_ctx): (u64, u64),
     tier: Option<&str>,
+    int64: super::Int64Io,
 ) -> String {
     let guard = format!("QCC_{}_H", name.to_ascii_uppercase());
     let mut h = String::new();
@@ -124,12 +126,25 @@ pub(crate) fn header(
                     ty.numel()
                 );
             } else {
-                let (ct, code) = c_type(Store::of(&ty.elem));
+                let wide = if what == "input" {
+                    int64.input(i)
+                } else {
+                    int64.output(i)
+                };
+                let (ct, code) = if wide {
+                    ("int64_t", "QCC_I64")
+                } else {
+                    c_type(Store::of(&ty.elem))
+                };
+                let tys = if wide {
+                    format!("{ty} as int64")
+                } else {
+                    ty.to_string()
+                };
                 let _ = writeln!(
                     h,
-                    "/* {what} {i}: {} {} ({} elements of {ct}) */\n#define {name}_{}_TYPE_{i} {code}",
+                    "/* {what} {i}: {} {tys} ({} elements of {ct}) */\n#define {name}_{}_TYPE_{i} {code}",
                     m.value(v).spelling(),
-                    ty,
                     ty.numel(),
                     what.to_ascii_uppercase()
                 );
@@ -144,6 +159,11 @@ pub(crate) fn header(
             "void *const *",
             "elements of its type",
         )
+    };
+    let narrow = if int64.inputs != 0 {
+        " or an int64\n   input value beyond int32 (3, before anything runs)"
+    } else {
+        ""
     };
     let state = if tier.is_some_and(|t| t != "x86-64") {
         "the only global\n   state is a word caching the CPU check, which every call sets to the same value"
@@ -166,7 +186,7 @@ pub(crate) fn header(
          /* Runs the model: inputs[i] and outputs[i] point at input_size(i) and\n\
          \x20  output_size(i) {unit}. Returns 0 on success, nonzero on bad arguments\n\
          \x20  (1: a NULL pointer, or scratch not aligned to {ALIGN} bytes) or on a CPU\n\
-         \x20  without the object's tier (2). Reentrant: {state};\n\
+         \x20  without the object's tier (2){narrow}. Reentrant: {state};\n\
          \x20  concurrent calls need distinct scratch. */\n\
          int {name}_run({in_ptr}inputs, {out_ptr}outputs, void *scratch);\n"
     );

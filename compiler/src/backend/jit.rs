@@ -82,7 +82,8 @@ impl JitModel {
         Self::with_options(m, target, &super::Options::default())
     }
 
-    /// [`JitModel::with_target`] with [`super::Options`] (`--compress-weights`).
+    /// [`JitModel::with_target`] with [`super::Options`] (`--compress-weights`; the
+    /// JIT's boundary is the module's types, int64 flags aside).
     pub fn with_options(
         m: &Module,
         target: &Target,
@@ -106,7 +107,12 @@ impl JitModel {
             "jit",
             emit::Text::None,
             target.tier()?,
-            opts.compress,
+            // The JIT's callers pass and get the module's own tensors: int64 boundaries
+            // are the object's (their conversions are tested through objects).
+            super::Options {
+                int64: super::Int64Io::default(),
+                ..*opts
+            },
         )?;
         module
             .finalize_definitions()

@@ -118,6 +118,75 @@ pub struct Compiled {
 pub struct Options {
     /// `--compress-weights`: how the constant data the kernels read is stored.
     pub compress: Compress,
+    /// The int32 inputs and outputs that the object's boundary takes and gives as
+    /// int64 (a model file's int64 tensors).
+    pub int64: Int64Io,
+}
+
+/// Inputs and outputs (bit `i` of `inputs` for module input `i`, of `outputs` for output
+/// `i`) that the module computes as int32 but that cross the object's boundary as
+/// int64: `NAME_run` narrows each input (returning 3, before running anything, when a
+/// value is beyond int32) and widens each output. The IR has no 64-bit integers; a
+/// model file's int64 tensors (token ids, indices) are int32 inside.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Int64Io {
+    pub inputs: u64,
+    pub outputs: u64,
+}
+
+impl Int64Io {
+    /// From one flag per input and per output (at most 64 of each may be set).
+    pub fn from_flags(inputs: &[bool], outputs: &[bool]) -> Result<Int64Io, BackendError> {
+        let mask =
+            |f: &[bool], what: &str| -> Result<u64, BackendError> {
+                f.iter().enumerate().filter(|e| *e.1).try_fold(0u64, |m, (i, _)| {
+                if i < 64 {
+                    Ok(m | 1 << i)
+                } else {
+                    Err(BackendError::BadArguments(format!(
+                        "{what} {i} is int64: qcc takes int64 only among the first 64 {what}s"
+                    )))
+                }
+            })
+            };
+        Ok(Int64Io {
+            inputs: mask(inputs, "input")?,
+            outputs: mask(outputs, "output")?,
+        })
+    }
+
+    pub fn input(&self, i: usize) -> bool {
+        i < 64 && self.inputs >> i & 1 == 1
+    }
+
+    pub fn output(&self, i: usize) -> bool {
+        i < 64 && self.outputs >> i & 1 == 1
+    }
+
+    /// Every flagged tensor is an int32 tensor of `m`.
+    fn check(&self, m: &Module) -> Result<(), BackendError> {
+        for (what, ids, mask) in [
+            ("input", &m.inputs, self.inputs),
+            ("output", &m.outputs, self.outputs),
+        ] {
+            if ids.len() < 64 && mask >> ids.len() != 0 {
+                return Err(BackendError::BadArguments(format!(
+                    "int64 {what}s flagged beyond the module's {} {what}s",
+                    ids.len()
+                )));
+            }
+            for (i, &v) in ids.iter().enumerate() {
+                if i < 64 && mask >> i & 1 == 1 && m.ty(v).elem != qcc_ir::ElemType::I32 {
+                    return Err(BackendError::BadArguments(format!(
+                        "{what} {i} (%{}) crosses the boundary as int64 but is {}, not i32",
+                        m.value(v).name,
+                        m.ty(v).elem
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Compiles `m` into a relocatable object exporting ABI v1 (docs/design.md) under the C
@@ -142,13 +211,15 @@ pub fn compile_object_with(
         )));
     }
     check_boundary(m)?;
+    opts.int64.check(m)?;
     let isa = target.isa(true)?;
-    let out = emit::compile_object(m, name, isa, target.tier()?, opts.compress)?;
+    let out = emit::compile_object(m, name, isa, target.tier()?, *opts)?;
     let header = header::header(
         m,
         name,
         (out.report.arena_bytes, out.report.arena_ctx_bytes),
         out.report.tier.as_deref(),
+        opts.int64,
     );
     Ok(Compiled {
         object: out.object,
@@ -172,14 +243,7 @@ pub fn emit_clif_with(
     opts: &Options,
 ) -> Result<String, BackendError> {
     let isa = target.isa(true)?;
-    emit::text(
-        m,
-        name,
-        isa,
-        target.tier()?,
-        emit::Text::Clif,
-        opts.compress,
-    )
+    emit::text(m, name, isa, target.tier()?, emit::Text::Clif, *opts)
 }
 
 /// The machine code of every kernel and of the entry function, as Cranelift
@@ -197,7 +261,7 @@ pub fn emit_asm_with(
     opts: &Options,
 ) -> Result<String, BackendError> {
     let isa = target.isa(true)?;
-    emit::text(m, name, isa, target.tier()?, emit::Text::Asm, opts.compress)
+    emit::text(m, name, isa, target.tier()?, emit::Text::Asm, *opts)
 }
 
 /// The report of compiling `m` for `target` without writing anything.
@@ -208,7 +272,7 @@ pub fn report(m: &Module, target: &Target) -> Result<Report, BackendError> {
 /// [`report`] with [`Options`].
 pub fn report_with(m: &Module, target: &Target, opts: &Options) -> Result<Report, BackendError> {
     let isa = target.isa(true)?;
-    Ok(emit::compile_object(m, "model", isa, target.tier()?, opts.compress)?.report)
+    Ok(emit::compile_object(m, "model", isa, target.tier()?, *opts)?.report)
 }
 
 /// Turns any string into a C identifier (used for default model names).

@@ -64,6 +64,11 @@ pub struct Imported {
     pub input_names: Vec<String>,
     /// The ONNX name of every module output, in order.
     pub output_names: Vec<String>,
+    /// Per module input: an ONNX int64 tensor, computed as int32 inside (the object
+    /// takes int64 and refuses values beyond int32, see `backend::Int64Io`).
+    pub int64_inputs: Vec<bool>,
+    /// Per module output: an ONNX int64 tensor computed as int32 (the object widens it).
+    pub int64_outputs: Vec<bool>,
 }
 
 /// Why a model could not be imported. Every variant but `Internal` is the user's (or the
@@ -661,6 +666,7 @@ fn import_named(
     }
 
     let mut input_names = Vec::new();
+    let mut int64_inputs = Vec::new();
     for vi in &graph.input {
         if init_names.contains(&vi.name) {
             continue;
@@ -693,6 +699,10 @@ fn import_named(
         };
         let elem = match dtype {
             DType::F32 => Some(ElemType::F32),
+            // Token ids, indices: int32 inside; the object takes int64 and refuses
+            // values beyond int32. A bound one (a shape, in the node tests) stays the
+            // constant it was.
+            DType::I64 if bound.is_none() => Some(ElemType::I32),
             d => d.int_type().map(ElemType::Int),
         };
         match elem {
@@ -700,6 +710,7 @@ fn import_named(
                 let vname = imp.fresh(&vi.name);
                 let id = imp.m.add_input(vname, TensorType::new(elem, shape));
                 input_names.push(vi.name.clone());
+                int64_inputs.push(dtype == DType::I64);
                 imp.vals.insert(vi.name.clone(), Val::Ir { id, bound });
             }
             None => match bound {
@@ -753,12 +764,15 @@ fn import_named(
     }
 
     let mut output_names = Vec::new();
+    let mut int64_outputs = Vec::new();
     for vi in &graph.output {
         let id = imp.output_value(&vi.name).map_err(|message| {
             ImportError::Model(format!("graph output `{}`: {message}", vi.name))
         })?;
         imp.m.outputs.push(id);
         output_names.push(vi.name.clone());
+        // An int64 output (ArgMax, TopK's indices, ...) computed as int32.
+        int64_outputs.push(input_dtype(vi) == DType::I64 && imp.m.ty(id).elem == ElemType::I32);
     }
     if imp.m.outputs.is_empty() {
         return Err(ImportError::Model("the graph has no outputs".into()));
@@ -792,6 +806,8 @@ fn import_named(
         warnings,
         input_names,
         output_names,
+        int64_inputs,
+        int64_outputs,
     })
 }
 
