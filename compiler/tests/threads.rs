@@ -438,6 +438,31 @@ proptest! {
     }
 }
 
+/// The u8 activations of the banded cases (scale 0.1, zero point 3).
+fn act_u8() -> ElemType {
+    qt(
+        8,
+        false,
+        QuantParams::PerTensor {
+            scale: 0.1,
+            zero_point: 3,
+        },
+    )
+}
+
+/// Symmetric i8 weights of `m` output channels (scale 0.02 each).
+fn weights_i8(m: usize) -> ElemType {
+    qt(
+        8,
+        true,
+        QuantParams::PerAxis {
+            axis: 0,
+            scales: vec![0.02; m],
+            zero_points: vec![0; m],
+        },
+    )
+}
+
 /// A conv split into bands of rows, then a fused quantized add reading its result: the
 /// add is split into the same bands (every channel's rows of each band).
 #[test]
@@ -447,25 +472,10 @@ fn banded_elementwise_after_a_conv() {
         let (c, m) = (r.i(2, 12) as usize, r.i(2, 12) as usize);
         let (h, w) = (r.i(4, 20) as usize, r.i(4, 20) as usize);
         let mut b = B::new();
-        let ax = qt(
-            8,
-            false,
-            QuantParams::PerTensor {
-                scale: 0.1,
-                zero_point: 3,
-            },
-        );
+        let ax = act_u8();
         let xd = codes(&mut r, &ax, c * h * w);
         let x = b.input_int(ax.clone(), &[1, c, h, w], xd);
-        let we = qt(
-            8,
-            true,
-            QuantParams::PerAxis {
-                axis: 0,
-                scales: vec![0.02; m],
-                zero_points: vec![0; m],
-            },
-        );
+        let we = weights_i8(m);
         let wd = r.is(m * c * 9, -7, 7);
         let wt = b.const_int(we, &[m, c, 3, 3], wd);
         let y = b.node(
@@ -516,30 +526,12 @@ fn small_layers_join_the_job_before_them() {
     for case in 0..4 {
         let (c, m, h) = (16, 16, 32 - 4 * case);
         let mut b = B::new();
-        let ax = qt(
-            8,
-            false,
-            QuantParams::PerTensor {
-                scale: 0.1,
-                zero_point: 3,
-            },
-        );
+        let ax = act_u8();
         let xd = codes(&mut r, &ax, c * h * h);
         let x = b.input_int(ax.clone(), &[1, c, h, h], xd);
-        let we = |m: usize| {
-            qt(
-                8,
-                true,
-                QuantParams::PerAxis {
-                    axis: 0,
-                    scales: vec![0.02; m],
-                    zero_points: vec![0; m],
-                },
-            )
-        };
         let conv = |b: &mut B, r: &mut Rng, x, cin: usize, k: usize| {
             let wd = r.is(m * cin * k * k, -7, 7);
-            let wt = b.const_int(we(m), &[m, cin, k, k], wd);
+            let wt = b.const_int(weights_i8(m), &[m, cin, k, k], wd);
             let p = (k / 2) as i64;
             let y = b.node(
                 Op::Conv2dInt,

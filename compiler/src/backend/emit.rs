@@ -849,6 +849,35 @@ fn declare_task<M: ClModule>(
     Ok((fid, refs))
 }
 
+/// Defines the task function `fname(arg, i)` calling `kernels`: `body` gets the
+/// builder in the entry block, the kernels' references and the two parameters, and
+/// ends every block it makes.
+fn define_task<M: ClModule>(
+    module: &mut M,
+    (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
+    fname: &str,
+    kernels: &[FuncId],
+    body: impl FnOnce(&mut FunctionBuilder<'_>, &[FuncRef], Value, Value),
+) -> Result<FuncId, BackendError> {
+    let frontend = module.isa().frontend_config();
+    let (fid, refs) = declare_task(module, ctx, fname, kernels)?;
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let p = b.block_params(entry).to_vec();
+        body(&mut b, &refs, p[0], p[1]);
+        b.finalize(frontend);
+    }
+    module
+        .define_function(fid, ctx)
+        .map_err(|e| internal(&format!("task {fname}"), e))?;
+    module.clear_context(ctx);
+    Ok(fid)
+}
+
 /// The task function `task(arg, i)` of a split step: `arg` points at the step's
 /// pointers (its run-time operands, its result, its shared region, the first task
 /// slot); chunk `i` runs its kernel (`kernels[i]`) in slot `i`, `slot_stride` bytes
@@ -863,16 +892,7 @@ fn emit_task<M: ClModule>(
     sp: &Split,
     kernels: &[FuncId],
 ) -> Result<FuncId, BackendError> {
-    let frontend = module.isa().frontend_config();
-    let (fid, refs) = declare_task(module, ctx, fname, kernels)?;
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        b.seal_block(entry);
-        let p = b.block_params(entry).to_vec();
-        let (arg, i) = (p[0], p[1]);
+    define_task(module, (ctx, fctx), fname, kernels, |b, refs, arg, i| {
         let nr = step.reads.len();
         let mf = super::kb::MF;
         let reads: Vec<Value> = (0..nr)
@@ -902,7 +922,7 @@ fn emit_task<M: ClModule>(
         for (ci, (chunk, &blk)) in sp.chunks.iter().zip(&blocks).enumerate() {
             b.switch_to_block(blk);
             b.seal_block(blk);
-            let mut kb = Kb::new(&mut b, feat);
+            let mut kb = Kb::new(b, feat);
             let slot = kb.off(slots, (ci as u64 * slot_stride) as i64);
             match chunk {
                 Chunk::Rows {
@@ -1003,13 +1023,7 @@ fn emit_task<M: ClModule>(
         b.switch_to_block(exit);
         b.seal_block(exit);
         b.ins().return_(&[]);
-        b.finalize(frontend);
-    }
-    module
-        .define_function(fid, ctx)
-        .map_err(|e| internal(&format!("task {fname}"), e))?;
-    module.clear_context(ctx);
-    Ok(fid)
+    })
 }
 
 /// The task function of a split step's first phase: task `i` runs `kernels[i]` with
@@ -1022,16 +1036,7 @@ fn emit_pre_task<M: ClModule>(
     (step, wb): (&select::Step, bool),
     kernels: &[FuncId],
 ) -> Result<FuncId, BackendError> {
-    let frontend = module.isa().frontend_config();
-    let (fid, refs) = declare_task(module, ctx, fname, kernels)?;
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        b.seal_block(entry);
-        let p = b.block_params(entry).to_vec();
-        let (arg, i) = (p[0], p[1]);
+    define_task(module, (ctx, fctx), fname, kernels, |b, refs, arg, i| {
         let nr = step.reads.len();
         let mf = super::kb::MF;
         let mut args: Vec<Value> = (0..nr)
@@ -1060,13 +1065,7 @@ fn emit_pre_task<M: ClModule>(
         b.switch_to_block(exit);
         b.seal_block(exit);
         b.ins().return_(&[]);
-        b.finalize(frontend);
-    }
-    module
-        .define_function(fid, ctx)
-        .map_err(|e| internal(&format!("task {fname}"), e))?;
-    module.clear_context(ctx);
-    Ok(fid)
+    })
 }
 
 /// Appends the disassembly of the function just defined in `ctx`.
@@ -1187,27 +1186,13 @@ fn emit_job_task<M: ClModule>(
     members: &[(FuncId, usize)],
 ) -> Result<FuncId, BackendError> {
     let ids: Vec<FuncId> = members.iter().map(|m| m.0).collect();
-    let (fid, refs) = declare_task(module, ctx, fname, &ids)?;
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        b.seal_block(entry);
-        let p = b.block_params(entry).to_vec();
-        let (arg, i) = (p[0], p[1]);
+    define_task(module, (ctx, fctx), fname, &ids, |b, refs, arg, i| {
         for (&f, &(_, off)) in refs.iter().zip(members) {
             let a = b.ins().iadd_imm_s(arg, off as i64);
             b.ins().call(f, &[a, i]);
         }
         b.ins().return_(&[]);
-        b.finalize(module.isa().frontend_config());
-    }
-    module
-        .define_function(fid, ctx)
-        .map_err(|e| internal("job task", e))?;
-    module.clear_context(ctx);
-    Ok(fid)
+    })
 }
 
 /// Where an entry keeps the int32 copies of its int64 inputs and outputs
