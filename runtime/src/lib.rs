@@ -56,6 +56,96 @@ pub type RunCtxFn =
 /// `NAME_scratch_size_threads(threads)`: bytes.
 pub type ScratchThreadsFn = unsafe extern "C" fn(usize) -> usize;
 
+/// The element type of a tensor at the object's boundary: the header's `qcc_elem`
+/// (`NAME_INPUT_TYPE_i`, `NAME_OUTPUT_TYPE_i`; float-only models are all `F32`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Elem {
+    F32,
+    I8,
+    U8,
+    I16,
+    U16,
+    I32,
+    U32,
+    I64,
+}
+
+impl Elem {
+    /// The C type's name (`float`, `int64_t`, ...).
+    pub fn c_name(self) -> &'static str {
+        match self {
+            Elem::F32 => "float",
+            Elem::I8 => "int8_t",
+            Elem::U8 => "uint8_t",
+            Elem::I16 => "int16_t",
+            Elem::U16 => "uint16_t",
+            Elem::I32 => "int32_t",
+            Elem::U32 => "uint32_t",
+            Elem::I64 => "int64_t",
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The Rust types that cross the boundary: `f32`, `i8`, `u8`, `i16`, `u16`, `i32`,
+/// `u32` and `i64` (booleans and u8 quantized codes are `u8`).
+pub trait Element: Copy + sealed::Sealed {
+    const ELEM: Elem;
+}
+
+macro_rules! element {
+    ($($t:ty => $e:ident),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl Element for $t {
+            const ELEM: Elem = Elem::$e;
+        }
+    )*};
+}
+element!(f32 => F32, i8 => I8, u8 => U8, i16 => I16, u16 => U16, i32 => I32, u32 => U32, i64 => I64);
+
+/// One input of [`Session::run_typed`]: a slice of any [`Element`] type.
+#[derive(Clone, Copy, Debug)]
+pub struct In<'a> {
+    elem: Elem,
+    ptr: *const c_void,
+    len: usize,
+    _borrow: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'a, T: Element> From<&'a [T]> for In<'a> {
+    fn from(s: &'a [T]) -> In<'a> {
+        In {
+            elem: T::ELEM,
+            ptr: s.as_ptr().cast(),
+            len: s.len(),
+            _borrow: std::marker::PhantomData,
+        }
+    }
+}
+
+/// One output of [`Session::run_typed`]: a mutable slice of any [`Element`] type.
+#[derive(Debug)]
+pub struct Out<'a> {
+    elem: Elem,
+    ptr: *mut c_void,
+    len: usize,
+    _borrow: std::marker::PhantomData<&'a mut ()>,
+}
+
+impl<'a, T: Element> From<&'a mut [T]> for Out<'a> {
+    fn from(s: &'a mut [T]) -> Out<'a> {
+        Out {
+            elem: T::ELEM,
+            ptr: s.as_mut_ptr().cast(),
+            len: s.len(),
+            _borrow: std::marker::PhantomData,
+        }
+    }
+}
+
 /// The entry points of one compiled model (ABI v1).
 #[derive(Clone, Copy)]
 pub struct ModelAbi {
@@ -68,6 +158,8 @@ pub struct ModelAbi {
     run: RunFn,
     /// The threaded entry and its scratch size, when the object has them.
     threaded: Option<(RunCtxFn, ScratchThreadsFn)>,
+    /// The inputs' and outputs' element types (None: all float32).
+    types: Option<(&'static [Elem], &'static [Elem])>,
 }
 
 impl fmt::Debug for ModelAbi {
@@ -108,6 +200,25 @@ impl ModelAbi {
             scratch_size,
             run,
             threaded: None,
+            types: None,
+        }
+    }
+
+    /// The same entry points with the element types of a typed header (one per input
+    /// and per output).
+    ///
+    /// # Safety
+    ///
+    /// The types must be the header's `NAME_INPUT_TYPE_i` and `NAME_OUTPUT_TYPE_i`, in
+    /// order: the object reads and writes its tensors in them.
+    pub const unsafe fn with_types(
+        self,
+        inputs: &'static [Elem],
+        outputs: &'static [Elem],
+    ) -> ModelAbi {
+        ModelAbi {
+            types: Some((inputs, outputs)),
+            ..self
         }
     }
 
@@ -154,7 +265,27 @@ impl Model {
         self.abi.num_outputs
     }
 
-    /// Floats of input `i` (panics when `i` is out of range).
+    /// The element type of input `i` (panics when `i` is out of range).
+    pub fn input_type(&self, i: usize) -> Elem {
+        assert!(
+            i < self.abi.num_inputs,
+            "input {i} of {}",
+            self.abi.num_inputs
+        );
+        self.abi.types.map_or(Elem::F32, |t| t.0[i])
+    }
+
+    /// The element type of output `i` (panics when `i` is out of range).
+    pub fn output_type(&self, i: usize) -> Elem {
+        assert!(
+            i < self.abi.num_outputs,
+            "output {i} of {}",
+            self.abi.num_outputs
+        );
+        self.abi.types.map_or(Elem::F32, |t| t.1[i])
+    }
+
+    /// Elements of input `i` (panics when `i` is out of range).
     pub fn input_len(&self, i: usize) -> usize {
         assert!(
             i < self.abi.num_inputs,
@@ -165,7 +296,7 @@ impl Model {
         unsafe { (self.abi.input_size)(i) }
     }
 
-    /// Floats of output `i` (panics when `i` is out of range).
+    /// Elements of output `i` (panics when `i` is out of range).
     pub fn output_len(&self, i: usize) -> usize {
         assert!(
             i < self.abi.num_outputs,
@@ -233,12 +364,19 @@ pub enum RunError {
         expected: usize,
         got: usize,
     },
-    /// A slice has the wrong number of floats.
+    /// A slice has the wrong number of elements.
     Len {
         what: &'static str,
         index: usize,
         expected: usize,
         got: usize,
+    },
+    /// A slice has another element type than the model's tensor.
+    Type {
+        what: &'static str,
+        index: usize,
+        expected: Elem,
+        got: Elem,
     },
     /// `NAME_run` returned this nonzero code.
     Code(i32),
@@ -257,7 +395,21 @@ impl fmt::Display for RunError {
                 index,
                 expected,
                 got,
-            } => write!(f, "{what} {index} holds {got} floats, the model wants {expected}"),
+            } => write!(f, "{what} {index} holds {got} elements, the model wants {expected}"),
+            RunError::Type {
+                what,
+                index,
+                expected,
+                got,
+            } => write!(
+                f,
+                "{what} {index} is a slice of {}, the model's tensor holds {}",
+                got.c_name(),
+                expected.c_name()
+            ),
+            RunError::Code(3) => f.write_str(
+                "the model returned 3: an int64 input holds a value beyond int32 (the model computes it as int32)",
+            ),
             RunError::Code(2) => f.write_str(
                 "the model returned 2: this CPU lacks the instruction set the object was compiled for (see NAME_CPU_TIER in its header; recompile with --cpu)",
             ),
@@ -322,8 +474,26 @@ impl Session {
         self.model
     }
 
-    /// Runs the model: one slice per input and per output, each of the model's length.
+    /// Runs a float32 model: one slice per input and per output, each of the model's
+    /// length ([`Session::run_typed`] for models with other element types).
     pub fn run(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<(), RunError> {
+        let ins: Vec<In<'_>> = inputs.iter().map(|&x| In::from(x)).collect();
+        let mut outs: Vec<Out<'_>> = outputs.iter_mut().map(|y| Out::from(&mut **y)).collect();
+        self.run_typed(&ins, &mut outs)
+    }
+
+    /// Runs the model: one slice per input and per output, each of the model's element
+    /// type ([`Model::input_type`]) and length:
+    ///
+    /// ```ignore
+    /// let (ids, mut cls, mut scores) = ([3i64, 7, 1], [0i64; 1], [0f32; 5]);
+    /// session.run_typed(&[(&ids[..]).into()], &mut [(&mut cls[..]).into(), (&mut scores[..]).into()])?;
+    /// ```
+    pub fn run_typed(
+        &mut self,
+        inputs: &[In<'_>],
+        outputs: &mut [Out<'_>],
+    ) -> Result<(), RunError> {
         let m = self.model;
         if inputs.len() != m.num_inputs() {
             return Err(RunError::Count {
@@ -339,29 +509,42 @@ impl Session {
                 got: outputs.len(),
             });
         }
-        for (i, x) in inputs.iter().enumerate() {
-            if x.len() != m.input_len(i) {
+        let slices = inputs
+            .iter()
+            .map(|x| ("input", x.elem, x.len))
+            .enumerate()
+            .chain(
+                outputs
+                    .iter()
+                    .map(|y| ("output", y.elem, y.len))
+                    .enumerate(),
+            );
+        for (index, (what, elem, len)) in slices {
+            let (expected, want) = if what == "input" {
+                (m.input_type(index), m.input_len(index))
+            } else {
+                (m.output_type(index), m.output_len(index))
+            };
+            if elem != expected {
+                return Err(RunError::Type {
+                    what,
+                    index,
+                    expected,
+                    got: elem,
+                });
+            }
+            if len != want {
                 return Err(RunError::Len {
-                    what: "input",
-                    index: i,
-                    expected: m.input_len(i),
-                    got: x.len(),
+                    what,
+                    index,
+                    expected: want,
+                    got: len,
                 });
             }
         }
-        for (i, y) in outputs.iter().enumerate() {
-            if y.len() != m.output_len(i) {
-                return Err(RunError::Len {
-                    what: "output",
-                    index: i,
-                    expected: m.output_len(i),
-                    got: y.len(),
-                });
-            }
-        }
-        // Empty tensors still get distinct non-null pointers.
-        let ins: Vec<*const f32> = inputs.iter().map(|x| x.as_ptr()).collect();
-        let outs: Vec<*mut f32> = outputs.iter_mut().map(|y| y.as_mut_ptr()).collect();
+        // Empty tensors still get distinct non-null pointers (slices' dangling ones).
+        let ins: Vec<*const f32> = inputs.iter().map(|x| x.ptr.cast()).collect();
+        let outs: Vec<*mut f32> = outputs.iter_mut().map(|y| y.ptr.cast()).collect();
         let rc = match (&self.pool, m.abi.threaded) {
             (Some(pool), Some((run_ctx, _))) => {
                 let ctx = pool.ctx(self.scratch.layout.size());
@@ -380,9 +563,10 @@ impl Session {
                 }
             }
             // SAFETY: one pointer per input and output, each to exactly the number of
-            // floats the model reads or writes (checked above); the scratch is this
-            // session's, at least `scratch_bytes()` long and aligned to 64; the borrows
-            // keep every buffer alive and unaliased for the call.
+            // elements of the type the model reads or writes (checked above; the C
+            // function takes them as `void *`); the scratch is this session's, at least
+            // `scratch_bytes()` long and aligned to 64; the borrows keep every buffer
+            // alive and unaliased for the call.
             _ => unsafe {
                 (m.abi.run)(
                     ins.as_ptr(),
