@@ -515,6 +515,76 @@ fn banded_elementwise_after_a_conv() {
     }
 }
 
+/// The same block on 8x8 images (ResNet-20's last stage): bands of 4 rows of a u8
+/// plane would be half a cache line each, both cores writing every line, so the convs
+/// are split by output channels (whole planes per task) and the add by the same
+/// element ranges, all in one job; bit for bit with `NAME_run` on every pool.
+#[test]
+fn small_planes_split_by_channels() {
+    let mut r = Rng(29);
+    let (c, m, h) = (64, 64, 8);
+    let mut b = B::new();
+    let ax = act_u8();
+    let xd = codes(&mut r, &ax, c * h * h);
+    let x = b.input_int(ax.clone(), &[1, c, h, h], xd);
+    let conv = |b: &mut B, r: &mut Rng, x, k: usize| {
+        let wd = r.is(m * c * k * k, -7, 7);
+        let wt = b.const_int(weights_i8(m), &[m, c, k, k], wd);
+        let p = (k / 2) as i64;
+        let y = b.node(
+            Op::Conv2dInt,
+            &[x, wt],
+            conv_attrs(1, &[p, p, p, p], 1, 1),
+            ElemType::I32,
+        );
+        requant_to(b, r, y, 1, 1, 1, (28, 34), ax.clone())
+    };
+    let y = conv(&mut b, &mut r, x, 3);
+    let z = conv(&mut b, &mut r, x, 1);
+    let i16t = ElemType::Int(IntType::new(16, true));
+    let ra = requant_to(&mut b, &mut r, y, 1, 1, 1, (24, 30), i16t.clone());
+    let rb = requant_to(&mut b, &mut r, z, 1, 1, 1, (24, 30), i16t.clone());
+    let s = b.node(Op::Add, &[ra, rb], attrs(&[]), i16t);
+    let s = requant_to(&mut b, &mut r, s, 1, 1, 1, (24, 30), out_q());
+    b.output(s);
+    qcc_ir::verify::verify(&b.m).unwrap();
+    for cpu in ["x86-64-v2", "native"] {
+        if cpu == "native" && !host_has(true) {
+            continue;
+        }
+        let host = target_lexicon::Triple::host().to_string();
+        let t = Target::new(&host, cpu).unwrap();
+        let jit = JitModel::with_target(&b.m, &t).unwrap();
+        let rep = jit.report();
+        let got: Vec<_> = rep
+            .layers
+            .iter()
+            .map(|l| (l.tasks > 1, l.split_by, l.job))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (true, Some("channels"), Some(0)),
+                (true, Some("channels"), Some(0)),
+                (true, Some("elements"), Some(0)),
+            ],
+            "{cpu}\n{rep}"
+        );
+        assert!(
+            rep.to_string().contains("[2 tasks by channels, job 0]"),
+            "{rep}"
+        );
+        let want = jit.run(&b.inputs).unwrap();
+        for threads in THREADS {
+            let pool = ThreadPool::new(threads);
+            for _ in 0..2 {
+                let got = jit.run_threads(&b.inputs, &pool).unwrap();
+                assert!(same(&want, &got), "{cpu}, {threads} threads\n{rep}");
+            }
+        }
+    }
+}
+
 /// A residual block's tail as the models have it: a 3x3 conv worth splitting, a 1x1
 /// conv too small to split on its own and an add of both. At the default grain the
 /// three run as one job (the small conv split into the 3x3's bands to join it); a

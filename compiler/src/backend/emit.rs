@@ -737,8 +737,19 @@ pub(crate) fn build<M: ClModule>(
         }
     });
     report.arena_ctx_bytes = plan_ctx.arena;
-    for (l, t) in report.layers.iter_mut().zip(&tasks) {
+    for ((l, t), sp) in report.layers.iter_mut().zip(&tasks).zip(&splits) {
         l.tasks = t.as_ref().map_or(1, |t| t.n);
+        l.split_by = sp
+            .as_ref()
+            .and_then(|sp| sp.chunks.first())
+            .map(|c| match c {
+                Chunk::Rows { .. }
+                | Chunk::Range {
+                    planes: Some(_), ..
+                } => "rows",
+                Chunk::Chans { .. } => "channels",
+                Chunk::Range { planes: None, .. } => "elements",
+            });
     }
     for j in jobs.iter().filter(|j| j.len() > 1) {
         for si in j.clone() {
@@ -1953,6 +1964,7 @@ fn make_report(
             tier: step.lowering.tier().map(str::to_string),
             tasks: 1,
             job: None,
+            split_by: None,
         });
     }
     Report {

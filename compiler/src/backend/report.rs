@@ -41,6 +41,8 @@ pub struct LayerReport {
     /// The first layer of the job this layer's tasks share with its neighbours (one
     /// fork/join for several layers), if any.
     pub job: Option<usize>,
+    /// What its tasks split (`rows`, `channels` or `elements`), when it has tasks.
+    pub split_by: Option<&'static str>,
 }
 
 /// The whole report.
@@ -157,10 +159,11 @@ impl fmt::Display for Report {
                 Some(t) => format!(" [tier {t}]"),
                 None => String::new(),
             };
+            let by = l.split_by.map_or(String::new(), |b| format!(" by {b}"));
             let tier = match (l.tasks, l.job) {
                 (1, _) => tier,
-                (n, Some(j)) => format!("{tier} [{n} tasks, job {j}]"),
-                (n, None) => format!("{tier} [{n} tasks]"),
+                (n, Some(j)) => format!("{tier} [{n} tasks{by}, job {j}]"),
+                (n, None) => format!("{tier} [{n} tasks{by}]"),
             };
             writeln!(
                 f,
@@ -348,6 +351,9 @@ impl Report {
             let _ = write!(o, ", \"tasks\": {}", l.tasks);
             if let Some(j) = l.job {
                 let _ = write!(o, ", \"job\": {j}");
+            }
+            if let Some(b) = l.split_by {
+                let _ = write!(o, ", \"split\": \"{b}\"");
             }
             o.push('}');
         }

@@ -232,8 +232,8 @@ pub(crate) fn split_all(
 
 /// Each step's split, and whether it was split only to join a job.
 fn split_each(m: &Module, s: &super::select::Schedule) -> (Vec<Option<Split>>, Vec<bool>) {
-    // Per value written by a step split into bands: its shape and the bands' rows.
-    type Bands = ([usize; 4], Vec<(usize, usize)>);
+    // Per value written by a split step: its shape and what each chunk wrote.
+    type Bands = ([usize; 4], Written);
     let mut bands: std::collections::HashMap<u32, Bands> = std::collections::HashMap::new();
     let mut out: Vec<Option<Split>> = Vec::with_capacity(s.steps.len());
     let mut forced = Vec::with_capacity(s.steps.len());
@@ -247,8 +247,11 @@ fn split_each(m: &Module, s: &super::select::Schedule) -> (Vec<Option<Split>>, V
                 .reads
                 .iter()
                 .find_map(|r| bands.get(&s.root[r.index()].0));
-            if let (Some((shape, rows)), true) = (from, big || prev_split) {
-                sp = split_planes(m, st, *shape, rows);
+            if let (Some((shape, w)), true) = (from, big || prev_split) {
+                sp = match w {
+                    Written::Rows(rows) => split_planes(m, st, *shape, rows),
+                    Written::Elems(el) => split_elems(m, st, el),
+                };
                 small = !big;
             }
         }
@@ -262,18 +265,29 @@ fn split_each(m: &Module, s: &super::select::Schedule) -> (Vec<Option<Split>>, V
             && st.node.is_some()
             && let Some(g) = st.lowering.conv_geom()
             && let Some(Dest::Value(pv)) = s.steps.get(si - 1).map(|p| p.dest)
-            && let Some((shape, rows)) = bands.get(&pv.0)
+            && let Some((shape, Written::Rows(rows))) = bands.get(&pv.0)
             && shape[2] == g.oh
             && let Some(&(r0, r1)) = rows.first()
         {
             sp = split_rows_in(m, st, g, Some(r1 - r0));
             small = sp.is_some();
         }
+        // ... after one split by output channels (whole planes): the same, by channels.
+        if sp.is_none()
+            && prev_split
+            && st.node.is_some()
+            && let Some(g) = st.lowering.conv_geom()
+            && let Some(Dest::Value(pv)) = s.steps.get(si - 1).map(|p| p.dest)
+            && let Some((_, Written::Elems(_))) = bands.get(&pv.0)
+        {
+            sp = split_chans_in(st, g, true);
+            small = sp.is_some();
+        }
         // Remember the bands of what this step writes.
         if let (Some(Split { chunks, .. }), Dest::Value(v)) = (&sp, st.dest) {
             let shape = &m.ty(v).shape;
-            if let Some(rows) = written_rows(shape, chunks) {
-                bands.insert(v.0, ([shape[0], shape[1], shape[2], shape[3]], rows));
+            if let Some(w) = written(shape, chunks) {
+                bands.insert(v.0, ([shape[0], shape[1], shape[2], shape[3]], w));
             }
         }
         out.push(sp);
@@ -282,15 +296,24 @@ fn split_each(m: &Module, s: &super::select::Schedule) -> (Vec<Option<Split>>, V
     (out, forced)
 }
 
-/// The rows of every channel plane that each chunk writes, when the result is an
-/// `[N, C, H, W]` tensor cut into bands of rows (a convolution's bands, or an
-/// elementwise kernel split into bands); None for other splits.
-fn written_rows(shape: &[usize], chunks: &[Chunk]) -> Option<Vec<(usize, usize)>> {
+/// What each chunk of a split writes of its `[N, C, H, W]` result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Written {
+    /// Rows `r0..r1` of every channel plane (a convolution's bands, or an elementwise
+    /// kernel split into bands).
+    Rows(Vec<(usize, usize)>),
+    /// Elements `e0..e1` of the tensor (a convolution's output channels of one image,
+    /// whole planes; an elementwise kernel's ranges).
+    Elems(Vec<(usize, usize)>),
+}
+
+/// What each chunk writes (see [`Written`]); None for other splits.
+fn written(shape: &[usize], chunks: &[Chunk]) -> Option<Written> {
     if shape.len() != 4 || shape[3] == 0 {
         return None;
     }
-    let w = shape[3];
-    chunks
+    let (w, plane) = (shape[3], shape[2] * shape[3]);
+    let rows: Option<Vec<(usize, usize)>> = chunks
         .iter()
         .map(|c| match c {
             Chunk::Rows { r0, r1, .. } => Some((*r0, *r1)),
@@ -305,7 +328,29 @@ fn written_rows(shape: &[usize], chunks: &[Chunk]) -> Option<Vec<(usize, usize)>
             }
             _ => None,
         })
-        .collect()
+        .collect();
+    if let Some(rows) = rows {
+        return Some(Written::Rows(rows));
+    }
+    chunks
+        .iter()
+        .map(|c| match c {
+            Chunk::Chans {
+                sub: Lowering::Maddubs(q),
+            } if shape[0] == 1 => match q.phase {
+                MdPhase::Chans(c0, c1) => Some((c0 * plane, c1 * plane)),
+                _ => None,
+            },
+            Chunk::Range {
+                e0,
+                sub,
+                planes: None,
+                ..
+            } => Some((*e0, e0 + sub.range_len()?)),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(Written::Elems)
 }
 
 /// Runs of consecutive split steps that the threaded entry runs as one job (one
@@ -326,42 +371,39 @@ pub(crate) fn jobs(
     splits: &[Option<Split>],
 ) -> Vec<std::ops::Range<usize>> {
     let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
-    // Per value written by the current run: the rows each chunk wrote (None: not bands).
-    let mut written: std::collections::HashMap<u32, Option<Vec<(usize, usize)>>> =
+    // Per value written by the current run: what each chunk wrote (None: not known).
+    let mut wrote: std::collections::HashMap<u32, Option<Written>> =
         std::collections::HashMap::new();
     for (si, st) in s.steps.iter().enumerate() {
         let Some(sp) = &splits[si] else {
             continue;
         };
-        let joins = runs.last().is_some_and(|r| r.end == si) && joins_run(m, s, si, sp, &written);
+        let joins = runs.last().is_some_and(|r| r.end == si) && joins_run(m, s, si, sp, &wrote);
         if joins {
             if let Some(r) = runs.last_mut() {
                 r.end = si + 1;
             }
         } else {
-            written.clear();
+            wrote.clear();
             runs.push(si..si + 1);
         }
         let v = match st.dest {
             Dest::Value(v) => v,
             Dest::Output(j) => m.outputs[j],
         };
-        written.insert(
-            s.root[v.index()].0,
-            written_rows(&m.ty(v).shape, &sp.chunks),
-        );
+        wrote.insert(s.root[v.index()].0, written(&m.ty(v).shape, &sp.chunks));
     }
     runs
 }
 
-/// Whether split step `si` may run in the same job as the steps that wrote `written`
+/// Whether split step `si` may run in the same job as the steps that wrote `wrote`
 /// (see [`jobs`]).
 fn joins_run(
     m: &Module,
     s: &super::select::Schedule,
     si: usize,
     sp: &Split,
-    written: &std::collections::HashMap<u32, Option<Vec<(usize, usize)>>>,
+    wrote: &std::collections::HashMap<u32, Option<Written>>,
 ) -> bool {
     if sp.pre.is_some() {
         return false;
@@ -369,26 +411,42 @@ fn joins_run(
     let reads = &s.steps[si].reads;
     reads.iter().enumerate().all(|(k, &r)| {
         let root = s.root[r.index()];
-        let Some(rows) = written.get(&root.0) else {
+        let Some(w) = wrote.get(&root.0) else {
             return true;
         };
-        let Some(rows) = rows else {
+        let Some(w) = w else {
             return false;
         };
-        if r != root || rows.len() != sp.len() {
+        let n = match w {
+            Written::Rows(v) | Written::Elems(v) => v.len(),
+        };
+        if r != root || n != sp.len() {
             return false;
         }
-        let w = m.ty(root).shape[3];
-        sp.chunks.iter().zip(rows).all(|(c, &(r0, r1))| match c {
-            Chunk::Range {
-                e0,
-                sub,
-                planes: Some(_),
-                ..
-            } => sub.range_len().is_some_and(|len| {
-                e0 % w == 0 && len % w == 0 && (e0 / w, (e0 + len) / w) == (r0, r1)
+        let wd = m.ty(root).shape[3];
+        sp.chunks.iter().enumerate().all(|(i, c)| match (c, w) {
+            (
+                Chunk::Range {
+                    e0,
+                    sub,
+                    planes: Some(_),
+                    ..
+                },
+                Written::Rows(rows),
+            ) => sub.range_len().is_some_and(|len| {
+                e0 % wd == 0 && len % wd == 0 && (e0 / wd, (e0 + len) / wd) == rows[i]
             }),
-            Chunk::Rows { y0, y1, .. } => {
+            (
+                Chunk::Range {
+                    e0,
+                    sub,
+                    planes: None,
+                    ..
+                },
+                Written::Elems(el),
+            ) => sub.range_len().is_some_and(|len| (*e0, e0 + len) == el[i]),
+            (Chunk::Rows { y0, y1, .. }, Written::Rows(rows)) => {
+                let (r0, r1) = rows[i];
                 k == 0 && reads[1..].iter().all(|&o| o != r) && r0 <= *y0 && *y1 <= r1
             }
             _ => false,
@@ -442,6 +500,43 @@ fn split_planes(
     })
 }
 
+/// `step` (elementwise, every operand of the result's element count) split into the
+/// element ranges `ranges` (those an earlier split step's chunks wrote).
+fn split_elems(m: &Module, step: &Step, ranges: &[(usize, usize)]) -> Option<Split> {
+    let (eb_out, n) = out_elem_bytes(m, step)?;
+    let contiguous = ranges.first().map(|r| r.0) == Some(0)
+        && ranges
+            .windows(2)
+            .all(|w| w[0].1 == w[1].0 && w[0].0 < w[0].1);
+    if !contiguous || ranges.last().map(|r| r.1) != Some(n) || ranges.len() < 2 {
+        return None;
+    }
+    let mut eb_reads = Vec::new();
+    for &r in &step.reads {
+        if m.ty(r).numel() != n {
+            return None;
+        }
+        eb_reads.push(value_bytes(m, r) as usize / n);
+    }
+    let chunks = ranges
+        .iter()
+        .map(|&(e0, e1)| {
+            Some(Chunk::Range {
+                sub: step.lowering.with_len(e1 - e0)?,
+                e0,
+                eb_reads: eb_reads.clone(),
+                eb_out,
+                planes: None,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Split {
+        chunks,
+        slot: ALIGN,
+        pre: None,
+    })
+}
+
 /// The result's bytes per element.
 fn out_elem_bytes(m: &Module, step: &Step) -> Option<(usize, usize)> {
     let v = match step.dest {
@@ -459,10 +554,20 @@ fn out_elem_bytes(m: &Module, step: &Step) -> Option<(usize, usize)> {
 /// rows would share the unpacked rows across cores, each band reading all of them).
 /// The im2col is repeated by every task, so they are half as many as bands would be.
 fn split_chans(step: &Step, g: &ConvGeom) -> Option<Split> {
+    split_chans_in(step, g, false)
+}
+
+/// [`split_chans`], or with `any`, for every u8 x i8 conv of one group (bands of rows
+/// would share cache lines, see [`split_rows`]).
+fn split_chans_in(step: &Step, g: &ConvGeom, any: bool) -> Option<Split> {
     let Lowering::Maddubs(q) = &step.lowering else {
         return None;
     };
-    if g.group != 1 || g.m <= g.npix() || q.phase != MdPhase::Full || q.pack.is_none() {
+    if g.group != 1
+        || q.phase != MdPhase::Full
+        || (!any && (g.m <= g.npix() || q.pack.is_none()))
+        || (any && g.n != 1)
+    {
         return None;
     }
     let gr = grain();
@@ -506,7 +611,20 @@ fn split_chans(step: &Step, g: &ConvGeom) -> Option<Split> {
 }
 
 fn split_rows(m: &Module, step: &Step, g: &ConvGeom) -> Option<Split> {
-    split_rows_in(m, step, g, None)
+    let sp = split_rows_in(m, step, g, None)?;
+    // Bands whose rows start inside a cache line of an output plane (u8 planes of 8x8:
+    // a band of 4 rows is half a line) have both cores write every line: split such a
+    // u8 x i8 conv by output channels instead (whole planes per task).
+    let shares_lines = sp.chunks.iter().any(|c| match c {
+        Chunk::Rows {
+            r0, eb_out, full, ..
+        } => (r0 * full.ow * eb_out) % 64 != 0,
+        _ => false,
+    });
+    if shares_lines && let Some(ch) = split_chans_in(step, g, true) {
+        return Some(ch);
+    }
+    Some(sp)
 }
 
 /// [`split_rows`], or with `forced`, bands of exactly that many rows whatever the
