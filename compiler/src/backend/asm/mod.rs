@@ -208,6 +208,7 @@ mod tests {
             lo: Some(0f32.to_bits()),
             hi: Some(6f32.to_bits()),
             acc_in: false,
+            silu: false,
         }
     }
 
@@ -228,6 +229,23 @@ mod tests {
         assert_ne!(a.symbol(), AsmFn::Fma(ftile(FmaIsa::Zmm, 5)).symbol());
         assert_eq!(a.assemble().unwrap(), a.clone().assemble().unwrap());
         assert_eq!(a.params(), 4);
+    }
+
+    #[test]
+    fn the_zmm_tile_applies_silu_after_the_stores() {
+        let t = FmaTile {
+            silu: true,
+            ..ftile(FmaIsa::Zmm, 5)
+        };
+        let z = disassemble(&AsmFn::Fma(t.clone()).assemble().unwrap());
+        for ins in ["vscalefps zmm", "vrcp14ps zmm", "vrndscaleps zmm"] {
+            assert!(z.contains(ins), "{ins}: {z}");
+        }
+        assert!(!z.contains("vdivps"), "{z}");
+        assert_ne!(
+            AsmFn::Fma(t).symbol(),
+            AsmFn::Fma(ftile(FmaIsa::Zmm, 5)).symbol()
+        );
     }
 
     #[test]

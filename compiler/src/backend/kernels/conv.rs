@@ -82,13 +82,21 @@ pub(crate) fn wide_gemm(g: &ConvGeom, wide: Option<FmaIsa>) -> Option<FmaIsa> {
     }
 }
 
-/// The GEMM of the wide tiles (one group's, or one Winograd position's).
+/// Whether a fused `silu` runs in the wide tiles' epilogue (zmm tiles of an im2col or
+/// pointwise GEMM); otherwise the kernel applies it in a pass over its result.
+pub(crate) fn silu_in_tile(g: &ConvGeom, wide: Option<FmaIsa>) -> bool {
+    !winograd::applies(g) && wide_gemm(g, wide) == Some(FmaIsa::Zmm)
+}
+
+/// The GEMM of the wide tiles (one group's, or one Winograd position's); `silu` only
+/// where [`silu_in_tile`].
 pub(crate) fn wide_spec(
     g: &ConvGeom,
     wide: Option<FmaIsa>,
     bias: bool,
     lo: Option<f32>,
     hi: Option<f32>,
+    silu: bool,
 ) -> Option<FmaSpec> {
     let isa = wide_gemm(g, wide)?;
     if winograd::applies(g) {
@@ -104,6 +112,7 @@ pub(crate) fn wide_spec(
         bias: if bias { Bias::Row } else { Bias::None },
         lo,
         hi,
+        silu: silu && isa == FmaIsa::Zmm,
     })
 }
 
@@ -119,7 +128,7 @@ pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32], wide: Option<FmaIsa>) -> Vec
     }
     let (mg, k) = (g.mg(), g.kdim());
     let mut out = Vec::with_capacity(w.len());
-    let spec = wide_spec(g, wide, false, None, None);
+    let spec = wide_spec(g, wide, false, None, None, false);
     for grp in 0..g.group {
         let get = |i: usize, kk: usize| w[(grp * mg + i) * k + kk];
         match spec {

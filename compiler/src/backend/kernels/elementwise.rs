@@ -3,7 +3,7 @@
 //!
 //! All loops run over f32x4 vectors with a scalar tail; each lane computes exactly
 //! what the interpreter computes in f32 (same operations and order) except where a
-//! comment says otherwise (exp and sigmoid use the polynomial of `math.rs`; hard_swish
+//! comment says otherwise (exp, sigmoid and silu use the polynomial of `math.rs`; hard_swish
 //! multiplies by 1/6 instead of dividing by 6).
 
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -25,6 +25,8 @@ pub(crate) enum Unary {
     HardSigmoid(f32, f32),
     HardSwish,
     Sigmoid,
+    /// `x * sigmoid(x)`.
+    Silu,
     Exp,
     Sqrt,
     Sign,
@@ -46,6 +48,7 @@ impl Unary {
             Unary::HardSigmoid(..) => "hard_sigmoid",
             Unary::HardSwish => "hard_swish",
             Unary::Sigmoid => "sigmoid",
+            Unary::Silu => "silu",
             Unary::Exp => "exp",
             Unary::Sqrt => "sqrt",
             Unary::Sign => "sign",
@@ -90,7 +93,8 @@ impl UConsts {
             one: kb.fconst(ty, 1.0),
             a: kb.fconst(ty, a),
             b: kb.fconst(ty, b),
-            exp: matches!(op, Unary::Sigmoid | Unary::Exp).then(|| ExpConsts::new(kb, ty)),
+            exp: matches!(op, Unary::Sigmoid | Unary::Silu | Unary::Exp)
+                .then(|| ExpConsts::new(kb, ty)),
             round: matches!(op, Unary::Round(_)).then(|| RoundConsts::new(kb, ty)),
             log: (op == Unary::Log).then(|| LogConsts::new(kb, ty)),
             tanh: (op == Unary::Tanh).then(|| TanhConsts::new(kb, ty)),
@@ -134,6 +138,10 @@ impl UConsts {
                 kb.b.ins().fmul(x, y)
             }
             Unary::Sigmoid => self.exp.as_ref().expect("exp constants").sigmoid(kb, x),
+            Unary::Silu => {
+                let s = self.exp.as_ref().expect("exp constants").sigmoid(kb, x);
+                kb.b.ins().fmul(x, s)
+            }
             Unary::Exp => self.exp.as_ref().expect("exp constants").exp(kb, x),
             Unary::Sqrt => kb.b.ins().sqrt(x),
             Unary::Sign => {

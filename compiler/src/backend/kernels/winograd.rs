@@ -132,6 +132,7 @@ pub(crate) fn wide_spec(g: &ConvGeom, isa: FmaIsa) -> FmaSpec {
         bias: Bias::None,
         lo: None,
         hi: None,
+        silu: false,
     }
 }
 

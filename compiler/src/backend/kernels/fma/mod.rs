@@ -13,7 +13,7 @@
 //!   per panel, the last panel padded with zeros ([`pack_b_runtime`]).
 //! - Tiles ([`FmaTile`], `tile.rs`): `rows` x `vecs` accumulators over the whole of K,
 //!   then `+ bias[row]`, the fused ReLU/clip clamp, and the stores, masked for the last
-//!   partial vector. The shape is chosen per GEMM ([`shape`]) by a small cost model.
+//!   partial vector; on zmm a fused SiLU over the stored vectors. The shape is chosen per GEMM ([`shape`]) by a small cost model.
 //! - The driver ([`emit`]): column groups outer (a group of B stays in L1 across the
 //!   row blocks), row blocks inner; one call per tile; one function per distinct tile.
 
@@ -110,6 +110,8 @@ pub(crate) struct FmaTile {
     pub hi: Option<u32>,
     /// Start from the sums in C (a K block after the first) instead of zeros.
     pub acc_in: bool,
+    /// `silu` after the clamp, over the stored results (zmm only).
+    pub silu: bool,
 }
 
 impl FmaTile {
@@ -143,6 +145,9 @@ impl FmaTile {
         }
         if self.acc_in {
             s.push_str("_acc");
+        }
+        if self.silu {
+            s.push_str("_silu");
         }
         s
     }
@@ -331,6 +336,8 @@ pub(crate) struct FmaSpec {
     pub bias: Bias,
     pub lo: Option<f32>,
     pub hi: Option<f32>,
+    /// `silu` after the clamp (zmm only).
+    pub silu: bool,
 }
 
 impl FmaSpec {
@@ -455,6 +462,7 @@ impl FmaGemm {
                         lo: spec.lo.filter(|_| kbk.epi).map(f32::to_bits),
                         hi: spec.hi.filter(|_| kbk.epi).map(f32::to_bits),
                         acc_in: kbk.acc_in,
+                        silu: spec.silu && kbk.epi,
                     };
                     let f = data.asm_func(func, &AsmFn::Fma(t));
                     fns.insert((r, v, valid, ci), f);

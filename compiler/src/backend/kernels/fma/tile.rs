@@ -13,7 +13,10 @@
 //! - the epilogue: `+ bias[r]` or `+ bias[col]` (whole vectors: the bias is padded),
 //!   then `v < lo ? lo : v` and `v > hi ? hi : v` (as
 //!   `vmaxps v, lo, v` and `vminps v, hi, v`: a NaN stays a NaN, like the 128-bit
-//!   kernels' selects).
+//!   kernels' selects);
+//! - a fused SiLU (zmm only, [`silu_zmm`]): after the stores every vector of the tile
+//!   is loaded again (from L1), replaced by `x * sigmoid(x)` and stored; all 32
+//!   registers are free by then, so the constants stay in registers.
 
 use iced_x86::code_asm::registers::{xmm::get_xmm, ymm::get_ymm, zmm::get_zmm};
 use iced_x86::code_asm::*;
@@ -158,9 +161,95 @@ pub(super) fn zmm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
             }
         }
     }
+    if t.silu {
+        let vectors: Vec<(i32, bool)> = (0..rows)
+            .flat_map(|r| {
+                (0..vecs).map(move |v| {
+                    (
+                        (r as u32 * t.ldc_bytes + v as u32 * 64) as i32,
+                        v == vecs - 1 && valid < 16,
+                    )
+                })
+            })
+            .collect();
+        silu_zmm(&mut a, &vectors)?;
+    }
     a.vzeroupper()?;
     a.ret()?;
     a.assemble(0)
+}
+
+/// The constants of [`silu_zmm`] (f32): the clamp of x, `-log2(e)`, `ln 2` in two
+/// parts, exp's polynomial (`math.rs`), 1.
+const SILU_LO: f32 = -80.0;
+const SILU_HI: f32 = 88.0;
+const SILU_C: [f32; 11] = [
+    SILU_LO,
+    SILU_HI,
+    -std::f32::consts::LOG2_E,
+    0.693_359_4,
+    -2.121_944_4e-4,
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+
+/// `x * sigmoid(x)` in place on the zmm vectors at `rdx + off` (`masked`: the lanes of
+/// `k1` only), every register free. Per vector: `c = clamp(x, -80, 88)` (NaN stays),
+/// `n = round(-c log2 e)`, `r = -c - n ln2` (two parts), `e^-c = 2^n (1 + r + r^2
+/// p(r))` with `math.rs`'s polynomial and `vscalefps`, `d = 1 + e^-c`, `1/d` by
+/// `vrcp14ps` and one Newton step (`2^-14` to about one ulp), `x * (1/d)`. The clamp
+/// keeps `1/d` a normal number (`e^80`) and `r` finite; within a few ulps of the
+/// interpreter's `x * (1 / (1 + e^-x))` except at `x = -inf` (-inf, not NaN).
+fn silu_zmm(a: &mut CodeAssembler, vectors: &[(i32, bool)]) -> Result<(), IcedError> {
+    // Constants in zmm20..30, one in zmm31; temporaries zmm0..4.
+    let c = |i: usize| zmm(20 + i);
+    for (i, v) in SILU_C.iter().enumerate() {
+        splat_zmm(a, 20 + i, v.to_bits())?;
+    }
+    let one = zmm(31);
+    splat_zmm(a, 31, 1f32.to_bits())?;
+    let (x, r, n, p, rr) = (zmm(0), zmm(1), zmm(2), zmm(3), zmm(4));
+    for &(off, masked) in vectors {
+        let m = zmmword_ptr(rdx + off);
+        if masked {
+            a.vmovups(x.k1().z(), m)?;
+        } else {
+            a.vmovups(x, m)?;
+        }
+        a.vmaxps(r, c(0), x)?;
+        a.vminps(r, c(1), r)?;
+        a.vmulps(n, r, c(2))?;
+        a.vrndscaleps(n, n, 0x08)?;
+        // r = -c - n ln2_hi - n ln2_lo
+        a.vfnmsub231ps(r, n, c(3))?;
+        a.vfnmadd231ps(r, n, c(4))?;
+        // p = ((((P0 r + P1) r + P2) r + P3) r + P4) r + P5
+        a.vmovaps(p, c(6))?;
+        a.vfmadd231ps(p, r, c(5))?;
+        for k in 7..11 {
+            a.vfmadd213ps(p, r, c(k))?;
+        }
+        a.vmulps(rr, r, r)?;
+        a.vfmadd213ps(p, rr, r)?;
+        a.vaddps(p, p, one)?;
+        a.vscalefps(p, p, n)?;
+        // d = 1 + e^-c; 1/d
+        a.vaddps(p, p, one)?;
+        a.vrcp14ps(rr, p)?;
+        a.vfnmadd213ps(p, rr, one)?;
+        a.vfmadd231ps(rr, rr, p)?;
+        a.vmulps(x, x, rr)?;
+        if masked {
+            a.vmovups(m.k1(), x)?;
+        } else {
+            a.vmovups(m, x)?;
+        }
+    }
+    Ok(())
 }
 
 /// Loads `w` (1..=7) floats at `rdx + off` into ymm `dst` (the other lanes are zeros),
