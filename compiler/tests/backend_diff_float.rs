@@ -11,7 +11,7 @@ fn shape(r: &mut Rng, rank: usize, max: i64) -> Vec<usize> {
     (0..rank).map(|_| r.i(1, max) as usize).collect()
 }
 
-const UNARY: [Op; 17] = [
+const UNARY: [Op; 18] = [
     Op::Abs,
     Op::Neg,
     Op::Floor,
@@ -26,6 +26,7 @@ const UNARY: [Op; 17] = [
     Op::HardSigmoid,
     Op::HardSwish,
     Op::Sigmoid,
+    Op::Silu,
     Op::Exp,
     Op::Sqrt,
     Op::Sign,

@@ -201,9 +201,11 @@ const SILU_C: [f32; 11] = [
 /// `k1` only), every register free. Per vector: `c = clamp(x, -80, 88)` (NaN stays),
 /// `n = round(-c log2 e)`, `r = -c - n ln2` (two parts), `e^-c = 2^n (1 + r + r^2
 /// p(r))` with `math.rs`'s polynomial and `vscalefps`, `d = 1 + e^-c`, `1/d` by
-/// `vrcp14ps` and one Newton step (`2^-14` to about one ulp), `x * (1/d)`. The clamp
-/// keeps `1/d` a normal number (`e^80`) and `r` finite; within a few ulps of the
-/// interpreter's `x * (1 / (1 + e^-x))` except at `x = -inf` (-inf, not NaN).
+/// `vrcp14ps` and one Newton step (`2^-14` to about one ulp), `x * (1/d)`, with `1/d`
+/// set to 0 below -80 (where the interpreter's is below `2e-35`, or 0 past -88.7). The
+/// clamp keeps `1/d` a normal number and `r` finite. Within a few ulps of the
+/// interpreter's `x * (1 / (1 + e^-x))` above -80, within `1e-32` below (-0 for
+/// finite x, NaN at -inf, as the interpreter).
 fn silu_zmm(a: &mut CodeAssembler, vectors: &[(i32, bool)]) -> Result<(), IcedError> {
     // Constants in zmm20..30, one in zmm31; temporaries zmm0..4.
     let c = |i: usize| zmm(20 + i);
@@ -220,6 +222,8 @@ fn silu_zmm(a: &mut CodeAssembler, vectors: &[(i32, bool)]) -> Result<(), IcedEr
         } else {
             a.vmovups(x, m)?;
         }
+        // k2: x < -80, where 1/d is taken as 0 (x * 0: -0, or NaN at -inf).
+        a.vcmpps(k2, x, c(0), 0x11)?;
         a.vmaxps(r, c(0), x)?;
         a.vminps(r, c(1), r)?;
         a.vmulps(n, r, c(2))?;
@@ -242,6 +246,7 @@ fn silu_zmm(a: &mut CodeAssembler, vectors: &[(i32, bool)]) -> Result<(), IcedEr
         a.vrcp14ps(rr, p)?;
         a.vfnmadd213ps(p, rr, one)?;
         a.vfmadd231ps(rr, rr, p)?;
+        a.vxorps(rr.k2(), rr, rr)?;
         a.vmulps(x, x, rr)?;
         if masked {
             a.vmovups(m.k1(), x)?;
