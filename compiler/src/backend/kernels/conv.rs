@@ -16,8 +16,8 @@
 //! with no patch matrix ([`emit_depthwise`]): each output row accumulates the taps
 //! that reach it, four pixels per vector where the stride along the row is 1.
 
-use cranelift_codegen::ir::types::{F32, F32X4};
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::types::{F32, F32X4, I8X16};
+use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 use qcc_ir::{Attrs, Module, Node};
 
 use super::fma::{self, AKind, Bias, FmaGemm, FmaIsa, FmaSpec};
@@ -429,6 +429,10 @@ fn im2col(kb: &mut Kb<'_, '_>, g: &ConvGeom, x: Value, ws: Value) {
                 let x0 = (xlo * g.sw + j * g.dw) as i64 - g.left as i64
                     + (i * g.dh) as i64 * g.w as i64
                     - (g.top * g.w) as i64;
+                // Input elements of the row past the run's last one (vector reads may
+                // take them).
+                let last = ((xhi - 1) * g.sw + j * g.dw) as i64 - g.left as i64;
+                let slack = (g.w as i64 - 1 - last).max(0) as usize;
                 kb.for_range(ylo as i64, yhi as i64, 1, |kb, oy| {
                     let dst = kb.idx(row, oy, (g.ow * 4) as i64);
                     let src = kb.idx(xc, oy, (g.sh * g.w * 4) as i64);
@@ -441,6 +445,7 @@ fn im2col(kb: &mut Kb<'_, '_>, g: &ConvGeom, x: Value, ws: Value) {
                         x0 * 4,
                         xhi - xlo,
                         g.sw as i64,
+                        slack,
                     );
                     fill_zero(kb, dst, (xhi * 4) as i64, g.ow - xhi);
                 });
@@ -472,7 +477,10 @@ pub(crate) fn fill_zero(kb: &mut Kb<'_, '_>, p: Value, off: i64, len: usize) {
     }
 }
 
-/// Copies `len` f32 from `src + soff` (element stride `stride`) to `dst + doff`.
+/// Copies `len` f32 from `src + soff` (element stride `stride`) to `dst + doff`;
+/// `slack`: how many elements past the last one read may be read too (stride 2 reads
+/// two vectors and keeps the even lanes while they stay within it).
+#[allow(clippy::too_many_arguments, reason = "a strided run")]
 pub(crate) fn copy_run(
     kb: &mut Kb<'_, '_>,
     dst: Value,
@@ -481,7 +489,41 @@ pub(crate) fn copy_run(
     soff: i64,
     len: usize,
     stride: i64,
+    slack: usize,
 ) {
+    // Chunks of four outputs read source elements 8c .. 8c + 7; the last needed one
+    // is 2 (len - 1).
+    let nv2 = if stride == 2 && 2 * len + slack >= 9 {
+        ((2 * len + slack - 9) / 8 + 1).min(len / 4)
+    } else {
+        0
+    };
+    if nv2 > 0 {
+        let even = |kb: &mut Kb<'_, '_>, s: Value, off: i64| {
+            let a = kb.load(F32X4, s, off);
+            let b = kb.load(F32X4, s, off + 16);
+            even_lanes(kb, a, b)
+        };
+        if nv2 > 8 {
+            kb.for_range(0, nv2 as i64, 1, |kb, v| {
+                let s = kb.idx(src, v, 32);
+                let d = kb.idx(dst, v, 16);
+                let x = even(kb, s, soff);
+                kb.store(x, d, doff);
+            });
+        } else {
+            for v in 0..nv2 as i64 {
+                let x = even(kb, src, soff + v * 32);
+                kb.store(x, dst, doff + v * 16);
+            }
+        }
+        let done = nv2 * 4;
+        for e in done as i64..len as i64 {
+            let x = kb.load(F32, src, soff + e * 8);
+            kb.store(x, dst, doff + e * 4);
+        }
+        return;
+    }
     if stride == 1 {
         let nv = len / 4;
         if nv > 8 {
@@ -514,4 +556,18 @@ pub(crate) fn copy_run(
             kb.store(x, dst, doff + e * 4);
         }
     }
+}
+
+/// Lanes 0 and 2 of `a`, then of `b` (`shufps` with 0x88).
+fn even_lanes(kb: &mut Kb<'_, '_>, a: Value, b: Value) -> Value {
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let ai = kb.b.ins().bitcast(I8X16, le, a);
+    let bi = kb.b.ins().bitcast(I8X16, le, b);
+    let m: Vec<u8> = [0u8, 2, 4, 6]
+        .iter()
+        .flat_map(|&l| (0..4).map(move |k| l * 4 + k))
+        .collect();
+    let mask = kb.b.func.dfg.immediates.push(ConstantData::from(m));
+    let r = kb.b.ins().shuffle(ai, bi, mask);
+    kb.b.ins().bitcast(F32X4, le, r)
 }

@@ -256,12 +256,13 @@ pub(crate) fn pack_b_runtime(
     let l = isa.lanes();
     let full = n / l;
     if full > 0 {
-        kb.for_range(0, k as i64, 1, |kb, kk| {
-            let sp = kb.idx(src, kk, (row * 4) as i64);
-            let dp = kb.idx(dst, kk, (l * 4) as i64);
-            kb.for_range(0, full as i64, 1, |kb, p| {
-                let s = kb.idx(sp, p, (l * 4) as i64);
-                let d = kb.idx(dp, p, (k * l * 4) as i64);
+        // Panel by panel: the stores are sequential, the loads one vector from each row.
+        kb.for_range(0, full as i64, 1, |kb, p| {
+            let sp = kb.idx(src, p, (l * 4) as i64);
+            let dp = kb.idx(dst, p, (k * l * 4) as i64);
+            kb.for_range(0, k as i64, 1, |kb, kk| {
+                let s = kb.idx(sp, kk, (row * 4) as i64);
+                let d = kb.idx(dp, kk, (l * 4) as i64);
                 for c in (0..l).step_by(4) {
                     let v = kb.load(F32X4, s, (c * 4) as i64);
                     kb.store(v, d, (c * 4) as i64);
