@@ -196,7 +196,10 @@ impl Lowering {
                     None => format!("gemm{}x{}.f32.b-{b}{act}", gemm::MR, gemm::NR),
                 }
             }
-            Lowering::Pool { kind, st, .. } => match kind {
+            Lowering::Pool { g, kind, st, .. } => match kind {
+                PoolKind::Max if pool::separable(g, *kind, *st) => {
+                    format!("max_pool.separable.{}", st.name())
+                }
                 PoolKind::Max => format!("max_pool.{}", st.name()),
                 PoolKind::Avg(_) => "avg_pool.f32".into(),
             },
@@ -205,6 +208,8 @@ impl Lowering {
             Lowering::Softmax { inner, .. } => {
                 if *inner == 1 {
                     "softmax.f32x4".into()
+                } else if *inner >= 4 {
+                    "softmax.strided.f32x4".into()
                 } else {
                     "softmax.strided.f32".into()
                 }
