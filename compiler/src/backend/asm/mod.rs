@@ -201,6 +201,7 @@ mod tests {
             a_step: 12,
             a_row: 4,
             panel_bytes: 7 * isa.lanes() as u32 * 4,
+            b_k: isa.lanes() as u32 * 4,
             ldc_bytes: 400,
             valid,
             bias: true,

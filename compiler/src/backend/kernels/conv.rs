@@ -113,6 +113,7 @@ pub(crate) fn wide_spec(
         lo,
         hi,
         silu: silu && isa == FmaIsa::Zmm,
+        b_row: (!g.is_pointwise()).then(|| patch_row(g, isa)),
     })
 }
 
@@ -139,14 +140,29 @@ pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32], wide: Option<FmaIsa>) -> Vec
     out
 }
 
+/// Floats per row of the patch matrix the wide tiles read in place: the pixels rounded
+/// up to whole vectors, plus one vector so that consecutive rows fall in different L1
+/// sets.
+pub(crate) fn patch_row(g: &ConvGeom, isa: FmaIsa) -> usize {
+    let l = isa.lanes();
+    g.npix().div_ceil(l) * l + l
+}
+
 /// Workspace bytes: the f32 patch matrix of one group (unless pointwise), then the
-/// same matrix packed into GEMM panels (whole vectors for the wide tiles).
+/// same matrix packed into GEMM panels (whole vectors for the wide tiles); the wide
+/// tiles read the patch matrix in place (rows of [`patch_row`]), so it is the only
+/// one there.
 pub(crate) fn workspace(g: &ConvGeom, wide: Option<FmaIsa>) -> usize {
     if is_depthwise(g) {
         return 0;
     }
     if winograd::applies(g) {
         return winograd::workspace(g);
+    }
+    if let Some(isa) = wide_gemm(g, wide)
+        && !g.is_pointwise()
+    {
+        return g.kdim() * patch_row(g, isa) * 4;
     }
     let m = g.kdim() * g.npix() * 4;
     let packed = match wide_gemm(g, wide) {
@@ -189,19 +205,24 @@ pub(crate) fn emit(
             let og = kb.idx(on, grp, (mg * npix * 4) as i64);
             let wg = kb.idx(w, grp, (mg * k * 4) as i64);
             // Patches (x itself when pointwise), packed into panels so that the
-            // micro-kernel reads B contiguously.
+            // micro-kernel reads B contiguously; the wide tiles read the patches in
+            // place (rows padded to whole vectors).
+            if let Some(t) = tiles {
+                let bias = bias.map(|bp| kb.idx(bp, grp, (mg * 4) as i64));
+                if gc.is_pointwise() {
+                    fma::pack_b_runtime(kb, t.isa(), xg, npix, k, npix, ws);
+                } else {
+                    im2col(kb, &gc, xg, ws, patch_row(&gc, t.isa()));
+                }
+                fma::emit(kb, t, wg, ws, og, bias);
+                return;
+            }
             let (src, packed) = if gc.is_pointwise() {
                 (xg, ws)
             } else {
-                im2col(kb, &gc, xg, ws);
+                im2col(kb, &gc, xg, ws, npix);
                 (ws, kb.off(ws, (k * npix * 4) as i64))
             };
-            if let Some(t) = tiles {
-                fma::pack_b_runtime(kb, t.isa(), src, npix, k, npix, packed);
-                let bias = bias.map(|bp| kb.idx(bp, grp, (mg * 4) as i64));
-                fma::emit(kb, t, wg, packed, og, bias);
-                return;
-            }
             gemm::pack_b_runtime(kb, src, npix, k, npix, packed);
             let b = BIn::Packed(packed);
             let bias = bias.map(|bp| (kb.idx(bp, grp, (mg * 4) as i64), 1, 0));
@@ -407,16 +428,20 @@ fn finish_row(
     }
 }
 
-/// Writes the patch matrix `[Cg*kh*kw, OH*OW]` of the channels at `x` into `ws`.
-fn im2col(kb: &mut Kb<'_, '_>, g: &ConvGeom, x: Value, ws: Value) {
+/// Writes the patch matrix `[Cg*kh*kw, OH*OW]` of the channels at `x` into `ws`, rows
+/// `rs` floats apart (the pixels, or more: the padding is zeroed).
+fn im2col(kb: &mut Kb<'_, '_>, g: &ConvGeom, x: Value, ws: Value, rs: usize) {
     let npix = g.npix();
     let g = *g;
     kb.for_range(0, g.cg() as i64, 1, |kb, c| {
         let xc = kb.idx(x, c, (g.h * g.w * 4) as i64);
-        let wc = kb.idx(ws, c, (g.kh * g.kw * npix * 4) as i64);
+        let wc = kb.idx(ws, c, (g.kh * g.kw * rs * 4) as i64);
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let row = kb.off(wc, (((i * g.kw + j) * npix) * 4) as i64);
+                let row = kb.off(wc, (((i * g.kw + j) * rs) * 4) as i64);
+                // The row's padding (read by the wide tiles' last vector, never stored)
+                // is zeros all the same.
+                fill_zero(kb, row, (npix * 4) as i64, rs - npix);
                 let (ylo, yhi) = g.rows_valid(i);
                 let (xlo, xhi) = g.cols_valid(j);
                 if ylo >= yhi || xlo >= xhi {

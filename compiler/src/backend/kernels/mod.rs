@@ -1085,6 +1085,7 @@ fn emit_gemm_wide(cx: &mut Ecx<'_, '_, '_, '_>, p: &GemmPlan, isa: fma::FmaIsa) 
         lo: p.lo,
         hi: p.hi,
         silu: false,
+        b_row: None,
     };
     let tiles = fma::FmaGemm::new(cx.data, cx.kb.b.func, spec);
     let out = cx.out;

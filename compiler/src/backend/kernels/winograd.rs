@@ -133,6 +133,7 @@ pub(crate) fn wide_spec(g: &ConvGeom, isa: FmaIsa) -> FmaSpec {
         lo: None,
         hi: None,
         silu: false,
+        b_row: None,
     }
 }
 

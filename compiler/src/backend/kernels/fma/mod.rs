@@ -97,6 +97,9 @@ pub(crate) struct FmaTile {
     pub a_row: u32,
     /// Bytes between two column panels of B.
     pub panel_bytes: u32,
+    /// Bytes between two rows (k) of B: one vector in packed panels, the row of a
+    /// row-major B.
+    pub b_k: u32,
     /// Bytes between two output rows.
     pub ldc_bytes: u32,
     /// Columns of the last vector that are stored (1..=lanes).
@@ -148,6 +151,9 @@ impl FmaTile {
         }
         if self.silu {
             s.push_str("_silu");
+        }
+        if self.b_k != self.isa.lanes() as u32 * 4 {
+            s.push_str(&format!("_bk{}", self.b_k));
         }
         s
     }
@@ -339,6 +345,9 @@ pub(crate) struct FmaSpec {
     pub hi: Option<f32>,
     /// `silu` after the clamp (zmm only).
     pub silu: bool,
+    /// B row-major with rows of this many floats (at least N rounded up to whole
+    /// vectors) instead of packed in panels.
+    pub b_row: Option<usize>,
 }
 
 impl FmaSpec {
@@ -438,7 +447,6 @@ impl FmaGemm {
 
     pub fn new(data: &mut dyn DataSink, func: &mut Function, spec: FmaSpec) -> FmaGemm {
         let (rows, vecs) = spec.shape();
-        let l = spec.isa.lanes();
         let mut fns = BTreeMap::new();
         for (ci, kbk) in k_blocks(spec.k).into_iter().enumerate() {
             for &(_, _, r) in &row_groups(spec.m, rows) {
@@ -455,7 +463,8 @@ impl FmaGemm {
                         k: kbk.depth as u32,
                         a_step: a_step as u32,
                         a_row: a_row as u32,
-                        panel_bytes: (spec.k * l * 4) as u32,
+                        panel_bytes: panel_bytes(&spec) as u32,
+                        b_k: b_k(&spec) as u32,
                         ldc_bytes: (spec.ldc * 4) as u32,
                         valid: valid as u32,
                         bias: kbk.epi && spec.bias == Bias::Row,
@@ -479,6 +488,20 @@ impl FmaGemm {
     }
 }
 
+/// Bytes between two column vectors of B.
+fn panel_bytes(s: &FmaSpec) -> usize {
+    let l = s.isa.lanes();
+    match s.b_row {
+        Some(_) => l * 4,
+        None => s.k * l * 4,
+    }
+}
+
+/// Bytes between two rows of B.
+fn b_k(s: &FmaSpec) -> usize {
+    s.b_row.unwrap_or(s.isa.lanes()) * 4
+}
+
 /// Emits the GEMM of `g`: A at `a` (packed by [`pack_a`] with `g`'s rows, or a run-time
 /// matrix), B in panels at `b`, C at `out`, `bias` when the spec has one.
 pub(crate) fn emit(
@@ -499,12 +522,12 @@ pub(crate) fn emit(
             // First k of this block.
             let k0 = kb.b.ins().imul_imm_s(bi, KC as i64);
             let k0 = kb.b.ins().iadd_imm_s(k0, kbk.k0 as i64);
-            let bk = kb.idx(b, k0, (l * 4) as i64);
+            let bk = kb.idx(b, k0, b_k(&s) as i64);
             for &(v0, vcount, vecs, valid) in &cols {
                 kb.for_range(0, vcount as i64, 1, |kb, tj| {
                     let vi = kb.b.ins().imul_imm_s(tj, stride_v as i64);
                     let vi = kb.b.ins().iadd_imm_s(vi, v0 as i64);
-                    let bp = kb.idx(bk, vi, (s.k * l * 4) as i64);
+                    let bp = kb.idx(bk, vi, panel_bytes(&s) as i64);
                     let op = kb.idx(out, vi, (l * 4) as i64);
                     for &(r0, rcount, r) in &rows {
                         let f = g.fns[&(r, vecs, valid, ci)];

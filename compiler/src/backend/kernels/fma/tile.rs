@@ -6,7 +6,10 @@
 //! - `a`: A at `a + k * a_step + r * a_row` (a packed row block `[K][block]`, or a
 //!   run-time matrix in either order), one broadcast per row and k: EVEX embedded
 //!   broadcast (`{1to16}`) on zmm, `vbroadcastss` on ymm;
-//! - `b`: `vecs` column panels of `lanes` floats, `[K][lanes]` each, `panel_bytes`
+//! - `b`: `vecs` column vectors `panel_bytes` apart, row k of B `k * b_k` bytes on
+//!   (packed panels: `[K][lanes]` each, `b_k` one vector; or a row-major matrix whose
+//!   rows are padded to whole vectors: `panel_bytes` one vector, `b_k` the row);
+//!   packed: `vecs` column panels of `lanes` floats, `[K][lanes]` each, `panel_bytes`
 //!   apart (the last panel of a matrix is padded with zeros to whole vectors);
 //! - `c`: row r at `c + r * ldc_bytes`; the last vector stores only `valid` columns
 //!   (an opmask on zmm; 16-, 8- and 4-byte pieces on ymm);
@@ -45,7 +48,7 @@ fn k_loop(
 ) -> Result<(), IcedError> {
     const U: usize = 2;
     let k = t.k as usize;
-    let vb = t.isa.lanes() as i32 * 4;
+    let bk = t.b_k as i32;
     if k / U > 0 {
         let mut top = a.create_label();
         a.mov(r10d, (k / U) as u32)?;
@@ -54,7 +57,7 @@ fn k_loop(
             body(a, u)?;
         }
         a.add(rdi, (U as u32 * t.a_step) as i32)?;
-        a.add(rsi, U as i32 * vb)?;
+        a.add(rsi, U as i32 * bk)?;
         a.sub(r10d, 1)?;
         a.jnz(top)?;
     }
@@ -107,7 +110,7 @@ pub(super) fn zmm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
         for v in 0..vecs {
             a.vmovups(
                 zmm(col(v)),
-                zmmword_ptr(rsi + (v as i32 * pb + u as i32 * 64)),
+                zmmword_ptr(rsi + (v as i32 * pb + u as i32 * t.b_k as i32)),
             )?;
         }
         for r in 0..rows {
@@ -313,7 +316,7 @@ pub(super) fn ymm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
         for v in 0..vecs {
             a.vmovups(
                 ymm(col(v)),
-                ymmword_ptr(rsi + (v as i32 * pb + u as i32 * 32)),
+                ymmword_ptr(rsi + (v as i32 * pb + u as i32 * t.b_k as i32)),
             )?;
         }
         for r in 0..rows {
