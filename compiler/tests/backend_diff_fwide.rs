@@ -311,7 +311,8 @@ fn resnet20_shapes() {
 /// ends of the clamp at -80 and 88, huge values, infinities, NaN) and a sweep: a
 /// pointwise conv of one input channel with weights 1 (the conv is exact), then `silu`, on
 /// every tier (the zmm tile's epilogue on x86-64-v4, the 128-bit pass below), at odd
-/// pixel counts (masked last vectors).
+/// pixel counts (masked last vectors); and after a depthwise conv (the zmm SiLU loop
+/// on x86-64-v4).
 #[test]
 fn silu_on_hard_values() {
     let mut xs = vec![
@@ -342,6 +343,21 @@ fn silu_on_hard_values() {
     ];
     xs.extend((0..1999).map(|i| (i as f32 - 1000.0) * 0.0137));
     let n = xs.len();
+    // Depthwise (two channels of weight 1): the zmm SiLU loop after the conv.
+    let mut d = B::new();
+    let mut xs2 = xs.clone();
+    xs2.extend(xs.iter().rev());
+    let x = d.input_f32(&[1, 2, 1, n], xs2);
+    let w = d.const_f32(&[2, 1, 1, 1], vec![1.0; 2]);
+    let y = d.f(Op::Conv2d, &[x, w], conv_attrs([1, 1], &[0; 4], [1, 1], 2));
+    let z = d.f(Op::Silu, &[y], attrs(&[]));
+    d.output(z);
+    check_tiers(&d, None).unwrap();
+    if Tier::host().avx512_vnni() {
+        let t = Target::new("x86_64-unknown-linux-gnu", "x86-64-v4+vnni").unwrap();
+        let asm = qcc::backend::emit_asm(&d.m, "fd", &t).unwrap();
+        assert!(asm.contains("silu_zmm"), "no zmm SiLU loop");
+    }
     let mut b = B::new();
     let x = b.input_f32(&[1, 1, 1, n], xs);
     // 16 channels of weight 1: enough work for the wide tiles.

@@ -25,7 +25,7 @@ use iced_x86::code_asm::CodeAssembler;
 
 use super::kernels::addzmm::AddZmm;
 use super::kernels::dot::DotTile;
-use super::kernels::fma::FmaTile;
+use super::kernels::fma::{FmaTile, SiluZmm};
 use super::kernels::xnor::XnorTile;
 use super::target::Tier;
 
@@ -48,6 +48,8 @@ pub(crate) enum AsmFn {
     /// `void add(const u8 *a, const u8 *b, u8 *out)`: the fused quantized residual add
     /// on zmm.
     AddZmm(AddZmm),
+    /// `void silu(const f32 *x, f32 *out)`: SiLU over a fixed count of floats on zmm.
+    SiluZmm(SiluZmm),
 }
 
 impl AsmFn {
@@ -65,6 +67,7 @@ impl AsmFn {
             AsmFn::Fma(t) => t.symbol(),
             AsmFn::Xnor(t) => t.symbol(),
             AsmFn::AddZmm(t) => t.symbol(),
+            AsmFn::SiluZmm(t) => t.symbol(),
         }
     }
 
@@ -82,6 +85,7 @@ impl AsmFn {
             AsmFn::Fma(t) => t.params(),
             AsmFn::Xnor(t) => t.params(),
             AsmFn::AddZmm(_) => 3,
+            AsmFn::SiluZmm(_) => 2,
         }
     }
 
@@ -98,6 +102,7 @@ impl AsmFn {
             AsmFn::Fma(t) => t.assemble(),
             AsmFn::Xnor(t) => t.assemble(),
             AsmFn::AddZmm(t) => t.assemble(),
+            AsmFn::SiluZmm(t) => t.assemble(),
         };
         r.map_err(|e| format!("assembling {}: {e}", self.symbol()))
     }

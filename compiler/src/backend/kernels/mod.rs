@@ -910,9 +910,18 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
             conv::emit(cx.kb, g, x, wp, bias, out, ws, *lo, *hi, tiles.as_ref());
             if *silu && !in_tile {
                 // Over the result just written (in place; still in cache for the
-                // layers of a small model).
+                // layers of a small model): on zmm with AVX-512 (the tiles' code), else
+                // the 128-bit kernel.
                 let n = g.n * g.m * g.npix();
-                elementwise::emit_unary(cx.kb, Unary::Silu, n, out, out);
+                let zmm = cx.kb.feat.tier.is_some_and(|t| t.level >= 4);
+                match u32::try_from(n) {
+                    Ok(n32) if zmm => {
+                        let f = crate::backend::asm::AsmFn::SiluZmm(fma::SiluZmm { n: n32 });
+                        let f = cx.data.asm_func(cx.kb.b.func, &f);
+                        cx.kb.b.ins().call(f, &[out, out]);
+                    }
+                    _ => elementwise::emit_unary(cx.kb, Unary::Silu, n, out, out),
+                }
             }
         }
         Lowering::Gemm(p) => emit_gemm(cx, p),

@@ -31,6 +31,23 @@ use crate::backend::kb::Kb;
 
 pub(crate) use tile::peak_loop;
 
+/// `void silu(const f32 *x, f32 *out)`: `x * sigmoid(x)` over `n` floats on zmm (the
+/// zmm tiles' SiLU epilogue as a loop), for a fused SiLU the tiles do not apply.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SiluZmm {
+    pub n: u32,
+}
+
+impl SiluZmm {
+    pub fn symbol(&self) -> String {
+        format!("silu_zmm_n{}", self.n)
+    }
+
+    pub fn assemble(&self) -> Result<Vec<u8>, iced_x86::IcedError> {
+        tile::silu_loop(self.n)
+    }
+}
+
 /// The vector width of a tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum FmaIsa {

@@ -210,54 +210,99 @@ const SILU_C: [f32; 11] = [
 /// interpreter's `x * (1 / (1 + e^-x))` above -80, within `1e-32` below (-0 for
 /// finite x, NaN at -inf, as the interpreter).
 fn silu_zmm(a: &mut CodeAssembler, vectors: &[(i32, bool)]) -> Result<(), IcedError> {
-    // Constants in zmm20..30, one in zmm31; temporaries zmm0..4.
-    let c = |i: usize| zmm(20 + i);
+    silu_consts(a)?;
+    for &(off, masked) in vectors {
+        silu_vector(a, rdx, rdx, off, masked)?;
+    }
+    Ok(())
+}
+
+/// The constants of [`silu_vector`]: zmm20..30 ([`SILU_C`]) and 1 in zmm31.
+fn silu_consts(a: &mut CodeAssembler) -> Result<(), IcedError> {
     for (i, v) in SILU_C.iter().enumerate() {
         splat_zmm(a, 20 + i, v.to_bits())?;
     }
+    splat_zmm(a, 31, 1f32.to_bits())
+}
+
+/// One vector of [`silu_zmm`]: from `src + off` to `dst + off` (the lanes of `k1`
+/// where `masked`), with zmm0..4 and `k2` as temporaries.
+fn silu_vector(
+    a: &mut CodeAssembler,
+    src: AsmRegister64,
+    dst: AsmRegister64,
+    off: i32,
+    masked: bool,
+) -> Result<(), IcedError> {
+    let c = |i: usize| zmm(20 + i);
     let one = zmm(31);
-    splat_zmm(a, 31, 1f32.to_bits())?;
     let (x, r, n, p, rr) = (zmm(0), zmm(1), zmm(2), zmm(3), zmm(4));
-    for &(off, masked) in vectors {
-        let m = zmmword_ptr(rdx + off);
-        if masked {
-            a.vmovups(x.k1().z(), m)?;
-        } else {
-            a.vmovups(x, m)?;
-        }
-        // k2: x < -80, where 1/d is taken as 0 (x * 0: -0, or NaN at -inf).
-        a.vcmpps(k2, x, c(0), 0x11)?;
-        a.vmaxps(r, c(0), x)?;
-        a.vminps(r, c(1), r)?;
-        a.vmulps(n, r, c(2))?;
-        a.vrndscaleps(n, n, 0x08)?;
-        // r = -c - n ln2_hi - n ln2_lo
-        a.vfnmsub231ps(r, n, c(3))?;
-        a.vfnmadd231ps(r, n, c(4))?;
-        // p = ((((P0 r + P1) r + P2) r + P3) r + P4) r + P5
-        a.vmovaps(p, c(6))?;
-        a.vfmadd231ps(p, r, c(5))?;
-        for k in 7..11 {
-            a.vfmadd213ps(p, r, c(k))?;
-        }
-        a.vmulps(rr, r, r)?;
-        a.vfmadd213ps(p, rr, r)?;
-        a.vaddps(p, p, one)?;
-        a.vscalefps(p, p, n)?;
-        // d = 1 + e^-c; 1/d
-        a.vaddps(p, p, one)?;
-        a.vrcp14ps(rr, p)?;
-        a.vfnmadd213ps(p, rr, one)?;
-        a.vfmadd231ps(rr, rr, p)?;
-        a.vxorps(rr.k2(), rr, rr)?;
-        a.vmulps(x, x, rr)?;
-        if masked {
-            a.vmovups(m.k1(), x)?;
-        } else {
-            a.vmovups(m, x)?;
-        }
+    let m = zmmword_ptr(src + off);
+    if masked {
+        a.vmovups(x.k1().z(), m)?;
+    } else {
+        a.vmovups(x, m)?;
+    }
+    // k2: x < -80, where 1/d is taken as 0 (x * 0: -0, or NaN at -inf).
+    a.vcmpps(k2, x, c(0), 0x11)?;
+    a.vmaxps(r, c(0), x)?;
+    a.vminps(r, c(1), r)?;
+    a.vmulps(n, r, c(2))?;
+    a.vrndscaleps(n, n, 0x08)?;
+    // r = -c - n ln2_hi - n ln2_lo
+    a.vfnmsub231ps(r, n, c(3))?;
+    a.vfnmadd231ps(r, n, c(4))?;
+    // p = ((((P0 r + P1) r + P2) r + P3) r + P4) r + P5
+    a.vmovaps(p, c(6))?;
+    a.vfmadd231ps(p, r, c(5))?;
+    for k in 7..11 {
+        a.vfmadd213ps(p, r, c(k))?;
+    }
+    a.vmulps(rr, r, r)?;
+    a.vfmadd213ps(p, rr, r)?;
+    a.vaddps(p, p, one)?;
+    a.vscalefps(p, p, n)?;
+    // d = 1 + e^-c; 1/d
+    a.vaddps(p, p, one)?;
+    a.vrcp14ps(rr, p)?;
+    a.vfnmadd213ps(p, rr, one)?;
+    a.vfmadd231ps(rr, rr, p)?;
+    a.vxorps(rr.k2(), rr, rr)?;
+    a.vmulps(x, x, rr)?;
+    let m = zmmword_ptr(dst + off);
+    if masked {
+        a.vmovups(m.k1(), x)?;
+    } else {
+        a.vmovups(m, x)?;
     }
     Ok(())
+}
+
+/// `void silu(const f32 *x, f32 *out)` over `n` floats on zmm ([`silu_zmm`]'s steps,
+/// the last vector masked): every element through the same code, however a layer is
+/// cut into tasks.
+pub(crate) fn silu_loop(n: u32) -> Result<Vec<u8>, IcedError> {
+    let mut a = crate::backend::asm::assembler(true)?;
+    silu_consts(&mut a)?;
+    let steps = n / 16;
+    if steps > 0 {
+        let mut top = a.create_label();
+        a.mov(r10d, steps)?;
+        a.set_label(&mut top)?;
+        silu_vector(&mut a, rdi, rsi, 0, false)?;
+        a.add(rdi, 64)?;
+        a.add(rsi, 64)?;
+        a.sub(r10d, 1)?;
+        a.jnz(top)?;
+    }
+    if n % 16 > 0 {
+        a.mov(eax, (1u32 << (n % 16)) - 1)?;
+        a.kmovw(k1, eax)?;
+        silu_vector(&mut a, rdi, rsi, 0, true)?;
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
 }
 
 /// Loads `w` (1..=7) floats at `rdx + off` into ymm `dst` (the other lanes are zeros),
