@@ -380,6 +380,27 @@ fn silu_on_hard_values() {
     }
 }
 
+/// Pointwise convolutions whose pixels fill whole vectors (the tiles read the input
+/// in place, rows of one or more vectors, K split into blocks past 512) and whose
+/// pixels do not (packed), with each fused activation.
+#[test]
+fn pointwise_in_place_shapes() {
+    let mut r = Rng(11);
+    for (c, m, h, w) in [
+        (600, 24, 8, 8),
+        (20, 7, 4, 4),
+        (33, 40, 2, 24),
+        (64, 16, 5, 5),
+        (1100, 9, 4, 8),
+    ] {
+        for fuse in 0..4 {
+            let a = conv_attrs([1, 1], &[0; 4], [1, 1], 1);
+            let (b, _) = conv_model(&mut r, 1, c, m, [h, w], [1, 1], a, 1, fuse % 2 == 0, fuse);
+            check_tiers(&b, None).unwrap();
+        }
+    }
+}
+
 /// The same model and flags give byte-identical objects; the tile is in the code.
 #[test]
 fn fwide_objects_are_deterministic() {

@@ -116,7 +116,7 @@ pub(crate) fn wide_spec(
         lo,
         hi,
         silu: silu && isa == FmaIsa::Zmm,
-        b_row: (!g.is_pointwise()).then(|| patch_row(g, isa)),
+        b_row: b_row(g, isa),
     })
 }
 
@@ -151,6 +151,19 @@ pub(crate) fn patch_row(g: &ConvGeom, isa: FmaIsa) -> usize {
     g.npix().div_ceil(l) * l + l
 }
 
+/// The row of B the wide tiles read in place, if they do: the patch matrix's
+/// ([`patch_row`]), or a pointwise convolution's input when its rows are whole
+/// vectors (else it is packed into panels).
+fn b_row(g: &ConvGeom, isa: FmaIsa) -> Option<usize> {
+    if !g.is_pointwise() {
+        Some(patch_row(g, isa))
+    } else if g.npix().is_multiple_of(isa.lanes()) {
+        Some(g.npix())
+    } else {
+        None
+    }
+}
+
 /// Workspace bytes: the f32 patch matrix of one group (unless pointwise), then the
 /// same matrix packed into GEMM panels (whole vectors for the wide tiles); the wide
 /// tiles read the patch matrix in place (rows of [`patch_row`]), so it is the only
@@ -163,9 +176,13 @@ pub(crate) fn workspace(g: &ConvGeom, wide: Option<FmaIsa>) -> usize {
         return winograd::workspace(g);
     }
     if let Some(isa) = wide_gemm(g, wide)
-        && !g.is_pointwise()
+        && b_row(g, isa).is_some()
     {
-        return g.kdim() * patch_row(g, isa) * 4;
+        return if g.is_pointwise() {
+            0
+        } else {
+            g.kdim() * patch_row(g, isa) * 4
+        };
     }
     let m = g.kdim() * g.npix() * 4;
     let packed = match wide_gemm(g, wide) {
@@ -212,12 +229,16 @@ pub(crate) fn emit(
             // place (rows padded to whole vectors).
             if let Some(t) = tiles {
                 let bias = bias.map(|bp| kb.idx(bp, grp, (mg * 4) as i64));
-                if gc.is_pointwise() {
-                    fma::pack_b_runtime(kb, t.isa(), xg, npix, k, npix, ws);
-                } else {
+                let b = if !gc.is_pointwise() {
                     im2col(kb, &gc, xg, ws, patch_row(&gc, t.isa()));
-                }
-                fma::emit(kb, t, wg, ws, og, bias);
+                    ws
+                } else if b_row(&gc, t.isa()).is_some() {
+                    xg
+                } else {
+                    fma::pack_b_runtime(kb, t.isa(), xg, npix, k, npix, ws);
+                    ws
+                };
+                fma::emit(kb, t, wg, b, og, bias);
                 return;
             }
             let (src, packed) = if gc.is_pointwise() {
