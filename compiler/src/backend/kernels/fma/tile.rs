@@ -295,7 +295,7 @@ pub(crate) fn silu_loop(n: u32) -> Result<Vec<u8>, IcedError> {
         a.sub(r10d, 1)?;
         a.jnz(top)?;
     }
-    if n % 16 > 0 {
+    if !n.is_multiple_of(16) {
         a.mov(eax, (1u32 << (n % 16)) - 1)?;
         a.kmovw(k1, eax)?;
         silu_vector(&mut a, rdi, rsi, 0, true)?;
