@@ -1,9 +1,10 @@
 //! f32 convolution: im2col into the kernel's workspace, packing into GEMM panels, then
 //! the GEMM micro-kernel with the weights packed at compile time (one packed matrix per
 //! group). The wide tiles (`kernels::fma`) read the patch matrix in place instead (rows
-//! padded to whole vectors plus one, [`patch_row`]); a pointwise convolution's input is
-//! packed into their panels. A fused `silu` runs in the zmm tiles' epilogue, or as a
-//! pass over the result ([`silu_in_tile`]).
+//! padded to whole vectors plus one, [`patch_row`]), and a pointwise convolution's input
+//! too when its rows are whole vectors (else it is packed into their panels). A fused
+//! `silu` runs in the zmm tiles' epilogue, or as a pass over the result
+//! ([`silu_in_tile`]).
 //!
 //! `out[n, g*Mg + m, p] = bias + sum_kk W_g[m, kk] * P[kk, p]` where `P` is the patch
 //! matrix `[Cg*kh*kw, OH*OW]` of group g (row-major, rows in the weights' (c, i, j)
