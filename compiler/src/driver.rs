@@ -99,6 +99,17 @@ pub fn load_for(
     input_shapes: &BTreeMap<String, Vec<usize>>,
     quant: &crate::quant::QuantFlags,
 ) -> Result<Loaded> {
+    load_with(path, input_shapes, quant, !quant.requested())
+}
+
+/// [`load_for`]; `silu`: written-out SiLU becomes `silu` (`fuse-silu`; float builds
+/// only, since the quantizer and calibration profiles know the written-out form).
+fn load_with(
+    path: &Path,
+    input_shapes: &BTreeMap<String, Vec<usize>>,
+    quant: &crate::quant::QuantFlags,
+    silu: bool,
+) -> Result<Loaded> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
         "onnx" => {
@@ -122,6 +133,11 @@ pub fn load_for(
                 crate::passes::Pipeline::from_names("fuse-float", &["fuse-float", "dce"])?
                     .run(&mut m, &mut |_| {})
                     .with_context(|| format!("{}: the float fusions failed", path.display()))?;
+                if silu {
+                    crate::passes::Pipeline::from_names("fuse-silu", &["fuse-silu", "dce"])?
+                        .run(&mut m, &mut |_| {})
+                        .with_context(|| format!("{}: the SiLU fusion failed", path.display()))?;
+                }
             }
             if qonnx && !quant.requantize {
                 // A QONNX (Brevitas, FINN) model: its quantizers are now quantize /
@@ -651,7 +667,13 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
             a.output.with_extension("qprof").display()
         );
     }
-    let loaded = load(&a.model, &shapes)?;
+    // The profile is for quantized builds, which keep SiLU written out.
+    let loaded = load_with(
+        &a.model,
+        &shapes,
+        &crate::quant::QuantFlags::default(),
+        false,
+    )?;
     let m = &loaded.module;
     let opts = crate::quant::CalibOptions {
         limit: a.calib_limit,

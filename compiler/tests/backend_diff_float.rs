@@ -11,7 +11,7 @@ fn shape(r: &mut Rng, rank: usize, max: i64) -> Vec<usize> {
     (0..rank).map(|_| r.i(1, max) as usize).collect()
 }
 
-const UNARY: [Op; 17] = [
+const UNARY: [Op; 18] = [
     Op::Abs,
     Op::Neg,
     Op::Floor,
@@ -26,6 +26,7 @@ const UNARY: [Op; 17] = [
     Op::HardSigmoid,
     Op::HardSwish,
     Op::Sigmoid,
+    Op::Silu,
     Op::Exp,
     Op::Sqrt,
     Op::Sign,
@@ -376,6 +377,35 @@ proptest! {
         let y = b.f(if max { Op::MaxPool } else { Op::AvgPool }, &[x], attrs(&a));
         b.output(y);
         // Windows that cover only padding are rejected by the interpreter; skip those.
+        if qcc_ir::interp::run(&b.m, &b.inputs).is_err() { return Ok(()); }
+        check(&b).map_err(TestCaseError::fail)?;
+    }
+
+    /// Max pools with unit strides and "same" padding along the rows (SPPF's 5x5 and
+    /// the like): the separable kernel up to rows of 32, the window kernel past them.
+    #[test]
+    fn max_pool_same(seed: u64, k in 2usize..8, planes in 1usize..4) {
+        let mut r = Rng(seed | 1);
+        let (h, w) = (r.i(1, 12) as usize, r.i(1, 40) as usize);
+        let kh = r.i(1, k as i64) as usize;
+        let pl = r.i(0, k as i64 - 1);
+        let pt = r.i(0, kh as i64 - 1);
+        let pb = r.i(0, kh as i64 - 1 - pt);
+        let pads = [pt, pl, pb, k as i64 - 1 - pl];
+        prop_assume!(h as i64 + pt + pb >= kh as i64);
+        let mut b = B::new();
+        let mut xs = r.fs(planes * h * w, -4.0, 4.0);
+        if xs.len() > 2 { xs[0] = -0.0; xs[1] = 0.0; }
+        let x = b.input_f32(&[1, planes, h, w], xs);
+        let a = vec![
+            ("kernel", ints(&[kh as i64, k as i64])),
+            ("strides", ints(&[1, 1])),
+            ("pads", ints(&pads)),
+            ("dilations", ints(&[1, 1])),
+            ("ceil_mode", Attr::Bool(false)),
+        ];
+        let y = b.f(Op::MaxPool, &[x], attrs(&a));
+        b.output(y);
         if qcc_ir::interp::run(&b.m, &b.inputs).is_err() { return Ok(()); }
         check(&b).map_err(TestCaseError::fail)?;
     }

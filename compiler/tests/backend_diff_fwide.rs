@@ -3,7 +3,8 @@
 //! the float tolerance (`backend_common::TOL`; Winograd's, scaled by the magnitude of
 //! the summed terms, as in `backend_diff_float.rs`) on random convolutions: small and
 //! odd M (output channels), N (pixels) and K (channels x taps), groups, strides, pads,
-//! dilations, bias, a fused ReLU or clip, and Winograd's batched GEMMs; `gemm` and
+//! dilations, bias, a fused ReLU, clip or SiLU (in the zmm tile's epilogue, or a
+//! 128-bit pass over the result), and Winograd's batched GEMMs; `gemm` and
 //! batched `matmul` with constant B (A read in place in either order, a per-column C).
 //!
 //! - `x86-64-v2`: the 128-bit Cranelift kernel (`gemm.rs`), the reference point.
@@ -83,7 +84,8 @@ fn check_tiers(b: &B, babs: Option<&B>) -> Result<(), String> {
                     None => 0.0,
                 };
                 let tol = TOL * (1.0 + w[i].abs()) + WINOGRAD_REL * s;
-                let ok = (w[i].is_nan() && g[i].is_nan()) || (w[i] - g[i]).abs() <= tol;
+                let ok =
+                    (w[i].is_nan() && g[i].is_nan()) || w[i] == g[i] || (w[i] - g[i]).abs() <= tol;
                 if !ok {
                     return Err(format!(
                         "{cpu}: output {k}[{i}]: interp {}, jit {}\nmodule:\n{}\nreport:\n{report}",
@@ -115,8 +117,8 @@ fn conv_attrs(
     ])
 }
 
-/// A convolution `x [n, c, h, w] * w [m, c / group, kh, kw]` (+ bias, + fused ReLU or
-/// clip), and its magnitude model when `mag`.
+/// A convolution `x [n, c, h, w] * w [m, c / group, kh, kw]` (+ bias, + fused ReLU,
+/// clip or SiLU), and its magnitude model when `mag`.
 #[allow(clippy::too_many_arguments)]
 fn conv_model(
     r: &mut Rng,
@@ -154,6 +156,7 @@ fn conv_model(
             &[y],
             attrs(&[("min", Attr::Float(-0.5)), ("max", Attr::Float(0.7))]),
         ),
+        3 => b.f(Op::Silu, &[y], attrs(&[])),
         _ => y,
     };
     b.output(y);
@@ -165,7 +168,7 @@ proptest! {
 
     /// im2col convolutions of any geometry (small and odd channel and pixel counts).
     #[test]
-    fn conv2d_fwide(seed: u64, fuse in 0usize..3, with_bias: bool, grouped: bool) {
+    fn conv2d_fwide(seed: u64, fuse in 0usize..4, with_bias: bool, grouped: bool) {
         let mut r = Rng(seed | 1);
         let n = r.i(1, 2) as usize;
         let group = if grouped { r.i(1, 4) as usize } else { 1 };
@@ -187,7 +190,7 @@ proptest! {
     /// Pointwise convolutions as plain GEMMs: M = output channels, N = pixels,
     /// K = channels, each from 1 to a few hundred (odd sizes, partial vectors).
     #[test]
-    fn pointwise_gemm_fwide(seed: u64, fuse in 0usize..3, with_bias: bool) {
+    fn pointwise_gemm_fwide(seed: u64, fuse in 0usize..4, with_bias: bool) {
         let mut r = Rng(seed | 1);
         let m = match r.i(0, 2) { 0 => r.i(1, 7), 1 => r.i(8, 40), _ => r.i(41, 130) } as usize;
         // Past 512, K is split into blocks (the tiles accumulate into C).
@@ -201,7 +204,7 @@ proptest! {
     /// 3x3 stride-1 convolutions of the sizes Winograd takes: its per-position GEMMs
     /// run on the wide tile when the tiles fill whole vectors.
     #[test]
-    fn winograd_fwide(seed: u64, fuse in 0usize..3, with_bias: bool) {
+    fn winograd_fwide(seed: u64, fuse in 0usize..4, with_bias: bool) {
         let mut r = Rng(seed | 1);
         let n = r.i(1, 2) as usize;
         let (c, m) = (r.i(4, 40) as usize, r.i(4, 40) as usize);
@@ -301,6 +304,100 @@ fn resnet20_shapes() {
         let a = conv_attrs([s, s], &[pad; 4], [1, 1], 1);
         let (b, babs) = conv_model(&mut r, 1, c, m, [hw, hw], [k, k], a, 1, true, 1);
         check_tiers(&b, Some(&babs)).unwrap();
+    }
+}
+
+/// A fused SiLU on values that trip its clamps and special cases (signed zeros, the
+/// ends of the clamp at -80 and 88, huge values, infinities, NaN) and a sweep: a
+/// pointwise conv of one input channel with weights 1 (the conv is exact), then `silu`, on
+/// every tier (the zmm tile's epilogue on x86-64-v4, the 128-bit pass below), at odd
+/// pixel counts (masked last vectors); and after a depthwise conv (the zmm SiLU loop
+/// on x86-64-v4).
+#[test]
+fn silu_on_hard_values() {
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        1e-40,
+        -1e-40,
+        0.5,
+        -1.278,
+        -79.9,
+        -80.0,
+        -80.1,
+        -87.0,
+        -88.8,
+        -104.0,
+        -1e10,
+        f32::MIN,
+        f32::NEG_INFINITY,
+        16.0,
+        17.0,
+        87.9,
+        88.0,
+        88.1,
+        1e10,
+        f32::MAX,
+        f32::INFINITY,
+        f32::NAN,
+    ];
+    xs.extend((0..1999).map(|i| (i as f32 - 1000.0) * 0.0137));
+    let n = xs.len();
+    // Depthwise (two channels of weight 1): the zmm SiLU loop after the conv.
+    let mut d = B::new();
+    let mut xs2 = xs.clone();
+    xs2.extend(xs.iter().rev());
+    let x = d.input_f32(&[1, 2, 1, n], xs2);
+    let w = d.const_f32(&[2, 1, 1, 1], vec![1.0; 2]);
+    let y = d.f(Op::Conv2d, &[x, w], conv_attrs([1, 1], &[0; 4], [1, 1], 2));
+    let z = d.f(Op::Silu, &[y], attrs(&[]));
+    d.output(z);
+    check_tiers(&d, None).unwrap();
+    if Tier::host().avx512_vnni() {
+        let t = Target::new("x86_64-unknown-linux-gnu", "x86-64-v4+vnni").unwrap();
+        let asm = qcc::backend::emit_asm(&d.m, "fd", &t).unwrap();
+        assert!(asm.contains("silu_zmm"), "no zmm SiLU loop");
+    }
+    let mut b = B::new();
+    let x = b.input_f32(&[1, 1, 1, n], xs);
+    // 16 channels of weight 1: enough work for the wide tiles.
+    let w = b.const_f32(&[16, 1, 1, 1], vec![1.0; 16]);
+    let a = conv_attrs([1, 1], &[0; 4], [1, 1], 1);
+    let y = b.f(Op::Conv2d, &[x, w], a);
+    let z = b.f(Op::Silu, &[y], attrs(&[]));
+    b.output(z);
+    check_tiers(&b, None).unwrap();
+    if Tier::host().avx512_vnni() {
+        let t = Target::new("x86_64-unknown-linux-gnu", "x86-64-v4+vnni").unwrap();
+        let jit = JitModel::with_target(&b.m, &t).unwrap();
+        assert!(
+            jit.report().to_string().contains("zmm.f32+silu"),
+            "{}",
+            jit.report()
+        );
+        let asm = qcc::backend::emit_asm(&b.m, "fs", &t).unwrap();
+        assert!(asm.contains("vscalefps"), "no zmm SiLU in the tile");
+    }
+}
+
+/// Pointwise convolutions whose pixels fill whole vectors (the tiles read the input
+/// in place, rows of one or more vectors, K split into blocks past 512) and whose
+/// pixels do not (packed), with each fused activation.
+#[test]
+fn pointwise_in_place_shapes() {
+    let mut r = Rng(11);
+    for (c, m, h, w) in [
+        (600, 24, 8, 8),
+        (20, 7, 4, 4),
+        (33, 40, 2, 24),
+        (64, 16, 5, 5),
+        (1100, 9, 4, 8),
+    ] {
+        for fuse in 0..4 {
+            let a = conv_attrs([1, 1], &[0; 4], [1, 1], 1);
+            let (b, _) = conv_model(&mut r, 1, c, m, [h, w], [1, 1], a, 1, fuse % 2 == 0, fuse);
+            check_tiers(&b, None).unwrap();
+        }
     }
 }
 

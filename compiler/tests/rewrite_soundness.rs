@@ -472,6 +472,17 @@ fn cases() -> Vec<Case> {
             Tol::Abs(4e-6),
             "module m {\n input %x: f32[2,5]\n const @three: f32[1] = [3.0]\n const @six: f32[1] = [6.0]\n %a: f32[2,5] = add(@three, %x)\n %c: f32[2,5] = clip(%a) {min = 0.0, max = 6.0}\n %m: f32[2,5] = mul(%c, %x)\n %y: f32[2,5] = div(%m, @six)\n output %y\n}",
         ),
+        // fuse-silu: silu is the written-out form (exact).
+        case(
+            "silu",
+            Tol::Exact,
+            "module m {\n input %x: f32[2,5]\n %s: f32[2,5] = sigmoid(%x)\n %y: f32[2,5] = mul(%x, %s)\n output %y\n}",
+        ),
+        case(
+            "silu-commuted",
+            Tol::Exact,
+            "module m {\n input %x: f32[2,5]\n %s: f32[2,5] = sigmoid(%x)\n %y: f32[2,5] = mul(%s, %x)\n output %y\n}",
+        ),
         // fold-threshold
         case(
             "binarize-batch-norm-to-threshold",

@@ -408,6 +408,8 @@ op_table! {
         traits: [Elementwise];
     /// `x * max(0, min(1, x / 6 + 0.5))`.
     HardSwish = "hard_swish", "piecewise-linear swish", operands: UNARY_X, attrs: [], traits: [Elementwise];
+    /// `x * (1 / (1 + e^-x))`: x times its sigmoid, computed as written.
+    Silu = "silu", "sigmoid-weighted linear unit (swish)", operands: UNARY_X, attrs: [], traits: [Elementwise];
     /// `e^(x - max) / sum(e^(x - max))` along `axis` (negative counts from the back).
     Softmax = "softmax", "softmax along one axis",
         operands: UNARY_X,

@@ -76,6 +76,7 @@ pub fn infer(
         | Op::Relu
         | Op::Sigmoid
         | Op::HardSwish
+        | Op::Silu
         | Op::Sign
         | Op::Abs
         | Op::Neg

@@ -1000,7 +1000,8 @@ const VALID: &[&str] = &[
   %g: f32[4] = hard_sigmoid(%f)
   %h: f32[4] = hard_swish(%g)
   %i: f32[4] = sign(%h)
-  output %i",
+  %j: f32[4] = silu(%i)
+  output %j",
     "input %x: f32[4]
   input %y: f32[2,1]
   %a: f32[4] = abs(%x)

@@ -3,8 +3,8 @@
 //!
 //! - Views (reshape, flatten, squeeze, unsqueeze) cost nothing: their result aliases the
 //!   operand's bytes. A view of a constant is a constant.
-//! - An activation (relu, clip) whose operand is an f32 conv or gemm used only by it is
-//!   fused into that kernel's epilogue; a requantize after an integer conv/matmul is
+//! - An activation (relu, clip; silu after a conv) whose operand is an f32 conv or gemm
+//!   used only by it is fused into that kernel's epilogue; a requantize after an integer conv/matmul is
 //!   fused the same way (see `kernels::quant`).
 //! - A plain integer add/sub/mul whose operands are requantizes used only by it and
 //!   whose result is used only by a requantize becomes one fused kernel (see
@@ -149,7 +149,8 @@ pub(crate) fn schedule(
             let u = users[res.index()][0].index();
             let un = &m.nodes[u];
             let ok = match node.op {
-                Op::Conv2d | Op::Gemm | Op::MatMul => matches!(un.op, Op::Relu | Op::Clip),
+                Op::Conv2d => matches!(un.op, Op::Relu | Op::Clip | Op::Silu),
+                Op::Gemm | Op::MatMul => matches!(un.op, Op::Relu | Op::Clip),
                 _ => matches!(un.op, Op::Requantize | Op::Threshold),
             };
             // A requantize that a fused integer add took as its operand stays there.

@@ -110,6 +110,11 @@ pub const REGISTRY: &[Pass] = &[
         run: rewrite::fuse_float,
     },
     Pass {
+        name: "fuse-silu",
+        summary: "egg: written-out SiLU, x * sigmoid(x), into silu (float builds)",
+        run: rewrite::fuse_silu,
+    },
+    Pass {
         name: "fold-threshold",
         summary: "egg: sign/binarize/quantize after batch_norm (or of codes) become integer thresholds",
         run: rewrite::fold_threshold,

@@ -57,6 +57,11 @@ pub fn fuse_float(m: &mut Module) -> Result<bool, String> {
     run(m, &["fuse-float", "fold-bias"])
 }
 
+/// Written-out SiLU into `silu` (float builds only: the quantizer has no `silu`).
+pub fn fuse_silu(m: &mut Module) -> Result<bool, String> {
+    run(m, &["fuse-silu"])
+}
+
 pub fn fold_threshold(m: &mut Module) -> Result<bool, String> {
     run(m, &["fold-threshold"])
 }

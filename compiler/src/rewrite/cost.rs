@@ -146,7 +146,7 @@ pub fn node_cost(meta: &Meta, operands: &[&TensorType]) -> f64 {
         | Op::FakeQuant
         | Op::Trunc
         | Op::Binarize => (Kernel::FloatElementwise, n, 32),
-        Op::Pow | Op::Exp | Op::Sigmoid | Op::Softmax | Op::Log | Op::Tanh | Op::Erf => {
+        Op::Pow | Op::Exp | Op::Sigmoid | Op::Silu | Op::Softmax | Op::Log | Op::Tanh | Op::Erf => {
             (Kernel::FloatTranscendental, n, 32)
         }
         Op::MaxPool | Op::AvgPool => {

@@ -437,6 +437,7 @@ pub fn eval_node(module: &Module, node: &Node, operands: &[&Tensor]) -> Result<T
         Op::Sigmoid => float::unary(&cx, |x| 1.0 / (1.0 + (-x).exp())),
         Op::HardSigmoid => float::hard_sigmoid(&cx),
         Op::HardSwish => float::unary(&cx, |x| x * float::clamp01(x / 6.0 + 0.5)),
+        Op::Silu => float::unary(&cx, |x| x * (1.0 / (1.0 + (-x).exp()))),
         Op::Softmax => float::softmax(&cx),
         Op::Sign => float::unary(&cx, float::sign),
         Op::Abs => float::unary(&cx, f32::abs),

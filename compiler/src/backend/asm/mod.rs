@@ -25,7 +25,7 @@ use iced_x86::code_asm::CodeAssembler;
 
 use super::kernels::addzmm::AddZmm;
 use super::kernels::dot::DotTile;
-use super::kernels::fma::FmaTile;
+use super::kernels::fma::{FmaTile, SiluZmm};
 use super::kernels::xnor::XnorTile;
 use super::target::Tier;
 
@@ -48,6 +48,8 @@ pub(crate) enum AsmFn {
     /// `void add(const u8 *a, const u8 *b, u8 *out)`: the fused quantized residual add
     /// on zmm.
     AddZmm(AddZmm),
+    /// `void silu(const f32 *x, f32 *out)`: SiLU over a fixed count of floats on zmm.
+    SiluZmm(SiluZmm),
 }
 
 impl AsmFn {
@@ -65,6 +67,7 @@ impl AsmFn {
             AsmFn::Fma(t) => t.symbol(),
             AsmFn::Xnor(t) => t.symbol(),
             AsmFn::AddZmm(t) => t.symbol(),
+            AsmFn::SiluZmm(t) => t.symbol(),
         }
     }
 
@@ -82,6 +85,7 @@ impl AsmFn {
             AsmFn::Fma(t) => t.params(),
             AsmFn::Xnor(t) => t.params(),
             AsmFn::AddZmm(_) => 3,
+            AsmFn::SiluZmm(_) => 2,
         }
     }
 
@@ -98,6 +102,7 @@ impl AsmFn {
             AsmFn::Fma(t) => t.assemble(),
             AsmFn::Xnor(t) => t.assemble(),
             AsmFn::AddZmm(t) => t.assemble(),
+            AsmFn::SiluZmm(t) => t.assemble(),
         };
         r.map_err(|e| format!("assembling {}: {e}", self.symbol()))
     }
@@ -201,6 +206,7 @@ mod tests {
             a_step: 12,
             a_row: 4,
             panel_bytes: 7 * isa.lanes() as u32 * 4,
+            b_k: isa.lanes() as u32 * 4,
             ldc_bytes: 400,
             valid,
             bias: true,
@@ -208,6 +214,7 @@ mod tests {
             lo: Some(0f32.to_bits()),
             hi: Some(6f32.to_bits()),
             acc_in: false,
+            silu: false,
         }
     }
 
@@ -228,6 +235,23 @@ mod tests {
         assert_ne!(a.symbol(), AsmFn::Fma(ftile(FmaIsa::Zmm, 5)).symbol());
         assert_eq!(a.assemble().unwrap(), a.clone().assemble().unwrap());
         assert_eq!(a.params(), 4);
+    }
+
+    #[test]
+    fn the_zmm_tile_applies_silu_after_the_stores() {
+        let t = FmaTile {
+            silu: true,
+            ..ftile(FmaIsa::Zmm, 5)
+        };
+        let z = disassemble(&AsmFn::Fma(t.clone()).assemble().unwrap());
+        for ins in ["vscalefps zmm", "vrcp14ps zmm", "vrndscaleps zmm"] {
+            assert!(z.contains(ins), "{ins}: {z}");
+        }
+        assert!(!z.contains("vdivps"), "{z}");
+        assert_ne!(
+            AsmFn::Fma(t).symbol(),
+            AsmFn::Fma(ftile(FmaIsa::Zmm, 5)).symbol()
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! f32 convolution: im2col into the kernel's workspace, packing into GEMM panels, then
 //! the GEMM micro-kernel with the weights packed at compile time (one packed matrix per
-//! group).
+//! group). The wide tiles (`kernels::fma`) read the patch matrix in place instead (rows
+//! padded to whole vectors plus one, [`patch_row`]), and a pointwise convolution's input
+//! too when its rows are whole vectors (else it is packed into their panels). A fused
+//! `silu` runs in the zmm tiles' epilogue, or as a pass over the result
+//! ([`silu_in_tile`]).
 //!
 //! `out[n, g*Mg + m, p] = bias + sum_kk W_g[m, kk] * P[kk, p]` where `P` is the patch
 //! matrix `[Cg*kh*kw, OH*OW]` of group g (row-major, rows in the weights' (c, i, j)
@@ -16,8 +20,8 @@
 //! with no patch matrix ([`emit_depthwise`]): each output row accumulates the taps
 //! that reach it, four pixels per vector where the stride along the row is 1.
 
-use cranelift_codegen::ir::types::{F32, F32X4};
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::types::{F32, F32X4, I8X16};
+use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 use qcc_ir::{Attrs, Module, Node};
 
 use super::fma::{self, AKind, Bias, FmaGemm, FmaIsa, FmaSpec};
@@ -82,13 +86,21 @@ pub(crate) fn wide_gemm(g: &ConvGeom, wide: Option<FmaIsa>) -> Option<FmaIsa> {
     }
 }
 
-/// The GEMM of the wide tiles (one group's, or one Winograd position's).
+/// Whether a fused `silu` runs in the wide tiles' epilogue (zmm tiles of an im2col or
+/// pointwise GEMM); otherwise the kernel applies it in a pass over its result.
+pub(crate) fn silu_in_tile(g: &ConvGeom, wide: Option<FmaIsa>) -> bool {
+    !winograd::applies(g) && wide_gemm(g, wide) == Some(FmaIsa::Zmm)
+}
+
+/// The GEMM of the wide tiles (one group's, or one Winograd position's); `silu` only
+/// where [`silu_in_tile`].
 pub(crate) fn wide_spec(
     g: &ConvGeom,
     wide: Option<FmaIsa>,
     bias: bool,
     lo: Option<f32>,
     hi: Option<f32>,
+    silu: bool,
 ) -> Option<FmaSpec> {
     let isa = wide_gemm(g, wide)?;
     if winograd::applies(g) {
@@ -104,6 +116,8 @@ pub(crate) fn wide_spec(
         bias: if bias { Bias::Row } else { Bias::None },
         lo,
         hi,
+        silu: silu && isa == FmaIsa::Zmm,
+        b_row: b_row(g, isa),
     })
 }
 
@@ -119,7 +133,7 @@ pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32], wide: Option<FmaIsa>) -> Vec
     }
     let (mg, k) = (g.mg(), g.kdim());
     let mut out = Vec::with_capacity(w.len());
-    let spec = wide_spec(g, wide, false, None, None);
+    let spec = wide_spec(g, wide, false, None, None, false);
     for grp in 0..g.group {
         let get = |i: usize, kk: usize| w[(grp * mg + i) * k + kk];
         match spec {
@@ -130,14 +144,46 @@ pub(crate) fn pack_weights(g: &ConvGeom, w: &[f32], wide: Option<FmaIsa>) -> Vec
     out
 }
 
+/// Floats per row of the patch matrix the wide tiles read in place: the pixels rounded
+/// up to whole vectors, plus one vector so that consecutive rows fall in different L1
+/// sets.
+pub(crate) fn patch_row(g: &ConvGeom, isa: FmaIsa) -> usize {
+    let l = isa.lanes();
+    g.npix().div_ceil(l) * l + l
+}
+
+/// The row of B the wide tiles read in place, if they do: the patch matrix's
+/// ([`patch_row`]), or a pointwise convolution's input when its rows are whole
+/// vectors (else it is packed into panels).
+fn b_row(g: &ConvGeom, isa: FmaIsa) -> Option<usize> {
+    if !g.is_pointwise() {
+        Some(patch_row(g, isa))
+    } else if g.npix().is_multiple_of(isa.lanes()) {
+        Some(g.npix())
+    } else {
+        None
+    }
+}
+
 /// Workspace bytes: the f32 patch matrix of one group (unless pointwise), then the
-/// same matrix packed into GEMM panels (whole vectors for the wide tiles).
+/// same matrix packed into GEMM panels (whole vectors for the wide tiles); the wide
+/// tiles read the patch matrix in place (rows of [`patch_row`]), so it is the only
+/// one there.
 pub(crate) fn workspace(g: &ConvGeom, wide: Option<FmaIsa>) -> usize {
     if is_depthwise(g) {
         return 0;
     }
     if winograd::applies(g) {
         return winograd::workspace(g);
+    }
+    if let Some(isa) = wide_gemm(g, wide)
+        && b_row(g, isa).is_some()
+    {
+        return if g.is_pointwise() {
+            0
+        } else {
+            g.kdim() * patch_row(g, isa) * 4
+        };
     }
     let m = g.kdim() * g.npix() * 4;
     let packed = match wide_gemm(g, wide) {
@@ -180,19 +226,28 @@ pub(crate) fn emit(
             let og = kb.idx(on, grp, (mg * npix * 4) as i64);
             let wg = kb.idx(w, grp, (mg * k * 4) as i64);
             // Patches (x itself when pointwise), packed into panels so that the
-            // micro-kernel reads B contiguously.
+            // micro-kernel reads B contiguously; the wide tiles read the patches in
+            // place (rows padded to whole vectors).
+            if let Some(t) = tiles {
+                let bias = bias.map(|bp| kb.idx(bp, grp, (mg * 4) as i64));
+                let b = if !gc.is_pointwise() {
+                    im2col(kb, &gc, xg, ws, patch_row(&gc, t.isa()));
+                    ws
+                } else if b_row(&gc, t.isa()).is_some() {
+                    xg
+                } else {
+                    fma::pack_b_runtime(kb, t.isa(), xg, npix, k, npix, ws);
+                    ws
+                };
+                fma::emit(kb, t, wg, b, og, bias);
+                return;
+            }
             let (src, packed) = if gc.is_pointwise() {
                 (xg, ws)
             } else {
-                im2col(kb, &gc, xg, ws);
+                im2col(kb, &gc, xg, ws, npix);
                 (ws, kb.off(ws, (k * npix * 4) as i64))
             };
-            if let Some(t) = tiles {
-                fma::pack_b_runtime(kb, t.isa(), src, npix, k, npix, packed);
-                let bias = bias.map(|bp| kb.idx(bp, grp, (mg * 4) as i64));
-                fma::emit(kb, t, wg, packed, og, bias);
-                return;
-            }
             gemm::pack_b_runtime(kb, src, npix, k, npix, packed);
             let b = BIn::Packed(packed);
             let bias = bias.map(|bp| (kb.idx(bp, grp, (mg * 4) as i64), 1, 0));
@@ -398,16 +453,20 @@ fn finish_row(
     }
 }
 
-/// Writes the patch matrix `[Cg*kh*kw, OH*OW]` of the channels at `x` into `ws`.
-fn im2col(kb: &mut Kb<'_, '_>, g: &ConvGeom, x: Value, ws: Value) {
+/// Writes the patch matrix `[Cg*kh*kw, OH*OW]` of the channels at `x` into `ws`, rows
+/// `rs` floats apart (the pixels, or more: the padding is zeroed).
+fn im2col(kb: &mut Kb<'_, '_>, g: &ConvGeom, x: Value, ws: Value, rs: usize) {
     let npix = g.npix();
     let g = *g;
     kb.for_range(0, g.cg() as i64, 1, |kb, c| {
         let xc = kb.idx(x, c, (g.h * g.w * 4) as i64);
-        let wc = kb.idx(ws, c, (g.kh * g.kw * npix * 4) as i64);
+        let wc = kb.idx(ws, c, (g.kh * g.kw * rs * 4) as i64);
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let row = kb.off(wc, (((i * g.kw + j) * npix) * 4) as i64);
+                let row = kb.off(wc, (((i * g.kw + j) * rs) * 4) as i64);
+                // The row's padding (read by the wide tiles' last vector, never stored)
+                // is zeros all the same.
+                fill_zero(kb, row, (npix * 4) as i64, rs - npix);
                 let (ylo, yhi) = g.rows_valid(i);
                 let (xlo, xhi) = g.cols_valid(j);
                 if ylo >= yhi || xlo >= xhi {
@@ -420,6 +479,10 @@ fn im2col(kb: &mut Kb<'_, '_>, g: &ConvGeom, x: Value, ws: Value) {
                 let x0 = (xlo * g.sw + j * g.dw) as i64 - g.left as i64
                     + (i * g.dh) as i64 * g.w as i64
                     - (g.top * g.w) as i64;
+                // Input elements of the row past the run's last one (vector reads may
+                // take them).
+                let last = ((xhi - 1) * g.sw + j * g.dw) as i64 - g.left as i64;
+                let slack = (g.w as i64 - 1 - last).max(0) as usize;
                 kb.for_range(ylo as i64, yhi as i64, 1, |kb, oy| {
                     let dst = kb.idx(row, oy, (g.ow * 4) as i64);
                     let src = kb.idx(xc, oy, (g.sh * g.w * 4) as i64);
@@ -432,6 +495,7 @@ fn im2col(kb: &mut Kb<'_, '_>, g: &ConvGeom, x: Value, ws: Value) {
                         x0 * 4,
                         xhi - xlo,
                         g.sw as i64,
+                        slack,
                     );
                     fill_zero(kb, dst, (xhi * 4) as i64, g.ow - xhi);
                 });
@@ -463,7 +527,10 @@ pub(crate) fn fill_zero(kb: &mut Kb<'_, '_>, p: Value, off: i64, len: usize) {
     }
 }
 
-/// Copies `len` f32 from `src + soff` (element stride `stride`) to `dst + doff`.
+/// Copies `len` f32 from `src + soff` (element stride `stride`) to `dst + doff`;
+/// `slack`: how many elements past the last one read may be read too (stride 2 reads
+/// two vectors and keeps the even lanes while they stay within it).
+#[allow(clippy::too_many_arguments, reason = "a strided run")]
 pub(crate) fn copy_run(
     kb: &mut Kb<'_, '_>,
     dst: Value,
@@ -472,7 +539,41 @@ pub(crate) fn copy_run(
     soff: i64,
     len: usize,
     stride: i64,
+    slack: usize,
 ) {
+    // Chunks of four outputs read source elements 8c .. 8c + 7; the last needed one
+    // is 2 (len - 1).
+    let nv2 = if stride == 2 && 2 * len + slack >= 9 {
+        ((2 * len + slack - 9) / 8 + 1).min(len / 4)
+    } else {
+        0
+    };
+    if nv2 > 0 {
+        let even = |kb: &mut Kb<'_, '_>, s: Value, off: i64| {
+            let a = kb.load(F32X4, s, off);
+            let b = kb.load(F32X4, s, off + 16);
+            even_lanes(kb, a, b)
+        };
+        if nv2 > 8 {
+            kb.for_range(0, nv2 as i64, 1, |kb, v| {
+                let s = kb.idx(src, v, 32);
+                let d = kb.idx(dst, v, 16);
+                let x = even(kb, s, soff);
+                kb.store(x, d, doff);
+            });
+        } else {
+            for v in 0..nv2 as i64 {
+                let x = even(kb, src, soff + v * 32);
+                kb.store(x, dst, doff + v * 16);
+            }
+        }
+        let done = nv2 * 4;
+        for e in done as i64..len as i64 {
+            let x = kb.load(F32, src, soff + e * 8);
+            kb.store(x, dst, doff + e * 4);
+        }
+        return;
+    }
     if stride == 1 {
         let nv = len / 4;
         if nv > 8 {
@@ -505,4 +606,18 @@ pub(crate) fn copy_run(
             kb.store(x, dst, doff + e * 4);
         }
     }
+}
+
+/// Lanes 0 and 2 of `a`, then of `b` (`shufps` with 0x88).
+fn even_lanes(kb: &mut Kb<'_, '_>, a: Value, b: Value) -> Value {
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let ai = kb.b.ins().bitcast(I8X16, le, a);
+    let bi = kb.b.ins().bitcast(I8X16, le, b);
+    let m: Vec<u8> = [0u8, 2, 4, 6]
+        .iter()
+        .flat_map(|&l| (0..4).map(move |k| l * 4 + k))
+        .collect();
+    let mask = kb.b.func.dfg.immediates.push(ConstantData::from(m));
+    let r = kb.b.ins().shuffle(ai, bi, mask);
+    kb.b.ins().bitcast(F32X4, le, r)
 }

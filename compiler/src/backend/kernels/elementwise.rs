@@ -3,7 +3,7 @@
 //!
 //! All loops run over f32x4 vectors with a scalar tail; each lane computes exactly
 //! what the interpreter computes in f32 (same operations and order) except where a
-//! comment says otherwise (exp and sigmoid use the polynomial of `math.rs`; hard_swish
+//! comment says otherwise (exp, sigmoid and silu use the polynomial of `math.rs`; hard_swish
 //! multiplies by 1/6 instead of dividing by 6).
 
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -25,6 +25,8 @@ pub(crate) enum Unary {
     HardSigmoid(f32, f32),
     HardSwish,
     Sigmoid,
+    /// `x * sigmoid(x)`.
+    Silu,
     Exp,
     Sqrt,
     Sign,
@@ -46,6 +48,7 @@ impl Unary {
             Unary::HardSigmoid(..) => "hard_sigmoid",
             Unary::HardSwish => "hard_swish",
             Unary::Sigmoid => "sigmoid",
+            Unary::Silu => "silu",
             Unary::Exp => "exp",
             Unary::Sqrt => "sqrt",
             Unary::Sign => "sign",
@@ -90,7 +93,8 @@ impl UConsts {
             one: kb.fconst(ty, 1.0),
             a: kb.fconst(ty, a),
             b: kb.fconst(ty, b),
-            exp: matches!(op, Unary::Sigmoid | Unary::Exp).then(|| ExpConsts::new(kb, ty)),
+            exp: matches!(op, Unary::Sigmoid | Unary::Silu | Unary::Exp)
+                .then(|| ExpConsts::new(kb, ty)),
             round: matches!(op, Unary::Round(_)).then(|| RoundConsts::new(kb, ty)),
             log: (op == Unary::Log).then(|| LogConsts::new(kb, ty)),
             tanh: (op == Unary::Tanh).then(|| TanhConsts::new(kb, ty)),
@@ -134,6 +138,10 @@ impl UConsts {
                 kb.b.ins().fmul(x, y)
             }
             Unary::Sigmoid => self.exp.as_ref().expect("exp constants").sigmoid(kb, x),
+            Unary::Silu => {
+                let s = self.exp.as_ref().expect("exp constants").sigmoid(kb, x);
+                kb.b.ins().fmul(x, s)
+            }
             Unary::Exp => self.exp.as_ref().expect("exp constants").exp(kb, x),
             Unary::Sqrt => kb.b.ins().sqrt(x),
             Unary::Sign => {
@@ -450,32 +458,44 @@ pub(crate) fn emit_softmax(
         });
         return;
     }
-    // Strided lines: scalar along d, one line per (outer, inner).
+    // Strided lines: along d at stride `inner`, four adjacent lines (inner indices) per
+    // f32x4 (each lane the scalar line's operations in the same order), then the
+    // lines left one at a time.
     let st = (inner * 4) as i64;
+    let line = |kb: &mut Kb<'_, '_>, ty: Type, xr: Value, or: Value| {
+        let ec = if ty == F32 { &es } else { &ev };
+        let mut mx = kb.fconst(ty, f32::NEG_INFINITY);
+        for e in 0..d as i64 {
+            let v = kb.load(ty, xr, e * st);
+            mx = kb.b.ins().fmax(mx, v);
+        }
+        let mut sum = kb.fconst(ty, 0.0);
+        for e in 0..d as i64 {
+            let v = kb.load(ty, xr, e * st);
+            let v = kb.b.ins().fsub(v, mx);
+            let ex = ec.exp(kb, v);
+            kb.store(ex, or, e * st);
+            sum = kb.b.ins().fadd(sum, ex);
+        }
+        for e in 0..d as i64 {
+            let v = kb.load(ty, or, e * st);
+            let v = kb.b.ins().fdiv(v, sum);
+            kb.store(v, or, e * st);
+        }
+    };
+    let nv = inner / 4;
     kb.for_range(0, outer as i64, 1, |kb, o| {
-        kb.for_range(0, inner as i64, 1, |kb, i| {
-            let base = kb.idx(x, o, (d * inner * 4) as i64);
-            let xr = kb.idx(base, i, 4);
-            let base = kb.idx(out, o, (d * inner * 4) as i64);
-            let or = kb.idx(base, i, 4);
-            let mut mx = kb.fconst(F32, f32::NEG_INFINITY);
-            for e in 0..d as i64 {
-                let v = kb.load(F32, xr, e * st);
-                mx = kb.b.ins().fmax(mx, v);
-            }
-            let mut sum = kb.fconst(F32, 0.0);
-            for e in 0..d as i64 {
-                let v = kb.load(F32, xr, e * st);
-                let v = kb.b.ins().fsub(v, mx);
-                let ex = es.exp(kb, v);
-                kb.store(ex, or, e * st);
-                sum = kb.b.ins().fadd(sum, ex);
-            }
-            for e in 0..d as i64 {
-                let v = kb.load(F32, or, e * st);
-                let v = kb.b.ins().fdiv(v, sum);
-                kb.store(v, or, e * st);
-            }
+        let xo = kb.idx(x, o, (d * inner * 4) as i64);
+        let oo = kb.idx(out, o, (d * inner * 4) as i64);
+        kb.for_range(0, nv as i64, 1, |kb, i| {
+            let xr = kb.idx(xo, i, 16);
+            let or = kb.idx(oo, i, 16);
+            line(kb, F32X4, xr, or);
+        });
+        kb.for_range((nv * 4) as i64, inner as i64, 1, |kb, i| {
+            let xr = kb.idx(xo, i, 4);
+            let or = kb.idx(oo, i, 4);
+            line(kb, F32, xr, or);
         });
     });
 }

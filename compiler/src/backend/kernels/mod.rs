@@ -59,6 +59,9 @@ pub(crate) enum Lowering {
         g: ConvGeom,
         lo: Option<f32>,
         hi: Option<f32>,
+        /// A fused `silu` after the bias (and any clamp): in the zmm tiles' epilogue, or
+        /// a pass over the result while it is in cache ([`conv::silu_in_tile`]).
+        silu: bool,
         /// The assembled wide tile of the GEMMs (`kernels::fma`), if the tier has one.
         wide: Option<fma::FmaIsa>,
     },
@@ -153,8 +156,15 @@ impl Lowering {
             Lowering::Binary { op, .. } => {
                 format!("{}.broadcast.f32x4", format!("{op:?}").to_lowercase())
             }
-            Lowering::Conv { g, lo, hi, wide } => {
+            Lowering::Conv {
+                g,
+                lo,
+                hi,
+                silu,
+                wide,
+            } => {
                 let act = match (lo, hi) {
+                    _ if *silu => "+silu",
                     (None, None) => "",
                     (Some(l), None) if *l == 0.0 => "+relu",
                     _ => "+clip",
@@ -186,7 +196,10 @@ impl Lowering {
                     None => format!("gemm{}x{}.f32.b-{b}{act}", gemm::MR, gemm::NR),
                 }
             }
-            Lowering::Pool { kind, st, .. } => match kind {
+            Lowering::Pool { g, kind, st, .. } => match kind {
+                PoolKind::Max if pool::separable(g, *kind, *st) => {
+                    format!("max_pool.separable.{}", st.name())
+                }
                 PoolKind::Max => format!("max_pool.{}", st.name()),
                 PoolKind::Avg(_) => "avg_pool.f32".into(),
             },
@@ -195,6 +208,8 @@ impl Lowering {
             Lowering::Softmax { inner, .. } => {
                 if *inner == 1 {
                     "softmax.f32x4".into()
+                } else if *inner >= 4 {
+                    "softmax.strided.f32x4".into()
                 } else {
                     "softmax.strided.f32".into()
                 }
@@ -301,6 +316,10 @@ pub(crate) fn select(
         Some(f) if !matches!(f.op, Op::Requantize | Op::Threshold) => activation_bounds(f)?,
         _ => (None, None),
     };
+    let silu = fused.is_some_and(|f| f.op == Op::Silu);
+    if silu && node.op != Op::Conv2d {
+        return Err(format!("silu is not fused into {}", node.op));
+    }
     let unary = |op: Unary| -> Result<Lowering, String> {
         need_f32()?;
         Ok(Lowering::Unary { op, n: out.numel() })
@@ -324,7 +343,13 @@ pub(crate) fn select(
                 );
             }
             let wide = fma::choose(g.macs(), target);
-            Ok(Lowering::Conv { g, lo, hi, wide })
+            Ok(Lowering::Conv {
+                g,
+                lo,
+                hi,
+                silu,
+                wide,
+            })
         }
         Op::Gemm => {
             need_f32()?;
@@ -433,6 +458,7 @@ pub(crate) fn select(
         Op::HardSigmoid => unary(Unary::HardSigmoid(a.float("alpha")?, a.float("beta")?)),
         Op::HardSwish => unary(Unary::HardSwish),
         Op::Sigmoid => unary(Unary::Sigmoid),
+        Op::Silu => unary(Unary::Silu),
         Op::Exp => unary(Unary::Exp),
         Op::Sqrt => unary(Unary::Sqrt),
         Op::Sign => unary(Unary::Sign),
@@ -648,6 +674,8 @@ pub(crate) fn activation_bounds(n: &Node) -> Result<(Option<f32>, Option<f32>), 
     match n.op {
         Op::Relu => Ok((Some(0.0), None)),
         Op::Clip => Ok((a.opt_float("min")?, a.opt_float("max")?)),
+        // No clamp: a conv2d's epilogue applies it (`Lowering::Conv::silu`).
+        Op::Silu => Ok((None, None)),
         _ => Err(format!("{} is not a fusable activation", n.op)),
     }
 }
@@ -863,16 +891,38 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
             let b = cx.operand(1);
             elementwise::emit_binary(cx.kb, *op, bc, a, b, out);
         }
-        Lowering::Conv { g, lo, hi, wide } => {
+        Lowering::Conv {
+            g,
+            lo,
+            hi,
+            silu,
+            wide,
+        } => {
             let x = cx.operand(0);
             let w = cx.const_f32(1).expect("conv weights are constant").to_vec();
             let packed = conv::pack_weights(g, &w, *wide);
             let wp = cx.rodata_f32(&packed);
             let bias = (cx.node.operands.len() > 2).then(|| cx.operand(2));
             let ws = cx.ws;
-            let tiles = conv::wide_spec(g, *wide, bias.is_some(), *lo, *hi)
+            let in_tile = *silu && conv::silu_in_tile(g, *wide);
+            let tiles = conv::wide_spec(g, *wide, bias.is_some(), *lo, *hi, in_tile)
                 .map(|s| fma::FmaGemm::new(cx.data, cx.kb.b.func, s));
             conv::emit(cx.kb, g, x, wp, bias, out, ws, *lo, *hi, tiles.as_ref());
+            if *silu && !in_tile {
+                // Over the result just written (in place; still in cache for the
+                // layers of a small model): on zmm with AVX-512 (the tiles' code), else
+                // the 128-bit kernel.
+                let n = g.n * g.m * g.npix();
+                let zmm = cx.kb.feat.tier.is_some_and(|t| t.level >= 4);
+                match u32::try_from(n) {
+                    Ok(n32) if zmm => {
+                        let f = crate::backend::asm::AsmFn::SiluZmm(fma::SiluZmm { n: n32 });
+                        let f = cx.data.asm_func(cx.kb.b.func, &f);
+                        cx.kb.b.ins().call(f, &[out, out]);
+                    }
+                    _ => elementwise::emit_unary(cx.kb, Unary::Silu, n, out, out),
+                }
+            }
         }
         Lowering::Gemm(p) => emit_gemm(cx, p),
         Lowering::Pool { g, pads, kind, st } => {
@@ -1043,6 +1093,8 @@ fn emit_gemm_wide(cx: &mut Ecx<'_, '_, '_, '_>, p: &GemmPlan, isa: fma::FmaIsa) 
         },
         lo: p.lo,
         hi: p.hi,
+        silu: false,
+        b_row: None,
     };
     let tiles = fma::FmaGemm::new(cx.data, cx.kb.b.func, spec);
     let out = cx.out;

@@ -11,6 +11,9 @@ use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
 use crate::backend::kb::Kb;
 
+/// The longest innermost table [`emit_gather`] unrolls.
+const UNROLL_TABLE: usize = 64;
+
 /// A table entry meaning "fill value here".
 pub(crate) const FILL: i64 = -(1 << 40);
 
@@ -121,6 +124,29 @@ impl Ctx<'_> {
         {
             let p = kb.b.ins().iadd(self.src, acc);
             kb.copy_bytes(out, p, g.dims[a] as i64 * eb);
+            return;
+        }
+        // A short innermost table (nearest upsampling, pads of a row): unrolled, the
+        // offsets as constants; only when no outer axis fills (its offset would make
+        // the whole row fill).
+        let outer_fill = g.maps[..a]
+            .iter()
+            .any(|m| matches!(m, AxisMap::Table(t) if t.iter().any(|&x| x < 0)));
+        if last
+            && !outer_fill
+            && let AxisMap::Table(t) = &g.maps[a]
+            && t.len() <= UNROLL_TABLE
+        {
+            let ty = int_ty(g.elem);
+            let p = kb.b.ins().iadd(self.src, acc);
+            for (o, &off) in t.iter().enumerate() {
+                let v = if off < 0 {
+                    kb.b.ins().iconst(ty, g.fill)
+                } else {
+                    kb.load(ty, p, off)
+                };
+                kb.store(v, out, o as i64 * eb);
+            }
             return;
         }
         kb.for_range(0, g.dims[a] as i64, 1, |kb, o| {

@@ -73,6 +73,81 @@ pub(crate) fn windows_nonempty(g: &ConvGeom, pads: [usize; 4]) -> bool {
     ys.iter().all(|s| s.t0 < s.t1) && xs.iter().all(|s| s.t0 < s.t1)
 }
 
+/// The widest row [`emit_max_separable`] keeps in registers.
+const SEPARABLE_MAX_W: usize = 32;
+
+/// Whether an f32 max pool runs separably ([`emit_max_separable`]): unit strides and
+/// dilations, "same" padding along the row (the output rows as wide as the input's),
+/// rows of at most [`SEPARABLE_MAX_W`].
+pub(crate) fn separable(g: &ConvGeom, kind: PoolKind, st: Store) -> bool {
+    kind == PoolKind::Max
+        && st == Store::F32
+        && g.sh == 1
+        && g.sw == 1
+        && g.dh == 1
+        && g.dw == 1
+        && g.ow == g.w
+        && g.w <= SEPARABLE_MAX_W
+        && g.kh > 1
+}
+
+/// An f32 max pool in two passes over each plane: the window's rows first (each
+/// output row the elementwise max of the input rows its windows cover, f32x4 along
+/// the row, written to the output), then along each output row in place (the row
+/// loaded into registers, each output the max of its window's columns). A max of the
+/// same elements in another order: the same value (NaN if any is NaN, +0 over -0).
+pub(crate) fn emit_max_separable(
+    kb: &mut Kb<'_, '_>,
+    g: &ConvGeom,
+    pads: [usize; 4],
+    x: Value,
+    out: Value,
+) {
+    let ys = segments(g.oh, g.h, g.kh, g.sh, g.dh, pads[0], pads[2]);
+    let xs = segments(g.ow, g.w, g.kw, g.sw, g.dw, pads[1], pads[3]);
+    let g = *g;
+    let w = g.w;
+    kb.for_range(0, (g.n * g.c) as i64, 1, |kb, pl| {
+        let xp = kb.idx(x, pl, (g.h * w * 4) as i64);
+        let op = kb.idx(out, pl, (g.oh * w * 4) as i64);
+        for ys in &ys {
+            kb.for_range(ys.o0 as i64, ys.o1 as i64, 1, |kb, oy| {
+                // Input row of tap 0 for this oy: oy - top (may be negative).
+                let xrow = kb.idx(xp, oy, (w * 4) as i64);
+                let orow = kb.idx(op, oy, (w * 4) as i64);
+                let row_off = |i: usize| ((i as i64) - g.top as i64) * (w * 4) as i64;
+                let mut c = 0;
+                while c < w {
+                    let (ty, step) = if c + 4 <= w { (F32X4, 4) } else { (F32, 1) };
+                    let mut acc = kb.load(ty, xrow, row_off(ys.t0) + (c * 4) as i64);
+                    for i in ys.t0 + 1..ys.t1 {
+                        let v = kb.load(ty, xrow, row_off(i) + (c * 4) as i64);
+                        acc = kb.b.ins().fmax(acc, v);
+                    }
+                    kb.store(acc, orow, (c * 4) as i64);
+                    c += step;
+                }
+            });
+        }
+        // Along the rows, in place.
+        kb.for_range(0, g.oh as i64, 1, |kb, oy| {
+            let orow = kb.idx(op, oy, (w * 4) as i64);
+            let vals: Vec<Value> = (0..w).map(|c| kb.load(F32, orow, (c * 4) as i64)).collect();
+            for seg in &xs {
+                for ox in seg.o0..seg.o1 {
+                    // Input column of tap j: ox + j - left.
+                    let col = |j: usize| ox + j - g.left;
+                    let mut acc = vals[col(seg.t0)];
+                    for j in seg.t0 + 1..seg.t1 {
+                        acc = kb.b.ins().fmax(acc, vals[col(j)]);
+                    }
+                    kb.store(acc, orow, (ox * 4) as i64);
+                }
+            }
+        });
+    });
+}
+
 /// Emits a pooling sweep over `[N*C, H, W]` with elements of storage `st`.
 pub(crate) fn emit_pool(
     kb: &mut Kb<'_, '_>,
@@ -83,6 +158,10 @@ pub(crate) fn emit_pool(
     x: Value,
     out: Value,
 ) {
+    if separable(g, kind, st) {
+        emit_max_separable(kb, g, pads, x, out);
+        return;
+    }
     let ys = segments(g.oh, g.h, g.kh, g.sh, g.dh, pads[0], pads[2]);
     let xs = segments(g.ow, g.w, g.kw, g.sw, g.dw, pads[1], pads[3]);
     let eb = st.bytes() as i64;

@@ -132,6 +132,8 @@ pub(crate) fn wide_spec(g: &ConvGeom, isa: FmaIsa) -> FmaSpec {
         bias: Bias::None,
         lo: None,
         hi: None,
+        silu: false,
+        b_row: None,
     }
 }
 
@@ -301,7 +303,7 @@ fn border_copy(kb: &mut Kb<'_, '_>, g: &ConvGeom, v: Variant, x: Value, buf: Val
             let src = kb.idx(xc, y, (g.w * 4) as i64);
             let src = kb.off(src, -((g.top * g.w * 4) as i64));
             fill_zero(kb, dst, 0, c0);
-            copy_run(kb, dst, (c0 * 4) as i64, src, 0, c1 - c0, 1);
+            copy_run(kb, dst, (c0 * 4) as i64, src, 0, c1 - c0, 1, 0);
             fill_zero(kb, dst, (c1 * 4) as i64, wp - c1);
         });
     });

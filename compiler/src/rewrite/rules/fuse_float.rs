@@ -4,12 +4,16 @@
 //! - a per-channel (or scalar) constant multiplying a conv2d's result goes into its
 //!   weights and bias (`mul(c, conv2d(x, w, b)) -> conv2d(x, c w, c b)`); a constant
 //!   added after it then folds into the bias (`fold-bias`);
-//! - hard-swish written out, `x * clip(x + 3, 0, 6) / 6`, becomes `hard_swish(x)`.
+//! - hard-swish written out, `x * clip(x + 3, 0, 6) / 6`, becomes `hard_swish(x)`;
+//! - (group `fuse-silu`, float builds only) SiLU written out, `x * sigmoid(x)` (either
+//!   order), becomes `silu(x)`, which the backend fuses into the producing
+//!   convolution's epilogue.
 //!
 //! Bounds: the conv's sum of `c w_k x_k` rounds each product once where the original
 //! rounded the sum and then the product, at most `2^-23 |c| sum |w_k x_k|` apart per
 //! element (a few ulps in practice); hard-swish computes `x * clamp(x / 6 + 1/2, 0, 1)`,
-//! within `2^-22 |x|` of the written-out form.
+//! within `2^-22 |x|` of the written-out form; `silu` is defined as the written-out form
+//! (exact).
 
 use egg::{Id, Subst};
 use qcc_ir::{Attr, ConstData, ElemType, Op, TensorType};
@@ -70,6 +74,24 @@ pub fn rules() -> Vec<RuleDef> {
         v.push(rule(name, HARD_SWISH, lhs, hard_swish));
     }
     v
+}
+
+/// The `fuse-silu` group: `x * sigmoid(x)` in either order becomes `silu(x)`.
+pub fn silu_rules() -> Vec<RuleDef> {
+    vec![
+        rule(
+            "silu",
+            Exactness::Exact,
+            "(mul ?mm ?x (sigmoid ?sm ?x))",
+            silu,
+        ),
+        rule(
+            "silu-commuted",
+            Exactness::Exact,
+            "(mul ?mm (sigmoid ?sm ?x) ?x)",
+            silu,
+        ),
+    ]
 }
 
 /// The f32 scalar constant of class `id`.
@@ -135,4 +157,14 @@ fn hard_swish(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
         return None;
     }
     Some(add_op(eg, Op::HardSwish, t, attrs([]), &[x]))
+}
+
+/// `x * sigmoid(x) -> silu(x)` (f32, no broadcasting).
+fn silu(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let x = var(s, "?x");
+    let t = ty(eg, x).clone();
+    if t.elem != ElemType::F32 || meta(eg, var(s, "?mm")).ty != t {
+        return None;
+    }
+    Some(add_op(eg, Op::Silu, t, attrs([]), &[x]))
 }

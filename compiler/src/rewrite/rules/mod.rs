@@ -83,6 +83,11 @@ pub const GROUPS: &[Group] = &[
         rules: fuse_float::rules,
     },
     Group {
+        name: "fuse-silu",
+        summary: "written-out SiLU, x * sigmoid(x), into silu (float builds: the quantizer has no silu)",
+        rules: fuse_float::silu_rules,
+    },
+    Group {
         name: "fold-threshold",
         summary: "sign/binarize/quantize after batch_norm (or of codes, or of codes minus a constant) become per-channel integer thresholds",
         rules: threshold::rules,

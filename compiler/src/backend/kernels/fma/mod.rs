@@ -13,7 +13,7 @@
 //!   per panel, the last panel padded with zeros ([`pack_b_runtime`]).
 //! - Tiles ([`FmaTile`], `tile.rs`): `rows` x `vecs` accumulators over the whole of K,
 //!   then `+ bias[row]`, the fused ReLU/clip clamp, and the stores, masked for the last
-//!   partial vector. The shape is chosen per GEMM ([`shape`]) by a small cost model.
+//!   partial vector; on zmm a fused SiLU over the stored vectors. The shape is chosen per GEMM ([`shape`]) by a small cost model.
 //! - The driver ([`emit`]): column groups outer (a group of B stays in L1 across the
 //!   row blocks), row blocks inner; one call per tile; one function per distinct tile.
 
@@ -30,6 +30,23 @@ use crate::backend::costs::{self, CostTarget, Strategy};
 use crate::backend::kb::Kb;
 
 pub(crate) use tile::peak_loop;
+
+/// `void silu(const f32 *x, f32 *out)`: `x * sigmoid(x)` over `n` floats on zmm (the
+/// zmm tiles' SiLU epilogue as a loop), for a fused SiLU the tiles do not apply.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SiluZmm {
+    pub n: u32,
+}
+
+impl SiluZmm {
+    pub fn symbol(&self) -> String {
+        format!("silu_zmm_n{}", self.n)
+    }
+
+    pub fn assemble(&self) -> Result<Vec<u8>, iced_x86::IcedError> {
+        tile::silu_loop(self.n)
+    }
+}
 
 /// The vector width of a tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,6 +114,9 @@ pub(crate) struct FmaTile {
     pub a_row: u32,
     /// Bytes between two column panels of B.
     pub panel_bytes: u32,
+    /// Bytes between two rows (k) of B: one vector in packed panels, the row of a
+    /// row-major B.
+    pub b_k: u32,
     /// Bytes between two output rows.
     pub ldc_bytes: u32,
     /// Columns of the last vector that are stored (1..=lanes).
@@ -110,6 +130,8 @@ pub(crate) struct FmaTile {
     pub hi: Option<u32>,
     /// Start from the sums in C (a K block after the first) instead of zeros.
     pub acc_in: bool,
+    /// `silu` after the clamp, over the stored results (zmm only).
+    pub silu: bool,
 }
 
 impl FmaTile {
@@ -143,6 +165,12 @@ impl FmaTile {
         }
         if self.acc_in {
             s.push_str("_acc");
+        }
+        if self.silu {
+            s.push_str("_silu");
+        }
+        if self.b_k != self.isa.lanes() as u32 * 4 {
+            s.push_str(&format!("_bk{}", self.b_k));
         }
         s
     }
@@ -251,12 +279,13 @@ pub(crate) fn pack_b_runtime(
     let l = isa.lanes();
     let full = n / l;
     if full > 0 {
-        kb.for_range(0, k as i64, 1, |kb, kk| {
-            let sp = kb.idx(src, kk, (row * 4) as i64);
-            let dp = kb.idx(dst, kk, (l * 4) as i64);
-            kb.for_range(0, full as i64, 1, |kb, p| {
-                let s = kb.idx(sp, p, (l * 4) as i64);
-                let d = kb.idx(dp, p, (k * l * 4) as i64);
+        // Panel by panel: the stores are sequential, the loads one vector from each row.
+        kb.for_range(0, full as i64, 1, |kb, p| {
+            let sp = kb.idx(src, p, (l * 4) as i64);
+            let dp = kb.idx(dst, p, (k * l * 4) as i64);
+            kb.for_range(0, k as i64, 1, |kb, kk| {
+                let s = kb.idx(sp, kk, (row * 4) as i64);
+                let d = kb.idx(dp, kk, (l * 4) as i64);
                 for c in (0..l).step_by(4) {
                     let v = kb.load(F32X4, s, (c * 4) as i64);
                     kb.store(v, d, (c * 4) as i64);
@@ -331,6 +360,11 @@ pub(crate) struct FmaSpec {
     pub bias: Bias,
     pub lo: Option<f32>,
     pub hi: Option<f32>,
+    /// `silu` after the clamp (zmm only).
+    pub silu: bool,
+    /// B row-major with rows of this many floats (at least N rounded up to whole
+    /// vectors) instead of packed in panels.
+    pub b_row: Option<usize>,
 }
 
 impl FmaSpec {
@@ -430,7 +464,6 @@ impl FmaGemm {
 
     pub fn new(data: &mut dyn DataSink, func: &mut Function, spec: FmaSpec) -> FmaGemm {
         let (rows, vecs) = spec.shape();
-        let l = spec.isa.lanes();
         let mut fns = BTreeMap::new();
         for (ci, kbk) in k_blocks(spec.k).into_iter().enumerate() {
             for &(_, _, r) in &row_groups(spec.m, rows) {
@@ -447,7 +480,8 @@ impl FmaGemm {
                         k: kbk.depth as u32,
                         a_step: a_step as u32,
                         a_row: a_row as u32,
-                        panel_bytes: (spec.k * l * 4) as u32,
+                        panel_bytes: panel_bytes(&spec) as u32,
+                        b_k: b_k(&spec) as u32,
                         ldc_bytes: (spec.ldc * 4) as u32,
                         valid: valid as u32,
                         bias: kbk.epi && spec.bias == Bias::Row,
@@ -455,6 +489,7 @@ impl FmaGemm {
                         lo: spec.lo.filter(|_| kbk.epi).map(f32::to_bits),
                         hi: spec.hi.filter(|_| kbk.epi).map(f32::to_bits),
                         acc_in: kbk.acc_in,
+                        silu: spec.silu && kbk.epi,
                     };
                     let f = data.asm_func(func, &AsmFn::Fma(t));
                     fns.insert((r, v, valid, ci), f);
@@ -468,6 +503,20 @@ impl FmaGemm {
             fns,
         }
     }
+}
+
+/// Bytes between two column vectors of B.
+fn panel_bytes(s: &FmaSpec) -> usize {
+    let l = s.isa.lanes();
+    match s.b_row {
+        Some(_) => l * 4,
+        None => s.k * l * 4,
+    }
+}
+
+/// Bytes between two rows of B.
+fn b_k(s: &FmaSpec) -> usize {
+    s.b_row.unwrap_or(s.isa.lanes()) * 4
 }
 
 /// Emits the GEMM of `g`: A at `a` (packed by [`pack_a`] with `g`'s rows, or a run-time
@@ -490,12 +539,12 @@ pub(crate) fn emit(
             // First k of this block.
             let k0 = kb.b.ins().imul_imm_s(bi, KC as i64);
             let k0 = kb.b.ins().iadd_imm_s(k0, kbk.k0 as i64);
-            let bk = kb.idx(b, k0, (l * 4) as i64);
+            let bk = kb.idx(b, k0, b_k(&s) as i64);
             for &(v0, vcount, vecs, valid) in &cols {
                 kb.for_range(0, vcount as i64, 1, |kb, tj| {
                     let vi = kb.b.ins().imul_imm_s(tj, stride_v as i64);
                     let vi = kb.b.ins().iadd_imm_s(vi, v0 as i64);
-                    let bp = kb.idx(bk, vi, (s.k * l * 4) as i64);
+                    let bp = kb.idx(bk, vi, panel_bytes(&s) as i64);
                     let op = kb.idx(out, vi, (l * 4) as i64);
                     for &(r0, rcount, r) in &rows {
                         let f = g.fns[&(r, vecs, valid, ci)];

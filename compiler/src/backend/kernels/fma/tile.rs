@@ -6,14 +6,20 @@
 //! - `a`: A at `a + k * a_step + r * a_row` (a packed row block `[K][block]`, or a
 //!   run-time matrix in either order), one broadcast per row and k: EVEX embedded
 //!   broadcast (`{1to16}`) on zmm, `vbroadcastss` on ymm;
-//! - `b`: `vecs` column panels of `lanes` floats, `[K][lanes]` each, `panel_bytes`
+//! - `b`: `vecs` column vectors `panel_bytes` apart, row k of B `k * b_k` bytes on
+//!   (packed panels: `[K][lanes]` each, `b_k` one vector; or a row-major matrix whose
+//!   rows are padded to whole vectors: `panel_bytes` one vector, `b_k` the row);
+//!   packed: `vecs` column panels of `lanes` floats, `[K][lanes]` each, `panel_bytes`
 //!   apart (the last panel of a matrix is padded with zeros to whole vectors);
 //! - `c`: row r at `c + r * ldc_bytes`; the last vector stores only `valid` columns
 //!   (an opmask on zmm; 16-, 8- and 4-byte pieces on ymm);
 //! - the epilogue: `+ bias[r]` or `+ bias[col]` (whole vectors: the bias is padded),
 //!   then `v < lo ? lo : v` and `v > hi ? hi : v` (as
 //!   `vmaxps v, lo, v` and `vminps v, hi, v`: a NaN stays a NaN, like the 128-bit
-//!   kernels' selects).
+//!   kernels' selects);
+//! - a fused SiLU (zmm only, [`silu_zmm`]): after the stores every vector of the tile
+//!   is loaded again (from L1), replaced by `x * sigmoid(x)` and stored; all 32
+//!   registers are free by then, so the constants stay in registers.
 
 use iced_x86::code_asm::registers::{xmm::get_xmm, ymm::get_ymm, zmm::get_zmm};
 use iced_x86::code_asm::*;
@@ -42,7 +48,7 @@ fn k_loop(
 ) -> Result<(), IcedError> {
     const U: usize = 2;
     let k = t.k as usize;
-    let vb = t.isa.lanes() as i32 * 4;
+    let bk = t.b_k as i32;
     if k / U > 0 {
         let mut top = a.create_label();
         a.mov(r10d, (k / U) as u32)?;
@@ -51,7 +57,7 @@ fn k_loop(
             body(a, u)?;
         }
         a.add(rdi, (U as u32 * t.a_step) as i32)?;
-        a.add(rsi, U as i32 * vb)?;
+        a.add(rsi, U as i32 * bk)?;
         a.sub(r10d, 1)?;
         a.jnz(top)?;
     }
@@ -104,7 +110,7 @@ pub(super) fn zmm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
         for v in 0..vecs {
             a.vmovups(
                 zmm(col(v)),
-                zmmword_ptr(rsi + (v as i32 * pb + u as i32 * 64)),
+                zmmword_ptr(rsi + (v as i32 * pb + u as i32 * t.b_k as i32)),
             )?;
         }
         for r in 0..rows {
@@ -157,6 +163,142 @@ pub(super) fn zmm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
                 a.vmovups(m, zmm(i))?;
             }
         }
+    }
+    if t.silu {
+        let vectors: Vec<(i32, bool)> = (0..rows)
+            .flat_map(|r| {
+                (0..vecs).map(move |v| {
+                    (
+                        (r as u32 * t.ldc_bytes + v as u32 * 64) as i32,
+                        v == vecs - 1 && valid < 16,
+                    )
+                })
+            })
+            .collect();
+        silu_zmm(&mut a, &vectors)?;
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
+/// The constants of [`silu_zmm`] (f32): the clamp of x, `-log2(e)`, `ln 2` in two
+/// parts, exp's polynomial (`math.rs`), 1.
+const SILU_LO: f32 = -80.0;
+const SILU_HI: f32 = 88.0;
+const SILU_C: [f32; 11] = [
+    SILU_LO,
+    SILU_HI,
+    -std::f32::consts::LOG2_E,
+    0.693_359_4,
+    -2.121_944_4e-4,
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+
+/// `x * sigmoid(x)` in place on the zmm vectors at `rdx + off` (`masked`: the lanes of
+/// `k1` only), every register free. Per vector: `c = clamp(x, -80, 88)` (NaN stays),
+/// `n = round(-c log2 e)`, `r = -c - n ln2` (two parts), `e^-c = 2^n (1 + r + r^2
+/// p(r))` with `math.rs`'s polynomial and `vscalefps`, `d = 1 + e^-c`, `1/d` by
+/// `vrcp14ps` and one Newton step (`2^-14` to about one ulp), `x * (1/d)`, with `1/d`
+/// set to 0 below -80 (where the interpreter's is below `2e-35`, or 0 past -88.7). The
+/// clamp keeps `1/d` a normal number and `r` finite. Within a few ulps of the
+/// interpreter's `x * (1 / (1 + e^-x))` above -80, within `1e-32` below (-0 for
+/// finite x, NaN at -inf, as the interpreter).
+fn silu_zmm(a: &mut CodeAssembler, vectors: &[(i32, bool)]) -> Result<(), IcedError> {
+    silu_consts(a)?;
+    for &(off, masked) in vectors {
+        silu_vector(a, rdx, rdx, off, masked)?;
+    }
+    Ok(())
+}
+
+/// The constants of [`silu_vector`]: zmm20..30 ([`SILU_C`]) and 1 in zmm31.
+fn silu_consts(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    for (i, v) in SILU_C.iter().enumerate() {
+        splat_zmm(a, 20 + i, v.to_bits())?;
+    }
+    splat_zmm(a, 31, 1f32.to_bits())
+}
+
+/// One vector of [`silu_zmm`]: from `src + off` to `dst + off` (the lanes of `k1`
+/// where `masked`), with zmm0..4 and `k2` as temporaries.
+fn silu_vector(
+    a: &mut CodeAssembler,
+    src: AsmRegister64,
+    dst: AsmRegister64,
+    off: i32,
+    masked: bool,
+) -> Result<(), IcedError> {
+    let c = |i: usize| zmm(20 + i);
+    let one = zmm(31);
+    let (x, r, n, p, rr) = (zmm(0), zmm(1), zmm(2), zmm(3), zmm(4));
+    let m = zmmword_ptr(src + off);
+    if masked {
+        a.vmovups(x.k1().z(), m)?;
+    } else {
+        a.vmovups(x, m)?;
+    }
+    // k2: x < -80, where 1/d is taken as 0 (x * 0: -0, or NaN at -inf).
+    a.vcmpps(k2, x, c(0), 0x11)?;
+    a.vmaxps(r, c(0), x)?;
+    a.vminps(r, c(1), r)?;
+    a.vmulps(n, r, c(2))?;
+    a.vrndscaleps(n, n, 0x08)?;
+    // r = -c - n ln2_hi - n ln2_lo
+    a.vfnmsub231ps(r, n, c(3))?;
+    a.vfnmadd231ps(r, n, c(4))?;
+    // p = ((((P0 r + P1) r + P2) r + P3) r + P4) r + P5
+    a.vmovaps(p, c(6))?;
+    a.vfmadd231ps(p, r, c(5))?;
+    for k in 7..11 {
+        a.vfmadd213ps(p, r, c(k))?;
+    }
+    a.vmulps(rr, r, r)?;
+    a.vfmadd213ps(p, rr, r)?;
+    a.vaddps(p, p, one)?;
+    a.vscalefps(p, p, n)?;
+    // d = 1 + e^-c; 1/d
+    a.vaddps(p, p, one)?;
+    a.vrcp14ps(rr, p)?;
+    a.vfnmadd213ps(p, rr, one)?;
+    a.vfmadd231ps(rr, rr, p)?;
+    a.vxorps(rr.k2(), rr, rr)?;
+    a.vmulps(x, x, rr)?;
+    let m = zmmword_ptr(dst + off);
+    if masked {
+        a.vmovups(m.k1(), x)?;
+    } else {
+        a.vmovups(m, x)?;
+    }
+    Ok(())
+}
+
+/// `void silu(const f32 *x, f32 *out)` over `n` floats on zmm ([`silu_zmm`]'s steps,
+/// the last vector masked): every element through the same code, however a layer is
+/// cut into tasks.
+pub(crate) fn silu_loop(n: u32) -> Result<Vec<u8>, IcedError> {
+    let mut a = crate::backend::asm::assembler(true)?;
+    silu_consts(&mut a)?;
+    let steps = n / 16;
+    if steps > 0 {
+        let mut top = a.create_label();
+        a.mov(r10d, steps)?;
+        a.set_label(&mut top)?;
+        silu_vector(&mut a, rdi, rsi, 0, false)?;
+        a.add(rdi, 64)?;
+        a.add(rsi, 64)?;
+        a.sub(r10d, 1)?;
+        a.jnz(top)?;
+    }
+    if !n.is_multiple_of(16) {
+        a.mov(eax, (1u32 << (n % 16)) - 1)?;
+        a.kmovw(k1, eax)?;
+        silu_vector(&mut a, rdi, rsi, 0, true)?;
     }
     a.vzeroupper()?;
     a.ret()?;
@@ -219,7 +361,7 @@ pub(super) fn ymm_tile(t: &FmaTile) -> Result<Vec<u8>, IcedError> {
         for v in 0..vecs {
             a.vmovups(
                 ymm(col(v)),
-                ymmword_ptr(rsi + (v as i32 * pb + u as i32 * 32)),
+                ymmword_ptr(rsi + (v as i32 * pb + u as i32 * t.b_k as i32)),
             )?;
         }
         for r in 0..rows {
