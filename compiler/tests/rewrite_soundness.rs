@@ -627,6 +627,13 @@ fn int_elementwise() -> Vec<Case> {
             "q<i8, 0.02:0>",
             "q<i8, 0.0078125:0>",
         ),
+        (
+            "lookup-silu",
+            "silu",
+            "",
+            "q<u8, 0.05:128>",
+            "q<u8, 0.03:10>",
+        ),
     ] {
         v.push(case(rule, Tol::Exact, &unary(op, attrs, x, y)));
     }

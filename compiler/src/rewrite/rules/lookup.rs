@@ -5,7 +5,7 @@
 //! `quantize_y(f(dequantize(x)))`, with x of at most 8 storage bits and per-tensor
 //! parameters, y per tensor, and `f` one of relu, clip, leaky_relu, sigmoid,
 //! hard_sigmoid, hard_swish, exp, sqrt, sign, abs, neg, floor, ceil, round, log, tanh,
-//! erf, becomes `lookup(x, T)` where `T` holds, for
+//! erf, silu, becomes `lookup(x, T)` where `T` holds, for
 //! every storage code `c` of x (`2^bits` of them, in order from the smallest), the code
 //! the left side gives for `c`. `T` is computed at compile time by running the three
 //! nodes of the left side through the reference interpreter on every code, so the rule
@@ -40,6 +40,7 @@ const UNARY: &[(&str, &str)] = &[
     ("lookup-log", "log"),
     ("lookup-tanh", "tanh"),
     ("lookup-erf", "erf"),
+    ("lookup-silu", "silu"),
 ];
 
 pub fn rules() -> Vec<RuleDef> {
