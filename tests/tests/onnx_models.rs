@@ -56,10 +56,12 @@ fn step(name: &str) -> f32 {
     }
 }
 
-fn run_model(path: &Path) -> (String, f32, Vec<f32>) {
+/// None for a model whose reference has no float input `x` (int64_io: its int64 ids
+/// and class are checked from C and Rust, `abi_typed.rs` and `build_api.rs`).
+fn run_model(path: &Path) -> Option<(String, f32, Vec<f32>)> {
     let name = path.file_stem().unwrap().to_string_lossy().to_string();
     let refs = path.with_extension("ref.npz");
-    let x = qcc::npy::read_npz_array(&refs, "x").unwrap();
+    let x = qcc::npy::read_npz_array(&refs, "x").ok()?;
     let y = qcc::npy::read_npz_array(&refs, "y").unwrap();
     // Symbolic batch: import at the reference batch; fixed batch 1: one sample at a time.
     let model = qcc::frontend::onnx::read_model(path).unwrap();
@@ -103,7 +105,7 @@ fn run_model(path: &Path) -> (String, f32, Vec<f32>) {
         .zip(ys)
         .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
         .fold(0f32, f32::max);
-    (name, worst, got)
+    Some((name, worst, got))
 }
 
 fn top1(v: &[f32]) -> Vec<usize> {
@@ -127,7 +129,14 @@ fn committed_models_reproduce_references() {
     assert!(files.len() >= 40, "{} models", files.len());
     let mut outputs = BTreeMap::new();
     for f in &files {
-        let (name, worst, got) = run_model(f);
+        let Some((name, worst, got)) = run_model(f) else {
+            assert!(
+                f.ends_with("int64_io.onnx"),
+                "{}: no reference input `x`",
+                f.display()
+            );
+            continue;
+        };
         let tol = step(&name);
         assert!(worst <= tol, "{name}: largest difference {worst} > {tol}");
         if name.starts_with("digits_") {
