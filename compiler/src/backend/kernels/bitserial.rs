@@ -286,6 +286,9 @@ pub(crate) fn select(
             }
             let out_rank = m.ty(node.result).shape.len();
             let epi = int_epi(m, node, fused, out_rank.saturating_sub(1), false)?;
+            if epi.deq.is_some() {
+                return Err("this kernel does not fuse a dequantize".into());
+            }
             if epi.rq.as_ref().is_some_and(|r| r.chans.len() > 1) && sb.len() < 2 {
                 return Err("per-channel requantize of a matrix-vector product".into());
             }
@@ -309,6 +312,9 @@ pub(crate) fn select(
         Op::Conv2dInt => {
             let g = conv::conv_geom(m, node)?;
             let epi = int_epi(m, node, fused, 1, false)?;
+            if epi.deq.is_some() {
+                return Err("this kernel does not fuse a dequantize".into());
+            }
             let chan = planes::applies(&g);
             Ok(BsLowering {
                 kind: BsKind::Conv { g, chan },
@@ -730,6 +736,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, chan: bool, q: &BsLower
         bias: bias_rt,
         rq,
         thr: None,
+        deq: None,
         st_out: epi.st_out,
     }
     .vectorizes();
@@ -889,6 +896,7 @@ impl Tiles<'_> {
             bias: self.bias,
             rq: self.rq,
             thr: None,
+            deq: None,
             st_out: self.st_out,
         }
     }

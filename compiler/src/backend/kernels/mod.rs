@@ -297,8 +297,15 @@ pub(crate) fn select(
             ))
         }
     };
+    // A requantize, threshold or (integer kernels) dequantize and bias add fuse as an
+    // epilogue of their own; the other fused nodes are activations.
+    let epilogue = |f: &Node| {
+        matches!(f.op, Op::Requantize | Op::Threshold)
+            || (matches!(node.op, Op::Conv2dInt | Op::MatMulInt)
+                && matches!(f.op, Op::Dequantize | Op::Add))
+    };
     let (lo, hi) = match fused {
-        Some(f) if !matches!(f.op, Op::Requantize | Op::Threshold) => activation_bounds(f)?,
+        Some(f) if !epilogue(f) => activation_bounds(f)?,
         _ => (None, None),
     };
     let unary = |op: Unary| -> Result<Lowering, String> {
