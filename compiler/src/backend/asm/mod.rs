@@ -26,6 +26,7 @@ use iced_x86::code_asm::CodeAssembler;
 use super::kernels::addzmm::AddZmm;
 use super::kernels::dot::DotTile;
 use super::kernels::fma::FmaTile;
+use super::kernels::quantzmm::QuantZmm;
 use super::kernels::xnor::XnorTile;
 use super::target::Tier;
 
@@ -48,6 +49,8 @@ pub(crate) enum AsmFn {
     /// `void add(const u8 *a, const u8 *b, u8 *out)`: the fused quantized residual add
     /// on zmm.
     AddZmm(AddZmm),
+    /// `void q(const f32 *x, u8 *out, const u32 *params)`: `quantize` on zmm.
+    QuantZmm(QuantZmm),
 }
 
 impl AsmFn {
@@ -65,6 +68,7 @@ impl AsmFn {
             AsmFn::Fma(t) => t.symbol(),
             AsmFn::Xnor(t) => t.symbol(),
             AsmFn::AddZmm(t) => t.symbol(),
+            AsmFn::QuantZmm(t) => t.symbol(),
         }
     }
 
@@ -82,6 +86,7 @@ impl AsmFn {
             AsmFn::Fma(t) => t.params(),
             AsmFn::Xnor(t) => t.params(),
             AsmFn::AddZmm(_) => 3,
+            AsmFn::QuantZmm(_) => 3,
         }
     }
 
@@ -98,6 +103,7 @@ impl AsmFn {
             AsmFn::Fma(t) => t.assemble(),
             AsmFn::Xnor(t) => t.assemble(),
             AsmFn::AddZmm(t) => t.assemble(),
+            AsmFn::QuantZmm(t) => t.assemble(),
         };
         r.map_err(|e| format!("assembling {}: {e}", self.symbol()))
     }

@@ -27,6 +27,7 @@ pub(crate) mod pool;
 pub(crate) mod pow;
 pub(crate) mod quant;
 pub(crate) mod quantsim;
+pub(crate) mod quantzmm;
 pub(crate) mod reduce;
 pub(crate) mod resize;
 pub(crate) mod winograd;

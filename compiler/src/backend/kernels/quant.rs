@@ -4,6 +4,8 @@
 //! - `quantize`/`dequantize` run on f32x4 lanes: the division is an f32 division as in
 //!   the interpreter, rounding uses the 1.5 * 2^23 trick plus exact fix-ups for the
 //!   other modes (no SSE4.1 `round` needed), then saturation to the storage range.
+//!   With AVX-512, `quantize` runs of 16 elements go to the zmm kernel of
+//!   `quantzmm.rs` (rounding by `vrndscaleps`: half-even, floor, ceil, toward zero).
 //! - `conv2d_int`/`matmul_int` (operands of at most 8 bits) subtract the zero points
 //!   while packing into i16 *pairs* along K (`[K/2][N][2]`, at run time by im2col, at
 //!   compile time for constant weights), so that one `pmaddwd` (docs/kernels.md's
@@ -33,7 +35,9 @@ use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, QuantParams, Rounding
 use super::conv::{self, ConvGeom};
 use super::im2col;
 use super::packw::{PackedW, Unpack, zp_mode};
+use super::quantzmm::QuantZmm;
 use super::{ConstOf, Ecx, matmul_geom};
+use crate::backend::asm::AsmFn;
 use crate::backend::kb::{Kb, MF, RO};
 use crate::backend::storage::Store;
 
@@ -1133,6 +1137,49 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
             let x = cx.operand(0);
             let tab = param_table(cx, scales, zps);
             let out = cx.out;
+            // With AVX-512, runs of 16 on zmm (`quantzmm.rs`), the tail here.
+            let steps = *inner / 16;
+            let zmm = match QuantZmm::mode_of(*rounding) {
+                Some(mode)
+                    if cx.kb.feat.tier.is_some_and(|t| t.level >= 4)
+                        && steps > 0
+                        && st.bytes() <= 2 =>
+                {
+                    let f = AsmFn::QuantZmm(QuantZmm {
+                        steps: steps as u32,
+                        mode,
+                        elem: st.bytes() as u8,
+                        lo: *lo as i32,
+                        hi: *hi as i32,
+                    });
+                    Some(cx.data.asm_func(cx.kb.b.func, &f))
+                }
+                _ => None,
+            };
+            if let Some(f) = zmm {
+                let (d, inner, st) = (*d, *inner, *st);
+                let ob = st.bytes();
+                let kb = &mut *cx.kb;
+                kb.for_range(0, (*outer * d) as i64, 1, |kb, od| {
+                    let ch = kb.b.ins().urem_imm_u(od, d as i64);
+                    let tp = kb.idx(tab, ch, 8);
+                    let xp = kb.idx(x, od, (inner * 4) as i64);
+                    let op = kb.idx(out, od, (inner * ob) as i64);
+                    kb.b.ins().call(f, &[xp, op, tp]);
+                    let done = steps * 16;
+                    if done < inner {
+                        let c = QuantizeConsts::new(kb, tp, *rounding, *lo, *hi);
+                        let n8 = (inner - done) / 8;
+                        for e in (0..n8).map(|i| done + 8 * i).chain(done + 8 * n8..inner) {
+                            let lanes = if e < done + 8 * n8 { 8 } else { 1 };
+                            let s = kb.off(xp, (e * 4) as i64);
+                            let dd = kb.off(op, (e * ob) as i64);
+                            c.store(kb, st, s, lanes, dd);
+                        }
+                    }
+                });
+                return;
+            }
             per_channel(
                 cx.kb,
                 *outer,
