@@ -174,6 +174,46 @@ fn transcendental_error_bounds() {
     }
 }
 
+/// erf with AVX-512 runs on zmm (`kernels/erfzmm.rs`) the operations of the 128-bit
+/// kernel with FMA: the two must agree bit for bit (x86-64-v4 against x86-64-v3), on
+/// the hard values, a sweep across both branches (|x| below and above 1/2) and every
+/// length from 1 to 40 (whole zmm runs and the 128-bit tail).
+#[test]
+fn erf_zmm_equals_the_fma_kernel() {
+    if !qcc::backend::Tier::host().avx512_vnni() {
+        eprintln!("skipped: this CPU has no AVX-512");
+        return;
+    }
+    let host = target_lexicon::Triple::host().to_string();
+    let run = |cpu: &str, xs: &[f32]| -> (Vec<f32>, String) {
+        let mut b = B::new();
+        let x = b.input_f32(&[xs.len()], xs.to_vec());
+        let y = b.f(Op::Erf, &[x], attrs(&[]));
+        b.output(y);
+        let t = qcc::backend::Target::new(&host, cpu).unwrap();
+        let jit = qcc::backend::JitModel::with_target(&b.m, &t).unwrap();
+        let out = jit.run(&b.inputs).unwrap()[0].as_f32().unwrap().to_vec();
+        (out, qcc::backend::emit_asm(&b.m, "t", &t).unwrap())
+    };
+    let mut xs = hard_values();
+    xs.extend((0..4000).map(|i| -6.0 + i as f32 * 3e-3));
+    xs.extend((1..400).map(|i| (i as f32 * 0.37).exp2() * 1e-30));
+    let mut r = Rng(11);
+    let mut cases = vec![xs];
+    cases.extend((1..=40).map(|n| r.fs(n, -4.0, 4.0)));
+    for xs in cases {
+        let (wide, asm) = run("x86-64-v4", &xs);
+        let (narrow, _) = run("x86-64-v3", &xs);
+        assert_eq!(asm.contains("erf_zmm"), xs.len() >= 16, "zmm kernel use");
+        for ((x, a), b) in xs.iter().zip(&wide).zip(&narrow) {
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "erf({x}): zmm {a}, fma kernel {b}"
+            );
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(cfg())]
 

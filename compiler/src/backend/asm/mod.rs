@@ -25,6 +25,7 @@ use iced_x86::code_asm::CodeAssembler;
 
 use super::kernels::addzmm::AddZmm;
 use super::kernels::dot::DotTile;
+use super::kernels::erfzmm::ErfZmm;
 use super::kernels::fma::FmaTile;
 use super::kernels::quantzmm::QuantZmm;
 use super::kernels::xnor::XnorTile;
@@ -51,6 +52,8 @@ pub(crate) enum AsmFn {
     AddZmm(AddZmm),
     /// `void q(const f32 *x, u8 *out, const u32 *params)`: `quantize` on zmm.
     QuantZmm(QuantZmm),
+    /// `void erf(const f32 *x, f32 *out, const u32 *table)`: `erf` on zmm.
+    ErfZmm(ErfZmm),
 }
 
 impl AsmFn {
@@ -69,6 +72,7 @@ impl AsmFn {
             AsmFn::Xnor(t) => t.symbol(),
             AsmFn::AddZmm(t) => t.symbol(),
             AsmFn::QuantZmm(t) => t.symbol(),
+            AsmFn::ErfZmm(t) => t.symbol(),
         }
     }
 
@@ -87,6 +91,7 @@ impl AsmFn {
             AsmFn::Xnor(t) => t.params(),
             AsmFn::AddZmm(_) => 3,
             AsmFn::QuantZmm(_) => 3,
+            AsmFn::ErfZmm(_) => 3,
         }
     }
 
@@ -104,6 +109,7 @@ impl AsmFn {
             AsmFn::Xnor(t) => t.assemble(),
             AsmFn::AddZmm(t) => t.assemble(),
             AsmFn::QuantZmm(t) => t.assemble(),
+            AsmFn::ErfZmm(t) => t.assemble(),
         };
         r.map_err(|e| format!("assembling {}: {e}", self.symbol()))
     }

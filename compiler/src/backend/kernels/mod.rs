@@ -13,6 +13,7 @@ pub(crate) mod conv;
 pub(crate) mod deconv;
 pub(crate) mod dot;
 pub(crate) mod elementwise;
+pub(crate) mod erfzmm;
 pub(crate) mod fma;
 pub(crate) mod gemm;
 mod im2col;
@@ -864,7 +865,26 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
     match low {
         Lowering::Unary { op, n } => {
             let x = cx.operand(0);
-            elementwise::emit_unary(cx.kb, *op, *n, x, out);
+            // erf with AVX-512 and FMA: runs of 16 on zmm (`erfzmm.rs`, the same
+            // operations), the rest here.
+            let steps = *n / 16;
+            let zmm = *op == elementwise::Unary::Erf
+                && steps > 0
+                && cx.kb.feat.fma
+                && cx.kb.feat.tier.is_some_and(|t| t.level >= 4);
+            if zmm {
+                let tab = cx.rodata(erfzmm::table(), 16);
+                let f = crate::backend::asm::AsmFn::ErfZmm(erfzmm::ErfZmm {
+                    steps: steps as u32,
+                });
+                let f = cx.data.asm_func(cx.kb.b.func, &f);
+                cx.kb.b.ins().call(f, &[x, out, tab]);
+                let done = (steps * 16 * 4) as i64;
+                let (xr, or) = (cx.kb.off(x, done), cx.kb.off(out, done));
+                elementwise::emit_unary(cx.kb, *op, *n - steps * 16, xr, or);
+            } else {
+                elementwise::emit_unary(cx.kb, *op, *n, x, out);
+            }
         }
         Lowering::Binary { op, bc } => {
             let a = cx.operand(0);
