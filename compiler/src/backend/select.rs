@@ -5,7 +5,9 @@
 //!   operand's bytes. A view of a constant is a constant.
 //! - An activation (relu, clip) whose operand is an f32 conv or gemm used only by it is
 //!   fused into that kernel's epilogue; a requantize after an integer conv/matmul is
-//!   fused the same way (see `kernels::quant`).
+//!   fused the same way (see `kernels::quant`), and so is the f32 form of its result:
+//!   the `cast` naming the accumulator's scale, the `dequantize`, and the `add` of a
+//!   constant bias after it (`kernels::quant::Deq`).
 //! - A plain integer add/sub/mul whose operands are requantizes used only by it and
 //!   whose result is used only by a requantize becomes one fused kernel (see
 //!   `kernels::intelem`): the step sits at the add, reads the requantizes' operands, and
