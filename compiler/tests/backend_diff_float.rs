@@ -214,6 +214,55 @@ fn erf_zmm_equals_the_fma_kernel() {
     }
 }
 
+/// Softmax rows of 16 or more with AVX-512 run on zmm (`kernels/softzmm.rs`): bit for
+/// bit the 128-bit kernel with FMA (x86-64-v4 against x86-64-v3), on row lengths 16 to
+/// 70 (whole vectors, masked tails, quads and single tails of the sum), several rows,
+/// large and tiny values, infinities, a NaN, signed zeros.
+#[test]
+fn softmax_zmm_equals_the_fma_kernel() {
+    if !qcc::backend::Tier::host().avx512_vnni() {
+        eprintln!("skipped: this CPU has no AVX-512");
+        return;
+    }
+    let host = target_lexicon::Triple::host().to_string();
+    let mut r = Rng(5);
+    for d in 16..=70usize {
+        let rows = r.i(1, 5) as usize;
+        let mut xs = r.fs(rows * d, -30.0, 30.0);
+        match d % 7 {
+            0 => xs[r.i(0, (rows * d - 1) as i64) as usize] = f32::NAN,
+            1 => xs[0] = f32::INFINITY,
+            2 => xs[d - 1] = f32::NEG_INFINITY,
+            3 => xs
+                .iter_mut()
+                .take(d)
+                .for_each(|v| *v = if *v < 0.0 { -0.0 } else { 0.0 }),
+            4 => xs.iter_mut().for_each(|v| *v *= 1e4),
+            _ => {}
+        }
+        let mut b = B::new();
+        let x = b.input_f32(&[rows, d], xs.clone());
+        let y = b.f(Op::Softmax, &[x], attrs(&[("axis", Attr::Int(-1))]));
+        b.output(y);
+        let run = |cpu: &str| {
+            let t = qcc::backend::Target::new(&host, cpu).unwrap();
+            let jit = qcc::backend::JitModel::with_target(&b.m, &t).unwrap();
+            let out = jit.run(&b.inputs).unwrap()[0].as_f32().unwrap().to_vec();
+            (out, qcc::backend::emit_asm(&b.m, "t", &t).unwrap())
+        };
+        let (wide, asm) = run("x86-64-v4");
+        let (narrow, _) = run("x86-64-v3");
+        assert!(asm.contains("softmax_zmm"), "d = {d}: no zmm kernel");
+        for (i, (a, c)) in wide.iter().zip(&narrow).enumerate() {
+            assert!(
+                a.to_bits() == c.to_bits() || (a.is_nan() && c.is_nan()),
+                "d = {d}, element {i} (x {}): zmm {a}, fma kernel {c}",
+                xs[i]
+            );
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(cfg())]
 

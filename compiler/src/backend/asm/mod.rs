@@ -28,6 +28,7 @@ use super::kernels::dot::DotTile;
 use super::kernels::erfzmm::ErfZmm;
 use super::kernels::fma::FmaTile;
 use super::kernels::quantzmm::QuantZmm;
+use super::kernels::softzmm::SoftmaxZmm;
 use super::kernels::xnor::XnorTile;
 use super::target::Tier;
 
@@ -54,6 +55,8 @@ pub(crate) enum AsmFn {
     QuantZmm(QuantZmm),
     /// `void erf(const f32 *x, f32 *out, const u32 *table)`: `erf` on zmm.
     ErfZmm(ErfZmm),
+    /// `void softmax(const f32 *x, f32 *out, const u32 *table)`: softmax of rows on zmm.
+    SoftmaxZmm(SoftmaxZmm),
 }
 
 impl AsmFn {
@@ -73,6 +76,7 @@ impl AsmFn {
             AsmFn::AddZmm(t) => t.symbol(),
             AsmFn::QuantZmm(t) => t.symbol(),
             AsmFn::ErfZmm(t) => t.symbol(),
+            AsmFn::SoftmaxZmm(t) => t.symbol(),
         }
     }
 
@@ -92,6 +96,7 @@ impl AsmFn {
             AsmFn::AddZmm(_) => 3,
             AsmFn::QuantZmm(_) => 3,
             AsmFn::ErfZmm(_) => 3,
+            AsmFn::SoftmaxZmm(_) => 3,
         }
     }
 
@@ -110,6 +115,7 @@ impl AsmFn {
             AsmFn::AddZmm(t) => t.assemble(),
             AsmFn::QuantZmm(t) => t.assemble(),
             AsmFn::ErfZmm(t) => t.assemble(),
+            AsmFn::SoftmaxZmm(t) => t.assemble(),
         };
         r.map_err(|e| format!("assembling {}: {e}", self.symbol()))
     }

@@ -24,8 +24,8 @@ const T_MAGIC: usize = 2;
 const T_LOG2E: usize = 3;
 const T_LN2_HI: usize = 4;
 const T_LN2_LO: usize = 5;
-const T_P: usize = 6; // 6 words
-const T_ONE: usize = 12;
+pub(crate) const T_P: usize = 6; // 6 words
+pub(crate) const T_ONE: usize = 12;
 const T_INF: usize = 13;
 const T_BIAS: usize = 14;
 const T_127: usize = 15;
@@ -35,7 +35,8 @@ const T_S: usize = 18; // 6 words
 const T_A: usize = 24; // 5 words
 const T_SIGN: usize = 29;
 const T_ABS: usize = 30;
-const WORDS: usize = 31;
+pub(crate) const T_NINF: usize = 31;
+const WORDS: usize = 32;
 
 /// The constants the kernel reads (a 4-byte word each, little-endian).
 pub(crate) fn table() -> Vec<u8> {
@@ -63,6 +64,7 @@ pub(crate) fn table() -> Vec<u8> {
     }
     w[T_SIGN] = 0x8000_0000;
     w[T_ABS] = 0x7FFF_FFFF;
+    w[T_NINF] = f32::NEG_INFINITY.to_bits();
     w.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
@@ -116,7 +118,7 @@ impl ErfZmm {
         let na2 = zmm5;
         a.vmulps(na2, abs_x, abs_x)?;
         a.vpxord(na2, na2, sign)?;
-        let e = self.exp(&mut a, na2, &p, one)?;
+        let e = exp(&mut a, na2, &p, one)?;
         // big = (1 - q e) with the sign of x.
         a.vmulps(q, q, e)?;
         a.vsubps(q, one, q)?;
@@ -141,52 +143,53 @@ impl ErfZmm {
         a.ret()?;
         a.assemble(0)
     }
+}
 
-    /// `math::ExpConsts::exp` of `xin` into zmm11 (temporaries zmm7..zmm12; `xin` kept).
-    fn exp(
-        &self,
-        a: &mut CodeAssembler,
-        xin: AsmRegisterZmm,
-        p: &[AsmRegisterZmm; 6],
-        one: AsmRegisterZmm,
-    ) -> Result<AsmRegisterZmm, IcedError> {
-        let c = |w: usize| dword_bcst(rdx + (4 * w) as i32);
-        let m = |w: usize| dword_ptr(rdx + (4 * w) as i32);
-        let x = zmm7;
-        a.vmovaps(x, xin)?;
-        a.vcmpps(k2, x, c(T_HI), GT)?;
-        a.vbroadcastss(x.k2(), m(T_HI))?;
-        a.vcmpps(k3, x, c(T_LO), LT)?;
-        a.vbroadcastss(x.k3(), m(T_LO))?;
-        let (tm, n, r, r2) = (zmm8, zmm9, zmm10, zmm12);
-        a.vmulps(tm, x, c(T_LOG2E))?;
-        a.vaddps(tm, tm, c(T_MAGIC))?;
-        a.vsubps(n, tm, c(T_MAGIC))?;
-        a.vmulps(r, n, c(T_LN2_HI))?;
-        a.vsubps(r, x, r)?;
-        a.vmulps(r2, n, c(T_LN2_LO))?;
-        a.vsubps(r, r, r2)?;
-        let y = zmm11;
-        a.vmovaps(y, p[0])?;
-        for &pc in &p[1..] {
-            a.vfmadd213ps(y, r, pc)?;
-        }
-        a.vmulps(r2, r, r)?;
-        a.vfmadd213ps(y, r2, r)?;
-        a.vaddps(y, y, one)?;
-        // 2^n as 2^a 2^(n - a), a = n >> 1, from the bits of tm.
-        let (ea, eb) = (zmm10, zmm9);
-        a.vpsubd(eb, tm, c(T_BIAS))?;
-        a.vpsrad(ea, eb, 1)?;
-        a.vpsubd(eb, eb, ea)?;
-        a.vpaddd(ea, ea, c(T_127))?;
-        a.vpslld(ea, ea, 23)?;
-        a.vpaddd(eb, eb, c(T_127))?;
-        a.vpslld(eb, eb, 23)?;
-        a.vmulps(y, y, ea)?;
-        a.vmulps(y, y, eb)?;
-        a.vcmpps(k2, xin, c(T_HI), GT)?;
-        a.vbroadcastss(y.k2(), m(T_INF))?;
-        Ok(y)
+/// `math::ExpConsts::exp` of `xin` into zmm11 (temporaries zmm7..zmm12, k2 and k3;
+/// `xin` kept), the constants `p` (`math::P`) and `one` in registers and the others
+/// read from [`table`] at `rdx`.
+pub(crate) fn exp(
+    a: &mut CodeAssembler,
+    xin: AsmRegisterZmm,
+    p: &[AsmRegisterZmm; 6],
+    one: AsmRegisterZmm,
+) -> Result<AsmRegisterZmm, IcedError> {
+    let c = |w: usize| dword_bcst(rdx + (4 * w) as i32);
+    let m = |w: usize| dword_ptr(rdx + (4 * w) as i32);
+    let x = zmm7;
+    a.vmovaps(x, xin)?;
+    a.vcmpps(k2, x, c(T_HI), GT)?;
+    a.vbroadcastss(x.k2(), m(T_HI))?;
+    a.vcmpps(k3, x, c(T_LO), LT)?;
+    a.vbroadcastss(x.k3(), m(T_LO))?;
+    let (tm, n, r, r2) = (zmm8, zmm9, zmm10, zmm12);
+    a.vmulps(tm, x, c(T_LOG2E))?;
+    a.vaddps(tm, tm, c(T_MAGIC))?;
+    a.vsubps(n, tm, c(T_MAGIC))?;
+    a.vmulps(r, n, c(T_LN2_HI))?;
+    a.vsubps(r, x, r)?;
+    a.vmulps(r2, n, c(T_LN2_LO))?;
+    a.vsubps(r, r, r2)?;
+    let y = zmm11;
+    a.vmovaps(y, p[0])?;
+    for &pc in &p[1..] {
+        a.vfmadd213ps(y, r, pc)?;
     }
+    a.vmulps(r2, r, r)?;
+    a.vfmadd213ps(y, r2, r)?;
+    a.vaddps(y, y, one)?;
+    // 2^n as 2^a 2^(n - a), a = n >> 1, from the bits of tm.
+    let (ea, eb) = (zmm10, zmm9);
+    a.vpsubd(eb, tm, c(T_BIAS))?;
+    a.vpsrad(ea, eb, 1)?;
+    a.vpsubd(eb, eb, ea)?;
+    a.vpaddd(ea, ea, c(T_127))?;
+    a.vpslld(ea, ea, 23)?;
+    a.vpaddd(eb, eb, c(T_127))?;
+    a.vpslld(eb, eb, 23)?;
+    a.vmulps(y, y, ea)?;
+    a.vmulps(y, y, eb)?;
+    a.vcmpps(k2, xin, c(T_HI), GT)?;
+    a.vbroadcastss(y.k2(), m(T_INF))?;
+    Ok(y)
 }

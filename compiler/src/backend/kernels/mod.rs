@@ -31,6 +31,7 @@ pub(crate) mod quantsim;
 pub(crate) mod quantzmm;
 pub(crate) mod reduce;
 pub(crate) mod resize;
+pub(crate) mod softzmm;
 pub(crate) mod winograd;
 pub(crate) mod xnor;
 
@@ -918,7 +919,26 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
         }
         Lowering::Softmax { outer, d, inner } => {
             let x = cx.operand(0);
-            elementwise::emit_softmax(cx.kb, *outer, *d, *inner, x, out);
+            // Rows of 16 or more with AVX-512 and FMA: on zmm (`softzmm.rs`, the same
+            // results).
+            let zmm = *inner == 1
+                && *d >= 16
+                && *d < 1 << 28
+                && *outer > 0
+                && *outer <= u32::MAX as usize
+                && cx.kb.feat.fma
+                && cx.kb.feat.tier.is_some_and(|t| t.level >= 4);
+            if zmm {
+                let tab = cx.rodata(erfzmm::table(), 16);
+                let f = crate::backend::asm::AsmFn::SoftmaxZmm(softzmm::SoftmaxZmm {
+                    rows: *outer as u32,
+                    d: *d as u32,
+                });
+                let f = cx.data.asm_func(cx.kb.b.func, &f);
+                cx.kb.b.ins().call(f, &[x, out, tab]);
+            } else {
+                elementwise::emit_softmax(cx.kb, *outer, *d, *inner, x, out);
+            }
         }
         Lowering::Copy { bytes } => {
             let x = cx.operand(0);
