@@ -5,8 +5,8 @@
 //! i32 tensor). On random shapes (odd K, N not a multiple of the vector width, batched
 //! matrix products, grouped convolutions), per-tensor and per-channel scales, zero
 //! points, an i32 bias of the kernel, every x86-64 tier the host has and each integer
-//! kernel (the wide tiles, `pmaddubsw`, `pmaddwd`): the JIT must equal the interpreter
-//! bit for bit, and the kernels that fuse must have fused.
+//! kernel (the wide tiles, `pmaddubsw`, `pmaddwd`, bit-serial): the JIT must equal the
+//! interpreter bit for bit, and the kernels that fuse must have fused.
 
 mod backend_common;
 
@@ -39,7 +39,8 @@ fn cpus() -> Vec<&'static str> {
     v
 }
 
-/// Kernel choices: the cost table's, then the 128-bit `pmaddubsw`, then `pmaddwd`.
+/// Kernel choices: the cost table's, then the 128-bit `pmaddubsw`, `pmaddwd`, and the
+/// bit-serial kernel where it applies.
 fn kernel_sets() -> Vec<Vec<Strategy>> {
     let wide = [Strategy::DotVnni, Strategy::DotAvx2, Strategy::DotAvx2Wide];
     vec![
@@ -58,6 +59,14 @@ fn kernel_sets() -> Vec<Vec<Strategy>> {
                 Strategy::Maddubs,
                 Strategy::Int8PackedW,
                 Strategy::BitSerial,
+            ])
+            .collect(),
+        wide.iter()
+            .copied()
+            .chain([
+                Strategy::Maddubs,
+                Strategy::Int8PackedW,
+                Strategy::Int8Pmaddwd,
             ])
             .collect(),
     ]
@@ -88,6 +97,7 @@ fn check_all(b: &B, want: &str) -> Result<(), String> {
             }
             let k = &layer.kernel;
             let fuses = k.contains("vpdpbusd")
+                || k.contains("bitserial")
                 || k.contains("vpmadd")
                 || k.contains("pmaddubsw")
                 || k.contains("pmaddwd4x8");
