@@ -24,6 +24,7 @@ mod cpu;
 use iced_x86::code_asm::CodeAssembler;
 
 use super::kernels::addzmm::AddZmm;
+use super::kernels::binzmm::BinZmm;
 use super::kernels::dot::DotTile;
 use super::kernels::erfzmm::ErfZmm;
 use super::kernels::fma::FmaTile;
@@ -57,6 +58,8 @@ pub(crate) enum AsmFn {
     ErfZmm(ErfZmm),
     /// `void softmax(const f32 *x, f32 *out, const u32 *table)`: softmax of rows on zmm.
     SoftmaxZmm(SoftmaxZmm),
+    /// `void op(const f32 *a, const f32 *b, f32 *out)`: f32 add/sub/mul/div on zmm.
+    BinZmm(BinZmm),
 }
 
 impl AsmFn {
@@ -77,6 +80,7 @@ impl AsmFn {
             AsmFn::QuantZmm(t) => t.symbol(),
             AsmFn::ErfZmm(t) => t.symbol(),
             AsmFn::SoftmaxZmm(t) => t.symbol(),
+            AsmFn::BinZmm(t) => t.symbol(),
         }
     }
 
@@ -97,6 +101,7 @@ impl AsmFn {
             AsmFn::QuantZmm(_) => 3,
             AsmFn::ErfZmm(_) => 3,
             AsmFn::SoftmaxZmm(_) => 3,
+            AsmFn::BinZmm(_) => 3,
         }
     }
 
@@ -116,6 +121,7 @@ impl AsmFn {
             AsmFn::QuantZmm(t) => t.assemble(),
             AsmFn::ErfZmm(t) => t.assemble(),
             AsmFn::SoftmaxZmm(t) => t.assemble(),
+            AsmFn::BinZmm(t) => t.assemble(),
         };
         r.map_err(|e| format!("assembling {}: {e}", self.symbol()))
     }

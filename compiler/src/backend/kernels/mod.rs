@@ -7,6 +7,7 @@
 
 pub(crate) mod addzmm;
 pub(crate) mod binary;
+pub(crate) mod binzmm;
 pub(crate) mod bits;
 pub(crate) mod bitserial;
 pub(crate) mod conv;
@@ -890,7 +891,29 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
         Lowering::Binary { op, bc } => {
             let a = cx.operand(0);
             let b = cx.operand(1);
-            elementwise::emit_binary(cx.kb, *op, bc, a, b, out);
+            // With AVX-512, the innermost runs of 16 or more on zmm (`binzmm.rs`).
+            let n = bc.dims[bc.dims.len() - 1];
+            let bop = match op {
+                elementwise::Binary::Add => Some(binzmm::BinOp::Add),
+                elementwise::Binary::Sub => Some(binzmm::BinOp::Sub),
+                elementwise::Binary::Mul => Some(binzmm::BinOp::Mul),
+                elementwise::Binary::Div => Some(binzmm::BinOp::Div),
+                _ => None,
+            };
+            let zmm = match bop {
+                Some(bop) if n >= 16 && cx.kb.feat.tier.is_some_and(|t| t.level >= 4) => {
+                    let last = bc.dims.len() - 1;
+                    let f = crate::backend::asm::AsmFn::BinZmm(binzmm::BinZmm {
+                        op: bop,
+                        steps: (n / 16) as u32,
+                        a_vec: bc.sa[last] != 0,
+                        b_vec: bc.sb[last] != 0,
+                    });
+                    Some(cx.data.asm_func(cx.kb.b.func, &f))
+                }
+                _ => None,
+            };
+            elementwise::emit_binary(cx.kb, *op, bc, a, b, out, zmm);
         }
         Lowering::Conv { g, lo, hi, wide } => {
             let x = cx.operand(0);
