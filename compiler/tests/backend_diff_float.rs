@@ -177,6 +177,151 @@ fn transcendental_error_bounds() {
     }
 }
 
+/// erf with AVX-512 runs on zmm (`kernels/erfzmm.rs`) the operations of the 128-bit
+/// kernel with FMA: the two must agree bit for bit (x86-64-v4 against x86-64-v3), on
+/// the hard values, a sweep across both branches (|x| below and above 1/2) and every
+/// length from 1 to 40 (whole zmm runs and the 128-bit tail).
+#[test]
+fn erf_zmm_equals_the_fma_kernel() {
+    if !qcc::backend::Tier::host().avx512_vnni() {
+        eprintln!("skipped: this CPU has no AVX-512");
+        return;
+    }
+    let host = target_lexicon::Triple::host().to_string();
+    let run = |cpu: &str, xs: &[f32]| -> (Vec<f32>, String) {
+        let mut b = B::new();
+        let x = b.input_f32(&[xs.len()], xs.to_vec());
+        let y = b.f(Op::Erf, &[x], attrs(&[]));
+        b.output(y);
+        let t = qcc::backend::Target::new(&host, cpu).unwrap();
+        let jit = qcc::backend::JitModel::with_target(&b.m, &t).unwrap();
+        let out = jit.run(&b.inputs).unwrap()[0].as_f32().unwrap().to_vec();
+        (out, qcc::backend::emit_asm(&b.m, "t", &t).unwrap())
+    };
+    let mut xs = hard_values();
+    xs.extend((0..4000).map(|i| -6.0 + i as f32 * 3e-3));
+    xs.extend((1..400).map(|i| (i as f32 * 0.37).exp2() * 1e-30));
+    let mut r = Rng(11);
+    let mut cases = vec![xs];
+    cases.extend((1..=40).map(|n| r.fs(n, -4.0, 4.0)));
+    for xs in cases {
+        let (wide, asm) = run("x86-64-v4", &xs);
+        let (narrow, _) = run("x86-64-v3", &xs);
+        assert_eq!(asm.contains("erf_zmm"), xs.len() >= 16, "zmm kernel use");
+        for ((x, a), b) in xs.iter().zip(&wide).zip(&narrow) {
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "erf({x}): zmm {a}, fma kernel {b}"
+            );
+        }
+    }
+}
+
+/// Softmax rows of 16 or more with AVX-512 run on zmm (`kernels/softzmm.rs`): bit for
+/// bit the 128-bit kernel with FMA (x86-64-v4 against x86-64-v3), on row lengths 16 to
+/// 70 (whole vectors, masked tails, quads and single tails of the sum), several rows,
+/// large and tiny values, infinities, a NaN, signed zeros.
+#[test]
+fn softmax_zmm_equals_the_fma_kernel() {
+    if !qcc::backend::Tier::host().avx512_vnni() {
+        eprintln!("skipped: this CPU has no AVX-512");
+        return;
+    }
+    let host = target_lexicon::Triple::host().to_string();
+    let mut r = Rng(5);
+    for d in 16..=70usize {
+        let rows = r.i(1, 5) as usize;
+        let mut xs = r.fs(rows * d, -30.0, 30.0);
+        match d % 7 {
+            0 => xs[r.i(0, (rows * d - 1) as i64) as usize] = f32::NAN,
+            1 => xs[0] = f32::INFINITY,
+            2 => xs[d - 1] = f32::NEG_INFINITY,
+            3 => xs
+                .iter_mut()
+                .take(d)
+                .for_each(|v| *v = if *v < 0.0 { -0.0 } else { 0.0 }),
+            4 => xs.iter_mut().for_each(|v| *v *= 1e4),
+            _ => {}
+        }
+        let mut b = B::new();
+        let x = b.input_f32(&[rows, d], xs.clone());
+        let y = b.f(Op::Softmax, &[x], attrs(&[("axis", Attr::Int(-1))]));
+        b.output(y);
+        let run = |cpu: &str| {
+            let t = qcc::backend::Target::new(&host, cpu).unwrap();
+            let jit = qcc::backend::JitModel::with_target(&b.m, &t).unwrap();
+            let out = jit.run(&b.inputs).unwrap()[0].as_f32().unwrap().to_vec();
+            (out, qcc::backend::emit_asm(&b.m, "t", &t).unwrap())
+        };
+        let (wide, asm) = run("x86-64-v4");
+        let (narrow, _) = run("x86-64-v3");
+        assert!(asm.contains("softmax_zmm"), "d = {d}: no zmm kernel");
+        for (i, (a, c)) in wide.iter().zip(&narrow).enumerate() {
+            assert!(
+                a.to_bits() == c.to_bits() || (a.is_nan() && c.is_nan()),
+                "d = {d}, element {i} (x {}): zmm {a}, fma kernel {c}",
+                xs[i]
+            );
+        }
+    }
+}
+
+/// f32 add, sub, mul and div whose innermost run has 16 or more elements run on zmm
+/// with AVX-512 (`kernels/binzmm.rs`): exactly the interpreter's results for both
+/// operands contiguous, a scalar on either side, a broadcast row or column, run lengths
+/// 16..70 (whole steps and the 128-bit tail), infinities, NaN and signed zeros.
+#[test]
+fn binary_zmm_is_exact() {
+    let mut r = Rng(9);
+    for case in 0..60usize {
+        let op = [Op::Add, Op::Sub, Op::Mul, Op::Div][case % 4];
+        let (rows, n) = (r.i(1, 4) as usize, r.i(16, 70) as usize);
+        let (sa, sb): (Vec<usize>, Vec<usize>) = match (case / 4) % 5 {
+            0 => (vec![rows, n], vec![rows, n]),
+            1 => (vec![rows, n], vec![1]),
+            2 => (vec![1], vec![rows, n]),
+            3 => (vec![rows, n], vec![rows, 1]),
+            _ => (vec![rows, n], vec![n]),
+        };
+        let data = |r: &mut Rng, s: &[usize]| -> Vec<f32> {
+            let len: usize = s.iter().product();
+            let mut v = r.fs(len, -50.0, 50.0);
+            for x in v.iter_mut() {
+                match r.i(0, 30) {
+                    0 => *x = f32::NAN,
+                    1 => *x = f32::INFINITY,
+                    2 => *x = -0.0,
+                    3 => *x = 0.0,
+                    _ => {}
+                }
+            }
+            v
+        };
+        let mut b = B::new();
+        let (da, db) = (data(&mut r, &sa), data(&mut r, &sb));
+        let xa = b.input_f32(&sa, da);
+        let xb = b.input_f32(&sb, db);
+        let y = b.f(op, &[xa, xb], attrs(&[]));
+        b.output(y);
+        let want = qcc_ir::interp::run(&b.m, &b.inputs).unwrap();
+        let jit = qcc::backend::JitModel::new(&b.m).unwrap();
+        let got = jit.run(&b.inputs).unwrap();
+        let (w, g) = (want[0].as_f32().unwrap(), got[0].as_f32().unwrap());
+        for (i, (x, y)) in w.iter().zip(g).enumerate() {
+            assert!(
+                x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+                "{op} {sa:?} {sb:?} [{i}]: interp {x}, jit {y}"
+            );
+        }
+        if qcc::backend::Tier::host().level >= 4 {
+            let host = target_lexicon::Triple::host().to_string();
+            let t = qcc::backend::Target::new(&host, "x86-64-v4").unwrap();
+            let asm = qcc::backend::emit_asm(&b.m, "t", &t).unwrap();
+            assert!(asm.contains("_zmm_n"), "{op} {sa:?} {sb:?}: no zmm kernel");
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(cfg())]
 

@@ -85,6 +85,56 @@ proptest! {
         check(&b).map_err(TestCaseError::fail)?;
     }
 
+    /// Runs of 16 and more elements, which AVX-512 quantizes on zmm (`quantzmm.rs`,
+    /// the four rounding modes `vrndscaleps` has; the tail of each run and the other
+    /// modes stay on the 128-bit kernel): per tensor or per row, zero points anywhere
+    /// in the range, scales from tiny (quotients far beyond the range) to large, NaN,
+    /// infinities, signed zeros and exact ties.
+    #[test]
+    fn quantize_long_runs(seed: u64, st in 0usize..6, per_row: bool, rnd in 0usize..7) {
+        let mut r = Rng(seed | 1);
+        let (bits, signed) = STORAGES[st];
+        let it = IntType::new(bits, signed);
+        let (rows, inner) = (r.i(1, 4) as usize, r.i(16, 80) as usize);
+        let n = rows * inner;
+        let mut scale = || match r.i(0, 3) {
+            0 => r.f(1e-6, 1e-4),
+            1 => r.f(10.0, 1000.0),
+            _ => r.f(0.01, 0.5),
+        };
+        let sc: Vec<f32> = (0..rows).map(|_| scale()).collect();
+        let zps: Vec<i32> = (0..rows).map(|_| r.i(it.min_code(), it.max_code()) as i32).collect();
+        let p = if per_row {
+            QuantParams::PerAxis { axis: 0, scales: sc.clone(), zero_points: zps }
+        } else {
+            QuantParams::PerTensor { scale: sc[0], zero_point: zps[0] }
+        };
+        let mut data = r.fs(n, -300.0, 300.0);
+        for (i, v) in data.iter_mut().enumerate() {
+            let s = if per_row { sc[i / inner] } else { sc[0] };
+            *v = match r.i(0, 9) {
+                0 => (r.i(-300, 300) as f32 + 0.5) * s,
+                1 => r.i(-300, 300) as f32 * s,
+                2 => f32::NAN,
+                3 => [f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0, 3e38, -3e38][r.i(0, 5) as usize],
+                _ => *v * s,
+            };
+        }
+        let rounding = Rounding::ALL[rnd];
+        let mut b = B::new();
+        let x = b.input_f32(&[rows, inner], data);
+        let q = b.node(Op::Quantize, &[x], attrs(&[("rounding", Attr::Enum(rounding.name().into()))]), qtype(bits, signed, p));
+        b.output(q);
+        check(&b).map_err(TestCaseError::fail)?;
+        let zmm_mode = matches!(rounding, Rounding::HalfEven | Rounding::Floor | Rounding::Ceil | Rounding::Down);
+        if qcc::backend::Tier::host().level >= 4 && zmm_mode {
+            let host = target_lexicon::Triple::host().to_string();
+            let t = qcc::backend::Target::new(&host, "x86-64-v4").unwrap();
+            let asm = qcc::backend::emit_asm(&b.m, "t", &t).unwrap();
+            prop_assert!(asm.contains("quantize_zmm"), "no zmm quantize");
+        }
+    }
+
     #[test]
     fn dequantize(seed: u64, st in 0usize..6, per_axis: bool, rank in 0usize..4) {
         let mut r = Rng(seed | 1);

@@ -239,6 +239,42 @@ proptest! {
         check_exact(&b).map_err(TestCaseError::fail)?;
     }
 
+    /// Reductions of the last axis over rows (a layer norm's means): the kernel sums
+    /// four rows at a time with their chains interleaved, each in the interpreter's
+    /// order, then the rows left; row counts 1..13 and lengths 4..40 cover whole
+    /// groups, leftover rows and lengths not a multiple of 4.
+    #[test]
+    fn reduce_last_axis_rows(seed: u64, which in 0usize..5, outer in 1usize..3, keep: bool) {
+        let mut r = Rng(seed | 1);
+        let op = [Op::ReduceMean, Op::ReduceSum, Op::ReduceMax, Op::ReduceMin, Op::ReduceProd][which];
+        let (rows, n) = (r.i(1, 13) as usize, r.i(4, 40) as usize);
+        let s = [outer, rows, n];
+        let len = outer * rows * n;
+        // Values near 1 and some of +-2^60, which absorb them in f64, so that a sum in
+        // another order than the interpreter's gives another result.
+        let mut data: Vec<f32> = if op == Op::ReduceProd {
+            r.fs(len, -1.6, 1.6)
+        } else {
+            (0..len)
+                .map(|_| match r.i(0, 5) {
+                    0 => 2f32.powi(60),
+                    1 => -(2f32.powi(60)),
+                    _ => r.f(-1.0, 1.0),
+                })
+                .collect()
+        };
+        if which >= 2 && len > 3 {
+            data[0] = 0.0;
+            data[1] = -0.0;
+            if r.i(0, 3) == 0 { data[len - 1] = f32::NAN; }
+        }
+        let mut b = B::new();
+        let x = b.input_f32(&s, data);
+        let y = b.f(op, &[x], attrs(&[("axes", ints(&[-1])), ("keepdims", Attr::Bool(keep))]));
+        b.output(y);
+        check_exact(&b).map_err(TestCaseError::fail)?;
+    }
+
     #[test]
     fn resize(seed: u64, rank in 1usize..5, linear: bool, coord in 0usize..4, nearest in 0usize..4, int_data: bool) {
         let mut r = Rng(seed | 1);

@@ -183,6 +183,59 @@ fn pruned_channel_and_activation_matmul_compile_at_8_bits() {
     assert!(text.contains("stays f32"), "{text}");
 }
 
+/// Linear layers as exported (`matmul` then the `add` of a bias, on either side): the
+/// matmul's result is not quantized to 8 bits (it would be dequantized at once for the
+/// add); the integer kernel dequantizes its accumulator and adds the bias itself.
+#[test]
+fn linear_layers_keep_f32_results_before_their_bias() {
+    let dir = cli_common::temp_dir("quant", "linear");
+    let model = dir.join("m.qir");
+    std::fs::write(
+        &model,
+        "module linear {
+  input %x: f32[1,2,4,4]
+  const @w1: f32[4,6] = [0.5, -0.25, 0.1, 0.3, 0.7, -0.6, 0.2, 0.4, -0.3, 0.9, 0.05, 0.3, -0.8, 0.6, 0.2, -0.1, 0.4, 0.5, 0.3, -0.2, 0.7, 0.1, -0.4, 0.6]
+  const @b1: f32[6] = [0.1, 0.0, -0.2, 0.3, 0.05, -0.15]
+  const @w2: f32[6,3] = [0.2, -0.5, 0.3, 0.6, 0.1, -0.4, 0.25, 0.35, 0.45, -0.3, 0.2, 0.1, 0.5, -0.6, 0.7, 0.15, 0.05, -0.25]
+  const @b2: f32[3] = [0.5, -0.5, 0.25]
+  %m1: f32[1,2,4,6] = matmul(%x, @w1)
+  %a1: f32[1,2,4,6] = add(%m1, @b1)
+  %r: f32[1,2,4,6] = relu(%a1)
+  %m2: f32[1,2,4,3] = matmul(%r, @w2)
+  %a2: f32[1,2,4,3] = add(@b2, %m2)
+  output %a2
+}
+",
+    )
+    .unwrap();
+    let out = dir.join("m.o");
+    let (ok, stdout, err) = qcc(&[
+        "compile",
+        model.to_str().unwrap(),
+        "--bits",
+        "8",
+        "--calib",
+        "tests/models/small_calib_2x4x4.npz",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}{err}");
+    let text = format!("{stdout}{err}");
+    assert!(
+        text.contains("2 kernel output(s) stay f32 before their bias add"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("quantized to 8 bits so that they fuse"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("+dequantize+bias").count(),
+        2,
+        "the dequantize and bias add are not fused:\n{text}"
+    );
+}
+
 /// `--ternary` (TWN 2-bit weights): compiles and runs with 2-bit weights under 8-bit
 /// activations, and needs 2-bit weights.
 #[test]

@@ -21,11 +21,11 @@ use super::kb::Kb;
 /// The stated bound on exp's relative error (see the module docs).
 pub const EXP_MAX_REL_ERROR: f64 = 3e-7;
 
-const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
-const LOG2E: f32 = std::f32::consts::LOG2_E;
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
-const P: [f32; 6] = [
+pub(crate) const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
+pub(crate) const LN2_HI: f32 = 0.693_359_4;
+pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+pub(crate) const P: [f32; 6] = [
     1.987_569_1e-4,
     1.398_199_9e-3,
     8.333_452e-3,
@@ -33,8 +33,8 @@ const P: [f32; 6] = [
     1.666_666_5e-1,
     0.5,
 ];
-const HI: f32 = 88.722_84;
-const LO: f32 = -104.0;
+pub(crate) const HI: f32 = 88.722_84;
+pub(crate) const LO: f32 = -104.0;
 
 /// Constants of exp, materialised once per kernel (Cranelift does not hoist them).
 pub(crate) struct ExpConsts {
@@ -366,7 +366,7 @@ impl TanhConsts {
 }
 
 /// `2/sqrt(pi) (-1)^n / (n! (2n + 1))`, n = 0..5: erf's Maclaurin series.
-const ERF_S: [f32; 6] = [
+pub(crate) const ERF_S: [f32; 6] = [
     std::f32::consts::FRAC_2_SQRT_PI,
     -3.761_264e-1,
     1.128_379_2e-1,
@@ -375,8 +375,8 @@ const ERF_S: [f32; 6] = [
     -8.548_327e-4,
 ];
 /// Abramowitz and Stegun 7.1.26: `1 - t (a1 + t (a2 + ...)) e^(-x^2)`, `t = 1/(1 + p x)`.
-const ERF_P: f32 = 0.327_591_1;
-const ERF_A: [f32; 5] = [
+pub(crate) const ERF_P: f32 = 0.327_591_1;
+pub(crate) const ERF_A: [f32; 5] = [
     0.254_829_6,
     -0.284_496_74,
     1.421_413_7,

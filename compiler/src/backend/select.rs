@@ -4,8 +4,10 @@
 //! - Views (reshape, flatten, squeeze, unsqueeze) cost nothing: their result aliases the
 //!   operand's bytes. A view of a constant is a constant.
 //! - An activation (relu, clip; silu after a conv) whose operand is an f32 conv or gemm
-//!   used only by it is fused into that kernel's epilogue; a requantize after an integer conv/matmul is
-//!   fused the same way (see `kernels::quant`).
+//!   used only by it is fused into that kernel's epilogue; a requantize after an integer
+//!   conv/matmul is fused the same way (see `kernels::quant`), and so is the f32 form of
+//!   its result: the `cast` naming the accumulator's scale, the `dequantize`, and the
+//!   `add` of a constant bias after it (`kernels::quant::Deq`).
 //! - A plain integer add/sub/mul whose operands are requantizes used only by it and
 //!   whose result is used only by a requantize becomes one fused kernel (see
 //!   `kernels::intelem`): the step sits at the add, reads the requantizes' operands, and
@@ -140,6 +142,59 @@ pub(crate) fn schedule(
             root[res.index()] = root[src.index()];
             const_root[res.index()] = const_root[src.index()];
             continue;
+        }
+        // An integer kernel's f32 result: `cast` (a relabel) -> `dequantize` [-> `add`
+        // of a constant bias], fused into the kernel's epilogue, the longest chain the
+        // kernel takes.
+        if matches!(node.op, Op::Conv2dInt | Op::MatMulInt) {
+            let chain = deq_chain(m, &users, res, &is_output);
+            let const_of = |v: ValueId| const_root[v.index()].and_then(|c| m.const_data(c));
+            let pick = (2..=chain.len()).rev().find_map(|len| {
+                kernels::select(m, node, Some(&m.nodes[chain[len - 1]]), &const_of, target)
+                    .ok()
+                    .map(|l| (len, l))
+            });
+            if let Some((len, lowering)) = pick
+                && lowering.workspace() <= i32::MAX as usize
+            {
+                let fused: Vec<usize> = chain[..len].to_vec();
+                absorbed[res.index()] = true;
+                for &f in &fused {
+                    skip[f] = true;
+                }
+                for &f in &fused[..len - 1] {
+                    absorbed[m.nodes[f].result.index()] = true;
+                }
+                let final_res = m.nodes[fused[len - 1]].result;
+                let runtime_operand: Vec<bool> = node
+                    .operands
+                    .iter()
+                    .map(|&o| const_root[o.index()].is_none())
+                    .collect();
+                let reads = node
+                    .operands
+                    .iter()
+                    .zip(&runtime_operand)
+                    .filter(|(_, rt)| **rt)
+                    .map(|(&o, _)| o)
+                    .collect();
+                let dest = match m.outputs.iter().position(|&o| o == final_res) {
+                    Some(j) => {
+                        direct_output[final_res.index()] = Some(j);
+                        Dest::Output(j)
+                    }
+                    None => Dest::Value(final_res),
+                };
+                steps.push(Step {
+                    node: Some(ni),
+                    fused,
+                    reads,
+                    runtime_operand,
+                    dest,
+                    lowering,
+                });
+                continue;
+            }
         }
         // Fusion of a following activation or requantize.
         let mut fused_node = None;
@@ -318,6 +373,50 @@ fn fused_int_groups(
         }
     }
     out
+}
+
+/// The nodes turning integer result `res` into f32: its `cast` that only relabels it,
+/// the `dequantize` of that, then an `add` of the dequantized value and a constant when
+/// there is one; each the only user of the value before it, which is not a graph
+/// output. Empty when there is no such cast and dequantize.
+fn deq_chain(
+    m: &Module,
+    users: &[Vec<qcc_ir::NodeId>],
+    res: ValueId,
+    is_output: &dyn Fn(ValueId) -> bool,
+) -> Vec<usize> {
+    let sole_user = |v: ValueId| -> Option<usize> {
+        match users[v.index()][..] {
+            [u] if !is_output(v) => Some(u.index()),
+            _ => None,
+        }
+    };
+    let Some(c) = sole_user(res) else {
+        return Vec::new();
+    };
+    let cn = &m.nodes[c];
+    if cn.op != Op::Cast || !kernels::is_relabel(&m.ty(res).elem, &m.ty(cn.result).elem) {
+        return Vec::new();
+    }
+    let Some(d) = sole_user(cn.result) else {
+        return Vec::new();
+    };
+    if m.nodes[d].op != Op::Dequantize {
+        return Vec::new();
+    }
+    let dv = m.nodes[d].result;
+    let mut chain = vec![c, d];
+    if let Some(a) = sole_user(dv) {
+        let an = &m.nodes[a];
+        let other = an.operands.iter().find(|&&o| o != dv);
+        if an.op == Op::Add
+            && an.operands.len() == 2
+            && other.is_some_and(|&o| matches!(m.value(o).def, ValueDef::Const(_)))
+        {
+            chain.push(a);
+        }
+    }
+    chain
 }
 
 fn unsupported(m: &Module, ni: usize, reason: String) -> Unsupported {

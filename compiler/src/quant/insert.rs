@@ -13,7 +13,11 @@
 //! - Kernel outputs get a quantize too (`quantize_outputs`, default on; after the relu or
 //!   clip that is their only user), at 8 bits unless they feed a kernel, so each kernel
 //!   fuses into `requantize`; a graph output then reads the dequantized value. Without
-//!   it, outputs no kernel reads stay f32 (`dequantize` of the i32 accumulator).
+//!   it, outputs no kernel reads stay f32 (`dequantize` of the i32 accumulator). A
+//!   result whose users all add a constant to it (`matmul` + bias `add`, a linear layer
+//!   as exported) stays f32 as well: the backend fuses the dequantize and the bias add
+//!   into the integer kernel's epilogue, instead of rounding the result to 8 bits to
+//!   dequantize it at once.
 //!
 //! - Binarized layers (`--bits 1`: every conv2d and gemm but the edge layers; see
 //!   `binary.rs`): weights `sign(w)` as constant codes +-1 of `q<i2 narrow, alpha:0>`
@@ -598,8 +602,9 @@ pub fn quantize_model(
         }
     }
     // Kernel outputs: a quantize after each (after its relu/clip when that is the only
-    // user), at 8 bits unless it also feeds a kernel, so every kernel fuses into
-    // `requantize` (the backend has no kernel yet for the f32-output form).
+    // user), at 8 bits unless it also feeds a kernel, so the kernel fuses into
+    // `requantize`; except before a bias add (`bias_added`), where the f32-output form
+    // (dequantize and add fused into the kernel) is both faster and closer to float.
     let users = m.users();
     // Where a kernel's result is quantized: after its relu/clip when that is the only
     // user; for the parts of a layer split by `--sq-ratio` (`sq.rs`), after the concat
@@ -641,11 +646,35 @@ pub fn quantize_model(
             _ => p,
         }
     };
+    // A result whose every user adds a constant to it (a linear layer's bias, as
+    // exported `matmul` + `add`) and is no graph output stays f32: the integer kernel
+    // dequantizes its accumulator and adds the bias in its epilogue, where a quantize
+    // would round it to 8 bits only to dequantize it again before the add.
+    let bias_added = |p: ValueId| {
+        let us = &users[p.index()];
+        !us.is_empty()
+            && !m.outputs.contains(&p)
+            && us.iter().all(|&u| {
+                let un = m.node(u);
+                un.op == Op::Add
+                    && un.operands.len() == 2
+                    && un
+                        .operands
+                        .iter()
+                        .any(|&o| o != p && m.const_data(o).is_some())
+                    && m.ty(un.result).elem == ElemType::F32
+            })
+    };
     let mut out_points: Vec<ValueId> = Vec::new();
+    let mut kept_f32 = 0usize;
     if opts.quantize_outputs {
         for ker in &kernels {
             let p = out_point(&m.nodes[ker.node]);
             if points.contains_key(&p) {
+                continue;
+            }
+            if bias_added(p) {
+                kept_f32 += 1;
                 continue;
             }
             if stats.get(m, p).is_none() {
@@ -905,6 +934,11 @@ pub fn quantize_model(
         notes.push(format!(
             "{} kernel output(s) quantized to 8 bits so that they fuse into requantize",
             out_points.len()
+        ));
+    }
+    if kept_f32 > 0 {
+        notes.push(format!(
+            "{kept_f32} kernel output(s) stay f32 before their bias add (the integer kernel dequantizes its accumulator and adds the bias)"
         ));
     }
     let nbin = binary.iter().filter(|&&b| b).count();

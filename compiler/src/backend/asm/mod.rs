@@ -24,8 +24,12 @@ mod cpu;
 use iced_x86::code_asm::CodeAssembler;
 
 use super::kernels::addzmm::AddZmm;
+use super::kernels::binzmm::BinZmm;
 use super::kernels::dot::DotTile;
+use super::kernels::erfzmm::ErfZmm;
 use super::kernels::fma::{FmaTile, SiluZmm};
+use super::kernels::quantzmm::QuantZmm;
+use super::kernels::softzmm::SoftmaxZmm;
 use super::kernels::xnor::XnorTile;
 use super::target::Tier;
 
@@ -50,6 +54,14 @@ pub(crate) enum AsmFn {
     AddZmm(AddZmm),
     /// `void silu(const f32 *x, f32 *out)`: SiLU over a fixed count of floats on zmm.
     SiluZmm(SiluZmm),
+    /// `void q(const f32 *x, u8 *out, const u32 *params)`: `quantize` on zmm.
+    QuantZmm(QuantZmm),
+    /// `void erf(const f32 *x, f32 *out, const u32 *table)`: `erf` on zmm.
+    ErfZmm(ErfZmm),
+    /// `void softmax(const f32 *x, f32 *out, const u32 *table)`: softmax of rows on zmm.
+    SoftmaxZmm(SoftmaxZmm),
+    /// `void op(const f32 *a, const f32 *b, f32 *out)`: f32 add/sub/mul/div on zmm.
+    BinZmm(BinZmm),
 }
 
 impl AsmFn {
@@ -68,6 +80,10 @@ impl AsmFn {
             AsmFn::Xnor(t) => t.symbol(),
             AsmFn::AddZmm(t) => t.symbol(),
             AsmFn::SiluZmm(t) => t.symbol(),
+            AsmFn::QuantZmm(t) => t.symbol(),
+            AsmFn::ErfZmm(t) => t.symbol(),
+            AsmFn::SoftmaxZmm(t) => t.symbol(),
+            AsmFn::BinZmm(t) => t.symbol(),
         }
     }
 
@@ -86,6 +102,10 @@ impl AsmFn {
             AsmFn::Xnor(t) => t.params(),
             AsmFn::AddZmm(_) => 3,
             AsmFn::SiluZmm(_) => 2,
+            AsmFn::QuantZmm(_) => 3,
+            AsmFn::ErfZmm(_) => 3,
+            AsmFn::SoftmaxZmm(_) => 3,
+            AsmFn::BinZmm(_) => 3,
         }
     }
 
@@ -103,6 +123,10 @@ impl AsmFn {
             AsmFn::Xnor(t) => t.assemble(),
             AsmFn::AddZmm(t) => t.assemble(),
             AsmFn::SiluZmm(t) => t.assemble(),
+            AsmFn::QuantZmm(t) => t.assemble(),
+            AsmFn::ErfZmm(t) => t.assemble(),
+            AsmFn::SoftmaxZmm(t) => t.assemble(),
+            AsmFn::BinZmm(t) => t.assemble(),
         };
         r.map_err(|e| format!("assembling {}: {e}", self.symbol()))
     }

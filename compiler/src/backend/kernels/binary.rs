@@ -189,6 +189,9 @@ pub(crate) fn select(
             }
             let out_rank = m.ty(node.result).shape.len();
             let epi = int_epi(m, node, fused, out_rank.saturating_sub(1), true)?;
+            if epi.deq.is_some() {
+                return Err("this kernel does not fuse a dequantize".into());
+            }
             if epi.rq.as_ref().is_some_and(|r| r.chans.len() > 1) && sb.len() < 2 {
                 return Err("per-channel requantize of a matrix-vector product".into());
             }
@@ -209,6 +212,9 @@ pub(crate) fn select(
         Op::Conv2dInt => {
             let g = conv::conv_geom(m, node)?;
             let epi = int_epi(m, node, fused, 1, true)?;
+            if epi.deq.is_some() {
+                return Err("this kernel does not fuse a dequantize".into());
+            }
             let masked = conv_masked(&g);
             let chan = planes::applies(&g);
             let wide = xnor::choose(g.macs(), target).map(|isa| {
@@ -326,6 +332,7 @@ fn emit_matmul(
                 bias,
                 rq,
                 thr,
+                deq: None,
                 st_out: epi.st_out,
             };
             let g = WideGemm {
@@ -555,6 +562,7 @@ fn emit_conv(
         bias,
         rq,
         thr,
+        deq: None,
         st_out: epi.st_out,
     }
     .vectorizes();
@@ -572,6 +580,7 @@ fn emit_conv(
                 bias: bias_g,
                 rq: rq_g,
                 thr: thr_g,
+                deq: None,
                 st_out: epi.st_out,
             };
             let epi_g = epi_tab.map(|t| (t, kb.idx(t, grp, (mg * 16) as i64)));
@@ -748,6 +757,7 @@ impl Tiles<'_> {
             bias: self.bias,
             rq: self.rq,
             thr: self.thr,
+            deq: None,
             st_out: self.st_out,
         }
     }

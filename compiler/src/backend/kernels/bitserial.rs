@@ -61,7 +61,7 @@ use qcc_ir::{ConstData, ElemType, Module, Node, Op};
 use super::binary::im2col_bytes;
 use super::conv::{self, ConvGeom};
 use super::planes;
-use super::quant::{AccStore, IntEpi, Requant, axis_zps, int_epi, tensor_zp};
+use super::quant::{AccStore, Deq, IntEpi, Requant, axis_zps, int_epi, tensor_zp};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::costs::{self, CostTarget, Strategy};
 use crate::backend::kb::{BYTE_SUMS, Kb, MF};
@@ -161,11 +161,7 @@ pub(crate) struct BsLowering {
 
 impl BsLowering {
     pub fn kernel_name(&self) -> String {
-        let rq = if self.epi.rq.is_some() {
-            "+requantize"
-        } else {
-            ""
-        };
+        let rq = self.epi.suffix();
         let b = &self.bits;
         let ty = format!("w{}{}a{}", if b.wsigned { "i" } else { "u" }, b.wb, b.ab);
         let tw = b.tw();
@@ -288,6 +284,9 @@ pub(crate) fn select(
             let epi = int_epi(m, node, fused, out_rank.saturating_sub(1), false)?;
             if epi.rq.as_ref().is_some_and(|r| r.chans.len() > 1) && sb.len() < 2 {
                 return Err("per-channel requantize of a matrix-vector product".into());
+            }
+            if epi.deq.is_some() && sb.len() < 2 {
+                return Err("dequantize fused after a matrix-vector product".into());
             }
             let zw = match zw.len() {
                 0 => zw,
@@ -483,6 +482,7 @@ fn emit_matmul(
         .or(epi.rq.as_ref())
         .map(|r| (r, cx.rodata(r.table(), 16)));
     let zwt = zw_table(cx, &q.zw);
+    let deq = epi.deq.as_ref().map(|d| (d, cx.rodata(d.table(), 16)));
     let (out, ws) = (cx.out, cx.ws);
     let ob = epi.st_out.bytes();
     let bits = *bits;
@@ -520,6 +520,7 @@ fn emit_matmul(
                 table: tab_b,
                 bias: bias_rt,
                 rq,
+                deq,
                 st_out: epi.st_out,
                 buf: None,
             },
@@ -717,6 +718,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, chan: bool, q: &BsLower
         .or(epi.rq.as_ref())
         .map(|r| (r, cx.rodata(r.table(), 16)));
     let zwt = zw_table(cx, &q.zw);
+    let deq = epi.deq.as_ref().map(|d| (d, cx.rodata(d.table(), 16)));
     let (out, ws) = (cx.out, cx.ws);
     let ob = epi.st_out.bytes();
     let (g, bits) = (*g, *bits);
@@ -730,6 +732,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, chan: bool, q: &BsLower
         bias: bias_rt,
         rq,
         thr: None,
+        deq,
         st_out: epi.st_out,
     }
     .vectorizes();
@@ -744,6 +747,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, chan: bool, q: &BsLower
         let tab_g = tab.map(|t| kb.idx(t, grp, (mg * 4) as i64));
         let bias_g = bias_rt.map(|b| kb.idx(b, grp, (mg * 4) as i64));
         let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
+        let deq_g = deq.map(|(d, t)| (d, kb.idx(t, grp, (mg * 4) as i64)));
         emit_tiles(
             kb,
             &Tiles {
@@ -760,6 +764,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, chan: bool, q: &BsLower
                 table: tab_g,
                 bias: bias_g,
                 rq: rq_g,
+                deq: deq_g,
                 st_out: epi.st_out,
                 buf,
             },
@@ -875,6 +880,7 @@ struct Tiles<'t> {
     table: Option<Value>,
     bias: Option<Value>,
     rq: Option<(&'t Requant, Value)>,
+    deq: Option<(&'t Deq, Value)>,
     st_out: Store,
     /// Conv with a vector epilogue: `tw` rows of i32 results (this many bytes apart),
     /// which the tiles fill and [`AccStore::flush_rows`] stores after each tile row.
@@ -889,6 +895,7 @@ impl Tiles<'_> {
             bias: self.bias,
             rq: self.rq,
             thr: None,
+            deq: self.deq,
             st_out: self.st_out,
         }
     }

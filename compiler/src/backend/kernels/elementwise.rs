@@ -8,7 +8,7 @@
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::{F32, F32X4};
-use cranelift_codegen::ir::{InstBuilder, Type, Value};
+use cranelift_codegen::ir::{FuncRef, InstBuilder, Type, Value};
 
 use crate::backend::kb::Kb;
 use qcc_ir::Rounding;
@@ -267,7 +267,8 @@ impl Broadcast {
     }
 }
 
-/// `out = a op b` with broadcasting.
+/// `out = a op b` with broadcasting; `zmm`: the zmm kernel of the innermost run's
+/// whole 16-element steps (`binzmm.rs`), the rest here.
 pub(crate) fn emit_binary(
     kb: &mut Kb<'_, '_>,
     op: Binary,
@@ -275,11 +276,19 @@ pub(crate) fn emit_binary(
     a: Value,
     b: Value,
     out: Value,
+    zmm: Option<FuncRef>,
 ) {
-    nest(kb, op, bc, 0, a, b, out);
+    nest(kb, op, bc, 0, [a, b, out], zmm);
 }
 
-fn nest(kb: &mut Kb<'_, '_>, op: Binary, bc: &Broadcast, d: usize, a: Value, b: Value, out: Value) {
+fn nest(
+    kb: &mut Kb<'_, '_>,
+    op: Binary,
+    bc: &Broadcast,
+    d: usize,
+    [a, b, out]: [Value; 3],
+    zmm: Option<FuncRef>,
+) {
     let last = bc.dims.len() - 1;
     if d < last {
         let inner: usize = bc.dims[d + 1..].iter().product();
@@ -287,12 +296,25 @@ fn nest(kb: &mut Kb<'_, '_>, op: Binary, bc: &Broadcast, d: usize, a: Value, b: 
             let a = kb.idx(a, i, (bc.sa[d] * 4) as i64);
             let b = kb.idx(b, i, (bc.sb[d] * 4) as i64);
             let o = kb.idx(out, i, (inner * 4) as i64);
-            nest(kb, op, bc, d + 1, a, b, o);
+            nest(kb, op, bc, d + 1, [a, b, o], zmm);
         });
         return;
     }
-    let n = bc.dims[d];
     let (va, vb) = (bc.sa[d] != 0, bc.sb[d] != 0);
+    let (mut n, mut a, mut b, mut out) = (bc.dims[d], a, b, out);
+    if let Some(f) = zmm {
+        kb.b.ins().call(f, &[a, b, out]);
+        let done = n / 16 * 16;
+        let bytes = (done * 4) as i64;
+        if va {
+            a = kb.off(a, bytes);
+        }
+        if vb {
+            b = kb.off(b, bytes);
+        }
+        out = kb.off(out, bytes);
+        n -= done;
+    }
     // Broadcast scalars are loaded once, before the loop.
     let sa = (!va).then(|| kb.load(F32, a, 0));
     let sb = (!vb).then(|| kb.load(F32, b, 0));

@@ -438,13 +438,7 @@ impl MdLowering {
             let packed = self
                 .pack
                 .map_or(String::new(), |p| format!(".w{}packed", p.bits));
-            let rq = if self.epi.rq.is_some() {
-                "+requantize"
-            } else if self.epi.thr.is_some() {
-                "+threshold"
-            } else {
-                ""
-            };
+            let rq = self.epi.suffix();
             let body = format!("{}.{}{packed}{rq}", w.name(), self.st_x.name());
             return match &self.kind {
                 MdKind::Conv { .. } => format!("conv2d_int.im2col+{body}"),
@@ -455,11 +449,7 @@ impl MdLowering {
         let packed = self
             .pack
             .map_or(String::new(), |p| format!(".w{}packed", p.bits));
-        let rq = if self.epi.rq.is_some() {
-            "+requantize"
-        } else {
-            ""
-        };
+        let rq = self.epi.suffix();
         let body = format!(
             "pmaddubsw{mr}x{}.{}{packed}.g{}{rq}",
             4 * nv,
@@ -1592,6 +1582,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         .thr
         .as_ref()
         .map(|t| (t, cx.rodata(t.table_bytes(), 16)));
+    let deq = q.epi.deq.as_ref().map(|d| (d, cx.rodata(d.table(), 16)));
     let out = cx.out;
     let ob = q.epi.st_out.bytes();
     let epi_tab = in_tile.as_ref().map(|(_, t)| cx.rodata(t.clone(), 64));
@@ -1663,6 +1654,10 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
                 let t = kb.idx(t, grp, mg as i64 * h.stride());
                 (h, kb.off(t, c0 as i64 * h.stride()))
             });
+            let deq_g = deq.map(|(d, t)| {
+                let t = kb.idx(t, grp, (mg * 4) as i64);
+                (d, kb.off(t, (c0 * 4) as i64))
+            });
             let epi_g = epi_tab.map(|t| {
                 let c = kb.idx(t, grp, (mg * 16) as i64);
                 (t, kb.off(c, (c0 * 16) as i64))
@@ -1691,6 +1686,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
                         bias: bias_g,
                         rq: rq_g,
                         thr: thr_g,
+                        deq: deq_g,
                         st_out,
                     },
                 },
@@ -1797,6 +1793,7 @@ fn emit_matmul(
         .thr
         .as_ref()
         .map(|t| (t, cx.rodata(t.table_bytes(), 16)));
+    let deq = q.epi.deq.as_ref().map(|d| (d, cx.rodata(d.table(), 16)));
     let out = cx.out;
     let ob = q.epi.st_out.bytes();
     let wide = q
@@ -1867,6 +1864,7 @@ fn emit_matmul(
                     bias: bias_rt,
                     rq,
                     thr,
+                    deq,
                     st_out,
                 },
             },

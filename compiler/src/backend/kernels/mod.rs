@@ -7,12 +7,14 @@
 
 pub(crate) mod addzmm;
 pub(crate) mod binary;
+pub(crate) mod binzmm;
 pub(crate) mod bits;
 pub(crate) mod bitserial;
 pub(crate) mod conv;
 pub(crate) mod deconv;
 pub(crate) mod dot;
 pub(crate) mod elementwise;
+pub(crate) mod erfzmm;
 pub(crate) mod fma;
 pub(crate) mod gemm;
 mod im2col;
@@ -27,8 +29,10 @@ pub(crate) mod pool;
 pub(crate) mod pow;
 pub(crate) mod quant;
 pub(crate) mod quantsim;
+pub(crate) mod quantzmm;
 pub(crate) mod reduce;
 pub(crate) mod resize;
+pub(crate) mod softzmm;
 pub(crate) mod winograd;
 pub(crate) mod xnor;
 
@@ -312,8 +316,15 @@ pub(crate) fn select(
             ))
         }
     };
+    // A requantize, threshold or (integer kernels) dequantize and bias add fuse as an
+    // epilogue of their own; the other fused nodes are activations.
+    let epilogue = |f: &Node| {
+        matches!(f.op, Op::Requantize | Op::Threshold)
+            || (matches!(node.op, Op::Conv2dInt | Op::MatMulInt)
+                && matches!(f.op, Op::Dequantize | Op::Add))
+    };
     let (lo, hi) = match fused {
-        Some(f) if !matches!(f.op, Op::Requantize | Op::Threshold) => activation_bounds(f)?,
+        Some(f) if !epilogue(f) => activation_bounds(f)?,
         _ => (None, None),
     };
     let silu = fused.is_some_and(|f| f.op == Op::Silu);
@@ -884,12 +895,53 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
     match low {
         Lowering::Unary { op, n } => {
             let x = cx.operand(0);
-            elementwise::emit_unary(cx.kb, *op, *n, x, out);
+            // erf with AVX-512 and FMA: runs of 16 on zmm (`erfzmm.rs`, the same
+            // operations), the rest here.
+            let steps = *n / 16;
+            let zmm = *op == elementwise::Unary::Erf
+                && steps > 0
+                && cx.kb.feat.fma
+                && cx.kb.feat.tier.is_some_and(|t| t.level >= 4);
+            if zmm {
+                let tab = cx.rodata(erfzmm::table(), 16);
+                let f = crate::backend::asm::AsmFn::ErfZmm(erfzmm::ErfZmm {
+                    steps: steps as u32,
+                });
+                let f = cx.data.asm_func(cx.kb.b.func, &f);
+                cx.kb.b.ins().call(f, &[x, out, tab]);
+                let done = (steps * 16 * 4) as i64;
+                let (xr, or) = (cx.kb.off(x, done), cx.kb.off(out, done));
+                elementwise::emit_unary(cx.kb, *op, *n - steps * 16, xr, or);
+            } else {
+                elementwise::emit_unary(cx.kb, *op, *n, x, out);
+            }
         }
         Lowering::Binary { op, bc } => {
             let a = cx.operand(0);
             let b = cx.operand(1);
-            elementwise::emit_binary(cx.kb, *op, bc, a, b, out);
+            // With AVX-512, the innermost runs of 16 or more on zmm (`binzmm.rs`).
+            let n = bc.dims[bc.dims.len() - 1];
+            let bop = match op {
+                elementwise::Binary::Add => Some(binzmm::BinOp::Add),
+                elementwise::Binary::Sub => Some(binzmm::BinOp::Sub),
+                elementwise::Binary::Mul => Some(binzmm::BinOp::Mul),
+                elementwise::Binary::Div => Some(binzmm::BinOp::Div),
+                _ => None,
+            };
+            let zmm = match bop {
+                Some(bop) if n >= 16 && cx.kb.feat.tier.is_some_and(|t| t.level >= 4) => {
+                    let last = bc.dims.len() - 1;
+                    let f = crate::backend::asm::AsmFn::BinZmm(binzmm::BinZmm {
+                        op: bop,
+                        steps: (n / 16) as u32,
+                        a_vec: bc.sa[last] != 0,
+                        b_vec: bc.sb[last] != 0,
+                    });
+                    Some(cx.data.asm_func(cx.kb.b.func, &f))
+                }
+                _ => None,
+            };
+            elementwise::emit_binary(cx.kb, *op, bc, a, b, out, zmm);
         }
         Lowering::Conv {
             g,
@@ -940,7 +992,26 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, low: &Lowering) {
         }
         Lowering::Softmax { outer, d, inner } => {
             let x = cx.operand(0);
-            elementwise::emit_softmax(cx.kb, *outer, *d, *inner, x, out);
+            // Rows of 16 or more with AVX-512 and FMA: on zmm (`softzmm.rs`, the same
+            // results).
+            let zmm = *inner == 1
+                && *d >= 16
+                && *d < 1 << 28
+                && *outer > 0
+                && *outer <= u32::MAX as usize
+                && cx.kb.feat.fma
+                && cx.kb.feat.tier.is_some_and(|t| t.level >= 4);
+            if zmm {
+                let tab = cx.rodata(erfzmm::table(), 16);
+                let f = crate::backend::asm::AsmFn::SoftmaxZmm(softzmm::SoftmaxZmm {
+                    rows: *outer as u32,
+                    d: *d as u32,
+                });
+                let f = cx.data.asm_func(cx.kb.b.func, &f);
+                cx.kb.b.ins().call(f, &[x, out, tab]);
+            } else {
+                elementwise::emit_softmax(cx.kb, *outer, *d, *inner, x, out);
+            }
         }
         Lowering::Copy { bytes } => {
             let x = cx.operand(0);

@@ -4,6 +4,8 @@
 //! - `quantize`/`dequantize` run on f32x4 lanes: the division is an f32 division as in
 //!   the interpreter, rounding uses the 1.5 * 2^23 trick plus exact fix-ups for the
 //!   other modes (no SSE4.1 `round` needed), then saturation to the storage range.
+//!   With AVX-512, `quantize` runs of 16 elements go to the zmm kernel of
+//!   `quantzmm.rs` (rounding by `vrndscaleps`: half-even, floor, ceil, toward zero).
 //! - `conv2d_int`/`matmul_int` (operands of at most 8 bits) subtract the zero points
 //!   while packing into i16 *pairs* along K (`[K/2][N][2]`, at run time by im2col, at
 //!   compile time for constant weights), so that one `pmaddwd` (docs/kernels.md's
@@ -33,7 +35,9 @@ use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, QuantParams, Rounding
 use super::conv::{self, ConvGeom};
 use super::im2col;
 use super::packw::{PackedW, Unpack, zp_mode};
+use super::quantzmm::QuantZmm;
 use super::{ConstOf, Ecx, matmul_geom};
+use crate::backend::asm::AsmFn;
 use crate::backend::kb::{Kb, MF, RO};
 use crate::backend::storage::Store;
 
@@ -220,14 +224,193 @@ pub(crate) fn epilogue_tables(
     (rq, tab, bias)
 }
 
-/// Integer results: optional bias, optional fused requantize or threshold, storage of
-/// the result.
+/// Integer results: optional bias, optional fused requantize, threshold or dequantize,
+/// storage of the result.
 #[derive(Clone, Debug)]
 pub(crate) struct IntEpi {
     pub has_bias: bool,
     pub rq: Option<Requant>,
     pub thr: Option<Thresh>,
+    /// A fused dequantize to f32 (and constant bias add) instead of a requantize.
+    pub deq: Option<Deq>,
     pub st_out: Store,
+}
+
+impl IntEpi {
+    /// What the kernel's name says of the epilogue.
+    pub(crate) fn suffix(&self) -> &'static str {
+        match (&self.rq, &self.thr, &self.deq) {
+            (Some(_), _, _) => "+requantize",
+            (_, Some(_), _) => "+threshold",
+            (_, _, Some(d)) if d.bias.is_some() => "+dequantize+bias",
+            (_, _, Some(_)) => "+dequantize",
+            _ => "",
+        }
+    }
+}
+
+/// A `dequantize` fused after an integer conv/matmul (through the `cast` naming the
+/// accumulator's scale), optionally followed by the `add` of a constant f32 bias along
+/// the channels: per channel, `(x as f32 - zp) * scale (+ bias)` in f32, the
+/// interpreter's operations in its order (no fused multiply-add), so the result is the
+/// unfused kernels' bit for bit.
+#[derive(Clone, Debug)]
+pub(crate) struct Deq {
+    pub scales: Vec<f32>,
+    /// Zero points as f32 (exact: dequantized types have zero points within 2^24).
+    pub zps: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Deq {
+    /// The dequantize (`f`: a `dequantize` of the kernel's relabelled result, or an
+    /// `add` of such a dequantize and a constant) over `node`'s result, with channels
+    /// along `axis`.
+    pub(crate) fn of(m: &Module, node: &Node, f: &Node, axis: usize) -> Result<Deq, String> {
+        let oshape = &m.ty(node.result).shape;
+        let c = *oshape.get(axis).ok_or("no channel axis")?;
+        let producer = |v: qcc_ir::ValueId| match m.value(v).def {
+            qcc_ir::ValueDef::Node(n) => Some(&m.nodes[n.index()]),
+            _ => None,
+        };
+        let (dq, bias_v) = match f.op {
+            Op::Dequantize => (f, None),
+            Op::Add => {
+                let [a, b] = f.operands[..] else {
+                    return Err("add of two operands expected".into());
+                };
+                match (producer(a), producer(b)) {
+                    (Some(p), _) if p.op == Op::Dequantize => (p, Some(b)),
+                    (_, Some(p)) if p.op == Op::Dequantize => (p, Some(a)),
+                    _ => return Err("a fused add must add to the dequantize".into()),
+                }
+            }
+            _ => return Err(format!("{} does not fuse as a dequantize", f.op)),
+        };
+        let from = dq.operands[0];
+        let relabelled = from == node.result
+            || producer(from).is_some_and(|p| {
+                p.op == Op::Cast
+                    && p.operands[0] == node.result
+                    && super::is_relabel(&m.ty(node.result).elem, &m.ty(from).elem)
+            });
+        if !relabelled {
+            return Err("the dequantize must read the kernel's result".into());
+        }
+        let qty = m.ty(from);
+        let q = qty
+            .elem
+            .quant()
+            .ok_or("the dequantize's operand must be quantized")?;
+        if m.ty(dq.result).elem != ElemType::F32 || &m.ty(dq.result).shape != oshape {
+            return Err("the dequantize must keep the shape".into());
+        }
+        let scales = match &q.params {
+            QuantParams::PerTensor { scale, .. } => vec![*scale; c],
+            QuantParams::PerAxis {
+                axis: a, scales, ..
+            } if *a == axis && scales.len() == c => scales.clone(),
+            _ => {
+                return Err(format!(
+                    "{} is not per tensor or along axis {axis}",
+                    qty.elem
+                ));
+            }
+        };
+        let zps: Vec<f32> = axis_zps(&qty.elem, axis, c)?
+            .iter()
+            .map(|&z| z as f32)
+            .collect();
+        if zps.iter().any(|z| z.abs() >= (1 << 24) as f32) {
+            return Err("zero points beyond 2^24".into());
+        }
+        let bias = match bias_v {
+            None => None,
+            Some(b) => {
+                let Some(ConstData::F32(v)) = m.const_data(b) else {
+                    return Err("the fused add's other operand must be a constant f32".into());
+                };
+                let bs = &m.ty(b).shape;
+                let rt = m.ty(f.result);
+                if rt.elem != ElemType::F32 || &rt.shape != oshape || bs.len() > oshape.len() {
+                    return Err("the fused add must keep the shape".into());
+                }
+                let lead = oshape.len() - bs.len();
+                let along = bs
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &d)| d == 1 || (i + lead == axis && d == c));
+                match v.len() {
+                    1 => Some(vec![v[0]; c]),
+                    n if n == c && along => Some(v.clone()),
+                    _ => return Err("the fused add's bias must run along the channels".into()),
+                }
+            }
+        };
+        Ok(Deq { scales, zps, bias })
+    }
+
+    /// Channels rounded up to whole f32x4 vectors (the table's row length).
+    fn padded(&self) -> usize {
+        self.scales.len().div_ceil(4) * 4
+    }
+
+    /// The table: scales, zero points, biases, each `padded()` f32 (zeros after the
+    /// channels, so a vector of a partial tail reads defined bytes).
+    pub(crate) fn table(&self) -> Vec<u8> {
+        let p = self.padded();
+        let mut out = Vec::with_capacity(12 * p);
+        let zero = vec![0f32; p];
+        for v in [&self.scales, &self.zps, self.bias.as_ref().unwrap_or(&zero)] {
+            for i in 0..p {
+                out.extend(v.get(i).copied().unwrap_or(0.0).to_le_bytes());
+            }
+        }
+        out
+    }
+
+    fn has_zp(&self) -> bool {
+        self.zps.iter().any(|&z| z != 0.0)
+    }
+
+    /// `x` (i32, or i32x4 whose lanes are channels `chan..chan + 4` when `lanes`, else
+    /// all channel `chan`) dequantized: f32 or f32x4 bits as i32 / i32x4.
+    fn apply(
+        &self,
+        kb: &mut Kb<'_, '_>,
+        tab: Value,
+        chan: Value,
+        x: Value,
+        vec: bool,
+        lanes: bool,
+    ) -> Value {
+        let p = self.padded() as i64 * 4;
+        let at = kb.idx(tab, chan, 4);
+        let get = |kb: &mut Kb<'_, '_>, off: i64| -> Value {
+            if !vec {
+                kb.load(F32, at, off)
+            } else if lanes {
+                kb.load(F32X4, at, off)
+            } else {
+                let s = kb.load(F32, at, off);
+                kb.b.ins().splat(F32X4, s)
+            }
+        };
+        let (fty, ity) = if vec { (F32X4, I32X4) } else { (F32, I32) };
+        let mut f = kb.b.ins().fcvt_from_sint(fty, x);
+        if self.has_zp() {
+            let z = get(kb, p);
+            f = kb.b.ins().fsub(f, z);
+        }
+        let s = get(kb, 0);
+        f = kb.b.ins().fmul(f, s);
+        if self.bias.is_some() {
+            let b = get(kb, 2 * p);
+            f = kb.b.ins().fadd(f, b);
+        }
+        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        kb.b.ins().bitcast(ity, le, f)
+    }
 }
 
 /// A `threshold` fused after an integer conv/matmul: per channel (or shared) `k` sorted
@@ -443,7 +626,7 @@ impl QuantLowering {
                 "conv2d_int.im2col+pmaddwd4x8.{}{}{}",
                 st_x.name(),
                 packed_suffix(*wpack),
-                if epi.rq.is_some() { "+requantize" } else { "" }
+                epi.suffix()
             ),
             QuantLowering::MatMulInt {
                 st_a, wpack, epi, ..
@@ -451,7 +634,7 @@ impl QuantLowering {
                 "matmul_int.pmaddwd4x8.{}{}{}",
                 st_a.name(),
                 packed_suffix(*wpack),
-                if epi.rq.is_some() { "+requantize" } else { "" }
+                epi.suffix()
             ),
         }
     }
@@ -862,6 +1045,9 @@ pub(crate) fn select_thr(
             if epi.rq.as_ref().is_some_and(|r| r.chans.len() > 1) && bty.shape.len() < 2 {
                 return Err("per-channel requantize of a matrix-vector product".into());
             }
+            if epi.deq.is_some() && bty.shape.len() < 2 {
+                return Err("dequantize fused after a matrix-vector product".into());
+            }
             Ok(QuantLowering::MatMulInt {
                 m: g.m,
                 n: g.n,
@@ -900,6 +1086,7 @@ pub(crate) fn int_epi(
             has_bias,
             rq: None,
             thr: None,
+            deq: None,
             st_out: Store::of(&m.ty(node.result).elem),
         }),
         Some(f) if f.op == Op::Threshold => {
@@ -910,15 +1097,24 @@ pub(crate) fn int_epi(
                 has_bias,
                 rq: None,
                 thr: Some(Thresh::of(m, f, axis)?),
+                deq: None,
                 st_out: Store::of(&m.ty(f.result).elem),
             })
         }
+        Some(f) if matches!(f.op, Op::Dequantize | Op::Add) => Ok(IntEpi {
+            has_bias,
+            rq: None,
+            thr: None,
+            deq: Some(Deq::of(m, node, f, axis)?),
+            st_out: Store::F32,
+        }),
         Some(f) => {
             let (rq, _) = requant_of(m, f, Some(axis))?;
             Ok(IntEpi {
                 has_bias,
                 rq: Some(rq),
                 thr: None,
+                deq: None,
                 st_out: Store::of(&m.ty(f.result).elem),
             })
         }
@@ -941,6 +1137,49 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
             let x = cx.operand(0);
             let tab = param_table(cx, scales, zps);
             let out = cx.out;
+            // With AVX-512, runs of 16 on zmm (`quantzmm.rs`), the tail here.
+            let steps = *inner / 16;
+            let zmm = match QuantZmm::mode_of(*rounding) {
+                Some(mode)
+                    if cx.kb.feat.tier.is_some_and(|t| t.level >= 4)
+                        && steps > 0
+                        && st.bytes() <= 2 =>
+                {
+                    let f = AsmFn::QuantZmm(QuantZmm {
+                        steps: steps as u32,
+                        mode,
+                        elem: st.bytes() as u8,
+                        lo: *lo as i32,
+                        hi: *hi as i32,
+                    });
+                    Some(cx.data.asm_func(cx.kb.b.func, &f))
+                }
+                _ => None,
+            };
+            if let Some(f) = zmm {
+                let (d, inner, st) = (*d, *inner, *st);
+                let ob = st.bytes();
+                let kb = &mut *cx.kb;
+                kb.for_range(0, (*outer * d) as i64, 1, |kb, od| {
+                    let ch = kb.b.ins().urem_imm_u(od, d as i64);
+                    let tp = kb.idx(tab, ch, 8);
+                    let xp = kb.idx(x, od, (inner * 4) as i64);
+                    let op = kb.idx(out, od, (inner * ob) as i64);
+                    kb.b.ins().call(f, &[xp, op, tp]);
+                    let done = steps * 16;
+                    if done < inner {
+                        let c = QuantizeConsts::new(kb, tp, *rounding, *lo, *hi);
+                        let n8 = (inner - done) / 8;
+                        for e in (0..n8).map(|i| done + 8 * i).chain(done + 8 * n8..inner) {
+                            let lanes = if e < done + 8 * n8 { 8 } else { 1 };
+                            let s = kb.off(xp, (e * 4) as i64);
+                            let dd = kb.off(op, (e * ob) as i64);
+                            c.store(kb, st, s, lanes, dd);
+                        }
+                    }
+                });
+                return;
+            }
             per_channel(
                 cx.kb,
                 *outer,
@@ -1779,6 +2018,7 @@ struct IntGemm<'t> {
     ldc: usize,
     bias: Option<Value>,
     rq: Option<(&'t Requant, Value)>,
+    deq: Option<(&'t Deq, Value)>,
     st_out: Store,
     chan_of_row: bool,
 }
@@ -1794,6 +2034,9 @@ pub(crate) struct AccStore<'t> {
     pub rq: Option<(&'t Requant, Value)>,
     /// A fused threshold instead of the requantize, with its table (`table_bytes`).
     pub thr: Option<(&'t Thresh, Value)>,
+    /// A fused dequantize instead of the requantize, with its table (`Deq::table`,
+    /// from the kernel's channel 0).
+    pub deq: Option<(&'t Deq, Value)>,
     pub st_out: Store,
 }
 
@@ -1820,6 +2063,11 @@ impl AccStore<'_> {
             x = kb.b.ins().iadd(x, bv);
         }
         let off = (r as i64 * self.ldc as i64 + c as i64) * ob;
+        if let Some((dq, tab)) = self.deq {
+            let y = dq.apply(kb, tab, chan, x, false, false);
+            kb.store_int(self.st_out, y, out_tile, off);
+            return;
+        }
         if let Some((th, tab)) = self.thr {
             let tp = kb.idx(tab, chan, th.stride());
             let y = th.apply(kb, tp, x);
@@ -1843,6 +2091,13 @@ impl AccStore<'_> {
     /// lanes are one channel (rows are channels, or nothing is per channel) and the
     /// requantize has a vector form (or there is none and the store is of i32).
     pub(crate) fn vectorizes(&self) -> bool {
+        if self.deq.is_some() {
+            // Lanes of several channels read the dequantize's table as vectors; a
+            // run-time bias is read per channel.
+            return self.rq.is_none()
+                && self.thr.is_none()
+                && (self.chan_of_row || self.bias.is_none());
+        }
         let uniform = self.chan_of_row
             || (self.bias.is_none()
                 && self
@@ -1939,6 +2194,9 @@ impl AccStore<'_> {
         if let Some((th, tab)) = self.thr {
             let tp = kb.idx(tab, chan, th.stride());
             v = th.apply(kb, tp, v);
+        }
+        if let Some((dq, tab)) = self.deq {
+            v = dq.apply(kb, tab, chan, v, true, !self.chan_of_row);
         }
         let p = kb.off(out_tile, (r as i64 * self.ldc as i64 + c0 as i64) * ob);
         store_lanes(kb, self.st_out, v, lanes, p);
@@ -2051,6 +2309,7 @@ fn int_tile(
         bias: g.bias,
         rq: g.rq,
         thr: None,
+        deq: g.deq,
         st_out: g.st_out,
     };
     for (r, acc_r) in accs.iter().enumerate() {
@@ -2153,6 +2412,7 @@ fn emit_conv_int(
     };
     let (rq_own, rq_tab, bias) = epilogue_tables(cx, epi, g.m);
     let rq = rq_own.as_ref().zip(rq_tab);
+    let deq = epi.deq.as_ref().map(|d| (d, cx.rodata(d.table(), 16)));
     let (out, ws) = (cx.out, cx.ws);
     let ob = epi.st_out.bytes();
     let g = *g;
@@ -2167,6 +2427,7 @@ fn emit_conv_int(
             im2col::im2col_pairs(kb, &g, np(npix), zx, st_x, xg, ws);
             let bias_g = bias.map(|b| kb.idx(b, grp, (mg * 4) as i64));
             let rq_g = rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride())));
+            let deq_g = deq.map(|(d, t)| (d, kb.idx(t, grp, (mg * 4) as i64)));
             emit_int_gemm(
                 kb,
                 &IntGemm {
@@ -2180,6 +2441,7 @@ fn emit_conv_int(
                     ldc: npix,
                     bias: bias_g,
                     rq: rq_g,
+                    deq: deq_g,
                     st_out: epi.st_out,
                     chan_of_row: true,
                 },
@@ -2238,6 +2500,7 @@ fn emit_matmul_int(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
     };
     let (rq_own, rq_tab, bias) = epilogue_tables(cx, epi, n);
     let rq = rq_own.as_ref().zip(rq_tab);
+    let deq = epi.deq.as_ref().map(|d| (d, cx.rodata(d.table(), 16)));
     let (out, ws) = (cx.out, cx.ws);
     let ob = epi.st_out.bytes();
     let (st_a, st_b, za) = (*st_a, *st_b, *za);
@@ -2325,6 +2588,7 @@ fn emit_matmul_int(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
                 ldc: n,
                 bias,
                 rq,
+                deq,
                 st_out: epi.st_out,
                 chan_of_row: false,
             },

@@ -9,7 +9,10 @@
 //! dropped). When the innermost run is kept, each f32x4 of 4 adjacent outputs is summed
 //! as two f64x2 accumulators while a loop nest walks the reduced axes (one lane per
 //! output, each in the interpreter's order). When the innermost run is reduced it is
-//! contiguous and each output is summed by a scalar f64 chain. The mean is
+//! contiguous and each output is summed by a scalar f64 chain; when it is the only
+//! reduced run (a layer norm's mean over rows), four rows go at once, their chains
+//! interleaved in two f64x2 accumulators (so four additions overlap instead of one
+//! waiting for the last), each chain still in the interpreter's order. The mean is
 //! `sum / count` in f64 (0 / 0 = NaN for an empty reduction, as in the interpreter).
 
 use cranelift_codegen::ir::types::{F32, F32X4, F64, F64X2, I8X16};
@@ -251,6 +254,86 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &ReduceMean) {
                     }
                     let r = kb.b.ins().fdemote(F32, a);
                     kb.store(r, op, (e * 4) as i64);
+                }
+            });
+        }
+        Some(&(n, 4, None)) if red.len() == 1 && !kept.is_empty() && n >= 4 => {
+            // One contiguous reduced run under kept rows: four rows at a time, their
+            // four chains interleaved (two f64x2 accumulators, rows 0-1 and 2-3), each
+            // still in the interpreter's order; then the rows left one by one.
+            let (rows, si, so) = kept[kept.len() - 1];
+            let outer = &kept[..kept.len() - 1];
+            let cnt1 = kb.b.ins().f64const(count);
+            let zero2 = {
+                let z = kb.b.ins().f64const(kind.init());
+                kb.b.ins().splat(F64X2, z)
+            };
+            let zero1 = kb.b.ins().f64const(kind.init());
+            let groups = (rows / 4) as i64;
+            let nv = (n / 4) as i64;
+            walk2(kb, outer, x, out, &mut |kb, xp, op| {
+                kb.for_range(0, groups, 1, |kb, g| {
+                    let xg = kb.idx(xp, g, 4 * si);
+                    let og = kb.idx(op, g, 4 * so);
+                    let accs = [kb.var(F64X2, zero2), kb.var(F64X2, zero2)];
+                    kb.for_range(0, nv, 1, |kb, j| {
+                        let xj = kb.idx(xg, j, 16);
+                        let v: Vec<Value> =
+                            (0..4).map(|r| kb.load(F32X4, xj, r as i64 * si)).collect();
+                        // Columns c of rows (2h, 2h + 1) as f64 pairs: interleave
+                        // the two rows (`punpckldq` / `punpckhdq`), widen each half.
+                        let mut cols: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
+                        for (h, ch) in cols.iter_mut().enumerate() {
+                            let (a, b) = (v[2 * h], v[2 * h + 1]);
+                            for half in [[0u8, 4, 1, 5], [2, 6, 3, 7]] {
+                                let il = shuffle_bytes(kb, a, b, half);
+                                let up = shuffle_bytes(kb, il, il, [2, 3, 2, 3]);
+                                ch.push(kb.b.ins().fvpromote_low(il));
+                                ch.push(kb.b.ins().fvpromote_low(up));
+                            }
+                        }
+                        for (c0, c1) in cols[0].iter().zip(&cols[1]) {
+                            for (acc, &col) in accs.iter().zip([c0, c1]) {
+                                let a = kb.b.use_var(*acc);
+                                let a = kind.combine(kb, a, col);
+                                kb.b.def_var(*acc, a);
+                            }
+                        }
+                    });
+                    for (h, acc) in accs.iter().enumerate() {
+                        for lane in 0..2u8 {
+                            let r = 2 * h as i64 + lane as i64;
+                            let a = kb.b.use_var(*acc);
+                            let mut a = kb.b.ins().extractlane(a, lane);
+                            for e in (nv * 4) as usize..n {
+                                let v = kb.load(F32, xg, r * si + (e * 4) as i64);
+                                let v = kb.b.ins().fpromote(F64, v);
+                                a = kind.combine(kb, a, v);
+                            }
+                            if mean {
+                                a = kb.b.ins().fdiv(a, cnt1);
+                            }
+                            let y = kb.b.ins().fdemote(F32, a);
+                            kb.store(y, og, r * so);
+                        }
+                    }
+                });
+                for r in (groups * 4) as usize..rows {
+                    let xr = kb.off(xp, r as i64 * si);
+                    let acc = kb.var(F64, zero1);
+                    walk(kb, &red, xr, &mut |kb, p| {
+                        let v = kb.load(F32, p, 0);
+                        let v = kb.b.ins().fpromote(F64, v);
+                        let a = kb.b.use_var(acc);
+                        let a = kind.combine(kb, a, v);
+                        kb.b.def_var(acc, a);
+                    });
+                    let mut a = kb.b.use_var(acc);
+                    if mean {
+                        a = kb.b.ins().fdiv(a, cnt1);
+                    }
+                    let y = kb.b.ins().fdemote(F32, a);
+                    kb.store(y, op, r as i64 * so);
                 }
             });
         }
