@@ -64,8 +64,8 @@ fn main() {
 }
 "#;
 
-#[test]
-fn build_api_links_a_model_into_a_rust_program() {
+/// `rustc` when it, `cc` and `ar` are there (with `CI=true` their absence fails).
+fn toolchain() -> Option<String> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let have = |p: &str| Command::new(p).arg("--version").output().is_ok();
     if !have(&rustc) || !have("cc") || !have("ar") {
@@ -74,21 +74,15 @@ fn build_api_links_a_model_into_a_rust_program() {
             "rustc, cc and ar are needed under CI"
         );
         eprintln!("skipped: no rustc, cc or ar");
-        return;
+        return None;
     }
-    let dir = std::env::temp_dir().join(format!("qcc-build-api-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let model = root().join("tests/models/digits_cnn_folded.onnx");
-    let generated = Build::new(&model)
-        .name("digits")
-        .out_dir(&dir)
-        .cargo_metadata(false)
-        .compile()
-        .unwrap();
-    assert!(generated.archive.is_file() && generated.module.is_file());
-    // The runtime crate as cargo would build it, then the application.
-    run(Command::new(&rustc)
+    Some(rustc)
+}
+
+/// Builds the runtime crate as cargo would, then the application `src` in `dir`
+/// (including `GEN_DIR/*.rs`, linking the archive `lib`); returns the program.
+fn build_app(rustc: &str, dir: &Path, src: &str, lib: &str) -> PathBuf {
+    run(Command::new(rustc)
         .args([
             "--edition",
             "2024",
@@ -100,10 +94,10 @@ fn build_api_links_a_model_into_a_rust_program() {
         .args(["-D", "warnings"])
         .arg(root().join("runtime/src/lib.rs"))
         .arg("--out-dir")
-        .arg(&dir));
-    std::fs::write(dir.join("app.rs"), APP).unwrap();
+        .arg(dir));
+    std::fs::write(dir.join("app.rs"), src).unwrap();
     let exe = dir.join("app");
-    run(Command::new(&rustc)
+    run(Command::new(rustc)
         .args(["--edition", "2024", "-D", "warnings"])
         .arg(dir.join("app.rs"))
         .arg("--extern")
@@ -112,11 +106,31 @@ fn build_api_links_a_model_into_a_rust_program() {
             dir.join("libqcc_runtime.rlib").display()
         ))
         .arg("-L")
-        .arg(&dir)
-        .args(["-l", "static=qcc_digits"])
+        .arg(dir)
+        .args(["-l", &format!("static={lib}")])
         .arg("-o")
         .arg(&exe)
-        .env("GEN_DIR", &dir));
+        .env("GEN_DIR", dir));
+    exe
+}
+
+#[test]
+fn build_api_links_a_model_into_a_rust_program() {
+    let Some(rustc) = toolchain() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("qcc-build-api-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = root().join("tests/models/digits_cnn_folded.onnx");
+    let generated = Build::new(&model)
+        .name("digits")
+        .out_dir(&dir)
+        .cargo_metadata(false)
+        .compile()
+        .unwrap();
+    assert!(generated.archive.is_file() && generated.module.is_file());
+    let exe = build_app(&rustc, &dir, APP, "qcc_digits");
     let out = run(&mut Command::new(&exe));
     let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("error: ")).collect();
     assert!(
@@ -204,16 +218,9 @@ fn main() {
 /// int32 are errors that say so.
 #[test]
 fn build_api_passes_typed_tensors() {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let have = |p: &str| Command::new(p).arg("--version").output().is_ok();
-    if !have(&rustc) || !have("cc") || !have("ar") {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "rustc, cc and ar are needed under CI"
-        );
-        eprintln!("skipped: no rustc, cc or ar");
+    let Some(rustc) = toolchain() else {
         return;
-    }
+    };
     let dir = std::env::temp_dir().join(format!("qcc-build-typed-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -224,35 +231,7 @@ fn build_api_passes_typed_tensors() {
         .cargo_metadata(false)
         .compile()
         .unwrap();
-    run(Command::new(&rustc)
-        .args([
-            "--edition",
-            "2024",
-            "--crate-type",
-            "rlib",
-            "--crate-name",
-            "qcc_runtime",
-        ])
-        .args(["-D", "warnings"])
-        .arg(root().join("runtime/src/lib.rs"))
-        .arg("--out-dir")
-        .arg(&dir));
-    std::fs::write(dir.join("app.rs"), TYPED_APP).unwrap();
-    let exe = dir.join("app");
-    run(Command::new(&rustc)
-        .args(["--edition", "2024", "-D", "warnings"])
-        .arg(dir.join("app.rs"))
-        .arg("--extern")
-        .arg(format!(
-            "qcc_runtime={}",
-            dir.join("libqcc_runtime.rlib").display()
-        ))
-        .arg("-L")
-        .arg(&dir)
-        .args(["-l", "static=qcc_ids"])
-        .arg("-o")
-        .arg(&exe)
-        .env("GEN_DIR", &dir));
+    let exe = build_app(&rustc, &dir, TYPED_APP, "qcc_ids");
     let out = run(&mut Command::new(&exe));
     let lines: Vec<&str> = out.lines().collect();
     let refs = root().join("tests/models/int64_io.ref.npz");

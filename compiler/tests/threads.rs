@@ -515,6 +515,73 @@ fn banded_elementwise_after_a_conv() {
     }
 }
 
+/// A u8 x i8 conv of `m` output channels (`k` x `k`, same padding) with its requantize
+/// to `out`.
+fn conv_requant(
+    b: &mut B,
+    r: &mut Rng,
+    x: qcc_ir::ValueId,
+    (cin, m, k): (usize, usize, usize),
+    out: ElemType,
+) -> qcc_ir::ValueId {
+    let wd = r.is(m * cin * k * k, -7, 7);
+    let wt = b.const_int(weights_i8(m), &[m, cin, k, k], wd);
+    let p = (k / 2) as i64;
+    let y = b.node(
+        Op::Conv2dInt,
+        &[x, wt],
+        conv_attrs(1, &[p, p, p, p], 1, 1),
+        ElemType::I32,
+    );
+    requant_to(b, r, y, 1, 1, 1, (28, 34), out)
+}
+
+/// A residual block's tail on a `[1, c, h, h]` u8 input: a 3x3 conv and a 1x1 conv of
+/// it, their requantized sum in `out`.
+fn conv_pair_sum(
+    b: &mut B,
+    r: &mut Rng,
+    (c, m, h): (usize, usize, usize),
+    out: ElemType,
+) -> qcc_ir::ValueId {
+    let ax = act_u8();
+    let xd = codes(r, &ax, c * h * h);
+    let x = b.input_int(ax.clone(), &[1, c, h, h], xd);
+    let y = conv_requant(b, r, x, (c, m, 3), ax.clone());
+    let z = conv_requant(b, r, x, (c, m, 1), ax);
+    let i16t = ElemType::Int(IntType::new(16, true));
+    let ra = requant_to(b, r, y, 1, 1, 1, (24, 30), i16t.clone());
+    let rb = requant_to(b, r, z, 1, 1, 1, (24, 30), i16t.clone());
+    let s = b.node(Op::Add, &[ra, rb], attrs(&[]), i16t);
+    requant_to(b, r, s, 1, 1, 1, (24, 30), out)
+}
+
+/// `b` compiled for `cpu` at the default grain (None where the host lacks the tier),
+/// after `check` looked at its report; then every pool of [`THREADS`], twice each,
+/// must give `NAME_run`'s outputs bit for bit.
+fn default_grain_on_pools(b: &B, cpu: &str, check: impl Fn(&qcc::backend::Report)) {
+    if cpu == "native" && !host_has(true) {
+        return;
+    }
+    qcc_ir::verify::verify(&b.m).unwrap();
+    let host = target_lexicon::Triple::host().to_string();
+    let t = Target::new(&host, cpu).unwrap();
+    let jit = JitModel::with_target(&b.m, &t).unwrap();
+    check(jit.report());
+    let want = jit.run(&b.inputs).unwrap();
+    for threads in THREADS {
+        let pool = ThreadPool::new(threads);
+        for _ in 0..2 {
+            let got = jit.run_threads(&b.inputs, &pool).unwrap();
+            assert!(
+                same(&want, &got),
+                "{cpu}, {threads} threads\n{}",
+                jit.report()
+            );
+        }
+    }
+}
+
 /// The same block on 8x8 images (ResNet-20's last stage): bands of 4 rows of a u8
 /// plane would be half a cache line each, both cores writing every line, so the convs
 /// are split by output channels (whole planes per task) and the add by the same
@@ -522,66 +589,30 @@ fn banded_elementwise_after_a_conv() {
 #[test]
 fn small_planes_split_by_channels() {
     let mut r = Rng(29);
-    let (c, m, h) = (64, 64, 8);
     let mut b = B::new();
-    let ax = act_u8();
-    let xd = codes(&mut r, &ax, c * h * h);
-    let x = b.input_int(ax.clone(), &[1, c, h, h], xd);
-    let conv = |b: &mut B, r: &mut Rng, x, k: usize| {
-        let wd = r.is(m * c * k * k, -7, 7);
-        let wt = b.const_int(weights_i8(m), &[m, c, k, k], wd);
-        let p = (k / 2) as i64;
-        let y = b.node(
-            Op::Conv2dInt,
-            &[x, wt],
-            conv_attrs(1, &[p, p, p, p], 1, 1),
-            ElemType::I32,
-        );
-        requant_to(b, r, y, 1, 1, 1, (28, 34), ax.clone())
-    };
-    let y = conv(&mut b, &mut r, x, 3);
-    let z = conv(&mut b, &mut r, x, 1);
-    let i16t = ElemType::Int(IntType::new(16, true));
-    let ra = requant_to(&mut b, &mut r, y, 1, 1, 1, (24, 30), i16t.clone());
-    let rb = requant_to(&mut b, &mut r, z, 1, 1, 1, (24, 30), i16t.clone());
-    let s = b.node(Op::Add, &[ra, rb], attrs(&[]), i16t);
-    let s = requant_to(&mut b, &mut r, s, 1, 1, 1, (24, 30), out_q());
+    let s = conv_pair_sum(&mut b, &mut r, (64, 64, 8), out_q());
     b.output(s);
-    qcc_ir::verify::verify(&b.m).unwrap();
     for cpu in ["x86-64-v2", "native"] {
-        if cpu == "native" && !host_has(true) {
-            continue;
-        }
-        let host = target_lexicon::Triple::host().to_string();
-        let t = Target::new(&host, cpu).unwrap();
-        let jit = JitModel::with_target(&b.m, &t).unwrap();
-        let rep = jit.report();
-        let got: Vec<_> = rep
-            .layers
-            .iter()
-            .map(|l| (l.tasks > 1, l.split_by, l.job))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                (true, Some("channels"), Some(0)),
-                (true, Some("channels"), Some(0)),
-                (true, Some("elements"), Some(0)),
-            ],
-            "{cpu}\n{rep}"
-        );
-        assert!(
-            rep.to_string().contains("[2 tasks by channels, job 0]"),
-            "{rep}"
-        );
-        let want = jit.run(&b.inputs).unwrap();
-        for threads in THREADS {
-            let pool = ThreadPool::new(threads);
-            for _ in 0..2 {
-                let got = jit.run_threads(&b.inputs, &pool).unwrap();
-                assert!(same(&want, &got), "{cpu}, {threads} threads\n{rep}");
-            }
-        }
+        default_grain_on_pools(&b, cpu, |rep| {
+            let got: Vec<_> = rep
+                .layers
+                .iter()
+                .map(|l| (l.tasks > 1, l.split_by, l.job))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    (true, Some("channels"), Some(0)),
+                    (true, Some("channels"), Some(0)),
+                    (true, Some("elements"), Some(0)),
+                ],
+                "{cpu}\n{rep}"
+            );
+            assert!(
+                rep.to_string().contains("[2 tasks by channels, job 0]"),
+                "{rep}"
+            );
+        });
     }
 }
 
@@ -596,61 +627,22 @@ fn small_layers_join_the_job_before_them() {
     for case in 0..4 {
         let (c, m, h) = (16, 16, 32 - 4 * case);
         let mut b = B::new();
-        let ax = act_u8();
-        let xd = codes(&mut r, &ax, c * h * h);
-        let x = b.input_int(ax.clone(), &[1, c, h, h], xd);
-        let conv = |b: &mut B, r: &mut Rng, x, cin: usize, k: usize| {
-            let wd = r.is(m * cin * k * k, -7, 7);
-            let wt = b.const_int(weights_i8(m), &[m, cin, k, k], wd);
-            let p = (k / 2) as i64;
-            let y = b.node(
-                Op::Conv2dInt,
-                &[x, wt],
-                conv_attrs(1, &[p, p, p, p], 1, 1),
-                ElemType::I32,
-            );
-            requant_to(b, r, y, 1, 1, 1, (28, 34), ax.clone())
-        };
-        let y = conv(&mut b, &mut r, x, c, 3);
-        let z = conv(&mut b, &mut r, x, c, 1);
-        let i16t = ElemType::Int(IntType::new(16, true));
-        let ra = requant_to(&mut b, &mut r, y, 1, 1, 1, (24, 30), i16t.clone());
-        let rb = requant_to(&mut b, &mut r, z, 1, 1, 1, (24, 30), i16t.clone());
-        let s = b.node(Op::Add, &[ra, rb], attrs(&[]), i16t);
-        let s = requant_to(&mut b, &mut r, s, 1, 1, 1, (24, 30), ax.clone());
-        let t = conv(&mut b, &mut r, s, m, 3);
-        let t = requant_to(&mut b, &mut r, t, 1, 1, 1, (24, 30), out_q());
+        let s = conv_pair_sum(&mut b, &mut r, (c, m, h), act_u8());
+        let t = conv_requant(&mut b, &mut r, s, (m, m, 3), out_q());
         b.output(t);
-        qcc_ir::verify::verify(&b.m).unwrap();
         for cpu in ["x86-64-v2", "native"] {
-            if cpu == "native" && !host_has(true) {
-                continue;
-            }
-            let host = target_lexicon::Triple::host().to_string();
-            let t = Target::new(&host, cpu).unwrap();
-            let jit = JitModel::with_target(&b.m, &t).unwrap();
-            let rep = jit.report();
-            let jobs: Vec<_> = rep.layers.iter().map(|l| (l.tasks, l.job)).collect();
-            assert!(
-                rep.layers[1].macs < 400_000
-                    && jobs[..3].iter().all(|&(n, j)| n > 1 && j == Some(0)),
-                "case {case}, {cpu}: {jobs:?}\n{rep}"
-            );
-            assert!(
-                jobs[3].0 > 1 && jobs[3].1.is_none(),
-                "case {case}, {cpu}: {jobs:?}\n{rep}"
-            );
-            let want = jit.run(&b.inputs).unwrap();
-            for threads in THREADS {
-                let pool = ThreadPool::new(threads);
-                for _ in 0..2 {
-                    let got = jit.run_threads(&b.inputs, &pool).unwrap();
-                    assert!(
-                        same(&want, &got),
-                        "case {case}, {cpu}, {threads} threads\n{rep}"
-                    );
-                }
-            }
+            default_grain_on_pools(&b, cpu, |rep| {
+                let jobs: Vec<_> = rep.layers.iter().map(|l| (l.tasks, l.job)).collect();
+                assert!(
+                    rep.layers[1].macs < 400_000
+                        && jobs[..3].iter().all(|&(n, j)| n > 1 && j == Some(0)),
+                    "case {case}, {cpu}: {jobs:?}\n{rep}"
+                );
+                assert!(
+                    jobs[3].0 > 1 && jobs[3].1.is_none(),
+                    "case {case}, {cpu}: {jobs:?}\n{rep}"
+                );
+            });
         }
     }
 }
