@@ -301,12 +301,21 @@ proptest! {
         let z = b.node(Op::Requantize, &[y], attrs(&a), out);
         b.output(z);
         check_tiers(&b, [true, true]).map_err(TestCaseError::fail)?;
-        if tiers()[1].2 {
-            // The requantize is the tile's (a `_rq` tile), not Cranelift's.
-            let host = target_lexicon::Triple::host().to_string();
-            let t = Target::new(&host, "x86-64-v4+vnni").unwrap();
-            let asm = qcc::backend::emit_asm(&b.m, "t", &t).unwrap();
-            prop_assert!(asm.contains("_rq"), "no in-tile requantize");
+        // The requantize is the tile's (a `_rq` tile), not Cranelift's, in both tiers;
+        // the AVX2 tile clamps in i64 lanes (`_x64`) where a shifted value may not fit
+        // i32 (a multiplier of at least 2^shift).
+        let wide_shift = mult.iter().zip(&shift).any(|(&m, &s)| s < 32 && m.unsigned_abs() >= 1 << s);
+        let host = target_lexicon::Triple::host().to_string();
+        for (ti, (cpu, _, has)) in tiers().into_iter().enumerate() {
+            if !has {
+                continue;
+            }
+            let t = Target::new(&host, cpu).unwrap();
+            let asm = costs::without(&OTHERS, || qcc::backend::emit_asm(&b.m, "t", &t)).unwrap();
+            prop_assert!(asm.contains("_rq"), "{cpu}: no in-tile requantize");
+            if ti == 0 {
+                prop_assert_eq!(asm.contains("_x64"), wide_shift, "{}: i64 clamp", cpu);
+            }
         }
     }
 

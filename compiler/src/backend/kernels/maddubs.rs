@@ -1591,6 +1591,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         elem: ob as u32,
         row_bytes: (o_plane * ob) as u32,
         unsigned: matches!(q.epi.st_out, Store::U8 | Store::U16 | Store::U32),
+        wide_shift: q.wide != Some(DotIsa::Vnni512) && !super::dot::shift_fits_i32(r),
     });
     // The channels this kernel computes (of each group): all, or a task's.
     let (c0, c1) = match q.phase {

@@ -145,6 +145,18 @@ pub(crate) struct DotEpi {
     pub unsigned: bool,
     pub row_bytes: u32,
     pub valid: usize,
+    /// The AVX2 requantize's shifted value may not fit i32 ([`shift_fits_i32`] false):
+    /// it is clamped in i64 lanes before the low halves are taken.
+    pub wide_shift: bool,
+}
+
+/// Whether every channel's shifted value `(x * multiplier) >> shift` fits i32 (a shift
+/// of at least 32, or a multiplier below `2^shift`): then the AVX2 requantize finishes
+/// in i32 lanes; otherwise it clamps in i64 lanes first (`DotEpi::wide_shift`).
+pub(crate) fn shift_fits_i32(rq: &Requant) -> bool {
+    rq.chans
+        .iter()
+        .all(|c| c[1] >= 32 || c[0].unsigned_abs() < 1u64 << c[1])
 }
 
 /// The constants of the in-tile requantize (`Requant::vector_ok` tables with one
@@ -153,19 +165,13 @@ pub(crate) struct DotEpi {
 /// the sums first (`add`: the correction plus a folded bias) as two i32, the shift as
 /// an i64. The rounding terms follow from the shift in the tile.
 ///
-/// The AVX2 tiles finish in i32 lanes, so they take only requantizes whose shifted
-/// value fits i32 (a shift of at least 32, or a multiplier below `2^shift`); their layer
-/// block is 128 bytes: `lo - zq`, `hi - zq` and `zq` as 8 i32 each, then `2^63` as 4
-/// u64 ([`epi_header`]).
+/// The AVX2 tiles' layer block is 128 bytes: `lo - zq`, `hi - zq` and `zq` as 8 i32
+/// each, then `2^63` as 4 u64 ([`epi_header`]).
 pub(crate) fn epi_table(rq: &Requant, add: &[i32], isa: DotIsa) -> Option<Vec<u8>> {
     let zq = rq.chans.first().map_or(0, |c| c[5]);
     if rq.chans.iter().any(|c| c[5] != zq) {
         return None;
     }
-    let narrow = rq
-        .chans
-        .iter()
-        .all(|c| c[1] >= 32 || c[0].unsigned_abs() < 1u64 << c[1]);
     let header = epi_header(isa);
     let mut out = Vec::with_capacity(header + rq.chans.len() * 16);
     match isa {
@@ -175,9 +181,6 @@ pub(crate) fn epi_table(rq: &Requant, add: &[i32], isa: DotIsa) -> Option<Vec<u8
             out.extend(zq.to_le_bytes());
         }
         DotIsa::Avx2 | DotIsa::Avx2Wide => {
-            if !narrow {
-                return None;
-            }
             for v in [rq.lo - zq, rq.hi - zq, zq] {
                 for _ in 0..8 {
                     out.extend((v as i32).to_le_bytes());
@@ -241,8 +244,12 @@ impl DotTile {
                 Some(e) => {
                     let sign = if e.unsigned { "u" } else { "s" };
                     format!(
-                        "_rq{:?}_e{sign}{}_l{}_v{}",
-                        e.round, e.elem, e.row_bytes, e.valid
+                        "_rq{:?}_e{sign}{}_l{}_v{}{}",
+                        e.round,
+                        e.elem,
+                        e.row_bytes,
+                        e.valid,
+                        if e.wide_shift { "_x64" } else { "" }
                     )
                     .to_lowercase()
                 }
@@ -384,6 +391,8 @@ pub(crate) struct WideEpi {
     pub elem: u32,
     pub row_bytes: u32,
     pub unsigned: bool,
+    /// See [`DotEpi::wide_shift`].
+    pub wide_shift: bool,
 }
 
 /// The tiles of one GEMM, assembled and declared in the kernel's function.
@@ -475,6 +484,7 @@ impl Wide {
                         unsigned: e.unsigned,
                         row_bytes: e.row_bytes,
                         valid,
+                        wide_shift: e.wide_shift,
                     }),
                 });
                 let fr = cx.data.asm_func(cx.kb.b.func, &f);

@@ -185,12 +185,13 @@ pub(crate) fn requantize(
     Ok(())
 }
 
-/// [`requantize`] with AVX2 only (`rows` x `vecs` vectors of 8 i32 at `rdx`), for
-/// requantizes whose shifted value fits i32
-/// (`super::epi_table`'s condition): 8 sums per ymm; the arithmetic shift is a
-/// logical one of `p + add + 2^63` (`vpsrlvq`), finished on the i32 halves by
-/// subtracting `2^(63-s)` (the low halves are exact there), then the clamp, `+ zq` and a
-/// narrowing store (lane by lane past `valid` columns). Layer constants at `r8` (8 x lo
+/// [`requantize`] with AVX2 only (`rows` x `vecs` vectors of 8 i32 at `rdx`): 8 sums
+/// per ymm; the arithmetic shift is a logical one of `p + add + 2^63` (`vpsrlvq`).
+/// Where the shifted value fits i32 (`super::shift_fits_i32`) it is finished on the i32
+/// halves by subtracting `2^(63-s)` (the low halves are exact there) and clamped in i32;
+/// otherwise (`e.wide_shift`) `2^(63-s)` is subtracted and the clamp done in i64 lanes
+/// (`vpcmpgtq` + `vblendvpd`) before the halves are taken. Then `+ zq` and a narrowing
+/// store (lane by lane past `valid` columns). Layer constants at `r8` (8 x lo
 /// - zq, 8 x hi - zq, 8 x zq as i32, 4 x 2^63), row r's channel at `r9 + 16 r`.
 pub(crate) fn requantize_avx2(
     a: &mut CodeAssembler,
@@ -201,10 +202,16 @@ pub(crate) fn requantize_avx2(
     use super::EpiRound as R;
     let (x, xo, pe, po, t1, zero) = (ymm0, ymm1, ymm2, ymm3, ymm4, ymm5);
     let (m, sh, c1, spos, ub, add, one) = (ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12);
+    // With `wide_shift`: 2^(63-s) and the clamp bounds as i64.
+    let (ub64, lo64, hi64) = (ymm13, ymm14, ymm15);
     a.vpxor(zero, zero, zero)?;
     a.mov(eax, 1u32)?;
     a.vmovq(xmm12, rax)?;
     a.vpbroadcastq(one, xmm12)?;
+    if e.wide_shift {
+        a.vpmovsxdq(lo64, xmmword_ptr(r8))?;
+        a.vpmovsxdq(hi64, xmmword_ptr(r8 + 32))?;
+    }
     for r in 0..rows {
         let c = |f: i32| r9 + (r as i32 * 16 + f);
         a.vpbroadcastq(m, qword_ptr(c(0)))?;
@@ -225,6 +232,9 @@ pub(crate) fn requantize_avx2(
         }
         a.vmovdqu(t1, ymmword_ptr(r8 + 96))?;
         a.vpsrlvq(ub, t1, sh)?;
+        if e.wide_shift {
+            a.vmovdqa(ub64, ub)?;
+        }
         a.vpshufd(ub, ub, 0xA0)?;
         for v in 0..vecs {
             let valid = e.valid.saturating_sub(v * 8).min(8);
@@ -268,12 +278,21 @@ pub(crate) fn requantize_avx2(
                 }
                 a.vpxor(p, p, ymmword_ptr(r8 + 96))?;
                 a.vpsrlvq(p, p, sh)?;
+                if e.wide_shift {
+                    a.vpsubq(p, p, ub64)?;
+                    a.vpcmpgtq(t1, p, hi64)?;
+                    a.vblendvpd(p, p, hi64, t1)?;
+                    a.vpcmpgtq(t1, lo64, p)?;
+                    a.vblendvpd(p, p, lo64, t1)?;
+                }
             }
             a.vpsllq(po, po, 32)?;
             a.vpblendd(x, pe, po, 0xAA)?;
-            a.vpsubd(x, x, ub)?;
-            a.vpmaxsd(x, x, ymmword_ptr(r8))?;
-            a.vpminsd(x, x, ymmword_ptr(r8 + 32))?;
+            if !e.wide_shift {
+                a.vpsubd(x, x, ub)?;
+                a.vpmaxsd(x, x, ymmword_ptr(r8))?;
+                a.vpminsd(x, x, ymmword_ptr(r8 + 32))?;
+            }
             a.vpaddd(x, x, ymmword_ptr(r8 + 64))?;
             let off = (r * e.row_bytes as usize + v * 8 * e.elem as usize) as i32;
             store_ymm0(a, e.elem, e.unsigned, valid, off)?;

@@ -182,8 +182,12 @@ impl XnorTile {
             Some(XnorEpi::Requant(e)) => {
                 let sign = if e.unsigned { "u" } else { "s" };
                 format!(
-                    "_rq{:?}_e{sign}{}_l{}_v{}",
-                    e.round, e.elem, e.row_bytes, e.valid
+                    "_rq{:?}_e{sign}{}_l{}_v{}{}",
+                    e.round,
+                    e.elem,
+                    e.row_bytes,
+                    e.valid,
+                    if e.wide_shift { "_x64" } else { "" }
                 )
                 .to_lowercase()
             }
@@ -469,6 +473,7 @@ impl WideFns {
                             unsigned: e.unsigned,
                             row_bytes: e.row_bytes,
                             valid,
+                            wide_shift: e.wide_shift,
                         })),
                         EpiKind::Thresh {
                             k,
