@@ -7,7 +7,7 @@
 
 mod backend_common;
 
-use backend_common::{B, Rng, attrs, cfg, check, codes, ints};
+use backend_common::{B, Rng, attrs, cfg, check, check_cpu, codes, ints};
 use proptest::prelude::*;
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, Rounding};
 
@@ -102,6 +102,10 @@ proptest! {
         let z = b.node(Op::Requantize, &[acc], attrs(&a), out);
         b.output(z);
         check(&b).map_err(TestCaseError::fail)?;
+        // The AVX2 form (`addzmm.rs`, ymm) where the host runs it.
+        if qcc::backend::Tier::host().avx2() && cfg!(target_arch = "x86_64") {
+            check_cpu(&b, "x86-64-v3").map_err(TestCaseError::fail)?;
+        }
         // The three requantizes and the add are one kernel.
         let jit = qcc::backend::JitModel::new(&b.m).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let layers = &jit.report().layers;
@@ -178,13 +182,16 @@ fn int_add_rewrite_on_every_code_pair() {
         assert!(kernel.contains("f64x2"), "the vectorised kernel: {kernel}");
         let outs = jit.run(&ins).unwrap();
         assert_eq!(outs[0].as_int().unwrap(), g);
-        // The host's widest form (zmm with AVX-512, `addzmm.rs`) above; the 128-bit
-        // f64x2 loop on x86-64-v3 here, where the host runs it.
+        // The host's widest form (zmm with AVX-512, `addzmm.rs`) above; the ymm form on
+        // x86-64-v3 and the 128-bit f64x2 loop on x86-64-v2 here, where the host runs
+        // them.
         if qcc::backend::Tier::host().avx2() && cfg!(target_arch = "x86_64") {
             let host = target_lexicon::Triple::host().to_string();
-            let t = qcc::backend::Target::new(&host, "x86-64-v3").unwrap();
-            let jit = qcc::backend::JitModel::with_target(&r, &t).unwrap();
-            assert_eq!(jit.run(&ins).unwrap()[0].as_int().unwrap(), g);
+            for cpu in ["x86-64-v3", "x86-64-v2"] {
+                let t = qcc::backend::Target::new(&host, cpu).unwrap();
+                let jit = qcc::backend::JitModel::with_target(&r, &t).unwrap();
+                assert_eq!(jit.run(&ins).unwrap()[0].as_int().unwrap(), g, "{cpu}");
+            }
         }
     }
 }

@@ -326,14 +326,24 @@ pub fn cfg() -> proptest::prelude::ProptestConfig {
 /// The JIT for the host triple with the `baseline` feature set (x86_64: SSE2, no
 /// `popcnt`) must equal the interpreter exactly.
 pub fn check_baseline(b: &B) -> Result<(), String> {
+    check_cpu(b, "baseline")
+}
+
+/// The JIT for the host triple with the `--cpu` feature set `cpu` (one the host runs)
+/// must equal the interpreter exactly.
+pub fn check_cpu(b: &B, cpu: &str) -> Result<(), String> {
     let want = interp::run(&b.m, &b.inputs).map_err(|e| format!("interp: {e}"))?;
-    let t = qcc::backend::Target::new(&target_lexicon::Triple::host().to_string(), "baseline")
+    let t = qcc::backend::Target::new(&target_lexicon::Triple::host().to_string(), cpu)
         .map_err(|e| e.to_string())?;
-    let jit = JitModel::with_target(&b.m, &t).map_err(|e| format!("compile: {e}"))?;
-    let got = jit.run(&b.inputs).map_err(|e| format!("run: {e}"))?;
+    let jit = JitModel::with_target(&b.m, &t).map_err(|e| format!("{cpu}: compile: {e}"))?;
+    let got = jit.run(&b.inputs).map_err(|e| format!("{cpu}: run: {e}"))?;
     for (w, g) in want.iter().zip(&got) {
         if w.shape != g.shape || w.data != g.data {
-            return Err(format!("baseline differs from the interpreter\n{}", b.m));
+            return Err(format!(
+                "{cpu} differs from the interpreter\n{}\n{}",
+                b.m,
+                jit.report()
+            ));
         }
     }
     Ok(())

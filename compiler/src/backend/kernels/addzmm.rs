@@ -9,6 +9,11 @@
 //! `1.5 * 2^52` (rounding half to even, as the 128-bit kernel does), the low 32 bits
 //! (`vpmovqd`), plus the output zero point, the clamp, and a truncating `vpmovdb`
 //! store of the 8 bytes (the values are inside the 8-bit range).
+//!
+//! With AVX2 only (`ymm`), the same steps on ymm, 4 elements per f64 vector: the low
+//! dwords of the two halves gathered by `vshufps` + `vpermq`, and the 8 clamped codes
+//! narrowed by `vpackssdw` and `vpacksswb`/`vpackuswb` (no saturation happens: they are
+//! in range) and stored by `vmovq`.
 
 use iced_x86::IcedError;
 use iced_x86::code_asm::*;
@@ -36,13 +41,16 @@ pub(crate) struct AddZmm {
     pub zq: i32,
     pub lo: i32,
     pub hi: i32,
+    /// AVX2 only: ymm registers (see the module's documentation).
+    pub ymm: bool,
 }
 
 impl AddZmm {
     pub fn symbol(&self) -> String {
         let s = |b: bool| if b { "s" } else { "u" };
         format!(
-            "resadd_zmm_{:?}_n{}_{}{}_z{:x}_{:x}_m{:x}_{:x}_c{:x}_q{}_{}_{}",
+            "resadd_{}_{:?}_n{}_{}{}_z{:x}_{:x}_m{:x}_{:x}_c{:x}_q{}_{}_{}",
+            if self.ymm { "ymm" } else { "zmm" },
             self.op,
             self.steps,
             s(self.signed[0]),
@@ -61,6 +69,9 @@ impl AddZmm {
 
     /// `void add(const u8 *a, const u8 *b, u8 *out)`: `steps` x 8 elements.
     pub fn assemble(&self) -> Result<Vec<u8>, IcedError> {
+        if self.ymm {
+            return self.assemble_ymm();
+        }
         let mut a = crate::backend::asm::assembler(true)?;
         // Constants broadcast once: zmm8.. for the f64s, ymm16.. for the i32s.
         let f64s = [
@@ -112,6 +123,82 @@ impl AddZmm {
         a.vpmaxsd(ymm0, ymm0, lo)?;
         a.vpminsd(ymm0, ymm0, hi)?;
         a.vpmovdb(qword_ptr(rdx), ymm0)?;
+        a.add(rdi, 8)?;
+        a.add(rsi, 8)?;
+        a.add(rdx, 8)?;
+        a.sub(r10d, 1)?;
+        a.jnz(top)?;
+        a.vzeroupper()?;
+        a.ret()?;
+        a.assemble(0)
+    }
+
+    /// The AVX2 form (`ymm`): the same steps, 4 f64 per vector.
+    fn assemble_ymm(&self) -> Result<Vec<u8>, IcedError> {
+        let mut a = crate::backend::asm::assembler(true)?;
+        let f64s = [
+            self.z[0],
+            self.m[0],
+            self.z[1],
+            self.m[1],
+            self.c,
+            6_755_399_441_055_744f64.to_bits(),
+        ];
+        let (za, ma, zb, mb, c, magic) = (ymm8, ymm9, ymm10, ymm11, ymm12, ymm13);
+        for (reg, bits) in [za, ma, zb, mb, c, magic].into_iter().zip(f64s) {
+            a.mov(rax, bits)?;
+            a.vmovq(xmm0, rax)?;
+            a.vpbroadcastq(reg, xmm0)?;
+        }
+        // zq, lo and hi as 8 i32: ymm14, ymm15 and ymm7.
+        let (zq, lo, hi) = (ymm14, ymm15, ymm7);
+        for (reg, v) in [(zq, self.zq), (lo, self.lo), (hi, self.hi)] {
+            a.mov(eax, v as u32)?;
+            a.vmovd(xmm0, eax)?;
+            a.vpbroadcastd(reg, xmm0)?;
+        }
+        let mut top = a.create_label();
+        a.mov(r10d, self.steps)?;
+        a.set_label(&mut top)?;
+        // ymm0/ymm1: elements 0..4 and 4..8 of the result.
+        for (h, acc) in [ymm0, ymm1].into_iter().enumerate() {
+            for (o, (src, x, z, m)) in [(rdi, acc, za, ma), (rsi, ymm2, zb, mb)]
+                .into_iter()
+                .enumerate()
+            {
+                let xi = if o == 0 { xmm3 } else { xmm4 };
+                let at = dword_ptr(src + (4 * h) as i32);
+                if self.signed[o] {
+                    a.vpmovsxbd(xi, at)?;
+                } else {
+                    a.vpmovzxbd(xi, at)?;
+                }
+                a.vcvtdq2pd(x, xi)?;
+                a.vsubpd(x, x, z)?;
+                a.vmulpd(x, x, m)?;
+            }
+            match self.op {
+                AddOp::Add => a.vaddpd(acc, acc, ymm2)?,
+                AddOp::Sub => a.vsubpd(acc, acc, ymm2)?,
+                AddOp::Mul => a.vmulpd(acc, acc, ymm2)?,
+            }
+            a.vmulpd(acc, acc, c)?;
+            a.vaddpd(acc, acc, magic)?;
+        }
+        // The low dwords: [0 1 4 5 | 2 3 6 7] from the shuffle, in order after vpermq.
+        a.vshufps(ymm0, ymm0, ymm1, 0x88)?;
+        a.vpermq(ymm0, ymm0, 0xD8)?;
+        a.vpaddd(ymm0, ymm0, zq)?;
+        a.vpmaxsd(ymm0, ymm0, lo)?;
+        a.vpminsd(ymm0, ymm0, hi)?;
+        a.vextracti128(xmm1, ymm0, 1)?;
+        a.vpackssdw(xmm0, xmm0, xmm1)?;
+        if self.lo < 0 {
+            a.vpacksswb(xmm0, xmm0, xmm0)?;
+        } else {
+            a.vpackuswb(xmm0, xmm0, xmm0)?;
+        }
+        a.vmovq(qword_ptr(rdx), xmm0)?;
         a.add(rdi, 8)?;
         a.add(rsi, 8)?;
         a.add(rdx, 8)?;

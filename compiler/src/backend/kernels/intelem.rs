@@ -616,11 +616,11 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, l: &IntLowering) {
         } => {
             let a = cx.operand(0);
             let b = cx.operand(1);
-            // With AVX-512 the vectorised form runs on zmm (`addzmm.rs`), 8 elements
-            // per step; the tail stays scalar.
+            // With AVX-512 the vectorised form runs on zmm (`addzmm.rs`), with AVX2 on
+            // ymm, 8 elements per step; the tail stays scalar.
             let plan = l.vec_plan();
-            let zmm = cx.kb.feat.tier.is_some_and(|t| t.level >= 4) && *n >= 8;
-            let wide = match (&plan, zmm) {
+            let level = cx.kb.feat.tier.map_or(0, |t| t.level);
+            let wide = match (&plan, level >= 3 && *n >= 8) {
                 (Some(p), true) => {
                     let f = AsmFn::AddZmm(AddZmm {
                         op: match p.op {
@@ -636,6 +636,7 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, l: &IntLowering) {
                         zq: p.zq as i32,
                         lo: p.lo as i32,
                         hi: p.hi as i32,
+                        ymm: level < 4,
                     });
                     Some(cx.data.asm_func(cx.kb.b.func, &f))
                 }
