@@ -513,7 +513,8 @@ fn emit_conv(
                     elem: ob as u32,
                     row_bytes: (npix * ob) as u32,
                     unsigned: matches!(epi.st_out, Store::U8 | Store::U16 | Store::U32),
-                    wide_shift: wd.isa == xnor::XnorIsa::Ymm && !super::dot::shift_fits_i32(r),
+                    wide_shift: wd.isa == xnor::XnorIsa::Ymm
+                        && !super::dot::shift_fits_i32(r, r.acc_max),
                 });
                 tab = Some(t);
             }

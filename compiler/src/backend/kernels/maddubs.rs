@@ -1572,6 +1572,32 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         }
         _ => None,
     };
+    // |sums + correction + folded bias| for the AVX2 tile's i32 finish: K u8 codes
+    // times the largest |weight|, plus the largest constant added.
+    let acc_bound = in_tile.as_ref().map(|(r, _)| {
+        let wmax = (0..g.m)
+            .flat_map(|ch| (0..k).map(move |kk| (ch, kk)))
+            .map(|(ch, kk)| wv(ch, kk).unsigned_abs())
+            .max()
+            .unwrap_or(0);
+        let added = (0..g.m)
+            .map(|ch| {
+                let c = if need {
+                    corr.get(ch).copied().unwrap_or(0) as i64
+                } else {
+                    0
+                };
+                let b = if r.bias_folded {
+                    r.chans[ch % r.chans.len()][4]
+                } else {
+                    0
+                };
+                (c + b).unsigned_abs()
+            })
+            .max()
+            .unwrap_or(0);
+        k as u64 * 255 * wmax + added
+    });
     let corr_tab = (need && in_tile.is_none()).then(|| cx.rodata(i32_bytes(&corr), 16));
     let rq = match in_tile {
         Some(_) => None,
@@ -1591,7 +1617,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         elem: ob as u32,
         row_bytes: (o_plane * ob) as u32,
         unsigned: matches!(q.epi.st_out, Store::U8 | Store::U16 | Store::U32),
-        wide_shift: q.wide != Some(DotIsa::Vnni512) && !super::dot::shift_fits_i32(r),
+        wide_shift: q.wide != Some(DotIsa::Vnni512) && !super::dot::shift_fits_i32(r, acc_bound),
     });
     // The channels this kernel computes (of each group): all, or a task's.
     let (c0, c1) = match q.phase {

@@ -150,13 +150,18 @@ pub(crate) struct DotEpi {
     pub wide_shift: bool,
 }
 
-/// Whether every channel's shifted value `(x * multiplier) >> shift` fits i32 (a shift
-/// of at least 32, or a multiplier below `2^shift`): then the AVX2 requantize finishes
-/// in i32 lanes; otherwise it clamps in i64 lanes first (`DotEpi::wide_shift`).
-pub(crate) fn shift_fits_i32(rq: &Requant) -> bool {
-    rq.chans
-        .iter()
-        .all(|c| c[1] >= 32 || c[0].unsigned_abs() < 1u64 << c[1])
+/// Whether every channel's shifted value `((x + add) * multiplier) >> shift` fits i32:
+/// with a shift of at least 32, a multiplier below `2^shift`, or `bound` (a bound on
+/// `|x + add|` that the producing kernel guarantees, e.g. from K and the largest weight)
+/// small enough. Then the AVX2 requantize finishes in i32 lanes; otherwise it clamps in
+/// i64 lanes first (`DotEpi::wide_shift`).
+pub(crate) fn shift_fits_i32(rq: &Requant, bound: Option<u64>) -> bool {
+    rq.chans.iter().all(|c| {
+        let (m, s) = (c[0].unsigned_abs(), c[1] as u32);
+        s >= 32
+            || m < 1u64 << s
+            || bound.is_some_and(|a| (a as u128 * m as u128) >> s < 1u128 << 30)
+    })
 }
 
 /// The constants of the in-tile requantize (`Requant::vector_ok` tables with one
