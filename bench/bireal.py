@@ -4,7 +4,7 @@ convs with real-valued shortcuts; `gen_resnet18.py birealnet`) compiled by `qcc 
 program, against ONNX Runtime fp32 and int8 (QDQ, per channel) of the same float model,
 all single-threaded, in one run. Prints the CPU, the medians (us) and the ratios.
 
-    /work/venv/bin/python bench/bireal.py [--seconds S]
+    /work/venv/bin/python bench/bireal.py [--seconds S] [--as-avx2]
 
 Needs numpy, onnx, onnxruntime, cc and a release build of qcc (built here).
 """
@@ -47,7 +47,11 @@ def qdq_of(f32, shape):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--as-avx2", action="store_true",
+                    help="as on an AVX2-only CPU (bench/cpumask.c; see run.py --as-avx2)")
     a = ap.parse_args()
+    if a.as_avx2 and "cpumask" not in os.environ.get("LD_PRELOAD", ""):
+        run.as_avx2()
     os.makedirs(OUT, exist_ok=True)
     f32 = os.path.join(OUT, "birealnet.onnx")
     calib = os.path.join(OUT, "birealnet_calib64.npz")
@@ -55,7 +59,8 @@ def main():
         subprocess.run([sys.executable, os.path.join(HERE, "gen_resnet18.py"), "birealnet", f32,
                         "--calib", calib, "--samples", "64"], check=True)
     qcc = run.qcc_binary()
-    print(f"# {run.cpu_model()}, single thread, batch 1, medians")
+    masked = " (AVX-512 and AVX-VNNI hidden by bench/cpumask.c)" if a.as_avx2 else ""
+    print(f"# {run.cpu_model()}{masked}, single thread, batch 1, medians")
     o32 = run.ort_median(f32, a.seconds)
     o8 = run.ort_median(qdq_of(f32, (1, 3, 32, 32)), a.seconds)
     print(f"ONNX Runtime fp32 {o32:9.1f} us")
@@ -67,8 +72,10 @@ def main():
         subprocess.run([qcc, "compile", f32, "-o", obj, "--name", name, "--quiet", *flags],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         exe = os.path.join(OUT, name)
-        subprocess.run(["cc", "-O2", "-I" + OUT, f'-DQCC_HEADER="{name}.h"', f"-DQCC_PREFIX={name}",
-                        os.path.join(HERE, "harness.c"), obj, "-o", exe], check=True)
+        rt = os.path.join(HERE, "..", "runtime", "c")
+        subprocess.run(["cc", "-O2", "-I" + OUT, "-I" + rt, f'-DQCC_HEADER="{name}.h"',
+                        f"-DQCC_PREFIX={name}", os.path.join(HERE, "harness.c"), obj,
+                        os.path.join(rt, "qcc_runtime.c"), "-lpthread", "-o", exe], check=True)
         med = float(subprocess.run([exe, str(a.seconds)], check=True, capture_output=True,
                                    text=True).stdout.split()[0])
         print(f"qcc --bits {bits:<3}      {med:9.1f} us   {o32 / med:5.2f}x ORT fp32, "

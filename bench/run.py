@@ -12,7 +12,10 @@
    model's f32 parameter bytes (the fp32 object holds more: Winograd-transformed
    weights).
 
-    /work/venv/bin/python bench/run.py [--seconds S]
+    /work/venv/bin/python bench/run.py [--seconds S] [--bits-only] [--cpu NAME] [--as-avx2]
+
+`--as-avx2` runs everything as on an AVX2-only machine (Zen 2/3 class), ONNX Runtime's
+kernel choice included, on a CPU with AVX-512 (`bench/cpumask.c`).
 
 Needs numpy, onnx and onnxruntime (e.g. /work/venv) and cargo. qcc's latencies are
 measured through the JIT, which runs the same generated code as objects; the Rust build
@@ -191,18 +194,39 @@ def cpu_model():
     return "unknown CPU"
 
 
+def as_avx2():
+    """Re-executes this script with bench/cpumask.c preloaded (built here)."""
+    with open("/proc/cpuinfo") as f:
+        if "cpuid_fault" not in f.read().split():
+            sys.exit("--as-avx2: this CPU (or its hypervisor) has no CPUID faulting "
+                     "(`cpuid_fault` in /proc/cpuinfo); run on an AVX2 machine instead")
+    os.makedirs(OUT, exist_ok=True)
+    so = os.path.join(OUT, "cpumask.so")
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", os.path.join(HERE, "cpumask.c"), "-o", so,
+                    "-ldl"], check=True)
+    env = dict(os.environ, LD_PRELOAD=so)
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0, help="time budget per model and engine")
     ap.add_argument("--bits-only", action="store_true",
                     help="only the ResNet-20 objects at N bits against ONNX Runtime fp32 and int8")
     ap.add_argument("--cpu", help="qcc compile --cpu for the objects (e.g. x86-64-v3)")
+    ap.add_argument("--as-avx2", action="store_true",
+                    help="run everything (ONNX Runtime, qcc's detection, the objects) as on "
+                         "an AVX2-only CPU: AVX-512 and AVX-VNNI hidden by bench/cpumask.c "
+                         "(needs CPUID faulting, `cpuid_fault` in /proc/cpuinfo)")
     a = ap.parse_args()
+    if a.as_avx2 and "cpumask" not in os.environ.get("LD_PRELOAD", ""):
+        as_avx2()
     global CPU
     CPU = a.cpu
     os.makedirs(OUT, exist_ok=True)
     r20, r20q = make_resnet20()
-    print(f"CPU: {cpu_model()}; qcc --cpu {a.cpu or 'native'}")
+    masked = " (AVX-512 and AVX-VNNI hidden by bench/cpumask.c)" if a.as_avx2 else ""
+    print(f"CPU: {cpu_model()}{masked}; qcc --cpu {a.cpu or 'native'}")
     if a.bits_only:
         bits_section(r20, a.seconds)
         print(f"\nonnxruntime {ort.__version__}, numpy {np.__version__}")
