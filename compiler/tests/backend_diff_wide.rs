@@ -439,6 +439,86 @@ fn matmul_case(
     check_tiers(&b, wt.takes).map_err(TestCaseError::fail)
 }
 
+/// 8-bit weights that fail the pair check in K's natural order but pass it in another:
+/// rows 0, 1 of every quad are large (70..100, one sign per channel: two of them
+/// saturate `vpmaddubsw` with 8-bit activations), rows 2, 3 small (at most 28). The
+/// `vpmaddubsw` tiles (ymm, and the 128-bit one on x86-64-v2) then take the layer with
+/// its K rows paired large with small (`kpaired`), exactly; the extreme activations are
+/// the case that would saturate.
+#[test]
+fn eight_bit_weights_paired_along_k() {
+    let mut r = Rng(11);
+    for (c, m, pads, xfill) in [
+        (16, 16, 1, None),
+        (16, 24, 1, Some(255)),
+        (5, 7, 0, Some(255)),
+        (3, 9, 1, None),
+    ] {
+        let k = c * 9;
+        let mut b = B::new();
+        let xe = qt(
+            8,
+            false,
+            false,
+            QuantParams::PerTensor {
+                scale: 0.1,
+                zero_point: 3,
+            },
+        );
+        let xd = match xfill {
+            Some(v) => vec![v; c * 10 * 10],
+            None => codes(&mut r, &xe, c * 10 * 10),
+        };
+        let x = b.input_int(xe, &[1, c, 10, 10], xd);
+        let sign: Vec<i64> = (0..m)
+            .map(|_| if r.i(0, 1) == 0 { -1 } else { 1 })
+            .collect();
+        let wd: Vec<i64> = (0..m * k)
+            .map(|i| {
+                let (ch, kk) = (i / k, i % k);
+                if kk % 4 < 2 {
+                    sign[ch] * r.i(70, 100)
+                } else {
+                    r.i(-28, 28)
+                }
+            })
+            .collect();
+        let we = qt(
+            8,
+            true,
+            false,
+            QuantParams::PerAxis {
+                axis: 0,
+                scales: vec![0.01; m],
+                zero_points: vec![0; m],
+            },
+        );
+        let w = b.const_int(we, &[m, c, 3, 3], wd);
+        let y = b.node(
+            Op::Conv2dInt,
+            &[x, w],
+            attrs(&[("pads", ints(&[pads; 4]))]),
+            ElemType::I32,
+        );
+        let y = requant(&mut b, &mut r, y, 2, m, 1);
+        b.output(y);
+        check_tiers(&b, [true, true]).unwrap();
+        if !(tiers()[0].2) {
+            continue;
+        }
+        let host = target_lexicon::Triple::host().to_string();
+        for cpu in ["x86-64-v3", "x86-64-v2"] {
+            let t = Target::new(&host, cpu).unwrap();
+            let jit = costs::without(&OTHERS[..2], || JitModel::with_target(&b.m, &t)).unwrap();
+            let kernel = &jit.report().layers[0].kernel;
+            assert!(kernel.contains("kpaired"), "{cpu}: {kernel}");
+            assert!(kernel.contains("pmaddubsw"), "{cpu}: {kernel}");
+            let want = qcc_ir::interp::run(&b.m, &b.inputs).unwrap();
+            assert_eq!(jit.run(&b.inputs).unwrap()[0].data, want[0].data, "{cpu}");
+        }
+    }
+}
+
 /// ResNet-20's first stage: 16 channels, 3x3, K = 144, 32x32 pixels, 8-bit weights
 /// anywhere in i8 (the pair check fails, VNNI is still exact), extreme activations.
 #[test]

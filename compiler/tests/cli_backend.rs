@@ -108,18 +108,18 @@ fn compile_flags_name_output_emit_report() {
     let asm = std::fs::read_to_string(dir.join("sub/net.s")).unwrap();
     assert!(asm.contains("net_run:") && asm.contains("; the entry function"));
     let json = std::fs::read_to_string(&r).unwrap();
-    // pmaddwd with 128-bit code, a wide u8 x i8 tile on an x86-64 tier that has one.
+    // pmaddwd with 128-bit code, a wide u8 x i8 tile on an x86-64 tier that has one
+    // (8-bit weights on `vpmaddubsw` with their K rows paired).
     assert!(
         [
-            "pmaddwd4x8",
-            "vpdpbusd.zmm",
-            "vpmaddubsw.ymm",
-            "vpmaddwd.ymm"
+            "pmaddwd4x8.u8",
+            "vpdpbusd.zmm.u8",
+            "vpmaddubsw.ymm.u8",
+            "vpmaddubsw.ymm.u8.kpaired",
+            "vpmaddwd.ymm.u8"
         ]
         .iter()
-        .any(|k| json.contains(&format!(
-            "\"kernel\": \"conv2d_int.im2col+{k}.u8+requantize\""
-        ))),
+        .any(|k| json.contains(&format!("\"kernel\": \"conv2d_int.im2col+{k}+requantize\""))),
         "{json}"
     );
     assert!(json.contains("\"integer\": true"));

@@ -176,6 +176,8 @@ struct DataState {
     asm_text: Option<String>,
     /// The first failure to assemble or define one (a bug of ours).
     asm_err: Option<BackendError>,
+    /// The target has AVX-512: assembled functions may hold EVEX instructions.
+    evex_ok: bool,
 }
 
 /// The assembled function `f` in `module`: declared and defined on first use.
@@ -190,6 +192,15 @@ fn asm_func_id<M: ClModule>(module: &mut M, st: &mut DataState, prefix: &str, f:
         .expect("assembled functions have fresh names");
     match f.assemble() {
         Ok(bytes) => {
+            // An EVEX (AVX-512) encoding in code for a tier without AVX-512 would fault
+            // there (the assembler prefers EVEX when asked to); this machine may run
+            // it, so it is refused here.
+            if !st.evex_ok && asm::has_evex(&bytes) {
+                st.asm_err.get_or_insert(internal(
+                    &name,
+                    "an AVX-512 (EVEX) instruction in code for a tier without AVX-512",
+                ));
+            }
             if let Err(e) = module.define_function_bytes(id, 64, &bytes, &[]) {
                 st.asm_err.get_or_insert(internal(&name, e));
             }
@@ -375,6 +386,7 @@ pub(crate) fn build<M: ClModule>(
     let mut fctx = FunctionBuilderContext::new();
     let mut data = DataState {
         asm_text: (want == Text::Asm).then(String::new),
+        evex_ok: tier.is_some_and(|t| t.level >= 4),
         huff: (compress == Compress::Huffman).then(HuffState::default),
         ..DataState::default()
     };

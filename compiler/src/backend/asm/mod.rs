@@ -139,6 +139,16 @@ pub(crate) fn assembler(evex: bool) -> Result<CodeAssembler, iced_x86::IcedError
     Ok(a)
 }
 
+/// Whether `bytes` hold an EVEX-encoded (AVX-512) instruction.
+pub(crate) fn has_evex(bytes: &[u8]) -> bool {
+    use iced_x86::{Decoder, DecoderOptions};
+    // The code's name says its encoding (`EVEX_Vmovups_...`); `encoding()` needs an
+    // iced-x86 feature this crate does not build.
+    Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE)
+        .into_iter()
+        .any(|i| format!("{:?}", i.code()).starts_with("EVEX_"))
+}
+
 /// The Intel-syntax disassembly of `bytes` (what `--emit asm` shows for these
 /// functions).
 pub(crate) fn disassemble(bytes: &[u8]) -> String {

@@ -135,7 +135,8 @@ impl AddZmm {
 
     /// The AVX2 form (`ymm`): the same steps, 4 f64 per vector.
     fn assemble_ymm(&self) -> Result<Vec<u8>, IcedError> {
-        let mut a = crate::backend::asm::assembler(true)?;
+        // VEX encodings only: this runs where AVX-512 does not.
+        let mut a = crate::backend::asm::assembler(false)?;
         let f64s = [
             self.z[0],
             self.m[0],

@@ -17,9 +17,13 @@
 //!   of two chosen per layer (`group_len`) so that the same bound holds for every i16
 //!   lane's sum over every aligned group of every weight vector. Every partial sum then
 //!   lies between the sums of the negative and of the positive parts, so no i16
-//!   addition wraps. A layer whose weights fail the check for `G = 1` keeps the
-//!   `pmaddwd` kernel of `quant.rs` (with 8-bit activations that is any pair of weights
-//!   whose magnitudes add up to more than 128). Narrow operands give long groups: 4-bit
+//!   addition wraps. With 8-bit activations a pair fails when its weights have one
+//!   sign and magnitudes adding up to more than 128. A convolution with 8-bit weights
+//!   that fail in K's natural order is given another order of its K rows (shared by all
+//!   channels, so one im2col serves them; `pair_order`) in which every pair passes: the
+//!   weights are stored in that order and the quad transposition reads the im2col rows
+//!   through a table of row offsets (`kpaired` in the kernel name). A layer that fails
+//!   in every order tried keeps the `pmaddwd` kernels (i16 widening). Narrow operands give long groups: 4-bit
 //!   weights with 8-bit activations 8 quads, with 4-bit ones 128.
 //! - Layout (quads along K). The column operand is `[K/4][Np][4]` bytes: one 16-byte
 //!   vector holds 4 columns x 4 K; the row operand is rows of K bytes, 4 of them read as
@@ -64,11 +68,17 @@ use crate::backend::storage::Store;
 /// The largest i16 group, in quads.
 const GMAX: usize = 4096;
 
-/// What [`applies`] found: the i16 group length (quads along K).
-#[derive(Clone, Copy, Debug)]
+/// What [`applies`] found: the i16 group length (quads along K), and the order of K
+/// that makes `pmaddubsw` exact where the natural one does not ([`pair_order`]).
+#[derive(Clone, Debug)]
 pub(crate) struct Plan {
     pub group: usize,
+    pub order: Option<KOrder>,
 }
+
+/// A convolution's K order for `pmaddubsw` (`[`pair_order`]): position `i` of the
+/// padded K (`Kp`) holds original row `order[i]` (rows past K are zero weights).
+pub(crate) type KOrder = std::sync::Arc<[u32]>;
 
 /// Storage bits and signedness of an integer element type (not `b1`, not f32).
 /// Bipolar codes (+-1) count as 2-bit signed ones: activations are offset by 2, weights
@@ -180,6 +190,99 @@ fn group_len(wv: &WVecs<'_>, xmax: i64) -> Option<usize> {
     Some(if best < 4 && best < q { 1 } else { best })
 }
 
+/// An order of a convolution's K rows in which every pair `pmaddubsw` multiplies passes
+/// the saturation check (None if the greedy search finds none): with 8-bit activations
+/// and weights, a pair saturates only when some channel's two weights have the same
+/// sign and magnitudes adding up to more than 128, and the im2col rows are shared by
+/// all channels, so one order serves all of them. Rows are matched greedily: the rows
+/// with the most large weights (more than half the limit) first, each with the first
+/// unmatched row, in increasing count of large weights, that no channel forbids; a row
+/// left over is matched with another one left over, or two of them replace a pair
+/// `(c, d)` by `(a, c)` and `(b, d)`; then the pairs fill the quads in order.
+/// Exactness rests on the check, which [`group_len`] repeats on the result.
+fn pair_order(wv: &WVecs<'_>, xmax: i64) -> Option<KOrder> {
+    let (k, kp4) = (wv.k, kp(wv.k));
+    let (plim, nlim) = (32767 / xmax.max(1), 32768 / xmax.max(1));
+    // Per row: its channels with a weight above half the limit (sign, magnitude).
+    let large: Vec<Vec<(usize, i64)>> = (0..kp4)
+        .map(|kk| {
+            if kk >= k {
+                return Vec::new();
+            }
+            (0..wv.count)
+                .filter_map(|v| {
+                    let x = (wv.w)(v, kk);
+                    let lim = if x > 0 { plim } else { nlim };
+                    (2 * x.abs() > lim).then_some((v, x))
+                })
+                .collect()
+        })
+        .collect();
+    // Two rows may share a pair when no channel's same-sign weights exceed the limit;
+    // only a channel where one of them is large can.
+    let w = |v: usize, kk: usize| if kk < k { (wv.w)(v, kk) } else { 0 };
+    let fits = |a: usize, b: usize| {
+        large[a].iter().chain(&large[b]).all(|&(v, _)| {
+            let (x, y) = (w(v, a), w(v, b));
+            x.max(0) + y.max(0) <= plim && (-x).max(0) + (-y).max(0) <= nlim
+        })
+    };
+    let mut by_large: Vec<usize> = (0..kp4).collect();
+    by_large.sort_by_key(|&kk| (std::cmp::Reverse(large[kk].len()), kk));
+    let mut free: Vec<usize> = by_large.iter().rev().copied().collect();
+    let mut taken = vec![false; kp4];
+    let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(kp4 / 2);
+    // Rows the greedy pass left without a partner.
+    let mut left: Vec<usize> = Vec::new();
+    for &a in &by_large {
+        if taken[a] {
+            continue;
+        }
+        taken[a] = true;
+        free.retain(|&x| !taken[x]);
+        match free.iter().find(|&&b| fits(a, b)) {
+            Some(&b) => {
+                taken[b] = true;
+                pairs.push((a, b));
+            }
+            None => left.push(a),
+        }
+    }
+    // Each leftover row: with another leftover, or two leftovers a, b and a pair
+    // (c, d) become (a, c) and (b, d) (or (a, d) and (b, c)).
+    while let Some(a) = left.pop() {
+        if let Some(i) = left.iter().position(|&b| fits(a, b)) {
+            let b = left.swap_remove(i);
+            pairs.push((a, b));
+            continue;
+        }
+        let mut done = false;
+        'swap: for i in 0..left.len() {
+            let b = left[i];
+            for j in 0..pairs.len() {
+                let (c, d) = pairs[j];
+                for (x, y) in [(c, d), (d, c)] {
+                    if fits(a, x) && fits(b, y) {
+                        pairs[j] = (a, x);
+                        pairs.push((b, y));
+                        left.swap_remove(i);
+                        done = true;
+                        break 'swap;
+                    }
+                }
+            }
+        }
+        if !done {
+            return None;
+        }
+    }
+    let order: Vec<u32> = pairs
+        .iter()
+        .flat_map(|&(a, b)| [a as u32, b as u32])
+        .collect();
+    Some(order.into())
+}
+
 /// Bits of the narrowest signed type holding every weight (at least 2).
 fn effective_bits(wv: &WVecs<'_>) -> u32 {
     let mut b = 2;
@@ -201,7 +304,7 @@ fn padded(g: &ConvGeom) -> bool {
 }
 
 /// What [`check`] found about a layer's operands.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Checked {
     /// Storage bits of the weights and the activations.
     pub wb: u32,
@@ -211,6 +314,9 @@ pub(crate) struct Checked {
     pub group: Option<usize>,
     /// Bits of the narrowest signed type holding every corrected weight.
     pub weff: u32,
+    /// A convolution with 8-bit weights that fail the check in K's natural order: an
+    /// order that passes it ([`pair_order`]), `group` then being the permuted layer's.
+    pub order: Option<KOrder>,
 }
 
 /// The operand checks of the u8 x i8 kernels: a `conv2d_int` or `matmul_int` with
@@ -260,12 +366,32 @@ pub(crate) fn check(m: &Module, node: &Node, const_of: &ConstOf<'_>) -> Option<C
             }
         }
     }
+    let mut group = group_len(&wv, xmax);
+    let mut order = None;
+    if group.is_none()
+        && node.op == Op::Conv2dInt
+        && wb == 8
+        && let Some(o) = pair_order(&wv, xmax)
+    {
+        let permuted = WVecs {
+            count: wv.count,
+            k: o.len(),
+            w: Box::new(|v, i| {
+                let kk = o[i] as usize;
+                if kk < k { (wv.w)(v, kk) } else { 0 }
+            }),
+        };
+        group = group_len(&permuted, xmax);
+        drop(permuted);
+        order = group.is_some().then_some(o);
+    }
     Some(Checked {
         wb,
         ab,
         k,
-        group: group_len(&wv, xmax),
+        group,
         weff: effective_bits(&wv),
+        order,
     })
 }
 
@@ -296,7 +422,10 @@ pub(crate) fn applies(
     if costs::choose(&cands, c.weff, c.ab, 1, target) != Some(Strategy::Maddubs) {
         return None;
     }
-    beats_bitserial(m, node, const_of, target, &c, Strategy::Maddubs).then_some(Plan { group })
+    beats_bitserial(m, node, const_of, target, &c, Strategy::Maddubs).then_some(Plan {
+        group,
+        order: c.order.clone(),
+    })
 }
 
 /// Whether a u8 x i8 kernel (`strategy`) should take a layer that the bit-serial kernel
@@ -360,6 +489,8 @@ pub(crate) struct MdLowering {
     pub pack: Option<VPack>,
     /// Quads per i16 group (1: every `pmaddubsw` is widened at once).
     pub group: usize,
+    /// Conv: the K order that makes `pmaddubsw` exact, if not the natural one.
+    pub order: Option<KOrder>,
     pub epi: IntEpi,
     /// The assembled wide tile's instruction set (`dot`), instead of the 128-bit tile.
     pub wide: Option<DotIsa>,
@@ -439,7 +570,8 @@ impl MdLowering {
                 .pack
                 .map_or(String::new(), |p| format!(".w{}packed", p.bits));
             let rq = self.epi.suffix();
-            let body = format!("{}.{}{packed}{rq}", w.name(), self.st_x.name());
+            let kpair = if self.order.is_some() { ".kpaired" } else { "" };
+            let body = format!("{}.{}{packed}{kpair}{rq}", w.name(), self.st_x.name());
             return match &self.kind {
                 MdKind::Conv { .. } => format!("conv2d_int.im2col+{body}"),
                 MdKind::MatMul { .. } => format!("matmul_int.{body}"),
@@ -450,8 +582,9 @@ impl MdLowering {
             .pack
             .map_or(String::new(), |p| format!(".w{}packed", p.bits));
         let rq = self.epi.suffix();
+        let kpair = if self.order.is_some() { ".kpaired" } else { "" };
         let body = format!(
-            "pmaddubsw{mr}x{}.{}{packed}.g{}{rq}",
+            "pmaddubsw{mr}x{}.{}{packed}{kpair}.g{}{rq}",
             4 * nv,
             self.st_x.name(),
             self.group
@@ -552,6 +685,7 @@ pub(crate) fn select(
             pack: pack_of(&zw),
             zw,
             group: plan.group,
+            order: plan.order.clone(),
             epi,
             wide,
             phase: MdPhase::Full,
@@ -576,6 +710,7 @@ pub(crate) fn select(
             pack: pack_of(&zb),
             zw: zb,
             group: plan.group,
+            order: None,
             epi,
             wide,
             phase: MdPhase::Full,
@@ -1274,16 +1409,42 @@ fn unpack_masks() -> [[u8; 16]; 4] {
 }
 
 /// Transposes byte rows `[4q][p16]` at `t` into the quad layout `[q][p16][4]` at `b`.
-fn transpose_quads(kb: &mut Kb<'_, '_>, t: Value, b: Value, quads: usize, p16: usize) {
+fn transpose_quads(
+    kb: &mut Kb<'_, '_>,
+    t: Value,
+    b: Value,
+    quads: usize,
+    p16: usize,
+    rows_of: Option<Value>,
+) {
     let [lo8, hi8, lo16, hi16] = unpack_masks();
     let chunks = (p16 / 16) as i64;
     kb.for_range(0, quads as i64, 1, |kb, q| {
-        let tq = kb.idx(t, q, (4 * p16) as i64);
         let bq = kb.idx(b, q, (4 * p16) as i64);
+        // The quad's four rows: consecutive, or where the K order puts them.
+        let rows: Vec<Value> = match rows_of {
+            None => {
+                let tq = kb.idx(t, q, (4 * p16) as i64);
+                (0..4).map(|i| kb.off(tq, (i * p16) as i64)).collect()
+            }
+            Some(tab) => {
+                let tq = kb.idx(tab, q, 16);
+                (0..4)
+                    .map(|i| {
+                        let o = kb.load(I32, tq, (4 * i) as i64);
+                        let o = kb.b.ins().sextend(I64, o);
+                        kb.b.ins().iadd(t, o)
+                    })
+                    .collect()
+            }
+        };
         let body = |kb: &mut Kb<'_, '_>, c: Value| {
-            let s = kb.idx(tq, c, 16);
-            let r: Vec<Value> = (0..4)
-                .map(|i| kb.load(I8X16, s, (i * p16) as i64))
+            let r: Vec<Value> = rows
+                .iter()
+                .map(|&row| {
+                    let s = kb.idx(row, c, 16);
+                    kb.load(I8X16, s, 0)
+                })
                 .collect();
             let a = shuffle(kb, r[0], r[1], lo8);
             let bb = shuffle(kb, r[0], r[1], hi8);
@@ -1514,8 +1675,13 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         None => {
             let mut bytes = vec![0u8; g.m * kpp * we];
             for ch in 0..g.m {
-                for kk in 0..k {
-                    let at = (ch * kpp + kk) * we;
+                for i in 0..kpp {
+                    // Position i of the row holds K row `order[i]` (padding: 0).
+                    let kk = q.order.as_ref().map_or(i, |o| o[i] as usize);
+                    if kk >= k {
+                        continue;
+                    }
+                    let at = (ch * kpp + i) * we;
                     let v = wv(ch, kk) as i16;
                     bytes[at..at + we].copy_from_slice(&v.to_le_bytes()[..we]);
                 }
@@ -1638,6 +1804,14 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
             wide_epi,
         )
     });
+    // With a K order: each quad's four byte rows, as offsets into the im2col rows.
+    let rows_of = q.order.as_ref().map(|o| {
+        let offs: Vec<u8> = o
+            .iter()
+            .flat_map(|&kk| ((kk as usize * pp) as i32).to_le_bytes())
+            .collect();
+        cx.rodata(offs, 16)
+    });
     let (g, off, group, st_out) = (*g, q.off, q.group, q.epi.st_out);
     let kb = &mut *cx.kb;
     let offv = off_vec(kb, off);
@@ -1662,7 +1836,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
             let wg = kb.idx(wrows, grp, (mg * kpp * we) as i64);
             let wg = kb.off(wg, (c0 * kpp * we) as i64);
             im2col_rows(kb, &g, x_plane, xg, t, pp, off, offv);
-            transpose_quads(kb, t, b, kpp / 4, pp);
+            transpose_quads(kb, t, b, kpp / 4, pp, rows_of);
             let corr_g = corr_tab.map(|c| {
                 let c = kb.idx(c, grp, (mg * 4) as i64);
                 kb.off(c, (c0 * 4) as i64)

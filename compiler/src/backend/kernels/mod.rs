@@ -604,9 +604,9 @@ pub(crate) fn select(
             })
         }
         Op::Conv2dInt | Op::MatMulInt
-            if let Some(isa) = dot::applies(m, node, const_of, target) =>
+            if let Some((isa, order)) = dot::applies(m, node, const_of, target) =>
         {
-            let plan = maddubs::Plan { group: 1 };
+            let plan = maddubs::Plan { group: 1, order };
             maddubs::select(m, node, fused, const_of, plan, Some(isa)).map(Lowering::Maddubs)
         }
         Op::Conv2dInt | Op::MatMulInt if binary::applies(m, node, const_of) => {

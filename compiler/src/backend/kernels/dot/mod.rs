@@ -330,7 +330,7 @@ pub(crate) fn applies(
     node: &Node,
     const_of: &ConstOf<'_>,
     target: CostTarget,
-) -> Option<DotIsa> {
+) -> Option<(DotIsa, Option<maddubs::KOrder>)> {
     // No wide rows on this target: skip the weights' checks.
     let wide = [Strategy::DotVnni, Strategy::DotAvx2, Strategy::DotAvx2Wide];
     costs::choose(&wide, 8, 8, 1, target)?;
@@ -355,9 +355,15 @@ pub(crate) fn applies(
     if bipolar(0) && bipolar(1) {
         let xnor = super::xnor::best_gmacs(target);
         let tile = costs::gmacs(isa.strategy(), c.weff, c.ab, target).unwrap_or(0.0);
-        return (tile > xnor).then_some(isa);
+        return (tile > xnor).then_some((isa, None));
     }
-    maddubs::beats_bitserial(m, node, const_of, target, &c, isa.strategy()).then_some(isa)
+    // Only `vpmaddubsw` needs a K order that keeps it exact.
+    let order = if isa == DotIsa::Avx2 {
+        c.order.clone()
+    } else {
+        None
+    };
+    maddubs::beats_bitserial(m, node, const_of, target, &c, isa.strategy()).then_some((isa, order))
 }
 
 /// Element offset of a matrix product's i16 weight (quad `qq`, column `j`, K value `t`
