@@ -486,6 +486,30 @@ pub fn bn_and_bipolar_rules() -> Vec<RuleDef> {
             fold_bn_scale,
         ),
         rule(
+            "fold-mul-into-weight-scale",
+            MUL_SCALE_BOUND,
+            &format!("(mul ?mm {conv}) ?c)"),
+            fold_mul_scale,
+        ),
+        rule(
+            "fold-mul-into-weight-scale-commuted",
+            MUL_SCALE_BOUND,
+            &format!("(mul ?mm ?c {conv}))"),
+            fold_mul_scale,
+        ),
+        rule(
+            "fold-mul-into-weight-scale-bias",
+            MUL_SCALE_BOUND,
+            &format!("(mul ?mm {conv} ?cb) ?c)"),
+            fold_mul_scale,
+        ),
+        rule(
+            "fold-mul-into-weight-scale-bias-commuted",
+            MUL_SCALE_BOUND,
+            &format!("(mul ?mm ?c {conv} ?cb))"),
+            fold_mul_scale,
+        ),
+        rule(
             "conv2d-int-bipolar-operands",
             Exactness::Exact,
             "(conv2d_int ?km (cast ?cm ?x) ?w)",
@@ -529,15 +553,8 @@ const BN_SCALE_BOUND: Exactness = Exactness::Bounded(
 /// Batch-norm folding on float weights (the `fold-batch-norm` pass) would put the
 /// weights off their grid; this keeps the layer integer.
 fn fold_bn_scale(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
-    let km = meta(eg, var(s, "?km")).clone();
     let bm = meta(eg, var(s, "?bm")).clone();
-    let (x, w) = (var(s, "?x"), var(s, "?w"));
-    let wt = ty(eg, w).clone();
-    let wq = wt.elem.quant()?.clone();
-    let codes = value(eg, w)?.as_int()?.to_vec();
-    let m_len = *wt.shape.first()?;
-    let sw = scales_along(&wq, 0, m_len)?;
-    let zw = crate::rewrite::build::zero_points_along(&wq, 0, m_len)?;
+    let m_len = *ty(eg, var(s, "?w")).shape.first()?;
     let eps = bm.attrs().float("epsilon").ok()? as f64;
     let p: Option<Vec<Vec<f32>>> = ["?s", "?b", "?mu", "?v"]
         .iter()
@@ -550,10 +567,62 @@ fn fold_bn_scale(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
     let a: Vec<f64> = (0..m_len)
         .map(|c| p[0][c] as f64 / (p[3][c] as f64 + eps).sqrt())
         .collect();
-    if a.iter().any(|&v| !(v.is_finite() && v > 0.0)) {
+    rescale_conv(eg, s, "bn", &a, |c, old| {
+        (old as f64 - p[2][c] as f64) * a[c] + p[1][c] as f64
+    })
+}
+
+const MUL_SCALE_BOUND: Exactness = Exactness::Bounded(
+    "f32 rounding only: 2^-21 of (K*max|x|*max|w'| + |bias'|) plus 2^-23 of the product",
+);
+
+/// `mul(conv2d(dequantize(x), dequantize(w), b?), c) -> conv2d(dequantize(x),
+/// dequantize(w'), b')` (either operand order of the `mul`) for a constant `c`, per
+/// output channel (`[1, M, 1, 1]`, `[M, 1, 1]`) or a single value, with every `c[m] > 0`:
+/// the factor goes into the weights' **scales** (`sw'[m] = sw[m] c[m]`, codes and zero
+/// points unchanged) and `b'[m] = b[m] c[m]`, as for a batch norm
+/// (`fold-batch-norm-into-weight-scale`). This is the form XNOR-Net / Bi-Real binary
+/// layers export in (`BipolarQuant(w)` with scale 1, the conv, then a `Mul` by the
+/// per-channel `alpha[m] = mean |w[m]|`): the weights stay +-1 codes (the XNOR kernels
+/// still apply) and `alpha` becomes the accumulator's per-channel scale, which a
+/// following batch norm, threshold or requantize then takes in. Bounded: equal as real
+/// numbers; the f32 roundings of the dequantized weights (2^-24 relative each) and of
+/// the product on the left (2^-24 relative) differ.
+fn fold_mul_scale(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let km = meta(eg, var(s, "?km")).clone();
+    if meta(eg, var(s, "?mm")).ty != km.ty || km.ty.rank() != 4 {
         return None;
     }
-    let scales: Vec<f32> = sw.iter().zip(&a).map(|(&s, &f)| (s * f) as f32).collect();
+    let m_len = km.ty.shape[1];
+    let c = super::fold_bias::per_channel(eg, var(s, "?c"), 4, 1, m_len)?;
+    let a: Vec<f64> = c.iter().map(|&v| v as f64).collect();
+    rescale_conv(eg, s, "mul", &a, |m, old| old as f64 * a[m])
+}
+
+/// `conv2d(dequantize(x), dequantize(w'), b')` for the match of `?km`, `?dx`, `?x`, `?w`
+/// and `?cb` (the bias, absent = 0; the new constants are named after `w` and `tag`): `w'` has the codes and zero points of the constant
+/// quantized `w` (per tensor or per output channel) and the scales `sw[m] a[m]` (per
+/// output channel), `b'[m] = bias(m, b[m])`. `None` unless every `a[m]` is positive
+/// and finite and the new scales and bias are usable.
+fn rescale_conv(
+    eg: &mut QEGraph,
+    s: &Subst,
+    tag: &str,
+    a: &[f64],
+    bias: impl Fn(usize, f32) -> f64,
+) -> Option<Id> {
+    let km = meta(eg, var(s, "?km")).clone();
+    let (x, w) = (var(s, "?x"), var(s, "?w"));
+    let wt = ty(eg, w).clone();
+    let wq = wt.elem.quant()?.clone();
+    let codes = value(eg, w)?.as_int()?.to_vec();
+    let m_len = *wt.shape.first()?;
+    if a.len() != m_len || a.iter().any(|&v| !(v.is_finite() && v > 0.0)) {
+        return None;
+    }
+    let sw = scales_along(&wq, 0, m_len)?;
+    let zw = crate::rewrite::build::zero_points_along(&wq, 0, m_len)?;
+    let scales: Vec<f32> = sw.iter().zip(a).map(|(&s, &f)| (s * f) as f32).collect();
     let nq = QuantType {
         storage: wq.storage,
         narrow: wq.narrow,
@@ -577,13 +646,11 @@ fn fold_bn_scale(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
             v
         }
     };
-    let bias: Vec<f32> = (0..m_len)
-        .map(|c| ((old_bias[c] as f64 - p[2][c] as f64) * a[c] + p[1][c] as f64) as f32)
-        .collect();
+    let bias: Vec<f32> = (0..m_len).map(|c| bias(c, old_bias[c]) as f32).collect();
     if bias.iter().any(|b| !b.is_finite()) {
         return None;
     }
-    let wname = format!("{}.bn", name_of(eg, w, "w"));
+    let wname = format!("{}.{tag}", name_of(eg, w, "w"));
     let w2 = add_const(
         eg,
         &wname,
@@ -599,14 +666,19 @@ fn fold_bn_scale(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
     );
     let dxm = meta(eg, var(s, "?dx")).clone();
     let dx = add_op(eg, Op::Dequantize, dxm.ty, attrs([]), &[x]);
-    let bname = format!("{}.bn_bias", name_of(eg, w, "w"));
-    let b2 = add_const(
-        eg,
-        &bname,
-        TensorType::f32(vec![m_len]),
-        ConstData::F32(bias),
-    );
-    Some(add_op(eg, Op::Conv2d, km.ty, km.attrs, &[dx, dw, b2]))
+    let mut operands = vec![dx, dw];
+    // No bias before and none after (a `mul` of a conv without one): none added.
+    if opt_var(s, "?cb").is_some() || bias.iter().any(|&b| b != 0.0) {
+        let bname = format!("{}.{tag}_bias", name_of(eg, w, "w"));
+        let b2 = add_const(
+            eg,
+            &bname,
+            TensorType::f32(vec![m_len]),
+            ConstData::F32(bias),
+        );
+        operands.push(b2);
+    }
+    Some(add_op(eg, Op::Conv2d, km.ty, km.attrs, &operands))
 }
 
 /// `conv2d_int(cast_T(x), w, b?) -> conv2d_int(x, w', b?)` (likewise `matmul_int`) for
