@@ -327,6 +327,14 @@ fn kernel(eg: &mut QEGraph, p: &Plan) -> Option<Id> {
     Some(acc)
 }
 
+/// The largest shift of a requantized result (in its codes) that rounding the bias to
+/// accumulator steps may cause before `fuse_requant` adds a folded batch norm's bias at
+/// a finer scale (`fine_bias_requant`): about the f32 evaluation's own error on results
+/// of up to 2^8 codes (a few 2^-24 relative steps), so the integer layer matches the
+/// float one except where the float one is itself within rounding error of a code
+/// boundary.
+const BIAS_CODES_TOLERANCE: f64 = 1.0 / 4096.0;
+
 /// Rounding error of the float path, plus bias rounding, in accumulator steps.
 fn acc_error(p: &Plan) -> f64 {
     0.5 + p.k as f64 * p.max_product * 2f64.powi(-22)
@@ -352,6 +360,30 @@ fn fuse_requant(eg: &mut QEGraph, root: Id, s: &Subst) -> Option<Id> {
     if acc_error(&p) * worst + 2f64.powi(-6) >= 1.0 {
         return None;
     }
+    // The location of the float kernel this one replaces (the quantize's operand).
+    let kclass = op_nodes(eg, root, Op::Quantize)
+        .into_iter()
+        .map(|(_, o)| o[0])
+        .find(|&k| eg[k].nodes.iter().any(|n| n.op() == Some(p.float_op)));
+    // The bias rounded to whole accumulator steps moves a channel's results by up to
+    // half a step, `0.5 * ratio` codes: near one code when the accumulator is about as
+    // coarse as the result (low-bit inputs and weights, a 7- or 8-bit result), and
+    // enough to move codes near a boundary otherwise; against the float layer (and
+    // QONNX's executor) those codes are one off, and the differences add up over the
+    // layers. For a folded batch norm (a Brevitas conv / batch norm / act / Quant layer,
+    // whose bias is rarely a whole number of steps) the bias is then added at a finer
+    // scale after the kernel (`fine_bias_requant`).
+    let bias_codes_err = p.bias.as_ref().map_or(0.0, |b| {
+        b.iter()
+            .zip(&ratios)
+            .map(|(v, r)| (v - v.round_ties_even()).abs() * r)
+            .fold(0.0f64, f64::max)
+    });
+    if bias_codes_err > BIAS_CODES_TOLERANCE
+        && kclass.is_some_and(|k| eg[k].nodes.iter().any(|n| n.op() == Some(Op::BatchNorm)))
+    {
+        return fine_bias_requant(eg, &qm, p, &ratios, kclass);
+    }
     let mults: Option<Vec<(i64, i64)>> = ratios.iter().map(|&r| multiplier(r)).collect();
     let mults = mults?;
     let (mut ms, mut ss): (Vec<i64>, Vec<i64>) = mults.into_iter().unzip();
@@ -360,11 +392,6 @@ fn fuse_requant(eg: &mut QEGraph, root: Id, s: &Subst) -> Option<Id> {
         ss.truncate(1);
     }
     let acc = kernel(eg, &p)?;
-    // The location of the float kernel this one replaces (the quantize's operand).
-    let kclass = op_nodes(eg, root, Op::Quantize)
-        .into_iter()
-        .map(|(_, o)| o[0])
-        .find(|&k| eg[k].nodes.iter().any(|n| n.op() == Some(p.float_op)));
     if let Some(k) = kclass {
         inherit_loc(eg, acc, k);
     }
@@ -375,6 +402,85 @@ fn fuse_requant(eg: &mut QEGraph, root: Id, s: &Subst) -> Option<Id> {
         ("rounding", Attr::Enum(qm.attrs().word("rounding").ok()?)),
     ]);
     Some(add_op(eg, Op::Requantize, qm.ty.clone(), a, &[acc]))
+}
+
+/// The requantize of a kernel whose bias is not a whole number of accumulator steps,
+/// with the bias added at `2^-k` of an output code instead of rounded to accumulator
+/// steps: `requantize_{1, k}(add(requantize_{r 2^k}(kernel_int(x, w)), round(b r 2^k)))`
+/// (`r` the accumulator-to-output ratio per channel, `k <= 12` as large as keeps every
+/// intermediate within 2^30). Error against the real result: the fine requantize's
+/// rounding and multiplier (half a fine step and 2^-31 relative) and the bias's (half
+/// a fine step), so at most `2^-k` codes plus the float path's own bound, where a
+/// bias rounded to accumulator steps moves results by up to `0.5 r` codes. Two integer
+/// elementwise passes more than the fused requantize. `None` when `k` would be below 8.
+fn fine_bias_requant(
+    eg: &mut QEGraph,
+    qm: &Meta,
+    mut p: Plan,
+    ratios: &[f64],
+    kclass: Option<Id>,
+) -> Option<Id> {
+    let bias = p.bias.take()?;
+    let acc_max = p.k as f64 * p.max_product;
+    let reach = ratios
+        .iter()
+        .zip(&bias)
+        .map(|(&r, &b)| (acc_max + b.abs()) * r + 1.0)
+        .fold(0.0f64, f64::max);
+    let k = (0..=12)
+        .rev()
+        .find(|&k| reach * 2f64.powi(k) < 2f64.powi(30))?;
+    if k < 8 {
+        return None;
+    }
+    let scale = 2f64.powi(k);
+    let fine: Option<Vec<(i64, i64)>> = ratios.iter().map(|&r| multiplier(r * scale)).collect();
+    let (mut ms, mut ss): (Vec<i64>, Vec<i64>) = fine?.into_iter().unzip();
+    if ms.iter().all(|&m| m == ms[0]) && ss.iter().all(|&x| x == ss[0]) {
+        ms.truncate(1);
+        ss.truncate(1);
+    }
+    let fine_bias: Vec<i64> = bias
+        .iter()
+        .zip(ratios)
+        .map(|(&b, &r)| (b * r * scale).round_ties_even() as i64)
+        .collect();
+    let m_len = fine_bias.len();
+    let acc = kernel(eg, &p)?;
+    if let Some(kc) = kclass {
+        inherit_loc(eg, acc, kc);
+    }
+    let fine_attrs = attrs([
+        ("multiplier", ints(ms)),
+        ("shift", ints(ss)),
+        ("axis", Attr::Int(p.axis as i64)),
+        ("rounding", Attr::Enum("half_even".into())),
+    ]);
+    let fine = add_op(
+        eg,
+        Op::Requantize,
+        i32_ty(p.shape.clone()),
+        fine_attrs,
+        &[acc],
+    );
+    hint(eg, fine, format!("{}.fine", p.name));
+    let mut bshape = vec![1usize; p.shape.len()];
+    bshape[p.axis] = m_len;
+    let b = add_const(
+        eg,
+        &format!("{}.fine_bias", p.name),
+        i32_ty(bshape),
+        ConstData::Int(fine_bias),
+    );
+    let sum = add_op(eg, Op::Add, i32_ty(p.shape.clone()), attrs([]), &[fine, b]);
+    hint(eg, sum, format!("{}.biased", p.name));
+    let a = attrs([
+        ("multiplier", ints(vec![1])),
+        ("shift", ints(vec![k as i64])),
+        ("axis", Attr::Int(p.axis as i64)),
+        ("rounding", Attr::Enum(qm.attrs().word("rounding").ok()?)),
+    ]);
+    Some(add_op(eg, Op::Requantize, qm.ty.clone(), a, &[sum]))
 }
 
 /// `kernel(dequantize(x), dequantize(w), b) -> dequantize(cast_{q<i32,
