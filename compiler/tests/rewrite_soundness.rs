@@ -672,6 +672,27 @@ fn qonnx_cases() -> Vec<Case> {
             )
         }
     };
+    // XNOR-Net's per-channel scale after a conv: `mul(conv2d(..), alpha)`, either order,
+    // alpha per channel ([1,M,1,1] or [M,1,1]) or one value.
+    let mul = |bias: &str, alpha: &str, commuted: bool| {
+        let (a_ty, a_vals) = match alpha {
+            "nchw" => ("[1,2,1,1]", "[0.07, 1.3]"),
+            "chw" => ("[2,1,1]", "[1.1, 0.02]"),
+            _ => ("[1]", "[0.6]"),
+        };
+        let prod = if commuted {
+            "mul(@a, %c)"
+        } else {
+            "mul(%c, @a)"
+        };
+        format!(
+            "module m {{\n input %x: q<u8, 0.05:10>[2,3,4,4]\n const @w: q<i4 narrow, axis=0, [0.25:0, 0.5:0]>[2,3,3,3] = [{}]\n const @cb: f32[2] = [0.3, -1.5]\n const @a: f32{a_ty} = {a_vals}\n %dx: f32[2,3,4,4] = dequantize(%x)\n %dw: f32[2,3,3,3] = dequantize(@w)\n %c: f32[2,2,4,4] = conv2d(%dx, %dw{bias}) {{pads = [1, 1, 1, 1]}}\n %n: f32[2,2,4,4] = {prod}\n output %n\n}}",
+            (0..54)
+                .map(|i| ((i * 5 % 15) as i64 - 7).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     let conv = bip("conv");
     let mm = bip("matmul");
     let cast_mover = |line: &str, out_ty: &str| {
@@ -691,6 +712,28 @@ fn qonnx_cases() -> Vec<Case> {
             "fold-batch-norm-into-weight-scale-bias",
             Tol::Abs(1e-3),
             &bn(", @cb", " {epsilon = 0.001}"),
+        ),
+        // K = 27, max|x| = 12.25, max|w'| = 7 * 0.5 * 1.3: 27*12.25*4.55*2^-21 ~ 7.2e-4,
+        // plus the product's rounding on values below ~1600 (~1e-4).
+        case(
+            "fold-mul-into-weight-scale",
+            Tol::Abs(1e-3),
+            &mul("", "nchw", false),
+        ),
+        case(
+            "fold-mul-into-weight-scale-commuted",
+            Tol::Abs(1e-3),
+            &mul("", "chw", true),
+        ),
+        case(
+            "fold-mul-into-weight-scale-bias",
+            Tol::Abs(1e-3),
+            &mul(", @cb", "scalar", false),
+        ),
+        case(
+            "fold-mul-into-weight-scale-bias-commuted",
+            Tol::Abs(1e-3),
+            &mul(", @cb", "nchw", true),
         ),
         case("conv2d-int-bipolar-operands", Tol::Exact, &conv(false)),
         case("conv2d-int-bias-bipolar-operands", Tol::Exact, &conv(true)),

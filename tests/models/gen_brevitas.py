@@ -116,6 +116,39 @@ def op_hist(m):
     return dict(sorted(c.items()))
 
 
+def export_checked(name, model, xte, yte):
+    """Exports `model` (trained, eval mode) to `<name>.onnx` as QONNX, cleaned up, with
+    the graph I/O renamed to input/logits; writes `<name>.ref.npz` from the qonnx
+    executor and prints its accuracy beside Brevitas' own. Returns the ModelWrapper."""
+    with torch.no_grad():
+        torch_out = model(torch.from_numpy(xte)).numpy()
+    torch_acc = float((torch_out.argmax(1) == yte).mean())
+    fname = f"{name}.onnx"
+    with tempfile.TemporaryDirectory() as td:
+        raw = os.path.join(td, "raw.onnx")
+        export_qonnx(model, input_t=torch.zeros(1, 1, 8, 8), export_path=raw,
+                     input_names=["input"], output_names=["logits"], dynamo=False)
+        mw = cleanup_model(ModelWrapper(raw))
+    # cleanup's GiveReadableTensorNames renames the graph I/O to global_in/global_out;
+    # restore the names used by all models in this folder.
+    mw.rename_tensor(mw.graph.input[0].name, "input")
+    mw.rename_tensor(mw.graph.output[0].name, "logits")
+    onnx.checker.check_model(mw.model)
+    mw.save(path(fname))
+    mw = ModelWrapper(path(fname))
+    out = qonnx_run(mw, xte)
+    acc = float((out.argmax(1) == yte).mean())
+    maxdiff = float(np.abs(out - torch_out).max())
+    save_ref(fname, xte[:N_REF], out[:N_REF])
+    hist = op_hist(mw.model)
+    opsets = {o.domain or "ai.onnx": o.version for o in mw.model.opset_import}
+    print(f"  {fname}: qonnx test acc {acc:.4f} (brevitas/torch {torch_acc:.4f}, "
+          f"max |qonnx-torch| {maxdiff:.2e}), {os.path.getsize(path(fname))} bytes")
+    print(f"  opsets {opsets}")
+    print(f"  ops {hist}")
+    return mw
+
+
 def main():
     torch.set_num_threads(2)
     xtr, ytr = load_split("train")
@@ -127,32 +160,7 @@ def main():
         nparams = sum(p.numel() for p in model.parameters())
         print(f"{name}: {nparams} parameters")
         train(model, xtr, ytr, epochs=30)
-        with torch.no_grad():
-            torch_out = model(torch.from_numpy(xte)).numpy()
-        torch_acc = float((torch_out.argmax(1) == yte).mean())
-        fname = f"{name}.onnx"
-        with tempfile.TemporaryDirectory() as td:
-            raw = os.path.join(td, "raw.onnx")
-            export_qonnx(model, input_t=torch.zeros(1, 1, 8, 8), export_path=raw,
-                         input_names=["input"], output_names=["logits"], dynamo=False)
-            mw = cleanup_model(ModelWrapper(raw))
-        # cleanup's GiveReadableTensorNames renames the graph I/O to global_in/global_out;
-        # restore the names used by all models in this folder.
-        mw.rename_tensor(mw.graph.input[0].name, "input")
-        mw.rename_tensor(mw.graph.output[0].name, "logits")
-        onnx.checker.check_model(mw.model)
-        mw.save(path(fname))
-        mw = ModelWrapper(path(fname))
-        out = qonnx_run(mw, xte)
-        acc = float((out.argmax(1) == yte).mean())
-        maxdiff = float(np.abs(out - torch_out).max())
-        save_ref(fname, xte[:N_REF], out[:N_REF])
-        hist = op_hist(mw.model)
-        opsets = {o.domain or "ai.onnx": o.version for o in mw.model.opset_import}
-        print(f"  {fname}: qonnx test acc {acc:.4f} (brevitas/torch {torch_acc:.4f}, "
-              f"max |qonnx-torch| {maxdiff:.2e})")
-        print(f"  opsets {opsets}")
-        print(f"  ops {hist}")
+        export_checked(name, model, xte, yte)
 
 
 if __name__ == "__main__":

@@ -197,10 +197,14 @@ pub fn node_cost(meta: &Meta, operands: &[&TensorType]) -> f64 {
             )
         }
         Op::Threshold => {
-            // A bisection over the sorted thresholds: log2(K + 1) compares per element.
+            // A bisection over the sorted thresholds: log2(K + 1) compares per element,
+            // plus the table itself (i32 entries, read in once per run and stored in
+            // the object: as data movement, 0.05 per byte, i.e. two compares per entry),
+            // which a 7- or 8-bit result makes 127 or 255 entries per channel.
             let k = arg(1).and_then(|t| t.shape.get(1).copied()).unwrap_or(1);
             let steps = (k + 1).next_power_of_two().trailing_zeros().max(1) as f64;
-            (Kernel::Threshold, n * steps, 32)
+            let entries = arg(1).map_or(0, |t| t.numel()) as f64;
+            (Kernel::Threshold, n * steps + 2.0 * entries, 32)
         }
     };
     KERNEL_OVERHEAD + work * unit_cost(kernel, b)

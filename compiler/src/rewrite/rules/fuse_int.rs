@@ -327,6 +327,14 @@ fn kernel(eg: &mut QEGraph, p: &Plan) -> Option<Id> {
     Some(acc)
 }
 
+/// The largest shift of a requantized result (in its codes) that rounding the bias to
+/// accumulator steps may cause before `fuse_requant` adds a folded batch norm's bias at
+/// a finer scale (`fine_bias_requant`): about the f32 evaluation's own error on results
+/// of up to 2^8 codes (a few 2^-24 relative steps), so the integer layer matches the
+/// float one except where the float one is itself within rounding error of a code
+/// boundary.
+const BIAS_CODES_TOLERANCE: f64 = 1.0 / 4096.0;
+
 /// Rounding error of the float path, plus bias rounding, in accumulator steps.
 fn acc_error(p: &Plan) -> f64 {
     0.5 + p.k as f64 * p.max_product * 2f64.powi(-22)
@@ -352,6 +360,30 @@ fn fuse_requant(eg: &mut QEGraph, root: Id, s: &Subst) -> Option<Id> {
     if acc_error(&p) * worst + 2f64.powi(-6) >= 1.0 {
         return None;
     }
+    // The location of the float kernel this one replaces (the quantize's operand).
+    let kclass = op_nodes(eg, root, Op::Quantize)
+        .into_iter()
+        .map(|(_, o)| o[0])
+        .find(|&k| eg[k].nodes.iter().any(|n| n.op() == Some(p.float_op)));
+    // The bias rounded to whole accumulator steps moves a channel's results by up to
+    // half a step, `0.5 * ratio` codes: near one code when the accumulator is about as
+    // coarse as the result (low-bit inputs and weights, a 7- or 8-bit result), and
+    // enough to move codes near a boundary otherwise; against the float layer (and
+    // QONNX's executor) those codes are one off, and the differences add up over the
+    // layers. For a folded batch norm (a Brevitas conv / batch norm / act / Quant layer,
+    // whose bias is rarely a whole number of steps) the bias is then added at a finer
+    // scale after the kernel (`fine_bias_requant`).
+    let bias_codes_err = p.bias.as_ref().map_or(0.0, |b| {
+        b.iter()
+            .zip(&ratios)
+            .map(|(v, r)| (v - v.round_ties_even()).abs() * r)
+            .fold(0.0f64, f64::max)
+    });
+    if bias_codes_err > BIAS_CODES_TOLERANCE
+        && kclass.is_some_and(|k| eg[k].nodes.iter().any(|n| n.op() == Some(Op::BatchNorm)))
+    {
+        return fine_bias_requant(eg, &qm, p, &ratios, kclass);
+    }
     let mults: Option<Vec<(i64, i64)>> = ratios.iter().map(|&r| multiplier(r)).collect();
     let mults = mults?;
     let (mut ms, mut ss): (Vec<i64>, Vec<i64>) = mults.into_iter().unzip();
@@ -360,11 +392,6 @@ fn fuse_requant(eg: &mut QEGraph, root: Id, s: &Subst) -> Option<Id> {
         ss.truncate(1);
     }
     let acc = kernel(eg, &p)?;
-    // The location of the float kernel this one replaces (the quantize's operand).
-    let kclass = op_nodes(eg, root, Op::Quantize)
-        .into_iter()
-        .map(|(_, o)| o[0])
-        .find(|&k| eg[k].nodes.iter().any(|n| n.op() == Some(p.float_op)));
     if let Some(k) = kclass {
         inherit_loc(eg, acc, k);
     }
@@ -375,6 +402,85 @@ fn fuse_requant(eg: &mut QEGraph, root: Id, s: &Subst) -> Option<Id> {
         ("rounding", Attr::Enum(qm.attrs().word("rounding").ok()?)),
     ]);
     Some(add_op(eg, Op::Requantize, qm.ty.clone(), a, &[acc]))
+}
+
+/// The requantize of a kernel whose bias is not a whole number of accumulator steps,
+/// with the bias added at `2^-k` of an output code instead of rounded to accumulator
+/// steps: `requantize_{1, k}(add(requantize_{r 2^k}(kernel_int(x, w)), round(b r 2^k)))`
+/// (`r` the accumulator-to-output ratio per channel, `k <= 12` as large as keeps every
+/// intermediate within 2^30). Error against the real result: the fine requantize's
+/// rounding and multiplier (half a fine step and 2^-31 relative) and the bias's (half
+/// a fine step), so at most `2^-k` codes plus the float path's own bound, where a
+/// bias rounded to accumulator steps moves results by up to `0.5 r` codes. Two integer
+/// elementwise passes more than the fused requantize. `None` when `k` would be below 8.
+fn fine_bias_requant(
+    eg: &mut QEGraph,
+    qm: &Meta,
+    mut p: Plan,
+    ratios: &[f64],
+    kclass: Option<Id>,
+) -> Option<Id> {
+    let bias = p.bias.take()?;
+    let acc_max = p.k as f64 * p.max_product;
+    let reach = ratios
+        .iter()
+        .zip(&bias)
+        .map(|(&r, &b)| (acc_max + b.abs()) * r + 1.0)
+        .fold(0.0f64, f64::max);
+    let k = (0..=12)
+        .rev()
+        .find(|&k| reach * 2f64.powi(k) < 2f64.powi(30))?;
+    if k < 8 {
+        return None;
+    }
+    let scale = 2f64.powi(k);
+    let fine: Option<Vec<(i64, i64)>> = ratios.iter().map(|&r| multiplier(r * scale)).collect();
+    let (mut ms, mut ss): (Vec<i64>, Vec<i64>) = fine?.into_iter().unzip();
+    if ms.iter().all(|&m| m == ms[0]) && ss.iter().all(|&x| x == ss[0]) {
+        ms.truncate(1);
+        ss.truncate(1);
+    }
+    let fine_bias: Vec<i64> = bias
+        .iter()
+        .zip(ratios)
+        .map(|(&b, &r)| (b * r * scale).round_ties_even() as i64)
+        .collect();
+    let m_len = fine_bias.len();
+    let acc = kernel(eg, &p)?;
+    if let Some(kc) = kclass {
+        inherit_loc(eg, acc, kc);
+    }
+    let fine_attrs = attrs([
+        ("multiplier", ints(ms)),
+        ("shift", ints(ss)),
+        ("axis", Attr::Int(p.axis as i64)),
+        ("rounding", Attr::Enum("half_even".into())),
+    ]);
+    let fine = add_op(
+        eg,
+        Op::Requantize,
+        i32_ty(p.shape.clone()),
+        fine_attrs,
+        &[acc],
+    );
+    hint(eg, fine, format!("{}.fine", p.name));
+    let mut bshape = vec![1usize; p.shape.len()];
+    bshape[p.axis] = m_len;
+    let b = add_const(
+        eg,
+        &format!("{}.fine_bias", p.name),
+        i32_ty(bshape),
+        ConstData::Int(fine_bias),
+    );
+    let sum = add_op(eg, Op::Add, i32_ty(p.shape.clone()), attrs([]), &[fine, b]);
+    hint(eg, sum, format!("{}.biased", p.name));
+    let a = attrs([
+        ("multiplier", ints(vec![1])),
+        ("shift", ints(vec![k as i64])),
+        ("axis", Attr::Int(p.axis as i64)),
+        ("rounding", Attr::Enum(qm.attrs().word("rounding").ok()?)),
+    ]);
+    Some(add_op(eg, Op::Requantize, qm.ty.clone(), a, &[sum]))
 }
 
 /// `kernel(dequantize(x), dequantize(w), b) -> dequantize(cast_{q<i32,
@@ -486,6 +592,30 @@ pub fn bn_and_bipolar_rules() -> Vec<RuleDef> {
             fold_bn_scale,
         ),
         rule(
+            "fold-mul-into-weight-scale",
+            MUL_SCALE_BOUND,
+            &format!("(mul ?mm {conv}) ?c)"),
+            fold_mul_scale,
+        ),
+        rule(
+            "fold-mul-into-weight-scale-commuted",
+            MUL_SCALE_BOUND,
+            &format!("(mul ?mm ?c {conv}))"),
+            fold_mul_scale,
+        ),
+        rule(
+            "fold-mul-into-weight-scale-bias",
+            MUL_SCALE_BOUND,
+            &format!("(mul ?mm {conv} ?cb) ?c)"),
+            fold_mul_scale,
+        ),
+        rule(
+            "fold-mul-into-weight-scale-bias-commuted",
+            MUL_SCALE_BOUND,
+            &format!("(mul ?mm ?c {conv} ?cb))"),
+            fold_mul_scale,
+        ),
+        rule(
             "conv2d-int-bipolar-operands",
             Exactness::Exact,
             "(conv2d_int ?km (cast ?cm ?x) ?w)",
@@ -529,15 +659,8 @@ const BN_SCALE_BOUND: Exactness = Exactness::Bounded(
 /// Batch-norm folding on float weights (the `fold-batch-norm` pass) would put the
 /// weights off their grid; this keeps the layer integer.
 fn fold_bn_scale(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
-    let km = meta(eg, var(s, "?km")).clone();
     let bm = meta(eg, var(s, "?bm")).clone();
-    let (x, w) = (var(s, "?x"), var(s, "?w"));
-    let wt = ty(eg, w).clone();
-    let wq = wt.elem.quant()?.clone();
-    let codes = value(eg, w)?.as_int()?.to_vec();
-    let m_len = *wt.shape.first()?;
-    let sw = scales_along(&wq, 0, m_len)?;
-    let zw = crate::rewrite::build::zero_points_along(&wq, 0, m_len)?;
+    let m_len = *ty(eg, var(s, "?w")).shape.first()?;
     let eps = bm.attrs().float("epsilon").ok()? as f64;
     let p: Option<Vec<Vec<f32>>> = ["?s", "?b", "?mu", "?v"]
         .iter()
@@ -550,10 +673,62 @@ fn fold_bn_scale(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
     let a: Vec<f64> = (0..m_len)
         .map(|c| p[0][c] as f64 / (p[3][c] as f64 + eps).sqrt())
         .collect();
-    if a.iter().any(|&v| !(v.is_finite() && v > 0.0)) {
+    rescale_conv(eg, s, "bn", &a, |c, old| {
+        (old as f64 - p[2][c] as f64) * a[c] + p[1][c] as f64
+    })
+}
+
+const MUL_SCALE_BOUND: Exactness = Exactness::Bounded(
+    "f32 rounding only: 2^-21 of (K*max|x|*max|w'| + |bias'|) plus 2^-23 of the product",
+);
+
+/// `mul(conv2d(dequantize(x), dequantize(w), b?), c) -> conv2d(dequantize(x),
+/// dequantize(w'), b')` (either operand order of the `mul`) for a constant `c`, per
+/// output channel (`[1, M, 1, 1]`, `[M, 1, 1]`) or a single value, with every `c[m] > 0`:
+/// the factor goes into the weights' **scales** (`sw'[m] = sw[m] c[m]`, codes and zero
+/// points unchanged) and `b'[m] = b[m] c[m]`, as for a batch norm
+/// (`fold-batch-norm-into-weight-scale`). This is the form XNOR-Net / Bi-Real binary
+/// layers export in (`BipolarQuant(w)` with scale 1, the conv, then a `Mul` by the
+/// per-channel `alpha[m] = mean |w[m]|`): the weights stay +-1 codes (the XNOR kernels
+/// still apply) and `alpha` becomes the accumulator's per-channel scale, which a
+/// following batch norm, threshold or requantize then takes in. Bounded: equal as real
+/// numbers; the f32 roundings of the dequantized weights (2^-24 relative each) and of
+/// the product on the left (2^-24 relative) differ.
+fn fold_mul_scale(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
+    let km = meta(eg, var(s, "?km")).clone();
+    if meta(eg, var(s, "?mm")).ty != km.ty || km.ty.rank() != 4 {
         return None;
     }
-    let scales: Vec<f32> = sw.iter().zip(&a).map(|(&s, &f)| (s * f) as f32).collect();
+    let m_len = km.ty.shape[1];
+    let c = super::fold_bias::per_channel(eg, var(s, "?c"), 4, 1, m_len)?;
+    let a: Vec<f64> = c.iter().map(|&v| v as f64).collect();
+    rescale_conv(eg, s, "mul", &a, |m, old| old as f64 * a[m])
+}
+
+/// `conv2d(dequantize(x), dequantize(w'), b')` for the match of `?km`, `?dx`, `?x`, `?w`
+/// and `?cb` (the bias, absent = 0; the new constants are named after `w` and `tag`): `w'` has the codes and zero points of the constant
+/// quantized `w` (per tensor or per output channel) and the scales `sw[m] a[m]` (per
+/// output channel), `b'[m] = bias(m, b[m])`. `None` unless every `a[m]` is positive
+/// and finite and the new scales and bias are usable.
+fn rescale_conv(
+    eg: &mut QEGraph,
+    s: &Subst,
+    tag: &str,
+    a: &[f64],
+    bias: impl Fn(usize, f32) -> f64,
+) -> Option<Id> {
+    let km = meta(eg, var(s, "?km")).clone();
+    let (x, w) = (var(s, "?x"), var(s, "?w"));
+    let wt = ty(eg, w).clone();
+    let wq = wt.elem.quant()?.clone();
+    let codes = value(eg, w)?.as_int()?.to_vec();
+    let m_len = *wt.shape.first()?;
+    if a.len() != m_len || a.iter().any(|&v| !(v.is_finite() && v > 0.0)) {
+        return None;
+    }
+    let sw = scales_along(&wq, 0, m_len)?;
+    let zw = crate::rewrite::build::zero_points_along(&wq, 0, m_len)?;
+    let scales: Vec<f32> = sw.iter().zip(a).map(|(&s, &f)| (s * f) as f32).collect();
     let nq = QuantType {
         storage: wq.storage,
         narrow: wq.narrow,
@@ -577,13 +752,11 @@ fn fold_bn_scale(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
             v
         }
     };
-    let bias: Vec<f32> = (0..m_len)
-        .map(|c| ((old_bias[c] as f64 - p[2][c] as f64) * a[c] + p[1][c] as f64) as f32)
-        .collect();
+    let bias: Vec<f32> = (0..m_len).map(|c| bias(c, old_bias[c]) as f32).collect();
     if bias.iter().any(|b| !b.is_finite()) {
         return None;
     }
-    let wname = format!("{}.bn", name_of(eg, w, "w"));
+    let wname = format!("{}.{tag}", name_of(eg, w, "w"));
     let w2 = add_const(
         eg,
         &wname,
@@ -599,14 +772,19 @@ fn fold_bn_scale(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
     );
     let dxm = meta(eg, var(s, "?dx")).clone();
     let dx = add_op(eg, Op::Dequantize, dxm.ty, attrs([]), &[x]);
-    let bname = format!("{}.bn_bias", name_of(eg, w, "w"));
-    let b2 = add_const(
-        eg,
-        &bname,
-        TensorType::f32(vec![m_len]),
-        ConstData::F32(bias),
-    );
-    Some(add_op(eg, Op::Conv2d, km.ty, km.attrs, &[dx, dw, b2]))
+    let mut operands = vec![dx, dw];
+    // No bias before and none after (a `mul` of a conv without one): none added.
+    if opt_var(s, "?cb").is_some() || bias.iter().any(|&b| b != 0.0) {
+        let bname = format!("{}.{tag}_bias", name_of(eg, w, "w"));
+        let b2 = add_const(
+            eg,
+            &bname,
+            TensorType::f32(vec![m_len]),
+            ConstData::F32(bias),
+        );
+        operands.push(b2);
+    }
+    Some(add_op(eg, Op::Conv2d, km.ty, km.attrs, &operands))
 }
 
 /// `conv2d_int(cast_T(x), w, b?) -> conv2d_int(x, w', b?)` (likewise `matmul_int`) for
