@@ -515,6 +515,7 @@ fn emit_conv(
                     unsigned: matches!(epi.st_out, Store::U8 | Store::U16 | Store::U32),
                     wide_shift: wd.isa == xnor::XnorIsa::Ymm
                         && !super::dot::shift_fits_i32(r, r.acc_max),
+                    f64_round: wd.isa == xnor::XnorIsa::Ymm && super::dot::f64_exact(r, r.acc_max),
                 });
                 tab = Some(t);
             }

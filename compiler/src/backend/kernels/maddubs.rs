@@ -1784,6 +1784,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         row_bytes: (o_plane * ob) as u32,
         unsigned: matches!(q.epi.st_out, Store::U8 | Store::U16 | Store::U32),
         wide_shift: q.wide != Some(DotIsa::Vnni512) && !super::dot::shift_fits_i32(r, acc_bound),
+        f64_round: q.wide != Some(DotIsa::Vnni512) && super::dot::f64_exact(r, acc_bound),
     });
     // The channels this kernel computes (of each group): all, or a task's.
     let (c0, c1) = match q.phase {

@@ -148,6 +148,22 @@ pub(crate) struct DotEpi {
     /// The AVX2 requantize's shifted value may not fit i32 ([`shift_fits_i32`] false):
     /// it is clamped in i64 lanes before the low halves are taken.
     pub wide_shift: bool,
+    /// The AVX2 requantize in f64 lanes ([`f64_exact`]): rounding half to even by the
+    /// `1.5 * 2^52` addition, about half the instructions of the integer form.
+    pub f64_round: bool,
+}
+
+/// Whether the AVX2 requantize may run in f64 lanes with the same results: rounding
+/// half to even (the FPU's mode), and `bound` (on `|x + add|`) times every channel's
+/// multiplier below `2^52`, so that `(x + add) * (multiplier * 2^-shift)` is exact in
+/// f64 and its rounding the requantize's own.
+pub(crate) fn f64_exact(rq: &Requant, bound: Option<u64>) -> bool {
+    rq.rounding == qcc_ir::Rounding::HalfEven
+        && bound.is_some_and(|b| {
+            rq.chans
+                .iter()
+                .all(|c| (b as u128) * (c[0].unsigned_abs() as u128) < 1u128 << 52 && c[1] <= 62)
+        })
 }
 
 /// Whether every channel's shifted value `((x + add) * multiplier) >> shift` fits i32:
@@ -254,7 +270,13 @@ impl DotTile {
                         e.elem,
                         e.row_bytes,
                         e.valid,
-                        if e.wide_shift { "_x64" } else { "" }
+                        if e.f64_round {
+                            "_f64"
+                        } else if e.wide_shift {
+                            "_x64"
+                        } else {
+                            ""
+                        }
                     )
                     .to_lowercase()
                 }
@@ -402,8 +424,9 @@ pub(crate) struct WideEpi {
     pub elem: u32,
     pub row_bytes: u32,
     pub unsigned: bool,
-    /// See [`DotEpi::wide_shift`].
+    /// See [`DotEpi::wide_shift`] and [`DotEpi::f64_round`].
     pub wide_shift: bool,
+    pub f64_round: bool,
 }
 
 /// The tiles of one GEMM, assembled and declared in the kernel's function.
@@ -496,6 +519,7 @@ impl Wide {
                         row_bytes: e.row_bytes,
                         valid,
                         wide_shift: e.wide_shift,
+                        f64_round: e.f64_round,
                     }),
                 });
                 let fr = cx.data.asm_func(cx.kb.b.func, &f);

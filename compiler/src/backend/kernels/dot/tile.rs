@@ -199,6 +199,9 @@ pub(crate) fn requantize_avx2(
     vecs: usize,
     e: &super::DotEpi,
 ) -> Result<(), IcedError> {
+    if e.f64_round {
+        return requantize_avx2_f64(a, rows, vecs, e);
+    }
     use super::EpiRound as R;
     let (x, xo, pe, po, t1, zero) = (ymm0, ymm1, ymm2, ymm3, ymm4, ymm5);
     let (m, sh, c1, spos, ub, add, one) = (ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12);
@@ -293,6 +296,64 @@ pub(crate) fn requantize_avx2(
                 a.vpmaxsd(x, x, ymmword_ptr(r8))?;
                 a.vpminsd(x, x, ymmword_ptr(r8 + 32))?;
             }
+            a.vpaddd(x, x, ymmword_ptr(r8 + 64))?;
+            let off = (r * e.row_bytes as usize + v * 8 * e.elem as usize) as i32;
+            store_ymm0(a, e.elem, e.unsigned, valid, off)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`requantize_avx2`] in f64 lanes (`e.f64_round`, see `super::f64_exact`): per 4
+/// sums, `x + add` converted to f64 (exact), times the channel's `multiplier * 2^-shift`
+/// (exact: the product has fewer than 53 significant bits), clamped to `[lo - zq,
+/// hi - zq]` (integers, so clamping before rounding is clamping after), plus
+/// `1.5 * 2^52`, which rounds half to even and leaves the integer in the low 32 bits;
+/// those of the two halves gathered by `vshufps` + `vpermq`, then `+ zq` and the store.
+fn requantize_avx2_f64(
+    a: &mut CodeAssembler,
+    rows: usize,
+    vecs: usize,
+    e: &super::DotEpi,
+) -> Result<(), IcedError> {
+    let (x, lo, hi, t) = (ymm0, ymm1, ymm2, ymm3);
+    let (mf, add, e1023, lof, hif, magic) = (ymm6, ymm7, ymm12, ymm13, ymm14, ymm15);
+    a.vcvtdq2pd(lof, xmmword_ptr(r8))?;
+    a.vcvtdq2pd(hif, xmmword_ptr(r8 + 32))?;
+    a.mov(rax, 6_755_399_441_055_744f64.to_bits())?;
+    a.vmovq(xmm15, rax)?;
+    a.vpbroadcastq(magic, xmm15)?;
+    a.mov(eax, 1023u32)?;
+    a.vmovq(xmm12, rax)?;
+    a.vpbroadcastq(e1023, xmm12)?;
+    for r in 0..rows {
+        let c = |f: i32| r9 + (r as i32 * 16 + f);
+        a.vpbroadcastd(add, dword_ptr(c(4)))?;
+        // 2^-s as f64 (exponent 1023 - s), times the multiplier.
+        a.vpbroadcastq(t, qword_ptr(c(8)))?;
+        a.vpsubq(t, e1023, t)?;
+        a.vpsllq(t, t, 52)?;
+        a.vpbroadcastd(xmm8, dword_ptr(c(0)))?;
+        a.vcvtdq2pd(mf, xmm8)?;
+        a.vmulpd(mf, mf, t)?;
+        for v in 0..vecs {
+            let valid = e.valid.saturating_sub(v * 8).min(8);
+            if valid == 0 {
+                continue;
+            }
+            a.vmovdqu(x, ymmword_ptr(rdx + ((r * vecs + v) * 32) as i32))?;
+            a.vpaddd(x, x, add)?;
+            a.vextracti128(xmm2, x, 1)?;
+            a.vcvtdq2pd(lo, xmm0)?;
+            a.vcvtdq2pd(hi, xmm2)?;
+            for h in [lo, hi] {
+                a.vmulpd(h, h, mf)?;
+                a.vminpd(h, h, hif)?;
+                a.vmaxpd(h, h, lof)?;
+                a.vaddpd(h, h, magic)?;
+            }
+            a.vshufps(x, lo, hi, 0x88)?;
+            a.vpermq(x, x, 0xD8)?;
             a.vpaddd(x, x, ymmword_ptr(r8 + 64))?;
             let off = (r * e.row_bytes as usize + v * 8 * e.elem as usize) as i32;
             store_ymm0(a, e.elem, e.unsigned, valid, off)?;

@@ -187,7 +187,13 @@ impl XnorTile {
                     e.elem,
                     e.row_bytes,
                     e.valid,
-                    if e.wide_shift { "_x64" } else { "" }
+                    if e.f64_round {
+                        "_f64"
+                    } else if e.wide_shift {
+                        "_x64"
+                    } else {
+                        ""
+                    }
                 )
                 .to_lowercase()
             }
@@ -474,6 +480,7 @@ impl WideFns {
                             row_bytes: e.row_bytes,
                             valid,
                             wide_shift: e.wide_shift,
+                            f64_round: e.f64_round,
                         })),
                         EpiKind::Thresh {
                             k,
