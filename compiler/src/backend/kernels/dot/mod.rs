@@ -40,7 +40,7 @@ use crate::backend::kb::Kb;
 use crate::backend::kernels::quant::Requant;
 use qcc_ir::{Module, Node};
 
-pub(crate) use tile::{peak_loop, requantize, requantize_avx2, store_ymm0, store_zmm};
+pub(crate) use tile::{load_sums, peak_loop, requantize, requantize_avx2, store_ymm0, store_zmm};
 
 /// The instruction set of a tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -244,7 +244,7 @@ pub(crate) fn requantize_avx2(
             if valid == 0 {
                 continue;
             }
-            a.vmovdqu(x, ymmword_ptr(rdx + ((r * vecs + v) * 32) as i32))?;
+            load_sums(a, 0, rdx + ((r * vecs + v) * 32) as i32)?;
             a.vpaddd(x, x, add)?;
             a.vpsrlq(xo, x, 32)?;
             a.vpmuldq(pe, x, m)?;
@@ -341,7 +341,7 @@ fn requantize_avx2_f64(
             if valid == 0 {
                 continue;
             }
-            a.vmovdqu(x, ymmword_ptr(rdx + ((r * vecs + v) * 32) as i32))?;
+            load_sums(a, 0, rdx + ((r * vecs + v) * 32) as i32)?;
             a.vpaddd(x, x, add)?;
             a.vextracti128(xmm2, x, 1)?;
             a.vcvtdq2pd(lo, xmm0)?;
@@ -360,6 +360,18 @@ fn requantize_avx2_f64(
         }
     }
     Ok(())
+}
+
+/// Loads 8 i32 sums into ymm `reg` as two 16-byte halves: the 1-bit tiles store their
+/// sums 4 at a time, and one 32-byte load over two such stores waits for them to retire
+/// (no store forwarding); halves of a 32-byte store forward as well.
+pub(crate) fn load_sums(
+    a: &mut CodeAssembler,
+    reg: usize,
+    at: AsmMemoryOperand,
+) -> Result<(), IcedError> {
+    a.vmovdqu(get_xmm_of(reg), xmmword_ptr(at))?;
+    a.vinserti128(ymm(reg), ymm(reg), xmmword_ptr(at + 16), 1)
 }
 
 /// Stores the 16 i32 codes of `x` (in the output's range) as `elem`-byte codes at

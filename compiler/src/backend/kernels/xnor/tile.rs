@@ -361,7 +361,8 @@ fn threshold_avx2(
             if valid == 0 {
                 continue;
             }
-            a.vpaddd(x, bias, ymmword_ptr(rdx + ((r * vecs + v) * 32) as i32))?;
+            crate::backend::kernels::dot::load_sums(a, 1, rdx + ((r * vecs + v) * 32) as i32)?;
+            a.vpaddd(x, x, bias)?;
             a.vmovdqa(out, top)?;
             for j in 0..e.k as usize {
                 let lt = ymm(8 + j);
