@@ -80,7 +80,9 @@ fn weight_bytes_shrink_with_the_bits() {
         s8 >= 3 * s2,
         "integer layers: {s8} B at 8 bits, {s2} B at 2 bits"
     );
-    assert!(w8 >= 5 * w2, "object: {w8} B at 8 bits, {w2} B at 2 bits");
+    // The object (tables and other kernels' data included): 3.4x with 8-bit weights as
+    // bytes (5x+ when they were pre-widened i16).
+    assert!(w8 >= 3 * w2, "object: {w8} B at 8 bits, {w2} B at 2 bits");
     // And against the f32 model (4 bytes per weight): more than 11x smaller (11.96x
     // measured; on this 11k-weight model the per-channel requantize tables weigh more
     // than on ResNet-20, which reaches 14.2x, `bench/run.py`).
