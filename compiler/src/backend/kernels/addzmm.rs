@@ -67,6 +67,19 @@ impl AddZmm {
         .to_lowercase()
     }
 
+    /// The f64 constants as bits: each operand's zero point and multiplier, the output
+    /// multiplier, and `1.5 * 2^52` (the rounding addend).
+    fn f64_consts(&self) -> [u64; 6] {
+        [
+            self.z[0],
+            self.m[0],
+            self.z[1],
+            self.m[1],
+            self.c,
+            6_755_399_441_055_744f64.to_bits(),
+        ]
+    }
+
     /// `void add(const u8 *a, const u8 *b, u8 *out)`: `steps` x 8 elements.
     pub fn assemble(&self) -> Result<Vec<u8>, IcedError> {
         if self.ymm {
@@ -74,14 +87,7 @@ impl AddZmm {
         }
         let mut a = crate::backend::asm::assembler(true)?;
         // Constants broadcast once: zmm8.. for the f64s, ymm16.. for the i32s.
-        let f64s = [
-            self.z[0],
-            self.m[0],
-            self.z[1],
-            self.m[1],
-            self.c,
-            6_755_399_441_055_744f64.to_bits(),
-        ];
+        let f64s = self.f64_consts();
         let (za, ma, zb, mb, c, magic) = (zmm8, zmm9, zmm10, zmm11, zmm12, zmm13);
         for (reg, bits) in [za, ma, zb, mb, c, magic].into_iter().zip(f64s) {
             a.mov(rax, bits)?;
@@ -137,14 +143,7 @@ impl AddZmm {
     fn assemble_ymm(&self) -> Result<Vec<u8>, IcedError> {
         // VEX encodings only: this runs where AVX-512 does not.
         let mut a = crate::backend::asm::assembler(false)?;
-        let f64s = [
-            self.z[0],
-            self.m[0],
-            self.z[1],
-            self.m[1],
-            self.c,
-            6_755_399_441_055_744f64.to_bits(),
-        ];
+        let f64s = self.f64_consts();
         let (za, ma, zb, mb, c, magic) = (ymm8, ymm9, ymm10, ymm11, ymm12, ymm13);
         for (reg, bits) in [za, ma, zb, mb, c, magic].into_iter().zip(f64s) {
             a.mov(rax, bits)?;

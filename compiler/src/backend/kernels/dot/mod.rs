@@ -153,6 +153,25 @@ pub(crate) struct DotEpi {
     pub f64_round: bool,
 }
 
+impl DotEpi {
+    /// The part of a tile's symbol that names its in-tile requantize.
+    pub(crate) fn suffix(&self) -> String {
+        let sign = if self.unsigned { "u" } else { "s" };
+        let form = if self.f64_round {
+            "_f64"
+        } else if self.wide_shift {
+            "_x64"
+        } else {
+            ""
+        };
+        format!(
+            "_rq{:?}_e{sign}{}_l{}_v{}{form}",
+            self.round, self.elem, self.row_bytes, self.valid
+        )
+        .to_lowercase()
+    }
+}
+
 /// Whether the AVX2 requantize may run in f64 lanes with the same results: rounding
 /// half to even (the FPU's mode), and `bound` (on `|x + add|`) times every channel's
 /// multiplier below `2^52`, so that `(x + add) * (multiplier * 2^-shift)` is exact in
@@ -260,27 +279,7 @@ impl DotTile {
             self.col_stride,
             if self.rows_signed { "rs" } else { "ru" }
         ) + if self.w16 { "_w16" } else { "" }
-            + &match &self.epi {
-                None => String::new(),
-                Some(e) => {
-                    let sign = if e.unsigned { "u" } else { "s" };
-                    format!(
-                        "_rq{:?}_e{sign}{}_l{}_v{}{}",
-                        e.round,
-                        e.elem,
-                        e.row_bytes,
-                        e.valid,
-                        if e.f64_round {
-                            "_f64"
-                        } else if e.wide_shift {
-                            "_x64"
-                        } else {
-                            ""
-                        }
-                    )
-                    .to_lowercase()
-                }
-            }
+            + &self.epi.as_ref().map_or(String::new(), DotEpi::suffix)
     }
 
     pub fn assemble(&self) -> Result<Vec<u8>, iced_x86::IcedError> {

@@ -179,24 +179,7 @@ impl XnorTile {
             }
         ) + &match &self.epi {
             None => String::new(),
-            Some(XnorEpi::Requant(e)) => {
-                let sign = if e.unsigned { "u" } else { "s" };
-                format!(
-                    "_rq{:?}_e{sign}{}_l{}_v{}{}",
-                    e.round,
-                    e.elem,
-                    e.row_bytes,
-                    e.valid,
-                    if e.f64_round {
-                        "_f64"
-                    } else if e.wide_shift {
-                        "_x64"
-                    } else {
-                        ""
-                    }
-                )
-                .to_lowercase()
-            }
+            Some(XnorEpi::Requant(e)) => e.suffix(),
             Some(XnorEpi::Thresh(e)) => format!(
                 "_th{}_b{}_i{}_e{}{}_l{}_v{}",
                 e.k,
