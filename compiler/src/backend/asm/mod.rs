@@ -297,4 +297,17 @@ mod tests {
         let c = AsmFn::CpuCheck(Tier::BASELINE);
         assert!(disassemble(&c.assemble().unwrap()).contains("cpuid"));
     }
+
+    /// The guard `emit.rs` runs on code for tiers without AVX-512: the same
+    /// instruction is EVEX when the assembler prefers it and VEX otherwise.
+    #[test]
+    fn evex_encodings_are_recognised() {
+        use iced_x86::code_asm::*;
+        for (evex, want) in [(true, true), (false, false)] {
+            let mut a = assembler(evex).unwrap();
+            a.vpaddd(ymm0, ymm1, ymm2).unwrap();
+            a.ret().unwrap();
+            assert_eq!(has_evex(&a.assemble(0).unwrap()), want);
+        }
+    }
 }
