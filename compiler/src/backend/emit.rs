@@ -172,6 +172,9 @@ struct DataState {
     huff: Option<HuffState>,
     /// Assembled functions, each defined once, named after its parameters.
     asm: BTreeMap<AsmFn, FuncId>,
+    /// The same by symbol, with their code: two parameter sets that name one symbol
+    /// must give one code (a field the code never reads), else it is our bug.
+    asm_names: HashMap<String, (FuncId, Vec<u8>)>,
     /// Their disassembly, when [`Text::Asm`] is asked for.
     asm_text: Option<String>,
     /// The first failure to assemble or define one (a bug of ours).
@@ -186,6 +189,17 @@ fn asm_func_id<M: ClModule>(module: &mut M, st: &mut DataState, prefix: &str, f:
         return id;
     }
     let name = format!("{prefix}__a_{}", f.symbol());
+    if let Some((id, code)) = st.asm_names.get(&name) {
+        let id = *id;
+        if f.assemble().ok().as_ref() != Some(code) {
+            st.asm_err.get_or_insert(internal(
+                &name,
+                "two different assembled functions share this name",
+            ));
+        }
+        st.asm.insert(f.clone(), id);
+        return id;
+    }
     let s = sig(module, f.params(), f.returns_i32().then_some(I32));
     let id = module
         .declare_function(&name, Linkage::Local, &s)
@@ -210,6 +224,7 @@ fn asm_func_id<M: ClModule>(module: &mut M, st: &mut DataState, prefix: &str, f:
                     asm::disassemble(&bytes)
                 ));
             }
+            st.asm_names.insert(name, (id, bytes));
         }
         Err(e) => {
             st.asm_err.get_or_insert(BackendError::Internal(e));

@@ -428,6 +428,23 @@ pub(crate) struct WideEpi {
     pub f64_round: bool,
 }
 
+impl WideEpi {
+    /// The tile's epilogue for `valid` output columns. The f64 form never reads
+    /// `wide_shift`, so it is cleared there: two layers that differ only in it share
+    /// one assembled function (whose symbol does not name it).
+    pub(crate) fn dot(&self, valid: usize) -> DotEpi {
+        DotEpi {
+            round: epi_round(self.round),
+            elem: self.elem,
+            unsigned: self.unsigned,
+            row_bytes: self.row_bytes,
+            valid,
+            wide_shift: self.wide_shift && !self.f64_round,
+            f64_round: self.f64_round,
+        }
+    }
+}
+
 /// The tiles of one GEMM, assembled and declared in the kernel's function.
 #[derive(Debug)]
 pub(crate) struct Wide {
@@ -511,15 +528,7 @@ impl Wide {
                     },
                     rows_signed,
                     w16,
-                    epi: epi.map(|e| DotEpi {
-                        round: epi_round(e.round),
-                        elem: e.elem,
-                        unsigned: e.unsigned,
-                        row_bytes: e.row_bytes,
-                        valid,
-                        wide_shift: e.wide_shift,
-                        f64_round: e.f64_round,
-                    }),
+                    epi: epi.map(|e| e.dot(valid)),
                 });
                 let fr = cx.data.asm_func(cx.kb.b.func, &f);
                 fns.insert((r, v, valid), fr);

@@ -456,15 +456,7 @@ impl WideFns {
                     k: k as u32,
                     epi: match epi {
                         EpiKind::Store => None,
-                        EpiKind::Requant(e) => Some(XnorEpi::Requant(DotEpi {
-                            round: crate::backend::kernels::dot::epi_round(e.round),
-                            elem: e.elem,
-                            unsigned: e.unsigned,
-                            row_bytes: e.row_bytes,
-                            valid,
-                            wide_shift: e.wide_shift,
-                            f64_round: e.f64_round,
-                        })),
+                        EpiKind::Requant(e) => Some(XnorEpi::Requant(e.dot(valid))),
                         EpiKind::Thresh {
                             k,
                             base,
