@@ -508,6 +508,202 @@ fn xwide(iters: usize) -> Vec<String> {
     rows
 }
 
+/// A bit-serial matrix product: u`ab` activations (zero point 1) `[m, k]` times
+/// constant i`wb` weights `[k, n]` -> i32, and an input.
+fn bs_matmul_case(
+    r: &mut Rng,
+    (m_, n_, k_): (usize, usize, usize),
+    wb: u8,
+    ab: u8,
+) -> (Module, Tensor) {
+    let mut m = Module::new("matmul_bitserial");
+    let x = m.add_input("x", TensorType::new(q(ab, false, 1), vec![m_, k_]));
+    let wq = q(wb, true, 0);
+    let (lo, hi) = wq.code_range().expect("codes");
+    let w = m.add_const(
+        "w",
+        TensorType::new(wq, vec![k_, n_]),
+        ConstData::Int((0..k_ * n_).map(|_| r.i(lo, hi)).collect()),
+    );
+    let y = node(
+        &mut m,
+        Op::MatMulInt,
+        &[x, w],
+        BTreeMap::new(),
+        ElemType::I32,
+    );
+    m.outputs.push(y);
+    let xin = Tensor::int(
+        vec![m_, k_],
+        (0..m_ * k_).map(|_| r.i(0, (1 << ab) - 1)).collect(),
+    );
+    (m, xin)
+}
+
+/// A bit-serial 3x3 convolution (pad 1) `[1, c, hw, hw] * [m, c, 3, 3]`, u`ab`
+/// activations (zero point 1), i`wb` weights, requantized to u`ab`, and an input.
+fn bs_conv_case(
+    r: &mut Rng,
+    c: usize,
+    m_: usize,
+    hw: usize,
+    wb: u8,
+    ab: u8,
+) -> (Module, Tensor, u64) {
+    let mut m = Module::new("conv_bitserial");
+    let x = m.add_input("x", TensorType::new(q(ab, false, 1), vec![1, c, hw, hw]));
+    let wq = q(wb, true, 0);
+    let (lo, hi) = wq.code_range().expect("codes");
+    let w = m.add_const(
+        "w",
+        TensorType::new(wq, vec![m_, c, 3, 3]),
+        ConstData::Int((0..m_ * c * 9).map(|_| r.i(lo, hi)).collect()),
+    );
+    let mut a = BTreeMap::new();
+    a.insert("pads".to_string(), Attr::Ints(vec![1; 4]));
+    let y = node(&mut m, Op::Conv2dInt, &[x, w], a, ElemType::I32);
+    let mut ra = BTreeMap::new();
+    ra.insert("multiplier".to_string(), Attr::Ints(vec![1 << 30]));
+    ra.insert("shift".to_string(), Attr::Ints(vec![36]));
+    let z = node(&mut m, Op::Requantize, &[y], ra, q(ab, false, 1));
+    m.outputs.push(z);
+    let xin = Tensor::int(
+        vec![1, c, hw, hw],
+        (0..c * hw * hw).map(|_| r.i(0, (1 << ab) - 1)).collect(),
+    );
+    (m, xin, (m_ * c * 9 * hw * hw) as u64)
+}
+
+/// The assembled bit-serial tiles (`kernels::xnor` with `BsPlanes`) against the
+/// measured peak of their instruction mix (`vpandq` + `vpopcntq` zmm, the `vpand`
+/// nibble lookup on ymm), for each tier the host has, with every other kernel of these
+/// layers kept out: a `wb` x `ab`-bit MAC costs `wb * ab` bit products, so the peak in
+/// MACs is the mix's binary peak over `wb * ab`. Matrix products at M = N = 256,
+/// K = 4096 (the cost table's shape for the bit-serial rows) for each combination the
+/// tier's registers fit, and 2x2-bit 3x3 convolutions: ResNet-20's first stage (16
+/// channels, 32x32) and wider layers. The 128-bit Cranelift tile is measured alongside.
+/// Returns the rows for the cost table.
+fn bswide(iters: usize) -> Vec<String> {
+    use qcc::backend::{PeakMix, Tier, measure_peak};
+    let host = target_lexicon::Triple::host().to_string();
+    println!("CPU: {}; detected tier: {}", cpu_model(), Tier::host());
+    let mut rows = Vec::new();
+    let mut r = Rng(0xb5);
+    let others = [
+        Strategy::Int8PackedW,
+        Strategy::Int8Pmaddwd,
+        Strategy::Maddubs,
+        Strategy::DotVnni,
+        Strategy::DotAvx2,
+        Strategy::DotAvx2Wide,
+    ];
+    let not = |keep: Strategy| -> Vec<Strategy> {
+        [
+            Strategy::BitSerial,
+            Strategy::BitSerialZmm,
+            Strategy::BitSerialYmm,
+        ]
+        .into_iter()
+        .filter(|&s| s != keep)
+        .chain(others)
+        .collect()
+    };
+    const ZMM: &[(u8, u8)] = &[(2, 2), (3, 2), (2, 3), (4, 2), (2, 4), (3, 3), (4, 4)];
+    const YMM: &[(u8, u8)] = &[(2, 2), (3, 2), (2, 3), (4, 2), (2, 4), (3, 3)];
+    const NARROW: &[(u8, u8)] = &[(2, 2), (3, 2), (2, 3), (4, 2), (2, 4)];
+    let tiers = [
+        (
+            "x86-64-v4+vnni+vpopcntdq",
+            "VnniPopcnt",
+            Strategy::BitSerialZmm,
+            Some(PeakMix::AndZmm),
+            ZMM,
+        ),
+        (
+            "x86-64-v4+vpopcntdq",
+            "Popcnt",
+            Strategy::BitSerialZmm,
+            Some(PeakMix::AndZmm),
+            ZMM,
+        ),
+        (
+            "x86-64-v3",
+            "Avx2",
+            Strategy::BitSerialYmm,
+            Some(PeakMix::AndYmm),
+            YMM,
+        ),
+        ("native", "", Strategy::BitSerial, None, NARROW),
+    ];
+    let zmm_peak = measure_peak(PeakMix::AndZmm, 2_000_000, 60);
+    for (cpu, tname, strategy, mix, combos) in tiers {
+        let peak = match mix {
+            Some(mx) => match measure_peak(mx, 2_000_000, 60) {
+                Some(p) => {
+                    let p = p.max(measure_peak(mx, 2_000_000, 60).unwrap_or(0.0));
+                    println!("tier {cpu}: peak of {} {p:.1} G binary MAC/s", mx.name());
+                    p
+                }
+                None => {
+                    println!("tier {cpu}: skipped (this CPU does not have it)");
+                    continue;
+                }
+            },
+            None => {
+                let p = zmm_peak.or_else(|| measure_peak(PeakMix::AndYmm, 2_000_000, 60));
+                println!("tier {cpu}: the 128-bit Cranelift tile (percentages of the widest peak)");
+                p.unwrap_or(f64::NAN)
+            }
+        };
+        let target = Target::new(&host, cpu).expect("tier target");
+        let disabled = not(strategy);
+        let run = |m: &Module, xin: &Tensor, macs: u64, it: usize| {
+            costs::without(&disabled, || {
+                let jit = JitModel::with_target(m, &target).expect("compile");
+                let kernel = jit.report().layers[0].kernel.clone();
+                (
+                    measure(m, std::slice::from_ref(xin), macs, it, &target),
+                    kernel,
+                )
+            })
+        };
+        for &(wb, ab) in combos {
+            let (m, xin) = bs_matmul_case(&mut r, (256, 256, 4096), wb, ab);
+            let macs = 256 * 256 * 4096u64;
+            let bits = f64::from(wb * ab);
+            match run(&m, &xin, macs, iters) {
+                (Some(g), kernel) => {
+                    println!(
+                        "  matmul u{ab} x i{wb} 256x256x4096    {g:>8.2} G MAC/s  {:>3.0}% of peak / {bits}  [{kernel}]",
+                        100.0 * g * bits / peak
+                    );
+                    if !tname.is_empty() {
+                        rows.push(format!(
+                            "    row({tname}, {strategy:?}, {wb}, {ab}, {g:.2}, Measured),"
+                        ));
+                    }
+                }
+                (None, _) => println!("  matmul u{ab} x i{wb}: MISMATCH"),
+            }
+        }
+        for (label, c, m_, hw, it) in [
+            ("conv u2 x i2 16->16 3x3 32x32    ", 16, 16, 32, iters * 20),
+            ("conv u2 x i2 64->64 3x3 16x16    ", 64, 64, 16, iters * 4),
+            ("conv u2 x i2 512->256 3x3 16x16  ", 512, 256, 16, iters),
+        ] {
+            let (m, xin, macs) = bs_conv_case(&mut r, c, m_, hw, 2, 2);
+            match run(&m, &xin, macs, it) {
+                (Some(g), kernel) => println!(
+                    "  {label} {g:>8.2} G MAC/s  {:>3.0}% of peak / 4  [{kernel}]",
+                    100.0 * g * 4.0 / peak
+                ),
+                (None, _) => println!("  {label}: MISMATCH"),
+            }
+        }
+    }
+    rows
+}
+
 /// An f32 convolution `[1, c, hw, hw] * [m, c, k, k]` (pad k / 2) and an input.
 fn conv_f32_case(r: &mut Rng, c: usize, m_: usize, hw: usize, k: usize) -> (Module, Tensor, u64) {
     let mut m = Module::new("conv_f32");
@@ -642,6 +838,7 @@ fn main() {
             .into_iter()
             .chain(fwide(iters))
             .chain(xwide(iters))
+            .chain(bswide(iters))
         {
             println!("{row}");
         }
@@ -657,6 +854,12 @@ fn main() {
     }
     if std::env::var("QCC_BENCH_ONLY").is_ok_and(|o| o == "xwide") {
         for row in xwide(iters) {
+            println!("{row}");
+        }
+        return;
+    }
+    if std::env::var("QCC_BENCH_ONLY").is_ok_and(|o| o == "bswide") {
+        for row in bswide(iters) {
             println!("{row}");
         }
         return;

@@ -15,7 +15,9 @@ use qcc::backend::{JitModel, Target};
 use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, ValueId};
 
 /// The cost table gives most of these layers to the u8 x i8 kernels on x86_64 (tested
-/// in `backend_diff_maddubs.rs` and `backend_diff_wide.rs`): these tests keep them out.
+/// in `backend_diff_maddubs.rs` and `backend_diff_wide.rs`) or to the assembled
+/// bit-serial tiles (`backend_diff_bitserial_wide.rs`): these tests keep them out, so
+/// that the 128-bit kernel runs on every host.
 fn no_maddubs<R>(f: impl FnOnce() -> R) -> R {
     costs::without(
         &[
@@ -23,6 +25,8 @@ fn no_maddubs<R>(f: impl FnOnce() -> R) -> R {
             Strategy::DotVnni,
             Strategy::DotAvx2,
             Strategy::DotAvx2Wide,
+            Strategy::BitSerialZmm,
+            Strategy::BitSerialYmm,
         ],
         f,
     )

@@ -51,6 +51,8 @@ fn kernel_sets() -> Vec<Vec<Strategy>> {
                 Strategy::Int8Pmaddwd,
                 Strategy::Int8PackedW,
                 Strategy::BitSerial,
+                Strategy::BitSerialZmm,
+                Strategy::BitSerialYmm,
             ])
             .collect(),
         wide.iter()
@@ -59,6 +61,8 @@ fn kernel_sets() -> Vec<Vec<Strategy>> {
                 Strategy::Maddubs,
                 Strategy::Int8PackedW,
                 Strategy::BitSerial,
+                Strategy::BitSerialZmm,
+                Strategy::BitSerialYmm,
             ])
             .collect(),
         wide.iter()

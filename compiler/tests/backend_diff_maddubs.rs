@@ -17,10 +17,12 @@ use qcc_ir::{Attr, ElemType, IntType, Op, QuantParams, QuantType, ValueId};
 
 /// The strategies this kernel competes with, disabled to force it where it applies
 /// (the wide tiles of the same family too: `backend_diff_wide` tests those).
-const OTHERS: [Strategy; 6] = [
+const OTHERS: [Strategy; 8] = [
     Strategy::Int8Pmaddwd,
     Strategy::Int8PackedW,
     Strategy::BitSerial,
+    Strategy::BitSerialZmm,
+    Strategy::BitSerialYmm,
     Strategy::DotVnni,
     Strategy::DotAvx2,
     Strategy::DotAvx2Wide,

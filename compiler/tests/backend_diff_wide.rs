@@ -43,10 +43,12 @@ static RAN: Mutex<[usize; 2]> = Mutex::new([0; 2]);
 static RAN_I16: Mutex<usize> = Mutex::new(0);
 
 /// The other kernels, disabled so that every layer the tile can take takes it.
-const OTHERS: [Strategy; 4] = [
+const OTHERS: [Strategy; 6] = [
     Strategy::Int8Pmaddwd,
     Strategy::Int8PackedW,
     Strategy::BitSerial,
+    Strategy::BitSerialZmm,
+    Strategy::BitSerialYmm,
     Strategy::Maddubs,
 ];
 

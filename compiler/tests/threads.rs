@@ -221,6 +221,9 @@ fn int_conv(r: &mut Rng, abits: u8, wbits: u8, small_w: bool, deep: bool) -> Opt
     } else {
         (c, m, h, w, group)
     };
+    // Sometimes 16 channels per group: the channel-packed lowering (the bit-serial
+    // wide tiles need it).
+    let c = if r.i(0, 1) == 0 { 16 * group } else { c };
     let oh = (h as i64 + pads[0] + pads[2] - (d * (k - 1) + 1) as i64).div_euclid(s as i64) + 1;
     let ow = (w as i64 + pads[1] + pads[3] - (d * (k - 1) + 1) as i64).div_euclid(s as i64) + 1;
     if oh < 1 || ow < 1 {
@@ -325,6 +328,8 @@ fn only(keep: &[Strategy]) -> Vec<Strategy> {
         Strategy::F32Ymm,
         Strategy::XnorZmm,
         Strategy::XnorYmm,
+        Strategy::BitSerialZmm,
+        Strategy::BitSerialYmm,
     ]
     .into_iter()
     .filter(|s| !keep.contains(s))
@@ -388,6 +393,16 @@ proptest! {
         let Some(b) = int_conv(&mut r, abits, wbits, false, false) else { return Ok(()) };
         check(&b, "x86-64-v2", &only(&[Strategy::BitSerial]), "bitserial")
             .map_err(TestCaseError::fail)?;
+        // The wide tiles take channel-packed convolutions (16 channels per group).
+        let chan = b.m.ty(b.m.nodes[0].operands[1]).shape[1] == 16;
+        if chan && host_has(false) {
+            check(&b, "x86-64-v3", &only(&[Strategy::BitSerialYmm]), "bitserial.vpshufb.ymm")
+                .map_err(TestCaseError::fail)?;
+        }
+        if chan && Tier::host().avx512_vpopcntdq() {
+            check(&b, "native", &only(&[Strategy::BitSerialZmm]), "bitserial.vpopcntq.zmm")
+                .map_err(TestCaseError::fail)?;
+        }
     }
 
     /// XNOR-popcount: the 128-bit kernel, the ymm and zmm tiles.

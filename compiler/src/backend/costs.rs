@@ -35,7 +35,11 @@
 //!   [`CostTarget::X86_64Avx512VnniPopcnt`] (x86-64-v4 with VPOPCNTDQ, without and with
 //!   VNNI: both measured on the Sapphire Rapids class Xeon with `--cpu` forcing the row
 //!   set), [`Strategy::XnorYmm`] on [`CostTarget::X86_64Avx2`]; the VPOPCNTDQ row sets
-//!   inherit from the VNNI one (with VNNI) or the v3 one (without).
+//!   inherit from the VNNI one (with VNNI) or the v3 one (without). The bit-serial
+//!   tiles likewise: [`Strategy::BitSerialZmm`] on the VPOPCNTDQ row sets,
+//!   [`Strategy::BitSerialYmm`] on x86-64-v3, measured at K = 4096 like
+//!   [`Strategy::BitSerial`] (`bench_kernels` `QCC_BENCH_ONLY=bswide`, also part of
+//!   `--cost-table`), for every combination whose accumulators fit the registers.
 //! - [`Strategy::Maddubs`] has rows on x86_64 native only (it needs SSSE3's
 //!   `pmaddubsw`); `--cost-table` measures it with the strategies it competes with
 //!   disabled ([`without`]), and the others without it. Its rows for 4- and 2-bit
@@ -85,10 +89,17 @@ pub enum Strategy {
     /// 1-bit XNOR-popcount with the assembled AVX2 tile (`vpshufb` nibble lookup and
     /// `vpsadbw` on ymm). Rows on the v3 tier (and above).
     XnorYmm,
+    /// Bit-serial AND-popcount with the assembled AVX-512 VPOPCNTDQ tile (`vpandq`,
+    /// `vpopcntq` zmm; `kernels::xnor` with `BsPlanes`). Rows on the v4 + VPOPCNTDQ
+    /// tiers only.
+    BitSerialZmm,
+    /// Bit-serial AND-popcount with the assembled AVX2 tile (`vpand` and the `vpshufb`
+    /// nibble lookup on ymm). Rows on the v3 tier (and above).
+    BitSerialYmm,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 13] = [
+    pub const ALL: [Strategy; 15] = [
         Strategy::F32Gemm,
         Strategy::Int8Pmaddwd,
         Strategy::Int8PackedW,
@@ -102,6 +113,8 @@ impl Strategy {
         Strategy::F32Ymm,
         Strategy::XnorZmm,
         Strategy::XnorYmm,
+        Strategy::BitSerialZmm,
+        Strategy::BitSerialYmm,
     ];
 
     /// Whether the strategy computes a product of `wbits`-bit weights and `abits`-bit
@@ -112,7 +125,9 @@ impl Strategy {
             Strategy::F32Zmm | Strategy::F32Ymm => wbits == 32 && abits == 32,
             Strategy::Int8Pmaddwd => wbits == 8 && abits <= 8,
             Strategy::Int8PackedW => wbits < 8 && abits <= 8,
-            Strategy::BitSerial => (2..=4).contains(&wbits) && (2..=4).contains(&abits),
+            Strategy::BitSerial | Strategy::BitSerialZmm | Strategy::BitSerialYmm => {
+                (2..=4).contains(&wbits) && (2..=4).contains(&abits)
+            }
             Strategy::Xnor | Strategy::XnorZmm | Strategy::XnorYmm => wbits == 1 && abits == 1,
             Strategy::Maddubs | Strategy::DotVnni | Strategy::DotAvx2 | Strategy::DotAvx2Wide => {
                 (1..=8).contains(&wbits) && (1..=8).contains(&abits)
@@ -137,6 +152,8 @@ impl fmt::Display for Strategy {
             Strategy::F32Ymm => "f32-vfmadd231ps-ymm",
             Strategy::XnorZmm => "xnor-vpopcntq-zmm",
             Strategy::XnorYmm => "xnor-vpshufb-ymm",
+            Strategy::BitSerialZmm => "bit-serial-vpopcntq-zmm",
+            Strategy::BitSerialYmm => "bit-serial-vpshufb-ymm",
         })
     }
 }
@@ -257,8 +274,8 @@ use CostTarget::{
 };
 use Source::{Measured, Unmeasured};
 use Strategy::{
-    BitSerial, DotAvx2, DotAvx2Wide, DotVnni, F32Gemm, F32Ymm, F32Zmm, Int8PackedW, Int8Pmaddwd,
-    Maddubs, Xnor, XnorYmm, XnorZmm,
+    BitSerial, BitSerialYmm, BitSerialZmm, DotAvx2, DotAvx2Wide, DotVnni, F32Gemm, F32Ymm, F32Zmm,
+    Int8PackedW, Int8Pmaddwd, Maddubs, Xnor, XnorYmm, XnorZmm,
 };
 
 /// The cost table. For one target and strategy, the row that applies to (w, a) bits is
@@ -347,6 +364,31 @@ pub const TABLE: &[Row] = &[
     row(VnniPopcnt, XnorZmm, 1, 1, 1161.69, Measured),
     row(Popcnt, XnorZmm, 1, 1, 1169.30, Measured),
     row(Avx2, XnorYmm, 1, 1, 361.98, Measured),
+    // The bit-serial tiles (bench_kernels QCC_BENCH_ONLY=bswide 10: matrix products
+    // with M = N = 256, K = 4096, u`a` activations x i`w` weights; Intel Xeon, Sapphire
+    // Rapids class, 2 vCPU KVM, quiet): `vpandq` + `vpopcntq` zmm at 88-93 % of its
+    // mix's peak over w * a (1418 G binary MAC/s), the AVX2 `vpand` nibble-lookup tile
+    // at 92-93 % (398). The 128-bit Cranelift tile measured 62 (2x2) in the same run.
+    row(VnniPopcnt, BitSerialZmm, 2, 2, 313.84, Measured),
+    row(VnniPopcnt, BitSerialZmm, 3, 2, 200.48, Measured),
+    row(VnniPopcnt, BitSerialZmm, 2, 3, 212.74, Measured),
+    row(VnniPopcnt, BitSerialZmm, 4, 2, 164.02, Measured),
+    row(VnniPopcnt, BitSerialZmm, 2, 4, 160.22, Measured),
+    row(VnniPopcnt, BitSerialZmm, 3, 3, 144.57, Measured),
+    row(VnniPopcnt, BitSerialZmm, 4, 4, 79.80, Measured),
+    row(Popcnt, BitSerialZmm, 2, 2, 313.99, Measured),
+    row(Popcnt, BitSerialZmm, 3, 2, 212.41, Measured),
+    row(Popcnt, BitSerialZmm, 2, 3, 211.75, Measured),
+    row(Popcnt, BitSerialZmm, 4, 2, 162.14, Measured),
+    row(Popcnt, BitSerialZmm, 2, 4, 160.28, Measured),
+    row(Popcnt, BitSerialZmm, 3, 3, 146.48, Measured),
+    row(Popcnt, BitSerialZmm, 4, 4, 77.84, Measured),
+    row(Avx2, BitSerialYmm, 2, 2, 92.55, Measured),
+    row(Avx2, BitSerialYmm, 3, 2, 61.30, Measured),
+    row(Avx2, BitSerialYmm, 2, 3, 60.93, Measured),
+    row(Avx2, BitSerialYmm, 4, 2, 45.57, Measured),
+    row(Avx2, BitSerialYmm, 2, 4, 45.96, Measured),
+    row(Avx2, BitSerialYmm, 3, 3, 41.01, Measured),
     // aarch64: not measured; the x86_64 native figures.
     row(Aarch64, F32Gemm, 32, 32, 13.98, Unmeasured),
     row(Aarch64, Int8Pmaddwd, 8, 8, 23.67, Unmeasured),
@@ -463,10 +505,10 @@ mod tests {
             for s in Strategy::ALL {
                 let wide_only = match s {
                     DotVnni | F32Zmm => !matches!(t, Vnni | VnniPopcnt),
-                    DotAvx2 | DotAvx2Wide | F32Ymm | XnorYmm => {
+                    DotAvx2 | DotAvx2Wide | F32Ymm | XnorYmm | BitSerialYmm => {
                         !matches!(t, Avx2 | Vnni | Popcnt | VnniPopcnt)
                     }
-                    XnorZmm => !matches!(t, Popcnt | VnniPopcnt),
+                    XnorZmm | BitSerialZmm => !matches!(t, Popcnt | VnniPopcnt),
                     _ => false,
                 };
                 let wide = matches!(t, Avx2 | Vnni | Popcnt | VnniPopcnt);

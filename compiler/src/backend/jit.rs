@@ -512,6 +512,11 @@ pub enum PeakMix {
     /// `vpxor`, `vpsrlw`, two `vpand`, two `vpshufb`, two `vpaddb` ymm (AVX2): 256
     /// binary MACs per step of the nibble lookup.
     XnorYmm,
+    /// The bit-serial tiles' mix: `vpandq` + `vpopcntq` + `vpaddq` zmm, 512 binary
+    /// MACs (bit products) per triple.
+    AndZmm,
+    /// The bit-serial tiles' mix on AVX2: [`PeakMix::XnorYmm`] with `vpand`.
+    AndYmm,
 }
 
 impl PeakMix {
@@ -524,6 +529,8 @@ impl PeakMix {
             PeakMix::VfmaddpsYmm => "vfmadd231ps ymm",
             PeakMix::XnorZmm => "vpxorq+vpopcntq+vpaddq zmm",
             PeakMix::XnorYmm => "vpxor+vpshufb nibble lookup+vpaddb ymm",
+            PeakMix::AndZmm => "vpandq+vpopcntq+vpaddq zmm",
+            PeakMix::AndYmm => "vpand+vpshufb nibble lookup+vpaddb ymm",
         }
     }
 }
@@ -546,8 +553,14 @@ pub fn measure_peak(mix: PeakMix, iters: u64, reps: usize) -> Option<f64> {
         PeakMix::VfmaddpsZmm if host.level >= 4 => (fma::peak_loop(FmaIsa::Zmm, 12), 12, 16),
         PeakMix::VfmaddpsYmm if host.avx2() => (fma::peak_loop(FmaIsa::Ymm, 12), 12, 8),
         // vpopcntq: latency 3, one port; 12 chains hide it.
-        PeakMix::XnorZmm if host.avx512_vpopcntdq() => (xnor::peak_loop(XnorIsa::Zmm, 12), 12, 512),
-        PeakMix::XnorYmm if host.avx2() => (xnor::peak_loop(XnorIsa::Ymm, 10), 10, 256),
+        PeakMix::XnorZmm if host.avx512_vpopcntdq() => {
+            (xnor::peak_loop(XnorIsa::Zmm, 12, false), 12, 512)
+        }
+        PeakMix::XnorYmm if host.avx2() => (xnor::peak_loop(XnorIsa::Ymm, 10, false), 10, 256),
+        PeakMix::AndZmm if host.avx512_vpopcntdq() => {
+            (xnor::peak_loop(XnorIsa::Zmm, 12, true), 12, 512)
+        }
+        PeakMix::AndYmm if host.avx2() => (xnor::peak_loop(XnorIsa::Ymm, 10, true), 10, 256),
         _ => return None,
     };
     let bytes = bytes.ok()?;

@@ -905,6 +905,7 @@ impl Lowering {
             Lowering::BitSerial(q) => {
                 if let BsKind::Conv { g, .. } = &mut q.kind {
                     *g = sub;
+                    q.reshape_wide();
                 }
             }
             Lowering::Xnor(q) => {
@@ -918,6 +919,7 @@ impl Lowering {
                             (sub.mg(), sub.npix(), sub.kdim()),
                             *masked,
                             in_tile,
+                            None,
                         );
                     }
                 }

@@ -197,7 +197,7 @@ pub(crate) fn select(
             }
             let macs = (g.batches.len() * g.m * g.n * g.k) as u64;
             let wide = xnor::choose(macs, target)
-                .map(|isa| XnorWide::new(isa, (g.m, g.n, g.k), false, false));
+                .map(|isa| XnorWide::new(isa, (g.m, g.n, g.k), false, false, None));
             Ok(BinLowering {
                 kind: BinKind::MatMul {
                     m: g.m,
@@ -220,7 +220,7 @@ pub(crate) fn select(
             let wide = xnor::choose(g.macs(), target).map(|isa| {
                 // The tile requantizes (or thresholds) by itself in most cases.
                 let in_tile = epi.rq.is_some() || epi.thr.is_some();
-                XnorWide::new(isa, (g.mg(), g.npix(), g.kdim()), masked, in_tile)
+                XnorWide::new(isa, (g.mg(), g.npix(), g.kdim()), masked, in_tile, None)
             });
             Ok(BinLowering {
                 kind: BinKind::Conv { g, masked, chan },
@@ -646,7 +646,11 @@ fn emit_conv(
                 let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
                 let og = kb.idx(on, grp, (mg * npix * ob) as i64);
                 planes::pack(kb, &g, xg, cbits, planes::Planes::sign());
-                let dst = planes::Dst::Panels { kw: w, width: pw };
+                let dst = planes::Dst::Panels {
+                    kw: w,
+                    width: pw,
+                    planes: 1,
+                };
                 planes::gather(kb, &g, cbits, ws, dst, 1);
                 tiles(kb, grp, og, ws);
             });

@@ -49,6 +49,15 @@
 //!   plane word is splatted and ANDed with it, `cnt.16b` counts bytes into byte sums
 //!   (one per row, plane pair and weight plane) widened by `uaddlp` every 31 words; the
 //!   plane counts are weighted by `s_j 2^(i+j)` once at the end.
+//! - Wide tiles (x86-64-v3 and v4 + VPOPCNTDQ; `choose`, the cost table's
+//!   `BitSerialYmm` / `BitSerialZmm` rows): matrix products and channel-packed
+//!   convolutions whose weights have zero point 0 and whose bias is absent or constant
+//!   run the assembled popcount tiles of `kernels::xnor` with `BsPlanes` (AND for
+//!   XOR, planes on both sides, the weighting by `s_j 2^(i+j)` in the tile's
+//!   epilogue): whole K words (no tail bytes), weights in panels of 8 columns
+//!   (matrix products) or in rows (convolutions, the pixels in panels), the
+//!   correction table added as the bias or by the in-tile requantize
+//!   (`emit_matmul_wide`, `emit_conv_wide`; layouts in `kernels/xnor/README.md`).
 //! - Epilogue: the correction/bias table (folded into the fused requantize's own
 //!   per-channel table when there is one: `Requant::fold_bias`), then `AccStore`
 //!   (run-time bias, fused requantize of `quant`, or the i32 store), bit-exact with the
@@ -62,28 +71,51 @@ use super::binary::im2col_bytes;
 use super::conv::{self, ConvGeom};
 use super::planes;
 use super::quant::{AccStore, Deq, IntEpi, Requant, axis_zps, int_epi, tensor_zp};
+use super::xnor::{self, BsPlanes, EpiKind, PANEL, WideFns, WideGemm, XnorIsa, XnorWide};
 use super::{ConstOf, Ecx, matmul_geom};
 use crate::backend::costs::{self, CostTarget, Strategy};
 use crate::backend::kb::{BYTE_SUMS, Kb, MF};
+use crate::backend::kernels::dot::WideEpi;
 use crate::backend::storage::Store;
 
-/// Whether the bit-serial kernel should be preferred to the int8 `pmaddwd` kernel for
-/// `wbits`-bit weights and `abits`-bit activations on `target`.
+/// The bit-serial strategy for `wbits`-bit weights and `abits`-bit activations on
+/// `target`, if the measured cost table (`backend::costs`) prefers one to the int8
+/// kernel over packed weights: the 128-bit Cranelift tile (`Some(None)`) or, where
+/// `wide` allows, an assembled tile of the tier (`Some(Some(isa))`, `xnor::BsPlanes`)
+/// whose accumulators fit the registers.
 ///
-/// The measured cost table (`backend::costs`) decides: the bit-serial inner loop costs
-/// `wbits * abits` AND-popcount-adds per 64 MACs, so it wins while that product is small
-/// (on the project's machine 2x2 ~48 G MAC/s, 2x3 ~30, 2x4 ~24 against ~22 for the int8
-/// kernel over packed weights); 3x3 and wider have no bit-serial rows and take the int8
-/// kernel, and so does the baseline x86_64 ISA, which has no `popcnt`. (On aarch64 the
-/// scalar popcount round-trips through SIMD registers; its rows are unmeasured.)
-pub(crate) fn prefer_bitserial(wbits: u32, abits: u32, target: CostTarget) -> bool {
-    costs::choose(
-        &[Strategy::Int8PackedW, Strategy::BitSerial],
-        wbits,
-        abits,
-        1,
-        target,
-    ) == Some(Strategy::BitSerial)
+/// The bit-serial inner loop costs `wbits * abits` AND-popcount-adds per 64 MACs (per
+/// 512 with `vpopcntq` zmm), so it wins while that product is small (the 128-bit tile
+/// on the project's machine: 2x2 ~48 G MAC/s, 2x3 ~30, 2x4 ~24 against ~22 for the int8
+/// kernel over packed weights); combinations without rows take the int8 kernel, and
+/// so does the baseline x86_64 ISA, which has no `popcnt`. (On aarch64 the scalar
+/// popcount round-trips through SIMD registers; its rows are unmeasured.) Where the
+/// u8 x i8 tiles apply, `dot::applies` compares them with the strategy chosen here.
+fn choose(wbits: u32, abits: u32, target: CostTarget, wide: bool) -> Option<Option<XnorIsa>> {
+    let fits = |isa: XnorIsa| isa.bs_fits(BsPlanes::new(abits, wbits));
+    let mut cands = vec![Strategy::Int8PackedW, Strategy::BitSerial];
+    if wide && fits(XnorIsa::Zmm) {
+        cands.push(Strategy::BitSerialZmm);
+    }
+    if wide && fits(XnorIsa::Ymm) {
+        cands.push(Strategy::BitSerialYmm);
+    }
+    match costs::choose(&cands, wbits, abits, 1, target)? {
+        Strategy::BitSerial => Some(None),
+        Strategy::BitSerialZmm => Some(Some(XnorIsa::Zmm)),
+        Strategy::BitSerialYmm => Some(Some(XnorIsa::Ymm)),
+        _ => None,
+    }
+}
+
+/// The G MAC/s of the bit-serial strategy `applies` chose for `bits` on `target`.
+pub(crate) fn gmacs(bits: &Bits, target: CostTarget) -> Option<f64> {
+    let s = match bits.wide {
+        None => Strategy::BitSerial,
+        Some(XnorIsa::Zmm) => Strategy::BitSerialZmm,
+        Some(XnorIsa::Ymm) => Strategy::BitSerialYmm,
+    };
+    costs::gmacs(s, bits.wb as u32, bits.ab as u32, target)
 }
 
 /// Words along K.
@@ -107,6 +139,8 @@ pub(crate) struct Bits {
     pub off: i64,
     /// The activations' zero point (a code of their storage type).
     pub zx: i64,
+    /// The assembled tile of the tier (`xnor::BsPlanes`) for this layer.
+    pub wide: Option<XnorIsa>,
 }
 
 impl Bits {
@@ -157,6 +191,9 @@ pub(crate) struct BsLowering {
     /// The weights' zero point per output channel; empty when all are 0.
     pub zw: Vec<i64>,
     pub epi: IntEpi,
+    /// The assembled tiles' shape, when `bits.wide` has one (matrix products and
+    /// channel-packed convolutions).
+    pub wide: Option<XnorWide>,
 }
 
 impl BsLowering {
@@ -164,6 +201,16 @@ impl BsLowering {
         let rq = self.epi.suffix();
         let b = &self.bits;
         let ty = format!("w{}{}a{}", if b.wsigned { "i" } else { "u" }, b.wb, b.ab);
+        if let Some(w) = &self.wide {
+            let isa = match w.isa {
+                XnorIsa::Zmm => "vpopcntq.zmm",
+                XnorIsa::Ymm => "vpshufb.ymm",
+            };
+            return match &self.kind {
+                BsKind::MatMul { .. } => format!("matmul_int.bitserial.{isa}.{ty}{rq}"),
+                BsKind::Conv { .. } => format!("conv2d_int.chanbits+bitserial.{isa}.{ty}{rq}"),
+            };
+        }
         let tw = b.tw();
         let ty = if self.zw.is_empty() {
             ty
@@ -183,6 +230,12 @@ impl BsLowering {
         let ab = self.bits.ab;
         // Per activation vector: its planes, and `sum xu` (i32) with weight zero points.
         let sx = if self.zw.is_empty() { 0 } else { 4 };
+        if let Some(w) = &self.wide {
+            return match &self.kind {
+                BsKind::MatMul { m, n, k, .. } => m * kw(*k) * ab * 8 + w.buf_bytes(*n),
+                BsKind::Conv { g, .. } => wide_conv_main(g, ab) + w.buf_bytes(g.npix()),
+            };
+        }
         match &self.kind {
             BsKind::MatMul { m, k, .. } => m * (kw(*k) * ab * 8 + sx),
             BsKind::Conv { g, chan } => {
@@ -197,6 +250,49 @@ impl BsLowering {
             BsKind::Conv { g, .. } => g.macs(),
         }
     }
+
+    /// Chooses the assembled tiles' shape for the current geometry (again after a
+    /// convolution is cut into bands of rows).
+    pub fn reshape_wide(&mut self) {
+        let b = self.bits;
+        let Some(isa) = b.wide else {
+            self.wide = None;
+            return;
+        };
+        self.wide = match &self.kind {
+            BsKind::MatMul { m, n, k, .. } => Some(XnorWide::new(
+                isa,
+                (*m, *n, *k),
+                false,
+                false,
+                Some(BsPlanes {
+                    rows: b.ab as u8,
+                    cols: b.wb as u8,
+                    row_signed: false,
+                    col_signed: b.wsigned,
+                }),
+            )),
+            BsKind::Conv { g, chan: true } => Some(XnorWide::new(
+                isa,
+                (g.mg(), g.npix(), g.kdim()),
+                false,
+                self.epi.rq.is_some(),
+                Some(BsPlanes {
+                    rows: b.wb as u8,
+                    cols: b.ab as u8,
+                    row_signed: b.wsigned,
+                    col_signed: false,
+                }),
+            )),
+            BsKind::Conv { chan: false, .. } => None,
+        };
+    }
+}
+
+/// Workspace bytes of a convolution on the wide tiles before their result rows: the
+/// activation panels `[npix/8][KW][ab][8]` words, then the channel workspace.
+fn wide_conv_main(g: &ConvGeom, ab: usize) -> usize {
+    g.npix().div_ceil(PANEL) * PANEL * kw(g.kdim()) * ab * 8 + planes::chan_bytes(g, ab)
 }
 
 /// Storage bits and signedness of an integer (not `b1`) element type.
@@ -207,7 +303,7 @@ pub(crate) fn int_bits(e: &ElemType) -> Option<(usize, bool)> {
 /// The operand bits of `node` if it is for this kernel: a `conv2d_int` or `matmul_int`
 /// with constant integer weights of 2..4 bits (zero points per tensor or per output
 /// channel), activations of 2..4 bits with a per-tensor zero point (a code of their
-/// bits when a convolution pads), and [`prefer_bitserial`] agrees.
+/// bits when a convolution pads), and [`choose`] prefers a bit-serial strategy.
 pub(crate) fn applies(
     m: &Module,
     node: &Node,
@@ -226,12 +322,10 @@ pub(crate) fn applies(
     if !matches!(const_of(node.operands[1]), Some(ConstData::Int(_))) {
         return None;
     }
-    if !prefer_bitserial(wb as u32, ab as u32, target) {
-        return None;
-    }
     let zx = tensor_zp(xe).ok()?;
     let off = if asigned { 1i64 << (ab - 1) } else { 0 };
-    weight_zps(m, node).ok()?;
+    let zw = weight_zps(m, node).ok()?;
+    let mut chan = true;
     if node.op == Op::Conv2dInt {
         let g = conv::conv_geom(m, node).ok()?;
         let padded = (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh))
@@ -239,13 +333,21 @@ pub(crate) fn applies(
         if padded && !(0..1i64 << ab).contains(&(zx + off)) {
             return None;
         }
+        chan = planes::applies(&g);
     }
+    // The assembled tiles take the correction table as a constant bias: no weight zero
+    // points (their per-vector term) and no run-time bias beside it; convolutions
+    // only channel-packed.
+    let bias_const = node.operands.get(2).is_none_or(|&b| const_of(b).is_some());
+    let wide_ok = chan && bias_const && zw.iter().all(|&z| z == 0);
+    let wide = choose(wb as u32, ab as u32, target, wide_ok)?;
     Some(Bits {
         wb,
         wsigned,
         ab,
         off,
         zx,
+        wide,
     })
 }
 
@@ -293,7 +395,7 @@ pub(crate) fn select(
                 1 => vec![zw[0]; g.n],
                 _ => zw,
             };
-            Ok(BsLowering {
+            let mut q = BsLowering {
                 kind: BsKind::MatMul {
                     m: g.m,
                     n: g.n,
@@ -303,18 +405,24 @@ pub(crate) fn select(
                 bits,
                 zw,
                 epi,
-            })
+                wide: None,
+            };
+            q.reshape_wide();
+            Ok(q)
         }
         Op::Conv2dInt => {
             let g = conv::conv_geom(m, node)?;
             let epi = int_epi(m, node, fused, 1, false)?;
             let chan = planes::applies(&g);
-            Ok(BsLowering {
+            let mut q = BsLowering {
                 kind: BsKind::Conv { g, chan },
                 bits,
                 zw,
                 epi,
-            })
+                wide: None,
+            };
+            q.reshape_wide();
+            Ok(q)
         }
         _ => Err(format!("{} is not a bit-serial kernel", node.op)),
     }
@@ -424,6 +532,15 @@ fn bias_of(cx: &mut Ecx<'_, '_, '_, '_>, epi: &IntEpi) -> (Vec<i64>, Option<Valu
 }
 
 pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &BsLowering) {
+    if let Some(w) = q.wide {
+        match &q.kind {
+            BsKind::MatMul { m, n, k, batches } => {
+                emit_matmul_wide(cx, (*m, *n, *k), batches, q, w)
+            }
+            BsKind::Conv { g, .. } => emit_conv_wide(cx, g, q, w),
+        }
+        return;
+    }
     match &q.kind {
         BsKind::MatMul { m, n, k, batches } => {
             emit_matmul(cx, (*m, *n, *k), batches, q);
@@ -856,6 +973,261 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, chan: bool, q: &BsLower
             });
             sums(kb, acts, sx);
             tiles(kb, grp, og, acts, sx);
+        });
+    });
+}
+
+/// Packs `n` vectors of K codes `get(v, kk)` (`planes` bits of each) into panels of
+/// [`PANEL`] vectors for the wide tiles' columns: `[n/8][KW][planes][8]` words (plane
+/// `j` holds bit `j` of the code, bit `kk % 64` of word `kk / 64`; vectors past `n`
+/// and bits past K are 0).
+fn pack_panels(n: usize, k: usize, planes: usize, get: impl Fn(usize, usize) -> i64) -> Vec<u8> {
+    let w = kw(k);
+    let mut v = vec![0u64; n.div_ceil(PANEL) * w * planes * PANEL];
+    for c in 0..n {
+        let (panel, lane) = (c / PANEL, c % PANEL);
+        for kk in 0..k {
+            let code = get(c, kk) as u64;
+            for j in 0..planes {
+                if (code >> j) & 1 == 1 {
+                    v[((panel * w + kk / 64) * planes + j) * PANEL + lane] |= 1 << (kk % 64);
+                }
+            }
+        }
+    }
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Packs `n` vectors of K codes into the wide tiles' rows: `[n][KW][planes]` whole
+/// words (bits past K 0).
+fn pack_rows(n: usize, k: usize, planes: usize, get: impl Fn(usize, usize) -> i64) -> Vec<u8> {
+    let w = kw(k);
+    let mut v = vec![0u64; n * w * planes];
+    for r in 0..n {
+        for kk in 0..k {
+            let code = get(r, kk) as u64;
+            for j in 0..planes {
+                if (code >> j) & 1 == 1 {
+                    v[(r * w + kk / 64) * planes + j] |= 1 << (kk % 64);
+                }
+            }
+        }
+    }
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// A matrix product on the wide tiles (`xnor::BsPlanes`): the rows are A's rows,
+/// packed per call into `[m][KW][ab]` plane words (as the 128-bit kernel packs them),
+/// the columns the weights' output channels in panels packed at compile time; the
+/// tiles write `sum xu * w` as i32 result rows, and Cranelift's epilogue adds the
+/// correction table (as the bias, or folded into the requantize) and stores them.
+fn emit_matmul_wide(
+    cx: &mut Ecx<'_, '_, '_, '_>,
+    (m, n, k): (usize, usize, usize),
+    batches: &[(usize, usize)],
+    q: &BsLowering,
+    wd: XnorWide,
+) {
+    let (bits, epi) = (&q.bits, &q.epi);
+    let (w, wb, ab) = (kw(k), bits.wb, bits.ab);
+    let a = cx.operand(0);
+    let nb_b = batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
+    let b = weights_of(cx);
+    let (bias_c, _) = bias_of(cx, epi);
+    let zu = bits.zx + bits.off;
+    let mut packed = Vec::new();
+    let mut table = Vec::new();
+    for s in 0..nb_b {
+        let at = |j: usize, kk: usize| b[s * k * n + kk * n + j];
+        packed.extend(pack_panels(n, k, wb, at));
+        table.extend(corr_table(n, k, zu, &bias_c, &[], at));
+    }
+    let panel_bytes = n.div_ceil(PANEL) * w * wb * PANEL * 8;
+    let bp = cx.rodata(packed, 64);
+    let folded = if nb_b == 1 {
+        fold_table(epi, &table)
+    } else {
+        None
+    };
+    let tab = (folded.is_none() && table.iter().any(|&v| v != 0))
+        .then(|| cx.rodata(i32_bytes(&table), 16));
+    let rq = folded
+        .as_ref()
+        .or(epi.rq.as_ref())
+        .map(|r| (r, cx.rodata(r.table(), 16)));
+    let deq = epi.deq.as_ref().map(|d| (d, cx.rodata(d.table(), 16)));
+    let fns = WideFns::new(cx, wd, m, n, k, false, EpiKind::Store);
+    let (out, ws) = (cx.out, cx.ws);
+    let ob = epi.st_out.bytes();
+    let bits = *bits;
+    let kb = &mut *cx.kb;
+    let offv = off_vec(kb, bits.off);
+    let buf = kb.off(ws, (m * w * ab * 8) as i64);
+    for (bi, &(ba, bb)) in batches.iter().enumerate() {
+        let abase = kb.off(a, (ba * m * k) as i64);
+        kb.for_range(0, m as i64, 1, |kb, i| {
+            let src = kb.idx(abase, i, k as i64);
+            let dst = kb.idx(ws, i, (w * ab * 8) as i64);
+            pack_planes(kb, src, k, dst, &bits, offv);
+        });
+        let right = kb.off(bp, (bb * panel_bytes) as i64);
+        let acc = AccStore {
+            ldc: n,
+            chan_of_row: false,
+            bias: tab.map(|t| kb.off(t, (bb * n * 4) as i64)),
+            rq,
+            thr: None,
+            deq,
+            st_out: epi.st_out,
+        };
+        let o = kb.off(out, (bi * m * n * ob) as i64);
+        let gm = WideGemm {
+            left: ws,
+            right,
+            mask: None,
+            rows: m,
+            cols: n,
+            k,
+            out: o,
+            buf,
+            acc,
+            epi_tab: None,
+        };
+        xnor::emit_gemm(kb, &gm, &fns);
+    }
+}
+
+/// A channel-packed convolution on the wide tiles: the rows are the group's weight
+/// channels (`[mg][KW][wb]` words, compile time), the columns its output pixels in
+/// panels `[npix/8][KW][ab][8]` words, gathered per image and group from the channel
+/// planes (`planes::gather`). Every pixel word starts once per call as the code `zu` in
+/// every plane, which the padded taps keep (the padding rule of the module docs). The
+/// tiles requantize and store by themselves where the requantize has the vector form
+/// (the correction table is the bias they add), else Cranelift's epilogue does.
+fn emit_conv_wide(cx: &mut Ecx<'_, '_, '_, '_>, g: &ConvGeom, q: &BsLowering, wd: XnorWide) {
+    let (bits, epi) = (&q.bits, &q.epi);
+    let (mg, k, npix) = (g.mg(), g.kdim(), g.npix());
+    let (w, wb, ab) = (kw(k), bits.wb, bits.ab);
+    let x = cx.operand(0);
+    let wt = weights_of(cx);
+    let (bias_c, _) = bias_of(cx, epi);
+    let zu = bits.zx + bits.off;
+    let mut packed = Vec::new();
+    for grp in 0..g.group {
+        packed.extend(pack_rows(mg, k, wb, |i, kk| {
+            wt[(grp * mg + i) * k + planes::weight_k(g, kk)]
+        }));
+    }
+    let wp = cx.rodata(packed, 64);
+    let table = corr_table(g.m, k, zu, &bias_c, &[], |ch, kk| wt[ch * k + kk]);
+    // |sum xu * w + table| for the in-tile requantize's choice of form.
+    let wmax = if bits.wsigned {
+        1u64 << (wb - 1)
+    } else {
+        (1u64 << wb) - 1
+    };
+    let tmax = table
+        .iter()
+        .map(|v| v.unsigned_abs() as u64)
+        .max()
+        .unwrap_or(0);
+    let bound = k as u64 * ((1u64 << ab) - 1) * wmax + tmax;
+    let ob = epi.st_out.bytes();
+    let rq_own = epi.rq.as_ref().map(|r| Requant {
+        acc_max: Some(bound),
+        ..r.clone()
+    });
+    let in_tile = rq_own.as_ref().and_then(|r| {
+        let t = wd.rq_table(r, &table)?;
+        let e = WideEpi {
+            round: r.rounding,
+            elem: ob as u32,
+            row_bytes: (npix * ob) as u32,
+            unsigned: matches!(epi.st_out, Store::U8 | Store::U16 | Store::U32),
+            wide_shift: wd.isa == XnorIsa::Ymm && !super::dot::shift_fits_i32(r, r.acc_max),
+            f64_round: wd.isa == XnorIsa::Ymm && super::dot::f64_exact(r, r.acc_max),
+        };
+        Some((e, t))
+    });
+    let (kind, epi_tab, tab, rq) = match in_tile {
+        Some((e, t)) => (EpiKind::Requant(e), Some(cx.rodata(t, 64)), None, None),
+        None => {
+            let folded = fold_table(epi, &table);
+            let tab = (folded.is_none() && table.iter().any(|&v| v != 0))
+                .then(|| cx.rodata(i32_bytes(&table), 16));
+            let rq = match folded {
+                Some(f) => Some(f),
+                None => epi.rq.clone(),
+            };
+            (EpiKind::Store, None, tab, rq)
+        }
+    };
+    let rq = rq.as_ref().map(|r| (r, cx.rodata(r.table(), 16)));
+    let deq = epi.deq.as_ref().map(|d| (d, cx.rodata(d.table(), 16)));
+    let fns = WideFns::new(cx, wd, mg, npix, k, false, kind);
+    let (out, ws) = (cx.out, cx.ws);
+    let (g, cg) = (*g, g.cg());
+    let kb = &mut *cx.kb;
+    let np = npix.div_ceil(PANEL);
+    let main = wide_conv_main(&g, ab);
+    let cbits = kb.off(ws, (np * PANEL * w * ab * 8) as i64);
+    let buf = kb.off(ws, main as i64);
+    // Every pixel word of every plane as the code zu (padded taps, bits past K, the
+    // pixels past npix of the last panel).
+    let pat: Vec<Value> = (0..ab)
+        .map(|i| {
+            let v = kb.c(if (zu >> i) & 1 == 1 { -1 } else { 0 });
+            kb.b.ins().splat(I64X2, v)
+        })
+        .collect();
+    kb.for_range(0, (np * w) as i64, 1, |kb, u| {
+        let d = kb.idx(ws, u, (ab * PANEL * 8) as i64);
+        for (i, &pv) in pat.iter().enumerate() {
+            for h in 0..PANEL / 2 {
+                kb.store(pv, d, ((i * PANEL + 2 * h) * 8) as i64);
+            }
+        }
+    });
+    let pl = planes::Planes {
+        n: ab,
+        first: 0,
+        off: bits.off,
+    };
+    let dst = planes::Dst::Panels {
+        kw: w,
+        width: PANEL,
+        planes: ab,
+    };
+    kb.for_range(0, g.n as i64, 1, |kb, n| {
+        let xn = kb.idx(x, n, (g.c * g.h * g.w) as i64);
+        let on = kb.idx(out, n, (g.m * npix * ob) as i64);
+        kb.for_range(0, g.group as i64, 1, |kb, grp| {
+            let xg = kb.idx(xn, grp, (cg * g.h * g.w) as i64);
+            let og = kb.idx(on, grp, (mg * npix * ob) as i64);
+            planes::pack(kb, &g, xg, cbits, pl);
+            planes::gather(kb, &g, cbits, ws, dst, ab);
+            let acc = AccStore {
+                ldc: npix,
+                chan_of_row: true,
+                bias: tab.map(|t| kb.idx(t, grp, (mg * 4) as i64)),
+                rq: rq.map(|(r, t)| (r, kb.idx(t, grp, mg as i64 * r.stride()))),
+                thr: None,
+                deq: deq.map(|(d, t)| (d, kb.idx(t, grp, (mg * 4) as i64))),
+                st_out: epi.st_out,
+            };
+            let gm = WideGemm {
+                left: kb.idx(wp, grp, (mg * w * wb * 8) as i64),
+                right: ws,
+                mask: None,
+                rows: mg,
+                cols: npix,
+                k,
+                out: og,
+                buf,
+                acc,
+                epi_tab: epi_tab.map(|t| (t, kb.idx(t, grp, (mg * 16) as i64))),
+            };
+            xnor::emit_gemm(kb, &gm, &fns);
         });
     });
 }

@@ -445,12 +445,12 @@ pub(crate) fn beats_bitserial(
     c: &Checked,
     strategy: Strategy,
 ) -> bool {
-    if bitserial::applies(m, node, const_of, target).is_none() {
+    let Some(bits) = bitserial::applies(m, node, const_of, target) else {
         return true;
-    }
+    };
     let (k, wb, ab) = (c.k, c.wb, c.ab);
     let share = |unit: usize| k as f64 / (k.div_ceil(unit) * unit) as f64;
-    let bs = costs::gmacs(Strategy::BitSerial, wb, ab, target).map(|g| g * share(64));
+    let bs = bitserial::gmacs(&bits, target).map(|g| g * share(64));
     let md = costs::gmacs(strategy, wb, ab, target).map(|g| g * share(4));
     let md_bytes = VPack {
         bits: wb,

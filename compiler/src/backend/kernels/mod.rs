@@ -264,6 +264,7 @@ impl Lowering {
             Lowering::Conv { g, wide, .. } => conv::wide_gemm(g, *wide).map(|i| i.tier()),
             Lowering::Gemm(p) => p.wide.map(|i| i.tier()),
             Lowering::Xnor(q) => q.wide.map(|w| w.isa.tier()),
+            Lowering::BitSerial(q) => q.wide.map(|w| w.isa.tier()),
             _ => None,
         }
     }

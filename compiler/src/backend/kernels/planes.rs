@@ -87,9 +87,14 @@ impl Planes {
 /// The layout the tiles read, per output pixel `p`, K word `u`, plane `i`.
 #[derive(Clone, Copy)]
 pub(crate) enum Dst {
-    /// binary.rs: panels of `width` pixels, `[np/width][KW][width]` words (one
-    /// plane): 2 for the Cranelift tile, 8 for the wide tiles.
-    Panels { kw: usize, width: usize },
+    /// Panels of `width` pixels, `[np/width][KW][planes][width]` words: binary.rs (one
+    /// plane; `width` 2 for the Cranelift tile, 8 for the wide tiles) and the
+    /// bit-serial wide tiles (`width` 8).
+    Panels {
+        kw: usize,
+        width: usize,
+        planes: usize,
+    },
     /// bitserial.rs: vectors `[npix][KW][planes]` words.
     Vectors { kw: usize, planes: usize },
 }
@@ -98,7 +103,7 @@ impl Dst {
     /// Offset of word `u`, plane `i` from the pixel's first word.
     fn word(self, u: usize, i: usize) -> i64 {
         match self {
-            Dst::Panels { width, .. } => (u * width * 8) as i64,
+            Dst::Panels { width, planes, .. } => ((u * planes + i) * width * 8) as i64,
             Dst::Vectors { planes, .. } => ((u * planes + i) * 8) as i64,
         }
     }
@@ -112,18 +117,20 @@ impl Dst {
     /// Offset from pixel `p` to pixel `p + period`.
     fn step(self) -> i64 {
         match self {
-            Dst::Panels { kw, width } => (kw * width * 8) as i64,
+            Dst::Panels { kw, width, planes } => (kw * planes * width * 8) as i64,
             Dst::Vectors { kw, planes } => (2 * kw * planes * 8) as i64,
         }
     }
     /// Offset of pixel `p` (run time).
     fn pixel(self, kb: &mut Kb<'_, '_>, p: Value) -> Value {
         match self {
-            Dst::Panels { kw, width } => {
+            Dst::Panels { kw, width, planes } => {
                 debug_assert!(width.is_power_of_two());
                 let panel = kb.b.ins().ushr_imm_u(p, width.trailing_zeros() as i64);
                 let lane = kb.b.ins().band_imm_s(p, width as i64 - 1);
-                let a = kb.b.ins().imul_imm_s(panel, (kw * width * 8) as i64);
+                let a =
+                    kb.b.ins()
+                        .imul_imm_s(panel, (kw * planes * width * 8) as i64);
                 let h = kb.b.ins().ishl_imm_u(lane, 3);
                 kb.b.ins().iadd(a, h)
             }

@@ -71,25 +71,81 @@ impl XnorIsa {
 
     /// The most rows with `panels` panels: the accumulators, the column words, the
     /// broadcast row and (zmm) at least three temporaries, or (ymm) the table, the
-    /// nibble mask and two temporaries, must fit the registers.
-    fn max_rows(self, panels: usize) -> usize {
-        match self {
-            XnorIsa::Zmm => ((32 - panels - 4) / panels).min(16),
-            XnorIsa::Ymm => (16 - 5 - 2 * panels) / (2 * panels),
+    /// nibble mask and two temporaries, must fit the registers. Bit-serial tiles
+    /// (`bs`) keep one accumulator per row plane and column plane: on zmm the
+    /// column words of every plane stay in registers and two temporaries suffice; on
+    /// ymm the tile runs its panels' half-panel vectors one after the other (the
+    /// column words read from memory), so only one vector's accumulators are live.
+    fn max_rows(self, panels: usize, bs: Option<BsPlanes>) -> usize {
+        match (self, bs) {
+            (XnorIsa::Zmm, None) => ((32 - panels - 4) / panels).min(16),
+            (XnorIsa::Ymm, None) => (16 - 5 - 2 * panels) / (2 * panels),
+            (XnorIsa::Zmm, Some(b)) => {
+                let (pr, cols) = (b.rows as usize, panels * b.cols as usize);
+                32usize.saturating_sub(cols + 3) / (pr * cols)
+            }
+            (XnorIsa::Ymm, Some(b)) => 11 / (b.rows as usize * b.cols as usize),
         }
+    }
+
+    /// Whether a bit-serial tile of these planes (either way round) has at least one
+    /// row of one panel within the registers.
+    pub fn bs_fits(self, b: BsPlanes) -> bool {
+        let t = BsPlanes::new(b.cols.into(), b.rows.into());
+        self.max_rows(1, Some(b)) >= 1 && self.max_rows(1, Some(t)) >= 1
     }
 
     /// Modelled cycles of one step (one K word) of a `rows x panels` tile: the larger
     /// of the vector instructions over the ports that take them and the loads.
-    fn step_cycles(self, rows: usize, panels: usize, masked: bool) -> f64 {
-        let (r, p, m) = (rows as f64, panels as f64, f64::from(u8::from(masked)));
-        match self {
+    fn step_cycles(self, rows: usize, panels: usize, masked: bool, bs: Option<BsPlanes>) -> f64 {
+        let (pr, pc) = bs.map_or((1.0, 1.0), |b| (f64::from(b.rows), f64::from(b.cols)));
+        let (r, p, m) = (
+            rows as f64 * pr,
+            panels as f64 * pc,
+            f64::from(u8::from(masked)),
+        );
+        match (self, bs.is_some()) {
             // Three instructions per row and panel on two ports; loads: the panels,
             // the rows, and with a mask one per row and panel, two per cycle.
-            XnorIsa::Zmm => (1.5 * r * p).max((r + p + m * r * p) / 2.0),
+            (XnorIsa::Zmm, _) => (1.5 * r * p).max((r + p + m * r * p) / 2.0),
             // Eight (nine with a mask) per row and half panel on three ports.
-            XnorIsa::Ymm => ((8.0 + m) * r * 2.0 * p / 3.0).max((r + 2.0 * p) / 2.0),
+            (XnorIsa::Ymm, false) => ((8.0 + m) * r * 2.0 * p / 3.0).max((r + 2.0 * p) / 2.0),
+            // The same, with the column word a memory operand of each `vpand` and the
+            // row words broadcast again for each half panel.
+            (XnorIsa::Ymm, true) => (8.0 * r * 2.0 * p / 3.0).max((2.0 * r + 2.0 * r * p) / 2.0),
         }
+    }
+}
+
+/// The bit planes of a bit-serial tile's rows and columns (`kernels::bitserial`):
+/// instead of the XNOR dot, the tile sums `s_i s_j 2^(i+j) popcount(row_i & col_j)`
+/// over the row planes `i` and column planes `j`, where `s` is -1 for the top plane of
+/// a signed side (two's complement codes) and 1 otherwise. A row is `[KW][rows]`
+/// words (the planes of one K word adjacent), a panel `[KW][cols][8]` words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct BsPlanes {
+    pub rows: u8,
+    pub cols: u8,
+    pub row_signed: bool,
+    pub col_signed: bool,
+}
+
+impl BsPlanes {
+    /// `rows` x `cols` planes, both sides unsigned (for [`XnorIsa::bs_fits`]).
+    pub fn new(rows: u32, cols: u32) -> BsPlanes {
+        BsPlanes {
+            rows: rows as u8,
+            cols: cols as u8,
+            row_signed: false,
+            col_signed: false,
+        }
+    }
+
+    /// The shift and sign of the term of row plane `i` and column plane `j`.
+    pub fn term(&self, i: usize, j: usize) -> (u32, bool) {
+        let neg_r = self.row_signed && i + 1 == self.rows as usize;
+        let neg_c = self.col_signed && j + 1 == self.cols as usize;
+        ((i + j) as u32, neg_r != neg_c)
     }
 }
 
@@ -114,6 +170,9 @@ pub(crate) struct XnorTile {
     /// The in-tile epilogue (a convolution: one channel per row), instead of
     /// Cranelift's; `buf_row` is then its sums' row pitch.
     pub epi: Option<XnorEpi>,
+    /// A bit-serial tile (AND instead of XOR, planes on both sides; never masked, `k`
+    /// unused): see [`BsPlanes`].
+    pub bs: Option<BsPlanes>,
 }
 
 /// What a tile does with its dot products by itself.
@@ -160,8 +219,18 @@ pub(crate) enum EpiKind {
 
 impl XnorTile {
     pub fn symbol(&self) -> String {
+        let family = match self.bs {
+            None => "xnor".to_string(),
+            Some(b) => format!(
+                "bs{}{}{}{}",
+                if b.row_signed { "i" } else { "u" },
+                b.rows,
+                if b.col_signed { "i" } else { "u" },
+                b.cols
+            ),
+        };
         format!(
-            "xnor_{}_{}x{}_w{}_r{}_p{}_b{}_{}",
+            "{family}_{}_{}x{}_w{}_r{}_p{}_b{}_{}",
             match self.isa {
                 XnorIsa::Zmm => "zmm",
                 XnorIsa::Ymm => "ymm",
@@ -205,9 +274,11 @@ impl XnorTile {
     }
 
     pub fn assemble(&self) -> Result<Vec<u8>, iced_x86::IcedError> {
-        match self.isa {
-            XnorIsa::Zmm => tile::zmm_tile(self),
-            XnorIsa::Ymm => tile::ymm_tile(self),
+        match (self.isa, self.bs) {
+            (XnorIsa::Zmm, None) => tile::zmm_tile(self),
+            (XnorIsa::Ymm, None) => tile::ymm_tile(self),
+            (XnorIsa::Zmm, Some(b)) => tile::bs_zmm_tile(self, b),
+            (XnorIsa::Ymm, Some(b)) => tile::bs_ymm_tile(self, b),
         }
     }
 }
@@ -241,11 +312,10 @@ pub(crate) fn best_gmacs(target: CostTarget) -> f64 {
 /// odd panel count wastes half of one).
 pub(crate) fn choose_tile(
     isa: XnorIsa,
-    m: usize,
-    np: usize,
-    words: usize,
+    (m, np, words): (usize, usize, usize),
     masked: bool,
     in_tile: bool,
+    bs: Option<BsPlanes>,
 ) -> (usize, usize) {
     let mut best = (f64::INFINITY, (1, 1));
     let split = |total: usize, size: usize| -> Vec<(usize, usize)> {
@@ -256,7 +326,7 @@ pub(crate) fn choose_tile(
         t
     };
     for panels in 1..=isa.max_panels().min(np.max(1)) {
-        for rows in 1..=isa.max_rows(panels).min(m.max(1)) {
+        for rows in 1..=isa.max_rows(panels, bs).min(m.max(1)) {
             let mut cost = 0.0;
             for &(r, rc) in &split(m.max(1), rows) {
                 for &(p, pc) in &split(np.max(1), panels) {
@@ -265,7 +335,7 @@ pub(crate) fn choose_tile(
                         (true, XnorIsa::Zmm) => 16.0 * (r * p.div_ceil(2)) as f64,
                         (true, XnorIsa::Ymm) => 16.0 * (r * p) as f64,
                     };
-                    let per = words as f64 * isa.step_cycles(r, p, masked) + epi + 20.0;
+                    let per = words as f64 * isa.step_cycles(r, p, masked, bs) + epi + 20.0;
                     cost += per * (rc * pc) as f64;
                 }
             }
@@ -283,6 +353,8 @@ pub(crate) struct XnorWide {
     pub isa: XnorIsa,
     pub rows: usize,
     pub panels: usize,
+    /// A bit-serial GEMM's planes.
+    pub bs: Option<BsPlanes>,
 }
 
 impl XnorWide {
@@ -293,10 +365,27 @@ impl XnorWide {
         (m, n, k): (usize, usize, usize),
         masked: bool,
         in_tile: bool,
+        bs: Option<BsPlanes>,
     ) -> XnorWide {
-        let (rows, panels) =
-            choose_tile(isa, m, n.div_ceil(PANEL), k.div_ceil(64), masked, in_tile);
-        XnorWide { isa, rows, panels }
+        let (rows, panels) = choose_tile(
+            isa,
+            (m, n.div_ceil(PANEL), k.div_ceil(64)),
+            masked,
+            in_tile,
+            bs,
+        );
+        XnorWide {
+            isa,
+            rows,
+            panels,
+            bs,
+        }
+    }
+
+    /// Planes of a row and of a panel (1 and 1 for the XNOR tiles).
+    pub fn planes(&self) -> (usize, usize) {
+        self.bs
+            .map_or((1, 1), |b| (b.rows as usize, b.cols as usize))
     }
 
     /// Bytes of one result row for `n` columns (whole panels of i32).
@@ -444,16 +533,18 @@ impl WideFns {
                     (true, XnorIsa::Zmm) => p.div_ceil(2) * 64,
                     (true, XnorIsa::Ymm) => p * 32,
                 };
+                let (pr, pc) = w.planes();
                 let f = AsmFn::Xnor(XnorTile {
                     isa: w.isa,
                     rows: r as u8,
                     panels: p as u8,
                     words: words as u32,
-                    row_stride: (words * 8) as u32,
-                    panel_stride: (words * PANEL * 8) as u32,
+                    row_stride: (words * 8 * pr) as u32,
+                    panel_stride: (words * PANEL * 8 * pc) as u32,
                     buf_row: buf_row as u32,
                     masked,
-                    k: k as u32,
+                    k: if w.bs.is_some() { 0 } else { k as u32 },
+                    bs: w.bs,
                     epi: match epi {
                         EpiKind::Store => None,
                         EpiKind::Requant(e) => Some(XnorEpi::Requant(e.dot(valid))),
@@ -499,11 +590,12 @@ impl WideFns {
 pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &WideGemm<'_>, f: &WideFns) {
     let words = g.k.div_ceil(64);
     let (mr, pp) = (f.w.rows, f.w.panels);
-    let ps = (words * PANEL * 8) as i64;
+    let (pr, pc) = f.w.planes();
+    let ps = (words * PANEL * 8 * pc) as i64;
     let buf_row = XnorWide::buf_row(g.cols) as i64;
     let ob = g.acc.st_out.bytes() as i64;
     let row_tile = |kb: &mut Kb<'_, '_>, row0: Value, rv: usize| {
-        let lp = kb.idx(g.left, row0, (words * 8) as i64);
+        let lp = kb.idx(g.left, row0, (words * 8 * pr) as i64);
         let call = |kb: &mut Kb<'_, '_>, p0: Value, pv: usize, valid: usize| {
             let rp = kb.idx(g.right, p0, ps);
             let (mp, vp) = match g.mask {
@@ -574,9 +666,12 @@ mod tests {
                 (10, 1, 72, true),
                 (3, 7, 1, false),
             ] {
-                let (r, p) = choose_tile(isa, m, np, w, masked, masked);
+                let (r, p) = choose_tile(isa, (m, np, w), masked, masked, None);
                 assert!(r >= 1 && p >= 1 && r <= m.max(1) && p <= np.max(1));
-                assert!(p <= isa.max_panels() && r <= isa.max_rows(p), "{isa:?}");
+                assert!(
+                    p <= isa.max_panels() && r <= isa.max_rows(p, None),
+                    "{isa:?}"
+                );
                 let base = match isa {
                     XnorIsa::Zmm => r * p + p + 1 + 3,
                     XnorIsa::Ymm => 2 * r * p + 2 * p + 5,
@@ -599,6 +694,7 @@ mod tests {
             masked,
             k: 4444,
             epi: None,
+            bs: None,
         };
         let z = crate::backend::asm::disassemble(&t(XnorIsa::Zmm, false).assemble().unwrap());
         assert!(

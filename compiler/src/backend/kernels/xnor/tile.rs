@@ -302,6 +302,250 @@ pub(super) fn ymm_tile(t: &XnorTile) -> Result<Vec<u8>, IcedError> {
     a.assemble(0)
 }
 
+/// The bit-serial zmm tile (see [`super::BsPlanes`]): per row, row plane `i`, panel
+/// and column plane `j` one u64 accumulator of `popcount(row_i & col_j)` per column
+/// lane; the column words of every panel and plane stay in registers for the step.
+/// The epilogue weights each accumulator by `s_i s_j 2^(i+j)` (`vpsllq`, `vpaddq` or
+/// `vpsubq` into the `(0, 0)` one, which is never negative: planes are at least two),
+/// narrows the sums to i32 (`vpmovqd`: the i32 wrap-around of the exact i64 sum) and
+/// stores 8 per panel at `rdx + r * buf_row + panel * 32`; the in-tile requantize
+/// then reads them as the XNOR tile's. Arguments as for [`zmm_tile`] (no mask).
+pub(super) fn bs_zmm_tile(t: &XnorTile, b: super::BsPlanes) -> Result<Vec<u8>, IcedError> {
+    let (rows, panels) = (t.rows as usize, t.panels as usize);
+    let (pr, pc) = (b.rows as usize, b.cols as usize);
+    let cols = panels * pc;
+    let mut a = crate::backend::asm::assembler(true)?;
+    let acc = |r: usize, i: usize, g: usize, j: usize| zmm(((r * pr + i) * panels + g) * pc + j);
+    let nacc = rows * pr * cols;
+    let col = |g: usize, j: usize| zmm(nacc + g * pc + j);
+    let bc = zmm(nacc + cols);
+    let (t0, t1) = (nacc + cols + 1, nacc + cols + 2);
+    debug_assert!(t1 < 32, "{rows}x{panels} tile of {pr}x{pc} planes");
+    let ps = t.panel_stride as i32;
+    for n in 0..nacc {
+        a.vpxorq(zmm(n), zmm(n), zmm(n))?;
+    }
+    let mut top = a.create_label();
+    a.mov(r10d, t.words)?;
+    a.set_label(&mut top)?;
+    for g in 0..panels {
+        for j in 0..pc {
+            a.vmovdqu64(
+                col(g, j),
+                zmmword_ptr(rsi + (g as i32 * ps + j as i32 * 64)),
+            )?;
+        }
+    }
+    let mut n = 0;
+    for r in 0..rows {
+        for i in 0..pr {
+            let at = (r as u32 * t.row_stride) as i32 + (i * 8) as i32;
+            a.vpbroadcastq(bc, qword_ptr(rdi + at))?;
+            for g in 0..panels {
+                for j in 0..pc {
+                    // Two temporaries in turn: one popcount's result is added while
+                    // the next one is computed.
+                    let x = zmm(if n % 2 == 0 { t0 } else { t1 });
+                    n += 1;
+                    a.vpandq(x, col(g, j), bc)?;
+                    a.vpopcntq(x, x)?;
+                    a.vpaddq(acc(r, i, g, j), acc(r, i, g, j), x)?;
+                }
+            }
+        }
+    }
+    a.add(rdi, (pr * 8) as i32)?;
+    a.add(rsi, (pc * 64) as i32)?;
+    a.sub(r10d, 1)?;
+    a.jnz(top)?;
+    for r in 0..rows {
+        for g in 0..panels {
+            let sum = acc(r, 0, g, 0);
+            for i in 0..pr {
+                for j in 0..pc {
+                    if i + j == 0 {
+                        continue;
+                    }
+                    let (sh, neg) = b.term(i, j);
+                    let x = acc(r, i, g, j);
+                    a.vpsllq(x, x, sh)?;
+                    if neg {
+                        a.vpsubq(sum, sum, x)?;
+                    } else {
+                        a.vpaddq(sum, sum, x)?;
+                    }
+                }
+            }
+            let y = ymm(t0);
+            a.vpmovqd(y, sum)?;
+            let off = (r as u32 * t.buf_row) as i32 + g as i32 * 32;
+            a.vmovdqu32(ymmword_ptr(rdx + off), y)?;
+        }
+    }
+    match &t.epi {
+        None => {}
+        Some(XnorEpi::Requant(e)) => {
+            in_tile_args(&mut a)?;
+            crate::backend::kernels::dot::requantize(&mut a, rows, panels.div_ceil(2), e)?;
+        }
+        Some(XnorEpi::Thresh(e)) => {
+            in_tile_args(&mut a)?;
+            threshold(&mut a, rows, panels.div_ceil(2), e)?;
+        }
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
+/// The bit-serial ymm tile (VEX only): the nibble lookup of [`ymm_tile`] with `vpand`
+/// for `vpxor`, one half panel (4 columns) at a time, each over the whole of K: per
+/// row, row plane and column plane a vector of byte counters (at most 11 with the
+/// table, the nibble mask, the broadcast row word and two temporaries), the column
+/// word a memory operand of the `vpand`. Every [`CHUNK`] steps (and at the end) the
+/// counters are summed per lane (`vpsadbw`), weighted by `s_i s_j 2^(i+j)` and added
+/// into one u64 sum per row (on the stack with more than one chunk), which the
+/// epilogue narrows to 4 i32 at `rdx + r * buf_row + vector * 16`.
+pub(super) fn bs_ymm_tile(t: &XnorTile, b: super::BsPlanes) -> Result<Vec<u8>, IcedError> {
+    let (rows, vecs) = (t.rows as usize, 2 * t.panels as usize);
+    let (pr, pc) = (b.rows as usize, b.cols as usize);
+    let mut a = crate::backend::asm::assembler(false)?;
+    let acc = |r: usize, i: usize, j: usize| ymm((r * pr + i) * pc + j);
+    let nacc = rows * pr * pc;
+    debug_assert!(nacc <= 11, "{rows} rows of {pr}x{pc} planes");
+    let (lut, low, bc, x, y) = (ymm(11), ymm(12), ymm(13), ymm(14), ymm(15));
+    let ps = t.panel_stride as i32;
+    let voff = |v: usize| (v / 2) as i32 * ps + (v % 2) as i32 * 32;
+    a.mov(rax, 0x0302_0201_0201_0100u64)?;
+    a.vmovq(xmm(11), rax)?;
+    a.mov(rax, 0x0403_0302_0302_0201u64)?;
+    a.vpinsrq(xmm(11), xmm(11), rax, 1)?;
+    a.vpermq(lut, lut, 0x44)?;
+    a.mov(eax, 0x0f0f_0f0fu32)?;
+    a.vmovd(xmm(12), eax)?;
+    a.vpbroadcastd(low, xmm(12))?;
+    let chunks = t.words.div_ceil(CHUNK);
+    if chunks > 1 {
+        a.sub(rsp, (rows * 32) as i32)?;
+    }
+    // The weighted sums of the counters into `y` (row r), zeroing the counters.
+    let fold = |a: &mut CodeAssembler, r: usize| -> Result<(), IcedError> {
+        a.vpxor(bc, bc, bc)?;
+        a.vpsadbw(y, acc(r, 0, 0), bc)?;
+        a.vpxor(acc(r, 0, 0), acc(r, 0, 0), acc(r, 0, 0))?;
+        for i in 0..pr {
+            for j in 0..pc {
+                if i + j == 0 {
+                    continue;
+                }
+                let (sh, neg) = b.term(i, j);
+                a.vpsadbw(x, acc(r, i, j), bc)?;
+                a.vpxor(acc(r, i, j), acc(r, i, j), acc(r, i, j))?;
+                a.vpsllq(x, x, sh)?;
+                if neg {
+                    a.vpsubq(y, y, x)?;
+                } else {
+                    a.vpaddq(y, y, x)?;
+                }
+            }
+        }
+        Ok(())
+    };
+    for v in 0..vecs {
+        for n in 0..nacc {
+            a.vpxor(ymm(n), ymm(n), ymm(n))?;
+        }
+        if chunks > 1 {
+            a.vpxor(x, x, x)?;
+            for r in 0..rows {
+                a.vmovdqu(ymmword_ptr(rsp + (r * 32) as i32), x)?;
+            }
+        }
+        // The K loop restarts at the first word: rdi and rsi are kept, the loop
+        // pointers are rax (rows) and r11 (columns).
+        a.mov(rax, rdi)?;
+        a.lea(r11, qword_ptr(rsi + voff(v)))?;
+        let chunk = |a: &mut CodeAssembler, steps: u32| -> Result<(), IcedError> {
+            let mut top = a.create_label();
+            a.mov(r10d, steps)?;
+            a.set_label(&mut top)?;
+            for r in 0..rows {
+                for i in 0..pr {
+                    let at = (r as u32 * t.row_stride) as i32 + (i * 8) as i32;
+                    a.vpbroadcastq(bc, qword_ptr(rax + at))?;
+                    for j in 0..pc {
+                        a.vpand(x, bc, ymmword_ptr(r11 + (j * 64) as i32))?;
+                        a.vpsrlw(y, x, 4)?;
+                        a.vpand(x, x, low)?;
+                        a.vpand(y, y, low)?;
+                        a.vpshufb(x, lut, x)?;
+                        a.vpshufb(y, lut, y)?;
+                        a.vpaddb(acc(r, i, j), acc(r, i, j), x)?;
+                        a.vpaddb(acc(r, i, j), acc(r, i, j), y)?;
+                    }
+                }
+            }
+            a.add(rax, (pr * 8) as i32)?;
+            a.add(r11, (pc * 64) as i32)?;
+            a.sub(r10d, 1)?;
+            a.jnz(top)?;
+            if chunks > 1 {
+                for r in 0..rows {
+                    let s = ymmword_ptr(rsp + (r * 32) as i32);
+                    fold(a, r)?;
+                    a.vpaddq(y, y, s)?;
+                    a.vmovdqu(s, y)?;
+                }
+            }
+            Ok(())
+        };
+        let (full, tail) = (t.words / CHUNK, t.words % CHUNK);
+        if full > 1 {
+            let mut outer = a.create_label();
+            // ecx: the mask argument, which a bit-serial tile never has (r9 holds
+            // the in-tile epilogue's outputs).
+            a.mov(ecx, full)?;
+            a.set_label(&mut outer)?;
+            chunk(&mut a, CHUNK)?;
+            a.sub(ecx, 1)?;
+            a.jnz(outer)?;
+        } else if full == 1 {
+            chunk(&mut a, CHUNK)?;
+        }
+        if tail > 0 {
+            chunk(&mut a, tail)?;
+        }
+        for r in 0..rows {
+            if chunks > 1 {
+                a.vmovdqu(y, ymmword_ptr(rsp + (r * 32) as i32))?;
+            } else {
+                fold(&mut a, r)?;
+            }
+            a.vpshufd(y, y, 0x08)?;
+            a.vpermq(y, y, 0x08)?;
+            let off = (r as u32 * t.buf_row) as i32 + (v * 16) as i32;
+            a.vmovdqu(xmmword_ptr(rdx + off), xmm(15))?;
+        }
+    }
+    if chunks > 1 {
+        a.add(rsp, (rows * 32) as i32)?;
+    }
+    match &t.epi {
+        None => {}
+        Some(XnorEpi::Requant(e)) => {
+            in_tile_args(&mut a)?;
+            crate::backend::kernels::dot::requantize_avx2(&mut a, rows, t.panels as usize, e)?;
+        }
+        Some(XnorEpi::Thresh(e)) => {
+            in_tile_args(&mut a)?;
+            threshold_avx2(&mut a, rows, t.panels as usize, e)?;
+        }
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
 /// The in-tile threshold of `rows` x `vecs` vectors of 16 dot products at `rdx` (row
 /// by row): per row, the channel's bias and thresholds at `r9 + 16 r` (see
 /// [`ThrEpi`]); per vector, `dot + bias`, then `base` plus `inc` for each threshold
@@ -390,8 +634,8 @@ fn in_tile_args(a: &mut CodeAssembler) -> Result<(), IcedError> {
 
 /// A loop of independent chains of the tiles' instruction mix, `rdi` iterations, for
 /// the benchmark's peak: `int loop(u64 iters)`; each iteration does `chains` steps of
-/// 512 (zmm) or 256 (ymm) binary MACs.
-pub(crate) fn peak_loop(isa: XnorIsa, chains: usize) -> Result<Vec<u8>, IcedError> {
+/// 512 (zmm) or 256 (ymm) binary MACs; `and`: the bit-serial tiles' AND for the XOR.
+pub(crate) fn peak_loop(isa: XnorIsa, chains: usize, and: bool) -> Result<Vec<u8>, IcedError> {
     let mut a = crate::backend::asm::assembler(isa == XnorIsa::Zmm)?;
     let mut top = a.create_label();
     match isa {
@@ -403,7 +647,11 @@ pub(crate) fn peak_loop(isa: XnorIsa, chains: usize) -> Result<Vec<u8>, IcedErro
             // chains accumulators, temporaries after them, two operands at the end.
             for c in 0..chains {
                 let x = zmm(chains + c % 4);
-                a.vpxorq(x, zmm(30), zmm(31))?;
+                if and {
+                    a.vpandq(x, zmm(30), zmm(31))?;
+                } else {
+                    a.vpxorq(x, zmm(30), zmm(31))?;
+                }
                 a.vpopcntq(x, x)?;
                 a.vpaddq(zmm(c), zmm(c), x)?;
             }
@@ -416,7 +664,11 @@ pub(crate) fn peak_loop(isa: XnorIsa, chains: usize) -> Result<Vec<u8>, IcedErro
             // chains accumulators, two temporaries, the table, the mask, two operands.
             for c in 0..chains {
                 let (x, y) = (ymm(chains), ymm(chains + 1));
-                a.vpxor(x, ymm(14), ymm(15))?;
+                if and {
+                    a.vpand(x, ymm(14), ymm(15))?;
+                } else {
+                    a.vpxor(x, ymm(14), ymm(15))?;
+                }
                 a.vpsrlw(y, x, 4)?;
                 a.vpand(x, x, ymm(13))?;
                 a.vpand(y, y, ymm(13))?;
