@@ -111,6 +111,38 @@ impl Target {
                     .map_err(|e| BackendError::Internal(format!("flag {flag}: {e}")))?;
             }
             b
+        } else if let Some(adds) = self.cpu.strip_prefix("baseline+") {
+            if !matches!(
+                self.triple.architecture,
+                target_lexicon::Architecture::Aarch64(_)
+            ) {
+                return Err(BackendError::Target(format!(
+                    "--cpu {}: additions to baseline name aarch64 extensions ({}); for                      x86_64 use {}",
+                    self.cpu,
+                    AARCH64_HELP,
+                    Tier::HELP
+                )));
+            }
+            let mut b = isa::lookup(self.triple.clone()).map_err(|e| {
+                BackendError::Target(format!("no code generator for {}: {e}", self.triple))
+            })?;
+            for add in adds.split('+') {
+                let flag = match add {
+                    "dotprod" => "has_dotprod",
+                    "i8mm" => "has_i8mm",
+                    "lse" => "has_lse",
+                    "fp16" => "has_fp16",
+                    other => {
+                        return Err(BackendError::Target(format!(
+                            "--cpu {}: unknown aarch64 extension `{other}`; {AARCH64_HELP}",
+                            self.cpu
+                        )));
+                    }
+                };
+                b.enable(flag)
+                    .map_err(|e| BackendError::Internal(format!("flag {flag}: {e}")))?;
+            }
+            b
         } else {
             let mut b = isa::lookup(self.triple.clone()).map_err(|e| {
                 BackendError::Target(format!("no code generator for {}: {e}", self.triple))
@@ -157,6 +189,10 @@ impl Target {
         Ok(Some(Tier::of_isa(&*self.isa(true)?)))
     }
 }
+
+/// What `--cpu` accepts for aarch64 besides `baseline` and `native`, for error messages.
+const AARCH64_HELP: &str = "aarch64 takes baseline with additions +dotprod (FEAT_DotProd: \
+     `sdot` for the u8 x i8 kernels), +i8mm, +lse, +fp16 (e.g. baseline+dotprod)";
 
 /// An x86-64 feature tier: the level (1: SSE2 only; 2: SSE4.2, POPCNT; 3: AVX2, FMA,
 /// BMI1/2, LZCNT; 4: AVX-512 F/BW/DQ/VL) and the AVX-512 additions the wide kernels use.

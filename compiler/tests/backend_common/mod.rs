@@ -234,8 +234,14 @@ pub fn have_aarch64_tools() -> bool {
 /// returns the compile report and every output value. Call after
 /// [`have_aarch64_tools`].
 pub fn run_aarch64(b: &B, tag: &str) -> (qcc::backend::Report, Vec<f32>) {
+    run_aarch64_cpu(b, tag, "baseline")
+}
+
+/// [`run_aarch64`] for the aarch64 `--cpu` feature set `cpu` (`baseline+dotprod`: qemu
+/// runs it as its `max` CPU, which has every extension qcc can name).
+pub fn run_aarch64_cpu(b: &B, tag: &str, cpu: &str) -> (qcc::backend::Report, Vec<f32>) {
     use std::process::Command;
-    let t = qcc::backend::Target::new("aarch64-unknown-linux-gnu", "baseline").unwrap();
+    let t = qcc::backend::Target::new("aarch64-unknown-linux-gnu", cpu).unwrap();
     let c = qcc::backend::compile_object(&b.m, "t", &t).unwrap();
     let dir = std::env::temp_dir().join(format!("qcc-{tag}-a64-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -265,6 +271,7 @@ pub fn run_aarch64(b: &B, tag: &str) -> (qcc::backend::Report, Vec<f32>) {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = Command::new("qemu-aarch64")
+        .args(["-cpu", "max"])
         .arg(dir.join("t"))
         .arg(dir.join("in.bin"))
         .output()

@@ -74,6 +74,8 @@ const GMAX: usize = 4096;
 pub(crate) struct Plan {
     pub group: usize,
     pub order: Option<KOrder>,
+    /// aarch64 with FEAT_DotProd: `sdot` for each quad ([`Strategy::Sdot`]).
+    pub sdot: bool,
 }
 
 /// A convolution's K order for `pmaddubsw` (`[`pair_order`]): position `i` of the
@@ -410,6 +412,19 @@ pub(crate) fn applies(
     let (xe, we) = (&m.ty(node.operands[0]).elem, &m.ty(node.operands[1]).elem);
     let (ab, _) = int_bits(xe)?;
     let (wb, _) = int_bits(we)?;
+    if costs::choose(&[Strategy::Sdot], wb.min(8), ab.min(8), 1, target).is_some() {
+        // `sdot` never saturates: every layer whose corrected weights fit i8.
+        let c = check(m, node, const_of)?;
+        let cands = [Strategy::Int8PackedW, Strategy::Int8Pmaddwd, Strategy::Sdot];
+        if costs::choose(&cands, c.weff, c.ab, 1, target) != Some(Strategy::Sdot) {
+            return None;
+        }
+        return beats_bitserial(m, node, const_of, target, &c, Strategy::Sdot).then_some(Plan {
+            group: 1,
+            order: None,
+            sdot: true,
+        });
+    }
     // No row on this target (no SSSE3, aarch64) or disabled: skip the weights' check.
     costs::choose(&[Strategy::Maddubs], wb.min(8), ab.min(8), 1, target)?;
     let c = check(m, node, const_of)?;
@@ -425,6 +440,7 @@ pub(crate) fn applies(
     beats_bitserial(m, node, const_of, target, &c, Strategy::Maddubs).then_some(Plan {
         group,
         order: c.order.clone(),
+        sdot: false,
     })
 }
 
@@ -494,6 +510,10 @@ pub(crate) struct MdLowering {
     pub epi: IntEpi,
     /// The assembled wide tile's instruction set (`dot`), instead of the 128-bit tile.
     pub wide: Option<DotIsa>,
+    /// aarch64 `sdot` instead of `pmaddubsw` in the 128-bit tile: both operands signed,
+    /// the activations' bytes `xs = x + off` with `off` 128 less than `pmaddubsw`'s
+    /// (so `xs = xu - 128`, and the correction's `zu` 128 less too).
+    pub sdot: bool,
     /// What a conv kernel with bit-packed weights does with them (the threaded entry
     /// unpacks them once per layer, in parallel, for all its bands: `split.rs`).
     pub phase: MdPhase,
@@ -583,6 +603,13 @@ impl MdLowering {
             .map_or(String::new(), |p| format!(".w{}packed", p.bits));
         let rq = self.epi.suffix();
         let kpair = if self.order.is_some() { ".kpaired" } else { "" };
+        if self.sdot {
+            let body = format!("sdot{mr}x{}.{}{packed}{rq}", 4 * nv, self.st_x.name());
+            return match &self.kind {
+                MdKind::Conv { .. } => format!("conv2d_int.im2col+{body}"),
+                MdKind::MatMul { .. } => format!("matmul_int.{body}"),
+            };
+        }
         let body = format!(
             "pmaddubsw{mr}x{}.{}{packed}{kpair}.g{}{rq}",
             4 * nv,
@@ -659,6 +686,7 @@ pub(crate) fn select(
     let we = &m.ty(node.operands[1]).elem;
     let (ab, asigned) = int_bits(xe).ok_or("integer activations expected")?;
     let off = if asigned { 1i64 << (ab - 1) } else { 0 };
+    let off = if plan.sdot { off - 128 } else { off };
     let pack_of = |zw: &[i64]| -> Option<VPack> {
         let (wb, ws) = int_bits(we)?;
         let (lo, hi) = we.code_range()?;
@@ -688,6 +716,7 @@ pub(crate) fn select(
             order: plan.order.clone(),
             epi,
             wide,
+            sdot: plan.sdot,
             phase: MdPhase::Full,
             planes: None,
         }),
@@ -713,6 +742,7 @@ pub(crate) fn select(
             order: None,
             epi,
             wide,
+            sdot: plan.sdot,
             phase: MdPhase::Full,
             planes: None,
         }),
@@ -931,6 +961,8 @@ pub(crate) struct Gemm<'t> {
     pub cols: Value,
     pub pitch: usize,
     pub rows_signed: bool,
+    /// Both operands signed, each quad summed by the `sdot` tree ([`sdot_quads`]).
+    pub sdot: bool,
     /// Whether the rows may be read with `RO` flags (pure loads, which become
     /// `vbroadcastss` from memory next to their use): true when every row byte is written
     /// before the first GEMM that reads it and never again in the kernel.
@@ -1016,6 +1048,28 @@ fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>) {
     }
 }
 
+/// `acc` plus the four quad sums `a[4i..4i+4] . b[4i..4i+4]` of two i8x16 vectors, as
+/// the exact i32 tree (i16 products of the widened halves, widened and summed
+/// pairwise) that Cranelift lowers to one `sdot` on aarch64 with FEAT_DotProd (and,
+/// elsewhere, to the widening multiplies it stands for).
+fn sdot_quads(kb: &mut Kb<'_, '_>, a: Value, b: Value, acc: Value) -> Value {
+    let ins = |kb: &mut Kb<'_, '_>, lo: bool| {
+        let (x, y) = if lo {
+            (kb.b.ins().swiden_low(a), kb.b.ins().swiden_low(b))
+        } else {
+            (kb.b.ins().swiden_high(a), kb.b.ins().swiden_high(b))
+        };
+        let p = kb.b.ins().imul(x, y);
+        let pl = kb.b.ins().swiden_low(p);
+        let ph = kb.b.ins().swiden_high(p);
+        kb.b.ins().iadd_pairwise(pl, ph)
+    };
+    let lo = ins(kb, true);
+    let hi = ins(kb, false);
+    let t = kb.b.ins().iadd_pairwise(lo, hi);
+    kb.b.ins().iadd(t, acc)
+}
+
 /// The `i16x8 -> i32x4` pair sums: one `pmaddwd` by ones (docs/kernels.md).
 fn widen_pairs(kb: &mut Kb<'_, '_>, v: Value) -> Value {
     let lo = kb.b.ins().swiden_low(v);
@@ -1068,6 +1122,17 @@ fn tile(
             let av = kb.b.ins().splat(I32X4, q);
             let av = cast(kb, I8X16, av);
             for (v, &bvv) in bv.iter().enumerate() {
+                if g.sdot {
+                    let var = acc32[r][v];
+                    let s = if init {
+                        kb.iconst_t(I32X4, 0)
+                    } else {
+                        kb.b.use_var(var)
+                    };
+                    let s = sdot_quads(kb, av, bvv, s);
+                    kb.b.def_var(var, s);
+                    continue;
+                }
                 // x86_pmaddubsw(signed, unsigned).
                 let p = if g.rows_signed {
                     kb.b.ins().x86_pmaddubsw(av, bvv)
@@ -1875,6 +1940,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
                     cols: b,
                     pitch: pp,
                     rows_signed: true,
+                    sdot: q.sdot,
                     rows_ro: true,
                     group,
                     acc_mem,
@@ -2053,6 +2119,7 @@ fn emit_matmul(
                 cols: cp,
                 pitch: npp,
                 rows_signed: false,
+                sdot: q.sdot,
                 rows_ro: batches.len() == 1,
                 group,
                 acc_mem,

@@ -607,7 +607,11 @@ pub(crate) fn select(
         Op::Conv2dInt | Op::MatMulInt
             if let Some((isa, order)) = dot::applies(m, node, const_of, target) =>
         {
-            let plan = maddubs::Plan { group: 1, order };
+            let plan = maddubs::Plan {
+                group: 1,
+                order,
+                sdot: false,
+            };
             maddubs::select(m, node, fused, const_of, plan, Some(isa)).map(Lowering::Maddubs)
         }
         Op::Conv2dInt | Op::MatMulInt if binary::applies(m, node, const_of) => {
