@@ -6,13 +6,14 @@
 //! lowered yet. [`emit`] turns a lowering into the body of the kernel's function.
 
 pub(crate) mod addzmm;
-pub(crate) mod binary;
 pub(crate) mod binzmm;
 pub(crate) mod bits;
 pub(crate) mod bitserial;
 pub(crate) mod conv;
 pub(crate) mod deconv;
 pub(crate) mod dot;
+/// The u8 x i8 family's 128-bit kernel (`pmaddubsw`, aarch64 `sdot`), in `dot/`.
+pub(crate) use dot::maddubs;
 pub(crate) mod elementwise;
 pub(crate) mod erfzmm;
 pub(crate) mod fma;
@@ -20,7 +21,6 @@ pub(crate) mod gemm;
 mod im2col;
 pub(crate) mod intelem;
 pub(crate) mod logic;
-pub(crate) mod maddubs;
 pub(crate) mod movement;
 pub(crate) mod nary;
 pub(crate) mod packw;
@@ -35,6 +35,8 @@ pub(crate) mod resize;
 pub(crate) mod softzmm;
 pub(crate) mod winograd;
 pub(crate) mod xnor;
+/// The 1-bit family's lowering (packing, the 128-bit tile), in `xnor/`.
+pub(crate) use xnor::binary;
 
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{FuncRef, Function, GlobalValue, InstBuilder, Value};

@@ -25,19 +25,22 @@
 //! - The GEMM driver ([`emit_gemm`]) loops over tiles in Cranelift and calls the
 //!   assembled tile once per tile; one function per distinct tile (shape, K, strides).
 
+mod check;
+pub(crate) mod maddubs;
 mod tile;
+mod vpack;
 
 use std::collections::BTreeMap;
 
 use cranelift_codegen::ir::types::I32X4;
 use cranelift_codegen::ir::{FuncRef, InstBuilder, Value};
 
-use super::maddubs::{self, Gemm};
 use super::{ConstOf, Ecx};
 use crate::backend::asm::AsmFn;
 use crate::backend::costs::{self, CostTarget, Strategy};
 use crate::backend::kb::Kb;
 use crate::backend::kernels::quant::Requant;
+use maddubs::Gemm;
 use qcc_ir::{Module, Node};
 
 pub(crate) use tile::{load_sums, peak_loop, requantize, requantize_avx2, store_ymm0, store_zmm};

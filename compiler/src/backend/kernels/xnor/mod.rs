@@ -18,6 +18,7 @@
 //!   the store) finishes once per row tile. The tile shape is chosen per layer
 //!   ([`choose_tile`]).
 
+pub(crate) mod binary;
 mod tile;
 
 use std::collections::BTreeMap;

@@ -46,14 +46,15 @@ use cranelift_codegen::ir::types::{F32X4, I8, I8X16, I32, I32X4, I64, I64X2};
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 use qcc_ir::{ElemType, Module, Node, Op};
 
-use super::conv::{self, ConvGeom};
-use super::dot::WideEpi;
-use super::planes;
-use super::quant::{AccStore, IntEpi, Requant, Thresh, const_ints, int_epi};
-use super::xnor::{self, EpiKind, WideFns, WideGemm, XnorWide};
-use super::{ConstOf, Ecx, matmul_geom};
+use super::super::conv::{self, ConvGeom};
+use super::super::dot::WideEpi;
+use super::super::planes;
+use super::super::quant::{AccStore, IntEpi, Requant, Thresh, const_ints, int_epi};
+use super::super::{ConstOf, Ecx, matmul_geom};
+use super::{EpiKind, WideFns, WideGemm, XnorWide};
 use crate::backend::costs::CostTarget;
 use crate::backend::kb::{BYTE_SUMS, Kb, MF};
+use crate::backend::kernels::xnor;
 use crate::backend::storage::Store;
 
 /// Words along K.
@@ -514,8 +515,9 @@ fn emit_conv(
                     row_bytes: (npix * ob) as u32,
                     unsigned: matches!(epi.st_out, Store::U8 | Store::U16 | Store::U32),
                     wide_shift: wd.isa == xnor::XnorIsa::Ymm
-                        && !super::dot::shift_fits_i32(r, r.acc_max),
-                    f64_round: wd.isa == xnor::XnorIsa::Ymm && super::dot::f64_exact(r, r.acc_max),
+                        && !super::super::dot::shift_fits_i32(r, r.acc_max),
+                    f64_round: wd.isa == xnor::XnorIsa::Ymm
+                        && super::super::dot::f64_exact(r, r.acc_max),
                 });
                 tab = Some(t);
             }

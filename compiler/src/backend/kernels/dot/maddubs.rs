@@ -51,351 +51,23 @@
 //! - Selection: [`applies`] (SSSE3 through the cost target, the check, and the measured
 //!   cost table against the other integer kernels and the bit-serial one).
 
-use cranelift_codegen::ir::types::{I8, I8X16, I16X8, I32, I32X4, I64, I64X2};
-use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::ir::types::{I8X16, I16X8, I32, I32X4, I64, I64X2};
+use cranelift_codegen::ir::{ConstantData, InstBuilder, Value};
 use cranelift_frontend::Variable;
-use qcc_ir::{ConstData, ElemType, Module, Node, Op};
+use qcc_ir::{ConstData, Module, Node, Op};
 
-use super::bitserial;
-use super::conv::{self, ConvGeom};
-use super::dot::{DotIsa, Wide};
-use super::quant::{self, AccStore, IntEpi, QuantLowering, Requant, tensor_zp};
-use super::{ConstOf, Ecx, matmul_geom};
+use super::super::bitserial;
+use super::super::conv::ConvGeom;
+use super::super::quant::{self, AccStore, IntEpi, QuantLowering, Requant};
+use super::super::{ConstOf, Ecx};
+use super::check::*;
+pub(crate) use super::check::{Checked, KOrder, Plan, check};
+pub(crate) use super::vpack::VPack;
+use super::vpack::*;
+use super::{DotIsa, Wide};
 use crate::backend::costs::{self, CostTarget, Strategy};
 use crate::backend::kb::{Kb, MF, RO};
 use crate::backend::storage::Store;
-
-/// The largest i16 group, in quads.
-const GMAX: usize = 4096;
-
-/// What [`applies`] found: the i16 group length (quads along K), and the order of K
-/// that makes `pmaddubsw` exact where the natural one does not ([`pair_order`]).
-#[derive(Clone, Debug)]
-pub(crate) struct Plan {
-    pub group: usize,
-    pub order: Option<KOrder>,
-    /// aarch64 with FEAT_DotProd: `sdot` for each quad ([`Strategy::Sdot`]).
-    pub sdot: bool,
-}
-
-/// A convolution's K order for `pmaddubsw` (`[`pair_order`]): position `i` of the
-/// padded K (`Kp`) holds original row `order[i]` (rows past K are zero weights).
-pub(crate) type KOrder = std::sync::Arc<[u32]>;
-
-/// Storage bits and signedness of an integer element type (not `b1`, not f32).
-/// Bipolar codes (+-1) count as 2-bit signed ones: activations are offset by 2, weights
-/// stored in 2-bit planes (0 for padding).
-fn int_bits(e: &ElemType) -> Option<(u32, bool)> {
-    if *e == ElemType::Bipolar {
-        return Some((2, true));
-    }
-    bitserial::int_bits(e).map(|(b, s)| (b as u32, s))
-}
-
-/// The weights' zero point per output channel (conv: `M` of them, matmul: `N`).
-fn weight_zps(m: &Module, node: &Node, chans: usize) -> Result<Vec<i64>, String> {
-    let z = bitserial::weight_zps(m, node)?;
-    Ok(if z.len() == 1 { vec![z[0]; chans] } else { z })
-}
-
-/// The weight vectors of a layer: `count` vectors of `k` values `w(v, kk)` (already
-/// zero-point corrected); conv: one per output channel; matmul: one per column of
-/// every weight slab.
-struct WVecs<'a> {
-    count: usize,
-    k: usize,
-    w: Box<dyn Fn(usize, usize) -> i64 + 'a>,
-}
-
-fn weight_vectors<'a>(m: &Module, node: &Node, w: &'a [i64], zw: Vec<i64>) -> Option<WVecs<'a>> {
-    match node.op {
-        Op::Conv2dInt => {
-            let mm = zw.len();
-            if mm == 0 || !w.len().is_multiple_of(mm) {
-                return None;
-            }
-            let k = w.len() / mm;
-            Some(WVecs {
-                count: mm,
-                k,
-                w: Box::new(move |v, kk| w[v * k + kk] - zw[v]),
-            })
-        }
-        _ => {
-            let (sa, sb) = (&m.ty(node.operands[0]).shape, &m.ty(node.operands[1]).shape);
-            let g = matmul_geom(sa, sb).ok()?;
-            let slabs = g.batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
-            let (k, n) = (g.k, g.n);
-            if w.len() < slabs * k * n || zw.len() != n {
-                return None;
-            }
-            Some(WVecs {
-                count: slabs * n,
-                k,
-                w: Box::new(move |v, kk| {
-                    let (s, j) = (v / n, v % n);
-                    w[s * k * n + kk * n + j] - zw[j]
-                }),
-            })
-        }
-    }
-}
-
-/// The longest i16 group (quads along K, a power of two up to [`GMAX`]) such that no
-/// i16 lane saturates with activations in `0..=xmax` (2 becomes 1: see the end); None
-/// when even one `pmaddubsw` may saturate (or a weight does not fit i8).
-fn group_len(wv: &WVecs<'_>, xmax: i64) -> Option<usize> {
-    let q = wv.k.div_ceil(4);
-    let mut best = q.next_power_of_two().clamp(1, GMAX);
-    for v in 0..wv.count {
-        for kk in 0..wv.k {
-            if !(-128..=127).contains(&(wv.w)(v, kk)) {
-                return None;
-            }
-        }
-        for h in 0..2 {
-            // The lane of pair h of each quad: its positive and negative parts.
-            let pn: Vec<(i64, i64)> = (0..q)
-                .map(|qq| {
-                    let (mut p, mut n) = (0, 0);
-                    for t in 0..2 {
-                        let kk = 4 * qq + 2 * h + t;
-                        if kk < wv.k {
-                            let x = (wv.w)(v, kk);
-                            if x > 0 {
-                                p += x;
-                            } else {
-                                n -= x;
-                            }
-                        }
-                    }
-                    (p, n)
-                })
-                .collect();
-            loop {
-                let ok = pn.chunks(best).all(|c| {
-                    let (p, n) = c.iter().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-                    xmax * p <= 32767 && xmax * n <= 32768
-                });
-                if ok {
-                    break;
-                }
-                if best == 1 {
-                    return None;
-                }
-                best /= 2;
-            }
-        }
-    }
-    // Short groups of several: each flush (through memory, see `tile`) costs more than
-    // widening every product at once.
-    Some(if best < 4 && best < q { 1 } else { best })
-}
-
-/// An order of a convolution's K rows in which every pair `pmaddubsw` multiplies passes
-/// the saturation check (None if the greedy search finds none): with 8-bit activations
-/// and weights, a pair saturates only when some channel's two weights have the same
-/// sign and magnitudes adding up to more than 128, and the im2col rows are shared by
-/// all channels, so one order serves all of them. Rows are matched greedily: the rows
-/// with the most large weights (more than half the limit) first, each with the first
-/// unmatched row, in increasing count of large weights, that no channel forbids; a row
-/// left over is matched with another one left over, or two of them replace a pair
-/// `(c, d)` by `(a, c)` and `(b, d)`; then the pairs fill the quads in order.
-/// Exactness rests on the check, which [`group_len`] repeats on the result.
-fn pair_order(wv: &WVecs<'_>, xmax: i64) -> Option<KOrder> {
-    let (k, kp4) = (wv.k, kp(wv.k));
-    let (plim, nlim) = (32767 / xmax.max(1), 32768 / xmax.max(1));
-    // Per row: its channels with a weight above half the limit (sign, magnitude).
-    let large: Vec<Vec<(usize, i64)>> = (0..kp4)
-        .map(|kk| {
-            if kk >= k {
-                return Vec::new();
-            }
-            (0..wv.count)
-                .filter_map(|v| {
-                    let x = (wv.w)(v, kk);
-                    let lim = if x > 0 { plim } else { nlim };
-                    (2 * x.abs() > lim).then_some((v, x))
-                })
-                .collect()
-        })
-        .collect();
-    // Two rows may share a pair when no channel's same-sign weights exceed the limit;
-    // only a channel where one of them is large can.
-    let w = |v: usize, kk: usize| if kk < k { (wv.w)(v, kk) } else { 0 };
-    let fits = |a: usize, b: usize| {
-        large[a].iter().chain(&large[b]).all(|&(v, _)| {
-            let (x, y) = (w(v, a), w(v, b));
-            x.max(0) + y.max(0) <= plim && (-x).max(0) + (-y).max(0) <= nlim
-        })
-    };
-    let mut by_large: Vec<usize> = (0..kp4).collect();
-    by_large.sort_by_key(|&kk| (std::cmp::Reverse(large[kk].len()), kk));
-    let mut free: Vec<usize> = by_large.iter().rev().copied().collect();
-    let mut taken = vec![false; kp4];
-    let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(kp4 / 2);
-    // Rows the greedy pass left without a partner.
-    let mut left: Vec<usize> = Vec::new();
-    for &a in &by_large {
-        if taken[a] {
-            continue;
-        }
-        taken[a] = true;
-        free.retain(|&x| !taken[x]);
-        match free.iter().find(|&&b| fits(a, b)) {
-            Some(&b) => {
-                taken[b] = true;
-                pairs.push((a, b));
-            }
-            None => left.push(a),
-        }
-    }
-    // Each leftover row: with another leftover, or two leftovers a, b and a pair
-    // (c, d) become (a, c) and (b, d) (or (a, d) and (b, c)).
-    while let Some(a) = left.pop() {
-        if let Some(i) = left.iter().position(|&b| fits(a, b)) {
-            let b = left.swap_remove(i);
-            pairs.push((a, b));
-            continue;
-        }
-        let mut done = false;
-        'swap: for i in 0..left.len() {
-            let b = left[i];
-            for j in 0..pairs.len() {
-                let (c, d) = pairs[j];
-                for (x, y) in [(c, d), (d, c)] {
-                    if fits(a, x) && fits(b, y) {
-                        pairs[j] = (a, x);
-                        pairs.push((b, y));
-                        left.swap_remove(i);
-                        done = true;
-                        break 'swap;
-                    }
-                }
-            }
-        }
-        if !done {
-            return None;
-        }
-    }
-    let order: Vec<u32> = pairs
-        .iter()
-        .flat_map(|&(a, b)| [a as u32, b as u32])
-        .collect();
-    Some(order.into())
-}
-
-/// Bits of the narrowest signed type holding every weight (at least 2).
-fn effective_bits(wv: &WVecs<'_>) -> u32 {
-    let mut b = 2;
-    for v in 0..wv.count {
-        for kk in 0..wv.k {
-            let x = (wv.w)(v, kk);
-            while !(-(1i64 << (b - 1))..(1i64 << (b - 1))).contains(&x) {
-                b += 1;
-            }
-        }
-    }
-    b
-}
-
-/// Whether a convolution reads padding taps.
-fn padded(g: &ConvGeom) -> bool {
-    (0..g.kh).any(|i| g.rows_valid(i) != (0, g.oh))
-        || (0..g.kw).any(|j| g.cols_valid(j) != (0, g.ow))
-}
-
-/// What [`check`] found about a layer's operands.
-#[derive(Clone, Debug)]
-pub(crate) struct Checked {
-    /// Storage bits of the weights and the activations.
-    pub wb: u32,
-    pub ab: u32,
-    pub k: usize,
-    /// The i16 group length (None: some pair may saturate `pmaddubsw`).
-    pub group: Option<usize>,
-    /// Bits of the narrowest signed type holding every corrected weight.
-    pub weff: u32,
-    /// A convolution with 8-bit weights that fail the check in K's natural order: an
-    /// order that passes it ([`pair_order`]), `group` then being the permuted layer's.
-    pub order: Option<KOrder>,
-}
-
-/// The operand checks of the u8 x i8 kernels: a `conv2d_int` or `matmul_int` with
-/// byte-stored activations (per-tensor zero point) and constant integer weights of at
-/// most 8 bits whose zero-point corrected values fit i8 (and, for a padded convolution,
-/// a padding code that fits u8); and the saturation check of `pmaddubsw`.
-pub(crate) fn check(m: &Module, node: &Node, const_of: &ConstOf<'_>) -> Option<Checked> {
-    if !matches!(node.op, Op::Conv2dInt | Op::MatMulInt) || node.operands.len() < 2 {
-        return None;
-    }
-    let (xe, we) = (&m.ty(node.operands[0]).elem, &m.ty(node.operands[1]).elem);
-    let (ab, asigned) = int_bits(xe)?;
-    let (wb, _) = int_bits(we)?;
-    if ab > 8 || wb > 8 || Store::of(xe).bytes() != 1 {
-        return None;
-    }
-    let Some(ConstData::Int(w)) = const_of(node.operands[1]) else {
-        return None;
-    };
-    let zx = tensor_zp(xe).ok()?;
-    let off = if asigned { 1i64 << (ab - 1) } else { 0 };
-    let zu = zx + off;
-    let mut xmax = (1i64 << ab) - 1;
-    let (chans, k) = match node.op {
-        Op::Conv2dInt => {
-            let g = conv::conv_geom(m, node).ok()?;
-            if padded(&g) {
-                if !(0..=255).contains(&zu) {
-                    return None;
-                }
-                xmax = xmax.max(zu);
-            }
-            (g.m, g.kdim())
-        }
-        _ => {
-            let (sa, sb) = (&m.ty(node.operands[0]).shape, &m.ty(node.operands[1]).shape);
-            let mg = matmul_geom(sa, sb).ok()?;
-            (mg.n, mg.k)
-        }
-    };
-    let zw = weight_zps(m, node, chans).ok()?;
-    let wv = weight_vectors(m, node, w, zw)?;
-    for v in 0..wv.count {
-        for kk in 0..wv.k {
-            if !(-128..=127).contains(&(wv.w)(v, kk)) {
-                return None;
-            }
-        }
-    }
-    let mut group = group_len(&wv, xmax);
-    let mut order = None;
-    if group.is_none()
-        && node.op == Op::Conv2dInt
-        && wb == 8
-        && let Some(o) = pair_order(&wv, xmax)
-    {
-        let permuted = WVecs {
-            count: wv.count,
-            k: o.len(),
-            w: Box::new(|v, i| {
-                let kk = o[i] as usize;
-                if kk < k { (wv.w)(v, kk) } else { 0 }
-            }),
-        };
-        group = group_len(&permuted, xmax);
-        drop(permuted);
-        order = group.is_some().then_some(o);
-    }
-    Some(Checked {
-        wb,
-        ab,
-        k,
-        group,
-        weff: effective_bits(&wv),
-        order,
-    })
-}
 
 /// The plan of `node` if it is for this kernel: [`check`] passes, with a group, on a
 /// target with SSSE3, where the cost table prefers it to the other integer kernels
@@ -567,7 +239,7 @@ const ACC_BYTES: usize = 256;
 const MR: usize = 2;
 const NV: usize = 4;
 
-fn kp(k: usize) -> usize {
+pub(super) fn kp(k: usize) -> usize {
     k.div_ceil(4) * 4
 }
 
@@ -628,7 +300,7 @@ impl MdLowering {
     pub fn workspace(&self) -> usize {
         self.acc_offset()
             + if self.wide.is_some() {
-                super::dot::Wide::ACC_BYTES
+                super::Wide::ACC_BYTES
             } else {
                 ACC_BYTES
             }
@@ -751,202 +423,6 @@ pub(crate) fn select(
 }
 
 // ---------------------------------------------------------------------------------
-// Bit-packed weights.
-
-/// Weights of `bits` (1..=7) bits, packed for vector unpacking.
-///
-/// A row of `len` codes is cut into vectors of 16 codes (the last one padded), and
-/// those into blocks of 8 vectors. Lane `l` of the 8 vectors of a block forms a
-/// little-endian string of `8 * bits` bits (code of vector `t` in bits `t*bits ..`), and
-/// byte `i` of that string is lane `l` of the block's input vector `i`: a block takes
-/// `bits` input vectors of 16 bytes, a last partial block of `T` vectors only the
-/// `ceil(T * bits / 8)` it needs. Vector `t` is unpacked from input vectors
-/// `t*bits/8` (and the next one when the code crosses a byte) by 16-bit shifts and byte
-/// masks: about seven vector instructions per 16 weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct VPack {
-    pub bits: u32,
-    pub signed: bool,
-}
-
-impl VPack {
-    /// Input vectors of one packed row of `len` codes.
-    fn row_vecs(self, len: usize) -> usize {
-        let nv = len.div_ceil(16);
-        let b = self.bits as usize;
-        (nv / 8) * b + ((nv % 8) * b).div_ceil(8)
-    }
-
-    /// Packs `rows` rows of `len` codes; `get(r, c)` for `c < len.div_ceil(16) * 16`
-    /// (codes past `len` are the padding codes).
-    fn pack(self, rows: usize, len: usize, get: impl Fn(usize, usize) -> i64) -> Vec<u8> {
-        let b = self.bits as usize;
-        let rv = self.row_vecs(len);
-        let mask = (1u64 << b) - 1;
-        let mut out = vec![0u8; rows * rv * 16];
-        for r in 0..rows {
-            for c in 0..len.div_ceil(16) * 16 {
-                let code = get(r, c) as u64 & mask;
-                let (vt, lane) = (c / 16, c % 16);
-                let (blk, t) = (vt / 8, vt % 8);
-                for i in 0..b {
-                    if (code >> i) & 1 == 1 {
-                        let bit = t * b + i;
-                        let at = (r * rv + blk * b + bit / 8) * 16 + lane;
-                        out[at] |= 1 << (bit % 8);
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-/// What is subtracted from each unpacked code (after sign extension).
-#[derive(Clone, Copy)]
-enum VZp {
-    /// The same zero point everywhere.
-    Const(i64),
-    /// One i8 per row at this address.
-    PerRow(Value),
-    /// One i8 per code of a row (the same for every row) at this address.
-    PerLane(Value),
-}
-
-/// One unpacking: `rows` packed rows of `len` codes at `src` into i8 `code - zp` rows
-/// at `dst + r * stride`; each row writes `len.div_ceil(16) * 16` bytes (rows are
-/// written in order, so a row's padding may run into the next row's start).
-struct Unpack {
-    pk: VPack,
-    rows: usize,
-    len: usize,
-    src: Value,
-    dst: Value,
-    stride: i64,
-    zp: VZp,
-}
-
-fn cast(kb: &mut Kb<'_, '_>, ty: Type, v: Value) -> Value {
-    if kb.b.func.dfg.value_type(v) == ty {
-        return v;
-    }
-    kb.b.ins().bitcast(
-        ty,
-        MemFlagsData::new().with_endianness(Endianness::Little),
-        v,
-    )
-}
-
-fn splat8(kb: &mut Kb<'_, '_>, v: i64) -> Value {
-    let c = kb.b.ins().iconst(I8, v as u8 as i64);
-    kb.b.ins().splat(I8X16, c)
-}
-
-impl Unpack {
-    fn emit(&self, kb: &mut Kb<'_, '_>) {
-        let b = self.pk.bits as usize;
-        let nv = self.len.div_ceil(16);
-        let rv = self.pk.row_vecs(self.len) as i64;
-        let sbit = if self.pk.signed { 1i64 << (b - 1) } else { 0 };
-        // Constants, defined once before the loops.
-        let maskb = splat8(kb, (1 << b) - 1);
-        let sbv = self.pk.signed.then(|| splat8(kb, sbit));
-        let mut lo_masks = [None; 8];
-        let mut hi_masks = [None; 8];
-        for t in 0..8.min(nv) {
-            let s = (t * b) % 8;
-            if s + b > 8 {
-                lo_masks[s] = Some(splat8(kb, 0xFF >> s));
-                hi_masks[s] = Some(splat8(kb, (0xFF << (8 - s)) & 0xFF));
-            }
-        }
-        let const_adj = match self.zp {
-            VZp::Const(z) if z + sbit != 0 => Some(splat8(kb, z + sbit)),
-            _ => None,
-        };
-        let sh16 = |kb: &mut Kb<'_, '_>, v: Value, s: usize, left: bool| {
-            let v = cast(kb, I16X8, v);
-            let a = kb.b.ins().iconst(I32, s as i64);
-            let v = if left {
-                kb.b.ins().ishl(v, a)
-            } else {
-                kb.b.ins().ushr(v, a)
-            };
-            cast(kb, I8X16, v)
-        };
-        kb.for_range(0, self.rows as i64, 1, |kb, r| {
-            let srow = kb.idx(self.src, r, rv * 16);
-            let drow = kb.idx(self.dst, r, self.stride);
-            let row_adj = match self.zp {
-                VZp::PerRow(t) => {
-                    let p = kb.b.ins().iadd(t, r);
-                    let z = kb.b.ins().sload8(I32, MF, p, 0);
-                    let z = kb.b.ins().iadd_imm_s(z, sbit);
-                    let z = kb.b.ins().ireduce(I8, z);
-                    Some(kb.b.ins().splat(I8X16, z))
-                }
-                _ => const_adj,
-            };
-            // One block of `tn` vectors; `v0`: the index of its first vector in the row.
-            let block = |kb: &mut Kb<'_, '_>, s: Value, d: Value, v0: Value, tn: usize| {
-                let ins: Vec<Value> = (0..(tn * b).div_ceil(8))
-                    .map(|i| kb.load(I8X16, s, (i * 16) as i64))
-                    .collect();
-                for t in 0..tn {
-                    let (j, sh) = ((t * b) / 8, (t * b) % 8);
-                    let mut v = ins[j];
-                    if sh > 0 {
-                        v = sh16(kb, v, sh, false);
-                    }
-                    if sh + b > 8 {
-                        let lm = lo_masks[sh].expect("mask defined");
-                        let hm = hi_masks[sh].expect("mask defined");
-                        v = kb.b.ins().band(v, lm);
-                        let u = sh16(kb, ins[j + 1], 8 - sh, true);
-                        let u = kb.b.ins().band(u, hm);
-                        v = kb.b.ins().bor(v, u);
-                    }
-                    v = kb.b.ins().band(v, maskb);
-                    if let Some(sb) = sbv {
-                        v = kb.b.ins().bxor(v, sb);
-                    }
-                    let adj = match self.zp {
-                        VZp::PerLane(tab) => {
-                            let p = kb.idx(tab, v0, 16);
-                            let z = kb.b.ins().load(I8X16, RO, p, (t * 16) as i32);
-                            Some(match sbv {
-                                Some(sb) => kb.b.ins().iadd(z, sb),
-                                None => z,
-                            })
-                        }
-                        _ => row_adj,
-                    };
-                    if let Some(a) = adj {
-                        v = kb.b.ins().isub(v, a);
-                    }
-                    kb.store(v, d, (t * 16) as i64);
-                }
-            };
-            let full = nv / 8;
-            if full > 0 {
-                kb.for_range(0, full as i64, 1, |kb, bi| {
-                    let s = kb.idx(srow, bi, (b * 16) as i64);
-                    let d = kb.idx(drow, bi, 128);
-                    let v0 = kb.b.ins().imul_imm_s(bi, 8);
-                    block(kb, s, d, v0, 8);
-                });
-            }
-            if !nv.is_multiple_of(8) {
-                let s = kb.off(srow, (full * b * 16) as i64);
-                let d = kb.off(drow, (full * 128) as i64);
-                let v0 = kb.c((full * 8) as i64);
-                block(kb, s, d, v0, nv % 8);
-            }
-        });
-    }
-}
-
-// ---------------------------------------------------------------------------------
 // The GEMM.
 
 /// `out[i, j] = epi(corr[ch] + sum_kk R[i, kk] * C[kk, j])` with `R` rows of bytes at
@@ -975,7 +451,7 @@ pub(crate) struct Gemm<'t> {
     pub corr: Option<Value>,
     pub acc: AccStore<'t>,
     /// The assembled wide tiles, when the layer takes them (`dot`).
-    pub wide: Option<&'t super::dot::Wide>,
+    pub wide: Option<&'t super::Wide>,
     /// The tiles' own requantize (`dot::epi_table`): the table, and the address from
     /// which this GEMM's channels count (the channels follow the table's 64 bytes).
     pub epi_tab: Option<(Value, Value)>,
@@ -983,7 +459,7 @@ pub(crate) struct Gemm<'t> {
 
 fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>) {
     if let Some(w) = g.wide {
-        return super::dot::emit_gemm(kb, g, w);
+        return super::emit_gemm(kb, g, w);
     }
     let (mr, nv) = (MR, NV);
     let mut row_groups = Vec::new();
@@ -1732,7 +1208,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     let acc_off = q.acc_offset();
     let quads = kpp / 4;
     // Bytes of one weight: i16 for the widening tile (`dot::weights_i16`), else i8.
-    let w16 = super::dot::weights_i16(q.wide, q.pack.is_some());
+    let w16 = super::weights_i16(q.wide, q.pack.is_some());
     let we = if w16 { 2 } else { 1 };
     // Weight rows [M][Kp] i8 or i16 (padding 0): in `.rodata`, or unpacked from the
     // bit-packed rows once per call.
@@ -1799,7 +1275,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     let in_tile = match (&rq_own, q.wide) {
         (Some(r), Some(isa)) if r.vector_ok() && bias_rt.is_none() => {
             let add = if need { corr.clone() } else { Vec::new() };
-            super::dot::epi_table(r, &add, isa).map(|t| (r, t))
+            super::epi_table(r, &add, isa).map(|t| (r, t))
         }
         _ => None,
     };
@@ -1843,13 +1319,13 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     let out = cx.out;
     let ob = q.epi.st_out.bytes();
     let epi_tab = in_tile.as_ref().map(|(_, t)| cx.rodata(t.clone(), 64));
-    let wide_epi = in_tile.as_ref().map(|&(r, _)| super::dot::WideEpi {
+    let wide_epi = in_tile.as_ref().map(|&(r, _)| super::WideEpi {
         round: r.rounding,
         elem: ob as u32,
         row_bytes: (o_plane * ob) as u32,
         unsigned: matches!(q.epi.st_out, Store::U8 | Store::U16 | Store::U32),
-        wide_shift: q.wide != Some(DotIsa::Vnni512) && !super::dot::shift_fits_i32(r, acc_bound),
-        f64_round: q.wide != Some(DotIsa::Vnni512) && super::dot::f64_exact(r, acc_bound),
+        wide_shift: q.wide != Some(DotIsa::Vnni512) && !super::shift_fits_i32(r, acc_bound),
+        f64_round: q.wide != Some(DotIsa::Vnni512) && super::f64_exact(r, acc_bound),
     });
     // The channels this kernel computes (of each group): all, or a task's.
     let (c0, c1) = match q.phase {
@@ -1995,16 +1471,16 @@ fn emit_matmul(
     let a_bytes = (m * kpp).div_ceil(16) * 16;
     let b_ws = cx.kb.off(ws, a_bytes as i64);
     // Bytes of one weight: i16 for the widening tile (`dot::weights_i16`), else i8.
-    let w16 = super::dot::weights_i16(q.wide, q.pack.is_some());
+    let w16 = super::weights_i16(q.wide, q.pack.is_some());
     let we = if w16 { 2 } else { 1 };
     // The i16 weights' column panels follow the tile's width (`dot::w16_col_offset`).
     let nv = q.wide.map_or(1, |isa| {
-        super::dot::choose_tile(
+        super::choose_tile(
             isa,
             m,
             npp / isa.lanes(),
             quads,
-            super::dot::widening(isa, false, w16),
+            super::widening(isa, false, w16),
         )
         .1
     });
@@ -2017,7 +1493,7 @@ fn emit_matmul(
                     let z = if j < n { zw[j] } else { 0 };
                     let v = (code(s, e) - z) as i8 as i16;
                     let at = if w16 {
-                        (s * slab + super::dot::w16_col_offset(npp, quads, nv, qq, j, t)) * 2
+                        (s * slab + super::w16_col_offset(npp, quads, nv, qq, j, t)) * 2
                     } else {
                         s * slab + e
                     };
