@@ -27,6 +27,7 @@
 
 mod check;
 pub(crate) mod maddubs;
+pub(crate) mod pmaddwd;
 mod tile;
 mod vpack;
 
