@@ -1,5 +1,5 @@
 //! Bit-level ops: `threshold` with run-time thresholds (constant ones go to the
-//! table-driven kernel in `quant.rs`, as does `binarize`), `bit_pack`, `bit_unpack`.
+//! table-driven kernel in `quant/`, as does `binarize`), `bit_pack`, `bit_unpack`.
 //! All integer arithmetic is exact, so every kernel is bit-exact with the interpreter.
 //!
 //! - `threshold`: per element `count = sum_k (x >= t[c, k])` on exact i64 codes; for at

@@ -1,5 +1,5 @@
 //! im2col of the integer convolution: `x - zx` of one group's patches, as i16, into
-//! the `[Kp/2][Np][2]` pair workspace of the `pmaddwd` GEMM (`quant.rs`).
+//! the `[Kp/2][Np][2]` pair workspace of the `pmaddwd` GEMM (`dot/pmaddwd.rs`).
 //!
 //! Row `kk = (c*kh + i)*kw + j` of the patch matrix and row `kk + 1` share pair
 //! `kk/2`: the i16 of pixel `p` of row `kk` is at `((kk/2)*Np + p)*2 + kk%2`. The two
