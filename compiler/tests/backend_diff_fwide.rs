@@ -7,7 +7,7 @@
 //! 128-bit pass over the result), and Winograd's batched GEMMs; `gemm` and
 //! batched `matmul` with constant B (A read in place in either order, a per-column C).
 //!
-//! - `x86-64-v2`: the 128-bit Cranelift kernel (`gemm.rs`), the reference point.
+//! - `x86-64-v2`: the 128-bit Cranelift kernel (`kernels/fma/gemm.rs`), the reference point.
 //! - `x86-64-v3`: the ymm `vfmadd231ps` tile (AVX2 + FMA).
 //! - `x86-64-v4+vnni`: the zmm `vfmadd231ps` tile (the v4 row set is the VNNI one).
 //!

@@ -14,7 +14,7 @@
 //! reaches is computed at compile time, so the copy loops have no bounds tests.
 //!
 //! Stride-1 3x3 convolutions of suitable sizes go to Winograd F(2x2, 3x3) instead
-//! (`winograd.rs`).
+//! (`fma/winograd.rs`).
 //!
 //! Depthwise convolutions (one input and one output channel per group) run directly,
 //! with no patch matrix ([`emit_depthwise`]): each output row accumulates the taps

@@ -2,7 +2,7 @@
 //!
 //! Per image and group: `cols[(om, i, j), (iy, ix)] = sum_ic W[ic, om, i, j] *
 //! x[ic, iy, ix]`, a GEMM of `Mg*kh*kw` rows, depth `Cg` and `H*W` columns on the
-//! micro-kernel of `gemm.rs` (the weights transposed and packed at compile time when
+//! micro-kernel of `fma/gemm.rs` (the weights transposed and packed at compile time when
 //! constant, read strided in place otherwise; `x` packed into panels at run time).
 //! col2im then adds each row of `cols` into the output plane of channel `om` at
 //! `(iy*sh - top + i*dh, ix*sw - left + j*dw)`; which input rows and columns land

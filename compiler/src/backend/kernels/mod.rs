@@ -4,6 +4,15 @@
 //! [`select`] maps a node to a [`Lowering`]: the kernel family with every constant it
 //! needs (geometry, strides, fused epilogue). It fails with a reason for what cannot be
 //! lowered yet. [`emit`] turns a lowering into the body of the kernel's function.
+//!
+//! The GEMM-like families have a folder each, holding their applicability and cost,
+//! their weight packing, a tile per tier and their epilogue: `dot/` (u8 x i8: the
+//! assembled `vpdpbusd` / `vpmaddubsw` tiles, the 128-bit `pmaddubsw` / aarch64 `sdot`
+//! kernel, the i16-pair `pmaddwd` kernel), `xnor/` (1-bit XNOR-popcount, and the
+//! assembled popcount tiles the bit-serial family shares), `bitserial/` (2-4-bit bit
+//! planes), `fma/` (f32: the assembled FMA tiles, the 128-bit GEMM and Winograd).
+//! `quant/` holds the element-wise quantize kernels and the exact requantize every
+//! integer epilogue shares; `conv.rs` the convolution geometry and f32 convolutions.
 
 pub(crate) mod addzmm;
 pub(crate) mod binzmm;
@@ -17,7 +26,8 @@ pub(crate) use dot::maddubs;
 pub(crate) mod elementwise;
 pub(crate) mod erfzmm;
 pub(crate) mod fma;
-pub(crate) mod gemm;
+/// The f32 family's 128-bit GEMM and Winograd convolutions, in `fma/`.
+pub(crate) use fma::{gemm, winograd};
 mod im2col;
 pub(crate) mod intelem;
 pub(crate) mod logic;
@@ -33,7 +43,6 @@ pub(crate) mod quantzmm;
 pub(crate) mod reduce;
 pub(crate) mod resize;
 pub(crate) mod softzmm;
-pub(crate) mod winograd;
 pub(crate) mod xnor;
 /// The 1-bit family's lowering (packing, the 128-bit tile), in `xnor/`.
 pub(crate) use xnor::binary;

@@ -1,7 +1,8 @@
 //! The f32 GEMM family on wide vectors: `vfmadd231ps` on zmm (x86-64-v4, AVX-512F) and
 //! on ymm (x86-64-v3, AVX2 + FMA), register tiles assembled with iced-x86 (see
-//! `backend::asm`), called from Cranelift drivers. The 128-bit Cranelift kernel
-//! (`gemm.rs`) stays for lower tiers and aarch64.
+//! `backend::asm`), called from Cranelift drivers. The family's 128-bit Cranelift
+//! kernels live here too: the GEMM (`gemm.rs`) for lower tiers and aarch64, and the
+//! Winograd convolutions (`winograd.rs`), which run either tile.
 //!
 //! - Applicability and cost ([`choose`]): the measured cost table's rows
 //!   ([`Strategy::F32Zmm`], [`Strategy::F32Ymm`]) decide against [`Strategy::F32Gemm`]
@@ -17,7 +18,9 @@
 //! - The driver ([`emit`]): column groups outer (a group of B stays in L1 across the
 //!   row blocks), row blocks inner; one call per tile; one function per distinct tile.
 
+pub(crate) mod gemm;
 mod tile;
+pub(crate) mod winograd;
 
 use std::collections::BTreeMap;
 

@@ -44,8 +44,8 @@ use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::{F32, F32X4, I8X16};
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 
-use super::conv::{ConvGeom, copy_run, fill_zero};
-use super::fma::{self, AKind, Bias, FmaGemm, FmaIsa, FmaSpec};
+use super::super::conv::{ConvGeom, copy_run, fill_zero};
+use super::super::fma::{self, AKind, Bias, FmaGemm, FmaIsa, FmaSpec};
 use super::gemm::{self, AIn, BIn, Epilogue, Gemm, NR};
 use crate::backend::kb::Kb;
 
