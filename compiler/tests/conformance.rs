@@ -3,8 +3,9 @@
 //! every rounding mode) on random shapes and data, compiled for every target variant —
 //! x86_64 `baseline` (SSE2, no `popcnt`), `ssse3`, `nehalem` (SSE4.2 + `popcnt`),
 //! `sandybridge` (AVX), `haswell` (AVX2, FMA, BMI), the tiers with assembled wide tiles
-//! that this CPU has (`x86-64-v3`, `x86-64-v4+vnni`) and this machine through the JIT, and
-//! aarch64 as a linked object under qemu — must give the interpreter's results bit for
+//! that this CPU has (`x86-64-v3`, `x86-64-v4+vnni`, and `x86-64-v4+vpopcntdq`, where
+//! the bit-serial and XNOR zmm tiles take the layers that VNNI would) and this machine
+//! through the JIT, and aarch64 as a linked object under qemu — must give the interpreter's results bit for
 //! bit. Models take and return f32 (the object ABI): quantize (or binarize), the integer
 //! layer, requantize, dequantize; every step of that is exact.
 //!
@@ -238,7 +239,7 @@ const CASES: &[Case] = &[
 const X86_CPUS: &[&str] = &["baseline", "ssse3", "nehalem", "sandybridge", "haswell"];
 
 /// The x86-64 tiers with assembled wide tiles, run where the host has them.
-const X86_TIERS: &[&str] = &["x86-64-v3", "x86-64-v4+vnni"];
+const X86_TIERS: &[&str] = &["x86-64-v3", "x86-64-v4+vnni", "x86-64-v4+vpopcntdq"];
 
 /// [`X86_CPUS`] and the tiers of [`X86_TIERS`] this CPU has (printed: run or skipped).
 fn x86_cpus() -> Vec<&'static str> {
