@@ -5,9 +5,10 @@
 //! `sandybridge` (AVX), `haswell` (AVX2, FMA, BMI), the tiers with assembled wide tiles
 //! that this CPU has (`x86-64-v3`, `x86-64-v4+vnni`, and `x86-64-v4+vpopcntdq`, where
 //! the bit-serial and XNOR zmm tiles take the layers that VNNI would) and this machine
-//! through the JIT, and aarch64 as a linked object under qemu — must give the interpreter's results bit for
-//! bit. Models take and return f32 (the object ABI): quantize (or binarize), the integer
-//! layer, requantize, dequantize; every step of that is exact.
+//! through the JIT, and aarch64 as a linked object under qemu — must give the
+//! interpreter's results bit for bit. Models take and return f32 (the object ABI):
+//! quantize (or binarize), the integer layer, requantize, dequantize; every step of
+//! that is exact.
 //!
 //! `QCC_CONFORMANCE_SEEDS` sets the number of random instances per case (default 2).
 
