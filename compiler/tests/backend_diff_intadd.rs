@@ -178,18 +178,37 @@ fn int_add_rewrite_on_every_code_pair() {
         // Compiled: one fused kernel, equal to the interpreter on the rewritten module.
         let jit = qcc::backend::JitModel::new(&r).unwrap();
         assert_eq!(jit.report().layers.len(), 1);
-        let kernel = &jit.report().layers[0].kernel;
-        assert!(kernel.contains("f64x2"), "the vectorised kernel: {kernel}");
+        // The host's widest form: zmm with AVX-512, ymm with AVX2 (`addzmm.rs`), else
+        // Cranelift's f64x2 loop; the report names it and its tier.
+        let layer = &jit.report().layers[0];
+        let host_tier = qcc::backend::Tier::host();
+        let (width, tier) = if !cfg!(target_arch = "x86_64") || host_tier.level < 3 {
+            ("f64x2", None)
+        } else if host_tier.level >= 4 {
+            ("zmm", Some("x86-64-v4"))
+        } else {
+            ("ymm", Some("x86-64-v3"))
+        };
+        assert!(
+            layer.kernel.contains(&format!("requantize.{width}")),
+            "the vectorised kernel: {}",
+            layer.kernel
+        );
+        assert_eq!(layer.tier.as_deref(), tier, "{}", layer.kernel);
         let outs = jit.run(&ins).unwrap();
         assert_eq!(outs[0].as_int().unwrap(), g);
-        // The host's widest form (zmm with AVX-512, `addzmm.rs`) above; the ymm form on
-        // x86-64-v3 and the 128-bit f64x2 loop on x86-64-v2 here, where the host runs
-        // them.
-        if qcc::backend::Tier::host().avx2() && cfg!(target_arch = "x86_64") {
+        // The ymm form on x86-64-v3 and the 128-bit f64x2 loop on x86-64-v2 here, where
+        // the host runs them.
+        if host_tier.avx2() && cfg!(target_arch = "x86_64") {
             let host = target_lexicon::Triple::host().to_string();
-            for cpu in ["x86-64-v3", "x86-64-v2"] {
+            for (cpu, width) in [("x86-64-v3", "ymm"), ("x86-64-v2", "f64x2")] {
                 let t = qcc::backend::Target::new(&host, cpu).unwrap();
                 let jit = qcc::backend::JitModel::with_target(&r, &t).unwrap();
+                let kernel = &jit.report().layers[0].kernel;
+                assert!(
+                    kernel.contains(&format!("requantize.{width}")),
+                    "{cpu}: {kernel}"
+                );
                 assert_eq!(jit.run(&ins).unwrap()[0].as_int().unwrap(), g, "{cpu}");
             }
         }

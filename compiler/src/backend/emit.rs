@@ -740,6 +740,7 @@ pub(crate) fn build<M: ClModule>(
         &plan,
         (layer_bytes, &step_bytes, layer_raw, &step_raw),
         target_name,
+        tier,
     );
     report.tier = tier.map(|t| t.to_string());
     report.compression = data.huff.as_ref().map(|h| {
@@ -1909,6 +1910,7 @@ fn make_report(
     plan: &MemoryPlan,
     data: (u64, &[u64], u64, &[u64]),
     target: String,
+    tier: Option<Tier>,
 ) -> Report {
     let (weight_bytes, step_bytes, raw_bytes, step_raw) = data;
     let steps_total: u64 = step_raw.iter().sum();
@@ -1978,7 +1980,7 @@ fn make_report(
             op,
             result,
             loc,
-            kernel: step.lowering.kernel_name(),
+            kernel: step.lowering.kernel_name_on(tier),
             inputs,
             output: out_ty.to_string(),
             input_bits,
@@ -1988,7 +1990,7 @@ fn make_report(
             workspace: plan.workspace[si],
             integer,
             rodata_bytes: step_bytes[si],
-            tier: step.lowering.tier().map(str::to_string),
+            tier: step.lowering.tier_on(tier).map(str::to_string),
             tasks: 1,
             job: None,
             split_by: None,

@@ -101,7 +101,52 @@ pub(crate) enum IntLowering {
     },
 }
 
+/// The width of the fused add's vectorised form on a tier: the assembled zmm or ymm
+/// kernel (`addzmm.rs`), or Cranelift's f64x2 loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AddWidth {
+    Zmm,
+    Ymm,
+    F64x2,
+}
+
 impl IntLowering {
+    /// The form the fused add takes on `tier` (None: not the vectorised kernel): the
+    /// assembled kernel with AVX2 (ymm) or AVX-512 (zmm) for 8 elements or more.
+    pub(crate) fn add_width(&self, tier: Option<crate::backend::Tier>) -> Option<AddWidth> {
+        let IntLowering::FusedRequant { n, .. } = self else {
+            return None;
+        };
+        self.vec_plan()?;
+        let level = tier.map_or(0, |t| t.level);
+        Some(match (level, *n >= 8) {
+            (4.., true) => AddWidth::Zmm,
+            (3, true) => AddWidth::Ymm,
+            _ => AddWidth::F64x2,
+        })
+    }
+
+    /// [`IntLowering::kernel_name`] for the report of code built for `tier`, which
+    /// decides the fused add's vector width.
+    pub fn kernel_name_on(&self, tier: Option<crate::backend::Tier>) -> String {
+        let name = self.kernel_name();
+        match self.add_width(tier) {
+            Some(AddWidth::Zmm) => name.replacen(".f64x2", ".zmm", 1),
+            Some(AddWidth::Ymm) => name.replacen(".f64x2", ".ymm", 1),
+            _ => name,
+        }
+    }
+
+    /// The x86-64 tier the kernel takes on `tier` beyond the 128-bit code, for the
+    /// report.
+    pub fn tier_on(&self, tier: Option<crate::backend::Tier>) -> Option<&'static str> {
+        match self.add_width(tier)? {
+            AddWidth::Zmm => Some("x86-64-v4"),
+            AddWidth::Ymm => Some("x86-64-v3"),
+            AddWidth::F64x2 => None,
+        }
+    }
+
     pub fn kernel_name(&self) -> String {
         match self {
             IntLowering::Binary { op, st_out, .. } => {
@@ -619,9 +664,9 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, l: &IntLowering) {
             // With AVX-512 the vectorised form runs on zmm (`addzmm.rs`), with AVX2 on
             // ymm, 8 elements per step; the tail stays scalar.
             let plan = l.vec_plan();
-            let level = cx.kb.feat.tier.map_or(0, |t| t.level);
-            let wide = match (&plan, level >= 3 && *n >= 8) {
-                (Some(p), true) => {
+            let width = l.add_width(cx.kb.feat.tier);
+            let wide = match (&plan, width) {
+                (Some(p), Some(w @ (AddWidth::Zmm | AddWidth::Ymm))) => {
                     let f = AsmFn::AddZmm(AddZmm {
                         op: match p.op {
                             IntOp::Add => AddOp::Add,
@@ -636,7 +681,7 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, l: &IntLowering) {
                         zq: p.zq as i32,
                         lo: p.lo as i32,
                         hi: p.hi as i32,
-                        ymm: level < 4,
+                        ymm: w == AddWidth::Ymm,
                     });
                     Some(cx.data.asm_func(cx.kb.b.func, &f))
                 }

@@ -267,6 +267,23 @@ impl Lowering {
         }
     }
 
+    /// The kernel's name in the report of code built for `tier` (the fused add's
+    /// vector width is the tier's, decided when it is emitted).
+    pub fn kernel_name_on(&self, tier: Option<crate::backend::Tier>) -> String {
+        match self {
+            Lowering::Int(l) => l.kernel_name_on(tier),
+            _ => self.kernel_name(),
+        }
+    }
+
+    /// [`Lowering::tier`] for code built for `tier`.
+    pub fn tier_on(&self, tier: Option<crate::backend::Tier>) -> Option<&'static str> {
+        match self {
+            Lowering::Int(l) => l.tier_on(tier),
+            _ => self.tier(),
+        }
+    }
+
     /// The x86-64 tier the kernel needs beyond the 128-bit code every tier runs (the
     /// assembled wide tiles), for the report.
     pub fn tier(&self) -> Option<&'static str> {
