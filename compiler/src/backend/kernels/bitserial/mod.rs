@@ -560,6 +560,40 @@ fn off_vec(kb: &mut Kb<'_, '_>, off: i64) -> Option<Value> {
     })
 }
 
+/// A matrix product's constants: the `nb_b` weight matrices of `b` (`[K, N]` each)
+/// packed by `pack` one after the other (`align`ed), their correction table (constant
+/// bias `bias_c`, weight zero points `q.zw`) and, with one matrix, that table folded
+/// into the fused requantize (`Requant::fold_bias`); else the table stays its own
+/// (None when all 0).
+#[allow(clippy::type_complexity, reason = "three results")]
+fn matmul_consts(
+    cx: &mut Ecx<'_, '_, '_, '_>,
+    q: &BsLowering,
+    (n, k, nb_b): (usize, usize, usize),
+    b: &[i64],
+    bias_c: &[i64],
+    align: u64,
+    pack: &dyn Fn(&dyn Fn(usize, usize) -> i64) -> Vec<u8>,
+) -> (Value, Option<Value>, Option<Requant>) {
+    let zu = q.bits.zx + q.bits.off;
+    let mut packed = Vec::new();
+    let mut table = Vec::new();
+    for s in 0..nb_b {
+        let at = |j: usize, kk: usize| b[s * k * n + kk * n + j];
+        packed.extend(pack(&at));
+        table.extend(corr_table(n, k, zu, bias_c, &q.zw, at));
+    }
+    let bp = cx.rodata(packed, align);
+    let folded = if nb_b == 1 {
+        fold_table(&q.epi, &table)
+    } else {
+        None
+    };
+    let tab = (folded.is_none() && table.iter().any(|&v| v != 0))
+        .then(|| cx.rodata(i32_bytes(&table), 16));
+    (bp, tab, folded)
+}
+
 fn emit_matmul(
     cx: &mut Ecx<'_, '_, '_, '_>,
     (m, n, k): (usize, usize, usize),
@@ -573,23 +607,9 @@ fn emit_matmul(
     let nb_b = batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
     let b = weights_of(cx);
     let (bias_c, bias_rt) = bias_of(cx, epi);
-    let zu = bits.zx + bits.off;
-    let mut packed = Vec::new();
-    let mut table = Vec::new();
-    for s in 0..nb_b {
-        let at = |j: usize, kk: usize| b[s * k * n + kk * n + j];
-        packed.extend(pack_weights(n, tw, k, wb, at));
-        table.extend(corr_table(n, k, zu, &bias_c, &q.zw, at));
-    }
-    let bp = cx.rodata(packed, 16);
-    // One weight matrix: its correction table can go into the requantize table.
-    let folded = if nb_b == 1 {
-        fold_table(epi, &table)
-    } else {
-        None
-    };
-    let tab = (folded.is_none() && table.iter().any(|&v| v != 0))
-        .then(|| cx.rodata(i32_bytes(&table), 16));
+    let (bp, tab, folded) = matmul_consts(cx, q, (n, k, nb_b), &b, &bias_c, 16, &|at| {
+        pack_weights(n, tw, k, wb, at)
+    });
     let rq = folded
         .as_ref()
         .or(epi.rq.as_ref())

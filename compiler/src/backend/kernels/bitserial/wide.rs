@@ -14,7 +14,8 @@ use super::super::planes;
 use super::super::quant::{AccStore, Requant};
 use super::super::xnor::{self, EpiKind, PANEL, WideFns, WideGemm, XnorIsa, XnorWide};
 use super::{
-    BsLowering, bias_of, corr_table, fold_table, i32_bytes, kw, off_vec, pack_planes, weights_of,
+    BsLowering, bias_of, corr_table, fold_table, i32_bytes, kw, matmul_consts, off_vec,
+    pack_planes, weights_of,
 };
 use crate::backend::kernels::Ecx;
 use crate::backend::kernels::dot::WideEpi;
@@ -83,23 +84,11 @@ pub(super) fn emit_matmul_wide(
     let nb_b = batches.iter().map(|b| b.1).max().unwrap_or(0) + 1;
     let b = weights_of(cx);
     let (bias_c, _) = bias_of(cx, epi);
-    let zu = bits.zx + bits.off;
-    let mut packed = Vec::new();
-    let mut table = Vec::new();
-    for s in 0..nb_b {
-        let at = |j: usize, kk: usize| b[s * k * n + kk * n + j];
-        packed.extend(pack_panels(n, k, wb, at));
-        table.extend(corr_table(n, k, zu, &bias_c, &[], at));
-    }
+    // The wide tiles take weights with zero point 0 only (`q.zw` is empty).
+    let (bp, tab, folded) = matmul_consts(cx, q, (n, k, nb_b), &b, &bias_c, 64, &|at| {
+        pack_panels(n, k, wb, at)
+    });
     let panel_bytes = n.div_ceil(PANEL) * w * wb * PANEL * 8;
-    let bp = cx.rodata(packed, 64);
-    let folded = if nb_b == 1 {
-        fold_table(epi, &table)
-    } else {
-        None
-    };
-    let tab = (folded.is_none() && table.iter().any(|&v| v != 0))
-        .then(|| cx.rodata(i32_bytes(&table), 16));
     let rq = folded
         .as_ref()
         .or(epi.rq.as_ref())

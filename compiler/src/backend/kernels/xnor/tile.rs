@@ -234,20 +234,7 @@ pub(super) fn ymm_tile(t: &XnorTile) -> Result<Vec<u8>, IcedError> {
         }
         Ok(())
     };
-    let (full, tail) = (t.words / CHUNK, t.words % CHUNK);
-    if full > 1 {
-        let mut outer = a.create_label();
-        a.mov(r11d, full)?;
-        a.set_label(&mut outer)?;
-        chunk(&mut a, CHUNK)?;
-        a.sub(r11d, 1)?;
-        a.jnz(outer)?;
-    } else if full == 1 {
-        chunk(&mut a, CHUNK)?;
-    }
-    if tail > 0 {
-        chunk(&mut a, tail)?;
-    }
+    in_chunks(&mut a, t.words, r11d, chunk)?;
     // The popcounts as u64 lanes in the accumulators.
     if chunks > 1 {
         for r in 0..rows {
@@ -499,22 +486,9 @@ pub(super) fn bs_ymm_tile(t: &XnorTile, b: super::BsPlanes) -> Result<Vec<u8>, I
             }
             Ok(())
         };
-        let (full, tail) = (t.words / CHUNK, t.words % CHUNK);
-        if full > 1 {
-            let mut outer = a.create_label();
-            // ecx: the mask argument, which a bit-serial tile never has (r9 holds
-            // the in-tile epilogue's outputs).
-            a.mov(ecx, full)?;
-            a.set_label(&mut outer)?;
-            chunk(&mut a, CHUNK)?;
-            a.sub(ecx, 1)?;
-            a.jnz(outer)?;
-        } else if full == 1 {
-            chunk(&mut a, CHUNK)?;
-        }
-        if tail > 0 {
-            chunk(&mut a, tail)?;
-        }
+        // ecx counts the chunks: the mask argument, which a bit-serial tile never has
+        // (r9 holds the in-tile epilogue's outputs).
+        in_chunks(&mut a, t.words, ecx, chunk)?;
         for r in 0..rows {
             if chunks > 1 {
                 a.vmovdqu(y, ymmword_ptr(rsp + (r * 32) as i32))?;
@@ -544,6 +518,31 @@ pub(super) fn bs_ymm_tile(t: &XnorTile, b: super::BsPlanes) -> Result<Vec<u8>, I
     a.vzeroupper()?;
     a.ret()?;
     a.assemble(0)
+}
+
+/// `words` steps of the AVX2 tiles as chunks of at most [`CHUNK`] (`chunk(a, steps)`
+/// emits one), whole chunks in a loop counted in `counter` when there are several.
+fn in_chunks(
+    a: &mut CodeAssembler,
+    words: u32,
+    counter: AsmRegister32,
+    chunk: impl Fn(&mut CodeAssembler, u32) -> Result<(), IcedError>,
+) -> Result<(), IcedError> {
+    let (full, tail) = (words / CHUNK, words % CHUNK);
+    if full > 1 {
+        let mut outer = a.create_label();
+        a.mov(counter, full)?;
+        a.set_label(&mut outer)?;
+        chunk(a, CHUNK)?;
+        a.sub(counter, 1)?;
+        a.jnz(outer)?;
+    } else if full == 1 {
+        chunk(a, CHUNK)?;
+    }
+    if tail > 0 {
+        chunk(a, tail)?;
+    }
+    Ok(())
 }
 
 /// The in-tile threshold of `rows` x `vecs` vectors of 16 dot products at `rdx` (row
