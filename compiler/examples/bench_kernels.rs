@@ -1107,27 +1107,7 @@ fn main() {
     // Bit-serial: u{ab} activations (zero point 1) [M, K] times constant i{wb} weights
     // [K, N] -> i32 at K = 4096 (3x3 and 4x4 take the int8 kernel under the current rule).
     for (wb, ab) in [(2u8, 2u8), (3, 2), (2, 3), (4, 2), (2, 4), (3, 3), (4, 4)] {
-        let mut m = Module::new("matmul_bitserial");
-        let x = m.add_input("x", TensorType::new(q(ab, false, 1), vec![m_, k1]));
-        let wq = q(wb, true, 0);
-        let (lo, hi) = wq.code_range().expect("codes");
-        let w = m.add_const(
-            "w",
-            TensorType::new(wq, vec![k1, n_]),
-            ConstData::Int((0..k1 * n_).map(|_| r.i(lo, hi)).collect()),
-        );
-        let y = node(
-            &mut m,
-            Op::MatMulInt,
-            &[x, w],
-            BTreeMap::new(),
-            ElemType::I32,
-        );
-        m.outputs.push(y);
-        let xin = Tensor::int(
-            vec![m_, k1],
-            (0..m_ * k1).map(|_| r.i(0, (1 << ab) - 1)).collect(),
-        );
+        let (m, xin) = bs_matmul_case(&mut r, (m_, n_, k1), wb, ab);
         let ceiling = 47.0 * 4.0 / f64::from(wb * ab);
         bench(
             &format!("matmul_int u{ab} x i{wb} -> i32 256x256x4096"),

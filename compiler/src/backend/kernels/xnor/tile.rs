@@ -125,20 +125,7 @@ pub(super) fn zmm_tile(t: &XnorTile) -> Result<Vec<u8>, IcedError> {
             }
         }
     }
-    match &t.epi {
-        None => {}
-        Some(XnorEpi::Requant(e)) => {
-            in_tile_args(&mut a)?;
-            crate::backend::kernels::dot::requantize(&mut a, rows, panels.div_ceil(2), e)?;
-        }
-        Some(XnorEpi::Thresh(e)) => {
-            in_tile_args(&mut a)?;
-            threshold(&mut a, rows, panels.div_ceil(2), e)?;
-        }
-    }
-    a.vzeroupper()?;
-    a.ret()?;
-    a.assemble(0)
+    finish(a, t, rows)
 }
 
 /// The ymm tile (VEX only, 16 registers): `rows x 2 panels` byte counters, the column
@@ -273,20 +260,7 @@ pub(super) fn ymm_tile(t: &XnorTile) -> Result<Vec<u8>, IcedError> {
             a.vmovdqu(xmmword_ptr(rdx + off), xmm(base + 3))?;
         }
     }
-    match &t.epi {
-        None => {}
-        Some(XnorEpi::Requant(e)) => {
-            in_tile_args(&mut a)?;
-            crate::backend::kernels::dot::requantize_avx2(&mut a, rows, t.panels as usize, e)?;
-        }
-        Some(XnorEpi::Thresh(e)) => {
-            in_tile_args(&mut a)?;
-            threshold_avx2(&mut a, rows, t.panels as usize, e)?;
-        }
-    }
-    a.vzeroupper()?;
-    a.ret()?;
-    a.assemble(0)
+    finish(a, t, rows)
 }
 
 /// The bit-serial zmm tile (see [`super::BsPlanes`]): per row, row plane `i`, panel
@@ -369,20 +343,7 @@ pub(super) fn bs_zmm_tile(t: &XnorTile, b: super::BsPlanes) -> Result<Vec<u8>, I
             a.vmovdqu32(ymmword_ptr(rdx + off), y)?;
         }
     }
-    match &t.epi {
-        None => {}
-        Some(XnorEpi::Requant(e)) => {
-            in_tile_args(&mut a)?;
-            crate::backend::kernels::dot::requantize(&mut a, rows, panels.div_ceil(2), e)?;
-        }
-        Some(XnorEpi::Thresh(e)) => {
-            in_tile_args(&mut a)?;
-            threshold(&mut a, rows, panels.div_ceil(2), e)?;
-        }
-    }
-    a.vzeroupper()?;
-    a.ret()?;
-    a.assemble(0)
+    finish(a, t, rows)
 }
 
 /// The bit-serial ymm tile (VEX only): the nibble lookup of [`ymm_tile`] with `vpand`
@@ -504,15 +465,36 @@ pub(super) fn bs_ymm_tile(t: &XnorTile, b: super::BsPlanes) -> Result<Vec<u8>, I
     if chunks > 1 {
         a.add(rsp, (rows * 32) as i32)?;
     }
+    finish(a, t, rows)
+}
+
+/// The end of every tile once its sums are stored at `rdx`: the in-tile requantize or
+/// threshold of `t.epi` for `rows` rows (zmm: 16 columns per vector, ymm: 8), then
+/// `vzeroupper`, `ret`, and the machine code.
+fn finish(mut a: CodeAssembler, t: &XnorTile, rows: usize) -> Result<Vec<u8>, IcedError> {
+    let zmm = t.isa == XnorIsa::Zmm;
+    let vecs = if zmm {
+        (t.panels as usize).div_ceil(2)
+    } else {
+        t.panels as usize
+    };
     match &t.epi {
         None => {}
         Some(XnorEpi::Requant(e)) => {
             in_tile_args(&mut a)?;
-            crate::backend::kernels::dot::requantize_avx2(&mut a, rows, t.panels as usize, e)?;
+            if zmm {
+                crate::backend::kernels::dot::requantize(&mut a, rows, vecs, e)?;
+            } else {
+                crate::backend::kernels::dot::requantize_avx2(&mut a, rows, vecs, e)?;
+            }
         }
         Some(XnorEpi::Thresh(e)) => {
             in_tile_args(&mut a)?;
-            threshold_avx2(&mut a, rows, t.panels as usize, e)?;
+            if zmm {
+                threshold(&mut a, rows, vecs, e)?;
+            } else {
+                threshold_avx2(&mut a, rows, vecs, e)?;
+            }
         }
     }
     a.vzeroupper()?;
