@@ -401,6 +401,36 @@ fn bconv_case(r: &mut Rng, c: usize, m_: usize, hw: usize) -> (Module, Tensor, u
     (m, xin, (m_ * hw * hw * c * 9) as u64)
 }
 
+/// The binary peak a popcount tier is judged by, printed: the best of two measurements
+/// of its mix; for the 128-bit tile (`mix` None) the widest peak the host has (`zmm`,
+/// else `ymm`'s). None (printed as skipped) when the host lacks the tier.
+fn binary_peak(
+    cpu: &str,
+    mix: Option<qcc::backend::PeakMix>,
+    zmm: Option<f64>,
+    ymm: qcc::backend::PeakMix,
+) -> Option<f64> {
+    use qcc::backend::measure_peak;
+    match mix {
+        Some(mx) => match measure_peak(mx, 2_000_000, 60) {
+            Some(p) => {
+                let p = p.max(measure_peak(mx, 2_000_000, 60).unwrap_or(0.0));
+                println!("tier {cpu}: peak of {} {p:.1} G binary MAC/s", mx.name());
+                Some(p)
+            }
+            None => {
+                println!("tier {cpu}: skipped (this CPU does not have it)");
+                None
+            }
+        },
+        None => {
+            let p = zmm.or_else(|| measure_peak(ymm, 2_000_000, 60));
+            println!("tier {cpu}: the 128-bit Cranelift tile (percentages of the widest peak)");
+            Some(p.unwrap_or(f64::NAN))
+        }
+    }
+}
+
 /// The assembled 1-bit tiles (`kernels::xnor`) against the measured peak of their
 /// instruction mix, for each tier the host has, with the other 1-bit kernels kept out:
 /// a matrix product at M = N = 256, K = 4096 (the cost table's reference shape), and
@@ -444,23 +474,8 @@ fn xwide(iters: usize) -> Vec<String> {
     ];
     let zmm_peak = measure_peak(PeakMix::XnorZmm, 2_000_000, 60);
     for (cpu, tname, strategy, mix) in tiers {
-        let peak = match mix {
-            Some(mx) => match measure_peak(mx, 2_000_000, 60) {
-                Some(p) => {
-                    let p = p.max(measure_peak(mx, 2_000_000, 60).unwrap_or(0.0));
-                    println!("tier {cpu}: peak of {} {p:.1} G binary MAC/s", mx.name());
-                    p
-                }
-                None => {
-                    println!("tier {cpu}: skipped (this CPU does not have it)");
-                    continue;
-                }
-            },
-            None => {
-                let p = zmm_peak.or_else(|| measure_peak(PeakMix::XnorYmm, 2_000_000, 60));
-                println!("tier {cpu}: the 128-bit Cranelift tile (percentages of the widest peak)");
-                p.unwrap_or(f64::NAN)
-            }
+        let Some(peak) = binary_peak(cpu, mix, zmm_peak, PeakMix::XnorYmm) else {
+            continue;
         };
         let target = Target::new(&host, cpu).expect("tier target");
         let disabled = not(strategy);
@@ -637,23 +652,8 @@ fn bswide(iters: usize) -> Vec<String> {
     ];
     let zmm_peak = measure_peak(PeakMix::AndZmm, 2_000_000, 60);
     for (cpu, tname, strategy, mix, combos) in tiers {
-        let peak = match mix {
-            Some(mx) => match measure_peak(mx, 2_000_000, 60) {
-                Some(p) => {
-                    let p = p.max(measure_peak(mx, 2_000_000, 60).unwrap_or(0.0));
-                    println!("tier {cpu}: peak of {} {p:.1} G binary MAC/s", mx.name());
-                    p
-                }
-                None => {
-                    println!("tier {cpu}: skipped (this CPU does not have it)");
-                    continue;
-                }
-            },
-            None => {
-                let p = zmm_peak.or_else(|| measure_peak(PeakMix::AndYmm, 2_000_000, 60));
-                println!("tier {cpu}: the 128-bit Cranelift tile (percentages of the widest peak)");
-                p.unwrap_or(f64::NAN)
-            }
+        let Some(peak) = binary_peak(cpu, mix, zmm_peak, PeakMix::AndYmm) else {
+            continue;
         };
         let target = Target::new(&host, cpu).expect("tier target");
         let disabled = not(strategy);
