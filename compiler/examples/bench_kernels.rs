@@ -367,13 +367,19 @@ fn wide(iters: usize) -> Vec<String> {
             (0..16 * 1024).map(|_| r.i(0, 255)).collect(),
         );
         let macs = 16 * 1024 * 144u64;
-        let jit = JitModel::with_target(&m, &target).expect("compile");
-        let kernel = jit.report().layers[0].kernel.clone();
-        if let Some(g) = measure(&m, &[xin], macs, iters * 10, &target) {
-            println!(
-                "  conv 16->16 3x3 32x32 (K=144)     {g:>7.2} G MAC/s  {:>3.0}% of peak  [{kernel}]",
-                100.0 * g / peak
-            );
+        // The direct convolution (the default where it applies), then im2col.
+        for direct in [true, false] {
+            qcc::backend::direct_conv(direct, || {
+                let jit = JitModel::with_target(&m, &target).expect("compile");
+                let kernel = jit.report().layers[0].kernel.clone();
+                if let Some(g) = measure(&m, std::slice::from_ref(&xin), macs, iters * 10, &target)
+                {
+                    println!(
+                        "  conv 16->16 3x3 32x32 (K=144)     {g:>7.2} G MAC/s  {:>3.0}% of peak  [{kernel}]",
+                        100.0 * g / peak
+                    );
+                }
+            });
         }
     }
     rows

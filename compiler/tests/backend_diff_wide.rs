@@ -38,6 +38,9 @@ fn tiers() -> Vec<(&'static str, &'static str, bool)> {
 /// Per tier: cases where its wide kernel ran.
 static RAN: Mutex<[usize; 2]> = Mutex::new([0; 2]);
 
+/// Cases where a tile computed a convolution directly (`.direct+` kernels).
+static RAN_DIRECT: Mutex<usize> = Mutex::new(0);
+
 /// Cases where the i16-widening ymm tile ran on 8-bit weights, which it reads
 /// pre-widened to i16 from the object (`dot::weights_i16`).
 static RAN_I16: Mutex<usize> = Mutex::new(0);
@@ -202,6 +205,9 @@ fn check_tiers(b: &B, takes: [bool; 2]) -> Result<(), String> {
                 if kernel.contains(kname) {
                     RAN.lock().unwrap()[ti] += 1;
                 }
+                if kernel.contains(".direct+") {
+                    *RAN_DIRECT.lock().unwrap() += 1;
+                }
             }
         }
     }
@@ -334,6 +340,19 @@ proptest! {
         }
     }
 
+    /// Direct convolutions (see `direct_case`).
+    #[test]
+    fn conv2d_direct(
+        seed: u64,
+        abits in 1u8..=8,
+        wbits in 1u8..=8,
+        asigned: bool,
+        bias_kind in 0usize..3,
+        requant_kind in 0usize..3,
+    ) {
+        direct_case(seed, abits, wbits, asigned, bias_kind, requant_kind)?;
+    }
+
     #[test]
     fn matmul_wide(
         seed: u64,
@@ -403,6 +422,80 @@ fn conv_case(
     let y = requant(&mut b, &mut r, y, requant_kind, m, 1);
     b.output(y);
     check_tiers(&b, wt.takes).map_err(TestCaseError::fail)
+}
+
+/// A random convolution the wide tiles compute directly (stride 1 or 2, no dilation, output
+/// rows a whole number of vectors: `MdLowering::window`), checked on every tier, and the
+/// report must name the direct kernel where the tier's tile takes it: channel counts
+/// that leave a partial quad, windows up to 5x5, pads 0..3 on each side, batches, rows
+/// narrower than a vector (loaded a row at a time), strides 1 and 2 (phase planes).
+#[allow(clippy::too_many_arguments, reason = "the test's parameters")]
+fn direct_case(
+    seed: u64,
+    abits: u8,
+    wbits: u8,
+    asigned: bool,
+    bias_kind: usize,
+    requant_kind: usize,
+) -> Result<(), TestCaseError> {
+    let mut r = Rng(seed | 1);
+    let n = r.i(1, 2) as usize;
+    let (c, m) = (r.i(1, 21) as usize, r.i(1, 40) as usize);
+    let (kh, kw) = (r.i(1, 5) as usize, r.i(1, 5) as usize);
+    let pads: Vec<i64> = (0..4).map(|_| r.i(0, 3)).collect();
+    // Output rows of 4 or 8 pixels (several per vector) or of whole vectors, and rows
+    // that fit neither (24 on zmm).
+    let ow: usize = [4, 8, 8, 16, 24, 32, 48][r.i(0, 6) as usize];
+    let oh = r.i(1, 9) as usize;
+    // Stride 1 or 2 (the input one row or column longer where stride 2 allows).
+    let st = r.i(1, 2);
+    let (ex, ey) = if st == 2 {
+        (r.i(0, 1), r.i(0, 1))
+    } else {
+        (0, 0)
+    };
+    let w = st * (ow as i64 - 1) + kw as i64 + ex - pads[1] - pads[3];
+    let h = st * (oh as i64 - 1) + kh as i64 + ey - pads[0] - pads[2];
+    if w < 1 || h < 1 {
+        return Ok(());
+    }
+    let (h, w) = (h as usize, w as usize);
+    let mut b = B::new();
+    let xe = act_type(&mut r, abits, asigned);
+    let xd = codes(&mut r, &xe, n * c * h * w);
+    let x = b.input_int(xe, &[n, c, h, w], xd);
+    let wt = weights(&mut r, wbits, 0, m, m * c * kh * kw, true);
+    let wc = b.const_int(wt.elem, &[m, c, kh, kw], wt.codes);
+    let mut ops = vec![x, wc];
+    if let Some(bv) = bias(&mut b, &mut r, bias_kind, m) {
+        ops.push(bv);
+    }
+    let y = b.node(
+        Op::Conv2dInt,
+        &ops,
+        attrs(&[("pads", ints(&pads)), ("strides", ints(&[st, st]))]),
+        ElemType::I32,
+    );
+    let y = requant(&mut b, &mut r, y, requant_kind, m, 1);
+    b.output(y);
+    check_tiers(&b, wt.takes).map_err(TestCaseError::fail)?;
+    let host = target_lexicon::Triple::host().to_string();
+    for (ti, (cpu, kname, has)) in tiers().into_iter().enumerate() {
+        let lanes: usize = if ti == 0 { 8 } else { 16 };
+        let fits = ow.is_multiple_of(lanes)
+            || (lanes.is_multiple_of(ow) && (oh * ow).is_multiple_of(lanes));
+        if !has || !wt.takes[ti] || !fits {
+            continue;
+        }
+        let t = Target::new(&host, cpu).unwrap();
+        let jit = costs::without(&OTHERS, || JitModel::with_target(&b.m, &t)).unwrap();
+        let kernel = &jit.report().layers[0].kernel;
+        prop_assert!(
+            !kernel.contains(kname) || kernel.contains(".direct+"),
+            "{cpu}: {kernel} is not the direct convolution"
+        );
+    }
+    Ok(())
 }
 
 /// A random matrix product (see `matmul_wide`) checked on every tier.
@@ -596,6 +689,11 @@ fn zz_tiers_exercised() {
     resnet_stage_one_small_weights();
     let ran = *RAN.lock().unwrap();
     let mut missing = Vec::new();
+    let direct = *RAN_DIRECT.lock().unwrap();
+    println!("{direct} cases computed a convolution directly");
+    if direct == 0 && (tiers()[0].2 || tiers()[1].2) {
+        missing.push("a direct convolution");
+    }
     if tiers()[0].2 {
         let n = *RAN_I16.lock().unwrap();
         println!("x86-64-v3: {n} cases took vpmaddwd.ymm with i16 weights");

@@ -755,3 +755,25 @@ fn context_checks() {
         );
     }
 }
+
+/// A convolution whose bands are not all direct (`MdLowering::window`: 11 rows of 8
+/// pixels, zmm vectors of two rows, so odd bands take im2col) with 2-bit weights
+/// unpacked once for all bands (grain 1): the first phase must unpack them in the K
+/// order every band reads, or run per band (found by `u8_i8_convolutions`).
+#[test]
+fn direct_and_im2col_bands_with_shared_weights() {
+    let mut r = Rng(17908988436616188334u64 | 1);
+    let b = int_conv(&mut r, 2, 2, true, false).expect("a case");
+    if Tier::host().avx512_vnni() {
+        check(&b, "native", &only(&[Strategy::DotVnni]), "vpdpbusd.zmm").unwrap();
+    }
+    if host_has(false) {
+        check(
+            &b,
+            "x86-64-v3",
+            &only(&[Strategy::DotAvx2, Strategy::DotAvx2Wide]),
+            ".ymm",
+        )
+        .unwrap();
+    }
+}

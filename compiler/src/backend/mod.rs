@@ -49,6 +49,7 @@ pub use huffman::Compress;
 pub use jit::{
     CtxCase, JitModel, OutputRef, PeakMix, QccCtx, ThreadPool, huffman_round_trip, measure_peak,
 };
+pub use kernels::dot::maddubs::with_direct as direct_conv;
 pub use report::{BlobReport, Compression, LayerReport, Report};
 pub use split::with_grain as split_grain;
 pub use target::{Target, Tier};

@@ -699,7 +699,15 @@ fn split_rows_in(m: &Module, step: &Step, g: &ConvGeom, forced: Option<usize>) -
                 .max()
                 .unwrap_or(0)
                 .max(ALIGN);
-            let pre = prepare(&step.lowering, chunks.len());
+            // A first phase unpacks the weights once, in the layer's K order: only
+            // where every band reads them in that order (a band of a direct
+            // convolution may not be one, or the reverse).
+            let direct = |l: &Lowering| matches!(l, Lowering::Maddubs(q) if q.window().is_some());
+            let pre = prepare(&step.lowering, chunks.len()).filter(|_| {
+                chunks
+                    .iter()
+                    .all(|c| direct(c.sub()) == direct(&step.lowering))
+            });
             let chunks = match &pre {
                 Some(_) => chunks
                     .into_iter()

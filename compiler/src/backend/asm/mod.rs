@@ -20,6 +20,7 @@
 //!   which would turn `vpdpbusd` on xmm/ymm into the AVX-VNNI form.
 
 mod cpu;
+mod touch;
 
 use iced_x86::code_asm::CodeAssembler;
 
@@ -34,6 +35,7 @@ use super::kernels::xnor::XnorTile;
 use super::target::Tier;
 
 pub(crate) use cpu::cpu_check;
+pub(crate) use touch::Touch;
 
 /// A function assembled for the backend.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,6 +64,8 @@ pub(crate) enum AsmFn {
     SoftmaxZmm(SoftmaxZmm),
     /// `void op(const f32 *a, const f32 *b, f32 *out)`: f32 add/sub/mul/div on zmm.
     BinZmm(BinZmm),
+    /// `void touch(const u8 *p)`: software prefetch of a task's rows ([`Touch`]).
+    Touch(Touch),
 }
 
 impl AsmFn {
@@ -84,6 +88,7 @@ impl AsmFn {
             AsmFn::ErfZmm(t) => t.symbol(),
             AsmFn::SoftmaxZmm(t) => t.symbol(),
             AsmFn::BinZmm(t) => t.symbol(),
+            AsmFn::Touch(t) => t.symbol(),
         }
     }
 
@@ -106,6 +111,7 @@ impl AsmFn {
             AsmFn::ErfZmm(_) => 3,
             AsmFn::SoftmaxZmm(_) => 3,
             AsmFn::BinZmm(_) => 3,
+            AsmFn::Touch(_) => 1,
         }
     }
 
@@ -127,6 +133,7 @@ impl AsmFn {
             AsmFn::ErfZmm(t) => t.assemble(),
             AsmFn::SoftmaxZmm(t) => t.assemble(),
             AsmFn::BinZmm(t) => t.assemble(),
+            AsmFn::Touch(t) => t.assemble(),
         };
         r.map_err(|e| format!("assembling {}: {e}", self.symbol()))
     }
@@ -182,7 +189,50 @@ mod tests {
             rows_signed,
             w16: false,
             epi: None,
+            window: None,
         }
+    }
+
+    #[test]
+    fn a_window_tile_unrolls_its_taps_at_fixed_displacements() {
+        use crate::backend::kernels::dot::DotWindow;
+        let win = DotWindow {
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            hq: 0,
+            wp: 34,
+            ow: 32,
+            groups: 4,
+            plane: 34 * 34 * 4,
+        };
+        let t = DotTile {
+            quads: 36,
+            window: Some(win.clone()),
+            ..tile(DotIsa::Vnni512, true)
+        };
+        let text = disassemble(&AsmFn::Dot(t.clone()).assemble().unwrap());
+        // 3 rows x 2 vectors per tap, 9 taps per channel quad in the loop body.
+        assert_eq!(text.matches("vpdpbusd zmm").count(), 9 * 3 * 2, "{text}");
+        // Tap (2, 2) of the second vector: 4 * (2 * 34 + 2) + 64 bytes.
+        assert!(
+            text.contains(&format!("{:X}h]", 4 * (2 * 34 + 2) + 64)),
+            "{text}"
+        );
+        assert_eq!(win.pixel_disp(16), 64);
+        // Stride 2: tap (1, 2) is phase (1, 0), one column on.
+        let s2 = DotWindow {
+            stride: 2,
+            wp: 17,
+            hq: 17,
+            ..win.clone()
+        };
+        assert_eq!(s2.tap_disp(5), 4 * (2 * 17 * 17 + 1));
+        assert_eq!(win.pixel_disp(32), 4 * 34);
+        assert_ne!(
+            AsmFn::Dot(t).symbol(),
+            AsmFn::Dot(tile(DotIsa::Vnni512, true)).symbol()
+        );
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! `intelem.rs`'s vectorised form) on zmm with AVX-512, assembled with iced-x86: the
 //! same f64 steps as the 128-bit kernel, 8 elements per step instead of 2 per vector.
 //!
-//! Per 8 codes of each operand: `vpmovsxbd`/`vpmovzxbd` and `vcvtdq2pd` (exact), minus
-//! the zero point and times the operand's integer multiplier (`vsubpd`, `vmulpd`: the
-//! same exact values as the 128-bit kernel's `2^52` bit-pattern conversion), the two
-//! combined (`vaddpd`, `vsubpd` or `vmulpd`), times the output multiplier, plus
-//! `1.5 * 2^52` (rounding half to even, as the 128-bit kernel does), the low 32 bits
-//! (`vpmovqd`), plus the output zero point, the clamp, and a truncating `vpmovdb`
-//! store of the 8 bytes (the values are inside the 8-bit range).
+//! Per 8 codes of each operand: the code minus the zero point as f64, exactly (the bytes
+//! zero-extended to qwords, `vpmovzxbq`, OR-ed with the exponent of `2^52` and, for
+//! signed codes, XOR-ed with 0x80, minus `2^52 + z` (`+ 128`); or `vpmovsxbd`/`vpmovzxbd`
+//! and `vcvtdq2pd` then `vsubpd` where the zero point is not an integer), times the
+//! operand's multiplier (`vmulpd`: the same values as the 128-bit kernel's `2^52`
+//! bit-pattern conversion), the two combined (`vaddpd`, `vsubpd` or `vmulpd`), times the
+//! output multiplier, plus `1.5 * 2^52` (rounding half to even, as the 128-bit kernel
+//! does); the rounded value plus the output zero point is then the qword's bit pattern
+//! minus a constant (`vpsubq`), clamped in i64 lanes and stored by a truncating
+//! `vpmovqb` (8 bytes).
 //!
 //! With AVX2 only (`ymm`), the same steps on ymm, 4 elements per f64 vector: the low
 //! dwords of the two halves gathered by `vshufps` + `vpermq`, and the 8 clamped codes
@@ -93,27 +96,62 @@ impl AddZmm {
             a.mov(rax, bits)?;
             a.vpbroadcastq(reg, rax)?;
         }
-        let (zq, lo, hi) = (ymm16, ymm17, ymm18);
-        for (reg, v) in [(zq, self.zq), (lo, self.lo), (hi, self.hi)] {
-            a.mov(eax, v as u32)?;
-            a.vpbroadcastd(reg, eax)?;
+        // Per operand, the codes as f64 minus the zero point: where the zero point is an
+        // integer, `2^52 + u` from the zero-extended byte `u` (OR-ing the exponent in;
+        // for signed codes XOR-ing 0x80 too, `u = x + 128`) minus `2^52 + z (+ 128)`:
+        // exact, and one shuffle instead of a widening and a conversion.
+        let exact = |o: usize| {
+            let z = f64::from_bits(self.z[o]);
+            z.fract() == 0.0 && z.abs() < (1u64 << 40) as f64
+        };
+        let (bits_a, bits_b) = (zmm14, zmm15);
+        for (o, (reg, zreg)) in [(bits_a, za), (bits_b, zb)].into_iter().enumerate() {
+            if exact(o) {
+                let z = f64::from_bits(self.z[o]) + if self.signed[o] { 128.0 } else { 0.0 };
+                a.mov(rax, (4_503_599_627_370_496f64 + z).to_bits())?;
+                a.vpbroadcastq(zreg, rax)?;
+                let xor =
+                    4_503_599_627_370_496f64.to_bits() | if self.signed[o] { 0x80 } else { 0 };
+                a.mov(rax, xor)?;
+                a.vpbroadcastq(reg, rax)?;
+            }
         }
+        // The output: `r + zq` in i64 lanes is the bit pattern after the rounding add
+        // minus that of `1.5 * 2^52` plus zq, then the clamp and a truncating store.
+        let (zq64, lo64, hi64) = (zmm16, zmm17, zmm18);
+        a.mov(
+            rax,
+            6_755_399_441_055_744f64
+                .to_bits()
+                .wrapping_sub(self.zq as i64 as u64),
+        )?;
+        a.vpbroadcastq(zq64, rax)?;
+        a.mov(rax, self.lo as i64 as u64)?;
+        a.vpbroadcastq(lo64, rax)?;
+        a.mov(rax, self.hi as i64 as u64)?;
+        a.vpbroadcastq(hi64, rax)?;
         let mut top = a.create_label();
         a.mov(r10d, self.steps)?;
         a.set_label(&mut top)?;
-        for (o, (src, x, z, m)) in [(rdi, zmm0, za, ma), (rsi, zmm1, zb, mb)]
+        for (o, (src, x, z, m, bits)) in [(rdi, zmm0, za, ma, bits_a), (rsi, zmm1, zb, mb, bits_b)]
             .into_iter()
             .enumerate()
         {
-            let xi =
-                iced_x86::code_asm::registers::ymm::get_ymm(iced_x86::Register::YMM0 + o as u32)
-                    .expect("ymm0, ymm1");
-            if self.signed[o] {
-                a.vpmovsxbd(xi, qword_ptr(src))?;
+            if exact(o) {
+                a.vpmovzxbq(x, qword_ptr(src))?;
+                a.vpxorq(x, x, bits)?;
             } else {
-                a.vpmovzxbd(xi, qword_ptr(src))?;
+                let xi = iced_x86::code_asm::registers::ymm::get_ymm(
+                    iced_x86::Register::YMM0 + o as u32,
+                )
+                .expect("ymm0, ymm1");
+                if self.signed[o] {
+                    a.vpmovsxbd(xi, qword_ptr(src))?;
+                } else {
+                    a.vpmovzxbd(xi, qword_ptr(src))?;
+                }
+                a.vcvtdq2pd(x, xi)?;
             }
-            a.vcvtdq2pd(x, xi)?;
             a.vsubpd(x, x, z)?;
             a.vmulpd(x, x, m)?;
         }
@@ -124,11 +162,10 @@ impl AddZmm {
         }
         a.vmulpd(zmm0, zmm0, c)?;
         a.vaddpd(zmm0, zmm0, magic)?;
-        a.vpmovqd(ymm0, zmm0)?;
-        a.vpaddd(ymm0, ymm0, zq)?;
-        a.vpmaxsd(ymm0, ymm0, lo)?;
-        a.vpminsd(ymm0, ymm0, hi)?;
-        a.vpmovdb(qword_ptr(rdx), ymm0)?;
+        a.vpsubq(zmm0, zmm0, zq64)?;
+        a.vpmaxsq(zmm0, zmm0, lo64)?;
+        a.vpminsq(zmm0, zmm0, hi64)?;
+        a.vpmovqb(qword_ptr(rdx), zmm0)?;
         a.add(rdi, 8)?;
         a.add(rsi, 8)?;
         a.add(rdx, 8)?;

@@ -64,7 +64,8 @@ use super::check::*;
 pub(crate) use super::check::{Checked, KOrder, Plan, check};
 pub(crate) use super::vpack::VPack;
 use super::vpack::*;
-use super::{DotIsa, Wide};
+use super::{DotIsa, DotWindow, Wide};
+use crate::backend::asm::{AsmFn, Touch};
 use crate::backend::costs::{self, CostTarget, Strategy};
 use crate::backend::kb::{Kb, MF, RO};
 use crate::backend::storage::Store;
@@ -219,12 +220,86 @@ impl MdLowering {
     pub(crate) fn unpacked_rows(&self) -> Option<(usize, bool)> {
         match (&self.kind, self.pack) {
             (MdKind::Conv { g }, Some(_)) if g.group == 1 => {
-                let kpp = kp(g.kdim());
+                let kpp = self.krow();
                 Some(((g.m * kpp).div_ceil(16) * 16 + 16, kpp.is_multiple_of(16)))
             }
             _ => None,
         }
     }
+
+    /// A convolution the wide tile computes directly ([`DotWindow`]): stride 1, no
+    /// dilation, one group, output rows a whole number of the tile's vectors (or rows of
+    /// 4 or 8 pixels that fill whole vectors), on activations in the natural K order. Its input is repacked per call into
+    /// `[C/4][Hp][Wp][4]` (padding taps holding the zero point) instead of im2col's
+    /// patch rows and their transposition, about a ninth of the bytes for a 3x3 window.
+    pub(crate) fn window(&self) -> Option<DotWindow> {
+        let (MdKind::Conv { g }, Some(isa)) = (&self.kind, self.wide) else {
+            return None;
+        };
+        let s2 = (g.sh, g.sw) == (2, 2);
+        let ok = g.group == 1
+            && ((g.sh, g.sw) == (1, 1) || s2)
+            && (g.dh, g.dw) == (1, 1)
+            && g.oh > 0
+            && g.ow > 0
+            && DotWindow::fits(g.ow, isa.lanes(), 1)
+            // Vectors of several rows: no vector past the last row.
+            && (g.ow >= isa.lanes() || g.npix().is_multiple_of(isa.lanes()))
+            && self.order.is_none()
+            && !self.sdot
+            && DIRECT.with(|d| d.get());
+        // The padded input the window reads (stride 2: in four phase planes of half
+        // its rows and columns, rounded up).
+        let (hp, wp) = (g.sh * (g.oh - 1) + g.kh, g.sw * (g.ow - 1) + g.kw);
+        let (hq, wq, phases) = if s2 {
+            (hp.div_ceil(2), wp.div_ceil(2), 4)
+        } else {
+            (hp, wp, 1)
+        };
+        ok.then(|| DotWindow {
+            kh: g.kh as u8,
+            kw: g.kw as u8,
+            stride: g.sh as u8,
+            wp: wq as u32,
+            ow: g.ow as u32,
+            hq: if s2 { hq as u32 } else { 0 },
+            groups: g.c.div_ceil(4) as u32,
+            plane: (phases * hq * wq * 4) as u32,
+        })
+    }
+
+    /// Workspace bytes of a convolution's patches: im2col's byte rows and their quad
+    /// layout, or the direct convolution's repacked input (whole 64-byte lines).
+    fn patch_bytes(&self, g: &ConvGeom) -> usize {
+        match self.window() {
+            Some(w) => (w.groups as usize * w.plane as usize).div_ceil(64) * 64,
+            None => 2 * kp(g.kdim()) * p16(g.npix()),
+        }
+    }
+
+    /// K positions of a weight row: K rounded to quads, or for a direct convolution
+    /// `[C/4][taps][4]` rounded to 16 (rows unpacked 16 at a time stay in their row).
+    pub(crate) fn krow(&self) -> usize {
+        match (&self.kind, self.window()) {
+            (_, Some(w)) => (w.groups as usize * w.taps() * 4).div_ceil(16) * 16,
+            (MdKind::Conv { g }, None) => kp(g.kdim()),
+            (MdKind::MatMul { k, .. }, None) => kp(*k),
+        }
+    }
+}
+
+thread_local! {
+    static DIRECT: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` (a compilation on this thread) with direct convolutions
+/// ([`MdLowering::window`]) allowed or not: tests and benchmarks compare them with
+/// im2col.
+pub fn with_direct<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    let saved = DIRECT.with(|d| d.replace(on));
+    let r = f();
+    DIRECT.with(|d| d.set(saved));
+    r
 }
 
 /// Quads per iteration of the K loops (1 and 2 measured alike; 4 spills).
@@ -265,6 +340,9 @@ impl MdLowering {
             let kpair = if self.order.is_some() { ".kpaired" } else { "" };
             let body = format!("{}.{}{packed}{kpair}{rq}", w.name(), self.st_x.name());
             return match &self.kind {
+                MdKind::Conv { .. } if self.window().is_some() => {
+                    format!("conv2d_int.direct+{body}")
+                }
                 MdKind::Conv { .. } => format!("conv2d_int.im2col+{body}"),
                 MdKind::MatMul { .. } => format!("matmul_int.{body}"),
             };
@@ -315,10 +393,9 @@ impl MdLowering {
     fn acc_offset(&self) -> usize {
         match &self.kind {
             MdKind::Conv { g } => {
-                let t = kp(g.kdim()) * p16(g.npix());
-                2 * t
+                self.patch_bytes(g)
                     + if self.pack.is_some() {
-                        (g.m * kp(g.kdim())).div_ceil(16) * 16 + 16
+                        (g.m * self.krow()).div_ceil(16) * 16 + 16
                     } else {
                         0
                     }
@@ -958,7 +1035,6 @@ fn transpose_quads(
     p16: usize,
     rows_of: Option<Value>,
 ) {
-    let [lo8, hi8, lo16, hi16] = unpack_masks();
     let chunks = (p16 / 16) as i64;
     kb.for_range(0, quads as i64, 1, |kb, q| {
         let bq = kb.idx(b, q, (4 * p16) as i64);
@@ -987,16 +1063,7 @@ fn transpose_quads(
                     kb.load(I8X16, s, 0)
                 })
                 .collect();
-            let a = shuffle(kb, r[0], r[1], lo8);
-            let bb = shuffle(kb, r[0], r[1], hi8);
-            let c2 = shuffle(kb, r[2], r[3], lo8);
-            let d = shuffle(kb, r[2], r[3], hi8);
-            let o = [
-                shuffle(kb, a, c2, lo16),
-                shuffle(kb, a, c2, hi16),
-                shuffle(kb, bb, d, lo16),
-                shuffle(kb, bb, d, hi16),
-            ];
+            let o = interleave4(kb, [r[0], r[1], r[2], r[3]]);
             let dp = kb.idx(bq, c, 64);
             for (i, &v) in o.iter().enumerate() {
                 kb.store(v, dp, (i * 16) as i64);
@@ -1115,6 +1182,287 @@ fn im2col_rows(
     });
 }
 
+/// Rows and columns of the input that a direct convolution's window reads (the rest of
+/// `[Hp][Wp]` is padding).
+fn window_extent(g: &ConvGeom, w: &DotWindow) -> (usize, usize) {
+    let (hp, wp) = padded(w);
+    (
+        g.h.min(hp.saturating_sub(g.top)),
+        g.w.min(wp.saturating_sub(g.left)),
+    )
+}
+
+/// Rows and columns of the padded input a window's planes hold (stride 2: twice a
+/// phase plane's).
+fn padded(w: &DotWindow) -> (usize, usize) {
+    let wp = w.wp as usize;
+    if w.stride == 2 {
+        (2 * w.hq as usize, 2 * wp)
+    } else {
+        (w.plane as usize / (4 * wp), wp)
+    }
+}
+
+/// Stores the byte `zu` over `len` bytes (a multiple of 4) from `p + at`: 16 bytes at a
+/// time (`v16`), then words (`w32`).
+fn fill_words(kb: &mut Kb<'_, '_>, p: Value, at: usize, len: usize, (v16, w32): (Value, Value)) {
+    let n = len / 16;
+    if n > 4 {
+        let base = kb.off(p, at as i64);
+        kb.for_range(0, n as i64, 1, |kb, i| {
+            let d = kb.idx(base, i, 16);
+            kb.store(v16, d, 0);
+        });
+    } else {
+        for i in 0..n {
+            kb.store(v16, p, (at + 16 * i) as i64);
+        }
+    }
+    for i in 0..(len % 16) / 4 {
+        kb.store(w32, p, (at + 16 * n + 4 * i) as i64);
+    }
+}
+
+/// Fills the padding of a direct convolution's repacked input `[C/4][Hp][Wp][4]` at `t`
+/// with `zu`, in every channel quad's plane: the rows above and below the input's and,
+/// beside each of the input's rows, the columns left and right of it (the rest is
+/// [`window_pack`]'s, every call).
+fn window_border(kb: &mut Kb<'_, '_>, g: &ConvGeom, w: &DotWindow, t: Value, zu: i64) {
+    let (hp, wp) = padded(w);
+    let (rows, cols) = window_extent(g, w);
+    let right = wp - g.left.min(wp) - cols;
+    let v16 = splat8(kb, zu);
+    let w32 = kb.b.ins().iconst(I32, (zu as u8 as i64) * 0x0101_0101);
+    if w.stride == 2 {
+        // The phase planes: all of them (the packing writes the input's pixels after).
+        let all = w.groups as usize * w.plane as usize;
+        fill_words(kb, t, 0, all, (v16, w32));
+        return;
+    }
+    kb.for_range(0, w.groups as i64, 1, |kb, gq| {
+        let tg = kb.idx(t, gq, w.plane as i64);
+        fill_words(kb, tg, 0, g.top.min(hp) * wp * 4, (v16, w32));
+        let below = g.top.min(hp) + rows;
+        fill_words(kb, tg, below * wp * 4, (hp - below) * wp * 4, (v16, w32));
+        if (g.left > 0 || right > 0) && rows > 0 {
+            kb.for_range(g.top as i64, below as i64, 1, |kb, y| {
+                let r = kb.idx(tg, y, (4 * wp) as i64);
+                for i in 0..g.left.min(wp) {
+                    kb.store(w32, r, (4 * i) as i64);
+                }
+                for i in 0..right {
+                    kb.store(w32, r, (4 * (g.left + cols + i)) as i64);
+                }
+            });
+        }
+    });
+}
+
+/// Four channel rows' 16 bytes at `s` (`x_plane` bytes apart; `zv` for channels past
+/// `chans`), plus the activation offset, interleaved into four vectors of four pixels x
+/// four channels (pixel `k` is dword `k % 4` of vector `k / 4`).
+fn channel_quad(
+    kb: &mut Kb<'_, '_>,
+    s: Value,
+    x_plane: usize,
+    chans: usize,
+    (zv, offv): (Value, Option<Value>),
+) -> [Value; 4] {
+    let r: Vec<Value> = (0..4)
+        .map(|i| {
+            if i >= chans {
+                return zv;
+            }
+            let v = kb.load(I8X16, s, (i * x_plane) as i64);
+            match offv {
+                Some(o) => kb.b.ins().iadd(v, o),
+                None => v,
+            }
+        })
+        .collect();
+    interleave4(kb, [r[0], r[1], r[2], r[3]])
+}
+
+/// Interleaves four byte rows of 16 into four vectors of four dwords (`punpck{l,h}bw`
+/// then `punpck{l,h}wd`): dword `k % 4` of vector `k / 4` holds byte `k` of each row.
+fn interleave4(kb: &mut Kb<'_, '_>, r: [Value; 4]) -> [Value; 4] {
+    let [lo8, hi8, lo16, hi16] = unpack_masks();
+    let a = shuffle(kb, r[0], r[1], lo8);
+    let bb = shuffle(kb, r[0], r[1], hi8);
+    let c2 = shuffle(kb, r[2], r[3], lo8);
+    let dd = shuffle(kb, r[2], r[3], hi8);
+    [
+        shuffle(kb, a, c2, lo16),
+        shuffle(kb, a, c2, hi16),
+        shuffle(kb, bb, dd, lo16),
+        shuffle(kb, bb, dd, hi16),
+    ]
+}
+
+/// One pixel's four channel bytes from `src + px` (`zu` past `chans`), plus the
+/// activation offset, stored at `dst`.
+fn pack_pixel(
+    kb: &mut Kb<'_, '_>,
+    (src, px, x_plane, chans): (Value, usize, usize, usize),
+    (zu, off): (i64, i64),
+    dst: Value,
+    at: i32,
+) {
+    for i in 0..4 {
+        let v = if i < chans {
+            let v = kb.b.ins().uload8(I32, MF, src, (i * x_plane + px) as i32);
+            kb.b.ins().iadd_imm_s(v, off)
+        } else {
+            kb.b.ins().iconst(I32, zu as u8 as i64)
+        };
+        kb.b.ins().istore8(MF, v, dst, at + i as i32);
+    }
+}
+
+/// Runs `group(kb, gq, chans)` for every channel quad of `c` channels: a loop over the
+/// full quads, then the last one with `c % 4` channels.
+fn for_quads(kb: &mut Kb<'_, '_>, c: usize, mut group: impl FnMut(&mut Kb<'_, '_>, Value, usize)) {
+    let (full, part) = (c / 4, c % 4);
+    if full > 0 {
+        kb.for_range(0, full as i64, 1, |kb, gq| group(kb, gq, 4));
+    }
+    if part > 0 {
+        let gq = kb.c(full as i64);
+        group(kb, gq, part);
+    }
+}
+
+/// Repacks the input `[C][h][w]` at `x` (channel planes `x_plane` bytes apart) into a
+/// direct convolution's `[C/4][Hp][Wp][4]` at `t`, adding the activation offset: four
+/// channel rows interleaved 16 pixels at a time (`punpck{l,h}bw` then `punpck{l,h}wd`,
+/// the last 16 overlapping the previous ones where the row is not a multiple), byte by
+/// byte for rows narrower than 16. Channels past C (in the last quad) hold `zu`, which
+/// meets zero weights.
+#[allow(clippy::too_many_arguments, reason = "the pieces of one repacking")]
+fn window_pack(
+    kb: &mut Kb<'_, '_>,
+    g: &ConvGeom,
+    w: &DotWindow,
+    x_plane: usize,
+    x: Value,
+    t: Value,
+    (zu, off, offv): (i64, i64, Option<Value>),
+) {
+    let (rows, cols) = window_extent(g, w);
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    if w.stride == 2 {
+        return window_pack2(kb, g, w, x_plane, x, t, (zu, off, offv), (rows, cols));
+    }
+    let wp = w.wp as usize;
+    let zv = splat8(kb, zu);
+    let first = ((g.top * wp + g.left) * 4) as i64;
+    for_quads(kb, g.c, |kb, gq, chans| {
+        let xg = kb.idx(x, gq, (4 * x_plane) as i64);
+        let tg = kb.idx(t, gq, w.plane as i64);
+        kb.for_range(0, rows as i64, 1, |kb, y| {
+            let src = kb.idx(xg, y, g.w as i64);
+            let dst = kb.idx(tg, y, (4 * wp) as i64);
+            let dst = kb.off(dst, first);
+            if cols < 16 {
+                for px in 0..cols {
+                    pack_pixel(kb, (src, px, x_plane, chans), (zu, off), dst, 4 * px as i32);
+                }
+                return;
+            }
+            let chunk = |kb: &mut Kb<'_, '_>, s: Value, d: Value| {
+                let o = channel_quad(kb, s, x_plane, chans, (zv, offv));
+                for (i, &v) in o.iter().enumerate() {
+                    kb.store(v, d, (i * 16) as i64);
+                }
+            };
+            let n = cols / 16;
+            if n > 4 {
+                kb.for_range(0, n as i64, 1, |kb, i| {
+                    let s = kb.idx(src, i, 16);
+                    let d = kb.idx(dst, i, 64);
+                    chunk(kb, s, d);
+                });
+            } else {
+                for i in 0..n {
+                    let s = kb.off(src, (16 * i) as i64);
+                    let d = kb.off(dst, (64 * i) as i64);
+                    chunk(kb, s, d);
+                }
+            }
+            if !cols.is_multiple_of(16) {
+                let s = kb.off(src, (cols - 16) as i64);
+                let d = kb.off(dst, (4 * (cols - 16)) as i64);
+                chunk(kb, s, d);
+            }
+        });
+    });
+}
+
+/// [`window_pack`] for stride 2: input row `Y = top + y` goes to the phase planes of
+/// parity `Y % 2`, row `Y / 2`; of 16 interleaved pixels from column `X0 = left + x0`,
+/// the even ones (gathered by a dword shuffle) to the planes of parity `X0 % 2` from
+/// column `X0 / 2`, the odd ones to the others from `(X0 + 1) / 2`.
+#[allow(clippy::too_many_arguments, reason = "the pieces of one repacking")]
+fn window_pack2(
+    kb: &mut Kb<'_, '_>,
+    g: &ConvGeom,
+    w: &DotWindow,
+    x_plane: usize,
+    x: Value,
+    t: Value,
+    (zu, off, offv): (i64, i64, Option<Value>),
+    (rows, cols): (usize, usize),
+) {
+    let (wq, hq) = (w.wp as usize, w.hq as usize);
+    // Bytes of one phase plane.
+    let pb = (4 * hq * wq) as i64;
+    let even: [u8; 16] = std::array::from_fn(|i| (8 * (i / 4) + i % 4) as u8);
+    let odd: [u8; 16] = std::array::from_fn(|i| (8 * (i / 4) + 4 + i % 4) as u8);
+    let zv = splat8(kb, zu);
+    for_quads(kb, g.c, |kb, gq, chans| {
+        let xg = kb.idx(x, gq, (4 * x_plane) as i64);
+        let tg = kb.idx(t, gq, w.plane as i64);
+        kb.for_range(0, rows as i64, 1, |kb, y| {
+            let src = kb.idx(xg, y, g.w as i64);
+            // Row Y of the padded input: phase rows of parity Y % 2, row Y / 2.
+            let yy = kb.b.ins().iadd_imm_s(y, g.top as i64);
+            let par = kb.b.ins().band_imm_u(yy, 1);
+            let half = kb.b.ins().ushr_imm_u(yy, 1);
+            let rb = kb.idx(tg, par, 2 * pb);
+            let rb = kb.idx(rb, half, (4 * wq) as i64);
+            // Pixel X of the row: phase column parity X % 2, column X / 2.
+            let at = |xx: usize| ((xx % 2) as i64) * pb + (4 * (xx / 2)) as i64;
+            if cols < 16 {
+                for px in 0..cols {
+                    let d = kb.off(rb, at(g.left + px));
+                    pack_pixel(kb, (src, px, x_plane, chans), (zu, off), d, 0);
+                }
+                return;
+            }
+            let chunk = |kb: &mut Kb<'_, '_>, x0: usize| {
+                let s = kb.off(src, x0 as i64);
+                let o = channel_quad(kb, s, x_plane, chans, (zv, offv));
+                let xx = g.left + x0;
+                for (k, mask) in [(0usize, even), (1, odd)] {
+                    let d = kb.off(rb, at(xx + k));
+                    let lo = shuffle(kb, o[0], o[1], mask);
+                    let hi = shuffle(kb, o[2], o[3], mask);
+                    kb.store(lo, d, 0);
+                    kb.store(hi, d, 16);
+                }
+            };
+            for i in 0..cols / 16 {
+                chunk(kb, 16 * i);
+            }
+            if !cols.is_multiple_of(16) {
+                chunk(kb, cols - 16);
+            }
+        });
+    });
+}
+
 // ---------------------------------------------------------------------------------
 // Emission.
 
@@ -1195,10 +1543,14 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering) {
 
 fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     let (cg, mg, k, npix) = (g.cg(), g.mg(), g.kdim(), g.npix());
-    let (kpp, pp) = (kp(k), p16(npix));
+    // A direct convolution's window; the row length of the weights (K in quads, or in
+    // the window's order) and the pixels of im2col's rows.
+    let win = q.window();
+    let (kpp, pp) = (q.krow(), p16(npix));
     // Channel planes of the input and the output (a band's are its image's).
     let (x_plane, o_plane) = q.planes.unwrap_or((g.h * g.w, npix));
     let tbytes = kpp * pp;
+    let patches = q.patch_bytes(g);
     let x = cx.operand(0);
     let w = quant::const_ints(cx, 1).to_vec();
     let zw = q.zw.clone();
@@ -1206,7 +1558,25 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
     let zu = q.zx + q.off;
     let ws = cx.ws;
     let acc_off = q.acc_offset();
-    let quads = kpp / 4;
+    // K row at position `i` of a weight row (None: padding, weight 0).
+    let k_at = |i: usize| -> Option<usize> {
+        match &win {
+            Some(wn) => {
+                let taps = wn.taps();
+                let (gq, t, c4) = (i / (4 * taps), (i / 4) % taps, i % 4);
+                let c = 4 * gq + c4;
+                (c < cg).then_some(c * taps + t)
+            }
+            None => {
+                let kk = q.order.as_ref().map_or(i, |o| o[i] as usize);
+                (kk < k).then_some(kk)
+            }
+        }
+    };
+    let quads = match &win {
+        Some(wn) => wn.groups as usize * wn.taps(),
+        None => kpp / 4,
+    };
     // Bytes of one weight: i16 for the widening tile (`dot::weights_i16`), else i8.
     let w16 = super::weights_i16(q.wide, q.pack.is_some());
     let we = if w16 { 2 } else { 1 };
@@ -1217,11 +1587,10 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
             let mut bytes = vec![0u8; g.m * kpp * we];
             for ch in 0..g.m {
                 for i in 0..kpp {
-                    // Position i of the row holds K row `order[i]` (padding: 0).
-                    let kk = q.order.as_ref().map_or(i, |o| o[i] as usize);
-                    if kk >= k {
+                    // Position i of the row holds K row `k_at(i)` (padding: 0).
+                    let Some(kk) = k_at(i) else {
                         continue;
-                    }
+                    };
                     let at = (ch * kpp + i) * we;
                     let v = wv(ch, kk) as i16;
                     bytes[at..at + we].copy_from_slice(&v.to_le_bytes()[..we]);
@@ -1231,30 +1600,33 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         }
         Some(_) if q.phase == MdPhase::Prepared => cx.ops[1].expect("the unpacked weights"),
         Some(pk) => {
+            // Natural K order packs K values (the rest up to 16 is padding); a window's
+            // order the whole row.
+            let len = if win.is_some() { kpp } else { k };
             let src = cx.rodata(
-                pk.pack(
-                    g.m,
-                    k,
-                    |ch, kk| if kk < k { w[ch * k + kk] } else { zw[ch] },
-                ),
+                pk.pack(g.m, len, |ch, i| {
+                    k_at(i)
+                        .filter(|_| i < len)
+                        .map_or(zw[ch], |kk| w[ch * k + kk])
+                }),
                 16,
             );
             let zp = zp_mode(cx, &zw, false);
             let (r0, r1, dst) = match q.phase {
                 MdPhase::UnpackRows(r0, r1) => (r0, r1, cx.out),
-                MdPhase::Chans(c0, c1) => (c0, c1, cx.kb.off(ws, (2 * tbytes) as i64)),
-                _ => (0, g.m, cx.kb.off(ws, (2 * tbytes) as i64)),
+                MdPhase::Chans(c0, c1) => (c0, c1, cx.kb.off(ws, patches as i64)),
+                _ => (0, g.m, cx.kb.off(ws, patches as i64)),
             };
             let zp = match zp {
                 VZp::PerRow(t) => VZp::PerRow(cx.kb.off(t, r0 as i64)),
                 z => z,
             };
-            let src_r = cx.kb.off(src, (r0 * pk.row_vecs(k) * 16) as i64);
+            let src_r = cx.kb.off(src, (r0 * pk.row_vecs(len) * 16) as i64);
             let dst_r = cx.kb.off(dst, (r0 * kpp) as i64);
             Unpack {
                 pk,
                 rows: r1 - r0,
-                len: k,
+                len,
                 src: src_r,
                 dst: dst_r,
                 stride: kpp as i64,
@@ -1333,17 +1705,15 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
         _ => (0, mg),
     };
     let wide = q.wide.map(|isa| {
-        Wide::new(
+        Wide::with_window(
             cx,
             isa,
-            c1 - c0,
-            npix,
-            quads,
-            kpp * we,
-            pp * 4,
+            (c1 - c0, npix, quads),
+            (kpp * we, pp * 4),
             true,
             w16,
             wide_epi,
+            win.clone(),
         )
     });
     // With a K order: each quad's four byte rows, as offsets into the im2col rows.
@@ -1354,19 +1724,49 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
             .collect();
         cx.rodata(offs, 16)
     });
+    // A task of the threaded entry (a band in place, or some output channels): its
+    // input and output rows prefetched first (`asm::Touch`), for the lines another core
+    // wrote or read in the job before.
+    let touch = (q.wide.is_some() && (q.planes.is_some() || matches!(q.phase, MdPhase::Chans(..))))
+        .then(|| {
+            let eb = q.st_x.bytes();
+            let r = AsmFn::Touch(Touch {
+                planes: g.c as u32,
+                stride: (x_plane * eb) as u32,
+                bytes: (g.h * g.w * eb) as u32,
+                write: false,
+            });
+            let w = AsmFn::Touch(Touch {
+                planes: (c1 - c0) as u32,
+                stride: (o_plane * ob) as u32,
+                bytes: (npix * ob) as u32,
+                write: true,
+            });
+            (
+                cx.data.asm_func(cx.kb.b.func, &r),
+                cx.data.asm_func(cx.kb.b.func, &w),
+            )
+        });
     let (g, off, group, st_out) = (*g, q.off, q.group, q.epi.st_out);
     let kb = &mut *cx.kb;
     let offv = off_vec(kb, off);
     let (t, b) = (ws, kb.off(ws, tbytes as i64));
-    // Padding taps: zu, once per call (columns past the pixels are never stored, so they
-    // may hold anything).
-    fill_padding(kb, &g, t, pp, zu);
-    // Rows past K meet zero weights, so any bytes there give the same sums; they are
-    // zeroed all the same, so that no sum is computed from bytes never written (which
-    // valgrind reports as uninitialised values reaching the outputs).
-    if kpp > k {
-        let tail = kb.off(t, (k * pp) as i64);
-        fill_bytes(kb, tail, (kpp - k) * pp, 0);
+    match &win {
+        // The window's padding, once per call.
+        Some(wn) => window_border(kb, &g, wn, t, zu),
+        None => {
+            // Padding taps: zu, once per call (columns past the pixels are never
+            // stored, so they may hold anything).
+            fill_padding(kb, &g, t, pp, zu);
+            // Rows past K meet zero weights, so any bytes there give the same sums;
+            // they are zeroed all the same, so that no sum is computed from bytes
+            // never written (which valgrind reports as uninitialised values reaching
+            // the outputs).
+            if kpp > k {
+                let tail = kb.off(t, (k * pp) as i64);
+                fill_bytes(kb, tail, (kpp - k) * pp, 0);
+            }
+        }
     }
     kb.for_range(0, g.n as i64, 1, |kb, n| {
         let xn = kb.idx(x, n, (g.c * x_plane) as i64);
@@ -1375,10 +1775,23 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
             let xg = kb.idx(xn, grp, (cg * x_plane) as i64);
             let og = kb.idx(on, grp, (mg * o_plane * ob) as i64);
             let og = kb.off(og, (c0 * o_plane * ob) as i64);
+            if let Some((tr, tw)) = touch {
+                kb.b.ins().call(tr, &[xg]);
+                kb.b.ins().call(tw, &[og]);
+            }
             let wg = kb.idx(wrows, grp, (mg * kpp * we) as i64);
             let wg = kb.off(wg, (c0 * kpp * we) as i64);
-            im2col_rows(kb, &g, x_plane, xg, t, pp, off, offv);
-            transpose_quads(kb, t, b, kpp / 4, pp, rows_of);
+            let cols = match &win {
+                Some(wn) => {
+                    window_pack(kb, &g, wn, x_plane, xg, t, (zu, off, offv));
+                    t
+                }
+                None => {
+                    im2col_rows(kb, &g, x_plane, xg, t, pp, off, offv);
+                    transpose_quads(kb, t, b, kpp / 4, pp, rows_of);
+                    b
+                }
+            };
             let corr_g = corr_tab.map(|c| {
                 let c = kb.idx(c, grp, (mg * 4) as i64);
                 kb.off(c, (c0 * 4) as i64)
@@ -1413,7 +1826,7 @@ fn emit_conv(cx: &mut Ecx<'_, '_, '_, '_>, q: &MdLowering, g: &ConvGeom) {
                     quads,
                     rows: wg,
                     row_stride: (kpp * we) as i64,
-                    cols: b,
+                    cols,
                     pitch: pp,
                     rows_signed: true,
                     sdot: q.sdot,

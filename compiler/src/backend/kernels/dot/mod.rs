@@ -124,6 +124,78 @@ pub(crate) struct DotTile {
     pub w16: bool,
     /// The requantize epilogue in the tile (AVX-512 only), instead of Cranelift's.
     pub epi: Option<DotEpi>,
+    /// A direct convolution's columns ([`DotWindow`]), instead of the quad layout.
+    pub window: Option<DotWindow>,
+}
+
+/// The columns of a direct convolution (no dilation): the input repacked as
+/// `[C/4][Hp][Wp][4]` bytes (four channels per pixel, the padding included), so that
+/// the quad of channels `4g..4g+3` at tap `(i, j)` for the output pixel `(oy, ox)` is
+/// the dword at pixel `(oy + i) * wp + ox + j` of plane `g`. With stride 2 each plane is
+/// four phase planes of `hq` rows of `wp` pixels (`[2][2][hq][wp]`: input rows and
+/// columns by parity), so that tap `(i, j)` of `(oy, ox)` is pixel
+/// `(oy + i / 2) * wp + ox + j / 2` of phase `(i % 2, j % 2)`: consecutive output pixels
+/// again read consecutive dwords. A column vector holds `lanes` consecutive output pixels
+/// of one row (`ow` a multiple of the lanes), so its quads are one load at a fixed
+/// displacement per tap and vector; the K loop runs over the channel quads (`groups`,
+/// `plane` bytes apart) with the taps unrolled, and the weight rows hold K in that
+/// order (`[group][tap][4]`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct DotWindow {
+    pub kh: u8,
+    pub kw: u8,
+    /// 1, or 2 in both directions.
+    pub stride: u8,
+    /// Pixels of a (phase plane's) padded input row, and of an output row.
+    pub wp: u32,
+    pub ow: u32,
+    /// Rows of a phase plane (stride 2; 0 for stride 1).
+    pub hq: u32,
+    /// Channel quads, and bytes from one quad's plane to the next.
+    pub groups: u32,
+    pub plane: u32,
+}
+
+impl DotWindow {
+    /// Bytes from a column tile's first pixel to its pixel `p` (tiles start at a row's
+    /// start, or within a row they do not leave).
+    pub fn pixel_disp(&self, p: usize) -> i32 {
+        let ow = self.ow as usize;
+        (4 * ((p / ow) * self.wp as usize + p % ow)) as i32
+    }
+
+    /// Bytes from a pixel's first tap to tap `t` (row-major over the window).
+    pub fn tap_disp(&self, t: usize) -> i32 {
+        let (i, j) = (t / self.kw as usize, t % self.kw as usize);
+        let wp = self.wp as usize;
+        if self.stride == 2 {
+            let phase = (i % 2) * 2 + j % 2;
+            let hq = self.hq as usize;
+            (4 * (phase * hq * wp + (i / 2) * wp + j / 2)) as i32
+        } else {
+            (4 * (i * wp + j)) as i32
+        }
+    }
+
+    pub fn taps(&self) -> usize {
+        self.kh as usize * self.kw as usize
+    }
+
+    /// Pixels of one load of a column vector of `lanes` pixels: the whole vector where
+    /// it lies in one output row, else one row's `ow` pixels (the vector is then
+    /// `lanes / ow` rows, loaded in pieces).
+    pub fn piece(&self, lanes: usize) -> usize {
+        lanes.min(self.ow as usize)
+    }
+
+    /// Whether tiles of `vecs` vectors of `lanes` pixels fit the rows of `ow` pixels:
+    /// every vector in one row (`ow` a multiple of the lanes, a tile within a row or
+    /// whole rows), or every vector whole rows of at least 4 pixels (16 bytes a piece).
+    pub fn fits(ow: usize, lanes: usize, vecs: usize) -> bool {
+        let t = lanes * vecs;
+        (ow.is_multiple_of(lanes) && (ow.is_multiple_of(t) || t.is_multiple_of(ow)))
+            || (ow >= 4 && lanes.is_multiple_of(ow))
+    }
 }
 
 /// The rounding of an in-tile requantize (one tile per mode).
@@ -283,6 +355,12 @@ impl DotTile {
             self.col_stride,
             if self.rows_signed { "rs" } else { "ru" }
         ) + if self.w16 { "_w16" } else { "" }
+            + &self.window.as_ref().map_or(String::new(), |w| {
+                format!(
+                    "_win{}x{}_s{}_wp{}_ow{}_hq{}_g{}_p{}",
+                    w.kh, w.kw, w.stride, w.wp, w.ow, w.hq, w.groups, w.plane
+                )
+            })
             + &self.epi.as_ref().map_or(String::new(), DotEpi::suffix)
     }
 
@@ -320,8 +398,20 @@ pub(crate) fn choose_tile(
     quads: usize,
     widen: (usize, usize),
 ) -> (usize, usize) {
+    choose_tile_of(isa, m, vt, quads, widen, |_| true)
+}
+
+/// [`choose_tile`] among the column vector counts `vecs_ok` accepts (1 always is).
+pub(crate) fn choose_tile_of(
+    isa: DotIsa,
+    m: usize,
+    vt: usize,
+    quads: usize,
+    widen: (usize, usize),
+    vecs_ok: impl Fn(usize) -> bool,
+) -> (usize, usize) {
     let mut best = (f64::INFINITY, (1, 1));
-    for vecs in 1..=4.min(vt.max(1)) {
+    for vecs in (1..=4.min(vt.max(1))).filter(|&v| v == 1 || vecs_ok(v)) {
         for rows in 1..=isa.max_rows(vecs).min(m.max(1)) {
             let tiles = |total: usize, size: usize| -> Vec<(usize, usize)> {
                 let mut t = vec![(size, total / size)];
@@ -459,6 +549,8 @@ pub(crate) struct Wide {
     pub epi: bool,
     /// The weights are i16 (`DotTile::w16`).
     pub w16: bool,
+    /// A direct convolution's columns (see [`DotWindow`]).
+    pub window: Option<DotWindow>,
     /// Column tiles: `clean` whole tiles from column 0 that end within n, then the
     /// others as (first column, vectors).
     clean: usize,
@@ -485,6 +577,31 @@ impl Wide {
         w16: bool,
         epi: Option<WideEpi>,
     ) -> Wide {
+        Wide::with_window(
+            cx,
+            isa,
+            (m, n, quads),
+            (row_stride, col_stride),
+            rows_signed,
+            w16,
+            epi,
+            None,
+        )
+    }
+
+    /// [`Wide::new`], the columns a direct convolution's `window` when given (`n` its
+    /// output pixels, `quads` its channel quads times taps).
+    #[allow(clippy::too_many_arguments, reason = "one GEMM's geometry")]
+    pub fn with_window(
+        cx: &mut Ecx<'_, '_, '_, '_>,
+        isa: DotIsa,
+        (m, n, quads): (usize, usize, usize),
+        (row_stride, col_stride): (usize, usize),
+        rows_signed: bool,
+        w16: bool,
+        epi: Option<WideEpi>,
+        window: Option<DotWindow>,
+    ) -> Wide {
         debug_assert!(!w16 || isa == DotIsa::Avx2Wide);
         debug_assert!(cx.kb.feat.tier.is_some_and(|t| match isa {
             DotIsa::Vnni512 => t.avx512_vnni(),
@@ -492,7 +609,12 @@ impl Wide {
         }));
         let lanes = isa.lanes();
         let vt = n.div_ceil(lanes);
-        let (rows, vecs) = choose_tile(isa, m, vt, quads, widening(isa, rows_signed, w16));
+        let (rows, vecs) =
+            choose_tile_of(isa, m, vt, quads, widening(isa, rows_signed, w16), |v| {
+                window
+                    .as_ref()
+                    .is_none_or(|w| DotWindow::fits(w.ow as usize, lanes, v))
+            });
         let full = vt / vecs;
         let clean = if full > 0 && full * vecs * lanes > n {
             full - 1
@@ -533,6 +655,7 @@ impl Wide {
                     rows_signed,
                     w16,
                     epi: epi.map(|e| e.dot(valid)),
+                    window: window.clone(),
                 });
                 let fr = cx.data.asm_func(cx.kb.b.func, &f);
                 fns.insert((r, v, valid), fr);
@@ -544,6 +667,7 @@ impl Wide {
             vecs,
             epi: epi.is_some(),
             w16,
+            window,
             clean,
             rest,
             fns,
@@ -581,7 +705,20 @@ pub(crate) fn emit_gemm(kb: &mut Kb<'_, '_>, g: &Gemm<'_>, w: &Wide) {
             };
             let valid = tail.map_or(nv * lanes, |first| (g.n - first).min(vecs * lanes));
             let a = kb.idx(g.rows, row0, g.row_stride);
-            let b = kb.idx(g.cols, col0, col_elem);
+            let b = match &w.window {
+                // Pixel col0 = (oy, ox) is at (oy * wp + ox) * 4 of the window's plane.
+                Some(win) => {
+                    let (ow, wp) = (win.ow as i64, win.wp as i64);
+                    let b = kb.idx(g.cols, col0, 4);
+                    if wp == ow {
+                        b
+                    } else {
+                        let oy = kb.b.ins().udiv_imm_u(col0, ow);
+                        kb.idx(b, oy, 4 * (wp - ow))
+                    }
+                }
+                None => kb.idx(g.cols, col0, col_elem),
+            };
             let f = w.fns[&(rows, vecs, valid)];
             if w.epi {
                 let ob = g.acc.st_out.bytes() as i64;

@@ -34,22 +34,83 @@ fn ymm(i: usize) -> AsmRegisterYmm {
     get_ymm(Register::YMM0 + i as u32).expect("ymm0..ymm15")
 }
 
-/// The loop over K: `rdi` rows, `rsi` columns, `rdx` acc; `body` emits one quad.
+/// The loop over K: `rdi` rows, `rsi` columns, `rdx` acc; `body(a, col, row)` emits
+/// one quad whose columns are `col` bytes and whose row dwords `row` bytes past `rsi`
+/// and `rdi`. The quad layout advances both per quad; a direct convolution's window
+/// ([`super::DotWindow`]) unrolls its taps at fixed displacements per channel quad.
 fn k_loop(
     a: &mut CodeAssembler,
     t: &DotTile,
-    mut body: impl FnMut(&mut CodeAssembler) -> Result<(), IcedError>,
+    mut body: impl FnMut(&mut CodeAssembler, i32, i32) -> Result<(), IcedError>,
 ) -> Result<(), IcedError> {
-    let mut top = a.create_label();
-    a.mov(r10d, t.quads)?;
-    a.set_label(&mut top)?;
-    body(a)?;
     // Bytes of one quad of a row: 4 bytes, or 4 i16 for pre-widened weight rows.
-    a.add(rdi, if t.w16 && t.rows_signed { 8 } else { 4 })?;
-    a.add(rsi, t.col_stride as i32)?;
+    let row_quad = if t.w16 && t.rows_signed { 8 } else { 4 };
+    let mut top = a.create_label();
+    match &t.window {
+        None => {
+            a.mov(r10d, t.quads)?;
+            a.set_label(&mut top)?;
+            body(a, 0, 0)?;
+            a.add(rdi, row_quad)?;
+            a.add(rsi, t.col_stride as i32)?;
+        }
+        Some(w) => {
+            a.mov(r10d, w.groups)?;
+            a.set_label(&mut top)?;
+            for tap in 0..w.taps() {
+                body(a, w.tap_disp(tap), tap as i32 * row_quad)?;
+            }
+            a.add(rdi, row_quad * w.taps() as i32)?;
+            a.add(rsi, w.plane as i32)?;
+        }
+    }
     a.sub(r10d, 1)?;
     a.jnz(top)?;
     Ok(())
+}
+
+/// Bytes from the tile's columns to its column `p` (`lanes` i32 per vector): the quad
+/// layout's columns are consecutive, a window's follow its rows.
+fn col_disp(t: &DotTile, p: usize) -> i32 {
+    match &t.window {
+        Some(w) => w.pixel_disp(p),
+        None => (p * 4) as i32,
+    }
+}
+
+/// Loads column vector `v` of `lanes` pixels (the quad at `co` bytes) into `reg` (a
+/// zmm, or a ymm with `lanes` 8): one load, or for a window whose rows are narrower than
+/// the vector one load of the first row's pixels and an insert per further row.
+fn load_cols(
+    a: &mut CodeAssembler,
+    t: &DotTile,
+    reg: usize,
+    v: usize,
+    lanes: usize,
+    co: i32,
+) -> Result<(), IcedError> {
+    let at = |p: usize| rsi + (co + col_disp(t, v * lanes + p));
+    let piece = t.window.as_ref().map_or(lanes, |w| w.piece(lanes));
+    match (lanes, piece) {
+        (16, 16) => a.vmovdqu32(zmm(reg), zmmword_ptr(at(0))),
+        (8, 8) => a.vmovdqu(ymm(reg), ymmword_ptr(at(0))),
+        (16, 8) => {
+            a.vmovdqu32(ymm(reg), ymmword_ptr(at(0)))?;
+            a.vinserti32x8(zmm(reg), zmm(reg), ymmword_ptr(at(8)), 1)
+        }
+        (16, 4) => {
+            a.vmovdqu32(get_xmm_of(reg), xmmword_ptr(at(0)))?;
+            for k in 1..4 {
+                a.vinserti32x4(zmm(reg), zmm(reg), xmmword_ptr(at(4 * k)), k as u32)?;
+            }
+            Ok(())
+        }
+        (8, 4) => {
+            a.vmovdqu(get_xmm_of(reg), xmmword_ptr(at(0)))?;
+            a.vinserti128(ymm(reg), ymm(reg), xmmword_ptr(at(4)), 1)
+        }
+        _ => unreachable!("DotWindow::fits admits rows of 4, 8 or a multiple of the lanes"),
+    }
 }
 
 pub(super) fn vnni512(t: &DotTile) -> Result<Vec<u8>, IcedError> {
@@ -63,12 +124,15 @@ pub(super) fn vnni512(t: &DotTile) -> Result<Vec<u8>, IcedError> {
             a.vpxord(acc(r, v), acc(r, v), acc(r, v))?;
         }
     }
-    k_loop(&mut a, t, |a| {
+    k_loop(&mut a, t, |a, co, ro| {
         for v in 0..vecs {
-            a.vmovdqu32(col(v), zmmword_ptr(rsi + (v * 64) as i32))?;
+            load_cols(a, t, rows * vecs + v, v, 16, co)?;
         }
         for r in 0..rows {
-            a.vpbroadcastd(bc(r), dword_ptr(rdi + (r as u32 * t.row_stride) as i32))?;
+            a.vpbroadcastd(
+                bc(r),
+                dword_ptr(rdi + (ro + (r as u32 * t.row_stride) as i32)),
+            )?;
             for v in 0..vecs {
                 // vpdpbusd acc, unsigned, signed.
                 if t.rows_signed {
@@ -483,13 +547,13 @@ pub(super) fn avx2(t: &DotTile) -> Result<Vec<u8>, IcedError> {
     let ones_x = get_xmm_of(base);
     a.vmovd(ones_x, eax)?;
     a.vpbroadcastd(ones, ones_x)?;
-    k_loop(&mut a, t, |a| {
+    k_loop(&mut a, t, |a, co, ro| {
         for v in 0..vecs {
-            a.vmovdqu(col(v), ymmword_ptr(rsi + (v * 32) as i32))?;
+            load_cols(a, t, rows * vecs + v, v, 8, co)?;
         }
         let mut i = 0;
         for r in 0..rows {
-            a.vpbroadcastd(bc, dword_ptr(rdi + (r as u32 * t.row_stride) as i32))?;
+            a.vpbroadcastd(bc, dword_ptr(rdi + (ro + (r as u32 * t.row_stride) as i32)))?;
             for v in 0..vecs {
                 let p = prod(i);
                 i += 1;
@@ -545,14 +609,15 @@ pub(super) fn avx2_wide(t: &DotTile) -> Result<Vec<u8>, IcedError> {
     // i16 already: a column vector is two plain loads, a row one `vpbroadcastq` (a
     // load only); only the run-time bytes are widened here.
     let (rows_w16, cols_w16) = (t.w16 && t.rows_signed, t.w16 && !t.rows_signed);
-    k_loop(&mut a, t, |a| {
+    k_loop(&mut a, t, |a, co, ro| {
         for v in 0..vecs {
             for h in 0..2 {
                 if cols_w16 {
                     a.vmovdqu(col(v, h), ymmword_ptr(rsi + (v * 64 + h * 32) as i32))?;
                     continue;
                 }
-                let m = xmmword_ptr(rsi + (v * 32 + h * 16) as i32);
+                // Four pixels (16 bytes) at a time: within one row.
+                let m = xmmword_ptr(rsi + (co + col_disp(t, v * 8 + h * 4)));
                 if t.rows_signed {
                     a.vpmovzxbw(col(v, h), m)?;
                 } else {
@@ -562,7 +627,7 @@ pub(super) fn avx2_wide(t: &DotTile) -> Result<Vec<u8>, IcedError> {
         }
         let mut i = 0;
         for r in 0..rows {
-            let at = rdi + (r as u32 * t.row_stride) as i32;
+            let at = rdi + (ro + (r as u32 * t.row_stride) as i32);
             if rows_w16 {
                 // The row's 4 K values as i16, broadcast to every 64 bits.
                 a.vpbroadcastq(w, qword_ptr(at))?;
