@@ -251,7 +251,8 @@ pub struct TensorStats {
 }
 
 impl TensorStats {
-    fn new() -> Self {
+    /// No values seen yet.
+    pub fn empty() -> Self {
         TensorStats {
             min: f32::INFINITY,
             max: f32::NEG_INFINITY,
@@ -474,7 +475,7 @@ pub fn calibrate(m: &Module, npz: &Path, opts: &CalibOptions) -> Result<CalibSta
     let values = observed_values(m, input);
     let total = sample_count(npz, opts.limit)?;
     let tapped = Tapped::new(m, &values, opts.engine, "calibration");
-    let mut stats = vec![TensorStats::new(); values.len()];
+    let mut stats = vec![TensorStats::empty(); values.len()];
     let pb = progress_bar(opts.progress, total, "calibrating");
     let count = stream_samples(npz, opts.limit, opts.batch, &mut |i, x| {
         let x = as_input(m, input, i, x)?;

@@ -22,7 +22,7 @@ use super::scheme::QuantOptions;
 use super::sensitivity::{
     Metric, SENS_SAMPLES, SensOptions, Sensitivity, measure_sensitivity, measured_error,
 };
-use super::sequential::{SEQUENTIAL_SAMPLES, sequential_weights};
+use super::sequential::{ActCalib, SEQUENTIAL_SAMPLES, sequential_weights};
 use super::sq::{Pick, SqOptions, SqPlan};
 use super::tap::RunOptions;
 use crate::backend::costs::CostTarget;
@@ -504,11 +504,30 @@ impl QuantFlags {
                     .unwrap_or(usize::MAX)
                     .min(SEQUENTIAL_SAMPLES),
             );
-            let seq = sequential_weights(m, &mut q, &mut report, p, lim, run)?;
+            // QIL's searched intervals are kept; otherwise every layer's input is
+            // calibrated again on the layers below as quantized.
+            let acts = (!self.qil()).then(|| ActCalib {
+                source: stats.source.clone(),
+                symmetric: opts.symmetric_acts,
+                pow2: opts.pow2,
+            });
+            let seq = sequential_weights(m, &mut q, &mut report, p, lim, run, acts.as_ref())?;
             let (before, after) = seq
                 .layers
                 .iter()
                 .fold((0.0, 0.0), |(b, a), (_, x, y)| (b + x, a + y));
+            if seq.acts_seen > 0 {
+                let narrowed = seq
+                    .acts
+                    .iter()
+                    .filter(|a| a.2.1 - a.2.0 < a.1.1 - a.1.0)
+                    .count();
+                report.notes.push(format!(
+                    "--sequential: {} of {} layer input activation(s) took a new range, chosen on the quantized layers below them against the float model's values ({narrowed} narrower)",
+                    seq.acts.len(),
+                    seq.acts_seen,
+                ));
+            }
             report.notes.extend(seq.notes);
             fitted = true;
             report.notes.push(format!(

@@ -18,6 +18,13 @@
 //! - binary weights then get the scale that is least-squares in the same metric,
 //!   `alpha = b^T H w / b^T H b`.
 //!
+//! Before its weights, each layer's input activation is calibrated again (its range
+//! chosen by the calibration method from the values it takes on the module as quantized
+//! so far, not on the float model): the quantizer every reader of the activation
+//! shares, set at its first reader. The model's own input, binarized inputs (their
+//! threshold is part of the bias; the gain/offset fit below adjusts them) and, with
+//! `--calib-method qil`, the intervals QIL searched keep their ranges.
+//!
 //! `H` is damped by 1 % of its mean diagonal, and inputs never seen non-zero keep the
 //! plain rounding. Layers with groups, or with more than [`MAX_TAPS`] taps per output
 //! (the factorisation is cubic), keep `quantize_model`'s weights; the returned notes
@@ -27,11 +34,12 @@
 use std::path::Path;
 
 use qcc_ir::ops::Attrs;
-use qcc_ir::{ConstData, ElemType, Module, Op, QuantParams, ValueDef, ValueId};
+use qcc_ir::{ConstData, ElemType, Module, Op, QuantParams, QuantType, ValueDef, ValueId};
 
 use super::binary::refine_binary_with;
-use super::calibrate::{as_input, check_single_input, stream_samples};
-use super::insert::QuantReport;
+use super::calibrate::{RangeSource, TensorStats, as_input, check_single_input, stream_samples};
+use super::insert::{QuantReport, source};
+use super::scheme::{ActParams, act_type, choose_range};
 use super::tap::{RunOptions, Tapped, progress_bar};
 
 /// The most input taps per output (`K`) a layer may have to be re-quantized.
@@ -55,7 +63,28 @@ pub struct SequentialReport {
     /// 1-2-bit layers whose gain and offset were fitted (`binary.rs`), each right after
     /// its weights, so the caller does not fit them again.
     pub fitted: usize,
+    /// Layer input activations calibrated again on the quantized module.
+    pub acts_seen: usize,
+    /// Those whose range changed: (value, range before, range chosen).
+    pub acts: Vec<(String, (f32, f32), (f32, f32))>,
     pub notes: Vec<String>,
+}
+
+/// How [`sequential_weights`] calibrates the layers' input activations again: the
+/// calibration method and the activation quantizer's options (`quantize_model`'s).
+#[derive(Clone, Debug)]
+pub struct ActCalib {
+    pub source: RangeSource,
+    pub symmetric: bool,
+    pub pow2: bool,
+}
+
+/// The quantize result behind a layer input `x` of the QDQ module (through data
+/// movement) and the f32 value it quantizes, unless that is a graph input.
+fn input_quantizer(q: &Module, x: ValueId) -> Option<(ValueId, ValueId)> {
+    let dq = def_node(q, source(q, x)).filter(|d| d.op == Op::Dequantize)?;
+    let qn = def_node(q, dq.operands[0]).filter(|d| d.op == Op::Quantize)?;
+    (!q.inputs.contains(&qn.operands[0])).then_some((dq.operands[0], qn.operands[0]))
 }
 
 /// How a layer reads its input: the patches whose products with a weight row are the
@@ -289,6 +318,120 @@ fn quantize_row(w: &[f64], grid: Grid, u: &[f64], k: usize) -> Vec<i64> {
     codes
 }
 
+/// At most this many (quantized, float) value pairs judge an activation's candidate
+/// ranges (spread evenly over the samples).
+const MAX_ACT_PAIRS: usize = 1 << 20;
+
+/// Factors on the quantized module's observed range of an activation, the candidates
+/// besides the calibration method's range on those values.
+const ACT_FACTORS: [f32; 11] = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5];
+
+/// Chooses again the quantizer `qv` of the f32 value `fv` (its parameters now `cur`):
+/// `fv` is observed on the QDQ module as quantized so far and on the float model, and
+/// the candidate ranges (the calibration method's on the quantized module's values, that
+/// range shrunk by [`ACT_FACTORS`], and `cur`) are judged by the squared error of the
+/// quantized module's values, quantized by the candidate, against the float model's
+/// values at the same positions. The new parameters, or `None` when the current ones stay
+/// best.
+#[allow(clippy::too_many_arguments)]
+fn calibrate_input(
+    float: &Module,
+    qdq: &Module,
+    qv: ValueId,
+    fv: ValueId,
+    ac: &ActCalib,
+    npz: &Path,
+    limit: Option<usize>,
+    run: &RunOptions,
+) -> Result<Option<ActParams>, String> {
+    let input = check_single_input(float)?;
+    let Some(qt) = qdq.ty(qv).elem.quant().cloned() else {
+        return Ok(None);
+    };
+    // The value keeps its id in the QDQ module.
+    if fv.index() >= float.values.len() || float.value(fv).name != qdq.value(fv).name {
+        return Ok(None);
+    }
+    let total = super::calibrate::sample_count(npz, limit)?;
+    let per_sample: usize = qdq.ty(fv).shape.iter().product();
+    let step = (total * per_sample).div_ceil(MAX_ACT_PAIRS).max(1);
+    let mut st = TensorStats::empty();
+    let (mut xq, mut xf) = (Vec::new(), Vec::new());
+    {
+        let what = "the --sequential pass";
+        let tq = Tapped::new(qdq, &[fv], run.engine, what);
+        let tf = Tapped::new(float, &[fv], run.engine, what);
+        let mut offset = 0usize;
+        stream_samples(npz, limit, 64, &mut |i, s| {
+            let s = as_input(float, input, i, s)?;
+            let mut vq = Vec::new();
+            tq.run(std::slice::from_ref(&s), &mut |_, shape, v| {
+                st.observe_f32(shape, v);
+                vq = v.to_vec();
+            })?;
+            let mut vf = Vec::new();
+            tf.run(std::slice::from_ref(&s), &mut |_, _, v| vf = v.to_vec())?;
+            if vq.len() != vf.len() {
+                return Err(format!(
+                    "internal: the --sequential pass saw {} and {} values of {}",
+                    vq.len(),
+                    vf.len(),
+                    qdq.value(fv).spelling()
+                ));
+            }
+            // Every `step`-th value over the whole stream.
+            let first = (step - offset % step) % step;
+            for j in (first..vq.len()).step_by(step) {
+                if vq[j].is_finite() && vf[j].is_finite() {
+                    xq.push(vq[j]);
+                    xf.push(vf[j]);
+                }
+            }
+            offset += vq.len();
+            Ok(())
+        })?;
+    }
+    if xq.is_empty() || !st.min.is_finite() || !st.max.is_finite() {
+        return Ok(None);
+    }
+    let bits = qt.storage.bits;
+    let mut cands: Vec<ActParams> =
+        vec![choose_range(&st, &ac.source, bits, ac.symmetric, ac.pow2)?];
+    let (lo, hi) = (st.min.min(0.0), st.max.max(0.0));
+    for &f in &ACT_FACTORS {
+        if let Ok(ty) = act_type(lo * f, hi * f, bits, ac.symmetric, ac.pow2) {
+            cands.push(ActParams {
+                ty,
+                lo: lo * f,
+                hi: hi * f,
+            });
+        }
+    }
+    let err = |t: &QuantType| -> f64 {
+        let QuantParams::PerTensor { scale, zero_point } = t.params else {
+            return f64::INFINITY;
+        };
+        let (s, z) = (scale as f64, zero_point as f64);
+        let (qmin, qmax) = (t.qmin() as f64, t.qmax() as f64);
+        xq.iter()
+            .zip(&xf)
+            .map(|(&q, &f)| {
+                let c = ((q as f64 / s).round_ties_even() + z).clamp(qmin, qmax);
+                let e = (c - z) * s - f as f64;
+                e * e
+            })
+            .sum()
+    };
+    let mut best = (err(&qt), None);
+    for c in cands {
+        let e = err(&c.ty);
+        if e < best.0 && c.ty != qt {
+            best = (e, Some(c));
+        }
+    }
+    Ok(best.1)
+}
+
 /// Runs the pass on `qdq` (made from `float` by `quantize_model`, `report` its layers)
 /// with the calibration samples of `npz` (at most `limit`).
 pub fn sequential_weights(
@@ -298,9 +441,11 @@ pub fn sequential_weights(
     npz: &Path,
     limit: Option<usize>,
     run: &RunOptions,
+    acts: Option<&ActCalib>,
 ) -> Result<SequentialReport, String> {
     let input = check_single_input(float)?;
     let mut out = SequentialReport::default();
+    let mut calibrated: Vec<ValueId> = Vec::new();
     let total = super::calibrate::sample_count(npz, limit)?;
     let pb = progress_bar(
         run.progress,
@@ -315,6 +460,29 @@ pub fn sequential_weights(
         let Some(fnode) = def_node(float, layer.output).cloned() else {
             continue;
         };
+        // The input activation, calibrated on the module as quantized so far.
+        if let Some(ac) = acts
+            && !(layer.wbits == 1 && layer.abits == 1)
+            && let Some((qv, fv)) = input_quantizer(qdq, n.operands[0])
+            && !calibrated.contains(&qv)
+        {
+            calibrated.push(qv);
+            out.acts_seen += 1;
+            if let Some(p) = calibrate_input(float, qdq, qv, fv, ac, npz, limit, run)? {
+                let before = (layer.act.lo, layer.act.hi);
+                qdq.value_mut(qv).ty.elem = ElemType::Quant(p.ty.clone());
+                // Every layer reading this activation reports the new range.
+                for l in report.layers.iter_mut() {
+                    if let Some(ln) = def_node(qdq, l.output)
+                        && input_quantizer(qdq, ln.operands[0]).map(|(v, _)| v) == Some(qv)
+                    {
+                        l.act = p.clone();
+                    }
+                }
+                out.acts
+                    .push((qdq.value(fv).spelling(), before, (p.lo, p.hi)));
+            }
+        }
         // The weight codes behind their dequantize, and the float weights.
         let Some(dq) = def_node(qdq, n.operands[1]).filter(|d| d.op == Op::Dequantize) else {
             continue;
