@@ -194,11 +194,16 @@ impl FmaTile {
 /// modelled cycles, per tile and k the larger of the FMAs and the loads (two of each
 /// per cycle), plus the stores and a fixed cost per tile (the call).
 pub(crate) fn shape(isa: FmaIsa, m: usize, n: usize, k: usize) -> (usize, usize) {
+    shape_capped(isa, m, n, k, usize::MAX)
+}
+
+/// [`shape`] with at most `max_rows` rows.
+fn shape_capped(isa: FmaIsa, m: usize, n: usize, k: usize, max_rows: usize) -> (usize, usize) {
     let vt = n.div_ceil(isa.lanes()).max(1);
     let m = m.max(1);
     let mut best = (f64::INFINITY, (1, 1));
     for vecs in 1..=4.min(vt) {
-        for rows in 1..=isa.max_rows(vecs).min(m) {
+        for rows in 1..=isa.max_rows(vecs).min(m).min(max_rows.max(1)) {
             let split = |total: usize, size: usize| -> Vec<(usize, usize)> {
                 let mut t = vec![(size, total / size)];
                 if !total.is_multiple_of(size) {
@@ -373,8 +378,44 @@ pub(crate) struct FmaSpec {
 impl FmaSpec {
     /// The tile shape A is packed for.
     pub fn shape(&self) -> (usize, usize) {
-        shape(self.isa, self.m, self.n, self.k)
+        match self.a {
+            AKind::Rows => shape_capped(
+                self.isa,
+                self.m,
+                self.n,
+                self.k,
+                rows_in_l1_sets(self.k * 4),
+            ),
+            _ => shape(self.isa, self.m, self.n, self.k),
+        }
     }
+}
+
+/// Sets of the L1 data cache (64-byte lines): 64 on the x86 cores this backend targets
+/// (Zen 1-4: 32 KB 8-way; Intel since Ice Lake: 48 KB 12-way; before: 32 KB 8-way).
+const L1_SETS: usize = 64;
+
+/// At most this many of a tile's A rows may share an L1 set: the rows are read in
+/// lockstep along k, so rows in one set compete for its ways (8 on the smallest L1s),
+/// and the B panels' lines need some too. (Zen 4, 256x256x1024 with A in place: at most
+/// 2, 4, 6 or 8 rows per set gave the zmm tile 88, 97, 95 and 98 % of peak and the ymm
+/// tile 87, 87, 97 and 96 %; no cap, 54 and 96 %.)
+const ROWS_PER_SET: usize = 6;
+
+/// The most rows a tile reading A in place (rows `stride` bytes apart) may have: rows
+/// whose addresses fall into the same L1 set evict each other when there are more of
+/// them than the set has ways. A row stride of a multiple of 4 KB puts every row in one
+/// set (a 1024-deep f32 GEMM).
+fn rows_in_l1_sets(stride: usize) -> usize {
+    let mut count = [0usize; L1_SETS];
+    for r in 0..24 {
+        let set = (r * stride / 64) % L1_SETS;
+        count[set] += 1;
+        if count[set] > ROWS_PER_SET {
+            return r;
+        }
+    }
+    24
 }
 
 /// GEMMs deeper than this are split into K blocks of [`KC`], so that a column group
@@ -616,6 +657,33 @@ mod tests {
                 assert!(r * v + v < regs, "{isa:?} {r}x{v}");
             }
         }
+    }
+
+    /// Rows of A read in place at a stride of a multiple of 4 KB share one L1 set: the
+    /// tile takes at most `ROWS_PER_SET` of them; other strides spread over the sets.
+    #[test]
+    fn rows_read_in_place_do_not_crowd_one_l1_set() {
+        assert_eq!(rows_in_l1_sets(4096), ROWS_PER_SET);
+        assert_eq!(rows_in_l1_sets(8192), ROWS_PER_SET);
+        assert_eq!(rows_in_l1_sets(2048), 2 * ROWS_PER_SET);
+        assert_eq!(rows_in_l1_sets(4100), ROWS_PER_SET);
+        assert_eq!(rows_in_l1_sets(4160), 24);
+        assert_eq!(rows_in_l1_sets(576), 24);
+        let spec = |k| FmaSpec {
+            isa: FmaIsa::Zmm,
+            m: 256,
+            n: 256,
+            k,
+            ldc: 256,
+            a: AKind::Rows,
+            bias: Bias::None,
+            lo: None,
+            hi: None,
+            silu: false,
+            b_row: None,
+        };
+        assert!(spec(1024).shape().0 <= ROWS_PER_SET);
+        assert!(spec(1000).shape().0 > ROWS_PER_SET);
     }
 
     #[test]
