@@ -520,7 +520,7 @@ impl QuantFlags {
                 let narrowed = seq
                     .acts
                     .iter()
-                    .filter(|a| a.2.1 - a.2.0 < a.1.1 - a.1.0)
+                    .filter(|a| a.after.1 - a.after.0 < a.before.1 - a.before.0)
                     .count();
                 report.notes.push(format!(
                     "--sequential: {} of {} layer input activation(s) took a new range, chosen on the quantized layers below them against the float model's values ({narrowed} narrower)",

@@ -65,9 +65,19 @@ pub struct SequentialReport {
     pub fitted: usize,
     /// Layer input activations calibrated again on the quantized module.
     pub acts_seen: usize,
-    /// Those whose range changed: (value, range before, range chosen).
-    pub acts: Vec<(String, (f32, f32), (f32, f32))>,
+    /// Those whose range changed.
+    pub acts: Vec<NewRange>,
     pub notes: Vec<String>,
+}
+
+/// An activation whose range [`sequential_weights`] chose again.
+#[derive(Clone, Debug)]
+pub struct NewRange {
+    pub value: String,
+    /// The range calibrated on the float model.
+    pub before: (f32, f32),
+    /// The range chosen on the quantized layers below.
+    pub after: (f32, f32),
 }
 
 /// How [`sequential_weights`] calibrates the layers' input activations again: the
@@ -479,8 +489,11 @@ pub fn sequential_weights(
                         l.act = p.clone();
                     }
                 }
-                out.acts
-                    .push((qdq.value(fv).spelling(), before, (p.lo, p.hi)));
+                out.acts.push(NewRange {
+                    value: qdq.value(fv).spelling(),
+                    before,
+                    after: (p.lo, p.hi),
+                });
             }
         }
         // The weight codes behind their dequantize, and the float weights.
