@@ -1,7 +1,7 @@
 """qcc's benchmark, in one run (single thread, batch 1, medians):
 
 1. G MAC/s of the backend's fp32 and int8 conv/gemm kernels at M = N = 256, K = 1024
-   (`compiler/examples/bench_kernels.rs`, against docs/kernels.md's ceilings);
+   (`compiler/examples/bench_kernels.rs`, as multiples of docs/kernels.md's 128-bit ceilings);
 2. latency of the compiled float and int8 digits models and of a ResNet-20-style CIFAR
    model (`gen_resnet20.py`; float, and int8 by ONNX Runtime's `quantize_static`,
    QOperator, per-channel) against ONNX Runtime with `intra_op_num_threads=1`, as ratios;
