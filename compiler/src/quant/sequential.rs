@@ -336,6 +336,27 @@ const MAX_ACT_PAIRS: usize = 1 << 20;
 /// besides the calibration method's range on those values.
 const ACT_FACTORS: [f32; 11] = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5];
 
+/// The smallest output scale the integer kernel computing `v` (through a relu or clip)
+/// allows: 3/4 of its accumulator step, the product of its input's scale and its
+/// largest weight scale (`quantize_model`'s rule). `None` when no kernel computes `v`.
+fn producer_min_scale(q: &Module, mut v: ValueId) -> Option<f64> {
+    loop {
+        let n = def_node(q, v)?;
+        match n.op {
+            Op::Relu | Op::Clip => v = n.operands[0],
+            Op::Conv2d | Op::Gemm | Op::MatMul => {
+                let scale_of = |x: ValueId| -> Option<f64> {
+                    let d = def_node(q, source(q, x)).filter(|d| d.op == Op::Dequantize)?;
+                    let t = q.ty(d.operands[0]).elem.quant()?;
+                    Some(t.params.scales().iter().copied().fold(0f32, f32::max) as f64)
+                };
+                return Some(0.75 * scale_of(n.operands[0])? * scale_of(n.operands[1])?);
+            }
+            _ => return None,
+        }
+    }
+}
+
 /// Chooses again the quantizer `qv` of the f32 value `fv` (its parameters now `cur`):
 /// `fv` is observed on the QDQ module as quantized so far and on the float model, and
 /// the candidate ranges (the calibration method's on the quantized module's values, that
@@ -407,6 +428,9 @@ fn calibrate_input(
     let bits = qt.storage.bits;
     let mut cands: Vec<ActParams> =
         vec![choose_range(&st, &ac.source, bits, ac.symmetric, ac.pow2)?];
+    // A kernel's output scale must stay above 3/4 of its accumulator step, as
+    // `quantize_model` keeps it, for `fuse-int` to prove the integer kernel.
+    let floor = producer_min_scale(qdq, fv).unwrap_or(0.0);
     let (lo, hi) = (st.min.min(0.0), st.max.max(0.0));
     for &f in &ACT_FACTORS {
         if let Ok(ty) = act_type(lo * f, hi * f, bits, ac.symmetric, ac.pow2) {
@@ -434,6 +458,9 @@ fn calibrate_input(
     };
     let mut best = (err(&qt), None);
     for c in cands {
+        if (c.ty.params.scales()[0] as f64) < floor {
+            continue;
+        }
         let e = err(&c.ty);
         if e < best.0 && c.ty != qt {
             best = (e, Some(c));
