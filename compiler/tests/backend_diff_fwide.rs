@@ -403,6 +403,21 @@ fn pointwise_in_place_shapes() {
     }
 }
 
+/// `gemm` reading A in place with rows a multiple of 4 KB apart (K = 1024, 2048): the
+/// tiles take at most 6 such rows (one L1 set), M not a multiple of the tile's rows.
+#[test]
+fn gemm_rows_4k_apart() {
+    let mut r = Rng(4096);
+    for (m, n, k) in [(40, 33, 1024), (13, 70, 2048), (7, 16, 1024)] {
+        let mut b = B::new();
+        let x = b.input_f32(&[m, k], r.fs(m * k, -1.0, 1.0));
+        let y = b.const_f32(&[k, n], r.fs(n * k, -1.0, 1.0));
+        let z = b.f(Op::Gemm, &[x, y], attrs(&[]));
+        b.output(z);
+        check_tiers(&b, None).unwrap();
+    }
+}
+
 /// The same model and flags give byte-identical objects; the tile is in the code.
 #[test]
 fn fwide_objects_are_deterministic() {
