@@ -504,9 +504,9 @@ impl QuantFlags {
                     .unwrap_or(usize::MAX)
                     .min(SEQUENTIAL_SAMPLES),
             );
-            // QIL's searched intervals are kept; otherwise every layer's input is
-            // calibrated again on the layers below as quantized.
-            let acts = (!self.qil()).then(|| ActCalib {
+            // Every layer's input is calibrated again on the layers below as quantized
+            // (with QIL, its interval is one of the candidates).
+            let acts = Some(ActCalib {
                 source: stats.source.clone(),
                 symmetric: opts.symmetric_acts,
                 pow2: opts.pow2,

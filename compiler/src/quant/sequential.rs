@@ -21,9 +21,10 @@
 //! Before its weights, each layer's input activation is calibrated again (its range
 //! chosen by the calibration method from the values it takes on the module as quantized
 //! so far, not on the float model): the quantizer every reader of the activation
-//! shares, set at its first reader. The model's own input, binarized inputs (their
-//! threshold is part of the bias; the gain/offset fit below adjusts them) and, with
-//! `--calib-method qil`, the intervals QIL searched keep their ranges.
+//! shares, set at its first reader; the range it has (QIL's interval, with
+//! `--calib-method qil`) is one of the candidates. The model's own input and binarized
+//! inputs (their threshold is part of the bias; the gain/offset fit below adjusts them)
+//! keep their ranges.
 //!
 //! `H` is damped by 1 % of its mean diagonal, and inputs never seen non-zero keep the
 //! plain rounding. Layers with groups, or with more than [`MAX_TAPS`] taps per output
