@@ -237,7 +237,8 @@ fn linear_layers_keep_f32_results_before_their_bias() {
 }
 
 /// `--ternary` (TWN 2-bit weights): compiles and runs with 2-bit weights under 8-bit
-/// activations, and needs 2-bit weights.
+/// activations (the plan, with the layers that took ternary weights, is snapshotted),
+/// and needs 2-bit weights.
 #[test]
 fn ternary_weights_compile_and_need_two_bits() {
     let (ok, out, err) = qcc(&[
@@ -265,6 +266,18 @@ fn ternary_weights_compile_and_need_two_bits() {
         .unwrap_or_else(|| panic!("{text}"));
     // 99.72 % when written (float 99.72 %).
     assert!(acc > 97.0, "{acc}%\n{text}");
+    // The plan: every layer with its bits, and which took ternary weights.
+    let plan: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with('/'))
+        .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+        .chain(
+            text.lines()
+                .filter(|l| l.contains("--ternary:"))
+                .map(String::from),
+        )
+        .collect();
+    insta::assert_snapshot!("ternary_resnet_wbits_2_plan", plan.join("\n"));
     let (ok, _, err) = qcc(&[
         "compile",
         "tests/models/digits_cnn_folded.onnx",

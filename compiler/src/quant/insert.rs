@@ -735,6 +735,7 @@ pub fn quantize_model(
     // bias is rounded to accumulator steps (`sx * sw`), so `fuse-int` only proves the
     // integer kernel within one output code when the output scale exceeds half of it.
     let mut weights = Vec::with_capacity(nk);
+    let mut ternary = 0usize;
     for (k, ker) in kernels.iter().enumerate() {
         let node = &m.nodes[ker.node];
         let wbits = if binary[k] {
@@ -756,6 +757,7 @@ pub fn quantize_model(
         let (qt, codes) = if binary[k] || wbits == 1 {
             binarize_weights(wd, &m.ty(w).shape, ker.axis)
         } else if opts.ternary && wbits == 2 {
+            ternary += 1;
             ternary_weights(wd, &m.ty(w).shape, ker.axis)
         } else {
             quantize_weights(wd, &m.ty(w).shape, ker.axis, wbits, opts.pow2)
@@ -929,6 +931,11 @@ pub fn quantize_model(
         if let Some(&r) = remap.get(o) {
             *o = r;
         }
+    }
+    if ternary > 0 {
+        notes.push(format!(
+            "--ternary: {ternary} layer(s) with ternary weights (TWN: code sign(w) where |w| > 0.7 mean|w| per output channel, else 0; the channel's scale the mean |w| above that threshold)"
+        ));
     }
     if !out_points.is_empty() {
         notes.push(format!(
