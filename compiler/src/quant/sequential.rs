@@ -358,6 +358,40 @@ fn producer_min_scale(q: &Module, mut v: ValueId) -> Option<f64> {
     }
 }
 
+/// Whether `v` of the QDQ module is the float module's value of the same id (the QDQ
+/// module keeps the float module's values and their ids).
+fn same_value(float: &Module, qdq: &Module, v: ValueId) -> bool {
+    v.index() < float.values.len() && float.value(v).name == qdq.value(v).name
+}
+
+/// The float model compiled once with taps on `values`.
+struct FloatTaps<'a> {
+    tapped: &'a Tapped<'a>,
+    values: &'a [ValueId],
+}
+
+impl FloatTaps<'_> {
+    /// Runs the float model on `x` and calls `f(shape, values)` with the tap on `v`.
+    fn run(
+        &self,
+        x: &qcc_ir::interp::Tensor,
+        v: ValueId,
+        f: &mut dyn FnMut(&[usize], &[f32]),
+    ) -> Result<(), String> {
+        let k = self
+            .values
+            .binary_search(&v)
+            .map_err(|_| "internal: the --sequential pass has no float tap".to_string())?;
+        self.tapped
+            .run(std::slice::from_ref(x), &mut |i, shape, vals| {
+                if i == k {
+                    f(shape, vals)
+                }
+            })?;
+        Ok(())
+    }
+}
+
 /// Chooses again the quantizer `qv` of the f32 value `fv` (its parameters now `cur`):
 /// `fv` is observed on the QDQ module as quantized so far and on the float model, and
 /// the candidate ranges (the calibration method's on the quantized module's values, that
@@ -368,6 +402,7 @@ fn producer_min_scale(q: &Module, mut v: ValueId) -> Option<f64> {
 #[allow(clippy::too_many_arguments)]
 fn calibrate_input(
     float: &Module,
+    floats: &FloatTaps<'_>,
     qdq: &Module,
     qv: ValueId,
     fv: ValueId,
@@ -380,8 +415,7 @@ fn calibrate_input(
     let Some(qt) = qdq.ty(qv).elem.quant().cloned() else {
         return Ok(None);
     };
-    // The value keeps its id in the QDQ module.
-    if fv.index() >= float.values.len() || float.value(fv).name != qdq.value(fv).name {
+    if !same_value(float, qdq, fv) {
         return Ok(None);
     }
     let total = super::calibrate::sample_count(npz, limit)?;
@@ -392,7 +426,6 @@ fn calibrate_input(
     {
         let what = "the --sequential pass";
         let tq = Tapped::new(qdq, &[fv], run.engine, what);
-        let tf = Tapped::new(float, &[fv], run.engine, what);
         let mut offset = 0usize;
         stream_samples(npz, limit, 64, &mut |i, s| {
             let s = as_input(float, input, i, s)?;
@@ -402,7 +435,7 @@ fn calibrate_input(
                 vq = v.to_vec();
             })?;
             let mut vf = Vec::new();
-            tf.run(std::slice::from_ref(&s), &mut |_, _, v| vf = v.to_vec())?;
+            floats.run(&s, fv, &mut |_, v| vf = v.to_vec())?;
             if vq.len() != vf.len() {
                 return Err(format!(
                     "internal: the --sequential pass saw {} and {} values of {}",
@@ -484,6 +517,28 @@ pub fn sequential_weights(
     let input = check_single_input(float)?;
     let mut out = SequentialReport::default();
     let mut calibrated: Vec<ValueId> = Vec::new();
+    // The float model compiled once with a tap on every value the layers compare with:
+    // each layer's input, and each activation calibrated again.
+    let mut ftaps: Vec<ValueId> = Vec::new();
+    for l in &report.layers {
+        if let (Some(n), Some(f)) = (def_node(qdq, l.output), def_node(float, l.output)) {
+            ftaps.push(f.operands[0]);
+            if acts.is_some()
+                && let Some((_, fv)) = input_quantizer(qdq, n.operands[0])
+                && same_value(float, qdq, fv)
+            {
+                ftaps.push(fv);
+            }
+        }
+    }
+    ftaps.sort();
+    ftaps.dedup();
+    let tf = Tapped::new(float, &ftaps, run.engine, "the --sequential pass");
+    out.notes.extend(tf.note.clone());
+    let floats = FloatTaps {
+        tapped: &tf,
+        values: &ftaps,
+    };
     let total = super::calibrate::sample_count(npz, limit)?;
     let pb = progress_bar(
         run.progress,
@@ -506,7 +561,7 @@ pub fn sequential_weights(
         {
             calibrated.push(qv);
             out.acts_seen += 1;
-            if let Some(p) = calibrate_input(float, qdq, qv, fv, ac, npz, limit, run)? {
+            if let Some(p) = calibrate_input(float, &floats, qdq, qv, fv, ac, npz, limit, run)? {
                 let before = (layer.act.lo, layer.act.hi);
                 qdq.value_mut(qv).ty.elem = ElemType::Quant(p.ty.clone());
                 // Every layer reading this activation reports the new range.
@@ -630,8 +685,7 @@ pub fn sequential_weights(
         {
             let what = "the --sequential pass";
             let tq = Tapped::new(qdq, &[x], run.engine, what);
-            let tf = Tapped::new(float, &[fnode.operands[0]], run.engine, what);
-            out.notes.extend(tq.note.clone().or(tf.note.clone()));
+            out.notes.extend(tq.note.clone());
             stream_samples(npz, limit, 64, &mut |i, s| {
                 let s = as_input(float, input, i, s)?;
                 let mut rq = Vec::new();
@@ -639,7 +693,7 @@ pub fn sequential_weights(
                     rq = patch_rows(k, v, shape, &patches);
                 })?;
                 let mut rf = Vec::new();
-                tf.run(std::slice::from_ref(&s), &mut |_, shape, v| {
+                floats.run(&s, fnode.operands[0], &mut |shape, v| {
                     if let Some(t) = shift {
                         let c: Vec<f32> = v.iter().map(|&x| x - t).collect();
                         rf = patch_rows(k, &c, shape, &patches);
