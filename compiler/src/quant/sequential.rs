@@ -460,8 +460,11 @@ fn calibrate_input(
         return Ok(None);
     }
     let bits = qt.storage.bits;
-    let mut cands: Vec<ActParams> =
-        vec![choose_range(&st, &ac.source, bits, ac.symmetric, ac.pow2)?];
+    // (A range no quantizer takes, e.g. of an activation that is always 0, offers no
+    // candidate: the current quantizer stays.)
+    let mut cands: Vec<ActParams> = choose_range(&st, &ac.source, bits, ac.symmetric, ac.pow2)
+        .into_iter()
+        .collect();
     // A kernel's output scale must stay above 3/4 of its accumulator step, as
     // `quantize_model` keeps it, for `fuse-int` to prove the integer kernel.
     let floor = producer_min_scale(qdq, fv).unwrap_or(0.0);
