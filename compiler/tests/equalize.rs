@@ -84,3 +84,86 @@ fn equalized_models_keep_their_function_and_level_the_channels() {
         }
     }
 }
+
+/// `--act-method dqa`'s important channels (`quant::important`): the readers split in
+/// two layers over the reordered channels keep the float model's function, the
+/// important fraction of each split activation is `round(0.4 C)` channels, and the
+/// parts take `N + m` and `N` activation bits.
+#[test]
+fn important_channel_splits_keep_the_function() {
+    use qcc::quant::RunOptions;
+    use qcc::quant::important::{IMP, ImportantOptions, REST, Rank, split_important};
+    let train = models_dir().join("digits_train.npz");
+    let copts = CalibOptions {
+        limit: Some(100),
+        ..Default::default()
+    };
+    for name in ["digits_cnn_folded.onnx", "digits_resnet_folded.onnx"] {
+        let mut m = import_file(&models_dir().join(name), &ImportOptions::default())
+            .unwrap()
+            .module;
+        cleanup::pipeline().run(&mut m, &mut |_| {}).unwrap();
+        let stats = calibrate(&m, &train, &copts).unwrap();
+        let mut e = m.clone();
+        equalize_activations(&mut e, &stats, &quant_layers(&m).unwrap());
+        let stats = calibrate(&e, &train, &copts).unwrap();
+        for rank in [Rank::Greedy, Rank::Energy] {
+            let opts = ImportantOptions {
+                ratio: 0.4,
+                extra: 3,
+                rank,
+                abits: 3,
+                wbits: 8,
+                keep_edges: true,
+            };
+            let run_opts = RunOptions {
+                progress: false,
+                ..Default::default()
+            };
+            let (s, rep) = split_important(
+                &e,
+                &stats,
+                &quant_layers(&e).unwrap(),
+                &train,
+                Some(100),
+                &run_opts,
+                &opts,
+            )
+            .unwrap();
+            assert_eq!(rep.split.len(), 1, "{name}: {rep:?}");
+            for a in &rep.split {
+                let want = (0.4 * a.channels as f64).round() as usize;
+                assert_eq!(a.important.len(), want, "{name}: {a:?}");
+                let mut u = a.important.clone();
+                u.sort_unstable();
+                u.dedup();
+                assert_eq!(u.len(), want, "{name}: {a:?}");
+                for r in &a.readers {
+                    assert_eq!(rep.bits[&format!("{r}{IMP}")], (8, 6));
+                    assert_eq!(rep.bits[&format!("{r}{REST}")], (8, 3));
+                }
+            }
+            let layers = quant_layers(&s).unwrap();
+            assert_eq!(
+                layers.len(),
+                quant_layers(&e).unwrap().len() + rep.bits.len() / 2,
+                "{name}"
+            );
+            let mut npz =
+                npyz::npz::NpzArchive::open(models_dir().join("digits_test.npz")).unwrap();
+            let x: Vec<f32> = npz.by_name("x").unwrap().unwrap().into_vec().unwrap();
+            for c in x.chunks(64).take(20) {
+                let t = Tensor::f32(vec![1, 1, 8, 8], c.to_vec());
+                let a = run(&e, std::slice::from_ref(&t)).unwrap();
+                let b = run(&s, std::slice::from_ref(&t)).unwrap();
+                let (a, b) = (a[0].as_f32().unwrap(), b[0].as_f32().unwrap());
+                for (p, q) in a.iter().zip(b) {
+                    assert!(
+                        (p - q).abs() <= 1e-4 * (1.0 + p.abs()),
+                        "{name}: {p} vs {q}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -18,9 +18,7 @@
 //!
 //! Activations that do not have that shape (a residual add, a concat, a graph output, a
 //! non-homogeneous activation such as hard-swish) keep their per-tensor scale; the report
-//! names them. Not built from DQA: the important channels' `N + m`-bit codes stored as
-//! `N` bits plus Huffman-coded low bits, shift-and-mask requantization, and the split
-//! computation on the important slice.
+//! names them. The important channels' extra bits are `important.rs`.
 
 use qcc_ir::{ConstData, Module, Op, ValueDef, ValueId};
 
@@ -83,7 +81,11 @@ fn homogeneous(op: Op) -> bool {
 }
 
 /// The conv/gemm whose output channels make `a` (through homogeneous single-use ops).
-fn producer(m: &Module, users: &[Vec<qcc_ir::NodeId>], a: ValueId) -> Result<usize, String> {
+pub(super) fn producer(
+    m: &Module,
+    users: &[Vec<qcc_ir::NodeId>],
+    a: ValueId,
+) -> Result<usize, String> {
     let mut v = a;
     loop {
         let Some(n) = def(m, v) else {

@@ -12,6 +12,7 @@ use super::calibrate::CalibStats;
 use super::calibrate::{CalibMethod, CalibOptions, calibrate, data_free, measure_errors};
 use super::choice::{extract_plan, fusable_candidates};
 use super::equalize::equalize_activations;
+use super::important::{ImportantOptions, Rank, split_important};
 use super::insert::Selection;
 use super::insert::{QuantReport, float_kernels, quant_layers, quantize_model};
 use super::profile::Profile;
@@ -122,6 +123,20 @@ pub struct QuantFlags {
     #[arg(long, value_name = "METHOD", default_value = "per-tensor",
           value_parser = ["per-tensor", "dqa"])]
     pub act_method: String,
+    /// With --act-method dqa: the fraction of each activation's channels (0 <= r < 1)
+    /// that gets --dqa-extra-bits more bits, its readers split in two layers (0 turns
+    /// it off; default 0.4).
+    #[arg(long, value_name = "R")]
+    pub dqa_ratio: Option<f64>,
+    /// With --act-method dqa: the extra bits m of the important channels (1..=7; at
+    /// most 8 bits in all; default 3).
+    #[arg(long, value_name = "M")]
+    pub dqa_extra_bits: Option<u8>,
+    /// With --act-method dqa: how the important channels are ranked, `greedy` (on the
+    /// readers' output error from the channels' quantization noise) or `energy` (the
+    /// channels' mean square; default greedy).
+    #[arg(long, value_name = "HOW", value_parser = ["greedy", "energy"])]
+    pub dqa_rank: Option<String>,
     /// Range of the model's input values for data-free quantization (default 0,1).
     #[arg(long, value_name = "LO,HI", value_parser = parse_range)]
     pub input_range: Option<(f32, f32)>,
@@ -258,6 +273,7 @@ impl QuantFlags {
                 "--act-method dqa scales each activation channel from its calibrated range: give --calib DATA.npz".into(),
             );
         }
+        self.check_dqa()?;
         if self.qil() && self.calib.is_none() {
             return Err(
                 "--calib-method qil searches each layer's intervals against the output error on calibration data: give --calib DATA.npz".into(),
@@ -310,12 +326,31 @@ impl QuantFlags {
         // --act-method dqa: per-channel activation scales, folded into the weights.
         let equalized;
         let mut dqa_note: Option<String> = None;
+        let mut dqa_notes: Vec<String> = Vec::new();
         let (m, stats) = match (&self.calib, self.act_method.as_str()) {
             (Some(p), "dqa") => {
                 let mut e = m.clone();
                 let rep = equalize_activations(&mut e, &stats, &quant_layers(m)?);
-                let stats = calibrate(&e, p, &copts)?;
+                let mut stats = calibrate(&e, p, &copts)?;
                 timer.lap("dqa equalization");
+                if let Some(iopts) = self.important() {
+                    let (split, irep) = split_important(
+                        &e,
+                        &stats,
+                        &quant_layers(&e)?,
+                        p,
+                        self.calib_limit,
+                        &run,
+                        &iopts,
+                    )?;
+                    if !irep.split.is_empty() {
+                        e = split;
+                        stats = calibrate(&e, p, &copts)?;
+                    }
+                    opts.layer_bits.extend(irep.bits.clone());
+                    dqa_notes = irep.describe(&iopts);
+                    timer.lap("dqa important channels");
+                }
                 let spread: Vec<String> = rep
                     .equalized
                     .iter()
@@ -360,6 +395,7 @@ impl QuantFlags {
                 &mut timer,
             )?;
             report.notes.extend(dqa_note);
+            report.notes.extend(dqa_notes);
             report.notes.extend(sq.notes);
             return self.finish(&sq.module, q, qdq, report, &run, &mut timer);
         }
@@ -367,6 +403,7 @@ impl QuantFlags {
             let (q, qdq, mut report) =
                 self.build(m, &stats, &opts, None, None, &run, &mut timer)?;
             report.notes.extend(dqa_note);
+            report.notes.extend(dqa_notes);
             return self.finish(m, q, qdq, report, &run, &mut timer);
         };
         let sens = self.sensitivity(m, &stats, budget)?;
@@ -629,6 +666,86 @@ impl QuantFlags {
     }
 
     /// Checks the `--sq-*` flags: every error names the flag and what works.
+    /// The important-channel split of `--act-method dqa`, when it applies.
+    fn important(&self) -> Option<ImportantOptions> {
+        if self.act_method != "dqa" || self.budget.is_some() {
+            return None;
+        }
+        let ratio = self.dqa_ratio.unwrap_or(0.4);
+        let opts = self.options();
+        if ratio == 0.0 || opts.abits >= 8 || opts.binary() {
+            return None;
+        }
+        Some(ImportantOptions {
+            ratio,
+            extra: self.dqa_extra_bits.unwrap_or(3),
+            rank: if self.dqa_rank.as_deref() == Some("energy") {
+                Rank::Energy
+            } else {
+                Rank::Greedy
+            },
+            abits: opts.abits,
+            wbits: opts.wbits,
+            keep_edges: opts.keep_edges,
+        })
+    }
+
+    fn check_dqa(&self) -> Result<(), String> {
+        let given = [
+            self.dqa_ratio.map(|r| format!("--dqa-ratio {r}")),
+            self.dqa_extra_bits.map(|m| format!("--dqa-extra-bits {m}")),
+            self.dqa_rank.as_ref().map(|h| format!("--dqa-rank {h}")),
+        ];
+        if self.act_method != "dqa" {
+            if let Some(f) = given.iter().flatten().next() {
+                return Err(format!(
+                    "{f} sets DQA's important channels: give --act-method dqa too"
+                ));
+            }
+            return Ok(());
+        }
+        if let Some(r) = self.dqa_ratio
+            && !(0.0..1.0).contains(&r)
+        {
+            return Err(format!(
+                "--dqa-ratio {r}: the fraction of each activation's channels given extra bits must be in [0, 1), e.g. --dqa-ratio 0.4 (0 turns it off)"
+            ));
+        }
+        if let Some(m) = self.dqa_extra_bits
+            && !(1..=7).contains(&m)
+        {
+            return Err(format!(
+                "--dqa-extra-bits {m}: the important channels' extra bits must be 1..=7 (default 3)"
+            ));
+        }
+        if let (Some(b), Some(f)) = (&self.budget, given.iter().flatten().next()) {
+            return Err(format!(
+                "{f} and --budget {b}: --budget chooses each layer's activation bits itself; drop {f}"
+            ));
+        }
+        if let (Some(r), Some(_)) = (self.sq_ratio, self.important()) {
+            return Err(format!(
+                "--sq-ratio {r} with --act-method dqa's important channels: both split layers in two; add --dqa-ratio 0 to keep per-channel scales only"
+            ));
+        }
+        let opts = self.options();
+        if let Some(f) = given.iter().flatten().next()
+            && self.dqa_ratio != Some(0.0)
+        {
+            if opts.abits >= 8 {
+                return Err(format!(
+                    "{f}: the important channels get more bits than --abits, which is 8 already; give --abits 2..7"
+                ));
+            }
+            if opts.binary() {
+                return Err(format!(
+                    "{f} with binarized layers (--bits 1): a binarized layer reads 1-bit inputs; give --abits 2..7"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_sq(&self) -> Result<(), String> {
         let Some(r) = self.sq_ratio else {
             if let Some(h) = self.sq_high {

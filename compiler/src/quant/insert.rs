@@ -665,6 +665,15 @@ pub fn quantize_model(
                     && m.ty(un.result).elem == ElemType::F32
             })
     };
+    // The two parts of a reader split by `--act-method dqa`'s important channels
+    // (`important.rs`) stay f32 too: each part's sum is half of the layer's, and the
+    // add of the two dequantized sums is the layer's result.
+    let dqa_part = |n: &Node, p: ValueId| {
+        let name = layer_name(m, n);
+        (name.ends_with(super::important::IMP) || name.ends_with(super::important::REST))
+            && !m.outputs.contains(&p)
+            && matches!(users[p.index()].as_slice(), [u] if m.node(*u).op == Op::Add)
+    };
     let mut out_points: Vec<ValueId> = Vec::new();
     let mut kept_f32 = 0usize;
     if opts.quantize_outputs {
@@ -673,7 +682,7 @@ pub fn quantize_model(
             if points.contains_key(&p) {
                 continue;
             }
-            if bias_added(p) {
+            if bias_added(p) || dqa_part(&m.nodes[ker.node], p) {
                 kept_f32 += 1;
                 continue;
             }

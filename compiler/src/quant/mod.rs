@@ -19,6 +19,7 @@ pub mod choice;
 pub mod equalize;
 mod flags;
 pub mod html;
+pub mod important;
 mod insert;
 pub mod profile;
 pub mod qil;

@@ -1,0 +1,610 @@
+//! `--act-method dqa`, second part: the important channels of an activation get `N + m`
+//! bits (issue 13; the compile-time counterpart of DQA's important-channel
+//! quantization; `docs/methods.md`).
+//!
+//! DQA ranks the channels of each activation and gives the important fraction `r`
+//! (`--dqa-ratio`, default 0.4) `m` more bits (`--dqa-extra-bits`, default 3) than the
+//! others' `N`. It stores such a channel's `(N + m)`-bit code `c` as the `N`-bit code
+//! `q = c >> m` plus the `m` shifted-out bits `e = c & (2^m - 1)`, and computes the
+//! reader as `y = s_N (W q) + (s_N / 2^m) (W_imp e)`. Here the reader is split along its
+//! input channels instead: `y = W_rest x_rest + W_imp x_imp` with `x_rest` quantized to
+//! `N` bits and `x_imp` to `N + m` bits, each slice with its own calibrated range (after
+//! `--act-method dqa`'s per-channel scales both span about the same range, so the
+//! important step is about `s_N / 2^m`: `(2^N - 1) / (2^(N+m) - 1)` of it with min-max
+//! grids). On one grid both forms give the same sums (`q 2^m + e = c`); this one runs
+//! each part on an existing integer kernel (each dequantizes its sum, and the two are
+//! added in f32) and needs no shift, mask or second pass over the important slice. Not
+//! built: DQA's storage of the important channels as `N`-bit codes plus `m` low bits,
+//! its shift-and-mask requantization (power-of-two scales) and Huffman-coded low bits.
+//!
+//! - Ranking (`--dqa-rank`): `greedy` (default) takes, one channel at a time, the
+//!   channel whose move to `N + m` bits lowers the readers' summed output error
+//!   `sum_{c,d not important} M_cd G_cd` the most, with `G` the Gram matrix of the
+//!   `N`-bit quantization noise of the channels on the calibration samples and `M_cd`
+//!   the readers' weights of channel `c` dotted with those of channel `d` (the noise
+//!   taken as spatially white); `energy` ranks by the mean square of the channel.
+//! - Realisation: the producer's output channels are reordered so that the important
+//!   ones come first (its weights and bias; every reader's input channels follow), and
+//!   each reader between the edge layers becomes two layers of the same op reading the
+//!   two slices (`<layer>.dqa_imp` at `N + m` bits, `<layer>.dqa_rest` at `N` with the
+//!   bias), whose results are added. The activations eligible are those the
+//!   per-channel scales folded (one conv/gemm producer, conv/gemm readers).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use qcc_ir::{Attr, ConstData, Module, Node, NodeId, Op, TensorType, ValueDef, ValueId};
+
+use super::calibrate::{CalibStats, as_input, check_single_input, stream_samples};
+use super::equalize::producer;
+use super::equalize::{Reader, bool_attr, can_permute, f32_const, permute_reader, readers};
+use super::insert::QuantLayer;
+use super::sq::LayerBits;
+use super::tap::{RunOptions, Tapped};
+
+/// Suffixes of the two parts' layer names.
+pub const IMP: &str = ".dqa_imp";
+pub const REST: &str = ".dqa_rest";
+
+/// Calibration samples the ranking runs on (at most).
+pub const RANK_SAMPLES: usize = 256;
+
+/// Positions per sample the ranking looks at (at most, evenly spaced).
+const RANK_POSITIONS: usize = 256;
+
+/// How the important channels are ranked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rank {
+    /// Greedy on the readers' output error from the channels' quantization noise.
+    Greedy,
+    /// The channels' mean square.
+    Energy,
+}
+
+impl std::str::FromStr for Rank {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "greedy" => Ok(Rank::Greedy),
+            "energy" => Ok(Rank::Energy),
+            _ => Err(format!(
+                "--dqa-rank {s} is not a ranking: use greedy (default) or energy"
+            )),
+        }
+    }
+}
+
+/// The options of the important-channel split.
+#[derive(Clone, Copy, Debug)]
+pub struct ImportantOptions {
+    /// Fraction of each activation's channels that is important (0 < r < 1).
+    pub ratio: f64,
+    /// Extra bits `m` of the important channels.
+    pub extra: u8,
+    pub rank: Rank,
+    /// The activations' bits `N` (the flags').
+    pub abits: u8,
+    /// The layers' weight bits (the flags').
+    pub wbits: u8,
+    /// Whether the first and last layers stay at 8 bits (they are not split).
+    pub keep_edges: bool,
+}
+
+/// One activation whose important channels were split off.
+#[derive(Clone, Debug)]
+pub struct ImportantAct {
+    /// The activation.
+    pub name: String,
+    pub channels: usize,
+    /// The important channels (original indices, in the order ranked).
+    pub important: Vec<usize>,
+    /// The readers split.
+    pub readers: Vec<String>,
+}
+
+/// What [`split_important`] did.
+#[derive(Clone, Debug, Default)]
+pub struct ImportantReport {
+    pub split: Vec<ImportantAct>,
+    /// Activations left whole, and why.
+    pub skipped: Vec<(String, String)>,
+    /// The parts' bits.
+    pub bits: LayerBits,
+}
+
+impl ImportantReport {
+    /// One line per activation for the report's notes.
+    pub fn describe(&self, opts: &ImportantOptions) -> Vec<String> {
+        let hi = (opts.abits + opts.extra).min(8);
+        let mut out: Vec<String> = self
+            .split
+            .iter()
+            .map(|a| {
+                let mut imp = a.important.clone();
+                imp.sort_unstable();
+                format!(
+                    "--act-method dqa: {}: {} of {} channels at {hi} bits, the others at {} (readers split: {}); important channels {}",
+                    a.name,
+                    a.important.len(),
+                    a.channels,
+                    opts.abits,
+                    a.readers.join(", "),
+                    imp.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
+                )
+            })
+            .collect();
+        if !self.skipped.is_empty() {
+            out.push(format!(
+                "--act-method dqa: no important channels for {}",
+                self.skipped
+                    .iter()
+                    .map(|(n, why)| format!("{n} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        out
+    }
+}
+
+/// The index of a reader's weight of (output, input channel, inner position).
+type WeightAt = Box<dyn Fn(usize, usize, usize) -> usize>;
+
+/// `M_cd` of reader `r`: its weights of input channel `c` dotted with those of `d`, over
+/// outputs and inner positions (conv `[M, C, kh, kw]`; dense with `per` features per
+/// channel, `[K, N]`, or `[N, K]` with `trans_b`).
+fn reader_gram(m: &Module, r: &Reader, c: usize) -> Vec<f64> {
+    let mut g = vec![0f64; c * c];
+    let (n, per) = match *r {
+        Reader::Conv(n) => (n, None),
+        Reader::Dense(n, per) => (n, Some(per)),
+    };
+    let w = m.nodes[n].operands[1];
+    let shape = m.ty(w).shape.clone();
+    let wd = f32_const(m, w).expect("readers have constant weights");
+    // rows[o][ch] = the weights of output o on channel ch (inner positions in order).
+    let (outs, inner, at): (usize, usize, WeightAt) = match per {
+        None => {
+            let inner: usize = shape[2..].iter().product();
+            let cs = shape[1];
+            (
+                shape[0],
+                inner,
+                Box::new(move |o, ch, s| (o * cs + ch) * inner + s),
+            )
+        }
+        Some(per) => {
+            let trans_b = m.nodes[n].op == Op::Gemm && bool_attr(m, n, "trans_b");
+            let cols = shape[shape.len() - 1];
+            let rows = shape[shape.len() - 2];
+            if trans_b {
+                (rows, per, Box::new(move |o, ch, s| o * cols + ch * per + s))
+            } else {
+                (
+                    cols,
+                    per,
+                    Box::new(move |o, ch, s| (ch * per + s) * cols + o),
+                )
+            }
+        }
+    };
+    for o in 0..outs {
+        for s in 0..inner {
+            for a in 0..c {
+                let wa = wd[at(o, a, s)] as f64;
+                if wa == 0.0 {
+                    continue;
+                }
+                for b in a..c {
+                    g[a * c + b] += wa * wd[at(o, b, s)] as f64;
+                }
+            }
+        }
+    }
+    for a in 0..c {
+        for b in 0..a {
+            g[a * c + b] = g[b * c + a];
+        }
+    }
+    g
+}
+
+/// The `k` channels moved to `N + m` bits first by the greedy search on
+/// `sum_{c,d rest} m_cd g_cd` (both `c x c`, row-major).
+fn greedy(mm: &[f64], gg: &[f64], c: usize, k: usize) -> Vec<usize> {
+    let p: Vec<f64> = mm.iter().zip(gg).map(|(a, b)| a * b).collect();
+    // row[c] = sum over the channels still at N bits of p[c][d].
+    let mut row: Vec<f64> = (0..c).map(|a| p[a * c..(a + 1) * c].iter().sum()).collect();
+    let mut rest = vec![true; c];
+    let mut out = Vec::with_capacity(k);
+    for _ in 0..k {
+        let mut best: Option<(usize, f64)> = None;
+        for a in (0..c).filter(|&a| rest[a]) {
+            let gain = 2.0 * row[a] - p[a * c + a];
+            if best.is_none_or(|(_, g)| gain > g) {
+                best = Some((a, gain));
+            }
+        }
+        let Some((a, _)) = best else { break };
+        rest[a] = false;
+        out.push(a);
+        for (d, r) in row.iter_mut().enumerate() {
+            *r -= p[d * c + a];
+        }
+    }
+    out
+}
+
+/// The per-tensor `bits`-bit quantizer of values in `[lo, hi]` (min-max, zero exact):
+/// the quantization noise `deq(q(x)) - x`.
+fn noise_fn(lo: f32, hi: f32, bits: u8) -> impl Fn(f32) -> f32 {
+    let lo = lo.min(0.0);
+    let hi = hi.max(0.0);
+    let levels = ((1u32 << bits) - 1) as f32;
+    let s = ((hi - lo) / levels).max(f32::MIN_POSITIVE);
+    let zp = (-lo / s).round();
+    move |x: f32| {
+        let q = ((x / s).round() + zp).clamp(0.0, levels);
+        (q - zp) * s - x
+    }
+}
+
+/// The activations of `m` that `layers` read (the per-channel-scaled model of
+/// `--act-method dqa`, with statistics `stats`): the eligible ones get their important
+/// channels ranked on the calibration samples in `npz` and their readers split. Returns
+/// the split module (same function) and what was done.
+pub fn split_important(
+    m: &Module,
+    stats: &CalibStats,
+    layers: &[QuantLayer],
+    npz: &Path,
+    limit: Option<usize>,
+    run: &RunOptions,
+    opts: &ImportantOptions,
+) -> Result<(Module, ImportantReport), String> {
+    let mut rep = ImportantReport::default();
+    let users = m.users();
+    let n_layers = layers.len();
+    let is_edge = |node: usize| {
+        opts.keep_edges
+            && (layers.first().is_some_and(|l| l.node == node)
+                || (n_layers > 0 && layers[n_layers - 1].node == node))
+    };
+    // Eligible activations: value, producer, readers (all), readers to split.
+    struct Cand {
+        a: ValueId,
+        producer: usize,
+        readers: Vec<Reader>,
+        split: Vec<usize>,
+    }
+    let mut cands: Vec<Cand> = Vec::new();
+    let mut seen: Vec<ValueId> = Vec::new();
+    for l in layers {
+        let a = l.input;
+        if seen.contains(&a) {
+            continue;
+        }
+        seen.push(a);
+        let name = m.value(a).spelling();
+        if m.inputs.contains(&a) {
+            continue;
+        }
+        let shape = m.ty(a).shape.clone();
+        let c = shape.get(1).copied().unwrap_or(0);
+        let plan = producer(m, &users, a).and_then(|p| {
+            if m.ty(m.nodes[p].result).shape.get(1).copied() != Some(c) {
+                return Err("its producer's channels differ".into());
+            }
+            let rs = readers(m, &users, a)?;
+            for r in &rs {
+                can_permute(m, &users, r)?;
+                if let Reader::Dense(n, _) = *r
+                    && m.ty(m.nodes[n].operands[0]).shape.len() != 2
+                {
+                    return Err(format!(
+                        "{} reads it with more than two axes",
+                        m.value(m.nodes[n].result).spelling()
+                    ));
+                }
+            }
+            Ok((p, rs))
+        });
+        let (p, rs) = match plan {
+            Ok(x) => x,
+            Err(e) => {
+                rep.skipped.push((name, e));
+                continue;
+            }
+        };
+        let k = (opts.ratio * c as f64).round() as usize;
+        if c < 2 || k == 0 || k >= c {
+            rep.skipped
+                .push((name, format!("{c} channel(s) leave no important fraction")));
+            continue;
+        }
+        let split: Vec<usize> = rs
+            .iter()
+            .map(|r| match *r {
+                Reader::Conv(n) | Reader::Dense(n, _) => n,
+            })
+            .filter(|&n| !is_edge(n))
+            .collect();
+        if split.is_empty() {
+            rep.skipped.push((
+                name,
+                "only the first or last layer reads it (kept at 8 bits)".into(),
+            ));
+            continue;
+        }
+        cands.push(Cand {
+            a,
+            producer: p,
+            readers: rs,
+            split,
+        });
+    }
+    if cands.is_empty() {
+        return Ok((m.clone(), rep));
+    }
+    // Statistics on the calibration samples: per activation, the channels' mean
+    // squares and the Gram matrix of their N-bit quantization noise.
+    let taps: Vec<ValueId> = cands.iter().map(|c| c.a).collect();
+    let chans: Vec<usize> = cands.iter().map(|c| m.ty(c.a).shape[1]).collect();
+    let noise: Vec<Box<dyn Fn(f32) -> f32>> = cands
+        .iter()
+        .map(|c| {
+            let (lo, hi) = stats.get(m, c.a).map_or((0.0, 0.0), |s| (s.min, s.max));
+            Box::new(noise_fn(lo, hi, opts.abits)) as Box<dyn Fn(f32) -> f32>
+        })
+        .collect();
+    let mut energy: Vec<Vec<f64>> = chans.iter().map(|&c| vec![0.0; c]).collect();
+    let mut gram: Vec<Vec<f64>> = chans.iter().map(|&c| vec![0.0; c * c]).collect();
+    let input = check_single_input(m)?;
+    let tapped = Tapped::new(m, &taps, run.engine, "the --act-method dqa ranking");
+    let limit = Some(limit.unwrap_or(RANK_SAMPLES).min(RANK_SAMPLES));
+    let mut nv = Vec::new();
+    stream_samples(npz, limit, 64, &mut |i, s| {
+        let s = as_input(m, input, i, s)?;
+        tapped.run(std::slice::from_ref(&s), &mut |k, shape, v| {
+            let c = chans[k];
+            let pos: usize = shape.iter().skip(2).product::<usize>().max(1);
+            let batch = shape.first().copied().unwrap_or(1).max(1);
+            let step = pos.div_ceil(RANK_POSITIONS).max(1);
+            for b in 0..batch {
+                let base = b * c * pos;
+                for p in (0..pos).step_by(step) {
+                    nv.clear();
+                    for ch in 0..c {
+                        let x = v[base + ch * pos + p];
+                        energy[k][ch] += (x as f64) * (x as f64);
+                        nv.push(noise[k](x) as f64);
+                    }
+                    let g = &mut gram[k];
+                    for a in 0..c {
+                        if nv[a] == 0.0 {
+                            continue;
+                        }
+                        for d in 0..c {
+                            g[a * c + d] += nv[a] * nv[d];
+                        }
+                    }
+                }
+            }
+        })?;
+        Ok(())
+    })?;
+    // Rank, then reorder the producers' and readers' channels.
+    let mut out = m.clone();
+    let mut splits: HashMap<usize, (usize, usize)> = HashMap::new(); // reader node -> (k, per)
+    for (ci, cand) in cands.iter().enumerate() {
+        let c = chans[ci];
+        let k = (opts.ratio * c as f64).round() as usize;
+        let important = match opts.rank {
+            Rank::Energy => {
+                let mut idx: Vec<usize> = (0..c).collect();
+                idx.sort_by(|&a, &b| energy[ci][b].total_cmp(&energy[ci][a]).then(a.cmp(&b)));
+                idx.truncate(k);
+                idx
+            }
+            Rank::Greedy => {
+                let mut mm = vec![0f64; c * c];
+                for r in &cand.readers {
+                    for (x, y) in mm.iter_mut().zip(reader_gram(m, r, c)) {
+                        *x += y;
+                    }
+                }
+                greedy(&mm, &gram[ci], c, k)
+            }
+        };
+        let mut sorted = important.clone();
+        sorted.sort_unstable();
+        let perm: Vec<usize> = sorted
+            .iter()
+            .copied()
+            .chain((0..c).filter(|ch| !sorted.contains(ch)))
+            .collect();
+        permute_producer(&mut out, cand.producer, &perm);
+        for r in &cand.readers {
+            permute_reader(&mut out, r, &perm);
+        }
+        for r in &cand.readers {
+            if let Reader::Conv(n) | Reader::Dense(n, _) = *r
+                && cand.split.contains(&n)
+            {
+                let per = match *r {
+                    Reader::Conv(_) => 1,
+                    Reader::Dense(_, per) => per,
+                };
+                splits.insert(n, (k, per));
+            }
+        }
+        rep.split.push(ImportantAct {
+            name: m.value(cand.a).spelling(),
+            channels: c,
+            important,
+            readers: cand.split.iter().map(|&n| layer_name(m, n)).collect(),
+        });
+    }
+    let hi = (opts.abits + opts.extra).min(8);
+    let old = std::mem::take(&mut out.nodes);
+    for (ni, node) in old.into_iter().enumerate() {
+        let Some(&(k, per)) = splits.get(&ni) else {
+            out.value_mut(node.result).def = ValueDef::Node(NodeId(out.nodes.len() as u32));
+            out.nodes.push(node);
+            continue;
+        };
+        let name = layer_name(m, ni);
+        rep.bits.insert(format!("{name}{IMP}"), (opts.wbits, hi));
+        rep.bits
+            .insert(format!("{name}{REST}"), (opts.wbits, opts.abits));
+        let x = node.operands[0];
+        let xshape = out.ty(x).shape.clone();
+        let cut = k * per;
+        let mut parts = Vec::new();
+        for (lo, hi_, suffix) in [(0, cut, IMP), (cut, xshape[1], REST)] {
+            let mut sshape = xshape.clone();
+            sshape[1] = hi_ - lo;
+            let mut attrs = BTreeMap::new();
+            attrs.insert("starts".into(), Attr::Ints(vec![lo as i64]));
+            attrs.insert("ends".into(), Attr::Ints(vec![hi_ as i64]));
+            attrs.insert("axes".into(), Attr::Ints(vec![1]));
+            attrs.insert("steps".into(), Attr::Ints(vec![1]));
+            let sn = out.fresh_name(&format!("{}{suffix}", out.value(x).name));
+            let xs = out.add_node(Op::Slice, vec![x], attrs, sn, TensorType::f32(sshape));
+            let mut operands = node.operands.clone();
+            operands[0] = xs;
+            let w = node.operands[1];
+            let (pw, pshape) = take_inputs(&out, ni, &node, w, lo, hi_);
+            let wn = out.fresh_name(&format!("{}{suffix}", out.value(w).name));
+            operands[1] = out.add_const(wn, TensorType::f32(pshape), ConstData::F32(pw));
+            if suffix == IMP {
+                // The bias goes with the other part.
+                operands.truncate(2);
+            }
+            let rn = out.fresh_name(&format!("{}{suffix}", out.value(node.result).name));
+            let ty = out.ty(node.result).clone();
+            let y = out.add_node(node.op, operands, node.attrs.clone(), rn, ty);
+            out.nodes.last_mut().expect("added").loc = Some(format!("{name}{suffix}"));
+            parts.push(y);
+        }
+        out.value_mut(node.result).def = ValueDef::Node(NodeId(out.nodes.len() as u32));
+        out.nodes.push(Node {
+            op: Op::Add,
+            operands: parts,
+            attrs: BTreeMap::new(),
+            result: node.result,
+            loc: None,
+            meta: BTreeMap::new(),
+        });
+    }
+    out.compact();
+    Ok((out, rep))
+}
+
+fn layer_name(m: &Module, n: usize) -> String {
+    m.nodes[n]
+        .loc
+        .clone()
+        .unwrap_or_else(|| m.value(m.nodes[n].result).spelling())
+}
+
+/// The weights of reader `node` (index `n` in `m`) on input features `[lo, hi)` (conv:
+/// input channels; dense: rows of `[K, N]`, columns of `[N, K]` with `trans_b`).
+fn take_inputs(
+    m: &Module,
+    n: usize,
+    node: &Node,
+    w: ValueId,
+    lo: usize,
+    hi: usize,
+) -> (Vec<f32>, Vec<usize>) {
+    let shape = m.ty(w).shape.clone();
+    let wd = f32_const(m, w).expect("readers have constant weights");
+    let mut out = Vec::new();
+    let mut pshape = shape.clone();
+    match node.op {
+        Op::Conv2d => {
+            let (mo, c) = (shape[0], shape[1]);
+            let inner: usize = shape[2..].iter().product();
+            for o in 0..mo {
+                out.extend_from_slice(&wd[(o * c + lo) * inner..(o * c + hi) * inner]);
+            }
+            pshape[1] = hi - lo;
+        }
+        Op::Gemm if bool_attr(m, n, "trans_b") => {
+            let (rows, cols) = (shape[0], shape[1]);
+            for r in 0..rows {
+                out.extend_from_slice(&wd[r * cols + lo..r * cols + hi]);
+            }
+            pshape[1] = hi - lo;
+        }
+        _ => {
+            let cols = shape[1];
+            out.extend_from_slice(&wd[lo * cols..hi * cols]);
+            pshape[0] = hi - lo;
+        }
+    }
+    (out, pshape)
+}
+
+/// Reorders the output channels of producer `p`: its new channel `j` is old `perm[j]`
+/// (weights and a per-channel bias).
+fn permute_producer(m: &mut Module, p: usize, perm: &[usize]) {
+    let node = m.nodes[p].clone();
+    let w = node.operands[1];
+    let shape = m.ty(w).shape.clone();
+    let old = f32_const(m, w).expect("producers have constant weights");
+    let mut new = old.clone();
+    let trans_b = node.op == Op::Gemm && bool_attr(m, p, "trans_b");
+    if node.op == Op::Conv2d || trans_b {
+        let inner: usize = shape[1..].iter().product();
+        for (j, &o) in perm.iter().enumerate() {
+            new[j * inner..(j + 1) * inner].copy_from_slice(&old[o * inner..(o + 1) * inner]);
+        }
+    } else {
+        let cols = shape[1];
+        for (i, x) in new.iter_mut().enumerate() {
+            *x = old[i - i % cols + perm[i % cols]];
+        }
+    }
+    m.value_mut(w).def = ValueDef::Const(ConstData::F32(new));
+    if let Some(&b) = node.operands.get(2)
+        && let Some(bd) = f32_const(m, b)
+        && bd.len() == perm.len()
+    {
+        let nb: Vec<f32> = perm.iter().map(|&o| bd[o]).collect();
+        m.value_mut(b).def = ValueDef::Const(ConstData::F32(nb));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_noisiest_weighted_channel_first() {
+        // Three channels, independent noise; channel 1 has the most noise times weight.
+        let c = 3;
+        let mm = [1.0, 0.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 1.0];
+        let gg = [2.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 3.0];
+        assert_eq!(greedy(&mm, &gg, c, 2), vec![1, 2]);
+    }
+
+    #[test]
+    fn greedy_counts_correlated_noise() {
+        // Channels 0 and 1 carry the same noise through weights that add up; channel 2
+        // alone is a little larger than either, but moving 0 removes its cross term too.
+        let c = 3;
+        let mm = [1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.5];
+        let gg = [1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+        assert_eq!(greedy(&mm, &gg, c, 1), vec![0]);
+    }
+
+    #[test]
+    fn noise_is_the_rounding_error_inside_the_range() {
+        let f = noise_fn(0.0, 7.0, 3);
+        assert_eq!(f(3.0), 0.0);
+        assert!((f(3.4) + 0.4).abs() < 1e-6);
+        assert!((f(9.0) + 2.0).abs() < 1e-6);
+    }
+}
