@@ -509,6 +509,8 @@ impl QuantFlags {
                 stats,
                 opts.symmetric_acts,
                 opts.pow2,
+                // --sequential quantizes the weights again on their uniform grids.
+                !self.sequential,
                 p,
                 self.calib_limit,
                 run,
@@ -521,12 +523,20 @@ impl QuantFlags {
                 .filter(|l| l.prune > 0.5)
                 .map(|l| format!("{} {:.1} %", l.name, 100.0 * l.sparsity))
                 .collect();
+            let grids: Vec<String> = r
+                .layers
+                .iter()
+                .filter(|l| l.gamma != 1.0)
+                .map(|l| format!("{} gamma {}", l.name, l.gamma))
+                .collect();
             report.notes.push(format!(
-                "--calib-method qil: intervals searched layer by layer against the output error on {} calibration samples ({} evaluations): {acts} activation range(s) narrowed, {clipped} layer(s) of weights re-clipped, {} pruned below c - d{}; output error {:.3e} -> {:.3e}",
+                "--calib-method qil: intervals searched layer by layer against the output error on {} calibration samples ({} evaluations): {acts} activation range(s) narrowed, {clipped} layer(s) of weights re-clipped, {} pruned below c - d{}, {} on a non-uniform grid{}; output error {:.3e} -> {:.3e}",
                 r.samples,
                 r.evaluations,
                 pruned.len(),
                 if pruned.is_empty() { String::new() } else { format!(" (zero weights: {})", pruned.join(", ")) },
+                grids.len(),
+                if grids.is_empty() { String::new() } else { format!(" ({}: their 2^b - 1 levels stored as i8 codes, run on 8-bit kernels)", grids.join(", ")) },
                 r.before,
                 r.after
             ));

@@ -26,9 +26,17 @@
 //! as compiled code; a candidate is kept only when it lowers that error, so the result
 //! is never worse than min-max on those samples. Every interval is realised exactly on
 //! the integer kernels' uniform grids: an activation interval is an affine quantizer,
-//! a weight interval a per-channel scale and a threshold. QIL's exponent `gamma` (a
-//! non-uniform weight grid) is fixed at 1: the kernels multiply codes on one uniform
-//! grid per channel, and a codebook would need a lookup in their weight unpacking.
+//! a weight interval a per-channel scale and a threshold.
+//!
+//! 3. QIL's exponent `gamma` (weights of 3 to 7 bits): QIL quantizes `w^gamma` on a
+//!    uniform grid, so in the weights' own units the `2^b - 1` levels of a channel lie on
+//!    a power-law grid, `L_k = s K (k / K)^(1 / gamma)` (`K` the top code; `gamma < 1`
+//!    crowds them toward zero). The grid is realised through a compile-time lookup:
+//!    each level becomes the i8 code `round(127 (k / K)^(1 / gamma))` on the scale
+//!    `s K / 127` (within half an i8 step of `L_k`), and the layer runs on the 8-bit
+//!    kernels, which multiply any i8 codes; the weights keep `2^b - 1` distinct values,
+//!    so `--compress-weights huffman` stores them in about `b` bits. Exponents from 0.5
+//!    to 1.5 are tried and kept only when they lower the output error.
 
 use std::path::Path;
 
@@ -63,6 +71,12 @@ const W_FACTORS: [f64; 9] = [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0];
 /// Pruning thresholds `c - d`, in steps of the channel's scale (0.5: plain rounding).
 const PRUNE: [f64; 3] = [0.5, 0.75, 1.0];
 
+/// QIL's exponents `gamma` tried on a layer's weight grid (1: the uniform grid).
+const GAMMAS: [f64; 7] = [0.5, 0.6, 0.7, 0.8, 0.9, 1.25, 1.5];
+
+/// The top code of the i8 codes a non-uniform grid is stored in.
+const GRID_TOP: f64 = 127.0;
+
 /// One layer's chosen intervals.
 #[derive(Clone, Debug)]
 pub struct QilLayer {
@@ -74,6 +88,9 @@ pub struct QilLayer {
     pub prune: f64,
     /// Fraction of the layer's weights at code 0.
     pub sparsity: f64,
+    /// QIL's exponent of the weight grid (1: uniform; else `2^b - 1` levels on a
+    /// power-law grid, stored as i8 codes).
+    pub gamma: f64,
 }
 
 /// What [`qil_intervals`] did.
@@ -170,8 +187,71 @@ fn requantize_weights(
     (s.iter().map(|&x| x as f32).collect(), codes)
 }
 
+/// QIL's non-uniform weight grid: per channel, with `scales` the uniform grid's steps
+/// and `top` its top code `K`, the levels `L_k = s K (k / K)^(1 / gamma)`, `k = 0..=K`
+/// (both signs): QIL's transform `w^gamma` maps them onto the uniform grid. Each weight
+/// takes the nearest level, below `prune * L_1` it takes 0. The levels are stored as i8
+/// codes on the scale `s K / 127` (`round(127 (k / K)^(1 / gamma))`), which the 8-bit
+/// kernels multiply as they are; returns those scales and codes.
+fn gamma_weights(
+    wf: &[f32],
+    shape: &[usize],
+    axis: usize,
+    scales: &[f32],
+    gamma: f64,
+    prune: f64,
+    top: i64,
+) -> (Vec<f32>, Vec<i64>) {
+    let c = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product::<usize>().max(1);
+    let kk = top as f64;
+    // Level k in units of the top level, and as an i8 code.
+    let unit: Vec<f64> = (0..=top)
+        .map(|k| (k as f64 / kk).powf(1.0 / gamma))
+        .collect();
+    let code8: Vec<i64> = unit
+        .iter()
+        .map(|&u| (u * GRID_TOP).round() as i64)
+        .collect();
+    let codes = wf
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            let full = scales[(i / inner) % c] as f64 * kk;
+            if full <= 0.0 {
+                return 0;
+            }
+            let x = (w as f64).abs() / full;
+            if x < prune * unit[1] {
+                return 0;
+            }
+            // The nearest level (ties to the lower one).
+            let k = match unit.binary_search_by(|u| u.total_cmp(&x)) {
+                Ok(k) => k,
+                Err(0) => 0,
+                Err(k) if k > top as usize => top as usize,
+                Err(k) => {
+                    if x - unit[k - 1] <= unit[k] - x {
+                        k - 1
+                    } else {
+                        k
+                    }
+                }
+            };
+            if w < 0.0 { -code8[k] } else { code8[k] }
+        })
+        .collect();
+    let s8 = scales
+        .iter()
+        .map(|&s| (s as f64 * kk / GRID_TOP) as f32)
+        .collect();
+    (s8, codes)
+}
+
 /// Searches the intervals of every quantized layer of `qdq` (made from `float` by
-/// `quantize_model`; `stats` its calibration statistics) on the first samples of `npz`.
+/// `quantize_model`; `stats` its calibration statistics) on the first samples of `npz`;
+/// with `gamma`, the exponent of each weight grid too (without it when a later pass
+/// quantizes the weights again on the layer's uniform grid, e.g. `--sequential`).
 #[allow(clippy::too_many_arguments)]
 pub fn qil_intervals(
     float: &Module,
@@ -180,6 +260,7 @@ pub fn qil_intervals(
     stats: &CalibStats,
     symmetric: bool,
     pow2: bool,
+    gamma: bool,
     npz: &Path,
     limit: Option<usize>,
     run: &RunOptions,
@@ -218,6 +299,7 @@ pub fn qil_intervals(
             w_factor: 1.0,
             prune: 0.5,
             sparsity: 0.0,
+            gamma: 1.0,
         };
         // 1. The input activation's interval (not a binarized input).
         let xq = source(qdq, n.operands[0]);
@@ -348,7 +430,41 @@ pub fn qil_intervals(
                 cur.0.iter().copied().fold(f32::INFINITY, f32::min),
                 cur.0.iter().copied().fold(f32::NEG_INFINITY, f32::max),
             );
-            set(qdq, &cur.0.clone(), cur.1);
+            set(qdq, &cur.0.clone(), cur.1.clone());
+            // 3. The exponent gamma: the same 2^b - 1 levels on a power-law grid, stored
+            // as i8 codes (3 to 7 bits: at 2 bits the narrow grid has one level a side).
+            if gamma && (2..GRID_TOP as i64).contains(&range.1) && range.0 == -range.1 {
+                let mut t8 = qt.clone();
+                t8.storage.bits = 8;
+                t8.pow2 = false;
+                let set8 = |qdq: &mut Module, s: &[f32], codes: Vec<i64>| {
+                    let mut t = t8.clone();
+                    if let QuantParams::PerAxis { scales, .. } = &mut t.params {
+                        *scales = s.to_vec();
+                    }
+                    qdq.value_mut(wc).ty.elem = ElemType::Quant(t);
+                    qdq.value_mut(wc).def = ValueDef::Const(ConstData::Int(codes));
+                };
+                let mut grid: Option<(f64, Vec<f32>, Vec<i64>)> = None;
+                for &g in &GAMMAS {
+                    let (s8, c8) = gamma_weights(&wf, &shape, axis, &cur.0, g, pbest, range.1);
+                    set8(qdq, &s8, c8.clone());
+                    let e = judge.error(qdq)?;
+                    if e < best {
+                        best = e;
+                        grid = Some((g, s8, c8));
+                    }
+                }
+                match grid {
+                    Some((g, s8, c8)) => {
+                        chosen.gamma = g;
+                        let zeros = c8.iter().filter(|&&c| c == 0).count();
+                        chosen.sparsity = zeros as f64 / c8.len().max(1) as f64;
+                        set8(qdq, &s8, c8);
+                    }
+                    None => set(qdq, &cur.0, cur.1),
+                }
+            }
         }
         out.layers.push(chosen);
     }
@@ -379,5 +495,27 @@ mod tests {
         assert_eq!(c, vec![0, 0, -3, 0, 0, 0]);
         let (_, c) = requantize_weights(&w, &[2, 3], 0, &[0.1, 0.2], 2.0, 0.5, (-3, 3));
         assert_eq!(c, vec![0, 1, -3, 0, -1, 1]);
+    }
+
+    #[test]
+    fn gamma_grids_are_power_laws_stored_as_i8_codes() {
+        // One channel, step 0.1, K = 3: uniform levels 0.1, 0.2, 0.3 as i8 codes
+        // 42, 85, 127 on the scale 0.3 / 127.
+        let w = [0.0, 0.04, 0.06, 0.16, -0.26, 0.9];
+        let (s, c) = gamma_weights(&w, &[1, 6], 0, &[0.1], 1.0, 0.5, 3);
+        assert!((s[0] - 0.3 / 127.0).abs() < 1e-9);
+        assert_eq!(c, vec![0, 0, 42, 85, -127, 127]);
+        // gamma 0.5: levels 0.3 (k/3)^2 = 0.0333, 0.1333, 0.3 (codes 14, 56, 127); 0.04
+        // is nearest 0.0333, 0.16 nearest 0.1333, -0.26 nearest -0.3.
+        let (_, c) = gamma_weights(&w, &[1, 6], 0, &[0.1], 0.5, 0.5, 3);
+        assert_eq!(c, vec![0, 14, 14, 56, -127, 127]);
+        // Pruning below one first level: 0.04 and 0.06 become 0 at prune 2 (0.0667).
+        let (_, c) = gamma_weights(&w, &[1, 6], 0, &[0.1], 0.5, 2.0, 3);
+        assert_eq!(c, vec![0, 0, 0, 56, -127, 127]);
+        // The dequantized weights lie within half an i8 step of the levels.
+        for (k, &code) in [14i64, 56, 127].iter().enumerate() {
+            let level = 0.3 * ((k + 1) as f64 / 3.0).powi(2);
+            assert!((code as f64 * 0.3 / 127.0 - level).abs() <= 0.5 * 0.3 / 127.0);
+        }
     }
 }
