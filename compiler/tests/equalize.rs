@@ -98,7 +98,12 @@ fn important_channel_splits_keep_the_function() {
         limit: Some(100),
         ..Default::default()
     };
-    for name in ["digits_cnn_folded.onnx", "digits_resnet_folded.onnx"] {
+    // The ResNet's stem output is a residual stream (read by a conv and the add): its
+    // channel order changes with every conv writing into the stream.
+    for (name, want) in [
+        ("digits_cnn_folded.onnx", 1),
+        ("digits_resnet_folded.onnx", 2),
+    ] {
         let mut m = import_file(&models_dir().join(name), &ImportOptions::default())
             .unwrap()
             .module;
@@ -130,7 +135,7 @@ fn important_channel_splits_keep_the_function() {
                 &opts,
             )
             .unwrap();
-            assert_eq!(rep.split.len(), 1, "{name}: {rep:?}");
+            assert_eq!(rep.split.len(), want, "{name}: {rep:?}");
             for a in &rep.split {
                 let want = (0.4 * a.channels as f64).round() as usize;
                 assert_eq!(a.important.len(), want, "{name}: {a:?}");

@@ -27,8 +27,11 @@
 //!   ones come first (its weights and bias; every reader's input channels follow), and
 //!   each reader between the edge layers becomes two layers of the same op reading the
 //!   two slices (`<layer>.dqa_imp` at `N + m` bits, `<layer>.dqa_rest` at `N` with the
-//!   bias), whose results are added. The activations eligible are those the
-//!   per-channel scales folded (one conv/gemm producer, conv/gemm readers).
+//!   bias), whose results are added. An activation qualifies when every op between
+//!   the conv/gemm layers that write it and those that read it treats all channels
+//!   alike (elementwise ops with scalar constants, sums and products of such values,
+//!   pooling, flatten before a gemm): then all of those layers take one permutation
+//!   of its channels (`closure`; a residual stream is one such set).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -36,9 +39,8 @@ use std::path::Path;
 use qcc_ir::{Attr, ConstData, Module, Node, NodeId, Op, TensorType, ValueDef, ValueId};
 
 use super::calibrate::{CalibStats, as_input, check_single_input, stream_samples};
-use super::equalize::producer;
-use super::equalize::{Reader, bool_attr, can_permute, f32_const, permute_reader, readers};
-use super::insert::QuantLayer;
+use super::equalize::{Reader, bool_attr, can_permute, f32_const, int_attr, permute_reader};
+use super::insert::{QuantLayer, source};
 use super::sq::LayerBits;
 use super::tap::{RunOptions, Tapped};
 
@@ -209,6 +211,155 @@ fn reader_gram(m: &Module, r: &Reader, c: usize) -> Vec<f64> {
     g
 }
 
+/// The layers around an activation whose channel order can change together: the
+/// conv/gemm layers whose output channels make it (`producers`) and those that read
+/// it (`readers`), where every op in between works channel by channel and in the same
+/// way on every channel (elementwise ops with scalar constants, adds and products of
+/// such values, pooling, flatten before a gemm). Reordering the producers' output
+/// channels and the readers' input channels by one permutation leaves the function
+/// unchanged. A residual stream is one such closure.
+struct Closure {
+    producers: Vec<usize>,
+    readers: Vec<Reader>,
+}
+
+fn node_of(m: &Module, v: ValueId) -> Option<usize> {
+    match m.value(v).def {
+        ValueDef::Node(n) => Some(n.index()),
+        _ => None,
+    }
+}
+
+/// Whether node `n` maps each channel by itself, the same way for all.
+fn channelwise(m: &Module, n: usize) -> bool {
+    let node = &m.nodes[n];
+    let ok_op = match node.op {
+        Op::MaxPool | Op::AvgPool | Op::GlobalAvgPool => true,
+        Op::Quantize | Op::Dequantize | Op::Lookup | Op::Binarize | Op::Cast => false,
+        op => op.info().has_trait(qcc_ir::ops::Trait::Elementwise),
+    };
+    // Constant operands must be scalars (a per-channel constant would need the
+    // permutation too).
+    ok_op
+        && node
+            .operands
+            .iter()
+            .all(|&o| m.const_data(o).is_none() || m.ty(o).numel() <= 1)
+}
+
+fn closure(m: &Module, users: &[Vec<NodeId>], a: ValueId) -> Result<Closure, String> {
+    let c = m.ty(a).shape.get(1).copied().unwrap_or(0);
+    let mut out = Closure {
+        producers: Vec::new(),
+        readers: Vec::new(),
+    };
+    let mut seen: Vec<ValueId> = vec![a];
+    let mut stack = vec![a];
+    let name = |n: usize| m.value(m.nodes[n].result).spelling();
+    let visit = |v: ValueId, seen: &mut Vec<ValueId>, stack: &mut Vec<ValueId>| {
+        if !seen.contains(&v) {
+            seen.push(v);
+            stack.push(v);
+        }
+    };
+    while let Some(v) = stack.pop() {
+        let shape = m.ty(v).shape.clone();
+        if shape.len() < 2 || shape[1] != c {
+            return Err(format!("{} has other channels", m.value(v).spelling()));
+        }
+        if m.outputs.contains(&v) {
+            return Err(format!("{} is a graph output", m.value(v).spelling()));
+        }
+        // Where it comes from.
+        let Some(n) = node_of(m, v) else {
+            return Err(format!("{} is a graph input", m.value(v).spelling()));
+        };
+        let node = &m.nodes[n];
+        let layer_ok = |n: usize| {
+            let node = &m.nodes[n];
+            f32_const(m, node.operands[1]).is_some()
+                && node
+                    .operands
+                    .get(2)
+                    .is_none_or(|&b| f32_const(m, b).is_some())
+        };
+        match node.op {
+            Op::Conv2d if layer_ok(n) && int_attr(m, n, "group", 1) == 1 => {
+                if !out.producers.contains(&n) {
+                    out.producers.push(n);
+                }
+            }
+            Op::Gemm if layer_ok(n) && !bool_attr(m, n, "trans_a") => {
+                if !out.producers.contains(&n) {
+                    out.producers.push(n);
+                }
+            }
+            _ if channelwise(m, n) => {
+                for &o in &node.operands {
+                    if m.const_data(o).is_none() {
+                        visit(o, &mut seen, &mut stack);
+                    }
+                }
+            }
+            op => return Err(format!("it meets {} ({})", op.name(), name(n))),
+        }
+        // Where it goes.
+        for &u in &users[v.index()] {
+            let n = u.index();
+            let node = &m.nodes[n];
+            let dense = |n: usize, x: ValueId| {
+                let g = &m.nodes[n];
+                matches!(g.op, Op::Gemm | Op::MatMul)
+                    && g.operands[0] == x
+                    && !bool_attr(m, n, "trans_a")
+                    && f32_const(m, g.operands[1]).is_some()
+            };
+            match node.op {
+                Op::Conv2d if node.operands[0] == v && f32_const(m, node.operands[1]).is_some() => {
+                    out.readers.push(Reader::Conv(n));
+                }
+                Op::Gemm | Op::MatMul if shape.len() == 2 && dense(n, v) => {
+                    out.readers.push(Reader::Dense(n, 1));
+                }
+                Op::Flatten | Op::Reshape => {
+                    let to = &m.ty(node.result).shape;
+                    let flat = to.len() == 2
+                        && to[0] == shape[0]
+                        && to[1] == shape[1..].iter().product::<usize>()
+                        && (node.op == Op::Reshape || int_attr(m, n, "axis", 1) == 1);
+                    if !flat || m.outputs.contains(&node.result) {
+                        return Err(format!("{} ({}) reads it", node.op.name(), name(n)));
+                    }
+                    let per: usize = shape[2..].iter().product::<usize>().max(1);
+                    for &g in &users[node.result.index()] {
+                        if !dense(g.index(), node.result) {
+                            return Err(format!(
+                                "{} reads {}",
+                                m.nodes[g.index()].op.name(),
+                                name(n)
+                            ));
+                        }
+                        out.readers.push(Reader::Dense(g.index(), per));
+                    }
+                }
+                _ if channelwise(m, n) => {
+                    visit(node.result, &mut seen, &mut stack);
+                    for &o in &node.operands {
+                        if m.const_data(o).is_none() {
+                            visit(o, &mut seen, &mut stack);
+                        }
+                    }
+                }
+                op => return Err(format!("{} reads it ({})", op.name(), name(n))),
+            }
+        }
+    }
+    if out.producers.is_empty() {
+        return Err("no conv/gemm makes it".into());
+    }
+    Ok(out)
+}
+
 /// The `k` channels moved to `N + m` bits first by the greedy search on
 /// `sum_{c,d rest} m_cd g_cd` (both `c x c`, row-major).
 fn greedy(mm: &[f64], gg: &[f64], c: usize, k: usize) -> Vec<usize> {
@@ -273,7 +424,7 @@ pub fn split_important(
     // Eligible activations: value, producer, readers (all), readers to split.
     struct Cand {
         a: ValueId,
-        producer: usize,
+        producers: Vec<usize>,
         readers: Vec<Reader>,
         split: Vec<usize>,
     }
@@ -291,25 +442,18 @@ pub fn split_important(
         }
         let shape = m.ty(a).shape.clone();
         let c = shape.get(1).copied().unwrap_or(0);
-        let plan = producer(m, &users, a).and_then(|p| {
-            if m.ty(m.nodes[p].result).shape.get(1).copied() != Some(c) {
-                return Err("its producer's channels differ".into());
-            }
-            let rs = readers(m, &users, a)?;
-            for r in &rs {
+        let plan = closure(m, &users, a).and_then(|cl| {
+            for r in &cl.readers {
                 can_permute(m, &users, r)?;
-                if let Reader::Dense(n, _) = *r
-                    && m.ty(m.nodes[n].operands[0]).shape.len() != 2
-                {
-                    return Err(format!(
-                        "{} reads it with more than two axes",
-                        m.value(m.nodes[n].result).spelling()
-                    ));
+            }
+            for &p in &cl.producers {
+                if users[m.nodes[p].operands[1].index()].len() != 1 {
+                    return Err(format!("the weights of {} are shared", layer_name(m, p)));
                 }
             }
-            Ok((p, rs))
+            Ok(cl)
         });
-        let (p, rs) = match plan {
+        let cl = match plan {
             Ok(x) => x,
             Err(e) => {
                 rep.skipped.push((name, e));
@@ -322,12 +466,15 @@ pub fn split_important(
                 .push((name, format!("{c} channel(s) leave no important fraction")));
             continue;
         }
-        let split: Vec<usize> = rs
+        // The readers of this activation itself (through pooling and flatten) are split;
+        // the other readers of the closure only follow the new channel order.
+        let split: Vec<usize> = cl
+            .readers
             .iter()
             .map(|r| match *r {
                 Reader::Conv(n) | Reader::Dense(n, _) => n,
             })
-            .filter(|&n| !is_edge(n))
+            .filter(|&n| !is_edge(n) && source(m, m.nodes[n].operands[0]) == a)
             .collect();
         if split.is_empty() {
             rep.skipped.push((
@@ -338,8 +485,8 @@ pub fn split_important(
         }
         cands.push(Cand {
             a,
-            producer: p,
-            readers: rs,
+            producers: cl.producers,
+            readers: cl.readers,
             split,
         });
     }
@@ -409,6 +556,12 @@ pub fn split_important(
             Rank::Greedy => {
                 let mut mm = vec![0f64; c * c];
                 for r in &cand.readers {
+                    let n = match *r {
+                        Reader::Conv(n) | Reader::Dense(n, _) => n,
+                    };
+                    if !cand.split.contains(&n) {
+                        continue;
+                    }
                     for (x, y) in mm.iter_mut().zip(reader_gram(m, r, c)) {
                         *x += y;
                     }
@@ -423,7 +576,9 @@ pub fn split_important(
             .copied()
             .chain((0..c).filter(|ch| !sorted.contains(ch)))
             .collect();
-        permute_producer(&mut out, cand.producer, &perm);
+        for &p in &cand.producers {
+            permute_producer(&mut out, p, &perm);
+        }
         for r in &cand.readers {
             permute_reader(&mut out, r, &perm);
         }
