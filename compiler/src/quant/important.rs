@@ -736,6 +736,79 @@ fn permute_producer(m: &mut Module, p: usize, perm: &[usize]) {
 mod tests {
     use super::*;
 
+    /// `x[2, 4] -> g1 -> relu -> r`; `g2(r)`; `add(r, g2(r)) * k -> g3`, with `k` a
+    /// scalar or a per-channel constant.
+    fn residual(k_shape: Vec<usize>) -> (Module, ValueId) {
+        let mut m = Module::new("res");
+        let x = m.add_input("x", TensorType::f32(vec![2, 4]));
+        let gemm = |m: &mut Module, a: ValueId, k: usize, n: &str| {
+            let w = m.add_const(
+                format!("{n}.w"),
+                TensorType::f32(vec![k, 6]),
+                ConstData::F32((0..k * 6).map(|i| i as f32 * 0.1 - 1.0).collect()),
+            );
+            let y = m.add_node(
+                Op::Gemm,
+                vec![a, w],
+                BTreeMap::new(),
+                n,
+                TensorType::f32(vec![2, 6]),
+            );
+            m.nodes.last_mut().unwrap().loc = Some(n.to_string());
+            y
+        };
+        let h = gemm(&mut m, x, 4, "g1");
+        let r = m.add_node(
+            Op::Relu,
+            vec![h],
+            BTreeMap::new(),
+            "r",
+            TensorType::f32(vec![2, 6]),
+        );
+        let g2 = gemm(&mut m, r, 6, "g2");
+        let s = m.add_node(
+            Op::Add,
+            vec![r, g2],
+            BTreeMap::new(),
+            "s",
+            TensorType::f32(vec![2, 6]),
+        );
+        let n: usize = k_shape.iter().product();
+        let k = m.add_const("k", TensorType::f32(k_shape), ConstData::F32(vec![0.5; n]));
+        let t = m.add_node(
+            Op::Mul,
+            vec![s, k],
+            BTreeMap::new(),
+            "t",
+            TensorType::f32(vec![2, 6]),
+        );
+        let y = gemm(&mut m, t, 6, "g3");
+        m.outputs = vec![y];
+        (m, r)
+    }
+
+    #[test]
+    fn residual_streams_take_one_permutation() {
+        let (m, r) = residual(vec![1]);
+        let cl = closure(&m, &m.users(), r).unwrap();
+        let mut producers = cl.producers.clone();
+        producers.sort_unstable();
+        assert_eq!(producers, vec![0, 2], "g1 and g2 write the stream");
+        let mut readers: Vec<usize> = cl
+            .readers
+            .iter()
+            .map(|r| match *r {
+                Reader::Conv(n) | Reader::Dense(n, _) => n,
+            })
+            .collect();
+        readers.sort_unstable();
+        assert_eq!(readers, vec![2, 5], "g2 and g3 read it");
+        // A per-channel constant on the way would need the permutation too.
+        let (m, r) = residual(vec![1, 6]);
+        let err = closure(&m, &m.users(), r).err().unwrap();
+        assert!(err.contains("mul"), "{err}");
+    }
+
     #[test]
     fn greedy_takes_the_noisiest_weighted_channel_first() {
         // Three channels, independent noise; channel 1 has the most noise times weight.
