@@ -45,6 +45,7 @@ for model in ${MODELS:-digits_resnet_folded.onnx digits_cnn_folded.onnx}; do
   row "$model" "--wbits 8 --abits 3" "per-tensor" --wbits 8 --abits 3
   row "$model" "--wbits 8 --abits 3" "dqa scales" --wbits 8 --abits 3 --act-method dqa --dqa-ratio 0
   row "$model" "--wbits 8 --abits 3" "dqa" --wbits 8 --abits 3 --act-method dqa
+  row "$model" "--wbits 8 --abits 3" "dqa, shifts (--pow2)" --wbits 8 --abits 3 --act-method dqa --pow2
   row "$model" "--bits 1" "min-max" --bits 1
   row "$model" "--bits 1" "sequential" --bits 1 --sequential
   row "$model" "--wbits 2 --abits 8" "min-max" --wbits 2 --abits 8
