@@ -64,19 +64,6 @@ pub enum Rank {
     Energy,
 }
 
-impl std::str::FromStr for Rank {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "greedy" => Ok(Rank::Greedy),
-            "energy" => Ok(Rank::Energy),
-            _ => Err(format!(
-                "--dqa-rank {s} is not a ranking: use greedy (default) or energy"
-            )),
-        }
-    }
-}
-
 /// The options of the important-channel split.
 #[derive(Clone, Copy, Debug)]
 pub struct ImportantOptions {
