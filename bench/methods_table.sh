@@ -41,6 +41,7 @@ for model in ${MODELS:-digits_resnet_folded.onnx digits_cnn_folded.onnx}; do
     row "$model" "--bits $b" "qil" --bits "$b" --calib-method qil
     row "$model" "--bits $b" "sequential" --bits "$b" --sequential
     row "$model" "--bits $b" "qil + sequential" --bits "$b" --calib-method qil --sequential
+    row "$model" "--bits $b" "dqa + sequential" --bits "$b" --act-method dqa --sequential
   done
   row "$model" "--wbits 8 --abits 3" "per-tensor" --wbits 8 --abits 3
   row "$model" "--wbits 8 --abits 3" "dqa scales" --wbits 8 --abits 3 --act-method dqa --dqa-ratio 0
