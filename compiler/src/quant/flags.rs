@@ -350,6 +350,18 @@ impl QuantFlags {
                     opts.layer_bits.extend(irep.bits.clone());
                     dqa_notes = irep.describe(&iopts);
                     timer.lap("dqa important channels");
+                } else if self.dqa_ratio != Some(0.0) {
+                    let o = self.options();
+                    let why = if self.budget.is_some() {
+                        "--budget chooses each layer's activation bits"
+                    } else if o.binary() {
+                        "binarized layers read 1-bit inputs"
+                    } else {
+                        "the activations have 8 bits already"
+                    };
+                    dqa_notes.push(format!(
+                        "--act-method dqa: per-channel scales only, no important channels with extra bits ({why})"
+                    ));
                 }
                 let spread: Vec<String> = rep
                     .equalized
@@ -455,6 +467,7 @@ impl QuantFlags {
                 self.build(m, &stats, &opts, Some(&candidates), None, &run, &mut timer)?;
             report.notes.extend(fusable_note.clone());
             report.notes.extend(dqa_note.clone());
+            report.notes.extend(dqa_notes.clone());
             let Some(limit) = asked_ms else {
                 report.selection = Some(sel);
                 return self.finish(m, q, qdq, report, &run, &mut timer);
