@@ -37,12 +37,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use qcc_ir::{Attr, ConstData, Module, Node, NodeId, Op, TensorType, ValueDef, ValueId};
+use qcc_ir::{ConstData, Module, Node, NodeId, Op, TensorType, ValueDef, ValueId};
 
 use super::calibrate::{CalibStats, as_input, check_single_input, stream_samples};
 use super::equalize::{Reader, bool_attr, can_permute, f32_const, int_attr, permute_reader};
 use super::insert::{QuantLayer, source};
-use super::sq::LayerBits;
+use super::sq::{LayerBits, slice_channels};
 use super::tap::{RunOptions, Tapped};
 
 /// Suffixes of the two parts' layer names.
@@ -605,15 +605,8 @@ pub fn split_important(
         let cut = k * per;
         let mut parts = Vec::new();
         for (lo, hi_, suffix) in [(0, cut, IMP), (cut, xshape[1], REST)] {
-            let mut sshape = xshape.clone();
-            sshape[1] = hi_ - lo;
-            let mut attrs = BTreeMap::new();
-            attrs.insert("starts".into(), Attr::Ints(vec![lo as i64]));
-            attrs.insert("ends".into(), Attr::Ints(vec![hi_ as i64]));
-            attrs.insert("axes".into(), Attr::Ints(vec![1]));
-            attrs.insert("steps".into(), Attr::Ints(vec![1]));
             let sn = out.fresh_name(&format!("{}{suffix}", out.value(x).name));
-            let xs = out.add_node(Op::Slice, vec![x], attrs, sn, TensorType::f32(sshape));
+            let xs = slice_channels(&mut out, x, lo, hi_, sn);
             let mut operands = node.operands.clone();
             operands[0] = xs;
             let w = node.operands[1];

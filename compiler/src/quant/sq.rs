@@ -514,21 +514,8 @@ impl SqPlan {
                         end += 1;
                     }
                     let src = parts[g];
-                    let mut shape = out.ty(src).shape.clone();
-                    shape[1] = end - start;
-                    let mut attrs = BTreeMap::new();
-                    attrs.insert("starts".into(), Attr::Ints(vec![start as i64]));
-                    attrs.insert("ends".into(), Attr::Ints(vec![end as i64]));
-                    attrs.insert("axes".into(), Attr::Ints(vec![1]));
-                    attrs.insert("steps".into(), Attr::Ints(vec![1]));
                     let name = out.fresh_name(&format!("{}.run", out.value(src).name));
-                    ops.push(out.add_node(
-                        Op::Slice,
-                        vec![src],
-                        attrs,
-                        name,
-                        TensorType::f32(shape),
-                    ));
+                    ops.push(slice_channels(&mut out, src, start, end, name));
                     f += end - start;
                 }
                 ops
@@ -586,6 +573,24 @@ impl SqPlan {
 }
 
 /// The channels `filters` (in that order) along `axis` of `w` (shape `shape`).
+/// Appends `slice(src)` of channels `lo..hi` along axis 1 (an f32 value), named `name`.
+pub(super) fn slice_channels(
+    m: &mut Module,
+    src: ValueId,
+    lo: usize,
+    hi: usize,
+    name: String,
+) -> ValueId {
+    let mut shape = m.ty(src).shape.clone();
+    shape[1] = hi - lo;
+    let mut attrs = BTreeMap::new();
+    attrs.insert("starts".into(), Attr::Ints(vec![lo as i64]));
+    attrs.insert("ends".into(), Attr::Ints(vec![hi as i64]));
+    attrs.insert("axes".into(), Attr::Ints(vec![1]));
+    attrs.insert("steps".into(), Attr::Ints(vec![1]));
+    m.add_node(Op::Slice, vec![src], attrs, name, TensorType::f32(shape))
+}
+
 fn take(w: &[f32], shape: &[usize], axis: usize, filters: &[usize]) -> (Vec<f32>, Vec<usize>) {
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
