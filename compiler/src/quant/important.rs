@@ -32,7 +32,10 @@
 //!   the conv/gemm layers that write it and those that read it treats all channels
 //!   alike (elementwise ops with scalar constants, sums and products of such values,
 //!   pooling, flatten before a gemm): then all of those layers take one permutation
-//!   of its channels (`closure`; a residual stream is one such set).
+//!   of its channels (`closure`; a residual stream is one such set). Activations in
+//!   one such set (a stream read at several points) share the permutation, so they
+//!   share one choice of important channels, ranked on the sum of their readers' noise
+//!   (or of their mean squares).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -349,9 +352,8 @@ fn closure(m: &Module, users: &[Vec<NodeId>], a: ValueId) -> Result<Closure, Str
 }
 
 /// The `k` channels moved to `N + m` bits first by the greedy search on
-/// `sum_{c,d rest} m_cd g_cd` (both `c x c`, row-major).
-fn greedy(mm: &[f64], gg: &[f64], c: usize, k: usize) -> Vec<usize> {
-    let p: Vec<f64> = mm.iter().zip(gg).map(|(a, b)| a * b).collect();
+/// `sum_{c,d rest} p_cd`, `p_cd = M_cd G_cd` (`c x c`, row-major).
+fn greedy(p: &[f64], c: usize, k: usize) -> Vec<usize> {
     // row[c] = sum over the channels still at N bits of p[c][d].
     let mut row: Vec<f64> = (0..c).map(|a| p[a * c..(a + 1) * c].iter().sum()).collect();
     let mut rest = vec![true; c];
@@ -528,33 +530,58 @@ pub fn split_important(
         })?;
         Ok(())
     })?;
+    // Activations in one closure (a residual stream read at several points) share the
+    // producers, so they take one permutation: one choice of important channels for
+    // all of them, on the sum of their readers' noise (or of their mean squares).
+    let mut groups: Vec<(Vec<usize>, Vec<usize>)> = Vec::new(); // (producers, cands)
+    for (ci, cand) in cands.iter().enumerate() {
+        let mut key = cand.producers.clone();
+        key.sort_unstable();
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(ci),
+            None => groups.push((key, vec![ci])),
+        }
+    }
     // Rank, then reorder the producers' and readers' channels.
     let mut out = m.clone();
     let mut splits: HashMap<usize, (usize, usize)> = HashMap::new(); // reader node -> (k, per)
-    for (ci, cand) in cands.iter().enumerate() {
-        let c = chans[ci];
+    for (_, members) in &groups {
+        let first = &cands[members[0]];
+        let c = chans[members[0]];
         let k = (opts.ratio * c as f64).round() as usize;
         let important = match opts.rank {
             Rank::Energy => {
+                let mut e = vec![0f64; c];
+                for &ci in members {
+                    for (x, y) in e.iter_mut().zip(&energy[ci]) {
+                        *x += y;
+                    }
+                }
                 let mut idx: Vec<usize> = (0..c).collect();
-                idx.sort_by(|&a, &b| energy[ci][b].total_cmp(&energy[ci][a]).then(a.cmp(&b)));
+                idx.sort_by(|&a, &b| e[b].total_cmp(&e[a]).then(a.cmp(&b)));
                 idx.truncate(k);
                 idx
             }
             Rank::Greedy => {
-                let mut mm = vec![0f64; c * c];
-                for r in &cand.readers {
-                    let n = match *r {
-                        Reader::Conv(n) | Reader::Dense(n, _) => n,
-                    };
-                    if !cand.split.contains(&n) {
-                        continue;
+                let mut p = vec![0f64; c * c];
+                for &ci in members {
+                    let cand = &cands[ci];
+                    let mut mm = vec![0f64; c * c];
+                    for r in &cand.readers {
+                        let n = match *r {
+                            Reader::Conv(n) | Reader::Dense(n, _) => n,
+                        };
+                        if cand.split.contains(&n) {
+                            for (x, y) in mm.iter_mut().zip(reader_gram(m, r, c)) {
+                                *x += y;
+                            }
+                        }
                     }
-                    for (x, y) in mm.iter_mut().zip(reader_gram(m, r, c)) {
-                        *x += y;
+                    for ((x, a), g) in p.iter_mut().zip(&mm).zip(&gram[ci]) {
+                        *x += a * g;
                     }
                 }
-                greedy(&mm, &gram[ci], c, k)
+                greedy(&p, c, k)
             }
         };
         let mut sorted = important.clone();
@@ -564,29 +591,32 @@ pub fn split_important(
             .copied()
             .chain((0..c).filter(|ch| !sorted.contains(ch)))
             .collect();
-        for &p in &cand.producers {
+        for &p in &first.producers {
             permute_producer(&mut out, p, &perm);
         }
-        for r in &cand.readers {
+        for r in &first.readers {
             permute_reader(&mut out, r, &perm);
         }
-        for r in &cand.readers {
-            if let Reader::Conv(n) | Reader::Dense(n, _) = *r
-                && cand.split.contains(&n)
-            {
-                let per = match *r {
-                    Reader::Conv(_) => 1,
-                    Reader::Dense(_, per) => per,
-                };
-                splits.insert(n, (k, per));
+        for &ci in members {
+            let cand = &cands[ci];
+            for r in &cand.readers {
+                if let Reader::Conv(n) | Reader::Dense(n, _) = *r
+                    && cand.split.contains(&n)
+                {
+                    let per = match *r {
+                        Reader::Conv(_) => 1,
+                        Reader::Dense(_, per) => per,
+                    };
+                    splits.insert(n, (k, per));
+                }
             }
+            rep.split.push(ImportantAct {
+                name: m.value(cand.a).spelling(),
+                channels: c,
+                important: important.clone(),
+                readers: cand.split.iter().map(|&n| layer_name(m, n)).collect(),
+            });
         }
-        rep.split.push(ImportantAct {
-            name: m.value(cand.a).spelling(),
-            channels: c,
-            important,
-            readers: cand.split.iter().map(|&n| layer_name(m, n)).collect(),
-        });
     }
     let hi = (opts.abits + opts.extra).min(8);
     let old = std::mem::take(&mut out.nodes);
@@ -717,23 +747,27 @@ fn permute_producer(m: &mut Module, p: usize, perm: &[usize]) {
 mod tests {
     use super::*;
 
-    /// `x[2, 4] -> g1 -> relu -> r`; `g2(r)`; `add(r, g2(r)) * k -> g3`, with `k` a
-    /// scalar or a per-channel constant.
+    /// `x[1, 4] -> g1 -> relu -> r`; `g2(r)`; `t = add(r, g2(r)) * k -> g3 -> relu ->
+    /// g4`, with `k` a scalar or a per-channel constant.
     fn residual(k_shape: Vec<usize>) -> (Module, ValueId) {
         let mut m = Module::new("res");
-        let x = m.add_input("x", TensorType::f32(vec![2, 4]));
+        let x = m.add_input("x", TensorType::f32(vec![1, 4]));
         let gemm = |m: &mut Module, a: ValueId, k: usize, n: &str| {
             let w = m.add_const(
                 format!("{n}.w"),
                 TensorType::f32(vec![k, 6]),
-                ConstData::F32((0..k * 6).map(|i| i as f32 * 0.1 - 1.0).collect()),
+                ConstData::F32(
+                    (0..k * 6)
+                        .map(|i| ((i * 7 + n.len() * 3) % 11) as f32 * 0.2 - 1.0)
+                        .collect(),
+                ),
             );
             let y = m.add_node(
                 Op::Gemm,
                 vec![a, w],
                 BTreeMap::new(),
                 n,
-                TensorType::f32(vec![2, 6]),
+                TensorType::f32(vec![1, 6]),
             );
             m.nodes.last_mut().unwrap().loc = Some(n.to_string());
             y
@@ -744,7 +778,7 @@ mod tests {
             vec![h],
             BTreeMap::new(),
             "r",
-            TensorType::f32(vec![2, 6]),
+            TensorType::f32(vec![1, 6]),
         );
         let g2 = gemm(&mut m, r, 6, "g2");
         let s = m.add_node(
@@ -752,7 +786,7 @@ mod tests {
             vec![r, g2],
             BTreeMap::new(),
             "s",
-            TensorType::f32(vec![2, 6]),
+            TensorType::f32(vec![1, 6]),
         );
         let n: usize = k_shape.iter().product();
         let k = m.add_const("k", TensorType::f32(k_shape), ConstData::F32(vec![0.5; n]));
@@ -761,11 +795,76 @@ mod tests {
             vec![s, k],
             BTreeMap::new(),
             "t",
-            TensorType::f32(vec![2, 6]),
+            TensorType::f32(vec![1, 6]),
         );
-        let y = gemm(&mut m, t, 6, "g3");
+        let g3 = gemm(&mut m, t, 6, "g3");
+        let h3 = m.add_node(
+            Op::Relu,
+            vec![g3],
+            BTreeMap::new(),
+            "h3",
+            TensorType::f32(vec![1, 6]),
+        );
+        let y = gemm(&mut m, h3, 6, "g4");
         m.outputs = vec![y];
         (m, r)
+    }
+
+    #[test]
+    fn one_closure_takes_one_choice() {
+        // r and t are both read by a layer between the edges (g2, g3) and lie in one
+        // closure (the stream g1 and g2 write): one permutation, one set of channels.
+        let (m, _) = residual(vec![1]);
+        let dir = std::env::temp_dir().join(format!("qcc_important_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let npz = dir.join("calib.npz");
+        use npyz::WriterBuilder;
+        {
+            let mut w = npyz::npz::NpzWriter::create(&npz).unwrap();
+            let mut a = w
+                .array::<f32>("x", Default::default())
+                .unwrap()
+                .default_dtype()
+                .shape(&[32, 4])
+                .begin_nd()
+                .unwrap();
+            a.extend((0..128).map(|i| ((i * 37 % 29) as f32) / 7.0 - 2.0))
+                .unwrap();
+            a.finish().unwrap();
+        }
+        let layers = super::super::insert::quant_layers(&m).unwrap();
+        let stats = super::super::calibrate::calibrate(&m, &npz, &Default::default()).unwrap();
+        for rank in [Rank::Greedy, Rank::Energy] {
+            let opts = ImportantOptions {
+                ratio: 0.5,
+                extra: 3,
+                rank,
+                abits: 3,
+                wbits: 8,
+                keep_edges: true,
+            };
+            let run_opts = RunOptions {
+                progress: false,
+                ..Default::default()
+            };
+            let (split, rep) =
+                split_important(&m, &stats, &layers, &npz, None, &run_opts, &opts).unwrap();
+            assert_eq!(rep.split.len(), 2, "{rep:?}");
+            assert_eq!(rep.split[0].important, rep.split[1].important, "{rep:?}");
+            assert_eq!(rep.bits.len(), 4, "{rep:?}");
+            for i in 0..8 {
+                let x = qcc_ir::interp::Tensor::f32(
+                    vec![1, 4],
+                    (0..4).map(|j| ((i * 5 + j * 3) % 7) as f32 - 3.0).collect(),
+                );
+                let a = qcc_ir::interp::run(&m, std::slice::from_ref(&x)).unwrap();
+                let b = qcc_ir::interp::run(&split, std::slice::from_ref(&x)).unwrap();
+                for (p, q) in a[0].as_f32().unwrap().iter().zip(b[0].as_f32().unwrap()) {
+                    assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{p} vs {q}");
+                }
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
@@ -784,6 +883,7 @@ mod tests {
             .collect();
         readers.sort_unstable();
         assert_eq!(readers, vec![2, 5], "g2 and g3 read it");
+        assert_eq!(cl.producers.len(), 2);
         // A per-channel constant on the way would need the permutation too.
         let (m, r) = residual(vec![1, 6]);
         let err = closure(&m, &m.users(), r).err().unwrap();
@@ -796,7 +896,8 @@ mod tests {
         let c = 3;
         let mm = [1.0, 0.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 1.0];
         let gg = [2.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 3.0];
-        assert_eq!(greedy(&mm, &gg, c, 2), vec![1, 2]);
+        let p: Vec<f64> = mm.iter().zip(&gg).map(|(a, b)| a * b).collect();
+        assert_eq!(greedy(&p, c, 2), vec![1, 2]);
     }
 
     #[test]
@@ -806,7 +907,8 @@ mod tests {
         let c = 3;
         let mm = [1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.5];
         let gg = [1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0];
-        assert_eq!(greedy(&mm, &gg, c, 1), vec![0]);
+        let p: Vec<f64> = mm.iter().zip(&gg).map(|(a, b)| a * b).collect();
+        assert_eq!(greedy(&p, c, 1), vec![0]);
     }
 
     #[test]
