@@ -22,15 +22,15 @@ def family(method):
     m = method.lower()
     for key, name in [
         ("index split", "SQ split by index"),
+        ("sq gain re-fit", "SQ, gain re-fit"),
         ("sq ternary", "SQ ternary"),
         ("qil + sequential", "QIL + sequential"),
-        ("dqa + sequential", "DQA + sequential"),
-        ("+ sequential", "SQ + sequential"),
+        ("dqa (multiply) + sequential", "DQA + sequential"),
         ("sq ", "SQ"),
         ("qil", "QIL"),
         ("sequential", "sequential"),
         ("dqa scales", "DQA scales"),
-        ("dqa, shifts", "DQA, shifts"),
+        ("dqa, multiply", "DQA, multiply"),
         ("dqa", "DQA"),
         ("budget", "budget (ILP)"),
         ("ternary", "ternary"),
@@ -48,13 +48,13 @@ COLORS = {
     "DQA + sequential": "#ff9896",
     "DQA scales": "#98df8a",
     "DQA": "#2ca02c",
-    "DQA, shifts": "#006400",
+    "DQA, multiply": "#006400",
     "budget (ILP)": "#ff7f0e",
     "ternary": "#8c564b",
     "SQ": "#e377c2",
     "SQ split by index": "#7f7f7f",
     "SQ ternary": "#bcbd22",
-    "SQ + sequential": "#17becf",
+    "SQ, gain re-fit": "#17becf",
 }
 
 

@@ -41,12 +41,14 @@ for model in ${MODELS:-digits_resnet_folded.onnx digits_cnn_folded.onnx}; do
     row "$model" "--bits $b" "qil" --bits "$b" --calib-method qil
     row "$model" "--bits $b" "sequential" --bits "$b" --sequential
     row "$model" "--bits $b" "qil + sequential" --bits "$b" --calib-method qil --sequential
-    row "$model" "--bits $b" "dqa + sequential" --bits "$b" --act-method dqa --sequential
+    row "$model" "--bits $b" "dqa (multiply) + sequential" --bits "$b" --act-method dqa \
+      --dqa-requant multiply --sequential
   done
   row "$model" "--wbits 8 --abits 3" "per-tensor" --wbits 8 --abits 3
   row "$model" "--wbits 8 --abits 3" "dqa scales" --wbits 8 --abits 3 --act-method dqa --dqa-ratio 0
   row "$model" "--wbits 8 --abits 3" "dqa" --wbits 8 --abits 3 --act-method dqa
-  row "$model" "--wbits 8 --abits 3" "dqa, shifts (--pow2)" --wbits 8 --abits 3 --act-method dqa --pow2
+  row "$model" "--wbits 8 --abits 3" "dqa, multiply" --wbits 8 --abits 3 --act-method dqa \
+    --dqa-requant multiply
   row "$model" "--bits 1" "min-max" --bits 1
   row "$model" "--bits 1" "sequential" --bits 1 --sequential
   row "$model" "--wbits 2 --abits 8" "min-max" --wbits 2 --abits 8
@@ -56,7 +58,8 @@ for model in ${MODELS:-digits_resnet_folded.onnx digits_cnn_folded.onnx}; do
   row "$model" "avg-bits=3" "budget (exact)" --budget avg-bits=3
 done
 # SQ (--sq-ratio): per-filter mixed precision, against uniform widths and the same split
-# taken by filter index (--sq-pick index). "mid" is the split layers' average weight bits.
+# taken by filter index (--sq-pick index, whose only fit is SQ's gain re-fit: compare it
+# with the --sq-refit gain rows). "mid" is the split layers' average weight bits.
 echo
 echo "| model | bits | method | avg weight bits | top-1 % | mean KL vs float |"
 echo "|---|---|---|---|---|---|"
@@ -68,10 +71,9 @@ for model in ${MODELS:-digits_resnet_folded.onnx digits_cnn_folded.onnx}; do
     set -- $split
     sq=(--wbits 2 --abits 8 --sq-ratio "$1" --sq-high "$2")
     row "$model" "--wbits 2 --abits 8" "sq $1, high $2 (mid $3)" "${sq[@]}"
+    row "$model" "--wbits 2 --abits 8" "sq gain re-fit $1, high $2 (mid $3)" "${sq[@]}" --sq-refit gain
     row "$model" "--wbits 2 --abits 8" "index split $1, high $2 (mid $3)" "${sq[@]}" --sq-pick index
     row "$model" "--wbits 2 --abits 8" "sq ternary $1, high $2 (mid $3)" "${sq[@]}" --ternary
   done
   row "$model" "--wbits 2 --abits 8" "sequential" --wbits 2 --abits 8 --sequential
-  row "$model" "--wbits 2 --abits 8" "sq 0.75, high 8 (mid 3.5) + sequential" --wbits 2 --abits 8 \
-    --sq-ratio 0.75 --sequential
 done

@@ -482,14 +482,16 @@ fn qil_intervals_beat_min_max_on_the_resnet() {
     assert!(err.contains("qil") && err.contains("--calib"), "{err}");
 }
 
-/// `--act-method dqa`. Its per-channel activation scales (folded into the weights;
-/// `--dqa-ratio 0` keeps only them): at `--wbits 8 --abits 3` they beat per-tensor
-/// scales in accuracy and KL on both digits models (ResNet 97.22 % / KL 8.5e-2 ->
-/// 98.33 % / 5.0e-2, CNN 98.33 % / 1.2e-2 -> 98.89 % / 6.9e-3 when written). Its
-/// important channels (the default, 0.4 of each split activation's channels at 3 + 3
-/// bits; on the ResNet also its residual stream) lower the KL further and agree with
-/// float on at least as many images (ResNet 98.89 % / 1.7e-2, 357 against 353 images;
-/// CNN 3.2e-3, 358 against 355). Bad values and a missing `--calib` are errors.
+/// `--act-method dqa` (shift requantization, the default). Its per-channel activation
+/// scales (folded into the weights; `--dqa-ratio 0` keeps only them): at `--wbits 8
+/// --abits 3` they beat per-tensor scales in accuracy and KL on both digits models
+/// (ResNet 97.22 % / KL 8.5e-2 -> 98.89 % / 2.7e-2, CNN 98.33 % / 1.2e-2 -> 98.89 % /
+/// 7.1e-3 when written). Its important channels (the default, 0.4 of each split
+/// activation's channels at 3 + 3 bits; on the ResNet also its residual stream) lower
+/// the KL further and agree with float on at least as many images (ResNet 99.17 % /
+/// 1.5e-2, 358 against 355 images; CNN 3.9e-3, 357 against 355). `--dqa-requant
+/// multiply` (free scales) beats per-tensor scales in KL too. Bad values and a missing
+/// `--calib` are errors.
 #[test]
 fn dqa_activation_scales_beat_per_tensor_at_three_bits() {
     let agreement = |out: &str| -> f64 {
@@ -555,6 +557,14 @@ fn dqa_activation_scales_beat_per_tensor_at_three_bits() {
                 .collect()
         };
         assert_ne!(picks(&energy), picks(&dqa), "{model}");
+        // DQA requantizes by shifts (every scale a power of two) unless asked to
+        // multiply; the multiplying form beats per-tensor scales in KL too (ResNet
+        // 1.7e-2, CNN 3.2e-3 when written; its CNN top-1 is one image below).
+        assert!(dqa.contains("scales are powers of two"), "{dqa}");
+        let mul = eval(&["--act-method", "dqa", "--dqa-requant", "multiply"]);
+        assert!(!mul.contains("scales are powers of two"), "{mul}");
+        let (_, k4) = accuracy_and_kl(&mul);
+        assert!(k4 < k0, "{model}: multiply KL {k4} against {k0}\n{mul}");
     }
     for (flags, want) in [
         (&["--act-method", "dqa"][..], "--calib"),
@@ -592,6 +602,31 @@ fn dqa_activation_scales_beat_per_tensor_at_three_bits() {
             ][..],
             "greedy",
         ),
+        (&["--dqa-requant", "shift"][..], "--act-method dqa"),
+        (
+            &[
+                "--act-method",
+                "dqa",
+                "--dqa-requant",
+                "multiply",
+                "--pow2",
+                "--calib",
+                "tests/models/digits_train.npz",
+            ][..],
+            "drop one of them",
+        ),
+        (
+            &[
+                "--act-method",
+                "dqa",
+                "--wbits",
+                "2",
+                "--ternary",
+                "--calib",
+                "tests/models/digits_train.npz",
+            ][..],
+            "--dqa-requant multiply",
+        ),
     ] {
         let mut args = vec![
             "compile",
@@ -609,31 +644,62 @@ fn dqa_activation_scales_beat_per_tensor_at_three_bits() {
 
 /// `--sq-ratio 0.75` (stochastic quantization per filter: 3/4 of each middle layer's
 /// filters at 2 bits, drawn by roulette favouring small errors, the others at 8 bits,
-/// low groups re-fitted): on both digits models it beats uniform `--wbits 2` and the
-/// same 75/25 split taken by filter index (`--sq-pick index`) in KL against float, at
-/// least matching their accuracy (when written, 500 calibration samples: CNN 98.61 % /
-/// KL 1.65e-2 against 98.61 % / 3.25e-2 uniform and 98.33 % / 2.39e-2 by index; ResNet
-/// 99.72 % / 1.45e-2 against 99.72 % / 2.69e-2 and 99.44 % / 1.94e-2). The CNN's plan
-/// (each part's bits, the split and where its channel order went) is snapshotted.
+/// the weights re-fitted bottom-up with error feedback) beats uniform min-max at the
+/// same average weight bits, interpolated between `--wbits 3` and `--wbits 4`, in
+/// accuracy and in KL against float, on both digits models (the issue's bar). When
+/// written, 500 calibration samples: ResNet 99.72 % / KL 7.1e-4 at 3.69 bits against
+/// 99.58 % / 7.5e-3 interpolated; CNN 98.33 % / 6.6e-3 at 5.22 bits against 98.19 % /
+/// 9.8e-3. With only the low filters' gains and biases re-fitted (`--sq-refit gain`,
+/// SQ's re-fit as the issue states it) it misses that bar (ResNet KL 1.45e-2, CNN
+/// 1.65e-2) but still beats uniform `--wbits 2` and the same 75/25 split taken by filter
+/// index (`--sq-pick index`) in KL, matching their accuracy. The CNN's plan (each part's
+/// bits, the split and where its channel order went) is snapshotted.
 #[test]
 fn sq_ratio_beats_uniform_and_the_index_split() {
+    let avg_bits = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.split("average weight bits ").nth(1))
+            .and_then(|r| r.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no average weight bits in\n{text}"))
+    };
     for model in ["digits_cnn_folded.onnx", "digits_resnet_folded.onnx"] {
-        let eval = |extra: &[&str]| {
-            let mut flags = vec!["--wbits", "2", "--abits", "8"];
+        let eval = |w: &str, extra: &[&str]| {
+            let mut flags = vec!["--wbits", w, "--abits", "8"];
             flags.extend_from_slice(extra);
             eval_digits(model, "tests/models/digits_train.npz", "500", &flags)
         };
-        let uniform = eval(&[]);
-        let sq = eval(&["--sq-ratio", "0.75"]);
-        let index = eval(&["--sq-ratio", "0.75", "--sq-pick", "index"]);
+        let sq = eval("2", &["--sq-ratio", "0.75"]);
+        let (a, k) = accuracy_and_kl(&sq);
+        let bits = avg_bits(&sq);
+        let (u3, u4) = (eval("3", &[]), eval("4", &[]));
+        let (b3, b4) = (avg_bits(&u3), avg_bits(&u4));
+        let t = (bits - b3) / (b4 - b3);
+        assert!(
+            (0.0..=1.0).contains(&t),
+            "{model}: {bits} bits outside {b3}..{b4}"
+        );
+        let ((a3, k3), (a4, k4)) = (accuracy_and_kl(&u3), accuracy_and_kl(&u4));
+        let (au, ku) = (a3 + t * (a4 - a3), k3 + t * (k4 - k3));
+        eprintln!("{model}: sq {a}% KL {k} at {bits} bits; uniform there {au}% KL {ku}");
+        assert!(
+            a > au && k < ku,
+            "{model}: sq {a}% KL {k} at {bits} bits, uniform {au}% KL {ku}\n{sq}"
+        );
+        assert!(sq.contains("--sq-refit feedback"), "{sq}");
+        let uniform = eval("2", &[]);
+        let gain = eval("2", &["--sq-ratio", "0.75", "--sq-refit", "gain"]);
+        let index = eval("2", &["--sq-ratio", "0.75", "--sq-pick", "index"]);
         let (a0, k0) = accuracy_and_kl(&uniform);
-        let (a1, k1) = accuracy_and_kl(&sq);
+        let (a1, k1) = accuracy_and_kl(&gain);
         let (a2, k2) = accuracy_and_kl(&index);
-        eprintln!("{model}: --wbits 2 {a0}% KL {k0}; sq {a1}% KL {k1}; index split {a2}% KL {k2}");
+        eprintln!(
+            "{model}: --wbits 2 {a0}% KL {k0}; sq gain re-fit {a1}% KL {k1}; index split {a2}% KL {k2}"
+        );
         assert!(
             a1 >= a0 && k1 < k0 && a1 >= a2 && k1 < k2,
-            "{model}: sq {a1}% KL {k1}, uniform {a0}% KL {k0}, index {a2}% KL {k2}\n{sq}"
+            "{model}: sq {a1}% KL {k1}, uniform {a0}% KL {k0}, index {a2}% KL {k2}\n{gain}"
         );
+        assert!(k < k1, "{model}: feedback KL {k} against gain re-fit {k1}");
         // Every split layer averages 3.5 weight bits (12 of 16 or 18 of 24 at 2 bits).
         let splits: Vec<&str> = sq.lines().filter(|l| l.contains("--sq-ratio: ")).collect();
         assert!(!splits.is_empty(), "{sq}");
@@ -653,7 +719,8 @@ fn sq_ratio_beats_uniform_and_the_index_split() {
                 sq.lines()
                     .filter(|l| l.contains("--sq-ratio") || l.contains("average weight bits"))
                     // (the stages' measured errors vary with the CPU's float paths)
-                    .map(|l| l.split(": output error").next().unwrap_or(l).to_string()),
+                    .map(|l| l.split(": output error").next().unwrap_or(l))
+                    .map(|l| l.split(" fell by").next().unwrap_or(l).to_string()),
             );
             insta::assert_snapshot!("sq_cnn_ratio_0_75_plan", plan.join("\n"));
         }
@@ -700,11 +767,13 @@ fn sq_ratio_takes_ternary_and_a_lower_high_width() {
     assert!(h.contains("average 2.500 weight bits"), "{h}");
 }
 
-/// `--sq-ratio` combines with `--sequential` (each part re-quantized bottom-up like any
-/// layer) and with `--calib-method qil` (each part's intervals searched): both build the
-/// split and, on the CNN, `--sequential` gets a lower KL with the split than without it
-/// (98.61 % / KL 7.0e-3 against 98.33 % / 9.1e-3 uniform `--wbits 2 --sequential` on 500
-/// samples when written).
+/// `--sq-ratio` combines with `--sequential` (its default re-fit; each part re-quantized
+/// bottom-up like any layer) and with `--calib-method qil` (each part's intervals
+/// searched): both build the split and, on the CNN, `--sequential` gets a lower KL with
+/// the split than without it (98.33 % / KL 6.6e-3 against 98.33 % / 8.7e-3 uniform
+/// `--wbits 2 --sequential` on 500 samples when written). `--sq-refit gain` with
+/// `--sequential`, and `--sq-refit` without `--sq-ratio` or with `--sq-pick index`, are
+/// errors.
 #[test]
 fn sq_ratio_combines_with_sequential_and_qil() {
     let model = "digits_cnn_folded.onnx";
@@ -724,6 +793,34 @@ fn sq_ratio_combines_with_sequential_and_qil() {
     );
     assert!(sq_seq.contains("--sequential: 4 layer(s)"), "{sq_seq}");
     assert!(sq_seq.contains("12 of 16 filters at 2 bits"), "{sq_seq}");
+    for (extra, want) in [
+        (
+            &["--sq-refit", "gain", "--sequential"][..],
+            "drop one of them",
+        ),
+        (&["--sq-refit", "gain"][..], "needs --sq-ratio"),
+        (
+            &["--sq-refit", "feedback", "--sq-pick", "index"][..],
+            "index split",
+        ),
+    ] {
+        let mut args = vec![
+            "compile",
+            "tests/models/digits_cnn_folded.onnx",
+            "--wbits",
+            "2",
+            "--calib",
+            train,
+            "-o",
+            "/dev/null",
+        ];
+        if !want.contains("needs") {
+            args.extend(["--sq-ratio", "0.75"]);
+        }
+        args.extend_from_slice(extra);
+        let (ok, _, err) = qcc(&args);
+        assert!(!ok && err.contains(want), "{extra:?}: {err}");
+    }
     let qil = eval(&["--calib-method", "qil", "--sq-ratio", "0.75"]);
     assert!(
         qil.contains("--calib-method qil:") && qil.contains("12 of 16 filters"),
@@ -806,6 +903,33 @@ fn two_bit_weights_with_pow2_keep_power_of_two_scales() {
     assert!(ok, "{err}");
     assert!(out.contains("compiled (JIT) top-1"), "{out}");
     assert!(err.contains("keep their power-of-two scales"), "{err}");
+    // The same under --sequential, whose 1- and 2-bit layers took the fit's gains (and
+    // binary layers a least-squares scale) after their weights: "the module is invalid:
+    // pow2 is set but scale #0 ... is not an exact power of two".
+    for bits in [&["--wbits", "2", "--abits", "8"][..], &["--bits", "1"][..]] {
+        let mut args = vec![
+            "eval",
+            "tests/models/digits_cnn_folded.onnx",
+            "--data",
+            "tests/models/digits_test.npz",
+            "--limit",
+            "40",
+            "--pow2",
+            "--sequential",
+            "--calib",
+            "tests/models/digits_train.npz",
+            "--calib-limit",
+            "50",
+        ];
+        args.extend_from_slice(bits);
+        let (ok, out, err) = qcc(&args);
+        assert!(ok, "{bits:?}: {err}");
+        assert!(out.contains("compiled (JIT) top-1"), "{bits:?}: {out}");
+        assert!(
+            err.contains("keep their power-of-two scales"),
+            "{bits:?}: {err}"
+        );
+    }
 }
 
 /// `--wbits 2 --calib` on convolutions without a bias: they get a zero one for the

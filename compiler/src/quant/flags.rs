@@ -88,7 +88,9 @@ pub struct QuantFlags {
     /// Symmetric activations (zero point 0).
     #[arg(long)]
     pub symmetric: bool,
-    /// Power-of-two scales.
+    /// Power-of-two scales, so every requantize is a shift (an activation's scale is
+    /// its range's step rounded up, or down where that quantizes its histogram with less
+    /// squared error).
     #[arg(long)]
     pub pow2: bool,
     /// 2-bit weights by the rule of Ternary Weight Networks (threshold 0.7 mean|w|, scale
@@ -103,9 +105,9 @@ pub struct QuantFlags {
     /// Stochastic quantization (SQ) per filter: in every conv/gemm layer between the
     /// edges, this fraction (0 < R <= 1) of the filters takes the low width (--wbits, or
     /// --bits), drawn by a fixed-seed roulette favouring the filters that quantize with
-    /// the least error, in stages 0.5, 0.75, 0.875, 1 up to R with the low filters'
-    /// scales and biases re-fitted on the calibration data between them; the other
-    /// filters keep --sq-high bits. Needs --calib.
+    /// the least error, in stages 0.5, 0.75, 0.875, 1 up to R with the weights re-fitted
+    /// on the calibration data after each (--sq-refit); the other filters keep --sq-high
+    /// bits. Needs --calib.
     #[arg(long, value_name = "R")]
     pub sq_ratio: Option<f64>,
     /// Weight bits of the filters --sq-ratio leaves out of the low group (default 8; at
@@ -117,6 +119,12 @@ pub struct QuantFlags {
     /// gets: the same split without SQ's choice, for comparison).
     #[arg(long, value_name = "HOW", value_parser = ["roulette", "index"])]
     pub sq_pick: Option<String>,
+    /// How --sq-ratio re-fits the weights after each stage on the calibration data:
+    /// `feedback` (default: every layer bottom-up, its float weights least-squares on the
+    /// inputs the quantized layers below give it, then rounded with error feedback, the
+    /// pass of --sequential) or `gain` (only each low filter's scale and bias).
+    #[arg(long, value_name = "HOW", value_parser = ["feedback", "gain"])]
+    pub sq_refit: Option<String>,
     /// How activations are scaled: one scale per tensor, or `dqa`: per channel, folded
     /// into the weights of the layers around each activation where the ops between
     /// allow (needs --calib).
@@ -137,6 +145,11 @@ pub struct QuantFlags {
     /// channels' mean square; default greedy).
     #[arg(long, value_name = "HOW", value_parser = ["greedy", "energy"])]
     pub dqa_rank: Option<String>,
+    /// With --act-method dqa: how results are requantized, `shift` (default: every scale
+    /// a power of two, so requantizing is a shift with no multiply, as DQA does; implies
+    /// --pow2) or `multiply` (free scales, a fixed-point multiply per requantize).
+    #[arg(long, value_name = "HOW", value_parser = ["shift", "multiply"])]
+    pub dqa_requant: Option<String>,
     /// Range of the model's input values for data-free quantization (default 0,1).
     #[arg(long, value_name = "LO,HI", value_parser = parse_range)]
     pub input_range: Option<(f32, f32)>,
@@ -192,6 +205,25 @@ impl QuantFlags {
         self.calib_method == "qil"
     }
 
+    /// Power-of-two scales: `--pow2`, or DQA's shift requantization.
+    pub fn pow2(&self) -> bool {
+        self.pow2 || (self.act_method == "dqa" && self.dqa_requant.as_deref() != Some("multiply"))
+    }
+
+    /// Whether the bottom-up pass of `--sequential` runs: asked for, or as the re-fit
+    /// of `--sq-ratio` (roulette, `--sq-refit feedback`).
+    pub fn sequential_pass(&self) -> bool {
+        self.sequential || self.sq_feedback()
+    }
+
+    /// `--sq-ratio`'s re-fit is the bottom-up pass with error feedback.
+    fn sq_feedback(&self) -> bool {
+        self.sq_ratio.is_some()
+            && self.calib.is_some()
+            && self.sq_pick.as_deref() != Some("index")
+            && self.sq_refit.as_deref() != Some("gain")
+    }
+
     pub fn requested(&self) -> bool {
         self.bits.is_some() || self.wbits.is_some() || self.abits.is_some() || self.budget.is_some()
     }
@@ -201,7 +233,7 @@ impl QuantFlags {
         Ok(SensOptions {
             metric: self.metric.as_deref().map(str::parse).transpose()?,
             symmetric_acts: self.symmetric,
-            pow2: self.pow2,
+            pow2: self.pow2(),
             run: RunOptions {
                 progress: !self.quiet,
                 ..Default::default()
@@ -218,7 +250,7 @@ impl QuantFlags {
             wbits: self.wbits.unwrap_or(b),
             abits: self.abits.unwrap_or(b),
             symmetric_acts: self.symmetric,
-            pow2: self.pow2,
+            pow2: self.pow2(),
             keep_edges: self.keep_edges,
             ternary: self.ternary,
             ..Default::default()
@@ -374,8 +406,13 @@ impl QuantFlags {
                     .map(|(n, why)| format!("{n}: {why}"))
                     .collect();
                 dqa_note = Some(format!(
-                    "--act-method dqa: {} activation(s) scaled per channel, folded into the weights around them: {}{}",
+                    "--act-method dqa: {} activation(s) scaled per channel, folded into the weights around them ({}): {}{}",
                     rep.equalized.len(),
+                    if self.dqa_requant.as_deref() == Some("multiply") {
+                        "requantized by a multiply, --dqa-requant multiply"
+                    } else {
+                        "requantized by shifts: every scale a power of two, --dqa-requant multiply for free scales"
+                    },
                     if spread.is_empty() {
                         "none".to_string()
                     } else {
@@ -523,7 +560,7 @@ impl QuantFlags {
                 opts.symmetric_acts,
                 opts.pow2,
                 // --sequential quantizes the weights again on their uniform grids.
-                !self.sequential,
+                !self.sequential_pass(),
                 p,
                 self.calib_limit,
                 run,
@@ -556,7 +593,7 @@ impl QuantFlags {
             timer.lap("qil intervals");
         }
         let mut fitted = false;
-        if self.sequential
+        if self.sequential_pass()
             && let Some(p) = &self.calib
         {
             let lim = Some(
@@ -572,6 +609,11 @@ impl QuantFlags {
                 pow2: opts.pow2,
             });
             let seq = sequential_weights(m, &mut q, &mut report, p, lim, run, acts.as_ref())?;
+            let who = if self.sequential {
+                "--sequential"
+            } else {
+                "--sq-ratio's re-fit (--sq-refit feedback, the --sequential pass)"
+            };
             let (before, after) = seq
                 .layers
                 .iter()
@@ -583,7 +625,7 @@ impl QuantFlags {
                     .filter(|a| a.after.1 - a.after.0 < a.before.1 - a.before.0)
                     .count();
                 report.notes.push(format!(
-                    "--sequential: {} of {} layer input activation(s) took a new range, chosen on the quantized layers below them against the float model's values ({narrowed} narrower)",
+                    "{who}: {} of {} layer input activation(s) took a new range, chosen on the quantized layers below them against the float model's values ({narrowed} narrower)",
                     seq.acts.len(),
                     seq.acts_seen,
                 ));
@@ -591,7 +633,7 @@ impl QuantFlags {
             report.notes.extend(seq.notes);
             fitted = true;
             report.notes.push(format!(
-                "--sequential: {} layer(s) re-quantized bottom-up with error feedback on {} calibration samples; their summed output error on those inputs fell by {:.1} %",
+                "{who}: {} layer(s) re-quantized bottom-up with error feedback on {} calibration samples; their summed output error on those inputs fell by {:.1} %",
                 seq.layers.len(),
                 super::calibrate::sample_count(p, lim)?,
                 if before > 0.0 { 100.0 * (1.0 - after / before) } else { 0.0 }
@@ -610,7 +652,7 @@ impl QuantFlags {
         let refit = |l: &super::insert::LayerReport| {
             l.op != Op::MatMul && (l.wbits <= 2 || sq_refit.is_some_and(|s| s.contains(&l.name)))
         };
-        if self.pow2 && self.calib.is_some() && report.layers.iter().any(refit) && !fitted {
+        if opts.pow2 && self.calib.is_some() && report.layers.iter().any(refit) {
             // The fit's gains would leave the power-of-two weight scales.
             report.notes.push(
                 "--pow2: the 1- or 2-bit layers keep their power-of-two scales (no per-channel fit)"
@@ -618,7 +660,7 @@ impl QuantFlags {
             );
         }
         if let Some(p) = &self.calib
-            && !self.pow2
+            && !opts.pow2
             && report.layers.iter().any(refit)
             && !fitted
         {
@@ -725,7 +767,22 @@ impl QuantFlags {
                     "{f} sets DQA's important channels: give --act-method dqa too"
                 ));
             }
+            if let Some(h) = &self.dqa_requant {
+                return Err(format!(
+                    "--dqa-requant {h} sets how --act-method dqa requantizes: give --act-method dqa too (or --pow2 for power-of-two scales without it)"
+                ));
+            }
             return Ok(());
+        }
+        if self.dqa_requant.as_deref() == Some("multiply") && self.pow2 {
+            return Err(
+                "--dqa-requant multiply with --pow2: --pow2 makes every scale a power of two, so requantizing is a shift; drop one of them".into(),
+            );
+        }
+        if self.ternary && self.pow2() && !self.pow2 {
+            return Err(
+                "--ternary with --act-method dqa: TWN's per-channel scale (the mean |w| above the threshold) is not a power of two, and DQA requantizes by shifts; add --dqa-requant multiply".into(),
+            );
         }
         if let Some(r) = self.dqa_ratio
             && !(0.0..1.0).contains(&r)
@@ -779,8 +836,23 @@ impl QuantFlags {
             if let Some(p) = &self.sq_pick {
                 return Err(format!("--sq-pick {p} needs --sq-ratio R"));
             }
+            if let Some(h) = &self.sq_refit {
+                return Err(format!("--sq-refit {h} needs --sq-ratio R"));
+            }
             return Ok(());
         };
+        if let Some(h) = &self.sq_refit {
+            if self.sq_pick.as_deref() == Some("index") {
+                return Err(format!(
+                    "--sq-refit {h} with --sq-pick index: the index split is SQ's split without its choice or re-fit; drop one of them"
+                ));
+            }
+            if h == "gain" && self.sequential {
+                return Err(
+                    "--sq-refit gain with --sequential: --sequential re-fits every layer with error feedback (the --sq-refit feedback pass); drop one of them".into(),
+                );
+            }
+        }
         if !(r > 0.0 && r <= 1.0) {
             return Err(format!(
                 "--sq-ratio {r}: the fraction of each layer's filters at the low width must be in (0, 1], e.g. --sq-ratio 0.75"
@@ -855,6 +927,7 @@ impl QuantFlags {
             pow2: opts.pow2,
             pick,
         };
+        let feedback = self.sq_feedback();
         let mut plan = SqPlan::new(m, &quant_layers(m)?, sopts, opts.keep_edges);
         let stages = plan.opts.stages();
         let limit = self.calib_limit.unwrap_or(usize::MAX).min(REFINE_SAMPLES);
@@ -868,8 +941,9 @@ impl QuantFlags {
             timer.lap("sq split");
             if si + 1 == stages.len() {
                 // Power-of-two scales cannot take a fitted gain: the low groups keep them.
+                // (With `--sq-refit feedback` the --sequential pass re-fits every layer.)
                 let refit = (pick == Pick::Roulette && !opts.pow2).then(|| plan.low_names());
-                if pick == Pick::Roulette && opts.pow2 {
+                if pick == Pick::Roulette && opts.pow2 && !feedback {
                     notes.push(
                         "--sq-ratio with --pow2: the low groups keep their power-of-two scales (no least-squares fit)".into(),
                     );
@@ -894,8 +968,13 @@ impl QuantFlags {
                         "one stage".to_string()
                     } else {
                         format!(
-                            "output error ({}) after each earlier stage's fit on {limit} samples: {}",
+                            "output error ({}) after each earlier stage's re-fit ({}) on {limit} samples: {}",
                             metric.name(),
+                            if feedback {
+                                "bottom-up, least squares and error feedback"
+                            } else {
+                                "the low filters' gains and biases"
+                            },
                             trace.join(", ")
                         )
                     }
@@ -919,7 +998,15 @@ impl QuantFlags {
             sopts.layer_bits = bits;
             let (mut q, mut report) = quantize_model(&sm, &stats, &sopts)?;
             let lows = plan.low_names();
-            if !opts.pow2 {
+            if feedback {
+                let acts = ActCalib {
+                    source: stats.source.clone(),
+                    symmetric: opts.symmetric_acts,
+                    pow2: opts.pow2,
+                };
+                // Its notes repeat in the final build's report.
+                sequential_weights(&sm, &mut q, &mut report, p, Some(limit), run, Some(&acts))?;
+            } else if !opts.pow2 {
                 refine_layers_with(
                     &sm,
                     &mut q,

@@ -15,8 +15,9 @@
 //! each part on an existing integer kernel (each dequantizes its sum, and the two are
 //! added in f32) and needs no shift, mask or second pass over the important slice. Not
 //! built: DQA's storage of the important channels as `N`-bit codes plus `m` low bits
-//! (and the mask that takes them apart) and Huffman-coded low bits; its shift-only
-//! requantization is `--pow2` (power-of-two scales).
+//! (and the mask that takes them apart) and Huffman-coded low bits. Its shift-only
+//! requantization is the default of `--act-method dqa` (power-of-two scales, as
+//! `--pow2`; `--dqa-requant multiply` keeps free scales).
 //!
 //! - Ranking (`--dqa-rank`): `greedy` (default) takes, one channel at a time, the
 //!   channel whose move to `N + m` bits lowers the readers' summed output error

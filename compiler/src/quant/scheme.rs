@@ -291,6 +291,27 @@ pub fn choose_range(
             hi,
         })
     };
+    let chosen = choose_range_of(st, method, (min, max), &mk)?;
+    if !pow2 || st.hist.is_empty() {
+        return Ok(chosen);
+    }
+    // A power-of-two scale rounds the method's scale up, which can cost most of a bit;
+    // the power of two below it (clipping the top of the range) is the other candidate,
+    // and the histogram's squared error decides.
+    let half = mk(chosen.lo * 0.5, chosen.hi * 0.5)?;
+    Ok(if hist_mse(st, &half.ty) < hist_mse(st, &chosen.ty) {
+        half
+    } else {
+        chosen
+    })
+}
+
+fn choose_range_of(
+    st: &TensorStats,
+    method: CalibMethod,
+    (min, max): (f32, f32),
+    mk: &dyn Fn(f32, f32) -> Result<ActParams, String>,
+) -> Result<ActParams, String> {
     match method {
         CalibMethod::MinMax => mk(min, max),
         CalibMethod::Percentile => {
@@ -513,6 +534,48 @@ mod tests {
         };
         let e = opts.check().unwrap_err();
         assert!(e.contains("--ternary") && e.contains("--wbits 2"), "{e}");
+    }
+
+    /// A power-of-two activation scale is the method's scale rounded up, or down when
+    /// that lowers the histogram's squared error: values spread over [0, 1] with one
+    /// outlier at 1.9 (min-max step 1.9/7 rounds up to 0.5, wasting most of the codes;
+    /// 0.25 clips only the outlier), and values filling [0, 1.6] keep the step above.
+    #[test]
+    fn power_of_two_scales_round_down_when_that_is_closer() {
+        let stats = |xs: &[f32]| {
+            let mut st = TensorStats::empty();
+            st.observe_f32(&[xs.len()], xs);
+            st
+        };
+        let mut xs: Vec<f32> = (0..1000).map(|i| i as f32 / 1000.0).collect();
+        xs.push(1.9);
+        let st = stats(&xs);
+        let p = choose_range(&st, &RangeSource::Data(CalibMethod::MinMax), 3, false, true).unwrap();
+        assert_eq!(p.ty.params.scales(), vec![0.25], "{p:?}");
+        assert!(p.ty.pow2);
+        let up = act_type(0.0, 1.9, 3, false, true).unwrap();
+        assert_eq!(up.params.scales(), vec![0.5]);
+        assert!(hist_mse(&st, &p.ty) < hist_mse(&st, &up));
+        let even: Vec<f32> = (0..1000).map(|i| 1.6 * i as f32 / 999.0).collect();
+        let p = choose_range(
+            &stats(&even),
+            &RangeSource::Data(CalibMethod::MinMax),
+            3,
+            false,
+            true,
+        )
+        .unwrap();
+        assert_eq!(p.ty.params.scales(), vec![0.25], "{p:?}");
+        // Without --pow2 the step is min-max's.
+        let p = choose_range(
+            &st,
+            &RangeSource::Data(CalibMethod::MinMax),
+            3,
+            false,
+            false,
+        )
+        .unwrap();
+        assert!((p.ty.params.scales()[0] - 1.9 / 7.0).abs() < 1e-6, "{p:?}");
     }
 
     #[test]

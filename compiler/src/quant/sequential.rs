@@ -16,7 +16,7 @@
 //!   Cholesky factor `U` of `H^-1` (`w[j+1..] -= e / U[j][j] * U[j][j+1..]`). This is
 //!   the error feedback of GPTQ (Frantar et al., 2022), run per output channel;
 //! - binary weights then get the scale that is least-squares in the same metric,
-//!   `alpha = b^T H w / b^T H b`.
+//!   `alpha = b^T H w / b^T H b` (not with `--pow2`: those scales stay powers of two).
 //!
 //! Before its weights, each layer's input activation is calibrated again (its range
 //! chosen by the calibration method from the values it takes on the module as quantized
@@ -30,7 +30,7 @@
 //! plain rounding. Layers with groups, or with more than [`MAX_TAPS`] taps per output
 //! (the factorisation is cubic), keep `quantize_model`'s weights; the returned notes
 //! say which. A 1-2-bit layer gets the gain/offset fit of `binary.rs` right after its
-//! weights, before the layers above it are taken.
+//! weights, before the layers above it are taken (unless its scales are powers of two).
 
 use std::path::Path;
 
@@ -777,8 +777,9 @@ pub fn sequential_weights(
                 .collect();
             let mut q = quantize_row(&w, grid, &u, k);
             let mut scale = grid.scale;
-            if binary {
-                // The least-squares scale of the chosen signs in the metric of H.
+            if binary && !qt.pow2 {
+                // The least-squares scale of the chosen signs in the metric of H (power-of-
+                // two scales stay as chosen: a shift cannot take it).
                 let b: Vec<f64> = q.iter().map(|&v| v as f64).collect();
                 let zero = vec![0f64; k];
                 let bhb = h_norm(&h, k, &b, &zero);
@@ -822,7 +823,7 @@ pub fn sequential_weights(
         out.layers.push((layer.name.clone(), before, after));
         // A 1-2-bit layer gets its per-channel gain and offset now, so the layers above
         // it are fitted to what it finally computes.
-        if layer.wbits <= 2 {
+        if layer.wbits <= 2 && !qt.pow2 {
             let mut one = report.clone();
             one.layers = vec![report.layers[li].clone()];
             out.fitted +=

@@ -13,13 +13,18 @@
 //! - Draw: per layer, a fixed-seed generator (seeded from the layer's name) draws the
 //!   filters stage by stage (`R` capped at each of 0.5, 0.75, 0.875, 1), each stage
 //!   adding to the filters drawn before, so builds are identical run to run.
-//! - Between stages (`QuantFlags::apply`, `flags.rs`) the model is built with the
-//!   filters drawn so far, every low group's per-filter scales and biases are fitted by
-//!   least squares to the float layer's result on the calibration samples (`binary.rs`'s
-//!   gain and offset fit), and the output error is measured for the report; the final
-//!   build fits its low groups the same way. A per-filter affine fit carried into the
-//!   next stage would be absorbed by that stage's fit, and the errors `e_i` depend on
-//!   the weights alone, so the earlier stages change the report, not the final model.
+//! - After each stage (`QuantFlags::apply`, `flags.rs`) the model is built with the
+//!   filters drawn so far and its weights are re-fitted on the calibration samples, and
+//!   the output error of the stages before the last is measured for the report. SQ
+//!   retrains the weights not yet quantized between its stages so that they make up
+//!   for the quantized ones; here (`--sq-refit feedback`, the default) that is the
+//!   bottom-up pass of `--sequential` (`sequential.rs`) over both groups of every layer:
+//!   float weights solved by least squares for the inputs the quantized layers below
+//!   give, rounded with error feedback onto the taps not yet rounded. `--sq-refit gain`
+//!   fits only every low group's per-filter scales and biases by least squares to the
+//!   float layer's result (`binary.rs`'s gain and offset fit). The errors `e_i` depend
+//!   on the weights alone, so the earlier stages change the report, not the final
+//!   model.
 //! - Realisation: the layer is split into two layers of the same op, one with the low
 //!   filters' weights and one with the high filters' (each then fuses into its own
 //!   integer kernel), and a concat joins their results (a relu or leaky relu that is the
