@@ -384,8 +384,11 @@ fn accumulate(acc: &mut Sums, q: &[f32], f: &[f32], inner: usize) {
     }
 }
 
-/// The least-squares gain and offset per channel, the gain kept in `[1e-3, gmax]`.
-fn fit(acc: &Sums, gmax: &[f64]) -> Vec<(f64, f64)> {
+/// The least-squares gain and offset per channel, the gain kept in `[1e-3, gmax]`. With
+/// `pow2` (power-of-two weight scales, `--pow2`) the gain is the power of two nearest it
+/// (in log scale, at most `gmax`), so that the scales stay powers of two, and the offset
+/// the least-squares one for that gain.
+fn fit(acc: &Sums, gmax: &[f64], pow2: bool) -> Vec<(f64, f64)> {
     acc.iter()
         .zip(gmax)
         .map(|(a, &gmax)| {
@@ -401,9 +404,27 @@ fn fit(acc: &Sums, gmax: &[f64]) -> Vec<(f64, f64)> {
             } else {
                 1.0
             };
+            let g = if pow2 {
+                let e = (g.log2().round() as i32).min(gmax.log2().floor() as i32);
+                2f64.powi(e.clamp(-10, 10))
+            } else {
+                g
+            };
             (g, mf - g * my)
         })
         .collect()
+}
+
+/// Whether the weights of layer node `n` have power-of-two scales.
+fn weights_pow2(qdq: &Module, n: &qcc_ir::Node) -> bool {
+    match &qdq.value(n.operands[1]).def {
+        ValueDef::Node(d) if qdq.node(*d).op == Op::Dequantize => qdq
+            .ty(qdq.node(*d).operands[0])
+            .elem
+            .quant()
+            .is_some_and(|q| q.pow2),
+        _ => false,
+    }
 }
 
 /// Gives every picked conv2d/gemm layer of `qdq` without a bias a zero one, where the
@@ -565,8 +586,9 @@ pub fn refine_binary_with(
     run: &RunOptions,
     notes: &mut Vec<String>,
 ) -> Result<usize, String> {
+    // Matrix products take no bias for the offsets: they keep their weights' scales.
     refine_layers_with(float, qdq, report, npz, limit, run, notes, &|l| {
-        l.wbits <= 2
+        l.wbits <= 2 && l.op != Op::MatMul
     })
 }
 
@@ -643,7 +665,7 @@ pub fn refine_layers_with(
             pb.inc(1);
         }
         let gmax = gain_limits(qdq, &n, layer.output, ch);
-        let fits = fit(&acc, &gmax);
+        let fits = fit(&acc, &gmax, weights_pow2(qdq, &n));
         apply_fit(qdq, layer, &n, &fits)?;
         // The refined layer computes g * y + c from the same input.
         for (_, qs) in &mut states {
@@ -711,7 +733,7 @@ fn refine_binary_interp(
             Ok(())
         })?;
         let gmax = gain_limits(qdq, &n, out, ch);
-        let fits = fit(&acc, &gmax);
+        let fits = fit(&acc, &gmax, weights_pow2(qdq, &n));
         apply_fit(qdq, layer, &n, &fits)?;
         refined += 1;
     }

@@ -653,14 +653,12 @@ impl QuantFlags {
             l.op != Op::MatMul && (l.wbits <= 2 || sq_refit.is_some_and(|s| s.contains(&l.name)))
         };
         if opts.pow2 && self.calib.is_some() && report.layers.iter().any(refit) {
-            // The fit's gains would leave the power-of-two weight scales.
             report.notes.push(
-                "--pow2: the 1- or 2-bit layers keep their power-of-two scales (no per-channel fit)"
+                "power-of-two scales: the per-channel fit's gains of the 1- or 2-bit layers are rounded to powers of two (the offsets fitted for them)"
                     .into(),
             );
         }
         if let Some(p) = &self.calib
-            && !opts.pow2
             && report.layers.iter().any(refit)
             && !fitted
         {
@@ -940,14 +938,8 @@ impl QuantFlags {
             let stats = calibrate(&sm, p, copts)?;
             timer.lap("sq split");
             if si + 1 == stages.len() {
-                // Power-of-two scales cannot take a fitted gain: the low groups keep them.
                 // (With `--sq-refit feedback` the --sequential pass re-fits every layer.)
-                let refit = (pick == Pick::Roulette && !opts.pow2).then(|| plan.low_names());
-                if pick == Pick::Roulette && opts.pow2 && !feedback {
-                    notes.push(
-                        "--sq-ratio with --pow2: the low groups keep their power-of-two scales (no least-squares fit)".into(),
-                    );
-                }
+                let refit = (pick == Pick::Roulette).then(|| plan.low_names());
                 notes.push(format!(
                     "--sq-ratio {ratio} ({}, {} at the low width, {} bits for the others): {}",
                     match pick {
@@ -1006,7 +998,7 @@ impl QuantFlags {
                 };
                 // Its notes repeat in the final build's report.
                 sequential_weights(&sm, &mut q, &mut report, p, Some(limit), run, Some(&acts))?;
-            } else if !opts.pow2 {
+            } else {
                 refine_layers_with(
                     &sm,
                     &mut q,

@@ -30,7 +30,8 @@
 //! plain rounding. Layers with groups, or with more than [`MAX_TAPS`] taps per output
 //! (the factorisation is cubic), keep `quantize_model`'s weights; the returned notes
 //! say which. A 1-2-bit layer gets the gain/offset fit of `binary.rs` right after its
-//! weights, before the layers above it are taken (unless its scales are powers of two).
+//! weights, before the layers above it are taken (with power-of-two scales, its gains
+//! rounded to powers of two).
 
 use std::path::Path;
 
@@ -823,7 +824,7 @@ pub fn sequential_weights(
         out.layers.push((layer.name.clone(), before, after));
         // A 1-2-bit layer gets its per-channel gain and offset now, so the layers above
         // it are fitted to what it finally computes.
-        if layer.wbits <= 2 && !qt.pow2 {
+        if layer.wbits <= 2 {
             let mut one = report.clone();
             one.layers = vec![report.layers[li].clone()];
             out.fitted +=
