@@ -210,9 +210,9 @@ fn reader_gram(m: &Module, r: &Reader, c: usize) -> Vec<f64> {
 /// such values, pooling, flatten before a gemm). Reordering the producers' output
 /// channels and the readers' input channels by one permutation leaves the function
 /// unchanged. A residual stream is one such closure.
-struct Closure {
-    producers: Vec<usize>,
-    readers: Vec<Reader>,
+pub(super) struct Closure {
+    pub producers: Vec<usize>,
+    pub readers: Vec<Reader>,
 }
 
 fn node_of(m: &Module, v: ValueId) -> Option<usize> {
@@ -239,7 +239,7 @@ fn channelwise(m: &Module, n: usize) -> bool {
             .all(|&o| m.const_data(o).is_none() || m.ty(o).numel() <= 1)
 }
 
-fn closure(m: &Module, users: &[Vec<NodeId>], a: ValueId) -> Result<Closure, String> {
+pub(super) fn closure(m: &Module, users: &[Vec<NodeId>], a: ValueId) -> Result<Closure, String> {
     let c = m.ty(a).shape.get(1).copied().unwrap_or(0);
     let mut out = Closure {
         producers: Vec::new(),
@@ -716,7 +716,7 @@ fn take_inputs(
 
 /// Reorders the output channels of producer `p`: its new channel `j` is old `perm[j]`
 /// (weights and a per-channel bias).
-fn permute_producer(m: &mut Module, p: usize, perm: &[usize]) {
+pub(super) fn permute_producer(m: &mut Module, p: usize, perm: &[usize]) {
     let node = m.nodes[p].clone();
     let w = node.operands[1];
     let shape = m.ty(w).shape.clone();

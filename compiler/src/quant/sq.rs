@@ -28,13 +28,17 @@
 //! - Realisation: the layer is split into two layers of the same op, one with the low
 //!   filters' weights and one with the high filters' (each then fuses into its own
 //!   integer kernel), and a concat joins their results (a relu or leaky relu that is the
-//!   result's only reader is applied to each part before the concat). When every reader
-//!   of the joined value is a conv/gemm (through pooling, activations and flatten), the
-//!   concat keeps the two groups in order (`low ++ high`) and the readers' input channels
-//!   are permuted to match (`equalize.rs`'s reader analysis), so nothing moves at run
-//!   time. Otherwise (a residual add, a graph output) the concat joins slices of the two
-//!   results in the original channel order: runs of consecutive filters of one group
-//!   are copied, no gather is needed.
+//!   result's only reader is applied to each part before the concat). When the joined
+//!   value's channels meet only layers that can take a permutation (`important.rs`'s
+//!   `closure`: through ops that treat every channel alike, elementwise ops with scalar
+//!   constants, adds and products of such values, pooling and flatten, to conv/gemm
+//!   readers, and through a residual add to the stream's other producers), the concat
+//!   keeps the two groups in order (`low ++ high`), the readers' input channels and the
+//!   other producers' output channels are permuted to match, and nothing moves at run
+//!   time. Otherwise (a graph output, a channel split or concat, two split layers
+//!   writing one stream) the concat joins slices of the two results in the original
+//!   channel order: runs of consecutive filters of one group are copied, no gather is
+//!   needed.
 //!
 //! Not built: offering the split as an alternative in the e-graph (the split is made on
 //! the float model before quantization, so the rewrites see only the chosen form).
@@ -44,7 +48,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use qcc_ir::{Attr, ConstData, Module, Node, NodeId, Op, TensorType, ValueDef, ValueId};
 
 use super::binary::binarize_weights;
-use super::equalize::{Reader, can_permute, f32_const, permute_reader, readers};
+use super::equalize::{Reader, can_permute, f32_const, permute_reader};
+use super::important::{closure, permute_producer};
 use super::insert::QuantLayer;
 use super::scheme::{quantize_weights, ternary_weights};
 
@@ -369,6 +374,17 @@ impl SqPlan {
         }
         let mut splits: HashMap<usize, Split> = HashMap::new();
         let mut absorbed: HashSet<usize> = HashSet::new();
+        // The layers this split divides (a closure holding two of them cannot take
+        // both orders).
+        let divided: HashSet<usize> = self
+            .layers
+            .iter()
+            .filter(|l| {
+                let (low, high) = l.groups();
+                !low.is_empty() && !high.is_empty()
+            })
+            .map(|l| l.node)
+            .collect();
         for (li, l) in self.layers.iter_mut().enumerate() {
             let (low, high) = l.groups();
             if high.is_empty() || low.is_empty() {
@@ -393,29 +409,55 @@ impl SqPlan {
             let joined = act.map_or(r, |u| m.nodes[u].result);
             // low ++ high: new channel j is old channel perm[j].
             let perm: Vec<usize> = low.iter().chain(&high).copied().collect();
-            let folded = readers(m, &users, joined).and_then(|rs| {
-                for r in &rs {
+            // Every layer whose channels meet the joined value's (its readers, and where
+            // it joins a residual stream the stream's other producers and readers,
+            // through ops that treat all channels alike) takes the permutation.
+            let node_name = |n: usize| {
+                m.nodes[n]
+                    .loc
+                    .clone()
+                    .unwrap_or_else(|| m.value(m.nodes[n].result).spelling())
+            };
+            let folded = closure(m, &users, joined).and_then(|cl| {
+                if !cl.producers.contains(&l.node) {
+                    return Err("the joined value is not this layer's alone".to_string());
+                }
+                for &p in &cl.producers {
+                    if p == l.node {
+                        continue;
+                    }
+                    if divided.contains(&p) {
+                        return Err(format!(
+                            "{} writes the same channels and is split too",
+                            node_name(p)
+                        ));
+                    }
+                    if users[m.nodes[p].operands[1].index()].len() != 1 {
+                        return Err(format!("the weights of {} are shared", node_name(p)));
+                    }
+                }
+                for r in &cl.readers {
                     can_permute(m, &users, r)?;
                 }
-                Ok(rs)
+                Ok(cl)
             });
             l.order = match folded {
-                Ok(rs) => {
-                    for r in &rs {
+                Ok(cl) => {
+                    for r in &cl.readers {
                         permute_reader(&mut out, r, &perm);
                     }
-                    Ok(rs
+                    let mut names: Vec<String> = cl
+                        .readers
                         .iter()
-                        .map(|r| {
-                            let n = match *r {
-                                Reader::Conv(n) | Reader::Dense(n, _) => n,
-                            };
-                            m.nodes[n]
-                                .loc
-                                .clone()
-                                .unwrap_or_else(|| m.value(m.nodes[n].result).spelling())
+                        .map(|r| match *r {
+                            Reader::Conv(n) | Reader::Dense(n, _) => node_name(n),
                         })
-                        .collect())
+                        .collect();
+                    for &p in cl.producers.iter().filter(|&&p| p != l.node) {
+                        permute_producer(&mut out, p, &perm);
+                        names.push(format!("{} (its outputs)", node_name(p)));
+                    }
+                    Ok(names)
                 }
                 Err(e) => Err(e),
             };
