@@ -47,6 +47,8 @@ for model in ${MODELS:-digits_resnet_folded.onnx digits_cnn_folded.onnx}; do
   row "$model" "--wbits 8 --abits 3" "per-tensor" --wbits 8 --abits 3
   row "$model" "--wbits 8 --abits 3" "dqa scales" --wbits 8 --abits 3 --act-method dqa --dqa-ratio 0
   row "$model" "--wbits 8 --abits 3" "dqa" --wbits 8 --abits 3 --act-method dqa
+  row "$model" "--wbits 8 --abits 3" "dqa, split readers" --wbits 8 --abits 3 --act-method dqa \
+    --dqa-form split
   row "$model" "--wbits 8 --abits 3" "dqa, multiply" --wbits 8 --abits 3 --act-method dqa \
     --dqa-requant multiply
   row "$model" "--bits 1" "min-max" --bits 1

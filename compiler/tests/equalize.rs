@@ -120,6 +120,8 @@ fn important_channel_splits_keep_the_function() {
                 abits: 3,
                 wbits: 8,
                 keep_edges: true,
+                fused: false,
+                pow2: false,
             };
             let run_opts = RunOptions {
                 progress: false,

@@ -145,6 +145,12 @@ pub struct QuantFlags {
     /// channels' mean square; default greedy).
     #[arg(long, value_name = "HOW", value_parser = ["greedy", "energy"])]
     pub dqa_rank: Option<String>,
+    /// With --act-method dqa: how the important channels are computed, `fused`
+    /// (default: DQA's own form, the activation on the (N+m)-bit grid with the other
+    /// channels' codes rounded to multiples of 2^m, one kernel per reader) or `split`
+    /// (each reader split along its input channels into an N+m-bit and an N-bit layer).
+    #[arg(long, value_name = "FORM", value_parser = ["fused", "split"])]
+    pub dqa_form: Option<String>,
     /// With --act-method dqa: how results are requantized, `shift` (default: every scale
     /// a power of two, so requantizing is a shift with no multiply, as DQA does; implies
     /// --pow2) or `multiply` (free scales, a fixed-point multiply per requantize).
@@ -375,11 +381,13 @@ impl QuantFlags {
                         &run,
                         &iopts,
                     )?;
-                    if !irep.split.is_empty() {
+                    if irep.split.iter().any(|a| !a.fused) {
                         e = split;
                         stats = calibrate(&e, p, &copts)?;
                     }
                     opts.layer_bits.extend(irep.bits.clone());
+                    opts.dqa_fine = irep.fine.clone();
+                    opts.dqa_extra = iopts.extra;
                     dqa_notes = irep.describe(&iopts);
                     timer.lap("dqa important channels");
                 } else if self.dqa_ratio != Some(0.0) {
@@ -750,6 +758,8 @@ impl QuantFlags {
             abits: opts.abits,
             wbits: opts.wbits,
             keep_edges: opts.keep_edges,
+            fused: self.dqa_form.as_deref() != Some("split"),
+            pow2: opts.pow2,
         })
     }
 
@@ -758,6 +768,7 @@ impl QuantFlags {
             self.dqa_ratio.map(|r| format!("--dqa-ratio {r}")),
             self.dqa_extra_bits.map(|m| format!("--dqa-extra-bits {m}")),
             self.dqa_rank.as_ref().map(|h| format!("--dqa-rank {h}")),
+            self.dqa_form.as_ref().map(|h| format!("--dqa-form {h}")),
         ];
         if self.act_method != "dqa" {
             if let Some(f) = given.iter().flatten().next() {

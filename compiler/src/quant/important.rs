@@ -6,18 +6,21 @@
 //! (`--dqa-ratio`, default 0.4) `m` more bits (`--dqa-extra-bits`, default 3) than the
 //! others' `N`. It stores such a channel's `(N + m)`-bit code `c` as the `N`-bit code
 //! `q = c >> m` plus the `m` shifted-out bits `e = c & (2^m - 1)`, and computes the
-//! reader as `y = s_N (W q) + (s_N / 2^m) (W_imp e)`. Here the reader is split along its
-//! input channels instead: `y = W_rest x_rest + W_imp x_imp` with `x_rest` quantized to
-//! `N` bits and `x_imp` to `N + m` bits, each slice with its own calibrated range (after
-//! `--act-method dqa`'s per-channel scales both span about the same range, so the
-//! important step is about `s_N / 2^m`: `(2^N - 1) / (2^(N+m) - 1)` of it with min-max
-//! grids). On one grid both forms give the same sums (`q 2^m + e = c`); this one runs
-//! each part on an existing integer kernel (each dequantizes its sum, and the two are
-//! added in f32) and needs no shift, mask or second pass over the important slice. Not
-//! built: DQA's storage of the important channels as `N`-bit codes plus `m` low bits
-//! (and the mask that takes them apart) and Huffman-coded low bits. Its shift-only
-//! requantization is the default of `--act-method dqa` (power-of-two scales, as
-//! `--pow2`; `--dqa-requant multiply` keeps free scales).
+//! reader as `y = s_N (W q) + (s_N / 2^m) (W_imp e)`. Two realisations:
+//!
+//! - DQA's own form (`--dqa-form fused`, the default): this pass only ranks; the
+//!   quantize pass (`insert.rs`, `QuantOptions::dqa_fine`) puts the activation on one
+//!   `N + m`-bit grid of step `s_N / 2^m` and rounds the other channels' codes to
+//!   multiples of `2^m` (a shift right and back, per channel), so each reader is one
+//!   kernel whose sum is DQA's two terms on one scale. An activation whose important
+//!   channels span much more than the others (`one_grid`) is split instead.
+//! - `--dqa-form split`: the reader is split along its input channels,
+//!   `y = W_rest x_rest + W_imp x_imp` with `x_rest` quantized to `N` bits and `x_imp` to
+//!   `N + m` bits, each slice with its own calibrated range; each part runs on an
+//!   existing integer kernel (each dequantizes its sum, and the two are added in f32).
+//!
+//! Its shift-only requantization is the default of `--act-method dqa` (power-of-two
+//! scales, as `--pow2`; `--dqa-requant multiply` keeps free scales).
 //!
 //! - Ranking (`--dqa-rank`): `greedy` (default) takes, one channel at a time, the
 //!   channel whose move to `N + m` bits lowers the readers' summed output error
@@ -82,6 +85,12 @@ pub struct ImportantOptions {
     pub wbits: u8,
     /// Whether the first and last layers stay at 8 bits (they are not split).
     pub keep_edges: bool,
+    /// DQA's own form (`--dqa-form fused`, the default): every channel of the activation
+    /// on the `N + m`-bit grid, the others' codes rounded to multiples of `2^m`, one
+    /// reader kernel. Otherwise (`split`) each reader is split along its input channels.
+    pub fused: bool,
+    /// Power-of-two scales (`--dqa-requant shift`, `--pow2`).
+    pub pow2: bool,
 }
 
 /// One activation whose important channels were split off.
@@ -92,8 +101,10 @@ pub struct ImportantAct {
     pub channels: usize,
     /// The important channels (original indices, in the order ranked).
     pub important: Vec<usize>,
-    /// The readers split.
+    /// The readers split (or, in DQA's own form, reading the one grid).
     pub readers: Vec<String>,
+    /// In DQA's own form (one grid), not split.
+    pub fused: bool,
 }
 
 /// What [`split_important`] did.
@@ -104,6 +115,11 @@ pub struct ImportantReport {
     pub skipped: Vec<(String, String)>,
     /// The parts' bits.
     pub bits: LayerBits,
+    /// DQA's own form: activation (where it is quantized, `insert::source`) -> its
+    /// important channels, for `QuantOptions::dqa_fine`.
+    pub fine: BTreeMap<String, Vec<usize>>,
+    /// Activations whose readers were split although DQA's own form was asked, and why.
+    pub split_why: Vec<(String, String)>,
 }
 
 impl ImportantReport {
@@ -117,16 +133,31 @@ impl ImportantReport {
                 let mut imp = a.important.clone();
                 imp.sort_unstable();
                 format!(
-                    "--act-method dqa: {}: {} of {} channels at {hi} bits, the others at {} (readers split: {}); important channels {}",
+                    "--act-method dqa: {}: {} of {} channels at {hi} bits, the others at {} ({}: {}); important channels {}",
                     a.name,
                     a.important.len(),
                     a.channels,
                     opts.abits,
+                    if a.fused {
+                        "one grid of the finer step, the others' codes multiples of 2^m; read by"
+                    } else {
+                        "readers split"
+                    },
                     a.readers.join(", "),
                     imp.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
                 )
             })
             .collect();
+        if !self.split_why.is_empty() {
+            out.push(format!(
+                "--act-method dqa: readers split, not one grid (--dqa-form fused): {}",
+                self.split_why
+                    .iter()
+                    .map(|(n, why)| format!("{n} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
         if !self.skipped.is_empty() {
             out.push(format!(
                 "--act-method dqa: no important channels for {}",
@@ -585,6 +616,38 @@ pub fn split_important(
                 greedy(&p, c, k)
             }
         };
+        let one_grid = if opts.fused {
+            members
+                .iter()
+                .map(|&ci| one_grid(m, stats, cands[ci].a, &important, opts))
+                .collect::<Result<Vec<()>, String>>()
+                .map(|_| ())
+        } else {
+            Err(String::new())
+        };
+        if let Err(why) = &one_grid
+            && !why.is_empty()
+        {
+            for &ci in members {
+                rep.split_why
+                    .push((m.value(cands[ci].a).spelling(), why.clone()));
+            }
+        }
+        if one_grid.is_ok() {
+            for &ci in members {
+                let cand = &cands[ci];
+                let src = source(m, cand.a);
+                rep.fine.insert(m.value(src).spelling(), important.clone());
+                rep.split.push(ImportantAct {
+                    name: m.value(cand.a).spelling(),
+                    channels: c,
+                    important: important.clone(),
+                    readers: cand.split.iter().map(|&n| layer_name(m, n)).collect(),
+                    fused: true,
+                });
+            }
+            continue;
+        }
         let mut sorted = important.clone();
         sorted.sort_unstable();
         let perm: Vec<usize> = sorted
@@ -616,6 +679,7 @@ pub fn split_important(
                 channels: c,
                 important: important.clone(),
                 readers: cand.split.iter().map(|&n| layer_name(m, n)).collect(),
+                fused: false,
             });
         }
     }
@@ -666,6 +730,54 @@ pub fn split_important(
     }
     out.compact();
     Ok((out, rep))
+}
+
+/// Whether activation `a` can take DQA's own form with these important channels: one
+/// grid, whose step `s` the `N`-bit codes of the other channels use and whose `N + m`-bit
+/// codes of step `s / 2^m` the important ones use, must cover both; the form is kept when
+/// that step is no coarser than the other channels' own (after rounding to a power of
+/// two, or within 1/4 with free scales). Activations whose important channels span much
+/// more than the others (no per-channel scales folded in, e.g. a hard-swish output) are
+/// split instead, each part with its own range.
+fn one_grid(
+    m: &Module,
+    stats: &CalibStats,
+    a: ValueId,
+    important: &[usize],
+    opts: &ImportantOptions,
+) -> Result<(), String> {
+    let Some(st) = stats.get(m, source(m, a)) else {
+        return Err("no per-channel ranges".into());
+    };
+    let c = st.ch_max.len();
+    if c == 0 || st.ch_min.len() != c {
+        return Err("no per-channel ranges".into());
+    }
+    let span = |imp: bool| {
+        let (mut lo, mut hi) = (0f64, 0f64);
+        for ch in (0..c).filter(|ch| important.contains(ch) == imp) {
+            lo = lo.min(st.ch_min[ch] as f64);
+            hi = hi.max(st.ch_max[ch] as f64);
+        }
+        hi - lo
+    };
+    let (wi, wr) = (span(true), span(false));
+    let n = (1u64 << opts.abits) as f64;
+    let rest = wr / (n - 1.0);
+    let shared = rest.max(wi / (n - 1.0 / (1u64 << opts.extra) as f64));
+    let up = |s: f64| 2f64.powi(s.log2().ceil() as i32);
+    let same = if opts.pow2 {
+        up(shared) <= up(rest)
+    } else {
+        shared <= 1.25 * rest
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(format!(
+            "its important channels span {wi:.3}, the others {wr:.3}: one grid would coarsen the others' step"
+        ))
+    }
 }
 
 fn layer_name(m: &Module, n: usize) -> String {
@@ -843,6 +955,8 @@ mod tests {
                 abits: 3,
                 wbits: 8,
                 keep_edges: true,
+                fused: false,
+                pow2: false,
             };
             let run_opts = RunOptions {
                 progress: false,

@@ -39,7 +39,9 @@ use qcc_ir::{
 
 use super::binary::{BinaryAct, binarize_weights, binary_act};
 use super::calibrate::{CalibStats, LayerError, OutputError, RangeSource};
-use super::scheme::{ActParams, QuantOptions, choose_range, quantize_weights, ternary_weights};
+use super::scheme::{
+    ActParams, QuantOptions, choose_range, choose_range_dqa, quantize_weights, ternary_weights,
+};
 
 /// What happened to one conv/gemm/matmul.
 #[derive(Clone, Debug)]
@@ -385,6 +387,16 @@ fn kernel_preds(m: &Module, kernels: &[Kernel]) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// An activation in DQA's own form: its important channels (`mask`), the extra bits
+/// `m`, and the largest code of the other channels' `N`-bit grid.
+struct Dqa {
+    mask: Vec<bool>,
+    extra: u8,
+    qmax: i64,
+    /// The zero point of the other channels' `N`-bit codes.
+    zq: i32,
+}
+
 /// Walks back from `v` through ops quantization commutes with.
 pub(super) fn source(m: &Module, mut v: ValueId) -> ValueId {
     while let ValueDef::Node(p) = m.value(v).def {
@@ -726,6 +738,84 @@ pub fn quantize_model(
             .map_err(|e| format!("{}: {e}", m.value(v).spelling()))?;
         act_params.insert(v, p);
     }
+    // DQA's important channels in DQA's own form (`important.rs`, `--dqa-form fused`):
+    // the activation is quantized on the grid of step `s / 2^m` with `N + m` bits (zero
+    // point `z 2^m`), and its other channels' codes are rounded to multiples of `2^m`
+    // (a requantize to a per-channel type whose scale is `s` there, and one back), so
+    // they hold `N`-bit codes. A clip keeps the fine codes at most
+    // `qmax_N 2^m + 2^(m-1) - 1`, so that the rounded codes stay within `N` bits.
+    let mut fine: HashMap<ValueId, Dqa> = HashMap::new();
+    if !opts.dqa_fine.is_empty() {
+        let mx = opts.dqa_extra;
+        for (&v, &bits) in &points {
+            let name = m.value(v).spelling();
+            let Some(imp) = opts.dqa_fine.get(&name) else {
+                continue;
+            };
+            let chans = m.ty(v).shape.get(1).copied().unwrap_or(0);
+            let p = act_params
+                .get_mut(&v)
+                .ok_or_else(|| format!("internal: no parameters for {name}"))?;
+            if bits == opts.abits
+                && bits + mx <= 8
+                && let Some(st) = stats.get(m, v)
+            {
+                let frac = imp.len() as f64 / chans.max(1) as f64;
+                *p = choose_range_dqa(
+                    st,
+                    &stats.source,
+                    bits,
+                    mx,
+                    frac,
+                    opts.symmetric_acts,
+                    opts.pow2,
+                )
+                .map_err(|e| format!("{name}: {e}"))?;
+            }
+            let (scale, zp) = match p.ty.params {
+                QuantParams::PerTensor { scale, zero_point } => (scale, zero_point),
+                _ => continue,
+            };
+            if bits != opts.abits || bits + mx > 8 || p.ty.narrow || chans < 2 {
+                notes.push(format!(
+                    "--act-method dqa: {name} keeps one grid ({bits}-bit readers)"
+                ));
+                continue;
+            }
+            let coarse = p.ty.clone();
+            let f = 1i32 << mx;
+            let sf = scale / f as f32;
+            p.ty.storage.bits = bits + mx;
+            // The fine grid's zero point at its own step (a coarse one times 2^m would
+            // clip up to 2^m - 1 fine steps below zero); the other channels' N-bit codes
+            // keep theirs, `round(z_fine / 2^m)`.
+            let zf = if p.ty.storage.signed || opts.symmetric_acts {
+                zp << mx
+            } else {
+                ((-(p.lo.min(0.0) as f64) / sf as f64).round_ties_even() as i64)
+                    .clamp(p.ty.qmin(), p.ty.qmax()) as i32
+            };
+            p.ty.params = QuantParams::PerTensor {
+                scale: sf,
+                zero_point: zf,
+            };
+            let mut mask = vec![false; chans];
+            for &c in imp {
+                if let Some(x) = mask.get_mut(c) {
+                    *x = true;
+                }
+            }
+            fine.insert(
+                v,
+                Dqa {
+                    mask,
+                    extra: mx,
+                    qmax: coarse.qmax(),
+                    zq: ((zf as f64) / f as f64).round_ties_even() as i32,
+                },
+            );
+        }
+    }
     // The two-level quantizers of the binarized layers' inputs.
     let mut bin_acts: HashMap<usize, BinaryAct> = HashMap::new();
     for (k, ker) in kernels.iter().enumerate() {
@@ -817,39 +907,98 @@ pub fn quantize_model(
         .map(|(k, ker)| (ker.node, k))
         .collect();
 
-    let add_qdq =
-        |out: &mut Module, v: ValueId, p: &ActParams, remap: &mut HashMap<ValueId, ValueId>| {
-            let name = out.value(v).name.clone();
-            let shape = out.ty(v).shape.clone();
-            let mut attrs = BTreeMap::new();
-            attrs.insert("rounding".to_string(), Attr::Enum("half_even".into()));
-            let qn = out.fresh_name(&format!("{name}.q"));
+    // In DQA's own form the kernels read the activation with the other channels'
+    // codes rounded (through the data movement `source` walks); other users (a
+    // residual add, a graph output) read the fine grid.
+    let mut fine_of: HashMap<ValueId, ValueId> = HashMap::new();
+    let add_qdq = |out: &mut Module,
+                   v: ValueId,
+                   p: &ActParams,
+                   remap: &mut HashMap<ValueId, ValueId>,
+                   fine_of: &mut HashMap<ValueId, ValueId>| {
+        let name = out.value(v).name.clone();
+        let shape = out.ty(v).shape.clone();
+        let mut attrs = BTreeMap::new();
+        attrs.insert("rounding".to_string(), Attr::Enum("half_even".into()));
+        let dqa = fine.get(&v);
+        let mut x = v;
+        if let (Some(d), QuantParams::PerTensor { scale, .. }) = (dqa, &p.ty.params) {
+            // In fine steps above the zero point: the other channels' largest code
+            // and half a coarse step less one.
+            let hi = ((d.qmax - d.zq as i64) << d.extra) + (1 << d.extra >> 1) - 1;
+            let mut ca = BTreeMap::new();
+            ca.insert("max".to_string(), Attr::Float(hi as f32 * scale));
+            let cn = out.fresh_name(&format!("{name}.dqa_clip"));
+            x = out.add_node(Op::Clip, vec![v], ca, cn, TensorType::f32(shape.clone()));
+        }
+        let qdq = |out: &mut Module, x: ValueId, ty: &QuantType, tag: &str| {
+            let qn = out.fresh_name(&format!("{name}.{tag}q"));
             let q = out.add_node(
                 Op::Quantize,
-                vec![v],
-                attrs,
+                vec![x],
+                attrs.clone(),
                 qn,
-                TensorType::new(ElemType::Quant(p.ty.clone()), shape.clone()),
+                TensorType::new(ElemType::Quant(ty.clone()), shape.clone()),
             );
-            let dn = out.fresh_name(&format!("{name}.dq"));
-            let dq = out.add_node(
+            let dn = out.fresh_name(&format!("{name}.{tag}dq"));
+            out.add_node(
                 Op::Dequantize,
                 vec![q],
                 BTreeMap::new(),
                 dn,
-                TensorType::f32(shape),
-            );
-            remap.insert(v, dq);
+                TensorType::f32(shape.clone()),
+            )
         };
+        let mut dq = qdq(out, x, &p.ty, "");
+        if let (Some(d), QuantParams::PerTensor { scale, zero_point }) = (dqa, &p.ty.params) {
+            // The other channels' codes rounded to multiples of 2^m: to the
+            // per-channel type of step s there, and back to the fine grid.
+            let f = 1i32 << d.extra;
+            let mut coarse = p.ty.clone();
+            coarse.params = QuantParams::PerAxis {
+                axis: 1,
+                scales: d
+                    .mask
+                    .iter()
+                    .map(|&i| if i { *scale } else { scale * f as f32 })
+                    .collect(),
+                zero_points: d
+                    .mask
+                    .iter()
+                    .map(|&i| if i { *zero_point } else { d.zq })
+                    .collect(),
+            };
+            let c = qdq(out, dq, &coarse, "dqa_n");
+            fine_of.insert(v, dq);
+            dq = qdq(out, c, &p.ty, "dqa_");
+        }
+        remap.insert(v, dq);
+    };
 
     for &i in &m.inputs {
         if let Some(p) = act_params.get(&i) {
-            add_qdq(&mut out, i, p, &mut remap);
+            add_qdq(&mut out, i, p, &mut remap, &mut fine_of);
         }
     }
     for (ni, mut node) in old.into_iter().enumerate() {
+        let to_kernel = matches!(
+            node.op,
+            Op::Conv2d
+                | Op::Gemm
+                | Op::MatMul
+                | Op::MaxPool
+                | Op::Reshape
+                | Op::Flatten
+                | Op::Transpose
+                | Op::Squeeze
+                | Op::Unsqueeze
+        );
         for o in &mut node.operands {
-            if let Some(&r) = remap.get(o) {
+            if let Some(&f) = fine_of.get(o)
+                && !to_kernel
+            {
+                *o = f;
+            } else if let Some(&r) = remap.get(o) {
                 *o = r;
             }
         }
@@ -933,11 +1082,11 @@ pub fn quantize_model(
         out.value_mut(result).def = ValueDef::Node(id);
         out.nodes.push(node);
         if let Some(p) = act_params.get(&result) {
-            add_qdq(&mut out, result, p, &mut remap);
+            add_qdq(&mut out, result, p, &mut remap, &mut fine_of);
         }
     }
     for o in &mut out.outputs {
-        if let Some(&r) = remap.get(o) {
+        if let Some(&r) = fine_of.get(o).or_else(|| remap.get(o)) {
             *o = r;
         }
     }

@@ -44,6 +44,13 @@ pub struct QuantOptions {
     /// 2-bit weights by TWN's rule ([`ternary_weights`]) instead of the error-minimising
     /// scale search.
     pub ternary: bool,
+    /// `--act-method dqa`'s important channels in DQA's own form (`important.rs`):
+    /// activation (the value its quantizer follows) -> the channels that get
+    /// `dqa_extra` more bits. Such an activation is quantized on the `N + dqa_extra`-bit
+    /// grid of the finer step, and its other channels' codes are rounded to multiples of
+    /// `2^dqa_extra` (`N`-bit codes on the coarse step).
+    pub dqa_fine: BTreeMap<String, Vec<usize>>,
+    pub dqa_extra: u8,
 }
 
 impl Default for QuantOptions {
@@ -58,6 +65,8 @@ impl Default for QuantOptions {
             layer_bits: BTreeMap::new(),
             only_planned: false,
             ternary: false,
+            dqa_fine: BTreeMap::new(),
+            dqa_extra: 0,
         }
     }
 }
@@ -304,6 +313,51 @@ pub fn choose_range(
     } else {
         chosen
     })
+}
+
+/// The `N`-bit range of an activation in DQA's own form (`--dqa-form fused`): its
+/// important fraction `frac` of channels is read on the grid `2^extra` times finer. With
+/// power-of-two scales the method's scale rounded up and the one below it are judged by
+/// the histogram's squared error of that mix (the fine grid clips less, the coarse one
+/// rounds more), where [`choose_range`] judges the `N`-bit grid alone.
+pub fn choose_range_dqa(
+    st: &TensorStats,
+    source: &RangeSource,
+    bits: u8,
+    extra: u8,
+    frac: f64,
+    symmetric: bool,
+    pow2: bool,
+) -> Result<ActParams, String> {
+    let chosen = choose_range(st, source, bits, symmetric, false)?;
+    if !pow2 {
+        return Ok(chosen);
+    }
+    let mk = |lo: f32, hi: f32| -> Result<ActParams, String> {
+        Ok(ActParams {
+            ty: act_type(lo, hi, bits, symmetric, true)?,
+            lo,
+            hi,
+        })
+    };
+    let up = mk(chosen.lo, chosen.hi)?;
+    if st.hist.is_empty() {
+        return Ok(up);
+    }
+    let mixed = |p: &ActParams| {
+        let mut fine = p.ty.clone();
+        if let QuantParams::PerTensor { scale, zero_point } = p.ty.params {
+            let f = 1i32 << extra;
+            fine.storage.bits = bits + extra;
+            fine.params = QuantParams::PerTensor {
+                scale: scale / f as f32,
+                zero_point: zero_point * f,
+            };
+        }
+        frac * hist_mse(st, &fine) + (1.0 - frac) * hist_mse(st, &p.ty)
+    };
+    let half = mk(chosen.lo * 0.5, chosen.hi * 0.5)?;
+    Ok(if mixed(&half) < mixed(&up) { half } else { up })
 }
 
 fn choose_range_of(
