@@ -178,6 +178,61 @@ proptest! {
         check(&b).map_err(TestCaseError::fail)?;
     }
 
+    /// Shift-only requantizes on channel runs long enough for the vector forms (16 byte
+    /// codes in i16 lanes, 8 values in i32 lanes, with their scalar tails): byte, 2-byte
+    /// and i32 inputs with per-channel zero points, right and left shifts at and past the
+    /// fast forms' limits, values at the i32 limits, byte and i32 results, clamps; on the
+    /// host ISA and the baseline.
+    #[test]
+    fn requantize_shift_runs(seed: u64, input in 0usize..4, out_i32: bool, per_ch: bool, rnd in 0usize..7, clamp: bool) {
+        let mut r = Rng(seed | 1);
+        let c = r.i(1, 4) as usize;
+        let s = vec![1, c, r.i(1, 6) as usize, r.i(1, 13) as usize];
+        let n: usize = s.iter().product();
+        let st_in = [IntType::U8, IntType::I8, IntType::new(16, true), IntType::I32][input];
+        let zps = |r: &mut Rng, st: IntType| -> QuantParams {
+            let z: Vec<i32> = (0..c).map(|_| r.i(st.min_code().max(-200), st.max_code().min(200)) as i32).collect();
+            if per_ch {
+                QuantParams::PerAxis { axis: 1, scales: vec![0.1; c], zero_points: z }
+            } else {
+                QuantParams::PerTensor { scale: 0.1, zero_point: z[0] }
+            }
+        };
+        let in_e = if input == 3 { ElemType::I32 } else { qtype(st_in.bits, st_in.signed, zps(&mut r, st_in)) };
+        let d = if input == 3 {
+            (0..n).map(|i| match i % 4 {
+                0 => r.i(i32::MIN as i64, i32::MAX as i64),
+                1 => [i32::MIN as i64, i32::MAX as i64, -(1 << 30) - 1, 1 << 30][r.i(0, 3) as usize],
+                _ => r.i(-(1 << 24), 1 << 24),
+            }).collect()
+        } else {
+            codes(&mut r, &in_e, n)
+        };
+        let mut b = B::new();
+        let x = b.input_int(in_e, &s, d);
+        let k = if c > 1 && per_ch { c } else { 1 };
+        let shift: Vec<i64> = (0..k).map(|_| match input {
+            3 => r.i(0, 26),
+            2 => r.i(-16, 16),
+            _ => if out_i32 { r.i(-24, 4) } else { r.i(-8, 16) },
+        }).collect();
+        let mult: Vec<i64> = (0..k).map(|_| if r.i(0, 5) == 0 { 3 } else { 1 }).collect();
+        let out_st = if out_i32 && input != 3 { IntType::I32 } else { [IntType::U8, IntType::I8, IntType::new(4, false)][r.i(0, 2) as usize] };
+        let out_e = if out_st == IntType::I32 { ElemType::I32 } else { qtype(out_st.bits, out_st.signed, zps(&mut r, out_st)) };
+        let mut a = vec![
+            ("multiplier", ints(&mult)), ("shift", ints(&shift)), ("axis", Attr::Int(1)),
+            ("rounding", Attr::Enum(Rounding::ALL[rnd].name().into())),
+        ];
+        if clamp && out_st != IntType::I32 {
+            a.push(("min", Attr::Int(out_st.min_code() + 1)));
+            a.push(("max", Attr::Int(out_st.max_code() - 2)));
+        }
+        let y = b.node(Op::Requantize, &[x], attrs(&a), out_e);
+        b.output(y);
+        check(&b).map_err(TestCaseError::fail)?;
+        check_baseline(&b).map_err(TestCaseError::fail)?;
+    }
+
     #[test]
     fn conv2d_int(seed: u64, xs in 0usize..4, with_bias: bool, requant in 0usize..3, per_axis_w: bool, depthwise: bool) {
         let mut r = Rng(seed | 1);

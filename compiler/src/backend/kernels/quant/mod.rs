@@ -32,7 +32,7 @@
 //!   bytes per channel for a per-channel requantize with bias, instead of 52).
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, I8, I8X16, I16X8, I32, I32X4, I64, I64X2};
+use cranelift_codegen::ir::types::{F32, F32X4, I8, I8X16, I16, I16X8, I32, I32X4, I64, I64X2};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
 use qcc_ir::shape::normalize_axis;
 use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, QuantParams, Rounding};
@@ -767,6 +767,13 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
         } => {
             let x = cx.operand(0);
             let tab = cx.rodata(rq.table(), 16);
+            // Runs of at least 8 codes go through the i32x4 form, 8 at a time.
+            let fast = *inner >= 16 && shift_only_bytes(rq, *st_in, *st_out);
+            let fast32 = !fast && *inner >= 8 && shift_only_i32(rq, *st_in, *st_out);
+            let vform = (*inner >= 8 && !fast && !fast32)
+                .then(|| vector_requant(rq, *st_in))
+                .flatten();
+            let vtab = vform.as_ref().map(|v| cx.rodata(v.table(), 16));
             let out = cx.out;
             let (st_in, st_out) = (*st_in, *st_out);
             let kb = &mut *cx.kb;
@@ -775,11 +782,37 @@ pub(crate) fn emit(cx: &mut Ecx<'_, '_, '_, '_>, q: &QuantLowering) {
                 let xp = kb.idx(x, od, (*inner * st_in.bytes()) as i64);
                 let op = kb.idx(out, od, (*inner * st_out.bytes()) as i64);
                 let tp = rq.chan_ptr(kb, tab, ch);
-                kb.for_range(0, *inner as i64, 1, |kb, i| {
-                    let s = kb.idx(xp, i, st_in.bytes() as i64);
+                let mut done = 0usize;
+                if fast {
+                    let n16 = *inner / 16;
+                    shift_codes_x16(kb, rq, tp, st_in, st_out, xp, op, n16);
+                    done = n16 * 16;
+                } else if fast32 {
+                    let n8 = *inner / 8;
+                    shift_codes_x8(kb, rq, tp, st_in, st_out, xp, op, n8);
+                    done = n8 * 8;
+                } else if let (Some(v), Some(vt)) = (&vform, vtab) {
+                    let vp = v.chan_ptr(kb, vt, ch);
+                    let n8 = *inner / 8;
+                    kb.for_range(0, n8 as i64, 1, |kb, i| {
+                        let s = kb.idx(xp, i, (8 * st_in.bytes()) as i64);
+                        let o = kb.idx(op, i, (8 * st_out.bytes()) as i64);
+                        let (a, b) = load_codes_x8(kb, st_in, s);
+                        let a = requant_vec(kb, v, vp, a);
+                        let b = requant_vec(kb, v, vp, b);
+                        store_lanes(kb, st_out, a, 4, o);
+                        let o4 = kb.off(o, (4 * st_out.bytes()) as i64);
+                        store_lanes(kb, st_out, b, 4, o4);
+                    });
+                    done = n8 * 8;
+                }
+                let xt = kb.off(xp, (done * st_in.bytes()) as i64);
+                let ot = kb.off(op, (done * st_out.bytes()) as i64);
+                kb.for_range(0, (*inner - done) as i64, 1, |kb, i| {
+                    let s = kb.idx(xt, i, st_in.bytes() as i64);
                     let v = kb.load_i64(st_in, s, 0);
                     let r = requant_scalar(kb, rq, tp, v);
-                    let o = kb.idx(op, i, st_out.bytes() as i64);
+                    let o = kb.idx(ot, i, st_out.bytes() as i64);
                     kb.store_int(st_out, r, o, 0);
                 });
             });
@@ -982,6 +1015,255 @@ fn param_table(cx: &mut Ecx<'_, '_, '_, '_>, scales: &[f32], zps: &[i64]) -> Val
         b.extend_from_slice(&(*z as i32).to_le_bytes());
     }
     cx.rodata(b, 16)
+}
+
+/// Whether a requantize of byte codes to byte codes only shifts (multiplier 1 in every
+/// channel, right shifts up to 14, left shifts up to 6, rounding half to even or floor):
+/// then [`shift_codes_x16`] computes it in i16 lanes, 16 codes at a time.
+fn shift_only_bytes(rq: &Requant, st_in: Store, st_out: Store) -> bool {
+    let byte = |s: Store| matches!(s, Store::U8 | Store::I8);
+    byte(st_in)
+        && byte(st_out)
+        && !rq.bias_folded
+        && matches!(rq.rounding, Rounding::HalfEven | Rounding::Floor)
+        && rq
+            .chans
+            .iter()
+            .all(|c| c[0] == 1 && (0..=14).contains(&c[1]) && (0..=6).contains(&c[2]))
+}
+
+/// `n16` runs of 16 byte codes of one channel (table pointer `tp`) from `xp` to `op`,
+/// requantized by shifts alone ([`shift_only_bytes`]): `a = x - zx` in i16 lanes
+/// (|a| <= 255), the right shift by `s` rounded as `floor((a + 2^(s-1) - 1 + bit_s(a)) /
+/// 2^s)` for half to even (nothing added for floor or `s = 0`), then the left shift by
+/// `k` (|result| <= 255 * 64), `+ zq` and the clamp to `[lo, hi]`, all exact in i16; the
+/// scalar form's saturation bounds never bind at these magnitudes.
+#[allow(clippy::too_many_arguments, reason = "one loop")]
+fn shift_codes_x16(
+    kb: &mut Kb<'_, '_>,
+    rq: &Requant,
+    tp: Value,
+    st_in: Store,
+    st_out: Store,
+    xp: Value,
+    op: Value,
+    n16: usize,
+) {
+    let mut f = RqFields::new(rq, tp);
+    let sh = f.get(kb, 1);
+    let zx = f.get(kb, 2);
+    let zq = f.get(kb, 3);
+    let zero = kb.c(0);
+    let s = kb.b.ins().smax(sh, zero);
+    let nsh = kb.b.ins().ineg(sh);
+    let k = kb.b.ins().smax(nsh, zero);
+    let spos = kb.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, s, 0);
+    let spos = kb.b.ins().uextend(I64, spos);
+    let half_even = rq.rounding == Rounding::HalfEven;
+    let one = kb.c(1);
+    let pow = kb.b.ins().ishl(one, s);
+    let half = kb.b.ins().ushr_imm_u(pow, 1);
+    let addc = kb.b.ins().isub(half, spos);
+    let s32 = kb.b.ins().ireduce(I32, s);
+    let k32 = kb.b.ins().ireduce(I32, k);
+    let splat = |kb: &mut Kb<'_, '_>, v: Value| {
+        let v = kb.b.ins().ireduce(I16, v);
+        kb.b.ins().splat(I16X8, v)
+    };
+    let lo = kb.c(rq.lo);
+    let hi = kb.c(rq.hi);
+    let (vzx, vzq, vlo, vhi, vadd, vspos) = (
+        splat(kb, zx),
+        splat(kb, zq),
+        splat(kb, lo),
+        splat(kb, hi),
+        splat(kb, addc),
+        splat(kb, spos),
+    );
+    kb.for_range(0, n16 as i64, 1, |kb, i| {
+        let src = kb.idx(xp, i, 16);
+        let v = kb.load(I8X16, src, 0);
+        let halves = if st_in == Store::U8 {
+            [kb.b.ins().uwiden_low(v), kb.b.ins().uwiden_high(v)]
+        } else {
+            [kb.b.ins().swiden_low(v), kb.b.ins().swiden_high(v)]
+        };
+        let mut r = [v; 2];
+        for (h, x) in halves.into_iter().enumerate() {
+            let a = kb.b.ins().isub(x, vzx);
+            let t = if half_even {
+                let q = kb.b.ins().sshr(a, s32);
+                let odd = kb.b.ins().band(q, vspos);
+                let t = kb.b.ins().iadd(a, vadd);
+                kb.b.ins().iadd(t, odd)
+            } else {
+                a
+            };
+            let t = kb.b.ins().sshr(t, s32);
+            let t = kb.b.ins().ishl(t, k32);
+            let t = kb.b.ins().iadd(t, vzq);
+            let t = kb.b.ins().smax(t, vlo);
+            r[h] = kb.b.ins().smin(t, vhi);
+        }
+        let out = if st_out == Store::U8 {
+            kb.b.ins().unarrow(r[0], r[1])
+        } else {
+            kb.b.ins().snarrow(r[0], r[1])
+        };
+        let dst = kb.idx(op, i, 16);
+        kb.store(out, dst, 0);
+    });
+}
+
+/// Whether a shift-only requantize (multiplier 1 in every channel, rounding half to
+/// even or floor) runs in i32 lanes exactly ([`shift_codes_x8`]): codes of 1 or 2 bytes
+/// with right shifts up to 30 or left shifts up to 22 or 14 (|x - zx| <= 2^8, 2^16) to any storage
+/// of at most 4 bytes, or i32 values with zero point 0 and right shifts up to 22 to byte
+/// codes. Result zero points within 2^16 keep every step inside i32.
+fn shift_only_i32(rq: &Requant, st_in: Store, st_out: Store) -> bool {
+    let one = |c: &[i64; 6]| c[0] == 1 && c[5].abs() <= 1 << 16;
+    if rq.bias_folded
+        || !matches!(rq.rounding, Rounding::HalfEven | Rounding::Floor)
+        || st_out.bytes() > 4
+        || !rq.chans.iter().all(one)
+    {
+        return false;
+    }
+    // |x - zx| is at most 2^8 for byte codes and 2^16 for 2-byte ones, so a left shift
+    // by up to 22 or 14 stays within 2^30.
+    let kmax = if st_in.bytes() == 1 { 22 } else { 14 };
+    match st_in.bytes() {
+        1 | 2 => rq
+            .chans
+            .iter()
+            .all(|c| (0..=30).contains(&c[1]) && (0..=kmax).contains(&c[2])),
+        4 => {
+            st_out.bytes() == 1
+                && rq
+                    .chans
+                    .iter()
+                    .all(|c| (0..=22).contains(&c[1]) && c[2] == 0 && c[4] == 0)
+        }
+        _ => false,
+    }
+}
+
+/// `n8` runs of 8 values of one channel (table pointer `tp`) from `xp` to `op`,
+/// requantized by shifts alone ([`shift_only_i32`]) in i32 lanes: `a = x - zx`; i32
+/// inputs clamped to `+-2^30` first (with a right shift of at most 22 every such value
+/// still lands beyond the byte range, so the clamp to it is unchanged); the right shift
+/// by `s` rounded as `floor((a + 2^(s-1) - 1 + bit_s(a)) / 2^s)` for half to even; the
+/// left shift by `k`; `+ zq`; the clamp to `[lo, hi]`.
+#[allow(clippy::too_many_arguments, reason = "one loop")]
+fn shift_codes_x8(
+    kb: &mut Kb<'_, '_>,
+    rq: &Requant,
+    tp: Value,
+    st_in: Store,
+    st_out: Store,
+    xp: Value,
+    op: Value,
+    n8: usize,
+) {
+    let mut f = RqFields::new(rq, tp);
+    let sh = f.get(kb, 1);
+    let zx = f.get(kb, 2);
+    let zq = f.get(kb, 3);
+    let zero = kb.c(0);
+    let s = kb.b.ins().smax(sh, zero);
+    let nsh = kb.b.ins().ineg(sh);
+    let k = kb.b.ins().smax(nsh, zero);
+    let spos = kb.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, s, 0);
+    let spos = kb.b.ins().uextend(I64, spos);
+    let half_even = rq.rounding == Rounding::HalfEven;
+    let one = kb.c(1);
+    let pow = kb.b.ins().ishl(one, s);
+    let half = kb.b.ins().ushr_imm_u(pow, 1);
+    let addc = kb.b.ins().isub(half, spos);
+    let s32 = kb.b.ins().ireduce(I32, s);
+    let k32 = kb.b.ins().ireduce(I32, k);
+    let splat = |kb: &mut Kb<'_, '_>, v: Value| {
+        let v = kb.b.ins().ireduce(I32, v);
+        kb.b.ins().splat(I32X4, v)
+    };
+    let lo = kb.c(rq.lo);
+    let hi = kb.c(rq.hi);
+    let big = kb.c(1 << 30);
+    let nbig = kb.c(-(1 << 30));
+    let (vzx, vzq, vlo, vhi, vadd, vspos, vbig, vnbig) = (
+        splat(kb, zx),
+        splat(kb, zq),
+        splat(kb, lo),
+        splat(kb, hi),
+        splat(kb, addc),
+        splat(kb, spos),
+        splat(kb, big),
+        splat(kb, nbig),
+    );
+    let (ib, ob) = (st_in.bytes(), st_out.bytes());
+    kb.for_range(0, n8 as i64, 1, |kb, i| {
+        let src = kb.idx(xp, i, (8 * ib) as i64);
+        let dst = kb.idx(op, i, (8 * ob) as i64);
+        let (x0, x1) = load_codes_x8(kb, st_in, src);
+        for (h, x) in [x0, x1].into_iter().enumerate() {
+            let mut a = kb.b.ins().isub(x, vzx);
+            if ib == 4 {
+                a = kb.b.ins().smax(a, vnbig);
+                a = kb.b.ins().smin(a, vbig);
+            }
+            let t = if half_even {
+                let q = kb.b.ins().sshr(a, s32);
+                let odd = kb.b.ins().band(q, vspos);
+                let t = kb.b.ins().iadd(a, vadd);
+                kb.b.ins().iadd(t, odd)
+            } else {
+                a
+            };
+            let t = kb.b.ins().sshr(t, s32);
+            let t = kb.b.ins().ishl(t, k32);
+            let t = kb.b.ins().iadd(t, vzq);
+            let t = kb.b.ins().smax(t, vlo);
+            let t = kb.b.ins().smin(t, vhi);
+            let o = kb.off(dst, (h * 4 * ob) as i64);
+            store_lanes(kb, st_out, t, 4, o);
+        }
+    });
+}
+
+/// The [`requant_vec`] form of an elementwise requantize of `st_in` codes, when one
+/// computes the same codes: a left shift by `k` becomes the multiplier times `2^k` (when
+/// that fits i32; the scalar form's saturation before the shift only binds beyond
+/// `2^34`, far outside every output range), and the input zero point of 1- and 2-byte
+/// codes a folded bias of `-zx` (the i32 sum cannot wrap). i32 inputs need a zero point
+/// of 0 and no left shift. None otherwise.
+fn vector_requant(rq: &Requant, st_in: Store) -> Option<Requant> {
+    let small = st_in.bytes() <= 2;
+    if !small && !rq.vector_ok() {
+        return None;
+    }
+    if !small {
+        return Some(rq.clone());
+    }
+    let chans = rq
+        .chans
+        .iter()
+        .map(|c| {
+            let m = c[0].checked_shl(c[2] as u32).filter(|_| c[2] < 31)?;
+            if m >> c[2] != c[0] || i32::try_from(m).is_err() {
+                return None;
+            }
+            Some([m, c[1], 0, i64::MAX, -c[4], c[5]])
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let v = Requant {
+        rounding: rq.rounding,
+        lo: rq.lo,
+        hi: rq.hi,
+        chans,
+        bias_folded: true,
+        acc_max: Some(1 << 17),
+    };
+    v.vector_ok().then_some(v)
 }
 
 /// Loads 8 codes of 1- or 2-byte storage (or two i32x4 of 4-byte storage) as i32x4s.
