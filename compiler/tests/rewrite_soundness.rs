@@ -840,7 +840,38 @@ fn fusions() -> Vec<Case> {
     // to 0.05*0.03 = 0.0015 -> 0.71 * 0.0015 ~ 1.1e-3, results below ~130 -> 3.1e-5.
     // gemm: K = 6, 128*9 -> ~1.6e-3 steps; steps up to 0.05 -> 0.026; results < 300 -> 7e-5.
     // matmul: K = 5, 130*15 -> tiny; steps up to 0.05 -> 0.026; results < 100.
+    // A layer split into a 2-bit and an 8-bit filter group (`--sq-ratio`), joined whole
+    // and in group order, or by slices in another order (one group without bias).
+    let split = |bias2: &str, join: &str| {
+        let codes = |n: usize, lo: i64, hi: i64| {
+            (0..n)
+                .map(|i| (lo + (i as i64 * 7) % (hi - lo + 1)).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "module m {{\n input %x: q<u8, 0.05:10>[1,3,5,5]\n const @w1: q<i2 narrow, axis=0, [0.5:0, 0.25:0]>[2,3,3,3] = [{}]\n const @w2: q<i8 narrow, axis=0, [0.01:0, 0.02:0, 0.005:0]>[3,3,3,3] = [{}]\n const @b1: i32[2] = [5, -7]\n const @b2: i32[3] = [100, -3, 40]\n %a1: i32[1,2,5,5] = conv2d_int(%x, @w1, @b1) {{pads = [1, 1, 1, 1]}}\n %a2: i32[1,3,5,5] = conv2d_int(%x, @w2{bias2}) {{pads = [1, 1, 1, 1]}}\n %r1: q<u8, 0.1:3>[1,2,5,5] = requantize(%a1) {{multiplier = [1288490189, 1717986918], shift = [32, 33], axis = 1, min = 3}}\n %r2: q<u8, 0.1:3>[1,3,5,5] = requantize(%a2) {{multiplier = [1374389535], shift = [38], min = 3}}\n{join}\n output %c\n}}",
+            codes(54, -1, 1),
+            codes(81, -127, 127)
+        )
+    };
     vec![
+        case(
+            "merge-split-conv2d",
+            Tol::Exact,
+            &split(
+                ", @b2",
+                " %c: q<u8, 0.1:3>[1,5,5,5] = concat(%r1, %r2) {axis = 1}",
+            ),
+        ),
+        case(
+            "merge-split-conv2d",
+            Tol::Exact,
+            &split(
+                "",
+                " %s1: q<u8, 0.1:3>[1,1,5,5] = slice(%r1) {axes = [1], starts = [1], ends = [2], steps = [1]}\n %s2: q<u8, 0.1:3>[1,2,5,5] = slice(%r2) {axes = [1], starts = [0], ends = [2], steps = [1]}\n %s3: q<u8, 0.1:3>[1,1,5,5] = slice(%r1) {axes = [1], starts = [0], ends = [1], steps = [1]}\n %s4: q<u8, 0.1:3>[1,1,5,5] = slice(%r2) {axes = [1], starts = [2], ends = [3], steps = [1]}\n %c: q<u8, 0.1:3>[1,5,5,5] = concat(%s1, %s2, %s3, %s4) {axis = 1}",
+            ),
+        ),
         case("fuse-conv2d-requantize", Tol::Codes(1), &conv(q, "", "%q")),
         case(
             "fuse-conv2d-bias-requantize",

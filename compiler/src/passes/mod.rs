@@ -95,6 +95,11 @@ pub const REGISTRY: &[Pass] = &[
         run: rewrite::merge_requant,
     },
     Pass {
+        name: "merge-split",
+        summary: "egg: integer convs of one input joined by a channel concat (a layer split by --sq-ratio) as one conv over all their filters",
+        run: rewrite::merge_split,
+    },
+    Pass {
         name: "pow2-shift",
         summary: "egg: power-of-two requantize multipliers become shifts",
         run: rewrite::pow2_shift,

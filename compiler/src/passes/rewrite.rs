@@ -43,6 +43,10 @@ pub fn merge_requant(m: &mut Module) -> Result<bool, String> {
     run(m, &["merge-requant"])
 }
 
+pub fn merge_split(m: &mut Module) -> Result<bool, String> {
+    run(m, &["merge-split"])
+}
+
 pub fn pow2_shift(m: &mut Module) -> Result<bool, String> {
     run(m, &["pow2-shift"])
 }

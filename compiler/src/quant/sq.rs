@@ -40,8 +40,10 @@
 //!   channel order: runs of consecutive filters of one group are copied, no gather is
 //!   needed.
 //!
-//! Not built: offering the split as an alternative in the e-graph (the split is made on
-//! the float model before quantization, so the rewrites see only the chosen form).
+//! - In the e-graph: a split layer whose two parts reach the concat as they are
+//!   requantized (directly or through channel slices) is also offered as one kernel
+//!   over all its filters (`rewrite/rules/merge_split.rs`), and extraction keeps the form
+//!   the cost model prices lower.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 

@@ -13,6 +13,7 @@ pub mod int_add;
 pub mod int_pool;
 pub mod lookup;
 pub mod merge_requant;
+pub mod merge_split;
 pub mod move_scales;
 pub mod pow2;
 pub mod threshold;
@@ -66,6 +67,11 @@ pub const GROUPS: &[Group] = &[
         name: "merge-requant",
         summary: "merge requantize chains, drop identity requantizes, requantize between quantized types",
         rules: merge_requant::rules,
+    },
+    Group {
+        name: "merge-split",
+        summary: "two integer convs of one input joined by a channel concat (a layer split by --sq-ratio) as one conv over both filter groups",
+        rules: merge_split::rules,
     },
     Group {
         name: "pow2-shift",
