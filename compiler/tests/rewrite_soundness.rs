@@ -357,6 +357,12 @@ fn cases() -> Vec<Case> {
             Tol::Exact,
             "module m {\n input %y: f32[64]\n %r: f32[64] = relu(%y)\n %q: q<u4, 0.5:3>[64] = quantize(%r) {rounding = floor}\n output %q\n}",
         ),
+        // Per-channel scales with one zero point (DQA's per-channel type).
+        case(
+            "absorb-relu-into-quantize",
+            Tol::Exact,
+            "module m {\n input %y: f32[2,3,8]\n %r: f32[2,3,8] = relu(%y)\n %q: q<u6, axis=1, [0.125:2, 1.0:2, 0.0625:2]>[2,3,8] = quantize(%r)\n output %q\n}",
+        ),
         case(
             "absorb-clip-into-quantize",
             Tol::Exact,

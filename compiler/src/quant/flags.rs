@@ -147,7 +147,7 @@ pub struct QuantFlags {
     pub dqa_rank: Option<String>,
     /// With --act-method dqa: how the important channels are computed, `fused`
     /// (default: DQA's own form, the activation on the (N+m)-bit grid with the other
-    /// channels' codes rounded to multiples of 2^m, one kernel per reader) or `split`
+    /// channels' N-bit codes shifted onto it, one kernel per reader) or `split`
     /// (each reader split along its input channels into an N+m-bit and an N-bit layer).
     #[arg(long, value_name = "FORM", value_parser = ["fused", "split"])]
     pub dqa_form: Option<String>,

@@ -9,9 +9,9 @@
 //! reader as `y = s_N (W q) + (s_N / 2^m) (W_imp e)`. Two realisations:
 //!
 //! - DQA's own form (`--dqa-form fused`, the default): this pass only ranks; the
-//!   quantize pass (`insert.rs`, `QuantOptions::dqa_fine`) puts the activation on one
-//!   `N + m`-bit grid of step `s_N / 2^m` and rounds the other channels' codes to
-//!   multiples of `2^m` (a shift right and back, per channel), so each reader is one
+//!   quantize pass (`insert.rs`, `QuantOptions::dqa_fine`) quantizes the important
+//!   channels at step `s_N / 2^m` and the others at `s_N`, and shifts the others' codes
+//!   onto the one `N + m`-bit grid (a left shift by `m`), so each reader is one
 //!   kernel whose sum is DQA's two terms on one scale. An activation whose important
 //!   channels span much more than the others (`one_grid`) is split instead.
 //! - `--dqa-form split`: the reader is split along its input channels,
@@ -86,7 +86,7 @@ pub struct ImportantOptions {
     /// Whether the first and last layers stay at 8 bits (they are not split).
     pub keep_edges: bool,
     /// DQA's own form (`--dqa-form fused`, the default): every channel of the activation
-    /// on the `N + m`-bit grid, the others' codes rounded to multiples of `2^m`, one
+    /// on the `N + m`-bit grid, the others' `N`-bit codes shifted onto it, one
     /// reader kernel. Otherwise (`split`) each reader is split along its input channels.
     pub fused: bool,
     /// Power-of-two scales (`--dqa-requant shift`, `--pow2`).

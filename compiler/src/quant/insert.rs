@@ -739,11 +739,11 @@ pub fn quantize_model(
         act_params.insert(v, p);
     }
     // DQA's important channels in DQA's own form (`important.rs`, `--dqa-form fused`):
-    // the activation is quantized on the grid of step `s / 2^m` with `N + m` bits (zero
-    // point `z 2^m`), and its other channels' codes are rounded to multiples of `2^m`
-    // (a requantize to a per-channel type whose scale is `s` there, and one back), so
-    // they hold `N`-bit codes. A clip keeps the fine codes at most
-    // `qmax_N 2^m + 2^(m-1) - 1`, so that the rounded codes stay within `N` bits.
+    // the readers take it on the grid of step `s / 2^m` with `N + m` bits (its zero point
+    // chosen at that step); it is quantized to a per-channel type, the important channels
+    // at that step and the others at `s` (their `N`-bit codes), and one requantize puts
+    // the others' codes on the fine grid (shifted left by `m`) with a clamp at their
+    // largest code (`add_qdq` below).
     let mut fine: HashMap<ValueId, Dqa> = HashMap::new();
     if !opts.dqa_fine.is_empty() {
         let mx = opts.dqa_extra;
@@ -921,16 +921,6 @@ pub fn quantize_model(
         let mut attrs = BTreeMap::new();
         attrs.insert("rounding".to_string(), Attr::Enum("half_even".into()));
         let dqa = fine.get(&v);
-        let mut x = v;
-        if let (Some(d), QuantParams::PerTensor { scale, .. }) = (dqa, &p.ty.params) {
-            // In fine steps above the zero point: the other channels' largest code
-            // and half a coarse step less one.
-            let hi = ((d.qmax - d.zq as i64) << d.extra) + (1 << d.extra >> 1) - 1;
-            let mut ca = BTreeMap::new();
-            ca.insert("max".to_string(), Attr::Float(hi as f32 * scale));
-            let cn = out.fresh_name(&format!("{name}.dqa_clip"));
-            x = out.add_node(Op::Clip, vec![v], ca, cn, TensorType::f32(shape.clone()));
-        }
         let qdq = |out: &mut Module, x: ValueId, ty: &QuantType, tag: &str| {
             let qn = out.fresh_name(&format!("{name}.{tag}q"));
             let q = out.add_node(
@@ -949,29 +939,45 @@ pub fn quantize_model(
                 TensorType::f32(shape.clone()),
             )
         };
-        let mut dq = qdq(out, x, &p.ty, "");
-        if let (Some(d), QuantParams::PerTensor { scale, zero_point }) = (dqa, &p.ty.params) {
-            // The other channels' codes rounded to multiples of 2^m: to the
-            // per-channel type of step s there, and back to the fine grid.
-            let f = 1i32 << d.extra;
-            let mut coarse = p.ty.clone();
-            coarse.params = QuantParams::PerAxis {
-                axis: 1,
-                scales: d
-                    .mask
-                    .iter()
-                    .map(|&i| if i { *scale } else { scale * f as f32 })
-                    .collect(),
-                zero_points: d
-                    .mask
-                    .iter()
-                    .map(|&i| if i { *zero_point } else { d.zq })
-                    .collect(),
-            };
-            let c = qdq(out, dq, &coarse, "dqa_n");
-            fine_of.insert(v, dq);
-            dq = qdq(out, c, &p.ty, "dqa_");
-        }
+        let clip = |out: &mut Module, x: ValueId, max: f32| {
+            let mut ca = BTreeMap::new();
+            ca.insert("max".to_string(), Attr::Float(max));
+            let cn = out.fresh_name(&format!("{name}.dqa_clip"));
+            out.add_node(Op::Clip, vec![x], ca, cn, TensorType::f32(shape.clone()))
+        };
+        let dq = match (dqa, &p.ty.params) {
+            (Some(d), QuantParams::PerTensor { scale, zero_point }) => {
+                // The kernels' path: the important channels on the fine grid and the
+                // others at their own step `s = 2^m s_f` (their `N`-bit codes, zero
+                // point `zq`), each quantized once, then all on the fine grid (a shift
+                // left by m of the others' codes), clipped at the others' largest code,
+                // `(qmax_N - zq) s` (fine codes above it would leave `N` bits).
+                let f = 1i32 << d.extra;
+                let mut coarse = p.ty.clone();
+                coarse.params = QuantParams::PerAxis {
+                    axis: 1,
+                    scales: d
+                        .mask
+                        .iter()
+                        .map(|&i| if i { *scale } else { scale * f as f32 })
+                        .collect(),
+                    zero_points: d
+                        .mask
+                        .iter()
+                        .map(|&i| if i { *zero_point } else { d.zq })
+                        .collect(),
+                };
+                let hi = ((d.qmax - d.zq as i64) << d.extra) as f32 * scale;
+                let c = qdq(out, v, &coarse, "dqa_n");
+                let c = clip(out, c, hi);
+                // Other users (a residual add, a graph output) read the fine grid.
+                let fv = clip(out, v, hi);
+                let fdq = qdq(out, fv, &p.ty, "");
+                fine_of.insert(v, fdq);
+                qdq(out, c, &p.ty, "dqa_")
+            }
+            _ => qdq(out, v, &p.ty, ""),
+        };
         remap.insert(v, dq);
     };
 

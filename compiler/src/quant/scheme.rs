@@ -47,8 +47,8 @@ pub struct QuantOptions {
     /// `--act-method dqa`'s important channels in DQA's own form (`important.rs`):
     /// activation (the value its quantizer follows) -> the channels that get
     /// `dqa_extra` more bits. Such an activation is quantized on the `N + dqa_extra`-bit
-    /// grid of the finer step, and its other channels' codes are rounded to multiples of
-    /// `2^dqa_extra` (`N`-bit codes on the coarse step).
+    /// grid of the finer step, its other channels quantized at the `N`-bit step and their
+    /// codes shifted onto that grid (multiples of `2^dqa_extra`).
     pub dqa_fine: BTreeMap<String, Vec<usize>>,
     pub dqa_extra: u8,
 }

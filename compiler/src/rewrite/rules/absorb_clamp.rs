@@ -75,12 +75,22 @@ fn clamped_quantize(eg: &mut QEGraph, qm: &Meta, y: Id, min: Option<i64>, max: O
 }
 
 /// `quantize(relu(y)) -> requantize{1, 0, min = quantize(0)}(quantize(y))` for
-/// per-tensor parameters. Exact, NaN included (both sides give the zero point).
+/// per-tensor parameters, or per-axis ones with one zero point (`quantize(0)` is that
+/// zero point in every channel). Exact, NaN included (both sides give the zero point).
 fn absorb_relu(eg: &mut QEGraph, _root: Id, s: &Subst) -> Option<Id> {
     let qm = meta(eg, var(s, "?qm")).clone();
     let q = qm.ty.elem.quant()?;
     let r = qm.attrs().rounding("rounding").ok()?;
-    let lo = quantize_scalar(q, r, 0.0)?;
+    let lo = match &q.params {
+        qcc_ir::QuantParams::PerAxis { zero_points, .. } => {
+            let z = *zero_points.first()?;
+            if zero_points.iter().any(|&x| x != z) {
+                return None;
+            }
+            (z as i64).clamp(q.qmin(), q.qmax())
+        }
+        _ => quantize_scalar(q, r, 0.0)?,
+    };
     Some(clamped_quantize(eg, &qm, var(s, "?y"), Some(lo), None))
 }
 
