@@ -32,8 +32,8 @@
 //!   bytes per channel for a per-channel requantize with bias, instead of 52).
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, I8, I8X16, I16, I16X8, I32, I32X4, I64, I64X2};
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::types::{F32, F32X4, I8, I8X16, I16X8, I32, I32X4, I64, I64X2};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value};
 use qcc_ir::shape::normalize_axis;
 use qcc_ir::{Attrs, ConstData, ElemType, Module, Node, Op, QuantParams, Rounding};
 
@@ -1032,12 +1032,91 @@ fn shift_only_bytes(rq: &Requant, st_in: Store, st_out: Store) -> bool {
             .all(|c| c[0] == 1 && (0..=14).contains(&c[1]) && (0..=6).contains(&c[2]))
 }
 
+/// The constants of a shift-only requantize of one channel (table pointer `tp`) in
+/// `lanes` (`I16X8` or `I32X4`): `a = x - zx`, the right shift by `s` rounded as
+/// `floor((a + 2^(s-1) - 1 + bit_s(a)) / 2^s)` for half to even (nothing added for floor
+/// or `s = 0`), then the left shift by `k`, `+ zq` and the clamp to `[lo, hi]`.
+struct ShiftLanes {
+    s: Value,
+    k: Value,
+    zx: Value,
+    zq: Value,
+    lo: Value,
+    hi: Value,
+    add: Value,
+    spos: Value,
+    half_even: bool,
+    /// `+-2^30` (i32 lanes of i32 values): `a` is clamped to it first.
+    bound: Option<(Value, Value)>,
+}
+
+impl ShiftLanes {
+    fn new(kb: &mut Kb<'_, '_>, rq: &Requant, tp: Value, lanes: Type, bound: bool) -> Self {
+        let mut f = RqFields::new(rq, tp);
+        let sh = f.get(kb, 1);
+        let zx = f.get(kb, 2);
+        let zq = f.get(kb, 3);
+        let zero = kb.c(0);
+        let s = kb.b.ins().smax(sh, zero);
+        let nsh = kb.b.ins().ineg(sh);
+        let k = kb.b.ins().smax(nsh, zero);
+        let spos = kb.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, s, 0);
+        let spos = kb.b.ins().uextend(I64, spos);
+        let one = kb.c(1);
+        let pow = kb.b.ins().ishl(one, s);
+        let half = kb.b.ins().ushr_imm_u(pow, 1);
+        let add = kb.b.ins().isub(half, spos);
+        let lane = lanes.lane_type();
+        let splat = |kb: &mut Kb<'_, '_>, v: Value| {
+            let v = kb.b.ins().ireduce(lane, v);
+            kb.b.ins().splat(lanes, v)
+        };
+        let (lo, hi) = (kb.c(rq.lo), kb.c(rq.hi));
+        let bound = bound.then(|| {
+            let (b, nb) = (kb.c(1 << 30), kb.c(-(1 << 30)));
+            (splat(kb, b), splat(kb, nb))
+        });
+        ShiftLanes {
+            s: kb.b.ins().ireduce(I32, s),
+            k: kb.b.ins().ireduce(I32, k),
+            zx: splat(kb, zx),
+            zq: splat(kb, zq),
+            lo: splat(kb, lo),
+            hi: splat(kb, hi),
+            add: splat(kb, add),
+            spos: splat(kb, spos),
+            half_even: rq.rounding == Rounding::HalfEven,
+            bound,
+        }
+    }
+
+    /// The requantized codes of the values `x`.
+    fn apply(&self, kb: &mut Kb<'_, '_>, x: Value) -> Value {
+        let mut a = kb.b.ins().isub(x, self.zx);
+        if let Some((b, nb)) = self.bound {
+            a = kb.b.ins().smax(a, nb);
+            a = kb.b.ins().smin(a, b);
+        }
+        let t = if self.half_even {
+            let q = kb.b.ins().sshr(a, self.s);
+            let odd = kb.b.ins().band(q, self.spos);
+            let t = kb.b.ins().iadd(a, self.add);
+            kb.b.ins().iadd(t, odd)
+        } else {
+            a
+        };
+        let t = kb.b.ins().sshr(t, self.s);
+        let t = kb.b.ins().ishl(t, self.k);
+        let t = kb.b.ins().iadd(t, self.zq);
+        let t = kb.b.ins().smax(t, self.lo);
+        kb.b.ins().smin(t, self.hi)
+    }
+}
+
 /// `n16` runs of 16 byte codes of one channel (table pointer `tp`) from `xp` to `op`,
-/// requantized by shifts alone ([`shift_only_bytes`]): `a = x - zx` in i16 lanes
-/// (|a| <= 255), the right shift by `s` rounded as `floor((a + 2^(s-1) - 1 + bit_s(a)) /
-/// 2^s)` for half to even (nothing added for floor or `s = 0`), then the left shift by
-/// `k` (|result| <= 255 * 64), `+ zq` and the clamp to `[lo, hi]`, all exact in i16; the
-/// scalar form's saturation bounds never bind at these magnitudes.
+/// requantized by shifts alone ([`shift_only_bytes`]) in i16 lanes: |x - zx| <= 255 and
+/// the result at most 255 * 64 before the clamp, exact in i16; the scalar form's
+/// saturation bounds never bind at these magnitudes.
 #[allow(clippy::too_many_arguments, reason = "one loop")]
 fn shift_codes_x16(
     kb: &mut Kb<'_, '_>,
@@ -1049,37 +1128,7 @@ fn shift_codes_x16(
     op: Value,
     n16: usize,
 ) {
-    let mut f = RqFields::new(rq, tp);
-    let sh = f.get(kb, 1);
-    let zx = f.get(kb, 2);
-    let zq = f.get(kb, 3);
-    let zero = kb.c(0);
-    let s = kb.b.ins().smax(sh, zero);
-    let nsh = kb.b.ins().ineg(sh);
-    let k = kb.b.ins().smax(nsh, zero);
-    let spos = kb.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, s, 0);
-    let spos = kb.b.ins().uextend(I64, spos);
-    let half_even = rq.rounding == Rounding::HalfEven;
-    let one = kb.c(1);
-    let pow = kb.b.ins().ishl(one, s);
-    let half = kb.b.ins().ushr_imm_u(pow, 1);
-    let addc = kb.b.ins().isub(half, spos);
-    let s32 = kb.b.ins().ireduce(I32, s);
-    let k32 = kb.b.ins().ireduce(I32, k);
-    let splat = |kb: &mut Kb<'_, '_>, v: Value| {
-        let v = kb.b.ins().ireduce(I16, v);
-        kb.b.ins().splat(I16X8, v)
-    };
-    let lo = kb.c(rq.lo);
-    let hi = kb.c(rq.hi);
-    let (vzx, vzq, vlo, vhi, vadd, vspos) = (
-        splat(kb, zx),
-        splat(kb, zq),
-        splat(kb, lo),
-        splat(kb, hi),
-        splat(kb, addc),
-        splat(kb, spos),
-    );
+    let c = ShiftLanes::new(kb, rq, tp, I16X8, false);
     kb.for_range(0, n16 as i64, 1, |kb, i| {
         let src = kb.idx(xp, i, 16);
         let v = kb.load(I8X16, src, 0);
@@ -1088,27 +1137,11 @@ fn shift_codes_x16(
         } else {
             [kb.b.ins().swiden_low(v), kb.b.ins().swiden_high(v)]
         };
-        let mut r = [v; 2];
-        for (h, x) in halves.into_iter().enumerate() {
-            let a = kb.b.ins().isub(x, vzx);
-            let t = if half_even {
-                let q = kb.b.ins().sshr(a, s32);
-                let odd = kb.b.ins().band(q, vspos);
-                let t = kb.b.ins().iadd(a, vadd);
-                kb.b.ins().iadd(t, odd)
-            } else {
-                a
-            };
-            let t = kb.b.ins().sshr(t, s32);
-            let t = kb.b.ins().ishl(t, k32);
-            let t = kb.b.ins().iadd(t, vzq);
-            let t = kb.b.ins().smax(t, vlo);
-            r[h] = kb.b.ins().smin(t, vhi);
-        }
+        let [a, b] = halves.map(|x| c.apply(kb, x));
         let out = if st_out == Store::U8 {
-            kb.b.ins().unarrow(r[0], r[1])
+            kb.b.ins().unarrow(a, b)
         } else {
-            kb.b.ins().snarrow(r[0], r[1])
+            kb.b.ins().snarrow(a, b)
         };
         let dst = kb.idx(op, i, 16);
         kb.store(out, dst, 0);
@@ -1149,11 +1182,9 @@ fn shift_only_i32(rq: &Requant, st_in: Store, st_out: Store) -> bool {
 }
 
 /// `n8` runs of 8 values of one channel (table pointer `tp`) from `xp` to `op`,
-/// requantized by shifts alone ([`shift_only_i32`]) in i32 lanes: `a = x - zx`; i32
-/// inputs clamped to `+-2^30` first (with a right shift of at most 22 every such value
-/// still lands beyond the byte range, so the clamp to it is unchanged); the right shift
-/// by `s` rounded as `floor((a + 2^(s-1) - 1 + bit_s(a)) / 2^s)` for half to even; the
-/// left shift by `k`; `+ zq`; the clamp to `[lo, hi]`.
+/// requantized by shifts alone ([`shift_only_i32`]) in i32 lanes; i32 inputs are clamped
+/// to `+-2^30` first (with a right shift of at most 22 every such value still lands
+/// beyond the byte range, so the clamp to it is unchanged).
 #[allow(clippy::too_many_arguments, reason = "one loop")]
 fn shift_codes_x8(
     kb: &mut Kb<'_, '_>,
@@ -1165,65 +1196,14 @@ fn shift_codes_x8(
     op: Value,
     n8: usize,
 ) {
-    let mut f = RqFields::new(rq, tp);
-    let sh = f.get(kb, 1);
-    let zx = f.get(kb, 2);
-    let zq = f.get(kb, 3);
-    let zero = kb.c(0);
-    let s = kb.b.ins().smax(sh, zero);
-    let nsh = kb.b.ins().ineg(sh);
-    let k = kb.b.ins().smax(nsh, zero);
-    let spos = kb.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, s, 0);
-    let spos = kb.b.ins().uextend(I64, spos);
-    let half_even = rq.rounding == Rounding::HalfEven;
-    let one = kb.c(1);
-    let pow = kb.b.ins().ishl(one, s);
-    let half = kb.b.ins().ushr_imm_u(pow, 1);
-    let addc = kb.b.ins().isub(half, spos);
-    let s32 = kb.b.ins().ireduce(I32, s);
-    let k32 = kb.b.ins().ireduce(I32, k);
-    let splat = |kb: &mut Kb<'_, '_>, v: Value| {
-        let v = kb.b.ins().ireduce(I32, v);
-        kb.b.ins().splat(I32X4, v)
-    };
-    let lo = kb.c(rq.lo);
-    let hi = kb.c(rq.hi);
-    let big = kb.c(1 << 30);
-    let nbig = kb.c(-(1 << 30));
-    let (vzx, vzq, vlo, vhi, vadd, vspos, vbig, vnbig) = (
-        splat(kb, zx),
-        splat(kb, zq),
-        splat(kb, lo),
-        splat(kb, hi),
-        splat(kb, addc),
-        splat(kb, spos),
-        splat(kb, big),
-        splat(kb, nbig),
-    );
     let (ib, ob) = (st_in.bytes(), st_out.bytes());
+    let c = ShiftLanes::new(kb, rq, tp, I32X4, ib == 4);
     kb.for_range(0, n8 as i64, 1, |kb, i| {
         let src = kb.idx(xp, i, (8 * ib) as i64);
         let dst = kb.idx(op, i, (8 * ob) as i64);
         let (x0, x1) = load_codes_x8(kb, st_in, src);
         for (h, x) in [x0, x1].into_iter().enumerate() {
-            let mut a = kb.b.ins().isub(x, vzx);
-            if ib == 4 {
-                a = kb.b.ins().smax(a, vnbig);
-                a = kb.b.ins().smin(a, vbig);
-            }
-            let t = if half_even {
-                let q = kb.b.ins().sshr(a, s32);
-                let odd = kb.b.ins().band(q, vspos);
-                let t = kb.b.ins().iadd(a, vadd);
-                kb.b.ins().iadd(t, odd)
-            } else {
-                a
-            };
-            let t = kb.b.ins().sshr(t, s32);
-            let t = kb.b.ins().ishl(t, k32);
-            let t = kb.b.ins().iadd(t, vzq);
-            let t = kb.b.ins().smax(t, vlo);
-            let t = kb.b.ins().smin(t, vhi);
+            let t = c.apply(kb, x);
             let o = kb.off(dst, (h * 4 * ob) as i64);
             store_lanes(kb, st_out, t, 4, o);
         }
